@@ -1,0 +1,28 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/create_join.py
+
+test: $(STAMP)
+	$(PY) -m pytest
+	$(PY) -m mypy
+	$(PY) -m ruff check netmcore tests examples
+	$(PY) -m ruff format --check netmcore tests examples
+
+bench: $(STAMP)
+	$(PY) -m netmcore bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,197 @@
+"""The low-level calls (upstream ``Netmcore``), from the master or from a worker.
+
+In a worker each call is a request to the master over the worker's link; in
+the master it is a direct call into the loop's tables. Arguments are checked
+here, in the caller, before anything is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from . import _context, _payload
+from ._encap import Encap
+from ._errors import REMOTE_ERRORS, ContextError, NetmcoreError, NoResource
+from ._ids import ProcessId, ResId
+from ._master import current_master
+from ._wire import (
+    Failed,
+    Joined,
+    JoinReq,
+    Message,
+    ReleaseReq,
+    Returned,
+    Started,
+    StartReq,
+    WireEncap,
+    WireOutcome,
+)
+
+InheritRequest = Literal["all"] | Iterable[ResId]
+
+
+def start(
+    fork_point: ResId, arg: Encap, *, inherit_resources: InheritRequest = "all"
+) -> ProcessId[Any]:
+    """Start a process of the type ``fork_point`` with the argument ``arg``.
+
+    Parameters
+    ----------
+    fork_point :
+        From :func:`def_process`.
+    arg :
+        The argument, wrapped by an :class:`EncapType`.
+    inherit_resources :
+        ``"all"`` (the default) or the ids of the resources the new process
+        inherits.
+
+    Returns
+    -------
+    ProcessId
+        The new process's id, returned at once.
+
+    Raises
+    ------
+    NoResource
+        If ``fork_point`` is not a (live) fork point.
+    ContextError
+        Outside ``run``/``startup``.
+    ShuttingDown
+        After the first process has ended.
+    """
+    _check_res_id(fork_point, "fork_point")
+    if not isinstance(arg, Encap):
+        raise TypeError(
+            f"arg must be an Encap, not {type(arg).__name__}: wrap it with an EncapType"
+        )
+    inherit = _inherit_list(inherit_resources)
+    ctx = _context.current
+    if ctx.role == "master":
+        wire = WireEncap(arg.type_name, arg.fingerprint, bytes(arg.data))
+        return ProcessId(current_master("start").start(fork_point.n, wire, inherit))
+    link = _link("start")
+    payload = _payload.pack(arg.data, ctx.shm_prefix)
+    try:
+        reply = link.request(StartReq(fork_point.n, WireEncap(arg.type_name, arg.fingerprint, payload), inherit))
+    except BaseException:
+        _payload.discard(payload)
+        raise
+    if isinstance(reply, Started):
+        return ProcessId(reply.pid)
+    _payload.discard(payload)
+    raise _error(reply)
+
+
+def join(join_point: ResId, pid: ProcessId[Any]) -> Encap | None:
+    """Wait until process ``pid`` ends; return its result, or None if it has none.
+
+    Only the first join of a process succeeds. Not allowed in the master, which
+    never blocks: use :func:`join_nowait` there.
+    """
+    return encap_of(join_outcome(join_point, pid, wait=True))
+
+
+def join_nowait(join_point: ResId, pid: ProcessId[Any]) -> Encap | None:
+    """Like :func:`join`, but return None at once if ``pid`` has not ended.
+
+    It works in the master too (for example in ``extract_result``).
+    """
+    return encap_of(join_outcome(join_point, pid, wait=False))
+
+
+def join_outcome(join_point: ResId, pid: ProcessId[Any], *, wait: bool) -> WireOutcome | None:
+    """The raw outcome of ``pid``, or None when not waiting and it has not ended."""
+    _check_res_id(join_point, "join_point")
+    if not isinstance(pid, ProcessId):
+        raise TypeError(f"pid must be a ProcessId, not {type(pid).__name__}")
+    ctx = _context.current
+    if ctx.role == "master":
+        if wait:
+            raise ContextError(
+                "join() cannot be called in the master, which never blocks: "
+                "use join_nowait() there (for example in extract_result)"
+            )
+        return current_master("join_nowait").join(join_point.n, pid.n, wait=False, waiter=None)
+    reply = _link("join").request(JoinReq(join_point.n, pid.n, wait))
+    if isinstance(reply, Joined):
+        return reply.outcome
+    raise _error(reply)
+
+
+def encap_of(outcome: WireOutcome | None) -> Encap | None:
+    if isinstance(outcome, Returned):
+        v = outcome.value
+        return Encap(v.type_name, v.fingerprint, _payload.view(v.payload))
+    return None
+
+
+def self_process_id() -> ProcessId[Any]:
+    """The id of the calling process. Raises ContextError outside a worker."""
+    ctx = _context.current
+    if ctx.role != "worker" or ctx.process_id is None:
+        raise ContextError(
+            f"self_process_id() is only meaningful in a worker; this is {ctx.role} context"
+        )
+    return ProcessId(ctx.process_id)
+
+
+def release(res_id: ResId) -> None:
+    """Release a resource. Releasing twice, or something never got, does nothing."""
+    _check_res_id(res_id, "res_id")
+    ctx = _context.current
+    if ctx.role == "worker":
+        reply = _link("release").request(ReleaseReq(res_id.n))
+        if isinstance(reply, Failed):
+            raise _error(reply)
+    elif ctx.role == "master":
+        current_master("release").release(res_id.n)
+    else:
+        from . import _registry
+
+        _registry.by_fork_point.pop(res_id.n, None)
+        _registry.by_join_point.pop(res_id.n, None)
+
+
+def _link(what: str) -> Any:
+    link = _context.current.link
+    if link is None:
+        raise ContextError(
+            f"netmcore.{what}() was called outside netmcore.run()/startup(): call it "
+            "from first_process or from inside a worker process"
+        )
+    return link
+
+
+def _check_res_id(value: object, name: str) -> None:
+    if not isinstance(value, ResId):
+        raise TypeError(f"{name} must be a ResId, not {type(value).__name__} ({value!r})")
+
+
+def _inherit_list(value: object) -> list[int] | None:
+    if isinstance(value, str):
+        if value == "all":
+            return None
+        raise ValueError(
+            f"inherit_resources={value!r} is not valid: pass 'all' or an iterable of ResId"
+        )
+    try:
+        items = list(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(
+            f"inherit_resources must be 'all' or an iterable of ResId, not {type(value).__name__}"
+        ) from None
+    bad = [item for item in items if not isinstance(item, ResId)]
+    if bad:
+        raise TypeError(f"inherit_resources holds {bad[0]!r}, which is not a ResId")
+    return [item.n for item in items]
+
+
+def _error(reply: Message) -> NetmcoreError:
+    if isinstance(reply, Failed):
+        if reply.error == "NoResource":
+            err = NoResource(ResId(reply.res_id if reply.res_id is not None else -1), "")
+            err.args = (reply.message,)
+            return err
+        return REMOTE_ERRORS.get(reply.error, NetmcoreError)(reply.message)
+    return NetmcoreError(f"unexpected reply from the master: {type(reply).__name__}")

@@ -1,0 +1,163 @@
+"""Encapsulated values: a msgpack encoding plus the fingerprint of its type.
+
+Upstream's ``Netplex_encap`` makes values of any type travel as one opaque type
+and checks, when a value is unwrapped, that it is unwrapped as the type it was
+wrapped as. Here the check holds across processes and code versions: the type
+is identified by a fingerprint, a hash of its canonical JSON Schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
+
+import msgspec
+
+from ._errors import ArgumentTypeError, EncapTypeMismatch
+
+T = TypeVar("T")
+
+_encoder = msgspec.msgpack.Encoder()
+
+# Values of these types are valid exactly when their type is the declared one,
+# so they skip the validating decode (which would copy a large bytes value).
+_SCALARS: frozenset[Any] = frozenset({bytes, str, int, bool, type(None)})
+
+
+@dataclass(frozen=True, slots=True)
+class Encap:
+    """A value of some type, encoded, tagged with its type's fingerprint.
+
+    ``data`` is the msgpack encoding. For a value received through shared
+    memory it is a read-only view of the mapping, which lives as long as it.
+    """
+
+    type_name: str
+    fingerprint: str
+    data: bytes | memoryview
+
+    def __repr__(self) -> str:
+        return f"Encap({self.type_name}, {len(self.data)} bytes)"
+
+
+def type_name(typ: Any) -> str:
+    """A readable name for a type or type expression."""
+    if isinstance(typ, type) and not getattr(typ, "__args__", None):
+        return typ.__qualname__ if typ.__module__ == "builtins" else (
+            f"{typ.__module__}.{typ.__qualname__}"
+        )
+    return repr(typ).replace("typing.", "")
+
+
+def fingerprint(schema: dict[str, Any]) -> str:
+    """A stable hash of a JSON Schema: the same schema gives the same string."""
+    canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class EncapType(Generic[T]):
+    """Wraps values of one type into :class:`Encap` and back, type-checked.
+
+    Parameters
+    ----------
+    typ :
+        Any type msgspec handles: builtins, tuples, lists, dicts, Structs,
+        dataclasses, TypedDicts, enums, datetimes, bytes, and unions of them.
+
+    Raises
+    ------
+    TypeError
+        If msgspec cannot encode values of ``typ``.
+    """
+
+    @overload
+    def __init__(self: EncapType[T], typ: type[T]) -> None: ...
+    @overload
+    def __init__(self: EncapType[Any], typ: Any) -> None: ...
+    def __init__(self, typ: Any) -> None:
+        self.type: Any = typ
+        self.name = type_name(typ)
+        try:
+            self.schema: dict[str, Any] = msgspec.json.schema(typ)
+            self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(typ)
+        except TypeError as exc:
+            raise TypeError(
+                f"{self.name} cannot be a process argument or result: {exc}; "
+                "use types msgspec can encode (builtins, Structs, dataclasses, ...)"
+            ) from exc
+        self.fingerprint = fingerprint(self.schema)
+
+    def __repr__(self) -> str:
+        return f"EncapType({self.name})"
+
+    def encode(self, value: T, what: str = "value") -> bytes:
+        """Encode ``value``, checking it against the type first.
+
+        Raises
+        ------
+        ArgumentTypeError
+            If the value does not match the type; the message names the path.
+        """
+        try:
+            data = _encoder.encode(value)
+        except (TypeError, ValueError) as exc:
+            raise ArgumentTypeError(
+                f"{what} {_short(value)} cannot be encoded as {self.name}: {exc}", "$"
+            ) from exc
+        if type(value) is not self.type or self.type not in _SCALARS:
+            try:
+                self._decoder.decode(data)
+            except msgspec.ValidationError as exc:
+                path = _path_of(exc)
+                raise ArgumentTypeError(
+                    f"{what} {_short(value)} does not match {self.name}: {exc}", path
+                ) from exc
+        return data
+
+    def decode(self, data: bytes | memoryview) -> T:
+        """Decode and validate bytes made by :meth:`encode`."""
+        return self._decoder.decode(data)
+
+    def wrap(self, value: T) -> Encap:
+        """Encapsulate ``value``; raises :class:`ArgumentTypeError` if it does not match."""
+        return Encap(self.name, self.fingerprint, self.encode(value))
+
+    def wrap_as(self, value: T, what: str) -> Encap:
+        """:meth:`wrap`, naming ``value`` as ``what`` in the error message."""
+        return Encap(self.name, self.fingerprint, self.encode(value, what))
+
+    def decode_error(self, exc: Exception) -> ArgumentTypeError:
+        """Describe why :meth:`unwrap` failed, with the path of the fault."""
+        if isinstance(exc, msgspec.ValidationError):
+            return ArgumentTypeError(f"value does not match {self.name}: {exc}", _path_of(exc))
+        return ArgumentTypeError(str(exc), "$")
+
+    def unwrap(self, encap: Encap) -> T:
+        """Return the value inside ``encap``.
+
+        Raises
+        ------
+        EncapTypeMismatch
+            If ``encap`` was made by an EncapType of another type.
+        """
+        if encap.fingerprint != self.fingerprint:
+            raise EncapTypeMismatch(
+                f"cannot unwrap a value encapsulated as {encap.type_name} "
+                f"(fingerprint {encap.fingerprint}) as {self.name} "
+                f"(fingerprint {self.fingerprint})"
+            )
+        return self.decode(encap.data)
+
+
+def _path_of(exc: msgspec.ValidationError) -> str:
+    # msgspec ends its messages with " - at `$.a[0]`" when the fault is nested.
+    text = str(exc)
+    marker = " - at `"
+    return text[text.rindex(marker) + len(marker) : -1] if marker in text else "$"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,83 @@
+"""The exceptions netmcore raises.
+
+Every error derives from :class:`NetmcoreError` and, where one fits, from the
+standard exception a caller would already catch (``LookupError`` for unknown
+ids, ``TypeError`` for values of the wrong type, ``RuntimeError`` for calls made
+in the wrong context).
+"""
+
+from __future__ import annotations
+
+
+class NetmcoreError(Exception):
+    """Base class of every netmcore error."""
+
+
+class NoResource(NetmcoreError, LookupError):
+    """A resource id is unknown, released, or of the wrong kind.
+
+    Attributes
+    ----------
+    res_id : ResId
+        The id that was asked for.
+    """
+
+    def __init__(self, res_id: object, reason: str) -> None:
+        super().__init__(f"no resource {res_id!r}: {reason}")
+        self.res_id = res_id
+
+
+class EncapTypeMismatch(NetmcoreError, TypeError):
+    """An :class:`Encap` was unwrapped with an :class:`EncapType` of another type."""
+
+
+class ArgumentTypeError(NetmcoreError, TypeError):
+    """A value does not match the type its process or encap type declares.
+
+    Attributes
+    ----------
+    path : str
+        Where in the value the fault is, in msgspec's ``$.field[3].x`` style.
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class UnknownProcess(NetmcoreError, LookupError):
+    """A process id is unknown: never started here, or already joined."""
+
+
+class WrongJoinPoint(NetmcoreError, TypeError):
+    """A process was joined through the join point of another process type."""
+
+
+class ContextError(NetmcoreError, RuntimeError):
+    """A call was made where it cannot work (outside ``run``, or in the master)."""
+
+
+class ShuttingDown(NetmcoreError, RuntimeError):
+    """A process was started after the first process ended and shutdown began."""
+
+
+class SocketDirectoryError(NetmcoreError, OSError):
+    """The socket directory cannot be used (in use, not private, not creatable)."""
+
+
+class MasterGone(NetmcoreError, ConnectionError):
+    """The connection to the master was lost: the master has ended."""
+
+
+
+
+class ResultTypeError(ArgumentTypeError):
+    """A process returned a value that does not match its declared result type."""
+
+
+# The errors the master reports to a worker travel by class name; this table
+# turns the name back into the class on the worker's side.
+REMOTE_ERRORS: dict[str, type[NetmcoreError]] = {
+    cls.__name__: cls
+    for cls in (UnknownProcess, WrongJoinPoint, ContextError, ShuttingDown, NetmcoreError)
+}

@@ -1,0 +1,49 @@
+"""Resource and process ids: small, immutable, hashable and serializable.
+
+Ids are the library's own sequential numbers, never OS pids. The master is the
+only process that hands them out, so they are unique for the life of the
+program, across several ``run`` calls too (as upstream's are).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Generic, TypeVar
+
+import msgspec
+
+OutT = TypeVar("OutT")
+
+
+class ResId(msgspec.Struct, frozen=True, array_like=True):
+    """The id of a resource: a fork point, a join point, or a kernel object."""
+
+    n: int
+
+    def __repr__(self) -> str:
+        return f"ResId({self.n})"
+
+
+class ProcessId(msgspec.Struct, Generic[OutT], frozen=True, array_like=True):
+    """The id of a started process.
+
+    The type parameter is the result type of the process, so that mypy rejects
+    joining a process through the join point of another process type.
+    """
+
+    n: int
+
+    def __repr__(self) -> str:
+        return f"ProcessId({self.n})"
+
+
+_res_ids = itertools.count()
+_process_ids = itertools.count()
+
+
+def next_res_id() -> ResId:
+    return ResId(next(_res_ids))
+
+
+def next_process_id() -> int:
+    return next(_process_ids)

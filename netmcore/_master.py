@@ -1,0 +1,585 @@
+"""The master: a lean, single-threaded event loop that forks and supervises.
+
+The master never runs payload work and never blocks on a worker. It owns the
+process table (one :class:`Record` per library process), the OS children that
+carry them, and a small pool of *spares*: children forked ahead of time that
+wait, as untouched copies of the master, to be assigned a process. Assigning a
+spare takes one message; the fork that replaces it happens when the loop is idle,
+off the start/join path. See ``_wire`` for the messages.
+
+A child's end is seen through a pidfd, never by guessing from a closed socket,
+and its outcome is kept until the one join that succeeds takes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from . import _context, _payload, _registry, _shm, _worker
+from ._debug import log, trace
+from ._errors import (
+    ContextError,
+    NetmcoreError,
+    NoResource,
+    ShuttingDown,
+    UnknownProcess,
+    WrongJoinPoint,
+)
+from ._ids import next_process_id
+from ._posix import peer_uid
+from ._socketdir import SocketDir
+from ._wire import (
+    RECV_SIZE,
+    Assign,
+    Done,
+    Ended,
+    Failed,
+    Finished,
+    Joined,
+    JoinReq,
+    Message,
+    ProcessInfo,
+    ReleaseReq,
+    Returned,
+    Started,
+    StartReq,
+    Status,
+    StatusReq,
+    WireEncap,
+    WireOutcome,
+    decoder,
+    encoder,
+)
+
+SPARES = 2  # children kept forked ahead of time
+GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL when the master is interrupted
+_MAX_BATCH = 64  # messages read from one socket before others get a turn
+
+
+class Conn:
+    """The master's non-blocking end of a socket to a child or an admin client."""
+
+    def __init__(self, sock: socket.socket, master: Master) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.master = master
+        self.outq: deque[bytes] = deque()
+        self.broken = False
+        self.child: Child | None = None
+
+    def send(self, msg: Message) -> bool:
+        """Queue ``msg``; False if the peer is gone."""
+        if self.broken:
+            return False
+        data = encoder.encode(msg)
+        if not self.outq:
+            try:
+                self.sock.send(data)
+                return True
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.broken = True
+                return False
+        self.outq.append(data)
+        self.master.watch_writable(self, True)
+        return True
+
+    def flush(self) -> None:
+        while self.outq:
+            try:
+                self.sock.send(self.outq[0])
+            except BlockingIOError:
+                return
+            except OSError:
+                self.broken = True
+                self.outq.clear()
+                break
+            self.outq.popleft()
+        self.master.watch_writable(self, False)
+
+
+@dataclass(eq=False)
+class Child:
+    """An OS child of the master: a spare, or the carrier of a process."""
+
+    os_pid: int
+    conn: Conn
+    pidfd: int
+    record: Record | None = None
+
+
+@dataclass(eq=False)
+class Record:
+    """A library process, from its start until it has ended and been joined."""
+
+    n: int
+    definition: _registry.Definition
+    arg: WireEncap
+    started: float
+    child: Child | None = None
+    outcome: WireOutcome | None = None
+    joined: bool = False
+    waiters: list[Conn] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.child is not None:
+            return "running" if self.outcome is None else "finishing"
+        return "ended"
+
+
+class Controller:
+    """The master's handle, passed to ``init_ctrl`` and ``extract_result``.
+
+    Attributes
+    ----------
+    socket_directory : str
+        The directory holding the control socket.
+    master_pid : int
+        The OS pid of the master.
+    """
+
+    def __init__(self, master: Master) -> None:
+        self._master = master
+        self.socket_directory = master.sockdir.path
+        self.master_pid = master.os_pid
+
+    def processes(self) -> list[ProcessInfo]:
+        """The processes the master knows about, as the admin tool shows them."""
+        return self._master.status().processes
+
+
+class Master:
+    """The event loop of ``run``; one instance per ``run`` call."""
+
+    def __init__(self, sockdir: SocketDir) -> None:
+        self.sockdir = sockdir
+        self.os_pid = os.getpid()
+        self.shm_prefix = f"/nmc.{sockdir.token}."
+        self.sel = selectors.EpollSelector()
+        self.records: dict[int, Record] = {}
+        self.children: dict[int, Child] = {}  # by os pid
+        self.spares: deque[Child] = deque()
+        self.first: int | None = None
+        self.shutting_down = False
+        self.interrupted: int | None = None
+        self.kill_deadline: float | None = None
+        self._buf = bytearray(RECV_SIZE)
+        self._view = memoryview(self._buf)
+        self._fds: set[int] = set()  # every descriptor a child must close
+        self._listener = sockdir.listen()
+        self._watch(self._listener.fileno(), self._accept)
+        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        for s in (self._wakeup_r, self._wakeup_w):
+            s.setblocking(False)
+        self._watch(self._wakeup_r.fileno(), self._on_wakeup)
+        self._fds.add(self._wakeup_w.fileno())
+        self._fds.add(self.sel.fileno())
+        self._fds.update(sockdir.fds())
+
+    # --- descriptors -------------------------------------------------------
+
+    def _watch(self, fd: int, handler: Callable[[int], None]) -> None:
+        self.sel.register(fd, selectors.EVENT_READ, handler)
+        self._fds.add(fd)
+
+    def _unwatch(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(fd)
+        self._fds.discard(fd)
+
+    def watch_writable(self, conn: Conn, on: bool) -> None:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0)
+        with contextlib.suppress(KeyError):
+            self.sel.modify(conn.fd, events, self._conn_handler(conn))
+
+    def _conn_handler(self, conn: Conn) -> Callable[[int], None]:
+        return lambda mask: self._on_conn(conn, mask)
+
+    def close_in_child(self) -> None:
+        """Drop every master descriptor in a freshly forked child."""
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # --- forking -----------------------------------------------------------
+
+    def _fork(self, assign: Assign | None) -> Child:
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            os_pid = os.fork()
+        except BaseException:
+            parent_sock.close()
+            child_sock.close()
+            raise
+        if os_pid == 0:
+            self._fds.add(parent_sock.detach())
+            _worker.main(self, child_sock, assign)  # never returns
+        child_sock.close()
+        conn = Conn(parent_sock, self)
+        child = Child(os_pid, conn, os.pidfd_open(os_pid))
+        conn.child = child
+        self.children[os_pid] = child
+        self._watch(conn.fd, self._conn_handler(conn))
+        self._watch(child.pidfd, lambda mask: self._on_exit(child))
+        return child
+
+    def _top_up_spares(self) -> bool:
+        """Fork one spare if the pool is short; True if it did."""
+        if self.shutting_down or len(self.spares) >= SPARES:
+            return False
+        self.spares.append(self._fork(None))
+        return True
+
+    # --- the loop ----------------------------------------------------------
+
+    def serve(self, first: int) -> None:
+        """Run until the first process has ended and every child is gone."""
+        self.first = first
+        if first not in self.records:
+            self._begin_shutdown()
+        while self.children or not self.shutting_down:
+            timeout = None
+            if self.kill_deadline is not None:
+                timeout = max(0.0, self.kill_deadline - time.monotonic())
+            if not self.shutting_down and len(self.spares) < SPARES:
+                timeout = 0.0  # poll: fork a spare only when nothing is waiting
+            events = self.sel.select(timeout)
+            for key, mask in events:
+                key.data(mask)
+            if not events:
+                if self.kill_deadline is not None and time.monotonic() >= self.kill_deadline:
+                    self._kill_all(signal.SIGKILL)
+                    self.kill_deadline = float("inf")
+                else:
+                    self._top_up_spares()
+
+    def _on_wakeup(self, mask: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._wakeup_r.recv(64):
+                pass
+        if self.interrupted is not None and self.kill_deadline is None:
+            self._terminate()
+
+    def on_signal(self, signum: int) -> None:
+        """Called (from the Python signal handler) on SIGINT or SIGTERM."""
+        if self.interrupted is None:
+            self.interrupted = signum
+        with contextlib.suppress(OSError):
+            self._wakeup_w.send(b"\0")
+
+    def _terminate(self) -> None:
+        log.warning(
+            "netmcore master got %s: stopping %d worker(s)",
+            signal.Signals(self.interrupted or signal.SIGTERM).name,
+            len(self.children) - len(self.spares),
+        )
+        self._begin_shutdown()
+        self._kill_all(signal.SIGTERM)
+        self.kill_deadline = time.monotonic() + GRACE_SECONDS
+
+    def _kill_all(self, signum: int) -> None:
+        if signum == signal.SIGKILL and self.children:
+            log.warning("netmcore: %d worker(s) ignored SIGTERM: killing them", len(self.children))
+        for child in self.children.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.os_pid, signum)
+
+    def _begin_shutdown(self) -> None:
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        trace("shutdown: waiting for %d worker(s)", len(self.children) - len(self.spares))
+        while self.spares:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.spares.popleft().os_pid, signal.SIGKILL)
+
+    # --- events from children ---------------------------------------------
+
+    def _on_conn(self, conn: Conn, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            conn.flush()
+        if mask & selectors.EVENT_READ:
+            self._read(conn)
+
+    def _read(self, conn: Conn) -> None:
+        for _ in range(_MAX_BATCH):
+            try:
+                n = conn.sock.recv_into(self._buf)
+            except BlockingIOError:
+                return
+            except OSError:
+                n = 0
+            if n == 0:
+                self._close_conn(conn)
+                return
+            try:
+                msg = decoder.decode(self._view[:n])
+            except msgspec.DecodeError as exc:
+                log.error("netmcore master: dropping a malformed message: %s", exc)
+                continue
+            self._dispatch(conn, msg)
+
+    def _close_conn(self, conn: Conn) -> None:
+        self._unwatch(conn.fd)
+        conn.broken = True
+        conn.sock.close()
+
+    def _dispatch(self, conn: Conn, msg: Message) -> None:
+        try:
+            reply: Message | None
+            if isinstance(msg, StartReq):
+                reply = Started(self.start(msg.fork_point, msg.arg, msg.inherit))
+            elif isinstance(msg, JoinReq):
+                reply = self._join_request(conn, msg)
+            elif isinstance(msg, Finished):
+                reply = None
+                self._on_finished(conn, msg.outcome)
+            elif isinstance(msg, ReleaseReq):
+                self.release(msg.res_id)
+                reply = Done()
+            elif isinstance(msg, StatusReq):
+                reply = self.status()
+            else:
+                reply = Failed("NetmcoreError", f"unexpected message {type(msg).__name__}", None)
+        except NoResource as exc:
+            reply = Failed("NoResource", str(exc), getattr(exc.res_id, "n", None))
+        except NetmcoreError as exc:
+            reply = Failed(type(exc).__name__, str(exc), None)
+        if reply is not None:
+            conn.send(reply)
+        if isinstance(msg, StartReq) and isinstance(reply, Failed):
+            _payload.discard(msg.arg.payload)  # nobody else will read it
+
+    def _on_finished(self, conn: Conn, outcome: WireOutcome) -> None:
+        child = conn.child
+        if child is None or child.record is None or child.record.outcome is not None:
+            return
+        record = child.record
+        trace("deliver: process %d (%s) finished", record.n, record.definition.name)
+        self._settle(record, outcome)
+
+    def _on_exit(self, child: Child) -> None:
+        if child.conn.fd in self._fds:
+            self._read(child.conn)  # take what it sent before it ended
+        if not child.conn.broken:
+            self._close_conn(child.conn)
+        _, status = os.waitpid(child.os_pid, 0)
+        self._unwatch(child.pidfd)
+        os.close(child.pidfd)
+        del self.children[child.os_pid]
+        with contextlib.suppress(ValueError):
+            self.spares.remove(child)
+        record = child.record
+        if record is None:
+            return
+        record.child = None
+        _payload.discard(record.arg.payload)
+        if record.outcome is None:
+            ended = _ended(status)
+            log.warning(
+                "netmcore: process %d (%s) ended without a result: %s",
+                record.n,
+                record.definition.name,
+                _describe(ended),
+            )
+            self._settle(record, ended)
+        trace("worker end: process %d (os pid %d)", record.n, child.os_pid)
+        if record.joined:
+            self.records.pop(record.n, None)
+        if record.n == self.first:
+            self._begin_shutdown()
+
+    # --- start, join, release ----------------------------------------------
+
+    def start(self, fork_point: int, arg: WireEncap, inherit: list[int] | None) -> int:
+        """Start a process; return its id. Called in the master or for a worker."""
+        if self.shutting_down:
+            raise ShuttingDown(
+                "cannot start a process: the first process has ended and netmcore is "
+                "shutting down; start every process before the first one returns"
+            )
+        definition = _registry.fork_point(fork_point)
+        n = next_process_id()
+        record = Record(n, definition, arg, time.monotonic())
+        assign = Assign(n, fork_point, arg, inherit)
+        child = None
+        while self.spares and child is None:
+            spare = self.spares.popleft()
+            if spare.conn.send(self._for_spare(assign)):
+                child = spare
+        if child is None:
+            child = self._fork(assign)
+        child.record = record
+        record.child = child
+        self.records[n] = record
+        trace("start: process %d (%s) in os pid %d", n, definition.name, child.os_pid)
+        return n
+
+    def _for_spare(self, assign: Assign) -> Assign:
+        # An argument the master holds in memory reaches a forked child as it is;
+        # a spare already exists, so a large one goes through shm instead.
+        payload = assign.arg.payload
+        if isinstance(payload, bytes) and len(payload) > _payload.INLINE_MAX:
+            wire = assign.arg
+            packed = _payload.pack(payload, self.shm_prefix)
+            return Assign(
+                assign.pid,
+                assign.fork_point,
+                WireEncap(wire.type_name, wire.fingerprint, packed),
+                assign.inherit,
+            )
+        return assign
+
+    def join(self, join_point: int, n: int, wait: bool, waiter: Conn | None) -> WireOutcome | None:
+        """The outcome of process ``n`` if it is there; None if it is not yet.
+
+        With ``wait``, ``waiter`` is queued and answered when the outcome comes.
+        """
+        definition = _registry.join_point(join_point)
+        record = self.records.get(n)
+        if record is None or record.joined:
+            raise UnknownProcess(
+                f"process {n} is unknown: it was never started, or it has been joined "
+                "already (only the first join of a process succeeds)"
+            )
+        if record.definition is not definition:
+            raise WrongJoinPoint(
+                f"process {n} is a {record.definition.name} process, not a "
+                f"{definition.name}: join it through the join point of "
+                f"{record.definition.name}"
+            )
+        if record.outcome is not None:
+            return self._hand_over(record)
+        if wait and waiter is not None:
+            record.waiters.append(waiter)
+        return None
+
+    def _join_request(self, conn: Conn, msg: JoinReq) -> Message | None:
+        outcome = self.join(msg.join_point, msg.pid, msg.wait, conn)
+        if outcome is None and msg.wait:
+            return None  # answered when the outcome arrives
+        return Joined(outcome)
+
+    def _hand_over(self, record: Record) -> WireOutcome:
+        assert record.outcome is not None
+        record.joined = True
+        if record.child is None:
+            del self.records[record.n]
+        trace("join: process %d handed over, forgotten", record.n)
+        return record.outcome
+
+    def _settle(self, record: Record, outcome: WireOutcome) -> None:
+        """Record an outcome, and hand it to the first live waiter."""
+        record.outcome = outcome
+        if record.definition.join_point.n not in _registry.by_join_point:
+            self._drop(record)  # its join point is released: nobody will join
+            return
+        waiters, record.waiters = record.waiters, []
+        for i, waiter in enumerate(waiters):
+            if waiter.send(Joined(outcome)):
+                self._hand_over(record)
+                for late in waiters[i + 1 :]:
+                    late.send(Failed("UnknownProcess", f"process {record.n} was joined by another process", None))
+                return
+
+    def _drop(self, record: Record) -> None:
+        if isinstance(record.outcome, Returned):
+            _payload.discard(record.outcome.value.payload)
+        record.joined = True
+        if record.child is None:
+            self.records.pop(record.n, None)
+        trace("forget: process %d (nobody will join it)", record.n)
+
+    def release(self, res_id: int) -> None:
+        """Release a fork point or join point (a no-op if released already)."""
+        definition = _registry.by_fork_point.pop(res_id, None)
+        if definition is not None:
+            return
+        definition = _registry.by_join_point.pop(res_id, None)
+        if definition is None:
+            return
+        for record in list(self.records.values()):
+            if record.definition is definition and record.outcome is not None:
+                self._drop(record)
+
+    # --- the control socket --------------------------------------------------
+
+    def _accept(self, mask: int) -> None:
+        try:
+            sock, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        if peer_uid(sock) != os.getuid():
+            log.warning("netmcore: refused a control connection from another user")
+            sock.close()
+            return
+        conn = Conn(sock, self)
+        self._watch(conn.fd, self._conn_handler(conn))
+
+    def status(self) -> Status:
+        now = time.monotonic()
+        infos = [
+            ProcessInfo(
+                r.n,
+                r.child.os_pid if r.child else 0,
+                r.definition.name,
+                r.state,
+                round(now - r.started, 3),
+            )
+            for r in self.records.values()
+        ]
+        return Status(self.os_pid, infos)
+
+    # --- the end -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Kill and reap whatever is left, and free every descriptor and shm object."""
+        for child in list(self.children.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.os_pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child.os_pid, 0)
+            os.close(child.pidfd)
+            child.conn.sock.close()
+        self.children.clear()
+        self.spares.clear()
+        self.records.clear()
+        self.sel.close()
+        self._listener.close()
+        self._wakeup_r.close()
+        self._wakeup_w.close()
+        swept = _shm.unlink_prefix(self.shm_prefix)
+        if swept:
+            trace("swept %d unread payload(s) from shared memory", len(swept))
+
+
+def _ended(status: int) -> Ended:
+    if os.WIFSIGNALED(status):
+        return Ended(None, os.WTERMSIG(status))
+    return Ended(os.waitstatus_to_exitcode(status), None)
+
+
+def _describe(ended: Ended) -> str:
+    if ended.signal is not None:
+        return f"killed by signal {signal.Signals(ended.signal).name}"
+    return f"exit code {ended.exitcode}"
+
+
+def current_master(what: str) -> Master:
+    master = _context.current.master
+    if master is None:
+        raise ContextError(f"{what} needs a running netmcore master")
+    return master

@@ -1,0 +1,73 @@
+"""How a process ended, as :meth:`ProcessDef.join_outcome` reports it.
+
+``join`` keeps upstream's answer: the result, or None. An outcome tells the
+cases apart::
+
+    match Square.join_outcome(pid):
+        case netmcore.Success(value):
+            ...
+        case netmcore.Raised(type_name, message, traceback):
+            ...
+        case netmcore.InvalidResult(path, message):
+            ...
+        case netmcore.Crashed(exitcode, signal):
+            ...
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Success(Generic[T]):
+    """The process returned ``value``."""
+
+    value: T
+
+
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """The process raised an exception; ``traceback`` is the remote traceback text."""
+
+    type_name: str
+    message: str
+    traceback: str
+
+    def __str__(self) -> str:
+        return f"raised {self.type_name}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidResult:
+    """The process returned a value that does not match its result type.
+
+    ``path`` locates the fault in msgspec's ``$.field[3].x`` style.
+    """
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"invalid result at {self.path}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Crashed:
+    """The process ended without a result: it exited (``exitcode``) or was
+    killed (``signal``)."""
+
+    exitcode: int | None
+    signal: int | None
+
+    def __str__(self) -> str:
+        if self.signal is not None:
+            return f"killed by {_signal.Signals(self.signal).name}"
+        return f"exited with code {self.exitcode} before returning"
+
+
+Outcome = Success[T] | Raised | InvalidResult | Crashed

@@ -1,0 +1,209 @@
+"""Typed process definitions (upstream ``Netmcore_process``).
+
+A ``ProcessDef[In, Out]`` subclass is defined once, at module level, and
+becomes a process type: defining the class calls :func:`def_process` with a
+function that unwraps the ``In`` argument, calls ``run``, and wraps the ``Out``
+result. ``start`` and ``join`` are then checked by mypy, and by msgspec at
+run time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
+
+from . import _client
+from ._client import InheritRequest
+from ._debug import log
+from ._encap import Encap, EncapType
+from ._errors import ArgumentTypeError, ResultTypeError
+from ._ids import ProcessId, ResId
+from ._outcome import Crashed, InvalidResult, Outcome, Raised, Success
+from ._registry import def_process
+from ._wire import Ended, Invalid, Returned, WireOutcome
+from ._wire import Raised as WireRaised
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class ProcessDef(Generic[In, Out]):
+    """A process type taking an ``In`` and returning an ``Out``.
+
+    Subclass it with concrete types and define ``run``::
+
+        class Add(netmcore.ProcessDef[tuple[float, float], float]):
+            def run(self, arg: tuple[float, float]) -> float:
+                return arg[0] + arg[1]
+
+        pid = Add.start((3.0, 4.0))   # a ProcessId[float]
+        Add.join(pid)                 # 7.0, or None if the process failed
+
+    Attributes
+    ----------
+    fork_point, join_point : ResId
+        The resource ids of the process type, as :func:`def_process` made them.
+    input_type, output_type : EncapType
+        How the argument and the result are encoded and checked.
+    """
+
+    fork_point: ClassVar[ResId]
+    join_point: ClassVar[ResId]
+    input_type: ClassVar[EncapType[Any]]
+    output_type: ClassVar[EncapType[Any]]
+
+    def run(self, arg: In) -> Out:
+        """The body of the process, run in a fresh worker."""
+        raise NotImplementedError
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        params = _type_params(cls)
+        if params is None:
+            return  # still generic: a base for other process types
+        if cls.run is ProcessDef.run:
+            raise TypeError(f"{cls.__qualname__} must define run(self, arg)")
+        cls.input_type = EncapType(params[0])
+        cls.output_type = EncapType(params[1])
+        cls.fork_point, cls.join_point = def_process(
+            _entry(cls), name=f"{cls.__module__}.{cls.__qualname__}"
+        )
+
+    @classmethod
+    def start(cls, arg: In, *, inherit_resources: InheritRequest = "all") -> ProcessId[Out]:
+        """Start a process running ``run(arg)``; return its id at once.
+
+        Raises
+        ------
+        ArgumentTypeError
+            If ``arg`` does not match ``In``; nothing is sent. ``.path`` says
+            where in the value the fault is.
+        """
+        encap = cls.input_type.wrap_as(arg, f"argument of {cls.__qualname__}.start:")
+        pid: ProcessId[Out] = _client.start(
+            cls.fork_point, encap, inherit_resources=inherit_resources
+        )
+        return pid
+
+    @classmethod
+    def join(cls, pid: ProcessId[Out]) -> Out | None:
+        """Wait for ``pid`` to end; its result, or None if it has none.
+
+        Why there is none (an exception, a crash, an invalid result) is logged;
+        :meth:`join_outcome` returns it.
+        """
+        return _value(cls.join_outcome(pid))
+
+    @classmethod
+    def join_nowait(cls, pid: ProcessId[Out]) -> Out | None:
+        """The result of ``pid`` if it has ended (this is then its one join), else None."""
+        outcome = cls.join_outcome_nowait(pid)
+        return None if outcome is None else _value(outcome)
+
+    @classmethod
+    def join_outcome(cls, pid: ProcessId[Out]) -> Outcome[Out]:
+        """Wait for ``pid`` to end and say how: this counts as its one join."""
+        wire = _client.join_outcome(cls.join_point, pid, wait=True)
+        assert wire is not None
+        return cls._outcome(pid, wire)
+
+    @classmethod
+    def join_outcome_nowait(cls, pid: ProcessId[Out]) -> Outcome[Out] | None:
+        """:meth:`join_outcome` if ``pid`` has ended, else None (and no join)."""
+        wire = _client.join_outcome(cls.join_point, pid, wait=False)
+        return None if wire is None else cls._outcome(pid, wire)
+
+    @classmethod
+    def release_fork_point(cls) -> None:
+        """Release the fork point: no more processes of this type can start."""
+        _client.release(cls.fork_point)
+
+    @classmethod
+    def release_join_point(cls) -> None:
+        """Release the join point: nobody will join; results are dropped."""
+        _client.release(cls.join_point)
+
+    @classmethod
+    def _outcome(cls, pid: ProcessId[Out], wire: WireOutcome) -> Outcome[Out]:
+        if isinstance(wire, Returned):
+            encap = _client.encap_of(wire)
+            assert encap is not None
+            try:
+                return Success(cls.output_type.unwrap(encap))
+            except Exception as exc:
+                # A result that does not decode as Out never reaches the joiner.
+                err = cls.output_type.decode_error(exc)
+                log.error("netmcore: process %d (%s) gave an invalid result: %s", pid.n, cls.__qualname__, err)
+                return InvalidResult(err.path, str(err))
+        if isinstance(wire, WireRaised):
+            return Raised(wire.type_name, wire.message, wire.traceback)
+        if isinstance(wire, Invalid):
+            return InvalidResult(wire.path, wire.message)
+        assert isinstance(wire, Ended)
+        return Crashed(wire.exitcode, wire.signal)
+
+
+def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:
+    """Make a process type of a one-argument function with annotated types.
+
+    ::
+
+        @netmcore.process
+        def square(k: int) -> int:
+            return k * k
+
+        square.join(square.start(7))   # 49
+    """
+    try:
+        hints = typing.get_type_hints(f)
+        (param,) = inspect.signature(f).parameters
+        arg_type, result_type = hints[param], hints["return"]
+    except (ValueError, KeyError, NameError, TypeError) as exc:
+        raise TypeError(
+            f"@netmcore.process needs a function of one annotated argument with an "
+            f"annotated return type, like `def f(x: int) -> int`; {f.__qualname__} "
+            f"does not fit ({exc})"
+        ) from exc
+
+    def body(ns: dict[str, Any]) -> None:
+        ns["run"] = lambda self, arg: f(arg)
+        ns["__module__"] = f.__module__
+        ns["__qualname__"] = f.__qualname__
+        ns["__doc__"] = f.__doc__
+
+    base = ProcessDef[arg_type, result_type]  # type: ignore[valid-type]
+    cls: type[ProcessDef[In, Out]] = types.new_class(f.__name__, (base,), exec_body=body)
+    return cls
+
+
+def _type_params(cls: type) -> tuple[Any, Any] | None:
+    """The (In, Out) of a process class, or None while they are type variables."""
+    for base in getattr(cls, "__orig_bases__", ()):
+        if typing.get_origin(base) is not None and issubclass(typing.get_origin(base), ProcessDef):
+            args = typing.get_args(base)
+            if len(args) == 2 and not any(isinstance(a, TypeVar) for a in args):
+                return args[0], args[1]
+            return None
+    inherited = getattr(cls, "input_type", None), getattr(cls, "output_type", None)
+    if inherited[0] is None or inherited[1] is None:
+        return None
+    return inherited[0].type, inherited[1].type
+
+
+def _entry(cls: type[ProcessDef[Any, Any]]) -> Callable[[Encap], Encap]:
+    def entry(encap: Encap) -> Encap:
+        result = cls().run(cls.input_type.unwrap(encap))
+        try:
+            return cls.output_type.wrap_as(result, f"result of {cls.__qualname__}.run:")
+        except ArgumentTypeError as exc:
+            raise ResultTypeError(str(exc), exc.path) from exc
+
+    entry.__qualname__ = f"{cls.__qualname__}.run"
+    return entry
+
+
+def _value(outcome: Outcome[Out]) -> Out | None:
+    return outcome.value if isinstance(outcome, Success) else None

@@ -1,0 +1,74 @@
+"""Process definitions: the fork point and join point of each process type.
+
+Definitions are made in the master before ``run`` (workers are copies of the
+master, so each inherits the table). The master's copy is the authority on what
+is released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import _context
+from ._encap import Encap
+from ._errors import ContextError, NoResource
+from ._ids import ResId, next_res_id
+
+
+@dataclass(frozen=True)
+class Definition:
+    fork_point: ResId
+    join_point: ResId
+    function: Callable[[Encap], Encap]
+    name: str
+
+
+by_fork_point: dict[int, Definition] = {}
+by_join_point: dict[int, Definition] = {}
+
+
+def def_process(
+    f: Callable[[Encap], Encap], *, name: str | None = None
+) -> tuple[ResId, ResId]:
+    """Define a process type that runs ``f``; return its (fork point, join point).
+
+    Parameters
+    ----------
+    f :
+        Called in a fresh worker with the argument given to :func:`start`; its
+        return value is what :func:`join` returns.
+    name :
+        How logs and the admin tool name the process type (default: f's name).
+
+    Raises
+    ------
+    ContextError
+        When called in a worker, or while ``run`` is active: process types must
+        be defined in the master before it starts, for example at module level.
+    """
+    label = name or getattr(f, "__qualname__", repr(f))
+    if _context.current.role != "none":
+        raise ContextError(
+            f"process type {label} is defined after the master started "
+            f"(this is {_context.current.role} context): define process types "
+            "at module level, before netmcore.run() or netmcore.startup()"
+        )
+    definition = Definition(next_res_id(), next_res_id(), f, label)
+    by_fork_point[definition.fork_point.n] = definition
+    by_join_point[definition.join_point.n] = definition
+    return definition.fork_point, definition.join_point
+
+
+def fork_point(n: int) -> Definition:
+    try:
+        return by_fork_point[n]
+    except KeyError:
+        raise NoResource(ResId(n), "not a fork point, or released") from None
+
+
+def join_point(n: int) -> Definition:
+    try:
+        return by_join_point[n]
+    except KeyError:
+        raise NoResource(ResId(n), "not a join point, or released") from None

@@ -1,0 +1,70 @@
+"""Typed wrappers around posix_ipc's shared memory: the one place that imports it.
+
+Objects are created exclusively (``O_CREX``, never clobbering a name) with mode
+0600, so only the user can open them.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import secrets
+
+import posix_ipc
+
+SHM_DIR = "/dev/shm"
+
+
+def random_name(prefix: str) -> str:
+    """An unguessable object name under ``prefix`` (which starts with a slash)."""
+    return f"{prefix}{secrets.token_hex(8)}"
+
+
+def create_with_data(name: str, data: bytes | memoryview) -> None:
+    """Create ``name`` exclusively with mode 0600 and fill it with ``data``."""
+    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=len(data))
+    try:
+        view = memoryview(data)
+        written = 0
+        # write() into the object's fd lets the kernel fill its pages directly,
+        # without faulting in a user-space mapping first.
+        while written < len(view):
+            written += os.pwrite(shm.fd, view[written:], written)
+    except BaseException:
+        posix_ipc.unlink_shared_memory(name)
+        raise
+    finally:
+        shm.close_fd()
+
+
+def map_existing(name: str) -> mmap.mmap:
+    """Map an existing object read-only, with its pages populated up front."""
+    shm = posix_ipc.SharedMemory(name)
+    try:
+        return mmap.mmap(
+            shm.fd,
+            shm.size,
+            flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
+            prot=mmap.PROT_READ,
+        )
+    finally:
+        shm.close_fd()
+
+
+def unlink(name: str) -> bool:
+    """Unlink ``name``; False if it was already gone."""
+    try:
+        posix_ipc.unlink_shared_memory(name)
+    except posix_ipc.ExistentialError:
+        return False
+    return True
+
+
+def unlink_prefix(prefix: str) -> list[str]:
+    """Unlink every object whose name starts with ``prefix``; return their names."""
+    bare = prefix.lstrip("/")
+    try:
+        entries = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return []
+    return [f"/{e}" for e in entries if e.startswith(bare) and unlink(f"/{e}")]

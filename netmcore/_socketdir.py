@@ -1,0 +1,127 @@
+"""The socket directory: private, locked to one running master, short enough.
+
+It holds the control socket (``netmcore.sock``) and the lock file
+(``netmcore.lock``, holding the master's pid) that keeps a second master out.
+By default it is a fresh ``mkdtemp`` directory, removed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+import socket
+import stat
+import tempfile
+
+SOCKET_NAME = "netmcore.sock"
+LOCK_NAME = "netmcore.lock"
+# sockaddr_un.sun_path holds 108 bytes on Linux, including the final NUL.
+MAX_SOCKET_PATH = 107
+
+from ._errors import SocketDirectoryError  # noqa: E402
+
+
+def check_path(path: str) -> str:
+    """Return the absolute form of ``path``; ValueError if its socket would not fit."""
+    absolute = os.path.abspath(path)
+    sock = os.path.join(absolute, SOCKET_NAME)
+    if len(os.fsencode(sock)) > MAX_SOCKET_PATH:
+        raise ValueError(
+            f"socket_directory {path!r} is too long: the control socket "
+            f"{sock!r} would be {len(os.fsencode(sock))} bytes, and a Unix socket "
+            f"path may have at most {MAX_SOCKET_PATH}; choose a shorter directory"
+        )
+    return absolute
+
+
+class SocketDir:
+    """An opened, locked socket directory."""
+
+    def __init__(self, path: str | None) -> None:
+        self.temporary = path is None
+        if path is None:
+            base = tempfile.gettempdir()
+            try:
+                check_path(os.path.join(base, "netmcore-xxxxxxxx"))
+            except ValueError:
+                base = "/tmp"
+            self.path = tempfile.mkdtemp(prefix="netmcore-", dir=base)
+        else:
+            self.path = check_path(path)
+            _make_private_dir(self.path)
+        self.token = secrets.token_hex(6)
+        try:
+            self.lock_fd = self._lock()
+        except BaseException:
+            self._remove_dir()
+            raise
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.path, SOCKET_NAME)
+
+    def _lock(self) -> int:
+        lock_path = os.path.join(self.path, LOCK_NAME)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SocketDirectoryError(
+                f"socket directory {self.path!r} is in use by a running netmcore "
+                f"master (pid {holder}): pass another socket_directory, or stop "
+                "that master first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def listen(self) -> socket.socket:
+        """Bind the control socket (replacing a stale one) and listen on it."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.bind(self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+        sock.listen(16)
+        sock.setblocking(False)
+        return sock
+
+    def fds(self) -> list[int]:
+        return [self.lock_fd]
+
+    def close(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.path, LOCK_NAME))
+        os.close(self.lock_fd)
+        self._remove_dir()
+
+    def _remove_dir(self) -> None:
+        if self.temporary:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _make_private_dir(path: str) -> None:
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.stat(path)
+    except OSError as exc:
+        raise SocketDirectoryError(f"cannot create socket_directory {path!r}: {exc}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise SocketDirectoryError(f"socket_directory {path!r} is not a directory")
+    if st.st_uid != os.getuid():
+        raise SocketDirectoryError(
+            f"socket_directory {path!r} belongs to uid {st.st_uid}, not to you: "
+            "use a directory of your own"
+        )
+    if st.st_mode & 0o022:
+        raise SocketDirectoryError(
+            f"socket_directory {path!r} is writable by other users (mode "
+            f"{stat.S_IMODE(st.st_mode):o}): use a private directory (chmod 700)"
+        )

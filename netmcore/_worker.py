@@ -1,0 +1,86 @@
+"""A worker's life: from the fork in the master to ``os._exit``.
+
+A child never returns into the master's code. It makes itself die with the
+master (PR_SET_PDEATHSIG), drops the master's descriptors and signal handlers,
+waits for an assignment if it is a spare, runs the process function, sends its
+outcome, and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import traceback
+from typing import TYPE_CHECKING, NoReturn
+
+from . import _context, _payload, _posix, _registry
+from ._debug import log, trace
+from ._encap import Encap
+from ._errors import ResultTypeError
+from ._wire import Assign, Finished, Invalid, Link, Raised, Returned, WireEncap, WireOutcome
+
+if TYPE_CHECKING:
+    from ._master import Master
+
+
+def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn:
+    code = 70  # EX_SOFTWARE: reached only if the bootstrap itself failed
+    try:
+        _posix.set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != master.os_pid:  # the master died before the line above
+            os._exit(code)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        master.close_in_child()
+        link = Link(sock)
+        ctx = _context.current
+        ctx.role, ctx.master, ctx.link = "worker", None, link
+        ctx.shm_prefix = master.shm_prefix
+        if assign is None:
+            msg = link.recv()
+            if not isinstance(msg, Assign):
+                os._exit(0)  # a spare the master no longer needs
+            assign = msg
+        ctx.process_id = assign.pid
+        link.send(Finished(execute(assign)))
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:  # noqa: S110 - nothing left to report it to
+                pass
+        os._exit(code)
+
+
+def execute(assign: Assign) -> WireOutcome:
+    """Run the process function of ``assign`` and describe how it went."""
+    definition = _registry.by_fork_point[assign.fork_point]
+    trace("process %d (%s) runs in os pid %d", assign.pid, definition.name, os.getpid())
+    arg = assign.arg
+    try:
+        encap = Encap(arg.type_name, arg.fingerprint, _payload.view(arg.payload))
+        result = definition.function(encap)
+        if not isinstance(result, Encap):
+            raise TypeError(
+                f"the function of {definition.name} returned {type(result).__name__}, "
+                "not an Encap: wrap the result with an EncapType"
+            )
+        payload = _payload.pack(result.data, _context.current.shm_prefix)
+    except ResultTypeError as exc:
+        log.error("netmcore: process %d (%s) returned an invalid result: %s", assign.pid, definition.name, exc)
+        return Invalid(exc.path, str(exc))
+    except BaseException as exc:
+        text = traceback.format_exc()
+        log.error("netmcore: process %d (%s) raised an exception:\n%s", assign.pid, definition.name, text.rstrip())
+        return Raised(_qualified(type(exc)), str(exc), text)
+    return Returned(WireEncap(result.type_name, result.fingerprint, payload))
+
+
+def _qualified(cls: type) -> str:
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
