@@ -5,6 +5,8 @@ A Python take on Ocamlnet's Netmulticore. See the README for a tour.
 
 from __future__ import annotations
 
+import contextlib
+
 from ._client import join as join
 from ._client import join_nowait as join_nowait
 from ._client import release as release
@@ -79,10 +81,8 @@ def _fixup_module_metadata() -> None:
     for name in __all__:
         obj = globals()[name]
         if getattr(obj, "__module__", "").startswith("netmcore._"):
-            try:
+            with contextlib.suppress(AttributeError, TypeError):
                 obj.__module__ = "netmcore"
-            except (AttributeError, TypeError):
-                pass
 
 
 _fixup_module_metadata()

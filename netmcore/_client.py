@@ -73,7 +73,9 @@ def start(
     link = _link("start")
     payload = _payload.pack(arg.data, ctx.shm_prefix)
     try:
-        reply = link.request(StartReq(fork_point.n, WireEncap(arg.type_name, arg.fingerprint, payload), inherit))
+        reply = link.request(
+            StartReq(fork_point.n, WireEncap(arg.type_name, arg.fingerprint, payload), inherit)
+        )
     except BaseException:
         _payload.discard(payload)
         raise

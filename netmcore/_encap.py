@@ -45,8 +45,10 @@ class Encap:
 def type_name(typ: Any) -> str:
     """A readable name for a type or type expression."""
     if isinstance(typ, type) and not getattr(typ, "__args__", None):
-        return typ.__qualname__ if typ.__module__ == "builtins" else (
-            f"{typ.__module__}.{typ.__qualname__}"
+        return (
+            typ.__qualname__
+            if typ.__module__ == "builtins"
+            else (f"{typ.__module__}.{typ.__qualname__}")
         )
     return repr(typ).replace("typing.", "")
 

@@ -69,8 +69,6 @@ class MasterGone(NetmcoreError, ConnectionError):
     """The connection to the master was lost: the master has ended."""
 
 
-
-
 class ResultTypeError(ArgumentTypeError):
     """A process returned a value that does not match its declared result type."""
 

@@ -75,7 +75,8 @@ class Conn:
         self.fd = sock.fileno()
         self.master = master
         self.outq: deque[bytes] = deque()
-        self.broken = False
+        self.broken = False  # the peer is gone: sends are dropped
+        self.closed = False  # our end is closed: its fd number may be reused
         self.child: Child | None = None
 
     def send(self, msg: Message) -> bool:
@@ -175,7 +176,8 @@ class Master:
         self.first: int | None = None
         self.shutting_down = False
         self.interrupted: int | None = None
-        self.kill_deadline: float | None = None
+        self.kill_deadline: float | None = None  # when stragglers get SIGKILL
+        self.killed = False
         self._buf = bytearray(RECV_SIZE)
         self._view = memoryview(self._buf)
         self._fds: set[int] = set()  # every descriptor a child must close
@@ -201,6 +203,8 @@ class Master:
         self._fds.discard(fd)
 
     def watch_writable(self, conn: Conn, on: bool) -> None:
+        if conn.closed:
+            return
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0)
         with contextlib.suppress(KeyError):
             self.sel.modify(conn.fd, events, self._conn_handler(conn))
@@ -252,7 +256,7 @@ class Master:
             self._begin_shutdown()
         while self.children or not self.shutting_down:
             timeout = None
-            if self.kill_deadline is not None:
+            if self.kill_deadline is not None and not self.killed:
                 timeout = max(0.0, self.kill_deadline - time.monotonic())
             if not self.shutting_down and len(self.spares) < SPARES:
                 timeout = 0.0  # poll: fork a spare only when nothing is waiting
@@ -260,9 +264,10 @@ class Master:
             for key, mask in events:
                 key.data(mask)
             if not events:
-                if self.kill_deadline is not None and time.monotonic() >= self.kill_deadline:
+                deadline = self.kill_deadline
+                if deadline is not None and not self.killed and time.monotonic() >= deadline:
                     self._kill_all(signal.SIGKILL)
-                    self.kill_deadline = float("inf")
+                    self.killed = True
                 else:
                     self._top_up_spares()
 
@@ -333,8 +338,10 @@ class Master:
             self._dispatch(conn, msg)
 
     def _close_conn(self, conn: Conn) -> None:
+        if conn.closed:
+            return
         self._unwatch(conn.fd)
-        conn.broken = True
+        conn.broken = conn.closed = True
         conn.sock.close()
 
     def _dispatch(self, conn: Conn, msg: Message) -> None:
@@ -372,10 +379,9 @@ class Master:
         self._settle(record, outcome)
 
     def _on_exit(self, child: Child) -> None:
-        if child.conn.fd in self._fds:
+        if not child.conn.closed:
             self._read(child.conn)  # take what it sent before it ended
-        if not child.conn.broken:
-            self._close_conn(child.conn)
+        self._close_conn(child.conn)
         _, status = os.waitpid(child.os_pid, 0)
         self._unwatch(child.pidfd)
         os.close(child.pidfd)
@@ -492,7 +498,13 @@ class Master:
             if waiter.send(Joined(outcome)):
                 self._hand_over(record)
                 for late in waiters[i + 1 :]:
-                    late.send(Failed("UnknownProcess", f"process {record.n} was joined by another process", None))
+                    late.send(
+                        Failed(
+                            "UnknownProcess",
+                            f"process {record.n} was joined by another process",
+                            None,
+                        )
+                    )
                 return
 
     def _drop(self, record: Record) -> None:

@@ -136,7 +136,12 @@ class ProcessDef(Generic[In, Out]):
             except Exception as exc:
                 # A result that does not decode as Out never reaches the joiner.
                 err = cls.output_type.decode_error(exc)
-                log.error("netmcore: process %d (%s) gave an invalid result: %s", pid.n, cls.__qualname__, err)
+                log.error(
+                    "netmcore: process %d (%s) gave an invalid result: %s",
+                    pid.n,
+                    cls.__qualname__,
+                    err,
+                )
                 return InvalidResult(err.path, str(err))
         if isinstance(wire, WireRaised):
             return Raised(wire.type_name, wire.message, wire.traceback)

@@ -28,9 +28,7 @@ by_fork_point: dict[int, Definition] = {}
 by_join_point: dict[int, Definition] = {}
 
 
-def def_process(
-    f: Callable[[Encap], Encap], *, name: str | None = None
-) -> tuple[ResId, ResId]:
+def def_process(f: Callable[[Encap], Encap], *, name: str | None = None) -> tuple[ResId, ResId]:
     """Define a process type that runs ``f``; return its (fork point, join point).
 
     Parameters
@@ -47,7 +45,7 @@ def def_process(
         When called in a worker, or while ``run`` is active: process types must
         be defined in the master before it starts, for example at module level.
     """
-    label = name or getattr(f, "__qualname__", repr(f))
+    label = name or str(getattr(f, "__qualname__", repr(f)))
     if _context.current.role != "none":
         raise ContextError(
             f"process type {label} is defined after the master started "

@@ -70,29 +70,28 @@ def run(
     if socket_directory is not None:
         check_path(socket_directory)
     sockdir = SocketDir(socket_directory)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        # Unwound in reverse: the master's children and shm go first, then the
+        # signal handlers, the context, the pidfile, and the directory last.
+        cleanup.callback(sockdir.close)
         raise_fd_limit()
         master = Master(sockdir)
-    except BaseException:
-        sockdir.close()
-        raise
-    with _pidfile(pidfile), _master_context(master), _signals(master):
-        try:
-            controller = Controller(master)
-            if init_ctrl is not None:
-                init_ctrl(controller)
-            first = first_process()
-            if not isinstance(first, ProcessId):
-                raise TypeError(
-                    f"first_process must return the ProcessId of the process it "
-                    f"started, not {type(first).__name__}"
-                )
-            master.serve(first.n)
-            if master.interrupted is None:
-                return extract_result(controller, first)
-        finally:
-            master.close()
-            sockdir.close()
+        cleanup.enter_context(_pidfile(pidfile))
+        cleanup.enter_context(_master_context(master))
+        cleanup.enter_context(_signals(master))
+        cleanup.callback(master.close)
+        controller = Controller(master)
+        if init_ctrl is not None:
+            init_ctrl(controller)
+        first = first_process()
+        if not isinstance(first, ProcessId):
+            raise TypeError(
+                f"first_process must return the ProcessId of the process it "
+                f"started, not {type(first).__name__}"
+            )
+        master.serve(first.n)
+        if master.interrupted is None:
+            return extract_result(controller, first)
     if master.interrupted == signal.SIGINT:
         raise KeyboardInterrupt
     raise SystemExit(128 + (master.interrupted or 0))

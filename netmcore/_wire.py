@@ -42,22 +42,22 @@ class WireEncap(msgspec.Struct, frozen=True, array_like=True):
 
 
 # Outcomes, as stored by the master until a process is joined.
-class Returned(_Msg):
+class Returned(_Msg, frozen=True):
     value: WireEncap
 
 
-class Raised(_Msg):
+class Raised(_Msg, frozen=True):
     type_name: str
     message: str
     traceback: str
 
 
-class Invalid(_Msg):
+class Invalid(_Msg, frozen=True):
     path: str
     message: str
 
 
-class Ended(_Msg):
+class Ended(_Msg, frozen=True):
     """The process ended without delivering an outcome."""
 
     exitcode: int | None
@@ -68,55 +68,55 @@ WireOutcome = Returned | Raised | Invalid | Ended
 
 
 # Worker -> master requests, each answered by one reply.
-class StartReq(_Msg):
+class StartReq(_Msg, frozen=True):
     fork_point: int
     arg: WireEncap
     inherit: list[int] | None
 
 
-class JoinReq(_Msg):
+class JoinReq(_Msg, frozen=True):
     join_point: int
     pid: int
     wait: bool
 
 
-class ReleaseReq(_Msg):
+class ReleaseReq(_Msg, frozen=True):
     res_id: int
 
 
 # Worker -> master, unanswered: the worker's own outcome, just before it exits.
-class Finished(_Msg):
+class Finished(_Msg, frozen=True):
     outcome: WireOutcome
 
 
 # Master -> worker.
-class Assign(_Msg):
+class Assign(_Msg, frozen=True):
     pid: int
     fork_point: int
     arg: WireEncap
     inherit: list[int] | None
 
 
-class Started(_Msg):
+class Started(_Msg, frozen=True):
     pid: int
 
 
-class Joined(_Msg):
+class Joined(_Msg, frozen=True):
     outcome: WireOutcome | None
 
 
-class Done(_Msg):
+class Done(_Msg, frozen=True):
     pass
 
 
-class Failed(_Msg):
+class Failed(_Msg, frozen=True):
     error: str
     message: str
     res_id: int | None = None
 
 
 # Admin client -> master on the control socket, and the reply.
-class StatusReq(_Msg):
+class StatusReq(_Msg, frozen=True):
     pass
 
 
@@ -128,14 +128,23 @@ class ProcessInfo(msgspec.Struct, frozen=True):
     seconds: float
 
 
-class Status(_Msg):
+class Status(_Msg, frozen=True):
     master_pid: int
     processes: list[ProcessInfo]
 
 
 Message = (
-    StartReq | JoinReq | ReleaseReq | Finished | Assign | Started | Joined | Done | Failed
-    | StatusReq | Status
+    StartReq
+    | JoinReq
+    | ReleaseReq
+    | Finished
+    | Assign
+    | Started
+    | Joined
+    | Done
+    | Failed
+    | StatusReq
+    | Status
 )
 
 encoder = msgspec.msgpack.Encoder()

@@ -8,6 +8,7 @@ outcome, and exits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -51,10 +52,8 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         traceback.print_exc()
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(BaseException):  # nothing left to report it to
                 stream.flush()
-            except BaseException:  # noqa: S110 - nothing left to report it to
-                pass
         os._exit(code)
 
 
@@ -73,14 +72,26 @@ def execute(assign: Assign) -> WireOutcome:
             )
         payload = _payload.pack(result.data, _context.current.shm_prefix)
     except ResultTypeError as exc:
-        log.error("netmcore: process %d (%s) returned an invalid result: %s", assign.pid, definition.name, exc)
+        log.error(
+            "netmcore: process %d (%s) returned an invalid result: %s",
+            assign.pid,
+            definition.name,
+            exc,
+        )
         return Invalid(exc.path, str(exc))
     except BaseException as exc:
         text = traceback.format_exc()
-        log.error("netmcore: process %d (%s) raised an exception:\n%s", assign.pid, definition.name, text.rstrip())
+        log.error(
+            "netmcore: process %d (%s) raised an exception:\n%s",
+            assign.pid,
+            definition.name,
+            text.rstrip(),
+        )
         return Raised(_qualified(type(exc)), str(exc), text)
     return Returned(WireEncap(result.type_name, result.fingerprint, payload))
 
 
 def _qualified(cls: type) -> str:
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )

@@ -1,0 +1,228 @@
+"""``python -m netmcore bench``: netmcore side by side with its peers, as ratios.
+
+Every figure comes from the same run on the same machine. The netmcore side is
+measured inside the first process (a worker), which is where user code runs;
+the baselines run in the master process before ``run`` starts, so both sides
+fork from the same parent.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import msgspec
+
+from . import _runtime
+from ._process import process
+
+MIB = 1 << 20
+
+
+class Timings(msgspec.Struct, frozen=True):
+    roundtrip_s: float
+    roundtrip_n: int
+    fanout_s: float
+    fanout_n: int
+    payload_s: float
+
+
+class Plan(msgspec.Struct, frozen=True):
+    roundtrips: int
+    fanout: int
+    payload_mib: int
+
+
+@process
+def _trivial(k: int) -> int:
+    return k
+
+
+@process
+def _reverse(data: bytes) -> bytes:
+    return data[::-1]
+
+
+@process
+def _measure(plan: Plan) -> Timings:
+    for k in range(20):  # warm up: code paths, spare pool
+        _trivial.join(_trivial.start(k))
+    t0 = time.perf_counter()
+    for k in range(plan.roundtrips):
+        _trivial.join(_trivial.start(k))
+    roundtrip = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pids = [_trivial.start(k) for k in range(plan.fanout)]
+    for pid in pids:
+        if _trivial.join(pid) is None:
+            raise RuntimeError("a fan-out process failed")
+    fanout = time.perf_counter() - t0
+    data = os.urandom(plan.payload_mib * MIB)
+    t0 = time.perf_counter()
+    back = _reverse.join(_reverse.start(data))
+    payload = time.perf_counter() - t0
+    if back is None or len(back) != len(data):
+        raise RuntimeError("the payload did not come back")
+    return Timings(roundtrip, plan.roundtrips, fanout, plan.fanout, payload)
+
+
+def _per_call(f: Callable[[], object], n: int) -> float:
+    f()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        f()
+    return (time.perf_counter() - t0) / n
+
+
+def _raw_fork() -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _raw_fanout(n: int) -> float:
+    t0 = time.perf_counter()
+    pids = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    return time.perf_counter() - t0
+
+
+def _identity(k: int) -> int:
+    return k
+
+
+def _mp_process() -> None:
+    p = multiprocessing.get_context("fork").Process(target=_identity, args=(1,))
+    p.start()
+    p.join()
+
+
+def _pipe_echo(conn: multiprocessing.connection.Connection) -> None:
+    data = conn.recv_bytes()
+    conn.send_bytes(data[::-1])
+    conn.close()
+
+
+def _mp_pipe_payload(data: bytes) -> float:
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    t0 = time.perf_counter()
+    p = ctx.Process(target=_pipe_echo, args=(child,))
+    p.start()
+    parent.send_bytes(data)
+    back = parent.recv_bytes()
+    p.join()
+    elapsed = time.perf_counter() - t0
+    assert len(back) == len(data)
+    return elapsed
+
+
+@dataclass
+class Row:
+    what: str
+    ours: float
+    theirs: float
+    peer: str
+    target: str
+    unit: str = "us"
+
+    def render(self) -> str:
+        scale = 1e6 if self.unit == "us" else 1e3
+        ratio = self.ours / self.theirs
+        return (
+            f"{self.what:<34} {self.ours * scale:>10.1f} {self.unit}  "
+            f"{self.peer:<30} {self.theirs * scale:>10.1f} {self.unit}  "
+            f"{ratio:>6.2f}x   {self.target}"
+        )
+
+
+@dataclass
+class Baselines:
+    raw_fork: float
+    mp_process: float
+    ppe: float
+    raw_fanout: float
+    copy: float
+    pipe: float
+
+
+def _baselines(fanout: int, payload_mib: int) -> Baselines:
+    # Runs before netmcore's master starts, and keeps nothing alive after it:
+    # a large buffer left in the master would slow every fork that follows.
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as ex:
+        ppe = _per_call(lambda: ex.submit(_identity, 1).result(), 2000)
+    data = os.urandom(payload_mib * MIB)
+    return Baselines(
+        raw_fork=_per_call(_raw_fork, 300),
+        mp_process=_per_call(_mp_process, 100),
+        ppe=ppe,
+        raw_fanout=_raw_fanout(fanout),
+        copy=min(_per_call(lambda: bytearray(data), 1) for _ in range(3)),
+        pipe=min(_mp_pipe_payload(data) for _ in range(2)),
+    )
+
+
+def main(roundtrips: int = 500, fanout: int = 1000, payload_mib: int = 64) -> list[Row]:
+    """Measure, print the table, and return its rows."""
+    base = _baselines(fanout, payload_mib)
+    plan = Plan(roundtrips, fanout, payload_mib)
+    t = _runtime.run(
+        first_process=lambda: _measure.start(plan),
+        extract_result=lambda _ctrl, pid: _measure.join_nowait(pid),
+    )
+    if t is None:
+        raise SystemExit("the benchmark's first process failed; see the log above")
+    rt = t.roundtrip_s / t.roundtrip_n
+    fan_rate, raw_rate = t.fanout_n / t.fanout_s, fanout / base.raw_fanout
+    rows = [
+        Row(
+            "start->join, fresh process", rt, base.mp_process, "multiprocessing Process", "<= 0.25x"
+        ),
+        Row("start->join, fresh process", rt, base.ppe, "ProcessPoolExecutor (reused)", "<= 1.0x"),
+        Row("start->join, fresh process", rt, base.raw_fork, "os.fork+_exit+waitpid", "(info)"),
+        Row(
+            f"fan-out {fanout}: s per process",
+            1 / fan_rate,
+            1 / raw_rate,
+            "raw fork, same count",
+            "<= 1.25x",
+        ),
+        Row(
+            f"{payload_mib} MiB arg + result",
+            t.payload_s,
+            base.copy,
+            f"one {payload_mib} MiB copy",
+            "<= 4x",
+            "ms",
+        ),
+        Row(
+            f"{payload_mib} MiB arg + result",
+            t.payload_s,
+            base.pipe,
+            "multiprocessing Pipe",
+            "(info)",
+            "ms",
+        ),
+    ]
+    print(f"netmcore bench on {os.cpu_count()} cores (ratio = netmcore / peer; lower is better)")
+    print(
+        f"{'measure':<34} {'netmcore':>13}  {'peer':<30} {'peer time':>13}  {'ratio':>7}   target"
+    )
+    for row in rows:
+        print(row.render())
+    print(
+        f"fan-out rate: {fan_rate:,.0f} processes/s vs raw fork {raw_rate:,.0f}/s "
+        f"({fan_rate / raw_rate:.2f}x; target >= 0.8x)"
+    )
+    return rows

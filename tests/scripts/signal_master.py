@@ -1,0 +1,87 @@
+"""A netmcore master whose workers block until they are stopped.
+
+Used by tests/test_signals.py, which runs it as a subprocess and signals it.
+
+usage: signal_master.py [--pidfile P] [--socket-directory D] MODE [MODE ...]
+
+The first process ("manager") starts one worker per MODE, then joins them:
+
+- ``spin``: a busy loop;
+- ``pause``: ``signal.pause()`` forever;
+- ``read``: a blocking read on a pipe nobody writes to;
+- ``stubborn``: ignores SIGTERM (saying so on stdout) and pauses forever.
+
+Lines written to stdout, each flushed at once:
+
+- ``master PID`` before ``run`` is called;
+- ``worker PID NAME`` by the manager and by each worker once it runs;
+- ``stubborn PID got SIGTERM`` when the stubborn worker ignores a SIGTERM;
+- ``exit NAME CODE`` when ``run`` ends with an exception, which is then re-raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from types import FrameType
+
+import netmcore
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+@netmcore.process
+def blocker(mode: str) -> int:
+    if mode == "stubborn":
+
+        def ignore(signum: int, _frame: FrameType | None) -> None:
+            say(f"stubborn {os.getpid()} got {signal.Signals(signum).name}")
+
+        signal.signal(signal.SIGTERM, ignore)
+    say(f"worker {os.getpid()} {mode}")
+    if mode == "spin":
+        while True:
+            pass
+    if mode == "read":
+        r, _w = os.pipe()
+        os.read(r, 1)
+    while True:
+        signal.pause()
+
+
+@netmcore.process
+def manager(modes: list[str]) -> int:
+    say(f"worker {os.getpid()} manager")
+    pids = [blocker.start(mode) for mode in modes]
+    for pid in pids:
+        blocker.join(pid)
+    return len(pids)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pidfile")
+    parser.add_argument("--socket-directory")
+    parser.add_argument("modes", nargs="+", choices=["spin", "pause", "read", "stubborn"])
+    args = parser.parse_args()
+    say(f"master {os.getpid()}")
+    try:
+        netmcore.run(
+            first_process=lambda: manager.start(args.modes),
+            extract_result=lambda _ctrl, pid: manager.join_nowait(pid),
+            pidfile=args.pidfile,
+            socket_directory=args.socket_directory,
+        )
+    except BaseException as exc:
+        say(f"exit {type(exc).__name__} {getattr(exc, 'code', '')}".rstrip())
+        raise
+    say("exit normally")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""Stopping a netmcore program: SIGINT, SIGTERM and SIGKILL to the master.
+
+Each test runs ``tests/scripts/signal_master.py`` as a subprocess, in a session
+of its own, so that the test process is never the master and every process of
+the program (master, workers, spares) can be found by its session id even after
+the master is gone and its children have been reparented. The script reports
+the master's and the workers' pids on stdout; the tests wait for those lines
+(with a deadline) before they send a signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+import netmcore
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "tests" / "scripts" / "signal_master.py"
+
+STOP_WITHIN = 5.0  # the issue: SIGINT/SIGTERM end everything within 5 s
+STARTUP_WITHIN = 30.0  # generous: only guards against a hang
+
+
+class Master:
+    """The subprocess running signal_master.py, and what it printed."""
+
+    def __init__(self, tmp: Path, modes: list[str]) -> None:
+        self.pidfile = tmp / "master.pid"
+        self.sockdir = tmp / "sd"
+        self.stderr_path = tmp / "stderr.txt"
+        self.modes = modes
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(SCRIPT),
+                    "--pidfile",
+                    str(self.pidfile),
+                    "--socket-directory",
+                    str(self.sockdir),
+                    *modes,
+                ],
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+            )
+        self.pid = self.proc.pid
+        assert self.proc.stdout is not None
+        self.fd = self.proc.stdout.fileno()
+        self._buf = b""
+        self.lines: list[str] = []
+        self.eof = False
+
+    # --- output ------------------------------------------------------------
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def assert_printed(self, line: str) -> None:
+        assert line in self.lines, f"{line!r} not in {self.lines!r}; stderr:\n{self.stderr()}"
+
+    def _read(self, timeout: float) -> None:
+        if self.eof:
+            return
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if not ready:
+            return
+        data = os.read(self.fd, 65536)
+        if not data:
+            self.eof = True
+            return
+        self._buf += data
+        *complete, self._buf = self._buf.split(b"\n")
+        self.lines.extend(line.decode() for line in complete)
+
+    def wait_for(self, done: Callable[[list[str]], bool], what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done(self.lines):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.eof:
+                raise AssertionError(
+                    f"timed out waiting for {what}; stdout so far: {self.lines!r}; "
+                    f"exit status {self.proc.poll()}; stderr:\n{self.stderr()}"
+                )
+            self._read(remaining)
+
+    def read_to_eof(self, timeout: float) -> None:
+        """Read stdout until every writer (master and workers) has closed it."""
+        self.wait_for(lambda _lines: self.eof, "the end of stdout", timeout)
+
+    def workers(self) -> dict[int, str]:
+        """Worker os pid -> mode (or "manager"), as the workers reported."""
+        found = {}
+        for line in self.lines:
+            word = line.split()
+            if word and word[0] == "worker":
+                found[int(word[1])] = word[2]
+        return found
+
+    def wait_ready(self) -> dict[int, str]:
+        """Wait until the manager and every worker run, and the spare pool is full.
+
+        Returns the workers, as :meth:`workers` does.
+        """
+        n = len(self.modes) + 1
+        self.wait_for(lambda _lines: len(self.workers()) == n, f"{n} workers", STARTUP_WITHIN)
+        assert self.lines[0] == f"master {self.pid}"
+        # Spares are forked when the master is idle; wait until it has forked
+        # every child it wants, so that the set of children captured is complete.
+        spares = _spares_wanted()
+        deadline = time.monotonic() + STARTUP_WITHIN
+        while len(self.children()) < n + spares:
+            assert time.monotonic() < deadline, f"the master never forked {spares} spares"
+            time.sleep(0.01)  # polling a condition, with a deadline
+        return self.workers()
+
+    # --- processes ---------------------------------------------------------
+
+    def children(self) -> list[psutil.Process]:
+        return [c for c in psutil.Process(self.pid).children(recursive=True) if not _is_dead(c)]
+
+    def session(self) -> list[psutil.Process]:
+        """Every live process in the master's session (it is the session leader)."""
+        found = []
+        for p in psutil.process_iter():
+            try:
+                if os.getsid(p.pid) == self.pid and not _is_dead(p):
+                    found.append(p)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                pass
+        return found
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the master did not exit within {timeout} s; stdout: {self.lines!r}; "
+                f"stderr:\n{self.stderr()}"
+            ) from None
+
+    def cleanup(self) -> None:
+        """Kill whatever is left of the program, whatever the test did."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self.proc.wait()
+        for p in self.session():
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+@netmcore.process
+def _noop(x: int) -> int:
+    return x
+
+
+def test_run_restores_signal_handlers() -> None:
+    # In-process: the master routes SIGINT/SIGTERM to its loop only while it runs.
+    def mine(_signum: int, _frame: object) -> None:
+        pass
+
+    old_term = signal.signal(signal.SIGTERM, mine)
+    try:
+        before_int = signal.getsignal(signal.SIGINT)
+        assert (
+            netmcore.run(
+                first_process=lambda: _noop.start(5),
+                extract_result=lambda _c, pid: _noop.join_nowait(pid),
+            )
+            == 5
+        )
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is before_int
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _spares_wanted() -> int:
+    from netmcore import _master
+
+    return int(getattr(_master, "SPARES", 0))
+
+
+def _is_dead(p: psutil.Process) -> bool:
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _procs(pids: Iterable[int]) -> list[psutil.Process]:
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.append(psutil.Process(pid))
+    return found
+
+
+def assert_all_gone(procs: list[psutil.Process], timeout: float = 0.0) -> None:
+    """Every process in ``procs`` has ended (waiting up to ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in procs if not _is_dead(p)]
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.01)  # polling a condition, with a deadline
+    assert not alive, f"processes outlived the master: {alive}"
+
+
+@pytest.fixture
+def master_factory(tmp_path: Path) -> Iterator[Callable[[list[str]], Master]]:
+    started: list[Master] = []
+
+    def start(modes: list[str]) -> Master:
+        m = Master(tmp_path, modes)
+        started.append(m)
+        return m
+
+    try:
+        yield start
+    finally:
+        for m in started:
+            m.cleanup()
+
+
+def _stop_and_check(m: Master, send: Callable[[], None]) -> tuple[int, list[psutil.Process]]:
+    """Signal a ready master; return its exit status and the processes it had.
+
+    Checks the part every graceful stop shares: the master exits within 5 s,
+    and by then every worker and spare it had is gone (it reaped them), and
+    it has cleaned up its pidfile and control socket.
+    """
+    workers = m.wait_ready()
+    procs = m.children() + _procs(workers)
+    assert set(workers) <= {p.pid for p in procs}
+    assert m.pidfile.read_text().strip() == str(m.pid)
+    start = time.monotonic()
+    send()
+    status = m.wait_exit(STOP_WITHIN - (time.monotonic() - start))
+    assert_all_gone(procs)  # at once: the master must not leave them to PDEATHSIG
+    assert not m.session(), f"processes left in the master's session: {m.session()}"
+    m.read_to_eof(STOP_WITHIN)  # nobody still holds the master's stdout
+    assert not m.pidfile.exists()
+    assert sorted(os.listdir(m.sockdir)) == []
+    return status, procs
+
+
+def test_sigint_to_master_stops_busy_workers(master_factory: Callable[[list[str]], Master]) -> None:
+    m = master_factory(["spin", "pause", "read", "pause"])
+    status, _ = _stop_and_check(m, lambda: os.kill(m.pid, signal.SIGINT))
+    m.assert_printed("exit KeyboardInterrupt")
+    # run() raised KeyboardInterrupt, which the script re-raised: Python then
+    # ends by SIGINT, as any program stopped by Ctrl-C does.
+    assert status == -signal.SIGINT, m.stderr()
+    assert "KeyboardInterrupt" in m.stderr()
+
+
+def test_sigterm_to_master_stops_workers(master_factory: Callable[[list[str]], Master]) -> None:
+    m = master_factory(["spin", "pause", "read"])
+    status, _ = _stop_and_check(m, lambda: os.kill(m.pid, signal.SIGTERM))
+    m.assert_printed("exit SystemExit 143")
+    assert status == 143, m.stderr()
+
+
+def test_worker_ignoring_sigterm_is_killed_after_grace(
+    master_factory: Callable[[list[str]], Master],
+) -> None:
+    m = master_factory(["stubborn", "pause"])
+    status, _ = _stop_and_check(m, lambda: os.kill(m.pid, signal.SIGINT))
+    (stubborn,) = (pid for pid, mode in m.workers().items() if mode == "stubborn")
+    # It was sent SIGTERM first, ignored it, and was then killed all the same.
+    m.assert_printed(f"stubborn {stubborn} got SIGTERM")
+    m.assert_printed("exit KeyboardInterrupt")
+    assert status == -signal.SIGINT, m.stderr()
+
+
+def test_sigint_to_process_group_like_a_terminal(
+    master_factory: Callable[[list[str]], Master],
+) -> None:
+    # A terminal's Ctrl-C reaches every process of the foreground group at
+    # once: the workers get their own KeyboardInterrupt while the master stops.
+    m = master_factory(["spin", "pause", "read", "stubborn"])
+    status, _ = _stop_and_check(m, lambda: os.killpg(m.pid, signal.SIGINT))
+    m.assert_printed("exit KeyboardInterrupt")
+    assert status == -signal.SIGINT, m.stderr()
+
+
+def test_sigterm_to_process_group(master_factory: Callable[[list[str]], Master]) -> None:
+    # As `kill -TERM -PGID` or a service manager would do it.
+    m = master_factory(["spin", "pause"])
+    status, _ = _stop_and_check(m, lambda: os.killpg(m.pid, signal.SIGTERM))
+    assert status == 143, m.stderr()
+
+
+def test_repeated_sigint_still_stops_cleanly(
+    master_factory: Callable[[list[str]], Master],
+) -> None:
+    # An impatient user presses Ctrl-C several times during the grace period.
+    m = master_factory(["stubborn", "read"])
+
+    def hammer() -> None:
+        for _ in range(5):
+            os.kill(m.pid, signal.SIGINT)
+
+    status, _ = _stop_and_check(m, hammer)
+    m.assert_printed("exit KeyboardInterrupt")
+    assert status == -signal.SIGINT, m.stderr()
+
+
+def test_sigkill_of_master_leaves_no_worker(master_factory: Callable[[list[str]], Master]) -> None:
+    m = master_factory(["spin", "pause", "read", "stubborn"])
+    workers = m.wait_ready()
+    children = m.children()  # the workers and the spares
+    assert len(children) >= len(workers) + _spares_wanted()
+    procs = children + _procs(workers)
+    os.kill(m.pid, signal.SIGKILL)
+    assert m.wait_exit(STOP_WITHIN) == -signal.SIGKILL
+    # PR_SET_PDEATHSIG is delivered asynchronously: poll, with a deadline.
+    assert_all_gone(procs, timeout=STOP_WITHIN)
+    deadline = time.monotonic() + STOP_WITHIN
+    while m.session() and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling a condition, with a deadline
+    assert not m.session(), f"processes outlived the master: {m.session()}"
+    m.read_to_eof(STOP_WITHIN)
+
+
+def test_sigkill_of_master_right_after_start_leaves_no_worker(
+    master_factory: Callable[[list[str]], Master],
+) -> None:
+    # Killed while it is still forking: a child forked just before the kill
+    # must notice (PDEATHSIG is set after the fork) and not run on.
+    m = master_factory(["pause", "pause", "pause"])
+    m.wait_for(lambda lines: any(line.startswith("worker ") for line in lines), "a worker", 30)
+    os.kill(m.pid, signal.SIGKILL)
+    m.wait_exit(STOP_WITHIN)
+    deadline = time.monotonic() + STOP_WITHIN
+    while m.session() and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling a condition, with a deadline
+    assert not m.session(), f"processes outlived the master: {m.session()}"
+    assert_all_gone(_procs(m.workers()))

@@ -1,0 +1,599 @@
+"""The socket directory, the pidfile, and who may talk to the control socket.
+
+Most tests run the master in the test process. Those that need a second,
+running master (a directory in use, peer credentials, a stale directory) run
+``tests/scripts/hold_master.py`` as a subprocess, which holds its socket
+directory until it is sent a line on stdin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gc
+import os
+import select
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+import netmcore
+from netmcore import _wire
+
+ROOT = Path(__file__).resolve().parent.parent
+HOLD = ROOT / "tests" / "scripts" / "hold_master.py"
+LIMIT = 107  # bytes in a Unix socket path, without the final NUL
+SOCK = "netmcore.sock"
+LOCK = "netmcore.lock"
+NOBODY = 65534
+
+
+@netmcore.process
+def echo(s: str) -> str:
+    return s
+
+
+@netmcore.process
+def read_pidfile(path: str) -> tuple[str, int]:
+    """The pidfile's text as a worker sees it, and the worker's parent pid."""
+    with open(path) as f:
+        return f.read(), os.getppid()
+
+
+@netmcore.process
+def listdir(path: str) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+def run_echo(**kwargs: Any) -> str | None:
+    return netmcore.run(
+        first_process=lambda: echo.start("hi"),
+        extract_result=lambda _ctrl, pid: echo.join_nowait(pid),
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A fresh directory with a short path, so that socket paths stay well below the limit."""
+    path = Path(tempfile.mkdtemp(prefix="nmt-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _mode(path: Path | str) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# --- the default directory --------------------------------------------------
+
+
+def test_default_directory_is_private_and_removed() -> None:
+    seen: dict[str, Any] = {}
+
+    def init_ctrl(ctrl: netmcore.Controller) -> None:
+        path = ctrl.socket_directory
+        seen["path"] = path
+        seen["mode"] = _mode(path)
+        seen["owner"] = os.stat(path).st_uid
+        seen["sock_is_socket"] = stat.S_ISSOCK(os.stat(os.path.join(path, SOCK)).st_mode)
+        seen["sock_mode"] = _mode(os.path.join(path, SOCK))
+        with open(os.path.join(path, LOCK)) as f:
+            seen["lock"] = f.read().strip()
+
+    assert run_echo(init_ctrl=init_ctrl) == "hi"
+    assert seen["mode"] == 0o700
+    assert seen["owner"] == os.getuid()
+    assert seen["sock_is_socket"]
+    assert seen["sock_mode"] & 0o077 == 0
+    assert seen["lock"] == str(os.getpid())
+    assert not os.path.exists(seen["path"])
+
+
+def test_default_directories_differ_between_runs() -> None:
+    paths = []
+    for _ in range(2):
+        run_echo(init_ctrl=lambda ctrl: paths.append(ctrl.socket_directory))
+    assert paths[0] != paths[1]
+    assert not any(os.path.exists(p) for p in paths)
+
+
+def test_default_directory_seen_by_worker() -> None:
+    # A worker can see the directory too (it holds just the socket and the lock).
+    result = netmcore.run(
+        first_process=lambda: listdir.start(_current_dir[0]),
+        extract_result=lambda _ctrl, pid: listdir.join_nowait(pid),
+        init_ctrl=lambda ctrl: _current_dir.__setitem__(0, ctrl.socket_directory),
+    )
+    assert result == [LOCK, SOCK]
+
+
+_current_dir = [""]
+
+
+def test_default_directory_with_long_tmpdir(
+    monkeypatch: pytest.MonkeyPatch, short_tmp: Path
+) -> None:
+    # A TMPDIR too long for a socket path must not break the default.
+    long_tmp = short_tmp / ("t" * 120)
+    long_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long_tmp))
+    seen = []
+    assert run_echo(init_ctrl=lambda ctrl: seen.append(ctrl.socket_directory)) == "hi"
+    assert len(os.fsencode(os.path.join(seen[0], SOCK))) <= LIMIT
+    assert not os.path.exists(seen[0])
+    assert os.listdir(long_tmp) == []
+
+
+# --- a given directory -------------------------------------------------------
+
+
+def test_missing_directory_is_created_private(short_tmp: Path) -> None:
+    sd = short_tmp / "a" / "sd"
+    seen: dict[str, Any] = {}
+
+    def init_ctrl(ctrl: netmcore.Controller) -> None:
+        seen["path"] = ctrl.socket_directory
+        seen["mode"] = _mode(sd)
+        seen["entries"] = sorted(os.listdir(sd))
+
+    assert run_echo(socket_directory=str(sd), init_ctrl=init_ctrl) == "hi"
+    assert os.path.samefile(seen["path"], sd)
+    assert seen["mode"] == 0o700
+    assert seen["entries"] == [LOCK, SOCK]
+    # The directory is the user's: it stays, but netmcore's files are gone.
+    assert sd.is_dir()
+    assert _mode(sd) == 0o700
+    assert os.listdir(sd) == []
+
+
+def test_existing_private_directory_is_used_and_kept(short_tmp: Path) -> None:
+    sd = short_tmp / "sd"
+    sd.mkdir(mode=0o700)
+    (sd / "user-file").write_text("mine")
+    assert run_echo(socket_directory=str(sd)) == "hi"
+    assert sorted(os.listdir(sd)) == ["user-file"]
+    assert (sd / "user-file").read_text() == "mine"
+
+
+def test_relative_directory(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(short_tmp)
+    seen = []
+    assert run_echo(socket_directory="rel", init_ctrl=lambda c: seen.append(c.socket_directory))
+    assert os.path.isabs(seen[0])
+    assert os.path.samefile(seen[0], short_tmp / "rel")
+    assert os.listdir(short_tmp / "rel") == []
+
+
+def test_same_directory_reused_by_consecutive_runs(short_tmp: Path) -> None:
+    sd = str(short_tmp / "sd")
+    assert run_echo(socket_directory=sd) == "hi"
+    assert run_echo(socket_directory=sd) == "hi"
+    assert os.listdir(sd) == []
+
+
+def test_directory_cleaned_when_first_process_raises(short_tmp: Path) -> None:
+    sd = short_tmp / "sd"
+    pidfile = short_tmp / "m.pid"
+
+    def boom() -> netmcore.ProcessId[str]:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        netmcore.run(
+            first_process=boom,
+            extract_result=lambda _c, _p: None,
+            socket_directory=str(sd),
+            pidfile=str(pidfile),
+        )
+    assert os.listdir(sd) == []
+    assert not pidfile.exists()
+    assert run_echo(socket_directory=str(sd)) == "hi"  # and it is free again
+
+
+def _socket_path_len(directory: str) -> int:
+    return len(os.fsencode(os.path.join(os.path.abspath(directory), SOCK)))
+
+
+def _dir_with_socket_path_of(base: Path, n: int, char: str = "d") -> str:
+    """A directory under ``base`` whose control socket path is ``n`` bytes long."""
+    filler = n - _socket_path_len(str(base / "x")) + 1
+    per_char = len(char.encode())
+    assert filler % per_char == 0 and filler > 0
+    path = str(base / (char * (filler // per_char)))
+    assert _socket_path_len(path) == n
+    return path
+
+
+def test_too_long_path_raises_before_anything_starts(short_tmp: Path) -> None:
+    sd = _dir_with_socket_path_of(short_tmp, LIMIT + 1)
+    pidfile = short_tmp / "m.pid"
+    called = []
+
+    def first() -> netmcore.ProcessId[str]:
+        called.append(True)
+        return echo.start("never")
+
+    with pytest.raises(ValueError, match=str(LIMIT)) as info:
+        netmcore.run(
+            first_process=first,
+            extract_result=lambda _c, _p: None,
+            socket_directory=sd,
+            pidfile=str(pidfile),
+            init_ctrl=lambda _c: called.append(True),
+        )
+    assert "too long" in str(info.value)
+    assert not called
+    assert not os.path.exists(sd)
+    assert not pidfile.exists()
+    assert os.listdir(short_tmp) == []
+
+
+def test_path_at_the_limit_works(short_tmp: Path) -> None:
+    sd = _dir_with_socket_path_of(short_tmp, LIMIT)
+    assert run_echo(socket_directory=sd) == "hi"
+    assert os.listdir(sd) == []
+
+
+def test_limit_counts_bytes_not_characters(short_tmp: Path) -> None:
+    # "é" is two bytes in UTF-8: the path has fewer than 107 characters.
+    sd = _dir_with_socket_path_of(short_tmp, LIMIT + 1, char="é")
+    assert len(os.path.join(sd, SOCK)) <= LIMIT
+    with pytest.raises(ValueError, match=str(LIMIT)):
+        run_echo(socket_directory=sd)
+    assert not os.path.exists(sd)
+
+
+def test_relative_path_limit_is_checked_on_absolute_path(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Short as given, too long once resolved against the working directory:
+    # DEEP/sd/netmcore.sock is 3 bytes longer than DEEP/netmcore.sock.
+    deep = Path(_dir_with_socket_path_of(short_tmp, LIMIT - 2))
+    deep.mkdir()
+    monkeypatch.chdir(deep)
+    assert len(os.path.join("sd", SOCK)) < LIMIT
+    with pytest.raises(ValueError, match=str(LIMIT)):
+        run_echo(socket_directory="sd")
+    assert os.listdir(deep) == []
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o702], ids=oct)
+def test_directory_writable_by_others_is_refused(short_tmp: Path, mode: int) -> None:
+    sd = short_tmp / "sd"
+    sd.mkdir()
+    os.chmod(sd, mode)
+    with pytest.raises(netmcore.SocketDirectoryError, match="writable"):
+        run_echo(socket_directory=str(sd))
+    assert os.listdir(sd) == []  # no lock file, no socket left
+    assert _mode(sd) == mode  # and not "fixed" behind the user's back
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to another user")
+def test_directory_of_another_user_is_refused(short_tmp: Path) -> None:
+    sd = short_tmp / "sd"
+    sd.mkdir(mode=0o700)
+    os.chown(sd, NOBODY, NOBODY)
+    with pytest.raises(netmcore.SocketDirectoryError, match=f"uid {NOBODY}"):
+        run_echo(socket_directory=str(sd))
+    assert os.listdir(sd) == []
+
+
+def test_path_that_is_a_file_is_refused(short_tmp: Path) -> None:
+    target = short_tmp / "file"
+    target.write_text("not a directory")
+    with pytest.raises(netmcore.SocketDirectoryError):
+        run_echo(socket_directory=str(target))
+    assert target.read_text() == "not a directory"
+
+
+# --- the pidfile ---------------------------------------------------------------
+
+
+def test_pidfile_holds_master_pid_during_run(short_tmp: Path) -> None:
+    pidfile = short_tmp / "m.pid"
+    result = netmcore.run(
+        first_process=lambda: read_pidfile.start(str(pidfile)),
+        extract_result=lambda _c, pid: read_pidfile.join_nowait(pid),
+        pidfile=str(pidfile),
+    )
+    assert result is not None
+    text, worker_parent = result
+    assert text.strip() == str(os.getpid())
+    assert worker_parent == os.getpid()  # the worker's parent is the master
+    assert not pidfile.exists()
+
+
+def test_pidfile_replaced_if_stale(short_tmp: Path) -> None:
+    pidfile = short_tmp / "m.pid"
+    pidfile.write_text("999999999\nleftover from a crash\n")
+    result = netmcore.run(
+        first_process=lambda: read_pidfile.start(str(pidfile)),
+        extract_result=lambda _c, pid: read_pidfile.join_nowait(pid),
+        pidfile=str(pidfile),
+    )
+    assert result is not None
+    assert result[0] == f"{os.getpid()}\n"
+    assert not pidfile.exists()
+
+
+def _run_with_unwritable_pidfile(pidfile: Path, **kwargs: Any) -> None:
+    with warnings.catch_warnings():
+        # Whatever the failed run leaks is finalized here, not in a later test.
+        warnings.simplefilter("ignore", ResourceWarning)
+        with pytest.raises(FileNotFoundError):
+            run_echo(pidfile=str(pidfile), **kwargs)
+        gc.collect()
+
+
+def test_unwritable_pidfile_leaves_socket_directory_clean(short_tmp: Path) -> None:
+    sd = short_tmp / "sd"
+    _run_with_unwritable_pidfile(short_tmp / "no-such-dir" / "m.pid", socket_directory=str(sd))
+    # Nothing of the failed run may be left: no lock held, no socket, no lock file.
+    assert run_echo(socket_directory=str(sd)) == "hi"
+    assert os.listdir(sd) == []
+
+
+def test_unwritable_pidfile_leaves_no_default_directory(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp = short_tmp / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    _run_with_unwritable_pidfile(short_tmp / "no-such-dir" / "m.pid")
+    assert os.listdir(tmp) == []
+
+
+# --- a second master -----------------------------------------------------------
+
+
+class Holder:
+    """hold_master.py in a subprocess of its own session."""
+
+    def __init__(self, sd: Path, pidfile: Path | None = None) -> None:
+        args = [sys.executable, str(HOLD), "--socket-directory", str(sd)]
+        if pidfile is not None:
+            args += ["--pidfile", str(pidfile)]
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._buf = b""
+        self.master_pid = 0
+        self.worker_pid = 0
+
+    def read_line(self, timeout: float = 30.0) -> str:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no line from hold_master.py; got {self._buf!r}"
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                data = os.read(fd, 4096)
+                assert data, f"hold_master.py closed stdout; got {self._buf!r}"
+                self._buf += data
+        line, self._buf = self._buf.split(b"\n", 1)
+        self.lines.append(line.decode())
+        return self.lines[-1]
+
+    def wait_ready(self) -> None:
+        word = self.read_line().split()
+        assert word[0] == "ready", word
+        self.master_pid, self.worker_pid = int(word[1]), int(word[2])
+        assert self.master_pid == self.proc.pid
+
+    def finish(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"\n")
+        self.proc.stdin.flush()
+        assert self.read_line() == "done"
+        assert self.proc.wait(30) == 0
+
+    def session(self) -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter():
+            try:
+                if os.getsid(p.pid) == self.proc.pid and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                pass
+        return found
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for p in self.session():
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def holder() -> Iterator[Callable[..., Holder]]:
+    started: list[Holder] = []
+
+    def start(sd: Path, pidfile: Path | None = None) -> Holder:
+        h = Holder(sd, pidfile)
+        started.append(h)
+        h.wait_ready()
+        return h
+
+    try:
+        yield start
+    finally:
+        for h in started:
+            h.cleanup()
+
+
+def query_status(path: str, timeout: float = 10.0) -> _wire.Status | str:
+    """Ask the control socket at ``path`` for the status.
+
+    Returns the Status, or a word saying why there is none: ``connect-failed
+    ERRNO``, ``closed`` (the master dropped the connection), ``timeout``, or
+    ``unexpected NAME``.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+        except OSError as exc:
+            return f"connect-failed {errno.errorcode.get(exc.errno or 0, exc.errno)}"
+        try:
+            s.send(_wire.encoder.encode(_wire.StatusReq()))
+            data = s.recv(_wire.RECV_SIZE)
+        except (ConnectionResetError, BrokenPipeError):
+            return "closed"
+        except TimeoutError:
+            return "timeout"
+        if not data:
+            return "closed"
+        msg = _wire.decoder.decode(data)
+        if isinstance(msg, _wire.Status):
+            return msg
+        return f"unexpected {type(msg).__name__}"
+
+
+def query_status_as(uid: int, gid: int, path: str) -> str:
+    """:func:`query_status` from a forked child that switched to ``uid``/``gid``."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        result = "child failed"
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            reply = query_status(path)
+            result = f"status {reply.master_pid}" if isinstance(reply, _wire.Status) else reply
+        except BaseException as exc:
+            result = f"child failed: {exc!r}"
+        finally:
+            try:
+                os.write(w, result.encode())
+            finally:
+                os._exit(0)
+    os.close(w)
+    try:
+        chunks = []
+        while chunk := os.read(r, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    return b"".join(chunks).decode()
+
+
+def test_directory_in_use_is_refused(short_tmp: Path, holder: Callable[..., Holder]) -> None:
+    sd = short_tmp / "sd"
+    h = holder(sd)
+    called = []
+    with pytest.raises(netmcore.SocketDirectoryError, match="in use") as info:
+        netmcore.run(
+            first_process=lambda: echo.start("x"),
+            extract_result=lambda _c, _p: None,
+            socket_directory=str(sd),
+            init_ctrl=lambda _c: called.append(True),
+        )
+    assert str(h.master_pid) in str(info.value)
+    assert not called
+    # The refused attempt did not disturb the running master.
+    assert sorted(os.listdir(sd)) == [LOCK, SOCK]
+    status = query_status(str(sd / SOCK))
+    assert isinstance(status, _wire.Status), status
+    assert status.master_pid == h.master_pid
+    h.finish()
+    # Once that master has ended, the directory is free.
+    assert os.listdir(sd) == []
+    assert run_echo(socket_directory=str(sd)) == "hi"
+
+
+def test_directory_of_killed_master_is_reusable(
+    short_tmp: Path, holder: Callable[..., Holder]
+) -> None:
+    # A master killed with SIGKILL leaves its socket and lock file behind;
+    # the next master must take the directory over (the lock died with it).
+    sd = short_tmp / "sd"
+    h = holder(sd)
+    os.kill(h.master_pid, signal.SIGKILL)
+    h.proc.wait(30)
+    deadline = time.monotonic() + 5
+    while h.session() and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling a condition (PDEATHSIG), with a deadline
+    assert not h.session()
+    assert sorted(os.listdir(sd)) == [LOCK, SOCK]  # stale
+    assert run_echo(socket_directory=str(sd)) == "hi"
+    assert os.listdir(sd) == []
+
+
+def test_status_from_same_user(short_tmp: Path, holder: Callable[..., Holder]) -> None:
+    sd = short_tmp / "sd"
+    pidfile = short_tmp / "m.pid"
+    h = holder(sd, pidfile)
+    assert pidfile.read_text().strip() == str(h.master_pid)
+    status = query_status(str(sd / SOCK))
+    assert isinstance(status, _wire.Status), status
+    assert status.master_pid == h.master_pid
+    (info,) = status.processes
+    assert info.os_pid == h.worker_pid
+    assert info.state == "running"
+    h.finish()
+    assert not pidfile.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_control_socket_refuses_another_user(
+    short_tmp: Path, holder: Callable[..., Holder]
+) -> None:
+    sd = short_tmp / "sd"
+    h = holder(sd)
+    # Let the other user reach the socket, so that only the peer-credentials
+    # check stands between it and the master.
+    os.chmod(short_tmp, 0o755)
+    os.chmod(sd, 0o755)
+    os.chmod(sd / SOCK, 0o666)
+    assert query_status_as(NOBODY, NOBODY, str(sd / SOCK)) == "closed"
+    # Same user, after the refusal: the master is unharmed and answers.
+    assert query_status_as(os.getuid(), os.getgid(), str(sd / SOCK)) == f"status {h.master_pid}"
+    status = query_status(str(sd / SOCK))
+    assert isinstance(status, _wire.Status), status
+    assert status.master_pid == h.master_pid
+    h.finish()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_control_socket_not_reachable_by_another_user_by_default(
+    short_tmp: Path, holder: Callable[..., Holder]
+) -> None:
+    # Without any chmod the socket file itself (mode 0600) keeps others out.
+    sd = short_tmp / "sd"
+    h = holder(sd)
+    os.chmod(short_tmp, 0o755)
+    os.chmod(sd, 0o755)
+    result = query_status_as(NOBODY, NOBODY, str(sd / SOCK))
+    assert result.startswith("connect-failed") or result == "closed", result
+    h.finish()

@@ -1,0 +1,146 @@
+"""Uses of netmcore's public API that mypy must reject.
+
+Type-checked by ``tests/test_typing.py``; never imported or run. Every bad line
+ends with ``# type: ignore[<code>]``: the project's mypy config sets
+``warn_unused_ignores``, so if a change to netmcore makes mypy accept one of
+these uses, its ignore becomes unused and the suite fails. test_typing.py also
+checks that, with the markers removed, each marked line gives exactly the errors
+its marker names (one, except where a lambda also gives ``return-value``) and no
+other line gives any.
+"""
+
+from __future__ import annotations
+
+import netmcore
+
+
+class Add(netmcore.ProcessDef[tuple[float, float], float]):
+    def run(self, arg: tuple[float, float]) -> float:
+        return arg[0] + arg[1]
+
+
+@netmcore.process
+def square(k: int) -> int:
+    return k * k
+
+
+@netmcore.process
+def show(k: int) -> str:
+    return str(k)
+
+
+# run() must take the declared In and return the declared Out.
+class WrongArg(netmcore.ProcessDef[int, int]):
+    def run(self, arg: str) -> int:  # type: ignore[override]
+        return len(arg)
+
+
+class WrongResult(netmcore.ProcessDef[int, int]):
+    def run(self, arg: int) -> str:  # type: ignore[override]
+        return str(arg)
+
+
+# @process keeps the function's argument and result types.
+show_as_int: type[netmcore.ProcessDef[int, int]] = show  # type: ignore[assignment]
+square_from_str: type[netmcore.ProcessDef[str, int]] = square  # type: ignore[assignment]
+
+
+def bad_start() -> None:
+    # The argument must be an In.
+    Add.start("x")  # type: ignore[arg-type]
+    Add.start((1, "a"))  # type: ignore[arg-type]
+    Add.start((1.0, 2.0, 3.0))  # type: ignore[arg-type]
+    square.start("3")  # type: ignore[arg-type]
+    # inherit_resources is "all" or ResIds.
+    square.start(3, inherit_resources="none")  # type: ignore[arg-type]
+    square.start(3, inherit_resources=[3])  # type: ignore[list-item]
+
+
+def bad_join() -> None:
+    # A process is joined through the join point of its own type: ProcessId is invariant.
+    pid = Add.start((3.0, 4.0))
+    Add.join(square.start(3))  # type: ignore[arg-type]
+    Add.join_nowait(square.start(3))  # type: ignore[arg-type]
+    Add.join_outcome(square.start(3))  # type: ignore[arg-type]
+    Add.join_outcome_nowait(square.start(3))  # type: ignore[arg-type]
+    square.join(pid)  # type: ignore[arg-type]
+    Add.join(3)  # type: ignore[arg-type]
+
+
+def bad_results() -> float:
+    # join may return None, and returns an Out.
+    pid = Add.start((3.0, 4.0))
+    x: float = Add.join(pid)  # type: ignore[assignment]
+    y: float = Add.join_nowait(pid)  # type: ignore[assignment]
+    z: int | None = Add.join(pid)  # type: ignore[assignment]
+    s: str | None = square.join(square.start(3))  # type: ignore[assignment]
+    return x + y + (z or 0) + len(s or "")
+
+
+def bad_outcomes() -> None:
+    # An Outcome is not always a Success; the nowait one may be None.
+    pid = Add.start((3.0, 4.0))
+    success: netmcore.Success[float] = Add.join_outcome(pid)  # type: ignore[assignment]
+    outcome: netmcore.Outcome[float] = Add.join_outcome_nowait(pid)  # type: ignore[assignment]
+    other: netmcore.Outcome[int] = Add.join_outcome(pid)  # type: ignore[assignment]
+    if isinstance(outcome, netmcore.Success):
+        label: str = outcome.value  # type: ignore[assignment]
+        print(label)
+    print(success, other)
+
+
+def bad_encap() -> None:
+    int_type = netmcore.EncapType(int)
+    int_type.wrap("s")  # type: ignore[arg-type]
+    int_type.unwrap(b"\x03")  # type: ignore[arg-type]
+    e = int_type.wrap(3)
+    text: str = int_type.unwrap(e)  # type: ignore[assignment]
+    # Encap.data may be a memoryview (a value received through shared memory).
+    netmcore.EncapType(str).wrap(text).data.decode()  # type: ignore[union-attr]
+    print(text)
+
+
+def to_int(e: netmcore.Encap) -> int:
+    return len(e.data)
+
+
+def bad_low_level() -> None:
+    # def_process takes an Encap -> Encap function; start/join take ResIds and Encaps.
+    fork_point, join_point = netmcore.def_process(lambda e: e)
+    netmcore.def_process(len)  # type: ignore[arg-type]
+    netmcore.def_process(to_int)  # type: ignore[arg-type]
+    netmcore.start(fork_point, (3.0, 4.0))  # type: ignore[arg-type]
+    netmcore.start(fork_point.n, netmcore.EncapType(int).wrap(3))  # type: ignore[arg-type]
+    pid = netmcore.start(fork_point, netmcore.EncapType(int).wrap(3))
+    netmcore.join(join_point, 3)  # type: ignore[arg-type]
+    netmcore.join(pid, pid)  # type: ignore[arg-type]
+    netmcore.join_nowait(join_point.n, pid)  # type: ignore[arg-type]
+    netmcore.release(3)  # type: ignore[arg-type]
+    n: int = netmcore.join(join_point, pid)  # type: ignore[assignment]
+    print(n)
+
+
+def bad_run() -> None:
+    # first_process returns a ProcessId; extract_result gets a ProcessId of the same type.
+    netmcore.run(first_process=lambda: 3, extract_result=lambda ctrl, pid: None)  # type: ignore[arg-type, return-value]
+    netmcore.run(first_process=Add.start, extract_result=lambda ctrl, pid: None)  # type: ignore[arg-type]
+    netmcore.run(
+        first_process=lambda: Add.start((1.0, 2.0)),
+        extract_result=lambda ctrl, pid: square.join_nowait(pid),  # type: ignore[arg-type]
+    )
+    netmcore.run(first_process=lambda: Add.start((1.0, 2.0)))  # type: ignore[call-arg]
+    # run returns what extract_result returns, here float | None.
+    total: float = netmcore.run(  # type: ignore[assignment]
+        first_process=lambda: Add.start((1.0, 2.0)),
+        extract_result=lambda ctrl, pid: Add.join_nowait(pid),
+    )
+    netmcore.startup(first_process=lambda: None)  # type: ignore[arg-type, return-value]
+    netmcore.startup(first_process=lambda: Add.start((1.0, 2.0)), socket_directory=3)  # type: ignore[arg-type]
+    print(total)
+
+
+def bad_ids() -> None:
+    # Ids are frozen and hold ints.
+    Add.fork_point.n = 3  # type: ignore[misc]
+    netmcore.ResId("3")  # type: ignore[arg-type]
+    netmcore.Debug.enable = "yes"  # type: ignore[assignment]

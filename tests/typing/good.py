@@ -1,0 +1,188 @@
+"""Uses of netmcore's public API that mypy must accept, with the types it must infer.
+
+Type-checked by ``tests/test_typing.py``; never imported or run. Each use is
+pinned with ``assert_type``, so a wrong (or merely wider, or ``Any``) inferred
+type fails the suite.
+"""
+
+from __future__ import annotations
+
+from typing import Any, assert_never, assert_type
+
+import netmcore
+
+
+class Add(netmcore.ProcessDef[tuple[float, float], float]):
+    def run(self, arg: tuple[float, float]) -> float:
+        return arg[0] + arg[1]
+
+
+@netmcore.process
+def square(k: int) -> int:
+    return k * k
+
+
+class Point(netmcore.ProcessDef[list[int], dict[str, int]]):
+    def run(self, arg: list[int]) -> dict[str, int]:
+        return {"x": arg[0], "y": arg[1]}
+
+
+def process_def_start_join() -> None:
+    assert_type(square, type[netmcore.ProcessDef[int, int]])
+
+    pid = Add.start((3.0, 4.0))
+    assert_type(pid, netmcore.ProcessId[float])
+    assert_type(pid.n, int)
+    assert_type(Add.start((3, 4)), netmcore.ProcessId[float])  # int is accepted for float
+    assert_type(Add.start((1.0, 2.0), inherit_resources="all"), netmcore.ProcessId[float])
+    assert_type(
+        Add.start((1.0, 2.0), inherit_resources=[Add.fork_point]), netmcore.ProcessId[float]
+    )
+    assert_type(Add.start((1.0, 2.0), inherit_resources=()), netmcore.ProcessId[float])
+    assert_type(Add.join(pid), float | None)
+    assert_type(Add.join_nowait(pid), float | None)
+
+    spid = square.start(3)
+    assert_type(spid, netmcore.ProcessId[int])
+    assert_type(square.join(spid), int | None)
+    assert_type(square.join_nowait(spid), int | None)
+    assert_type(square.join_outcome(spid), netmcore.Outcome[int])
+
+    ppid = Point.start([1, 2])
+    assert_type(ppid, netmcore.ProcessId[dict[str, int]])
+    assert_type(Point.join(ppid), dict[str, int] | None)
+
+    result = Add.join(pid)
+    if result is not None:
+        assert_type(result, float)
+
+    # A ProcessId[Any] (from the low-level start) may be joined by any process type.
+    anypid: netmcore.ProcessId[Any] = netmcore.self_process_id()
+    assert_type(Add.join(anypid), float | None)
+
+    assert_type(Add.release_fork_point(), None)
+    assert_type(Add.release_join_point(), None)
+
+
+def class_attributes() -> None:
+    assert_type(Add.fork_point, netmcore.ResId)
+    assert_type(Add.join_point, netmcore.ResId)
+    assert_type(Add.fork_point.n, int)
+    assert_type(square.fork_point, netmcore.ResId)
+    assert_type(Add.input_type, netmcore.EncapType[Any])
+    assert_type(Add.output_type, netmcore.EncapType[Any])
+    assert_type(Add().run((1.0, 2.0)), float)
+
+
+def outcomes() -> None:
+    pid = Add.start((3.0, 4.0))
+    outcome = Add.join_outcome(pid)
+    assert_type(outcome, netmcore.Outcome[float])
+    assert_type(
+        outcome,
+        netmcore.Success[float] | netmcore.Raised | netmcore.InvalidResult | netmcore.Crashed,
+    )
+
+    if isinstance(outcome, netmcore.Success):
+        assert_type(outcome, netmcore.Success[float])
+        assert_type(outcome.value, float)
+    else:
+        assert_type(outcome, netmcore.Raised | netmcore.InvalidResult | netmcore.Crashed)
+
+    match outcome:
+        case netmcore.Success(value):
+            assert_type(value, float)
+        case netmcore.Raised(type_name, message, traceback):
+            assert_type(type_name, str)
+            assert_type(message, str)
+            assert_type(traceback, str)
+        case netmcore.InvalidResult(path, message):
+            assert_type(path, str)
+            assert_type(message, str)
+        case netmcore.Crashed(exitcode, signal):
+            assert_type(exitcode, int | None)
+            assert_type(signal, int | None)
+        case _:
+            assert_never(outcome)  # the four cases are all there is
+
+    maybe = Add.join_outcome_nowait(pid)
+    assert_type(maybe, netmcore.Outcome[float] | None)
+    if maybe is not None and isinstance(maybe, netmcore.Success):
+        assert_type(maybe.value, float)
+
+
+def encap() -> None:
+    int_type = netmcore.EncapType(int)
+    assert_type(int_type, netmcore.EncapType[int])
+    e = int_type.wrap(3)
+    assert_type(e, netmcore.Encap)
+    assert_type(int_type.unwrap(e), int)
+    assert_type(e.type_name, str)
+    assert_type(e.fingerprint, str)
+    assert_type(e.data, bytes | memoryview)
+
+    pair_type = netmcore.EncapType(tuple[float, float])
+    assert_type(pair_type.unwrap(pair_type.wrap((1.0, 2.0))), tuple[float, float])
+
+    def body(arg: netmcore.Encap) -> netmcore.Encap:
+        return int_type.wrap(int_type.unwrap(arg) + 1)
+
+    assert_type(netmcore.def_process(body), tuple[netmcore.ResId, netmcore.ResId])
+    fork_point, join_point = netmcore.def_process(body, name="incr")
+    assert_type(fork_point, netmcore.ResId)
+
+    pid = netmcore.start(fork_point, int_type.wrap(41))
+    assert_type(pid, netmcore.ProcessId[Any])
+    assert_type(
+        netmcore.start(fork_point, e, inherit_resources=[join_point]), netmcore.ProcessId[Any]
+    )
+    result = netmcore.join(join_point, pid)
+    assert_type(result, netmcore.Encap | None)
+    assert_type(netmcore.join_nowait(join_point, pid), netmcore.Encap | None)
+    if result is not None:
+        assert_type(int_type.unwrap(result), int)
+    assert_type(netmcore.release(fork_point), None)
+    assert_type(netmcore.self_process_id(), netmcore.ProcessId[Any])
+
+
+def run_and_startup() -> None:
+    total = netmcore.run(
+        first_process=lambda: Add.start((1.0, 2.0)),
+        extract_result=lambda ctrl, pid: Add.join_nowait(pid),
+    )
+    assert_type(total, float | None)
+
+    def first() -> netmcore.ProcessId[int]:
+        return square.start(7)
+
+    def extract(ctrl: netmcore.Controller, pid: netmcore.ProcessId[int]) -> str:
+        return str(square.join_nowait(pid))
+
+    def init(ctrl: netmcore.Controller) -> None:
+        pass
+
+    assert_type(netmcore.run(first_process=first, extract_result=extract), str)
+    assert_type(
+        netmcore.run(
+            first_process=first,
+            extract_result=extract,
+            socket_directory="/tmp/x",
+            pidfile=None,
+            init_ctrl=init,
+            disable_pmanage=True,
+            no_unlink=True,
+        ),
+        str,
+    )
+    assert_type(netmcore.startup(first_process=lambda: square.start(3)), None)
+    assert_type(netmcore.startup(first_process=first, init_ctrl=init), None)
+
+
+def errors() -> None:
+    assert_type(netmcore.Debug.enable, bool)
+    try:
+        Add.start((1.0, 2.0))
+    except netmcore.ArgumentTypeError as exc:
+        assert_type(exc, netmcore.ArgumentTypeError)
+    except netmcore.NetmcoreError as exc:
+        assert_type(exc, netmcore.NetmcoreError)
