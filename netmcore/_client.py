@@ -115,7 +115,7 @@ def join_outcome(join_point: ResId, pid: ProcessId[Any], *, wait: bool) -> WireO
                 "use join_nowait() there (for example in extract_result)"
             )
         return current_master("join_nowait").join(join_point.n, pid.n, wait=False, waiter=None)
-    reply = _link("join").request(JoinReq(join_point.n, pid.n, wait))
+    reply = _link("join" if wait else "join_nowait").request(JoinReq(join_point.n, pid.n, wait))
     if isinstance(reply, Joined):
         return reply.outcome
     raise _error(reply)

@@ -111,7 +111,7 @@ class Conn:
         self.master.watch_writable(self, False)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Child:
     """An OS child of the master: a spare, or the carrier of a process."""
 
@@ -121,7 +121,7 @@ class Child:
     record: Record | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Record:
     """A library process, from its start until it has ended and been joined."""
 
@@ -132,7 +132,7 @@ class Record:
     child: Child | None = None
     outcome: WireOutcome | None = None
     joined: bool = False
-    waiters: list[Conn] = field(default_factory=list)
+    waiters: list[tuple[Conn, int]] = field(default_factory=list)  # (conn, request id)
 
     @property
     def state(self) -> str:
@@ -168,7 +168,8 @@ class Master:
     def __init__(self, sockdir: SocketDir) -> None:
         self.sockdir = sockdir
         self.os_pid = os.getpid()
-        self.shm_prefix = f"/nmc.{sockdir.token}."
+        # Names say which master made them; the token makes them unguessable.
+        self.shm_prefix = f"/nmc.{self.os_pid}.{sockdir.token}."
         self.sel = selectors.EpollSelector()
         self.records: dict[int, Record] = {}
         self.children: dict[int, Child] = {}  # by os pid
@@ -366,7 +367,7 @@ class Master:
         except NetmcoreError as exc:
             reply = Failed(type(exc).__name__, str(exc), None)
         if reply is not None:
-            conn.send(reply)
+            conn.send(msgspec.structs.replace(reply, req=getattr(msg, "req", 0)))
         if isinstance(msg, StartReq) and isinstance(reply, Failed):
             _payload.discard(msg.arg.payload)  # nobody else will read it
 
@@ -386,10 +387,9 @@ class Master:
         self._unwatch(child.pidfd)
         os.close(child.pidfd)
         del self.children[child.os_pid]
-        with contextlib.suppress(ValueError):
-            self.spares.remove(child)
         record = child.record
-        if record is None:
+        if record is None:  # a spare: killed at shutdown, or died unassigned
+            self.spares = deque(c for c in self.spares if c is not child)
             return
         record.child = None
         _payload.discard(record.arg.payload)
@@ -449,7 +449,9 @@ class Master:
             )
         return assign
 
-    def join(self, join_point: int, n: int, wait: bool, waiter: Conn | None) -> WireOutcome | None:
+    def join(
+        self, join_point: int, n: int, wait: bool, waiter: tuple[Conn, int] | None
+    ) -> WireOutcome | None:
         """The outcome of process ``n`` if it is there; None if it is not yet.
 
         With ``wait``, ``waiter`` is queued and answered when the outcome comes.
@@ -474,7 +476,7 @@ class Master:
         return None
 
     def _join_request(self, conn: Conn, msg: JoinReq) -> Message | None:
-        outcome = self.join(msg.join_point, msg.pid, msg.wait, conn)
+        outcome = self.join(msg.join_point, msg.pid, msg.wait, (conn, msg.req))
         if outcome is None and msg.wait:
             return None  # answered when the outcome arrives
         return Joined(outcome)
@@ -494,17 +496,12 @@ class Master:
             self._drop(record)  # its join point is released: nobody will join
             return
         waiters, record.waiters = record.waiters, []
-        for i, waiter in enumerate(waiters):
-            if waiter.send(Joined(outcome)):
+        for i, (conn, req) in enumerate(waiters):
+            if conn.send(Joined(outcome, req=req)):
                 self._hand_over(record)
-                for late in waiters[i + 1 :]:
-                    late.send(
-                        Failed(
-                            "UnknownProcess",
-                            f"process {record.n} was joined by another process",
-                            None,
-                        )
-                    )
+                for late, late_req in waiters[i + 1 :]:
+                    message = f"process {record.n} was joined by another caller first"
+                    late.send(Failed("UnknownProcess", message, None, req=late_req))
                 return
 
     def _drop(self, record: Record) -> None:

@@ -19,6 +19,7 @@ Values larger than ``INLINE_MAX`` travel as :class:`~._payload.ShmRef`.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 
@@ -67,21 +68,25 @@ class Ended(_Msg, frozen=True):
 WireOutcome = Returned | Raised | Invalid | Ended
 
 
-# Worker -> master requests, each answered by one reply.
+# Worker -> master requests, each answered by one reply. A request's ``req`` id
+# comes back in its reply, so that several threads can share one link.
 class StartReq(_Msg, frozen=True):
     fork_point: int
     arg: WireEncap
     inherit: list[int] | None
+    req: int = 0
 
 
 class JoinReq(_Msg, frozen=True):
     join_point: int
     pid: int
     wait: bool
+    req: int = 0
 
 
 class ReleaseReq(_Msg, frozen=True):
     res_id: int
+    req: int = 0
 
 
 # Worker -> master, unanswered: the worker's own outcome, just before it exits.
@@ -99,25 +104,28 @@ class Assign(_Msg, frozen=True):
 
 class Started(_Msg, frozen=True):
     pid: int
+    req: int = 0
 
 
 class Joined(_Msg, frozen=True):
     outcome: WireOutcome | None
+    req: int = 0
 
 
 class Done(_Msg, frozen=True):
-    pass
+    req: int = 0
 
 
 class Failed(_Msg, frozen=True):
     error: str
     message: str
     res_id: int | None = None
+    req: int = 0
 
 
 # Admin client -> master on the control socket, and the reply.
 class StatusReq(_Msg, frozen=True):
-    pass
+    req: int = 0
 
 
 class ProcessInfo(msgspec.Struct, frozen=True):
@@ -131,6 +139,7 @@ class ProcessInfo(msgspec.Struct, frozen=True):
 class Status(_Msg, frozen=True):
     master_pid: int
     processes: list[ProcessInfo]
+    req: int = 0
 
 
 Message = (
@@ -154,18 +163,24 @@ decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 class Link:
     """A blocking connection to the master, used by a worker or an admin client.
 
-    Requests from several threads of one worker are serialized by a lock: each
-    thread sends its request and reads its own reply before the next starts.
+    Several threads of one worker may share it: each request carries an id
+    that its reply echoes. Whichever waiting thread finds nobody reading
+    becomes the reader, and hands every reply to the thread that asked.
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buf = bytearray(RECV_SIZE)
-        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._reading = False
+        self._replies: dict[int, Message | None] = {}
+        self._ids = itertools.count(1)
 
     def send(self, msg: Message) -> None:
         try:
-            self.sock.send(encoder.encode(msg))
+            with self._send_lock:
+                self.sock.send(encoder.encode(msg))
         except OSError as exc:
             raise MasterGone("the netmcore master is gone") from exc
 
@@ -180,12 +195,40 @@ class Link:
         return decoder.decode(memoryview(self._buf)[:n])
 
     def request(self, msg: Message) -> Message:
-        with self._lock:
-            self.send(msg)
+        """Send ``msg`` (with a fresh request id) and wait for its reply."""
+        rid = next(self._ids)
+        with self._cond:
+            self._replies[rid] = None
+        try:
+            self.send(msgspec.structs.replace(msg, req=rid))
+            with self._cond:
+                while self._replies[rid] is None:
+                    if self._reading:
+                        self._cond.wait()
+                    else:
+                        self._read_one()
+                reply = self._replies[rid]
+        finally:
+            with self._cond:
+                self._replies.pop(rid, None)
+        assert reply is not None
+        return reply
+
+    def _read_one(self) -> None:
+        # Called holding the condition; reads with it released.
+        self._reading = True
+        self._cond.release()
+        try:
             reply = self.recv()
+        finally:
+            self._cond.acquire()
+            self._reading = False
+            self._cond.notify_all()
         if reply is None:
             raise MasterGone("the netmcore master closed the connection")
-        return reply
+        rid = getattr(reply, "req", 0)
+        if rid in self._replies:
+            self._replies[rid] = reply
 
     def close(self) -> None:
         self.sock.close()

@@ -1,0 +1,1051 @@
+"""The core runtime: start/join, ids, the one-join rule, outcomes, shutdown, payloads.
+
+Most tests run a *scenario*: a process type, defined at module level (process
+types must exist before the master starts), that is run as the first process,
+does the starts and joins under test, and returns what it saw. The test then
+asserts on that value in the test process, which is the master during ``run``.
+
+Deterministic synchronisation, never sleeps:
+
+* A *gate* is an ``os.pipe()`` made in the test before ``run``. Every worker is
+  forked from the master (the test process), so every worker inherits both
+  ends: a gated process blocks reading one byte until a scenario writes it.
+* A late worker that must act only after the first process has ended waits on
+  a pidfd of the first process's OS pid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypedDict
+
+import msgspec
+import pytest
+
+import netmcore
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SUBPROCESS_TIMEOUT = 30  # a guard against a hung child, not an assertion
+
+# --------------------------------------------------------------------------
+# Helpers used inside workers
+# --------------------------------------------------------------------------
+
+
+def _catch(fn: Callable[[], object]) -> list[str]:
+    """Call ``fn``; return [qualified exception class, message], or ["none", repr(result)]."""
+    try:
+        result = fn()
+    except Exception as exc:
+        return [f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc)]
+    return ["none", repr(result)]
+
+
+def _outcome_dict(outcome: object) -> dict[str, Any]:
+    """An outcome (or None) as a plain dict, so that a scenario can return it."""
+    if outcome is None:
+        return {"kind": "None"}
+    fields = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(outcome)}  # type: ignore[arg-type]
+    return {"kind": type(outcome).__name__, **fields}
+
+
+def _wait_for_exit(os_pid: int) -> None:
+    """Block until the OS process ``os_pid`` has ended (it is not our child)."""
+    try:
+        fd = os.pidfd_open(os_pid)
+    except ProcessLookupError:
+        return  # already ended and reaped
+    try:
+        select.select([fd], [], [])
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------
+# Process types (module level: they must exist before the master starts)
+# --------------------------------------------------------------------------
+
+
+class Add(netmcore.ProcessDef[tuple[float, float], float]):
+    def run(self, arg: tuple[float, float]) -> float:
+        return arg[0] + arg[1]
+
+
+@netmcore.process
+def square(k: int) -> int:
+    return k * k
+
+
+@netmcore.process
+def cube(k: int) -> int:
+    return k * k * k
+
+
+@netmcore.process
+def gated(gate_r: int) -> str:
+    """Block until one byte can be read from the gate, then return it."""
+    return os.read(gate_r, 1).decode()
+
+
+# Consecutive definitions: their ResIds must be consecutive too.
+@netmcore.process
+def seq_a(k: int) -> int:
+    return k
+
+
+@netmcore.process
+def seq_b(k: int) -> int:
+    return k
+
+
+_c = 0  # upstream's tutorial global
+
+
+@netmcore.process
+def proc_y(k: int) -> int:
+    return k + 1 + _c
+
+
+@netmcore.process
+def proc_x(k: int) -> list[int]:
+    global _c
+    _c = 1
+    y = proc_y.join(proc_y.start(k))
+    return [-1 if y is None else y, _c]
+
+
+@netmcore.process
+def start_three(_: int) -> list[int]:
+    return [netmcore.self_process_id().n] + [square.start(k).n for k in (1, 2, 3)]
+
+
+@netmcore.process
+def start_and_join_some(n: int) -> list[int]:
+    pids = [square.start(k) for k in range(n)]
+    for pid in pids:
+        square.join(pid)
+    return [netmcore.self_process_id().n] + [p.n for p in pids]
+
+
+@netmcore.process
+def fan_out(n: int) -> list[int | None]:
+    pids = [square.start(k) for k in range(n)]
+    return [square.join(pid) for pid in pids]
+
+
+@netmcore.process
+def second_join_scenario(k: int) -> dict[str, Any]:
+    pid = square.start(k)
+    return {
+        "first": square.join(pid),
+        "second_join": _catch(lambda: square.join(pid)),
+        "second_join_nowait": _catch(lambda: square.join_nowait(pid)),
+        "second_join_outcome": _catch(lambda: square.join_outcome(pid)),
+        "never_started": _catch(lambda: square.join(netmcore.ProcessId[int](10**9))),
+    }
+
+
+@netmcore.process
+def wrong_join_point_scenario(k: int) -> dict[str, Any]:
+    pid = square.start(k)
+    return {
+        "typed": _catch(lambda: cube.join(pid)),  # type: ignore[arg-type]
+        "low_level": _catch(lambda: netmcore.join(cube.join_point, pid)),
+        "right": square.join(pid),
+    }
+
+
+@netmcore.process
+def nowait_scenario(gate: tuple[int, int]) -> dict[str, Any]:
+    gate_r, gate_w = gate
+    out: dict[str, Any] = {}
+    try:
+        pid = gated.start(gate_r)
+        out["nowait"] = [gated.join_nowait(pid), gated.join_nowait(pid)]
+        out["low_level_nowait"] = netmcore.join_nowait(gated.join_point, pid)
+        out["outcome_nowait"] = _outcome_dict(gated.join_outcome_nowait(pid))
+    finally:
+        os.write(gate_w, b"g")  # whatever happened, let the gated process end
+    out["join"] = gated.join(pid)
+    return out
+
+
+@netmcore.process
+def outcome_nowait_scenario(gate: tuple[int, int]) -> int:
+    """Check join_outcome_nowait while gated runs; hand its pid to extract_result."""
+    gate_r, gate_w = gate
+    try:
+        pid = gated.start(gate_r)
+        early = gated.join_outcome_nowait(pid)
+    finally:
+        os.write(gate_w, b"h")
+    if early is not None:
+        raise AssertionError(f"join_outcome_nowait gave {early!r} while the process was running")
+    return pid.n
+
+
+@netmcore.process
+def define_late(kind: str) -> list[str]:
+    def define() -> object:
+        if kind == "class":
+
+            class Late(netmcore.ProcessDef[int, int]):
+                def run(self, arg: int) -> int:
+                    return arg
+
+            return Late
+        if kind == "decorator":
+
+            def late(k: int) -> int:
+                return k
+
+            return netmcore.process(late)
+        return netmcore.def_process(_low_double)
+
+    return _catch(define)
+
+
+def _define_class_in_master() -> netmcore.ProcessId[int]:
+    class LateInMaster(netmcore.ProcessDef[int, int]):
+        def run(self, arg: int) -> int:
+            return arg
+
+    return LateInMaster.start(1)
+
+
+@netmcore.process
+def bad_argument_scenario(_: int) -> dict[str, Any]:
+    before = Add.start((1.0, 2.0))
+    try:
+        Add.start(("a", 1.0))  # type: ignore[arg-type]
+    except netmcore.ArgumentTypeError as exc:
+        error: list[str] = [type(exc).__qualname__, str(exc), exc.path]
+    else:
+        error = ["none", "", ""]
+    after = Add.start((3.0, 4.0))
+    return {
+        "error": error,
+        "before": before.n,
+        "after": after.n,
+        "results": [Add.join(before), Add.join(after)],
+    }
+
+
+@netmcore.process
+def boom(message: str) -> int:
+    raise ValueError(message)
+
+
+@netmcore.process
+def raise_scenario(message: str) -> dict[str, Any]:
+    return {
+        "join": boom.join(boom.start(message)),
+        "outcome": _outcome_dict(boom.join_outcome(boom.start(message))),
+    }
+
+
+@netmcore.process
+def crash(how: str) -> int:
+    if how == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return 0  # not reached
+
+
+@netmcore.process
+def crash_scenario(how: str) -> dict[str, Any]:
+    joined = crash.start(how)
+    outcome = crash.start(how)
+    return {
+        "pids": [joined.n, outcome.n],
+        "join": crash.join(joined),
+        "outcome": _outcome_dict(crash.join_outcome(outcome)),
+    }
+
+
+@netmcore.process
+def liar(k: int) -> int:
+    return "x"  # type: ignore[return-value]
+
+
+@netmcore.process
+def nested_liar(k: int) -> list[int]:
+    return [k, "x"]  # type: ignore[list-item]
+
+
+@netmcore.process
+def invalid_result_scenario(which: str) -> dict[str, Any]:
+    proc: Any = liar if which == "liar" else nested_liar
+    return {
+        "join": proc.join(proc.start(1)),
+        "outcome": _outcome_dict(proc.join_outcome(proc.start(1))),
+    }
+
+
+@netmcore.process
+def touch(path: str) -> None:
+    Path(path).write_text(f"touched by process {netmcore.self_process_id().n}")
+
+
+@netmcore.process
+def late_writer(arg: tuple[int, str]) -> str:
+    first_os_pid, path = arg
+    _wait_for_exit(first_os_pid)
+    Path(path).write_text("written after the first process ended")
+    return "late"
+
+
+@netmcore.process
+def first_starts_late_writer(path: str) -> int:
+    return late_writer.start((os.getpid(), path)).n
+
+
+@netmcore.process
+def late_starter(first_os_pid: int) -> list[Any]:
+    """After the first process has ended, start until the master refuses.
+
+    The master learns that the first process ended from its pidfd, as this
+    process does, so a start or two may still get in; the loop is bounded.
+    """
+    _wait_for_exit(first_os_pid)
+    accepted = 0
+    for _ in range(1000):
+        try:
+            pid = square.start(2)
+        except netmcore.ShuttingDown as exc:
+            return [f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), accepted]
+        square.join(pid)
+        accepted += 1
+    return ["none", "", accepted]
+
+
+@netmcore.process
+def first_starts_late_starter(_: int) -> int:
+    return late_starter.start(os.getpid()).n
+
+
+@netmcore.process
+def echo_reversed(data: bytes) -> bytes:
+    return data[::-1]
+
+
+@netmcore.process
+def relay_reversed(data: bytes) -> bytes:
+    result = echo_reversed.join(echo_reversed.start(data))
+    if result is None:
+        raise RuntimeError("echo_reversed failed")
+    return result
+
+
+class Point(msgspec.Struct, frozen=True):
+    x: int
+    y: int
+    label: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    w: float
+    h: float
+
+
+class Movie(TypedDict):
+    title: str
+    year: int
+
+
+class Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+@netmcore.process
+def move(p: Point) -> Point:
+    return Point(p.x + 1, p.y + 1, p.label + "!")
+
+
+@netmcore.process
+def move_relay(p: Point) -> Point | None:
+    return move.join(move.start(p))
+
+
+# Dedicated to the release test: releasing changes the registry for good.
+@netmcore.process
+def released_fork(k: int) -> int:
+    return k
+
+
+@netmcore.process
+def released_join(gate_r: int) -> str:
+    return os.read(gate_r, 1).decode()
+
+
+@netmcore.process
+def release_scenario(gate: tuple[int, int]) -> dict[str, Any]:
+    gate_r, gate_w = gate
+    out: dict[str, Any] = {}
+    released_fork.release_fork_point()
+    out["fork_twice"] = _catch(released_fork.release_fork_point)
+    out["start"] = _catch(lambda: released_fork.start(1))
+    try:
+        pid = released_join.start(gate_r)
+        out["pid"] = pid.n
+        released_join.release_join_point()
+        out["join_twice"] = _catch(released_join.release_join_point)
+    finally:
+        os.write(gate_w, b"r")
+    out["join"] = _catch(lambda: released_join.join(pid))
+    out["join_nowait"] = _catch(lambda: released_join.join_nowait(pid))
+    return out
+
+
+@netmcore.process
+def threads_scenario(ks: list[int]) -> list[int | None]:
+    results: list[int | None] = [None] * len(ks)
+    barrier = threading.Barrier(len(ks))
+
+    def one(i: int) -> None:
+        barrier.wait()
+        results[i] = square.join(square.start(ks[i]))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(ks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@netmcore.process
+def open_gate(gate_w: int) -> None:
+    os.write(gate_w, b"o")
+
+
+@netmcore.process
+def thread_blocked_in_join_scenario(gate: tuple[int, int]) -> list[Any]:
+    """One thread waits in join for a gated process; another opens the gate.
+
+    The gate is opened by a process that the second thread starts and joins,
+    so this ends only if a thread waiting in join does not stop the other
+    threads of its worker from talking to the master.
+    """
+    gate_r, gate_w = gate
+    pid = gated.start(gate_r)
+    joined: list[str | None] = []
+    about_to_join = threading.Event()
+
+    def joiner() -> None:
+        about_to_join.set()
+        joined.append(gated.join(pid))
+
+    t = threading.Thread(target=joiner)
+    t.start()
+    about_to_join.wait()
+    opener = open_gate.start(gate_w)
+    opened = open_gate.join_outcome(opener)
+    t.join()
+    return [type(opened).__name__, joined]
+
+
+# Low level: def_process with an Encap -> Encap function.
+INT = netmcore.EncapType(int)
+
+
+def _low_double(e: netmcore.Encap) -> netmcore.Encap:
+    return INT.wrap(2 * INT.unwrap(e))
+
+
+LOW_FORK, LOW_JOIN = netmcore.def_process(_low_double)
+
+
+@netmcore.process
+def low_level_scenario(k: int) -> int:
+    result = netmcore.join(LOW_JOIN, netmcore.start(LOW_FORK, INT.wrap(k)))
+    assert result is not None
+    return INT.unwrap(result)
+
+
+# --------------------------------------------------------------------------
+# Test helpers
+# --------------------------------------------------------------------------
+
+
+def run_scenario(proc: Any, arg: Any) -> Any:
+    """Run ``proc(arg)`` as the first process; return its value, or fail with its outcome."""
+    outcome = netmcore.run(
+        first_process=lambda: proc.start(arg),
+        extract_result=lambda _ctrl, pid: proc.join_outcome_nowait(pid),
+    )
+    if not isinstance(outcome, netmcore.Success):
+        pytest.fail(f"the scenario did not succeed: {outcome!r}")
+    return outcome.value
+
+
+@pytest.fixture
+def gate() -> Iterator[tuple[int, int]]:
+    """A pipe made in the master, so that every worker inherits both ends."""
+    r, w = os.pipe()
+    try:
+        yield r, w
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def run_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(body))
+    return subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+
+
+# --------------------------------------------------------------------------
+# 1. The examples
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("hello.py", "Sum: 7.000000"), ("create_join.py", "Final result: 385")],
+)
+def test_example_prints_upstream_result(name: str, expected: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [expected]
+
+
+# --------------------------------------------------------------------------
+# 2. Master-copy semantics
+# --------------------------------------------------------------------------
+
+
+def test_new_process_is_a_copy_of_the_master_not_of_the_requesting_worker() -> None:
+    # X sets c = 1 and starts Y; Y is forked from the master, where c is still 0.
+    assert run_scenario(proc_x, 10) == [11, 1]
+    assert _c == 0
+
+
+# --------------------------------------------------------------------------
+# 3. Ids
+# --------------------------------------------------------------------------
+
+
+def test_consecutive_starts_get_consecutive_process_ids() -> None:
+    self_n, *started = run_scenario(start_three, 0)
+    assert started == [self_n + 1, self_n + 2, self_n + 3]
+
+
+def test_first_process_id_is_the_one_first_process_returned() -> None:
+    seen: list[int] = []
+
+    def extract(_ctrl: netmcore.Controller, pid: netmcore.ProcessId[list[int]]) -> Any:
+        seen.append(pid.n)
+        return start_three.join_nowait(pid)
+
+    result = netmcore.run(first_process=lambda: start_three.start(0), extract_result=extract)
+    assert result is not None
+    assert result[0] == seen[0]
+
+
+def test_def_process_takes_two_consecutive_res_ids() -> None:
+    fork1, join1 = netmcore.def_process(_low_double)
+    fork2, join2 = netmcore.def_process(_low_double)
+    try:
+        assert join1.n == fork1.n + 1
+        assert fork2.n == join1.n + 1
+        assert join2.n == fork2.n + 1
+        # Module-level process types defined one after the other, likewise.
+        assert (seq_a.join_point.n, seq_b.fork_point.n, seq_b.join_point.n) == (
+            seq_a.fork_point.n + 1,
+            seq_a.fork_point.n + 2,
+            seq_a.fork_point.n + 3,
+        )
+    finally:
+        for res in (fork1, join1, fork2, join2):
+            netmcore.release(res)
+
+
+def test_process_ids_are_not_reused_across_run_calls() -> None:
+    first_run = run_scenario(start_and_join_some, 3)
+    second_run = run_scenario(start_and_join_some, 3)
+    assert len(set(first_run)) == 4
+    assert set(first_run).isdisjoint(second_run)
+    assert min(second_run) > max(first_run)
+
+
+def test_ids_are_immutable_hashable_and_serializable() -> None:
+    pid = netmcore.ProcessId[int](5)
+    res = netmcore.ResId(7)
+    assert pid == netmcore.ProcessId[int](5)
+    assert hash(pid) == hash(netmcore.ProcessId[int](5))
+    assert {res: 1}[netmcore.ResId(7)] == 1
+    with pytest.raises(AttributeError):
+        pid.n = 6  # type: ignore[misc]
+    decoded_pid = msgspec.msgpack.decode(msgspec.msgpack.encode(pid), type=netmcore.ProcessId[int])
+    assert decoded_pid == pid
+    decoded_res = msgspec.msgpack.decode(msgspec.msgpack.encode(res), type=netmcore.ResId)
+    assert decoded_res == res
+
+
+def test_fan_out_every_result_arrives() -> None:
+    # Many children ending while others are forked: each result must reach its joiner
+    # (a master that confuses a reused descriptor number loses some, or hangs).
+    assert run_scenario(fan_out, 200) == [k * k for k in range(200)]
+
+
+# --------------------------------------------------------------------------
+# 4. The one-join rule
+# --------------------------------------------------------------------------
+
+
+def test_second_join_raises_unknown_process() -> None:
+    result = run_scenario(second_join_scenario, 5)
+    assert result["first"] == 25
+    for key in ("second_join", "second_join_nowait", "second_join_outcome", "never_started"):
+        assert result[key][0] == "netmcore.UnknownProcess", key
+        assert "never started, or it has been joined already" in result[key][1], key
+
+
+def test_join_through_another_types_join_point_raises_and_does_not_consume() -> None:
+    result = run_scenario(wrong_join_point_scenario, 3)
+    for key in ("typed", "low_level"):
+        kind, message = result[key]
+        assert kind == "netmcore.WrongJoinPoint", key
+        assert re.search(r"square.*not a .*cube", message), message
+    assert result["right"] == 9
+
+
+def test_join_nowait_on_running_process_returns_none_without_consuming(
+    gate: tuple[int, int],
+) -> None:
+    result = run_scenario(nowait_scenario, gate)
+    assert result["nowait"] == [None, None]
+    assert result["low_level_nowait"] is None
+    assert result["outcome_nowait"] == {"kind": "None"}
+    assert result["join"] == "g"
+
+
+# --------------------------------------------------------------------------
+# 5. join in the master
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer", ["typed", "low_level"])
+def test_join_in_master_raises_context_error_pointing_to_join_nowait(layer: str) -> None:
+    def extract(_ctrl: netmcore.Controller, pid: netmcore.ProcessId[int]) -> object:
+        if layer == "typed":
+            return square.join(pid)
+        return netmcore.join(square.join_point, pid)
+
+    with pytest.raises(netmcore.ContextError, match=r"use join_nowait\(\) there"):
+        netmcore.run(first_process=lambda: square.start(4), extract_result=extract)
+
+
+def test_join_nowait_works_in_extract_result() -> None:
+    result = netmcore.run(
+        first_process=lambda: square.start(4),
+        extract_result=lambda _ctrl, pid: square.join_nowait(pid),
+    )
+    assert result == 16
+
+
+def test_low_level_def_process_start_join() -> None:
+    # From the master (first_process / extract_result) and from a worker.
+    direct = netmcore.run(
+        first_process=lambda: netmcore.start(LOW_FORK, INT.wrap(21)),
+        extract_result=lambda _ctrl, pid: netmcore.join_nowait(LOW_JOIN, pid),
+    )
+    assert direct is not None
+    assert INT.unwrap(direct) == 42
+    assert run_scenario(low_level_scenario, 8) == 16
+
+
+# --------------------------------------------------------------------------
+# 6. Calls in the wrong context
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda: square.start(1), id="typed-start"),
+        pytest.param(lambda: square.join(netmcore.ProcessId[int](0)), id="typed-join"),
+        pytest.param(lambda: square.join_nowait(netmcore.ProcessId[int](0)), id="typed-nowait"),
+        pytest.param(lambda: netmcore.start(square.fork_point, INT.wrap(1)), id="start"),
+        pytest.param(lambda: netmcore.join(square.join_point, netmcore.ProcessId(0)), id="join"),
+        pytest.param(
+            lambda: netmcore.join_nowait(square.join_point, netmcore.ProcessId(0)), id="nowait"
+        ),
+    ],
+)
+def test_start_and_join_outside_run_raise_context_error(call: Callable[[], object]) -> None:
+    with pytest.raises(
+        netmcore.ContextError,
+        match=r"outside netmcore\.run\(\)/startup\(\): call it from first_process or from "
+        r"inside a worker process",
+    ):
+        call()
+
+
+@pytest.mark.parametrize("kind", ["class", "decorator", "def_process"])
+def test_defining_a_process_type_in_a_worker_raises_context_error(kind: str) -> None:
+    error, message = run_scenario(define_late, kind)
+    assert error == "netmcore.ContextError"
+    assert "defined after the master started" in message
+    assert "define process types at module level" in message
+
+
+def test_defining_a_process_type_in_the_master_raises_context_error() -> None:
+    with pytest.raises(netmcore.ContextError, match="defined after the master started"):
+        netmcore.run(first_process=_define_class_in_master, extract_result=lambda _c, _p: None)
+
+
+# --------------------------------------------------------------------------
+# 7. A bad argument type
+# --------------------------------------------------------------------------
+
+
+def test_bad_argument_raises_in_caller_before_anything_starts() -> None:
+    result = run_scenario(bad_argument_scenario, 0)
+    kind, message, path = result["error"]
+    assert kind == "ArgumentTypeError"
+    assert path == "$[0]"
+    assert re.search(r"argument of Add\.start: .* does not match tuple\[float, float\]", message)
+    # No process id was consumed by the refused start.
+    assert result["after"] == result["before"] + 1
+    assert result["results"] == [3.0, 7.0]
+
+
+def test_bad_argument_outside_run_is_an_argument_type_error() -> None:
+    # The argument is checked before anything else, even the context.
+    with pytest.raises(netmcore.ArgumentTypeError, match="does not match") as info:
+        Add.start((1.0, "b"))  # type: ignore[arg-type]
+    assert info.value.path == "$[1]"
+
+
+# --------------------------------------------------------------------------
+# 8. Exceptions and crashes
+# --------------------------------------------------------------------------
+
+
+def test_raising_process_joins_none_and_reports_the_exception() -> None:
+    result = run_scenario(raise_scenario, "kaput")
+    assert result["join"] is None
+    outcome = result["outcome"]
+    assert outcome["kind"] == "Raised"
+    assert outcome["type_name"] == "ValueError"
+    assert outcome["message"] == "kaput"
+    assert "raise ValueError(message)" in outcome["traceback"]
+    assert "ValueError: kaput" in outcome["traceback"]
+
+
+@pytest.mark.parametrize(
+    ("how", "exitcode", "signum", "logged"),
+    [("exit", 3, None, "exit code 3"), ("kill", None, 9, "killed by signal SIGKILL")],
+)
+def test_crashed_process_joins_none_and_master_logs_it(
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+    exitcode: int | None,
+    signum: int | None,
+    logged: str,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="netmcore")
+    result = run_scenario(crash_scenario, how)
+    assert result["join"] is None
+    assert result["outcome"] == {"kind": "Crashed", "exitcode": exitcode, "signal": signum}
+    messages = [r.getMessage() for r in caplog.records if r.name == "netmcore"]
+    for n in result["pids"]:
+        pattern = rf"process {n} \([^)]*crash\) ended without a result: {logged}$"
+        assert any(re.search(pattern, m) for m in messages), messages
+
+
+def test_crashed_outcome_str() -> None:
+    assert str(netmcore.Crashed(3, None)) == "exited with code 3 before returning"
+    assert str(netmcore.Crashed(None, 9)) == "killed by SIGKILL"
+
+
+@pytest.mark.parametrize(
+    ("proc", "arg", "logged"),
+    [
+        ("boom", "'kaput'", r"process \d+ \([^)]*boom\) raised an exception:\nTraceback"),
+        ("liar", "1", r"process \d+ \([^)]*liar\) returned an invalid result"),
+    ],
+)
+def test_worker_failure_is_logged_to_stderr(
+    tmp_path: Path, proc: str, arg: str, logged: str
+) -> None:
+    result = run_script(
+        tmp_path,
+        f"""
+        import netmcore
+
+        @netmcore.process
+        def boom(message: str) -> int:
+            raise ValueError(message)
+
+        @netmcore.process
+        def liar(k: int) -> int:
+            return "x"
+
+        kind = netmcore.run(
+            first_process=lambda: {proc}.start({arg}),
+            extract_result=lambda _c, pid: type({proc}.join_outcome_nowait(pid)).__name__,
+        )
+        print("outcome:", kind)
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"outcome: {'Raised' if proc == 'boom' else 'InvalidResult'}\n"
+    assert re.search(logged, result.stderr), result.stderr
+    if proc == "boom":
+        assert "ValueError: kaput" in result.stderr
+
+
+# --------------------------------------------------------------------------
+# 9. A result of the wrong type
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("which", "path"), [("liar", "$"), ("nested_liar", "$[1]")])
+def test_result_of_wrong_type_is_never_handed_over(which: str, path: str) -> None:
+    result = run_scenario(invalid_result_scenario, which)
+    assert result["join"] is None
+    outcome = result["outcome"]
+    assert outcome["kind"] == "InvalidResult"
+    assert outcome["path"] == path
+    assert "Expected `int`, got `str`" in outcome["message"]
+
+
+# --------------------------------------------------------------------------
+# 10. run, startup, several runs
+# --------------------------------------------------------------------------
+
+
+def test_several_run_calls_in_one_program() -> None:
+    results = [
+        netmcore.run(
+            first_process=lambda k=k: square.start(k),  # type: ignore[misc]
+            extract_result=lambda _ctrl, pid: square.join_nowait(pid),
+        )
+        for k in range(3)
+    ]
+    assert results == [0, 1, 4]
+
+
+def test_startup_returns_none_and_runs_the_first_process(tmp_path: Path) -> None:
+    target = tmp_path / "touched"
+    result = netmcore.startup(first_process=lambda: touch.start(str(target)))
+    assert result is None
+    assert target.read_text().startswith("touched by process ")
+
+
+# --------------------------------------------------------------------------
+# 11-12. Shutdown: run waits for the workers; no start after the first ended
+# --------------------------------------------------------------------------
+
+
+def test_run_waits_for_remaining_workers(tmp_path: Path) -> None:
+    target = tmp_path / "late"
+
+    def extract(_ctrl: netmcore.Controller, pid: netmcore.ProcessId[int]) -> Any:
+        late_n = first_starts_late_writer.join_nowait(pid)
+        assert late_n is not None
+        return late_writer.join_outcome_nowait(netmcore.ProcessId(late_n))
+
+    late_outcome = netmcore.run(
+        first_process=lambda: first_starts_late_writer.start(str(target)), extract_result=extract
+    )
+    # The late writer wrote only once the first process had ended; run waited for it.
+    assert target.read_text() == "written after the first process ended"
+    assert late_outcome == netmcore.Success("late")
+
+
+def test_start_after_first_process_ended_raises_shutting_down() -> None:
+    def extract(_ctrl: netmcore.Controller, pid: netmcore.ProcessId[int]) -> Any:
+        late_n = first_starts_late_starter.join_nowait(pid)
+        assert late_n is not None
+        return late_starter.join_outcome_nowait(netmcore.ProcessId(late_n))
+
+    outcome = netmcore.run(
+        first_process=lambda: first_starts_late_starter.start(0), extract_result=extract
+    )
+    assert isinstance(outcome, netmcore.Success), outcome
+    kind, message, _accepted = outcome.value
+    assert kind == "netmcore.ShuttingDown"
+    assert "the first process has ended and netmcore is shutting down" in message
+
+
+# --------------------------------------------------------------------------
+# 13. Large payloads
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1 << 20, 10 << 20], ids=["1MiB", "10MiB"])
+@pytest.mark.parametrize("origin", ["master", "worker"])
+def test_large_payload_round_trip(size: int, origin: str) -> None:
+    data = os.urandom(size)
+    proc = echo_reversed if origin == "master" else relay_reversed
+    result = netmcore.run(
+        first_process=lambda: proc.start(data),
+        extract_result=lambda _ctrl, pid: proc.join_nowait(pid),
+    )
+    assert result is not None
+    assert len(result) == size
+    assert result == data[::-1]
+
+
+# --------------------------------------------------------------------------
+# 14-15. Types and EncapType
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typ", "value"),
+    [
+        (int, 42),
+        (bool, True),
+        (float, 2.5),
+        (str, "héllo"),
+        (bytes, b"\x00\xff\x10"),
+        (tuple[int, str], (1, "a")),
+        (list[int], [1, 2, 3]),
+        (dict[str, int], {"a": 1, "b": 2}),
+        (Point, Point(1, 2, "p")),
+        (Box, Box(1.5, 2.0)),
+        (Movie, {"title": "Brazil", "year": 1985}),
+        (Color, Color.GREEN),
+        (datetime, datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)),
+        (int | None, None),
+        (int | None, 5),
+    ],
+    ids=lambda v: getattr(v, "__name__", None) or repr(v),
+)
+def test_encap_type_round_trip(typ: Any, value: Any) -> None:
+    et = netmcore.EncapType(typ)
+    back = et.unwrap(et.wrap(value))
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_struct_through_a_real_process() -> None:
+    assert run_scenario(move_relay, Point(1, 2, "a")) == Point(2, 3, "a!")
+
+
+def test_unwrap_with_another_encap_type_raises_mismatch() -> None:
+    encap = netmcore.EncapType(int).wrap(1)
+    with pytest.raises(netmcore.EncapTypeMismatch, match=r"encapsulated as int .* as str"):
+        netmcore.EncapType(str).unwrap(encap)
+
+
+# --------------------------------------------------------------------------
+# 16. Releasing fork and join points
+# --------------------------------------------------------------------------
+
+
+def test_release_fork_and_join_points(gate: tuple[int, int]) -> None:
+    def extract(ctrl: netmcore.Controller, pid: netmcore.ProcessId[dict[str, Any]]) -> Any:
+        known = [p.id for p in ctrl.processes()]
+        return known, release_scenario.join_outcome_nowait(pid)
+
+    known, outcome = netmcore.run(
+        first_process=lambda: release_scenario.start(gate), extract_result=extract
+    )
+    assert isinstance(outcome, netmcore.Success), outcome
+    result = outcome.value
+    assert result["fork_twice"] == ["none", "None"]
+    assert result["join_twice"] == ["none", "None"]
+    assert result["start"][0] == "netmcore.NoResource"
+    assert result["join"][0] == "netmcore.NoResource"
+    assert result["join_nowait"][0] == "netmcore.NoResource"
+    # The released join point's result was dropped: the master no longer holds it.
+    assert result["pid"] not in known
+
+
+# --------------------------------------------------------------------------
+# 17. Debug tracing
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("enable", [True, False])
+def test_debug_enable_logs_start_and_join(tmp_path: Path, enable: bool) -> None:
+    result = run_script(
+        tmp_path,
+        f"""
+        import netmcore
+
+        @netmcore.process
+        def square(k: int) -> int:
+            return k * k
+
+        netmcore.Debug.enable = {enable}
+        print(netmcore.run(
+            first_process=lambda: square.start(6),
+            extract_result=lambda _c, pid: square.join_nowait(pid),
+        ))
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "36\n"
+    patterns = [r"(?m)^netmcore: .*start: process \d+", r"(?m)^netmcore: .*join: process \d+"]
+    for pattern in patterns:
+        assert bool(re.search(pattern, result.stderr)) is enable, result.stderr
+
+
+# --------------------------------------------------------------------------
+# 18. Threads in a worker
+# --------------------------------------------------------------------------
+
+
+def test_threads_in_a_worker_start_and_join_concurrently() -> None:
+    assert run_scenario(threads_scenario, [3, 4]) == [9, 16]
+
+
+@pytest.mark.timeout(5)
+def test_thread_waiting_in_join_does_not_block_other_threads(gate: tuple[int, int]) -> None:
+    # Failing means a deadlock: the per-test timeout turns it into a failure.
+    assert run_scenario(thread_blocked_in_join_scenario, gate) == ["Success", ["o"]]
+
+
+# --------------------------------------------------------------------------
+# 19. join_outcome_nowait
+# --------------------------------------------------------------------------
+
+
+def test_join_outcome_nowait_none_while_running_then_success(gate: tuple[int, int]) -> None:
+    def extract(_ctrl: netmcore.Controller, pid: netmcore.ProcessId[int]) -> Any:
+        gated_n = outcome_nowait_scenario.join_nowait(pid)
+        assert gated_n is not None
+        gated_pid = netmcore.ProcessId[str](gated_n)
+        # run has waited for every worker: the gated process has ended by now.
+        return [gated.join_outcome_nowait(gated_pid), _catch(lambda: gated.join_nowait(gated_pid))]
+
+    outcome, again = netmcore.run(
+        first_process=lambda: outcome_nowait_scenario.start(gate), extract_result=extract
+    )
+    assert outcome == netmcore.Success("h")
+    assert again[0] == "netmcore.UnknownProcess"
