@@ -71,7 +71,7 @@ def start(
         wire = WireEncap(arg.type_name, arg.fingerprint, bytes(arg.data))
         return ProcessId(current_master("start").start(fork_point.n, wire, inherit))
     link = _link("start")
-    payload = _payload.pack(arg.data, ctx.shm_prefix)
+    payload = _payload.pack(arg.parts, ctx.shm_prefix)
     try:
         reply = link.request(
             StartReq(fork_point.n, WireEncap(arg.type_name, arg.fingerprint, payload), inherit)
@@ -124,7 +124,7 @@ def join_outcome(join_point: ResId, pid: ProcessId[Any], *, wait: bool) -> WireO
 def encap_of(outcome: WireOutcome | None) -> Encap | None:
     if isinstance(outcome, Returned):
         v = outcome.value
-        return Encap(v.type_name, v.fingerprint, _payload.view(v.payload))
+        return Encap(v.type_name, v.fingerprint, (_payload.view(v.payload),))
     return None
 
 

@@ -25,21 +25,32 @@ _encoder = msgspec.msgpack.Encoder()
 # so they skip the validating decode (which would copy a large bytes value).
 _SCALARS: frozenset[Any] = frozenset({bytes, str, int, bool, type(None)})
 
+# Bytes values above this size are kept out of the encoding (see Encap.parts).
+_FUSE_MIN = 64 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Encap:
     """A value of some type, encoded, tagged with its type's fingerprint.
 
-    ``data`` is the msgpack encoding. For a value received through shared
-    memory it is a read-only view of the mapping, which lives as long as it.
+    ``parts`` are the msgpack encoding in pieces, to be written one after the
+    other: a large ``bytes`` value is its msgpack header followed by the value
+    itself, so that it is copied once, into shared memory, and not first into
+    an encoding. A value received through shared memory is one read-only view
+    of the mapping, which lives as long as it.
     """
 
     type_name: str
     fingerprint: str
-    data: bytes | memoryview
+    parts: tuple[bytes | memoryview, ...]
+
+    @property
+    def data(self) -> bytes | memoryview:
+        """The whole msgpack encoding, in one piece."""
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
     def __repr__(self) -> str:
-        return f"Encap({self.type_name}, {len(self.data)} bytes)"
+        return f"Encap({self.type_name}, {sum(len(p) for p in self.parts)} bytes)"
 
 
 def type_name(typ: Any) -> str:
@@ -124,11 +135,15 @@ class EncapType(Generic[T]):
 
     def wrap(self, value: T) -> Encap:
         """Encapsulate ``value``; raises :class:`ArgumentTypeError` if it does not match."""
-        return Encap(self.name, self.fingerprint, self.encode(value))
+        return self.wrap_as(value, "value")
 
     def wrap_as(self, value: T, what: str) -> Encap:
         """:meth:`wrap`, naming ``value`` as ``what`` in the error message."""
-        return Encap(self.name, self.fingerprint, self.encode(value, what))
+        if self.type is bytes and isinstance(value, bytes) and _FUSE_MIN < len(value) < 1 << 32:
+            # msgpack's bin 32 is a 5-byte header, then the bytes as they are.
+            header = b"\xc6" + len(value).to_bytes(4, "big")
+            return Encap(self.name, self.fingerprint, (header, value))
+        return Encap(self.name, self.fingerprint, (self.encode(value, what),))
 
     def decode_error(self, exc: Exception) -> ArgumentTypeError:
         """Describe why :meth:`unwrap` failed, with the path of the fault."""

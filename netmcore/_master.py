@@ -440,7 +440,7 @@ class Master:
         payload = assign.arg.payload
         if isinstance(payload, bytes) and len(payload) > _payload.INLINE_MAX:
             wire = assign.arg
-            packed = _payload.pack(payload, self.shm_prefix)
+            packed = _payload.pack((payload,), self.shm_prefix)
             return Assign(
                 assign.pid,
                 assign.fork_point,

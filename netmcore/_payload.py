@@ -11,6 +11,8 @@ sweep whatever a crashed process left in flight when the run ends.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 from . import _shm
@@ -28,13 +30,15 @@ class ShmRef(msgspec.Struct, frozen=True, array_like=True):
 Payload = bytes | ShmRef
 
 
-def pack(data: bytes | memoryview, prefix: str) -> Payload:
-    """Return ``data`` itself if it is small, else a reference to a new shm object."""
-    if len(data) <= INLINE_MAX:
-        return bytes(data)
+def pack(parts: Sequence[bytes | memoryview], prefix: str) -> Payload:
+    """The bytes of ``parts`` if they are small, else a reference to a new shm
+    object that holds them one after the other."""
+    size = sum(len(p) for p in parts)
+    if size <= INLINE_MAX:
+        return b"".join(parts)
     name = _shm.random_name(prefix)
-    _shm.create_with_data(name, data)
-    return ShmRef(name, len(data))
+    _shm.create_with_data(name, parts, size)
+    return ShmRef(name, size)
 
 
 def view(payload: Payload) -> bytes | memoryview:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import mmap
 import os
 import secrets
+from collections.abc import Sequence
 
 import posix_ipc
 
@@ -20,16 +21,21 @@ def random_name(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(8)}"
 
 
-def create_with_data(name: str, data: bytes | memoryview) -> None:
-    """Create ``name`` exclusively with mode 0600 and fill it with ``data``."""
-    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=len(data))
+def create_with_data(name: str, parts: Sequence[bytes | memoryview], size: int) -> None:
+    """Create ``name`` exclusively with mode 0600, holding ``parts`` back to back."""
+    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
     try:
-        view = memoryview(data)
-        written = 0
-        # write() into the object's fd lets the kernel fill its pages directly,
-        # without faulting in a user-space mapping first.
-        while written < len(view):
-            written += os.pwrite(shm.fd, view[written:], written)
+        # pwritev() into the object's fd lets the kernel fill its pages directly
+        # from the parts, with no user-space mapping or joined copy first.
+        views = [memoryview(p).cast("B") for p in parts]
+        offset = 0
+        while views:
+            written = os.pwritev(shm.fd, views, offset)
+            offset += written
+            while views and written >= len(views[0]):
+                written -= len(views.pop(0))
+            if views and written:
+                views[0] = views[0][written:]
     except BaseException:
         posix_ipc.unlink_shared_memory(name)
         raise

@@ -63,14 +63,14 @@ def execute(assign: Assign) -> WireOutcome:
     trace("process %d (%s) runs in os pid %d", assign.pid, definition.name, os.getpid())
     arg = assign.arg
     try:
-        encap = Encap(arg.type_name, arg.fingerprint, _payload.view(arg.payload))
+        encap = Encap(arg.type_name, arg.fingerprint, (_payload.view(arg.payload),))
         result = definition.function(encap)
         if not isinstance(result, Encap):
             raise TypeError(
                 f"the function of {definition.name} returned {type(result).__name__}, "
                 "not an Encap: wrap the result with an EncapType"
             )
-        payload = _payload.pack(result.data, _context.current.shm_prefix)
+        payload = _payload.pack(result.parts, _context.current.shm_prefix)
     except ResultTypeError as exc:
         log.error(
             "netmcore: process %d (%s) returned an invalid result: %s",
