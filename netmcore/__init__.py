@@ -9,7 +9,6 @@ import contextlib
 
 from ._client import join as join
 from ._client import join_nowait as join_nowait
-from ._client import release as release
 from ._client import self_process_id as self_process_id
 from ._client import start as start
 from ._debug import Debug as Debug
@@ -21,6 +20,7 @@ from ._errors import EncapTypeMismatch as EncapTypeMismatch
 from ._errors import MasterGone as MasterGone
 from ._errors import NetmcoreError as NetmcoreError
 from ._errors import NoResource as NoResource
+from ._errors import NotInherited as NotInherited
 from ._errors import ResultTypeError as ResultTypeError
 from ._errors import ShuttingDown as ShuttingDown
 from ._errors import SocketDirectoryError as SocketDirectoryError
@@ -37,11 +37,35 @@ from ._outcome import Success as Success
 from ._process import ProcessDef as ProcessDef
 from ._process import process as process
 from ._registry import def_process as def_process
+from ._resource_api import ComputeResource as ComputeResource
+from ._resource_api import PosixSemaphore as PosixSemaphore
+from ._resource_api import ShmSegment as ShmSegment
+from ._resource_api import create_preallocated_shm as create_preallocated_shm
+from ._resource_api import create_sem as create_sem
+from ._resource_api import create_shm as create_shm
+from ._resource_api import destroy_resources as destroy_resources
+from ._resource_api import get_file as get_file
+from ._resource_api import get_resource as get_resource
+from ._resource_api import get_sem as get_sem
+from ._resource_api import get_shm as get_shm
+from ._resource_api import manage_file as manage_file
+from ._resource_api import manage_sem as manage_sem
+from ._resource_api import manage_shm as manage_shm
+from ._resource_api import open_sem as open_sem
+from ._resource_api import open_shm as open_shm
+from ._resource_api import release as release
+from ._resources import File as File
+from ._resources import PosixSem as PosixSem
+from ._resources import PosixShm as PosixShm
+from ._resources import PosixShmPreallocated as PosixShmPreallocated
+from ._resources import ProcessPoint as ProcessPoint
+from ._resources import ResourceType as ResourceType
 from ._runtime import run as run
 from ._runtime import startup as startup
 
 __all__ = (
     "ArgumentTypeError",
+    "ComputeResource",
     "ContextError",
     "Controller",
     "Crashed",
@@ -49,24 +73,46 @@ __all__ = (
     "Encap",
     "EncapType",
     "EncapTypeMismatch",
+    "File",
     "InvalidResult",
     "MasterGone",
     "NetmcoreError",
     "NoResource",
+    "NotInherited",
     "Outcome",
+    "PosixSem",
+    "PosixSemaphore",
+    "PosixShm",
+    "PosixShmPreallocated",
     "ProcessDef",
     "ProcessId",
+    "ProcessPoint",
     "Raised",
     "ResId",
+    "ResourceType",
     "ResultTypeError",
+    "ShmSegment",
     "ShuttingDown",
     "SocketDirectoryError",
     "Success",
     "UnknownProcess",
     "WrongJoinPoint",
+    "create_preallocated_shm",
+    "create_sem",
+    "create_shm",
     "def_process",
+    "destroy_resources",
+    "get_file",
+    "get_resource",
+    "get_sem",
+    "get_shm",
     "join",
     "join_nowait",
+    "manage_file",
+    "manage_sem",
+    "manage_shm",
+    "open_sem",
+    "open_shm",
     "process",
     "release",
     "run",

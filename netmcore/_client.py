@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from . import _context, _payload
 from ._encap import Encap
-from ._errors import REMOTE_ERRORS, ContextError, NetmcoreError, NoResource
+from ._errors import REMOTE_ERRORS, ContextError, NetmcoreError, NoResource, NotInherited
 from ._ids import ProcessId, ResId
 from ._master import current_master
 from ._wire import (
@@ -20,7 +20,6 @@ from ._wire import (
     Joined,
     JoinReq,
     Message,
-    ReleaseReq,
     Returned,
     Started,
     StartReq,
@@ -138,23 +137,6 @@ def self_process_id() -> ProcessId[Any]:
     return ProcessId(ctx.process_id)
 
 
-def release(res_id: ResId) -> None:
-    """Release a resource. Releasing twice, or something never got, does nothing."""
-    _check_res_id(res_id, "res_id")
-    ctx = _context.current
-    if ctx.role == "worker":
-        reply = _link("release").request(ReleaseReq(res_id.n))
-        if isinstance(reply, Failed):
-            raise _error(reply)
-    elif ctx.role == "master":
-        current_master("release").release(res_id.n)
-    else:
-        from . import _registry
-
-        _registry.by_fork_point.pop(res_id.n, None)
-        _registry.by_join_point.pop(res_id.n, None)
-
-
 def _link(what: str) -> Any:
     link = _context.current.link
     if link is None:
@@ -189,11 +171,13 @@ def _inherit_list(value: object) -> list[int] | None:
     return [item.n for item in items]
 
 
-def _error(reply: Message) -> NetmcoreError:
-    if isinstance(reply, Failed):
-        if reply.error == "NoResource":
-            err = NoResource(ResId(reply.res_id if reply.res_id is not None else -1), "")
-            err.args = (reply.message,)
-            return err
-        return REMOTE_ERRORS.get(reply.error, NetmcoreError)(reply.message)
-    return NetmcoreError(f"unexpected reply from the master: {type(reply).__name__}")
+def _error(reply: Message) -> Exception:
+    """The exception a Failed reply from the master stands for."""
+    if not isinstance(reply, Failed):
+        return NetmcoreError(f"unexpected reply from the master: {type(reply).__name__}")
+    if reply.error in ("NoResource", "NotInherited"):
+        cls = NotInherited if reply.error == "NotInherited" else NoResource
+        err = cls(ResId(reply.res_id if reply.res_id is not None else -1), "")
+        err.args = (reply.message,)
+        return err
+    return REMOTE_ERRORS.get(reply.error, NetmcoreError)(reply.message)

@@ -27,6 +27,12 @@ class NoResource(NetmcoreError, LookupError):
         self.res_id = res_id
 
 
+class NotInherited(NoResource):
+    """Preallocated memory that the calling process did not inherit: it was made
+    after the process started, by the process itself, or left out of its
+    ``inherit_resources``."""
+
+
 class EncapTypeMismatch(NetmcoreError, TypeError):
     """An :class:`Encap` was unwrapped with an :class:`EncapType` of another type."""
 
@@ -75,7 +81,19 @@ class ResultTypeError(ArgumentTypeError):
 
 # The errors the master reports to a worker travel by class name; this table
 # turns the name back into the class on the worker's side.
-REMOTE_ERRORS: dict[str, type[NetmcoreError]] = {
+REMOTE_ERRORS: dict[str, type[Exception]] = {
     cls.__name__: cls
-    for cls in (UnknownProcess, WrongJoinPoint, ContextError, ShuttingDown, NetmcoreError)
+    for cls in (
+        UnknownProcess,
+        WrongJoinPoint,
+        ContextError,
+        ShuttingDown,
+        NetmcoreError,
+        FileNotFoundError,
+        PermissionError,
+        FileExistsError,
+        OSError,
+        ValueError,
+        TypeError,
+    )
 }

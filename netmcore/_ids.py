@@ -38,7 +38,7 @@ class ProcessId(msgspec.Struct, Generic[OutT], frozen=True, array_like=True):
 
 
 _res_ids = itertools.count()
-_process_ids = itertools.count()
+_process_ids = [0]
 
 
 def next_res_id() -> ResId:
@@ -46,4 +46,11 @@ def next_res_id() -> ResId:
 
 
 def next_process_id() -> int:
-    return next(_process_ids)
+    n = _process_ids[0]
+    _process_ids[0] = n + 1
+    return n
+
+
+def peek_process_id() -> int:
+    """The id the next process will get."""
+    return _process_ids[0]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from . import _context, _payload, _registry, _shm, _worker
+from . import _cleanup, _context, _ipc, _payload, _registry, _resources, _worker
 from ._debug import log, trace
 from ._errors import (
     ContextError,
@@ -37,6 +37,7 @@ from ._errors import (
 )
 from ._ids import next_process_id
 from ._posix import peer_uid
+from ._resources import ResourceType
 from ._socketdir import SocketDir
 from ._wire import (
     RECV_SIZE,
@@ -50,6 +51,11 @@ from ._wire import (
     Message,
     ProcessInfo,
     ReleaseReq,
+    ResCreateReq,
+    ResDestroyAllReq,
+    ResGetReq,
+    ResInfo,
+    ResManageReq,
     Returned,
     Started,
     StartReq,
@@ -165,11 +171,34 @@ class Controller:
 class Master:
     """The event loop of ``run``; one instance per ``run`` call."""
 
-    def __init__(self, sockdir: SocketDir) -> None:
+    def __init__(self, sockdir: SocketDir, *, pmanage: bool = True) -> None:
         self.sockdir = sockdir
         self.os_pid = os.getpid()
         # Names say which master made them; the token makes them unguessable.
-        self.shm_prefix = f"/nmc.{self.os_pid}.{sockdir.token}."
+        # Managed objects get the object prefix, payloads in flight the payload
+        # prefix (swept at the end; "p" never starts a random hex suffix).
+        self.object_prefix = f"/nmc.{self.os_pid}.{sockdir.token}."
+        self.shm_prefix = self.object_prefix + "p."
+        self.record = _cleanup.Record(sockdir.pmanage_path) if pmanage else None
+        if self.record is not None:
+            _cleanup.record_prefix(self.record, self.shm_prefix)
+            for entry in _resources.table.values():
+                self.record.write("+", entry.typ.value, entry.name)
+            _resources.on_change = self._on_resource_change
+        # Forked first, so that it holds none of the descriptors made below.
+        self.watchdog = _cleanup.start_watchdog(
+            [self.record.fd] if self.record is not None else [],
+            self.record.path if self.record is not None else None,
+            self.shm_prefix,
+            sockdir.path if sockdir.temporary else None,
+        )
+        try:
+            self._init_loop()
+        except BaseException:
+            self.watchdog.stand_down()
+            raise
+
+    def _init_loop(self) -> None:
         self.sel = selectors.EpollSelector()
         self.records: dict[int, Record] = {}
         self.children: dict[int, Child] = {}  # by os pid
@@ -182,7 +211,7 @@ class Master:
         self._buf = bytearray(RECV_SIZE)
         self._view = memoryview(self._buf)
         self._fds: set[int] = set()  # every descriptor a child must close
-        self._listener = sockdir.listen()
+        self._listener = self.sockdir.listen()
         self._watch(self._listener.fileno(), self._accept)
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         for s in (self._wakeup_r, self._wakeup_w):
@@ -190,7 +219,10 @@ class Master:
         self._watch(self._wakeup_r.fileno(), self._on_wakeup)
         self._fds.add(self._wakeup_w.fileno())
         self._fds.add(self.sel.fileno())
-        self._fds.update(sockdir.fds())
+        self._fds.add(self.watchdog.pipe_w)
+        if self.record is not None:
+            self._fds.add(self.record.fd)
+        self._fds.update(self.sockdir.fds())
 
     # --- descriptors -------------------------------------------------------
 
@@ -356,15 +388,26 @@ class Master:
                 reply = None
                 self._on_finished(conn, msg.outcome)
             elif isinstance(msg, ReleaseReq):
-                self.release(msg.res_id)
+                self.release(msg.res_id, self._user(conn))
+                reply = Done()
+            elif isinstance(msg, ResGetReq):
+                reply = _resources.op_get(msg.res_id, msg.kinds, self._user(conn), msg.mapped)
+            elif isinstance(msg, ResManageReq):
+                reply = _resources.op_manage(msg.kind, msg.name, self._user(conn))
+            elif isinstance(msg, ResCreateReq):
+                reply = self._create(msg, self._user(conn))
+            elif isinstance(msg, ResDestroyAllReq):
+                _resources.destroy_all()
                 reply = Done()
             elif isinstance(msg, StatusReq):
                 reply = self.status()
             else:
                 reply = Failed("NetmcoreError", f"unexpected message {type(msg).__name__}", None)
         except NoResource as exc:
-            reply = Failed("NoResource", str(exc), getattr(exc.res_id, "n", None))
+            reply = Failed(type(exc).__name__, str(exc), getattr(exc.res_id, "n", None))
         except NetmcoreError as exc:
+            reply = Failed(type(exc).__name__, str(exc), None)
+        except (OSError, ValueError, TypeError) as exc:  # bad names, missing objects
             reply = Failed(type(exc).__name__, str(exc), None)
         if reply is not None:
             conn.send(msgspec.structs.replace(reply, req=getattr(msg, "req", 0)))
@@ -393,6 +436,7 @@ class Master:
             return
         record.child = None
         _payload.discard(record.arg.payload)
+        _resources.leave_all(record.n)
         if record.outcome is None:
             ended = _ended(status)
             log.warning(
@@ -512,17 +556,43 @@ class Master:
             self.records.pop(record.n, None)
         trace("forget: process %d (nobody will join it)", record.n)
 
-    def release(self, res_id: int) -> None:
-        """Release a fork point or join point (a no-op if released already)."""
-        definition = _registry.by_fork_point.pop(res_id, None)
-        if definition is not None:
+    def release(self, res_id: int, user: int) -> None:
+        """Release a resource for ``user`` (a no-op if it was released already)."""
+        released = _registry.release_point(res_id)
+        if released is None:
+            _resources.release(res_id, user)
             return
-        definition = _registry.by_join_point.pop(res_id, None)
-        if definition is None:
-            return
-        for record in list(self.records.values()):
-            if record.definition is definition and record.outcome is not None:
-                self._drop(record)
+        definition, was_join_point = released
+        if was_join_point:
+            for record in list(self.records.values()):
+                if record.definition is definition and record.outcome is not None:
+                    self._drop(record)
+
+    # --- resources -------------------------------------------------------------
+
+    def _user(self, conn: Conn) -> int:
+        child = conn.child
+        if child is None or child.record is None:
+            raise ContextError("only a running process can use resources")
+        return child.record.n
+
+    def _create(self, msg: ResCreateReq, user: int) -> ResInfo:
+        prefix = msg.prefix or self.object_prefix
+        info = _resources.op_create(msg.kind, prefix, msg.size, user)
+        if msg.kind == ResourceType.POSIX_SHM_PREALLOCATED.value:
+            self.refresh_spares()
+        return info
+
+    def refresh_spares(self) -> None:
+        """The master's memory changed (a new mapping): spares forked before are
+        no longer copies of it, so they go, and fresh ones are forked."""
+        while self.spares:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.spares.popleft().os_pid, signal.SIGKILL)
+
+    def _on_resource_change(self, op: str, typ: ResourceType, name: str) -> None:
+        if self.record is not None:
+            self.record.write(op, typ.value, name)
 
     # --- the control socket --------------------------------------------------
 
@@ -570,9 +640,15 @@ class Master:
         self._listener.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
-        swept = _shm.unlink_prefix(self.shm_prefix)
+        swept = _ipc.unlink_prefix(self.shm_prefix)
         if swept:
             trace("swept %d unread payload(s) from shared memory", len(swept))
+        _resources.on_change = _resources.record_nothing
+        if self.record is not None:
+            # A clean end: what is still managed belongs to this living program,
+            # so the next start must not unlink it.
+            self.record.close(remove=True)
+        self.watchdog.stand_down()
 
 
 def _ended(status: int) -> Ended:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from . import _shm
+from . import _ipc
 
 INLINE_MAX = 64 * 1024
 
@@ -36,8 +36,8 @@ def pack(parts: Sequence[bytes | memoryview], prefix: str) -> Payload:
     size = sum(len(p) for p in parts)
     if size <= INLINE_MAX:
         return b"".join(parts)
-    name = _shm.random_name(prefix)
-    _shm.create_with_data(name, parts, size)
+    name = _ipc.random_name(prefix)
+    _ipc.create_with_data(name, parts, size)
     return ShmRef(name, size)
 
 
@@ -49,12 +49,12 @@ def view(payload: Payload) -> bytes | memoryview:
     """
     if isinstance(payload, bytes):
         return payload
-    mapping = _shm.map_existing(payload.name)
-    _shm.unlink(payload.name)
+    mapping = _ipc.map_existing(payload.name)
+    _ipc.unlink(payload.name)
     return memoryview(mapping)
 
 
 def discard(payload: Payload) -> None:
     """Free a payload nobody will read (a no-op if it was read already)."""
     if isinstance(payload, ShmRef):
-        _shm.unlink(payload.name)
+        _ipc.unlink(payload.name)

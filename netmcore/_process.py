@@ -15,7 +15,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
-from . import _client
+from . import _client, _resource_api
 from ._client import InheritRequest
 from ._debug import log
 from ._encap import Encap, EncapType
@@ -119,12 +119,12 @@ class ProcessDef(Generic[In, Out]):
     @classmethod
     def release_fork_point(cls) -> None:
         """Release the fork point: no more processes of this type can start."""
-        _client.release(cls.fork_point)
+        _resource_api.release(cls.fork_point)
 
     @classmethod
     def release_join_point(cls) -> None:
         """Release the join point: nobody will join; results are dropped."""
-        _client.release(cls.join_point)
+        _resource_api.release(cls.join_point)
 
     @classmethod
     def _outcome(cls, pid: ProcessId[Out], wire: WireOutcome) -> Outcome[Out]:

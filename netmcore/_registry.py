@@ -70,3 +70,13 @@ def join_point(n: int) -> Definition:
         return by_join_point[n]
     except KeyError:
         raise NoResource(ResId(n), "not a join point, or released") from None
+
+
+def release_point(n: int) -> tuple[Definition, bool] | None:
+    """Release fork or join point ``n``: (its definition, whether it was the join
+    point), or None if ``n`` is neither (or was released already)."""
+    definition = by_fork_point.pop(n, None)
+    if definition is not None:
+        return definition, False
+    definition = by_join_point.pop(n, None)
+    return None if definition is None else (definition, True)

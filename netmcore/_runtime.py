@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, TypeVar
 
-from . import _context
+from . import _cleanup, _context
+from ._debug import log
 from ._errors import ContextError
 from ._ids import ProcessId
 from ._master import Controller, Master
@@ -61,7 +62,6 @@ def run(
     KeyboardInterrupt, SystemExit
         After SIGINT or SIGTERM: every worker has been stopped first.
     """
-    del disable_pmanage, no_unlink  # kernel-object management arrives with resources
     if _context.current.role != "none":
         raise ContextError(
             f"netmcore.run() was called in {_context.current.role} context: a running "
@@ -71,15 +71,17 @@ def run(
         check_path(socket_directory)
     sockdir = SocketDir(socket_directory)
     with contextlib.ExitStack() as cleanup:
-        # Unwound in reverse: the master's children and shm go first, then the
-        # signal handlers, the context, the pidfile, and the directory last.
+        # Unwound in reverse: the signal handlers, the context, the pidfile,
+        # then the master's children and shm, and the directory last.
         cleanup.callback(sockdir.close)
+        if not no_unlink:
+            _report_leftovers(_cleanup.unlink_pending(sockdir.pmanage_path), sockdir.path)
         raise_fd_limit()
-        master = Master(sockdir)
+        master = Master(sockdir, pmanage=not disable_pmanage)
+        cleanup.callback(master.close)
         cleanup.enter_context(_pidfile(pidfile))
         cleanup.enter_context(_master_context(master))
         cleanup.enter_context(_signals(master))
-        cleanup.callback(master.close)
         controller = Controller(master)
         if init_ctrl is not None:
             init_ctrl(controller)
@@ -116,6 +118,16 @@ def startup(
         disable_pmanage=disable_pmanage,
         no_unlink=no_unlink,
     )
+
+
+def _report_leftovers(removed: list[str], path: str) -> None:
+    if removed:
+        log.warning(
+            "netmcore: unlinked %d object(s) that a crashed master left in %s: %s",
+            len(removed),
+            path,
+            ", ".join(removed),
+        )
 
 
 @contextlib.contextmanager

@@ -15,13 +15,16 @@ import shutil
 import socket
 import stat
 import tempfile
+import time
+
+from ._cleanup import PMANAGE_NAME
+from ._errors import SocketDirectoryError
 
 SOCKET_NAME = "netmcore.sock"
 LOCK_NAME = "netmcore.lock"
 # sockaddr_un.sun_path holds 108 bytes on Linux, including the final NUL.
 MAX_SOCKET_PATH = 107
-
-from ._errors import SocketDirectoryError  # noqa: E402
+_CLEANUP_WAIT = 5.0  # seconds to wait for a dead master's watchdog
 
 
 def check_path(path: str) -> str:
@@ -66,19 +69,29 @@ class SocketDir:
     def _lock(self) -> int:
         lock_path = os.path.join(self.path, LOCK_NAME)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise SocketDirectoryError(
-                f"socket directory {self.path!r} is in use by a running netmcore "
-                f"master (pid {holder}): pass another socket_directory, or stop "
-                "that master first"
-            ) from None
+        deadline = time.monotonic() + _CLEANUP_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                # A dead master's lock is held by its watchdog while it cleans up.
+                if _alive(holder) or time.monotonic() > deadline:
+                    os.close(fd)
+                    raise SocketDirectoryError(
+                        f"socket directory {self.path!r} is in use by a running "
+                        f"netmcore master (pid {holder}): pass another "
+                        "socket_directory, or stop that master first"
+                    ) from None
+                time.sleep(0.01)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
+
+    @property
+    def pmanage_path(self) -> str:
+        return os.path.join(self.path, PMANAGE_NAME)
 
     def listen(self) -> socket.socket:
         """Bind the control socket (replacing a stale one) and listen on it."""
@@ -105,6 +118,16 @@ class SocketDir:
     def _remove_dir(self) -> None:
         if self.temporary:
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _alive(pid_text: str) -> bool:
+    try:
+        os.kill(int(pid_text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _make_private_dir(path: str) -> None:

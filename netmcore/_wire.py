@@ -89,6 +89,30 @@ class ReleaseReq(_Msg, frozen=True):
     req: int = 0
 
 
+class ResGetReq(_Msg, frozen=True):
+    res_id: int
+    kinds: list[str]  # ResourceType values the caller accepts; empty: any
+    mapped: bool  # the caller holds a mapping of it (preallocated memory)
+    req: int = 0
+
+
+class ResManageReq(_Msg, frozen=True):
+    kind: str
+    name: str
+    req: int = 0
+
+
+class ResCreateReq(_Msg, frozen=True):
+    kind: str  # posix_shm, posix_sem or posix_shm_preallocated
+    prefix: str
+    size: int  # bytes, or a semaphore's initial value
+    req: int = 0
+
+
+class ResDestroyAllReq(_Msg, frozen=True):
+    req: int = 0
+
+
 # Worker -> master, unanswered: the worker's own outcome, just before it exits.
 class Finished(_Msg, frozen=True):
     outcome: WireOutcome
@@ -109,6 +133,14 @@ class Started(_Msg, frozen=True):
 
 class Joined(_Msg, frozen=True):
     outcome: WireOutcome | None
+    req: int = 0
+
+
+class ResInfo(_Msg, frozen=True):
+    res_id: int
+    kind: str
+    name: str
+    size: int
     req: int = 0
 
 
@@ -143,7 +175,12 @@ class Status(_Msg, frozen=True):
 
 
 Message = (
-    StartReq
+    ResGetReq
+    | ResManageReq
+    | ResCreateReq
+    | ResDestroyAllReq
+    | ResInfo
+    | StartReq
     | JoinReq
     | ReleaseReq
     | Finished

@@ -16,7 +16,7 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, NoReturn
 
-from . import _context, _payload, _posix, _registry
+from . import _context, _payload, _posix, _registry, _resources
 from ._debug import log, trace
 from ._encap import Encap
 from ._errors import ResultTypeError
@@ -46,6 +46,7 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
                 os._exit(0)  # a spare the master no longer needs
             assign = msg
         ctx.process_id = assign.pid
+        _resources.keep_only_inherited(assign.inherit)
         link.send(Finished(execute(assign)))
         code = 0
     except BaseException:

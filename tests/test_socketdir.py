@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HOLD = ROOT / "tests" / "scripts" / "hold_master.py"
 LIMIT = 107  # bytes in a Unix socket path, without the final NUL
 SOCK = "netmcore.sock"
+PMANAGE = "netmcore.pmanage"
 LOCK = "netmcore.lock"
 NOBODY = 65534
 
@@ -119,7 +120,7 @@ def test_default_directory_seen_by_worker() -> None:
         extract_result=lambda _ctrl, pid: listdir.join_nowait(pid),
         init_ctrl=lambda ctrl: _current_dir.__setitem__(0, ctrl.socket_directory),
     )
-    assert result == [LOCK, SOCK]
+    assert result == [LOCK, PMANAGE, SOCK]
 
 
 _current_dir = [""]
@@ -154,7 +155,7 @@ def test_missing_directory_is_created_private(short_tmp: Path) -> None:
     assert run_echo(socket_directory=str(sd), init_ctrl=init_ctrl) == "hi"
     assert os.path.samefile(seen["path"], sd)
     assert seen["mode"] == 0o700
-    assert seen["entries"] == [LOCK, SOCK]
+    assert seen["entries"] == [LOCK, PMANAGE, SOCK]
     # The directory is the user's: it stays, but netmcore's files are gone.
     assert sd.is_dir()
     assert _mode(sd) == 0o700
@@ -522,7 +523,7 @@ def test_directory_in_use_is_refused(short_tmp: Path, holder: Callable[..., Hold
     assert str(h.master_pid) in str(info.value)
     assert not called
     # The refused attempt did not disturb the running master.
-    assert sorted(os.listdir(sd)) == [LOCK, SOCK]
+    assert sorted(os.listdir(sd)) == [LOCK, PMANAGE, SOCK]
     status = query_status(str(sd / SOCK))
     assert isinstance(status, _wire.Status), status
     assert status.master_pid == h.master_pid
@@ -545,7 +546,8 @@ def test_directory_of_killed_master_is_reusable(
     while h.session() and time.monotonic() < deadline:
         time.sleep(0.01)  # polling a condition (PDEATHSIG), with a deadline
     assert not h.session()
-    assert sorted(os.listdir(sd)) == [LOCK, SOCK]  # stale
+    # Stale files; the pmanage record goes once the watchdog has cleaned up.
+    assert {LOCK, SOCK} <= set(os.listdir(sd)) <= {LOCK, PMANAGE, SOCK}
     assert run_echo(socket_directory=str(sd)) == "hi"
     assert os.listdir(sd) == []
 

@@ -1,4 +1,4 @@
-"""Typed wrappers around posix_ipc's shared memory: the one place that imports it.
+"""Typed wrappers around posix_ipc (shared memory, semaphores): the one place that imports it.
 
 Objects are created exclusively (``O_CREX``, never clobbering a name) with mode
 0600, so only the user can open them.
@@ -43,6 +43,27 @@ def create_with_data(name: str, parts: Sequence[bytes | memoryview], size: int) 
         shm.close_fd()
 
 
+def create_mapped(name: str, size: int) -> mmap.mmap:
+    """Create ``name`` exclusively with mode 0600 and map it read-write."""
+    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
+    try:
+        return mmap.mmap(shm.fd, size, flags=mmap.MAP_SHARED)
+    except BaseException:
+        posix_ipc.unlink_shared_memory(name)
+        raise
+    finally:
+        shm.close_fd()
+
+
+def map_writable(name: str) -> mmap.mmap:
+    """Map an existing object read-write, at its whole size."""
+    shm = posix_ipc.SharedMemory(name)
+    try:
+        return mmap.mmap(shm.fd, shm.size, flags=mmap.MAP_SHARED)
+    finally:
+        shm.close_fd()
+
+
 def map_existing(name: str) -> mmap.mmap:
     """Map an existing object read-only, with its pages populated up front."""
     shm = posix_ipc.SharedMemory(name)
@@ -74,3 +95,42 @@ def unlink_prefix(prefix: str) -> list[str]:
     except FileNotFoundError:
         return []
     return [f"/{e}" for e in entries if e.startswith(bare) and unlink(f"/{e}")]
+
+
+def create_semaphore(name: str, value: int) -> None:
+    """Create the semaphore ``name`` exclusively with mode 0600."""
+    posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=0o600, initial_value=value).close()
+
+
+def unlink_semaphore(name: str) -> bool:
+    """Unlink the semaphore ``name``; False if it was already gone."""
+    try:
+        posix_ipc.unlink_semaphore(name)
+    except posix_ipc.ExistentialError:
+        return False
+    return True
+
+
+class Semaphore:
+    """An open named POSIX semaphore."""
+
+    def __init__(self, name: str) -> None:
+        self._sem = posix_ipc.Semaphore(name)
+
+    def post(self) -> None:
+        self._sem.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Decrement, waiting up to ``timeout`` seconds (forever if None)."""
+        try:
+            self._sem.acquire(timeout)
+        except posix_ipc.BusyError:
+            return False
+        return True
+
+    @property
+    def value(self) -> int:
+        return int(self._sem.value)
+
+    def close(self) -> None:
+        self._sem.close()

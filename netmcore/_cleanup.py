@@ -1,0 +1,139 @@
+"""Crash cleanup: the pmanage record, and the watchdog that acts on it.
+
+Upstream writes every kernel object it manages into ``netplex.pmanage`` in the
+socket directory, and unlinks what is still listed at the next start. netmcore
+does the same (``netmcore.pmanage``: ``+``/``-`` lines, mode 0600), and adds a
+watchdog: a small child forked by the master at start, which holds a pipe from
+the master. When the pipe closes without the master's "clean" word, the master
+has died (SIGKILL, a crash); the watchdog then unlinks every object still
+recorded, sweeps the run's payload prefix, and removes a temporary socket
+directory, at once, without waiting for a next start.
+
+The watchdog also keeps a copy of the directory's lock until it is done, so no
+new master can start in that directory while it cleans, and it never touches
+an object of a master that is still running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+from dataclasses import dataclass
+
+from . import _ipc, _resources
+from ._resources import ResourceType
+
+PMANAGE_NAME = "netmcore.pmanage"
+_PREFIX_KIND = "prefix"  # a payload prefix: every object whose name starts with it
+_CLEAN = b"clean"
+
+
+class Record:
+    """The append-only record of managed kernel objects (one writer: the master)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.fchmod(self.fd, 0o600)
+
+    def write(self, op: str, kind: str, name: str) -> None:
+        os.write(self.fd, f"{op} {kind} {json.dumps(name)}\n".encode())
+
+    def close(self, *, remove: bool) -> None:
+        """Close it; ``remove`` after a clean end, when nothing is left to clean."""
+        os.close(self.fd)
+        if remove:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+def pending(path: str) -> list[tuple[str, str]]:
+    """The (kind, name) pairs a record still lists, in the order they were added."""
+    listed: dict[tuple[str, str], None] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                with contextlib.suppress(ValueError):
+                    op, kind, raw = line.rstrip("\n").split(" ", 2)
+                    key = (kind, json.loads(raw))
+                    if op == "+":
+                        listed[key] = None
+                    elif op == "-":
+                        listed.pop(key, None)
+    except FileNotFoundError:
+        return []
+    return list(listed)
+
+
+def unlink_pending(path: str) -> list[str]:
+    """Unlink whatever a record still lists, remove the record, and say what went."""
+    removed = []
+    for kind, name in pending(path):
+        if kind == _PREFIX_KIND:
+            removed += _ipc.unlink_prefix(name)
+        elif _resources.unlink_object(ResourceType(kind), name):
+            removed.append(name)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return removed
+
+
+def record_prefix(record: Record, prefix: str) -> None:
+    record.write("+", _PREFIX_KIND, prefix)
+
+
+@dataclass
+class Watchdog:
+    os_pid: int
+    pipe_w: int
+
+    def stand_down(self) -> None:
+        """The master ends cleanly: tell the watchdog, and wait for it to go."""
+        with contextlib.suppress(OSError):
+            os.write(self.pipe_w, _CLEAN)
+        os.close(self.pipe_w)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.os_pid, 0)
+
+
+def start_watchdog(
+    close_fds: list[int], record_path: str | None, prefix: str, temp_dir: str | None
+) -> Watchdog:
+    """Fork the watchdog; ``close_fds`` are master descriptors it must not hold."""
+    pipe_r, pipe_w = os.pipe()
+    os_pid = os.fork()
+    if os_pid == 0:  # the watchdog
+        code = 0
+        try:
+            os.close(pipe_w)
+            for fd in close_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN)
+            os.setsid()  # out of the master's process group and terminal
+            _watch(pipe_r, record_path, prefix, temp_dir)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(pipe_r)
+    return Watchdog(os_pid, pipe_w)
+
+
+def _watch(pipe_r: int, record_path: str | None, prefix: str, temp_dir: str | None) -> None:
+    said = b""
+    while chunk := os.read(pipe_r, 64):
+        said += chunk
+    if said.endswith(_CLEAN):
+        return
+    # The pipe closed without the word: the master is dead.
+    if record_path is not None:
+        unlink_pending(record_path)
+    _ipc.unlink_prefix(prefix)
+    if temp_dir is not None:
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -1,0 +1,361 @@
+"""The resource calls (upstream's ``get_resource``, ``manage_*`` ...), and typed
+helpers so that users never call posix_ipc themselves.
+
+In a worker each call is a request to the master, which owns the table; in the
+master, and before ``run``, it works on the table directly, as the master.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Callable
+from types import TracebackType
+from typing import TypeVar
+
+from . import _context, _ipc, _registry, _resources
+from ._client import _error, _link
+from ._errors import NoResource
+from ._ids import ResId
+from ._resources import (
+    MASTER,
+    File,
+    PosixSem,
+    PosixShm,
+    PosixShmPreallocated,
+    ProcessPoint,
+    ResourceRepr,
+    ResourceType,
+)
+from ._wire import (
+    Done,
+    Failed,
+    Message,
+    ReleaseReq,
+    ResCreateReq,
+    ResDestroyAllReq,
+    ResGetReq,
+    ResInfo,
+    ResManageReq,
+)
+
+R = TypeVar("R")
+
+
+class ComputeResource:
+    """A resource the caller uses (upstream's ``compute_resource``).
+
+    Attributes
+    ----------
+    id : ResId
+    typ : ResourceType
+    repr : File | PosixShm | PosixShmPreallocated | PosixSem | ProcessPoint
+        What the resource is, by kind.
+    """
+
+    def __init__(self, res_id: ResId, typ: ResourceType, repr: ResourceRepr) -> None:
+        self.id = res_id
+        self.typ = typ
+        self.repr = repr
+
+    def release(self) -> None:
+        """Stop using it (see :func:`release`)."""
+        release(self.id)
+
+    def __repr__(self) -> str:
+        return f"ComputeResource({self.id!r}, {self.typ.name}, {self.repr!r})"
+
+
+def get_resource(res_id: ResId) -> ComputeResource:
+    """Use the resource ``res_id``: the caller becomes one of its users.
+
+    Raises
+    ------
+    NoResource
+        If there is no such resource. ``NotInherited`` (a subclass) for
+        preallocated memory the caller did not inherit.
+    """
+    return _resource(_get(res_id, ()))
+
+
+def get_file(res_id: ResId) -> str:
+    """The path of the managed file ``res_id``; the caller becomes a user."""
+    return _get(res_id, (ResourceType.FILE,)).name
+
+
+def get_shm(res_id: ResId) -> str:
+    """The name of the managed shm object ``res_id``; the caller becomes a user."""
+    kinds = (ResourceType.POSIX_SHM, ResourceType.POSIX_SHM_PREALLOCATED)
+    return _get(res_id, kinds).name
+
+
+def get_sem(res_id: ResId) -> str:
+    """The name of the managed semaphore ``res_id``; the caller becomes a user."""
+    return _get(res_id, (ResourceType.POSIX_SEM,)).name
+
+
+def release(res_id: ResId) -> None:
+    """Stop using ``res_id``. When nobody uses a kernel object any more, it is
+    unlinked. Releasing a fork or join point ends the process type's use.
+
+    Releasing twice, or releasing something never got, does nothing.
+    """
+    _check_res_id(res_id)
+    ctx = _context.current
+    if ctx.role == "worker":
+        _expect(_link("release").request(ReleaseReq(res_id.n)), Done)
+    elif ctx.role == "master" and ctx.master is not None:
+        ctx.master.release(res_id.n, MASTER)
+    elif _registry.release_point(res_id.n) is None:
+        _resources.release(res_id.n, MASTER)
+
+
+def manage_file(path: str) -> ComputeResource:
+    """Hand an existing file over to the manager; it is unlinked when unused."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str, not {type(path).__name__}")
+    path = os.path.abspath(path)
+    _resources.check_kernel_object(ResourceType.FILE, path)
+    return _resource(_manage(ResourceType.FILE, path))
+
+
+def manage_shm(name: str) -> ComputeResource:
+    """Hand an existing POSIX shm object (``/name``) over to the manager."""
+    _resources.validate_object_name(name, "shm")
+    return _resource(_manage(ResourceType.POSIX_SHM, name))
+
+
+def manage_sem(name: str) -> ComputeResource:
+    """Hand an existing POSIX semaphore (``/name``) over to the manager."""
+    _resources.validate_object_name(name, "semaphore", _resources.NAME_MAX - 4)
+    return _resource(_manage(ResourceType.POSIX_SEM, name))
+
+
+def create_preallocated_shm(prefix: str, size: int) -> tuple[ResId, str]:
+    """Create shared memory mapped by the master and inherited by every worker
+    started afterwards; return its id and name.
+
+    A worker may call it too (the master creates it); that worker cannot map
+    it itself, but counts as a user and should release it.
+
+    Raises
+    ------
+    ValueError
+        If ``size`` is below 1, or ``prefix`` has a slash after its first
+        character.
+    """
+    prefix = _resources.validate_prefix(prefix)
+    size = _resources.validate_size(size)
+    info = _create(ResourceType.POSIX_SHM_PREALLOCATED, prefix, size)
+    return ResId(info.res_id), info.name
+
+
+def destroy_resources() -> None:
+    """Destroy every managed kernel object that is left. Harmless to repeat."""
+    ctx = _context.current
+    if ctx.role == "worker":
+        _expect(_link("destroy_resources").request(ResDestroyAllReq()), Done)
+    else:
+        _resources.destroy_all()
+
+
+# --- typed helpers: create, open and use kernel objects by resource id -------
+
+
+class ShmSegment:
+    """A managed POSIX shared memory object, mapped read-write.
+
+    ``buffer`` is a writable memoryview of it (``numpy.frombuffer`` works on
+    it). ``close()`` unmaps it; ``release()`` unmaps it and stops using it, so
+    the object is unlinked once its last user lets go. As a context manager it
+    releases on exit.
+    """
+
+    def __init__(self, res_id: ResId, name: str, mapping: mmap.mmap) -> None:
+        self.res_id = res_id
+        self.name = name
+        self._mapping: mmap.mmap | None = mapping
+        self.buffer = memoryview(mapping)
+
+    @property
+    def size(self) -> int:
+        return len(self.buffer)
+
+    def close(self) -> None:
+        """Unmap (idempotent). Views of ``buffer`` must be gone first."""
+        if self._mapping is not None:
+            self.buffer.release()
+            self._mapping.close()
+            self._mapping = None
+
+    def release(self) -> None:
+        self.close()
+        release(self.res_id)
+
+    def __enter__(self) -> ShmSegment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def create_shm(size: int) -> ShmSegment:
+    """Create a shm object of ``size`` bytes (mode 0600, unguessable name),
+    managed, and map it. Other processes open it with :func:`open_shm`."""
+    size = _resources.validate_size(size)
+    info = _create(ResourceType.POSIX_SHM, _object_prefix(), size)
+    return _map(ResId(info.res_id), info.name)
+
+
+def open_shm(res_id: ResId) -> ShmSegment:
+    """Map the managed shm object ``res_id``; the caller becomes a user."""
+    return _map(res_id, _get(res_id, (ResourceType.POSIX_SHM,)).name)
+
+
+class PosixSemaphore:
+    """A managed named POSIX semaphore, open in this process.
+
+    ``post()`` increments it; ``wait(timeout=None)`` decrements it, waiting
+    while it is 0, and returns False if ``timeout`` seconds pass first.
+    """
+
+    def __init__(self, res_id: ResId, name: str) -> None:
+        self.res_id = res_id
+        self.name = name
+        self._sem: _ipc.Semaphore | None = _ipc.Semaphore(name)
+
+    def _open(self) -> _ipc.Semaphore:
+        if self._sem is None:
+            raise ValueError(f"semaphore {self.name} is closed in this process")
+        return self._sem
+
+    def post(self) -> None:
+        self._open().post()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._open().wait(timeout)
+
+    @property
+    def value(self) -> int:
+        return self._open().value
+
+    def close(self) -> None:
+        """Close it in this process (idempotent)."""
+        if self._sem is not None:
+            self._sem.close()
+            self._sem = None
+
+    def release(self) -> None:
+        self.close()
+        release(self.res_id)
+
+    def __enter__(self) -> PosixSemaphore:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+def create_sem(value: int = 0) -> PosixSemaphore:
+    """Create a semaphore with initial ``value`` (mode 0600, unguessable
+    name), managed, and open it. Others open it with :func:`open_sem`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"value must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"value {value} is not valid: a semaphore starts at 0 or more")
+    info = _create(ResourceType.POSIX_SEM, _object_prefix(), value)
+    return PosixSemaphore(ResId(info.res_id), info.name)
+
+
+def open_sem(res_id: ResId) -> PosixSemaphore:
+    """Open the managed semaphore ``res_id``; the caller becomes a user."""
+    return PosixSemaphore(res_id, get_sem(res_id))
+
+
+# --- plumbing -----------------------------------------------------------------
+
+
+def _check_res_id(res_id: object) -> None:
+    if not isinstance(res_id, ResId):
+        raise TypeError(f"res_id must be a ResId, not {type(res_id).__name__} ({res_id!r})")
+
+
+def _local_or_remote(local: Callable[[], ResInfo], remote: Message, what: str) -> ResInfo:
+    if _context.current.role == "worker":
+        return _expect(_link(what).request(remote), ResInfo)
+    return local()
+
+
+def _expect(reply: Message, kind: type[R]) -> R:
+    if isinstance(reply, kind):
+        return reply
+    raise _error(reply if isinstance(reply, Failed) else Failed("NetmcoreError", repr(reply)))
+
+
+def _get(res_id: ResId, kinds: tuple[ResourceType, ...]) -> ResInfo:
+    _check_res_id(res_id)
+    entry = _resources.table.get(res_id.n)
+    mapped = entry is not None and entry.mapping is not None
+    names = [k.value for k in kinds]
+    return _local_or_remote(
+        lambda: _resources.op_get(res_id.n, names, MASTER, mapped),
+        ResGetReq(res_id.n, names, mapped),
+        "get_resource",
+    )
+
+
+def _manage(typ: ResourceType, name: str) -> ResInfo:
+    return _local_or_remote(
+        lambda: _resources.op_manage(typ.value, name, MASTER),
+        ResManageReq(typ.value, name),
+        "manage",
+    )
+
+
+def _create(typ: ResourceType, prefix: str, size: int) -> ResInfo:
+    def local() -> ResInfo:
+        info = _resources.op_create(typ.value, prefix, size, MASTER)
+        master = _context.current.master
+        if master is not None and typ is ResourceType.POSIX_SHM_PREALLOCATED:
+            master.refresh_spares()
+        return info
+
+    return _local_or_remote(local, ResCreateReq(typ.value, prefix, size), "create")
+
+
+def _object_prefix() -> str:
+    # A worker leaves it to the master, which names objects under its own prefix.
+    ctx = _context.current
+    if ctx.role == "worker":
+        return ""
+    return ctx.master.object_prefix if ctx.master is not None else f"/nmc.{os.getpid()}."
+
+
+def _map(res_id: ResId, name: str) -> ShmSegment:
+    try:
+        return ShmSegment(res_id, name, _ipc.map_writable(name))
+    except BaseException:
+        release(res_id)
+        raise
+
+
+def _resource(info: ResInfo) -> ComputeResource:
+    typ = ResourceType(info.kind)
+    res_id = ResId(info.res_id)
+    repr: ResourceRepr
+    if typ is ResourceType.FILE:
+        repr = File(info.name)
+    elif typ is ResourceType.POSIX_SHM:
+        repr = PosixShm(info.name)
+    elif typ is ResourceType.POSIX_SEM:
+        repr = PosixSem(info.name)
+    elif typ is ResourceType.POSIX_SHM_PREALLOCATED:
+        entry = _resources.table.get(res_id.n)
+        if entry is None or entry.mapping is None:
+            raise NoResource(res_id, "its mapping is not in this process")
+        repr = PosixShmPreallocated(info.name, memoryview(entry.mapping))
+    else:
+        repr = ProcessPoint(info.name)
+    return ComputeResource(res_id, typ, repr)

@@ -1,0 +1,341 @@
+"""Managed resources: the table of kernel objects that outlive processes.
+
+Each entry keeps a *set of users* (process ids, or ``MASTER``), as upstream's
+does: getting a resource adds the caller, releasing removes it, and when the
+set becomes empty the kernel object is destroyed. A worker that ends leaves
+every set. The table lives in the master; before ``run`` starts the calling
+process is the master-to-be, so preallocated memory can be made there first.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import enum
+import mmap
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import _ipc, _registry
+from ._errors import NoResource, NotInherited
+from ._ids import ResId, next_res_id, peek_process_id
+from ._wire import ResInfo
+
+MASTER = -1  # the master's place in a users set
+NAME_MAX = 255  # the longest file name in /dev/shm
+_SEM_PREFIX = len("sem.")  # /dev/shm/sem.NAME holds a semaphore
+
+
+class ResourceType(enum.Enum):
+    """The kinds of resources (upstream's ``compute_resource_type``)."""
+
+    FILE = "file"
+    POSIX_SHM = "posix_shm"
+    POSIX_SHM_PREALLOCATED = "posix_shm_preallocated"
+    POSIX_SEM = "posix_sem"
+    FORK_POINT = "fork_point"
+    JOIN_POINT = "join_point"
+
+
+KERNEL_KINDS = (
+    ResourceType.FILE,
+    ResourceType.POSIX_SHM,
+    ResourceType.POSIX_SHM_PREALLOCATED,
+    ResourceType.POSIX_SEM,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    """A file, by absolute path."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PosixShm:
+    """A named POSIX shared memory object."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PosixShmPreallocated:
+    """Shared memory mapped by the master and inherited by workers.
+
+    ``memory`` is a writable buffer over the mapping (usable with
+    ``numpy.frombuffer``); every process that inherited it sees the others'
+    writes.
+    """
+
+    name: str
+    memory: memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class PosixSem:
+    """A named POSIX semaphore."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessPoint:
+    """A fork point or join point of a process type."""
+
+    process_type: str
+
+
+ResourceRepr = File | PosixShm | PosixShmPreallocated | PosixSem | ProcessPoint
+
+
+@dataclass(eq=False)
+class Entry:
+    """A managed kernel object, as the table knows it."""
+
+    res_id: ResId
+    typ: ResourceType
+    name: str
+    users: set[int] = field(default_factory=set)
+    size: int = 0
+    first_pid: int = 0  # the first process id that can inherit it (preallocated)
+    creator: int = MASTER
+    mapping: mmap.mmap | None = None  # preallocated only, in the master and inheritors
+
+
+table: dict[int, Entry] = {}
+
+
+def record_nothing(op: str, typ: ResourceType, name: str) -> None:
+    pass
+
+
+# Called with ("+" or "-", kind, name) whenever a kernel object is taken into
+# the table or leaves it; the master points this at its crash-cleanup record.
+on_change: Callable[[str, ResourceType, str], None] = record_nothing
+
+
+def validate_object_name(name: object, what: str, limit: int = NAME_MAX) -> str:
+    """Check a POSIX shm or semaphore name; return it."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} name must be a str, not {type(name).__name__}")
+    if not name.startswith("/") or "/" in name[1:] or len(name) < 2:
+        raise ValueError(
+            f"{what} name {name!r} is not valid: it must be a slash followed by at "
+            "least one character and no other slash, like '/mydata'"
+        )
+    if len(name) - 1 > limit:
+        raise ValueError(
+            f"{what} name {name[:20]!r}... is {len(name) - 1} characters after the "
+            f"slash; the system allows at most {limit}: choose a shorter name"
+        )
+    return name
+
+
+def validate_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+    bare = prefix[1:] if prefix.startswith("/") else prefix
+    if "/" in bare:
+        raise ValueError(
+            f"prefix {prefix!r} is not valid: it may start with a slash but have no "
+            "other one, like '/mydata'"
+        )
+    if len(bare) + 16 > NAME_MAX:
+        raise ValueError(
+            f"prefix {prefix!r} is too long: with the 16-character random suffix, a "
+            f"name may have at most {NAME_MAX} characters"
+        )
+    return "/" + bare
+
+
+def validate_size(size: object) -> int:
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise TypeError(f"size must be an int, not {type(size).__name__}")
+    if size <= 0:
+        raise ValueError(f"size {size} is not valid: it must be at least 1 byte")
+    return size
+
+
+def add(typ: ResourceType, name: str, user: int, size: int = 0) -> Entry:
+    """Take a kernel object into the table, with ``user`` as its first user."""
+    _destroy_at_exit()
+    entry = Entry(next_res_id(), typ, name, {user}, size)
+    table[entry.res_id.n] = entry
+    on_change("+", typ, name)
+    return entry
+
+
+def lookup(res_id: ResId, *kinds: ResourceType) -> Entry:
+    entry = table.get(res_id.n)
+    if entry is None:
+        raise NoResource(res_id, "no such resource, or it has been destroyed")
+    if kinds and entry.typ not in kinds:
+        wanted = " or ".join(k.name for k in kinds)
+        raise NoResource(res_id, f"it is a {entry.typ.name}, not a {wanted}")
+    return entry
+
+
+def release(res_id: int, user: int) -> None:
+    """Remove ``user``; destroy the object when nobody uses it. Never raises
+    for an unknown id or a user not in the set: releasing twice is harmless."""
+    entry = table.get(res_id)
+    if entry is None:
+        return
+    entry.users.discard(user)
+    if not entry.users:
+        destroy(entry)
+
+
+def leave_all(user: int) -> None:
+    """A process ended: take it out of every users set."""
+    for entry in list(table.values()):
+        if user in entry.users:
+            release(entry.res_id.n, user)
+
+
+def destroy(entry: Entry) -> None:
+    """Destroy the kernel object of ``entry`` and forget it."""
+    table.pop(entry.res_id.n, None)
+    if entry.mapping is not None:
+        with contextlib.suppress(BufferError):
+            entry.mapping.close()
+    unlink_object(entry.typ, entry.name)
+    on_change("-", entry.typ, entry.name)
+
+
+def destroy_all() -> None:
+    for entry in list(table.values()):
+        destroy(entry)
+
+
+_exit_hook_pid: int | None = None
+
+
+def _destroy_at_exit() -> None:
+    # A program that ends (normally, or by an exception) without releasing what
+    # it manages still leaves nothing behind. The pid check keeps a forked child
+    # that runs atexit handlers from destroying its parent's objects.
+    global _exit_hook_pid
+    if _exit_hook_pid != os.getpid():
+        _exit_hook_pid = os.getpid()
+        pid = _exit_hook_pid
+        atexit.register(lambda: destroy_all() if os.getpid() == pid else None)
+
+
+def unlink_object(typ: ResourceType, name: str) -> bool:
+    """Unlink a kernel object by kind and name; False if it was gone already."""
+    if typ is ResourceType.POSIX_SEM:
+        return _ipc.unlink_semaphore(name)
+    if typ is not ResourceType.FILE:
+        return _ipc.unlink(name)
+    try:
+        os.unlink(name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def create_preallocated(prefix: str, size: int, user: int, first_pid: int) -> Entry:
+    """Create, size and map a fresh shm object (0600, exclusive)."""
+    name = _ipc.random_name(prefix)
+    mapping = _ipc.create_mapped(name, size)
+    try:
+        entry = add(ResourceType.POSIX_SHM_PREALLOCATED, name, user, size)
+    except BaseException:
+        mapping.close()
+        _ipc.unlink(name)
+        raise
+    entry.mapping = mapping
+    entry.first_pid = first_pid
+    return entry
+
+
+def keep_only_inherited(inherit: list[int] | None) -> None:
+    """In a new worker: unmap the preallocated memory it did not inherit."""
+    if inherit is None:
+        return
+    wanted = set(inherit)
+    for entry in table.values():
+        if entry.mapping is not None and entry.res_id.n not in wanted:
+            with contextlib.suppress(BufferError):
+                entry.mapping.close()
+            entry.mapping = None
+
+
+def check_kernel_object(typ: ResourceType, name: str) -> None:
+    """Raise if the object to be managed does not exist."""
+    exists: bool
+    if typ is ResourceType.FILE:
+        exists = os.path.isfile(name)
+    elif typ is ResourceType.POSIX_SEM:
+        exists = os.path.exists(os.path.join(_ipc.SHM_DIR, "sem." + name[1:]))
+    else:
+        exists = os.path.exists(os.path.join(_ipc.SHM_DIR, name[1:]))
+    if not exists:
+        raise FileNotFoundError(f"cannot manage {typ.name} {name!r}: it does not exist")
+
+
+# --- operations, for the master serving a worker or for a local caller ---------
+
+
+def info(entry: Entry) -> ResInfo:
+    return ResInfo(entry.res_id.n, entry.typ.value, entry.name, entry.size)
+
+
+def op_get(res_id: int, kinds: list[str], user: int, mapped: bool) -> ResInfo:
+    """Add ``user`` to the users of ``res_id`` and describe it."""
+    wanted = [ResourceType(k) for k in kinds]
+    point = _registry.by_fork_point.get(res_id) or _registry.by_join_point.get(res_id)
+    if point is not None:
+        typ = ResourceType.FORK_POINT if point.fork_point.n == res_id else ResourceType.JOIN_POINT
+        if wanted and typ not in wanted:
+            raise NoResource(ResId(res_id), f"it is a {typ.name}, not a {wanted[0].name}")
+        return ResInfo(res_id, typ.value, point.name, 0)
+    entry = lookup(ResId(res_id), *wanted)
+    if entry.typ is ResourceType.POSIX_SHM_PREALLOCATED and user != MASTER and not mapped:
+        raise NotInherited(ResId(res_id), _why_not_inherited(entry, user))
+    entry.users.add(user)
+    return info(entry)
+
+
+def _why_not_inherited(entry: Entry, user: int) -> str:
+    rule = "a process inherits the preallocated memory that exists when it starts"
+    if entry.creator == user:
+        return f"process {user} created it, so it cannot map it itself ({rule})"
+    if user < entry.first_pid:
+        return f"it was created after process {user} started ({rule})"
+    return f"process {user} was started with inherit_resources that leave it out"
+
+
+def op_manage(kind: str, name: str, user: int) -> ResInfo:
+    """Take an existing kernel object into the table."""
+    typ = ResourceType(kind)
+    if typ is ResourceType.FILE:
+        name = os.path.abspath(name)
+    else:
+        limit = NAME_MAX - _SEM_PREFIX if typ is ResourceType.POSIX_SEM else NAME_MAX
+        validate_object_name(name, typ.name, limit)
+    check_kernel_object(typ, name)
+    return info(add(typ, name, user))
+
+
+def op_create(kind: str, prefix: str, size: int, user: int) -> ResInfo:
+    """Create a kernel object (0600, exclusive, unguessable name) in the table."""
+    typ = ResourceType(kind)
+    if typ is ResourceType.POSIX_SHM_PREALLOCATED:
+        entry = create_preallocated(prefix, size, user, peek_process_id())
+        entry.creator = user
+        return info(entry)
+    name = _ipc.random_name(prefix)
+    if typ is ResourceType.POSIX_SEM:
+        _ipc.create_semaphore(name, size)
+        size = 0
+    else:
+        _ipc.create_mapped(name, size).close()
+    try:
+        return info(add(typ, name, user, size))
+    except BaseException:
+        unlink_object(typ, name)
+        raise
