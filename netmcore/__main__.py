@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 
@@ -10,6 +11,54 @@ def _bench(args: argparse.Namespace) -> int:
     from . import _bench
 
     _bench.main(roundtrips=args.roundtrips, fanout=args.fanout, payload_mib=args.payload_mib)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from . import _admin
+    from ._errors import SocketDirectoryError
+
+    try:
+        status = _admin.status(args.socket_dir)
+    except SocketDirectoryError as exc:
+        print(f"netmcore status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        body = {
+            "master_pid": status.master_pid,
+            "processes": status.processes,
+            "resources": status.resources,
+        }
+        print(msgspec.json.format(msgspec.json.encode(body).decode()))
+        return 0
+    print(f"master pid {status.master_pid}")
+    print(f"\nprocesses ({len(status.processes)}):")
+    print(f"  {'id':>6} {'os pid':>8}  {'state':<10} {'running':>10}  type")
+    for p in status.processes:
+        print(f"  {p.id:>6} {p.os_pid:>8}  {p.state:<10} {p.seconds:>9.1f}s  {p.type}")
+    print(f"\nresources ({len(status.resources)}):")
+    print(f"  {'id':>6}  {'kind':<24} {'users':<16} name")
+    for r in status.resources:
+        users = ",".join("master" if u == -1 else str(u) for u in r.users) or "-"
+        print(f"  {r.id:>6}  {r.kind:<24} {users:<16} {r.name}")
+    return 0
+
+
+def _unlink(args: argparse.Namespace) -> int:
+    from . import _admin
+    from ._errors import SocketDirectoryError
+
+    try:
+        removed = _admin.unlink(args.socket_dir)
+    except SocketDirectoryError as exc:
+        print(f"netmcore unlink: {exc}", file=sys.stderr)
+        return 1
+    if not removed:
+        print(f"nothing to remove in {args.socket_dir}")
+    for name in removed:
+        print(f"removed {name}")
     return 0
 
 
@@ -46,6 +95,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="size of the large argument and result (default: %(default)s)",
     )
     bench.set_defaults(func=_bench)
+
+    status = sub.add_parser(
+        "status",
+        help="show a running master's processes and resources",
+        description="Ask the master running in SOCKET_DIR for its processes (library id, "
+        "OS pid, type, state, time running) and resources (id, kind, name, users).",
+    )
+    status.add_argument("socket_dir", metavar="SOCKET_DIR", help="the master's socket_directory")
+    status.add_argument("--json", action="store_true", help="print the same as JSON")
+    status.set_defaults(func=_status)
+
+    unlink = sub.add_parser(
+        "unlink",
+        help="remove what a dead master left in its socket directory",
+        description="Unlink every kernel object that a dead master's crash-cleanup record "
+        "in SOCKET_DIR still lists, and its stale socket and lock file. Refuses while a "
+        "master is alive there.",
+    )
+    unlink.add_argument(
+        "socket_dir", metavar="SOCKET_DIR", help="the dead master's socket_directory"
+    )
+    unlink.set_defaults(func=_unlink)
     return parser
 
 

@@ -620,7 +620,7 @@ class Master:
             )
             for r in self.records.values()
         ]
-        return Status(self.os_pid, infos)
+        return Status(self.os_pid, infos, _resources.in_use())
 
     # --- the end -------------------------------------------------------------
 

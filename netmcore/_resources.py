@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from . import _ipc, _registry
 from ._errors import NoResource, NotInherited
 from ._ids import ResId, next_res_id, peek_process_id
-from ._wire import ResInfo
+from ._wire import ResInfo, ResourceUse
 
 MASTER = -1  # the master's place in a users set
 NAME_MAX = 255  # the longest file name in /dev/shm
@@ -278,6 +278,21 @@ def check_kernel_object(typ: ResourceType, name: str) -> None:
 
 
 # --- operations, for the master serving a worker or for a local caller ---------
+
+
+def in_use() -> list[ResourceUse]:
+    """Every resource, as the admin tool lists it."""
+    points = [
+        ResourceUse(d.fork_point.n, ResourceType.FORK_POINT.value, d.name, [])
+        for d in _registry.by_fork_point.values()
+    ] + [
+        ResourceUse(d.join_point.n, ResourceType.JOIN_POINT.value, d.name, [])
+        for d in _registry.by_join_point.values()
+    ]
+    objects = [
+        ResourceUse(e.res_id.n, e.typ.value, e.name, sorted(e.users)) for e in table.values()
+    ]
+    return sorted(points + objects, key=lambda r: r.id)
 
 
 def info(entry: Entry) -> ResInfo:

@@ -168,9 +168,17 @@ class ProcessInfo(msgspec.Struct, frozen=True):
     seconds: float
 
 
+class ResourceUse(msgspec.Struct, frozen=True):
+    id: int
+    kind: str
+    name: str
+    users: list[int]  # process ids; -1 is the master
+
+
 class Status(_Msg, frozen=True):
     master_pid: int
     processes: list[ProcessInfo]
+    resources: list[ResourceUse] = []
     req: int = 0
 
 

@@ -524,7 +524,11 @@ def run_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("hello.py", "Sum: 7.000000"), ("create_join.py", "Final result: 385")],
+    [
+        ("hello.py", "Sum: 7.000000"),
+        ("create_join.py", "Final result: 385"),
+        ("shared_sum.py", "Sum of 1..1000000: 500000500000 (expected 500000500000)"),
+    ],
 )
 def test_example_prints_upstream_result(name: str, expected: str) -> None:
     proc = subprocess.run(

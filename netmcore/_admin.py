@@ -1,0 +1,74 @@
+"""The admin tool's work (upstream's ``netplex-admin``): ask a running master
+for its state, or clean up what a dead one left in its socket directory."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+
+from . import _cleanup
+from ._errors import SocketDirectoryError
+from ._socketdir import LOCK_NAME, SOCKET_NAME
+from ._wire import Link, Status, StatusReq
+
+
+def status(socket_directory: str) -> Status:
+    """Ask the master running in ``socket_directory`` for its processes and resources.
+
+    Raises
+    ------
+    SocketDirectoryError
+        If no master answers there.
+    """
+    path = os.path.join(socket_directory, SOCKET_NAME)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(path)
+        reply = Link(sock).request(StatusReq())
+    except OSError as exc:
+        raise SocketDirectoryError(
+            f"no netmcore master answers in {socket_directory!r} ({exc.strerror or exc})"
+        ) from exc
+    finally:
+        sock.close()
+    if not isinstance(reply, Status):
+        raise SocketDirectoryError(f"unexpected reply from the master: {type(reply).__name__}")
+    return reply
+
+
+def unlink(socket_directory: str) -> list[str]:
+    """Remove what a dead master left in ``socket_directory``; return what went.
+
+    Raises
+    ------
+    SocketDirectoryError
+        If a master (or its watchdog) is alive there.
+    """
+    if not os.path.isdir(socket_directory):
+        raise SocketDirectoryError(f"{socket_directory!r} is not a directory")
+    lock_path = os.path.join(socket_directory, LOCK_NAME)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise SocketDirectoryError(
+                    f"a netmcore master (pid {holder}) is alive in {socket_directory!r}: "
+                    "nothing was removed; stop it first (its own shutdown cleans up)"
+                ) from None
+        removed = _cleanup.unlink_pending(os.path.join(socket_directory, _cleanup.PMANAGE_NAME))
+        for name in (SOCKET_NAME, LOCK_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(socket_directory, name))
+                removed.append(os.path.join(socket_directory, name))
+        return removed
+    finally:
+        if fd is not None:
+            os.close(fd)

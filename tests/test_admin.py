@@ -1,0 +1,150 @@
+"""The admin command line: `netmcore status`, `netmcore unlink`, and `--help`.
+
+A worker runs the command against its own master, which is running at that
+moment: no sleeps, no second master to coordinate with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+import netmcore
+from netmcore import _cleanup, _ipc
+
+CLI = [sys.executable, "-m", "netmcore"]
+
+
+class CliRun(msgspec.Struct):
+    code: int
+    out: str
+    err: str
+
+
+def cli(*args: str) -> CliRun:
+    done = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
+    return CliRun(done.returncode, done.stdout, done.stderr)
+
+
+@netmcore.process
+def ask_status(args: list[str]) -> CliRun:
+    segment = netmcore.create_shm(64)  # something of this process's to list
+    try:
+        return cli("status", *args)
+    finally:
+        segment.release()
+
+
+@netmcore.process
+def ask_unlink(socket_dir: str) -> CliRun:
+    return cli("unlink", socket_dir)
+
+
+def test_status_lists_processes_and_resources(tmp_path: Path) -> None:
+    sd = tmp_path / "sd"
+    first, result = netmcore.run(
+        first_process=lambda: ask_status.start([str(sd)]),
+        extract_result=lambda _c, pid: (pid.n, ask_status.join_nowait(pid)),
+        socket_directory=str(sd),
+    )
+    assert result is not None and result.code == 0, result
+    lines = result.out.splitlines()
+    assert lines[0].startswith("master pid ")
+    assert any(line.endswith(f" {__name__}.ask_status") for line in lines)
+    shm_lines = [line for line in lines if " posix_shm " in line]
+    assert len(shm_lines) == 1
+    assert shm_lines[0].split()[2] == str(first)  # used by the first process
+
+
+def test_status_json(tmp_path: Path) -> None:
+    sd = tmp_path / "sd"
+    result = netmcore.run(
+        first_process=lambda: ask_status.start([str(sd), "--json"]),
+        extract_result=lambda ctrl, pid: (ctrl.master_pid, pid.n, ask_status.join_nowait(pid)),
+        socket_directory=str(sd),
+    )
+    master_pid, first, answer = result
+    assert answer is not None and answer.code == 0, answer
+    status = json.loads(answer.out)
+    assert status["master_pid"] == master_pid
+    (process,) = status["processes"]
+    assert process["id"] == first
+    assert process["type"] == f"{__name__}.ask_status"
+    assert process["state"] == "running"
+    assert process["os_pid"] > 0
+    kinds = {r["kind"]: r for r in status["resources"]}
+    assert kinds["posix_shm"]["users"] == [first]
+    assert kinds["posix_shm"]["name"].startswith(f"/nmc.{master_pid}.")
+    assert "fork_point" in kinds
+    assert "join_point" in kinds
+
+
+def test_status_without_master_fails_clearly(tmp_path: Path) -> None:
+    result = cli("status", str(tmp_path))
+    assert result.code == 1
+    assert "no netmcore master answers in" in result.err
+
+
+def test_unlink_refuses_while_master_alive(tmp_path: Path) -> None:
+    sd = tmp_path / "sd"
+    result = netmcore.run(
+        first_process=lambda: ask_unlink.start(str(sd)),
+        extract_result=lambda ctrl, pid: (ctrl.master_pid, ask_unlink.join_nowait(pid)),
+        socket_directory=str(sd),
+    )
+    master_pid, answer = result
+    assert answer is not None
+    assert answer.code == 1
+    assert f"a netmcore master (pid {master_pid}) is alive in" in answer.err
+    assert "nothing was removed" in answer.err
+
+
+def test_unlink_removes_what_a_dead_master_left(tmp_path: Path) -> None:
+    # What a SIGKILLed master leaves: a record listing live objects, a stale
+    # socket and an unlocked lock file.
+    sd = tmp_path / "sd"
+    sd.mkdir(mode=0o700)
+    shm_name = _ipc.random_name("/nmc.test-admin.")
+    _ipc.create_mapped(shm_name, 16).close()
+    stale_file = tmp_path / "scratch"
+    stale_file.write_text("x")
+    record = _cleanup.Record(str(sd / _cleanup.PMANAGE_NAME))
+    record.write("+", "posix_shm", shm_name)
+    record.write("+", "file", str(stale_file))
+    record.close(remove=False)
+    (sd / "netmcore.sock").touch()
+    (sd / "netmcore.lock").write_text("999999999\n")
+
+    result = cli("unlink", str(sd))
+
+    assert result.code == 0, result.err
+    assert f"removed {shm_name}" in result.out
+    assert f"removed {stale_file}" in result.out
+    assert f"removed {sd / 'netmcore.sock'}" in result.out
+    assert not os.path.exists(f"/dev/shm/{shm_name[1:]}")
+    assert not stale_file.exists()
+    assert os.listdir(sd) == []
+    again = cli("unlink", str(sd))
+    assert again.code == 0
+    assert again.out.strip() == f"nothing to remove in {sd}"
+
+
+def test_unlink_of_a_missing_directory_fails_clearly(tmp_path: Path) -> None:
+    result = cli("unlink", str(tmp_path / "absent"))
+    assert result.code == 1
+    assert "is not a directory" in result.err
+
+
+@pytest.mark.parametrize("command", ["bench", "status", "unlink"])
+def test_subcommands_document_their_options(command: str) -> None:
+    result = cli(command, "--help")
+    assert result.code == 0
+    assert result.out.startswith(f"usage: netmcore {command}")
+    top = cli("--help")
+    assert command in top.out
