@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+EXAMPLES := $(sort $(wildcard examples/*.py))
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench schemas clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,10 @@ test: $(STAMP)
 	$(PY) -m mypy
 	$(PY) -m ruff check netmcore tests examples
 	$(PY) -m ruff format --check netmcore tests examples
+	$(PY) -m netmcore schemas $(EXAMPLES) --out schemas --check
+
+schemas: $(STAMP)
+	$(PY) -m netmcore schemas $(EXAMPLES) --out schemas
 
 bench: $(STAMP)
 	$(PY) -m netmcore bench

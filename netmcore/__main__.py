@@ -62,6 +62,30 @@ def _unlink(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schemas(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import _schemas
+
+    files = _schemas.collect(args.modules)
+    out = Path(args.out)
+    if args.check:
+        report = _schemas.drift(files, out)
+        if report:
+            sys.stdout.writelines(report)
+            print(
+                f"\nnetmcore schemas: {out} has drifted from the code; regenerate it with "
+                f"`netmcore schemas {' '.join(args.modules)} --out {out}`",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{out}: {len(files)} contract(s) up to date")
+        return 0
+    for line in _schemas.write(files, out):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netmcore", description="Tools for netmcore, multi-core compute jobs."
@@ -117,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
         "socket_dir", metavar="SOCKET_DIR", help="the dead master's socket_directory"
     )
     unlink.set_defaults(func=_unlink)
+
+    schemas = sub.add_parser(
+        "schemas",
+        help="write the JSON Schemas of process types, or check them for drift",
+        description="Import MODULEs (dotted names or .py paths) and write one JSON file per "
+        "ProcessDef and module-level EncapType: qualified name, input and output schemas, "
+        "fingerprint.",
+    )
+    schemas.add_argument("modules", nargs="+", metavar="MODULE", help="modules to scan")
+    schemas.add_argument(
+        "--out", default="schemas", metavar="DIR", help="where the files go (default: %(default)s)"
+    )
+    schemas.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 with a diff if DIR has drifted"
+    )
+    schemas.set_defaults(func=_schemas)
     return parser
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
@@ -19,7 +21,43 @@ from ._errors import ArgumentTypeError, EncapTypeMismatch
 
 T = TypeVar("T")
 
-_encoder = msgspec.msgpack.Encoder()
+
+def _pydantic_model(typ: Any) -> bool:
+    # pydantic is imported only by programs that use it; netmcore never does.
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(typ, type) and issubclass(typ, pydantic.BaseModel)
+
+
+def _enc_hook(value: Any) -> Any:
+    if _pydantic_model(type(value)):
+        # Python mode keeps datetimes, bytes, UUIDs... as objects msgpack
+        # encodes natively: no round trip through JSON text.
+        return value.model_dump(mode="python")
+    raise NotImplementedError(f"msgspec cannot encode {type(value).__name__} values")
+
+
+def _dec_hook(typ: Any, value: Any) -> Any:
+    if not _pydantic_model(typ):
+        raise NotImplementedError(f"msgspec cannot decode {typ!r}")
+    pydantic = sys.modules["pydantic"]
+    try:
+        return typ.model_validate(value)
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+        # msgspec appends " - at `$...`" (where the model is); _path_of joins both.
+        raise ValueError(f"{error['msg']} ({_FIELD} {loc})") from None
+
+
+def _schema_hook(typ: Any) -> dict[str, Any]:
+    if _pydantic_model(typ):
+        schema: dict[str, Any] = typ.model_json_schema()
+        return schema
+    raise NotImplementedError(f"no JSON Schema for {typ!r}")
+
+
+_FIELD = "pydantic field"
+_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
 
 # Values of these types are valid exactly when their type is the declared one,
 # so they skip the validating decode (which would copy a large bytes value).
@@ -93,8 +131,10 @@ class EncapType(Generic[T]):
         self.type: Any = typ
         self.name = type_name(typ)
         try:
-            self.schema: dict[str, Any] = msgspec.json.schema(typ)
-            self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(typ)
+            self.schema: dict[str, Any] = msgspec.json.schema(typ, schema_hook=_schema_hook)
+            self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(
+                typ, dec_hook=_dec_hook
+            )
         except TypeError as exc:
             raise TypeError(
                 f"{self.name} cannot be a process argument or result: {exc}; "
@@ -169,10 +209,13 @@ class EncapType(Generic[T]):
 
 
 def _path_of(exc: msgspec.ValidationError) -> str:
-    # msgspec ends its messages with " - at `$.a[0]`" when the fault is nested.
+    # msgspec ends its messages with " - at `$.a[0]`" when the fault is nested;
+    # a pydantic model's own field comes before it, as "(pydantic field .x)".
     text = str(exc)
     marker = " - at `"
-    return text[text.rindex(marker) + len(marker) : -1] if marker in text else "$"
+    path = text[text.rindex(marker) + len(marker) : -1] if marker in text else "$"
+    inner = re.search(rf"\({_FIELD} ([^)]*)\)(?: - at `|$)", text)
+    return path + inner.group(1) if inner else path
 
 
 def _short(value: object) -> str:

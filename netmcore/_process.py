@@ -117,6 +117,14 @@ class ProcessDef(Generic[In, Out]):
         return None if wire is None else cls._outcome(pid, wire)
 
     @classmethod
+    def contract(cls) -> dict[str, Any]:
+        """The contract between the caller and the process: qualified name,
+        input and output JSON Schemas, and fingerprints (as in ``schemas/``)."""
+        from ._schemas import contract
+
+        return contract(cls)
+
+    @classmethod
     def release_fork_point(cls) -> None:
         """Release the fork point: no more processes of this type can start."""
         _resource_api.release(cls.fork_point)

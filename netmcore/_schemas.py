@@ -1,0 +1,123 @@
+"""``netmcore schemas``: the contracts between processes, as files, checked for drift.
+
+Every process type and every module-level EncapType found in the given modules
+becomes one JSON file: its qualified name, its schemas and its fingerprint,
+with sorted keys and fixed indentation so that a change reads well in a diff.
+``--check`` regenerates them in memory and fails, showing the difference, when
+the directory no longer matches the code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ._encap import EncapType
+from ._process import ProcessDef
+
+
+def contract(cls: type[ProcessDef[Any, Any]]) -> dict[str, Any]:
+    """The contract of a process type: what its file in ``schemas/`` holds."""
+    inp, out = cls.input_type, cls.output_type
+    return {
+        "name": f"{cls.__module__}.{cls.__qualname__}",
+        "kind": "process",
+        "input": {"type": inp.name, "schema": inp.schema, "fingerprint": inp.fingerprint},
+        "output": {"type": out.name, "schema": out.schema, "fingerprint": out.fingerprint},
+        "fingerprint": _combined(inp.fingerprint, out.fingerprint),
+    }
+
+
+def encap_contract(name: str, encap: EncapType[Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "encap",
+        "type": encap.name,
+        "schema": encap.schema,
+        "fingerprint": encap.fingerprint,
+    }
+
+
+def _combined(*fingerprints: str) -> str:
+    return hashlib.sha256(":".join(fingerprints).encode()).hexdigest()[:16]
+
+
+def import_module(spec: str) -> ModuleType:
+    """Import a dotted module name, or a ``.py`` file by path (named by its stem)."""
+    if not spec.endswith(".py"):
+        return importlib.import_module(spec)
+    path = Path(spec).resolve()
+    name = path.stem
+    if name in sys.modules:
+        return sys.modules[name]
+    loader_spec = importlib.util.spec_from_file_location(name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise ImportError(f"cannot import {spec}")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[name] = module
+    loader_spec.loader.exec_module(module)
+    return module
+
+
+def collect(specs: list[str]) -> dict[str, str]:
+    """File name -> file text, for every contract in the modules ``specs``."""
+    files: dict[str, str] = {}
+    for spec in specs:
+        module = import_module(spec)
+        for attr, value in sorted(vars(module).items()):
+            if (
+                isinstance(value, type)
+                and issubclass(value, ProcessDef)
+                and value.__module__ == module.__name__
+                and "input_type" in vars(value)
+            ):
+                doc = contract(value)
+            elif isinstance(value, EncapType):
+                doc = encap_contract(f"{module.__name__}.{attr}", value)
+            else:
+                continue
+            files[f"{doc['name']}.json"] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def write(files: dict[str, str], out: Path) -> list[str]:
+    """Write the files, remove contracts that no longer exist; say what changed."""
+    out.mkdir(parents=True, exist_ok=True)
+    changed = []
+    for name, text in files.items():
+        path = out / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            changed.append(f"wrote {path}")
+    for path in sorted(out.glob("*.json")):
+        if path.name not in files:
+            path.unlink()
+            changed.append(f"removed {path}")
+    return changed
+
+
+def drift(files: dict[str, str], out: Path) -> list[str]:
+    """A readable diff between the contracts and the directory; empty if in sync."""
+    report: list[str] = []
+    existing = {p.name: p.read_text() for p in sorted(out.glob("*.json"))} if out.is_dir() else {}
+    for name in sorted(files.keys() | existing.keys()):
+        old, new = existing.get(name), files.get(name)
+        if old == new:
+            continue
+        report.extend(
+            difflib.unified_diff(
+                (old or "").splitlines(keepends=True),
+                (new or "").splitlines(keepends=True),
+                fromfile=os.path.join(str(out), name) if old is not None else "/dev/null",
+                tofile=f"generated/{name}" if new is not None else "/dev/null",
+            )
+        )
+    return report
