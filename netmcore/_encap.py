@@ -32,7 +32,7 @@ def _enc_hook(value: Any) -> Any:
     if _pydantic_model(type(value)):
         # Python mode keeps datetimes, bytes, UUIDs... as objects msgpack
         # encodes natively: no round trip through JSON text.
-        return value.model_dump(mode="python")
+        return value.model_dump(mode="python", by_alias=True, round_trip=True)
     raise NotImplementedError(f"msgspec cannot encode {type(value).__name__} values")
 
 
@@ -41,12 +41,14 @@ def _dec_hook(typ: Any, value: Any) -> Any:
         raise NotImplementedError(f"msgspec cannot decode {typ!r}")
     pydantic = sys.modules["pydantic"]
     try:
-        return typ.model_validate(value)
+        # Lax even for strict models: msgpack has no tuples (they decode as lists),
+        # and the sender's values were typed when it encoded them.
+        return typ.model_validate(value, strict=False)
     except pydantic.ValidationError as exc:
         error = exc.errors()[0]
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
         # msgspec appends " - at `$...`" (where the model is); _path_of joins both.
-        raise ValueError(f"{error['msg']} ({_FIELD} {loc})") from None
+        raise ValueError(f"{error['msg']} ({_FIELD} {loc})" if loc else error["msg"]) from None
 
 
 def _schema_hook(typ: Any) -> dict[str, Any]:
@@ -140,6 +142,7 @@ class EncapType(Generic[T]):
                 f"{self.name} cannot be a process argument or result: {exc}; "
                 "use types msgspec can encode (builtins, Structs, dataclasses, ...)"
             ) from exc
+        _hoist_defs(self.schema)
         self.fingerprint = fingerprint(self.schema)
 
     def __repr__(self) -> str:
@@ -155,7 +158,7 @@ class EncapType(Generic[T]):
         """
         try:
             data = _encoder.encode(value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ArgumentTypeError(
                 f"{what} {_short(value)} cannot be encoded as {self.name}: {exc}", "$"
             ) from exc
@@ -214,6 +217,8 @@ def _path_of(exc: msgspec.ValidationError) -> str:
     text = str(exc)
     marker = " - at `"
     path = text[text.rindex(marker) + len(marker) : -1] if marker in text else "$"
+    if path.startswith("key` in `"):  # a bad dict key: "- at `key` in `$.d`"
+        path = path[len("key` in `") :]
     inner = re.search(rf"\({_FIELD} ([^)]*)\)(?: - at `|$)", text)
     return path + inner.group(1) if inner else path
 
@@ -221,3 +226,30 @@ def _path_of(exc: msgspec.ValidationError) -> str:
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _hoist_defs(schema: dict[str, Any]) -> None:
+    """Move the "$defs" of inlined (pydantic) schemas to the root, where their
+    "#/$defs/..." references point."""
+    found: dict[str, Any] = {}
+
+    def walk(node: Any, top: bool) -> None:
+        if isinstance(node, dict):
+            if not top and isinstance(node.get("$defs"), dict):
+                for name, sub in node.pop("$defs").items():
+                    if found.get(name, sub) != sub:
+                        raise TypeError(f"two different types are named {name} in one schema")
+                    found[name] = sub
+            for value in node.values():
+                walk(value, False)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, False)
+
+    walk(schema, True)
+    if found:
+        root = schema.setdefault("$defs", {})
+        for name, sub in found.items():
+            if root.get(name, sub) != sub:
+                raise TypeError(f"two different types are named {name} in one schema")
+            root[name] = sub

@@ -171,7 +171,7 @@ def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:
         square.join(square.start(7))   # 49
     """
     try:
-        hints = typing.get_type_hints(f)
+        hints = typing.get_type_hints(f, include_extras=True)
         (param,) = inspect.signature(f).parameters
         arg_type, result_type = hints[param], hints["return"]
     except (ValueError, KeyError, NameError, TypeError) as exc:

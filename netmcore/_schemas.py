@@ -57,7 +57,13 @@ def import_module(spec: str) -> ModuleType:
     path = Path(spec).resolve()
     name = path.stem
     if name in sys.modules:
-        return sys.modules[name]
+        known = getattr(sys.modules[name], "__file__", None)
+        if known is not None and Path(known).resolve() == path:
+            return sys.modules[name]
+        raise ImportError(
+            f"{spec} would be imported as module {name!r}, which is already another "
+            "module; rename the file, or pass its dotted module name instead"
+        )
     loader_spec = importlib.util.spec_from_file_location(name, path)
     if loader_spec is None or loader_spec.loader is None:
         raise ImportError(f"cannot import {spec}")
@@ -98,16 +104,28 @@ def write(files: dict[str, str], out: Path) -> list[str]:
             path.write_text(text)
             changed.append(f"wrote {path}")
     for path in sorted(out.glob("*.json")):
-        if path.name not in files:
+        if path.name not in files and _is_contract(path):
             path.unlink()
             changed.append(f"removed {path}")
     return changed
 
 
+def _is_contract(path: Path) -> bool:
+    """Whether a file is one this tool wrote (other JSON files are left alone)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(doc, dict) and doc.get("kind") in ("process", "encap") and "fingerprint" in doc
+    )
+
+
 def drift(files: dict[str, str], out: Path) -> list[str]:
     """A readable diff between the contracts and the directory; empty if in sync."""
     report: list[str] = []
-    existing = {p.name: p.read_text() for p in sorted(out.glob("*.json"))} if out.is_dir() else {}
+    paths = sorted(out.glob("*.json")) if out.is_dir() else []
+    existing = {p.name: p.read_text() for p in paths if _is_contract(p)}
     for name in sorted(files.keys() | existing.keys()):
         old, new = existing.get(name), files.get(name)
         if old == new:

@@ -74,9 +74,10 @@ def execute(assign: Assign) -> WireOutcome:
         payload = _payload.pack(result.parts, _context.current.shm_prefix)
     except ResultTypeError as exc:
         log.error(
-            "netmcore: process %d (%s) returned an invalid result: %s",
+            "netmcore: process %d (%s) returned an invalid result at %s: %s",
             assign.pid,
             definition.name,
+            exc.path,
             exc,
         )
         return Invalid(exc.path, str(exc))

@@ -11,6 +11,8 @@ other line gives any.
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 import netmcore
 
 
@@ -27,6 +29,21 @@ def square(k: int) -> int:
 @netmcore.process
 def show(k: int) -> str:
     return str(k)
+
+
+class Member(BaseModel):
+    name: str
+    age: int = 0
+
+
+class Welcome(netmcore.ProcessDef[Member, list[Member]]):
+    def run(self, arg: Member) -> list[Member]:
+        return [arg]
+
+
+@netmcore.process
+def oldest(members: list[Member]) -> Member | None:
+    return max(members, key=lambda m: m.age, default=None)
 
 
 # run() must take the declared In and return the declared Out.
@@ -144,3 +161,57 @@ def bad_ids() -> None:
     Add.fork_point.n = 3  # type: ignore[misc]
     netmcore.ResId("3")  # type: ignore[arg-type]
     netmcore.Debug.enable = "yes"  # type: ignore[assignment]
+
+
+class WrongModelArg(netmcore.ProcessDef[Member, int]):
+    def run(self, arg: dict[str, int]) -> int:  # type: ignore[override]
+        return len(arg)
+
+
+def bad_pydantic() -> None:
+    # A pydantic model is its own type: a dict or another model is not one.
+    Welcome.start({"name": "ada"})  # type: ignore[arg-type]
+    Welcome.start(Member)  # type: ignore[arg-type]
+    Welcome.start([Member(name="ada")])  # type: ignore[arg-type]
+    oldest.start(Member(name="ada"))  # type: ignore[arg-type]
+    oldest.start(None)  # type: ignore[arg-type]
+    Member(name=3)  # type: ignore[arg-type]
+    pid = Welcome.start(Member(name="ada"))
+    members: list[Member] = Welcome.join(pid)  # type: ignore[assignment]
+    first: Member | None = Welcome.join(pid)  # type: ignore[assignment]
+    oldest.join(pid)  # type: ignore[arg-type]
+    netmcore.EncapType(Member).wrap({"name": "ada"})  # type: ignore[arg-type]
+    print(members, first)
+
+
+def bad_contracts() -> None:
+    text: str = Welcome.contract()  # type: ignore[assignment]
+    schema: str = Welcome.input_type.schema  # type: ignore[assignment]
+    fingerprint: int = netmcore.EncapType(int).fingerprint  # type: ignore[assignment]
+    print(text, schema, fingerprint)
+
+
+def bad_resources() -> None:
+    # Sizes and values are ints; resources are named by ResIds, not ints.
+    netmcore.create_shm("10")  # type: ignore[arg-type]
+    netmcore.create_shm()  # type: ignore[call-arg]
+    netmcore.open_shm(3)  # type: ignore[arg-type]
+    netmcore.create_sem(value="1")  # type: ignore[arg-type]
+    netmcore.open_sem(3)  # type: ignore[arg-type]
+    netmcore.get_resource(3)  # type: ignore[arg-type]
+    netmcore.get_file("/tmp/f")  # type: ignore[arg-type]
+    netmcore.get_shm(3)  # type: ignore[arg-type]
+    netmcore.get_sem(3)  # type: ignore[arg-type]
+    netmcore.manage_file(3)  # type: ignore[arg-type]
+    netmcore.create_preallocated_shm("/p")  # type: ignore[call-arg]
+    netmcore.create_preallocated_shm("/p", "10")  # type: ignore[arg-type]
+    rid: netmcore.ResId = netmcore.create_preallocated_shm("/p", 10)  # type: ignore[assignment]
+    segment = netmcore.create_shm(10)
+    data: bytes = segment.buffer  # type: ignore[assignment]
+    sem = netmcore.create_sem()
+    sem.wait("1")  # type: ignore[arg-type]
+    ok: str = sem.wait(0.1)  # type: ignore[assignment]
+    path: int = netmcore.get_file(segment.res_id)  # type: ignore[assignment]
+    netmcore.release(segment)  # type: ignore[arg-type]
+    shm: netmcore.ShmSegment = netmcore.get_resource(segment.res_id)  # type: ignore[assignment]
+    print(rid, data, ok, path, shm)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, assert_never, assert_type
 
+from pydantic import BaseModel
+
 import netmcore
 
 
@@ -25,6 +27,21 @@ def square(k: int) -> int:
 class Point(netmcore.ProcessDef[list[int], dict[str, int]]):
     def run(self, arg: list[int]) -> dict[str, int]:
         return {"x": arg[0], "y": arg[1]}
+
+
+class Member(BaseModel):
+    name: str
+    age: int = 0
+
+
+class Welcome(netmcore.ProcessDef[Member, list[Member]]):
+    def run(self, arg: Member) -> list[Member]:
+        return [arg]
+
+
+@netmcore.process
+def oldest(members: list[Member] | None) -> Member | None:
+    return max(members or [], key=lambda m: m.age, default=None)
 
 
 def process_def_start_join() -> None:
@@ -186,3 +203,95 @@ def errors() -> None:
         assert_type(exc, netmcore.ArgumentTypeError)
     except netmcore.NetmcoreError as exc:
         assert_type(exc, netmcore.NetmcoreError)
+
+
+def pydantic_models() -> None:
+    pid = Welcome.start(Member(name="ada", age=36))
+    assert_type(pid, netmcore.ProcessId[list[Member]])
+    assert_type(Welcome.start(Member(name="ada")), netmcore.ProcessId[list[Member]])
+    assert_type(Welcome.join(pid), list[Member] | None)
+    assert_type(Welcome.join_nowait(pid), list[Member] | None)
+    assert_type(Welcome.join_outcome(pid), netmcore.Outcome[list[Member]])
+    assert_type(Welcome.join_outcome_nowait(pid), netmcore.Outcome[list[Member]] | None)
+    assert_type(Welcome().run(Member(name="x")), list[Member])
+
+    assert_type(oldest, type[netmcore.ProcessDef[list[Member] | None, Member | None]])
+    opid = oldest.start([Member(name="a"), Member(name="b", age=3)])
+    assert_type(opid, netmcore.ProcessId[Member | None])
+    assert_type(oldest.start(None), netmcore.ProcessId[Member | None])
+    assert_type(oldest.join(opid), Member | None)
+
+    member_type = netmcore.EncapType(Member)
+    assert_type(member_type, netmcore.EncapType[Member])
+    assert_type(member_type.unwrap(member_type.wrap(Member(name="x"))), Member)
+
+
+def contracts() -> None:
+    assert_type(Welcome.contract(), dict[str, Any])
+    assert_type(square.contract(), dict[str, Any])
+    assert_type(Add.input_type.schema, dict[str, Any])
+    assert_type(Add.output_type.fingerprint, str)
+    int_type = netmcore.EncapType(int)
+    assert_type(int_type.schema, dict[str, Any])
+    assert_type(int_type.fingerprint, str)
+    assert_type(int_type.name, str)
+    try:
+        int_type.wrap(3)
+    except netmcore.ArgumentTypeError as exc:
+        assert_type(exc.path, str)
+    except netmcore.EncapTypeMismatch as exc:
+        assert_type(exc, netmcore.EncapTypeMismatch)
+
+
+def resources() -> None:
+    segment = netmcore.create_shm(10)
+    assert_type(segment, netmcore.ShmSegment)
+    assert_type(segment.buffer, memoryview)
+    assert_type(segment.size, int)
+    assert_type(segment.res_id, netmcore.ResId)
+    assert_type(segment.name, str)
+    assert_type(segment.close(), None)
+    assert_type(segment.release(), None)
+    with netmcore.open_shm(segment.res_id) as opened:
+        assert_type(opened, netmcore.ShmSegment)
+    assert_type(netmcore.open_shm(segment.res_id), netmcore.ShmSegment)
+
+    sem = netmcore.create_sem()
+    assert_type(sem, netmcore.PosixSemaphore)
+    assert_type(netmcore.create_sem(3), netmcore.PosixSemaphore)
+    assert_type(netmcore.create_sem(value=1), netmcore.PosixSemaphore)
+    assert_type(sem.wait(0.1), bool)
+    assert_type(sem.wait(), bool)
+    assert_type(sem.wait(timeout=None), bool)
+    assert_type(sem.post(), None)
+    assert_type(sem.value, int)
+    assert_type(sem.res_id, netmcore.ResId)
+    assert_type(sem.release(), None)
+    with netmcore.open_sem(sem.res_id) as opened_sem:
+        assert_type(opened_sem, netmcore.PosixSemaphore)
+
+    prealloc = netmcore.create_preallocated_shm("/p", 10)
+    assert_type(prealloc, tuple[netmcore.ResId, str])
+    rid, name = prealloc
+    assert_type(name, str)
+    resource = netmcore.get_resource(rid)
+    assert_type(resource, netmcore.ComputeResource)
+    assert_type(resource.id, netmcore.ResId)
+    assert_type(resource.typ, netmcore.ResourceType)
+    assert_type(
+        resource.repr,
+        netmcore.File
+        | netmcore.PosixShm
+        | netmcore.PosixShmPreallocated
+        | netmcore.PosixSem
+        | netmcore.ProcessPoint,
+    )
+    assert_type(resource.release(), None)
+    assert_type(netmcore.get_file(rid), str)
+    assert_type(netmcore.get_shm(rid), str)
+    assert_type(netmcore.get_sem(rid), str)
+    assert_type(netmcore.manage_file("/tmp/f"), netmcore.ComputeResource)
+    assert_type(netmcore.manage_shm("/s"), netmcore.ComputeResource)
+    assert_type(netmcore.manage_sem("/s"), netmcore.ComputeResource)
+    assert_type(netmcore.release(rid), None)
+    assert_type(netmcore.destroy_resources(), None)
