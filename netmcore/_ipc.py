@@ -6,14 +6,31 @@ Objects are created exclusively (``O_CREX``, never clobbering a name) with mode
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import mmap
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import posix_ipc
 
 SHM_DIR = "/dev/shm"
+SEM_VALUE_MAX: int = posix_ipc.SEMAPHORE_VALUE_MAX
+
+
+@contextlib.contextmanager
+def _os_errors(name: str, creating: bool) -> Iterator[None]:
+    """posix_ipc's own exceptions, as the OSErrors callers expect."""
+    try:
+        yield
+    except posix_ipc.ExistentialError as exc:
+        cls = FileExistsError if creating else FileNotFoundError
+        raise cls(errno.EEXIST if creating else errno.ENOENT, str(exc), name) from exc
+    except posix_ipc.PermissionsError as exc:
+        raise PermissionError(errno.EACCES, str(exc), name) from exc
+    except posix_ipc.Error as exc:
+        raise OSError(str(exc)) from exc
 
 
 def random_name(prefix: str) -> str:
@@ -23,7 +40,8 @@ def random_name(prefix: str) -> str:
 
 def create_with_data(name: str, parts: Sequence[bytes | memoryview], size: int) -> None:
     """Create ``name`` exclusively with mode 0600, holding ``parts`` back to back."""
-    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
+    with _os_errors(name, creating=True):
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
     try:
         # pwritev() into the object's fd lets the kernel fill its pages directly
         # from the parts, with no user-space mapping or joined copy first.
@@ -45,7 +63,8 @@ def create_with_data(name: str, parts: Sequence[bytes | memoryview], size: int) 
 
 def create_mapped(name: str, size: int) -> mmap.mmap:
     """Create ``name`` exclusively with mode 0600 and map it read-write."""
-    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
+    with _os_errors(name, creating=True):
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
     try:
         return mmap.mmap(shm.fd, size, flags=mmap.MAP_SHARED)
     except BaseException:
@@ -57,7 +76,8 @@ def create_mapped(name: str, size: int) -> mmap.mmap:
 
 def map_writable(name: str) -> mmap.mmap:
     """Map an existing object read-write, at its whole size."""
-    shm = posix_ipc.SharedMemory(name)
+    with _os_errors(name, creating=False):
+        shm = posix_ipc.SharedMemory(name)
     try:
         return mmap.mmap(shm.fd, shm.size, flags=mmap.MAP_SHARED)
     finally:
@@ -66,7 +86,8 @@ def map_writable(name: str) -> mmap.mmap:
 
 def map_existing(name: str) -> mmap.mmap:
     """Map an existing object read-only, with its pages populated up front."""
-    shm = posix_ipc.SharedMemory(name)
+    with _os_errors(name, creating=False):
+        shm = posix_ipc.SharedMemory(name)
     try:
         return mmap.mmap(
             shm.fd,
@@ -99,7 +120,8 @@ def unlink_prefix(prefix: str) -> list[str]:
 
 def create_semaphore(name: str, value: int) -> None:
     """Create the semaphore ``name`` exclusively with mode 0600."""
-    posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=0o600, initial_value=value).close()
+    with _os_errors(name, creating=True):
+        posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=0o600, initial_value=value).close()
 
 
 def unlink_semaphore(name: str) -> bool:
@@ -115,7 +137,8 @@ class Semaphore:
     """An open named POSIX semaphore."""
 
     def __init__(self, name: str) -> None:
-        self._sem = posix_ipc.Semaphore(name)
+        with _os_errors(name, creating=False):
+            self._sem = posix_ipc.Semaphore(name)
 
     def post(self) -> None:
         self._sem.release()

@@ -420,6 +420,9 @@ class Master:
             return
         record = child.record
         trace("deliver: process %d (%s) finished", record.n, record.definition.name)
+        # It runs no more user code: it leaves its users sets before the joiner
+        # hears of it, so that the joiner never sees its leftovers.
+        _resources.leave_all(record.n)
         self._settle(record, outcome)
 
     def _on_exit(self, child: Child) -> None:

@@ -263,8 +263,11 @@ def create_sem(value: int = 0) -> PosixSemaphore:
     name), managed, and open it. Others open it with :func:`open_sem`."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"value must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"value {value} is not valid: a semaphore starts at 0 or more")
+    if not 0 <= value <= _ipc.SEM_VALUE_MAX:
+        raise ValueError(
+            f"value {value} is not valid: a semaphore starts at 0 or more, and holds "
+            f"at most {_ipc.SEM_VALUE_MAX}"
+        )
     info = _create(ResourceType.POSIX_SEM, _object_prefix(), value)
     return PosixSemaphore(ResId(info.res_id), info.name)
 

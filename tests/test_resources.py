@@ -1,0 +1,1204 @@
+"""Managed resources: users sets, manage/get/release, preallocated shm, typed helpers.
+
+Scenarios run as the first process, as in ``test_core``: a process type defined
+at module level does the calls under test inside a worker and asserts there
+(with ``assert`` and ``pytest.raises(..., match=...)``); a failed assertion in
+any worker comes back to the test as a ``Raised`` outcome, and the test fails
+with the worker's traceback. Outside ``run`` the test process is the master
+(user -1), so the same calls are tested there directly.
+
+Synchronisation is deterministic, never a sleep:
+
+* pipes made in the test before ``run`` are inherited by every worker (all are
+  forked from the test process); a worker blocks reading a byte until another
+  process writes it;
+* a crashed worker has left every users set by the time ``join`` returns its
+  outcome; a worker that returned normally is only guaranteed to have left
+  them once ``run`` has returned (see
+  ``test_joined_worker_has_left_its_users_sets``).
+
+Every test leaves ``/dev/shm`` clean: the autouse fixture in conftest checks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import posix_ipc
+import pytest
+
+import netmcore
+from netmcore import ResId, ResourceType
+
+SHM_DIR = "/dev/shm"
+UNKNOWN = ResId(10**9)  # an id nothing has
+HEX16 = r"[0-9a-f]{16}"
+
+# --------------------------------------------------------------------------
+# Helpers, used in the test process and inside workers
+# --------------------------------------------------------------------------
+
+
+def shm_path(name: str) -> str:
+    """Where the POSIX shm object ``name`` (``/x``) lives."""
+    return os.path.join(SHM_DIR, name[1:])
+
+
+def sem_path(name: str) -> str:
+    """Where the POSIX semaphore ``name`` (``/x``) lives."""
+    return os.path.join(SHM_DIR, "sem." + name[1:])
+
+
+def listing() -> set[str]:
+    return set(os.listdir(SHM_DIR))
+
+
+def outcome_value(outcome: Any) -> Any:
+    """The value of a Success; otherwise fail, with the remote traceback."""
+    if isinstance(outcome, netmcore.Success):
+        return outcome.value
+    if isinstance(outcome, netmcore.Raised):
+        pytest.fail(
+            f"a process raised {outcome.type_name}: {outcome.message}\n{outcome.traceback}",
+            pytrace=False,
+        )
+    pytest.fail(f"a process did not succeed: {outcome!r}", pytrace=False)
+
+
+def joined(proc: Any, pid: Any) -> Any:
+    """In a worker: join ``pid`` and return its value, or fail with its outcome."""
+    return outcome_value(proc.join_outcome(pid))
+
+
+def run_scenario(proc: Any, arg: Any) -> Any:
+    """Run ``proc(arg)`` as the first process; return its value."""
+    outcome = netmcore.run(
+        first_process=lambda: proc.start(arg),
+        extract_result=lambda _ctrl, pid: proc.join_outcome_nowait(pid),
+    )
+    return outcome_value(outcome)
+
+
+def new_shm(tag: str, data: bytes = b"") -> str:
+    """Create a POSIX shm object the way a user's own code would; return its name."""
+    name = f"/nmctest.{os.getpid()}.{tag}"
+    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=max(len(data), 1))
+    try:
+        if data:
+            os.pwrite(shm.fd, data, 0)
+    finally:
+        shm.close_fd()
+    return name
+
+
+def new_sem(tag: str, value: int = 0) -> str:
+    """Create a POSIX semaphore the way a user's own code would; return its name."""
+    name = f"/nmctest.{os.getpid()}.{tag}"
+    posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=0o600, initial_value=value).close()
+    return name
+
+
+def new_file(directory: str, tag: str) -> str:
+    path = os.path.join(directory, f"nmctest.{tag}")
+    Path(path).write_text("managed")
+    return path
+
+
+def file_of(res: netmcore.ComputeResource) -> str:
+    """The path of a managed file, from its ComputeResource."""
+    assert isinstance(res.repr, netmcore.File), res
+    return res.repr.name
+
+
+def mode(path: str) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+# --------------------------------------------------------------------------
+# Bad input: each case, a call and the error it must give (in the caller)
+# --------------------------------------------------------------------------
+
+LONG = "/" + "x" * 300
+MISSING_FILE = "/nonexistent-netmcore-test-dir/missing.txt"
+
+BAD_INPUT: dict[str, tuple[Callable[[], object], type[Exception], str]] = {
+    "prealloc size 0": (
+        lambda: netmcore.create_preallocated_shm("/nmcbad", 0),
+        ValueError,
+        r"size 0 is not valid: it must be at least 1 byte",
+    ),
+    "prealloc size -1": (
+        lambda: netmcore.create_preallocated_shm("/nmcbad", -1),
+        ValueError,
+        r"size -1 is not valid: it must be at least 1 byte",
+    ),
+    "create_shm size 0": (
+        lambda: netmcore.create_shm(0),
+        ValueError,
+        r"size 0 is not valid: it must be at least 1 byte",
+    ),
+    "create_shm size -1": (
+        lambda: netmcore.create_shm(-1),
+        ValueError,
+        r"size -1 is not valid: it must be at least 1 byte",
+    ),
+    "manage_shm without slash": (
+        lambda: netmcore.manage_shm("nmcbad"),
+        ValueError,
+        r"'nmcbad' is not valid: it must be a slash followed by",
+    ),
+    "manage_sem without slash": (
+        lambda: netmcore.manage_sem("nmcbad"),
+        ValueError,
+        r"'nmcbad' is not valid: it must be a slash followed by",
+    ),
+    "manage_shm name too long": (
+        lambda: netmcore.manage_shm(LONG),
+        ValueError,
+        r"'/x+'\.\.\. is 300 characters after the slash; the system allows at most 255",
+    ),
+    "manage_sem name too long": (
+        lambda: netmcore.manage_sem(LONG),
+        ValueError,
+        r"'/x+'\.\.\. is 300 characters after the slash; the system allows at most 251",
+    ),
+    "prealloc prefix too long": (
+        lambda: netmcore.create_preallocated_shm(LONG, 8),
+        ValueError,
+        r"prefix '/x+' is too long: .* at most 255 characters",
+    ),
+    "prealloc prefix with a slash inside": (
+        lambda: netmcore.create_preallocated_shm("/a/b", 8),
+        ValueError,
+        r"prefix '/a/b' is not valid: it may start with a slash but have no other one",
+    ),
+    "manage_file of a missing file": (
+        lambda: netmcore.manage_file(MISSING_FILE),
+        FileNotFoundError,
+        re.escape(f"cannot manage FILE '{MISSING_FILE}': it does not exist"),
+    ),
+    "create_sem value -1": (
+        lambda: netmcore.create_sem(-1),
+        ValueError,
+        r"value -1 is not valid: a semaphore starts at 0 or more",
+    ),
+    # Past SEM_VALUE_MAX (2**31 - 1): must be refused, not wrapped around.
+    "create_sem value 2**32": (
+        lambda: netmcore.create_sem(2**32),
+        ValueError,
+        r"4294967296",
+    ),
+}
+
+
+# --------------------------------------------------------------------------
+# Process types (module level: they must exist before the master starts)
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def hold_shm(arg: tuple[ResId, int, int]) -> bool:
+    """Get the shm, say so on ``got_w``, wait for a byte on ``go_r``, release it;
+    return whether the object still exists after that release."""
+    res_id, got_w, go_r = arg
+    name = netmcore.get_shm(res_id)
+    os.write(got_w, b"g")
+    if os.read(go_r, 1) != b"o":
+        raise AssertionError("the gate was closed without a go")
+    netmcore.release(res_id)
+    return os.path.exists(shm_path(name))
+
+
+@netmcore.process
+def two_users_scenario(fds: list[int]) -> str:
+    got_r, got_w, go_a_r, go_a_w, go_b_r, go_b_w = fds
+    seg = netmcore.create_shm(16)
+    seg.close()
+    path = shm_path(seg.name)
+    a = b = None
+    try:
+        a = hold_shm.start((seg.res_id, got_w, go_a_r))
+        b = hold_shm.start((seg.res_id, got_w, go_b_r))
+        assert os.read(got_r, 1) + os.read(got_r, 1) == b"gg"
+        netmcore.release(seg.res_id)  # the creator leaves; a and b still use it
+        assert os.path.exists(path), "unlinked while two workers still used it"
+        os.write(go_a_w, b"o")
+        go_a_w = -1
+        assert joined(hold_shm, a) is True, "unlinked at the first of two releases"
+        os.write(go_b_w, b"o")
+        go_b_w = -1
+        assert joined(hold_shm, b) is False, "not unlinked when its last user released it"
+        assert not os.path.exists(path)
+    finally:  # whatever happened, let the holders end
+        for fd in (go_a_w, go_b_w):
+            if fd >= 0:
+                os.write(fd, b"x")
+    return seg.name
+
+
+@netmcore.process
+def get_then_release(res_id: ResId) -> bool:
+    """Get the shm and release it; return whether it still exists."""
+    name = netmcore.get_shm(res_id)
+    netmcore.release(res_id)
+    return os.path.exists(shm_path(name))
+
+
+@netmcore.process
+def creator_is_user_scenario(_: int) -> str:
+    seg = netmcore.create_shm(8)
+    seg.close()
+    assert joined(get_then_release, get_then_release.start(seg.res_id)) is True, (
+        "another worker's release unlinked it although its creator still uses it"
+    )
+    assert os.path.exists(shm_path(seg.name))
+    netmcore.release(seg.res_id)
+    assert not os.path.exists(shm_path(seg.name)), "the creator, its last user, released it"
+    return seg.name
+
+
+@netmcore.process
+def make_and_keep(arg: tuple[ResId, str]) -> list[str]:
+    """Create one object of each kind and manage a file, get a master-held shm,
+    release none of them; return the paths (the master-held one last)."""
+    master_held, file_path = arg
+    seg = netmcore.create_shm(8)
+    sem = netmcore.create_sem(0)
+    _, pre_name = netmcore.create_preallocated_shm("/nmctest.keep.", 8)
+    managed = netmcore.manage_file(file_path)
+    name = netmcore.get_shm(master_held)
+    seg.close()
+    sem.close()
+    paths = [shm_path(seg.name), sem_path(sem.name), shm_path(pre_name), file_of(managed)]
+    for p in paths:
+        assert os.path.exists(p)
+    return [*paths, shm_path(name)]
+
+
+@netmcore.process
+def make_and_keep_scenario(arg: tuple[ResId, str]) -> list[str]:
+    paths: list[str] = joined(make_and_keep, make_and_keep.start(arg))
+    return paths
+
+
+@netmcore.process
+def create_and_return(_: int) -> list[str]:
+    seg = netmcore.create_shm(8)
+    sem = netmcore.create_sem(0)
+    seg.close()
+    sem.close()
+    return [shm_path(seg.name), sem_path(sem.name)]
+
+
+@netmcore.process
+def join_then_look_scenario(rounds: int) -> list[str]:
+    """Join workers that made objects they alone used; return what is still there."""
+    left: list[str] = []
+    for _ in range(rounds):
+        paths = joined(create_and_return, create_and_return.start(0))
+        left += [p for p in paths if os.path.exists(p)]
+    return left
+
+
+@netmcore.process
+def crasher(arg: tuple[str, int]) -> int:
+    how, names_w = arg
+    seg = netmcore.create_shm(8)
+    sem = netmcore.create_sem(0)
+    _, pre_name = netmcore.create_preallocated_shm("/nmctest.crash.", 8)
+    paths = [shm_path(seg.name), sem_path(sem.name), shm_path(pre_name)]
+    os.write(names_w, "\n".join(paths).encode())
+    if how == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return 0  # not reached
+
+
+@netmcore.process
+def crash_scenario(arg: tuple[str, int, int]) -> list[str]:
+    how, names_r, names_w = arg
+    outcome = crasher.join_outcome(crasher.start((how, names_w)))
+    assert isinstance(outcome, netmcore.Crashed), outcome
+    paths = os.read(names_r, 65536).decode().split("\n")
+    assert len(paths) == 3
+    for p in paths:
+        assert not os.path.exists(p), f"{p} outlived its only user, which crashed ({outcome})"
+    return paths
+
+
+@netmcore.process
+def release_never_got(arg: tuple[ResId, ResId]) -> bool:
+    """Release, twice, something this worker never got, and an unknown id."""
+    res_id, other = arg
+    netmcore.release(res_id)
+    netmcore.release(res_id)
+    netmcore.release(UNKNOWN)
+    return os.path.exists(shm_path(netmcore.get_shm(other)))
+
+
+@netmcore.process
+def release_noop_scenario(_: int) -> bool:
+    x = netmcore.create_shm(8)
+    y = netmcore.create_shm(8)
+    x.close()
+    y.close()
+    # A worker that never got x releases it: x is still the creator's.
+    assert joined(release_never_got, release_never_got.start((x.res_id, y.res_id))) is True
+    assert os.path.exists(shm_path(x.name)), "a release by a non-user destroyed it"
+    netmcore.release(x.res_id)
+    assert not os.path.exists(shm_path(x.name))
+    netmcore.release(x.res_id)  # twice: a no-op
+    netmcore.release(UNKNOWN)
+    assert os.path.exists(shm_path(y.name)), "a no-op release destroyed something else"
+    y.release()
+    y.release()
+    return True
+
+
+@netmcore.process
+def no_resource_scenario(_: int) -> str:
+    check_no_resource()
+    return "checked"
+
+
+def check_no_resource() -> None:
+    """NoResource for unknown ids and ids of the wrong kind; process points."""
+    for getter in (
+        netmcore.get_resource,
+        netmcore.get_file,
+        netmcore.get_shm,
+        netmcore.get_sem,
+        netmcore.open_shm,
+        netmcore.open_sem,
+    ):
+        with pytest.raises(netmcore.NoResource, match=r"no such resource") as info:
+            getter(UNKNOWN)
+        assert info.value.res_id == UNKNOWN
+        assert not isinstance(info.value, netmcore.NotInherited)
+    seg = netmcore.create_shm(8)
+    sem = netmcore.create_sem(0)
+    try:
+        with pytest.raises(netmcore.NoResource, match=r"it is a POSIX_SHM, not a FILE") as info:
+            netmcore.get_file(seg.res_id)
+        assert info.value.res_id == seg.res_id
+        with pytest.raises(netmcore.NoResource, match=r"it is a POSIX_SHM, not a POSIX_SEM"):
+            netmcore.get_sem(seg.res_id)
+        with pytest.raises(netmcore.NoResource, match=r"it is a POSIX_SEM, not a POSIX_SHM"):
+            netmcore.get_shm(sem.res_id)
+        with pytest.raises(netmcore.NoResource, match=r"it is a POSIX_SEM, not a POSIX_SHM"):
+            netmcore.open_shm(sem.res_id)
+        with pytest.raises(netmcore.NoResource, match=r"it is a FORK_POINT, not a POSIX_SHM"):
+            netmcore.get_shm(no_resource_scenario.fork_point)
+        name = f"{no_resource_scenario.__module__}.{no_resource_scenario.__qualname__}"
+        fork = netmcore.get_resource(no_resource_scenario.fork_point)
+        assert fork.id == no_resource_scenario.fork_point
+        assert fork.typ is ResourceType.FORK_POINT
+        assert fork.repr == netmcore.ProcessPoint(name)
+        join = netmcore.get_resource(no_resource_scenario.join_point)
+        assert join.typ is ResourceType.JOIN_POINT
+        assert join.repr == netmcore.ProcessPoint(name)
+    finally:
+        seg.release()
+        sem.release()
+    # A get of the wrong kind did not make the caller a user.
+    assert not os.path.exists(shm_path(seg.name)), "a failed get_file made the caller a user"
+
+
+@netmcore.process
+def write_slot(arg: tuple[ResId, int]) -> int:
+    import numpy as np
+
+    res_id, slot = arg
+    res = netmcore.get_resource(res_id)
+    assert res.typ is ResourceType.POSIX_SHM_PREALLOCATED
+    assert isinstance(res.repr, netmcore.PosixShmPreallocated)
+    arr = np.frombuffer(res.repr.memory, dtype=np.int64)
+    arr[slot] = 1000 + slot
+    res.release()  # explicitly: the worker's end is not awaited by join
+    return int(arr[slot])
+
+
+@netmcore.process
+def read_slots(res_id: ResId) -> list[int]:
+    import numpy as np
+
+    res = netmcore.get_resource(res_id)
+    assert isinstance(res.repr, netmcore.PosixShmPreallocated)
+    values = [int(v) for v in np.frombuffer(res.repr.memory, dtype=np.int64)]
+    res.release()
+    return values
+
+
+@netmcore.process
+def prealloc_from_master_scenario(res_id: ResId) -> list[int]:
+    import numpy as np
+
+    pids = [write_slot.start((res_id, slot)) for slot in range(4)]
+    assert [joined(write_slot, pid) for pid in pids] == [1000, 1001, 1002, 1003]
+    res = netmcore.get_resource(res_id)
+    assert isinstance(res.repr, netmcore.PosixShmPreallocated)
+    arr = np.frombuffer(res.repr.memory, dtype=np.int64)
+    arr[4] = 4242  # the first process writes too: the master must see it
+    return [int(v) for v in arr]
+
+
+@netmcore.process
+def prealloc_from_worker_scenario(_: int) -> list[int]:
+    res_id, name = netmcore.create_preallocated_shm("/nmctest.fromworker.", 4 * 8)
+    assert re.fullmatch(rf"/nmctest\.fromworker\.{HEX16}", name), name
+    with pytest.raises(
+        netmcore.NotInherited,
+        match=r"process \d+ created it, so it cannot map it itself "
+        r"\(a process inherits the preallocated memory that exists when it starts\)",
+    ) as info:
+        netmcore.get_resource(res_id)
+    assert info.value.res_id == res_id
+    assert isinstance(info.value, netmcore.NoResource)
+    pids = [write_slot.start((res_id, slot)) for slot in range(3)]
+    assert [joined(write_slot, pid) for pid in pids] == [1000, 1001, 1002]
+    values: list[int] = joined(read_slots, read_slots.start(res_id))
+    netmcore.release(res_id)
+    assert not os.path.exists(shm_path(name)), "its creator, its last user, released it"
+    return values
+
+
+@netmcore.process
+def early_getter(gate_r: int) -> str:
+    """Started before the memory exists: read its id from the gate, then ask for it."""
+    n = int(os.read(gate_r, 64).decode())
+    with pytest.raises(
+        netmcore.NotInherited,
+        match=r"it was created after process \d+ started \(a process inherits the "
+        r"preallocated memory that exists when it starts\)",
+    ) as info:
+        netmcore.get_resource(ResId(n))
+    assert info.value.res_id == ResId(n)
+    with pytest.raises(netmcore.NotInherited, match=r"created after process"):
+        netmcore.get_shm(ResId(n))
+    return "refused"
+
+
+@netmcore.process
+def created_after_scenario(gate: tuple[int, int]) -> str:
+    gate_r, gate_w = gate
+    pid = early_getter.start(gate_r)
+    res_id = UNKNOWN
+    try:
+        res_id, _ = netmcore.create_preallocated_shm("/nmctest.after.", 8)
+    finally:  # whatever happened, let the early worker go on
+        os.write(gate_w, str(res_id.n).encode())
+    result: str = joined(early_getter, pid)
+    netmcore.release(res_id)
+    return result
+
+
+@netmcore.process
+def refused(res_id: ResId) -> str:
+    with pytest.raises(
+        netmcore.NotInherited,
+        match=r"process \d+ was started with inherit_resources that leave it out",
+    ) as info:
+        netmcore.get_resource(res_id)
+    assert info.value.res_id == res_id
+    return "refused"
+
+
+@netmcore.process
+def inherit_scenario(ids: tuple[ResId, ResId]) -> list[Any]:
+    a, b = ids
+    return [
+        joined(refused, refused.start(a, inherit_resources=[])),
+        joined(refused, refused.start(a, inherit_resources=[b])),
+        joined(read_slots, read_slots.start(b, inherit_resources=[b])),
+        joined(write_slot, write_slot.start((a, 0), inherit_resources=[a])),
+        joined(write_slot, write_slot.start((a, 1), inherit_resources=[b, a])),
+    ]
+
+
+@netmcore.process
+def use_managed(ids: tuple[ResId, ResId, ResId]) -> list[str]:
+    """Get the managed file, shm and semaphore, read them, and release them."""
+    f, s, m = ids
+    path = netmcore.get_file(f)
+    shm_name = netmcore.get_shm(s)
+    sem_name = netmcore.get_sem(m)
+    seg = netmcore.open_shm(s)
+    sem = netmcore.open_sem(m)
+    try:
+        seen = [path, shm_name, sem_name, bytes(seg.buffer[:5]).decode(), str(sem.value)]
+    finally:
+        seg.release()
+        sem.release()
+    for r in ids:
+        netmcore.release(r)
+    return seen
+
+
+@netmcore.process
+def manage_scenario(arg: tuple[str, str]) -> list[Any]:
+    directory, tag = arg
+    path = new_file(directory, tag)
+    shm_name = new_shm(tag, b"hello")
+    sem_name = new_sem(tag, 2)
+    f = netmcore.manage_file(path)
+    s = netmcore.manage_shm(shm_name)
+    m = netmcore.manage_sem(sem_name)
+    assert (f.typ, f.repr) == (ResourceType.FILE, netmcore.File(path))
+    assert (s.typ, s.repr) == (ResourceType.POSIX_SHM, netmcore.PosixShm(shm_name))
+    assert (m.typ, m.repr) == (ResourceType.POSIX_SEM, netmcore.PosixSem(sem_name))
+    seen = joined(use_managed, use_managed.start((f.id, s.id, m.id)))
+    kept = [os.path.exists(p) for p in (path, shm_path(shm_name), sem_path(sem_name))]
+    for r in (f, s, m):
+        r.release()
+    gone = [not os.path.exists(p) for p in (path, shm_path(shm_name), sem_path(sem_name))]
+    return [seen, kept, gone]
+
+
+@netmcore.process
+def manage_missing_scenario(tag: str) -> bool:
+    check_manage_missing(tag)
+    return True
+
+
+def check_manage_missing(tag: str) -> None:
+    """manage_shm/manage_sem of a name that does not exist create nothing."""
+    name = f"/nmctest.{os.getpid()}.{tag}"
+    before = listing()
+    with pytest.raises(FileNotFoundError, match=rf"cannot manage POSIX_SHM '{name}'"):
+        netmcore.manage_shm(name)
+    with pytest.raises(FileNotFoundError, match=rf"cannot manage POSIX_SEM '{name}'"):
+        netmcore.manage_sem(name)
+    assert listing() == before, "managing a missing object created one"
+
+
+@netmcore.process
+def destroy_scenario(arg: tuple[ResId, str]) -> list[str]:
+    master_held, directory = arg
+    seg = netmcore.create_shm(8)
+    sem = netmcore.create_sem(1)
+    pre_id, pre_name = netmcore.create_preallocated_shm("/nmctest.destroy.", 8)
+    managed = netmcore.manage_file(new_file(directory, "destroy-worker"))
+    master_name = netmcore.get_shm(master_held)
+    seg.close()
+    sem.close()
+    paths = [
+        shm_path(seg.name),
+        sem_path(sem.name),
+        shm_path(pre_name),
+        file_of(managed),
+        shm_path(master_name),
+    ]
+    assert all(os.path.exists(p) for p in paths)
+    netmcore.destroy_resources()
+    left = [p for p in paths if os.path.exists(p)]
+    assert not left, f"destroy_resources() left {left}"
+    netmcore.destroy_resources()  # twice: harmless
+    for res_id in (seg.res_id, sem.res_id, pre_id, managed.id, master_held):
+        with pytest.raises(netmcore.NoResource, match=r"no such resource"):
+            netmcore.get_resource(res_id)
+    netmcore.release(seg.res_id)  # releasing what was destroyed: a no-op
+    return paths
+
+
+@netmcore.process
+def security_scenario(rounds: int) -> list[Any]:
+    seg = netmcore.create_shm(8)
+    sem = netmcore.create_sem(0)
+    pre_id, pre_name = netmcore.create_preallocated_shm("/nmctest.sec.", 8)
+    try:
+        names = [seg.name, sem.name, pre_name]
+        modes = [mode(shm_path(seg.name)), mode(sem_path(sem.name)), mode(shm_path(pre_name))]
+        many = []
+        for _ in range(rounds):
+            s = netmcore.create_shm(1)
+            many.append(s.name)
+            s.release()
+    finally:
+        seg.release()
+        sem.release()
+        netmcore.release(pre_id)
+    return [os.getppid(), names, modes, many]
+
+
+@netmcore.process
+def bad_input_scenario(case: str) -> str:
+    check_bad_input(case)
+    return case
+
+
+def check_bad_input(case: str) -> None:
+    call, error, message = BAD_INPUT[case]
+    before = listing()
+    with pytest.raises(error, match=message):
+        call()
+    assert listing() == before, f"{case}: something was created half-way"
+
+
+@netmcore.process
+def read_shm(res_id: ResId) -> bytes:
+    """Open the shm by id, read what the creator wrote, and answer in it."""
+    seg = netmcore.open_shm(res_id)
+    try:
+        data = bytes(seg.buffer[:14])
+        seg.buffer[32:36] = b"pong"
+    finally:
+        seg.release()
+    return data
+
+
+@netmcore.process
+def shm_helper_scenario(_: int) -> list[Any]:
+    seg = netmcore.create_shm(64)
+    try:
+        assert seg.size == 64
+        seg.buffer[:14] = b"hello netmcore"
+        got = joined(read_shm, read_shm.start(seg.res_id))
+        answer = bytes(seg.buffer[32:36])
+    finally:
+        seg.release()
+    return [got, answer, os.path.exists(shm_path(seg.name))]
+
+
+@netmcore.process
+def post_sem(res_id: ResId) -> int:
+    sem = netmcore.open_sem(res_id)
+    try:
+        sem.post()
+    finally:
+        sem.release()
+    return 1
+
+
+@netmcore.process
+def wait_sem(res_id: ResId) -> bool:
+    with netmcore.open_sem(res_id) as sem:
+        return sem.wait()
+
+
+@netmcore.process
+def sem_helper_scenario(_: int) -> list[Any]:
+    sem = netmcore.create_sem(0)
+    waiter = None
+    posted = False
+    try:
+        assert sem.value == 0
+        assert sem.wait(timeout=0.05) is False, "waited on a 0 semaphore and got it"
+        # Another worker posts; after the join, the post has happened.
+        assert joined(post_sem, post_sem.start(sem.res_id)) == 1
+        assert sem.value == 1
+        assert sem.wait() is True
+        assert sem.value == 0
+        # Another worker waits; this one posts, and the join returns its wait.
+        waiter = wait_sem.start(sem.res_id)
+        sem.post()
+        posted = True
+        woke = joined(wait_sem, waiter)
+    finally:
+        if waiter is not None and not posted:
+            sem.post()
+        sem.release()
+    return [woke, os.path.exists(sem_path(sem.name))]
+
+
+@netmcore.process
+def context_manager_scenario(_: int) -> bool:
+    check_context_managers()
+    return True
+
+
+def check_context_managers() -> None:
+    with netmcore.create_shm(32) as seg:
+        assert isinstance(seg, netmcore.ShmSegment)
+        path = shm_path(seg.name)
+        seg.buffer[:3] = b"abc"
+        assert os.path.exists(path)
+    assert not os.path.exists(path), "leaving the with block did not release it"
+    with pytest.raises(ValueError, match=r"released memoryview"):
+        seg.buffer[0]
+    with pytest.raises(netmcore.NoResource, match=r"no such resource"):
+        netmcore.open_shm(seg.res_id)
+    with netmcore.create_sem(1) as sem:
+        assert isinstance(sem, netmcore.PosixSemaphore)
+        path = sem_path(sem.name)
+        assert sem.wait(timeout=0) is True
+    assert not os.path.exists(path), "leaving the with block did not release it"
+    with pytest.raises(ValueError, match=r"semaphore .* is closed in this process"):
+        sem.post()
+
+
+@netmcore.process
+def master_created(res_id: ResId) -> str:
+    return netmcore.get_shm(res_id)
+
+
+# --------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pipes() -> Iterator[Callable[[], tuple[int, int]]]:
+    """Make pipes in the master (every worker inherits both ends); close them after."""
+    made: list[int] = []
+
+    def make() -> tuple[int, int]:
+        r, w = os.pipe()
+        made.extend((r, w))
+        return r, w
+
+    yield make
+    for fd in made:
+        os.close(fd)
+
+
+@pytest.fixture
+def master_cleanup() -> Iterator[None]:
+    """Whatever the test process (the master) still manages is destroyed after."""
+    try:
+        yield
+    finally:
+        netmcore.destroy_resources()
+
+
+# --------------------------------------------------------------------------
+# 1. Users sets
+# --------------------------------------------------------------------------
+
+
+def test_resource_got_by_two_workers_is_unlinked_at_the_second_release(pipes: Any) -> None:
+    got_r, got_w = pipes()
+    go_a_r, go_a_w = pipes()
+    go_b_r, go_b_w = pipes()
+    name = run_scenario(two_users_scenario, [got_r, got_w, go_a_r, go_a_w, go_b_r, go_b_w])
+    assert not os.path.exists(shm_path(name))
+
+
+def test_creator_counts_as_a_user() -> None:
+    name = run_scenario(creator_is_user_scenario, 0)
+    assert not os.path.exists(shm_path(name))
+
+
+def test_users_set_is_a_set_not_a_counter(master_cleanup: None) -> None:
+    seg = netmcore.create_shm(8)
+    seg.close()
+    assert netmcore.get_shm(seg.res_id) == seg.name  # the creator gets it again:
+    assert netmcore.get_resource(seg.res_id).typ is ResourceType.POSIX_SHM  # and again
+    netmcore.release(seg.res_id)  # one release takes the one user out
+    assert not os.path.exists(shm_path(seg.name))
+
+
+# --------------------------------------------------------------------------
+# 2. A worker that ends leaves every users set
+# --------------------------------------------------------------------------
+
+
+def test_worker_that_returns_leaves_every_users_set(tmp_path: Path, master_cleanup: None) -> None:
+    master_seg = netmcore.create_shm(8)
+    master_seg.close()
+    file_path = new_file(str(tmp_path), "returns")
+    paths = run_scenario(make_and_keep_scenario, (master_seg.res_id, file_path))
+    *own, master_held = paths
+    assert len(own) == 4
+    left = [p for p in own if os.path.exists(p)]
+    assert not left, f"objects only an ended worker used are still there: {left}"
+    assert master_held == shm_path(master_seg.name)
+    assert os.path.exists(master_held), "the worker's end took the master out of the users"
+    master_seg.release()
+    assert not os.path.exists(master_held)
+
+
+def test_joined_worker_has_left_its_users_sets() -> None:
+    # Once join has returned a worker's result, the worker has ended: what only
+    # it used must be gone. Repeated, so that a race cannot pass by luck.
+    left = run_scenario(join_then_look_scenario, 20)
+    assert not left, (
+        f"{len(left)} object(s) that only a joined worker used were still there after "
+        f"join returned: {left[:4]}"
+    )
+
+
+@pytest.mark.parametrize("how", ["exit", "kill"])
+def test_crashed_worker_leaves_every_users_set(how: str, pipes: Any) -> None:
+    r, w = pipes()
+    paths = run_scenario(crash_scenario, (how, r, w))
+    assert not [p for p in paths if os.path.exists(p)]
+
+
+# --------------------------------------------------------------------------
+# 3. Releasing twice, or something never got: no-ops
+# --------------------------------------------------------------------------
+
+
+def test_release_twice_and_release_never_got_are_noops_in_workers() -> None:
+    assert run_scenario(release_noop_scenario, 0) is True
+
+
+def test_release_twice_and_release_unknown_are_noops_outside_run(master_cleanup: None) -> None:
+    x = netmcore.create_shm(8)
+    y = netmcore.create_shm(8)
+    x.close()
+    y.close()
+    x.release()
+    assert not os.path.exists(shm_path(x.name))
+    x.release()
+    netmcore.release(x.res_id)
+    netmcore.release(UNKNOWN)
+    assert os.path.exists(shm_path(y.name)), "a no-op release destroyed something else"
+    y.release()
+    assert not os.path.exists(shm_path(y.name))
+
+
+# --------------------------------------------------------------------------
+# 4. NoResource: unknown ids, wrong kinds; fork and join points
+# --------------------------------------------------------------------------
+
+
+def test_no_resource_outside_run(master_cleanup: None) -> None:
+    check_no_resource()
+
+
+def test_no_resource_in_a_worker() -> None:
+    assert run_scenario(no_resource_scenario, 0) == "checked"
+
+
+# --------------------------------------------------------------------------
+# 5. Preallocated shm and inheritance
+# --------------------------------------------------------------------------
+
+
+def test_preallocated_shm_from_the_master_is_shared_by_later_workers(
+    master_cleanup: None,
+) -> None:
+    np = pytest.importorskip("numpy")
+    res_id, name = netmcore.create_preallocated_shm("/nmctest.master.", 5 * 8)
+    assert re.fullmatch(rf"/nmctest\.master\.{HEX16}", name), name
+    values = run_scenario(prealloc_from_master_scenario, res_id)
+    assert values == [1000, 1001, 1002, 1003, 4242]
+    # The master's own mapping sees the workers' writes as well.
+    res = netmcore.get_resource(res_id)
+    assert isinstance(res.repr, netmcore.PosixShmPreallocated)
+    assert res.repr.name == name
+    mem = res.repr.memory
+    arr = np.frombuffer(mem, dtype=np.int64)
+    assert arr.flags.writeable
+    assert arr.tolist() == [1000, 1001, 1002, 1003, 4242]
+    del arr
+    mem.release()
+    assert os.path.exists(shm_path(name)), "the master still uses it"
+    netmcore.release(res_id)
+    assert not os.path.exists(shm_path(name))
+
+
+def test_preallocated_shm_from_a_worker_is_inherited_by_later_workers() -> None:
+    pytest.importorskip("numpy")
+    assert run_scenario(prealloc_from_worker_scenario, 0) == [1000, 1001, 1002, 0]
+
+
+def test_worker_started_before_the_creation_gets_not_inherited(pipes: Any) -> None:
+    assert run_scenario(created_after_scenario, pipes()) == "refused"
+
+
+def test_inherit_resources_restricts_the_inherited_mappings(master_cleanup: None) -> None:
+    pytest.importorskip("numpy")
+    a, a_name = netmcore.create_preallocated_shm("/nmctest.inherit-a.", 2 * 8)
+    b, _ = netmcore.create_preallocated_shm("/nmctest.inherit-b.", 8)
+    results = run_scenario(inherit_scenario, (a, b))
+    assert results == ["refused", "refused", [0], 1000, 1001]
+    netmcore.release(a)
+    netmcore.release(b)
+    assert not os.path.exists(shm_path(a_name))
+
+
+# --------------------------------------------------------------------------
+# 6. manage_*: handing existing objects over
+# --------------------------------------------------------------------------
+
+
+def test_manage_file_outside_run_gives_the_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, master_cleanup: None
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("data.txt").write_text("x")
+    res = netmcore.manage_file("data.txt")
+    expected = str(tmp_path / "data.txt")
+    assert res.typ is ResourceType.FILE
+    assert res.repr == netmcore.File(expected)
+    assert netmcore.get_file(res.id) == expected
+    assert os.path.isabs(netmcore.get_file(res.id))
+    res.release()
+    assert not os.path.exists(expected), "the last user released it: it must be unlinked"
+
+
+def test_manage_shm_outside_run_keeps_the_object_and_unlinks_at_the_end(
+    master_cleanup: None,
+) -> None:
+    name = new_shm("manage-shm", b"kept data")
+    inode = os.stat(shm_path(name)).st_ino
+    res = netmcore.manage_shm(name)
+    assert res.typ is ResourceType.POSIX_SHM
+    assert res.repr == netmcore.PosixShm(name)
+    assert netmcore.get_shm(res.id) == name
+    assert os.stat(shm_path(name)).st_ino == inode, "manage_shm recreated the object"
+    seg = netmcore.open_shm(res.id)
+    assert bytes(seg.buffer) == b"kept data"
+    seg.close()
+    res.release()
+    assert not os.path.exists(shm_path(name))
+
+
+def test_manage_sem_outside_run_keeps_the_value_and_unlinks_at_the_end(
+    master_cleanup: None,
+) -> None:
+    name = new_sem("manage-sem", 3)
+    res = netmcore.manage_sem(name)
+    assert res.typ is ResourceType.POSIX_SEM
+    assert res.repr == netmcore.PosixSem(name)
+    assert netmcore.get_sem(res.id) == name
+    sem = netmcore.open_sem(res.id)
+    assert sem.value == 3
+    sem.close()
+    res.release()
+    assert not os.path.exists(sem_path(name))
+
+
+def test_managed_objects_live_until_their_last_user_releases_in_workers(
+    tmp_path: Path,
+) -> None:
+    seen, kept, gone = run_scenario(manage_scenario, (str(tmp_path), "in-worker"))
+    path, shm_name, sem_name, data, value = seen
+    assert path == str(tmp_path / "nmctest.in-worker")
+    assert shm_name.startswith("/nmctest.") and sem_name.startswith("/nmctest.")
+    assert (data, value) == ("hello", "2")
+    assert kept == [True, True, True], "another worker's release unlinked a managed object"
+    assert gone == [True, True, True], "the last user's release left a managed object"
+
+
+def test_manage_of_a_missing_object_creates_nothing(master_cleanup: None) -> None:
+    check_manage_missing("missing")
+    assert run_scenario(manage_missing_scenario, "missing-w") is True
+
+
+# --------------------------------------------------------------------------
+# 7. destroy_resources
+# --------------------------------------------------------------------------
+
+
+def test_destroy_resources_outside_run(tmp_path: Path, master_cleanup: None) -> None:
+    seg = netmcore.create_shm(8)
+    seg.close()
+    sem = netmcore.create_sem(0)
+    sem.close()
+    pre_id, pre_name = netmcore.create_preallocated_shm("/nmctest.destroy.", 8)
+    managed = netmcore.manage_file(new_file(str(tmp_path), "destroy"))
+    paths = [shm_path(seg.name), sem_path(sem.name), shm_path(pre_name), file_of(managed)]
+    assert all(os.path.exists(p) for p in paths)
+    netmcore.destroy_resources()
+    assert not [p for p in paths if os.path.exists(p)]
+    netmcore.destroy_resources()  # twice: harmless
+    for res_id in (seg.res_id, sem.res_id, pre_id, managed.id):
+        with pytest.raises(netmcore.NoResource, match=r"no such resource"):
+            netmcore.get_resource(res_id)
+    seg.release()  # releasing what was destroyed: a no-op
+
+
+def test_destroy_resources_in_a_worker(tmp_path: Path, master_cleanup: None) -> None:
+    master_seg = netmcore.create_shm(8)
+    master_seg.close()
+    paths = run_scenario(destroy_scenario, (master_seg.res_id, str(tmp_path)))
+    assert not [p for p in paths if os.path.exists(p)]
+    master_seg.release()  # destroyed by the worker: releasing is a no-op
+    with pytest.raises(netmcore.NoResource, match=r"no such resource"):
+        netmcore.get_shm(master_seg.res_id)
+
+
+# --------------------------------------------------------------------------
+# 8. Security: mode 0600, unguessable names, exclusive creation
+# --------------------------------------------------------------------------
+
+
+def _distinct_random_suffixes(names: list[str]) -> None:
+    suffixes = [n[-16:] for n in names]
+    assert all(re.fullmatch(HEX16, s) for s in suffixes), names
+    assert len(set(names)) == len(names), "two creations got the same name"
+    values = [int(s, 16) for s in suffixes]
+    # A counter or a clock would give close neighbours; 64 random bits do not.
+    close = [(a, b) for a, b in itertools.pairwise(values) if abs(a - b) < 2**32]
+    assert not close, f"consecutive names are guessable from one another: {close[:3]}"
+
+
+def test_objects_are_private_and_randomly_named_outside_run(master_cleanup: None) -> None:
+    seg = netmcore.create_shm(8)
+    sem = netmcore.create_sem(0)
+    pre_id, pre_name = netmcore.create_preallocated_shm("/nmctest.sec.", 8)
+    try:
+        assert mode(shm_path(seg.name)) == 0o600
+        assert mode(sem_path(sem.name)) == 0o600
+        assert mode(shm_path(pre_name)) == 0o600
+        for name in (seg.name, sem.name):
+            assert re.fullmatch(rf"/nmc\.{os.getpid()}\.{HEX16}", name), name
+        assert re.fullmatch(rf"/nmctest\.sec\.{HEX16}", pre_name), pre_name
+    finally:
+        seg.release()
+        sem.release()
+        netmcore.release(pre_id)
+    names = []
+    for _ in range(50):
+        res_id, name = netmcore.create_preallocated_shm("/nmctest.many.", 1)
+        names.append(name)
+        netmcore.release(res_id)
+    _distinct_random_suffixes(names)
+
+
+def test_objects_are_private_and_randomly_named_in_workers() -> None:
+    master_pid, names, modes, many = run_scenario(security_scenario, 50)
+    assert master_pid == os.getpid()
+    assert modes == [0o600, 0o600, 0o600]
+    seg_name, sem_name, pre_name = names
+    prefix = re.escape(f"/nmc.{os.getpid()}.") + r"[0-9a-f]+\."
+    assert re.fullmatch(prefix + HEX16, seg_name), seg_name
+    assert re.fullmatch(prefix + HEX16, sem_name), sem_name
+    assert re.fullmatch(rf"/nmctest\.sec\.{HEX16}", pre_name), pre_name
+    _distinct_random_suffixes(many)
+
+
+def test_objects_made_by_the_master_in_run_share_the_workers_prefix(
+    master_cleanup: None,
+) -> None:
+    made: list[netmcore.ShmSegment] = []
+
+    def first() -> netmcore.ProcessId[str]:
+        made.append(netmcore.create_shm(8))  # in the master, during run
+        made[0].close()
+        return master_created.start(made[0].res_id)
+
+    worker_saw = netmcore.run(
+        first_process=first,
+        extract_result=lambda _c, pid: master_created.join_nowait(pid),
+    )
+    seg = made[0]
+    assert worker_saw == seg.name
+    assert re.fullmatch(re.escape(f"/nmc.{os.getpid()}.") + rf"[0-9a-f]+\.{HEX16}", seg.name)
+    assert os.path.exists(shm_path(seg.name)), "the master created it and still uses it"
+    assert mode(shm_path(seg.name)) == 0o600
+    seg.release()
+    assert not os.path.exists(shm_path(seg.name))
+
+
+@pytest.mark.parametrize("kind", ["shm", "sem", "preallocated"])
+def test_creation_never_clobbers_an_existing_name(
+    kind: str, monkeypatch: pytest.MonkeyPatch, master_cleanup: None
+) -> None:
+    # Force the "random" suffix, so that the name collides with an object that
+    # is already there: creation must fail, and leave that object as it was.
+    suffix = "0123456789abcdef"
+    monkeypatch.setattr("netmcore._ipc.secrets.token_hex", lambda n: suffix)
+    if kind == "sem":
+        existing = f"/nmc.{os.getpid()}.{suffix}"
+        posix_ipc.Semaphore(existing, posix_ipc.O_CREX, mode=0o600, initial_value=5).close()
+        path = sem_path(existing)
+    else:
+        prefix = f"/nmc.{os.getpid()}." if kind == "shm" else "/nmctest.excl."
+        existing = prefix + suffix
+        shm = posix_ipc.SharedMemory(existing, posix_ipc.O_CREX, mode=0o600, size=4)
+        os.pwrite(shm.fd, b"mine", 0)
+        shm.close_fd()
+        path = shm_path(existing)
+    inode = os.stat(path).st_ino
+    try:
+        with pytest.raises(Exception, match=r"exists"):
+            if kind == "shm":
+                netmcore.create_shm(8)
+            elif kind == "sem":
+                netmcore.create_sem(0)
+            else:
+                netmcore.create_preallocated_shm("/nmctest.excl.", 8)
+        assert os.stat(path).st_ino == inode, "the existing object was replaced"
+        if kind == "sem":
+            sem = posix_ipc.Semaphore(existing)
+            assert sem.value == 5
+            sem.close()
+        else:
+            with open(path, "rb") as f:
+                assert f.read() == b"mine", "the existing object was overwritten"
+    finally:
+        if kind == "sem":
+            posix_ipc.unlink_semaphore(existing)
+        else:
+            posix_ipc.unlink_shared_memory(existing)
+
+
+# --------------------------------------------------------------------------
+# 9. Bad input: a clear error in the caller, and nothing created
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_outside_run(case: str, master_cleanup: None) -> None:
+    check_bad_input(case)
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_in_a_worker(case: str) -> None:
+    before = listing()
+    assert run_scenario(bad_input_scenario, case) == case
+    assert listing() == before
+
+
+# --------------------------------------------------------------------------
+# 10. Typed helpers
+# --------------------------------------------------------------------------
+
+
+def test_shm_segment_is_shared_by_res_id_between_workers() -> None:
+    got, answer, exists = run_scenario(shm_helper_scenario, 0)
+    assert got == b"hello netmcore"
+    assert answer == b"pong"
+    assert exists is False
+
+
+def test_semaphore_is_shared_by_res_id_between_workers() -> None:
+    woke, exists = run_scenario(sem_helper_scenario, 0)
+    assert woke is True
+    assert exists is False
+
+
+def test_helpers_as_context_managers_release_outside_run(master_cleanup: None) -> None:
+    check_context_managers()
+
+
+def test_helpers_as_context_managers_release_in_a_worker() -> None:
+    assert run_scenario(context_manager_scenario, 0) is True
+
+
+def test_shm_buffer_works_with_numpy(master_cleanup: None) -> None:
+    np = pytest.importorskip("numpy")
+    with netmcore.create_shm(4 * 8) as seg:
+        arr = np.frombuffer(seg.buffer, dtype=np.int64)
+        arr[:] = [1, 2, 3, 4]
+        assert bytes(seg.buffer[8:16]) == (2).to_bytes(8, "little")
+        del arr
+
+
+# --------------------------------------------------------------------------
+# 11. The master's table after run
+# --------------------------------------------------------------------------
+
+
+def test_after_run_only_what_the_master_holds_is_left(tmp_path: Path, master_cleanup: None) -> None:
+    master_seg = netmcore.create_shm(8)
+    master_seg.close()
+    pre_id, pre_name = netmcore.create_preallocated_shm("/nmctest.held.", 8)
+    paths = run_scenario(make_and_keep_scenario, (master_seg.res_id, new_file(str(tmp_path), "h")))
+    assert not [p for p in paths[:-1] if os.path.exists(p)]
+    held = [shm_path(master_seg.name), shm_path(pre_name)]
+    assert all(os.path.exists(p) for p in held), "run() destroyed what the master still holds"
+    assert netmcore.get_shm(master_seg.res_id) == master_seg.name
+    assert netmcore.get_shm(pre_id) == pre_name
+    netmcore.destroy_resources()
+    assert not [p for p in held if os.path.exists(p)]
