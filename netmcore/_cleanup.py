@@ -36,18 +36,34 @@ class Record:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        # What an earlier, crashed master left and nobody unlinked (no_unlink):
+        # it stays listed after this run, for a later start to clean.
+        self.inherited = pending(path)
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.fchmod(self.fd, 0o600)
 
     def write(self, op: str, kind: str, name: str) -> None:
         os.write(self.fd, f"{op} {kind} {json.dumps(name)}\n".encode())
 
-    def close(self, *, remove: bool) -> None:
-        """Close it; ``remove`` after a clean end, when nothing is left to clean."""
+    def close(self, *, clean: bool) -> None:
+        """Close it. After a ``clean`` end, what this run recorded is no longer
+        anybody's to clean (what is left belongs to the living program), so only
+        the inherited leftovers stay listed."""
         os.close(self.fd)
-        if remove:
+        if not clean:
+            return
+        if not self.inherited:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+            return
+        lines = "".join(f"+ {kind} {json.dumps(name)}\n" for kind, name in self.inherited)
+        tmp = self.path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, lines.encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
 
 
 def pending(path: str) -> list[tuple[str, str]]:

@@ -650,7 +650,7 @@ class Master:
         if self.record is not None:
             # A clean end: what is still managed belongs to this living program,
             # so the next start must not unlink it.
-            self.record.close(remove=True)
+            self.record.close(clean=True)
         self.watchdog.stand_down()
 
 

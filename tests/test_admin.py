@@ -117,7 +117,7 @@ def test_unlink_removes_what_a_dead_master_left(tmp_path: Path) -> None:
     record = _cleanup.Record(str(sd / _cleanup.PMANAGE_NAME))
     record.write("+", "posix_shm", shm_name)
     record.write("+", "file", str(stale_file))
-    record.close(remove=False)
+    record.close(clean=False)
     (sd / "netmcore.sock").touch()
     (sd / "netmcore.lock").write_text("999999999\n")
 
