@@ -21,6 +21,7 @@ from ._errors import MasterGone as MasterGone
 from ._errors import NetmcoreError as NetmcoreError
 from ._errors import NoResource as NoResource
 from ._errors import NotInherited as NotInherited
+from ._errors import PluginError as PluginError
 from ._errors import ResultTypeError as ResultTypeError
 from ._errors import ShuttingDown as ShuttingDown
 from ._errors import SocketDirectoryError as SocketDirectoryError
@@ -34,6 +35,11 @@ from ._outcome import InvalidResult as InvalidResult
 from ._outcome import Outcome as Outcome
 from ._outcome import Raised as Raised
 from ._outcome import Success as Success
+from ._plugins import Mbox as Mbox
+from ._plugins import PluginMutex as PluginMutex
+from ._plugins import PluginSemaphore as PluginSemaphore
+from ._plugins import SharedVar as SharedVar
+from ._plugins import add_plugins as add_plugins
 from ._process import ProcessDef as ProcessDef
 from ._process import process as process
 from ._registry import def_process as def_process
@@ -76,10 +82,14 @@ __all__ = (
     "File",
     "InvalidResult",
     "MasterGone",
+    "Mbox",
     "NetmcoreError",
     "NoResource",
     "NotInherited",
     "Outcome",
+    "PluginError",
+    "PluginMutex",
+    "PluginSemaphore",
     "PosixSem",
     "PosixSemaphore",
     "PosixShm",
@@ -91,12 +101,14 @@ __all__ = (
     "ResId",
     "ResourceType",
     "ResultTypeError",
+    "SharedVar",
     "ShmSegment",
     "ShuttingDown",
     "SocketDirectoryError",
     "Success",
     "UnknownProcess",
     "WrongJoinPoint",
+    "add_plugins",
     "create_preallocated_shm",
     "create_sem",
     "create_shm",

@@ -75,6 +75,11 @@ class MasterGone(NetmcoreError, ConnectionError):
     """The connection to the master was lost: the master has ended."""
 
 
+class PluginError(NetmcoreError, RuntimeError):
+    """A plugin call that cannot be served: an unknown name, a mutex unlocked by
+    a process that does not hold it, plugins not attached, a deleted variable."""
+
+
 class ResultTypeError(ArgumentTypeError):
     """A process returned a value that does not match its declared result type."""
 
@@ -86,6 +91,8 @@ REMOTE_ERRORS: dict[str, type[Exception]] = {
     for cls in (
         UnknownProcess,
         WrongJoinPoint,
+        PluginError,
+        EncapTypeMismatch,
         ContextError,
         ShuttingDown,
         NetmcoreError,

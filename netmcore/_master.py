@@ -31,11 +31,13 @@ from ._errors import (
     ContextError,
     NetmcoreError,
     NoResource,
+    PluginError,
     ShuttingDown,
     UnknownProcess,
     WrongJoinPoint,
 )
 from ._ids import next_process_id
+from ._plugin_host import PluginHost
 from ._posix import peer_uid
 from ._resources import ResourceType
 from ._socketdir import SocketDir
@@ -49,6 +51,7 @@ from ._wire import (
     Joined,
     JoinReq,
     Message,
+    PluginReq,
     ProcessInfo,
     ReleaseReq,
     ResCreateReq,
@@ -205,6 +208,7 @@ class Master:
         self.spares: deque[Child] = deque()
         self.first: int | None = None
         self.shutting_down = False
+        self.plugins: PluginHost | None = None
         self.interrupted: int | None = None
         self.kill_deadline: float | None = None  # when stragglers get SIGKILL
         self.killed = False
@@ -396,6 +400,8 @@ class Master:
                 reply = _resources.op_manage(msg.kind, msg.name, self._user(conn))
             elif isinstance(msg, ResCreateReq):
                 reply = self._create(msg, self._user(conn))
+            elif isinstance(msg, PluginReq):
+                reply = self._plugins().serve(msg, (conn, msg.req, self._user(conn)))
             elif isinstance(msg, ResDestroyAllReq):
                 _resources.destroy_all()
                 reply = Done()
@@ -440,6 +446,8 @@ class Master:
         record.child = None
         _payload.discard(record.arg.payload)
         _resources.leave_all(record.n)
+        if self.plugins is not None:
+            self.plugins.forget(record.n)
         if record.outcome is None:
             ended = _ended(status)
             log.warning(
@@ -570,6 +578,22 @@ class Master:
             for record in list(self.records.values()):
                 if record.definition is definition and record.outcome is not None:
                     self._drop(record)
+
+    # --- plugins ----------------------------------------------------------------
+
+    def attach_plugins(self) -> None:
+        """Attach the plugins (shared variables, mutexes, semaphores, message
+        boxes); attaching them twice does nothing."""
+        if self.plugins is None:
+            self.plugins = PluginHost(lambda conn, reply: conn.send(reply))
+
+    def _plugins(self) -> PluginHost:
+        if self.plugins is None:
+            raise PluginError(
+                "the plugins are not attached to this master: call "
+                "netmcore.add_plugins(controller) in run's init_ctrl"
+            )
+        return self.plugins
 
     # --- resources -------------------------------------------------------------
 

@@ -113,6 +113,17 @@ class ResDestroyAllReq(_Msg, frozen=True):
     req: int = 0
 
 
+class PluginReq(_Msg, frozen=True):
+    service: str  # var, mutex, sem or mbox
+    op: str
+    name: str
+    fingerprint: str = ""  # of the value type, for vars and boxes
+    data: bytes | None = None
+    num: int = 0
+    flag: bool = False
+    req: int = 0
+
+
 # Worker -> master, unanswered: the worker's own outcome, just before it exits.
 class Finished(_Msg, frozen=True):
     outcome: WireOutcome
@@ -141,6 +152,13 @@ class ResInfo(_Msg, frozen=True):
     kind: str
     name: str
     size: int
+    req: int = 0
+
+
+class PluginReply(_Msg, frozen=True):
+    data: bytes | None
+    num: int
+    error: str = ""  # set when a queued request failed later
     req: int = 0
 
 
@@ -183,7 +201,9 @@ class Status(_Msg, frozen=True):
 
 
 Message = (
-    ResGetReq
+    PluginReq
+    | PluginReply
+    | ResGetReq
     | ResManageReq
     | ResCreateReq
     | ResDestroyAllReq

@@ -1,0 +1,214 @@
+"""Typed handles on the plugins the master serves (see ``_plugin_host``).
+
+A handle is a name plus, for values, their type: it can be made anywhere (at
+module level, in a worker) and used in any worker; ``SharedVar.get`` also works
+in the master, for example in ``extract_result``. Values are msgspec-encoded and
+checked like process arguments, and the master refuses a value of another type
+than the one the variable or box was created with.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Generic, TypeVar, overload
+
+from . import _context
+from ._client import _error, _link
+from ._encap import EncapType
+from ._errors import ContextError, PluginError
+from ._master import Controller
+from ._wire import PluginReply, PluginReq
+
+T = TypeVar("T")
+
+
+def add_plugins(controller: Controller) -> None:
+    """Attach the plugins to the master (call it from ``init_ctrl``).
+
+    Attaching them twice does nothing.
+    """
+    controller._master.attach_plugins()
+
+
+def _call(
+    service: str,
+    op: str,
+    name: str,
+    *,
+    fingerprint: str = "",
+    data: bytes | None = None,
+    num: int = 0,
+    flag: bool = False,
+) -> PluginReply:
+    req = PluginReq(service, op, name, fingerprint, data, num, flag)
+    ctx = _context.current
+    if ctx.role == "master" and ctx.master is not None:
+        reply = ctx.master._plugins().serve(req, None)
+        assert reply is not None  # the master never waits: waiting ops raise there
+        return reply
+    if ctx.role != "worker":
+        raise ContextError(f"{service}.{op}: plugins work inside netmcore.run()")
+    answer = _link(f"{service}.{op}").request(req)
+    if not isinstance(answer, PluginReply):
+        raise _error(answer)
+    if answer.error:
+        raise PluginError(answer.error)
+    return answer
+
+
+def _whole(value: object, what: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{what} {value} is not valid: it must be at least {low}")
+    return value
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a plugin name must be a non-empty str, not {name!r}")
+    return name
+
+
+class SharedVar(Generic[T]):
+    """A named variable in the master holding a value of type ``T``.
+
+    ::
+
+        best = netmcore.SharedVar("best", float)
+        best.create(0.0)        # False if it exists already
+        best.set(3.5)
+        best.get()              # 3.5 (None while it has no value)
+        best.wait_for_value()   # waits until it has a value
+    """
+
+    @overload
+    def __init__(self: SharedVar[T], name: str, typ: type[T]) -> None: ...
+    @overload
+    def __init__(self: SharedVar[Any], name: str, typ: Any) -> None: ...
+    def __init__(self, name: str, typ: Any) -> None:
+        self.name = _check_name(name)
+        self.type: EncapType[T] = EncapType(typ)
+
+    def __repr__(self) -> str:
+        return f"SharedVar({self.name!r}, {self.type.name})"
+
+    def create(self, value: T | None = None) -> bool:
+        """Create it, with ``value`` if given; False if it existed (then unchanged)."""
+        data = None if value is None else self.type.encode(value, f"value of {self!r}")
+        fp = self.type.fingerprint
+        return _call("var", "create", self.name, fingerprint=fp, data=data).num == 1
+
+    def set(self, value: T) -> None:
+        """Set its value, waking every process waiting for one."""
+        data = self.type.encode(value, f"value of {self!r}")
+        _call("var", "set", self.name, fingerprint=self.type.fingerprint, data=data)
+
+    def get(self) -> T | None:
+        """Its value, or None while it has none."""
+        reply = _call("var", "get", self.name, fingerprint=self.type.fingerprint)
+        return None if reply.data is None else self.type.decode(reply.data)
+
+    def wait_for_value(self) -> T:
+        """Its value, waiting until it has one (not in the master)."""
+        reply = _call("var", "wait", self.name, fingerprint=self.type.fingerprint)
+        assert reply.data is not None
+        return self.type.decode(reply.data)
+
+    def delete(self) -> bool:
+        """Delete it; False if it did not exist. Waiters get a PluginError."""
+        return _call("var", "delete", self.name).num == 1
+
+
+class PluginMutex:
+    """A named mutex served by the master (upstream's Netplex_mutex).
+
+    It is released automatically when its holder dies. Unlocking it from a
+    process that does not hold it raises :class:`PluginError`.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = _check_name(name)
+
+    def __repr__(self) -> str:
+        return f"PluginMutex({self.name!r})"
+
+    def lock(self) -> None:
+        _call("mutex", "lock", self.name)
+
+    def unlock(self) -> None:
+        _call("mutex", "unlock", self.name)
+
+    def __enter__(self) -> PluginMutex:
+        self.lock()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.unlock()
+
+
+class PluginSemaphore:
+    """A named counting semaphore served by the master (upstream's
+    Netplex_semaphore). A *protected* one undoes a dead process's net effect."""
+
+    def __init__(self, name: str) -> None:
+        self.name = _check_name(name)
+
+    def __repr__(self) -> str:
+        return f"PluginSemaphore({self.name!r})"
+
+    def create(self, initial: int = 0, *, protected: bool = False) -> bool:
+        """Create it; False if it existed (then unchanged)."""
+        initial = _whole(initial, "initial", 0)
+        return _call("sem", "create", self.name, num=initial, flag=protected).num == 1
+
+    def increment(self) -> int:
+        """Add one; return the new count."""
+        return _call("sem", "increment", self.name).num
+
+    def decrement(self, *, wait: bool = True) -> int:
+        """Take one, waiting while the count is 0 (unless ``wait=False``, which
+        returns -1 instead); return the new count."""
+        return _call("sem", "decrement", self.name, flag=wait).num
+
+    def get(self) -> int:
+        return _call("sem", "get", self.name).num
+
+    def destroy(self) -> bool:
+        return _call("sem", "destroy", self.name).num == 1
+
+
+class Mbox(Generic[T]):
+    """A named message box served by the master (upstream's Netplex_mbox).
+
+    ``send`` waits while the box is full (``capacity`` messages, 1 by default);
+    ``receive`` waits for a message. Creating a box that exists opens it.
+    """
+
+    @overload
+    def __init__(self: Mbox[T], name: str, typ: type[T], *, capacity: int = 1) -> None: ...
+    @overload
+    def __init__(self: Mbox[Any], name: str, typ: Any, *, capacity: int = 1) -> None: ...
+    def __init__(self, name: str, typ: Any, *, capacity: int = 1) -> None:
+        self.capacity = _whole(capacity, "capacity", 1)
+        self.name = _check_name(name)
+        self.type: EncapType[T] = EncapType(typ)
+
+    def __repr__(self) -> str:
+        return f"Mbox({self.name!r}, {self.type.name})"
+
+    def create(self) -> bool:
+        """Create the box, or open it if it exists (never waits); True if created."""
+        fp = self.type.fingerprint
+        return _call("mbox", "create", self.name, fingerprint=fp, num=self.capacity).num == 1
+
+    def send(self, value: T) -> None:
+        data = self.type.encode(value, f"message for {self!r}")
+        _call("mbox", "send", self.name, fingerprint=self.type.fingerprint, data=data)
+
+    def receive(self) -> T:
+        reply = _call("mbox", "receive", self.name, fingerprint=self.type.fingerprint)
+        assert reply.data is not None
+        return self.type.decode(reply.data)

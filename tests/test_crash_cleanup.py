@@ -1,0 +1,714 @@
+"""Crash cleanup: the pmanage record, the next-start cleanup, and the watchdog.
+
+Most tests run ``tests/scripts/crash_master.py`` as a subprocess, in a session of
+its own. Its first process makes one kernel object of each kind (a shm object,
+a semaphore, preallocated shm, a managed file, and a shm object and a semaphore
+made by the test and handed over with ``manage_shm``/``manage_sem``) and leaves
+a large result waiting, unjoined, in shared memory (a payload in flight). The
+tests then kill the master (SIGKILL), its watchdog, or both, and check what is
+left in ``/dev/shm``, in the file system and in the socket directory.
+
+A SIGKILLed master's workers and watchdog are reparented to init, where the
+autouse fixture of conftest.py cannot see them: every test waits, with a
+deadline, for each process it learned of to be gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import posix_ipc
+import psutil
+import pytest
+
+import netmcore
+from netmcore import _master
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "tests" / "scripts" / "crash_master.py"
+SHM_DIR = "/dev/shm"
+PMANAGE = "netmcore.pmanage"
+
+CLEANUP_WITHIN = 5.0  # the watchdog cleans up "at once": well within 5 s
+STOP_WITHIN = 5.0
+STARTUP_WITHIN = 30.0  # generous: only guards against a hang
+LEFTOVER_WARNING = "object(s) that a crashed master left"
+
+
+# --- small helpers ------------------------------------------------------------
+
+
+def wait_until(cond: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)  # polling a condition, with a deadline
+
+
+def shm_path(name: str) -> str:
+    return os.path.join(SHM_DIR, name.lstrip("/"))
+
+
+def sem_path(name: str) -> str:
+    return os.path.join(SHM_DIR, "sem." + name.lstrip("/"))
+
+
+def is_dead(p: psutil.Process) -> bool:
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_all_gone(procs: list[psutil.Process], timeout: float = STOP_WITHIN) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in procs if not is_dead(p)]
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.01)  # polling a condition, with a deadline
+    assert not alive, f"processes still alive after {timeout} s: {alive}"
+
+
+def getsid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def read_pmanage(path: Path) -> list[tuple[str, str, str]]:
+    """The (op, kind, name) lines of a pmanage record, checking their format."""
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        op, kind, raw = line.split(" ", 2)
+        assert op in "+-" and len(op) == 1, f"bad line {line!r}"
+        name = json.loads(raw)
+        assert isinstance(name, str), f"bad line {line!r}"
+        entries.append((op, kind, name))
+    return entries
+
+
+def listed(path: Path) -> set[tuple[str, str]]:
+    """What a pmanage record still lists: added and not removed since."""
+    now: set[tuple[str, str]] = set()
+    for op, kind, name in read_pmanage(path):
+        if op == "+":
+            now.add((kind, name))
+        else:
+            now.discard((kind, name))
+    return now
+
+
+@netmcore.process
+def _noop(x: int) -> int:
+    return x
+
+
+def run_trivial(**kwargs: object) -> None:
+    """Run a master in this process with a trivial first process."""
+    result = netmcore.run(
+        first_process=lambda: _noop.start(7),
+        extract_result=lambda _c, pid: _noop.join_nowait(pid),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    assert result == 7
+
+
+# --- the objects of a run -------------------------------------------------------
+
+
+@dataclass
+class Objects:
+    """What the first process of crash_master.py made or took over."""
+
+    shm: str
+    sem: str
+    prealloc: str
+    file: str
+    ext_shm: str
+    ext_sem: str
+    master_pid: int
+    payloads: list[str] = field(default_factory=list)
+
+    @property
+    def object_prefix(self) -> str:
+        # create_shm names objects /nmc.<master pid>.<token>.<16 hex digits>
+        prefix = self.shm[: -len(self.shm.rsplit(".", 1)[1])]
+        assert prefix.startswith(f"/nmc.{self.master_pid}."), self.shm
+        return prefix
+
+    @property
+    def payload_prefix(self) -> str:
+        return self.object_prefix + "p."
+
+    def find_payloads(self) -> list[str]:
+        bare = self.payload_prefix.lstrip("/")
+        return ["/" + e for e in os.listdir(SHM_DIR) if e.startswith(bare)]
+
+    def paths(self) -> dict[str, str]:
+        """What each object is in the file system, by a readable label."""
+        found = {
+            "shm": shm_path(self.shm),
+            "sem": sem_path(self.sem),
+            "prealloc": shm_path(self.prealloc),
+            "file": self.file,
+            "ext_shm": shm_path(self.ext_shm),
+            "ext_sem": sem_path(self.ext_sem),
+        }
+        for name in self.payloads:
+            found[f"payload {name}"] = shm_path(name)
+        return found
+
+    def existing(self) -> dict[str, str]:
+        return {k: p for k, p in self.paths().items() if os.path.exists(p)}
+
+    def missing(self) -> dict[str, str]:
+        return {k: p for k, p in self.paths().items() if not os.path.exists(p)}
+
+    def expected_records(self) -> set[tuple[str, str]]:
+        return {
+            ("posix_shm", self.shm),
+            ("posix_sem", self.sem),
+            ("posix_shm_preallocated", self.prealloc),
+            ("file", self.file),
+            ("posix_shm", self.ext_shm),
+            ("posix_sem", self.ext_sem),
+            ("prefix", self.payload_prefix),
+        }
+
+    def remove_all(self) -> None:
+        """Clean up by hand (for the tests where netmcore must not)."""
+        for name in (self.shm, self.prealloc, self.ext_shm, *self.find_payloads()):
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_shared_memory(name)
+        for name in (self.sem, self.ext_sem):
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_semaphore(name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.file)
+
+
+# --- the master subprocess -------------------------------------------------------
+
+
+class CrashMaster:
+    """crash_master.py in a subprocess of its own session, and what it printed."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        socket_directory: Path | None,
+        disable_pmanage: bool = False,
+        stubborn: bool = False,
+    ) -> None:
+        self.tmp = tmp
+        self.sockdir_arg = socket_directory
+        # A file name with a space, a quote and a non-ASCII letter: the record
+        # quotes names.
+        self.file = tmp / 'managed "data" é.txt'
+        self.file.write_text("managed\n")
+        token = uuid.uuid4().hex[:12]
+        self.ext_shm = f"/nmc_crashtest_ext_shm_{token}"
+        self.ext_sem = f"/nmc_crashtest_ext_sem_{token}"
+        posix_ipc.SharedMemory(self.ext_shm, posix_ipc.O_CREX, mode=0o600, size=4096).close_fd()
+        posix_ipc.Semaphore(self.ext_sem, posix_ipc.O_CREX, mode=0o600, initial_value=0).close()
+        self.stderr_path = tmp / f"stderr-{token}.txt"
+        argv = [
+            sys.executable,
+            str(SCRIPT),
+            "--file",
+            str(self.file),
+            "--ext-shm",
+            self.ext_shm,
+            "--ext-sem",
+            self.ext_sem,
+        ]
+        if socket_directory is not None:
+            argv += ["--socket-directory", str(socket_directory)]
+        if disable_pmanage:
+            argv.append("--disable-pmanage")
+        if stubborn:
+            argv.append("--stubborn")
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+            )
+        self.pid = self.proc.pid
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.fd = self.proc.stdout.fileno()
+        self._buf = b""
+        self.lines: list[str] = []
+        self.eof = False
+        self.procs: list[psutil.Process] = []  # every process of the program we saw
+        self.objects: Objects | None = None
+        self.init: dict[str, object] = {}
+        self.watchdog: psutil.Process | None = None
+
+    # --- output ------------------------------------------------------------
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def _read(self, timeout: float) -> None:
+        if self.eof:
+            return
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if not ready:
+            return
+        data = os.read(self.fd, 65536)
+        if not data:
+            self.eof = True
+            return
+        self._buf += data
+        *complete, self._buf = self._buf.split(b"\n")
+        self.lines.extend(line.decode() for line in complete)
+
+    def wait_for(self, done: Callable[[list[str]], bool], what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done(self.lines):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.eof:
+                raise AssertionError(
+                    f"timed out waiting for {what}; stdout so far: {self.lines!r}; "
+                    f"exit status {self.proc.poll()}; stderr:\n{self.stderr()}"
+                )
+            self._read(remaining)
+
+    def wait_line(self, line: str, timeout: float = STOP_WITHIN) -> None:
+        self.wait_for(lambda lines: line in lines, repr(line), timeout)
+
+    def word(self, first: str) -> str:
+        """The rest of the first line that starts with ``first``."""
+        for line in self.lines:
+            if line.startswith(first + " "):
+                return line[len(first) + 1 :]
+        raise AssertionError(f"no {first!r} line in {self.lines!r}")
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def ping(self) -> None:
+        """A round trip through the master to the first process and back."""
+        n = self.lines.count("pong")
+        self.send("ping")
+        self.wait_for(lambda lines: lines.count("pong") > n, "pong", STOP_WITHIN)
+
+    # --- start-up ----------------------------------------------------------
+
+    def wait_ready(self) -> Objects:
+        """Wait until every object exists, the large result waits in shm, and
+        the master has forked the children it wants; find the watchdog."""
+        self.wait_line("ready", STARTUP_WITHIN)
+        assert self.lines[0] == f"master {self.pid}"
+        self.init = json.loads(self.word("init"))
+        names = json.loads(self.word("objects"))
+        objects = Objects(
+            names["shm"],
+            names["sem"],
+            names["prealloc"],
+            names["file"],
+            names["ext_shm"],
+            names["ext_sem"],
+            self.pid,
+        )
+        assert objects.file == str(self.file)
+        # `big` has read (and unlinked) its large argument when it says so; its
+        # large result is written to shm just after that.
+        self.wait_for(
+            lambda lines: any(line.startswith("big ") for line in lines), "big", STARTUP_WITHIN
+        )
+        assert int(self.word("big").split()[1]) > 64 * 1024
+        wait_until(lambda: bool(objects.find_payloads()), "a payload in flight", STARTUP_WITHIN)
+        objects.payloads = objects.find_payloads()
+        assert len(objects.payloads) == 1, objects.payloads
+        assert not objects.missing(), objects.missing()
+        self.objects = objects
+        self.watchdog = self.find_watchdog()
+        # Spares are forked when the master is idle: the first process, the
+        # watchdog, and the spare pool.
+        spares = _master.SPARES
+        wait_until(
+            lambda: len(self.children()) >= 2 + spares, "the spare pool", STARTUP_WITHIN
+        )
+        self.procs = self.children() + [self.watchdog]
+        first = int(self.word("worker").split()[0])
+        assert first in {p.pid for p in self.procs}
+        with contextlib.suppress(psutil.NoSuchProcess):  # it has ended, or soon will
+            self.procs.append(psutil.Process(int(self.word("big").split()[0])))
+        return objects
+
+    def find_watchdog(self) -> psutil.Process:
+        """The master's one child that is in a session of its own."""
+
+        def candidates() -> list[psutil.Process]:
+            return [
+                c
+                for c in psutil.Process(self.pid).children()
+                if getsid(c.pid) not in (self.pid, None)
+            ]
+
+        wait_until(lambda: len(candidates()) == 1, "the watchdog", STARTUP_WITHIN)
+        (watchdog,) = candidates()
+        assert getsid(watchdog.pid) == watchdog.pid, "the watchdog leads its own session"
+        return watchdog
+
+    # --- processes ---------------------------------------------------------
+
+    def children(self) -> list[psutil.Process]:
+        try:
+            found = psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        return [c for c in found if not is_dead(c)]
+
+    def session(self) -> list[psutil.Process]:
+        """Every live process in the master's session (it is the session leader)."""
+        found = []
+        for p in psutil.process_iter():
+            with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+                if os.getsid(p.pid) == self.pid and not is_dead(p):
+                    found.append(p)
+        return found
+
+    def wait_exit(self, timeout: float = STOP_WITHIN) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the master did not exit within {timeout} s; stdout: {self.lines!r}; "
+                f"stderr:\n{self.stderr()}"
+            ) from None
+
+    def kill_watchdog(self) -> None:
+        """SIGKILL the watchdog, and wait until it is dead (a zombie of the master)."""
+        assert self.watchdog is not None
+        self.watchdog.kill()
+        wait_all_gone([self.watchdog])
+
+    def kill_master(self) -> None:
+        """SIGKILL the master; wait for it, then for every process it had."""
+        os.kill(self.pid, signal.SIGKILL)
+        assert self.wait_exit() == -signal.SIGKILL
+        self.wait_gone()
+
+    def wait_gone(self) -> None:
+        # Workers die by PR_SET_PDEATHSIG, asynchronously; the watchdog when it
+        # is done.
+        wait_all_gone(self.procs)
+        wait_until(lambda: not self.session(), "the master's session to empty", STOP_WITHIN)
+
+    def cleanup(self) -> None:
+        """Kill whatever is left of the program, and remove what it made."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self.proc.wait()
+        for p in [*self.procs, *self.session()]:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        with contextlib.suppress(AssertionError):
+            wait_all_gone([*self.procs, *self.session()])
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        if self.objects is not None:
+            self.objects.remove_all()
+        for name in (self.ext_shm,):
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_shared_memory(name)
+        with contextlib.suppress(posix_ipc.ExistentialError):
+            posix_ipc.unlink_semaphore(self.ext_sem)
+
+
+@pytest.fixture
+def crash_master(tmp_path: Path) -> Iterator[Callable[..., CrashMaster]]:
+    started: list[CrashMaster] = []
+
+    def start(**kwargs: object) -> CrashMaster:
+        sub = tmp_path / f"m{len(started)}"
+        sub.mkdir()
+        m = CrashMaster(sub, **kwargs)  # type: ignore[arg-type]
+        started.append(m)
+        return m
+
+    try:
+        yield start
+    finally:
+        for m in started:
+            m.cleanup()
+
+
+@pytest.fixture
+def sockdir(tmp_path: Path) -> Path:
+    return tmp_path / "sd"
+
+
+# --- 1. the watchdog cleans up after a SIGKILLed master ---------------------------
+
+
+def test_watchdog_cleans_up_after_sigkill(crash_master: Callable[..., CrashMaster]) -> None:
+    m = crash_master(socket_directory=None)
+    objects = m.wait_ready()
+    sockdir = Path(str(m.init["sockdir"]))
+    assert sockdir.is_dir()
+    assert (sockdir / PMANAGE).exists()
+    os.kill(m.pid, signal.SIGKILL)
+    assert m.wait_exit() == -signal.SIGKILL
+    # No next start: the watchdog alone removes everything, at once.
+    wait_until(
+        lambda: not objects.existing(),
+        f"the watchdog to unlink {sorted(objects.existing())}",
+        CLEANUP_WITHIN,
+    )
+    wait_until(lambda: not sockdir.exists(), "the temporary socket directory", CLEANUP_WITHIN)
+    assert not objects.find_payloads()
+    m.wait_gone()  # the watchdog exits when it is done; the workers die with the master
+
+
+def test_watchdog_cleans_up_a_given_socket_directory_and_hands_it_over(
+    crash_master: Callable[..., CrashMaster], sockdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = crash_master(socket_directory=sockdir)
+    objects = m.wait_ready()
+    assert m.init["sockdir"] == str(sockdir)
+    os.kill(m.pid, signal.SIGKILL)
+    assert m.wait_exit() == -signal.SIGKILL
+    # A new master on the directory, at once: it waits while the watchdog
+    # cleans (the watchdog holds the directory's lock), then starts normally.
+    with caplog.at_level(logging.WARNING, logger="netmcore"):
+        run_trivial(socket_directory=str(sockdir))
+    assert not objects.existing(), objects.existing()
+    # The watchdog had cleaned everything before the new master got the lock.
+    assert LEFTOVER_WARNING not in caplog.text
+    m.wait_gone()
+    # A given directory is kept, and left empty.
+    assert sorted(os.listdir(sockdir)) == []
+
+
+# --- 2. the next start cleans up when the watchdog could not ------------------------
+
+
+def test_next_start_unlinks_what_a_crashed_master_left(
+    crash_master: Callable[..., CrashMaster], sockdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = crash_master(socket_directory=sockdir)
+    objects = m.wait_ready()
+    m.kill_watchdog()
+    m.kill_master()
+    # Nobody cleaned up: everything is still there, and listed.
+    assert not objects.missing(), objects.missing()
+    record = sockdir / PMANAGE
+    assert listed(record) == objects.expected_records()
+    with caplog.at_level(logging.WARNING, logger="netmcore"):
+        run_trivial(socket_directory=str(sockdir))
+    assert not objects.existing(), objects.existing()
+    assert not objects.find_payloads()
+    warnings = [r for r in caplog.records if LEFTOVER_WARNING in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    message = warnings[0].getMessage()
+    assert warnings[0].levelno == logging.WARNING
+    assert f"unlinked {len(objects.paths())} object(s)" in message, message
+    for name in (objects.shm, objects.sem, objects.prealloc, objects.file, *objects.payloads):
+        assert name in message, (name, message)
+    assert not record.exists()
+    # The next start after that has nothing left to clean.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="netmcore"):
+        run_trivial(socket_directory=str(sockdir))
+    assert LEFTOVER_WARNING not in caplog.text
+
+
+# --- 3. no_unlink -------------------------------------------------------------------
+
+
+def test_no_unlink_leaves_leftovers_for_a_later_start(
+    crash_master: Callable[..., CrashMaster], sockdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = crash_master(socket_directory=sockdir)
+    objects = m.wait_ready()
+    m.kill_watchdog()
+    m.kill_master()
+    record = sockdir / PMANAGE
+    left = listed(record)
+    assert left == objects.expected_records()
+    try:
+        with caplog.at_level(logging.WARNING, logger="netmcore"):
+            run_trivial(socket_directory=str(sockdir), no_unlink=True)
+        assert not objects.missing(), f"no_unlink=True unlinked {objects.missing()}"
+        assert LEFTOVER_WARNING not in caplog.text
+        # What was not unlinked is still the crashed master's, and still
+        # listed: a later start without no_unlink cleans it up.
+        assert record.exists(), "the clean end of the no_unlink run dropped the record"
+        assert left <= listed(record)
+        run_trivial(socket_directory=str(sockdir))
+        assert not objects.existing(), objects.existing()
+    finally:
+        objects.remove_all()
+
+
+# --- 4. disable_pmanage ----------------------------------------------------------------
+
+
+def test_disable_pmanage_records_nothing(
+    crash_master: Callable[..., CrashMaster], sockdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = crash_master(socket_directory=sockdir, disable_pmanage=True)
+    objects = m.wait_ready()
+    assert m.init["pmanage"] is False  # not at the start...
+    assert not (sockdir / PMANAGE).exists()  # ...nor once every object exists
+    m.kill_watchdog()
+    m.kill_master()
+    assert not (sockdir / PMANAGE).exists()
+    try:
+        assert not objects.missing(), objects.missing()
+        with caplog.at_level(logging.WARNING, logger="netmcore"):
+            run_trivial(socket_directory=str(sockdir))
+        # Nothing was recorded, so the next start knows of nothing to unlink.
+        assert not objects.missing(), objects.missing()
+        assert LEFTOVER_WARNING not in caplog.text
+    finally:
+        objects.remove_all()
+    assert not objects.existing()
+
+
+# --- 5. the record while a master runs ----------------------------------------------------
+
+
+def test_pmanage_record_is_private_and_lists_objects_until_a_clean_end(
+    crash_master: Callable[..., CrashMaster], sockdir: Path
+) -> None:
+    m = crash_master(socket_directory=sockdir)
+    objects = m.wait_ready()
+    record = sockdir / PMANAGE
+    assert m.init["pmanage"] is True
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    assert record.stat().st_uid == os.getuid()
+    assert listed(record) == objects.expected_records()
+    m.send("quit")
+    m.wait_line("done")
+    assert m.wait_exit() == 0, m.stderr()
+    m.wait_gone()
+    assert not objects.existing(), objects.existing()
+    assert not record.exists()
+    assert sorted(os.listdir(sockdir)) == []
+
+
+# --- 6. the watchdog never cleans up for a master that still runs -----------------------------
+
+
+def test_killing_the_watchdog_leaves_the_master_running(
+    crash_master: Callable[..., CrashMaster], sockdir: Path
+) -> None:
+    m = crash_master(socket_directory=sockdir)
+    objects = m.wait_ready()
+    m.kill_watchdog()
+    assert m.proc.poll() is None
+    m.ping()  # the master still serves the first process
+    assert not objects.missing(), objects.missing()
+    assert listed(sockdir / PMANAGE) == objects.expected_records()
+    m.send("quit")
+    m.wait_line("done")
+    assert m.wait_exit() == 0, m.stderr()
+    m.wait_gone()
+    # The master's own shutdown released everything.
+    assert not objects.existing(), objects.existing()
+    assert sorted(os.listdir(sockdir)) == []
+
+
+def test_signals_to_the_watchdog_are_ignored(
+    crash_master: Callable[..., CrashMaster], sockdir: Path
+) -> None:
+    m = crash_master(socket_directory=sockdir)
+    objects = m.wait_ready()
+    assert m.watchdog is not None
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        m.watchdog.send_signal(signum)
+    m.ping()
+    assert not is_dead(m.watchdog)
+    assert not objects.missing(), objects.missing()
+    m.send("quit")
+    m.wait_line("done")
+    assert m.wait_exit() == 0, m.stderr()
+    m.wait_gone()
+    assert not objects.existing(), objects.existing()
+
+
+@pytest.mark.parametrize(
+    ("signum", "stubborn", "status"),
+    [
+        (signal.SIGINT, False, -signal.SIGINT),  # Ctrl-C in a terminal
+        (signal.SIGTERM, True, 143),  # a service manager, a first process that holds on
+    ],
+    ids=["sigint", "sigterm-stubborn"],
+)
+def test_signal_to_process_group_releases_objects_through_the_master(
+    crash_master: Callable[..., CrashMaster],
+    sockdir: Path,
+    signum: signal.Signals,
+    stubborn: bool,
+    status: int,
+) -> None:
+    m = crash_master(socket_directory=sockdir, stubborn=stubborn)
+    objects = m.wait_ready()
+    watchdog = m.watchdog
+    assert watchdog is not None
+    os.killpg(m.pid, signum)
+    if stubborn:
+        # The first process holds on, and still uses every object: while the
+        # master waits for it, the watchdog must not have touched them.
+        m.wait_line(f"got {signal.Signals(signum).name}")
+        assert not is_dead(watchdog)
+        assert not objects.missing(), objects.missing()
+    assert m.wait_exit() == status, m.stderr()
+    m.wait_gone()
+    assert not objects.existing(), objects.existing()
+    assert sorted(os.listdir(sockdir)) == []
+
+
+# --- 7. no watchdog outlives a clean run ----------------------------------------------------------
+
+
+def test_no_watchdog_after_a_clean_run() -> None:
+    me = os.getsid(0)
+    seen: list[psutil.Process] = []
+    dirs: list[str] = []
+
+    def find_watchdog(ctrl: netmcore.Controller) -> None:
+        dirs.append(ctrl.socket_directory)
+
+        def others() -> list[psutil.Process]:
+            return [c for c in psutil.Process().children() if getsid(c.pid) not in (me, None)]
+
+        wait_until(lambda: len(others()) == 1, "the watchdog", STARTUP_WITHIN)
+        seen.extend(others())
+
+    run_trivial(init_ctrl=find_watchdog)
+    (watchdog,) = seen
+    # Gone and reaped by the time run returns: not even a zombie is left.
+    assert not watchdog.is_running(), watchdog
+    assert watchdog.pid not in {c.pid for c in psutil.Process().children(recursive=True)}
+    assert not os.path.exists(dirs[0])
