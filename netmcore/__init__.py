@@ -21,6 +21,7 @@ from ._errors import MasterGone as MasterGone
 from ._errors import NetmcoreError as NetmcoreError
 from ._errors import NoResource as NoResource
 from ._errors import NotInherited as NotInherited
+from ._errors import OwnerDiedError as OwnerDiedError
 from ._errors import PluginError as PluginError
 from ._errors import ResultTypeError as ResultTypeError
 from ._errors import ShuttingDown as ShuttingDown
@@ -29,6 +30,7 @@ from ._errors import UnknownProcess as UnknownProcess
 from ._errors import WrongJoinPoint as WrongJoinPoint
 from ._ids import ProcessId as ProcessId
 from ._ids import ResId as ResId
+from ._mailbox import Mailbox as Mailbox
 from ._master import Controller as Controller
 from ._outcome import Crashed as Crashed
 from ._outcome import InvalidResult as InvalidResult
@@ -68,6 +70,8 @@ from ._resources import ProcessPoint as ProcessPoint
 from ._resources import ResourceType as ResourceType
 from ._runtime import run as run
 from ._runtime import startup as startup
+from ._shm_sync import ShmCondition as ShmCondition
+from ._shm_sync import ShmMutex as ShmMutex
 
 __all__ = (
     "ArgumentTypeError",
@@ -81,12 +85,14 @@ __all__ = (
     "EncapTypeMismatch",
     "File",
     "InvalidResult",
+    "Mailbox",
     "MasterGone",
     "Mbox",
     "NetmcoreError",
     "NoResource",
     "NotInherited",
     "Outcome",
+    "OwnerDiedError",
     "PluginError",
     "PluginMutex",
     "PluginSemaphore",
@@ -102,6 +108,8 @@ __all__ = (
     "ResourceType",
     "ResultTypeError",
     "SharedVar",
+    "ShmCondition",
+    "ShmMutex",
     "ShmSegment",
     "ShuttingDown",
     "SocketDirectoryError",

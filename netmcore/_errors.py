@@ -80,6 +80,14 @@ class PluginError(NetmcoreError, RuntimeError):
     a process that does not hold it, plugins not attached, a deleted variable."""
 
 
+class OwnerDiedError(NetmcoreError, RuntimeError):
+    """A shared-memory mutex was taken from a holder that died while holding it.
+
+    The caller now holds the mutex, which has been made consistent again: it
+    may repair what the dead holder left half-done, then unlock as usual.
+    """
+
+
 class ResultTypeError(ArgumentTypeError):
     """A process returned a value that does not match its declared result type."""
 

@@ -1,0 +1,180 @@
+"""glibc's process-shared synchronisation, placed in shared memory, through ctypes.
+
+Robust pthread mutexes are what make "the holder died" detectable: the kernel
+releases a dead thread's robust mutexes and the next locker gets EOWNERDEAD,
+even after SIGKILL. Unnamed POSIX semaphores (``sem_init`` with pshared) live
+inside a shm object, so a mailbox needs no kernel object but its memory.
+ctypes releases the GIL around every call, so a waiting thread never blocks
+the others. Every object here takes its address in a mapping.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import time
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+SLOT = 64  # bytes reserved per object: more than any glibc layout needs
+MUTEX_NORMAL, MUTEX_RECURSIVE, MUTEX_ERRORCHECK = 0, 1, 2
+_PTHREAD_PROCESS_SHARED = 1
+_PTHREAD_MUTEX_ROBUST = 1
+_CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
+
+
+# struct timespec is two longs: seconds, nanoseconds.
+_Timespec = ctypes.c_long * 2
+
+
+def _bind(name: str, *args: type) -> ctypes._NamedFuncPointer:
+    func = getattr(_libc, name)
+    func.argtypes = list(args)
+    func.restype = ctypes.c_int
+    return func  # type: ignore[no-any-return]
+
+
+_P = ctypes.c_void_p
+_TS = ctypes.c_void_p
+_mutexattr_init = _bind("pthread_mutexattr_init", _P)
+_mutexattr_settype = _bind("pthread_mutexattr_settype", _P, ctypes.c_int)
+_mutexattr_setpshared = _bind("pthread_mutexattr_setpshared", _P, ctypes.c_int)
+_mutexattr_setrobust = _bind("pthread_mutexattr_setrobust", _P, ctypes.c_int)
+_mutexattr_destroy = _bind("pthread_mutexattr_destroy", _P)
+_mutex_init = _bind("pthread_mutex_init", _P, _P)
+_mutex_lock = _bind("pthread_mutex_lock", _P)
+_mutex_clocklock = _bind("pthread_mutex_clocklock", _P, ctypes.c_int, _TS)
+_mutex_unlock = _bind("pthread_mutex_unlock", _P)
+_mutex_consistent = _bind("pthread_mutex_consistent", _P)
+_condattr_init = _bind("pthread_condattr_init", _P)
+_condattr_setpshared = _bind("pthread_condattr_setpshared", _P, ctypes.c_int)
+_condattr_setclock = _bind("pthread_condattr_setclock", _P, ctypes.c_int)
+_condattr_destroy = _bind("pthread_condattr_destroy", _P)
+_cond_init = _bind("pthread_cond_init", _P, _P)
+_cond_wait = _bind("pthread_cond_wait", _P, _P)
+_cond_timedwait = _bind("pthread_cond_timedwait", _P, _P, _TS)
+_cond_signal = _bind("pthread_cond_signal", _P)
+_cond_broadcast = _bind("pthread_cond_broadcast", _P)
+_sem_init = _bind("sem_init", _P, ctypes.c_int, ctypes.c_uint)
+_sem_wait = _bind("sem_wait", _P)
+_sem_trywait = _bind("sem_trywait", _P)
+_sem_clockwait = _bind("sem_clockwait", _P, ctypes.c_int, _TS)
+_sem_post = _bind("sem_post", _P)
+_sem_getvalue = _bind("sem_getvalue", _P, ctypes.POINTER(ctypes.c_int))
+
+
+class OwnerDied(Exception):
+    """Marker: the lock was taken from a holder that died (EOWNERDEAD)."""
+
+
+def _deadline(timeout: float) -> ctypes.Array[ctypes.c_long]:
+    at = time.clock_gettime(_CLOCK_MONOTONIC) + max(0.0, timeout)
+    return _Timespec(int(at), int((at % 1) * 1e9))
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        raise OSError(rc, f"{what}: {os.strerror(rc)}")
+
+
+def mutex_init(addr: int, kind: int) -> None:
+    attr = ctypes.create_string_buffer(SLOT)
+    _check(_mutexattr_init(attr), "pthread_mutexattr_init")
+    try:
+        _check(_mutexattr_settype(attr, kind), "pthread_mutexattr_settype")
+        _check(_mutexattr_setpshared(attr, _PTHREAD_PROCESS_SHARED), "setpshared")
+        _check(_mutexattr_setrobust(attr, _PTHREAD_MUTEX_ROBUST), "setrobust")
+        _check(_mutex_init(addr, attr), "pthread_mutex_init")
+    finally:
+        _mutexattr_destroy(attr)
+
+
+def mutex_lock(addr: int, timeout: float | None) -> bool:
+    """Lock; False on timeout. Raises OwnerDied holding the lock, made consistent,
+    and OSError (EDEADLK) when an error-checking mutex is locked twice."""
+    if timeout is None:
+        rc = _mutex_lock(addr)
+    else:
+        rc = _mutex_clocklock(addr, _CLOCK_MONOTONIC, _deadline(timeout))
+    return _locked(rc, addr)
+
+
+def _locked(rc: int, addr: int) -> bool:
+    if rc == errno.ETIMEDOUT:
+        return False
+    if rc == errno.EOWNERDEAD:
+        _check(_mutex_consistent(addr), "pthread_mutex_consistent")
+        raise OwnerDied
+    _check(rc, "pthread_mutex_lock")
+    return True
+
+
+def mutex_unlock(addr: int) -> None:
+    _check(_mutex_unlock(addr), "pthread_mutex_unlock")
+
+
+def cond_init(addr: int) -> None:
+    attr = ctypes.create_string_buffer(SLOT)
+    _check(_condattr_init(attr), "pthread_condattr_init")
+    try:
+        _check(_condattr_setpshared(attr, _PTHREAD_PROCESS_SHARED), "setpshared")
+        _check(_condattr_setclock(attr, _CLOCK_MONOTONIC), "setclock")
+        _check(_cond_init(addr, attr), "pthread_cond_init")
+    finally:
+        _condattr_destroy(attr)
+
+
+def cond_wait(cond: int, mutex: int, timeout: float | None) -> bool:
+    """Wait on ``cond`` (``mutex`` held); False on timeout. OwnerDied as for lock."""
+    if timeout is None:
+        rc = _cond_wait(cond, mutex)
+    else:
+        rc = _cond_timedwait(cond, mutex, _deadline(timeout))
+    return _locked(rc, mutex)
+
+
+def cond_signal(addr: int) -> None:
+    _check(_cond_signal(addr), "pthread_cond_signal")
+
+
+def cond_broadcast(addr: int) -> None:
+    _check(_cond_broadcast(addr), "pthread_cond_broadcast")
+
+
+def sem_init(addr: int, value: int) -> None:
+    if _sem_init(addr, 1, value) != 0:
+        raise OSError(ctypes.get_errno(), "sem_init failed")
+
+
+def sem_wait(addr: int, timeout: float | None) -> bool:
+    """Decrement, waiting up to ``timeout`` seconds; False on timeout."""
+    deadline = None if timeout is None else _deadline(timeout)
+    while True:
+        if deadline is None:
+            rc = _sem_wait(addr)
+        else:
+            rc = _sem_clockwait(addr, _CLOCK_MONOTONIC, deadline)
+        if rc == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.ETIMEDOUT:
+            return False
+        if err != errno.EINTR:  # a signal handler ran: wait again (PEP 475)
+            raise OSError(err, os.strerror(err))
+
+
+def sem_trywait(addr: int) -> bool:
+    return bool(_sem_trywait(addr) == 0)
+
+
+def sem_post(addr: int) -> None:
+    if _sem_post(addr) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def sem_value(addr: int) -> int:
+    value = ctypes.c_int()
+    _sem_getvalue(addr, ctypes.byref(value))
+    return value.value
