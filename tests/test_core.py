@@ -542,6 +542,42 @@ def test_example_prints_upstream_result(name: str, expected: str) -> None:
     assert proc.stdout.splitlines() == [expected]
 
 
+def run_example(name: str, *args: str) -> list[str]:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_task_queue_example_collects_every_result() -> None:
+    lines = run_example("task_queue.py")
+    assert lines[0].startswith("Tasks done: 40 by 3 workers {0: ")
+    # The per-worker counts add up to every task.
+    counts = lines[0].split("{", 1)[1].rstrip("}").split(", ")
+    assert sum(int(c.split(": ")[1]) for c in counts) == 40
+    assert lines[1] == "Primes counted: 165605"  # a sequential sieve gives the same
+
+
+@pytest.mark.parametrize("meetings", ["1", "101"])
+def test_chameneos_example_meetings_add_up_to_twice_n(meetings: str) -> None:
+    lines = run_example("chameneos.py", meetings)
+    games = "\n".join(lines).split("\n\n")
+    assert len(games) == 2
+    for game, size in zip(games, (3, 10), strict=True):
+        rows = game.splitlines()
+        assert len(rows[0].split()) == size  # the creatures' colours
+        tallies = [int(row.split()[0]) for row in rows[1 : 1 + size]]
+        assert all(row.endswith("meetings, 0 with itself") for row in rows[1 : 1 + size])
+        n = int(meetings)
+        assert sum(tallies) == 2 * n
+        assert rows[1 + size] == f"total: {2 * n} (2 x {n} = {2 * n})"
+
+
 # --------------------------------------------------------------------------
 # 2. Master-copy semantics
 # --------------------------------------------------------------------------
