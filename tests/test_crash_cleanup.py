@@ -350,10 +350,8 @@ class CrashMaster:
         # Spares are forked when the master is idle: the first process, the
         # watchdog, and the spare pool.
         spares = _master.SPARES
-        wait_until(
-            lambda: len(self.children()) >= 2 + spares, "the spare pool", STARTUP_WITHIN
-        )
-        self.procs = self.children() + [self.watchdog]
+        wait_until(lambda: len(self.children()) >= 2 + spares, "the spare pool", STARTUP_WITHIN)
+        self.procs = [*self.children(), self.watchdog]
         first = int(self.word("worker").split()[0])
         assert first in {p.pid for p in self.procs}
         with contextlib.suppress(psutil.NoSuchProcess):  # it has ended, or soon will
