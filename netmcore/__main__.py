@@ -10,7 +10,12 @@ from collections.abc import Sequence
 def _bench(args: argparse.Namespace) -> int:
     from . import _bench
 
-    _bench.main(roundtrips=args.roundtrips, fanout=args.fanout, payload_mib=args.payload_mib)
+    _bench.main(
+        roundtrips=args.roundtrips,
+        fanout=args.fanout,
+        payload_mib=args.payload_mib,
+        sections=args.section,
+    )
     return 0
 
 
@@ -117,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         metavar="MIB",
         help="size of the large argument and result (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--section",
+        choices=("all", "runtime", "ipc"),
+        default="all",
+        help="which measures to run (default: %(default)s)",
     )
     bench.set_defaults(func=_bench)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from . import _runtime
+from . import _bench_ipc, _runtime
 from ._process import process
 
 MIB = 1 << 20
@@ -178,8 +178,8 @@ def _baselines(fanout: int, payload_mib: int) -> Baselines:
     )
 
 
-def main(roundtrips: int = 500, fanout: int = 1000, payload_mib: int = 64) -> list[Row]:
-    """Measure, print the table, and return its rows."""
+def runtime_rows(roundtrips: int, fanout: int, payload_mib: int) -> tuple[list[Row], str]:
+    """The core runtime's figures, and a line on the fan-out rate."""
     base = _baselines(fanout, payload_mib)
     plan = Plan(roundtrips, fanout, payload_mib)
     t = _runtime.run(
@@ -190,44 +190,79 @@ def main(roundtrips: int = 500, fanout: int = 1000, payload_mib: int = 64) -> li
         raise SystemExit("the benchmark's first process failed; see the log above")
     rt = t.roundtrip_s / t.roundtrip_n
     fan_rate, raw_rate = t.fanout_n / t.fanout_s, fanout / base.raw_fanout
+    mib = f"{payload_mib} MiB arg + result"
     rows = [
         Row(
             "start->join, fresh process", rt, base.mp_process, "multiprocessing Process", "<= 0.25x"
         ),
         Row("start->join, fresh process", rt, base.ppe, "ProcessPoolExecutor (reused)", "<= 1.0x"),
         Row("start->join, fresh process", rt, base.raw_fork, "os.fork+_exit+waitpid", "(info)"),
+        Row(f"fan-out {fanout}: s per process", 1 / fan_rate, 1 / raw_rate, "raw fork", "<= 1.25x"),
+        Row(mib, t.payload_s, base.copy, f"one {payload_mib} MiB copy", "<= 4x", "ms"),
+        Row(mib, t.payload_s, base.pipe, "multiprocessing Pipe", "(info)", "ms"),
+    ]
+    note = (
+        f"fan-out rate: {fan_rate:,.0f} processes/s vs raw fork {raw_rate:,.0f}/s "
+        f"({fan_rate / raw_rate:.2f}x; target >= 0.8x)"
+    )
+    return rows, note
+
+
+def ipc_rows() -> tuple[list[Row], str]:
+    """The shared-memory mailbox's figures."""
+    f = _bench_ipc.measure()
+    small = f"{_bench_ipc.MESSAGE}-byte messages"
+    rows = [
         Row(
-            f"fan-out {fanout}: s per process",
-            1 / fan_rate,
-            1 / raw_rate,
-            "raw fork, same count",
-            "<= 1.25x",
+            "Mailbox ping-pong round trip",
+            f.pingpong,
+            f.raw_pingpong,
+            "raw posix sem ping-pong",
+            "<= 1.3x",
         ),
         Row(
-            f"{payload_mib} MiB arg + result",
-            t.payload_s,
-            base.copy,
-            f"one {payload_mib} MiB copy",
-            "<= 4x",
-            "ms",
+            f"{small} 1->1: s per message",
+            1 / f.rate_1,
+            1 / f.queue_rate_1,
+            "multiprocessing.Queue",
+            "<= 0.5x",
         ),
         Row(
-            f"{payload_mib} MiB arg + result",
-            t.payload_s,
-            base.pipe,
-            "multiprocessing Pipe",
-            "(info)",
-            "ms",
+            f"{small} 4->1: s per message",
+            1 / f.rate_4,
+            1 / f.queue_rate_4,
+            "multiprocessing.Queue",
+            "<= 0.5x",
         ),
     ]
+    note = (
+        f"mailbox throughput: {f.rate_1:,.0f} msg/s (1 sender), {f.rate_4:,.0f} msg/s (4 senders); "
+        f"multiprocessing.Queue: {f.queue_rate_1:,.0f} / {f.queue_rate_4:,.0f} msg/s"
+    )
+    return rows, note
+
+
+def main(
+    roundtrips: int = 500, fanout: int = 1000, payload_mib: int = 64, sections: str = "all"
+) -> list[Row]:
+    """Measure, print the table, and return its rows."""
+    rows: list[Row] = []
+    notes: list[str] = []
+    sections_to_run: list[tuple[str, Callable[[], tuple[list[Row], str]]]] = [
+        ("runtime", lambda: runtime_rows(roundtrips, fanout, payload_mib)),
+        ("ipc", ipc_rows),
+    ]
+    for name, measure in sections_to_run:
+        if sections in ("all", name):
+            more, note = measure()
+            rows += more
+            notes.append(note)
     print(f"netmcore bench on {os.cpu_count()} cores (ratio = netmcore / peer; lower is better)")
     print(
         f"{'measure':<34} {'netmcore':>13}  {'peer':<30} {'peer time':>13}  {'ratio':>7}   target"
     )
     for row in rows:
         print(row.render())
-    print(
-        f"fan-out rate: {fan_rate:,.0f} processes/s vs raw fork {raw_rate:,.0f}/s "
-        f"({fan_rate / raw_rate:.2f}x; target >= 0.8x)"
-    )
+    for note in notes:
+        print(note)
     return rows

@@ -39,6 +39,10 @@ _EMPTY, _CLAIMED, _FULL = 0, 1, 2
 _SEMS = 64  # offset of the free semaphore; filled follows at 2 * SLOT
 _FIRST_SLOT = 3 * _pthread.SLOT
 
+# This process's pid, without a getpid() system call per message.
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
 
 class Mailbox(Generic[T]):
     """A shared-memory mailbox for messages of type ``T``.
@@ -65,7 +69,7 @@ class Mailbox(Generic[T]):
         segment = create_shm(_FIRST_SLOT + slots * stride)
         try:
             fp = bytes.fromhex(encap.fingerprint)
-            _HEADER.pack_into(segment.buffer, 0, _MAGIC, slots, slot_size, os.getpid(), fp)
+            _HEADER.pack_into(segment.buffer, 0, _MAGIC, slots, slot_size, _pid[0], fp)
             box = cls(segment, encap)
             _pthread.sem_init(box._free, slots)
             _pthread.sem_init(box._filled, 0)
@@ -115,6 +119,7 @@ class Mailbox(Generic[T]):
         self._base: int = ctypes.addressof(self._anchor)
         self._free = self._base + _SEMS
         self._filled = self._base + 2 * _pthread.SLOT
+        self._buf = segment.buffer
         self._next_send = 0
         self._next_receive = 0
 
@@ -144,7 +149,7 @@ class Mailbox(Generic[T]):
         TimeoutError
             If no slot came free within ``timeout`` seconds.
         """
-        data = self.type.encode(value, f"message for {self!r}")
+        data = self.type.encode(value, "message")
         if len(data) > self.slot_size:
             raise ValueError(
                 f"a message of {len(data)} bytes does not fit {self!r}, whose slots hold "
@@ -152,13 +157,11 @@ class Mailbox(Generic[T]):
             )
         if not _pthread.sem_wait(self._free, timeout):
             raise TimeoutError(f"{self!r} stayed full for {timeout} s")
-        i = self._take_slot()
-        head = self._head(i)
-        buf = self._segment.buffer
+        head = self._head(self._take_slot())
         start = head + _SLOT_HEAD.size
-        buf[start : start + len(data)] = data
+        self._buf[start : start + len(data)] = data
         # The state goes last: a sender killed before this line leaves no message.
-        _SLOT_HEAD.pack_into(buf, head, _FULL, len(data), os.getpid())
+        _SLOT_HEAD.pack_into(self._buf, head, _FULL, len(data), _pid[0])
         _pthread.sem_post(self._filled)
 
     def _take_slot(self) -> int:
@@ -168,9 +171,7 @@ class Mailbox(Generic[T]):
                 i = (self._next_send + k) % self.slots
                 if _pthread.sem_trywait(self._claim(i)):
                     self._next_send = i + 1
-                    _SLOT_HEAD.pack_into(
-                        self._segment.buffer, self._head(i), _CLAIMED, 0, os.getpid()
-                    )
+                    _SLOT_HEAD.pack_into(self._buf, self._head(i), _CLAIMED, 0, _pid[0])
                     return i
 
     def receive(self, timeout: float | None = None) -> T:
@@ -183,25 +184,27 @@ class Mailbox(Generic[T]):
         TimeoutError
             If no message came within ``timeout`` seconds.
         """
-        if os.getpid() != self.owner_pid:
+        if _pid[0] != self.owner_pid:
             raise ContextError(
                 f"only the process that created {self!r} (os pid {self.owner_pid}) can "
-                f"receive from it; this is os pid {os.getpid()}: senders use send()"
+                f"receive from it; this is os pid {_pid[0]}: senders use send()"
             )
         if not _pthread.sem_wait(self._filled, timeout):
             raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
-        buf = self._segment.buffer
+        buf = self._buf
         for k in range(self.slots):
             i = (self._next_receive + k) % self.slots
             head = self._head(i)
             state, length, _ = _SLOT_HEAD.unpack_from(buf, head)
             if state == _FULL:
-                data = bytes(buf[head + _SLOT_HEAD.size : head + _SLOT_HEAD.size + length])
-                _SLOT_HEAD.pack_into(buf, head, _EMPTY, 0, 0)
-                self._next_receive = i + 1
-                _pthread.sem_post(self._claim(i))
-                _pthread.sem_post(self._free)
-                return self.type.decode(data)
+                start = head + _SLOT_HEAD.size
+                try:
+                    return self.type.decode(buf[start : start + length])  # no copy first
+                finally:
+                    _SLOT_HEAD.pack_into(buf, head, _EMPTY, 0, 0)
+                    self._next_receive = i + 1
+                    _pthread.sem_post(self._claim(i))
+                    _pthread.sem_post(self._free)
         raise AssertionError("mailbox: a posted message was not found")  # pragma: no cover
 
     def reclaim(self) -> int:
@@ -224,7 +227,7 @@ class Mailbox(Generic[T]):
     def close(self) -> None:
         """Unmap it in this process (idempotent)."""
         self._anchor = None
-        self._segment.close()
+        self._segment.close()  # also releases self._buf, the same view
 
     def release(self) -> None:
         """Unmap it and stop using it; the box goes when its last user releases."""

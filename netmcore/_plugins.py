@@ -95,13 +95,13 @@ class SharedVar(Generic[T]):
 
     def create(self, value: T | None = None) -> bool:
         """Create it, with ``value`` if given; False if it existed (then unchanged)."""
-        data = None if value is None else self.type.encode(value, f"value of {self!r}")
+        data = None if value is None else self.type.encode(value, f"value of {self.name!r}")
         fp = self.type.fingerprint
         return _call("var", "create", self.name, fingerprint=fp, data=data).num == 1
 
     def set(self, value: T) -> None:
         """Set its value, waking every process waiting for one."""
-        data = self.type.encode(value, f"value of {self!r}")
+        data = self.type.encode(value, f"value of {self.name!r}")
         _call("var", "set", self.name, fingerprint=self.type.fingerprint, data=data)
 
     def get(self) -> T | None:
@@ -205,7 +205,7 @@ class Mbox(Generic[T]):
         return _call("mbox", "create", self.name, fingerprint=fp, num=self.capacity).num == 1
 
     def send(self, value: T) -> None:
-        data = self.type.encode(value, f"message for {self!r}")
+        data = self.type.encode(value, f"message for {self.name!r}")
         _call("mbox", "send", self.name, fingerprint=self.type.fingerprint, data=data)
 
     def receive(self) -> T:

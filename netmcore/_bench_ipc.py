@@ -1,0 +1,162 @@
+"""The IPC part of ``netmcore bench``: shared-memory mailboxes against their peers.
+
+- ping-pong latency of a Mailbox between two workers, against two raw POSIX
+  semaphores bounced between two forked processes;
+- one-way throughput of small messages, 1 sender and 4 senders to 1 receiver,
+  against a ``multiprocessing.Queue`` carrying the same messages.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from typing import TypeVar
+
+from . import _ipc, _runtime
+from ._ids import ResId
+from ._mailbox import Mailbox
+from ._process import ProcessDef, process
+
+A = TypeVar("A")
+MESSAGE = 64  # bytes of payload per message (the issue asks for 16 to 100)
+Ping = int | ResId  # the first message carries the answering box's id
+
+
+@process
+def _ponger(args: tuple[ResId, int]) -> int:
+    back = Mailbox.open(args[0], Ping)
+    mine = Mailbox.create(Ping, slots=1, slot_size=32)
+    back.send(mine.res_id)
+    for _ in range(args[1]):
+        back.send(mine.receive())
+    back.close()
+    mine.release()
+    return args[1]
+
+
+@process
+def _pinger(rounds: int) -> float:
+    warm = 200
+    mine = Mailbox.create(Ping, slots=1, slot_size=32)
+    pid = _ponger.start((mine.res_id, rounds + warm))
+    other_id = mine.receive()
+    assert isinstance(other_id, ResId)
+    other = Mailbox.open(other_id, Ping)
+    for k in range(warm):
+        other.send(k)
+        mine.receive()
+    t0 = time.perf_counter()
+    for k in range(rounds):
+        other.send(k)
+        mine.receive()
+    elapsed = time.perf_counter() - t0
+    other.close()
+    mine.release()
+    _ponger.join(pid)
+    return elapsed / rounds
+
+
+@process
+def _sender(args: tuple[ResId, int]) -> int:
+    box = Mailbox.open(args[0], bytes)
+    message = bytes(MESSAGE)
+    for _ in range(args[1]):
+        box.send(message)
+    box.close()
+    return args[1]
+
+
+@process
+def _receiver(args: tuple[int, int]) -> float:
+    senders, count = args
+    box = Mailbox.create(bytes, slots=64, slot_size=MESSAGE + 8)
+    t0 = time.perf_counter()
+    pids = [_sender.start((box.res_id, count)) for _ in range(senders)]
+    for _ in range(senders * count):
+        box.receive()
+    elapsed = time.perf_counter() - t0
+    for pid in pids:
+        _sender.join(pid)
+    box.release()
+    return senders * count / elapsed
+
+
+def _netmcore(first: type[ProcessDef[A, float]], arg: A) -> float:
+    value = _runtime.run(
+        first_process=lambda: first.start(arg),
+        extract_result=lambda _ctrl, pid: first.join_nowait(pid),
+    )
+    if value is None:
+        raise SystemExit("an IPC benchmark process failed; see the log above")
+    return value
+
+
+def _raw_sem_pingpong(rounds: int) -> float:
+    names = [_ipc.random_name("/nmc.bench.") for _ in range(2)]
+    for name in names:
+        _ipc.create_semaphore(name, 0)
+    try:
+        ping, pong = (_ipc.Semaphore(n) for n in names)
+        pid = os.fork()
+        if pid == 0:
+            for _ in range(rounds + 200):
+                ping.wait(None)
+                pong.post()
+            os._exit(0)
+        for _ in range(200):
+            ping.post()
+            pong.wait(None)
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            ping.post()
+            pong.wait(None)
+        elapsed = time.perf_counter() - t0
+        os.waitpid(pid, 0)
+        return elapsed / rounds
+    finally:
+        for name in names:
+            _ipc.unlink_semaphore(name)
+
+
+def _queue_put(queue: multiprocessing.Queue[bytes], count: int) -> None:
+    message = bytes(MESSAGE)
+    for _ in range(count):
+        queue.put(message)
+
+
+def _mp_queue_rate(senders: int, count: int) -> float:
+    ctx = multiprocessing.get_context("fork")
+    queue: multiprocessing.Queue[bytes] = ctx.Queue()
+    t0 = time.perf_counter()
+    procs = [ctx.Process(target=_queue_put, args=(queue, count)) for _ in range(senders)]
+    for p in procs:
+        p.start()
+    for _ in range(senders * count):
+        queue.get()
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    return senders * count / elapsed
+
+
+@dataclass
+class IpcFigures:
+    pingpong: float
+    raw_pingpong: float
+    rate_1: float
+    queue_rate_1: float
+    rate_4: float
+    queue_rate_4: float
+
+
+def measure(rounds: int = 5000, count: int = 20000) -> IpcFigures:
+    return IpcFigures(
+        raw_pingpong=_raw_sem_pingpong(rounds),
+        queue_rate_1=_mp_queue_rate(1, count),
+        queue_rate_4=_mp_queue_rate(4, count // 4),
+        pingpong=_netmcore(_pinger, rounds),
+        rate_1=_netmcore(_receiver, (1, count)),
+        rate_4=_netmcore(_receiver, (4, count // 4)),
+    )
