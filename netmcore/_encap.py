@@ -32,7 +32,9 @@ def _enc_hook(value: Any) -> Any:
     if _pydantic_model(type(value)):
         # Python mode keeps datetimes, bytes, UUIDs... as objects msgpack
         # encodes natively: no round trip through JSON text.
-        return value.model_dump(mode="python", by_alias=True, round_trip=True)
+        # warnings=False: a wrongly typed field is reported by the validation
+        # that follows, as an ArgumentTypeError with its path, not as a warning.
+        return value.model_dump(mode="python", by_alias=True, round_trip=True, warnings=False)
     raise NotImplementedError(f"msgspec cannot encode {type(value).__name__} values")
 
 

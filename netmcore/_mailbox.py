@@ -2,19 +2,21 @@
 
 One receiver (the process that created it), many senders, a fixed number of
 slots of fixed size, and a msgspec-encoded message per slot. The whole box is
-one managed shm object: its semaphores live inside it.
+one managed shm object: its semaphores and mutexes live inside it.
 
 ::
 
     header | free | filled | slot 0: claim, state, length, sender, payload | slot 1 ...
 
-A sender waits on ``free`` (the number of empty slots), then claims one slot
-with its own ``claim`` semaphore (``sem_trywait``), so senders never share a
-lock. It writes the payload, then marks the slot full, then posts ``filled``.
-The receiver waits on ``filled``, takes the next full slot, empties it and
-posts ``claim`` and ``free``. A sender killed in the middle of a send never
-posted ``filled`` nor marked its slot full, so the receiver never sees a torn
-message; :meth:`Mailbox.reclaim` gives such a slot back.
+A sender claims an empty slot by try-locking its ``claim`` mutex, so senders
+never share a lock. It writes the payload, marks the slot full, unlocks, and
+posts ``filled``. The receiver waits on ``filled``, takes the next full slot,
+marks it empty and posts ``free``, on which senders of a full box wait.
+
+The claim mutexes are robust. A sender killed in the middle of a send holds
+its slot's mutex and never marked the slot full, so the receiver never sees a
+torn message; the next sender that tries that slot gets the mutex with
+"owner died", and takes the slot over.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import time
 from typing import Any, Generic, TypeVar, overload
 
 from . import _pthread
@@ -33,8 +36,14 @@ from ._resource_api import ShmSegment, create_shm, open_shm
 T = TypeVar("T")
 
 _MAGIC = b"nmcbox01"
-_HEADER = struct.Struct("=8sIII8s")  # magic, slots, slot size, owner pid, fingerprint
-_SLOT_HEAD = struct.Struct("=III")  # state, length, sender os pid
+# magic, slots, slot size, owner pid, fingerprint; then two shared hints: the
+# next slot to send into, and the next message stamp. The receiver takes the
+# oldest stamp first, so each sender's messages keep their order.
+_HEADER = struct.Struct("=8sIII8sII")
+_CURSOR = struct.calcsize("=8sIII8s")
+_HINTS = struct.Struct("=II")  # cursor, stamp
+# state, length, sender os pid, stamp; little-endian: byte 0 is the state
+_SLOT_HEAD = struct.Struct("<IIII")
 _EMPTY, _CLAIMED, _FULL = 0, 1, 2
 _SEMS = 64  # offset of the free semaphore; filled follows at 2 * SLOT
 _FIRST_SLOT = 3 * _pthread.SLOT
@@ -69,12 +78,12 @@ class Mailbox(Generic[T]):
         segment = create_shm(_FIRST_SLOT + slots * stride)
         try:
             fp = bytes.fromhex(encap.fingerprint)
-            _HEADER.pack_into(segment.buffer, 0, _MAGIC, slots, slot_size, _pid[0], fp)
+            _HEADER.pack_into(segment.buffer, 0, _MAGIC, slots, slot_size, _pid[0], fp, 0, 0)
             box = cls(segment, encap)
-            _pthread.sem_init(box._free, slots)
+            _pthread.sem_init(box._free, 0)
             _pthread.sem_init(box._filled, 0)
             for i in range(slots):
-                _pthread.sem_init(box._claim(i), 1)
+                _pthread.mutex_init(box._claim(i), _pthread.MUTEX_NORMAL)
         except BaseException:
             segment.release()
             raise
@@ -92,7 +101,7 @@ class Mailbox(Generic[T]):
         encap: EncapType[Any] = EncapType(typ)
         segment = open_shm(res_id)
         try:
-            magic, *_, fp = _HEADER.unpack_from(segment.buffer, 0)
+            magic, *_, fp, _, _ = _HEADER.unpack_from(segment.buffer, 0)
             if magic != _MAGIC:
                 raise ValueError(f"resource {res_id!r} is not a mailbox")
             if fp.hex() != encap.fingerprint:
@@ -108,7 +117,7 @@ class Mailbox(Generic[T]):
     def __init__(self, segment: ShmSegment, encap: EncapType[T]) -> None:
         self._segment = segment
         self.type = encap
-        _, slots, slot_size, owner_pid, _ = _HEADER.unpack_from(segment.buffer, 0)
+        _, slots, slot_size, owner_pid, _, _, _ = _HEADER.unpack_from(segment.buffer, 0)
         self.slots: int = slots
         self.slot_size: int = slot_size
         self.owner_pid: int = owner_pid
@@ -120,8 +129,8 @@ class Mailbox(Generic[T]):
         self._free = self._base + _SEMS
         self._filled = self._base + 2 * _pthread.SLOT
         self._buf = segment.buffer
-        self._next_send = 0
         self._next_receive = 0
+        self._last_stamp = 0xFFFFFFFF  # the receiver's; the first stamp is 0
 
     @property
     def res_id(self) -> ResId:
@@ -155,24 +164,46 @@ class Mailbox(Generic[T]):
                 f"a message of {len(data)} bytes does not fit {self!r}, whose slots hold "
                 f"{self.slot_size} bytes: create the box with a larger slot_size"
             )
-        if not _pthread.sem_wait(self._free, timeout):
-            raise TimeoutError(f"{self!r} stayed full for {timeout} s")
-        head = self._head(self._take_slot())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (i := self._claim_slot()) is None:
+            # Full: wait until the receiver frees a slot, then look again.
+            left = None if deadline is None else deadline - time.monotonic()
+            if not _pthread.sem_wait(self._free, left):
+                raise TimeoutError(f"{self!r} stayed full for {timeout} s")
+        head = self._head(i)
         start = head + _SLOT_HEAD.size
         self._buf[start : start + len(data)] = data
+        cursor, stamp = _HINTS.unpack_from(self._buf, _CURSOR)
+        _HINTS.pack_into(self._buf, _CURSOR, cursor, (stamp + 1) & 0xFFFFFFFF)
         # The state goes last: a sender killed before this line leaves no message.
-        _SLOT_HEAD.pack_into(self._buf, head, _FULL, len(data), _pid[0])
+        _SLOT_HEAD.pack_into(self._buf, head, _FULL, len(data), _pid[0], stamp)
+        _pthread.mutex_unlock(self._claim(i))
         _pthread.sem_post(self._filled)
 
-    def _take_slot(self) -> int:
-        # `free` guarantees a slot whose claim is available: find it.
-        while True:
-            for k in range(self.slots):
-                i = (self._next_send + k) % self.slots
-                if _pthread.sem_trywait(self._claim(i)):
-                    self._next_send = i + 1
-                    _SLOT_HEAD.pack_into(self._buf, self._head(i), _CLAIMED, 0, _pid[0])
-                    return i
+    def _claim_slot(self) -> int | None:
+        """Lock the claim of an empty slot and mark it claimed; None if all are full."""
+        cursor: int = _HINTS.unpack_from(self._buf, _CURSOR)[0]
+        for k in range(self.slots):
+            i = (cursor + k) % self.slots
+            head = self._head(i)
+            if self._buf[head] == _FULL or not self._try_claim(i):
+                continue
+            if self._buf[head] == _FULL:  # filled since we looked
+                _pthread.mutex_unlock(self._claim(i))
+                continue
+            _SLOT_HEAD.pack_into(self._buf, head, _CLAIMED, 0, _pid[0], 0)
+            struct.pack_into("=I", self._buf, _CURSOR, (i + 1) % self.slots)
+            return i
+        return None
+
+    def _try_claim(self, i: int) -> bool:
+        try:
+            return _pthread.mutex_trylock(self._claim(i))
+        except _pthread.OwnerDied:
+            # Its last sender died mid-send: the slot holds no message (it was
+            # never marked full), and it is ours now.
+            _SLOT_HEAD.pack_into(self._buf, self._head(i), _EMPTY, 0, 0, 0)
+            return True
 
     def receive(self, timeout: float | None = None) -> T:
         """Take the next message, waiting for one up to ``timeout`` seconds.
@@ -191,35 +222,52 @@ class Mailbox(Generic[T]):
             )
         if not _pthread.sem_wait(self._filled, timeout):
             raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
+        i = self._oldest()
         buf = self._buf
-        for k in range(self.slots):
-            i = (self._next_receive + k) % self.slots
-            head = self._head(i)
-            state, length, _ = _SLOT_HEAD.unpack_from(buf, head)
-            if state == _FULL:
-                start = head + _SLOT_HEAD.size
-                try:
-                    return self.type.decode(buf[start : start + length])  # no copy first
-                finally:
-                    _SLOT_HEAD.pack_into(buf, head, _EMPTY, 0, 0)
-                    self._next_receive = i + 1
-                    _pthread.sem_post(self._claim(i))
-                    _pthread.sem_post(self._free)
-        raise AssertionError("mailbox: a posted message was not found")  # pragma: no cover
+        head = self._head(i)
+        _, length, _, self._last_stamp = _SLOT_HEAD.unpack_from(buf, head)
+        start = head + _SLOT_HEAD.size
+        # A copy: a memoryview or Raw value must not view the slot.
+        data = bytes(buf[start : start + length])
+        _SLOT_HEAD.pack_into(buf, head, _EMPTY, 0, 0, 0)
+        self._next_receive = (i + 1) % self.slots
+        if _pthread.sem_value(self._free) < self.slots:  # bounded: a wake-up hint
+            _pthread.sem_post(self._free)
+        return self.type.decode(data)
+
+    def _oldest(self) -> int:
+        """The full slot holding the oldest message (one is, after ``filled``)."""
+        last = self._last_stamp
+        state, _, _, stamp = _SLOT_HEAD.unpack_from(self._buf, self._head(self._next_receive))
+        if state == _FULL and stamp == (last + 1) & 0xFFFFFFFF:  # the usual case
+            return self._next_receive
+        # Stamps are taken without a lock, so two senders may share one, and a
+        # slow sender's stamp may be behind the last one received: a signed
+        # distance puts such a message first instead of last.
+        best, best_i = 1 << 32, 0
+        for i in range(self.slots):
+            state, _, _, stamp = _SLOT_HEAD.unpack_from(self._buf, self._head(i))
+            distance = ((stamp - last + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+            if state == _FULL and distance < best:
+                best, best_i = distance, i
+        return best_i
 
     def reclaim(self) -> int:
-        """Give back the slots of senders that died in the middle of a send.
+        """Give back the slots of senders that died in the middle of a send, now.
 
-        Returns how many. Only the receiver calls it.
+        Senders do it on their own when they come to such a slot; this is for
+        a receiver that wants its full capacity back at once. Returns how many.
         """
         freed = 0
-        buf = self._segment.buffer
         for i in range(self.slots):
-            head = self._head(i)
-            state, _, sender = _SLOT_HEAD.unpack_from(buf, head)
-            if state == _CLAIMED and not _alive(sender):
-                _SLOT_HEAD.pack_into(buf, head, _EMPTY, 0, 0)
-                _pthread.sem_post(self._claim(i))
+            if self._buf[self._head(i)] != _CLAIMED:
+                continue
+            try:
+                if _pthread.mutex_trylock(self._claim(i)):  # pragma: no cover - a race
+                    _pthread.mutex_unlock(self._claim(i))
+            except _pthread.OwnerDied:
+                _SLOT_HEAD.pack_into(self._buf, self._head(i), _EMPTY, 0, 0, 0)
+                _pthread.mutex_unlock(self._claim(i))
                 _pthread.sem_post(self._free)
                 freed += 1
         return freed
@@ -233,13 +281,3 @@ class Mailbox(Generic[T]):
         """Unmap it and stop using it; the box goes when its last user releases."""
         self.close()
         self._segment.release()
-
-
-def _alive(os_pid: int) -> bool:
-    try:
-        os.kill(os_pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

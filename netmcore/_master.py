@@ -426,9 +426,9 @@ class Master:
             return
         record = child.record
         trace("deliver: process %d (%s) finished", record.n, record.definition.name)
-        # It runs no more user code: it leaves its users sets before the joiner
-        # hears of it, so that the joiner never sees its leftovers.
-        _resources.leave_all(record.n)
+        # It runs no more user code: it lets go of its resources and plugin
+        # state before the joiner hears of it, so the joiner never sees them.
+        self._forget_process(record.n)
         self._settle(record, outcome)
 
     def _on_exit(self, child: Child) -> None:
@@ -445,9 +445,7 @@ class Master:
             return
         record.child = None
         _payload.discard(record.arg.payload)
-        _resources.leave_all(record.n)
-        if self.plugins is not None:
-            self.plugins.forget(record.n)
+        self._forget_process(record.n)
         if record.outcome is None:
             ended = _ended(status)
             log.warning(
@@ -578,6 +576,13 @@ class Master:
             for record in list(self.records.values()):
                 if record.definition is definition and record.outcome is not None:
                     self._drop(record)
+
+    def _forget_process(self, n: int) -> None:
+        """Process ``n`` runs no more code: it leaves every users set, its
+        mutexes pass on, a protected semaphore takes back its effect."""
+        _resources.leave_all(n)
+        if self.plugins is not None:
+            self.plugins.forget(n)
 
     # --- plugins ----------------------------------------------------------------
 

@@ -44,6 +44,7 @@ _mutexattr_setrobust = _bind("pthread_mutexattr_setrobust", _P, ctypes.c_int)
 _mutexattr_destroy = _bind("pthread_mutexattr_destroy", _P)
 _mutex_init = _bind("pthread_mutex_init", _P, _P)
 _mutex_lock = _bind("pthread_mutex_lock", _P)
+_mutex_trylock = _bind("pthread_mutex_trylock", _P)
 _mutex_clocklock = _bind("pthread_mutex_clocklock", _P, ctypes.c_int, _TS)
 _mutex_unlock = _bind("pthread_mutex_unlock", _P)
 _mutex_consistent = _bind("pthread_mutex_consistent", _P)
@@ -100,8 +101,13 @@ def mutex_lock(addr: int, timeout: float | None) -> bool:
     return _locked(rc, addr)
 
 
+def mutex_trylock(addr: int) -> bool:
+    """Lock if free; False if held. OwnerDied as for :func:`mutex_lock`."""
+    return _locked(_mutex_trylock(addr), addr)
+
+
 def _locked(rc: int, addr: int) -> bool:
-    if rc == errno.ETIMEDOUT:
+    if rc in (errno.ETIMEDOUT, errno.EBUSY):
         return False
     if rc == errno.EOWNERDEAD:
         _check(_mutex_consistent(addr), "pthread_mutex_consistent")

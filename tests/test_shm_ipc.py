@@ -1,0 +1,1283 @@
+"""Shared-memory IPC: the typed Mailbox, ShmMutex, ShmCondition and PosixSemaphore.
+
+Scenarios run as the first process, as in ``test_resources``: a process type
+defined at module level does the calls under test inside a worker and asserts
+there (``assert``, ``pytest.raises(..., match=...)``); a failed assertion in any
+worker comes back to the test as a ``Raised`` outcome, and the test fails with
+the worker's traceback. Outside ``run`` the test process is the master, so the
+single-process cases are tested there directly.
+
+Synchronisation is deterministic, never a sleep: the primitives under test
+themselves, joins (a joined worker has ended), and pipes made in the test
+before ``run`` (every worker is forked from the test process, so every worker
+inherits both ends). The only timeouts that matter are ones that must expire
+(``SHORT``); ``GUARD`` only bounds a wait that would otherwise hang a broken
+build.
+
+Every primitive is a managed resource: the autouse fixture in conftest checks
+that each test leaves ``/dev/shm`` clean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import signal
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+import pydantic
+import pytest
+
+import netmcore
+from netmcore import Mailbox, OwnerDiedError, ResId, ShmCondition, ShmMutex
+from netmcore._mailbox import _SLOT_HEAD
+
+SHM_DIR = "/dev/shm"
+GUARD = 10.0  # bounds a wait that must not expire; never asserted on
+SHORT = 0.05  # a timeout that must expire
+
+# --------------------------------------------------------------------------
+# Message types (module level: workers decode them)
+# --------------------------------------------------------------------------
+
+
+class Msg(msgspec.Struct, frozen=True):
+    sender: int
+    seq: int
+
+
+class KStruct(msgspec.Struct):
+    k: int
+    label: str = ""
+
+
+@dataclasses.dataclass
+class KData:
+    k: int
+    label: str = ""
+
+
+class KModel(pydantic.BaseModel):
+    k: int = pydantic.Field(ge=0)
+    label: str = ""
+
+
+MESSAGE_TYPES: dict[str, Any] = {"struct": KStruct, "dataclass": KData, "pydantic": KModel}
+# How a message can fail to match: "pydantic" has a field of the wrong type,
+# "pydantic_constraint" one of the right type that breaks a constraint.
+MISMATCHES = ["struct", "dataclass", "pydantic", "pydantic_constraint"]
+
+
+def message_type(kind: str) -> Any:
+    return MESSAGE_TYPES[kind.removesuffix("_constraint")]
+
+
+def good_message(kind: str, k: int) -> Any:
+    return message_type(kind)(k=k, label=f"{kind}-{k}")
+
+
+def bad_message(kind: str) -> Any:
+    """A message whose field ``k`` is bad, constructed without validation."""
+    if kind == "pydantic_constraint":
+        return KModel.model_construct(k=-1, label="bad")
+    if kind == "pydantic":
+        return KModel.model_construct(k="not an int", label="bad")
+    return MESSAGE_TYPES[kind](k="not an int", label="bad")
+
+
+# --------------------------------------------------------------------------
+# Helpers, used in the test process and inside workers
+# --------------------------------------------------------------------------
+
+
+def shm_path(name: str) -> str:
+    return os.path.join(SHM_DIR, name[1:])
+
+
+def sem_path(name: str) -> str:
+    return os.path.join(SHM_DIR, "sem." + name[1:])
+
+
+def outcome_value(outcome: Any) -> Any:
+    """The value of a Success; otherwise fail, with the remote traceback."""
+    if isinstance(outcome, netmcore.Success):
+        return outcome.value
+    if isinstance(outcome, netmcore.Raised):
+        pytest.fail(
+            f"a process raised {outcome.type_name}: {outcome.message}\n{outcome.traceback}",
+            pytrace=False,
+        )
+    pytest.fail(f"a process did not succeed: {outcome!r}", pytrace=False)
+
+
+def joined(proc: Any, pid: Any) -> Any:
+    """In a worker: join ``pid`` and return its value, or fail with its outcome."""
+    return outcome_value(proc.join_outcome(pid))
+
+
+def crashed(proc: Any, pid: Any) -> None:
+    """In a worker: join ``pid``, which must have been killed."""
+    outcome = proc.join_outcome(pid)
+    assert isinstance(outcome, netmcore.Crashed), f"expected a crash, got {outcome!r}"
+
+
+def run_scenario(proc: Any, arg: Any) -> Any:
+    """Run ``proc(arg)`` as the first process; return its value."""
+    outcome = netmcore.run(
+        first_process=lambda: proc.start(arg),
+        extract_result=lambda _ctrl, pid: proc.join_outcome_nowait(pid),
+    )
+    return outcome_value(outcome)
+
+
+def receive_all(box: Mailbox[Any], n: int) -> list[Any]:
+    return [box.receive(timeout=GUARD) for _ in range(n)]
+
+
+def assert_empty(box: Mailbox[Any]) -> None:
+    with pytest.raises(TimeoutError, match=r"no message arrived"):
+        box.receive(timeout=SHORT)
+
+
+def errno_name(exc: BaseException) -> str:
+    """EDEADLK and EPERM by name ("" if none); Linux also calls EDEADLK EDEADLOCK."""
+    code = getattr(exc, "errno", None)
+    names = {errno.EDEADLK: "EDEADLK", errno.EPERM: "EPERM"}
+    return names.get(code, errno.errorcode.get(code, "")) if code is not None else ""
+
+
+def read_int(seg: netmcore.ShmSegment) -> int:
+    return int.from_bytes(seg.buffer[:8], "little")
+
+
+def write_int(seg: netmcore.ShmSegment, value: int) -> None:
+    seg.buffer[:8] = value.to_bytes(8, "little")
+
+
+# --------------------------------------------------------------------------
+# Process types: mailbox senders
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def mb_send(arg: tuple[ResId, list[Msg]]) -> int:
+    """Open the box by id and send every message (waiting while it is full)."""
+    res_id, messages = arg
+    box = Mailbox.open(res_id, Msg)
+    try:
+        for m in messages:
+            box.send(m, timeout=GUARD)
+    finally:
+        box.release()
+    return len(messages)
+
+
+@netmcore.process
+def mb_fill(arg: tuple[ResId, int]) -> int:
+    """Send Msg(sender, 0), Msg(sender, 1)... with timeout 0 (each must find a
+    free slot at once) until the box is full; return how many went in."""
+    res_id, sender = arg
+    box = Mailbox.open(res_id, Msg)
+    sent = 0
+    try:
+        while sent < 1000:
+            try:
+                box.send(Msg(sender, sent), timeout=0)
+            except TimeoutError:
+                break
+            sent += 1
+    finally:
+        box.release()
+    return sent
+
+
+def capacity(box: Mailbox[Msg]) -> int:
+    """In the receiver: how many messages the box (empty) takes from a sender,
+    checking that it gets back exactly those, whole, then nothing."""
+    n: int = joined(mb_fill, mb_fill.start((box.res_id, 99)))
+    assert receive_all(box, n) == [Msg(99, i) for i in range(n)]
+    assert_empty(box)
+    return n
+
+
+@netmcore.process
+def mb_send_with_progress(arg: tuple[ResId, ResId, int]) -> int:
+    """Send ``count`` messages; post ``progress`` after each send returns."""
+    box_id, progress_id, count = arg
+    box = Mailbox.open(box_id, Msg)
+    progress = netmcore.open_sem(progress_id)
+    try:
+        for seq in range(count):
+            box.send(Msg(0, seq), timeout=GUARD)
+            progress.post()
+    finally:
+        box.release()
+        progress.release()
+    return count
+
+
+@netmcore.process
+def mb_send_oversized(arg: tuple[ResId, int]) -> str:
+    """A message one byte larger than a slot is refused at send."""
+    res_id, slot_size = arg
+    box = Mailbox.open(res_id, bytes)
+    try:
+        # msgpack encodes bytes shorter than 256 as a 2-byte header + the bytes.
+        with pytest.raises(ValueError) as info:
+            box.send(b"x" * (slot_size - 1), timeout=0)
+    finally:
+        box.release()
+    return str(info.value)
+
+
+@netmcore.process
+def mb_send_exact_fit(arg: tuple[ResId, int, int]) -> int:
+    """Fill the box with messages of exactly ``slot_size`` encoded bytes."""
+    res_id, slot_size, slots = arg
+    box = Mailbox.open(res_id, bytes)
+    try:
+        for i in range(slots):
+            box.send(bytes([i]) * (slot_size - 2), timeout=0)
+        with pytest.raises(TimeoutError):
+            box.send(b"", timeout=0)
+    finally:
+        box.release()
+    return slots
+
+
+@netmcore.process
+def mb_send_typed(arg: tuple[ResId, str, int]) -> int:
+    """Open a box of MESSAGE_TYPES[kind]; send ``count`` good messages."""
+    res_id, kind, count = arg
+    box = Mailbox.open(res_id, MESSAGE_TYPES[kind])
+    try:
+        for k in range(count):
+            box.send(good_message(kind, k), timeout=GUARD)
+    finally:
+        box.release()
+    return count
+
+
+@netmcore.process
+def mb_send_mismatch(arg: tuple[ResId, str]) -> list[str]:
+    """Send messages that do not match the box's type; return the error paths.
+    Then send one good message."""
+    res_id, kind = arg
+    box = Mailbox.open(res_id, message_type(kind))
+    paths = []
+    try:
+        # The message names the field (msgspec: "at `$.k`", pydantic: "field .k").
+        with pytest.raises(
+            netmcore.ArgumentTypeError, match=r"^message .*(`\$\.k`|field \.k\b)"
+        ) as info:
+            box.send(bad_message(kind), timeout=0)
+        paths.append(info.value.path)
+        with pytest.raises(netmcore.ArgumentTypeError) as info:
+            box.send(12, timeout=0)  # not even the right kind of value
+        paths.append(info.value.path)
+        box.send(good_message(kind, 7), timeout=0)
+    finally:
+        box.release()
+    return paths
+
+
+@netmcore.process
+def mb_open_as(arg: tuple[ResId, str]) -> str:
+    """Open ``res_id`` as a box of MESSAGE_TYPES[kind]; return the error."""
+    res_id, kind = arg
+    with pytest.raises((netmcore.EncapTypeMismatch, ValueError)) as info:
+        Mailbox.open(res_id, MESSAGE_TYPES[kind]).release()
+    return f"{type(info.value).__name__}: {info.value}"
+
+
+@netmcore.process
+def mb_sender_receives(res_id: ResId) -> str:
+    """A sender may not receive, even when a message is there."""
+    box = Mailbox.open(res_id, Msg)
+    try:
+        with pytest.raises(netmcore.ContextError) as info:
+            box.receive(timeout=0)
+    finally:
+        box.release()
+    return str(info.value)
+
+
+# Where in send() a sender dies: right after it claimed a slot (its robust
+# claim mutex is held, the slot is marked claimed); half-way through writing
+# the payload into its slot.
+DEATH_POINTS = ["claimed", "payload_half_written"]
+
+
+@netmcore.process
+def mb_die_mid_send(arg: tuple[ResId, str]) -> None:
+    """Take the steps of ``send`` up to ``point``, then die (SIGKILL).
+
+    The payload is a valid message's encoding, half written: a receiver that
+    read this slot would see a torn message."""
+    res_id, point = arg
+    box = Mailbox.open(res_id, Msg)
+    data = box.type.encode(Msg(666, 666_666_666))
+    slot = box._claim_slot()
+    assert slot is not None, "the box should have had a free slot"
+    if point == "payload_half_written":
+        start = box._head(slot) + _SLOT_HEAD.size
+        box._segment.buffer[start : start + len(data) // 2] = data[: len(data) // 2]
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@netmcore.process
+def mb_blocked_sender(arg: tuple[ResId, int]) -> None:
+    """Say our pid, then send to a full box: block until killed."""
+    res_id, pid_w = arg
+    box = Mailbox.open(res_id, Msg)
+    os.write(pid_w, f"{os.getpid()}\n".encode())
+    box.send(Msg(666, 0))  # the box is full: this blocks
+    raise AssertionError("a send to a full box returned")
+
+
+# --------------------------------------------------------------------------
+# Process types: mailbox scenarios (the receiver is the box's creator)
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def many_senders_scenario(arg: tuple[int, int]) -> list[tuple[int, int]]:
+    senders, count = arg
+    box = Mailbox.create(Msg, slots=8, slot_size=32)
+    try:
+        pids = [
+            mb_send.start((box.res_id, [Msg(s, i) for i in range(count)])) for s in range(senders)
+        ]
+        got = receive_all(box, senders * count)
+        for pid in pids:
+            assert joined(mb_send, pid) == count
+        assert_empty(box)
+    finally:
+        box.release()
+    return [(m.sender, m.seq) for m in got]
+
+
+@netmcore.process
+def later_sender_scenario(_: int) -> list[list[int]]:
+    """Two single senders, one after the other: each one's order is kept."""
+    box = Mailbox.create(Msg, slots=8, slot_size=32)
+    try:
+        first = [Msg(1, i) for i in range(3)]
+        assert joined(mb_send, mb_send.start((box.res_id, first))) == 3
+        got_first = receive_all(box, 3)
+        # The second sender sends all four before the receiver looks.
+        second = [Msg(2, i) for i in range(4)]
+        assert joined(mb_send, mb_send.start((box.res_id, second))) == 4
+        got_second = receive_all(box, 4)
+        assert_empty(box)
+    finally:
+        box.release()
+    return [[m.seq for m in got_first], [m.seq for m in got_second]]
+
+
+@netmcore.process
+def full_box_scenario(arg: tuple[int, int]) -> dict[str, Any]:
+    """The receiver reads one message at a time; before each, it lets the
+    sender run as far as it can, and checks that it got exactly ``slots``
+    messages ahead and no further (its next progress does not come)."""
+    slots, count = arg
+    box = Mailbox.create(Msg, slots=slots, slot_size=32)
+    progress = netmcore.create_sem(0)
+    ahead: list[int] = []
+    blocked: list[bool] = []
+    got: list[Msg] = []
+    try:
+        pid = mb_send_with_progress.start((box.res_id, progress.res_id, count))
+        sent = 0
+        for received in range(count):
+            while sent < min(received + slots, count):
+                assert progress.wait(timeout=GUARD), "the sender stopped early"
+                sent += 1
+            if sent < count:
+                # The sender is blocked in send: no more progress can come.
+                blocked.append(not progress.wait(timeout=SHORT))
+            ahead.append(sent - received)
+            got.append(box.receive(timeout=GUARD))
+        assert joined(mb_send_with_progress, pid) == count
+        assert progress.wait(timeout=0) is False
+        assert_empty(box)
+    finally:
+        box.release()
+        progress.release()
+    return {"seqs": [m.seq for m in got], "ahead": ahead, "blocked": blocked}
+
+
+@netmcore.process
+def oversized_scenario(arg: tuple[int, int]) -> str:
+    slots, slot_size = arg
+    box = Mailbox.create(bytes, slots=slots, slot_size=slot_size)
+    try:
+        error: str = joined(mb_send_oversized, mb_send_oversized.start((box.res_id, slot_size)))
+        assert_empty(box)  # nothing was written, nothing posted
+        # Every slot is still free, and a message of exactly slot_size fits.
+        assert joined(mb_send_exact_fit, mb_send_exact_fit.start((box.res_id, slot_size, slots)))
+        for i in range(slots):
+            assert box.receive(timeout=GUARD) == bytes([i]) * (slot_size - 2)
+        assert_empty(box)
+    finally:
+        box.release()
+    return error
+
+
+@netmcore.process
+def typed_messages_scenario(kind: str) -> list[str]:
+    box = Mailbox.create(MESSAGE_TYPES[kind], slots=4, slot_size=128)
+    try:
+        pid = mb_send_typed.start((box.res_id, kind, 10))
+        got = receive_all(box, 10)
+        assert joined(mb_send_typed, pid) == 10
+        assert_empty(box)
+    finally:
+        box.release()
+    assert got == [good_message(kind, k) for k in range(10)]
+    return [type(m).__name__ for m in got]
+
+
+@netmcore.process
+def mismatch_scenario(kind: str) -> list[str]:
+    box = Mailbox.create(message_type(kind), slots=2, slot_size=128)
+    try:
+        paths: list[str] = joined(mb_send_mismatch, mb_send_mismatch.start((box.res_id, kind)))
+        # The refused messages left nothing behind: only the good one is there.
+        assert box.receive(timeout=GUARD) == good_message(kind, 7)
+        assert_empty(box)
+    finally:
+        box.release()
+    return paths
+
+
+@netmcore.process
+def open_as_scenario(_: int) -> list[str]:
+    box = Mailbox.create(KStruct, slots=2, slot_size=64)
+    plain = netmcore.create_shm(4096)
+    plain.close()
+    try:
+        errors = [
+            joined(mb_open_as, mb_open_as.start((box.res_id, "dataclass"))),
+            joined(mb_open_as, mb_open_as.start((plain.res_id, "struct"))),
+        ]
+        # The box still works for a sender of the right type.
+        assert joined(mb_send_typed, mb_send_typed.start((box.res_id, "struct", 1))) == 1
+        assert box.receive(timeout=GUARD) == good_message("struct", 0)
+    finally:
+        box.release()
+        netmcore.release(plain.res_id)
+    return errors
+
+
+@netmcore.process
+def sender_receives_scenario(_: int) -> str:
+    box = Mailbox.create(Msg, slots=2, slot_size=32)
+    try:
+        box.send(Msg(0, 1))  # the owner may send to its own box
+        error: str = joined(mb_sender_receives, mb_sender_receives.start(box.res_id))
+        # The refused receive did not take the message.
+        assert box.receive(timeout=0) == Msg(0, 1)
+        assert_empty(box)
+    finally:
+        box.release()
+    return error
+
+
+@netmcore.process
+def killed_mid_send_scenario(arg: tuple[int, str, bool]) -> dict[str, Any]:
+    slots, point, reclaim_first = arg
+    box = Mailbox.create(Msg, slots=slots, slot_size=32)
+    out: dict[str, Any] = {}
+    try:
+        crashed(mb_die_mid_send, mb_die_mid_send.start((box.res_id, point)))
+        out["claimed_slots"] = sum(box._segment.buffer[box._head(i)] == 1 for i in range(slots))
+        if reclaim_first:
+            out["freed"] = [box.reclaim(), box.reclaim()]
+        # Either way the box takes all its messages again, and the receiver
+        # sees only whole ones (capacity() checks every message it gets back).
+        out["capacity"] = capacity(box)
+        out["freed_after"] = box.reclaim()
+    finally:
+        box.release()
+    return out
+
+
+@netmcore.process
+def killed_blocked_sender_scenario(arg: tuple[int, int, int]) -> list[int]:
+    slots, pid_r, pid_w = arg
+    box = Mailbox.create(Msg, slots=slots, slot_size=32)
+    try:
+        assert joined(mb_fill, mb_fill.start((box.res_id, 1))) == slots  # full
+        pid = mb_blocked_sender.start((box.res_id, pid_w))
+        os.kill(int(os.read(pid_r, 64)), signal.SIGKILL)
+        crashed(mb_blocked_sender, pid)
+        assert receive_all(box, slots) == [Msg(1, i) for i in range(slots)]
+        assert_empty(box)
+        return [box.reclaim(), capacity(box)]
+    finally:
+        box.release()
+
+
+# --------------------------------------------------------------------------
+# Process types: mutexes
+# --------------------------------------------------------------------------
+
+
+def _do(mutex: ShmMutex, op: str) -> str:
+    """One operation on ``mutex``: its result, or the exception's class:errno."""
+    try:
+        if op == "lock":
+            result: object = mutex.lock(timeout=GUARD)
+        elif op == "trylock":
+            result = mutex.lock(timeout=SHORT)
+        elif op == "unlock":
+            mutex.unlock()
+            result = None
+        elif op == "kind":
+            result = mutex.kind
+        else:
+            raise AssertionError(f"unknown op {op!r}")
+    except Exception as exc:
+        return f"{type(exc).__name__}:{errno_name(exc)}"
+    return str(result)
+
+
+@netmcore.process
+def mx_probe(arg: tuple[ResId, list[str]]) -> list[str]:
+    """Open the mutex by id and do ``ops`` on it in order."""
+    res_id, ops = arg
+    mutex = ShmMutex.open(res_id)
+    try:
+        return [_do(mutex, op) for op in ops]
+    finally:
+        mutex.release()
+
+
+def probe(mutex: ShmMutex, *ops: str) -> list[str]:
+    """In a worker: what another process sees doing ``ops`` on ``mutex``."""
+    result: list[str] = joined(mx_probe, mx_probe.start((mutex.res_id, list(ops))))
+    return result
+
+
+@netmcore.process
+def mx_increment(arg: tuple[ResId, ResId, ResId, int]) -> int:
+    """Wait for the start, then add 1 to the counter ``rounds`` times under the lock."""
+    mutex_id, counter_id, start_id, rounds = arg
+    mutex = ShmMutex.open(mutex_id)
+    counter = netmcore.open_shm(counter_id)
+    start = netmcore.open_sem(start_id)
+    try:
+        assert start.wait(timeout=GUARD)
+        for _ in range(rounds):
+            with mutex:
+                value = read_int(counter)
+                os.sched_yield()  # invite a lost update, should the lock not exclude
+                write_int(counter, value + 1)
+    finally:
+        mutex.release()
+        counter.release()
+        start.release()
+    return rounds
+
+
+@netmcore.process
+def mx_hold(arg: tuple[ResId, int, int]) -> None:
+    """Lock the mutex, say our pid, and hold it until the gate opens (never)."""
+    res_id, pid_w, gate_r = arg
+    mutex = ShmMutex.open(res_id)
+    assert mutex.lock(timeout=GUARD)
+    os.write(pid_w, f"{os.getpid()}\n".encode())
+    os.read(gate_r, 1)
+    mutex.unlock()
+
+
+@netmcore.process
+def mutual_exclusion_scenario(arg: tuple[str, int, int]) -> int:
+    kind, workers, rounds = arg
+    mutex = ShmMutex.create(kind)  # type: ignore[arg-type]
+    counter = netmcore.create_shm(8)
+    start = netmcore.create_sem(0)
+    try:
+        pids = [
+            mx_increment.start((mutex.res_id, counter.res_id, start.res_id, rounds))
+            for _ in range(workers)
+        ]
+        for _ in range(workers):
+            start.post()  # all go at once
+        for pid in pids:
+            assert joined(mx_increment, pid) == rounds
+        return read_int(counter)
+    finally:
+        mutex.release()
+        counter.release()
+        start.release()
+
+
+@netmcore.process
+def errorcheck_scenario(_: int) -> dict[str, Any]:
+    mutex = ShmMutex.create("errorcheck")
+    out: dict[str, Any] = {}
+    try:
+        assert mutex.lock() is True
+        with pytest.raises(OSError) as info:
+            mutex.lock()
+        out["relock"] = [type(info.value).__name__, errno_name(info.value)]
+        with pytest.raises(OSError) as info:
+            mutex.lock(timeout=0)
+        out["relock_timeout"] = [type(info.value).__name__, errno_name(info.value)]
+        # Another process: it may not unlock, and cannot lock while we hold it.
+        out["other_while_held"] = probe(mutex, "unlock", "trylock")
+        mutex.unlock()
+        with pytest.raises(PermissionError):
+            mutex.unlock()  # not held any more
+        out["other_after"] = probe(mutex, "lock", "unlock")
+        assert mutex.lock(timeout=0) is True
+        mutex.unlock()
+    finally:
+        mutex.release()
+    return out
+
+
+@netmcore.process
+def recursive_scenario(_: int) -> dict[str, list[str]]:
+    mutex = ShmMutex.create("recursive")
+    out: dict[str, list[str]] = {}
+    try:
+        assert mutex.lock() is True
+        assert mutex.lock(timeout=0) is True
+        assert mutex.lock() is True
+        mutex.unlock()
+        mutex.unlock()
+        out["held_once"] = probe(mutex, "trylock")  # locked 3 times, unlocked twice
+        mutex.unlock()
+        out["released"] = probe(mutex, "lock", "unlock")
+        with pytest.raises(PermissionError):
+            mutex.unlock()
+    finally:
+        mutex.release()
+    return out
+
+
+@netmcore.process
+def kinds_scenario(_: int) -> dict[str, list[str]]:
+    """Each kind, opened by id in another process, keeps its kind and behaviour."""
+    out: dict[str, list[str]] = {}
+    for kind in ("normal", "errorcheck", "recursive"):
+        mutex = ShmMutex.create(kind)
+        try:
+            assert mutex.kind == kind
+            out[kind] = probe(mutex, "kind", "lock", "trylock", "unlock", "unlock")
+        finally:
+            mutex.release()
+    return out
+
+
+@netmcore.process
+def owner_died_scenario(arg: tuple[str, str, int, int, int, int]) -> dict[str, Any]:
+    """Kill the holder of the mutex; then lock it (``how``: "lock" or "with")."""
+    kind, how, pid_r, pid_w, gate_r, gate_w = arg
+    mutex = ShmMutex.create(kind)  # type: ignore[arg-type]
+    out: dict[str, Any] = {}
+    try:
+        holder = mx_hold.start((mutex.res_id, pid_w, gate_r))
+        os.kill(int(os.read(pid_r, 64)), signal.SIGKILL)
+        crashed(mx_hold, holder)
+        if how == "lock":
+            with pytest.raises(OwnerDiedError, match=r"died while holding it"):
+                mutex.lock(timeout=GUARD)
+            out["held_by_us"] = probe(mutex, "trylock")
+            mutex.unlock()
+        else:
+            ran = []
+            with pytest.raises(OwnerDiedError, match=r"died while holding it"), mutex:
+                ran.append("body")
+            out["body"] = ran
+        out["other_after"] = probe(mutex, "lock", "unlock")
+        out["again"] = mutex.lock(timeout=GUARD)  # no OwnerDiedError any more
+        mutex.unlock()
+    finally:
+        os.write(gate_w, b"x")  # lets the holder end, were it still alive
+        mutex.release()
+    return out
+
+
+@netmcore.process
+def blocked_waiter_scenario(arg: tuple[int, int, int, int]) -> list[str]:
+    """A process waiting for a held mutex learns of its holder's death."""
+    pid_r, pid_w, gate_r, gate_w = arg
+    mutex = ShmMutex.create("normal")
+    try:
+        holder = mx_hold.start((mutex.res_id, pid_w, gate_r))
+        holder_pid = int(os.read(pid_r, 64))
+        # The waiter waits in lock() (or starts after the death; it must learn
+        # of it either way).
+        waiter = mx_probe.start((mutex.res_id, ["lock", "unlock", "trylock", "unlock"]))
+        os.kill(holder_pid, signal.SIGKILL)
+        crashed(mx_hold, holder)
+        seen: list[str] = joined(mx_probe, waiter)
+    finally:
+        os.write(gate_w, b"x")  # lets the holder end, were it still alive
+        mutex.release()
+    return seen
+
+
+# --------------------------------------------------------------------------
+# Process types: conditions
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def cv_consumer(arg: tuple[ResId, ResId, ResId, int]) -> list[int]:
+    """Wait until the flag is set; say (holding the mutex) when about to wait.
+
+    Returns [how many waits returned True, the flag seen]."""
+    mutex_id, cond_id, flag_id, ready_w = arg
+    mutex = ShmMutex.open(mutex_id)
+    cond = ShmCondition.open(cond_id)
+    flag = netmcore.open_shm(flag_id)
+    woken = 0
+    try:
+        with mutex:
+            os.write(ready_w, b"w")
+            while flag.buffer[0] == 0:
+                if not cond.wait(mutex, timeout=GUARD):
+                    raise AssertionError("no signal came")
+                woken += 1
+            seen = flag.buffer[0]
+    finally:
+        mutex.release()
+        cond.release()
+        flag.release()
+    return [woken, seen]
+
+
+@netmcore.process
+def condition_scenario(arg: tuple[int, str, int, int]) -> list[list[int]]:
+    """``consumers`` wait; once all wait, set the flag and ``signal`` or ``broadcast``."""
+    consumers, how, ready_r, ready_w = arg
+    mutex = ShmMutex.create("errorcheck")
+    cond = ShmCondition.create()
+    flag = netmcore.create_shm(1)
+    try:
+        ids = (mutex.res_id, cond.res_id, flag.res_id, ready_w)
+        pids = [cv_consumer.start(ids) for _ in range(consumers)]
+        for _ in range(consumers):
+            assert os.read(ready_r, 1) == b"w"
+        # Each consumer said "w" while holding the mutex and lets go of it only
+        # in wait(): once we hold it, every consumer is waiting.
+        with mutex:
+            flag.buffer[0] = 7
+            if how == "signal":
+                cond.signal()
+            else:
+                cond.broadcast()
+        return [joined(cv_consumer, pid) for pid in pids]
+    finally:
+        mutex.release()
+        cond.release()
+        flag.release()
+
+
+@netmcore.process
+def condition_timeout_scenario(_: int) -> dict[str, Any]:
+    mutex = ShmMutex.create("normal")
+    cond = ShmCondition.create()
+    out: dict[str, Any] = {}
+    try:
+        assert mutex.lock()
+        out["wait"] = cond.wait(mutex, timeout=SHORT)
+        out["held_after_wait"] = probe(mutex, "trylock")  # we hold it again
+        cond.signal()  # nobody waits: a no-op
+        cond.broadcast()
+        mutex.unlock()
+        out["other_after"] = probe(mutex, "lock", "unlock")
+    finally:
+        mutex.release()
+        cond.release()
+    return out
+
+
+# --------------------------------------------------------------------------
+# Process types: semaphores
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def sem_pong(arg: tuple[ResId, ResId, int]) -> int:
+    ping_id, pong_id, rounds = arg
+    ping = netmcore.open_sem(ping_id)
+    pong = netmcore.open_sem(pong_id)
+    try:
+        for _ in range(rounds):
+            assert ping.wait(timeout=GUARD)
+            pong.post()
+        assert ping.wait(timeout=SHORT) is False
+    finally:
+        ping.release()
+        pong.release()
+    return rounds
+
+
+@netmcore.process
+def sem_take(arg: tuple[ResId, int]) -> list[bool]:
+    """Decrement ``n`` times without waiting."""
+    res_id, n = arg
+    sem = netmcore.open_sem(res_id)
+    try:
+        return [sem.wait(timeout=0) for _ in range(n)]
+    finally:
+        sem.release()
+
+
+@netmcore.process
+def sem_scenario(rounds: int) -> dict[str, Any]:
+    ping = netmcore.create_sem(0)
+    pong = netmcore.create_sem(0)
+    start = netmcore.create_sem(2)
+    try:
+        pid = sem_pong.start((ping.res_id, pong.res_id, rounds))
+        for _ in range(rounds):
+            ping.post()
+            assert pong.wait(timeout=GUARD)
+        out: dict[str, Any] = {
+            "pong": joined(sem_pong, pid),
+            "values": [ping.value, pong.value],
+            "taken": joined(sem_take, sem_take.start((start.res_id, 3))),
+            "start_value": start.value,
+        }
+    finally:
+        ping.release()
+        pong.release()
+        start.release()
+    return out
+
+
+# --------------------------------------------------------------------------
+# Process types: cleanup
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def use_and_keep(arg: tuple[ResId, ResId, ResId, ResId]) -> None:
+    """Open each primitive by id, use it, release nothing."""
+    box_id, mutex_id, cond_id, sem_id = arg
+    Mailbox.open(box_id, Msg).send(Msg(5, 5), timeout=GUARD)
+    mutex = ShmMutex.open(mutex_id)
+    with mutex:
+        ShmCondition.open(cond_id).broadcast()
+    netmcore.open_sem(sem_id).post()
+
+
+@netmcore.process
+def create_and_keep_scenario(_: int) -> list[str]:
+    """Create one of each primitive, let another process use them, release nothing."""
+    box = Mailbox.create(Msg, slots=2, slot_size=32)
+    mutex = ShmMutex.create("recursive")
+    cond = ShmCondition.create()
+    sem = netmcore.create_sem(0)
+    joined(use_and_keep, use_and_keep.start((box.res_id, mutex.res_id, cond.res_id, sem.res_id)))
+    assert box.receive(timeout=GUARD) == Msg(5, 5)
+    assert sem.wait(timeout=GUARD)
+    paths = [shm_path(netmcore.get_shm(r)) for r in (box.res_id, mutex.res_id, cond.res_id)]
+    paths.append(sem_path(sem.name))
+    for p in paths:
+        assert os.path.exists(p), p
+    return paths
+
+
+# --------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pipes() -> Iterator[Callable[[], tuple[int, int]]]:
+    """Make pipes in the master (every worker inherits both ends); close them after."""
+    made: list[int] = []
+
+    def make() -> tuple[int, int]:
+        r, w = os.pipe()
+        made.extend((r, w))
+        return r, w
+
+    yield make
+    for fd in made:
+        os.close(fd)
+
+
+@pytest.fixture
+def master_cleanup() -> Iterator[None]:
+    """Whatever the test process (the master) still manages is destroyed after."""
+    try:
+        yield
+    finally:
+        netmcore.destroy_resources()
+
+
+# --------------------------------------------------------------------------
+# 1. Mailbox: delivery, order, blocking, sizes, timeouts, types, context
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("senders", [1, 4])
+def test_mailbox_delivers_every_message_exactly_once(senders: int) -> None:
+    count = 300
+    got = run_scenario(many_senders_scenario, (senders, count))
+    expected = [(s, i) for s in range(senders) for i in range(count)]
+    duplicates = [m for m, n in Counter(got).items() if n > 1]
+    assert not duplicates, f"received more than once: {duplicates[:5]}"
+    assert sorted(got) == expected
+    if senders == 1:
+        assert got == expected, "a single sender's messages arrived out of order"
+
+
+def test_mailbox_single_senders_one_after_another_keep_their_order() -> None:
+    """A sender that opens the box after another one's messages were received
+    still has its messages received in the order it sent them."""
+    first, second = run_scenario(later_sender_scenario, 0)
+    assert first == [0, 1, 2]
+    assert second == [0, 1, 2, 3], "the second sender's messages arrived out of order"
+
+
+def test_mailbox_sender_blocks_while_the_box_is_full() -> None:
+    slots, count = 2, 10
+    result = run_scenario(full_box_scenario, (slots, count))
+    assert result["seqs"] == list(range(count))
+    # Before each receive the sender was exactly `slots` messages ahead (fewer
+    # only at the end), and could not go further: it was blocked in send.
+    assert result["ahead"] == [min(slots, count - r) for r in range(count)]
+    assert result["blocked"] == [True] * (count - slots)
+
+
+def test_mailbox_message_larger_than_a_slot_is_refused_before_anything_is_written() -> None:
+    error = run_scenario(oversized_scenario, (3, 16))
+    assert "a message of 17 bytes does not fit" in error
+    assert "slots hold 16 bytes" in error
+    assert "slot_size" in error  # says what to change
+
+
+def test_mailbox_receive_timeout_raises_timeout_error(master_cleanup: None) -> None:
+    box = Mailbox.create(Msg, slots=2, slot_size=32)
+    try:
+        with pytest.raises(TimeoutError, match=r"no message arrived in .* within 0.05 s"):
+            box.receive(timeout=SHORT)
+        with pytest.raises(TimeoutError):
+            box.receive(timeout=0)
+        box.send(Msg(1, 1))
+        assert box.receive(timeout=0) == Msg(1, 1)  # a waiting message: no wait
+    finally:
+        box.release()
+
+
+def test_mailbox_send_timeout_on_a_full_box_raises_timeout_error(master_cleanup: None) -> None:
+    box = Mailbox.create(Msg, slots=2, slot_size=32)
+    try:
+        box.send(Msg(0, 0), timeout=0)
+        box.send(Msg(0, 1), timeout=0)
+        with pytest.raises(TimeoutError, match=r"stayed full for 0.05 s"):
+            box.send(Msg(0, 2), timeout=SHORT)
+        assert box.receive(timeout=0) == Msg(0, 0)
+        box.send(Msg(0, 3), timeout=0)  # one slot came free
+        assert box.receive(timeout=0) == Msg(0, 1)
+        assert box.receive(timeout=0) == Msg(0, 3)
+        assert_empty(box)
+    finally:
+        box.release()
+
+
+# Message types whose decoded values could be views of the encoding.
+VIEW_TYPES: dict[str, tuple[Any, Callable[[bytes], Any]]] = {
+    "bytes": (bytes, lambda b: b),
+    "memoryview": (memoryview, memoryview),
+    "msgspec.Raw": (msgspec.Raw, lambda b: msgspec.Raw(msgspec.msgpack.encode(b))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIEW_TYPES))
+def test_mailbox_received_message_is_not_a_view_of_its_slot(
+    name: str, master_cleanup: None
+) -> None:
+    """A received message stays as it was when the receiver took it, and the
+    box can be released while it is alive: it does not alias the slot, which the
+    next message reuses."""
+    typ, make = VIEW_TYPES[name]
+    box = Mailbox.create(typ, slots=1, slot_size=64)
+    try:
+        box.send(make(b"first"), timeout=0)
+        first = box.receive(timeout=0)
+        seen = bytes(first)
+        box.send(make(b"SECOND"), timeout=0)  # into the same, only slot
+        second = box.receive(timeout=0)
+        assert bytes(first) == seen, "a received message changed when its slot was reused"
+        assert bytes(second) != seen
+    finally:
+        box.release()  # while the received values are alive
+
+
+@pytest.mark.parametrize("kind", sorted(MESSAGE_TYPES))
+def test_mailbox_carries_structs_dataclasses_and_pydantic_models(kind: str) -> None:
+    names = run_scenario(typed_messages_scenario, kind)
+    assert names == [MESSAGE_TYPES[kind].__name__] * 10
+
+
+@pytest.mark.parametrize("kind", MISMATCHES)
+def test_mailbox_message_of_the_wrong_type_names_the_path(kind: str) -> None:
+    paths = run_scenario(mismatch_scenario, kind)
+    assert paths == ["$.k", "$"]
+
+
+def test_mailbox_open_with_another_type_or_on_a_non_mailbox_is_refused() -> None:
+    wrong_type, not_a_box = run_scenario(open_as_scenario, 0)
+    assert wrong_type.startswith("EncapTypeMismatch: ")
+    assert "KData" in wrong_type
+    assert not_a_box.startswith("ValueError: ")
+    assert "is not a mailbox" in not_a_box
+
+
+def test_mailbox_receive_by_a_sender_is_a_context_error() -> None:
+    error = run_scenario(sender_receives_scenario, 0)
+    assert "only the process that created" in error
+    assert "senders use send()" in error
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"slots": 0}, r"slots=0 is not valid"),
+        ({"slots": True}, r"slots=True is not valid"),
+        ({"slot_size": 0}, r"slot_size=0 is not valid"),
+        ({"slot_size": "64"}, r"slot_size='64' is not valid"),
+    ],
+)
+def test_mailbox_create_with_bad_sizes_raises_value_error(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Mailbox.create(Msg, **kwargs)  # nothing made: the conftest fixture checks
+
+
+# --------------------------------------------------------------------------
+# 2. Mailbox: senders killed
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("point", DEATH_POINTS)
+def test_mailbox_sender_killed_mid_send_leaves_no_torn_message_and_is_reclaimed(
+    point: str,
+) -> None:
+    """Wherever in send() a sender dies, the receiver never sees a torn message,
+    and reclaim() gives the dead sender's slot back at once."""
+    slots = 3
+    out = run_scenario(killed_mid_send_scenario, (slots, point, True))
+    assert out["claimed_slots"] == 1  # the dead sender's slot, never marked full
+    assert out["freed"] == [1, 0], "reclaim() did not give the dead sender's slot back"
+    assert out["capacity"] == slots
+    assert out["freed_after"] == 0
+
+
+@pytest.mark.parametrize("point", DEATH_POINTS)
+def test_mailbox_slot_of_a_sender_killed_mid_send_is_taken_over_by_the_next(
+    point: str,
+) -> None:
+    """Without reclaim(), the next sender that comes to the dead sender's slot
+    gets its robust claim mutex ("owner died") and takes the slot over."""
+    slots = 3
+    out = run_scenario(killed_mid_send_scenario, (slots, point, False))
+    assert out["claimed_slots"] == 1
+    assert out["capacity"] == slots, "the dead sender's slot stayed lost"
+    assert out["freed_after"] == 0
+
+
+def test_mailbox_sender_killed_while_blocked_on_a_full_box(pipes: Any) -> None:
+    pid_r, pid_w = pipes()
+    freed, capacity_after = run_scenario(killed_blocked_sender_scenario, (2, pid_r, pid_w))
+    assert freed == 0  # the dead sender had claimed nothing
+    assert capacity_after == 2
+
+
+# --------------------------------------------------------------------------
+# 3. ShmMutex
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["normal", "errorcheck", "recursive"])
+def test_mutex_excludes_across_processes(kind: str) -> None:
+    workers, rounds = 4, 2000
+    total = run_scenario(mutual_exclusion_scenario, (kind, workers, rounds))
+    assert total == workers * rounds, f"{workers * rounds - total} updates were lost"
+
+
+def test_errorcheck_mutex_refuses_relock_and_unlock_by_a_non_holder() -> None:
+    out = run_scenario(errorcheck_scenario, 0)
+    assert out["relock"] == ["OSError", "EDEADLK"]
+    assert out["relock_timeout"] == ["OSError", "EDEADLK"]
+    assert out["other_while_held"] == ["PermissionError:EPERM", "False"]
+    assert out["other_after"] == ["True", "None"]
+
+
+def test_recursive_mutex_counts_its_locks() -> None:
+    out = run_scenario(recursive_scenario, 0)
+    assert out["held_once"] == ["False"]
+    assert out["released"] == ["True", "None"]
+
+
+def test_mutex_kind_is_kept_when_opened_by_res_id() -> None:
+    out = run_scenario(kinds_scenario, 0)
+    # ops: kind, lock, lock again (timed), unlock, unlock
+    assert out["normal"] == ["normal", "True", "False", "None", "PermissionError:EPERM"]
+    assert out["errorcheck"] == [
+        "errorcheck",
+        "True",
+        "OSError:EDEADLK",
+        "None",
+        "PermissionError:EPERM",
+    ]
+    assert out["recursive"] == ["recursive", "True", "True", "None", "None"]
+
+
+@pytest.mark.parametrize("kind", ["normal", "errorcheck", "recursive"])
+def test_mutex_holder_killed_next_locker_gets_owner_died(kind: str, pipes: Any) -> None:
+    pid_r, pid_w = pipes()
+    gate_r, gate_w = pipes()
+    out = run_scenario(owner_died_scenario, (kind, "lock", pid_r, pid_w, gate_r, gate_w))
+    assert out["held_by_us"] == ["False"], "OwnerDiedError was raised without the lock held"
+    assert out["other_after"] == ["True", "None"]
+    assert out["again"] is True
+
+
+def test_with_mutex_after_owner_death_raises_and_leaves_it_unlocked(pipes: Any) -> None:
+    pid_r, pid_w = pipes()
+    gate_r, gate_w = pipes()
+    out = run_scenario(owner_died_scenario, ("normal", "with", pid_r, pid_w, gate_r, gate_w))
+    assert out["body"] == [], "the with-body ran after OwnerDiedError"
+    assert out["other_after"] == ["True", "None"], "the with block left the mutex locked"
+
+
+def test_waiter_blocked_on_a_dead_holder_learns_of_the_death(pipes: Any) -> None:
+    pid_r, pid_w = pipes()
+    gate_r, gate_w = pipes()
+    seen = run_scenario(blocked_waiter_scenario, (pid_r, pid_w, gate_r, gate_w))
+    assert seen == ["OwnerDiedError:", "None", "True", "None"]
+
+
+def test_mutex_bad_kind_raises_value_error() -> None:
+    with pytest.raises(ValueError, match=r"kind 'fast' is not valid: use 'normal', 'errorcheck'"):
+        ShmMutex.create("fast")  # type: ignore[arg-type]  # nothing made: conftest checks
+
+
+def test_mutex_in_one_process(master_cleanup: None) -> None:
+    mutex = ShmMutex.create("errorcheck")
+    try:
+        with mutex:
+            with pytest.raises(OSError) as info:
+                mutex.lock(timeout=0)
+            assert info.value.errno == errno.EDEADLK
+        with pytest.raises(PermissionError, match=r"is not held by this thread"):
+            mutex.unlock()
+        assert mutex.lock(timeout=0) is True
+        mutex.unlock()
+    finally:
+        mutex.release()
+
+
+# --------------------------------------------------------------------------
+# 4. ShmCondition
+# --------------------------------------------------------------------------
+
+
+def test_condition_signal_wakes_a_waiter_in_another_process(pipes: Any) -> None:
+    ready_r, ready_w = pipes()
+    [(woken, seen)] = run_scenario(condition_scenario, (1, "signal", ready_r, ready_w))
+    assert seen == 7
+    assert woken >= 1
+
+
+def test_condition_broadcast_wakes_every_waiter(pipes: Any) -> None:
+    ready_r, ready_w = pipes()
+    results = run_scenario(condition_scenario, (3, "broadcast", ready_r, ready_w))
+    assert len(results) == 3
+    for woken, seen in results:
+        assert seen == 7
+        assert woken >= 1
+
+
+def test_condition_wait_timeout_returns_false_holding_the_mutex() -> None:
+    out = run_scenario(condition_timeout_scenario, 0)
+    assert out["wait"] is False
+    assert out["held_after_wait"] == ["False"]
+    assert out["other_after"] == ["True", "None"]
+
+
+def test_condition_wait_timeout_in_one_process(master_cleanup: None) -> None:
+    mutex = ShmMutex.create("errorcheck")
+    cond = ShmCondition.create()
+    try:
+        assert mutex.lock()
+        assert cond.wait(mutex, timeout=SHORT) is False
+        with pytest.raises(OSError) as info:  # this thread holds it again
+            mutex.lock(timeout=0)
+        assert info.value.errno == errno.EDEADLK
+        mutex.unlock()
+    finally:
+        mutex.release()
+        cond.release()
+
+
+# --------------------------------------------------------------------------
+# 5. PosixSemaphore
+# --------------------------------------------------------------------------
+
+
+def test_semaphore_post_and_wait_across_processes() -> None:
+    out = run_scenario(sem_scenario, 200)
+    assert out["pong"] == 200
+    assert out["values"] == [0, 0]
+    assert out["taken"] == [True, True, False]
+    assert out["start_value"] == 0
+
+
+# --------------------------------------------------------------------------
+# 6. Cleanup: every primitive is a managed resource
+# --------------------------------------------------------------------------
+
+
+def test_primitives_are_gone_once_their_users_have_ended() -> None:
+    paths = run_scenario(create_and_keep_scenario, 0)
+    assert len(paths) == 4
+    left = [p for p in paths if os.path.exists(p)]
+    assert not left, f"primitives outlived every process that used them: {left}"
+
+
+def test_primitives_held_by_the_master_outlive_run_until_released(
+    master_cleanup: None,
+) -> None:
+    box = Mailbox.create(Msg, slots=2, slot_size=32)
+    mutex = ShmMutex.create("normal")
+    cond = ShmCondition.create()
+    sem = netmcore.create_sem(0)
+    primitives: list[Any] = [box, mutex, cond, sem]
+    paths = [shm_path(netmcore.get_shm(p.res_id)) for p in (box, mutex, cond)]
+    paths.append(sem_path(sem.name))
+    try:
+        netmcore.run(
+            first_process=lambda: use_and_keep.start(
+                (box.res_id, mutex.res_id, cond.res_id, sem.res_id)
+            ),
+            extract_result=lambda _c, pid: outcome_value(use_and_keep.join_outcome_nowait(pid)),
+        )
+        assert all(os.path.exists(p) for p in paths), "run() destroyed what the master holds"
+        # The master, which owns the box, gets what the worker sent.
+        assert box.receive(timeout=0) == Msg(5, 5)
+        assert sem.wait(timeout=0) is True
+        assert mutex.lock(timeout=0) is True
+        mutex.unlock()
+    finally:
+        for p in primitives:
+            p.release()
+    left = [p for p in paths if os.path.exists(p)]
+    assert not left, f"released by the master, their last user, yet still there: {left}"
