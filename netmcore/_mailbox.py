@@ -44,6 +44,7 @@ _CURSOR = struct.calcsize("=8sIII8s")
 _HINTS = struct.Struct("=II")  # cursor, stamp
 # state, length, sender os pid, stamp; little-endian: byte 0 is the state
 _SLOT_HEAD = struct.Struct("<IIII")
+_STAMP = struct.Struct("<I")  # at offset 12 of a slot head
 _EMPTY, _CLAIMED, _FULL = 0, 1, 2
 _SEMS = 64  # offset of the free semaphore; filled follows at 2 * SLOT
 _FIRST_SLOT = 3 * _pthread.SLOT
@@ -245,10 +246,14 @@ class Mailbox(Generic[T]):
         # slow sender's stamp may be behind the last one received: a signed
         # distance puts such a message first instead of last.
         best, best_i = 1 << 32, 0
+        buf, stride, first = self._buf, self._stride, _FIRST_SLOT + _pthread.SLOT
         for i in range(self.slots):
-            state, _, _, stamp = _SLOT_HEAD.unpack_from(self._buf, self._head(i))
+            head = first + i * stride
+            if buf[head] != _FULL:  # the state's low byte: no unpacking for most slots
+                continue
+            stamp = _STAMP.unpack_from(buf, head + 12)[0]
             distance = ((stamp - last + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-            if state == _FULL and distance < best:
+            if distance < best:
                 best, best_i = distance, i
         return best_i
 

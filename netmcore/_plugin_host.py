@@ -117,6 +117,8 @@ class PluginHost:
         return None
 
     def _var_delete(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        if req.name in self.vars:
+            _check(req, self.vars[req.name].fingerprint, "shared variable")
         var = self.vars.pop(req.name, None)
         if var is not None:
             for w in var.waiters:
@@ -187,8 +189,10 @@ class PluginHost:
             sem.value -= 1
             self._account(sem, waiter, -1)
             return PluginReply(None, sem.value)
-        if not req.flag or waiter is None:  # not waiting: upstream's -1
+        if not req.flag:  # not waiting: upstream's -1
             return PluginReply(None, -1)
+        if waiter is None:
+            raise PluginError("the master cannot wait for a semaphore: use decrement(wait=False)")
         sem.waiters.append(waiter)
         return None
 
@@ -226,7 +230,7 @@ class PluginHost:
 
     def _mbox_create(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         # Creating an existing box opens it, at once (upstream blocks here).
-        if req.name in self.mboxes:
+        if req.name in self.mboxes:  # opening: the creator's capacity holds
             _check(req, self.mboxes[req.name].fingerprint, "message box")
             return PluginReply(None, 0)
         self.mboxes[req.name] = _Mbox(req.fingerprint, req.num)

@@ -117,7 +117,7 @@ class SharedVar(Generic[T]):
 
     def delete(self) -> bool:
         """Delete it; False if it did not exist. Waiters get a PluginError."""
-        return _call("var", "delete", self.name).num == 1
+        return _call("var", "delete", self.name, fingerprint=self.type.fingerprint).num == 1
 
 
 class PluginMutex:
@@ -184,7 +184,8 @@ class Mbox(Generic[T]):
     """A named message box served by the master (upstream's Netplex_mbox).
 
     ``send`` waits while the box is full (``capacity`` messages, 1 by default);
-    ``receive`` waits for a message. Creating a box that exists opens it.
+    ``receive`` waits for a message. Creating a box that exists opens it, and
+    the capacity it was created with holds.
     """
 
     @overload

@@ -1,0 +1,1229 @@
+"""The plugins served by the master: SharedVar, PluginMutex, PluginSemaphore, Mbox.
+
+Scenarios run as the first process, as in ``test_core``: a process type defined
+at module level (process types must exist before the master starts) does the
+calls under test inside a worker, starts the other workers it needs, and returns
+what it saw; the test asserts on that in the test process, which is the master
+during ``run``.
+
+Synchronisation is deterministic, never a sleep:
+
+* the plugins themselves: a worker signals a step with
+  ``PluginSemaphore.increment`` and another waits for it with ``decrement``;
+* :class:`Queued` makes a plugin call that waits (a lock, a receive...) in a
+  thread of the worker and returns once the request is on the worker's link to
+  the master. The master serves one link's requests in the order they were
+  sent, so the *next* plugin call of that worker (typically the signal to the
+  other side) is answered only after the master has queued the waiting one.
+  It also fails if the master answered that call at once instead of queueing
+  it: a call that should wait, but does not, is caught deterministically;
+* a worker kills itself with SIGKILL once its waiting requests are queued, and
+  the scenario joins it: by the time ``join`` returns a crash, the master has
+  processed the death;
+* a pipe made in the test before ``run`` (every worker inherits it) holds a
+  worker between the moment it has sent its result and its exit.
+
+A deadlock (a mutex never passed on, a message swallowed) shows as a hang,
+which the per-test timeout turns into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, NoReturn, TypeVar
+
+import msgspec
+import pytest
+
+import netmcore
+from netmcore import Mbox, PluginMutex, PluginSemaphore, SharedVar, _context
+
+T = TypeVar("T")
+
+pytestmark = pytest.mark.timeout(20)  # a hang is a failure, well inside the suite's budget
+
+
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+class Job(msgspec.Struct):
+    id: int
+    tags: list[str]
+
+
+# --------------------------------------------------------------------------
+# Helpers used inside workers
+# --------------------------------------------------------------------------
+
+
+def err(fn: Callable[[], object]) -> list[str]:
+    """Call ``fn``; return [exception class name, message], or ["none", repr(result)]."""
+    try:
+        result = fn()
+    except Exception as exc:
+        return [type(exc).__name__, str(exc)]
+    return ["none", repr(result)]
+
+
+def path_of(fn: Callable[[], object]) -> list[str]:
+    """Call ``fn``, which must raise ArgumentTypeError; return [class name, path]."""
+    try:
+        fn()
+    except netmcore.ArgumentTypeError as exc:
+        return [type(exc).__name__, exc.path]
+    except Exception as exc:
+        return [type(exc).__name__, str(exc)]
+    return ["none", ""]
+
+
+def signal_sem(name: str) -> PluginSemaphore:
+    """A semaphore used to signal one step to another process (created at 0)."""
+    sem = PluginSemaphore(name)
+    sem.create(0)
+    return sem
+
+
+class Queued(Generic[T]):
+    """Run a plugin call that waits, in a thread of this worker.
+
+    The constructor returns once the master has the call's request, and checks
+    that the master queued it rather than answering at once: the master serves
+    one link's requests in order, so the reply to a later round trip comes after
+    any immediate reply to this one. Any plugin call this worker makes afterwards
+    is served after the master has queued this one. ``result()`` waits for it.
+    """
+
+    def __init__(self, call: Callable[[], T]) -> None:
+        link = _context.current.link
+        assert link is not None, "Queued works in a worker"
+        sent = threading.Event()
+        answered = threading.Event()
+        request_ids: list[int] = []
+        send, recv = link.send, link.recv
+
+        def send_and_tell(msg: Any) -> None:
+            request_ids.append(msg.req)
+            send(msg)
+            sent.set()
+
+        def recv_and_note() -> Any:
+            msg = recv()
+            if request_ids and getattr(msg, "req", None) == request_ids[0]:
+                answered.set()
+            return msg
+
+        self._value: list[T] = []
+        self._error: list[BaseException] = []
+
+        def body() -> None:
+            try:
+                self._value.append(call())
+            except BaseException as exc:
+                self._error.append(exc)
+            finally:
+                sent.set()  # a call that failed before sending must not hang us
+
+        link.recv = recv_and_note  # type: ignore[method-assign]
+        link.send = send_and_tell  # type: ignore[method-assign]
+        try:
+            self._thread = threading.Thread(target=body, daemon=True)
+            self._thread.start()
+            sent.wait()
+        finally:
+            del link.send  # back to the class's method (recv_and_note stays: it only looks)
+        SharedVar("queued.sync", int).create()  # a round trip behind the call
+        if answered.is_set() and not self._error:
+            raise AssertionError("the master answered at once: the call did not wait")
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error:
+            raise self._error[0]
+        return self._value[0]
+
+
+def die() -> NoReturn:
+    """SIGKILL the calling worker."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("SIGKILL did not kill the worker")
+
+
+def crashed_by_sigkill(outcome: object) -> bool:
+    return isinstance(outcome, netmcore.Crashed) and outcome.signal == signal.SIGKILL
+
+
+class SlowStdout:
+    """A stdout whose flush waits for a byte on a pipe.
+
+    A worker flushes stdout after it has sent its result and before it exits,
+    so with this one it stays alive (its link open) until the test lets it go,
+    as behind a slow terminal.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        os.read(self.fd, 1)
+
+
+# --------------------------------------------------------------------------
+# Process types (module level: they must exist before the master starts)
+# --------------------------------------------------------------------------
+
+# --- 1. attaching the plugins ---
+
+
+@netmcore.process
+def read_var(name: str) -> int | None:
+    return SharedVar(name, int).get()
+
+
+@netmcore.process
+def every_service(_: int) -> list[list[str]]:
+    box = Mbox("box", int)
+    return [
+        err(lambda: SharedVar("v", int).create(1)),
+        err(lambda: SharedVar("v", int).get()),
+        err(lambda: PluginMutex("m").lock()),
+        err(lambda: PluginMutex("m").unlock()),
+        err(lambda: PluginSemaphore("s").create(1)),
+        err(lambda: PluginSemaphore("s").increment()),
+        err(box.create),
+        err(lambda: box.send(1)),
+        err(box.receive),
+    ]
+
+
+@netmcore.process
+def create_fresh(_: int) -> list[bool]:
+    return [
+        SharedVar("v", int).create(1),
+        PluginSemaphore("s").create(1),
+        Mbox("b", int).create(),
+    ]
+
+
+# --- 2. shared variables ---
+
+
+@netmcore.process
+def var_basics(_: int) -> dict[str, Any]:
+    v = SharedVar("v", int)
+    out: dict[str, Any] = {
+        "get_before_create": err(v.get),
+        "set_before_create": err(lambda: v.set(1)),
+    }
+    out["create"] = v.create()
+    out["get_unset"] = v.get()
+    v.set(3)
+    out["get"] = v.get()
+    out["create_again"] = v.create(9)
+    out["get_after_create_again"] = v.get()
+    out["other_process_reads"] = read_var.join(read_var.start("v"))
+    v.set(4)
+    out["other_process_reads_new"] = read_var.join(read_var.start("v"))
+    zero = SharedVar("zero", int)
+    out["create_with_zero"] = zero.create(0)
+    out["zero"] = zero.get()
+    out["delete"] = v.delete()
+    out["delete_again"] = v.delete()
+    out["get_after_delete"] = err(v.get)
+    out["set_after_delete"] = err(lambda: v.set(5))
+    out["create_after_delete"] = v.create()
+    out["get_after_recreate"] = v.get()
+    return out
+
+
+@netmcore.process
+def var_waiter(_: int) -> int:
+    waiting = Queued(SharedVar("w", int).wait_for_value)
+    PluginSemaphore("queued").increment()
+    return waiting.result()
+
+
+@netmcore.process
+def wait_scenario(n: int) -> dict[str, Any]:
+    v = SharedVar("w", int)
+    v.create()
+    queued = signal_sem("queued")
+    pids = [var_waiter.start(0) for _ in range(n)]
+    for _ in pids:
+        queued.decrement()  # every waiter's wait_for_value is queued in the master
+    unset = v.get()
+    v.set(42)
+    return {
+        "unset_while_waiting": unset,
+        "waiters": [var_waiter.join(pid) for pid in pids],
+        "wait_with_value": v.wait_for_value(),
+    }
+
+
+@netmcore.process
+def publish(k: int) -> int:
+    SharedVar("result", list[int]).create([k, k + 1])
+    SharedVar("empty", int).create()
+    box = Mbox("full", int, capacity=1)
+    box.create()
+    box.send(k)
+    Mbox("roomy", int, capacity=2).create()
+    Mbox("roomy", int).send(k)
+    return k
+
+
+@netmcore.process
+def var_type_mismatch(_: int) -> dict[str, Any]:
+    SharedVar("x", int).create(1)
+    s = SharedVar("x", str)
+    return {
+        "create": err(s.create),
+        "get": err(s.get),
+        "set": err(lambda: s.set("a")),
+        "wait": err(s.wait_for_value),
+        "still": SharedVar("x", int).get(),
+    }
+
+
+@netmcore.process
+def var_bad_values(_: int) -> dict[str, Any]:
+    p = SharedVar("p", Point)
+    xs = SharedVar("xs", list[int])
+    job = SharedVar("job", Job)
+    n = SharedVar("n", int)
+    out: dict[str, Any] = {
+        "create_bad": path_of(lambda: p.create(Point(x="a", y=1))),  # type: ignore[arg-type]
+        "create_after_refused_create": p.create(Point(1, 2)),
+        "struct_field": path_of(lambda: p.set(Point(x=1, y="b"))),  # type: ignore[arg-type]
+        "not_a_struct": path_of(lambda: p.set([1, 2])),  # type: ignore[arg-type]
+        "still": p.get(),
+    }
+    xs.create([1])
+    out["list_item"] = path_of(lambda: xs.set([1, "two", 3]))  # type: ignore[list-item]
+    job.create(Job(1, ["a"]))
+    out["nested"] = path_of(lambda: job.set(Job(2, ["a", 3])))  # type: ignore[list-item]
+    n.create(0)
+    out["bool_for_int"] = path_of(lambda: n.set(True))
+    out["values_kept"] = [xs.get(), job.get(), n.get()]
+    return out
+
+
+@netmcore.process
+def deleted_waiter(_: int) -> list[str]:
+    waiting = Queued(SharedVar("d", int).wait_for_value)
+    PluginSemaphore("queued").increment()
+    return err(waiting.result)
+
+
+@netmcore.process
+def delete_scenario(_: int) -> dict[str, Any]:
+    v = SharedVar("d", int)
+    v.create()
+    queued = signal_sem("queued")
+    pid = deleted_waiter.start(0)
+    queued.decrement()
+    deleted = v.delete()
+    return {"deleted": deleted, "waiter": deleted_waiter.join(pid), "recreate": v.create(7)}
+
+
+# --- 3. mutexes ---
+
+
+@netmcore.process
+def count_under_mutex(k: int) -> int:
+    m = PluginMutex("m")
+    count = SharedVar("count", int)
+    for i in range(k):
+        if i % 2:
+            with m:
+                value = count.get()
+                assert value is not None
+                count.set(value + 1)
+        else:
+            m.lock()
+            value = count.get()
+            assert value is not None
+            count.set(value + 1)
+            m.unlock()
+    return k
+
+
+@netmcore.process
+def exclusion_scenario(arg: tuple[int, int]) -> int | None:
+    n, k = arg
+    count = SharedVar("count", int)
+    count.create(0)
+    pids = [count_under_mutex.start(k) for _ in range(n)]
+    for pid in pids:
+        assert count_under_mutex.join(pid) == k
+    return count.get()
+
+
+@netmcore.process
+def lock_waiter(_: int) -> list[str]:
+    m = PluginMutex("m")
+    locking = Queued(m.lock)
+    PluginSemaphore("queued").increment()
+    locking.result()
+    seen = SharedVar("log", list[str]).get()
+    m.unlock()
+    return seen or []
+
+
+@netmcore.process
+def lock_order_scenario(_: int) -> list[str]:
+    m = PluginMutex("m")
+    log = SharedVar("log", list[str])
+    log.create([])
+    queued = signal_sem("queued")
+    m.lock()
+    pid = lock_waiter.start(0)
+    queued.decrement()  # the waiter's lock is queued in the master
+    log.set(["the holder wrote this before unlocking"])
+    m.unlock()
+    return lock_waiter.join(pid) or ["the waiter failed"]
+
+
+@netmcore.process
+def hold_until_told(_: int) -> list[str]:
+    m = PluginMutex("m")
+    m.lock()
+    PluginSemaphore("locked").increment()
+    PluginSemaphore("done").decrement()
+    return err(m.unlock)
+
+
+@netmcore.process
+def non_holder_scenario(_: int) -> dict[str, Any]:
+    locked = signal_sem("locked")
+    done = signal_sem("done")
+    pid = hold_until_told.start(0)
+    try:
+        locked.decrement()
+        other = err(PluginMutex("m").unlock)
+        never = err(PluginMutex("never-locked").unlock)
+    finally:
+        done.increment()
+    return {
+        "holder": pid.n,
+        "me": netmcore.self_process_id().n,
+        "other": other,
+        "never": never,
+        "holder_unlock": hold_until_told.join(pid),
+    }
+
+
+@netmcore.process
+def lock_and_die(_: int) -> int:
+    PluginMutex("m").lock()
+    PluginSemaphore("locked").increment()
+    PluginSemaphore("queued").decrement()  # the waiter is queued behind us
+    die()
+
+
+@netmcore.process
+def wait_for_dead_holder(_: int) -> str:
+    m = PluginMutex("m")
+    PluginSemaphore("locked").decrement()
+    locking = Queued(m.lock)
+    PluginSemaphore("queued").increment()
+    locking.result()
+    m.unlock()
+    return "got the lock"
+
+
+@netmcore.process
+def dead_holder_scenario(_: int) -> dict[str, Any]:
+    signal_sem("locked")
+    signal_sem("queued")
+    holder = lock_and_die.start(0)
+    waiter = wait_for_dead_holder.start(0)
+    holder_outcome = lock_and_die.join_outcome(holder)
+    return {
+        "holder_crashed": crashed_by_sigkill(holder_outcome),
+        "waiter": wait_for_dead_holder.join(waiter),
+        "after": err(PluginMutex("m").unlock),  # free again: held by nobody
+    }
+
+
+@netmcore.process
+def lock_twice(_: int) -> dict[str, Any]:
+    m = PluginMutex("m")
+    m.lock()
+    out = {"again": err(m.lock), "unlock": err(m.unlock), "unlock_again": err(m.unlock)}
+    out["relock"] = err(m.lock)
+    m.unlock()
+    return out
+
+
+# --- 4. semaphores ---
+
+
+@netmcore.process
+def sem_basics(_: int) -> dict[str, Any]:
+    s = PluginSemaphore("s")
+    out: dict[str, Any] = {"get_before_create": err(s.get)}
+    out["create"] = s.create(2)
+    out["create_again"] = s.create(5)
+    out["get"] = s.get()
+    out["increment"] = s.increment()
+    out["decrements"] = [s.decrement(), s.decrement(), s.decrement()]
+    out["nowait_at_zero"] = s.decrement(wait=False)
+    out["get_at_zero"] = s.get()
+    s.increment()
+    out["nowait_at_one"] = s.decrement(wait=False)
+    z = PluginSemaphore("z")
+    out["create_zero"] = [z.create(), z.get()]
+    out["destroy"] = s.destroy()
+    out["destroy_again"] = s.destroy()
+    out["get_after_destroy"] = err(s.get)
+    out["increment_after_destroy"] = err(s.increment)
+    out["recreate"] = [s.create(1), s.get()]
+    out["bad_initial"] = [err(lambda: s.create(-1)), err(lambda: s.create("1"))]  # type: ignore[arg-type]
+    return out
+
+
+@netmcore.process
+def sem_waiter(_: int) -> list[int]:
+    """Wait on a decrement; return its value and the count right after (while alive)."""
+    s = PluginSemaphore("s")
+    waiting = Queued(s.decrement)
+    PluginSemaphore("queued").increment()
+    return [waiting.result(), s.get()]
+
+
+@netmcore.process
+def sem_wake_scenario(_: int) -> dict[str, Any]:
+    s = PluginSemaphore("s")
+    s.create(0)
+    queued = signal_sem("queued")
+    pid = sem_waiter.start(0)
+    queued.decrement()
+    while_waiting = s.get()
+    increment = s.increment()
+    return {
+        "while_waiting": while_waiting,
+        "increment": increment,
+        "waiter": sem_waiter.join(pid),
+        "after": s.get(),
+    }
+
+
+@netmcore.process
+def sem_ops_and_die(ops: list[str]) -> int:
+    s = PluginSemaphore("s")
+    for op in ops:
+        if op == "dec":
+            s.decrement()
+        else:
+            s.increment()
+    PluginSemaphore("done").increment()
+    PluginSemaphore("read").decrement()  # alive until the scenario has read the count
+    die()
+
+
+@netmcore.process
+def protect_scenario(arg: tuple[bool, int, list[str]]) -> dict[str, int]:
+    protected, initial, ops = arg
+    s = PluginSemaphore("s")
+    s.create(initial, protected=protected)
+    done = signal_sem("done")
+    read = signal_sem("read")
+    pid = sem_ops_and_die.start(ops)
+    done.decrement()
+    before = s.get()
+    read.increment()
+    assert crashed_by_sigkill(sem_ops_and_die.join_outcome(pid))
+    return {"before_death": before, "after_death": s.get()}
+
+
+@netmcore.process
+def take_then_die(_: int) -> int:
+    PluginSemaphore("s").decrement()
+    PluginSemaphore("taken").increment()
+    PluginSemaphore("queued").decrement()
+    die()
+
+
+@netmcore.process
+def protect_wake_scenario(_: int) -> dict[str, Any]:
+    s = PluginSemaphore("s")
+    s.create(1, protected=True)
+    taken = signal_sem("taken")
+    signal_sem("queued")  # the waiter signals it, the victim waits for it
+    victim = take_then_die.start(0)
+    taken.decrement()
+    waiter = sem_waiter.start(0)  # its decrement waits: the count is 0
+    victim_outcome = take_then_die.join_outcome(victim)
+    return {
+        "victim_crashed": crashed_by_sigkill(victim_outcome),
+        "waiter": sem_waiter.join(waiter),
+    }
+
+
+@netmcore.process
+def destroyed_waiter(_: int) -> list[str]:
+    waiting = Queued(PluginSemaphore("s").decrement)
+    PluginSemaphore("queued").increment()
+    return err(waiting.result)
+
+
+@netmcore.process
+def destroy_scenario(_: int) -> dict[str, Any]:
+    s = PluginSemaphore("s")
+    s.create(0)
+    queued = signal_sem("queued")
+    pid = destroyed_waiter.start(0)
+    queued.decrement()
+    return {"destroy": s.destroy(), "waiter": destroyed_waiter.join(pid)}
+
+
+# --- 5. message boxes ---
+
+
+@netmcore.process
+def open_and_send(msg: str) -> bool:
+    box = Mbox("box", str)
+    created = box.create()  # upstream blocks here until a send: a deadlock
+    box.send(msg)
+    return created
+
+
+@netmcore.process
+def mbox_open_scenario(_: int) -> dict[str, Any]:
+    box = Mbox("box", str)
+    created = box.create()
+    again = box.create()
+    pid = open_and_send.start("hello")
+    return {
+        "created": created,
+        "again": again,
+        "received": box.receive(),
+        "sender_created": open_and_send.join(pid),
+    }
+
+
+@netmcore.process
+def send_all(arg: tuple[str, int, int]) -> int:
+    """Send (sender, i) for i in range(count) to the box ``name``."""
+    name, sender, count = arg
+    box = Mbox(name, tuple[int, int])
+    box.create()
+    for i in range(count):
+        box.send((sender, i))
+    return count
+
+
+@netmcore.process
+def mbox_fifo_scenario(_: int) -> dict[str, Any]:
+    roomy = Mbox("roomy", tuple[int, int], capacity=5)
+    roomy.create()
+    assert send_all.join(send_all.start(("roomy", 0, 5))) == 5  # 5 fit: the sender never waits
+    in_box = [roomy.receive() for _ in range(5)]
+    narrow = Mbox("narrow", tuple[int, int], capacity=1)
+    narrow.create()
+    pid = send_all.start(("narrow", 1, 20))
+    streamed = [narrow.receive() for _ in range(20)]
+    send_all.join(pid)
+    return {"in_box": in_box, "streamed": streamed}
+
+
+@netmcore.process
+def send_when_full(_: int) -> str:
+    sending = Queued(lambda: Mbox("box", str).send("second"))
+    PluginSemaphore("queued").increment()
+    sending.result()
+    return SharedVar("log", str).get() or "nothing"
+
+
+@netmcore.process
+def mbox_full_scenario(_: int) -> dict[str, Any]:
+    box = Mbox("box", str, capacity=1)
+    box.create()
+    log = SharedVar("log", str)
+    log.create("")
+    queued = signal_sem("queued")
+    box.send("first")  # the box is full
+    pid = send_when_full.start(0)
+    queued.decrement()  # the second send is queued in the master
+    log.set("the receiver made room")
+    first = box.receive()
+    return {
+        "first": first,
+        "sender_saw": send_when_full.join(pid),
+        "second": box.receive(),
+    }
+
+
+@netmcore.process
+def receive_one(_: int) -> str:
+    receiving = Queued(Mbox("box", str).receive)
+    PluginSemaphore("queued").increment()
+    return receiving.result()
+
+
+@netmcore.process
+def mbox_receive_waits_scenario(_: int) -> str | None:
+    box = Mbox("box", str)
+    box.create()
+    queued = signal_sem("queued")
+    pid = receive_one.start(0)
+    queued.decrement()  # the receive is queued, and the box is empty
+    box.send("late")
+    return receive_one.join(pid)
+
+
+@netmcore.process
+def many_senders_scenario(arg: tuple[int, int]) -> list[tuple[int, int]]:
+    senders, count = arg
+    box = Mbox("box", tuple[int, int], capacity=2)
+    box.create()
+    pids = [send_all.start(("box", s, count)) for s in range(senders)]
+    got = [box.receive() for _ in range(senders * count)]
+    for pid in pids:
+        assert send_all.join(pid) == count
+    return got
+
+
+@netmcore.process
+def mbox_type_mismatch(_: int) -> dict[str, Any]:
+    box = Mbox("b", int)
+    box.create()
+    other = Mbox("b", str)
+    out: dict[str, Any] = {
+        "create": err(other.create),
+        "send": err(lambda: other.send("x")),
+        "receive": err(other.receive),
+    }
+    box.send(5)
+    out["still"] = box.receive()
+    out["unknown_box"] = [
+        err(Mbox("nobody", int).receive),
+        err(lambda: Mbox("nobody", int).send(1)),
+    ]
+    return out
+
+
+@netmcore.process
+def mbox_bad_messages(_: int) -> dict[str, Any]:
+    points = Mbox("points", Point, capacity=4)
+    points.create()
+    jobs = Mbox("jobs", Job, capacity=4)
+    jobs.create()
+    out: dict[str, Any] = {
+        "field": path_of(lambda: points.send(Point(x="a", y=1))),  # type: ignore[arg-type]
+        "not_a_struct": path_of(lambda: points.send([1, 2])),  # type: ignore[arg-type]
+        "nested": path_of(lambda: jobs.send(Job(1, ["a", 2, "c"]))),  # type: ignore[list-item]
+        "id": path_of(lambda: jobs.send(Job("one", []))),  # type: ignore[arg-type]
+    }
+    points.send(Point(1, 2))  # nothing of the refused sends reached the box
+    jobs.send(Job(3, ["ok"]))
+    out["received"] = [points.receive(), jobs.receive()]
+    return out
+
+
+# --- 6. the master's plugin state after a crash ---
+
+
+@netmcore.process
+def hold_wait_and_die(_: int) -> int:
+    PluginMutex("m").lock()
+    Queued(PluginSemaphore("s").decrement)
+    Queued(Mbox("box", str).receive)
+    Queued(SharedVar("v", int).wait_for_value)
+    PluginSemaphore("queued").increment()  # served after the three waits above
+    die()
+
+
+@netmcore.process
+def receive_after(_: int) -> str:
+    PluginSemaphore("go").decrement()
+    return Mbox("box", str).receive()
+
+
+@netmcore.process
+def after_crash_scenario(_: int) -> dict[str, Any]:
+    s = PluginSemaphore("s")
+    s.create(0)
+    box = Mbox("box", str, capacity=1)
+    box.create()
+    v = SharedVar("v", int)
+    v.create()
+    queued = signal_sem("queued")
+    go = signal_sem("go")
+    victim = hold_wait_and_die.start(0)
+    queued.decrement()
+    crashed = crashed_by_sigkill(hold_wait_and_die.join_outcome(victim))
+    out: dict[str, Any] = {"victim_crashed": crashed}
+    out["mutex_holder"] = err(PluginMutex("m").unlock)  # nobody holds it now
+    assert "held by nobody" in out["mutex_holder"][1], out  # fail now rather than hang below
+    PluginMutex("m").lock()
+    PluginMutex("m").unlock()
+    out["increment"] = s.increment()
+    out["sem_after_increment"] = s.get()
+    out["decrement"] = s.decrement(wait=False)
+    receiver = receive_after.start(0)
+    box.send("for a live receiver")
+    go.increment()
+    out["received"] = receive_after.join(receiver)
+    v.set(5)
+    out["var"] = v.get()
+    out["var_reader"] = read_var.join(read_var.start("v"))
+    return out
+
+
+@netmcore.process
+def hold_and_return(fd: int) -> str:
+    """Lock, take a protected count, wait for a message in a thread, and return
+    while all of it is held; then stay alive until ``fd`` gives a byte."""
+    sys.stdout = SlowStdout(fd)
+    PluginMutex("m").lock()
+    PluginSemaphore("s").decrement()
+    Queued(Mbox("box", str).receive)
+    PluginSemaphore("queued").increment()
+    return "returned"
+
+
+@netmcore.process
+def after_return_scenario(gate: tuple[int, int]) -> dict[str, Any]:
+    gate_r, gate_w = gate
+    s = PluginSemaphore("s")
+    s.create(1, protected=True)
+    box = Mbox("box", str, capacity=2)
+    box.create()
+    queued = signal_sem("queued")
+    try:
+        pid = hold_and_return.start(gate_r)
+        queued.decrement()
+        out: dict[str, Any] = {"joined": hold_and_return.join(pid)}
+        # The worker has returned and been joined; it is still flushing its stdout.
+        out["mutex_holder"] = err(PluginMutex("m").unlock)
+        out["sem"] = s.get()
+        box.send("first")
+        box.send("second")
+        out["received"] = box.receive()
+    finally:
+        os.write(gate_w, b"x")  # let the worker exit
+    return out
+
+
+# --------------------------------------------------------------------------
+# Test helpers
+# --------------------------------------------------------------------------
+
+
+def run_scenario(proc: Any, arg: Any, *, plugins: bool = True) -> Any:
+    """Run ``proc(arg)`` as the first process; return its value, or fail with its outcome."""
+    outcome = netmcore.run(
+        first_process=lambda: proc.start(arg),
+        extract_result=lambda _ctrl, pid: proc.join_outcome_nowait(pid),
+        init_ctrl=netmcore.add_plugins if plugins else None,
+    )
+    if not isinstance(outcome, netmcore.Success):
+        pytest.fail(f"the scenario did not succeed: {outcome}\n{getattr(outcome, 'traceback', '')}")
+    return outcome.value
+
+
+@pytest.fixture
+def gate() -> Iterator[tuple[int, int]]:
+    """A pipe made in the master, so that every worker inherits both ends."""
+    r, w = os.pipe()
+    try:
+        yield r, w
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+# --------------------------------------------------------------------------
+# 1. Attaching the plugins
+# --------------------------------------------------------------------------
+
+
+def test_add_plugins_twice_keeps_the_plugins_and_their_state() -> None:
+    def init(ctrl: netmcore.Controller) -> None:
+        netmcore.add_plugins(ctrl)
+        assert SharedVar("v", int).create(7) is True  # the master can use them at once
+        netmcore.add_plugins(ctrl)  # a second attach must not replace the first
+
+    value = netmcore.run(
+        first_process=lambda: read_var.start("v"),
+        extract_result=lambda _ctrl, pid: read_var.join_nowait(pid),
+        init_ctrl=init,
+    )
+    assert value == 7
+
+
+def test_without_add_plugins_every_call_raises_plugin_error_naming_add_plugins() -> None:
+    results = run_scenario(every_service, 0, plugins=False)
+    assert len(results) == 9
+    for name, message in results:
+        assert name == "PluginError", (name, message)
+        assert "add_plugins" in message
+
+    def extract(_ctrl: netmcore.Controller, _pid: Any) -> list[str]:
+        return err(SharedVar("v", int).get)
+
+    in_master = netmcore.run(first_process=lambda: every_service.start(0), extract_result=extract)
+    assert in_master[0] == "PluginError"
+    assert "add_plugins" in in_master[1]
+
+
+def test_each_run_starts_with_empty_plugins() -> None:
+    assert run_scenario(create_fresh, 0) == [True, True, True]
+    assert run_scenario(create_fresh, 0) == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: SharedVar("v", int).create(1),
+        lambda: SharedVar("v", int).get(),
+        lambda: SharedVar("v", int).set(1),
+        lambda: SharedVar("v", int).wait_for_value(),
+        lambda: SharedVar("v", int).delete(),
+        lambda: PluginMutex("m").lock(),
+        lambda: PluginMutex("m").unlock(),
+        lambda: PluginSemaphore("s").create(1),
+        lambda: PluginSemaphore("s").decrement(),
+        lambda: Mbox("b", int).create(),
+        lambda: Mbox("b", int).send(1),
+        lambda: Mbox("b", int).receive(),
+    ],
+    ids=[
+        "var.create",
+        "var.get",
+        "var.set",
+        "var.wait",
+        "var.delete",
+        "mutex.lock",
+        "mutex.unlock",
+        "sem.create",
+        "sem.decrement",
+        "mbox.create",
+        "mbox.send",
+        "mbox.receive",
+    ],
+)
+def test_plugin_calls_outside_run_raise_context_error(call: Callable[[], object]) -> None:
+    with pytest.raises(netmcore.ContextError, match=r"netmcore\.run"):
+        call()
+
+
+def test_handles_check_their_arguments_where_they_are_made() -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        SharedVar("", int)
+    with pytest.raises(ValueError, match="non-empty"):
+        PluginMutex("")
+    with pytest.raises(ValueError, match="at least 1"):
+        Mbox("b", int, capacity=0)
+    with pytest.raises(TypeError, match="capacity"):
+        Mbox("b", int, capacity=True)
+    with pytest.raises(TypeError):
+        SharedVar("v", threading.Lock)  # msgspec cannot encode it
+
+
+# --------------------------------------------------------------------------
+# 2. Shared variables
+# --------------------------------------------------------------------------
+
+
+def test_shared_var_create_set_get_delete() -> None:
+    out = run_scenario(var_basics, 0)
+    assert out["get_before_create"][0] == "PluginError"
+    assert "create it first" in out["get_before_create"][1]
+    assert out["set_before_create"][0] == "PluginError"
+    assert out["create"] is True
+    assert out["get_unset"] is None
+    assert out["get"] == 3
+    assert out["create_again"] is False, "creating an existing variable must say so"
+    assert out["get_after_create_again"] == 3, "creating an existing variable changed it"
+    assert out["other_process_reads"] == 3
+    assert out["other_process_reads_new"] == 4
+    assert out["create_with_zero"] is True
+    assert out["zero"] == 0, "a falsy initial value was dropped"
+    assert out["delete"] is True
+    assert out["delete_again"] is False
+    assert out["get_after_delete"][0] == "PluginError"
+    assert out["set_after_delete"][0] == "PluginError"
+    assert out["create_after_delete"] is True
+    assert out["get_after_recreate"] is None
+
+
+def test_wait_for_value_blocks_until_another_worker_sets_it() -> None:
+    out = run_scenario(wait_scenario, 3)
+    assert out["unset_while_waiting"] is None
+    assert out["waiters"] == [42, 42, 42], "one set must wake every waiter with the value"
+    assert out["wait_with_value"] == 42
+
+
+def test_shared_var_is_readable_in_extract_result_and_the_master_never_waits() -> None:
+    def extract(_ctrl: netmcore.Controller, pid: netmcore.ProcessId[int]) -> dict[str, Any]:
+        return {
+            "joined": publish.join_nowait(pid),
+            "result": SharedVar("result", list[int]).get(),
+            "empty": SharedVar("empty", int).get(),
+            "wait_empty": err(SharedVar("empty", int).wait_for_value),
+            "wait_set": SharedVar("result", list[int]).wait_for_value(),
+            "receive": err(Mbox("full", int).receive),
+            "send_full": err(lambda: Mbox("full", int).send(1)),
+            "send_roomy": err(lambda: Mbox("roomy", int).send(2)),
+        }
+
+    out = netmcore.run(
+        first_process=lambda: publish.start(10),
+        extract_result=extract,
+        init_ctrl=netmcore.add_plugins,
+    )
+    assert out["joined"] == 10
+    assert out["result"] == [10, 11]
+    assert out["empty"] is None
+    assert out["wait_empty"][0] == "PluginError"
+    assert "master cannot wait" in out["wait_empty"][1]
+    assert out["wait_set"] == [10, 11]
+    assert out["receive"][0] == "PluginError"
+    assert out["send_full"][0] == "PluginError"
+    assert "full" in out["send_full"][1]
+    assert out["send_roomy"] == ["none", "None"], "a box with room took no message from the master"
+
+
+def test_shared_var_of_another_type_raises_encap_type_mismatch() -> None:
+    out = run_scenario(var_type_mismatch, 0)
+    for op in ("create", "get", "set", "wait"):
+        assert out[op][0] == "EncapTypeMismatch", (op, out[op])
+    assert "'x'" in out["get"][1]
+    assert out["still"] == 1
+
+
+def test_bad_shared_var_value_raises_argument_type_error_with_its_path() -> None:
+    out = run_scenario(var_bad_values, 0)
+    assert out["create_bad"] == ["ArgumentTypeError", "$.x"]
+    assert out["create_after_refused_create"] is True, "a refused create created the variable"
+    assert out["struct_field"] == ["ArgumentTypeError", "$.y"]
+    assert out["not_a_struct"] == ["ArgumentTypeError", "$"]
+    assert out["still"] == {"x": 1, "y": 2}
+    assert out["list_item"] == ["ArgumentTypeError", "$[1]"]
+    assert out["nested"] == ["ArgumentTypeError", "$.tags[1]"]
+    assert out["bool_for_int"] == ["ArgumentTypeError", "$"]
+    assert out["values_kept"] == [[1], {"id": 1, "tags": ["a"]}, 0]
+
+
+def test_deleting_a_shared_var_fails_its_waiters() -> None:
+    out = run_scenario(delete_scenario, 0)
+    assert out["deleted"] is True
+    assert out["waiter"][0] == "PluginError"
+    assert "deleted" in out["waiter"][1]
+    assert out["recreate"] is True
+
+
+# --------------------------------------------------------------------------
+# 3. Mutexes
+# --------------------------------------------------------------------------
+
+
+def test_mutex_gives_mutual_exclusion_no_update_is_lost() -> None:
+    n, k = 4, 25
+    assert run_scenario(exclusion_scenario, (n, k)) == n * k
+
+
+def test_lock_waits_until_the_holder_unlocks() -> None:
+    assert run_scenario(lock_order_scenario, 0) == ["the holder wrote this before unlocking"]
+
+
+def test_unlock_by_a_non_holder_raises_plugin_error_naming_the_holder() -> None:
+    out = run_scenario(non_holder_scenario, 0)
+    name, message = out["other"]
+    assert name == "PluginError"
+    assert f"held by process {out['holder']}" in message
+    assert f"process {out['me']}" in message
+    name, message = out["never"]
+    assert name == "PluginError"
+    assert "held by nobody" in message
+    assert out["holder_unlock"] == ["none", "None"], "a refused unlock released the mutex"
+
+
+def test_mutex_of_a_sigkilled_holder_passes_to_the_waiter() -> None:
+    out = run_scenario(dead_holder_scenario, 0)
+    assert out["holder_crashed"] is True
+    assert out["waiter"] == "got the lock"
+    assert out["after"][0] == "PluginError"
+    assert "held by nobody" in out["after"][1]
+
+
+def test_locking_twice_from_one_process_raises_plugin_error() -> None:
+    out = run_scenario(lock_twice, 0)
+    assert out["again"][0] == "PluginError"
+    assert "already locked" in out["again"][1]
+    assert out["unlock"] == ["none", "None"], "the failed second lock lost the mutex"
+    assert out["unlock_again"][0] == "PluginError"
+    assert out["relock"] == ["none", "None"]
+
+
+# --------------------------------------------------------------------------
+# 4. Semaphores
+# --------------------------------------------------------------------------
+
+
+def test_semaphore_counts() -> None:
+    out = run_scenario(sem_basics, 0)
+    assert out["get_before_create"][0] == "PluginError"
+    assert out["create"] is True
+    assert out["create_again"] is False
+    assert out["get"] == 2, "creating an existing semaphore changed it"
+    assert out["increment"] == 3
+    assert out["decrements"] == [2, 1, 0]
+    assert out["nowait_at_zero"] == -1
+    assert out["get_at_zero"] == 0, "a decrement that did not wait changed the count"
+    assert out["nowait_at_one"] == 0
+    assert out["create_zero"] == [True, 0]
+    assert out["destroy"] is True
+    assert out["destroy_again"] is False
+    assert out["get_after_destroy"][0] == "PluginError"
+    assert out["increment_after_destroy"][0] == "PluginError"
+    assert out["recreate"] == [True, 1]
+    assert out["bad_initial"][0][0] == "ValueError"
+    assert out["bad_initial"][1][0] == "TypeError"
+
+
+def test_waiting_decrement_is_woken_by_an_increment_from_another_worker() -> None:
+    out = run_scenario(sem_wake_scenario, 0)
+    assert out["while_waiting"] == 0
+    assert out["waiter"] == [0, 0]
+    assert out["increment"] == 0, "the waiter took the increment: the count is back at 0"
+    assert out["after"] == 0
+
+
+@pytest.mark.parametrize(
+    ("initial", "ops", "before", "protected_after"),
+    [
+        (1, ["dec"], 0, 1),
+        (0, ["inc"], 1, 0),
+        (2, ["dec", "inc"], 2, 2),
+        (1, ["inc", "inc", "dec"], 2, 1),
+        (3, ["dec", "dec"], 1, 3),
+    ],
+    ids=["took-one", "gave-one", "net-zero", "net-plus-one", "took-two"],
+)
+@pytest.mark.parametrize("protected", [True, False], ids=["protected", "unprotected"])
+def test_protected_semaphore_undoes_a_sigkilled_workers_net_effect(
+    protected: bool, initial: int, ops: list[str], before: int, protected_after: int
+) -> None:
+    out = run_scenario(protect_scenario, (protected, initial, ops))
+    assert out["before_death"] == before
+    assert out["after_death"] == (protected_after if protected else before)
+
+
+def test_protected_count_given_back_by_a_dead_worker_wakes_a_waiter() -> None:
+    out = run_scenario(protect_wake_scenario, 0)
+    assert out["victim_crashed"] is True
+    assert out["waiter"] == [0, 0], "the count the dead worker gave back did not wake the waiter"
+
+
+def test_destroying_a_semaphore_fails_its_waiters() -> None:
+    out = run_scenario(destroy_scenario, 0)
+    assert out["destroy"] is True
+    assert out["waiter"][0] == "PluginError"
+    assert "destroyed" in out["waiter"][1]
+
+
+# --------------------------------------------------------------------------
+# 5. Message boxes
+# --------------------------------------------------------------------------
+
+
+def test_creating_an_existing_box_opens_it_without_blocking() -> None:
+    # Upstream's deadlock: the receiver creates the box, then the sender's create
+    # waits for a first message that only the sender would send.
+    out = run_scenario(mbox_open_scenario, 0)
+    assert out == {"created": True, "again": False, "received": "hello", "sender_created": False}
+
+
+def test_box_delivers_in_fifo_order() -> None:
+    out = run_scenario(mbox_fifo_scenario, 0)
+    assert out["in_box"] == [[0, i] for i in range(5)]
+    assert out["streamed"] == [[1, i] for i in range(20)]
+
+
+def test_send_waits_while_the_box_is_full() -> None:
+    out = run_scenario(mbox_full_scenario, 0)
+    assert out["first"] == "first"
+    assert out["sender_saw"] == "the receiver made room", "send returned while the box was full"
+    assert out["second"] == "second"
+
+
+def test_receive_waits_for_a_send() -> None:
+    assert run_scenario(mbox_receive_waits_scenario, 0) == "late"
+
+
+def test_many_senders_every_message_received_exactly_once() -> None:
+    senders, count = 4, 25
+    got = run_scenario(many_senders_scenario, (senders, count))
+    assert sorted(map(tuple, got)) == [(s, i) for s in range(senders) for i in range(count)]
+    for s in range(senders):
+        assert [i for who, i in got if who == s] == list(range(count)), "one sender's order broke"
+
+
+def test_box_of_another_type_raises_encap_type_mismatch() -> None:
+    out = run_scenario(mbox_type_mismatch, 0)
+    for op in ("create", "send", "receive"):
+        assert out[op][0] == "EncapTypeMismatch", (op, out[op])
+    assert out["still"] == 5
+    for name, message in out["unknown_box"]:
+        assert name == "PluginError"
+        assert "create it first" in message
+
+
+def test_message_of_the_wrong_type_raises_argument_type_error_with_its_path() -> None:
+    out = run_scenario(mbox_bad_messages, 0)
+    assert out["field"] == ["ArgumentTypeError", "$.x"]
+    assert out["not_a_struct"] == ["ArgumentTypeError", "$"]
+    assert out["nested"] == ["ArgumentTypeError", "$.tags[1]"]
+    assert out["id"] == ["ArgumentTypeError", "$.id"]
+    assert out["received"] == [{"x": 1, "y": 2}, {"id": 3, "tags": ["ok"]}]
+
+
+# --------------------------------------------------------------------------
+# 6. The master's plugin state after a worker ends
+# --------------------------------------------------------------------------
+
+
+def test_master_serves_everyone_after_a_waiting_worker_is_sigkilled() -> None:
+    out = run_scenario(after_crash_scenario, 0)
+    assert out["victim_crashed"] is True
+    assert out["mutex_holder"][0] == "PluginError"
+    assert "held by nobody" in out["mutex_holder"][1], "the dead worker still holds the mutex"
+    assert out["increment"] == 1, "the dead waiter took the increment"
+    assert out["sem_after_increment"] == 1
+    assert out["decrement"] == 0
+    assert out["received"] == "for a live receiver", "the dead receiver swallowed the message"
+    assert out["var"] == 5
+    assert out["var_reader"] == 5
+
+
+def test_joined_worker_holds_no_plugin_state(gate: tuple[int, int]) -> None:
+    # Once join has returned a worker's result, the worker runs no more code: what
+    # it held must be let go, as its resources are (see test_resources). The worker
+    # here is still flushing its stdout when it is joined, as behind a slow pipe:
+    # that holds open the window between its result reaching the master and its
+    # exit, which is where the master forgets its plugin state.
+    out = run_scenario(after_return_scenario, gate)
+    assert out["joined"] == "returned"
+    assert out["mutex_holder"][0] == "PluginError"
+    problems = []
+    if "held by nobody" not in out["mutex_holder"][1]:
+        problems.append(f"the joined worker still holds the mutex: {out['mutex_holder'][1]}")
+    if out["sem"] != 1:
+        problems.append(f"its protected decrement was not undone: the count is {out['sem']}")
+    if out["received"] != "first":
+        problems.append(
+            f"its receive swallowed a message: the next receive got {out['received']!r}"
+        )
+    assert not problems, "; ".join(problems)
