@@ -70,6 +70,7 @@ from ._resources import ProcessPoint as ProcessPoint
 from ._resources import ResourceType as ResourceType
 from ._runtime import run as run
 from ._runtime import startup as startup
+from ._shared_array import SharedArray as SharedArray
 from ._shm_sync import ShmCondition as ShmCondition
 from ._shm_sync import ShmMutex as ShmMutex
 
@@ -107,6 +108,7 @@ __all__ = (
     "ResId",
     "ResourceType",
     "ResultTypeError",
+    "SharedArray",
     "SharedVar",
     "ShmCondition",
     "ShmMutex",

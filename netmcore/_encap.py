@@ -12,6 +12,8 @@ import hashlib
 import json
 import re
 import sys
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
@@ -39,6 +41,8 @@ def _enc_hook(value: Any) -> Any:
 
 
 def _dec_hook(typ: Any, value: Any) -> Any:
+    if typ is object:  # msgspec asks about `object` once a hook is set: any value
+        return value
     if not _pydantic_model(typ):
         raise NotImplementedError(f"msgspec cannot decode {typ!r}")
     pydantic = sys.modules["pydantic"]
@@ -58,6 +62,26 @@ def _schema_hook(typ: Any) -> dict[str, Any]:
         schema: dict[str, Any] = typ.model_json_schema()
         return schema
     raise NotImplementedError(f"no JSON Schema for {typ!r}")
+
+
+def _object_as_any(typ: Any) -> Any:
+    """``typ`` with ``object`` spelled ``Any``: msgspec decodes both as any value,
+    but only makes a schema for the second."""
+    if typ is object:
+        return Any
+    args = typing.get_args(typ)
+    if not args:
+        return typ
+    fixed = tuple(_object_as_any(a) for a in args)
+    if fixed == args:
+        return typ
+    origin = typing.get_origin(typ)
+    try:
+        if origin in (typing.Union, types.UnionType):
+            return typing.Union[fixed]  # noqa: UP007 - built at run time
+        return origin[fixed]
+    except TypeError:
+        return typ
 
 
 _FIELD = "pydantic field"
@@ -135,7 +159,9 @@ class EncapType(Generic[T]):
         self.type: Any = typ
         self.name = type_name(typ)
         try:
-            self.schema: dict[str, Any] = msgspec.json.schema(typ, schema_hook=_schema_hook)
+            self.schema: dict[str, Any] = msgspec.json.schema(
+                _object_as_any(typ), schema_hook=_schema_hook
+            )
             self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(
                 typ, dec_hook=_dec_hook
             )
