@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/create_join.py
+	$(PY) examples/nqueens.py
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -1089,3 +1089,22 @@ def test_join_outcome_nowait_none_while_running_then_success(gate: tuple[int, in
     )
     assert outcome == netmcore.Success("h")
     assert again[0] == "netmcore.UnknownProcess"
+
+
+@pytest.mark.parametrize(("n", "unique"), [("6", 1), ("8", 12), ("10", 92)])
+def test_nqueens_example_modes_agree_on_the_known_counts(n: str, unique: int) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "nqueens.py"), n, "2"],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"{n}-queens: {unique} solutions unique up to symmetry"
+    rows = {line.split()[0]: int(line.split()[1]) for line in lines[2:]}
+    assert set(rows) == {"sequential", "processes", "mailbox", "table", "ProcessPoolExecutor"}
+    assert set(rows.values()) == {unique}
+    # The progress bars stay off when stderr is not a terminal.
+    assert proc.stderr == ""
