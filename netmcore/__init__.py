@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 
+from ._buffer import Buffer as Buffer
 from ._client import join as join
 from ._client import join_nowait as join_nowait
 from ._client import self_process_id as self_process_id
@@ -76,6 +77,7 @@ from ._shm_sync import ShmMutex as ShmMutex
 
 __all__ = (
     "ArgumentTypeError",
+    "Buffer",
     "ComputeResource",
     "ContextError",
     "Controller",

@@ -3,7 +3,9 @@
 - ping-pong latency of a Mailbox between two workers, against two raw POSIX
   semaphores bounced between two forked processes;
 - one-way throughput of small messages, 1 sender and 4 senders to 1 receiver,
-  against a ``multiprocessing.Queue`` carrying the same messages.
+  against a ``multiprocessing.Queue`` carrying the same messages;
+- a byte stream through a Buffer (upstream's pipeline example), against a
+  ``multiprocessing.Pipe`` carrying the same bytes in the same chunks.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import multiprocessing
 import os
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import TypeVar
 
 from . import _ipc, _runtime
+from ._buffer import Buffer
 from ._ids import ResId
 from ._mailbox import Mailbox
 from ._process import ProcessDef, process
@@ -83,6 +87,61 @@ def _receiver(args: tuple[int, int]) -> float:
     return senders * count / elapsed
 
 
+STREAM = 256 * 1_000_000  # bytes through the Buffer, as upstream's pipeline example
+CHUNK = 64 * 1024
+
+
+@process
+def _stream_producer(job: tuple[ResId, int]) -> int:
+    buffer = Buffer.open(job[0])
+    chunk = bytes(CHUNK)
+    for offset in range(0, job[1], CHUNK):
+        buffer.write(chunk[: min(CHUNK, job[1] - offset)])
+    buffer.close()
+    buffer.release()
+    return job[1]
+
+
+@process
+def _stream_consumer(size: int) -> float:
+    buffer = Buffer.create(1 << 20)
+    t0 = time.perf_counter()
+    pid = _stream_producer.start((buffer.res_id, size))
+    total = 0
+    while view := buffer.peek():  # no copy: the consumer reads the ring in place
+        n = len(view)
+        total += n
+        view.release()
+        buffer.consume(n)
+    elapsed = time.perf_counter() - t0
+    _stream_producer.join(pid)
+    buffer.release()
+    assert total == size
+    return size / elapsed
+
+
+def _pipe_send(conn: Connection, size: int) -> None:
+    chunk = bytes(CHUNK)
+    for offset in range(0, size, CHUNK):
+        conn.send_bytes(chunk[: min(CHUNK, size - offset)])
+    conn.close()
+
+
+def _mp_pipe_rate(size: int) -> float:
+    ctx = multiprocessing.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    t0 = time.perf_counter()
+    p = ctx.Process(target=_pipe_send, args=(sender, size))
+    p.start()
+    sender.close()
+    total = 0
+    while total < size:
+        total += len(receiver.recv_bytes())
+    elapsed = time.perf_counter() - t0
+    p.join()
+    return size / elapsed
+
+
 def _netmcore(first: type[ProcessDef[A, float]], arg: A) -> float:
     value = _runtime.run(
         first_process=lambda: first.start(arg),
@@ -149,6 +208,8 @@ class IpcFigures:
     queue_rate_1: float
     rate_4: float
     queue_rate_4: float
+    stream: float  # bytes/s through a Buffer
+    pipe_stream: float  # bytes/s through a multiprocessing.Pipe
 
 
 def measure(rounds: int = 5000, count: int = 20000) -> IpcFigures:
@@ -159,4 +220,6 @@ def measure(rounds: int = 5000, count: int = 20000) -> IpcFigures:
         pingpong=_netmcore(_pinger, rounds),
         rate_1=_netmcore(_receiver, (1, count)),
         rate_4=_netmcore(_receiver, (4, count // 4)),
+        pipe_stream=_mp_pipe_rate(STREAM),
+        stream=_netmcore(_stream_consumer, STREAM),
     )

@@ -182,11 +182,15 @@ class ShmSegment:
         return len(self.buffer)
 
     def close(self) -> None:
-        """Unmap (idempotent). Views of ``buffer`` must be gone first."""
+        """Unmap (idempotent). If views of ``buffer`` are still alive, the
+        mapping goes with the last of them instead."""
         if self._mapping is not None:
-            self.buffer.release()
-            self._mapping.close()
-            self._mapping = None
+            mapping, self._mapping = self._mapping, None
+            try:
+                self.buffer.release()
+                mapping.close()
+            except BufferError:
+                pass  # unmapped when the last view is collected
 
     def release(self) -> None:
         self.close()

@@ -150,11 +150,11 @@ def validate_prefix(prefix: object) -> str:
     return "/" + bare
 
 
-def validate_size(size: object) -> int:
+def validate_size(size: object, what: str = "size") -> int:
     if not isinstance(size, int) or isinstance(size, bool):
-        raise TypeError(f"size must be an int, not {type(size).__name__}")
+        raise TypeError(f"{what} must be an int, not {type(size).__name__}")
     if size <= 0:
-        raise ValueError(f"size {size} is not valid: it must be at least 1 byte")
+        raise ValueError(f"{what} {size} is not valid: it must be at least 1 byte")
     return size
 
 

@@ -1,0 +1,199 @@
+"""A shared byte Buffer: a FIFO byte stream between processes, in shared memory.
+
+Upstream's pipeline example streams bytes through a shared buffer guarded by
+a mutex and two condition variables; so does this one, all inside one managed
+shm object::
+
+    mutex | not_full | not_empty | head, tail, capacity, end | ring of bytes
+
+The producer appends, waiting while the ring is full; ``close()`` marks the
+end of the stream. The consumer ``peek``s at the bytes at the head without
+copying them (a view of the ring), then ``consume``s them, which deletes them
+from the head and wakes the producer. The mutex is robust: a process that dies
+holding it does not hang the other (it sees the stream end instead).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from types import TracebackType
+
+from . import _pthread
+from ._errors import OwnerDiedError
+from ._ids import ResId
+from ._resource_api import ShmSegment, create_shm, open_shm
+from ._resources import validate_size
+
+_MUTEX, _NOT_FULL, _NOT_EMPTY = 0, _pthread.SLOT, 2 * _pthread.SLOT
+_STATE = 3 * _pthread.SLOT
+_LAYOUT = struct.Struct("=QQQQ")  # head, tail (bytes ever read, written), capacity, ended
+_RING = _STATE + 64
+
+
+class Buffer:
+    """A bounded FIFO byte stream in shared memory.
+
+    ::
+
+        buf = netmcore.Buffer.create(1 << 20)    # pass buf.res_id to the other side
+        buf.write(b"...")                        # producer; waits while full
+        buf.close()                              # end of stream
+        ...
+        view = buf.peek()                        # consumer: b"" at the end of stream
+        use(view); buf.consume(len(view))
+    """
+
+    @classmethod
+    def create(cls, capacity: int = 1 << 20) -> Buffer:
+        """A buffer holding at most ``capacity`` bytes not yet consumed."""
+        capacity = validate_size(capacity, "capacity")
+        buffer = cls(create_shm(_RING + capacity))
+        _pthread.mutex_init(buffer._at(_MUTEX), _pthread.MUTEX_NORMAL)
+        _pthread.cond_init(buffer._at(_NOT_FULL))
+        _pthread.cond_init(buffer._at(_NOT_EMPTY))
+        _LAYOUT.pack_into(buffer._buf, _STATE, 0, 0, capacity, 0)
+        return buffer
+
+    @classmethod
+    def open(cls, res_id: ResId) -> Buffer:
+        return cls(open_shm(res_id))
+
+    def __init__(self, segment: ShmSegment) -> None:
+        self._segment = segment
+        self._buf = segment.buffer
+        self._anchor: ctypes.Array[ctypes.c_char] | None = (
+            ctypes.c_char * len(segment.buffer)
+        ).from_buffer(segment.buffer)
+        self._base = ctypes.addressof(self._anchor)
+        self.capacity: int = _LAYOUT.unpack_from(self._buf, _STATE)[2]
+
+    @property
+    def res_id(self) -> ResId:
+        return self._segment.res_id
+
+    def __repr__(self) -> str:
+        return f"Buffer({self.res_id!r}, capacity={self.capacity})"
+
+    def _at(self, offset: int) -> int:
+        return self._base + offset
+
+    def _lock(self) -> None:
+        try:
+            _pthread.mutex_lock(self._at(_MUTEX), None)
+        except _pthread.OwnerDied:
+            # The other side died inside a call: the stream cannot be trusted.
+            self._set_end()
+            _pthread.mutex_unlock(self._at(_MUTEX))
+            raise OwnerDiedError(f"the other side of {self!r} died while using it") from None
+
+    def _unlock(self) -> None:
+        _pthread.mutex_unlock(self._at(_MUTEX))
+
+    def _wait(self, cond: int) -> None:
+        try:
+            _pthread.cond_wait(self._at(cond), self._at(_MUTEX), None)
+        except _pthread.OwnerDied:
+            self._set_end()
+            self._unlock()
+            raise OwnerDiedError(f"the other side of {self!r} died while using it") from None
+
+    def _state(self) -> tuple[int, int, int, int]:
+        head, tail, capacity, ended = _LAYOUT.unpack_from(self._buf, _STATE)
+        return head, tail, capacity, ended
+
+    def _set_end(self) -> None:
+        head, tail, capacity, _ = self._state()
+        _LAYOUT.pack_into(self._buf, _STATE, head, tail, capacity, 1)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data``, waiting while the buffer is full.
+
+        Raises
+        ------
+        ValueError
+            If the stream was closed.
+        """
+        view = memoryview(data).cast("B")
+        while view:
+            self._lock()
+            try:
+                head, tail, capacity, ended = self._state()
+                while tail - head == capacity and not ended:
+                    self._wait(_NOT_FULL)
+                    head, tail, capacity, ended = self._state()
+                if ended:
+                    raise ValueError(f"{self!r} is closed: nothing more can be written")
+                n = min(len(view), capacity - (tail - head))
+                start = tail % capacity
+                first = min(n, capacity - start)  # up to the end of the ring, then wrap
+                self._buf[_RING + start : _RING + start + first] = view[:first]
+                self._buf[_RING : _RING + n - first] = view[first:n]
+                _LAYOUT.pack_into(self._buf, _STATE, head, tail + n, capacity, 0)
+                _pthread.cond_signal(self._at(_NOT_EMPTY))
+            finally:
+                self._unlock()
+            view = view[n:]
+
+    def close(self) -> None:
+        """Mark the end of the stream: the consumer then reads what is left, then b""."""
+        self._lock()
+        try:
+            self._set_end()
+            _pthread.cond_broadcast(self._at(_NOT_EMPTY))
+            _pthread.cond_broadcast(self._at(_NOT_FULL))
+        finally:
+            self._unlock()
+
+    def peek(self, limit: int | None = None) -> memoryview:
+        """The bytes at the head (at most ``limit``), as a view of the ring: no
+        copy. Waits while the buffer is empty; an empty view means the stream
+        has ended. The view is valid until :meth:`consume`."""
+        self._lock()
+        try:
+            head, tail, capacity, ended = self._state()
+            while head == tail and not ended:
+                self._wait(_NOT_EMPTY)
+                head, tail, capacity, ended = self._state()
+            if head == tail:
+                return memoryview(b"")  # the end of the stream (not a view of the ring)
+            start = head % capacity
+            n = min(tail - head, capacity - start)  # contiguous: up to the wrap
+            if limit is not None:
+                n = min(n, limit)
+            return self._buf[_RING + start : _RING + start + n]
+        finally:
+            self._unlock()
+
+    def consume(self, n: int) -> None:
+        """Delete ``n`` bytes from the head (after :meth:`peek`), waking the producer."""
+        self._lock()
+        try:
+            head, tail, capacity, ended = self._state()
+            if not 0 <= n <= tail - head:
+                raise ValueError(f"cannot consume {n} bytes: {tail - head} are there")
+            _LAYOUT.pack_into(self._buf, _STATE, head + n, tail, capacity, ended)
+            _pthread.cond_signal(self._at(_NOT_FULL))
+        finally:
+            self._unlock()
+
+    def read(self, limit: int | None = None) -> bytes:
+        """:meth:`peek`, copy and :meth:`consume`; b"" at the end of the stream."""
+        view = self.peek(limit)
+        data = bytes(view)
+        view.release()
+        self.consume(len(data))
+        return data
+
+    def release(self) -> None:
+        """Unmap it and stop using it; it goes when its last user releases."""
+        self._anchor = None
+        self._segment.release()
+
+    def __enter__(self) -> Buffer:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
