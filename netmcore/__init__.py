@@ -38,6 +38,10 @@ from ._outcome import InvalidResult as InvalidResult
 from ._outcome import Outcome as Outcome
 from ._outcome import Raised as Raised
 from ._outcome import Success as Success
+from ._pipeline import ItemFailure as ItemFailure
+from ._pipeline import Pipeline as Pipeline
+from ._pipeline import PipelineError as PipelineError
+from ._pipeline import PipelineRun as PipelineRun
 from ._plugins import Mbox as Mbox
 from ._plugins import PluginMutex as PluginMutex
 from ._plugins import PluginSemaphore as PluginSemaphore
@@ -88,6 +92,7 @@ __all__ = (
     "EncapTypeMismatch",
     "File",
     "InvalidResult",
+    "ItemFailure",
     "Mailbox",
     "MasterGone",
     "Mbox",
@@ -96,6 +101,9 @@ __all__ = (
     "NotInherited",
     "Outcome",
     "OwnerDiedError",
+    "Pipeline",
+    "PipelineError",
+    "PipelineRun",
     "PluginError",
     "PluginMutex",
     "PluginSemaphore",
