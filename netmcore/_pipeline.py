@@ -345,7 +345,15 @@ class PipelineRun(Generic[Out]):
                 self._dispatch(stage)
             left += self._lost  # items failed by a dead worker
             self._lost = 0
-            if exhausted and left == fed:
+            while self._ordered:  # hand out what comes next in the input order
+                if expect in self._skipped:
+                    self._skipped.discard(expect)
+                elif waiting and waiting[0][0] == expect:
+                    yield last.decode(heapq.heappop(waiting)[1])
+                else:
+                    break
+                expect += 1
+            if exhausted and left == fed and not waiting:
                 return
             msg = self._receive()
             if msg is None:
@@ -368,14 +376,6 @@ class PipelineRun(Generic[Out]):
             else:
                 left += 1
                 heapq.heappush(waiting, (msg.index, msg.data))
-            while self._ordered:  # hand out what comes next in the input order
-                if expect in self._skipped:
-                    self._skipped.discard(expect)
-                elif waiting and waiting[0][0] == expect:
-                    yield last.decode(heapq.heappop(waiting)[1])
-                else:
-                    break
-                expect += 1
 
     def _room(self, stage: int) -> bool:
         return any(
@@ -414,7 +414,14 @@ class PipelineRun(Generic[Out]):
             del self._workers[worker.number]
             if worker.box is not None:
                 worker.box.close()
-            for index, data in sorted(worker.holding.items()):
+            # It takes its items in the order they were sent: the oldest one it
+            # holds is the one it was working on. Only that one is charged a
+            # try; the others were waiting behind it and go back unharmed.
+            held = list(worker.holding.items())
+            for index, data in reversed(held[1:]):
+                self._pending[worker.stage].appendleft((index, data))
+            if held:
+                index, data = held[0]
                 key = (worker.stage, index)
                 self._tries[key] = self._tries.get(key, 0) + 1
                 if self._tries[key] <= self._retries:
