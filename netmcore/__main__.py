@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--section",
-        choices=("all", "runtime", "ipc"),
+        choices=("all", "runtime", "ipc", "pipeline"),
         default="all",
         help="which measures to run (default: %(default)s)",
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from . import _bench_ipc, _runtime
+from . import _bench_ipc, _bench_pipeline, _runtime
 from ._process import process
 
 MIB = 1 << 20
@@ -254,6 +254,22 @@ def ipc_rows() -> tuple[list[Row], str]:
     return rows, note
 
 
+def pipeline_rows() -> tuple[list[Row], str]:
+    """Small items through a 3-stage pipeline."""
+    ours, peers = _bench_pipeline.pipeline_rate(), _bench_pipeline.pool_chain_rate()
+    n = _bench_pipeline.ITEMS
+    rows = [
+        Row(
+            f"pipeline, 3 stages, {n} items: s/item",
+            1 / ours,
+            1 / peers,
+            "chain of multiprocessing Pools",
+            "<= 0.67x",
+        )
+    ]
+    return rows, f"pipeline: {ours:,.0f} items/s vs chained Pool.imap {peers:,.0f} items/s"
+
+
 def main(
     roundtrips: int = 500, fanout: int = 1000, payload_mib: int = 64, sections: str = "all"
 ) -> list[Row]:
@@ -263,6 +279,7 @@ def main(
     sections_to_run: list[tuple[str, Callable[[], tuple[list[Row], str]]]] = [
         ("runtime", lambda: runtime_rows(roundtrips, fanout, payload_mib)),
         ("ipc", ipc_rows),
+        ("pipeline", pipeline_rows),
     ]
     for name, measure in sections_to_run:
         if sections in ("all", name):

@@ -47,9 +47,14 @@ Next = TypeVar("Next")
 # --- messages between the driver and the stage workers ---------------------------
 
 
+# Items travel in batches (up to BATCH small items a message): one wake-up of
+# a worker, and one of the driver, for many items.
+BATCH_BYTES = 64 * 1024
+BATCH = 16
+
+
 class Work(msgspec.Struct, frozen=True, tag=True):
-    index: int
-    data: bytes
+    items: list[tuple[int, bytes]]  # (index, encoded item)
 
 
 class Stop(msgspec.Struct, frozen=True, tag=True):
@@ -63,19 +68,12 @@ class Ready(msgspec.Struct, frozen=True, tag=True):
 
 class Done(msgspec.Struct, frozen=True, tag=True):
     worker: int
-    index: int
-    data: bytes
-
-
-class Failed(msgspec.Struct, frozen=True, tag=True):
-    worker: int
-    index: int
-    type_name: str
-    message: str
+    results: list[tuple[int, bytes]]  # (index, encoded result)
+    failures: list[tuple[int, str]]  # (index, "Type: message")
 
 
 ToWorker = Work | Stop
-ToDriver = Ready | Done | Failed
+ToDriver = Ready | Done
 
 
 class StageJob(msgspec.Struct, frozen=True):
@@ -86,6 +84,7 @@ class StageJob(msgspec.Struct, frozen=True):
     driver: ResId
     queue_size: int
     item_size: int
+    batch: int
 
 
 @process
@@ -93,16 +92,20 @@ def stage_worker(job: StageJob) -> int:
     """Run one stage's process function on every item the driver sends."""
     definition = by_fork_point[job.fork_point.n]
     driver = Mailbox.open(job.driver, ToDriver)
-    inbox = Mailbox.create(ToWorker, slots=job.queue_size, slot_size=job.item_size)
+    size = job.batch * (job.item_size + 16) + 64
+    inbox = Mailbox.create(ToWorker, slots=job.queue_size, slot_size=size)
     driver.send(Ready(job.worker, inbox.res_id))
     done = 0
     while isinstance(msg := inbox.receive(), Work):
-        try:
-            encap = definition.function(Encap(job.input_name, job.input_fingerprint, (msg.data,)))
-            driver.send(Done(job.worker, msg.index, bytes(encap.data)))
-        except Exception as exc:
-            driver.send(Failed(job.worker, msg.index, type(exc).__qualname__, str(exc)))
-        done += 1
+        results, failures = [], []
+        for index, data in msg.items:
+            try:
+                encap = definition.function(Encap(job.input_name, job.input_fingerprint, (data,)))
+                results.append((index, bytes(encap.data)))
+            except Exception as exc:
+                failures.append((index, f"{type(exc).__qualname__}: {exc}"))
+        driver.send(Done(job.worker, results, failures))
+        done += len(msg.items)
     inbox.release()
     driver.close()
     return done
@@ -178,7 +181,7 @@ class Pipeline(Generic[In, Out]):
         *,
         ordered: bool = True,
         on_error: Literal["stop", "skip"] = "stop",
-        queue_size: int = 8,
+        queue_size: int = 32,
         item_size: int = 4096,
         retries: int = 1,
         progress: bool | None = None,
@@ -239,6 +242,7 @@ class _Worker:
     pid: ProcessId[int]
     box: Mailbox[ToWorker] | None = None
     holding: dict[int, bytes] = field(default_factory=dict)  # the items it has, by index
+    batches: deque[list[int]] = field(default_factory=deque)  # as sent, oldest first
 
 
 class PipelineRun(Generic[Out]):
@@ -282,12 +286,14 @@ class PipelineRun(Generic[Out]):
 
     def _drive(self) -> Generator[Out, None, None]:
         slots = sum(s.workers for s in self._stages) * self._queue_size + 8
+        self._batch = max(1, min(BATCH, BATCH_BYTES // self._item_size))
         self._inbox: Mailbox[ToDriver] = Mailbox.create(
-            ToDriver, slots=slots, slot_size=self._item_size + 64
+            ToDriver, slots=slots, slot_size=self._batch * (self._item_size + 16) + 64
         )
         self._workers: dict[int, _Worker] = {}
         self._pending: list[deque[tuple[int, bytes]]] = [deque() for _ in self._stages]
         self._tries: dict[tuple[int, int], int] = {}  # (stage, index) -> times lost
+        self._suspects: set[tuple[int, int]] = set()  # (stage, index): sent alone
         self._next_worker = 0
         self._lost = 0  # items failed with a dead worker, not yet counted out
         self._skipped: set[int] = set()  # failed indexes, passed over in order
@@ -321,7 +327,8 @@ class PipelineRun(Generic[Out]):
             process.input_type.fingerprint,
             self._inbox.res_id,
             self._queue_size,
-            self._item_size + 64,
+            self._item_size,
+            self._batch,
         )
         self._workers[number] = _Worker(stage, number, stage_worker.start(job))
 
@@ -333,7 +340,7 @@ class PipelineRun(Generic[Out]):
         waiting: list[tuple[int, bytes]] = []  # results held back for the input order
         while True:
             # Feed stage 0 while it has room: the input is read lazily.
-            while not exhausted and not self._pending[0] and self._room(0):
+            while not exhausted and len(self._pending[0]) < self._room(0):
                 try:
                     item = next(self._items)
                 except StopIteration:
@@ -362,25 +369,30 @@ class PipelineRun(Generic[Out]):
                 self._workers[msg.worker].box = Mailbox.open(msg.box, ToWorker)
                 continue
             worker = self._workers[msg.worker]
-            worker.holding.pop(msg.index, None)
+            worker.batches.popleft()  # a worker answers its batches in order
             stage = worker.stage
-            self._bars[stage].update()
-            if isinstance(msg, Failed):
-                self._fail(msg.index, stage, f"{msg.type_name}: {msg.message}")
+            self._bars[stage].update(len(msg.results) + len(msg.failures))
+            for index, cause in msg.failures:
+                worker.holding.pop(index, None)
+                self._fail(index, stage, cause)
                 left += 1
-            elif stage + 1 < len(self._stages):
-                self._pending[stage + 1].append((msg.index, msg.data))
-            elif not self._ordered:
-                left += 1
-                yield last.decode(msg.data)
-            else:
-                left += 1
-                heapq.heappush(waiting, (msg.index, msg.data))
+            for index, data in msg.results:
+                worker.holding.pop(index, None)
+                if stage + 1 < len(self._stages):
+                    self._pending[stage + 1].append((index, data))
+                elif not self._ordered:
+                    left += 1
+                    yield last.decode(data)
+                else:
+                    left += 1
+                    heapq.heappush(waiting, (index, data))
 
-    def _room(self, stage: int) -> bool:
-        return any(
-            w.stage == stage and w.box is not None and len(w.holding) < self._queue_size
+    def _room(self, stage: int) -> int:
+        """How many more items the ready workers of ``stage`` may take."""
+        return sum(
+            self._queue_size - len(w.holding)
             for w in self._workers.values()
+            if w.stage == stage and w.box is not None
         )
 
     def _dispatch(self, stage: int) -> None:
@@ -388,13 +400,18 @@ class PipelineRun(Generic[Out]):
         workers = [w for w in self._workers.values() if w.stage == stage and w.box is not None]
         while queue and workers:
             worker = min(workers, key=lambda w: len(w.holding))  # the least busy
-            if len(worker.holding) >= self._queue_size:
+            room = min(self._queue_size - len(worker.holding), self._batch)
+            if room <= 0:
                 return
-            index, data = queue.popleft()
+            batch = [queue.popleft()]
+            if (stage, batch[0][0]) not in self._suspects:
+                while queue and len(batch) < room and (stage, queue[0][0]) not in self._suspects:
+                    batch.append(queue.popleft())
             assert worker.box is not None
-            worker.box.send(Work(index, data))
-            worker.holding[index] = data
-            self._bars[stage].total = (self._bars[stage].total or 0) + 1
+            worker.box.send(Work(batch))
+            worker.holding.update(batch)
+            worker.batches.append([index for index, _ in batch])
+            self._bars[stage].total = (self._bars[stage].total or 0) + len(batch)
             self._bars[stage].refresh()
 
     def _receive(self) -> ToDriver | None:
@@ -414,19 +431,21 @@ class PipelineRun(Generic[Out]):
             del self._workers[worker.number]
             if worker.box is not None:
                 worker.box.close()
-            # It takes its items in the order they were sent: the oldest one it
-            # holds is the one it was working on. Only that one is charged a
-            # try; the others were waiting behind it and go back unharmed.
-            held = list(worker.holding.items())
-            for index, data in reversed(held[1:]):
-                self._pending[worker.stage].appendleft((index, data))
-            if held:
-                index, data = held[0]
+            # It answers its batches in order: it died working on the oldest
+            # one. A batch of one item is charged a try; the items of a larger
+            # batch become suspects, sent alone from now on, so that the item
+            # that kills its worker is found and the others go through.
+            for batch in reversed(worker.batches):
+                for index in reversed(batch):
+                    self._pending[worker.stage].appendleft((index, worker.holding[index]))
+            if len(worker.batches[0] if worker.batches else ()) > 1:
+                self._suspects.update((worker.stage, i) for i in worker.batches[0])
+            elif worker.batches:
+                index = worker.batches[0][0]
                 key = (worker.stage, index)
                 self._tries[key] = self._tries.get(key, 0) + 1
-                if self._tries[key] <= self._retries:
-                    self._pending[worker.stage].appendleft((index, data))
-                else:
+                if self._tries[key] > self._retries:
+                    self._pending[worker.stage].popleft()
                     self._fail(index, worker.stage, f"its worker died ({outcome})")
                     self._lost += 1
             self._spawn(worker.stage)

@@ -139,6 +139,7 @@ class Objects:
     shm: str
     sem: str
     prealloc: str
+    before: str
     file: str
     ext_shm: str
     ext_sem: str
@@ -160,12 +161,25 @@ class Objects:
         bare = self.payload_prefix.lstrip("/")
         return ["/" + e for e in os.listdir(SHM_DIR) if e.startswith(bare)]
 
+    def names(self) -> list[str]:
+        return [
+            self.shm,
+            self.sem,
+            self.prealloc,
+            self.before,
+            self.file,
+            self.ext_shm,
+            self.ext_sem,
+            *self.payloads,
+        ]
+
     def paths(self) -> dict[str, str]:
         """What each object is in the file system, by a readable label."""
         found = {
             "shm": shm_path(self.shm),
             "sem": sem_path(self.sem),
             "prealloc": shm_path(self.prealloc),
+            "before": shm_path(self.before),
             "file": self.file,
             "ext_shm": shm_path(self.ext_shm),
             "ext_sem": sem_path(self.ext_sem),
@@ -185,6 +199,7 @@ class Objects:
             ("posix_shm", self.shm),
             ("posix_sem", self.sem),
             ("posix_shm_preallocated", self.prealloc),
+            ("posix_shm_preallocated", self.before),
             ("file", self.file),
             ("posix_shm", self.ext_shm),
             ("posix_sem", self.ext_sem),
@@ -193,7 +208,7 @@ class Objects:
 
     def remove_all(self) -> None:
         """Clean up by hand (for the tests where netmcore must not)."""
-        for name in (self.shm, self.prealloc, self.ext_shm, *self.find_payloads()):
+        for name in (self.shm, self.prealloc, self.before, self.ext_shm, *self.find_payloads()):
             with contextlib.suppress(posix_ipc.ExistentialError):
                 posix_ipc.unlink_shared_memory(name)
         for name in (self.sem, self.ext_sem):
@@ -329,6 +344,7 @@ class CrashMaster:
             names["shm"],
             names["sem"],
             names["prealloc"],
+            names["before"],
             names["file"],
             names["ext_shm"],
             names["ext_sem"],
@@ -468,13 +484,21 @@ def sockdir(tmp_path: Path) -> Path:
 # --- 1. the watchdog cleans up after a SIGKILLed master ---------------------------
 
 
-def test_watchdog_cleans_up_after_sigkill(crash_master: Callable[..., CrashMaster]) -> None:
+@pytest.mark.parametrize("group", [False, True], ids=["master", "process-group"])
+def test_watchdog_cleans_up_after_sigkill(
+    crash_master: Callable[..., CrashMaster], group: bool
+) -> None:
     m = crash_master(socket_directory=None)
     objects = m.wait_ready()
     sockdir = Path(str(m.init["sockdir"]))
     assert sockdir.is_dir()
     assert (sockdir / PMANAGE).exists()
-    os.kill(m.pid, signal.SIGKILL)
+    # `kill -9 PID`, or `kill -9 -PGID` (every worker at once, as a harness or
+    # a closing terminal might): the watchdog is in a session of its own.
+    if group:
+        os.killpg(m.pid, signal.SIGKILL)
+    else:
+        os.kill(m.pid, signal.SIGKILL)
     assert m.wait_exit() == -signal.SIGKILL
     # No next start: the watchdog alone removes everything, at once.
     wait_until(
@@ -530,7 +554,7 @@ def test_next_start_unlinks_what_a_crashed_master_left(
     message = warnings[0].getMessage()
     assert warnings[0].levelno == logging.WARNING
     assert f"unlinked {len(objects.paths())} object(s)" in message, message
-    for name in (objects.shm, objects.sem, objects.prealloc, objects.file, *objects.payloads):
+    for name in objects.names():
         assert name in message, (name, message)
     assert not record.exists()
     # The next start after that has nothing left to clean.

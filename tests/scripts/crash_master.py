@@ -16,7 +16,8 @@ Lines written to stdout, each flushed at once:
   there a crash-cleanup record in the socket directory at that point);
 - ``worker PID first`` once the first process runs;
 - ``objects JSON``: the names of what the first process made or took over
-  (``shm``, ``sem``, ``prealloc``, ``file``, ``ext_shm``, ``ext_sem``), and
+  (``shm``, ``sem``, ``prealloc``, ``file``, ``ext_shm``, ``ext_sem``, and
+  ``before``, preallocated shm that the master made before ``run``), and
   ``big``, the id of a process started with a large argument, whose large
   result waits, unjoined, in shared memory;
 - ``big PID SIZE`` when ``big`` runs (its argument has been read);
@@ -77,6 +78,7 @@ def first(conf: dict[str, str]) -> int:
         "shm": shm.name,
         "sem": sem.name,
         "prealloc": prealloc,
+        "before": conf["before"],
         "file": getattr(managed.repr, "name", ""),
         "ext_shm": getattr(ext_shm.repr, "name", ""),
         "ext_sem": getattr(ext_sem.repr, "name", ""),
@@ -106,7 +108,11 @@ def main() -> None:
     parser.add_argument("--ext-shm", required=True)
     parser.add_argument("--ext-sem", required=True)
     args = parser.parse_args()
+    # Preallocated memory made by the master-to-be, before run: the master
+    # records it when it starts.
+    _, before = netmcore.create_preallocated_shm("/nmc_crashtest_pre_", 4096)
     conf = {
+        "before": before,
         "file": args.file,
         "ext_shm": args.ext_shm,
         "ext_sem": args.ext_sem,

@@ -215,3 +215,11 @@ def bad_resources() -> None:
     netmcore.release(segment)  # type: ignore[arg-type]
     shm: netmcore.ShmSegment = netmcore.get_resource(segment.res_id)  # type: ignore[assignment]
     print(rid, data, ok, path, shm)
+
+
+def bad_pipelines() -> None:
+    netmcore.Pipeline(square).then(oldest)  # type: ignore[arg-type]
+    netmcore.Pipeline(square).run(["1"])  # type: ignore[list-item]
+    netmcore.Pipeline(square).run(range(3), on_error="ignore")  # type: ignore[arg-type]
+    texts: list[int] = list(netmcore.Pipeline(show).run([1]))  # type: ignore[arg-type]
+    print(texts)

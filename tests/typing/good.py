@@ -295,3 +295,21 @@ def resources() -> None:
     assert_type(netmcore.manage_sem("/s"), netmcore.ComputeResource)
     assert_type(netmcore.release(rid), None)
     assert_type(netmcore.destroy_resources(), None)
+
+
+@netmcore.process
+def to_text(k: int) -> str:
+    return str(k)
+
+
+def pipelines() -> None:
+    p = netmcore.Pipeline(square, workers=2)
+    assert_type(p, netmcore.Pipeline[int, int])
+    longer = p.then(to_text, workers=3)
+    assert_type(longer, netmcore.Pipeline[int, str])
+    run = longer.run(range(10), ordered=False, on_error="skip")
+    assert_type(run, netmcore.PipelineRun[str])
+    for text in run:
+        assert_type(text, str)
+    assert_type(run.failures, list[netmcore.ItemFailure])
+    assert_type(next(iter(netmcore.Pipeline(Add).run([(1.0, 2.0)]))), float)
