@@ -1,0 +1,139 @@
+"""SharedArray: numpy arrays in managed shared memory, passed by handle."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+
+import netmcore
+from netmcore import SharedArray
+
+# Made before run: the master's, inherited by every worker started afterwards.
+TABLE = SharedArray.create((4, 3), "int64")
+
+
+class Job(msgspec.Struct, frozen=True):
+    row: int
+    table: SharedArray  # a handle is a field like any other
+
+
+def run(first: Any, arg: Any) -> Any:
+    outcome = netmcore.run(
+        first_process=lambda: first.start(arg),
+        extract_result=lambda _c, pid: first.join_outcome_nowait(pid),
+    )
+    assert isinstance(outcome, netmcore.Success), outcome
+    return outcome.value
+
+
+@netmcore.process
+def fill_row(job: Job) -> int:
+    job.table.open()[job.row] = job.row + 1
+    return job.row
+
+
+@netmcore.process
+def fill_all(_: int) -> list[list[int]]:
+    for row in range(4):
+        fill_row.join(fill_row.start(Job(row, TABLE)))
+    return [[int(x) for x in r] for r in TABLE.open()]
+
+
+def test_array_made_before_run_is_shared_by_every_worker() -> None:
+    assert run(fill_all, 0) == [[1] * 3, [2] * 3, [3] * 3, [4] * 3]
+    # The master sees the workers' writes too: it is the same memory.
+    assert TABLE.open().sum() == 3 * (1 + 2 + 3 + 4)
+    assert TABLE.preallocated
+
+
+@netmcore.process
+def make(n: int) -> SharedArray:
+    array = SharedArray.create(n, "float32")
+    array.open()[:] = np.arange(n, dtype=np.float32)
+    return array  # the handle travels; the data stays where it is
+
+
+@netmcore.process
+def total(array: SharedArray) -> float:
+    value = float(array.open().sum())
+    array.release()
+    return value
+
+
+@netmcore.process
+def hand_over(n: int) -> list[Any]:
+    # The maker's array lives while someone uses it: the first process keeps it.
+    array = SharedArray.create(n, "float32")
+    array.open()[:] = 1.5
+    got = [total.join(total.start(array)), array.preallocated, array.dtype, array.shape]
+    array.release()
+    made = make.join(make.start(n))
+    assert made is not None
+    try:
+        made.open()  # its maker ended: nobody used it any more, it is gone
+    except netmcore.NoResource as exc:
+        got.append(str(exc))
+    return got
+
+
+def test_array_made_in_a_worker_is_opened_by_others_through_its_handle() -> None:
+    got = run(hand_over, 10)
+    assert got[:4] == [15.0, False, "<f4", [10]]
+    assert "no such resource, or it has been destroyed" in got[4]
+
+
+@netmcore.process
+def mismatch(_: int) -> list[str]:
+    array = SharedArray.create((2, 3), "int32")
+    out = []
+    for handle in (
+        SharedArray(array.res_id, "float64", (2, 3)),
+        SharedArray(array.res_id, "int32", (3, 2)),
+    ):
+        try:
+            handle.open()
+        except ValueError as exc:
+            out.append(str(exc))
+    array.release()
+    try:
+        array.open()
+    except netmcore.NoResource as exc:
+        out.append(type(exc).__name__)
+    return out
+
+
+def test_dtype_or_shape_mismatch_and_a_destroyed_array_give_clear_errors() -> None:
+    dtype, shape, gone = run(mismatch, 0)
+    assert "this handle says dtype float64 and shape (2, 3)" in dtype
+    assert "holds dtype <i4 and shape (2, 3): use its own handle" in dtype
+    assert "this handle says dtype int32 and shape (3, 2)" in shape
+    assert gone == "NoResource"
+
+
+def test_bad_shapes_and_dtypes_are_refused_before_anything_is_made() -> None:
+    with pytest.raises(ValueError, match=r"shape \(2, -1\) is not valid"):
+        SharedArray.create((2, -1))
+    with pytest.raises(TypeError, match="holds Python objects, which cannot be shared"):
+        SharedArray.create(3, "object")
+    with pytest.raises(TypeError):
+        SharedArray.create(3, "no-such-dtype")
+
+
+def test_without_numpy_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "numpy", None)
+    with pytest.raises(ImportError, match=r"pip install 'netmcore\[numpy\]'"):
+        SharedArray.create(3)
+
+
+def test_handle_is_small_and_serializable() -> None:
+    data = msgspec.msgpack.encode(TABLE)
+    assert len(data) < 64
+    assert msgspec.msgpack.decode(data, type=SharedArray) == TABLE
+
+
+def teardown_module() -> None:
+    TABLE.release()
