@@ -313,7 +313,7 @@ class PipelineRun(Generic[Out]):
             unit="item",
             position=i,
             disable=disable,
-            leave=False,
+            leave=True,  # the final counts and rate stay on screen
         )
 
     def _spawn(self, stage: int) -> None:

@@ -202,3 +202,45 @@ def label_length(k: int) -> int:
 
 def test_stage_workers_are_netmcore_processes() -> None:
     assert value(drive(nested, 0)) == [2, 3, 4]
+
+
+PROGRESS_SCRIPT = """
+import sys
+import netmcore
+
+@netmcore.process
+def double(k: int) -> int:
+    return 2 * k
+
+@netmcore.process
+def first(show: bool) -> int:
+    run = netmcore.Pipeline(double, workers=2).then(double).run(range(50), progress=show or None)
+    return sum(run)
+
+show = sys.argv[1] == "on"
+print(netmcore.run(first_process=lambda: first.start(show),
+                   extract_result=lambda c, pid: first.join_nowait(pid)))
+"""
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_progress_bars_per_stage_only_when_asked_or_on_a_terminal(
+    tmp_path: Path, mode: str
+) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "progress.py"
+    script.write_text(PROGRESS_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), mode], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(4 * sum(range(50)))
+    if mode == "on":  # one bar per stage: its name, workers, items out of in, rate
+        assert "double x2" in proc.stderr
+        assert "double x1" in proc.stderr
+        assert "50/50" in proc.stderr
+        assert "item/s" in proc.stderr
+    else:  # by default, off when stderr is not a terminal
+        assert proc.stderr == ""
