@@ -76,25 +76,19 @@ def create_mapped(name: str, size: int) -> mmap.mmap:
 
 def map_writable(name: str) -> mmap.mmap:
     """Map an existing object read-write, at its whole size."""
-    with _os_errors(name, creating=False):
-        shm = posix_ipc.SharedMemory(name)
-    try:
-        return mmap.mmap(shm.fd, shm.size, flags=mmap.MAP_SHARED)
-    finally:
-        shm.close_fd()
+    return _map(name, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 def map_existing(name: str) -> mmap.mmap:
     """Map an existing object read-only, with its pages populated up front."""
+    return _map(name, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ)
+
+
+def _map(name: str, flags: int, prot: int) -> mmap.mmap:
     with _os_errors(name, creating=False):
         shm = posix_ipc.SharedMemory(name)
     try:
-        return mmap.mmap(
-            shm.fd,
-            shm.size,
-            flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
-            prot=mmap.PROT_READ,
-        )
+        return mmap.mmap(shm.fd, shm.size, flags=flags, prot=prot)
     finally:
         shm.close_fd()
 
