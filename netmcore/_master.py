@@ -183,22 +183,23 @@ class Master:
         self.object_prefix = f"/nmc.{self.os_pid}.{sockdir.token}."
         self.shm_prefix = self.object_prefix + "p."
         self.record = _cleanup.Record(sockdir.pmanage_path) if pmanage else None
-        if self.record is not None:
-            _cleanup.record_prefix(self.record, self.shm_prefix)
-            for entry in _resources.table.values():
-                self.record.write("+", entry.typ.value, entry.name)
-            _resources.on_change = self._on_resource_change
-        # Forked first, so that it holds none of the descriptors made below.
-        self.watchdog = _cleanup.start_watchdog(
-            [self.record.fd] if self.record is not None else [],
-            self.record.path if self.record is not None else None,
-            self.shm_prefix,
-            sockdir.path if sockdir.temporary else None,
-        )
+        self.watchdog: _cleanup.Watchdog | None = None
         try:
+            if self.record is not None:
+                _cleanup.record_prefix(self.record, self.shm_prefix)
+                for entry in _resources.table.values():
+                    self.record.write("+", entry.typ.value, entry.name)
+                _resources.on_change = self._on_resource_change
+            # Forked first, so that it holds none of the descriptors made below.
+            self.watchdog = _cleanup.start_watchdog(
+                [self.record.fd] if self.record is not None else [],
+                self.record.path if self.record is not None else None,
+                self.shm_prefix,
+                sockdir.path if sockdir.temporary else None,
+            )
             self._init_loop()
         except BaseException:
-            self.watchdog.stand_down()
+            self._end_cleanup()  # a start that fails leaves no record and no watchdog
             raise
 
     def _init_loop(self) -> None:
@@ -223,6 +224,7 @@ class Master:
         self._watch(self._wakeup_r.fileno(), self._on_wakeup)
         self._fds.add(self._wakeup_w.fileno())
         self._fds.add(self.sel.fileno())
+        assert self.watchdog is not None
         self._fds.add(self.watchdog.pipe_w)
         if self.record is not None:
             self._fds.add(self.record.fd)
@@ -675,12 +677,16 @@ class Master:
         swept = _ipc.unlink_prefix(self.shm_prefix)
         if swept:
             trace("swept %d unread payload(s) from shared memory", len(swept))
+        self._end_cleanup()
+
+    def _end_cleanup(self) -> None:
         _resources.on_change = _resources.record_nothing
         if self.record is not None:
             # A clean end: what is still managed belongs to this living program,
             # so the next start must not unlink it.
             self.record.close(clean=True)
-        self.watchdog.stand_down()
+        if self.watchdog is not None:
+            self.watchdog.stand_down()
 
 
 def _ended(status: int) -> Ended:

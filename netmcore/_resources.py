@@ -158,12 +158,13 @@ def validate_size(size: object, what: str = "size") -> int:
     return size
 
 
-def add(typ: ResourceType, name: str, user: int, size: int = 0) -> Entry:
+def add(typ: ResourceType, name: str, user: int, size: int = 0, *, recorded: bool = False) -> Entry:
     """Take a kernel object into the table, with ``user`` as its first user."""
     _destroy_at_exit()
     entry = Entry(next_res_id(), typ, name, {user}, size)
     table[entry.res_id.n] = entry
-    on_change("+", typ, name)
+    if not recorded:
+        on_change("+", typ, name)
     return entry
 
 
@@ -240,12 +241,19 @@ def unlink_object(typ: ResourceType, name: str) -> bool:
 def create_preallocated(prefix: str, size: int, user: int, first_pid: int) -> Entry:
     """Create, size and map a fresh shm object (0600, exclusive)."""
     name = _ipc.random_name(prefix)
-    mapping = _ipc.create_mapped(name, size)
+    typ = ResourceType.POSIX_SHM_PREALLOCATED
+    on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
     try:
-        entry = add(ResourceType.POSIX_SHM_PREALLOCATED, name, user, size)
+        mapping = _ipc.create_mapped(name, size)
+    except BaseException:
+        on_change("-", typ, name)
+        raise
+    try:
+        entry = add(typ, name, user, size, recorded=True)
     except BaseException:
         mapping.close()
         _ipc.unlink(name)
+        on_change("-", typ, name)
         raise
     entry.mapping = mapping
     entry.first_pid = first_pid
@@ -344,13 +352,19 @@ def op_create(kind: str, prefix: str, size: int, user: int) -> ResInfo:
         entry.creator = user
         return info(entry)
     name = _ipc.random_name(prefix)
-    if typ is ResourceType.POSIX_SEM:
-        _ipc.create_semaphore(name, size)
-        size = 0
-    else:
-        _ipc.create_mapped(name, size).close()
+    on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
     try:
-        return info(add(typ, name, user, size))
+        if typ is ResourceType.POSIX_SEM:
+            _ipc.create_semaphore(name, size)
+            size = 0
+        else:
+            _ipc.create_mapped(name, size).close()
+    except BaseException:
+        on_change("-", typ, name)  # not created (an existing object stays untouched)
+        raise
+    try:
+        return info(add(typ, name, user, size, recorded=True))
     except BaseException:
         unlink_object(typ, name)
+        on_change("-", typ, name)
         raise

@@ -108,12 +108,13 @@ class SocketDir:
         return [self.lock_fd]
 
     def close(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.path, LOCK_NAME))
-        os.close(self.lock_fd)
-        self._remove_dir()
+        try:
+            for name in (SOCKET_NAME, LOCK_NAME):
+                with contextlib.suppress(OSError):  # gone, or not ours to remove
+                    os.unlink(os.path.join(self.path, name))
+        finally:
+            os.close(self.lock_fd)
+            self._remove_dir()
 
     def _remove_dir(self) -> None:
         if self.temporary:

@@ -8,6 +8,9 @@ a large result waiting, unjoined, in shared memory (a payload in flight). The
 tests then kill the master (SIGKILL), its watchdog, or both, and check what is
 left in ``/dev/shm``, in the file system and in the socket directory.
 
+The last tests run ``tests/scripts/crash_failed_start.py``: a start that fails
+is not a crash, and must leave neither a record nor a locked directory.
+
 A SIGKILLed master's workers and watchdog are reparented to init, where the
 autouse fixture of conftest.py cannot see them: every test waits, with a
 deadline, for each process it learned of to be gone.
@@ -24,6 +27,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +43,7 @@ from netmcore import _master
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "scripts" / "crash_master.py"
+FAILED_START = ROOT / "tests" / "scripts" / "crash_failed_start.py"
 SHM_DIR = "/dev/shm"
 PMANAGE = "netmcore.pmanage"
 
@@ -89,6 +94,15 @@ def getsid(pid: int) -> int | None:
         return os.getsid(pid)
     except ProcessLookupError:
         return None
+
+
+def sig_ignored(pid: int) -> set[int]:
+    """The signals that process ``pid`` ignores (SigIgn in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            mask = int(line.split()[1], 16)
+            return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+    raise AssertionError(f"no SigIgn in /proc/{pid}/status")
 
 
 def read_pmanage(path: Path) -> list[tuple[str, str, str]]:
@@ -511,7 +525,7 @@ def test_watchdog_cleans_up_after_sigkill(
     m.wait_gone()  # the watchdog exits when it is done; the workers die with the master
 
 
-def test_watchdog_cleans_up_a_given_socket_directory_and_hands_it_over(
+def test_watchdog_cleans_up_a_given_socket_directory(
     crash_master: Callable[..., CrashMaster], sockdir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     m = crash_master(socket_directory=sockdir)
@@ -519,15 +533,49 @@ def test_watchdog_cleans_up_a_given_socket_directory_and_hands_it_over(
     assert m.init["sockdir"] == str(sockdir)
     os.kill(m.pid, signal.SIGKILL)
     assert m.wait_exit() == -signal.SIGKILL
-    # A new master on the directory, at once: it waits while the watchdog
-    # cleans (the watchdog holds the directory's lock), then starts normally.
+    wait_until(
+        lambda: not objects.existing(),
+        f"the watchdog to unlink {sorted(objects.existing())}",
+        CLEANUP_WITHIN,
+    )
+    m.wait_gone()
+    assert not (sockdir / PMANAGE).exists()
+    # The next start finds nothing left to clean.
     with caplog.at_level(logging.WARNING, logger="netmcore"):
         run_trivial(socket_directory=str(sockdir))
-    assert not objects.existing(), objects.existing()
-    # The watchdog had cleaned everything before the new master got the lock.
     assert LEFTOVER_WARNING not in caplog.text
-    m.wait_gone()
     # A given directory is kept, and left empty.
+    assert sorted(os.listdir(sockdir)) == []
+
+
+def test_new_master_waits_while_the_watchdog_cleans(
+    crash_master: Callable[..., CrashMaster], sockdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = crash_master(socket_directory=sockdir)
+    objects = m.wait_ready()
+    watchdog = m.watchdog
+    assert watchdog is not None
+    # Stopped, the watchdog can do nothing, but it still holds the directory's
+    # lock: a new master must wait for it, not clean up beside it.
+    watchdog.suspend()
+    resume = threading.Timer(0.3, watchdog.resume)
+    try:
+        os.kill(m.pid, signal.SIGKILL)
+        assert m.wait_exit() == -signal.SIGKILL
+        assert not objects.missing(), objects.missing()
+        # The delay only lets the new master reach its wait first; whenever the
+        # watchdog resumes, the new master must not have cleaned up beside it.
+        resume.start()
+        with caplog.at_level(logging.WARNING, logger="netmcore"):
+            run_trivial(socket_directory=str(sockdir))
+    finally:
+        resume.cancel()
+        with contextlib.suppress(psutil.Error):
+            watchdog.resume()
+    resume.join()
+    assert LEFTOVER_WARNING not in caplog.text, "the new master did not wait for the watchdog"
+    assert not objects.existing(), objects.existing()
+    m.wait_gone()
     assert sorted(os.listdir(sockdir)) == []
 
 
@@ -667,7 +715,9 @@ def test_signals_to_the_watchdog_are_ignored(
     m = crash_master(socket_directory=sockdir)
     objects = m.wait_ready()
     assert m.watchdog is not None
+    ignored = sig_ignored(m.watchdog.pid)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        assert signum in ignored, f"the watchdog does not ignore {signum.name}"
         m.watchdog.send_signal(signum)
     m.ping()
     assert not is_dead(m.watchdog)
@@ -734,3 +784,52 @@ def test_no_watchdog_after_a_clean_run() -> None:
     assert not watchdog.is_running(), watchdog
     assert watchdog.pid not in {c.pid for c in psutil.Process().children(recursive=True)}
     assert not os.path.exists(dirs[0])
+
+
+# --- a start that fails is not a crash -------------------------------------------------------
+
+
+def failed_start_report(tmp_path: Path) -> dict[str, object]:
+    """Run crash_failed_start.py: a program with preallocated shm whose first
+    ``run`` fails (a directory stands where the control socket goes), then
+    runs again in the same process."""
+    sd = tmp_path / "sd"
+    sd.mkdir(mode=0o700)
+    (sd / "netmcore.sock").mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(FAILED_START), str(sd)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_WITHIN,
+        start_new_session=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (line,) = (x for x in proc.stdout.splitlines() if x.startswith("report "))
+    report: dict[str, object] = json.loads(line.removeprefix("report "))
+    assert report["first_error"], report  # the first start did fail
+    return report
+
+
+def test_failed_start_leaves_no_record(tmp_path: Path) -> None:
+    report = failed_start_report(tmp_path)
+    # No master ran, so nothing can have been left by a crash: a record left
+    # now would make the next start unlink what the living program still uses.
+    assert report["record"] is None, (
+        f"a start that failed ({report['first_error']}) left a crash-cleanup record:\n"
+        f"{report['record']}"
+    )
+    if report["second_error"] is None:
+        assert report["before_exists"], "the next start unlinked the program's own shm"
+        assert report["leftover_warnings"] == [], report["leftover_warnings"]
+
+
+def test_failed_start_leaves_the_socket_directory_usable(tmp_path: Path) -> None:
+    report = failed_start_report(tmp_path)
+    # Once the cause is gone, the same program can start in the directory.
+    assert report["second_error"] is None, (
+        f"after a failed start ({report['first_error']}), the next start failed: "
+        f"{report['second_error']}"
+    )
+    assert report["second_result"] == 5

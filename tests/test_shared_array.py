@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -12,8 +13,17 @@ import pytest
 import netmcore
 from netmcore import SharedArray
 
-# Made before run: the master's, inherited by every worker started afterwards.
-TABLE = SharedArray.create((4, 3), "int64")
+# Made before run (by the fixture below, just before this module's tests, so that
+# no other module's destroy_resources() gets it first): the master's, inherited by
+# every worker started afterwards.
+_table: list[SharedArray] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table() -> Iterator[SharedArray]:
+    _table.append(SharedArray.create((4, 3), "int64"))
+    yield _table[0]
+    _table.pop().release()
 
 
 class Job(msgspec.Struct, frozen=True):
@@ -39,15 +49,15 @@ def fill_row(job: Job) -> int:
 @netmcore.process
 def fill_all(_: int) -> list[list[int]]:
     for row in range(4):
-        fill_row.join(fill_row.start(Job(row, TABLE)))
-    return [[int(x) for x in r] for r in TABLE.open()]
+        fill_row.join(fill_row.start(Job(row, _table[0])))
+    return [[int(x) for x in r] for r in _table[0].open()]
 
 
-def test_array_made_before_run_is_shared_by_every_worker() -> None:
+def test_array_made_before_run_is_shared_by_every_worker(table: SharedArray) -> None:
     assert run(fill_all, 0) == [[1] * 3, [2] * 3, [3] * 3, [4] * 3]
     # The master sees the workers' writes too: it is the same memory.
-    assert TABLE.open().sum() == 3 * (1 + 2 + 3 + 4)
-    assert TABLE.preallocated
+    assert table.open().sum() == 3 * (1 + 2 + 3 + 4)
+    assert table.preallocated
 
 
 @netmcore.process
@@ -129,11 +139,7 @@ def test_without_numpy_the_error_says_how_to_install_it(monkeypatch: pytest.Monk
         SharedArray.create(3)
 
 
-def test_handle_is_small_and_serializable() -> None:
-    data = msgspec.msgpack.encode(TABLE)
+def test_handle_is_small_and_serializable(table: SharedArray) -> None:
+    data = msgspec.msgpack.encode(table)
     assert len(data) < 64
-    assert msgspec.msgpack.decode(data, type=SharedArray) == TABLE
-
-
-def teardown_module() -> None:
-    TABLE.release()
+    assert msgspec.msgpack.decode(data, type=SharedArray) == table
