@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import select
 import signal
 import stat
 import subprocess
@@ -37,6 +36,7 @@ from pathlib import Path
 import posix_ipc
 import psutil
 import pytest
+from master_process import MasterProcess
 
 import netmcore
 from netmcore import _master
@@ -235,7 +235,7 @@ class Objects:
 # --- the master subprocess -------------------------------------------------------
 
 
-class CrashMaster:
+class CrashMaster(MasterProcess):
     """crash_master.py in a subprocess of its own session, and what it printed."""
 
     def __init__(
@@ -274,55 +274,14 @@ class CrashMaster:
             argv.append("--disable-pmanage")
         if stubborn:
             argv.append("--stubborn")
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                start_new_session=True,
-            )
-        self.pid = self.proc.pid
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        self.fd = self.proc.stdout.fileno()
-        self._buf = b""
-        self.lines: list[str] = []
-        self.eof = False
+        super().__init__(argv, self.stderr_path, ROOT, stdin=subprocess.PIPE)
+        assert self.proc.stdin is not None
         self.procs: list[psutil.Process] = []  # every process of the program we saw
         self.objects: Objects | None = None
         self.init: dict[str, object] = {}
         self.watchdog: psutil.Process | None = None
 
     # --- output ------------------------------------------------------------
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def _read(self, timeout: float) -> None:
-        if self.eof:
-            return
-        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
-        if not ready:
-            return
-        data = os.read(self.fd, 65536)
-        if not data:
-            self.eof = True
-            return
-        self._buf += data
-        *complete, self._buf = self._buf.split(b"\n")
-        self.lines.extend(line.decode() for line in complete)
-
-    def wait_for(self, done: Callable[[list[str]], bool], what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not done(self.lines):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.eof:
-                raise AssertionError(
-                    f"timed out waiting for {what}; stdout so far: {self.lines!r}; "
-                    f"exit status {self.proc.poll()}; stderr:\n{self.stderr()}"
-                )
-            self._read(remaining)
 
     def wait_line(self, line: str, timeout: float = STOP_WITHIN) -> None:
         self.wait_for(lambda lines: line in lines, repr(line), timeout)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from master_process import MasterProcess
 
 import netmcore
 
@@ -32,7 +32,7 @@ STOP_WITHIN = 5.0  # the issue: SIGINT/SIGTERM end everything within 5 s
 STARTUP_WITHIN = 30.0  # generous: only guards against a hang
 
 
-class Master:
+class Master(MasterProcess):
     """The subprocess running signal_master.py, and what it printed."""
 
     def __init__(self, tmp: Path, modes: list[str]) -> None:
@@ -40,62 +40,21 @@ class Master:
         self.sockdir = tmp / "sd"
         self.stderr_path = tmp / "stderr.txt"
         self.modes = modes
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(SCRIPT),
-                    "--pidfile",
-                    str(self.pidfile),
-                    "--socket-directory",
-                    str(self.sockdir),
-                    *modes,
-                ],
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                start_new_session=True,
-            )
-        self.pid = self.proc.pid
-        assert self.proc.stdout is not None
-        self.fd = self.proc.stdout.fileno()
-        self._buf = b""
-        self.lines: list[str] = []
-        self.eof = False
+        argv = [
+            sys.executable,
+            str(SCRIPT),
+            "--pidfile",
+            str(self.pidfile),
+            "--socket-directory",
+            str(self.sockdir),
+            *modes,
+        ]
+        super().__init__(argv, self.stderr_path, ROOT, stdin=subprocess.DEVNULL)
 
     # --- output ------------------------------------------------------------
 
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
     def assert_printed(self, line: str) -> None:
         assert line in self.lines, f"{line!r} not in {self.lines!r}; stderr:\n{self.stderr()}"
-
-    def _read(self, timeout: float) -> None:
-        if self.eof:
-            return
-        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
-        if not ready:
-            return
-        data = os.read(self.fd, 65536)
-        if not data:
-            self.eof = True
-            return
-        self._buf += data
-        *complete, self._buf = self._buf.split(b"\n")
-        self.lines.extend(line.decode() for line in complete)
-
-    def wait_for(self, done: Callable[[list[str]], bool], what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not done(self.lines):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.eof:
-                raise AssertionError(
-                    f"timed out waiting for {what}; stdout so far: {self.lines!r}; "
-                    f"exit status {self.proc.poll()}; stderr:\n{self.stderr()}"
-                )
-            self._read(remaining)
 
     def read_to_eof(self, timeout: float) -> None:
         """Read stdout until every writer (master and workers) has closed it."""
