@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from . import _bench_ipc, _bench_pipeline, _runtime
+from . import _bench_ipc, _bench_pipeline
+from ._bench_support import in_first_process
 from ._process import process
 
 MIB = 1 << 20
@@ -182,12 +183,7 @@ def runtime_rows(roundtrips: int, fanout: int, payload_mib: int) -> tuple[list[R
     """The core runtime's figures, and a line on the fan-out rate."""
     base = _baselines(fanout, payload_mib)
     plan = Plan(roundtrips, fanout, payload_mib)
-    t = _runtime.run(
-        first_process=lambda: _measure.start(plan),
-        extract_result=lambda _ctrl, pid: _measure.join_nowait(pid),
-    )
-    if t is None:
-        raise SystemExit("the benchmark's first process failed; see the log above")
+    t = in_first_process(_measure, plan)
     rt = t.roundtrip_s / t.roundtrip_n
     fan_rate, raw_rate = t.fanout_n / t.fanout_s, fanout / base.raw_fanout
     mib = f"{payload_mib} MiB arg + result"

@@ -15,15 +15,14 @@ import os
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import TypeVar
 
-from . import _ipc, _runtime
+from . import _ipc
+from ._bench_support import in_first_process
 from ._buffer import Buffer
 from ._ids import ResId
 from ._mailbox import Mailbox
-from ._process import ProcessDef, process
+from ._process import process
 
-A = TypeVar("A")
 MESSAGE = 64  # bytes of payload per message (the issue asks for 16 to 100)
 Ping = int | ResId  # the first message carries the answering box's id
 
@@ -142,16 +141,6 @@ def _mp_pipe_rate(size: int) -> float:
     return size / elapsed
 
 
-def _netmcore(first: type[ProcessDef[A, float]], arg: A) -> float:
-    value = _runtime.run(
-        first_process=lambda: first.start(arg),
-        extract_result=lambda _ctrl, pid: first.join_nowait(pid),
-    )
-    if value is None:
-        raise SystemExit("an IPC benchmark process failed; see the log above")
-    return value
-
-
 def _raw_sem_pingpong(rounds: int) -> float:
     names = [_ipc.random_name("/nmc.bench.") for _ in range(2)]
     for name in names:
@@ -217,9 +206,9 @@ def measure(rounds: int = 5000, count: int = 20000) -> IpcFigures:
         raw_pingpong=_raw_sem_pingpong(rounds),
         queue_rate_1=_mp_queue_rate(1, count),
         queue_rate_4=_mp_queue_rate(4, count // 4),
-        pingpong=_netmcore(_pinger, rounds),
-        rate_1=_netmcore(_receiver, (1, count)),
-        rate_4=_netmcore(_receiver, (4, count // 4)),
+        pingpong=in_first_process(_pinger, rounds),
+        rate_1=in_first_process(_receiver, (1, count)),
+        rate_4=in_first_process(_receiver, (4, count // 4)),
         pipe_stream=_mp_pipe_rate(STREAM),
-        stream=_netmcore(_stream_consumer, STREAM),
+        stream=in_first_process(_stream_consumer, STREAM),
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 
-from . import _runtime
+from ._bench_support import in_first_process
 from ._pipeline import Pipeline
 from ._process import process
 
@@ -33,13 +33,7 @@ def _through_pipeline(count: int) -> float:
 
 
 def pipeline_rate(count: int = ITEMS) -> float:
-    rate = _runtime.run(
-        first_process=lambda: _through_pipeline.start(count),
-        extract_result=lambda _ctrl, pid: _through_pipeline.join_nowait(pid),
-    )
-    if rate is None:
-        raise SystemExit("the pipeline benchmark failed; see the log above")
-    return rate
+    return in_first_process(_through_pipeline, count)
 
 
 def pool_chain_rate(count: int = ITEMS) -> float:

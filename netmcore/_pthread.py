@@ -59,7 +59,6 @@ _cond_signal = _bind("pthread_cond_signal", _P)
 _cond_broadcast = _bind("pthread_cond_broadcast", _P)
 _sem_init = _bind("sem_init", _P, ctypes.c_int, ctypes.c_uint)
 _sem_wait = _bind("sem_wait", _P)
-_sem_trywait = _bind("sem_trywait", _P)
 _sem_clockwait = _bind("sem_clockwait", _P, ctypes.c_int, _TS)
 _sem_post = _bind("sem_post", _P)
 _sem_getvalue = _bind("sem_getvalue", _P, ctypes.POINTER(ctypes.c_int))
@@ -168,10 +167,6 @@ def sem_wait(addr: int, timeout: float | None) -> bool:
             return False
         if err != errno.EINTR:  # a signal handler ran: wait again (PEP 475)
             raise OSError(err, os.strerror(err))
-
-
-def sem_trywait(addr: int) -> bool:
-    return bool(_sem_trywait(addr) == 0)
 
 
 def sem_post(addr: int) -> None:

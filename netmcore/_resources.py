@@ -38,14 +38,6 @@ class ResourceType(enum.Enum):
     JOIN_POINT = "join_point"
 
 
-KERNEL_KINDS = (
-    ResourceType.FILE,
-    ResourceType.POSIX_SHM,
-    ResourceType.POSIX_SHM_PREALLOCATED,
-    ResourceType.POSIX_SEM,
-)
-
-
 @dataclass(frozen=True, slots=True)
 class File:
     """A file, by absolute path."""
