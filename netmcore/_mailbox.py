@@ -6,24 +6,43 @@ one managed shm object: its semaphores and mutexes live inside it.
 
 ::
 
-    header | free | filled | slot 0: claim, state, length, sender, payload | slot 1 ...
+    header (with the cursor) | free | filled | slot 0: claim, state, length, payload | ...
 
-A sender claims an empty slot by try-locking its ``claim`` mutex, so senders
-never share a lock. It writes the payload, marks the slot full, unlocks, and
-posts ``filled``. The receiver waits on ``filled``, takes the next full slot,
-marks it empty and posts ``free``, on which senders of a full box wait.
+Slots are used as a ring, in the order of a shared 64-bit *cursor*: the
+sequence number of the next message. A sender claims the slot of sequence
+``cursor`` by try-locking that slot's ``claim`` mutex and, holding it,
+checking that the cursor has not moved and the slot is empty; then it marks
+the slot claimed and moves the cursor on. So senders never share a lock, and
+each one only waits for the others in the instant of a claim. It writes the
+payload and the length, marks the slot full (the state is written last, on
+its own), unlocks, and posts ``filled``.
+
+The receiver takes messages in cursor order from its *window start*, its own
+count of the oldest message not yet taken. If that slot is still being
+written, it takes the first full one after it and marks that one *taken*; the
+window start moves over taken slots, emptying them, once its own slot is
+done. A sender finishes a message before it claims its next one, so each
+sender's messages arrive in the order it sent them. (The states are plain
+bytes in shared memory, read in order: x86-64 keeps stores in order.)
+
+Senders that find the cursor's slot full wait on ``free``. The receiver
+posts it every quarter box and before it waits for a message; waking a
+blocked sender per message would cost both sides a system call and a
+context switch each.
 
 The claim mutexes are robust. A sender killed in the middle of a send holds
 its slot's mutex and never marked the slot full, so the receiver never sees a
-torn message; the next sender that tries that slot gets the mutex with
-"owner died", and takes the slot over.
+torn message: when that slot reaches the window start, the receiver gets the
+mutex with "owner died" and skips the slot.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
+import threading
 import time
 from typing import Any, Generic, TypeVar, overload
 
@@ -35,23 +54,43 @@ from ._resource_api import ShmSegment, create_shm, open_shm
 
 T = TypeVar("T")
 
-_MAGIC = b"nmcbox01"
-# magic, slots, slot size, owner pid, fingerprint; then two shared hints: the
-# next slot to send into, and the next message stamp. The receiver takes the
-# oldest stamp first, so each sender's messages keep their order.
-_HEADER = struct.Struct("=8sIII8sII")
-_CURSOR = struct.calcsize("=8sIII8s")
-_HINTS = struct.Struct("=II")  # cursor, stamp
-# state, length, sender os pid, stamp; little-endian: byte 0 is the state
-_SLOT_HEAD = struct.Struct("<IIII")
-_STAMP = struct.Struct("<I")  # at offset 12 of a slot head
-_EMPTY, _CLAIMED, _FULL = 0, 1, 2
+_MAGIC = b"nmcbox02"
+# magic, slots, slot size, owner pid, fingerprint, then the cursor.
+_HEADER = struct.Struct("=8sIII8s4xQ")
+_CURSOR = struct.calcsize("=8sIII8s4x")
+# A slot's head: its state, the payload's length, and the sequence number of
+# the message it was claimed for. Only byte 0 of the state is used, and it is
+# written on its own, after the rest.
+_SLOT_HEAD = struct.Struct("<IIQ")
+_LENGTH = struct.Struct("<I")  # at offset 4 of the head
+_SLOT_SEQ = struct.Struct("<Q")  # at offset 8 of the head; read and written under its claim
+_EMPTY, _CLAIMED, _FULL, _TAKEN = 0, 1, 2, 3
+_LINE = 64  # bytes in a cache line
 _SEMS = 64  # offset of the free semaphore; filled follows at 2 * SLOT
 _FIRST_SLOT = 3 * _pthread.SLOT
+# How often a sender looks at a slot that another sender is claiming, and how
+# long it waits for room before it looks again on its own: the receiver wakes
+# blocked senders only every quarter box, and a receiver that takes one
+# message and then waits for something else must not leave a sender blocked
+# beside a free slot for longer than this.
+_CLAIM_TRIES = 100
+_LOOK_AGAIN = 0.001
+
+# The hot paths' C calls, as module globals: each attribute lookup counts.
+_trylock = _pthread.raw_mutex_trylock
+_unlock = _pthread.raw_mutex_unlock
+_post = _pthread.raw_sem_post
+_trywait = _pthread.raw_sem_trywait
 
 # This process's pid, without a getpid() system call per message.
 _pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
+
+def _stride(slot_size: int) -> int:
+    """Bytes per slot, in whole cache lines: a sender filling one slot and the
+    receiver emptying the next never write to the same line."""
+    return -(-(_pthread.SLOT + _SLOT_HEAD.size + slot_size) // _LINE) * _LINE
 
 
 class Mailbox(Generic[T]):
@@ -75,16 +114,15 @@ class Mailbox(Generic[T]):
         for value, what in sizes:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{what}={value!r} is not valid: it must be an int of at least 1")
-        stride = _pthread.SLOT + _SLOT_HEAD.size + slot_size
-        segment = create_shm(_FIRST_SLOT + slots * stride)
+        segment = create_shm(_FIRST_SLOT + slots * _stride(slot_size))
         try:
             fp = bytes.fromhex(encap.fingerprint)
-            _HEADER.pack_into(segment.buffer, 0, _MAGIC, slots, slot_size, _pid[0], fp, 0, 0)
+            _HEADER.pack_into(segment.buffer, 0, _MAGIC, slots, slot_size, _pid[0], fp, 0)
             box = cls(segment, encap)
             _pthread.sem_init(box._free, 0)
             _pthread.sem_init(box._filled, 0)
             for i in range(slots):
-                _pthread.mutex_init(box._claim(i), _pthread.MUTEX_NORMAL)
+                _pthread.mutex_init(box._claims[i], _pthread.MUTEX_NORMAL)
         except BaseException:
             segment.release()
             raise
@@ -102,7 +140,7 @@ class Mailbox(Generic[T]):
         encap: EncapType[Any] = EncapType(typ)
         segment = open_shm(res_id)
         try:
-            magic, *_, fp, _, _ = _HEADER.unpack_from(segment.buffer, 0)
+            magic, *_, fp, _ = _HEADER.unpack_from(segment.buffer, 0)
             if magic != _MAGIC:
                 raise ValueError(f"resource {res_id!r} is not a mailbox")
             if fp.hex() != encap.fingerprint:
@@ -118,11 +156,11 @@ class Mailbox(Generic[T]):
     def __init__(self, segment: ShmSegment, encap: EncapType[T]) -> None:
         self._segment = segment
         self.type = encap
-        _, slots, slot_size, owner_pid, _, _, _ = _HEADER.unpack_from(segment.buffer, 0)
+        _, slots, slot_size, owner_pid, _, _ = _HEADER.unpack_from(segment.buffer, 0)
         self.slots: int = slots
         self.slot_size: int = slot_size
         self.owner_pid: int = owner_pid
-        self._stride: int = _pthread.SLOT + _SLOT_HEAD.size + self.slot_size
+        self._stride = _stride(slot_size)
         self._anchor: ctypes.Array[ctypes.c_char] | None = (
             ctypes.c_char * len(segment.buffer)
         ).from_buffer(segment.buffer)
@@ -130,8 +168,21 @@ class Mailbox(Generic[T]):
         self._free = self._base + _SEMS
         self._filled = self._base + 2 * _pthread.SLOT
         self._buf = segment.buffer
-        self._next_receive = 0
-        self._last_stamp = 0xFFFFFFFF  # the receiver's; the first stamp is 0
+        # The cursor, as a view of one native 8-byte word: item assignment is
+        # one aligned store. (struct.pack_into zeroes its bytes first, so a
+        # reader in another process could see 0 in the middle of an update.)
+        self._cursor = segment.buffer[_CURSOR : _CURSOR + 8].cast("Q")
+        self._claims = [self._base + _FIRST_SLOT + i * self._stride for i in range(slots)]
+        self._heads = [_FIRST_SLOT + i * self._stride + _pthread.SLOT for i in range(slots)]
+        self._free_value = _pthread.IntCell()
+        self._receiving = threading.Lock()
+        self._encode = encap.encode
+        self._decode = encap.decode
+        # The receiver's: its window start (a sequence number), and when it
+        # next wakes blocked senders.
+        self._start: int = self._cursor[0]
+        self._wake_every = max(1, slots // 4)
+        self._until_wake = self._wake_every
 
     @property
     def res_id(self) -> ResId:
@@ -140,12 +191,6 @@ class Mailbox(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Mailbox({self.res_id!r}, {self.type.name}, {self.slots}x{self.slot_size})"
-
-    def _claim(self, i: int) -> int:
-        return self._base + _FIRST_SLOT + i * self._stride
-
-    def _head(self, i: int) -> int:
-        return _FIRST_SLOT + i * self._stride + _pthread.SLOT
 
     def send(self, value: T, timeout: float | None = None) -> None:
         """Put a message in the box, waiting while it is full.
@@ -159,52 +204,105 @@ class Mailbox(Generic[T]):
         TimeoutError
             If no slot came free within ``timeout`` seconds.
         """
-        data = self.type.encode(value, "message")
+        data = self._encode(value, "message")
         if len(data) > self.slot_size:
             raise ValueError(
                 f"a message of {len(data)} bytes does not fit {self!r}, whose slots hold "
                 f"{self.slot_size} bytes: create the box with a larger slot_size"
             )
+        buf = self._buf
+        # The usual case, inline: the cursor's slot is empty and nobody else claims it.
+        seq = self._cursor[0]
+        i = seq % self.slots
+        head = self._heads[i]
+        rc = _trylock(self._claims[i]) if buf[head] == _EMPTY else errno.EBUSY
+        if rc != 0 or not self._claimed(seq, i):
+            if rc == errno.EOWNERDEAD:  # its sender died before it marked the slot
+                _pthread.mutex_consistent(self._claims[i])
+                _unlock(self._claims[i])
+            i = self._claim_or_wait(timeout)
+            head = self._heads[i]
+        buf[head + _SLOT_HEAD.size : head + _SLOT_HEAD.size + len(data)] = data
+        _LENGTH.pack_into(buf, head + 4, len(data))
+        # The state goes last: a sender killed before this line leaves no message.
+        buf[head] = _FULL
+        _unlock(self._claims[i])
+        _post(self._filled)
+
+    def _claimed(self, seq: int, i: int) -> bool:
+        """Holding slot ``i``'s claim mutex: take the slot for message ``seq``
+        if the cursor is still there and the slot empty; else unlock."""
+        buf, head = self._buf, self._heads[i]
+        if buf[head] == _EMPTY and self._cursor[0] == seq:
+            self._mark_claimed(seq, head)
+            return True
+        _unlock(self._claims[i])
+        return False
+
+    def _mark_claimed(self, seq: int, head: int) -> None:
+        buf = self._buf
+        _SLOT_SEQ.pack_into(buf, head + 8, seq)
+        buf[head] = _CLAIMED
+        self._cursor[0] = seq + 1
+
+    def _claim_or_wait(self, timeout: float | None) -> int:
+        """Claim the cursor's slot, waiting while the box is full."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while (i := self._claim_slot()) is None:
-            # Full: wait until the receiver frees a slot, then look again.
-            left = None if deadline is None else deadline - time.monotonic()
-            if not _pthread.sem_wait(self._free, left):
+            # Full: wait for the receiver to wake us, or look again soon.
+            left = _LOOK_AGAIN if deadline is None else deadline - time.monotonic()
+            if not _pthread.sem_wait(self._free, min(left, _LOOK_AGAIN)) and (
+                deadline is not None and time.monotonic() >= deadline
+            ):
+                if (i := self._claim_slot()) is not None:
+                    return i
                 raise TimeoutError(f"{self!r} stayed full for {timeout} s")
-        head = self._head(i)
-        start = head + _SLOT_HEAD.size
-        self._buf[start : start + len(data)] = data
-        cursor, stamp = _HINTS.unpack_from(self._buf, _CURSOR)
-        _HINTS.pack_into(self._buf, _CURSOR, cursor, (stamp + 1) & 0xFFFFFFFF)
-        # The state goes last: a sender killed before this line leaves no message.
-        _SLOT_HEAD.pack_into(self._buf, head, _FULL, len(data), _pid[0], stamp)
-        _pthread.mutex_unlock(self._claim(i))
-        _pthread.sem_post(self._filled)
+        return i
 
     def _claim_slot(self) -> int | None:
-        """Lock the claim of an empty slot and mark it claimed; None if all are full."""
-        cursor: int = _HINTS.unpack_from(self._buf, _CURSOR)[0]
-        for k in range(self.slots):
-            i = (cursor + k) % self.slots
-            head = self._head(i)
-            if self._buf[head] == _FULL or not self._try_claim(i):
+        """Claim the cursor's slot; None if the box is full."""
+        buf, slots = self._buf, self.slots
+        for tries in range(_CLAIM_TRIES):
+            seq: int = self._cursor[0]
+            i = seq % slots
+            state = buf[self._heads[i]]
+            if state in (_FULL, _TAKEN):
+                if self._cursor[0] == seq:
+                    return None  # the receiver has not taken the message a box ago
                 continue
-            if self._buf[head] == _FULL:  # filled since we looked
-                _pthread.mutex_unlock(self._claim(i))
-                continue
-            _SLOT_HEAD.pack_into(self._buf, head, _CLAIMED, 0, _pid[0], 0)
-            struct.pack_into("=I", self._buf, _CURSOR, (i + 1) % self.slots)
-            return i
+            rc = _trylock(self._claims[i])
+            if rc == errno.EOWNERDEAD:
+                _pthread.mutex_consistent(self._claims[i])
+                if self._claimed_after_death(seq, i):
+                    return i
+                return None
+            if rc == 0:
+                if self._claimed(seq, i):
+                    return i
+            elif tries > 3:
+                os.sched_yield()  # another sender is in the middle of claiming it
         return None
 
-    def _try_claim(self, i: int) -> bool:
-        try:
-            return _pthread.mutex_trylock(self._claim(i))
-        except _pthread.OwnerDied:
-            # Its last sender died mid-send: the slot holds no message (it was
-            # never marked full), and it is ours now.
-            _SLOT_HEAD.pack_into(self._buf, self._head(i), _EMPTY, 0, 0, 0)
+    def _claimed_after_death(self, seq: int, i: int) -> bool:
+        """Holding slot ``i``'s claim mutex, whose last holder died: take the
+        slot for message ``seq`` if that sender died before the cursor moved on."""
+        buf, head = self._buf, self._heads[i]
+        if self._cursor[0] == seq and (
+            buf[head] == _EMPTY
+            or (buf[head] == _CLAIMED and _SLOT_SEQ.unpack_from(buf, head + 8)[0] == seq)
+        ):
+            self._mark_claimed(seq, head)
             return True
+        # It died a box ago, before the receiver came by: the box is full
+        # until the receiver steps over that slot.
+        _unlock(self._claims[i])
+        self._nudge_receiver()
+        return False
+
+    def _nudge_receiver(self) -> None:
+        """Wake the receiver, so that it steps over a dead sender's slot at its
+        window start: it may be waiting for a message, and none can come."""
+        _post(self._filled)
 
     def receive(self, timeout: float | None = None) -> T:
         """Take the next message, waiting for one up to ``timeout`` seconds.
@@ -221,65 +319,132 @@ class Mailbox(Generic[T]):
                 f"only the process that created {self!r} (os pid {self.owner_pid}) can "
                 f"receive from it; this is os pid {_pid[0]}: senders use send()"
             )
-        if not _pthread.sem_wait(self._filled, timeout):
-            raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
-        i = self._oldest()
-        buf = self._buf
-        head = self._head(i)
-        _, length, _, self._last_stamp = _SLOT_HEAD.unpack_from(buf, head)
-        start = head + _SLOT_HEAD.size
-        # A copy: a memoryview or Raw value must not view the slot.
-        data = bytes(buf[start : start + length])
-        _SLOT_HEAD.pack_into(buf, head, _EMPTY, 0, 0, 0)
-        self._next_receive = (i + 1) % self.slots
-        if _pthread.sem_value(self._free) < self.slots:  # bounded: a wake-up hint
-            _pthread.sem_post(self._free)
-        return self.type.decode(data)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if _trywait(self._filled):
+                self._wake_senders()  # before the box waits: nothing else will
+                left = None if deadline is None else deadline - time.monotonic()
+                if not _pthread.sem_wait_spinning(self._filled, left):
+                    raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
+            with self._receiving:  # each thread that took one from ``filled`` gets one message
+                data = self._take()
+            if data is not None:
+                return self._decode(data)
+            # A sender's nudge (see _nudge_receiver), not a message: wait again.
 
-    def _oldest(self) -> int:
-        """The full slot holding the oldest message (one is, after ``filled``)."""
-        last = self._last_stamp
-        state, _, _, stamp = _SLOT_HEAD.unpack_from(self._buf, self._head(self._next_receive))
-        if state == _FULL and stamp == (last + 1) & 0xFFFFFFFF:  # the usual case
-            return self._next_receive
-        # Stamps are taken without a lock, so two senders may share one, and a
-        # slow sender's stamp may be behind the last one received: a signed
-        # distance puts such a message first instead of last.
-        best, best_i = 1 << 32, 0
-        buf, stride, first = self._buf, self._stride, _FIRST_SLOT + _pthread.SLOT
-        for i in range(self.slots):
-            head = first + i * stride
-            if buf[head] != _FULL:  # the state's low byte: no unpacking for most slots
-                continue
-            stamp = _STAMP.unpack_from(buf, head + 12)[0]
-            distance = ((stamp - last + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-            if distance < best:
-                best, best_i = distance, i
-        return best_i
+    def _take(self) -> bytes | None:
+        """Take the oldest finished message; None if there is none."""
+        buf, heads, slots = self._buf, self._heads, self.slots
+        i = self._start % slots
+        if buf[heads[i]] != _FULL:
+            found = self._first_full()
+            if found is None:
+                return None
+            i = found
+        head = heads[i]
+        length = _LENGTH.unpack_from(buf, head + 4)[0]
+        # A copy: a memoryview or Raw value must not view the slot.
+        data = buf[head + _SLOT_HEAD.size : head + _SLOT_HEAD.size + length].tobytes()
+        if i == self._start % slots:
+            buf[head] = _EMPTY
+            self._start += 1
+            if buf[heads[self._start % slots]] == _TAKEN:
+                self._advance()
+        else:
+            buf[head] = _TAKEN  # out of order: emptied when the window start gets here
+        self._until_wake -= 1
+        if not self._until_wake:
+            self._until_wake = self._wake_every
+            self._wake_senders()
+        return data
+
+    def _first_full(self) -> int | None:
+        """The slot of the oldest full message, when the window start's slot
+        is not one: it is still being written, or its sender died."""
+        buf, heads, slots = self._buf, self._heads, self.slots
+        if buf[heads[self._start % slots]] == _CLAIMED and self._sender_died(self._start % slots):
+            self._advance()
+            if buf[heads[self._start % slots]] == _FULL:
+                return self._start % slots
+        end = self._cursor[0]
+        # Reading in sequence order, then again up to the one found: a sender
+        # that finished a message there after our first look cannot have
+        # finished a later one before it.
+        found = None
+        for seq in range(self._start, end):
+            if buf[heads[seq % slots]] == _FULL:
+                found = seq
+                break
+        if found is None:
+            return None
+        for seq in range(self._start, found):
+            if buf[heads[seq % slots]] == _FULL:
+                return seq % slots
+        return found % slots
+
+    def _sender_died(self, i: int) -> bool:
+        """Whether slot ``i``, claimed, was claimed by a sender that died. If
+        so, it holds no message: it becomes taken, for the window start to
+        step over, or empty again if the cursor had not moved on from it."""
+        buf, head, claim = self._buf, self._heads[i], self._claims[i]
+        rc = _trylock(claim)
+        if rc == errno.EBUSY:
+            return False
+        if rc == errno.EOWNERDEAD:
+            _pthread.mutex_consistent(claim)
+        elif rc != 0:
+            _pthread.locked(rc, claim)  # raises
+        died = buf[head] == _CLAIMED
+        if died:
+            seq = _SLOT_SEQ.unpack_from(buf, head + 8)[0]
+            buf[head] = _TAKEN if self._cursor[0] > seq else _EMPTY
+        _unlock(claim)
+        return died
+
+    def _advance(self) -> None:
+        """Move the window start over slots taken out of order, emptying them."""
+        buf, heads, slots = self._buf, self._heads, self.slots
+        while buf[heads[self._start % slots]] == _TAKEN:
+            buf[heads[self._start % slots]] = _EMPTY
+            self._start += 1
+
+    def _wake_senders(self) -> None:
+        """Post ``free`` for senders that wait for room, if it is not already up.
+
+        The receiver does it every quarter box and before it waits; a sender
+        that waits also looks again on its own every ``_LOOK_AGAIN`` seconds.
+        The value is bounded by the slots, so senders of a full box never spin.
+        """
+        if _pthread.sem_value(self._free, self._free_value) < self.slots:
+            _post(self._free)
 
     def reclaim(self) -> int:
         """Give back the slots of senders that died in the middle of a send, now.
 
-        Senders do it on their own when they come to such a slot; this is for
-        a receiver that wants its full capacity back at once. Returns how many.
+        The receiver steps over such a slot on its own when it comes to it;
+        this is for a receiver that wants its full capacity back at once.
+        Returns how many.
         """
-        freed = 0
-        for i in range(self.slots):
-            if self._buf[self._head(i)] != _CLAIMED:
-                continue
-            try:
-                if _pthread.mutex_trylock(self._claim(i)):  # pragma: no cover - a race
-                    _pthread.mutex_unlock(self._claim(i))
-            except _pthread.OwnerDied:
-                _SLOT_HEAD.pack_into(self._buf, self._head(i), _EMPTY, 0, 0, 0)
-                _pthread.mutex_unlock(self._claim(i))
-                _pthread.sem_post(self._free)
-                freed += 1
+        if _pid[0] != self.owner_pid:
+            raise ContextError(
+                f"only the process that created {self!r} (os pid {self.owner_pid}) can "
+                f"reclaim its slots; this is os pid {_pid[0]}"
+            )
+        with self._receiving:
+            freed = sum(
+                self._sender_died(i)
+                for i in range(self.slots)
+                if self._buf[self._heads[i]] == _CLAIMED
+            )
+            self._advance()
+        if freed:
+            self._wake_senders()
         return freed
 
     def close(self) -> None:
         """Unmap it in this process (idempotent)."""
         self._anchor = None
+        self._cursor.release()
         self._segment.close()  # also releases self._buf, the same view
 
     def release(self) -> None:

@@ -61,7 +61,32 @@ _sem_init = _bind("sem_init", _P, ctypes.c_int, ctypes.c_uint)
 _sem_wait = _bind("sem_wait", _P)
 _sem_clockwait = _bind("sem_clockwait", _P, ctypes.c_int, _TS)
 _sem_post = _bind("sem_post", _P)
-_sem_getvalue = _bind("sem_getvalue", _P, ctypes.POINTER(ctypes.c_int))
+_sem_trywait = _bind("sem_trywait", _P)
+_sem_getvalue = _bind("sem_getvalue", _P, _P)
+
+
+def _bind_nonblocking(name: str) -> ctypes._NamedFuncPointer:
+    """Bind a call that never blocks without releasing the GIL around it:
+    releasing and taking it back costs more than such a call."""
+    func = getattr(_libc_keeping_gil, name)
+    func.argtypes = [_P]
+    func.restype = ctypes.c_int
+    return func  # type: ignore[no-any-return]
+
+
+_libc_keeping_gil = ctypes.PyDLL(None)
+# Unchecked bindings for hot paths, which test the return code themselves: a
+# Python wrapper around a ctypes call costs about as much as the call.
+raw_mutex_trylock = _bind_nonblocking("pthread_mutex_trylock")  # 0, EBUSY, EOWNERDEAD
+raw_mutex_unlock = _bind_nonblocking("pthread_mutex_unlock")  # 0; a non-owner gets EPERM
+raw_sem_post = _bind_nonblocking("sem_post")  # 0; -1 only past SEM_VALUE_MAX
+raw_sem_trywait = _bind_nonblocking("sem_trywait")  # 0 when it took one, -1 when it was 0
+
+# How many times sem_wait_spinning polls before it sleeps: about 30 us. Going to
+# sleep and being woken costs the waiter and the poster far more than that on a
+# busy machine (a futex wake-up system call, a context switch, and on a VM
+# often an idle virtual CPU to wake), and a message usually comes sooner.
+SPINS = 200
 
 
 class OwnerDied(Exception):
@@ -97,22 +122,28 @@ def mutex_lock(addr: int, timeout: float | None) -> bool:
         rc = _mutex_lock(addr)
     else:
         rc = _mutex_clocklock(addr, _CLOCK_MONOTONIC, _deadline(timeout))
-    return _locked(rc, addr)
+    return locked(rc, addr)
 
 
 def mutex_trylock(addr: int) -> bool:
     """Lock if free; False if held. OwnerDied as for :func:`mutex_lock`."""
-    return _locked(_mutex_trylock(addr), addr)
+    return locked(_mutex_trylock(addr), addr)
 
 
-def _locked(rc: int, addr: int) -> bool:
+def locked(rc: int, addr: int) -> bool:
+    """Whether a lock call that returned ``rc`` took the mutex at ``addr``."""
     if rc in (errno.ETIMEDOUT, errno.EBUSY):
         return False
     if rc == errno.EOWNERDEAD:
-        _check(_mutex_consistent(addr), "pthread_mutex_consistent")
+        mutex_consistent(addr)
         raise OwnerDied
     _check(rc, "pthread_mutex_lock")
     return True
+
+
+def mutex_consistent(addr: int) -> None:
+    """Mark a robust mutex taken with EOWNERDEAD usable again (still held)."""
+    _check(_mutex_consistent(addr), "pthread_mutex_consistent")
 
 
 def mutex_unlock(addr: int) -> None:
@@ -136,7 +167,7 @@ def cond_wait(cond: int, mutex: int, timeout: float | None) -> bool:
         rc = _cond_wait(cond, mutex)
     else:
         rc = _cond_timedwait(cond, mutex, _deadline(timeout))
-    return _locked(rc, mutex)
+    return locked(rc, mutex)
 
 
 def cond_signal(addr: int) -> None:
@@ -169,13 +200,32 @@ def sem_wait(addr: int, timeout: float | None) -> bool:
             raise OSError(err, os.strerror(err))
 
 
+def sem_wait_spinning(addr: int, timeout: float | None) -> bool:
+    """:func:`sem_wait`, polling for up to about 30 us before it sleeps."""
+    if timeout is None or timeout > 0:
+        for _ in range(SPINS):
+            if _sem_trywait(addr) == 0:
+                return True
+    return sem_wait(addr, timeout)
+
+
 def sem_post(addr: int) -> None:
     if _sem_post(addr) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
 
-def sem_value(addr: int) -> int:
-    value = ctypes.c_int()
-    _sem_getvalue(addr, ctypes.byref(value))
-    return value.value
+class IntCell:
+    """A C int to read a semaphore's value into, reused: allocating one per
+    call costs as much as the call."""
+
+    def __init__(self) -> None:
+        self.cell = ctypes.c_int()
+        self.addr = ctypes.addressof(self.cell)
+
+
+def sem_value(addr: int, into: IntCell | None = None) -> int:
+    """The semaphore's value. Pass ``into`` on hot paths, one per thread."""
+    into = into or IntCell()
+    _sem_getvalue(addr, into.addr)
+    return into.cell.value

@@ -24,6 +24,7 @@ import dataclasses
 import errno
 import os
 import signal
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -324,7 +325,7 @@ def mb_die_mid_send(arg: tuple[ResId, str]) -> None:
     slot = box._claim_slot()
     assert slot is not None, "the box should have had a free slot"
     if point == "payload_half_written":
-        start = box._head(slot) + _SLOT_HEAD.size
+        start = box._heads[slot] + _SLOT_HEAD.size
         box._segment.buffer[start : start + len(data) // 2] = data[: len(data) // 2]
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -345,9 +346,9 @@ def mb_blocked_sender(arg: tuple[ResId, int]) -> None:
 
 
 @netmcore.process
-def many_senders_scenario(arg: tuple[int, int]) -> list[tuple[int, int]]:
-    senders, count = arg
-    box = Mailbox.create(Msg, slots=8, slot_size=32)
+def many_senders_scenario(arg: tuple[int, int, int]) -> list[tuple[int, int]]:
+    senders, count, slots = arg
+    box = Mailbox.create(Msg, slots=slots, slot_size=32)
     try:
         pids = [
             mb_send.start((box.res_id, [Msg(s, i) for i in range(count)])) for s in range(senders)
@@ -495,12 +496,13 @@ def killed_mid_send_scenario(arg: tuple[int, str, bool]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         crashed(mb_die_mid_send, mb_die_mid_send.start((box.res_id, point)))
-        out["claimed_slots"] = sum(box._segment.buffer[box._head(i)] == 1 for i in range(slots))
+        out["claimed_slots"] = sum(box._segment.buffer[box._heads[i]] == 1 for i in range(slots))
         if reclaim_first:
             out["freed"] = [box.reclaim(), box.reclaim()]
-        # Either way the box takes all its messages again, and the receiver
-        # sees only whole ones (capacity() checks every message it gets back).
-        out["capacity"] = capacity(box)
+        # Either way the box takes all its messages again, once the receiver
+        # has stepped over the dead sender's slot, and the receiver sees only
+        # whole ones (capacity() checks every message it gets back).
+        out["capacity"] = [capacity(box), capacity(box)]
         out["freed_after"] = box.reclaim()
     finally:
         box.release()
@@ -924,16 +926,66 @@ def master_cleanup() -> Iterator[None]:
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("senders", [1, 4])
-def test_mailbox_delivers_every_message_exactly_once(senders: int) -> None:
-    count = 300
-    got = run_scenario(many_senders_scenario, (senders, count))
+@pytest.mark.parametrize(
+    ("senders", "slots", "count"), [(1, 8, 300), (4, 1, 300), (4, 8, 20000), (4, 256, 20000)]
+)
+def test_mailbox_delivers_every_message_once_and_each_senders_in_order(
+    senders: int, slots: int, count: int
+) -> None:
+    """Senders racing for slots, for a small box and a large one: every
+    message arrives whole, once, and each sender's in the order it sent them."""
+    got = run_scenario(many_senders_scenario, (senders, count, slots))
     expected = [(s, i) for s in range(senders) for i in range(count)]
     duplicates = [m for m, n in Counter(got).items() if n > 1]
     assert not duplicates, f"received more than once: {duplicates[:5]}"
     assert sorted(got) == expected
-    if senders == 1:
-        assert got == expected, "a single sender's messages arrived out of order"
+    for s in range(senders):
+        seqs = [seq for sender, seq in got if sender == s]
+        assert seqs == list(range(count)), f"sender {s}'s messages arrived out of order"
+
+
+@netmcore.process
+def mb_send_from_threads(arg: tuple[ResId, int, int]) -> int:
+    """Send from ``threads`` threads sharing one opened box, each its own
+    numbered stream (sender = thread number)."""
+    res_id, threads, count = arg
+    box = Mailbox.open(res_id, Msg)
+
+    def stream(t: int) -> None:
+        for i in range(count):
+            box.send(Msg(t, i), timeout=GUARD)
+
+    try:
+        workers = [threading.Thread(target=stream, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        box.release()
+    return threads * count
+
+
+@netmcore.process
+def threaded_sender_scenario(arg: tuple[int, int]) -> list[tuple[int, int]]:
+    threads, count = arg
+    box = Mailbox.create(Msg, slots=4, slot_size=32)
+    try:
+        pid = mb_send_from_threads.start((box.res_id, threads, count))
+        got = receive_all(box, threads * count)
+        assert joined(mb_send_from_threads, pid) == threads * count
+        assert_empty(box)
+    finally:
+        box.release()
+    return [(m.sender, m.seq) for m in got]
+
+
+def test_mailbox_threads_of_one_sender_each_keep_their_order() -> None:
+    threads, count = 3, 2000
+    got = run_scenario(threaded_sender_scenario, (threads, count))
+    assert sorted(got) == [(t, i) for t in range(threads) for i in range(count)]
+    for t in range(threads):
+        assert [i for s, i in got if s == t] == list(range(count)), f"thread {t} out of order"
 
 
 def test_mailbox_single_senders_one_after_another_keep_their_order() -> None:
@@ -1076,20 +1128,21 @@ def test_mailbox_sender_killed_mid_send_leaves_no_torn_message_and_is_reclaimed(
     out = run_scenario(killed_mid_send_scenario, (slots, point, True))
     assert out["claimed_slots"] == 1  # the dead sender's slot, never marked full
     assert out["freed"] == [1, 0], "reclaim() did not give the dead sender's slot back"
-    assert out["capacity"] == slots
+    assert out["capacity"] == [slots, slots]
     assert out["freed_after"] == 0
 
 
 @pytest.mark.parametrize("point", DEATH_POINTS)
-def test_mailbox_slot_of_a_sender_killed_mid_send_is_taken_over_by_the_next(
+def test_mailbox_slot_of_a_sender_killed_mid_send_is_stepped_over_by_the_receiver(
     point: str,
 ) -> None:
-    """Without reclaim(), the next sender that comes to the dead sender's slot
-    gets its robust claim mutex ("owner died") and takes the slot over."""
+    """Without reclaim(), the dead sender's slot holds its place in the ring
+    until the receiver comes to it: the receiver gets its robust claim mutex
+    ("owner died"), skips it, and the box has all its slots again."""
     slots = 3
     out = run_scenario(killed_mid_send_scenario, (slots, point, False))
     assert out["claimed_slots"] == 1
-    assert out["capacity"] == slots, "the dead sender's slot stayed lost"
+    assert out["capacity"] == [slots - 1, slots], "the dead sender's slot stayed lost"
     assert out["freed_after"] == 0
 
 
