@@ -26,7 +26,7 @@ sender's messages arrive in the order it sent them. (The states are plain
 bytes in shared memory, read in order: x86-64 keeps stores in order.)
 
 Senders that find the cursor's slot full wait on ``free``. The receiver
-posts it every quarter box and before it waits for a message; waking a
+posts it every half box and before it waits for a message; waking a
 blocked sender per message would cost both sides a system call and a
 context switch each.
 
@@ -70,7 +70,7 @@ _SEMS = 64  # offset of the free semaphore; filled follows at 2 * SLOT
 _FIRST_SLOT = 3 * _pthread.SLOT
 # How often a sender looks at a slot that another sender is claiming, and how
 # long it waits for room before it looks again on its own: the receiver wakes
-# blocked senders only every quarter box, and a receiver that takes one
+# blocked senders only every half box, and a receiver that takes one
 # message and then waits for something else must not leave a sender blocked
 # beside a free slot for longer than this.
 _CLAIM_TRIES = 100
@@ -181,7 +181,7 @@ class Mailbox(Generic[T]):
         # The receiver's: its window start (a sequence number), and when it
         # next wakes blocked senders.
         self._start: int = self._cursor[0]
-        self._wake_every = max(1, slots // 4)
+        self._wake_every = max(1, slots // 2)
         self._until_wake = self._wake_every
 
     @property
@@ -411,7 +411,7 @@ class Mailbox(Generic[T]):
     def _wake_senders(self) -> None:
         """Post ``free`` for senders that wait for room, if it is not already up.
 
-        The receiver does it every quarter box and before it waits; a sender
+        The receiver does it every half box and before it waits; a sender
         that waits also looks again on its own every ``_LOOK_AGAIN`` seconds.
         The value is bounded by the slots, so senders of a full box never spin.
         """
