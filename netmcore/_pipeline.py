@@ -72,8 +72,14 @@ class Done(msgspec.Struct, frozen=True, tag=True):
     failures: list[tuple[int, str]]  # (index, "Type: message")
 
 
+class Finished(msgspec.Struct, frozen=True, tag=True):
+    """A worker's last message, after Stop: the driver can join it now."""
+
+    worker: int
+
+
 ToWorker = Work | Stop
-ToDriver = Ready | Done
+ToDriver = Ready | Done | Finished
 
 
 class StageJob(msgspec.Struct, frozen=True):
@@ -107,6 +113,7 @@ def stage_worker(job: StageJob) -> int:
         driver.send(Done(job.worker, results, failures))
         done += len(msg.items)
     inbox.release()
+    driver.send(Finished(job.worker))
     driver.close()
     return done
 
@@ -368,6 +375,8 @@ class PipelineRun(Generic[Out]):
             if isinstance(msg, Ready):
                 self._workers[msg.worker].box = Mailbox.open(msg.box, ToWorker)
                 continue
+            if isinstance(msg, Finished):  # not before Stop, which only _shutdown sends
+                continue
             worker = self._workers[msg.worker]
             worker.batches.popleft()  # a worker answers its batches in order
             stage = worker.stage
@@ -461,15 +470,27 @@ class PipelineRun(Generic[Out]):
         for worker in self._workers.values():
             if worker.box is not None:
                 worker.box.send(Stop())
+        # Drain what workers still send, so that none blocks on a full inbox,
+        # until each has said it finished, or died.
+        running, died = set(self._workers), set()
+        while running:
+            try:
+                msg = self._inbox.receive(timeout=0.25)
+            except TimeoutError:  # a worker that died never says it finished
+                for n in list(running):
+                    if stage_worker.join_outcome_nowait(self._workers[n].pid) is not None:
+                        running.discard(n)
+                        died.add(n)  # joined now
+                continue
+            if isinstance(msg, Finished):
+                running.discard(msg.worker)
+            elif isinstance(msg, Ready):  # started, never used: stop it too
+                worker = self._workers[msg.worker]
+                worker.box = Mailbox.open(msg.box, ToWorker)
+                worker.box.send(Stop())
         for worker in self._workers.values():
-            # Drain what workers still send, so that none blocks on a full inbox.
-            while stage_worker.join_outcome_nowait(worker.pid) is None:
-                try:
-                    msg = self._inbox.receive(timeout=0.25)
-                except TimeoutError:
-                    continue
-                if isinstance(msg, Ready):  # started, never used: stop it too
-                    Mailbox.open(msg.box, ToWorker).send(Stop())
+            if worker.number not in died:
+                stage_worker.join_outcome(worker.pid)
             if worker.box is not None:
                 worker.box.close()
         for bar in self._bars:
