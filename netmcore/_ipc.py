@@ -43,22 +43,36 @@ def create_with_data(name: str, parts: Sequence[bytes | memoryview], size: int) 
     with _os_errors(name, creating=True):
         shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
     try:
-        # pwritev() into the object's fd lets the kernel fill its pages directly
-        # from the parts, with no user-space mapping or joined copy first.
-        views = [memoryview(p).cast("B") for p in parts]
-        offset = 0
-        while views:
-            written = os.pwritev(shm.fd, views, offset)
-            offset += written
-            while views and written >= len(views[0]):
-                written -= len(views.pop(0))
-            if views and written:
-                views[0] = views[0][written:]
+        _write_parts(shm.fd, parts)
     except BaseException:
         posix_ipc.unlink_shared_memory(name)
         raise
     finally:
         shm.close_fd()
+
+
+def write_existing(name: str, parts: Sequence[bytes | memoryview]) -> None:
+    """Write ``parts`` back to back at the start of the existing object ``name``."""
+    with _os_errors(name, creating=False):
+        shm = posix_ipc.SharedMemory(name)
+    try:
+        _write_parts(shm.fd, parts)
+    finally:
+        shm.close_fd()
+
+
+def _write_parts(fd: int, parts: Sequence[bytes | memoryview]) -> None:
+    # pwritev() into the object's fd lets the kernel fill its pages directly
+    # from the parts, with no user-space mapping or joined copy first.
+    views = [memoryview(p).cast("B") for p in parts]
+    offset = 0
+    while views:
+        written = os.pwritev(fd, views, offset)
+        offset += written
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if views and written:
+            views[0] = views[0][written:]
 
 
 def create_mapped(name: str, size: int) -> mmap.mmap:
@@ -79,9 +93,16 @@ def map_writable(name: str) -> mmap.mmap:
     return _map(name, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
 
-def map_existing(name: str) -> mmap.mmap:
-    """Map an existing object read-only, with its pages populated up front."""
-    return _map(name, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ)
+def map_existing(name: str, length: int) -> tuple[mmap.mmap, int]:
+    """Map the first ``length`` bytes of an existing object read-only, with
+    their pages populated up front; and give the object's whole size."""
+    with _os_errors(name, creating=False):
+        shm = posix_ipc.SharedMemory(name)
+    try:
+        flags = mmap.MAP_SHARED | mmap.MAP_POPULATE
+        return mmap.mmap(shm.fd, length, flags=flags, prot=mmap.PROT_READ), shm.size
+    finally:
+        shm.close_fd()
 
 
 def _map(name: str, flags: int, prot: int) -> mmap.mmap:

@@ -428,6 +428,9 @@ class Master:
             return
         record = child.record
         trace("deliver: process %d (%s) finished", record.n, record.definition.name)
+        if _payload.same_object(record.arg.payload, getattr(outcome, "value", None)):
+            # The result came back in the argument's object: it is the joiner's now.
+            record.arg = msgspec.structs.replace(record.arg, payload=b"")
         # It runs no more user code: it lets go of its resources and plugin
         # state before the joiner hears of it, so the joiner never sees them.
         self._forget_process(record.n)
@@ -446,7 +449,7 @@ class Master:
             self.spares = deque(c for c in self.spares if c is not child)
             return
         record.child = None
-        _payload.discard(record.arg.payload)
+        _payload.discard(record.arg.payload)  # read or not, nobody needs it now
         self._forget_process(record.n)
         if record.outcome is None:
             ended = _ended(status)
@@ -674,6 +677,7 @@ class Master:
         self._listener.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
+        _payload.forget_recycled()
         swept = _ipc.unlink_prefix(self.shm_prefix)
         if swept:
             trace("swept %d unread payload(s) from shared memory", len(swept))

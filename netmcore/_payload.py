@@ -1,16 +1,26 @@
 """How encoded values travel: inline in a message, or through POSIX shared memory.
 
 Messages on the control sockets stay small. A value over ``INLINE_MAX`` bytes is
-written once into a fresh shm object by its sender; only the object's name goes
+written once into a shm object by its sender; only the object's name goes
 through the master, which never holds a copy of the data. The receiver maps the
-object, unlinks it at once, and decodes straight from the mapping.
+object and decodes straight from the mapping.
+
+A fresh object costs as much again as the copy into it: the kernel allocates
+and zeroes each page on the first write. So the receiver keeps the object
+(its last ``RECYCLE_MAX``) and, once nothing views its mapping any more, writes
+its own next large value into it: a start's argument comes back as the
+process's result, and the next start's argument goes out in the same warm
+pages. A process unlinks what it kept when it ends (:func:`forget_recycled`).
 
 Every such object is named under the run's private prefix, so the master can
-sweep whatever a crashed process left in flight when the run ends.
+sweep whatever a crashed process left behind when the run ends.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
+import threading
 from collections.abc import Sequence
 
 import msgspec
@@ -18,10 +28,11 @@ import msgspec
 from . import _ipc
 
 INLINE_MAX = 64 * 1024
+RECYCLE_MAX = 2  # objects a process keeps for its next values
 
 
 class ShmRef(msgspec.Struct, frozen=True, array_like=True):
-    """A value that waits in a shm object to be read (and unlinked) once."""
+    """A value in the first ``size`` bytes of a shm object, read once."""
 
     name: str
     size: int
@@ -30,31 +41,85 @@ class ShmRef(msgspec.Struct, frozen=True, array_like=True):
 Payload = bytes | ShmRef
 
 
+class _Received:
+    """An object this process read a value from: name, whole size, its mapping."""
+
+    def __init__(self, name: str, capacity: int, mapping: mmap.mmap) -> None:
+        self.name, self.capacity, self.mapping = name, capacity, mapping
+
+
+_received: list[_Received] = []  # oldest first
+_lock = threading.Lock()
+# A forked child must not write into its parent's objects.
+os.register_at_fork(after_in_child=_received.clear)
+
+
 def pack(parts: Sequence[bytes | memoryview], prefix: str) -> Payload:
-    """The bytes of ``parts`` if they are small, else a reference to a new shm
-    object that holds them one after the other."""
+    """The bytes of ``parts`` if they are small, else a reference to a shm
+    object that holds them one after the other: one this process received
+    and nothing views any more, or a new one."""
     size = sum(len(p) for p in parts)
     if size <= INLINE_MAX:
         return b"".join(parts)
-    name = _ipc.random_name(prefix)
-    _ipc.create_with_data(name, parts, size)
+    name = _reusable(size)
+    if name is None:
+        name = _ipc.random_name(prefix)
+        _ipc.create_with_data(name, parts, size)
+    else:
+        try:
+            _ipc.write_existing(name, parts)
+        except BaseException:
+            _ipc.unlink(name)
+            raise
     return ShmRef(name, size)
 
 
-def view(payload: Payload) -> bytes | memoryview:
-    """The payload's bytes, consuming its shm object if it has one.
+def _reusable(size: int) -> str | None:
+    with _lock:
+        for k, received in enumerate(_received):
+            if received.capacity < size:
+                continue
+            try:
+                received.mapping.close()
+            except BufferError:  # a value still views it
+                continue
+            del _received[k]
+            return received.name
+    return None
 
-    A shm object is unlinked at once; its mapping stays valid for as long as the
-    returned view is referenced, and is unmapped with it.
+
+def view(payload: Payload) -> bytes | memoryview:
+    """The payload's bytes.
+
+    A shm object's mapping stays valid for as long as the returned view is
+    referenced; after that, :func:`pack` may write into the object again.
     """
     if isinstance(payload, bytes):
         return payload
-    mapping = _ipc.map_existing(payload.name)
-    _ipc.unlink(payload.name)
+    mapping, capacity = _ipc.map_existing(payload.name, payload.size)
+    with _lock:
+        _received.append(_Received(payload.name, capacity, mapping))
+        while len(_received) > RECYCLE_MAX:
+            # Its mapping lives on with the views of it, if there are any.
+            _ipc.unlink(_received.pop(0).name)
     return memoryview(mapping)
 
 
+def forget_recycled() -> None:
+    """Unlink the objects this process kept for reuse (when it ends)."""
+    with _lock:
+        for received in _received:
+            _ipc.unlink(received.name)
+        _received.clear()
+
+
+def same_object(payload: Payload, value: object) -> bool:
+    """Whether ``value`` (a WireEncap, or anything) travels in ``payload``'s object."""
+    other = getattr(value, "payload", None)
+    return isinstance(payload, ShmRef) and isinstance(other, ShmRef) and other.name == payload.name
+
+
 def discard(payload: Payload) -> None:
-    """Free a payload nobody will read (a no-op if it was read already)."""
+    """Free a payload nobody will read (a no-op if it is gone already)."""
     if isinstance(payload, ShmRef):
         _ipc.unlink(payload.name)

@@ -52,6 +52,8 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
     except BaseException:
         traceback.print_exc()
     finally:
+        with contextlib.suppress(BaseException):  # the run's end sweeps what is left
+            _payload.forget_recycled()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(BaseException):  # nothing left to report it to
                 stream.flush()
@@ -66,6 +68,7 @@ def execute(assign: Assign) -> WireOutcome:
     try:
         encap = Encap(arg.type_name, arg.fingerprint, (_payload.view(arg.payload),))
         result = definition.function(encap)
+        del encap  # so that the result can go out in the argument's object
         if not isinstance(result, Encap):
             raise TypeError(
                 f"the function of {definition.name} returned {type(result).__name__}, "

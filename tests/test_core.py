@@ -350,6 +350,59 @@ def relay_reversed(data: bytes) -> bytes:
     return result
 
 
+@netmcore.process
+def echo_prefix(arg: tuple[bytes, int]) -> bytes:
+    data, n = arg
+    return data[:n]
+
+
+@netmcore.process
+def prefix_relay(sizes: list[tuple[int, int]]) -> list[bool]:
+    """Start echo_prefix on arguments of these sizes, one after another: large
+    values go out and come back in shm objects used before for other sizes."""
+    ok = []
+    for size, keep in sizes:
+        data = os.urandom(size)
+        ok.append(echo_prefix.join(echo_prefix.start((data, keep))) == data[:keep])
+    return ok
+
+
+@netmcore.process
+def echo_view(data: bytes) -> memoryview:
+    return memoryview(data)
+
+
+@netmcore.process
+def view_keeper(size: int) -> bool:
+    """Keep a result that views its shm mapping (a memoryview), then send more
+    large values: the object it views must not be written again."""
+    first = os.urandom(size)
+    kept = echo_view.join(echo_view.start(first))
+    assert kept is not None
+    for _ in range(3):  # smaller, so that its object would fit them
+        other = os.urandom(size // 2)
+        assert echo_prefix.join(echo_prefix.start((other, size))) == other
+    return bytes(kept) == first
+
+
+@netmcore.process
+def read_then_die(data: bytes) -> int:
+    """Read a large argument, then die: its object is still named."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    return len(data)
+
+
+@netmcore.process
+def keep_large_result_then_die(size: int) -> int:
+    """Receive a large result (kept for reuse), start one that dies holding a
+    large argument, then die too."""
+    data = os.urandom(size)
+    assert echo_prefix.join(echo_prefix.start((data, size))) == data
+    assert read_then_die.join_outcome(read_then_die.start(data)) is not None
+    os.kill(os.getpid(), signal.SIGKILL)
+    return size
+
+
 class Point(msgspec.Struct, frozen=True):
     x: int
     y: int
@@ -957,6 +1010,28 @@ def test_large_payload_round_trip(size: int, origin: str) -> None:
     assert result is not None
     assert len(result) == size
     assert result == data[::-1]
+
+
+def test_large_payloads_of_changing_sizes_through_reused_objects() -> None:
+    """Results smaller than the object they come back in, arguments larger
+    than the last one, and a small result after large ones: all intact."""
+    mib = 1 << 20
+    sizes = [(mib, mib), (mib, 100_000), (300_000, 300_000), (2 * mib, 70_000), (200_000, 10)]
+    sizes += [(mib, mib), (3 * mib, 3 * mib)]
+    assert run_scenario(prefix_relay, sizes) == [True] * len(sizes)
+
+
+def test_processes_that_die_holding_large_values_leave_no_shm_object() -> None:
+    """The autouse fixture fails this test if a /dev/shm entry is left."""
+    outcome = netmcore.run(
+        first_process=lambda: keep_large_result_then_die.start(1 << 20),
+        extract_result=lambda _ctrl, pid: keep_large_result_then_die.join_outcome_nowait(pid),
+    )
+    assert isinstance(outcome, netmcore.Crashed) and outcome.signal == signal.SIGKILL
+
+
+def test_a_kept_view_of_a_large_result_is_never_overwritten() -> None:
+    assert run_scenario(view_keeper, 1 << 20) is True
 
 
 # --------------------------------------------------------------------------
