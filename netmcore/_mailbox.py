@@ -6,7 +6,7 @@ one managed shm object: its semaphores and mutexes live inside it.
 
 ::
 
-    header (with the cursor) | free | filled | slot 0: claim, state, length, payload | ...
+    header (with the cursor) | free | filled | slot 0: claim, state, length, seq, payload | ...
 
 Slots are used as a ring, in the order of a shared 64-bit *cursor*: the
 sequence number of the next message. A sender claims the slot of sequence
