@@ -90,26 +90,21 @@ def create_mapped(name: str, size: int) -> mmap.mmap:
 
 def map_writable(name: str) -> mmap.mmap:
     """Map an existing object read-write, at its whole size."""
-    return _map(name, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    return _map(name, None, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)[0]
 
 
 def map_existing(name: str, length: int) -> tuple[mmap.mmap, int]:
     """Map the first ``length`` bytes of an existing object read-only, with
     their pages populated up front; and give the object's whole size."""
+    return _map(name, length, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ)
+
+
+def _map(name: str, length: int | None, flags: int, prot: int) -> tuple[mmap.mmap, int]:
     with _os_errors(name, creating=False):
         shm = posix_ipc.SharedMemory(name)
     try:
-        flags = mmap.MAP_SHARED | mmap.MAP_POPULATE
-        return mmap.mmap(shm.fd, length, flags=flags, prot=mmap.PROT_READ), shm.size
-    finally:
-        shm.close_fd()
-
-
-def _map(name: str, flags: int, prot: int) -> mmap.mmap:
-    with _os_errors(name, creating=False):
-        shm = posix_ipc.SharedMemory(name)
-    try:
-        return mmap.mmap(shm.fd, shm.size, flags=flags, prot=prot)
+        size = shm.size if length is None else length
+        return mmap.mmap(shm.fd, size, flags=flags, prot=prot), shm.size
     finally:
         shm.close_fd()
 

@@ -251,12 +251,9 @@ class Mailbox(Generic[T]):
         while (i := self._claim_slot()) is None:
             # Full: wait for the receiver to wake us, or look again soon.
             left = _LOOK_AGAIN if deadline is None else deadline - time.monotonic()
-            if not _pthread.sem_wait(self._free, min(left, _LOOK_AGAIN)) and (
-                deadline is not None and time.monotonic() >= deadline
-            ):
-                if (i := self._claim_slot()) is not None:
-                    return i
+            if left <= 0:
                 raise TimeoutError(f"{self!r} stayed full for {timeout} s")
+            _pthread.sem_wait(self._free, min(left, _LOOK_AGAIN))
         return i
 
     def _claim_slot(self) -> int | None:

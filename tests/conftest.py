@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psutil
 import pytest
+
+import netmcore
 
 SHM_DIR = "/dev/shm"
 
@@ -41,3 +43,33 @@ def no_leftovers() -> Iterator[None]:
     leaked = _shm_entries() - shm_before
     assert not children, f"test left child processes behind: {children}"
     assert not leaked, f"test left /dev/shm entries behind: {sorted(leaked)}"
+
+
+@pytest.fixture
+def pipes() -> Iterator[Callable[[], tuple[int, int]]]:
+    """Make pipes in the master (every worker inherits both ends); close them after."""
+    made: list[int] = []
+
+    def make() -> tuple[int, int]:
+        r, w = os.pipe()
+        made.extend((r, w))
+        return r, w
+
+    yield make
+    for fd in made:
+        os.close(fd)
+
+
+@pytest.fixture
+def gate(pipes: Callable[[], tuple[int, int]]) -> tuple[int, int]:
+    """A pipe made in the master, so that every worker inherits both ends."""
+    return pipes()
+
+
+@pytest.fixture
+def master_cleanup() -> Iterator[None]:
+    """Whatever the test process (the master) still manages is destroyed after."""
+    try:
+        yield
+    finally:
+        netmcore.destroy_resources()

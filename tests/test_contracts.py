@@ -40,6 +40,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from scenario import run_scenario
 
 import netmcore
 from netmcore import __main__ as cli_main
@@ -461,17 +462,6 @@ def invalid_result_scenario(key: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
-
-
-def run_scenario(proc: Any, arg: Any) -> Any:
-    """Run ``proc(arg)`` as the first process; return its value, or fail with its outcome."""
-    outcome = netmcore.run(
-        first_process=lambda: proc.start(arg),
-        extract_result=lambda _ctrl, pid: proc.join_outcome_nowait(pid),
-    )
-    if not isinstance(outcome, netmcore.Success):
-        pytest.fail(f"the scenario did not succeed: {outcome!r}")
-    return outcome.value
 
 
 def run_python(

@@ -27,13 +27,14 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
 import msgspec
 import pytest
+from scenario import run_scenario
 
 import netmcore
 
@@ -534,28 +535,6 @@ def low_level_scenario(k: int) -> int:
 # --------------------------------------------------------------------------
 # Test helpers
 # --------------------------------------------------------------------------
-
-
-def run_scenario(proc: Any, arg: Any) -> Any:
-    """Run ``proc(arg)`` as the first process; return its value, or fail with its outcome."""
-    outcome = netmcore.run(
-        first_process=lambda: proc.start(arg),
-        extract_result=lambda _ctrl, pid: proc.join_outcome_nowait(pid),
-    )
-    if not isinstance(outcome, netmcore.Success):
-        pytest.fail(f"the scenario did not succeed: {outcome!r}")
-    return outcome.value
-
-
-@pytest.fixture
-def gate() -> Iterator[tuple[int, int]]:
-    """A pipe made in the master, so that every worker inherits both ends."""
-    r, w = os.pipe()
-    try:
-        yield r, w
-    finally:
-        os.close(r)
-        os.close(w)
 
 
 def run_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:

@@ -33,11 +33,12 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Generic, NoReturn, TypeVar
 
 import msgspec
 import pytest
+import scenario
 
 import netmcore
 from netmcore import Mbox, PluginMutex, PluginSemaphore, SharedVar, _context
@@ -821,26 +822,8 @@ def after_return_scenario(gate: tuple[int, int]) -> dict[str, Any]:
 
 
 def run_scenario(proc: Any, arg: Any, *, plugins: bool = True) -> Any:
-    """Run ``proc(arg)`` as the first process; return its value, or fail with its outcome."""
-    outcome = netmcore.run(
-        first_process=lambda: proc.start(arg),
-        extract_result=lambda _ctrl, pid: proc.join_outcome_nowait(pid),
-        init_ctrl=netmcore.add_plugins if plugins else None,
-    )
-    if not isinstance(outcome, netmcore.Success):
-        pytest.fail(f"the scenario did not succeed: {outcome}\n{getattr(outcome, 'traceback', '')}")
-    return outcome.value
-
-
-@pytest.fixture
-def gate() -> Iterator[tuple[int, int]]:
-    """A pipe made in the master, so that every worker inherits both ends."""
-    r, w = os.pipe()
-    try:
-        yield r, w
-    finally:
-        os.close(r)
-        os.close(w)
+    """Run ``proc(arg)`` as the first process, with the plugins attached."""
+    return scenario.run_scenario(proc, arg, init_ctrl=netmcore.add_plugins if plugins else None)
 
 
 # --------------------------------------------------------------------------

@@ -26,12 +26,13 @@ import itertools
 import os
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import posix_ipc
 import pytest
+from scenario import joined, run_scenario
 
 import netmcore
 from netmcore import ResId, ResourceType
@@ -57,32 +58,6 @@ def sem_path(name: str) -> str:
 
 def listing() -> set[str]:
     return set(os.listdir(SHM_DIR))
-
-
-def outcome_value(outcome: Any) -> Any:
-    """The value of a Success; otherwise fail, with the remote traceback."""
-    if isinstance(outcome, netmcore.Success):
-        return outcome.value
-    if isinstance(outcome, netmcore.Raised):
-        pytest.fail(
-            f"a process raised {outcome.type_name}: {outcome.message}\n{outcome.traceback}",
-            pytrace=False,
-        )
-    pytest.fail(f"a process did not succeed: {outcome!r}", pytrace=False)
-
-
-def joined(proc: Any, pid: Any) -> Any:
-    """In a worker: join ``pid`` and return its value, or fail with its outcome."""
-    return outcome_value(proc.join_outcome(pid))
-
-
-def run_scenario(proc: Any, arg: Any) -> Any:
-    """Run ``proc(arg)`` as the first process; return its value."""
-    outcome = netmcore.run(
-        first_process=lambda: proc.start(arg),
-        extract_result=lambda _ctrl, pid: proc.join_outcome_nowait(pid),
-    )
-    return outcome_value(outcome)
 
 
 def new_shm(tag: str, data: bytes = b"") -> str:
@@ -740,30 +715,6 @@ def master_created(res_id: ResId) -> str:
 # --------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pipes() -> Iterator[Callable[[], tuple[int, int]]]:
-    """Make pipes in the master (every worker inherits both ends); close them after."""
-    made: list[int] = []
-
-    def make() -> tuple[int, int]:
-        r, w = os.pipe()
-        made.extend((r, w))
-        return r, w
-
-    yield make
-    for fd in made:
-        os.close(fd)
-
-
-@pytest.fixture
-def master_cleanup() -> Iterator[None]:
-    """Whatever the test process (the master) still manages is destroyed after."""
-    try:
-        yield
-    finally:
-        netmcore.destroy_resources()
 
 
 # --------------------------------------------------------------------------

@@ -26,12 +26,13 @@ import os
 import signal
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import pydantic
 import pytest
+from scenario import joined, outcome_value, run_scenario
 
 import netmcore
 from netmcore import Mailbox, OwnerDiedError, ResId, ShmCondition, ShmMutex
@@ -103,36 +104,10 @@ def sem_path(name: str) -> str:
     return os.path.join(SHM_DIR, "sem." + name[1:])
 
 
-def outcome_value(outcome: Any) -> Any:
-    """The value of a Success; otherwise fail, with the remote traceback."""
-    if isinstance(outcome, netmcore.Success):
-        return outcome.value
-    if isinstance(outcome, netmcore.Raised):
-        pytest.fail(
-            f"a process raised {outcome.type_name}: {outcome.message}\n{outcome.traceback}",
-            pytrace=False,
-        )
-    pytest.fail(f"a process did not succeed: {outcome!r}", pytrace=False)
-
-
-def joined(proc: Any, pid: Any) -> Any:
-    """In a worker: join ``pid`` and return its value, or fail with its outcome."""
-    return outcome_value(proc.join_outcome(pid))
-
-
 def crashed(proc: Any, pid: Any) -> None:
     """In a worker: join ``pid``, which must have been killed."""
     outcome = proc.join_outcome(pid)
     assert isinstance(outcome, netmcore.Crashed), f"expected a crash, got {outcome!r}"
-
-
-def run_scenario(proc: Any, arg: Any) -> Any:
-    """Run ``proc(arg)`` as the first process; return its value."""
-    outcome = netmcore.run(
-        first_process=lambda: proc.start(arg),
-        extract_result=lambda _ctrl, pid: proc.join_outcome_nowait(pid),
-    )
-    return outcome_value(outcome)
 
 
 def receive_all(box: Mailbox[Any], n: int) -> list[Any]:
@@ -895,30 +870,6 @@ def create_and_keep_scenario(_: int) -> list[str]:
 # --------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pipes() -> Iterator[Callable[[], tuple[int, int]]]:
-    """Make pipes in the master (every worker inherits both ends); close them after."""
-    made: list[int] = []
-
-    def make() -> tuple[int, int]:
-        r, w = os.pipe()
-        made.extend((r, w))
-        return r, w
-
-    yield make
-    for fd in made:
-        os.close(fd)
-
-
-@pytest.fixture
-def master_cleanup() -> Iterator[None]:
-    """Whatever the test process (the master) still manages is destroyed after."""
-    try:
-        yield
-    finally:
-        netmcore.destroy_resources()
 
 
 # --------------------------------------------------------------------------
