@@ -42,7 +42,6 @@ from ._posix import peer_uid
 from ._resources import ResourceType
 from ._socketdir import SocketDir
 from ._wire import (
-    RECV_SIZE,
     Assign,
     Done,
     Ended,
@@ -68,9 +67,21 @@ from ._wire import (
     WireOutcome,
     decoder,
     encoder,
+    recv_buffer,
 )
 
 SPARES = 2  # children kept forked ahead of time
+# Forking a spare costs the master 0.4-0.8 ms, and a child's exit costs a CPU
+# about 1 ms of kernel work that nothing preempts. Done while a short process's
+# result is on its way, or while its joiner wakes up, either one delays the
+# result by that much. So both wait until the master is quiet: no event for
+# IDLE_SECONDS, and no process started in the last QUIET_SECONDS still waiting
+# for its join. Until then finished children wait to exit ("parked"), at most
+# PARKED_MAX of them; with no spare left, one is forked at once (the next start
+# would fork anyway).
+IDLE_SECONDS = 0.001
+QUIET_SECONDS = 0.005
+PARKED_MAX = 4
 GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL when the master is interrupted
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
 
@@ -207,13 +218,16 @@ class Master:
         self.records: dict[int, Record] = {}
         self.children: dict[int, Child] = {}  # by os pid
         self.spares: deque[Child] = deque()
+        self.parked: deque[Child] = deque()  # finished, waiting to be let exit
+        self.awaited: dict[int, float] = {}  # recent starts not yet joined: start time
+        self.last_event = 0.0
         self.first: int | None = None
         self.shutting_down = False
         self.plugins: PluginHost | None = None
         self.interrupted: int | None = None
         self.kill_deadline: float | None = None  # when stragglers get SIGKILL
         self.killed = False
-        self._buf = bytearray(RECV_SIZE)
+        self._buf = recv_buffer()
         self._view = memoryview(self._buf)
         self._fds: set[int] = set()  # every descriptor a child must close
         self._listener = self.sockdir.listen()
@@ -261,6 +275,7 @@ class Master:
 
     def _fork(self, assign: Assign | None) -> Child:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        _worker.flush_std_streams()
         try:
             os_pid = os.fork()
         except BaseException:
@@ -297,9 +312,13 @@ class Master:
             timeout = None
             if self.kill_deadline is not None and not self.killed:
                 timeout = max(0.0, self.kill_deadline - time.monotonic())
-            if not self.shutting_down and len(self.spares) < SPARES:
-                timeout = 0.0  # poll: fork a spare only when nothing is waiting
+            if self.parked or (not self.shutting_down and len(self.spares) < SPARES):
+                # Then poll: background work runs when no event is waiting.
+                wait = 0.0 if self._no_spare() else self._quiet_in()
+                timeout = wait if timeout is None else min(timeout, wait)
             events = self.sel.select(timeout)
+            if events:
+                self.last_event = time.monotonic()
             for key, mask in events:
                 key.data(mask)
             if not events:
@@ -308,7 +327,38 @@ class Master:
                     self._kill_all(signal.SIGKILL)
                     self.killed = True
                 else:
-                    self._top_up_spares()
+                    self._background()
+
+    def _quiet_in(self) -> float:
+        """Seconds until the master is quiet (0 if it is)."""
+        now = time.monotonic()
+        idle_in = self.last_event + IDLE_SECONDS - now
+        if self.awaited:
+            latest = next(reversed(self.awaited.values()))  # starts are in time order
+            if latest + QUIET_SECONDS <= now:
+                self.awaited.clear()  # long runs: their results are not imminent
+            else:
+                idle_in = max(idle_in, latest + QUIET_SECONDS - now)
+        return max(idle_in, 0.0)
+
+    def _no_spare(self) -> bool:
+        return not self.spares and not self.shutting_down
+
+    def _background(self) -> None:
+        """Work kept off the critical path: let parked children exit, fork a
+        spare. With no spare left the next start would fork anyway, so a spare
+        is forked at once: a stream of starts gets the fork of the next process
+        done while the last one runs."""
+        quiet = self._quiet_in() == 0
+        if quiet:
+            while self.parked:
+                self._let_exit(self.parked.popleft())
+        if quiet or self._no_spare():
+            self._top_up_spares()
+
+    def _let_exit(self, child: Child) -> None:
+        # A finished child waits for its link to close (see _worker.main).
+        self._close_conn(child.conn)
 
     def _on_wakeup(self, mask: int) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -346,6 +396,8 @@ class Master:
             return
         self.shutting_down = True
         trace("shutdown: waiting for %d worker(s)", len(self.children) - len(self.spares))
+        while self.parked:
+            self._let_exit(self.parked.popleft())
         while self.spares:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.spares.popleft().os_pid, signal.SIGKILL)
@@ -435,6 +487,12 @@ class Master:
         # state before the joiner hears of it, so the joiner never sees them.
         self._forget_process(record.n)
         self._settle(record, outcome)
+        if record.n == self.first or self.shutting_down:
+            self._let_exit(child)  # the end of run waits for it
+        else:
+            self.parked.append(child)
+            if len(self.parked) > PARKED_MAX:
+                self._let_exit(self.parked.popleft())
 
     def _on_exit(self, child: Child) -> None:
         if not child.conn.closed:
@@ -448,6 +506,9 @@ class Master:
         if record is None:  # a spare: killed at shutdown, or died unassigned
             self.spares = deque(c for c in self.spares if c is not child)
             return
+        if self.parked:
+            self.parked = deque(c for c in self.parked if c is not child)
+        self.awaited.pop(record.n, None)
         record.child = None
         _payload.discard(record.arg.payload)  # read or not, nobody needs it now
         self._forget_process(record.n)
@@ -489,6 +550,7 @@ class Master:
         child.record = record
         record.child = child
         self.records[n] = record
+        self.awaited[n] = record.started
         trace("start: process %d (%s) in os pid %d", n, definition.name, child.os_pid)
         return n
 
@@ -542,6 +604,7 @@ class Master:
     def _hand_over(self, record: Record) -> WireOutcome:
         assert record.outcome is not None
         record.joined = True
+        self.awaited.pop(record.n, None)
         if record.child is None:
             del self.records[record.n]
         trace("join: process %d handed over, forgotten", record.n)
@@ -566,6 +629,7 @@ class Master:
         if isinstance(record.outcome, Returned):
             _payload.discard(record.outcome.value.payload)
         record.joined = True
+        self.awaited.pop(record.n, None)
         if record.child is None:
             self.records.pop(record.n, None)
         trace("forget: process %d (nobody will join it)", record.n)
@@ -672,6 +736,7 @@ class Master:
             child.conn.sock.close()
         self.children.clear()
         self.spares.clear()
+        self.parked.clear()
         self.records.clear()
         self.sel.close()
         self._listener.close()

@@ -27,10 +27,9 @@ import heapq
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import msgspec
-import tqdm
 
 from ._encap import Encap
 from ._errors import NetmcoreError
@@ -38,6 +37,9 @@ from ._ids import ProcessId, ResId
 from ._mailbox import Mailbox
 from ._process import ProcessDef, process
 from ._registry import by_fork_point
+
+if TYPE_CHECKING:
+    import tqdm
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -314,6 +316,10 @@ class PipelineRun(Generic[Out]):
             self._shutdown()
 
     def _bar(self, i: int, stage: Stage) -> tqdm.tqdm[Any]:
+        # Imported here: tqdm pulls in importlib.metadata, email and zipfile,
+        # 6 MB that every fork of the master would copy and tear down.
+        import tqdm
+
         disable = None if self._progress is None else not self._progress
         return tqdm.tqdm(
             desc=f"{stage.name} x{stage.workers}",

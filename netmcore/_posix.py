@@ -10,6 +10,11 @@ import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
+# Typed: an untyped ctypes call converts its arguments through far more of
+# ctypes, and every forked worker makes this call (each page it writes is a
+# copy-on-write fault).
+_libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+_libc.prctl.restype = ctypes.c_int
 
 
 def set_parent_death_signal(signum: int) -> None:

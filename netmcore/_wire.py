@@ -20,6 +20,7 @@ Values larger than ``INLINE_MAX`` travel as :class:`~._payload.ShmRef`.
 from __future__ import annotations
 
 import itertools
+import mmap
 import socket
 import threading
 
@@ -30,6 +31,12 @@ from ._payload import Payload
 
 # Large enough for the largest inline payload plus its message.
 RECV_SIZE = 256 * 1024
+
+
+def recv_buffer() -> mmap.mmap:
+    """A receive buffer of RECV_SIZE whose pages exist only once written: a
+    bytearray would zero all 64 of them, a cost every forked worker paid."""
+    return mmap.mmap(-1, RECV_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
 class _Msg(msgspec.Struct, frozen=True, tag=True, array_like=True):
@@ -235,7 +242,7 @@ class Link:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._buf = bytearray(RECV_SIZE)
+        self._buf = recv_buffer()
         self._send_lock = threading.Lock()
         self._cond = threading.Condition()
         self._reading = False

@@ -34,7 +34,7 @@ from typing import Any, TypedDict
 
 import msgspec
 import pytest
-from scenario import run_scenario
+from scenario import joined, run_scenario
 
 import netmcore
 
@@ -955,6 +955,58 @@ def test_run_waits_for_remaining_workers(tmp_path: Path) -> None:
     # The late writer wrote only once the first process had ended; run waited for it.
     assert target.read_text() == "written after the first process ended"
     assert late_outcome == netmcore.Success("late")
+
+
+@netmcore.process
+def squares_then_return(n: int) -> int:
+    """Start and join ``n`` short processes, and return at once: the master
+    still keeps some of them from exiting (it lets them go when quiet)."""
+    pids = [square.start(k) for k in range(n)]
+    return sum(joined(square, pid) for pid in pids)
+
+
+def test_run_ends_while_finished_processes_wait_to_exit() -> None:
+    # A finished process waits for the master to let it exit; the end of run
+    # must let every one go (else run waits for them forever).
+    assert run_scenario(squares_then_return, 6) == sum(k * k for k in range(6))
+
+
+def test_output_buffered_in_the_master_is_not_printed_again_by_workers(tmp_path: Path) -> None:
+    # Each worker is a fork of the master: unless the master flushes before it
+    # forks, every worker inherits its buffered text and prints it again.
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import netmcore
+
+            @netmcore.process
+            def square(k: int) -> int:
+                return k * k
+
+            @netmcore.process
+            def first(n: int) -> int:
+                return sum(square.join(square.start(k)) or 0 for k in range(n))
+
+            print("printed once, before run")
+            print(netmcore.run(
+                first_process=lambda: first.start(5),
+                extract_result=lambda _ctrl, pid: first.join_nowait(pid),
+            ))
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,  # a pipe: stdout is block-buffered
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["printed once, before run", "30"]
 
 
 def test_start_after_first_process_ended_raises_shutting_down() -> None:
