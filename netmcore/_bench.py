@@ -132,6 +132,18 @@ def _identity(k: int) -> int:
     return k
 
 
+def _mp_fanout(n: int) -> float:
+    """n multiprocessing Processes started, then joined (they return nothing)."""
+    ctx = multiprocessing.get_context("fork")
+    t0 = time.perf_counter()
+    processes = [ctx.Process(target=_identity, args=(k,)) for k in range(n)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join()
+    return time.perf_counter() - t0
+
+
 def _mp_process() -> None:
     p = multiprocessing.get_context("fork").Process(target=_identity, args=(1,))
     p.start()
@@ -182,6 +194,7 @@ class Baselines:
     paced: dict[str, float]  # peer -> median round trip, calls PAUSE_S apart
     back_to_back: dict[str, float]  # peer -> mean round trip
     raw_fanout: float
+    mp_fanout: float
     copy: float
     pipe: float
 
@@ -205,11 +218,13 @@ def _baselines(roundtrips: int, fanout: int, payload_mib: int) -> Baselines:
         paced[peer] = _paced(f, roundtrips // 2)
         back_to_back[peer] = _per_call(f, roundtrips // 2)
     raw_fanout = _raw_fanout(fanout)
+    mp_fanout = _mp_fanout(fanout)
     data = os.urandom(payload_mib * MIB)
     return Baselines(
         paced=paced,
         back_to_back=back_to_back,
         raw_fanout=raw_fanout,
+        mp_fanout=mp_fanout,
         copy=min(_per_call(lambda: bytearray(data), 1) for _ in range(3)),
         pipe=min(_mp_pipe_payload(data) for _ in range(3)),
     )
@@ -231,6 +246,13 @@ def runtime_rows(roundtrips: int, fanout: int, payload_mib: int) -> tuple[list[R
     ]
     rows += [
         Row(f"fan-out {fanout}: s per process", 1 / fan_rate, 1 / raw_rate, "raw fork", "<= 1.25x"),
+        Row(
+            f"fan-out {fanout}: s per process",
+            1 / fan_rate,
+            base.mp_fanout / fanout,
+            "multiprocessing Process",
+            "(info)",
+        ),
         Row(mib, t.payload_s, base.copy, f"one {payload_mib} MiB copy", "<= 4x", "ms"),
         Row(mib, t.payload_s, base.pipe, "multiprocessing Pipe", "(info)", "ms"),
     ]

@@ -316,8 +316,8 @@ class PipelineRun(Generic[Out]):
             self._shutdown()
 
     def _bar(self, i: int, stage: Stage) -> tqdm.tqdm[Any]:
-        # Imported here: tqdm pulls in importlib.metadata, email and zipfile,
-        # 6 MB that every fork of the master would copy and tear down.
+        # Imported here, not by the master: tqdm pulls in importlib.metadata,
+        # email and zipfile, 1.6 MB that every fork would copy and tear down.
         import tqdm
 
         disable = None if self._progress is None else not self._progress

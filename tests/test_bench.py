@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 TIMEOUT = 120
+MP = "multiprocessing Process"
 
 
 def test_bench_runtime_section_prints_each_measure_with_its_peer_and_target() -> None:
@@ -24,11 +25,12 @@ def test_bench_runtime_section_prints_each_measure_with_its_peer_and_target() ->
         if line.startswith(("start->", "fan-out", "1 MiB"))
     ]
     measures = [(row[:34].strip(), row.split("  ")[-1].strip()) for row in rows if "x " in row]
-    peers = ["multiprocessing Process", "ProcessPoolExecutor (reused)", "os.fork+_exit+waitpid"]
+    peers = [MP, "ProcessPoolExecutor (reused)", "os.fork+_exit+waitpid"]
     for what in ("start->join, 5 ms apart", "start->join, back to back"):
         assert [p for p in peers if any(r.startswith(what) and p in r for r in rows)] == peers
     assert ("start->join, 5 ms apart", "<= 0.25x") in measures
     assert ("start->join, 5 ms apart", "<= 1.0x") in measures
-    assert any(r.startswith("fan-out 5: s per process") for r in rows)
+    fanout = [r for r in rows if r.startswith("fan-out 5: s per process")]
+    assert len(fanout) == 2 and "raw fork" in fanout[0] and MP in fanout[1]
     assert sum(r.startswith("1 MiB arg + result") for r in rows) == 2
     assert "fan-out rate:" in proc.stdout
