@@ -106,8 +106,7 @@ def _warm_up(shm_prefix: str) -> None:
     after the walk: a trivial process's run then faults 28 times, not 54.
     Nothing is sent, logged or created (the value is too small for shm).
     """
-    arg = _WARM_UP.wrap(0)
-    wire = WireEncap(arg.type_name, arg.fingerprint, _WARM_UP.encode(0))
+    wire = WireEncap(_WARM_UP.name, _WARM_UP.fingerprint, _WARM_UP.encode(0))
     decoder.decode(encoder.encode(Assign(0, 0, wire, None)))
     encap = Encap(wire.type_name, wire.fingerprint, (_payload.view(wire.payload),))
     result = _WARM_UP.wrap_as(_WARM_UP.unwrap(encap), "result")

@@ -6,12 +6,35 @@ which wait for what the master prints, with deadlines, never with sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
+
+STOP_WITHIN = 5.0  # the issue: SIGINT/SIGTERM end everything within 5 s
+
+
+def is_dead(p: psutil.Process) -> bool:
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def assert_all_gone(procs: list[psutil.Process], timeout: float = 0.0) -> None:
+    """Every process in ``procs`` has ended (waiting up to ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in procs if not is_dead(p)]
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.01)  # polling a condition, with a deadline
+    assert not alive, f"processes still alive after {timeout} s: {alive}"
 
 
 class MasterProcess:
@@ -60,3 +83,28 @@ class MasterProcess:
                     f"exit status {self.proc.poll()}; stderr:\n{self.stderr()}"
                 )
             self._read(remaining)
+
+    def children(self) -> list[psutil.Process]:
+        try:
+            found = psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        return [c for c in found if not is_dead(c)]
+
+    def session(self) -> list[psutil.Process]:
+        """Every live process in the master's session (it is the session leader)."""
+        found = []
+        for p in psutil.process_iter():
+            with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+                if os.getsid(p.pid) == self.pid and not is_dead(p):
+                    found.append(p)
+        return found
+
+    def wait_exit(self, timeout: float = STOP_WITHIN) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the master did not exit within {timeout} s; stdout: {self.lines!r}; "
+                f"stderr:\n{self.stderr()}"
+            ) from None

@@ -36,7 +36,7 @@ from pathlib import Path
 import posix_ipc
 import psutil
 import pytest
-from master_process import MasterProcess
+from master_process import STOP_WITHIN, MasterProcess, assert_all_gone, is_dead
 
 import netmcore
 from netmcore import _master
@@ -48,7 +48,6 @@ SHM_DIR = "/dev/shm"
 PMANAGE = "netmcore.pmanage"
 
 CLEANUP_WITHIN = 5.0  # the watchdog cleans up "at once": well within 5 s
-STOP_WITHIN = 5.0
 STARTUP_WITHIN = 30.0  # generous: only guards against a hang
 LEFTOVER_WARNING = "object(s) that a crashed master left"
 
@@ -70,23 +69,6 @@ def shm_path(name: str) -> str:
 
 def sem_path(name: str) -> str:
     return os.path.join(SHM_DIR, "sem." + name.lstrip("/"))
-
-
-def is_dead(p: psutil.Process) -> bool:
-    try:
-        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_all_gone(procs: list[psutil.Process], timeout: float = STOP_WITHIN) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [p for p in procs if not is_dead(p)]
-        if not alive or time.monotonic() >= deadline:
-            break
-        time.sleep(0.01)  # polling a condition, with a deadline
-    assert not alive, f"processes still alive after {timeout} s: {alive}"
 
 
 def getsid(pid: int) -> int | None:
@@ -364,36 +346,18 @@ class CrashMaster(MasterProcess):
 
     # --- processes ---------------------------------------------------------
 
-    def children(self) -> list[psutil.Process]:
-        try:
-            found = psutil.Process(self.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-        return [c for c in found if not is_dead(c)]
-
-    def session(self) -> list[psutil.Process]:
-        """Every live process in the master's session (it is the session leader)."""
-        found = []
-        for p in psutil.process_iter():
-            with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
-                if os.getsid(p.pid) == self.pid and not is_dead(p):
-                    found.append(p)
-        return found
-
-    def wait_exit(self, timeout: float = STOP_WITHIN) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"the master did not exit within {timeout} s; stdout: {self.lines!r}; "
-                f"stderr:\n{self.stderr()}"
-            ) from None
-
     def kill_watchdog(self) -> None:
         """SIGKILL the watchdog, and wait until it is dead (a zombie of the master)."""
         assert self.watchdog is not None
         self.watchdog.kill()
-        wait_all_gone([self.watchdog])
+        assert_all_gone([self.watchdog], STOP_WITHIN)
+
+    def quit(self) -> None:
+        """Have the first process return; wait for a clean exit and every process gone."""
+        self.send("quit")
+        self.wait_line("done")
+        assert self.wait_exit() == 0, self.stderr()
+        self.wait_gone()
 
     def kill_master(self) -> None:
         """SIGKILL the master; wait for it, then for every process it had."""
@@ -404,7 +368,7 @@ class CrashMaster(MasterProcess):
     def wait_gone(self) -> None:
         # Workers die by PR_SET_PDEATHSIG, asynchronously; the watchdog when it
         # is done.
-        wait_all_gone(self.procs)
+        assert_all_gone(self.procs, STOP_WITHIN)
         wait_until(lambda: not self.session(), "the master's session to empty", STOP_WITHIN)
 
     def cleanup(self) -> None:
@@ -417,7 +381,7 @@ class CrashMaster(MasterProcess):
             with contextlib.suppress(psutil.Error):
                 p.kill()
         with contextlib.suppress(AssertionError):
-            wait_all_gone([*self.procs, *self.session()])
+            assert_all_gone([*self.procs, *self.session()], STOP_WITHIN)
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -637,10 +601,7 @@ def test_pmanage_record_is_private_and_lists_objects_until_a_clean_end(
     assert stat.S_IMODE(record.stat().st_mode) == 0o600
     assert record.stat().st_uid == os.getuid()
     assert listed(record) == objects.expected_records()
-    m.send("quit")
-    m.wait_line("done")
-    assert m.wait_exit() == 0, m.stderr()
-    m.wait_gone()
+    m.quit()
     assert not objects.existing(), objects.existing()
     assert not record.exists()
     assert sorted(os.listdir(sockdir)) == []
@@ -659,10 +620,7 @@ def test_killing_the_watchdog_leaves_the_master_running(
     m.ping()  # the master still serves the first process
     assert not objects.missing(), objects.missing()
     assert listed(sockdir / PMANAGE) == objects.expected_records()
-    m.send("quit")
-    m.wait_line("done")
-    assert m.wait_exit() == 0, m.stderr()
-    m.wait_gone()
+    m.quit()
     # The master's own shutdown released everything.
     assert not objects.existing(), objects.existing()
     assert sorted(os.listdir(sockdir)) == []
@@ -681,10 +639,7 @@ def test_signals_to_the_watchdog_are_ignored(
     m.ping()
     assert not is_dead(m.watchdog)
     assert not objects.missing(), objects.missing()
-    m.send("quit")
-    m.wait_line("done")
-    assert m.wait_exit() == 0, m.stderr()
-    m.wait_gone()
+    m.quit()
     assert not objects.existing(), objects.existing()
 
 

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from master_process import MasterProcess
+from master_process import STOP_WITHIN, MasterProcess, assert_all_gone
 
 import netmcore
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "scripts" / "signal_master.py"
 
-STOP_WITHIN = 5.0  # the issue: SIGINT/SIGTERM end everything within 5 s
 STARTUP_WITHIN = 30.0  # generous: only guards against a hang
 
 
@@ -88,29 +87,6 @@ class Master(MasterProcess):
 
     # --- processes ---------------------------------------------------------
 
-    def children(self) -> list[psutil.Process]:
-        return [c for c in psutil.Process(self.pid).children(recursive=True) if not _is_dead(c)]
-
-    def session(self) -> list[psutil.Process]:
-        """Every live process in the master's session (it is the session leader)."""
-        found = []
-        for p in psutil.process_iter():
-            try:
-                if os.getsid(p.pid) == self.pid and not _is_dead(p):
-                    found.append(p)
-            except (ProcessLookupError, PermissionError, psutil.Error):
-                pass
-        return found
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"the master did not exit within {timeout} s; stdout: {self.lines!r}; "
-                f"stderr:\n{self.stderr()}"
-            ) from None
-
     def cleanup(self) -> None:
         """Kill whatever is left of the program, whatever the test did."""
         if self.proc.poll() is None:
@@ -156,30 +132,12 @@ def _spares_wanted() -> int:
     return int(getattr(_master, "SPARES", 0))
 
 
-def _is_dead(p: psutil.Process) -> bool:
-    try:
-        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _procs(pids: Iterable[int]) -> list[psutil.Process]:
     found = []
     for pid in pids:
         with contextlib.suppress(psutil.NoSuchProcess):
             found.append(psutil.Process(pid))
     return found
-
-
-def assert_all_gone(procs: list[psutil.Process], timeout: float = 0.0) -> None:
-    """Every process in ``procs`` has ended (waiting up to ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [p for p in procs if not _is_dead(p)]
-        if not alive or time.monotonic() >= deadline:
-            break
-        time.sleep(0.01)  # polling a condition, with a deadline
-    assert not alive, f"processes outlived the master: {alive}"
 
 
 @pytest.fixture
