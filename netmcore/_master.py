@@ -70,7 +70,8 @@ from ._wire import (
     recv_buffer,
 )
 
-SPARES = 2  # children kept forked ahead of time
+SPARES = 4  # children kept forked ahead of time
+SPARES_LOW = 1  # the pool is topped up, in one batch of forks, when this low
 # Forking a spare costs the master 0.4-0.8 ms, and a child's exit costs a CPU
 # about 1 ms of kernel work that nothing preempts. Done while a short process's
 # result is on its way, or while its joiner wakes up, either one delays the
@@ -82,6 +83,7 @@ SPARES = 2  # children kept forked ahead of time
 IDLE_SECONDS = 0.001
 QUIET_SECONDS = 0.005
 PARKED_MAX = 4
+SPARES_RETRY_SECONDS = 1.0  # after a spare could not be forked
 GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL when the master is interrupted
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
 
@@ -219,6 +221,7 @@ class Master:
         self.children: dict[int, Child] = {}  # by os pid
         self.spares: deque[Child] = deque()
         self.parked: deque[Child] = deque()  # finished, waiting to be let exit
+        self.spares_retry_at = 0.0  # no spare is forked before (after a failed fork)
         self.awaited: dict[int, float] = {}  # recent starts not yet joined: start time
         self.last_event = 0.0
         self.first: int | None = None
@@ -229,6 +232,10 @@ class Master:
         self.killed = False
         self._buf = recv_buffer()
         self._view = memoryview(self._buf)
+        # The receive buffer of every child's link, made once here and never
+        # touched by the master: a child that made its own would pay ~20
+        # copy-on-write faults for the Python objects that takes.
+        self.child_buffer = recv_buffer()
         self._fds: set[int] = set()  # every descriptor a child must close
         self._listener = self.sockdir.listen()
         self._watch(self._listener.fileno(), self._accept)
@@ -273,19 +280,56 @@ class Master:
 
     # --- forking -----------------------------------------------------------
 
-    def _fork(self, assign: Assign | None) -> Child:
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        _worker.flush_std_streams()
+    def _fork(self, assigns: list[Assign | None]) -> list[Child]:
+        """Fork one child per entry: a spare (added to the pool) for None, else
+        the carrier of that assignment. Only the first fork must succeed: if a
+        later one fails (no memory, too many processes or descriptors), the
+        batch is just smaller.
+
+        The forks run back to back, and the bookkeeping comes after the last.
+        A fork makes every page of the master copy-on-write, so the pages that
+        bookkeeping writes are copied once per batch, not once per child.
+        """
+        pairs: list[tuple[socket.socket, socket.socket]] = []
+        os_pids: list[int] = []
         try:
-            os_pid = os.fork()
-        except BaseException:
-            parent_sock.close()
-            child_sock.close()
-            raise
-        if os_pid == 0:
-            self._fds.add(parent_sock.detach())
-            _worker.main(self, child_sock, assign)  # never returns
-        child_sock.close()
+            for _ in assigns:
+                try:
+                    pairs.append(socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+                except OSError:
+                    if not pairs:
+                        raise
+                    break
+            _worker.flush_std_streams()
+            for (_, child_sock), assign in zip(pairs, assigns, strict=False):
+                try:
+                    os_pid = os.fork()
+                except OSError:
+                    if not os_pids:
+                        raise
+                    break
+                if os_pid == 0:  # the child: it never leaves this branch
+                    try:
+                        for sock in (s for pair in pairs for s in pair if s is not child_sock):
+                            self._fds.add(sock.detach())  # closed by close_in_child
+                        _worker.main(self, child_sock, assign)
+                    finally:
+                        os._exit(70)
+                os_pids.append(os_pid)
+        finally:
+            children = []
+            for i, (parent_sock, child_sock) in enumerate(pairs):
+                child_sock.close()
+                if i >= len(os_pids):
+                    parent_sock.close()
+                    continue
+                child = self._adopt(parent_sock, os_pids[i])
+                children.append(child)
+                if assigns[i] is None:
+                    self.spares.append(child)
+        return children
+
+    def _adopt(self, parent_sock: socket.socket, os_pid: int) -> Child:
         conn = Conn(parent_sock, self)
         child = Child(os_pid, conn, os.pidfd_open(os_pid))
         conn.child = child
@@ -294,12 +338,23 @@ class Master:
         self._watch(child.pidfd, lambda mask: self._on_exit(child))
         return child
 
-    def _top_up_spares(self) -> bool:
-        """Fork one spare if the pool is short; True if it did."""
-        if self.shutting_down or len(self.spares) >= SPARES:
-            return False
-        self.spares.append(self._fork(None))
-        return True
+    def _spares_low(self) -> bool:
+        return (
+            not self.shutting_down
+            and len(self.spares) <= SPARES_LOW
+            and time.monotonic() >= self.spares_retry_at
+        )
+
+    def _top_up_spares(self) -> None:
+        if not self._spares_low():
+            return
+        try:
+            self._fork([None] * (SPARES - len(self.spares)))
+        except OSError as exc:
+            # Spares are a head start, not a need: starts fork for themselves
+            # (and report it if they cannot) until the next try.
+            log.warning("netmcore: could not fork a spare process: %s", exc)
+            self.spares_retry_at = time.monotonic() + SPARES_RETRY_SECONDS
 
     # --- the loop ----------------------------------------------------------
 
@@ -312,7 +367,7 @@ class Master:
             timeout = None
             if self.kill_deadline is not None and not self.killed:
                 timeout = max(0.0, self.kill_deadline - time.monotonic())
-            if self.parked or (not self.shutting_down and len(self.spares) < SPARES):
+            if self.parked or self._spares_low():
                 # Then poll: background work runs when no event is waiting.
                 wait = 0.0 if self._no_spare() else self._quiet_in()
                 timeout = wait if timeout is None else min(timeout, wait)
@@ -342,7 +397,7 @@ class Master:
         return max(idle_in, 0.0)
 
     def _no_spare(self) -> bool:
-        return not self.spares and not self.shutting_down
+        return not self.spares and self._spares_low()
 
     def _background(self) -> None:
         """Work kept off the critical path: let parked children exit, fork a
@@ -546,7 +601,17 @@ class Master:
             if spare.conn.send(self._for_spare(assign)):
                 child = spare
         if child is None:
-            child = self._fork(assign)
+            # Starts are coming faster than spares are made: fork the pool's
+            # worth in the same batch. (Not for the first process: a run that
+            # starts only one gets no spares.)
+            spares = SPARES - 1 if self.records else 0
+            try:
+                child = self._fork([assign, *[None] * spares])[0]
+            except OSError as exc:
+                raise NetmcoreError(
+                    f"cannot start {definition.name}: fork failed ({exc}); the system is "
+                    "short of memory or processes (see `ulimit -u`): end some, or start fewer"
+                ) from exc
         child.record = record
         record.child = child
         self.records[n] = record

@@ -240,9 +240,9 @@ class Link:
     becomes the reader, and hands every reply to the thread that asked.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, buf: mmap.mmap | None = None) -> None:
         self.sock = sock
-        self._buf = recv_buffer()
+        self._buf = recv_buffer() if buf is None else buf
         self._send_lock = threading.Lock()
         self._cond = threading.Condition()
         self._reading = False

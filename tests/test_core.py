@@ -16,8 +16,10 @@ Deterministic synchronisation, never sleeps:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import errno
 import logging
 import os
 import re
@@ -37,6 +39,7 @@ import pytest
 from scenario import joined, run_scenario
 
 import netmcore
+from netmcore import _master
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SUBPROCESS_TIMEOUT = 30  # a guard against a hung child, not an assertion
@@ -145,6 +148,40 @@ def start_and_join_some(n: int) -> list[int]:
 def fan_out(n: int) -> list[int | None]:
     pids = [square.start(k) for k in range(n)]
     return [square.join(pid) for pid in pids]
+
+
+def _sockets() -> set[str]:
+    """The sockets this process holds, by inode ("socket:[123]")."""
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own, closed
+            link = os.readlink(f"/proc/self/fd/{fd}")
+            if link.startswith("socket:"):
+                held.add(link)
+    return held
+
+
+@netmcore.process
+def held_sockets(_: int) -> list[str]:
+    return sorted(_sockets())
+
+
+@netmcore.process
+def sockets_of_many(n: int) -> list[list[str]]:
+    # Started at once, so that most run in spares forked in one batch.
+    pids = [held_sockets.start(k) for k in range(n)]
+    return [joined(held_sockets, pid) for pid in pids]
+
+
+@netmcore.process
+def start_or_error(n: int) -> list[str]:
+    out = []
+    for k in range(n):
+        try:
+            out.append(str(square.join(square.start(k))))
+        except netmcore.NetmcoreError as exc:
+            out.append(str(exc))
+    return out
 
 
 @netmcore.process
@@ -621,6 +658,20 @@ def test_new_process_is_a_copy_of_the_master_not_of_the_requesting_worker() -> N
     assert _c == 0
 
 
+def test_each_worker_holds_its_own_link_and_no_other_socket() -> None:
+    # The master's sockets, and the links of the children forked with it,
+    # stay out of every worker: a worker holding another child's link would
+    # keep it open after the master closes it (that child would never exit).
+    before = _sockets()
+    n = 3 * _master.SPARES
+    reports = [*run_scenario(sockets_of_many, n), run_scenario(held_sockets, 0)]
+    assert len(reports) == n + 1
+    for held in reports:
+        own = set(held) - before
+        assert len(own) == 1, f"a worker holds {sorted(own)}, not just its link"
+    assert len({own for held in reports[:n] for own in set(held) - before}) == n
+
+
 # --------------------------------------------------------------------------
 # 3. Ids
 # --------------------------------------------------------------------------
@@ -687,6 +738,45 @@ def test_fan_out_every_result_arrives() -> None:
     # Many children ending while others are forked: each result must reach its joiner
     # (a master that confuses a reused descriptor number loses some, or hangs).
     assert run_scenario(fan_out, 200) == [k * k for k in range(200)]
+
+
+class FailingFork:
+    """os.fork, failing with EAGAIN the calls (counted from 1) that ``fails`` picks."""
+
+    def __init__(self, fails: Callable[[int], bool]) -> None:
+        self.fails = fails
+        self.real = os.fork
+        self.calls = self.failed = 0
+
+    def __call__(self) -> int:
+        self.calls += 1
+        if self.fails(self.calls):
+            self.failed += 1
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        return self.real()
+
+
+def test_a_spare_that_cannot_be_forked_loses_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Calls 1 and 2 fork the watchdog and the first process. After them every
+    # batch of forks loses its second: each start still gets its process, and
+    # the spares forked before a failure are still used, and ended at the end.
+    fork = FailingFork(lambda n: n > 2 and n % 2 == 0)
+    monkeypatch.setattr(os, "fork", fork)
+    assert run_scenario(fan_out, 12) == [k * k for k in range(12)]
+    assert fork.failed > 0
+
+
+def test_a_start_that_cannot_fork_raises_in_its_caller_and_the_run_ends(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fork = FailingFork(lambda n: n > 2)  # nothing forks after the first process
+    monkeypatch.setattr(os, "fork", fork)
+    errors = run_scenario(start_or_error, 2)
+    assert len(errors) == 2
+    for error in errors:
+        assert error.startswith("cannot start test_core.square: fork failed"), error
+        assert "ulimit -u" in error
+    assert "could not fork a spare process" in caplog.text
 
 
 # --------------------------------------------------------------------------

@@ -318,9 +318,9 @@ class CrashMaster(MasterProcess):
         assert not objects.missing(), objects.missing()
         self.objects = objects
         self.watchdog = self.find_watchdog()
-        # Spares are forked when the master is idle: the first process, the
-        # watchdog, and the spare pool.
-        spares = _master.SPARES
+        # The first process, the watchdog, and the spare pool, topped up when
+        # it is low: an idle master forks no more once it has this many.
+        spares = _master.SPARES_LOW + 1
         wait_until(lambda: len(self.children()) >= 2 + spares, "the spare pool", STARTUP_WITHIN)
         self.procs = [*self.children(), self.watchdog]
         first = int(self.word("worker").split()[0])

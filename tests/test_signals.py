@@ -69,7 +69,7 @@ class Master(MasterProcess):
         return found
 
     def wait_ready(self) -> dict[int, str]:
-        """Wait until the manager and every worker run, and the spare pool is full.
+        """Wait until the manager and every worker run, and the spare pool is topped up.
 
         Returns the workers, as :meth:`workers` does.
         """
@@ -127,9 +127,10 @@ def test_run_restores_signal_handlers() -> None:
 
 
 def _spares_wanted() -> int:
+    """The fewest spares an idle master keeps: it forks no more once it has them."""
     from netmcore import _master
 
-    return int(getattr(_master, "SPARES", 0))
+    return _master.SPARES_LOW + 1
 
 
 def _procs(pids: Iterable[int]) -> list[psutil.Process]:
