@@ -4,8 +4,9 @@ The master never runs payload work and never blocks on a worker. It owns the
 process table (one :class:`Record` per library process), the OS children that
 carry them, and a small pool of *spares*: children forked ahead of time that
 wait, as untouched copies of the master, to be assigned a process. Assigning a
-spare takes one message; the fork that replaces it happens when the loop is idle,
-off the start/join path. See ``_wire`` for the messages.
+spare takes one message; the forks that replace them happen, several back to
+back, when the loop is idle, off the start/join path. See ``_wire`` for the
+messages.
 
 A child's end is seen through a pidfd, never by guessing from a closed socket,
 and its outcome is kept until the one join that succeeds takes it.
@@ -71,7 +72,10 @@ from ._wire import (
 )
 
 SPARES = 4  # children kept forked ahead of time
-SPARES_LOW = 1  # the pool is topped up, in one batch of forks, when this low
+SPARES_LOW = 1  # the pool is topped up, in one batch of forks, when this low:
+# after a fork, each page the master writes is a copy-on-write fault (~2.5 us),
+# so its bookkeeping is done once per batch, and the round trips after the
+# first one that follows a batch meet no such fault.
 # Forking a spare costs the master 0.4-0.8 ms, and a child's exit costs a CPU
 # about 1 ms of kernel work that nothing preempts. Done while a short process's
 # result is on its way, or while its joiner wakes up, either one delays the
@@ -400,10 +404,10 @@ class Master:
         return not self.spares and self._spares_low()
 
     def _background(self) -> None:
-        """Work kept off the critical path: let parked children exit, fork a
-        spare. With no spare left the next start would fork anyway, so a spare
-        is forked at once: a stream of starts gets the fork of the next process
-        done while the last one runs."""
+        """Work kept off the critical path: let parked children exit, top up
+        the spares. With no spare left the next start would fork anyway, so
+        spares are forked at once: a stream of starts gets the forks of the
+        next processes done while the last ones run."""
         quiet = self._quiet_in() == 0
         if quiet:
             while self.parked:

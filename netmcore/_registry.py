@@ -27,6 +27,12 @@ class Definition:
 by_fork_point: dict[int, Definition] = {}
 by_join_point: dict[int, Definition] = {}
 
+# A typed process type that nothing can start (it is in neither table), and an
+# argument for it: spares run it once so that the path of an assignment is
+# warm when one comes (see _worker._warm_up). _process, where typed process
+# functions are made, sets it.
+rehearsal: tuple[Definition, Encap] | None = None
+
 
 def def_process(f: Callable[[Encap], Encap], *, name: str | None = None) -> tuple[ResId, ResId]:
     """Define a process type that runs ``f``; return its (fork point, join point).

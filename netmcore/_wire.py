@@ -266,6 +266,13 @@ class Link:
             return None
         return decoder.decode(memoryview(self._buf)[:n])
 
+    def rehearse_recv(self, msg: Message) -> Message:
+        """Decode ``msg`` from the receive buffer as :meth:`recv` would, had it
+        arrived (it has not): a spare warms the receive path this way."""
+        data = encoder.encode(msg)
+        self._buf[: len(data)] = data
+        return decoder.decode(memoryview(self._buf)[: len(data)])
+
     def request(self, msg: Message) -> Message:
         """Send ``msg`` (with a fresh request id) and wait for its reply."""
         rid = next(self._ids)

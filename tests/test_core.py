@@ -25,6 +25,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -39,7 +40,8 @@ import pytest
 from scenario import joined, run_scenario
 
 import netmcore
-from netmcore import _master
+from netmcore import _master, _registry, _worker
+from netmcore._wire import Link
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SUBPROCESS_TIMEOUT = 30  # a guard against a hung child, not an assertion
@@ -738,6 +740,28 @@ def test_fan_out_every_result_arrives() -> None:
     # Many children ending while others are forked: each result must reach its joiner
     # (a master that confuses a reused descriptor number loses some, or hangs).
     assert run_scenario(fan_out, 200) == [k * k for k in range(200)]
+
+
+def test_a_spare_rehearses_an_assignment_without_a_trace(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Spares rehearse while they wait (_worker._warm_up): it must send, log and
+    # create nothing, and its process type must be one nothing can start.
+    monkeypatch.setattr(netmcore.Debug, "enable", True)
+    caplog.set_level(logging.DEBUG, logger="netmcore")
+    shm_before = set(os.listdir("/dev/shm"))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        _worker._warm_up(Link(ours))
+        theirs.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            theirs.recv(1)
+    assert caplog.records == []
+    assert set(os.listdir("/dev/shm")) == shm_before
+    assert _registry.rehearsal is not None
+    definition, _ = _registry.rehearsal
+    assert definition.fork_point.n not in _registry.by_fork_point
+    assert definition.join_point.n not in _registry.by_join_point
 
 
 class FailingFork:
