@@ -82,8 +82,8 @@ SPARES_LOW = 1  # the pool is topped up, in one batch of forks, when this low:
 # result by that much. So both wait until the master is quiet: no event for
 # IDLE_SECONDS, and no process started in the last QUIET_SECONDS still waiting
 # for its join. Until then finished children wait to exit ("parked"), at most
-# PARKED_MAX of them; with no spare left, one is forked at once (the next start
-# would fork anyway).
+# PARKED_MAX of them; with no spare left, spares are forked at once (the next
+# start would fork anyway).
 IDLE_SECONDS = 0.001
 QUIET_SECONDS = 0.005
 PARKED_MAX = 4
@@ -286,9 +286,9 @@ class Master:
 
     def _fork(self, assigns: list[Assign | None]) -> list[Child]:
         """Fork one child per entry: a spare (added to the pool) for None, else
-        the carrier of that assignment. Only the first fork must succeed: if a
-        later one fails (no memory, too many processes or descriptors), the
-        batch is just smaller.
+        the carrier of that assignment. Only the first child must come to be:
+        if a later one cannot be made or tracked (no memory, too many
+        processes or descriptors), the batch is just smaller.
 
         The forks run back to back, and the bookkeeping comes after the last.
         A fork makes every page of the master copy-on-write, so the pages that
@@ -296,6 +296,7 @@ class Master:
         """
         pairs: list[tuple[socket.socket, socket.socket]] = []
         os_pids: list[int] = []
+        error: BaseException | None = None
         try:
             for _ in assigns:
                 try:
@@ -320,26 +321,49 @@ class Master:
                     finally:
                         os._exit(70)
                 os_pids.append(os_pid)
-        finally:
-            children = []
-            for i, (parent_sock, child_sock) in enumerate(pairs):
-                child_sock.close()
-                if i >= len(os_pids):
-                    parent_sock.close()
-                    continue
+        except BaseException as exc:  # what was forked is tracked all the same
+            error = exc
+        children = []
+        for i, (parent_sock, child_sock) in enumerate(pairs):
+            child_sock.close()
+            if i >= len(os_pids):
+                parent_sock.close()
+                continue
+            try:
                 child = self._adopt(parent_sock, os_pids[i])
-                children.append(child)
-                if assigns[i] is None:
-                    self.spares.append(child)
+            except OSError as exc:
+                if i == 0:
+                    error = error or exc
+                continue
+            children.append(child)
+            if assigns[i] is None:
+                self.spares.append(child)
+        if error is not None:
+            raise error
         return children
 
     def _adopt(self, parent_sock: socket.socket, os_pid: int) -> Child:
-        conn = Conn(parent_sock, self)
-        child = Child(os_pid, conn, os.pidfd_open(os_pid))
-        conn.child = child
+        """Track a new child. If that fails, it is killed and reaped: a child
+        the master does not track would never be let exit."""
+        pidfd = -1
+        try:
+            pidfd = os.pidfd_open(os_pid)
+            conn = Conn(parent_sock, self)
+            child = Child(os_pid, conn, pidfd)
+            conn.child = child
+            self._watch(conn.fd, self._conn_handler(conn))
+            self._watch(pidfd, lambda mask: self._on_exit(child))
+        except BaseException:
+            self._unwatch(parent_sock.fileno())
+            parent_sock.close()
+            if pidfd >= 0:
+                self._unwatch(pidfd)
+                os.close(pidfd)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(os_pid, signal.SIGKILL)
+            os.waitpid(os_pid, 0)
+            raise
         self.children[os_pid] = child
-        self._watch(conn.fd, self._conn_handler(conn))
-        self._watch(child.pidfd, lambda mask: self._on_exit(child))
         return child
 
     def _spares_low(self) -> bool:
@@ -605,16 +629,15 @@ class Master:
             if spare.conn.send(self._for_spare(assign)):
                 child = spare
         if child is None:
-            # Starts are coming faster than spares are made: fork the pool's
-            # worth in the same batch. (Not for the first process: a run that
-            # starts only one gets no spares.)
-            spares = SPARES - 1 if self.records else 0
+            # Starts are coming faster than spares are made (or this is the
+            # first): fork the pool's worth in the same batch.
             try:
-                child = self._fork([assign, *[None] * spares])[0]
+                child = self._fork([assign, *[None] * (SPARES - 1)])[0]
             except OSError as exc:
                 raise NetmcoreError(
-                    f"cannot start {definition.name}: fork failed ({exc}); the system is "
-                    "short of memory or processes (see `ulimit -u`): end some, or start fewer"
+                    f"cannot start {definition.name}: no process for it ({exc}); the system "
+                    "is short of processes, memory or descriptors (see `ulimit -u` and "
+                    "`ulimit -n`): end some, or start fewer"
                 ) from exc
         child.record = record
         record.child = child

@@ -5,7 +5,7 @@
       worker X                       master                        spare S
       ────────                       ──────                        ───────
       start(fp, arg) ── StartReq ──▶ new pid n, pop spare ─ Assign ─▶ run f(arg)
-                     ◀── Started ──┘ fork a new spare when idle           │
+                     ◀── Started ──┘ fork spares when idle                │
       join(jp, n) ──── JoinReq ───▶ waits for n ...                       │
                                      ◀──────────────── Finished(outcome) ─┘
                      ◀── Joined ───┘ (outcome handed over once, then forgotten)

@@ -56,7 +56,7 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         ctx.role, ctx.master, ctx.link = "worker", None, link
         ctx.shm_prefix = master.shm_prefix
         if assign is None:
-            if not select.select([sock], [], [], 0)[0]:  # idle: nothing assigned yet
+            if not _readable(sock):  # idle: nothing assigned yet
                 _warm_up(link)
             msg = link.recv()
             if not isinstance(msg, Assign):
@@ -66,6 +66,8 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         _resources.keep_only_inherited(assign.inherit)
         link.send(Finished(execute(assign)))
         code = 0
+    except KeyboardInterrupt:
+        pass  # Ctrl-C reaches every process of the group: the master reports it
     except BaseException:
         traceback.print_exc()
     finally:
@@ -97,6 +99,12 @@ def _wait_until_let_go(sock: socket.socket) -> None:
         pass
 
 
+def _readable(sock: socket.socket) -> bool:
+    poller = select.poll()  # not select.select: descriptors may be above 1023
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def _warm_up(link: Link) -> None:
     """Rehearse an assignment, with a process type nothing can start and a
     throwaway argument, while the spare waits for one.
@@ -114,9 +122,16 @@ def _warm_up(link: Link) -> None:
         return
     definition, arg = _registry.rehearsal
     wire = WireEncap(arg.type_name, arg.fingerprint, bytes(arg.data))
-    assign = link.rehearse_recv(Assign(-1, definition.fork_point.n, wire, None))
-    assert isinstance(assign, Assign)
-    encoder.encode(Finished(_run(definition, assign)))
+    # A Ctrl-C now must end the spare, not be caught and logged by _run as
+    # the rehearsal's exception: it waits until the rehearsal is over.
+    interrupts = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, interrupts)
+    try:
+        assign = link.rehearse_recv(Assign(-1, definition.fork_point.n, wire, None))
+        assert isinstance(assign, Assign)
+        encoder.encode(Finished(_run(definition, assign)))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, interrupts)
 
 
 def execute(assign: Assign) -> WireOutcome:

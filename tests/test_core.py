@@ -23,6 +23,7 @@ import errno
 import logging
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import msgspec
+import psutil
 import pytest
 from scenario import joined, run_scenario
 
@@ -764,27 +766,48 @@ def test_a_spare_rehearses_an_assignment_without_a_trace(
     assert definition.join_point.n not in _registry.by_join_point
 
 
-class FailingFork:
-    """os.fork, failing with EAGAIN the calls (counted from 1) that ``fails`` picks."""
+def test_workers_run_when_descriptor_numbers_pass_1023() -> None:
+    # A large fan-out, or a program with many files open, puts the master's
+    # links above 1023, where select.select cannot go: nothing may use it.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard limit on open files is {hard}: 2048 are needed")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert run_scenario(fan_out, 3 * _master.SPARES) == [
+            k * k for k in range(3 * _master.SPARES)
+        ]
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
-    def __init__(self, fails: Callable[[int], bool]) -> None:
+
+class Failing:
+    """``real`` (os.fork, os.pidfd_open...), failing with EAGAIN the calls
+    (counted from 1) that ``fails`` picks."""
+
+    def __init__(self, real: Callable[..., int], fails: Callable[[int], bool]) -> None:
+        self.real = real
         self.fails = fails
-        self.real = os.fork
         self.calls = self.failed = 0
 
-    def __call__(self) -> int:
+    def __call__(self, *args: Any) -> int:
         self.calls += 1
         if self.fails(self.calls):
             self.failed += 1
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
-        return self.real()
+        return self.real(*args)
 
 
 def test_a_spare_that_cannot_be_forked_loses_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Calls 1 and 2 fork the watchdog and the first process. After them every
-    # batch of forks loses its second: each start still gets its process, and
-    # the spares forked before a failure are still used, and ended at the end.
-    fork = FailingFork(lambda n: n > 2 and n % 2 == 0)
+    # Call 1 forks the watchdog, call 2 the first process in a batch with
+    # spares; from then on every even call fails, so each batch ends after
+    # one or two forks (it has at least 3 entries) and the next one starts on
+    # an odd call. Each start still gets its process, and the spares forked
+    # before a failure are used, or ended at the end.
+    fork = Failing(os.fork, lambda n: n > 2 and n % 2 == 0)
     monkeypatch.setattr(os, "fork", fork)
     assert run_scenario(fan_out, 12) == [k * k for k in range(12)]
     assert fork.failed > 0
@@ -793,14 +816,31 @@ def test_a_spare_that_cannot_be_forked_loses_no_process(monkeypatch: pytest.Monk
 def test_a_start_that_cannot_fork_raises_in_its_caller_and_the_run_ends(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fork = FailingFork(lambda n: n > 2)  # nothing forks after the first process
+    fork = Failing(os.fork, lambda n: n > 2)  # nothing forks after the first process
     monkeypatch.setattr(os, "fork", fork)
     errors = run_scenario(start_or_error, 2)
     assert len(errors) == 2
     for error in errors:
-        assert error.startswith("cannot start test_core.square: fork failed"), error
+        assert error.startswith("cannot start test_core.square: no process for it"), error
         assert "ulimit -u" in error
     assert "could not fork a spare process" in caplog.text
+
+
+def test_a_child_the_master_cannot_track_is_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A forked child whose pidfd cannot be opened is killed and reaped at
+    # once: untracked, it would never be let exit, and the run would not end.
+    # Its start, if it carried one, fails in its caller; the others go on.
+    pidfd_open = Failing(os.pidfd_open, lambda n: n % 2 == 0)
+    monkeypatch.setattr(os, "pidfd_open", pidfd_open)
+    before = {p.pid for p in psutil.Process().children()}
+    n = 3 * _master.SPARES
+    results = run_scenario(start_or_error, n)
+    assert pidfd_open.failed > 0
+    # Every child was reaped by the end of run, untracked or not (a zombie counts).
+    assert {p.pid for p in psutil.Process().children()} == before
+    assert len(results) == n
+    for k, result in enumerate(results):
+        assert result == str(k * k) or result.startswith("cannot start"), result
 
 
 # --------------------------------------------------------------------------

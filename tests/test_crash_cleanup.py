@@ -319,7 +319,8 @@ class CrashMaster(MasterProcess):
         self.objects = objects
         self.watchdog = self.find_watchdog()
         # The first process, the watchdog, and the spare pool, topped up when
-        # it is low: an idle master forks no more once it has this many.
+        # it is low. (It may hold more, a batch may be under way: the checks
+        # at the end also look through the master's session.)
         spares = _master.SPARES_LOW + 1
         wait_until(lambda: len(self.children()) >= 2 + spares, "the spare pool", STARTUP_WITHIN)
         self.procs = [*self.children(), self.watchdog]

@@ -76,8 +76,9 @@ class Master(MasterProcess):
         n = len(self.modes) + 1
         self.wait_for(lambda _lines: len(self.workers()) == n, f"{n} workers", STARTUP_WITHIN)
         assert self.lines[0] == f"master {self.pid}"
-        # Spares are forked when the master is idle; wait until it has forked
-        # every child it wants, so that the set of children captured is complete.
+        # Spares are forked in batches; wait until an idle master's pool is
+        # topped up. (The pool may be larger, and a batch still under way:
+        # the checks that follow also look through the session.)
         spares = _spares_wanted()
         deadline = time.monotonic() + STARTUP_WITHIN
         while len(self.children()) < n + spares:
