@@ -395,9 +395,10 @@ class Master:
             timeout = None
             if self.kill_deadline is not None and not self.killed:
                 timeout = max(0.0, self.kill_deadline - time.monotonic())
-            if self.parked or self._spares_low():
+            spares_low = self._spares_low()
+            if self.parked or spares_low:
                 # Then poll: background work runs when no event is waiting.
-                wait = 0.0 if self._no_spare() else self._quiet_in()
+                wait = 0.0 if spares_low and not self.spares else self._quiet_in()
                 timeout = wait if timeout is None else min(timeout, wait)
             events = self.sel.select(timeout)
             if events:
@@ -424,9 +425,6 @@ class Master:
                 idle_in = max(idle_in, latest + QUIET_SECONDS - now)
         return max(idle_in, 0.0)
 
-    def _no_spare(self) -> bool:
-        return not self.spares and self._spares_low()
-
     def _background(self) -> None:
         """Work kept off the critical path: let parked children exit, top up
         the spares. With no spare left the next start would fork anyway, so
@@ -436,8 +434,8 @@ class Master:
         if quiet:
             while self.parked:
                 self._let_exit(self.parked.popleft())
-        if quiet or self._no_spare():
-            self._top_up_spares()
+        if quiet or not self.spares:
+            self._top_up_spares()  # it checks that the pool is low
 
     def _let_exit(self, child: Child) -> None:
         # A finished child waits for its link to close (see _worker.main).

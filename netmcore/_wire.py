@@ -264,14 +264,17 @@ class Link:
             raise MasterGone("the netmcore master is gone") from exc
         if n == 0:
             return None
-        return decoder.decode(memoryview(self._buf)[:n])
+        return self._decode(n)
 
     def rehearse_recv(self, msg: Message) -> Message:
         """Decode ``msg`` from the receive buffer as :meth:`recv` would, had it
         arrived (it has not): a spare warms the receive path this way."""
         data = encoder.encode(msg)
         self._buf[: len(data)] = data
-        return decoder.decode(memoryview(self._buf)[: len(data)])
+        return self._decode(len(data))
+
+    def _decode(self, n: int) -> Message:
+        return decoder.decode(memoryview(self._buf)[:n])
 
     def request(self, msg: Message) -> Message:
         """Send ``msg`` (with a fresh request id) and wait for its reply."""
