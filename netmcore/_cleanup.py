@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 from dataclasses import dataclass
 
@@ -152,4 +151,6 @@ def _watch(pipe_r: int, record_path: str | None, prefix: str, temp_dir: str | No
         unlink_pending(record_path)
     _ipc.unlink_prefix(prefix)
     if temp_dir is not None:
+        import shutil  # in the watchdog only: see _master.KEPT_OUT_OF_MASTER
+
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -71,6 +71,13 @@ from ._wire import (
     recv_buffer,
 )
 
+# Standard modules that `import netmcore` must not load (a test checks it).
+# A fork copies the page-table entries of every page the master maps, and an
+# exit tears them down: with these four (and what they import: bz2, lzma,
+# hmac, OpenSSL) a fork+exit cost ~11% more CPU, and random's at-fork handler
+# reseeds in every child. Code that needs one imports it where it is used.
+KEPT_OUT_OF_MASTER = ("random", "secrets", "shutil", "tempfile")
+
 SPARES = 4  # children kept forked ahead of time
 SPARES_LOW = 1  # the pool is topped up, in one batch of forks, when this low:
 # after a fork, each page the master writes is a copy-on-write fault (~2.5 us),

@@ -2,7 +2,8 @@
 
 It holds the control socket (``netmcore.sock``) and the lock file
 (``netmcore.lock``, holding the master's pid) that keeps a second master out.
-By default it is a fresh ``mkdtemp`` directory, removed at the end.
+By default it is a fresh private directory under ``$TMPDIR`` (or ``/tmp``),
+removed at the end.
 """
 
 from __future__ import annotations
@@ -10,11 +11,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
-import shutil
 import socket
 import stat
-import tempfile
 import time
 
 from ._cleanup import PMANAGE_NAME
@@ -46,16 +44,11 @@ class SocketDir:
     def __init__(self, path: str | None) -> None:
         self.temporary = path is None
         if path is None:
-            base = tempfile.gettempdir()
-            try:
-                check_path(os.path.join(base, "netmcore-xxxxxxxx"))
-            except ValueError:
-                base = "/tmp"
-            self.path = tempfile.mkdtemp(prefix="netmcore-", dir=base)
+            self.path = _make_temporary_dir()
         else:
             self.path = check_path(path)
             _make_private_dir(self.path)
-        self.token = secrets.token_hex(6)
+        self.token = os.urandom(6).hex()
         try:
             self.lock_fd = self._lock()
         except BaseException:
@@ -117,7 +110,13 @@ class SocketDir:
             self._remove_dir()
 
     def _remove_dir(self) -> None:
-        if self.temporary:
+        if not self.temporary:
+            return
+        try:
+            os.rmdir(self.path)  # empty by now, as a rule
+        except OSError:
+            import shutil  # only for leftovers: see _master.KEPT_OUT_OF_MASTER
+
             shutil.rmtree(self.path, ignore_errors=True)
 
 
@@ -129,6 +128,29 @@ def _alive(pid_text: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _make_temporary_dir() -> str:
+    """A fresh directory, mode 0700, under $TMPDIR (or /tmp if that is unset,
+    or too long for a socket path): what ``tempfile.mkdtemp`` makes, without
+    tempfile (see _master.KEPT_OUT_OF_MASTER)."""
+    base = os.path.abspath(os.environ.get("TMPDIR") or "/tmp")
+    try:
+        check_path(os.path.join(base, "netmcore-" + "x" * 12))
+    except ValueError:
+        base = "/tmp"
+    while True:
+        path = os.path.join(base, f"netmcore-{os.urandom(6).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue  # 48 random bits taken: draw again
+        except OSError as exc:
+            raise SocketDirectoryError(
+                f"cannot create a socket directory in {base!r}: {exc}; set TMPDIR to a "
+                "writable directory, or pass socket_directory"
+            ) from exc
+        return path
 
 
 def _make_private_dir(path: str) -> None:

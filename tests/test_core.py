@@ -766,6 +766,17 @@ def test_a_spare_rehearses_an_assignment_without_a_trace(
     assert definition.join_point.n not in _registry.by_join_point
 
 
+def test_import_keeps_heavy_modules_out_of_the_master() -> None:
+    # In a fresh interpreter: pytest itself imports these modules.
+    check = "import sys, netmcore; print(*sorted(set(sys.modules) & set(sys.argv[1:])))"
+    kept_out = _master.KEPT_OUT_OF_MASTER
+    proc = subprocess.run(
+        [sys.executable, "-c", check, *kept_out], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.split() == []
+    assert kept_out  # the check above would pass vacuously without it
+
+
 def test_workers_run_when_descriptor_numbers_pass_1023() -> None:
     # A large fan-out, or a program with many files open, puts the master's
     # links above 1023, where select.select cannot go: nothing may use it.

@@ -1048,7 +1048,7 @@ def test_creation_never_clobbers_an_existing_name(
     # Force the "random" suffix, so that the name collides with an object that
     # is already there: creation must fail, and leave that object as it was.
     suffix = "0123456789abcdef"
-    monkeypatch.setattr("netmcore._ipc.secrets.token_hex", lambda n: suffix)
+    monkeypatch.setattr("netmcore._ipc.random_name", lambda prefix: prefix + suffix)
     if kind == "sem":
         existing = f"/nmc.{os.getpid()}.{suffix}"
         posix_ipc.Semaphore(existing, posix_ipc.O_CREX, mode=0o600, initial_value=5).close()

@@ -126,13 +126,50 @@ def test_default_directory_seen_by_worker() -> None:
 _current_dir = [""]
 
 
+def test_default_directory_is_made_under_tmpdir(
+    monkeypatch: pytest.MonkeyPatch, short_tmp: Path
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(short_tmp))
+    seen = []
+    assert run_echo(init_ctrl=lambda ctrl: seen.append(ctrl.socket_directory)) == "hi"
+    assert os.path.dirname(seen[0]) == str(short_tmp)
+    assert os.path.basename(seen[0]).startswith("netmcore-")
+    assert os.listdir(short_tmp) == []
+
+
+def test_unusable_tmpdir_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, short_tmp: Path) -> None:
+    missing = short_tmp / "missing"
+    monkeypatch.setenv("TMPDIR", str(missing))
+    with pytest.raises(netmcore.SocketDirectoryError, match="TMPDIR") as info:
+        run_echo()
+    assert str(missing) in str(info.value)
+    assert not missing.exists()
+
+
+@netmcore.process
+def leave_file(path: str) -> None:
+    with open(path, "w") as f:
+        f.write("left behind")
+
+
+def test_default_directory_is_removed_with_leftovers() -> None:
+    # The run's end removes the directory even if a worker left a file in it.
+    seen = []
+    netmcore.run(
+        first_process=lambda: leave_file.start(os.path.join(seen[0], "leftover")),
+        extract_result=lambda _ctrl, pid: leave_file.join_nowait(pid),
+        init_ctrl=lambda ctrl: seen.append(ctrl.socket_directory),
+    )
+    assert not os.path.exists(seen[0])
+
+
 def test_default_directory_with_long_tmpdir(
     monkeypatch: pytest.MonkeyPatch, short_tmp: Path
 ) -> None:
     # A TMPDIR too long for a socket path must not break the default.
     long_tmp = short_tmp / ("t" * 120)
     long_tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(long_tmp))
+    monkeypatch.setenv("TMPDIR", str(long_tmp))
     seen = []
     assert run_echo(init_ctrl=lambda ctrl: seen.append(ctrl.socket_directory)) == "hi"
     assert len(os.fsencode(os.path.join(seen[0], SOCK))) <= LIMIT
@@ -354,7 +391,7 @@ def test_unwritable_pidfile_leaves_no_default_directory(
 ) -> None:
     tmp = short_tmp / "tmp"
     tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setenv("TMPDIR", str(tmp))
     _run_with_unwritable_pidfile(short_tmp / "no-such-dir" / "m.pid")
     assert os.listdir(tmp) == []
 
