@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than ``low``."""
+
+    def parse(text: str) -> int:
+        value = int(text)  # argparse reports a ValueError as an invalid value
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small: give at least {low}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    return parse
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -104,21 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--roundtrips",
-        type=int,
+        type=_at_least(4),  # peers that fork per call get half, and a p90 needs two
         default=500,
         metavar="N",
         help="start->join round trips to time (default: %(default)s)",
     )
     bench.add_argument(
         "--fanout",
-        type=int,
+        type=_at_least(1),
         default=1000,
         metavar="N",
         help="processes one worker starts, then joins (default: %(default)s)",
     )
     bench.add_argument(
         "--payload-mib",
-        type=int,
+        type=_at_least(1),
         default=64,
         metavar="MIB",
         help="size of the large argument and result (default: %(default)s)",

@@ -30,7 +30,21 @@ def test_bench_runtime_section_prints_each_measure_with_its_peer_and_target() ->
         assert [p for p in peers if any(r.startswith(what) and p in r for r in rows)] == peers
     assert ("start->join, 5 ms apart", "<= 0.25x") in measures
     assert ("start->join, 5 ms apart", "<= 1.0x") in measures
+    assert ("start->join, 5 ms apart, p90", "(info)") in measures
     fanout = [r for r in rows if r.startswith("fan-out 5: s per process")]
     assert len(fanout) == 2 and "raw fork" in fanout[0] and MP in fanout[1]
     assert sum(r.startswith("1 MiB arg + result") for r in rows) == 2
     assert "fan-out rate:" in proc.stdout
+
+
+def test_bench_rejects_too_few_round_trips_before_measuring() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "netmcore", "bench", "--roundtrips", "1"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--roundtrips: 1 is too small: give at least 4" in proc.stderr
+    assert proc.stdout == ""
