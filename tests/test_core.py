@@ -766,14 +766,30 @@ def test_a_spare_rehearses_an_assignment_without_a_trace(
     assert definition.join_point.n not in _registry.by_join_point
 
 
-def test_import_keeps_heavy_modules_out_of_the_master() -> None:
-    # In a fresh interpreter: pytest itself imports these modules.
-    check = "import sys, netmcore; print(*sorted(set(sys.modules) & set(sys.argv[1:])))"
+def test_heavy_modules_stay_out_of_the_master_through_a_run() -> None:
+    # In a fresh interpreter (pytest itself imports these modules), and after a
+    # whole run too, so that a second run in the same program forks as lean.
+    check = textwrap.dedent(
+        """
+        import sys
+        import netmcore
+        loaded = lambda: sorted(set(sys.modules) & set(sys.argv[1:]))
+        after_import = loaded()
+        @netmcore.process
+        def square(k: int) -> int:
+            return k * k
+        assert netmcore.run(
+            first_process=lambda: square.start(5),
+            extract_result=lambda _ctrl, pid: square.join_nowait(pid),
+        ) == 25
+        print(after_import, loaded())
+        """
+    )
     kept_out = _master.KEPT_OUT_OF_MASTER
     proc = subprocess.run(
         [sys.executable, "-c", check, *kept_out], capture_output=True, text=True, check=True
     )
-    assert proc.stdout.split() == []
+    assert proc.stdout.split() == ["[]", "[]"]
     assert kept_out  # the check above would pass vacuously without it
 
 
