@@ -67,14 +67,12 @@ def start(
     inherit = _inherit_list(inherit_resources)
     ctx = _context.current
     if ctx.role == "master":
-        wire = WireEncap(arg.type_name, arg.fingerprint, bytes(arg.data))
+        wire = WireEncap.of(arg, bytes(arg.data))
         return ProcessId(current_master("start").start(fork_point.n, wire, inherit))
     link = _link("start")
     payload = _payload.pack(arg.parts, ctx.shm_prefix)
     try:
-        reply = link.request(
-            StartReq(fork_point.n, WireEncap(arg.type_name, arg.fingerprint, payload), inherit)
-        )
+        reply = link.request(StartReq(fork_point.n, WireEncap.of(arg, payload), inherit))
     except BaseException:
         _payload.discard(payload)
         raise
@@ -121,10 +119,7 @@ def join_outcome(join_point: ResId, pid: ProcessId[Any], *, wait: bool) -> WireO
 
 
 def encap_of(outcome: WireOutcome | None) -> Encap | None:
-    if isinstance(outcome, Returned):
-        v = outcome.value
-        return Encap(v.type_name, v.fingerprint, (_payload.view(v.payload),))
-    return None
+    return outcome.value.encap() if isinstance(outcome, Returned) else None
 
 
 def self_process_id() -> ProcessId[Any]:

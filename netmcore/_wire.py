@@ -26,6 +26,8 @@ import threading
 
 import msgspec
 
+from . import _payload
+from ._encap import Encap
 from ._errors import MasterGone
 from ._payload import Payload
 
@@ -47,6 +49,15 @@ class WireEncap(msgspec.Struct, frozen=True, array_like=True):
     type_name: str
     fingerprint: str
     payload: Payload
+
+    @classmethod
+    def of(cls, encap: Encap, payload: Payload) -> WireEncap:
+        """``encap`` on the wire, its data sent as ``payload``."""
+        return cls(encap.type_name, encap.fingerprint, payload)
+
+    def encap(self) -> Encap:
+        """The value as an Encap again, its data read where it lies (inline or shm)."""
+        return Encap(self.type_name, self.fingerprint, (_payload.view(self.payload),))
 
 
 # Outcomes, as stored by the master until a process is joined.

@@ -121,7 +121,7 @@ def _warm_up(link: Link) -> None:
     if _registry.rehearsal is None:
         return
     definition, arg = _registry.rehearsal
-    wire = WireEncap(arg.type_name, arg.fingerprint, bytes(arg.data))
+    wire = WireEncap.of(arg, bytes(arg.data))
     # A Ctrl-C now must end the spare, not be caught and logged by _run as
     # the rehearsal's exception: it waits until the rehearsal is over.
     interrupts = {signal.SIGINT, signal.SIGTERM}
@@ -144,7 +144,7 @@ def execute(assign: Assign) -> WireOutcome:
 def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
     arg = assign.arg
     try:
-        encap = Encap(arg.type_name, arg.fingerprint, (_payload.view(arg.payload),))
+        encap = arg.encap()
         result = definition.function(encap)
         del encap  # so that the result can go out in the argument's object
         if not isinstance(result, Encap):
@@ -171,7 +171,7 @@ def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
             text.rstrip(),
         )
         return Raised(_qualified(type(exc)), str(exc), text)
-    return Returned(WireEncap(result.type_name, result.fingerprint, payload))
+    return Returned(WireEncap.of(result, payload))
 
 
 def _qualified(cls: type) -> str:
