@@ -20,6 +20,9 @@ class ResId(msgspec.Struct, frozen=True, array_like=True):
 
     n: int
 
+    def __post_init__(self) -> None:
+        _check_n(self.n, "ResId")
+
     def __repr__(self) -> str:
         return f"ResId({self.n})"
 
@@ -33,8 +36,21 @@ class ProcessId(msgspec.Struct, Generic[OutT], frozen=True, array_like=True):
 
     n: int
 
+    def __post_init__(self) -> None:
+        _check_n(self.n, "ProcessId")
+
     def __repr__(self) -> str:
         return f"ProcessId({self.n})"
+
+
+def _check_n(n: object, kind: str) -> None:
+    # A Struct does not check its fields when built by hand, and an id whose n
+    # is not an int would reach the master as a message it cannot read.
+    if type(n) is not int:
+        raise TypeError(
+            f"{kind}(n) needs an int, not {type(n).__name__} ({n!r}): "
+            f"pass int(...), for example {kind}(int(text))"
+        )
 
 
 _res_ids = itertools.count()

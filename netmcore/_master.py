@@ -236,6 +236,7 @@ class Master:
         self.awaited: dict[int, float] = {}  # recent starts not yet joined: start time
         self.last_event = 0.0
         self.first: int | None = None
+        self.serving = False  # the loop runs (no user code of the master does)
         self.shutting_down = False
         self.plugins: PluginHost | None = None
         self.interrupted: int | None = None
@@ -398,6 +399,13 @@ class Master:
         self.first = first
         if first not in self.records:
             self._begin_shutdown()
+        self.serving = True
+        try:
+            self._loop()
+        finally:
+            self.serving = False
+
+    def _loop(self) -> None:
         while self.children or not self.shutting_down:
             timeout = None
             if self.kill_deadline is not None and not self.killed:
@@ -456,7 +464,17 @@ class Master:
             self._terminate()
 
     def on_signal(self, signum: int) -> None:
-        """Called (from the Python signal handler) on SIGINT or SIGTERM."""
+        """Called (from the Python signal handler) on SIGINT or SIGTERM.
+
+        In the loop it is noted, and the loop stops the workers. In the
+        master's own user code (init_ctrl, first_process, extract_result) it
+        interrupts that code, as it would without netmcore; run's cleanup
+        then kills whatever that code started.
+        """
+        if not self.serving:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
         if self.interrupted is None:
             self.interrupted = signum
         with contextlib.suppress(OSError):
@@ -629,15 +647,19 @@ class Master:
         record = Record(n, definition, arg, time.monotonic())
         assign = Assign(n, fork_point, arg, inherit)
         child = None
-        while self.spares and child is None:
+        while self.serving and self.spares and child is None:
             spare = self.spares.popleft()
-            if spare.conn.send(self._for_spare(assign)):
+            if spare.conn.send(assign):
                 child = spare
         if child is None:
-            # Starts are coming faster than spares are made (or this is the
-            # first): fork the pool's worth in the same batch.
+            # In the loop (a worker's start), only the master's bookkeeping
+            # changes, so the pool's worth of spares is forked in the same batch.
+            # A start from the master's own user code (init_ctrl, first_process)
+            # forks just its process: that code may change the master's state
+            # before its next start, and a spare forked now would not see it.
+            spares = SPARES - 1 if self.serving else 0
             try:
-                child = self._fork([assign, *[None] * (SPARES - 1)])[0]
+                child = self._fork([assign, *[None] * spares])[0]
             except OSError as exc:
                 raise NetmcoreError(
                     f"cannot start {definition.name}: no process for it ({exc}); the system "
@@ -650,21 +672,6 @@ class Master:
         self.awaited[n] = record.started
         trace("start: process %d (%s) in os pid %d", n, definition.name, child.os_pid)
         return n
-
-    def _for_spare(self, assign: Assign) -> Assign:
-        # An argument the master holds in memory reaches a forked child as it is;
-        # a spare already exists, so a large one goes through shm instead.
-        payload = assign.arg.payload
-        if isinstance(payload, bytes) and len(payload) > _payload.INLINE_MAX:
-            wire = assign.arg
-            packed = _payload.pack((payload,), self.shm_prefix)
-            return Assign(
-                assign.pid,
-                assign.fork_point,
-                WireEncap(wire.type_name, wire.fingerprint, packed),
-                assign.inherit,
-            )
-        return assign
 
     def join(
         self, join_point: int, n: int, wait: bool, waiter: tuple[Conn, int] | None
@@ -693,6 +700,12 @@ class Master:
         return None
 
     def _join_request(self, conn: Conn, msg: JoinReq) -> Message | None:
+        record = _process_of(conn)
+        if msg.wait and record is not None and record.n == msg.pid:
+            raise ContextError(
+                f"process {msg.pid} cannot join itself: it would wait for its own end "
+                "forever; its joiner is another process (or extract_result)"
+            )
         outcome = self.join(msg.join_point, msg.pid, msg.wait, (conn, msg.req))
         if outcome is None and msg.wait:
             return None  # answered when the outcome arrives
@@ -715,6 +728,10 @@ class Master:
             return
         waiters, record.waiters = record.waiters, []
         for i, (conn, req) in enumerate(waiters):
+            if _has_returned(conn):
+                # A thread still waiting in a process that has returned ends
+                # with it, unanswered: the outcome stays for a live joiner.
+                continue
             if conn.send(Joined(outcome, req=req)):
                 self._hand_over(record)
                 for late, late_req in waiters[i + 1 :]:
@@ -739,8 +756,17 @@ class Master:
             return
         definition, was_join_point = released
         if was_join_point:
+            message = (
+                f"the join point of {definition.name} was released while this join "
+                "waited: nobody can join its processes any more"
+            )
             for record in list(self.records.values()):
-                if record.definition is definition and record.outcome is not None:
+                if record.definition is not definition:
+                    continue
+                waiters, record.waiters = record.waiters, []
+                for conn, req in waiters:
+                    conn.send(Failed("NoResource", message, res_id, req=req))
+                if record.outcome is not None:
                     self._drop(record)
 
     def _forget_process(self, n: int) -> None:
@@ -769,10 +795,10 @@ class Master:
     # --- resources -------------------------------------------------------------
 
     def _user(self, conn: Conn) -> int:
-        child = conn.child
-        if child is None or child.record is None:
+        record = _process_of(conn)
+        if record is None:
             raise ContextError("only a running process can use resources")
-        return child.record.n
+        return record.n
 
     def _create(self, msg: ResCreateReq, user: int) -> ResInfo:
         prefix = msg.prefix or self.object_prefix
@@ -853,6 +879,17 @@ class Master:
             self.record.close(clean=True)
         if self.watchdog is not None:
             self.watchdog.stand_down()
+
+
+def _process_of(conn: Conn) -> Record | None:
+    """The process ``conn`` links to (None for a spare or an admin client)."""
+    return conn.child.record if conn.child is not None else None
+
+
+def _has_returned(conn: Conn) -> bool:
+    """Whether ``conn`` is the link of a process whose function has returned."""
+    record = _process_of(conn)
+    return record is not None and record.outcome is not None
 
 
 def _ended(status: int) -> Ended:

@@ -70,6 +70,11 @@ def _check_name(name: object) -> str:
     return name
 
 
+# The encoded size of a shared variable's value: with its request it must fit
+# one message on a link to the master (see _wire.MESSAGE_MAX).
+VAR_MAX = 128 * 1024
+
+
 class SharedVar(Generic[T]):
     """A named variable in the master holding a value of type ``T``.
 
@@ -95,13 +100,13 @@ class SharedVar(Generic[T]):
 
     def create(self, value: T | None = None) -> bool:
         """Create it, with ``value`` if given; False if it existed (then unchanged)."""
-        data = None if value is None else self.type.encode(value, f"value of {self.name!r}")
+        data = None if value is None else self._encode(value)
         fp = self.type.fingerprint
         return _call("var", "create", self.name, fingerprint=fp, data=data).num == 1
 
     def set(self, value: T) -> None:
         """Set its value, waking every process waiting for one."""
-        data = self.type.encode(value, f"value of {self.name!r}")
+        data = self._encode(value)
         _call("var", "set", self.name, fingerprint=self.type.fingerprint, data=data)
 
     def get(self) -> T | None:
@@ -118,6 +123,17 @@ class SharedVar(Generic[T]):
     def delete(self) -> bool:
         """Delete it; False if it did not exist. Waiters get a PluginError."""
         return _call("var", "delete", self.name, fingerprint=self.type.fingerprint).num == 1
+
+    def _encode(self, value: T) -> bytes:
+        data = self.type.encode(value, f"value of {self.name!r}")
+        if len(data) > VAR_MAX:
+            raise ValueError(
+                f"the value of shared variable {self.name!r} is {len(data):,} bytes "
+                f"encoded, over the {VAR_MAX:,} a shared variable holds (it travels "
+                "in one message to the master): share larger data through a "
+                "SharedArray or a shm resource, and keep its name in the variable"
+            )
+        return data
 
 
 class PluginMutex:

@@ -33,6 +33,10 @@ from ._payload import Payload
 
 # Large enough for the largest inline payload plus its message.
 RECV_SIZE = 256 * 1024
+# The largest message one send on a link takes: a SEQPACKET message must fit
+# the socket's send buffer (net.core.wmem_default, 208 KiB by default). Every
+# message stays well below it: large values travel as ShmRef, texts are clipped.
+MESSAGE_MAX = 200 * 1024
 
 
 def recv_buffer() -> mmap.mmap:
@@ -261,11 +265,17 @@ class Link:
         self._ids = itertools.count(1)
 
     def send(self, msg: Message) -> None:
-        try:
-            with self._send_lock:
-                self.sock.send(encoder.encode(msg))
-        except OSError as exc:
-            raise MasterGone("the netmcore master is gone") from exc
+        with self._send_lock:
+            data = encoder.encode(msg)
+            if len(data) > MESSAGE_MAX:  # the kernel's EMSGSIZE, said plainly
+                raise ValueError(
+                    f"a {type(msg).__name__} message of {len(data):,} bytes is over the "
+                    f"{MESSAGE_MAX:,} a link to the master takes"
+                )
+            try:
+                self.sock.send(data)
+            except OSError as exc:
+                raise MasterGone("the netmcore master is gone") from exc
 
     def recv(self) -> Message | None:
         """The next message, or None at end of stream."""

@@ -161,7 +161,7 @@ def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
             exc.path,
             exc,
         )
-        return Invalid(exc.path, str(exc))
+        return Invalid(_clip(exc.path), _clip(str(exc)))
     except BaseException as exc:
         text = traceback.format_exc()
         log.error(
@@ -170,8 +170,21 @@ def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
             definition.name,
             text.rstrip(),
         )
-        return Raised(_qualified(type(exc)), str(exc), text)
+        return Raised(_clip(_qualified(type(exc))), _clip(str(exc)), _clip(text))
     return Returned(WireEncap.of(result, payload))
+
+
+# The characters of each text an outcome carries, so that it fits one message
+# to the master (4 UTF-8 bytes a character at worst). The whole text is in the
+# worker's log; the joiner gets its head and its tail.
+TEXT_MAX = 16_000
+
+
+def _clip(text: str) -> str:
+    if len(text) <= TEXT_MAX:
+        return text
+    half = TEXT_MAX // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half:,} characters cut ...]\n{text[-half:]}"
 
 
 def _qualified(cls: type) -> str:

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +43,7 @@ import pytest
 from scenario import joined, run_scenario
 
 import netmcore
-from netmcore import _master, _registry, _worker
+from netmcore import _context, _master, _registry, _worker
 from netmcore._wire import Link
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -829,10 +830,10 @@ class Failing:
 
 
 def test_a_spare_that_cannot_be_forked_loses_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Call 1 forks the watchdog, call 2 the first process in a batch with
-    # spares; from then on every even call fails, so each batch ends after
-    # one or two forks (it has at least 3 entries) and the next one starts on
-    # an odd call. Each start still gets its process, and the spares forked
+    # Call 1 forks the watchdog, call 2 the first process (alone: the master's
+    # own code started it); from then on every even call fails, so each batch
+    # of spares ends after one or two forks (it has at least 3 entries) and
+    # the next one starts on an odd call. Each start still gets its process, and the spares forked
     # before a failure are used, or ended at the end.
     fork = Failing(os.fork, lambda n: n > 2 and n % 2 == 0)
     monkeypatch.setattr(os, "fork", fork)
@@ -1395,3 +1396,181 @@ def test_nqueens_example_modes_agree_on_the_known_counts(n: str, unique: int) ->
     assert set(rows.values()) == {unique}
     # The progress bars stay off when stderr is not a terminal.
     assert proc.stderr == ""
+
+
+# --------------------------------------------------------------------------
+# 20. Edge cases: the master's own starts, ids, self-joins, released join
+#     points, huge exception texts, arguments of crashed processes
+# --------------------------------------------------------------------------
+
+MASTER_STATE = {"x": 0}
+
+
+@netmcore.process
+def read_master_state(_: int) -> int:
+    return MASTER_STATE["x"]
+
+
+def _until_a_thread_waits_for_a_reply() -> None:
+    """In a worker: return once another thread has sent its request on the link
+    and reads the reply (requests on one link reach the master in order)."""
+    link = _context.current.link
+    assert link is not None
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT
+    while not link._reading:
+        assert time.monotonic() < deadline, "the thread never sent its request"
+        time.sleep(0.001)  # polling a condition, with a deadline
+
+
+@netmcore.process
+def join_self(_: int) -> list[str]:
+    me = netmcore.self_process_id()
+    return _catch(lambda: join_self.join(me))
+
+
+@netmcore.process
+def return_while_a_thread_joins(gate_r: int) -> int:
+    """Leave a thread waiting in the join of a gated process, and return."""
+    pid = gated.start(gate_r)
+    threading.Thread(target=lambda: gated.join(pid), daemon=True).start()
+    _until_a_thread_waits_for_a_reply()
+    return pid.n
+
+
+@netmcore.process
+def join_what_a_returned_process_waited_for(gate: tuple[int, int]) -> list[str]:
+    gate_r, gate_w = gate
+    n = joined(return_while_a_thread_joins, return_while_a_thread_joins.start(gate_r))
+    os.write(gate_w, b"g")  # the gated process ends while that thread still waits
+    return _catch(lambda: gated.join(netmcore.ProcessId[str](n)))
+
+
+@netmcore.process
+def released_while_waited(gate_r: int) -> str:
+    return os.read(gate_r, 1).decode()
+
+
+@netmcore.process
+def release_while_a_thread_joins(gate: tuple[int, int]) -> list[str]:
+    gate_r, gate_w = gate
+    pid = released_while_waited.start(gate_r)
+    seen: list[str] = []
+    t = threading.Thread(
+        target=lambda: seen.extend(_catch(lambda: released_while_waited.join(pid)))
+    )
+    t.start()
+    _until_a_thread_waits_for_a_reply()
+    released_while_waited.release_join_point()
+    t.join()  # answered by the release itself: the process still runs
+    os.write(gate_w, b"r")
+    return seen
+
+
+@netmcore.process
+def raise_huge(n: int) -> int:
+    raise ValueError("<" + "x" * n + ">")
+
+
+@netmcore.process
+def crash_with(_: bytes) -> int:
+    os._exit(1)
+
+
+@netmcore.process
+def start_crashers(size: int) -> int:
+    pids = [crash_with.start(b"z" * size) for _ in range(3)]
+    return sum(isinstance(crash_with.join_outcome(pid), netmcore.Crashed) for pid in pids)
+
+
+def test_each_start_from_first_process_sees_the_master_as_it_is_then() -> None:
+    # The master's own code may change its state between two starts: each
+    # start from it forks a fresh copy, never a spare forked before the change.
+    pids: list[netmcore.ProcessId[int]] = []
+
+    def first() -> netmcore.ProcessId[int]:
+        pids.append(read_master_state.start(0))
+        MASTER_STATE["x"] = 1
+        pids.append(read_master_state.start(0))
+        return pids[-1]
+
+    try:
+        seen = netmcore.run(
+            first_process=first,
+            extract_result=lambda _c, _p: [read_master_state.join_nowait(p) for p in pids],
+        )
+    finally:
+        MASTER_STATE["x"] = 0
+    assert seen == [0, 1]
+
+
+@pytest.mark.parametrize("make", [netmcore.ProcessId, netmcore.ResId])
+@pytest.mark.parametrize("bad", ["1", 1.0, True, None])
+def test_an_id_of_anything_but_an_int_is_a_type_error_at_once(make: type, bad: object) -> None:
+    # Unchecked, it reached the master as a message it could not read, and
+    # a join with it waited for ever.
+    expected = rf"{make.__name__}\(n\) needs an int, not {type(bad).__name__}"
+    with pytest.raises(TypeError, match=expected):
+        make(bad)
+
+
+@pytest.mark.timeout(30)
+def test_a_process_joining_itself_raises_and_its_result_stays() -> None:
+    kind, message = run_scenario(join_self, 0)  # its result, joined in extract_result
+    assert kind == "netmcore.ContextError"
+    assert re.fullmatch(r"process \d+ cannot join itself: .*", message), message
+
+
+@pytest.mark.timeout(30)
+def test_a_thread_left_waiting_by_a_returned_process_does_not_take_the_result(
+    gate: tuple[int, int],
+) -> None:
+    # The returned process waits to be let exit, its thread still in join:
+    # the result goes to a live joiner instead.
+    assert run_scenario(join_what_a_returned_process_waited_for, gate) == ["none", "'g'"]
+
+
+@pytest.mark.timeout(30)
+def test_releasing_a_join_point_answers_the_joins_waiting_on_it(gate: tuple[int, int]) -> None:
+    kind, message = run_scenario(release_while_a_thread_joins, gate)
+    assert kind == "netmcore.NoResource"
+    assert "join point of test_core.released_while_waited was released while this join waited" in (
+        message
+    )
+
+
+def test_a_huge_exception_text_comes_back_clipped() -> None:
+    # Whole, it did not fit one message to the master: the worker died with
+    # a bogus "master is gone", and the outcome was a crash.
+    n = 300_000
+    outcome = netmcore.run(
+        first_process=lambda: raise_huge.start(n),
+        extract_result=lambda _c, pid: raise_huge.join_outcome_nowait(pid),
+    )
+    assert isinstance(outcome, netmcore.Raised), outcome
+    assert outcome.type_name == "ValueError"
+    assert outcome.message.startswith("<xxx") and outcome.message.endswith("xxx>")
+    cut = n + 2 - _worker.TEXT_MAX
+    assert f"\n[... {cut:,} characters cut ...]\n" in outcome.message
+    assert outcome.traceback.startswith("Traceback (most recent call last):")
+    assert outcome.traceback.endswith("xxx>\n")
+
+
+@pytest.mark.parametrize("origin", ["master", "worker"])
+def test_arguments_of_crashed_processes_are_freed_when_they_end(origin: str) -> None:
+    # Not only by the sweep at the end of the run (startup() may run for long).
+    prefix = f"nmc.{os.getpid()}."
+    size = 1 << 20
+
+    def first() -> netmcore.ProcessId[int]:
+        if origin == "worker":
+            return start_crashers.start(size)
+        for _ in range(3):
+            crash_with.start(b"z" * size)
+        return crash_with.start(b"z")
+
+    left = netmcore.run(
+        first_process=first,
+        # Every worker has ended by now: run waits for them.
+        extract_result=lambda _c, _p: [e for e in os.listdir("/dev/shm") if e.startswith(prefix)],
+    )
+    assert left == []

@@ -318,6 +318,21 @@ def var_bad_values(_: int) -> dict[str, Any]:
 
 
 @netmcore.process
+def var_sizes(_: int) -> dict[str, Any]:
+    from netmcore._plugins import VAR_MAX
+
+    v = SharedVar("big", bytes)
+    largest = b"L" * (VAR_MAX - 5)  # msgpack's bin 32 header is 5 bytes
+    return {
+        "create_over": err(lambda: v.create(b"o" * VAR_MAX)),
+        "create_largest": v.create(largest),
+        "largest_back": v.get() == largest,
+        "set_over": err(lambda: v.set(b"o" * (VAR_MAX + 1000))),
+        "kept": v.get() == largest,
+    }
+
+
+@netmcore.process
 def deleted_waiter(_: int) -> list[str]:
     waiting = Queued(SharedVar("d", int).wait_for_value)
     PluginSemaphore("queued").increment()
@@ -997,6 +1012,19 @@ def test_bad_shared_var_value_raises_argument_type_error_with_its_path() -> None
     assert out["nested"] == ["ArgumentTypeError", "$.tags[1]"]
     assert out["bool_for_int"] == ["ArgumentTypeError", "$"]
     assert out["values_kept"] == [[1], {"id": 1, "tags": ["a"]}, 0]
+
+
+def test_shared_var_value_over_the_limit_is_a_clear_error_and_changes_nothing() -> None:
+    from netmcore._plugins import VAR_MAX
+
+    out = run_scenario(var_sizes, 0)
+    for key, size in (("create_over", VAR_MAX + 5), ("set_over", VAR_MAX + 1005)):
+        kind, message = out[key]
+        assert kind == "ValueError", out[key]
+        assert f"'big' is {size:,} bytes" in message and "SharedArray" in message, message
+    assert out["create_largest"] is True, "a refused create created the variable"
+    assert out["largest_back"] is True
+    assert out["kept"] is True
 
 
 def test_deleting_a_shared_var_fails_its_waiters() -> None:

@@ -34,11 +34,12 @@ STARTUP_WITHIN = 30.0  # generous: only guards against a hang
 class Master(MasterProcess):
     """The subprocess running signal_master.py, and what it printed."""
 
-    def __init__(self, tmp: Path, modes: list[str]) -> None:
+    def __init__(self, tmp: Path, modes: list[str], block_in: str | None = None) -> None:
         self.pidfile = tmp / "master.pid"
         self.sockdir = tmp / "sd"
         self.stderr_path = tmp / "stderr.txt"
         self.modes = modes
+        self.block_in = block_in
         argv = [
             sys.executable,
             str(SCRIPT),
@@ -46,6 +47,7 @@ class Master(MasterProcess):
             str(self.pidfile),
             "--socket-directory",
             str(self.sockdir),
+            *(["--block-in", block_in] if block_in else []),
             *modes,
         ]
         super().__init__(argv, self.stderr_path, ROOT, stdin=subprocess.DEVNULL)
@@ -71,8 +73,14 @@ class Master(MasterProcess):
     def wait_ready(self) -> dict[int, str]:
         """Wait until the manager and every worker run, and the spare pool is topped up.
 
-        Returns the workers, as :meth:`workers` does.
+        Returns the workers, as :meth:`workers` does. Blocked in first_process,
+        the master has started the workers itself, and forks no spare.
         """
+        if self.block_in == "first_process":
+            n = len(self.modes)
+            self.wait_for(lambda lines: "blocked in first_process" in lines, "", STARTUP_WITHIN)
+            self.wait_for(lambda _lines: len(self.workers()) == n, f"{n} workers", STARTUP_WITHIN)
+            return self.workers()
         n = len(self.modes) + 1
         self.wait_for(lambda _lines: len(self.workers()) == n, f"{n} workers", STARTUP_WITHIN)
         assert self.lines[0] == f"master {self.pid}"
@@ -143,11 +151,11 @@ def _procs(pids: Iterable[int]) -> list[psutil.Process]:
 
 
 @pytest.fixture
-def master_factory(tmp_path: Path) -> Iterator[Callable[[list[str]], Master]]:
+def master_factory(tmp_path: Path) -> Iterator[Callable[..., Master]]:
     started: list[Master] = []
 
-    def start(modes: list[str]) -> Master:
-        m = Master(tmp_path, modes)
+    def start(modes: list[str], block_in: str | None = None) -> Master:
+        m = Master(tmp_path, modes, block_in)
         started.append(m)
         return m
 
@@ -180,7 +188,7 @@ def _stop_and_check(m: Master, send: Callable[[], None]) -> tuple[int, list[psut
     return status, procs
 
 
-def test_sigint_to_master_stops_busy_workers(master_factory: Callable[[list[str]], Master]) -> None:
+def test_sigint_to_master_stops_busy_workers(master_factory: Callable[..., Master]) -> None:
     m = master_factory(["spin", "pause", "read", "pause"])
     status, _ = _stop_and_check(m, lambda: os.kill(m.pid, signal.SIGINT))
     m.assert_printed("exit KeyboardInterrupt")
@@ -190,15 +198,48 @@ def test_sigint_to_master_stops_busy_workers(master_factory: Callable[[list[str]
     assert "KeyboardInterrupt" in m.stderr()
 
 
-def test_sigterm_to_master_stops_workers(master_factory: Callable[[list[str]], Master]) -> None:
+def test_sigterm_to_master_stops_workers(master_factory: Callable[..., Master]) -> None:
     m = master_factory(["spin", "pause", "read"])
     status, _ = _stop_and_check(m, lambda: os.kill(m.pid, signal.SIGTERM))
     m.assert_printed("exit SystemExit 143")
     assert status == 143, m.stderr()
 
 
+@pytest.mark.parametrize(
+    ("signum", "exit_line"),
+    [(signal.SIGINT, "exit KeyboardInterrupt"), (signal.SIGTERM, "exit SystemExit 143")],
+)
+def test_signal_while_first_process_runs_stops_what_it_started(
+    master_factory: Callable[..., Master], signum: int, exit_line: str
+) -> None:
+    # The master's own user code is interrupted as it would be without
+    # netmcore, and run's cleanup ends the workers it had started.
+    m = master_factory(["spin", "pause"], block_in="first_process")
+    status, _ = _stop_and_check(m, lambda: os.kill(m.pid, signum))
+    m.assert_printed(exit_line)
+    assert status == (-signal.SIGINT if signum == signal.SIGINT else 143), m.stderr()
+
+
+@pytest.mark.parametrize(
+    ("signum", "exit_line"),
+    [(signal.SIGINT, "exit KeyboardInterrupt"), (signal.SIGTERM, "exit SystemExit 143")],
+)
+def test_signal_while_extract_result_runs_is_not_lost(
+    master_factory: Callable[..., Master], signum: int, exit_line: str
+) -> None:
+    m = master_factory(["quick"], block_in="extract_result")
+    m.wait_for(lambda lines: "blocked in extract_result" in lines, "", STARTUP_WITHIN)
+    os.kill(m.pid, signum)
+    m.wait_exit(STOP_WITHIN)
+    m.read_to_eof(STOP_WITHIN)
+    m.assert_printed(exit_line)
+    assert not m.session(), f"processes left in the master's session: {m.session()}"
+    assert not m.pidfile.exists()
+    assert sorted(os.listdir(m.sockdir)) == []
+
+
 def test_worker_ignoring_sigterm_is_killed_after_grace(
-    master_factory: Callable[[list[str]], Master],
+    master_factory: Callable[..., Master],
 ) -> None:
     m = master_factory(["stubborn", "pause"])
     status, _ = _stop_and_check(m, lambda: os.kill(m.pid, signal.SIGINT))
@@ -210,7 +251,7 @@ def test_worker_ignoring_sigterm_is_killed_after_grace(
 
 
 def test_sigint_to_process_group_like_a_terminal(
-    master_factory: Callable[[list[str]], Master],
+    master_factory: Callable[..., Master],
 ) -> None:
     # A terminal's Ctrl-C reaches every process of the foreground group at
     # once: the workers get their own KeyboardInterrupt while the master stops.
@@ -220,7 +261,7 @@ def test_sigint_to_process_group_like_a_terminal(
     assert status == -signal.SIGINT, m.stderr()
 
 
-def test_sigterm_to_process_group(master_factory: Callable[[list[str]], Master]) -> None:
+def test_sigterm_to_process_group(master_factory: Callable[..., Master]) -> None:
     # As `kill -TERM -PGID` or a service manager would do it.
     m = master_factory(["spin", "pause"])
     status, _ = _stop_and_check(m, lambda: os.killpg(m.pid, signal.SIGTERM))
@@ -228,7 +269,7 @@ def test_sigterm_to_process_group(master_factory: Callable[[list[str]], Master])
 
 
 def test_repeated_sigint_still_stops_cleanly(
-    master_factory: Callable[[list[str]], Master],
+    master_factory: Callable[..., Master],
 ) -> None:
     # An impatient user presses Ctrl-C several times during the grace period.
     m = master_factory(["stubborn", "read"])
@@ -242,7 +283,7 @@ def test_repeated_sigint_still_stops_cleanly(
     assert status == -signal.SIGINT, m.stderr()
 
 
-def test_sigkill_of_master_leaves_no_worker(master_factory: Callable[[list[str]], Master]) -> None:
+def test_sigkill_of_master_leaves_no_worker(master_factory: Callable[..., Master]) -> None:
     m = master_factory(["spin", "pause", "read", "stubborn"])
     workers = m.wait_ready()
     children = m.children()  # the workers and the spares
@@ -260,7 +301,7 @@ def test_sigkill_of_master_leaves_no_worker(master_factory: Callable[[list[str]]
 
 
 def test_sigkill_of_master_right_after_start_leaves_no_worker(
-    master_factory: Callable[[list[str]], Master],
+    master_factory: Callable[..., Master],
 ) -> None:
     # Killed while it is still forking: a child forked just before the kill
     # must notice (PDEATHSIG is set after the fork) and not run on.

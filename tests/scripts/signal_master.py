@@ -2,20 +2,27 @@
 
 Used by tests/test_signals.py, which runs it as a subprocess and signals it.
 
-usage: signal_master.py [--pidfile P] [--socket-directory D] MODE [MODE ...]
+usage: signal_master.py [--pidfile P] [--socket-directory D] [--block-in WHERE] MODE [MODE ...]
 
 The first process ("manager") starts one worker per MODE, then joins them:
 
 - ``spin``: a busy loop;
 - ``pause``: ``signal.pause()`` forever;
 - ``read``: a blocking read on a pipe nobody writes to;
-- ``stubborn``: ignores SIGTERM (saying so on stdout) and pauses forever.
+- ``stubborn``: ignores SIGTERM (saying so on stdout) and pauses forever;
+- ``quick``: returns at once.
+
+``--block-in`` blocks the master's own user code, where a signal must then
+interrupt it: ``first_process`` starts one worker per MODE from the master
+itself (there is no manager) and then blocks; ``extract_result`` blocks
+once the run is over.
 
 Lines written to stdout, each flushed at once:
 
 - ``master PID`` before ``run`` is called;
 - ``worker PID NAME`` by the manager and by each worker once it runs;
 - ``stubborn PID got SIGTERM`` when the stubborn worker ignores a SIGTERM;
+- ``blocked in WHERE`` when the master's user code blocks;
 - ``exit NAME CODE`` when ``run`` ends with an exception, which is then re-raised.
 """
 
@@ -26,6 +33,7 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import NoReturn
 
 import netmcore
 
@@ -44,6 +52,8 @@ def blocker(mode: str) -> int:
 
         signal.signal(signal.SIGTERM, ignore)
     say(f"worker {os.getpid()} {mode}")
+    if mode == "quick":
+        return 0
     if mode == "spin":
         while True:
             pass
@@ -63,17 +73,37 @@ def manager(modes: list[str]) -> int:
     return len(pids)
 
 
+def block(where: str) -> NoReturn:
+    say(f"blocked in {where}")
+    while True:
+        signal.pause()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pidfile")
     parser.add_argument("--socket-directory")
-    parser.add_argument("modes", nargs="+", choices=["spin", "pause", "read", "stubborn"])
+    parser.add_argument("--block-in", choices=["first_process", "extract_result"])
+    parser.add_argument("modes", nargs="+", choices=["spin", "pause", "read", "stubborn", "quick"])
     args = parser.parse_args()
+
+    def first() -> netmcore.ProcessId[int]:
+        if args.block_in != "first_process":
+            return manager.start(args.modes)
+        for mode in args.modes:
+            blocker.start(mode)
+        block("first_process")
+
+    def extract(_ctrl: netmcore.Controller, pid: netmcore.ProcessId[int]) -> int | None:
+        if args.block_in == "extract_result":
+            block("extract_result")
+        return manager.join_nowait(pid)
+
     say(f"master {os.getpid()}")
     try:
         netmcore.run(
-            first_process=lambda: manager.start(args.modes),
-            extract_result=lambda _ctrl, pid: manager.join_nowait(pid),
+            first_process=first,
+            extract_result=extract,
             pidfile=args.pidfile,
             socket_directory=args.socket_directory,
         )
