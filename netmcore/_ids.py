@@ -67,6 +67,13 @@ def next_process_id() -> int:
     return n
 
 
+def give_back_process_id(n: int) -> None:
+    """Undo :func:`next_process_id` for a start that failed, so that ids stay
+    consecutive (only if no id was handed out since)."""
+    if _process_ids[0] == n + 1:
+        _process_ids[0] = n
+
+
 def peek_process_id() -> int:
     """The id the next process will get."""
     return _process_ids[0]

@@ -37,7 +37,7 @@ from ._errors import (
     UnknownProcess,
     WrongJoinPoint,
 )
-from ._ids import next_process_id
+from ._ids import give_back_process_id, next_process_id
 from ._plugin_host import PluginHost
 from ._posix import peer_uid
 from ._resources import ResourceType
@@ -661,6 +661,7 @@ class Master:
             try:
                 child = self._fork([assign, *[None] * spares])[0]
             except OSError as exc:
+                give_back_process_id(n)
                 raise NetmcoreError(
                     f"cannot start {definition.name}: no process for it ({exc}); the system "
                     "is short of processes, memory or descriptors (see `ulimit -u` and "

@@ -16,7 +16,7 @@ from ._errors import ContextError
 from ._ids import ProcessId
 from ._master import Controller, Master
 from ._posix import raise_fd_limit
-from ._socketdir import SocketDir, check_path
+from ._socketdir import SocketDir
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -26,7 +26,7 @@ def run(
     *,
     first_process: Callable[[], ProcessId[R]],
     extract_result: Callable[[Controller, ProcessId[R]], T],
-    socket_directory: str | None = None,
+    socket_directory: str | os.PathLike[str] | None = None,
     pidfile: str | None = None,
     init_ctrl: Callable[[Controller], None] | None = None,
     disable_pmanage: bool = False,
@@ -55,8 +55,9 @@ def run(
 
     Raises
     ------
-    ValueError
-        If ``socket_directory`` is too long for a Unix socket.
+    ValueError, TypeError
+        If ``socket_directory`` is empty or too long for a Unix socket, or
+        not a str or path.
     SocketDirectoryError
         If the directory is in use by a running master, or is not private.
     KeyboardInterrupt, SystemExit
@@ -67,9 +68,7 @@ def run(
             f"netmcore.run() was called in {_context.current.role} context: a running "
             "netmcore program cannot start another; call start() instead"
         )
-    if socket_directory is not None:
-        check_path(socket_directory)
-    sockdir = SocketDir(socket_directory)
+    sockdir = SocketDir(socket_directory)  # checks the path before it creates anything
     with contextlib.ExitStack() as cleanup:
         # Unwound in reverse: the signal handlers, the context, the pidfile,
         # then the master's children and shm, and the directory last.
@@ -102,7 +101,7 @@ def run(
 def startup(
     *,
     first_process: Callable[[], ProcessId[Any]],
-    socket_directory: str | None = None,
+    socket_directory: str | os.PathLike[str] | None = None,
     pidfile: str | None = None,
     init_ctrl: Callable[[Controller], None] | None = None,
     disable_pmanage: bool = False,

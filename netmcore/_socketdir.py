@@ -25,8 +25,15 @@ MAX_SOCKET_PATH = 107
 _CLEANUP_WAIT = 5.0  # seconds to wait for a dead master's watchdog
 
 
-def check_path(path: str) -> str:
+def check_path(path: str | os.PathLike[str]) -> str:
     """Return the absolute form of ``path``; ValueError if its socket would not fit."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str) or not path:
+        raise (ValueError if path == "" else TypeError)(
+            f"socket_directory must be a non-empty str or path, not {path!r}: name a "
+            "directory (it is created if missing), or pass None for a fresh private one"
+        )
     absolute = os.path.abspath(path)
     sock = os.path.join(absolute, SOCKET_NAME)
     if len(os.fsencode(sock)) > MAX_SOCKET_PATH:
@@ -41,7 +48,7 @@ def check_path(path: str) -> str:
 class SocketDir:
     """An opened, locked socket directory."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.temporary = path is None
         if path is None:
             self.path = _make_temporary_dir()

@@ -854,6 +854,30 @@ def test_a_start_that_cannot_fork_raises_in_its_caller_and_the_run_ends(
     assert "could not fork a spare process" in caplog.text
 
 
+@netmcore.process
+def start_until_it_works(_: int) -> list[int | str]:
+    me = netmcore.self_process_id().n
+    out: list[int | str] = []
+    while True:
+        try:
+            pid = square.start(3)
+        except netmcore.NetmcoreError:
+            out.append("failed")
+            continue
+        out.append(pid.n - me)
+        joined(square, pid)
+        return out
+
+
+def test_a_start_that_cannot_fork_uses_up_no_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Calls 3 and 4 fail: the worker's first start meets one of them (the
+    # other may be a batch of spares, which is retried only a second later).
+    fork = Failing(os.fork, lambda n: n in (3, 4))
+    monkeypatch.setattr(os, "fork", fork)
+    out = run_scenario(start_until_it_works, 0)
+    assert out[0] == "failed" and out[-1] == 1, out
+
+
 def test_a_child_the_master_cannot_track_is_ended(monkeypatch: pytest.MonkeyPatch) -> None:
     # A forked child whose pidfd cannot be opened is killed and reaped at
     # once: untracked, it would never be let exit, and the run would not end.

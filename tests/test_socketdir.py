@@ -217,6 +217,23 @@ def test_relative_directory(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert os.listdir(short_tmp / "rel") == []
 
 
+def test_path_object_directory(short_tmp: Path) -> None:
+    assert run_echo(socket_directory=short_tmp / "p") == "hi"
+    assert os.listdir(short_tmp / "p") == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"), [("", ValueError), (b"/tmp/sd", TypeError), (3, TypeError)]
+)
+def test_bad_directory_value_is_a_clear_error(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch, bad: Any, error: type[Exception]
+) -> None:
+    monkeypatch.chdir(short_tmp)  # "" used to mean the current directory, silently
+    with pytest.raises(error, match="socket_directory must be a non-empty str or path, not"):
+        run_echo(socket_directory=bad)
+    assert os.listdir(short_tmp) == []
+
+
 def test_same_directory_reused_by_consecutive_runs(short_tmp: Path) -> None:
     sd = str(short_tmp / "sd")
     assert run_echo(socket_directory=sd) == "hi"
