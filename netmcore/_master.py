@@ -850,7 +850,20 @@ class Master:
     # --- the end -------------------------------------------------------------
 
     def close(self) -> None:
-        """Kill and reap whatever is left, and free every descriptor and shm object."""
+        """Kill and reap whatever is left, and free every descriptor and shm object.
+
+        SIGINT and SIGTERM wait until it is done: a Ctrl-C that stopped it
+        half-way would leave children running. They are blocked meanwhile, and
+        take effect (as KeyboardInterrupt, ...) when it returns.
+        """
+        interrupts = {signal.SIGINT, signal.SIGTERM}
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, interrupts)
+        try:
+            self._close()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+    def _close(self) -> None:
         for child in list(self.children.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.os_pid, signal.SIGKILL)

@@ -25,12 +25,12 @@ MAX_SOCKET_PATH = 107
 _CLEANUP_WAIT = 5.0  # seconds to wait for a dead master's watchdog
 
 
-def check_path(path: str | os.PathLike[str]) -> str:
+def check_path(path: object) -> str:
     """Return the absolute form of ``path``; ValueError if its socket would not fit."""
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
     if not isinstance(path, str) or not path:
-        raise (ValueError if path == "" else TypeError)(
+        raise (TypeError if not isinstance(path, str) else ValueError)(
             f"socket_directory must be a non-empty str or path, not {path!r}: name a "
             "directory (it is created if missing), or pass None for a fresh private one"
         )

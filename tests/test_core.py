@@ -1215,6 +1215,54 @@ def test_output_buffered_in_the_master_is_not_printed_again_by_workers(tmp_path:
     assert proc.stdout.splitlines() == ["printed once, before run", "30"]
 
 
+def test_ctrl_c_while_run_cleans_up_leaves_no_child(tmp_path: Path) -> None:
+    # first_process fails with workers running; run's cleanup kills and
+    # reaps them, and a Ctrl-C arrives in the middle of it (at its first
+    # waitpid): it takes effect only once every child is gone.
+    result = run_script(
+        tmp_path,
+        """
+        import os, signal, psutil, netmcore
+        from netmcore import _master
+
+        @netmcore.process
+        def blocked(fd: int) -> int:
+            return len(os.read(fd, 1))
+
+        real_waitpid = os.waitpid
+        closing = []
+
+        def waitpid(pid, options):
+            if closing and len(closing) == 1:
+                closing.append(True)
+                os.kill(os.getpid(), signal.SIGINT)
+            return real_waitpid(pid, options)
+
+        real_close = _master.Master.close
+
+        def close(self):
+            closing.append(True)
+            real_close(self)
+
+        _master.os.waitpid = waitpid
+        _master.Master.close = close
+        r, w = os.pipe()
+
+        def first():
+            for _ in range(3):
+                blocked.start(r)
+            raise RuntimeError("first_process failed")
+
+        try:
+            netmcore.run(first_process=first, extract_result=lambda c, p: None)
+        except BaseException as exc:
+            print(type(exc).__name__, len(closing), len(psutil.Process().children()))
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "KeyboardInterrupt 2 0\n", result.stderr
+
+
 def test_start_after_first_process_ended_raises_shutting_down() -> None:
     def extract(_ctrl: netmcore.Controller, pid: netmcore.ProcessId[int]) -> Any:
         late_n = first_starts_late_starter.join_nowait(pid)
