@@ -38,6 +38,7 @@ from ._errors import (
     WrongJoinPoint,
 )
 from ._ids import give_back_process_id, next_process_id
+from ._outcome import signal_name
 from ._plugin_host import PluginHost
 from ._posix import peer_uid
 from ._resources import ResourceType
@@ -914,7 +915,7 @@ def _ended(status: int) -> Ended:
 
 def _describe(ended: Ended) -> str:
     if ended.signal is not None:
-        return f"killed by signal {signal.Signals(ended.signal).name}"
+        return f"killed by signal {signal_name(ended.signal)}"
     return f"exit code {ended.exitcode}"
 
 

@@ -66,8 +66,18 @@ class Crashed:
 
     def __str__(self) -> str:
         if self.signal is not None:
-            return f"killed by {_signal.Signals(self.signal).name}"
+            return f"killed by {signal_name(self.signal)}"
         return f"exited with code {self.exitcode} before returning"
+
+
+def signal_name(signum: int) -> str:
+    """``SIGKILL``, ``SIGRTMIN+2``, or ``signal 99``: any number a process may die of."""
+    try:
+        return _signal.Signals(signum).name
+    except ValueError:  # the real-time signals have no names in the enum
+        if _signal.SIGRTMIN <= signum <= _signal.SIGRTMAX:
+            return f"SIGRTMIN+{signum - _signal.SIGRTMIN}"
+        return f"signal {signum}"
 
 
 Outcome = Success[T] | Raised | InvalidResult | Crashed

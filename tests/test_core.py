@@ -304,7 +304,7 @@ def raise_scenario(message: str) -> dict[str, Any]:
 def crash(how: str) -> int:
     if how == "exit":
         os._exit(3)
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGRTMIN + 2 if how == "realtime" else signal.SIGKILL)
     return 0  # not reached
 
 
@@ -1043,7 +1043,12 @@ def test_raising_process_joins_none_and_reports_the_exception() -> None:
 
 @pytest.mark.parametrize(
     ("how", "exitcode", "signum", "logged"),
-    [("exit", 3, None, "exit code 3"), ("kill", None, 9, "killed by signal SIGKILL")],
+    [
+        ("exit", 3, None, "exit code 3"),
+        ("kill", None, 9, "killed by signal SIGKILL"),
+        # Real-time signals are not in signal.Signals: naming one broke the run.
+        ("realtime", None, signal.SIGRTMIN + 2, "killed by signal SIGRTMIN+2"),
+    ],
 )
 def test_crashed_process_joins_none_and_master_logs_it(
     caplog: pytest.LogCaptureFixture,
@@ -1065,6 +1070,8 @@ def test_crashed_process_joins_none_and_master_logs_it(
 def test_crashed_outcome_str() -> None:
     assert str(netmcore.Crashed(3, None)) == "exited with code 3 before returning"
     assert str(netmcore.Crashed(None, 9)) == "killed by SIGKILL"
+    assert str(netmcore.Crashed(None, signal.SIGRTMIN + 2)) == "killed by SIGRTMIN+2"
+    assert str(netmcore.Crashed(None, 99)) == "killed by signal 99"
 
 
 @pytest.mark.parametrize(
