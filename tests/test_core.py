@@ -1063,7 +1063,7 @@ def test_crashed_process_joins_none_and_master_logs_it(
     assert result["outcome"] == {"kind": "Crashed", "exitcode": exitcode, "signal": signum}
     messages = [r.getMessage() for r in caplog.records if r.name == "netmcore"]
     for n in result["pids"]:
-        pattern = rf"process {n} \([^)]*crash\) ended without a result: {logged}$"
+        pattern = rf"process {n} \([^)]*crash\) ended without a result: {re.escape(logged)}$"
         assert any(re.search(pattern, m) for m in messages), messages
 
 
