@@ -85,22 +85,26 @@ def _schemas(args: argparse.Namespace) -> int:
 
     from . import _schemas
 
-    files = _schemas.collect(args.modules)
-    out = Path(args.out)
-    if args.check:
-        report = _schemas.drift(files, out)
-        if report:
-            sys.stdout.writelines(report)
-            print(
-                f"\nnetmcore schemas: {out} has drifted from the code; regenerate it with "
-                f"`netmcore schemas {' '.join(args.modules)} --out {out}`",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"{out}: {len(files)} contract(s) up to date")
-        return 0
-    for line in _schemas.write(files, out):
-        print(line)
+    try:
+        files = _schemas.collect(args.modules)
+        out = Path(args.out)
+        if args.check:
+            report = _schemas.drift(files, out)
+            if report:
+                sys.stdout.writelines(report)
+                print(
+                    f"\nnetmcore schemas: {out} has drifted from the code; regenerate it with "
+                    f"`netmcore schemas {' '.join(args.modules)} --out {out}`",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"{out}: {len(files)} contract(s) up to date")
+            return 0
+        for line in _schemas.write(files, out):
+            print(line)
+    except _schemas.SchemasError as exc:
+        print(f"netmcore schemas: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

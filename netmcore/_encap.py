@@ -33,11 +33,24 @@ def _pydantic_model(typ: Any) -> bool:
 def _enc_hook(value: Any) -> Any:
     if _pydantic_model(type(value)):
         # Python mode keeps datetimes, bytes, UUIDs... as objects msgpack
-        # encodes natively: no round trip through JSON text.
+        # encodes natively: no round trip through JSON text. By field name, as
+        # _dec_hook validates: an alias may be one-sided (serialization only).
         # warnings=False: a wrongly typed field is reported by the validation
         # that follows, as an ArgumentTypeError with its path, not as a warning.
-        return value.model_dump(mode="python", by_alias=True, round_trip=True, warnings=False)
-    raise NotImplementedError(f"msgspec cannot encode {type(value).__name__} values")
+        dump = value.model_dump(mode="python", round_trip=True, warnings=False)
+        return msgspec.Raw(_dump_encoder.encode(dump))
+    # A TypeError, which EncapType.encode reports as an ArgumentTypeError.
+    raise TypeError(f"msgspec cannot encode {type(value).__name__} values")
+
+
+def _jsonable(value: Any) -> Any:
+    """A value inside a model dump that msgpack cannot hold (Path, URL, IP
+    address...), in its JSON form, which the receiver's lax model_validate turns
+    back. Only inside a model: a Path where ``str`` is declared is still refused."""
+    pydantic = sys.modules["pydantic"]
+    if isinstance(value, (pydantic.SecretStr, pydantic.SecretBytes)):
+        return value.get_secret_value()  # the JSON form would be "**********"
+    return sys.modules["pydantic_core"].to_jsonable_python(value)
 
 
 def _dec_hook(typ: Any, value: Any) -> Any:
@@ -49,7 +62,7 @@ def _dec_hook(typ: Any, value: Any) -> Any:
     try:
         # Lax even for strict models: msgpack has no tuples (they decode as lists),
         # and the sender's values were typed when it encoded them.
-        return typ.model_validate(value, strict=False)
+        return typ.model_validate(value, strict=False, by_alias=False, by_name=True)
     except pydantic.ValidationError as exc:
         error = exc.errors()[0]
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
@@ -58,6 +71,10 @@ def _dec_hook(typ: Any, value: Any) -> Any:
 
 
 def _schema_hook(typ: Any) -> dict[str, Any]:
+    if typ is object:
+        # Any value, as for Any: msgspec refuses an empty answer, so a mark that
+        # _tidy_schema removes stands for the empty schema.
+        return {_ANY: True}
     if _pydantic_model(typ):
         schema: dict[str, Any] = typ.model_json_schema()
         return schema
@@ -65,8 +82,9 @@ def _schema_hook(typ: Any) -> dict[str, Any]:
 
 
 def _object_as_any(typ: Any) -> Any:
-    """``typ`` with ``object`` spelled ``Any``: msgspec decodes both as any value,
-    but only makes a schema for the second."""
+    """``typ`` with ``object`` spelled ``Any`` in type arguments: msgspec decodes
+    both as any value, but leaves out the schema of ``Any`` items (``list[Any]``
+    is ``{"type": "array"}``), which _schema_hook cannot do."""
     if typ is object:
         return Any
     args = typing.get_args(typ)
@@ -85,7 +103,9 @@ def _object_as_any(typ: Any) -> Any:
 
 
 _FIELD = "pydantic field"
+_ANY = "netmcore-any-value"
 _encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+_dump_encoder = msgspec.msgpack.Encoder(enc_hook=_jsonable)
 
 # Values of these types are valid exactly when their type is the declared one,
 # so they skip the validating decode (which would copy a large bytes value).
@@ -170,7 +190,7 @@ class EncapType(Generic[T]):
                 f"{self.name} cannot be a process argument or result: {exc}; "
                 "use types msgspec can encode (builtins, Structs, dataclasses, ...)"
             ) from exc
-        _hoist_defs(self.schema)
+        _tidy_schema(self.schema)
         self.fingerprint = fingerprint(self.schema)
 
     def __repr__(self) -> str:
@@ -256,13 +276,14 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _hoist_defs(schema: dict[str, Any]) -> None:
+def _tidy_schema(schema: dict[str, Any]) -> None:
     """Move the "$defs" of inlined (pydantic) schemas to the root, where their
-    "#/$defs/..." references point."""
+    "#/$defs/..." references point; drop the marks of _schema_hook's ``object``."""
     found: dict[str, Any] = {}
 
     def walk(node: Any, top: bool) -> None:
         if isinstance(node, dict):
+            node.pop(_ANY, None)
             if not top and isinstance(node.get("$defs"), dict):
                 for name, sub in node.pop("$defs").items():
                     if found.get(name, sub) != sub:

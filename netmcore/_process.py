@@ -10,6 +10,7 @@ run time.
 from __future__ import annotations
 
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -41,6 +42,12 @@ class ProcessDef(Generic[In, Out]):
 
         pid = Add.start((3.0, 4.0))   # a ProcessId[float]
         Add.join(pid)                 # 7.0, or None if the process failed
+
+    A generic subclass, such as ``class Firsts(ProcessDef[list[T], dict[str,
+    T]])``, is a base for process types, not one itself: ``class
+    IntFirsts(Firsts[int])`` is a ``ProcessDef[list[int], dict[str, int]]``.
+    Quoted names (``ProcessDef["Point", int]``) are looked up in the module of
+    the class.
 
     Attributes
     ----------
@@ -82,10 +89,12 @@ class ProcessDef(Generic[In, Out]):
             If ``arg`` does not match ``In``; nothing is sent. ``.path`` says
             where in the value the fault is.
         """
-        encap = cls.input_type.wrap_as(arg, f"argument of {cls.__qualname__}.start:")
-        pid: ProcessId[Out] = _client.start(
-            cls.fork_point, encap, inherit_resources=inherit_resources
-        )
+        try:
+            input_type, fork_point = cls.input_type, cls.fork_point
+        except AttributeError:
+            raise cls._not_a_process_type() from None
+        encap = input_type.wrap_as(arg, f"argument of {cls.__qualname__}.start:")
+        pid: ProcessId[Out] = _client.start(fork_point, encap, inherit_resources=inherit_resources)
         return pid
 
     @classmethod
@@ -106,15 +115,14 @@ class ProcessDef(Generic[In, Out]):
     @classmethod
     def join_outcome(cls, pid: ProcessId[Out]) -> Outcome[Out]:
         """Wait for ``pid`` to end and say how: this counts as its one join."""
-        wire = _client.join_outcome(cls.join_point, pid, wait=True)
-        assert wire is not None
-        return cls._outcome(pid, wire)
+        outcome = cls._join(pid, wait=True)
+        assert outcome is not None
+        return outcome
 
     @classmethod
     def join_outcome_nowait(cls, pid: ProcessId[Out]) -> Outcome[Out] | None:
         """:meth:`join_outcome` if ``pid`` has ended, else None (and no join)."""
-        wire = _client.join_outcome(cls.join_point, pid, wait=False)
-        return None if wire is None else cls._outcome(pid, wire)
+        return cls._join(pid, wait=False)
 
     @classmethod
     def contract(cls) -> dict[str, Any]:
@@ -133,6 +141,24 @@ class ProcessDef(Generic[In, Out]):
     def release_join_point(cls) -> None:
         """Release the join point: nobody will join; results are dropped."""
         _resource_api.release(cls.join_point)
+
+    @classmethod
+    def _not_a_process_type(cls) -> TypeError:
+        params = ", ".join(p.__name__ for p in _parameters(cls))
+        return TypeError(
+            f"{cls.__qualname__} is not a process type: it is generic in {params}; "
+            f"subclass it with concrete types, like `class P({cls.__qualname__}[...])` "
+            "with no type parameter left, and start that"
+        )
+
+    @classmethod
+    def _join(cls, pid: ProcessId[Out], *, wait: bool) -> Outcome[Out] | None:
+        try:
+            join_point = cls.join_point
+        except AttributeError:
+            raise cls._not_a_process_type() from None
+        wire = _client.join_outcome(join_point, pid, wait=wait)
+        return None if wire is None else cls._outcome(pid, wire)
 
     @classmethod
     def _outcome(cls, pid: ProcessId[Out], wire: WireOutcome) -> Outcome[Out]:
@@ -171,14 +197,13 @@ def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:
         square.join(square.start(7))   # 49
     """
     try:
-        hints = typing.get_type_hints(f, include_extras=True)
-        (param,) = inspect.signature(f).parameters
-        arg_type, result_type = hints[param], hints["return"]
-    except (ValueError, KeyError, NameError, TypeError) as exc:
+        arg_type, result_type = _signature_types(f)
+    except (NameError, TypeError) as exc:
+        name = getattr(f, "__qualname__", repr(f))
         raise TypeError(
-            f"@netmcore.process needs a function of one annotated argument with an "
-            f"annotated return type, like `def f(x: int) -> int`; {f.__qualname__} "
-            f"does not fit ({exc})"
+            f"@netmcore.process needs a function of one annotated positional argument "
+            f"with an annotated return type, like `def f(x: int) -> int`; {name} does "
+            f"not fit: {exc}"
         ) from exc
 
     def body(ns: dict[str, Any]) -> None:
@@ -192,18 +217,71 @@ def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:
     return cls
 
 
+def _signature_types(f: Callable[..., Any]) -> tuple[Any, Any]:
+    """The argument and result types of a process function; TypeError if it is none."""
+    if not inspect.isfunction(f):
+        raise TypeError(f"it is a {type(f).__name__} object, not a function")
+    if inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f):
+        raise TypeError("it is async, and a process runs a plain function")
+    params = list(inspect.signature(f).parameters.values())
+    if len(params) != 1:
+        raise TypeError(f"it has {len(params)} parameters")
+    (param,) = params
+    if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+        # The worker calls f(arg).
+        raise TypeError(f"its parameter `{param.name}` is {param.kind.description}")
+    hints = typing.get_type_hints(f, include_extras=True)
+    missing = [n for n in (param.name, "return") if n not in hints]
+    if missing:
+        raise TypeError(f"no annotation for {' and '.join(missing)}")
+    return hints[param.name], hints["return"]
+
+
 def _type_params(cls: type) -> tuple[Any, Any] | None:
-    """The (In, Out) of a process class, or None while they are type variables."""
-    for base in getattr(cls, "__orig_bases__", ()):
-        if typing.get_origin(base) is not None and issubclass(typing.get_origin(base), ProcessDef):
-            args = typing.get_args(base)
-            if len(args) == 2 and not any(isinstance(a, TypeVar) for a in args):
-                return args[0], args[1]
-            return None
-    inherited = getattr(cls, "input_type", None), getattr(cls, "output_type", None)
-    if inherited[0] is None or inherited[1] is None:
+    """The (In, Out) of a process class, or None while they hold type parameters."""
+    alias = _process_alias(cls)
+    if alias.__parameters__:
         return None
-    return inherited[0].type, inherited[1].type
+    arg_type, result_type = typing.get_args(alias)
+    return arg_type, result_type
+
+
+def _process_alias(cls: type) -> Any:
+    """The ``ProcessDef[In, Out]`` that ``cls`` is, type parameters and all.
+
+    ``class IntFirsts(Firsts[int])`` with ``class Firsts(ProcessDef[list[T],
+    dict[str, T]])`` is ``ProcessDef[list[int], dict[str, int]]``: the base's
+    own alias, with the base's parameters given the values ``cls`` gives them.
+    """
+    if cls is ProcessDef:
+        return ProcessDef[In, Out]  # type: ignore[valid-type]  # a value here, not a type
+    # vars(): a class without subscripted bases would show its parent's here.
+    for base in vars(cls).get("__orig_bases__", cls.__bases__):
+        parent = typing.get_origin(base) or base
+        if isinstance(parent, type) and issubclass(parent, ProcessDef):
+            alias = _process_alias(parent)
+            if base is parent or not alias.__parameters__:
+                return alias
+            given = dict(zip(_parameters(parent), typing.get_args(base), strict=True))
+            return alias[_resolved(tuple(given[p] for p in alias.__parameters__), cls.__module__)]
+    raise AssertionError(f"{cls} has no ProcessDef base")
+
+
+def _parameters(cls: type) -> tuple[Any, ...]:
+    """The type parameters of a generic class, in order (Generic sets them)."""
+    params: tuple[Any, ...] = cls.__parameters__  # type: ignore[attr-defined]
+    return params
+
+
+def _resolved(args: tuple[Any, ...], module: str) -> tuple[Any, ...]:
+    """``args`` with quoted names (``"Point"``, ``list["Point"]``) looked up in
+    ``module``, as mypy does."""
+    # get_type_hints resolves nested names too; it takes them as annotations.
+    holder = types.SimpleNamespace(
+        __annotations__={f"arg{i}": a for i, a in enumerate(args)},
+        __globals__=getattr(sys.modules.get(module), "__dict__", {}),
+    )
+    return tuple(typing.get_type_hints(holder, include_extras=True).values())
 
 
 def _entry(cls: type[ProcessDef[Any, Any]]) -> Callable[[Encap], Encap]:

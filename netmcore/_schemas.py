@@ -50,23 +50,39 @@ def _combined(*fingerprints: str) -> str:
     return hashlib.sha256(":".join(fingerprints).encode()).hexdigest()[:16]
 
 
+class SchemasError(Exception):
+    """What the command was asked cannot be done: a module that does not exist,
+    an output directory that cannot be written. Told in one line, without a
+    traceback (errors inside the imported modules keep theirs)."""
+
+
 def import_module(spec: str) -> ModuleType:
     """Import a dotted module name, or a ``.py`` file by path (named by its stem)."""
     if not spec.endswith(".py"):
-        return importlib.import_module(spec)
+        try:
+            return importlib.import_module(spec)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (spec + ".").startswith(exc.name + "."):
+                raise  # a module that the module imports: its traceback says where
+            raise SchemasError(
+                f"no module named {exc.name!r}; pass a dotted name importable from here, "
+                "or the path of a .py file"
+            ) from exc
     path = Path(spec).resolve()
+    if not path.is_file():
+        raise SchemasError(f"{spec}: no such file")
     name = path.stem
     if name in sys.modules:
         known = getattr(sys.modules[name], "__file__", None)
         if known is not None and Path(known).resolve() == path:
             return sys.modules[name]
-        raise ImportError(
+        raise SchemasError(
             f"{spec} would be imported as module {name!r}, which is already another "
             "module; rename the file, or pass its dotted module name instead"
         )
     loader_spec = importlib.util.spec_from_file_location(name, path)
     if loader_spec is None or loader_spec.loader is None:
-        raise ImportError(f"cannot import {spec}")
+        raise SchemasError(f"cannot import {spec}")
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[name] = module
     loader_spec.loader.exec_module(module)
@@ -96,18 +112,27 @@ def collect(specs: list[str]) -> dict[str, str]:
 
 def write(files: dict[str, str], out: Path) -> list[str]:
     """Write the files, remove contracts that no longer exist; say what changed."""
-    out.mkdir(parents=True, exist_ok=True)
+    _check_directory(out)
     changed = []
-    for name, text in files.items():
-        path = out / name
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-            changed.append(f"wrote {path}")
-    for path in sorted(out.glob("*.json")):
-        if path.name not in files and _is_contract(path):
-            path.unlink()
-            changed.append(f"removed {path}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            path = out / name
+            if not path.exists() or path.read_text() != text:
+                path.write_text(text)
+                changed.append(f"wrote {path}")
+        for path in sorted(out.glob("*.json")):
+            if path.name not in files and _is_contract(path):
+                path.unlink()
+                changed.append(f"removed {path}")
+    except OSError as exc:
+        raise SchemasError(f"cannot write to {out}: {exc.strerror} ({exc.filename})") from exc
     return changed
+
+
+def _check_directory(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise SchemasError(f"--out {out} is not a directory")
 
 
 def _is_contract(path: Path) -> bool:
@@ -123,6 +148,7 @@ def _is_contract(path: Path) -> bool:
 
 def drift(files: dict[str, str], out: Path) -> list[str]:
     """A readable diff between the contracts and the directory; empty if in sync."""
+    _check_directory(out)
     report: list[str] = []
     paths = sorted(out.glob("*.json")) if out.is_dir() else []
     existing = {p.name: p.read_text() for p in paths if _is_contract(p)}

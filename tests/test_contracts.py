@@ -16,12 +16,16 @@ Sections:
 6. Schema files: ``netmcore schemas``, ``--check``, drift.
 7. ``ProcessDef.contract()`` and ``input_type.schema``.
 8. ``python -m netmcore --help`` and the subcommands' help.
+9. Process types from generic bases, quoted types, and what ``@process`` accepts.
+10. pydantic models that need care: aliases, computed fields, strict models.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import ipaddress
 import json
 import os
 import re
@@ -29,17 +33,25 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict, TypeVar
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    computed_field,
+    field_validator,
+)
 from scenario import run_scenario
 
 import netmcore
@@ -134,6 +146,28 @@ class Envelope(msgspec.Struct):
     note: str
 
 
+# A field typed `object` holds any value msgspec can encode, as in list[object].
+class AnyStruct(msgspec.Struct):
+    x: object
+
+
+@dataclasses.dataclass
+class AnyDataclass:
+    x: object
+
+
+class AnyTypedDict(TypedDict):
+    x: object
+
+
+# Fields whose values msgpack cannot hold: they travel in their JSON form.
+class Locator(BaseModel):
+    path: Path
+    url: AnyUrl
+    ip: ipaddress.IPv4Address
+    secret: SecretStr
+
+
 HOME = Address(city="Paris", zip="75001")
 ADA = Person(name="ada", age=36, address=HOME, tags=["math"])
 ALAN = Person(name="alan", age=41, address=Address(city="London", zip="12345"))
@@ -147,6 +181,12 @@ MEASURE = Measure(
     span=timedelta(days=2, seconds=3),
     pair=(1, "a"),
     ids={1, 2, 3},
+)
+LOCATOR = Locator(
+    path=Path("/tmp/x"),
+    url=AnyUrl("https://example.org/a"),
+    ip=ipaddress.IPv4Address("10.0.0.1"),
+    secret=SecretStr("pw"),  # equal only to a SecretStr of the same secret: never masked
 )
 OUTER = Outer(
     "o",
@@ -214,9 +254,13 @@ ROUND_TRIPS: list[tuple[str, Any, Any, Any]] = [
     ("annotated_list", list[NonNeg], [0, 1, 2], [0, 1, 2]),
     ("annotated_str", ShortName, "abcde", "abcde"),
     ("struct_constrained", Order, Order("o", [1, 2], 3), Order("o", [1, 2], 3)),
+    ("struct_object_field", AnyStruct, AnyStruct([1, "a"]), AnyStruct([1, "a"])),
+    ("dataclass_object_field", AnyDataclass, AnyDataclass({"k": 1}), AnyDataclass({"k": 1})),
+    ("typeddict_object_field", AnyTypedDict, {"x": 2.5}, {"x": 2.5}),
     ("pydantic", Person, ADA, ADA),
     ("pydantic_nested", Address, HOME, HOME),
     ("pydantic_rich", Measure, MEASURE, MEASURE),
+    ("pydantic_json_only_fields", Locator, LOCATOR, LOCATOR),
     ("pydantic_list", list[Person], [ADA, ALAN], [ADA, ALAN]),
     ("pydantic_or_none_value", Person | None, ADA, ADA),
     ("pydantic_or_none_none", Person | None, None, None),
@@ -359,6 +403,7 @@ BAD_ARGUMENTS: list[tuple[str, Any, Any, str, str]] = [
         "greater than or equal to 0",
     ),
     ("pydantic_wrong_type", greet, 3, "$", "valid dictionary or instance of Person"),
+    ("not_encodable", ints, object(), "$", "cannot be encoded as int: msgspec cannot encode"),
 ]
 
 
@@ -428,6 +473,11 @@ def pydantic_optional_violated(_: int) -> Person | None:
     return _unvalidated_person(age=-1)
 
 
+@netmcore.process
+def returns_a_path(_: int) -> str:
+    return Path("/x")  # type: ignore[return-value]
+
+
 # (process type, path, part of the message)
 INVALID_RESULTS: dict[str, tuple[Any, str, str]] = {
     "wrong_type": (wrong_type, "$", "Expected `int`, got `str`"),
@@ -439,6 +489,7 @@ INVALID_RESULTS: dict[str, tuple[Any, str, str]] = {
     "pydantic_constraint": (pydantic_constraint_violated, "$.age", "less than or equal to 150"),
     "pydantic_nested": (pydantic_nested_violated, "$[1].address.zip", "should match pattern"),
     "pydantic_optional": (pydantic_optional_violated, "$.age", "greater than or equal to 0"),
+    "not_encodable": (returns_a_path, "$", "msgspec cannot encode PosixPath values"),
 }
 
 
@@ -667,6 +718,18 @@ def test_encap_type_wrap_rejects_with_the_same_paths() -> None:
         netmcore.EncapType(ShortName).wrap("toolong")
     assert info.value.path == "$"
     assert "length <= 5" in str(info.value)
+
+
+def test_a_value_msgspec_cannot_encode_is_an_argument_type_error() -> None:
+    # Refused as a whole ("$"): encoding stops before there is anything to validate.
+    with pytest.raises(netmcore.ArgumentTypeError) as info:
+        netmcore.EncapType(str).wrap(Path("/x"))  # type: ignore[arg-type]
+    assert info.value.path == "$"
+    assert str(info.value) == (
+        "value PosixPath('/x') cannot be encoded as str: msgspec cannot encode PosixPath values"
+    )
+    with pytest.raises(netmcore.ArgumentTypeError, match="msgspec cannot encode object values"):
+        netmcore.EncapType(list[int]).wrap([1, object()])  # type: ignore[list-item]
 
 
 def test_process_decorator_keeps_annotated_constraints() -> None:
@@ -1166,6 +1229,37 @@ def test_check_against_a_missing_directory_fails(tmp_path: Path, contracts_mod: 
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        pytest.param("missing.py", "missing.py: no such file", id="file"),
+        pytest.param(
+            "no_such_module_here",
+            "no module named 'no_such_module_here'; pass a dotted name importable from "
+            "here, or the path of a .py file",
+            id="dotted",
+        ),
+    ],
+)
+def test_schemas_of_a_missing_module_is_a_one_line_error(
+    tmp_path: Path, module: str, message: str
+) -> None:
+    result = schemas_cli(tmp_path, module)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"netmcore schemas: {message}\n"
+
+
+@pytest.mark.parametrize("check", [False, True], ids=["write", "check"])
+def test_schemas_out_that_is_a_file_is_a_one_line_error(
+    tmp_path: Path, contracts_mod: Path, check: bool
+) -> None:
+    (tmp_path / "out").write_text("")
+    result = schemas_cli(tmp_path, str(contracts_mod), "--out", "out", *["--check"] * check)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "netmcore schemas: --out out is not a directory\n"
+    assert (tmp_path / "out").read_text() == ""
+
+
 def test_schema_refs_resolve_from_the_document_root() -> None:
     # BUG: a pydantic model's schema is inlined with its own "$defs"; nested in a
     # container (list[Model], Model | None, a tuple), its "#/$defs/..." refs
@@ -1325,7 +1419,226 @@ def test_schemas_without_a_module_is_a_usage_error(tmp_path: Path) -> None:
 
 
 # ==========================================================================
-# Known gaps in pydantic support (see the report)
+# 9. Process types from generic bases, quoted types, what @process accepts
+# ==========================================================================
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Identity(netmcore.ProcessDef[T, T]):
+    """Generic: a base for process types, not one itself."""
+
+    def run(self, arg: T) -> T:
+        return arg
+
+
+class IntIdentity(Identity[int]):
+    """ProcessDef[int, int], running Identity.run."""
+
+
+class FromInt(netmcore.ProcessDef[int, R]):
+    def run(self, arg: int) -> R:
+        raise NotImplementedError
+
+
+class IntToStr(FromInt[str]):
+    def run(self, arg: int) -> str:
+        return f"<{arg}>"
+
+
+class Firsts(netmcore.ProcessDef[list[T], dict[str, T]]):
+    """Generic, with its type parameter inside the type arguments."""
+
+    def run(self, arg: list[T]) -> dict[str, T]:
+        return {"base": arg[0]}
+
+
+class IntFirsts(Firsts[int]):
+    def run(self, arg: list[int]) -> dict[str, int]:
+        return {"sub": arg[0]}
+
+
+class KeyedFirsts(Firsts[tuple[str, T]]):
+    """Still generic, one level down."""
+
+
+class FloatKeyedFirsts(KeyedFirsts[float]):
+    """ProcessDef[list[tuple[str, float]], dict[str, tuple[str, float]]]."""
+
+
+@netmcore.process
+def specialised_scenario(_: int) -> list[Any]:
+    try:
+        IntFirsts.start(["x"])  # type: ignore[list-item]
+        refused = ""
+    except netmcore.ArgumentTypeError as exc:
+        refused = exc.path
+    return [
+        _outcome_dict(IntIdentity.join_outcome(IntIdentity.start(3))),
+        _outcome_dict(IntToStr.join_outcome(IntToStr.start(4))),
+        _outcome_dict(IntFirsts.join_outcome(IntFirsts.start([5]))),
+        refused,
+    ]
+
+
+def test_a_specialised_generic_process_type_runs_its_own_run_on_its_own_types() -> None:
+    assert run_scenario(specialised_scenario, 0) == [
+        {"kind": "Success", "value": 3},
+        {"kind": "Success", "value": "<4>"},
+        {"kind": "Success", "value": {"sub": 5}},
+        "$[0]",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("proc", "arg", "result"),
+    [
+        pytest.param(IntIdentity, int, int, id="both"),
+        pytest.param(IntToStr, int, str, id="output"),
+        pytest.param(IntFirsts, list[int], dict[str, int], id="inside"),
+        pytest.param(
+            FloatKeyedFirsts,
+            list[tuple[str, float]],
+            dict[str, tuple[str, float]],
+            id="two_levels",
+        ),
+    ],
+)
+def test_a_specialised_generic_process_type_has_the_substituted_types(
+    proc: Any, arg: Any, result: Any
+) -> None:
+    assert proc.input_type.fingerprint == netmcore.EncapType(arg).fingerprint
+    assert proc.output_type.fingerprint == netmcore.EncapType(result).fingerprint
+
+
+@pytest.mark.parametrize(
+    ("start", "message"),
+    [
+        pytest.param(
+            lambda: Identity.start(3),
+            "Identity is not a process type: it is generic in T; subclass it with concrete "
+            "types, like `class P(Identity[...])` with no type parameter left, and start that",
+            id="generic",
+        ),
+        pytest.param(lambda: Firsts.start([1]), "Firsts is not a process type", id="inside"),
+        pytest.param(
+            lambda: KeyedFirsts.join_nowait(netmcore.ProcessId(1)), "KeyedFirsts is not", id="join"
+        ),
+        pytest.param(
+            lambda: netmcore.ProcessDef.join(netmcore.ProcessId(1)),
+            "ProcessDef is not a process type: it is generic in In, Out;",
+            id="process_def",
+        ),
+    ],
+)
+def test_a_generic_process_type_cannot_start_or_join(
+    start: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        start()
+
+
+def test_schemas_writes_contracts_of_specialised_process_types_only(tmp_path: Path) -> None:
+    (tmp_path / "generic_mod.py").write_text(
+        textwrap.dedent(
+            """
+            from typing import TypeVar
+
+            import netmcore
+
+            T = TypeVar("T")
+
+            class Firsts(netmcore.ProcessDef[list[T], dict[str, T]]):
+                def run(self, arg: list[T]) -> dict[str, T]:
+                    return {"first": arg[0]}
+
+            class IntFirsts(Firsts[int]):
+                pass
+            """
+        )
+    )
+    out = _generate(tmp_path, tmp_path / "generic_mod.py")
+    assert [p.name for p in out.iterdir()] == ["generic_mod.IntFirsts.json"]
+    doc = json.loads((out / "generic_mod.IntFirsts.json").read_text())
+    assert (doc["input"]["type"], doc["output"]["type"]) == ("list[int]", "dict[str, int]")
+
+
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+def test_a_quoted_type_in_process_def_parameters_is_looked_up_in_its_module() -> None:
+    # As mypy reads it; nested quoted names too.
+    class Norms(netmcore.ProcessDef["Point", list["Point"]]):
+        def run(self, arg: Point) -> list[Point]:
+            return [arg]
+
+    assert Norms.input_type.fingerprint == netmcore.EncapType(Point).fingerprint
+    assert Norms.output_type.fingerprint == netmcore.EncapType(list[Point]).fingerprint
+
+
+def _keyword_only(*, x: int) -> int:
+    return x
+
+
+def _var_keyword(**kw: int) -> int:
+    return len(kw)
+
+
+def _var_positional(*xs: int) -> int:
+    return len(xs)
+
+
+async def _coroutine(x: int) -> int:
+    return x
+
+
+async def _async_generator(x: int) -> AsyncIterator[int]:
+    yield x
+
+
+def _add(x: int, y: int) -> int:
+    return x + y
+
+
+class _Doubler:
+    def __call__(self, x: int) -> int:
+        return 2 * x
+
+
+@pytest.mark.parametrize(
+    ("f", "reason"),
+    [
+        pytest.param(_keyword_only, "its parameter `x` is keyword-only", id="keyword_only"),
+        pytest.param(_var_keyword, "its parameter `kw` is variadic keyword", id="kwargs"),
+        pytest.param(_var_positional, "its parameter `xs` is variadic positional", id="args"),
+        pytest.param(_coroutine, "it is async, and a process runs a plain function", id="async"),
+        pytest.param(
+            _async_generator, "it is async, and a process runs a plain function", id="async_gen"
+        ),
+        pytest.param(
+            functools.partial(_add, y=1), "it is a partial object, not a function", id="partial"
+        ),
+        pytest.param(_Doubler(), "it is a _Doubler object, not a function", id="callable"),
+    ],
+)
+def test_process_refuses_what_a_worker_could_not_call_with_the_argument(
+    f: Any, reason: str
+) -> None:
+    # Refused when decorated, naming the function and the rule, not in every worker.
+    name = getattr(f, "__qualname__", repr(f))
+    with pytest.raises(TypeError) as info:
+        netmcore.process(f)
+    assert str(info.value) == (
+        "@netmcore.process needs a function of one annotated positional argument with an "
+        f"annotated return type, like `def f(x: int) -> int`; {name} does not fit: {reason}"
+    )
+
+
+# ==========================================================================
+# 10. pydantic models that need care
 # ==========================================================================
 
 
@@ -1348,17 +1661,26 @@ class StrictModel(BaseModel):
     pair: tuple[int, int]
 
 
+class SerializationAlias(BaseModel):
+    count: int = Field(serialization_alias="Count")
+
+
+class ValidationAlias(BaseModel):
+    count: int = Field(validation_alias="Count")
+
+
 @pytest.mark.parametrize(
     ("typ", "value"),
     [
         pytest.param(Aliased, Aliased(userName="bob"), id="field_alias"),
+        pytest.param(SerializationAlias, SerializationAlias(count=1), id="serialization_alias"),
+        pytest.param(ValidationAlias, ValidationAlias(Count=1), id="validation_alias"),  # type: ignore[call-arg]
         pytest.param(WithComputed, WithComputed(a=2), id="computed_field_extra_forbid"),
         pytest.param(StrictModel, StrictModel(pair=(1, 2)), id="strict_model_tuple"),
     ],
 )
 def test_valid_pydantic_values_round_trip(typ: Any, value: Any) -> None:
-    # BUG: _enc_hook dumps with model_dump(mode="python"): by field name (not
-    # alias) and with computed fields, which model_validate then rejects; and
-    # msgpack gives a list where a strict model wants a tuple.
+    # Models travel by field name, whatever their aliases (one-sided ones too),
+    # without computed fields, and are validated laxly (msgpack has no tuples).
     et = netmcore.EncapType(typ)
     assert et.unwrap(et.wrap(value)) == value
