@@ -3,14 +3,14 @@ for its state, or clean up what a dead one left in its socket directory."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import socket
 
 from . import _cleanup
+from ._debug import log
 from ._errors import SocketDirectoryError
-from ._socketdir import LOCK_NAME, SOCKET_NAME
+from ._socketdir import LOCK_NAME, SOCKET_NAME, check_private_dir
 from ._wire import Link, Status, StatusReq
 
 
@@ -41,18 +41,23 @@ def status(socket_directory: str) -> Status:
 def unlink(socket_directory: str) -> list[str]:
     """Remove what a dead master left in ``socket_directory``; return what went.
 
+    What cannot be removed is logged, and the rest still goes.
+
     Raises
     ------
     SocketDirectoryError
-        If a master (or its watchdog) is alive there.
+        If a master (or its watchdog) is alive there, or the directory (or its
+        record) is not private: as ``run`` does, it acts only on what nobody
+        but the user could have put there.
     """
     if not os.path.isdir(socket_directory):
         raise SocketDirectoryError(f"{socket_directory!r} is not a directory")
+    check_private_dir(socket_directory)
     lock_path = os.path.join(socket_directory, LOCK_NAME)
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        fd = None
+    except (FileNotFoundError, IsADirectoryError):
+        fd = None  # no master can hold a lock on it
     try:
         if fd is not None:
             try:
@@ -65,9 +70,15 @@ def unlink(socket_directory: str) -> list[str]:
                 ) from None
         removed = _cleanup.unlink_pending(os.path.join(socket_directory, _cleanup.PMANAGE_NAME))
         for name in (SOCKET_NAME, LOCK_NAME):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(socket_directory, name))
-                removed.append(os.path.join(socket_directory, name))
+            path = os.path.join(socket_directory, name)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("netmcore: could not remove %s: %s", path, exc.strerror or exc)
+                continue
+            removed.append(path)
         return removed
     finally:
         if fd is not None:

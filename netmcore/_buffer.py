@@ -4,13 +4,19 @@ Upstream's pipeline example streams bytes through a shared buffer guarded by
 a mutex and two condition variables; so does this one, all inside one managed
 shm object::
 
-    mutex | not_full | not_empty | head, tail, capacity, end | ring of bytes
+    mark | mutex | not_full | not_empty | head, tail, capacity, end, writer, reader | ring
 
 The producer appends, waiting while the ring is full; ``close()`` marks the
 end of the stream. The consumer ``peek``s at the bytes at the head without
 copying them (a view of the ring), then ``consume``s them, which deletes them
 from the head and wakes the producer. The mutex is robust: a process that dies
 holding it does not hang the other (it sees the stream end instead).
+
+A side that dies outside a call (or ends without ``close()``) holds nothing
+the kernel could release, so a waiter waits in slices and, between two, asks
+whether the other side still lives: the pid of the last writer, or of the
+last reader, is recorded (an opener fills both until then, so that the
+creator knows its other side before it writes or reads anything).
 """
 
 from __future__ import annotations
@@ -18,17 +24,25 @@ from __future__ import annotations
 import ctypes
 import struct
 from types import TracebackType
+from typing import NoReturn
 
 from . import _pthread
 from ._errors import OwnerDiedError
 from ._ids import ResId
-from ._resource_api import ShmSegment, create_shm, open_shm
+from ._pthread import this_pid
+from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
 from ._resources import validate_size
 
-_MUTEX, _NOT_FULL, _NOT_EMPTY = 0, _pthread.SLOT, 2 * _pthread.SLOT
-_STATE = 3 * _pthread.SLOT
+_MARK = b"nmcbuf01"
+_MUTEX, _NOT_FULL, _NOT_EMPTY = _pthread.SLOT, 2 * _pthread.SLOT, 3 * _pthread.SLOT
+_STATE = 4 * _pthread.SLOT
 _LAYOUT = struct.Struct("=QQQQ")  # head, tail (bytes ever read, written), capacity, ended
+_PID = struct.Struct("=I")
+_WRITER, _READER = _STATE + _LAYOUT.size, _STATE + _LAYOUT.size + _PID.size  # os pids
+# Who could end a wait on each condition: the other side, whose pid is there.
+_WAKER = {_NOT_EMPTY: _WRITER, _NOT_FULL: _READER}
 _RING = _STATE + 64
+_LOOK_AGAIN = 0.1  # seconds a waiter waits before it looks whether the other side lives
 
 
 class Buffer:
@@ -48,16 +62,27 @@ class Buffer:
     def create(cls, capacity: int = 1 << 20) -> Buffer:
         """A buffer holding at most ``capacity`` bytes not yet consumed."""
         capacity = validate_size(capacity, "capacity")
-        buffer = cls(create_shm(_RING + capacity))
-        _pthread.mutex_init(buffer._at(_MUTEX), _pthread.MUTEX_NORMAL)
-        _pthread.cond_init(buffer._at(_NOT_FULL))
-        _pthread.cond_init(buffer._at(_NOT_EMPTY))
-        _LAYOUT.pack_into(buffer._buf, _STATE, 0, 0, capacity, 0)
+        segment = create_shm(_RING + capacity)
+        try:
+            segment.buffer[: len(_MARK)] = _MARK
+            _LAYOUT.pack_into(segment.buffer, _STATE, 0, 0, capacity, 0)
+            buffer = cls(segment)
+            _pthread.mutex_init(buffer._at(_MUTEX), _pthread.MUTEX_NORMAL)
+            _pthread.cond_init(buffer._at(_NOT_FULL))
+            _pthread.cond_init(buffer._at(_NOT_EMPTY))
+        except BaseException:
+            segment.release()
+            raise
         return buffer
 
     @classmethod
     def open(cls, res_id: ResId) -> Buffer:
-        return cls(open_shm(res_id))
+        """Open the buffer ``res_id``. ValueError if it is not a Buffer."""
+        buffer = cls(open_marked_shm(res_id, _MARK, "Buffer"))
+        for side in (_WRITER, _READER):
+            if not _PID.unpack_from(buffer._buf, side)[0]:
+                _PID.pack_into(buffer._buf, side, this_pid[0])
+        return buffer
 
     def __init__(self, segment: ShmSegment) -> None:
         self._segment = segment
@@ -67,6 +92,7 @@ class Buffer:
         ).from_buffer(segment.buffer)
         self._base = ctypes.addressof(self._anchor)
         self.capacity: int = _LAYOUT.unpack_from(self._buf, _STATE)[2]
+        self._other_side = _pthread.Peer()
 
     @property
     def res_id(self) -> ResId:
@@ -79,6 +105,8 @@ class Buffer:
         return self._base + offset
 
     def _lock(self) -> None:
+        if self._anchor is None:  # the C calls would touch unmapped memory
+            raise closed_error(self)
         try:
             _pthread.mutex_lock(self._at(_MUTEX), None)
         except _pthread.OwnerDied:
@@ -91,12 +119,21 @@ class Buffer:
         _pthread.mutex_unlock(self._at(_MUTEX))
 
     def _wait(self, cond: int) -> None:
+        """Wait on ``cond`` for a while (holding the mutex); the caller looks
+        at the state and waits again. OwnerDiedError if the side that could
+        wake it has ended: the stream ends there."""
         try:
-            _pthread.cond_wait(self._at(cond), self._at(_MUTEX), None)
+            if _pthread.cond_wait(self._at(cond), self._at(_MUTEX), _LOOK_AGAIN):
+                return
         except _pthread.OwnerDied:
-            self._set_end()
-            self._unlock()
-            raise OwnerDiedError(f"the other side of {self!r} died while using it") from None
+            self._end_after_death("died while using it")
+        pid = _PID.unpack_from(self._buf, _WAKER[cond])[0]
+        if pid and self._other_side.gone(pid):
+            self._end_after_death(f"(os pid {pid}) ended without closing it")
+
+    def _end_after_death(self, what: str) -> NoReturn:
+        self._set_end()  # the caller, holding the mutex, unlocks it
+        raise OwnerDiedError(f"the other side of {self!r} {what}: the stream ends here") from None
 
     def _state(self) -> tuple[int, int, int, int]:
         head, tail, capacity, ended = _LAYOUT.unpack_from(self._buf, _STATE)
@@ -118,6 +155,7 @@ class Buffer:
         while view:
             self._lock()
             try:
+                _PID.pack_into(self._buf, _WRITER, this_pid[0])
                 head, tail, capacity, ended = self._state()
                 while tail - head == capacity and not ended:
                     self._wait(_NOT_FULL)
@@ -151,6 +189,7 @@ class Buffer:
         has ended. The view is valid until :meth:`consume`."""
         self._lock()
         try:
+            _PID.pack_into(self._buf, _READER, this_pid[0])
             head, tail, capacity, ended = self._state()
             while head == tail and not ended:
                 self._wait(_NOT_EMPTY)
@@ -188,6 +227,7 @@ class Buffer:
     def release(self) -> None:
         """Unmap it and stop using it; it goes when its last user releases."""
         self._anchor = None
+        self._other_side.close()
         self._segment.release()
 
     def __enter__(self) -> Buffer:

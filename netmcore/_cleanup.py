@@ -20,9 +20,12 @@ import contextlib
 import json
 import os
 import signal
+import stat
 from dataclasses import dataclass
 
 from . import _ipc, _resources
+from ._debug import log
+from ._errors import SocketDirectoryError
 from ._resources import ResourceType
 
 PMANAGE_NAME = "netmcore.pmanage"
@@ -66,31 +69,89 @@ class Record:
 
 
 def pending(path: str) -> list[tuple[str, str]]:
-    """The (kind, name) pairs a record still lists, in the order they were added."""
+    """The (kind, name) pairs a record still lists, in the order they were added.
+
+    Raises
+    ------
+    SocketDirectoryError
+        If the record is not a regular file of the user's that only the user
+        can write: its entries name what is to be removed, so anyone who can
+        write it could have the user remove any of the user's files.
+    """
     listed: dict[tuple[str, str], None] = {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                with contextlib.suppress(ValueError):
-                    op, kind, raw = line.rstrip("\n").split(" ", 2)
-                    key = (kind, json.loads(raw))
-                    if op == "+":
-                        listed[key] = None
-                    elif op == "-":
-                        listed.pop(key, None)
-    except FileNotFoundError:
-        return []
+    for line in _read_record(path).splitlines():
+        entry = _parse(line)
+        if entry is None:
+            log.warning("netmcore: skipped a line of %s that is no record entry: %r", path, line)
+            continue
+        op, kind, name = entry
+        if op == "+":
+            listed[kind, name] = None
+        else:
+            listed.pop((kind, name), None)
     return list(listed)
 
 
+def _read_record(path: str) -> bytes:
+    """The record's bytes (none if there is no record); see :func:`pending`."""
+    try:
+        # Not through a symlink, and never blocking on a FIFO planted there.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise SocketDirectoryError(
+            f"cannot read the record {path!r} ({exc.strerror or exc}): nothing it lists "
+            "was removed; look at it, and remove it"
+        ) from exc
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise SocketDirectoryError(
+                f"the record {path!r} is not a regular file of yours that only you can "
+                f"write (mode {stat.S_IMODE(st.st_mode):o}, uid {st.st_uid}): nothing it "
+                "lists was removed; look at it, and remove it"
+            )
+        return f.read()
+
+
+def _parse(line: bytes) -> tuple[str, str, str] | None:
+    """A record line's op, kind and name; None for a line that is none (torn
+    by a crash, or not written by netmcore)."""
+    try:
+        op, kind, raw = line.decode().split(" ", 2)
+        name = json.loads(raw)
+    except ValueError:  # also not UTF-8, or not JSON
+        return None
+    if op not in ("+", "-") or not isinstance(name, str):
+        return None
+    return op, kind, name
+
+
 def unlink_pending(path: str) -> list[str]:
-    """Unlink whatever a record still lists, remove the record, and say what went."""
+    """Unlink whatever a record still lists, remove the record, and say what went.
+
+    An entry that cannot be unlinked (a kind of another version of netmcore,
+    a file that is now a directory, one the user may not remove) is logged and
+    left: it must not keep the entries after it, or the next start, from going
+    ahead. The record goes anyway, so it is reported once.
+    """
     removed = []
     for kind, name in pending(path):
-        if kind == _PREFIX_KIND:
-            removed += _ipc.unlink_prefix(name)
-        elif _resources.unlink_object(ResourceType(kind), name):
-            removed.append(name)
+        try:
+            if kind == _PREFIX_KIND:
+                removed += _ipc.unlink_prefix(name)
+            elif _resources.unlink_object(ResourceType(kind), name):
+                removed.append(name)
+        except (OSError, ValueError) as exc:  # ValueError: a kind this version does not know
+            log.warning(
+                "netmcore: could not unlink %s %r, listed in %s: %s; remove it yourself "
+                "if it is a leftover",
+                kind,
+                name,
+                path,
+                exc,
+            )
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     return removed

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 
 import posix_ipc
 
+from ._pthread import check_timeout
+
 SHM_DIR = "/dev/shm"
 SEM_VALUE_MAX: int = posix_ipc.SEMAPHORE_VALUE_MAX
 
@@ -112,8 +114,9 @@ def _map(name: str, length: int | None, flags: int, prot: int) -> tuple[mmap.mma
 def unlink(name: str) -> bool:
     """Unlink ``name``; False if it was already gone."""
     try:
-        posix_ipc.unlink_shared_memory(name)
-    except posix_ipc.ExistentialError:
+        with _os_errors(name, creating=False):
+            posix_ipc.unlink_shared_memory(name)
+    except FileNotFoundError:
         return False
     return True
 
@@ -137,8 +140,9 @@ def create_semaphore(name: str, value: int) -> None:
 def unlink_semaphore(name: str) -> bool:
     """Unlink the semaphore ``name``; False if it was already gone."""
     try:
-        posix_ipc.unlink_semaphore(name)
-    except posix_ipc.ExistentialError:
+        with _os_errors(name, creating=False):
+            posix_ipc.unlink_semaphore(name)
+    except FileNotFoundError:
         return False
     return True
 
@@ -154,7 +158,8 @@ class Semaphore:
         self._sem.release()
 
     def wait(self, timeout: float | None) -> bool:
-        """Decrement, waiting up to ``timeout`` seconds (forever if None)."""
+        """Decrement, waiting up to ``timeout`` seconds (forever if None or inf)."""
+        timeout = check_timeout(timeout)
         try:
             self._sem.acquire(timeout)
         except posix_ipc.BusyError:

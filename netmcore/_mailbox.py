@@ -28,7 +28,9 @@ bytes in shared memory, read in order: x86-64 keeps stores in order.)
 Senders that find the cursor's slot full wait on ``free``. The receiver
 posts it every half box and before it waits for a message; waking a
 blocked sender per message would cost both sides a system call and a
-context switch each.
+context switch each. A waiting sender also looks again on its own every
+millisecond, and then also asks (a pidfd) whether the receiver still lives:
+a full box whose receiver has ended will never have room again.
 
 The claim mutexes are robust. A sender killed in the middle of a send holds
 its slot's mutex and never marked the slot full, so the receiver never sees a
@@ -50,7 +52,7 @@ from . import _pthread
 from ._encap import EncapType
 from ._errors import ContextError, EncapTypeMismatch
 from ._ids import ResId
-from ._resource_api import ShmSegment, create_shm, open_shm
+from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
 
 T = TypeVar("T")
 
@@ -82,9 +84,7 @@ _unlock = _pthread.raw_mutex_unlock
 _post = _pthread.raw_sem_post
 _trywait = _pthread.raw_sem_trywait
 
-# This process's pid, without a getpid() system call per message.
-_pid = [os.getpid()]
-os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+_pid = _pthread.this_pid
 
 
 def _stride(slot_size: int) -> int:
@@ -138,11 +138,9 @@ class Mailbox(Generic[T]):
     def open(cls, res_id: ResId, typ: Any) -> Mailbox[Any]:
         """Open the box ``res_id`` to send to it; ``typ`` must be its type."""
         encap: EncapType[Any] = EncapType(typ)
-        segment = open_shm(res_id)
+        segment = open_marked_shm(res_id, _MAGIC, "mailbox")
         try:
-            magic, *_, fp, _ = _HEADER.unpack_from(segment.buffer, 0)
-            if magic != _MAGIC:
-                raise ValueError(f"resource {res_id!r} is not a mailbox")
+            *_, fp, _ = _HEADER.unpack_from(segment.buffer, 0)
             if fp.hex() != encap.fingerprint:
                 raise EncapTypeMismatch(
                     f"mailbox {res_id!r} carries another type than {encap.name} "
@@ -175,6 +173,7 @@ class Mailbox(Generic[T]):
         self._claims = [self._base + _FIRST_SLOT + i * self._stride for i in range(slots)]
         self._heads = [_FIRST_SLOT + i * self._stride + _pthread.SLOT for i in range(slots)]
         self._free_value = _pthread.IntCell()
+        self._receiver = _pthread.Peer()  # a sender of a full box watches it
         self._receiving = threading.Lock()
         self._encode = encap.encode
         self._decode = encap.decode
@@ -203,7 +202,15 @@ class Mailbox(Generic[T]):
             If the encoded message is larger than a slot.
         TimeoutError
             If no slot came free within ``timeout`` seconds.
+        BrokenPipeError
+            If the box is full and its receiver has ended.
+        ValueError
+            Also after :meth:`close`, and for a ``timeout`` below 0 or NaN.
         """
+        if self._anchor is None:  # its C calls would touch unmapped memory
+            raise closed_error(self)
+        if timeout is not None:
+            timeout = _pthread.check_timeout(timeout)
         data = self._encode(value, "message")
         if len(data) > self.slot_size:
             raise ValueError(
@@ -253,7 +260,14 @@ class Mailbox(Generic[T]):
             left = _LOOK_AGAIN if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"{self!r} stayed full for {timeout} s")
-            _pthread.sem_wait(self._free, min(left, _LOOK_AGAIN))
+            if not _pthread.sem_wait(self._free, min(left, _LOOK_AGAIN)) and (
+                self._receiver.gone(self.owner_pid)
+            ):
+                raise BrokenPipeError(
+                    errno.EPIPE,
+                    f"the receiver of {self!r} (os pid {self.owner_pid}) has ended, and "
+                    "the box is full: nothing will take this message",
+                )
         return i
 
     def _claim_slot(self) -> int | None:
@@ -310,12 +324,18 @@ class Mailbox(Generic[T]):
             If the caller is not the process that created the box.
         TimeoutError
             If no message came within ``timeout`` seconds.
+        ValueError
+            After :meth:`close`, and for a ``timeout`` below 0 or NaN.
         """
         if _pid[0] != self.owner_pid:
             raise ContextError(
                 f"only the process that created {self!r} (os pid {self.owner_pid}) can "
                 f"receive from it; this is os pid {_pid[0]}: senders use send()"
             )
+        if self._anchor is None:  # its C calls would touch unmapped memory
+            raise closed_error(self)
+        if timeout is not None:
+            timeout = _pthread.check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if _trywait(self._filled):
@@ -427,6 +447,8 @@ class Mailbox(Generic[T]):
                 f"only the process that created {self!r} (os pid {self.owner_pid}) can "
                 f"reclaim its slots; this is os pid {_pid[0]}"
             )
+        if self._anchor is None:
+            raise closed_error(self)
         with self._receiving:
             freed = sum(
                 self._sender_died(i)
@@ -441,6 +463,7 @@ class Mailbox(Generic[T]):
     def close(self) -> None:
         """Unmap it in this process (idempotent)."""
         self._anchor = None
+        self._receiver.close()
         self._cursor.release()
         self._segment.close()  # also releases self._buf, the same view
 

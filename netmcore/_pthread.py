@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import math
 import os
+import select
 import time
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -93,8 +95,25 @@ class OwnerDied(Exception):
     """Marker: the lock was taken from a holder that died (EOWNERDEAD)."""
 
 
+def check_timeout(timeout: float | None) -> float | None:
+    """A caller's ``timeout``, checked: None (or ``math.inf``) waits without limit.
+
+    Raises ValueError for NaN and negative numbers, which no deadline can be
+    made of (a timespec would overflow, or the wait would end at once by accident).
+    """
+    if timeout is None or timeout == math.inf:
+        return None
+    if not timeout >= 0:  # also NaN, which compares false with everything
+        raise ValueError(
+            f"timeout {timeout!r} is not valid: give a number of seconds of 0 or more, "
+            "or None (or math.inf) to wait without limit"
+        )
+    return timeout
+
+
 def _deadline(timeout: float) -> ctypes.Array[ctypes.c_long]:
-    at = time.clock_gettime(_CLOCK_MONOTONIC) + max(0.0, timeout)
+    # Capped: ctypes would silently wrap a number of seconds beyond a C long.
+    at = min(time.clock_gettime(_CLOCK_MONOTONIC) + max(0.0, timeout), 2.0**62)
     return _Timespec(int(at), int((at % 1) * 1e9))
 
 
@@ -229,3 +248,47 @@ def sem_value(addr: int, into: IntCell | None = None) -> int:
     into = into or IntCell()
     _sem_getvalue(addr, into.addr)
     return into.cell.value
+
+
+# This process's pid, without a getpid() system call per use.
+this_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: this_pid.__setitem__(0, os.getpid()))
+
+
+class Peer:
+    """Whether another process has ended, for a waiter whose wake-up only that
+    process could bring.
+
+    It asks a pidfd, opened the first time a pid is asked about: a pid comes to
+    name another process once its own has ended, a pidfd never does. (A
+    process that ended before that, and whose pid was taken again by then,
+    passes for alive: the wait goes on, as it would without this.)
+    """
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self._fd = -1
+        self._ended = False
+
+    def gone(self, pid: int) -> bool:
+        if pid == this_pid[0]:
+            return False
+        if pid != self.pid:
+            self.close()
+            self.pid = pid
+            try:
+                self._fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self._ended = True
+            except OSError:
+                pass  # no pidfds (Linux before 5.3): never conclude that it ended
+        if not self._ended and self._fd >= 0:
+            poll = select.poll()
+            poll.register(self._fd, select.POLLIN)  # readable once the process has ended
+            self._ended = bool(poll.poll(0))
+        return self._ended
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self.pid, self._fd, self._ended = 0, -1, False

@@ -216,6 +216,31 @@ def open_shm(res_id: ResId) -> ShmSegment:
     return _map(res_id, _get(res_id, (ResourceType.POSIX_SHM,)).name)
 
 
+def open_marked_shm(res_id: ResId, mark: bytes, what: str) -> ShmSegment:
+    """:func:`open_shm` for an object whose creator wrote ``mark`` first.
+
+    Raises
+    ------
+    ValueError
+        If the object does not start with ``mark``: it is another kind of
+        object, whose layout would be misread. The caller is no user of it then.
+    """
+    segment = open_shm(res_id)
+    if segment.buffer[: len(mark)] != mark:
+        segment.release()
+        raise ValueError(
+            f"resource {res_id!r} is not a {what}: open it with the class that created it"
+        )
+    return segment
+
+
+def closed_error(obj: object) -> ValueError:
+    """The error for using ``obj``, a mapped object, after its close() or release()."""
+    return ValueError(
+        f"{obj!r} is closed or released in this process: open it again by its res_id to use it"
+    )
+
+
 class PosixSemaphore:
     """A managed named POSIX semaphore, open in this process.
 

@@ -3,7 +3,9 @@
 Each lives in a managed shm object (``create_shm``), so it is shared by
 resource id and cleaned up like any other resource. The mutexes are robust:
 if a holder dies, the next ``lock`` raises :class:`OwnerDiedError` while
-holding the (repaired) mutex, and never deadlocks silently.
+holding the (repaired) mutex, and never deadlocks silently. The segment
+starts with a mark of its kind, so that opening another kind of object by
+mistake is refused rather than misread.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Literal
 from . import _pthread
 from ._errors import OwnerDiedError
 from ._ids import ResId
-from ._resource_api import ShmSegment, create_shm, open_shm
+from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
 
 MutexKind = Literal["normal", "errorcheck", "recursive"]
 _KINDS: dict[MutexKind, int] = {
@@ -24,17 +26,38 @@ _KINDS: dict[MutexKind, int] = {
     "errorcheck": _pthread.MUTEX_ERRORCHECK,
     "recursive": _pthread.MUTEX_RECURSIVE,
 }
+_KIND_AT = 8  # a mutex's kind, after its mark
 
 
 class _InShm:
-    """An object at the start of a mapped shm segment."""
+    """An object in a mapped shm segment: a header with its mark, then the
+    pthread object, at an address kept for the C calls (none after close)."""
+
+    _MARK: bytes  # the first bytes of the segment: which kind of object it holds
 
     def __init__(self, segment: ShmSegment) -> None:
         self._segment = segment
         self._anchor: ctypes.Array[ctypes.c_char] | None = (
             ctypes.c_char * _pthread.SLOT
-        ).from_buffer(segment.buffer)
+        ).from_buffer(segment.buffer, _pthread.SLOT)
         self._addr = ctypes.addressof(self._anchor)
+
+    @classmethod
+    def _create_segment(cls) -> ShmSegment:
+        segment = create_shm(2 * _pthread.SLOT)
+        segment.buffer[: len(cls._MARK)] = cls._MARK
+        return segment
+
+    @classmethod
+    def _open_segment(cls, res_id: ResId) -> ShmSegment:
+        return open_marked_shm(res_id, cls._MARK, cls.__name__)
+
+    def _open_addr(self) -> int:
+        """The object's address; ValueError once it is unmapped in this process
+        (the C call would touch memory that is gone, and crash)."""
+        if self._anchor is None:
+            raise closed_error(self)
+        return self._addr
 
     @property
     def res_id(self) -> ResId:
@@ -63,6 +86,7 @@ class ShmMutex(_InShm):
     """
 
     kind: MutexKind
+    _MARK = b"nmcmtx01"
 
     @classmethod
     def create(cls, kind: MutexKind = "normal") -> ShmMutex:
@@ -70,19 +94,24 @@ class ShmMutex(_InShm):
             raise ValueError(
                 f"kind {kind!r} is not valid: use 'normal', 'errorcheck' or 'recursive'"
             )
-        segment = create_shm(_pthread.SLOT + 1)
-        segment.buffer[_pthread.SLOT] = _KINDS[kind]
-        mutex = cls(segment)
-        _pthread.mutex_init(mutex._addr, _KINDS[kind])
+        segment = cls._create_segment()
+        try:
+            segment.buffer[_KIND_AT] = _KINDS[kind]
+            mutex = cls(segment)
+            _pthread.mutex_init(mutex._addr, _KINDS[kind])
+        except BaseException:
+            segment.release()
+            raise
         return mutex
 
     @classmethod
     def open(cls, res_id: ResId) -> ShmMutex:
-        return cls(open_shm(res_id))
+        """Open the mutex ``res_id``. ValueError if it is not a ShmMutex."""
+        return cls(cls._open_segment(res_id))
 
     def __init__(self, segment: ShmSegment) -> None:
         super().__init__(segment)
-        code = segment.buffer[_pthread.SLOT]
+        code = segment.buffer[_KIND_AT]
         self.kind = next(k for k, v in _KINDS.items() if v == code)
 
     def lock(self, timeout: float | None = None) -> bool:
@@ -92,8 +121,9 @@ class ShmMutex(_InShm):
         lock) if the previous holder died, and OSError(EDEADLK) when an
         error-checking mutex is locked twice by its holder.
         """
+        addr = self._open_addr()
         try:
-            return _pthread.mutex_lock(self._addr, timeout)
+            return _pthread.mutex_lock(addr, _pthread.check_timeout(timeout))
         except _pthread.OwnerDied:
             raise OwnerDiedError(
                 f"the holder of {self!r} died while holding it; you hold it now (it is "
@@ -102,8 +132,9 @@ class ShmMutex(_InShm):
 
     def unlock(self) -> None:
         """Unlock it. PermissionError if this thread does not hold it."""
+        addr = self._open_addr()
         try:
-            _pthread.mutex_unlock(self._addr)
+            _pthread.mutex_unlock(addr)
         except OSError as exc:
             if exc.errno != errno.EPERM:
                 raise
@@ -139,21 +170,30 @@ class ShmCondition(_InShm):
             make_ready(); cond.broadcast()
     """
 
+    _MARK = b"nmccnd01"
+
     @classmethod
     def create(cls) -> ShmCondition:
-        cond = cls(create_shm(_pthread.SLOT))
-        _pthread.cond_init(cond._addr)
+        segment = cls._create_segment()
+        try:
+            cond = cls(segment)
+            _pthread.cond_init(cond._addr)
+        except BaseException:
+            segment.release()
+            raise
         return cond
 
     @classmethod
     def open(cls, res_id: ResId) -> ShmCondition:
-        return cls(open_shm(res_id))
+        """Open the condition ``res_id``. ValueError if it is not a ShmCondition."""
+        return cls(cls._open_segment(res_id))
 
     def wait(self, mutex: ShmMutex, timeout: float | None = None) -> bool:
         """Release ``mutex`` (held by the caller), wait for a signal, and take it
         back; False if ``timeout`` seconds passed first."""
+        addr, mutex_addr = self._open_addr(), mutex._open_addr()
         try:
-            return _pthread.cond_wait(self._addr, mutex._addr, timeout)
+            return _pthread.cond_wait(addr, mutex_addr, _pthread.check_timeout(timeout))
         except _pthread.OwnerDied:
             raise OwnerDiedError(
                 f"the holder of {mutex!r} died while holding it; you hold it now"
@@ -161,11 +201,11 @@ class ShmCondition(_InShm):
 
     def signal(self) -> None:
         """Wake one waiter."""
-        _pthread.cond_signal(self._addr)
+        _pthread.cond_signal(self._open_addr())
 
     def broadcast(self) -> None:
         """Wake every waiter."""
-        _pthread.cond_broadcast(self._addr)
+        _pthread.cond_broadcast(self._open_addr())
 
     def __repr__(self) -> str:
         return f"ShmCondition({self.res_id!r})"

@@ -163,9 +163,19 @@ def _make_temporary_dir() -> str:
 def _make_private_dir(path: str) -> None:
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
     except OSError as exc:
         raise SocketDirectoryError(f"cannot create socket_directory {path!r}: {exc}") from exc
+    check_private_dir(path)
+
+
+def check_private_dir(path: str) -> None:
+    """Raise SocketDirectoryError unless ``path`` is a directory of the caller's
+    that nobody else can write to: anyone who can could plant a record there
+    that names the caller's files for removal, or a socket of their own."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise SocketDirectoryError(f"cannot use socket_directory {path!r}: {exc}") from exc
     if not stat.S_ISDIR(st.st_mode):
         raise SocketDirectoryError(f"socket_directory {path!r} is not a directory")
     if st.st_uid != os.getuid():

@@ -148,3 +148,87 @@ def test_subcommands_document_their_options(command: str) -> None:
     assert result.out.startswith(f"usage: netmcore {command}")
     top = cli("--help")
     assert command in top.out
+
+
+def test_unlink_refuses_a_directory_that_others_can_write(tmp_path: Path) -> None:
+    """Like run(), `netmcore unlink` acts only on a private directory: anyone
+    who can write to it could have planted a record naming any of the user's
+    files for removal."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (shared / _cleanup.PMANAGE_NAME).write_text(f'+ file "{victim}"\n')
+
+    result = cli("unlink", str(shared))
+
+    assert victim.exists()
+    assert result.code == 1
+    assert f"socket_directory {str(shared)!r} is writable by other users" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_unlink_refuses_a_record_that_others_can_write(tmp_path: Path) -> None:
+    """In a private directory, a record that others can write is not trusted
+    either: nothing it lists is removed."""
+    sd = tmp_path / "sd"
+    sd.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    record = sd / _cleanup.PMANAGE_NAME
+    record.write_text(f'+ file "{victim}"\n')
+    record.chmod(0o666)
+
+    result = cli("unlink", str(sd))
+
+    assert victim.exists()
+    assert result.code == 1
+    assert "is not a regular file of yours that only you can write (mode 666" in result.err
+    assert "Traceback" not in result.err
+
+
+def leftover_record(sd: Path, tmp_path: Path, bad: str) -> str:
+    """A dead master's directory whose record lists an entry that cannot be
+    removed, then a live shm object; returns the object's name."""
+    sd.mkdir(mode=0o700)
+    name = _ipc.random_name("/nmc.test-admin.")
+    _ipc.create_mapped(name, 16).close()
+    record = _cleanup.Record(str(sd / _cleanup.PMANAGE_NAME))
+    if bad == "file-now-a-directory":
+        (tmp_path / "was-a-file").mkdir()
+        record.write("+", "file", str(tmp_path / "was-a-file"))
+    elif bad == "unknown-kind":  # another version's record
+        record.write("+", "posix_mq", "/queue")
+    elif bad == "not-utf-8":
+        os.write(record.fd, b'+ file "/tmp/\xff\xfe"\n')
+    else:  # a directory where the lock file would be
+        (sd / "netmcore.lock").mkdir()
+    record.write("+", "posix_shm", name)
+    record.close(clean=False)
+    return name
+
+
+BAD_ENTRIES = ["file-now-a-directory", "unknown-kind", "not-utf-8", "lock-is-a-directory"]
+
+
+@pytest.mark.parametrize("bad", BAD_ENTRIES)
+def test_unlink_reports_what_it_cannot_remove_and_removes_the_rest(
+    tmp_path: Path, bad: str
+) -> None:
+    sd = tmp_path / "sd"
+    name = leftover_record(sd, tmp_path, bad)
+    try:
+        result = cli("unlink", str(sd))
+    finally:
+        _ipc.unlink(name)  # still there if the command gave up before it
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err, result.err
+    assert f"removed {name}" in result.out
+    said = {
+        "file-now-a-directory": f"could not unlink file '{tmp_path / 'was-a-file'}'",
+        "unknown-kind": "could not unlink posix_mq '/queue'",
+        "not-utf-8": "skipped a line of",
+        "lock-is-a-directory": f"could not remove {sd / 'netmcore.lock'}",
+    }
+    assert said[bad] in result.err

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import netmcore
+from netmcore import _ipc
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -131,3 +134,93 @@ def test_pipeline_example_streams_every_byte() -> None:
     assert lines[0] == "bytes: 1000000"
     assert lines[1] == f"cksum: {expected}"
     assert lines[2].startswith("throughput: ") and lines[2].endswith(" MB/s")
+
+
+@netmcore.process
+def write_then_end(job: tuple[netmcore.ResId, str]) -> int:
+    buffer = netmcore.Buffer.open(job[0])
+    buffer.write(b"abc")
+    if job[1] == "exit":
+        os._exit(3)
+    raise RuntimeError("the producer fails before it closes the stream")
+
+
+@netmcore.process
+def read_after_the_writer_ended(how: str) -> list[bytes]:
+    buffer = netmcore.Buffer.create(64)
+    try:
+        pid = write_then_end.start((buffer.res_id, how))
+        write_then_end.join(pid)  # the writer has ended, without close()
+        first = buffer.read()
+        with pytest.raises(netmcore.OwnerDiedError) as info:
+            buffer.read()
+        return [first, str(info.value).encode(), buffer.read()]
+    finally:
+        buffer.release()
+
+
+@pytest.mark.parametrize("how", ["exit", "raise"])
+def test_buffer_reader_learns_that_its_writer_ended_without_closing(how: str) -> None:
+    """As at a pipe's end: once what was written is read, a reader whose writer
+    ended without close() is not left waiting. It gets OwnerDiedError (the
+    stream may be cut short), then the end of the stream."""
+    first, error, after = run(read_after_the_writer_ended, how)  # type: ignore[arg-type]
+    assert first == b"abc"
+    assert re.fullmatch(
+        rb"the other side of Buffer\(ResId\(\d+\), capacity=64\) \(os pid \d+\) ended "
+        rb"without closing it: the stream ends here",
+        error,
+    )
+    assert after == b""
+
+
+@netmcore.process
+def read_once_then_die(job: tuple[netmcore.ResId, int]) -> None:
+    buffer = netmcore.Buffer.open(job[0])
+    assert buffer.read(1) == b"a"
+    os._exit(3)
+
+
+@netmcore.process
+def write_after_the_reader_died(_: int) -> list[bytes]:
+    buffer = netmcore.Buffer.create(2)
+    try:
+        buffer.write(b"a")
+        read_once_then_die.join(read_once_then_die.start((buffer.res_id, 0)))
+        with pytest.raises(netmcore.OwnerDiedError, match=r"\(os pid \d+\) ended without"):
+            buffer.write(b"bcd")  # fits only in part: waits for a reader that is gone
+        return list(iter(buffer.read, b""))  # what it did write, then the end
+    finally:
+        buffer.release()
+
+
+def test_buffer_writer_learns_that_its_reader_ended() -> None:
+    """A writer waiting for room that only a dead reader could make gets
+    OwnerDiedError; the stream has ended."""
+    assert b"".join(run(write_after_the_reader_died, 0)) == b"bc"
+
+
+def test_buffer_used_after_release_raises_value_error() -> None:
+    """Its memory is unmapped: using it is a ValueError (in a subprocess, since
+    a regression would crash the process with SIGSEGV)."""
+    code = (
+        "import netmcore\nb = netmcore.Buffer.create(64)\nb.release()\n"
+        "try:\n    b.write(b'x')\nexcept ValueError as e:\n    print(e)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        _ipc.unlink_prefix(f"/nmc.{proc.pid}.")  # what a crashed process left
+    assert proc.returncode == 0
+    assert re.fullmatch(r"Buffer\(ResId\(\d+\), capacity=64\) is closed or released .*\n", out)
+
+
+def test_buffer_open_on_another_kind_of_object_is_a_value_error(master_cleanup: None) -> None:
+    """As Mailbox.open does: a Buffer is recognised by the mark its creator wrote."""
+    box = netmcore.Mailbox.create(int)
+    try:
+        with pytest.raises(ValueError, match=rf"^resource ResId\({box.res_id.n}\) is not a Buffer"):
+            netmcore.Buffer.open(box.res_id)
+    finally:
+        box.release()

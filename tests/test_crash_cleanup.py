@@ -39,7 +39,7 @@ import pytest
 from master_process import STOP_WITHIN, MasterProcess, assert_all_gone, is_dead
 
 import netmcore
-from netmcore import _master
+from netmcore import _cleanup, _ipc, _master
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "scripts" / "crash_master.py"
@@ -534,6 +534,55 @@ def test_next_start_unlinks_what_a_crashed_master_left(
     with caplog.at_level(logging.WARNING, logger="netmcore"):
         run_trivial(socket_directory=str(sockdir))
     assert LEFTOVER_WARNING not in caplog.text
+
+
+@pytest.mark.parametrize("bad", ["file-now-a-directory", "unknown-kind", "not-utf-8"])
+def test_next_start_reports_an_entry_it_cannot_remove_and_removes_the_rest(
+    sockdir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: str
+) -> None:
+    """A leftover entry that cannot be removed (a file that is now a directory,
+    a kind of another version, a line that is not text) is logged and
+    skipped: the entries after it are removed, and the start goes ahead."""
+    sockdir.mkdir(mode=0o700)
+    name = _ipc.random_name("/nmc.test-crash.")
+    _ipc.create_mapped(name, 16).close()
+    record = _cleanup.Record(str(sockdir / PMANAGE))
+    if bad == "file-now-a-directory":
+        (tmp_path / "was-a-file").mkdir()
+        record.write("+", "file", str(tmp_path / "was-a-file"))
+    elif bad == "unknown-kind":
+        record.write("+", "posix_mq", "/queue")
+    else:
+        os.write(record.fd, b'+ file "/tmp/\xff\xfe"\n')
+    record.write("+", "posix_shm", name)
+    record.close(clean=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="netmcore"):
+            run_trivial(socket_directory=str(sockdir))
+        assert not os.path.exists(shm_path(name)), "the entries after the bad one were kept"
+    finally:
+        _ipc.unlink(name)
+    said = {
+        "file-now-a-directory": f"could not unlink file '{tmp_path / 'was-a-file'}'",
+        "unknown-kind": "could not unlink posix_mq '/queue'",
+        "not-utf-8": "skipped a line of",
+    }
+    assert said[bad] in caplog.text
+    assert f"unlinked 1 object(s) that a crashed master left in {sockdir}: {name}" in caplog.text
+
+
+def test_next_start_refuses_a_record_that_others_can_write(sockdir: Path, tmp_path: Path) -> None:
+    """The record names what the next start removes: one that others can write
+    could name any of the user's files, so run() refuses it, removing nothing."""
+    sockdir.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    record = sockdir / PMANAGE
+    record.write_text(f'+ file "{victim}"\n')
+    record.chmod(0o622)
+    with pytest.raises(netmcore.SocketDirectoryError, match=r"is not a regular file of yours"):
+        run_trivial(socket_directory=str(sockdir))
+    assert victim.exists()
 
 
 # --- 3. no_unlink -------------------------------------------------------------------

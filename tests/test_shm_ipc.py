@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import math
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -35,7 +39,7 @@ import pytest
 from scenario import joined, outcome_value, run_scenario
 
 import netmcore
-from netmcore import Mailbox, OwnerDiedError, ResId, ShmCondition, ShmMutex
+from netmcore import Mailbox, OwnerDiedError, ResId, ShmCondition, ShmMutex, _ipc
 from netmcore._mailbox import _SLOT_HEAD
 
 SHM_DIR = "/dev/shm"
@@ -1285,3 +1289,169 @@ def test_primitives_held_by_the_master_outlive_run_until_released(
             p.release()
     left = [p for p in paths if os.path.exists(p)]
     assert not left, f"released by the master, their last user, yet still there: {left}"
+
+
+# --------------------------------------------------------------------------
+# 7. Ends and misuse: a receiver that ended, closed objects, other kinds,
+#    timeouts
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def mb_receive_once_then_die(res_w: int) -> None:
+    box = Mailbox.create(Msg, slots=1, slot_size=32)
+    os.write(res_w, f"{box.res_id.n}\n".encode())
+    box.receive(timeout=GUARD)
+    os._exit(3)
+
+
+@netmcore.process
+def receiver_ended_scenario(arg: tuple[int, int]) -> str:
+    res_r, res_w = arg
+    pid = mb_receive_once_then_die.start(res_w)
+    box = Mailbox.open(ResId(int(os.read(res_r, 64))), Msg)
+    try:
+        box.send(Msg(0, 1))
+        mb_receive_once_then_die.join(pid)  # the receiver has ended
+        box.send(Msg(0, 2))  # fills the only slot
+        with pytest.raises(BrokenPipeError) as info:
+            box.send(Msg(0, 3), timeout=GUARD)
+        return str(info.value)
+    finally:
+        box.release()
+
+
+def test_mailbox_send_to_a_full_box_whose_receiver_ended_raises_broken_pipe(pipes: Any) -> None:
+    """As for a pipe's writer: a full box whose receiver has ended will never
+    have room again, so send() raises BrokenPipeError instead of waiting."""
+    message = run_scenario(receiver_ended_scenario, pipes())
+    assert "has ended, and the box is full: nothing will take this message" in message
+    assert message.startswith("[Errno 32] the receiver of Mailbox(ResId(")
+
+
+USE_AFTER_CLOSE = {
+    "ShmMutex": "m = netmcore.ShmMutex.create(); m.release(); m.lock()",
+    "ShmCondition": "c = netmcore.ShmCondition.create(); c.close(); c.signal()",
+    "Mailbox": "b = netmcore.Mailbox.create(int); b.close(); b.receive(timeout=0)",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(USE_AFTER_CLOSE))
+def test_primitive_used_after_close_or_release_raises_value_error(kind: str) -> None:
+    """A closed object's memory is unmapped: using it is a ValueError (in a
+    subprocess, since a regression would crash the process with SIGSEGV)."""
+    code = (
+        f"import netmcore\ntry:\n    {USE_AFTER_CLOSE[kind]}\nexcept ValueError as e:\n    print(e)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = proc.communicate(timeout=GUARD)
+    finally:
+        _ipc.unlink_prefix(f"/nmc.{proc.pid}.")  # what a crashed process left
+    assert proc.returncode == 0
+    assert re.fullmatch(
+        rf"{kind}\(ResId\(\d+\).*\) is closed or released in this process: .*\n", out
+    )
+
+
+@pytest.mark.parametrize(
+    ("cls", "make"),
+    [
+        (ShmMutex, ShmCondition.create),
+        (ShmMutex, lambda: netmcore.create_shm(128)),
+        (ShmCondition, ShmMutex.create),
+        (ShmCondition, lambda: netmcore.create_shm(16)),  # smaller than a condition
+    ],
+    ids=["mutex-on-condition", "mutex-on-shm", "condition-on-mutex", "condition-on-small-shm"],
+)
+def test_opening_another_kind_of_object_is_a_value_error(
+    cls: Any, make: Callable[[], Any], master_cleanup: None
+) -> None:
+    """As Mailbox.open does: a mutex or condition is recognised by the mark its
+    creator wrote, and anything else is refused, naming the resource."""
+    other = make()
+    try:
+        with pytest.raises(ValueError, match=rf"^resource ResId\({other.res_id.n}\) is not a "):
+            cls.open(other.res_id)
+    finally:
+        other.release()
+
+
+@netmcore.process
+def mx_open_plain_shm(arg: tuple[ResId, int, int]) -> str:
+    """Open a plain shm object as a mutex, say so, and live on until told to go."""
+    res_id, said_w, go_r = arg
+    try:
+        ShmMutex.open(res_id)
+        message = "opened"
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+    os.write(said_w, b"x")
+    os.read(go_r, 1)
+    return message
+
+
+@netmcore.process
+def failed_open_scenario(arg: tuple[int, int, int, int]) -> list[Any]:
+    said_r, said_w, go_r, go_w = arg
+    segment = netmcore.create_shm(128)
+    path = shm_path(segment.name)
+    pid = mx_open_plain_shm.start((segment.res_id, said_w, go_r))
+    try:
+        assert os.read(said_r, 1) == b"x"
+        segment.release()  # the last user, unless the refused open kept its caller
+        gone = not os.path.exists(path)
+    finally:
+        os.write(go_w, b"x")
+    return [gone, joined(mx_open_plain_shm, pid)]
+
+
+def test_refused_open_leaves_the_caller_out_of_the_users_set(pipes: Any) -> None:
+    gone, message = run_scenario(failed_open_scenario, (*pipes(), *pipes()))
+    assert message.startswith("ValueError: resource ResId(")
+    assert gone, "a refused open kept its caller as a user of the object"
+
+
+def _lock_mutex(timeout: float) -> bool:
+    mutex = ShmMutex.create()
+    try:
+        got = mutex.lock(timeout=timeout)
+        mutex.unlock()
+        return got
+    finally:
+        mutex.release()
+
+
+def _wait_sem(timeout: float) -> bool:
+    sem = netmcore.create_sem(1)
+    try:
+        return sem.wait(timeout=timeout)
+    finally:
+        sem.release()
+
+
+def _receive(timeout: float) -> bool:
+    box = Mailbox.create(int, slots=1, slot_size=16)
+    try:
+        box.send(1)
+        return box.receive(timeout=timeout) == 1
+    finally:
+        box.release()
+
+
+WAITS = {"mutex": _lock_mutex, "semaphore": _wait_sem, "mailbox": _receive}
+
+
+@pytest.mark.parametrize("wait", ["mutex", "semaphore"])
+def test_infinite_timeout_waits_without_limit(wait: str, master_cleanup: None) -> None:
+    """math.inf is a timeout like None: no deadline."""
+    assert WAITS[wait](math.inf) is True
+
+
+@pytest.mark.parametrize("timeout", [math.nan, -1.0])
+@pytest.mark.parametrize("wait", sorted(WAITS))
+def test_nan_or_negative_timeout_is_a_value_error(
+    wait: str, timeout: float, master_cleanup: None
+) -> None:
+    with pytest.raises(ValueError, match=rf"^timeout {timeout} is not valid: give a number"):
+        WAITS[wait](timeout)
