@@ -205,10 +205,14 @@ def test_sigterm_to_master_stops_workers(master_factory: Callable[..., Master]) 
     assert status == 143, m.stderr()
 
 
-@pytest.mark.parametrize(
+# Each signal that stops a master, and what the script then prints.
+STOPPING_SIGNALS = pytest.mark.parametrize(
     ("signum", "exit_line"),
     [(signal.SIGINT, "exit KeyboardInterrupt"), (signal.SIGTERM, "exit SystemExit 143")],
 )
+
+
+@STOPPING_SIGNALS
 def test_signal_while_first_process_runs_stops_what_it_started(
     master_factory: Callable[..., Master], signum: int, exit_line: str
 ) -> None:
@@ -220,10 +224,7 @@ def test_signal_while_first_process_runs_stops_what_it_started(
     assert status == (-signal.SIGINT if signum == signal.SIGINT else 143), m.stderr()
 
 
-@pytest.mark.parametrize(
-    ("signum", "exit_line"),
-    [(signal.SIGINT, "exit KeyboardInterrupt"), (signal.SIGTERM, "exit SystemExit 143")],
-)
+@STOPPING_SIGNALS
 def test_signal_while_extract_result_runs_is_not_lost(
     master_factory: Callable[..., Master], signum: int, exit_line: str
 ) -> None:
