@@ -12,8 +12,8 @@ the place answers it.
 
 from __future__ import annotations
 
+import argparse
 import enum
-import sys
 
 import msgspec
 
@@ -142,5 +142,14 @@ def main(meetings: int = MEETINGS) -> list[list[Tally]]:
     return games
 
 
+def _meetings(text: str) -> int:
+    value = int(text)
+    if value < 0:  # the place would never close
+        raise argparse.ArgumentTypeError(f"{value} is not valid: give 0 or more")
+    return value
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else MEETINGS)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("meetings", nargs="?", type=_meetings, default=MEETINGS)
+    main(parser.parse_args().meetings)

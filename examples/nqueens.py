@@ -1,7 +1,8 @@
 """N-queens: count the solutions that are unique up to the 8 symmetries of the board.
 
 Upstream's flagship example. The search is split into subproblems (the queens
-of the first two rows); every mode must find the same count:
+of the first two rows, or the one row of a 1x1 board); every mode must find the
+same count:
 
 - sequential: one process does every subproblem;
 - processes: one netmcore process per chunk of subproblems, results by join;
@@ -12,14 +13,15 @@ of the first two rows); every mode must find the same count:
 
 For comparison, the processes mode's chunks also go through a
 ``concurrent.futures.ProcessPoolExecutor``. Run it as
-``python examples/nqueens.py [N] [WORKERS]`` (N is 13 by default).
+``python examples/nqueens.py [N] [WORKERS]`` (N is 13 by default, WORKERS the
+number of CPUs).
 """
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -31,7 +33,7 @@ import tqdm
 import netmcore
 
 BATCH = 256  # solutions per mailbox message
-Prefix = tuple[int, int]
+Prefix = tuple[int, ...]
 
 
 def extend(n: int, board: list[int], cols: int, d1: int, d2: int) -> Iterator[tuple[int, ...]]:
@@ -50,16 +52,19 @@ def extend(n: int, board: list[int], cols: int, d1: int, d2: int) -> Iterator[tu
 
 
 def subproblems(n: int) -> list[Prefix]:
-    """The valid placements of the first two queens."""
+    """The valid placements of the first two queens (of the one queen if n is 1)."""
+    if n == 1:
+        return [(0,)]
     return [(a, b) for a in range(n) for b in range(n) if abs(a - b) > 1]
 
 
 def solutions(n: int, prefix: Prefix) -> Iterator[tuple[int, ...]]:
-    a, b = prefix
     full = (1 << n) - 1
-    cols, d1, d2 = 1 << a, ((1 << a) << 1) & full, (1 << a) >> 1
-    bit = 1 << b
-    yield from extend(n, [a, b], cols | bit, ((d1 | bit) << 1) & full, (d2 | bit) >> 1)
+    cols = d1 = d2 = 0
+    for column in prefix:  # the prefix's queens, placed row by row as extend does
+        bit = 1 << column
+        cols, d1, d2 = cols | bit, ((d1 | bit) << 1) & full, (d2 | bit) >> 1
+    yield from extend(n, list(prefix), cols, d1, d2)
 
 
 def canonical(board: tuple[int, ...]) -> tuple[int, ...]:
@@ -226,6 +231,16 @@ def main(n: int = 13, workers: int | None = None) -> dict[str, tuple[int, float]
     return results
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not valid: give 1 or more")
+    return value
+
+
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:3]]
-    main(*args)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", nargs="?", type=_at_least_one, default=13, help="board size")
+    parser.add_argument("workers", nargs="?", type=_at_least_one, help="default: the CPUs")
+    args = parser.parse_args()
+    main(args.n, args.workers)

@@ -652,6 +652,26 @@ def test_chameneos_example_meetings_add_up_to_twice_n(meetings: str) -> None:
         assert rows[1 + size] == f"total: {2 * n} (2 x {n} = {2 * n})"
 
 
+@pytest.mark.parametrize(
+    ("args", "refused"),
+    [
+        (["nqueens.py", "4", "-1"], "argument workers: -1 is not valid"),  # hung for ever
+        (["nqueens.py", "0"], "argument n: 0 is not valid"),
+        (["chameneos.py", "-1"], "argument meetings: -1 is not valid"),  # hung for ever
+    ],
+)
+def test_examples_refuse_counts_they_cannot_run_with(args: list[str], refused: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert refused in proc.stderr
+
+
 # --------------------------------------------------------------------------
 # 2. Master-copy semantics
 # --------------------------------------------------------------------------
@@ -1458,7 +1478,8 @@ def test_join_outcome_nowait_none_while_running_then_success(gate: tuple[int, in
     assert again[0] == "netmcore.UnknownProcess"
 
 
-@pytest.mark.parametrize(("n", "unique"), [("6", 1), ("8", 12), ("10", 92)])
+# 1 and 2: boards too small for the two-queen subproblems (1 was counted 0).
+@pytest.mark.parametrize(("n", "unique"), [("1", 1), ("2", 0), ("6", 1), ("8", 12), ("10", 92)])
 def test_nqueens_example_modes_agree_on_the_known_counts(n: str, unique: int) -> None:
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "nqueens.py"), n, "2"],
