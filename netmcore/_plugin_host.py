@@ -6,12 +6,17 @@ master cleans up after a dead worker: its mutexes are released, a protected
 semaphore's count is put back, and its queued requests are dropped. Every
 operation is non-blocking in the master: a worker that must wait is a reply
 the master sends later, never a blocked loop.
+
+A waiting call left by an exception in the worker (a signal handler's) is
+withdrawn by two more operations of its service, both safe to repeat: ``cancel``
+drops its waiter if it is still queued, and ``undo`` gives back what its reply
+granted if that reply was already sent (a mutex, a count, a message).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -64,6 +69,9 @@ class PluginHost:
         self.mutexes: dict[str, _Mutex] = {}
         self.sems: dict[str, _Sem] = {}
         self.mboxes: dict[str, _Mbox] = {}
+        # (process id, request id) of the grants given back: an undo repeated
+        # after a second interrupt must not give back twice.
+        self.undone: set[tuple[int, int]] = set()
 
     def serve(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
         """Answer ``req`` now, or return None when ``waiter`` is answered later."""
@@ -72,6 +80,13 @@ class PluginHost:
             raise PluginError(f"unknown plugin operation {req.service}.{req.op}")
         reply: PluginReply | None = handler(req, waiter)
         return reply
+
+    def _first_undo(self, req: PluginReq, waiter: Waiter | None) -> bool:
+        """Whether this undo (of request ``req.num``) is the first."""
+        if waiter is None or (waiter[2], req.num) in self.undone:
+            return False
+        self.undone.add((waiter[2], req.num))
+        return True
 
     def _reply(self, waiter: Waiter, data: bytes | None = None, num: int = 0) -> bool:
         conn, req, _ = waiter
@@ -116,6 +131,10 @@ class PluginHost:
         var.waiters.append(waiter)
         return None
 
+    def _var_cancel(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        var = self.vars.get(req.name)
+        return _cancel(var.waiters if var else [], req, waiter)
+
     def _var_delete(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         if req.name in self.vars:
             _check(req, self.vars[req.name].fingerprint, "shared variable")
@@ -151,6 +170,16 @@ class PluginHost:
                 f"mutex {req.name!r} cannot be unlocked by process {user}: it is held by {holder}"
             )
         self._pass_mutex(req.name, mutex)
+        return PluginReply(None, 0)
+
+    def _mutex_cancel(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        mutex = self.mutexes.get(req.name)
+        return _cancel(mutex.waiters if mutex else [], req, waiter)
+
+    def _mutex_undo(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        mutex = self.mutexes.get(req.name)
+        if mutex and waiter and mutex.holder == waiter[2] and self._first_undo(req, waiter):
+            self._pass_mutex(req.name, mutex)
         return PluginReply(None, 0)
 
     def _pass_mutex(self, name: str, mutex: _Mutex) -> None:
@@ -195,6 +224,15 @@ class PluginHost:
             raise PluginError("the master cannot wait for a semaphore: use decrement(wait=False)")
         sem.waiters.append(waiter)
         return None
+
+    def _sem_cancel(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        sem = self.sems.get(req.name)
+        return _cancel(sem.waiters if sem else [], req, waiter)
+
+    def _sem_undo(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        if req.name in self.sems and self._first_undo(req, waiter):
+            self._sem_increment(req, waiter)
+        return PluginReply(None, 0)
 
     def _sem_get(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         return PluginReply(None, self._sem(req).value)
@@ -256,6 +294,24 @@ class PluginHost:
         self._deliver(box)
         return None
 
+    def _mbox_cancel(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        box = self.mboxes.get(req.name)
+        if box is None:
+            return PluginReply(None, 0)
+        for sender in box.senders:
+            if _mine(sender[0], req, waiter):
+                box.senders.remove(sender)
+                return PluginReply(None, 1)
+        return _cancel(box.receivers, req, waiter)
+
+    def _mbox_undo(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        # The message received goes back to the head of the box, where it was.
+        box = self.mboxes.get(req.name)
+        if box is not None and req.data is not None and self._first_undo(req, waiter):
+            box.queue.appendleft(req.data)
+            self._deliver(box)
+        return PluginReply(None, 0)
+
     def _deliver(self, box: _Mbox) -> None:
         while True:
             while box.senders and len(box.queue) < box.capacity:
@@ -287,6 +343,7 @@ class PluginHost:
             box.senders = deque(s for s in box.senders if s[0][2] != user)
             box.receivers = deque(w for w in box.receivers if w[2] != user)
             self._deliver(box)
+        self.undone = {u for u in self.undone if u[0] != user}
 
 
 def _check(req: PluginReq, fingerprint: str, what: str) -> None:
@@ -295,6 +352,20 @@ def _check(req: PluginReq, fingerprint: str, what: str) -> None:
             f"{what} {req.name!r} holds values of another type (fingerprint "
             f"{fingerprint}, not {req.fingerprint})"
         )
+
+
+def _mine(w: Waiter, req: PluginReq, waiter: Waiter | None) -> bool:
+    """Whether ``w`` waits for request ``req.num`` of ``waiter``'s connection."""
+    return waiter is not None and w[0] is waiter[0] and w[1] == req.num
+
+
+def _cancel(waiters: MutableSequence[Waiter], req: PluginReq, waiter: Waiter | None) -> PluginReply:
+    """Drop the waiter of request ``req.num``, if queued; its num says whether it was."""
+    for w in waiters:
+        if _mine(w, req, waiter):
+            waiters.remove(w)
+            return PluginReply(None, 1)
+    return PluginReply(None, 0)
 
 
 def _failure(waiter: Waiter, message: str) -> PluginReply:

@@ -15,9 +15,9 @@ from typing import Any, Generic, TypeVar, overload
 from . import _context
 from ._client import _error, _link
 from ._encap import EncapType
-from ._errors import ContextError, PluginError
+from ._errors import ContextError, MasterGone, PluginError
 from ._master import Controller
-from ._wire import PluginReply, PluginReq
+from ._wire import Link, PluginReply, PluginReq
 
 T = TypeVar("T")
 
@@ -39,7 +39,10 @@ def _call(
     data: bytes | None = None,
     num: int = 0,
     flag: bool = False,
+    waits: bool = False,
 ) -> PluginReply:
+    """Serve ``req`` in the master, or send it there; a call that ``waits`` in
+    the master is withdrawn if an exception leaves its wait."""
     req = PluginReq(service, op, name, fingerprint, data, num, flag)
     ctx = _context.current
     if ctx.role == "master" and ctx.master is not None:
@@ -48,12 +51,51 @@ def _call(
         return reply
     if ctx.role != "worker":
         raise ContextError(f"{service}.{op}: plugins work inside netmcore.run()")
-    answer = _link(f"{service}.{op}").request(req)
+    link: Link = _link(f"{service}.{op}")
+    answer = link.request(req, (lambda rid: _withdraw(link, req, rid)) if waits else None)
     if not isinstance(answer, PluginReply):
         raise _error(answer)
     if answer.error:
         raise PluginError(answer.error)
     return answer
+
+
+def _withdraw(link: Link, req: PluginReq, rid: int) -> None:
+    """Withdraw request ``rid`` (``req``), whose wait an exception has left, so
+    that the master is as if it had never been made.
+
+    ``cancel`` drops it if it is still queued. Replies on a link come in
+    order, so once ``cancel`` is answered, any reply sent to ``rid`` before it
+    has come too: a grant in it is given back by ``undo``. Both are safe to
+    repeat, so an interrupt that comes meanwhile does not stop this half-way:
+    it is held, and raised once the master's state is whole again.
+    """
+    interrupt: BaseException | None = None
+    while True:
+        try:
+            link.request(PluginReq(req.service, "cancel", req.name, num=rid))
+            reply = link.take(rid)
+            if isinstance(reply, PluginReply) and _granted(req, reply):
+                link.request(PluginReq(req.service, "undo", req.name, data=reply.data, num=rid))
+            break
+        except MasterGone:
+            raise
+        except BaseException as exc:
+            interrupt = exc
+    if interrupt is not None:
+        raise interrupt
+
+
+def _granted(req: PluginReq, reply: PluginReply) -> bool:
+    """Whether ``reply`` to ``req`` gave something that ``undo`` gives back."""
+    if reply.error:
+        return False
+    if req.service == "mutex":
+        return True
+    if req.service == "sem":
+        return reply.num >= 0  # decrement(wait=False) returns -1 when it took nothing
+    # A message a send has put in the box may be received already: it stays.
+    return req.service == "mbox" and req.op == "receive"
 
 
 def _whole(value: object, what: str, low: int) -> int:
@@ -116,7 +158,7 @@ class SharedVar(Generic[T]):
 
     def wait_for_value(self) -> T:
         """Its value, waiting until it has one (not in the master)."""
-        reply = _call("var", "wait", self.name, fingerprint=self.type.fingerprint)
+        reply = _call("var", "wait", self.name, fingerprint=self.type.fingerprint, waits=True)
         assert reply.data is not None
         return self.type.decode(reply.data)
 
@@ -150,7 +192,7 @@ class PluginMutex:
         return f"PluginMutex({self.name!r})"
 
     def lock(self) -> None:
-        _call("mutex", "lock", self.name)
+        _call("mutex", "lock", self.name, waits=True)
 
     def unlock(self) -> None:
         _call("mutex", "unlock", self.name)
@@ -187,7 +229,7 @@ class PluginSemaphore:
     def decrement(self, *, wait: bool = True) -> int:
         """Take one, waiting while the count is 0 (unless ``wait=False``, which
         returns -1 instead); return the new count."""
-        return _call("sem", "decrement", self.name, flag=wait).num
+        return _call("sem", "decrement", self.name, flag=wait, waits=True).num
 
     def get(self) -> int:
         return _call("sem", "get", self.name).num
@@ -223,9 +265,10 @@ class Mbox(Generic[T]):
 
     def send(self, value: T) -> None:
         data = self.type.encode(value, f"message for {self.name!r}")
-        _call("mbox", "send", self.name, fingerprint=self.type.fingerprint, data=data)
+        fp = self.type.fingerprint
+        _call("mbox", "send", self.name, fingerprint=fp, data=data, waits=True)
 
     def receive(self) -> T:
-        reply = _call("mbox", "receive", self.name, fingerprint=self.type.fingerprint)
+        reply = _call("mbox", "receive", self.name, fingerprint=self.type.fingerprint, waits=True)
         assert reply.data is not None
         return self.type.decode(reply.data)

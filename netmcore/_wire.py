@@ -23,6 +23,7 @@ import itertools
 import mmap
 import socket
 import threading
+from collections.abc import Callable
 
 import msgspec
 
@@ -297,25 +298,43 @@ class Link:
     def _decode(self, n: int) -> Message:
         return decoder.decode(memoryview(self._buf)[:n])
 
-    def request(self, msg: Message) -> Message:
-        """Send ``msg`` (with a fresh request id) and wait for its reply."""
+    def request(self, msg: Message, abandon: Callable[[int], None] | None = None) -> Message:
+        """Send ``msg`` (with a fresh request id) and wait for its reply.
+
+        If an exception (a signal handler's, say) leaves the wait, ``abandon``
+        is called with the request id before it goes on: the request may be
+        queued in the master, or its reply on its way, and ``abandon`` can
+        withdraw it. Meanwhile its reply is still kept: see :meth:`take`.
+        """
         rid = next(self._ids)
         with self._cond:
             self._replies[rid] = None
         try:
-            self.send(msgspec.structs.replace(msg, req=rid))
-            with self._cond:
-                while self._replies[rid] is None:
-                    if self._reading:
-                        self._cond.wait()
-                    else:
-                        self._read_one()
-                reply = self._replies[rid]
+            try:
+                self.send(msgspec.structs.replace(msg, req=rid))
+                with self._cond:
+                    while self._replies[rid] is None:
+                        if self._reading:
+                            self._cond.wait()
+                        else:
+                            self._read_one()
+                    reply = self._replies[rid]
+            except MasterGone:
+                raise
+            except BaseException:
+                if abandon is not None:
+                    abandon(rid)
+                raise
         finally:
             with self._cond:
                 self._replies.pop(rid, None)
         assert reply is not None
         return reply
+
+    def take(self, rid: int) -> Message | None:
+        """The reply to request ``rid``, abandoned, if it has come (for ``abandon``)."""
+        with self._cond:
+            return self._replies.get(rid)
 
     def _read_one(self) -> None:
         # Called holding the condition; reads with it released.

@@ -42,6 +42,7 @@ import scenario
 
 import netmcore
 from netmcore import Mbox, PluginMutex, PluginSemaphore, SharedVar, _context
+from netmcore._wire import PluginReq
 
 T = TypeVar("T")
 
@@ -175,6 +176,60 @@ class SlowStdout:
 
     def flush(self) -> None:
         os.read(self.fd, 1)
+
+
+class Interrupted(Exception):
+    """What a SIGALRM handler raises: a timeout, as users write one."""
+
+
+def interrupted(call: Callable[[], object], queued: str, again_at: int = 0) -> str:
+    """Call ``call``, a plugin call that waits, and have a SIGALRM handler
+    interrupt its wait; return "interrupted" or "not interrupted".
+
+    Deterministically: once the call's request is sent, semaphore ``queued`` is
+    incremented behind it on the link (so the master has queued the call when
+    it serves that), and the call's reply is not read before the SIGALRM, which
+    another worker sends: that worker chooses whether the master has answered
+    the call by then. With ``again_at``, a second interrupt leaves the
+    withdrawal's wait before its ``again_at``-th read from the link.
+    """
+    link = _context.current.link
+    assert link is not None, "interrupted works in a worker"
+    recv = link.recv
+    alarm_r, alarm_w = os.pipe()
+    os.set_blocking(alarm_w, False)
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise Interrupted
+
+    reads: list[int] = []
+
+    def recv_interrupted_again() -> Any:
+        reads.append(1)
+        if len(reads) == again_at:
+            raise Interrupted("again")
+        return recv()
+
+    def recv_after_the_alarm() -> Any:
+        link.recv = recv_interrupted_again  # type: ignore[method-assign]
+        link.send(PluginReq("sem", "increment", queued))  # its reply (request 0) is dropped
+        os.read(alarm_r, 1)  # the SIGALRM writes to its wakeup fd; its handler raises
+        raise AssertionError("the SIGALRM handler did not raise")
+
+    old_handler = signal.signal(signal.SIGALRM, handler)
+    old_wakeup = signal.set_wakeup_fd(alarm_w)
+    link.recv = recv_after_the_alarm  # type: ignore[method-assign]
+    try:
+        call()
+        return "not interrupted"
+    except Interrupted:
+        return "interrupted"
+    finally:
+        link.recv = recv  # type: ignore[method-assign]
+        signal.set_wakeup_fd(old_wakeup)
+        signal.signal(signal.SIGALRM, old_handler)
+        os.close(alarm_r)
+        os.close(alarm_w)
 
 
 # --------------------------------------------------------------------------
@@ -831,6 +886,87 @@ def after_return_scenario(gate: tuple[int, int]) -> dict[str, Any]:
     return out
 
 
+# --- 7. a waiting call that is interrupted ---
+
+
+def two_box() -> Mbox[int]:
+    return Mbox("b", int, capacity=2)
+
+
+def lock_and_unlock() -> str:
+    m = PluginMutex("m")
+    try:
+        m.lock()
+    except netmcore.PluginError as exc:
+        return str(exc)
+    m.unlock()
+    return "locked"
+
+
+def receive_send_receive() -> int:
+    two_box().receive()
+    two_box().send(7)
+    return two_box().receive()
+
+
+# Each kind of interrupted call: the call, what another worker does that
+# answers it (the mutex is that worker's), and what the caller sees afterwards.
+INTERRUPTED: dict[str, tuple[Callable[[], object], Callable[[], object], Callable[[], object]]] = {
+    "lock": (PluginMutex("m").lock, PluginMutex("m").unlock, lock_and_unlock),
+    "decrement": (
+        PluginSemaphore("s").decrement,
+        PluginSemaphore("s").increment,
+        PluginSemaphore("s").get,
+    ),
+    "receive": (
+        two_box().receive,
+        lambda: [two_box().send(1), two_box().send(2)],
+        two_box().receive,
+    ),
+    # The box is full (two messages); the other worker takes one.
+    "send": (lambda: two_box().send(5), two_box().receive, receive_send_receive),
+}
+
+
+@netmcore.process
+def answer_and_alarm(arg: tuple[str, bool, int]) -> int:
+    kind, answered_first, victim = arg
+    if kind == "lock":
+        PluginMutex("m").lock()
+    PluginSemaphore("ready").increment()
+    PluginSemaphore("queued").decrement()  # the victim's call is queued in the master
+    answer = INTERRUPTED[kind][1]
+    if answered_first:
+        answer()  # the master answers the call before the victim withdraws it
+    os.kill(victim, signal.SIGALRM)
+    PluginSemaphore("withdrawn").decrement()
+    if not answered_first:
+        answer()  # as if the interrupted call had never been made
+    PluginSemaphore("answered").increment()
+    return 0
+
+
+@netmcore.process
+def interrupted_scenario(arg: tuple[str, bool, int]) -> list[object]:
+    kind, answered_first, again_at = arg
+    for name in ("ready", "queued", "withdrawn", "answered"):
+        signal_sem(name)
+    PluginSemaphore("s").create(0)
+    two_box().create()
+    if kind == "send":
+        two_box().send(0)
+        two_box().send(0)
+    call, _, afterwards = INTERRUPTED[kind]
+    pid = answer_and_alarm.start((kind, answered_first, os.getpid()))
+    PluginSemaphore("ready").decrement()
+    out = [interrupted(call, "queued", again_at)]
+    PluginSemaphore("withdrawn").increment()
+    PluginSemaphore("answered").decrement()
+    out.append(afterwards())
+    answer_and_alarm.join(pid)
+    return out
+
+
 # --------------------------------------------------------------------------
 # Test helpers
 # --------------------------------------------------------------------------
@@ -1238,3 +1374,60 @@ def test_joined_worker_holds_no_plugin_state(gate: tuple[int, int]) -> None:
             f"its receive swallowed a message: the next receive got {out['received']!r}"
         )
     assert not problems, "; ".join(problems)
+
+
+# --------------------------------------------------------------------------
+# 7. A waiting call that is interrupted
+# --------------------------------------------------------------------------
+
+# An exception that leaves a waiting call (here a SIGALRM handler's, as a timeout)
+# reaches the caller, and the master is as if the call had never been made:
+# whether the interrupt came while the call was queued in the master
+# (answered_first=False) or once the master had answered it, its answer not yet
+# read (answered_first=True). Then the other worker's step (an unlock, an
+# increment, a send, a receive) goes to whoever waits for it, not to the
+# abandoned call.
+
+answered_first = pytest.mark.parametrize("answered_first", [False, True])
+
+
+@answered_first
+def test_interrupted_lock_does_not_leave_the_mutex_held_by_its_process(
+    answered_first: bool,
+) -> None:
+    # Before the fix the mutex passed to the abandoned request: every other
+    # process would wait for ever, and the next lock() raised "mutex 'm' is
+    # already locked by this process".
+    out = run_scenario(interrupted_scenario, ("lock", answered_first, 0))
+    assert out == ["interrupted", "locked"]
+
+
+@answered_first
+def test_interrupted_receive_loses_no_message(answered_first: bool) -> None:
+    # Before the fix message 1 went to the abandoned receive and was lost.
+    assert run_scenario(interrupted_scenario, ("receive", answered_first, 0)) == ["interrupted", 1]
+
+
+@answered_first
+def test_interrupted_decrement_does_not_take_a_count(answered_first: bool) -> None:
+    # Before the fix the increment went to the abandoned decrement: the count stayed 0.
+    assert run_scenario(interrupted_scenario, ("decrement", answered_first, 0)) == [
+        "interrupted",
+        1,
+    ]
+
+
+def test_interrupted_send_to_a_full_box_puts_nothing_in_it() -> None:
+    # Withdrawn while the box was full, the send's message (5) must not reach
+    # the box when room is made. (Once the box has taken it, it stays sent.)
+    assert run_scenario(interrupted_scenario, ("send", False, 0)) == ["interrupted", 7]
+
+
+@pytest.mark.parametrize("again_at", [2, 4])
+def test_a_second_interrupt_during_the_withdrawal_leaves_no_trace(again_at: int) -> None:
+    # The withdrawal reads the reply to the "queued" signal (1), the late
+    # answer, a count (2), the cancel's reply (3) and the undo's (4). A second
+    # interrupt before the answer is read, or once the undo is sent, must
+    # neither keep the count nor give it back twice; it reaches the caller.
+    out = run_scenario(interrupted_scenario, ("decrement", True, again_at))
+    assert out == ["interrupted", 1]
