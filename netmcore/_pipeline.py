@@ -15,15 +15,24 @@ The process that calls ``run`` drives the pipeline (a hub)::
 
 Each worker owns a shared-memory Mailbox of its input; everything a worker
 produces comes back to the driver's Mailbox. The driver gives each worker at
-most ``queue_size`` items at a time (credits), so no send ever blocks and
-memory stays flat on an endless input. Because the driver knows which items
-each worker holds, a worker that dies (SIGKILL, a crash) loses nothing
-silently: its items are given to another worker once, or reported.
+most ``queue_size`` items at a time (credits), so no send ever blocks, and it
+reads the input only while the pipeline holds fewer items than its workers
+can, so memory stays flat on an endless input. Because the driver knows which
+items each worker holds, a worker that dies (SIGKILL, a crash) loses nothing
+silently: its items are given to another worker, or reported.
+
+Shutdown does not wait for queued work: a flag in shared memory, read by each
+worker before each item, tells it to stop; a worker still busy after
+``GRACE`` seconds (stuck on an item) is killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import os
+import signal
+import time
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,12 +40,16 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from ._encap import Encap
-from ._errors import NetmcoreError
+from . import _context
+from ._debug import log
+from ._encap import Encap, EncapType
+from ._errors import ContextError, NetmcoreError
 from ._ids import ProcessId, ResId
 from ._mailbox import Mailbox
 from ._process import ProcessDef, process
-from ._registry import by_fork_point
+from ._registry import Definition, by_fork_point
+from ._resource_api import create_shm, open_shm
+from ._worker import TEXT_MAX, _clip
 
 if TYPE_CHECKING:
     import tqdm
@@ -54,6 +67,14 @@ Next = TypeVar("Next")
 BATCH_BYTES = 64 * 1024
 BATCH = 16
 
+# A failure's text is clipped to TEXT_MAX characters, 4 UTF-8 bytes each at
+# worst (and the clip's marker): the driver's slots have room for one beside
+# a batch of results, and a worker sends a failure at once, never two a message.
+FAILURE_BYTES = 4 * (TEXT_MAX + 100)
+
+# Seconds a worker has, once told to stop, to finish the item it is on.
+GRACE = 1.0
+
 
 class Work(msgspec.Struct, frozen=True, tag=True):
     items: list[tuple[int, bytes]]  # (index, encoded item)
@@ -66,12 +87,15 @@ class Stop(msgspec.Struct, frozen=True, tag=True):
 class Ready(msgspec.Struct, frozen=True, tag=True):
     worker: int
     box: ResId
+    os_pid: int  # to kill it if it is stuck at shutdown
 
 
 class Done(msgspec.Struct, frozen=True, tag=True):
+    """Answers to the next items of the worker's oldest batch, in order."""
+
     worker: int
     results: list[tuple[int, bytes]]  # (index, encoded result)
-    failures: list[tuple[int, str]]  # (index, "Type: message")
+    failures: list[tuple[int, str]]  # (index, "Type: message"), one at most
 
 
 class Finished(msgspec.Struct, frozen=True, tag=True):
@@ -90,9 +114,15 @@ class StageJob(msgspec.Struct, frozen=True):
     input_name: str
     input_fingerprint: str
     driver: ResId
+    stopping: ResId  # one byte: not 0 once the driver shuts the pipeline down
     queue_size: int
     item_size: int
     batch: int
+
+
+def _slot_size(batch: int, item_size: int) -> int:
+    """A message of ``batch`` items (index, bytes) of at most ``item_size`` bytes."""
+    return batch * (item_size + 16) + 64
 
 
 @process
@@ -100,24 +130,47 @@ def stage_worker(job: StageJob) -> int:
     """Run one stage's process function on every item the driver sends."""
     definition = by_fork_point[job.fork_point.n]
     driver = Mailbox.open(job.driver, ToDriver)
-    size = job.batch * (job.item_size + 16) + 64
-    inbox = Mailbox.create(ToWorker, slots=job.queue_size, slot_size=size)
-    driver.send(Ready(job.worker, inbox.res_id))
+    stopping = open_shm(job.stopping)
+    inbox = Mailbox.create(
+        ToWorker, slots=job.queue_size, slot_size=_slot_size(job.batch, job.item_size)
+    )
+    driver.send(Ready(job.worker, inbox.res_id, os.getpid()))
     done = 0
-    while isinstance(msg := inbox.receive(), Work):
-        results, failures = [], []
+    # The flag, not Stop, ends a busy worker: Stop waits behind the queued work.
+    while isinstance(msg := inbox.receive(), Work) and not stopping.buffer[0]:
+        results: list[tuple[int, bytes]] = []
         for index, data in msg.items:
-            try:
-                encap = definition.function(Encap(job.input_name, job.input_fingerprint, (data,)))
-                results.append((index, bytes(encap.data)))
-            except Exception as exc:
-                failures.append((index, f"{type(exc).__qualname__}: {exc}"))
-        driver.send(Done(job.worker, results, failures))
-        done += len(msg.items)
+            if stopping.buffer[0]:
+                break
+            answer = _run_item(definition, job, data)
+            if isinstance(answer, bytes):
+                results.append((index, answer))
+            else:  # at once: a Done has room for one failure (FAILURE_BYTES)
+                driver.send(Done(job.worker, results, [(index, answer)]))
+                results = []
+            done += 1
+        if results:
+            driver.send(Done(job.worker, results, []))
+    stopping.release()
     inbox.release()
     driver.send(Finished(job.worker))
     driver.close()
     return done
+
+
+def _run_item(definition: Definition, job: StageJob, data: bytes) -> bytes | str:
+    """The encoded result of one item, or why there is none."""
+    try:
+        encap = definition.function(Encap(job.input_name, job.input_fingerprint, (data,)))
+    except Exception as exc:
+        return _clip(f"{type(exc).__qualname__}: {exc}")
+    result = bytes(encap.data)
+    if len(result) > job.item_size:  # it would not fit the next mailbox
+        return (
+            f"its result is {len(result)} bytes encoded, more than item_size={job.item_size}: "
+            "give run() a larger item_size"
+        )
+    return result
 
 
 class PipelineError(NetmcoreError, RuntimeError):
@@ -130,7 +183,8 @@ class PipelineError(NetmcoreError, RuntimeError):
     stage : str
         The process type that failed on it.
     cause : str
-        The exception (type and message), or how the worker died.
+        The exception (type and message), how the worker died, or why the
+        result was refused.
     """
 
     def __init__(self, index: int, stage: str, cause: str) -> None:
@@ -197,7 +251,9 @@ class Pipeline(Generic[In, Out]):
     ) -> PipelineRun[Out]:
         """Run every item through the stages; iterate over the results.
 
-        Call it in a netmcore process (the first process, or any worker).
+        Call it in a netmcore worker process (the first process, or any
+        other): the master's loop, which serves the stage workers, does not
+        run while the master's own code does.
 
         Parameters
         ----------
@@ -209,29 +265,49 @@ class Pipeline(Generic[In, Out]):
             ``"skip"``: failing items are left out of the results and listed
             in the run's ``failures``.
         queue_size :
-            Items a worker may hold at a time; memory stays flat however long
-            the input is.
+            Items a worker may hold at a time. The input is read only while
+            the pipeline holds fewer items than all its workers may, so
+            memory stays flat however long the input is.
         item_size :
-            The largest encoded item, in bytes (a larger one is refused).
+            The largest encoded item, and stage result, in bytes: a larger
+            input item raises ValueError; a larger result fails its item.
         retries :
-            How often an item lost with a worker that died is given to another
-            worker before it counts as failed.
+            How many times an item is given to a fresh worker after its
+            worker died while working on it (on the batch of items it was
+            on); after that, the item fails. With 0 no item runs twice.
         progress :
             Show a progress bar per stage: items in, items out, rate. By
             default, only when stderr is a terminal.
+
+        Raises
+        ------
+        ValueError
+            If an argument is out of range (at once), or an input item is
+            larger than ``item_size`` (when it is read).
+        ContextError
+            If called outside a netmcore worker process.
         """
         if on_error not in ("stop", "skip"):
             raise ValueError(f"on_error={on_error!r} is not valid: use 'stop' or 'skip'")
-        sizes: tuple[tuple[object, str], ...] = (
-            (queue_size, "queue_size"),
-            (item_size, "item_size"),
+        sizes: tuple[tuple[object, str, int], ...] = (
+            (queue_size, "queue_size", 1),
+            (item_size, "item_size", 1),
+            (retries, "retries", 0),
         )
-        for value, what in sizes:
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{what}={value!r} is not valid: it must be at least 1")
-        return PipelineRun(
-            self, iter(items), ordered, on_error, queue_size, item_size, retries, progress
-        )
+        for value, what, least in sizes:
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(
+                    f"{what}={value!r} is not valid: it must be an int of at least {least}"
+                )
+        role = _context.current.role
+        if role != "worker":
+            raise ContextError(
+                f"Pipeline.run() was called in {role} context: run pipelines in a netmcore "
+                "worker process, e.g. in the first process (the master serves the stage "
+                "workers only once first_process has returned)"
+            )
+        settings = _Settings(ordered, on_error, queue_size, item_size, retries, progress)
+        return PipelineRun(_Driver(self.stages, iter(items), settings))
 
 
 def _stage(stage: object, workers: object) -> Stage:
@@ -244,42 +320,23 @@ def _stage(stage: object, workers: object) -> Stage:
     return Stage(stage, workers)
 
 
-@dataclass(eq=False)
-class _Worker:
-    stage: int
-    number: int
-    pid: ProcessId[int]
-    box: Mailbox[ToWorker] | None = None
-    holding: dict[int, bytes] = field(default_factory=dict)  # the items it has, by index
-    batches: deque[list[int]] = field(default_factory=deque)  # as sent, oldest first
-
-
 class PipelineRun(Generic[Out]):
     """A running pipeline: iterate over it for the results.
 
     ``failures`` lists the items that failed (with ``on_error="skip"``).
-    Leaving the iteration early (``break``, an exception) shuts the pipeline
-    down cleanly: every worker stops and every mailbox is released.
+    Leaving the iteration early shuts the pipeline down at once: every worker
+    stops (one stuck on an item is killed) and every mailbox is released.
+    ``close()`` does it; so does ``break``, or an exception, out of a ``for``
+    loop over ``run(...)`` itself, and dropping the last reference to the run.
     """
 
-    def __init__(
-        self,
-        pipeline: Pipeline[Any, Out],
-        items: Iterator[Any],
-        ordered: bool,
-        on_error: str,
-        queue_size: int,
-        item_size: int,
-        retries: int,
-        progress: bool | None,
-    ) -> None:
-        self._stages = pipeline.stages
-        self._items = items
-        self._ordered, self._on_error = ordered, on_error
-        self._queue_size, self._item_size, self._retries = queue_size, item_size, retries
-        self.failures: list[ItemFailure] = []
-        self._progress = progress
-        self._results: Generator[Out, None, None] = self._drive()
+    def __init__(self, driver: _Driver) -> None:
+        self.failures: list[ItemFailure] = driver.failures
+        # The generator's frame holds the driver, never this object: with no
+        # reference cycle, CPython closes the generator (and so shuts the
+        # pipeline down) as soon as the last reference to it goes, as when a
+        # for loop over run(...) is left; nothing waits for the gc.
+        self._results: Generator[Out, None, None] = driver.drive()
 
     def __iter__(self) -> Iterator[Out]:
         return self._results
@@ -291,21 +348,60 @@ class PipelineRun(Generic[Out]):
         """Shut the pipeline down now (iteration does it when it ends)."""
         self._results.close()
 
-    # --- the driver ---------------------------------------------------------------
 
-    def _drive(self) -> Generator[Out, None, None]:
-        slots = sum(s.workers for s in self._stages) * self._queue_size + 8
-        self._batch = max(1, min(BATCH, BATCH_BYTES // self._item_size))
-        self._inbox: Mailbox[ToDriver] = Mailbox.create(
-            ToDriver, slots=slots, slot_size=self._batch * (self._item_size + 16) + 64
-        )
+@dataclass(frozen=True)
+class _Settings:
+    ordered: bool
+    on_error: str
+    queue_size: int
+    item_size: int
+    retries: int
+    progress: bool | None
+
+
+@dataclass(eq=False)
+class _Worker:
+    stage: int
+    number: int
+    pid: ProcessId[int]
+    box: Mailbox[ToWorker] | None = None  # from its Ready on
+    os_pid: int = 0  # from its Ready on
+    holding: dict[int, bytes] = field(default_factory=dict)  # the items it has, by index
+    batches: deque[list[int]] = field(default_factory=deque)  # unanswered, oldest first
+
+
+class _Driver:
+    """The state of a running pipeline, and the generator that drives it."""
+
+    def __init__(
+        self, stages: tuple[Stage, ...], items: Iterator[Any], settings: _Settings
+    ) -> None:
+        self._stages, self._items, self._settings = stages, items, settings
+        self.failures: list[ItemFailure] = []
+        self._queue_size = settings.queue_size
+        self._batch = max(1, min(BATCH, BATCH_BYTES // settings.item_size))
+        # Items in the pipeline (read, not yet handed out or failed) at most.
+        self._capacity = sum(s.workers for s in stages) * settings.queue_size
         self._workers: dict[int, _Worker] = {}
-        self._pending: list[deque[tuple[int, bytes]]] = [deque() for _ in self._stages]
+        self._pending: list[deque[tuple[int, bytes]]] = [deque() for _ in stages]
         self._tries: dict[tuple[int, int], int] = {}  # (stage, index) -> times lost
         self._suspects: set[tuple[int, int]] = set()  # (stage, index): sent alone
         self._next_worker = 0
         self._lost = 0  # items failed with a dead worker, not yet counted out
         self._skipped: set[int] = set()  # failed indexes, passed over in order
+
+    def drive(self) -> Generator[Any, None, None]:
+        self._stopping = create_shm(1)
+        try:
+            # Each worker has at most queue_size items, so as many answers.
+            self._inbox: Mailbox[ToDriver] = Mailbox.create(
+                ToDriver,
+                slots=sum(s.workers for s in self._stages) * self._queue_size + 8,
+                slot_size=_slot_size(self._batch, self._settings.item_size) + FAILURE_BYTES,
+            )
+        except BaseException:
+            self._stopping.release()
+            raise
         self._bars = [self._bar(i, s) for i, s in enumerate(self._stages)]
         try:
             for stage in range(len(self._stages)):
@@ -320,12 +416,12 @@ class PipelineRun(Generic[Out]):
         # email and zipfile, 1.6 MB that every fork would copy and tear down.
         import tqdm
 
-        disable = None if self._progress is None else not self._progress
+        progress = self._settings.progress
         return tqdm.tqdm(
             desc=f"{stage.name} x{stage.workers}",
             unit="item",
             position=i,
-            disable=disable,
+            disable=None if progress is None else not progress,
             leave=True,  # the final counts and rate stay on screen
         )
 
@@ -339,68 +435,99 @@ class PipelineRun(Generic[Out]):
             process.input_type.name,
             process.input_type.fingerprint,
             self._inbox.res_id,
+            self._stopping.res_id,
             self._queue_size,
-            self._item_size,
+            self._settings.item_size,
             self._batch,
         )
         self._workers[number] = _Worker(stage, number, stage_worker.start(job))
 
-    def _flow(self) -> Iterator[Out]:
+    def _flow(self) -> Iterator[Any]:
         first = self._stages[0].process.input_type
         last = self._stages[-1].process.output_type
-        fed, left, exhausted = 0, 0, False  # items read; items out (result or failure)
+        ordered = self._settings.ordered
+        fed, out, exhausted = 0, 0, False  # items read; items handed out or failed
         expect = 0  # in input order: the index to hand out next
         waiting: list[tuple[int, bytes]] = []  # results held back for the input order
         while True:
-            # Feed stage 0 while it has room: the input is read lazily.
-            while not exhausted and len(self._pending[0]) < self._room(0):
+            # Read lazily: while stage 0 has room, and while the pipeline holds
+            # fewer items than its workers may (results waiting for the input
+            # order, or for a busy later stage, count too).
+            while (
+                not exhausted
+                and fed - out < self._capacity
+                and len(self._pending[0]) < self._room(0)
+            ):
                 try:
                     item = next(self._items)
                 except StopIteration:
                     exhausted = True
                     break
-                self._pending[0].append((fed, first.encode(item, f"pipeline item {fed}")))
+                self._pending[0].append((fed, self._encode(first, item, fed)))
                 fed += 1
             for stage in range(len(self._stages)):
                 self._dispatch(stage)
-            left += self._lost  # items failed by a dead worker
+            out += self._lost  # items failed by a dead worker
             self._lost = 0
-            while self._ordered:  # hand out what comes next in the input order
+            while ordered:  # hand out what comes next in the input order
                 if expect in self._skipped:
                     self._skipped.discard(expect)
                 elif waiting and waiting[0][0] == expect:
+                    out += 1
                     yield last.decode(heapq.heappop(waiting)[1])
                 else:
                     break
                 expect += 1
-            if exhausted and left == fed and not waiting:
+            if exhausted and out == fed:
                 return
             msg = self._receive()
             if msg is None:
                 continue
             if isinstance(msg, Ready):
-                self._workers[msg.worker].box = Mailbox.open(msg.box, ToWorker)
+                self._ready(msg)
                 continue
             if isinstance(msg, Finished):  # not before Stop, which only _shutdown sends
                 continue
-            worker = self._workers[msg.worker]
-            worker.batches.popleft()  # a worker answers its batches in order
-            stage = worker.stage
-            self._bars[stage].update(len(msg.results) + len(msg.failures))
+            stage = self._answered(msg)
             for index, cause in msg.failures:
-                worker.holding.pop(index, None)
                 self._fail(index, stage, cause)
-                left += 1
+                out += 1
             for index, data in msg.results:
-                worker.holding.pop(index, None)
                 if stage + 1 < len(self._stages):
                     self._pending[stage + 1].append((index, data))
-                elif not self._ordered:
-                    left += 1
+                elif not ordered:
+                    out += 1
                     yield last.decode(data)
                 else:
-                    left += 1
                     heapq.heappush(waiting, (index, data))
+
+    def _encode(self, first: EncapType[Any], item: Any, index: int) -> bytes:
+        data = first.encode(item, f"pipeline item {index}")
+        if len(data) > self._settings.item_size:
+            raise ValueError(
+                f"pipeline item {index} is {len(data)} bytes encoded, more than "
+                f"item_size={self._settings.item_size}: give run() a larger item_size"
+            )
+        return data
+
+    def _ready(self, msg: Ready) -> None:
+        worker = self._workers[msg.worker]
+        worker.box = Mailbox.open(msg.box, ToWorker)
+        worker.os_pid = msg.os_pid
+
+    def _answered(self, msg: Done) -> int:
+        """Take the items ``msg`` answers off its worker; return the stage."""
+        worker = self._workers[msg.worker]
+        count = len(msg.results) + len(msg.failures)
+        # A worker answers in order, and a Done never spans two batches.
+        oldest = worker.batches[0]
+        del oldest[:count]
+        if not oldest:
+            worker.batches.popleft()
+        for index, _ in (*msg.results, *msg.failures):
+            del worker.holding[index]
+        self._bars[worker.stage].update(count)
+        return worker.stage
 
     def _room(self, stage: int) -> int:
         """How many more items the ready workers of ``stage`` may take."""
@@ -437,8 +564,8 @@ class PipelineRun(Generic[Out]):
             return None
 
     def _check_workers(self) -> None:
-        """A worker that ended before it was told to stop has died: give its items
-        to another worker (``retries`` times), or report them; replace it."""
+        """A worker that ended before it was told to stop has died: give its
+        items back to its stage, or report them; replace it."""
         for worker in list(self._workers.values()):
             outcome = stage_worker.join_outcome_nowait(worker.pid)
             if outcome is None:
@@ -446,42 +573,54 @@ class PipelineRun(Generic[Out]):
             del self._workers[worker.number]
             if worker.box is not None:
                 worker.box.close()
-            # It answers its batches in order: it died working on the oldest
-            # one. A batch of one item is charged a try; the items of a larger
-            # batch become suspects, sent alone from now on, so that the item
-            # that kills its worker is found and the others go through.
-            for batch in reversed(worker.batches):
-                for index in reversed(batch):
-                    self._pending[worker.stage].appendleft((index, worker.holding[index]))
-            if len(worker.batches[0] if worker.batches else ()) > 1:
-                self._suspects.update((worker.stage, i) for i in worker.batches[0])
-            elif worker.batches:
-                index = worker.batches[0][0]
-                key = (worker.stage, index)
-                self._tries[key] = self._tries.get(key, 0) + 1
-                if self._tries[key] > self._retries:
-                    self._pending[worker.stage].popleft()
-                    self._fail(index, worker.stage, f"its worker died ({outcome})")
-                    self._lost += 1
+            self._give_back(worker, f"its worker died ({outcome})")
             self._spawn(worker.stage)
+
+    def _give_back(self, worker: _Worker, cause: str) -> None:
+        """Queue a dead worker's items again. It answers its batches in order:
+        it died working on the oldest one. Each item of that batch is charged a
+        try (any of them may have killed it, or run already) and is sent alone
+        from now on, so that the item that kills its worker is found and the
+        others go through; an item over ``retries`` tries fails."""
+        stage = worker.stage
+        failed = []
+        for index in worker.batches[0] if worker.batches else ():
+            key = (stage, index)
+            self._suspects.add(key)
+            self._tries[key] = self._tries.get(key, 0) + 1
+            if self._tries[key] > self._settings.retries:
+                failed.append(index)
+        again = [(i, worker.holding[i]) for b in worker.batches for i in b if i not in failed]
+        self._pending[stage].extendleft(reversed(again))
+        for index in failed:
+            self._fail(index, stage, cause)
+            self._lost += 1
 
     def _fail(self, index: int, stage: int, cause: str) -> None:
         name = self._stages[stage].name
-        if self._on_error == "stop":
+        if self._settings.on_error == "stop":
             raise PipelineError(index, name, cause)
         self.failures.append(ItemFailure(index, name, cause))
         self._skipped.add(index)
 
+    # --- shutdown -----------------------------------------------------------------
+
     def _shutdown(self) -> None:
+        """Stop every worker now, without the work queued for it; kill one that
+        is still busy after GRACE seconds; release everything."""
+        self._stopping.buffer[0] = 1
         for worker in self._workers.values():
-            if worker.box is not None:
-                worker.box.send(Stop())
+            _stop(worker)
         # Drain what workers still send, so that none blocks on a full inbox,
         # until each has said it finished, or died.
         running, died = set(self._workers), set()
+        deadline = time.monotonic() + GRACE
         while running:
+            if time.monotonic() > deadline:
+                self._kill([self._workers[n] for n in running])
+                deadline = float("inf")
             try:
-                msg = self._inbox.receive(timeout=0.25)
+                msg = self._inbox.receive(timeout=0.05)
             except TimeoutError:  # a worker that died never says it finished
                 for n in list(running):
                     if stage_worker.join_outcome_nowait(self._workers[n].pid) is not None:
@@ -491,9 +630,8 @@ class PipelineRun(Generic[Out]):
             if isinstance(msg, Finished):
                 running.discard(msg.worker)
             elif isinstance(msg, Ready):  # started, never used: stop it too
-                worker = self._workers[msg.worker]
-                worker.box = Mailbox.open(msg.box, ToWorker)
-                worker.box.send(Stop())
+                self._ready(msg)
+                _stop(self._workers[msg.worker])
         for worker in self._workers.values():
             if worker.number not in died:
                 stage_worker.join_outcome(worker.pid)
@@ -502,3 +640,27 @@ class PipelineRun(Generic[Out]):
         for bar in self._bars:
             bar.close()
         self._inbox.release()
+        self._stopping.release()
+
+    def _kill(self, workers: list[_Worker]) -> None:
+        for worker in workers:
+            if not worker.os_pid:  # not started yet: it reads the flag when it is
+                continue
+            log.warning(
+                "netmcore: a worker of pipeline stage %s (process %d) did not stop within "
+                "%s s of the shutdown, stuck on an item: killing it",
+                self._stages[worker.stage].name,
+                worker.pid.n,
+                GRACE,
+            )
+            with contextlib.suppress(ProcessLookupError):  # it has just ended
+                os.kill(worker.os_pid, signal.SIGKILL)
+
+
+def _stop(worker: _Worker) -> None:
+    """Wake ``worker`` if it waits for work, so that it reads the stop flag."""
+    if worker.box is not None:
+        # A full box (TimeoutError) means it is busy: it reads the flag at its
+        # next item. BrokenPipeError: it has died.
+        with contextlib.suppress(TimeoutError, BrokenPipeError):
+            worker.box.send(Stop(), timeout=0)

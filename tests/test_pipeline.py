@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import psutil
 import pytest
 
 import netmcore
@@ -163,6 +169,41 @@ def test_item_that_kills_every_worker_is_reported_never_lost() -> None:
 
 
 @netmcore.process
+def die_counted(job: tuple[str, int]) -> int:
+    """SIGKILL itself on item 3, every time; a file counts the kills."""
+    kills, k = job
+    if k == 3:
+        with open(kills, "a") as f:
+            f.write("x")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return k
+
+
+@netmcore.process
+def killed_with_retries(job: tuple[str, int]) -> list[Any]:
+    kills, retries = job
+    items = ((kills, k) for k in range(6))
+    run = netmcore.Pipeline(die_counted).run(items, on_error="skip", retries=retries)
+    results = list(run)
+    return [results, [f.index for f in run.failures], len(Path(kills).read_text())]
+
+
+@pytest.mark.parametrize("retries", [0, 1, 2])
+def test_retries_is_how_often_an_item_is_given_to_a_fresh_worker_after_its_worker_died(
+    tmp_path: Path, retries: int
+) -> None:
+    """Item 3 kills its worker ``retries + 1`` times, then fails. The six items
+    travel in one batch, and a worker's death charges every item of the batch
+    it was on: with retries=0 no item runs twice, so they all fail with it."""
+    results, failed, kills = value(drive(killed_with_retries, (str(tmp_path / "k"), retries)))
+    assert kills == retries + 1
+    if retries == 0:
+        assert (results, failed) == ([], [0, 1, 2, 3, 4, 5])
+    else:
+        assert (results, failed) == ([0, 1, 2, 4, 5], [3])
+
+
+@netmcore.process
 def bad_input(_: int) -> str:
     try:
         list(netmcore.Pipeline(parse).run(["k1=1", 2]))  # type: ignore[list-item]
@@ -173,6 +214,13 @@ def bad_input(_: int) -> str:
 
 def test_an_input_of_the_wrong_type_is_refused_with_its_index() -> None:
     assert value(drive(bad_input, 0)).startswith("pipeline item 1 2 does not match str")
+
+
+@pytest.mark.parametrize("retries", [-1, "1", 1.5])
+def test_retries_is_checked_where_run_is_called(retries: Any) -> None:
+    # Like queue_size and item_size: at once, not when a worker dies.
+    with pytest.raises(ValueError, match=f"retries={retries!r} is not valid: it must be an int"):
+        netmcore.Pipeline(label).run([], retries=retries)
 
 
 def test_stages_that_do_not_fit_are_refused_at_once() -> None:
@@ -244,3 +292,279 @@ def test_progress_bars_per_stage_only_when_asked_or_on_a_terminal(
         assert "item/s" in proc.stderr
     else:  # by default, off when stderr is not a terminal
         assert proc.stderr == ""
+
+
+def run_script(tmp_path: Path, source: str, deadline: float) -> str:
+    """Run a Python program, return its output; on a hang, SIGKILL it and its
+    workers (its watchdog removes its /dev/shm objects) and fail."""
+    script = tmp_path / "scenario.py"
+    script.write_text(source)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = proc.communicate(timeout=deadline)
+    except subprocess.TimeoutExpired:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        out, err = proc.communicate()
+        psutil.wait_procs(descendants, timeout=10)
+        pytest.fail(f"{script.name} hung for {deadline} s\nstdout: {out}\nstderr: {err[-3000:]}")
+    assert proc.returncode == 0, err[-3000:]
+    return out.strip()
+
+
+# --- leaving the loop early stops the pipeline at once ---------------------------
+
+
+class Watched:
+    """An input that records when the pipeline lets go of it: only after its
+    shutdown, when every worker has stopped."""
+
+    def __init__(self) -> None:
+        self.released = False
+
+    def __iter__(self) -> Iterator[int]:
+        try:
+            yield from range(100)
+        finally:
+            self.released = True
+
+
+@netmcore.process
+def leave_by_break(_: int) -> list[Any]:
+    items = Watched()
+    for first in netmcore.Pipeline(label, workers=2).run(items):  # noqa: B007
+        break
+    released = items.released
+    gc.collect()  # if the run was not closed: its stage workers stop, so the run can end
+    return [first, released]
+
+
+def test_break_out_of_a_pipeline_loop_stops_its_workers_and_run_returns() -> None:
+    """``break`` out of ``for x in pipeline.run(...)`` shuts the pipeline down
+    then and there: the run object is in no reference cycle."""
+    assert value(drive(leave_by_break, 0)) == ["<0>", True]
+
+
+@netmcore.process
+def leave_by_exception(_: int) -> list[Any]:
+    items = Watched()
+    try:
+        for x in netmcore.Pipeline(label, workers=2).run(items):
+            raise KeyError(x)
+    except KeyError as exc:
+        released = items.released
+        gc.collect()  # as in leave_by_break
+        return [str(exc), released]
+    return []
+
+
+def test_exception_in_the_loop_body_stops_the_pipeline_and_run_returns() -> None:
+    """An exception out of the loop body shuts the pipeline down before the
+    handler runs."""
+    assert value(drive(leave_by_exception, 0)) == ["'<0>'", True]
+
+
+# --- shutdown does not wait for queued work, nor for a stuck item ----------------
+
+STUCK = 5.0  # seconds item 1 takes: far beyond the shutdown's grace
+QUICK = 3.0  # the shutdown takes less, grace and all
+
+
+@netmcore.process
+def stuck_on_1(k: int) -> int:
+    if k == 1:
+        time.sleep(STUCK)
+    if k == 10:
+        raise ValueError("ten")
+    return k
+
+
+@netmcore.process
+def close_while_stuck(_: int) -> list[Any]:
+    run = netmcore.Pipeline(stuck_on_1, workers=2).run(range(20), ordered=False, queue_size=1)
+    got = [next(run) for _ in range(3)]
+    t0 = time.monotonic()
+    run.close()
+    return [got, time.monotonic() - t0 < QUICK]
+
+
+def test_close_does_not_wait_for_a_stage_stuck_on_an_item() -> None:
+    """close() stops the workers at once; one stuck on an item is killed
+    after a short grace."""
+    assert value(drive(close_while_stuck, 0)) == [[0, 2, 3], True]
+
+
+@netmcore.process
+def stop_while_stuck(_: int) -> list[Any]:
+    t0 = time.monotonic()
+    try:
+        run = netmcore.Pipeline(stuck_on_1, workers=2)
+        list(run.run(range(20), ordered=False, queue_size=1))
+    except netmcore.PipelineError as exc:
+        return [exc.index, exc.cause, time.monotonic() - t0 < QUICK]
+    return []
+
+
+def test_stop_policy_raises_while_another_stage_worker_is_stuck() -> None:
+    """Item 10 fails: the PipelineError reaches the caller at once, while the
+    other worker is stuck on item 1 (it is killed)."""
+    assert value(drive(stop_while_stuck, 0)) == [10, "ValueError: ten", True]
+
+
+# --- memory stays flat on an endless input ---------------------------------------
+
+
+@netmcore.process
+def slow_head(k: int) -> int:
+    if k == 0:
+        time.sleep(0.5)
+    return k
+
+
+@netmcore.process
+def slow_stage(k: int) -> int:
+    time.sleep(0.02)
+    return k
+
+
+class Counted:
+    """An endless input that counts what the pipeline has read of it."""
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for i in itertools.count():
+            self.read = i + 1
+            yield i
+
+
+@netmcore.process
+def read_ahead_ordered(_: int) -> list[int]:
+    items = Counted()
+    run = netmcore.Pipeline(slow_head, workers=2).run(items, queue_size=4)
+    first = next(run)
+    read = items.read
+    run.close()
+    return [first, read]
+
+
+def test_ordered_results_waiting_for_a_slow_item_do_not_read_the_input_without_bound() -> None:
+    """The pipeline holds at most as many items as its workers may (2 x 4),
+    results held back for the input order included."""
+    assert value(drive(read_ahead_ordered, 0)) == [0, 2 * 4]
+
+
+@netmcore.process
+def read_ahead_between_stages(_: int) -> list[int]:
+    items = Counted()
+    run = netmcore.Pipeline(label_length).then(slow_stage).run(items, ordered=False, queue_size=4)
+    got = [x for _, x in zip(range(20), run, strict=False)]
+    read = items.read
+    run.close()
+    return [len(got), read]
+
+
+def test_a_slow_later_stage_does_not_let_the_input_be_read_without_bound() -> None:
+    """Results waiting for a busy later stage count too: 20 results out, at
+    most 1 x 4 + 1 x 4 items in the pipeline."""
+    got, read = value(drive(read_ahead_between_stages, 0))
+    assert got == 20
+    assert read <= 20 + 2 * 4, f"{read} items read for {got} results"
+
+
+# --- errors that name the value, the rule and the fix ----------------------------
+
+
+@netmcore.process
+def long_message(k: int) -> int:
+    if k == 3:
+        raise ValueError("x" * 200_000)
+    return k
+
+
+@netmcore.process
+def stage_error_kept(_: int) -> list[Any]:
+    run = netmcore.Pipeline(long_message, workers=2).run(range(6), on_error="skip")
+    return [list(run), [(f.index, f.cause[:14], "characters cut" in f.cause) for f in run.failures]]
+
+
+def test_a_stage_exception_with_a_long_message_is_reported_as_that_exception() -> None:
+    """The message is clipped (its head and tail kept), not the worker's death."""
+    results, failures = value(drive(stage_error_kept, 0))
+    assert results == [0, 1, 2, 4, 5]
+    assert failures == [[3, "ValueError: xx", True]]
+
+
+@netmcore.process
+def big_result(k: int) -> bytes:
+    return b"y" * 100_000
+
+
+@netmcore.process
+def result_over_item_size(_: int) -> list[Any]:
+    run = netmcore.Pipeline(big_result).run(range(2), on_error="skip")
+    return [list(run), [(f.index, f.cause) for f in run.failures]]
+
+
+def test_a_result_over_item_size_is_a_clear_failure_not_a_worker_death() -> None:
+    results, failures = value(drive(result_over_item_size, 0))
+    cause = (
+        "its result is 100005 bytes encoded, more than item_size=4096: "
+        "give run() a larger item_size"
+    )
+    assert results == []
+    assert failures == [[0, cause], [1, cause]]
+
+
+@netmcore.process
+def length(data: bytes) -> int:
+    return len(data)
+
+
+@netmcore.process
+def item_over_item_size(_: int) -> str:
+    try:
+        list(netmcore.Pipeline(length).run([b"z" * 10, b"z" * 5000]))
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def test_an_input_item_over_item_size_is_refused_naming_item_size() -> None:
+    assert value(drive(item_over_item_size, 0)) == (
+        "pipeline item 1 is 5003 bytes encoded, more than item_size=4096: "
+        "give run() a larger item_size"
+    )
+
+
+MASTER_SCRIPT = """
+import netmcore
+
+@netmcore.process
+def ident(k: int) -> int:
+    return k
+
+def first_process():
+    try:
+        netmcore.Pipeline(ident).run([1, 2])
+    except netmcore.ContextError as exc:
+        print(exc)
+    return ident.start(0)
+
+netmcore.run(first_process=first_process, extract_result=lambda c, pid: ident.join_nowait(pid))
+"""
+
+
+def test_pipeline_run_in_the_master_raises_context_error_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    """The master's loop, which serves the stage workers, does not run while
+    first_process does: run() says where to call it instead."""
+    assert run_script(tmp_path, MASTER_SCRIPT, deadline=10) == (
+        "Pipeline.run() was called in master context: run pipelines in a netmcore "
+        "worker process, e.g. in the first process (the master serves the stage "
+        "workers only once first_process has returned)"
+    )
