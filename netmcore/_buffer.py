@@ -15,8 +15,8 @@ holding it does not hang the other (it sees the stream end instead).
 A side that dies outside a call (or ends without ``close()``) holds nothing
 the kernel could release, so a waiter waits in slices and, between two, asks
 whether the other side still lives: the pid of the last writer, or of the
-last reader, is recorded (an opener fills both until then, so that the
-creator knows its other side before it writes or reads anything).
+last reader, is recorded when it writes or reads. (Not when it opens: a
+process may open a buffer only to look at it, and end.)
 """
 
 from __future__ import annotations
@@ -78,11 +78,7 @@ class Buffer:
     @classmethod
     def open(cls, res_id: ResId) -> Buffer:
         """Open the buffer ``res_id``. ValueError if it is not a Buffer."""
-        buffer = cls(open_marked_shm(res_id, _MARK, "Buffer"))
-        for side in (_WRITER, _READER):
-            if not _PID.unpack_from(buffer._buf, side)[0]:
-                _PID.pack_into(buffer._buf, side, this_pid[0])
-        return buffer
+        return cls(open_marked_shm(res_id, _MARK, "Buffer"))
 
     def __init__(self, segment: ShmSegment) -> None:
         self._segment = segment
@@ -92,7 +88,6 @@ class Buffer:
         ).from_buffer(segment.buffer)
         self._base = ctypes.addressof(self._anchor)
         self.capacity: int = _LAYOUT.unpack_from(self._buf, _STATE)[2]
-        self._other_side = _pthread.Peer()
 
     @property
     def res_id(self) -> ResId:
@@ -128,7 +123,7 @@ class Buffer:
         except _pthread.OwnerDied:
             self._end_after_death("died while using it")
         pid = _PID.unpack_from(self._buf, _WAKER[cond])[0]
-        if pid and self._other_side.gone(pid):
+        if pid and _pthread.ended(pid):
             self._end_after_death(f"(os pid {pid}) ended without closing it")
 
     def _end_after_death(self, what: str) -> NoReturn:
@@ -227,7 +222,6 @@ class Buffer:
     def release(self) -> None:
         """Unmap it and stop using it; it goes when its last user releases."""
         self._anchor = None
-        self._other_side.close()
         self._segment.release()
 
     def __enter__(self) -> Buffer:

@@ -173,7 +173,6 @@ class Mailbox(Generic[T]):
         self._claims = [self._base + _FIRST_SLOT + i * self._stride for i in range(slots)]
         self._heads = [_FIRST_SLOT + i * self._stride + _pthread.SLOT for i in range(slots)]
         self._free_value = _pthread.IntCell()
-        self._receiver = _pthread.Peer()  # a sender of a full box watches it
         self._receiving = threading.Lock()
         self._encode = encap.encode
         self._decode = encap.decode
@@ -261,7 +260,7 @@ class Mailbox(Generic[T]):
             if left <= 0:
                 raise TimeoutError(f"{self!r} stayed full for {timeout} s")
             if not _pthread.sem_wait(self._free, min(left, _LOOK_AGAIN)) and (
-                self._receiver.gone(self.owner_pid)
+                _pthread.ended(self.owner_pid)
             ):
                 raise BrokenPipeError(
                     errno.EPIPE,
@@ -463,7 +462,6 @@ class Mailbox(Generic[T]):
     def close(self) -> None:
         """Unmap it in this process (idempotent)."""
         self._anchor = None
-        self._receiver.close()
         self._cursor.release()
         self._segment.close()  # also releases self._buf, the same view
 

@@ -255,40 +255,27 @@ this_pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: this_pid.__setitem__(0, os.getpid()))
 
 
-class Peer:
-    """Whether another process has ended, for a waiter whose wake-up only that
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended, for a waiter whose wake-up only that
     process could bring.
 
-    It asks a pidfd, opened the first time a pid is asked about: a pid comes to
-    name another process once its own has ended, a pidfd never does. (A
-    process that ended before that, and whose pid was taken again by then,
-    passes for alive: the wait goes on, as it would without this.)
+    A pidfd tells a zombie from a live process, which kill(pid, 0) does not. It
+    is opened for each question and closed at once, so nothing is held by an
+    object its owner may drop unclosed. A process that ended and whose pid was
+    taken again since passes for alive: the wait goes on, as it would without
+    this check, and never ends by mistake.
     """
-
-    def __init__(self) -> None:
-        self.pid = 0
-        self._fd = -1
-        self._ended = False
-
-    def gone(self, pid: int) -> bool:
-        if pid == this_pid[0]:
-            return False
-        if pid != self.pid:
-            self.close()
-            self.pid = pid
-            try:
-                self._fd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                self._ended = True
-            except OSError:
-                pass  # no pidfds (Linux before 5.3): never conclude that it ended
-        if not self._ended and self._fd >= 0:
-            poll = select.poll()
-            poll.register(self._fd, select.POLLIN)  # readable once the process has ended
-            self._ended = bool(poll.poll(0))
-        return self._ended
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-        self.pid, self._fd, self._ended = 0, -1, False
+    if pid == this_pid[0]:
+        return False
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # no pidfds (Linux before 5.3): never conclude that it ended
+    try:
+        poll = select.poll()
+        poll.register(fd, select.POLLIN)  # readable once the process has ended
+        return bool(poll.poll(0))
+    finally:
+        os.close(fd)

@@ -207,13 +207,12 @@ def create_shm(size: int) -> ShmSegment:
     """Create a shm object of ``size`` bytes (mode 0600, unguessable name),
     managed, and map it. Other processes open it with :func:`open_shm`."""
     size = _resources.validate_size(size)
-    info = _create(ResourceType.POSIX_SHM, _object_prefix(), size)
-    return _map(ResId(info.res_id), info.name)
+    return _map(_create(ResourceType.POSIX_SHM, _object_prefix(), size))
 
 
 def open_shm(res_id: ResId) -> ShmSegment:
     """Map the managed shm object ``res_id``; the caller becomes a user."""
-    return _map(res_id, _get(res_id, (ResourceType.POSIX_SHM,)).name)
+    return _map(_get(res_id, (ResourceType.POSIX_SHM,)))
 
 
 def open_marked_shm(res_id: ResId, mark: bytes, what: str) -> ShmSegment:
@@ -223,11 +222,13 @@ def open_marked_shm(res_id: ResId, mark: bytes, what: str) -> ShmSegment:
     ------
     ValueError
         If the object does not start with ``mark``: it is another kind of
-        object, whose layout would be misread. The caller is no user of it then.
+        object, whose layout would be misread. The caller is then a user of
+        it only if it was before (its creator, say).
     """
-    segment = open_shm(res_id)
+    got = _get(res_id, (ResourceType.POSIX_SHM,))
+    segment = _map(got)
     if segment.buffer[: len(mark)] != mark:
-        segment.release()
+        _let_go(segment, got)
         raise ValueError(
             f"resource {res_id!r} is not a {what}: open it with the class that created it"
         )
@@ -365,12 +366,26 @@ def _object_prefix() -> str:
     return ctx.master.object_prefix if ctx.master is not None else f"/nmc.{os.getpid()}."
 
 
-def _map(res_id: ResId, name: str) -> ShmSegment:
+def _map(got: ResInfo) -> ShmSegment:
+    """Map the shm object ``got`` (just created, or got); if that fails, the
+    caller stops using it, unless it used it before."""
+    res_id = ResId(got.res_id)
     try:
-        return ShmSegment(res_id, name, _ipc.map_writable(name))
+        mapping = _ipc.map_writable(got.name)
     except BaseException:
-        release(res_id)
+        if not got.was_user:
+            release(res_id)
         raise
+    return ShmSegment(res_id, got.name, mapping)
+
+
+def _let_go(segment: ShmSegment, got: ResInfo) -> None:
+    """Undo the open that gave ``segment``: a release would also end a use the
+    caller had before (a set of users counts each user once)."""
+    if got.was_user:
+        segment.close()
+    else:
+        segment.release()
 
 
 def _resource(info: ResInfo) -> ComputeResource:

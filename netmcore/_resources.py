@@ -17,6 +17,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
+
 from . import _ipc, _registry
 from ._errors import NoResource, NotInherited
 from ._ids import ResId, next_res_id, peek_process_id
@@ -311,8 +313,9 @@ def op_get(res_id: int, kinds: list[str], user: int, mapped: bool) -> ResInfo:
     entry = lookup(ResId(res_id), *wanted)
     if entry.typ is ResourceType.POSIX_SHM_PREALLOCATED and user != MASTER and not mapped:
         raise NotInherited(ResId(res_id), _why_not_inherited(entry, user))
+    was_user = user in entry.users
     entry.users.add(user)
-    return info(entry)
+    return msgspec.structs.replace(info(entry), was_user=was_user)
 
 
 def _why_not_inherited(entry: Entry, user: int) -> str:

@@ -176,6 +176,7 @@ class ResInfo(_Msg, frozen=True):
     name: str
     size: int
     req: int = 0
+    was_user: bool = False  # for a get: the caller used it before (its creator, say)
 
 
 class PluginReply(_Msg, frozen=True):

@@ -7,12 +7,14 @@ import random
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from scenario import joined, run_scenario
 
 import netmcore
-from netmcore import _ipc
+from netmcore import Buffer, OwnerDiedError, ResId, _ipc
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -224,3 +226,57 @@ def test_buffer_open_on_another_kind_of_object_is_a_value_error(master_cleanup: 
             netmcore.Buffer.open(box.res_id)
     finally:
         box.release()
+
+
+# --------------------------------------------------------------------------
+# Buffer: a process that only opened it (and ended) is not its reader
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def buffer_capacity(res_id: ResId) -> int:
+    """Open the buffer only to look at it, then end: neither reader nor writer."""
+    buffer = Buffer.open(res_id)
+    capacity = buffer.capacity
+    buffer.release()
+    return capacity
+
+
+@netmcore.process
+def late_reader(res_id: ResId) -> int:
+    # Not synchronisation: it lets the writer's wait look at the recorded pids
+    # (every _buffer._LOOK_AGAIN) before this reader comes.
+    time.sleep(0.3)
+    buffer = Buffer.open(res_id)
+    try:
+        total = 0
+        while chunk := buffer.read(1024):
+            total += len(chunk)
+        return total
+    finally:
+        buffer.release()
+
+
+@netmcore.process
+def looked_at_buffer_scenario(_: int) -> str:
+    buffer = Buffer.create(16)
+    try:
+        assert joined(buffer_capacity, buffer_capacity.start(buffer.res_id)) == 16
+        pid = late_reader.start(buffer.res_id)
+        try:
+            buffer.write(b"y" * 64)  # waits for the reader to make room
+            buffer.close()
+            outcome = "written"
+        except OwnerDiedError as exc:
+            outcome = f"OwnerDiedError: {exc}"
+        late_reader.join(pid)
+    finally:
+        buffer.release()
+    return outcome
+
+
+def test_buffer_opened_by_a_process_that_ended_is_not_a_dead_reader() -> None:
+    """Only reading makes a process the reader whose end cuts the stream: one
+    that opened the buffer only to look at it, and ended, is not taken for it
+    (the writer's wait for room goes on until the real reader comes)."""
+    assert run_scenario(looked_at_buffer_scenario, 0) == "written"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gc
 import math
 import os
 import re
@@ -39,7 +40,7 @@ import pytest
 from scenario import joined, outcome_value, run_scenario
 
 import netmcore
-from netmcore import Mailbox, OwnerDiedError, ResId, ShmCondition, ShmMutex, _ipc
+from netmcore import Buffer, Mailbox, OwnerDiedError, ResId, ShmCondition, ShmMutex, _ipc
 from netmcore._mailbox import _SLOT_HEAD
 
 SHM_DIR = "/dev/shm"
@@ -1455,3 +1456,75 @@ def test_nan_or_negative_timeout_is_a_value_error(
 ) -> None:
     with pytest.raises(ValueError, match=rf"^timeout {timeout} is not valid: give a number"):
         WAITS[wait](timeout)
+
+
+# --------------------------------------------------------------------------
+# A refused open (another kind of object) keeps the caller's earlier use
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "wrong_open", "right_open"),
+    [
+        (ShmMutex.create, ShmCondition.open, ShmMutex.open),
+        (ShmCondition.create, ShmMutex.open, ShmCondition.open),
+        (lambda: Buffer.create(64), ShmMutex.open, Buffer.open),
+    ],
+    ids=["mutex-opened-as-condition", "condition-opened-as-mutex", "buffer-opened-as-mutex"],
+)
+def test_refused_open_by_its_creator_does_not_destroy_the_object(
+    make: Callable[[], Any],
+    wrong_open: Callable[[ResId], Any],
+    right_open: Callable[[ResId], Any],
+    master_cleanup: None,
+) -> None:
+    """The creator is a user of the object; opening it as the wrong kind by
+    mistake is a ValueError and leaves the object as it was (a release there
+    would end the creator's own use, the last one: the object would go)."""
+    obj = make()
+    try:
+        with pytest.raises(ValueError, match="is not a"):
+            wrong_open(obj.res_id)
+        right_open(obj.res_id).release()  # still there
+    finally:
+        obj.release()
+
+
+# --------------------------------------------------------------------------
+# A sender that asked whether the receiver lives holds no descriptor after
+# --------------------------------------------------------------------------
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@netmcore.process
+def full_box_sender(res_id: ResId) -> int:
+    """Open the full box, time out sending to it, drop it; return fds leaked."""
+    before = _fds()
+    for _ in range(5):
+        box = Mailbox.open(res_id, int)
+        with pytest.raises(TimeoutError):
+            box.send(1, timeout=0.002)  # waits, then asks whether the receiver lives
+        del box
+        gc.collect()
+    return _fds() - before
+
+
+@netmcore.process
+def dropped_sender_scenario(_: int) -> int:
+    box = Mailbox.create(int, slots=1, slot_size=16)
+    try:
+        box.send(0)  # the box is full now
+        leaked: int = joined(full_box_sender, full_box_sender.start(box.res_id))
+    finally:
+        box.release()
+    return leaked
+
+
+def test_dropped_sender_mailbox_leaks_no_file_descriptor() -> None:
+    """A sender waiting on a full box asks, through a pidfd, whether the
+    receiver lives; a Mailbox dropped without close() leaves no descriptor
+    open (an earlier version kept the pidfd in the Mailbox)."""
+    assert run_scenario(dropped_sender_scenario, 0) == 0
