@@ -112,7 +112,11 @@ def join_outcome(join_point: ResId, pid: ProcessId[Any], *, wait: bool) -> WireO
                 "use join_nowait() there (for example in extract_result)"
             )
         return current_master("join_nowait").join(join_point.n, pid.n, wait=False, waiter=None)
-    reply = _link("join" if wait else "join_nowait").request(JoinReq(join_point.n, pid.n, wait))
+    if wait:  # it blocks, so not in first_process, which runs in the master
+        link = _link("join", f"{_IN_WORKER} (in the master, use join_nowait())")
+    else:
+        link = _link("join_nowait")
+    reply = link.request(JoinReq(join_point.n, pid.n, wait))
     if isinstance(reply, Joined):
         return reply.outcome
     raise _error(reply)
@@ -132,12 +136,16 @@ def self_process_id() -> ProcessId[Any]:
     return ProcessId(ctx.process_id)
 
 
-def _link(what: str) -> Any:
+_IN_WORKER = "from inside a worker process"
+
+
+def _link(what: str, where: str = "from first_process or " + _IN_WORKER) -> Any:
+    """The calling worker's link to the master; ``where`` says where ``what``
+    may be called, for the error outside ``run``."""
     link = _context.current.link
     if link is None:
         raise ContextError(
-            f"netmcore.{what}() was called outside netmcore.run()/startup(): call it "
-            "from first_process or from inside a worker process"
+            f"netmcore.{what}() was called outside netmcore.run()/startup(): call it {where}"
         )
     return link
 

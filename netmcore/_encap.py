@@ -39,6 +39,20 @@ def _enc_hook(value: Any) -> Any:
         # that follows, as an ArgumentTypeError with its path, not as a warning.
         dump = value.model_dump(mode="python", round_trip=True, warnings=False)
         return msgspec.Raw(_dump_encoder.encode(dump))
+    numpy = sys.modules.get("numpy")  # imported only by programs that use it
+    if numpy is not None and isinstance(value, numpy.generic):
+        # What numpy's reductions return (np.float64 even subclasses float): the
+        # Python scalar, which the validating decode then checks against the
+        # declared type, so np.float64 where int is declared is still refused.
+        return value.item()
+    # A subclass of int, float or str (bool and enums never reach the hook): its
+    # plain value. Not str(value): a subclass may override __str__.
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
     # A TypeError, which EncapType.encode reports as an ArgumentTypeError.
     raise TypeError(f"msgspec cannot encode {type(value).__name__} values")
 

@@ -5,7 +5,9 @@ can be a field of a process's argument or result: the data never travels.
 Made before ``run`` or in the master, the array is preallocated memory that
 every worker started afterwards inherits; made in a worker, it is a shm object
 that others open by resource id. The object starts with a header recording the
-dtype and shape, so a handle that disagrees with it is refused.
+dtype and shape, so a handle that disagrees with it is refused. A structured
+dtype is recorded whole (its fields, offsets and sub-arrays), as the text of
+its ``descr``.
 
 numpy is the optional ``numpy`` extra: without it, a clear error says how to
 install it.
@@ -13,9 +15,12 @@ install it.
 
 from __future__ import annotations
 
+import ast
 import math
+import operator
 import struct
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import msgspec
 
@@ -26,9 +31,11 @@ from ._ids import ResId
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-_MAGIC = b"nmcarr01"
-_HEADER = 256  # bytes before the data: magic, dtype, shape; keeps the data aligned
-_LAYOUT = struct.Struct("=8s32sB")  # magic, dtype string, number of dimensions
+_MAGIC = b"nmcarr02"
+# The header: this layout, the shape (one int64 a dimension), the dtype text,
+# then padding up to a multiple of _ALIGN, where the data starts.
+_LAYOUT = struct.Struct("=8sHB")  # magic, length of the dtype text, number of dimensions
+_ALIGN = 64  # more than any dtype's alignment
 
 
 def _numpy() -> Any:
@@ -70,19 +77,28 @@ class SharedArray(msgspec.Struct, frozen=True):
     preallocated: bool = False
 
     @classmethod
-    def create(cls, shape: tuple[int, ...] | int, dtype: str = "float64") -> SharedArray:
+    def create(
+        cls, shape: SupportsIndex | Sequence[SupportsIndex], dtype: npt.DTypeLike = "float64"
+    ) -> SharedArray:
         """Make a zero-filled shared array (in the master: inherited by every
-        worker started afterwards; in a worker: opened by the others)."""
+        worker started afterwards; in a worker: opened by the others).
+
+        ``shape`` and ``dtype`` are what ``numpy.zeros`` takes: an integer or a
+        tuple of them (numpy's too), any dtype that holds no Python objects. The
+        handle's ``dtype`` of a structured dtype is the text of its ``descr``,
+        like ``"[('a', '<i4'), ('b', '<f8')]"``.
+        """
         np = _numpy()
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        if not all(isinstance(d, int) and d >= 0 for d in shape):  # type: ignore[redundant-expr]
-            raise ValueError(f"shape {shape!r} is not valid: use non-negative ints")
+        dims = _dims(shape)
         kind = np.dtype(dtype)
         if kind.hasobject:
             raise TypeError(f"dtype {dtype!r} holds Python objects, which cannot be shared")
-        if len(kind.str) > 32 or len(shape) > (_HEADER - _LAYOUT.size) // 8:
-            raise ValueError(f"dtype {dtype!r} or shape {shape!r} is too large to record")
-        size = _HEADER + max(1, math.prod(shape) * kind.itemsize)
+        if kind.subdtype is not None:  # ("i4", (2,)): as numpy.zeros, more dimensions
+            dims, kind = dims + kind.shape, kind.base
+        text = _dtype_text(kind)
+        if len(dims) > 255 or len(text) > 0xFFFF:
+            raise ValueError(f"dtype {dtype!r} or shape {dims!r} is too large to record")
+        size = _data_offset(text, dims) + max(1, math.prod(dims) * kind.itemsize)
         if _context.current.role == "worker":
             segment = _resource_api.create_shm(size)
             buffer, res_id, pre = segment.buffer, segment.res_id, False
@@ -90,8 +106,8 @@ class SharedArray(msgspec.Struct, frozen=True):
         else:
             res_id, _ = _resource_api.create_preallocated_shm("/nmc-array", size)
             buffer, pre = _mapping(res_id), True
-        _write_header(buffer, kind.str, shape)
-        return cls(res_id, kind.str, shape, pre)
+        _write_header(buffer, text, dims)
+        return cls(res_id, text, dims, pre)
 
     def open(self) -> npt.NDArray[Any]:
         """The array, as a numpy view of the shared memory (no copy).
@@ -107,14 +123,15 @@ class SharedArray(msgspec.Struct, frozen=True):
         np = _numpy()
         buffer = self._buffer()
         dtype, shape = _read_header(buffer, self.res_id)
-        if np.dtype(dtype) != np.dtype(self.dtype) or shape != self.shape:
+        if _dtype_of(dtype) != _dtype_of(self.dtype) or shape != self.shape:
             raise ValueError(
                 f"this handle says dtype {self.dtype} and shape {self.shape}, but the shared "
                 f"array {self.res_id!r} holds dtype {dtype} and shape {shape}: use its own "
                 "handle"
             )
         count = math.prod(shape)
-        array = np.frombuffer(buffer, dtype=dtype, count=count, offset=_HEADER)
+        offset = _data_offset(dtype, shape)
+        array = np.frombuffer(buffer, dtype=_dtype_of(dtype), count=count, offset=offset)
         result: npt.NDArray[Any] = array.reshape(shape)
         return result
 
@@ -153,14 +170,69 @@ def _mapping(res_id: ResId) -> memoryview:
     return memoryview(entry.mapping)
 
 
+def _dims(shape: object) -> tuple[int, ...]:
+    """``shape`` as a tuple of non-negative ints, checked as numpy does (any
+    integer, numpy's too), except that a bool is refused: True is no size."""
+    if isinstance(shape, bool) or _index(shape) is not None:
+        items: tuple[object, ...] = (shape,)
+    elif isinstance(shape, Iterable):
+        items = tuple(shape)
+    else:
+        raise TypeError(
+            f"shape {shape!r} is not valid: pass an integer or a tuple of integers, "
+            "like 4 or (3, 4)"
+        )
+    dims = []
+    for d in items:
+        size = None if isinstance(d, bool) else _index(d)  # np.bool_ has no __index__
+        if size is None:
+            raise TypeError(
+                f"shape {shape!r} is not valid: its dimension {d!r} is not an integer "
+                "(bools are refused); pass a tuple of ints, like (3, 4)"
+            )
+        if size < 0:
+            raise ValueError(
+                f"shape {shape!r} is not valid: its dimension {d} is negative; pass "
+                "non-negative ints, like (3, 4)"
+            )
+        dims.append(size)
+    return tuple(dims)
+
+
+def _index(value: object) -> int | None:
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _dtype_text(kind: Any) -> str:
+    # kind.str of a structured dtype is only its size ("|V12"): its descr keeps
+    # the names, formats, offsets (as padding fields) and sub-array shapes.
+    return kind.str if kind.names is None else repr(kind.descr)
+
+
+def _dtype_of(text: str) -> Any:
+    np = _numpy()
+    if text.startswith("["):
+        return np.lib.format.descr_to_dtype(ast.literal_eval(text))
+    return np.dtype(text)
+
+
+def _data_offset(dtype: str, shape: tuple[int, ...]) -> int:
+    end = _LAYOUT.size + 8 * len(shape) + len(dtype.encode())
+    return -(-end // _ALIGN) * _ALIGN
+
+
 def _write_header(buffer: memoryview, dtype: str, shape: tuple[int, ...]) -> None:
-    _LAYOUT.pack_into(buffer, 0, _MAGIC, dtype.encode(), len(shape))
-    struct.pack_into(f"={len(shape)}q", buffer, _LAYOUT.size, *shape)
+    text = dtype.encode()
+    _LAYOUT.pack_into(buffer, 0, _MAGIC, len(text), len(shape))
+    struct.pack_into(f"={len(shape)}q{len(text)}s", buffer, _LAYOUT.size, *shape, text)
 
 
 def _read_header(buffer: memoryview, res_id: ResId) -> tuple[str, tuple[int, ...]]:
-    magic, dtype, ndim = _LAYOUT.unpack_from(buffer, 0)
+    magic, length, ndim = _LAYOUT.unpack_from(buffer, 0)
     if magic != _MAGIC:
         raise ValueError(f"resource {res_id!r} is not a shared array")
-    shape = struct.unpack_from(f"={ndim}q", buffer, _LAYOUT.size)
-    return dtype.rstrip(b"\0").decode(), tuple(shape)
+    *shape, text = struct.unpack_from(f"={ndim}q{length}s", buffer, _LAYOUT.size)
+    return text.decode(), tuple(shape)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn:
     code = 70  # EX_SOFTWARE: reached only if the bootstrap itself failed
+    interrupted = False
     try:
         _posix.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != master.os_pid:  # the master died before the line above
@@ -67,7 +68,7 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         link.send(Finished(execute(assign)))
         code = 0
     except KeyboardInterrupt:
-        pass  # Ctrl-C reaches every process of the group: the master reports it
+        interrupted = True  # Ctrl-C reaches every process of the group: the master reports it
     except BaseException:
         traceback.print_exc()
     finally:
@@ -77,6 +78,11 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
                 _wait_until_let_go(sock)
         with contextlib.suppress(BaseException):  # the run's end sweeps what is left
             _payload.forget_recycled()
+        if interrupted:
+            # Die of SIGINT, as an interrupted program should (and as the master
+            # does): its outcome is then Crashed(signal=SIGINT), not an exit code.
+            _signal.signal(signal.SIGINT, _signal.SIG_DFL)
+            signal.raise_signal(signal.SIGINT)
         os._exit(code)
 
 
@@ -122,16 +128,10 @@ def _warm_up(link: Link) -> None:
         return
     definition, arg = _registry.rehearsal
     wire = WireEncap.of(arg, bytes(arg.data))
-    # A Ctrl-C now must end the spare, not be caught and logged by _run as
-    # the rehearsal's exception: it waits until the rehearsal is over.
-    interrupts = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, interrupts)
-    try:
-        assign = link.rehearse_recv(Assign(-1, definition.fork_point.n, wire, None))
-        assert isinstance(assign, Assign)
-        encoder.encode(Finished(_run(definition, assign)))
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, interrupts)
+    # A Ctrl-C meanwhile ends the spare (_run lets KeyboardInterrupt through).
+    assign = link.rehearse_recv(Assign(-1, definition.fork_point.n, wire, None))
+    assert isinstance(assign, Assign)
+    encoder.encode(Finished(_run(definition, assign)))
 
 
 def execute(assign: Assign) -> WireOutcome:
@@ -162,6 +162,8 @@ def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
             exc,
         )
         return Invalid(_clip(exc.path), _clip(str(exc)))
+    except KeyboardInterrupt:
+        raise  # a Ctrl-C, not the function's failure: main ends the worker, unlogged
     except BaseException as exc:
         text = traceback.format_exc()
         log.error(

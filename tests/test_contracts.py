@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict, TypeVar
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -587,6 +588,87 @@ def test_large_bytes_round_trip_in_process() -> None:
     value = os.urandom(200 * 1024)
     encap = et.wrap(value)
     assert et.unwrap(encap) == value
+
+
+# A numpy scalar is its Python value where that type is declared: np.float64
+# subclasses float (mypy accepts it) and every numpy reduction returns one. So
+# is a subclass of int, float or str, whatever its __str__ says. The validating
+# decode still refuses a wrong type.
+
+
+class Celsius(float):
+    def __str__(self) -> str:
+        return f"{float(self)} C"
+
+
+class Name(str):
+    def __str__(self) -> str:
+        return "not the value"
+
+
+@pytest.mark.parametrize(
+    ("typ", "value", "expected"),
+    [
+        (float, np.float64(1.5), 1.5),
+        (int, np.int64(3), 3),
+        (float, np.int64(3), 3.0),
+        (bool, np.True_, True),
+        (list[float], [np.float32(0.5)], [0.5]),
+        (float, Celsius(2.5), 2.5),
+        (str, Name("x"), "x"),
+    ],
+    ids=[
+        "float64",
+        "int64",
+        "int64-as-float",
+        "bool_",
+        "float32-items",
+        "float-subclass",
+        "str-subclass",
+    ],
+)
+def test_numpy_scalars_and_builtin_subclasses_travel_as_their_python_value(
+    typ: Any, value: Any, expected: Any
+) -> None:
+    et = netmcore.EncapType(typ)
+    back = et.unwrap(et.wrap(value))
+    assert back == expected
+    assert type(back) is type(expected)
+
+
+def test_a_numpy_scalar_of_the_wrong_type_is_refused_by_validation() -> None:
+    with pytest.raises(netmcore.ArgumentTypeError) as info:
+        netmcore.EncapType(int).wrap(np.float64(6.0))  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "value np.float64(6.0) does not match int: Expected `int`, got `float`"
+    )
+
+
+@netmcore.process
+def numpy_sum(n: int) -> float:
+    return np.float64(n) * 2.0  # mypy --strict accepts it: np.float64 is a float
+
+
+@netmcore.process
+def takes_floats(values: list[float]) -> float:
+    return sum(values)
+
+
+@netmcore.process
+def start_with_numpy_floats(n: int) -> str:
+    return repr(takes_floats.join_outcome(takes_floats.start([np.float64(1.5)] * n)))
+
+
+def test_a_numpy_float64_result_is_a_valid_float_result() -> None:
+    outcome = netmcore.run(
+        first_process=lambda: numpy_sum.start(3),
+        extract_result=lambda _c, pid: numpy_sum.join_outcome_nowait(pid),
+    )
+    assert outcome == netmcore.Success(6.0)
+
+
+def test_numpy_float64_items_are_valid_float_arguments_in_a_worker() -> None:
+    assert run_scenario(start_with_numpy_floats, 2) == "Success(value=3.0)"
 
 
 # ==========================================================================

@@ -871,7 +871,8 @@ def test_a_start_that_cannot_fork_raises_in_its_caller_and_the_run_ends(
     for error in errors:
         assert error.startswith("cannot start test_core.square: no process for it"), error
         assert "ulimit -u" in error
-    assert "could not fork a spare process" in caplog.text
+    # (Whether the loop also tried, and logged, a batch of spares before the
+    # first process ended depends on timing: not asserted.)
 
 
 @netmcore.process
@@ -1003,7 +1004,7 @@ def test_low_level_def_process_start_join() -> None:
 def test_start_and_join_outside_run_raise_context_error(call: Callable[[], object]) -> None:
     with pytest.raises(
         netmcore.ContextError,
-        match=r"outside netmcore\.run\(\)/startup\(\): call it from first_process or from "
+        match=r"outside netmcore\.run\(\)/startup\(\): call it from (first_process or from )?"
         r"inside a worker process",
     ):
         call()
@@ -1674,3 +1675,45 @@ def test_arguments_of_crashed_processes_are_freed_when_they_end(origin: str) -> 
         extract_result=lambda _c, _p: [e for e in os.listdir("/dev/shm") if e.startswith(prefix)],
     )
     assert left == []
+
+
+# --------------------------------------------------------------------------
+# 21. Advice that works, and a Ctrl-C that is not an exception
+# --------------------------------------------------------------------------
+
+
+def test_join_outside_run_advises_a_worker_not_first_process() -> None:
+    # join blocks, so it cannot be called in first_process (the master never
+    # blocks): the advice names a worker, and join_nowait for the master.
+    with pytest.raises(netmcore.ContextError) as info:
+        square.join(netmcore.ProcessId(1))
+    assert str(info.value) == (
+        "netmcore.join() was called outside netmcore.run()/startup(): call it from inside "
+        "a worker process (in the master, use join_nowait())"
+    )
+
+
+def test_a_keyboard_interrupt_in_a_worker_is_not_logged_as_its_exception(tmp_path: Path) -> None:
+    # A Ctrl-C reaches every process of the group and the master reports it; a
+    # worker's function interrupted by it (here, raising it itself, as the
+    # signal handler would) is not "raised an exception": the worker dies of
+    # SIGINT, as an interrupted program does, and its outcome says so.
+    result = run_script(
+        tmp_path,
+        """
+        import netmcore
+
+        @netmcore.process
+        def interrupted(_: int) -> int:
+            raise KeyboardInterrupt
+
+        print(repr(netmcore.run(
+            first_process=lambda: interrupted.start(0),
+            extract_result=lambda _c, pid: interrupted.join_outcome_nowait(pid),
+        )))
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"Crashed(exitcode=None, signal={int(signal.SIGINT)})\n"
+    assert "raised an exception" not in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

@@ -143,3 +143,73 @@ def test_handle_is_small_and_serializable(table: SharedArray) -> None:
     data = msgspec.msgpack.encode(table)
     assert len(data) < 64
     assert msgspec.msgpack.decode(data, type=SharedArray) == table
+
+
+# A structured dtype keeps its fields, offsets and sub-arrays (the handle and the
+# header record its descr, not just its size); a sub-array dtype adds dimensions,
+# as in numpy.zeros.
+@pytest.mark.parametrize(
+    "kind",
+    [
+        np.dtype([("a", "<i4"), ("b", "<f8")]),
+        np.dtype(
+            {"names": ["a", "b"], "formats": ["u1", "<f8"], "offsets": [0, 8], "itemsize": 24}
+        ),
+        np.dtype([("a", "<i4", (2, 3)), ("b", [("c", "u1")])], align=True),
+        np.dtype(("<i4", (2,))),
+    ],
+    ids=["plain", "offsets", "nested", "sub-array"],
+)
+def test_structured_and_sub_array_dtypes_are_kept_as_numpy_has_them(kind: np.dtype[Any]) -> None:
+    handle = SharedArray.create((3,), kind)
+    try:
+        expected = np.zeros((3,), kind)
+        view = handle.open()
+        assert (view.dtype, view.shape) == (expected.dtype, expected.shape)
+        assert handle.shape == expected.shape
+    finally:
+        handle.release()
+
+
+RECORD = np.dtype([("a", "<i4"), ("b", "<f8", (2,))])
+
+
+@netmcore.process
+def sum_records(array: SharedArray) -> float:
+    view = array.open()
+    return float(view["a"].sum() + view["b"].sum())
+
+
+def test_a_worker_sees_the_fields_of_a_structured_array() -> None:
+    handle = SharedArray.create(3, RECORD)
+    try:
+        view = handle.open()
+        view["a"] = 7
+        view["b"] = 0.5
+        assert run(sum_records, handle) == 3 * 7 + 3 * 2 * 0.5
+    finally:
+        handle.release()
+
+
+# A shape is what numpy.zeros takes: an integer or a sequence of them, numpy's
+# integers included. A bool is refused: True is no size.
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [(np.int64(4), (4,)), ((np.int64(4),), (4,)), ([2, np.int32(3)], (2, 3))],
+    ids=["scalar", "tuple", "list"],
+)
+def test_numpy_integer_shapes_are_accepted_as_numpy_does(shape: Any, expected: Any) -> None:
+    assert np.zeros(shape).shape == expected
+    handle = SharedArray.create(shape)
+    try:
+        assert handle.shape == expected
+        assert type(handle.shape[0]) is int  # the handle holds plain ints
+        assert handle.open().shape == expected
+    finally:
+        handle.release()
+
+
+@pytest.mark.parametrize("shape", [(True,), True, (2, np.True_)])
+def test_a_bool_in_a_shape_is_refused_naming_it(shape: Any) -> None:
+    with pytest.raises(TypeError, match=r"its dimension (np\.)?True_? is not an integer \(bools"):
+        SharedArray.create(shape)
