@@ -12,11 +12,19 @@ from typing import Any, Literal
 
 from . import _context, _payload
 from ._encap import Encap
-from ._errors import REMOTE_ERRORS, ContextError, NetmcoreError, NoResource, NotInherited
+from ._errors import (
+    REMOTE_ERRORS,
+    ContextError,
+    MasterGone,
+    NetmcoreError,
+    NoResource,
+    NotInherited,
+)
 from ._ids import ProcessId, ResId
 from ._master import current_master
 from ._wire import (
     Failed,
+    JoinCancel,
     Joined,
     JoinReq,
     Message,
@@ -71,10 +79,15 @@ def start(
         return ProcessId(current_master("start").start(fork_point.n, wire, inherit))
     link = _link("start")
     payload = _payload.pack(arg.parts, ctx.shm_prefix)
+    sent: list[int] = []
     try:
-        reply = link.request(StartReq(fork_point.n, WireEncap.of(arg, payload), inherit))
+        request = StartReq(fork_point.n, WireEncap.of(arg, payload), inherit)
+        # Left while waiting (an interrupt), the start was sent: the master
+        # starts the process with the argument, or discards it if it cannot.
+        reply = link.request(request, sent.append)
     except BaseException:
-        _payload.discard(payload)
+        if not sent:
+            _payload.discard(payload)
         raise
     if isinstance(reply, Started):
         return ProcessId(reply.pid)
@@ -116,10 +129,47 @@ def join_outcome(join_point: ResId, pid: ProcessId[Any], *, wait: bool) -> WireO
         link = _link("join", f"{_IN_WORKER} (in the master, use join_nowait())")
     else:
         link = _link("join_nowait")
-    reply = link.request(JoinReq(join_point.n, pid.n, wait))
+    kept = _interrupted.pop(pid.n, None)
+    if kept is not None:
+        if kept[0] == join_point.n:
+            return kept[1]
+        _interrupted[pid.n] = kept  # the master says why this join point is wrong
+    withdraw = (lambda rid: _withdraw_join(link, join_point.n, pid.n, rid)) if wait else None
+    reply = link.request(JoinReq(join_point.n, pid.n, wait), withdraw)
     if isinstance(reply, Joined):
         return reply.outcome
     raise _error(reply)
+
+
+# Outcomes that reached a join of this process after it was interrupted, by
+# process id (with the join point asked): the next join of that process here
+# gets it, as the interrupted one would have. The master counts it as joined.
+_interrupted: dict[int, tuple[int, WireOutcome | None]] = {}
+
+
+def _withdraw_join(link: Any, join_point: int, n: int, rid: int) -> None:
+    """Withdraw the waiting join ``rid`` of process ``n``, which an exception
+    (a signal handler's) has left, so that its outcome is not lost.
+
+    JoinCancel drops the waiter in the master if it still waits. Replies on a
+    link come in order, so once JoinCancel is answered, an outcome sent to the
+    join before it has come too: it is kept for the next join here. A second
+    interrupt meanwhile is held (the cancel is safe to repeat), then raised.
+    """
+    interrupt: BaseException | None = None
+    while True:
+        try:
+            link.request(JoinCancel(rid))
+            break
+        except MasterGone:
+            raise
+        except BaseException as exc:
+            interrupt = exc
+    late = link.take(rid)
+    if isinstance(late, Joined):
+        _interrupted[n] = (join_point, late.outcome)
+    if interrupt is not None:
+        raise interrupt
 
 
 def encap_of(outcome: WireOutcome | None) -> Encap | None:

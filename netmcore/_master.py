@@ -49,6 +49,7 @@ from ._wire import (
     Ended,
     Failed,
     Finished,
+    JoinCancel,
     Joined,
     JoinReq,
     Message,
@@ -549,6 +550,9 @@ class Master:
                 reply = Started(self.start(msg.fork_point, msg.arg, msg.inherit))
             elif isinstance(msg, JoinReq):
                 reply = self._join_request(conn, msg)
+            elif isinstance(msg, JoinCancel):
+                self._cancel_join(conn, msg.rid)
+                reply = Done()
             elif isinstance(msg, Finished):
                 reply = None
                 self._on_finished(conn, msg.outcome)
@@ -712,6 +716,15 @@ class Master:
         if outcome is None and msg.wait:
             return None  # answered when the outcome arrives
         return Joined(outcome)
+
+    def _cancel_join(self, conn: Conn, rid: int) -> None:
+        """Drop the waiting join ``rid`` of ``conn``, if it still waits. (If its
+        outcome went out already, it comes before this answer, and the caller
+        keeps it: see _client.join_outcome.)"""
+        for record in self.records.values():
+            if any(w == (conn, rid) for w in record.waiters):
+                record.waiters = [w for w in record.waiters if w != (conn, rid)]
+                return
 
     def _hand_over(self, record: Record) -> WireOutcome:
         assert record.outcome is not None

@@ -98,11 +98,14 @@ def view(payload: Payload) -> bytes | memoryview:
         return payload
     mapping, capacity = _ipc.map_existing(payload.name, payload.size)
     with _lock:
+        # The view is made under the lock: pack, in another thread, takes an
+        # object for reuse when no view of its mapping is left.
+        data = memoryview(mapping)
         _received.append(_Received(payload.name, capacity, mapping))
         while len(_received) > RECYCLE_MAX:
             # Its mapping lives on with the views of it, if there are any.
             _ipc.unlink(_received.pop(0).name)
-    return memoryview(mapping)
+    return data
 
 
 def forget_recycled() -> None:

@@ -107,6 +107,13 @@ class JoinReq(_Msg, frozen=True):
     req: int = 0
 
 
+class JoinCancel(_Msg, frozen=True):
+    """Withdraw the waiting JoinReq ``rid`` of this link (its caller was interrupted)."""
+
+    rid: int
+    req: int = 0
+
+
 class ReleaseReq(_Msg, frozen=True):
     res_id: int
     req: int = 0
@@ -234,6 +241,7 @@ Message = (
     | ResInfo
     | StartReq
     | JoinReq
+    | JoinCancel
     | ReleaseReq
     | Finished
     | Assign
@@ -302,17 +310,18 @@ class Link:
     def request(self, msg: Message, abandon: Callable[[int], None] | None = None) -> Message:
         """Send ``msg`` (with a fresh request id) and wait for its reply.
 
-        If an exception (a signal handler's, say) leaves the wait, ``abandon``
-        is called with the request id before it goes on: the request may be
-        queued in the master, or its reply on its way, and ``abandon`` can
-        withdraw it. Meanwhile its reply is still kept: see :meth:`take`.
+        If an exception (a signal handler's, say) leaves the wait once the
+        request is sent, ``abandon`` is called with the request id before it
+        goes on: the request may be queued in the master, or its reply on its
+        way, and ``abandon`` can withdraw it. Meanwhile its reply is still
+        kept: see :meth:`take`.
         """
         rid = next(self._ids)
         with self._cond:
             self._replies[rid] = None
         try:
+            self.send(msgspec.structs.replace(msg, req=rid))  # raising, it sent nothing
             try:
-                self.send(msgspec.structs.replace(msg, req=rid))
                 with self._cond:
                     while self._replies[rid] is None:
                         if self._reading:

@@ -1,0 +1,187 @@
+"""Faults on the large-payload path: an interrupted join or start, and a thread
+switch at the wrong moment, lose no value and unlink no live object.
+
+The processes run as in tests/test_core.py: a
+scenario process type is the first process, does the starts and joins under
+test, and returns what it saw. Synchronisation is by pipes (the ``gate``
+fixture) and events, never by sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from scenario import run_scenario
+
+import netmcore
+from netmcore import _payload
+
+LARGE = 200_000  # over the 64 KiB that travel inline: values go through shm
+WAIT = 10.0  # a guard against a hang, not an assertion
+
+
+@netmcore.process
+def rf_echo(data: bytes) -> bytes:
+    return data
+
+
+@netmcore.process
+def rf_gated_large(arg: tuple[int, int]) -> bytes:
+    """Block until the gate opens, then return a large result."""
+    gate_r, size = arg
+    os.read(gate_r, 1)
+    return b"r" * size
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(_signum: int, _frame: FrameType | None) -> None:
+    raise _Interrupted
+
+
+@netmcore.process
+def rf_interrupted_join(gate: tuple[int, int]) -> list[str]:
+    """Join a process, interrupted by a signal handler's exception (a timeout);
+    then let the process finish and join it again."""
+    gate_r, gate_w = gate
+    pid = rf_gated_large.start((gate_r, LARGE))
+    seen = []
+    signal.signal(signal.SIGALRM, _raise_interrupted)
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    try:
+        rf_gated_large.join(pid)
+        seen.append("joined before the gate opened")
+    except _Interrupted:
+        seen.append("interrupted")
+    os.write(gate_w, b"g")
+    try:
+        result = rf_gated_large.join(pid)
+        seen.append("none" if result is None else f"{len(result)} bytes")
+    except Exception as exc:
+        seen.append(f"{type(exc).__name__}: {exc}")
+    return seen
+
+
+def test_an_interrupted_join_leaves_the_result_for_the_next_join(gate: tuple[int, int]) -> None:
+    # An interrupted join is withdrawn (JoinCancel), and an outcome that was
+    # already on its way is kept for the next join in the process: the result
+    # is not lost (it went to the dropped request, before), and the next join
+    # does not raise UnknownProcess ("joined by another caller first").
+    assert run_scenario(rf_interrupted_join, gate) == ["interrupted", f"{LARGE} bytes"]
+
+
+class _PausingLock:
+    """Stands in for _payload's lock in one worker: when the thread named
+    "joiner" leaves it in _payload.view, that thread says so and waits to be
+    let go, as a thread switch at that point would."""
+
+    def __init__(self, inner: Any, paused: threading.Event, go: threading.Event) -> None:
+        self.inner, self.paused, self.go = inner, paused, go
+
+    def __enter__(self) -> Any:
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc: object) -> Any:
+        released = self.inner.__exit__(*exc)
+        caller = sys._getframe(1).f_code.co_name
+        if threading.current_thread().name == "joiner" and caller == "view":
+            self.paused.set()
+            self.go.wait(WAIT)
+        return released
+
+
+@netmcore.process
+def rf_view_races_reuse(_: int) -> list[str]:
+    """One thread joins a large result; as it maps it, another thread starts a
+    process with a large argument (threads may share a worker's link)."""
+    first = os.urandom(LARGE)
+    pid = rf_echo.start(first)
+    paused, go = threading.Event(), threading.Event()
+    _payload._lock = _PausingLock(_payload._lock, paused, go)  # type: ignore[assignment]
+    seen: list[str] = []
+
+    def joiner() -> None:
+        try:
+            seen.append("intact" if rf_echo.join(pid) == first else "wrong result")
+        except Exception as exc:
+            seen.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=joiner, name="joiner")
+    thread.start()
+    try:
+        if not paused.wait(WAIT):
+            return ["the joiner never mapped its result"]
+        second = os.urandom(LARGE // 2)
+        other = rf_echo.start(second)
+    finally:
+        go.set()
+        thread.join()
+    seen.append("intact" if rf_echo.join(other) == second else "wrong result")
+    return seen
+
+
+def test_a_result_being_mapped_is_not_reused_by_another_thread() -> None:
+    # _payload.view makes its memoryview under the lock that pack() takes to
+    # pick an object for reuse: in between, pack() in another thread would
+    # find the mapping viewed by nobody and write its own value into it (the
+    # joiner got "ValueError: mmap closed or invalid", its result lost).
+    assert run_scenario(rf_view_races_reuse, 0) == ["intact", "intact"]
+
+
+@netmcore.process
+def rf_reader(arg: tuple[int, bytes]) -> int:
+    """Say (one byte on the pipe) that it read its large argument."""
+    said_w, data = arg
+    os.write(said_w, b"r")
+    return len(data)
+
+
+@netmcore.process
+def rf_interrupted_start(said_w: int) -> list[int]:
+    """A start whose wait for the master's reply is interrupted by a signal
+    handler's exception, then a plain start; return both process ids."""
+    from netmcore import _wire
+
+    real_read_one = _wire.Link._read_one
+    signal.signal(signal.SIGALRM, _raise_interrupted)
+
+    def interrupted_read_one(link: _wire.Link) -> None:
+        _wire.Link._read_one = real_read_one  # type: ignore[method-assign]
+        signal.raise_signal(signal.SIGALRM)  # the request is sent: its wait ends here
+        real_read_one(link)
+
+    _wire.Link._read_one = interrupted_read_one  # type: ignore[method-assign,assignment]
+    try:
+        rf_reader.start((said_w, b"a" * LARGE))
+        return [-1]  # not interrupted
+    except _Interrupted:
+        pass
+    pid = rf_reader.start((said_w, b"b" * LARGE))
+    assert rf_reader.join(pid) == LARGE
+    return [pid.n - netmcore.self_process_id().n]
+
+
+def test_an_interrupted_start_does_not_unlink_the_argument_of_the_process_it_started(
+    pipes: Any,
+) -> None:
+    # Once the start is sent, the argument belongs to the master and the
+    # process: an exception that leaves the wait for Started must not unlink
+    # it (the process failed with "No shared memory exists"). The start went
+    # ahead (the next start's id skips one), and its process reads its argument.
+    said_r, said_w = pipes()
+    gap = netmcore.run(
+        first_process=lambda: rf_interrupted_start.start(said_w),
+        extract_result=lambda _ctrl, pid: rf_interrupted_start.join_nowait(pid),
+    )
+    assert gap is not None and gap != [-1]
+    os.set_blocking(said_r, False)
+    said = os.read(said_r, 16)
+    assert gap == [2], "the interrupted start did not start a process"
+    assert said == b"rr", said
