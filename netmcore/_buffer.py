@@ -15,8 +15,10 @@ holding it does not hang the other (it sees the stream end instead).
 A side that dies outside a call (or ends without ``close()``) holds nothing
 the kernel could release, so a waiter waits in slices and, between two, asks
 whether the other side still lives: the pid of the last writer, or of the
-last reader, is recorded when it writes or reads. (Not when it opens: a
-process may open a buffer only to look at it, and end.)
+last reader, is recorded when it writes or reads, and an opener's fills a
+side nobody has taken yet (so that the creator knows its other side before it
+writes or reads anything). ``release()`` takes it back: a process that opened
+the buffer only to look at it, and let it go, is no side.
 """
 
 from __future__ import annotations
@@ -78,7 +80,11 @@ class Buffer:
     @classmethod
     def open(cls, res_id: ResId) -> Buffer:
         """Open the buffer ``res_id``. ValueError if it is not a Buffer."""
-        return cls(open_marked_shm(res_id, _MARK, "Buffer"))
+        buffer = cls(open_marked_shm(res_id, _MARK, "Buffer"))
+        for side in (_WRITER, _READER):
+            if not _PID.unpack_from(buffer._buf, side)[0]:
+                _PID.pack_into(buffer._buf, side, this_pid[0])
+        return buffer
 
     def __init__(self, segment: ShmSegment) -> None:
         self._segment = segment
@@ -221,6 +227,10 @@ class Buffer:
 
     def release(self) -> None:
         """Unmap it and stop using it; it goes when its last user releases."""
+        if self._anchor is not None:
+            for side in (_WRITER, _READER):  # no longer a side whose end cuts the stream
+                if _PID.unpack_from(self._buf, side)[0] == this_pid[0]:
+                    _PID.pack_into(self._buf, side, 0)
         self._anchor = None
         self._segment.release()
 

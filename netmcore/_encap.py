@@ -40,11 +40,19 @@ def _enc_hook(value: Any) -> Any:
         dump = value.model_dump(mode="python", round_trip=True, warnings=False)
         return msgspec.Raw(_dump_encoder.encode(dump))
     numpy = sys.modules.get("numpy")  # imported only by programs that use it
-    if numpy is not None and isinstance(value, numpy.generic):
+    if (
+        numpy is not None
+        and isinstance(value, (numpy.number, numpy.bool_))
+        and not isinstance(value, numpy.timedelta64)  # an integer to numpy
+    ):
         # What numpy's reductions return (np.float64 even subclasses float): the
         # Python scalar, which the validating decode then checks against the
         # declared type, so np.float64 where int is declared is still refused.
-        return value.item()
+        # Numbers only: a datetime64 or timedelta64 in ns would become an int.
+        # A longdouble stays one (item() keeps its precision): refused below.
+        plain = value.item()
+        if not isinstance(plain, numpy.generic):
+            return plain
     # A subclass of int, float or str (bool and enums never reach the hook): its
     # plain value. Not str(value): a subclass may override __str__.
     if isinstance(value, int):

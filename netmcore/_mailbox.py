@@ -138,18 +138,16 @@ class Mailbox(Generic[T]):
     def open(cls, res_id: ResId, typ: Any) -> Mailbox[Any]:
         """Open the box ``res_id`` to send to it; ``typ`` must be its type."""
         encap: EncapType[Any] = EncapType(typ)
-        segment = open_marked_shm(res_id, _MAGIC, "mailbox")
-        try:
-            *_, fp, _ = _HEADER.unpack_from(segment.buffer, 0)
+
+        def check(header: memoryview) -> None:
+            *_, fp, _ = _HEADER.unpack_from(header, 0)
             if fp.hex() != encap.fingerprint:
                 raise EncapTypeMismatch(
                     f"mailbox {res_id!r} carries another type than {encap.name} "
                     f"(fingerprint {fp.hex()}, not {encap.fingerprint})"
                 )
-            return cls(segment, encap)
-        except BaseException:
-            segment.release()
-            raise
+
+        return cls(open_marked_shm(res_id, _MAGIC, "mailbox", check), encap)
 
     def __init__(self, segment: ShmSegment, encap: EncapType[T]) -> None:
         self._segment = segment

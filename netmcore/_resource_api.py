@@ -215,23 +215,32 @@ def open_shm(res_id: ResId) -> ShmSegment:
     return _map(_get(res_id, (ResourceType.POSIX_SHM,)))
 
 
-def open_marked_shm(res_id: ResId, mark: bytes, what: str) -> ShmSegment:
-    """:func:`open_shm` for an object whose creator wrote ``mark`` first.
+def open_marked_shm(
+    res_id: ResId, mark: bytes, what: str, check: Callable[[memoryview], None] | None = None
+) -> ShmSegment:
+    """:func:`open_shm` for an object whose creator wrote ``mark`` first, and
+    whose header ``check`` (if given) accepts or raises about.
 
     Raises
     ------
     ValueError
         If the object does not start with ``mark``: it is another kind of
-        object, whose layout would be misread. The caller is then a user of
-        it only if it was before (its creator, say).
+        object, whose layout would be misread. After this, or what ``check``
+        raises, the caller is a user of it only if it was before (its
+        creator, say).
     """
     got = _get(res_id, (ResourceType.POSIX_SHM,))
     segment = _map(got)
-    if segment.buffer[: len(mark)] != mark:
+    try:
+        if segment.buffer[: len(mark)] != mark:
+            raise ValueError(
+                f"resource {res_id!r} is not a {what}: open it with the class that created it"
+            )
+        if check is not None:
+            check(segment.buffer)
+    except BaseException:
         _let_go(segment, got)
-        raise ValueError(
-            f"resource {res_id!r} is not a {what}: open it with the class that created it"
-        )
+        raise
     return segment
 
 

@@ -96,7 +96,7 @@ class SharedArray(msgspec.Struct, frozen=True):
         if kind.subdtype is not None:  # ("i4", (2,)): as numpy.zeros, more dimensions
             dims, kind = dims + kind.shape, kind.base
         text = _dtype_text(kind)
-        if len(dims) > 255 or len(text) > 0xFFFF:
+        if len(dims) > 255 or len(text.encode()) > 0xFFFF:  # the header's counts
             raise ValueError(f"dtype {dtype!r} or shape {dims!r} is too large to record")
         size = _data_offset(text, dims) + max(1, math.prod(dims) * kind.itemsize)
         if _context.current.role == "worker":

@@ -5,16 +5,23 @@ from __future__ import annotations
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scenario import joined, run_scenario
 
 import netmcore
-from netmcore import Buffer, OwnerDiedError, ResId, _ipc
+from netmcore import (
+    Buffer,
+    OwnerDiedError,
+    ResId,
+    _ipc,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -280,3 +287,48 @@ def test_buffer_opened_by_a_process_that_ended_is_not_a_dead_reader() -> None:
     that opened the buffer only to look at it, and ended, is not taken for it
     (the writer's wait for room goes on until the real reader comes)."""
     assert run_scenario(looked_at_buffer_scenario, 0) == "written"
+
+
+# --------------------------------------------------------------------------
+# Buffer: a process that opened the buffer and ended holding it (no write, no
+# close, no release) is the reader's other side: the reader learns that it
+# ended (OwnerDiedError, or the end of the stream) instead of waiting for ever.
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def writer_that_never_writes(res_id: ResId) -> int:
+    buffer = Buffer.open(res_id)  # the writer: it opens, then ends without close()
+    return buffer.capacity
+
+
+class _Hung(Exception):
+    pass
+
+
+def _alarm(_signum: int, _frame: Any) -> None:
+    raise _Hung
+
+
+@netmcore.process
+def reader_of_a_silent_writer(_: int) -> str:
+    buffer = Buffer.create(16)
+    try:
+        assert joined(writer_that_never_writes, writer_that_never_writes.start(buffer.res_id)) == 16
+        old = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, 2.0)  # the guard: the wait looks every 0.1 s
+        try:
+            return f"read {buffer.read()!r}"  # b"" (the end) would do as well
+        except OwnerDiedError:
+            return "OwnerDiedError"
+        except _Hung:
+            return "hung"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+    finally:
+        buffer.release()
+
+
+def test_buffer_reader_does_not_hang_when_its_writer_only_opened_it_and_ended() -> None:
+    assert run_scenario(reader_of_a_silent_writer, 0) != "hung"

@@ -56,6 +56,10 @@ from pydantic import (
 from scenario import run_scenario
 
 import netmcore
+from netmcore import (
+    ArgumentTypeError,
+    EncapType,
+)
 from netmcore import __main__ as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1766,3 +1770,37 @@ def test_valid_pydantic_values_round_trip(typ: Any, value: Any) -> None:
     # without computed fields, and are validated laxly (msgpack has no tuples).
     et = netmcore.EncapType(typ)
     assert et.unwrap(et.wrap(value)) == value
+
+
+# --------------------------------------------------------------------------
+# _encap._enc_hook turns a numpy scalar into value.item(): for datetime64 and
+# timedelta64 in ns that is an int, so a date or a duration is silently
+# accepted where int is declared (before: refused, "msgspec cannot encode").
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.datetime64("2020-01-01T00:00:00.000000001", "ns"), np.timedelta64(5, "ns")],
+    ids=["datetime64-ns", "timedelta64-ns"],
+)
+def test_numpy_datetime64_or_timedelta64_in_ns_is_refused_where_int_is_declared(
+    value: Any,
+) -> None:
+    with pytest.raises(ArgumentTypeError):
+        EncapType(int).wrap(value)
+
+
+# --------------------------------------------------------------------------
+# np.longdouble(...).item() is a np.longdouble again: the hook is called on
+# its own answer until RecursionError, which escapes instead of the
+# ArgumentTypeError it was before.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", [np.longdouble(1.5), np.clongdouble(1 + 2j)], ids=["longdouble", "clongdouble"]
+)
+def test_numpy_longdouble_is_an_argument_type_error(value: Any) -> None:
+    with pytest.raises(ArgumentTypeError):
+        EncapType(float).wrap(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 
 import netmcore
-from netmcore import SharedArray
+from netmcore import (
+    SharedArray,
+)
 
 # Made before run (by the fixture below, just before this module's tests, so that
 # no other module's destroy_resources() gets it first): the master's, inherited by
@@ -213,3 +216,31 @@ def test_numpy_integer_shapes_are_accepted_as_numpy_does(shape: Any, expected: A
 def test_a_bool_in_a_shape_is_refused_naming_it(shape: Any) -> None:
     with pytest.raises(TypeError, match=r"its dimension (np\.)?True_? is not an integer \(bools"):
         SharedArray.create(shape)
+
+
+SHM_DIR = "/dev/shm"
+
+
+# --------------------------------------------------------------------------
+# SharedArray.create: the dtype text's limit is checked in characters, but the
+# header records its length in bytes (struct "H"): a structured dtype with
+# non-ASCII names between the two raises struct.error after the array's shm
+# object was made, and the object stays.
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shm_entries() -> Iterator[set[str]]:
+    yield set(os.listdir(SHM_DIR))
+
+
+def test_shared_array_dtype_text_too_long_in_bytes_is_a_value_error_leaving_nothing(
+    master_cleanup: None, shm_entries: set[str]
+) -> None:
+    dtype = np.dtype([("\u00e9" * 40_000, "i4")])  # 40,013 characters, 80,013 bytes
+    try:
+        with pytest.raises(ValueError):
+            SharedArray.create(3, dtype)
+        assert set(os.listdir(SHM_DIR)) - shm_entries == set()
+    finally:
+        netmcore.destroy_resources()

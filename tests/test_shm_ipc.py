@@ -40,7 +40,16 @@ import pytest
 from scenario import joined, outcome_value, run_scenario
 
 import netmcore
-from netmcore import Buffer, Mailbox, OwnerDiedError, ResId, ShmCondition, ShmMutex, _ipc
+from netmcore import (
+    Buffer,
+    EncapTypeMismatch,
+    Mailbox,
+    OwnerDiedError,
+    ResId,
+    ShmCondition,
+    ShmMutex,
+    _ipc,
+)
 from netmcore._mailbox import _SLOT_HEAD
 
 SHM_DIR = "/dev/shm"
@@ -1528,3 +1537,24 @@ def test_dropped_sender_mailbox_leaks_no_file_descriptor() -> None:
     receiver lives; a Mailbox dropped without close() leaves no descriptor
     open (an earlier version kept the pidfd in the Mailbox)."""
     assert run_scenario(dropped_sender_scenario, 0) == 0
+
+
+# --------------------------------------------------------------------------
+# Mailbox.open with the wrong type, by the box's own creator: the refused open
+# releases the creator's use (segment.release() in Mailbox.open), and the box
+# is destroyed under its receiver. b76dd43 (ResInfo.was_user, _let_go) fixed
+# this for a wrong mark only.
+# --------------------------------------------------------------------------
+
+
+def test_mailbox_open_with_the_wrong_type_keeps_the_creators_use(master_cleanup: None) -> None:
+    box = Mailbox.create(int, slots=2, slot_size=64)
+    try:
+        with pytest.raises(EncapTypeMismatch):
+            Mailbox.open(box.res_id, str)
+        sender = Mailbox.open(box.res_id, int)  # NoResource once it is destroyed
+        sender.send(7)
+        sender.close()
+        assert box.receive(timeout=1) == 7
+    finally:
+        box.release()
