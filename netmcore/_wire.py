@@ -257,6 +257,14 @@ encoder = msgspec.msgpack.Encoder()
 decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 
 
+def _from_a_handler(exc: OSError) -> bool:
+    """Whether an OSError out of a send or recv on a link was raised by a
+    signal handler while the call waited (a TimeoutError, say): it has no
+    errno, as the socket's own errors (the master's end) all have. It is the
+    caller's, and goes on as it is (and is withdrawn, see Link.request)."""
+    return exc.errno is None
+
+
 class Link:
     """A blocking connection to the master, used by a worker or an admin client.
 
@@ -285,6 +293,8 @@ class Link:
             try:
                 self.sock.send(data)
             except OSError as exc:
+                if _from_a_handler(exc):
+                    raise
                 raise MasterGone("the netmcore master is gone") from exc
 
     def recv(self) -> Message | None:
@@ -292,6 +302,8 @@ class Link:
         try:
             n = self.sock.recv_into(self._buf)
         except OSError as exc:
+            if _from_a_handler(exc):
+                raise
             raise MasterGone("the netmcore master is gone") from exc
         if n == 0:
             return None

@@ -69,6 +69,38 @@ def rf_interrupted_join(gate: tuple[int, int]) -> list[str]:
     return seen
 
 
+@netmcore.process
+def rf_join_timed_out(gate: tuple[int, int]) -> list[str]:
+    """As rf_interrupted_join, with the natural exception for a timeout: a
+    TimeoutError is an OSError, and must not pass for the master's end."""
+    gate_r, gate_w = gate
+    pid = rf_gated_large.start((gate_r, LARGE))
+
+    def timed_out(_signum: int, _frame: FrameType | None) -> None:
+        raise TimeoutError("the join took too long")
+
+    signal.signal(signal.SIGALRM, timed_out)
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    seen = []
+    try:
+        rf_gated_large.join(pid)
+        seen.append("joined before the gate opened")
+    except Exception as exc:
+        seen.append(type(exc).__name__)
+    os.write(gate_w, b"g")
+    result = rf_gated_large.join(pid)
+    seen.append("none" if result is None else f"{len(result)} bytes")
+    return seen
+
+
+def test_a_join_timed_out_by_a_handler_is_a_timeout_and_loses_nothing(
+    gate: tuple[int, int],
+) -> None:
+    # It was MasterGone ("the netmcore master is gone"), not withdrawn, and the
+    # next join raised UnknownProcess: the link took any OSError for the socket's.
+    assert run_scenario(rf_join_timed_out, gate) == ["TimeoutError", f"{LARGE} bytes"]
+
+
 def test_an_interrupted_join_leaves_the_result_for_the_next_join(gate: tuple[int, int]) -> None:
     # An interrupted join is withdrawn (JoinCancel), and an outcome that was
     # already on its way is kept for the next join in the process: the result

@@ -1423,6 +1423,32 @@ def test_interrupted_send_to_a_full_box_puts_nothing_in_it() -> None:
     assert run_scenario(interrupted_scenario, ("send", False, 0)) == ["interrupted", 7]
 
 
+@netmcore.process
+def send_timed_out(_: int) -> list[str]:
+    """A send to a full box, left by the natural exception for a timeout
+    (TimeoutError is an OSError); then the box must hold only the first."""
+    box = Mbox("timed-out", int)
+    box.create()
+    box.send(1)  # capacity 1: the box is full now
+
+    def timed_out(_signum: int, _frame: Any) -> None:
+        raise TimeoutError("the send took too long")
+
+    signal.signal(signal.SIGALRM, timed_out)
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    seen = err(lambda: box.send(2))[:1]
+    seen.append(str(box.receive()))
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    seen.append(err(box.receive)[0])  # empty: it waits, and times out too
+    return seen
+
+
+def test_a_send_timed_out_by_a_handler_is_a_timeout_and_leaves_no_trace() -> None:
+    # It was MasterGone, not withdrawn, and its message reached the box later:
+    # the link took any OSError for the socket's.
+    assert run_scenario(send_timed_out, 0) == ["TimeoutError", "1", "TimeoutError"]
+
+
 @pytest.mark.parametrize("again_at", [2, 4])
 def test_a_second_interrupt_during_the_withdrawal_leaves_no_trace(again_at: int) -> None:
     # The withdrawal reads the reply to the "queued" signal (1), the late
