@@ -297,10 +297,11 @@ class Link:
                     raise
                 raise MasterGone("the netmcore master is gone") from exc
 
-    def recv(self) -> Message | None:
-        """The next message, or None at end of stream."""
+    def recv(self, flags: int = 0) -> Message | None:
+        """The next message (left on the socket with MSG_PEEK), or None at end
+        of stream."""
         try:
-            n = self.sock.recv_into(self._buf)
+            n = self.sock.recv_into(self._buf, 0, flags)
         except OSError as exc:
             if _from_a_handler(exc):
                 raise
@@ -360,19 +361,36 @@ class Link:
 
     def _read_one(self) -> None:
         # Called holding the condition; reads with it released.
+        #
+        # Python runs a signal handler in the main thread between two calls,
+        # and its exception (a timeout, say) is the caller's. So the reply is
+        # peeked at, stored, and only then taken off the socket: an exception
+        # at any point loses no reply. At worst one is read twice, and its
+        # second copy, finding its request answered (or gone), is dropped.
         self._reading = True
         self._cond.release()
         try:
-            reply = self.recv()
+            reply = self.recv(socket.MSG_PEEK)
+            if reply is None:
+                raise MasterGone("the netmcore master closed the connection")
+            rid = getattr(reply, "req", 0)
+            with self._cond:
+                if rid in self._replies and self._replies[rid] is None:
+                    self._replies[rid] = reply
+            self._take_off()
         finally:
             self._cond.acquire()
             self._reading = False
             self._cond.notify_all()
-        if reply is None:
-            raise MasterGone("the netmcore master closed the connection")
-        rid = getattr(reply, "req", 0)
-        if rid in self._replies:
-            self._replies[rid] = reply
+
+    def _take_off(self) -> None:
+        """Take the next message off the socket, unread (it was peeked at)."""
+        try:
+            self.sock.recv(1)  # SEQPACKET: the rest of the message goes with it
+        except OSError as exc:
+            if _from_a_handler(exc):
+                raise
+            raise MasterGone("the netmcore master is gone") from exc
 
     def close(self) -> None:
         self.sock.close()

@@ -114,8 +114,8 @@ class Queued(Generic[T]):
             send(msg)
             sent.set()
 
-        def recv_and_note() -> Any:
-            msg = recv()
+        def recv_and_note(flags: int = 0) -> Any:
+            msg = recv(flags)
             if request_ids and getattr(msg, "req", None) == request_ids[0]:
                 answered.set()
             return msg
@@ -204,13 +204,13 @@ def interrupted(call: Callable[[], object], queued: str, again_at: int = 0) -> s
 
     reads: list[int] = []
 
-    def recv_interrupted_again() -> Any:
+    def recv_interrupted_again(flags: int = 0) -> Any:
         reads.append(1)
         if len(reads) == again_at:
             raise Interrupted("again")
-        return recv()
+        return recv(flags)
 
-    def recv_after_the_alarm() -> Any:
+    def recv_after_the_alarm(flags: int = 0) -> Any:
         link.recv = recv_interrupted_again  # type: ignore[method-assign]
         link.send(PluginReq("sem", "increment", queued))  # its reply (request 0) is dropped
         os.read(alarm_r, 1)  # the SIGALRM writes to its wakeup fd; its handler raises
