@@ -134,8 +134,10 @@ def join_outcome(join_point: ResId, pid: ProcessId[Any], *, wait: bool) -> WireO
         if kept[0] == join_point.n:
             return kept[1]
         _interrupted[pid.n] = kept  # the master says why this join point is wrong
-    withdraw = (lambda rid: _withdraw_join(link, join_point.n, pid.n, rid)) if wait else None
-    reply = link.request(JoinReq(join_point.n, pid.n, wait), withdraw)
+    reply = link.request(
+        JoinReq(join_point.n, pid.n, wait),
+        lambda rid: _withdraw_join(link, join_point.n, pid.n, rid),
+    )
     if isinstance(reply, Joined):
         return reply.outcome
     raise _error(reply)
@@ -148,8 +150,8 @@ _interrupted: dict[int, tuple[int, WireOutcome | None]] = {}
 
 
 def _withdraw_join(link: Any, join_point: int, n: int, rid: int) -> None:
-    """Withdraw the waiting join ``rid`` of process ``n``, which an exception
-    (a signal handler's) has left, so that its outcome is not lost.
+    """Withdraw the join ``rid`` of process ``n`` (waiting or not), which an
+    exception (a signal handler's) has left, so that its outcome is not lost.
 
     JoinCancel drops the waiter in the master if it still waits. Replies on a
     link come in order, so once JoinCancel is answered, an outcome sent to the

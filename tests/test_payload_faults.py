@@ -217,3 +217,51 @@ def test_an_interrupted_start_does_not_unlink_the_argument_of_the_process_it_sta
     said = os.read(said_r, 16)
     assert gap == [2], "the interrupted start did not start a process"
     assert said == b"rr", said
+
+
+@netmcore.process
+def rf_interrupted_join_nowait(_: int) -> list[str]:
+    """join_nowait until a reply carries the outcome; an exception comes right
+    after that reply is read (as a signal handler's may); then join_nowait again."""
+    from netmcore import _wire
+
+    real_recv, real_take_off = _wire.Link.recv, _wire.Link._take_off
+    armed: list[bool] = []
+
+    def noting_recv(link: _wire.Link, flags: int = 0) -> Any:
+        reply = real_recv(link, flags)
+        if isinstance(reply, _wire.Joined) and reply.outcome is not None and not armed:
+            armed.append(True)
+        return reply
+
+    def interrupted_take_off(link: _wire.Link) -> None:
+        if armed == [True]:
+            armed.append(False)  # once
+            raise _Interrupted
+        real_take_off(link)
+
+    _wire.Link.recv = noting_recv  # type: ignore[method-assign,assignment]
+    _wire.Link._take_off = interrupted_take_off  # type: ignore[method-assign]
+    pid = rf_echo.start(b"n" * LARGE)
+    seen = []
+    try:
+        while True:
+            try:
+                if rf_echo.join_nowait(pid) is not None:
+                    seen.append("not interrupted")
+                    break
+            except _Interrupted:
+                seen.append("interrupted")
+                break
+    finally:
+        _wire.Link.recv, _wire.Link._take_off = real_recv, real_take_off  # type: ignore[method-assign]
+    result = rf_echo.join_nowait(pid)
+    seen.append("none" if result is None else f"{len(result)} bytes")
+    return seen
+
+
+def test_an_interrupted_join_nowait_leaves_the_result_for_the_next_join() -> None:
+    # As for join: the master handed the outcome over at once, so the reply
+    # read before the exception is kept (it was lost, and the next join_nowait
+    # raised UnknownProcess).
+    assert run_scenario(rf_interrupted_join_nowait, 0) == ["interrupted", f"{LARGE} bytes"]
