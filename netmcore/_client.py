@@ -15,7 +15,6 @@ from ._encap import Encap
 from ._errors import (
     REMOTE_ERRORS,
     ContextError,
-    MasterGone,
     NetmcoreError,
     NoResource,
     NotInherited,
@@ -33,6 +32,7 @@ from ._wire import (
     StartReq,
     WireEncap,
     WireOutcome,
+    repeat_through_interrupts,
 )
 
 InheritRequest = Literal["all"] | Iterable[ResId]
@@ -158,20 +158,14 @@ def _withdraw_join(link: Any, join_point: int, n: int, rid: int) -> None:
     join before it has come too: it is kept for the next join here. A second
     interrupt meanwhile is held (the cancel is safe to repeat), then raised.
     """
-    interrupt: BaseException | None = None
-    while True:
-        try:
-            link.request(JoinCancel(rid))
-            break
-        except MasterGone:
-            raise
-        except BaseException as exc:
-            interrupt = exc
-    late = link.take(rid)
-    if isinstance(late, Joined):
-        _interrupted[n] = (join_point, late.outcome)
-    if interrupt is not None:
-        raise interrupt
+
+    def cancel() -> None:
+        link.request(JoinCancel(rid))
+        late = link.take(rid)
+        if isinstance(late, Joined):
+            _interrupted[n] = (join_point, late.outcome)
+
+    repeat_through_interrupts(cancel)
 
 
 def encap_of(outcome: WireOutcome | None) -> Encap | None:

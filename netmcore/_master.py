@@ -722,18 +722,22 @@ class Master:
         outcome went out already, it comes before this answer, and the caller
         keeps it: see _client.join_outcome.)"""
         for record in self.records.values():
-            if any(w == (conn, rid) for w in record.waiters):
-                record.waiters = [w for w in record.waiters if w != (conn, rid)]
+            if (conn, rid) in record.waiters:
+                record.waiters.remove((conn, rid))
                 return
 
     def _hand_over(self, record: Record) -> WireOutcome:
         assert record.outcome is not None
+        self._joined(record)
+        trace("join: process %d handed over, forgotten", record.n)
+        return record.outcome
+
+    def _joined(self, record: Record) -> None:
+        """No join will take ``record`` any more: it goes once its process has too."""
         record.joined = True
         self.awaited.pop(record.n, None)
         if record.child is None:
-            del self.records[record.n]
-        trace("join: process %d handed over, forgotten", record.n)
-        return record.outcome
+            self.records.pop(record.n, None)
 
     def _settle(self, record: Record, outcome: WireOutcome) -> None:
         """Record an outcome, and hand it to the first live waiter."""
@@ -757,10 +761,7 @@ class Master:
     def _drop(self, record: Record) -> None:
         if isinstance(record.outcome, Returned):
             _payload.discard(record.outcome.value.payload)
-        record.joined = True
-        self.awaited.pop(record.n, None)
-        if record.child is None:
-            self.records.pop(record.n, None)
+        self._joined(record)
         trace("forget: process %d (nobody will join it)", record.n)
 
     def release(self, res_id: int, user: int) -> None:

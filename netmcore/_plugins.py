@@ -15,9 +15,9 @@ from typing import Any, Generic, TypeVar, overload
 from . import _context
 from ._client import _error, _link
 from ._encap import EncapType
-from ._errors import ContextError, MasterGone, PluginError
+from ._errors import ContextError, PluginError
 from ._master import Controller
-from ._wire import Link, PluginReply, PluginReq
+from ._wire import Link, PluginReply, PluginReq, repeat_through_interrupts
 
 T = TypeVar("T")
 
@@ -70,20 +70,14 @@ def _withdraw(link: Link, req: PluginReq, rid: int) -> None:
     repeat, so an interrupt that comes meanwhile does not stop this half-way:
     it is held, and raised once the master's state is whole again.
     """
-    interrupt: BaseException | None = None
-    while True:
-        try:
-            link.request(PluginReq(req.service, "cancel", req.name, num=rid))
-            reply = link.take(rid)
-            if isinstance(reply, PluginReply) and _granted(req, reply):
-                link.request(PluginReq(req.service, "undo", req.name, data=reply.data, num=rid))
-            break
-        except MasterGone:
-            raise
-        except BaseException as exc:
-            interrupt = exc
-    if interrupt is not None:
-        raise interrupt
+
+    def cancel() -> None:
+        link.request(PluginReq(req.service, "cancel", req.name, num=rid))
+        reply = link.take(rid)
+        if isinstance(reply, PluginReply) and _granted(req, reply):
+            link.request(PluginReq(req.service, "undo", req.name, data=reply.data, num=rid))
+
+    repeat_through_interrupts(cancel)
 
 
 def _granted(req: PluginReq, reply: PluginReply) -> bool:

@@ -17,8 +17,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import msgspec
-
 from . import _ipc, _registry
 from ._errors import NoResource, NotInherited
 from ._ids import ResId, next_res_id, peek_process_id
@@ -297,8 +295,8 @@ def in_use() -> list[ResourceUse]:
     return sorted(points + objects, key=lambda r: r.id)
 
 
-def info(entry: Entry) -> ResInfo:
-    return ResInfo(entry.res_id.n, entry.typ.value, entry.name, entry.size)
+def info(entry: Entry, was_user: bool = False) -> ResInfo:
+    return ResInfo(entry.res_id.n, entry.typ.value, entry.name, entry.size, was_user=was_user)
 
 
 def op_get(res_id: int, kinds: list[str], user: int, mapped: bool) -> ResInfo:
@@ -315,7 +313,7 @@ def op_get(res_id: int, kinds: list[str], user: int, mapped: bool) -> ResInfo:
         raise NotInherited(ResId(res_id), _why_not_inherited(entry, user))
     was_user = user in entry.users
     entry.users.add(user)
-    return msgspec.structs.replace(info(entry), was_user=was_user)
+    return info(entry, was_user)
 
 
 def _why_not_inherited(entry: Entry, user: int) -> str:

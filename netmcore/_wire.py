@@ -24,6 +24,7 @@ import mmap
 import socket
 import threading
 from collections.abc import Callable
+from typing import NoReturn
 
 import msgspec
 
@@ -257,12 +258,32 @@ encoder = msgspec.msgpack.Encoder()
 decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 
 
-def _from_a_handler(exc: OSError) -> bool:
-    """Whether an OSError out of a send or recv on a link was raised by a
-    signal handler while the call waited (a TimeoutError, say): it has no
-    errno, as the socket's own errors (the master's end) all have. It is the
-    caller's, and goes on as it is (and is withdrawn, see Link.request)."""
-    return exc.errno is None
+def _gone(exc: OSError) -> NoReturn:
+    """Raise what an OSError out of a send or recv on a link means. One with no
+    errno was raised by a signal handler while the call waited (a TimeoutError,
+    say): it is the caller's, and goes on as it is (and is withdrawn, see
+    Link.request). The socket's own errors, which all have one, are the
+    master's end."""
+    if exc.errno is None:
+        raise exc
+    raise MasterGone("the netmcore master is gone") from exc
+
+
+def repeat_through_interrupts(step: Callable[[], None]) -> None:
+    """Run ``step``, which is safe to repeat, until it completes. An exception
+    meanwhile (a signal handler's) does not stop it half-way: it is held, and
+    raised once ``step`` is done. MasterGone goes on at once."""
+    interrupt: BaseException | None = None
+    while True:
+        try:
+            step()
+            break
+        except MasterGone:
+            raise
+        except BaseException as exc:
+            interrupt = exc
+    if interrupt is not None:
+        raise interrupt
 
 
 class Link:
@@ -293,19 +314,12 @@ class Link:
             try:
                 self.sock.send(data)
             except OSError as exc:
-                if _from_a_handler(exc):
-                    raise
-                raise MasterGone("the netmcore master is gone") from exc
+                _gone(exc)
 
     def recv(self, flags: int = 0) -> Message | None:
         """The next message (left on the socket with MSG_PEEK), or None at end
         of stream."""
-        try:
-            n = self.sock.recv_into(self._buf, 0, flags)
-        except OSError as exc:
-            if _from_a_handler(exc):
-                raise
-            raise MasterGone("the netmcore master is gone") from exc
+        n = self._receive(0, flags)
         if n == 0:
             return None
         return self._decode(n)
@@ -385,12 +399,14 @@ class Link:
 
     def _take_off(self) -> None:
         """Take the next message off the socket, unread (it was peeked at)."""
+        self._receive(1)  # SEQPACKET: the rest of the message goes with it
+
+    def _receive(self, nbytes: int, flags: int = 0) -> int:
+        """recv_into the buffer (``nbytes`` of it, 0 for all)."""
         try:
-            self.sock.recv(1)  # SEQPACKET: the rest of the message goes with it
+            return self.sock.recv_into(self._buf, nbytes, flags)
         except OSError as exc:
-            if _from_a_handler(exc):
-                raise
-            raise MasterGone("the netmcore master is gone") from exc
+            _gone(exc)
 
     def close(self) -> None:
         self.sock.close()
