@@ -1,24 +1,28 @@
 """A signal handler's exception in a worker with several threads loses no reply.
 
-Each scenario runs in a worker (the first process). The signal used to
-interrupt a wait is sent with ``pthread_kill`` to a helper thread, as the
-kernel does with a process-directed signal whenever the main thread is not
-the one that takes it: the main thread's blocking ``recv`` is then not
+Each scenario runs in a worker (the first process). The signal that
+interrupts a wait goes with ``pthread_kill`` to a helper thread, as the
+kernel sends a process-directed signal whenever the main thread is not the
+one that takes it: the main thread's blocking ``recv`` is then not
 interrupted, and Python raises the handler's exception in the main thread
 only after ``recv`` has returned a message. The link peeks at a reply, stores
 it, and only then takes it off the socket, so that exception loses nothing.
 
-The delays only make the interrupt likely to come while the call waits; if
-it comes after (a slow machine), the call simply is not interrupted, which
-the assertions accept.
+The order is fixed, never left to delays: the helper waits until the main
+thread is blocked reading the link (its system call, in /proc), trips the
+signal, and only then lets the reply come (a gate pipe, or a request of its
+own). So the exception always comes right after the main thread read that
+reply.
 """
 
 from __future__ import annotations
 
-import contextlib
+import os
+import platform
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import scenario
@@ -26,7 +30,13 @@ import scenario
 import netmcore
 from netmcore import PluginMutex, PluginSemaphore
 
-pytestmark = pytest.mark.timeout(20)
+WAIT = 10.0  # a guard against a hang, not an assertion
+RECVFROM = {"x86_64": 45, "aarch64": 207}.get(platform.machine())
+
+pytestmark = [
+    pytest.mark.timeout(30),
+    pytest.mark.skipif(RECVFROM is None, reason="recvfrom is known on x86_64, aarch64"),
+]
 
 
 class Interrupt(Exception):
@@ -37,101 +47,120 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise Interrupt()
 
 
-def _signal_from_helper(delay: float) -> threading.Thread:
-    """After ``delay`` s, SIGALRM lands on a helper thread; its Python handler
-    runs in the main thread at its next bytecode."""
+def _main_thread_syscall() -> int | None:
+    """The system call the main thread is blocked in; None while it runs."""
+    with open(f"/proc/self/task/{os.getpid()}/syscall") as f:  # the main thread's tid is the pid
+        first = f.read().split()[0]
+    return None if first == "running" else int(first)
 
-    def poke() -> None:
-        time.sleep(delay)
+
+def _interrupt_once_main_thread_reads(then: Callable[[], None]) -> threading.Thread:
+    """In a helper thread: once the main thread is blocked reading the link,
+    trip SIGALRM (its Python handler runs in the main thread as soon as the
+    main thread's recv returns), then call ``then``, which makes a reply come."""
+
+    def helper() -> None:
+        deadline = time.monotonic() + WAIT
+        while _main_thread_syscall() != RECVFROM:
+            if time.monotonic() > deadline:
+                raise AssertionError("the main thread never blocked reading the link")
+            time.sleep(0.001)  # polling a condition, with a deadline
         signal.pthread_kill(threading.get_ident(), signal.SIGALRM)
+        then()
 
-    helper = threading.Thread(target=poke, daemon=True)
-    helper.start()
-    return helper
+    thread = threading.Thread(target=helper, daemon=True)
+    thread.start()
+    return thread
 
 
 @netmcore.process
-def review_slow_square(k: int) -> int:
-    time.sleep(0.5)
+def gated_square(arg: tuple[int, int]) -> int:
+    """Wait until the gate opens, then return k * k."""
+    gate_r, k = arg
+    os.read(gate_r, 1)
     return k * k
 
 
 @netmcore.process
-def review_square(k: int) -> int:
+def square(k: int) -> int:
     return k * k
 
 
 @netmcore.process
-def review_interrupted_join(_: int) -> str:
+def interrupted_join(gate: tuple[int, int]) -> str:
+    gate_r, gate_w = gate
     signal.signal(signal.SIGALRM, _raise_interrupt)
-    pid = review_slow_square.start(7)
-    _signal_from_helper(0.1)
+    pid = gated_square.start((gate_r, 7))
+    _interrupt_once_main_thread_reads(lambda: os.write(gate_w, b"g"))
     try:
-        return f"not interrupted: {review_slow_square.join(pid)}"
+        return f"not interrupted: {gated_square.join(pid)}"
     except Interrupt:
         pass
     try:
-        return f"rejoined: {review_slow_square.join(pid)}"
+        return f"rejoined: {gated_square.join(pid)}"
     except netmcore.NetmcoreError as exc:
         return f"lost: {type(exc).__name__}"
 
 
-def test_interrupted_join_keeps_result_when_signal_lands_on_another_thread() -> None:
-    """An interrupted join "loses nothing" (README): the Joined reply read just
+def test_interrupted_join_keeps_the_result_read_just_before(gate: tuple[int, int]) -> None:
+    """An interrupted join "loses nothing" (README): the result read just
     before the handler's exception is kept for the next join (it was dropped,
     and the next join raised UnknownProcess)."""
-    seen = scenario.run_scenario(review_interrupted_join, 0)
-    assert seen in ("rejoined: 49", "not interrupted: 49")
+    assert scenario.run_scenario(interrupted_join, gate) == "rejoined: 49"
 
 
 @netmcore.process
-def review_interrupt_starves_thread(_: int) -> list[str]:
+def interrupt_reads_another_threads_reply(gate: tuple[int, int]) -> list[str]:
+    gate_r, gate_w = gate
     signal.signal(signal.SIGALRM, _raise_interrupt)
-    slow = review_slow_square.start(3)
+    slow = gated_square.start((gate_r, 3))
     got: list[str] = []
 
-    def other() -> None:
-        time.sleep(0.2)  # the main thread is the link's reader by now
-        pid = review_square.start(5)
-        got.append(f"started, joined {review_square.join(pid)}")
+    def start_from_this_thread() -> None:
+        # The main thread reads the link: it reads this Started reply.
+        pid = square.start(5)
+        got.append(f"started, joined {square.join(pid)}")
 
-    thread = threading.Thread(target=other, daemon=True)
-    thread.start()
-    _signal_from_helper(0.1)
-    with contextlib.suppress(Interrupt):
-        review_slow_square.join(slow)
-    thread.join(5)
-    if thread.is_alive():
+    helper = _interrupt_once_main_thread_reads(start_from_this_thread)
+    try:
+        got.append(f"not interrupted: {gated_square.join(slow)}")
+    except Interrupt:
+        got.append("interrupted")
+    helper.join(WAIT)
+    if helper.is_alive():
         got.append("the other thread still waits for its reply")
-    with contextlib.suppress(netmcore.NetmcoreError):
-        review_slow_square.join(slow)
+    os.write(gate_w, b"g")
+    got.append(f"rejoined: {gated_square.join(slow)}")
     return got
 
 
-def test_interrupt_in_reader_thread_does_not_lose_another_threads_reply() -> None:
-    """The main thread, reading the shared link, reads the Started reply of
-    another thread's start just before the handler's exception: the reply
-    still reaches that thread (it waited for ever)."""
-    got = scenario.run_scenario(review_interrupt_starves_thread, 0)
-    assert got == ["started, joined 25"]
+def test_interrupt_in_the_reading_thread_keeps_another_threads_reply(
+    gate: tuple[int, int],
+) -> None:
+    """The main thread, reading the shared link for its join, reads the
+    Started reply of another thread's start just before the handler's
+    exception: the reply still reaches that thread (it waited for ever)."""
+    got = scenario.run_scenario(interrupt_reads_another_threads_reply, gate)
+    assert got == ["interrupted", "started, joined 25", "rejoined: 9"]
 
 
 @netmcore.process
-def review_interrupted_lock(_: int) -> str:
+def interrupted_lock(gate: tuple[int, int]) -> str:
+    gate_r, gate_w = gate
     signal.signal(signal.SIGALRM, _raise_interrupt)
-    mutex = PluginMutex("review-m")
-    go = PluginSemaphore("review-go")
-    go.create(0)
-    holder = review_hold_mutex.start(0)
-    go.decrement()  # the holder has the mutex
-    _signal_from_helper(0.1)
+    mutex = PluginMutex("threads-m")
+    locked = PluginSemaphore("threads-locked")
+    locked.create(0)
+    holder = hold_mutex.start(gate_r)
+    locked.decrement()  # the holder has the mutex
+    _interrupt_once_main_thread_reads(lambda: os.write(gate_w, b"g"))  # it unlocks
     try:
-        mutex.lock()  # granted at ~0.4 s, when the holder unlocks
+        mutex.lock()
         mutex.unlock()
         return "not interrupted"
     except Interrupt:
         pass
-    review_hold_mutex.join(holder)
+    hold_mutex.join(holder)
     try:
         mutex.lock()
     except netmcore.PluginError as exc:
@@ -141,22 +170,22 @@ def review_interrupted_lock(_: int) -> str:
 
 
 @netmcore.process
-def review_hold_mutex(_: int) -> int:
-    mutex = PluginMutex("review-m")
+def hold_mutex(gate_r: int) -> int:
+    mutex = PluginMutex("threads-m")
     mutex.lock()
-    PluginSemaphore("review-go").increment()
-    time.sleep(0.4)
+    PluginSemaphore("threads-locked").increment()
+    os.read(gate_r, 1)
     mutex.unlock()
     return 0
 
 
-def test_interrupted_lock_gives_back_a_grant_read_by_recv() -> None:
+def test_interrupted_lock_gives_back_a_grant_read_just_before(gate: tuple[int, int]) -> None:
     """A mutex "the master had already granted it is given back" (README), also
     when the grant was read just before the handler's exception (the process
     kept the mutex it was told it did not get; its next lock raised PluginError)."""
     outcome = netmcore.run(
-        first_process=lambda: review_interrupted_lock.start(0),
-        extract_result=lambda _c, pid: review_interrupted_lock.join_outcome_nowait(pid),
+        first_process=lambda: interrupted_lock.start(gate),
+        extract_result=lambda _c, pid: interrupted_lock.join_outcome_nowait(pid),
         init_ctrl=netmcore.add_plugins,
     )
-    assert scenario.outcome_value(outcome) in ("ok", "not interrupted")
+    assert scenario.outcome_value(outcome) == "ok"
