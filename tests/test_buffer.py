@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from netmcore import (
     OwnerDiedError,
     ResId,
     _ipc,
+    _pthread,
 )
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -250,10 +250,9 @@ def buffer_capacity(res_id: ResId) -> int:
 
 
 @netmcore.process
-def late_reader(res_id: ResId) -> int:
-    # Not synchronisation: it lets the writer's wait look at the recorded pids
-    # (every _buffer._LOOK_AGAIN) before this reader comes.
-    time.sleep(0.3)
+def late_reader(arg: tuple[ResId, int]) -> int:
+    res_id, gate_r = arg
+    os.read(gate_r, 1)  # the writer's wait has looked at the recorded pids
     buffer = Buffer.open(res_id)
     try:
         total = 0
@@ -265,28 +264,46 @@ def late_reader(res_id: ResId) -> int:
 
 
 @netmcore.process
-def looked_at_buffer_scenario(_: int) -> str:
+def looked_at_buffer_scenario(gate: tuple[int, int]) -> list[str]:
+    gate_r, gate_w = gate
+    real_cond_wait = _pthread.cond_wait
+    looks = []
+
+    def cond_wait_then_let_reader_come(cond: int, mutex: int, timeout: float | None) -> bool:
+        woken = real_cond_wait(cond, mutex, timeout)
+        if not woken and not looks:
+            # The wait for room timed out: it looks at the recorded pids next,
+            # holding the mutex, so before the reader (let in now) can read.
+            looks.append("looked")
+            os.write(gate_w, b"g")
+        return woken
+
     buffer = Buffer.create(16)
     try:
         assert joined(buffer_capacity, buffer_capacity.start(buffer.res_id)) == 16
-        pid = late_reader.start(buffer.res_id)
+        pid = late_reader.start((buffer.res_id, gate_r))
+        _pthread.cond_wait = cond_wait_then_let_reader_come
         try:
             buffer.write(b"y" * 64)  # waits for the reader to make room
             buffer.close()
             outcome = "written"
         except OwnerDiedError as exc:
             outcome = f"OwnerDiedError: {exc}"
+        finally:
+            _pthread.cond_wait = real_cond_wait
         late_reader.join(pid)
     finally:
         buffer.release()
-    return outcome
+    return [*looks, outcome]
 
 
-def test_buffer_opened_by_a_process_that_ended_is_not_a_dead_reader() -> None:
+def test_buffer_opened_by_a_process_that_ended_is_not_a_dead_reader(
+    gate: tuple[int, int],
+) -> None:
     """Only reading makes a process the reader whose end cuts the stream: one
     that opened the buffer only to look at it, and ended, is not taken for it
     (the writer's wait for room goes on until the real reader comes)."""
-    assert run_scenario(looked_at_buffer_scenario, 0) == "written"
+    assert run_scenario(looked_at_buffer_scenario, gate) == ["looked", "written"]
 
 
 # --------------------------------------------------------------------------
