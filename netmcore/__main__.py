@@ -174,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         "schemas",
         help="write the JSON Schemas of process types, or check them for drift",
         description="Import MODULEs (dotted names or .py paths) and write one JSON file per "
-        "ProcessDef and module-level EncapType: qualified name, input and output schemas, "
-        "fingerprint.",
+        "ProcessDef and EncapType defined in them (at module level or in a class): qualified "
+        "name, input and output schemas, fingerprint.",
     )
     schemas.add_argument("modules", nargs="+", metavar="MODULE", help="modules to scan")
     schemas.add_argument(

@@ -14,8 +14,9 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import Annotated, Any, Generic, TypeVar, overload
 
 import msgspec
 
@@ -103,16 +104,13 @@ def _schema_hook(typ: Any) -> dict[str, Any]:
     raise NotImplementedError(f"no JSON Schema for {typ!r}")
 
 
-def _object_as_any(typ: Any) -> Any:
-    """``typ`` with ``object`` spelled ``Any`` in type arguments: msgspec decodes
-    both as any value, but leaves out the schema of ``Any`` items (``list[Any]``
-    is ``{"type": "array"}``), which _schema_hook cannot do."""
-    if typ is object:
-        return Any
+def _map_type(typ: Any, f: Callable[[Any], Any]) -> Any:
+    """``typ`` with ``f`` applied to it and, depth first, to its type arguments."""
+    typ = f(typ)
     args = typing.get_args(typ)
     if not args:
         return typ
-    fixed = tuple(_object_as_any(a) for a in args)
+    fixed = tuple(_map_type(a, f) for a in args)
     if fixed == args:
         return typ
     origin = typing.get_origin(typ)
@@ -122,6 +120,32 @@ def _object_as_any(typ: Any) -> Any:
         return origin[fixed]
     except TypeError:
         return typ
+
+
+def _object_as_any(typ: Any) -> Any:
+    """``typ`` with ``object`` spelled ``Any`` in type arguments: msgspec decodes
+    both as any value, but leaves out the schema of ``Any`` items (``list[Any]``
+    is ``{"type": "array"}``), which _schema_hook cannot do."""
+    return _map_type(typ, lambda t: Any if t is object else t)
+
+
+def _without_metadata(typ: Any) -> Any:
+    """``typ`` without its ``Annotated`` metadata, as mypy sees it."""
+    return _map_type(
+        typ, lambda t: typing.get_args(t)[0] if typing.get_origin(t) is Annotated else t
+    )
+
+
+def same_to_mypy(a: EncapType[Any], b: EncapType[Any]) -> bool:
+    """Whether two types are the same to mypy (up to ``Annotated`` metadata;
+    a value of one is then validated as the other where it is decoded)."""
+    if a.fingerprint == b.fingerprint:
+        return True
+    try:
+        plain_a, plain_b = (EncapType(_without_metadata(t.type)) for t in (a, b))
+    except TypeError:
+        return False
+    return plain_a.fingerprint == plain_b.fingerprint
 
 
 _FIELD = "pydantic field"
@@ -172,10 +196,49 @@ def type_name(typ: Any) -> str:
     return repr(typ).replace("typing.", "")
 
 
-def fingerprint(schema: dict[str, Any]) -> str:
-    """A stable hash of a JSON Schema: the same schema gives the same string."""
+def fingerprint(schema: dict[str, Any], kinds: list[str] | None = None) -> str:
+    """A stable hash of a JSON Schema (and of ``kinds``, where the schema alone
+    is ambiguous): the same schema gives the same string."""
     canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    if kinds:
+        canonical += "|" + ",".join(kinds)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _kinds_if_ambiguous(typ: Any) -> list[str] | None:
+    """The kind of every node of ``typ``, depth first, if its JSON Schema is
+    ambiguous; else None (and the fingerprint is the schema's alone).
+
+    msgspec gives ``datetime`` (unless it must be aware) and ``time`` the schema
+    of ``str``, ``{"type": "string"}``: by the schema alone, a field changed
+    from one to another would not change the fingerprint.
+    """
+    inspect = msgspec.inspect
+    kinds: list[str] = []
+    seen: set[int] = set()
+    ambiguous = False
+
+    def walk(node: Any) -> None:
+        nonlocal ambiguous
+        if isinstance(node, inspect.Field):
+            node = node.type
+        if not isinstance(node, inspect.Type):
+            return
+        kind = type(node).__name__
+        if isinstance(node, (inspect.DateTimeType, inspect.TimeType)):
+            ambiguous = True
+            kind += f"(tz={node.tz})"
+        kinds.append(kind)
+        if id(node) in seen:  # a recursive type
+            return
+        seen.add(id(node))
+        for name in node.__struct_fields__:
+            value = getattr(node, name)
+            for item in value if isinstance(value, tuple) else (value,):
+                walk(item)
+
+    walk(inspect.type_info(typ))
+    return kinds if ambiguous else None
 
 
 class EncapType(Generic[T]):
@@ -213,7 +276,7 @@ class EncapType(Generic[T]):
                 "use types msgspec can encode (builtins, Structs, dataclasses, ...)"
             ) from exc
         _tidy_schema(self.schema)
-        self.fingerprint = fingerprint(self.schema)
+        self.fingerprint = fingerprint(self.schema, _kinds_if_ambiguous(_object_as_any(typ)))
 
     def __repr__(self) -> str:
         return f"EncapType({self.name})"
@@ -238,7 +301,7 @@ class EncapType(Generic[T]):
             except msgspec.ValidationError as exc:
                 path = _path_of(exc)
                 raise ArgumentTypeError(
-                    f"{what} {_short(value)} does not match {self.name}: {exc}", path
+                    f"{what} {_short(value)} does not match {self.name}: {exc}{_hint(exc)}", path
                 ) from exc
         return data
 
@@ -291,6 +354,15 @@ def _path_of(exc: msgspec.ValidationError) -> str:
         path = path[len("key` in `") :]
     inner = re.search(rf"\({_FIELD} ([^)]*)\)(?: - at `|$)", text)
     return path + inner.group(1) if inner else path
+
+
+def _hint(exc: msgspec.ValidationError) -> str:
+    """The fix for a fault that Python's typing lets pass: mypy takes a bool
+    for an int or a float, msgpack keeps them apart."""
+    text = str(exc)
+    if "got `bool`" in text and ("Expected `int`" in text or "Expected `float`" in text):
+        return " (a bool is not taken for a number here: declare bool, or pass int(flag))"
+    return ""
 
 
 def _short(value: object) -> str:

@@ -42,7 +42,7 @@ import msgspec
 
 from . import _context
 from ._debug import log
-from ._encap import Encap, EncapType
+from ._encap import Encap, EncapType, same_to_mypy
 from ._errors import ContextError, NetmcoreError
 from ._ids import ProcessId, ResId
 from ._mailbox import Mailbox
@@ -229,7 +229,9 @@ class Pipeline(Generic[In, Out]):
         """A pipeline with ``stage`` after this one's last stage."""
         added = _stage(stage, workers)
         before = self.stages[-1].process.output_type
-        if before.fingerprint != added.process.input_type.fingerprint:
+        # As mypy: the same type, Annotated constraints aside (the next stage
+        # validates each item against its own as it decodes it).
+        if not same_to_mypy(before, added.process.input_type):
             raise TypeError(
                 f"stage {added.name} takes {added.process.input_type.name}, but the stage "
                 f"before it, {self.stages[-1].name}, gives {before.name}"

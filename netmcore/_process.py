@@ -198,6 +198,12 @@ def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:
     """
     try:
         arg_type, result_type = _signature_types(f)
+        generic = ProcessDef[arg_type, result_type].__parameters__  # type: ignore[valid-type,attr-defined]
+        if generic:
+            raise TypeError(
+                f"it is generic in {', '.join(map(str, generic))}: a process type needs "
+                "concrete types (a ProcessDef subclass can be generic, and specialised)"
+            )
     except (NameError, TypeError) as exc:
         name = getattr(f, "__qualname__", repr(f))
         raise TypeError(
@@ -224,12 +230,22 @@ def _signature_types(f: Callable[..., Any]) -> tuple[Any, Any]:
     if inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f):
         raise TypeError("it is async, and a process runs a plain function")
     params = list(inspect.signature(f).parameters.values())
-    if len(params) != 1:
-        raise TypeError(f"it has {len(params)} parameters")
-    (param,) = params
+    if not params:
+        raise TypeError("it has no parameters")
+    # The worker calls f(arg): the others need defaults (as mypy sees it too).
+    param, *others = params
     if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
-        # The worker calls f(arg).
         raise TypeError(f"its parameter `{param.name}` is {param.kind.description}")
+    for other in others:
+        if other.default is other.empty and other.kind in (
+            other.POSITIONAL_ONLY,
+            other.POSITIONAL_OR_KEYWORD,
+            other.KEYWORD_ONLY,
+        ):
+            raise TypeError(
+                f"its parameter `{other.name}` has no default, and the worker passes "
+                "the argument alone"
+            )
     hints = typing.get_type_hints(f, include_extras=True)
     missing = [n for n in (param.name, "return") if n not in hints]
     if missing:
@@ -281,7 +297,13 @@ def _resolved(args: tuple[Any, ...], module: str) -> tuple[Any, ...]:
         __annotations__={f"arg{i}": a for i, a in enumerate(args)},
         __globals__=getattr(sys.modules.get(module), "__dict__", {}),
     )
-    return tuple(typing.get_type_hints(holder, include_extras=True).values())
+    try:
+        return tuple(typing.get_type_hints(holder, include_extras=True).values())
+    except NameError as exc:
+        raise TypeError(
+            f"{exc} in module {module}: a quoted name in ProcessDef[...] is looked up when "
+            "the class is made; define that type above the process type"
+        ) from None
 
 
 def _entry(cls: type[ProcessDef[Any, Any]]) -> Callable[[Encap], Encap]:

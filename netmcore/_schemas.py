@@ -1,8 +1,9 @@
 """``netmcore schemas``: the contracts between processes, as files, checked for drift.
 
-Every process type and every module-level EncapType found in the given modules
-becomes one JSON file: its qualified name, its schemas and its fingerprint,
-with sorted keys and fixed indentation so that a change reads well in a diff.
+Every process type and every EncapType defined in the given modules (at module
+level or in a class) becomes one JSON file: its qualified name, its schemas and
+its fingerprint, with sorted keys and fixed indentation so that a change reads
+well in a diff.
 ``--check`` regenerates them in memory and fails, showing the difference, when
 the directory no longer matches the code.
 """
@@ -16,6 +17,7 @@ import importlib.util
 import json
 import os
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -94,7 +96,7 @@ def collect(specs: list[str]) -> dict[str, str]:
     files: dict[str, str] = {}
     for spec in specs:
         module = import_module(spec)
-        for attr, value in sorted(vars(module).items()):
+        for attr, value in _members(vars(module), module.__name__, ""):
             if (
                 isinstance(value, type)
                 and issubclass(value, ProcessDef)
@@ -108,6 +110,21 @@ def collect(specs: list[str]) -> dict[str, str]:
                 continue
             files[f"{doc['name']}.json"] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
     return files
+
+
+def _members(namespace: Mapping[str, Any], module: str, prefix: str) -> Iterator[tuple[str, Any]]:
+    """(qualified name, value) of what ``namespace`` holds, and of what the
+    classes defined there hold: a process type may be nested in a class (a
+    process type's own EncapTypes are in its contract)."""
+    for attr, value in sorted(namespace.items()):
+        yield prefix + attr, value
+        if (
+            isinstance(value, type)
+            and not issubclass(value, ProcessDef)
+            and value.__module__ == module
+            and value.__qualname__ == prefix + attr  # defined here, not an alias
+        ):
+            yield from _members(vars(value), module, f"{value.__qualname__}.")
 
 
 def write(files: dict[str, str], out: Path) -> list[str]:

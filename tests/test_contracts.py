@@ -483,6 +483,11 @@ def returns_a_path(_: int) -> str:
     return Path("/x")  # type: ignore[return-value]
 
 
+@netmcore.process
+def returns_a_comparison(k: int) -> int:
+    return k > 0  # mypy takes a bool for an int; msgpack keeps them apart
+
+
 # (process type, path, part of the message)
 INVALID_RESULTS: dict[str, tuple[Any, str, str]] = {
     "wrong_type": (wrong_type, "$", "Expected `int`, got `str`"),
@@ -495,6 +500,7 @@ INVALID_RESULTS: dict[str, tuple[Any, str, str]] = {
     "pydantic_nested": (pydantic_nested_violated, "$[1].address.zip", "should match pattern"),
     "pydantic_optional": (pydantic_optional_violated, "$.age", "greater than or equal to 0"),
     "not_encodable": (returns_a_path, "$", "msgspec cannot encode PosixPath values"),
+    "bool_for_int": (returns_a_comparison, "$", "declare bool, or pass int(flag)"),
 }
 
 
@@ -837,6 +843,14 @@ def test_bad_dict_key_has_a_well_formed_path() -> None:
     assert re.fullmatch(r"\$[^`]*", info.value.path), info.value.path
 
 
+@pytest.mark.parametrize("arg", [True, (False, "x")], ids=["int", "tuple_item"])
+def test_a_bool_where_a_number_is_declared_says_how_to_fix_it(arg: Any) -> None:
+    """mypy takes a bool for an int or a float, msgpack does not: the error says so."""
+    proc: Any = ints if arg is True else pair
+    with pytest.raises(netmcore.ArgumentTypeError, match=r"declare bool, or pass int\(flag\)"):
+        proc.start(arg)
+
+
 def test_int_out_of_msgpack_range_is_an_argument_type_error() -> None:
     # BUG: msgspec raises OverflowError for ints beyond 64 bits; encode only
     # catches TypeError and ValueError, so start() leaks a bare OverflowError.
@@ -988,6 +1002,44 @@ def test_a_changed_struct_changes_the_fingerprint(changed: list[Any]) -> None:
     assert old.fingerprint != new.fingerprint
     with pytest.raises(netmcore.EncapTypeMismatch, match=r"as .*Job .* as .*Job"):
         new.unwrap(old.wrap(old.type(n=1)))
+
+
+# msgspec gives these the schema of str, {"type": "string"}: the fingerprint
+# tells them apart all the same (a str used to unwrap as a datetime).
+STRING_SCHEMA_TYPES = [str, datetime, time, Annotated[datetime, msgspec.Meta(tz=False)]]
+
+
+@pytest.mark.parametrize("old_type", STRING_SCHEMA_TYPES, ids=["str", "dt", "time", "naive"])
+@pytest.mark.parametrize("new_type", STRING_SCHEMA_TYPES, ids=["str", "dt", "time", "naive"])
+def test_types_with_the_schema_of_str_have_their_own_fingerprints(
+    old_type: Any, new_type: Any
+) -> None:
+    old = netmcore.EncapType(_struct(("at", old_type)))
+    new = netmcore.EncapType(_struct(("at", new_type)))
+    if old_type is new_type:
+        assert old.fingerprint == new.fingerprint
+        return
+    assert old.fingerprint != new.fingerprint
+    value = old.type(at={str: "12:00", time: time(12)}.get(old_type, datetime(2024, 1, 1)))
+    with pytest.raises(netmcore.EncapTypeMismatch):
+        new.unwrap(old.wrap(value))
+
+
+def test_fields_of_the_schema_of_str_that_swap_types_change_the_fingerprint() -> None:
+    before = netmcore.EncapType(_struct(("a", str), ("b", datetime)))
+    after = netmcore.EncapType(_struct(("a", datetime), ("b", str)))
+    assert before.fingerprint != after.fingerprint
+
+
+class Timeline(msgspec.Struct):
+    at: datetime
+    then: Timeline | None = None
+
+
+def test_a_recursive_struct_with_a_datetime_has_a_fingerprint() -> None:
+    encap_type = netmcore.EncapType(Timeline)  # the walk of its type ends
+    value = Timeline(datetime(2024, 1, 1), Timeline(datetime(2024, 1, 2)))
+    assert encap_type.unwrap(encap_type.wrap(value)) == value
 
 
 def test_a_changed_pydantic_model_changes_the_fingerprint() -> None:
@@ -1650,6 +1702,40 @@ def test_schemas_writes_contracts_of_specialised_process_types_only(tmp_path: Pa
     assert (doc["input"]["type"], doc["output"]["type"]) == ("list[int]", "dict[str, int]")
 
 
+def test_schemas_finds_process_types_and_encap_types_nested_in_classes(tmp_path: Path) -> None:
+    """A process type nested in a class gets its contract, so its drift is
+    checked (it was skipped); an alias of a class is not walked twice."""
+    (tmp_path / "nested_mod.py").write_text(
+        textwrap.dedent(
+            """
+            import netmcore
+
+            class Jobs:
+                class Resize(netmcore.ProcessDef[int, str]):
+                    def run(self, arg: int) -> str:
+                        return str(arg)
+
+                class Inner:
+                    codec = netmcore.EncapType(list[int])
+
+                same = Inner
+
+            @netmcore.process
+            def top(k: int) -> int:
+                return k
+            """
+        )
+    )
+    out = _generate(tmp_path, tmp_path / "nested_mod.py")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "nested_mod.Jobs.Inner.codec.json",
+        "nested_mod.Jobs.Resize.json",
+        "nested_mod.top.json",
+    ]
+    doc = json.loads((out / "nested_mod.Jobs.Resize.json").read_text())
+    assert (doc["input"]["type"], doc["output"]["type"]) == ("int", "str")
+
+
 class Point(msgspec.Struct):
     x: int
     y: int
@@ -1663,6 +1749,25 @@ def test_a_quoted_type_in_process_def_parameters_is_looked_up_in_its_module() ->
 
     assert Norms.input_type.fingerprint == netmcore.EncapType(Point).fingerprint
     assert Norms.output_type.fingerprint == netmcore.EncapType(list[Point]).fingerprint
+
+
+def test_a_quoted_name_not_defined_yet_is_a_clear_error() -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"name 'Later' is not defined in module .*test_contracts: "
+        r"a quoted name .* define that type above the process type",
+    ):
+
+        class Early(netmcore.ProcessDef["Later", int]):  # type: ignore[name-defined]
+            def run(self, arg: Any) -> int:
+                return 0
+
+
+_T = TypeVar("_T")
+
+
+def _generic(x: _T) -> _T:
+    return x
 
 
 def _keyword_only(*, x: int) -> int:
@@ -1694,6 +1799,17 @@ class _Doubler:
         return 2 * x
 
 
+@netmcore.process
+def scaled(k: int, factor: int = 3, *rest: int, **options: int) -> int:
+    return k * factor
+
+
+def test_process_takes_a_function_whose_other_parameters_have_defaults() -> None:
+    # Callable with the argument alone: mypy takes it as Callable[[int], int].
+    assert scaled.input_type.type is int
+    assert run_scenario(scaled, 5) == 15
+
+
 @pytest.mark.parametrize(
     ("f", "reason"),
     [
@@ -1708,6 +1824,17 @@ class _Doubler:
             functools.partial(_add, y=1), "it is a partial object, not a function", id="partial"
         ),
         pytest.param(_Doubler(), "it is a _Doubler object, not a function", id="callable"),
+        pytest.param(
+            _add,
+            "its parameter `y` has no default, and the worker passes the argument alone",
+            id="two_required",
+        ),
+        pytest.param(
+            _generic,
+            "it is generic in ~_T: a process type needs concrete types (a ProcessDef "
+            "subclass can be generic, and specialised)",
+            id="generic",
+        ),
     ],
 )
 def test_process_refuses_what_a_worker_could_not_call_with_the_argument(

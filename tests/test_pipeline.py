@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import psutil
@@ -230,6 +231,49 @@ def test_stages_that_do_not_fit_are_refused_at_once() -> None:
         netmcore.Pipeline(parse, workers=0)
     with pytest.raises(ValueError, match="on_error='ignore' is not valid"):
         netmcore.Pipeline(parse).run([], on_error="ignore")  # type: ignore[arg-type]
+
+
+NonNeg = Annotated[int, msgspec.Meta(ge=0)]
+
+
+@netmcore.process
+def distance(k: int) -> NonNeg:
+    return abs(k)
+
+
+@netmcore.process
+def needs_non_negative(k: NonNeg) -> int:
+    return k
+
+
+@netmcore.process
+def when(at: datetime) -> int:
+    return at.year
+
+
+@netmcore.process
+def constraints_between_stages(_: int) -> list[Any]:
+    # mypy takes Annotated[int, ...] for int: so does then(), both ways; the
+    # next stage validates each item as it decodes it.
+    loose = netmcore.Pipeline(distance).then(label)
+    strict = netmcore.Pipeline(label_length).then(needs_non_negative)
+    try:
+        list(strict.run([1, -5]))
+    except netmcore.PipelineError as exc:
+        refused = [exc.index, exc.stage, exc.cause]
+    return [list(loose.run([-3, 4])), refused]
+
+
+def test_then_takes_stages_that_differ_only_in_annotated_constraints() -> None:
+    got = value(drive(constraints_between_stages, 0))
+    refused = [1, needs_non_negative.__qualname__, "ValidationError: Expected `int` >= 0"]
+    assert got == [["<3>", "<4>"], refused]
+
+
+def test_then_refuses_a_str_stage_before_a_datetime_stage() -> None:
+    # Both have the JSON Schema {"type": "string"}; they used to pass for one type.
+    with pytest.raises(TypeError, match=r"stage when takes datetime\.datetime, but the stage"):
+        netmcore.Pipeline(label).then(when)  # type: ignore[arg-type]
 
 
 @netmcore.process
