@@ -17,8 +17,10 @@ the kernel could release, so a waiter waits in slices and, between two, asks
 whether the other side still lives: the pid of the last writer, or of the
 last reader, is recorded when it writes or reads, and an opener's fills a
 side nobody has taken yet (so that the creator knows its other side before it
-writes or reads anything). ``release()`` takes it back: a process that opened
-the buffer only to look at it, and let it go, is no side.
+writes or reads anything). ``release()`` takes back a side this handle never
+wrote or read on: a process that opened the buffer only to look at it, and let
+it go, is no side; one that wrote (or read) and let go without ``close()`` is
+still the side whose end the other learns of.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class Buffer:
         ).from_buffer(segment.buffer)
         self._base = ctypes.addressof(self._anchor)
         self.capacity: int = _LAYOUT.unpack_from(self._buf, _STATE)[2]
+        self._acted: set[int] = set()  # the sides this handle wrote or read on
 
     @property
     def res_id(self) -> ResId:
@@ -157,6 +160,7 @@ class Buffer:
             self._lock()
             try:
                 _PID.pack_into(self._buf, _WRITER, this_pid[0])
+                self._acted.add(_WRITER)
                 head, tail, capacity, ended = self._state()
                 while tail - head == capacity and not ended:
                     self._wait(_NOT_FULL)
@@ -187,10 +191,22 @@ class Buffer:
     def peek(self, limit: int | None = None) -> memoryview:
         """The bytes at the head (at most ``limit``), as a view of the ring: no
         copy. Waits while the buffer is empty; an empty view means the stream
-        has ended. The view is valid until :meth:`consume`."""
+        has ended. The view is valid until :meth:`consume`.
+
+        Raises
+        ------
+        ValueError
+            If ``limit`` is not a positive int (0 would read as the end).
+        """
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValueError(
+                f"limit={limit!r} is not valid: it must be an int of at least 1, or None for "
+                "all the bytes that are there (an empty result means the end of the stream)"
+            )
         self._lock()
         try:
             _PID.pack_into(self._buf, _READER, this_pid[0])
+            self._acted.add(_READER)
             head, tail, capacity, ended = self._state()
             while head == tail and not ended:
                 self._wait(_NOT_EMPTY)
@@ -228,8 +244,9 @@ class Buffer:
     def release(self) -> None:
         """Unmap it and stop using it; it goes when its last user releases."""
         if self._anchor is not None:
-            for side in (_WRITER, _READER):  # no longer a side whose end cuts the stream
-                if _PID.unpack_from(self._buf, side)[0] == this_pid[0]:
+            for side in (_WRITER, _READER):
+                # A side it only opened is no longer one whose end cuts the stream.
+                if side not in self._acted and _PID.unpack_from(self._buf, side)[0] == this_pid[0]:
                     _PID.pack_into(self._buf, side, 0)
         self._anchor = None
         self._segment.release()

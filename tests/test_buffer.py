@@ -349,3 +349,83 @@ def reader_of_a_silent_writer(_: int) -> str:
 
 def test_buffer_reader_does_not_hang_when_its_writer_only_opened_it_and_ended() -> None:
     assert run_scenario(reader_of_a_silent_writer, 0) != "hung"
+
+
+# --------------------------------------------------------------------------
+# Buffer: a side that wrote (or read) inside `with`, and ended without close(),
+# is still the side whose end the other learns of: leaving `with` releases the
+# handle, it does not end the stream (the other side waited for ever).
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def writes_hello_in_with(res_id: ResId) -> int:
+    with Buffer.open(res_id) as buffer:
+        buffer.write(b"hello")
+    return 0
+
+
+@netmcore.process
+def reader_of_a_writer_that_left_with(_: int) -> list[str]:
+    with Buffer.create(16) as buffer:
+        joined(writes_hello_in_with, writes_hello_in_with.start(buffer.res_id))
+        got = [repr(buffer.read())]
+        try:
+            got.append(repr(buffer.read()))
+        except OwnerDiedError as exc:
+            got.append(f"OwnerDiedError: {exc}")
+        return got
+
+
+def test_buffer_reader_learns_that_a_writer_that_left_with_ended() -> None:
+    first, second = run_scenario(reader_of_a_writer_that_left_with, 0)
+    assert first == "b'hello'"
+    assert second.startswith("OwnerDiedError: ") and "ended without closing it" in second
+
+
+@netmcore.process
+def reads_4_in_with(res_id: ResId) -> int:
+    with Buffer.open(res_id) as buffer:
+        return len(buffer.read(4))
+
+
+@netmcore.process
+def writer_of_a_reader_that_left_with(_: int) -> str:
+    with Buffer.create(8) as buffer:
+        buffer.write(b"x" * 8)  # full
+        assert joined(reads_4_in_with, reads_4_in_with.start(buffer.res_id)) == 4
+        try:
+            buffer.write(b"y" * 8)  # 4 fit; then it waits for room nobody will make
+        except OwnerDiedError as exc:
+            return f"OwnerDiedError: {exc}"
+        return "written"
+
+
+def test_buffer_writer_learns_that_a_reader_that_left_with_ended() -> None:
+    got = run_scenario(writer_of_a_reader_that_left_with, 0)
+    assert got.startswith("OwnerDiedError: ") and "ended without closing it" in got
+
+
+@netmcore.process
+def bad_limits(_: int) -> list[str]:
+    with Buffer.create(16) as buffer:
+        buffer.write(b"hello")
+        got = []
+        for limit in (0, -1, "3", 2.0):
+            try:
+                got.append(repr(buffer.read(limit)))  # type: ignore[arg-type]
+            except ValueError as exc:
+                got.append(str(exc).split(":")[0])
+        got.append(repr(buffer.read()))  # nothing was lost
+        return got
+
+
+def test_buffer_read_limit_below_1_is_a_value_error_not_the_end_of_the_stream() -> None:
+    got = run_scenario(bad_limits, 0)
+    assert got == [
+        "limit=0 is not valid",
+        "limit=-1 is not valid",
+        "limit='3' is not valid",
+        "limit=2.0 is not valid",
+        "b'hello'",
+    ]
