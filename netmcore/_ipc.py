@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import posix_ipc
 
-from ._pthread import check_timeout
+from ._pthread import check_timeout, named_sem_close, named_sem_open, sem_wait
 
 SHM_DIR = "/dev/shm"
 SEM_VALUE_MAX: int = posix_ipc.SEMAPHORE_VALUE_MAX
@@ -153,22 +153,29 @@ class Semaphore:
     def __init__(self, name: str) -> None:
         with _os_errors(name, creating=False):
             self._sem = posix_ipc.Semaphore(name)
+        self._waitable: int | None = None  # glibc's handle, opened by the first wait
 
     def post(self) -> None:
         self._sem.release()
 
     def wait(self, timeout: float | None) -> bool:
-        """Decrement, waiting up to ``timeout`` seconds (forever if None or inf)."""
+        """Decrement, waiting up to ``timeout`` seconds (forever if None or inf).
+
+        A signal handler that returns does not end the wait (PEP 475); one
+        that raises ends it with its exception.
+        """
         timeout = check_timeout(timeout)
-        try:
-            self._sem.acquire(timeout)
-        except posix_ipc.BusyError:
-            return False
-        return True
+        if self._waitable is None:
+            with _os_errors(self._sem.name, creating=False):
+                self._waitable = named_sem_open(self._sem.name)
+        return sem_wait(self._waitable, timeout)
 
     @property
     def value(self) -> int:
         return int(self._sem.value)
 
     def close(self) -> None:
+        if self._waitable is not None:
+            named_sem_close(self._waitable)
+            self._waitable = None
         self._sem.close()

@@ -65,6 +65,28 @@ _sem_clockwait = _bind("sem_clockwait", _P, ctypes.c_int, _TS)
 _sem_post = _bind("sem_post", _P)
 _sem_trywait = _bind("sem_trywait", _P)
 _sem_getvalue = _bind("sem_getvalue", _P, _P)
+_sem_open = _libc.sem_open
+_sem_open.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_sem_open.restype = _P
+_sem_close = _bind("sem_close", _P)
+
+
+def named_sem_open(name: str) -> int:
+    """The address of the existing named semaphore ``name``, for :func:`sem_wait`.
+
+    posix_ipc's own wait runs a signal handler inside and replaces the
+    handler's exception with its SignalError: a timeout by ``signal.alarm``
+    would be lost, and a handler that returns would end the wait.
+    """
+    addr = _sem_open(name.encode(), 0)
+    if not addr:  # SEM_FAILED
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), name)
+    return int(addr)
+
+
+def named_sem_close(addr: int) -> None:
+    _check(_sem_close(addr), "sem_close")
 
 
 def _bind_nonblocking(name: str) -> ctypes._NamedFuncPointer:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,3 +40,42 @@ def run_scenario(
         init_ctrl=init_ctrl,
     )
     return outcome_value(outcome)
+
+
+# System call numbers, to see what the main thread is blocked in (/proc).
+SYSCALLS = {
+    "x86_64": {"recvfrom": 45, "futex": 202},
+    "aarch64": {"recvfrom": 207, "futex": 98},
+}.get(platform.machine())
+WAIT = 10.0  # a guard against a hang, not an assertion
+
+
+def main_thread_syscall() -> tuple[int, int] | None:
+    """The system call the main thread is blocked in, and its first argument;
+    None while it runs. (The main thread's tid is the pid.)"""
+    with open(f"/proc/self/task/{os.getpid()}/syscall") as f:
+        fields = f.read().split()
+    if fields[0] == "running" or int(fields[0]) < 0:
+        return None
+    return int(fields[0]), int(fields[1], 16)
+
+
+def wait_until_main_thread_blocks(where: Callable[[tuple[int, int]], bool]) -> None:
+    """Poll, with a deadline, until the main thread is blocked in a system call
+    that ``where`` accepts: (number, first argument)."""
+    deadline = time.monotonic() + WAIT
+    while (call := main_thread_syscall()) is None or not where(call):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the main thread never blocked there (it is in {call})")
+        time.sleep(0.001)  # polling a condition, with a deadline
+
+
+def mapped_ranges(fragment: str) -> list[range]:
+    """The address ranges of this process's mappings whose path holds ``fragment``."""
+    ranges = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if fragment in line:
+                low, high = line.split()[0].split("-")
+                ranges.append(range(int(low, 16), int(high, 16)))
+    return ranges

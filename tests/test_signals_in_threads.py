@@ -18,11 +18,10 @@ reply.
 from __future__ import annotations
 
 import os
-import platform
 import signal
 import threading
-import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import scenario
@@ -30,12 +29,9 @@ import scenario
 import netmcore
 from netmcore import PluginMutex, PluginSemaphore
 
-WAIT = 10.0  # a guard against a hang, not an assertion
-RECVFROM = {"x86_64": 45, "aarch64": 207}.get(platform.machine())
-
 pytestmark = [
     pytest.mark.timeout(30),
-    pytest.mark.skipif(RECVFROM is None, reason="recvfrom is known on x86_64, aarch64"),
+    pytest.mark.skipif(scenario.SYSCALLS is None, reason="syscall numbers known: x86_64, aarch64"),
 ]
 
 
@@ -47,24 +43,15 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise Interrupt()
 
 
-def _main_thread_syscall() -> int | None:
-    """The system call the main thread is blocked in; None while it runs."""
-    with open(f"/proc/self/task/{os.getpid()}/syscall") as f:  # the main thread's tid is the pid
-        first = f.read().split()[0]
-    return None if first == "running" else int(first)
-
-
 def _interrupt_once_main_thread_reads(then: Callable[[], None]) -> threading.Thread:
     """In a helper thread: once the main thread is blocked reading the link,
     trip SIGALRM (its Python handler runs in the main thread as soon as the
     main thread's recv returns), then call ``then``, which makes a reply come."""
 
     def helper() -> None:
-        deadline = time.monotonic() + WAIT
-        while _main_thread_syscall() != RECVFROM:
-            if time.monotonic() > deadline:
-                raise AssertionError("the main thread never blocked reading the link")
-            time.sleep(0.001)  # polling a condition, with a deadline
+        assert scenario.SYSCALLS is not None
+        recvfrom = scenario.SYSCALLS["recvfrom"]
+        scenario.wait_until_main_thread_blocks(lambda call: call[0] == recvfrom)
         signal.pthread_kill(threading.get_ident(), signal.SIGALRM)
         then()
 
@@ -126,7 +113,7 @@ def interrupt_reads_another_threads_reply(gate: tuple[int, int]) -> list[str]:
         got.append(f"not interrupted: {gated_square.join(slow)}")
     except Interrupt:
         got.append("interrupted")
-    helper.join(WAIT)
+    helper.join(scenario.WAIT)
     if helper.is_alive():
         got.append("the other thread still waits for its reply")
     os.write(gate_w, b"g")
@@ -189,3 +176,55 @@ def test_interrupted_lock_gives_back_a_grant_read_just_before(gate: tuple[int, i
         init_ctrl=netmcore.add_plugins,
     )
     assert scenario.outcome_value(outcome) == "ok"
+
+
+@netmcore.process
+def sem_wait_through_handlers(_: int) -> list[Any]:
+    """A handler that returns does not end a semaphore's wait (PEP 475); one
+    that raises does, with its exception (a posix_ipc.SignalError used to
+    escape in both cases)."""
+    sem = netmcore.create_sem(0)
+    handled: list[int] = []
+    signal.signal(signal.SIGUSR1, lambda signum, frame: handled.append(signum))
+    signal.signal(signal.SIGALRM, _raise_interrupt)
+    main = threading.get_ident()
+    assert scenario.SYSCALLS is not None
+    futex = scenario.SYSCALLS["futex"]
+
+    def in_sem_wait(call: tuple[int, int]) -> bool:
+        # A futex on the semaphore's memory: not on the GIL, not on a lock.
+        return call[0] == futex and any(call[1] in r for r in scenario.mapped_ranges("/sem."))
+
+    def interrupt_then_post() -> None:
+        scenario.wait_until_main_thread_blocks(in_sem_wait)
+        signal.pthread_kill(main, signal.SIGUSR1)
+        scenario.wait_until_main_thread_blocks(lambda call: bool(handled) and in_sem_wait(call))
+        sem.post()
+
+    def interrupt_with_an_exception() -> None:
+        scenario.wait_until_main_thread_blocks(in_sem_wait)
+        signal.pthread_kill(main, signal.SIGALRM)
+
+    got: list[Any] = []
+    try:
+        helper = threading.Thread(target=interrupt_then_post)
+        helper.start()
+        got.append(sem.wait(timeout=scenario.WAIT))
+        helper.join()
+        got.append(handled)
+        helper = threading.Thread(target=interrupt_with_an_exception)
+        helper.start()
+        try:
+            got.append(sem.wait())
+        except Interrupt:
+            got.append("interrupted")
+        helper.join()
+        got.append(sem.value)
+    finally:
+        sem.close()
+    return got
+
+
+def test_a_semaphore_wait_goes_on_through_a_handler_that_returns() -> None:
+    got = scenario.run_scenario(sem_wait_through_handlers, 0)
+    assert got == [True, [signal.SIGUSR1], "interrupted", 0]
