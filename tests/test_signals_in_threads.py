@@ -128,7 +128,9 @@ def test_interrupt_in_the_reading_thread_keeps_another_threads_reply(
     Started reply of another thread's start just before the handler's
     exception: the reply still reaches that thread (it waited for ever)."""
     got = scenario.run_scenario(interrupt_reads_another_threads_reply, gate)
-    assert got == ["interrupted", "started, joined 25", "rejoined: 9"]
+    # The two threads go on at once: they record in either order.
+    assert sorted(got[:2]) == ["interrupted", "started, joined 25"]
+    assert got[2:] == ["rejoined: 9"]
 
 
 @netmcore.process
