@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from . import _context
+from . import _context, _pthread
 from ._debug import log
 from ._encap import Encap, EncapType, same_to_mypy
 from ._errors import ContextError, NetmcoreError
@@ -74,6 +74,10 @@ FAILURE_BYTES = 4 * (TEXT_MAX + 100)
 
 # Seconds a worker has, once told to stop, to finish the item it is on.
 GRACE = 1.0
+
+# Seconds an idle worker waits for work before it looks whether the driver
+# still lives: one that died in its iteration never shuts the pipeline down.
+DRIVER_LOOK_AGAIN = 0.25
 
 
 class Work(msgspec.Struct, frozen=True, tag=True):
@@ -137,7 +141,7 @@ def stage_worker(job: StageJob) -> int:
     driver.send(Ready(job.worker, inbox.res_id, os.getpid()))
     done = 0
     # The flag, not Stop, ends a busy worker: Stop waits behind the queued work.
-    while isinstance(msg := inbox.receive(), Work) and not stopping.buffer[0]:
+    while isinstance(msg := _next_order(inbox, driver), Work) and not stopping.buffer[0]:
         results: list[tuple[int, bytes]] = []
         for index, data in msg.items:
             if stopping.buffer[0]:
@@ -153,9 +157,21 @@ def stage_worker(job: StageJob) -> int:
             driver.send(Done(job.worker, results, []))
     stopping.release()
     inbox.release()
-    driver.send(Finished(job.worker))
+    if msg is not None:  # None: the driver has ended, and nobody reads its box
+        driver.send(Finished(job.worker))
     driver.close()
     return done
+
+
+def _next_order(inbox: Mailbox[ToWorker], driver: Mailbox[ToDriver]) -> ToWorker | None:
+    """The next message from the driver; None if the driver has ended (it
+    died in the middle of its iteration, and will send nothing more)."""
+    while True:
+        try:
+            return inbox.receive(timeout=DRIVER_LOOK_AGAIN)
+        except TimeoutError:
+            if _pthread.ended(driver.owner_pid):
+                return None
 
 
 def _run_item(definition: Definition, job: StageJob, data: bytes) -> bytes | str:

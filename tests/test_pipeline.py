@@ -612,3 +612,26 @@ def test_pipeline_run_in_the_master_raises_context_error_instead_of_hanging(
         "worker process, e.g. in the first process (the master serves the stage "
         "workers only once first_process has returned)"
     )
+
+
+# --- a driver that dies in its iteration -------------------------------------
+
+
+@netmcore.process
+def dies_while_driving(n: int) -> int:
+    for i, _ in enumerate(netmcore.Pipeline(label_length, workers=2).run(range(n))):
+        if i == 10:
+            os._exit(3)  # in the middle of the iteration: it never shuts the pipeline down
+    return 0
+
+
+@netmcore.process
+def driver_dies(_: int) -> Any:
+    outcome = dies_while_driving.join_outcome(dies_while_driving.start(100_000))
+    return [type(outcome).__name__, getattr(outcome, "exitcode", None)]
+
+
+def test_stage_workers_stop_when_their_driver_dies() -> None:
+    """The stage workers see that the driver has ended and stop: run() returns
+    (they waited for ever, and so did run), and none is left (the fixture)."""
+    assert value(drive(driver_dies, 0)) == ["Crashed", 3]
