@@ -60,14 +60,24 @@ def main_thread_syscall() -> tuple[int, int] | None:
     return int(fields[0]), int(fields[1], 16)
 
 
-def wait_until_main_thread_blocks(where: Callable[[tuple[int, int]], bool]) -> None:
-    """Poll, with a deadline, until the main thread is blocked in a system call
-    that ``where`` accepts: (number, first argument)."""
-    deadline = time.monotonic() + WAIT
-    while (call := main_thread_syscall()) is None or not where(call):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the main thread never blocked there (it is in {call})")
+def wait_until(cond: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Poll ``cond``, with a deadline: AssertionError naming ``what`` if it passes."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.001)  # polling a condition, with a deadline
+
+
+def wait_until_main_thread_blocks(where: Callable[[tuple[int, int]], bool]) -> None:
+    """Wait until the main thread is blocked in a system call that ``where``
+    accepts: (number, first argument)."""
+
+    def blocked_there() -> bool:
+        call = main_thread_syscall()
+        return call is not None and where(call)
+
+    wait_until(blocked_there, "the main thread to block there")
 
 
 def mapped_ranges(fragment: str) -> list[range]:

@@ -27,7 +27,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import posix_ipc
 import psutil
 import pytest
 from master_process import STOP_WITHIN, MasterProcess, assert_all_gone, is_dead
+from scenario import wait_until
 
 import netmcore
 from netmcore import _cleanup, _ipc, _master
@@ -53,14 +53,6 @@ LEFTOVER_WARNING = "object(s) that a crashed master left"
 
 
 # --- small helpers ------------------------------------------------------------
-
-
-def wait_until(cond: Callable[[], bool], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)  # polling a condition, with a deadline
 
 
 def shm_path(name: str) -> str:

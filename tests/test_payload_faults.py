@@ -16,13 +16,12 @@ import threading
 from types import FrameType
 from typing import Any
 
-from scenario import run_scenario
+from scenario import WAIT, run_scenario
 
 import netmcore
 from netmcore import _payload
 
 LARGE = 200_000  # over the 64 KiB that travel inline: values go through shm
-WAIT = 10.0  # a guard against a hang, not an assertion
 
 
 @netmcore.process
