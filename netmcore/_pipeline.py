@@ -24,12 +24,17 @@ silently: its items are given to another worker, or reported.
 Shutdown does not wait for queued work: a flag in shared memory, read by each
 worker before each item, tells it to stop; a worker still busy after
 ``GRACE`` seconds (stuck on an item) is killed.
+
+With an ``item_timeout``, items travel one a message, so that the time since
+a worker's last answer is the time it has spent on its current item; one that
+goes over is killed, and its item counts as one that killed its worker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import heapq
+import math
 import os
 import signal
 import time
@@ -78,6 +83,11 @@ GRACE = 1.0
 # Seconds an idle worker waits for work before it looks whether the driver
 # still lives: one that died in its iteration never shuts the pipeline down.
 DRIVER_LOOK_AGAIN = 0.25
+
+# Seconds the driver waits for a message before it looks for dead workers
+# (sooner after it killed one that went over item_timeout).
+LOOK_AGAIN = 0.25
+KILLED_LOOK_AGAIN = 0.02
 
 
 class Work(msgspec.Struct, frozen=True, tag=True):
@@ -265,6 +275,7 @@ class Pipeline(Generic[In, Out]):
         queue_size: int = 32,
         item_size: int = 4096,
         retries: int = 1,
+        item_timeout: float | None = None,
         progress: bool | None = None,
     ) -> PipelineRun[Out]:
         """Run every item through the stages; iterate over the results.
@@ -293,6 +304,12 @@ class Pipeline(Generic[In, Out]):
             How many times an item is given to a fresh worker after its
             worker died while working on it (on the batch of items it was
             on); after that, the item fails. With 0 no item runs twice.
+        item_timeout :
+            Seconds a stage worker may spend on one item. A worker that goes
+            over is killed, and the item counts as one that killed its worker
+            (given to a fresh worker up to ``retries`` times, then failed).
+            Items then travel one a message, which costs throughput when they
+            are tiny. None (the default): no limit.
         progress :
             Show a progress bar per stage: items in, items out, rate. By
             default, only when stderr is a terminal.
@@ -317,6 +334,16 @@ class Pipeline(Generic[In, Out]):
                 raise ValueError(
                     f"{what}={value!r} is not valid: it must be an int of at least {least}"
                 )
+        limit: object = item_timeout  # as given, whatever mypy was told
+        if limit is not None and (
+            isinstance(limit, bool)
+            or not isinstance(limit, (int, float))
+            or not 0 < limit < math.inf  # also NaN
+        ):
+            raise ValueError(
+                f"item_timeout={item_timeout!r} is not valid: give a number of seconds "
+                "above 0, or None for no limit"
+            )
         role = _context.current.role
         if role != "worker":
             raise ContextError(
@@ -324,7 +351,9 @@ class Pipeline(Generic[In, Out]):
                 "worker process, e.g. in the first process (the master serves the stage "
                 "workers only once first_process has returned)"
             )
-        settings = _Settings(ordered, on_error, queue_size, item_size, retries, progress)
+        settings = _Settings(
+            ordered, on_error, queue_size, item_size, retries, item_timeout, progress
+        )
         return PipelineRun(_Driver(self.stages, iter(items), settings))
 
 
@@ -344,8 +373,9 @@ class PipelineRun(Generic[Out]):
     ``failures`` lists the items that failed (with ``on_error="skip"``).
     Leaving the iteration early shuts the pipeline down at once: every worker
     stops (one stuck on an item is killed) and every mailbox is released.
-    ``close()`` does it; so does ``break``, or an exception, out of a ``for``
-    loop over ``run(...)`` itself, and dropping the last reference to the run.
+    ``close()`` does it, and so does leaving a ``with`` block over the run;
+    so does ``break``, or an exception, out of a ``for`` loop over
+    ``run(...)`` itself, and dropping the last reference to the run.
     """
 
     def __init__(self, driver: _Driver) -> None:
@@ -358,6 +388,12 @@ class PipelineRun(Generic[Out]):
 
     def __iter__(self) -> Iterator[Out]:
         return self._results
+
+    def __enter__(self) -> PipelineRun[Out]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __next__(self) -> Out:
         return next(self._results)
@@ -374,6 +410,7 @@ class _Settings:
     queue_size: int
     item_size: int
     retries: int
+    item_timeout: float | None
     progress: bool | None
 
 
@@ -386,6 +423,10 @@ class _Worker:
     os_pid: int = 0  # from its Ready on
     holding: dict[int, bytes] = field(default_factory=dict)  # the items it has, by index
     batches: deque[list[int]] = field(default_factory=deque)  # unanswered, oldest first
+    # When it began its current item (its last answer, or work given while it
+    # was idle), and whether it was killed for going over item_timeout.
+    busy_since: float = 0.0
+    timed_out: bool = False
 
 
 class _Driver:
@@ -398,6 +439,8 @@ class _Driver:
         self.failures: list[ItemFailure] = []
         self._queue_size = settings.queue_size
         self._batch = max(1, min(BATCH, BATCH_BYTES // settings.item_size))
+        if settings.item_timeout is not None:
+            self._batch = 1  # see the module's docstring
         # Items in the pipeline (read, not yet handed out or failed) at most.
         self._capacity = sum(s.workers for s in stages) * settings.queue_size
         self._workers: dict[int, _Worker] = {}
@@ -544,6 +587,7 @@ class _Driver:
             worker.batches.popleft()
         for index, _ in (*msg.results, *msg.failures):
             del worker.holding[index]
+        worker.busy_since = time.monotonic()  # on to its next item, if it holds one
         self._bars[worker.stage].update(count)
         return worker.stage
 
@@ -569,17 +613,47 @@ class _Driver:
                     batch.append(queue.popleft())
             assert worker.box is not None
             worker.box.send(Work(batch))
+            if not worker.holding:
+                worker.busy_since = time.monotonic()
             worker.holding.update(batch)
             worker.batches.append([index for index, _ in batch])
             self._bars[stage].total = (self._bars[stage].total or 0) + len(batch)
             self._bars[stage].refresh()
 
     def _receive(self) -> ToDriver | None:
+        wait = LOOK_AGAIN
+        limit = self._settings.item_timeout
+        if limit is not None:
+            wait = min(wait, self._kill_overdue(limit))
         try:
-            return self._inbox.receive(timeout=0.25)
+            return self._inbox.receive(timeout=wait)
         except TimeoutError:
             self._check_workers()
             return None
+
+    def _kill_overdue(self, limit: float) -> float:
+        """Kill each worker that has spent over ``limit`` seconds on its
+        current item; return the seconds until the next one could."""
+        now, wait = time.monotonic(), LOOK_AGAIN
+        for worker in self._workers.values():
+            if not worker.holding or worker.timed_out:
+                continue
+            left = worker.busy_since + limit - now
+            if left > 0:
+                wait = min(wait, left)
+                continue
+            worker.timed_out = True
+            log.warning(
+                "netmcore: a worker of pipeline stage %s (process %d) spent over "
+                "item_timeout=%s s on item %d: killing it",
+                self._stages[worker.stage].name,
+                worker.pid.n,
+                limit,
+                worker.batches[0][0],
+            )
+            _kill(worker)
+            wait = min(wait, KILLED_LOOK_AGAIN)  # to see it dead soon
+        return wait
 
     def _check_workers(self) -> None:
         """A worker that ended before it was told to stop has died: give its
@@ -591,7 +665,14 @@ class _Driver:
             del self._workers[worker.number]
             if worker.box is not None:
                 worker.box.close()
-            self._give_back(worker, f"its worker died ({outcome})")
+            if worker.timed_out:
+                cause = (
+                    f"it ran over item_timeout={self._settings.item_timeout} s, "
+                    "and its worker was killed"
+                )
+            else:
+                cause = f"its worker died ({outcome})"
+            self._give_back(worker, cause)
             self._spawn(worker.stage)
 
     def _give_back(self, worker: _Worker, cause: str) -> None:
@@ -671,8 +752,12 @@ class _Driver:
                 worker.pid.n,
                 GRACE,
             )
-            with contextlib.suppress(ProcessLookupError):  # it has just ended
-                os.kill(worker.os_pid, signal.SIGKILL)
+            _kill(worker)
+
+
+def _kill(worker: _Worker) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has just ended
+        os.kill(worker.os_pid, signal.SIGKILL)
 
 
 def _stop(worker: _Worker) -> None:
