@@ -89,8 +89,15 @@ def _dec_hook(typ: Any, value: Any) -> Any:
     except pydantic.ValidationError as exc:
         error = exc.errors()[0]
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+        msg = error["msg"]
+        if error["type"] == "enum" and isinstance(error["input"], list):
+            msg += (
+                " (msgpack, like JSON, carries a tuple as a list, and pydantic takes no "
+                "list for an enum whose values are tuples, in its own JSON round trip "
+                "either: give the enum values of another type, such as strings)"
+            )
         # msgspec appends " - at `$...`" (where the model is); _path_of joins both.
-        raise ValueError(f"{error['msg']} ({_FIELD} {loc})" if loc else error["msg"]) from None
+        raise ValueError(f"{msg} ({_FIELD} {loc})" if loc else msg) from None
 
 
 def _schema_hook(typ: Any) -> dict[str, Any]:
@@ -352,7 +359,8 @@ def _path_of(exc: msgspec.ValidationError) -> str:
     path = text[text.rindex(marker) + len(marker) : -1] if marker in text else "$"
     if path.startswith("key` in `"):  # a bad dict key: "- at `key` in `$.d`"
         path = path[len("key` in `") :]
-    inner = re.search(rf"\({_FIELD} ([^)]*)\)(?: - at `|$)", text)
+    # Greedy to the last ")" before msgspec's tail: a dict key may hold ")".
+    inner = re.search(rf"\({_FIELD} (.*)\)(?: - at `[^`]*`)?$", text, re.DOTALL)
     return path + inner.group(1) if inner else path
 
 

@@ -50,6 +50,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     computed_field,
     field_validator,
 )
@@ -810,6 +811,36 @@ def test_encap_type_wrap_rejects_with_the_same_paths() -> None:
         netmcore.EncapType(ShortName).wrap("toolong")
     assert info.value.path == "$"
     assert "length <= 5" in str(info.value)
+
+
+class _Ages(BaseModel):
+    ages: dict[str, int]
+
+
+@pytest.mark.parametrize("key", ["k", "x)y", "a) - at `$[9]`", "(pydantic field .z)"])
+def test_pydantic_path_keeps_a_dict_key_holding_a_parenthesis(key: str) -> None:
+    with pytest.raises(netmcore.ArgumentTypeError) as info:
+        netmcore.EncapType(list[_Ages]).wrap([_Ages.model_construct(ages={key: "old"})])
+    assert info.value.path == f"$[0].ages.{key}"
+
+
+class _Size(enum.Enum):
+    SMALL = (640, 480)
+
+
+class _Screen(BaseModel):
+    size: _Size
+
+
+def test_pydantic_enum_of_tuples_is_refused_with_the_fix() -> None:
+    # pydantic's own JSON round trip refuses it too: a tuple travels as a list.
+    with pytest.raises(ValidationError):
+        _Screen.model_validate_json(_Screen(size=_Size.SMALL).model_dump_json())
+    with pytest.raises(netmcore.ArgumentTypeError) as info:
+        netmcore.EncapType(_Screen).wrap(_Screen(size=_Size.SMALL))
+    assert info.value.path == "$.size"
+    assert "enum whose values are tuples" in str(info.value)
+    assert "such as strings" in str(info.value)
 
 
 def test_a_value_msgspec_cannot_encode_is_an_argument_type_error() -> None:
