@@ -21,21 +21,32 @@ writes or reads anything). ``release()`` takes back a side this handle never
 wrote or read on: a process that opened the buffer only to look at it, and let
 it go, is no side; one that wrote (or read) and let go without ``close()`` is
 still the side whose end the other learns of.
+
+Each call counts itself in progress (``_pthread.InUse``), so that a
+``release()`` by another thread unmaps the buffer only once the last call
+has left; it broadcasts both conditions to wake this process's waiters,
+which then raise. The mutex, held by the other side for a copy at most, is
+also waited for in slices, so that a signal handler's exception ends that
+wait without it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import struct
+import time
 from types import TracebackType
 from typing import NoReturn
 
-from . import _pthread
+from . import _context, _pthread
 from ._errors import OwnerDiedError
 from ._ids import ResId
 from ._pthread import this_pid
 from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
+from ._resource_api import release as release_resource
 from ._resources import validate_size
+from ._shm_sync import closed_during
 
 _MARK = b"nmcbuf01"
 _MUTEX, _NOT_FULL, _NOT_EMPTY = _pthread.SLOT, 2 * _pthread.SLOT, 3 * _pthread.SLOT
@@ -46,7 +57,8 @@ _WRITER, _READER = _STATE + _LAYOUT.size, _STATE + _LAYOUT.size + _PID.size  # o
 # Who could end a wait on each condition: the other side, whose pid is there.
 _WAKER = {_NOT_EMPTY: _WRITER, _NOT_FULL: _READER}
 _RING = _STATE + 64
-_LOOK_AGAIN = 0.1  # seconds a waiter waits before it looks whether the other side lives
+# What a wait is for, by the condition it waits on.
+_WAITING_FOR = {_NOT_EMPTY: "an empty buffer", _NOT_FULL: "a full buffer"}
 
 
 class Buffer:
@@ -66,7 +78,16 @@ class Buffer:
     def create(cls, capacity: int = 1 << 20) -> Buffer:
         """A buffer holding at most ``capacity`` bytes not yet consumed."""
         capacity = validate_size(capacity, "capacity")
-        segment = create_shm(_RING + capacity)
+        try:
+            segment = create_shm(_RING + capacity)
+        except OSError as exc:
+            if exc.errno != errno.ENOMEM:
+                raise
+            raise OSError(  # the mapping, which validate_size does not bound
+                errno.ENOMEM,
+                f"a Buffer of capacity {capacity:,} needs {_RING + capacity:,} bytes of shared "
+                "memory, more than this process can map: create it with a smaller capacity",
+            ) from exc
         try:
             segment.buffer[: len(_MARK)] = _MARK
             _LAYOUT.pack_into(segment.buffer, _STATE, 0, 0, capacity, 0)
@@ -97,6 +118,8 @@ class Buffer:
         self._base = ctypes.addressof(self._anchor)
         self.capacity: int = _LAYOUT.unpack_from(self._buf, _STATE)[2]
         self._acted: set[int] = set()  # the sides this handle wrote or read on
+        self._use = _pthread.InUse(self._unmap)
+        self._mutex = _pthread.MutexState(self._base + _MUTEX)
 
     @property
     def res_id(self) -> ResId:
@@ -109,31 +132,66 @@ class Buffer:
         return self._base + offset
 
     def _lock(self) -> None:
-        if self._anchor is None:  # the C calls would touch unmapped memory
+        """Count this call in progress (ValueError once released) and take the mutex."""
+        if not self._use.enter():  # the C calls would touch unmapped memory
             raise closed_error(self)
         try:
-            _pthread.mutex_lock(self._at(_MUTEX), None)
+            self._take_mutex()
+        except BaseException:
+            self._use.leave()
+            raise
+
+    def _take_mutex(self) -> None:
+        addr = self._at(_MUTEX)
+        try:
+            rc = _pthread.raw_mutex_trylock(addr)
+            if rc == errno.EBUSY:
+                # The other side holds it for a copy at most: no deadline.
+                rc = _pthread.lock_in_slices(addr, None, self._stop_if_released)
+        except BaseException:
+            self._mutex.give_back(0)  # taken just before the exception came
+            raise
+        try:
+            _pthread.locked(rc, addr)
         except _pthread.OwnerDied:
             # The other side died inside a call: the stream cannot be trusted.
             self._set_end()
-            _pthread.mutex_unlock(self._at(_MUTEX))
+            _pthread.mutex_unlock(addr)
             raise OwnerDiedError(f"the other side of {self!r} died while using it") from None
 
-    def _unlock(self) -> None:
-        _pthread.mutex_unlock(self._at(_MUTEX))
+    def _stop_if_released(self) -> None:
+        if self._use.closed:
+            raise closed_during(self, "a call")
 
-    def _wait(self, cond: int) -> None:
-        """Wait on ``cond`` for a while (holding the mutex); the caller looks
-        at the state and waits again. OwnerDiedError if the side that could
-        wake it has ended: the stream ends there."""
+    def _unlock(self) -> None:
         try:
-            if _pthread.cond_wait(self._at(cond), self._at(_MUTEX), _LOOK_AGAIN):
-                return
+            _pthread.mutex_unlock(self._at(_MUTEX))
+        finally:
+            self._use.leave()
+
+    def _wait(self, cond: int, deadline: float | None, call: str) -> bool:
+        """Wait on ``cond`` for a slice (holding the mutex); the caller looks
+        at the state and waits again. False, without waiting, once ``deadline``
+        has passed. OwnerDiedError if the side that could wake it has ended:
+        the stream ends there."""
+        left = _pthread.SLICE
+        if deadline is not None:
+            left = min(left, deadline - time.monotonic())
+            if left <= 0:
+                return False
+        if _context.in_master_loop():  # first: the message costs more than a wait
+            _context.refuse_wait_in_master(f"{self!r}.{call} on {_WAITING_FOR[cond]}")
+        try:
+            woken = _pthread.cond_wait(self._at(cond), self._at(_MUTEX), left)
         except _pthread.OwnerDied:
             self._end_after_death("died while using it")
-        pid = _PID.unpack_from(self._buf, _WAKER[cond])[0]
-        if pid and _pthread.ended(pid):
-            self._end_after_death(f"(os pid {pid}) ended without closing it")
+        if self._use.closed:  # release() by another thread woke it
+            raise closed_during(self, call)
+        if not woken:
+            pid = _PID.unpack_from(self._buf, _WAKER[cond])[0]
+            if pid and _pthread.ended(pid):
+                self._end_after_death(f"(os pid {pid}) ended without closing it")
+        return True
 
     def _end_after_death(self, what: str) -> NoReturn:
         self._set_end()  # the caller, holding the mutex, unlocks it
@@ -147,15 +205,25 @@ class Buffer:
         head, tail, capacity, _ = self._state()
         _LAYOUT.pack_into(self._buf, _STATE, head, tail, capacity, 1)
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append ``data``, waiting while the buffer is full.
+    def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
+        """Append ``data``, waiting while the buffer is full, for up to
+        ``timeout`` seconds in all (None: without limit).
 
         Raises
         ------
         ValueError
-            If the stream was closed.
+            If the stream was closed, or the buffer released (also by another
+            thread during the wait).
+        TimeoutError
+            If the buffer stayed full until the timeout; it says how many
+            bytes were written.
+        ContextError
+            If it would wait in the master, unless ``timeout`` is 0.
         """
+        timeout = _pthread.check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         view = memoryview(data).cast("B")
+        total = len(view)
         while view:
             self._lock()
             try:
@@ -163,7 +231,11 @@ class Buffer:
                 self._acted.add(_WRITER)
                 head, tail, capacity, ended = self._state()
                 while tail - head == capacity and not ended:
-                    self._wait(_NOT_FULL)
+                    if not self._wait(_NOT_FULL, deadline, "write()"):
+                        raise TimeoutError(
+                            f"{self!r} stayed full for {timeout} s: {total - len(view)} of "
+                            f"{total} bytes were written"
+                        )
                     head, tail, capacity, ended = self._state()
                 if ended:
                     raise ValueError(f"{self!r} is closed: nothing more can be written")
@@ -188,28 +260,40 @@ class Buffer:
         finally:
             self._unlock()
 
-    def peek(self, limit: int | None = None) -> memoryview:
+    def peek(self, limit: int | None = None, timeout: float | None = None) -> memoryview:
         """The bytes at the head (at most ``limit``), as a view of the ring: no
-        copy. Waits while the buffer is empty; an empty view means the stream
-        has ended. The view is valid until :meth:`consume`.
+        copy. Waits while the buffer is empty, for up to ``timeout`` seconds
+        (None: without limit); an empty view means the stream has ended. The
+        view is valid until :meth:`consume`.
 
         Raises
         ------
         ValueError
-            If ``limit`` is not a positive int (0 would read as the end).
+            If ``limit`` is not a positive int (0 would read as the end), or
+            the buffer is released (also by another thread during the wait).
+        TimeoutError
+            If no byte came within ``timeout`` seconds.
+        ContextError
+            If it would wait in the master, unless ``timeout`` is 0.
         """
+        return self._peek(limit, timeout, "peek()")
+
+    def _peek(self, limit: int | None, timeout: float | None, call: str) -> memoryview:
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ValueError(
                 f"limit={limit!r} is not valid: it must be an int of at least 1, or None for "
                 "all the bytes that are there (an empty result means the end of the stream)"
             )
+        timeout = _pthread.check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._lock()
         try:
             _PID.pack_into(self._buf, _READER, this_pid[0])
             self._acted.add(_READER)
             head, tail, capacity, ended = self._state()
             while head == tail and not ended:
-                self._wait(_NOT_EMPTY)
+                if not self._wait(_NOT_EMPTY, deadline, call):
+                    raise TimeoutError(f"no bytes came into {self!r} within {timeout} s")
                 head, tail, capacity, ended = self._state()
             if head == tail:
                 return memoryview(b"")  # the end of the stream (not a view of the ring)
@@ -233,23 +317,38 @@ class Buffer:
         finally:
             self._unlock()
 
-    def read(self, limit: int | None = None) -> bytes:
-        """:meth:`peek`, copy and :meth:`consume`; b"" at the end of the stream."""
-        view = self.peek(limit)
+    def read(self, limit: int | None = None, timeout: float | None = None) -> bytes:
+        """:meth:`peek` (with its ``timeout``), copy and :meth:`consume`; b"" at the
+        end of the stream."""
+        view = self._peek(limit, timeout, "read()")
         data = bytes(view)
         view.release()
         self.consume(len(data))
         return data
 
     def release(self) -> None:
-        """Unmap it and stop using it; it goes when its last user releases."""
-        if self._anchor is not None:
-            for side in (_WRITER, _READER):
-                # A side it only opened is no longer one whose end cuts the stream.
-                if side not in self._acted and _PID.unpack_from(self._buf, side)[0] == this_pid[0]:
-                    _PID.pack_into(self._buf, side, 0)
+        """Unmap it and stop using it; it goes when its last user releases.
+
+        A call that another thread is making on it ends with ValueError (a
+        waiting one at once), and the memory is unmapped when the last of
+        them has left.
+        """
+        self._use.close(self._let_go)
+        release_resource(self.res_id)  # a mapping that calls still use stays until they leave
+
+    def _let_go(self, others: int) -> None:
+        for side in (_WRITER, _READER):
+            # A side it only opened is no longer one whose end cuts the stream.
+            if side not in self._acted and _PID.unpack_from(self._buf, side)[0] == this_pid[0]:
+                _PID.pack_into(self._buf, side, 0)
+        if others:
+            # This process's waits end (another process's wait again).
+            _pthread.cond_broadcast(self._at(_NOT_EMPTY))
+            _pthread.cond_broadcast(self._at(_NOT_FULL))
+
+    def _unmap(self) -> None:
         self._anchor = None
-        self._segment.release()
+        self._segment.close()
 
     def __enter__(self) -> Buffer:
         return self

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NoReturn
+
+from ._errors import ContextError
 
 if TYPE_CHECKING:
     from ._master import Master
@@ -17,6 +20,26 @@ class Context:
     link: Link | None = None
     process_id: int | None = None
     shm_prefix: str = ""
+    master_thread: int | None = None  # the thread that runs run(): the master's loop
 
 
 current = Context()
+
+
+def in_master_loop() -> bool:
+    """Whether this thread runs the master's loop (and its own code, such as
+    ``first_process``). The master serves every worker's request there, so a
+    wait for something a worker does (or opens) would never end. Another
+    thread of the master's process may wait: the loop goes on meanwhile."""
+    return current.role == "master" and threading.get_ident() == current.master_thread
+
+
+def refuse_wait_in_master(what: str) -> NoReturn:
+    """Raise ContextError for ``what``, which would wait where
+    :func:`in_master_loop` is true."""
+    raise ContextError(
+        f"{what} would wait in the master, which never blocks: every worker's "
+        "request goes through the master, so the wait could never end. "
+        "Wait in a worker (start a process for it), or only take what is "
+        "already there in the master"
+    )

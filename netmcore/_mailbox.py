@@ -36,6 +36,11 @@ The claim mutexes are robust. A sender killed in the middle of a send holds
 its slot's mutex and never marked the slot full, so the receiver never sees a
 torn message: when that slot reaches the window start, the receiver gets the
 mutex with "owner died" and skips the slot.
+
+Each call counts itself in progress (``_pthread.InUse``), so that a
+``close()`` by another thread unmaps the box only once the last call has
+left: it posts ``filled`` to wake this process's receivers, and a waiting
+sender sees it when it looks again.
 """
 
 from __future__ import annotations
@@ -46,13 +51,17 @@ import os
 import struct
 import threading
 import time
+from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
-from . import _pthread
+from . import _context, _pthread
 from ._encap import EncapType
 from ._errors import ContextError, EncapTypeMismatch
 from ._ids import ResId
 from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
+from ._resource_api import release as release_resource
+from ._resources import size_problem
+from ._shm_sync import closed_during
 
 T = TypeVar("T")
 
@@ -63,9 +72,11 @@ _CURSOR = struct.calcsize("=8sIII8s4x")
 # A slot's head: its state, the payload's length, and the sequence number of
 # the message it was claimed for. Only byte 0 of the state is used, and it is
 # written on its own, after the rest.
-_SLOT_HEAD = struct.Struct("<IIQ")
-_LENGTH = struct.Struct("<I")  # at offset 4 of the head
-_SLOT_SEQ = struct.Struct("<Q")  # at offset 8 of the head; read and written under its claim
+_SLOT_HEAD = struct.Struct("=IIQ")
+_PAYLOAD = _SLOT_HEAD.size  # where a slot's payload starts, after its head
+# The length is at offset 4 of the head, the sequence number (read and written
+# under the slot's claim) at offset 8: both aligned, read and written as items
+# of native word views of the box (cheaper than struct's pack_into).
 _EMPTY, _CLAIMED, _FULL, _TAKEN = 0, 1, 2, 3
 _LINE = 64  # bytes in a cache line
 _SEMS = 64  # offset of the free semaphore; filled follows at 2 * SLOT
@@ -85,6 +96,7 @@ _post = _pthread.raw_sem_post
 _trywait = _pthread.raw_sem_trywait
 
 _pid = _pthread.this_pid
+_ONE = _pthread.ONE
 
 
 def _stride(slot_size: int) -> int:
@@ -114,7 +126,19 @@ class Mailbox(Generic[T]):
         for value, what in sizes:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{what}={value!r} is not valid: it must be an int of at least 1")
-        segment = create_shm(_FIRST_SLOT + slots * _stride(slot_size))
+        size = _FIRST_SLOT + slots * _stride(slot_size)
+        too_large = f"a Mailbox of {slots:,} slots of {slot_size:,} bytes needs {size:,} bytes"
+        fix = "create it with fewer slots or a smaller slot_size"
+        problem = size_problem(size)  # create_shm's own message would name no argument
+        if problem is not None:
+            raise ValueError(f"{too_large}, which is too large: {problem}. {fix.capitalize()}")
+        try:
+            segment = create_shm(size)
+        except OSError as exc:
+            if exc.errno != errno.ENOMEM:  # mmap's: /dev/shm's free space does not bound it
+                raise
+            message = f"{too_large}, more than this process can map: {fix}"
+            raise OSError(errno.ENOMEM, message) from exc
         try:
             fp = bytes.fromhex(encap.fingerprint)
             _HEADER.pack_into(segment.buffer, 0, _MAGIC, slots, slot_size, _pid[0], fp, 0)
@@ -168,10 +192,13 @@ class Mailbox(Generic[T]):
         # one aligned store. (struct.pack_into zeroes its bytes first, so a
         # reader in another process could see 0 in the middle of an update.)
         self._cursor = segment.buffer[_CURSOR : _CURSOR + 8].cast("Q")
+        self._words = segment.buffer.cast("I")  # a slot's length: [(head + 4) >> 2]
+        self._quads = segment.buffer.cast("Q")  # a slot's sequence number: [(head + 8) >> 3]
         self._claims = [self._base + _FIRST_SLOT + i * self._stride for i in range(slots)]
         self._heads = [_FIRST_SLOT + i * self._stride + _pthread.SLOT for i in range(slots)]
         self._free_value = _pthread.IntCell()
         self._receiving = threading.Lock()
+        self._use = _pthread.InUse(self._unmap)
         self._encode = encap.encode
         self._decode = encap.decode
         # The receiver's: its window start (a sequence number), and when it
@@ -201,37 +228,57 @@ class Mailbox(Generic[T]):
             If no slot came free within ``timeout`` seconds.
         BrokenPipeError
             If the box is full and its receiver has ended.
+        ContextError
+            If the box is full and this is the master (which must not wait),
+            unless ``timeout`` is 0.
         ValueError
-            Also after :meth:`close`, and for a ``timeout`` below 0 or NaN.
+            Also after :meth:`close` (or if another thread closes it while
+            this call waits), and for a ``timeout`` below 0 or NaN.
         """
-        if self._anchor is None:  # its C calls would touch unmapped memory
-            raise closed_error(self)
-        if timeout is not None:
-            timeout = _pthread.check_timeout(timeout)
-        data = self._encode(value, "message")
-        if len(data) > self.slot_size:
-            raise ValueError(
-                f"a message of {len(data)} bytes does not fit {self!r}, whose slots hold "
-                f"{self.slot_size} bytes: create the box with a larger slot_size"
-            )
-        buf = self._buf
-        # The usual case, inline: the cursor's slot is empty and nobody else claims it.
-        seq = self._cursor[0]
-        i = seq % self.slots
-        head = self._heads[i]
-        rc = _trylock(self._claims[i]) if buf[head] == _EMPTY else errno.EBUSY
-        if rc != 0 or not self._claimed(seq, i):
-            if rc == errno.EOWNERDEAD:  # its sender died before it marked the slot
-                _pthread.mutex_consistent(self._claims[i])
-                _unlock(self._claims[i])
-            i = self._claim_or_wait(timeout)
+        use = self._use
+        use.calls += _ONE  # the mapping stays until this call leaves (see close)
+        try:
+            if use.closed:  # its C calls would touch unmapped memory
+                raise closed_error(self)
+            if timeout is not None:
+                timeout = _pthread.check_timeout(timeout)
+            data = self._encode(value, "message")
+            if len(data) > self.slot_size:
+                raise ValueError(
+                    f"a message of {len(data)} bytes does not fit {self!r}, whose slots hold "
+                    f"{self.slot_size} bytes: create the box with a larger slot_size"
+                )
+            buf = self._buf
+            # The usual case, inline: the cursor's slot is empty and nobody else claims it.
+            seq = self._cursor[0]
+            i = seq % self.slots
             head = self._heads[i]
-        buf[head + _SLOT_HEAD.size : head + _SLOT_HEAD.size + len(data)] = data
-        _LENGTH.pack_into(buf, head + 4, len(data))
-        # The state goes last: a sender killed before this line leaves no message.
-        buf[head] = _FULL
-        _unlock(self._claims[i])
-        _post(self._filled)
+            claim = self._claims[i]
+            rc = _trylock(claim) if buf[head] == _EMPTY else errno.EBUSY
+            if rc == 0 and buf[head] == _EMPTY and self._cursor[0] == seq:
+                # Claimed: as _claimed() does, inline.
+                self._quads[(head + 8) >> 3] = seq
+                buf[head] = _CLAIMED
+                self._cursor[0] = seq + 1
+            else:
+                if rc == 0:
+                    _unlock(claim)  # another sender claimed that slot meanwhile
+                elif rc == errno.EOWNERDEAD:  # its sender died before it marked the slot
+                    _pthread.mutex_consistent(claim)
+                    _unlock(claim)
+                i = self._claim_or_wait(timeout)
+                head = self._heads[i]
+            n = len(data)
+            buf[head + _PAYLOAD : head + _PAYLOAD + n] = data
+            self._words[(head + 4) >> 2] = n
+            # The state goes last: a sender killed before this line leaves no message.
+            buf[head] = _FULL
+            _unlock(self._claims[i])
+            _post(self._filled)
+        finally:
+            del use.calls[-1]
+            if use.closed:
+                use.left()
 
     def _claimed(self, seq: int, i: int) -> bool:
         """Holding slot ``i``'s claim mutex: take the slot for message ``seq``
@@ -245,7 +292,7 @@ class Mailbox(Generic[T]):
 
     def _mark_claimed(self, seq: int, head: int) -> None:
         buf = self._buf
-        _SLOT_SEQ.pack_into(buf, head + 8, seq)
+        self._quads[(head + 8) >> 3] = seq
         buf[head] = _CLAIMED
         self._cursor[0] = seq + 1
 
@@ -257,9 +304,12 @@ class Mailbox(Generic[T]):
             left = _LOOK_AGAIN if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"{self!r} stayed full for {timeout} s")
-            if not _pthread.sem_wait(self._free, min(left, _LOOK_AGAIN)) and (
-                _pthread.ended(self.owner_pid)
-            ):
+            if _context.in_master_loop():  # first: the message costs more than a wait
+                _context.refuse_wait_in_master(f"{self!r}.send() to a full box")
+            woken = _pthread.sem_wait(self._free, min(left, _LOOK_AGAIN))
+            if self._use.closed:
+                raise closed_during(self, "send()")
+            if not woken and _pthread.ended(self.owner_pid):
                 raise BrokenPipeError(
                     errno.EPIPE,
                     f"the receiver of {self!r} (os pid {self.owner_pid}) has ended, and "
@@ -296,8 +346,7 @@ class Mailbox(Generic[T]):
         slot for message ``seq`` if that sender died before the cursor moved on."""
         buf, head = self._buf, self._heads[i]
         if self._cursor[0] == seq and (
-            buf[head] == _EMPTY
-            or (buf[head] == _CLAIMED and _SLOT_SEQ.unpack_from(buf, head + 8)[0] == seq)
+            buf[head] == _EMPTY or (buf[head] == _CLAIMED and self._quads[(head + 8) >> 3] == seq)
         ):
             self._mark_claimed(seq, head)
             return True
@@ -321,30 +370,49 @@ class Mailbox(Generic[T]):
             If the caller is not the process that created the box.
         TimeoutError
             If no message came within ``timeout`` seconds.
+        ContextError
+            If the box is empty and this is the master (which must not
+            wait), unless ``timeout`` is 0.
         ValueError
-            After :meth:`close`, and for a ``timeout`` below 0 or NaN.
+            After :meth:`close` (or if another thread closes it while this
+            call waits), and for a ``timeout`` below 0 or NaN.
         """
         if _pid[0] != self.owner_pid:
             raise ContextError(
                 f"only the process that created {self!r} (os pid {self.owner_pid}) can "
                 f"receive from it; this is os pid {_pid[0]}: senders use send()"
             )
-        if self._anchor is None:  # its C calls would touch unmapped memory
-            raise closed_error(self)
-        if timeout is not None:
-            timeout = _pthread.check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if _trywait(self._filled):
-                self._wake_senders()  # before the box waits: nothing else will
-                left = None if deadline is None else deadline - time.monotonic()
-                if not _pthread.sem_wait_spinning(self._filled, left):
-                    raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
-            with self._receiving:  # each thread that took one from ``filled`` gets one message
-                data = self._take()
-            if data is not None:
-                return self._decode(data)
-            # A sender's nudge (see _nudge_receiver), not a message: wait again.
+        use = self._use
+        use.calls += _ONE  # the mapping stays until this call leaves (see close)
+        try:
+            if use.closed:  # its C calls would touch unmapped memory
+                raise closed_error(self)
+            if timeout is not None:
+                timeout = _pthread.check_timeout(timeout)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                if _trywait(self._filled):
+                    if timeout != 0 and _context.in_master_loop():
+                        _context.refuse_wait_in_master(f"{self!r}.receive() on an empty box")
+                    self._wake_senders()  # before the box waits: nothing else will
+                    left = None if deadline is None else deadline - time.monotonic()
+                    got = _pthread.sem_wait_spinning(self._filled, left)
+                    if use.closed:  # close() posted ``filled`` to wake this wait
+                        raise closed_during(self, "receive()")
+                    if not got:
+                        raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
+                with self._receiving:  # each thread that took one from ``filled`` gets one
+                    data = self._take()
+                if data is not None:
+                    return self._decode(data)
+                # A sender's nudge (see _nudge_receiver), not a message: wait again,
+                # unless it was close()'s, taken by the _trywait above.
+                if use.closed:
+                    raise closed_during(self, "receive()")
+        finally:
+            del use.calls[-1]
+            if use.closed:
+                use.left()
 
     def _take(self) -> bytes | None:
         """Take the oldest finished message; None if there is none."""
@@ -356,9 +424,9 @@ class Mailbox(Generic[T]):
                 return None
             i = found
         head = heads[i]
-        length = _LENGTH.unpack_from(buf, head + 4)[0]
+        length = self._words[(head + 4) >> 2]
         # A copy: a memoryview or Raw value must not view the slot.
-        data = buf[head + _SLOT_HEAD.size : head + _SLOT_HEAD.size + length].tobytes()
+        data = buf[head + _PAYLOAD : head + _PAYLOAD + length].tobytes()
         if i == self._start % slots:
             buf[head] = _EMPTY
             self._start += 1
@@ -410,7 +478,7 @@ class Mailbox(Generic[T]):
             _pthread.locked(rc, claim)  # raises
         died = buf[head] == _CLAIMED
         if died:
-            seq = _SLOT_SEQ.unpack_from(buf, head + 8)[0]
+            seq = self._quads[(head + 8) >> 3]
             buf[head] = _TAKEN if self._cursor[0] > seq else _EMPTY
         _unlock(claim)
         return died
@@ -444,26 +512,70 @@ class Mailbox(Generic[T]):
                 f"only the process that created {self!r} (os pid {self.owner_pid}) can "
                 f"reclaim its slots; this is os pid {_pid[0]}"
             )
-        if self._anchor is None:
+        if not self._use.enter():
             raise closed_error(self)
-        with self._receiving:
-            freed = sum(
-                self._sender_died(i)
-                for i in range(self.slots)
-                if self._buf[self._heads[i]] == _CLAIMED
-            )
-            self._advance()
-        if freed:
-            self._wake_senders()
-        return freed
+        try:
+            with self._receiving:
+                freed = sum(
+                    self._sender_died(i)
+                    for i in range(self.slots)
+                    if self._buf[self._heads[i]] == _CLAIMED
+                )
+                self._advance()
+            if freed:
+                self._wake_senders()
+            return freed
+        finally:
+            self._use.leave()
+
+    def qsize(self) -> int:
+        """How many messages wait in the box to be received.
+
+        Approximate, as ``multiprocessing.Queue.qsize()`` is: senders and the
+        receiver change it at any time, and a message still being written
+        is not counted yet. Any process that opened the box may ask.
+        """
+        if not self._use.enter():
+            raise closed_error(self)
+        try:
+            first = _FIRST_SLOT + _pthread.SLOT  # slot 0's state byte
+            states = self._buf[first : first + self.slots * self._stride : self._stride]
+            return states.tobytes().count(_FULL)
+        finally:
+            self._use.leave()
 
     def close(self) -> None:
-        """Unmap it in this process (idempotent)."""
+        """Unmap it in this process (idempotent).
+
+        A call that another thread is making on it ends with ValueError (a
+        waiting receive at once, a waiting send within a millisecond), and
+        the memory is unmapped when the last of them has left.
+        """
+        self._use.close(self._wake_receivers)
+
+    def _wake_receivers(self, others: int) -> None:
+        """For close(): wake this process's threads that wait in receive(), on
+        ``filled`` without a deadline. A post too many is a nudge, and harmless."""
+        if _pid[0] == self.owner_pid:
+            for _ in range(others):
+                _post(self._filled)
+
+    def _unmap(self) -> None:
         self._anchor = None
-        self._cursor.release()
+        for view in (self._cursor, self._words, self._quads):
+            view.release()
         self._segment.close()  # also releases self._buf, the same view
 
     def release(self) -> None:
         """Unmap it and stop using it; the box goes when its last user releases."""
         self.close()
-        self._segment.release()
+        release_resource(self.res_id)  # a mapping that calls still use stays until they leave
+
+    def __enter__(self) -> Mailbox[T]:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Leaving ``with`` releases it, as it does a ShmSegment or a Buffer."""
+        self.release()

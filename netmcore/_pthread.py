@@ -5,7 +5,14 @@ releases a dead thread's robust mutexes and the next locker gets EOWNERDEAD,
 even after SIGKILL. Unnamed POSIX semaphores (``sem_init`` with pshared) live
 inside a shm object, so a mailbox needs no kernel object but its memory.
 ctypes releases the GIL around every call, so a waiting thread never blocks
-the others. Every object here takes its address in a mapping.
+the others. Every object here takes its address in a mapping; :class:`InUse`
+keeps that mapping while calls use it.
+
+A wait that the C library restarts after a signal (a futex wait: mutex lock,
+condition wait) is cut into slices of :data:`SLICE` seconds: Python runs a
+signal handler only when the C call returns (PEP 475), so a handler that
+raises (``signal.alarm`` as a timeout, Ctrl-C) ends the wait within a slice,
+and a handler that returns lets it go on.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ import errno
 import math
 import os
 import select
+import threading
 import time
+from collections.abc import Callable
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -24,6 +33,13 @@ MUTEX_NORMAL, MUTEX_RECURSIVE, MUTEX_ERRORCHECK = 0, 1, 2
 _PTHREAD_PROCESS_SHARED = 1
 _PTHREAD_MUTEX_ROBUST = 1
 _CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
+# A robust mutex's futex word holds its holder's thread id under this mask
+# (the kernel's robust-futex ABI), with the waiters and owner-died bits above.
+_FUTEX_TID_MASK = 0x3FFFFFFF
+# How long each slice of a futex wait lasts: how late a signal handler runs,
+# or a close() by another thread is seen, at worst. A waiter that wakes this
+# often costs nothing measurable.
+SLICE = 0.02
 
 
 # struct timespec is two longs: seconds, nanoseconds.
@@ -45,8 +61,6 @@ _mutexattr_setpshared = _bind("pthread_mutexattr_setpshared", _P, ctypes.c_int)
 _mutexattr_setrobust = _bind("pthread_mutexattr_setrobust", _P, ctypes.c_int)
 _mutexattr_destroy = _bind("pthread_mutexattr_destroy", _P)
 _mutex_init = _bind("pthread_mutex_init", _P, _P)
-_mutex_lock = _bind("pthread_mutex_lock", _P)
-_mutex_trylock = _bind("pthread_mutex_trylock", _P)
 _mutex_clocklock = _bind("pthread_mutex_clocklock", _P, ctypes.c_int, _TS)
 _mutex_unlock = _bind("pthread_mutex_unlock", _P)
 _mutex_consistent = _bind("pthread_mutex_consistent", _P)
@@ -55,7 +69,6 @@ _condattr_setpshared = _bind("pthread_condattr_setpshared", _P, ctypes.c_int)
 _condattr_setclock = _bind("pthread_condattr_setclock", _P, ctypes.c_int)
 _condattr_destroy = _bind("pthread_condattr_destroy", _P)
 _cond_init = _bind("pthread_cond_init", _P, _P)
-_cond_wait = _bind("pthread_cond_wait", _P, _P)
 _cond_timedwait = _bind("pthread_cond_timedwait", _P, _P, _TS)
 _cond_signal = _bind("pthread_cond_signal", _P)
 _cond_broadcast = _bind("pthread_cond_broadcast", _P)
@@ -121,9 +134,17 @@ def check_timeout(timeout: float | None) -> float | None:
     """A caller's ``timeout``, checked: None (or ``math.inf``) waits without limit.
 
     Raises ValueError for NaN and negative numbers, which no deadline can be
-    made of (a timespec would overflow, or the wait would end at once by accident).
+    made of (a timespec would overflow, or the wait would end at once by
+    accident), and TypeError for what is not an int or a float (a bool included).
     """
-    if timeout is None or timeout == math.inf:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(
+            f"timeout {timeout!r} is not valid: give a number of seconds (an int or a float) "
+            "of 0 or more, or None (or math.inf) to wait without limit"
+        )
+    if timeout == math.inf:
         return None
     if not timeout >= 0:  # also NaN, which compares false with everything
         raise ValueError(
@@ -134,8 +155,13 @@ def check_timeout(timeout: float | None) -> float | None:
 
 
 def _deadline(timeout: float) -> ctypes.Array[ctypes.c_long]:
-    # Capped: ctypes would silently wrap a number of seconds beyond a C long.
-    at = min(time.clock_gettime(_CLOCK_MONOTONIC) + max(0.0, timeout), 2.0**62)
+    return _timespec(time.monotonic() + max(0.0, timeout))
+
+
+def _timespec(at: float) -> ctypes.Array[ctypes.c_long]:
+    """The time.monotonic() time ``at`` as a timespec (on Linux, time.monotonic()
+    is CLOCK_MONOTONIC, the clock of every timed wait here)."""
+    at = min(at, 2.0**62)  # ctypes would silently wrap seconds beyond a C long
     return _Timespec(int(at), int((at % 1) * 1e9))
 
 
@@ -156,19 +182,55 @@ def mutex_init(addr: int, kind: int) -> None:
         _mutexattr_destroy(attr)
 
 
-def mutex_lock(addr: int, timeout: float | None) -> bool:
-    """Lock; False on timeout. Raises OwnerDied holding the lock, made consistent,
-    and OSError (EDEADLK) when an error-checking mutex is locked twice."""
-    if timeout is None:
-        rc = _mutex_lock(addr)
-    else:
-        rc = _mutex_clocklock(addr, _CLOCK_MONOTONIC, _deadline(timeout))
-    return locked(rc, addr)
+def lock_in_slices(addr: int, deadline: float | None, between: Callable[[], object]) -> int:
+    """Wait for the mutex at ``addr`` until ``deadline`` (a time.monotonic()
+    time; None: no limit) in slices; return the code of the call that ended
+    the wait: 0, EOWNERDEAD, ETIMEDOUT at the deadline, or an error.
+
+    Between two slices Python runs signal handlers, and ``between`` is
+    called, to raise if the wait must end (its object was closed). An
+    exception can come just after the mutex was taken: the caller gives it
+    back (:meth:`MutexState.give_back`).
+    """
+    while True:
+        at = time.monotonic() + SLICE
+        last = deadline is not None and at >= deadline
+        if deadline is not None and last:
+            at = deadline
+        rc: int = _mutex_clocklock(addr, _CLOCK_MONOTONIC, _timespec(at))
+        if rc != errno.ETIMEDOUT or last:
+            return rc
+        between()
 
 
-def mutex_trylock(addr: int) -> bool:
-    """Lock if free; False if held. OwnerDied as for :func:`mutex_lock`."""
-    return locked(_mutex_trylock(addr), addr)
+class MutexState:
+    """Who holds a robust mutex, read from the mutex itself: to give back a
+    lock that an exception interrupted just after it was taken (a signal
+    handler runs when the C call returns, before Python has its result)."""
+
+    def __init__(self, addr: int) -> None:
+        self.addr = addr
+        # The futex word (0 when free, else the holder's thread id, by the
+        # kernel's ABI), then glibc's __count: how many times a recursive
+        # mutex is held.
+        self.word = ctypes.c_int.from_address(addr)
+        self._count = ctypes.c_uint.from_address(addr + 4)
+
+    def depth(self) -> int:
+        """How many times this thread holds it (0: it does not)."""
+        holder = self.word.value & _FUTEX_TID_MASK
+        if not holder or holder != threading.get_native_id():
+            return 0
+        return max(1, self._count.value)
+
+    def give_back(self, before: int) -> None:
+        """Unlock what this thread holds beyond ``before`` locks."""
+        while self.depth() > before:
+            # Taken with EOWNERDEAD and not yet repaired, it would become
+            # unusable for good when unlocked: repair it (EINVAL otherwise).
+            _mutex_consistent(self.addr)
+            if raw_mutex_unlock(self.addr) != 0:
+                return
 
 
 def locked(rc: int, addr: int) -> bool:
@@ -202,13 +264,33 @@ def cond_init(addr: int) -> None:
         _condattr_destroy(attr)
 
 
-def cond_wait(cond: int, mutex: int, timeout: float | None) -> bool:
-    """Wait on ``cond`` (``mutex`` held); False on timeout. OwnerDied as for lock."""
-    if timeout is None:
-        rc = _cond_wait(cond, mutex)
-    else:
-        rc = _cond_timedwait(cond, mutex, _deadline(timeout))
-    return locked(rc, mutex)
+def cond_wait(cond: int, mutex: int, timeout: float) -> bool:
+    """Wait on ``cond`` (``mutex`` held) for up to ``timeout`` seconds, one
+    slice of a longer wait; False on timeout. OwnerDied as for a lock."""
+    return locked(_cond_timedwait(cond, mutex, _deadline(timeout)), mutex)
+
+
+def cond_wait_in_slices(
+    cond: int, mutex: int, deadline: float | None, between: Callable[[], bool]
+) -> int:
+    """Wait on ``cond`` (``mutex`` held) until ``deadline`` (as for
+    :func:`lock_in_slices`) in slices; return the code of the call that ended
+    the wait: 0 (woken), ETIMEDOUT at the deadline, EOWNERDEAD or an error.
+
+    Between two slices, holding the mutex, Python runs signal handlers and
+    ``between`` is called: it says whether a wake-up came meanwhile (a
+    signal given while this thread did not wait would be lost), or raises.
+    """
+    while True:
+        at = time.monotonic() + SLICE
+        last = deadline is not None and at >= deadline
+        if deadline is not None and last:
+            at = deadline
+        rc: int = _cond_timedwait(cond, mutex, _timespec(at))
+        if rc != errno.ETIMEDOUT or last:
+            return rc
+        if between():
+            return 0
 
 
 def cond_signal(addr: int) -> None:
@@ -270,6 +352,75 @@ def sem_value(addr: int, into: IntCell | None = None) -> int:
     into = into or IntCell()
     _sem_getvalue(addr, into.addr)
     return into.cell.value
+
+
+ONE = (None,)
+
+
+class InUse:
+    """The calls in progress on an object in a shm mapping, so that a close()
+    by another thread unmaps it only once the last of them has left: a C call
+    (a wait, above all) holds raw addresses into the mapping, and would touch
+    memory that is gone (SIGSEGV).
+
+    ``calls`` has an entry per call in progress. ``calls += ONE`` and ``del
+    calls[-1]`` are each one step under the GIL, and neither is a call, after
+    which a signal handler's exception could come between the count and the
+    ``try`` that undoes it. Hot paths use them inline::
+
+        use.calls += ONE
+        try:
+            if use.closed: raise closed_error(obj)
+            ...
+        finally:
+            del use.calls[-1]
+            if use.closed: use.left()
+    """
+
+    __slots__ = ("_lock", "_unmap", "_unmapped", "calls", "closed")
+
+    def __init__(self, unmap: Callable[[], None]) -> None:
+        self.calls: list[None] = []
+        self.closed = False
+        self._unmap = unmap
+        self._lock = threading.Lock()
+        self._unmapped = False
+
+    def enter(self) -> bool:
+        """Count a call; False (not counted) once closed."""
+        self.calls += ONE
+        if self.closed:
+            self.leave()
+            return False
+        return True
+
+    def leave(self) -> None:
+        del self.calls[-1]
+        if self.closed:
+            self.left()
+
+    def left(self) -> None:
+        """After a call has left a closed object: unmap it if it was the last."""
+        if not self.calls:
+            with self._lock:
+                if self._unmapped:
+                    return
+                self._unmapped = True
+            self._unmap()
+
+    def close(self, touch: Callable[[int], None]) -> None:
+        """Refuse new calls; call ``touch`` with the number of calls still in
+        progress (the mapping is there: it may wake their waits), then unmap
+        once the last call has left. Only the first close does anything."""
+        with self._lock:
+            if self.closed:
+                return
+            self.calls += ONE  # the mapping stays while touch runs
+            self.closed = True
+        try:
+            touch(len(self.calls) - 1)
+        finally:
+            self.leave()
 
 
 # This process's pid, without a getpid() system call per use.

@@ -6,19 +6,28 @@ if a holder dies, the next ``lock`` raises :class:`OwnerDiedError` while
 holding the (repaired) mutex, and never deadlocks silently. The segment
 starts with a mark of its kind, so that opening another kind of object by
 mistake is refused rather than misread.
+
+Waits go in slices (see ``_pthread``), so that a signal handler's exception
+ends them and a ``close()`` by another thread is seen: a lock ends without the
+mutex, a condition wait with it held again, as ``threading`` does.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
+import os
+import time
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Literal
 
-from . import _pthread
+from . import _context, _pthread
 from ._errors import OwnerDiedError
 from ._ids import ResId
 from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
+from ._resource_api import release as release_resource
 
 MutexKind = Literal["normal", "errorcheck", "recursive"]
 _KINDS: dict[MutexKind, int] = {
@@ -27,11 +36,35 @@ _KINDS: dict[MutexKind, int] = {
     "recursive": _pthread.MUTEX_RECURSIVE,
 }
 _KIND_AT = 8  # a mutex's kind, after its mark
+_STAMP_AT = 8  # a condition's stamp (8 bytes), after its mark
+_ONE = _pthread.ONE
+_trylock = _pthread.raw_mutex_trylock
+_unlock = _pthread.raw_mutex_unlock
+
+
+def _fresh_stamps() -> Iterator[int]:
+    return itertools.count(int.from_bytes(os.urandom(8), "little") >> 1)
+
+
+# What signal() and broadcast() write into the condition: a value no process
+# wrote before (a random start per process, then counting), so that a waiter
+# that saw one value sees that a signal came, even from two signallers at once.
+_stamps = [_fresh_stamps()]
+os.register_at_fork(after_in_child=lambda: _stamps.__setitem__(0, _fresh_stamps()))
+
+
+def closed_during(obj: object, call: str) -> ValueError:
+    """The error for a call that another thread's close() (or release()) ended."""
+    return ValueError(
+        f"{obj!r} was closed or released by another thread during {call}: close an "
+        "object only once no thread uses it, or catch this error to end a waiting thread"
+    )
 
 
 class _InShm:
     """An object in a mapped shm segment: a header with its mark, then the
-    pthread object, at an address kept for the C calls (none after close)."""
+    pthread object, at an address kept for the C calls while the mapping is
+    in use (see :class:`_pthread.InUse`)."""
 
     _MARK: bytes  # the first bytes of the segment: which kind of object it holds
 
@@ -41,6 +74,7 @@ class _InShm:
             ctypes.c_char * _pthread.SLOT
         ).from_buffer(segment.buffer, _pthread.SLOT)
         self._addr = ctypes.addressof(self._anchor)
+        self._use = _pthread.InUse(self._unmap)
 
     @classmethod
     def _create_segment(cls) -> ShmSegment:
@@ -52,10 +86,11 @@ class _InShm:
     def _open_segment(cls, res_id: ResId) -> ShmSegment:
         return open_marked_shm(res_id, cls._MARK, cls.__name__)
 
-    def _open_addr(self) -> int:
-        """The object's address; ValueError once it is unmapped in this process
-        (the C call would touch memory that is gone, and crash)."""
-        if self._anchor is None:
+    def _enter(self) -> int:
+        """Count a call in progress and return the object's address; ValueError
+        once it is closed (the C call would touch memory that is gone, and crash).
+        The caller calls ``self._use.leave()`` when done."""
+        if not self._use.enter():
             raise closed_error(self)
         return self._addr
 
@@ -65,14 +100,25 @@ class _InShm:
         return self._segment.res_id
 
     def close(self) -> None:
-        """Unmap it in this process (idempotent)."""
+        """Unmap it in this process (idempotent).
+
+        A call that another thread is making on it ends with ValueError (a
+        waiting one within a few milliseconds), and the memory is unmapped
+        when the last of them has left.
+        """
+        self._use.close(self._wake)
+
+    def _wake(self, others: int) -> None:
+        """Wake this process's waits on it, for close(): ``others`` calls are in progress."""
+
+    def _unmap(self) -> None:
         self._anchor = None
         self._segment.close()
 
     def release(self) -> None:
         """Unmap it and stop using it; it is destroyed when its last user releases."""
         self.close()
-        self._segment.release()
+        release_resource(self.res_id)  # a mapping that calls still use stays until they leave
 
 
 class ShmMutex(_InShm):
@@ -113,32 +159,104 @@ class ShmMutex(_InShm):
         super().__init__(segment)
         code = segment.buffer[_KIND_AT]
         self.kind = next(k for k, v in _KINDS.items() if v == code)
+        self._state = _pthread.MutexState(self._addr)
 
     def lock(self, timeout: float | None = None) -> bool:
         """Lock it, waiting up to ``timeout`` seconds (forever if None).
 
-        Returns False on timeout. Raises :class:`OwnerDiedError` (holding the
-        lock) if the previous holder died, and OSError(EDEADLK) when an
-        error-checking mutex is locked twice by its holder.
+        Returns False on timeout. A signal handler's exception ends the wait,
+        with the mutex not taken.
+
+        Raises
+        ------
+        OwnerDiedError
+            Holding the lock, if the previous holder died.
+        OSError
+            EDEADLK when an error-checking mutex is locked again by its holder.
+        ContextError
+            If it would wait in the master (``timeout=0`` does not wait).
+        ValueError
+            If it is closed, or another thread closes it during the wait.
         """
-        addr = self._open_addr()
+        if timeout is not None:
+            timeout = _pthread.check_timeout(timeout)
+        use = self._use
+        use.calls += _ONE  # inline self._enter(): the uncontended path counts
         try:
-            return _pthread.mutex_lock(addr, _pthread.check_timeout(timeout))
-        except _pthread.OwnerDied:
+            if use.closed:
+                raise closed_error(self)
+            state = self._state
+            before = state.depth() if state.word.value else 0  # held already (recursive)?
+            try:
+                rc = _trylock(self._addr)
+                if rc == errno.EBUSY and timeout != 0:
+                    rc = self._wait(self._addr, timeout)
+            except BaseException:
+                state.give_back(before)  # taken just before the exception came
+                raise
+            if rc == 0 and not use.closed:
+                return True  # the usual case, first
+            return self._took(rc)
+        finally:
+            del use.calls[-1]
+            if use.closed:
+                use.left()
+
+    def _wait(self, addr: int, timeout: float | None) -> int:
+        if _context.in_master_loop():  # first: the message costs more than a wait
+            what = f"locking {self!r}, which another thread or process holds,"
+            _context.refuse_wait_in_master(what)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return _pthread.lock_in_slices(addr, deadline, self._stop_if_closed)
+
+    def _stop_if_closed(self) -> None:
+        if self._use.closed:
+            raise closed_during(self, "lock()")
+
+    def _took(self, rc: int) -> bool:
+        """Whether the lock call that returned ``rc`` took the mutex; raises for
+        an owner that died (holding it) and for errors."""
+        if rc in (errno.ETIMEDOUT, errno.EBUSY):
+            return False
+        if rc not in (0, errno.EOWNERDEAD):
+            raise self._error(rc)
+        if self._use.closed:  # nobody could unlock it by this handle: give it back
+            self._state.give_back(self._state.depth() - 1)
+            raise closed_during(self, "lock()")
+        if rc == errno.EOWNERDEAD:
+            _pthread.mutex_consistent(self._addr)
             raise OwnerDiedError(
                 f"the holder of {self!r} died while holding it; you hold it now (it is "
                 "consistent again): repair the shared state, then unlock"
-            ) from None
+            )
+        return True
+
+    def _error(self, rc: int) -> OSError:
+        if rc == errno.EDEADLK:
+            return OSError(
+                rc,
+                f"{self!r} is already held by this thread, and an errorcheck mutex "
+                "refuses to be locked again by its holder: unlock it first, or create "
+                "it with kind 'recursive' to lock it more than once",
+            )
+        return OSError(rc, f"locking {self!r}: {os.strerror(rc)}")
 
     def unlock(self) -> None:
         """Unlock it. PermissionError if this thread does not hold it."""
-        addr = self._open_addr()
+        use = self._use
+        use.calls += _ONE
         try:
-            _pthread.mutex_unlock(addr)
-        except OSError as exc:
-            if exc.errno != errno.EPERM:
-                raise
-            raise PermissionError(errno.EPERM, f"{self!r} is not held by this thread") from None
+            if use.closed:
+                raise closed_error(self)
+            rc = _unlock(self._addr)
+            if rc == errno.EPERM:
+                raise PermissionError(errno.EPERM, f"{self!r} is not held by this thread")
+            if rc:
+                raise OSError(rc, f"unlocking {self!r}: {os.strerror(rc)}")
+        finally:
+            del use.calls[-1]
+            if use.closed:
+                use.left()
 
     def __repr__(self) -> str:
         return f"ShmMutex({self.res_id!r}, {self.kind})"
@@ -188,24 +306,114 @@ class ShmCondition(_InShm):
         """Open the condition ``res_id``. ValueError if it is not a ShmCondition."""
         return cls(cls._open_segment(res_id))
 
+    def __init__(self, segment: ShmSegment) -> None:
+        super().__init__(segment)
+        # One aligned 8-byte word: a store is one instruction, never torn.
+        self._stamp = segment.buffer[_STAMP_AT : _STAMP_AT + 8].cast("Q")
+
     def wait(self, mutex: ShmMutex, timeout: float | None = None) -> bool:
         """Release ``mutex`` (held by the caller), wait for a signal, and take it
-        back; False if ``timeout`` seconds passed first."""
-        addr, mutex_addr = self._open_addr(), mutex._open_addr()
+        back; False if ``timeout`` seconds passed first.
+
+        It may also return True when a signal came for another waiter (a
+        spurious wake-up, which POSIX allows): wait in a loop on your
+        condition. A signal handler's exception ends the wait with the mutex
+        held again, as on every return.
+
+        Raises
+        ------
+        TypeError
+            If ``mutex`` is not a ShmMutex.
+        PermissionError
+            If this thread does not hold ``mutex``.
+        OwnerDiedError
+            Holding the mutex, if a holder of it died.
+        ContextError
+            In the master, unless ``timeout`` is 0: the mutex is still held.
+        ValueError
+            If the condition or the mutex is closed, or another thread closes
+            it during the wait (a closed mutex is not held after).
+        """
+        if not isinstance(mutex, ShmMutex):
+            raise TypeError(
+                f"{self!r}.wait() takes the ShmMutex that guards the condition (locked by "
+                f"the caller), not {type(mutex).__name__}: call cond.wait(mutex)"
+            )
+        timeout = _pthread.check_timeout(timeout)
+        addr = self._enter()
         try:
-            return _pthread.cond_wait(addr, mutex_addr, _pthread.check_timeout(timeout))
-        except _pthread.OwnerDied:
-            raise OwnerDiedError(
-                f"the holder of {mutex!r} died while holding it; you hold it now"
-            ) from None
+            mutex_addr = mutex._enter()
+            try:
+                return self._wait(addr, mutex, mutex_addr, timeout)
+            finally:
+                mutex._use.leave()
+        finally:
+            self._use.leave()
+
+    def _wait(self, addr: int, mutex: ShmMutex, mutex_addr: int, timeout: float | None) -> bool:
+        if timeout != 0 and _context.in_master_loop():
+            _context.refuse_wait_in_master(f"{self!r}.wait()")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stamp = self._stamp[0]
+
+        def woken() -> bool:
+            self._stop_if_closed(mutex)
+            return bool(self._stamp[0] != stamp)
+
+        rc = _pthread.cond_wait_in_slices(addr, mutex_addr, deadline, woken)
+        if rc == errno.EPERM:
+            raise PermissionError(
+                errno.EPERM,
+                f"{mutex!r} is not held by this thread: lock the mutex before "
+                f"{self!r}.wait(), as threading.Condition requires (with mutex: "
+                "while not ready(): cond.wait(mutex))",
+            )
+        if rc not in (0, errno.ETIMEDOUT, errno.EOWNERDEAD):
+            raise OSError(rc, f"waiting on {self!r} with {mutex!r}: {os.strerror(rc)}")
+        # The mutex is held again here, as on every return of the wait.
+        if rc == errno.EOWNERDEAD:
+            _pthread.mutex_consistent(mutex_addr)
+        self._stop_if_closed(mutex)
+        if rc == errno.EOWNERDEAD:
+            raise OwnerDiedError(f"the holder of {mutex!r} died while holding it; you hold it now")
+        return rc == 0
+
+    def _stop_if_closed(self, mutex: ShmMutex) -> None:
+        """Holding ``mutex``: raise if another thread closed either object."""
+        if mutex._use.closed:
+            # Nobody could unlock it by this handle, which is closed: unlock it.
+            mutex._state.give_back(mutex._state.depth() - 1)
+            raise closed_during(mutex, f"{self!r}.wait()")
+        if self._use.closed:
+            raise closed_during(self, "wait()")  # the mutex is held, as on every return
 
     def signal(self) -> None:
         """Wake one waiter."""
-        _pthread.cond_signal(self._open_addr())
+        addr = self._enter()
+        try:
+            self._stamp[0] = next(_stamps[0]) & 0xFFFF_FFFF_FFFF_FFFF
+            _pthread.cond_signal(addr)
+        finally:
+            self._use.leave()
 
     def broadcast(self) -> None:
         """Wake every waiter."""
-        _pthread.cond_broadcast(self._open_addr())
+        addr = self._enter()
+        try:
+            self._stamp[0] = next(_stamps[0]) & 0xFFFF_FFFF_FFFF_FFFF
+            _pthread.cond_broadcast(addr)
+        finally:
+            self._use.leave()
+
+    def _wake(self, others: int) -> None:
+        if others:
+            # Other processes' waiters wake too, and wait again (or return
+            # True, as a spurious wake-up may).
+            _pthread.cond_broadcast(self._addr)
+
+    def _unmap(self) -> None:
+        self._stamp.release()
+        super()._unmap()
 
     def __repr__(self) -> str:
         return f"ShmCondition({self.res_id!r})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -429,3 +430,46 @@ def test_buffer_read_limit_below_1_is_a_value_error_not_the_end_of_the_stream() 
         "limit=2.0 is not valid",
         "b'hello'",
     ]
+
+
+# --------------------------------------------------------------------------
+# Buffer: timeouts on the waits, as on every other wait
+# --------------------------------------------------------------------------
+
+SHORT = 0.05  # a timeout that must expire
+
+
+@pytest.mark.parametrize("timeout", [0, SHORT])
+def test_buffer_waits_end_with_timeout_error(timeout: float, master_cleanup: None) -> None:
+    """A reader with nothing to read, and a writer with no room, give up
+    after ``timeout`` (a writer says how much it wrote); nothing is lost."""
+    buffer = Buffer.create(4)
+    try:
+        name = re.escape(repr(buffer))
+        for call in (buffer.read, buffer.peek):
+            with pytest.raises(TimeoutError, match=rf"^no bytes came into {name} within "):
+                call(timeout=timeout)
+        with pytest.raises(TimeoutError) as info:
+            buffer.write(b"123456", timeout=timeout)
+        assert str(info.value) == (
+            f"{buffer!r} stayed full for {timeout} s: 4 of 6 bytes were written"
+        )
+        assert buffer.read(timeout=timeout) == b"1234"
+        buffer.write(b"56", timeout=timeout)  # room: no wait
+        buffer.close()
+        assert [buffer.read(timeout=timeout), buffer.read(timeout=timeout)] == [b"56", b""]
+    finally:
+        buffer.release()
+
+
+@pytest.mark.parametrize("timeout", [-1, math.nan, "1"])
+def test_buffer_bad_timeout_is_refused(timeout: Any, master_cleanup: None) -> None:
+    buffer = Buffer.create(4)
+    try:
+        for call in (buffer.read, buffer.peek, lambda timeout: buffer.write(b"x", timeout)):
+            with pytest.raises((ValueError, TypeError), match=r"^timeout .* is not valid: give"):
+                call(timeout=timeout)
+        buffer.close()
+        assert buffer.read(timeout=0) == b"", "a refused write wrote"
+    finally:
+        buffer.release()

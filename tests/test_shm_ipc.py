@@ -1558,3 +1558,183 @@ def test_mailbox_open_with_the_wrong_type_keeps_the_creators_use(master_cleanup:
         assert box.receive(timeout=1) == 7
     finally:
         box.release()
+
+
+# --------------------------------------------------------------------------
+# Errors that name the value, the rule and the fix
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["normal", "errorcheck"])
+def test_condition_wait_on_a_mutex_not_held_names_both_and_the_rule(
+    kind: str, master_cleanup: None
+) -> None:
+    mutex = ShmMutex.create(kind)  # type: ignore[arg-type]
+    cond = ShmCondition.create()
+    try:
+        with pytest.raises(PermissionError) as info:
+            cond.wait(mutex, timeout=SHORT)
+        assert info.value.errno == errno.EPERM
+        assert re.fullmatch(
+            rf"\[Errno 1\] ShmMutex\(ResId\(\d+\), {kind}\) is not held by this thread: lock "
+            r"the mutex before ShmCondition\(ResId\(\d+\)\)\.wait\(\), as threading\.Condition "
+            r"requires \(with mutex: while not ready\(\): cond\.wait\(mutex\)\)",
+            str(info.value),
+        )
+    finally:
+        mutex.release()
+        cond.release()
+
+
+def test_errorcheck_relock_names_the_mutex_and_the_fix(master_cleanup: None) -> None:
+    mutex = ShmMutex.create("errorcheck")
+    try:
+        with mutex, pytest.raises(OSError) as info:
+            mutex.lock()
+        assert info.value.errno == errno.EDEADLK
+        assert re.fullmatch(
+            r"\[Errno 35\] ShmMutex\(ResId\(\d+\), errorcheck\) is already held by this thread, "
+            "and an errorcheck mutex refuses to be locked again by its holder: unlock it "
+            "first, or create it with kind 'recursive' to lock it more than once",
+            str(info.value),
+        )
+    finally:
+        mutex.release()
+
+
+def test_condition_wait_on_something_else_than_a_mutex_is_a_type_error(
+    master_cleanup: None,
+) -> None:
+    cond = ShmCondition.create()
+    try:
+        with pytest.raises(
+            TypeError,
+            match=r"^ShmCondition\(ResId\(\d+\)\)\.wait\(\) takes the "
+            r"ShmMutex that guards the condition \(locked by the caller\), not "
+            r"object: call cond\.wait\(mutex\)$",
+        ):
+            cond.wait(object())  # type: ignore[arg-type]
+    finally:
+        cond.release()
+
+
+def _lock_twice(timeout: Any) -> object:
+    mutex = ShmMutex.create()
+    try:
+        return mutex.lock(timeout=timeout)
+    finally:
+        mutex.release()
+
+
+def _wait_on_condition(timeout: Any) -> object:
+    mutex, cond = ShmMutex.create(), ShmCondition.create()
+    try:
+        with mutex:
+            return cond.wait(mutex, timeout=timeout)
+    finally:
+        mutex.release()
+        cond.release()
+
+
+def _receive_nothing(timeout: Any) -> object:
+    box = Mailbox.create(int, slots=1, slot_size=16)
+    try:
+        return box.receive(timeout=timeout)
+    finally:
+        box.release()
+
+
+@pytest.mark.parametrize("timeout", ["1", True, b"1"], ids=["str", "bool", "bytes"])
+@pytest.mark.parametrize("wait", [_lock_twice, _wait_on_condition, _receive_nothing])
+def test_timeout_that_is_not_a_number_is_a_type_error(
+    wait: Callable[[Any], object], timeout: Any, master_cleanup: None
+) -> None:
+    """Not a comparison's TypeError from deep inside (and a bool is no number of seconds)."""
+    with pytest.raises(
+        TypeError,
+        match=rf"^timeout {re.escape(repr(timeout))} is not valid: "
+        r"give a number of seconds \(an int or a float\) of 0 or more, or None",
+    ):
+        wait(timeout)
+
+
+def test_mailbox_too_large_for_dev_shm_names_its_slots_and_the_fix() -> None:
+    with pytest.raises(ValueError) as info:
+        Mailbox.create(int, slots=2**40)
+    assert re.fullmatch(
+        r"a Mailbox of 1,099,511,627,776 slots of 512 bytes needs [\d,]+ bytes, which is too "
+        r"large: .*\. Create it with fewer slots or a smaller slot_size",
+        str(info.value),
+    )
+
+
+GIB = 1 << 30
+TOO_LARGE_TO_MAP = {
+    # 1 GiB each, more than the address space this process is left
+    "Mailbox": (
+        "netmcore.Mailbox.create(int, slots=1 << 18, slot_size=4000)",
+        r"\[Errno 12\] a Mailbox of 262,144 slots of 4,000 bytes needs 1,073,742,016 bytes, "
+        "more than this process can map: create it with fewer slots or a smaller slot_size",
+    ),
+    "Buffer": (
+        "netmcore.Buffer.create(1 << 30)",
+        r"\[Errno 12\] a Buffer of capacity 1,073,741,824 needs 1,073,742,144 bytes of shared "
+        "memory, more than this process can map: create it with a smaller capacity",
+    ),
+}
+
+
+@pytest.mark.skipif(
+    os.statvfs(SHM_DIR).f_bavail * os.statvfs(SHM_DIR).f_frsize < 2 * GIB,
+    reason="needs 2 GiB free in /dev/shm, so that only the mapping fails",
+)
+@pytest.mark.parametrize("kind", sorted(TOO_LARGE_TO_MAP))
+def test_object_too_large_to_map_names_its_size_and_the_fix(kind: str) -> None:
+    """/dev/shm has room, but the process cannot map that much (RLIMIT_AS
+    here): a bare "Cannot allocate memory" named neither the size nor the fix.
+    In a subprocess, whose address space is limited; nothing is left behind."""
+    make, message = TOO_LARGE_TO_MAP[kind]
+    code = (
+        "import re, resource, netmcore\n"
+        "size = int(re.search(r'VmSize:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (size + (256 << 20), resource.RLIM_INFINITY))\n"
+        f"try:\n    {make}\nexcept OSError as e:\n    print(e)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = proc.communicate(timeout=GUARD)
+    finally:
+        _ipc.unlink_prefix(f"/nmc.{proc.pid}.")  # what a crashed process left
+    assert proc.returncode == 0
+    assert re.fullmatch(message + "\n", out), out
+
+
+# --------------------------------------------------------------------------
+# Mailbox: qsize(), with
+# --------------------------------------------------------------------------
+
+
+def test_mailbox_qsize_counts_the_messages_waiting(master_cleanup: None) -> None:
+    box = Mailbox.create(int, slots=4, slot_size=16)
+    sender = Mailbox.open(box.res_id, int)
+    try:
+        sizes = [box.qsize()]
+        for k in range(3):
+            sender.send(k)
+            sizes.append(box.qsize())
+        assert box.receive(timeout=0) == 0
+        sizes += [box.qsize(), sender.qsize()]  # a sender may ask too
+        assert sizes == [0, 1, 2, 3, 2, 2]
+    finally:
+        sender.release()
+        box.release()
+
+
+def test_mailbox_with_releases_it(master_cleanup: None) -> None:
+    with Mailbox.create(int, slots=1, slot_size=16) as box:
+        box.send(1)
+    with pytest.raises(ValueError, match=r"is closed or released in this process"):
+        box.receive(timeout=0)
+    # Released: the box is gone (the fixture finds no /dev/shm entry left).
+    with pytest.raises(netmcore.NoResource):
+        Mailbox.open(box.res_id, int)
