@@ -11,15 +11,30 @@ A waiting call left by an exception in the worker (a signal handler's) is
 withdrawn by two more operations of its service, both safe to repeat: ``cancel``
 drops its waiter if it is still queued, and ``undo`` gives back what its reply
 granted if that reply was already sent (a mutex, a count, a message).
+
+A request may carry a deadline. One that would wait past it is not queued:
+it is answered at once with a timeout (so ``timeout=0`` is a try). A queued
+one is timed out by the master's loop, which wakes at the next deadline
+(``next_deadline``) and calls ``expire_due``: every overdue waiter is dropped
+and answered with a timeout. The master decides alone, in one step, whether a
+request was granted or timed out, so a request that times out has changed
+nothing, and nothing is given to it later.
+
+A request that would wait in the master's own code (``first_process``,
+``extract_result``) raises ContextError there: the master serves the workers,
+so nothing could change while it waits. What is there already is taken.
 """
 
 from __future__ import annotations
 
+import heapq
+import time
 from collections import deque
 from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
+from ._context import refuse_wait_in_master
 from ._errors import EncapTypeMismatch, PluginError
 from ._wire import PluginReply, PluginReq
 
@@ -28,19 +43,33 @@ if TYPE_CHECKING:
 
 Waiter = tuple["Conn", int, int]  # (connection, request id, process id)
 Send = Callable[["Conn", PluginReply], bool]
+X = TypeVar("X")
+
+# The num of a reply with an error: a failure (PluginError), or a timeout.
+FAILED = -2
+TIMED_OUT = -3
+
+
+class Waiting(NamedTuple):
+    """A queued request: whom to answer, and when it times out (None: never)."""
+
+    conn: Conn
+    req: int
+    user: int
+    deadline: float | None
 
 
 @dataclass
 class _Var:
     fingerprint: str
     value: bytes | None = None
-    waiters: list[Waiter] = field(default_factory=list)
+    waiters: list[Waiting] = field(default_factory=list)
 
 
 @dataclass
 class _Mutex:
     holder: int | None = None
-    waiters: deque[Waiter] = field(default_factory=deque)
+    waiters: deque[Waiting] = field(default_factory=deque)
 
 
 @dataclass
@@ -48,7 +77,7 @@ class _Sem:
     value: int
     protected: bool
     effect: dict[int, int] = field(default_factory=dict)  # process id -> net change
-    waiters: deque[Waiter] = field(default_factory=deque)
+    waiters: deque[Waiting] = field(default_factory=deque)
 
 
 @dataclass
@@ -56,8 +85,8 @@ class _Mbox:
     fingerprint: str
     capacity: int
     queue: deque[bytes] = field(default_factory=deque)
-    senders: deque[tuple[Waiter, bytes]] = field(default_factory=deque)
-    receivers: deque[Waiter] = field(default_factory=deque)
+    senders: deque[tuple[Waiting, bytes]] = field(default_factory=deque)
+    receivers: deque[Waiting] = field(default_factory=deque)
 
 
 class PluginHost:
@@ -72,6 +101,10 @@ class PluginHost:
         # (process id, request id) of the grants given back: an undo repeated
         # after a second interrupt must not give back twice.
         self.undone: set[tuple[int, int]] = set()
+        # (deadline, service, name) of each queued request with a deadline;
+        # an entry outlives its request (answered, withdrawn): it then times
+        # out nothing.
+        self.timers: list[tuple[float, str, str]] = []
 
     def serve(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
         """Answer ``req`` now, or return None when ``waiter`` is answered later."""
@@ -88,9 +121,66 @@ class PluginHost:
         self.undone.add((waiter[2], req.num))
         return True
 
-    def _reply(self, waiter: Waiter, data: bytes | None = None, num: int = 0) -> bool:
-        conn, req, _ = waiter
-        return self._send(conn, PluginReply(data, num, req=req))
+    def _reply(self, waiter: Waiter | Waiting, data: bytes | None = None, num: int = 0) -> bool:
+        return self._send(waiter[0], PluginReply(data, num, req=waiter[1]))
+
+    def _wait_in(
+        self, queue: MutableSequence[Waiting], req: PluginReq, waiter: Waiter | None, what: str
+    ) -> PluginReply | None:
+        """Queue ``waiter`` in ``queue`` (None: it is answered later), or
+        answer it at once (see :func:`_waiting`)."""
+        waiting = self._waiting(req, waiter, what)
+        if isinstance(waiting, PluginReply):
+            return waiting
+        queue.append(waiting)
+        return None
+
+    def _waiting(self, req: PluginReq, waiter: Waiter | None, what: str) -> Waiting | PluginReply:
+        """The queue entry of ``waiter``, which must wait for what ``what``
+        says; or the answer at once: a timeout if the deadline of ``req`` has
+        passed (so nothing changes), ContextError if it is the master's own call."""
+        if req.deadline is not None and req.deadline <= time.monotonic():
+            return PluginReply(None, TIMED_OUT, error="timed out")
+        if waiter is None:  # the master's own call (see _plugins._call)
+            refuse_wait_in_master(what)  # from any thread: it has no way to wait
+        if req.deadline is not None:
+            heapq.heappush(self.timers, (req.deadline, req.service, req.name))
+        return Waiting(*waiter, req.deadline)
+
+    def next_deadline(self) -> float | None:
+        """When the master's loop must call :meth:`expire_due` next (None: never)."""
+        return self.timers[0][0] if self.timers else None
+
+    def expire_due(self) -> None:
+        """Time out every queued request whose deadline has passed."""
+        now = time.monotonic()
+        objects = set()
+        while self.timers and self.timers[0][0] <= now:
+            _, service, name = heapq.heappop(self.timers)
+            objects.add((service, name))
+        for service, name in objects:
+            self._expire(service, name, now)
+
+    def _expire(self, service: str, name: str, now: float) -> None:
+        """Drop every request that waits on that object and whose deadline
+        has passed, and answer it with a timeout."""
+
+        def due(w: Waiting) -> bool:
+            return w.deadline is not None and w.deadline <= now
+
+        expired: list[Waiting] = []
+        if service == "var" and name in self.vars:
+            expired = _take(self.vars[name].waiters, due)
+        elif service == "mutex" and name in self.mutexes:
+            expired = _take(self.mutexes[name].waiters, due)
+        elif service == "sem" and name in self.sems:
+            expired = _take(self.sems[name].waiters, due)
+        elif service == "mbox" and name in self.mboxes:
+            box = self.mboxes[name]
+            expired = _take(box.receivers, due)
+            expired += [w for w, _ in _take(box.senders, lambda sender: due(sender[0]))]
+        for w in expired:
+            self._send(w.conn, PluginReply(None, TIMED_OUT, error="timed out", req=w.req))
 
     # --- shared variables --------------------------------------------------
 
@@ -126,10 +216,8 @@ class PluginHost:
         var = self._var(req)
         if var.value is not None:
             return PluginReply(var.value, 1)
-        if waiter is None:
-            raise PluginError("the master cannot wait for a shared variable: use get()")
-        var.waiters.append(waiter)
-        return None
+        what = f"SharedVar({req.name!r}).wait_for_value() of a variable without a value"
+        return self._wait_in(var.waiters, req, waiter, what)
 
     def _var_cancel(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         var = self.vars.get(req.name)
@@ -154,10 +242,8 @@ class PluginHost:
             return PluginReply(None, 0)
         if mutex.holder == user:
             raise PluginError(f"mutex {req.name!r} is already locked by this process")
-        if waiter is None:
-            raise PluginError("the master cannot wait for a mutex")
-        mutex.waiters.append(waiter)
-        return None
+        what = f"PluginMutex({req.name!r}).lock() of a mutex held by process {mutex.holder}"
+        return self._wait_in(mutex.waiters, req, waiter, what)
 
     def _mutex_unlock(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         mutex = self.mutexes.get(req.name)
@@ -208,7 +294,7 @@ class PluginHost:
     def _sem_increment(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         sem = self._sem(req)
         sem.value += 1
-        self._account(sem, waiter, +1)
+        self._account(sem, None if waiter is None else waiter[2], +1)
         self._wake_sem(sem)
         return PluginReply(None, sem.value)
 
@@ -216,14 +302,12 @@ class PluginHost:
         sem = self._sem(req)
         if sem.value > 0:
             sem.value -= 1
-            self._account(sem, waiter, -1)
+            self._account(sem, None if waiter is None else waiter[2], -1)
             return PluginReply(None, sem.value)
         if not req.flag:  # not waiting: upstream's -1
             return PluginReply(None, -1)
-        if waiter is None:
-            raise PluginError("the master cannot wait for a semaphore: use decrement(wait=False)")
-        sem.waiters.append(waiter)
-        return None
+        what = f"PluginSemaphore({req.name!r}).decrement() of a count at 0"
+        return self._wait_in(sem.waiters, req, waiter, what)
 
     def _sem_cancel(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         sem = self.sems.get(req.name)
@@ -244,16 +328,18 @@ class PluginHost:
                 self._send(w[0], _failure(w, f"semaphore {req.name!r} was destroyed"))
         return PluginReply(None, 0 if sem is None else 1)
 
-    def _account(self, sem: _Sem, waiter: Waiter | None, change: int) -> None:
-        if sem.protected and waiter is not None:
-            sem.effect[waiter[2]] = sem.effect.get(waiter[2], 0) + change
+    def _account(self, sem: _Sem, user: int | None, change: int) -> None:
+        """Note a worker's change of a protected count (the master's, user
+        None, is never undone)."""
+        if sem.protected and user is not None:
+            sem.effect[user] = sem.effect.get(user, 0) + change
 
     def _wake_sem(self, sem: _Sem) -> None:
         while sem.value > 0 and sem.waiters:
             w = sem.waiters.popleft()
             sem.value -= 1
             if self._reply(w, None, sem.value):
-                self._account(sem, w, -1)
+                self._account(sem, w.user, -1)
             else:
                 sem.value += 1
 
@@ -277,22 +363,30 @@ class PluginHost:
     def _mbox_send(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
         box = self._mbox(req)
         assert req.data is not None
-        if len(box.queue) < box.capacity:
+        if len(box.queue) < box.capacity:  # then no sender waits (see _deliver)
             box.queue.append(req.data)
             self._deliver(box)
             return PluginReply(None, 0)
-        if waiter is None:
-            raise PluginError(f"message box {req.name!r} is full, and the master cannot wait")
-        box.senders.append((waiter, req.data))
+        waiting = self._waiting(req, waiter, f"Mbox({req.name!r}).send() to a full box")
+        if isinstance(waiting, PluginReply):
+            return waiting
+        box.senders.append((waiting, req.data))
         return None
 
     def _mbox_receive(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
         box = self._mbox(req)
-        if waiter is None:
-            raise PluginError("the master cannot receive from a message box")
-        box.receivers.append(waiter)
-        self._deliver(box)
-        return None
+        if box.queue:  # then no receiver waits (see _deliver)
+            if waiter is None:  # the master's own receive takes what is there
+                data = box.queue.popleft()
+                self._deliver(box)
+                return PluginReply(data, 0)
+            # Taken only once its reply is sent: a dead receiver loses nothing.
+            if self._reply(waiter, box.queue[0]):
+                box.queue.popleft()
+                self._deliver(box)
+            return None
+        what = f"Mbox({req.name!r}).receive() from an empty box"
+        return self._wait_in(box.receivers, req, waiter, what)
 
     def _mbox_cancel(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         box = self.mboxes.get(req.name)
@@ -354,12 +448,14 @@ def _check(req: PluginReq, fingerprint: str, what: str) -> None:
         )
 
 
-def _mine(w: Waiter, req: PluginReq, waiter: Waiter | None) -> bool:
+def _mine(w: Waiting, req: PluginReq, waiter: Waiter | None) -> bool:
     """Whether ``w`` waits for request ``req.num`` of ``waiter``'s connection."""
     return waiter is not None and w[0] is waiter[0] and w[1] == req.num
 
 
-def _cancel(waiters: MutableSequence[Waiter], req: PluginReq, waiter: Waiter | None) -> PluginReply:
+def _cancel(
+    waiters: MutableSequence[Waiting], req: PluginReq, waiter: Waiter | None
+) -> PluginReply:
     """Drop the waiter of request ``req.num``, if queued; its num says whether it was."""
     for w in waiters:
         if _mine(w, req, waiter):
@@ -368,5 +464,15 @@ def _cancel(waiters: MutableSequence[Waiter], req: PluginReq, waiter: Waiter | N
     return PluginReply(None, 0)
 
 
-def _failure(waiter: Waiter, message: str) -> PluginReply:
-    return PluginReply(None, -2, error=message, req=waiter[1])
+def _failure(waiter: Waiting, message: str) -> PluginReply:
+    return PluginReply(None, FAILED, error=message, req=waiter.req)
+
+
+def _take(items: MutableSequence[X], taken: Callable[[X], bool]) -> list[X]:
+    """Remove from ``items`` those that ``taken`` accepts; return them, in order."""
+    out = [item for item in items if taken(item)]
+    if out:
+        kept = [item for item in items if not taken(item)]
+        items.clear()
+        items.extend(kept)
+    return out

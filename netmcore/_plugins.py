@@ -9,6 +9,7 @@ than the one the variable or box was created with.
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
@@ -17,6 +18,8 @@ from ._client import _error, _link
 from ._encap import EncapType
 from ._errors import ContextError, PluginError
 from ._master import Controller
+from ._plugin_host import TIMED_OUT
+from ._pthread import check_timeout
 from ._wire import Link, PluginReply, PluginReq, repeat_through_interrupts
 
 T = TypeVar("T")
@@ -40,21 +43,34 @@ def _call(
     num: int = 0,
     flag: bool = False,
     waits: bool = False,
+    timeout: float | None = None,
+    what: str = "",
 ) -> PluginReply:
     """Serve ``req`` in the master, or send it there; a call that ``waits`` in
-    the master is withdrawn if an exception leaves its wait."""
-    req = PluginReq(service, op, name, fingerprint, data, num, flag)
+    the master is withdrawn if an exception leaves its wait.
+
+    With a ``timeout`` (checked already), the master times the call out if it
+    would still wait then, and it raises TimeoutError naming ``what``.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    req = PluginReq(service, op, name, fingerprint, data, num, flag, deadline=deadline)
     ctx = _context.current
+    answer: Any
     if ctx.role == "master" and ctx.master is not None:
-        reply = ctx.master._plugins().serve(req, None)
-        assert reply is not None  # the master never waits: waiting ops raise there
-        return reply
-    if ctx.role != "worker":
+        answer = ctx.master._plugins().serve(req, None)
+        assert answer is not None  # the master never waits: waiting ops raise there
+    elif ctx.role != "worker":
         raise ContextError(f"{service}.{op}: plugins work inside netmcore.run()")
-    link: Link = _link(f"{service}.{op}")
-    answer = link.request(req, (lambda rid: _withdraw(link, req, rid)) if waits else None)
+    else:
+        link: Link = _link(f"{service}.{op}")
+        answer = link.request(req, (lambda rid: _withdraw(link, req, rid)) if waits else None)
     if not isinstance(answer, PluginReply):
         raise _error(answer)
+    if answer.error and answer.num == TIMED_OUT:
+        raise TimeoutError(
+            f"{what} timed out after {timeout} s: the master dropped the call, which "
+            "changed nothing (timeout=None waits without limit)"
+        )
     if answer.error:
         raise PluginError(answer.error)
     return answer
@@ -150,9 +166,27 @@ class SharedVar(Generic[T]):
         reply = _call("var", "get", self.name, fingerprint=self.type.fingerprint)
         return None if reply.data is None else self.type.decode(reply.data)
 
-    def wait_for_value(self) -> T:
-        """Its value, waiting until it has one (not in the master)."""
-        reply = _call("var", "wait", self.name, fingerprint=self.type.fingerprint, waits=True)
+    def wait_for_value(self, timeout: float | None = None) -> T:
+        """Its value, waiting until it has one, at most ``timeout`` seconds
+        (None or ``math.inf``: no limit).
+
+        Raises
+        ------
+        TimeoutError
+            If it has no value by then.
+        ContextError
+            In the master's own code, if it has no value: nothing could set
+            it while the master waits.
+        """
+        reply = _call(
+            "var",
+            "wait",
+            self.name,
+            fingerprint=self.type.fingerprint,
+            waits=True,
+            timeout=check_timeout(timeout),
+            what=f"{self!r}.wait_for_value()",
+        )
         assert reply.data is not None
         return self.type.decode(reply.data)
 
@@ -185,8 +219,21 @@ class PluginMutex:
     def __repr__(self) -> str:
         return f"PluginMutex({self.name!r})"
 
-    def lock(self) -> None:
-        _call("mutex", "lock", self.name, waits=True)
+    def lock(self, timeout: float | None = None) -> None:
+        """Lock it, waiting while another process holds it, at most
+        ``timeout`` seconds (None or ``math.inf``: no limit; 0: a try).
+
+        Raises
+        ------
+        TimeoutError
+            If it is still held by then; this process does not hold it.
+        PluginError
+            If this process holds it already.
+        ContextError
+            In the master's own code, if another process holds it.
+        """
+        timeout = check_timeout(timeout)
+        _call("mutex", "lock", self.name, waits=True, timeout=timeout, what=f"{self!r}.lock()")
 
     def unlock(self) -> None:
         _call("mutex", "unlock", self.name)
@@ -220,10 +267,24 @@ class PluginSemaphore:
         """Add one; return the new count."""
         return _call("sem", "increment", self.name).num
 
-    def decrement(self, *, wait: bool = True) -> int:
-        """Take one, waiting while the count is 0 (unless ``wait=False``, which
-        returns -1 instead); return the new count."""
-        return _call("sem", "decrement", self.name, flag=wait, waits=True).num
+    def decrement(self, *, wait: bool = True, timeout: float | None = None) -> int:
+        """Take one, waiting while the count is 0, at most ``timeout`` seconds
+        (None or ``math.inf``: no limit); return the new count. With
+        ``wait=False`` it returns -1 instead of waiting (and ``timeout`` does
+        not apply).
+
+        Raises
+        ------
+        TimeoutError
+            If the count is still 0 by then; nothing was taken.
+        ContextError
+            In the master's own code, if it would wait.
+        """
+        timeout = check_timeout(timeout)
+        what = f"{self!r}.decrement()"
+        return _call(
+            "sem", "decrement", self.name, flag=wait, waits=True, timeout=timeout, what=what
+        ).num
 
     def get(self) -> int:
         return _call("sem", "get", self.name).num
@@ -257,12 +318,52 @@ class Mbox(Generic[T]):
         fp = self.type.fingerprint
         return _call("mbox", "create", self.name, fingerprint=fp, num=self.capacity).num == 1
 
-    def send(self, value: T) -> None:
+    def send(self, value: T, timeout: float | None = None) -> None:
+        """Put ``value`` in the box, waiting while it is full, at most
+        ``timeout`` seconds (None or ``math.inf``: no limit).
+
+        Raises
+        ------
+        TimeoutError
+            If the box is still full by then; the message is not in it.
+        ContextError
+            In the master's own code, if the box is full.
+        """
+        timeout = check_timeout(timeout)
         data = self.type.encode(value, f"message for {self.name!r}")
         fp = self.type.fingerprint
-        _call("mbox", "send", self.name, fingerprint=fp, data=data, waits=True)
+        what = f"{self!r}.send()"
+        _call(
+            "mbox",
+            "send",
+            self.name,
+            fingerprint=fp,
+            data=data,
+            waits=True,
+            timeout=timeout,
+            what=what,
+        )
 
-    def receive(self) -> T:
-        reply = _call("mbox", "receive", self.name, fingerprint=self.type.fingerprint, waits=True)
+    def receive(self, timeout: float | None = None) -> T:
+        """Take the oldest message, waiting for one at most ``timeout``
+        seconds (None or ``math.inf``: no limit).
+
+        Raises
+        ------
+        TimeoutError
+            If no message came by then; none that comes later is taken.
+        ContextError
+            In the master's own code, if the box is empty.
+        """
+        timeout = check_timeout(timeout)
+        reply = _call(
+            "mbox",
+            "receive",
+            self.name,
+            fingerprint=self.type.fingerprint,
+            waits=True,
+            timeout=timeout,
+            what=f"{self!r}.receive()",
+        )
         assert reply.data is not None
         return self.type.decode(reply.data)

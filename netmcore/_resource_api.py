@@ -7,9 +7,10 @@ master, and before ``run``, it works on the table directly, as the master.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
@@ -17,6 +18,7 @@ from . import _context, _ipc, _registry, _resources
 from ._client import _error, _link
 from ._errors import NoResource
 from ._ids import ResId
+from ._pthread import check_timeout
 from ._resources import (
     MASTER,
     File,
@@ -176,6 +178,11 @@ class ShmSegment:
         self.name = name
         self._mapping: mmap.mmap | None = mapping
         self.buffer = memoryview(mapping)
+        self._size = len(mapping)  # for repr: a released buffer has no length
+
+    def __repr__(self) -> str:
+        closed = ", closed" if self._mapping is None else ""
+        return f"ShmSegment({self.res_id!r}, {self.name!r}, size={self._size}{closed})"
 
     @property
     def size(self) -> int:
@@ -261,7 +268,12 @@ class PosixSemaphore:
     def __init__(self, res_id: ResId, name: str) -> None:
         self.res_id = res_id
         self.name = name
-        self._sem: _ipc.Semaphore | None = _ipc.Semaphore(name)
+        with _gone_underneath(res_id, name):
+            self._sem: _ipc.Semaphore | None = _ipc.Semaphore(name)
+
+    def __repr__(self) -> str:
+        closed = ", closed" if self._sem is None else ""
+        return f"PosixSemaphore({self.res_id!r}, {self.name!r}{closed})"
 
     def _open(self) -> _ipc.Semaphore:
         if self._sem is None:
@@ -272,7 +284,25 @@ class PosixSemaphore:
         self._open().post()
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self._open().wait(timeout)
+        """Decrement, waiting while the value is 0; False if ``timeout``
+        seconds pass first (None or ``math.inf``: no limit).
+
+        In the master's own code (``first_process``, ``extract_result``) it
+        takes a post that is there already, and with ``timeout=0`` returns
+        False if there is none; a wait there raises :class:`ContextError`.
+        """
+        sem = self._open()
+        timeout = check_timeout(timeout)
+        if not _context.in_master_loop():
+            return sem.wait(timeout)
+        # The master serves every worker's request: while it waits, the
+        # open_sem of the worker that would post waits for it. So it takes only
+        # what is there.
+        if sem.wait(0):
+            return True
+        if timeout != 0:
+            _context.refuse_wait_in_master(f"{self!r}.wait() on a semaphore at 0")
+        return False
 
     @property
     def value(self) -> int:
@@ -313,7 +343,13 @@ def create_sem(value: int = 0) -> PosixSemaphore:
 
 def open_sem(res_id: ResId) -> PosixSemaphore:
     """Open the managed semaphore ``res_id``; the caller becomes a user."""
-    return PosixSemaphore(res_id, get_sem(res_id))
+    got = _get(res_id, (ResourceType.POSIX_SEM,))
+    try:
+        return PosixSemaphore(res_id, got.name)
+    except BaseException:
+        if not got.was_user:  # as _map: an open that fails leaves the caller as it was
+            release(res_id)
+        raise
 
 
 # --- plumbing -----------------------------------------------------------------
@@ -380,12 +416,29 @@ def _map(got: ResInfo) -> ShmSegment:
     caller stops using it, unless it used it before."""
     res_id = ResId(got.res_id)
     try:
-        mapping = _ipc.map_writable(got.name)
+        with _gone_underneath(res_id, got.name), _resources.enomem_said_plainly(got.name, got.size):
+            mapping = _ipc.map_writable(got.name)
     except BaseException:
         if not got.was_user:
             release(res_id)
         raise
     return ShmSegment(res_id, got.name, mapping)
+
+
+@contextlib.contextmanager
+def _gone_underneath(res_id: ResId, name: str) -> Iterator[None]:
+    """Raise NoResource, not posix_ipc's FileNotFoundError, for a managed
+    object that no longer exists although the table lists it: something
+    unlinked it outside the manager."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise NoResource(
+            res_id,
+            f"its kernel object {name!r} no longer exists, though the manager still lists "
+            "it: something unlinked it outside the manager. Release "
+            f"{res_id!r}, and make the object again",
+        ) from exc
 
 
 def _let_go(segment: ShmSegment, got: ResInfo) -> None:

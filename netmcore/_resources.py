@@ -12,9 +12,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import enum
+import errno
 import mmap
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import _ipc, _registry
@@ -142,12 +143,71 @@ def validate_prefix(prefix: object) -> str:
     return "/" + bare
 
 
+OFF_T_MAX = 2**63 - 1  # the largest file size (off_t) the kernel has
+SHM_SPACE_FIX = (
+    f", or make room in {_ipc.SHM_DIR} (or enlarge it: mount -o remount,size=..., "
+    "or docker run --shm-size=...)"
+)
+
+
 def validate_size(size: object, what: str = "size") -> int:
+    """Check the size in bytes of a shm object to be made; return it.
+
+    Checked in the caller, before anything is made: the kernel would give a
+    bare ENOMEM or EINVAL for a size it cannot take, or worse, take one that
+    /dev/shm cannot hold, and kill the process that fills it with SIGBUS.
+    """
     if not isinstance(size, int) or isinstance(size, bool):
         raise TypeError(f"{what} must be an int, not {type(size).__name__}")
     if size <= 0:
         raise ValueError(f"{what} {size} is not valid: it must be at least 1 byte")
+    problem = size_problem(size)
+    if problem is not None:
+        raise ValueError(
+            f"{what} {size:,} bytes is too large: {problem}. Use a smaller {what}"
+            f"{SHM_SPACE_FIX if size <= OFF_T_MAX else ''}"
+        )
     return size
+
+
+def size_problem(size: int) -> str | None:
+    """Why no shm object of ``size`` bytes can be made here, or None.
+
+    A shm object is a sparse file in /dev/shm: the kernel lets it be sized
+    beyond the free space, but a write that needs a page it cannot give kills
+    the writer with SIGBUS. Past the free space, the object could never be
+    filled, so it is refused, as numpy.zeros refuses memory it cannot have.
+    """
+    if size > OFF_T_MAX:
+        return f"a shared memory object holds at most {OFF_T_MAX:,} bytes (2**63-1, a file's size)"
+    space = os.statvfs(_ipc.SHM_DIR)
+    free = space.f_bavail * space.f_frsize
+    if size > free:
+        total = space.f_blocks * space.f_frsize
+        return (
+            f"{_ipc.SHM_DIR}, where shared memory lives, has {free:,} bytes free (of "
+            f"{total:,}), and a process that writes past its free space is killed by SIGBUS"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def enomem_said_plainly(name: str, size: int) -> Iterator[None]:
+    """Raise the ENOMEM of mapping shm object ``name`` as an error that says
+    what failed: the size fits /dev/shm, but not this process's memory or
+    address space (or its RLIMIT_AS). Other errors go on as they are."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOMEM:
+            raise
+        sized = f" of {size:,} bytes" if size else ""  # a managed object's is not known
+        raise OSError(
+            errno.ENOMEM,
+            f"cannot map shared memory object {name!r}{sized}: this process has not that "
+            "much memory or address space left (see ulimit -v). Use a smaller size, or "
+            "map it in a process with more room",
+        ) from exc
 
 
 def add(typ: ResourceType, name: str, user: int, size: int = 0, *, recorded: bool = False) -> Entry:
@@ -236,7 +296,8 @@ def create_preallocated(prefix: str, size: int, user: int, first_pid: int) -> En
     typ = ResourceType.POSIX_SHM_PREALLOCATED
     on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
     try:
-        mapping = _ipc.create_mapped(name, size)
+        with enomem_said_plainly(name, size):
+            mapping = _ipc.create_mapped(name, size)
     except BaseException:
         on_change("-", typ, name)
         raise
@@ -334,7 +395,39 @@ def op_manage(kind: str, name: str, user: int) -> ResInfo:
         limit = NAME_MAX - _SEM_PREFIX if typ is ResourceType.POSIX_SEM else NAME_MAX
         validate_object_name(name, typ.name, limit)
     check_kernel_object(typ, name)
+    _refuse_managed_twice(typ, name)
     return info(add(typ, name, user))
+
+
+# Kinds whose objects share one namespace: a shm name is one object, whether
+# it was made preallocated or not.
+_NAMESPACE = {
+    ResourceType.FILE: ResourceType.FILE,
+    ResourceType.POSIX_SEM: ResourceType.POSIX_SEM,
+    ResourceType.POSIX_SHM: ResourceType.POSIX_SHM,
+    ResourceType.POSIX_SHM_PREALLOCATED: ResourceType.POSIX_SHM,
+}
+
+
+def _refuse_managed_twice(typ: ResourceType, name: str) -> None:
+    """Refuse to manage an object the table has already.
+
+    A second entry would unlink the object when its own users let go, under
+    the users of the first. Handing back the first entry instead would not do
+    what the caller expects either: a users set counts each process once, so
+    the caller's release would also end the use it had of the first entry
+    (its creator's, say), and unlink it all the same. The caller is told the
+    id to use instead.
+    """
+    space = _NAMESPACE[typ]
+    for entry in table.values():
+        if entry.name == name and _NAMESPACE.get(entry.typ) is space:
+            raise ValueError(
+                f"cannot manage {typ.name} {name!r}: it is managed already, as "
+                f"{entry.res_id!r}; managing it twice would unlink it under that entry's "
+                f"users. Use {entry.res_id!r} instead (get_resource({entry.res_id!r}) "
+                "makes this process one of its users)"
+            )
 
 
 def op_create(kind: str, prefix: str, size: int, user: int) -> ResInfo:
@@ -351,7 +444,8 @@ def op_create(kind: str, prefix: str, size: int, user: int) -> ResInfo:
             _ipc.create_semaphore(name, size)
             size = 0
         else:
-            _ipc.create_mapped(name, size).close()
+            with enomem_said_plainly(name, size):
+                _ipc.create_mapped(name, size).close()
     except BaseException:
         on_change("-", typ, name)  # not created (an existing object stays untouched)
         raise

@@ -98,7 +98,7 @@ class SharedArray(msgspec.Struct, frozen=True):
         text = _dtype_text(kind)
         if len(dims) > 255 or len(text.encode()) > 0xFFFF:  # the header's counts
             raise ValueError(f"dtype {dtype!r} or shape {dims!r} is too large to record")
-        size = _data_offset(text, dims) + max(1, math.prod(dims) * kind.itemsize)
+        size = _size(dims, kind, text)
         if _context.current.role == "worker":
             segment = _resource_api.create_shm(size)
             buffer, res_id, pre = segment.buffer, segment.res_id, False
@@ -197,6 +197,28 @@ def _dims(shape: object) -> tuple[int, ...]:
             )
         dims.append(size)
     return tuple(dims)
+
+
+def _size(dims: tuple[int, ...], kind: Any, text: str) -> int:
+    """The bytes of the shm object for an array, checked against what
+    numpy and /dev/shm can hold before anything is made."""
+    described = f"a shared array of shape {dims} and dtype {text}"
+    too_long = [d for d in dims if d > _resources.OFF_T_MAX]
+    if too_long:  # numpy's "Maximum allowed dimension exceeded"
+        raise ValueError(
+            f"{described} is too big: its dimension {too_long[0]:,} is over the "
+            f"{_resources.OFF_T_MAX:,} (2**63-1) numpy allows; choose a smaller shape"
+        )
+    data = math.prod(dims) * int(kind.itemsize)
+    size = _data_offset(text, dims) + max(1, data)
+    problem = _resources.size_problem(size)
+    if problem is not None:  # numpy.zeros: "array is too big", or MemoryError
+        fix = _resources.SHM_SPACE_FIX if size <= _resources.OFF_T_MAX else ""
+        raise ValueError(
+            f"{described} needs {size:,} bytes ({data:,} of data and its header), which is "
+            f"too big: {problem}. Choose a smaller shape or dtype{fix}"
+        )
+    return size
 
 
 def _index(value: object) -> int | None:

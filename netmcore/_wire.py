@@ -153,6 +153,9 @@ class PluginReq(_Msg, frozen=True):
     num: int = 0
     flag: bool = False
     req: int = 0
+    # When a request that waits times out: a time.monotonic() value, which is
+    # the system-wide CLOCK_MONOTONIC, the same in every process. None: never.
+    deadline: float | None = None
 
 
 # Worker -> master, unanswered: the worker's own outcome, just before it exits.

@@ -967,6 +967,129 @@ def interrupted_scenario(arg: tuple[str, bool, int]) -> list[object]:
     return out
 
 
+# --- 8. timeouts ---
+
+SHORT = 0.05  # a timeout that runs out; tests assert what it leaves, never how long it took
+
+
+def timed_out(call: Callable[[], object]) -> str:
+    """Call ``call``, which must raise TimeoutError; return its message."""
+    try:
+        result = call()
+    except TimeoutError as exc:
+        return str(exc)
+    raise AssertionError(f"the call did not time out: it returned {result!r}")
+
+
+@netmcore.process
+def receive_timeout_scenario(_: int) -> dict[str, Any]:
+    box = Mbox("box", int, capacity=2)
+    box.create()
+    out: dict[str, Any] = {
+        "empty": timed_out(lambda: box.receive(timeout=SHORT)),
+        "try": timed_out(lambda: box.receive(timeout=0)),
+    }
+    # A timed-out receive still queued in the master would swallow the first.
+    box.send(1)
+    box.send(2)
+    out["after"] = [box.receive(timeout=0), box.receive(timeout=0)]
+    return out
+
+
+@netmcore.process
+def send_timeout_scenario(_: int) -> dict[str, Any]:
+    box = Mbox("box", int)  # capacity 1
+    box.create()
+    box.send(1)
+    out: dict[str, Any] = {
+        "full": timed_out(lambda: box.send(2, timeout=SHORT)),
+        "try": timed_out(lambda: box.send(3, timeout=0)),
+    }
+    # A timed-out send still queued would put its message in the freed slot.
+    out["first"] = box.receive(timeout=0)
+    out["then"] = err(lambda: box.receive(timeout=0))
+    return out
+
+
+@netmcore.process
+def lock_timeout_scenario(_: int) -> dict[str, Any]:
+    m = PluginMutex("m")
+    locked = signal_sem("locked")
+    done = signal_sem("done")
+    pid = hold_until_told.start(0)
+    locked.decrement()
+    out: dict[str, Any] = {
+        "held": timed_out(lambda: m.lock(timeout=SHORT)),
+        "try": timed_out(lambda: m.lock(timeout=0)),
+    }
+    done.increment()
+    # The holder unlocks and ends: a timed-out lock still queued would get the
+    # mutex, for this process, and the next lock would find it "already locked".
+    out["holder_unlock"] = hold_until_told.join(pid)
+    out["after"] = err(lambda: m.lock(timeout=0))
+    out["unlock"] = err(m.unlock)
+    return out
+
+
+@netmcore.process
+def decrement_timeout_scenario(_: int) -> dict[str, Any]:
+    s = PluginSemaphore("s")
+    s.create(0)
+    out: dict[str, Any] = {
+        "zero": timed_out(lambda: s.decrement(timeout=SHORT)),
+        "try": timed_out(lambda: s.decrement(timeout=0)),
+    }
+    out["increment"] = s.increment()  # a timed-out decrement still queued would take it
+    out["take"] = s.decrement(timeout=0)
+    return out
+
+
+@netmcore.process
+def var_timeout_scenario(_: int) -> dict[str, Any]:
+    v = SharedVar("v", int)
+    v.create()
+    out: dict[str, Any] = {
+        "unset": timed_out(lambda: v.wait_for_value(timeout=SHORT)),
+        "try": timed_out(lambda: v.wait_for_value(timeout=0)),
+    }
+    v.set(5)
+    out["value"] = v.wait_for_value(timeout=0)
+    return out
+
+
+@netmcore.process
+def receive_in_time(_: int) -> int:
+    receiving = Queued(lambda: Mbox("box", int).receive(timeout=60))
+    PluginSemaphore("queued").increment()
+    return receiving.result()
+
+
+@netmcore.process
+def lock_in_time(_: int) -> str:
+    m = PluginMutex("m")
+    locking = Queued(lambda: m.lock(timeout=60))
+    PluginSemaphore("queued").increment()
+    locking.result()
+    m.unlock()
+    return "locked"
+
+
+@netmcore.process
+def answered_in_time_scenario(_: int) -> list[Any]:
+    box = Mbox("box", int)
+    box.create()
+    queued = signal_sem("queued")
+    receiver = receive_in_time.start(0)
+    queued.decrement()  # its receive waits in the master, with a deadline
+    box.send(7)
+    m = PluginMutex("m")
+    m.lock()
+    locker = lock_in_time.start(0)
+    queued.decrement()  # its lock waits in the master, with a deadline
+    m.unlock()
+    return [receive_in_time.join(receiver), lock_in_time.join(locker)]
+
+
 # --------------------------------------------------------------------------
 # Test helpers
 # --------------------------------------------------------------------------
@@ -1099,17 +1222,38 @@ def test_wait_for_value_blocks_until_another_worker_sets_it() -> None:
     assert out["wait_with_value"] == 42
 
 
-def test_shared_var_is_readable_in_extract_result_and_the_master_never_waits() -> None:
+def test_in_the_master_plugins_take_what_is_there_and_refuse_to_wait() -> None:
+    # The master's own code (here extract_result) blocks the master, which
+    # serves every worker: a call that would wait there raises ContextError
+    # (it was a PluginError), one that needs no wait works (a receive always
+    # raised), and timeout=0 is a try.
     def extract(_ctrl: netmcore.Controller, pid: netmcore.ProcessId[int]) -> dict[str, Any]:
+        full = Mbox("full", int)
+        empty = SharedVar("empty", int)
+        s = PluginSemaphore("master-sem")
+        m = PluginMutex("master-mutex")
         return {
             "joined": publish.join_nowait(pid),
             "result": SharedVar("result", list[int]).get(),
-            "empty": SharedVar("empty", int).get(),
-            "wait_empty": err(SharedVar("empty", int).wait_for_value),
+            "empty": empty.get(),
+            "wait_empty": err(empty.wait_for_value),
+            "wait_empty_timeout": err(lambda: empty.wait_for_value(timeout=5)),
+            "wait_empty_try": err(lambda: empty.wait_for_value(timeout=0)),
             "wait_set": SharedVar("result", list[int]).wait_for_value(),
-            "receive": err(Mbox("full", int).receive),
-            "send_full": err(lambda: Mbox("full", int).send(1)),
+            "send_full": err(lambda: full.send(1)),
+            "send_full_try": err(lambda: full.send(1, timeout=0)),
+            "receive": err(full.receive),  # the message publish sent
+            "receive_empty": err(full.receive),  # the refused sends put nothing in
+            "receive_empty_try": err(lambda: full.receive(timeout=0)),
             "send_roomy": err(lambda: Mbox("roomy", int).send(2)),
+            "sem": [
+                s.create(0),
+                err(s.decrement),
+                err(lambda: s.decrement(timeout=0)),
+                s.increment(),
+                err(s.decrement),
+            ],
+            "mutex": [err(m.lock), err(lambda: m.lock(timeout=0)), err(m.unlock)],
         }
 
     out = netmcore.run(
@@ -1120,13 +1264,35 @@ def test_shared_var_is_readable_in_extract_result_and_the_master_never_waits() -
     assert out["joined"] == 10
     assert out["result"] == [10, 11]
     assert out["empty"] is None
-    assert out["wait_empty"][0] == "PluginError"
-    assert "master cannot wait" in out["wait_empty"][1]
+    refused = "would wait in the master, which never blocks"
+    for key, what in [
+        ("wait_empty", "SharedVar('empty').wait_for_value()"),
+        ("wait_empty_timeout", "SharedVar('empty').wait_for_value()"),
+        ("send_full", "Mbox('full').send() to a full box"),
+        ("receive_empty", "Mbox('full').receive() from an empty box"),
+    ]:
+        assert out[key][0] == "ContextError", (key, out[key])
+        assert what in out[key][1] and refused in out[key][1], (key, out[key])
+    assert out["wait_empty_try"][0] == "TimeoutError"
+    assert (
+        "SharedVar('empty', int).wait_for_value() timed out after 0 s" in out["wait_empty_try"][1]
+    )
+    assert out["send_full_try"][0] == "TimeoutError"
     assert out["wait_set"] == [10, 11]
-    assert out["receive"][0] == "PluginError"
-    assert out["send_full"][0] == "PluginError"
-    assert "full" in out["send_full"][1]
+    assert out["receive"] == ["none", "10"]
+    assert out["receive_empty_try"][0] == "TimeoutError"
     assert out["send_roomy"] == ["none", "None"], "a box with room took no message from the master"
+    created, wait, try_, increment, take = out["sem"]
+    assert [created, wait[0], try_[0], increment, take] == [
+        True,
+        "ContextError",
+        "TimeoutError",
+        1,
+        ["none", "0"],
+    ]
+    assert out["mutex"][0] == ["none", "None"]
+    assert out["mutex"][1][0] == "PluginError" and "already locked" in out["mutex"][1][1]
+    assert out["mutex"][2] == ["none", "None"]
 
 
 def test_shared_var_of_another_type_raises_encap_type_mismatch() -> None:
@@ -1457,3 +1623,85 @@ def test_a_second_interrupt_during_the_withdrawal_leaves_no_trace(again_at: int)
     # neither keep the count nor give it back twice; it reaches the caller.
     out = run_scenario(interrupted_scenario, ("decrement", True, again_at))
     assert out == ["interrupted", 1]
+
+
+# --------------------------------------------------------------------------
+# 8. Timeouts
+# --------------------------------------------------------------------------
+
+# The master times a waiting call out (not the caller, by leaving its wait): the
+# call raises TimeoutError, and the plugin is as if it had never been made.
+
+
+def test_a_timed_out_receive_swallows_no_later_message() -> None:
+    out = run_scenario(receive_timeout_scenario, 0)
+    assert out["empty"] == (
+        "Mbox('box', int).receive() timed out after 0.05 s: the master dropped the call, "
+        "which changed nothing (timeout=None waits without limit)"
+    )
+    assert out["try"].startswith("Mbox('box', int).receive() timed out after 0 s")
+    assert out["after"] == [1, 2]
+
+
+def test_a_timed_out_send_puts_nothing_in_the_box() -> None:
+    out = run_scenario(send_timeout_scenario, 0)
+    assert out["full"].startswith("Mbox('box', int).send() timed out after 0.05 s")
+    assert out["try"].startswith("Mbox('box', int).send() timed out after 0 s")
+    assert out["first"] == 1
+    assert out["then"][0] == "TimeoutError", "a timed-out send's message reached the box"
+
+
+def test_a_timed_out_lock_is_never_granted_later() -> None:
+    out = run_scenario(lock_timeout_scenario, 0)
+    assert out["held"].startswith("PluginMutex('m').lock() timed out after 0.05 s")
+    assert out["try"].startswith("PluginMutex('m').lock() timed out after 0 s")
+    assert out["holder_unlock"] == ["none", "None"]
+    assert out["after"] == ["none", "None"], "the mutex went to the timed-out lock"
+    assert out["unlock"] == ["none", "None"]
+
+
+def test_a_timed_out_decrement_takes_no_count() -> None:
+    out = run_scenario(decrement_timeout_scenario, 0)
+    assert out["zero"].startswith("PluginSemaphore('s').decrement() timed out after 0.05 s")
+    assert out["try"].startswith("PluginSemaphore('s').decrement() timed out after 0 s")
+    assert out["increment"] == 1, "the increment went to the timed-out decrement"
+    assert out["take"] == 0
+
+
+def test_wait_for_value_times_out_while_the_variable_has_no_value() -> None:
+    out = run_scenario(var_timeout_scenario, 0)
+    assert out["unset"].startswith("SharedVar('v', int).wait_for_value() timed out after 0.05 s")
+    assert out["try"].startswith("SharedVar('v', int).wait_for_value() timed out after 0 s")
+    assert out["value"] == 5
+
+
+def test_waits_with_a_timeout_are_answered_when_served_in_time() -> None:
+    assert run_scenario(answered_in_time_scenario, 0) == [7, "locked"]
+
+
+TIMED_CALLS: dict[str, Callable[[Any], object]] = {
+    "send": lambda t: Mbox("b", int).send(1, timeout=t),
+    "receive": lambda t: Mbox("b", int).receive(timeout=t),
+    "lock": lambda t: PluginMutex("m").lock(timeout=t),
+    "decrement": lambda t: PluginSemaphore("s").decrement(timeout=t),
+    "wait_for_value": lambda t: SharedVar("v", int).wait_for_value(timeout=t),
+}
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error", "message"),
+    [
+        (-1, ValueError, r"timeout -1 is not valid: give a number of seconds of 0 or more"),
+        (float("nan"), ValueError, r"timeout nan is not valid"),
+        ("1", TypeError, r"timeout '1' is not valid: give a number of seconds \(an int or a"),
+        (True, TypeError, r"timeout True is not valid"),
+    ],
+    ids=["negative", "nan", "str", "bool"],
+)
+@pytest.mark.parametrize("call", TIMED_CALLS.values(), ids=TIMED_CALLS.keys())
+def test_bad_timeouts_are_refused_before_anything_is_sent(
+    call: Callable[[Any], object], timeout: Any, error: type[Exception], message: str
+) -> None:
+    # Outside run: had it got as far as a request, the error would be ContextError.
+    with pytest.raises(error, match=message):
+        call(timeout)

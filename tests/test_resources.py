@@ -22,9 +22,11 @@ Every test leaves ``/dev/shm`` clean: the autouse fixture in conftest checks.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import re
+import resource
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +95,12 @@ def file_of(res: netmcore.ComputeResource) -> str:
 
 def mode(path: str) -> int:
     return os.stat(path).st_mode & 0o777
+
+
+def shm_total() -> int:
+    """The size of /dev/shm in bytes: no object larger than it can be filled."""
+    space = os.statvfs(SHM_DIR)
+    return space.f_blocks * space.f_frsize
 
 
 # --------------------------------------------------------------------------
@@ -168,6 +176,35 @@ BAD_INPUT: dict[str, tuple[Callable[[], object], type[Exception], str]] = {
         lambda: netmcore.create_sem(2**32),
         ValueError,
         r"4294967296",
+    ),
+    # Past what a file's size (off_t) holds: it was posix_ipc's "The size is
+    # invalid or the memory is read-only".
+    "create_shm size 2**63": (
+        lambda: netmcore.create_shm(2**63),
+        ValueError,
+        r"^size 9,223,372,036,854,775,808 bytes is too large: a shared memory object holds "
+        r"at most 9,223,372,036,854,775,807 bytes \(2\*\*63-1, a file's size\)\. Use a "
+        r"smaller size$",
+    ),
+    # Past /dev/shm: it was a bare ENOMEM (2**62), or it was made, sparse, and
+    # a process filling it would die of SIGBUS (just past /dev/shm's size).
+    "create_shm size 2**62": (
+        lambda: netmcore.create_shm(2**62),
+        ValueError,
+        r"^size 4,611,686,018,427,387,904 bytes is too large: /dev/shm, where shared memory "
+        r"lives, has [\d,]+ bytes free \(of [\d,]+\), and a process that writes past its free "
+        r"space is killed by SIGBUS\. Use a smaller size, or make room in /dev/shm \(or "
+        r"enlarge it",
+    ),
+    "create_shm size past /dev/shm": (
+        lambda: netmcore.create_shm(shm_total() + 1),
+        ValueError,
+        r"^size [\d,]+ bytes is too large: /dev/shm, where shared memory lives, has",
+    ),
+    "prealloc size past /dev/shm": (
+        lambda: netmcore.create_preallocated_shm("/nmcbad", shm_total() + 1),
+        ValueError,
+        r"^size [\d,]+ bytes is too large: /dev/shm, where shared memory lives, has",
     ),
 }
 
@@ -712,6 +749,109 @@ def master_created(res_id: ResId) -> str:
     return netmcore.get_shm(res_id)
 
 
+@netmcore.process
+def manage_twice_scenario(directory: str) -> bool:
+    check_manage_twice(directory)
+    return True
+
+
+def check_manage_twice(directory: str) -> None:
+    """manage_* of an object the table has already is refused, naming the
+    entry to use; the object and its entry are left as they were."""
+    seg = netmcore.create_shm(8)
+    sem = netmcore.create_sem(1)
+    pre_id, pre_name = netmcore.create_preallocated_shm("/nmctest.twice.", 8)
+    managed = netmcore.manage_file(new_file(directory, "twice"))
+    try:
+        seg.buffer[:5] = b"hello"
+        cases: list[tuple[Callable[[str], object], str, ResId, str]] = [
+            (netmcore.manage_shm, seg.name, seg.res_id, "POSIX_SHM"),
+            (netmcore.manage_shm, pre_name, pre_id, "POSIX_SHM"),
+            (netmcore.manage_sem, sem.name, sem.res_id, "POSIX_SEM"),
+            (netmcore.manage_file, file_of(managed), managed.id, "FILE"),
+        ]
+        for manage, name, res_id, kind in cases:
+            with pytest.raises(ValueError) as info:
+                manage(name)
+            assert str(info.value) == (
+                f"cannot manage {kind} {name!r}: it is managed already, as {res_id!r}; "
+                "managing it twice would unlink it under that entry's users. Use "
+                f"{res_id!r} instead (get_resource({res_id!r}) makes this process one of "
+                "its users)"
+            )
+        again = netmcore.open_shm(seg.res_id)  # the first entry still has its object
+        assert bytes(again.buffer[:5]) == b"hello"
+        again.close()
+        with netmcore.open_sem(sem.res_id) as opened:
+            assert opened.value == 1
+        assert os.path.exists(file_of(managed))
+    finally:
+        seg.release()
+        sem.release()
+        netmcore.release(pre_id)
+        managed.release()
+
+
+@netmcore.process
+def unlinked_underneath_scenario(_: int) -> bool:
+    check_unlinked_underneath()
+    return True
+
+
+def check_unlinked_underneath() -> None:
+    """Opening a managed object that something unlinked outside the manager
+    is NoResource, not posix_ipc's FileNotFoundError; releasing it is harmless."""
+    seg = netmcore.create_shm(8)
+    sem = netmcore.create_sem(0)
+    seg.close()
+    sem.close()
+    posix_ipc.unlink_shared_memory(seg.name)
+    posix_ipc.unlink_semaphore(sem.name)
+    for opener, res_id, name in [
+        (netmcore.open_shm, seg.res_id, seg.name),
+        (netmcore.open_sem, sem.res_id, sem.name),
+    ]:
+        with pytest.raises(netmcore.NoResource) as info:
+            opener(res_id)
+        assert str(info.value) == (
+            f"no resource {res_id!r}: its kernel object {name!r} no longer exists, though "
+            "the manager still lists it: something unlinked it outside the manager. Release "
+            f"{res_id!r}, and make the object again"
+        )
+    seg.release()
+    sem.release()
+
+
+def vm_size() -> int:
+    """This process's virtual memory size, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmSize in /proc/self/status")
+
+
+@netmcore.process
+def map_past_rlimit(size: int) -> list[Any]:
+    """create_shm of ``size`` bytes, which /dev/shm holds but this worker's
+    address space (RLIMIT_AS) does not: the master makes it, the mapping here fails."""
+    before = listing()
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (vm_size() + size // 4, hard))
+    try:
+        with pytest.raises(OSError) as info:
+            netmcore.create_shm(size)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert listing() == before, "a create that could not be mapped left its object"
+    return [info.value.errno, str(info.value)]
+
+
+@netmcore.process
+def wait_in_master_scenario(_: int) -> int:
+    return 0
+
+
 # --------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------
@@ -1153,3 +1293,89 @@ def test_after_run_only_what_the_master_holds_is_left(tmp_path: Path, master_cle
     assert netmcore.get_shm(pre_id) == pre_name
     netmcore.destroy_resources()
     assert not [p for p in held if os.path.exists(p)]
+
+
+# --------------------------------------------------------------------------
+# 12. Objects managed twice, or unlinked underneath the manager
+# --------------------------------------------------------------------------
+
+
+def test_managing_a_managed_object_again_is_refused_outside_run(
+    tmp_path: Path, master_cleanup: None
+) -> None:
+    # It made a second entry, and releasing either unlinked the object under the other.
+    check_manage_twice(str(tmp_path))
+
+
+def test_managing_a_managed_object_again_is_refused_in_a_worker(tmp_path: Path) -> None:
+    assert run_scenario(manage_twice_scenario, str(tmp_path)) is True
+
+
+def test_an_object_unlinked_underneath_is_no_resource_outside_run(master_cleanup: None) -> None:
+    check_unlinked_underneath()
+
+
+def test_an_object_unlinked_underneath_is_no_resource_in_a_worker() -> None:
+    assert run_scenario(unlinked_underneath_scenario, 0) is True
+
+
+# --------------------------------------------------------------------------
+# 13. Sizes past what this process can map; reprs; waits in the master
+# --------------------------------------------------------------------------
+
+
+def test_a_size_this_process_cannot_map_is_an_enomem_naming_it() -> None:
+    size = 256 * 1024 * 1024
+    assert size < shm_total()
+    code, message = run_scenario(map_past_rlimit, size)
+    assert code == errno.ENOMEM
+    assert re.fullmatch(
+        r"\[Errno 12\] cannot map shared memory object '/nmc\.[0-9a-f.]+' of 268,435,456 "
+        r"bytes: this process has not that much memory or address space left \(see ulimit "
+        r"-v\)\. Use a smaller size, or map it in a process with more room",
+        message,
+    ), message
+
+
+def test_helpers_show_their_id_name_and_size(master_cleanup: None) -> None:
+    seg = netmcore.create_shm(64)
+    sem = netmcore.create_sem(0)
+    assert repr(seg) == f"ShmSegment({seg.res_id!r}, {seg.name!r}, size=64)"
+    assert repr(sem) == f"PosixSemaphore({sem.res_id!r}, {sem.name!r})"
+    seg.release()
+    sem.release()
+    assert repr(seg) == f"ShmSegment({seg.res_id!r}, {seg.name!r}, size=64, closed)"
+    assert repr(sem) == f"PosixSemaphore({sem.res_id!r}, {sem.name!r}, closed)"
+
+
+@pytest.mark.timeout(20)  # before the fix the wait below hung the master for ever
+def test_a_semaphore_wait_in_the_master_takes_a_post_or_refuses_to_wait() -> None:
+    seen: list[Any] = []
+
+    def first() -> netmcore.ProcessId[int]:
+        # The master serves every worker: a worker's open_sem (to post it)
+        # would wait for the master, which would wait for the post.
+        with netmcore.create_sem(0) as sem:
+            seen.append(sem.wait(timeout=0))
+            for timeout in (None, 5.0):
+                with pytest.raises(netmcore.ContextError) as info:
+                    sem.wait(timeout)
+                seen.append(str(info.value))
+            sem.post()
+            seen.append(sem.wait())  # a post already there is taken
+            seen.append(sem.value)
+        return wait_in_master_scenario.start(0)
+
+    netmcore.run(
+        first_process=first,
+        extract_result=lambda _ctrl, pid: wait_in_master_scenario.join_nowait(pid),
+    )
+    nothing, refused, refused_with_timeout, taken, value = seen
+    assert nothing is False
+    for message in (refused, refused_with_timeout):
+        assert re.match(
+            r"PosixSemaphore\(ResId\(\d+\), '/nmc\.[0-9a-f.]+'\)\.wait\(\) on a semaphore "
+            r"at 0 would wait in the master, which never blocks",
+            message,
+        ), message
+    assert (taken, value) == (True, 0)

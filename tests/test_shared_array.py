@@ -244,3 +244,65 @@ def test_shared_array_dtype_text_too_long_in_bytes_is_a_value_error_leaving_noth
         assert set(os.listdir(SHM_DIR)) - shm_entries == set()
     finally:
         netmcore.destroy_resources()
+
+
+# --------------------------------------------------------------------------
+# Sizes that numpy or /dev/shm cannot hold: an error naming the shape, the
+# dtype, the bytes and the limit, before anything is made. (They were an
+# OverflowError, "Python int too large to convert to C ssize_t", a bare ENOMEM,
+# and a struct.error after the object was made.)
+# --------------------------------------------------------------------------
+
+TOO_BIG = {
+    "past 2**63-1": (
+        (2**40, 2**40),
+        "float64",
+        r"^a shared array of shape \(1099511627776, 1099511627776\) and dtype <f8 needs "
+        r"9,671,406,556,917,033,397,649,472 bytes \(9,671,406,556,917,033,397,649,408 of data "
+        r"and its header\), which is too big: a shared memory object holds at most "
+        r"9,223,372,036,854,775,807 bytes \(2\*\*63-1, a file's size\)\. Choose a smaller "
+        r"shape or dtype$",
+    ),
+    "past /dev/shm": (
+        (2**31, 2**31),
+        "int8",
+        r"^a shared array of shape \(2147483648, 2147483648\) and dtype \|i1 needs "
+        r"4,611,686,018,427,387,968 bytes \(4,611,686,018,427,387,904 of data and its "
+        r"header\), which is too big: /dev/shm, where shared memory lives, has [\d,]+ bytes "
+        r"free \(of [\d,]+\), and a process that writes past its free space is killed by "
+        r"SIGBUS\. Choose a smaller shape or dtype, or make room in /dev/shm",
+    ),
+    "a dimension past 2**63-1": (
+        (0, 2**63),
+        "int8",
+        r"^a shared array of shape \(0, 9223372036854775808\) and dtype \|i1 is too big: its "
+        r"dimension 9,223,372,036,854,775,808 is over the 9,223,372,036,854,775,807 "
+        r"\(2\*\*63-1\) numpy allows; choose a smaller shape$",
+    ),
+}
+
+
+def check_too_big(case: str) -> str:
+    shape, dtype, message = TOO_BIG[case]
+    before = set(os.listdir(SHM_DIR))
+    with pytest.raises(ValueError, match=message):
+        SharedArray.create(shape, dtype)
+    assert set(os.listdir(SHM_DIR)) == before, "a refused array left its object"
+    return case
+
+
+@netmcore.process
+def too_big_in_a_worker(case: str) -> str:
+    return check_too_big(case)
+
+
+@pytest.mark.parametrize("case", list(TOO_BIG))
+def test_an_array_too_big_is_refused_naming_its_size_outside_run(
+    case: str, master_cleanup: None
+) -> None:
+    check_too_big(case)
+
+
+@pytest.mark.parametrize("case", list(TOO_BIG))
+def test_an_array_too_big_is_refused_naming_its_size_in_a_worker(case: str) -> None:
+    assert run(too_big_in_a_worker, case) == case
