@@ -1,17 +1,10 @@
-"""Crash cleanup: the pmanage record, and the watchdog that acts on it.
+"""Crash cleanup: the pmanage record, as upstream keeps it.
 
 Upstream writes every kernel object it manages into ``netplex.pmanage`` in the
 socket directory, and unlinks what is still listed at the next start. netmcore
-does the same (``netmcore.pmanage``: ``+``/``-`` lines, mode 0600), and adds a
-watchdog: a small child forked by the master at start, which holds a pipe from
-the master. When the pipe closes without the master's "clean" word, the master
-has died (SIGKILL, a crash); the watchdog then unlinks every object still
-recorded, sweeps the run's payload prefix, and removes a temporary socket
-directory, at once, without waiting for a next start.
-
-The watchdog also keeps a copy of the directory's lock until it is done, so no
-new master can start in that directory while it cleans, and it never touches
-an object of a master that is still running.
+does the same (``netmcore.pmanage``: ``+``/``-`` lines, mode 0600, compacted
+as it goes). The watchdog (``_watchdog``) acts on the record at once when a
+master dies, without waiting for a next start.
 """
 
 from __future__ import annotations
@@ -19,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import stat
-from dataclasses import dataclass
 
 from . import _ipc, _resources
 from ._debug import log
@@ -30,42 +21,116 @@ from ._resources import ResourceType
 
 PMANAGE_NAME = "netmcore.pmanage"
 _PREFIX_KIND = "prefix"  # a payload prefix: every object whose name starts with it
-_CLEAN = b"clean"
 
 
 class Record:
-    """The append-only record of managed kernel objects (one writer: the master)."""
+    """The record of managed kernel objects (one writer: the master).
+
+    Lines are appended (``+`` when an object is taken in, ``-`` when it goes),
+    and the file is compacted, so that it stays in proportion to what is
+    live: a long-running master that makes and releases objects all day
+    would otherwise fill the disk, and make a crash's cleanup (which reads
+    every line, holding the directory's lock) as slow as the day was long.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         # What an earlier, crashed master left and nobody unlinked (no_unlink):
         # it stays listed after this run, for a later start to clean.
-        self.inherited = pending(path)
+        listed, self.lines = _load(path)
+        self.inherited = list(listed)
+        self.live = listed  # what the record lists now, inherited or ours
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.fchmod(self.fd, 0o600)
 
     def write(self, op: str, kind: str, name: str) -> None:
         os.write(self.fd, f"{op} {kind} {json.dumps(name)}\n".encode())
+        self.lines += 1
+        if op == "+":
+            self.live[kind, name] = None
+        else:
+            self.live.pop((kind, name), None)
+        if self.lines - len(self.live) > max(COMPACT_AT, COMPACT_RATIO * len(self.live)):
+            self.compact()
+
+    def compact(self) -> None:
+        """Rewrite the record as just what it lists now.
+
+        Crash-safe: the live set goes to a new file that then replaces the
+        record in one rename, so whenever the master dies, the record's path
+        names a complete record, the old one or the new one; and the new one
+        is the one written to from then on (it was opened before the rename,
+        so nothing can fail after it). A compaction costs O(live) and comes
+        after more than COMPACT_RATIO * live lines of churn: O(1) per line,
+        amortised.
+        """
+        self.lines = len(self.live)  # if it fails, it is tried again after as much churn
+        try:
+            fd = _write_record(self.path + _TMP_SUFFIX, list(self.live))
+        except OSError as exc:
+            log.warning("netmcore: could not compact the record %s: %s", self.path, exc)
+            return
+        try:
+            os.replace(self.path + _TMP_SUFFIX, self.path)
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self.path + _TMP_SUFFIX)
+            log.warning("netmcore: could not compact the record %s: %s", self.path, exc)
+            return
+        # At the same number: the master gave it to _fds, which every worker
+        # closes after its fork.
+        os.dup2(fd, self.fd, inheritable=False)
+        os.close(fd)
 
     def close(self, *, clean: bool) -> None:
         """Close it. After a ``clean`` end, what this run recorded is no longer
         anybody's to clean (what is left belongs to the living program), so only
-        the inherited leftovers stay listed."""
+        the inherited leftovers are to stay listed: that record is made here,
+        beside this one, and :func:`finish_record` puts it in place (the
+        watchdog does, as it stands down: see :meth:`Watchdog.stand_down`)."""
         os.close(self.fd)
         if not clean:
             return
-        if not self.inherited:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-            return
-        lines = "".join(f"+ {kind} {json.dumps(name)}\n" for kind, name in self.inherited)
-        tmp = self.path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, lines.encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        if self.inherited:
+            os.close(_write_record(self.path + _TMP_SUFFIX, self.inherited))
+        else:
+            with contextlib.suppress(FileNotFoundError):  # a failed compaction's
+                os.unlink(self.path + _TMP_SUFFIX)
+
+
+def finish_record(path: str) -> None:
+    """After a clean end: replace the record ``path`` with what ``Record.close``
+    made beside it, or remove it if nothing is to stay listed."""
+    try:
+        os.replace(path + _TMP_SUFFIX, path)
+    except FileNotFoundError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+# The record is compacted once its lines for objects that are gone outnumber
+# the live entries COMPACT_RATIO to 1, and COMPACT_AT (~110 kB) at least.
+COMPACT_RATIO = 4
+COMPACT_AT = 1000
+_TMP_SUFFIX = ".tmp"  # a record being made, to be renamed over the record when complete
+
+
+def _write_record(path: str, entries: list[tuple[str, str]]) -> int:
+    """Write a record that lists ``entries`` to a new file ``path``; return
+    its descriptor, open for appending. Nothing is left if it fails."""
+    data = memoryview("".join(f"+ {kind} {json.dumps(name)}\n" for kind, name in entries).encode())
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return fd
 
 
 def pending(path: str) -> list[tuple[str, str]]:
@@ -78,8 +143,14 @@ def pending(path: str) -> list[tuple[str, str]]:
         can write: its entries name what is to be removed, so anyone who can
         write it could have the user remove any of the user's files.
     """
+    return list(_load(path)[0])
+
+
+def _load(path: str) -> tuple[dict[tuple[str, str], None], int]:
+    """What a record lists (see :func:`pending`), and how many lines it has."""
     listed: dict[tuple[str, str], None] = {}
-    for line in _read_record(path).splitlines():
+    lines = _read_record(path).splitlines()
+    for line in lines:
         entry = _parse(line)
         if entry is None:
             log.warning("netmcore: skipped a line of %s that is no record entry: %r", path, line)
@@ -89,7 +160,7 @@ def pending(path: str) -> list[tuple[str, str]]:
             listed[kind, name] = None
         else:
             listed.pop((kind, name), None)
-    return list(listed)
+    return listed, len(lines)
 
 
 def _read_record(path: str) -> bytes:
@@ -152,66 +223,11 @@ def unlink_pending(path: str) -> list[str]:
                 path,
                 exc,
             )
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    for done in (path, path + _TMP_SUFFIX):  # and what a compaction cut short left
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(done)
     return removed
 
 
 def record_prefix(record: Record, prefix: str) -> None:
     record.write("+", _PREFIX_KIND, prefix)
-
-
-@dataclass
-class Watchdog:
-    os_pid: int
-    pipe_w: int
-
-    def stand_down(self) -> None:
-        """The master ends cleanly: tell the watchdog, and wait for it to go."""
-        with contextlib.suppress(OSError):
-            os.write(self.pipe_w, _CLEAN)
-        os.close(self.pipe_w)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.os_pid, 0)
-
-
-def start_watchdog(
-    close_fds: list[int], record_path: str | None, prefix: str, temp_dir: str | None
-) -> Watchdog:
-    """Fork the watchdog; ``close_fds`` are master descriptors it must not hold."""
-    pipe_r, pipe_w = os.pipe()
-    os_pid = os.fork()
-    if os_pid == 0:  # the watchdog
-        code = 0
-        try:
-            os.close(pipe_w)
-            for fd in close_fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_IGN)
-            os.setsid()  # out of the master's process group and terminal
-            _watch(pipe_r, record_path, prefix, temp_dir)
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(pipe_r)
-    return Watchdog(os_pid, pipe_w)
-
-
-def _watch(pipe_r: int, record_path: str | None, prefix: str, temp_dir: str | None) -> None:
-    said = b""
-    while chunk := os.read(pipe_r, 64):
-        said += chunk
-    if said.endswith(_CLEAN):
-        return
-    # The pipe closed without the word: the master is dead.
-    if record_path is not None:
-        unlink_pending(record_path)
-    _ipc.unlink_prefix(prefix)
-    if temp_dir is not None:
-        import shutil  # in the watchdog only: see _master.KEPT_OUT_OF_MASTER
-
-        shutil.rmtree(temp_dir, ignore_errors=True)

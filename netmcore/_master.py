@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from . import _cleanup, _context, _ipc, _payload, _registry, _resources, _worker
+from . import _cleanup, _context, _ipc, _payload, _registry, _resources, _watchdog, _worker
 from ._debug import log, trace
 from ._errors import (
     ContextError,
@@ -200,7 +200,9 @@ class Controller:
 class Master:
     """The event loop of ``run``; one instance per ``run`` call."""
 
-    def __init__(self, sockdir: SocketDir, *, pmanage: bool = True) -> None:
+    def __init__(
+        self, sockdir: SocketDir, watchdog: _watchdog.Watchdog, *, pmanage: bool = True
+    ) -> None:
         self.sockdir = sockdir
         self.os_pid = os.getpid()
         # Names say which master made them; the token makes them unguessable.
@@ -209,16 +211,14 @@ class Master:
         self.object_prefix = f"/nmc.{self.os_pid}.{sockdir.token}."
         self.shm_prefix = self.object_prefix + "p."
         self.record = _cleanup.Record(sockdir.pmanage_path) if pmanage else None
-        self.watchdog: _cleanup.Watchdog | None = None
+        self.watchdog = watchdog
         try:
             if self.record is not None:
                 _cleanup.record_prefix(self.record, self.shm_prefix)
                 for entry in _resources.table.values():
                     self.record.write("+", entry.typ.value, entry.name)
                 _resources.on_change = self._on_resource_change
-            # Forked first, so that it holds none of the descriptors made below.
-            self.watchdog = _cleanup.start_watchdog(
-                [self.record.fd] if self.record is not None else [],
+            watchdog.guard(
                 self.record.path if self.record is not None else None,
                 self.shm_prefix,
                 sockdir.path if sockdir.temporary else None,
@@ -259,7 +259,6 @@ class Master:
         self._watch(self._wakeup_r.fileno(), self._on_wakeup)
         self._fds.add(self._wakeup_w.fileno())
         self._fds.add(self.sel.fileno())
-        assert self.watchdog is not None
         self._fds.add(self.watchdog.pipe_w)
         if self.record is not None:
             self._fds.add(self.record.fd)
@@ -417,11 +416,18 @@ class Master:
                 # Then poll: background work runs when no event is waiting.
                 wait = 0.0 if spares_low and not self.spares else self._quiet_in()
                 timeout = wait if timeout is None else min(timeout, wait)
+            plugins = self.plugins
+            expiry = plugins.next_deadline() if plugins is not None else None
+            if expiry is not None:  # a plugin request times out then
+                wait = max(0.0, expiry - time.monotonic())
+                timeout = wait if timeout is None else min(timeout, wait)
             events = self.sel.select(timeout)
             if events:
                 self.last_event = time.monotonic()
             for key, mask in events:
                 key.data(mask)
+            if plugins is not None and expiry is not None:
+                plugins.expire_due()
             if not events:
                 deadline = self.kill_deadline
                 if deadline is not None and not self.killed and time.monotonic() >= deadline:
@@ -906,8 +912,15 @@ class Master:
             # A clean end: what is still managed belongs to this living program,
             # so the next start must not unlink it.
             self.record.close(clean=True)
-        if self.watchdog is not None:
-            self.watchdog.stand_down()
+        # The run ends when the watchdog is told so: it puts the clean record
+        # in place, removes a temporary directory, and goes. A master killed
+        # before that leaves nothing (its watchdog cleans up); one killed
+        # after leaves what the program manages for itself, as outside run.
+        # The directory's lock is let go only then: a master that started
+        # there before could have its record unlinked by this one's watchdog.
+        ended = self.watchdog.stand_down(ended=True)
+        if not ended and self.record is not None:
+            _cleanup.finish_record(self.record.path)  # no watchdog: someone killed it
 
 
 def _process_of(conn: Conn) -> Record | None:

@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, TypeVar
 
-from . import _cleanup, _context
+from . import _cleanup, _context, _watchdog
 from ._debug import log
 from ._errors import ContextError
 from ._ids import ProcessId
 from ._master import Controller, Master
 from ._posix import raise_fd_limit
-from ._socketdir import SocketDir
+from ._socketdir import SocketDir, check_path
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -61,41 +61,50 @@ def run(
     SocketDirectoryError
         If the directory is in use by a running master, or is not private.
     KeyboardInterrupt, SystemExit
-        After SIGINT or SIGTERM: every worker has been stopped first.
+        After SIGINT or SIGTERM (``SystemExit(143)``), whenever it comes
+        during ``run``, its first and last moments included: every worker has
+        been stopped, and everything ``run`` made removed, first.
     """
     if _context.current.role != "none":
         raise ContextError(
             f"netmcore.run() was called in {_context.current.role} context: a running "
             "netmcore program cannot start another; call start() instead"
         )
-    sockdir = SocketDir(socket_directory)  # checks the path before it creates anything
-    with contextlib.ExitStack() as cleanup:
-        # Unwound in reverse: the signal handlers, the context, the pidfile,
-        # then the master's children and shm, and the directory last.
-        cleanup.callback(sockdir.close)
-        if not no_unlink:
-            _report_leftovers(_cleanup.unlink_pending(sockdir.pmanage_path), sockdir.path)
-        raise_fd_limit()
-        master = Master(sockdir, pmanage=not disable_pmanage)
-        cleanup.callback(master.close)
-        cleanup.enter_context(_pidfile(pidfile))
-        cleanup.enter_context(_master_context(master))
-        cleanup.enter_context(_signals(master))
-        controller = Controller(master)
-        if init_ctrl is not None:
-            init_ctrl(controller)
-        first = first_process()
-        if not isinstance(first, ProcessId):
-            raise TypeError(
-                f"first_process must return the ProcessId of the process it "
-                f"started, not {type(first).__name__}"
-            )
-        master.serve(first.n)
-        if master.interrupted is None:
-            return extract_result(controller, first)
-    if master.interrupted == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise SystemExit(128 + (master.interrupted or 0))
+    if socket_directory is not None:
+        socket_directory = check_path(socket_directory)  # before anything is made
+    with _Interrupts() as interrupts:
+        with contextlib.ExitStack() as cleanup:
+            # Unwound in reverse: the routing of signals, the context, the
+            # pidfile, the master's children and shm, the directory, and the
+            # watchdog last. The watchdog comes first: it is told of each
+            # thing before it is made, and cleans up if the master is killed.
+            watchdog = _watchdog.fork_watchdog(before_run=not disable_pmanage)
+            cleanup.callback(watchdog.stand_down)
+            sockdir = SocketDir(socket_directory, watchdog, waiting=interrupts.check)
+            cleanup.callback(sockdir.close)
+            if not disable_pmanage:
+                watchdog.guard_record(sockdir.pmanage_path)
+            if not no_unlink:
+                _report_leftovers(_cleanup.unlink_pending(sockdir.pmanage_path), sockdir.path)
+            raise_fd_limit()
+            master = Master(sockdir, watchdog, pmanage=not disable_pmanage)
+            cleanup.callback(master.close)
+            cleanup.enter_context(_pidfile(pidfile))
+            cleanup.enter_context(_master_context(master))
+            cleanup.enter_context(interrupts.routed_to(master))
+            controller = Controller(master)
+            if init_ctrl is not None:
+                init_ctrl(controller)
+            first = first_process()
+            if not isinstance(first, ProcessId):
+                raise TypeError(
+                    f"first_process must return the ProcessId of the process it "
+                    f"started, not {type(first).__name__}"
+                )
+            master.serve(first.n)
+            if master.interrupted is None:
+                return extract_result(controller, first)
+        raise interrupts.reported(master.interrupted)
 
 
 def startup(
@@ -133,10 +142,12 @@ def _report_leftovers(removed: list[str], path: str) -> None:
 def _master_context(master: Master) -> Iterator[None]:
     ctx = _context.current
     ctx.role, ctx.master, ctx.shm_prefix = "master", master, master.shm_prefix
+    ctx.master_thread = threading.get_ident()
     try:
         yield
     finally:
         ctx.role, ctx.master, ctx.shm_prefix = "none", None, ""
+        ctx.master_thread = None
 
 
 @contextlib.contextmanager
@@ -153,23 +164,64 @@ def _pidfile(path: str | None) -> Iterator[None]:
             os.unlink(path)
 
 
-@contextlib.contextmanager
-def _signals(master: Master) -> Iterator[None]:
-    """Route SIGINT and SIGTERM to the master's loop while it runs.
+class _Interrupts:
+    """SIGINT and SIGTERM for the whole of ``run``, from before anything is
+    made until all of it is gone again.
 
-    Only the main thread can install handlers; from another thread the
-    master runs with the process's handlers as they are.
+    While the master sets up or tears down, a signal is only noted: to act on
+    it there (by the default action, or by an exception out of the middle of
+    a cleanup step) would leave what was half made or half removed. It is
+    raised once the run is over, as ``KeyboardInterrupt`` or ``SystemExit(128
+    + signum)``, or at once when the setup is done. In between it goes to the
+    master (:meth:`Master.on_signal`). The first signal is the one raised.
+
+    Only the main thread can install handlers; from another thread the master
+    runs with the process's handlers as they are.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        master.on_signal(signum)
+    def __init__(self) -> None:
+        self.signum: int | None = None  # the first that came
+        self.raised = False  # ... and was raised already
+        self.master: Master | None = None
+        self.old: dict[int, Any] = {}
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, previous in old.items():
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self.old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, previous in self.old.items():
             signal.signal(signum, previous)
+        if self.signum is not None and not self.raised:
+            raise self.reported(self.signum)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+        if self.master is not None:
+            try:
+                self.master.on_signal(signum)  # raises in the master's user code
+            except BaseException:
+                self.raised = True
+                raise
+
+    def check(self) -> None:
+        """Raise the signal that came, if one did (where stopping is safe)."""
+        if self.signum is not None and not self.raised:
+            raise self.reported(self.signum)
+
+    def reported(self, signum: int | None) -> BaseException:
+        """The exception for ``signum``, to be raised now."""
+        self.raised = True
+        return KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + (signum or 0))
+
+    @contextlib.contextmanager
+    def routed_to(self, master: Master) -> Iterator[None]:
+        """Route signals to ``master`` within; one that came before is raised now."""
+        self.master = master  # first: a signal that comes after the check is not held
+        try:
+            self.check()
+            yield
+        finally:
+            self.master = None

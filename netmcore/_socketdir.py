@@ -1,9 +1,11 @@
 """The socket directory: private, locked to one running master, short enough.
 
 It holds the control socket (``netmcore.sock``) and the lock file
-(``netmcore.lock``, holding the master's pid) that keeps a second master out.
-By default it is a fresh private directory under ``$TMPDIR`` (or ``/tmp``),
-removed at the end.
+(``netmcore.lock``, holding the master's pid) that keeps a second master out;
+the master's watchdog holds the lock too, and adds its own pid when it cleans
+up after a dead master, so that a new one waits for it. By default it is a
+fresh private directory under ``$TMPDIR`` (or ``/tmp``), made by the watchdog
+(see _cleanup), and removed at the end.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Callable
 
 from ._cleanup import PMANAGE_NAME
+from ._debug import log
 from ._errors import SocketDirectoryError
+from ._watchdog import Watchdog, make_fresh_dir
 
 SOCKET_NAME = "netmcore.sock"
 LOCK_NAME = "netmcore.lock"
 # sockaddr_un.sun_path holds 108 bytes on Linux, including the final NUL.
 MAX_SOCKET_PATH = 107
-_CLEANUP_WAIT = 5.0  # seconds to wait for a dead master's watchdog
+_CLEANUP_WAIT = 5.0  # seconds for a dead master's watchdog to say it is cleaning up
 
 
 def check_path(path: object) -> str:
@@ -46,48 +51,95 @@ def check_path(path: object) -> str:
 
 
 class SocketDir:
-    """An opened, locked socket directory."""
+    """An opened, locked socket directory.
 
-    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+    ``watchdog`` (the master's) makes a temporary directory and keeps a copy
+    of the lock; ``waiting`` is called while the lock is held by a dead
+    master's watchdog, and may raise to stop the wait.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        watchdog: Watchdog | None = None,
+        waiting: Callable[[], None] = lambda: None,
+    ) -> None:
         self.temporary = path is None
+        self.closed = False
         if path is None:
-            self.path = _make_temporary_dir()
+            self.path = _make_temporary_dir(watchdog)
         else:
             self.path = check_path(path)
             _make_private_dir(self.path)
         self.token = os.urandom(6).hex()
         try:
-            self.lock_fd = self._lock()
+            self.lock_fd = self._lock(waiting)
         except BaseException:
             self._remove_dir()
             raise
+        if watchdog is not None:
+            watchdog.hold_lock(self.lock_fd)
 
     @property
     def socket_path(self) -> str:
         return os.path.join(self.path, SOCKET_NAME)
 
-    def _lock(self) -> int:
+    def _lock(self, waiting: Callable[[], None]) -> int:
         lock_path = os.path.join(self.path, LOCK_NAME)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + _CLEANUP_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                # A dead master's lock is held by its watchdog while it cleans up.
-                if _alive(holder) or time.monotonic() > deadline:
-                    os.close(fd)
-                    raise SocketDirectoryError(
-                        f"socket directory {self.path!r} is in use by a running "
-                        f"netmcore master (pid {holder}): pass another "
-                        "socket_directory, or stop that master first"
-                    ) from None
-                time.sleep(0.01)
+        try:
+            self._wait_for_lock(fd, waiting)
+        except BaseException:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
+
+    def _wait_for_lock(self, fd: int, waiting: Callable[[], None]) -> None:
+        """Take the lock, waiting while a dead master's watchdog holds it.
+
+        The lock file holds the master's pid, and the watchdog adds its own
+        when it starts to clean up (see _watchdog._clean_up). For as long as
+        that watchdog lives, however long it takes, the wait goes on: to
+        start beside it would race it for the objects it unlinks. The master
+        dead and no watchdog named: the watchdog has not said so yet, and gets
+        _CLEANUP_WAIT seconds to.
+        """
+        deadline = time.monotonic() + _CLEANUP_WAIT
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            master, watchdog = _holders(os.pread(fd, 64, 0))
+            cleaning = watchdog is not None and _alive(watchdog)
+            if _alive(master):
+                raise SocketDirectoryError(
+                    f"socket directory {self.path!r} is in use by a running "
+                    f"netmcore master (pid {master}): pass another "
+                    "socket_directory, or stop that master first"
+                )
+            if not cleaning and time.monotonic() > deadline:
+                raise SocketDirectoryError(
+                    f"socket directory {self.path!r} is still locked, though its "
+                    f"netmcore master (pid {master}) is dead and no watchdog of it "
+                    "cleans up: a process that master started may hold the lock; "
+                    "stop it, or pass another socket_directory"
+                )
+            if cleaning and not told and time.monotonic() > deadline:
+                told = True
+                log.warning(
+                    "netmcore: waiting for the watchdog (pid %s) of a dead master (pid %s) "
+                    "to finish cleaning up after it in %s",
+                    watchdog,
+                    master,
+                    self.path,
+                )
+            waiting()
+            time.sleep(0.01)
 
     @property
     def pmanage_path(self) -> str:
@@ -108,6 +160,12 @@ class SocketDir:
         return [self.lock_fd]
 
     def close(self) -> None:
+        """Remove the socket and the lock file (and a temporary directory), and
+        let go of the lock. Harmless to repeat: once the lock is let go, the
+        files at these paths may be another master's."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             for name in (SOCKET_NAME, LOCK_NAME):
                 with contextlib.suppress(OSError):  # gone, or not ours to remove
@@ -121,43 +179,67 @@ class SocketDir:
             return
         try:
             os.rmdir(self.path)  # empty by now, as a rule
+        except FileNotFoundError:
+            pass
         except OSError:
             import shutil  # only for leftovers: see _master.KEPT_OUT_OF_MASTER
 
             shutil.rmtree(self.path, ignore_errors=True)
 
 
+def _holders(text: bytes) -> tuple[str, str | None]:
+    """The master's pid, and its watchdog's if the watchdog is cleaning up
+    after it, from the lock file's text: ``MASTER`` or ``MASTER watchdog PID``."""
+    words = text.decode(errors="replace").split()
+    if len(words) >= 3 and words[1] == "watchdog":
+        return words[0], words[2]
+    return (words[0] if words else "?"), None
+
+
 def _alive(pid_text: str) -> bool:
+    """Whether the process ``pid_text`` runs. A zombie does not: it has died,
+    and only waits for its parent to reap it (which a supervisor may do late),
+    but ``kill(pid, 0)`` still finds it."""
     try:
-        os.kill(int(pid_text), 0)
-    except (ValueError, ProcessLookupError):
+        pid = int(pid_text)
+    except ValueError:
         return False
-    except PermissionError:
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc to look in: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    # pid (comm) state ...: comm may hold anything, parentheses too.
+    state = stat_line.rpartition(b")")[2].split()[:1]
+    return state not in ([b"Z"], [b"X"], [])
 
 
-def _make_temporary_dir() -> str:
+def _make_temporary_dir(watchdog: Watchdog | None) -> str:
     """A fresh directory, mode 0700, under $TMPDIR (or /tmp if that is unset,
-    or too long for a socket path): what ``tempfile.mkdtemp`` makes, without
-    tempfile (see _master.KEPT_OUT_OF_MASTER)."""
+    or too long for a socket path), made by ``watchdog`` if given: so that
+    from the moment it exists, a dead master's watchdog removes it."""
     base = os.path.abspath(os.environ.get("TMPDIR") or "/tmp")
     try:
         check_path(os.path.join(base, "netmcore-" + "x" * 12))
     except ValueError:
         base = "/tmp"
-    while True:
-        path = os.path.join(base, f"netmcore-{os.urandom(6).hex()}")
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            continue  # 48 random bits taken: draw again
-        except OSError as exc:
-            raise SocketDirectoryError(
-                f"cannot create a socket directory in {base!r}: {exc}; set TMPDIR to a "
-                "writable directory, or pass socket_directory"
-            ) from exc
-        return path
+    try:
+        return make_fresh_dir(base) if watchdog is None else watchdog.make_dir(base)
+    except OSError as exc:
+        raise SocketDirectoryError(
+            f"cannot create a socket directory in {base!r}: {exc}; set TMPDIR to a "
+            "writable directory, or pass socket_directory"
+        ) from exc
 
 
 def _make_private_dir(path: str) -> None:

@@ -8,8 +8,12 @@ a large result waiting, unjoined, in shared memory (a payload in flight). The
 tests then kill the master (SIGKILL), its watchdog, or both, and check what is
 left in ``/dev/shm``, in the file system and in the socket directory.
 
-The last tests run ``tests/scripts/crash_failed_start.py``: a start that fails
+Then tests run ``tests/scripts/crash_failed_start.py``: a start that fails
 is not a crash, and must leave neither a record nor a locked directory.
+
+The last ones run ``tests/scripts/audit_master.py``, whose audit hook sends a
+signal at an exact point of the master's run: its first and last moments, a
+wait for a dead master's watchdog, a compaction of the record.
 
 A SIGKILLed master's workers and watchdog are reparented to init, where the
 autouse fixture of conftest.py cannot see them: every test waits, with a
@@ -22,11 +26,14 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +46,7 @@ from master_process import STOP_WITHIN, MasterProcess, assert_all_gone, is_dead
 from scenario import wait_until
 
 import netmcore
-from netmcore import _cleanup, _ipc, _master
+from netmcore import _cleanup, _ipc, _master, _resources
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "scripts" / "crash_master.py"
@@ -209,7 +216,42 @@ class Objects:
 # --- the master subprocess -------------------------------------------------------
 
 
-class CrashMaster(MasterProcess):
+class ScriptMaster(MasterProcess):
+    """A master script of tests/scripts in a subprocess of its own session."""
+
+    def wait_line(self, line: str, timeout: float = STOP_WITHIN) -> None:
+        self.wait_for(lambda lines: line in lines, repr(line), timeout)
+
+    def word(self, first: str) -> str:
+        """The rest of the first line that starts with ``first``."""
+        for line in self.lines:
+            if line.startswith(first + " "):
+                return line[len(first) + 1 :]
+        raise AssertionError(f"no {first!r} line in {self.lines!r}")
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def exit_status(self, timeout: float = STARTUP_WITHIN) -> int:
+        """Wait for the master to exit, and read what it wrote (to the end:
+        what it started holds its stdout too)."""
+        status = self.wait_exit(timeout)
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            assert time.monotonic() < deadline, f"stdout still open; got {self.lines!r}"
+            self._read(deadline - time.monotonic())
+        return status
+
+    def close_streams(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+class CrashMaster(ScriptMaster):
     """crash_master.py in a subprocess of its own session, and what it printed."""
 
     def __init__(
@@ -254,23 +296,6 @@ class CrashMaster(MasterProcess):
         self.objects: Objects | None = None
         self.init: dict[str, object] = {}
         self.watchdog: psutil.Process | None = None
-
-    # --- output ------------------------------------------------------------
-
-    def wait_line(self, line: str, timeout: float = STOP_WITHIN) -> None:
-        self.wait_for(lambda lines: line in lines, repr(line), timeout)
-
-    def word(self, first: str) -> str:
-        """The rest of the first line that starts with ``first``."""
-        for line in self.lines:
-            if line.startswith(first + " "):
-                return line[len(first) + 1 :]
-        raise AssertionError(f"no {first!r} line in {self.lines!r}")
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        self.proc.stdin.flush()
 
     def ping(self) -> None:
         """A round trip through the master to the first process and back."""
@@ -375,10 +400,7 @@ class CrashMaster(MasterProcess):
                 p.kill()
         with contextlib.suppress(AssertionError):
             assert_all_gone([*self.procs, *self.session()], STOP_WITHIN)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        self.close_streams()
         if self.objects is not None:
             self.objects.remove_all()
         for name in (self.ext_shm,):
@@ -789,3 +811,304 @@ def test_failed_start_leaves_the_socket_directory_usable(tmp_path: Path) -> None
         f"{report['second_error']}"
     )
     assert report["second_result"] == 5
+
+
+# --- the first and last moments of run, the restart, the record's size ------------------
+#
+# These run tests/scripts/audit_master.py: an audit hook in the master sends a
+# signal at the exact point a test names (an audit event), as if it came from
+# outside at that moment.
+
+AUDIT = ROOT / "tests" / "scripts" / "audit_master.py"
+
+
+class AuditMaster(ScriptMaster):
+    """audit_master.py in a subprocess of its own session. Every process of
+    the program (a fork of the master, its watchdog too) is found by a tag
+    in its command line: a killed master's watchdog and workers are
+    reparented out of the test's reach."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.tag = uuid.uuid4().hex
+        argv = [sys.executable, str(AUDIT), "--tag", self.tag, *args]
+        super().__init__(argv, tmp / f"stderr-{self.tag}.txt", ROOT, stdin=subprocess.PIPE)
+
+    def pre_run_shm(self) -> str:
+        self.wait_for(lambda lines: len(lines) >= 2, "the pre line", STARTUP_WITHIN)
+        name = self.word("pre")
+        assert name.startswith(f"/nmc.{self.pid}.audittest."), name
+        return name
+
+    def kept(self) -> list[str]:
+        self.wait_for(
+            lambda lines: any(line.startswith("objects ") for line in lines),
+            "the objects line",
+            STARTUP_WITHIN,
+        )
+        names: list[str] = json.loads(self.word("objects"))
+        return names
+
+    def program(self) -> list[psutil.Process]:
+        """Every live process of the program, wherever it was reparented."""
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if self.tag in (p.info["cmdline"] or []) and not is_dead(p):
+                    found.append(p)
+        return found
+
+    def watchdog(self) -> psutil.Process:
+        """The one process of the program that leads a session of its own."""
+
+        def candidates() -> list[psutil.Process]:
+            return [p for p in self.program() if p.pid != self.pid and getsid(p.pid) == p.pid]
+
+        wait_until(lambda: len(candidates()) == 1, "the watchdog", STARTUP_WITHIN)
+        return candidates()[0]
+
+    def wait_program_gone(self) -> None:
+        wait_until(lambda: not self.program(), "every process of the program to end", STOP_WITHIN)
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+        self.proc.wait()
+        for p in self.program():
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+                p.resume()  # a stopped process takes SIGKILL too, but say it
+        with contextlib.suppress(AssertionError):
+            self.wait_program_gone()
+        self.close_streams()
+        names = [line.split()[1] for line in self.lines if line.startswith("pre ")]
+        with contextlib.suppress(ValueError, AssertionError):
+            names += json.loads(self.word("objects"))
+        for name in names:
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_shared_memory(name)
+
+
+@pytest.fixture
+def audit_master(tmp_path: Path) -> Iterator[Callable[..., AuditMaster]]:
+    started: list[AuditMaster] = []
+
+    def start(*args: str) -> AuditMaster:
+        m = AuditMaster(tmp_path, *args)
+        started.append(m)
+        return m
+
+    try:
+        yield start
+    finally:
+        for m in started:
+            m.cleanup()
+
+
+@pytest.fixture
+def tmpdir_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh, short TMPDIR (for the masters started as subprocesses), where
+    a run makes its temporary socket directory; empty at the end, or the test fails."""
+    path = Path(tempfile.mkdtemp(prefix="nmt-", dir="/tmp"))
+    monkeypatch.setenv("TMPDIR", str(path))
+    try:
+        yield path
+        assert os.listdir(path) == [], "a run left its temporary socket directory"
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# Where SIGTERM comes: when the hook starts to look, and the audit event
+# (with the base name of its first argument) it looks for.
+TERM_POINTS = {
+    "start-fork": ("start", "os.fork:"),  # run forks the watchdog, its first step
+    "start-lock": ("start", "fcntl.flock:"),  # the directory is made, not locked yet
+    "end-sweep": ("end", "os.listdir:shm"),  # Master.close sweeps /dev/shm
+    "end-unlock": ("end", "os.remove:netmcore.lock"),  # the directory is being removed
+}
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["temporary", "given"])
+@pytest.mark.parametrize("point", TERM_POINTS)
+def test_sigterm_at_the_start_or_end_of_run_raises_after_cleaning_up(
+    audit_master: Callable[..., AuditMaster],
+    tmpdir_env: Path,
+    sockdir: Path,
+    point: str,
+    given: bool,
+) -> None:
+    """run() documents SystemExit(143) after SIGTERM, its first and last
+    moments included: the signal waits until everything is cleaned up (it
+    once killed the master by the default action there, leaving the socket
+    directory and what the program had made before run)."""
+    when, at = TERM_POINTS[point]
+    where = ["--socket-directory", str(sockdir)] if given else []
+    m = audit_master(*where, "--when", when, "--at", at, "--signal", "TERM")
+    pre = m.pre_run_shm()
+    assert m.exit_status() == 143, m.stderr()
+    assert m.lines[-1] == "exit SystemExit 143", m.lines
+    m.wait_program_gone()
+    assert not os.path.exists(shm_path(pre)), "the program's own shm outlived it"
+    assert os.listdir(tmpdir_env) == []
+    if given:
+        assert sorted(os.listdir(sockdir)) == []
+
+
+# Where SIGKILL comes, and whether the program had handed what it made before
+# run to the master by then: a master killed before it forked the watchdog
+# has made nothing yet, and once the watchdog is told the run has ended,
+# what the program made is its own again, as before run.
+KILL_POINTS = {
+    "start-fork": ("start", "os.fork:", False),  # before the watchdog is forked
+    "start-lock": ("start", "fcntl.flock:", True),  # the directory is made, not locked yet
+    "end-unlink": ("end", "os.remove:netmcore.sock", False),  # the directory is being removed
+}
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_at_the_start_or_end_of_run_leaves_no_directory(
+    audit_master: Callable[..., AuditMaster], tmpdir_env: Path, point: str
+) -> None:
+    """A temporary socket directory has no next start to clean it: whenever
+    the master is killed, it must not outlive the run."""
+    when, at, handed_over = KILL_POINTS[point]
+    m = audit_master("--when", when, "--at", at, "--signal", "KILL")
+    pre = m.pre_run_shm()
+    assert m.exit_status() == -signal.SIGKILL, m.stderr()
+    wait_until(
+        lambda: os.listdir(tmpdir_env) == [], "the temporary directory to go", CLEANUP_WITHIN
+    )
+    m.wait_program_gone()
+    if handed_over:
+        assert not os.path.exists(shm_path(pre)), "the watchdog left the program's shm"
+
+
+@pytest.mark.parametrize("old_master", ["zombie", "reaped"])
+def test_restart_waits_for_the_watchdog_of_a_killed_master(
+    audit_master: Callable[..., AuditMaster], sockdir: Path, old_master: str
+) -> None:
+    """A master that starts in the directory of a killed one waits for as
+    long as that one's watchdog cleans up, and takes over after. The killed
+    master counts as dead before its parent has reaped it, too."""
+    # The watchdog stops itself as it starts to clean up (it opens the
+    # record), holding the lock: as if it had a long way to go.
+    old = audit_master(
+        "--socket-directory", str(sockdir), "--keep", "3", "--hold",
+        "--stop-watchdog-at", f"open:{PMANAGE}",
+    )  # fmt: skip
+    old.wait_line("ready", STARTUP_WITHIN)
+    objects = [old.pre_run_shm(), *old.kept()]
+    watchdog = old.watchdog()
+    os.kill(old.pid, signal.SIGKILL)
+    if old_master == "reaped":
+        assert old.wait_exit() == -signal.SIGKILL
+    else:  # the supervisor (this test) has not reaped it yet
+        zombie = psutil.Process(old.pid)
+        wait_until(lambda: zombie.status() == psutil.STATUS_ZOMBIE, "the master to die")
+    wait_until(lambda: watchdog.status() == psutil.STATUS_STOPPED, "the watchdog to stop")
+    assert all(os.path.exists(shm_path(name)) for name in objects)
+    # The new master gives a dead master's watchdog no time at all to say
+    # that it cleans up, and resumes it once it has found the lock held (at
+    # its second attempt to take it).
+    new = audit_master(
+        "--socket-directory", str(sockdir), "--cleanup-wait", "0",
+        "--at", "fcntl.flock:", "--at", "fcntl.flock:",
+        "--signal", "CONT", "--to", str(watchdog.pid),
+    )  # fmt: skip
+    assert new.exit_status() == 0, new.stderr()
+    assert new.lines[-1] == "done 7", new.lines
+    # The watchdog cleaned up, not the new master beside it.
+    assert LEFTOVER_WARNING not in new.stderr()
+    assert [name for name in objects if os.path.exists(shm_path(name))] == []
+    assert old.wait_exit() == -signal.SIGKILL  # reaped now, if it was not
+    old.wait_program_gone()
+    new.wait_program_gone()
+    assert sorted(os.listdir(sockdir)) == []
+
+
+def test_sigterm_stops_the_wait_for_a_killed_masters_watchdog(
+    audit_master: Callable[..., AuditMaster], sockdir: Path
+) -> None:
+    """The wait for a dead master's watchdog has no time limit; SIGTERM ends
+    it (as SystemExit(143), run's way), and disturbs nothing."""
+    old = audit_master(
+        "--socket-directory", str(sockdir), "--keep", "1", "--hold",
+        "--stop-watchdog-at", f"open:{PMANAGE}",
+    )  # fmt: skip
+    old.wait_line("ready", STARTUP_WITHIN)
+    objects = [old.pre_run_shm(), *old.kept()]
+    watchdog = old.watchdog()
+    os.kill(old.pid, signal.SIGKILL)
+    assert old.wait_exit() == -signal.SIGKILL
+    wait_until(lambda: watchdog.status() == psutil.STATUS_STOPPED, "the watchdog to stop")
+    new = audit_master(
+        "--socket-directory", str(sockdir), "--at", "fcntl.flock:", "--at", "fcntl.flock:"
+    )
+    assert new.exit_status() == 143, new.stderr()
+    assert new.lines[-1] == "exit SystemExit 143", new.lines
+    new.wait_program_gone()
+    assert all(os.path.exists(shm_path(name)) for name in objects)
+    watchdog.resume()
+    old.wait_program_gone()
+    assert [name for name in objects if os.path.exists(shm_path(name))] == []
+    run_trivial(socket_directory=str(sockdir))
+    assert sorted(os.listdir(sockdir)) == []
+
+
+@netmcore.process
+def _churn(args: tuple[str, int]) -> tuple[int, int, list[tuple[str, str]], list[str]]:
+    """Keep 3 shm objects, make and release one ``n`` times; then say how big
+    the record is (lines, bytes), what it lists, and what was kept."""
+    record, n = Path(args[0]), args[1]
+    kept = [netmcore.create_shm(64) for _ in range(3)]
+    for _ in range(n):
+        netmcore.create_shm(64).release()
+    data = record.read_bytes()
+    return data.count(b"\n"), len(data), sorted(listed(record)), [shm.name for shm in kept]
+
+
+def test_record_stays_in_proportion_to_what_is_live(sockdir: Path) -> None:
+    """5,000 objects made and released write 10,000 lines; a long-running
+    master would fill the disk, and its watchdog, reading every line while it
+    holds the lock, keep a restart out. The record is compacted as it goes."""
+    before = {(e.typ.value, e.name) for e in _resources.table.values()}
+    record = sockdir / PMANAGE
+    result = netmcore.run(
+        first_process=lambda: _churn.start((str(record), 5000)),
+        extract_result=lambda _c, pid: _churn.join_nowait(pid),
+        socket_directory=str(sockdir),
+    )
+    assert result is not None
+    lines, size, now, kept = result
+    # COMPACT_AT lines of churn at most, beside the live entries.
+    assert lines <= 1100, f"{lines} lines after 5,000 objects came and went"
+    assert size <= 1100 * 120, f"{size} bytes after 5,000 objects came and went"
+    # And it still lists every live object: the kept ones, the payload
+    # prefix, and what this test process managed before.
+    kept_entries = {("posix_shm", name) for name in kept}
+    assert kept_entries | before <= set(now)
+    assert [kind for kind, _ in set(now) - kept_entries - before] == ["prefix"]
+    assert not record.exists()
+
+
+@pytest.mark.parametrize("nth", [1, 2], ids=["first", "second"])
+def test_a_master_killed_while_it_compacts_its_record_loses_no_entry(
+    audit_master: Callable[..., AuditMaster], sockdir: Path, nth: int
+) -> None:
+    """Killed as it renames a compacted record over the old one (the first
+    compaction, or the second: after the first, the record is appended to
+    in its new file), the master leaves a complete record, and its watchdog
+    unlinks every live object."""
+    renames = ["--at", f"os.rename:{PMANAGE}.tmp"] * nth
+    m = audit_master(
+        "--socket-directory", str(sockdir), "--keep", "3", "--churn", "5000", "--hold",
+        *renames, "--signal", "KILL",
+    )  # fmt: skip
+    objects = [m.pre_run_shm(), *m.kept()]
+    assert m.exit_status() == -signal.SIGKILL, m.stderr()
+    m.wait_program_gone()  # the watchdog is done
+    assert [name for name in objects if os.path.exists(shm_path(name))] == []
+    made = f"nmc.{m.pid}."
+    assert [e for e in os.listdir(SHM_DIR) if e.removeprefix("sem.").startswith(made)] == []
+    assert not (sockdir / PMANAGE).exists()
+    assert not (sockdir / f"{PMANAGE}.tmp").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import gc
 import os
 import select
@@ -30,7 +31,7 @@ import psutil
 import pytest
 
 import netmcore
-from netmcore import _wire
+from netmcore import _socketdir, _wire
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLD = ROOT / "tests" / "scripts" / "hold_master.py"
@@ -603,6 +604,28 @@ def test_directory_of_killed_master_is_reusable(
     # Stale files; the pmanage record goes once the watchdog has cleaned up.
     assert {LOCK, SOCK} <= set(os.listdir(sd)) <= {LOCK, PMANAGE, SOCK}
     assert run_echo(socket_directory=str(sd)) == "hi"
+    assert os.listdir(sd) == []
+
+
+def test_lock_of_a_dead_master_without_a_watchdog_is_a_clear_error(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lock is held, the master it names is dead, and no watchdog of it
+    # says it cleans up (a dead master's watchdog waits as long as it lives):
+    # after a short wait, the error says what is going on.
+    sd = short_tmp / "sd"
+    sd.mkdir(mode=0o700)
+    monkeypatch.setattr(_socketdir, "_CLEANUP_WAIT", 0.0)
+    fd = os.open(sd / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"999999999\n")  # above any pid_max: dead
+        with pytest.raises(netmcore.SocketDirectoryError) as info:
+            run_echo(socket_directory=str(sd))
+    finally:
+        os.close(fd)
+    assert "is still locked, though its netmcore master (pid 999999999) is dead" in str(info.value)
+    assert run_echo(socket_directory=str(sd)) == "hi"  # once the lock is let go
     assert os.listdir(sd) == []
 
 
