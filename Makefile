@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/nqueens.py
 
+# Per-test timeouts are in pyproject.toml; `timeout` bounds a hang they cannot end.
 test: $(STAMP)
-	$(PY) -m pytest
+	timeout -k 10 900 $(PY) -m pytest
 	$(PY) -m mypy
 	$(PY) -m ruff check netmcore tests examples
 	$(PY) -m ruff format --check netmcore tests examples
