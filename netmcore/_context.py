@@ -39,7 +39,8 @@ def refuse_wait_in_master(what: str) -> NoReturn:
     :func:`in_master_loop` is true."""
     raise ContextError(
         f"{what} would wait in the master, which never blocks: every worker's "
-        "request goes through the master, so the wait could never end. "
+        "request goes through the master, so nothing a worker does could end "
+        "the wait. "
         "Wait in a worker (start a process for it), or only take what is "
         "already there in the master"
     )

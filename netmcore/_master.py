@@ -98,6 +98,7 @@ QUIET_SECONDS = 0.005
 PARKED_MAX = 4
 SPARES_RETRY_SECONDS = 1.0  # after a spare could not be forked
 GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL when the master is interrupted
+LONGEST_WAIT = 3600.0  # seconds the loop sleeps at most: it then looks at the time again
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
 
 
@@ -218,11 +219,7 @@ class Master:
                 for entry in _resources.table.values():
                     self.record.write("+", entry.typ.value, entry.name)
                 _resources.on_change = self._on_resource_change
-            watchdog.guard(
-                self.record.path if self.record is not None else None,
-                self.shm_prefix,
-                sockdir.path if sockdir.temporary else None,
-            )
+            watchdog.guard_prefix(self.shm_prefix)  # run told it of the rest
             self._init_loop()
         except BaseException:
             self._end_cleanup()  # a start that fails leaves no record and no watchdog
@@ -259,7 +256,7 @@ class Master:
         self._watch(self._wakeup_r.fileno(), self._on_wakeup)
         self._fds.add(self._wakeup_w.fileno())
         self._fds.add(self.sel.fileno())
-        self._fds.add(self.watchdog.pipe_w)
+        self._fds.add(self.watchdog.fd)
         if self.record is not None:
             self._fds.add(self.record.fd)
         self._fds.update(self.sockdir.fds())
@@ -419,7 +416,8 @@ class Master:
             plugins = self.plugins
             expiry = plugins.next_deadline() if plugins is not None else None
             if expiry is not None:  # a plugin request times out then
-                wait = max(0.0, expiry - time.monotonic())
+                # Capped: epoll takes at most 2**31 ms, and a timeout may be 1e9 s.
+                wait = min(max(0.0, expiry - time.monotonic()), LONGEST_WAIT)
                 timeout = wait if timeout is None else min(timeout, wait)
             events = self.sel.select(timeout)
             if events:
@@ -472,17 +470,8 @@ class Master:
             self._terminate()
 
     def on_signal(self, signum: int) -> None:
-        """Called (from the Python signal handler) on SIGINT or SIGTERM.
-
-        In the loop it is noted, and the loop stops the workers. In the
-        master's own user code (init_ctrl, first_process, extract_result) it
-        interrupts that code, as it would without netmcore; run's cleanup
-        then kills whatever that code started.
-        """
-        if not self.serving:
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            raise SystemExit(128 + signum)
+        """Called (from the Python signal handler) on SIGINT or SIGTERM: it is
+        noted, and the loop stops the workers (at once, or when it starts)."""
         if self.interrupted is None:
             self.interrupted = signum
         with contextlib.suppress(OSError):

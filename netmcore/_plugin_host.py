@@ -30,7 +30,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, Iterable, MutableSequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 Waiter = tuple["Conn", int, int]  # (connection, request id, process id)
 Send = Callable[["Conn", PluginReply], bool]
 X = TypeVar("X")
+
+TIMERS_PRUNE_AT = 1024  # timers kept at least before a rebuild
 
 # The num of a reply with an error: a failure (PluginError), or a timeout.
 FAILED = -2
@@ -103,8 +105,10 @@ class PluginHost:
         self.undone: set[tuple[int, int]] = set()
         # (deadline, service, name) of each queued request with a deadline;
         # an entry outlives its request (answered, withdrawn): it then times
-        # out nothing.
+        # out nothing. Rebuilt from the queues once it reaches prune_at, so
+        # that it stays in proportion to what waits.
         self.timers: list[tuple[float, str, str]] = []
+        self.prune_at = TIMERS_PRUNE_AT
 
     def serve(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
         """Answer ``req`` now, or return None when ``waiter`` is answered later."""
@@ -144,8 +148,28 @@ class PluginHost:
         if waiter is None:  # the master's own call (see _plugins._call)
             refuse_wait_in_master(what)  # from any thread: it has no way to wait
         if req.deadline is not None:
+            if len(self.timers) >= self.prune_at:
+                self._rebuild_timers()
             heapq.heappush(self.timers, (req.deadline, req.service, req.name))
         return Waiting(*waiter, req.deadline)
+
+    def _rebuild_timers(self) -> None:
+        """The timers of the requests that wait now, only."""
+        queues: list[tuple[str, str, Iterable[Waiting]]] = [
+            *(("var", n, v.waiters) for n, v in self.vars.items()),
+            *(("mutex", n, m.waiters) for n, m in self.mutexes.items()),
+            *(("sem", n, s.waiters) for n, s in self.sems.items()),
+            *(("mbox", n, b.receivers) for n, b in self.mboxes.items()),
+            *(("mbox", n, (w for w, _ in b.senders)) for n, b in self.mboxes.items()),
+        ]
+        self.timers = [
+            (w.deadline, service, name)
+            for service, name, queue in queues
+            for w in queue
+            if w.deadline is not None
+        ]
+        heapq.heapify(self.timers)
+        self.prune_at = max(TIMERS_PRUNE_AT, 2 * len(self.timers))
 
     def next_deadline(self) -> float | None:
         """When the master's loop must call :meth:`expire_due` next (None: never)."""

@@ -1058,16 +1058,16 @@ def var_timeout_scenario(_: int) -> dict[str, Any]:
 
 
 @netmcore.process
-def receive_in_time(_: int) -> int:
-    receiving = Queued(lambda: Mbox("box", int).receive(timeout=60))
+def receive_in_time(timeout: float) -> int:
+    receiving = Queued(lambda: Mbox("box", int).receive(timeout=timeout))
     PluginSemaphore("queued").increment()
     return receiving.result()
 
 
 @netmcore.process
-def lock_in_time(_: int) -> str:
+def lock_in_time(timeout: float) -> str:
     m = PluginMutex("m")
-    locking = Queued(lambda: m.lock(timeout=60))
+    locking = Queued(lambda: m.lock(timeout=timeout))
     PluginSemaphore("queued").increment()
     locking.result()
     m.unlock()
@@ -1075,16 +1075,16 @@ def lock_in_time(_: int) -> str:
 
 
 @netmcore.process
-def answered_in_time_scenario(_: int) -> list[Any]:
+def answered_in_time_scenario(timeout: float) -> list[Any]:
     box = Mbox("box", int)
     box.create()
     queued = signal_sem("queued")
-    receiver = receive_in_time.start(0)
+    receiver = receive_in_time.start(timeout)
     queued.decrement()  # its receive waits in the master, with a deadline
     box.send(7)
     m = PluginMutex("m")
     m.lock()
-    locker = lock_in_time.start(0)
+    locker = lock_in_time.start(timeout)
     queued.decrement()  # its lock waits in the master, with a deadline
     m.unlock()
     return [receive_in_time.join(receiver), lock_in_time.join(locker)]
@@ -1675,8 +1675,51 @@ def test_wait_for_value_times_out_while_the_variable_has_no_value() -> None:
     assert out["value"] == 5
 
 
-def test_waits_with_a_timeout_are_answered_when_served_in_time() -> None:
-    assert run_scenario(answered_in_time_scenario, 0) == [7, "locked"]
+@pytest.mark.parametrize("timeout", [60, 1e9, 1e300])
+def test_waits_with_a_timeout_are_answered_when_served_in_time(timeout: float) -> None:
+    # 1e9 s ("for ever"): longer than the master's loop can sleep at once
+    # (epoll takes at most 2**31 ms; it raised OverflowError, and the run died).
+    assert run_scenario(answered_in_time_scenario, timeout) == [7, "locked"]
+
+
+@netmcore.process
+def many_timed_waits(n: int) -> list[int]:
+    m = PluginMutex("m")
+    m.lock()
+    for _ in range(n):  # each queued with a deadline, then granted at once
+        locker = lock_in_time.start(3600.0)
+        PluginSemaphore("queued").decrement()
+        m.unlock()
+        assert lock_in_time.join(locker) == "locked"
+        m.lock()
+    m.unlock()
+    return [n]
+
+
+def test_timers_of_answered_waits_do_not_pile_up_in_the_master() -> None:
+    """A wait granted before its deadline leaves a stale timer, which the
+    master drops when it rebuilds its timers: they stay in proportion to
+    what waits (they grew by one per timed wait, for as long as its timeout)."""
+    from netmcore._plugin_host import TIMERS_PRUNE_AT
+
+    n = TIMERS_PRUNE_AT + 200
+    seen: list[int] = []
+
+    def extract(ctrl: netmcore.Controller, pid: Any) -> Any:
+        master = _context.current.master
+        assert master is not None and master.plugins is not None
+        seen.append(len(master.plugins.timers))
+        return many_timed_waits.join_outcome_nowait(pid)
+
+    def first() -> Any:
+        signal_sem("queued")
+        return many_timed_waits.start(n)
+
+    outcome = netmcore.run(
+        first_process=first, extract_result=extract, init_ctrl=netmcore.add_plugins
+    )
+    assert scenario.outcome_value(outcome) == [n]
+    assert seen[0] <= 200 + 1, seen
 
 
 TIMED_CALLS: dict[str, Callable[[Any], object]] = {
