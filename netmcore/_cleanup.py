@@ -90,21 +90,19 @@ class Record:
         beside this one, and :func:`finish_record` puts it in place (the
         watchdog does, as it stands down: see :meth:`Watchdog.stand_down`)."""
         os.close(self.fd)
-        if not clean:
-            return
-        if self.inherited:
+        if clean:  # empty if nothing is to stay listed (over a failed compaction's)
             os.close(_write_record(self.path + _TMP_SUFFIX, self.inherited))
-        else:
-            with contextlib.suppress(FileNotFoundError):  # a failed compaction's
-                os.unlink(self.path + _TMP_SUFFIX)
 
 
 def finish_record(path: str) -> None:
     """After a clean end: replace the record ``path`` with what ``Record.close``
-    made beside it, or remove it if nothing is to stay listed."""
+    made beside it, and remove it if that lists nothing. Harmless to repeat
+    (the master does, if its watchdog may have died before it answered)."""
     try:
         os.replace(path + _TMP_SUFFIX, path)
     except FileNotFoundError:
+        return  # done already
+    if os.stat(path).st_size == 0:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 

@@ -93,9 +93,10 @@ def run(
             cleanup.enter_context(_master_context(master))
             cleanup.enter_context(interrupts.routed_to(master))
             controller = Controller(master)
-            if init_ctrl is not None:
-                init_ctrl(controller)
-            first = first_process()
+            with interrupts.interruptible():
+                if init_ctrl is not None:
+                    init_ctrl(controller)
+                first = first_process()
             if not isinstance(first, ProcessId):
                 raise TypeError(
                     f"first_process must return the ProcessId of the process it "
@@ -103,7 +104,8 @@ def run(
                 )
             master.serve(first.n)
             if master.interrupted is None:
-                return extract_result(controller, first)
+                with interrupts.interruptible():
+                    return extract_result(controller, first)
         raise interrupts.reported(master.interrupted)
 
 
@@ -172,8 +174,11 @@ class _Interrupts:
     it there (by the default action, or by an exception out of the middle of
     a cleanup step) would leave what was half made or half removed. It is
     raised once the run is over, as ``KeyboardInterrupt`` or ``SystemExit(128
-    + signum)``, or at once when the setup is done. In between it goes to the
-    master (:meth:`Master.on_signal`). The first signal is the one raised.
+    + signum)``. Once the master exists, its loop is told too
+    (:meth:`Master.on_signal`), and stops the workers. Only in the master's
+    own code (``init_ctrl``, ``first_process``, ``extract_result``) does the
+    signal interrupt at once, as it would without netmcore: run's cleanup
+    then kills whatever that code started. The first signal is the one raised.
 
     Only the main thread can install handlers; from another thread the master
     runs with the process's handlers as they are.
@@ -183,6 +188,7 @@ class _Interrupts:
         self.signum: int | None = None  # the first that came
         self.raised = False  # ... and was raised already
         self.master: Master | None = None
+        self.in_user_code = False
         self.old: dict[int, Any] = {}
 
     def __enter__(self) -> _Interrupts:
@@ -199,12 +205,10 @@ class _Interrupts:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.signum is None:
             self.signum = signum
+        if self.in_user_code:
+            raise self.reported(signum)
         if self.master is not None:
-            try:
-                self.master.on_signal(signum)  # raises in the master's user code
-            except BaseException:
-                self.raised = True
-                raise
+            self.master.on_signal(signum)
 
     def check(self) -> None:
         """Raise the signal that came, if one did (where stopping is safe)."""
@@ -218,10 +222,22 @@ class _Interrupts:
 
     @contextlib.contextmanager
     def routed_to(self, master: Master) -> Iterator[None]:
-        """Route signals to ``master`` within; one that came before is raised now."""
+        """Tell ``master`` of signals within; one that came before is raised now."""
         self.master = master  # first: a signal that comes after the check is not held
         try:
             self.check()
             yield
         finally:
             self.master = None
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """The master's own code: a signal within raises there, at once (one
+        that came before, on entry). A signal that comes just as it returns
+        is noted, and raised when run is over, never in run's cleanup."""
+        self.in_user_code = True
+        try:
+            self.check()
+            yield
+        finally:
+            self.in_user_code = False

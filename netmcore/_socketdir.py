@@ -5,7 +5,7 @@ It holds the control socket (``netmcore.sock``) and the lock file
 the master's watchdog holds the lock too, and adds its own pid when it cleans
 up after a dead master, so that a new one waits for it. By default it is a
 fresh private directory under ``$TMPDIR`` (or ``/tmp``), made by the watchdog
-(see _cleanup), and removed at the end.
+(see _watchdog), and removed at the end.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from ._cleanup import PMANAGE_NAME
 from ._debug import log
 from ._errors import SocketDirectoryError
-from ._watchdog import Watchdog, make_fresh_dir
+from ._watchdog import Watchdog
 
 SOCKET_NAME = "netmcore.sock"
 LOCK_NAME = "netmcore.lock"
@@ -61,7 +61,7 @@ class SocketDir:
     def __init__(
         self,
         path: str | os.PathLike[str] | None,
-        watchdog: Watchdog | None = None,
+        watchdog: Watchdog,
         waiting: Callable[[], None] = lambda: None,
     ) -> None:
         self.temporary = path is None
@@ -77,8 +77,7 @@ class SocketDir:
         except BaseException:
             self._remove_dir()
             raise
-        if watchdog is not None:
-            watchdog.hold_lock(self.lock_fd)
+        watchdog.hold_lock(self.lock_fd)
 
     @property
     def socket_path(self) -> str:
@@ -116,7 +115,8 @@ class SocketDir:
                 pass
             master, watchdog = _holders(os.pread(fd, 64, 0))
             cleaning = watchdog is not None and _alive(watchdog)
-            if _alive(master):
+            # A watchdog named: its master is dead (its pid may be reused already).
+            if watchdog is None and _alive(master):
                 raise SocketDirectoryError(
                     f"socket directory {self.path!r} is in use by a running "
                     f"netmcore master (pid {master}): pass another "
@@ -224,17 +224,17 @@ def _alive(pid_text: str) -> bool:
     return state not in ([b"Z"], [b"X"], [])
 
 
-def _make_temporary_dir(watchdog: Watchdog | None) -> str:
+def _make_temporary_dir(watchdog: Watchdog) -> str:
     """A fresh directory, mode 0700, under $TMPDIR (or /tmp if that is unset,
-    or too long for a socket path), made by ``watchdog`` if given: so that
-    from the moment it exists, a dead master's watchdog removes it."""
+    or too long for a socket path), made by ``watchdog``: so that from the
+    moment it exists, a dead master's watchdog removes it."""
     base = os.path.abspath(os.environ.get("TMPDIR") or "/tmp")
     try:
         check_path(os.path.join(base, "netmcore-" + "x" * 12))
     except ValueError:
         base = "/tmp"
     try:
-        return make_fresh_dir(base) if watchdog is None else watchdog.make_dir(base)
+        return watchdog.make_dir(base)
     except OSError as exc:
         raise SocketDirectoryError(
             f"cannot create a socket directory in {base!r}: {exc}; set TMPDIR to a "

@@ -36,7 +36,6 @@ _MAKE_DIR = b"D"  # make a fresh private directory in this one, and answer its p
 _LOCK = b"L"  # keep this descriptor: the socket directory's lock
 _RECORD = b"R"  # the record whose objects to unlink
 _PREFIX = b"P"  # the run's payload prefix
-_TEMP_DIR = b"T"  # a temporary socket directory, made by the master, to remove
 _ENDED = b"E"  # the run has ended: finish the record, remove the temporary directory, answer
 _CLEAN = b"C"  # the master ends cleanly (but never ran): do nothing, and go
 _MAX_MESSAGE = 8192  # an opcode and a path (PATH_MAX is 4096 bytes)
@@ -55,7 +54,7 @@ class Watchdog:
 
     os_pid: int
     sock: socket.socket | None
-    pipe_w: int  # the descriptor of ``sock``, for the workers to close
+    fd: int  # the descriptor of ``sock``, for the workers to close
 
     def make_dir(self, base: str) -> str:
         """Have the watchdog make a fresh private directory in ``base``, so
@@ -83,14 +82,10 @@ class Watchdog:
         """If the master dies, unlink what the record ``path`` lists (it may not exist yet)."""
         self._order(_RECORD, path)
 
-    def guard(self, record_path: str | None, prefix: str, temp_dir: str | None) -> None:
-        """If the master dies, also unlink the record's objects, everything
-        named with ``prefix``, and the directory ``temp_dir``."""
-        if record_path is not None:
-            self.guard_record(record_path)
+    def guard_prefix(self, prefix: str) -> None:
+        """If the master dies, also unlink everything named with ``prefix``
+        (the run's payloads in flight)."""
         self._order(_PREFIX, prefix)
-        if temp_dir is not None:
-            self._order(_TEMP_DIR, temp_dir)
 
     def stand_down(self, *, ended: bool = False) -> bool:
         """The master ends cleanly: tell the watchdog, and wait for it to go.
@@ -214,8 +209,6 @@ def _watch(sock: socket.socket, before_run: bool) -> None:
             orders.record_path = arg
         elif op == _PREFIX:
             orders.prefix = arg
-        elif op == _TEMP_DIR:
-            orders.temp_dir = arg
         elif op == _MAKE_DIR:
             try:
                 orders.temp_dir = make_fresh_dir(arg)
@@ -257,7 +250,7 @@ def _clean_up(orders: _Orders) -> None:
     """What the watchdog does when the master has died."""
     if orders.lock_fd is not None:
         # Say so in the lock file: a master that starts in this directory
-        # meanwhile waits for as long as this process lives (_socketdir._lock).
+        # meanwhile waits for as long as this process lives (_socketdir._wait_for_lock).
         with contextlib.suppress(OSError):
             marker = f"{orders.master_pid} watchdog {os.getpid()}\n"
             os.pwrite(orders.lock_fd, marker.encode(), 0)

@@ -954,6 +954,24 @@ def test_sigterm_at_the_start_or_end_of_run_raises_after_cleaning_up(
         assert sorted(os.listdir(sockdir)) == []
 
 
+@pytest.mark.parametrize("signum", ["INT", "TERM"])
+def test_a_signal_just_as_extract_result_returns_raises_after_cleaning_up(
+    audit_master: Callable[..., AuditMaster], tmpdir_env: Path, signum: str
+) -> None:
+    """The master's own code is interrupted at once, but a signal just after
+    it returns, as run begins to tear down, must wait for the cleanup (it
+    was raised at the first step of the teardown, which then never ran: the
+    socket directory, the watchdog and the master's descriptors stayed)."""
+    m = audit_master("--after-extract", "--signal", signum)
+    m.pre_run_shm()
+    expected = "exit KeyboardInterrupt" if signum == "INT" else "exit SystemExit 143"
+    m.exit_status()
+    # Seen before the process exits (after it, the watchdog would clean up).
+    assert m.lines[-2:] == ["left nothing", expected], (m.lines, m.stderr())
+    m.wait_program_gone()  # the watchdog too
+    assert os.listdir(tmpdir_env) == []
+
+
 # Where SIGKILL comes, and whether the program had handed what it made before
 # run to the master by then: a master killed before it forked the watchdog
 # has made nothing yet, and once the watchdog is told the run has ended,
@@ -1089,6 +1107,27 @@ def test_record_stays_in_proportion_to_what_is_live(sockdir: Path) -> None:
     assert kept_entries | before <= set(now)
     assert [kind for kind, _ in set(now) - kept_entries - before] == ["prefix"]
     assert not record.exists()
+
+
+@pytest.mark.parametrize("inherited", [[], [("posix_shm", "/left.by.a.dead.master")]])
+def test_finishing_a_record_twice_keeps_what_it_lists(
+    tmp_path: Path, inherited: list[tuple[str, str]]
+) -> None:
+    """The watchdog finishes the record as the run ends; the master does it
+    again if the watchdog may have died before it answered. The second time
+    must not remove the record of what a dead master left (no_unlink)."""
+    path = tmp_path / PMANAGE
+    path.write_text("".join(f"+ {kind} {json.dumps(name)}\n" for kind, name in inherited))
+    record = _cleanup.Record(str(path))
+    record.write("+", "posix_shm", "/made.in.this.run")
+    record.close(clean=True)
+    _cleanup.finish_record(str(path))
+    _cleanup.finish_record(str(path))
+    if inherited:
+        assert _cleanup.pending(str(path)) == inherited
+    else:
+        assert not path.exists()
+    assert os.listdir(tmp_path) == ([PMANAGE] if inherited else [])
 
 
 @pytest.mark.parametrize("nth", [1, 2], ids=["first", "second"])

@@ -9,7 +9,7 @@ usage: audit_master.py [--socket-directory D] [--when start|end]
                        [--at EVENT:NAME ...] [--signal NAME] [--to PID]
                        [--keep K] [--churn N] [--hold]
                        [--stop-watchdog-at EVENT:NAME] [--cleanup-wait SECONDS]
-                       [--tag WORD]
+                       [--after-extract] [--tag WORD]
 
 - ``--at``: the signal goes at the last of these events, each one looked for
   after the one before it is seen; looking starts before ``run`` is called
@@ -23,12 +23,19 @@ usage: audit_master.py [--socket-directory D] [--when start|end]
   on stdin before it returns.
 - ``--stop-watchdog-at``: the watchdog stops itself (SIGSTOP) at that event,
   once the master is dead (the watchdog leads a session of its own then).
+- ``--after-extract``: the signal's handler runs in the master at the first
+  bytecode of the ``ExitStack.__exit__`` that follows ``extract_result``'s
+  return: where ``run`` begins to tear down. A profile hook calls the handler
+  there, as Python does for a signal that has just come (no audit event
+  marks that moment, and a signal sent from the hook would be handled a few
+  bytecodes later, inside the cleanup's own exception handling).
 - ``--cleanup-wait``: sets how long a new master gives a dead one's
   watchdog to say it is cleaning up (netmcore._socketdir._CLEANUP_WAIT).
 - ``--tag``: ignored; the test finds every process of the program (each a
   fork of the master, the watchdog too) by this word in its command line.
 
-Lines written to stdout, each flushed at once:
+Lines written to stdout, each flushed at once (``left`` too when ``run``
+raised: its children and the entries of TMPDIR, before this process exits):
 
 - ``master PID`` first, and ``pre NAME``: preallocated shm the program made
   before ``run`` (the master records it when it starts);
@@ -41,6 +48,7 @@ Lines written to stdout, each flushed at once:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -119,6 +127,7 @@ def main() -> None:
     parser.add_argument("--hold", action="store_true")
     parser.add_argument("--stop-watchdog-at")
     parser.add_argument("--cleanup-wait", type=float)
+    parser.add_argument("--after-extract", action="store_true")
     parser.add_argument("--tag")
     args = parser.parse_args()
     if args.cleanup_wait is not None:
@@ -136,6 +145,24 @@ def main() -> None:
         hook.looking = args.when == "end" and bool(hook.points)
         return work.join_nowait(pid)
 
+    returned = False
+
+    def after_extract(frame: Any, event: str, _arg: Any) -> None:
+        nonlocal returned
+        if event == "return" and frame.f_code is extract.__code__:
+            returned = True
+        elif (
+            returned and event == "call" and frame.f_code is contextlib.ExitStack.__exit__.__code__
+        ):
+            sys.setprofile(None)
+            signum = signal.Signals["SIG" + args.signal]
+            handler = signal.getsignal(signum)
+            assert callable(handler)
+            handler(signum, frame)
+
+    if args.after_extract:
+        sys.setprofile(after_extract)
+
     try:
         result = netmcore.run(
             first_process=lambda: work.start(conf),
@@ -144,9 +171,21 @@ def main() -> None:
             init_ctrl=lambda ctrl: say(f"sockdir {ctrl.socket_directory}"),
         )
     except BaseException as exc:
+        say(f"left {' '.join(left_behind()) or 'nothing'}")
         say(f"exit {type(exc).__name__} {getattr(exc, 'code', '')}".rstrip())
         raise
     say(f"done {result}")
+
+
+def left_behind() -> list[str]:
+    """What run left while this process lives: children (the watchdog, once
+    run is over, is gone) and the run's socket directory."""
+    left = []
+    for task in os.listdir(f"/proc/{os.getpid()}/task"):
+        with open(f"/proc/{os.getpid()}/task/{task}/children") as f:
+            left += [f"child:{pid}" for pid in f.read().split()]
+    left += [f"dir:{name}" for name in os.listdir(os.environ.get("TMPDIR", "/tmp"))]
+    return left
 
 
 if __name__ == "__main__":
