@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import struct
 import threading
@@ -60,7 +61,13 @@ from ._errors import ContextError, EncapTypeMismatch
 from ._ids import ResId
 from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
 from ._resource_api import release as release_resource
-from ._resources import size_problem
+from ._resources import (
+    OFF_T_MAX,
+    SHM_ROOM_FIX,
+    SHM_SPACE_FIX,
+    free_problem,
+    size_problem,
+)
 from ._shm_sync import closed_during
 
 T = TypeVar("T")
@@ -126,12 +133,32 @@ class Mailbox(Generic[T]):
         for value, what in sizes:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{what}={value!r} is not valid: it must be an int of at least 1")
+            if value >= 1 << 32:  # the header holds each in 32 bits
+                raise ValueError(
+                    f"{what}={value:,} is not valid: it must be below 2**32 "
+                    f"({(1 << 32) - 1:,} at most)"
+                )
         size = _FIRST_SLOT + slots * _stride(slot_size)
         too_large = f"a Mailbox of {slots:,} slots of {slot_size:,} bytes needs {size:,} bytes"
         fix = "create it with fewer slots or a smaller slot_size"
         problem = size_problem(size)  # create_shm's own message would name no argument
         if problem is not None:
-            raise ValueError(f"{too_large}, which is too large: {problem}. {fix.capitalize()}")
+            space_fix = SHM_SPACE_FIX if size <= OFF_T_MAX else ""
+            raise ValueError(
+                f"{too_large}, which is too large: {problem}. {fix.capitalize()}{space_fix}"
+            )
+        # Past /dev/shm's free space the object is accepted (its pages come as
+        # they are written), but creating it writes a lock in every slot: the
+        # pages those are in must fit, or the creator is killed by SIGBUS.
+        stride, page = _stride(slot_size), mmap.PAGESIZE
+        written = min(slots, (_FIRST_SLOT + (slots - 1) * stride) // page + 1) * page
+        problem = free_problem(written)
+        if problem is not None:
+            raise ValueError(
+                f"{too_large}, and creating it fills {written:,} bytes at once (the pages "
+                f"of a lock in every slot), which is too much: {problem}. "
+                f"{fix.capitalize()}{SHM_ROOM_FIX}"
+            )
         try:
             segment = create_shm(size)
         except OSError as exc:

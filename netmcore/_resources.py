@@ -144,9 +144,10 @@ def validate_prefix(prefix: object) -> str:
 
 
 OFF_T_MAX = 2**63 - 1  # the largest file size (off_t) the kernel has
-SHM_SPACE_FIX = (
-    f", or make room in {_ipc.SHM_DIR} (or enlarge it: mount -o remount,size=..., "
-    "or docker run --shm-size=...)"
+_ENLARGE = "mount -o remount,size=..., or docker run --shm-size=..."
+SHM_SPACE_FIX = f", or enlarge {_ipc.SHM_DIR} ({_ENLARGE})"  # past its total size
+SHM_ROOM_FIX = (
+    f", or make room in {_ipc.SHM_DIR} (or enlarge it: {_ENLARGE})"  # past its free space
 )
 
 
@@ -154,8 +155,8 @@ def validate_size(size: object, what: str = "size") -> int:
     """Check the size in bytes of a shm object to be made; return it.
 
     Checked in the caller, before anything is made: the kernel would give a
-    bare ENOMEM or EINVAL for a size it cannot take, or worse, take one that
-    /dev/shm cannot hold, and kill the process that fills it with SIGBUS.
+    bare ENOMEM or EINVAL for a size it cannot take, or take one larger than
+    /dev/shm itself, which no process could ever fill. See size_problem.
     """
     if not isinstance(size, int) or isinstance(size, bool):
         raise TypeError(f"{what} must be an int, not {type(size).__name__}")
@@ -171,22 +172,41 @@ def validate_size(size: object, what: str = "size") -> int:
 
 
 def size_problem(size: int) -> str | None:
-    """Why no shm object of ``size`` bytes can be made here, or None.
+    """Why a shm object of ``size`` bytes could never work here, or None.
 
-    A shm object is a sparse file in /dev/shm: the kernel lets it be sized
-    beyond the free space, but a write that needs a page it cannot give kills
-    the writer with SIGBUS. Past the free space, the object could never be
-    filled, so it is refused, as numpy.zeros refuses memory it cannot have.
+    Refused: a size past a file's (2**63-1), or past the total size of
+    /dev/shm, which no object could ever fill. A shm object is a sparse file
+    there, whose pages are taken when first written: like the kernel (and
+    ``multiprocessing.shared_memory``), this accepts an object larger than the
+    free space, which works as long as what is written fits. As with any shm
+    object, a process that writes past the free space is killed by SIGBUS: no
+    check at creation could prevent that, as other objects and processes
+    share the space, now and later.
     """
     if size > OFF_T_MAX:
         return f"a shared memory object holds at most {OFF_T_MAX:,} bytes (2**63-1, a file's size)"
     space = os.statvfs(_ipc.SHM_DIR)
-    free = space.f_bavail * space.f_frsize
-    if size > free:
-        total = space.f_blocks * space.f_frsize
+    total = space.f_blocks * space.f_frsize  # 0 for a tmpfs mounted without a limit (size=0)
+    if 0 < total < size:
         return (
-            f"{_ipc.SHM_DIR}, where shared memory lives, has {free:,} bytes free (of "
-            f"{total:,}), and a process that writes past its free space is killed by SIGBUS"
+            f"{_ipc.SHM_DIR}, where shared memory lives, is {total:,} bytes in all, so an "
+            "object larger than that could never be filled (a process that writes past the "
+            "space there is killed by SIGBUS)"
+        )
+    return None
+
+
+def free_problem(written: int) -> str | None:
+    """Why ``written`` bytes of new shm cannot be written now, or None: they
+    are more than /dev/shm has free, and the writer would be killed by SIGBUS.
+    For an object whose creation writes them at once (a Mailbox's slot locks);
+    what a program writes afterwards is its own to fit."""
+    space = os.statvfs(_ipc.SHM_DIR)
+    free = space.f_bavail * space.f_frsize
+    if space.f_blocks and written > free:  # no f_blocks: a tmpfs without a limit
+        return (
+            f"{_ipc.SHM_DIR}, where shared memory lives, has {free:,} bytes free, and a "
+            "process that writes past its free space is killed by SIGBUS"
         )
     return None
 

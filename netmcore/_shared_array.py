@@ -201,7 +201,9 @@ def _dims(shape: object) -> tuple[int, ...]:
 
 def _size(dims: tuple[int, ...], kind: Any, text: str) -> int:
     """The bytes of the shm object for an array, checked against what
-    numpy and /dev/shm can hold before anything is made."""
+    numpy and /dev/shm can hold before anything is made: /dev/shm's total
+    size, not its free space (see ``_resources.size_problem``). The array is
+    zero-filled sparsely: its pages are taken as they are written."""
     described = f"a shared array of shape {dims} and dtype {text}"
     too_long = [d for d in dims if d > _resources.OFF_T_MAX]
     if too_long:  # numpy's "Maximum allowed dimension exceeded"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -89,3 +91,43 @@ def mapped_ranges(fragment: str) -> list[range]:
                 low, high = line.split()[0].split("-")
                 ranges.append(range(int(low, 16), int(high, 16)))
     return ranges
+
+
+SHM_DIR = "/dev/shm"
+
+
+def own_shm_entries(*prefixes: str) -> set[str]:
+    """The /dev/shm entries a test in this process could have made, to compare
+    before and after it: netmcore's named for this process or its parent
+    (``nmc.<pid>.``, ``sem.nmc.<pid>.``: a worker's objects are its master's,
+    named for the master), and those under ``prefixes`` (the test's own names,
+    like ``/nmctest.``). /dev/shm is machine-wide: a whole listing changes
+    whenever any other process makes or removes an object."""
+    pids = {os.getpid(), os.getppid()}
+    owned = tuple(f"nmc.{pid}." for pid in pids) + tuple(p.lstrip("/") for p in prefixes)
+    return {name for name in os.listdir(SHM_DIR) if name.removeprefix("sem.").startswith(owned)}
+
+
+def shm_space() -> tuple[int, int]:
+    """/dev/shm's free space and total size, in bytes (a total of 0: no limit)."""
+    space = os.statvfs(SHM_DIR)
+    return space.f_bavail * space.f_frsize, space.f_blocks * space.f_frsize
+
+
+@contextlib.contextmanager
+def shm_partly_used(pages: int = 64) -> Iterator[tuple[int, int]]:
+    """Hold a written shm object of ``pages`` pages, so that /dev/shm's free
+    space is below its total even where nothing else uses it; yield both,
+    measured with it there. Skip the test where they cannot be told apart
+    (a /dev/shm without a limit) or there is no room for it."""
+    free, total = shm_space()
+    if not total:
+        pytest.skip("/dev/shm has no size limit, so no free space below its total")
+    if free < 2 * pages * mmap.PAGESIZE:
+        pytest.skip(f"/dev/shm has only {free:,} bytes free")
+    with netmcore.create_shm(pages * mmap.PAGESIZE) as filler:
+        filler.buffer[:] = b"\x01" * len(filler.buffer)  # every page taken
+        free, total = shm_space()
+        if free >= total:
+            pytest.skip(f"/dev/shm shows {free:,} bytes free of {total:,} with {pages} pages used")
+        yield free, total

@@ -34,7 +34,7 @@ from typing import Any
 
 import posix_ipc
 import pytest
-from scenario import joined, run_scenario
+from scenario import joined, own_shm_entries, run_scenario, shm_partly_used, shm_space
 
 import netmcore
 from netmcore import ResId, ResourceType
@@ -59,7 +59,9 @@ def sem_path(name: str) -> str:
 
 
 def listing() -> set[str]:
-    return set(os.listdir(SHM_DIR))
+    """The /dev/shm entries a test here could have made: netmcore's for this
+    process (or its master) and the tests' own, not other processes'."""
+    return own_shm_entries("/nmctest.", "/nmcbad")
 
 
 def new_shm(tag: str, data: bytes = b"") -> str:
@@ -93,14 +95,19 @@ def file_of(res: netmcore.ComputeResource) -> str:
     return res.repr.name
 
 
+def needs_a_shm_size(case: str) -> None:
+    """Skip a case past /dev/shm's size where it has none (0 blocks)."""
+    if ("/dev/shm" in case or "2**62" in case) and not shm_total():
+        pytest.skip("/dev/shm has no size limit (a tmpfs mounted with size=0)")
+
+
 def mode(path: str) -> int:
     return os.stat(path).st_mode & 0o777
 
 
 def shm_total() -> int:
     """The size of /dev/shm in bytes: no object larger than it can be filled."""
-    space = os.statvfs(SHM_DIR)
-    return space.f_blocks * space.f_frsize
+    return shm_space()[1]
 
 
 # --------------------------------------------------------------------------
@@ -108,6 +115,15 @@ def shm_total() -> int:
 # --------------------------------------------------------------------------
 
 LONG = "/" + "x" * 300
+# The rule and the fix for a size past /dev/shm's total (after "Use a smaller ").
+PAST_TOTAL = (
+    rf"/dev/shm, where shared memory lives, is {shm_total():,} bytes in all, so an object "
+    r"larger than that could never be filled \(a process that writes past the space there "
+    r"is killed by SIGBUS\)\. Use a smaller "
+)
+ENLARGE = (
+    r", or enlarge /dev/shm \(mount -o remount,size=\.\.\., or docker run --shm-size=\.\.\.\)$"
+)
 MISSING_FILE = "/nonexistent-netmcore-test-dir/missing.txt"
 
 BAD_INPUT: dict[str, tuple[Callable[[], object], type[Exception], str]] = {
@@ -186,25 +202,24 @@ BAD_INPUT: dict[str, tuple[Callable[[], object], type[Exception], str]] = {
         r"at most 9,223,372,036,854,775,807 bytes \(2\*\*63-1, a file's size\)\. Use a "
         r"smaller size$",
     ),
-    # Past /dev/shm: it was a bare ENOMEM (2**62), or it was made, sparse, and
-    # a process filling it would die of SIGBUS (just past /dev/shm's size).
+    # Past /dev/shm's total size: it was a bare ENOMEM (2**62), or it was
+    # made, sparse, and a process filling it would die of SIGBUS (just past).
+    # (Past its free space but within its total, an object is made: see
+    # test_an_object_larger_than_the_free_space_within_the_total_is_made.)
     "create_shm size 2**62": (
         lambda: netmcore.create_shm(2**62),
         ValueError,
-        r"^size 4,611,686,018,427,387,904 bytes is too large: /dev/shm, where shared memory "
-        r"lives, has [\d,]+ bytes free \(of [\d,]+\), and a process that writes past its free "
-        r"space is killed by SIGBUS\. Use a smaller size, or make room in /dev/shm \(or "
-        r"enlarge it",
+        r"^size 4,611,686,018,427,387,904 bytes is too large: " + PAST_TOTAL + r"size" + ENLARGE,
     ),
     "create_shm size past /dev/shm": (
         lambda: netmcore.create_shm(shm_total() + 1),
         ValueError,
-        r"^size [\d,]+ bytes is too large: /dev/shm, where shared memory lives, has",
+        rf"^size {shm_total() + 1:,} bytes is too large: " + PAST_TOTAL + r"size" + ENLARGE,
     ),
     "prealloc size past /dev/shm": (
         lambda: netmcore.create_preallocated_shm("/nmcbad", shm_total() + 1),
         ValueError,
-        r"^size [\d,]+ bytes is too large: /dev/shm, where shared memory lives, has",
+        rf"^size {shm_total() + 1:,} bytes is too large: " + PAST_TOTAL + r"size" + ENLARGE,
     ),
 }
 
@@ -1231,11 +1246,13 @@ def test_creation_never_clobbers_an_existing_name(
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_bad_input_outside_run(case: str, master_cleanup: None) -> None:
+    needs_a_shm_size(case)
     check_bad_input(case)
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_bad_input_in_a_worker(case: str) -> None:
+    needs_a_shm_size(case)
     before = listing()
     assert run_scenario(bad_input_scenario, case) == case
     assert listing() == before
@@ -1326,7 +1343,8 @@ def test_an_object_unlinked_underneath_is_no_resource_in_a_worker() -> None:
 
 def test_a_size_this_process_cannot_map_is_an_enomem_naming_it() -> None:
     size = 256 * 1024 * 1024
-    assert size < shm_total()
+    if 0 < shm_total() <= size:  # Docker's default /dev/shm is 64 MiB
+        pytest.skip(f"needs a /dev/shm of more than {size:,} bytes, so that only the mapping fails")
     code, message = run_scenario(map_past_rlimit, size)
     assert code == errno.ENOMEM
     assert re.fullmatch(
@@ -1335,6 +1353,35 @@ def test_a_size_this_process_cannot_map_is_an_enomem_naming_it() -> None:
         r"-v\)\. Use a smaller size, or map it in a process with more room",
         message,
     ), message
+
+
+def test_an_object_larger_than_the_free_space_within_the_total_is_made(
+    master_cleanup: None,
+) -> None:
+    """A shm object is sparse: its pages come as they are written. One larger
+    than /dev/shm's free space is made, as the kernel and
+    multiprocessing.shared_memory make it, and works while what is written
+    fits. It was refused, naming the free space."""
+    with shm_partly_used() as (free, total):
+        size = total  # past the free space; the largest size accepted
+        assert size > free
+        with netmcore.create_shm(size) as seg:
+            assert os.path.getsize(shm_path(seg.name)) == size
+            seg.buffer[0], seg.buffer[size - 1] = 1, 2  # a page at each end
+            assert (seg.buffer[0], seg.buffer[size - 1]) == (1, 2)
+            name = seg.name
+        assert not os.path.exists(shm_path(name))
+
+
+def test_a_dev_shm_without_a_size_limit_bounds_no_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tmpfs mounted with size=0 has no limit, and reports 0 blocks (and 0
+    free): no size below 2**63 may be refused for it."""
+    real = os.statvfs(SHM_DIR)
+    unlimited = os.statvfs_result((real.f_bsize, real.f_frsize, 0, 0, 0, *real[5:]))
+    monkeypatch.setattr(os, "statvfs", lambda path: unlimited)
+    assert netmcore._resources.validate_size(2**62) == 2**62
+    with pytest.raises(ValueError, match=r"^size 9,223,372,036,854,775,808 bytes is too large"):
+        netmcore._resources.validate_size(2**63)
 
 
 def test_helpers_show_their_id_name_and_size(master_cleanup: None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -10,11 +9,13 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
+from scenario import own_shm_entries, shm_partly_used, shm_space
 
 import netmcore
 from netmcore import (
     SharedArray,
 )
+from netmcore._shared_array import _data_offset
 
 # Made before run (by the fixture below, just before this module's tests, so that
 # no other module's destroy_resources() gets it first): the master's, inherited by
@@ -218,7 +219,11 @@ def test_a_bool_in_a_shape_is_refused_naming_it(shape: Any) -> None:
         SharedArray.create(shape)
 
 
-SHM_DIR = "/dev/shm"
+def ours() -> set[str]:
+    """The /dev/shm entries an array made here could have: the master's
+    ("/nmc-array" prefix) and netmcore's named for this process or its master;
+    not other processes', which come and go."""
+    return own_shm_entries("/nmc-array")
 
 
 # --------------------------------------------------------------------------
@@ -231,7 +236,7 @@ SHM_DIR = "/dev/shm"
 
 @pytest.fixture
 def shm_entries() -> Iterator[set[str]]:
-    yield set(os.listdir(SHM_DIR))
+    yield ours()
 
 
 def test_shared_array_dtype_text_too_long_in_bytes_is_a_value_error_leaving_nothing(
@@ -241,7 +246,7 @@ def test_shared_array_dtype_text_too_long_in_bytes_is_a_value_error_leaving_noth
     try:
         with pytest.raises(ValueError):
             SharedArray.create(3, dtype)
-        assert set(os.listdir(SHM_DIR)) - shm_entries == set()
+        assert ours() - shm_entries == set()
     finally:
         netmcore.destroy_resources()
 
@@ -253,6 +258,7 @@ def test_shared_array_dtype_text_too_long_in_bytes_is_a_value_error_leaving_noth
 # and a struct.error after the object was made.)
 # --------------------------------------------------------------------------
 
+TOTAL = shm_space()[1]  # /dev/shm's size (0: no limit)
 TOO_BIG = {
     "past 2**63-1": (
         (2**40, 2**40),
@@ -263,14 +269,19 @@ TOO_BIG = {
         r"9,223,372,036,854,775,807 bytes \(2\*\*63-1, a file's size\)\. Choose a smaller "
         r"shape or dtype$",
     ),
-    "past /dev/shm": (
-        (2**31, 2**31),
+    # Past /dev/shm's total size, by its header (within it, past the free
+    # space, an array is made: see
+    # test_an_array_larger_than_the_free_space_within_the_total_is_made.)
+    "just past /dev/shm": (
+        (TOTAL,),
         "int8",
-        r"^a shared array of shape \(2147483648, 2147483648\) and dtype \|i1 needs "
-        r"4,611,686,018,427,387,968 bytes \(4,611,686,018,427,387,904 of data and its "
-        r"header\), which is too big: /dev/shm, where shared memory lives, has [\d,]+ bytes "
-        r"free \(of [\d,]+\), and a process that writes past its free space is killed by "
-        r"SIGBUS\. Choose a smaller shape or dtype, or make room in /dev/shm",
+        rf"^a shared array of shape \({TOTAL},\) and dtype \|i1 needs "
+        rf"{_data_offset('|i1', (TOTAL,)) + TOTAL:,} bytes \({TOTAL:,} of data and its "
+        rf"header\), which is too big: /dev/shm, where shared memory lives, is {TOTAL:,} "
+        r"bytes in all, so an object larger than that could never be filled \(a process "
+        r"that writes past the space there is killed by SIGBUS\)\. Choose a smaller shape "
+        r"or dtype, or enlarge /dev/shm \(mount -o remount,size=\.\.\., or docker run "
+        r"--shm-size=\.\.\.\)$",
     ),
     "a dimension past 2**63-1": (
         (0, 2**63),
@@ -284,10 +295,10 @@ TOO_BIG = {
 
 def check_too_big(case: str) -> str:
     shape, dtype, message = TOO_BIG[case]
-    before = set(os.listdir(SHM_DIR))
+    before = ours()
     with pytest.raises(ValueError, match=message):
         SharedArray.create(shape, dtype)
-    assert set(os.listdir(SHM_DIR)) == before, "a refused array left its object"
+    assert ours() == before, "a refused array left its object"
     return case
 
 
@@ -296,13 +307,41 @@ def too_big_in_a_worker(case: str) -> str:
     return check_too_big(case)
 
 
+def needs_a_shm_size(case: str) -> None:
+    if "/dev/shm" in case and not TOTAL:
+        pytest.skip("/dev/shm has no size limit (a tmpfs mounted with size=0)")
+
+
 @pytest.mark.parametrize("case", list(TOO_BIG))
 def test_an_array_too_big_is_refused_naming_its_size_outside_run(
     case: str, master_cleanup: None
 ) -> None:
+    needs_a_shm_size(case)
     check_too_big(case)
 
 
 @pytest.mark.parametrize("case", list(TOO_BIG))
 def test_an_array_too_big_is_refused_naming_its_size_in_a_worker(case: str) -> None:
+    needs_a_shm_size(case)
     assert run(too_big_in_a_worker, case) == case
+
+
+def test_an_array_larger_than_the_free_space_within_the_total_is_made(
+    master_cleanup: None,
+) -> None:
+    """Its shm object is sparse, zero-filled as its pages are first written:
+    an array larger than /dev/shm's free space is made, and works while what
+    is written fits. It was refused, naming the free space."""
+    before = ours()
+    with shm_partly_used() as (free, total):
+        n = total - 4096  # with its header (64 bytes), past the free space, within the total
+        assert n > free
+        array = SharedArray.create(n, "int8")
+        try:
+            view = array.open()
+            view[0], view[-1] = 1, 2  # a page at each end
+            assert (int(view[0]), int(view[1]), int(view[-1])) == (1, 0, 2)
+            del view
+        finally:
+            array.release()
+    assert ours() == before, "a released array left its object"

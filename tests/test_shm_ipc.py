@@ -37,7 +37,7 @@ from typing import Any
 import msgspec
 import pydantic
 import pytest
-from scenario import joined, outcome_value, run_scenario
+from scenario import joined, outcome_value, run_scenario, shm_partly_used, shm_space
 
 import netmcore
 from netmcore import (
@@ -50,7 +50,7 @@ from netmcore import (
     ShmMutex,
     _ipc,
 )
-from netmcore._mailbox import _SLOT_HEAD
+from netmcore._mailbox import _FIRST_SLOT, _SLOT_HEAD, _stride
 
 SHM_DIR = "/dev/shm"
 GUARD = 10.0  # bounds a wait that must not expire; never asserted on
@@ -1069,6 +1069,11 @@ def test_mailbox_receive_by_a_sender_is_a_context_error() -> None:
         ({"slots": True}, r"slots=True is not valid"),
         ({"slot_size": 0}, r"slot_size=0 is not valid"),
         ({"slot_size": "64"}, r"slot_size='64' is not valid"),
+        (
+            {"slots": 1, "slot_size": 2**32},
+            r"slot_size=4,294,967,296 is not valid: .* below 2\*\*32",
+        ),
+        ({"slots": 2**32}, r"slots=4,294,967,296 is not valid: it must be below 2\*\*32"),
     ],
 )
 def test_mailbox_create_with_bad_sizes_raises_value_error(
@@ -1659,13 +1664,69 @@ def test_timeout_that_is_not_a_number_is_a_type_error(
 
 
 def test_mailbox_too_large_for_dev_shm_names_its_slots_and_the_fix() -> None:
+    """Just past /dev/shm's total size: it could never be filled."""
+    total = shm_space()[1]
+    if not total:
+        pytest.skip("/dev/shm has no size limit (a tmpfs mounted with size=0)")
+    slots = (total - _FIRST_SLOT) // _stride(512) + 1
+    size = _FIRST_SLOT + slots * _stride(512)
+    assert size - _stride(512) <= total < size
     with pytest.raises(ValueError) as info:
-        Mailbox.create(int, slots=2**40)
+        Mailbox.create(int, slots=slots)
     assert re.fullmatch(
-        r"a Mailbox of 1,099,511,627,776 slots of 512 bytes needs [\d,]+ bytes, which is too "
-        r"large: .*\. Create it with fewer slots or a smaller slot_size",
+        rf"a Mailbox of {slots:,} slots of 512 bytes needs {size:,} bytes, which is too "
+        rf"large: /dev/shm, where shared memory lives, is {total:,} bytes in all, so an object "
+        r"larger than that could never be filled \(a process that writes past the space there "
+        r"is killed by SIGBUS\)\. Create it with fewer slots or a smaller slot_size, or "
+        r"enlarge /dev/shm \(mount -o remount,size=\.\.\., or docker run --shm-size=\.\.\.\)",
         str(info.value),
-    )
+    ), str(info.value)
+
+
+def test_mailbox_whose_creation_would_fill_past_the_free_space_is_refused(
+    master_cleanup: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the free space (here made to show 1 MiB), but creating it writes a
+    lock in every slot, and small slots share pages: it fills the whole box at
+    once, and its maker would die of SIGBUS. Refused before anything is made."""
+    real = os.statvfs(SHM_DIR)
+    if not real.f_blocks:
+        pytest.skip("/dev/shm has no size limit (a tmpfs mounted with size=0)")
+    free = 1 << 20
+    shown = os.statvfs_result((*real[:4], free // real.f_frsize, *real[5:]))
+    monkeypatch.setattr(os, "statvfs", lambda path: shown)
+    slots = 8192
+    size = _FIRST_SLOT + slots * _stride(512)
+    assert free < size <= shm_space()[1]
+    with pytest.raises(ValueError) as info:
+        Mailbox.create(int, slots=slots)
+    assert re.fullmatch(
+        rf"a Mailbox of 8,192 slots of 512 bytes needs {size:,} bytes, and creating it fills "
+        r"[\d,]+ bytes at once \(the pages of a lock in every slot\), which is too much: "
+        r"/dev/shm, where shared memory lives, has 1,048,576 bytes free, and a process that "
+        r"writes past its free space is killed by SIGBUS\. Create it with fewer slots or a "
+        r"smaller slot_size, or make room in /dev/shm \(or enlarge it: mount -o "
+        r"remount,size=\.\.\., or docker run --shm-size=\.\.\.\)",
+        str(info.value),
+    ), str(info.value)
+
+
+def test_mailbox_larger_than_the_free_space_with_few_slots_is_made(master_cleanup: None) -> None:
+    """Creating it writes a page per slot: a box of a few slots (of under
+    2 GiB) as large as /dev/shm, past its free space, is made, and carries
+    messages while they fit. It was refused, naming the free space."""
+    with shm_partly_used() as (free, total):
+        slots = total // 2**31 + 2
+        slot_size = (total - _FIRST_SLOT) // slots - 3 * 64  # its stride: a little more
+        assert free < _FIRST_SLOT + slots * _stride(slot_size) <= total
+        with Mailbox.create(bytes, slots=slots, slot_size=slot_size) as box:
+            sender = Mailbox.open(box.res_id, bytes)
+            try:
+                for message in (b"first", b"second" * 1000):
+                    sender.send(message, timeout=0)
+                    assert box.receive(timeout=0) == message
+            finally:
+                sender.release()
 
 
 GIB = 1 << 30
@@ -1685,8 +1746,8 @@ TOO_LARGE_TO_MAP = {
 
 
 @pytest.mark.skipif(
-    os.statvfs(SHM_DIR).f_bavail * os.statvfs(SHM_DIR).f_frsize < 2 * GIB,
-    reason="needs 2 GiB free in /dev/shm, so that only the mapping fails",
+    0 < shm_space()[1] < 2 * GIB,
+    reason="needs a /dev/shm of 2 GiB, so that only the mapping fails",
 )
 @pytest.mark.parametrize("kind", sorted(TOO_LARGE_TO_MAP))
 def test_object_too_large_to_map_names_its_size_and_the_fix(kind: str) -> None:
