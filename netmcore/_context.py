@@ -38,9 +38,8 @@ def refuse_wait_in_master(what: str) -> NoReturn:
     """Raise ContextError for ``what``, which would wait where
     :func:`in_master_loop` is true."""
     raise ContextError(
-        f"{what} would wait in the master, which never blocks: every worker's "
-        "request goes through the master, so nothing a worker does could end "
-        "the wait. "
+        f"{what} would wait in the master, which never blocks: while it waits, no "
+        "worker's request is served, and what it waits for may need one. "
         "Wait in a worker (start a process for it), or only take what is "
         "already there in the master"
     )

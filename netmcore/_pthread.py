@@ -20,10 +20,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import math
+import numbers
 import os
 import select
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -135,15 +137,19 @@ def check_timeout(timeout: float | None) -> float | None:
 
     Raises ValueError for NaN and negative numbers, which no deadline can be
     made of (a timespec would overflow, or the wait would end at once by
-    accident), and TypeError for what is not an int or a float (a bool included).
+    accident), and TypeError for what is not a real number (a bool included).
+    A real number of another type (numpy's, a Fraction) is taken as a float,
+    as ``threading`` takes it.
     """
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
         raise TypeError(
             f"timeout {timeout!r} is not valid: give a number of seconds (an int or a float) "
             "of 0 or more, or None (or math.inf) to wait without limit"
         )
+    if not isinstance(timeout, int | float):
+        timeout = float(timeout)
     if timeout == math.inf:
         return None
     if not timeout >= 0:  # also NaN, which compares false with everything
@@ -377,7 +383,7 @@ class InUse:
             if use.closed: use.left()
     """
 
-    __slots__ = ("_lock", "_unmap", "_unmapped", "calls", "closed")
+    __slots__ = ("__weakref__", "_lock", "_unmap", "_unmapped", "calls", "closed")
 
     def __init__(self, unmap: Callable[[], None]) -> None:
         self.calls: list[None] = []
@@ -385,6 +391,7 @@ class InUse:
         self._unmap = unmap
         self._lock = threading.Lock()
         self._unmapped = False
+        _every_in_use.add(self)
 
     def enter(self) -> bool:
         """Count a call; False (not counted) once closed."""
@@ -421,6 +428,20 @@ class InUse:
             touch(len(self.calls) - 1)
         finally:
             self.leave()
+
+
+# In a forked child, only the thread that forked runs on: the calls the
+# others had in progress never leave there, and a close() would never unmap.
+_every_in_use: weakref.WeakSet[InUse] = weakref.WeakSet()
+
+
+def _forget_calls_of_other_threads() -> None:
+    for use in _every_in_use:
+        use.calls = []
+        use._lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_forget_calls_of_other_threads)
 
 
 # This process's pid, without a getpid() system call per use.

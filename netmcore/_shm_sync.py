@@ -19,7 +19,7 @@ import errno
 import itertools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Literal
 
@@ -56,7 +56,8 @@ os.register_at_fork(after_in_child=lambda: _stamps.__setitem__(0, _fresh_stamps(
 def closed_during(obj: object, call: str) -> ValueError:
     """The error for a call that another thread's close() (or release()) ended."""
     return ValueError(
-        f"{obj!r} was closed or released by another thread during {call}: close an "
+        f"{obj!r} was closed or released (by another thread, or a signal handler) during "
+        f"{call}: close an "
         "object only once no thread uses it, or catch this error to end a waiting thread"
     )
 
@@ -204,7 +205,8 @@ class ShmMutex(_InShm):
 
     def _wait(self, addr: int, timeout: float | None) -> int:
         if _context.in_master_loop():  # first: the message costs more than a wait
-            what = f"locking {self!r}, which another thread or process holds,"
+            what = f"locking {self!r}, which is held (by another thread or process, or by this "
+            what += "thread: a 'normal' mutex cannot tell),"
             _context.refuse_wait_in_master(what)
         deadline = None if timeout is None else time.monotonic() + timeout
         return _pthread.lock_in_slices(addr, deadline, self._stop_if_closed)
@@ -262,16 +264,27 @@ class ShmMutex(_InShm):
         return f"ShmMutex({self.res_id!r}, {self.kind})"
 
     def __enter__(self) -> ShmMutex:
+        state = self._state
+        before = state.depth() if state.word.value else 0
         try:
             self.lock()
         except OwnerDiedError:
             self.unlock()  # the with-body will not run: leave nothing locked
+            raise
+        except BaseException:
+            # A signal handler's exception just after lock() returned (Python
+            # runs handlers after each call): the with-body will not run, and
+            # nothing would unlock what was taken.
+            state.give_back(before)
             raise
         return self
 
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # A handler's exception at the very start of this call (before the
+        # unlock) would leave the mutex held: a window no Python code can
+        # close, which threading.Lock, in C, does not have.
         self.unlock()
 
 
@@ -389,21 +402,26 @@ class ShmCondition(_InShm):
 
     def signal(self) -> None:
         """Wake one waiter."""
-        addr = self._enter()
-        try:
-            self._stamp[0] = next(_stamps[0]) & 0xFFFF_FFFF_FFFF_FFFF
-            _pthread.cond_signal(addr)
-        finally:
-            self._use.leave()
+        self._notify(_pthread.cond_signal)
 
     def broadcast(self) -> None:
         """Wake every waiter."""
-        addr = self._enter()
+        self._notify(_pthread.cond_broadcast)
+
+    def _notify(self, wake: Callable[[int], object]) -> None:
+        use = self._use
+        use.calls += _ONE  # inline self._enter(): as fast as it can be
         try:
+            if use.closed:
+                raise closed_error(self)
+            # A fresh stamp: a waiter between two slices of its wait sees
+            # that a signal came (see wait).
             self._stamp[0] = next(_stamps[0]) & 0xFFFF_FFFF_FFFF_FFFF
-            _pthread.cond_broadcast(addr)
+            wake(self._addr)
         finally:
-            self._use.leave()
+            del use.calls[-1]
+            if use.closed:
+                use.left()
 
     def _wake(self, others: int) -> None:
         if others:

@@ -11,7 +11,7 @@ keeps:
   without the mutex, a condition wait with it held again), one that returns
   lets it go on (PEP 475);
 - **in the master**, a call that would wait is a ContextError (the master
-  serves every worker's request: the wait could never end), while one that
+  serves every worker's request: no request is served while it waits), while one that
   need not wait, or does not (``timeout=0``), works.
 
 The order is fixed, never left to delays: a helper thread waits until the
@@ -26,11 +26,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fractions
+import os
 import re
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import numpy as np
 import pytest
 import scenario
 
@@ -557,7 +562,10 @@ def test_mutex_and_condition_waits_in_the_master_are_refused() -> None:
     got = _in_master(_mutex_in_master)
     mutex = r"ShmMutex\(ResId\(\d+\), errorcheck\)"
     assert got[0] == "returned True"
-    assert _refused(got[1], rf"locking {mutex}, which another thread or process holds,"), got
+    assert _refused(
+        got[1],
+        rf"locking {mutex}, which is held \(by another thread or process, or by this thread: a 'normal' mutex cannot tell\),",
+    ), got
     assert got[2] == "returned False"
     assert _refused(got[3], r"ShmCondition\(ResId\(\d+\)\)\.wait\(\)"), got
     assert got[4:] == ["returned False", "returned None"]
@@ -624,3 +632,87 @@ def test_another_thread_of_the_master_may_wait_while_the_loop_serves() -> None:
 
     assert netmcore.run(first_process=first, extract_result=extract) == 0
     assert got == ["returned 7"]
+
+
+@pytest.mark.parametrize(
+    "timeout", [np.int64(0), np.float32(0.0), fractions.Fraction(0)], ids=["int64", "f32", "frac"]
+)
+def test_a_real_number_of_any_type_is_a_timeout(timeout: Any, master_cleanup: None) -> None:
+    """As threading takes them: numpy's numbers and Fractions are seconds too
+    (they were refused with a TypeError)."""
+    box = Mailbox.create(int, slots=1, slot_size=16)
+    mutex = ShmMutex.create()
+    try:
+        with pytest.raises(TimeoutError):
+            box.receive(timeout=timeout)
+        assert mutex.lock(timeout=timeout) is True
+        mutex.unlock()
+    finally:
+        box.release()
+        mutex.release()
+
+
+class _Raised(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["normal", "errorcheck", "recursive"])
+def test_an_exception_just_after_the_lock_in_with_leaves_it_unlocked(
+    kind: str, master_cleanup: None
+) -> None:
+    """A signal handler's exception can come just after lock() returns, in
+    ``with mutex:``'s enter: the body does not run, and nothing would unlock
+    (the mutex stayed held). A profile hook raises at that very point."""
+    mutex = ShmMutex.create(kind)  # type: ignore[arg-type]
+    lock_code = ShmMutex.lock.__code__
+
+    def raise_after_lock(frame: Any, event: str, _arg: Any) -> None:
+        if event == "return" and frame.f_code is lock_code:
+            sys.setprofile(None)
+            raise _Raised
+
+    try:
+        sys.setprofile(raise_after_lock)
+        try:
+            with pytest.raises(_Raised), mutex:
+                pytest.fail("the body ran")
+        finally:
+            sys.setprofile(None)
+        got: list[bool] = []
+        other = threading.Thread(target=lambda: got.append(mutex.lock(timeout=0)))
+        other.start()
+        other.join()
+        assert got == [True], "the mutex stayed held by the thread that raised"
+    finally:
+        mutex.release()
+
+
+def test_a_fork_while_another_thread_waits_leaves_close_able_to_unmap(
+    master_cleanup: None,
+) -> None:
+    """A forked child has only the thread that forked: the calls the other
+    threads had in progress never leave there, and its close() kept the box
+    mapped for ever (the calls were inherited)."""
+    box = Mailbox.create(int, slots=2, slot_size=16)
+    other = Mailbox.open(box.res_id, int)
+    codes: list[int] = []
+
+    def fork_and_wake() -> None:
+        scenario.wait_until(lambda: _main_thread_waits_on(box._filled), "the receive to wait")
+        pid = os.fork()
+        if pid == 0:  # the child: only this thread; close, and say if it unmapped
+            # (The flag, not /proc/self/maps: the dead thread's frame still
+            # holds views of the mapping in the child, which keep it mapped.)
+            box.close()
+            os._exit(0 if box._use._unmapped else 1)
+        codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        other.send(1)
+
+    try:
+        helper = Helper(fork_and_wake)
+        assert box.receive() == 1
+        helper.join()
+        assert codes == [0], "the child's close() left the box mapped"
+    finally:
+        other.release()
+        box.release()
