@@ -61,6 +61,7 @@ from ._resource_api import get_file as get_file
 from ._resource_api import get_resource as get_resource
 from ._resource_api import get_sem as get_sem
 from ._resource_api import get_shm as get_shm
+from ._resource_api import hand_over as hand_over
 from ._resource_api import manage_file as manage_file
 from ._resource_api import manage_sem as manage_sem
 from ._resource_api import manage_shm as manage_shm
@@ -138,6 +139,7 @@ __all__ = (
     "get_resource",
     "get_sem",
     "get_shm",
+    "hand_over",
     "join",
     "join_nowait",
     "manage_file",

@@ -49,6 +49,7 @@ from ._wire import (
     Ended,
     Failed,
     Finished,
+    HandOverReq,
     JoinCancel,
     Joined,
     JoinReq,
@@ -556,6 +557,8 @@ class Master:
                 reply = Done()
             elif isinstance(msg, ResGetReq):
                 reply = _resources.op_get(msg.res_id, msg.kinds, self._user(conn), msg.mapped)
+            elif isinstance(msg, HandOverReq):
+                reply = _resources.op_hand_over(msg.res_id, self._user(conn))
             elif isinstance(msg, ResManageReq):
                 reply = _resources.op_manage(msg.kind, msg.name, self._user(conn))
             elif isinstance(msg, ResCreateReq):

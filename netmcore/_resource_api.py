@@ -32,6 +32,7 @@ from ._resources import (
 from ._wire import (
     Done,
     Failed,
+    HandOverReq,
     Message,
     ReleaseReq,
     ResCreateReq,
@@ -110,6 +111,27 @@ def release(res_id: ResId) -> None:
         ctx.master.release(res_id.n, MASTER)
     elif _registry.release_point(res_id.n) is None:
         _resources.release(res_id.n, MASTER)
+
+
+def hand_over(res_id: ResId) -> None:
+    """Keep ``res_id`` alive for the next process that gets it, after this
+    one ends or releases it: made in a worker, a resource goes with its last
+    user, even if its id is in the worker's result. The first other process
+    to get (open) it takes it over; until then the master holds it, and if
+    nobody ever does, it is destroyed with what the program manages (at its
+    exit, or by ``destroy_resources``).
+
+    Raises
+    ------
+    NoResource
+        If there is no such resource, or this process does not use it.
+    """
+    _check_res_id(res_id)
+    _local_or_remote(
+        lambda: _resources.op_hand_over(res_id.n, MASTER),
+        HandOverReq(res_id.n),
+        "hand_over",
+    )
 
 
 def manage_file(path: str) -> ComputeResource:

@@ -95,6 +95,9 @@ class Entry:
     first_pid: int = 0  # the first process id that can inherit it (preallocated)
     creator: int = MASTER
     mapping: mmap.mmap | None = None  # preallocated only, in the master and inheritors
+    # The process that handed it over (see op_hand_over): until another one
+    # gets it, the master holds a use for it.
+    handed_by: int | None = None
 
 
 table: dict[int, Entry] = {}
@@ -394,7 +397,29 @@ def op_get(res_id: int, kinds: list[str], user: int, mapped: bool) -> ResInfo:
         raise NotInherited(ResId(res_id), _why_not_inherited(entry, user))
     was_user = user in entry.users
     entry.users.add(user)
+    if entry.handed_by is not None and user != entry.handed_by:
+        # The first to get it after the hand-over takes it over: the master's
+        # use, held for it, ends (the master's own code keeps it as its own).
+        if user != MASTER:
+            entry.users.discard(MASTER)
+        entry.handed_by = None
     return info(entry, was_user)
+
+
+def op_hand_over(res_id: int, user: int) -> ResInfo:
+    """Keep ``res_id`` alive for the next process that gets it, after ``user``
+    (one of its users) lets go or ends: the master holds a use until then."""
+    entry = lookup(ResId(res_id))
+    if user not in entry.users:
+        raise NoResource(
+            ResId(res_id),
+            f"process {user} does not use it, so it has nothing to hand over: "
+            "hand over what this process made or got",
+        )
+    if user != MASTER:
+        entry.users.add(MASTER)
+        entry.handed_by = user
+    return info(entry, True)
 
 
 def _why_not_inherited(entry: Entry, user: int) -> str:

@@ -120,6 +120,11 @@ class ReleaseReq(_Msg, frozen=True):
     req: int = 0
 
 
+class HandOverReq(_Msg, frozen=True):
+    res_id: int
+    req: int = 0
+
+
 class ResGetReq(_Msg, frozen=True):
     res_id: int
     kinds: list[str]  # ResourceType values the caller accepts; empty: any
@@ -247,6 +252,7 @@ Message = (
     | JoinReq
     | JoinCancel
     | ReleaseReq
+    | HandOverReq
     | Finished
     | Assign
     | Started

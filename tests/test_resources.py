@@ -1426,3 +1426,89 @@ def test_a_semaphore_wait_in_the_master_takes_a_post_or_refuses_to_wait() -> Non
             message,
         ), message
     assert (taken, value) == (True, 0)
+
+
+# --------------------------------------------------------------------------
+# hand_over: a resource made in a worker outlives it, for the next to get it
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def make_handed_over(keep: bool) -> netmcore.ResId:
+    seg = netmcore.create_shm(16)
+    seg.buffer[:5] = b"hello"
+    if keep:
+        netmcore.hand_over(seg.res_id)
+        netmcore.get_shm(seg.res_id)  # its maker getting it again takes nothing over
+    seg.close()
+    return seg.res_id
+
+
+@netmcore.process
+def read_handed(res: netmcore.ResId) -> bytes:
+    with netmcore.open_shm(res) as seg:  # opens, and at the end releases, a use
+        return bytes(seg.buffer[:5])
+
+
+@netmcore.process
+def hand_over_scenario(_: int) -> list[Any]:
+    got: list[Any] = []
+    gone = joined(make_handed_over, make_handed_over.start(False))  # gone with its maker
+    try:
+        netmcore.open_shm(gone)
+    except netmcore.NoResource:
+        got.append("gone")
+    res = joined(make_handed_over, make_handed_over.start(True))
+    with netmcore.open_shm(res) as seg:  # this process takes it over...
+        got.append(bytes(seg.buffer[:5]))
+        got.append(joined(read_handed, read_handed.start(res)))  # its release leaves it
+        got.append(bytes(seg.buffer[:5]))
+    try:
+        netmcore.open_shm(res)  # the last use ended: it is gone
+    except netmcore.NoResource:
+        got.append("gone")
+    try:
+        netmcore.hand_over(res)
+    except netmcore.NoResource as exc:
+        got.append(str(exc).split(": ", 1)[1][:30])
+    return got
+
+
+def test_a_handed_over_resource_outlives_its_maker_until_taken_over() -> None:
+    assert run_scenario(hand_over_scenario, 0) == [
+        "gone",
+        b"hello",
+        b"hello",
+        b"hello",
+        "gone",
+        "no such resource, or it has be",
+    ]
+
+
+@netmcore.process
+def hand_over_unused(res: netmcore.ResId) -> str:
+    try:
+        netmcore.hand_over(res)
+    except netmcore.NoResource as exc:
+        return str(exc)
+    return "handed over"
+
+
+def test_hand_over_of_a_resource_this_process_does_not_use_is_refused(
+    master_cleanup: None,
+) -> None:
+    seg = netmcore.create_shm(16)
+    message = run_scenario(hand_over_unused, seg.res_id)
+    assert "does not use it, so it has nothing to hand over" in message
+    seg.release()
+
+
+def test_a_handed_over_resource_nobody_took_is_the_masters_after_run() -> None:
+    res = run_scenario(make_handed_over, True)
+    try:
+        with netmcore.open_shm(res) as seg:  # still there, held by the master
+            assert bytes(seg.buffer[:5]) == b"hello"
+    finally:
+        netmcore.release(res)
+    with pytest.raises(netmcore.NoResource):
+        netmcore.open_shm(res)

@@ -79,7 +79,7 @@ def total(array: SharedArray) -> float:
 
 
 @netmcore.process
-def hand_over(n: int) -> list[Any]:
+def share_down(n: int) -> list[Any]:
     # The maker's array lives while someone uses it: the first process keeps it.
     array = SharedArray.create(n, "float32")
     array.open()[:] = 1.5
@@ -95,9 +95,37 @@ def hand_over(n: int) -> list[Any]:
 
 
 def test_array_made_in_a_worker_is_opened_by_others_through_its_handle() -> None:
-    got = run(hand_over, 10)
+    got = run(share_down, 10)
     assert got[:4] == [15.0, False, "<f4", [10]]
     assert "no such resource, or it has been destroyed" in got[4]
+
+
+@netmcore.process
+def make_and_hand_over(n: int) -> SharedArray:
+    array = SharedArray.create(n, "float32")
+    array.open()[:] = np.arange(n, dtype=np.float32)
+    netmcore.hand_over(array.res_id)  # it outlives this process, for the joiner
+    return array
+
+
+@netmcore.process
+def take_over(n: int) -> list[Any]:
+    made = make_and_hand_over.join(make_and_hand_over.start(n))
+    assert made is not None
+    got: list[Any] = [[float(x) for x in made.open()]]
+    made.release()  # the joiner took it over: its release is the last
+    try:
+        made.open()
+    except netmcore.NoResource as exc:
+        got.append(type(exc).__name__)
+    return got
+
+
+def test_an_array_handed_over_by_its_maker_is_taken_over_by_its_joiner() -> None:
+    """A worker's result may carry the handle of an array it made, handed
+    over: the joiner opens it after the maker has ended, and its release
+    destroys it (the /dev/shm fixture sees nothing left)."""
+    assert run(take_over, 3) == [[0.0, 1.0, 2.0], "NoResource"]
 
 
 @netmcore.process

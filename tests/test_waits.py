@@ -564,7 +564,8 @@ def test_mutex_and_condition_waits_in_the_master_are_refused() -> None:
     assert got[0] == "returned True"
     assert _refused(
         got[1],
-        rf"locking {mutex}, which is held \(by another thread or process, or by this thread: a 'normal' mutex cannot tell\),",
+        rf"locking {mutex}, which is held \(by another thread or process, or by this "
+        r"thread: a 'normal' mutex cannot tell\),",
     ), got
     assert got[2] == "returned False"
     assert _refused(got[3], r"ShmCondition\(ResId\(\d+\)\)\.wait\(\)"), got
