@@ -27,20 +27,25 @@ Each call counts itself in progress (``_pthread.InUse``), so that a
 has left; it broadcasts both conditions to wake this process's waiters,
 which then raise. The mutex, held by the other side for a copy at most, is
 also waited for in slices, so that a signal handler's exception ends that
-wait without it.
+wait without it, and until the call's deadline: a side stopped (SIGSTOP, a
+debugger) while it holds it would otherwise hold up the other for ever. A
+signal handler's exception anywhere in a call leaves the mutex free: each
+call gives back, on its way out, what this thread still holds.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import struct
+import threading
 import time
 from types import TracebackType
-from typing import NoReturn
+from typing import Literal, NoReturn, overload
 
 from . import _context, _pthread
-from ._errors import OwnerDiedError
+from ._errors import ContextError, OwnerDiedError
 from ._ids import ResId
 from ._pthread import this_pid
 from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
@@ -59,6 +64,20 @@ _WAKER = {_NOT_EMPTY: _WRITER, _NOT_FULL: _READER}
 _RING = _STATE + 64
 # What a wait is for, by the condition it waits on.
 _WAITING_FOR = {_NOT_EMPTY: "an empty buffer", _NOT_FULL: "a full buffer"}
+_ONE = _pthread.ONE
+_trylock = _pthread.raw_mutex_trylock  # 0, EBUSY, EOWNERDEAD
+_unlock = _pthread.raw_mutex_unlock
+# The holder's thread id in a robust mutex's futex word (the kernel's ABI).
+_TID_MASK = _pthread._FUTEX_TID_MASK
+# pthread_cond_signal never blocks: bound keeping the GIL, which a release and
+# a take-back would cost more than the call (as _pthread's raw bindings do).
+_keeping_gil = ctypes.PyDLL(None)
+_cond_signal = _keeping_gil.pthread_cond_signal
+_cond_signal.argtypes = [ctypes.c_void_p]
+_cond_signal.restype = ctypes.c_int
+_consistent = _keeping_gil.pthread_mutex_consistent  # EINVAL when it is consistent
+_consistent.argtypes = [ctypes.c_void_p]
+_consistent.restype = ctypes.c_int
 
 
 class Buffer:
@@ -131,45 +150,90 @@ class Buffer:
     def _at(self, offset: int) -> int:
         return self._base + offset
 
-    def _lock(self) -> None:
-        """Count this call in progress (ValueError once released) and take the mutex."""
-        if not self._use.enter():  # the C calls would touch unmapped memory
-            raise closed_error(self)
-        try:
-            self._take_mutex()
-        except BaseException:
-            self._use.leave()
-            raise
+    # Every call takes the mutex the same way, written out in each (a helper
+    # function would be a point where a signal handler's exception can come:
+    # at its start, or just after a C call returns)::
+    #
+    #     use.calls += _ONE         # counted: neither a call nor undone by one
+    #     mapped = False
+    #     try:
+    #         if use.closed: raise closed_error(self)
+    #         mapped = True           # the mapping stays while this call counts
+    #         rc = _trylock(addr)
+    #         if rc: self._contended(rc, ...)  # waits, or raises
+    #         ...
+    #         _unlock(addr)
+    #     finally:
+    #         try:
+    #             if mapped and word.value & _TID_MASK == tid:  # an exception came
+    #                 try: _consistent(addr)  # (taken from a dead holder)
+    #                 finally: _unlock(addr)
+    #         finally:
+    #             del use.calls[-1]
+    #             if use.closed: use.left()
+    #
+    # The mutex word says whether this thread holds it, wherever the exception
+    # came: before the lock call, just after it returned, in a wait, or just
+    # after the unlock (then it is free, and nothing is given back). It is given
+    # back by C calls only, not by MutexState.give_back: the start of a Python
+    # function is one more point where a signal handler's exception can come.
 
-    def _take_mutex(self) -> None:
-        addr = self._at(_MUTEX)
-        try:
-            rc = _pthread.raw_mutex_trylock(addr)
-            if rc == errno.EBUSY:
-                # The other side holds it for a copy at most: no deadline.
-                rc = _pthread.lock_in_slices(addr, None, self._stop_if_released)
-        except BaseException:
-            self._mutex.give_back(0)  # taken just before the exception came
-            raise
-        try:
-            _pthread.locked(rc, addr)
-        except _pthread.OwnerDied:
+    def _contended(
+        self,
+        rc: int,
+        deadline: float | None,
+        timeout: float | None,
+        call: str,
+        written: tuple[int, int] | None = None,
+    ) -> None:
+        """The mutex was not free (``rc`` from the trylock): wait for it until
+        ``deadline``, and return holding it, or raise."""
+        addr = self._base + _MUTEX
+        if rc == errno.EBUSY:
+            if deadline is None or deadline > time.monotonic():
+                # Waited for in the master too: the other side holds it for a
+                # copy, and needs nothing from the master to let it go.
+                rc = _pthread.lock_in_slices(addr, deadline, self._stop_if_released)
+            if rc in (errno.EBUSY, errno.ETIMEDOUT):
+                # Held for a copy at most by a live side: one that was stopped
+                # (SIGSTOP, a debugger) or wedged inside a call.
+                message = (
+                    f"{self!r}.{call} timed out after {timeout} s waiting for the buffer's "
+                    "lock, which its other side held all that time (stopped or wedged in a call)"
+                )
+                if written:
+                    message += f": {written[0]} of {written[1]} bytes were written"
+                raise TimeoutError(message)
+        if rc == errno.EOWNERDEAD:
+            _pthread.mutex_consistent(addr)
             # The other side died inside a call: the stream cannot be trusted.
-            self._set_end()
-            _pthread.mutex_unlock(addr)
+            self._set_end()  # the caller's finally unlocks it
             raise OwnerDiedError(f"the other side of {self!r} died while using it") from None
+        if rc:
+            raise OSError(rc, f"locking the lock of {self!r}: {os.strerror(rc)}")
+
+    @staticmethod
+    def _refuse(what: str, written: tuple[int, int] | None) -> NoReturn:
+        """ContextError for ``what``, which would wait in the master; a write's
+        says how many bytes went in (the part before the wait stays written)."""
+        try:
+            _context.refuse_wait_in_master(what)
+        except ContextError as exc:
+            if not written:
+                raise
+            raise ContextError(f"{exc}. {written[0]} of {written[1]} bytes were written") from None
 
     def _stop_if_released(self) -> None:
         if self._use.closed:
             raise closed_during(self, "a call")
 
-    def _unlock(self) -> None:
-        try:
-            _pthread.mutex_unlock(self._at(_MUTEX))
-        finally:
-            self._use.leave()
-
-    def _wait(self, cond: int, deadline: float | None, call: str) -> bool:
+    def _wait(
+        self,
+        cond: int,
+        deadline: float | None,
+        call: str,
+        written: tuple[int, int] | None = None,
+    ) -> bool:
         """Wait on ``cond`` for a slice (holding the mutex); the caller looks
         at the state and waits again. False, without waiting, once ``deadline``
         has passed. OwnerDiedError if the side that could wake it has ended:
@@ -180,7 +244,7 @@ class Buffer:
             if left <= 0:
                 return False
         if _context.in_master_loop():  # first: the message costs more than a wait
-            _context.refuse_wait_in_master(f"{self!r}.{call} on {_WAITING_FOR[cond]}")
+            self._refuse(f"{self!r}.{call} on {_WAITING_FOR[cond]}", written)
         try:
             woken = _pthread.cond_wait(self._at(cond), self._at(_MUTEX), left)
         except _pthread.OwnerDied:
@@ -215,50 +279,90 @@ class Buffer:
             If the stream was closed, or the buffer released (also by another
             thread during the wait).
         TimeoutError
-            If the buffer stayed full until the timeout; it says how many
-            bytes were written.
+            If the buffer stayed full (or its other side held its lock) until
+            the timeout; it says how many bytes were written.
         ContextError
-            If it would wait in the master, unless ``timeout`` is 0.
+            If it would wait in the master, unless ``timeout`` is 0; it says
+            how many bytes were written.
         """
         timeout = _pthread.check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         view = memoryview(data).cast("B")
         total = len(view)
+        use, buf, mutex = self._use, self._buf, self._mutex
+        addr, word, tid = mutex.addr, mutex.word, threading.get_native_id()
         while view:
-            self._lock()
+            use.calls += _ONE  # see "Every call takes the mutex" above
+            mapped = False
             try:
-                _PID.pack_into(self._buf, _WRITER, this_pid[0])
+                if use.closed:
+                    raise closed_error(self)
+                mapped = True
+                rc = _trylock(addr)
+                if rc:
+                    self._contended(rc, deadline, timeout, "write()", (total - len(view), total))
+                _PID.pack_into(buf, _WRITER, this_pid[0])
                 self._acted.add(_WRITER)
-                head, tail, capacity, ended = self._state()
+                head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
                 while tail - head == capacity and not ended:
-                    if not self._wait(_NOT_FULL, deadline, "write()"):
+                    if not self._wait(_NOT_FULL, deadline, "write()", (total - len(view), total)):
                         raise TimeoutError(
                             f"{self!r} stayed full for {timeout} s: {total - len(view)} of "
                             f"{total} bytes were written"
                         )
-                    head, tail, capacity, ended = self._state()
+                    head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
                 if ended:
                     raise ValueError(f"{self!r} is closed: nothing more can be written")
                 n = min(len(view), capacity - (tail - head))
                 start = tail % capacity
                 first = min(n, capacity - start)  # up to the end of the ring, then wrap
-                self._buf[_RING + start : _RING + start + first] = view[:first]
-                self._buf[_RING : _RING + n - first] = view[first:n]
-                _LAYOUT.pack_into(self._buf, _STATE, head, tail + n, capacity, 0)
-                _pthread.cond_signal(self._at(_NOT_EMPTY))
+                buf[_RING + start : _RING + start + first] = view[:first]
+                if n > first:
+                    buf[_RING : _RING + n - first] = view[first:n]
+                _LAYOUT.pack_into(buf, _STATE, head, tail + n, capacity, 0)
+                _cond_signal(self._base + _NOT_EMPTY)
+                _unlock(addr)
             finally:
-                self._unlock()
+                try:
+                    if mapped and word.value & _TID_MASK == tid:  # an exception came
+                        try:  # repaired first if taken from a dead holder: else broken for good
+                            _consistent(addr)
+                        finally:  # and unlocked, even if an exception comes between the two
+                            _unlock(addr)
+                finally:
+                    del use.calls[-1]
+                    if use.closed:
+                        use.left()
             view = view[n:]
 
     def close(self) -> None:
         """Mark the end of the stream: the consumer then reads what is left, then b""."""
-        self._lock()
+        use, mutex = self._use, self._mutex
+        addr, word, tid = mutex.addr, mutex.word, threading.get_native_id()
+        use.calls += _ONE  # see "Every call takes the mutex" above
+        mapped = False
         try:
+            if use.closed:
+                raise closed_error(self)
+            mapped = True
+            rc = _trylock(addr)
+            if rc:
+                self._contended(rc, None, None, "close()")
             self._set_end()
             _pthread.cond_broadcast(self._at(_NOT_EMPTY))
             _pthread.cond_broadcast(self._at(_NOT_FULL))
+            _unlock(addr)
         finally:
-            self._unlock()
+            try:
+                if mapped and word.value & _TID_MASK == tid:  # an exception came
+                    try:  # repaired first if taken from a dead holder: else broken for good
+                        _consistent(addr)
+                    finally:  # and unlocked, even if an exception comes between the two
+                        _unlock(addr)
+            finally:
+                del use.calls[-1]
+                if use.closed:
+                    use.left()
 
     def peek(self, limit: int | None = None, timeout: float | None = None) -> memoryview:
         """The bytes at the head (at most ``limit``), as a view of the ring: no
@@ -272,13 +376,33 @@ class Buffer:
             If ``limit`` is not a positive int (0 would read as the end), or
             the buffer is released (also by another thread during the wait).
         TimeoutError
-            If no byte came within ``timeout`` seconds.
+            If no byte came (or the other side held the buffer's lock) within
+            ``timeout`` seconds.
         ContextError
             If it would wait in the master, unless ``timeout`` is 0.
         """
-        return self._peek(limit, timeout, "peek()")
+        return self._head(limit, timeout, "peek()", False)
 
-    def _peek(self, limit: int | None, timeout: float | None, call: str) -> memoryview:
+    def read(self, limit: int | None = None, timeout: float | None = None) -> bytes:
+        """:meth:`peek` (with its ``timeout``), copy and :meth:`consume`; b"" at the
+        end of the stream."""
+        return self._head(limit, timeout, "read()", True)
+
+    @overload
+    def _head(
+        self, limit: int | None, timeout: float | None, call: str, take: Literal[False]
+    ) -> memoryview: ...
+
+    @overload
+    def _head(
+        self, limit: int | None, timeout: float | None, call: str, take: Literal[True]
+    ) -> bytes: ...
+
+    def _head(
+        self, limit: int | None, timeout: float | None, call: str, take: bool
+    ) -> memoryview | bytes:
+        """The bytes at the head, waiting for some: a view of them, or with
+        ``take`` a copy, consumed under the same lock (one lock for a read)."""
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ValueError(
                 f"limit={limit!r} is not valid: it must be an int of at least 1, or None for "
@@ -286,45 +410,81 @@ class Buffer:
             )
         timeout = _pthread.check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._lock()
+        use, buf, mutex = self._use, self._buf, self._mutex
+        addr, word, tid = mutex.addr, mutex.word, threading.get_native_id()
+        use.calls += _ONE  # see "Every call takes the mutex" above
+        mapped = False
         try:
-            _PID.pack_into(self._buf, _READER, this_pid[0])
+            if use.closed:
+                raise closed_error(self)
+            mapped = True
+            rc = _trylock(addr)
+            if rc:
+                self._contended(rc, deadline, timeout, call)
+            _PID.pack_into(buf, _READER, this_pid[0])
             self._acted.add(_READER)
-            head, tail, capacity, ended = self._state()
+            head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
             while head == tail and not ended:
                 if not self._wait(_NOT_EMPTY, deadline, call):
                     raise TimeoutError(f"no bytes came into {self!r} within {timeout} s")
-                head, tail, capacity, ended = self._state()
-            if head == tail:
-                return memoryview(b"")  # the end of the stream (not a view of the ring)
+                head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
             start = head % capacity
             n = min(tail - head, capacity - start)  # contiguous: up to the wrap
-            if limit is not None:
-                n = min(n, limit)
-            return self._buf[_RING + start : _RING + start + n]
+            if limit is not None and limit < n:
+                n = limit
+            got: memoryview | bytes
+            if not n:
+                got = b"" if take else memoryview(b"")  # the end (not a view of the ring)
+            elif take:
+                got = buf[_RING + start : _RING + start + n].tobytes()
+                _LAYOUT.pack_into(buf, _STATE, head + n, tail, capacity, ended)
+                _cond_signal(self._base + _NOT_FULL)
+            else:
+                got = buf[_RING + start : _RING + start + n]
+            _unlock(addr)
+            return got
         finally:
-            self._unlock()
+            try:
+                if mapped and word.value & _TID_MASK == tid:  # an exception came
+                    try:  # repaired first if taken from a dead holder: else broken for good
+                        _consistent(addr)
+                    finally:  # and unlocked, even if an exception comes between the two
+                        _unlock(addr)
+            finally:
+                del use.calls[-1]
+                if use.closed:
+                    use.left()
 
     def consume(self, n: int) -> None:
         """Delete ``n`` bytes from the head (after :meth:`peek`), waking the producer."""
-        self._lock()
+        use, buf, mutex = self._use, self._buf, self._mutex
+        addr, word, tid = mutex.addr, mutex.word, threading.get_native_id()
+        use.calls += _ONE  # see "Every call takes the mutex" above
+        mapped = False
         try:
-            head, tail, capacity, ended = self._state()
+            if use.closed:
+                raise closed_error(self)
+            mapped = True
+            rc = _trylock(addr)
+            if rc:
+                self._contended(rc, None, None, "consume()")
+            head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
             if not 0 <= n <= tail - head:
                 raise ValueError(f"cannot consume {n} bytes: {tail - head} are there")
-            _LAYOUT.pack_into(self._buf, _STATE, head + n, tail, capacity, ended)
-            _pthread.cond_signal(self._at(_NOT_FULL))
+            _LAYOUT.pack_into(buf, _STATE, head + n, tail, capacity, ended)
+            _cond_signal(self._base + _NOT_FULL)
+            _unlock(addr)
         finally:
-            self._unlock()
-
-    def read(self, limit: int | None = None, timeout: float | None = None) -> bytes:
-        """:meth:`peek` (with its ``timeout``), copy and :meth:`consume`; b"" at the
-        end of the stream."""
-        view = self._peek(limit, timeout, "read()")
-        data = bytes(view)
-        view.release()
-        self.consume(len(data))
-        return data
+            try:
+                if mapped and word.value & _TID_MASK == tid:  # an exception came
+                    try:  # repaired first if taken from a dead holder: else broken for good
+                        _consistent(addr)
+                    finally:  # and unlocked, even if an exception comes between the two
+                        _unlock(addr)
+            finally:
+                del use.calls[-1]
+                if use.closed:
+                    use.left()
 
     def release(self) -> None:
         """Unmap it and stop using it; it goes when its last user releases.

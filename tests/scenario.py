@@ -27,6 +27,34 @@ def outcome_value(outcome: Any) -> Any:
     pytest.fail(f"a process did not succeed: {outcome!r}", pytrace=False)
 
 
+def outcome_text(call: Callable[[], object]) -> str:
+    """What ``call`` did, as text: "returned X", or "ErrorType: message"."""
+    try:
+        return f"returned {call()!r}"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@netmcore.process
+def _nothing(_: int) -> int:
+    return 0
+
+
+def in_master(checks: Callable[[], list[str]]) -> list[str]:
+    """Run ``checks`` in the master's own code (first_process), then a worker."""
+    got: list[str] = []
+
+    def first() -> netmcore.ProcessId[int]:
+        got.extend(checks())
+        return _nothing.start(0)
+
+    netmcore.run(
+        first_process=first,
+        extract_result=lambda _c, pid: outcome_value(_nothing.join_outcome_nowait(pid)),
+    )
+    return got
+
+
 def joined(proc: Any, pid: Any) -> Any:
     """In a worker: join ``pid`` and return its value, or fail with its outcome."""
     return outcome_value(proc.join_outcome(pid))

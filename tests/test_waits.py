@@ -93,13 +93,6 @@ class Helper:
             raise self.errors[0]
 
 
-def _outcome(call: Callable[[], object]) -> str:
-    try:
-        return f"returned {call()!r}"
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-
-
 # --------------------------------------------------------------------------
 # 1. close() or release() by another thread while the main thread waits
 # --------------------------------------------------------------------------
@@ -243,7 +236,7 @@ def close_during_wait(name: str) -> str:
 
         helper = Helper(close_once_the_main_thread_waits)
         ready.wait()
-        outcome = _outcome(case.wait)
+        outcome = scenario.outcome_text(case.wait)
         helper.join()
         return outcome + case.after()
     finally:
@@ -305,11 +298,11 @@ def interrupted_lock(arg: tuple[str, str]) -> list[str]:
         helper = Helper(hold_then_interrupt)
         ready.wait()
         try:
-            seen.append(_outcome(mutex.lock))
+            seen.append(scenario.outcome_text(mutex.lock))
         finally:
             interrupted.set()
             helper.join()
-        seen.append(f"not held after: {_not_held(_outcome(mutex.unlock))}")
+        seen.append(f"not held after: {_not_held(scenario.outcome_text(mutex.unlock))}")
         seen.append(f"another can lock it: {holder.lock(timeout=0)}")
         holder.unlock()
     finally:
@@ -363,7 +356,7 @@ def lock_through_a_handler_that_returns(_: int) -> list[str]:
     try:
         helper = Helper(hold_then_signal)
         ready.wait()
-        seen.append(_outcome(mutex.lock))
+        seen.append(scenario.outcome_text(mutex.lock))
         helper.join()
         mutex.unlock()
     finally:
@@ -405,11 +398,11 @@ def interrupted_condition_wait(how: str) -> list[str]:
         mutex.lock()
         helper = Helper(interrupt)
         try:
-            seen.append(_outcome(lambda: cond.wait(mutex)))
+            seen.append(scenario.outcome_text(lambda: cond.wait(mutex)))
         finally:
             ended.set()
             helper.join()
-        seen.append(f"held after: {not _not_held(_outcome(mutex.unlock))}")
+        seen.append(f"held after: {not _not_held(scenario.outcome_text(mutex.unlock))}")
     finally:
         cond.release()
         mutex.release()
@@ -435,26 +428,6 @@ def test_a_signal_given_between_two_slices_of_a_condition_wait_wakes_it() -> Non
 # --------------------------------------------------------------------------
 # 3. In the master: what would wait is refused, what need not wait works
 # --------------------------------------------------------------------------
-
-
-@netmcore.process
-def nothing(_: int) -> int:
-    return 0
-
-
-def _in_master(checks: Callable[[], list[str]]) -> list[str]:
-    """Run ``checks`` in the master's own code (first_process), then a worker."""
-    got: list[str] = []
-
-    def first() -> netmcore.ProcessId[int]:
-        got.extend(checks())
-        return nothing.start(0)
-
-    netmcore.run(
-        first_process=first,
-        extract_result=lambda _c, pid: scenario.outcome_value(nothing.join_outcome_nowait(pid)),
-    )
-    return got
 
 
 @contextlib.contextmanager
@@ -491,14 +464,14 @@ def _mailbox_in_master() -> list[str]:
     got = []
     try:
         with _ended_if_it_waits(box._filled, lambda: other.send(7)):
-            got.append(_outcome(box.receive))
-        got.append(_outcome(lambda: box.receive(timeout=0)))
+            got.append(scenario.outcome_text(box.receive))
+        got.append(scenario.outcome_text(lambda: box.receive(timeout=0)))
         other.send(5)
-        got.append(_outcome(box.receive))  # a message already there
+        got.append(scenario.outcome_text(box.receive))  # a message already there
         box.send(1)  # the box is full now
         with _ended_if_it_waits(box._free, box.receive):
-            got.append(_outcome(lambda: box.send(2)))
-        got.append(_outcome(lambda: box.send(2, timeout=0)))
+            got.append(scenario.outcome_text(lambda: box.send(2)))
+        got.append(scenario.outcome_text(lambda: box.send(2, timeout=0)))
     finally:
         other.release()
         box.release()
@@ -509,7 +482,7 @@ def test_mailbox_waits_in_the_master_are_refused() -> None:
     """The master serves every worker's request: a wait there could never
     end (it hung for ever). Taking a message already there works, and so
     does a try without waiting (timeout=0)."""
-    got = _in_master(_mailbox_in_master)
+    got = scenario.in_master(_mailbox_in_master)
     box = r"Mailbox\(ResId\(\d+\), int, 1x16\)"
     assert _refused(got[0], rf"{box}\.receive\(\) on an empty box"), got
     assert re.fullmatch(rf"TimeoutError: no message arrived in {box} within 0 s", got[1]), got
@@ -522,7 +495,7 @@ def _mutex_in_master() -> list[str]:
     mutex = ShmMutex.create("errorcheck")  # a lock it kept by mistake: EDEADLK, not a hang
     holder = ShmMutex.open(mutex.res_id)
     cond = ShmCondition.create()
-    got = [_outcome(mutex.lock)]  # free: taken at once
+    got = [scenario.outcome_text(mutex.lock)]  # free: taken at once
     mutex.unlock()
     held, done = threading.Event(), threading.Event()
 
@@ -538,16 +511,16 @@ def _mutex_in_master() -> list[str]:
         helper = Helper(hold)
         held.wait()
         try:
-            got.append(_outcome(mutex.lock))
-            got.append(_outcome(lambda: mutex.lock(timeout=0)))
+            got.append(scenario.outcome_text(mutex.lock))
+            got.append(scenario.outcome_text(lambda: mutex.lock(timeout=0)))
         finally:
             done.set()
             helper.join()
         mutex.lock()
         with _ended_if_it_waits(cond._addr, cond.broadcast):
-            got.append(_outcome(lambda: cond.wait(mutex)))
-        got.append(_outcome(lambda: cond.wait(mutex, timeout=0)))
-        got.append(_outcome(mutex.unlock))  # still held
+            got.append(scenario.outcome_text(lambda: cond.wait(mutex)))
+        got.append(scenario.outcome_text(lambda: cond.wait(mutex, timeout=0)))
+        got.append(scenario.outcome_text(mutex.unlock))  # still held
     finally:
         holder.release()
         mutex.release()
@@ -559,7 +532,7 @@ def test_mutex_and_condition_waits_in_the_master_are_refused() -> None:
     """A free mutex is taken in the master; a held one is a ContextError
     (False with timeout=0), and so is a condition wait, which leaves the
     mutex held (it returns False at once with timeout=0)."""
-    got = _in_master(_mutex_in_master)
+    got = scenario.in_master(_mutex_in_master)
     mutex = r"ShmMutex\(ResId\(\d+\), errorcheck\)"
     assert got[0] == "returned True"
     assert _refused(
@@ -578,13 +551,13 @@ def _buffer_in_master() -> list[str]:
     got = []
     try:
         with _ended_if_it_waits(buffer._at(_NOT_EMPTY), lambda: other.write(b"x")):
-            got.append(_outcome(buffer.read))
-        got.append(_outcome(lambda: buffer.read(timeout=0)))
-        got.append(_outcome(lambda: buffer.write(b"full")))
+            got.append(scenario.outcome_text(buffer.read))
+        got.append(scenario.outcome_text(lambda: buffer.read(timeout=0)))
+        got.append(scenario.outcome_text(lambda: buffer.write(b"full")))
         with _ended_if_it_waits(buffer._at(_NOT_FULL), other.read):  # room for one byte at least
-            got.append(_outcome(lambda: buffer.write(b"m")))
-        got.append(_outcome(lambda: buffer.write(b"m", timeout=0)))
-        got.append(_outcome(buffer.read))  # bytes already there
+            got.append(scenario.outcome_text(lambda: buffer.write(b"m")))
+        got.append(scenario.outcome_text(lambda: buffer.write(b"m", timeout=0)))
+        got.append(scenario.outcome_text(buffer.read))  # bytes already there
     finally:
         other.release()
         buffer.release()
@@ -592,7 +565,7 @@ def _buffer_in_master() -> list[str]:
 
 
 def test_buffer_waits_in_the_master_are_refused() -> None:
-    got = _in_master(_buffer_in_master)
+    got = scenario.in_master(_buffer_in_master)
     buffer = r"Buffer\(ResId\(\d+\), capacity=4\)"
     assert _refused(got[0], rf"{buffer}\.read\(\) on an empty buffer"), got
     assert re.fullmatch(rf"TimeoutError: no bytes came into {buffer} within 0 s", got[1]), got
@@ -620,7 +593,7 @@ def test_another_thread_of_the_master_may_wait_while_the_loop_serves() -> None:
 
     def first() -> netmcore.ProcessId[int]:
         box = Mailbox.create(int, slots=1, slot_size=16)
-        thread = threading.Thread(target=lambda: got.append(_outcome(box.receive)))
+        thread = threading.Thread(target=lambda: got.append(scenario.outcome_text(box.receive)))
         thread.start()
         waiting.append((thread, box))
         return send_seven.start(box.res_id)
