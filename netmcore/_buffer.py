@@ -68,7 +68,7 @@ _ONE = _pthread.ONE
 _trylock = _pthread.raw_mutex_trylock  # 0, EBUSY, EOWNERDEAD
 _unlock = _pthread.raw_mutex_unlock
 # The holder's thread id in a robust mutex's futex word (the kernel's ABI).
-_TID_MASK = _pthread._FUTEX_TID_MASK
+_TID_MASK = _pthread.FUTEX_TID_MASK
 # pthread_cond_signal never blocks: bound keeping the GIL, which a release and
 # a take-back would cost more than the call (as _pthread's raw bindings do).
 _keeping_gil = ctypes.PyDLL(None)

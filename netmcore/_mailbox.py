@@ -35,7 +35,18 @@ a full box whose receiver has ended will never have room again.
 The claim mutexes are robust. A sender killed in the middle of a send holds
 its slot's mutex and never marked the slot full, so the receiver never sees a
 torn message: when that slot reaches the window start, the receiver gets the
-mutex with "owner died" and skips the slot.
+mutex with "owner died" and skips the slot. A sender killed after it marked
+its message full but before it posted ``filled`` leaves a message without a
+token: so the receiver waits for a token in slices (of milliseconds, after a
+spin), and after a slice with none takes a message that is there anyway. A
+token with no message to go with it (that message was taken so) is a nudge:
+the receiver finds nothing and waits again.
+
+A signal handler that raises in the middle of a send (Python runs handlers
+between calls, so even just after a lock was taken) must not leave this live
+thread holding a claim mutex: the box would be full for ever. ``send`` gives
+back the claim, leaving a published claimed slot as a killed sender's would
+be, for the receiver to step over, and posts ``filled`` for it.
 
 Each call counts itself in progress (``_pthread.InUse``), so that a
 ``close()`` by another thread unmaps the box only once the last call has
@@ -95,6 +106,12 @@ _FIRST_SLOT = 3 * _pthread.SLOT
 # beside a free slot for longer than this.
 _CLAIM_TRIES = 100
 _LOOK_AGAIN = 0.001
+# The receiver's first wait for a token, before it looks for a message that has
+# none (a sender killed between marking it full and posting); later waits grow
+# to _pthread.SLICE. Far longer than a message takes to come when one is on its
+# way, so a busy box never gets there; short enough that such a message is
+# soon seen.
+_FIRST_SLICE = 0.002
 
 # The hot paths' C calls, as module globals: each attribute lookup counts.
 _trylock = _pthread.raw_mutex_trylock
@@ -281,31 +298,83 @@ class Mailbox(Generic[T]):
             i = seq % self.slots
             head = self._heads[i]
             claim = self._claims[i]
-            rc = _trylock(claim) if buf[head] == _EMPTY else errno.EBUSY
-            if rc == 0 and buf[head] == _EMPTY and self._cursor[0] == seq:
-                # Claimed: as _claimed() does, inline.
-                self._quads[(head + 8) >> 3] = seq
-                buf[head] = _CLAIMED
-                self._cursor[0] = seq + 1
-            else:
-                if rc == 0:
-                    _unlock(claim)  # another sender claimed that slot meanwhile
-                elif rc == errno.EOWNERDEAD:  # its sender died before it marked the slot
-                    _pthread.mutex_consistent(claim)
-                    _unlock(claim)
-                i = self._claim_or_wait(timeout)
-                head = self._heads[i]
-            n = len(data)
-            buf[head + _PAYLOAD : head + _PAYLOAD + n] = data
-            self._words[(head + 4) >> 2] = n
-            # The state goes last: a sender killed before this line leaves no message.
-            buf[head] = _FULL
-            _unlock(self._claims[i])
-            _post(self._filled)
+            full = False
+            # An exception (a signal handler's) can come between any two calls
+            # here, even just after a lock was taken, before Python has the
+            # result: _abandon() finds what this thread holds and gives it back.
+            # (A try block costs nothing until something raises.)
+            try:
+                rc = _trylock(claim) if buf[head] == _EMPTY else errno.EBUSY
+                if rc == 0 and buf[head] == _EMPTY and self._cursor[0] == seq:
+                    # Claimed: as _claimed() does, inline.
+                    self._quads[(head + 8) >> 3] = seq
+                    buf[head] = _CLAIMED
+                    self._cursor[0] = seq + 1
+                else:
+                    claimed = False
+                    if rc == 0:
+                        _unlock(claim)  # another sender claimed that slot meanwhile
+                    elif rc == errno.EOWNERDEAD:  # its sender died in the middle of a send
+                        _pthread.mutex_consistent(claim)
+                        # As _claim_slot() does: the slot may be ours to take,
+                        # or a box old and the receiver must be told to step over it.
+                        claimed = self._claimed_after_death(seq, i)
+                    if not claimed:
+                        i = self._claim_or_wait(timeout)
+                        head = self._heads[i]
+                n = len(data)
+                buf[head + _PAYLOAD : head + _PAYLOAD + n] = data
+                self._words[(head + 4) >> 2] = n
+                # The state goes last: a sender killed before this line leaves no message.
+                buf[head] = _FULL
+                full = True
+                _unlock(self._claims[i])
+                # A sender killed here leaves a full message without its
+                # token: the receiver finds it when its wait times out (_wait).
+                _post(self._filled)
+            except BaseException:
+                self._abandon(full)
+                raise
         finally:
             del use.calls[-1]
             if use.closed:
                 use.left()
+
+    def _abandon(self, full: bool) -> None:
+        """After an exception in :meth:`send`: give back the claim mutex this
+        thread holds, if any, leaving its slot as a killed sender's would be
+        (which the receiver steps over), and wake the receiver for it.
+
+        Which slot is not known: the exception may have come just after a
+        lock call returned, anywhere in the claim. So look for the claim
+        whose holder is this thread; a sender holds at most one. ``full``:
+        the message was marked full, so its ``filled`` token may be missing.
+        """
+        tid = threading.get_native_id()
+        # Each slot's claim mutex starts with its futex word: its holder's
+        # thread id, and flag bits above FUTEX_TID_MASK. One strided read.
+        words = self._words[_FIRST_SLOT >> 2 :: self._stride >> 2].tolist()
+        mask = _pthread.FUTEX_TID_MASK
+        for i, word in enumerate(words):
+            if word & mask != tid:
+                continue
+            state = _pthread.MutexState(self._claims[i])
+            if not state.depth():
+                continue
+            head = self._heads[i]
+            if self._buf[head] == _CLAIMED and self._cursor[0] == self._quads[(head + 8) >> 3]:
+                # Claimed but the cursor never moved on: no one else can have
+                # seen it (moving the cursor takes this lock), so undo it.
+                self._buf[head] = _EMPTY
+            state.give_back(0)
+            # Claimed and published: left claimed with its lock free, which the
+            # receiver takes for a dead sender's slot and steps over; full: the
+            # message's token. Either way, wake the receiver (a surplus is a nudge).
+            if self._buf[head] in (_CLAIMED, _FULL):
+                _post(self._filled)
+            return
+        if full:  # unlocked, perhaps not posted yet: a second token is only a nudge
+            _post(self._filled)
 
     def _claimed(self, seq: int, i: int) -> bool:
         """Holding slot ``i``'s claim mutex: take the slot for message ``seq``
@@ -422,12 +491,9 @@ class Mailbox(Generic[T]):
                     if timeout != 0 and _context.in_master_loop():
                         _context.refuse_wait_in_master(f"{self!r}.receive() on an empty box")
                     self._wake_senders()  # before the box waits: nothing else will
-                    left = None if deadline is None else deadline - time.monotonic()
-                    got = _pthread.sem_wait_spinning(self._filled, left)
-                    if use.closed:  # close() posted ``filled`` to wake this wait
-                        raise closed_during(self, "receive()")
-                    if not got:
-                        raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
+                    data = self._wait(deadline, timeout)
+                    if data is not None:  # a message whose token never came
+                        return self._decode(data)
                 with self._receiving:  # each thread that took one from ``filled`` gets one
                     data = self._take()
                 if data is not None:
@@ -440,6 +506,39 @@ class Mailbox(Generic[T]):
             del use.calls[-1]
             if use.closed:
                 use.left()
+
+    def _wait(self, deadline: float | None, timeout: float | None) -> bytes | None:
+        """Wait for a ``filled`` token (then None: the caller takes a message),
+        in slices; after each slice with none, look for a message anyway.
+
+        A sender killed after it marked its message full but before it posted
+        leaves a message without a token: waiting for the token alone, the
+        receiver would never see it, and ``slots`` of them would wedge the box.
+        Taking a message without its token is safe either way: if its sender
+        was only slow, its token comes later and is a nudge (``_take`` finds
+        nothing and the caller waits again). The first slice spins first, as
+        a plain wait did: a message usually comes within it.
+        """
+        filled, use = self._filled, self._use
+        wait = _pthread.sem_wait_spinning
+        piece = _FIRST_SLICE
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            last = left is not None and left <= piece
+            if wait(filled, left if last else piece):
+                if use.closed:  # close() posted ``filled`` to wake this wait
+                    raise closed_during(self, "receive()")
+                return None
+            if use.closed:
+                raise closed_during(self, "receive()")
+            with self._receiving:
+                data = self._take()  # also steps over a dead sender's claimed slot
+            if data is not None:
+                return data
+            if last:
+                raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
+            wait = _pthread.sem_wait  # spinning again would only cost CPU
+            piece = min(2 * piece, _pthread.SLICE)
 
     def _take(self) -> bytes | None:
         """Take the oldest finished message; None if there is none."""

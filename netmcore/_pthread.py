@@ -37,7 +37,7 @@ _PTHREAD_MUTEX_ROBUST = 1
 _CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
 # A robust mutex's futex word holds its holder's thread id under this mask
 # (the kernel's robust-futex ABI), with the waiters and owner-died bits above.
-_FUTEX_TID_MASK = 0x3FFFFFFF
+FUTEX_TID_MASK = 0x3FFFFFFF
 # How long each slice of a futex wait lasts: how late a signal handler runs,
 # or a close() by another thread is seen, at worst. A waiter that wakes this
 # often costs nothing measurable.
@@ -224,7 +224,7 @@ class MutexState:
 
     def depth(self) -> int:
         """How many times this thread holds it (0: it does not)."""
-        holder = self.word.value & _FUTEX_TID_MASK
+        holder = self.word.value & FUTEX_TID_MASK
         if not holder or holder != threading.get_native_id():
             return 0
         return max(1, self._count.value)

@@ -49,6 +49,7 @@ from netmcore import (
     ShmCondition,
     ShmMutex,
     _ipc,
+    _mailbox,
 )
 from netmcore._mailbox import _FIRST_SLOT, _SLOT_HEAD, _stride
 
@@ -116,6 +117,11 @@ def shm_path(name: str) -> str:
 
 def sem_path(name: str) -> str:
     return os.path.join(SHM_DIR, "sem." + name[1:])
+
+
+def patch_mailbox(**hooks: Callable[[int], int]) -> None:
+    """In a worker: replace the mailbox module's C calls (module globals) with hooks."""
+    vars(_mailbox).update(hooks)
 
 
 def crashed(proc: Any, pid: Any) -> None:
@@ -300,6 +306,12 @@ def mb_sender_receives(res_id: ResId) -> str:
 # claim mutex is held, the slot is marked claimed); half-way through writing
 # the payload into its slot.
 DEATH_POINTS = ["claimed", "payload_half_written"]
+# Other points, whose slot the box does not lose: between marking its slot
+# claimed and moving the cursor on (its slot is the cursor's again); after it
+# marked its message full and unlocked, before it posted ``filled`` (the
+# message is in the box, without its token).
+CURSOR_UNMOVED, FULL_NOT_POSTED = "claimed_cursor_unmoved", "full_not_posted"
+DEAD_MESSAGE = Msg(666, 666_666_666)
 
 
 @netmcore.process
@@ -310,13 +322,56 @@ def mb_die_mid_send(arg: tuple[ResId, str]) -> None:
     read this slot would see a torn message."""
     res_id, point = arg
     box = Mailbox.open(res_id, Msg)
-    data = box.type.encode(Msg(666, 666_666_666))
+    if point == FULL_NOT_POSTED:  # send() itself, killed at its last call
+        filled, post = box._filled, _mailbox._post
+
+        def killed_at_post(addr: int) -> int:
+            if addr == filled:
+                os.kill(os.getpid(), signal.SIGKILL)
+            rc: int = post(addr)
+            return rc
+
+        patch_mailbox(_post=killed_at_post)
+        box.send(DEAD_MESSAGE)
+        raise AssertionError("the sender outlived its send")
+    if point == CURSOR_UNMOVED:  # _mark_claimed's steps, up to the cursor's move
+        seq = box._cursor[0]
+        i = seq % box.slots
+        assert _mailbox._trylock(box._claims[i]) == 0
+        box._quads[(box._heads[i] + 8) >> 3] = seq
+        box._segment.buffer[box._heads[i]] = _mailbox._CLAIMED
+        os.kill(os.getpid(), signal.SIGKILL)
+    data = box.type.encode(DEAD_MESSAGE)
     slot = box._claim_slot()
     assert slot is not None, "the box should have had a free slot"
     if point == "payload_half_written":
         start = box._heads[slot] + _SLOT_HEAD.size
         box._segment.buffer[start : start + len(data) // 2] = data[: len(data) // 2]
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@netmcore.process
+def mb_send_meeting_a_death(res_id: ResId) -> None:
+    """Send two messages; the first one's claim of the cursor's slot, which it
+    saw empty, meets another sender killed in the middle of claiming that
+    slot (its claim mutex says "owner died")."""
+    box = Mailbox.open(res_id, Msg)
+    trylock = _mailbox._trylock
+
+    def other_sender_dies_first(addr: int) -> int:
+        _mailbox._trylock = trylock
+        crashed(mb_die_mid_send, mb_die_mid_send.start((res_id, CURSOR_UNMOVED)))
+        rc: int = trylock(addr)
+        assert rc == errno.EOWNERDEAD
+        return rc
+
+    patch_mailbox(_trylock=other_sender_dies_first)
+    try:
+        box.send(Msg(1, 0), timeout=GUARD)
+        box.send(Msg(1, 1), timeout=GUARD)
+    finally:
+        _mailbox._trylock = trylock
+        box.release()
 
 
 @netmcore.process
@@ -493,6 +548,104 @@ def killed_mid_send_scenario(arg: tuple[int, str, bool]) -> dict[str, Any]:
         # whole ones (capacity() checks every message it gets back).
         out["capacity"] = [capacity(box), capacity(box)]
         out["freed_after"] = box.reclaim()
+    finally:
+        box.release()
+    return out
+
+
+@netmcore.process
+def killed_before_post_scenario(slots: int) -> int:
+    box = Mailbox.create(Msg, slots=slots, slot_size=32)
+    try:
+        # As many such messages as slots: the box is full of messages without
+        # a token, and the receiver must see them all.
+        for _ in range(slots):
+            crashed(mb_die_mid_send, mb_die_mid_send.start((box.res_id, FULL_NOT_POSTED)))
+        assert receive_all(box, slots) == [DEAD_MESSAGE] * slots
+        assert_empty(box)
+        return capacity(box)
+    finally:
+        box.release()
+
+
+@netmcore.process
+def sender_meets_a_death_scenario(slots: int) -> int:
+    box = Mailbox.create(Msg, slots=slots, slot_size=32)
+    try:
+        joined(mb_send_meeting_a_death, mb_send_meeting_a_death.start(box.res_id))
+        assert receive_all(box, 2) == [Msg(1, 0), Msg(1, 1)]
+        assert_empty(box)
+        return capacity(box)
+    finally:
+        box.release()
+
+
+class Interrupted(Exception):
+    """What a signal handler raises in the middle of a send."""
+
+
+# Where in send() a signal handler raises: just after the claim mutex was
+# taken, before Python has the lock call's result; with the slot claimed and
+# the cursor moved on; after the message was marked full and unlocked, before
+# ``filled`` was posted.
+SIGNAL_POINTS = ["after_trylock", "claimed", "unlocked_not_posted"]
+
+
+def _interrupt() -> None:
+    """Make the signal handler run here, as it would when a C call returns."""
+    signal.raise_signal(signal.SIGUSR1)
+
+
+@netmcore.process
+def interrupted_send_scenario(arg: tuple[int, str]) -> dict[str, Any]:
+    slots, point = arg
+    box = Mailbox.create(Msg, slots=slots, slot_size=32)
+    trylock, unlock = _mailbox._trylock, _mailbox._unlock
+    tries: list[int] = []
+
+    def hooked_trylock(addr: int) -> int:
+        tries.append(addr)
+        if point == "claimed" and len(tries) == 1:
+            return errno.EBUSY  # another sender claiming it: send() takes the slow path
+        rc: int = trylock(addr)
+        if point == "after_trylock":
+            _interrupt()
+        return rc
+
+    def hooked_unlock(addr: int) -> int:
+        rc: int = unlock(addr)
+        if point == "unlocked_not_posted":
+            _interrupt()
+        return rc
+
+    claim_or_wait = box._claim_or_wait
+
+    def claimed_then_interrupted(timeout: float | None) -> int:
+        i = claim_or_wait(timeout)
+        _interrupt()
+        return i
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    out: dict[str, Any] = {}
+    try:
+        previous = signal.signal(signal.SIGUSR1, handler)
+        patch_mailbox(_trylock=hooked_trylock, _unlock=hooked_unlock)
+        box.__dict__["_claim_or_wait"] = claimed_then_interrupted
+        try:
+            with pytest.raises(Interrupted):
+                box.send(Msg(7, 7), timeout=0)
+        finally:
+            _mailbox._trylock, _mailbox._unlock = trylock, unlock
+            del box.__dict__["_claim_or_wait"]
+            signal.signal(signal.SIGUSR1, previous)
+        if point == "unlocked_not_posted":  # the message went in, whole
+            assert box.receive(timeout=GUARD) == Msg(7, 7)
+            assert_empty(box)
+        # Another process's sends find every slot again (a claim mutex still
+        # held by this thread would make the box full for ever).
+        out["capacity"] = [capacity(box), capacity(box)]
     finally:
         box.release()
     return out
@@ -1114,6 +1267,34 @@ def test_mailbox_slot_of_a_sender_killed_mid_send_is_stepped_over_by_the_receive
     assert out["claimed_slots"] == 1
     assert out["capacity"] == [slots - 1, slots], "the dead sender's slot stayed lost"
     assert out["freed_after"] == 0
+
+
+def test_mailbox_messages_of_senders_killed_before_they_posted_are_received() -> None:
+    """A sender killed after it marked its message full, before it posted
+    ``filled``, leaves a message without its token: the receiver still gets
+    it, even when the whole box is such messages, and the box works on."""
+    slots = 2
+    assert run_scenario(killed_before_post_scenario, slots) == slots
+
+
+def test_mailbox_send_that_meets_a_sender_killed_mid_claim_takes_the_slot() -> None:
+    """A send that saw the cursor's slot empty, then got its claim mutex with
+    "owner died" (a sender killed before it moved the cursor): the slot is
+    the cursor's, so the send takes it, and the box loses nothing."""
+    slots = 4
+    assert run_scenario(sender_meets_a_death_scenario, slots) == slots
+
+
+@pytest.mark.parametrize("point", SIGNAL_POINTS)
+def test_mailbox_send_interrupted_by_a_signal_handler_leaves_the_box_usable(point: str) -> None:
+    """An exception from a signal handler anywhere in the middle of a send
+    gives back the slot's claim mutex: the box is not full for ever to
+    every process. A slot claimed and published is stepped over as a dead
+    sender's; a message marked full still reaches the receiver."""
+    slots = 3
+    out = run_scenario(interrupted_send_scenario, (slots, point))
+    expected = [slots - 1, slots] if point == "claimed" else [slots, slots]
+    assert out["capacity"] == expected
 
 
 def test_mailbox_sender_killed_while_blocked_on_a_full_box(pipes: Any) -> None:
