@@ -188,6 +188,14 @@ def mutex_init(addr: int, kind: int) -> None:
         _mutexattr_destroy(attr)
 
 
+def _next_slice(deadline: float | None) -> tuple[float, bool]:
+    """When the next slice of a wait until ``deadline`` ends, and whether it is the last."""
+    at = time.monotonic() + SLICE
+    if deadline is not None and at >= deadline:
+        return deadline, True
+    return at, False
+
+
 def lock_in_slices(addr: int, deadline: float | None, between: Callable[[], object]) -> int:
     """Wait for the mutex at ``addr`` until ``deadline`` (a time.monotonic()
     time; None: no limit) in slices; return the code of the call that ended
@@ -199,10 +207,7 @@ def lock_in_slices(addr: int, deadline: float | None, between: Callable[[], obje
     back (:meth:`MutexState.give_back`).
     """
     while True:
-        at = time.monotonic() + SLICE
-        last = deadline is not None and at >= deadline
-        if deadline is not None and last:
-            at = deadline
+        at, last = _next_slice(deadline)
         rc: int = _mutex_clocklock(addr, _CLOCK_MONOTONIC, _timespec(at))
         if rc != errno.ETIMEDOUT or last:
             return rc
@@ -288,10 +293,7 @@ def cond_wait_in_slices(
     signal given while this thread did not wait would be lost), or raises.
     """
     while True:
-        at = time.monotonic() + SLICE
-        last = deadline is not None and at >= deadline
-        if deadline is not None and last:
-            at = deadline
+        at, last = _next_slice(deadline)
         rc: int = _cond_timedwait(cond, mutex, _timespec(at))
         if rc != errno.ETIMEDOUT or last:
             return rc
