@@ -50,7 +50,7 @@ from ._ids import ResId
 from ._pthread import this_pid
 from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
 from ._resource_api import release as release_resource
-from ._resources import validate_size
+from ._resources import enomem_said, validate_size
 from ._shm_sync import closed_during
 
 _MARK = b"nmcbuf01"
@@ -69,15 +69,9 @@ _trylock = _pthread.raw_mutex_trylock  # 0, EBUSY, EOWNERDEAD
 _unlock = _pthread.raw_mutex_unlock
 # The holder's thread id in a robust mutex's futex word (the kernel's ABI).
 _TID_MASK = _pthread.FUTEX_TID_MASK
-# pthread_cond_signal never blocks: bound keeping the GIL, which a release and
-# a take-back would cost more than the call (as _pthread's raw bindings do).
-_keeping_gil = ctypes.PyDLL(None)
-_cond_signal = _keeping_gil.pthread_cond_signal
-_cond_signal.argtypes = [ctypes.c_void_p]
-_cond_signal.restype = ctypes.c_int
-_consistent = _keeping_gil.pthread_mutex_consistent  # EINVAL when it is consistent
-_consistent.argtypes = [ctypes.c_void_p]
-_consistent.restype = ctypes.c_int
+# Module globals, not attribute look-ups on _pthread, on the hot paths.
+_cond_signal = _pthread.raw_cond_signal
+_consistent = _pthread.raw_mutex_consistent  # EINVAL when it is consistent
 
 
 class Buffer:
@@ -97,16 +91,11 @@ class Buffer:
     def create(cls, capacity: int = 1 << 20) -> Buffer:
         """A buffer holding at most ``capacity`` bytes not yet consumed."""
         capacity = validate_size(capacity, "capacity")
-        try:
+        with enomem_said(  # the mapping's, which validate_size does not bound
+            f"a Buffer of capacity {capacity:,} needs {_RING + capacity:,} bytes of shared "
+            "memory, more than this process can map: create it with a smaller capacity"
+        ):
             segment = create_shm(_RING + capacity)
-        except OSError as exc:
-            if exc.errno != errno.ENOMEM:
-                raise
-            raise OSError(  # the mapping, which validate_size does not bound
-                errno.ENOMEM,
-                f"a Buffer of capacity {capacity:,} needs {_RING + capacity:,} bytes of shared "
-                "memory, more than this process can map: create it with a smaller capacity",
-            ) from exc
         try:
             segment.buffer[: len(_MARK)] = _MARK
             _LAYOUT.pack_into(segment.buffer, _STATE, 0, 0, capacity, 0)
@@ -214,8 +203,9 @@ class Buffer:
 
     @staticmethod
     def _refuse(what: str, written: tuple[int, int] | None) -> NoReturn:
-        """ContextError for ``what``, which would wait in the master; a write's
-        says how many bytes went in (the part before the wait stays written)."""
+        """ContextError for ``what``, which would wait for room (for data) in the
+        master; a write's says how many bytes went in (the part before the
+        wait stays written)."""
         try:
             _context.refuse_wait_in_master(what)
         except ContextError as exc:
@@ -282,8 +272,12 @@ class Buffer:
             If the buffer stayed full (or its other side held its lock) until
             the timeout; it says how many bytes were written.
         ContextError
-            If it would wait in the master, unless ``timeout`` is 0; it says
-            how many bytes were written.
+            If it would wait for room in the master, unless ``timeout`` is 0;
+            it says how many bytes were written. (The wait for the buffer's
+            lock is not refused there: it is waited for, as anywhere.)
+        OwnerDiedError
+            If it waits for room and the reader has ended (or the other side
+            died during a call on the buffer): the stream ends there.
         """
         timeout = _pthread.check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -379,13 +373,31 @@ class Buffer:
             If no byte came (or the other side held the buffer's lock) within
             ``timeout`` seconds.
         ContextError
-            If it would wait in the master, unless ``timeout`` is 0.
+            If it would wait for data in the master, unless ``timeout`` is 0.
+            (The wait for the buffer's lock is not refused there: it is
+            waited for, as anywhere.)
+        OwnerDiedError
+            If the writer ended without :meth:`close`, once everything it
+            wrote has been read (or if the other side died during a call on
+            the buffer): the stream ends there.
         """
         return self._head(limit, timeout, "peek()", False)
 
     def read(self, limit: int | None = None, timeout: float | None = None) -> bytes:
         """:meth:`peek` (with its ``timeout``), copy and :meth:`consume`; b"" at the
-        end of the stream."""
+        end of the stream.
+
+        Raises
+        ------
+        ValueError, TimeoutError
+            As :meth:`peek`.
+        ContextError
+            If it would wait for data in the master, unless ``timeout`` is 0.
+        OwnerDiedError
+            If the writer ended without :meth:`close`, once everything it
+            wrote has been read (or if the other side died during a call on
+            the buffer): the stream ends there.
+        """
         return self._head(limit, timeout, "read()", True)
 
     @overload

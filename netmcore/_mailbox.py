@@ -72,13 +72,7 @@ from ._errors import ContextError, EncapTypeMismatch
 from ._ids import ResId
 from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
 from ._resource_api import release as release_resource
-from ._resources import (
-    OFF_T_MAX,
-    SHM_ROOM_FIX,
-    SHM_SPACE_FIX,
-    free_problem,
-    size_problem,
-)
+from ._resources import SHM_ROOM_FIX, enomem_said, free_problem, size_problem, space_fix
 from ._shm_sync import closed_during
 
 T = TypeVar("T")
@@ -160,9 +154,8 @@ class Mailbox(Generic[T]):
         fix = "create it with fewer slots or a smaller slot_size"
         problem = size_problem(size)  # create_shm's own message would name no argument
         if problem is not None:
-            space_fix = SHM_SPACE_FIX if size <= OFF_T_MAX else ""
             raise ValueError(
-                f"{too_large}, which is too large: {problem}. {fix.capitalize()}{space_fix}"
+                f"{too_large}, which is too large: {problem}. {fix.capitalize()}{space_fix(size)}"
             )
         # Past /dev/shm's free space the object is accepted (its pages come as
         # they are written), but creating it writes a lock in every slot: the
@@ -176,13 +169,9 @@ class Mailbox(Generic[T]):
                 f"of a lock in every slot), which is too much: {problem}. "
                 f"{fix.capitalize()}{SHM_ROOM_FIX}"
             )
-        try:
+        # mmap's ENOMEM: /dev/shm's free space does not bound it.
+        with enomem_said(f"{too_large}, more than this process can map: {fix}"):
             segment = create_shm(size)
-        except OSError as exc:
-            if exc.errno != errno.ENOMEM:  # mmap's: /dev/shm's free space does not bound it
-                raise
-            message = f"{too_large}, more than this process can map: {fix}"
-            raise OSError(errno.ENOMEM, message) from exc
         try:
             fp = bytes.fromhex(encap.fingerprint)
             _HEADER.pack_into(segment.buffer, 0, _MAGIC, slots, slot_size, _pid[0], fp, 0)
@@ -267,7 +256,11 @@ class Mailbox(Generic[T]):
         ArgumentTypeError
             If ``value`` does not match the box's type (with the path).
         ValueError
-            If the encoded message is larger than a slot.
+            If the encoded message is larger than a slot, after :meth:`close`
+            (or if another thread closes it while this call waits), or for a
+            ``timeout`` below 0 or NaN.
+        TypeError
+            If ``timeout`` is not a number.
         TimeoutError
             If no slot came free within ``timeout`` seconds.
         BrokenPipeError
@@ -275,9 +268,6 @@ class Mailbox(Generic[T]):
         ContextError
             If the box is full and this is the master (which must not wait),
             unless ``timeout`` is 0.
-        ValueError
-            Also after :meth:`close` (or if another thread closes it while
-            this call waits), and for a ``timeout`` below 0 or NaN.
         """
         use = self._use
         use.calls += _ONE  # the mapping stays until this call leaves (see close)
@@ -306,7 +296,7 @@ class Mailbox(Generic[T]):
             try:
                 rc = _trylock(claim) if buf[head] == _EMPTY else errno.EBUSY
                 if rc == 0 and buf[head] == _EMPTY and self._cursor[0] == seq:
-                    # Claimed: as _claimed() does, inline.
+                    # Claimed: what _mark_claimed() does, inline.
                     self._quads[(head + 8) >> 3] = seq
                     buf[head] = _CLAIMED
                     self._cursor[0] = seq + 1
@@ -463,15 +453,15 @@ class Mailbox(Generic[T]):
         Raises
         ------
         ContextError
-            If the caller is not the process that created the box.
+            If the caller is not the process that created the box, or if the
+            box is empty and this is the master, unless ``timeout`` is 0.
         TimeoutError
             If no message came within ``timeout`` seconds.
-        ContextError
-            If the box is empty and this is the master (which must not
-            wait), unless ``timeout`` is 0.
         ValueError
             After :meth:`close` (or if another thread closes it while this
             call waits), and for a ``timeout`` below 0 or NaN.
+        TypeError
+            If ``timeout`` is not a number.
         """
         if _pid[0] != self.owner_pid:
             raise ContextError(

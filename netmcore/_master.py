@@ -698,7 +698,7 @@ class Master:
                 f"{record.definition.name}"
             )
         if record.outcome is not None:
-            return self._hand_over(record)
+            return self._deliver_outcome(record)
         if wait and waiter is not None:
             record.waiters.append(waiter)
         return None
@@ -724,10 +724,10 @@ class Master:
                 record.waiters.remove((conn, rid))
                 return
 
-    def _hand_over(self, record: Record) -> WireOutcome:
+    def _deliver_outcome(self, record: Record) -> WireOutcome:
         assert record.outcome is not None
         self._joined(record)
-        trace("join: process %d handed over, forgotten", record.n)
+        trace("join: process %d's outcome delivered, forgotten", record.n)
         return record.outcome
 
     def _joined(self, record: Record) -> None:
@@ -750,7 +750,7 @@ class Master:
                 # with it, unanswered: the outcome stays for a live joiner.
                 continue
             if conn.send(Joined(outcome, req=req)):
-                self._hand_over(record)
+                self._deliver_outcome(record)
                 for late, late_req in waiters[i + 1 :]:
                     message = f"process {record.n} was joined by another caller first"
                     late.send(Failed("UnknownProcess", message, None, req=late_req))
@@ -908,8 +908,9 @@ class Master:
         # in place, removes a temporary directory, and goes. A master killed
         # before that leaves nothing (its watchdog cleans up); one killed
         # after leaves what the program manages for itself, as outside run.
-        # The directory's lock is let go only then: a master that started
-        # there before could have its record unlinked by this one's watchdog.
+        # The directory's lock is let go only after this (sockdir.close runs
+        # later): a master that took it before this watchdog had finished
+        # could have its record replaced or removed by ``finish_record``.
         ended = self.watchdog.stand_down(ended=True)
         if not ended and self.record is not None:
             _cleanup.finish_record(self.record.path)  # no watchdog: someone killed it

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import math
 import os
 import signal
 import time
@@ -309,7 +308,7 @@ class Pipeline(Generic[In, Out]):
             over is killed, and the item counts as one that killed its worker
             (given to a fresh worker up to ``retries`` times, then failed).
             Items then travel one a message, which costs throughput when they
-            are tiny. None (the default): no limit.
+            are tiny. None (the default) or ``math.inf``: no limit.
         progress :
             Show a progress bar per stage: items in, items out, rate. By
             default, only when stderr is a terminal.
@@ -334,15 +333,12 @@ class Pipeline(Generic[In, Out]):
                 raise ValueError(
                     f"{what}={value!r} is not valid: it must be an int of at least {least}"
                 )
-        limit: object = item_timeout  # as given, whatever mypy was told
-        if limit is not None and (
-            isinstance(limit, bool)
-            or not isinstance(limit, (int, float))
-            or not 0 < limit < math.inf  # also NaN
-        ):
+        # As every timeout (TypeError, ValueError; inf is no limit), and above 0.
+        item_timeout = _pthread.check_timeout(item_timeout)
+        if item_timeout == 0:
             raise ValueError(
-                f"item_timeout={item_timeout!r} is not valid: give a number of seconds "
-                "above 0, or None for no limit"
+                "item_timeout=0 is not valid: give a number of seconds above 0, "
+                "or None (or math.inf) for no limit"
             )
         role = _context.current.role
         if role != "worker":

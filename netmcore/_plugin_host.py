@@ -20,9 +20,11 @@ and answered with a timeout. The master decides alone, in one step, whether a
 request was granted or timed out, so a request that times out has changed
 nothing, and nothing is given to it later.
 
-A request that would wait in the master's own code (``first_process``,
-``extract_result``) raises ContextError there: the master serves the workers,
-so nothing could change while it waits. What is there already is taken.
+A request that would wait in the master's own code (``init_ctrl``,
+``first_process``, ``extract_result``) raises ContextError there: the master
+serves the workers, so nothing could change while it waits. What is there
+already is taken. (Other threads of the master's process are refused any
+plugin call: this state is the loop's, and has no lock.)
 """
 
 from __future__ import annotations

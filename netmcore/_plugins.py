@@ -46,8 +46,9 @@ def _call(
     timeout: float | None = None,
     what: str = "",
 ) -> PluginReply:
-    """Serve ``req`` in the master, or send it there; a call that ``waits`` in
-    the master is withdrawn if an exception leaves its wait.
+    """Make request ``service``.``op`` on ``name``: serve it in the master, or
+    send it there; a call that ``waits`` in the master is withdrawn if an
+    exception leaves its wait.
 
     With a ``timeout`` (checked already), the master times the call out if it
     would still wait then, and it raises TimeoutError naming ``what``.
@@ -57,6 +58,14 @@ def _call(
     ctx = _context.current
     answer: Any
     if ctx.role == "master" and ctx.master is not None:
+        if not _context.in_master_loop():
+            # The plugins' state is the loop's, and has no lock: another
+            # thread would change it under the loop.
+            raise ContextError(
+                f"{service}.{op} was called in another thread of the master's process: "
+                "the master's loop owns the plugins; call it in the master's own code "
+                "(init_ctrl, first_process, extract_result) or in a worker"
+            )
         answer = ctx.master._plugins().serve(req, None)
         assert answer is not None  # the master never waits: waiting ops raise there
     elif ctx.role != "worker":

@@ -64,7 +64,6 @@ _mutexattr_setrobust = _bind("pthread_mutexattr_setrobust", _P, ctypes.c_int)
 _mutexattr_destroy = _bind("pthread_mutexattr_destroy", _P)
 _mutex_init = _bind("pthread_mutex_init", _P, _P)
 _mutex_clocklock = _bind("pthread_mutex_clocklock", _P, ctypes.c_int, _TS)
-_mutex_unlock = _bind("pthread_mutex_unlock", _P)
 _mutex_consistent = _bind("pthread_mutex_consistent", _P)
 _condattr_init = _bind("pthread_condattr_init", _P)
 _condattr_setpshared = _bind("pthread_condattr_setpshared", _P, ctypes.c_int)
@@ -77,7 +76,6 @@ _cond_broadcast = _bind("pthread_cond_broadcast", _P)
 _sem_init = _bind("sem_init", _P, ctypes.c_int, ctypes.c_uint)
 _sem_wait = _bind("sem_wait", _P)
 _sem_clockwait = _bind("sem_clockwait", _P, ctypes.c_int, _TS)
-_sem_post = _bind("sem_post", _P)
 _sem_trywait = _bind("sem_trywait", _P)
 _sem_getvalue = _bind("sem_getvalue", _P, _P)
 _sem_open = _libc.sem_open
@@ -120,6 +118,8 @@ raw_mutex_trylock = _bind_nonblocking("pthread_mutex_trylock")  # 0, EBUSY, EOWN
 raw_mutex_unlock = _bind_nonblocking("pthread_mutex_unlock")  # 0; a non-owner gets EPERM
 raw_sem_post = _bind_nonblocking("sem_post")  # 0; -1 only past SEM_VALUE_MAX
 raw_sem_trywait = _bind_nonblocking("sem_trywait")  # 0 when it took one, -1 when it was 0
+raw_cond_signal = _bind_nonblocking("pthread_cond_signal")  # 0
+raw_mutex_consistent = _bind_nonblocking("pthread_mutex_consistent")  # 0; EINVAL if consistent
 
 # How many times sem_wait_spinning polls before it sleeps: about 30 us. Going to
 # sleep and being woken costs the waiter and the poster far more than that on a
@@ -204,7 +204,8 @@ def lock_in_slices(addr: int, deadline: float | None, between: Callable[[], obje
     Between two slices Python runs signal handlers, and ``between`` is
     called, to raise if the wait must end (its object was closed). An
     exception can come just after the mutex was taken: the caller gives it
-    back (:meth:`MutexState.give_back`).
+    back (ShmMutex by :meth:`MutexState.give_back`, Buffer by C calls in its
+    ``finally``).
     """
     while True:
         at, last = _next_slice(deadline)
@@ -258,10 +259,6 @@ def locked(rc: int, addr: int) -> bool:
 def mutex_consistent(addr: int) -> None:
     """Mark a robust mutex taken with EOWNERDEAD usable again (still held)."""
     _check(_mutex_consistent(addr), "pthread_mutex_consistent")
-
-
-def mutex_unlock(addr: int) -> None:
-    _check(_mutex_unlock(addr), "pthread_mutex_unlock")
 
 
 def cond_init(addr: int) -> None:
@@ -338,12 +335,6 @@ def sem_wait_spinning(addr: int, timeout: float | None) -> bool:
             if _sem_trywait(addr) == 0:
                 return True
     return sem_wait(addr, timeout)
-
-
-def sem_post(addr: int) -> None:
-    if _sem_post(addr) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 class IntCell:

@@ -154,6 +154,12 @@ SHM_ROOM_FIX = (
 )
 
 
+def space_fix(size: int) -> str:
+    """The end of a too-large message's fix: enlarging /dev/shm, for a size
+    that a larger /dev/shm could hold (none past a file's largest size)."""
+    return SHM_SPACE_FIX if size <= OFF_T_MAX else ""
+
+
 def validate_size(size: object, what: str = "size") -> int:
     """Check the size in bytes of a shm object to be made; return it.
 
@@ -168,8 +174,7 @@ def validate_size(size: object, what: str = "size") -> int:
     problem = size_problem(size)
     if problem is not None:
         raise ValueError(
-            f"{what} {size:,} bytes is too large: {problem}. Use a smaller {what}"
-            f"{SHM_SPACE_FIX if size <= OFF_T_MAX else ''}"
+            f"{what} {size:,} bytes is too large: {problem}. Use a smaller {what}{space_fix(size)}"
         )
     return size
 
@@ -215,22 +220,28 @@ def free_problem(written: int) -> str | None:
 
 
 @contextlib.contextmanager
-def enomem_said_plainly(name: str, size: int) -> Iterator[None]:
-    """Raise the ENOMEM of mapping shm object ``name`` as an error that says
-    what failed: the size fits /dev/shm, but not this process's memory or
-    address space (or its RLIMIT_AS). Other errors go on as they are."""
+def enomem_said(message: str) -> Iterator[None]:
+    """Raise an ENOMEM from the block as OSError(ENOMEM, ``message``), chained:
+    a message that says what failed, and names the caller's arguments. Other
+    errors go on as they are."""
     try:
         yield
     except OSError as exc:
         if exc.errno != errno.ENOMEM:
             raise
-        sized = f" of {size:,} bytes" if size else ""  # a managed object's is not known
-        raise OSError(
-            errno.ENOMEM,
-            f"cannot map shared memory object {name!r}{sized}: this process has not that "
-            "much memory or address space left (see ulimit -v). Use a smaller size, or "
-            "map it in a process with more room",
-        ) from exc
+        raise OSError(errno.ENOMEM, message) from exc
+
+
+def enomem_said_plainly(name: str, size: int) -> contextlib.AbstractContextManager[None]:
+    """:func:`enomem_said` for mapping shm object ``name``: the size fits
+    /dev/shm, but not this process's memory or address space (or its
+    RLIMIT_AS)."""
+    sized = f" of {size:,} bytes" if size else ""  # a managed object's is not known
+    return enomem_said(
+        f"cannot map shared memory object {name!r}{sized}: this process has not that "
+        "much memory or address space left (see ulimit -v). Use a smaller size, or "
+        "map it in a process with more room"
+    )
 
 
 def add(typ: ResourceType, name: str, user: int, size: int = 0, *, recorded: bool = False) -> Entry:
@@ -416,7 +427,9 @@ def op_hand_over(res_id: int, user: int) -> ResInfo:
             f"process {user} does not use it, so it has nothing to hand over: "
             "hand over what this process made or got",
         )
-    if user != MASTER:
+    # The master using it already (made there, or before run): it lives on
+    # with that use, which a hand-over must never end.
+    if user != MASTER and MASTER not in entry.users:
         entry.users.add(MASTER)
         entry.handed_by = user
     return info(entry, True)

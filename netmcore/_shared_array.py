@@ -215,10 +215,9 @@ def _size(dims: tuple[int, ...], kind: Any, text: str) -> int:
     size = _data_offset(text, dims) + max(1, data)
     problem = _resources.size_problem(size)
     if problem is not None:  # numpy.zeros: "array is too big", or MemoryError
-        fix = _resources.SHM_SPACE_FIX if size <= _resources.OFF_T_MAX else ""
         raise ValueError(
             f"{described} needs {size:,} bytes ({data:,} of data and its header), which is "
-            f"too big: {problem}. Choose a smaller shape or dtype{fix}"
+            f"too big: {problem}. Choose a smaller shape or dtype{_resources.space_fix(size)}"
         )
     return size
 

@@ -104,8 +104,10 @@ class _InShm:
         """Unmap it in this process (idempotent).
 
         A call that another thread is making on it ends with ValueError (a
-        waiting one within a few milliseconds), and the memory is unmapped
-        when the last of them has left.
+        waiting lock within 20 ms, ``_pthread.SLICE``; a condition wait at
+        once, as soon as it has its mutex back, or within 20 ms when it is
+        its mutex that is closed), and the memory is unmapped when the last
+        of them has left.
         """
         self._use.close(self._wake)
 

@@ -989,7 +989,7 @@ def test_sigkill_at_the_start_or_end_of_run_leaves_no_directory(
 ) -> None:
     """A temporary socket directory has no next start to clean it: whenever
     the master is killed, it must not outlive the run."""
-    when, at, handed_over = KILL_POINTS[point]
+    when, at, in_watchdog_care = KILL_POINTS[point]
     m = audit_master("--when", when, "--at", at, "--signal", "KILL")
     pre = m.pre_run_shm()
     assert m.exit_status() == -signal.SIGKILL, m.stderr()
@@ -997,7 +997,7 @@ def test_sigkill_at_the_start_or_end_of_run_leaves_no_directory(
         lambda: os.listdir(tmpdir_env) == [], "the temporary directory to go", CLEANUP_WITHIN
     )
     m.wait_program_gone()
-    if handed_over:
+    if in_watchdog_care:
         assert not os.path.exists(shm_path(pre)), "the watchdog left the program's shm"
 
 

@@ -1748,3 +1748,33 @@ def test_bad_timeouts_are_refused_before_anything_is_sent(
     # Outside run: had it got as far as a request, the error would be ContextError.
     with pytest.raises(error, match=message):
         call(timeout)
+
+
+def test_a_plugin_call_from_another_thread_of_the_master_is_refused() -> None:
+    """The plugins' state is the master loop's, and has no lock: a thread
+    the master's own code started would change it under the loop."""
+    got: list[str] = []
+
+    def first() -> Any:
+        SharedVar("v", int).create(1)
+        thread = threading.Thread(
+            target=lambda: got.append(scenario.outcome_text(lambda: SharedVar("v", int).get()))
+        )
+        thread.start()
+        thread.join()
+        got.append(scenario.outcome_text(lambda: SharedVar("v", int).get()))
+        return answered_nothing.start(0)
+
+    outcome = netmcore.run(
+        first_process=first,
+        extract_result=lambda _c, pid: answered_nothing.join_outcome_nowait(pid),
+        init_ctrl=netmcore.add_plugins,
+    )
+    assert isinstance(outcome, netmcore.Success)
+    assert got[0].startswith("ContextError: var.get was called in another thread"), got
+    assert got[1] == "returned 1"
+
+
+@netmcore.process
+def answered_nothing(_: int) -> int:
+    return 0

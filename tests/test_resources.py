@@ -1512,3 +1512,34 @@ def test_a_handed_over_resource_nobody_took_is_the_masters_after_run() -> None:
         netmcore.release(res)
     with pytest.raises(netmcore.NoResource):
         netmcore.open_shm(res)
+
+
+@netmcore.process
+def get_and_hand_over(res: netmcore.ResId) -> int:
+    netmcore.get_shm(res)
+    netmcore.hand_over(res)
+    return 0
+
+
+@netmcore.process
+def get_and_release(res: netmcore.ResId) -> int:
+    netmcore.get_shm(res)
+    netmcore.release(res)
+    return 0
+
+
+@netmcore.process
+def hand_over_then_get_scenario(res: netmcore.ResId) -> int:
+    joined(get_and_hand_over, get_and_hand_over.start(res))
+    return joined(get_and_release, get_and_release.start(res))
+
+
+def test_a_hand_over_never_ends_the_masters_own_use(master_cleanup: None) -> None:
+    """Made in the master (here, before run), handed over by a worker, got
+    by another: the master's own use stays (it was taken for the hand-over's,
+    and ended when the other took it over)."""
+    seg = netmcore.create_shm(16)
+    assert run_scenario(hand_over_then_get_scenario, seg.res_id) == 0
+    with netmcore.open_shm(seg.res_id) as again:  # still there
+        assert len(again.buffer) == 16
+    seg.release()
