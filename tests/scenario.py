@@ -6,6 +6,8 @@ import contextlib
 import mmap
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 import netmcore
+from netmcore import _ipc
 
 
 def outcome_value(outcome: Any) -> Any:
@@ -25,6 +28,18 @@ def outcome_value(outcome: Any) -> Any:
             pytrace=False,
         )
     pytest.fail(f"a process did not succeed: {outcome!r}", pytrace=False)
+
+
+def run_snippet(code: str, timeout: float) -> tuple[int, str]:
+    """Run ``code`` in a fresh interpreter (a regression may crash it, with
+    SIGSEGV, say); return its exit status and what it printed. What it left
+    in /dev/shm, named for its pid, is unlinked."""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        _ipc.unlink_prefix(f"/nmc.{proc.pid}.")  # what a crashed process left
+    return proc.returncode, out
 
 
 def outcome_text(call: Callable[[], object]) -> str:

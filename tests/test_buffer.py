@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scenario import joined, run_scenario
+from scenario import joined, run_scenario, run_snippet
 
 import netmcore
 from netmcore import (
     Buffer,
     OwnerDiedError,
     ResId,
-    _ipc,
     _pthread,
 )
 
@@ -217,12 +216,8 @@ def test_buffer_used_after_release_raises_value_error() -> None:
         "import netmcore\nb = netmcore.Buffer.create(64)\nb.release()\n"
         "try:\n    b.write(b'x')\nexcept ValueError as e:\n    print(e)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        _ipc.unlink_prefix(f"/nmc.{proc.pid}.")  # what a crashed process left
-    assert proc.returncode == 0
+    returncode, out = run_snippet(code, timeout=30)
+    assert returncode == 0
     assert re.fullmatch(r"Buffer\(ResId\(\d+\), capacity=64\) is closed or released .*\n", out)
 
 

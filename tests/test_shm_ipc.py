@@ -27,8 +27,6 @@ import math
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -37,7 +35,14 @@ from typing import Any
 import msgspec
 import pydantic
 import pytest
-from scenario import joined, outcome_value, run_scenario, shm_partly_used, shm_space
+from scenario import (
+    joined,
+    outcome_value,
+    run_scenario,
+    run_snippet,
+    shm_partly_used,
+    shm_space,
+)
 
 import netmcore
 from netmcore import (
@@ -48,7 +53,6 @@ from netmcore import (
     ResId,
     ShmCondition,
     ShmMutex,
-    _ipc,
     _mailbox,
 )
 from netmcore._mailbox import _FIRST_SLOT, _SLOT_HEAD, _stride
@@ -1539,12 +1543,8 @@ def test_primitive_used_after_close_or_release_raises_value_error(kind: str) -> 
     code = (
         f"import netmcore\ntry:\n    {USE_AFTER_CLOSE[kind]}\nexcept ValueError as e:\n    print(e)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        out, _ = proc.communicate(timeout=GUARD)
-    finally:
-        _ipc.unlink_prefix(f"/nmc.{proc.pid}.")  # what a crashed process left
-    assert proc.returncode == 0
+    returncode, out = run_snippet(code, timeout=GUARD)
+    assert returncode == 0
     assert re.fullmatch(
         rf"{kind}\(ResId\(\d+\).*\) is closed or released in this process: .*\n", out
     )
@@ -1942,12 +1942,8 @@ def test_object_too_large_to_map_names_its_size_and_the_fix(kind: str) -> None:
         "resource.setrlimit(resource.RLIMIT_AS, (size + (256 << 20), resource.RLIM_INFINITY))\n"
         f"try:\n    {make}\nexcept OSError as e:\n    print(e)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        out, _ = proc.communicate(timeout=GUARD)
-    finally:
-        _ipc.unlink_prefix(f"/nmc.{proc.pid}.")  # what a crashed process left
-    assert proc.returncode == 0
+    returncode, out = run_snippet(code, timeout=GUARD)
+    assert returncode == 0
     assert re.fullmatch(message + "\n", out), out
 
 
