@@ -10,6 +10,7 @@ import contextlib
 from ._buffer import Buffer as Buffer
 from ._client import join as join
 from ._client import join_nowait as join_nowait
+from ._client import kill as kill
 from ._client import self_process_id as self_process_id
 from ._client import start as start
 from ._debug import Debug as Debug
@@ -142,6 +143,7 @@ __all__ = (
     "hand_over",
     "join",
     "join_nowait",
+    "kill",
     "manage_file",
     "manage_sem",
     "manage_shm",

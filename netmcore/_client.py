@@ -7,6 +7,7 @@ here, in the caller, before anything is sent.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -26,8 +27,10 @@ from ._wire import (
     JoinCancel,
     Joined,
     JoinReq,
+    KillReq,
     Message,
     Returned,
+    Signalled,
     Started,
     StartReq,
     WireEncap,
@@ -166,6 +169,89 @@ def _withdraw_join(link: Any, join_point: int, n: int, rid: int) -> None:
             _interrupted[n] = (join_point, late.outcome)
 
     repeat_through_interrupts(cancel)
+
+
+def kill(pid: ProcessId[Any], signum: int = signal.SIGKILL) -> bool:
+    """Send the signal ``signum`` to the OS process that carries process ``pid``.
+
+    The master sends it through the pidfd it tracks the process by, never by
+    OS pid: a process that has ended cannot be confused with another program
+    that got its OS pid since. A process killed this way ends as any killed
+    process does: its join gives None, the master logs the cause, and
+    ``join_outcome`` gives ``Crashed(signal=signum)``, unless the process
+    delivered its result just before the signal (the result then stands).
+    It does not count as a join.
+
+    Parameters
+    ----------
+    pid :
+        The id that ``start`` returned.
+    signum :
+        A signal number (``signal.SIGKILL`` by default, ``signal.SIGTERM``,
+        ``signal.SIGRTMIN + 2``, ...). 0 sends nothing: it only asks, as
+        ``os.kill(pid, 0)`` does, whether the process still runs its function.
+
+    Returns
+    -------
+    bool
+        True if the process got the signal (with 0: it still runs); False if
+        it has ended already, or has finished its function and only waits to
+        exit (its outcome is kept for its join).
+
+    Raises
+    ------
+    TypeError
+        If ``pid`` is not a ProcessId, or ``signum`` not an int.
+    ValueError
+        If ``signum`` is not a valid signal number.
+    UnknownProcess
+        If ``pid`` was never started, or has been joined already.
+    ContextError
+        Outside ``run``/``startup``, or in another thread of the master's
+        process (the master's own code, such as ``extract_result``, may call it).
+    """
+    if not isinstance(pid, ProcessId):
+        raise TypeError(
+            f"pid must be a ProcessId, not {type(pid).__name__} ({pid!r}): pass the id "
+            "that start() returned"
+        )
+    signum = _check_signal(signum)
+    ctx = _context.current
+    if ctx.role == "master":
+        if not _context.in_master_loop():
+            # The pidfds are the loop's: it closes one when it reaps its child.
+            raise ContextError(
+                "netmcore.kill() was called in another thread of the master's process: "
+                "the master's loop owns the process table; call it in the master's own "
+                "code (init_ctrl, first_process, extract_result) or in a worker"
+            )
+        return current_master("kill").kill(pid.n, signum)
+    # Left while waiting (an interrupt), the request was sent: the signal goes.
+    link = _link("kill", "from first_process, extract_result or " + _IN_WORKER)
+    reply = link.request(KillReq(pid.n, signum))
+    if isinstance(reply, Signalled):
+        return reply.delivered
+    raise _error(reply)
+
+
+def _check_signal(signum: object) -> int:
+    """``signum`` as a plain int, if it is 0 or a signal this system has."""
+    if isinstance(signum, bool) or not isinstance(signum, int):
+        raise TypeError(
+            f"signum must be an int, not {type(signum).__name__} ({signum!r}): "
+            "pass a signal number such as signal.SIGKILL or signal.SIGTERM"
+        )
+    valid = signal.valid_signals()
+    if signum != 0 and signum not in valid:
+        low, high = min(valid), max(valid)
+        gaps = sorted(set(range(low, high + 1)) - valid)  # 32 and 33: glibc's own
+        but = f", except {' and '.join(map(str, gaps))}" if gaps else ""
+        raise ValueError(
+            f"signum={signum} is not a valid signal: it must be {low} to {high}{but}, "
+            "or 0 to only ask whether the process runs; pass e.g. signal.SIGKILL, "
+            "signal.SIGTERM or signal.SIGRTMIN + 1"
+        )
+    return int(signum)
 
 
 def encap_of(outcome: WireOutcome | None) -> Encap | None:

@@ -53,6 +53,7 @@ from ._wire import (
     JoinCancel,
     Joined,
     JoinReq,
+    KillReq,
     Message,
     PluginReq,
     ProcessInfo,
@@ -63,6 +64,7 @@ from ._wire import (
     ResInfo,
     ResManageReq,
     Returned,
+    Signalled,
     Started,
     StartReq,
     Status,
@@ -215,11 +217,13 @@ class Master:
         self.record = _cleanup.Record(sockdir.pmanage_path) if pmanage else None
         self.watchdog = watchdog
         try:
+            # In the run, the master's record (if any) is told, not the
+            # program's guard: a guard forked now would hold its descriptors.
+            _resources.on_change = self._on_resource_change
             if self.record is not None:
                 _cleanup.record_prefix(self.record, self.shm_prefix)
                 for entry in _resources.table.values():
                     self.record.write("+", entry.typ.value, entry.name)
-                _resources.on_change = self._on_resource_change
             watchdog.guard_prefix(self.shm_prefix)  # run told it of the rest
             self._init_loop()
         except BaseException:
@@ -258,6 +262,9 @@ class Master:
         self._fds.add(self._wakeup_w.fileno())
         self._fds.add(self.sel.fileno())
         self._fds.add(self.watchdog.fd)
+        guard_fd = _watchdog.guard_fd()
+        if guard_fd is not None:
+            self._fds.add(guard_fd)
         if self.record is not None:
             self._fds.add(self.record.fd)
         self._fds.update(self.sockdir.fds())
@@ -559,6 +566,8 @@ class Master:
                 reply = _resources.op_get(msg.res_id, msg.kinds, self._user(conn), msg.mapped)
             elif isinstance(msg, HandOverReq):
                 reply = _resources.op_hand_over(msg.res_id, self._user(conn))
+            elif isinstance(msg, KillReq):
+                reply = Signalled(self.kill(msg.pid, msg.signum))
             elif isinstance(msg, ResManageReq):
                 reply = _resources.op_manage(msg.kind, msg.name, self._user(conn))
             elif isinstance(msg, ResCreateReq):
@@ -714,6 +723,37 @@ class Master:
         if outcome is None and msg.wait:
             return None  # answered when the outcome arrives
         return Joined(outcome)
+
+    def kill(self, n: int, signum: int) -> bool:
+        """Send ``signum`` to the OS process carrying process ``n``; whether it
+        got it (False: it has ended, or finished and only waits to exit).
+
+        Through the child's pidfd: an os pid may belong to another program by
+        now (the child reaped, its pid reused), a pidfd never does. The pidfd
+        stays open until ``_on_exit`` reaps the child, and that runs in this
+        thread, never during this call.
+        """
+        record = self.records.get(n)
+        if record is None or record.joined:
+            raise UnknownProcess(
+                f"cannot signal process {n}, which is unknown: it was never started, or "
+                "it has been joined already (a joined process has ended)"
+            )
+        if signum != 0 and signum not in signal.valid_signals():  # a request made by hand
+            raise ValueError(f"cannot signal process {n}: {signum} is not a valid signal")
+        child = record.child
+        if child is None or record.outcome is not None:
+            return False
+        # Ended but not yet reaped (a zombie): a signal would "reach" it and do
+        # nothing. WNOWAIT leaves it for _on_exit to reap.
+        if os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+            return False
+        try:
+            signal.pidfd_send_signal(child.pidfd, signum)
+        except ProcessLookupError:
+            return False
+        trace("kill: process %d (os pid %d) sent %s", n, child.os_pid, signal_name(signum))
+        return True
 
     def _cancel_join(self, conn: Conn, rid: int) -> None:
         """Drop the waiting join ``rid`` of ``conn``, if it still waits. (If its
@@ -899,7 +939,9 @@ class Master:
         self._end_cleanup()
 
     def _end_cleanup(self) -> None:
-        _resources.on_change = _resources.record_nothing
+        # Outside run again: the program's guard takes over what is still
+        # managed, before this run's watchdog goes (no moment is uncovered).
+        _watchdog.guard_table()
         if self.record is not None:
             # A clean end: what is still managed belongs to this living program,
             # so the next start must not unlink it.

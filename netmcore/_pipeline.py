@@ -28,13 +28,16 @@ worker before each item, tells it to stop; a worker still busy after
 With an ``item_timeout``, items travel one a message, so that the time since
 a worker's last answer is the time it has spent on its current item; one that
 goes over is killed, and its item counts as one that killed its worker.
+
+A kill goes through the master (``netmcore.kill``, by process id): the driver
+is not its workers' parent, and an OS pid it had been told could belong to
+another program by the time it signals (the worker reaped, the pid reused).
 """
 
 from __future__ import annotations
 
 import contextlib
 import heapq
-import os
 import signal
 import time
 from collections import deque
@@ -45,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 import msgspec
 
 from . import _context, _pthread
+from ._client import kill
 from ._debug import log
 from ._encap import Encap, EncapType, same_to_mypy
 from ._errors import ContextError, NetmcoreError
@@ -100,7 +104,6 @@ class Stop(msgspec.Struct, frozen=True, tag=True):
 class Ready(msgspec.Struct, frozen=True, tag=True):
     worker: int
     box: ResId
-    os_pid: int  # to kill it if it is stuck at shutdown
 
 
 class Done(msgspec.Struct, frozen=True, tag=True):
@@ -147,7 +150,7 @@ def stage_worker(job: StageJob) -> int:
     inbox = Mailbox.create(
         ToWorker, slots=job.queue_size, slot_size=_slot_size(job.batch, job.item_size)
     )
-    driver.send(Ready(job.worker, inbox.res_id, os.getpid()))
+    driver.send(Ready(job.worker, inbox.res_id))
     done = 0
     # The flag, not Stop, ends a busy worker: Stop waits behind the queued work.
     while isinstance(msg := _next_order(inbox, driver), Work) and not stopping.buffer[0]:
@@ -416,7 +419,6 @@ class _Worker:
     number: int
     pid: ProcessId[int]
     box: Mailbox[ToWorker] | None = None  # from its Ready on
-    os_pid: int = 0  # from its Ready on
     holding: dict[int, bytes] = field(default_factory=dict)  # the items it has, by index
     batches: deque[list[int]] = field(default_factory=deque)  # unanswered, oldest first
     # When it began its current item (its last answer, or work given while it
@@ -570,7 +572,6 @@ class _Driver:
     def _ready(self, msg: Ready) -> None:
         worker = self._workers[msg.worker]
         worker.box = Mailbox.open(msg.box, ToWorker)
-        worker.os_pid = msg.os_pid
 
     def _answered(self, msg: Done) -> int:
         """Take the items ``msg`` answers off its worker; return the stage."""
@@ -739,7 +740,7 @@ class _Driver:
 
     def _kill(self, workers: list[_Worker]) -> None:
         for worker in workers:
-            if not worker.os_pid:  # not started yet: it reads the flag when it is
+            if worker.box is None:  # not ready yet: it is told to stop when it is
                 continue
             log.warning(
                 "netmcore: a worker of pipeline stage %s (process %d) did not stop within "
@@ -752,8 +753,9 @@ class _Driver:
 
 
 def _kill(worker: _Worker) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it has just ended
-        os.kill(worker.os_pid, signal.SIGKILL)
+    # By process id, through the master's pidfd: the worker may have ended and
+    # been reaped, and its os pid gone to another program (kill is then False).
+    kill(worker.pid, signal.SIGKILL)
 
 
 def _stop(worker: _Worker) -> None:

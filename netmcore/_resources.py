@@ -94,6 +94,9 @@ class Entry:
     size: int = 0
     first_pid: int = 0  # the first process id that can inherit it (preallocated)
     creator: int = MASTER
+    # The OS process that made it: a child forked outside run has a copy of
+    # its parent's table, and must not destroy those objects at its exit.
+    made_in: int = field(default_factory=os.getpid)
     mapping: mmap.mmap | None = None  # preallocated only, in the master and inheritors
     # The process that handed it over (see op_hand_over): until another one
     # gets it, the master holds a use for it.
@@ -108,7 +111,9 @@ def record_nothing(op: str, typ: ResourceType, name: str) -> None:
 
 
 # Called with ("+" or "-", kind, name) whenever a kernel object is taken into
-# the table or leaves it; the master points this at its crash-cleanup record.
+# the table or leaves it: before it is made, and after it is destroyed. The
+# master points this at its crash-cleanup record; outside run, the program's
+# guard is told (_watchdog.guard_outside_run, set when that module loads).
 on_change: Callable[[str, ResourceType, str], None] = record_nothing
 
 
@@ -297,18 +302,27 @@ def destroy_all() -> None:
         destroy(entry)
 
 
+def _destroy_own() -> None:
+    """What this process made (a forked child's copy of the table holds its
+    parent's objects too)."""
+    me = os.getpid()
+    for entry in list(table.values()):
+        if entry.made_in == me:
+            destroy(entry)
+
+
 _exit_hook_pid: int | None = None
 
 
 def _destroy_at_exit() -> None:
     # A program that ends (normally, or by an exception) without releasing what
-    # it manages still leaves nothing behind. The pid check keeps a forked child
+    # it manages still leaves nothing behind. The pid checks keep a forked child
     # that runs atexit handlers from destroying its parent's objects.
     global _exit_hook_pid
     if _exit_hook_pid != os.getpid():
         _exit_hook_pid = os.getpid()
         pid = _exit_hook_pid
-        atexit.register(lambda: destroy_all() if os.getpid() == pid else None)
+        atexit.register(lambda: _destroy_own() if os.getpid() == pid else None)
 
 
 def unlink_object(typ: ResourceType, name: str) -> bool:

@@ -14,17 +14,28 @@ run ends at that word, so a kill at no moment leaves the directory behind.
 The watchdog also keeps a copy of the directory's lock until it is done, and
 writes its pid into the lock file, so a new master in that directory waits
 for it, and it never touches an object of a master that is still running.
+
+Outside ``run``, the same kind of process is the program's *guard*: forked
+when the program first makes a kernel object outside ``run``, told of each
+one it makes and destroys, and gone (reaped) when none is left. If the
+program dies with some left (SIGKILL, SIGTERM, a crash), the guard unlinks
+them. A guard and a watchdog both see their parent die by its pidfd, and by
+their socket closing (an ``exec`` closes it): a descendant that inherited
+the socket does not keep them waiting.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
+import select
 import signal
 import socket
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import _ipc, _resources
 from ._cleanup import finish_record, unlink_pending
@@ -38,6 +49,8 @@ _RECORD = b"R"  # the record whose objects to unlink
 _PREFIX = b"P"  # the run's payload prefix
 _ENDED = b"E"  # the run has ended: finish the record, remove the temporary directory, answer
 _CLEAN = b"C"  # the master ends cleanly (but never ran): do nothing, and go
+_ADD = b"+"  # (guard) unlink this object if the program dies: kind, NUL, name
+_DROP = b"-"  # (guard) the program destroyed this object: kind, NUL, name
 _MAX_MESSAGE = 8192  # an opcode and a path (PATH_MAX is 4096 bytes)
 
 
@@ -87,6 +100,11 @@ class Watchdog:
         (the run's payloads in flight)."""
         self._order(_PREFIX, prefix)
 
+    def guard_object(self, typ: ResourceType, name: str, *, guarded: bool = True) -> None:
+        """(A guard) unlink ``name`` if the program dies; or, without
+        ``guarded``, no longer."""
+        self._order(_ADD if guarded else _DROP, f"{typ.value}\0{name}")
+
     def stand_down(self, *, ended: bool = False) -> bool:
         """The master ends cleanly: tell the watchdog, and wait for it to go.
         Harmless to repeat.
@@ -133,6 +151,7 @@ def fork_watchdog(*, before_run: bool = False) -> Watchdog:
     is unlinked if the master dies before it has recorded it.
     """
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent = os.getpid()
     try:
         os_pid = os.fork()
     except BaseException:
@@ -142,18 +161,146 @@ def fork_watchdog(*, before_run: bool = False) -> Watchdog:
     if os_pid == 0:  # the watchdog
         code = 0
         try:
+            # It keeps no descriptor but its socket (and 0-2): one forked at
+            # the end of a run would hold the socket directory's lock, say.
+            # No garbage collection from here: a collected object of the
+            # parent's would close its descriptor's number, now maybe another.
+            gc.disable()
             mine.close()
+            fd = theirs.fileno()
+            os.closerange(3, fd)
+            os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
             signal.set_wakeup_fd(-1)
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(signum, signal.SIG_IGN)
             os.setsid()  # out of the master's process group and terminal
-            _watch(theirs, before_run)
+            _watch(theirs, parent, before_run)
         except BaseException:
             code = 1
         finally:
             os._exit(code)
     theirs.close()
     return Watchdog(os_pid, mine, mine.fileno())
+
+
+@dataclass
+class _Guard:
+    """The program's guard, as the process that forked it knows it."""
+
+    watchdog: Watchdog
+    # The pid that forked it: a child forked outside run makes its own.
+    owner: int = field(default_factory=os.getpid)
+    objects: set[tuple[ResourceType, str]] = field(default_factory=set)
+
+
+_guard: _Guard | None = None
+# Threads of the program may make objects at once. The lock is made anew in
+# a forked child (by pid, not an at-fork handler, which every worker would run).
+_guard_lock = (os.getpid(), threading.Lock())
+
+
+def _locked() -> threading.Lock:
+    global _guard_lock
+    if _guard_lock[0] != os.getpid():
+        _guard_lock = (os.getpid(), threading.Lock())
+    return _guard_lock[1]
+
+
+def guard_outside_run(op: str, typ: ResourceType, name: str) -> None:
+    """``_resources.on_change`` outside ``run``: the guard is told of each
+    object before it is made (it is forked for the first) and after it is
+    destroyed, and goes with the last one."""
+    with _locked():
+        guard = _live_guard()
+        if op == "+":
+            if guard is None:
+                guard = _start_guard(set())
+            guard.objects.add((typ, name))
+            guard.watchdog.guard_object(typ, name)
+        elif guard is not None and (typ, name) in guard.objects:
+            guard.objects.discard((typ, name))
+            if guard.objects:
+                guard.watchdog.guard_object(typ, name, guarded=False)
+            else:
+                _stop_guard()
+
+
+def guard_table() -> None:
+    """Outside ``run`` again (its end): the guard takes over every object
+    this process still manages, made before the run or during it."""
+    _resources.on_change = guard_outside_run
+    me = os.getpid()
+    objects = {(e.typ, e.name) for e in _resources.table.values() if e.made_in == me}
+    with _locked():
+        guard = _live_guard()
+        if not objects:
+            if guard is not None:
+                _stop_guard()
+            return
+        if guard is None:
+            _start_guard(objects)
+            return
+        for typ, name in objects - guard.objects:
+            guard.watchdog.guard_object(typ, name)
+        for typ, name in guard.objects - objects:
+            guard.watchdog.guard_object(typ, name, guarded=False)
+        guard.objects = objects
+
+
+def guard_fd() -> int | None:
+    """The descriptor of this process's end of its guard's socket, if any
+    (a worker closes its copy)."""
+    guard = _live_guard()
+    return guard.watchdog.fd if guard is not None else None
+
+
+def _live_guard() -> _Guard | None:
+    """This process's guard; if someone killed it, a new one (told of
+    everything) replaces it."""
+    global _guard
+    guard = _guard
+    if guard is None or guard.owner != os.getpid():
+        return None
+    try:
+        pid, _ = os.waitpid(guard.watchdog.os_pid, os.WNOHANG)
+    except ChildProcessError:
+        pid = guard.watchdog.os_pid  # reaped by someone else: it is gone too
+    if pid == 0:
+        return guard
+    _guard = None
+    return _start_guard(guard.objects) if guard.objects else None
+
+
+def _start_guard(objects: set[tuple[ResourceType, str]]) -> _Guard:
+    global _guard
+    interrupts = {signal.SIGINT, signal.SIGTERM}
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, interrupts)  # no untracked guard
+    try:
+        guard = _Guard(fork_watchdog())
+        _guard = guard
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"cannot fork netmcore's guard process, which unlinks what this program "
+            f"makes outside run if it dies ({exc.strerror}): nothing was made. The "
+            "system is short of processes or memory (see `ulimit -u`): end some, and retry",
+        ) from exc
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    for typ, name in objects:
+        guard.watchdog.guard_object(typ, name)
+    guard.objects = set(objects)
+    return guard
+
+
+def _stop_guard() -> None:
+    global _guard
+    if _guard is not None:
+        guard, _guard = _guard, None
+        guard.watchdog.stand_down()
+
+
+_resources.on_change = guard_outside_run  # outside run, from the start
 
 
 def make_fresh_dir(base: str) -> str:
@@ -173,51 +320,98 @@ class _Orders:
     """What the watchdog is to clean up if the master dies."""
 
     master_pid: int
-    # What the program made before run, from the table as it was at the
-    # fork: the master records it (and then tells of its payload prefix),
-    # but one killed before had not yet.
-    before_run: list[tuple[ResourceType, str]]
+    # Objects to unlink unless the master recorded them (it then tells of
+    # its payload prefix): what the program made before run, from the table
+    # as it was at the fork; a guard's, from its orders.
+    objects: set[tuple[ResourceType, str]] = field(default_factory=set)
     lock_fd: int | None = None
     record_path: str | None = None
     prefix: str | None = None
     temp_dir: str | None = None
 
 
-def _watch(sock: socket.socket, before_run: bool) -> None:
+def _watch(sock: socket.socket, parent: int, before_run: bool) -> None:
     """The watchdog: take orders until the master goes, then clean up after
     it, unless it said it ended cleanly."""
-    made = [(e.typ, e.name) for e in _resources.table.values()] if before_run else []
-    orders = _Orders(os.getppid(), made)
-    while True:
-        try:
-            msg, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, 1)
-        except ConnectionResetError:
-            continue  # the master died with an answer unread; its last orders follow
-        if not msg:
-            break  # closed without _CLEAN: the master is dead
-        op, arg = msg[:1], os.fsdecode(msg[1:])
-        if op == _CLEAN:
-            return
-        if op == _ENDED:
-            _end(orders)
-            with contextlib.suppress(OSError):
-                sock.send(b"+", socket.MSG_NOSIGNAL)
-            return
-        if op == _LOCK and fds:
-            orders.lock_fd = fds[0]
-        elif op == _RECORD:
-            orders.record_path = arg
-        elif op == _PREFIX:
-            orders.prefix = arg
-        elif op == _MAKE_DIR:
-            try:
-                orders.temp_dir = make_fresh_dir(arg)
-                answer = b"+" + os.fsencode(orders.temp_dir)
-            except OSError as exc:
-                answer = b"-" + json.dumps([exc.errno, exc.strerror, exc.filename]).encode()
-            with contextlib.suppress(OSError):  # the master has died meanwhile
-                sock.send(answer, socket.MSG_NOSIGNAL)
+    orders = _Orders(parent)
+    if before_run:
+        orders.objects.update((e.typ, e.name) for e in _resources.table.values())
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    pidfd = _pidfd_of_parent(parent)
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
+    while pidfd is not None:
+        ready = {fd for fd, _ in poller.poll()}
+        if sock.fileno() in ready:  # orders first: the last ones come before its death
+            ended = _take_order(sock, orders)
+            if ended is None:
+                break  # closed without _CLEAN: the master is dead
+            if ended:
+                return
+        elif pidfd in ready:
+            break  # dead, with the socket still open in a descendant
+    # Its last orders may still be queued.
+    sock.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while (ended := _take_order(sock, orders)) is not None:
+            if ended:
+                return
     _clean_up(orders)
+
+
+def _pidfd_of_parent(parent: int) -> int | None:
+    """A pidfd of the process that forked this one; None if it has died."""
+    try:
+        pidfd = os.pidfd_open(parent)
+    except ProcessLookupError:
+        return None
+    # Open first, then look: while it is still our parent, the pid is its.
+    if os.getppid() != parent:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _take_order(sock: socket.socket, orders: _Orders) -> bool | None:
+    """Read and carry out one order: None if the socket has closed, True
+    if the master ended (the watchdog goes), else False."""
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, 1)
+    except ConnectionResetError:
+        return False  # the master died with an answer unread; its last orders follow
+    if not msg:
+        return None
+    op, arg = msg[:1], os.fsdecode(msg[1:])
+    if op == _CLEAN:
+        return True
+    if op == _ENDED:
+        _end(orders)
+        with contextlib.suppress(OSError):
+            sock.send(b"+", socket.MSG_NOSIGNAL)
+        return True
+    if op in (_ADD, _DROP):
+        kind, _, name = arg.partition("\0")
+        obj = (ResourceType(kind), name)
+        if op == _ADD:
+            orders.objects.add(obj)
+        else:
+            orders.objects.discard(obj)
+    elif op == _LOCK and fds:
+        orders.lock_fd = fds[0]
+    elif op == _RECORD:
+        orders.record_path = arg
+    elif op == _PREFIX:
+        orders.prefix = arg
+    elif op == _MAKE_DIR:
+        try:
+            orders.temp_dir = make_fresh_dir(arg)
+            answer = b"+" + os.fsencode(orders.temp_dir)
+        except OSError as exc:
+            answer = b"-" + json.dumps([exc.errno, exc.strerror, exc.filename]).encode()
+        with contextlib.suppress(OSError):  # the master has died meanwhile
+            sock.send(answer, socket.MSG_NOSIGNAL)
+    return False
 
 
 def _end(orders: _Orders) -> None:
@@ -256,7 +450,7 @@ def _clean_up(orders: _Orders) -> None:
             os.pwrite(orders.lock_fd, marker.encode(), 0)
     # Each step on its own: one that fails must not keep the others from their work.
     if orders.prefix is None:
-        for typ, name in orders.before_run:
+        for typ, name in orders.objects:
             with contextlib.suppress(OSError):
                 _resources.unlink_object(typ, name)
     if orders.record_path is not None:

@@ -125,6 +125,14 @@ class HandOverReq(_Msg, frozen=True):
     req: int = 0
 
 
+class KillReq(_Msg, frozen=True):
+    """Send signal ``signum`` to the OS process carrying process ``pid``."""
+
+    pid: int
+    signum: int
+    req: int = 0
+
+
 class ResGetReq(_Msg, frozen=True):
     res_id: int
     kinds: list[str]  # ResourceType values the caller accepts; empty: any
@@ -183,6 +191,14 @@ class Started(_Msg, frozen=True):
 
 class Joined(_Msg, frozen=True):
     outcome: WireOutcome | None
+    req: int = 0
+
+
+class Signalled(_Msg, frozen=True):
+    """The answer to a KillReq: whether the process got the signal (False: it
+    has ended, or finished its function and only waits to exit)."""
+
+    delivered: bool
     req: int = 0
 
 
@@ -253,10 +269,12 @@ Message = (
     | JoinCancel
     | ReleaseReq
     | HandOverReq
+    | KillReq
     | Finished
     | Assign
     | Started
     | Joined
+    | Signalled
     | Done
     | Failed
     | StatusReq

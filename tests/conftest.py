@@ -48,8 +48,10 @@ def _children() -> list[psutil.Process]:
 def no_leftovers() -> Iterator[None]:
     """Fail a test that leaves a child process or a /dev/shm entry behind."""
     shm_before = _shm_entries()
+    # Not the test's: a guard alive for an object of a module-scoped fixture.
+    children_before = {c.pid for c in _children()}
     yield
-    children = _children()
+    children = [c for c in _children() if c.pid not in children_before]
     for child in children:
         child.kill()
     psutil.wait_procs(children, timeout=5)

@@ -222,6 +222,13 @@ class ScriptMaster(MasterProcess):
     def wait_line(self, line: str, timeout: float = STOP_WITHIN) -> None:
         self.wait_for(lambda lines: line in lines, repr(line), timeout)
 
+    def guard(self) -> psutil.Process:
+        """The program's guard (it unlinks what the program made outside run)."""
+        self.wait_for(
+            lambda lines: any(x.startswith("guard ") for x in lines), "guard", STARTUP_WITHIN
+        )
+        return psutil.Process(int(self.word("guard")))
+
     def word(self, first: str) -> str:
         """The rest of the first line that starts with ``first``."""
         for line in self.lines:
@@ -340,7 +347,7 @@ class CrashMaster(ScriptMaster):
         # at the end also look through the master's session.)
         spares = _master.SPARES_LOW + 1
         wait_until(lambda: len(self.children()) >= 2 + spares, "the spare pool", STARTUP_WITHIN)
-        self.procs = [*self.children(), self.watchdog]
+        self.procs = [*self.children(), self.watchdog, self.guard()]
         first = int(self.word("worker").split()[0])
         assert first in {p.pid for p in self.procs}
         with contextlib.suppress(psutil.NoSuchProcess):  # it has ended, or soon will
@@ -348,13 +355,15 @@ class CrashMaster(ScriptMaster):
         return objects
 
     def find_watchdog(self) -> psutil.Process:
-        """The master's one child that is in a session of its own."""
+        """The master's one child, but its guard, that is in a session of its own."""
+
+        guard = self.guard().pid
 
         def candidates() -> list[psutil.Process]:
             return [
                 c
                 for c in psutil.Process(self.pid).children()
-                if getsid(c.pid) not in (self.pid, None)
+                if getsid(c.pid) not in (self.pid, None) and c.pid != guard
             ]
 
         wait_until(lambda: len(candidates()) == 1, "the watchdog", STARTUP_WITHIN)
@@ -365,10 +374,13 @@ class CrashMaster(ScriptMaster):
     # --- processes ---------------------------------------------------------
 
     def kill_watchdog(self) -> None:
-        """SIGKILL the watchdog, and wait until it is dead (a zombie of the master)."""
+        """SIGKILL the watchdog and the program's guard (nothing but a next
+        start cleans up then), and wait until they are dead (zombies of the master)."""
         assert self.watchdog is not None
+        guard = self.guard()
         self.watchdog.kill()
-        assert_all_gone([self.watchdog], STOP_WITHIN)
+        guard.kill()
+        assert_all_gone([self.watchdog, guard], STOP_WITHIN)
 
     def quit(self) -> None:
         """Have the first process return; wait for a clean exit and every process gone."""
@@ -494,7 +506,10 @@ def test_new_master_waits_while_the_watchdog_cleans(
     watchdog = m.watchdog
     assert watchdog is not None
     # Stopped, the watchdog can do nothing, but it still holds the directory's
-    # lock: a new master must wait for it, not clean up beside it.
+    # lock: a new master must wait for it, not clean up beside it. (The
+    # program's guard is stopped too: it would unlink `before` meanwhile.)
+    guard = m.guard()
+    guard.suspend()
     watchdog.suspend()
     resume = threading.Timer(0.3, watchdog.resume)
     try:
@@ -510,6 +525,8 @@ def test_new_master_waits_while_the_watchdog_cleans(
         resume.cancel()
         with contextlib.suppress(psutil.Error):
             watchdog.resume()
+        with contextlib.suppress(psutil.Error):
+            guard.resume()
     resume.join()
     assert LEFTOVER_WARNING not in caplog.text, "the new master did not wait for the watchdog"
     assert not objects.existing(), objects.existing()
@@ -858,10 +875,12 @@ class AuditMaster(ScriptMaster):
         return found
 
     def watchdog(self) -> psutil.Process:
-        """The one process of the program that leads a session of its own."""
+        """The one process of the program, but its guard, that leads a session of its own."""
+
+        others = {self.pid, self.guard().pid}
 
         def candidates() -> list[psutil.Process]:
-            return [p for p in self.program() if p.pid != self.pid and getsid(p.pid) == p.pid]
+            return [p for p in self.program() if p.pid not in others and getsid(p.pid) == p.pid]
 
         wait_until(lambda: len(candidates()) == 1, "the watchdog", STARTUP_WITHIN)
         return candidates()[0]
@@ -1017,6 +1036,8 @@ def test_restart_waits_for_the_watchdog_of_a_killed_master(
     old.wait_line("ready", STARTUP_WITHIN)
     objects = [old.pre_run_shm(), *old.kept()]
     watchdog = old.watchdog()
+    guard = old.guard()
+    guard.kill()  # it would unlink the pre-run shm at once: the watchdog is tested here
     os.kill(old.pid, signal.SIGKILL)
     if old_master == "reaped":
         assert old.wait_exit() == -signal.SIGKILL
@@ -1056,6 +1077,7 @@ def test_sigterm_stops_the_wait_for_a_killed_masters_watchdog(
     old.wait_line("ready", STARTUP_WITHIN)
     objects = [old.pre_run_shm(), *old.kept()]
     watchdog = old.watchdog()
+    old.guard().kill()  # it would unlink the pre-run shm at once: the watchdog is tested here
     os.kill(old.pid, signal.SIGKILL)
     assert old.wait_exit() == -signal.SIGKILL
     wait_until(lambda: watchdog.status() == psutil.STATUS_STOPPED, "the watchdog to stop")

@@ -38,7 +38,8 @@ Lines written to stdout, each flushed at once (``left`` too when ``run``
 raised: its children and the entries of TMPDIR, before this process exits):
 
 - ``master PID`` first, and ``pre NAME``: preallocated shm the program made
-  before ``run`` (the master records it when it starts);
+  before ``run`` (the master records it when it starts); ``guard PID``: the
+  program's guard, which unlinks it if the program dies (see _watchdog);
 - ``sockdir PATH`` from ``init_ctrl``;
 - ``objects JSON`` (the names of the kept objects) from the first process,
   and ``ready`` after its churn;
@@ -56,7 +57,13 @@ import sys
 from typing import Any
 
 import netmcore
-from netmcore import _socketdir
+from netmcore import _socketdir, _watchdog
+
+
+def guard_pid() -> int:
+    guard = _watchdog._guard  # no public way: the guard is netmcore's own business
+    assert guard is not None, "no guard after an object was made outside run"
+    return guard.watchdog.os_pid
 
 
 def say(line: str) -> None:
@@ -137,6 +144,7 @@ def main() -> None:
     # run beside ours (tests/conftest.py) does not take it for its own leak.
     _, pre = netmcore.create_preallocated_shm(f"/nmc.{os.getpid()}.audittest.", 4096)
     say(f"pre {pre}")
+    say(f"guard {guard_pid()}")
     hook = Hook(args)
     sys.addaudithook(hook)
     conf = {"keep": args.keep, "churn": args.churn, "hold": int(args.hold)}
@@ -179,11 +187,13 @@ def main() -> None:
 
 def left_behind() -> list[str]:
     """What run left while this process lives: children (the watchdog, once
-    run is over, is gone) and the run's socket directory."""
+    run is over, is gone; the program's guard stays while ``pre`` lives) and
+    the run's socket directory."""
     left = []
+    guard = str(guard_pid())
     for task in os.listdir(f"/proc/{os.getpid()}/task"):
         with open(f"/proc/{os.getpid()}/task/{task}/children") as f:
-            left += [f"child:{pid}" for pid in f.read().split()]
+            left += [f"child:{pid}" for pid in f.read().split() if pid != guard]
     left += [f"dir:{name}" for name in os.listdir(os.environ.get("TMPDIR", "/tmp"))]
     return left
 

@@ -11,7 +11,8 @@ has created; the first process hands them (and the file) to the manager.
 
 Lines written to stdout, each flushed at once:
 
-- ``master PID`` before ``run`` is called;
+- ``master PID`` before ``run`` is called, then ``guard PID``: the program's
+  guard, which unlinks ``before`` if the program dies (see _watchdog);
 - ``init JSON`` from ``init_ctrl``: ``{"sockdir": ..., "pmanage": bool}`` (is
   there a crash-cleanup record in the socket directory at that point);
 - ``worker PID first`` once the first process runs;
@@ -38,6 +39,7 @@ import sys
 from types import FrameType
 
 import netmcore
+from netmcore import _watchdog
 
 BIG = 100_000  # over the 64 KiB that travel inline: it goes through shm
 
@@ -125,6 +127,9 @@ def main() -> None:
         say("init " + json.dumps(info))
 
     say(f"master {os.getpid()}")
+    guard = _watchdog._guard  # no public way: the guard is netmcore's own business
+    assert guard is not None, "no guard after an object was made outside run"
+    say(f"guard {guard.watchdog.os_pid}")
     try:
         netmcore.run(
             first_process=lambda: first.start(conf),

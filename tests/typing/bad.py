@@ -133,6 +133,8 @@ def bad_low_level() -> None:
     netmcore.join(pid, pid)  # type: ignore[arg-type]
     netmcore.join_nowait(join_point.n, pid)  # type: ignore[arg-type]
     netmcore.release(3)  # type: ignore[arg-type]
+    netmcore.kill(3)  # type: ignore[arg-type]
+    netmcore.kill(pid, "SIGKILL")  # type: ignore[arg-type]
     n: int = netmcore.join(join_point, pid)  # type: ignore[assignment]
     print(n)
 

@@ -7,6 +7,7 @@ type fails the suite.
 
 from __future__ import annotations
 
+import signal
 from typing import Any, assert_never, assert_type
 
 from pydantic import BaseModel
@@ -76,6 +77,11 @@ def process_def_start_join() -> None:
     # A ProcessId[Any] (from the low-level start) may be joined by any process type.
     anypid: netmcore.ProcessId[Any] = netmcore.self_process_id()
     assert_type(Add.join(anypid), float | None)
+
+    # kill takes the id of any process, and a signal number (SIGKILL by default).
+    assert_type(netmcore.kill(pid), bool)
+    assert_type(netmcore.kill(spid, signal.SIGTERM), bool)
+    assert_type(netmcore.kill(anypid, 0), bool)
 
     assert_type(Add.release_fork_point(), None)
     assert_type(Add.release_join_point(), None)
