@@ -63,6 +63,7 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
@@ -93,6 +94,7 @@ _EMPTY, _CLAIMED, _FULL, _TAKEN = 0, 1, 2, 3
 _LINE = 64  # bytes in a cache line
 _SEMS = 64  # offset of the free semaphore; filled follows at 2 * SLOT
 _FIRST_SLOT = 3 * _pthread.SLOT
+_LISTED_SLOTS = 1 << 16  # boxes with more slots find them by arithmetic (see __init__)
 # How often a sender looks at a slot that another sender is claiming, and how
 # long it waits for room before it looks again on its own: the receiver wakes
 # blocked senders only every half box, and a receiver that takes one
@@ -227,8 +229,17 @@ class Mailbox(Generic[T]):
         self._cursor = segment.buffer[_CURSOR : _CURSOR + 8].cast("Q")
         self._words = segment.buffer.cast("I")  # a slot's length: [(head + 4) >> 2]
         self._quads = segment.buffer.cast("Q")  # a slot's sequence number: [(head + 8) >> 3]
-        self._claims = [self._base + _FIRST_SLOT + i * self._stride for i in range(slots)]
-        self._heads = [_FIRST_SLOT + i * self._stride + _pthread.SLOT for i in range(slots)]
+        # Each slot's claim lock (an address) and head (an offset). Lists, whose
+        # indexing is ~15% faster on a send and receive; ranges past
+        # _LISTED_SLOTS, so that a box of millions of slots does not cost
+        # each process that opens it ~70 bytes a slot.
+        first_claim = self._base + _FIRST_SLOT
+        claims = range(first_claim, first_claim + slots * self._stride, self._stride)
+        first_head = _FIRST_SLOT + _pthread.SLOT
+        heads = range(first_head, first_head + slots * self._stride, self._stride)
+        listed = slots <= _LISTED_SLOTS
+        self._claims: Sequence[int] = list(claims) if listed else claims
+        self._heads: Sequence[int] = list(heads) if listed else heads
         self._free_value = _pthread.IntCell()
         self._receiving = threading.Lock()
         self._use = _pthread.InUse(self._unmap)

@@ -28,6 +28,7 @@ import os
 import re
 import signal
 import threading
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -1116,6 +1117,27 @@ def test_mailbox_single_senders_one_after_another_keep_their_order() -> None:
     first, second = run_scenario(later_sender_scenario, 0)
     assert first == [0, 1, 2]
     assert second == [0, 1, 2, 3], "the second sender's messages arrived out of order"
+
+
+def test_mailbox_of_many_slots_costs_little_memory_and_uses_every_slot() -> None:
+    """A box of 70,000 slots (9 MB of shm) does not cost each process that
+    opens it Python objects in proportion (~80 bytes a slot before), and its
+    slots past the first 65,536 work, the same as the first ones."""
+    slots = 70_000
+    tracemalloc.start()
+    try:
+        box = Mailbox.create(int, slots=slots, slot_size=8)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    with box:
+        assert peak < 1_000_000, f"{peak:,} bytes of Python objects for {slots:,} slots"
+        # Sent and received one by one, the messages take slot after slot.
+        for k in range(slots):
+            box.send(k)
+            assert box.receive() == k
+        box.send(-1)  # in slot 0 again
+        assert box.receive() == -1
 
 
 def test_mailbox_sender_blocks_while_the_box_is_full() -> None:
