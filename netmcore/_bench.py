@@ -133,6 +133,33 @@ def _identity(k: int) -> int:
     return k
 
 
+def _bare_fanout(n: int) -> float:
+    """n bare forks that each run the function and write its result, encoded
+    with msgspec, to one pipe; the parent reads every result, then reaps.
+    What a fork per task costs with no protocol at all: no master, no ids,
+    no join, no supervision."""
+    encode = msgspec.msgpack.encode
+    r, w = os.pipe()
+    try:
+        t0 = time.perf_counter()
+        pids = []
+        for k in range(n):
+            pid = os.fork()
+            if pid == 0:
+                os.write(w, encode(_identity(k)).ljust(8))  # one 8-byte record each
+                os._exit(0)
+            pids.append(pid)
+        got = 0
+        while got < 8 * n:
+            got += len(os.read(r, 65536))
+        for pid in pids:
+            os.waitpid(pid, 0)
+        return time.perf_counter() - t0
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def _mp_fanout(n: int) -> float:
     """n multiprocessing Processes started, then joined (they return nothing)."""
     ctx = multiprocessing.get_context("fork")
@@ -196,6 +223,7 @@ class Baselines:
     back_to_back: dict[str, float]  # peer -> mean round trip
     raw_fanout: float
     mp_fanout: float
+    bare_fanout: float
 
 
 MP_PROCESS = "multiprocessing Process"
@@ -215,7 +243,9 @@ def _baselines(roundtrips: int, fanout: int) -> Baselines:
     for peer, f in ((MP_PROCESS, _mp_process), (RAW_FORK, _raw_fork)):
         paced[peer] = _paced(f, roundtrips // 2)
         back_to_back[peer] = _per_call(f, roundtrips // 2)
-    return Baselines(paced, back_to_back, _raw_fanout(fanout), _mp_fanout(fanout))
+    return Baselines(
+        paced, back_to_back, _raw_fanout(fanout), _mp_fanout(fanout), _bare_fanout(fanout)
+    )
 
 
 def _payload_baselines(payload_mib: int) -> tuple[float, float]:
@@ -256,6 +286,13 @@ def runtime_rows(roundtrips: int, fanout: int, payload_mib: int) -> tuple[list[R
             1 / fan_rate,
             base.mp_fanout / fanout,
             "multiprocessing Process",
+            "(info)",
+        ),
+        Row(
+            f"fan-out {fanout}: s per process",
+            1 / fan_rate,
+            base.bare_fanout / fanout,
+            "bare fork, result to a pipe",
             "(info)",
         ),
         Row(mib, t.payload_s, copy, f"one {payload_mib} MiB copy", "<= 4x", "ms"),

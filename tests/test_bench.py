@@ -32,7 +32,8 @@ def test_bench_runtime_section_prints_each_measure_with_its_peer_and_target() ->
     assert ("start->join, 5 ms apart", "<= 1.0x") in measures
     assert ("start->join, 5 ms apart, p90", "(info)") in measures
     fanout = [r for r in rows if r.startswith("fan-out 5: s per process")]
-    assert len(fanout) == 2 and "raw fork" in fanout[0] and MP in fanout[1]
+    assert len(fanout) == 3 and "raw fork" in fanout[0] and MP in fanout[1]
+    assert "bare fork, result to a pipe" in fanout[2]
     assert sum(r.startswith("1 MiB arg + result") for r in rows) == 2
     assert "fan-out rate:" in proc.stdout
 
