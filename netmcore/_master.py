@@ -737,7 +737,8 @@ class Master:
         if record is None or record.joined:
             raise UnknownProcess(
                 f"cannot signal process {n}, which is unknown: it was never started, or "
-                "it has been joined already (a joined process has ended)"
+                "it has been joined already. Pass an id that start() returned and no join "
+                "has taken yet (a joined process has ended: there is nothing to signal)"
             )
         if signum != 0 and signum not in signal.valid_signals():  # a request made by hand
             raise ValueError(f"cannot signal process {n}: {signum} is not a valid signal")
@@ -871,6 +872,7 @@ class Master:
     def _on_resource_change(self, op: str, typ: ResourceType, name: str) -> None:
         if self.record is not None:
             self.record.write(op, typ.value, name)
+        _watchdog.noted_in_run(op, typ, name)
 
     # --- the control socket --------------------------------------------------
 
@@ -941,7 +943,15 @@ class Master:
     def _end_cleanup(self) -> None:
         # Outside run again: the program's guard takes over what is still
         # managed, before this run's watchdog goes (no moment is uncovered).
-        _watchdog.guard_table()
+        try:
+            _watchdog.guard_table()
+        except OSError as exc:  # the run's result stands: its end goes on
+            log.warning(
+                "netmcore: no guard process could be forked at the end of run (%s): what "
+                "the program still manages is destroyed at its normal exit, but not if "
+                "it is killed",
+                exc,
+            )
         if self.record is not None:
             # A clean end: what is still managed belongs to this living program,
             # so the next start must not unlink it.

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, TypeVar
 
-from . import _cleanup, _context, _watchdog
+from . import _cleanup, _context, _resources, _watchdog
 from ._debug import log
 from ._errors import ContextError
 from ._ids import ProcessId
@@ -78,7 +78,10 @@ def run(
             # pidfile, the master's children and shm, the directory, and the
             # watchdog last. The watchdog comes first: it is told of each
             # thing before it is made, and cleans up if the master is killed.
-            watchdog = _watchdog.fork_watchdog(before_run=not disable_pmanage)
+            # What the program made before run is its too, until the master
+            # has recorded it (the guard keeps it as well).
+            made = [] if disable_pmanage else [(e.typ, e.name) for e in _resources.table.values()]
+            watchdog = _watchdog.fork_watchdog(made)
             cleanup.callback(watchdog.stand_down)
             sockdir = SocketDir(socket_directory, watchdog, waiting=interrupts.check)
             cleanup.callback(sockdir.close)

@@ -29,16 +29,18 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import logging
 import os
 import select
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from . import _ipc, _resources
 from ._cleanup import finish_record, unlink_pending
+from ._debug import log
 from ._resources import ResourceType
 
 # The master's orders to its watchdog, one message each on a SOCK_SEQPACKET
@@ -143,13 +145,18 @@ class Watchdog:
             return b""
 
 
-def fork_watchdog(*, before_run: bool = False) -> Watchdog:
-    """Fork a watchdog. ``run`` forks it before it makes anything, so it
-    holds none of the master's descriptors.
+Object = tuple[ResourceType, str]
 
-    With ``before_run``, what the program manages now (made before ``run``)
-    is unlinked if the master dies before it has recorded it.
+
+def fork_watchdog(objects: Iterable[Object] = ()) -> Watchdog:
+    """Fork a watchdog (or a guard). ``run`` forks it before it makes
+    anything; a guard keeps none of the program's descriptors either.
+
+    ``objects`` are unlinked if the parent dies (a master: before it has
+    recorded them): what the program made before ``run``, or what a guard
+    guards. They go through the fork itself, so no moment is uncovered.
     """
+    objects = set(objects)
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent = os.getpid()
     try:
@@ -164,17 +171,20 @@ def fork_watchdog(*, before_run: bool = False) -> Watchdog:
             # It keeps no descriptor but its socket (and 0-2): one forked at
             # the end of a run would hold the socket directory's lock, say.
             # No garbage collection from here: a collected object of the
-            # parent's would close its descriptor's number, now maybe another.
+            # parent's would close its descriptor's number, now maybe another;
+            # and the program's log handlers may write to such a number too.
             gc.disable()
             mine.close()
             fd = theirs.fileno()
             os.closerange(3, fd)
             os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+            log.handlers = [logging.StreamHandler()]  # to stderr, which it keeps
+            log.propagate = False
             signal.set_wakeup_fd(-1)
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(signum, signal.SIG_IGN)
             os.setsid()  # out of the master's process group and terminal
-            _watch(theirs, parent, before_run)
+            _watch(theirs, parent, objects)
         except BaseException:
             code = 1
         finally:
@@ -184,120 +194,152 @@ def fork_watchdog(*, before_run: bool = False) -> Watchdog:
 
 
 @dataclass
-class _Guard:
-    """The program's guard, as the process that forked it knows it."""
+class _Made:
+    """What this process made and has not destroyed (as ``on_change`` heard
+    it, outside ``run`` and in it), and its guard."""
 
-    watchdog: Watchdog
-    # The pid that forked it: a child forked outside run makes its own.
-    owner: int = field(default_factory=os.getpid)
-    objects: set[tuple[ResourceType, str]] = field(default_factory=set)
-
-
-_guard: _Guard | None = None
-# Threads of the program may make objects at once. The lock is made anew in
-# a forked child (by pid, not an at-fork handler, which every worker would run).
-_guard_lock = (os.getpid(), threading.Lock())
+    pid: int = field(default_factory=os.getpid)
+    # Threads of the program may make objects at once.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    objects: set[Object] = field(default_factory=set)
+    guard: Watchdog | None = None
+    told: set[Object] = field(default_factory=set)  # what the guard knows of
 
 
-def _locked() -> threading.Lock:
-    global _guard_lock
-    if _guard_lock[0] != os.getpid():
-        _guard_lock = (os.getpid(), threading.Lock())
-    return _guard_lock[1]
+_made = _Made()
+
+
+def _mine() -> _Made:
+    """This process's: a forked child starts with nothing made, a lock of its
+    own, and no guard (by pid, not an at-fork handler, which every worker would run)."""
+    global _made
+    if _made.pid != os.getpid():
+        _made = _Made()
+    return _made
 
 
 def guard_outside_run(op: str, typ: ResourceType, name: str) -> None:
     """``_resources.on_change`` outside ``run``: the guard is told of each
     object before it is made (it is forked for the first) and after it is
     destroyed, and goes with the last one."""
-    with _locked():
-        guard = _live_guard()
+    made = _mine()
+    obj = (typ, name)
+    with made.lock:
+        guard = _live_guard(made)
         if op == "+":
             if guard is None:
-                guard = _start_guard(set())
-            guard.objects.add((typ, name))
-            guard.watchdog.guard_object(typ, name)
-        elif guard is not None and (typ, name) in guard.objects:
-            guard.objects.discard((typ, name))
-            if guard.objects:
-                guard.watchdog.guard_object(typ, name, guarded=False)
-            else:
-                _stop_guard()
+                try:
+                    _start_guard(made, {obj})
+                except OSError as exc:
+                    raise OSError(
+                        exc.errno,
+                        f"cannot fork netmcore's guard process, which unlinks what this "
+                        f"program makes outside run if it dies ({exc.strerror}): nothing "
+                        "was made. The system is short of processes or memory (see "
+                        "`ulimit -u`): end some, and retry",
+                    ) from exc
+            elif obj not in made.told:
+                guard.guard_object(typ, name)
+                made.told.add(obj)
+            made.objects.add(obj)
+            return
+        made.objects.discard(obj)
+        if not made.objects:
+            _stop_guard(made)
+        elif guard is not None and obj in made.told:
+            guard.guard_object(typ, name, guarded=False)
+            made.told.discard(obj)
+
+
+def noted_in_run(op: str, typ: ResourceType, name: str) -> None:
+    """What the master's process makes and destroys in ``run`` (its record
+    and its watchdog look after it): kept for the guard at the run's end;
+    an object the guard had is dropped from it at once (a name given to
+    ``manage_*`` may be reused)."""
+    made = _mine()
+    obj = (typ, name)
+    with made.lock:
+        if op == "+":
+            made.objects.add(obj)
+            return
+        made.objects.discard(obj)
+        if made.guard is not None and obj in made.told:
+            made.guard.guard_object(typ, name, guarded=False)
+            made.told.discard(obj)
 
 
 def guard_table() -> None:
     """Outside ``run`` again (its end): the guard takes over every object
-    this process still manages, made before the run or during it."""
-    _resources.on_change = guard_outside_run
-    me = os.getpid()
-    objects = {(e.typ, e.name) for e in _resources.table.values() if e.made_in == me}
-    with _locked():
-        guard = _live_guard()
-        if not objects:
-            if guard is not None:
-                _stop_guard()
-            return
-        if guard is None:
-            _start_guard(objects)
-            return
-        for typ, name in objects - guard.objects:
-            guard.watchdog.guard_object(typ, name)
-        for typ, name in guard.objects - objects:
-            guard.watchdog.guard_object(typ, name, guarded=False)
-        guard.objects = objects
+    this process still manages, made before the run or during it.
+
+    Raises
+    ------
+    OSError
+        If no guard could be forked (``on_change`` is the guard's again).
+    """
+    made = _mine()
+    with made.lock:
+        _resources.on_change = guard_outside_run
+        guard = _live_guard(made)
+        if not made.objects:
+            _stop_guard(made)
+        elif guard is None:
+            _start_guard(made, set())
+        else:
+            for typ, name in made.objects - made.told:
+                guard.guard_object(typ, name)
+            made.told = set(made.objects)
 
 
 def guard_fd() -> int | None:
     """The descriptor of this process's end of its guard's socket, if any
     (a worker closes its copy)."""
-    guard = _live_guard()
-    return guard.watchdog.fd if guard is not None else None
+    made = _mine()
+    with made.lock:
+        guard = _live_guard(made)
+        return guard.fd if guard is not None else None
 
 
-def _live_guard() -> _Guard | None:
-    """This process's guard; if someone killed it, a new one (told of
+def _live_guard(made: _Made) -> Watchdog | None:
+    """The guard, if it lives; if someone killed it, a new one (told of
     everything) replaces it."""
-    global _guard
-    guard = _guard
-    if guard is None or guard.owner != os.getpid():
+    guard = made.guard
+    if guard is None:
         return None
     try:
-        pid, _ = os.waitpid(guard.watchdog.os_pid, os.WNOHANG)
+        pid, _ = os.waitpid(guard.os_pid, os.WNOHANG)
     except ChildProcessError:
-        pid = guard.watchdog.os_pid  # reaped by someone else: it is gone too
+        pid = guard.os_pid  # reaped by someone else: it is gone too
     if pid == 0:
         return guard
-    _guard = None
-    return _start_guard(guard.objects) if guard.objects else None
+    made.guard, made.told = None, set()
+    if made.objects:
+        try:
+            _start_guard(made, set())
+        except OSError as exc:  # the next object made outside run tries again
+            log.warning(
+                "netmcore: its guard process was killed, and no new one could be forked "
+                "(%s): what this program made outside run is not unlinked if it is killed",
+                exc,
+            )
+    return made.guard
 
 
-def _start_guard(objects: set[tuple[ResourceType, str]]) -> _Guard:
-    global _guard
-    interrupts = {signal.SIGINT, signal.SIGTERM}
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, interrupts)  # no untracked guard
+def _start_guard(made: _Made, more: set[Object]) -> None:
+    """Fork a guard for ``made.objects`` and ``more``. SIGINT and SIGTERM
+    wait until it is known here: a signal in between would lose it."""
+    objects = made.objects | more
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        guard = _Guard(fork_watchdog())
-        _guard = guard
-    except OSError as exc:
-        raise OSError(
-            exc.errno,
-            f"cannot fork netmcore's guard process, which unlinks what this program "
-            f"makes outside run if it dies ({exc.strerror}): nothing was made. The "
-            "system is short of processes or memory (see `ulimit -u`): end some, and retry",
-        ) from exc
+        made.guard, made.told = fork_watchdog(objects), objects
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-    for typ, name in objects:
-        guard.watchdog.guard_object(typ, name)
-    guard.objects = set(objects)
-    return guard
 
 
-def _stop_guard() -> None:
-    global _guard
-    if _guard is not None:
-        guard, _guard = _guard, None
-        guard.watchdog.stand_down()
+def _stop_guard(made: _Made) -> None:
+    if made.guard is not None:
+        guard, made.guard, made.told = made.guard, None, set()
+        guard.stand_down()
 
 
 _resources.on_change = guard_outside_run  # outside run, from the start
@@ -321,21 +363,18 @@ class _Orders:
 
     master_pid: int
     # Objects to unlink unless the master recorded them (it then tells of
-    # its payload prefix): what the program made before run, from the table
-    # as it was at the fork; a guard's, from its orders.
-    objects: set[tuple[ResourceType, str]] = field(default_factory=set)
+    # its payload prefix): what the program made before run; a guard's.
+    objects: set[Object] = field(default_factory=set)
     lock_fd: int | None = None
     record_path: str | None = None
     prefix: str | None = None
     temp_dir: str | None = None
 
 
-def _watch(sock: socket.socket, parent: int, before_run: bool) -> None:
+def _watch(sock: socket.socket, parent: int, objects: set[Object]) -> None:
     """The watchdog: take orders until the master goes, then clean up after
     it, unless it said it ended cleanly."""
-    orders = _Orders(parent)
-    if before_run:
-        orders.objects.update((e.typ, e.name) for e in _resources.table.values())
+    orders = _Orders(parent, objects)
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     pidfd = _pidfd_of_parent(parent)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import signal
 import subprocess
@@ -16,13 +17,14 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from scenario import wait_until
 
 import netmcore
-from netmcore import _ipc
+from netmcore import _ipc, _watchdog
 
 SHM_DIR = Path("/dev/shm")
 
@@ -33,14 +35,21 @@ SHM_DIR = Path("/dev/shm")
 #   release N                          -> releases the N-th object made (from 0)
 #   fork                               -> a forked child makes a shm and exits normally
 #   linger                             -> the pid of a forked child that waits for ever
+#   hold PATH                          -> a run that releases object 0, and waits
+#   term-in-fork                       -> dies of a SIGTERM as the guard is forked
 #   guard                              -> the pid of the guard, or "none"
 PROGRAM = textwrap.dedent(
     """
-    import os, sys
+    import os, signal, sys
     import netmcore
 
     @netmcore.process
     def nothing(k: int) -> int:
+        return k
+
+    @netmcore.process
+    def wait(k: int) -> int:
+        os.read(0, 1)  # the program's stdin, never written to again
         return k
 
     made = []
@@ -111,6 +120,25 @@ PROGRAM = textwrap.dedent(
                 os._exit(0)
             lingering.add(str(pid))
             say(pid)
+        elif cmd == "hold":  # a run whose init_ctrl releases made[0] and makes a new,
+            # unmanaged file of that name; its first process then waits for ever
+            def init(ctrl):
+                made[0].release()
+                with open(args[0], "w") as f:
+                    f.write("not managed")
+                say("holding")
+            netmcore.run(
+                init_ctrl=init,
+                first_process=lambda: wait.start(0),
+                extract_result=lambda c, p: None,
+            )
+        elif cmd == "term-in-fork":  # a SIGTERM comes just as the guard is forked
+            real_fork = os.fork
+            def fork():
+                os.kill(os.getpid(), signal.SIGTERM)
+                return real_fork()
+            os.fork = fork
+            made.append(netmcore.create_shm(4096))
         elif cmd == "guard":
             say(guard_pid())
     """
@@ -319,3 +347,143 @@ def test_no_guard_no_object(monkeypatch: pytest.MonkeyPatch) -> None:
     assert got.value.errno == errno.EAGAIN
     assert set(os.listdir(SHM_DIR)) == entries
     assert psutil.Process().children() == []
+
+
+def test_a_signal_as_a_killed_guard_is_replaced_loses_nothing(program: Program) -> None:
+    """The objects go to a new guard through its fork: a SIGTERM that comes
+    as it is forked (it waits until the guard is known) kills the program,
+    and the guard unlinks what the one before it had."""
+    first = program.make("shm")
+    guard = program.guard()
+    assert guard is not None
+    guard.kill()
+    wait_gone(guard)
+    assert program.proc.stdin is not None
+    program.proc.stdin.write("term-in-fork\n")
+    program.proc.stdin.flush()
+    assert program.proc.wait() == -signal.SIGTERM
+    wait_until(lambda: not exists(first), "the new guard to unlink the first object")
+
+
+def test_an_object_released_in_a_run_is_no_longer_guarded(program: Program, tmp_path: Path) -> None:
+    """A file managed before a run and released in it is the program's own
+    again: if the program is killed in the run, the guard leaves it (a new
+    file of that name, here)."""
+    path = tmp_path / "data.txt"
+    path.write_text("managed")
+    program.make(f"file {path}")
+    guard = program.guard()
+    assert guard is not None
+    assert program.ask(f"hold {path}") == "holding"
+    assert guard.is_running()  # through the run (asked nothing: the run's process reads stdin)
+    program.kill(signal.SIGKILL)
+    wait_gone(guard)
+    assert path.read_text() == "not managed"
+
+
+def test_no_guard_at_the_end_of_a_run_keeps_its_result(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If the guard cannot be forked as a run ends, the run still ends
+    cleanly (its result, its record finished): a next run in the directory
+    does not take what the program kept for a crashed master's leftover."""
+    sockdir = tmp_path / "sock"
+    kept: list[netmcore.ShmSegment] = []
+
+    real_fork_watchdog = _watchdog.fork_watchdog
+    forks: list[int] = []
+
+    def run_watchdog_only(*args: Any, **kwargs: Any) -> _watchdog.Watchdog:
+        forks.append(1)
+        if len(forks) > 1:  # the guard, at the end of the run
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        return real_fork_watchdog(*args, **kwargs)
+
+    monkeypatch.setattr(_watchdog, "fork_watchdog", run_watchdog_only)
+    try:
+        with caplog.at_level(logging.WARNING, logger="netmcore"):
+            result = netmcore.run(
+                socket_directory=str(sockdir),
+                init_ctrl=lambda ctrl: kept.append(netmcore.create_shm(64)),
+                first_process=lambda: _square.start(3),
+                extract_result=lambda ctrl, pid: _square.join_nowait(pid),
+            )
+        assert result == 9
+        assert "no guard process could be forked at the end of run" in caplog.text
+        monkeypatch.undo()
+        assert exists(kept[0].name)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="netmcore"):
+            again = netmcore.run(
+                socket_directory=str(sockdir),
+                first_process=lambda: _square.start(4),
+                extract_result=lambda ctrl, pid: _square.join_nowait(pid),
+            )
+        assert again == 16
+        assert exists(kept[0].name), caplog.text
+    finally:
+        for seg in kept:
+            seg.release()
+
+
+@netmcore.process
+def _square(k: int) -> int:
+    return k * k
+
+
+LOGGING_PROGRAM = textwrap.dedent(
+    """
+    import logging, os, sys
+    import netmcore
+
+    logging.basicConfig(filename=sys.argv[1], level=logging.WARNING)  # a descriptor
+
+    @netmcore.process
+    def wait(k: int) -> int:
+        os.read(0, 1)
+        return k
+
+    def init(ctrl):
+        path = sys.argv[3]
+        netmcore.manage_file(path)
+        os.unlink(path)
+        os.mkdir(path)  # the watchdog cannot unlink it: it logs that
+        print("ready", flush=True)
+
+    netmcore.run(
+        socket_directory=sys.argv[2],
+        init_ctrl=init,
+        first_process=lambda: wait.start(0),
+        extract_result=lambda c, p: None,
+    )
+    """
+)
+
+
+def test_the_watchdog_logs_to_stderr_not_to_a_descriptor_it_closed(tmp_path: Path) -> None:
+    """The watchdog closes the program's descriptors; the program's log
+    handlers (a file here) would write to their numbers, now its own (the
+    socket directory's lock). It logs to stderr instead."""
+    log_file, sockdir, managed = tmp_path / "program.log", tmp_path / "sock", tmp_path / "f"
+    managed.write_text("data")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOGGING_PROGRAM, str(log_file), str(sockdir), str(managed)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        (watchdog,) = [c for c in psutil.Process(proc.pid).children() if os.getsid(c.pid) == c.pid]
+        proc.kill()
+        _, stderr = proc.communicate()  # the watchdog keeps stderr open until it is done
+        wait_gone(watchdog)
+        assert "could not unlink file" in stderr
+        assert "could not unlink" not in (sockdir / "netmcore.lock").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if managed.is_dir():
+            managed.rmdir()

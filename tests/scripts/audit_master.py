@@ -61,9 +61,9 @@ from netmcore import _socketdir, _watchdog
 
 
 def guard_pid() -> int:
-    guard = _watchdog._guard  # no public way: the guard is netmcore's own business
+    guard = _watchdog._made.guard  # no public way: the guard is netmcore's own business
     assert guard is not None, "no guard after an object was made outside run"
-    return guard.watchdog.os_pid
+    return guard.os_pid
 
 
 def say(line: str) -> None:

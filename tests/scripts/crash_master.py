@@ -127,9 +127,9 @@ def main() -> None:
         say("init " + json.dumps(info))
 
     say(f"master {os.getpid()}")
-    guard = _watchdog._guard  # no public way: the guard is netmcore's own business
+    guard = _watchdog._made.guard  # no public way: the guard is netmcore's own business
     assert guard is not None, "no guard after an object was made outside run"
-    say(f"guard {guard.watchdog.os_pid}")
+    say(f"guard {guard.os_pid}")
     try:
         netmcore.run(
             first_process=lambda: first.start(conf),
