@@ -74,6 +74,7 @@ def run(
         socket_directory = check_path(socket_directory)  # before anything is made
     with _Interrupts() as interrupts:
         with contextlib.ExitStack() as cleanup:
+            cleanup.enter_context(_children_waited())
             # Unwound in reverse: the routing of signals, the context, the
             # pidfile, the master's children and shm, the directory, and the
             # watchdog last. The watchdog comes first: it is told of each
@@ -167,6 +168,28 @@ def _pidfile(path: str | None) -> Iterator[None]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+@contextlib.contextmanager
+def _children_waited() -> Iterator[None]:
+    """SIGCHLD at its default for the run: a program that ignores it has the
+    kernel reap its children, and the master would lose their exit status
+    (a process that died would have no outcome: ChildProcessError)."""
+    if signal.getsignal(signal.SIGCHLD) != signal.SIG_IGN:
+        yield
+        return
+    if threading.current_thread() is not threading.main_thread():
+        raise ContextError(
+            "netmcore.run() needs SIGCHLD at its default to learn how its processes "
+            "end, and this program ignores it (SIG_IGN), which only the main thread can "
+            "change: call run() in the main thread, or restore SIGCHLD first with "
+            "signal.signal(signal.SIGCHLD, signal.SIG_DFL)"
+        )
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 
 
 class _Interrupts:

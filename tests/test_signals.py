@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -315,3 +316,46 @@ def test_sigkill_of_master_right_after_start_leaves_no_worker(
         time.sleep(0.01)  # polling a condition, with a deadline
     assert not m.session(), f"processes outlived the master: {m.session()}"
     assert_all_gone(_procs(m.workers()))
+
+
+@netmcore.process
+def _exit_with_3(_: int) -> int:
+    os._exit(3)
+
+
+def test_a_program_that_ignores_sigchld_still_learns_how_its_processes_end() -> None:
+    """With SIGCHLD ignored, the kernel reaps children itself and their exit
+    status is lost: run sets it to its default for its time, and back."""
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        outcome = netmcore.run(
+            first_process=lambda: _exit_with_3.start(0),
+            extract_result=lambda ctrl, pid: _exit_with_3.join_outcome_nowait(pid),
+        )
+        assert outcome == netmcore.Crashed(3, None)
+        assert signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+
+
+def test_run_outside_the_main_thread_refuses_an_ignored_sigchld() -> None:
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    got: list[BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            netmcore.run(
+                first_process=lambda: _exit_with_3.start(0),
+                extract_result=lambda ctrl, pid: None,
+            )
+        except BaseException as exc:
+            got.append(exc)
+
+    try:
+        thread = threading.Thread(target=in_thread)
+        thread.start()
+        thread.join()
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+    assert len(got) == 1 and isinstance(got[0], netmcore.ContextError)
+    assert "SIGCHLD" in str(got[0]) and "signal.SIG_DFL" in str(got[0])
