@@ -217,8 +217,9 @@ class Master:
         self.record = _cleanup.Record(sockdir.pmanage_path) if pmanage else None
         self.watchdog = watchdog
         try:
-            # In the run, the master's record (if any) is told, not the
-            # program's guard: a guard forked now would hold its descriptors.
+            # In the run, the master's record (if any) is told of each object;
+            # the program's guard keeps what it had, and takes over what the
+            # run keeps at its end (see _watchdog.noted_in_run).
             _resources.on_change = self._on_resource_change
             if self.record is not None:
                 _cleanup.record_prefix(self.record, self.shm_prefix)

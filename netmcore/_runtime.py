@@ -74,11 +74,12 @@ def run(
         socket_directory = check_path(socket_directory)  # before anything is made
     with _Interrupts() as interrupts:
         with contextlib.ExitStack() as cleanup:
-            cleanup.enter_context(_children_waited())
             # Unwound in reverse: the routing of signals, the context, the
-            # pidfile, the master's children and shm, the directory, and the
-            # watchdog last. The watchdog comes first: it is told of each
-            # thing before it is made, and cleans up if the master is killed.
+            # pidfile, the master's children and shm, the directory, the
+            # watchdog, and SIGCHLD's handling last. The watchdog comes first
+            # of what is made: it is told of each thing before it is made,
+            # and cleans up if the master is killed.
+            cleanup.enter_context(_children_waited())
             # What the program made before run is its too, until the master
             # has recorded it (the guard keeps it as well).
             made = [] if disable_pmanage else [(e.typ, e.name) for e in _resources.table.values()]
