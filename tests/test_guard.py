@@ -284,9 +284,14 @@ def test_a_guard_made_at_the_end_of_a_run_holds_none_of_its_descriptors(
     program.make("run")  # no guard before: it is forked at the run's end
     guard = program.guard()
     assert guard is not None
-    fds = [int(fd) for fd in os.listdir(f"/proc/{guard.pid}/fd") if int(fd) > 2]
-    kinds = sorted(os.readlink(f"/proc/{guard.pid}/fd/{fd}").split(":")[0] for fd in fds)
-    assert kinds == ["anon_inode", "socket"], kinds
+
+    def kinds() -> list[str]:
+        fds = [int(fd) for fd in os.listdir(f"/proc/{guard.pid}/fd") if int(fd) > 2]
+        return sorted(os.readlink(f"/proc/{guard.pid}/fd/{fd}").split(":")[0] for fd in fds)
+
+    # Its pidfd of the program is opened once it has closed the rest.
+    wait_until(lambda: "anon_inode" in kinds(), "the guard to start watching")
+    assert kinds() == ["anon_inode", "socket"], kinds()
     program.ask("release 0")
     assert program.guard() is None
 
