@@ -243,12 +243,9 @@ def guard_outside_run(op: str, typ: ResourceType, name: str) -> None:
                 made.told.add(obj)
             made.objects.add(obj)
             return
-        made.objects.discard(obj)
-        if not made.objects:
-            _stop_guard(made)
-        elif guard is not None and obj in made.told:
-            guard.guard_object(typ, name, guarded=False)
-            made.told.discard(obj)
+        if made.objects == {obj}:
+            _stop_guard(made)  # the last one: the guard goes
+        _forget(made, obj)
 
 
 def noted_in_run(op: str, typ: ResourceType, name: str) -> None:
@@ -261,11 +258,16 @@ def noted_in_run(op: str, typ: ResourceType, name: str) -> None:
     with made.lock:
         if op == "+":
             made.objects.add(obj)
-            return
-        made.objects.discard(obj)
-        if made.guard is not None and obj in made.told:
-            made.guard.guard_object(typ, name, guarded=False)
-            made.told.discard(obj)
+        else:
+            _forget(made, obj)
+
+
+def _forget(made: _Made, obj: Object) -> None:
+    """``obj`` is destroyed: a guard that has it lets go of it."""
+    made.objects.discard(obj)
+    if made.guard is not None and obj in made.told:
+        made.guard.guard_object(*obj, guarded=False)
+        made.told.discard(obj)
 
 
 def guard_table() -> None:
