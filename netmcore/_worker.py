@@ -42,7 +42,7 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
     code = 70  # EX_SOFTWARE: reached only if the bootstrap itself failed
     interrupted = False
     try:
-        _posix.set_parent_death_signal(signal.SIGKILL)
+        _posix.die_with_parent()
         if os.getppid() != master.os_pid:  # the master died before the line above
             os._exit(code)
         signal.set_wakeup_fd(-1)
