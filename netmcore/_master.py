@@ -37,7 +37,7 @@ from ._errors import (
     UnknownProcess,
     WrongJoinPoint,
 )
-from ._ids import give_back_process_id, next_process_id
+from ._ids import ResId, give_back_process_id, next_process_id
 from ._outcome import signal_name
 from ._plugin_host import PluginHost
 from ._posix import peer_uid
@@ -656,6 +656,15 @@ class Master:
                 "shutting down; start every process before the first one returns"
             )
         definition = _registry.fork_point(fork_point)
+        for res in inherit or ():
+            known = res in _resources.table or res in _registry.by_fork_point
+            if not known and res not in _registry.by_join_point:
+                raise NoResource(
+                    ResId(res),
+                    f"inherit_resources names it, and no resource has this id (never "
+                    f"made, or released): starting {definition.name}, pass the ids of "
+                    "live resources, or 'all'",
+                )
         n = next_process_id()
         record = Record(n, definition, arg, time.monotonic())
         assign = Assign(n, fork_point, arg, inherit)

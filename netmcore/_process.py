@@ -69,6 +69,16 @@ class ProcessDef(Generic[In, Out]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         params = _type_params(cls)
+        if params is None and not _parameters(cls):
+            # Types left open that no subscript can give: `class W(ProcessDef)`.
+            parent = next(b for b in cls.__bases__ if issubclass(b, ProcessDef))
+            wanted = ", ".join(p.__name__ for p in _parameters(parent))
+            what = "its argument and result types" if parent is ProcessDef else "its types"
+            raise TypeError(
+                f"{cls.__qualname__} subclasses {parent.__qualname__} without {what}: "
+                f"give them, as in `class {cls.__qualname__}({parent.__qualname__}[{wanted}])` "
+                "with concrete types, e.g. `class Add(netmcore.ProcessDef[tuple[int, int], int])`"
+            )
         if params is None:
             return  # still generic: a base for other process types
         if cls.run is ProcessDef.run:

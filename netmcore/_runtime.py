@@ -21,6 +21,12 @@ from ._socketdir import SocketDir, check_path
 T = TypeVar("T")
 R = TypeVar("R")
 
+# Held for the whole of a run: the master's state (its context, process table
+# and resource table) is the process's, so a second run from another thread
+# would share it and hang or fail. It is refused instead, before anything is
+# made.
+_running = threading.Lock()
+
 
 def run(
     *,
@@ -65,13 +71,42 @@ def run(
         during ``run``, its first and last moments included: every worker has
         been stopped, and everything ``run`` made removed, first.
     """
-    if _context.current.role != "none":
+    if _context.current.role == "worker" or _context.in_master_loop():
         raise ContextError(
             f"netmcore.run() was called in {_context.current.role} context: a running "
             "netmcore program cannot start another; call start() instead"
         )
     if socket_directory is not None:
         socket_directory = check_path(socket_directory)  # before anything is made
+    if not _running.acquire(blocking=False):
+        raise ContextError(
+            "netmcore.run() is running in another thread of this process already, and "
+            "a process is the master of one run at a time: wait until that run returns "
+            "before calling run() again, or start this work as processes of that run"
+        )
+    try:
+        return _run(
+            first_process,
+            extract_result,
+            socket_directory,
+            pidfile,
+            init_ctrl,
+            disable_pmanage,
+            no_unlink,
+        )
+    finally:
+        _running.release()
+
+
+def _run(
+    first_process: Callable[[], ProcessId[R]],
+    extract_result: Callable[[Controller, ProcessId[R]], T],
+    socket_directory: str | None,
+    pidfile: str | None,
+    init_ctrl: Callable[[Controller], None] | None,
+    disable_pmanage: bool,
+    no_unlink: bool,
+) -> T:
     with _Interrupts() as interrupts:
         with contextlib.ExitStack() as cleanup:
             # Unwound in reverse: the routing of signals, the context, the

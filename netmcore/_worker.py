@@ -15,6 +15,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import traceback
 from typing import TYPE_CHECKING, NoReturn
 
@@ -65,7 +66,14 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
             assign = msg
         ctx.process_id = assign.pid
         _resources.keep_only_inherited(assign.inherit)
-        link.send(Finished(execute(assign)))
+        outcome = execute(assign)
+        # A Python program ends once its non-daemon threads have: so does a
+        # process, as in multiprocessing, which calls this too. It runs the
+        # threading atexit calls (a ThreadPoolExecutor's shutdown), then joins
+        # those threads. Before the outcome goes out: on hearing of it, the
+        # master takes back what the process holds, which its threads may use.
+        threading._shutdown()  # type: ignore[attr-defined]  # private, no stub
+        link.send(Finished(outcome))
         code = 0
     except KeyboardInterrupt:
         interrupted = True  # Ctrl-C reaches every process of the group: the master reports it
@@ -172,7 +180,7 @@ def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
             definition.name,
             text.rstrip(),
         )
-        return Raised(_clip(_qualified(type(exc))), _clip(str(exc)), _clip(text))
+        return Raised(_clip(_qualified(type(exc))), _clip(_message(exc)), _clip(text))
     return Returned(WireEncap.of(result, payload))
 
 
@@ -187,6 +195,15 @@ def _clip(text: str) -> str:
         return text
     half = TEXT_MAX // 2
     return f"{text[:half]}\n[... {len(text) - 2 * half:,} characters cut ...]\n{text[-half:]}"
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, or what Python prints when that fails: a broken __str__
+    must not turn the process's exception into a crash."""
+    try:
+        return str(exc)
+    except BaseException:
+        return "<exception str() failed>"
 
 
 def _qualified(cls: type) -> str:

@@ -1439,7 +1439,9 @@ def test_schema_refs_resolve_from_the_document_root() -> None:
     class Tree(BaseModel):
         leaf: Leaf
 
-    for typ in (Tree, list[Tree], Tree | None, tuple[Inner, Tree]):
+    # Any: mypy joins these type forms to no type form (Tree | None is a UnionType).
+    forms: tuple[Any, ...] = (Tree, list[Tree], Tree | None, tuple[Inner, Tree])
+    for typ in forms:
         schema = netmcore.EncapType(typ).schema
         for ref in _refs(schema):
             assert _resolve(schema, ref) is not None, f"{typ}: dangling {ref} in {schema}"
@@ -1706,6 +1708,29 @@ def test_a_generic_process_type_cannot_start_or_join(
 ) -> None:
     with pytest.raises(TypeError, match=re.escape(message)):
         start()
+
+
+@pytest.mark.parametrize(
+    ("base", "message"),
+    [
+        pytest.param(
+            netmcore.ProcessDef,
+            "Bare subclasses ProcessDef without its argument and result types: give them, "
+            "as in `class Bare(ProcessDef[In, Out])` with concrete types",
+            id="process_def",
+        ),
+        pytest.param(
+            Identity,
+            "Bare subclasses Identity without its types: give them, as in "
+            "`class Bare(Identity[T])`",
+            id="generic_base",
+        ),
+    ],
+)
+def test_a_subclass_without_types_is_refused_where_it_is_defined(base: type, message: str) -> None:
+    """Not at its first start(), with advice it could not follow ("generic in ;")."""
+    with pytest.raises(TypeError, match=re.escape(message)):
+        type("Bare", (base,), {"run": lambda self, arg: arg})
 
 
 def test_schemas_writes_contracts_of_specialised_process_types_only(tmp_path: Path) -> None:

@@ -109,6 +109,19 @@ def gated(gate_r: int) -> str:
     return os.read(gate_r, 1).decode()
 
 
+@netmcore.process
+def leaves_a_thread(marker: str) -> str:
+    """Return, leaving a non-daemon thread that writes ``marker`` once the
+    main thread has stopped (which happens only at the process's end)."""
+
+    def after_main() -> None:
+        threading.main_thread().join()
+        Path(marker).write_text("the function had returned")
+
+    threading.Thread(target=after_main).start()
+    return "returned"
+
+
 # Consecutive definitions: their ResIds must be consecutive too.
 @netmcore.process
 def seq_a(k: int) -> int:
@@ -1062,6 +1075,27 @@ def test_raising_process_joins_none_and_reports_the_exception() -> None:
     assert "ValueError: kaput" in outcome["traceback"]
 
 
+class _BrokenStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this one")
+
+
+@netmcore.process
+def raises_unprintable(_: int) -> int:
+    raise _BrokenStr
+
+
+def test_an_exception_whose_str_fails_is_still_reported_as_raised() -> None:
+    outcome = netmcore.run(
+        first_process=lambda: raises_unprintable.start(0),
+        extract_result=lambda ctrl, pid: raises_unprintable.join_outcome_nowait(pid),
+    )
+    assert isinstance(outcome, netmcore.Raised), outcome
+    assert outcome.type_name.endswith("_BrokenStr")
+    assert outcome.message == "<exception str() failed>"  # as Python prints it
+    assert "raise _BrokenStr" in outcome.traceback
+
+
 @pytest.mark.parametrize(
     ("how", "exitcode", "signum", "logged"),
     [
@@ -1168,6 +1202,56 @@ def test_startup_returns_none_and_runs_the_first_process(tmp_path: Path) -> None
     result = netmcore.startup(first_process=lambda: touch.start(str(target)))
     assert result is None
     assert target.read_text().startswith("touched by process ")
+
+
+def test_a_second_run_in_another_thread_is_refused_before_it_makes_anything() -> None:
+    """One master per process: a run started while another thread's run goes on
+    would share its process table (it hung, or failed with a false error)."""
+    in_run, tried = threading.Event(), threading.Event()
+    refused: list[BaseException] = []
+
+    def hold_the_run(ctrl: netmcore.Controller) -> None:
+        in_run.set()
+        assert tried.wait(30)
+
+    def second_run() -> None:
+        assert in_run.wait(30)
+        children = set(psutil.Process().children())
+        try:
+            netmcore.run(
+                first_process=lambda: square.start(2),
+                extract_result=lambda ctrl, pid: square.join_nowait(pid),
+            )
+        except BaseException as exc:
+            refused.append(exc)
+        finally:
+            assert set(psutil.Process().children()) == children  # nothing forked
+            tried.set()
+
+    other = threading.Thread(target=second_run)
+    other.start()
+    result = netmcore.run(
+        first_process=lambda: square.start(3),
+        extract_result=lambda ctrl, pid: square.join_nowait(pid),
+        init_ctrl=hold_the_run,
+    )
+    other.join()
+    assert result == 9
+    assert len(refused) == 1 and isinstance(refused[0], netmcore.ContextError)
+    assert "running in another thread" in str(refused[0])
+    # Once the first run has returned, another thread's run works.
+    later: list[int | None] = []
+    after = threading.Thread(
+        target=lambda: later.append(
+            netmcore.run(
+                first_process=lambda: square.start(4),
+                extract_result=lambda ctrl, pid: square.join_nowait(pid),
+            )
+        )
+    )
+    after.start()
+    after.join()
+    assert later == [16]
 
 
 # --------------------------------------------------------------------------
@@ -1457,6 +1541,18 @@ def test_threads_in_a_worker_start_and_join_concurrently() -> None:
 def test_thread_waiting_in_join_does_not_block_other_threads(gate: tuple[int, int]) -> None:
     # Failing means a deadlock: the per-test timeout turns it into a failure.
     assert run_scenario(thread_blocked_in_join_scenario, gate) == ["Success", ["o"]]
+
+
+def test_a_process_ends_once_its_non_daemon_threads_have(tmp_path: Path) -> None:
+    """As a Python program, and a multiprocessing Process: the outcome goes
+    out (and the process exits) only after the threads it left running end."""
+    marker = tmp_path / "thread-done"
+    outcome = netmcore.run(
+        first_process=lambda: leaves_a_thread.start(str(marker)),
+        extract_result=lambda ctrl, pid: leaves_a_thread.join_outcome_nowait(pid),
+    )
+    assert outcome == netmcore.Success("returned")
+    assert marker.read_text() == "the function had returned"
 
 
 # --------------------------------------------------------------------------

@@ -243,6 +243,16 @@ def hold_shm(arg: tuple[ResId, int, int]) -> bool:
 
 
 @netmcore.process
+def start_inheriting(res_ids: list[ResId]) -> str:
+    """Start a process that inherits ``res_ids``; what start() raised."""
+    try:
+        get_then_release.start(res_ids[0], inherit_resources=res_ids)
+    except netmcore.NoResource as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "started"
+
+
+@netmcore.process
 def two_users_scenario(fds: list[int]) -> str:
     got_r, got_w, go_a_r, go_a_w, go_b_r, go_b_w = fds
     seg = netmcore.create_shm(16)
@@ -1019,6 +1029,26 @@ def test_inherit_resources_restricts_the_inherited_mappings(master_cleanup: None
     netmcore.release(a)
     netmcore.release(b)
     assert not os.path.exists(shm_path(a_name))
+
+
+def test_inherit_resources_naming_no_resource_is_refused_in_the_caller(
+    master_cleanup: None,
+) -> None:
+    """A typo in inherit_resources would surface only in the worker, as
+    NotInherited, once its code used the resource."""
+    live = netmcore.create_shm(8)
+    unknown = ResId(999_999)
+    message = "no resource ResId(999999): inherit_resources names it, and no resource"
+    text = run_scenario(start_inheriting, [live.res_id, unknown])
+    assert text.startswith(f"NoResource: {message}"), text
+    assert "live resources, or 'all'" in text
+    with pytest.raises(netmcore.NoResource, match=re.escape(message)):  # from the master
+        netmcore.run(
+            first_process=lambda: get_then_release.start(live.res_id, inherit_resources=[unknown]),
+            extract_result=lambda ctrl, pid: None,
+        )
+    assert run_scenario(start_inheriting, [live.res_id]) == "started"
+    live.release()
 
 
 # --------------------------------------------------------------------------
