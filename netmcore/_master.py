@@ -103,6 +103,7 @@ SPARES_RETRY_SECONDS = 1.0  # after a spare could not be forked
 GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL when the master is interrupted
 LONGEST_WAIT = 3600.0  # seconds the loop sleeps at most: it then looks at the time again
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 
 
 class Conn:
@@ -238,6 +239,7 @@ class Master:
         self.spares: deque[Child] = deque()
         self.parked: deque[Child] = deque()  # finished, waiting to be let exit
         self.spares_retry_at = 0.0  # no spare is forked before (after a failed fork)
+        self.signal_mask: set[int | signal.Signals] = set()  # the program's, for its children
         self.awaited: dict[int, float] = {}  # recent starts not yet joined: start time
         self.last_event = 0.0
         self.first: int | None = None
@@ -300,6 +302,21 @@ class Master:
     # --- forking -----------------------------------------------------------
 
     def _fork(self, assigns: list[Assign | None]) -> list[Child]:
+        """Fork and track the children of ``assigns`` (see _fork_children).
+
+        SIGINT and SIGTERM wait until every child forked is tracked: a
+        handler's exception between a fork and its bookkeeping left a child
+        that nothing killed or reaped, and one raised in the fork itself (in
+        an at-fork hook, where Python drops it) was lost. The children set
+        their own handlers, then take the program's mask back.
+        """
+        self.signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+        try:
+            return self._fork_children(assigns)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.signal_mask)
+
+    def _fork_children(self, assigns: list[Assign | None]) -> list[Child]:
         """Fork one child per entry: a spare (added to the pool) for None, else
         the carrier of that assignment. Only the first child must come to be:
         if a later one cannot be made or tracked (no memory, too many
@@ -921,8 +938,7 @@ class Master:
         half-way would leave children running. They are blocked meanwhile, and
         take effect (as KeyboardInterrupt, ...) when it returns.
         """
-        interrupts = {signal.SIGINT, signal.SIGTERM}
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, interrupts)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
         try:
             self._close()
         finally:

@@ -15,6 +15,7 @@ import enum
 import errno
 import mmap
 import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -121,10 +122,10 @@ def validate_object_name(name: object, what: str, limit: int = NAME_MAX) -> str:
     """Check a POSIX shm or semaphore name; return it."""
     if not isinstance(name, str):
         raise TypeError(f"{what} name must be a str, not {type(name).__name__}")
-    if not name.startswith("/") or "/" in name[1:] or len(name) < 2:
+    if not name.startswith("/") or "/" in name[1:] or len(name) < 2 or "\0" in name:
         raise ValueError(
             f"{what} name {name!r} is not valid: it must be a slash followed by at "
-            "least one character and no other slash, like '/mydata'"
+            "least one character and no other slash or NUL character, like '/mydata'"
         )
     if len(name) - 1 > limit:
         raise ValueError(
@@ -138,10 +139,10 @@ def validate_prefix(prefix: object) -> str:
     if not isinstance(prefix, str):
         raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
     bare = prefix[1:] if prefix.startswith("/") else prefix
-    if "/" in bare:
+    if "/" in bare or "\0" in bare:  # posix_ipc crashes (SIGSEGV) on a NUL
         raise ValueError(
             f"prefix {prefix!r} is not valid: it may start with a slash but have no "
-            "other one, like '/mydata'"
+            "other one, and no NUL character, like '/mydata'"
         )
     if len(bare) + 16 > NAME_MAX:
         raise ValueError(
@@ -338,8 +339,25 @@ def unlink_object(typ: ResourceType, name: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait while an object is made and taken into the
+    table: a handler's exception in between (once it exists, before it is in
+    the table) left it in /dev/shm with nothing to unlink it."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def create_preallocated(prefix: str, size: int, user: int, first_pid: int) -> Entry:
     """Create, size and map a fresh shm object (0600, exclusive)."""
+    with _interrupts_held():
+        return _create_preallocated(prefix, size, user, first_pid)
+
+
+def _create_preallocated(prefix: str, size: int, user: int, first_pid: int) -> Entry:
     name = _ipc.random_name(prefix)
     typ = ResourceType.POSIX_SHM_PREALLOCATED
     on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
@@ -509,6 +527,11 @@ def op_create(kind: str, prefix: str, size: int, user: int) -> ResInfo:
         entry = create_preallocated(prefix, size, user, peek_process_id())
         entry.creator = user
         return info(entry)
+    with _interrupts_held():
+        return _create(typ, prefix, size, user)
+
+
+def _create(typ: ResourceType, prefix: str, size: int, user: int) -> ResInfo:
     name = _ipc.random_name(prefix)
     on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
     try:

@@ -52,6 +52,7 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         # and catches a ValueError, ~40 copy-on-write faults per call here.
         _signal.signal(signal.SIGINT, signal.default_int_handler)
         _signal.signal(signal.SIGTERM, _signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, master.signal_mask)  # see Master._fork
         master.close_in_child()
         link = Link(sock, master.child_buffer)
         ctx = _context.current

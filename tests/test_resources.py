@@ -177,6 +177,17 @@ BAD_INPUT: dict[str, tuple[Callable[[], object], type[Exception], str]] = {
         ValueError,
         r"prefix '/a/b' is not valid: it may start with a slash but have no other one",
     ),
+    # posix_ipc crashed the process (SIGSEGV) on a name with a NUL in it.
+    "prealloc prefix with a NUL": (
+        lambda: netmcore.create_preallocated_shm("/a\0b", 8),
+        ValueError,
+        r"prefix '/a\\x00b' is not valid: .* no NUL character",
+    ),
+    "manage_sem name with a NUL": (
+        lambda: netmcore.manage_sem("/a\0b"),
+        ValueError,
+        r"name '/a\\x00b' is not valid: .* no other slash or NUL character",
+    ),
     "manage_file of a missing file": (
         lambda: netmcore.manage_file(MISSING_FILE),
         FileNotFoundError,
@@ -1573,3 +1584,34 @@ def test_a_hand_over_never_ends_the_masters_own_use(master_cleanup: None) -> Non
     with netmcore.open_shm(seg.res_id) as again:  # still there
         assert len(again.buffer) == 16
     seg.release()
+
+
+@pytest.mark.parametrize("kind", ["sem", "shm", "preallocated"])
+def test_an_interrupt_just_after_an_object_is_made_leaves_it_managed(
+    monkeypatch: pytest.MonkeyPatch, master_cleanup: None, kind: str
+) -> None:
+    """A SIGINT that lands once the object exists, before the table has it:
+    the object must still be managed (and so destroyed), not left in /dev/shm."""
+    made: list[str] = []
+    target = "create_semaphore" if kind == "sem" else "create_mapped"
+    real = getattr(netmcore._ipc, target)
+
+    def make_then_interrupt(name: str, *args: Any) -> Any:
+        made.append(name)
+        result = real(name, *args)
+        os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(netmcore._ipc, target, make_then_interrupt)
+    create: Callable[[], object] = {
+        "sem": lambda: netmcore.create_sem(0),
+        "shm": lambda: netmcore.create_shm(8),
+        "preallocated": lambda: netmcore.create_preallocated_shm("/nmctest.interrupted.", 8),
+    }[kind]
+    with pytest.raises(KeyboardInterrupt):
+        create()
+    assert len(made) == 1
+    assert made[0] in {entry.name for entry in netmcore._resources.table.values()}
+    netmcore.destroy_resources()
+    path = netmcore._ipc.SHM_DIR + ("/sem." if kind == "sem" else "/") + made[0][1:]
+    assert not os.path.exists(path)

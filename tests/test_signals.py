@@ -359,3 +359,30 @@ def test_run_outside_the_main_thread_refuses_an_ignored_sigchld() -> None:
         signal.signal(signal.SIGCHLD, old)
     assert len(got) == 1 and isinstance(got[0], netmcore.ContextError)
     assert "SIGCHLD" in str(got[0]) and "signal.SIG_DFL" in str(got[0])
+
+
+def test_an_interrupt_during_a_fork_of_the_master_stops_the_run_and_its_child(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGINT that lands in the master's fork, before the child is tracked:
+    it must stop the run (it was lost, or raised before the child's
+    bookkeeping, leaving a child nothing killed). The autouse leak check
+    fails the test if a child is left."""
+    real_fork = os.fork
+    sent: list[int] = []
+
+    def fork_then_interrupt() -> int:
+        pid = real_fork()
+        if pid and not sent and sys._getframe(1).f_code.co_name == "_fork_children":
+            sent.append(pid)
+            os.kill(os.getpid(), signal.SIGINT)  # right after the fork, in the master
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        netmcore.run(
+            first_process=lambda: _noop.start(1),
+            extract_result=lambda ctrl, pid: _noop.join_nowait(pid),
+        )
+    assert sent
+    assert not psutil.pid_exists(sent[0]) or psutil.Process(sent[0]).status() == "zombie"
