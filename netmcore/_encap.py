@@ -16,11 +16,18 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, overload
 
 import msgspec
 
 from ._errors import ArgumentTypeError, EncapTypeMismatch
+
+if TYPE_CHECKING:
+    # PEP 747: a parameter typed TypeForm[T] takes any type expression (int | None,
+    # list[int], Annotated[...]) and binds T to the type it spells, so that an
+    # explicit subscript that disagrees with it is a type error. Only for mypy:
+    # the annotations here are never evaluated at run time.
+    from typing_extensions import TypeForm
 
 T = TypeVar("T")
 
@@ -203,6 +210,22 @@ def type_name(typ: Any) -> str:
     return repr(typ).replace("typing.", "")
 
 
+# The most bytes (of UTF-8) of a type's name that is kept beside its
+# fingerprint, where a fixed room or a message holds it (a Mailbox's header, a
+# plugin request), so that a mismatch names the type it found: whole cache
+# lines, and longer than any name a reader takes in at a glance.
+TYPE_NAME_MAX = 192
+
+
+def clipped_name(name: str) -> str:
+    """``name``, cut (and ended with "...") to fit ``TYPE_NAME_MAX`` bytes of UTF-8."""
+    data = name.encode()
+    if len(data) <= TYPE_NAME_MAX:
+        return name
+    # errors="ignore" drops a character the cut went through the middle of.
+    return data[: TYPE_NAME_MAX - 3].decode(errors="ignore") + "..."
+
+
 def fingerprint(schema: dict[str, Any], kinds: list[str] | None = None) -> str:
     """A stable hash of a JSON Schema (and of ``kinds``, where the schema alone
     is ambiguous): the same schema gives the same string."""
@@ -263,10 +286,13 @@ class EncapType(Generic[T]):
         If msgspec cannot encode values of ``typ``.
     """
 
+    # Two overloads, here and wherever a type is given for T: mypy reads
+    # TypeForm from version 2.2 on; under an older one the second is of no use,
+    # and the first keeps a plain class (the usual case) inferred as it was.
     @overload
-    def __init__(self: EncapType[T], typ: type[T]) -> None: ...
+    def __init__(self, typ: type[T]) -> None: ...
     @overload
-    def __init__(self: EncapType[Any], typ: Any) -> None: ...
+    def __init__(self, typ: TypeForm[T]) -> None: ...
     def __init__(self, typ: Any) -> None:
         self.type: Any = typ
         self.name = type_name(typ)

@@ -6,7 +6,9 @@ one managed shm object: its semaphores and mutexes live inside it.
 
 ::
 
-    header (with the cursor) | free | filled | slot 0: claim, state, length, seq, payload | ...
+    header (with the cursor) | type name | free | filled | slot 0 | slot 1 | ...
+
+and each slot is: claim, state, length, seq, payload.
 
 Slots are used as a ring, in the order of a shared 64-bit *cursor*: the
 sequence number of the next message. A sender claims the slot of sequence
@@ -65,10 +67,10 @@ import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import _context, _pthread
-from ._encap import EncapType
+from ._encap import TYPE_NAME_MAX, EncapType, clipped_name
 from ._errors import ContextError, EncapTypeMismatch
 from ._ids import ResId
 from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
@@ -76,12 +78,17 @@ from ._resource_api import release as release_resource
 from ._resources import SHM_ROOM_FIX, enomem_said, free_problem, size_problem, space_fix
 from ._shm_sync import closed_during
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeForm  # see EncapType.__init__
+
 T = TypeVar("T")
 
-_MAGIC = b"nmcbox02"
-# magic, slots, slot size, owner pid, fingerprint, then the cursor.
-_HEADER = struct.Struct("=8sIII8s4xQ")
-_CURSOR = struct.calcsize("=8sIII8s4x")
+# A new layout is a new mark: a box of another layout is not misread.
+_MAGIC = b"nmcbox03"
+# magic, slots, slot size, owner pid, fingerprint, the type name's length (in
+# bytes), then the cursor.
+_HEADER = struct.Struct("=8sIII8sH2xQ")
+_CURSOR = struct.calcsize("=8sIII8sH2x")
 # A slot's head: its state, the payload's length, and the sequence number of
 # the message it was claimed for. Only byte 0 of the state is used, and it is
 # written on its own, after the rest.
@@ -92,8 +99,11 @@ _PAYLOAD = _SLOT_HEAD.size  # where a slot's payload starts, after its head
 # of native word views of the box (cheaper than struct's pack_into).
 _EMPTY, _CLAIMED, _FULL, _TAKEN = 0, 1, 2, 3
 _LINE = 64  # bytes in a cache line
-_SEMS = 64  # offset of the free semaphore; filled follows at 2 * SLOT
-_FIRST_SLOT = 3 * _pthread.SLOT
+# The name of the messages' type, in UTF-8, for an open with another type to
+# name it: in whole cache lines of its own, after the header's.
+_TYPE_NAME = _LINE
+_SEMS = _TYPE_NAME + TYPE_NAME_MAX  # offset of the free semaphore; filled follows it
+_FIRST_SLOT = _SEMS + 2 * _pthread.SLOT
 _LISTED_SLOTS = 1 << 16  # boxes with more slots find them by arithmetic (see __init__)
 # How often a sender looks at a slot that another sender is claiming, and how
 # long it waits for room before it looks again on its own: the receiver wakes
@@ -137,7 +147,7 @@ class Mailbox(Generic[T]):
     def create(cls, typ: type[T], *, slots: int = 16, slot_size: int = 512) -> Mailbox[T]: ...
     @overload
     @classmethod
-    def create(cls, typ: Any, *, slots: int = 16, slot_size: int = 512) -> Mailbox[Any]: ...
+    def create(cls, typ: TypeForm[T], *, slots: int = 16, slot_size: int = 512) -> Mailbox[T]: ...
     @classmethod
     def create(cls, typ: Any, *, slots: int = 16, slot_size: int = 512) -> Mailbox[Any]:
         """Create a box of ``slots`` messages of at most ``slot_size`` bytes each."""
@@ -176,7 +186,10 @@ class Mailbox(Generic[T]):
             segment = create_shm(size)
         try:
             fp = bytes.fromhex(encap.fingerprint)
-            _HEADER.pack_into(segment.buffer, 0, _MAGIC, slots, slot_size, _pid[0], fp, 0)
+            name = clipped_name(encap.name).encode()
+            header = (_MAGIC, slots, slot_size, _pid[0], fp, len(name), 0)
+            _HEADER.pack_into(segment.buffer, 0, *header)
+            segment.buffer[_TYPE_NAME : _TYPE_NAME + len(name)] = name
             box = cls(segment, encap)
             _pthread.sem_init(box._free, 0)
             _pthread.sem_init(box._filled, 0)
@@ -192,18 +205,22 @@ class Mailbox(Generic[T]):
     def open(cls, res_id: ResId, typ: type[T]) -> Mailbox[T]: ...
     @overload
     @classmethod
-    def open(cls, res_id: ResId, typ: Any) -> Mailbox[Any]: ...
+    def open(cls, res_id: ResId, typ: TypeForm[T]) -> Mailbox[T]: ...
     @classmethod
     def open(cls, res_id: ResId, typ: Any) -> Mailbox[Any]:
         """Open the box ``res_id`` to send to it; ``typ`` must be its type."""
         encap: EncapType[Any] = EncapType(typ)
 
         def check(header: memoryview) -> None:
-            *_, fp, _ = _HEADER.unpack_from(header, 0)
+            *_, fp, name_size, _ = _HEADER.unpack_from(header, 0)
             if fp.hex() != encap.fingerprint:
+                # Bounded by its room: another process's memory is not trusted further.
+                name = header[_TYPE_NAME : _TYPE_NAME + min(name_size, TYPE_NAME_MAX)]
+                found = bytes(name).decode(errors="replace")
                 raise EncapTypeMismatch(
-                    f"mailbox {res_id!r} carries another type than {encap.name} "
-                    f"(fingerprint {fp.hex()}, not {encap.fingerprint})"
+                    f"mailbox {res_id!r} carries messages of type {found} (fingerprint "
+                    f"{fp.hex()}), not {encap.name} (fingerprint {encap.fingerprint}): "
+                    f"open it with the type it was created with, {found}"
                 )
 
         return cls(open_marked_shm(res_id, _MAGIC, "mailbox", check), encap)
@@ -211,7 +228,7 @@ class Mailbox(Generic[T]):
     def __init__(self, segment: ShmSegment, encap: EncapType[T]) -> None:
         self._segment = segment
         self.type = encap
-        _, slots, slot_size, owner_pid, _, _ = _HEADER.unpack_from(segment.buffer, 0)
+        _, slots, slot_size, owner_pid, _, _, _ = _HEADER.unpack_from(segment.buffer, 0)
         self.slots: int = slots
         self.slot_size: int = slot_size
         self.owner_pid: int = owner_pid
@@ -221,7 +238,7 @@ class Mailbox(Generic[T]):
         ).from_buffer(segment.buffer)
         self._base: int = ctypes.addressof(self._anchor)
         self._free = self._base + _SEMS
-        self._filled = self._base + 2 * _pthread.SLOT
+        self._filled = self._base + _SEMS + _pthread.SLOT
         self._buf = segment.buffer
         # The cursor, as a view of one native 8-byte word: item assignment is
         # one aligned store. (struct.pack_into zeroes its bytes first, so a

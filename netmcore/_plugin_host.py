@@ -66,6 +66,7 @@ class Waiting(NamedTuple):
 @dataclass
 class _Var:
     fingerprint: str
+    type_name: str  # for the error of a request of another type
     value: bytes | None = None
     waiters: list[Waiting] = field(default_factory=list)
 
@@ -87,6 +88,7 @@ class _Sem:
 @dataclass
 class _Mbox:
     fingerprint: str
+    type_name: str  # for the error of a request of another type
     capacity: int
     queue: deque[bytes] = field(default_factory=deque)
     senders: deque[tuple[Waiting, bytes]] = field(default_factory=deque)
@@ -214,14 +216,14 @@ class PluginHost:
         var = self.vars.get(req.name)
         if var is None:
             raise PluginError(f"there is no shared variable {req.name!r}: create it first")
-        _check(req, var.fingerprint, "shared variable")
+        _check(req, var, "shared variable")
         return var
 
     def _var_create(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         if req.name in self.vars:
-            _check(req, self.vars[req.name].fingerprint, "shared variable")
+            _check(req, self.vars[req.name], "shared variable")
             return PluginReply(None, 0)
-        self.vars[req.name] = _Var(req.fingerprint)
+        self.vars[req.name] = _Var(req.fingerprint, req.type_name)
         if req.data is not None:
             self._var_set(req, waiter)
         return PluginReply(None, 1)
@@ -251,7 +253,7 @@ class PluginHost:
 
     def _var_delete(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         if req.name in self.vars:
-            _check(req, self.vars[req.name].fingerprint, "shared variable")
+            _check(req, self.vars[req.name], "shared variable")
         var = self.vars.pop(req.name, None)
         if var is not None:
             for w in var.waiters:
@@ -375,15 +377,15 @@ class PluginHost:
         box = self.mboxes.get(req.name)
         if box is None:
             raise PluginError(f"there is no message box {req.name!r}: create it first")
-        _check(req, box.fingerprint, "message box")
+        _check(req, box, "message box")
         return box
 
     def _mbox_create(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         # Creating an existing box opens it, at once (upstream blocks here).
         if req.name in self.mboxes:  # opening: the creator's capacity holds
-            _check(req, self.mboxes[req.name].fingerprint, "message box")
+            _check(req, self.mboxes[req.name], "message box")
             return PluginReply(None, 0)
-        self.mboxes[req.name] = _Mbox(req.fingerprint, req.num)
+        self.mboxes[req.name] = _Mbox(req.fingerprint, req.type_name, req.num)
         return PluginReply(None, 1)
 
     def _mbox_send(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
@@ -466,11 +468,14 @@ class PluginHost:
         self.undone = {u for u in self.undone if u[0] != user}
 
 
-def _check(req: PluginReq, fingerprint: str, what: str) -> None:
-    if req.fingerprint and req.fingerprint != fingerprint:
+def _check(req: PluginReq, found: _Var | _Mbox, what: str) -> None:
+    """Refuse ``req`` if its values are of another type than those of ``found``."""
+    if req.fingerprint and req.fingerprint != found.fingerprint:
         raise EncapTypeMismatch(
-            f"{what} {req.name!r} holds values of another type (fingerprint "
-            f"{fingerprint}, not {req.fingerprint})"
+            f"{what} {req.name!r} holds values of type {found.type_name} (fingerprint "
+            f"{found.fingerprint}), not {req.type_name} (fingerprint {req.fingerprint}): "
+            f"it keeps the type it was created with; use {found.type_name} for it, "
+            "or another name for values of another type"
         )
 
 

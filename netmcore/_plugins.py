@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import _context
 from ._client import _error, _link
-from ._encap import EncapType
+from ._encap import EncapType, clipped_name
 from ._errors import ContextError, PluginError
 from ._master import Controller
 from ._plugin_host import TIMED_OUT
 from ._pthread import check_timeout
 from ._wire import Link, PluginReply, PluginReq, repeat_through_interrupts
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeForm  # see EncapType.__init__
 
 T = TypeVar("T")
 
@@ -38,7 +41,7 @@ def _call(
     op: str,
     name: str,
     *,
-    fingerprint: str = "",
+    typ: EncapType[Any] | None = None,
     data: bytes | None = None,
     num: int = 0,
     flag: bool = False,
@@ -46,15 +49,18 @@ def _call(
     timeout: float | None = None,
     what: str = "",
 ) -> PluginReply:
-    """Make request ``service``.``op`` on ``name``: serve it in the master, or
-    send it there; a call that ``waits`` in the master is withdrawn if an
-    exception leaves its wait.
+    """Make request ``service``.``op`` on ``name`` (of values of type ``typ``):
+    serve it in the master, or send it there; a call that ``waits`` in the
+    master is withdrawn if an exception leaves its wait.
 
     With a ``timeout`` (checked already), the master times the call out if it
     would still wait then, and it raises TimeoutError naming ``what``.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    req = PluginReq(service, op, name, fingerprint, data, num, flag, deadline=deadline)
+    fingerprint, type_name = ("", "") if typ is None else (typ.fingerprint, clipped_name(typ.name))
+    req = PluginReq(
+        service, op, name, fingerprint, data, num, flag, deadline=deadline, type_name=type_name
+    )
     ctx = _context.current
     answer: Any
     if ctx.role == "master" and ctx.master is not None:
@@ -149,9 +155,9 @@ class SharedVar(Generic[T]):
     """
 
     @overload
-    def __init__(self: SharedVar[T], name: str, typ: type[T]) -> None: ...
+    def __init__(self, name: str, typ: type[T]) -> None: ...
     @overload
-    def __init__(self: SharedVar[Any], name: str, typ: Any) -> None: ...
+    def __init__(self, name: str, typ: TypeForm[T]) -> None: ...
     def __init__(self, name: str, typ: Any) -> None:
         self.name = _check_name(name)
         self.type: EncapType[T] = EncapType(typ)
@@ -162,17 +168,16 @@ class SharedVar(Generic[T]):
     def create(self, value: T | None = None) -> bool:
         """Create it, with ``value`` if given; False if it existed (then unchanged)."""
         data = None if value is None else self._encode(value)
-        fp = self.type.fingerprint
-        return _call("var", "create", self.name, fingerprint=fp, data=data).num == 1
+        return _call("var", "create", self.name, typ=self.type, data=data).num == 1
 
     def set(self, value: T) -> None:
         """Set its value, waking every process waiting for one."""
         data = self._encode(value)
-        _call("var", "set", self.name, fingerprint=self.type.fingerprint, data=data)
+        _call("var", "set", self.name, typ=self.type, data=data)
 
     def get(self) -> T | None:
         """Its value, or None while it has none."""
-        reply = _call("var", "get", self.name, fingerprint=self.type.fingerprint)
+        reply = _call("var", "get", self.name, typ=self.type)
         return None if reply.data is None else self.type.decode(reply.data)
 
     def wait_for_value(self, timeout: float | None = None) -> T:
@@ -191,7 +196,7 @@ class SharedVar(Generic[T]):
             "var",
             "wait",
             self.name,
-            fingerprint=self.type.fingerprint,
+            typ=self.type,
             waits=True,
             timeout=check_timeout(timeout),
             what=f"{self!r}.wait_for_value()",
@@ -201,7 +206,7 @@ class SharedVar(Generic[T]):
 
     def delete(self) -> bool:
         """Delete it; False if it did not exist. Waiters get a PluginError."""
-        return _call("var", "delete", self.name, fingerprint=self.type.fingerprint).num == 1
+        return _call("var", "delete", self.name, typ=self.type).num == 1
 
     def _encode(self, value: T) -> bytes:
         data = self.type.encode(value, f"value of {self.name!r}")
@@ -311,9 +316,9 @@ class Mbox(Generic[T]):
     """
 
     @overload
-    def __init__(self: Mbox[T], name: str, typ: type[T], *, capacity: int = 1) -> None: ...
+    def __init__(self, name: str, typ: type[T], *, capacity: int = 1) -> None: ...
     @overload
-    def __init__(self: Mbox[Any], name: str, typ: Any, *, capacity: int = 1) -> None: ...
+    def __init__(self, name: str, typ: TypeForm[T], *, capacity: int = 1) -> None: ...
     def __init__(self, name: str, typ: Any, *, capacity: int = 1) -> None:
         self.capacity = _whole(capacity, "capacity", 1)
         self.name = _check_name(name)
@@ -324,8 +329,7 @@ class Mbox(Generic[T]):
 
     def create(self) -> bool:
         """Create the box, or open it if it exists (never waits); True if created."""
-        fp = self.type.fingerprint
-        return _call("mbox", "create", self.name, fingerprint=fp, num=self.capacity).num == 1
+        return _call("mbox", "create", self.name, typ=self.type, num=self.capacity).num == 1
 
     def send(self, value: T, timeout: float | None = None) -> None:
         """Put ``value`` in the box, waiting while it is full, at most
@@ -340,13 +344,12 @@ class Mbox(Generic[T]):
         """
         timeout = check_timeout(timeout)
         data = self.type.encode(value, f"message for {self.name!r}")
-        fp = self.type.fingerprint
         what = f"{self!r}.send()"
         _call(
             "mbox",
             "send",
             self.name,
-            fingerprint=fp,
+            typ=self.type,
             data=data,
             waits=True,
             timeout=timeout,
@@ -369,7 +372,7 @@ class Mbox(Generic[T]):
             "mbox",
             "receive",
             self.name,
-            fingerprint=self.type.fingerprint,
+            typ=self.type,
             waits=True,
             timeout=timeout,
             what=f"{self!r}.receive()",

@@ -169,6 +169,9 @@ class PluginReq(_Msg, frozen=True):
     # When a request that waits times out: a time.monotonic() value, which is
     # the system-wide CLOCK_MONOTONIC, the same in every process. None: never.
     deadline: float | None = None
+    # The value type's name (clipped: see _encap.clipped_name), beside its
+    # fingerprint, so that the master's error for a mismatch names both types.
+    type_name: str = ""
 
 
 # Worker -> master, unanswered: the worker's own outcome, just before it exits.

@@ -42,6 +42,7 @@ import scenario
 
 import netmcore
 from netmcore import Mbox, PluginMutex, PluginSemaphore, SharedVar, _context
+from netmcore._encap import TYPE_NAME_MAX, clipped_name
 from netmcore._wire import PluginReq
 
 T = TypeVar("T")
@@ -57,6 +58,10 @@ class Point(msgspec.Struct):
 class Job(msgspec.Struct):
     id: int
     tags: list[str]
+
+
+# A type whose name, 600 bytes of UTF-8 and more, is over what a request carries.
+LongName = msgspec.defstruct("Long" + "é" * 300, [("k", int)], module="tests")
 
 
 # --------------------------------------------------------------------------
@@ -346,6 +351,7 @@ def var_type_mismatch(_: int) -> dict[str, Any]:
         "set": err(lambda: s.set("a")),
         "wait": err(s.wait_for_value),
         "still": SharedVar("x", int).get(),
+        "long": (SharedVar("long", LongName).create(), err(SharedVar("long", int).get)),
     }
 
 
@@ -1295,12 +1301,33 @@ def test_in_the_master_plugins_take_what_is_there_and_refuse_to_wait() -> None:
     assert out["mutex"][2] == ["none", "None"]
 
 
+def mismatch_message(what: str, held: type, asked: type) -> str:
+    """The master's error for a request with values of type ``asked`` on a
+    plugin ``what`` created with values of type ``held``: both, by name."""
+    held_type, asked_type = netmcore.EncapType(held), netmcore.EncapType(asked)
+    held_name, asked_name = clipped_name(held_type.name), clipped_name(asked_type.name)
+    return (
+        f"{what} holds values of type {held_name} (fingerprint {held_type.fingerprint}), "
+        f"not {asked_name} (fingerprint {asked_type.fingerprint}): it keeps the type it "
+        f"was created with; use {held_name} for it, or another name for values of "
+        "another type"
+    )
+
+
 def test_shared_var_of_another_type_raises_encap_type_mismatch() -> None:
     out = run_scenario(var_type_mismatch, 0)
     for op in ("create", "get", "set", "wait"):
-        assert out[op][0] == "EncapTypeMismatch", (op, out[op])
-    assert "'x'" in out["get"][1]
+        assert out[op] == [
+            "EncapTypeMismatch",
+            mismatch_message("shared variable 'x'", int, str),
+        ], op
     assert out["still"] == 1
+    # A long name travels clipped, so that a request stays small.
+    clipped = clipped_name(netmcore.EncapType(LongName).name)
+    assert clipped.endswith("...") and len(clipped.encode()) <= TYPE_NAME_MAX
+    long = mismatch_message("shared variable 'long'", LongName, int)
+    assert clipped in long and LongName.__qualname__ not in long
+    assert out["long"] == [True, ["EncapTypeMismatch", long]]
 
 
 def test_bad_shared_var_value_raises_argument_type_error_with_its_path() -> None:
@@ -1487,7 +1514,7 @@ def test_many_senders_every_message_received_exactly_once() -> None:
 def test_box_of_another_type_raises_encap_type_mismatch() -> None:
     out = run_scenario(mbox_type_mismatch, 0)
     for op in ("create", "send", "receive"):
-        assert out[op][0] == "EncapTypeMismatch", (op, out[op])
+        assert out[op] == ["EncapTypeMismatch", mismatch_message("message box 'b'", int, str)], op
     assert out["still"] == 5
     for name, message in out["unknown_box"]:
         assert name == "PluginError"

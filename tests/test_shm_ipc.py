@@ -56,6 +56,7 @@ from netmcore import (
     ShmMutex,
     _mailbox,
 )
+from netmcore._encap import TYPE_NAME_MAX, clipped_name
 from netmcore._mailbox import _FIRST_SLOT, _SLOT_HEAD, _stride
 
 SHM_DIR = "/dev/shm"
@@ -1227,10 +1228,21 @@ def test_mailbox_message_of_the_wrong_type_names_the_path(kind: str) -> None:
     assert paths == ["$.k", "$"]
 
 
+def open_mismatch(box_type: Any, asked: Any) -> str:
+    """A pattern of the error of Mailbox.open with type ``asked`` on a box of
+    ``box_type``: it names both types, not only their fingerprints."""
+    held, wanted = netmcore.EncapType(box_type), netmcore.EncapType(asked)
+    found = re.escape(clipped_name(held.name))
+    return (
+        rf"mailbox ResId\(\d+\) carries messages of type {found} \(fingerprint "
+        rf"{held.fingerprint}\), not {re.escape(wanted.name)} \(fingerprint {wanted.fingerprint}"
+        rf"\): open it with the type it was created with, {found}"
+    )
+
+
 def test_mailbox_open_with_another_type_or_on_a_non_mailbox_is_refused() -> None:
     wrong_type, not_a_box = run_scenario(open_as_scenario, 0)
-    assert wrong_type.startswith("EncapTypeMismatch: ")
-    assert "KData" in wrong_type
+    assert re.fullmatch("EncapTypeMismatch: " + open_mismatch(KStruct, KData), wrong_type)
     assert not_a_box.startswith("ValueError: ")
     assert "is not a mailbox" in not_a_box
 
@@ -1773,6 +1785,26 @@ def test_mailbox_open_with_the_wrong_type_keeps_the_creators_use(master_cleanup:
 # --------------------------------------------------------------------------
 
 
+def test_mailbox_open_with_another_type_names_a_long_box_type_clipped(
+    master_cleanup: None,
+) -> None:
+    """The box's type name is kept in its header, in a room of TYPE_NAME_MAX
+    bytes: a longer one is cut there (here in the middle of a 2-byte
+    character, which is dropped), and what follows the room still works."""
+    long_name = msgspec.defstruct("Long" + "é" * 300, [("k", int)], module="tests")
+    clipped = clipped_name(netmcore.EncapType(long_name).name)
+    assert clipped == "tests.Long" + "é" * 89 + "..."
+    assert len(clipped.encode()) == TYPE_NAME_MAX - 1
+    with Mailbox.create(long_name, slots=2, slot_size=64) as box:
+        with pytest.raises(EncapTypeMismatch) as info:
+            Mailbox.open(box.res_id, int)
+        assert re.fullmatch(open_mismatch(long_name, int), str(info.value)), str(info.value)
+        sender = Mailbox.open(box.res_id, long_name)
+        sender.send(long_name(k=1), timeout=0)
+        sender.close()
+        assert box.receive(timeout=0) == long_name(k=1)
+
+
 @pytest.mark.parametrize("kind", ["normal", "errorcheck"])
 def test_condition_wait_on_a_mutex_not_held_names_both_and_the_rule(
     kind: str, master_cleanup: None
@@ -1937,8 +1969,9 @@ TOO_LARGE_TO_MAP = {
     # 1 GiB each, more than the address space this process is left
     "Mailbox": (
         "netmcore.Mailbox.create(int, slots=1 << 18, slot_size=4000)",
-        r"\[Errno 12\] a Mailbox of 262,144 slots of 4,000 bytes needs 1,073,742,016 bytes, "
-        "more than this process can map: create it with fewer slots or a smaller slot_size",
+        r"\[Errno 12\] a Mailbox of 262,144 slots of 4,000 bytes needs "
+        f"{_FIRST_SLOT + (1 << 18) * _stride(4000):,} bytes, more than this process can map: "
+        "create it with fewer slots or a smaller slot_size",
     ),
     "Buffer": (
         "netmcore.Buffer.create(1 << 30)",

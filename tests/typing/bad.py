@@ -11,6 +11,9 @@ other line gives any.
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
 from pydantic import BaseModel
 
 import netmcore
@@ -225,3 +228,26 @@ def bad_pipelines() -> None:
     netmcore.Pipeline(square).run(range(3), on_error="ignore")  # type: ignore[arg-type]
     texts: list[int] = list(netmcore.Pipeline(show).run([1]))  # type: ignore[arg-type]
     print(texts)
+
+
+def bad_typed_handles(rid: netmcore.ResId) -> None:
+    # The type given is T: a subscript must agree with it, also for a type form
+    # that is not a plain class, and values must be T's.
+    netmcore.SharedVar[int]("count", str)  # type: ignore[arg-type]
+    netmcore.SharedVar[list[int]]("xs", list[str])  # type: ignore[arg-type]
+    netmcore.SharedVar[int | None]("k", str | None)  # type: ignore[arg-type]
+    netmcore.SharedVar[float | None]("best", float | None).create("idle")  # type: ignore[arg-type]
+    netmcore.SharedVar("best", float | None).set("idle")  # type: ignore[arg-type]
+    best: float = netmcore.SharedVar("best", float | None).wait_for_value()  # type: ignore[assignment]
+    netmcore.SharedVar("xs", list[int] | None).set(["x"])  # type: ignore[list-item]
+    netmcore.SharedVar("k", Annotated[int, msgspec.Meta(ge=0)]).set("1")  # type: ignore[arg-type]
+    netmcore.Mbox[int]("box", str)  # type: ignore[arg-type]
+    netmcore.Mbox[int | None]("box", int | None).send("x")  # type: ignore[arg-type]
+    netmcore.Mailbox[int].create(str)  # type: ignore[arg-type]
+    netmcore.Mailbox.create(int | None).send("x")  # type: ignore[arg-type]
+    netmcore.Mailbox[int | None].create(int | None).send("x")  # type: ignore[arg-type]
+    netmcore.Mailbox[int].open(rid, str)  # type: ignore[arg-type]
+    netmcore.Mailbox.open(rid, int | None).send("x")  # type: ignore[arg-type]
+    netmcore.EncapType[int](str)  # type: ignore[arg-type]
+    netmcore.EncapType(int | None).wrap("x")  # type: ignore[arg-type]
+    print(best)

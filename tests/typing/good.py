@@ -8,8 +8,9 @@ type fails the suite.
 from __future__ import annotations
 
 import signal
-from typing import Any, assert_never, assert_type
+from typing import Annotated, Any, Literal, Optional, assert_never, assert_type
 
+import msgspec
 from pydantic import BaseModel
 
 import netmcore
@@ -319,3 +320,44 @@ def pipelines() -> None:
         assert_type(text, str)
     assert_type(run.failures, list[netmcore.ItemFailure])
     assert_type(next(iter(netmcore.Pipeline(Add).run([(1.0, 2.0)]))), float)
+
+
+def typed_handles(rid: netmcore.ResId, some_type: Any) -> None:
+    # A plain class gives T by itself; so does any other type form (a union, a
+    # generic alias, Annotated, Literal), and an explicit subscript agrees with it.
+    assert_type(netmcore.SharedVar("n", int), netmcore.SharedVar[int])
+    assert_type(netmcore.SharedVar("m", Member), netmcore.SharedVar[Member])
+    best = netmcore.SharedVar[float | None]("best", float | None)
+    assert_type(best, netmcore.SharedVar[float | None])
+    assert_type(best.get(), float | None)
+    assert_type(best.create(None), bool)
+    assert_type(netmcore.SharedVar("best", float | None), netmcore.SharedVar[float | None])
+    # Optional[X] is another object than X | None at run time, and mypy's own.
+    maybe_xs = netmcore.SharedVar("xs", Optional[list[int]])  # noqa: UP045
+    assert_type(maybe_xs, netmcore.SharedVar[list[int] | None])
+    assert_type(netmcore.SharedVar[list[int]]("xs", list[int]), netmcore.SharedVar[list[int]])
+    count = netmcore.SharedVar("k", Annotated[int, msgspec.Meta(ge=0)])
+    assert_type(count, netmcore.SharedVar[int])
+    assert_type(count.wait_for_value(), int)
+    assert_type(
+        netmcore.SharedVar("s", Literal["on", "off"]), netmcore.SharedVar[Literal["on", "off"]]
+    )
+    assert_type(netmcore.SharedVar("a", some_type), netmcore.SharedVar[Any])
+
+    box = netmcore.Mbox[int | None]("box", int | None)
+    assert_type(box, netmcore.Mbox[int | None])
+    assert_type(netmcore.Mbox("box", int | None, capacity=2), netmcore.Mbox[int | None])
+    assert_type(netmcore.Mbox("box", int), netmcore.Mbox[int])
+    assert_type(box.receive(), int | None)
+
+    mailbox = netmcore.Mailbox.create(int | None, slots=2, slot_size=64)
+    assert_type(mailbox, netmcore.Mailbox[int | None])
+    assert_type(mailbox.receive(), int | None)
+    assert_type(netmcore.Mailbox[int | None].create(int | None), netmcore.Mailbox[int | None])
+    assert_type(netmcore.Mailbox.create(int), netmcore.Mailbox[int])
+    assert_type(netmcore.Mailbox.open(rid, int | None), netmcore.Mailbox[int | None])
+    assert_type(netmcore.Mailbox.open(rid, Member), netmcore.Mailbox[Member])
+
+    assert_type(netmcore.EncapType(int | None), netmcore.EncapType[int | None])
+    assert_type(netmcore.EncapType[int | None](int | None), netmcore.EncapType[int | None])
+    assert_type(netmcore.EncapType(dict[str, int]), netmcore.EncapType[dict[str, int]])
