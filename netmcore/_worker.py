@@ -73,7 +73,8 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         # threading atexit calls (a ThreadPoolExecutor's shutdown), then joins
         # those threads. Before the outcome goes out: on hearing of it, the
         # master takes back what the process holds, which its threads may use.
-        threading._shutdown()  # type: ignore[attr-defined]  # private, no stub
+        if threading.active_count() > 1:  # the usual case, alone, skips its cost
+            threading._shutdown()  # type: ignore[attr-defined]  # private, no stub
         link.send(Finished(outcome))
         code = 0
     except KeyboardInterrupt:
