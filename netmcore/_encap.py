@@ -296,6 +296,8 @@ class EncapType(Generic[T]):
     def __init__(self, typ: Any) -> None:
         self.type: Any = typ
         self.name = type_name(typ)
+        # What a plugin request or a Mailbox header carries, beside the fingerprint.
+        self.clipped_name = clipped_name(self.name)
         try:
             self.schema: dict[str, Any] = msgspec.json.schema(
                 _object_as_any(typ), schema_hook=_schema_hook

@@ -70,7 +70,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import _context, _pthread
-from ._encap import TYPE_NAME_MAX, EncapType, clipped_name
+from ._encap import TYPE_NAME_MAX, EncapType
 from ._errors import ContextError, EncapTypeMismatch
 from ._ids import ResId
 from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
@@ -186,7 +186,7 @@ class Mailbox(Generic[T]):
             segment = create_shm(size)
         try:
             fp = bytes.fromhex(encap.fingerprint)
-            name = clipped_name(encap.name).encode()
+            name = encap.clipped_name.encode()
             header = (_MAGIC, slots, slot_size, _pid[0], fp, len(name), 0)
             _HEADER.pack_into(segment.buffer, 0, *header)
             segment.buffer[_TYPE_NAME : _TYPE_NAME + len(name)] = name

@@ -674,8 +674,7 @@ class Master:
             )
         definition = _registry.fork_point(fork_point)
         for res in inherit or ():
-            known = res in _resources.table or res in _registry.by_fork_point
-            if not known and res not in _registry.by_join_point:
+            if res not in _resources.table and not _registry.is_point(res):
                 raise NoResource(
                     ResId(res),
                     f"inherit_resources names it, and no resource has this id (never "

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import _context
 from ._client import _error, _link
-from ._encap import EncapType, clipped_name
+from ._encap import EncapType
 from ._errors import ContextError, PluginError
 from ._master import Controller
 from ._plugin_host import TIMED_OUT
@@ -57,7 +57,7 @@ def _call(
     would still wait then, and it raises TimeoutError naming ``what``.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    fingerprint, type_name = ("", "") if typ is None else (typ.fingerprint, clipped_name(typ.name))
+    fingerprint, type_name = ("", "") if typ is None else (typ.fingerprint, typ.clipped_name)
     req = PluginReq(
         service, op, name, fingerprint, data, num, flag, deadline=deadline, type_name=type_name
     )

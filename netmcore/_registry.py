@@ -78,6 +78,11 @@ def join_point(n: int) -> Definition:
         raise NoResource(ResId(n), "not a join point, or released") from None
 
 
+def is_point(n: int) -> bool:
+    """Whether ``n`` is a live fork or join point."""
+    return n in by_fork_point or n in by_join_point
+
+
 def release_point(n: int) -> tuple[Definition, bool] | None:
     """Release fork or join point ``n``: (its definition, whether it was the join
     point), or None if ``n`` is neither (or was released already)."""

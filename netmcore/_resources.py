@@ -353,11 +353,6 @@ def _interrupts_held() -> Iterator[None]:
 
 def create_preallocated(prefix: str, size: int, user: int, first_pid: int) -> Entry:
     """Create, size and map a fresh shm object (0600, exclusive)."""
-    with _interrupts_held():
-        return _create_preallocated(prefix, size, user, first_pid)
-
-
-def _create_preallocated(prefix: str, size: int, user: int, first_pid: int) -> Entry:
     name = _ipc.random_name(prefix)
     typ = ResourceType.POSIX_SHM_PREALLOCATED
     on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
@@ -523,30 +518,26 @@ def _refuse_managed_twice(typ: ResourceType, name: str) -> None:
 def op_create(kind: str, prefix: str, size: int, user: int) -> ResInfo:
     """Create a kernel object (0600, exclusive, unguessable name) in the table."""
     typ = ResourceType(kind)
-    if typ is ResourceType.POSIX_SHM_PREALLOCATED:
-        entry = create_preallocated(prefix, size, user, peek_process_id())
-        entry.creator = user
-        return info(entry)
     with _interrupts_held():
-        return _create(typ, prefix, size, user)
-
-
-def _create(typ: ResourceType, prefix: str, size: int, user: int) -> ResInfo:
-    name = _ipc.random_name(prefix)
-    on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
-    try:
-        if typ is ResourceType.POSIX_SEM:
-            _ipc.create_semaphore(name, size)
-            size = 0
-        else:
-            with enomem_said_plainly(name, size):
-                _ipc.create_mapped(name, size).close()
-    except BaseException:
-        on_change("-", typ, name)  # not created (an existing object stays untouched)
-        raise
-    try:
-        return info(add(typ, name, user, size, recorded=True))
-    except BaseException:
-        unlink_object(typ, name)
-        on_change("-", typ, name)
-        raise
+        if typ is ResourceType.POSIX_SHM_PREALLOCATED:
+            entry = create_preallocated(prefix, size, user, peek_process_id())
+            entry.creator = user
+            return info(entry)
+        name = _ipc.random_name(prefix)
+        on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
+        try:
+            if typ is ResourceType.POSIX_SEM:
+                _ipc.create_semaphore(name, size)
+                size = 0
+            else:
+                with enomem_said_plainly(name, size):
+                    _ipc.create_mapped(name, size).close()
+        except BaseException:
+            on_change("-", typ, name)  # not created (an existing object stays untouched)
+            raise
+        try:
+            return info(add(typ, name, user, size, recorded=True))
+        except BaseException:
+            unlink_object(typ, name)
+            on_change("-", typ, name)
+            raise

@@ -78,36 +78,7 @@ def run(
         )
     if socket_directory is not None:
         socket_directory = check_path(socket_directory)  # before anything is made
-    if not _running.acquire(blocking=False):
-        raise ContextError(
-            "netmcore.run() is running in another thread of this process already, and "
-            "a process is the master of one run at a time: wait until that run returns "
-            "before calling run() again, or start this work as processes of that run"
-        )
-    try:
-        return _run(
-            first_process,
-            extract_result,
-            socket_directory,
-            pidfile,
-            init_ctrl,
-            disable_pmanage,
-            no_unlink,
-        )
-    finally:
-        _running.release()
-
-
-def _run(
-    first_process: Callable[[], ProcessId[R]],
-    extract_result: Callable[[Controller, ProcessId[R]], T],
-    socket_directory: str | None,
-    pidfile: str | None,
-    init_ctrl: Callable[[Controller], None] | None,
-    disable_pmanage: bool,
-    no_unlink: bool,
-) -> T:
-    with _Interrupts() as interrupts:
+    with _one_run(), _Interrupts() as interrupts:
         with contextlib.ExitStack() as cleanup:
             # Unwound in reverse: the routing of signals, the context, the
             # pidfile, the master's children and shm, the directory, the
@@ -178,6 +149,21 @@ def _report_leftovers(removed: list[str], path: str) -> None:
             path,
             ", ".join(removed),
         )
+
+
+@contextlib.contextmanager
+def _one_run() -> Iterator[None]:
+    """Hold ``_running`` for the run; ContextError if another thread holds it."""
+    if not _running.acquire(blocking=False):
+        raise ContextError(
+            "netmcore.run() is running in another thread of this process already, and "
+            "a process is the master of one run at a time: wait until that run returns "
+            "before calling run() again, or start this work as processes of that run"
+        )
+    try:
+        yield
+    finally:
+        _running.release()
 
 
 @contextlib.contextmanager
