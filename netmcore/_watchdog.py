@@ -53,6 +53,7 @@ _ENDED = b"E"  # the run has ended: finish the record, remove the temporary dire
 _CLEAN = b"C"  # the master ends cleanly (but never ran): do nothing, and go
 _ADD = b"+"  # (guard) unlink this object if the program dies: kind, NUL, name
 _DROP = b"-"  # (guard) the program destroyed this object: kind, NUL, name
+_STARTED = b"S"  # (the watchdog's first word) it has left the parent's session
 _MAX_MESSAGE = 8192  # an opcode and a path (PATH_MAX is 4096 bytes)
 
 
@@ -168,6 +169,11 @@ def fork_watchdog(objects: Iterable[Object] = ()) -> Watchdog:
     if os_pid == 0:  # the watchdog
         code = 0
         try:
+            # Out of the parent's process group and terminal before the
+            # parent makes anything (it waits for the word): a SIGKILL to
+            # its whole group, or a Ctrl-C, must not take this process too.
+            os.setsid()
+            theirs.send(_STARTED)
             # It keeps no descriptor but its socket (and 0-2): one forked at
             # the end of a run would hold the socket directory's lock, say.
             # No garbage collection from here: a collected object of the
@@ -183,13 +189,13 @@ def fork_watchdog(objects: Iterable[Object] = ()) -> Watchdog:
             signal.set_wakeup_fd(-1)
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(signum, signal.SIG_IGN)
-            os.setsid()  # out of the master's process group and terminal
             _watch(theirs, parent, objects)
         except BaseException:
             code = 1
         finally:
             os._exit(code)
     theirs.close()
+    mine.recv(1)  # _STARTED; or b"" if someone killed it already
     return Watchdog(os_pid, mine, mine.fileno())
 
 

@@ -37,6 +37,7 @@ SHM_DIR = Path("/dev/shm")
 #   linger                             -> the pid of a forked child that waits for ever
 #   hold PATH                          -> a run that releases object 0, and waits
 #   term-in-fork                       -> dies of a SIGTERM as the guard is forked
+#   shm-then-group-kill                -> a shm's name, then SIGKILL to its process group
 #   guard                              -> the pid of the guard, or "none"
 PROGRAM = textwrap.dedent(
     """
@@ -139,6 +140,10 @@ PROGRAM = textwrap.dedent(
                 return real_fork()
             os.fork = fork
             made.append(netmcore.create_shm(4096))
+        elif cmd == "shm-then-group-kill":  # the whole process group dies at once
+            made.append(netmcore.create_shm(4096))
+            say(made[-1].name)
+            os.killpg(0, signal.SIGKILL)
         elif cmd == "guard":
             say(guard_pid())
     """
@@ -152,6 +157,7 @@ class Program:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            process_group=0,  # a group of its own, which it may kill
         )
         self.names: list[str] = []
 
@@ -311,6 +317,15 @@ def test_a_killed_guard_is_replaced(program: Program) -> None:
     assert not exists(first) and not exists(second)  # told of both
 
 
+def test_a_sigkill_to_the_whole_group_as_the_first_object_is_made(program: Program) -> None:
+    """The guard leaves the program's process group (and session) before the
+    program makes anything: a SIGKILL to the group right after the object is
+    made kills the program only, and the guard unlinks the object."""
+    name = program.make("shm-then-group-kill")
+    assert program.proc.wait() == -signal.SIGKILL
+    wait_until(lambda: not exists(name), "the guard unlinks the object")
+
+
 def test_a_forked_child_guards_and_destroys_only_its_own(program: Program) -> None:
     """A child forked outside run that makes an object and exits normally
     destroys that one, not the objects of its parent it inherited in its
@@ -332,8 +347,8 @@ def test_this_process_has_no_guard_without_objects() -> None:
     children = psutil.Process().children()
     seg = netmcore.create_shm(64)
     (guard,) = [c for c in psutil.Process().children() if c not in children]
-    # Out of the program's session and terminal (it calls setsid as it starts).
-    wait_until(lambda: os.getsid(guard.pid) == guard.pid, "the guard's own session")
+    # Out of the program's session and terminal before the object is made.
+    assert os.getsid(guard.pid) == guard.pid
     seg.release()
     assert not guard.is_running()
 
