@@ -33,7 +33,7 @@ def run(
     first_process: Callable[[], ProcessId[R]],
     extract_result: Callable[[Controller, ProcessId[R]], T],
     socket_directory: str | os.PathLike[str] | None = None,
-    pidfile: str | None = None,
+    pidfile: str | os.PathLike[str] | None = None,
     init_ctrl: Callable[[Controller], None] | None = None,
     disable_pmanage: bool = False,
     no_unlink: bool = False,
@@ -62,8 +62,12 @@ def run(
     Raises
     ------
     ValueError, TypeError
-        If ``socket_directory`` is empty or too long for a Unix socket, or
-        not a str or path.
+        If ``socket_directory`` is empty, has a NUL, is too long for a Unix
+        socket, or is not a str or path; if ``pidfile`` is not a file name;
+        if ``first_process``, ``extract_result`` or ``init_ctrl`` is not
+        callable. Raised before anything is made or forked.
+    FileNotFoundError
+        If the directory ``pidfile`` is to be written in does not exist.
     SocketDirectoryError
         If the directory is in use by a running master, or is not private.
     KeyboardInterrupt, SystemExit
@@ -76,8 +80,14 @@ def run(
             f"netmcore.run() was called in {_context.current.role} context: a running "
             "netmcore program cannot start another; call start() instead"
         )
+    # Before anything is made:
+    _check_callables(first_process=first_process, extract_result=extract_result)
+    if init_ctrl is not None:
+        _check_callables(init_ctrl=init_ctrl)
     if socket_directory is not None:
-        socket_directory = check_path(socket_directory)  # before anything is made
+        socket_directory = check_path(socket_directory)
+    if pidfile is not None:
+        pidfile = _check_pidfile(pidfile)
     with _one_run(), _Interrupts() as interrupts:
         with contextlib.ExitStack() as cleanup:
             # Unwound in reverse: the routing of signals, the context, the
@@ -124,7 +134,7 @@ def startup(
     *,
     first_process: Callable[[], ProcessId[Any]],
     socket_directory: str | os.PathLike[str] | None = None,
-    pidfile: str | None = None,
+    pidfile: str | os.PathLike[str] | None = None,
     init_ctrl: Callable[[Controller], None] | None = None,
     disable_pmanage: bool = False,
     no_unlink: bool = False,
@@ -139,6 +149,32 @@ def startup(
         disable_pmanage=disable_pmanage,
         no_unlink=no_unlink,
     )
+
+
+def _check_callables(**given: object) -> None:
+    for name, value in given.items():
+        if not callable(value):
+            raise TypeError(f"{name} must be a function, not {value!r}")
+
+
+def _check_pidfile(path: object) -> str:
+    """The absolute path of ``pidfile``; an error now if it cannot be written there."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise (TypeError if not isinstance(path, str) else ValueError)(
+            f"pidfile must be a non-empty str or path without NUL characters, not "
+            f"{path!r}: name the file to write the master's pid to, or pass None"
+        )
+    absolute = os.path.abspath(path)
+    if os.path.isdir(absolute):
+        raise ValueError(f"pidfile {path!r} is a directory: name a file in it")
+    if not os.path.isdir(os.path.dirname(absolute)):
+        raise FileNotFoundError(
+            f"pidfile {path!r}: the directory {os.path.dirname(absolute)!r} does not "
+            "exist: create it first, or name a file in an existing directory"
+        )
+    return absolute
 
 
 def _report_leftovers(removed: list[str], path: str) -> None:

@@ -39,6 +39,11 @@ def check_path(path: object) -> str:
             f"socket_directory must be a non-empty str or path, not {path!r}: name a "
             "directory (it is created if missing), or pass None for a fresh private one"
         )
+    if "\0" in path:
+        raise ValueError(
+            f"socket_directory {path!r} has a NUL character, which no file name may "
+            "have: name a directory without one, or pass None for a fresh private one"
+        )
     absolute = os.path.abspath(path)
     sock = os.path.join(absolute, SOCKET_NAME)
     if len(os.fsencode(sock)) > MAX_SOCKET_PATH:

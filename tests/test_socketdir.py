@@ -387,6 +387,53 @@ def test_pidfile_replaced_if_stale(short_tmp: Path) -> None:
     assert not pidfile.exists()
 
 
+def _no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fork() -> int:
+        raise AssertionError("run forked before it checked its arguments")
+
+    monkeypatch.setattr(os, "fork", fork)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"first_process": None}, TypeError, "first_process must be a function, not None"),
+        ({"extract_result": None}, TypeError, "extract_result must be a function, not None"),
+        ({"init_ctrl": 3}, TypeError, "init_ctrl must be a function, not 3"),
+        ({"socket_directory": "/tmp/a\0b"}, ValueError, "NUL character"),
+        ({"pidfile": "m\0.pid"}, ValueError, "without NUL characters"),
+        ({"pidfile": ""}, ValueError, "non-empty str or path"),
+        ({"pidfile": 7}, TypeError, "non-empty str or path"),
+        ({"pidfile": "/"}, ValueError, "is a directory: name a file in it"),
+        ({"pidfile": "/no-such-dir/m.pid"}, FileNotFoundError, "create it first"),
+    ],
+)
+def test_bad_run_arguments_raise_before_anything_is_forked(
+    monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    _no_fork(monkeypatch)
+    args: dict[str, Any] = {
+        "first_process": lambda: echo.start("never"),
+        "extract_result": lambda _ctrl, pid: echo.join_nowait(pid),
+    }
+    with pytest.raises(error, match=message):
+        netmcore.run(**(args | kwargs))
+    if "extract_result" not in kwargs:  # startup has none
+        with pytest.raises(error, match=message):
+            netmcore.startup(**{k: v for k, v in (args | kwargs).items() if k != "extract_result"})
+
+
+def test_pidfile_may_be_a_path(short_tmp: Path) -> None:
+    pidfile = short_tmp / "m.pid"
+    result = netmcore.run(
+        first_process=lambda: read_pidfile.start(str(pidfile)),
+        extract_result=lambda _c, pid: read_pidfile.join_nowait(pid),
+        pidfile=pidfile,
+    )
+    assert result is not None and result[0] == f"{os.getpid()}\n"
+    assert not pidfile.exists()
+
+
 def _run_with_unwritable_pidfile(pidfile: Path, **kwargs: Any) -> None:
     with warnings.catch_warnings():
         # Whatever the failed run leaks is finalized here, not in a later test.
@@ -396,9 +443,19 @@ def _run_with_unwritable_pidfile(pidfile: Path, **kwargs: Any) -> None:
         gc.collect()
 
 
+def _dangling(short_tmp: Path) -> Path:
+    """A pidfile that passes run's first checks and fails when it is written,
+    after the socket directory is made: a symbolic link into a missing directory."""
+    pidfile = short_tmp / "m.pid"
+    pidfile.symlink_to(short_tmp / "no-such-dir" / "m.pid")
+    return pidfile
+
+
 def test_unwritable_pidfile_leaves_socket_directory_clean(short_tmp: Path) -> None:
     sd = short_tmp / "sd"
-    _run_with_unwritable_pidfile(short_tmp / "no-such-dir" / "m.pid", socket_directory=str(sd))
+    pidfile = _dangling(short_tmp)
+    _run_with_unwritable_pidfile(pidfile, socket_directory=str(sd))
+    pidfile.unlink()
     # Nothing of the failed run may be left: no lock held, no socket, no lock file.
     assert run_echo(socket_directory=str(sd)) == "hi"
     assert os.listdir(sd) == []
@@ -410,7 +467,7 @@ def test_unwritable_pidfile_leaves_no_default_directory(
     tmp = short_tmp / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
-    _run_with_unwritable_pidfile(short_tmp / "no-such-dir" / "m.pid")
+    _run_with_unwritable_pidfile(_dangling(short_tmp))
     assert os.listdir(tmp) == []
 
 
