@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NoReturn
 from . import _context, _payload, _posix, _registry, _resources
 from ._debug import log, trace
 from ._encap import Encap
-from ._errors import ResultTypeError
+from ._errors import MasterGone, ResultTypeError
 from ._wire import (
     Assign,
     Finished,
@@ -79,6 +79,10 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         code = 0
     except KeyboardInterrupt:
         interrupted = True  # Ctrl-C reaches every process of the group: the master reports it
+    except MasterGone:
+        # The master died (its parent-death SIGKILL is on its way here): that
+        # is the event to report, and nobody is left to report this one to.
+        pass
     except BaseException:
         traceback.print_exc()
     finally:
@@ -172,8 +176,8 @@ def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
             exc,
         )
         return Invalid(_clip(exc.path), _clip(str(exc)))
-    except KeyboardInterrupt:
-        raise  # a Ctrl-C, not the function's failure: main ends the worker, unlogged
+    except (KeyboardInterrupt, MasterGone):
+        raise  # not the function's failure: main ends the worker, unlogged
     except BaseException as exc:
         text = traceback.format_exc()
         log.error(

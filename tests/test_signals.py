@@ -300,6 +300,9 @@ def test_sigkill_of_master_leaves_no_worker(master_factory: Callable[..., Master
         time.sleep(0.01)  # polling a condition, with a deadline
     assert not m.session(), f"processes outlived the master: {m.session()}"
     m.read_to_eof(STOP_WITHIN)
+    # The manager, blocked in a join, may see its link close before the
+    # parent-death signal lands: it ends quietly, without a traceback.
+    assert "Traceback" not in m.stderr(), m.stderr()
 
 
 def test_sigkill_of_master_right_after_start_leaves_no_worker(
