@@ -118,6 +118,30 @@ def _schema_hook(typ: Any) -> dict[str, Any]:
     raise NotImplementedError(f"no JSON Schema for {typ!r}")
 
 
+def _unsupported(typ: Any, name: str, exc: TypeError) -> str:
+    """Why ``typ`` cannot be a process argument or result, and what to use instead."""
+    # msgspec's advice on its schema_hook (which netmcore does not take) ends
+    # with the line that names the part it cannot encode.
+    why = str(exc).splitlines()[-1] if "schema_hook" in str(exc) else str(exc)
+    advice = (
+        "use types msgspec can encode: builtins, tuples, lists, dicts, Structs, "
+        "dataclasses, TypedDicts, enums, datetimes, bytes, pydantic models"
+    )
+    packages: set[str] = set()
+
+    def note_package(part: Any) -> Any:
+        packages.add(getattr(part, "__module__", "").partition(".")[0])
+        return part
+
+    _map_type(typ, note_package)
+    if "numpy" in packages:
+        advice = (
+            "for a numpy array, put a netmcore.SharedArray (the handle of an array in "
+            "shared memory) in it, or the array's bytes or list (a.tobytes(), a.tolist())"
+        )
+    return f"{name} cannot be a process argument or result: {why}; {advice}"
+
+
 def _map_type(typ: Any, f: Callable[[Any], Any]) -> Any:
     """``typ`` with ``f`` applied to it and, depth first, to its type arguments."""
     typ = f(typ)
@@ -306,10 +330,7 @@ class EncapType(Generic[T]):
                 typ, dec_hook=_dec_hook
             )
         except TypeError as exc:
-            raise TypeError(
-                f"{self.name} cannot be a process argument or result: {exc}; "
-                "use types msgspec can encode (builtins, Structs, dataclasses, ...)"
-            ) from exc
+            raise TypeError(_unsupported(typ, self.name, exc)) from exc
         _tidy_schema(self.schema)
         self.fingerprint = fingerprint(self.schema, _kinds_if_ambiguous(_object_as_any(typ)))
 

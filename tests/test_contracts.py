@@ -1987,3 +1987,42 @@ def test_numpy_datetime64_or_timedelta64_in_ns_is_refused_where_int_is_declared(
 def test_numpy_longdouble_is_an_argument_type_error(value: Any) -> None:
     with pytest.raises(ArgumentTypeError):
         EncapType(float).wrap(value)
+
+
+# ==========================================================================
+# 11. types msgspec cannot encode
+# ==========================================================================
+
+
+class _Plain:
+    """Neither a Struct, a dataclass nor a model: msgspec cannot encode it."""
+
+
+@pytest.mark.parametrize(
+    ("typ", "message"),
+    [
+        (
+            dict[str, _Plain],
+            "dict[str, test_contracts._Plain] cannot be a process argument or result: "
+            "type <class 'test_contracts._Plain'> is not supported; use types msgspec can "
+            "encode: builtins,",
+        ),
+        (
+            list[np.ndarray],
+            "list[numpy.ndarray] cannot be a process argument or result: type <class "
+            "'numpy.ndarray'> is not supported; for a numpy array, put a netmcore.SharedArray",
+        ),
+    ],
+)
+def test_a_type_msgspec_cannot_encode_is_refused_where_the_process_is_defined(
+    typ: Any, message: str
+) -> None:
+    # msgspec's own advice (a schema_hook, which netmcore does not take) is left out.
+    with pytest.raises(TypeError) as info:
+
+        class _Bad(netmcore.ProcessDef[typ, int]):  # type: ignore[valid-type]
+            def run(self, arg: Any) -> int:
+                return 0
+
+    assert str(info.value).startswith(message), str(info.value)
+    assert "schema_hook" not in str(info.value)
