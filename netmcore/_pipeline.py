@@ -51,7 +51,7 @@ from . import _context, _pthread
 from ._client import kill
 from ._debug import log
 from ._encap import Encap, EncapType, same_to_mypy
-from ._errors import ContextError, NetmcoreError
+from ._errors import ContextError, NetmcoreError, NoResource
 from ._ids import ProcessId, ResId
 from ._mailbox import Mailbox
 from ._process import ProcessDef, process
@@ -291,8 +291,15 @@ class Pipeline(Generic[In, Out]):
         ordered :
             Results in input order (True), or as they complete (False).
         on_error :
-            ``"stop"``: the first failing item shuts the pipeline down and
-            raises :class:`PipelineError`, with its index and cause.
+            ``"stop"``: a failing item shuts the pipeline down and raises
+            :class:`PipelineError`, with its index and cause. Unordered, at
+            once. Ordered, as ``concurrent.futures.Executor.map``: the
+            results of every item before it are yielded first (those still
+            in flight are waited for), then the error is raised for the
+            first failing item in input order. The items after it are
+            abandoned: no more input is read once an item has failed. (An
+            item before it that never ends keeps the error waiting: bound
+            it with ``item_timeout``.)
             ``"skip"``: failing items are left out of the results and listed
             in the run's ``failures``.
         queue_size :
@@ -448,6 +455,9 @@ class _Driver:
         self._next_worker = 0
         self._lost = 0  # items failed with a dead worker, not yet counted out
         self._skipped: set[int] = set()  # failed indexes, passed over in order
+        # Ordered "stop": the failure of the first failing item in input order
+        # so far, raised once every result before it has been yielded.
+        self._failed: PipelineError | None = None
 
     def drive(self) -> Generator[Any, None, None]:
         self._stopping = create_shm(1)
@@ -514,6 +524,7 @@ class _Driver:
             # order, or for a busy later stage, count too).
             while (
                 not exhausted
+                and self._failed is None  # the items after a failure are abandoned
                 and fed - out < self._capacity
                 and len(self._pending[0]) < self._room(0)
             ):
@@ -529,6 +540,8 @@ class _Driver:
             out += self._lost  # items failed by a dead worker
             self._lost = 0
             while ordered:  # hand out what comes next in the input order
+                if self._failed is not None and self._failed.index == expect:
+                    raise self._failed  # every result before it is out
                 if expect in self._skipped:
                     self._skipped.discard(expect)
                 elif waiting and waiting[0][0] == expect:
@@ -540,7 +553,9 @@ class _Driver:
             if exhausted and out == fed:
                 return
             msg = self._receive()
-            if msg is None:
+            # From a worker no longer listed: _check_workers found it dead after
+            # it sent this, and gave its items back (or failed them) already.
+            if msg is None or msg.worker not in self._workers:
                 continue
             if isinstance(msg, Ready):
                 self._ready(msg)
@@ -571,7 +586,11 @@ class _Driver:
 
     def _ready(self, msg: Ready) -> None:
         worker = self._workers[msg.worker]
-        worker.box = Mailbox.open(msg.box, ToWorker)
+        # NoResource: it died after its Ready, and the master has taken its box
+        # back. Left without one (given no work), it is found dead, and
+        # replaced, by _check_workers, as any other.
+        with contextlib.suppress(NoResource):
+            worker.box = Mailbox.open(msg.box, ToWorker)
 
     def _answered(self, msg: Done) -> int:
         """Take the items ``msg`` answers off its worker; return the stage."""
@@ -661,7 +680,7 @@ class _Driver:
                 continue
             del self._workers[worker.number]
             if worker.box is not None:
-                worker.box.close()
+                worker.box.release()
             if worker.timed_out:
                 cause = (
                     f"it ran over item_timeout={self._settings.item_timeout} s, "
@@ -695,7 +714,13 @@ class _Driver:
     def _fail(self, index: int, stage: int, cause: str) -> None:
         name = self._stages[stage].name
         if self._settings.on_error == "stop":
-            raise PipelineError(index, name, cause)
+            if not self._settings.ordered:
+                raise PipelineError(index, name, cause)
+            # Raised by _flow when its turn in the input order comes: an
+            # earlier item may fail too while we wait for the ones before it.
+            if self._failed is None or index < self._failed.index:
+                self._failed = PipelineError(index, name, cause)
+            return
         self.failures.append(ItemFailure(index, name, cause))
         self._skipped.add(index)
 
@@ -725,14 +750,16 @@ class _Driver:
                 continue
             if isinstance(msg, Finished):
                 running.discard(msg.worker)
-            elif isinstance(msg, Ready):  # started, never used: stop it too
+            elif isinstance(msg, Ready) and msg.worker in self._workers:
+                # Started, never used: stop it too. (One found dead, and
+                # replaced, before the shutdown is no longer listed.)
                 self._ready(msg)
                 _stop(self._workers[msg.worker])
         for worker in self._workers.values():
             if worker.number not in died:
                 stage_worker.join_outcome(worker.pid)
             if worker.box is not None:
-                worker.box.close()
+                worker.box.release()
         for bar in self._bars:
             bar.close()
         self._inbox.release()

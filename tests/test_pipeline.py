@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 import netmcore
+from netmcore import _pipeline
 
 
 class Record(msgspec.Struct, frozen=True):
@@ -151,6 +152,30 @@ def killed_then_retried(flag: str) -> list[int]:
 
 def test_stage_worker_killed_its_item_is_retried_once(tmp_path: Path) -> None:
     assert value(drive(killed_then_retried, str(tmp_path / "flag"))) == list(range(10))
+
+
+def _shm_entries() -> set[str]:
+    return set(os.listdir("/dev/shm"))
+
+
+@netmcore.process
+def pipelines_in_a_row(flag: str) -> list[list[str]]:
+    """What each run leaves in /dev/shm while the driver (this process) lives on."""
+    left = []
+    for _ in range(2):
+        before = _shm_entries()
+        assert list(netmcore.Pipeline(parse, workers=2).then(score).run(lines(3))) == [0, 1, 4]
+        left.append(sorted(_shm_entries() - before))
+    before = _shm_entries()  # a worker killed and replaced: its box too
+    assert list(netmcore.Pipeline(die_once, workers=2).run((flag, k) for k in range(8))) == list(
+        range(8)
+    )
+    left.append(sorted(_shm_entries() - before))
+    return left
+
+
+def test_a_run_releases_every_mailbox_while_its_driver_lives_on(tmp_path: Path) -> None:
+    assert value(drive(pipelines_in_a_row, str(tmp_path / "flag"))) == [[], [], []]
 
 
 @netmcore.process
@@ -742,3 +767,151 @@ def test_stage_workers_stop_when_their_driver_dies() -> None:
     """The stage workers see that the driver has ended and stop: run() returns
     (they waited for ever, and so did run), and none is left (the fixture)."""
     assert value(drive(driver_dies, 0)) == ["Crashed", 3]
+
+
+# --- a stage worker that dies right after its Ready --------------------------
+
+
+def released(flag: Path) -> None:
+    """Wait until the worker that wrote ``flag`` has died and the master has
+    taken its mailbox back (its /dev/shm object is gone)."""
+    deadline = time.monotonic() + 30
+    while not flag.exists() or os.path.exists("/dev/shm" + flag.read_text()):
+        assert time.monotonic() < deadline, "the stage worker's mailbox was never taken back"
+        time.sleep(0.01)  # a poll of the condition, not a wait standing in for it
+
+
+class Interrupted(Exception):
+    pass
+
+
+@netmcore.process
+def died_after_ready(n: int) -> Any:
+    try:
+        return list(netmcore.Pipeline(label).run(range(n)))
+    except Interrupted:
+        return "interrupted"
+
+
+@pytest.mark.parametrize("found_dead", [False, True], ids=["", "found-dead"])
+@pytest.mark.parametrize("interrupted", [False, True], ids=["read-in-flow", "read-at-shutdown"])
+def test_a_worker_that_dies_right_after_its_ready_is_treated_as_any_dead_worker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, found_dead: bool, interrupted: bool
+) -> None:
+    """The only stage worker sends Ready, then SIGKILLs itself; the driver,
+    busy elsewhere, reads that Ready only once the master has taken the
+    worker's mailbox back: while it runs (then the worker is replaced, and
+    every result comes through), or at its shutdown (after an exception, here
+    one in the driver: it is the one the caller gets). With ``found_dead``,
+    the driver has found the worker dead (and replaced it) before it reads
+    the Ready, as after a wait for messages that timed out just before it.
+
+    The hooks are set in this process, the master, before the run: every
+    process of the run (the driver, the stage workers) is a fork of it."""
+    flag = tmp_path / "box"
+    next_order, receive = _pipeline._next_order, _pipeline._Driver._receive
+
+    def die_after_ready(inbox: Any, driver: Any) -> Any:
+        if not flag.exists():  # the first worker, right after its Ready
+            (tmp_path / "tmp").write_text(netmcore.get_shm(inbox.res_id))
+            (tmp_path / "tmp").rename(flag)  # whole, for the driver to read
+            os.kill(os.getpid(), signal.SIGKILL)
+        return next_order(inbox, driver)
+
+    first = [True]  # in the driver: before it reads any message
+
+    def read_late(self: Any) -> Any:
+        if first[0]:
+            first[0] = False
+            released(flag)  # its Ready is in the driver's box, unread
+            if found_dead:
+                self._check_workers()
+                assert 0 not in self._workers, "the dead worker was not found dead"
+            if interrupted:
+                raise Interrupted
+        return receive(self)
+
+    monkeypatch.setattr(_pipeline, "_next_order", die_after_ready)
+    monkeypatch.setattr(_pipeline._Driver, "_receive", read_late)
+    got = value(drive(died_after_ready, 5))
+    assert got == ("interrupted" if interrupted else [f"<{i}>" for i in range(5)])
+    assert flag.exists()  # the first worker did die
+
+
+# --- ordered, "stop": the results before the failing item come first ------------
+
+
+class Job(msgspec.Struct, frozen=True):
+    flag: str
+    k: int
+    fails: tuple[int, ...]  # the items that fail in the second stage
+
+
+def wait_for(path: str) -> None:
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never came")
+        time.sleep(0.01)  # a poll of the condition, not a wait standing in for it
+
+
+@netmcore.process
+def held_back(job: Job) -> Job:
+    """Item 0 stays in the first stage until item 2 fails in the second."""
+    if job.k == 0:
+        wait_for(job.flag)
+    return job
+
+
+@netmcore.process
+def fail_some(job: Job) -> int:
+    if job.k == 2:
+        Path(job.flag).touch()
+    if job.k in job.fails:
+        raise ValueError(f"bad {job.k}")
+    return job.k
+
+
+class CountedJobs:
+    """Endless jobs; counts what the pipeline has read of them."""
+
+    def __init__(self, flag: str, fails: tuple[int, ...]) -> None:
+        self.flag, self.fails, self.read = flag, fails, 0
+
+    def __iter__(self) -> Iterator[Job]:
+        for k in itertools.count():
+            self.read = k + 1
+            yield Job(self.flag, k, self.fails)
+
+
+@netmcore.process
+def ordered_stop(job: Job) -> list[Any]:
+    items = CountedJobs(job.flag, job.fails)
+    run = netmcore.Pipeline(held_back, workers=2).then(fail_some).run(items, queue_size=1)
+    got = []
+    try:
+        for x in run:
+            got.append(x)
+    except netmcore.PipelineError as exc:
+        return [got, exc.index, exc.cause, items.read]
+    return [got, None, None, items.read]
+
+
+@pytest.mark.parametrize(
+    ("fails", "results", "index"),
+    [((2,), [0, 1], 2), ((0, 2), [], 0)],
+)
+def test_ordered_stop_yields_the_results_before_the_failing_item_first(
+    tmp_path: Path, fails: tuple[int, ...], results: list[int], index: int
+) -> None:
+    """As Executor.map. With queue_size=1, item 0 holds one worker of the
+    first stage until item 2 fails in the second; item 1 has gone through
+    by then. The second stage's only worker holds one item at a time, so item
+    0 reaches it only once the driver has read item 2's failure: the results
+    before item 2 are yielded (1 at once, 0 when it comes), then PipelineError
+    for item 2 (or for item 0, which fails too in the second case: the first
+    failing item in input order). The pipeline (3 workers of 1 item) had read
+    items 0 to 2 when item 2 failed, and reads no more."""
+    job = Job(str(tmp_path / "flag"), 0, fails)
+    got = value(drive(ordered_stop, job))
+    assert got == [results, index, f"ValueError: bad {index}", 3]
