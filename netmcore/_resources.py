@@ -390,6 +390,11 @@ def check_kernel_object(typ: ResourceType, name: str) -> None:
     """Raise if the object to be managed does not exist."""
     exists: bool
     if typ is ResourceType.FILE:
+        if os.path.isdir(name):
+            raise IsADirectoryError(
+                f"cannot manage FILE {name!r}: it is a directory, and only a file can be "
+                "managed (unlinked with its last user): name a file"
+            )
         exists = os.path.isfile(name)
     elif typ is ResourceType.POSIX_SEM:
         exists = os.path.exists(os.path.join(_ipc.SHM_DIR, "sem." + name[1:]))

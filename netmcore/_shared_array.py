@@ -254,8 +254,15 @@ def _write_header(buffer: memoryview, dtype: str, shape: tuple[int, ...]) -> Non
 
 
 def _read_header(buffer: memoryview, res_id: ResId) -> tuple[str, tuple[int, ...]]:
+    not_an_array = ValueError(
+        f"resource {res_id!r} is not a shared array (a shm object of {len(buffer)} bytes "
+        "without an array's header): open the handle SharedArray.create returned"
+    )
+    if len(buffer) < _LAYOUT.size:
+        raise not_an_array
     magic, length, ndim = _LAYOUT.unpack_from(buffer, 0)
-    if magic != _MAGIC:
-        raise ValueError(f"resource {res_id!r} is not a shared array")
-    *shape, text = struct.unpack_from(f"={ndim}q{length}s", buffer, _LAYOUT.size)
+    body = struct.Struct(f"={ndim}q{length}s")
+    if magic != _MAGIC or len(buffer) < _LAYOUT.size + body.size:
+        raise not_an_array
+    *shape, text = body.unpack_from(buffer, _LAYOUT.size)
     return text.decode(), tuple(shape)

@@ -193,6 +193,11 @@ BAD_INPUT: dict[str, tuple[Callable[[], object], type[Exception], str]] = {
         FileNotFoundError,
         re.escape(f"cannot manage FILE '{MISSING_FILE}': it does not exist"),
     ),
+    "manage_file of a directory": (
+        lambda: netmcore.manage_file("/tmp"),
+        IsADirectoryError,
+        re.escape("cannot manage FILE '/tmp': it is a directory, and only a file can be managed"),
+    ),
     "create_sem value -1": (
         lambda: netmcore.create_sem(-1),
         ValueError,

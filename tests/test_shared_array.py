@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -146,6 +147,28 @@ def mismatch(_: int) -> list[str]:
     except netmcore.NoResource as exc:
         out.append(type(exc).__name__)
     return out
+
+
+@netmcore.process
+def not_an_array(size: int) -> str:
+    """A handle on a shm object that holds no array (too small for the header,
+    or without it)."""
+    with netmcore.create_shm(size) as segment:
+        try:
+            SharedArray(segment.res_id, "int64", (1,)).open()
+        except ValueError as exc:
+            return str(exc)
+    return "opened"
+
+
+@pytest.mark.parametrize("size", [4, 4096])
+def test_a_handle_on_a_shm_object_that_is_not_an_array_is_a_clear_error(size: int) -> None:
+    message = run(not_an_array, size)
+    assert re.fullmatch(
+        rf"resource ResId\(\d+\) is not a shared array \(a shm object of {size} bytes without "
+        r"an array's header\): open the handle SharedArray.create returned",
+        message,
+    ), message
 
 
 def test_dtype_or_shape_mismatch_and_a_destroyed_array_give_clear_errors() -> None:
