@@ -32,6 +32,19 @@ def _os_errors(name: str, creating: bool) -> Iterator[None]:
         raise PermissionError(errno.EACCES, str(exc), name) from exc
     except posix_ipc.Error as exc:
         raise OSError(str(exc)) from exc
+    except OSError as exc:
+        if exc.errno != errno.EMFILE:
+            raise
+        import resource  # rarely needed: not in every worker's pages
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        raise OSError(
+            errno.EMFILE,
+            f"too many open files ({soft}, this process's limit): each shared memory "
+            "object mapped in a process holds a descriptor. Release the objects no longer "
+            "used, or raise the limit (`ulimit -n`, or resource.setrlimit(RLIMIT_NOFILE))",
+            name,
+        ) from exc
 
 
 def random_name(prefix: str) -> str:
@@ -82,7 +95,8 @@ def create_mapped(name: str, size: int) -> mmap.mmap:
     with _os_errors(name, creating=True):
         shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
     try:
-        return mmap.mmap(shm.fd, size, flags=mmap.MAP_SHARED)
+        with _os_errors(name, creating=True):  # mmap keeps a copy of the descriptor
+            return mmap.mmap(shm.fd, size, flags=mmap.MAP_SHARED)
     except BaseException:
         posix_ipc.unlink_shared_memory(name)
         raise
@@ -106,7 +120,8 @@ def _map(name: str, length: int | None, flags: int, prot: int) -> tuple[mmap.mma
         shm = posix_ipc.SharedMemory(name)
     try:
         size = shm.size if length is None else length
-        return mmap.mmap(shm.fd, size, flags=flags, prot=prot), shm.size
+        with _os_errors(name, creating=False):  # mmap keeps a copy of the descriptor
+            return mmap.mmap(shm.fd, size, flags=flags, prot=prot), shm.size
     finally:
         shm.close_fd()
 

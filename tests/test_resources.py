@@ -1620,3 +1620,37 @@ def test_an_interrupt_just_after_an_object_is_made_leaves_it_managed(
     netmcore.destroy_resources()
     path = netmcore._ipc.SHM_DIR + ("/sem." if kind == "sem" else "/") + made[0][1:]
     assert not os.path.exists(path)
+
+
+@netmcore.process
+def map_until_out_of_descriptors(room: int) -> tuple[int, str, list[str]]:
+    """With ``room`` descriptors left under the soft limit, make shm objects
+    until one cannot be mapped; release them all. The error, and the objects
+    left (the one that failed must not be)."""
+    before = own_shm_entries()
+    made: list[netmcore.ShmSegment] = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + room, hard))
+    try:
+        while len(made) < 1000:
+            made.append(netmcore.create_shm(64))
+        number, message = 0, "no error"
+    except OSError as exc:
+        number, message = exc.errno or 0, str(exc)
+    finally:
+        for segment in made:
+            segment.release()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return number, message, sorted(own_shm_entries() - before)
+
+
+def test_out_of_descriptors_the_error_says_why_and_what_to_do() -> None:
+    number, message, left = run_scenario(map_until_out_of_descriptors, 8)
+    assert number == errno.EMFILE, message
+    assert re.match(
+        r"\[Errno 24\] too many open files \(\d+, this process's limit\): each shared memory "
+        r"object mapped in a process holds a descriptor\. Release the objects no longer "
+        r"used, or raise the limit",
+        message,
+    ), message
+    assert left == []
