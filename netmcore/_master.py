@@ -15,6 +15,7 @@ and its outcome is kept until the one join that succeeds takes it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import selectors
 import signal
@@ -44,6 +45,7 @@ from ._posix import peer_uid
 from ._resources import ResourceType
 from ._socketdir import SocketDir
 from ._wire import (
+    MESSAGE_MAX,
     Assign,
     Done,
     Ended,
@@ -55,6 +57,7 @@ from ._wire import (
     JoinReq,
     KillReq,
     Message,
+    PluginReply,
     PluginReq,
     ProcessInfo,
     ReleaseReq,
@@ -120,22 +123,42 @@ class Conn:
         self.child: Child | None = None
 
     def send(self, msg: Message) -> bool:
-        """Queue ``msg``; False if the peer is gone."""
+        """Queue ``msg``; False if the peer is gone, or if ``msg`` is too large
+        for the link (then its request gets a failure instead)."""
         if self.broken:
             return False
         data = encoder.encode(msg)
+        if len(data) > MESSAGE_MAX:
+            return self._too_large(msg, len(data))
         if not self.outq:
             try:
                 self.sock.send(data)
                 return True
             except BlockingIOError:
                 pass
-            except OSError:
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:  # this message only: the link is fine
+                    return self._too_large(msg, len(data))
                 self.broken = True
                 return False
         self.outq.append(data)
         self.master.watch_writable(self, True)
         return True
+
+    def _too_large(self, msg: Message, size: int) -> bool:
+        """Drop ``msg``, which the link cannot carry, and fail its request: a
+        bug to report, but never a reason to stop answering this peer (its
+        request would wait forever, and every later one too)."""
+        text = (
+            f"the master's {type(msg).__name__} reply of {size:,} bytes is over the "
+            f"{MESSAGE_MAX:,} a link takes: the reply was dropped and the request failed"
+        )
+        log.error("netmcore master: %s", text)
+        req = getattr(msg, "req", 0)
+        if req and not isinstance(msg, Failed):
+            error = "PluginError" if isinstance(msg, PluginReply) else "NetmcoreError"
+            self.send(Failed(error, text, None, req=req))
+        return False
 
     def flush(self) -> None:
         while self.outq:

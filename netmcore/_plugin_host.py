@@ -3,9 +3,10 @@ and _mbox): named shared variables, mutexes, semaphores and message boxes.
 
 They live in the master's memory, so they survive any worker's crash, and the
 master cleans up after a dead worker: its mutexes are released, a protected
-semaphore's count is put back, and its queued requests are dropped. Every
-operation is non-blocking in the master: a worker that must wait is a reply
-the master sends later, never a blocked loop.
+semaphore's count is put back (what live processes took already is owed, and
+settled by a later dead process's give-back: see ``_undo_effect``), and its
+queued requests are dropped. Every operation is non-blocking in the master: a
+worker that must wait is a reply the master sends later, never a blocked loop.
 
 A waiting call left by an exception in the worker (a signal handler's) is
 withdrawn by two more operations of its service, both safe to repeat: ``cancel``
@@ -82,6 +83,10 @@ class _Sem:
     value: int
     protected: bool
     effect: dict[int, int] = field(default_factory=dict)  # process id -> net change
+    # What undoing dead processes' increments could not take back (the count
+    # was at 0: live processes had taken it). The next undos of a dead
+    # process's decrements settle it before they add to the count.
+    debt: int = 0
     waiters: deque[Waiting] = field(default_factory=deque)
 
 
@@ -457,7 +462,7 @@ class PluginHost:
         for sem in self.sems.values():
             sem.waiters = deque(w for w in sem.waiters if w[2] != user)
             if sem.protected and user in sem.effect:
-                sem.value = max(0, sem.value - sem.effect.pop(user))
+                _undo_effect(sem, sem.effect.pop(user))
                 self._wake_sem(sem)
         for var in self.vars.values():
             var.waiters = [w for w in var.waiters if w[2] != user]
@@ -466,6 +471,24 @@ class PluginHost:
             box.receivers = deque(w for w in box.receivers if w[2] != user)
             self._deliver(box)
         self.undone = {u for u in self.undone if u[0] != user}
+
+
+def _undo_effect(sem: _Sem, effect: int) -> None:
+    """Take a dead process's net ``effect`` back from ``sem``'s count.
+
+    The count cannot go below 0: what it cannot give back (live processes
+    took it) becomes a debt, which the undo of a later dead process's
+    decrements settles first. So once every process that touched the count
+    is dead and undone, it is what it would have been had they never run,
+    whatever the order they died in."""
+    if effect > 0:  # it added: take that back, as far as there is
+        taken = min(sem.value, effect)
+        sem.value -= taken
+        sem.debt += effect - taken
+    else:  # it took: give back what no debt claims
+        settled = min(sem.debt, -effect)
+        sem.debt -= settled
+        sem.value += -effect - settled
 
 
 def _check(req: PluginReq, found: _Var | _Mbox, what: str) -> None:

@@ -137,9 +137,24 @@ def _check_name(name: object) -> str:
     return name
 
 
-# The encoded size of a shared variable's value: with its request it must fit
-# one message on a link to the master (see _wire.MESSAGE_MAX).
-VAR_MAX = 128 * 1024
+# The encoded size of a value a plugin holds (a shared variable's value, a
+# message in a box): with its request or reply it must fit one message on a
+# link to the master (see _wire.MESSAGE_MAX), in either direction.
+VALUE_MAX = 128 * 1024
+
+
+def _encode_value(typ: EncapType[T], value: T, what: str, holder: str, hint: str) -> bytes:
+    """``value`` encoded, refused before anything is sent if it is over
+    VALUE_MAX; ``what`` names it, ``holder`` says what holds at most VALUE_MAX,
+    and ``hint`` where to keep a reference to larger data."""
+    data = typ.encode(value, what)
+    if len(data) > VALUE_MAX:
+        raise ValueError(
+            f"the {what} is {len(data):,} bytes encoded, over the {VALUE_MAX:,} {holder} "
+            "holds (it travels in one message to and from the master): share larger "
+            f"data through a SharedArray or a shm resource, and {hint}"
+        )
+    return data
 
 
 class SharedVar(Generic[T]):
@@ -209,15 +224,13 @@ class SharedVar(Generic[T]):
         return _call("var", "delete", self.name, typ=self.type).num == 1
 
     def _encode(self, value: T) -> bytes:
-        data = self.type.encode(value, f"value of {self.name!r}")
-        if len(data) > VAR_MAX:
-            raise ValueError(
-                f"the value of shared variable {self.name!r} is {len(data):,} bytes "
-                f"encoded, over the {VAR_MAX:,} a shared variable holds (it travels "
-                "in one message to the master): share larger data through a "
-                "SharedArray or a shm resource, and keep its name in the variable"
-            )
-        return data
+        return _encode_value(
+            self.type,
+            value,
+            f"value of shared variable {self.name!r}",
+            "a shared variable",
+            "keep its name in the variable",
+        )
 
 
 class PluginMutex:
@@ -337,13 +350,21 @@ class Mbox(Generic[T]):
 
         Raises
         ------
+        ValueError
+            If ``value`` is over ``VALUE_MAX`` (128 KiB) encoded; nothing was sent.
         TimeoutError
             If the box is still full by then; the message is not in it.
         ContextError
             In the master's own code, if the box is full.
         """
         timeout = check_timeout(timeout)
-        data = self.type.encode(value, f"message for {self.name!r}")
+        data = _encode_value(
+            self.type,
+            value,
+            f"message for box {self.name!r}",
+            "a message in a box",
+            "send its name in the message",
+        )
         what = f"{self!r}.send()"
         _call(
             "mbox",

@@ -380,15 +380,15 @@ def var_bad_values(_: int) -> dict[str, Any]:
 
 @netmcore.process
 def var_sizes(_: int) -> dict[str, Any]:
-    from netmcore._plugins import VAR_MAX
+    from netmcore._plugins import VALUE_MAX
 
     v = SharedVar("big", bytes)
-    largest = b"L" * (VAR_MAX - 5)  # msgpack's bin 32 header is 5 bytes
+    largest = b"L" * (VALUE_MAX - 5)  # msgpack's bin 32 header is 5 bytes
     return {
-        "create_over": err(lambda: v.create(b"o" * VAR_MAX)),
+        "create_over": err(lambda: v.create(b"o" * VALUE_MAX)),
         "create_largest": v.create(largest),
         "largest_back": v.get() == largest,
-        "set_over": err(lambda: v.set(b"o" * (VAR_MAX + 1000))),
+        "set_over": err(lambda: v.set(b"o" * (VALUE_MAX + 1000))),
         "kept": v.get() == largest,
     }
 
@@ -1344,10 +1344,10 @@ def test_bad_shared_var_value_raises_argument_type_error_with_its_path() -> None
 
 
 def test_shared_var_value_over_the_limit_is_a_clear_error_and_changes_nothing() -> None:
-    from netmcore._plugins import VAR_MAX
+    from netmcore._plugins import VALUE_MAX
 
     out = run_scenario(var_sizes, 0)
-    for key, size in (("create_over", VAR_MAX + 5), ("set_over", VAR_MAX + 1005)):
+    for key, size in (("create_over", VALUE_MAX + 5), ("set_over", VALUE_MAX + 1005)):
         kind, message = out[key]
         assert kind == "ValueError", out[key]
         assert f"'big' is {size:,} bytes" in message and "SharedArray" in message, message
@@ -1467,11 +1467,164 @@ def test_protected_count_given_back_by_a_dead_worker_wakes_a_waiter() -> None:
     assert out["waiter"] == [0, 0], "the count the dead worker gave back did not wake the waiter"
 
 
+@netmcore.process
+def sem_ops_then_die(arg: tuple[list[str], str]) -> int:
+    """Apply ``ops`` to "s", signal done-``tag``, and die once go-``tag`` is signalled."""
+    ops, tag = arg
+    s = PluginSemaphore("s")
+    for op in ops:
+        if op == "dec":
+            s.decrement(wait=False)
+        else:
+            s.increment()
+    PluginSemaphore(f"done-{tag}").increment()
+    PluginSemaphore(f"go-{tag}").decrement()
+    die()
+
+
+@netmcore.process
+def sem_debt_scenario(first_to_die: str) -> dict[str, Any]:
+    s = PluginSemaphore("s")
+    s.create(0, protected=True)
+    for tag in ("a", "b"):
+        signal_sem(f"done-{tag}")
+        signal_sem(f"go-{tag}")
+    pids = {"a": sem_ops_then_die.start((["inc", "inc"], "a"))}
+    PluginSemaphore("done-a").decrement()
+    pids["b"] = sem_ops_then_die.start((["dec", "dec"], "b"))  # takes what a gave
+    PluginSemaphore("done-b").decrement()
+    out: dict[str, Any] = {"both_alive": s.get()}
+    first, second = ("a", "b") if first_to_die == "a" else ("b", "a")
+    PluginSemaphore(f"go-{first}").increment()
+    out["crashed"] = [crashed_by_sigkill(sem_ops_then_die.join_outcome(pids[first]))]
+    out["after_first"] = s.get()
+    out["live_increment"] = s.increment()  # this process lives on: it stays
+    PluginSemaphore(f"go-{second}").increment()
+    out["crashed"].append(crashed_by_sigkill(sem_ops_then_die.join_outcome(pids[second])))
+    out["after_both"] = s.get()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("first_to_die", "after_first"),
+    [("a", 0), ("b", 2)],
+    ids=["incrementer-dies-first", "decrementer-dies-first"],
+)
+def test_protected_semaphore_undoes_each_dead_process_whatever_the_order(
+    first_to_die: str, after_first: int
+) -> None:
+    # a gives 2, b takes both and lives on: when a dies, its +2 cannot be taken
+    # back from a count at 0. It is owed, and b's death settles it: the count
+    # ends as if neither had run (only the scenario's own increment stays).
+    out = run_scenario(sem_debt_scenario, first_to_die)
+    assert out["crashed"] == [True, True]
+    assert out["both_alive"] == 0
+    assert out["after_first"] == after_first
+    assert out["live_increment"] == after_first + 1
+    assert out["after_both"] == 1, "a dead process's net effect was not undone"
+
+
 def test_destroying_a_semaphore_fails_its_waiters() -> None:
     out = run_scenario(destroy_scenario, 0)
     assert out["destroy"] is True
     assert out["waiter"][0] == "PluginError"
     assert "destroyed" in out["waiter"][1]
+
+
+@netmcore.process
+def mbox_sizes(_: int) -> dict[str, Any]:
+    from netmcore._plugins import VALUE_MAX
+
+    box = Mbox("big", bytes, capacity=2)
+    box.create()
+    largest = b"L" * (VALUE_MAX - 5)  # msgpack's bin 32 header is 5 bytes
+    return {
+        "over": err(lambda: box.send(b"o" * (VALUE_MAX + 1000), timeout=0)),
+        "largest": err(lambda: box.send(largest)),
+        "largest_back": box.receive(timeout=10) == largest,
+        "nothing_else": err(lambda: box.receive(timeout=0))[0],
+    }
+
+
+def test_mbox_message_over_the_limit_is_a_clear_error_in_a_worker() -> None:
+    from netmcore._plugins import VALUE_MAX
+
+    out = run_scenario(mbox_sizes, 0)
+    kind, message = out["over"]
+    assert kind == "ValueError", out["over"]
+    assert f"box 'big' is {VALUE_MAX + 1005:,} bytes" in message, message
+    assert f"{VALUE_MAX:,}" in message and "SharedArray" in message, message
+    assert out["largest"] == ["none", "None"]
+    assert out["largest_back"] is True
+    assert out["nothing_else"] == "TimeoutError", "the refused message is in the box"
+
+
+@netmcore.process
+def big_receiver(_: int) -> list[int]:
+    box = Mbox("big", bytes, capacity=2)
+    got = [len(box.receive(timeout=10))]
+    try:
+        box.receive(timeout=0)
+    except TimeoutError:
+        return got
+    raise AssertionError("the refused message is in the box")
+
+
+def test_mbox_message_over_the_limit_is_refused_in_the_master_too() -> None:
+    # The master's own send is served in place: before the check, the box took
+    # it, and the reply to the worker that received it was over what a link
+    # takes. Dropped, it left that worker waiting forever, and the run hung.
+    from netmcore._plugins import VALUE_MAX
+
+    box = Mbox("big", bytes, capacity=2)
+    largest = b"L" * (VALUE_MAX - 5)
+    seen: dict[str, Any] = {}
+
+    def first() -> netmcore.ProcessId[list[int]]:
+        box.create()
+        box.send(largest)
+        seen["over"] = err(lambda: box.send(b"o" * (VALUE_MAX + 1)))
+        return big_receiver.start(0)
+
+    got = netmcore.run(
+        first_process=first,
+        extract_result=lambda _c, pid: big_receiver.join_outcome_nowait(pid),
+        init_ctrl=netmcore.add_plugins,
+    )
+    kind, message = seen["over"]
+    assert kind == "ValueError", seen["over"]
+    assert f"box 'big' is {VALUE_MAX + 6:,} bytes" in message, message
+    assert scenario.outcome_value(got) == [len(largest)]
+
+
+class _NoLoop:
+    """The master's side a Conn uses: only its writable watch."""
+
+    def watch_writable(self, conn: object, on: bool) -> None:
+        pass
+
+
+def test_a_reply_too_large_for_the_link_fails_its_request_and_keeps_the_link() -> None:
+    # The kernel refuses it (EMSGSIZE): it once marked the connection broken,
+    # so that every later reply to that worker was dropped and it hung.
+    import socket
+
+    from netmcore._master import Conn
+    from netmcore._wire import MESSAGE_MAX, Failed, PluginReply, decoder
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        conn = Conn(ours, _NoLoop())  # type: ignore[arg-type]
+        # Over the link's limit; and over any socket buffer the kernel takes.
+        for req, size in ((7, MESSAGE_MAX), (8, 1 << 20)):
+            assert conn.send(PluginReply(b"x" * size, 0, req=req)) is False
+            assert not conn.broken
+        assert conn.send(PluginReply(b"fine", 0, req=9)) is True
+        for req in (7, 8):
+            failed = decoder.decode(theirs.recv(MESSAGE_MAX))
+            assert isinstance(failed, Failed) and failed.req == req, failed
+            assert failed.error == "PluginError" and "over the" in failed.message, failed
+        assert decoder.decode(theirs.recv(MESSAGE_MAX)) == PluginReply(b"fine", 0, req=9)
 
 
 # --------------------------------------------------------------------------
