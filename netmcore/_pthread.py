@@ -132,8 +132,15 @@ class OwnerDied(Exception):
     """Marker: the lock was taken from a holder that died (EOWNERDEAD)."""
 
 
+# A timeout beyond this (about 292 years) waits without limit, as math.inf
+# does: the largest that threading's waits take, and far below what would
+# overflow a float (an int like 10**400) or a timespec.
+NO_LIMIT_BEYOND = threading.TIMEOUT_MAX
+
+
 def check_timeout(timeout: float | None) -> float | None:
-    """A caller's ``timeout``, checked: None (or ``math.inf``) waits without limit.
+    """A caller's ``timeout``, checked: None (or ``math.inf``, or any timeout
+    beyond :data:`NO_LIMIT_BEYOND`) waits without limit.
 
     Raises ValueError for NaN and negative numbers, which no deadline can be
     made of (a timespec would overflow, or the wait would end at once by
@@ -149,8 +156,11 @@ def check_timeout(timeout: float | None) -> float | None:
             "of 0 or more, or None (or math.inf) to wait without limit"
         )
     if not isinstance(timeout, int | float):
-        timeout = float(timeout)
-    if timeout == math.inf:
+        try:
+            timeout = float(timeout)
+        except OverflowError:  # a Fraction beyond a float's range
+            timeout = math.inf if timeout > 0 else -math.inf
+    if timeout > NO_LIMIT_BEYOND:  # an int too large for a float included
         return None
     if not timeout >= 0:  # also NaN, which compares false with everything
         raise ValueError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
@@ -18,7 +19,7 @@ from . import _context, _ipc, _registry, _resources
 from ._client import _error, _link
 from ._errors import NoResource
 from ._ids import ResId
-from ._pthread import check_timeout
+from ._pthread import ONE, SLICE, InUse, check_timeout
 from ._resources import (
     MASTER,
     File,
@@ -280,30 +281,56 @@ def closed_error(obj: object) -> ValueError:
     )
 
 
+def closed_during(obj: object, call: str) -> ValueError:
+    """The error for a call that another thread's close() (or release()) ended."""
+    return ValueError(
+        f"{obj!r} was closed or released (by another thread, or a signal handler) during "
+        f"{call}: close an "
+        "object only once no thread uses it, or catch this error to end a waiting thread"
+    )
+
+
 class PosixSemaphore:
     """A managed named POSIX semaphore, open in this process.
 
     ``post()`` increments it; ``wait(timeout=None)`` decrements it, waiting
     while it is 0, and returns False if ``timeout`` seconds pass first.
+
+    Each call counts itself in progress (``_pthread.InUse``): a close() by
+    another thread closes the C library's handle only once the last call has
+    left (a wait uses it), and a wait sees the close between two slices of
+    ``_pthread.SLICE`` seconds and ends with ValueError. Nothing is posted to
+    wake it: other processes' waiters could take such a post.
     """
 
     def __init__(self, res_id: ResId, name: str) -> None:
         self.res_id = res_id
         self.name = name
         with _gone_underneath(res_id, name):
-            self._sem: _ipc.Semaphore | None = _ipc.Semaphore(name)
+            self._sem = _ipc.Semaphore(name)
+        self._use = InUse(self._sem.close)
 
     def __repr__(self) -> str:
-        closed = ", closed" if self._sem is None else ""
+        closed = ", closed" if self._use.closed else ""
         return f"PosixSemaphore({self.res_id!r}, {self.name!r}{closed})"
 
-    def _open(self) -> _ipc.Semaphore:
-        if self._sem is None:
-            raise ValueError(f"semaphore {self.name} is closed in this process")
-        return self._sem
+    def _closed(self) -> ValueError:
+        return ValueError(
+            f"semaphore {self.name} is closed in this process: open it again by its "
+            "res_id (open_sem) to use it"
+        )
 
     def post(self) -> None:
-        self._open().post()
+        use = self._use
+        use.calls += ONE  # the handle stays open until this call leaves (see close)
+        try:
+            if use.closed:
+                raise self._closed()
+            self._sem.post()
+        finally:
+            del use.calls[-1]
+            if use.closed:
+                use.left()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Decrement, waiting while the value is 0; False if ``timeout``
@@ -312,29 +339,67 @@ class PosixSemaphore:
         In the master's own code (``first_process``, ``extract_result``) it
         takes a post that is there already, and with ``timeout=0`` returns
         False if there is none; a wait there raises :class:`ContextError`.
+
+        Raises ValueError if it is closed, or if another thread closes it
+        during the wait (within ``_pthread.SLICE`` seconds).
         """
-        sem = self._open()
-        timeout = check_timeout(timeout)
-        if not _context.in_master_loop():
-            return sem.wait(timeout)
-        # The master serves every worker's request: while it waits, the
-        # open_sem of the worker that would post waits for it. So it takes only
-        # what is there.
-        if sem.wait(0):
-            return True
-        if timeout != 0:
-            _context.refuse_wait_in_master(f"{self!r}.wait() on a semaphore at 0")
-        return False
+        use = self._use
+        use.calls += ONE
+        try:
+            if use.closed:
+                raise self._closed()
+            timeout = check_timeout(timeout)
+            if not _context.in_master_loop():
+                return self._wait(timeout)
+            # The master serves every worker's request: while it waits, the
+            # open_sem of the worker that would post waits for it. So it takes
+            # only what is there.
+            if self._sem.wait(0):
+                return True
+            if timeout != 0:
+                _context.refuse_wait_in_master(f"{self!r}.wait() on a semaphore at 0")
+            return False
+        finally:
+            del use.calls[-1]
+            if use.closed:
+                use.left()
+
+    def _wait(self, timeout: float | None) -> bool:
+        """Wait in slices, to see a close() by another thread between two.
+        A post taken once it is closed is given back: the wait ends with
+        ValueError, and nothing is lost for the other users."""
+        sem, use = self._sem, self._use
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            piece = SLICE if deadline is None else min(SLICE, deadline - time.monotonic())
+            if sem.wait(max(0.0, piece)):
+                if use.closed:
+                    sem.post()
+                    raise closed_during(self, "wait()")
+                return True
+            if piece < SLICE:
+                return False
+            if use.closed:
+                raise closed_during(self, "wait()")
 
     @property
     def value(self) -> int:
-        return self._open().value
+        use = self._use
+        use.calls += ONE
+        try:
+            if use.closed:
+                raise self._closed()
+            return self._sem.value
+        finally:
+            del use.calls[-1]
+            if use.closed:
+                use.left()
 
     def close(self) -> None:
-        """Close it in this process (idempotent)."""
-        if self._sem is not None:
-            self._sem.close()
-            self._sem = None
+        """Close it in this process (idempotent). A wait by another thread
+        ends with ValueError within 20 ms, and the handle is closed once the
+        last call in progress has left."""
+        self._use.close(lambda others: None)
 
     def release(self) -> None:
         self.close()

@@ -27,6 +27,7 @@ from . import _context, _pthread
 from ._errors import OwnerDiedError
 from ._ids import ResId
 from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
+from ._resource_api import closed_during as closed_during  # for _mailbox and _buffer
 from ._resource_api import release as release_resource
 
 MutexKind = Literal["normal", "errorcheck", "recursive"]
@@ -51,15 +52,6 @@ def _fresh_stamps() -> Iterator[int]:
 # that saw one value sees that a signal came, even from two signallers at once.
 _stamps = [_fresh_stamps()]
 os.register_at_fork(after_in_child=lambda: _stamps.__setitem__(0, _fresh_stamps()))
-
-
-def closed_during(obj: object, call: str) -> ValueError:
-    """The error for a call that another thread's close() (or release()) ended."""
-    return ValueError(
-        f"{obj!r} was closed or released (by another thread, or a signal handler) during "
-        f"{call}: close an "
-        "object only once no thread uses it, or catch this error to end a waiting thread"
-    )
 
 
 class _InShm:
@@ -359,11 +351,34 @@ class ShmCondition(_InShm):
         try:
             mutex_addr = mutex._enter()
             try:
-                return self._wait(addr, mutex, mutex_addr, timeout)
+                return self._wait_all_levels(addr, mutex, mutex_addr, timeout)
             finally:
                 mutex._use.leave()
         finally:
             self._use.leave()
+
+    def _wait_all_levels(
+        self, addr: int, mutex: ShmMutex, mutex_addr: int, timeout: float | None
+    ) -> bool:
+        """:meth:`_wait`, with a recursive mutex held more than once released
+        to one level first, and taken back to as many after, as
+        threading.Condition does with an RLock: the C wait releases only one
+        level, and the signaller could never lock it (a silent deadlock)."""
+        state = mutex._state
+        depth = state.depth() if mutex.kind == "recursive" else 0
+        if depth <= 1:
+            return self._wait(addr, mutex, mutex_addr, timeout)
+        try:
+            while state.depth() > 1:
+                if _unlock(mutex_addr) != 0:
+                    break
+            return self._wait(addr, mutex, mutex_addr, timeout)
+        finally:
+            # Held again (once) on every return, and on every exception but a
+            # close of the mutex (which gave it back): take the other levels.
+            while 0 < state.depth() < depth:
+                if _trylock(mutex_addr) != 0:
+                    break
 
     def _wait(self, addr: int, mutex: ShmMutex, mutex_addr: int, timeout: float | None) -> bool:
         if timeout != 0 and _context.in_master_loop():

@@ -1024,6 +1024,35 @@ def use_and_keep(arg: tuple[ResId, ResId, ResId, ResId]) -> None:
 
 
 @netmcore.process
+def lock_then_signal(ids: tuple[ResId, ResId]) -> bool:
+    """Lock (it is free only while the other process waits), signal, unlock."""
+    mutex, cond = ShmMutex.open(ids[0]), ShmCondition.open(ids[1])
+    if not mutex.lock(timeout=GUARD):
+        return False
+    cond.signal()
+    mutex.unlock()
+    return True
+
+
+@netmcore.process
+def recursive_condition_wait_scenario(_: int) -> list[str]:
+    """A condition wait with a recursive mutex held twice, as with an RLock
+    and threading.Condition."""
+    mutex, cond = ShmMutex.create("recursive"), ShmCondition.create()
+    mutex.lock()
+    mutex.lock()
+    out = [f"timed out: {cond.wait(mutex, timeout=SHORT)}"]  # no signaller yet
+    signaller = lock_then_signal.start((mutex.res_id, cond.res_id))
+    out.append(f"woken: {cond.wait(mutex, timeout=GUARD)}")
+    out.append(f"signaller locked: {joined(lock_then_signal, signaller)}")
+    mutex.unlock()
+    mutex.unlock()  # held twice again after the wait
+    with pytest.raises(PermissionError):
+        mutex.unlock()
+    return out
+
+
+@netmcore.process
 def create_and_keep_scenario(_: int) -> list[str]:
     """Create one of each primitive, let another process use them, release nothing."""
     box = Mailbox.create(Msg, slots=2, slot_size=32)
@@ -1360,6 +1389,17 @@ def test_errorcheck_mutex_refuses_relock_and_unlock_by_a_non_holder() -> None:
     assert out["relock_timeout"] == ["OSError", "EDEADLK"]
     assert out["other_while_held"] == ["PermissionError:EPERM", "False"]
     assert out["other_after"] == ["True", "None"]
+
+
+def test_a_condition_wait_releases_every_level_of_a_recursive_mutex() -> None:
+    """The C wait released one level of two: the signaller could never lock
+    it, a silent deadlock. Like threading.Condition with an RLock, every
+    level is released, and all of them are held again after the wait."""
+    assert run_scenario(recursive_condition_wait_scenario, 0) == [
+        "timed out: False",
+        "woken: True",
+        "signaller locked: True",
+    ]
 
 
 def test_recursive_mutex_counts_its_locks() -> None:

@@ -1,8 +1,8 @@
 """Waits on the shared-memory objects: close by another thread, signals, the master.
 
 Three promises that every waiting call (``Mailbox.send``/``receive``,
-``ShmMutex.lock``, ``ShmCondition.wait``, ``Buffer.read``/``peek``/``write``)
-keeps:
+``ShmMutex.lock``, ``ShmCondition.wait``, ``Buffer.read``/``peek``/``write``,
+``PosixSemaphore.wait``) keeps:
 
 - **close() by another thread** of the same process ends the wait with a
   ValueError that says so, and never unmaps memory that the wait still uses
@@ -207,7 +207,30 @@ def _buffer_write() -> _Case:
     )
 
 
+def _semaphore_wait(timeout: float | None, close: str) -> Callable[[], _Case]:
+    def case() -> _Case:
+        sem = netmcore.create_sem(0)
+        other = netmcore.open_sem(sem.res_id)
+        assert sem.wait(timeout=0) is False  # opens the C library's handle that waits
+        addr = sem._sem._waitable
+        assert addr is not None
+        return _Case(
+            lambda: sem.wait(timeout=timeout),
+            addr,
+            getattr(sem, close),
+            other.post,  # the old code's wait took it and returned True
+            [other.release, sem.release],
+        )
+
+    return case
+
+
+_SEMAPHORE = r"PosixSemaphore\(ResId\(\d+\), '/nmc[^']*', closed\) .* during wait\(\)"
 CLOSE_CASES: dict[str, tuple[Callable[[], _Case], str]] = {
+    # Without a timeout the old code's waiter was never woken by the close;
+    # with one, the close freed the handle under the wait (SIGSEGV).
+    "semaphore-wait": (_semaphore_wait(None, "close"), _SEMAPHORE),
+    "semaphore-wait-timeout-release": (_semaphore_wait(30, "release"), _SEMAPHORE),
     "mailbox-receive": (
         _mailbox_receive,
         r"Mailbox\(ResId\(\d+\), int, 2x16\) .* during receive\(\)",
@@ -624,6 +647,43 @@ def test_a_real_number_of_any_type_is_a_timeout(timeout: Any, master_cleanup: No
     finally:
         box.release()
         mutex.release()
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [10**400, 1e300, fractions.Fraction(10**400), threading.TIMEOUT_MAX + 1],
+    ids=["int-beyond-float", "1e300", "frac-beyond-float", "beyond-threading"],
+)
+def test_a_timeout_too_large_for_a_deadline_waits_without_limit(
+    timeout: Any, master_cleanup: None
+) -> None:
+    """As math.inf does: an int or Fraction too large for a float raised a bare
+    OverflowError from every waiting call."""
+    sem = netmcore.create_sem(0)
+    box = Mailbox.create(int, slots=1, slot_size=16)
+    mutex = ShmMutex.create()
+    buffer = Buffer.create(16)
+    try:
+        sem.wait(timeout=0)  # opens the handle that waits
+        addr = sem._sem._waitable
+        assert addr is not None
+
+        def post_once_the_main_thread_waits() -> None:
+            scenario.wait_until(lambda: _main_thread_waits_on(addr), "the main thread's wait")
+            sem.post()
+
+        helper = Helper(post_once_the_main_thread_waits)
+        assert scenario.outcome_text(lambda: sem.wait(timeout=timeout)) == "returned True"
+        helper.join()
+        box.send(5, timeout=timeout)
+        assert box.receive(timeout=timeout) == 5
+        assert mutex.lock(timeout=timeout) is True
+        mutex.unlock()
+        buffer.write(b"abc", timeout=timeout)
+        assert buffer.read(timeout=timeout) == b"abc"
+    finally:
+        for obj in (sem, box, mutex, buffer):
+            obj.release()
 
 
 class _Raised(Exception):
