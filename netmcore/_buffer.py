@@ -4,7 +4,8 @@ Upstream's pipeline example streams bytes through a shared buffer guarded by
 a mutex and two condition variables; so does this one, all inside one managed
 shm object::
 
-    mark | mutex | not_full | not_empty | head, tail, capacity, end, writer, reader | ring
+    mark | mutex | not_full | not_empty | head, tail, capacity, end, writer, reader,
+    holders, overflow | ring
 
 The producer appends, waiting while the ring is full; ``close()`` marks the
 end of the stream. The consumer ``peek``s at the bytes at the head without
@@ -17,10 +18,16 @@ the kernel could release, so a waiter waits in slices and, between two, asks
 whether the other side still lives: the pid of the last writer, or of the
 last reader, is recorded when it writes or reads, and an opener's fills a
 side nobody has taken yet (so that the creator knows its other side before it
-writes or reads anything). ``release()`` takes back a side this handle never
-wrote or read on: a process that opened the buffer only to look at it, and let
-it go, is no side; one that wrote (or read) and let go without ``close()`` is
-still the side whose end the other learns of.
+writes or reads anything). The creator and the openers that have not yet
+written or read are also kept as its holders (a few: see ``_HOLDERS``): a
+waiter whose other side is not known (no pid, or its own, filled in when it
+opened) takes it to be any holder but itself, and learns of its end once every
+one of them has ended. So a creator that dies before its first write (or read)
+is the other side of the process it handed the buffer to. ``release()`` takes
+back a side this handle never wrote or read on, and its place among the
+holders: a process that opened (or created) the buffer only to look at it, or
+to pass it on, and let it go, is no side; one that wrote (or read) and let go
+without ``close()`` is still the side whose end the other learns of.
 
 Each call counts itself in progress (``_pthread.InUse``), so that a
 ``release()`` by another thread unmaps the buffer only once the last call
@@ -61,7 +68,15 @@ _PID = struct.Struct("=I")
 _WRITER, _READER = _STATE + _LAYOUT.size, _STATE + _LAYOUT.size + _PID.size  # os pids
 # Who could end a wait on each condition: the other side, whose pid is there.
 _WAKER = {_NOT_EMPTY: _WRITER, _NOT_FULL: _READER}
+# The processes that created or opened it and have not written, read or
+# released it yet: the candidates for a side nobody has taken. A holder that
+# finds no free place (none whose process has ended) sets the overflow word:
+# from then on a side nobody has taken is never taken to have ended.
+_HOLDERS = _READER + _PID.size
+_N_HOLDERS = 5
+_OVERFLOW = _HOLDERS + _N_HOLDERS * _PID.size
 _RING = _STATE + 64
+assert _OVERFLOW + _PID.size <= _RING
 # What a wait is for, by the condition it waits on.
 _WAITING_FOR = {_NOT_EMPTY: "an empty buffer", _NOT_FULL: "a full buffer"}
 _ONE = _pthread.ONE
@@ -99,6 +114,7 @@ class Buffer:
         try:
             segment.buffer[: len(_MARK)] = _MARK
             _LAYOUT.pack_into(segment.buffer, _STATE, 0, 0, capacity, 0)
+            _PID.pack_into(segment.buffer, _HOLDERS, this_pid[0])  # a side, until released
             buffer = cls(segment)
             _pthread.mutex_init(buffer._at(_MUTEX), _pthread.MUTEX_NORMAL)
             _pthread.cond_init(buffer._at(_NOT_FULL))
@@ -115,7 +131,33 @@ class Buffer:
         for side in (_WRITER, _READER):
             if not _PID.unpack_from(buffer._buf, side)[0]:
                 _PID.pack_into(buffer._buf, side, this_pid[0])
+        buffer._hold()
         return buffer
+
+    def _holders(self) -> list[int]:
+        buf = self._buf
+        return [_PID.unpack_from(buf, _HOLDERS + i * _PID.size)[0] for i in range(_N_HOLDERS)]
+
+    def _hold(self) -> None:
+        """Count this process among the holders (once)."""
+        pid = this_pid[0]
+        holders = self._holders()
+        if pid in holders:
+            return
+        free = [i for i, holder in enumerate(holders) if not holder]
+        if not free:  # a holder that ended is a candidate still: given up only for room
+            free = [i for i, holder in enumerate(holders) if _pthread.ended(holder)]
+        if free:
+            _PID.pack_into(self._buf, _HOLDERS + free[0] * _PID.size, pid)
+            return
+        _PID.pack_into(self._buf, _OVERFLOW, 1)  # not counted: sides nobody took never end
+
+    def _unhold(self) -> None:
+        """This process is no longer a holder: it has taken a side, or let go."""
+        pid = this_pid[0]
+        for i, holder in enumerate(self._holders()):
+            if holder == pid:
+                _PID.pack_into(self._buf, _HOLDERS + i * _PID.size, 0)
 
     def __init__(self, segment: ShmSegment) -> None:
         self._segment = segment
@@ -243,8 +285,19 @@ class Buffer:
             raise closed_during(self, call)
         if not woken:
             pid = _PID.unpack_from(self._buf, _WAKER[cond])[0]
-            if pid and _pthread.ended(pid):
-                self._end_after_death(f"(os pid {pid}) ended without closing it")
+            if pid and pid != this_pid[0]:
+                if _pthread.ended(pid):
+                    self._end_after_death(f"(os pid {pid}) ended without closing it")
+            elif _WAKER[cond] not in self._acted and not _PID.unpack_from(self._buf, _OVERFLOW)[0]:
+                # Nobody has taken the other side (this process's pid there is only
+                # its open's, not another thread's writes or reads on this handle):
+                # it is one of the holders.
+                others = [h for h in self._holders() if h and h != this_pid[0]]
+                if others and all(_pthread.ended(h) for h in others):
+                    pids = ("os pids " if len(others) > 1 else "os pid ") + ", ".join(
+                        map(str, others)
+                    )
+                    self._end_after_death(f"({pids}) ended without closing it")
         return True
 
     def _end_after_death(self, what: str) -> NoReturn:
@@ -296,7 +349,9 @@ class Buffer:
                 if rc:
                     self._contended(rc, deadline, timeout, "write()", (total - len(view), total))
                 _PID.pack_into(buf, _WRITER, this_pid[0])
-                self._acted.add(_WRITER)
+                if _WRITER not in self._acted:
+                    self._acted.add(_WRITER)
+                    self._unhold()  # known by its side from now on
                 head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
                 while tail - head == capacity and not ended:
                     if not self._wait(_NOT_FULL, deadline, "write()", (total - len(view), total)):
@@ -434,7 +489,9 @@ class Buffer:
             if rc:
                 self._contended(rc, deadline, timeout, call)
             _PID.pack_into(buf, _READER, this_pid[0])
-            self._acted.add(_READER)
+            if _READER not in self._acted:
+                self._acted.add(_READER)
+                self._unhold()  # known by its side from now on
             head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
             while head == tail and not ended:
                 if not self._wait(_NOT_EMPTY, deadline, call):
@@ -468,7 +525,24 @@ class Buffer:
                     use.left()
 
     def consume(self, n: int) -> None:
-        """Delete ``n`` bytes from the head (after :meth:`peek`), waking the producer."""
+        """Delete ``n`` bytes from the head (after :meth:`peek`), waking the producer.
+
+        Raises
+        ------
+        TypeError
+            If ``n`` is not an int (a bool, a float, a numpy integer included),
+            before anything is done.
+        ValueError
+            If ``n`` is negative or more than the bytes there.
+        """
+        if type(n) is not int:  # as peek's limit: not a bool, nor a subclass's own "+"
+            # Checked before the lock: a value that struct cannot pack would reach the
+            # shared state, and pack_into zeroes it before it fails.
+            raise TypeError(
+                f"n={n!r} is not valid: consume(n) takes an int, the number of bytes to "
+                f"delete from the head (0 or more, at most the bytes there), not "
+                f"{type(n).__name__}: pass len(view) of what peek() returned, or int(n)"
+            )
         use, buf, mutex = self._use, self._buf, self._mutex
         addr, word, tid = mutex.addr, mutex.word, threading.get_native_id()
         use.calls += _ONE  # see "Every call takes the mutex" above
@@ -513,6 +587,7 @@ class Buffer:
             # A side it only opened is no longer one whose end cuts the stream.
             if side not in self._acted and _PID.unpack_from(self._buf, side)[0] == this_pid[0]:
                 _PID.pack_into(self._buf, side, 0)
+        self._unhold()
         if others:
             # This process's waits end (another process's wait again).
             _pthread.cond_broadcast(self._at(_NOT_EMPTY))

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from scenario import joined, run_scenario, run_snippet
+from scenario import joined, outcome_text, run_scenario, run_snippet
 
 import netmcore
 from netmcore import (
@@ -472,3 +473,158 @@ def test_buffer_bad_timeout_is_refused(
         assert buffer.read(timeout=0) == b"", "a refused write wrote"
     finally:
         buffer.release()
+
+
+# --------------------------------------------------------------------------
+# Buffer: consume(n) of what is not an int is refused before anything is done
+# (struct.pack_into zeroed the shared state before it failed: the unread bytes
+# were lost, and the capacity 0 left the buffer dead for both sides).
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "n",
+    [1.5, 1.0, np.float64(1.0), np.int64(1), True, "1", None],
+    ids=["1.5", "1.0", "np.float64", "np.int64", "True", "str", "None"],
+)
+def test_buffer_consume_of_what_is_not_an_int_is_a_type_error_that_changes_nothing(
+    n: Any, master_cleanup: None
+) -> None:
+    buffer = Buffer.create(8)
+    try:
+        buffer.write(b"abcdef")
+        assert bytes(buffer.peek(limit=2)) == b"ab"
+        with pytest.raises(TypeError) as info:
+            buffer.consume(n)
+        assert str(info.value) == (
+            f"n={n!r} is not valid: consume(n) takes an int, the number of bytes to delete "
+            f"from the head (0 or more, at most the bytes there), not {type(n).__name__}: "
+            "pass len(view) of what peek() returned, or int(n)"
+        )
+        buffer.write(b"gh", timeout=0)  # the capacity is still 8
+        buffer.close()
+        assert [buffer.read(timeout=0), buffer.read(timeout=0)] == [b"abcdefgh", b""]
+    finally:
+        buffer.release()
+
+
+# --------------------------------------------------------------------------
+# Buffer: a creator that ends before its first write (or read) is the other
+# side of the process it handed the buffer to, which learns of its end
+# (OwnerDiedError, then the end of the stream) instead of waiting for ever.
+# --------------------------------------------------------------------------
+
+GUARD = 5.0  # a guard against the old hang: the wait looks every 0.1 s
+
+
+@netmcore.process
+def creator_that_dies_unused(job: tuple[int, int, str]) -> None:
+    out_w, opened_r, when = job
+    buffer = Buffer.create(8)
+    netmcore.hand_over(buffer.res_id)  # the buffer outlives this process
+    os.write(out_w, f"{buffer.res_id.n} {os.getpid()}\n".encode())
+    if when == "after_open":
+        os.read(opened_r, 1)  # the other side has opened it
+    os._exit(3)  # before its first write (or read), without close()
+
+
+@netmcore.process
+def other_side_of_a_creator_that_died(job: tuple[int, int, int, int, str, str]) -> list[str]:
+    out_r, out_w, opened_r, opened_w, when, role = job
+    pid = creator_that_dies_unused.start((out_w, opened_r, when))
+    n, creator = os.read(out_r, 64).decode().split()
+    if when == "before_open":
+        creator_that_dies_unused.join_outcome(pid)
+    buffer = Buffer.open(ResId(int(n)))
+    try:
+        if when == "after_open":
+            os.write(opened_w, b"o")
+            creator_that_dies_unused.join_outcome(pid)
+        try:
+            if role == "reader":  # the creator was the writer
+                got = f"read {buffer.read(timeout=GUARD)!r}"
+            else:  # the creator was the reader: 8 of 16 bytes fit
+                buffer.write(b"x" * 16, timeout=GUARD)
+                got = "written"
+        except (OwnerDiedError, TimeoutError) as exc:
+            got = f"{type(exc).__name__}: {exc}"
+        return [creator, repr(buffer), got, outcome_text(lambda: buffer.read(timeout=0))]
+    finally:
+        buffer.release()
+
+
+@pytest.mark.parametrize("when", ["before_open", "after_open"])
+@pytest.mark.parametrize("role", ["reader", "writer"])
+def test_buffer_other_side_learns_that_its_creator_ended_before_using_it(
+    role: str, when: str, pipes: Any
+) -> None:
+    """As when the creator ends after its first write (or read): the reader
+    gets OwnerDiedError then the end of the stream; the writer, waiting for
+    room, gets OwnerDiedError (not "stayed full"), and what it wrote is there."""
+    job = (*pipes(), *pipes(), when, role)
+    creator, name, got, after = run_scenario(other_side_of_a_creator_that_died, job)
+    assert got == (
+        f"OwnerDiedError: the other side of {name} (os pid {creator}) ended without closing "
+        "it: the stream ends here"
+    )
+    assert after == ("returned b''" if role == "reader" else "returned b'xxxxxxxx'")
+
+
+@netmcore.process
+def reader_that_opens_then_waits(job: tuple[ResId, int, int]) -> int:
+    res_id, opened_w, go_r = job
+    buffer = Buffer.open(res_id)
+    try:
+        os.write(opened_w, b"o")
+        os.read(go_r, 1)  # the writer's wait has looked at the holders
+        return len(b"".join(iter(buffer.read, b"")))
+    finally:
+        buffer.release()
+
+
+@netmcore.process
+def writer_beside_a_creator_that_ended(job: tuple[int, int, int, int, int, int]) -> list[str]:
+    out_r, out_w, opened_r, opened_w, go_r, go_w = job
+    pid = creator_that_dies_unused.start((out_w, opened_r, "before_open"))
+    n = int(os.read(out_r, 64).split()[0])
+    creator_that_dies_unused.join_outcome(pid)
+    buffer = Buffer.open(ResId(n))  # first: it fills both sides nobody has taken
+    real_cond_wait = _pthread.cond_wait
+    looks = []
+
+    def cond_wait_then_let_reader_read(cond: int, mutex: int, timeout: float | None) -> bool:
+        woken = real_cond_wait(cond, mutex, timeout)
+        if not woken and not looks:
+            # The wait for room timed out: it looks at the holders next, holding
+            # the mutex, so before the reader (let go now) can read.
+            looks.append("looked")
+            os.write(go_w, b"g")
+        return woken
+
+    try:
+        reader = reader_that_opens_then_waits.start((buffer.res_id, opened_w, go_r))
+        os.read(opened_r, 1)
+        _pthread.cond_wait = cond_wait_then_let_reader_read
+        try:
+            buffer.write(b"y" * 64)  # waits for room: its reader opened, and lives
+            buffer.close()
+            outcome = "written"
+        except OwnerDiedError as exc:
+            outcome = f"OwnerDiedError: {exc}"
+        finally:
+            _pthread.cond_wait = real_cond_wait
+        return [*looks, outcome, str(joined(reader_that_opens_then_waits, reader))]
+    finally:
+        buffer.release()
+
+
+def test_buffer_writer_waits_for_a_reader_that_opened_it_after_the_creator_ended(
+    pipes: Any,
+) -> None:
+    """The creator (a broker: it only made the buffer and passed it on) has
+    ended; the writer opened it first, so its own pid fills the reader's side
+    too. The reader that opened it after, and lives, is still its other side:
+    the writer's wait goes on until it reads."""
+    job = (*pipes(), *pipes(), *pipes())
+    got = run_scenario(writer_beside_a_creator_that_ended, job)
+    assert got == ["looked", "written", "64"]
