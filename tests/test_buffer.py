@@ -260,38 +260,45 @@ def late_reader(arg: tuple[ResId, int]) -> int:
         buffer.release()
 
 
-@netmcore.process
-def looked_at_buffer_scenario(gate: tuple[int, int]) -> list[str]:
-    gate_r, gate_w = gate
+def write_letting_the_reader_in_at_the_first_look(buffer: Buffer, gate_w: int) -> list[str]:
+    """Write more than the buffer holds, then close it. The first wait for room
+    that times out lets the reader in (a byte to ``gate_w``) just before the
+    writer looks at the recorded pids, holding the mutex, so before the reader
+    can read. ``["looked", outcome]``."""
     real_cond_wait = _pthread.cond_wait
     looks = []
 
     def cond_wait_then_let_reader_come(cond: int, mutex: int, timeout: float | None) -> bool:
         woken = real_cond_wait(cond, mutex, timeout)
         if not woken and not looks:
-            # The wait for room timed out: it looks at the recorded pids next,
-            # holding the mutex, so before the reader (let in now) can read.
             looks.append("looked")
             os.write(gate_w, b"g")
         return woken
 
+    _pthread.cond_wait = cond_wait_then_let_reader_come
+    try:
+        buffer.write(b"y" * 64)  # waits for the reader to make room
+        buffer.close()
+        outcome = "written"
+    except OwnerDiedError as exc:
+        outcome = f"OwnerDiedError: {exc}"
+    finally:
+        _pthread.cond_wait = real_cond_wait
+    return [*looks, outcome]
+
+
+@netmcore.process
+def looked_at_buffer_scenario(gate: tuple[int, int]) -> list[str]:
+    gate_r, gate_w = gate
     buffer = Buffer.create(16)
     try:
         assert joined(buffer_capacity, buffer_capacity.start(buffer.res_id)) == 16
         pid = late_reader.start((buffer.res_id, gate_r))
-        _pthread.cond_wait = cond_wait_then_let_reader_come
-        try:
-            buffer.write(b"y" * 64)  # waits for the reader to make room
-            buffer.close()
-            outcome = "written"
-        except OwnerDiedError as exc:
-            outcome = f"OwnerDiedError: {exc}"
-        finally:
-            _pthread.cond_wait = real_cond_wait
+        looked = write_letting_the_reader_in_at_the_first_look(buffer, gate_w)
         late_reader.join(pid)
     finally:
         buffer.release()
-    return [*looks, outcome]
+    return looked
 
 
 def test_buffer_opened_by_a_process_that_ended_is_not_a_dead_reader(
@@ -589,31 +596,12 @@ def writer_beside_a_creator_that_ended(job: tuple[int, int, int, int, int, int])
     n = int(os.read(out_r, 64).split()[0])
     creator_that_dies_unused.join_outcome(pid)
     buffer = Buffer.open(ResId(n))  # first: it fills both sides nobody has taken
-    real_cond_wait = _pthread.cond_wait
-    looks = []
-
-    def cond_wait_then_let_reader_read(cond: int, mutex: int, timeout: float | None) -> bool:
-        woken = real_cond_wait(cond, mutex, timeout)
-        if not woken and not looks:
-            # The wait for room timed out: it looks at the holders next, holding
-            # the mutex, so before the reader (let go now) can read.
-            looks.append("looked")
-            os.write(go_w, b"g")
-        return woken
-
     try:
         reader = reader_that_opens_then_waits.start((buffer.res_id, opened_w, go_r))
         os.read(opened_r, 1)
-        _pthread.cond_wait = cond_wait_then_let_reader_read
-        try:
-            buffer.write(b"y" * 64)  # waits for room: its reader opened, and lives
-            buffer.close()
-            outcome = "written"
-        except OwnerDiedError as exc:
-            outcome = f"OwnerDiedError: {exc}"
-        finally:
-            _pthread.cond_wait = real_cond_wait
-        return [*looks, outcome, str(joined(reader_that_opens_then_waits, reader))]
+        # Its wait for room looks at the holders: its reader opened, and lives.
+        looked = write_letting_the_reader_in_at_the_first_look(buffer, go_w)
+        return [*looked, str(joined(reader_that_opens_then_waits, reader))]
     finally:
         buffer.release()
 
