@@ -55,10 +55,15 @@ from . import _context, _pthread
 from ._errors import ContextError, OwnerDiedError
 from ._ids import ResId
 from ._pthread import this_pid
-from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
+from ._resource_api import (
+    ShmSegment,
+    closed_during,
+    closed_error,
+    create_shm,
+    open_marked_shm,
+)
 from ._resource_api import release as release_resource
 from ._resources import enomem_said, validate_size
-from ._shm_sync import closed_during
 
 _MARK = b"nmcbuf01"
 _MUTEX, _NOT_FULL, _NOT_EMPTY = _pthread.SLOT, 2 * _pthread.SLOT, 3 * _pthread.SLOT

@@ -73,10 +73,15 @@ from . import _context, _pthread
 from ._encap import TYPE_NAME_MAX, EncapType
 from ._errors import ContextError, EncapTypeMismatch
 from ._ids import ResId
-from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
+from ._resource_api import (
+    ShmSegment,
+    closed_during,
+    closed_error,
+    create_shm,
+    open_marked_shm,
+)
 from ._resource_api import release as release_resource
 from ._resources import SHM_ROOM_FIX, enomem_said, free_problem, size_problem, space_fix
-from ._shm_sync import closed_during
 
 if TYPE_CHECKING:
     from typing_extensions import TypeForm  # see EncapType.__init__

@@ -26,8 +26,7 @@ from typing import Literal
 from . import _context, _pthread
 from ._errors import OwnerDiedError
 from ._ids import ResId
-from ._resource_api import ShmSegment, closed_error, create_shm, open_marked_shm
-from ._resource_api import closed_during as closed_during  # for _mailbox and _buffer
+from ._resource_api import ShmSegment, closed_during, closed_error, create_shm, open_marked_shm
 from ._resource_api import release as release_resource
 
 MutexKind = Literal["normal", "errorcheck", "recursive"]
