@@ -15,7 +15,6 @@ and its outcome is kept until the one join that succeeds takes it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import selectors
 import signal
@@ -136,9 +135,7 @@ class Conn:
                 return True
             except BlockingIOError:
                 pass
-            except OSError as exc:
-                if exc.errno == errno.EMSGSIZE:  # this message only: the link is fine
-                    return self._too_large(msg, len(data))
+            except OSError:  # not EMSGSIZE: MESSAGE_MAX is below the kernel's limit
                 self.broken = True
                 return False
         self.outq.append(data)
