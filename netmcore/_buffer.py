@@ -4,8 +4,8 @@ Upstream's pipeline example streams bytes through a shared buffer guarded by
 a mutex and two condition variables; so does this one, all inside one managed
 shm object::
 
-    mark | mutex | not_full | not_empty | head, tail, capacity, end, writer, reader,
-    holders, overflow | ring
+    mark | mutex | not_full | not_empty | table mutex | head, tail, capacity, end,
+    writer, reader, holders, overflow | ring
 
 The producer appends, waiting while the ring is full; ``close()`` marks the
 end of the stream. The consumer ``peek``s at the bytes at the head without
@@ -65,9 +65,13 @@ from ._resource_api import (
 from ._resource_api import release as release_resource
 from ._resources import enomem_said, validate_size
 
-_MARK = b"nmcbuf01"
+_MARK = b"nmcbuf02"
 _MUTEX, _NOT_FULL, _NOT_EMPTY = _pthread.SLOT, 2 * _pthread.SLOT, 3 * _pthread.SLOT
-_STATE = 4 * _pthread.SLOT
+# Guards the holders table against two opens at once, which would both take
+# the same free place. Not the buffer's mutex: an opener that died holding it
+# would read, to the sides, as a side that died in a call, and end the stream.
+_TABLE = 4 * _pthread.SLOT
+_STATE = 5 * _pthread.SLOT
 _LAYOUT = struct.Struct("=QQQQ")  # head, tail (bytes ever read, written), capacity, ended
 _PID = struct.Struct("=I")
 _WRITER, _READER = _STATE + _LAYOUT.size, _STATE + _LAYOUT.size + _PID.size  # os pids
@@ -122,6 +126,7 @@ class Buffer:
             _PID.pack_into(segment.buffer, _HOLDERS, this_pid[0])  # a side, until released
             buffer = cls(segment)
             _pthread.mutex_init(buffer._at(_MUTEX), _pthread.MUTEX_NORMAL)
+            _pthread.mutex_init(buffer._at(_TABLE), _pthread.MUTEX_NORMAL)
             _pthread.cond_init(buffer._at(_NOT_FULL))
             _pthread.cond_init(buffer._at(_NOT_EMPTY))
         except BaseException:
@@ -133,11 +138,40 @@ class Buffer:
     def open(cls, res_id: ResId) -> Buffer:
         """Open the buffer ``res_id``. ValueError if it is not a Buffer."""
         buffer = cls(open_marked_shm(res_id, _MARK, "Buffer"))
-        for side in (_WRITER, _READER):
-            if not _PID.unpack_from(buffer._buf, side)[0]:
-                _PID.pack_into(buffer._buf, side, this_pid[0])
-        buffer._hold()
+        try:
+            buffer._join()
+        except BaseException:
+            buffer.release()
+            raise
         return buffer
+
+    def _join(self) -> None:
+        """Fill the sides nobody has taken, and count this process among the
+        holders, under the table's lock: two processes that open it at once
+        would otherwise both take the same free place, and a waiter that takes
+        its other side to be any holder could think the one left out ended.
+        Waited for without limit: it is held for these few writes only."""
+        addr, tid = self._at(_TABLE), threading.get_native_id()
+        word = _pthread.MutexState(addr).word
+        try:
+            rc = _trylock(addr)
+            if rc == errno.EBUSY:
+                rc = _pthread.lock_in_slices(addr, None, lambda: None)
+            if rc == errno.EOWNERDEAD:  # an opener died here: each place is written whole
+                _consistent(addr)
+            elif rc:
+                raise OSError(rc, f"locking the table lock of {self!r}: {os.strerror(rc)}")
+            for side in (_WRITER, _READER):
+                if not _PID.unpack_from(self._buf, side)[0]:
+                    _PID.pack_into(self._buf, side, this_pid[0])
+            self._hold()
+            _unlock(addr)
+        finally:
+            if word.value & _TID_MASK == tid:  # an exception came
+                try:  # repaired first if taken from a dead holder: else broken for good
+                    _consistent(addr)
+                finally:  # and unlocked, even if an exception comes between the two
+                    _unlock(addr)
 
     def _holders(self) -> list[int]:
         buf = self._buf
@@ -426,9 +460,12 @@ class Buffer:
 
         Raises
         ------
+        TypeError
+            If ``limit`` is not an int or None (a bool, a float, a numpy
+            integer included), before anything is done.
         ValueError
-            If ``limit`` is not a positive int (0 would read as the end), or
-            the buffer is released (also by another thread during the wait).
+            If ``limit`` is below 1 (0 would read as the end), or the buffer
+            is released (also by another thread during the wait).
         TimeoutError
             If no byte came (or the other side held the buffer's lock) within
             ``timeout`` seconds.
@@ -449,7 +486,7 @@ class Buffer:
 
         Raises
         ------
-        ValueError, TimeoutError
+        TypeError, ValueError, TimeoutError
             As :meth:`peek`.
         ContextError
             If it would wait for data in the master, unless ``timeout`` is 0.
@@ -475,7 +512,12 @@ class Buffer:
     ) -> memoryview | bytes:
         """The bytes at the head, waiting for some: a view of them, or with
         ``take`` a copy, consumed under the same lock (one lock for a read)."""
-        if limit is not None and (type(limit) is not int or limit < 1):
+        if limit is not None and type(limit) is not int:  # as consume(n)
+            raise TypeError(
+                f"limit={limit!r} is not valid: it must be an int of at least 1, or None for "
+                f"all the bytes that are there, not {type(limit).__name__}: pass int(limit)"
+            )
+        if limit is not None and limit < 1:
             raise ValueError(
                 f"limit={limit!r} is not valid: it must be an int of at least 1, or None for "
                 "all the bytes that are there (an empty result means the end of the stream)"

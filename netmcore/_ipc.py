@@ -120,6 +120,11 @@ def _map(name: str, length: int | None, flags: int, prot: int) -> tuple[mmap.mma
         shm = posix_ipc.SharedMemory(name)
     try:
         size = shm.size if length is None else length
+        if not size:  # mmap's own error names neither the object nor the cause
+            raise ValueError(
+                f"shm object {name} is empty (0 bytes), so it cannot be mapped: give it a "
+                "size first (os.ftruncate), or create it with create_shm(size)"
+            )
         with _os_errors(name, creating=False):  # mmap keeps a copy of the descriptor
             return mmap.mmap(shm.fd, size, flags=flags, prot=prot), shm.size
     finally:

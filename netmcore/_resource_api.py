@@ -8,6 +8,7 @@ master, and before ``run``, it works on the table directly, as the master.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import time
@@ -326,7 +327,16 @@ class PosixSemaphore:
         try:
             if use.closed:
                 raise self._closed()
-            self._sem.post()
+            try:
+                self._sem.post()
+            except OSError as exc:
+                if exc.errno != errno.EOVERFLOW:
+                    raise
+                raise ValueError(
+                    f"semaphore {self.name} is at the largest value a semaphore holds "
+                    f"({_ipc.SEM_VALUE_MAX}): post() cannot raise it further. Post no "
+                    "more often than waits take, or create it with a lower value"
+                ) from None
         finally:
             del use.calls[-1]
             if use.closed:

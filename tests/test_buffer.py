@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from netmcore import (
     Buffer,
     OwnerDiedError,
     ResId,
+    _buffer,
     _pthread,
 )
 
@@ -418,19 +420,28 @@ def bad_limits(_: int) -> list[str]:
         for limit in (0, -1, "3", 2.0):
             try:
                 got.append(repr(buffer.read(limit)))  # type: ignore[arg-type]
-            except ValueError as exc:
-                got.append(str(exc).split(":")[0])
+            except (TypeError, ValueError) as exc:
+                got.append(f"{type(exc).__name__}: {str(exc).split(':')[0]}")
+            try:
+                buffer.peek(limit)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as exc:
+                got.append(f"peek {type(exc).__name__}")
         got.append(repr(buffer.read()))  # nothing was lost
         return got
 
 
-def test_buffer_read_limit_below_1_is_a_value_error_not_the_end_of_the_stream() -> None:
+def test_buffer_limit_below_1_is_a_value_error_and_of_another_type_a_type_error() -> None:
+    # 0 is not the end of the stream; a str or a float is not taken as a number.
     got = run_scenario(bad_limits, 0)
     assert got == [
-        "limit=0 is not valid",
-        "limit=-1 is not valid",
-        "limit='3' is not valid",
-        "limit=2.0 is not valid",
+        "ValueError: limit=0 is not valid",
+        "peek ValueError",
+        "ValueError: limit=-1 is not valid",
+        "peek ValueError",
+        "TypeError: limit='3' is not valid",
+        "peek TypeError",
+        "TypeError: limit=2.0 is not valid",
+        "peek TypeError",
         "b'hello'",
     ]
 
@@ -616,3 +627,59 @@ def test_buffer_writer_waits_for_a_reader_that_opened_it_after_the_creator_ended
     job = (*pipes(), *pipes(), *pipes())
     got = run_scenario(writer_beside_a_creator_that_ended, job)
     assert got == ["looked", "written", "64"]
+
+
+# --------------------------------------------------------------------------
+# Buffer: opens count their opener among the holders one at a time
+# --------------------------------------------------------------------------
+
+
+def test_buffer_open_counts_its_opener_under_the_table_lock(
+    master_cleanup: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two opens at once would otherwise both take the same free place among
+    the holders, and one opener would not be counted."""
+    held = []
+    real_hold = _buffer.Buffer._hold
+
+    def hold(buffer: Buffer) -> None:
+        word = _pthread.MutexState(buffer._at(_buffer._TABLE)).word.value
+        held.append(word & _pthread.FUTEX_TID_MASK == threading.get_native_id())
+        real_hold(buffer)
+
+    monkeypatch.setattr(_buffer.Buffer, "_hold", hold)
+    with Buffer.create(16) as buffer:
+        Buffer.open(buffer.res_id).release()
+        assert held == [True]
+        assert _pthread.raw_mutex_trylock(buffer._at(_buffer._TABLE)) == 0, "open kept it"
+        _pthread.raw_mutex_unlock(buffer._at(_buffer._TABLE))
+
+
+@netmcore.process
+def opener_that_dies_in_its_open(res_id: ResId) -> None:
+    buffer = Buffer.open(res_id)
+    if _pthread.raw_mutex_trylock(buffer._at(_buffer._TABLE)) != 0:
+        os._exit(1)
+    os._exit(3)  # holding the table lock, as if killed in the middle of an open
+
+
+@netmcore.process
+def open_after_an_opener_died_in_its_open(_: int) -> list[str]:
+    with Buffer.create(16) as buffer:
+        buffer.write(b"ab")
+        died = opener_that_dies_in_its_open.join_outcome(
+            opener_that_dies_in_its_open.start(buffer.res_id)
+        )
+        with Buffer.open(buffer.res_id) as again:  # the lock comes back to it
+            return [
+                repr(died),
+                outcome_text(lambda: again.read(timeout=0)),
+                outcome_text(lambda: again.read(timeout=0)),  # not the end: none came yet
+            ]
+
+
+def test_buffer_open_after_an_opener_died_in_its_open_leaves_the_stream_going() -> None:
+    got = run_scenario(open_after_an_opener_died_in_its_open, 0)
+    assert got[0] == "Crashed(exitcode=3, signal=None)"
+    assert got[1:] == ["returned b'ab'", got[2]]
+    assert got[2].startswith("TimeoutError: no bytes came into Buffer(")

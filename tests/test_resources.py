@@ -1654,3 +1654,37 @@ def test_out_of_descriptors_the_error_says_why_and_what_to_do() -> None:
         message,
     ), message
     assert left == []
+
+
+def test_open_shm_of_an_empty_object_names_it_and_keeps_it_managed(master_cleanup: None) -> None:
+    name = f"/nmctest.{os.getpid()}.empty"
+    posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=0).close_fd()
+    res = netmcore.manage_shm(name)
+    try:
+        with pytest.raises(ValueError, match=rf"shm object {re.escape(name)} is empty \(0 bytes\)"):
+            netmcore.open_shm(res.id)
+        shm = posix_ipc.SharedMemory(name)
+        os.ftruncate(shm.fd, 8)
+        shm.close_fd()
+        seg = netmcore.open_shm(res.id)  # the refused open left it managed
+        assert len(seg.buffer) == 8
+        seg.close()
+    finally:
+        res.release()
+    assert not os.path.exists(shm_path(name))
+
+
+def test_semaphore_post_past_its_largest_value_is_a_value_error(master_cleanup: None) -> None:
+    top = posix_ipc.SEMAPHORE_VALUE_MAX
+    sem = netmcore.create_sem(top)
+    try:
+        with pytest.raises(
+            ValueError, match=rf"is at the largest value a semaphore holds \({top}\)"
+        ):
+            sem.post()
+        assert sem.value == top
+        assert sem.wait(0) is True
+        sem.post()  # below the top again
+        assert sem.value == top
+    finally:
+        sem.release()

@@ -1447,9 +1447,13 @@ def test_waiter_blocked_on_a_dead_holder_learns_of_the_death(pipes: Any) -> None
     assert seen == ["OwnerDiedError:", "None", "True", "None"]
 
 
-def test_mutex_bad_kind_raises_value_error() -> None:
-    with pytest.raises(ValueError, match=r"kind 'fast' is not valid: use 'normal', 'errorcheck'"):
-        ShmMutex.create("fast")  # type: ignore[arg-type]  # nothing made: conftest checks
+@pytest.mark.parametrize("kind", ["fast", ["normal"], None], ids=["str", "list", "none"])
+def test_mutex_bad_kind_raises_value_error(kind: object) -> None:
+    # A list is not hashable: the check must not fail with that instead.
+    with pytest.raises(
+        ValueError, match=rf"kind {re.escape(repr(kind))} is not valid: use 'normal'"
+    ):
+        ShmMutex.create(kind)  # type: ignore[arg-type]  # nothing made: conftest checks
 
 
 def test_mutex_in_one_process(master_cleanup: None) -> None:
@@ -1645,6 +1649,17 @@ def test_opening_another_kind_of_object_is_a_value_error(
             cls.open(other.res_id)
     finally:
         other.release()
+
+
+def test_opening_a_semaphore_as_a_mutex_is_no_resource_naming_both_types(
+    master_cleanup: None,
+) -> None:
+    sem = netmcore.create_sem(0)
+    try:
+        with pytest.raises(netmcore.NoResource, match=r"it is a POSIX_SEM, not a POSIX_SHM"):
+            ShmMutex.open(sem.res_id)
+    finally:
+        sem.release()
 
 
 @netmcore.process
