@@ -130,7 +130,7 @@ class ShmMutex(_InShm):
 
     @classmethod
     def create(cls, kind: MutexKind = "normal") -> ShmMutex:
-        if not isinstance(kind, str) or kind not in _KINDS:  # a list is not hashable
+        if kind not in tuple(_KINDS):  # compared, not hashed: a list is not hashable
             raise ValueError(
                 f"kind {kind!r} is not valid: use 'normal', 'errorcheck' or 'recursive'"
             )
