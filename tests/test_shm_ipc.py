@@ -2030,7 +2030,7 @@ TOO_LARGE_TO_MAP = {
     ),
     "Buffer": (
         "netmcore.Buffer.create(1 << 30)",
-        r"\[Errno 12\] a Buffer of capacity 1,073,741,824 needs 1,073,742,144 bytes of shared "
+        r"\[Errno 12\] a Buffer of capacity 1,073,741,824 needs 1,073,742,208 bytes of shared "
         "memory, more than this process can map: create it with a smaller capacity",
     ),
 }
