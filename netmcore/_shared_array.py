@@ -95,6 +95,12 @@ class SharedArray(msgspec.Struct, frozen=True):
             raise TypeError(f"dtype {dtype!r} holds Python objects, which cannot be shared")
         if kind.subdtype is not None:  # ("i4", (2,)): as numpy.zeros, more dimensions
             dims, kind = dims + kind.shape, kind.base
+        try:  # numpy's own limit on dimensions (64), which open() would meet
+            np.empty((0,) * len(dims), kind)
+        except ValueError as exc:
+            raise ValueError(
+                f"shape of {len(dims)} dimensions is not valid: {exc}; pass fewer dimensions"
+            ) from None
         text = _dtype_text(kind)
         if len(dims) > 255 or len(text.encode()) > 0xFFFF:  # the header's counts
             raise ValueError(f"dtype {dtype!r} or shape {dims!r} is too large to record")

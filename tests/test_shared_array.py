@@ -186,6 +186,16 @@ def test_bad_shapes_and_dtypes_are_refused_before_anything_is_made() -> None:
         SharedArray.create(3, "object")
     with pytest.raises(TypeError):
         SharedArray.create(3, "no-such-dtype")
+    # More dimensions than numpy allows (64): made, it could not be opened.
+    with pytest.raises(ValueError, match=r"shape of 65 dimensions is not valid: .*64"):
+        SharedArray.create((1,) * 65)
+    with pytest.raises(ValueError, match=r"shape of 65 dimensions is not valid"):
+        SharedArray.create((1,) * 64, np.dtype(("<i4", (1,))))  # the sub-array adds one
+    most = SharedArray.create((1,) * 64)
+    try:
+        assert most.open().ndim == 64
+    finally:
+        most.release()
 
 
 def test_without_numpy_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
