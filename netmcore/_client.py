@@ -78,6 +78,7 @@ def start(
     inherit = _inherit_list(inherit_resources)
     ctx = _context.current
     if ctx.role == "master":
+        _context.refuse_other_master_thread("start()", "the process table")
         wire = WireEncap.of(arg, bytes(arg.data))
         return ProcessId(current_master("start").start(fork_point.n, wire, inherit))
     link = _link("start")
@@ -127,6 +128,7 @@ def join_outcome(join_point: ResId, pid: ProcessId[Any], *, wait: bool) -> WireO
                 "join() cannot be called in the master, which never blocks: "
                 "use join_nowait() there (for example in extract_result)"
             )
+        _context.refuse_other_master_thread("join_nowait()", "the process table")
         return current_master("join_nowait").join(join_point.n, pid.n, wait=False, waiter=None)
     if wait:  # it blocks, so not in first_process, which runs in the master
         link = _link("join", f"{_IN_WORKER} (in the master, use join_nowait())")
@@ -218,13 +220,8 @@ def kill(pid: ProcessId[Any], signum: int = signal.SIGKILL) -> bool:
     signum = _check_signal(signum)
     ctx = _context.current
     if ctx.role == "master":
-        if not _context.in_master_loop():
-            # The pidfds are the loop's: it closes one when it reaps its child.
-            raise ContextError(
-                "netmcore.kill() was called in another thread of the master's process: "
-                "the master's loop owns the process table; call it in the master's own "
-                "code (init_ctrl, first_process, extract_result) or in a worker"
-            )
+        # The pidfds are the loop's too: it closes one when it reaps its child.
+        _context.refuse_other_master_thread("netmcore.kill()", "the process table")
         return current_master("kill").kill(pid.n, signum)
     # Left while waiting (an interrupt), the request was sent: the signal goes.
     link = _link("kill", "from first_process, extract_result or " + _IN_WORKER)

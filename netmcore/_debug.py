@@ -19,21 +19,27 @@ class Debug:
     enable: bool = False
 
 
-_handler: logging.Handler | None = None
+_handler_set = False
 
 
 def trace(msg: str, *args: object) -> None:
     """Log an event of upstream's debug trace, if ``Debug.enable`` is set."""
     if Debug.enable:
         _ensure_handler()
-        log.debug("[%d] " + msg, os.getpid(), *args)
+        log.debug("netmcore: [%d] " + msg, os.getpid(), *args)
 
 
 def _ensure_handler() -> None:
-    global _handler
-    if _handler is None:
-        _handler = logging.StreamHandler(sys.stderr)
-        _handler.setFormatter(logging.Formatter("netmcore: %(message)s"))
-        log.addHandler(_handler)
+    """Send the trace to stderr: through the program's own logging handlers
+    if it has set some (a handler of ours as well would print each line
+    twice), else through one of ours. Like every netmcore message, each
+    starts with "netmcore: "."""
+    global _handler_set
+    if not _handler_set:
+        _handler_set = True
+        if not log.hasHandlers():
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
     if log.level == logging.NOTSET or log.level > logging.DEBUG:
         log.setLevel(logging.DEBUG)

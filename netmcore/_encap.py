@@ -347,7 +347,7 @@ class EncapType(Generic[T]):
         """
         try:
             data = _encoder.encode(value)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # too deep: one
             raise ArgumentTypeError(
                 f"{what} {_short(value)} cannot be encoded as {self.name}: {exc}", "$"
             ) from exc
@@ -423,7 +423,10 @@ def _hint(exc: msgspec.ValidationError) -> str:
 
 
 def _short(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # too deep (RecursionError), or a __repr__ that fails: the error stands
+        return f"<{type(value).__qualname__} object>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -51,6 +51,14 @@ def _check_n(n: object, kind: str) -> None:
             f"{kind}(n) needs an int, not {type(n).__name__} ({n!r}): "
             f"pass int(...), for example {kind}(int(text))"
         )
+    if not -ID_LIMIT <= n < ID_LIMIT:  # it travels as a 64-bit int
+        raise ValueError(
+            f"{kind}({n}) is not an id netmcore hands out: ids are 64-bit ints; "
+            "pass the id that start() (or a resource call) returned"
+        )
+
+
+ID_LIMIT = 1 << 63
 
 
 _res_ids = itertools.count()

@@ -64,14 +64,7 @@ def _call(
     ctx = _context.current
     answer: Any
     if ctx.role == "master" and ctx.master is not None:
-        if not _context.in_master_loop():
-            # The plugins' state is the loop's, and has no lock: another
-            # thread would change it under the loop.
-            raise ContextError(
-                f"{service}.{op} was called in another thread of the master's process: "
-                "the master's loop owns the plugins; call it in the master's own code "
-                "(init_ctrl, first_process, extract_result) or in a worker"
-            )
+        _context.refuse_other_master_thread(f"{service}.{op}", "the plugins")
         answer = ctx.master._plugins().serve(req, None)
         assert answer is not None  # the master never waits: waiting ops raise there
     elif ctx.role != "worker":

@@ -110,6 +110,7 @@ def release(res_id: ResId) -> None:
     if ctx.role == "worker":
         _expect(_link("release").request(ReleaseReq(res_id.n)), Done)
     elif ctx.role == "master" and ctx.master is not None:
+        _context.refuse_other_master_thread("release", "the resource table")
         ctx.master.release(res_id.n, MASTER)
     elif _registry.release_point(res_id.n) is None:
         _resources.release(res_id.n, MASTER)
@@ -460,6 +461,7 @@ def _check_res_id(res_id: object) -> None:
 def _local_or_remote(local: Callable[[], ResInfo], remote: Message, what: str) -> ResInfo:
     if _context.current.role == "worker":
         return _expect(_link(what).request(remote), ResInfo)
+    _context.refuse_other_master_thread(what, "the resource table")
     return local()
 
 

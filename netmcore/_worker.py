@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn:
     code = 70  # EX_SOFTWARE: reached only if the bootstrap itself failed
-    interrupted = False
+    interrupted = sent = False
     try:
         _posix.die_with_parent()
         if os.getppid() != master.os_pid:  # the master died before the line above
@@ -76,7 +76,12 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         if threading.active_count() > 1:  # the usual case, alone, skips its cost
             threading._shutdown()  # type: ignore[attr-defined]  # private, no stub
         link.send(Finished(outcome))
-        code = 0
+        code, sent = 0, True
+    except SystemExit as exc:
+        # sys.exit() in the process function ends the process as it would a
+        # program, with no result: its outcome is Crashed(exitcode), as in
+        # multiprocessing, and not an exception with a traceback.
+        code = _exit_status(exc)
     except KeyboardInterrupt:
         interrupted = True  # Ctrl-C reaches every process of the group: the master reports it
     except MasterGone:
@@ -87,7 +92,7 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         traceback.print_exc()
     finally:
         flush_std_streams()
-        if code == 0:
+        if sent:
             with contextlib.suppress(BaseException):  # an interrupt: exit now
                 _wait_until_let_go(sock)
         with contextlib.suppress(BaseException):  # the run's end sweeps what is left
@@ -98,6 +103,18 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
             _signal.signal(signal.SIGINT, _signal.SIG_DFL)
             signal.raise_signal(signal.SIGINT)
         os._exit(code)
+
+
+def _exit_status(exc: SystemExit) -> int:
+    """The status a program exits with for ``exc``, as Python's: None is 0,
+    an int is itself, anything else is printed to stderr and is 1."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    with contextlib.suppress(BaseException):
+        print(exc.code, file=sys.stderr)
+    return 1
 
 
 def flush_std_streams() -> None:
@@ -176,7 +193,7 @@ def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
             exc,
         )
         return Invalid(_clip(exc.path), _clip(str(exc)))
-    except (KeyboardInterrupt, MasterGone):
+    except (KeyboardInterrupt, MasterGone, SystemExit):
         raise  # not the function's failure: main ends the worker, unlogged
     except BaseException as exc:
         text = traceback.format_exc()
@@ -197,6 +214,10 @@ TEXT_MAX = 16_000
 
 
 def _clip(text: str) -> str:
+    if not text.isascii():
+        # A lone surrogate (os.fsdecode's for a file name that is not UTF-8)
+        # cannot be encoded, and would turn the outcome into a crash: escaped.
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(text) <= TEXT_MAX:
         return text
     half = TEXT_MAX // 2

@@ -313,10 +313,15 @@ def raise_scenario(message: str) -> dict[str, Any]:
     }
 
 
+SYS_EXITS: dict[str, object] = {"sys.exit(3)": 3, "sys.exit()": None, "sys.exit('bye')": "bye"}
+
+
 @netmcore.process
 def crash(how: str) -> int:
     if how == "exit":
         os._exit(3)
+    if how in SYS_EXITS:  # ends the process as it would a program
+        sys.exit(SYS_EXITS[how])
     os.kill(os.getpid(), signal.SIGRTMIN + 2 if how == "realtime" else signal.SIGKILL)
     return 0  # not reached
 
@@ -1096,10 +1101,33 @@ def test_an_exception_whose_str_fails_is_still_reported_as_raised() -> None:
     assert "raise _BrokenStr" in outcome.traceback
 
 
+@netmcore.process
+def raises_about_a_file_name(_: int) -> int:
+    # os.fsdecode turns a byte that is not UTF-8 into a lone surrogate.
+    name = os.fsdecode(b"/data/caf\xe9.csv")
+    raise ValueError(f"no header in {name}")
+
+
+def test_an_exception_text_that_is_not_utf8_is_reported_as_raised_escaped() -> None:
+    outcome = netmcore.run(
+        first_process=lambda: raises_about_a_file_name.start(0),
+        extract_result=lambda ctrl, pid: raises_about_a_file_name.join_outcome_nowait(pid),
+    )
+    assert isinstance(outcome, netmcore.Raised), outcome
+    assert outcome.type_name == "ValueError"
+    assert outcome.message == "no header in /data/caf\\udce9.csv"
+    assert "ValueError: no header in /data/caf\\udce9.csv" in outcome.traceback
+
+
 @pytest.mark.parametrize(
     ("how", "exitcode", "signum", "logged"),
     [
         ("exit", 3, None, "exit code 3"),
+        # sys.exit() is no exception of the process's, but its end, as in
+        # multiprocessing: Python's status for it, and no traceback.
+        ("sys.exit(3)", 3, None, "exit code 3"),
+        ("sys.exit()", 0, None, "exit code 0"),
+        ("sys.exit('bye')", 1, None, "exit code 1"),
         ("kill", None, 9, "killed by signal SIGKILL"),
         # Real-time signals are not in signal.Signals: naming one broke the run.
         ("realtime", None, signal.SIGRTMIN + 2, "killed by signal SIGRTMIN+2"),
@@ -1120,6 +1148,7 @@ def test_crashed_process_joins_none_and_master_logs_it(
     for n in result["pids"]:
         pattern = rf"process {n} \([^)]*crash\) ended without a result: {re.escape(logged)}$"
         assert any(re.search(pattern, m) for m in messages), messages
+    assert not [m for m in messages if "raised an exception" in m]
 
 
 def test_crashed_outcome_str() -> None:
@@ -1503,29 +1532,43 @@ def test_release_fork_and_join_points(gate: tuple[int, int]) -> None:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("configured", [False, True], ids=["own-handler", "basicConfig"])
 @pytest.mark.parametrize("enable", [True, False])
-def test_debug_enable_logs_start_and_join(tmp_path: Path, enable: bool) -> None:
+def test_debug_enable_logs_start_and_join(tmp_path: Path, enable: bool, configured: bool) -> None:
+    # With the program's own logging set up, its handler prints each line,
+    # once, in its format; else netmcore's does. An error line is not
+    # prefixed twice ("netmcore: netmcore: ").
     result = run_script(
         tmp_path,
         f"""
-        import netmcore
+        import logging, netmcore
+
+        if {configured}:
+            logging.basicConfig(format="app: %(message)s")
 
         @netmcore.process
         def square(k: int) -> int:
+            if k == 0:
+                raise ValueError("zero")
             return k * k
 
         netmcore.Debug.enable = {enable}
         print(netmcore.run(
-            first_process=lambda: square.start(6),
+            first_process=lambda: (square.start(0), square.start(6))[1],
             extract_result=lambda _c, pid: square.join_nowait(pid),
         ))
         """,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "36\n"
-    patterns = [r"(?m)^netmcore: .*start: process \d+", r"(?m)^netmcore: .*join: process \d+"]
-    for pattern in patterns:
-        assert bool(re.search(pattern, result.stderr)) is enable, result.stderr
+    prefix = "app: netmcore: " if configured else "netmcore: "
+    for event in (r"start: process \d+", r"join: process \d+"):
+        lines = re.findall(rf"(?m)^.*{event}.*$", result.stderr)
+        assert len(lines) == (2 if "start" in event else 1) * enable, result.stderr
+        assert all(line.startswith(f"{prefix}[") for line in lines), lines
+    errors = re.findall(r"(?m)^.*raised an exception:$", result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("app: netmcore: process" if configured else "netmcore: process")
 
 
 # --------------------------------------------------------------------------
@@ -1708,6 +1751,15 @@ def test_an_id_of_anything_but_an_int_is_a_type_error_at_once(make: type, bad: o
     expected = rf"{make.__name__}\(n\) needs an int, not {type(bad).__name__}"
     with pytest.raises(TypeError, match=expected):
         make(bad)
+
+
+@pytest.mark.parametrize("make", [netmcore.ProcessId, netmcore.ResId])
+def test_an_id_beyond_64_bits_is_a_value_error_at_once(make: type) -> None:
+    # It could not travel: join, kill or inherit_resources with it failed
+    # with msgspec's bare OverflowError.
+    with pytest.raises(ValueError, match=rf"{make.__name__}\(2\*\*70\)|ids are 64-bit ints"):
+        make(2**70)
+    assert make(2**63 - 1).n == 2**63 - 1
 
 
 @pytest.mark.timeout(30)
