@@ -22,10 +22,10 @@ test: $(STAMP)
 	$(PY) -m mypy
 	$(PY) -m ruff check netmcore tests examples
 	$(PY) -m ruff format --check netmcore tests examples
-	$(PY) -m netmcore schemas $(EXAMPLES) --out schemas --check
+	$(PY) -m netmcore schemas $(EXAMPLES) --out schemas --exact --check
 
 schemas: $(STAMP)
-	$(PY) -m netmcore schemas $(EXAMPLES) --out schemas
+	$(PY) -m netmcore schemas $(EXAMPLES) --out schemas --exact
 
 bench: $(STAMP)
 	$(PY) -m netmcore bench

@@ -86,21 +86,22 @@ def _schemas(args: argparse.Namespace) -> int:
     from . import _schemas
 
     try:
-        files = _schemas.collect(args.modules)
+        contracts = _schemas.collect(args.modules)
         out = Path(args.out)
         if args.check:
-            report = _schemas.drift(files, out)
+            report = _schemas.drift(contracts, out, exact=args.exact)
             if report:
                 sys.stdout.writelines(report)
+                exact = " --exact" if args.exact else ""
                 print(
                     f"\nnetmcore schemas: {out} has drifted from the code; regenerate it with "
-                    f"`netmcore schemas {' '.join(args.modules)} --out {out}`",
+                    f"`netmcore schemas {' '.join(args.modules)} --out {out}{exact}`",
                     file=sys.stderr,
                 )
                 return 1
-            print(f"{out}: {len(files)} contract(s) up to date")
+            print(f"{out}: {len(contracts.files)} contract(s) up to date")
             return 0
-        for line in _schemas.write(files, out):
+        for line in _schemas.write(contracts, out, exact=args.exact):
             print(line)
     except _schemas.SchemasError as exc:
         print(f"netmcore schemas: {exc}", file=sys.stderr)
@@ -174,15 +175,28 @@ def build_parser() -> argparse.ArgumentParser:
         "schemas",
         help="write the JSON Schemas of process types, or check them for drift",
         description="Import MODULEs (dotted names or .py paths) and write one JSON file per "
-        "ProcessDef and EncapType defined in them (at module level or in a class): qualified "
-        "name, input and output schemas, fingerprint.",
+        "ProcessDef and EncapType defined in them (at module level or in a class), named "
+        "MODULE.QUALNAME.json: qualified name, input and output schemas, fingerprint. A run "
+        "concerns the given MODULEs only: it removes their files whose process type or "
+        "EncapType no longer exists, and leaves other modules' files in DIR alone, so that "
+        "several runs can share DIR. With --exact, DIR holds the given MODULEs' contracts and "
+        "no others: contracts of any other module are removed too (with --check, reported).",
     )
     schemas.add_argument("modules", nargs="+", metavar="MODULE", help="modules to scan")
     schemas.add_argument(
         "--out", default="schemas", metavar="DIR", help="where the files go (default: %(default)s)"
     )
     schemas.add_argument(
-        "--check", action="store_true", help="write nothing; exit 1 with a diff if DIR has drifted"
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 with a diff if the MODULEs' files in DIR have drifted "
+        "(a contract missing, changed, or no longer in the code)",
+    )
+    schemas.add_argument(
+        "--exact",
+        action="store_true",
+        help="DIR is the MODULEs' alone: also remove (with --check, report) the contracts of "
+        "modules not given, such as one deleted since",
     )
     schemas.set_defaults(func=_schemas)
     return parser

@@ -3,9 +3,15 @@
 Every process type and every EncapType defined in the given modules (at module
 level or in a class) becomes one JSON file: its qualified name, its schemas and
 its fingerprint, with sorted keys and fixed indentation so that a change reads
-well in a diff.
+well in a diff, named ``MODULE.QUALNAME.json``.
 ``--check`` regenerates them in memory and fails, showing the difference, when
 the directory no longer matches the code.
+
+A run concerns the given modules only: it removes (or, with ``--check``,
+reports) their contracts that no longer exist, the files named after one of
+them, and leaves the other modules' files alone, so that several runs can share
+a directory. With ``exact`` the directory holds the given modules' contracts
+and no others: a contract of any other module is removed (or reported) too.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import importlib
 import importlib.util
 import json
 import os
+import pkgutil
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -91,11 +99,35 @@ def import_module(spec: str) -> ModuleType:
     return module
 
 
-def collect(specs: list[str]) -> dict[str, str]:
-    """File name -> file text, for every contract in the modules ``specs``."""
+@dataclass(frozen=True)
+class Contracts:
+    """What :func:`collect` found in the modules it was given."""
+
+    files: dict[str, str]
+    """File name -> file text, for every contract in the modules."""
+    modules: dict[str, frozenset[str]]
+    """The modules' names, each with the names of its submodules (a package's)."""
+
+    def owns(self, file_name: str) -> bool:
+        """Whether a file is named after one of the modules, so that a run on them
+        may remove it: ``mod.anything.json``, but not ``mod.sub.anything.json``
+        when ``mod.sub`` is a submodule of package ``mod`` (it is its own module)."""
+        stem = file_name.removesuffix(".json")
+        owners = [name for name in self.modules if stem.startswith(name + ".")]
+        if not owners:
+            return False
+        owner = max(owners, key=len)  # of "pkg" and "pkg.sub", both given: "pkg.sub"
+        return stem[len(owner) + 1 :].split(".")[0] not in self.modules[owner]
+
+
+def collect(specs: list[str]) -> Contracts:
+    """The contracts in the modules ``specs``, and the modules' names."""
     files: dict[str, str] = {}
+    modules: dict[str, frozenset[str]] = {}
     for spec in specs:
         module = import_module(spec)
+        path = getattr(module, "__path__", None) or []  # a package's, [] for a module
+        modules[module.__name__] = frozenset(info.name for info in pkgutil.iter_modules(path))
         for attr, value in _members(vars(module), module.__name__, ""):
             if (
                 isinstance(value, type)
@@ -109,7 +141,7 @@ def collect(specs: list[str]) -> dict[str, str]:
             else:
                 continue
             files[f"{doc['name']}.json"] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
-    return files
+    return Contracts(files, modules)
 
 
 def _members(namespace: Mapping[str, Any], module: str, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -127,19 +159,20 @@ def _members(namespace: Mapping[str, Any], module: str, prefix: str) -> Iterator
             yield from _members(vars(value), module, f"{value.__qualname__}.")
 
 
-def write(files: dict[str, str], out: Path) -> list[str]:
-    """Write the files, remove contracts that no longer exist; say what changed."""
+def write(contracts: Contracts, out: Path, *, exact: bool = False) -> list[str]:
+    """Write the files, remove the modules' contracts that no longer exist (with
+    ``exact``, every other contract in ``out``); say what changed."""
     _check_directory(out)
     changed = []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
+        for name, text in contracts.files.items():
             path = out / name
             if not path.exists() or path.read_text() != text:
                 path.write_text(text)
                 changed.append(f"wrote {path}")
-        for path in sorted(out.glob("*.json")):
-            if path.name not in files and _is_contract(path):
+        for path in _existing(contracts, out, exact):
+            if path.name not in contracts.files:
                 path.unlink()
                 changed.append(f"removed {path}")
     except OSError as exc:
@@ -150,6 +183,13 @@ def write(files: dict[str, str], out: Path) -> list[str]:
 def _check_directory(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise SchemasError(f"--out {out} is not a directory")
+
+
+def _existing(contracts: Contracts, out: Path, exact: bool) -> list[Path]:
+    """The contracts in ``out`` that a run on ``contracts`` judges: the modules'
+    own, or, with ``exact``, all."""
+    paths = sorted(out.glob("*.json")) if out.is_dir() else []
+    return [p for p in paths if (exact or contracts.owns(p.name)) and _is_contract(p)]
 
 
 def _is_contract(path: Path) -> bool:
@@ -163,12 +203,13 @@ def _is_contract(path: Path) -> bool:
     )
 
 
-def drift(files: dict[str, str], out: Path) -> list[str]:
-    """A readable diff between the contracts and the directory; empty if in sync."""
+def drift(contracts: Contracts, out: Path, *, exact: bool = False) -> list[str]:
+    """A readable diff between the contracts and the modules' files in the
+    directory (with ``exact``, all its contracts); empty if in sync."""
     _check_directory(out)
     report: list[str] = []
-    paths = sorted(out.glob("*.json")) if out.is_dir() else []
-    existing = {p.name: p.read_text() for p in paths if _is_contract(p)}
+    files = contracts.files
+    existing = {p.name: p.read_text() for p in _existing(contracts, out, exact)}
     for name in sorted(files.keys() | existing.keys()):
         old, new = existing.get(name), files.get(name)
         if old == new:

@@ -29,6 +29,8 @@ import ipaddress
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -410,6 +412,8 @@ BAD_ARGUMENTS: list[tuple[str, Any, Any, str, str]] = [
     ),
     ("pydantic_wrong_type", greet, 3, "$", "valid dictionary or instance of Person"),
     ("not_encodable", ints, object(), "$", "cannot be encoded as int: msgspec cannot encode"),
+    # Too deep for the encoder (a bare RecursionError before).
+    ("too_deep", ints, functools.reduce(lambda v, _: [v], range(50_000), []), "$", "recursion"),
 ]
 
 
@@ -1429,6 +1433,185 @@ def test_schemas_out_that_is_a_file_is_a_one_line_error(
     assert (tmp_path / "out").read_text() == ""
 
 
+def _process_module(path: Path, *names: str) -> Path:
+    """A module defining ``@netmcore.process`` functions ``names`` (none: no contract)."""
+    defs = "".join(
+        f"\n\n@netmcore.process\ndef {name}(x: int) -> int:\n    return x\n" for name in names
+    )
+    path.write_text(f"import netmcore\n{defs}")
+    return path
+
+
+def _contract_names(out: Path) -> list[str]:
+    return sorted(p.name for p in out.glob("*.json"))
+
+
+def test_schemas_of_one_module_leaves_other_modules_contracts_alone(tmp_path: Path) -> None:
+    """Writing mod_b's contracts into the DIR of mod_a's removed mod_a's."""
+    _process_module(tmp_path / "mod_a.py", "alpha")
+    _process_module(tmp_path / "mod_b.py", "beta")
+    first = schemas_cli(tmp_path, "mod_a.py", "--out", "out")
+    assert (first.returncode, first.stdout) == (0, "wrote out/mod_a.alpha.json\n"), first.stderr
+    second = schemas_cli(tmp_path, "mod_b.py", "--out", "out")
+    assert (second.returncode, second.stdout) == (0, "wrote out/mod_b.beta.json\n"), second.stderr
+    assert _contract_names(tmp_path / "out") == ["mod_a.alpha.json", "mod_b.beta.json"]
+
+
+def test_schemas_removes_the_stale_contracts_of_the_given_modules_only(tmp_path: Path) -> None:
+    # "mod" is a prefix of "mod_b": mod_b's files are not mod's.
+    _process_module(tmp_path / "mod.py", "alpha", "beta")
+    _process_module(tmp_path / "mod_b.py", "beta")
+    both = schemas_cli(tmp_path, "mod.py", "mod_b.py", "--out", "out")
+    assert both.returncode == 0, both.stderr
+    out = tmp_path / "out"
+    assert _contract_names(out) == ["mod.alpha.json", "mod.beta.json", "mod_b.beta.json"]
+
+    _process_module(tmp_path / "mod.py", "alpha")
+    result = schemas_cli(tmp_path, "mod.py", "--out", "out")
+    assert (result.returncode, result.stdout) == (0, "removed out/mod.beta.json\n"), result.stderr
+    assert _contract_names(out) == ["mod.alpha.json", "mod_b.beta.json"]
+
+    # A module left without any process type: its last contract goes too.
+    _process_module(tmp_path / "mod.py")
+    result = schemas_cli(tmp_path, "mod.py", "--out", "out")
+    assert (result.returncode, result.stdout) == (0, "removed out/mod.alpha.json\n"), result.stderr
+    assert _contract_names(out) == ["mod_b.beta.json"]
+
+
+def test_check_judges_only_the_given_modules_files(tmp_path: Path) -> None:
+    _process_module(tmp_path / "mod_a.py", "alpha")
+    _process_module(tmp_path / "mod_b.py", "beta")
+    out = _generate(tmp_path, tmp_path / "mod_a.py")
+    _generate(tmp_path, tmp_path / "mod_b.py")
+    _process_module(tmp_path / "mod_a.py", "alpha2")  # mod_a drifts; mod_b does not
+
+    b = schemas_cli(tmp_path, "mod_b.py", "--out", str(out), "--check")
+    assert (b.returncode, b.stdout) == (0, f"{out}: 1 contract(s) up to date\n"), b.stderr
+
+    a = schemas_cli(tmp_path, "mod_a.py", "--out", str(out), "--check")
+    assert a.returncode == 1, a.stdout + a.stderr
+    assert f"--- {out / 'mod_a.alpha.json'}\n+++ /dev/null\n" in a.stdout
+    assert "--- /dev/null\n+++ generated/mod_a.alpha2.json\n" in a.stdout
+    assert "mod_b" not in a.stdout
+    assert a.stderr.endswith(f"`netmcore schemas mod_a.py --out {out}`\n"), a.stderr
+
+
+def test_exact_removes_and_check_exact_reports_the_contracts_of_modules_not_given(
+    tmp_path: Path,
+) -> None:
+    _process_module(tmp_path / "mod_a.py", "alpha")
+    _process_module(tmp_path / "mod_b.py", "beta")
+    out = _generate(tmp_path, tmp_path / "mod_a.py")
+    _generate(tmp_path, tmp_path / "mod_b.py")
+    (out / "notes.json").write_text("{}\n")  # not a contract: never touched
+
+    check = schemas_cli(tmp_path, "mod_b.py", "--out", str(out), "--exact", "--check")
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert check.stdout.startswith(f"--- {out / 'mod_a.alpha.json'}\n+++ /dev/null\n")
+    assert "mod_b.beta.json" not in check.stdout and "notes.json" not in check.stdout
+    assert check.stderr.endswith(f"`netmcore schemas mod_b.py --out {out} --exact`\n")
+
+    write = schemas_cli(tmp_path, "mod_b.py", "--out", str(out), "--exact")
+    assert (write.returncode, write.stdout) == (0, f"removed {out / 'mod_a.alpha.json'}\n")
+    assert _contract_names(out) == ["mod_b.beta.json", "notes.json"]
+    again = schemas_cli(tmp_path, "mod_b.py", "--out", str(out), "--exact", "--check")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_package_does_not_own_its_submodules_contracts(tmp_path: Path) -> None:
+    """pkg.sub.leaf.json is named after pkg.sub, a module of its own, not after pkg."""
+    (tmp_path / "pkg").mkdir()
+    init = _process_module(tmp_path / "pkg" / "__init__.py", "top")
+    _process_module(tmp_path / "pkg" / "sub.py", "leaf")
+    env = {"PYTHONPATH": str(tmp_path)}
+    both = schemas_cli(tmp_path, "pkg", "pkg.sub", "--out", "out", env=env)
+    assert both.returncode == 0, both.stderr
+    out = tmp_path / "out"
+    assert _contract_names(out) == ["pkg.sub.leaf.json", "pkg.top.json"]
+
+    _process_module(init, "top2")
+    result = schemas_cli(tmp_path, "pkg", "--out", "out", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "wrote out/pkg.top2.json\nremoved out/pkg.top.json\n"
+    assert _contract_names(out) == ["pkg.sub.leaf.json", "pkg.top2.json"]
+    for module, count in [("pkg", 1), ("pkg.sub", 1)]:
+        check = schemas_cli(tmp_path, module, "--out", "out", "--check", env=env)
+        assert (check.returncode, check.stdout) == (0, f"out: {count} contract(s) up to date\n")
+
+
+def _makefile_schemas_command(check: bool, out: Path) -> list[str]:
+    """The Makefile's ``netmcore schemas`` recipe line (``make test``'s check, or
+    ``make schemas``), run on the examples with ``--out`` pointed at ``out``."""
+    lines = [
+        line.strip()
+        for line in (ROOT / "Makefile").read_text().splitlines()
+        if "-m netmcore schemas" in line
+    ]
+    [line] = [line for line in lines if ("--check" in line.split()) == check]
+    tokens = shlex.split(line)
+    assert "--out" in tokens, line
+    command: list[str] = []
+    for previous, token in zip(["", *tokens], tokens, strict=False):
+        if token == "$(PY)":
+            command.append(sys.executable)
+        elif token == "$(EXAMPLES)":
+            command.extend(map(str, EXAMPLES))
+        elif previous == "--out":
+            command.append(str(out))
+        else:
+            assert "$" not in token, line
+            command.append(token)
+    return command
+
+
+@pytest.mark.parametrize("fault", ["none", "stale", "missing", "orphan"])
+def test_makefile_schema_check_catches_a_stale_a_missing_and_an_orphan_contract(
+    tmp_path: Path, fault: str
+) -> None:
+    """``make test``'s check fails when a contract of the examples changed or is
+    missing, and when a file is left from a module that is not listed at all
+    (an example deleted since); ``make schemas`` removes that file."""
+    out = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS, out)
+    hello = out / "hello.Add.json"
+    faulty = {"stale": "hello.Add.json", "missing": "hello.Add.json", "orphan": "gone.Add.json"}
+    if fault == "stale":
+        hello.write_text(hello.read_text().replace('"float"', '"int"', 1))
+    elif fault == "missing":
+        hello.unlink()
+    elif fault == "orphan":
+        doc = json.loads(hello.read_text())
+        (out / "gone.Add.json").write_text(json.dumps({**doc, "name": "gone.Add"}))
+
+    check = subprocess.run(
+        _makefile_schemas_command(True, out),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    if fault == "none":
+        assert check.returncode == 0, check.stdout + check.stderr
+        return
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert faulty[fault] in check.stdout
+
+    regen = subprocess.run(
+        _makefile_schemas_command(False, out),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert regen.returncode == 0, regen.stderr
+    assert faulty[fault] in regen.stdout
+    assert not (out / "gone.Add.json").exists()
+    for path in SCHEMAS.iterdir():
+        assert (out / path.name).read_text() == path.read_text(), path.name
+
+
 def test_schema_refs_resolve_from_the_document_root() -> None:
     # BUG: a pydantic model's schema is inlined with its own "$defs"; nested in a
     # container (list[Model], Model | None, a tuple), its "#/$defs/..." refs
@@ -1561,7 +1744,7 @@ def test_python_m_netmcore_help_lists_every_subcommand(tmp_path: Path) -> None:
         ("bench", ["--roundtrips N", "--fanout N", "--payload-mib MIB"]),
         ("status", ["SOCKET_DIR", "--json"]),
         ("unlink", ["SOCKET_DIR"]),
-        ("schemas", ["MODULE", "--out DIR", "--check", "(default: schemas)"]),
+        ("schemas", ["MODULE", "--out DIR", "--check", "--exact", "(default: schemas)"]),
     ],
 )
 def test_subcommand_help_documents_its_options(
@@ -1581,6 +1764,10 @@ def test_schemas_help_through_python_m(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "--check" in result.stdout
     assert "--out DIR" in result.stdout
+    text = " ".join(result.stdout.split())
+    # What each mode does to the files of modules not given.
+    assert "leaves other modules' files in DIR alone" in text, text
+    assert "With --exact, DIR holds the given MODULEs' contracts and no others" in text, text
 
 
 def test_schemas_without_a_module_is_a_usage_error(tmp_path: Path) -> None:
