@@ -47,7 +47,10 @@ class ProcessDef(Generic[In, Out]):
     T]])``, is a base for process types, not one itself: ``class
     IntFirsts(Firsts[int])`` is a ``ProcessDef[list[int], dict[str, int]]``.
     Quoted names (``ProcessDef["Point", int]``) are looked up in the module of
-    the class.
+    the class. Each worker calls ``cls().run(arg)``: a class whose ``__init__``
+    needs arguments, or whose ``run`` is async, a generator, or takes no
+    argument, is a TypeError when it is defined (a generic one when it is
+    specialised).
 
     Attributes
     ----------
@@ -83,6 +86,10 @@ class ProcessDef(Generic[In, Out]):
             return  # still generic: a base for other process types
         if cls.run is ProcessDef.run:
             raise TypeError(f"{cls.__qualname__} must define run(self, arg)")
+        # Each worker calls cls().run(arg): what it could not call is refused
+        # here, once, rather than in every process of the type.
+        _check_constructible(cls)
+        _check_run(cls, params)
         cls.input_type = EncapType(params[0])
         cls.output_type = EncapType(params[1])
         cls.fork_point, cls.join_point = def_process(
@@ -235,13 +242,39 @@ def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:
 
 def _signature_types(f: Callable[..., Any]) -> tuple[Any, Any]:
     """The argument and result types of a process function; TypeError if it is none."""
+    param = _argument_parameter(f)
+    hints = typing.get_type_hints(f, include_extras=True)
+    missing = [n for n in (param.name, "return") if n not in hints]
+    if missing:
+        raise TypeError(f"no annotation for {' and '.join(missing)}")
+    return hints[param.name], hints["return"]
+
+
+def _argument_parameter(f: object, *, method: bool = False) -> inspect.Parameter:
+    """The parameter of ``f`` that a worker passes the process's argument to;
+    TypeError, saying why, unless a worker can call ``f(arg)`` (a ``method``:
+    ``instance.f(arg)``) and send what it returns.
+
+    Both kinds of process type go through it: functions made process types by
+    ``@process``, and the ``run`` of ``ProcessDef`` subclasses.
+    """
     if not inspect.isfunction(f):
         raise TypeError(f"it is a {type(f).__name__} object, not a function")
     if inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f):
         raise TypeError("it is async, and a process runs a plain function")
+    if inspect.isgeneratorfunction(f):
+        # Its call returns a generator, which no Out can hold.
+        raise TypeError(
+            "it is a generator function (it has `yield`), and a process returns its "
+            "result: collect the values and return them, as a list for example"
+        )
     params = list(inspect.signature(f).parameters.values())
+    if method and params and params[0].kind is not params[0].VAR_POSITIONAL:
+        params = params[1:]  # self
     if not params:
-        raise TypeError("it has no parameters")
+        raise TypeError(
+            "it has no parameter for the argument" if method else "it has no parameters"
+        )
     # The worker calls f(arg): the others need defaults (as mypy sees it too).
     param, *others = params
     if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
@@ -256,11 +289,56 @@ def _signature_types(f: Callable[..., Any]) -> tuple[Any, Any]:
                 f"its parameter `{other.name}` has no default, and the worker passes "
                 "the argument alone"
             )
-    hints = typing.get_type_hints(f, include_extras=True)
-    missing = [n for n in (param.name, "return") if n not in hints]
-    if missing:
-        raise TypeError(f"no annotation for {' and '.join(missing)}")
-    return hints[param.name], hints["return"]
+    return param
+
+
+def _check_run(cls: type, types_: tuple[Any, Any]) -> None:
+    """TypeError unless a worker can call ``cls().run(arg)`` and send its result."""
+    run = inspect.getattr_static(cls, "run")
+    method = not isinstance(run, staticmethod)
+    if isinstance(run, staticmethod | classmethod):
+        run = run.__func__
+    if not inspect.isfunction(run):
+        # A callable object (a functools.partialmethod, a cache's wrapper) works
+        # as run if it binds as a method, which its signature does not show.
+        return
+    try:
+        _argument_parameter(run, method=method)
+    except TypeError as exc:
+        name = cls.__qualname__
+        arg_type, result_type = map(_type_text, types_)
+        raise TypeError(
+            f"{name}.run must be a plain method that takes the argument after self and "
+            f"returns the result, as each worker calls `{name}().run(arg)`; {name}.run "
+            f"does not fit: {exc}. Define it as `def run(self, arg: {arg_type}) -> "
+            f"{result_type}`"
+        ) from exc
+
+
+def _check_constructible(cls: type) -> None:
+    """TypeError unless ``cls()`` works: each worker makes its instance so."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return  # nothing to read (a builtin's __init__, say): made unchecked
+    try:
+        signature.bind()
+    except TypeError as exc:
+        name = cls.__qualname__
+        # The method to change, maybe a base's: the one the signature came from.
+        owner = next(c for c in cls.__mro__ if "__init__" in vars(c) or "__new__" in vars(c))
+        method = "__init__" if "__init__" in vars(owner) else "__new__"
+        raise TypeError(
+            f"{name} cannot be made without arguments (`{name}()`: {exc}), and "
+            f"each worker makes it as `{name}()` before it calls run: give every "
+            f"parameter of {owner.__qualname__}.{method} a default, or pass what run "
+            f"needs in the argument of {name}.start"
+        ) from None
+
+
+def _type_text(t: Any) -> str:
+    """``t`` as it is written in a type annotation: ``int``, ``list[int]``."""
+    return t.__qualname__ if isinstance(t, type) else repr(t).replace("typing.", "")
 
 
 def _type_params(cls: type) -> tuple[Any, Any] | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import inspect
 import os
 import signal
 import threading
@@ -63,9 +65,13 @@ def run(
     ------
     ValueError, TypeError
         If ``socket_directory`` is empty, has a NUL, is too long for a Unix
-        socket, or is not a str or path; if ``pidfile`` is not a file name;
-        if ``first_process``, ``extract_result`` or ``init_ctrl`` is not
-        callable. Raised before anything is made or forked.
+        socket, or is not a str or path; if ``pidfile`` is not a file name, is
+        a symbolic link or another file than a regular one, or is in
+        ``socket_directory`` (or is it); if
+        ``first_process``, ``extract_result`` or ``init_ctrl`` is not callable
+        as run calls it (``first_process()``, ``extract_result(controller,
+        pid)``, ``init_ctrl(controller)``). Raised before anything is made or
+        forked.
     FileNotFoundError
         If the directory ``pidfile`` is to be written in does not exist.
     SocketDirectoryError
@@ -87,7 +93,7 @@ def run(
     if socket_directory is not None:
         socket_directory = check_path(socket_directory)
     if pidfile is not None:
-        pidfile = _check_pidfile(pidfile)
+        pidfile = _check_pidfile(pidfile, socket_directory)
     with _one_run(), _Interrupts() as interrupts:
         with contextlib.ExitStack() as cleanup:
             # Unwound in reverse: the routing of signals, the context, the
@@ -151,14 +157,53 @@ def startup(
     )
 
 
+# How run calls each function it is given (with how many arguments), and
+# what a fitting one looks like.
+_CALLS = {
+    "first_process": (
+        "first_process()",
+        0,
+        "no parameters, as in `first_process=lambda: P.start(arg)`",
+    ),
+    "extract_result": (
+        "extract_result(controller, pid)",
+        2,
+        "two parameters, as in `extract_result=lambda ctrl, pid: P.join_nowait(pid)`",
+    ),
+    "init_ctrl": ("init_ctrl(controller)", 1, "one parameter, as in `init_ctrl=lambda ctrl: ...`"),
+}
+
+
 def _check_callables(**given: object) -> None:
+    """TypeError unless each function can be called as run calls it: one that
+    cannot would fail only when called, extract_result after all the work."""
     for name, value in given.items():
         if not callable(value):
             raise TypeError(f"{name} must be a function, not {value!r}")
+        call, count, fitting = _CALLS[name]
+        try:
+            signature = inspect.signature(value)
+        except (TypeError, ValueError):
+            continue  # nothing to read (some builtins): called unchecked
+        try:
+            signature.bind(*[None] * count)
+        except TypeError as exc:
+            label = getattr(value, "__qualname__", None) or repr(value)
+            # Names alone: annotations (strings, under `from __future__ import
+            # annotations`) would bury them.
+            bare = signature.replace(
+                parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+                return_annotation=signature.empty,
+            )
+            raise TypeError(
+                f"{name} is called as {call}, which {label}{bare} does not accept "
+                f"({exc}): give it {fitting}"
+            ) from None
 
 
-def _check_pidfile(path: object) -> str:
-    """The absolute path of ``pidfile``; an error now if it cannot be written there."""
+def _check_pidfile(path: object, socket_directory: str | None = None) -> str:
+    """The absolute path of ``pidfile``; an error now if it cannot be written
+    there. ``socket_directory`` is the checked one, if one was given."""
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
     if not isinstance(path, str) or not path or "\0" in path:
@@ -167,14 +212,53 @@ def _check_pidfile(path: object) -> str:
             f"{path!r}: name the file to write the master's pid to, or pass None"
         )
     absolute = os.path.abspath(path)
+    if os.path.islink(absolute):
+        # Written through, the link's target would stay when the link is removed.
+        raise ValueError(
+            f"pidfile {path!r} is a symbolic link (to {os.readlink(absolute)!r}), and run "
+            "writes the pidfile itself and removes it at the end: name a file that is "
+            "not a link, or remove the link first"
+        )
     if os.path.isdir(absolute):
         raise ValueError(f"pidfile {path!r} is a directory: name a file in it")
+    if os.path.exists(absolute) and not os.path.isfile(absolute):
+        # A socket or FIFO cannot be written as a file; a device (/dev/null)
+        # can, and would be unlinked at the end.
+        raise ValueError(
+            f"pidfile {path!r} exists and is not a regular file, and run writes the "
+            "pidfile and removes it at the end: name a regular file, or one that does "
+            "not exist yet"
+        )
+    where = None if socket_directory is None else _overlap(absolute, socket_directory)
+    if where is not None:
+        raise ValueError(
+            f"pidfile {path!r} {where} the socket directory {socket_directory!r}, which "
+            "netmcore owns during the run (it makes it if missing, puts its control "
+            "socket and lock file in it, and removes them at the end): name a pidfile "
+            "outside it"
+        )
     if not os.path.isdir(os.path.dirname(absolute)):
         raise FileNotFoundError(
             f"pidfile {path!r}: the directory {os.path.dirname(absolute)!r} does not "
             "exist: create it first, or name a file in an existing directory"
         )
     return absolute
+
+
+def _overlap(pidfile: str, directory: str) -> str | None:
+    """How ``pidfile`` (not a link) and ``directory`` overlap, if they do:
+    compared with the links in their paths resolved, as the system sees them.
+    (A pidfile that is to hold the directory would be made a directory.)"""
+    pidfile = os.path.join(os.path.realpath(os.path.dirname(pidfile)), os.path.basename(pidfile))
+    directory = os.path.realpath(directory)
+    common = os.path.commonpath([pidfile, directory])
+    if pidfile == directory:
+        return "is"
+    if common == directory:
+        return "is inside"
+    if common == pidfile:
+        return "is a parent directory of"
+    return None
 
 
 def _report_leftovers(removed: list[str], path: str) -> None:
@@ -219,7 +303,19 @@ def _pidfile(path: str | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    with open(path, "w") as f:
+    # O_NOFOLLOW: a link made since the check is not written through.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise OSError(
+            exc.errno,
+            f"pidfile {path!r} became a symbolic link after run checked it, and is not "
+            "written through: name a file that is not a link",
+        ) from None
+    with open(fd, "w") as f:
         f.write(f"{os.getpid()}\n")
     try:
         yield

@@ -31,7 +31,7 @@ import psutil
 import pytest
 
 import netmcore
-from netmcore import _socketdir, _wire
+from netmcore import _runtime, _socketdir, _wire
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLD = ROOT / "tests" / "scripts" / "hold_master.py"
@@ -438,24 +438,35 @@ def _run_with_unwritable_pidfile(pidfile: Path, **kwargs: Any) -> None:
     with warnings.catch_warnings():
         # Whatever the failed run leaks is finalized here, not in a later test.
         warnings.simplefilter("ignore", ResourceWarning)
-        with pytest.raises(FileNotFoundError):
+        with pytest.raises(OSError) as info:
             run_echo(pidfile=str(pidfile), **kwargs)
+        assert info.value.errno == errno.ELOOP  # opened without following the link
         gc.collect()
 
 
-def _dangling(short_tmp: Path) -> Path:
-    """A pidfile that passes run's first checks and fails when it is written,
-    after the socket directory is made: a symbolic link into a missing directory."""
+def _dangling(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A pidfile that passes run's checks and fails when it is written, after
+    the socket directory is made: a symbolic link, which run refuses up front,
+    made once the checks have passed (just before the master is made)."""
     pidfile = short_tmp / "m.pid"
-    pidfile.symlink_to(short_tmp / "no-such-dir" / "m.pid")
+    raise_fd_limit = _runtime.raise_fd_limit
+
+    def link_then_raise_fd_limit() -> None:
+        pidfile.symlink_to(short_tmp / "no-such-dir" / "m.pid")
+        raise_fd_limit()
+
+    monkeypatch.setattr(_runtime, "raise_fd_limit", link_then_raise_fd_limit)
     return pidfile
 
 
-def test_unwritable_pidfile_leaves_socket_directory_clean(short_tmp: Path) -> None:
+def test_unwritable_pidfile_leaves_socket_directory_clean(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sd = short_tmp / "sd"
-    pidfile = _dangling(short_tmp)
+    pidfile = _dangling(short_tmp, monkeypatch)
     _run_with_unwritable_pidfile(pidfile, socket_directory=str(sd))
     pidfile.unlink()
+    monkeypatch.undo()
     # Nothing of the failed run may be left: no lock held, no socket, no lock file.
     assert run_echo(socket_directory=str(sd)) == "hi"
     assert os.listdir(sd) == []
@@ -467,7 +478,7 @@ def test_unwritable_pidfile_leaves_no_default_directory(
     tmp = short_tmp / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
-    _run_with_unwritable_pidfile(_dangling(short_tmp))
+    _run_with_unwritable_pidfile(_dangling(short_tmp, monkeypatch))
     assert os.listdir(tmp) == []
 
 

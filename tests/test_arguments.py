@@ -1,0 +1,451 @@
+"""Arguments that netmcore refuses before anything is forked, sent or made.
+
+* The functions given to ``run`` and ``startup`` (``first_process``,
+  ``extract_result``, ``init_ctrl``) must accept the call run makes: one that
+  does not is a TypeError before the master forks anything, not after all the
+  work is done.
+* A ``ProcessDef`` subclass is checked when it is defined, as ``@process``
+  checks a function: each worker calls ``cls().run(arg)``, so an ``__init__``
+  that needs arguments, or a ``run`` that is async, a generator, or has no
+  parameter for the argument, is a TypeError naming the class. Generic bases,
+  which are not process types, are checked when they are specialised.
+* The pidfile may not be a symbolic link (not even one made after run's
+  checks), nor be in, be, or hold the socket directory.
+
+Each refusal is checked with ``os.fork`` failing if called (test_socketdir's
+helper), so it must come before anything is forked.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import shutil
+import socket
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import pytest
+from scenario import run_scenario
+from test_socketdir import _no_fork
+
+import netmcore
+from netmcore import _runtime
+
+T = TypeVar("T")
+
+
+@netmcore.process
+def echo(k: int) -> int:
+    return k
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A fresh directory with a short path, for a socket directory in it."""
+    path = Path(tempfile.mkdtemp(prefix="nmt-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _run_echo(**kwargs: Any) -> Any:
+    args: dict[str, Any] = {
+        "first_process": lambda: echo.start(7),
+        "extract_result": lambda _ctrl, pid: echo.join_nowait(pid),
+    }
+    return netmcore.run(**(args | kwargs))
+
+
+# --------------------------------------------------------------------------
+# The functions given to run and startup
+# --------------------------------------------------------------------------
+
+
+def _needs_a_keyword(*, k: int) -> netmcore.ProcessId[int]:
+    return echo.start(k)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"extract_result": lambda pid: echo.join_nowait(pid)},
+            "extract_result is called as extract_result(controller, pid), which "
+            "<lambda>(pid) does not accept (too many positional arguments): give it two "
+            "parameters, as in `extract_result=lambda ctrl, pid: P.join_nowait(pid)`",
+            id="extract_result_without_ctrl",
+        ),
+        pytest.param(
+            {"first_process": lambda k: echo.start(k)},
+            "first_process is called as first_process(), which <lambda>(k) does not "
+            "accept (missing a required argument: 'k'): give it no parameters, as in "
+            "`first_process=lambda: P.start(arg)`",
+            id="first_process_with_a_parameter",
+        ),
+        pytest.param(
+            {"first_process": _needs_a_keyword},
+            "first_process is called as first_process(), which _needs_a_keyword(*, k) "
+            "does not accept (missing a required argument: 'k'): give it no parameters, "
+            "as in `first_process=lambda: P.start(arg)`",
+            id="first_process_with_a_keyword_only_parameter",
+        ),
+        pytest.param(
+            {"init_ctrl": lambda: None},
+            "init_ctrl is called as init_ctrl(controller), which <lambda>() does not "
+            "accept (too many positional arguments): give it one parameter, as in "
+            "`init_ctrl=lambda ctrl: ...`",
+            id="init_ctrl_without_ctrl",
+        ),
+        pytest.param(
+            {"init_ctrl": lambda ctrl, pid: None},
+            "init_ctrl is called as init_ctrl(controller), which <lambda>(ctrl, pid) "
+            "does not accept (missing a required argument: 'pid'): give it one "
+            "parameter, as in `init_ctrl=lambda ctrl: ...`",
+            id="init_ctrl_with_two_parameters",
+        ),
+    ],
+)
+def test_a_function_run_cannot_call_is_refused_before_anything_is_forked(
+    monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any], message: str
+) -> None:
+    _no_fork(monkeypatch)
+    with pytest.raises(TypeError) as info:
+        _run_echo(**kwargs)
+    assert str(info.value) == message
+
+
+def test_startup_refuses_a_function_it_cannot_call_before_anything_is_forked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_fork(monkeypatch)
+    with pytest.raises(TypeError, match=r"^first_process is called as first_process\(\)"):
+        netmcore.startup(first_process=lambda k: echo.start(k))
+    with pytest.raises(TypeError, match=r"^init_ctrl is called as init_ctrl\(controller\)"):
+        netmcore.startup(first_process=lambda: echo.start(1), init_ctrl=lambda: None)
+
+
+def test_functions_that_accept_the_call_or_whose_signature_cannot_be_read_are_run() -> None:
+    # A guard against refusing too much (it passes without the checks too):
+    # defaults, *args, and a builtin without a readable signature (dir).
+    def extract(ctrl: netmcore.Controller, *rest: Any, scale: int = 2) -> int | None:
+        value = echo.join_nowait(rest[0])
+        return None if value is None else value * scale
+
+    def first(k: int = 5) -> netmcore.ProcessId[int]:
+        return echo.start(k)
+
+    assert _run_echo(first_process=first, extract_result=extract, init_ctrl=dir) == 10
+
+
+# --------------------------------------------------------------------------
+# ProcessDef subclasses
+# --------------------------------------------------------------------------
+
+
+def _init_with_an_argument() -> type:
+    class Scaled(netmcore.ProcessDef[int, int]):
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+        def run(self, arg: int) -> int:
+            return arg * self.k
+
+    return Scaled
+
+
+def _init_with_a_keyword() -> type:
+    class Keyed(netmcore.ProcessDef[int, int]):
+        def __init__(self, *, k: int) -> None:
+            self.k = k
+
+        def run(self, arg: int) -> int:
+            return arg * self.k
+
+    return Keyed
+
+
+def _run_without_the_argument() -> type:
+    class NoArg(netmcore.ProcessDef[int, int]):
+        def run(self) -> int:  # type: ignore[override]
+            return 1
+
+    return NoArg
+
+
+def _run_async() -> type:
+    class Later(netmcore.ProcessDef[int, int]):
+        async def run(self, arg: int) -> int:  # type: ignore[override]
+            return arg
+
+    return Later
+
+
+def _run_a_generator() -> type:
+    class Gen(netmcore.ProcessDef[int, list[int]]):
+        def run(self, arg: int) -> Iterator[int]:  # type: ignore[override]
+            yield arg
+
+    return Gen
+
+
+def _run_with_two_arguments() -> type:
+    class Pair(netmcore.ProcessDef[int, int]):
+        def run(self, arg: int, other: int) -> int:  # type: ignore[override]
+            return arg + other
+
+    return Pair
+
+
+def _run_refused(q: str, reason: str, define_as: str = "def run(self, arg: int) -> int") -> str:
+    return (
+        f"{q}.run must be a plain method that takes the argument after self and returns "
+        f"the result, as each worker calls `{q}().run(arg)`; {q}.run does not fit: "
+        f"{reason}. Define it as `{define_as}`"
+    )
+
+
+def _init_refused(q: str) -> str:
+    return (
+        f"{q} cannot be made without arguments (`{q}()`: missing a required argument: "
+        f"'k'), and each worker makes it as `{q}()` before it calls run: give every "
+        f"parameter of {q}.__init__ a default, or pass what run needs in the argument "
+        f"of {q}.start"
+    )
+
+
+@pytest.mark.parametrize(
+    ("define", "message"),
+    [
+        pytest.param(
+            _init_with_an_argument,
+            _init_refused("_init_with_an_argument.<locals>.Scaled"),
+            id="init_with_an_argument",
+        ),
+        pytest.param(
+            _init_with_a_keyword,
+            _init_refused("_init_with_a_keyword.<locals>.Keyed"),
+            id="init_with_a_keyword_only_argument",
+        ),
+        pytest.param(
+            _run_without_the_argument,
+            _run_refused(
+                "_run_without_the_argument.<locals>.NoArg", "it has no parameter for the argument"
+            ),
+            id="run_without_the_argument",
+        ),
+        pytest.param(
+            _run_async,
+            _run_refused(
+                "_run_async.<locals>.Later", "it is async, and a process runs a plain function"
+            ),
+            id="async_run",
+        ),
+        pytest.param(
+            _run_a_generator,
+            _run_refused(
+                "_run_a_generator.<locals>.Gen",
+                "it is a generator function (it has `yield`), and a process returns its "
+                "result: collect the values and return them, as a list for example",
+                "def run(self, arg: int) -> list[int]",
+            ),
+            id="generator_run",
+        ),
+        pytest.param(
+            _run_with_two_arguments,
+            _run_refused(
+                "_run_with_two_arguments.<locals>.Pair",
+                "its parameter `other` has no default, and the worker passes the argument alone",
+            ),
+            id="run_with_two_arguments",
+        ),
+    ],
+)
+def test_a_process_class_a_worker_cannot_call_is_refused_when_defined(
+    monkeypatch: pytest.MonkeyPatch, define: Callable[[], type], message: str
+) -> None:
+    class Before(netmcore.ProcessDef[int, int]):
+        def run(self, arg: int) -> int:
+            return arg
+
+    _no_fork(monkeypatch)
+    with pytest.raises(TypeError) as info:
+        define()
+    assert str(info.value) == message
+
+    # Nothing was registered for it: the next process type's ids follow on
+    # from the last one's, none used up in between.
+    class After(netmcore.ProcessDef[int, int]):
+        def run(self, arg: int) -> int:
+            return arg
+
+    assert After.fork_point.n == Before.join_point.n + 1
+
+
+class _NeedsScale(netmcore.ProcessDef[list[T], list[T]], Generic[T]):
+    """A generic base: not a process type, so not checked until specialised."""
+
+    def __init__(self, scale: int) -> None:
+        self.scale = scale
+
+    def run(self, arg: list[T]) -> list[T]:
+        return arg * self.scale
+
+
+class _Lazy(netmcore.ProcessDef[list[T], T], Generic[T]):
+    def run(self) -> T:  # type: ignore[override]
+        raise NotImplementedError
+
+
+def test_a_generic_base_is_checked_when_it_is_specialised() -> None:
+    with pytest.raises(TypeError, match=r"\.IntScale cannot be made without arguments") as info:
+
+        class IntScale(_NeedsScale[int]):
+            pass
+
+    assert "give every parameter of _NeedsScale.__init__ a default" in str(info.value)
+    with pytest.raises(TypeError, match=r"\.IntLazy\.run must be a plain method"):
+
+        class IntLazy(_Lazy[int]):
+            pass
+
+
+class _Defaults(netmcore.ProcessDef[int, int]):
+    def __init__(self, scale: int = 3, *extra: int, **options: int) -> None:
+        self.scale = scale
+
+    def run(self, arg: int, offset: int = 0) -> int:
+        return arg * self.scale + offset
+
+
+class _Static(netmcore.ProcessDef[int, int]):
+    @staticmethod
+    def run(arg: int) -> int:
+        return -arg
+
+
+def test_defaults_and_a_static_run_are_accepted_and_run() -> None:
+    # A guard against refusing too much (it passes without the checks too).
+    assert run_scenario(_Defaults, 2) == 6
+    assert run_scenario(_Static, 2) == -2
+
+
+def test_process_refuses_a_generator_function_when_applied() -> None:
+    def numbers(k: int) -> list[int]:
+        yield k  # type: ignore[misc]
+
+    with pytest.raises(TypeError) as info:
+        netmcore.process(numbers)
+    assert str(info.value) == (
+        "@netmcore.process needs a function of one annotated positional argument with an "
+        "annotated return type, like `def f(x: int) -> int`; "
+        "test_process_refuses_a_generator_function_when_applied.<locals>.numbers does not "
+        "fit: it is a generator function (it has `yield`), and a process returns its "
+        "result: collect the values and return them, as a list for example"
+    )
+
+
+# --------------------------------------------------------------------------
+# The pidfile
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target_exists", [False, True], ids=["dangling", "to_a_file"])
+def test_a_pidfile_that_is_a_symbolic_link_is_refused_before_anything_is_made(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch, target_exists: bool
+) -> None:
+    target, link = short_tmp / "real.pid", short_tmp / "m.pid"
+    if target_exists:
+        target.write_text("someone else's\n")
+    link.symlink_to(target)
+    _no_fork(monkeypatch)
+    with pytest.raises(ValueError) as info:
+        _run_echo(pidfile=link)
+    assert str(info.value) == (
+        f"pidfile {str(link)!r} is a symbolic link (to {str(target)!r}), and run writes the "
+        "pidfile itself and removes it at the end: name a file that is not a link, or "
+        "remove the link first"
+    )
+    # The link stays, its target untouched: nothing else was made there.
+    assert link.is_symlink()
+    if target_exists:
+        assert target.read_text() == "someone else's\n"
+    assert sorted(os.listdir(short_tmp)) == (["m.pid", "real.pid"] if target_exists else ["m.pid"])
+
+
+def test_a_pidfile_that_is_not_a_regular_file_is_refused_before_anything_is_made(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A socket file: it cannot be opened for writing (a device could, and
+    # would be unlinked at the end).
+    pidfile = short_tmp / "m.pid"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(pidfile))
+        _no_fork(monkeypatch)
+        with pytest.raises(ValueError) as info:
+            _run_echo(pidfile=pidfile)
+    assert str(info.value) == (
+        f"pidfile {str(pidfile)!r} exists and is not a regular file, and run writes the "
+        "pidfile and removes it at the end: name a regular file, or one that does not "
+        "exist yet"
+    )
+    assert stat.S_ISSOCK(os.lstat(pidfile).st_mode)
+
+
+def test_a_pidfile_that_becomes_a_link_after_the_checks_is_not_written_through(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, link = short_tmp / "real.pid", short_tmp / "m.pid"
+    limit = _runtime.raise_fd_limit
+
+    def link_then_limit() -> None:
+        # Between run's checks and its writing of the pidfile, which comes after.
+        link.symlink_to(target)
+        limit()
+
+    monkeypatch.setattr(_runtime, "raise_fd_limit", link_then_limit)
+    with pytest.raises(OSError, match="became a symbolic link after run checked it") as info:
+        _run_echo(pidfile=link)
+    assert info.value.errno == errno.ELOOP
+    gc.collect()  # what the failed run left to finalize warns here (an error), if anything
+    assert not target.exists()
+    assert link.is_symlink()  # not ours to remove: run did not make it
+
+
+@pytest.mark.parametrize(
+    ("socket_directory", "pidfile", "where"),
+    [
+        pytest.param("sd", "sd", "is", id="the_directory"),
+        pytest.param("sd", "sd/m.pid", "is inside", id="in_it"),
+        pytest.param("sd", "sd/netmcore.sock", "is inside", id="its_socket"),
+        pytest.param("sd", "sd/sub/m.pid", "is inside", id="below_it"),
+        pytest.param("sd", "alias/m.pid", "is inside", id="in_it_through_a_link"),
+        pytest.param("a/sd", "a", "is a parent directory of", id="holding_it"),
+    ],
+)
+def test_a_pidfile_in_the_socket_directory_is_refused_before_anything_is_made(
+    short_tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    socket_directory: str,
+    pidfile: str,
+    where: str,
+) -> None:
+    (short_tmp / "alias").symlink_to(short_tmp / "sd")
+    if pidfile.startswith("sd/sub/"):
+        (short_tmp / "sd" / "sub").mkdir(parents=True, mode=0o700)
+    before = sorted(os.listdir(short_tmp))
+    sd, pf = short_tmp / socket_directory, short_tmp / pidfile
+    _no_fork(monkeypatch)
+    with pytest.raises(ValueError) as info:
+        _run_echo(socket_directory=sd, pidfile=pf)
+    assert str(info.value) == (
+        f"pidfile {str(pf)!r} {where} the socket directory {str(sd)!r}, which netmcore "
+        "owns during the run (it makes it if missing, puts its control socket and lock "
+        "file in it, and removes them at the end): name a pidfile outside it"
+    )
+    assert sorted(os.listdir(short_tmp)) == before  # no directory made
