@@ -175,15 +175,37 @@ def _without_metadata(typ: Any) -> Any:
 
 
 def same_to_mypy(a: EncapType[Any], b: EncapType[Any]) -> bool:
-    """Whether two types are the same to mypy (up to ``Annotated`` metadata;
-    a value of one is then validated as the other where it is decoded)."""
+    """Whether mypy takes a value of either type for the other: the same type
+    up to ``Annotated`` metadata, or ``Any`` where the other has a type (a
+    value of one is then validated as the other where it is decoded)."""
     if a.fingerprint == b.fingerprint:
         return True
+    plain_a, plain_b = _without_metadata(a.type), _without_metadata(b.type)
+    if _fits_with_any(plain_a, plain_b):
+        return True
     try:
-        plain_a, plain_b = (EncapType(_without_metadata(t.type)) for t in (a, b))
+        return EncapType(plain_a).fingerprint == EncapType(plain_b).fingerprint
     except TypeError:
         return False
-    return plain_a.fingerprint == plain_b.fingerprint
+
+
+def _fits_with_any(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are the same type expression but where either
+    has ``Any``: mypy takes ``Any`` for any type, and any type for ``Any``, at
+    any depth (``list[Any]`` for ``list[int]``, though ``list`` is invariant)."""
+    if a is Any or b is Any or a == b:
+        return True
+    origin_a, origin_b = (
+        typing.Union if o is types.UnionType else o  # int | str, as Union[int, str]
+        for o in (typing.get_origin(a), typing.get_origin(b))
+    )
+    args_a, args_b = typing.get_args(a), typing.get_args(b)
+    return (
+        origin_a is not None
+        and origin_a == origin_b
+        and len(args_a) == len(args_b)
+        and all(_fits_with_any(x, y) for x, y in zip(args_a, args_b, strict=True))
+    )
 
 
 _FIELD = "pydantic field"

@@ -140,6 +140,19 @@ def _stride(slot_size: int) -> int:
     return -(-(_pthread.SLOT + _SLOT_HEAD.size + slot_size) // _LINE) * _LINE
 
 
+# The header holds the slots and the slot size in 32 bits each: both are below.
+SIZE_LIMIT = 1 << 32
+
+
+def footprint(slots: int, slot_size: int) -> tuple[int, int]:
+    """The bytes of a box of ``slots`` slots of ``slot_size`` bytes, and those
+    creating it writes at once (the pages of a lock in every slot)."""
+    stride, page = _stride(slot_size), mmap.PAGESIZE
+    size = _FIRST_SLOT + slots * stride
+    written = min(slots, (_FIRST_SLOT + (slots - 1) * stride) // page + 1) * page
+    return size, written
+
+
 class Mailbox(Generic[T]):
     """A shared-memory mailbox for messages of type ``T``.
 
@@ -161,12 +174,12 @@ class Mailbox(Generic[T]):
         for value, what in sizes:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{what}={value!r} is not valid: it must be an int of at least 1")
-            if value >= 1 << 32:  # the header holds each in 32 bits
+            if value >= SIZE_LIMIT:
                 raise ValueError(
                     f"{what}={value:,} is not valid: it must be below 2**32 "
-                    f"({(1 << 32) - 1:,} at most)"
+                    f"({SIZE_LIMIT - 1:,} at most)"
                 )
-        size = _FIRST_SLOT + slots * _stride(slot_size)
+        size, written = footprint(slots, slot_size)
         too_large = f"a Mailbox of {slots:,} slots of {slot_size:,} bytes needs {size:,} bytes"
         fix = "create it with fewer slots or a smaller slot_size"
         problem = size_problem(size)  # create_shm's own message would name no argument
@@ -177,8 +190,6 @@ class Mailbox(Generic[T]):
         # Past /dev/shm's free space the object is accepted (its pages come as
         # they are written), but creating it writes a lock in every slot: the
         # pages those are in must fit, or the creator is killed by SIGBUS.
-        stride, page = _stride(slot_size), mmap.PAGESIZE
-        written = min(slots, (_FIRST_SLOT + (slots - 1) * stride) // page + 1) * page
         problem = free_problem(written)
         if problem is not None:
             raise ValueError(

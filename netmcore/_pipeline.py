@@ -17,17 +17,32 @@ Each worker owns a shared-memory Mailbox of its input; everything a worker
 produces comes back to the driver's Mailbox. The driver gives each worker at
 most ``queue_size`` items at a time (credits), so no send ever blocks, and it
 reads the input only while the pipeline holds fewer items than its workers
-can, so memory stays flat on an endless input. Because the driver knows which
-items each worker holds, a worker that dies (SIGKILL, a crash) loses nothing
-silently: its items are given to another worker, or reported.
+can (and, in input order, holds back fewer results than that, for the items
+before them), so memory stays flat on an endless input. Because the driver
+knows which items each worker holds, a worker that dies (SIGKILL, a crash)
+loses nothing silently: its items are given to another worker, or reported.
+
+Items go in batches sized by what they cost, as joblib's auto batch size: each
+worker times its items and says so in its answers, and the driver sizes each
+stage's batches to about ``BATCH_SECONDS`` of work, and gives a worker about
+two batches at a time (one it works on, one queued), never more than
+``queue_size`` items. So items that take seconds spread over every worker, one
+at a time, as ``Executor.map`` spreads them, and tiny ones still travel many a
+message. Until a stage's first answer, nothing is known: one item a batch.
 
 Shutdown does not wait for queued work: a flag in shared memory, read by each
 worker before each item, tells it to stop; a worker still busy after
-``GRACE`` seconds (stuck on an item) is killed.
+``GRACE`` seconds (stuck on an item), or whose process has not ended ``GRACE``
+seconds after its last word (a non-daemon thread it started keeps it), is
+killed.
 
 With an ``item_timeout``, items travel one a message, so that the time since
-a worker's last answer is the time it has spent on its current item; one that
-goes over is killed, and its item counts as one that killed its worker.
+a worker's last answer is the time it has spent on its current item: each
+answer carries the time the worker sent it (when it went on to its next
+item), and the driver judges a worker only once it has read every answer
+waiting, so that a caller slow to take the results is not charged to the
+items. One that goes over is killed, and its item counts as one that killed
+its worker.
 
 A kill goes through the master (``netmcore.kill``, by process id): the driver
 is not its workers' parent, and an OS pid it had been told could belong to
@@ -38,6 +53,8 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import os
+import select
 import signal
 import time
 from collections import deque
@@ -53,10 +70,11 @@ from ._debug import log
 from ._encap import Encap, EncapType, same_to_mypy
 from ._errors import ContextError, NetmcoreError, NoResource
 from ._ids import ProcessId, ResId
-from ._mailbox import Mailbox
+from ._mailbox import SIZE_LIMIT, Mailbox, footprint
 from ._process import ProcessDef, process
 from ._registry import Definition, by_fork_point
 from ._resource_api import create_shm, open_shm
+from ._resources import SHM_ROOM_FIX, free_problem, size_problem, space_fix
 from ._worker import TEXT_MAX, _clip
 
 if TYPE_CHECKING:
@@ -75,6 +93,14 @@ Next = TypeVar("Next")
 BATCH_BYTES = 64 * 1024
 BATCH = 16
 
+# Seconds of work a batch is sized for, from its stage's time per item: long
+# enough that a message's cost (tens of microseconds) is small beside it,
+# short enough that the last batches leave no worker waiting long for another.
+BATCH_SECONDS = 0.005
+# How much each answer's time per item counts in its stage's estimate (a
+# moving average: a first item slowed by a worker's warm-up is soon forgotten).
+COST_WEIGHT = 0.2
+
 # A failure's text is clipped to TEXT_MAX characters, 4 UTF-8 bytes each at
 # worst (and the clip's marker): the driver's slots have room for one beside
 # a batch of results, and a worker sends a failure at once, never two a message.
@@ -87,8 +113,9 @@ GRACE = 1.0
 # still lives: one that died in its iteration never shuts the pipeline down.
 DRIVER_LOOK_AGAIN = 0.25
 
-# Seconds the driver waits for a message before it looks for dead workers
-# (sooner after it killed one that went over item_timeout).
+# Seconds between two looks of the driver for dead workers, however busy the
+# others keep it (sooner after it killed one that went over item_timeout).
+# Each look is a request to the master per worker: not one per message.
 LOOK_AGAIN = 0.25
 KILLED_LOOK_AGAIN = 0.02
 
@@ -112,6 +139,11 @@ class Done(msgspec.Struct, frozen=True, tag=True):
     worker: int
     results: list[tuple[int, bytes]]  # (index, encoded result)
     failures: list[tuple[int, str]]  # (index, "Type: message"), one at most
+    seconds: float  # spent on these items
+    # time.monotonic() when it was sent: when the worker went on to its next
+    # item, if it had one. CLOCK_MONOTONIC is the whole system's (on Linux):
+    # the driver compares it with its own.
+    at: float
 
 
 class Finished(msgspec.Struct, frozen=True, tag=True):
@@ -141,6 +173,19 @@ def _slot_size(batch: int, item_size: int) -> int:
     return batch * (item_size + 16) + 64
 
 
+def _largest_batch(item_size: int, item_timeout: float | None) -> int:
+    """The most items a message carries (see the module's docstring)."""
+    if item_timeout is not None:
+        return 1
+    return max(1, min(BATCH, BATCH_BYTES // item_size))
+
+
+def _driver_box(workers: int, queue_size: int, item_size: int, batch: int) -> tuple[int, int]:
+    """The slots and slot size of the driver's Mailbox. Each worker holds at
+    most queue_size items, so as many answers; and a Ready, a Finished."""
+    return workers * queue_size + 8, _slot_size(batch, item_size) + FAILURE_BYTES
+
+
 @process
 def stage_worker(job: StageJob) -> int:
     """Run one stage's process function on every item the driver sends."""
@@ -155,6 +200,7 @@ def stage_worker(job: StageJob) -> int:
     # The flag, not Stop, ends a busy worker: Stop waits behind the queued work.
     while isinstance(msg := _next_order(inbox, driver), Work) and not stopping.buffer[0]:
         results: list[tuple[int, bytes]] = []
+        began = time.monotonic()
         for index, data in msg.items:
             if stopping.buffer[0]:
                 break
@@ -162,11 +208,13 @@ def stage_worker(job: StageJob) -> int:
             if isinstance(answer, bytes):
                 results.append((index, answer))
             else:  # at once: a Done has room for one failure (FAILURE_BYTES)
-                driver.send(Done(job.worker, results, [(index, answer)]))
-                results = []
+                now = time.monotonic()
+                driver.send(Done(job.worker, results, [(index, answer)], now - began, now))
+                results, began = [], now
             done += 1
         if results:
-            driver.send(Done(job.worker, results, []))
+            now = time.monotonic()
+            driver.send(Done(job.worker, results, [], now - began, now))
     stopping.release()
     inbox.release()
     if msg is not None:  # None: the driver has ended, and nobody reads its box
@@ -257,8 +305,9 @@ class Pipeline(Generic[In, Out]):
         """A pipeline with ``stage`` after this one's last stage."""
         added = _stage(stage, workers)
         before = self.stages[-1].process.output_type
-        # As mypy: the same type, Annotated constraints aside (the next stage
-        # validates each item against its own as it decodes it).
+        # As mypy: the same type, Annotated constraints aside, or Any on either
+        # side (the next stage validates each item against its own type and
+        # constraints as it decodes it).
         if not same_to_mypy(before, added.process.input_type):
             raise TypeError(
                 f"stage {added.name} takes {added.process.input_type.name}, but the stage "
@@ -303,9 +352,12 @@ class Pipeline(Generic[In, Out]):
             ``"skip"``: failing items are left out of the results and listed
             in the run's ``failures``.
         queue_size :
-            Items a worker may hold at a time. The input is read only while
-            the pipeline holds fewer items than all its workers may, so
-            memory stays flat however long the input is.
+            Items a worker may hold at a time (it is given fewer, about two
+            batches, sized by what its items take). The input is read only
+            while the pipeline holds fewer items than all its workers may,
+            and, in input order, holds back fewer results than that too for
+            the items before them, so memory stays flat however long the
+            input is.
         item_size :
             The largest encoded item, and stage result, in bytes: a larger
             input item raises ValueError; a larger result fails its item.
@@ -325,24 +377,31 @@ class Pipeline(Generic[In, Out]):
 
         Raises
         ------
+        TypeError
+            If an argument is of the wrong type (at once).
         ValueError
-            If an argument is out of range (at once), or an input item is
-            larger than ``item_size`` (when it is read).
+            If an argument is out of range, or ``queue_size`` and
+            ``item_size`` need mailboxes larger than shared memory can hold
+            (at once), or an input item is larger than ``item_size`` (when it
+            is read).
         ContextError
             If called outside a netmcore worker process.
         """
+        if not isinstance(ordered, bool):
+            raise TypeError(
+                f"ordered={ordered!r} is not valid: give True (results in input order) "
+                "or False (as they complete)"
+            )
         if on_error not in ("stop", "skip"):
             raise ValueError(f"on_error={on_error!r} is not valid: use 'stop' or 'skip'")
-        sizes: tuple[tuple[object, str, int], ...] = (
-            (queue_size, "queue_size", 1),
-            (item_size, "item_size", 1),
-            (retries, "retries", 0),
-        )
-        for value, what, least in sizes:
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(
-                    f"{what}={value!r} is not valid: it must be an int of at least {least}"
-                )
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(
+                f"progress={progress!r} is not valid: give True, False, or None "
+                "(bars only when stderr is a terminal)"
+            )
+        _check_int(queue_size, "queue_size", 1, "the items a worker may hold at a time")
+        _check_int(item_size, "item_size", 1, "the largest encoded item, in bytes")
+        _check_int(retries, "retries", 0, "0: no item runs twice")
         # As every timeout (TypeError, ValueError; inf is no limit), and above 0.
         item_timeout = _pthread.check_timeout(item_timeout)
         if item_timeout == 0:
@@ -350,6 +409,8 @@ class Pipeline(Generic[In, Out]):
                 "item_timeout=0 is not valid: give a number of seconds above 0, "
                 "or None (or math.inf) for no limit"
             )
+        workers = sum(s.workers for s in self.stages)
+        _check_boxes(workers, queue_size, item_size, _largest_batch(item_size, item_timeout))
         role = _context.current.role
         if role != "worker":
             raise ContextError(
@@ -368,9 +429,78 @@ def _stage(stage: object, workers: object) -> Stage:
         isinstance(stage, type) and issubclass(stage, ProcessDef) and "input_type" in dir(stage)
     ):
         raise TypeError(f"a pipeline stage must be a ProcessDef subclass, not {stage!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers={workers!r} is not valid: at least 1 worker per stage")
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise TypeError(
+            f"workers={workers!r} is not valid: it must be an int (how many worker "
+            f"processes run the stage), not {type(workers).__name__}"
+        )
+    if workers < 1:
+        raise ValueError(
+            f"workers={workers!r} is not valid: at least 1 worker per stage; give workers=1 or more"
+        )
     return Stage(stage, workers)
+
+
+def _check_int(value: object, what: str, least: int, meaning: str) -> None:
+    """Refuse a ``value`` of run()'s argument ``what`` that is not an int of at
+    least ``least``: TypeError for another type (bool too), ValueError below."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{what}={value!r} is not valid: it must be an int ({meaning}), "
+            f"not {type(value).__name__}"
+        )
+    if value < least:
+        raise ValueError(
+            f"{what}={value!r} is not valid: it must be an int of at least {least}; "
+            f"give run() {what}={least} or more"
+        )
+
+
+def _check_boxes(workers: int, queue_size: int, item_size: int, batch: int) -> None:
+    """Refuse, naming queue_size and item_size, sizes for which Mailbox.create
+    would refuse the pipeline's mailboxes, with the Mailbox's own limits: here,
+    at once, not once the run has begun, with a message about slots.
+
+    The driver's box is the largest (its slots are all the workers' items, its
+    slot a worker's plus a failure): the others fit where it does. Creating a
+    box writes a lock in every slot, and all the boxes are made together: the
+    pages of all of them must fit /dev/shm's free space at once.
+    """
+    slots, slot_size = _driver_box(workers, queue_size, item_size, batch)
+    if slots >= SIZE_LIMIT:
+        most = (SIZE_LIMIT - 1 - _driver_box(workers, 0, item_size, batch)[0]) // workers
+        raise ValueError(
+            f"queue_size={queue_size:,} is not valid: the driver's mailbox has a slot for "
+            f"each item that its {workers} worker(s) may hold (queue_size each), and a "
+            f"mailbox has fewer than 2**32 slots: give run() a queue_size of at most {most:,}"
+        )
+    if slot_size >= SIZE_LIMIT:
+        # An item_size this large travels one a message (batch 1).
+        most = SIZE_LIMIT - 1 - _driver_box(workers, queue_size, 0, 1)[1]
+        raise ValueError(
+            f"item_size={item_size:,} is not valid: a mailbox's slot holds an item of "
+            f"item_size bytes (and a failure's text), and is smaller than 2**32 bytes: "
+            f"give run() an item_size of at most {most:,}"
+        )
+    size, written = footprint(slots, slot_size)
+    needs = (
+        f"queue_size={queue_size:,} and item_size={item_size:,} are too large: the "
+        f"driver's mailbox, {slots:,} slots ({workers} worker(s) x queue_size, and 8) of "
+        f"{slot_size:,} bytes (up to {batch} item(s) of item_size a message), needs "
+        f"{size:,} bytes"
+    )
+    fix = "Give run() a smaller queue_size or item_size"
+    problem = size_problem(size)
+    if problem is not None:
+        raise ValueError(f"{needs}, which is too large: {problem}. {fix}{space_fix(size)}")
+    written += workers * footprint(queue_size, _slot_size(batch, item_size))[1]
+    problem = free_problem(written)
+    if problem is not None:
+        raise ValueError(
+            f"{needs}, and creating the mailboxes of the driver and its workers fills "
+            f"{written:,} bytes at once (the pages of a lock in every slot), which is too "
+            f"much: {problem}. {fix}{SHM_ROOM_FIX}"
+        )
 
 
 class PipelineRun(Generic[Out]):
@@ -427,9 +557,11 @@ class _Worker:
     pid: ProcessId[int]
     box: Mailbox[ToWorker] | None = None  # from its Ready on
     holding: dict[int, bytes] = field(default_factory=dict)  # the items it has, by index
-    batches: deque[list[int]] = field(default_factory=deque)  # unanswered, oldest first
-    # When it began its current item (its last answer, or work given while it
-    # was idle), and whether it was killed for going over item_timeout.
+    # Unanswered, oldest first: when each was sent, and its indexes.
+    batches: deque[tuple[float, list[int]]] = field(default_factory=deque)
+    # When it began its current item (the stamp of its last answer, or when
+    # the item was sent, if later), and whether it was killed for going over
+    # item_timeout.
     busy_since: float = 0.0
     timed_out: bool = False
 
@@ -443,11 +575,13 @@ class _Driver:
         self._stages, self._items, self._settings = stages, items, settings
         self.failures: list[ItemFailure] = []
         self._queue_size = settings.queue_size
-        self._batch = max(1, min(BATCH, BATCH_BYTES // settings.item_size))
-        if settings.item_timeout is not None:
-            self._batch = 1  # see the module's docstring
-        # Items in the pipeline (read, not yet handed out or failed) at most.
+        self._batch = _largest_batch(settings.item_size, settings.item_timeout)
+        # At most: items in the pipeline (read, not yet handed out or failed),
+        # results held back for the input order aside; and results held back.
         self._capacity = sum(s.workers for s in stages) * settings.queue_size
+        # Per stage: seconds per item (a moving average), None until known.
+        self._cost: list[float | None] = [None for _ in stages]
+        self._look_at = 0.0  # when to look for dead workers next (_receive)
         self._workers: dict[int, _Worker] = {}
         self._pending: list[deque[tuple[int, bytes]]] = [deque() for _ in stages]
         self._tries: dict[tuple[int, int], int] = {}  # (stage, index) -> times lost
@@ -462,11 +596,14 @@ class _Driver:
     def drive(self) -> Generator[Any, None, None]:
         self._stopping = create_shm(1)
         try:
-            # Each worker has at most queue_size items, so as many answers.
+            slots, slot_size = _driver_box(
+                sum(s.workers for s in self._stages),
+                self._queue_size,
+                self._settings.item_size,
+                self._batch,
+            )
             self._inbox: Mailbox[ToDriver] = Mailbox.create(
-                ToDriver,
-                slots=sum(s.workers for s in self._stages) * self._queue_size + 8,
-                slot_size=_slot_size(self._batch, self._settings.item_size) + FAILURE_BYTES,
+                ToDriver, slots=slots, slot_size=slot_size
             )
         except BaseException:
             self._stopping.release()
@@ -476,6 +613,7 @@ class _Driver:
             for stage in range(len(self._stages)):
                 for _ in range(self._stages[stage].workers):
                     self._spawn(stage)
+            self._look_at = time.monotonic() + LOOK_AGAIN
             yield from self._flow()
         finally:
             self._shutdown()
@@ -514,42 +652,51 @@ class _Driver:
     def _flow(self) -> Iterator[Any]:
         first = self._stages[0].process.input_type
         last = self._stages[-1].process.output_type
-        ordered = self._settings.ordered
+        ordered, capacity, entry = self._settings.ordered, self._capacity, self._pending[0]
         fed, out, exhausted = 0, 0, False  # items read; items handed out or failed
         expect = 0  # in input order: the index to hand out next
         waiting: list[tuple[int, bytes]] = []  # results held back for the input order
+        outgoing: list[bytes] = []  # results to hand out now, counted out already
         while True:
-            # Read lazily: while stage 0 has room, and while the pipeline holds
-            # fewer items than its workers may (results waiting for the input
-            # order, or for a busy later stage, count too).
+            out += self._lost  # items failed by a dead worker
+            self._lost = 0
+            while ordered:  # take what comes next in the input order
+                if expect in self._skipped:
+                    self._skipped.discard(expect)
+                elif waiting and waiting[0][0] == expect:
+                    outgoing.append(heapq.heappop(waiting)[1])
+                    out += 1
+                else:
+                    break
+                expect += 1
+            # Read lazily: while stage 0 has room, while the pipeline holds
+            # fewer items than its workers may (those waiting for a busy later
+            # stage count too), and, apart from those, fewer results held back
+            # for the input order than that: a slow item lets the other workers
+            # go on a while, not for ever. Before the results are handed out:
+            # the workers work while the caller takes them, and whatever room
+            # they leave is filled before the next wait for a message.
             while (
                 not exhausted
                 and self._failed is None  # the items after a failure are abandoned
-                and fed - out < self._capacity
-                and len(self._pending[0]) < self._room(0)
+                and fed - out - len(waiting) < capacity
+                and len(waiting) < capacity
+                and len(entry) < self._room(0)
             ):
                 try:
                     item = next(self._items)
                 except StopIteration:
                     exhausted = True
                     break
-                self._pending[0].append((fed, self._encode(first, item, fed)))
+                entry.append((fed, self._encode(first, item, fed)))
                 fed += 1
             for stage in range(len(self._stages)):
                 self._dispatch(stage)
-            out += self._lost  # items failed by a dead worker
-            self._lost = 0
-            while ordered:  # hand out what comes next in the input order
-                if self._failed is not None and self._failed.index == expect:
-                    raise self._failed  # every result before it is out
-                if expect in self._skipped:
-                    self._skipped.discard(expect)
-                elif waiting and waiting[0][0] == expect:
-                    out += 1
-                    yield last.decode(heapq.heappop(waiting)[1])
-                else:
-                    break
-                expect += 1
+            for data in outgoing:
+                yield last.decode(data)
+            outgoing.clear()
+            if self._failed is not None and self._failed.index == expect:
+                raise self._failed  # every result before it is out
             if exhausted and out == fed:
                 return
             msg = self._receive()
@@ -566,14 +713,14 @@ class _Driver:
             for index, cause in msg.failures:
                 self._fail(index, stage, cause)
                 out += 1
-            for index, data in msg.results:
-                if stage + 1 < len(self._stages):
-                    self._pending[stage + 1].append((index, data))
-                elif not ordered:
-                    out += 1
-                    yield last.decode(data)
-                else:
-                    heapq.heappush(waiting, (index, data))
+            if stage + 1 < len(self._stages):
+                self._pending[stage + 1].extend(msg.results)
+            elif not ordered:
+                outgoing.extend(data for _, data in msg.results)
+                out += len(msg.results)
+            else:
+                for result in msg.results:
+                    heapq.heappush(waiting, result)
 
     def _encode(self, first: EncapType[Any], item: Any, index: int) -> bytes:
         data = first.encode(item, f"pipeline item {index}")
@@ -597,54 +744,95 @@ class _Driver:
         worker = self._workers[msg.worker]
         count = len(msg.results) + len(msg.failures)
         # A worker answers in order, and a Done never spans two batches.
-        oldest = worker.batches[0]
+        oldest = worker.batches[0][1]
         del oldest[:count]
         if not oldest:
             worker.batches.popleft()
         for index, _ in (*msg.results, *msg.failures):
             del worker.holding[index]
-        worker.busy_since = time.monotonic()  # on to its next item, if it holds one
-        self._bars[worker.stage].update(count)
-        return worker.stage
+        if worker.holding:
+            # On to its next item when it sent this, or when that item came,
+            # if later. Its stamp, not the time this is read: the caller may
+            # have kept the driver away from its messages for a while.
+            worker.busy_since = max(msg.at, worker.batches[0][0])
+        stage = worker.stage
+        if count:
+            cost, sample = self._cost[stage], msg.seconds / count
+            self._cost[stage] = sample if cost is None else cost + COST_WEIGHT * (sample - cost)
+        self._bars[stage].update(count)
+        return stage
+
+    def _sizes(self, stage: int, ready: list[_Worker]) -> tuple[int, int]:
+        """The items a batch for ``stage`` takes, and the most a worker of it
+        holds: about one batch it works on and one queued (so that it never
+        waits for the driver between two, even while the caller keeps the
+        driver busy); only one batch until every worker of the stage is
+        ready, lest the first to be ready take all of a short input."""
+        cost = self._cost[stage]
+        if cost is None:  # nothing known yet: one item a batch
+            batch, hold = 1, 2
+        else:
+            per_batch = BATCH_SECONDS / max(cost, 1e-9)  # items in BATCH_SECONDS
+            # Held in time, not in batches: items that travel one a message for
+            # another reason (item_timeout, a large item_size) may be tiny.
+            batch, hold = max(1, min(self._batch, round(per_batch))), max(2, round(2 * per_batch))
+        if len(ready) < self._stages[stage].workers:  # a worker is starting
+            hold = batch
+        return batch, min(hold, self._queue_size)
+
+    def _ready_workers(self, stage: int) -> list[_Worker]:
+        return [w for w in self._workers.values() if w.stage == stage and w.box is not None]
 
     def _room(self, stage: int) -> int:
         """How many more items the ready workers of ``stage`` may take."""
-        return sum(
-            self._queue_size - len(w.holding)
-            for w in self._workers.values()
-            if w.stage == stage and w.box is not None
-        )
+        ready = self._ready_workers(stage)
+        _, hold = self._sizes(stage, ready)
+        return sum(max(0, hold - len(w.holding)) for w in ready)
 
     def _dispatch(self, stage: int) -> None:
         queue = self._pending[stage]
-        workers = [w for w in self._workers.values() if w.stage == stage and w.box is not None]
-        while queue and workers:
+        if not queue:
+            return
+        workers = self._ready_workers(stage)
+        if not workers:
+            return
+        batch, hold = self._sizes(stage, workers)
+        while queue:
             worker = min(workers, key=lambda w: len(w.holding))  # the least busy
-            room = min(self._queue_size - len(worker.holding), self._batch)
+            room = min(hold - len(worker.holding), batch)
             if room <= 0:
                 return
-            batch = [queue.popleft()]
-            if (stage, batch[0][0]) not in self._suspects:
-                while queue and len(batch) < room and (stage, queue[0][0]) not in self._suspects:
-                    batch.append(queue.popleft())
+            items = [queue.popleft()]
+            if (stage, items[0][0]) not in self._suspects:
+                while queue and len(items) < room and (stage, queue[0][0]) not in self._suspects:
+                    items.append(queue.popleft())
             assert worker.box is not None
-            worker.box.send(Work(batch))
+            worker.box.send(Work(items))
+            now = time.monotonic()
             if not worker.holding:
-                worker.busy_since = time.monotonic()
-            worker.holding.update(batch)
-            worker.batches.append([index for index, _ in batch])
-            self._bars[stage].total = (self._bars[stage].total or 0) + len(batch)
+                worker.busy_since = now
+            worker.holding.update(items)
+            worker.batches.append((now, [index for index, _ in items]))
+            self._bars[stage].total = (self._bars[stage].total or 0) + len(items)
             self._bars[stage].refresh()
 
     def _receive(self) -> ToDriver | None:
-        wait = LOOK_AGAIN
+        """The next message, or None after a wait of up to LOOK_AGAIN s."""
+        now = time.monotonic()
+        if now >= self._look_at:  # however many messages come: one may never
+            self._check_workers()
+            self._look_at = now + LOOK_AGAIN
+        wait = self._look_at - now
         limit = self._settings.item_timeout
         if limit is not None:
+            # Each message waiting says when its worker went on to its next
+            # item: read them all before judging any worker overdue.
+            with contextlib.suppress(TimeoutError):
+                return self._inbox.receive(timeout=0)
             wait = min(wait, self._kill_overdue(limit))
         try:
-            return self._inbox.receive(timeout=wait)
+            return self._inbox.receive(timeout=max(0.0, wait))
         except TimeoutError:
-            self._check_workers()
             return None
 
     def _kill_overdue(self, limit: float) -> float:
@@ -665,10 +853,11 @@ class _Driver:
                 self._stages[worker.stage].name,
                 worker.pid.n,
                 limit,
-                worker.batches[0][0],
+                worker.batches[0][1][0],
             )
             _kill(worker)
-            wait = min(wait, KILLED_LOOK_AGAIN)  # to see it dead soon
+            self._look_at = min(self._look_at, now + KILLED_LOOK_AGAIN)  # to see it dead soon
+            wait = min(wait, KILLED_LOOK_AGAIN)
         return wait
 
     def _check_workers(self) -> None:
@@ -699,13 +888,13 @@ class _Driver:
         others go through; an item over ``retries`` tries fails."""
         stage = worker.stage
         failed = []
-        for index in worker.batches[0] if worker.batches else ():
+        for index in worker.batches[0][1] if worker.batches else ():
             key = (stage, index)
             self._suspects.add(key)
             self._tries[key] = self._tries.get(key, 0) + 1
             if self._tries[key] > self._settings.retries:
                 failed.append(index)
-        again = [(i, worker.holding[i]) for b in worker.batches for i in b if i not in failed]
+        again = [(i, worker.holding[i]) for _, b in worker.batches for i in b if i not in failed]
         self._pending[stage].extendleft(reversed(again))
         for index in failed:
             self._fail(index, stage, cause)
@@ -728,13 +917,15 @@ class _Driver:
 
     def _shutdown(self) -> None:
         """Stop every worker now, without the work queued for it; kill one that
-        is still busy after GRACE seconds; release everything."""
+        is still busy after GRACE seconds, or whose process has not ended
+        GRACE seconds after it finished; release everything."""
         self._stopping.buffer[0] = 1
         for worker in self._workers.values():
             _stop(worker)
         # Drain what workers still send, so that none blocks on a full inbox,
         # until each has said it finished, or died.
         running, died = set(self._workers), set()
+        finished: dict[int, float] = {}  # worker: when it said so
         deadline = time.monotonic() + GRACE
         while running:
             if time.monotonic() > deadline:
@@ -750,11 +941,28 @@ class _Driver:
                 continue
             if isinstance(msg, Finished):
                 running.discard(msg.worker)
+                finished[msg.worker] = time.monotonic()
             elif isinstance(msg, Ready) and msg.worker in self._workers:
                 # Started, never used: stop it too. (One found dead, and
                 # replaced, before the shutdown is no longer listed.)
                 self._ready(msg)
                 _stop(self._workers[msg.worker])
+        # A worker's process ends once its process function has returned and
+        # its non-daemon threads have ended: one that a stage function started,
+        # and that runs on, would keep it, and this join, for ever.
+        for n in self._not_ended(finished):
+            worker = self._workers[n]
+            if not _kill(worker):  # it ended meanwhile (its os pid now another's)
+                continue
+            log.warning(
+                "netmcore: a worker of pipeline stage %s (process %d) had finished, but "
+                "its process had not ended %s s later: killing it. A process ends only "
+                "once its non-daemon threads have: did the stage function start one "
+                "that runs on? Make it a daemon thread, or end it",
+                self._stages[worker.stage].name,
+                worker.pid.n,
+                GRACE,
+            )
         for worker in self._workers.values():
             if worker.number not in died:
                 stage_worker.join_outcome(worker.pid)
@@ -764,6 +972,51 @@ class _Driver:
             bar.close()
         self._inbox.release()
         self._stopping.release()
+
+    def _not_ended(self, finished: dict[int, float]) -> list[int]:
+        """Wait until the process of each worker in ``finished`` (which said
+        so at the time given) has ended, for up to GRACE seconds after that;
+        return those that had not by then.
+
+        A pidfd (of its os pid, from its box) wakes the wait the moment a
+        process ends: no polling, and no delay when they end at once, as they
+        do. The pid was its own when it said it finished; one since ended and
+        reaped, and taken by another program, passes for not ended: it is then
+        killed through the master, by process id, which does nothing to the
+        other program."""
+        watched: dict[int, int] = {}  # pidfd: worker
+        poller = select.poll()
+        late = []
+        try:
+            for n in finished:
+                box = self._workers[n].box
+                if box is None:
+                    continue
+                try:
+                    fd = os.pidfd_open(box.owner_pid)
+                except ProcessLookupError:
+                    continue  # ended, and reaped
+                except OSError:
+                    continue  # no pidfds (Linux before 5.3): joined without a limit
+                watched[fd] = n
+                poller.register(fd, select.POLLIN)  # readable once it has ended
+            while watched:
+                soonest = min(finished[n] for n in watched.values()) + GRACE
+                for fd, _ in poller.poll(max(0.0, soonest - time.monotonic()) * 1000):
+                    poller.unregister(fd)
+                    os.close(fd)
+                    del watched[fd]
+                now = time.monotonic()
+                for fd, n in list(watched.items()):
+                    if finished[n] + GRACE <= now:
+                        late.append(n)
+                        poller.unregister(fd)
+                        os.close(fd)
+                        del watched[fd]
+        finally:
+            for fd in watched:
+                os.close(fd)
+        return late
 
     def _kill(self, workers: list[_Worker]) -> None:
         for worker in workers:
@@ -779,10 +1032,11 @@ class _Driver:
             _kill(worker)
 
 
-def _kill(worker: _Worker) -> None:
-    # By process id, through the master's pidfd: the worker may have ended and
-    # been reaped, and its os pid gone to another program (kill is then False).
-    kill(worker.pid, signal.SIGKILL)
+def _kill(worker: _Worker) -> bool:
+    """Whether ``worker`` got SIGKILL: sent by process id, through the master's
+    pidfd, since it may have ended and been reaped, and its os pid gone to
+    another program (kill is then False)."""
+    return kill(worker.pid, signal.SIGKILL)
 
 
 def _stop(worker: _Worker) -> None:

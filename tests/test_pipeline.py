@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import logging
 import math
 import os
 import re
@@ -199,35 +200,39 @@ def test_item_that_kills_every_worker_is_reported_never_lost() -> None:
 
 @netmcore.process
 def die_counted(job: tuple[str, int]) -> int:
-    """SIGKILL itself on item 3, every time; a file counts the kills."""
-    kills, k = job
+    """SIGKILL itself on item 3, every time; a file lists every item run."""
+    runs, k = job
+    with open(runs, "a") as f:
+        f.write(f"{k} ")
     if k == 3:
-        with open(kills, "a") as f:
-            f.write("x")
         os.kill(os.getpid(), signal.SIGKILL)
     return k
 
 
 @netmcore.process
 def killed_with_retries(job: tuple[str, int]) -> list[Any]:
-    kills, retries = job
-    items = ((kills, k) for k in range(6))
+    runs, retries = job
+    items = ((runs, k) for k in range(6))
     run = netmcore.Pipeline(die_counted).run(items, on_error="skip", retries=retries)
     results = list(run)
-    return [results, [f.index for f in run.failures], len(Path(kills).read_text())]
+    return [results, [f.index for f in run.failures], Path(runs).read_text().split()]
 
 
 @pytest.mark.parametrize("retries", [0, 1, 2])
 def test_retries_is_how_often_an_item_is_given_to_a_fresh_worker_after_its_worker_died(
     tmp_path: Path, retries: int
 ) -> None:
-    """Item 3 kills its worker ``retries + 1`` times, then fails. The six items
-    travel in one batch, and a worker's death charges every item of the batch
-    it was on: with retries=0 no item runs twice, so they all fail with it."""
-    results, failed, kills = value(drive(killed_with_retries, (str(tmp_path / "k"), retries)))
-    assert kills == retries + 1
+    """Item 3 kills its worker ``retries + 1`` times, then fails. A worker's
+    death charges every item of the batch it was on (which items travel with
+    item 3 depends on the batch sizes, which depend on measured times): with
+    retries=0 no item runs twice, so they all fail with it; with retries, they
+    are each sent alone, and only item 3 fails."""
+    results, failed, runs = value(drive(killed_with_retries, (str(tmp_path / "k"), retries)))
+    assert runs.count("3") == retries + 1
     if retries == 0:
-        assert (results, failed) == ([], [0, 1, 2, 3, 4, 5])
+        assert 3 in failed
+        assert sorted(results + failed) == [0, 1, 2, 3, 4, 5]
+        assert sorted(runs) == sorted(set(runs)), f"an item ran twice: {runs}"
     else:
         assert (results, failed) == ([0, 1, 2, 4, 5], [3])
 
@@ -280,9 +285,10 @@ def twentieth_second(k: int) -> int:
 
 @netmcore.process
 def queued_time_not_counted(_: int) -> list[Any]:
-    """One worker holds all forty items at once (2 s of work): only the time
-    spent on each item (a twentieth of the limit) counts against the limit
-    (with retries=0, an item whose worker were killed would fail)."""
+    """One worker runs forty items (2 s of work), each queued in it behind the
+    one before (it holds two at a time): only the time spent on each item (a
+    twentieth of the limit) counts against the limit (with retries=0, an
+    item whose worker were killed would fail)."""
     items = range(40)
     run = netmcore.Pipeline(twentieth_second).run(items, item_timeout=1.0, queue_size=40, retries=0)
     return [list(run), run.failures]
@@ -348,10 +354,12 @@ def test_an_input_of_the_wrong_type_is_refused_with_its_index() -> None:
     assert value(drive(bad_input, 0)).startswith("pipeline item 1 2 does not match str")
 
 
-@pytest.mark.parametrize("retries", [-1, "1", 1.5])
-def test_retries_is_checked_where_run_is_called(retries: Any) -> None:
+@pytest.mark.parametrize(
+    ("retries", "error"), [(-1, ValueError), ("1", TypeError), (1.5, TypeError)]
+)
+def test_retries_is_checked_where_run_is_called(retries: Any, error: type[Exception]) -> None:
     # Like queue_size and item_size: at once, not when a worker dies.
-    with pytest.raises(ValueError, match=f"retries={retries!r} is not valid: it must be an int"):
+    with pytest.raises(error, match=f"retries={retries!r} is not valid: it must be an int"):
         netmcore.Pipeline(label).run([], retries=retries)
 
 
@@ -629,8 +637,10 @@ def read_ahead_ordered(_: int) -> list[int]:
 
 def test_ordered_results_waiting_for_a_slow_item_do_not_read_the_input_without_bound() -> None:
     """The pipeline holds at most as many items as its workers may (2 x 4),
-    results held back for the input order included."""
-    assert value(drive(read_ahead_ordered, 0)) == [0, 2 * 4]
+    and as many results held back for the input order."""
+    first, read = value(drive(read_ahead_ordered, 0))
+    assert first == 0
+    assert read <= 2 * (2 * 4), f"{read} items read for 1 result"
 
 
 @netmcore.process
@@ -857,8 +867,8 @@ def wait_for(path: str) -> None:
 
 @netmcore.process
 def held_back(job: Job) -> Job:
-    """Item 0 stays in the first stage until item 2 fails in the second."""
-    if job.k == 0:
+    """Items 0 and 3 on stay in the first stage until item 2 fails in the second."""
+    if job.k == 0 or job.k >= 3:
         wait_for(job.flag)
     return job
 
@@ -910,8 +920,309 @@ def test_ordered_stop_yields_the_results_before_the_failing_item_first(
     0 reaches it only once the driver has read item 2's failure: the results
     before item 2 are yielded (1 at once, 0 when it comes), then PipelineError
     for item 2 (or for item 0, which fails too in the second case: the first
-    failing item in input order). The pipeline (3 workers of 1 item) had read
-    items 0 to 2 when item 2 failed, and reads no more."""
+    failing item in input order). The pipeline (3 workers of 1 item) read
+    item 3 for the first stage's free worker before item 2 reached the
+    second (item 1's result, held back, does not count), and holds 3 items
+    (0, 2, 3) until item 2 fails; it reads no more after that."""
     job = Job(str(tmp_path / "flag"), 0, fails)
     got = value(drive(ordered_stop, job))
-    assert got == [results, index, f"ValueError: bad {index}", 3]
+    assert got == [results, index, f"ValueError: bad {index}", 4]
+
+
+# --- expensive items spread over every worker ------------------------------------
+
+
+class Collected(logging.Handler):
+    """The netmcore warnings logged in this process (the driver's own)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> list[str]:
+        logging.getLogger("netmcore").addHandler(self)
+        return self.messages
+
+    def __exit__(self, *exc_info: object) -> None:
+        logging.getLogger("netmcore").removeHandler(self)
+
+
+def wait_until_value(sem: netmcore.PosixSemaphore, least: int, what: str) -> None:
+    deadline = time.monotonic() + 10  # a guard against a hang, not an assertion
+    while sem.value < least:
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.001)  # a poll of the condition, not a wait standing in for it
+
+
+@netmcore.process
+def meet(job: tuple[netmcore.ResId, int]) -> int:
+    """Wait until four items are running at once (each posts once)."""
+    res_id, k = job
+    running = netmcore.open_sem(res_id)
+    running.post()
+    wait_until_value(running, 4, "four items never ran at once")
+    running.close()
+    return k
+
+
+@netmcore.process
+def four_at_once(n: int) -> list[int]:
+    running = netmcore.create_sem(0)
+    try:
+        items = ((running.res_id, k) for k in range(n))
+        return list(netmcore.Pipeline(meet, workers=4).run(items))
+    finally:
+        running.release()
+
+
+@pytest.mark.parametrize("n", [4, 8])
+def test_items_are_spread_over_every_worker_not_batched_onto_the_first(n: int) -> None:
+    """As Executor.map: four workers run four items at once, even when there
+    are only four; the first worker to be ready does not take a whole batch
+    (nothing is known of the items' cost yet: they go one a batch)."""
+    assert value(drive(four_at_once, n)) == list(range(n))
+
+
+# --- results held back for the input order do not hold the workers back ----------
+
+
+@netmcore.process
+def after_two(job: tuple[netmcore.ResId, int]) -> int:
+    """Item 0 waits until two later items have finished (each posts once)."""
+    res_id, k = job
+    finished = netmcore.open_sem(res_id)
+    if k == 0:
+        for _ in range(2):
+            if not finished.wait(timeout=10):  # a guard against a hang
+                raise TimeoutError("the items after item 0 were held back")
+    else:
+        finished.post()
+    finished.close()
+    return k
+
+
+@netmcore.process
+def ordered_past_a_slow_item(n: int) -> list[int]:
+    finished = netmcore.create_sem(0)
+    try:
+        items = ((finished.res_id, k) for k in range(n))
+        return list(netmcore.Pipeline(after_two, workers=2).run(items, queue_size=1))
+    finally:
+        finished.release()
+
+
+def test_ordered_results_held_back_leave_the_other_workers_going() -> None:
+    """Two workers of one item each: while item 0 runs, the other worker goes
+    on to items 1 and 2, whose results are held back for the input order;
+    they used to count against the workers' items, and item 2 was read only
+    once item 0 was out."""
+    assert value(drive(ordered_past_a_slow_item, 6)) == list(range(6))
+
+
+# --- item_timeout counts from the worker's answers, not from when they are read ---
+
+
+@netmcore.process
+def slow_consumer(_: int) -> list[Any]:
+    with Collected() as warnings:
+        run = netmcore.Pipeline(label_length).run(
+            range(4), item_timeout=0.8, retries=0, on_error="skip"
+        )
+        got = []
+        for x in run:
+            got.append(x)
+            if x == 1:
+                time.sleep(0.9)  # a consumer slower than item_timeout, not a wait for anything
+        return [got, [(f.index, f.cause) for f in run.failures], warnings]
+
+
+def test_item_timeout_is_not_charged_for_a_slow_consumer() -> None:
+    """The worker answers every item at once, while the caller takes its time
+    over the first result: the answers it has not read yet say when each item
+    ended, and none was overdue (it used to be killed, and its item failed)."""
+    assert value(drive(slow_consumer, 0)) == [[1, 2, 3, 4], [], []]
+
+
+# --- a dead worker is found while the others keep the driver busy ---------------
+
+
+@netmcore.process
+def die_on_0(job: tuple[str, int]) -> int:
+    """SIGKILL itself on item 0, the first time only (a flag file remembers)."""
+    flag, k = job
+    if k == 0 and not os.path.exists(flag):
+        Path(flag).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return k
+
+
+@netmcore.process
+def found_dead_while_busy(flag: str) -> bool:
+    endless = ((flag, k) for k in itertools.count())
+    deadline = time.monotonic() + 10  # a guard against a hang, not an assertion
+    with netmcore.Pipeline(die_on_0, workers=2).run(endless, ordered=False) as run:
+        for k in run:
+            if k == 0:
+                return True
+            if time.monotonic() > deadline:
+                return False
+    return False
+
+
+def test_a_dead_worker_is_replaced_while_the_other_workers_keep_the_driver_busy(
+    tmp_path: Path,
+) -> None:
+    """The other worker answers without a pause: the driver never waits for
+    a message as long as LOOK_AGAIN, and used to look for dead workers only
+    then. Item 0's worker is found dead all the same, and item 0 retried."""
+    assert value(drive(found_dead_while_busy, str(tmp_path / "flag"))) is True
+    assert (tmp_path / "flag").exists()
+
+
+# --- run's arguments: checked at once, naming the argument -----------------------
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        (
+            {"queue_size": 10**12},
+            "queue_size=1,000,000,000,000 is not valid: the driver's mailbox has a slot for "
+            "each item that its 2 worker(s) may hold (queue_size each), and a mailbox has "
+            "fewer than 2**32 slots: give run() a queue_size of at most 2,147,483,643",
+        ),
+        (
+            {"item_size": 10**12},
+            "item_size=1,000,000,000,000 is not valid: a mailbox's slot holds an item of "
+            "item_size bytes (and a failure's text), and is smaller than 2**32 bytes: "
+            "give run() an item_size of at most 4,294,902,815",
+        ),
+        (
+            {"queue_size": 2**31 - 8, "item_size": 2**31},
+            "queue_size=2,147,483,640 and item_size=2,147,483,648 are too large: the "
+            "driver's mailbox, 4,294,967,288 slots (2 worker(s) x queue_size, and 8) of "
+            "2,147,548,128 bytes (up to 1 item(s) of item_size a message), needs "
+            "9,223,649,371,482,496,896 bytes, which is too large: a shared memory object "
+            "holds at most 9,223,372,036,854,775,807 bytes (2**63-1, a file's size). "
+            "Give run() a smaller queue_size or item_size",
+        ),
+    ],
+)
+def test_queue_size_and_item_size_too_large_for_a_mailbox_are_refused_at_once(
+    sizes: dict[str, int], message: str
+) -> None:
+    """Before anything is made, naming run()'s arguments: they used to be
+    refused once the iteration began, naming a Mailbox's slots."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        netmcore.Pipeline(label, workers=2).run([], **sizes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"ordered": "yes"}, "ordered='yes' is not valid: give True"),
+        ({"ordered": 1}, "ordered=1 is not valid: give True"),
+        ({"queue_size": "1"}, "queue_size='1' is not valid: it must be an int"),
+        ({"queue_size": 2.0}, "queue_size=2.0 is not valid: it must be an int"),
+        ({"item_size": 4096.0}, "item_size=4096.0 is not valid: it must be an int"),
+        ({"retries": True}, "retries=True is not valid: it must be an int"),
+        ({"progress": "no"}, "progress='no' is not valid: give True, False, or None"),
+    ],
+)
+def test_run_arguments_of_the_wrong_type_are_a_type_error(
+    arguments: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        netmcore.Pipeline(label).run([], **arguments)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"queue_size": 0},
+            "queue_size=0 is not valid: it must be an int of at least 1; "
+            "give run() queue_size=1 or more",
+        ),
+        (
+            {"retries": -1},
+            "retries=-1 is not valid: it must be an int of at least 0; "
+            "give run() retries=0 or more",
+        ),
+    ],
+)
+def test_run_arguments_out_of_range_are_a_value_error(
+    arguments: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        netmcore.Pipeline(label).run([], **arguments)
+
+
+@pytest.mark.parametrize(
+    ("workers", "error", "message"),
+    [
+        (2.0, TypeError, "workers=2.0 is not valid: it must be an int"),
+        (True, TypeError, "workers=True is not valid: it must be an int"),
+        ("2", TypeError, "workers='2' is not valid: it must be an int"),
+        (0, ValueError, "workers=0 is not valid: at least 1 worker per stage; give workers=1"),
+    ],
+)
+def test_workers_is_an_int_of_at_least_1(
+    workers: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        netmcore.Pipeline(label, workers=workers)
+    with pytest.raises(error, match=re.escape(message)):
+        netmcore.Pipeline(label).then(label_length, workers=workers)  # type: ignore[arg-type]
+
+
+@netmcore.process
+def anything(x: Any) -> Any:
+    return x
+
+
+@netmcore.process
+def through_any(_: int) -> list[str]:
+    # int -> Any -> int: mypy takes Any for any type and any type for Any.
+    return list(netmcore.Pipeline(label_length).then(anything).then(label).run([1, 20]))
+
+
+def test_then_takes_any_on_either_side_as_mypy_does() -> None:
+    assert value(drive(through_any, 0)) == ["<2>", "<22>"]
+
+
+# --- a worker kept alive by a non-daemon thread ----------------------------------
+
+
+@netmcore.process
+def leave_a_thread(k: int) -> int:
+    if k == 0:
+        threading.Thread(target=hang).start()  # not a daemon: its process cannot end
+    return k
+
+
+@netmcore.process
+def thread_left_running(_: int) -> list[Any]:
+    with Collected() as warnings:
+        results = list(netmcore.Pipeline(leave_a_thread).run(range(3)))
+        return [results, warnings]
+
+
+def test_a_worker_that_a_non_daemon_thread_keeps_alive_is_killed_at_shutdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stage function starts a thread that never ends: the worker finishes,
+    but its process waits for the thread, and the run used to wait for it for
+    ever. It is killed GRACE seconds after it finished, with a warning that
+    says why. (GRACE is shortened in this process, the master: every process
+    of the run is a fork of it.)"""
+    monkeypatch.setattr(_pipeline, "GRACE", 0.2)
+    results, warnings = value(drive(thread_left_running, 0))
+    assert results == [0, 1, 2]
+    assert len(warnings) == 1
+    assert "had finished, but its process had not ended 0.2 s later: killing it" in warnings[0]
+    assert "non-daemon threads" in warnings[0]
