@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -90,3 +93,14 @@ def master_cleanup() -> Iterator[None]:
         yield
     finally:
         netmcore.destroy_resources()
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A fresh directory with a short path, so that socket paths in it stay
+    well below the limit of a Unix socket's."""
+    path = Path(tempfile.mkdtemp(prefix="nmt-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -21,10 +21,8 @@ from __future__ import annotations
 import errno
 import gc
 import os
-import shutil
 import socket
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -42,16 +40,6 @@ T = TypeVar("T")
 @netmcore.process
 def echo(k: int) -> int:
     return k
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A fresh directory with a short path, for a socket directory in it."""
-    path = Path(tempfile.mkdtemp(prefix="nmt-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _run_echo(**kwargs: Any) -> Any:

@@ -14,13 +14,11 @@ import fcntl
 import gc
 import os
 import select
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -65,16 +63,6 @@ def run_echo(**kwargs: Any) -> str | None:
         extract_result=lambda _ctrl, pid: echo.join_nowait(pid),
         **kwargs,
     )
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A fresh directory with a short path, so that socket paths stay well below the limit."""
-    path = Path(tempfile.mkdtemp(prefix="nmt-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _mode(path: Path | str) -> int:
