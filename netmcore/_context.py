@@ -38,7 +38,7 @@ def refuse_other_master_thread(what: str, owns: str) -> None:
     """ContextError if this thread is another thread of the master's process
     than the loop's: the master's tables (``owns``) have no lock, and the
     loop changes them meanwhile. The master's own code runs in the loop's."""
-    if current.role == "master" and threading.get_ident() != current.master_thread:
+    if current.role == "master" and not in_master_loop():
         raise ContextError(
             f"{what} was called in another thread of the master's process: the master's "
             f"loop owns {owns}; call it in the master's own code (init_ctrl, "

@@ -429,31 +429,29 @@ def _stage(stage: object, workers: object) -> Stage:
         isinstance(stage, type) and issubclass(stage, ProcessDef) and "input_type" in dir(stage)
     ):
         raise TypeError(f"a pipeline stage must be a ProcessDef subclass, not {stage!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int):
-        raise TypeError(
-            f"workers={workers!r} is not valid: it must be an int (how many worker "
-            f"processes run the stage), not {type(workers).__name__}"
-        )
-    if workers < 1:
-        raise ValueError(
-            f"workers={workers!r} is not valid: at least 1 worker per stage; give workers=1 or more"
-        )
+    workers = _check_int(
+        workers,
+        "workers",
+        1,
+        "how many worker processes run the stage",
+        "at least 1 worker per stage; give workers=1 or more",
+    )
     return Stage(stage, workers)
 
 
-def _check_int(value: object, what: str, least: int, meaning: str) -> None:
-    """Refuse a ``value`` of run()'s argument ``what`` that is not an int of at
-    least ``least``: TypeError for another type (bool too), ValueError below."""
+def _check_int(value: object, what: str, least: int, meaning: str, rule: str = "") -> int:
+    """``value`` of the argument ``what``, refused unless an int of at least
+    ``least``: TypeError for another type (bool too), ValueError (saying
+    ``rule``, by default run()'s) below."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(
             f"{what}={value!r} is not valid: it must be an int ({meaning}), "
             f"not {type(value).__name__}"
         )
     if value < least:
-        raise ValueError(
-            f"{what}={value!r} is not valid: it must be an int of at least {least}; "
-            f"give run() {what}={least} or more"
-        )
+        rule = rule or f"it must be an int of at least {least}; give run() {what}={least} or more"
+        raise ValueError(f"{what}={value!r} is not valid: {rule}")
+    return value
 
 
 def _check_boxes(workers: int, queue_size: int, item_size: int, batch: int) -> None:
