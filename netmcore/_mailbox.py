@@ -283,6 +283,12 @@ class Mailbox(Generic[T]):
         self._start: int = self._cursor[0]
         self._wake_every = max(1, slots // 2)
         self._until_wake = self._wake_every
+        # Whether a receive() left early (a signal handler's exception, a
+        # timeout): it may have taken a token and not its message. The next
+        # one then looks for a message before it waits for a token, or a
+        # handler firing more often than _FIRST_SLICE would keep every call
+        # from getting to its first look, and the box would stall.
+        self._look_first = False
 
     @property
     def res_id(self) -> ResId:
@@ -520,6 +526,13 @@ class Mailbox(Generic[T]):
             if timeout is not None:
                 timeout = _pthread.check_timeout(timeout)
             deadline = None if timeout is None else time.monotonic() + timeout
+            if self._look_first:
+                with self._receiving:
+                    data = self._take()
+                if data is not None:
+                    self._look_first = False
+                    return self._decode(data)
+            self._look_first = True  # until a message is taken: see __init__
             while True:
                 if _trywait(self._filled):
                     if timeout != 0 and _context.in_master_loop():
@@ -527,10 +540,12 @@ class Mailbox(Generic[T]):
                     self._wake_senders()  # before the box waits: nothing else will
                     data = self._wait(deadline, timeout)
                     if data is not None:  # a message whose token never came
+                        self._look_first = False
                         return self._decode(data)
                 with self._receiving:  # each thread that took one from ``filled`` gets one
                     data = self._take()
                 if data is not None:
+                    self._look_first = False
                     return self._decode(data)
                 # A sender's nudge (see _nudge_receiver), not a message: wait again,
                 # unless it was close()'s, taken by the _trywait above.

@@ -55,6 +55,7 @@ from netmcore import (
     ShmCondition,
     ShmMutex,
     _mailbox,
+    _pthread,
 )
 from netmcore._encap import TYPE_NAME_MAX, clipped_name
 from netmcore._mailbox import _FIRST_SLOT, _SLOT_HEAD, _stride
@@ -655,6 +656,58 @@ def interrupted_send_scenario(arg: tuple[int, str]) -> dict[str, Any]:
     finally:
         box.release()
     return out
+
+
+@netmcore.process
+def interrupted_receive_scenario(slots: int) -> list[str]:
+    """A receive interrupted just after it took a message's token, then
+    receives each interrupted in its wait, as by a handler that fires more
+    often than the receiver's first slice: the message must still come."""
+    box = Mailbox.create(Msg, slots=slots, slot_size=32)
+    trywait = _mailbox._trywait
+    wait, spinning = _pthread.sem_wait, _pthread.sem_wait_spinning
+
+    def token_then_interrupted(addr: int) -> int:
+        rc: int = trywait(addr)
+        if rc == 0:
+            _interrupt()
+        return rc
+
+    def interrupted_wait(addr: int, timeout: float | None) -> bool:
+        _interrupt()
+        raise AssertionError("the handler did not raise")
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    seen: list[str] = []
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        box.send(Msg(7, 7), timeout=0)
+        patch_mailbox(_trywait=token_then_interrupted)
+        try:
+            with pytest.raises(Interrupted):  # having taken the message's token
+                box.receive(timeout=GUARD)
+            seen.append("Interrupted")
+        finally:
+            _mailbox._trywait = trywait
+        _pthread.sem_wait = _pthread.sem_wait_spinning = interrupted_wait
+        try:
+            for _ in range(3):
+                try:
+                    seen.append(repr(box.receive(timeout=GUARD)))
+                    break
+                except Interrupted:
+                    seen.append("Interrupted")
+        finally:
+            _pthread.sem_wait, _pthread.sem_wait_spinning = wait, spinning
+        box.send(Msg(8, 8), timeout=0)  # and the box works on, token and all
+        seen.append(repr(box.receive(timeout=GUARD)))
+        seen.append(f"{box.qsize()} left")
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        box.release()
+    return seen
 
 
 @netmcore.process
@@ -1362,6 +1415,19 @@ def test_mailbox_send_interrupted_by_a_signal_handler_leaves_the_box_usable(poin
     out = run_scenario(interrupted_send_scenario, (slots, point))
     expected = [slots - 1, slots] if point == "claimed" else [slots, slots]
     assert out["capacity"] == expected
+
+
+def test_mailbox_receive_interrupted_after_taking_a_token_loses_no_message() -> None:
+    """A receive that a signal handler's exception ends after it took a
+    message's token leaves that message without one. Before the fix, the
+    next receives waited for a token first and looked for such a message only
+    after 2 ms: a handler firing more often than that stalled the box."""
+    assert run_scenario(interrupted_receive_scenario, 2) == [
+        "Interrupted",
+        repr(Msg(7, 7)),
+        repr(Msg(8, 8)),
+        "0 left",
+    ]
 
 
 def test_mailbox_sender_killed_while_blocked_on_a_full_box(pipes: Any) -> None:
