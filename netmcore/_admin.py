@@ -11,7 +11,7 @@ from . import _cleanup
 from ._debug import log
 from ._errors import SocketDirectoryError
 from ._socketdir import LOCK_NAME, SOCKET_NAME, check_private_dir
-from ._wire import Link, Status, StatusReq
+from ._wire import Failed, Link, Message, Status, StatusReq, join_status
 
 
 def status(socket_directory: str) -> Status:
@@ -24,18 +24,27 @@ def status(socket_directory: str) -> Status:
     """
     path = os.path.join(socket_directory, SOCKET_NAME)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parts: list[Status] = []
     try:
         sock.connect(path)
-        reply = Link(sock).request(StatusReq())
-    except OSError as exc:
+        link = Link(sock)
+        reply: Message | None = link.request(StatusReq())
+        while isinstance(reply, Status):
+            parts.append(reply)
+            if not reply.more:
+                return join_status(parts)
+            reply = link.recv()
+    except OSError as exc:  # MasterGone too: the master ended while it answered
         raise SocketDirectoryError(
             f"no netmcore master answers in {socket_directory!r} ({exc.strerror or exc})"
         ) from exc
     finally:
         sock.close()
-    if not isinstance(reply, Status):
-        raise SocketDirectoryError(f"unexpected reply from the master: {type(reply).__name__}")
-    return reply
+    if reply is None:
+        raise SocketDirectoryError(f"the master in {socket_directory!r} ended while it answered")
+    if isinstance(reply, Failed):
+        raise SocketDirectoryError(f"the master in {socket_directory!r} failed: {reply.message}")
+    raise SocketDirectoryError(f"unexpected reply from the master: {type(reply).__name__}")
 
 
 def unlink(socket_directory: str) -> list[str]:

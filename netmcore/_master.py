@@ -69,13 +69,13 @@ from ._wire import (
     Signalled,
     Started,
     StartReq,
-    Status,
     StatusReq,
     WireEncap,
     WireOutcome,
     decoder,
     encoder,
     recv_buffer,
+    status_parts,
 )
 
 # Standard modules that `import netmcore` must not load (a test checks it).
@@ -219,7 +219,7 @@ class Controller:
 
     def processes(self) -> list[ProcessInfo]:
         """The processes the master knows about, as the admin tool shows them."""
-        return self._master.status().processes
+        return self._master.process_infos()
 
 
 class Master:
@@ -616,7 +616,9 @@ class Master:
                 _resources.destroy_all()
                 reply = Done()
             elif isinstance(msg, StatusReq):
-                reply = self.status()
+                *parts, reply = status_parts(self.os_pid, self.process_infos(), _resources.in_use())
+                for part in parts:
+                    conn.send(msgspec.structs.replace(part, req=msg.req))
             else:
                 reply = Failed("NetmcoreError", f"unexpected message {type(msg).__name__}", None)
         except NoResource as exc:
@@ -934,9 +936,9 @@ class Master:
         conn = Conn(sock, self)
         self._watch(conn.fd, self._conn_handler(conn))
 
-    def status(self) -> Status:
+    def process_infos(self) -> list[ProcessInfo]:
         now = time.monotonic()
-        infos = [
+        return [
             ProcessInfo(
                 r.n,
                 r.child.os_pid if r.child else 0,
@@ -946,7 +948,6 @@ class Master:
             )
             for r in self.records.values()
         ]
-        return Status(self.os_pid, infos, _resources.in_use())
 
     # --- the end -------------------------------------------------------------
 

@@ -253,10 +253,14 @@ class ResourceUse(msgspec.Struct, frozen=True):
 
 
 class Status(_Msg, frozen=True):
+    """One part of the master's state: ``more`` says another part follows
+    (see :func:`status_parts`)."""
+
     master_pid: int
     processes: list[ProcessInfo]
     resources: list[ResourceUse] = []
     req: int = 0
+    more: bool = False
 
 
 Message = (
@@ -286,6 +290,56 @@ Message = (
 
 encoder = msgspec.msgpack.Encoder()
 decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
+
+# What one Status part's entries may take: half a message, the rest is room.
+STATUS_PART_BYTES = MESSAGE_MAX // 2
+# The users of one resource an entry lists (a process id takes up to 9 bytes).
+STATUS_USERS_MAX = 4096
+
+
+def status_parts(
+    master_pid: int, processes: list[ProcessInfo], resources: list[ResourceUse]
+) -> list[Status]:
+    """The master's state in as many :class:`Status` messages as it takes
+    for each to fit a link: a master with some thousands of processes had
+    its whole answer refused. A resource with more than STATUS_USERS_MAX
+    users comes as several entries in a row, with its id; join_status puts
+    them back together."""
+    entries: list[ProcessInfo | ResourceUse] = [*processes]
+    for r in resources:
+        entries.extend(
+            msgspec.structs.replace(r, users=r.users[i : i + STATUS_USERS_MAX])
+            for i in range(0, max(len(r.users), 1), STATUS_USERS_MAX)
+        )
+    parts: list[Status] = []
+    procs: list[ProcessInfo] = []
+    res: list[ResourceUse] = []
+    size = 0
+    for entry in entries:
+        n = len(encoder.encode(entry))
+        if size + n > STATUS_PART_BYTES and (procs or res):
+            parts.append(Status(master_pid, procs, res, more=True))
+            procs, res, size = [], [], 0
+        if isinstance(entry, ProcessInfo):
+            procs.append(entry)
+        else:
+            res.append(entry)
+        size += n
+    parts.append(Status(master_pid, procs, res))
+    return parts
+
+
+def join_status(parts: list[Status]) -> Status:
+    """The one Status that :func:`status_parts` cut into ``parts``."""
+    processes = [p for part in parts for p in part.processes]
+    resources: list[ResourceUse] = []
+    for r in (r for part in parts for r in part.resources):
+        if resources and resources[-1].id == r.id:  # a resource's users, continued
+            r = msgspec.structs.replace(r, users=resources[-1].users + r.users)
+            resources[-1] = r
+        else:
+            resources.append(r)
+    return Status(parts[0].master_pid, processes, resources)
 
 
 def _gone(exc: OSError) -> NoReturn:

@@ -17,6 +17,16 @@ import pytest
 
 import netmcore
 from netmcore import _cleanup, _ipc
+from netmcore._wire import (
+    MESSAGE_MAX,
+    STATUS_USERS_MAX,
+    ProcessInfo,
+    ResourceUse,
+    Status,
+    encoder,
+    join_status,
+    status_parts,
+)
 
 CLI = [sys.executable, "-m", "netmcore"]
 
@@ -83,6 +93,64 @@ def test_status_json(tmp_path: Path) -> None:
     assert kinds["posix_shm"]["name"].startswith(f"/nmc.{master_pid}.")
     assert "fork_point" in kinds
     assert "join_point" in kinds
+
+
+def _long_named(k: int) -> int:
+    return k
+
+
+# Names this long make a run of LONG_NAMED_COUNT processes describe itself in
+# more than the 200 KiB a message takes: as a run of thousands would.
+_long_named.__qualname__ = "long_named_" + "x" * 2_000
+long_named = netmcore.process(_long_named)
+LONG_NAMED_COUNT = 120
+
+
+@netmcore.process
+def ask_status_of_many(args: list[str]) -> CliRun:
+    pids = [long_named.start(k) for k in range(LONG_NAMED_COUNT)]
+    try:
+        return cli("status", *args)
+    finally:
+        for pid in pids:
+            long_named.join(pid)
+
+
+def test_status_larger_than_a_message_comes_whole(tmp_path: Path) -> None:
+    # Before the fix the master refused to send it, and the tool said only
+    # "unexpected reply from the master: Failed".
+    sd = tmp_path / "sd"
+    first, answer = netmcore.run(
+        first_process=lambda: ask_status_of_many.start([str(sd), "--json"]),
+        extract_result=lambda _c, pid: (pid.n, ask_status_of_many.join_nowait(pid)),
+        socket_directory=str(sd),
+    )
+    assert answer is not None and answer.code == 0, answer
+    assert len(answer.out) > 200 * 1024
+    status = json.loads(answer.out)
+    long_name = f"{__name__}.{_long_named.__qualname__}"
+    types = sorted(p["type"] for p in status["processes"])
+    assert types == [f"{__name__}.ask_status_of_many"] + [long_name] * LONG_NAMED_COUNT
+    ids = [p["id"] for p in status["processes"]]
+    assert ids == sorted(ids) and ids[0] == first and len(set(ids)) == len(ids)
+    points = [r for r in status["resources"] if r["name"] == long_name]
+    assert sorted(r["kind"] for r in points) == ["fork_point", "join_point"]
+
+
+def test_status_parts_each_fit_a_message_and_join_back() -> None:
+    # A resource with more users than one entry lists (thousands of live
+    # processes) is cut into entries in a row, and put back together.
+    processes = [ProcessInfo(n, 1000 + n, "p" * (n % 50), "running", 0.5) for n in range(6_000)]
+    resources = [
+        ResourceUse(1, "posix_shm", "/a", list(range(STATUS_USERS_MAX * 2 + 5))),
+        ResourceUse(2, "posix_sem", "/b", []),
+        ResourceUse(3, "posix_shm", "/c", [7, -1]),
+    ]
+    parts = status_parts(42, processes, resources)
+    assert len(parts) > 2
+    assert [p.more for p in parts] == [True] * (len(parts) - 1) + [False]
+    assert all(len(encoder.encode(p)) <= MESSAGE_MAX for p in parts)
+    assert join_status(parts) == Status(42, processes, resources)
 
 
 def test_status_without_master_fails_clearly(tmp_path: Path) -> None:
