@@ -7,6 +7,7 @@ import errno
 import inspect
 import os
 import signal
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -303,25 +304,37 @@ def _pidfile(path: str | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    # O_NOFOLLOW: a link made since the check is not written through.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    # What was checked may have changed since: O_NOFOLLOW writes through no
+    # link, and O_NONBLOCK makes a FIFO open at once (or fail) rather than
+    # wait for a reader; anything but a regular file is then left alone.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o666)
     except OSError as exc:
-        if exc.errno != errno.ELOOP:
+        if exc.errno not in (errno.ELOOP, errno.ENXIO):
             raise
-        raise OSError(
-            exc.errno,
-            f"pidfile {path!r} became a symbolic link after run checked it, and is not "
-            "written through: name a file that is not a link",
-        ) from None
+        what = "a symbolic link" if exc.errno == errno.ELOOP else "a FIFO"
+        raise OSError(exc.errno, _changed(path, what)) from None
     with open(fd, "w") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, _changed(path, "something other than a regular file"))
+        os.ftruncate(fd, 0)  # not O_TRUNC, which would have truncated what the check refuses
         f.write(f"{os.getpid()}\n")
     try:
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+            now = os.lstat(path)
+            if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):  # not another's since
+                os.unlink(path)
+
+
+def _changed(path: str, what: str) -> str:
+    return (
+        f"pidfile {path!r} became {what} after run checked it, and is not written "
+        "to: name a regular file, or one that does not exist yet"
+    )
 
 
 @contextlib.contextmanager

@@ -405,6 +405,53 @@ def test_a_pidfile_that_becomes_a_link_after_the_checks_is_not_written_through(
     assert link.is_symlink()  # not ours to remove: run did not make it
 
 
+@pytest.mark.parametrize("reader", [False, True])
+def test_a_pidfile_that_becomes_a_fifo_after_the_checks_is_not_written_to(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch, reader: bool
+) -> None:
+    # Before the fix, a FIFO with no reader made run wait for one for ever.
+    pidfile = short_tmp / "m.pid"
+    limit = _runtime.raise_fd_limit
+    opened: list[int] = []
+
+    def fifo_then_limit() -> None:
+        os.mkfifo(pidfile)
+        if reader:
+            opened.append(os.open(pidfile, os.O_RDONLY | os.O_NONBLOCK))
+        limit()
+
+    monkeypatch.setattr(_runtime, "raise_fd_limit", fifo_then_limit)
+    try:
+        with pytest.raises(OSError, match=r"pidfile .* became .* after run checked it") as info:
+            _run_echo(pidfile=pidfile)
+        if reader:
+            assert os.read(opened[0], 64) == b""  # nothing was written to it
+    finally:
+        for fd in opened:
+            os.close(fd)
+    gc.collect()
+    assert info.value.errno == (errno.EINVAL if reader else errno.ENXIO)
+    assert stat.S_ISFIFO(os.lstat(pidfile).st_mode)  # not ours to remove
+
+
+@netmcore.process
+def replace_pidfile(path: str) -> int:
+    with open(path + ".new", "w") as f:
+        f.write("another program's\n")
+    os.replace(path + ".new", path)
+    return 0
+
+
+def test_a_pidfile_replaced_during_the_run_is_not_removed(short_tmp: Path) -> None:
+    pidfile = short_tmp / "m.pid"
+    netmcore.run(
+        first_process=lambda: replace_pidfile.start(str(pidfile)),
+        extract_result=lambda _ctrl, pid: replace_pidfile.join_nowait(pid),
+        pidfile=pidfile,
+    )
+    assert pidfile.read_text() == "another program's\n"
+
+
 @pytest.mark.parametrize(
     ("socket_directory", "pidfile", "where"),
     [
