@@ -117,7 +117,7 @@ def run(
             raise_fd_limit()
             master = Master(sockdir, watchdog, pmanage=not disable_pmanage)
             cleanup.callback(master.close)
-            cleanup.enter_context(_pidfile(pidfile))
+            cleanup.enter_context(_pidfile(pidfile, watchdog))
             cleanup.enter_context(_master_context(master))
             cleanup.enter_context(interrupts.routed_to(master))
             controller = Controller(master)
@@ -300,10 +300,11 @@ def _master_context(master: Master) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _pidfile(path: str | None) -> Iterator[None]:
+def _pidfile(path: str | None, watchdog: _watchdog.Watchdog) -> Iterator[None]:
     if path is None:
         yield
         return
+    watchdog.guard_pidfile(path)  # first: a master killed from here on leaves none
     # What was checked may have changed since: O_NOFOLLOW writes through no
     # link, and O_NONBLOCK makes a FIFO open at once (or fail) rather than
     # wait for a reader; anything but a regular file is then left alone.

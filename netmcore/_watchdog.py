@@ -3,7 +3,7 @@
 A small child that ``run`` forks before it makes anything, and which holds a
 socket from the master. The master tells it, before it makes each thing, what
 to clean up: a temporary socket directory (the watchdog makes it), the
-directory's lock, the record, the payload prefix. When the socket closes
+directory's lock, the record, the payload prefix, the pidfile. When the socket closes
 before the master has said that the run ended, the master has died (SIGKILL,
 a crash); the watchdog then unlinks every object still recorded (or, before
 the master recorded them, what the program made before ``run``), sweeps the
@@ -34,6 +34,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ _MAKE_DIR = b"D"  # make a fresh private directory in this one, and answer its p
 _LOCK = b"L"  # keep this descriptor: the socket directory's lock
 _RECORD = b"R"  # the record whose objects to unlink
 _PREFIX = b"P"  # the run's payload prefix
+_PIDFILE = b"F"  # the run's pidfile: removed if it still holds the master's pid
 _ENDED = b"E"  # the run has ended: finish the record, remove the temporary directory, answer
 _CLEAN = b"C"  # the master ends cleanly (but never ran): do nothing, and go
 _ADD = b"+"  # (guard) unlink this object if the program dies: kind, NUL, name
@@ -102,6 +104,12 @@ class Watchdog:
         """If the master dies, also unlink everything named with ``prefix``
         (the run's payloads in flight)."""
         self._order(_PREFIX, prefix)
+
+    def guard_pidfile(self, path: str) -> None:
+        """If the master dies, remove the pidfile ``path`` if it is still a
+        regular file that holds the master's pid (not another program's since).
+        Told before the file is written, so no moment is uncovered."""
+        self._order(_PIDFILE, path)
 
     def guard_object(self, typ: ResourceType, name: str, *, guarded: bool = True) -> None:
         """(A guard) unlink ``name`` if the program dies; or, without
@@ -377,6 +385,7 @@ class _Orders:
     record_path: str | None = None
     prefix: str | None = None
     temp_dir: str | None = None
+    pidfile: str | None = None
 
 
 def _watch(sock: socket.socket, parent: int, objects: set[Object]) -> None:
@@ -450,6 +459,8 @@ def _take_order(sock: socket.socket, orders: _Orders) -> bool | None:
         orders.record_path = arg
     elif op == _PREFIX:
         orders.prefix = arg
+    elif op == _PIDFILE:
+        orders.pidfile = arg
     elif op == _MAKE_DIR:
         try:
             orders.temp_dir = make_fresh_dir(arg)
@@ -506,4 +517,18 @@ def _clean_up(orders: _Orders) -> None:
     if orders.prefix is not None:
         with contextlib.suppress(OSError):
             _ipc.unlink_prefix(orders.prefix)
+    if orders.pidfile is not None:
+        with contextlib.suppress(OSError):
+            _remove_pidfile(orders.pidfile, orders.master_pid)
     _remove_tree(orders.temp_dir)
+
+
+def _remove_pidfile(path: str, master_pid: int) -> None:
+    """Remove the dead master's pidfile: only a regular file (no link)
+    that holds its pid, as run wrote it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 64) == f"{master_pid}\n".encode():
+            os.unlink(path)
+    finally:
+        os.close(fd)

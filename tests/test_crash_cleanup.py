@@ -268,6 +268,7 @@ class CrashMaster(ScriptMaster):
         socket_directory: Path | None,
         disable_pmanage: bool = False,
         stubborn: bool = False,
+        pidfile: Path | None = None,
     ) -> None:
         self.tmp = tmp
         self.sockdir_arg = socket_directory
@@ -297,6 +298,8 @@ class CrashMaster(ScriptMaster):
             argv.append("--disable-pmanage")
         if stubborn:
             argv.append("--stubborn")
+        if pidfile is not None:
+            argv += ["--pidfile", str(pidfile)]
         super().__init__(argv, self.stderr_path, ROOT, stdin=subprocess.PIPE)
         assert self.proc.stdin is not None
         self.procs: list[psutil.Process] = []  # every process of the program we saw
@@ -473,6 +476,27 @@ def test_watchdog_cleans_up_after_sigkill(
     wait_until(lambda: not sockdir.exists(), "the temporary socket directory", CLEANUP_WITHIN)
     assert not objects.find_payloads()
     m.wait_gone()  # the watchdog exits when it is done; the workers die with the master
+
+
+@pytest.mark.parametrize("replaced", [False, True], ids=["ours", "another's"])
+def test_watchdog_removes_the_pidfile_of_a_sigkilled_master(
+    crash_master: Callable[..., CrashMaster], tmp_path: Path, replaced: bool
+) -> None:
+    # Before the fix the pidfile stayed, with a dead pid in it.
+    pidfile = tmp_path / "master.pid"
+    m = crash_master(socket_directory=None, pidfile=pidfile)
+    objects = m.wait_ready()
+    assert pidfile.read_text() == f"{m.pid}\n"
+    if replaced:  # another program's since: not the watchdog's to remove
+        pidfile.write_text("4242\n")
+    os.kill(m.pid, signal.SIGKILL)
+    assert m.wait_exit() == -signal.SIGKILL
+    wait_until(lambda: not objects.existing(), "the watchdog to clean up", CLEANUP_WITHIN)
+    m.wait_gone()  # the watchdog has done all it does
+    if replaced:
+        assert pidfile.read_text() == "4242\n"
+    else:
+        assert not pidfile.exists()
 
 
 def test_watchdog_cleans_up_a_given_socket_directory(

@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--socket-directory")
     parser.add_argument("--disable-pmanage", action="store_true")
     parser.add_argument("--stubborn", action="store_true")
+    parser.add_argument("--pidfile")
     parser.add_argument("--file", required=True)
     parser.add_argument("--ext-shm", required=True)
     parser.add_argument("--ext-sem", required=True)
@@ -137,6 +138,7 @@ def main() -> None:
             socket_directory=args.socket_directory,
             init_ctrl=init,
             disable_pmanage=args.disable_pmanage,
+            pidfile=args.pidfile,
         )
     except BaseException as exc:
         say(f"exit {type(exc).__name__} {getattr(exc, 'code', '')}".rstrip())
