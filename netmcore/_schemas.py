@@ -67,21 +67,29 @@ class SchemasError(Exception):
 
 
 def import_module(spec: str) -> ModuleType:
-    """Import a dotted module name, or a ``.py`` file by path (named by its stem)."""
+    """Import a dotted module name, or a ``.py`` file by path.
+
+    Both are found as ``python -m`` finds them, from the current directory
+    (the ``netmcore`` command's own directory is what Python puts first). A
+    file in a package is imported by its dotted name, so its contracts are
+    named as if it were given by that name (and its relative imports work);
+    any other file by its stem.
+    """
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     if not spec.endswith(".py"):
-        try:
-            return importlib.import_module(spec)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not (spec + ".").startswith(exc.name + "."):
-                raise  # a module that the module imports: its traceback says where
-            raise SchemasError(
-                f"no module named {exc.name!r}; pass a dotted name importable from here, "
-                "or the path of a .py file"
-            ) from exc
+        return _import_dotted(spec, spec)
     path = Path(spec).resolve()
     if not path.is_file():
         raise SchemasError(f"{spec}: no such file")
-    name = path.stem
+    parts = [path.stem]
+    root = path.parent
+    while (root / "__init__.py").is_file():  # up to the directory that holds the package
+        parts.insert(0, root.name)
+        root = root.parent
+    name = ".".join(parts)
+    if parts[-1] == "__init__":
+        name = ".".join(parts[:-1]) or name
     if name in sys.modules:
         known = getattr(sys.modules[name], "__file__", None)
         if known is not None and Path(known).resolve() == path:
@@ -90,6 +98,10 @@ def import_module(spec: str) -> ModuleType:
             f"{spec} would be imported as module {name!r}, which is already another "
             "module; rename the file, or pass its dotted module name instead"
         )
+    if len(parts) > 1:
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        return _import_dotted(name, spec)
     loader_spec = importlib.util.spec_from_file_location(name, path)
     if loader_spec is None or loader_spec.loader is None:
         raise SchemasError(f"cannot import {spec}")
@@ -97,6 +109,18 @@ def import_module(spec: str) -> ModuleType:
     sys.modules[name] = module
     loader_spec.loader.exec_module(module)
     return module
+
+
+def _import_dotted(name: str, spec: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (name + ".").startswith(exc.name + "."):
+            raise  # a module that the module imports: its traceback says where
+        raise SchemasError(
+            f"no module named {exc.name!r} (for {spec}); pass a dotted name importable "
+            "from the current directory, or the path of a .py file"
+        ) from exc
 
 
 @dataclass(frozen=True)

@@ -1408,8 +1408,8 @@ def test_check_against_a_missing_directory_fails(tmp_path: Path, contracts_mod: 
         pytest.param("missing.py", "missing.py: no such file", id="file"),
         pytest.param(
             "no_such_module_here",
-            "no module named 'no_such_module_here'; pass a dotted name importable from "
-            "here, or the path of a .py file",
+            "no module named 'no_such_module_here' (for no_such_module_here); pass a "
+            "dotted name importable from the current directory, or the path of a .py file",
             id="dotted",
         ),
     ],
@@ -1537,6 +1537,47 @@ def test_a_package_does_not_own_its_submodules_contracts(tmp_path: Path) -> None
     for module, count in [("pkg", 1), ("pkg.sub", 1)]:
         check = schemas_cli(tmp_path, module, "--out", "out", "--check", env=env)
         assert (check.returncode, check.stdout) == (0, f"out: {count} contract(s) up to date\n")
+
+
+def test_the_netmcore_command_finds_a_dotted_module_in_the_current_directory(
+    tmp_path: Path,
+) -> None:
+    # As `python -m netmcore` does. The console script's directory is what
+    # Python put on sys.path: before the fix, "no module named 'pkg'".
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    _process_module(tmp_path / "pkg" / "jobs.py", "leaf")
+    command = Path(sys.executable).parent / "netmcore"
+    result = subprocess.run(
+        [str(command), "schemas", "pkg.jobs", "--out", "out"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert _contract_names(tmp_path / "out") == ["pkg.jobs.leaf.json"]
+
+
+def test_a_file_in_a_package_is_named_as_its_dotted_module(tmp_path: Path) -> None:
+    # Given by path or by name, one module's contracts have one name: by path
+    # it was "jobs.leaf.json" (and a relative import in it failed).
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "types_.py").write_text("Number = int\n")
+    jobs = _process_module(tmp_path / "pkg" / "jobs.py", "leaf")
+    jobs.write_text("from .types_ import Number as Number\n" + jobs.read_text())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    by_path = schemas_cli(elsewhere, str(jobs), "--out", "by_path")
+    assert by_path.returncode == 0, by_path.stderr
+    by_name = schemas_cli(tmp_path, "pkg.jobs", "--out", "by_name")
+    assert by_name.returncode == 0, by_name.stderr
+    assert _contract_names(elsewhere / "by_path") == ["pkg.jobs.leaf.json"]
+    assert (elsewhere / "by_path" / "pkg.jobs.leaf.json").read_text() == (
+        tmp_path / "by_name" / "pkg.jobs.leaf.json"
+    ).read_text()
 
 
 def _makefile_schemas_command(check: bool, out: Path) -> list[str]:
