@@ -70,7 +70,24 @@ def _enc_hook(value: Any) -> Any:
     if isinstance(value, str):
         return str.__str__(value)
     # A TypeError, which EncapType.encode reports as an ArgumentTypeError.
-    raise TypeError(f"msgspec cannot encode {type(value).__name__} values")
+    if numpy is not None and isinstance(value, numpy.ndarray):
+        raise TypeError(
+            "msgspec cannot encode ndarray values: pass a.tolist() where a list is "
+            "declared, a.tobytes() where bytes are, or declare a netmcore.SharedArray "
+            "(the handle of an array in shared memory)"
+        )
+    raise TypeError(
+        f"msgspec cannot encode {type(value).__name__} values: pass a value of that type"
+    )
+
+
+def _encode_fix(exc: BaseException) -> str:
+    """The fix for what msgspec could not encode, where its message lacks one."""
+    if isinstance(exc, RecursionError):
+        return "; nest it less deeply"
+    if "serialize ints" in str(exc):
+        return "; pass such an int as a str"
+    return ""
 
 
 def _jsonable(value: Any) -> Any:
@@ -371,7 +388,8 @@ class EncapType(Generic[T]):
             data = _encoder.encode(value)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # too deep: one
             raise ArgumentTypeError(
-                f"{what} {_short(value)} cannot be encoded as {self.name}: {exc}", "$"
+                f"{what} {_short(value)} cannot be encoded as {self.name}: {exc}{_encode_fix(exc)}",
+                "$",
             ) from exc
         if type(value) is not self.type or self.type not in _SCALARS:
             try:

@@ -853,10 +853,21 @@ def test_a_value_msgspec_cannot_encode_is_an_argument_type_error() -> None:
         netmcore.EncapType(str).wrap(Path("/x"))  # type: ignore[arg-type]
     assert info.value.path == "$"
     assert str(info.value) == (
-        "value PosixPath('/x') cannot be encoded as str: msgspec cannot encode PosixPath values"
+        "value PosixPath('/x') cannot be encoded as str: msgspec cannot encode PosixPath "
+        "values: pass a value of that type"
     )
     with pytest.raises(netmcore.ArgumentTypeError, match="msgspec cannot encode object values"):
         netmcore.EncapType(list[int]).wrap([1, object()])  # type: ignore[list-item]
+
+
+def test_a_numpy_array_where_a_list_is_declared_says_how_to_fix_it() -> None:
+    with pytest.raises(netmcore.ArgumentTypeError) as info:
+        netmcore.EncapType(list[float]).wrap(np.arange(3.0))  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "value array([0., 1., 2.]) cannot be encoded as list[float]: msgspec cannot encode "
+        "ndarray values: pass a.tolist() where a list is declared, a.tobytes() where bytes "
+        "are, or declare a netmcore.SharedArray (the handle of an array in shared memory)"
+    )
 
 
 def test_process_decorator_keeps_annotated_constraints() -> None:
@@ -892,6 +903,7 @@ def test_int_out_of_msgpack_range_is_an_argument_type_error() -> None:
     with pytest.raises(netmcore.ArgumentTypeError) as info:
         ints.start(2**64)
     assert info.value.path == "$"
+    assert str(info.value).endswith("> 2**64 - 1; pass such an int as a str")
 
 
 # ==========================================================================
