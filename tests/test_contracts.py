@@ -534,8 +534,14 @@ def invalid_result_scenario(key: str) -> dict[str, Any]:
 def run_python(
     args: list[str], cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    return run_command([sys.executable, *args], cwd, env)
+
+
+def run_command(
+    argv: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *args],
+        argv,
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -1560,14 +1566,7 @@ def test_the_netmcore_command_finds_a_dotted_module_in_the_current_directory(
     (tmp_path / "pkg" / "__init__.py").write_text("")
     _process_module(tmp_path / "pkg" / "jobs.py", "leaf")
     command = Path(sys.executable).parent / "netmcore"
-    result = subprocess.run(
-        [str(command), "schemas", "pkg.jobs", "--out", "out"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
+    result = run_command([str(command), "schemas", "pkg.jobs", "--out", "out"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert _contract_names(tmp_path / "out") == ["pkg.jobs.leaf.json"]
 
@@ -1636,28 +1635,14 @@ def test_makefile_schema_check_catches_a_stale_a_missing_and_an_orphan_contract(
         doc = json.loads(hello.read_text())
         (out / "gone.Add.json").write_text(json.dumps({**doc, "name": "gone.Add"}))
 
-    check = subprocess.run(
-        _makefile_schemas_command(True, out),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
+    check = run_command(_makefile_schemas_command(True, out), ROOT)
     if fault == "none":
         assert check.returncode == 0, check.stdout + check.stderr
         return
     assert check.returncode == 1, check.stdout + check.stderr
     assert faulty[fault] in check.stdout
 
-    regen = subprocess.run(
-        _makefile_schemas_command(False, out),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
+    regen = run_command(_makefile_schemas_command(False, out), ROOT)
     assert regen.returncode == 0, regen.stderr
     assert faulty[fault] in regen.stdout
     assert not (out / "gone.Add.json").exists()
