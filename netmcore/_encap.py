@@ -217,11 +217,14 @@ def _fits_with_any(a: Any, b: Any) -> bool:
         for o in (typing.get_origin(a), typing.get_origin(b))
     )
     args_a, args_b = typing.get_args(a), typing.get_args(b)
-    return (
-        origin_a is not None
-        and origin_a == origin_b
-        and len(args_a) == len(args_b)
-        and all(_fits_with_any(x, y) for x, y in zip(args_a, args_b, strict=True))
+    if origin_a is None or origin_a != origin_b:
+        return False
+    if origin_a is typing.Union:  # in any order, as mypy reads a union
+        return all(any(_fits_with_any(x, y) for y in args_b) for x in args_a) and all(
+            any(_fits_with_any(x, y) for x in args_a) for y in args_b
+        )
+    return len(args_a) == len(args_b) and all(
+        _fits_with_any(x, y) for x, y in zip(args_a, args_b, strict=True)
     )
 
 

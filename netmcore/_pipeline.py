@@ -25,10 +25,22 @@ loses nothing silently: its items are given to another worker, or reported.
 Items go in batches sized by what they cost, as joblib's auto batch size: each
 worker times its items and says so in its answers, and the driver sizes each
 stage's batches to about ``BATCH_SECONDS`` of work, and gives a worker about
-two batches at a time (one it works on, one queued), never more than
-``queue_size`` items. So items that take seconds spread over every worker, one
-at a time, as ``Executor.map`` spreads them, and tiny ones still travel many a
-message. Until a stage's first answer, nothing is known: one item a batch.
+two batches at a time (one it works on, one queued, so that it never waits
+for the driver between two), never more than ``queue_size`` items. Tiny items
+still travel many a message. Items that take over ``LONE_SECONDS`` travel one
+at a time, and a worker holds only the one it is on: each goes to the first
+worker free, in input order, as ``Executor.map`` gives them out. Until a
+stage's first answer, nothing is known: one item a batch, two a worker.
+
+An item queued in a worker does not wait behind a long item there (one the
+worker has been on over ``LONE_SECONDS``) while another worker of its stage
+has nothing to do: the driver takes it back and gives it to that one, before
+any later item. Each item given to a worker has a claim cell in shared
+memory, which the worker takes (an atomic test-and-set) before it begins the
+item, and the driver takes to take the item back: exactly one of them wins, so
+no item runs twice, and a worker passes over an item taken from it. The cells
+also tell the driver which items a dead worker had begun: the others go to
+another worker as they came, never charged a retry.
 
 Shutdown does not wait for queued work: a flag in shared memory, read by each
 worker before each item, tells it to stop; a worker still busy after
@@ -52,6 +64,7 @@ another program by the time it signals (the worker reaped, the pid reused).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import heapq
 import os
 import select
@@ -97,6 +110,12 @@ BATCH = 16
 # enough that a message's cost (tens of microseconds) is small beside it,
 # short enough that the last batches leave no worker waiting long for another.
 BATCH_SECONDS = 0.005
+# Seconds per item from which a worker holds only the item it is on: a
+# message's round trip to the driver, between two items, is then a small part
+# of an item (under 1% on a quiet machine), and nothing queued in a worker can
+# wait behind a long item while another worker takes later ones: each item
+# goes to the first worker free, in input order, as Executor.map's do.
+LONE_SECONDS = 4 * BATCH_SECONDS
 # How much each answer's time per item counts in its stage's estimate (a
 # moving average: a first item slowed by a worker's warm-up is soon forgotten).
 COST_WEIGHT = 0.2
@@ -118,6 +137,48 @@ DRIVER_LOOK_AGAIN = 0.25
 # Each look is a request to the master per worker: not one per message.
 LOOK_AGAIN = 0.25
 KILLED_LOOK_AGAIN = 0.02
+
+
+# --- claim cells: an item is begun by its worker, or taken back, never both -------
+
+# Each item given to a worker has a cell in shared memory, a pthread spinlock
+# of which only the try-lock is used: an atomic test-and-set across processes.
+# The worker takes the cell before it begins the item; the driver takes it to
+# give the item to another worker. Exactly one of them wins, so an item taken
+# back is never begun where it was, and one begun is never taken back.
+_libc = ctypes.PyDLL(None)  # keeps the GIL: a try-lock never waits, and is shorter
+_spin_trylock = _libc.pthread_spin_trylock  # 0: taken now; EBUSY: taken before
+_spin_trylock.argtypes = [ctypes.c_void_p]
+_spin_trylock.restype = ctypes.c_int
+_spin_init = _libc.pthread_spin_init
+_spin_init.argtypes = [ctypes.c_void_p, ctypes.c_int]
+_spin_init.restype = ctypes.c_int
+_PTHREAD_PROCESS_SHARED = 1
+CELL = ctypes.sizeof(ctypes.c_int)  # glibc's pthread_spinlock_t
+
+
+def _free_cell() -> bytes:
+    """The bytes of a cell nobody has taken, as the C library makes them: the
+    driver frees a batch's cells with one copy, not a call per item."""
+    cell = ctypes.c_int(-1)
+    if _spin_init(ctypes.byref(cell), _PTHREAD_PROCESS_SHARED) != 0:
+        raise OSError("pthread_spin_init failed")
+    return bytes(cell)
+
+
+FREE_CELL = _free_cell()
+# Where the cells begin in the pipeline's shared memory, after the stop flag
+# (byte 0): each worker's place has cells_per_worker() cells from there on.
+CELLS_AT = 64
+
+
+def _cells_per_worker(queue_size: int) -> int:
+    """A worker's cells, used in turn: the n-th item it is given has cell n
+    modulo this. The driver gives a worker an item only while every item whose
+    cell it would reuse is behind the worker (answered, or passed over once
+    taken back): it holds at most queue_size items, and room for as many taken
+    back from it, which it may not have reached yet (it is on a long item)."""
+    return 2 * queue_size
 
 
 class Work(msgspec.Struct, frozen=True, tag=True):
@@ -162,7 +223,11 @@ class StageJob(msgspec.Struct, frozen=True):
     input_name: str
     input_fingerprint: str
     driver: ResId
-    stopping: ResId  # one byte: not 0 once the driver shuts the pipeline down
+    # Byte 0: not 0 once the driver shuts the pipeline down; from CELLS_AT on,
+    # each worker's claim cells, ``cells`` per place.
+    shared: ResId
+    place: int
+    cells: int
     queue_size: int
     item_size: int
     batch: int
@@ -191,19 +256,27 @@ def stage_worker(job: StageJob) -> int:
     """Run one stage's process function on every item the driver sends."""
     definition = by_fork_point[job.fork_point.n]
     driver = Mailbox.open(job.driver, ToDriver)
-    stopping = open_shm(job.stopping)
+    shared = open_shm(job.shared)
+    stopping = shared.buffer
+    # Held while the cells are used by address: the mapping cannot go under them.
+    anchor = ctypes.c_char.from_buffer(shared.buffer)
+    cells = ctypes.addressof(anchor) + CELLS_AT + job.place * job.cells * CELL
     inbox = Mailbox.create(
         ToWorker, slots=job.queue_size, slot_size=_slot_size(job.batch, job.item_size)
     )
     driver.send(Ready(job.worker, inbox.res_id))
-    done = 0
+    done = given = 0
     # The flag, not Stop, ends a busy worker: Stop waits behind the queued work.
-    while isinstance(msg := _next_order(inbox, driver), Work) and not stopping.buffer[0]:
+    while isinstance(msg := _next_order(inbox, driver), Work) and not stopping[0]:
         results: list[tuple[int, bytes]] = []
         began = time.monotonic()
         for index, data in msg.items:
-            if stopping.buffer[0]:
+            cell = cells + given % job.cells * CELL
+            given += 1
+            if stopping[0]:
                 break
+            if _spin_trylock(cell):  # the driver took it back: another worker runs it
+                continue
             answer = _run_item(definition, job, data)
             if isinstance(answer, bytes):
                 results.append((index, answer))
@@ -215,7 +288,8 @@ def stage_worker(job: StageJob) -> int:
         if results:
             now = time.monotonic()
             driver.send(Done(job.worker, results, [], now - began, now))
-    stopping.release()
+    del anchor, stopping
+    shared.release()
     inbox.release()
     if msg is not None:  # None: the driver has ended, and nobody reads its box
         driver.send(Finished(job.worker))
@@ -353,7 +427,8 @@ class Pipeline(Generic[In, Out]):
             in the run's ``failures``.
         queue_size :
             Items a worker may hold at a time (it is given fewer, about two
-            batches, sized by what its items take). The input is read only
+            batches, sized by what its items take; only the item it is on,
+            when they take long). The input is read only
             while the pipeline holds fewer items than all its workers may,
             and, in input order, holds back fewer results than that too for
             the items before them, so memory stays flat however long the
@@ -363,8 +438,9 @@ class Pipeline(Generic[In, Out]):
             input item raises ValueError; a larger result fails its item.
         retries :
             How many times an item is given to a fresh worker after its
-            worker died while working on it (on the batch of items it was
-            on); after that, the item fails. With 0 no item runs twice.
+            worker died while working on it (or after it had run it, its
+            result not sent yet); after that, the item fails. With 0 no item
+            runs twice. Items the worker had not begun go on, never charged.
         item_timeout :
             Seconds a stage worker may spend on one item. A worker that goes
             over is killed, and the item counts as one that killed its worker
@@ -460,9 +536,11 @@ def _check_boxes(workers: int, queue_size: int, item_size: int, batch: int) -> N
     at once, not once the run has begun, with a message about slots.
 
     The driver's box is the largest (its slots are all the workers' items, its
-    slot a worker's plus a failure): the others fit where it does. Creating a
-    box writes a lock in every slot, and all the boxes are made together: the
-    pages of all of them must fit /dev/shm's free space at once.
+    slot a worker's plus a failure): the others fit where it does, and so do
+    the claim cells (8 bytes per item a worker may hold), which are written
+    only as they are used. Creating a box writes a lock in every slot, and all
+    the boxes are made together: the pages of all of them must fit /dev/shm's
+    free space at once.
     """
     slots, slot_size = _driver_box(workers, queue_size, item_size, batch)
     if slots >= SIZE_LIMIT:
@@ -548,15 +626,31 @@ class _Settings:
     progress: bool | None
 
 
+@dataclass(eq=False, slots=True)
+class _Batch:
+    """The items of one Work message that its worker has not answered yet."""
+
+    sent: float  # when
+    first: int  # the worker's number for indexes[0] (which picks its claim cell)
+    indexes: list[int]  # in order; those taken back stay, until the worker is past them
+    taken: int = 0  # how many of indexes were taken back
+
+
 @dataclass(eq=False)
 class _Worker:
     stage: int
     number: int
+    place: int  # where its claim cells are
     pid: ProcessId[int]
     box: Mailbox[ToWorker] | None = None  # from its Ready on
     holding: dict[int, bytes] = field(default_factory=dict)  # the items it has, by index
-    # Unanswered, oldest first: when each was sent, and its indexes.
-    batches: deque[tuple[float, list[int]]] = field(default_factory=deque)
+    # Unanswered, oldest first (a batch whose items were all taken back goes).
+    batches: deque[_Batch] = field(default_factory=deque)
+    # The items it has been given (the next one's number), and the number
+    # below which it has begun or passed over every item: its cells from
+    # there on may still be read by it.
+    given: int = 0
+    passed: int = 0
     # When it began its current item (the stamp of its last answer, or when
     # the item was sent, if later), and whether it was killed for going over
     # item_timeout.
@@ -573,13 +667,20 @@ class _Driver:
         self._stages, self._items, self._settings = stages, items, settings
         self.failures: list[ItemFailure] = []
         self._queue_size = settings.queue_size
+        self._cells = _cells_per_worker(settings.queue_size)
         self._batch = _largest_batch(settings.item_size, settings.item_timeout)
+        # One place of claim cells per worker of the pipeline: a worker that
+        # replaces a dead one takes its place (nothing touches the dead one's).
+        self._places = list(range(sum(s.workers for s in stages)))
         # At most: items in the pipeline (read, not yet handed out or failed),
         # results held back for the input order aside; and results held back.
         self._capacity = sum(s.workers for s in stages) * settings.queue_size
         # Per stage: seconds per item (a moving average), None until known.
         self._cost: list[float | None] = [None for _ in stages]
         self._look_at = 0.0  # when to look for dead workers next (_receive)
+        # When a worker's queued items will have waited long enough behind its
+        # current item to be taken back for an idle worker (_rebalance).
+        self._rebalance_at = float("inf")
         self._workers: dict[int, _Worker] = {}
         self._pending: list[deque[tuple[int, bytes]]] = [deque() for _ in stages]
         self._tries: dict[tuple[int, int], int] = {}  # (stage, index) -> times lost
@@ -592,7 +693,10 @@ class _Driver:
         self._failed: PipelineError | None = None
 
     def drive(self) -> Generator[Any, None, None]:
-        self._stopping = create_shm(1)
+        self._shared = create_shm(CELLS_AT + len(self._places) * self._cells * CELL)
+        # Held while the cells are used by address: the mapping cannot go under them.
+        self._anchor: ctypes.c_char | None = ctypes.c_char.from_buffer(self._shared.buffer)
+        self._cells_address = ctypes.addressof(self._anchor) + CELLS_AT
         try:
             slots, slot_size = _driver_box(
                 sum(s.workers for s in self._stages),
@@ -604,7 +708,7 @@ class _Driver:
                 ToDriver, slots=slots, slot_size=slot_size
             )
         except BaseException:
-            self._stopping.release()
+            self._release_shared()
             raise
         self._bars = [self._bar(i, s) for i, s in enumerate(self._stages)]
         try:
@@ -630,9 +734,14 @@ class _Driver:
             leave=True,  # the final counts and rate stay on screen
         )
 
+    def _release_shared(self) -> None:
+        self._anchor = None  # no export of the buffer left: it can be unmapped
+        self._shared.release()
+
     def _spawn(self, stage: int) -> None:
         number = self._next_worker
         self._next_worker += 1
+        place = self._places.pop()
         process = self._stages[stage].process
         job = StageJob(
             number,
@@ -640,12 +749,14 @@ class _Driver:
             process.input_type.name,
             process.input_type.fingerprint,
             self._inbox.res_id,
-            self._stopping.res_id,
+            self._shared.res_id,
+            place,
+            self._cells,
             self._queue_size,
             self._settings.item_size,
             self._batch,
         )
-        self._workers[number] = _Worker(stage, number, stage_worker.start(job))
+        self._workers[number] = _Worker(stage, number, place, stage_worker.start(job))
 
     def _flow(self) -> Iterator[Any]:
         first = self._stages[0].process.input_type
@@ -674,13 +785,9 @@ class _Driver:
             # go on a while, not for ever. Before the results are handed out:
             # the workers work while the caller takes them, and whatever room
             # they leave is filled before the next wait for a message.
-            while (
-                not exhausted
-                and self._failed is None  # the items after a failure are abandoned
-                and fed - out - len(waiting) < capacity
-                and len(waiting) < capacity
-                and len(entry) < self._room(0)
-            ):
+            # (Stage 0's room does not change while the input is read.)
+            room = 0 if exhausted or self._failed is not None else self._room(0) - len(entry)
+            while room > 0 and fed - out - len(waiting) < capacity and len(waiting) < capacity:
                 try:
                     item = next(self._items)
                 except StopIteration:
@@ -688,6 +795,8 @@ class _Driver:
                     break
                 entry.append((fed, self._encode(first, item, fed)))
                 fed += 1
+                room -= 1
+            self._rebalance_at = float("inf")
             for stage in range(len(self._stages)):
                 self._dispatch(stage)
             for data in outgoing:
@@ -740,19 +849,31 @@ class _Driver:
     def _answered(self, msg: Done) -> int:
         """Take the items ``msg`` answers off its worker; return the stage."""
         worker = self._workers[msg.worker]
-        count = len(msg.results) + len(msg.failures)
-        # A worker answers in order, and a Done never spans two batches.
-        oldest = worker.batches[0][1]
-        del oldest[:count]
-        if not oldest:
+        answered = (*msg.results, *msg.failures) if msg.failures else msg.results
+        count = len(answered)
+        # A worker answers in order, and a Done never spans two batches; it
+        # passes over the items taken back from it without a word.
+        oldest = worker.batches[0]
+        behind = count
+        if oldest.taken:
+            behind = 0
+            for index, _ in answered:
+                while oldest.indexes[behind] != index:
+                    behind += 1
+                behind += 1
+            oldest.taken -= behind - count
+        del oldest.indexes[:behind]
+        oldest.first += behind
+        worker.passed = oldest.first
+        if len(oldest.indexes) == oldest.taken:  # it will answer no more of them
             worker.batches.popleft()
-        for index, _ in (*msg.results, *msg.failures):
+        for index, _ in answered:
             del worker.holding[index]
         if worker.holding:
             # On to its next item when it sent this, or when that item came,
             # if later. Its stamp, not the time this is read: the caller may
             # have kept the driver away from its messages for a while.
-            worker.busy_since = max(msg.at, worker.batches[0][0])
+            worker.busy_since = max(msg.at, worker.batches[0].sent)
         stage = worker.stage
         if count:
             cost, sample = self._cost[stage], msg.seconds / count
@@ -764,11 +885,14 @@ class _Driver:
         """The items a batch for ``stage`` takes, and the most a worker of it
         holds: about one batch it works on and one queued (so that it never
         waits for the driver between two, even while the caller keeps the
-        driver busy); only one batch until every worker of the stage is
-        ready, lest the first to be ready take all of a short input."""
+        driver busy), or only the item it is on, for items over LONE_SECONDS;
+        only one batch until every worker of the stage is ready, lest the
+        first to be ready take all of a short input."""
         cost = self._cost[stage]
         if cost is None:  # nothing known yet: one item a batch
             batch, hold = 1, 2
+        elif cost >= LONE_SECONDS:
+            batch, hold = 1, 1
         else:
             per_batch = BATCH_SECONDS / max(cost, 1e-9)  # items in BATCH_SECONDS
             # Held in time, not in batches: items that travel one a message for
@@ -785,34 +909,127 @@ class _Driver:
         """How many more items the ready workers of ``stage`` may take."""
         ready = self._ready_workers(stage)
         _, hold = self._sizes(stage, ready)
-        return sum(max(0, hold - len(w.holding)) for w in ready)
+        return sum(max(0, self._room_in(w, hold)) for w in ready)
+
+    def _room_in(self, worker: _Worker, hold: int) -> int:
+        """How many more items ``worker`` may take: up to ``hold``, and as many
+        as have a cell that it will not read again."""
+        return min(hold - len(worker.holding), self._cells - (worker.given - worker.passed))
 
     def _dispatch(self, stage: int) -> None:
         queue = self._pending[stage]
-        if not queue:
-            return
+        if not queue and self._stages[stage].workers == 1:
+            return  # nothing to send, nobody to take back items for
         workers = self._ready_workers(stage)
         if not workers:
             return
         batch, hold = self._sizes(stage, workers)
+        if len(workers) > 1:  # first: items queued in a worker came before these
+            self._rebalance(workers, batch, hold)
+        cells = self._cells
         while queue:
             worker = min(workers, key=lambda w: len(w.holding))  # the least busy
-            room = min(hold - len(worker.holding), batch)
+            # _room_in, inline (one call less per message)
+            room = min(hold - len(worker.holding), cells - worker.given + worker.passed, batch)
             if room <= 0:
-                return
+                # Another may have room yet: the least busy can be short of
+                # cells only when items were taken back from it.
+                worker = max(workers, key=lambda w: self._room_in(w, hold))
+                room = min(self._room_in(worker, hold), batch)
+                if room <= 0:
+                    return
             items = [queue.popleft()]
             if (stage, items[0][0]) not in self._suspects:
                 while queue and len(items) < room and (stage, queue[0][0]) not in self._suspects:
                     items.append(queue.popleft())
-            assert worker.box is not None
-            worker.box.send(Work(items))
-            now = time.monotonic()
-            if not worker.holding:
-                worker.busy_since = now
-            worker.holding.update(items)
-            worker.batches.append((now, [index for index, _ in items]))
+            self._send(worker, items)
             self._bars[stage].total = (self._bars[stage].total or 0) + len(items)
             self._bars[stage].refresh()
+
+    def _send(self, worker: _Worker, items: list[tuple[int, bytes]]) -> None:
+        """Give ``items`` to ``worker``, each with a free claim cell."""
+        first, count, cells = worker.given, len(items), self._cells
+        # The cells of its next items, in turn: the items that had them last
+        # are behind it (_room_in). Freed before the message that brings the
+        # items is sent: the worker reads them free.
+        at = CELLS_AT + (worker.place * cells + first % cells) * CELL
+        end = first % cells + count
+        if end <= cells:
+            self._shared.buffer[at : at + count * CELL] = FREE_CELL * count
+        else:  # round the end of its cells
+            wrapped = end - cells
+            self._shared.buffer[at : at + (count - wrapped) * CELL] = FREE_CELL * (count - wrapped)
+            at = CELLS_AT + worker.place * cells * CELL
+            self._shared.buffer[at : at + wrapped * CELL] = FREE_CELL * wrapped
+        assert worker.box is not None
+        worker.box.send(Work(items))
+        now = time.monotonic()
+        if not worker.holding:
+            worker.busy_since = now
+        worker.holding.update(items)
+        worker.batches.append(_Batch(now, first, [index for index, _ in items]))
+        worker.given += count
+
+    def _rebalance(self, workers: list[_Worker], batch: int, hold: int) -> None:
+        """Give each of ``workers`` (a stage's) that holds nothing the items
+        queued in another that it has not begun, once that one has been on its
+        current item over LONE_SECONDS: from the one longest on it first, and
+        before any item pending for the stage (those came first). Executor.map's
+        workers take their next item from one queue, only once free, and never
+        leave one behind a long item so. (Items that take less come out soon
+        enough: taking them back would cost more than it saves, as it would
+        for a worker of a later stage, idle between two batches.)"""
+        idle = [w for w in workers if not w.holding]
+        if not idle:
+            return
+        # A worker's oldest item is the one it is on (or done with, its answer
+        # on its way): only those behind it can be waiting.
+        queued = [w for w in workers if len(w.holding) > 1]
+        if not queued:
+            return
+        since = time.monotonic() - LONE_SECONDS
+        recent = [w.busy_since for w in queued if w.busy_since > since]
+        if recent:  # look again when the first of them has been on its item long
+            self._rebalance_at = min(self._rebalance_at, min(recent) + LONE_SECONDS)
+        long = sorted((w for w in queued if w.busy_since <= since), key=lambda w: w.busy_since)
+        for worker in idle:
+            room = min(self._room_in(worker, hold), batch)
+            for other in long if room > 0 else ():
+                items = self._take_back(other, room)
+                if items:
+                    self._send(worker, items)
+                    break
+
+    def _take_back(self, worker: _Worker, most: int) -> list[tuple[int, bytes]]:
+        """Take back up to ``most`` of the items queued in ``worker`` (after
+        the one it is on) that it has not begun, in order. An item the pipeline
+        suspects travels alone (_give_back), so it ends the take."""
+        taken: list[tuple[int, bytes]] = []
+        stage, holding, skip, full = worker.stage, worker.holding, True, False
+        cells = self._cells_address + worker.place * self._cells * CELL
+        for batch in list(worker.batches):
+            for number, index in enumerate(batch.indexes, batch.first):
+                if index not in holding:  # taken back already
+                    continue
+                if skip:
+                    skip = False
+                    continue
+                alone = (stage, index) in self._suspects
+                if alone and taken:
+                    full = True
+                    break
+                if _spin_trylock(cells + number % self._cells * CELL):
+                    continue  # begun: the worker goes on with it
+                taken.append((index, holding.pop(index)))
+                batch.taken += 1
+                if alone or len(taken) == most:
+                    full = True
+                    break
+            if len(batch.indexes) == batch.taken:  # none left for it to answer
+                worker.batches.remove(batch)
+            if full:
+                break
+        return taken
 
     def _receive(self) -> ToDriver | None:
         """The next message, or None after a wait of up to LOOK_AGAIN s."""
@@ -820,7 +1037,7 @@ class _Driver:
         if now >= self._look_at:  # however many messages come: one may never
             self._check_workers()
             self._look_at = now + LOOK_AGAIN
-        wait = self._look_at - now
+        wait = min(self._look_at, self._rebalance_at) - now
         limit = self._settings.item_timeout
         if limit is not None:
             # Each message waiting says when its worker went on to its next
@@ -851,7 +1068,7 @@ class _Driver:
                 self._stages[worker.stage].name,
                 worker.pid.n,
                 limit,
-                worker.batches[0][1][0],
+                next(i for i in worker.batches[0].indexes if i in worker.holding),
             )
             _kill(worker)
             self._look_at = min(self._look_at, now + KILLED_LOOK_AGAIN)  # to see it dead soon
@@ -876,23 +1093,33 @@ class _Driver:
             else:
                 cause = f"its worker died ({outcome})"
             self._give_back(worker, cause)
+            self._places.append(worker.place)  # it is dead: its cells are free
             self._spawn(worker.stage)
 
     def _give_back(self, worker: _Worker, cause: str) -> None:
-        """Queue a dead worker's items again. It answers its batches in order:
-        it died working on the oldest one. Each item of that batch is charged a
-        try (any of them may have killed it, or run already) and is sent alone
+        """Queue a dead worker's items again. An item whose claim cell the
+        driver can still take was never begun: it goes as it came. Each of the
+        others it had begun and not answered (it died on one of them; the
+        others ran, their results unsent) is charged a try and is sent alone
         from now on, so that the item that kills its worker is found and the
         others go through; an item over ``retries`` tries fails."""
-        stage = worker.stage
-        failed = []
-        for index in worker.batches[0][1] if worker.batches else ():
-            key = (stage, index)
-            self._suspects.add(key)
-            self._tries[key] = self._tries.get(key, 0) + 1
-            if self._tries[key] > self._settings.retries:
-                failed.append(index)
-        again = [(i, worker.holding[i]) for _, b in worker.batches for i in b if i not in failed]
+        stage, holding = worker.stage, worker.holding
+        cells = self._cells_address + worker.place * self._cells * CELL
+        again, failed = [], []
+        for batch in worker.batches:
+            for number, index in enumerate(batch.indexes, batch.first):
+                if index not in holding:  # taken back before: another worker has it
+                    continue
+                if not _spin_trylock(cells + number % self._cells * CELL):
+                    again.append((index, holding[index]))  # never begun
+                    continue
+                key = (stage, index)
+                self._suspects.add(key)
+                self._tries[key] = self._tries.get(key, 0) + 1
+                if self._tries[key] > self._settings.retries:
+                    failed.append(index)
+                else:
+                    again.append((index, holding[index]))
         self._pending[stage].extendleft(reversed(again))
         for index in failed:
             self._fail(index, stage, cause)
@@ -917,7 +1144,7 @@ class _Driver:
         """Stop every worker now, without the work queued for it; kill one that
         is still busy after GRACE seconds, or whose process has not ended
         GRACE seconds after it finished; release everything."""
-        self._stopping.buffer[0] = 1
+        self._shared.buffer[0] = 1
         for worker in self._workers.values():
             _stop(worker)
         # Drain what workers still send, so that none blocks on a full inbox,
@@ -969,7 +1196,7 @@ class _Driver:
         for bar in self._bars:
             bar.close()
         self._inbox.release()
-        self._stopping.release()
+        self._release_shared()
 
     def _not_ended(self, finished: dict[int, float]) -> list[int]:
         """Wait until the process of each worker in ``finished`` (which said

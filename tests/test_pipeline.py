@@ -278,24 +278,24 @@ def test_item_timeout_kills_the_worker_retries_the_item_then_fails_it(tmp_path: 
 
 
 @netmcore.process
-def twentieth_second(k: int) -> int:
-    time.sleep(0.05)  # the work an item takes, not a wait for anything
+def hundredth_second(k: int) -> int:
+    time.sleep(0.01)  # the work an item takes, not a wait for anything
     return k
 
 
 @netmcore.process
 def queued_time_not_counted(_: int) -> list[Any]:
-    """One worker runs forty items (2 s of work), each queued in it behind the
-    one before (it holds two at a time): only the time spent on each item (a
-    twentieth of the limit) counts against the limit (with retries=0, an
-    item whose worker were killed would fail)."""
-    items = range(40)
-    run = netmcore.Pipeline(twentieth_second).run(items, item_timeout=1.0, queue_size=40, retries=0)
+    """One worker runs 150 items (1.5 s of work), each queued in it behind the
+    one before (it holds two at a time, as items under LONE_SECONDS): only the
+    time spent on each item (a hundredth of the limit) counts against the
+    limit (with retries=0, an item whose worker were killed would fail)."""
+    items = range(150)
+    run = netmcore.Pipeline(hundredth_second).run(items, item_timeout=1.0, retries=0)
     return [list(run), run.failures]
 
 
 def test_item_timeout_counts_the_time_on_each_item_not_in_the_queue() -> None:
-    assert value(drive(queued_time_not_counted, 0)) == [list(range(40)), []]
+    assert value(drive(queued_time_not_counted, 0)) == [list(range(150)), []]
 
 
 @pytest.mark.parametrize(
@@ -636,11 +636,13 @@ def read_ahead_ordered(_: int) -> list[int]:
 
 
 def test_ordered_results_waiting_for_a_slow_item_do_not_read_the_input_without_bound() -> None:
-    """The pipeline holds at most as many items as its workers may (2 x 4),
-    and as many results held back for the input order."""
+    """While item 0 runs, the pipeline holds at most as many items as its
+    workers may (2 x 4), and as many results held back for the input order;
+    once it is done, those results are all handed out, and the workers are
+    given as many items again (2 x 4) before the first of them is."""
     first, read = value(drive(read_ahead_ordered, 0))
     assert first == 0
-    assert read <= 2 * (2 * 4), f"{read} items read for 1 result"
+    assert read <= 3 * (2 * 4), f"{read} items read for 1 result"
 
 
 @netmcore.process
@@ -987,6 +989,195 @@ def test_items_are_spread_over_every_worker_not_batched_onto_the_first(n: int) -
     assert value(drive(four_at_once, n)) == list(range(n))
 
 
+# --- an item queued behind a long one goes to an idle worker ------------------------
+
+
+class Runs(msgspec.Struct, frozen=True):
+    """Where the items note their runs, and what item 0 waits for."""
+
+    log: str
+    finished: netmcore.ResId
+    items: int
+
+
+@netmcore.process
+def after_the_rest(job: tuple[Runs, int]) -> int:
+    """Item 0 waits until every other item has run (each posts once), as a long
+    item; every item notes its run, and the process it ran in."""
+    runs, k = job
+    with open(runs.log, "a") as f:  # one short O_APPEND write: whole, never mixed
+        f.write(f"{k}:{os.getpid()} ")
+    finished = netmcore.open_sem(runs.finished)
+    try:
+        if k == 0:
+            for _ in range(runs.items - 1):
+                if not finished.wait(timeout=10):  # a guard against a hang
+                    raise TimeoutError("an item was left waiting behind item 0")
+        else:
+            finished.post()
+    finally:
+        finished.close()
+    return k
+
+
+@netmcore.process
+def long_item_first(job: tuple[str, int, bool]) -> list[Any]:
+    log, n, ordered = job
+    finished = netmcore.create_sem(0)
+    try:
+        runs = Runs(log, finished.res_id, n)
+        pipeline = netmcore.Pipeline(after_the_rest, workers=2)
+        try:
+            results = list(pipeline.run(((runs, k) for k in range(n)), ordered=ordered))
+        except netmcore.PipelineError as exc:
+            results = [str(exc)]
+    finally:
+        finished.release()
+    return [results, Path(log).read_text().split()]
+
+
+def ran_once_each_and_beside_item_0(runs: list[str], n: int) -> None:
+    """Each item ran once, and each but item 0 in another process than item 0's
+    (which was on it until they had all run)."""
+    ran = dict(run.split(":") for run in runs)
+    assert sorted(map(int, ran)) == list(range(n)), f"not each item once: {runs}"
+    assert len(runs) == n, f"an item ran twice: {runs}"
+    assert all(ran[str(k)] != ran["0"] for k in range(1, n)), runs
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+def test_an_item_queued_behind_a_long_one_is_taken_back_for_an_idle_worker(
+    tmp_path: Path, ordered: bool
+) -> None:
+    """As Executor.map: no item waits behind a long one while a worker of its
+    stage has nothing to do. Each of the two workers holds two items, one
+    queued (nothing is known yet of what they cost): item 0's worker has item
+    2 or 3 queued behind it (which depends on which worker was ready first).
+    The other worker runs the rest, and has nothing left to do; once item 0's
+    worker has been on it over LONE_SECONDS, the driver takes the queued item
+    back from it (it has not begun it) and gives it to the other. It used to
+    wait there, and item 0, waiting for it, never ended."""
+    n = 4
+    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, ordered)))
+    assert (results if ordered else sorted(results)) == list(range(n))
+    ran_once_each_and_beside_item_0(runs, n)
+
+
+def four_a_message_eight_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 4 items, 8 items a worker, whatever the items cost, so that
+    which items travel together is known. (Set in this process, the master:
+    every process of the run is a fork of it.)"""
+    monkeypatch.setattr(_pipeline._Driver, "_sizes", lambda self, stage, ready: (4, 8))
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+def test_items_in_the_batch_of_a_long_item_are_taken_back_for_an_idle_worker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ordered: bool
+) -> None:
+    """Items 1-3 travel in one message with item 0, which waits for them: the
+    worker that is free takes them from behind item 0 (each item has its
+    claim, not each message). They used to wait there, whichever worker had
+    items 4-7 (the same, if it was ready first, or the other)."""
+    four_a_message_eight_a_worker(monkeypatch)
+    n = 8
+    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, ordered)))
+    assert (results if ordered else sorted(results)) == list(range(n))
+    ran_once_each_and_beside_item_0(runs, n)
+
+
+@netmcore.process
+def after_2_and_3(job: tuple[Runs, int]) -> int:
+    """A twentieth of a second of work an item; item 0 waits until items 2 and
+    3 have run (each posts once). Every item notes its start, and its process."""
+    runs, k = job
+    with open(runs.log, "a") as f:  # one short O_APPEND write: whole, never mixed
+        f.write(f"{k}:{os.getpid()} ")
+    finished = netmcore.open_sem(runs.finished)
+    try:
+        if k == 0:
+            for _ in range(2):
+                if not finished.wait(timeout=10):  # a guard against a hang
+                    raise TimeoutError("item 2 or 3 was left waiting behind item 0")
+        else:
+            time.sleep(0.05)  # the work an item takes, not a wait for anything
+            if k in (2, 3):
+                finished.post()
+    finally:
+        finished.close()
+    return k
+
+
+@netmcore.process
+def long_item_among_others(log: str) -> list[Any]:
+    finished = netmcore.create_sem(0)
+    try:
+        runs = Runs(log, finished.res_id, 10)
+        pipeline = netmcore.Pipeline(after_2_and_3, workers=2)
+        try:
+            results = list(pipeline.run((runs, k) for k in range(runs.items)))
+        except netmcore.PipelineError as exc:
+            results = [str(exc)]
+    finally:
+        finished.release()
+    return [results, Path(log).read_text().split()]
+
+
+def test_items_that_take_long_begin_in_input_order_as_with_executor_map(
+    tmp_path: Path,
+) -> None:
+    """Items of a twentieth of a second, and item 0, far longer: each worker
+    holds two items while nothing is known of what they cost, so item 0's
+    worker has item 2 or 3 queued behind it. Once the items are known to take
+    long (over LONE_SECONDS), a worker holds only the item it is on, and the
+    free one takes the item queued behind item 0 before any later one: items
+    begin in input order from then on, as Executor.map's do. The other worker
+    used to run all the later items first, while the queued item waited (and
+    item 0 for it, for ever); it still would, were the queued item taken back
+    only for a worker with nothing else to do."""
+    results, runs = value(drive(long_item_among_others, str(tmp_path / "runs")))
+    assert results == list(range(10))
+    began = [int(run.split(":")[0]) for run in runs]
+    assert sorted(began) == list(range(10)), f"not each item once: {runs}"
+    ran_in = dict(run.split(":") for run in runs)
+    assert ran_in["2"] != ran_in["0"] and ran_in["3"] != ran_in["0"], runs
+    first_later = min(began.index(k) for k in range(4, 10))
+    assert max(began.index(2), began.index(3)) < first_later, f"not in input order: {runs}"
+
+
+@netmcore.process
+def die_on_1(job: tuple[str, int]) -> int:
+    """SIGKILL itself on item 1; a file lists every item run."""
+    log, k = job
+    with open(log, "a") as f:
+        f.write(f"{k} ")
+    if k == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return k
+
+
+@netmcore.process
+def died_in_a_batch(log: str) -> list[Any]:
+    items = ((log, k) for k in range(8))
+    run = netmcore.Pipeline(die_on_1).run(items, on_error="skip", retries=0)
+    results = list(run)
+    return [results, [(f.index, f.cause) for f in run.failures], Path(log).read_text().split()]
+
+
+def test_with_no_retries_only_the_items_a_dead_worker_had_begun_fail_with_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The worker dies on item 1 of its batch 0-3 (it ran item 0, whose result
+    went with it): with retries=0 items 0 and 1 fail, and items 2 and 3, which
+    it never began (their claims say so), go to the fresh worker with 4-7.
+    The whole batch used to fail with it."""
+    four_a_message_eight_a_worker(monkeypatch)
+    results, failures, runs = value(drive(died_in_a_batch, str(tmp_path / "runs")))
+    died = "its worker died (killed by SIGKILL)"
+    assert failures == [[0, died], [1, died]]
+    assert results == [2, 3, 4, 5, 6, 7]
+    assert sorted(runs, key=int) == [str(k) for k in range(8)], f"not each item once: {runs}"
+
+
 # --- results held back for the input order do not hold the workers back ----------
 
 
@@ -1193,6 +1384,29 @@ def through_any(_: int) -> list[str]:
 
 def test_then_takes_any_on_either_side_as_mypy_does() -> None:
     assert value(drive(through_any, 0)) == ["<2>", "<22>"]
+
+
+@netmcore.process
+def int_or_anys(x: int) -> int | list[Any]:
+    return x
+
+
+@netmcore.process
+def ints_or_int(x: list[int] | int) -> str:
+    return str(x)
+
+
+@netmcore.process
+def str_or_none(x: str | None) -> str:
+    return str(x)
+
+
+def test_then_reads_a_union_with_any_in_any_order_as_mypy_does() -> None:
+    # mypy takes `int | list[Any]` for `list[int] | int`; they were compared
+    # position by position, and refused. A union that does not fit still is.
+    netmcore.Pipeline(int_or_anys).then(ints_or_int)
+    with pytest.raises(TypeError, match=r"takes str \| None, but the stage before it, "):
+        netmcore.Pipeline(int_or_anys).then(str_or_none)  # type: ignore[arg-type]
 
 
 # --- a worker kept alive by a non-daemon thread ----------------------------------
