@@ -489,10 +489,11 @@ class Pipeline(Generic[In, Out]):
         _check_boxes(workers, queue_size, item_size, _largest_batch(item_size, item_timeout))
         role = _context.current.role
         if role != "worker":
+            where = "in the master" if role == "master" else "outside netmcore.run()/startup()"
             raise ContextError(
-                f"Pipeline.run() was called in {role} context: run pipelines in a netmcore "
-                "worker process, e.g. in the first process (the master serves the stage "
-                "workers only once first_process has returned)"
+                f"Pipeline.run() was called {where}: run pipelines in a netmcore worker "
+                "process, e.g. in the first process that run() starts (the master serves "
+                "the stage workers only once first_process has returned)"
             )
         settings = _Settings(
             ordered, on_error, queue_size, item_size, retries, item_timeout, progress
@@ -560,12 +561,12 @@ def _check_boxes(workers: int, queue_size: int, item_size: int, batch: int) -> N
         )
     size, written = footprint(slots, slot_size)
     needs = (
-        f"queue_size={queue_size:,} and item_size={item_size:,} are too large: the "
-        f"driver's mailbox, {slots:,} slots ({workers} worker(s) x queue_size, and 8) of "
-        f"{slot_size:,} bytes (up to {batch} item(s) of item_size a message), needs "
-        f"{size:,} bytes"
+        f"queue_size={queue_size:,} and item_size={item_size:,} are too large for "
+        f"{workers} worker(s): the driver's mailbox, {slots:,} slots ({workers} worker(s) "
+        f"x queue_size, and 8) of {slot_size:,} bytes (up to {batch} item(s) of item_size "
+        f"a message), needs {size:,} bytes"
     )
-    fix = "Give run() a smaller queue_size or item_size"
+    fix = "Give run() a smaller queue_size or item_size, or the pipeline fewer workers"
     problem = size_problem(size)
     if problem is not None:
         raise ValueError(f"{needs}, which is too large: {problem}. {fix}{space_fix(size)}")

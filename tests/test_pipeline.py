@@ -752,9 +752,19 @@ def test_pipeline_run_in_the_master_raises_context_error_instead_of_hanging(
     """The master's loop, which serves the stage workers, does not run while
     first_process does: run() says where to call it instead."""
     assert run_script(tmp_path, MASTER_SCRIPT, deadline=10) == (
-        "Pipeline.run() was called in master context: run pipelines in a netmcore "
-        "worker process, e.g. in the first process (the master serves the stage "
-        "workers only once first_process has returned)"
+        "Pipeline.run() was called in the master: run pipelines in a netmcore worker "
+        "process, e.g. in the first process that run() starts (the master serves the "
+        "stage workers only once first_process has returned)"
+    )
+
+
+def test_pipeline_run_outside_run_says_where_to_call_it() -> None:
+    # It said "was called in none context".
+    with pytest.raises(netmcore.ContextError) as info:
+        netmcore.Pipeline(label).run([1])
+    assert str(info.value).startswith(
+        "Pipeline.run() was called outside netmcore.run()/startup(): run pipelines in "
+        "a netmcore worker process, e.g. in the first process that run() starts"
     )
 
 
@@ -1294,12 +1304,13 @@ def test_a_dead_worker_is_replaced_while_the_other_workers_keep_the_driver_busy(
         ),
         (
             {"queue_size": 2**31 - 8, "item_size": 2**31},
-            "queue_size=2,147,483,640 and item_size=2,147,483,648 are too large: the "
-            "driver's mailbox, 4,294,967,288 slots (2 worker(s) x queue_size, and 8) of "
-            "2,147,548,128 bytes (up to 1 item(s) of item_size a message), needs "
-            "9,223,649,371,482,496,896 bytes, which is too large: a shared memory object "
-            "holds at most 9,223,372,036,854,775,807 bytes (2**63-1, a file's size). "
-            "Give run() a smaller queue_size or item_size",
+            "queue_size=2,147,483,640 and item_size=2,147,483,648 are too large for 2 "
+            "worker(s): the driver's mailbox, 4,294,967,288 slots (2 worker(s) x "
+            "queue_size, and 8) of 2,147,548,128 bytes (up to 1 item(s) of item_size a "
+            "message), needs 9,223,649,371,482,496,896 bytes, which is too large: a shared "
+            "memory object holds at most 9,223,372,036,854,775,807 bytes (2**63-1, a "
+            "file's size). Give run() a smaller queue_size or item_size, or the pipeline "
+            "fewer workers",
         ),
     ],
 )
@@ -1310,6 +1321,21 @@ def test_queue_size_and_item_size_too_large_for_a_mailbox_are_refused_at_once(
     refused once the iteration began, naming a Mailbox's slots."""
     with pytest.raises(ValueError, match=re.escape(message)):
         netmcore.Pipeline(label, workers=2).run([], **sizes)  # type: ignore[arg-type]
+
+
+def test_a_pipeline_too_large_for_a_small_dev_shm_names_its_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A container's /dev/shm (Docker's is 64 MiB): the error blamed only
+    # queue_size and item_size, which the caller had not given.
+    real = os.statvfs("/dev/shm")
+    blocks = (64 << 20) // real.f_frsize
+    small = os.statvfs_result((real.f_bsize, real.f_frsize, blocks, blocks, blocks, *real[5:]))
+    monkeypatch.setattr(os, "statvfs", lambda path: small)
+    with pytest.raises(ValueError) as info:
+        netmcore.Pipeline(label, workers=16).run([1])
+    assert "are too large for 16 worker(s): the driver's mailbox" in str(info.value)
+    assert "or the pipeline fewer workers" in str(info.value)
 
 
 @pytest.mark.parametrize(
