@@ -3,11 +3,12 @@
 A small child that ``run`` forks before it makes anything, and which holds a
 socket from the master. The master tells it, before it makes each thing, what
 to clean up: a temporary socket directory (the watchdog makes it), the
-directory's lock, the record, the payload prefix, the pidfile. When the socket closes
-before the master has said that the run ended, the master has died (SIGKILL,
-a crash); the watchdog then unlinks every object still recorded (or, before
-the master recorded them, what the program made before ``run``), sweeps the
-run's payload prefix, and removes a temporary socket directory. When the run
+directory's lock, the record, the payload prefix, the pidfile. When the
+socket closes before the master has said that the run ended, the master has
+died (SIGKILL, a crash); the watchdog then unlinks every object still
+recorded (or, before the master recorded them, what the program made before
+``run``), sweeps the run's payload prefix, removes the pidfile if it is
+still the master's, and removes a temporary socket directory. When the run
 ends, the watchdog finishes the record and removes a temporary directory: the
 run ends at that word, so a kill at no moment leaves the directory behind.
 
