@@ -32,6 +32,14 @@ at a time, and a worker holds only the one it is on: each goes to the first
 worker free, in input order, as ``Executor.map`` gives them out. Until a
 stage's first answer, nothing is known: one item a batch, two a worker.
 
+A worker answers a batch with one message, as it ends. An item may take far
+longer than its stage's others did (or never end): once the worker has been
+on one over ``LONE_SECONDS``, a thread of the worker sends the results of the
+items before it in its batch, as if the batch had ended there. No result
+waits for a long item but its own: not those taken as they complete, nor
+those before it in input order (a loop that leaves the iteration once it has
+them need not wait for the long item, whose worker is killed at shutdown).
+
 An item queued in a worker does not wait behind a long item there (one the
 worker has been on over ``LONE_SECONDS``) while another worker of its stage
 has nothing to do: the driver takes it back and gives it to that one, before
@@ -66,9 +74,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import heapq
+import math
 import os
 import select
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
@@ -201,9 +211,11 @@ class Done(msgspec.Struct, frozen=True, tag=True):
     results: list[tuple[int, bytes]]  # (index, encoded result)
     failures: list[tuple[int, str]]  # (index, "Type: message"), one at most
     seconds: float  # spent on these items
-    # time.monotonic() when it was sent: when the worker went on to its next
-    # item, if it had one. CLOCK_MONOTONIC is the whole system's (on Linux):
-    # the driver compares it with its own.
+    # time.monotonic() when the worker went on to its next item (if it had
+    # one): when it sent this, at a batch's end or a failure; when it began
+    # the item it is on, if it sends this because that item takes long (see
+    # _Helper). CLOCK_MONOTONIC is the whole system's (on Linux): the driver
+    # compares it with its own.
     at: float
 
 
@@ -265,29 +277,40 @@ def stage_worker(job: StageJob) -> int:
         ToWorker, slots=job.queue_size, slot_size=_slot_size(job.batch, job.item_size)
     )
     driver.send(Ready(job.worker, inbox.res_id))
+    answers = _Answers(job.worker, driver)
+    # Items one a message (item_timeout, a large item_size) have nothing ahead
+    # of them in their batch to hold back: no thread then.
+    helper = _Helper(answers) if job.batch > 1 else None
+    clock = time.monotonic
     done = given = 0
-    # The flag, not Stop, ends a busy worker: Stop waits behind the queued work.
-    while isinstance(msg := _next_order(inbox, driver), Work) and not stopping[0]:
-        results: list[tuple[int, bytes]] = []
-        began = time.monotonic()
-        for index, data in msg.items:
-            cell = cells + given % job.cells * CELL
-            given += 1
-            if stopping[0]:
-                break
-            if _spin_trylock(cell):  # the driver took it back: another worker runs it
-                continue
-            answer = _run_item(definition, job, data)
-            if isinstance(answer, bytes):
-                results.append((index, answer))
-            else:  # at once: a Done has room for one failure (FAILURE_BYTES)
-                now = time.monotonic()
-                driver.send(Done(job.worker, results, [(index, answer)], now - began, now))
-                results, began = [], now
-            done += 1
-        if results:
-            now = time.monotonic()
-            driver.send(Done(job.worker, results, [], now - began, now))
+    try:
+        # The flag, not Stop, ends a busy worker: Stop waits behind the queued work.
+        while isinstance(msg := _next_order(inbox, driver), Work) and not stopping[0]:
+            results = answers.results
+            # No lock: the helper reads it only once ``current`` names an item
+            # of this batch with a result before it, stored after this.
+            answers.began = clock()
+            for index, data in msg.items:
+                cell = cells + given % job.cells * CELL
+                given += 1
+                if stopping[0]:
+                    break
+                if _spin_trylock(cell):  # the driver took it back: another worker runs it
+                    continue
+                # One store of a new tuple: the helper reads both of one item.
+                answers.current = (clock(), len(results))
+                answer = _run_item(definition, job, data)
+                if isinstance(answer, bytes):
+                    results.append((index, answer))
+                else:  # at once: a Done has room for one failure (FAILURE_BYTES)
+                    answers.send_failure(index, answer)
+                done += 1
+            answers.end_batch()
+    finally:
+        # Before Finished, and before the driver's box is closed: nothing is
+        # sent after them.
+        if helper is not None:
+            helper.stop()
     del anchor, stopping
     shared.release()
     inbox.release()
@@ -295,6 +318,110 @@ def stage_worker(job: StageJob) -> int:
         driver.send(Finished(job.worker))
     driver.close()
     return done
+
+
+class _Answers:
+    """The results of a worker's current batch, sent in order, each once: by
+    its loop as the batch ends (or with a failure), and by its helper thread
+    while the loop is on a long item (see _Helper).
+
+    The loop appends to ``results``, and stores ``current``, without the lock
+    (a list's append is atomic, and so is an attribute's store): per item, it
+    costs a clock's reading and a store, no lock. Whatever takes the unsent
+    results and sends them holds the lock, so the Done messages leave in the
+    order the items ran, and none carries a result another has carried. The
+    loop takes it only for a failure, and at a batch's end.
+    """
+
+    __slots__ = ("began", "current", "driver", "lock", "results", "sent", "worker")
+
+    def __init__(self, worker: int, driver: Mailbox[ToDriver]) -> None:
+        self.worker, self.driver = worker, driver
+        self.lock = threading.Lock()
+        self.results: list[tuple[int, bytes]] = []  # the current batch's
+        self.sent = 0  # results[:sent] have been sent
+        self.began = 0.0  # when the first item of results[sent:] began
+        # The item the loop is on: when it began, and how many results came
+        # before it in its batch.
+        self.current: tuple[float, int] = (math.inf, 0)
+
+    def send_failure(self, index: int, cause: str) -> None:
+        """Send the results not sent yet, and the failure of the item after them."""
+        with self.lock:
+            now = time.monotonic()
+            unsent = self.results[self.sent :]
+            self.driver.send(Done(self.worker, unsent, [(index, cause)], now - self.began, now))
+            self.sent, self.began = len(self.results), now
+
+    def end_batch(self) -> None:
+        """Send the results not sent yet; make room for the next batch's."""
+        with self.lock:
+            if len(self.results) > self.sent:
+                now = time.monotonic()
+                unsent = self.results[self.sent :]
+                self.driver.send(Done(self.worker, unsent, [], now - self.began, now))
+            self.results, self.sent, self.current = [], 0, (math.inf, 0)
+
+    def send_held(self) -> None:
+        """Send the results held behind the item the loop is on, once it has
+        been on it LONE_SECONDS: a Done of the items before it, as if the
+        batch had ended there (its ``seconds`` theirs, its ``at`` when that
+        item began: as any Done's, when the worker went on to its next item)."""
+        began, before = self.current
+        if before <= self.sent or time.monotonic() - began < LONE_SECONDS:
+            return  # the usual case, when items are short: no lock
+        with self.lock:
+            # Again, under the lock: ``current`` is then this batch's (the loop
+            # goes on to the next batch only through end_batch, under the lock).
+            began, before = self.current
+            if before > self.sent and time.monotonic() - began >= LONE_SECONDS:
+                held = self.results[self.sent : before]
+                self.driver.send(Done(self.worker, held, [], began - self.began, began))
+                self.sent, self.began = before, began
+
+
+class _Helper:
+    """A thread of a stage worker that sends, while the worker's loop is on a
+    long item, the results of the items before it in its batch. A batch is
+    sized by what its stage's items took so far, and one item may take far
+    longer (or never end): sent at the batch's end, those results would wait
+    for it, and so would a consumer that takes results as they complete, or
+    in input order.
+
+    It looks every LONE_SECONDS (the loop's thread is in the stage function,
+    and says nothing as it begins each item but what ``current`` holds).
+    A daemon, and stopped before the worker ends: it never keeps the process.
+    """
+
+    def __init__(self, answers: _Answers) -> None:
+        self._answers = answers
+        # Released to stop it. A lock, not an Event: its timed wait is one C
+        # call, which the thread makes 1/LONE_SECONDS times a second, busy or idle.
+        self._quit = threading.Lock()
+        self._quit.acquire()
+        self._thread = threading.Thread(
+            target=self._run, name="netmcore-pipeline-answers", daemon=True
+        )
+        # Started with every signal blocked, which it keeps: a signal sent to
+        # the process goes to the main thread, as it did with no helper, and
+        # interrupts its waits (a thread's mask is its creator's).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self._thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _run(self) -> None:
+        send_held, quit = self._answers.send_held, self._quit
+        while not quit.acquire(timeout=LONE_SECONDS):
+            try:
+                send_held()
+            except BrokenPipeError:  # the driver ended: nobody reads its box
+                return
+
+    def stop(self) -> None:
+        self._quit.release()
+        self._thread.join()
 
 
 def _next_order(inbox: Mailbox[ToWorker], driver: Mailbox[ToDriver]) -> ToWorker | None:
