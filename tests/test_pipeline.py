@@ -199,12 +199,12 @@ def test_item_that_kills_every_worker_is_reported_never_lost() -> None:
 
 
 @netmcore.process
-def die_counted(job: tuple[str, int]) -> int:
-    """SIGKILL itself on item 3, every time; a file lists every item run."""
-    runs, k = job
+def die_counted(job: tuple[str, int, int]) -> int:
+    """SIGKILL itself on item ``fatal``, every time; a file lists every item run."""
+    runs, k, fatal = job
     with open(runs, "a") as f:
         f.write(f"{k} ")
-    if k == 3:
+    if k == fatal:
         os.kill(os.getpid(), signal.SIGKILL)
     return k
 
@@ -212,7 +212,7 @@ def die_counted(job: tuple[str, int]) -> int:
 @netmcore.process
 def killed_with_retries(job: tuple[str, int]) -> list[Any]:
     runs, retries = job
-    items = ((runs, k) for k in range(6))
+    items = ((runs, k, 3) for k in range(6))
     run = netmcore.Pipeline(die_counted).run(items, on_error="skip", retries=retries)
     results = list(run)
     return [results, [f.index for f in run.failures], Path(runs).read_text().split()]
@@ -1155,20 +1155,9 @@ def test_items_that_take_long_begin_in_input_order_as_with_executor_map(
 
 
 @netmcore.process
-def die_on_1(job: tuple[str, int]) -> int:
-    """SIGKILL itself on item 1; a file lists every item run."""
-    log, k = job
-    with open(log, "a") as f:
-        f.write(f"{k} ")
-    if k == 1:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return k
-
-
-@netmcore.process
 def died_in_a_batch(log: str) -> list[Any]:
-    items = ((log, k) for k in range(8))
-    run = netmcore.Pipeline(die_on_1).run(items, on_error="skip", retries=0)
+    items = ((log, k, 1) for k in range(8))
+    run = netmcore.Pipeline(die_counted).run(items, on_error="skip", retries=0)
     results = list(run)
     return [results, [(f.index, f.cause) for f in run.failures], Path(log).read_text().split()]
 
