@@ -348,19 +348,21 @@ class _Answers:
     def send_failure(self, index: int, cause: str) -> None:
         """Send the results not sent yet, and the failure of the item after them."""
         with self.lock:
-            now = time.monotonic()
-            unsent = self.results[self.sent :]
-            self.driver.send(Done(self.worker, unsent, [(index, cause)], now - self.began, now))
-            self.sent, self.began = len(self.results), now
+            self._send_unsent([(index, cause)])
 
     def end_batch(self) -> None:
         """Send the results not sent yet; make room for the next batch's."""
         with self.lock:
             if len(self.results) > self.sent:
-                now = time.monotonic()
-                unsent = self.results[self.sent :]
-                self.driver.send(Done(self.worker, unsent, [], now - self.began, now))
+                self._send_unsent([])
             self.results, self.sent, self.current = [], 0, (math.inf, 0)
+
+    def _send_unsent(self, failures: list[tuple[int, str]]) -> None:
+        # Called holding the lock.
+        now = time.monotonic()
+        unsent = self.results[self.sent :]
+        self.driver.send(Done(self.worker, unsent, failures, now - self.began, now))
+        self.sent, self.began = len(self.results), now
 
     def send_held(self) -> None:
         """Send the results held behind the item the loop is on, once it has
@@ -1128,13 +1130,19 @@ class _Driver:
                     self._send(worker, items)
                     break
 
+    def _claim(self, worker: _Worker, number: int) -> bool:
+        """Take the claim cell of the ``number``-th item given to ``worker``:
+        True if the driver got it, the worker not having begun the item."""
+        cells = self._cells_address + worker.place * self._cells * CELL
+        rc: int = _spin_trylock(cells + number % self._cells * CELL)
+        return rc == 0
+
     def _take_back(self, worker: _Worker, most: int) -> list[tuple[int, bytes]]:
         """Take back up to ``most`` of the items queued in ``worker`` (after
         the one it is on) that it has not begun, in order. An item the pipeline
         suspects travels alone (_give_back), so it ends the take."""
         taken: list[tuple[int, bytes]] = []
         stage, holding, skip, full = worker.stage, worker.holding, True, False
-        cells = self._cells_address + worker.place * self._cells * CELL
         for batch in list(worker.batches):
             for number, index in enumerate(batch.indexes, batch.first):
                 if index not in holding:  # taken back already
@@ -1146,7 +1154,7 @@ class _Driver:
                 if alone and taken:
                     full = True
                     break
-                if _spin_trylock(cells + number % self._cells * CELL):
+                if not self._claim(worker, number):
                     continue  # begun: the worker goes on with it
                 taken.append((index, holding.pop(index)))
                 batch.taken += 1
@@ -1232,13 +1240,12 @@ class _Driver:
         from now on, so that the item that kills its worker is found and the
         others go through; an item over ``retries`` tries fails."""
         stage, holding = worker.stage, worker.holding
-        cells = self._cells_address + worker.place * self._cells * CELL
         again, failed = [], []
         for batch in worker.batches:
             for number, index in enumerate(batch.indexes, batch.first):
                 if index not in holding:  # taken back before: another worker has it
                     continue
-                if not _spin_trylock(cells + number % self._cells * CELL):
+                if self._claim(worker, number):
                     again.append((index, holding[index]))  # never begun
                     continue
                 key = (stage, index)

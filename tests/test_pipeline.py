@@ -50,10 +50,10 @@ def label(n: int) -> str:
 
 
 @netmcore.process
-def die_once(job: tuple[str, int]) -> int:
-    """SIGKILL itself on item 5, the first time only (a flag file remembers)."""
-    flag, k = job
-    if k == 5 and not os.path.exists(flag):
+def die_once(job: tuple[str, int, int]) -> int:
+    """SIGKILL itself on item ``fatal``, the first time only (a flag file remembers)."""
+    flag, k, fatal = job
+    if k == fatal and not os.path.exists(flag):
         Path(flag).touch()
         os.kill(os.getpid(), signal.SIGKILL)
     return k
@@ -148,7 +148,7 @@ def test_consumer_that_stops_early_on_an_endless_input_shuts_down_cleanly() -> N
 
 @netmcore.process
 def killed_then_retried(flag: str) -> list[int]:
-    return list(netmcore.Pipeline(die_once, workers=2).run((flag, k) for k in range(10)))
+    return list(netmcore.Pipeline(die_once, workers=2).run((flag, k, 5) for k in range(10)))
 
 
 def test_stage_worker_killed_its_item_is_retried_once(tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ def pipelines_in_a_row(flag: str) -> list[list[str]]:
         assert list(netmcore.Pipeline(parse, workers=2).then(score).run(lines(3))) == [0, 1, 4]
         left.append(sorted(_shm_entries() - before))
     before = _shm_entries()  # a worker killed and replaced: its box too
-    assert list(netmcore.Pipeline(die_once, workers=2).run((flag, k) for k in range(8))) == list(
+    assert list(netmcore.Pipeline(die_once, workers=2).run((flag, k, 5) for k in range(8))) == list(
         range(8)
     )
     left.append(sorted(_shm_entries() - before))
@@ -1384,20 +1384,10 @@ def test_item_timeout_is_not_charged_for_a_slow_consumer() -> None:
 
 
 @netmcore.process
-def die_on_0(job: tuple[str, int]) -> int:
-    """SIGKILL itself on item 0, the first time only (a flag file remembers)."""
-    flag, k = job
-    if k == 0 and not os.path.exists(flag):
-        Path(flag).touch()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return k
-
-
-@netmcore.process
 def found_dead_while_busy(flag: str) -> bool:
-    endless = ((flag, k) for k in itertools.count())
+    endless = ((flag, k, 0) for k in itertools.count())
     deadline = time.monotonic() + 10  # a guard against a hang, not an assertion
-    with netmcore.Pipeline(die_on_0, workers=2).run(endless, ordered=False) as run:
+    with netmcore.Pipeline(die_once, workers=2).run(endless, ordered=False) as run:
         for k in run:
             if k == 0:
                 return True
