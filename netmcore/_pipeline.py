@@ -98,7 +98,7 @@ from ._process import ProcessDef, process
 from ._registry import Definition, by_fork_point
 from ._resource_api import create_shm, open_shm
 from ._resources import SHM_ROOM_FIX, free_problem, size_problem, space_fix
-from ._worker import TEXT_MAX, _clip
+from ._worker import _clip
 
 if TYPE_CHECKING:
     import tqdm
@@ -113,8 +113,17 @@ Next = TypeVar("Next")
 
 # Items travel in batches (up to BATCH small items a message): one wake-up of
 # a worker, and one of the driver, for many items.
-BATCH_BYTES = 64 * 1024
 BATCH = 16
+# A message's bytes: those of its items (or results), each with its index and
+# its length (ENTRY_HEAD), and a fixed part (its type, the worker, the clock
+# readings: MESSAGE_HEAD). Every slot of the pipeline's mailboxes has room for
+# one item of item_size, or for BATCH_BYTES of smaller ones, whichever is more:
+# a batch, or its answer, that would not fit goes in several messages. A slot
+# is sized by what a message carries, not by BATCH items of item_size (which
+# took about 16 times as much shared memory, most of it never used).
+ENTRY_HEAD = 16
+MESSAGE_HEAD = 128
+BATCH_BYTES = 16 * 1024 - MESSAGE_HEAD
 
 # Seconds of work a batch is sized for, from its stage's time per item: long
 # enough that a message's cost (tens of microseconds) is small beside it,
@@ -130,10 +139,6 @@ LONE_SECONDS = 4 * BATCH_SECONDS
 # moving average: a first item slowed by a worker's warm-up is soon forgotten).
 COST_WEIGHT = 0.2
 
-# A failure's text is clipped to TEXT_MAX characters, 4 UTF-8 bytes each at
-# worst (and the clip's marker): the driver's slots have room for one beside
-# a batch of results, and a worker sends a failure at once, never two a message.
-FAILURE_BYTES = 4 * (TEXT_MAX + 100)
 
 # Seconds a worker has, once told to stop, to finish the item it is on.
 GRACE = 1.0
@@ -245,22 +250,46 @@ class StageJob(msgspec.Struct, frozen=True):
     batch: int
 
 
-def _slot_size(batch: int, item_size: int) -> int:
-    """A message of ``batch`` items (index, bytes) of at most ``item_size`` bytes."""
-    return batch * (item_size + 16) + 64
+def _slot_size(item_size: int) -> int:
+    """The slot size of the pipeline's mailboxes (see BATCH_BYTES)."""
+    return MESSAGE_HEAD + max(ENTRY_HEAD + item_size, BATCH_BYTES)
 
 
-def _largest_batch(item_size: int, item_timeout: float | None) -> int:
+def _largest_batch(item_timeout: float | None) -> int:
     """The most items a message carries (see the module's docstring)."""
-    if item_timeout is not None:
-        return 1
-    return max(1, min(BATCH, BATCH_BYTES // item_size))
+    return BATCH if item_timeout is None else 1
 
 
-def _driver_box(workers: int, queue_size: int, item_size: int, batch: int) -> tuple[int, int]:
+def _driver_box(workers: int, queue_size: int, item_size: int) -> tuple[int, int]:
     """The slots and slot size of the driver's Mailbox. Each worker holds at
-    most queue_size items, so as many answers; and a Ready, a Finished."""
-    return workers * queue_size + 8, _slot_size(batch, item_size) + FAILURE_BYTES
+    most queue_size items, and each of its answers is to one of them at
+    least; and a Ready, a Finished."""
+    return workers * queue_size + 8, _slot_size(item_size)
+
+
+def _chunks(entries: list[tuple[int, bytes]], room: int) -> list[list[tuple[int, bytes]]]:
+    """``entries`` (index, bytes) in order, in runs that each fit ``room``
+    bytes of a message: as many a run as fit, one at least."""
+    runs: list[list[tuple[int, bytes]]] = []
+    run: list[tuple[int, bytes]] = []
+    used = 0
+    for entry in entries:
+        size = ENTRY_HEAD + len(entry[1])
+        if run and used + size > room:
+            runs.append(run)
+            run, used = [], 0
+        run.append(entry)
+        used += size
+    runs.append(run)
+    return runs
+
+
+def _failure_text(text: str, item_size: int) -> str:
+    """``text`` clipped, to TEXT_MAX characters, and to a message's room (4
+    UTF-8 bytes a character at worst): a failure always fits a message."""
+    text = _clip(text)
+    room = _slot_size(item_size) - MESSAGE_HEAD - ENTRY_HEAD
+    return text if len(text.encode()) <= room else _clip(text, room // 4 - 64)
 
 
 @process
@@ -273,13 +302,12 @@ def stage_worker(job: StageJob) -> int:
     # Held while the cells are used by address: the mapping cannot go under them.
     anchor = ctypes.c_char.from_buffer(shared.buffer)
     cells = ctypes.addressof(anchor) + CELLS_AT + job.place * job.cells * CELL
-    inbox = Mailbox.create(
-        ToWorker, slots=job.queue_size, slot_size=_slot_size(job.batch, job.item_size)
-    )
+    slot_size = _slot_size(job.item_size)
+    inbox = Mailbox.create(ToWorker, slots=job.queue_size, slot_size=slot_size)
     driver.send(Ready(job.worker, inbox.res_id))
-    answers = _Answers(job.worker, driver)
-    # Items one a message (item_timeout, a large item_size) have nothing ahead
-    # of them in their batch to hold back: no thread then.
+    answers = _Answers(job.worker, driver, slot_size - MESSAGE_HEAD)
+    # Items one a message (item_timeout) have nothing ahead of them in their
+    # batch to hold back: no thread then.
     helper = _Helper(answers) if job.batch > 1 else None
     clock = time.monotonic
     done = given = 0
@@ -302,7 +330,7 @@ def stage_worker(job: StageJob) -> int:
                 answer = _run_item(definition, job, data)
                 if isinstance(answer, bytes):
                     results.append((index, answer))
-                else:  # at once: a Done has room for one failure (FAILURE_BYTES)
+                else:  # at once: a Done has room for one failure (_failure_text)
                     answers.send_failure(index, answer)
                 done += 1
             answers.end_batch()
@@ -333,10 +361,11 @@ class _Answers:
     loop takes it only for a failure, and at a batch's end.
     """
 
-    __slots__ = ("began", "current", "driver", "lock", "results", "sent", "worker")
+    __slots__ = ("began", "current", "driver", "lock", "results", "room", "sent", "worker")
 
-    def __init__(self, worker: int, driver: Mailbox[ToDriver]) -> None:
+    def __init__(self, worker: int, driver: Mailbox[ToDriver], room: int) -> None:
         self.worker, self.driver = worker, driver
+        self.room = room  # the bytes of results (and a failure) a Done may carry
         self.lock = threading.Lock()
         self.results: list[tuple[int, bytes]] = []  # the current batch's
         self.sent = 0  # results[:sent] have been sent
@@ -360,9 +389,29 @@ class _Answers:
     def _send_unsent(self, failures: list[tuple[int, str]]) -> None:
         # Called holding the lock.
         now = time.monotonic()
-        unsent = self.results[self.sent :]
-        self.driver.send(Done(self.worker, unsent, failures, now - self.began, now))
+        self._send(self.results[self.sent :], failures, now - self.began, now)
         self.sent, self.began = len(self.results), now
+
+    def _send(
+        self,
+        results: list[tuple[int, bytes]],
+        failures: list[tuple[int, str]],
+        seconds: float,
+        at: float,
+    ) -> None:
+        """Send ``results``, then ``failures`` (one at most), in as many Done
+        messages as their bytes take, each with its items' share of ``seconds``."""
+        runs = _chunks(results, self.room)
+        if failures:
+            text = failures[0][1].encode()
+            used = sum(ENTRY_HEAD + len(data) for _, data in runs[-1])
+            if runs[-1] and used + ENTRY_HEAD + len(text) > self.room:
+                runs.append([])
+        each = seconds / (len(results) + len(failures))
+        for run in runs[:-1]:
+            self.driver.send(Done(self.worker, run, [], each * len(run), at))
+        last = runs[-1]
+        self.driver.send(Done(self.worker, last, failures, each * (len(last) + len(failures)), at))
 
     def send_held(self) -> None:
         """Send the results held behind the item the loop is on, once it has
@@ -377,8 +426,7 @@ class _Answers:
             # goes on to the next batch only through end_batch, under the lock).
             began, before = self.current
             if before > self.sent and time.monotonic() - began >= LONE_SECONDS:
-                held = self.results[self.sent : before]
-                self.driver.send(Done(self.worker, held, [], began - self.began, began))
+                self._send(self.results[self.sent : before], [], began - self.began, began)
                 self.sent, self.began = before, began
 
 
@@ -442,7 +490,7 @@ def _run_item(definition: Definition, job: StageJob, data: bytes) -> bytes | str
     try:
         encap = definition.function(Encap(job.input_name, job.input_fingerprint, (data,)))
     except Exception as exc:
-        return _clip(f"{type(exc).__qualname__}: {exc}")
+        return _failure_text(f"{type(exc).__qualname__}: {exc}", job.item_size)
     result = bytes(encap.data)
     if len(result) > job.item_size:  # it would not fit the next mailbox
         return (
@@ -615,7 +663,7 @@ class Pipeline(Generic[In, Out]):
                 "or None (or math.inf) for no limit"
             )
         workers = sum(s.workers for s in self.stages)
-        _check_boxes(workers, queue_size, item_size, _largest_batch(item_size, item_timeout))
+        _check_boxes(workers, queue_size, item_size)
         role = _context.current.role
         if role != "worker":
             where = "in the master" if role == "master" else "outside netmcore.run()/startup()"
@@ -660,46 +708,45 @@ def _check_int(value: object, what: str, least: int, meaning: str, rule: str = "
     return value
 
 
-def _check_boxes(workers: int, queue_size: int, item_size: int, batch: int) -> None:
+def _check_boxes(workers: int, queue_size: int, item_size: int) -> None:
     """Refuse, naming queue_size and item_size, sizes for which Mailbox.create
     would refuse the pipeline's mailboxes, with the Mailbox's own limits: here,
     at once, not once the run has begun, with a message about slots.
 
     The driver's box is the largest (its slots are all the workers' items, its
-    slot a worker's plus a failure): the others fit where it does, and so do
+    slots as large as theirs): the others fit where it does, and so do
     the claim cells (8 bytes per item a worker may hold), which are written
     only as they are used. Creating a box writes a lock in every slot, and all
     the boxes are made together: the pages of all of them must fit /dev/shm's
     free space at once.
     """
-    slots, slot_size = _driver_box(workers, queue_size, item_size, batch)
+    slots, slot_size = _driver_box(workers, queue_size, item_size)
     if slots >= SIZE_LIMIT:
-        most = (SIZE_LIMIT - 1 - _driver_box(workers, 0, item_size, batch)[0]) // workers
+        most = (SIZE_LIMIT - 1 - _driver_box(workers, 0, item_size)[0]) // workers
         raise ValueError(
             f"queue_size={queue_size:,} is not valid: the driver's mailbox has a slot for "
             f"each item that its {workers} worker(s) may hold (queue_size each), and a "
             f"mailbox has fewer than 2**32 slots: give run() a queue_size of at most {most:,}"
         )
     if slot_size >= SIZE_LIMIT:
-        # An item_size this large travels one a message (batch 1).
-        most = SIZE_LIMIT - 1 - _driver_box(workers, queue_size, 0, 1)[1]
+        most = SIZE_LIMIT - 1 - MESSAGE_HEAD - ENTRY_HEAD
         raise ValueError(
             f"item_size={item_size:,} is not valid: a mailbox's slot holds an item of "
-            f"item_size bytes (and a failure's text), and is smaller than 2**32 bytes: "
-            f"give run() an item_size of at most {most:,}"
+            f"item_size bytes (and {MESSAGE_HEAD + ENTRY_HEAD} more), and is smaller than "
+            f"2**32 bytes: give run() an item_size of at most {most:,}"
         )
     size, written = footprint(slots, slot_size)
     needs = (
         f"queue_size={queue_size:,} and item_size={item_size:,} are too large for "
         f"{workers} worker(s): the driver's mailbox, {slots:,} slots ({workers} worker(s) "
-        f"x queue_size, and 8) of {slot_size:,} bytes (up to {batch} item(s) of item_size "
-        f"a message), needs {size:,} bytes"
+        f"x queue_size, and 8) of {slot_size:,} bytes (an item of item_size, or "
+        f"{BATCH_BYTES:,} bytes of smaller ones, a message), needs {size:,} bytes"
     )
     fix = "Give run() a smaller queue_size or item_size, or the pipeline fewer workers"
     problem = size_problem(size)
     if problem is not None:
         raise ValueError(f"{needs}, which is too large: {problem}. {fix}{space_fix(size)}")
-    written += workers * footprint(queue_size, _slot_size(batch, item_size))[1]
+    written += workers * footprint(queue_size, slot_size)[1]
     problem = free_problem(written)
     if problem is not None:
         raise ValueError(
@@ -798,7 +845,9 @@ class _Driver:
         self.failures: list[ItemFailure] = []
         self._queue_size = settings.queue_size
         self._cells = _cells_per_worker(settings.queue_size)
-        self._batch = _largest_batch(settings.item_size, settings.item_timeout)
+        self._batch = _largest_batch(settings.item_timeout)
+        # The bytes of items a Work message may carry.
+        self._room_bytes = _slot_size(settings.item_size) - MESSAGE_HEAD
         # One place of claim cells per worker of the pipeline: a worker that
         # replaces a dead one takes its place (nothing touches the dead one's).
         self._places = list(range(sum(s.workers for s in stages)))
@@ -829,10 +878,7 @@ class _Driver:
         self._cells_address = ctypes.addressof(self._anchor) + CELLS_AT
         try:
             slots, slot_size = _driver_box(
-                sum(s.workers for s in self._stages),
-                self._queue_size,
-                self._settings.item_size,
-                self._batch,
+                sum(s.workers for s in self._stages), self._queue_size, self._settings.item_size
             )
             self._inbox: Mailbox[ToDriver] = Mailbox.create(
                 ToDriver, slots=slots, slot_size=slot_size
@@ -917,6 +963,7 @@ class _Driver:
             # they leave is filled before the next wait for a message.
             # (Stage 0's room does not change while the input is read.)
             room = 0 if exhausted or self._failed is not None else self._room(0) - len(entry)
+            read = fed
             while room > 0 and fed - out - len(waiting) < capacity and len(waiting) < capacity:
                 try:
                     item = next(self._items)
@@ -926,6 +973,8 @@ class _Driver:
                 entry.append((fed, self._encode(first, item, fed)))
                 fed += 1
                 room -= 1
+            if fed > read:
+                self._arrived(0, fed - read)
             self._rebalance_at = float("inf")
             for stage in range(len(self._stages)):
                 self._dispatch(stage)
@@ -952,12 +1001,20 @@ class _Driver:
                 out += 1
             if stage + 1 < len(self._stages):
                 self._pending[stage + 1].extend(msg.results)
+                self._arrived(stage + 1, len(msg.results))
             elif not ordered:
                 outgoing.extend(data for _, data in msg.results)
                 out += len(msg.results)
             else:
                 for result in msg.results:
                     heapq.heappush(waiting, result)
+
+    def _arrived(self, stage: int, count: int) -> None:
+        """Count ``count`` items into ``stage``'s progress bar: once each, as
+        they come to it, not again when one goes to another worker."""
+        bar = self._bars[stage]
+        bar.total = (bar.total or 0) + count
+        bar.refresh()
 
     def _encode(self, first: EncapType[Any], item: Any, index: int) -> bytes:
         data = first.encode(item, f"pipeline item {index}")
@@ -1026,7 +1083,7 @@ class _Driver:
         else:
             per_batch = BATCH_SECONDS / max(cost, 1e-9)  # items in BATCH_SECONDS
             # Held in time, not in batches: items that travel one a message for
-            # another reason (item_timeout, a large item_size) may be tiny.
+            # another reason (item_timeout, their size) may take little time.
             batch, hold = max(1, min(self._batch, round(per_batch))), max(2, round(2 * per_batch))
         if len(ready) < self._stages[stage].workers:  # a worker is starting
             hold = batch
@@ -1070,11 +1127,13 @@ class _Driver:
                     return
             items = [queue.popleft()]
             if (stage, items[0][0]) not in self._suspects:
+                used = ENTRY_HEAD + len(items[0][1])
                 while queue and len(items) < room and (stage, queue[0][0]) not in self._suspects:
+                    used += ENTRY_HEAD + len(queue[0][1])
+                    if used > self._room_bytes:
+                        break
                     items.append(queue.popleft())
             self._send(worker, items)
-            self._bars[stage].total = (self._bars[stage].total or 0) + len(items)
-            self._bars[stage].refresh()
 
     def _send(self, worker: _Worker, items: list[tuple[int, bytes]]) -> None:
         """Give ``items`` to ``worker``, each with a free claim cell."""
@@ -1139,10 +1198,11 @@ class _Driver:
 
     def _take_back(self, worker: _Worker, most: int) -> list[tuple[int, bytes]]:
         """Take back up to ``most`` of the items queued in ``worker`` (after
-        the one it is on) that it has not begun, in order. An item the pipeline
-        suspects travels alone (_give_back), so it ends the take."""
+        the one it is on) that it has not begun, in order, as many as one
+        message holds. An item the pipeline suspects travels alone
+        (_give_back), so it ends the take."""
         taken: list[tuple[int, bytes]] = []
-        stage, holding, skip, full = worker.stage, worker.holding, True, False
+        stage, holding, skip, full, used = worker.stage, worker.holding, True, False, 0
         for batch in list(worker.batches):
             for number, index in enumerate(batch.indexes, batch.first):
                 if index not in holding:  # taken back already
@@ -1151,12 +1211,14 @@ class _Driver:
                     skip = False
                     continue
                 alone = (stage, index) in self._suspects
-                if alone and taken:
+                size = ENTRY_HEAD + len(holding[index])
+                if taken and (alone or used + size > self._room_bytes):
                     full = True
                     break
                 if not self._claim(worker, number):
                     continue  # begun: the worker goes on with it
                 taken.append((index, holding.pop(index)))
+                used += size
                 batch.taken += 1
                 if alone or len(taken) == most:
                     full = True

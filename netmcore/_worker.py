@@ -213,14 +213,15 @@ def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
 TEXT_MAX = 16_000
 
 
-def _clip(text: str) -> str:
+def _clip(text: str, most: int = TEXT_MAX) -> str:
+    """``text``, encodable, cut to its head and tail if over ``most`` characters."""
     if not text.isascii():
         # A lone surrogate (os.fsdecode's for a file name that is not UTF-8)
         # cannot be encoded, and would turn the outcome into a crash: escaped.
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    if len(text) <= TEXT_MAX:
+    if len(text) <= most:
         return text
-    half = TEXT_MAX // 2
+    half = most // 2
     return f"{text[:half]}\n[... {len(text) - 2 * half:,} characters cut ...]\n{text[-half:]}"
 
 

@@ -156,7 +156,10 @@ def test_stage_worker_killed_its_item_is_retried_once(tmp_path: Path) -> None:
 
 
 def _shm_entries() -> set[str]:
-    return set(os.listdir("/dev/shm"))
+    """The run's entries in /dev/shm, named for its master (the parent of a
+    worker that calls this): not those of a program run beside it."""
+    run = f"nmc.{os.getppid()}."
+    return {name for name in os.listdir("/dev/shm") if name.removeprefix("sem.").startswith(run)}
 
 
 @netmcore.process
@@ -436,11 +439,16 @@ def test_stage_workers_are_netmcore_processes() -> None:
 
 
 PROGRESS_SCRIPT = """
+import os
+import signal
 import sys
 import netmcore
 
 @netmcore.process
 def double(k: int) -> int:
+    if k == 5 and sys.argv[1] == "retried" and not os.path.exists(sys.argv[2]):
+        open(sys.argv[2], "w").close()  # killed once, on item 5: it is given again
+        os.kill(os.getpid(), signal.SIGKILL)
     return 2 * k
 
 @netmcore.process
@@ -448,33 +456,40 @@ def first(show: bool) -> int:
     run = netmcore.Pipeline(double, workers=2).then(double).run(range(50), progress=show or None)
     return sum(run)
 
-show = sys.argv[1] == "on"
+show = sys.argv[1] != "off"
 print(netmcore.run(first_process=lambda: first.start(show),
                    extract_result=lambda c, pid: first.join_nowait(pid)))
 """
 
 
-@pytest.mark.parametrize("mode", ["on", "off"])
+@pytest.mark.parametrize("mode", ["on", "off", "retried"])
 def test_progress_bars_per_stage_only_when_asked_or_on_a_terminal(
     tmp_path: Path, mode: str
 ) -> None:
-    import subprocess
-    import sys
-
+    """A bar counts each item once, also one given again to another worker
+    (a worker killed on item 5: its items came back, and their second
+    sending counted again: 50/52)."""
     script = tmp_path / "progress.py"
     script.write_text(PROGRESS_SCRIPT)
     proc = subprocess.run(
-        [sys.executable, str(script), mode], capture_output=True, text=True, timeout=60
+        [sys.executable, str(script), mode, str(tmp_path / "flag")],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(4 * sum(range(50)))
-    if mode == "on":  # one bar per stage: its name, workers, items out of in, rate
-        assert "double x2" in proc.stderr
-        assert "double x1" in proc.stderr
-        assert "50/50" in proc.stderr
-        assert "item/s" in proc.stderr
-    else:  # by default, off when stderr is not a terminal
+    if mode == "off":  # by default, off when stderr is not a terminal
         assert proc.stderr == ""
+        return
+    # One bar per stage: its name, workers, items out of in, rate.
+    assert "double x2" in proc.stderr
+    assert "double x1" in proc.stderr
+    assert "item/s" in proc.stderr
+    totals = {int(total) for total in re.findall(r"\d+/(\d+) \[", proc.stderr)}
+    assert max(totals) == 50, proc.stderr
+    assert "50/50" in proc.stderr
+    assert (mode == "retried") == (tmp_path / "flag").exists()
 
 
 def run_script(tmp_path: Path, source: str, deadline: float) -> str:
@@ -1008,6 +1023,7 @@ class Runs(msgspec.Struct, frozen=True):
     log: str
     finished: netmcore.ResId
     items: int
+    pad: bytes = b""  # carried by every item, to make it larger
 
 
 @netmcore.process
@@ -1031,11 +1047,11 @@ def after_the_rest(job: tuple[Runs, int]) -> int:
 
 
 @netmcore.process
-def long_item_first(job: tuple[str, int, bool]) -> list[Any]:
-    log, n, ordered = job
+def long_item_first(job: tuple[str, int, bool, int]) -> list[Any]:
+    log, n, ordered, pad = job
     finished = netmcore.create_sem(0)
     try:
-        runs = Runs(log, finished.res_id, n)
+        runs = Runs(log, finished.res_id, n, b"-" * pad)
         pipeline = netmcore.Pipeline(after_the_rest, workers=2)
         try:
             results = list(pipeline.run(((runs, k) for k in range(n)), ordered=ordered))
@@ -1068,7 +1084,7 @@ def test_an_item_queued_behind_a_long_one_is_taken_back_for_an_idle_worker(
     back from it (it has not begun it) and gives it to the other. It used to
     wait there, and item 0, waiting for it, never ended."""
     n = 4
-    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, ordered)))
+    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, ordered, 0)))
     assert (results if ordered else sorted(results)) == list(range(n))
     ran_once_each_and_beside_item_0(runs, n)
 
@@ -1090,8 +1106,20 @@ def test_items_in_the_batch_of_a_long_item_are_taken_back_for_an_idle_worker(
     items 4-7 (the same, if it was ready first, or the other)."""
     four_a_message_eight_a_worker(monkeypatch)
     n = 8
-    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, ordered)))
+    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, ordered, 0)))
     assert (results if ordered else sorted(results)) == list(range(n))
+    ran_once_each_and_beside_item_0(runs, n)
+
+
+def test_items_taken_back_go_in_as_many_messages_as_their_size_takes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Items of about 4 KB, 16 a batch: the idle worker takes back the 15
+    queued behind item 0, four to a message (all of them were 60 KB)."""
+    monkeypatch.setattr(_pipeline._Driver, "_sizes", lambda self, stage, ready: (16, 16))
+    n = 16
+    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, True, 3900)))
+    assert results == list(range(n))
     ran_once_each_and_beside_item_0(runs, n)
 
 
@@ -1421,15 +1449,16 @@ def test_a_dead_worker_is_replaced_while_the_other_workers_keep_the_driver_busy(
         (
             {"item_size": 10**12},
             "item_size=1,000,000,000,000 is not valid: a mailbox's slot holds an item of "
-            "item_size bytes (and a failure's text), and is smaller than 2**32 bytes: "
-            "give run() an item_size of at most 4,294,902,815",
+            "item_size bytes (and 144 more), and is smaller than 2**32 bytes: "
+            "give run() an item_size of at most 4,294,967,151",
         ),
         (
             {"queue_size": 2**31 - 8, "item_size": 2**31},
             "queue_size=2,147,483,640 and item_size=2,147,483,648 are too large for 2 "
             "worker(s): the driver's mailbox, 4,294,967,288 slots (2 worker(s) x "
-            "queue_size, and 8) of 2,147,548,128 bytes (up to 1 item(s) of item_size a "
-            "message), needs 9,223,649,371,482,496,896 bytes, which is too large: a shared "
+            "queue_size, and 8) of 2,147,483,792 bytes (an item of item_size, or 16,256 "
+            "bytes of smaller ones, a message), needs 9,223,373,119,186,532,736 bytes, "
+            "which is too large: a shared "
             "memory object holds at most 9,223,372,036,854,775,807 bytes (2**63-1, a "
             "file's size). Give run() a smaller queue_size or item_size, or the pipeline "
             "fewer workers",
@@ -1445,19 +1474,114 @@ def test_queue_size_and_item_size_too_large_for_a_mailbox_are_refused_at_once(
         netmcore.Pipeline(label, workers=2).run([], **sizes)  # type: ignore[arg-type]
 
 
-def test_a_pipeline_too_large_for_a_small_dev_shm_names_its_workers(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A container's /dev/shm (Docker's is 64 MiB): the error blamed only
-    # queue_size and item_size, which the caller had not given.
+def a_64_mib_dev_shm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/dev/shm as a container's (Docker's is 64 MiB), for this process and
+    the forks of it: every process of a run."""
     real = os.statvfs("/dev/shm")
     blocks = (64 << 20) // real.f_frsize
     small = os.statvfs_result((real.f_bsize, real.f_frsize, blocks, blocks, blocks, *real[5:]))
     monkeypatch.setattr(os, "statvfs", lambda path: small)
+
+
+@netmcore.process
+def sixteen_workers(n: int) -> list[str]:
+    return list(netmcore.Pipeline(label, workers=16).run(range(n)))
+
+
+def test_a_64_mib_dev_shm_takes_a_pipeline_of_16_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slot is sized for what a message carries (an item of item_size, or
+    16 KiB of smaller ones), not for 16 items of item_size and a failure's
+    text beside them: a worker's mailboxes took 6.3 MB, and 16 workers with
+    run()'s defaults were refused in a container."""
+    a_64_mib_dev_shm(monkeypatch)
+    assert value(drive(sixteen_workers, 40)) == [f"<{n}>" for n in range(40)]
+
+
+def test_a_pipeline_too_large_for_a_small_dev_shm_names_its_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The error blamed only queue_size and item_size, which the caller had
+    # not given.
+    a_64_mib_dev_shm(monkeypatch)
     with pytest.raises(ValueError) as info:
-        netmcore.Pipeline(label, workers=16).run([1])
-    assert "are too large for 16 worker(s): the driver's mailbox" in str(info.value)
+        netmcore.Pipeline(label, workers=200).run([1])
+    assert "are too large for 200 worker(s): the driver's mailbox" in str(info.value)
     assert "or the pipeline fewer workers" in str(info.value)
+
+
+@netmcore.process
+def narrow(data: bytes) -> int:
+    """A tiny result for an item of 4,000 bytes."""
+    return data[0]
+
+
+@netmcore.process
+def widen(k: int) -> bytes:
+    """A result of 4,000 bytes for a tiny item."""
+    return bytes([k]) * 4000
+
+
+@netmcore.process
+def wide_items_and_results(n: int) -> list[tuple[int, int]]:
+    # retries=0: a worker that failed to send would fail the run, not be
+    # covered for by a retry of its items, one a message.
+    pipeline = netmcore.Pipeline(narrow, workers=2).then(widen, workers=2)
+    results = pipeline.run((bytes([k % 256]) * 4000 for k in range(n)), retries=0)
+    return [(result[0], len(result)) for result in results]
+
+
+def test_batches_and_their_answers_larger_than_a_message_go_in_several(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Items near item_size (4,096 by default) with tiny results, then tiny
+    items with such results: 16 of them are 64 KB, 4 times what a message
+    holds. The driver sends as many items as a message holds, and a worker
+    answers in as many messages as its results take, in order."""
+    monkeypatch.setattr(_pipeline._Driver, "_sizes", lambda self, stage, ready: (16, 16))
+    n = 200
+    assert value(drive(wide_items_and_results, n)) == [(k % 256, 4000) for k in range(n)]
+
+
+def test_a_message_takes_no_more_than_its_heads_and_its_entries() -> None:
+    """The bytes the driver and the workers count for a message, at the
+    largest an index, a worker number and a clock reading can be: none is
+    refused by its mailbox for want of room."""
+    big, data, text = 2**63 - 1, b"x" * 70_000, "\u00e9" * 40_000
+    entries = [(big, data), (big, data)]
+    messages: list[tuple[Any, int, int]] = [  # a message, its entries, their bytes
+        (_pipeline.Work(entries), 2, 2 * len(data)),
+        (_pipeline.Done(big, entries, [], 1e300, 1e300), 2, 2 * len(data)),
+        (_pipeline.Done(big, entries, [(big, text)], -1e300, 1e300), 3, 2 * len(data) + 80_000),
+    ]
+    for message, count, payload in messages:
+        most = _pipeline.MESSAGE_HEAD + count * _pipeline.ENTRY_HEAD + payload
+        assert len(msgspec.msgpack.encode(message)) <= most, type(message)
+
+
+@netmcore.process
+def raise_long(k: int) -> int:
+    if k == 3:
+        raise ValueError("\u00e9" * 20_000)  # 40,000 bytes of UTF-8
+    return k
+
+
+@netmcore.process
+def long_failure(n: int) -> list[Any]:
+    run = netmcore.Pipeline(raise_long, workers=2).run(range(n), on_error="skip")
+    return [list(run), [(f.index, f.cause) for f in run.failures]]
+
+
+def test_a_failure_text_larger_than_a_message_is_clipped_to_fit_it() -> None:
+    results, failures = value(drive(long_failure, 8))
+    assert results == [0, 1, 2, 4, 5, 6, 7]
+    [(index, cause)] = failures
+    assert index == 3
+    assert cause.startswith("ValueError: \u00e9\u00e9")
+    assert cause.endswith("\u00e9\u00e9")
+    assert "characters cut ...]" in cause
+    assert len(cause.encode()) <= _pipeline.BATCH_BYTES
 
 
 @pytest.mark.parametrize(
