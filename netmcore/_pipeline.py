@@ -315,9 +315,7 @@ def stage_worker(job: StageJob) -> int:
         # The flag, not Stop, ends a busy worker: Stop waits behind the queued work.
         while isinstance(msg := _next_order(inbox, driver), Work) and not stopping[0]:
             results = answers.results
-            # No lock: the helper reads it only once ``current`` names an item
-            # of this batch with a result before it, stored after this.
-            answers.began = clock()
+            answers.begin_batch()
             for index, data in msg.items:
                 cell = cells + given % job.cells * CELL
                 given += 1
@@ -361,7 +359,7 @@ class _Answers:
     loop takes it only for a failure, and at a batch's end.
     """
 
-    __slots__ = ("began", "current", "driver", "lock", "results", "room", "sent", "worker")
+    __slots__ = ("began", "busy", "current", "driver", "lock", "results", "room", "sent", "worker")
 
     def __init__(self, worker: int, driver: Mailbox[ToDriver], room: int) -> None:
         self.worker, self.driver = worker, driver
@@ -373,6 +371,14 @@ class _Answers:
         # The item the loop is on: when it began, and how many results came
         # before it in its batch.
         self.current: tuple[float, int] = (math.inf, 0)
+        # Set while the loop is on a batch: the helper sleeps while it is not.
+        self.busy = threading.Event()
+
+    def begin_batch(self) -> None:
+        # No lock: the helper reads ``began`` only once ``current`` names an
+        # item of this batch with a result before it, stored after this.
+        self.began = time.monotonic()
+        self.busy.set()
 
     def send_failure(self, index: int, cause: str) -> None:
         """Send the results not sent yet, and the failure of the item after them."""
@@ -385,6 +391,7 @@ class _Answers:
             if len(self.results) > self.sent:
                 self._send_unsent([])
             self.results, self.sent, self.current = [], 0, (math.inf, 0)
+            self.busy.clear()
 
     def _send_unsent(self, failures: list[tuple[int, str]]) -> None:
         # Called holding the lock.
@@ -438,15 +445,16 @@ class _Helper:
     for it, and so would a consumer that takes results as they complete, or
     in input order.
 
-    It looks every LONE_SECONDS (the loop's thread is in the stage function,
-    and says nothing as it begins each item but what ``current`` holds).
+    It looks every LONE_SECONDS while the loop is on a batch (the loop's
+    thread is in the stage function, and says nothing as it begins each item
+    but what ``current`` holds), and sleeps while the worker waits for one.
     A daemon, and stopped before the worker ends: it never keeps the process.
     """
 
     def __init__(self, answers: _Answers) -> None:
         self._answers = answers
         # Released to stop it. A lock, not an Event: its timed wait is one C
-        # call, which the thread makes 1/LONE_SECONDS times a second, busy or idle.
+        # call, which the thread makes 1/LONE_SECONDS times a second while busy.
         self._quit = threading.Lock()
         self._quit.acquire()
         self._thread = threading.Thread(
@@ -462,8 +470,8 @@ class _Helper:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def _run(self) -> None:
-        send_held, quit = self._answers.send_held, self._quit
-        while not quit.acquire(timeout=LONE_SECONDS):
+        send_held, busy, quit = self._answers.send_held, self._answers.busy, self._quit
+        while busy.wait() and not quit.acquire(timeout=LONE_SECONDS):
             try:
                 send_held()
             except BrokenPipeError:  # the driver ended: nobody reads its box
@@ -471,6 +479,7 @@ class _Helper:
 
     def stop(self) -> None:
         self._quit.release()
+        self._answers.busy.set()  # wakes it if it sleeps
         self._thread.join()
 
 

@@ -1348,6 +1348,47 @@ def test_break_after_the_results_before_a_stuck_item_shuts_down_at_once(
     )
 
 
+def wakeups_of_threads_but_main(pid: int) -> int:
+    """How many times the threads of process ``pid`` but its main one went to
+    sleep: each wait, whatever woke it."""
+    count = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        if int(tid) != pid:
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            found = re.search(r"^voluntary_ctxt_switches:\s+(\d+)$", status, re.MULTILINE)
+            assert found is not None, status
+            count += int(found[1])
+    return count
+
+
+def idle_half_a_second() -> Iterator[int]:
+    """Items 0 and 1; then, as item 2, how many times the stage worker's helper
+    thread woke while the worker had nothing to do for half a second (the
+    time watched, not a wait for anything): the driver reads item 2 once item
+    0 is answered, and the worker is then done with item 1 within microseconds."""
+    yield 0
+    yield 1
+    siblings = psutil.Process(os.getppid()).children()
+    [worker] = [p for p in siblings if p.pid != os.getpid() and p.num_threads() == 2]
+    before = wakeups_of_threads_but_main(worker.pid)
+    time.sleep(0.5)
+    yield wakeups_of_threads_but_main(worker.pid) - before
+
+
+@netmcore.process
+def helper_of_an_idle_worker(_: int) -> list[str]:
+    return list(netmcore.Pipeline(label).run(idle_half_a_second()))
+
+
+def test_the_helper_thread_of_an_idle_worker_sleeps() -> None:
+    """It looks every LONE_SECONDS (20 ms) while the worker is on a batch, and
+    not at all while the worker waits for one: it woke 25 times in the half
+    second, 50 times a second, on every worker of every stage, idle or not."""
+    results = value(drive(helper_of_an_idle_worker, 0))
+    assert results[:2] == ["<0>", "<1>"]
+    assert int(results[2].strip("<>")) <= 3, results
+
+
 # --- results held back for the input order do not hold the workers back ----------
 
 
