@@ -4,6 +4,9 @@ Robust pthread mutexes are what make "the holder died" detectable: the kernel
 releases a dead thread's robust mutexes and the next locker gets EOWNERDEAD,
 even after SIGKILL. Unnamed POSIX semaphores (``sem_init`` with pshared) live
 inside a shm object, so a mailbox needs no kernel object but its memory.
+Condition variables are not glibc's but a futex of their own (see
+:func:`cond_init`): glibc's keep counts of their waiters that a waiter killed
+in its wait never takes back.
 ctypes releases the GIL around every call, so a waiting thread never blocks
 the others. Every object here takes its address in a mapping; :class:`InUse`
 keeps that mapping while calls use it.
@@ -22,6 +25,7 @@ import errno
 import math
 import numbers
 import os
+import platform
 import select
 import threading
 import time
@@ -63,16 +67,9 @@ _mutexattr_setpshared = _bind("pthread_mutexattr_setpshared", _P, ctypes.c_int)
 _mutexattr_setrobust = _bind("pthread_mutexattr_setrobust", _P, ctypes.c_int)
 _mutexattr_destroy = _bind("pthread_mutexattr_destroy", _P)
 _mutex_init = _bind("pthread_mutex_init", _P, _P)
+_mutex_lock = _bind("pthread_mutex_lock", _P)
 _mutex_clocklock = _bind("pthread_mutex_clocklock", _P, ctypes.c_int, _TS)
 _mutex_consistent = _bind("pthread_mutex_consistent", _P)
-_condattr_init = _bind("pthread_condattr_init", _P)
-_condattr_setpshared = _bind("pthread_condattr_setpshared", _P, ctypes.c_int)
-_condattr_setclock = _bind("pthread_condattr_setclock", _P, ctypes.c_int)
-_condattr_destroy = _bind("pthread_condattr_destroy", _P)
-_cond_init = _bind("pthread_cond_init", _P, _P)
-_cond_timedwait = _bind("pthread_cond_timedwait", _P, _P, _TS)
-_cond_signal = _bind("pthread_cond_signal", _P)
-_cond_broadcast = _bind("pthread_cond_broadcast", _P)
 _sem_init = _bind("sem_init", _P, ctypes.c_int, ctypes.c_uint)
 _sem_wait = _bind("sem_wait", _P)
 _sem_clockwait = _bind("sem_clockwait", _P, ctypes.c_int, _TS)
@@ -118,7 +115,6 @@ raw_mutex_trylock = _bind_nonblocking("pthread_mutex_trylock")  # 0, EBUSY, EOWN
 raw_mutex_unlock = _bind_nonblocking("pthread_mutex_unlock")  # 0; a non-owner gets EPERM
 raw_sem_post = _bind_nonblocking("sem_post")  # 0; -1 only past SEM_VALUE_MAX
 raw_sem_trywait = _bind_nonblocking("sem_trywait")  # 0 when it took one, -1 when it was 0
-raw_cond_signal = _bind_nonblocking("pthread_cond_signal")  # 0
 raw_mutex_consistent = _bind_nonblocking("pthread_mutex_consistent")  # 0; EINVAL if consistent
 
 # How many times sem_wait_spinning polls before it sleeps: about 30 us. Going to
@@ -271,21 +267,96 @@ def mutex_consistent(addr: int) -> None:
     _check(_mutex_consistent(addr), "pthread_mutex_consistent")
 
 
+# --- condition variables: a futex word, robust to a waiter that dies -------------
+#
+# glibc's process-shared condition variables count their waiters inside the
+# object, and a waiter takes its count back only as it returns. A waiter
+# killed in its wait (SIGKILL, a crash) never does: the next signal then waits,
+# for ever and deaf to signals, for that waiter to leave, holding the mutex,
+# and so does every wait after it. Here a condition is two 32-bit words: a
+# sequence number, which every signal changes, and on which waiters sleep (a
+# futex, which the kernel forgets a dead waiter of), and the number of
+# waiters, so that a signal with nobody waiting makes no system call. A dead
+# waiter leaves that number one too high: its signals then make the call.
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "riscv64": 98, "ppc64le": 221, "s390x": 238}.get(
+    platform.machine(),
+    240,  # i386 and 32-bit ARM
+)
+_FUTEX_WAKE, _FUTEX_WAKE_OP, _FUTEX_WAIT_BITSET = 1, 5, 9
+_FUTEX_BITSET_MATCH_ANY = 0xFFFF_FFFF
+# FUTEX_OP(FUTEX_OP_ADD, 1, FUTEX_OP_CMP_EQ, 0): add 1 to the word, atomically
+# (a signaller need not hold the mutex); the second wake, on the same word, is
+# of 0 waiters.
+_ADD_ONE = (1 << 28) | (1 << 12)
+_INT_MAX = 0x7FFF_FFFF
+_futex = _libc.syscall
+_futex.argtypes = [
+    ctypes.c_long,  # the call's number
+    _P,  # the word
+    ctypes.c_int,  # the operation
+    ctypes.c_uint32,  # a value: the word's expected one, or how many to wake
+    _P,  # a timespec, or (FUTEX_WAKE_OP) how many to wake on the second word
+    _P,  # the second word
+    ctypes.c_uint32,  # the bitset, or the operation on the second word
+]
+_futex.restype = ctypes.c_long
+_WAITERS = 4  # bytes from the sequence number to the number of waiters
+
+
 def cond_init(addr: int) -> None:
-    attr = ctypes.create_string_buffer(SLOT)
-    _check(_condattr_init(attr), "pthread_condattr_init")
+    """Make a condition variable at ``addr`` (two aligned 32-bit words)."""
+    ctypes.memset(addr, 0, 8)
+
+
+def _cond_timedwait(cond: int, mutex: int, at: float) -> int:
+    """pthread_cond_timedwait's work: give back ``mutex`` (held), sleep until
+    a signal or until the time.monotonic() time ``at``, take the mutex back.
+    0 (woken, or a spurious wake-up), ETIMEDOUT, EINTR (a signal handler
+    is due), or the relock's code (EOWNERDEAD); EPERM, without waiting, if
+    this thread did not hold the mutex."""
+    holder, me = ctypes.c_int.from_address(mutex), threading.get_native_id()
+    if holder.value & FUTEX_TID_MASK != me:  # a robust mutex's word holds its holder's id
+        return errno.EPERM
+    waiters = ctypes.c_uint32.from_address(cond + _WAITERS)
+    expected = ctypes.c_uint32.from_address(cond).value  # under the mutex: no signal slips by
+    waiters.value += 1  # under the mutex, as every change to it
+    err = relock = 0
     try:
-        _check(_condattr_setpshared(attr, _PTHREAD_PROCESS_SHARED), "setpshared")
-        _check(_condattr_setclock(attr, _CLOCK_MONOTONIC), "setclock")
-        _check(_cond_init(addr, attr), "pthread_cond_init")
+        if raw_mutex_unlock(mutex) == 0 and _futex(
+            _SYS_FUTEX,
+            cond,
+            _FUTEX_WAIT_BITSET,
+            expected,
+            _timespec(at),
+            None,
+            _FUTEX_BITSET_MATCH_ANY,
+        ):
+            err = ctypes.get_errno()  # EAGAIN: a signal came before the sleep (woken)
     finally:
-        _condattr_destroy(attr)
+        # Held again on every return, and on a signal handler's exception:
+        # Python runs handlers as a call returns, between any two of those
+        # above. The mutex's word, not a variable, says whether it was given.
+        if holder.value & FUTEX_TID_MASK != me:
+            relock = _mutex_lock(mutex)
+        if relock in (0, errno.EOWNERDEAD):
+            waiters.value -= 1
+    if relock:
+        return relock
+    return err if err in (errno.ETIMEDOUT, errno.EINTR) else 0
+
+
+def _cond_wake(cond: int, count: int) -> None:
+    """Change the sequence number of ``cond`` and wake up to ``count`` waiters."""
+    if ctypes.c_uint32.from_address(cond + _WAITERS).value:
+        _futex(_SYS_FUTEX, cond, _FUTEX_WAKE_OP, count, None, cond, _ADD_ONE)
 
 
 def cond_wait(cond: int, mutex: int, timeout: float) -> bool:
     """Wait on ``cond`` (``mutex`` held) for up to ``timeout`` seconds, one
-    slice of a longer wait; False on timeout. OwnerDied as for a lock."""
-    return locked(_cond_timedwait(cond, mutex, _deadline(timeout)), mutex)
+    slice of a longer wait; False on timeout (a signal handler's interruption
+    counts as a spurious wake-up). OwnerDied as for a lock."""
+    rc = _cond_timedwait(cond, mutex, time.monotonic() + max(0.0, timeout))
+    return locked(0 if rc == errno.EINTR else rc, mutex)
 
 
 def cond_wait_in_slices(
@@ -301,19 +372,25 @@ def cond_wait_in_slices(
     """
     while True:
         at, last = _next_slice(deadline)
-        rc: int = _cond_timedwait(cond, mutex, _timespec(at))
-        if rc != errno.ETIMEDOUT or last:
+        rc = _cond_timedwait(cond, mutex, at)
+        # EINTR: a signal handler is due, which runs now; then the wait goes on.
+        if rc != errno.EINTR and (rc != errno.ETIMEDOUT or last):
             return rc
         if between():
             return 0
 
 
 def cond_signal(addr: int) -> None:
-    _check(_cond_signal(addr), "pthread_cond_signal")
+    """Wake one waiter of the condition at ``addr``, if there is one."""
+    _cond_wake(addr, 1)
 
 
 def cond_broadcast(addr: int) -> None:
-    _check(_cond_broadcast(addr), "pthread_cond_broadcast")
+    """Wake every waiter of the condition at ``addr``."""
+    _cond_wake(addr, _INT_MAX)
+
+
+raw_cond_signal = cond_signal  # Buffer's name for it
 
 
 def sem_init(addr: int, value: int) -> None:
