@@ -52,6 +52,7 @@ from types import TracebackType
 from typing import Literal, NoReturn, overload
 
 from . import _context, _pthread
+from ._encap import CONTIGUOUS_FIX
 from ._errors import ContextError, OwnerDiedError
 from ._ids import ResId
 from ._pthread import this_pid
@@ -62,7 +63,6 @@ from ._resource_api import (
     create_shm,
     open_marked_shm,
 )
-from ._resource_api import release as release_resource
 from ._resources import enomem_said, validate_size
 
 _MARK = b"nmcbuf02"
@@ -94,8 +94,27 @@ _unlock = _pthread.raw_mutex_unlock
 # The holder's thread id in a robust mutex's futex word (the kernel's ABI).
 _TID_MASK = _pthread.FUTEX_TID_MASK
 # Module globals, not attribute look-ups on _pthread, on the hot paths.
-_cond_signal = _pthread.raw_cond_signal
+_cond_signal = _pthread.cond_signal
 _consistent = _pthread.raw_mutex_consistent  # EINVAL when it is consistent
+
+
+def _bytes_of(data: object) -> memoryview:
+    """``data`` for :meth:`Buffer.write`, as a flat view of its bytes; a clear
+    TypeError, before anything is written, for what has no such view."""
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"Buffer.write takes bytes-like data (bytes, bytearray, memoryview, a numpy "
+            f"array), not {type(data).__name__}: encode text first (text.encode())"
+        ) from None
+    if not view.c_contiguous:  # its bytes are not one run in memory, as a write copies them
+        raise TypeError(
+            f"Buffer.write takes C-contiguous data, and this {type(data).__name__} of shape "
+            f"{view.shape} and strides {view.strides} is not (a slice with a step, or a "
+            f"transposed array): {CONTIGUOUS_FIX}"
+        )
+    return view.cast("B")
 
 
 class Buffer:
@@ -373,7 +392,7 @@ class Buffer:
         """
         timeout = _pthread.check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        view = memoryview(data).cast("B")
+        view = _bytes_of(data)
         total = len(view)
         use, buf, mutex = self._use, self._buf, self._mutex
         addr, word, tid = mutex.addr, mutex.word, threading.get_native_id()
@@ -627,7 +646,9 @@ class Buffer:
         them has left.
         """
         self._use.close(self._let_go)
-        release_resource(self.res_id)  # a mapping that calls still use stays until they leave
+        # This handle's use: the process's, once its last handle goes. A
+        # mapping that calls still use stays until they leave.
+        self._segment._give_back()
 
     def _let_go(self, others: int) -> None:
         for side in (_WRITER, _READER):

@@ -81,10 +81,17 @@ def _enc_hook(value: Any) -> Any:
     )
 
 
+# How to make a buffer msgspec (or a Buffer) can take out of one that is not
+# C-contiguous, such as a slice with a step or a transposed array.
+CONTIGUOUS_FIX = "pass a contiguous copy: bytes(view), or numpy.ascontiguousarray(a)"
+
+
 def _encode_fix(exc: BaseException) -> str:
     """The fix for what msgspec could not encode, where its message lacks one."""
     if isinstance(exc, RecursionError):
         return "; nest it less deeply"
+    if isinstance(exc, BufferError):  # "memoryview: underlying buffer is not C-contiguous"
+        return f"; {CONTIGUOUS_FIX}"
     if "serialize ints" in str(exc):
         return "; pass such an int as a str"
     return ""
@@ -145,18 +152,60 @@ def _unsupported(typ: Any, name: str, exc: TypeError) -> str:
         "dataclasses, TypedDicts, enums, datetimes, bytes, pydantic models"
     )
     packages: set[str] = set()
+    handles: list[str] = []
+    seen: set[int] = set()
 
     def note_package(part: Any) -> Any:
-        packages.add(getattr(part, "__module__", "").partition(".")[0])
+        package = getattr(part, "__module__", "").partition(".")[0]
+        packages.add(package)
+        handle = getattr(typing.get_origin(part) or part, "__qualname__", None)
+        if package == "netmcore" and handle in _OPENED_BY:
+            handles.append(handle)
+        elif isinstance(part, type) and package != "builtins" and id(part) not in seen:
+            # A Struct, dataclass, TypedDict or model: the part at fault may be
+            # a field's type.
+            seen.add(id(part))
+            try:
+                fields = list(typing.get_type_hints(part).values())
+            except Exception:  # a name it cannot resolve, or no class of fields
+                fields = []
+            for field in fields:
+                _map_type(field, note_package)
         return part
 
     _map_type(typ, note_package)
-    if "numpy" in packages:
+    if handles:
+        what, call = _OPENED_BY[handles[0]]
+        advice = (
+            f"for a netmcore.{handles[0]}, put its {what} in it instead, and open it in "
+            f"the process with netmcore.{call}"
+        )
+    elif "numpy" in packages:
         advice = (
             "for a numpy array, put a netmcore.SharedArray (the handle of an array in "
             "shared memory) in it, or the array's bytes or list (a.tobytes(), a.tolist())"
         )
     return f"{name} cannot be a process argument or result: {why}; {advice}"
+
+
+# netmcore's handles on shared objects hold this process's mapping of the
+# object, or are bound to a value type: what names the object travels
+# instead, and the receiver opens it with this call.
+_RES_ID = "res_id (a netmcore.ResId)"
+_NAME = "name (a str)"
+_OPENED_BY = {
+    "ShmMutex": (_RES_ID, "ShmMutex.open(res_id)"),
+    "ShmCondition": (_RES_ID, "ShmCondition.open(res_id)"),
+    "Buffer": (_RES_ID, "Buffer.open(res_id)"),
+    "Mailbox": (_RES_ID, "Mailbox.open(res_id, T)"),
+    "ShmSegment": (_RES_ID, "open_shm(res_id)"),
+    "PosixSemaphore": (_RES_ID, "open_sem(res_id)"),
+    "ComputeResource": ("id (a netmcore.ResId)", "get_resource(res_id)"),
+    "PluginMutex": (_NAME, "PluginMutex(name)"),
+    "PluginSemaphore": (_NAME, "PluginSemaphore(name)"),
+    "SharedVar": (_NAME, "SharedVar(name, T)"),
+    "Mbox": (_NAME, "Mbox(name, T)"),
+}
 
 
 def _map_type(typ: Any, f: Callable[[Any], Any]) -> Any:
@@ -389,7 +438,8 @@ class EncapType(Generic[T]):
         """
         try:
             data = _encoder.encode(value)
-        except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # too deep: one
+        # Too deep: a RecursionError; a buffer that is not C-contiguous: a BufferError.
+        except (TypeError, ValueError, OverflowError, RecursionError, BufferError) as exc:
             raise ArgumentTypeError(
                 f"{what} {_short(value)} cannot be encoded as {self.name}: {exc}{_encode_fix(exc)}",
                 "$",
@@ -422,6 +472,8 @@ class EncapType(Generic[T]):
 
     def decode_error(self, exc: Exception) -> ArgumentTypeError:
         """Describe why :meth:`unwrap` failed, with the path of the fault."""
+        if isinstance(exc, ArgumentTypeError):  # unwrap's own, described already
+            return exc
         if isinstance(exc, msgspec.ValidationError):
             return ArgumentTypeError(f"value does not match {self.name}: {exc}", _path_of(exc))
         return ArgumentTypeError(str(exc), "$")
@@ -431,16 +483,35 @@ class EncapType(Generic[T]):
 
         Raises
         ------
+        TypeError
+            If ``encap`` is not an :class:`Encap`.
         EncapTypeMismatch
             If ``encap`` was made by an EncapType of another type.
+        ArgumentTypeError
+            If the value inside does not decode as this type, though its
+            fingerprint is this type's (an Encap built by hand, or a
+            validator that refuses here what it took where it was wrapped),
+            with the path of the fault.
         """
+        if not isinstance(encap, Encap):
+            raise TypeError(
+                f"{self!r}.unwrap takes an Encap, not {type(encap).__name__} {_short(encap)}: "
+                f"pass what {self!r}.wrap(value) returned (msgpack bytes that "
+                f"{self!r}.encode made are read by {self!r}.decode(data))"
+            )
         if encap.fingerprint != self.fingerprint:
             raise EncapTypeMismatch(
                 f"cannot unwrap a value encapsulated as {encap.type_name} "
                 f"(fingerprint {encap.fingerprint}) as {self.name} "
                 f"(fingerprint {self.fingerprint})"
             )
-        return self.decode(encap.data)
+        try:
+            return self.decode(encap.data)
+        except msgspec.DecodeError as exc:  # its ValidationError too
+            # Data of another type under this fingerprint: a pipeline's stage
+            # given what the stage before returned, an Encap built by hand, or
+            # a validator that refuses here what it took where it was wrapped.
+            raise self.decode_error(exc) from exc
 
 
 def _path_of(exc: msgspec.ValidationError) -> str:

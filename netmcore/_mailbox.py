@@ -80,8 +80,14 @@ from ._resource_api import (
     create_shm,
     open_marked_shm,
 )
-from ._resource_api import release as release_resource
-from ._resources import SHM_ROOM_FIX, enomem_said, free_problem, size_problem, space_fix
+from ._resources import (
+    SHM_ROOM_FIX,
+    enomem_said,
+    free_problem,
+    require_int,
+    size_problem,
+    space_fix,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import TypeForm  # see EncapType.__init__
@@ -170,9 +176,10 @@ class Mailbox(Generic[T]):
     def create(cls, typ: Any, *, slots: int = 16, slot_size: int = 512) -> Mailbox[Any]:
         """Create a box of ``slots`` messages of at most ``slot_size`` bytes each."""
         encap: EncapType[Any] = EncapType(typ)
-        sizes: tuple[tuple[object, str], ...] = ((slots, "slots"), (slot_size, "slot_size"))
-        for value, what in sizes:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        slots = require_int(slots, "slots", "how many messages it holds, at least 1", 16)
+        slot_size = require_int(slot_size, "slot_size", "a message's bytes, at least 1", 512)
+        for value, what in ((slots, "slots"), (slot_size, "slot_size")):
+            if value < 1:
                 raise ValueError(f"{what}={value!r} is not valid: it must be an int of at least 1")
             if value >= SIZE_LIMIT:
                 raise ValueError(
@@ -742,9 +749,11 @@ class Mailbox(Generic[T]):
         self._segment.close()  # also releases self._buf, the same view
 
     def release(self) -> None:
-        """Unmap it and stop using it; the box goes when its last user releases."""
+        """Unmap it and stop using it. The process stops using the box when
+        its last handle on it is released (another open of it stays usable),
+        and the box goes when its last user does. Harmless to repeat."""
         self.close()
-        release_resource(self.res_id)  # a mapping that calls still use stays until they leave
+        self._segment._give_back()  # a mapping that calls still use stays until they leave
 
     def __enter__(self) -> Mailbox[T]:
         return self

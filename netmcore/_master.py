@@ -697,9 +697,12 @@ class Master:
         definition = _registry.fork_point(fork_point)
         for res in inherit or ():
             if res not in _resources.table and not _registry.is_point(res):
+                gone = _resources.ended_reason(res)
                 raise NoResource(
                     ResId(res),
-                    f"inherit_resources names it, and no resource has this id (never "
+                    f"inherit_resources names it, starting {definition.name}, and {gone}"
+                    if gone
+                    else f"inherit_resources names it, and no resource has this id (never "
                     f"made, or released): starting {definition.name}, pass the ids of "
                     "live resources, or 'all'",
                 )

@@ -20,6 +20,7 @@ from ._errors import ContextError, PluginError
 from ._master import Controller
 from ._plugin_host import TIMED_OUT
 from ._pthread import check_timeout
+from ._resources import require_int
 from ._wire import Link, PluginReply, PluginReq, repeat_through_interrupts
 
 if TYPE_CHECKING:
@@ -116,11 +117,22 @@ def _granted(req: PluginReq, reply: PluginReply) -> bool:
     return req.service == "mbox" and req.op == "receive"
 
 
+# The largest count a plugin takes (a semaphore's initial count, a box's
+# capacity): counts travel to and from the master as msgpack integers, which
+# end at 2**64-1, and a semaphore's count must stay below that however often
+# it is incremented.
+COUNT_MAX = 2**63 - 1
+
+
 def _whole(value: object, what: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    value = require_int(value, what, f"a count, at least {low}", max(low, 1))
     if value < low:
         raise ValueError(f"{what} {value} is not valid: it must be at least {low}")
+    if value > COUNT_MAX:
+        raise ValueError(
+            f"{what} {value} is not valid: it must be at most 2**63-1 (counts travel to "
+            f"the master as 64-bit integers); pass a number from {low} to 2**63-1"
+        )
     return value
 
 

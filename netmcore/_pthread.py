@@ -390,9 +390,6 @@ def cond_broadcast(addr: int) -> None:
     _cond_wake(addr, _INT_MAX)
 
 
-raw_cond_signal = cond_signal  # Buffer's name for it
-
-
 def sem_init(addr: int, value: int) -> None:
     if _sem_init(addr, 1, value) != 0:
         raise OSError(ctypes.get_errno(), "sem_init failed")

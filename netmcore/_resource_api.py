@@ -11,6 +11,7 @@ import contextlib
 import errno
 import mmap
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -189,13 +190,102 @@ def destroy_resources() -> None:
 # --- typed helpers: create, open and use kernel objects by resource id -------
 
 
-class ShmSegment:
+class _Uses:
+    """This process's handles on each resource, by resource id.
+
+    The master keeps a *set* of users per resource (upstream's semantics,
+    which ``release`` keeps): a process is one user however many handles it
+    holds. So a handle's release must not end the process's use while another
+    of its handles is still in use (a helper that opens the box its caller
+    created, ``with Mailbox.open(...)``, would destroy it under the caller).
+    Every handle counts here; the last one released gives the process's use
+    back to the master.
+
+    Per process: a forked child starts with a fresh one (see
+    :func:`_fresh_uses`), since its handles inherited over the fork are its
+    parent's uses, not its own (a worker is not a user of what it inherited).
+    """
+
+    def __init__(self) -> None:
+        # Held across a count's change and the request to the master that
+        # goes with it, so that an open in one thread and the release of the
+        # last handle in another cannot cross (the release would end the use
+        # that the open counts on). Reentrant: a signal handler may open or
+        # release a handle.
+        self.lock = threading.RLock()
+        self.handles: dict[int, int] = {}
+
+
+_uses = _Uses()
+
+
+def _fresh_uses() -> None:
+    global _uses
+    _uses = _Uses()  # also a lock that another thread may have held at the fork
+
+
+os.register_at_fork(after_in_child=_fresh_uses)
+
+
+class _Counted:
+    """A handle that is one of this process's uses of its resource (see
+    :class:`_Uses`): ``_uses`` is where it is counted, None once given back
+    (or never counted)."""
+
+    res_id: ResId
+    _uses: _Uses | None = None
+
+    def _give_back(self) -> None:
+        """Stop counting this handle, and give the process's use back to the
+        master if it was the last (idempotent). The mapping, if any, is the
+        caller's to close: calls in progress may still use it."""
+        uses = self._uses
+        if uses is not _uses:  # given back already, or inherited over a fork: not this process's
+            self._uses = None
+            return
+        with uses.lock:
+            if self._uses is not uses:  # another thread gave it back meanwhile
+                return
+            n = self.res_id.n
+            if uses.handles[n] == 1:
+                release(self.res_id)  # first: if it raises, the handle still counts
+                del uses.handles[n]
+            else:
+                uses.handles[n] -= 1
+            self._uses = None
+
+
+H = TypeVar("H", bound=_Counted)
+
+
+def _counted(get: Callable[[], ResInfo], make: Callable[[ResInfo], H]) -> H:
+    """Get (or create) a resource and ``make`` a handle on it, counted as one
+    of this process's uses of it. If ``make`` fails, the caller stops using
+    the resource, unless it used it before (its creator, say: a release then
+    would destroy the object under its other handles)."""
+    uses = _uses
+    with uses.lock:
+        got = get()
+        try:
+            handle = make(got)
+        except BaseException:
+            if not got.was_user:
+                release(ResId(got.res_id))
+            raise
+        uses.handles[got.res_id] = uses.handles.get(got.res_id, 0) + 1
+        handle._uses = uses
+        return handle
+
+
+class ShmSegment(_Counted):
     """A managed POSIX shared memory object, mapped read-write.
 
     ``buffer`` is a writable memoryview of it (``numpy.frombuffer`` works on
-    it). ``close()`` unmaps it; ``release()`` unmaps it and stops using it, so
-    the object is unlinked once its last user lets go. As a context manager it
-    releases on exit.
+    it). ``close()`` unmaps it; ``release()`` unmaps it and stops using it:
+    the process stops using the object when its last handle on it (this
+    segment, or another open of it, or a Mailbox, ShmMutex ... built on it)
+    is released, and the object is unlinked once its last user lets go. As a
+    context manager it releases on exit.
     """
 
     def __init__(self, res_id: ResId, name: str, mapping: mmap.mmap) -> None:
@@ -225,8 +315,9 @@ class ShmSegment:
                 pass  # unmapped when the last view is collected
 
     def release(self) -> None:
+        """Unmap it and stop using it (see the class). Harmless to repeat."""
         self.close()
-        release(self.res_id)
+        self._give_back()
 
     def __enter__(self) -> ShmSegment:
         return self
@@ -239,12 +330,15 @@ def create_shm(size: int) -> ShmSegment:
     """Create a shm object of ``size`` bytes (mode 0600, unguessable name),
     managed, and map it. Other processes open it with :func:`open_shm`."""
     size = _resources.validate_size(size)
-    return _map(_create(ResourceType.POSIX_SHM, _object_prefix(), size))
+    return _counted(lambda: _create(ResourceType.POSIX_SHM, _object_prefix(), size), _map)
 
 
 def open_shm(res_id: ResId) -> ShmSegment:
-    """Map the managed shm object ``res_id``; the caller becomes a user."""
-    return _map(_get(res_id, (ResourceType.POSIX_SHM,)))
+    """Map the managed shm object ``res_id``; the caller becomes a user.
+
+    Each open is a handle of its own: releasing one leaves the process's
+    other handles on the object usable."""
+    return _counted(lambda: _get(res_id, (ResourceType.POSIX_SHM,)), _map)
 
 
 def open_marked_shm(
@@ -261,19 +355,22 @@ def open_marked_shm(
         raises, the caller is a user of it only if it was before (its
         creator, say).
     """
-    got = _get(res_id, (ResourceType.POSIX_SHM,))
-    segment = _map(got)
-    try:
-        if segment.buffer[: len(mark)] != mark:
-            raise ValueError(
-                f"resource {res_id!r} is not a {what}: open it with the class that created it"
-            )
-        if check is not None:
-            check(segment.buffer)
-    except BaseException:
-        _let_go(segment, got)
-        raise
-    return segment
+
+    def checked(got: ResInfo) -> ShmSegment:
+        segment = _map(got)
+        try:
+            if segment.buffer[: len(mark)] != mark:
+                raise ValueError(
+                    f"resource {res_id!r} is not a {what}: open it with the class that created it"
+                )
+            if check is not None:
+                check(segment.buffer)
+        except BaseException:
+            segment.close()
+            raise
+        return segment
+
+    return _counted(lambda: _get(res_id, (ResourceType.POSIX_SHM,)), checked)
 
 
 def closed_error(obj: object) -> ValueError:
@@ -292,7 +389,7 @@ def closed_during(obj: object, call: str) -> ValueError:
     )
 
 
-class PosixSemaphore:
+class PosixSemaphore(_Counted):
     """A managed named POSIX semaphore, open in this process.
 
     ``post()`` increments it; ``wait(timeout=None)`` decrements it, waiting
@@ -413,8 +510,10 @@ class PosixSemaphore:
         self._use.close(lambda others: None)
 
     def release(self) -> None:
+        """Close it and stop using it: the process stops using the semaphore
+        when its last handle on it is released. Harmless to repeat."""
         self.close()
-        release(self.res_id)
+        self._give_back()
 
     def __enter__(self) -> PosixSemaphore:
         return self
@@ -428,26 +527,25 @@ class PosixSemaphore:
 def create_sem(value: int = 0) -> PosixSemaphore:
     """Create a semaphore with initial ``value`` (mode 0600, unguessable
     name), managed, and open it. Others open it with :func:`open_sem`."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"value must be an int, not {type(value).__name__}")
+    rule = f"the semaphore's first value, from 0 to {_ipc.SEM_VALUE_MAX}"
+    value = _resources.require_int(value, "value", rule, 0)
     if not 0 <= value <= _ipc.SEM_VALUE_MAX:
         raise ValueError(
             f"value {value} is not valid: a semaphore starts at 0 or more, and holds "
             f"at most {_ipc.SEM_VALUE_MAX}"
         )
-    info = _create(ResourceType.POSIX_SEM, _object_prefix(), value)
-    return PosixSemaphore(ResId(info.res_id), info.name)
+    return _counted(lambda: _create(ResourceType.POSIX_SEM, _object_prefix(), value), _sem)
 
 
 def open_sem(res_id: ResId) -> PosixSemaphore:
-    """Open the managed semaphore ``res_id``; the caller becomes a user."""
-    got = _get(res_id, (ResourceType.POSIX_SEM,))
-    try:
-        return PosixSemaphore(res_id, got.name)
-    except BaseException:
-        if not got.was_user:  # as _map: an open that fails leaves the caller as it was
-            release(res_id)
-        raise
+    """Open the managed semaphore ``res_id``; the caller becomes a user.
+
+    Each open is a handle of its own, as for :func:`open_shm`."""
+    return _counted(lambda: _get(res_id, (ResourceType.POSIX_SEM,)), _sem)
+
+
+def _sem(got: ResInfo) -> PosixSemaphore:
+    return PosixSemaphore(ResId(got.res_id), got.name)
 
 
 # --- plumbing -----------------------------------------------------------------
@@ -511,16 +609,10 @@ def _object_prefix() -> str:
 
 
 def _map(got: ResInfo) -> ShmSegment:
-    """Map the shm object ``got`` (just created, or got); if that fails, the
-    caller stops using it, unless it used it before."""
+    """Map the shm object ``got`` (just created, or got), for :func:`_counted`."""
     res_id = ResId(got.res_id)
-    try:
-        with _gone_underneath(res_id, got.name), _resources.enomem_said_plainly(got.name, got.size):
-            mapping = _ipc.map_writable(got.name)
-    except BaseException:
-        if not got.was_user:
-            release(res_id)
-        raise
+    with _gone_underneath(res_id, got.name), _resources.enomem_said_plainly(got.name, got.size):
+        mapping = _ipc.map_writable(got.name)
     return ShmSegment(res_id, got.name, mapping)
 
 
@@ -538,15 +630,6 @@ def _gone_underneath(res_id: ResId, name: str) -> Iterator[None]:
             "it: something unlinked it outside the manager. Release "
             f"{res_id!r}, and make the object again",
         ) from exc
-
-
-def _let_go(segment: ShmSegment, got: ResInfo) -> None:
-    """Undo the open that gave ``segment``: a release would also end a use the
-    caller had before (a set of users counts each user once)."""
-    if got.was_user:
-        segment.close()
-    else:
-        segment.release()
 
 
 def _resource(info: ResInfo) -> ComputeResource:

@@ -166,6 +166,32 @@ def space_fix(size: int) -> str:
     return SHM_SPACE_FIX if size <= OFF_T_MAX else ""
 
 
+def require_int(value: object, what: str, rule: str, example: int) -> int:
+    """``value``, given for the argument ``what``, if it is an int; else a
+    TypeError naming it, the rule and the fix (one wording for every size and
+    count the resource calls take). A bool is refused: True is no size. An
+    int-like value (a float, a numeric str) is refused too, as ``range``
+    refuses it, but the fix names the int it stands for."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{what}={value!r} is not valid: it must be an int ({rule}), not "
+            f"{type(value).__name__}; pass an int, like {what}={_int_like(value, example)}"
+        )
+    return value
+
+
+def _int_like(value: object, example: int) -> int:
+    """The int that ``value`` (a float or str) stands for, else ``example``."""
+    try:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            return int(value)
+    except (ValueError, OverflowError):
+        pass
+    return example
+
+
 def validate_size(size: object, what: str = "size") -> int:
     """Check the size in bytes of a shm object to be made; return it.
 
@@ -173,8 +199,7 @@ def validate_size(size: object, what: str = "size") -> int:
     bare ENOMEM or EINVAL for a size it cannot take, or take one larger than
     /dev/shm itself, which no process could ever fill. See size_problem.
     """
-    if not isinstance(size, int) or isinstance(size, bool):
-        raise TypeError(f"{what} must be an int, not {type(size).__name__}")
+    size = require_int(size, what, "a number of bytes, at least 1", 4096)
     if size <= 0:
         raise ValueError(f"{what} {size} is not valid: it must be at least 1 byte")
     problem = size_problem(size)
@@ -263,7 +288,8 @@ def add(typ: ResourceType, name: str, user: int, size: int = 0, *, recorded: boo
 def lookup(res_id: ResId, *kinds: ResourceType) -> Entry:
     entry = table.get(res_id.n)
     if entry is None:
-        raise NoResource(res_id, "no such resource, or it has been destroyed")
+        reason = ended_reason(res_id.n) or "no such resource, or it has been destroyed"
+        raise NoResource(res_id, reason)
     if kinds and entry.typ not in kinds:
         wanted = " or ".join(k.name for k in kinds)
         raise NoResource(res_id, f"it is a {entry.typ.name}, not a {wanted}")
@@ -286,6 +312,31 @@ def leave_all(user: int) -> None:
     for entry in list(table.values()):
         if user in entry.users:
             release(entry.res_id.n, user)
+            if entry.res_id.n not in table:  # it was the last user
+                _ended_with[entry.res_id.n] = user
+                if len(_ended_with) > _ENDED_WITH_MAX:
+                    del _ended_with[next(iter(_ended_with))]  # the oldest
+
+
+# Objects destroyed because their last user, a worker, ended: id -> that
+# worker. A later get of one most likely wanted it handed over (see
+# ended_reason). Only the latest are kept, ids being never reused: an older
+# one gets the plain "destroyed".
+_ended_with: dict[int, int] = {}
+_ENDED_WITH_MAX = 4096
+
+
+def ended_reason(res_id: int) -> str | None:
+    """Why ``res_id`` is gone, if it went with the end of its last user."""
+    user = _ended_with.get(res_id)
+    if user is None:
+        return None
+    return (
+        f"it was destroyed when process {user}, its last user, ended: a worker's "
+        "resources are destroyed when it ends, unless it hands them over. Call "
+        f"netmcore.hand_over(ResId({res_id})) in process {user} before it ends, and the "
+        "resource lives on until another process gets it"
+    )
 
 
 def destroy(entry: Entry) -> None:

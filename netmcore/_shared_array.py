@@ -7,7 +7,8 @@ every worker started afterwards inherits; made in a worker, it is a shm object
 that others open by resource id. The object starts with a header recording the
 dtype and shape, so a handle that disagrees with it is refused. A structured
 dtype is recorded whole (its fields, offsets and sub-arrays), as the text of
-its ``descr``.
+its ``descr``, or, for overlapping or out-of-order fields, which have none, of
+the dict of names, formats, offsets and itemsize that numpy.dtype takes.
 
 numpy is the optional ``numpy`` extra: without it, a clear error says how to
 install it.
@@ -84,9 +85,12 @@ class SharedArray(msgspec.Struct, frozen=True):
         worker started afterwards; in a worker: opened by the others).
 
         ``shape`` and ``dtype`` are what ``numpy.zeros`` takes: an integer or a
-        tuple of them (numpy's too), any dtype that holds no Python objects. The
-        handle's ``dtype`` of a structured dtype is the text of its ``descr``,
-        like ``"[('a', '<i4'), ('b', '<f8')]"``.
+        tuple of them (numpy's too), any dtype that holds no Python objects.
+        The array has the dtype ``numpy.zeros`` gives: ``str`` or ``"U"`` is
+        ``"<U1"``, ``bytes`` or ``"S"`` is ``"|S1"``. The handle's ``dtype`` of
+        a structured dtype is the text of its ``descr``, like
+        ``"[('a', '<i4'), ('b', '<f8')]"`` (for overlapping or out-of-order
+        fields, that of its dict of names, formats, offsets and itemsize).
         """
         np = _numpy()
         dims = _dims(shape)
@@ -96,12 +100,16 @@ class SharedArray(msgspec.Struct, frozen=True):
         if kind.subdtype is not None:  # ("i4", (2,)): as numpy.zeros, more dimensions
             dims, kind = dims + kind.shape, kind.base
         try:  # numpy's own limit on dimensions (64), which open() would meet
-            np.empty((0,) * len(dims), kind)
+            # The dtype numpy.zeros gives, which is not always the one asked
+            # for: a str or bytes dtype without a size (str, bytes, "U", "S0")
+            # becomes one of size 1 ("<U1", "|S1"). Recorded as asked, its
+            # itemsize of 0 would make every open() fail.
+            kind = np.empty((0,) * len(dims), kind).dtype
         except ValueError as exc:
             raise ValueError(
                 f"shape of {len(dims)} dimensions is not valid: {exc}; pass fewer dimensions"
             ) from None
-        text = _dtype_text(kind)
+        text = _dtype_text(kind, dtype)
         if len(dims) > 255 or len(text.encode()) > 0xFFFF:  # the header's counts
             raise ValueError(f"dtype {dtype!r} or shape {dims!r} is too large to record")
         size = _size(dims, kind, text)
@@ -135,10 +143,11 @@ class SharedArray(msgspec.Struct, frozen=True):
                 f"array {self.res_id!r} holds dtype {dtype} and shape {shape}: use its own "
                 "handle"
             )
-        count = math.prod(shape)
-        offset = _data_offset(dtype, shape)
-        array = np.frombuffer(buffer, dtype=_dtype_of(dtype), count=count, offset=offset)
-        result: npt.NDArray[Any] = array.reshape(shape)
+        # Not numpy.frombuffer, which refuses a dtype of itemsize 0 ("V0", which
+        # numpy.zeros takes): ndarray over the buffer takes any dtype.
+        result: npt.NDArray[Any] = np.ndarray(
+            shape, dtype=_dtype_of(dtype), buffer=buffer, offset=_data_offset(dtype, shape)
+        )
         return result
 
     def release(self) -> None:
@@ -235,16 +244,59 @@ def _index(value: object) -> int | None:
         return None
 
 
-def _dtype_text(kind: Any) -> str:
+def _dtype_text(kind: Any, given: object) -> str:
+    """The text that records ``kind`` (given as ``given``), checked to read
+    back as ``kind``, as open() will read it, before anything is made."""
     # kind.str of a structured dtype is only its size ("|V12"): its descr keeps
     # the names, formats, offsets (as padding fields) and sub-array shapes.
-    return kind.str if kind.names is None else repr(kind.descr)
+    if kind.names is None:
+        text = str(kind.str)
+    else:
+        try:
+            text = repr(kind.descr)
+        except ValueError:  # numpy has no descr for overlapping or out-of-order fields
+            text = repr(_layout(kind))
+    try:
+        back = _dtype_of(text)
+    except (SyntaxError, TypeError, ValueError):  # a title that is no literal, say
+        back = None
+    if back != kind:
+        raise TypeError(
+            f"dtype {given!r} cannot be shared: the text that records it, {text[:200]!r}, "
+            "does not read back as it (a field title that is not a str, say); pass a dtype "
+            "whose field titles, if any, are plain strings, like [('a', '<i4'), ('b', '<f8')]"
+        )
+    return text
+
+
+def _layout(kind: Any) -> Any:
+    """``kind`` as the literal numpy.dtype takes back: a structured dtype as
+    its dict of names, formats, offsets, itemsize (and titles), which holds any
+    layout, overlapping or out-of-order fields included."""
+    if kind.subdtype is not None:
+        base, shape = kind.subdtype
+        return (_layout(base), shape)
+    if kind.names is None:
+        return kind.str
+    fields = [kind.fields[name] for name in kind.names]
+    layout = {
+        "names": list(kind.names),
+        "formats": [_layout(field[0]) for field in fields],
+        "offsets": [field[1] for field in fields],
+        "itemsize": kind.itemsize,
+    }
+    titles = [field[2] if len(field) > 2 else None for field in fields]
+    if any(title is not None for title in titles):
+        layout["titles"] = titles
+    return layout
 
 
 def _dtype_of(text: str) -> Any:
     np = _numpy()
     if text.startswith("["):
         return np.lib.format.descr_to_dtype(ast.literal_eval(text))
+    if text.startswith("{"):
+        return np.dtype(ast.literal_eval(text))
     return np.dtype(text)
 
 

@@ -27,7 +27,6 @@ from . import _context, _pthread
 from ._errors import OwnerDiedError
 from ._ids import ResId
 from ._resource_api import ShmSegment, closed_during, closed_error, create_shm, open_marked_shm
-from ._resource_api import release as release_resource
 
 MutexKind = Literal["normal", "errorcheck", "recursive"]
 _KINDS: dict[MutexKind, int] = {
@@ -110,9 +109,11 @@ class _InShm:
         self._segment.close()
 
     def release(self) -> None:
-        """Unmap it and stop using it; it is destroyed when its last user releases."""
+        """Unmap it and stop using it. The process stops using it when its
+        last handle on it is released (another open of it stays usable), and
+        it is destroyed when its last user does. Harmless to repeat."""
         self.close()
-        release_resource(self.res_id)  # a mapping that calls still use stays until they leave
+        self._segment._give_back()  # a mapping that calls still use stays until they leave
 
 
 class ShmMutex(_InShm):
@@ -257,20 +258,38 @@ class ShmMutex(_InShm):
         return f"ShmMutex({self.res_id!r}, {self.kind})"
 
     def __enter__(self) -> ShmMutex:
-        state = self._state
-        before = state.depth() if state.word.value else 0
+        # lock() without a timeout, inline: a with-statement is the hot path,
+        # and a Python call costs about as much as the C lock call. On top,
+        # what the with-statement needs: nothing left held when its body will
+        # not run.
+        use = self._use
+        use.calls += _ONE  # the mapping stays until this call leaves (see lock)
         try:
-            self.lock()
-        except OwnerDiedError:
-            self.unlock()  # the with-body will not run: leave nothing locked
-            raise
-        except BaseException:
-            # A signal handler's exception just after lock() returned (Python
-            # runs handlers after each call): the with-body will not run, and
-            # nothing would unlock what was taken.
-            state.give_back(before)
-            raise
-        return self
+            # Before the mutex's word is read: once closed, it may be unmapped
+            # (a with-statement after close() or release() died of SIGSEGV).
+            if use.closed:
+                raise closed_error(self)
+            state = self._state
+            before = state.depth() if state.word.value else 0  # held already (recursive)?
+            try:
+                rc = _trylock(self._addr)
+                if rc == errno.EBUSY:
+                    rc = self._wait(self._addr, None)
+                if rc == 0 and not use.closed:
+                    return self  # the usual case, first
+                self._took(rc)  # raises: a wait without a timeout ends holding it, or raising
+            except BaseException:
+                # The with-body will not run, and nothing would unlock what was
+                # taken: after OwnerDiedError (which holds it), or a signal
+                # handler's exception just as it was taken (Python runs handlers
+                # after each call).
+                state.give_back(before)
+                raise
+            raise AssertionError(f"lock without a timeout returned {rc}, not holding it")
+        finally:
+            del use.calls[-1]
+            if use.closed:
+                use.left()
 
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

@@ -11,6 +11,11 @@
   which are not process types, are checked when they are specialised.
 * The pidfile may not be a symbolic link (not even one made after run's
   checks), nor be in, be, or hold the socket directory.
+* A value msgspec cannot encode is an ArgumentTypeError with the fix, before
+  it is sent (a buffer that is not C-contiguous was msgspec's bare
+  BufferError); a netmcore handle declared as a process's argument or result
+  type is refused, naming what to pass instead; ``EncapType.unwrap`` names
+  what it takes.
 
 Each refusal is checked with ``os.fork`` failing if called (test_socketdir's
 helper), so it must come before anything is forked.
@@ -27,6 +32,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import msgspec
+import numpy as np
 import pytest
 from scenario import run_scenario
 from test_socketdir import _no_fork
@@ -484,3 +491,128 @@ def test_a_pidfile_in_the_socket_directory_is_refused_before_anything_is_made(
         "file in it, and removes them at the end): name a pidfile outside it"
     )
     assert sorted(os.listdir(short_tmp)) == before  # no directory made
+
+
+# --------------------------------------------------------------------------
+# Values and types that cannot travel
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def length(data: bytes) -> int:
+    return len(data)
+
+
+@netmcore.process
+def send_strided(_: int) -> dict[str, Any]:
+    strided = memoryview(np.arange(20, dtype=np.int64)[::2])  # every other int64
+    box = netmcore.Mailbox.create(bytes, slots=2, slot_size=1024)
+    out: dict[str, Any] = {}
+    for name, call in (
+        ("start", lambda: length.start(strided)),
+        ("wrap", lambda: netmcore.EncapType(bytes).wrap(strided)),
+        ("send", lambda: box.send(strided)),
+    ):
+        try:
+            call()
+        except netmcore.ArgumentTypeError as exc:
+            out[name] = [str(exc), exc.path]
+    out["queued"] = box.qsize()  # nothing was sent
+    box.release()
+    # The failed start took no process id: nothing reached the master.
+    pid = length.start(bytes(strided))
+    out["next_pid"] = pid.n - netmcore.self_process_id().n
+    out["length"] = length.join(pid)
+    return out
+
+
+def test_a_buffer_that_is_not_contiguous_is_an_argument_type_error_with_the_fix() -> None:
+    """README: "A value msgspec cannot encode at all is an ArgumentTypeError
+    in the caller". A strided memoryview given where bytes are declared was
+    msgspec's bare BufferError, from start, EncapType.wrap and Mailbox.send."""
+    out = run_scenario(send_strided, 0)
+    for name, what in (
+        ("start", "argument of length.start:"),
+        ("wrap", "value"),
+        ("send", "message"),
+    ):
+        message, path = out[name]
+        assert message.startswith(f"{what} <memory at 0x"), message
+        assert message.endswith(
+            "> cannot be encoded as bytes: memoryview: underlying buffer is not "
+            "C-contiguous; pass a contiguous copy: bytes(view), or "
+            "numpy.ascontiguousarray(a)"
+        ), message
+        assert path == "$"
+    assert out["queued"] == 0
+    assert out["next_pid"] == 1
+    assert out["length"] == 80
+
+
+class _Job(msgspec.Struct):
+    n: int
+    out: netmcore.Buffer
+
+
+_BY_RES_ID = "put its res_id (a netmcore.ResId) in it instead, and open it in the process with"
+
+
+@pytest.mark.parametrize(
+    ("typ", "handle", "fix"),
+    [
+        (netmcore.ShmMutex, "ShmMutex", f"{_BY_RES_ID} netmcore.ShmMutex.open(res_id)"),
+        (netmcore.Mailbox[int], "Mailbox", f"{_BY_RES_ID} netmcore.Mailbox.open(res_id, T)"),
+        (list[netmcore.ShmSegment], "ShmSegment", f"{_BY_RES_ID} netmcore.open_shm(res_id)"),
+        (_Job, "Buffer", f"{_BY_RES_ID} netmcore.Buffer.open(res_id)"),
+        (
+            netmcore.PluginMutex,
+            "PluginMutex",
+            "put its name (a str) in it instead, and open it in the process with "
+            "netmcore.PluginMutex(name)",
+        ),
+    ],
+    ids=["ShmMutex", "Mailbox", "list-of-ShmSegment", "Struct-field", "PluginMutex"],
+)
+@pytest.mark.parametrize("side", ["argument", "result"])
+def test_a_netmcore_handle_as_a_process_type_is_refused_naming_what_to_pass(
+    typ: Any, handle: str, fix: str, side: str
+) -> None:
+    """A handle holds this process's mapping of its object (or is bound to a
+    name and type): what names the object travels, also from a Struct's
+    field. The error said only "not supported", with advice on msgspec's types."""
+    arg, result = (typ, int) if side == "argument" else (int, typ)
+    with pytest.raises(TypeError) as info:
+
+        class _Bad(netmcore.ProcessDef[arg, result]):  # type: ignore[valid-type]
+            def run(self, arg: Any) -> Any:
+                return arg
+
+    message = str(info.value)
+    assert " cannot be a process argument or result: type <class " in message
+    assert message.endswith(f"is not supported; for a netmcore.{handle}, {fix}"), message
+
+
+def test_unwrap_names_what_it_takes() -> None:
+    """unwrap of what is not an Encap was an AttributeError, and of an Encap
+    whose data does not decode as its fingerprint's type (built by hand) a
+    bare msgspec.ValidationError. Another type's Encap is still
+    EncapTypeMismatch."""
+    ints = netmcore.EncapType(list[int])
+    with pytest.raises(TypeError) as info:
+        ints.unwrap(b"\x91\x01")  # type: ignore[arg-type]
+    assert not isinstance(info.value, AttributeError)
+    assert str(info.value) == (
+        "EncapType(list[int]).unwrap takes an Encap, not bytes b'\\x91\\x01': pass what "
+        "EncapType(list[int]).wrap(value) returned (msgpack bytes that "
+        "EncapType(list[int]).encode made are read by EncapType(list[int]).decode(data))"
+    )
+    forged = netmcore.Encap(ints.name, ints.fingerprint, (b"\x92\x01\xa1x",))  # [1, "x"]
+    with pytest.raises(netmcore.ArgumentTypeError) as error:
+        ints.unwrap(forged)
+    assert error.value.path == "$[1]"
+    assert str(error.value) == (
+        "value does not match list[int]: Expected `int`, got `str` - at `$[1]`"
+    )
+    with pytest.raises(netmcore.EncapTypeMismatch):
+        ints.unwrap(netmcore.EncapType(int).wrap(1))
+    assert ints.unwrap(ints.wrap([1, 2])) == [1, 2]

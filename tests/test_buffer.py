@@ -109,6 +109,42 @@ def test_buffer_peek_read_wrap_and_end_of_stream() -> None:
     assert out[6] == b"cannot consume 1 bytes: 0 are there"
 
 
+@netmcore.process
+def write_what_has_no_flat_bytes(_: int) -> list[str]:
+    out = []
+    ints = np.arange(8, dtype=np.int64)
+    with netmcore.Buffer.create(256) as buffer:
+        for data in (memoryview(ints[::2]), ints.reshape(2, 4).T, "text"):
+            try:
+                buffer.write(data)  # type: ignore[arg-type]
+            except TypeError as exc:
+                out.append(str(exc))
+        buffer.write(bytes(memoryview(ints[::2])))  # the fix: a contiguous copy
+        buffer.close()
+        out.append(buffer.read().hex())  # only the copy was written
+    return out
+
+
+def test_buffer_write_of_data_that_is_not_contiguous_bytes_names_the_fix() -> None:
+    """A strided view, a transposed array and a str are refused before any
+    of their bytes is written, with a TypeError naming the rule and the fix
+    (they were memoryview's bare "casts are restricted to C-contiguous views"
+    and "a bytes-like object is required")."""
+    strided, transposed, text, written = run_scenario(write_what_has_no_flat_bytes, 0)
+    assert strided == (
+        "Buffer.write takes C-contiguous data, and this memoryview of shape (4,) and strides "
+        "(16,) is not (a slice with a step, or a transposed array): pass a contiguous copy: "
+        "bytes(view), or numpy.ascontiguousarray(a)"
+    )
+    assert transposed.startswith("Buffer.write takes C-contiguous data, and this ndarray of ")
+    assert transposed.endswith("numpy.ascontiguousarray(a)")
+    assert text == (
+        "Buffer.write takes bytes-like data (bytes, bytearray, memoryview, a numpy array), "
+        "not str: encode text first (text.encode())"
+    )
+    assert bytes.fromhex(written) == np.arange(0, 8, 2, dtype=np.int64).tobytes()
+
+
 def test_buffer_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity 0 is not valid: it must be at least 1 byte"):
         netmcore.Buffer.create(0)
@@ -683,3 +719,30 @@ def test_buffer_open_after_an_opener_died_in_its_open_leaves_the_stream_going() 
     assert got[0] == "Crashed(exitcode=3, signal=None)"
     assert got[1:] == ["returned b'ab'", got[2]]
     assert got[2].startswith("TimeoutError: no bytes came into Buffer(")
+
+
+@netmcore.process
+def read_one(res_id: ResId) -> bytes:
+    with Buffer.open(res_id) as buffer:
+        return buffer.read(timeout=10)  # a guard against a hang
+
+
+@netmcore.process
+def second_handle_released_in_the_writer(_: int) -> list[str]:
+    """As a helper would (``with Buffer.open(...)``), in the process that made
+    the buffer: the buffer lives on for the first handle and the others."""
+    with Buffer.create(16) as buffer:
+        with Buffer.open(buffer.res_id):
+            pass
+        seen = [outcome_text(lambda: buffer.write(b"ab", timeout=0))]
+        seen.append(repr(joined(read_one, read_one.start(buffer.res_id))))
+        return seen
+
+
+def test_releasing_a_second_handle_of_a_buffer_in_one_process_leaves_the_buffer() -> None:
+    """It gave back the process's one use of the buffer, which was destroyed:
+    the reader got NoResource."""
+    assert run_scenario(second_handle_released_in_the_writer, 0) == [
+        "returned None",
+        "b'ab'",
+    ]

@@ -40,7 +40,7 @@ from typing import Any, TypedDict
 import msgspec
 import psutil
 import pytest
-from scenario import joined, run_scenario
+from scenario import joined, outcome_text, run_scenario
 
 import netmcore
 from netmcore import _context, _master, _registry, _worker
@@ -1865,3 +1865,67 @@ def test_a_keyboard_interrupt_in_a_worker_is_not_logged_as_its_exception(tmp_pat
     assert result.stdout == f"Crashed(exitcode=None, signal={int(signal.SIGINT)})\n"
     assert "raised an exception" not in result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+# --------------------------------------------------------------------------
+# Resources that went with the worker that used them last
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def make_and_end(how: str) -> tuple[int, int]:
+    """Make a resource, and end: it goes with this process, its last user."""
+    if how == "preallocated":
+        res_id, _name = netmcore.create_preallocated_shm("/nmc-test", 8)
+    else:
+        segment = netmcore.create_shm(8)
+        res_id = segment.res_id
+        if how == "released":
+            segment.release()  # gone before this process ends
+    return res_id.n, netmcore.self_process_id().n
+
+
+@netmcore.process
+def nothing(_: int) -> int:
+    return 0
+
+
+@netmcore.process
+def gone_with_its_last_user(_: int) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for how, use in (
+        ("shm", lambda res: netmcore.open_shm(res)),
+        ("preallocated", lambda res: nothing.start(0, inherit_resources=[res])),
+        ("released", lambda res: netmcore.open_shm(res)),
+    ):
+        res_id, maker = joined(make_and_end, make_and_end.start(how))
+        out[how] = [res_id, maker, outcome_text(lambda: use(netmcore.ResId(res_id)))]  # noqa: B023
+    return out
+
+
+def test_a_resource_gone_with_the_worker_that_used_it_last_names_hand_over() -> None:
+    """A worker's resources are destroyed when it ends, unless it hands them
+    over: getting one afterwards said only "no such resource, or it has been
+    destroyed". It now says why, and names hand_over; a resource released
+    before its user ended still gets the plain message."""
+    out = run_scenario(gone_with_its_last_user, 0)
+
+    def ended(res_id: int, maker: int) -> str:
+        return (
+            f"it was destroyed when process {maker}, its last user, ended: a worker's "
+            "resources are destroyed when it ends, unless it hands them over. Call "
+            f"netmcore.hand_over(ResId({res_id})) in process {maker} before it ends, and the "
+            "resource lives on until another process gets it"
+        )
+
+    res_id, maker, text = out["shm"]
+    assert text == f"NoResource: no resource ResId({res_id}): {ended(res_id, maker)}"
+    res_id, maker, text = out["preallocated"]
+    assert text == (
+        f"NoResource: no resource ResId({res_id}): inherit_resources names it, starting "
+        f"{nothing.__module__}.nothing, and {ended(res_id, maker)}"
+    )
+    res_id, _maker, text = out["released"]
+    assert text == (
+        f"NoResource: no resource ResId({res_id}): no such resource, or it has been destroyed"
+    )

@@ -408,7 +408,12 @@ def constraints_between_stages(_: int) -> list[Any]:
 
 def test_then_takes_stages_that_differ_only_in_annotated_constraints() -> None:
     got = value(drive(constraints_between_stages, 0))
-    refused = [1, needs_non_negative.__qualname__, "ValidationError: Expected `int` >= 0"]
+    refused = [
+        1,
+        needs_non_negative.__qualname__,
+        "ArgumentTypeError: value does not match Annotated[int, msgspec.Meta(ge=0)]: "
+        "Expected `int` >= 0",
+    ]
     assert got == [["<3>", "<4>"], refused]
 
 

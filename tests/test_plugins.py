@@ -30,6 +30,7 @@ which the per-test timeout turns into a failure.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -1188,7 +1189,13 @@ def test_handles_check_their_arguments_where_they_are_made() -> None:
         PluginMutex("")
     with pytest.raises(ValueError, match="at least 1"):
         Mbox("b", int, capacity=0)
-    with pytest.raises(TypeError, match="capacity"):
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "capacity=True is not valid: it must be an int (a count, at least 1), not bool; "
+            "pass an int, like capacity=1"
+        ),
+    ):
         Mbox("b", int, capacity=True)
     with pytest.raises(TypeError):
         SharedVar("v", threading.Lock)  # msgspec cannot encode it
@@ -1431,6 +1438,44 @@ def test_semaphore_counts() -> None:
     assert out["recreate"] == [True, 1]
     assert out["bad_initial"][0][0] == "ValueError"
     assert out["bad_initial"][1][0] == "TypeError"
+
+
+@netmcore.process
+def count_limits(_: int) -> dict[str, Any]:
+    big = PluginSemaphore("big")
+    out: dict[str, Any] = {"refused": [err(lambda n=n: big.create(n)) for n in (2**63, 2**70)]}
+    out["nothing_sent"] = err(big.get)
+    top = PluginSemaphore("top")
+    out["largest"] = [top.create(2**63 - 1), top.increment(), top.get()]
+    out["capacity"] = err(lambda: Mbox("m", int, capacity=2**63))
+    out["largest_capacity"] = Mbox("m", int, capacity=2**63 - 1).create()
+    out["value"] = err(lambda: SharedVar("v", int).create(2**70))
+    return out
+
+
+def test_a_count_past_64_bits_is_refused_naming_the_limit_before_it_is_sent() -> None:
+    """A semaphore's initial count and a box's capacity travel to the master
+    as msgpack integers: past them, create() raised msgspec's bare
+    OverflowError. They are at most 2**63-1, so that increments never take a
+    count past what a reply can carry (from 2**64-1, one crashed the master)."""
+    out = run_scenario(count_limits, 0)
+    for n, (kind, message) in zip((2**63, 2**70), out["refused"], strict=True):
+        assert kind == "ValueError"
+        assert message == (
+            f"initial {n} is not valid: it must be at most 2**63-1 (counts travel to the "
+            "master as 64-bit integers); pass a number from 0 to 2**63-1"
+        )
+    assert out["nothing_sent"] == ["PluginError", "there is no semaphore 'big': create it first"]
+    assert out["largest"] == [True, 2**63, 2**63]
+    assert out["capacity"] == [
+        "ValueError",
+        f"capacity {2**63} is not valid: it must be at most 2**63-1 (counts travel to the "
+        "master as 64-bit integers); pass a number from 1 to 2**63-1",
+    ]
+    assert out["largest_capacity"] is True
+    # A shared variable's value is checked as any value: an int msgpack cannot hold.
+    assert out["value"][0] == "ArgumentTypeError"
+    assert out["value"][1].endswith("> 2**64 - 1; pass such an int as a str")
 
 
 def test_waiting_decrement_is_woken_by_an_increment_from_another_worker() -> None:

@@ -198,6 +198,26 @@ BAD_INPUT: dict[str, tuple[Callable[[], object], type[Exception], str]] = {
         IsADirectoryError,
         re.escape("cannot manage FILE '/tmp': it is a directory, and only a file can be managed"),
     ),
+    # A wrong type: a TypeError naming the value, the rule and the fix, in
+    # one wording (Mailbox.create's sizes say it too).
+    "create_shm size str": (
+        lambda: netmcore.create_shm("10"),  # type: ignore[arg-type]
+        TypeError,
+        r"^size='10' is not valid: it must be an int \(a number of bytes, at least 1\), not "
+        r"str; pass an int, like size=10$",
+    ),
+    "prealloc size bool": (
+        lambda: netmcore.create_preallocated_shm("/nmcbad", True),
+        TypeError,
+        r"^size=True is not valid: it must be an int \(a number of bytes, at least 1\), not "
+        r"bool; pass an int, like size=4096$",
+    ),
+    "create_sem value float": (
+        lambda: netmcore.create_sem(1.0),  # type: ignore[arg-type]
+        TypeError,
+        r"^value=1\.0 is not valid: it must be an int \(the semaphore's first value, from 0 "
+        r"to 2147483647\), not float; pass an int, like value=1$",
+    ),
     "create_sem value -1": (
         lambda: netmcore.create_sem(-1),
         ValueError,
@@ -923,6 +943,24 @@ def test_users_set_is_a_set_not_a_counter(master_cleanup: None) -> None:
     assert netmcore.get_resource(seg.res_id).typ is ResourceType.POSIX_SHM  # and again
     netmcore.release(seg.res_id)  # one release takes the one user out
     assert not os.path.exists(shm_path(seg.name))
+
+
+def test_release_by_res_id_ends_the_process_use_whatever_its_handles(
+    master_cleanup: None,
+) -> None:
+    """Handles (open_shm, open_sem, Mailbox.open ...) each count, and the
+    process's use ends with the last one's release; release(res_id) is
+    upstream's, on the users set: it ends the process's use at once."""
+    seg = netmcore.create_shm(8)
+    other = netmcore.open_shm(seg.res_id)
+    try:
+        netmcore.release(seg.res_id)
+        assert not os.path.exists(shm_path(seg.name))
+        with pytest.raises(netmcore.NoResource):
+            netmcore.open_shm(seg.res_id)
+    finally:
+        other.release()
+        seg.release()
 
 
 # --------------------------------------------------------------------------

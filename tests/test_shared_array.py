@@ -98,7 +98,8 @@ def share_down(n: int) -> list[Any]:
 def test_array_made_in_a_worker_is_opened_by_others_through_its_handle() -> None:
     got = run(share_down, 10)
     assert got[:4] == [15.0, False, "<f4", [10]]
-    assert "no such resource, or it has been destroyed" in got[4]
+    assert "destroyed when process" in got[4]
+    assert "netmcore.hand_over(ResId(" in got[4]
 
 
 @netmcore.process
@@ -212,7 +213,15 @@ def test_handle_is_small_and_serializable(table: SharedArray) -> None:
 
 # A structured dtype keeps its fields, offsets and sub-arrays (the handle and the
 # header record its descr, not just its size); a sub-array dtype adds dimensions,
-# as in numpy.zeros.
+# as in numpy.zeros. Fields out of order or overlapping, which numpy.zeros takes
+# but which have no descr (numpy's bare "dtype.descr is not defined" was raised),
+# are recorded as the dict numpy.dtype takes.
+OUT_OF_ORDER = np.dtype(
+    {"names": ["b", "a"], "formats": ["u1", "<i4"], "offsets": [4, 0], "itemsize": 12}
+)
+OVERLAPPING = np.dtype({"names": ["a", "b"], "formats": ["<i4", "<i2"], "offsets": [0, 0]})
+
+
 @pytest.mark.parametrize(
     "kind",
     [
@@ -222,8 +231,21 @@ def test_handle_is_small_and_serializable(table: SharedArray) -> None:
         ),
         np.dtype([("a", "<i4", (2, 3)), ("b", [("c", "u1")])], align=True),
         np.dtype(("<i4", (2,))),
+        OUT_OF_ORDER,
+        OVERLAPPING,
+        np.dtype(
+            {"names": ["x", "y"], "formats": [OUT_OF_ORDER, ("<f8", (2,))], "offsets": [16, 0]}
+        ),
     ],
-    ids=["plain", "offsets", "nested", "sub-array"],
+    ids=[
+        "plain",
+        "offsets",
+        "nested",
+        "sub-array",
+        "out-of-order",
+        "overlapping",
+        "nested-out-of-order",
+    ],
 )
 def test_structured_and_sub_array_dtypes_are_kept_as_numpy_has_them(kind: np.dtype[Any]) -> None:
     handle = SharedArray.create((3,), kind)
@@ -243,6 +265,84 @@ RECORD = np.dtype([("a", "<i4"), ("b", "<f8", (2,))])
 def sum_records(array: SharedArray) -> float:
     view = array.open()
     return float(view["a"].sum() + view["b"].sum())
+
+
+@netmcore.process
+def dtype_and_values(array: SharedArray) -> list[str]:
+    view = array.open()
+    return [view.dtype.str, repr(view.tolist())]
+
+
+# numpy.zeros makes these dtypes, which have no size, of size 1 (a str or bytes
+# one) or keeps them at 0 (a void one). They were recorded as given, "<U0" or
+# "|S0": the array was made, and every open() raised numpy's bare "itemsize
+# cannot be zero in type"; "|V0" failed so too, in numpy.frombuffer.
+SIZELESS = [str, bytes, np.str_, np.bytes_, "U", "S", "U0", "S0", "V0", "V", np.void]
+
+
+@pytest.mark.parametrize("kind", SIZELESS, ids=[str(k) for k in SIZELESS])
+def test_a_dtype_without_a_size_is_made_as_numpy_zeros_makes_it(kind: Any) -> None:
+    expected = np.zeros(3, kind)
+    handle = SharedArray.create(3, kind)
+    try:
+        assert handle.dtype == expected.dtype.str
+        view = handle.open()
+        assert (view.dtype, view.shape) == (expected.dtype, expected.shape)
+        if expected.dtype.itemsize:
+            expected[:] = view[:] = "z" if expected.dtype.kind == "U" else b"z"
+        del view
+        # A worker opens it through its handle, and sees the same.
+        assert run(dtype_and_values, handle) == [expected.dtype.str, repr(expected.tolist())]
+    finally:
+        handle.release()
+
+
+@netmcore.process
+def field_sums(array: SharedArray) -> list[int]:
+    view = array.open()
+    return [int(view[name].sum()) for name in view.dtype.names]
+
+
+@pytest.mark.parametrize("kind", [OUT_OF_ORDER, OVERLAPPING], ids=["out-of-order", "overlapping"])
+def test_a_worker_sees_the_fields_of_an_array_whose_fields_have_no_descr(kind: Any) -> None:
+    handle = SharedArray.create(3, kind)
+    try:
+        assert handle.dtype.startswith("{'names': ")
+        view = handle.open()
+        view["a"] = 70_000  # over the i2 it overlaps with, if any
+        view["b"] = 2
+        expected = [int(view[name].sum()) for name in kind.names]
+        del view
+        assert run(field_sums, handle) == expected
+    finally:
+        handle.release()
+
+
+class _NoLiteral:
+    """A field title that numpy keeps but whose repr reads back as no value."""
+
+    def __repr__(self) -> str:
+        return "_NoLiteral()"
+
+
+def test_a_dtype_that_cannot_be_read_back_is_refused_before_anything_is_made() -> None:
+    kind = np.dtype(
+        {
+            "names": ["a", "b"],
+            "formats": ["<i4", "<i2"],
+            "offsets": [0, 0],
+            "titles": [_NoLiteral(), None],
+        }
+    )
+    before = ours()
+    with pytest.raises(TypeError) as info:
+        SharedArray.create(3, kind)
+    assert str(info.value).startswith(f"dtype {kind!r} cannot be shared: the text that records")
+    assert str(info.value).endswith(
+        "does not read back as it (a field title that is not a str, say); pass a dtype whose "
+        "field titles, if any, are plain strings, like [('a', '<i4'), ('b', '<f8')]"
+    )
+    assert ours() == before
 
 
 def test_a_worker_sees_the_fields_of_a_structured_array() -> None:

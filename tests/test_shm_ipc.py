@@ -38,6 +38,7 @@ import pydantic
 import pytest
 from scenario import (
     joined,
+    outcome_text,
     outcome_value,
     run_scenario,
     run_snippet,
@@ -1339,9 +1340,7 @@ def test_mailbox_receive_by_a_sender_is_a_context_error() -> None:
     ("kwargs", "message"),
     [
         ({"slots": 0}, r"slots=0 is not valid"),
-        ({"slots": True}, r"slots=True is not valid"),
         ({"slot_size": 0}, r"slot_size=0 is not valid"),
-        ({"slot_size": "64"}, r"slot_size='64' is not valid"),
         (
             {"slots": 1, "slot_size": 2**32},
             r"slot_size=4,294,967,296 is not valid: .* below 2\*\*32",
@@ -1353,6 +1352,46 @@ def test_mailbox_create_with_bad_sizes_raises_value_error(
     kwargs: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
+        Mailbox.create(Msg, **kwargs)  # nothing made: the conftest fixture checks
+
+
+SLOTS_RULE = r"it must be an int \(how many messages it holds, at least 1\)"
+SLOT_SIZE_RULE = r"it must be an int \(a message's bytes, at least 1\)"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"slots": "4"},
+            rf"slots='4' is not valid: {SLOTS_RULE}, not str; pass an int, like slots=4",
+        ),
+        (
+            {"slots": 4.0},
+            rf"slots=4\.0 is not valid: {SLOTS_RULE}, not float; pass an int, like slots=4",
+        ),
+        (
+            {"slots": True},
+            rf"slots=True is not valid: {SLOTS_RULE}, not bool; pass an int, like slots=16",
+        ),
+        (
+            {"slot_size": "64"},
+            rf"slot_size='64' is not valid: {SLOT_SIZE_RULE}, not str; pass an int, like "
+            r"slot_size=64",
+        ),
+        (
+            {"slot_size": None},
+            rf"slot_size=None is not valid: {SLOT_SIZE_RULE}, not NoneType; pass an int, like "
+            r"slot_size=512",
+        ),
+    ],
+)
+def test_mailbox_create_with_sizes_of_another_type_raises_type_error(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    """A wrong type is a TypeError, as create_shm's and create_sem's are (it
+    was a ValueError), naming the value, the rule and the fix."""
+    with pytest.raises(TypeError, match=f"^{message}$"):
         Mailbox.create(Msg, **kwargs)  # nothing made: the conftest fixture checks
 
 
@@ -2150,5 +2189,192 @@ def test_mailbox_with_releases_it(master_cleanup: None) -> None:
     with pytest.raises(ValueError, match=r"is closed or released in this process"):
         box.receive(timeout=0)
     # Released: the box is gone (the fixture finds no /dev/shm entry left).
+    with pytest.raises(netmcore.NoResource):
+        Mailbox.open(box.res_id, int)
+
+
+# --------------------------------------------------------------------------
+# with mutex: after its close() or release() (it died of SIGSEGV)
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def with_closed_mutex(arg: tuple[str, str]) -> str:
+    """Close or release a mutex, then enter ``with`` on it; say what it did."""
+    kind, how = arg
+    mutex = ShmMutex.create(kind)  # type: ignore[arg-type]
+    try:
+        getattr(mutex, how)()
+
+        def enter() -> None:
+            with mutex:
+                pass
+
+        return outcome_text(enter)
+    finally:
+        mutex.release()
+
+
+@pytest.mark.parametrize("how", ["close", "release"])
+@pytest.mark.parametrize("kind", ["normal", "errorcheck", "recursive"])
+def test_with_on_a_closed_or_released_mutex_raises_value_error(kind: str, how: str) -> None:
+    """The with-statement read the mutex's word, in memory unmapped by the
+    close, before lock() could refuse: the process died of SIGSEGV. It runs
+    in a worker, whose outcome tells such a crash apart (a failed test, not
+    a dead pytest)."""
+    said = run_scenario(with_closed_mutex, (kind, how))
+    assert re.fullmatch(
+        rf"ValueError: ShmMutex\(ResId\(\d+\), {kind}\) is closed or released in this "
+        "process: open it again by its res_id to use it",
+        said,
+    ), said
+
+
+# --------------------------------------------------------------------------
+# Several handles on one object in one process: each counts, and the
+# process's use ends with the last (a second handle's release destroyed the
+# object for everyone: a users set counts the process once)
+# --------------------------------------------------------------------------
+
+
+def _use_box(box: Mailbox[int]) -> None:
+    box.send(1, timeout=0)
+
+
+def _use_mutex(mutex: ShmMutex) -> None:
+    assert mutex.lock(timeout=0)
+    mutex.unlock()
+
+
+def _use_condition(cond: ShmCondition) -> None:
+    cond.signal()
+
+
+def _use_segment(segment: netmcore.ShmSegment) -> None:
+    segment.buffer[0] = 1
+
+
+def _use_semaphore(sem: netmcore.PosixSemaphore) -> None:
+    sem.post()
+
+
+# Each kind of handle: make one, open another by res_id, use one.
+HANDLES: dict[str, tuple[Callable[[], Any], Callable[[ResId], Any], Callable[[Any], None]]] = {
+    "Mailbox": (
+        lambda: Mailbox.create(int, slots=4, slot_size=16),
+        lambda res_id: Mailbox.open(res_id, int),
+        _use_box,
+    ),
+    "ShmMutex": (ShmMutex.create, ShmMutex.open, _use_mutex),
+    "ShmCondition": (ShmCondition.create, ShmCondition.open, _use_condition),
+    "ShmSegment": (lambda: netmcore.create_shm(64), netmcore.open_shm, _use_segment),
+    "PosixSemaphore": (netmcore.create_sem, netmcore.open_sem, _use_semaphore),
+}
+
+
+def open_use_release(kind: str, res_id: ResId) -> None:
+    _, reopen, use = HANDLES[kind]
+    handle = reopen(res_id)
+    try:
+        use(handle)
+    finally:
+        handle.release()
+
+
+@netmcore.process
+def other_process_opens(arg: tuple[str, ResId]) -> str:
+    kind, res_id = arg
+    return outcome_text(lambda: open_use_release(kind, res_id))
+
+
+@netmcore.process
+def second_handle_scenario(kind: str) -> list[str]:
+    """Make an object, open and release a second handle on it in the same
+    process (a helper would, ``with Mailbox.open(...)``); then use the first,
+    and have another process open it; then release the first."""
+    make, _, use = HANDLES[kind]
+    obj = make()
+    try:
+        open_use_release(kind, obj.res_id)
+        seen = [outcome_text(lambda: use(obj))]
+        seen.append(joined(other_process_opens, other_process_opens.start((kind, obj.res_id))))
+    finally:
+        obj.release()  # its last handle in this process, its last user: it goes
+    seen.append(joined(other_process_opens, other_process_opens.start((kind, obj.res_id))))
+    return seen
+
+
+@pytest.mark.parametrize("kind", sorted(HANDLES))
+def test_releasing_a_second_handle_in_one_process_leaves_the_object(kind: str) -> None:
+    first, other, after = run_scenario(second_handle_scenario, kind)
+    assert first == "returned None"
+    assert other == "returned None", "a second handle's release destroyed the object"
+    assert after.startswith("NoResource: "), "the last handle's release left the object"
+
+
+def test_mailbox_helper_that_opens_the_creators_box_leaves_it_to_the_creator(
+    master_cleanup: None,
+) -> None:
+    """The reviewer's case, in the creator's process: a helper that sends
+    through ``with Mailbox.open(...)`` released the creator's use, and the
+    box was gone (its senders got NoResource, its receive waited for ever)."""
+
+    def notify(res_id: ResId, value: int) -> None:
+        with Mailbox.open(res_id, int) as box:
+            box.send(value, timeout=0)
+
+    box = Mailbox.create(int, slots=2, slot_size=16)
+    try:
+        notify(box.res_id, 1)
+        notify(box.res_id, 2)  # NoResource once the box is gone
+        assert receive_all(box, 2) == [1, 2]
+    finally:
+        box.release()
+    with pytest.raises(netmcore.NoResource):  # the creator's was the last handle
+        Mailbox.open(box.res_id, int)
+
+
+INHERITED: list[Any] = []  # handles the master makes before run: every worker has them
+
+
+def uses(res_id: ResId) -> str:
+    """Whether this process uses ``res_id``, by hand_over: NoResource for a
+    process that does not (and nothing changes for one that does, the
+    master using it too)."""
+    return outcome_text(lambda: netmcore.hand_over(res_id)).split(":")[0]
+
+
+@netmcore.process
+def inherited_handle_scenario(res_id: ResId) -> list[str]:
+    """In a worker, which has the master's handle ``INHERITED[0]`` on the
+    box: say whether it uses the box after its own handle's release, and
+    while its own handle is open once the inherited one is released."""
+    own = Mailbox.open(res_id, int)
+    own.send(5, timeout=0)
+    own.release()  # its only handle of its own: its use ends
+    seen = [uses(res_id)]
+    own = Mailbox.open(res_id, int)
+    INHERITED[0].release()  # the master's use, not this process's: it ends none
+    seen.append(uses(res_id))
+    own.release()
+    seen.append(uses(res_id))
+    return seen
+
+
+def test_handles_inherited_by_a_worker_are_not_its_own_uses(master_cleanup: None) -> None:
+    """A worker is a copy of the master, handles included: they are the
+    master's uses, not the worker's. The worker's own handles count from
+    none (the master's counts, copied, kept it a user after its own last
+    handle's release), and releasing an inherited one ends no use of the
+    worker's (it ended the worker's own, while its own handle was open)."""
+    box = Mailbox.create(int, slots=2, slot_size=16)
+    INHERITED[:] = [box]
+    try:
+        seen = run_scenario(inherited_handle_scenario, box.res_id)
+        assert seen == ["NoResource", "returned None", "NoResource"]
+        assert box.receive(timeout=0) == 5  # the master's handle, and use, are intact
+    finally:
+        INHERITED.clear()
+        box.release()
     with pytest.raises(netmcore.NoResource):
         Mailbox.open(box.res_id, int)

@@ -694,24 +694,30 @@ class _Raised(Exception):
 def test_an_exception_just_after_the_lock_in_with_leaves_it_unlocked(
     kind: str, master_cleanup: None
 ) -> None:
-    """A signal handler's exception can come just after lock() returns, in
-    ``with mutex:``'s enter: the body does not run, and nothing would unlock
-    (the mutex stayed held). A profile hook raises at that very point."""
+    """A signal handler's exception can come just after the mutex is taken,
+    in ``with mutex:``'s enter: the body does not run, and nothing would
+    unlock (the mutex stayed held). A trace hook raises at that very point:
+    the first line of the enter that runs with the mutex held (the enter
+    locks inline, without a call to lock() to hook)."""
     mutex = ShmMutex.create(kind)  # type: ignore[arg-type]
-    lock_code = ShmMutex.lock.__code__
+    enter_code = ShmMutex.__enter__.__code__
 
-    def raise_after_lock(frame: Any, event: str, _arg: Any) -> None:
-        if event == "return" and frame.f_code is lock_code:
-            sys.setprofile(None)
+    def raise_once_held(frame: Any, event: str, _arg: Any) -> Any:
+        if event == "line" and mutex._state.depth():
+            sys.settrace(None)
             raise _Raised
+        return raise_once_held
+
+    def trace_the_enter(frame: Any, event: str, _arg: Any) -> Any:
+        return raise_once_held if frame.f_code is enter_code else None
 
     try:
-        sys.setprofile(raise_after_lock)
+        sys.settrace(trace_the_enter)
         try:
             with pytest.raises(_Raised), mutex:
                 pytest.fail("the body ran")
         finally:
-            sys.setprofile(None)
+            sys.settrace(None)
         got: list[bool] = []
         other = threading.Thread(target=lambda: got.append(mutex.lock(timeout=0)))
         other.start()
