@@ -196,6 +196,17 @@ def _cells_per_worker(queue_size: int) -> int:
     return 2 * queue_size
 
 
+def _inbox_slots(queue_size: int) -> int:
+    """The slots of a worker's Mailbox. Messages it has not read may hold more
+    than the queue_size items it holds: items taken back from it stay in
+    them until it passes over them (it is on a long item), and the driver
+    gives it others meanwhile. But each message brings one item at least, and
+    every item it has not passed has a claim cell: as many messages as cells,
+    and a Stop. (With queue_size slots, the driver's send waited for the long
+    item, and the items it no longer sent with it.)"""
+    return _cells_per_worker(queue_size) + 1
+
+
 class Work(msgspec.Struct, frozen=True, tag=True):
     items: list[tuple[int, bytes]]  # (index, encoded item)
 
@@ -303,7 +314,7 @@ def stage_worker(job: StageJob) -> int:
     anchor = ctypes.c_char.from_buffer(shared.buffer)
     cells = ctypes.addressof(anchor) + CELLS_AT + job.place * job.cells * CELL
     slot_size = _slot_size(job.item_size)
-    inbox = Mailbox.create(ToWorker, slots=job.queue_size, slot_size=slot_size)
+    inbox = Mailbox.create(ToWorker, slots=_inbox_slots(job.queue_size), slot_size=slot_size)
     driver.send(Ready(job.worker, inbox.res_id))
     answers = _Answers(job.worker, driver, slot_size - MESSAGE_HEAD)
     # Items one a message (item_timeout) have nothing ahead of them in their
@@ -755,7 +766,7 @@ def _check_boxes(workers: int, queue_size: int, item_size: int) -> None:
     problem = size_problem(size)
     if problem is not None:
         raise ValueError(f"{needs}, which is too large: {problem}. {fix}{space_fix(size)}")
-    written += workers * footprint(queue_size, slot_size)[1]
+    written += workers * footprint(_inbox_slots(queue_size), slot_size)[1]
     problem = free_problem(written)
     if problem is not None:
         raise ValueError(
@@ -1330,6 +1341,7 @@ class _Driver:
         for index in failed:
             self._fail(index, stage, cause)
             self._lost += 1
+        self._bars[stage].update(len(failed))  # out of the stage, as answered ones
 
     def _fail(self, index: int, stage: int, cause: str) -> None:
         name = self._stages[stage].name

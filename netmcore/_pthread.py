@@ -278,10 +278,6 @@ def mutex_consistent(addr: int) -> None:
 # futex, which the kernel forgets a dead waiter of), and the number of
 # waiters, so that a signal with nobody waiting makes no system call. A dead
 # waiter leaves that number one too high: its signals then make the call.
-_SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "riscv64": 98, "ppc64le": 221, "s390x": 238}.get(
-    platform.machine(),
-    240,  # i386 and 32-bit ARM
-)
 _FUTEX_WAKE, _FUTEX_WAKE_OP, _FUTEX_WAIT_BITSET = 1, 5, 9
 _FUTEX_BITSET_MATCH_ANY = 0xFFFF_FFFF
 # FUTEX_OP(FUTEX_OP_ADD, 1, FUTEX_OP_CMP_EQ, 0): add 1 to the word, atomically
@@ -303,9 +299,40 @@ _futex.restype = ctypes.c_long
 _WAITERS = 4  # bytes from the sequence number to the number of waiters
 
 
+def _futex_number(machine: str, pointer_bytes: int) -> int:
+    """The futex system call's number for this Python's ABI: a 32-bit Python
+    on a 64-bit kernel (whose machine that is) uses the 32-bit one."""
+    if pointer_bytes == 4:
+        return {"mips": 4238, "ppc": 221, "s390": 238}.get(machine, 240)  # i386, ARM
+    return {"x86_64": 202, "ppc64": 221, "ppc64le": 221, "s390x": 238}.get(machine, 98)
+
+
+def check_futex(number: int) -> None:
+    """Raise unless ``number`` is the futex call (a wrong one would make every
+    condition wait return at once, for ever): a wake of a word nobody waits
+    on wakes 0, and a wait for a value the word does not hold refuses."""
+    word = ctypes.c_uint32(0)
+    at = ctypes.addressof(word)
+    woke = _futex(number, at, _FUTEX_WAKE, 1, None, None, 0)
+    refused = _futex(number, at, _FUTEX_WAIT_BITSET, 1, None, None, _FUTEX_BITSET_MATCH_ANY)
+    if woke != 0 or refused != -1 or ctypes.get_errno() != errno.EAGAIN:
+        raise OSError(
+            f"system call {number} is not the futex call on {platform.machine()} "
+            "(netmcore's condition variables need it): please report it, naming your "
+            "platform"
+        )
+
+
+_SYS_FUTEX = _futex_number(platform.machine(), ctypes.sizeof(ctypes.c_void_p))
+check_futex(_SYS_FUTEX)
+
+
 def cond_init(addr: int) -> None:
-    """Make a condition variable at ``addr`` (two aligned 32-bit words)."""
-    ctypes.memset(addr, 0, 8)
+    """Make a condition variable at ``addr`` (two aligned 32-bit words). The
+    sequence starts at 1: FUTEX_WAKE_OP's second wake, for an old value of
+    0, would wake a second waiter on the first signal."""
+    ctypes.c_uint32.from_address(addr).value = 1
+    ctypes.c_uint32.from_address(addr + _WAITERS).value = 0
 
 
 def _cond_timedwait(cond: int, mutex: int, at: float) -> int:
@@ -353,10 +380,11 @@ def _cond_wake(cond: int, count: int) -> None:
 
 def cond_wait(cond: int, mutex: int, timeout: float) -> bool:
     """Wait on ``cond`` (``mutex`` held) for up to ``timeout`` seconds, one
-    slice of a longer wait; False on timeout (a signal handler's interruption
-    counts as a spurious wake-up). OwnerDied as for a lock."""
+    slice of a longer wait; False on timeout, and when a signal handler cut
+    it short (the caller then looks around as after a slice: whether the
+    side that could wake it has died, say). OwnerDied as for a lock."""
     rc = _cond_timedwait(cond, mutex, time.monotonic() + max(0.0, timeout))
-    return locked(0 if rc == errno.EINTR else rc, mutex)
+    return locked(errno.ETIMEDOUT if rc == errno.EINTR else rc, mutex)
 
 
 def cond_wait_in_slices(

@@ -1,4 +1,5 @@
-"""A process killed while it waits on a condition leaves the condition working.
+"""A process killed while it waits on a condition leaves the condition working;
+and the futex those conditions are made of.
 
 glibc's process-shared condition variables count their waiters inside the
 object: one killed in its wait was counted for ever, and the next signal (a
@@ -9,12 +10,15 @@ it to leave, for ever, deaf to timeouts and signals, holding the mutex.
 from __future__ import annotations
 
 import os
+import platform
+import signal
 from pathlib import Path
 
+import pytest
 import scenario
 
 import netmcore
-from netmcore import Buffer, ResId, ShmCondition, ShmMutex, ShmSegment
+from netmcore import Buffer, ResId, ShmCondition, ShmMutex, ShmSegment, _pthread
 
 
 def _note_pid(note: ShmSegment) -> None:
@@ -119,3 +123,45 @@ def test_a_buffer_whose_reader_was_killed_in_its_wait_serves_the_next() -> None:
         "killed by SIGKILL",
         "read: [b'1', b'2']",
     ]
+
+
+@netmcore.process
+def writer_that_never_closes(res_id: ResId) -> None:
+    Buffer.open(res_id).write(b"x")
+    os._exit(0)  # without close(): the reader must find the stream ended by its death
+
+
+@netmcore.process
+def reader_under_a_timer(_: int) -> str:
+    """A read whose writer died, while SIGALRM comes every 5 ms to a Python
+    handler that returns: each cuts a slice of the wait short."""
+    with Buffer.create(64) as buffer:
+        writer_that_never_closes.join(writer_that_never_closes.start(buffer.res_id))
+        assert buffer.read() == b"x"
+        signal.signal(signal.SIGALRM, lambda signum, frame: None)
+        signal.setitimer(signal.ITIMER_REAL, 0.005, 0.005)
+        try:
+            return scenario.outcome_text(lambda: buffer.read(timeout=scenario.WAIT))
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def test_a_buffer_wait_cut_short_by_signals_still_sees_its_writer_dead() -> None:
+    """A slice a signal cut short counted as a wake-up, after which the reader
+    did not look whether its writer had died: under a frequent timer it never
+    did, and waited out its timeout (or for ever)."""
+    got = scenario.run_scenario(reader_under_a_timer, 0)
+    assert got.startswith("OwnerDiedError: the other side of Buffer("), got
+
+
+def test_the_futex_call_is_checked_before_conditions_use_it() -> None:
+    """A wrong number would make every condition wait return at once, for
+    ever (a spinning waiter, a Buffer that never sees its other side die)."""
+    assert _pthread._futex_number("x86_64", 8) == 202
+    assert _pthread._futex_number("x86_64", 4) == 240  # a 32-bit Python on it
+    assert _pthread._futex_number("aarch64", 8) == 98
+    assert _pthread._futex_number("aarch64", 4) == 240
+    _pthread.check_futex(_pthread._SYS_FUTEX)
+    getpid = {"x86_64": 39, "aarch64": 172}[platform.machine()]
+    with pytest.raises(OSError, match=f"system call {getpid} is not the futex call"):
+        _pthread.check_futex(getpid)

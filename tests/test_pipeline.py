@@ -454,11 +454,14 @@ def double(k: int) -> int:
     if k == 5 and sys.argv[1] == "retried" and not os.path.exists(sys.argv[2]):
         open(sys.argv[2], "w").close()  # killed once, on item 5: it is given again
         os.kill(os.getpid(), signal.SIGKILL)
+    if k == 5 and sys.argv[1] == "failed":  # killed each time: item 5 fails
+        os.kill(os.getpid(), signal.SIGKILL)
     return 2 * k
 
 @netmcore.process
 def first(show: bool) -> int:
-    run = netmcore.Pipeline(double, workers=2).then(double).run(range(50), progress=show or None)
+    pipeline = netmcore.Pipeline(double, workers=2).then(double)
+    run = pipeline.run(range(50), progress=show or None, on_error="skip")
     return sum(run)
 
 show = sys.argv[1] != "off"
@@ -467,13 +470,14 @@ print(netmcore.run(first_process=lambda: first.start(show),
 """
 
 
-@pytest.mark.parametrize("mode", ["on", "off", "retried"])
+@pytest.mark.parametrize("mode", ["on", "off", "retried", "failed"])
 def test_progress_bars_per_stage_only_when_asked_or_on_a_terminal(
     tmp_path: Path, mode: str
 ) -> None:
     """A bar counts each item once, also one given again to another worker
     (a worker killed on item 5: its items came back, and their second
-    sending counted again: 50/52)."""
+    sending counted again: 50/52), and one that failed with its worker
+    (which was never counted out: 49/50)."""
     script = tmp_path / "progress.py"
     script.write_text(PROGRESS_SCRIPT)
     proc = subprocess.run(
@@ -483,7 +487,7 @@ def test_progress_bars_per_stage_only_when_asked_or_on_a_terminal(
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == str(4 * sum(range(50)))
+    assert proc.stdout.strip() == str(4 * (sum(range(50)) - (5 if mode == "failed" else 0)))
     if mode == "off":  # by default, off when stderr is not a terminal
         assert proc.stderr == ""
         return
@@ -1052,14 +1056,15 @@ def after_the_rest(job: tuple[Runs, int]) -> int:
 
 
 @netmcore.process
-def long_item_first(job: tuple[str, int, bool, int]) -> list[Any]:
-    log, n, ordered, pad = job
+def long_item_first(job: tuple[str, int, bool, int, int]) -> list[Any]:
+    log, n, ordered, pad, queue_size = job
     finished = netmcore.create_sem(0)
     try:
         runs = Runs(log, finished.res_id, n, b"-" * pad)
         pipeline = netmcore.Pipeline(after_the_rest, workers=2)
+        items = ((runs, k) for k in range(n))
         try:
-            results = list(pipeline.run(((runs, k) for k in range(n)), ordered=ordered))
+            results = list(pipeline.run(items, ordered=ordered, queue_size=queue_size))
         except netmcore.PipelineError as exc:
             results = [str(exc)]
     finally:
@@ -1089,7 +1094,7 @@ def test_an_item_queued_behind_a_long_one_is_taken_back_for_an_idle_worker(
     back from it (it has not begun it) and gives it to the other. It used to
     wait there, and item 0, waiting for it, never ended."""
     n = 4
-    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, ordered, 0)))
+    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, ordered, 0, 32)))
     assert (results if ordered else sorted(results)) == list(range(n))
     ran_once_each_and_beside_item_0(runs, n)
 
@@ -1111,7 +1116,7 @@ def test_items_in_the_batch_of_a_long_item_are_taken_back_for_an_idle_worker(
     items 4-7 (the same, if it was ready first, or the other)."""
     four_a_message_eight_a_worker(monkeypatch)
     n = 8
-    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, ordered, 0)))
+    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, ordered, 0, 32)))
     assert (results if ordered else sorted(results)) == list(range(n))
     ran_once_each_and_beside_item_0(runs, n)
 
@@ -1123,9 +1128,66 @@ def test_items_taken_back_go_in_as_many_messages_as_their_size_takes(
     queued behind item 0, four to a message (all of them were 60 KB)."""
     monkeypatch.setattr(_pipeline._Driver, "_sizes", lambda self, stage, ready: (16, 16))
     n = 16
-    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, True, 3900)))
+    results, runs = value(drive(long_item_first, (str(tmp_path / "runs"), n, True, 3900, 32)))
     assert results == list(range(n))
     ran_once_each_and_beside_item_0(runs, n)
+
+
+@netmcore.process
+def passed_on(job: tuple[Runs, int]) -> tuple[Runs, int]:
+    time.sleep(0.0005)  # the work an item takes, not a wait for anything
+    return job
+
+
+@netmcore.process
+def first_worker_stuck(job: tuple[Runs, int]) -> int:
+    """The item run first (the one that makes the flag file) is stuck until
+    every other item has run (each posts once); the others take a fifth of a
+    millisecond of work."""
+    runs, k = job
+    try:
+        os.close(os.open(runs.log, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        stuck = True
+    except FileExistsError:
+        stuck = False
+    finished = netmcore.open_sem(runs.finished)
+    try:
+        if stuck:
+            for _ in range(runs.items - 1):
+                if not finished.wait(timeout=10):  # a guard against a hang
+                    raise TimeoutError("the driver stopped sending items")
+        else:
+            time.sleep(0.0002)  # the work an item takes, not a wait for anything
+            finished.post()
+    finally:
+        finished.close()
+    return k
+
+
+@netmcore.process
+def a_worker_stuck_behind_a_stage(log: str) -> list[int]:
+    """Unordered (in input order, the results held back behind the stuck item
+    would stop the input at workers x queue_size), items coming one by one."""
+    finished = netmcore.create_sem(0)
+    try:
+        runs = Runs(log, finished.res_id, 200)
+        pipeline = netmcore.Pipeline(passed_on).then(first_worker_stuck, workers=2)
+        items = ((runs, k) for k in range(runs.items))
+        return sorted(pipeline.run(items, ordered=False, queue_size=2))
+    finally:
+        finished.release()
+
+
+def test_items_given_to_a_worker_on_a_long_item_never_fill_its_mailbox(
+    tmp_path: Path,
+) -> None:
+    """queue_size=2: the driver takes back what is queued behind the stuck
+    item for the idle worker, and, each time both hold one item, gives the
+    stuck worker another (the first of two equally busy); the items taken
+    back stay in messages it has not read. Its mailbox had queue_size slots:
+    the driver's send waited there, for the stuck item, which waited for the
+    items the driver no longer sent."""
+    assert value(drive(a_worker_stuck_behind_a_stage, str(tmp_path / "flag"))) == list(range(200))
 
 
 @netmcore.process
