@@ -258,10 +258,6 @@ class ShmMutex(_InShm):
         return f"ShmMutex({self.res_id!r}, {self.kind})"
 
     def __enter__(self) -> ShmMutex:
-        # lock() without a timeout, inline: a with-statement is the hot path,
-        # and a Python call costs about as much as the C lock call. On top,
-        # what the with-statement needs: nothing left held when its body will
-        # not run.
         use = self._use
         use.calls += _ONE  # the mapping stays until this call leaves (see lock)
         try:
@@ -272,12 +268,8 @@ class ShmMutex(_InShm):
             state = self._state
             before = state.depth() if state.word.value else 0  # held already (recursive)?
             try:
-                rc = _trylock(self._addr)
-                if rc == errno.EBUSY:
-                    rc = self._wait(self._addr, None)
-                if rc == 0 and not use.closed:
-                    return self  # the usual case, first
-                self._took(rc)  # raises: a wait without a timeout ends holding it, or raising
+                self.lock()
+                return self
             except BaseException:
                 # The with-body will not run, and nothing would unlock what was
                 # taken: after OwnerDiedError (which holds it), or a signal
@@ -285,7 +277,6 @@ class ShmMutex(_InShm):
                 # after each call).
                 state.give_back(before)
                 raise
-            raise AssertionError(f"lock without a timeout returned {rc}, not holding it")
         finally:
             del use.calls[-1]
             if use.closed:

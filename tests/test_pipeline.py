@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -1007,12 +1007,9 @@ def meet(job: tuple[netmcore.ResId, int]) -> int:
 
 @netmcore.process
 def four_at_once(n: int) -> list[int]:
-    running = netmcore.create_sem(0)
-    try:
+    with netmcore.create_sem(0) as running:
         items = ((running.res_id, k) for k in range(n))
         return list(netmcore.Pipeline(meet, workers=4).run(items))
-    finally:
-        running.release()
 
 
 @pytest.mark.parametrize("n", [4, 8])
@@ -1058,17 +1055,20 @@ def after_the_rest(job: tuple[Runs, int]) -> int:
 @netmcore.process
 def long_item_first(job: tuple[str, int, bool, int, int]) -> list[Any]:
     log, n, ordered, pad, queue_size = job
-    finished = netmcore.create_sem(0)
-    try:
+    with netmcore.create_sem(0) as finished:
         runs = Runs(log, finished.res_id, n, b"-" * pad)
         pipeline = netmcore.Pipeline(after_the_rest, workers=2)
         items = ((runs, k) for k in range(n))
-        try:
-            results = list(pipeline.run(items, ordered=ordered, queue_size=queue_size))
-        except netmcore.PipelineError as exc:
-            results = [str(exc)]
-    finally:
-        finished.release()
+        return results_and_runs(pipeline.run(items, ordered=ordered, queue_size=queue_size), log)
+
+
+def results_and_runs(run: Iterable[Any], log: str) -> list[Any]:
+    """The results of ``run`` (or the text of its PipelineError), and the
+    runs its items noted in ``log``."""
+    try:
+        results = list(run)
+    except netmcore.PipelineError as exc:
+        results = [str(exc)]
     return [results, Path(log).read_text().split()]
 
 
@@ -1168,14 +1168,11 @@ def first_worker_stuck(job: tuple[Runs, int]) -> int:
 def a_worker_stuck_behind_a_stage(log: str) -> list[int]:
     """Unordered (in input order, the results held back behind the stuck item
     would stop the input at workers x queue_size), items coming one by one."""
-    finished = netmcore.create_sem(0)
-    try:
+    with netmcore.create_sem(0) as finished:
         runs = Runs(log, finished.res_id, 200)
         pipeline = netmcore.Pipeline(passed_on).then(first_worker_stuck, workers=2)
         items = ((runs, k) for k in range(runs.items))
         return sorted(pipeline.run(items, ordered=False, queue_size=2))
-    finally:
-        finished.release()
 
 
 def test_items_given_to_a_worker_on_a_long_item_never_fill_its_mailbox(
@@ -1214,17 +1211,10 @@ def after_2_and_3(job: tuple[Runs, int]) -> int:
 
 @netmcore.process
 def long_item_among_others(log: str) -> list[Any]:
-    finished = netmcore.create_sem(0)
-    try:
+    with netmcore.create_sem(0) as finished:
         runs = Runs(log, finished.res_id, 10)
         pipeline = netmcore.Pipeline(after_2_and_3, workers=2)
-        try:
-            results = list(pipeline.run((runs, k) for k in range(runs.items)))
-        except netmcore.PipelineError as exc:
-            results = [str(exc)]
-    finally:
-        finished.release()
-    return [results, Path(log).read_text().split()]
+        return results_and_runs(pipeline.run((runs, k) for k in range(runs.items)), log)
 
 
 def test_items_that_take_long_begin_in_input_order_as_with_executor_map(
@@ -1299,18 +1289,22 @@ def two_waits_for_one(job: tuple[netmcore.ResId, int]) -> int:
 
 @netmcore.process
 def consumer_lets_two_go(ordered: bool) -> list[Any]:
-    had_1 = netmcore.create_sem(0)
-    try:
+    with netmcore.create_sem(0) as had_1:
         items = ((had_1.res_id, k) for k in range(8))
         run = netmcore.Pipeline(two_waits_for_one).run(items, ordered=ordered, on_error="skip")
-        got = []
-        for x in run:
-            got.append(x)
-            if x == 1:
-                had_1.post()
-        return [got, [[f.index, f.cause] for f in run.failures]]
-    finally:
-        had_1.release()
+        return taken_posting_after_1(run, had_1)
+
+
+def taken_posting_after_1(
+    run: netmcore.PipelineRun[int], had_1: netmcore.PosixSemaphore
+) -> list[Any]:
+    """The results of ``run``, posting ``had_1`` once result 1 is taken; and its failures."""
+    got = []
+    for x in run:
+        got.append(x)
+        if x == 1:
+            had_1.post()
+    return [got, [[f.index, f.cause] for f in run.failures]]
 
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
@@ -1345,18 +1339,10 @@ def two_dies_after_one(job: tuple[netmcore.ResId, int]) -> int:
 
 @netmcore.process
 def died_after_results_went(_: int) -> list[Any]:
-    had_1 = netmcore.create_sem(0)
-    try:
+    with netmcore.create_sem(0) as had_1:
         items = ((had_1.res_id, k) for k in range(8))
         run = netmcore.Pipeline(two_dies_after_one).run(items, on_error="skip", retries=0)
-        got = []
-        for x in run:
-            got.append(x)
-            if x == 1:
-                had_1.post()
-        return [got, [[f.index, f.cause] for f in run.failures]]
-    finally:
-        had_1.release()
+        return taken_posting_after_1(run, had_1)
 
 
 def test_a_worker_that_dies_on_a_long_item_has_sent_the_results_before_it(
@@ -1476,12 +1462,9 @@ def after_two(job: tuple[netmcore.ResId, int]) -> int:
 
 @netmcore.process
 def ordered_past_a_slow_item(n: int) -> list[int]:
-    finished = netmcore.create_sem(0)
-    try:
+    with netmcore.create_sem(0) as finished:
         items = ((finished.res_id, k) for k in range(n))
         return list(netmcore.Pipeline(after_two, workers=2).run(items, queue_size=1))
-    finally:
-        finished.release()
 
 
 def test_ordered_results_held_back_leave_the_other_workers_going() -> None:

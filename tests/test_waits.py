@@ -697,8 +697,7 @@ def test_an_exception_just_after_the_lock_in_with_leaves_it_unlocked(
     """A signal handler's exception can come just after the mutex is taken,
     in ``with mutex:``'s enter: the body does not run, and nothing would
     unlock (the mutex stayed held). A trace hook raises at that very point:
-    the first line of the enter that runs with the mutex held (the enter
-    locks inline, without a call to lock() to hook)."""
+    the first line of the enter that runs with the mutex held."""
     mutex = ShmMutex.create(kind)  # type: ignore[arg-type]
     enter_code = ShmMutex.__enter__.__code__
 
