@@ -7,10 +7,14 @@ EXAMPLES := $(sort $(wildcard examples/*.py))
 
 .PHONY: demo test bench schemas clean
 
-$(STAMP): pyproject.toml
+# A strict editable install: site-packages gets a plain path to links to the
+# package's files, which mypy follows from any directory (the default install
+# is an import hook, which it cannot follow). A module added to or removed from
+# netmcore/ changes the directory, and the links are made again.
+$(STAMP): pyproject.toml Makefile netmcore
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -8,6 +8,7 @@ here, in the caller, before anything is sent.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from ._errors import (
 )
 from ._ids import ProcessId, ResId
 from ._master import current_master
+from ._pthread import check_timeout
 from ._wire import (
     Failed,
     JoinCancel,
@@ -99,13 +101,17 @@ def start(
     raise _error(reply)
 
 
-def join(join_point: ResId, pid: ProcessId[Any]) -> Encap | None:
+def join(join_point: ResId, pid: ProcessId[Any], *, timeout: float | None = None) -> Encap | None:
     """Wait until process ``pid`` ends; return its result, or None if it has none.
 
     Only the first join of a process succeeds. Not allowed in the master, which
     never blocks: use :func:`join_nowait` there.
+
+    With a ``timeout`` in seconds (None or ``math.inf``: no limit; 0: a try),
+    a process that has not ended by then raises TimeoutError, and this join
+    is not used up: the process can be joined again.
     """
-    return encap_of(join_outcome(join_point, pid, wait=True))
+    return encap_of(join_outcome(join_point, pid, wait=True, timeout=timeout))
 
 
 def join_nowait(join_point: ResId, pid: ProcessId[Any]) -> Encap | None:
@@ -116,11 +122,15 @@ def join_nowait(join_point: ResId, pid: ProcessId[Any]) -> Encap | None:
     return encap_of(join_outcome(join_point, pid, wait=False))
 
 
-def join_outcome(join_point: ResId, pid: ProcessId[Any], *, wait: bool) -> WireOutcome | None:
-    """The raw outcome of ``pid``, or None when not waiting and it has not ended."""
+def join_outcome(
+    join_point: ResId, pid: ProcessId[Any], *, wait: bool, timeout: float | None = None
+) -> WireOutcome | None:
+    """The raw outcome of ``pid``, or None when not waiting and it has not ended.
+    A wait past ``timeout`` raises TimeoutError (see :func:`join`)."""
     _check_res_id(join_point, "join_point")
     if not isinstance(pid, ProcessId):
         raise TypeError(f"pid must be a ProcessId, not {type(pid).__name__}")
+    timeout = check_timeout(timeout)
     ctx = _context.current
     if ctx.role == "master":
         if wait:
@@ -139,12 +149,21 @@ def join_outcome(join_point: ResId, pid: ProcessId[Any], *, wait: bool) -> WireO
         if kept[0] == join_point.n:
             return kept[1]
         _interrupted[pid.n] = kept  # the master says why this join point is wrong
+    # The master times the wait out, and decides alone, in one step, whether
+    # the outcome or the timeout answers it: an outcome is never lost to one.
+    deadline = None if timeout is None else time.monotonic() + timeout
     reply = link.request(
-        JoinReq(join_point.n, pid.n, wait),
+        JoinReq(join_point.n, pid.n, wait, deadline),
         lambda rid: _withdraw_join(link, join_point.n, pid.n, rid),
     )
     if isinstance(reply, Joined):
         return reply.outcome
+    if isinstance(reply, Failed) and reply.error == "TimeoutError":
+        raise TimeoutError(
+            f"join of process {pid.n} timed out after {timeout} s: it has not ended. "
+            "This join is not used up: join it again to wait on (timeout=None waits "
+            "without limit)"
+        )
     raise _error(reply)
 
 

@@ -15,6 +15,8 @@ and its outcome is kept until the one join that succeeds takes it.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import os
 import selectors
 import signal
@@ -105,6 +107,7 @@ SPARES_RETRY_SECONDS = 1.0  # after a spare could not be forked
 GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL when the master is interrupted
 LONGEST_WAIT = 3600.0  # seconds the loop sleeps at most: it then looks at the time again
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
+JOIN_TIMERS_MIN = 64  # join timers kept before stale ones are swept (see _time_join)
 INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -266,6 +269,12 @@ class Master:
         self.serving = False  # the loop runs (no user code of the master does)
         self.shutting_down = False
         self.plugins: PluginHost | None = None
+        # Joins that wait with a timeout, as a heap of (deadline, order,
+        # process, waiter); an entry stays after its join is answered, until
+        # its deadline or a sweep (see _time_join).
+        self.join_timers: list[tuple[float, int, int, tuple[Conn, int]]] = []
+        self._join_timer_order = itertools.count()
+        self._join_timers_sweep_at = JOIN_TIMERS_MIN
         self.interrupted: int | None = None
         self.kill_deadline: float | None = None  # when stragglers get SIGKILL
         self.killed = False
@@ -461,7 +470,10 @@ class Master:
                 timeout = wait if timeout is None else min(timeout, wait)
             plugins = self.plugins
             expiry = plugins.next_deadline() if plugins is not None else None
-            if expiry is not None:  # a plugin request times out then
+            if self.join_timers:
+                first = self.join_timers[0][0]
+                expiry = first if expiry is None else min(expiry, first)
+            if expiry is not None:  # a plugin request or a join times out then
                 # Capped: epoll takes at most 2**31 ms, and a timeout may be 1e9 s.
                 wait = min(max(0.0, expiry - time.monotonic()), LONGEST_WAIT)
                 timeout = wait if timeout is None else min(timeout, wait)
@@ -470,8 +482,10 @@ class Master:
                 self.last_event = time.monotonic()
             for key, mask in events:
                 key.data(mask)
-            if plugins is not None and expiry is not None:
-                plugins.expire_due()
+            if expiry is not None:
+                if plugins is not None:
+                    plugins.expire_due()
+                self._expire_joins()
             if not events:
                 deadline = self.kill_deadline
                 if deadline is not None and not self.killed and time.monotonic() >= deadline:
@@ -770,10 +784,48 @@ class Master:
                 f"process {msg.pid} cannot join itself: it would wait for its own end "
                 "forever; its joiner is another process (or extract_result)"
             )
-        outcome = self.join(msg.join_point, msg.pid, msg.wait, (conn, msg.req))
-        if outcome is None and msg.wait:
-            return None  # answered when the outcome arrives
-        return Joined(outcome)
+        waiter = (conn, msg.req)
+        outcome = self.join(msg.join_point, msg.pid, msg.wait, waiter)
+        if outcome is not None or not msg.wait:
+            return Joined(outcome)
+        if msg.deadline is not None:
+            if msg.deadline <= time.monotonic():  # so timeout=0 is a try
+                self.records[msg.pid].waiters.remove(waiter)
+                return _join_timed_out(msg.pid)
+            self._time_join(msg.pid, waiter, msg.deadline)
+        return None  # answered when the outcome arrives, or at the deadline
+
+    def _time_join(self, n: int, waiter: tuple[Conn, int], deadline: float) -> None:
+        """Answer the waiting join ``waiter`` of process ``n`` with a timeout
+        at ``deadline``, if it still waits then.
+
+        A join answered (or withdrawn) before its deadline leaves its entry in
+        the heap. Such entries are swept out when the heap has doubled since
+        the last sweep, so that it holds at most about twice the joins that
+        wait with a timeout, at a constant cost per join.
+        """
+        timers = self.join_timers
+        if len(timers) >= self._join_timers_sweep_at:
+            timers[:] = [t for t in timers if self._still_waits(t[2], t[3])]
+            heapq.heapify(timers)
+            self._join_timers_sweep_at = max(JOIN_TIMERS_MIN, 2 * len(timers))
+        heapq.heappush(timers, (deadline, next(self._join_timer_order), n, waiter))
+
+    def _still_waits(self, n: int, waiter: tuple[Conn, int]) -> bool:
+        record = self.records.get(n)
+        return record is not None and waiter in record.waiters
+
+    def _expire_joins(self) -> None:
+        """Answer with a timeout every join whose deadline has passed and that
+        still waits. It is not used up: the process can be joined again."""
+        timers, now = self.join_timers, time.monotonic()
+        while timers and timers[0][0] <= now:
+            _, _, n, waiter = heapq.heappop(timers)
+            if self._still_waits(n, waiter):
+                self.records[n].waiters.remove(waiter)
+                conn, req = waiter
+                trace("join: process %d not ended by the join's deadline", n)
+                conn.send(msgspec.structs.replace(_join_timed_out(n), req=req))
 
     def kill(self, n: int, signum: int) -> bool:
         """Send ``signum`` to the OS process carrying process ``n``; whether it
@@ -1020,6 +1072,11 @@ class Master:
 def _process_of(conn: Conn) -> Record | None:
     """The process ``conn`` links to (None for a spare or an admin client)."""
     return conn.child.record if conn.child is not None else None
+
+
+def _join_timed_out(n: int) -> Failed:
+    # The joiner words the error: it knows the timeout it gave.
+    return Failed("TimeoutError", f"process {n} has not ended by the join's deadline")
 
 
 def _has_returned(conn: Conn) -> bool:

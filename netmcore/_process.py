@@ -115,13 +115,20 @@ class ProcessDef(Generic[In, Out]):
         return pid
 
     @classmethod
-    def join(cls, pid: ProcessId[Out]) -> Out | None:
+    def join(cls, pid: ProcessId[Out], *, timeout: float | None = None) -> Out | None:
         """Wait for ``pid`` to end; its result, or None if it has none.
 
         Why there is none (an exception, a crash, an invalid result) is logged;
         :meth:`join_outcome` returns it.
+
+        Raises
+        ------
+        TimeoutError
+            If ``pid`` has not ended within ``timeout`` seconds (None or
+            ``math.inf``: no limit; 0: a try). This join is then not used up:
+            ``pid`` can be joined again.
         """
-        return _value(cls.join_outcome(pid))
+        return _value(cls.join_outcome(pid, timeout=timeout))
 
     @classmethod
     def join_nowait(cls, pid: ProcessId[Out]) -> Out | None:
@@ -130,9 +137,10 @@ class ProcessDef(Generic[In, Out]):
         return None if outcome is None else _value(outcome)
 
     @classmethod
-    def join_outcome(cls, pid: ProcessId[Out]) -> Outcome[Out]:
-        """Wait for ``pid`` to end and say how: this counts as its one join."""
-        outcome = cls._join(pid, wait=True)
+    def join_outcome(cls, pid: ProcessId[Out], *, timeout: float | None = None) -> Outcome[Out]:
+        """Wait for ``pid`` to end and say how: this counts as its one join.
+        TimeoutError past ``timeout``, as :meth:`join` (no join then)."""
+        outcome = cls._join(pid, wait=True, timeout=timeout)
         assert outcome is not None
         return outcome
 
@@ -169,12 +177,14 @@ class ProcessDef(Generic[In, Out]):
         )
 
     @classmethod
-    def _join(cls, pid: ProcessId[Out], *, wait: bool) -> Outcome[Out] | None:
+    def _join(
+        cls, pid: ProcessId[Out], *, wait: bool, timeout: float | None = None
+    ) -> Outcome[Out] | None:
         try:
             join_point = cls.join_point
         except AttributeError:
             raise cls._not_a_process_type() from None
-        wire = _client.join_outcome(join_point, pid, wait=wait)
+        wire = _client.join_outcome(join_point, pid, wait=wait, timeout=timeout)
         return None if wire is None else cls._outcome(pid, wire)
 
     @classmethod

@@ -105,6 +105,9 @@ class JoinReq(_Msg, frozen=True):
     join_point: int
     pid: int
     wait: bool
+    # CLOCK_MONOTONIC time (one clock for every process) at which a join that
+    # still waits is answered Failed("TimeoutError"), and not used up.
+    deadline: float | None = None
     req: int = 0
 
 

@@ -85,6 +85,11 @@ def bad_join() -> None:
     Add.join_outcome_nowait(square.start(3))  # type: ignore[arg-type]
     square.join(pid)  # type: ignore[arg-type]
     Add.join(3)  # type: ignore[arg-type]
+    # A timeout is a number of seconds, given by keyword.
+    Add.join(pid, timeout="1")  # type: ignore[arg-type]
+    Add.join(pid, 1.0)  # type: ignore[call-arg]
+    Add.join_outcome(pid, timeout="1")  # type: ignore[arg-type]
+    Add.join_nowait(pid, timeout=1.0)  # type: ignore[call-arg]
 
 
 def bad_results() -> float:

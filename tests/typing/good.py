@@ -60,6 +60,9 @@ def process_def_start_join() -> None:
     assert_type(Add.start((1.0, 2.0), inherit_resources=()), netmcore.ProcessId[float])
     assert_type(Add.join(pid), float | None)
     assert_type(Add.join_nowait(pid), float | None)
+    assert_type(Add.join(pid, timeout=2.5), float | None)
+    assert_type(Add.join(pid, timeout=None), float | None)
+    assert_type(Add.join_outcome(pid, timeout=1), netmcore.Outcome[float])
 
     spid = square.start(3)
     assert_type(spid, netmcore.ProcessId[int])
@@ -163,6 +166,7 @@ def encap() -> None:
     result = netmcore.join(join_point, pid)
     assert_type(result, netmcore.Encap | None)
     assert_type(netmcore.join_nowait(join_point, pid), netmcore.Encap | None)
+    assert_type(netmcore.join(join_point, pid, timeout=0.5), netmcore.Encap | None)
     if result is not None:
         assert_type(int_type.unwrap(result), int)
     assert_type(netmcore.release(fork_point), None)
