@@ -23,11 +23,14 @@ written or read are also kept as its holders (a few: see ``_HOLDERS``): a
 waiter whose other side is not known (no pid, or its own, filled in when it
 opened) takes it to be any holder but itself, and learns of its end once every
 one of them has ended. So a creator that dies before its first write (or read)
-is the other side of the process it handed the buffer to. ``release()`` takes
-back a side this handle never wrote or read on, and its place among the
-holders: a process that opened (or created) the buffer only to look at it, or
-to pass it on, and let it go, is no side; one that wrote (or read) and let go
-without ``close()`` is still the side whose end the other learns of.
+is the other side of the process it handed the buffer to. The release of the
+process's last handle on it takes back a side the process never wrote or read
+on, and its place among the holders: a process that opened (or created) the
+buffer only to look at it, or to pass it on, and let it go, is no side; one
+that wrote (or read) and let go without ``close()`` is still the side whose end
+the other learns of. Sides and places are the process's, not a handle's (see
+``_Here``): the release of a second handle, a helper's that only looked,
+leaves those of the process's other handles.
 
 Each call counts itself in progress (``_pthread.InUse``), so that a
 ``release()`` by another thread unmaps the buffer only once the last call
@@ -48,6 +51,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 from types import TracebackType
 from typing import Literal, NoReturn, overload
 
@@ -61,7 +65,7 @@ from ._resource_api import (
     closed_during,
     closed_error,
     create_shm,
-    open_marked_shm,
+    open_marked,
 )
 from ._resources import enomem_said, validate_size
 
@@ -96,6 +100,42 @@ _TID_MASK = _pthread.FUTEX_TID_MASK
 # Module globals, not attribute look-ups on _pthread, on the hot paths.
 _cond_signal = _pthread.cond_signal
 _consistent = _pthread.raw_mutex_consistent  # EINVAL when it is consistent
+
+
+class _Here:
+    """This process's handles on one buffer, and the sides (``_WRITER``,
+    ``_READER``) any of them wrote or read on.
+
+    The marks in the buffer (a side's pid, a place among the holders) are
+    the process's: a handle's release must not take back those that another
+    handle of the process still stands for (the reader would take a writer
+    that writes on for one that only opened it, and its end for the end of
+    the holders), and the last handle's release must keep the side that
+    any of them took. Per process: a forked child starts with none (the
+    handles it inherits mark nothing of its own; see :meth:`Buffer._let_go`).
+    """
+
+    __slots__ = ("acted", "handles")
+
+    def __init__(self) -> None:
+        self.handles: weakref.WeakSet[Buffer] = weakref.WeakSet()  # dropped ones go
+        self.acted: set[int] = set()
+
+
+_here: dict[int, _Here] = {}  # by resource id
+# Around the changes to _here, and the look at a record's other handles on a
+# release (another thread may open one meanwhile). Reentrant: a signal
+# handler may open or release a handle.
+_here_lock = threading.RLock()
+
+
+def _forget_parents_handles() -> None:
+    global _here_lock
+    _here.clear()
+    _here_lock = threading.RLock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_forget_parents_handles)
 
 
 def _bytes_of(data: object) -> memoryview:
@@ -144,19 +184,23 @@ class Buffer:
             _LAYOUT.pack_into(segment.buffer, _STATE, 0, 0, capacity, 0)
             _PID.pack_into(segment.buffer, _HOLDERS, this_pid[0])  # a side, until released
             buffer = cls(segment)
+        except BaseException:
+            segment.release()
+            raise
+        try:
             _pthread.mutex_init(buffer._at(_MUTEX), _pthread.MUTEX_NORMAL)
             _pthread.mutex_init(buffer._at(_TABLE), _pthread.MUTEX_NORMAL)
             _pthread.cond_init(buffer._at(_NOT_FULL))
             _pthread.cond_init(buffer._at(_NOT_EMPTY))
         except BaseException:
-            segment.release()
+            buffer.release()  # this process's handle, counted in _here, goes with it
             raise
         return buffer
 
     @classmethod
     def open(cls, res_id: ResId) -> Buffer:
         """Open the buffer ``res_id``. ValueError if it is not a Buffer."""
-        buffer = cls(open_marked_shm(res_id, _MARK, "Buffer"))
+        buffer = open_marked(res_id, _MARK, "Buffer", cls)  # a failed build gives back its use
         try:
             buffer._join()
         except BaseException:
@@ -210,6 +254,23 @@ class Buffer:
             return
         _PID.pack_into(self._buf, _OVERFLOW, 1)  # not counted: sides nobody took never end
 
+    def _took(self, side: int) -> None:
+        """This handle writes (reads) for the first time: the process has
+        taken that side (whichever of its handles it was), and is known by it
+        from now on, no longer as a holder."""
+        self._acted.add(side)
+        here = _here.get(self.res_id.n)
+        if here is not None:
+            here.acted.add(side)
+        self._unhold()
+
+    def _took_here(self, side: int) -> bool:
+        """Whether this process wrote (read) on the buffer, by any handle."""
+        if side in self._acted:
+            return True
+        here = _here.get(self.res_id.n)
+        return here is not None and side in here.acted
+
     def _unhold(self) -> None:
         """This process is no longer a holder: it has taken a side, or let go."""
         pid = this_pid[0]
@@ -228,6 +289,9 @@ class Buffer:
         self._acted: set[int] = set()  # the sides this handle wrote or read on
         self._use = _pthread.InUse(self._unmap)
         self._mutex = _pthread.MutexState(self._base + _MUTEX)
+        self._pid = this_pid[0]  # the process whose handle it is (see _let_go)
+        with _here_lock:
+            _here.setdefault(segment.res_id.n, _Here()).handles.add(self)
 
     @property
     def res_id(self) -> ResId:
@@ -346,10 +410,12 @@ class Buffer:
             if pid and pid != this_pid[0]:
                 if _pthread.ended(pid):
                     self._end_after_death(f"(os pid {pid}) ended without closing it")
-            elif _WAKER[cond] not in self._acted and not _PID.unpack_from(self._buf, _OVERFLOW)[0]:
+            elif (
+                not self._took_here(_WAKER[cond]) and not _PID.unpack_from(self._buf, _OVERFLOW)[0]
+            ):
                 # Nobody has taken the other side (this process's pid there is only
-                # its open's, not another thread's writes or reads on this handle):
-                # it is one of the holders.
+                # its open's, not another thread's writes or reads on this handle,
+                # or on another of its handles): it is one of the holders.
                 others = [h for h in self._holders() if h and h != this_pid[0]]
                 if others and all(_pthread.ended(h) for h in others):
                     pids = ("os pids " if len(others) > 1 else "os pid ") + ", ".join(
@@ -408,8 +474,7 @@ class Buffer:
                     self._contended(rc, deadline, timeout, "write()", (total - len(view), total))
                 _PID.pack_into(buf, _WRITER, this_pid[0])
                 if _WRITER not in self._acted:
-                    self._acted.add(_WRITER)
-                    self._unhold()  # known by its side from now on
+                    self._took(_WRITER)
                 head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
                 while tail - head == capacity and not ended:
                     if not self._wait(_NOT_FULL, deadline, "write()", (total - len(view), total)):
@@ -556,8 +621,7 @@ class Buffer:
                 self._contended(rc, deadline, timeout, call)
             _PID.pack_into(buf, _READER, this_pid[0])
             if _READER not in self._acted:
-                self._acted.add(_READER)
-                self._unhold()  # known by its side from now on
+                self._took(_READER)
             head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
             while head == tail and not ended:
                 if not self._wait(_NOT_EMPTY, deadline, call):
@@ -651,21 +715,39 @@ class Buffer:
         self._segment._give_back()
 
     def _let_go(self, others: int) -> None:
-        for side in (_WRITER, _READER):
-            # A side it only opened is no longer one whose end cuts the stream.
-            if side not in self._acted and _PID.unpack_from(self._buf, side)[0] == this_pid[0]:
-                _PID.pack_into(self._buf, side, 0)
-        self._unhold()
+        if self._pid == this_pid[0]:  # inherited over a fork, it marked nothing of this process
+            self._let_go_marks()
         if others:
             # This process's waits end (another process's wait again).
             _pthread.cond_broadcast(self._at(_NOT_EMPTY))
             _pthread.cond_broadcast(self._at(_NOT_FULL))
+
+    def _let_go_marks(self) -> None:
+        """For the process's last handle on the buffer: take back the sides it
+        only opened (never wrote or read on, by any handle), which are no
+        longer ones whose end cuts the stream, and its place among the
+        holders. Another handle of it still open keeps them (see _Here)."""
+        n = self.res_id.n
+        with _here_lock:
+            here = _here.get(n)
+            if here is None:  # another thread's release, at once, was the last
+                return
+            if any(h is not self and not h._use.closed for h in list(here.handles)):
+                return
+            del _here[n]
+        acted = self._acted | here.acted
+        for side in (_WRITER, _READER):
+            if side not in acted and _PID.unpack_from(self._buf, side)[0] == this_pid[0]:
+                _PID.pack_into(self._buf, side, 0)
+        self._unhold()
 
     def _unmap(self) -> None:
         self._anchor = None
         self._segment.close()
 
     def __enter__(self) -> Buffer:
+        if self._use.closed:  # released: as its calls (a close() only ends the stream)
+            raise closed_error(self)
         return self
 
     def __exit__(

@@ -78,7 +78,7 @@ from ._resource_api import (
     closed_during,
     closed_error,
     create_shm,
-    open_marked_shm,
+    open_marked,
 )
 from ._resources import (
     SHM_ROOM_FIX,
@@ -246,7 +246,8 @@ class Mailbox(Generic[T]):
                     f"open it with the type it was created with, {found}"
                 )
 
-        return cls(open_marked_shm(res_id, _MAGIC, "mailbox", check), encap)
+        # Built as part of the open: if that fails, the open gives back its use.
+        return open_marked(res_id, _MAGIC, "mailbox", lambda segment: cls(segment, encap), check)
 
     def __init__(self, segment: ShmSegment, encap: EncapType[T]) -> None:
         self._segment = segment
@@ -756,6 +757,8 @@ class Mailbox(Generic[T]):
         self._segment._give_back()  # a mapping that calls still use stays until they leave
 
     def __enter__(self) -> Mailbox[T]:
+        if self._use.closed:  # as its calls: the body's first one would raise
+            raise closed_error(self)
         return self
 
     def __exit__(

@@ -362,11 +362,16 @@ def _cond_timedwait(cond: int, mutex: int, at: float) -> int:
     finally:
         # Held again on every return, and on a signal handler's exception:
         # Python runs handlers as a call returns, between any two of those
-        # above. The mutex's word, not a variable, says whether it was given.
-        if holder.value & FUTEX_TID_MASK != me:
-            relock = _mutex_lock(mutex)
-        if relock in (0, errno.EOWNERDEAD):
-            waiters.value -= 1
+        # above. The mutex's word, not a variable, says whether it was given,
+        # and whether it is held again: an exception as the relock returns
+        # loses its code (the caller repairs a mutex taken from a dead
+        # holder), and would leave this waiter counted for ever.
+        try:
+            if holder.value & FUTEX_TID_MASK != me:
+                relock = _mutex_lock(mutex)
+        finally:
+            if holder.value & FUTEX_TID_MASK == me:
+                waiters.value -= 1  # under the mutex, as every change to it
     if relock:
         return relock
     return err if err in (errno.ETIMEDOUT, errno.EINTR) else 0

@@ -214,6 +214,15 @@ class _Uses:
         # release a handle.
         self.lock = threading.RLock()
         self.handles: dict[int, int] = {}
+        # The lock cannot keep out a signal handler of the thread that holds
+        # it: one that releases the last handle on an object in the middle of
+        # an open of that object, between the master's answer and the count,
+        # would give back the use that the new handle is made on, and the
+        # object would be destroyed under it. So the opens in progress are
+        # counted here, by resource id, and such a release is owed instead:
+        # given back when the last of them ends, if none made a handle.
+        self.opening: dict[int, int] = {}
+        self.owed: set[int] = set()
 
 
 _uses = _Uses()
@@ -237,8 +246,10 @@ class _Counted:
 
     def _give_back(self) -> None:
         """Stop counting this handle, and give the process's use back to the
-        master if it was the last (idempotent). The mapping, if any, is the
-        caller's to close: calls in progress may still use it."""
+        master if it was the last (idempotent), or, in the middle of an open
+        of the same object (a signal handler's release), leave it to that
+        open (see :class:`_Uses`). The mapping, if any, is the caller's to
+        close: calls in progress may still use it."""
         uses = self._uses
         if uses is not _uses:  # given back already, or inherited over a fork: not this process's
             self._uses = None
@@ -248,7 +259,10 @@ class _Counted:
                 return
             n = self.res_id.n
             if uses.handles[n] == 1:
-                release(self.res_id)  # first: if it raises, the handle still counts
+                if n in uses.opening:  # see _Uses: the open's handle carries the use on
+                    uses.owed.add(n)
+                else:
+                    release(self.res_id)  # first: if it raises, the handle still counts
                 del uses.handles[n]
             else:
                 uses.handles[n] -= 1
@@ -256,25 +270,62 @@ class _Counted:
 
 
 H = TypeVar("H", bound=_Counted)
+X = TypeVar("X")
 
 
-def _counted(get: Callable[[], ResInfo], make: Callable[[ResInfo], H]) -> H:
-    """Get (or create) a resource and ``make`` a handle on it, counted as one
-    of this process's uses of it. If ``make`` fails, the caller stops using
-    the resource, unless it used it before (its creator, say: a release then
-    would destroy the object under its other handles)."""
+def _itself(handle: H) -> tuple[H, H]:
+    """For :func:`_counted`: a handle that is its own counted part."""
+    return handle, handle
+
+
+def _counted(
+    get: Callable[[], ResInfo],
+    make: Callable[[ResInfo], tuple[X, _Counted]],
+    res_id: ResId | None = None,
+) -> X:
+    """Get (or create) a resource and ``make`` an object on it, with the
+    handle in it that counts as one of this process's uses of it (the
+    object's segment, say). If ``make`` fails, the caller stops using the
+    resource, unless it used it before (its creator, say: a release then
+    would destroy the object under its other handles).
+
+    ``res_id``, for an open (a create's is not known before its answer):
+    while it goes on, a release of this process's last handle on the object
+    waits for its end (see :class:`_Uses`)."""
     uses = _uses
+    n = None if res_id is None else res_id.n
     with uses.lock:
-        got = get()
+        if n is not None:
+            uses.opening[n] = uses.opening.get(n, 0) + 1
         try:
-            handle = make(got)
-        except BaseException:
-            if not got.was_user:
-                release(ResId(got.res_id))
-            raise
-        uses.handles[got.res_id] = uses.handles.get(got.res_id, 0) + 1
-        handle._uses = uses
-        return handle
+            got = get()
+            try:
+                made, handle = make(got)
+            except BaseException:
+                if not got.was_user and got.res_id not in uses.owed:
+                    release(ResId(got.res_id))
+                raise
+            uses.handles[got.res_id] = uses.handles.get(got.res_id, 0) + 1
+            handle._uses = uses
+            return made
+        finally:
+            if n is not None:
+                _opened(uses, n)
+
+
+def _opened(uses: _Uses, n: int) -> None:
+    """An open of resource ``n`` has ended (``uses.lock`` held): if it was
+    the last in progress, give back a use that a release left to it, unless
+    a handle now carries it (an open that failed made none)."""
+    left = uses.opening[n] - 1
+    if left:
+        uses.opening[n] = left
+        return
+    del uses.opening[n]
+    if n in uses.owed:
+        uses.owed.discard(n)
+        if n not in uses.handles:
+            release(ResId(n))
 
 
 class ShmSegment(_Counted):
@@ -320,6 +371,8 @@ class ShmSegment(_Counted):
         self._give_back()
 
     def __enter__(self) -> ShmSegment:
+        if self._mapping is None:  # as every use of a closed one: its buffer is released
+            raise closed_error(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -330,7 +383,10 @@ def create_shm(size: int) -> ShmSegment:
     """Create a shm object of ``size`` bytes (mode 0600, unguessable name),
     managed, and map it. Other processes open it with :func:`open_shm`."""
     size = _resources.validate_size(size)
-    return _counted(lambda: _create(ResourceType.POSIX_SHM, _object_prefix(), size), _map)
+    return _counted(
+        lambda: _create(ResourceType.POSIX_SHM, _object_prefix(), size),
+        lambda got: _itself(_map(got)),
+    )
 
 
 def open_shm(res_id: ResId) -> ShmSegment:
@@ -338,25 +394,33 @@ def open_shm(res_id: ResId) -> ShmSegment:
 
     Each open is a handle of its own: releasing one leaves the process's
     other handles on the object usable."""
-    return _counted(lambda: _get(res_id, (ResourceType.POSIX_SHM,)), _map)
+    return _counted(
+        lambda: _get(res_id, (ResourceType.POSIX_SHM,)), lambda got: _itself(_map(got)), res_id
+    )
 
 
-def open_marked_shm(
-    res_id: ResId, mark: bytes, what: str, check: Callable[[memoryview], None] | None = None
-) -> ShmSegment:
+def open_marked(
+    res_id: ResId,
+    mark: bytes,
+    what: str,
+    build: Callable[[ShmSegment], X],
+    check: Callable[[memoryview], None] | None = None,
+) -> X:
     """:func:`open_shm` for an object whose creator wrote ``mark`` first, and
-    whose header ``check`` (if given) accepts or raises about.
+    whose header ``check`` (if given) accepts or raises about; ``build``
+    makes the object (a Mailbox, a ShmMutex ...) on the segment, as part of
+    the open: if it fails, the open has failed, and gives back what it took.
 
     Raises
     ------
     ValueError
         If the object does not start with ``mark``: it is another kind of
         object, whose layout would be misread. After this, or what ``check``
-        raises, the caller is a user of it only if it was before (its
-        creator, say).
+        or ``build`` raises, the caller is a user of it only if it was before
+        (its creator, say).
     """
 
-    def checked(got: ResInfo) -> ShmSegment:
+    def checked(got: ResInfo) -> tuple[X, ShmSegment]:
         segment = _map(got)
         try:
             if segment.buffer[: len(mark)] != mark:
@@ -365,12 +429,12 @@ def open_marked_shm(
                 )
             if check is not None:
                 check(segment.buffer)
+            return build(segment), segment
         except BaseException:
             segment.close()
             raise
-        return segment
 
-    return _counted(lambda: _get(res_id, (ResourceType.POSIX_SHM,)), checked)
+    return _counted(lambda: _get(res_id, (ResourceType.POSIX_SHM,)), checked, res_id)
 
 
 def closed_error(obj: object) -> ValueError:
@@ -516,6 +580,8 @@ class PosixSemaphore(_Counted):
         self._give_back()
 
     def __enter__(self) -> PosixSemaphore:
+        if self._use.closed:  # as its calls: the body's first one would raise
+            raise self._closed()
         return self
 
     def __exit__(
@@ -534,14 +600,19 @@ def create_sem(value: int = 0) -> PosixSemaphore:
             f"value {value} is not valid: a semaphore starts at 0 or more, and holds "
             f"at most {_ipc.SEM_VALUE_MAX}"
         )
-    return _counted(lambda: _create(ResourceType.POSIX_SEM, _object_prefix(), value), _sem)
+    return _counted(
+        lambda: _create(ResourceType.POSIX_SEM, _object_prefix(), value),
+        lambda got: _itself(_sem(got)),
+    )
 
 
 def open_sem(res_id: ResId) -> PosixSemaphore:
     """Open the managed semaphore ``res_id``; the caller becomes a user.
 
     Each open is a handle of its own, as for :func:`open_shm`."""
-    return _counted(lambda: _get(res_id, (ResourceType.POSIX_SEM,)), _sem)
+    return _counted(
+        lambda: _get(res_id, (ResourceType.POSIX_SEM,)), lambda got: _itself(_sem(got)), res_id
+    )
 
 
 def _sem(got: ResInfo) -> PosixSemaphore:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import os
 import struct
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, SupportsIndex
@@ -37,6 +38,7 @@ _MAGIC = b"nmcarr02"
 # then padding up to a multiple of _ALIGN, where the data starts.
 _LAYOUT = struct.Struct("=8sHB")  # magic, length of the dtype text, number of dimensions
 _ALIGN = 64  # more than any dtype's alignment
+_PREALLOCATED = _resources.ResourceType.POSIX_SHM_PREALLOCATED
 
 
 def _numpy() -> Any:
@@ -118,7 +120,14 @@ class SharedArray(msgspec.Struct, frozen=True):
             buffer, res_id, pre = segment.buffer, segment.res_id, False
             _keep[res_id.n] = segment
         else:
-            res_id, _ = _resource_api.create_preallocated_shm("/nmc-array", size)
+            # Made by the master (inherited by every worker started after),
+            # and counted as this process's use, as a segment's would be.
+            use = _resource_api._counted(
+                lambda: _resource_api._create(_PREALLOCATED, "/nmc-array", size),
+                lambda got: _resource_api._itself(_Use(ResId(got.res_id))),
+            )
+            res_id = use.res_id
+            _used[res_id.n] = use
             buffer, pre = _mapping(res_id), True
         _write_header(buffer, text, dims)
         return cls(res_id, text, dims, pre)
@@ -151,31 +160,62 @@ class SharedArray(msgspec.Struct, frozen=True):
         return result
 
     def release(self) -> None:
-        """Stop using it in this process; it goes when its last user releases."""
-        _got.discard(self.res_id.n)
-        segment = _keep.pop(self.res_id.n, None)
+        """Stop using it in this process; it goes when its last user releases.
+
+        What it gives back is the use this process took through the array
+        (its create, or its first open), as a Mailbox's or a segment's
+        release does: in a process that never opened it, or released it
+        already, it does nothing (harmless to repeat), and never ends a use
+        of the object that the process has through another handle."""
+        n = self.res_id.n
+        segment = _keep.pop(n, None)
+        use = _used.pop(n, None)
         if segment is not None:
             segment.release()
-        else:
-            _resource_api.release(self.res_id)
+        if use is not None:
+            use.release()
 
     def _buffer(self) -> memoryview:
+        n = self.res_id.n
         if self.preallocated:
-            if self.res_id.n not in _got:
-                # The manager knows whether it still exists and was inherited.
-                _resource_api.get_resource(self.res_id)
-                _got.add(self.res_id.n)
+            if n not in _used:
+                # Through the manager, which knows whether it still exists and
+                # was inherited; the memory is the mapping inherited from it.
+                res_id = self.res_id
+                _used[n] = _resource_api._counted(
+                    lambda: _resource_api._get(res_id, (_PREALLOCATED,)),
+                    lambda got: _resource_api._itself(_Use(res_id)),
+                    res_id,
+                )
             return _mapping(self.res_id)
-        segment = _keep.get(self.res_id.n)
+        segment = _keep.get(n)
         if segment is None:
-            segment = _keep[self.res_id.n] = _resource_api.open_shm(self.res_id)
+            segment = _keep[n] = _resource_api.open_shm(self.res_id)
         return segment.buffer
 
 
-# The segments this process has open, by resource id: each open() of a handle
-# reuses its mapping, and the process counts as one user however often it opens.
+class _Use(_resource_api._Counted):
+    """This process's use of a preallocated array, counted as its handles on
+    other objects are (see ``_resource_api._Uses``); its memory is the
+    master's mapping, which every worker started after it inherits."""
+
+    def __init__(self, res_id: ResId) -> None:
+        self.res_id = res_id
+
+    def release(self) -> None:
+        self._give_back()
+
+
+# This process's uses of arrays, by resource id: the segments it has open,
+# and the preallocated arrays it made or opened. Each open() of a handle
+# reuses them, and the process counts as one user however often it opens;
+# release() gives back what is here. A forked child starts with none: what
+# it inherits is its parent's (a worker's open is its own use, and its
+# release ends no use of its parent's).
 _keep: dict[int, _resource_api.ShmSegment] = {}
-_got: set[int] = set()  # preallocated arrays this process has got
+_used: dict[int, _Use] = {}
+os.register_at_fork(after_in_child=_keep.clear)
+os.register_at_fork(after_in_child=_used.clear)
 
 
 def _mapping(res_id: ResId) -> memoryview:

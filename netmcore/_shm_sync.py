@@ -21,12 +21,12 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 from . import _context, _pthread
 from ._errors import OwnerDiedError
 from ._ids import ResId
-from ._resource_api import ShmSegment, closed_during, closed_error, create_shm, open_marked_shm
+from ._resource_api import ShmSegment, closed_during, closed_error, create_shm, open_marked
 
 MutexKind = Literal["normal", "errorcheck", "recursive"]
 _KINDS: dict[MutexKind, int] = {
@@ -74,8 +74,10 @@ class _InShm:
         return segment
 
     @classmethod
-    def _open_segment(cls, res_id: ResId) -> ShmSegment:
-        return open_marked_shm(res_id, cls._MARK, cls.__name__)
+    def _open(cls, res_id: ResId) -> Self:
+        """Open the object ``res_id``, built as part of the open: if that
+        fails, the open gives back the use it took."""
+        return open_marked(res_id, cls._MARK, cls.__name__, cls)
 
     def _enter(self) -> int:
         """Count a call in progress and return the object's address; ValueError
@@ -148,7 +150,7 @@ class ShmMutex(_InShm):
     @classmethod
     def open(cls, res_id: ResId) -> ShmMutex:
         """Open the mutex ``res_id``. ValueError if it is not a ShmMutex."""
-        return cls(cls._open_segment(res_id))
+        return cls._open(res_id)
 
     def __init__(self, segment: ShmSegment) -> None:
         super().__init__(segment)
@@ -291,6 +293,22 @@ class ShmMutex(_InShm):
         self.unlock()
 
 
+def _repair_held(mutex: ShmMutex, exc: BaseException) -> None:
+    """A condition wait is leaving by ``exc`` (a signal handler's, say) with
+    ``mutex`` held again, maybe taken back from a holder that died: the
+    relock's EOWNERDEAD is lost when the exception comes as the lock call
+    returns (Python runs handlers then). Repair the mutex, as the mutex word
+    says that this thread holds it: the caller's ``with`` would unlock it
+    inconsistent, which makes it unusable for every process, for good
+    (ENOTRECOVERABLE). pthread_mutex_consistent says EINVAL when it was
+    consistent: then the holder did not die, and nothing is said."""
+    if mutex._state.depth() and _pthread.raw_mutex_consistent(mutex._addr) == 0:
+        exc.add_note(
+            f"the holder of {mutex!r} died while holding it, as this wait took it back; it "
+            "is held and consistent again: repair the shared state it guards"
+        )
+
+
 class ShmCondition(_InShm):
     """A process-shared condition variable, used with a :class:`ShmMutex`.
 
@@ -320,7 +338,7 @@ class ShmCondition(_InShm):
     @classmethod
     def open(cls, res_id: ResId) -> ShmCondition:
         """Open the condition ``res_id``. ValueError if it is not a ShmCondition."""
-        return cls(cls._open_segment(res_id))
+        return cls._open(res_id)
 
     def __init__(self, segment: ShmSegment) -> None:
         super().__init__(segment)
@@ -334,7 +352,10 @@ class ShmCondition(_InShm):
         It may also return True when a signal came for another waiter (a
         spurious wake-up, which POSIX allows): wait in a loop on your
         condition. A signal handler's exception ends the wait with the mutex
-        held again, as on every return.
+        held again, as on every return; if a holder of the mutex had died
+        meanwhile, the mutex is repaired (consistent again) and the
+        exception carries a note that says so, as it takes OwnerDiedError's
+        place.
 
         Raises
         ------
@@ -361,6 +382,9 @@ class ShmCondition(_InShm):
             mutex_addr = mutex._enter()
             try:
                 return self._wait_all_levels(addr, mutex, mutex_addr, timeout)
+            except BaseException as exc:
+                _repair_held(mutex, exc)
+                raise
             finally:
                 mutex._use.leave()
         finally:

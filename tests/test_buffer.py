@@ -746,3 +746,119 @@ def test_releasing_a_second_handle_of_a_buffer_in_one_process_leaves_the_buffer(
         "returned None",
         "b'ab'",
     ]
+
+
+# --------------------------------------------------------------------------
+# Buffer: the side a process took (or its place among the holders) is the
+# process's, and stays while any handle of it on the buffer does: releasing
+# a second handle that never wrote nor read cleared the writer's mark (or
+# the creator's place), which the other side's dead-peer detection reads
+# --------------------------------------------------------------------------
+
+LOOKS = 0.2  # a wait that must run out, looking at its other side every 20 ms
+
+
+@netmcore.process
+def opens_a_buffer_and_ends(res_id: ResId) -> int:
+    Buffer.open(res_id)  # not released: one of its holders, which has ended
+    return 0
+
+
+@netmcore.process
+def writer_with_an_idle_second_handle(job: tuple[ResId, int, int]) -> str:
+    res_id, said_w, go_r = job
+    buffer = Buffer.open(res_id)
+    buffer.write(b"a")
+    os.write(said_w, b"w")
+    os.read(go_r, 1)
+    Buffer.open(res_id).release()  # a helper's look: it neither writes nor reads
+    os.write(said_w, b"r")
+    os.read(go_r, 1)
+    # The first handle writes on, then it ends without close(): its reader
+    # learns of its end.
+    return outcome_text(lambda: buffer.write(b"b"))
+
+
+@netmcore.process
+def reader_of_a_writer_with_two_handles(job: tuple[ResId, int, int]) -> list[str]:
+    res_id, said_w, go_r = job
+    with Buffer.open(res_id) as buffer:
+        seen = [outcome_text(lambda: buffer.read(timeout=GUARD))]
+        os.write(said_w, b"a")
+        os.read(go_r, 1)  # the writer's second handle is released
+        seen.append(outcome_text(lambda: buffer.read(timeout=LOOKS)).split(":")[0])
+        os.write(said_w, b"t")
+        seen.append(outcome_text(lambda: buffer.read(timeout=GUARD)))
+        seen.append(outcome_text(lambda: buffer.read(timeout=GUARD)).split(":")[0])
+        return seen
+
+
+@netmcore.process
+def two_handles_in_the_writer_scenario(pipes: tuple[int, ...]) -> list[str]:
+    w_said_r, w_said_w, w_go_r, w_go_w, r_said_r, r_said_w, r_go_r, r_go_w = pipes
+    buffer = Buffer.create(64)
+    res_id = buffer.res_id
+    writer = writer_with_an_idle_second_handle.start((res_id, w_said_w, w_go_r))
+    assert os.read(w_said_r, 1) == b"w"
+    reader = reader_of_a_writer_with_two_handles.start((res_id, r_said_w, r_go_r))
+    assert os.read(r_said_r, 1) == b"a"
+    joined(opens_a_buffer_and_ends, opens_a_buffer_and_ends.start(res_id))
+    buffer.release()  # it never wrote nor read: no side, and no holder
+    os.write(w_go_w, b"g")  # the writer opens and releases its second handle
+    assert os.read(w_said_r, 1) == b"r"
+    os.write(r_go_w, b"g")  # the reader waits, looking at its writer
+    assert os.read(r_said_r, 1) == b"t"
+    os.write(w_go_w, b"g")  # the writer writes, and ends
+    wrote = joined(writer_with_an_idle_second_handle, writer)
+    return [wrote, *joined(reader_of_a_writer_with_two_handles, reader)]
+
+
+def test_releasing_a_writers_idle_second_handle_leaves_its_side_to_the_reader(
+    pipes: Any,
+) -> None:
+    """Before: ["ValueError: ... is closed: nothing more can be written",
+    "returned b'a'", "OwnerDiedError", ...]: the writer's mark gone, the
+    reader took its other side to be the holders, all ended (a process that
+    opened the buffer and ended), and ended the stream while the writer
+    lived on."""
+    got = run_scenario(
+        two_handles_in_the_writer_scenario, tuple(p for _ in range(4) for p in pipes())
+    )
+    assert got == [
+        "returned None",
+        "returned b'a'",
+        "TimeoutError",
+        "returned b'b'",
+        "OwnerDiedError",
+    ]
+
+
+@netmcore.process
+def creator_with_a_released_second_handle(job: tuple[int, int]) -> None:
+    out_w, opened_r = job
+    buffer = Buffer.create(8)
+    netmcore.hand_over(buffer.res_id)  # the buffer outlives this process
+    Buffer.open(buffer.res_id).release()  # a helper's look: the first handle stays, unused
+    os.write(out_w, f"{buffer.res_id.n} {os.getpid()}\n".encode())
+    os.read(opened_r, 1)  # the other side has opened it
+    os._exit(3)  # before its first write, without close()
+
+
+@netmcore.process
+def reader_of_a_creator_with_two_handles(job: tuple[int, int, int, int]) -> list[str]:
+    out_r, out_w, opened_r, opened_w = job
+    pid = creator_with_a_released_second_handle.start((out_w, opened_r))
+    n, creator = os.read(out_r, 64).decode().split()
+    with Buffer.open(ResId(int(n))) as buffer:
+        os.write(opened_w, b"o")
+        creator_with_a_released_second_handle.join_outcome(pid)
+        return [creator, outcome_text(lambda: buffer.read(timeout=GUARD))]
+
+
+def test_releasing_a_creators_idle_second_handle_leaves_it_a_holder(pipes: Any) -> None:
+    """As when it has one handle: the reader learns that the creator ended
+    before its first write. Before: "TimeoutError: no bytes came ..." after
+    GUARD seconds, the creator no longer among the holders."""
+    creator, got = run_scenario(reader_of_a_creator_with_two_handles, (*pipes(), *pipes()))
+    assert got.startswith("OwnerDiedError: the other side of Buffer(")
+    assert f"(os pid {creator}) ended without closing it" in got

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
-from scenario import own_shm_entries, shm_partly_used, shm_space
+from scenario import joined, outcome_text, own_shm_entries, shm_partly_used, shm_space
 
 import netmcore
 from netmcore import (
@@ -506,3 +507,118 @@ def test_an_array_larger_than_the_free_space_within_the_total_is_made(
         finally:
             array.release()
     assert ours() == before, "a released array left its object"
+
+
+# --------------------------------------------------------------------------
+# A SharedArray's release gives back the use this process took through it
+# (its create, or its first open), counted as every handle is: a release in
+# a process that never opened it (or that released it already) ended, with
+# upstream's release(res_id), the process's use of the object under its
+# other handles; a worker's open of a preallocated array the master had
+# opened was the master's use, not the worker's
+# --------------------------------------------------------------------------
+
+
+def shm_path(name: str) -> str:
+    return os.path.join("/dev/shm", name[1:])
+
+
+def uses(res_id: netmcore.ResId) -> str:
+    """Whether this process uses ``res_id``, by hand_over: NoResource for a
+    process that does not (and, the master using it too, nothing changes)."""
+    return outcome_text(lambda: netmcore.hand_over(res_id)).split(":")[0]
+
+
+@netmcore.process
+def releases_an_array_it_never_opened(arg: tuple[SharedArray, int, int]) -> list[str]:
+    array, done_w, go_r = arg
+    segment = netmcore.open_shm(array.res_id)  # another handle of this process on its object
+    try:
+        array.release()  # never opened here: it has no use of its own to give back
+        os.write(done_w, b"r")
+        os.read(go_r, 1)  # its maker has released it
+        seen = [str(os.path.exists(shm_path(segment.name)))]
+        seen.append(outcome_text(lambda: int(array.open()[0])))
+        array.release()
+        return seen
+    finally:
+        segment.release()
+
+
+@netmcore.process
+def unopened_release_scenario(pipes: tuple[int, int, int, int]) -> list[str]:
+    done_r, done_w, go_r, go_w = pipes
+    array = SharedArray.create(2, "int64")
+    array.open()[0] = 7
+    pid = releases_an_array_it_never_opened.start((array, done_w, go_r))
+    try:
+        assert os.read(done_r, 1) == b"r"
+        array.release()  # the maker's last handle: the other process's segment keeps it
+    finally:
+        os.write(go_w, b"g")
+    seen: list[str] = joined(releases_an_array_it_never_opened, pid)
+    return seen
+
+
+def test_an_array_released_where_it_was_never_opened_leaves_the_other_handles(
+    pipes: Any,
+) -> None:
+    """Before: ["False", "NoResource: ..."], the array gone with its maker's
+    release, though the other process still had a segment on it."""
+    assert run(unopened_release_scenario, (*pipes(), *pipes())) == ["True", "returned 7"]
+
+
+@netmcore.process
+def release_twice_beside_a_segment(_: int) -> list[str]:
+    array = SharedArray.create(2, "int64")
+    segment = netmcore.open_shm(array.res_id)
+    path = shm_path(segment.name)
+    array.release()
+    array.release()  # harmless to repeat: it has nothing left to give back
+    seen = [
+        str(os.path.exists(path)),
+        outcome_text(lambda: netmcore.open_shm(array.res_id).release()),
+    ]
+    segment.release()  # the last handle of the last user
+    seen.append(str(os.path.exists(path)))
+    return seen
+
+
+def test_an_array_released_twice_leaves_the_processs_other_handles() -> None:
+    """Before: ["False", "NoResource: ...", "False"]: the second release ended
+    the process's use under its segment."""
+    assert run(release_twice_beside_a_segment, 0) == ["True", "returned None", "False"]
+
+
+_opened_by_the_master: list[SharedArray] = []
+
+
+@netmcore.process
+def opens_a_preallocated_array(_: int) -> list[str]:
+    array = _opened_by_the_master[0]
+    seen = [uses(array.res_id)]  # the master's, inherited: not this process's
+    seen.append(str(int(array.open()[1])))
+    seen.append(uses(array.res_id))  # its own now, from its open
+    array.release()
+    seen.append(uses(array.res_id))
+    array.release()  # harmless to repeat
+    seen.append(uses(array.res_id))
+    return seen
+
+
+def test_a_worker_uses_a_preallocated_array_from_its_open_to_its_release(
+    master_cleanup: None,
+) -> None:
+    """Before: ["NoResource", "5", "NoResource", ...]: the master had opened
+    it, and a worker started after it took the master's use for its own."""
+    array = SharedArray.create(2, "int64")
+    _opened_by_the_master.append(array)
+    try:
+        array.open()[1] = 5
+        got = run(opens_a_preallocated_array, 0)
+        assert got == ["NoResource", "5", "returned None", "NoResource", "NoResource"]
+    finally:
+        _opened_by_the_master.clear()
+        array.release()
+    with pytest.raises(netmcore.NoResource):
+        array.open()

@@ -20,6 +20,7 @@ that each test leaves ``/dev/shm`` clean.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import errno
 import gc
@@ -1617,6 +1618,64 @@ def test_condition_wait_timeout_in_one_process(master_cleanup: None) -> None:
     finally:
         mutex.release()
         cond.release()
+
+
+def _raise_interrupted(_signum: int, _frame: Any) -> None:
+    raise Interrupted
+
+
+@pytest.mark.parametrize("kind", ["normal", "recursive"])
+def test_a_condition_wait_cut_short_as_it_takes_a_dead_holders_mutex_leaves_it_usable(
+    kind: str, master_cleanup: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal handler's exception just as the wait's relock returned
+    EOWNERDEAD (the mutex's holder died while this thread waited) lost that
+    code: the mutex, held and inconsistent, was unlocked by ``with`` and
+    became unrecoverable (ENOTRECOVERABLE, for every process, for ever).
+    The holder dies here as a thread that ends holding it."""
+    mutex = ShmMutex.create(kind)  # type: ignore[arg-type]
+    other = ShmMutex.open(mutex.res_id)
+    cond = ShmCondition.create()
+    real_lock = _pthread._mutex_lock
+    relocks: list[int] = []
+
+    def relock_then_interrupt(addr: int) -> int:
+        rc: int = real_lock(addr)
+        relocks.append(rc)
+        if rc == errno.EOWNERDEAD:
+            _interrupt()  # its handler raises here, as when the C call returns
+        return rc
+
+    def die_holding() -> None:
+        other.lock(timeout=GUARD)  # taken once the wait gives it up; then the thread ends
+
+    old = signal.signal(signal.SIGUSR1, _raise_interrupted)
+    monkeypatch.setattr(_pthread, "_mutex_lock", relock_then_interrupt)
+    holder = threading.Thread(target=die_holding)
+    try:
+        with pytest.raises(Interrupted) as info, mutex:
+            if kind == "recursive":
+                mutex.lock()  # twice: the wait gives up, and takes back, both levels
+            try:
+                holder.start()
+                cond.wait(mutex, timeout=GUARD)
+            finally:
+                if kind == "recursive":
+                    mutex.unlock()  # held, it must not be unmapped (glibc's robust list)
+        holder.join()
+        assert relocks[-1] == errno.EOWNERDEAD
+        assert other.lock(timeout=0) is True  # before: OSError ENOTRECOVERABLE
+        other.unlock()
+        notes = getattr(info.value, "__notes__", [])
+        assert any("died while holding it" in note for note in notes), notes
+        # And it counts itself out of the condition's waiters, as on a return
+        # (counted for ever, every signal would make a system call).
+        assert ctypes.c_uint32.from_address(cond._addr + _pthread._WAITERS).value == 0
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        cond.release()
+        other.release()
+        mutex.release()
 
 
 # --------------------------------------------------------------------------
