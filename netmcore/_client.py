@@ -23,7 +23,7 @@ from ._errors import (
 )
 from ._ids import ProcessId, ResId
 from ._master import current_master
-from ._pthread import check_timeout
+from ._pthread import check_timeout, this_pid
 from ._wire import (
     Failed,
     JoinCancel,
@@ -133,13 +133,18 @@ def join_outcome(
     timeout = check_timeout(timeout)
     ctx = _context.current
     if ctx.role == "master":
-        if wait:
+        if wait and timeout != 0:
             raise ContextError(
-                "join() cannot be called in the master, which never blocks: "
-                "use join_nowait() there (for example in extract_result)"
+                "join() cannot wait in the master, which never blocks: use join_nowait() "
+                "there (for example in extract_result), or join(pid, timeout=0), a try"
             )
-        _context.refuse_other_master_thread("join_nowait()", "the process table")
-        return current_master("join_nowait").join(join_point.n, pid.n, wait=False, waiter=None)
+        _context.refuse_other_master_thread(
+            "join_nowait() (or join_outcome_nowait())", "the process table"
+        )
+        outcome = current_master("join_nowait").join(join_point.n, pid.n, wait=False, waiter=None)
+        if outcome is None and wait:
+            raise _timed_out(pid, timeout)
+        return outcome
     if wait:  # it blocks, so not in first_process, which runs in the master
         link = _link("join", f"{_IN_WORKER} (in the master, use join_nowait())")
     else:
@@ -159,12 +164,16 @@ def join_outcome(
     if isinstance(reply, Joined):
         return reply.outcome
     if isinstance(reply, Failed) and reply.error == "TimeoutError":
-        raise TimeoutError(
-            f"join of process {pid.n} timed out after {timeout} s: it has not ended. "
-            "This join is not used up: join it again to wait on (timeout=None waits "
-            "without limit)"
-        )
+        raise _timed_out(pid, timeout)
     raise _error(reply)
+
+
+def _timed_out(pid: ProcessId[Any], timeout: float | None) -> TimeoutError:
+    return TimeoutError(
+        f"join of process {pid.n} timed out after {timeout} s: it has not ended. "
+        "This join is not used up: join it again to wait on (timeout=None waits "
+        "without limit)"
+    )
 
 
 # Outcomes that reached a join of this process after it was interrupted, by
@@ -290,10 +299,20 @@ _IN_WORKER = "from inside a worker process"
 def _link(what: str, where: str = "from first_process or " + _IN_WORKER) -> Any:
     """The calling worker's link to the master; ``where`` says where ``what``
     may be called, for the error outside ``run``."""
-    link = _context.current.link
+    ctx = _context.current
+    link = ctx.link
     if link is None:
         raise ContextError(
             f"netmcore.{what}() was called outside netmcore.run()/startup(): call it {where}"
+        )
+    if link.owner_pid != this_pid[0]:
+        # Its replies would be read by whichever of the two processes reads
+        # first: results swapped, or a join (even a timed one) waiting for ever.
+        raise ContextError(
+            f"netmcore.{what}() was called in a child that process {ctx.process_id} forked "
+            f"(os pid {this_pid[0]}), which shares that process's link to the master: only "
+            "netmcore's own processes reach it. Start a netmcore process instead of "
+            "forking, or make the call in the process itself"
         )
     return link
 

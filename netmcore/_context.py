@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NoReturn
@@ -37,8 +38,20 @@ def in_master_loop() -> bool:
 def refuse_other_master_thread(what: str, owns: str) -> None:
     """ContextError if this thread is another thread of the master's process
     than the loop's: the master's tables (``owns``) have no lock, and the
-    loop changes them meanwhile. The master's own code runs in the loop's."""
-    if current.role == "master" and not in_master_loop():
+    loop changes them meanwhile. The master's own code runs in the loop's.
+    So is a child that the master's own code forked: it has a copy of the
+    tables, which no worker talks to, and starts of its own would be forks
+    that no master tracks."""
+    if current.role != "master":
+        return
+    master = current.master
+    if master is not None and master.os_pid != os.getpid():
+        raise ContextError(
+            f"{what} was called in a child that the master's own code forked (os pid "
+            f"{os.getpid()}): only the master serves netmcore's calls there. Start a "
+            "netmcore process instead of forking, or make the call in the master itself"
+        )
+    if not in_master_loop():
         raise ContextError(
             f"{what} was called in another thread of the master's process: the master's "
             f"loop owns {owns}; call it in the master's own code (init_ctrl, "

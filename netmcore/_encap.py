@@ -77,7 +77,9 @@ def _enc_hook(value: Any) -> Any:
             "(the handle of an array in shared memory)"
         )
     raise TypeError(
-        f"msgspec cannot encode {type(value).__name__} values: pass a value of that type"
+        f"msgspec cannot encode {type(value).__name__} values, which cannot cross to "
+        "another process: pass plain data of the declared type (numbers, str, bytes, "
+        "lists, tuples, dicts, Structs, dataclasses, ...)"
     )
 
 
@@ -89,7 +91,7 @@ CONTIGUOUS_FIX = "pass a contiguous copy: bytes(view), or numpy.ascontiguousarra
 def _encode_fix(exc: BaseException) -> str:
     """The fix for what msgspec could not encode, where its message lacks one."""
     if isinstance(exc, RecursionError):
-        return "; nest it less deeply"
+        return "; nest it less deeply, or break the cycle if it contains itself"
     if isinstance(exc, BufferError):  # "memoryview: underlying buffer is not C-contiguous"
         return f"; {CONTIGUOUS_FIX}"
     if "serialize ints" in str(exc):

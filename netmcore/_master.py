@@ -39,7 +39,7 @@ from ._errors import (
     UnknownProcess,
     WrongJoinPoint,
 )
-from ._ids import ResId, give_back_process_id, next_process_id
+from ._ids import ResId, give_back_process_id, next_process_id, peek_process_id
 from ._outcome import signal_name
 from ._plugin_host import PluginHost
 from ._posix import peer_uid
@@ -153,7 +153,7 @@ class Conn:
             f"the master's {type(msg).__name__} reply of {size:,} bytes is over the "
             f"{MESSAGE_MAX:,} a link takes: the reply was dropped and the request failed"
         )
-        log.error("netmcore master: %s", text)
+        log.error("netmcore: %s", text)
         req = getattr(msg, "req", 0)
         if req and not isinstance(msg, Failed):
             error = "PluginError" if isinstance(msg, PluginReply) else "NetmcoreError"
@@ -221,7 +221,21 @@ class Controller:
         self.master_pid = master.os_pid
 
     def processes(self) -> list[ProcessInfo]:
-        """The processes the master knows about, as the admin tool shows them."""
+        """The processes the master knows about, as the admin tool shows them.
+
+        Raises
+        ------
+        ContextError
+            After the run has ended: it had no processes left, and the
+            master is gone (an empty list would say that it runs, idle).
+        """
+        if self._master.ended:
+            raise ContextError(
+                f"Controller.processes() was called after its run (master pid "
+                f"{self.master_pid}) had ended: a controller describes its run while it "
+                "goes on. Call it in init_ctrl or extract_result, and keep what you need "
+                "from there"
+            )
         return self._master.process_infos()
 
 
@@ -233,6 +247,7 @@ class Master:
     ) -> None:
         self.sockdir = sockdir
         self.os_pid = os.getpid()
+        self.ended = False  # close() has run: the run is over
         # Names say which master made them; the token makes them unguessable.
         # Managed objects get the object prefix, payloads in flight the payload
         # prefix (swept at the end; "p" never starts a random hex suffix).
@@ -321,6 +336,14 @@ class Master:
 
     def _conn_handler(self, conn: Conn) -> Callable[[int], None]:
         return lambda mask: self._on_conn(conn, mask)
+
+    def keep_from_children(self, fd: int, keep: bool = True) -> None:
+        """Have every child forked from now on close ``fd`` (a descriptor of
+        the run's, such as the pidfile's); with ``keep`` False, no longer."""
+        if keep:
+            self._fds.add(fd)
+        else:
+            self._fds.discard(fd)
 
     def close_in_child(self) -> None:
         """Drop every master descriptor in a freshly forked child."""
@@ -422,7 +445,8 @@ class Master:
                 os.close(pidfd)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(os_pid, signal.SIGKILL)
-            os.waitpid(os_pid, 0)
+            with contextlib.suppress(ChildProcessError):  # a SIGCHLD handler of the program's
+                os.waitpid(os_pid, 0)
             raise
         self.children[os_pid] = child
         return child
@@ -539,7 +563,7 @@ class Master:
 
     def _terminate(self) -> None:
         log.warning(
-            "netmcore master got %s: stopping %d worker(s)",
+            "netmcore: the master got %s: stopping %d worker(s)",
             signal.Signals(self.interrupted or signal.SIGTERM).name,
             len(self.children) - len(self.spares),
         )
@@ -551,8 +575,7 @@ class Master:
         if signum == signal.SIGKILL and self.children:
             log.warning("netmcore: %d worker(s) ignored SIGTERM: killing them", len(self.children))
         for child in self.children.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.os_pid, signum)
+            _send(child, signum)
 
     def _begin_shutdown(self) -> None:
         if self.shutting_down:
@@ -562,8 +585,7 @@ class Master:
         while self.parked:
             self._let_exit(self.parked.popleft())
         while self.spares:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.spares.popleft().os_pid, signal.SIGKILL)
+            _send(self.spares.popleft(), signal.SIGKILL)
 
     # --- events from children ---------------------------------------------
 
@@ -587,7 +609,7 @@ class Master:
             try:
                 msg = decoder.decode(self._view[:n])
             except msgspec.DecodeError as exc:
-                log.error("netmcore master: dropping a malformed message: %s", exc)
+                log.error("netmcore: the master dropped a malformed message: %s", exc)
                 continue
             self._dispatch(conn, msg)
 
@@ -670,10 +692,11 @@ class Master:
         if not child.conn.closed:
             self._read(child.conn)  # take what it sent before it ended
         self._close_conn(child.conn)
-        _, status = os.waitpid(child.os_pid, 0)
+        ended = _reap(child)
         self._unwatch(child.pidfd)
         os.close(child.pidfd)
-        del self.children[child.os_pid]
+        if self.children.get(child.os_pid) is child:  # reaped elsewhere, its pid may be reused
+            del self.children[child.os_pid]
         record = child.record
         if record is None:  # a spare: killed at shutdown, or died unassigned
             self.spares = deque(c for c in self.spares if c is not child)
@@ -685,13 +708,25 @@ class Master:
         _payload.discard(record.arg.payload)  # read or not, nobody needs it now
         self._forget_process(record.n)
         if record.outcome is None:
-            ended = _ended(status)
-            log.warning(
-                "netmcore: process %d (%s) ended without a result: %s",
-                record.n,
-                record.definition.name,
-                _describe(ended),
-            )
+            if ended is None:
+                log.warning(
+                    "netmcore: process %d (%s, os pid %d) ended without a result, and was "
+                    "reaped by another part of the program (a SIGCHLD handler, os.wait(), "
+                    "os.waitpid(-1, ...)): its exit status is lost, and its outcome is "
+                    "Crashed(None, None). netmcore reaps the processes it starts: wait only "
+                    "for the os pids of the children you start yourself",
+                    record.n,
+                    record.definition.name,
+                    child.os_pid,
+                )
+                ended = Ended(None, None)
+            else:
+                log.warning(
+                    "netmcore: process %d (%s) ended without a result: %s",
+                    record.n,
+                    record.definition.name,
+                    _describe(ended),
+                )
             self._settle(record, ended)
         trace("worker end: process %d (os pid %d)", record.n, child.os_pid)
         if record.joined:
@@ -761,15 +796,29 @@ class Master:
         definition = _registry.join_point(join_point)
         record = self.records.get(n)
         if record is None or record.joined:
+            if _never_started(n):
+                raise UnknownProcess(f"process {n} was never started: {_ids_so_far()}")
             raise UnknownProcess(
                 f"process {n} is unknown: it was never started, or it has been joined "
                 "already (only the first join of a process succeeds)"
             )
         if record.definition is not definition:
+            started_by = record.definition
+            if started_by.name == definition.name:
+                # Two process types of one name: a module or a notebook cell
+                # run twice defines a new type, with its own join point.
+                raise WrongJoinPoint(
+                    f"process {n} is a {started_by.name} process of join point "
+                    f"{started_by.join_point!r}, and this join point, "
+                    f"{definition.join_point!r}, is of another process type of the same "
+                    f"name: {definition.name} was defined twice (a module or a notebook "
+                    "cell run again, say), and each definition is a type of its own. Join "
+                    "it through the definition that started it"
+                )
             raise WrongJoinPoint(
-                f"process {n} is a {record.definition.name} process, not a "
+                f"process {n} is a {started_by.name} process, not a "
                 f"{definition.name}: join it through the join point of "
-                f"{record.definition.name}"
+                f"{started_by.name}"
             )
         if record.outcome is not None:
             return self._deliver_outcome(record)
@@ -838,6 +887,10 @@ class Master:
         """
         record = self.records.get(n)
         if record is None or record.joined:
+            if _never_started(n):
+                raise UnknownProcess(
+                    f"cannot signal process {n}, which was never started: {_ids_so_far()}"
+                )
             raise UnknownProcess(
                 f"cannot signal process {n}, which is unknown: it was never started, or "
                 "it has been joined already. Pass an id that start() returned and no join "
@@ -849,8 +902,12 @@ class Master:
         if child is None or record.outcome is not None:
             return False
         # Ended but not yet reaped (a zombie): a signal would "reach" it and do
-        # nothing. WNOWAIT leaves it for _on_exit to reap.
-        if os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+        # nothing. WNOWAIT leaves it for _on_exit to reap. ECHILD: it has ended,
+        # and another part of the program reaped it (a SIGCHLD handler).
+        try:
+            if os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                return False
+        except ChildProcessError:
             return False
         try:
             signal.pidfd_send_signal(child.pidfd, signum)
@@ -969,8 +1026,7 @@ class Master:
         """The master's memory changed (a new mapping): spares forked before are
         no longer copies of it, so they go, and fresh ones are forked."""
         while self.spares:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.spares.popleft().os_pid, signal.SIGKILL)
+            _send(self.spares.popleft(), signal.SIGKILL)
 
     def _on_resource_change(self, op: str, typ: ResourceType, name: str) -> None:
         if self.record is not None:
@@ -1013,6 +1069,7 @@ class Master:
         half-way would leave children running. They are blocked meanwhile, and
         take effect (as KeyboardInterrupt, ...) when it returns.
         """
+        self.ended = True
         held = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
         try:
             self._close()
@@ -1021,10 +1078,8 @@ class Master:
 
     def _close(self) -> None:
         for child in list(self.children.values()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.os_pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(child.os_pid, 0)
+            _send(child, signal.SIGKILL)
+            _reap(child)
             os.close(child.pidfd)
             child.conn.sock.close()
         self.children.clear()
@@ -1074,6 +1129,23 @@ def _process_of(conn: Conn) -> Record | None:
     return conn.child.record if conn.child is not None else None
 
 
+def _never_started(n: int) -> bool:
+    """Whether no process of this program ever had the id ``n``: they are
+    handed out in order, from 0 (see _ids.next_process_id)."""
+    return not 0 <= n < peek_process_id()
+
+
+def _ids_so_far() -> str:
+    """The ids handed out so far, and the fix, for a process never started."""
+    issued = peek_process_id()
+    if issued == 0:
+        return "no process has been started yet; pass the id that start() returned"
+    return (
+        f"process ids are handed out in order, and the last one so far is {issued - 1}; "
+        "pass the id that start() returned"
+    )
+
+
 def _join_timed_out(n: int) -> Failed:
     # The joiner words the error: it knows the timeout it gave.
     return Failed("TimeoutError", f"process {n} has not ended by the join's deadline")
@@ -1085,15 +1157,36 @@ def _has_returned(conn: Conn) -> bool:
     return record is not None and record.outcome is not None
 
 
-def _ended(status: int) -> Ended:
-    if os.WIFSIGNALED(status):
-        return Ended(None, os.WTERMSIG(status))
-    return Ended(os.waitstatus_to_exitcode(status), None)
+def _send(child: Child, signum: int) -> None:
+    """Send ``signum`` to ``child`` (if it is still there). Through its pidfd,
+    never its os pid: a child that another part of the program reaped (a
+    SIGCHLD handler, os.wait()) may have left its os pid to another program."""
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(child.pidfd, signum)
+
+
+def _reap(child: Child) -> Ended | None:
+    """Reap ``child``, waiting for it to end; how it ended, or None if another
+    part of the program reaped it first (its exit status is lost then).
+
+    Through its pidfd, never its os pid: once another has reaped the child,
+    its os pid may be another child's, whose end waitpid would wait for.
+    """
+    try:
+        info = os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED)
+    except ChildProcessError:
+        return None
+    assert info is not None  # None only with WNOHANG
+    if info.si_code == os.CLD_EXITED:
+        return Ended(info.si_status, None)
+    return Ended(None, info.si_status)  # CLD_KILLED, CLD_DUMPED
 
 
 def _describe(ended: Ended) -> str:
     if ended.signal is not None:
         return f"killed by signal {signal_name(ended.signal)}"
+    if ended.exitcode is None:
+        return "exit status lost (reaped by another part of the program)"
     return f"exit code {ended.exitcode}"
 
 

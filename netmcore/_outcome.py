@@ -11,7 +11,7 @@ cases apart::
         case netmcore.InvalidResult(path, message):
             ...
         case netmcore.Crashed(exitcode, signal):
-            ...
+            ...   # both None: its exit status was lost (see Crashed)
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ class InvalidResult:
 @dataclass(frozen=True, slots=True)
 class Crashed:
     """The process ended without a result: it exited (``exitcode``) or was
-    killed (``signal``)."""
+    killed (``signal``). Both are None when its exit status is lost: another
+    part of the program reaped it before the master could (a SIGCHLD handler,
+    ``os.wait()``)."""
 
     exitcode: int | None
     signal: int | None
@@ -67,6 +69,11 @@ class Crashed:
     def __str__(self) -> str:
         if self.signal is not None:
             return f"killed by {signal_name(self.signal)}"
+        if self.exitcode is None:
+            return (
+                "ended before returning, its exit status lost (reaped by another part "
+                "of the program)"
+            )
         return f"exited with code {self.exitcode} before returning"
 
 

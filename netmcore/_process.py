@@ -233,14 +233,35 @@ def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:
             )
     except (NameError, TypeError) as exc:
         name = getattr(f, "__qualname__", repr(f))
+        fix = ""
+        if isinstance(exc, NameError):
+            # Annotations kept as text (`from __future__ import annotations`)
+            # are looked up in the function's module, where a type made in
+            # another function is not.
+            fix = (
+                ": a type its annotations name must be found in its module; define it "
+                "at module level"
+            )
         raise TypeError(
             f"@netmcore.process needs a function of one annotated positional argument "
             f"with an annotated return type, like `def f(x: int) -> int`; {name} does "
-            f"not fit: {exc}"
+            f"not fit: {exc}{fix}"
         ) from exc
+
+    def not_a_call(self: Any, *args: Any, **kwargs: Any) -> None:
+        # mypy refuses square(3) already (a process type takes no argument);
+        # at run time, what object.__init__ said was "takes no arguments".
+        if args or kwargs:
+            name = f.__qualname__
+            raise TypeError(
+                f"{name} is a netmcore process type, not a function: start a process with "
+                f"{name}.start(arg) and join it, or run the function here with "
+                f"{name}().run(arg)"
+            )
 
     def body(ns: dict[str, Any]) -> None:
         ns["run"] = lambda self, arg: f(arg)
+        ns["__init__"] = not_a_call
         ns["__module__"] = f.__module__
         ns["__qualname__"] = f.__qualname__
         ns["__doc__"] = f.__doc__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import inspect
 import os
 import signal
@@ -55,8 +56,10 @@ def run(
         removed at the end. A given directory is created if missing; it must be
         private and short enough for a Unix socket path.
     pidfile :
-        If given, the master's pid is written there, and the file is removed at
-        the end.
+        If given, the master's pid is written there (to a new file, renamed
+        into place whole), and the file is removed at the end if it is still
+        the one written. The master holds its lock for the run: a second run
+        naming it meanwhile is refused, and a stale one is replaced.
     init_ctrl :
         Called with the :class:`Controller` before the first process starts.
     disable_pmanage, no_unlink :
@@ -75,12 +78,16 @@ def run(
         forked.
     FileNotFoundError
         If the directory ``pidfile`` is to be written in does not exist.
+    OSError
+        With errno ``EBUSY``, if a running master holds ``pidfile``.
     SocketDirectoryError
         If the directory is in use by a running master, or is not private.
     KeyboardInterrupt, SystemExit
         After SIGINT or SIGTERM (``SystemExit(143)``), whenever it comes
         during ``run``, its first and last moments included: every worker has
-        been stopped, and everything ``run`` made removed, first.
+        been stopped, and everything ``run`` made removed, first. A signal
+        that the program ignores (``SIG_IGN``) when ``run`` starts stays
+        ignored, in the master and in every worker.
     """
     if _context.current.role == "worker" or _context.in_master_loop():
         raise ContextError(
@@ -117,7 +124,7 @@ def run(
             raise_fd_limit()
             master = Master(sockdir, watchdog, pmanage=not disable_pmanage)
             cleanup.callback(master.close)
-            cleanup.enter_context(_pidfile(pidfile, watchdog))
+            cleanup.enter_context(_pidfile(pidfile, watchdog, master))
             cleanup.enter_context(_master_context(master))
             cleanup.enter_context(interrupts.routed_to(master))
             controller = Controller(master)
@@ -300,35 +307,168 @@ def _master_context(master: Master) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _pidfile(path: str | None, watchdog: _watchdog.Watchdog) -> Iterator[None]:
+def _pidfile(path: str | None, watchdog: _watchdog.Watchdog, master: Master) -> Iterator[None]:
+    """The master's pid in ``path`` for the run; removed at the end if it is
+    still the file this run wrote.
+
+    The file is written whole under a temporary name in its directory, then
+    put in place (a link, or a rename over a stale one: both atomic), so a
+    reader never sees it half written, and a file that anything else puts at
+    ``path`` later is another file, which the end leaves alone. The master
+    holds an flock on it for the run: a second run naming it while this one
+    runs is refused, and a stale one (its run gone, whatever pid it holds)
+    is replaced.
+    """
     if path is None:
         yield
         return
     watchdog.guard_pidfile(path)  # first: a master killed from here on leaves none
-    # What was checked may have changed since: O_NOFOLLOW writes through no
-    # link, and O_NONBLOCK makes a FIFO open at once (or fail) rather than
-    # wait for a reader; anything but a regular file is then left alone.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o666)
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENXIO):
-            raise
-        what = "a symbolic link" if exc.errno == errno.ELOOP else "a FIFO"
-        raise OSError(exc.errno, _changed(path, what)) from None
-    with open(fd, "w") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, _changed(path, "something other than a regular file"))
-        os.ftruncate(fd, 0)  # not O_TRUNC, which would have truncated what the check refuses
-        f.write(f"{os.getpid()}\n")
+    fd = _write_pidfile(path)
+    st = os.fstat(fd)
+    master.keep_from_children(fd)  # the lock is the master's: no worker holds it on
     try:
         yield
     finally:
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                now = os.lstat(path)
+                if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):  # not another's since
+                    try:
+                        os.unlink(path)
+                    except PermissionError:
+                        # A directory closed to this user (see _write_in_place):
+                        # the file stays, emptied, naming no process.
+                        os.ftruncate(fd, 0)
+        finally:
+            master.keep_from_children(fd, keep=False)
+            os.close(fd)  # the lock goes after the file: a new run then makes its own
+
+
+def _write_pidfile(path: str) -> int:
+    """Put a file holding the master's pid at ``path``; its descriptor, with
+    the file's flock held."""
+    directory, name = os.path.split(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    pid = f"{os.getpid()}\n".encode()
+    while True:
+        # Hidden, and short enough for any file system's names.
+        temp = os.path.join(directory, f".{name[:64]}.{os.urandom(6).hex()}.tmp")
+        try:
+            fd = os.open(temp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue  # 48 random bits taken: draw again
+        except PermissionError as exc:
+            return _write_in_place(path, pid, exc)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows of it yet
+        os.write(fd, pid)
+        _put_in_place(temp, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
         with contextlib.suppress(FileNotFoundError):
-            now = os.lstat(path)
-            if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):  # not another's since
-                os.unlink(path)
+            os.unlink(temp)  # the second name a link left, or a file never placed
+    return fd
+
+
+def _write_in_place(path: str, pid: bytes, exc: PermissionError) -> int:
+    """The pidfile written into the file at ``path``, in a directory where
+    this user can make no file (``exc``), as a pidfile made there beforehand
+    for a program (/var/run/prog.pid) is: not atomic, but under its lock."""
+    found = _lock_existing(path)
+    if found is None:
+        raise PermissionError(
+            exc.errno,
+            f"pidfile {path!r} cannot be made: no file can be created in "
+            f"{os.path.dirname(path)!r} ({exc.strerror}): name a pidfile in a directory "
+            "you can write to, or create the file there beforehand, writable by you",
+        ) from None
+    fd, _ = found
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, pid)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _put_in_place(temp: str, path: str) -> None:
+    """Give the file ``temp`` the name ``path``: if no file has it, by a link
+    (which fails if one has it by then); else, if no run holds that file's
+    lock (it is stale), by a rename over it, with its lock held so that no
+    other run replaces it meanwhile. OSError if a run holds it, or if it is
+    not a regular file (any more): it is then left as it is."""
+    while True:
+        try:
+            os.link(temp, path)
+            return
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP):
+                raise
+            # A file system without hard links (vfat): the rename of a second
+            # run starting at this very moment could replace this one.
+            if not os.path.lexists(path):
+                os.rename(temp, path)
+                return
+        found = _lock_existing(path)
+        if found is None:
+            continue  # it went meanwhile
+        old, st = found
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                now = os.lstat(path)
+                if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                    os.rename(temp, path)
+                    return
+            # Replaced or removed since it was opened: look again.
+        finally:
+            os.close(old)
+
+
+def _lock_existing(path: str) -> tuple[int, os.stat_result] | None:
+    """The file at ``path`` (None if there is none), opened, with its lock
+    taken. OSError if it is not a regular file (any more), or if a running
+    master holds its lock: nothing is written to it then."""
+    # Not O_RDONLY: a FIFO opens for writing only if it has a reader, and so
+    # is told apart without a wait.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENXIO):
+            raise
+        what = "a symbolic link" if exc.errno == errno.ELOOP else "a FIFO or a socket"
+        raise OSError(exc.errno, _changed(path, what)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, _changed(path, "something other than a regular file"))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OSError(errno.EBUSY, _in_use(path, fd)) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _in_use(path: str, fd: int) -> str:
+    """The error for a pidfile whose lock another run holds (its file ``fd``)."""
+    holder = "?"
+    # The same file, opened again for reading; unreadable, the message does without.
+    with contextlib.suppress(OSError, ValueError), open(f"/proc/self/fd/{fd}", "rb") as f:
+        holder = str(int(f.read(32)))
+    return (
+        f"pidfile {path!r} is in use by a running netmcore master (pid {holder}), which "
+        "holds its lock: pass another pidfile, or stop that master first"
+    )
 
 
 def _changed(path: str, what: str) -> str:
@@ -374,6 +514,12 @@ class _Interrupts:
     signal interrupt at once, as it would without netmcore: run's cleanup
     then kills whatever that code started. The first signal is the one raised.
 
+    A signal the program ignores (``SIG_IGN``) when ``run`` starts is left
+    ignored, in the master and in every worker (see ``_worker.main``): it
+    stops nothing, as ``multiprocessing`` keeps it too. A shell starts its
+    background jobs with SIGINT ignored, so that the terminal's Ctrl-C and a
+    ``kill -INT 0`` of their group pass them by.
+
     Only the main thread can install handlers; from another thread the master
     runs with the process's handlers as they are.
     """
@@ -387,7 +533,9 @@ class _Interrupts:
 
     def __enter__(self) -> _Interrupts:
         if threading.current_thread() is threading.main_thread():
-            self.old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(signum) != signal.SIG_IGN:
+                    self.old[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -19,8 +19,10 @@ Values larger than ``INLINE_MAX`` travel as :class:`~._payload.ShmRef`.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import mmap
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -30,7 +32,7 @@ import msgspec
 
 from . import _payload
 from ._encap import Encap
-from ._errors import MasterGone
+from ._errors import ContextError, MasterGone
 from ._payload import Payload
 
 # Large enough for the largest inline payload plus its message.
@@ -345,14 +347,22 @@ def join_status(parts: list[Status]) -> Status:
     return Status(parts[0].master_pid, processes, resources)
 
 
-def _gone(exc: OSError) -> NoReturn:
-    """Raise what an OSError out of a send or recv on a link means. One with no
-    errno was raised by a signal handler while the call waited (a TimeoutError,
-    say): it is the caller's, and goes on as it is (and is withdrawn, see
-    Link.request). The socket's own errors, which all have one, are the
+def _gone(exc: OSError, fd: int) -> NoReturn:
+    """Raise what an OSError out of a send or recv on the link on ``fd``
+    means. One with no errno was raised by a signal handler while the call
+    waited (a TimeoutError, say): it is the caller's, and goes on as it is
+    (and is withdrawn, see Link.request). A descriptor that is no longer the
+    socket was closed in this process. The socket's other errors are the
     master's end."""
     if exc.errno is None:
         raise exc
+    if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+        raise ContextError(
+            f"this process's link to the netmcore master (file descriptor {fd}) was "
+            "closed in this process, by os.closerange() or os.close() of descriptors it "
+            "did not open, say: netmcore reaches the master through it. Close only the "
+            "descriptors you opened"
+        ) from exc
     raise MasterGone("the netmcore master is gone") from exc
 
 
@@ -383,6 +393,10 @@ class Link:
 
     def __init__(self, sock: socket.socket, buf: mmap.mmap | None = None) -> None:
         self.sock = sock
+        self.fd = sock.fileno()
+        # The process that may use it: a child that one of its threads forks
+        # shares the socket, and would read replies meant for this process.
+        self.owner_pid = os.getpid()
         self._buf = recv_buffer() if buf is None else buf
         self._send_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -401,7 +415,7 @@ class Link:
             try:
                 self.sock.send(data)
             except OSError as exc:
-                _gone(exc)
+                _gone(exc, self.fd)
 
     def recv(self, flags: int = 0) -> Message | None:
         """The next message (left on the socket with MSG_PEEK), or None at end
@@ -493,7 +507,7 @@ class Link:
         try:
             return self.sock.recv_into(self._buf, nbytes, flags)
         except OSError as exc:
-            _gone(exc)
+            _gone(exc, self.fd)
 
     def close(self) -> None:
         self.sock.close()

@@ -17,9 +17,10 @@ import socket
 import sys
 import threading
 import traceback
+from types import TracebackType
 from typing import TYPE_CHECKING, NoReturn
 
-from . import _context, _payload, _posix, _registry, _resources
+from . import _context, _payload, _posix, _pthread, _registry, _resources
 from ._debug import log, trace
 from ._encap import Encap
 from ._errors import MasterGone, ResultTypeError
@@ -50,8 +51,13 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         # The C function, not signal.signal, which turns the handler it
         # replaces into an enum: for the master's Python handler that raises
         # and catches a ValueError, ~40 copy-on-write faults per call here.
-        _signal.signal(signal.SIGINT, signal.default_int_handler)
-        _signal.signal(signal.SIGTERM, _signal.SIG_DFL)
+        # A signal the program ignores stays ignored (run left it so in the
+        # master: see _runtime._Interrupts), as multiprocessing's children
+        # keep it: a shell's background job must outlive a Ctrl-C.
+        if _signal.getsignal(signal.SIGINT) != _signal.SIG_IGN:
+            _signal.signal(signal.SIGINT, signal.default_int_handler)
+        if _signal.getsignal(signal.SIGTERM) != _signal.SIG_IGN:
+            _signal.signal(signal.SIGTERM, _signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, master.signal_mask)  # see Master._fork
         master.close_in_child()
         link = Link(sock, master.child_buffer)
@@ -68,6 +74,8 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         ctx.process_id = assign.pid
         _resources.keep_only_inherited(assign.inherit)
         outcome = execute(assign)
+        if _pthread.this_pid[0] != link.owner_pid:
+            _end_forked_child(assign, outcome)
         # A Python program ends once its non-daemon threads have: so does a
         # process, as in multiprocessing, which calls this too. It runs the
         # threading atexit calls (a ThreadPoolExecutor's shutdown), then joins
@@ -103,6 +111,25 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
             _signal.signal(signal.SIGINT, _signal.SIG_DFL)
             signal.raise_signal(signal.SIGINT)
         os._exit(code)
+
+
+def _end_forked_child(assign: Assign, outcome: WireOutcome) -> NoReturn:
+    """A child that the process function forked has returned from it (or
+    raised out of it), as the process itself will. Its outcome is not the
+    process's, which only the process sends: it is dropped, and the child
+    exits, as a program ends, saying where its result went."""
+    if isinstance(outcome, Returned):
+        with contextlib.suppress(BaseException):  # the run's end sweeps what is left
+            _payload.discard(outcome.value.payload)
+    log.warning(
+        "netmcore: a child that process %d forked (os pid %d) returned from the process "
+        "function: its result goes nowhere (only the process's own does). End a forked "
+        "child with os._exit()",
+        assign.pid,
+        os.getpid(),
+    )
+    flush_std_streams()
+    os._exit(0 if isinstance(outcome, Returned) else 1)
 
 
 def _exit_status(exc: SystemExit) -> int:
@@ -196,7 +223,9 @@ def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
     except (KeyboardInterrupt, MasterGone, SystemExit):
         raise  # not the function's failure: main ends the worker, unlogged
     except BaseException as exc:
-        text = traceback.format_exc()
+        text = "".join(
+            traceback.format_exception(type(exc), exc, _from_user_code(exc.__traceback__))
+        )
         log.error(
             "netmcore: process %d (%s) raised an exception:\n%s",
             assign.pid,
@@ -205,6 +234,20 @@ def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
         )
         return Raised(_clip(_qualified(type(exc))), _clip(_message(exc)), _clip(text))
     return Returned(WireEncap.of(result, payload))
+
+
+_PACKAGE = os.path.dirname(__file__) + os.sep
+
+
+def _from_user_code(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback from its first frame outside netmcore, as a program's
+    starts in its own code: netmcore's calls into the process function tell
+    the user nothing. Whole if every frame is netmcore's (the argument did
+    not decode, say)."""
+    first = tb
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(_PACKAGE):
+        first = first.tb_next
+    return tb if first is None else first
 
 
 # The characters of each text an outcome carries, so that it fits one message

@@ -8,8 +8,10 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +42,23 @@ def run_snippet(code: str, timeout: float) -> tuple[int, str]:
     finally:
         _ipc.unlink_prefix(f"/nmc.{proc.pid}.")  # what a crashed process left
     return proc.returncode, out
+
+
+SCRIPT_TIMEOUT = 30  # a guard against a hung child, not an assertion
+
+
+def run_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` (dedented) as a script in a fresh interpreter, where what
+    its workers log and print reaches its stderr and stdout, captured."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(body))
+    return subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=SCRIPT_TIMEOUT,
+        check=False,
+    )
 
 
 def outcome_text(call: Callable[[], object]) -> str:

@@ -352,6 +352,12 @@ def greet_maybe(p: Person | None) -> bool:
     return p is not None
 
 
+def _cyclic() -> list[Any]:
+    value: list[Any] = []
+    value.append(value)
+    return value
+
+
 # (id, process type, argument, path, part of the message)
 BAD_ARGUMENTS: list[tuple[str, Any, Any, str, str]] = [
     ("scalar", ints, "x", "$", "Expected `int`, got `str`"),
@@ -414,6 +420,8 @@ BAD_ARGUMENTS: list[tuple[str, Any, Any, str, str]] = [
     ("not_encodable", ints, object(), "$", "cannot be encoded as int: msgspec cannot encode"),
     # Too deep for the encoder (a bare RecursionError before).
     ("too_deep", ints, functools.reduce(lambda v, _: [v], range(50_000), []), "$", "recursion"),
+    # A value that contains itself is too deep too: the fix names the cycle.
+    ("cyclic", ints, _cyclic(), "$", "break the cycle if it contains itself"),
 ]
 
 
@@ -860,7 +868,8 @@ def test_a_value_msgspec_cannot_encode_is_an_argument_type_error() -> None:
     assert info.value.path == "$"
     assert str(info.value) == (
         "value PosixPath('/x') cannot be encoded as str: msgspec cannot encode PosixPath "
-        "values: pass a value of that type"
+        "values, which cannot cross to another process: pass plain data of the declared "
+        "type (numbers, str, bytes, lists, tuples, dicts, Structs, dataclasses, ...)"
     )
     with pytest.raises(netmcore.ArgumentTypeError, match="msgspec cannot encode object values"):
         netmcore.EncapType(list[int]).wrap([1, object()])  # type: ignore[list-item]
@@ -2051,6 +2060,19 @@ def _generic(x: _T) -> _T:
     return x
 
 
+def _with_a_local_type() -> Any:
+    """A function whose annotation (text, with __future__ annotations) names
+    a class made in another function, which its module does not have."""
+
+    class Local:
+        pass
+
+    def uses_local(x: Local) -> int:
+        return 0
+
+    return uses_local
+
+
 def _keyword_only(*, x: int) -> int:
     return x
 
@@ -2116,6 +2138,12 @@ def test_process_takes_a_function_whose_other_parameters_have_defaults() -> None
             "subclass can be generic, and specialised)",
             id="generic",
         ),
+        pytest.param(
+            _with_a_local_type(),
+            "name 'Local' is not defined: a type its annotations name must be found in its "
+            "module; define it at module level",
+            id="local_type",
+        ),
     ],
 )
 def test_process_refuses_what_a_worker_could_not_call_with_the_argument(
@@ -2129,6 +2157,22 @@ def test_process_refuses_what_a_worker_could_not_call_with_the_argument(
         "@netmcore.process needs a function of one annotated positional argument with an "
         f"annotated return type, like `def f(x: int) -> int`; {name} does not fit: {reason}"
     )
+
+
+@netmcore.process
+def _cube(k: int) -> int:
+    return k**3
+
+
+def test_a_process_type_called_as_a_function_says_how_to_run_it() -> None:
+    # It was object.__init__'s "_cube() takes no arguments".
+    with pytest.raises(TypeError) as info:
+        _cube(3)  # type: ignore[call-arg]
+    assert str(info.value) == (
+        "_cube is a netmcore process type, not a function: start a process with "
+        "_cube.start(arg) and join it, or run the function here with _cube().run(arg)"
+    )
+    assert _cube().run(3) == 27  # as the message says: a unit test's way in
 
 
 # ==========================================================================

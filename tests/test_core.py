@@ -40,7 +40,7 @@ from typing import Any, TypedDict
 import msgspec
 import psutil
 import pytest
-from scenario import joined, outcome_text, run_scenario
+from scenario import joined, outcome_text, run_scenario, run_script
 
 import netmcore
 from netmcore import _context, _master, _registry, _worker
@@ -597,18 +597,6 @@ def low_level_scenario(k: int) -> int:
 # --------------------------------------------------------------------------
 
 
-def run_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(body))
-    return subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
-
-
 # --------------------------------------------------------------------------
 # 1. The examples
 # --------------------------------------------------------------------------
@@ -942,9 +930,12 @@ def test_a_child_the_master_cannot_track_is_ended(monkeypatch: pytest.MonkeyPatc
 def test_second_join_raises_unknown_process() -> None:
     result = run_scenario(second_join_scenario, 5)
     assert result["first"] == 25
-    for key in ("second_join", "second_join_nowait", "second_join_outcome", "never_started"):
+    for key in ("second_join", "second_join_nowait", "second_join_outcome"):
         assert result[key][0] == "netmcore.UnknownProcess", key
         assert "never started, or it has been joined already" in result[key][1], key
+    # An id no start handed out is only one thing.
+    assert result["never_started"][0] == "netmcore.UnknownProcess"
+    assert "was never started: process ids are handed out in order" in result["never_started"][1]
 
 
 def test_join_through_another_types_join_point_raises_and_does_not_consume() -> None:
@@ -978,7 +969,7 @@ def test_join_in_master_raises_context_error_pointing_to_join_nowait(layer: str)
             return square.join(pid)
         return netmcore.join(square.join_point, pid)
 
-    with pytest.raises(netmcore.ContextError, match=r"use join_nowait\(\) there"):
+    with pytest.raises(netmcore.ContextError, match=r"use join_nowait\(\)\s+there"):
         netmcore.run(first_process=lambda: square.start(4), extract_result=extract)
 
 
@@ -1078,6 +1069,36 @@ def test_raising_process_joins_none_and_reports_the_exception() -> None:
     assert outcome["message"] == "kaput"
     assert "raise ValueError(message)" in outcome["traceback"]
     assert "ValueError: kaput" in outcome["traceback"]
+    # It starts in the process function, as a program's starts in its own
+    # code: netmcore's calls into it (three frames, before) tell nothing.
+    lines = outcome["traceback"].splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert lines[1].endswith(", in boom"), lines[1]
+    assert "netmcore" + os.sep not in outcome["traceback"]
+
+
+@netmcore.process
+def undecodable(k: int) -> int:
+    return k
+
+
+def test_a_traceback_wholly_netmcores_is_kept_whole() -> None:
+    """An argument that does not decode fails before the process function
+    runs: every frame is netmcore's, and none is dropped."""
+    bad = netmcore.EncapType(str).wrap("not an int")
+    pid = netmcore.ProcessId[int](-1)
+
+    def first() -> netmcore.ProcessId[int]:
+        nonlocal pid
+        pid = netmcore.start(undecodable.fork_point, bad)  # past start's typed check
+        return pid
+
+    outcome = netmcore.run(
+        first_process=first, extract_result=lambda _c, p: undecodable.join_outcome_nowait(p)
+    )
+    assert isinstance(outcome, netmcore.Raised), outcome
+    assert outcome.traceback.startswith("Traceback (most recent call last):")
+    assert "netmcore" + os.sep in outcome.traceback
 
 
 class _BrokenStr(Exception):
@@ -1359,7 +1380,8 @@ def test_output_buffered_in_the_master_is_not_printed_again_by_workers(tmp_path:
 def test_ctrl_c_while_run_cleans_up_leaves_no_child(tmp_path: Path) -> None:
     # first_process fails with workers running; run's cleanup kills and
     # reaps them, and a Ctrl-C arrives in the middle of it (at its first
-    # waitpid): it takes effect only once every child is gone.
+    # reap, a waitid on the child's pidfd): it takes effect only once every
+    # child is gone.
     result = run_script(
         tmp_path,
         """
@@ -1370,14 +1392,14 @@ def test_ctrl_c_while_run_cleans_up_leaves_no_child(tmp_path: Path) -> None:
         def blocked(fd: int) -> int:
             return len(os.read(fd, 1))
 
-        real_waitpid = os.waitpid
+        real_waitid = os.waitid
         closing = []
 
-        def waitpid(pid, options):
+        def waitid(idtype, ident, options):
             if closing and len(closing) == 1:
                 closing.append(True)
                 os.kill(os.getpid(), signal.SIGINT)
-            return real_waitpid(pid, options)
+            return real_waitid(idtype, ident, options)
 
         real_close = _master.Master.close
 
@@ -1385,7 +1407,7 @@ def test_ctrl_c_while_run_cleans_up_leaves_no_child(tmp_path: Path) -> None:
             closing.append(True)
             real_close(self)
 
-        _master.os.waitpid = waitpid
+        _master.os.waitid = waitid
         _master.Master.close = close
         r, w = os.pipe()
 

@@ -201,3 +201,25 @@ def test_timers_of_joins_answered_early_are_swept() -> None:
         return sizes
 
     assert in_master(checks) == ["True"]
+
+
+def test_a_join_with_timeout_0_is_a_try_in_the_master() -> None:
+    """The master never waits, but it may try, as its resource calls may."""
+    seen: list[str] = []
+
+    def first() -> netmcore.ProcessId[int]:
+        pid = jt_square.start(6)
+        # The master's loop has not run yet: the process cannot have ended for it.
+        seen.append(_timeout_text(lambda: jt_square.join(pid, timeout=0)))
+        try:
+            jt_square.join(pid, timeout=1)
+        except netmcore.ContextError as exc:
+            seen.append(str(exc))
+        return pid
+
+    result = netmcore.run(
+        first_process=first, extract_result=lambda _c, pid: jt_square.join(pid, timeout=0)
+    )
+    assert result == 36  # run has waited for every worker: it has ended
+    assert "timed out after 0 s: it has not ended" in seen[0]
+    assert "join(pid, timeout=0), a try" in seen[1]

@@ -30,6 +30,11 @@ from netmcore import _master
 
 NEVER_STARTED = netmcore.ProcessId[int](10**9)
 UNKNOWN = "which is unknown: it was never started, or it has been joined already"
+# Beyond every id handed out: it can only never have been started.
+NEVER = (
+    f"cannot signal process {NEVER_STARTED.n}, which was never started: process ids are "
+    "handed out in order, and the last one so far is "
+)
 
 
 @netmcore.process
@@ -131,7 +136,7 @@ def kill_finished(_: int) -> list[Any]:
     assert psutil.Process(outcome.value).status() != psutil.STATUS_ZOMBIE
     with pytest.raises(netmcore.UnknownProcess, match=f"cannot signal process {pid.n}, {UNKNOWN}"):
         netmcore.kill(pid)  # joined: forgotten
-    with pytest.raises(netmcore.UnknownProcess, match=UNKNOWN):
+    with pytest.raises(netmcore.UnknownProcess, match=NEVER):
         netmcore.kill(NEVER_STARTED)
     return after
 
@@ -156,9 +161,11 @@ def test_kill_in_extract_result() -> None:
         inner = netmcore.ProcessId[int](outcome_value(start_unjoined.join_outcome_nowait(pid)))
         got: list[Any] = [netmcore.kill(inner), netmcore.kill(inner, 0)]  # ended: False
         got.append(square.join_nowait(inner))  # its outcome was kept
-        for joined in (pid, inner, NEVER_STARTED):
+        for joined in (pid, inner):
             with pytest.raises(netmcore.UnknownProcess, match=UNKNOWN):
                 netmcore.kill(joined)
+        with pytest.raises(netmcore.UnknownProcess, match=NEVER):
+            netmcore.kill(NEVER_STARTED)
         return got
 
     result = netmcore.run(first_process=lambda: start_unjoined.start(6), extract_result=extract)
@@ -275,7 +282,7 @@ def test_kill_outside_run_is_a_context_error() -> None:
 THREAD_CALLS: dict[str, Callable[[netmcore.ProcessId[int]], object]] = {
     "netmcore.kill()": netmcore.kill,
     "start()": lambda pid: square.start(2),
-    "join_nowait()": square.join_nowait,
+    "join_nowait() (or join_outcome_nowait())": square.join_nowait,
     "create": lambda pid: netmcore.create_shm(8),
     "release": lambda pid: netmcore.release(netmcore.ResId(0)),
 }

@@ -389,3 +389,125 @@ def test_an_interrupt_during_a_fork_of_the_master_stops_the_run_and_its_child(
         )
     assert sent
     assert not psutil.pid_exists(sent[0]) or psutil.Process(sent[0]).status() == "zombie"
+
+
+# --------------------------------------------------------------------------
+# Signals the program ignores
+# --------------------------------------------------------------------------
+
+
+def _disposition(signum: int) -> str:
+    handler = signal.getsignal(signum)
+    if handler == signal.SIG_IGN:
+        return "ignored"
+    if handler == signal.SIG_DFL:
+        return "default"
+    if handler is signal.default_int_handler:
+        return "KeyboardInterrupt"
+    return "a handler"
+
+
+@netmcore.process
+def _signalled_while_ignoring(ignored: list[int]) -> list[str]:
+    """Send each signal the program ignores to the master and to itself (the
+    kernel drops an ignored one at once); how the process handles both."""
+    for signum in ignored:
+        os.kill(os.getppid(), signum)
+        os.kill(os.getpid(), signum)
+    return [_disposition(signal.SIGINT), _disposition(signal.SIGTERM)]
+
+
+@pytest.mark.parametrize(
+    ("ignored", "in_worker"),
+    [
+        ([signal.SIGINT, signal.SIGTERM], ["ignored", "ignored"]),
+        ([signal.SIGINT], ["ignored", "default"]),
+        ([signal.SIGTERM], ["KeyboardInterrupt", "ignored"]),
+    ],
+    ids=["both", "SIGINT", "SIGTERM"],
+)
+def test_a_signal_the_program_ignores_stays_ignored_in_the_master_and_its_workers(
+    ignored: list[int], in_worker: list[str]
+) -> None:
+    """A shell starts a background job with SIGINT ignored, so that a Ctrl-C
+    or `kill -INT 0` of its group passes it by (multiprocessing's children
+    keep it so too). Before the fix, run took it over: the signal stopped
+    the workers and run raised KeyboardInterrupt, and every worker had
+    SIGINT at default_int_handler and SIGTERM at SIG_DFL."""
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in ignored}
+    in_master: list[str] = []
+
+    def first() -> netmcore.ProcessId[list[str]]:
+        in_master.extend(_disposition(s) for s in (signal.SIGINT, signal.SIGTERM))
+        return _signalled_while_ignoring.start([int(s) for s in ignored])
+
+    try:
+        try:
+            outcome = netmcore.run(
+                first_process=first,
+                extract_result=lambda _c, pid: _signalled_while_ignoring.join_outcome_nowait(pid),
+            )
+        except (KeyboardInterrupt, SystemExit) as exc:
+            pytest.fail(f"run raised {exc!r} for a signal the program ignores", pytrace=False)
+        after = [_disposition(s) for s in ignored]
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+    assert outcome == netmcore.Success(in_worker)
+    # In the master, during the run, it was ignored too; the other one is run's.
+    expected = ["ignored" if s in ignored else "a handler" for s in (signal.SIGINT, signal.SIGTERM)]
+    assert in_master == expected
+    assert after == ["ignored"] * len(ignored)
+
+
+# A program whose worker waits for a line on stdin, and prints its outcome.
+_BACKGROUND_JOB = """
+import signal, sys
+import netmcore
+
+@netmcore.process
+def wait_for_a_line(_: int) -> str:
+    print("ready", flush=True)
+    line = sys.stdin.readline().strip()
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    return f"{line}, SIGINT ignored: {ignored}"
+
+print(
+    netmcore.run(
+        first_process=lambda: wait_for_a_line.start(0),
+        extract_result=lambda _c, pid: wait_for_a_line.join_outcome_nowait(pid),
+    ),
+    flush=True,
+)
+"""
+
+
+def test_a_background_job_of_a_shell_outlives_a_sigint_to_its_group(tmp_path: Path) -> None:
+    """`setsid sh -c 'python job.py & ...; kill -INT 0'`: a non-interactive
+    shell starts its background job with SIGINT ignored (here, `trap '' INT`
+    before the exec: the same disposition). Before the fix, the SIGINT to
+    the group stopped the run, and killed the worker."""
+    script = tmp_path / "job.py"
+    script.write_text(_BACKGROUND_JOB)
+    argv = ["sh", "-c", 'trap \'\' INT; exec "$0" "$1"', sys.executable, str(script)]
+    m = MasterProcess(argv, tmp_path / "stderr.txt", ROOT, stdin=subprocess.PIPE)
+    assert m.proc.stdin is not None
+    try:
+        m.wait_for(lambda lines: "ready" in lines, "the worker to run", STARTUP_WITHIN)
+        os.killpg(m.pid, signal.SIGINT)  # dropped at once by every process that ignores it
+        m.proc.stdin.write(b"go\n")
+        m.proc.stdin.close()
+        status = m.wait_exit(STARTUP_WITHIN)
+        m.wait_for(lambda _lines: m.eof, "the end of stdout", STOP_WITHIN)
+        assert status == 0, m.stderr()
+        assert m.lines[-1] == "Success(value='go, SIGINT ignored: True')", m.stderr()
+    finally:
+        if m.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(m.pid, signal.SIGKILL)
+            m.proc.wait()
+        for p in m.session():
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        assert m.proc.stdout is not None
+        m.proc.stdout.close()
