@@ -40,7 +40,11 @@ also waited for in slices, so that a signal handler's exception ends that
 wait without it, and until the call's deadline: a side stopped (SIGSTOP, a
 debugger) while it holds it would otherwise hold up the other for ever. A
 signal handler's exception anywhere in a call leaves the mutex free: each
-call gives back, on its way out, what this thread still holds.
+call gives back, on its way out, what this thread still holds. If it had
+taken the mutex from a side that died in a call (the exception came as the
+lock returned EOWNERDEAD, and took its place), the stream ends there, as
+when EOWNERDEAD is seen, and the next call to come to the end of the stream
+raises the OwnerDiedError that was lost (``_DIED``).
 """
 
 from __future__ import annotations
@@ -77,6 +81,12 @@ _MUTEX, _NOT_FULL, _NOT_EMPTY = _pthread.SLOT, 2 * _pthread.SLOT, 3 * _pthread.S
 _TABLE = 4 * _pthread.SLOT
 _STATE = 5 * _pthread.SLOT
 _LAYOUT = struct.Struct("=QQQQ")  # head, tail (bytes ever read, written), capacity, ended
+# Ended: 0 not yet; _CLOSED by close(), or by a side's death that a call has
+# told of (OwnerDiedError); _DIED by a side's death inside a call that no call
+# has told of yet: the next call to come to the end tells it (see _tell_death).
+_CLOSED, _DIED = 1, 2
+_ENDED = struct.Struct("=Q")
+_ENDED_AT = _STATE + 24
 _PID = struct.Struct("=I")
 _WRITER, _READER = _STATE + _LAYOUT.size, _STATE + _LAYOUT.size + _PID.size  # os pids
 # Who could end a wait on each condition: the other side, whose pid is there.
@@ -319,7 +329,9 @@ class Buffer:
     #     finally:
     #         try:
     #             if mapped and word.value & _TID_MASK == tid:  # an exception came
-    #                 try: _consistent(addr)  # (taken from a dead holder)
+    #                 try:
+    #                     if not _consistent(addr):  # taken from a dead holder: see below
+    #                         _ENDED.pack_into(buf, _ENDED_AT, _DIED)
     #                 finally: _unlock(addr)
     #         finally:
     #             del use.calls[-1]
@@ -330,6 +342,12 @@ class Buffer:
     # after the unlock (then it is free, and nothing is given back). It is given
     # back by C calls only, not by MutexState.give_back: the start of a Python
     # function is one more point where a signal handler's exception can come.
+    #
+    # pthread_mutex_consistent succeeds only on a mutex taken from a holder that
+    # died (EINVAL otherwise): then the exception came as the lock call returned
+    # EOWNERDEAD, and took its place. The other side died in a call, as in
+    # _contended: the stream ends there, and the next call to come to its end
+    # tells it (_DIED, then _tell_death), as the lost OwnerDiedError would have.
 
     def _contended(
         self,
@@ -358,9 +376,12 @@ class Buffer:
                     message += f": {written[0]} of {written[1]} bytes were written"
                 raise TimeoutError(message)
         if rc == errno.EOWNERDEAD:
-            _pthread.mutex_consistent(addr)
             # The other side died inside a call: the stream cannot be trusted.
-            self._set_end()  # the caller's finally unlocks it
+            # Ended first: an exception from here on, a signal handler's, leaves
+            # the death to be told by the next call (the caller's finally unlocks).
+            _ENDED.pack_into(self._buf, _ENDED_AT, _DIED)
+            _pthread.mutex_consistent(addr)
+            self._set_end()
             raise OwnerDiedError(f"the other side of {self!r} died while using it") from None
         if rc:
             raise OSError(rc, f"locking the lock of {self!r}: {os.strerror(rc)}")
@@ -401,7 +422,9 @@ class Buffer:
             self._refuse(f"{self!r}.{call} on {_WAITING_FOR[cond]}", written)
         try:
             woken = _pthread.cond_wait(self._at(cond), self._at(_MUTEX), left)
-        except _pthread.OwnerDied:
+        except _pthread.OwnerDied:  # held, not yet consistent: ended first, as in _contended
+            _ENDED.pack_into(self._buf, _ENDED_AT, _DIED)
+            _pthread.mutex_consistent(self._at(_MUTEX))
             self._end_after_death("died while using it")
         if self._use.closed:  # release() by another thread woke it
             raise closed_during(self, call)
@@ -428,13 +451,21 @@ class Buffer:
         self._set_end()  # the caller, holding the mutex, unlocks it
         raise OwnerDiedError(f"the other side of {self!r} {what}: the stream ends here") from None
 
+    def _tell_death(self) -> NoReturn:
+        """At the end of a stream that a side's death inside a call ended, and
+        that no call has told of yet (its EOWNERDEAD was lost to a signal
+        handler's exception): tell it now, once (holding the mutex)."""
+        self._end_after_death(
+            "died while using it (seen by a call that an exception ended, and told now)"
+        )
+
     def _state(self) -> tuple[int, int, int, int]:
         head, tail, capacity, ended = _LAYOUT.unpack_from(self._buf, _STATE)
         return head, tail, capacity, ended
 
     def _set_end(self) -> None:
-        head, tail, capacity, _ = self._state()
-        _LAYOUT.pack_into(self._buf, _STATE, head, tail, capacity, 1)
+        """End the stream: a close, or a death told now (by OwnerDiedError)."""
+        _ENDED.pack_into(self._buf, _ENDED_AT, _CLOSED)
 
     def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
         """Append ``data``, waiting while the buffer is full, for up to
@@ -484,6 +515,8 @@ class Buffer:
                         )
                     head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
                 if ended:
+                    if ended == _DIED:
+                        self._tell_death()
                     raise ValueError(f"{self!r} is closed: nothing more can be written")
                 n = min(len(view), capacity - (tail - head))
                 start = tail % capacity
@@ -498,7 +531,8 @@ class Buffer:
                 try:
                     if mapped and word.value & _TID_MASK == tid:  # an exception came
                         try:  # repaired first if taken from a dead holder: else broken for good
-                            _consistent(addr)
+                            if not _consistent(addr):  # it was: the exception lost EOWNERDEAD
+                                _ENDED.pack_into(buf, _ENDED_AT, _DIED)  # told by the next call
                         finally:  # and unlocked, even if an exception comes between the two
                             _unlock(addr)
                 finally:
@@ -509,7 +543,7 @@ class Buffer:
 
     def close(self) -> None:
         """Mark the end of the stream: the consumer then reads what is left, then b""."""
-        use, mutex = self._use, self._mutex
+        use, buf, mutex = self._use, self._buf, self._mutex
         addr, word, tid = mutex.addr, mutex.word, threading.get_native_id()
         use.calls += _ONE  # see "Every call takes the mutex" above
         mapped = False
@@ -520,7 +554,8 @@ class Buffer:
             rc = _trylock(addr)
             if rc:
                 self._contended(rc, None, None, "close()")
-            self._set_end()
+            if _ENDED.unpack_from(buf, _ENDED_AT)[0] != _DIED:  # a death is still to be told
+                _ENDED.pack_into(buf, _ENDED_AT, _CLOSED)
             _pthread.cond_broadcast(self._at(_NOT_EMPTY))
             _pthread.cond_broadcast(self._at(_NOT_FULL))
             _unlock(addr)
@@ -528,7 +563,8 @@ class Buffer:
             try:
                 if mapped and word.value & _TID_MASK == tid:  # an exception came
                     try:  # repaired first if taken from a dead holder: else broken for good
-                        _consistent(addr)
+                        if not _consistent(addr):  # it was: the exception lost EOWNERDEAD
+                            _ENDED.pack_into(buf, _ENDED_AT, _DIED)  # told by the next call
                     finally:  # and unlocked, even if an exception comes between the two
                         _unlock(addr)
             finally:
@@ -633,6 +669,8 @@ class Buffer:
                 n = limit
             got: memoryview | bytes
             if not n:
+                if ended == _DIED:
+                    self._tell_death()
                 got = b"" if take else memoryview(b"")  # the end (not a view of the ring)
             elif take:
                 got = buf[_RING + start : _RING + start + n].tobytes()
@@ -646,7 +684,8 @@ class Buffer:
             try:
                 if mapped and word.value & _TID_MASK == tid:  # an exception came
                     try:  # repaired first if taken from a dead holder: else broken for good
-                        _consistent(addr)
+                        if not _consistent(addr):  # it was: the exception lost EOWNERDEAD
+                            _ENDED.pack_into(buf, _ENDED_AT, _DIED)  # told by the next call
                     finally:  # and unlocked, even if an exception comes between the two
                         _unlock(addr)
             finally:
@@ -694,7 +733,8 @@ class Buffer:
             try:
                 if mapped and word.value & _TID_MASK == tid:  # an exception came
                     try:  # repaired first if taken from a dead holder: else broken for good
-                        _consistent(addr)
+                        if not _consistent(addr):  # it was: the exception lost EOWNERDEAD
+                            _ENDED.pack_into(buf, _ENDED_AT, _DIED)  # told by the next call
                     finally:  # and unlocked, even if an exception comes between the two
                         _unlock(addr)
             finally:

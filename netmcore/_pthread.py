@@ -224,7 +224,13 @@ def lock_in_slices(addr: int, deadline: float | None, between: Callable[[], obje
 class MutexState:
     """Who holds a robust mutex, read from the mutex itself: to give back a
     lock that an exception interrupted just after it was taken (a signal
-    handler runs when the C call returns, before Python has its result)."""
+    handler runs when the C call returns, before Python has its result).
+
+    ``on_repair``, if set, is called by :meth:`give_back` holding a mutex it
+    has just made consistent: one taken from a holder that died, whose
+    EOWNERDEAD the exception lost (the owner of the mutex passes that on)."""
+
+    on_repair: Callable[[], object] | None = None
 
     def __init__(self, addr: int) -> None:
         self.addr = addr
@@ -246,7 +252,8 @@ class MutexState:
         while self.depth() > before:
             # Taken with EOWNERDEAD and not yet repaired, it would become
             # unusable for good when unlocked: repair it (EINVAL otherwise).
-            _mutex_consistent(self.addr)
+            if _mutex_consistent(self.addr) == 0 and self.on_repair is not None:
+                self.on_repair()
             if raw_mutex_unlock(self.addr) != 0:
                 return
 
@@ -265,6 +272,89 @@ def locked(rc: int, addr: int) -> bool:
 def mutex_consistent(addr: int) -> None:
     """Mark a robust mutex taken with EOWNERDEAD usable again (still held)."""
     _check(_mutex_consistent(addr), "pthread_mutex_consistent")
+
+
+# --- which mapping a held robust mutex is linked through ---------------------------
+#
+# glibc links every robust mutex a thread holds into that thread's robust
+# list, through the mutex's own memory, at the address the thread locked it
+# by (each mapping of a shm object is at an address of its own). The thread's
+# next lock or unlock of any robust mutex writes into its neighbours on the
+# list, and the kernel walks it when the thread ends: a mapping unmapped while
+# a mutex in it is on a list makes those writes hit memory that is gone
+# (SIGSEGV) or whatever was mapped there since. The list is the kernel's ABI
+# (Documentation/locking/robust-futex-ABI): get_robust_list gives a thread's
+# head (a pointer to the first entry, the futex_offset, the pending entry);
+# each entry holds the address of the next (the last, the head's), and an
+# entry's address plus futex_offset is its mutex's futex word.
+_ROBUST_LIST_LIMIT = 2048  # as the kernel's walk: a longer list is not believed
+
+
+def _get_robust_list_number(machine: str, pointer_bytes: int) -> int | None:
+    """get_robust_list's number for this Python's ABI; None where not known
+    (an unknown call must not be made: the caller then cannot tell)."""
+    if pointer_bytes == 4:
+        if machine.startswith(("arm", "aarch64")):
+            return 339
+        table32 = {"i386": 312, "i486": 312, "i586": 312, "i686": 312, "x86_64": 312}
+        return {**table32, "ppc": 299, "ppc64": 299, "s390": 305, "s390x": 305}.get(machine)
+    generic = {"aarch64": 100, "riscv64": 100, "loongarch64": 100}
+    return {**generic, "x86_64": 274, "ppc64": 299, "ppc64le": 299, "s390x": 305}.get(machine)
+
+
+# A function pointer of its own (indexing makes a new one): _futex is
+# _libc.syscall, with the futex call's argument types.
+_get_robust_list = _libc["syscall"]
+_get_robust_list.argtypes = [ctypes.c_long, ctypes.c_long, _P, _P]
+_get_robust_list.restype = ctypes.c_long
+_SYS_GET_ROBUST_LIST = _get_robust_list_number(platform.machine(), ctypes.sizeof(ctypes.c_void_p))
+_HEAD_BYTES = 3 * ctypes.sizeof(ctypes.c_void_p)  # struct robust_list_head
+
+
+def _robust_list_head() -> tuple[int, int] | None:
+    """This thread's robust list head and futex_offset; None if unknown."""
+    if _SYS_GET_ROBUST_LIST is None:
+        return None
+    head, size = ctypes.c_void_p(), ctypes.c_size_t()
+    rc = _get_robust_list(_SYS_GET_ROBUST_LIST, 0, ctypes.byref(head), ctypes.byref(size))
+    if rc != 0 or not head.value or size.value != _HEAD_BYTES:
+        return None
+    offset = ctypes.c_long.from_address(head.value + ctypes.sizeof(ctypes.c_void_p)).value
+    return head.value, offset
+
+
+def held_through(addr: int) -> bool | None:
+    """Whether this thread's robust list links the mutex at ``addr`` by that
+    very address: it holds the mutex, locked through this mapping of it.
+    None if it cannot be told (no such call here, or a list too long).
+
+    Only this thread changes its list, and it runs this: the walk sees a
+    list at rest, of mutexes that are mapped (they are held)."""
+    found = _robust_list_head()
+    if found is None:
+        return None
+    head, offset = found
+    entry = ctypes.c_void_p.from_address(head).value or head
+    for _ in range(_ROBUST_LIST_LIMIT):
+        entry &= ~1  # the low bit marks a PI mutex
+        if entry == head:
+            return False
+        if entry + offset == addr:
+            return True
+        entry = ctypes.c_void_p.from_address(entry).value or head
+    return None
+
+
+def thread_of_this_process(tid: int) -> bool:
+    """Whether ``tid`` (a mutex holder's, from its futex word) is a thread of
+    this process; also True if that cannot be told (no /proc), which is
+    the safe answer for a caller that would unmap the mutex."""
+    if tid == threading.get_native_id():
+        return True
+    try:
+        return os.path.exists(f"/proc/self/task/{tid}") or not os.path.isdir("/proc/self/task")
+    except OSError:
+        return True
 
 
 # --- condition variables: a futex word, robust to a waiter that dies -------------
@@ -387,8 +477,15 @@ def cond_wait(cond: int, mutex: int, timeout: float) -> bool:
     """Wait on ``cond`` (``mutex`` held) for up to ``timeout`` seconds, one
     slice of a longer wait; False on timeout, and when a signal handler cut
     it short (the caller then looks around as after a slice: whether the
-    side that could wake it has died, say). OwnerDied as for a lock."""
+    side that could wake it has died, say).
+
+    OwnerDied when the mutex was taken back from a holder that died: held,
+    and still inconsistent, so that the caller notes the death before it
+    repairs it (:func:`mutex_consistent`). An exception between the two
+    would otherwise lose it; until the repair, the mutex says so itself."""
     rc = _cond_timedwait(cond, mutex, time.monotonic() + max(0.0, timeout))
+    if rc == errno.EOWNERDEAD:
+        raise OwnerDied
     return locked(errno.ETIMEDOUT if rc == errno.EINTR else rc, mutex)
 
 

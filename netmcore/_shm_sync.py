@@ -10,20 +10,34 @@ mistake is refused rather than misread.
 Waits go in slices (see ``_pthread``), so that a signal handler's exception
 ends them and a ``close()`` by another thread is seen: a lock ends without the
 mutex, a condition wait with it held again, as ``threading`` does.
+
+A held mutex is linked into its holder thread's robust list through the
+mapping it was locked by (see ``_pthread.held_through``), so a mutex's
+mapping never goes while a thread of the process holds it through it. The
+close (or release) of a handle by the thread that holds the mutex through it
+unlocks it first, every level, and the next locker, in any process, gets
+OwnerDiedError, as after a holder's death: the shared state may be half
+updated (:meth:`ShmMutex._let_go_held`). When another thread holds it, the
+mapping is kept until no thread of the process holds it any more; that
+thread's ``unlock()`` through the closed handle still works, and lets it go
+(``_kept``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import itertools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Literal, Self
 
 from . import _context, _pthread
+from ._debug import log
 from ._errors import OwnerDiedError
 from ._ids import ResId
 from ._resource_api import ShmSegment, closed_during, closed_error, create_shm, open_marked
@@ -35,6 +49,13 @@ _KINDS: dict[MutexKind, int] = {
     "recursive": _pthread.MUTEX_RECURSIVE,
 }
 _KIND_AT = 8  # a mutex's kind, after its mark
+# Then what the next locker must be told, written under the mutex by the one
+# that let it go without unlocking it itself: why (0: nothing to tell), its
+# os pid and its thread's id, three 32-bit words. Read under the mutex by the
+# next locker, which clears it and raises OwnerDiedError.
+_LET_GO_AT = 16
+_RELEASED = 1  # the handle it was held through was closed or released by its holder
+_DIED = 2  # taken from a dead holder, and given back as a signal handler's exception came
 _STAMP_AT = 8  # a condition's stamp (8 bytes), after its mark
 _ONE = _pthread.ONE
 _trylock = _pthread.raw_mutex_trylock
@@ -50,6 +71,47 @@ def _fresh_stamps() -> Iterator[int]:
 # that saw one value sees that a signal came, even from two signallers at once.
 _stamps = [_fresh_stamps()]
 os.register_at_fork(after_in_child=lambda: _stamps.__setitem__(0, _fresh_stamps()))
+
+# Closed mutex handles whose mapping is kept because a thread of this process
+# held the mutex when the last call on the handle left (see ShmMutex._unmap):
+# unmapped once no thread of the process holds it, by _sweep_kept. Reentrant:
+# a signal handler may close or unlock a mutex.
+_kept: set[ShmMutex] = set()
+_kept_lock = threading.RLock()
+
+
+def _forget_kept_locks() -> None:
+    global _kept_lock
+    _kept_lock = threading.RLock()  # another thread may have held it at the fork
+    for mutex in _kept:
+        mutex._kept_unlocks = 0  # the parent's threads are not here: their unlocks neither
+
+
+os.register_at_fork(after_in_child=_forget_kept_locks)
+
+
+def _held_here(state: _pthread.MutexState) -> bool:
+    """Whether a thread of this process holds the mutex (by any mapping)."""
+    holder = state.word.value & _pthread.FUTEX_TID_MASK
+    return bool(holder) and _pthread.thread_of_this_process(holder)
+
+
+def _sweep_kept() -> None:
+    """Unmap the kept mappings of mutexes that no thread of the process holds
+    any more (unlocked through another handle, or the holder thread ended:
+    the kernel, walking its robust list, found it mapped)."""
+    with _kept_lock:
+        free = [m for m in _kept if not m._kept_unlocks and not _held_here(m._state)]
+        _kept.difference_update(free)
+    for mutex in free:
+        mutex._unmap_now()
+
+
+def _record(let_go: memoryview, why: int) -> None:
+    """Write what the next locker must be told (holding the mutex)."""
+    let_go[1] = _pthread.this_pid[0]
+    let_go[2] = threading.get_native_id()
+    let_go[0] = why
 
 
 class _InShm:
@@ -126,6 +188,15 @@ class ShmMutex(_InShm):
         m = netmcore.ShmMutex.create("errorcheck")   # pass m.res_id to others
         with m:
             ...
+
+    Unlock it before you close or release the handle you locked it through.
+    If the thread that holds it closes (or releases) that handle, it is
+    unlocked for it, every level, a warning is logged, and its next locker,
+    in any process, gets OwnerDiedError, as after a holder's death: the
+    shared state it guards may be half updated. If another thread of the
+    process holds it, the handle's memory stays mapped until none does:
+    that thread's ``unlock()`` (its ``with``'s exit) through the closed
+    handle still works, the one call a closed handle takes.
     """
 
     kind: MutexKind
@@ -157,6 +228,12 @@ class ShmMutex(_InShm):
         code = segment.buffer[_KIND_AT]
         self.kind = next(k for k, v in _KINDS.items() if v == code)
         self._state = _pthread.MutexState(self._addr)
+        self._let_go = segment.buffer[_LET_GO_AT : _LET_GO_AT + 12].cast("I")
+        # A give-back of a mutex taken from a dead holder, whose EOWNERDEAD a
+        # signal handler's exception lost, passes the death on to the next locker.
+        self._state.on_repair = functools.partial(_record, self._let_go, _DIED)
+        self._kept_unlocks = 0  # unlock() calls through the kept mapping, in progress
+        self._may_be_held = True  # through this mapping, by a thread of this process (_wake)
 
     def lock(self, timeout: float | None = None) -> bool:
         """Lock it, waiting up to ``timeout`` seconds (forever if None).
@@ -167,7 +244,8 @@ class ShmMutex(_InShm):
         Raises
         ------
         OwnerDiedError
-            Holding the lock, if the previous holder died.
+            Holding the lock, if the previous holder died, or closed (or
+            released) the handle it held it through without unlocking it.
         OSError
             EDEADLK when an error-checking mutex is locked again by its holder.
         ContextError
@@ -191,7 +269,7 @@ class ShmMutex(_InShm):
             except BaseException:
                 state.give_back(before)  # taken just before the exception came
                 raise
-            if rc == 0 and not use.closed:
+            if rc == 0 and not self._let_go[0] and not use.closed:
                 return True  # the usual case, first
             return self._took(rc)
         finally:
@@ -223,11 +301,30 @@ class ShmMutex(_InShm):
             raise closed_during(self, "lock()")
         if rc == errno.EOWNERDEAD:
             _pthread.mutex_consistent(self._addr)
-            raise OwnerDiedError(
-                f"the holder of {self!r} died while holding it; you hold it now (it is "
-                "consistent again): repair the shared state, then unlock"
-            )
+        if rc == errno.EOWNERDEAD or self._let_go[0]:
+            raise self._owner_died(rc == errno.EOWNERDEAD)
         return True
+
+    def _told(self, died: bool) -> str:
+        """Holding it: why the shared state it guards may be half updated (its
+        holder died, ``died`` or recorded, or let go of it without unlocking
+        it), from the record, which is cleared: told once, as EOWNERDEAD is."""
+        why, pid, tid = self._let_go.tolist()
+        self._let_go[0] = 0
+        if why == _RELEASED and not died:
+            return (
+                f"the holder of {self!r} (os pid {pid}, thread {tid}) closed or released the "
+                "handle it held it through, without unlocking it, so it was unlocked for it"
+            )
+        return f"the holder of {self!r} died while holding it"
+
+    def _owner_died(self, died: bool) -> OwnerDiedError:
+        """The error of a lock that took it from a holder that died or let go
+        of it (see :meth:`_told`): the caller holds it."""
+        return OwnerDiedError(
+            f"{self._told(died)}; you hold it now (it is consistent again): repair the "
+            "shared state it guards, which may be half updated, then unlock"
+        )
 
     def _error(self, rc: int) -> OSError:
         if rc == errno.EDEADLK:
@@ -240,21 +337,106 @@ class ShmMutex(_InShm):
         return OSError(rc, f"locking {self!r}: {os.strerror(rc)}")
 
     def unlock(self) -> None:
-        """Unlock it. PermissionError if this thread does not hold it."""
+        """Unlock it. PermissionError if this thread does not hold it.
+
+        Through a handle that another thread closed (or released) while this
+        one held the mutex, it still works; ValueError otherwise once closed."""
         use = self._use
         use.calls += _ONE
         try:
             if use.closed:
+                if self._unlock_kept():  # another thread closed it while this one held it
+                    return
                 raise closed_error(self)
             rc = _unlock(self._addr)
             if rc == errno.EPERM:
                 raise PermissionError(errno.EPERM, f"{self!r} is not held by this thread")
             if rc:
                 raise OSError(rc, f"unlocking {self!r}: {os.strerror(rc)}")
+            if _kept:  # a kept mapping may be free to go now
+                _sweep_kept()
         finally:
             del use.calls[-1]
             if use.closed:
                 use.left()
+
+    def _unlock_kept(self) -> bool:
+        """Unlock it through its kept mapping (see :meth:`_unmap`): whether
+        that was done. False once the mapping is gone, or if this thread
+        does not hold it: the closed handle's ValueError then."""
+        with _kept_lock:
+            if self not in _kept:
+                return False
+            self._kept_unlocks += 1
+        try:
+            rc: int = _unlock(self._addr)
+        finally:
+            with _kept_lock:
+                self._kept_unlocks -= 1
+        _sweep_kept()
+        return rc == 0
+
+    def _wake(self, others: int) -> None:
+        """For close(), in the closing thread, the mapping still there: if
+        this thread holds the mutex through this handle, let it go. Then
+        note whether a thread of this process may still hold it through
+        this mapping when the last call leaves (see :meth:`_unmap`): one
+        that held it (another thread's list cannot be read), or one of the
+        ``others`` calls in progress, which may take it before they leave."""
+        holder = self._state.word.value & _pthread.FUTEX_TID_MASK
+        through: bool | None = False  # None: it cannot be told
+        if holder and _pthread.thread_of_this_process(holder):
+            through = None
+            if holder == threading.get_native_id():
+                through = _pthread.held_through(self._addr)
+                if through:
+                    self._let_go_held()
+                    through = False
+        self._may_be_held = bool(others) or through is not False
+
+    def _let_go_held(self) -> None:
+        """This thread closes (or releases) the handle it holds the mutex
+        through: unlock it, every level, before the mapping goes (glibc's
+        robust list links it through this mapping), and have the next
+        locker told, as after a holder's death. A plain unlock would hide
+        that the state it guards may be half updated; keeping it held would
+        hold up every other process until this thread ends."""
+        state, addr = self._state, self._addr
+        levels = state.depth()
+        if not self._let_go[0]:  # a death not yet told stays the one to tell
+            _record(self._let_go, _RELEASED)
+        while state.depth():
+            _pthread.raw_mutex_consistent(addr)  # if taken from a dead holder: else EINVAL
+            if _unlock(addr):
+                break
+        log.warning(
+            "netmcore: %r was closed or released by the thread that held it (os pid %d, "
+            "thread %d; %d level%s): it was unlocked, and its next locker gets "
+            "OwnerDiedError, as after a holder's death. Unlock a mutex before you close or "
+            "release the handle you locked it through (with mutex: ...)",
+            self,
+            _pthread.this_pid[0],
+            threading.get_native_id(),
+            levels,
+            "" if levels == 1 else "s",
+        )
+
+    def _unmap(self) -> None:
+        """The last call on the closed handle has left: unmap it, unless a
+        thread of this process may hold the mutex through this mapping (see
+        :meth:`_wake`) and one holds it (through which mapping, another
+        thread's list does not say): it is kept until none does."""
+        with _kept_lock:
+            if self._may_be_held and _held_here(self._state):
+                _kept.add(self)
+                return
+        self._unmap_now()
+        if _kept:
+            _sweep_kept()
+
+    def _unmap_now(self) -> None:
+        self._let_go.release()
+        super()._unmap()
 
     def __repr__(self) -> str:
         return f"ShmMutex({self.res_id!r}, {self.kind})"
@@ -301,11 +483,16 @@ def _repair_held(mutex: ShmMutex, exc: BaseException) -> None:
     says that this thread holds it: the caller's ``with`` would unlock it
     inconsistent, which makes it unusable for every process, for good
     (ENOTRECOVERABLE). pthread_mutex_consistent says EINVAL when it was
-    consistent: then the holder did not die, and nothing is said."""
-    if mutex._state.depth() and _pthread.raw_mutex_consistent(mutex._addr) == 0:
+    consistent: then the holder did not die, and nothing is said, unless
+    a holder let go of it without unlocking it (its record, which this
+    note tells in OwnerDiedError's place)."""
+    if not mutex._state.depth():
+        return
+    died = _pthread.raw_mutex_consistent(mutex._addr) == 0
+    if died or mutex._let_go[0]:
         exc.add_note(
-            f"the holder of {mutex!r} died while holding it, as this wait took it back; it "
-            "is held and consistent again: repair the shared state it guards"
+            f"{mutex._told(died)}, as this wait took it back; it is held and consistent "
+            "again: repair the shared state it guards"
         )
 
 
@@ -435,10 +622,13 @@ class ShmCondition(_InShm):
             raise OSError(rc, f"waiting on {self!r} with {mutex!r}: {os.strerror(rc)}")
         # The mutex is held again here, as on every return of the wait.
         if rc == errno.EOWNERDEAD:
+            # Recorded first: passed on to the next locker if this wait does not
+            # tell it (the mutex was closed meanwhile, and is given back).
+            _record(mutex._let_go, _DIED)
             _pthread.mutex_consistent(mutex_addr)
         self._stop_if_closed(mutex)
-        if rc == errno.EOWNERDEAD:
-            raise OwnerDiedError(f"the holder of {mutex!r} died while holding it; you hold it now")
+        if mutex._let_go[0]:
+            raise mutex._owner_died(rc == errno.EOWNERDEAD)
         return rc == 0
 
     def _stop_if_closed(self, mutex: ShmMutex) -> None:

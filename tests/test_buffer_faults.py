@@ -4,6 +4,7 @@ and a side stopped while it holds the buffer's lock."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -15,14 +16,16 @@ from types import FrameType
 import pytest
 import scenario
 
-from netmcore import Buffer
+from netmcore import Buffer, _pthread
 from netmcore import _buffer as buffer_module
 
 pytestmark = pytest.mark.timeout(60)
 
 NETMCORE = os.path.dirname(buffer_module.__file__)
-# The holder's thread id in a robust mutex's futex word (the kernel's ABI).
+# The holder's thread id in a robust mutex's futex word (the kernel's ABI),
+# and the bit the kernel sets when the holder ends holding it.
 TID_MASK = 0x3FFFFFFF
+OWNER_DIED = 0x40000000
 
 
 def _held_by_this_thread(buffer: Buffer) -> bool:
@@ -245,3 +248,165 @@ def test_a_write_refused_in_the_master_says_how_many_bytes_went_in() -> None:
         got[0],
     ), got
     assert got[1] == "returned b'1234'"
+
+
+# --------------------------------------------------------------------------
+# A signal handler's exception as a call takes the lock from a dead side
+# --------------------------------------------------------------------------
+
+
+_trylock = buffer_module._trylock  # the real one
+
+
+class Interrupted(Exception):
+    """What the signal handler raises (a timeout's, say)."""
+
+
+def _raise_interrupted(_signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted
+
+
+@contextlib.contextmanager
+def _raising_handler() -> Iterator[None]:
+    old = signal.signal(signal.SIGUSR1, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+def _die_holding_the_lock(
+    buffer: Buffer, lock: Callable[[int], int] = _pthread._mutex_lock
+) -> None:
+    """A side that dies in the middle of a call: a thread takes the buffer's
+    lock, as every call does, and ends holding it (the kernel marks it, and
+    its next locker gets EOWNERDEAD). Waits for the lock if it is held."""
+    thread = threading.Thread(target=lock, args=(buffer._mutex.addr,))
+    thread.start()
+    thread.join()
+
+
+def _lost_as_it_returns(real: Callable[[int], int], seen: list[int]) -> Callable[[int], int]:
+    """A lock call whose EOWNERDEAD a signal handler's exception takes the
+    place of: the handler runs as the C call returns, before Python has its
+    result (here, as raise_signal returns)."""
+
+    def lock(addr: int) -> int:
+        rc = real(addr)
+        seen.append(rc)
+        if rc == errno.EOWNERDEAD:
+            signal.raise_signal(signal.SIGUSR1)
+        return rc
+
+    return lock
+
+
+BUFFER = r"Buffer\(ResId\(\d+\), capacity=64\)"
+TOLD = (
+    rf"OwnerDiedError: the other side of {BUFFER} died while using it \(seen by a call "
+    r"that an exception ended, and told now\): the stream ends here"
+)
+ENDED = rf"ValueError: {BUFFER} is closed: nothing more can be written"
+# Each case: the interrupted call (on the writer and reader handles), whose
+# lock finds the lock of a side that died in a call; then what follows, and
+# what each gives. The stream ends where the side died, and the first call to
+# come to its end says why, once, as OwnerDiedError would have at once.
+LOST: dict[str, tuple[Callable[[Buffer, Buffer], object], list[tuple[str, str]]]] = {
+    "read": (
+        lambda w, r: r.read(),
+        [("read", "returned b'abc'"), ("read", TOLD), ("read", "returned b''"), ("write", ENDED)],
+    ),
+    "peek": (
+        lambda w, r: r.peek(),
+        [("read", "returned b'abc'"), ("read", TOLD), ("read", "returned b''"), ("write", ENDED)],
+    ),
+    "consume": (
+        lambda w, r: r.consume(1),
+        [("read", "returned b'abc'"), ("read", TOLD), ("read", "returned b''"), ("write", ENDED)],
+    ),
+    "write": (
+        lambda w, r: w.write(b"def"),
+        [("write", TOLD), ("write", ENDED), ("read", "returned b'abc'"), ("read", "returned b''")],
+    ),
+    "close": (
+        lambda w, r: w.close(),
+        [("read", "returned b'abc'"), ("read", TOLD), ("read", "returned b''"), ("write", ENDED)],
+    ),
+}
+
+
+def _what_follows(writer: Buffer, reader: Buffer, calls: list[tuple[str, str]]) -> list[str]:
+    ops: dict[str, Callable[[], object]] = {
+        "read": lambda: reader.read(timeout=0),
+        "write": lambda: writer.write(b"xyz", timeout=0),
+    }
+    return [scenario.outcome_text(ops[op]) for op, _ in calls]
+
+
+@pytest.mark.parametrize("name", sorted(LOST))
+def test_a_call_cut_short_as_it_takes_a_dead_sides_lock_ends_the_stream(
+    name: str, master_cleanup: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exception took the place of EOWNERDEAD: the call's ``finally``
+    repaired the lock and gave it back, but the stream went on as if
+    nothing had happened (the reader read on into what the dead side left
+    half written, and a writer wrote on: "returned None", a read "timed
+    out" waiting for more)."""
+    call, follows = LOST[name]
+    writer, reader = _filled(64, b"abc")
+    seen: list[int] = []
+    try:
+        _die_holding_the_lock(writer)
+        # The thread's join comes before its end in the kernel, which marks the lock.
+        word = writer._mutex.word
+        scenario.wait_until(lambda: bool(word.value & OWNER_DIED), "the dead holder's mark")
+        monkeypatch.setattr(buffer_module, "_trylock", _lost_as_it_returns(_trylock, seen))
+        with _raising_handler(), pytest.raises(Interrupted):
+            call(writer, reader)
+        monkeypatch.undo()
+        assert seen == [errno.EOWNERDEAD], seen  # the case is what it says
+        got = _what_follows(writer, reader, follows)
+        for (op, expected), outcome in zip(follows, got, strict=True):
+            assert re.fullmatch(expected, outcome), f"{name}, then {op}: {got}"
+    finally:
+        monkeypatch.undo()
+        reader.release()
+        writer.release()
+
+
+def test_a_wait_cut_short_as_it_takes_back_a_dead_sides_lock_ends_the_stream(
+    master_cleanup: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, in a read's wait for data: the wait gives the lock up while
+    it sleeps, a side takes it and dies in its call, and the exception comes
+    as the wait takes it back (EOWNERDEAD). Before: the read after timed out
+    waiting for more, as if the stream went on."""
+    writer, reader = _filled(64, b"")
+    real_lock = _pthread._mutex_lock
+    relocks: list[int] = []
+    dying: list[threading.Thread] = []
+
+    def lock_then_let_a_side_die(addr: int) -> int:
+        rc: int = _trylock(addr)
+        if rc == 0 and not dying:  # held: the side waits for it, and takes it in the wait
+            dying.append(threading.Thread(target=_die_holding_the_lock, args=(reader, real_lock)))
+            dying[0].start()
+        return rc
+
+    try:
+        monkeypatch.setattr(buffer_module, "_trylock", lock_then_let_a_side_die)
+        monkeypatch.setattr(_pthread, "_mutex_lock", _lost_as_it_returns(real_lock, relocks))
+        with _raising_handler(), pytest.raises(Interrupted):
+            reader.read(timeout=scenario.WAIT)
+        monkeypatch.undo()
+        dying[0].join()
+        assert relocks[-1] == errno.EOWNERDEAD, relocks
+        assert not _held_by_this_thread(reader)
+        follows = [("read", TOLD), ("read", "returned b''"), ("write", ENDED)]
+        got = _what_follows(writer, reader, follows)
+        for (op, expected), outcome in zip(follows, got, strict=True):
+            assert re.fullmatch(expected, outcome), f"then {op}: {got}"
+    finally:
+        monkeypatch.undo()
+        reader.release()
+        writer.release()

@@ -45,6 +45,7 @@ from scenario import (
     run_snippet,
     shm_partly_used,
     shm_space,
+    wait_until,
 )
 
 import netmcore
@@ -58,6 +59,7 @@ from netmcore import (
     ShmMutex,
     _mailbox,
     _pthread,
+    _shm_sync,
 )
 from netmcore._encap import TYPE_NAME_MAX, clipped_name
 from netmcore._mailbox import _FIRST_SLOT, _SLOT_HEAD, _stride
@@ -1674,6 +1676,56 @@ def test_a_condition_wait_cut_short_as_it_takes_a_dead_holders_mutex_leaves_it_u
     finally:
         signal.signal(signal.SIGUSR1, old)
         cond.release()
+        other.release()
+        mutex.release()
+
+
+@pytest.mark.parametrize("how", ["lock", "with"])
+def test_a_lock_cut_short_as_it_takes_a_dead_holders_mutex_passes_the_death_on(
+    how: str, master_cleanup: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal handler's exception just as lock() took the mutex from a
+    holder that died (EOWNERDEAD) ends lock() without it, repaired; and the
+    death is passed on: the next locker gets OwnerDiedError, as it would had
+    the exception come before. Before, the death was lost (the next lock
+    "returned True"): nobody repaired what the dead holder left half done."""
+    mutex = ShmMutex.create("normal")
+    other = ShmMutex.open(mutex.res_id)
+    holder = threading.Thread(target=other.lock)  # takes it, and ends holding it
+    holder.start()
+    holder.join()
+    # The join comes before the thread's end in the kernel, which marks the mutex.
+    word = mutex._state.word
+    wait_until(lambda: bool(word.value & 0x40000000), "the dead holder's mark")
+    real_trylock = _shm_sync._trylock
+    tries: list[int] = []
+
+    def trylock_then_interrupt(addr: int) -> int:
+        rc: int = real_trylock(addr)
+        tries.append(rc)
+        if rc == errno.EOWNERDEAD:
+            _interrupt()  # its handler raises here, as when the C call returns
+        return rc
+
+    old = signal.signal(signal.SIGUSR1, _raise_interrupted)
+    monkeypatch.setattr(_shm_sync, "_trylock", trylock_then_interrupt)
+    try:
+        with pytest.raises(Interrupted):
+            if how == "lock":
+                mutex.lock()
+            else:
+                with mutex:
+                    pytest.fail("the with-body ran")
+        monkeypatch.undo()
+        assert tries == [errno.EOWNERDEAD]
+        assert mutex._state.depth() == 0, "lock() raised, and left the mutex held"
+        with pytest.raises(OwnerDiedError, match=r"died while holding it; you hold it now"):
+            other.lock(timeout=0)
+        other.unlock()
+        assert mutex.lock(timeout=0) is True  # told once
+        mutex.unlock()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
         other.release()
         mutex.release()
 
