@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NoReturn
 
 from ._errors import ContextError
+from ._pthread import this_pid
 
 if TYPE_CHECKING:
     from ._master import Master
@@ -45,10 +45,10 @@ def refuse_other_master_thread(what: str, owns: str) -> None:
     if current.role != "master":
         return
     master = current.master
-    if master is not None and master.os_pid != os.getpid():
+    if master is not None and master.os_pid != this_pid[0]:
         raise ContextError(
             f"{what} was called in a child that the master's own code forked (os pid "
-            f"{os.getpid()}): only the master serves netmcore's calls there. Start a "
+            f"{this_pid[0]}): only the master serves netmcore's calls there. Start a "
             "netmcore process instead of forking, or make the call in the master itself"
         )
     if not in_master_loop():

@@ -834,13 +834,13 @@ class Master:
                 "forever; its joiner is another process (or extract_result)"
             )
         waiter = (conn, msg.req)
-        outcome = self.join(msg.join_point, msg.pid, msg.wait, waiter)
+        expired = msg.deadline is not None and msg.deadline <= time.monotonic()
+        outcome = self.join(msg.join_point, msg.pid, msg.wait and not expired, waiter)
         if outcome is not None or not msg.wait:
             return Joined(outcome)
+        if expired:  # so timeout=0 is a try
+            return _join_timed_out(msg.pid)
         if msg.deadline is not None:
-            if msg.deadline <= time.monotonic():  # so timeout=0 is a try
-                self.records[msg.pid].waiters.remove(waiter)
-                return _join_timed_out(msg.pid)
             self._time_join(msg.pid, waiter, msg.deadline)
         return None  # answered when the outcome arrives, or at the deadline
 
@@ -1185,8 +1185,6 @@ def _reap(child: Child) -> Ended | None:
 def _describe(ended: Ended) -> str:
     if ended.signal is not None:
         return f"killed by signal {signal_name(ended.signal)}"
-    if ended.exitcode is None:
-        return "exit status lost (reaped by another part of the program)"
     return f"exit code {ended.exitcode}"
 
 

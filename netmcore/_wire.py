@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import itertools
 import mmap
-import os
 import socket
 import threading
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from . import _payload
 from ._encap import Encap
 from ._errors import ContextError, MasterGone
 from ._payload import Payload
+from ._pthread import this_pid
 
 # Large enough for the largest inline payload plus its message.
 RECV_SIZE = 256 * 1024
@@ -396,7 +396,7 @@ class Link:
         self.fd = sock.fileno()
         # The process that may use it: a child that one of its threads forks
         # shares the socket, and would read replies meant for this process.
-        self.owner_pid = os.getpid()
+        self.owner_pid = this_pid[0]
         self._buf = recv_buffer() if buf is None else buf
         self._send_lock = threading.Lock()
         self._cond = threading.Condition()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -99,6 +100,22 @@ class MasterProcess:
                 if os.getsid(p.pid) == self.pid and not is_dead(p):
                     found.append(p)
         return found
+
+    def cleanup(self) -> None:
+        """Kill whatever is left of the program, whatever the test did, and
+        close the pipes to it."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self.proc.wait()
+        for p in self.session():
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
 
     def wait_exit(self, timeout: float = STOP_WITHIN) -> int:
         try:

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from master_process import MasterProcess
 from scenario import outcome_text, run_snippet
@@ -165,17 +164,7 @@ def _master_holding(pidfile: Path, tmp: Path) -> Iterator[MasterProcess]:
         m.wait_for(lambda lines: "ready" in lines, "the holder's worker to run", STARTUP_WITHIN)
         yield m
     finally:
-        if m.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(m.pid, signal.SIGKILL)
-            m.proc.wait()
-        for p in m.session():
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        assert m.proc.stdout is not None and m.proc.stdin is not None
-        m.proc.stdout.close()
-        with contextlib.suppress(BrokenPipeError):
-            m.proc.stdin.close()
+        m.cleanup()
 
 
 def test_a_second_run_naming_the_pidfile_of_a_running_one_is_refused(

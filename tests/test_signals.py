@@ -95,20 +95,6 @@ class Master(MasterProcess):
             time.sleep(0.01)  # polling a condition, with a deadline
         return self.workers()
 
-    # --- processes ---------------------------------------------------------
-
-    def cleanup(self) -> None:
-        """Kill whatever is left of the program, whatever the test did."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-            self.proc.wait()
-        for p in self.session():
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-
 
 @netmcore.process
 def _noop(x: int) -> int:
@@ -502,12 +488,4 @@ def test_a_background_job_of_a_shell_outlives_a_sigint_to_its_group(tmp_path: Pa
         assert status == 0, m.stderr()
         assert m.lines[-1] == "Success(value='go, SIGINT ignored: True')", m.stderr()
     finally:
-        if m.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(m.pid, signal.SIGKILL)
-            m.proc.wait()
-        for p in m.session():
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        assert m.proc.stdout is not None
-        m.proc.stdout.close()
+        m.cleanup()
