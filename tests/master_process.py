@@ -1,7 +1,8 @@
 """A netmcore master run as a subprocess (its own session), read line by line.
 
-Shared by the kill tests (tests/test_signals.py, tests/test_crash_cleanup.py),
-which wait for what the master prints, with deadlines, never with sleeps.
+Shared by the tests that run a whole program (tests/test_signals.py,
+tests/test_crash_cleanup.py, tests/test_run_edges.py), which wait for what the
+master prints, with deadlines, never with sleeps.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psutil
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository: where a program runs
+STARTUP_WITHIN = 30.0  # generous: only guards against a hang
 STOP_WITHIN = 5.0  # the issue: SIGINT/SIGTERM end everything within 5 s
 
 
@@ -117,6 +121,22 @@ class MasterProcess:
             with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
 
+    def write_line(self, line: str) -> None:
+        """Write ``line`` and a newline to the program's stdin, flushed: what
+        a worker blocked in ``sys.stdin.readline()`` waits for."""
+        assert self.proc.stdin is not None, "the program was started without a pipe to its stdin"
+        self.proc.stdin.write(f"{line}\n".encode())
+        self.proc.stdin.flush()
+
+    def assert_session_ends(self, timeout: float) -> None:
+        """Every process of the master's session ends within ``timeout``:
+        polled, since the parent-death signal (PR_SET_PDEATHSIG) that ends a
+        killed master's children is delivered asynchronously."""
+        deadline = time.monotonic() + timeout
+        while self.session() and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling a condition, with a deadline
+        assert not self.session(), f"processes outlived the master: {self.session()}"
+
     def wait_exit(self, timeout: float = STOP_WITHIN) -> int:
         try:
             return self.proc.wait(timeout)
@@ -125,3 +145,26 @@ class MasterProcess:
                 f"the master did not exit within {timeout} s; stdout: {self.lines!r}; "
                 f"stderr:\n{self.stderr()}"
             ) from None
+
+
+@contextlib.contextmanager
+def master_with_a_worker_ready(
+    tmp: Path, name: str, source: str, *, args: Sequence[str] = (), launcher: Sequence[str] = ()
+) -> Iterator[MasterProcess]:
+    """Run ``source`` as the program ``tmp/name`` (with ``args``, through
+    ``launcher`` if given, as ``sh -c ...``), its stdin a pipe and its stderr
+    in ``tmp/stderr.txt``; yield it once its worker has printed "ready", and
+    kill whatever is left of it at the end, whatever the test did.
+
+    The shape of every test whose program's worker says "ready" and then
+    waits for a line on stdin (:meth:`MasterProcess.write_line`): the test
+    acts on the running program in between, with no sleep."""
+    script = tmp / name
+    script.write_text(source)
+    argv = [*launcher, sys.executable, str(script), *args]
+    m = MasterProcess(argv, tmp / "stderr.txt", ROOT, stdin=subprocess.PIPE)
+    try:
+        m.wait_for(lambda lines: "ready" in lines, "its worker to print ready", STARTUP_WITHIN)
+        yield m
+    finally:
+        m.cleanup()

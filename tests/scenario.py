@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import mmap
 import os
 import platform
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -193,3 +198,71 @@ def shm_partly_used(pages: int = 64) -> Iterator[tuple[int, int]]:
         if free >= total:
             pytest.skip(f"/dev/shm shows {free:,} bytes free of {total:,} with {pages} pages used")
         yield free, total
+
+
+# --------------------------------------------------------------------------
+# A signal handler at a chosen point: the fault-injection tests raise SIGUSR1
+# themselves where a real signal could land, and its handler runs there.
+# --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sigusr1_handled_by(handler: Callable[[int, FrameType | None], object]) -> Iterator[None]:
+    """SIGUSR1 goes to ``handler`` while inside, and back to what it was
+    after, whatever the test did: a handler left installed would run in a
+    later test, or a default one kill the process."""
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+def sigusr1_raises(exc_type: type[BaseException]) -> contextlib.AbstractContextManager[None]:
+    """While inside, SIGUSR1's handler raises ``exc_type``: the model of a
+    handler that raises (a timeout's, say), whose exception comes wherever
+    Python runs handlers, in the middle of a call under test."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise exc_type
+
+    return sigusr1_handled_by(handler)
+
+
+def run_sigusr1_handler_here() -> None:
+    """Run SIGUSR1's handler here, at once: as a real signal's runs where a C
+    call returns, before Python has its result."""
+    signal.raise_signal(signal.SIGUSR1)
+
+
+def interrupted_on_owner_died(lock: Callable[[int], int], seen: list[int]) -> Callable[[int], int]:
+    """``lock`` (a lock call on a robust mutex, by address), recording each
+    code it returns in ``seen``; where the code is EOWNERDEAD (its holder
+    died), SIGUSR1's handler runs as the call returns: the handler's
+    exception takes the place of the one word that says so, and the test
+    sees whether the death is lost with it."""
+
+    def lock_then_interrupt(addr: int) -> int:
+        rc = lock(addr)
+        seen.append(rc)
+        if rc == errno.EOWNERDEAD:
+            run_sigusr1_handler_here()
+        return rc
+
+    return lock_then_interrupt
+
+
+# The bit the kernel sets in a robust mutex's futex word when its holder ends
+# holding it (the kernel's ABI).
+OWNER_DIED = 0x40000000
+
+
+def end_a_thread_holding(lock: Callable[[], object], word: ctypes.c_int) -> None:
+    """A holder that dies: ``lock`` runs in a thread that ends holding what
+    it took. Returns once the kernel has marked the robust mutex's futex
+    ``word`` (OWNER_DIED), which it does at the thread's end in the kernel,
+    after the join: only then does the next locker get EOWNERDEAD for sure."""
+    thread = threading.Thread(target=lock)
+    thread.start()
+    thread.join()
+    wait_until(lambda: bool(word.value & OWNER_DIED), "the dead holder's mark")

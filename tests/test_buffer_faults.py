@@ -22,10 +22,8 @@ from netmcore import _buffer as buffer_module
 pytestmark = pytest.mark.timeout(60)
 
 NETMCORE = os.path.dirname(buffer_module.__file__)
-# The holder's thread id in a robust mutex's futex word (the kernel's ABI),
-# and the bit the kernel sets when the holder ends holding it.
+# The holder's thread id in a robust mutex's futex word (the kernel's ABI).
 TID_MASK = 0x3FFFFFFF
-OWNER_DIED = 0x40000000
 
 
 def _held_by_this_thread(buffer: Buffer) -> bool:
@@ -262,43 +260,15 @@ class Interrupted(Exception):
     """What the signal handler raises (a timeout's, say)."""
 
 
-def _raise_interrupted(_signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted
-
-
-@contextlib.contextmanager
-def _raising_handler() -> Iterator[None]:
-    old = signal.signal(signal.SIGUSR1, _raise_interrupted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGUSR1, old)
-
-
-def _die_holding_the_lock(
-    buffer: Buffer, lock: Callable[[int], int] = _pthread._mutex_lock
-) -> None:
+def _die_holding_the_lock(buffer: Buffer, lock: Callable[[int], int]) -> None:
     """A side that dies in the middle of a call: a thread takes the buffer's
     lock, as every call does, and ends holding it (the kernel marks it, and
-    its next locker gets EOWNERDEAD). Waits for the lock if it is held."""
+    its next locker gets EOWNERDEAD). Waits for the lock if it is held; does
+    not wait for the kernel's mark (see scenario.end_a_thread_holding): the
+    lock's next locker may take it, and clear the mark, at once."""
     thread = threading.Thread(target=lock, args=(buffer._mutex.addr,))
     thread.start()
     thread.join()
-
-
-def _lost_as_it_returns(real: Callable[[int], int], seen: list[int]) -> Callable[[int], int]:
-    """A lock call whose EOWNERDEAD a signal handler's exception takes the
-    place of: the handler runs as the C call returns, before Python has its
-    result (here, as raise_signal returns)."""
-
-    def lock(addr: int) -> int:
-        rc = real(addr)
-        seen.append(rc)
-        if rc == errno.EOWNERDEAD:
-            signal.raise_signal(signal.SIGUSR1)
-        return rc
-
-    return lock
 
 
 BUFFER = r"Buffer\(ResId\(\d+\), capacity=64\)"
@@ -335,12 +305,19 @@ LOST: dict[str, tuple[Callable[[Buffer, Buffer], object], list[tuple[str, str]]]
 }
 
 
-def _what_follows(writer: Buffer, reader: Buffer, calls: list[tuple[str, str]]) -> list[str]:
+def _assert_what_follows(
+    writer: Buffer, reader: Buffer, follows: list[tuple[str, str]], after: str
+) -> None:
+    """Make each call of ``follows`` in turn (a read or a write, without
+    waiting) once ``after`` was cut short; each gives what it says, a regular
+    expression over its outcome's text."""
     ops: dict[str, Callable[[], object]] = {
         "read": lambda: reader.read(timeout=0),
         "write": lambda: writer.write(b"xyz", timeout=0),
     }
-    return [scenario.outcome_text(ops[op]) for op, _ in calls]
+    got = [scenario.outcome_text(ops[op]) for op, _ in follows]
+    for (op, expected), outcome in zip(follows, got, strict=True):
+        assert re.fullmatch(expected, outcome), f"{after}, then {op}: {got}"
 
 
 @pytest.mark.parametrize("name", sorted(LOST))
@@ -356,18 +333,15 @@ def test_a_call_cut_short_as_it_takes_a_dead_sides_lock_ends_the_stream(
     writer, reader = _filled(64, b"abc")
     seen: list[int] = []
     try:
-        _die_holding_the_lock(writer)
-        # The thread's join comes before its end in the kernel, which marks the lock.
-        word = writer._mutex.word
-        scenario.wait_until(lambda: bool(word.value & OWNER_DIED), "the dead holder's mark")
-        monkeypatch.setattr(buffer_module, "_trylock", _lost_as_it_returns(_trylock, seen))
-        with _raising_handler(), pytest.raises(Interrupted):
+        lock = _pthread._mutex_lock
+        scenario.end_a_thread_holding(lambda: lock(writer._mutex.addr), writer._mutex.word)
+        lost = scenario.interrupted_on_owner_died(_trylock, seen)
+        monkeypatch.setattr(buffer_module, "_trylock", lost)
+        with scenario.sigusr1_raises(Interrupted), pytest.raises(Interrupted):
             call(writer, reader)
         monkeypatch.undo()
         assert seen == [errno.EOWNERDEAD], seen  # the case is what it says
-        got = _what_follows(writer, reader, follows)
-        for (op, expected), outcome in zip(follows, got, strict=True):
-            assert re.fullmatch(expected, outcome), f"{name}, then {op}: {got}"
+        _assert_what_follows(writer, reader, follows, name)
     finally:
         monkeypatch.undo()
         reader.release()
@@ -395,17 +369,16 @@ def test_a_wait_cut_short_as_it_takes_back_a_dead_sides_lock_ends_the_stream(
 
     try:
         monkeypatch.setattr(buffer_module, "_trylock", lock_then_let_a_side_die)
-        monkeypatch.setattr(_pthread, "_mutex_lock", _lost_as_it_returns(real_lock, relocks))
-        with _raising_handler(), pytest.raises(Interrupted):
+        relock = scenario.interrupted_on_owner_died(real_lock, relocks)
+        monkeypatch.setattr(_pthread, "_mutex_lock", relock)
+        with scenario.sigusr1_raises(Interrupted), pytest.raises(Interrupted):
             reader.read(timeout=scenario.WAIT)
         monkeypatch.undo()
         dying[0].join()
         assert relocks[-1] == errno.EOWNERDEAD, relocks
         assert not _held_by_this_thread(reader)
         follows = [("read", TOLD), ("read", "returned b''"), ("write", ENDED)]
-        got = _what_follows(writer, reader, follows)
-        for (op, expected), outcome in zip(follows, got, strict=True):
-            assert re.fullmatch(expected, outcome), f"then {op}: {got}"
+        _assert_what_follows(writer, reader, follows, "a read's wait")
     finally:
         monkeypatch.undo()
         reader.release()

@@ -9,15 +9,21 @@ synchronise through pipes made before ``run`` (every worker inherits them).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import signal
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from scenario import joined, outcome_text, run_scenario
+from scenario import (
+    joined,
+    outcome_text,
+    run_scenario,
+    run_sigusr1_handler_here,
+    sigusr1_handled_by,
+)
 
 import netmcore
 from netmcore import (
@@ -239,7 +245,7 @@ class _Released:
     def get(self, real: Callable[..., Any]) -> Callable[..., Any]:
         def get_then_signal(*args: Any) -> Any:
             got = real(*args)
-            signal.raise_signal(signal.SIGUSR1)  # its handler runs as this call returns
+            run_sigusr1_handler_here()  # its handler runs as this call returns
             return got
 
         return get_then_signal
@@ -248,18 +254,15 @@ class _Released:
 @pytest.fixture
 def released_in_open(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Any], _Released]]:
     """Install, for a handle, the handler and the patch of :class:`_Released`."""
-    old = signal.getsignal(signal.SIGUSR1)
+    with contextlib.ExitStack() as handlers:
 
-    def install(handle: Any) -> _Released:
-        released = _Released(handle)
-        signal.signal(signal.SIGUSR1, released.handler)
-        monkeypatch.setattr(_resource_api, "_get", released.get(_resource_api._get))
-        return released
+        def install(handle: Any) -> _Released:
+            released = _Released(handle)
+            handlers.enter_context(sigusr1_handled_by(released.handler))
+            monkeypatch.setattr(_resource_api, "_get", released.get(_resource_api._get))
+            return released
 
-    try:
         yield install
-    finally:
-        signal.signal(signal.SIGUSR1, old)
 
 
 # Each kind: make one, open another by res_id, use it.
@@ -323,16 +326,14 @@ def released_during_open_in_a_worker(kind: str) -> list[str]:
     """As the test above, in a worker: its open and release go to the master."""
     make, reopen, use = REOPEN[kind]
     first = make()
-    old = signal.getsignal(signal.SIGUSR1)
     real_get = _resource_api._get
     released = _Released(first)
-    signal.signal(signal.SIGUSR1, released.handler)
-    _resource_api._get = released.get(real_get)  # type: ignore[assignment]
-    try:
-        second = reopen(first.res_id)
-    finally:
-        _resource_api._get = real_get  # type: ignore[assignment]
-        signal.signal(signal.SIGUSR1, old)
+    with sigusr1_handled_by(released.handler):
+        _resource_api._get = released.get(real_get)  # type: ignore[assignment]
+        try:
+            second = reopen(first.res_id)
+        finally:
+            _resource_api._get = real_get  # type: ignore[assignment]
     try:
         seen = [f"handler ran: {released.ran}", outcome_text(lambda: use(second))]
         seen.append(outcome_text(lambda: reopen(first.res_id).release()))

@@ -64,6 +64,26 @@ def in_thread(body):
     thread = threading.Thread(target=body)
     thread.start()
     thread.join()
+
+
+def released_while_another_thread_holds(then):
+    # Another thread locks the mutex through ``mutex`` and holds it while the
+    # main thread releases that handle; it then does ``then``, and ends.
+    held, released = threading.Event(), threading.Event()
+
+    def body():
+        mutex.lock()
+        held.set()
+        released.wait()
+        then()
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    held.wait()
+    mutex.release()
+    say(f"mapped while held: {mappings()}")
+    released.set()
+    thread.join()
 """
 
 # What a second process gets when it locks the mutex (5 s: the old code left
@@ -123,39 +143,18 @@ in_thread(body)
     # Another thread holds it through the handle the main thread releases:
     # its unlock through the released handle lets it go, and the mapping.
     "other-thread-unlocks-through-the-released-handle": """
-held, released = threading.Event(), threading.Event()
-def body():
-    mutex.lock()
-    held.set()
-    released.wait()
+def unlock():
     try:
         mutex.unlock()
         say("unlocked through the released handle")
     except ValueError as exc:
         say(f"ValueError: {exc}")
-thread = threading.Thread(target=body)
-thread.start()
-held.wait()
-mutex.release()
-say(f"mapped while held: {mappings()}")
-released.set()
-thread.join()
+released_while_another_thread_holds(then=unlock)
 """,
     # Another thread holds it, and ends holding it: the next locker learns it
     # from the kernel (the mapping was kept), and the mapping goes after.
     "other-thread-ends-holding": """
-held, released = threading.Event(), threading.Event()
-def body():
-    mutex.lock()
-    held.set()
-    released.wait()
-thread = threading.Thread(target=body)
-thread.start()
-held.wait()
-mutex.release()
-say(f"mapped while held: {mappings()}")
-released.set()
-thread.join()
+released_while_another_thread_holds(then=lambda: None)  # it ends holding it
 # The kernel's mark, at the thread's end (which comes after the join: the
 # thread ends in the kernel after it leaves Python). Polled, with a deadline.
 deadline = time.monotonic() + 5
@@ -237,6 +236,15 @@ def _fullmatch(pattern: str, line: str) -> None:
     assert re.fullmatch(pattern, line), f"{line!r}\ndoes not match\n{pattern!r}"
 
 
+def _holder(line: str, printed: list[str]) -> tuple[str, str]:
+    """The os pid and thread id of the holder that ``line`` names (the
+    snippet's "holder: ..." line): what the messages after it must name."""
+    holder = re.fullmatch(r"holder: os pid (\d+), thread (\d+)", line)
+    assert holder, printed
+    pid, tid = holder.groups()
+    return pid, tid
+
+
 @pytest.mark.parametrize("kind", ["normal", "errorcheck", "recursive"])
 def test_a_holder_that_releases_its_handle_then_locks_another_mutex_lives_on(kind: str) -> None:
     """Before: SIGSEGV in the other lock (glibc linked it next to the held
@@ -244,9 +252,7 @@ def test_a_holder_that_releases_its_handle_then_locks_another_mutex_lives_on(kin
     levels of a recursive one), says so, and the second process gets
     OwnerDiedError naming the holder; once told, it is a plain mutex."""
     lines = _run("holder-releases-then-locks-another", kind)
-    holder = re.fullmatch(r"holder: os pid (\d+), thread (\d+)", lines[0])
-    assert holder, lines
-    pid, tid = holder.groups()
+    pid, tid = _holder(lines[0], lines)
     levels = "3 levels" if kind == "recursive" else "1 level"
     _fullmatch(WARNING.format(mutex=MUTEX, pid=pid, tid=tid, levels=levels), lines[1])
     assert lines[2:4] == ["locked and unlocked another", "mapped after: 1"], lines
@@ -262,9 +268,7 @@ def test_a_holder_that_closes_its_handle_and_ends_leaves_the_mutex_to_the_next_l
     unmapped mutex, which stayed held by a dead thread for ever (the second
     process's lock timed out: "returned False")."""
     lines = _run("holder-closes-then-ends", "normal")
-    holder = re.fullmatch(r"holder: os pid (\d+), thread (\d+)", lines[0])
-    assert holder, lines
-    pid, tid = holder.groups()
+    pid, tid = _holder(lines[0], lines)
     _fullmatch(
         "second process: OwnerDiedError: " + RELEASED_BY.format(mutex=MUTEX, pid=pid, tid=tid),
         lines[-3],
@@ -315,9 +319,7 @@ def test_a_condition_waits_relock_after_such_a_release_is_told_of_it() -> None:
     # The holder thread's warning and the waiter's line come in either order.
     warnings = [line for line in printed if line.startswith("netmcore: ")]
     lines = [line for line in printed if not line.startswith("netmcore: ")]
-    holder = re.fullmatch(r"holder: os pid (\d+), thread (\d+)", lines[0])
-    assert holder, printed
-    pid, tid = holder.groups()
+    pid, tid = _holder(lines[0], printed)
     _fullmatch(
         "waiter: OwnerDiedError: " + RELEASED_BY.format(mutex=MUTEX, pid=pid, tid=tid), lines[1]
     )

@@ -5,26 +5,20 @@ once the run is over).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from master_process import MasterProcess
+from master_process import STARTUP_WITHIN, master_with_a_worker_ready
 from scenario import outcome_text, run_snippet
 
 import netmcore
-
-ROOT = Path(__file__).resolve().parent.parent
-STARTUP_WITHIN = 30.0  # generous: only guards against a hang
 
 
 @netmcore.process
@@ -152,19 +146,22 @@ print("done", flush=True)
 """
 
 
-@contextlib.contextmanager
-def _master_holding(pidfile: Path, tmp: Path) -> Iterator[MasterProcess]:
-    """A master in a subprocess, holding ``pidfile`` until a line is written
-    to its stdin; killed at the end if it still runs."""
-    script = tmp / "holder.py"
-    script.write_text(_HOLDS_PIDFILE)
-    argv = [sys.executable, str(script), str(pidfile)]
-    m = MasterProcess(argv, tmp / "stderr.txt", ROOT, stdin=subprocess.PIPE)
-    try:
-        m.wait_for(lambda lines: "ready" in lines, "the holder's worker to run", STARTUP_WITHIN)
-        yield m
-    finally:
-        m.cleanup()
+def _run_noop_with_pidfile(pidfile: Path, k: int, look: Callable[[], object] | None = None) -> int:
+    """Run ``_noop(k)`` as the first process, with ``pidfile``; return its
+    value. ``look``, if given, runs in first_process before the start: where
+    a test sees what the master has made of the pidfile by then."""
+
+    def first() -> netmcore.ProcessId[int]:
+        if look is not None:
+            look()
+        return _noop.start(k)
+
+    result: int = netmcore.run(
+        first_process=first,
+        extract_result=lambda _c, pid: _noop.join_nowait(pid),
+        pidfile=pidfile,
+    )
+    return result
 
 
 def test_a_second_run_naming_the_pidfile_of_a_running_one_is_refused(
@@ -173,15 +170,13 @@ def test_a_second_run_naming_the_pidfile_of_a_running_one_is_refused(
     """Before the fix, the second run wrote its pid into the first's file,
     and the first removed it at its end, while the second still ran."""
     pidfile = short_tmp / "m.pid"
-    with _master_holding(pidfile, short_tmp) as first:
+    with master_with_a_worker_ready(
+        short_tmp, "holder.py", _HOLDS_PIDFILE, args=[str(pidfile)]
+    ) as first:
         written = os.stat(pidfile)
         assert pidfile.read_text() == f"{first.pid}\n"
         with pytest.raises(OSError) as info:
-            netmcore.run(
-                first_process=lambda: _noop.start(1),
-                extract_result=lambda _c, pid: _noop.join_nowait(pid),
-                pidfile=pidfile,
-            )
+            _run_noop_with_pidfile(pidfile, 1)
         assert info.value.errno == errno.EBUSY
         assert info.value.strerror == (
             f"pidfile {str(pidfile)!r} is in use by a running netmcore master (pid "
@@ -192,9 +187,7 @@ def test_a_second_run_naming_the_pidfile_of_a_running_one_is_refused(
         assert pidfile.read_text() == f"{first.pid}\n"
         assert os.stat(pidfile).st_ino == written.st_ino
         assert sorted(os.listdir(short_tmp)) == ["holder.py", "m.pid", "stderr.txt"]
-        assert first.proc.stdin is not None
-        first.proc.stdin.write(b"go\n")
-        first.proc.stdin.flush()
+        first.write_line("go")
         assert first.wait_exit(STARTUP_WITHIN) == 0, first.stderr()
     assert not pidfile.exists()  # the first run removed its own file at its end
 
@@ -211,18 +204,12 @@ def test_the_pidfile_is_a_new_file_put_in_place_whole(short_tmp: Path) -> None:
     os.link(pidfile, other_name)  # the stale file, under a second name
     seen: list[object] = []
 
-    def first() -> netmcore.ProcessId[int]:
+    def look() -> None:
         seen.append(os.stat(pidfile).st_ino != os.stat(other_name).st_ino)
         seen.append(pidfile.read_text())
         seen.append(sorted(os.listdir(short_tmp)))
-        return _noop.start(2)
 
-    result = netmcore.run(
-        first_process=first,
-        extract_result=lambda _c, pid: _noop.join_nowait(pid),
-        pidfile=pidfile,
-    )
-    assert result == 2
+    assert _run_noop_with_pidfile(pidfile, 2, look) == 2
     assert seen == [True, f"{os.getpid()}\n", ["m.pid", "other-name"]]
     assert other_name.read_text() == stale
     assert sorted(os.listdir(short_tmp)) == ["other-name"]
@@ -265,16 +252,10 @@ def test_a_pidfile_made_beforehand_in_a_directory_closed_to_the_user_is_written_
     _closed_to_the_user(short_tmp, monkeypatch)
     seen: list[str] = []
 
-    def first() -> netmcore.ProcessId[int]:
+    def look() -> None:
         seen.append(other_name.read_text())  # the same file: written in place
-        return _noop.start(3)
 
-    result = netmcore.run(
-        first_process=first,
-        extract_result=lambda _c, pid: _noop.join_nowait(pid),
-        pidfile=pidfile,
-    )
-    assert result == 3
+    assert _run_noop_with_pidfile(pidfile, 3, look) == 3
     assert seen == [f"{os.getpid()}\n"]
     assert sorted(os.listdir(short_tmp)) == ["m.pid", "other-name"]
     assert pidfile.read_text() == ""
@@ -286,11 +267,7 @@ def test_a_pidfile_that_cannot_be_made_says_so(
     pidfile = short_tmp / "m.pid"
     _closed_to_the_user(short_tmp, monkeypatch)
     with pytest.raises(PermissionError) as info:
-        netmcore.run(
-            first_process=lambda: _noop.start(1),
-            extract_result=lambda _c, pid: _noop.join_nowait(pid),
-            pidfile=pidfile,
-        )
+        _run_noop_with_pidfile(pidfile, 1)
     assert info.value.strerror == (
         f"pidfile {str(pidfile)!r} cannot be made: no file can be created in "
         f"{str(short_tmp)!r} (Permission denied): name a pidfile in a directory you can "

@@ -38,14 +38,17 @@ import msgspec
 import pydantic
 import pytest
 from scenario import (
+    end_a_thread_holding,
+    interrupted_on_owner_died,
     joined,
     outcome_text,
     outcome_value,
     run_scenario,
+    run_sigusr1_handler_here,
     run_snippet,
     shm_partly_used,
     shm_space,
-    wait_until,
+    sigusr1_raises,
 )
 
 import netmcore
@@ -602,11 +605,6 @@ class Interrupted(Exception):
 SIGNAL_POINTS = ["after_trylock", "claimed", "unlocked_not_posted"]
 
 
-def _interrupt() -> None:
-    """Make the signal handler run here, as it would when a C call returns."""
-    signal.raise_signal(signal.SIGUSR1)
-
-
 @netmcore.process
 def interrupted_send_scenario(arg: tuple[int, str]) -> dict[str, Any]:
     slots, point = arg
@@ -620,37 +618,33 @@ def interrupted_send_scenario(arg: tuple[int, str]) -> dict[str, Any]:
             return errno.EBUSY  # another sender claiming it: send() takes the slow path
         rc: int = trylock(addr)
         if point == "after_trylock":
-            _interrupt()
+            run_sigusr1_handler_here()
         return rc
 
     def hooked_unlock(addr: int) -> int:
         rc: int = unlock(addr)
         if point == "unlocked_not_posted":
-            _interrupt()
+            run_sigusr1_handler_here()
         return rc
 
     claim_or_wait = box._claim_or_wait
 
     def claimed_then_interrupted(timeout: float | None) -> int:
         i = claim_or_wait(timeout)
-        _interrupt()
+        run_sigusr1_handler_here()
         return i
-
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted
 
     out: dict[str, Any] = {}
     try:
-        previous = signal.signal(signal.SIGUSR1, handler)
-        patch_mailbox(_trylock=hooked_trylock, _unlock=hooked_unlock)
-        box.__dict__["_claim_or_wait"] = claimed_then_interrupted
-        try:
-            with pytest.raises(Interrupted):
-                box.send(Msg(7, 7), timeout=0)
-        finally:
-            _mailbox._trylock, _mailbox._unlock = trylock, unlock
-            del box.__dict__["_claim_or_wait"]
-            signal.signal(signal.SIGUSR1, previous)
+        with sigusr1_raises(Interrupted):
+            patch_mailbox(_trylock=hooked_trylock, _unlock=hooked_unlock)
+            box.__dict__["_claim_or_wait"] = claimed_then_interrupted
+            try:
+                with pytest.raises(Interrupted):
+                    box.send(Msg(7, 7), timeout=0)
+            finally:
+                _mailbox._trylock, _mailbox._unlock = trylock, unlock
+                del box.__dict__["_claim_or_wait"]
         if point == "unlocked_not_posted":  # the message went in, whole
             assert box.receive(timeout=GUARD) == Msg(7, 7)
             assert_empty(box)
@@ -674,42 +668,38 @@ def interrupted_receive_scenario(slots: int) -> list[str]:
     def token_then_interrupted(addr: int) -> int:
         rc: int = trywait(addr)
         if rc == 0:
-            _interrupt()
+            run_sigusr1_handler_here()
         return rc
 
     def interrupted_wait(addr: int, timeout: float | None) -> bool:
-        _interrupt()
+        run_sigusr1_handler_here()
         raise AssertionError("the handler did not raise")
 
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted
-
     seen: list[str] = []
-    previous = signal.signal(signal.SIGUSR1, handler)
     try:
-        box.send(Msg(7, 7), timeout=0)
-        patch_mailbox(_trywait=token_then_interrupted)
-        try:
-            with pytest.raises(Interrupted):  # having taken the message's token
-                box.receive(timeout=GUARD)
-            seen.append("Interrupted")
-        finally:
-            _mailbox._trywait = trywait
-        _pthread.sem_wait = _pthread.sem_wait_spinning = interrupted_wait
-        try:
-            for _ in range(3):
-                try:
-                    seen.append(repr(box.receive(timeout=GUARD)))
-                    break
-                except Interrupted:
-                    seen.append("Interrupted")
-        finally:
-            _pthread.sem_wait, _pthread.sem_wait_spinning = wait, spinning
-        box.send(Msg(8, 8), timeout=0)  # and the box works on, token and all
-        seen.append(repr(box.receive(timeout=GUARD)))
-        seen.append(f"{box.qsize()} left")
+        with sigusr1_raises(Interrupted):
+            box.send(Msg(7, 7), timeout=0)
+            patch_mailbox(_trywait=token_then_interrupted)
+            try:
+                with pytest.raises(Interrupted):  # having taken the message's token
+                    box.receive(timeout=GUARD)
+                seen.append("Interrupted")
+            finally:
+                _mailbox._trywait = trywait
+            _pthread.sem_wait = _pthread.sem_wait_spinning = interrupted_wait
+            try:
+                for _ in range(3):
+                    try:
+                        seen.append(repr(box.receive(timeout=GUARD)))
+                        break
+                    except Interrupted:
+                        seen.append("Interrupted")
+            finally:
+                _pthread.sem_wait, _pthread.sem_wait_spinning = wait, spinning
+            box.send(Msg(8, 8), timeout=0)  # and the box works on, token and all
+            seen.append(repr(box.receive(timeout=GUARD)))
+            seen.append(f"{box.qsize()} left")
     finally:
-        signal.signal(signal.SIGUSR1, previous)
         box.release()
     return seen
 
@@ -1622,10 +1612,6 @@ def test_condition_wait_timeout_in_one_process(master_cleanup: None) -> None:
         cond.release()
 
 
-def _raise_interrupted(_signum: int, _frame: Any) -> None:
-    raise Interrupted
-
-
 @pytest.mark.parametrize("kind", ["normal", "recursive"])
 def test_a_condition_wait_cut_short_as_it_takes_a_dead_holders_mutex_leaves_it_usable(
     kind: str, master_cleanup: None, monkeypatch: pytest.MonkeyPatch
@@ -1638,43 +1624,35 @@ def test_a_condition_wait_cut_short_as_it_takes_a_dead_holders_mutex_leaves_it_u
     mutex = ShmMutex.create(kind)  # type: ignore[arg-type]
     other = ShmMutex.open(mutex.res_id)
     cond = ShmCondition.create()
-    real_lock = _pthread._mutex_lock
     relocks: list[int] = []
-
-    def relock_then_interrupt(addr: int) -> int:
-        rc: int = real_lock(addr)
-        relocks.append(rc)
-        if rc == errno.EOWNERDEAD:
-            _interrupt()  # its handler raises here, as when the C call returns
-        return rc
 
     def die_holding() -> None:
         other.lock(timeout=GUARD)  # taken once the wait gives it up; then the thread ends
 
-    old = signal.signal(signal.SIGUSR1, _raise_interrupted)
-    monkeypatch.setattr(_pthread, "_mutex_lock", relock_then_interrupt)
+    relock = interrupted_on_owner_died(_pthread._mutex_lock, relocks)
+    monkeypatch.setattr(_pthread, "_mutex_lock", relock)
     holder = threading.Thread(target=die_holding)
     try:
-        with pytest.raises(Interrupted) as info, mutex:
-            if kind == "recursive":
-                mutex.lock()  # twice: the wait gives up, and takes back, both levels
-            try:
-                holder.start()
-                cond.wait(mutex, timeout=GUARD)
-            finally:
+        with sigusr1_raises(Interrupted):
+            with pytest.raises(Interrupted) as info, mutex:
                 if kind == "recursive":
-                    mutex.unlock()  # held, it must not be unmapped (glibc's robust list)
-        holder.join()
-        assert relocks[-1] == errno.EOWNERDEAD
-        assert other.lock(timeout=0) is True  # before: OSError ENOTRECOVERABLE
-        other.unlock()
-        notes = getattr(info.value, "__notes__", [])
-        assert any("died while holding it" in note for note in notes), notes
-        # And it counts itself out of the condition's waiters, as on a return
-        # (counted for ever, every signal would make a system call).
-        assert ctypes.c_uint32.from_address(cond._addr + _pthread._WAITERS).value == 0
+                    mutex.lock()  # twice: the wait gives up, and takes back, both levels
+                try:
+                    holder.start()
+                    cond.wait(mutex, timeout=GUARD)
+                finally:
+                    if kind == "recursive":
+                        mutex.unlock()  # held, it must not be unmapped (glibc's robust list)
+            holder.join()
+            assert relocks[-1] == errno.EOWNERDEAD
+            assert other.lock(timeout=0) is True  # before: OSError ENOTRECOVERABLE
+            other.unlock()
+            notes = getattr(info.value, "__notes__", [])
+            assert any("died while holding it" in note for note in notes), notes
+            # And it counts itself out of the condition's waiters, as on a return
+            # (counted for ever, every signal would make a system call).
+            assert ctypes.c_uint32.from_address(cond._addr + _pthread._WAITERS).value == 0
     finally:
-        signal.signal(signal.SIGUSR1, old)
         cond.release()
         other.release()
         mutex.release()
@@ -1691,41 +1669,26 @@ def test_a_lock_cut_short_as_it_takes_a_dead_holders_mutex_passes_the_death_on(
     "returned True"): nobody repaired what the dead holder left half done."""
     mutex = ShmMutex.create("normal")
     other = ShmMutex.open(mutex.res_id)
-    holder = threading.Thread(target=other.lock)  # takes it, and ends holding it
-    holder.start()
-    holder.join()
-    # The join comes before the thread's end in the kernel, which marks the mutex.
-    word = mutex._state.word
-    wait_until(lambda: bool(word.value & 0x40000000), "the dead holder's mark")
-    real_trylock = _shm_sync._trylock
+    end_a_thread_holding(other.lock, mutex._state.word)
     tries: list[int] = []
-
-    def trylock_then_interrupt(addr: int) -> int:
-        rc: int = real_trylock(addr)
-        tries.append(rc)
-        if rc == errno.EOWNERDEAD:
-            _interrupt()  # its handler raises here, as when the C call returns
-        return rc
-
-    old = signal.signal(signal.SIGUSR1, _raise_interrupted)
-    monkeypatch.setattr(_shm_sync, "_trylock", trylock_then_interrupt)
+    monkeypatch.setattr(_shm_sync, "_trylock", interrupted_on_owner_died(_shm_sync._trylock, tries))
     try:
-        with pytest.raises(Interrupted):
-            if how == "lock":
-                mutex.lock()
-            else:
-                with mutex:
-                    pytest.fail("the with-body ran")
-        monkeypatch.undo()
-        assert tries == [errno.EOWNERDEAD]
-        assert mutex._state.depth() == 0, "lock() raised, and left the mutex held"
-        with pytest.raises(OwnerDiedError, match=r"died while holding it; you hold it now"):
-            other.lock(timeout=0)
-        other.unlock()
-        assert mutex.lock(timeout=0) is True  # told once
-        mutex.unlock()
+        with sigusr1_raises(Interrupted):
+            with pytest.raises(Interrupted):
+                if how == "lock":
+                    mutex.lock()
+                else:
+                    with mutex:
+                        pytest.fail("the with-body ran")
+            monkeypatch.undo()
+            assert tries == [errno.EOWNERDEAD]
+            assert mutex._state.depth() == 0, "lock() raised, and left the mutex held"
+            with pytest.raises(OwnerDiedError, match=r"died while holding it; you hold it now"):
+                other.lock(timeout=0)
+            other.unlock()
+            assert mutex.lock(timeout=0) is True  # told once
+            mutex.unlock()
     finally:
-        signal.signal(signal.SIGUSR1, old)
         other.release()
         mutex.release()
 

@@ -22,14 +22,18 @@ from pathlib import Path
 
 import psutil
 import pytest
-from master_process import STOP_WITHIN, MasterProcess, assert_all_gone
+from master_process import (
+    ROOT,
+    STARTUP_WITHIN,
+    STOP_WITHIN,
+    MasterProcess,
+    assert_all_gone,
+    master_with_a_worker_ready,
+)
 
 import netmcore
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "scripts" / "signal_master.py"
-
-STARTUP_WITHIN = 30.0  # generous: only guards against a hang
 
 
 class Master(MasterProcess):
@@ -281,10 +285,7 @@ def test_sigkill_of_master_leaves_no_worker(master_factory: Callable[..., Master
     assert m.wait_exit(STOP_WITHIN) == -signal.SIGKILL
     # PR_SET_PDEATHSIG is delivered asynchronously: poll, with a deadline.
     assert_all_gone(procs, timeout=STOP_WITHIN)
-    deadline = time.monotonic() + STOP_WITHIN
-    while m.session() and time.monotonic() < deadline:
-        time.sleep(0.01)  # polling a condition, with a deadline
-    assert not m.session(), f"processes outlived the master: {m.session()}"
+    m.assert_session_ends(STOP_WITHIN)
     m.read_to_eof(STOP_WITHIN)
     # The manager, blocked in a join, may see its link close before the
     # parent-death signal lands: it ends quietly, without a traceback.
@@ -300,10 +301,7 @@ def test_sigkill_of_master_right_after_start_leaves_no_worker(
     m.wait_for(lambda lines: any(line.startswith("worker ") for line in lines), "a worker", 30)
     os.kill(m.pid, signal.SIGKILL)
     m.wait_exit(STOP_WITHIN)
-    deadline = time.monotonic() + STOP_WITHIN
-    while m.session() and time.monotonic() < deadline:
-        time.sleep(0.01)  # polling a condition, with a deadline
-    assert not m.session(), f"processes outlived the master: {m.session()}"
+    m.assert_session_ends(STOP_WITHIN)
     assert_all_gone(_procs(m.workers()))
 
 
@@ -473,19 +471,15 @@ def test_a_background_job_of_a_shell_outlives_a_sigint_to_its_group(tmp_path: Pa
     shell starts its background job with SIGINT ignored (here, `trap '' INT`
     before the exec: the same disposition). Before the fix, the SIGINT to
     the group stopped the run, and killed the worker."""
-    script = tmp_path / "job.py"
-    script.write_text(_BACKGROUND_JOB)
-    argv = ["sh", "-c", 'trap \'\' INT; exec "$0" "$1"', sys.executable, str(script)]
-    m = MasterProcess(argv, tmp_path / "stderr.txt", ROOT, stdin=subprocess.PIPE)
-    assert m.proc.stdin is not None
-    try:
-        m.wait_for(lambda lines: "ready" in lines, "the worker to run", STARTUP_WITHIN)
+    ignoring_sigint = ["sh", "-c", 'trap \'\' INT; exec "$0" "$1"']
+    with master_with_a_worker_ready(
+        tmp_path, "job.py", _BACKGROUND_JOB, launcher=ignoring_sigint
+    ) as m:
         os.killpg(m.pid, signal.SIGINT)  # dropped at once by every process that ignores it
-        m.proc.stdin.write(b"go\n")
+        m.write_line("go")
+        assert m.proc.stdin is not None
         m.proc.stdin.close()
         status = m.wait_exit(STARTUP_WITHIN)
         m.wait_for(lambda _lines: m.eof, "the end of stdout", STOP_WITHIN)
         assert status == 0, m.stderr()
         assert m.lines[-1] == "Success(value='go, SIGINT ignored: True')", m.stderr()
-    finally:
-        m.cleanup()
