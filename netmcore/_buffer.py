@@ -68,10 +68,10 @@ from ._resource_api import (
     ShmSegment,
     closed_during,
     closed_error,
-    create_shm,
+    create_marked,
     open_marked,
 )
-from ._resources import enomem_said, validate_size
+from ._resources import validate_size
 
 _MARK = b"nmcbuf02"
 _MUTEX, _NOT_FULL, _NOT_EMPTY = _pthread.SLOT, 2 * _pthread.SLOT, 3 * _pthread.SLOT
@@ -184,28 +184,27 @@ class Buffer:
     def create(cls, capacity: int = 1 << 20) -> Buffer:
         """A buffer holding at most ``capacity`` bytes not yet consumed."""
         capacity = validate_size(capacity, "capacity")
-        with enomem_said(  # the mapping's, which validate_size does not bound
-            f"a Buffer of capacity {capacity:,} needs {_RING + capacity:,} bytes of shared "
-            "memory, more than this process can map: create it with a smaller capacity"
-        ):
-            segment = create_shm(_RING + capacity)
-        try:
-            segment.buffer[: len(_MARK)] = _MARK
+
+        def build(segment: ShmSegment) -> Buffer:
             _LAYOUT.pack_into(segment.buffer, _STATE, 0, 0, capacity, 0)
             _PID.pack_into(segment.buffer, _HOLDERS, this_pid[0])  # a side, until released
             buffer = cls(segment)
-        except BaseException:
-            segment.release()
-            raise
-        try:
-            _pthread.mutex_init(buffer._at(_MUTEX), _pthread.MUTEX_NORMAL)
-            _pthread.mutex_init(buffer._at(_TABLE), _pthread.MUTEX_NORMAL)
-            _pthread.cond_init(buffer._at(_NOT_FULL))
-            _pthread.cond_init(buffer._at(_NOT_EMPTY))
-        except BaseException:
-            buffer.release()  # this process's handle, counted in _here, goes with it
-            raise
-        return buffer
+            try:
+                _pthread.mutex_init(buffer._at(_MUTEX), _pthread.MUTEX_NORMAL)
+                _pthread.mutex_init(buffer._at(_TABLE), _pthread.MUTEX_NORMAL)
+                _pthread.cond_init(buffer._at(_NOT_FULL))
+                _pthread.cond_init(buffer._at(_NOT_EMPTY))
+            except BaseException:
+                buffer.release()  # this process's handle, counted in _here, goes with it
+                raise
+            return buffer
+
+        # The mapping's ENOMEM, which validate_size does not bound.
+        enomem = (
+            f"a Buffer of capacity {capacity:,} needs {_RING + capacity:,} bytes of shared "
+            "memory, more than this process can map: create it with a smaller capacity"
+        )
+        return create_marked(_RING + capacity, _MARK, build, enomem)
 
     @classmethod
     def open(cls, res_id: ResId) -> Buffer:

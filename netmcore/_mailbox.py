@@ -48,7 +48,10 @@ A signal handler that raises in the middle of a send (Python runs handlers
 between calls, so even just after a lock was taken) must not leave this live
 thread holding a claim mutex: the box would be full for ever. ``send`` gives
 back the claim, leaving a published claimed slot as a killed sender's would
-be, for the receiver to step over, and posts ``filled`` for it.
+be, for the receiver to step over, and posts ``filled`` for it. Nor must
+the receiver, whose look at a claimed slot (is its sender dead?) try-locks
+its claim: it gives it back the same way, and a move of its window start
+that an exception cut short is finished at its next look.
 
 Each call counts itself in progress (``_pthread.InUse``), so that a
 ``close()`` by another thread unmaps the box only once the last call has
@@ -77,12 +80,11 @@ from ._resource_api import (
     ShmSegment,
     closed_during,
     closed_error,
-    create_shm,
+    create_marked,
     open_marked,
 )
 from ._resources import (
     SHM_ROOM_FIX,
-    enomem_said,
     free_problem,
     require_int,
     size_problem,
@@ -204,10 +206,8 @@ class Mailbox(Generic[T]):
                 f"of a lock in every slot), which is too much: {problem}. "
                 f"{fix.capitalize()}{SHM_ROOM_FIX}"
             )
-        # mmap's ENOMEM: /dev/shm's free space does not bound it.
-        with enomem_said(f"{too_large}, more than this process can map: {fix}"):
-            segment = create_shm(size)
-        try:
+
+        def build(segment: ShmSegment) -> Mailbox[Any]:
             fp = bytes.fromhex(encap.fingerprint)
             name = encap.clipped_name.encode()
             header = (_MAGIC, slots, slot_size, _pid[0], fp, len(name), 0)
@@ -218,10 +218,11 @@ class Mailbox(Generic[T]):
             _pthread.sem_init(box._filled, 0)
             for i in range(slots):
                 _pthread.mutex_init(box._claims[i], _pthread.MUTEX_NORMAL)
-        except BaseException:
-            segment.release()
-            raise
-        return box
+            return box
+
+        # mmap's ENOMEM: /dev/shm's free space does not bound it.
+        enomem = f"{too_large}, more than this process can map: {fix}"
+        return create_marked(size, _MAGIC, build, enomem)
 
     @overload
     @classmethod
@@ -389,14 +390,16 @@ class Mailbox(Generic[T]):
                 use.left()
 
     def _abandon(self, full: bool) -> None:
-        """After an exception in :meth:`send`: give back the claim mutex this
+        """After an exception in :meth:`send` (or in the receiver's look at a
+        claimed slot, :meth:`_sender_died`): give back the claim mutex this
         thread holds, if any, leaving its slot as a killed sender's would be
         (which the receiver steps over), and wake the receiver for it.
 
         Which slot is not known: the exception may have come just after a
         lock call returned, anywhere in the claim. So look for the claim
-        whose holder is this thread; a sender holds at most one. ``full``:
-        the message was marked full, so its ``filled`` token may be missing.
+        whose holder is this thread; a sender holds at most one, and so does
+        the receiver. ``full``: the message was marked full, so its
+        ``filled`` token may be missing.
         """
         tid = threading.get_native_id()
         # Each slot's claim mutex starts with its futex word: its holder's
@@ -627,7 +630,11 @@ class Mailbox(Generic[T]):
         """The slot of the oldest full message, when the window start's slot
         is not one: it is still being written, or its sender died."""
         buf, heads, slots = self._buf, self._heads, self.slots
-        if buf[heads[self._start % slots]] == _CLAIMED and self._sender_died(self._start % slots):
+        at_start = buf[heads[self._start % slots]]
+        # Taken: a signal handler's exception cut short a move of the window
+        # start over taken slots (or came as a dead sender's slot was marked):
+        # it moves on now, or it would stay there, and the box fill up for good.
+        if at_start == _TAKEN or (at_start == _CLAIMED and self._sender_died(self._start % slots)):
             self._advance()
             if buf[heads[self._start % slots]] == _FULL:
                 return self._start % slots
@@ -652,18 +659,26 @@ class Mailbox(Generic[T]):
         so, it holds no message: it becomes taken, for the window start to
         step over, or empty again if the cursor had not moved on from it."""
         buf, head, claim = self._buf, self._heads[i], self._claims[i]
-        rc = _trylock(claim)
-        if rc == errno.EBUSY:
-            return False
-        if rc == errno.EOWNERDEAD:
-            _pthread.mutex_consistent(claim)
-        elif rc != 0:
-            _pthread.locked(rc, claim)  # raises
-        died = buf[head] == _CLAIMED
-        if died:
-            seq = self._quads[(head + 8) >> 3]
-            buf[head] = _TAKEN if self._cursor[0] > seq else _EMPTY
-        _unlock(claim)
+        # As in send(), an exception (a signal handler's) can come just after
+        # the lock was taken, before Python has the result: left held by this
+        # thread, the slot would be stuck for good, and the release of the box
+        # would unmap a mutex on this thread's robust list (SIGSEGV).
+        try:
+            rc = _trylock(claim)
+            if rc == errno.EBUSY:
+                return False
+            if rc == errno.EOWNERDEAD:
+                _pthread.mutex_consistent(claim)
+            elif rc != 0:
+                _pthread.locked(rc, claim)  # raises
+            died = buf[head] == _CLAIMED
+            if died:
+                seq = self._quads[(head + 8) >> 3]
+                buf[head] = _TAKEN if self._cursor[0] > seq else _EMPTY
+            _unlock(claim)
+        except BaseException:
+            self._abandon(False)
+            raise
         return died
 
     def _advance(self) -> None:

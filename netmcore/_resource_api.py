@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from . import _context, _ipc, _registry, _resources
 from ._client import _error, _link
@@ -269,8 +269,15 @@ class _Counted:
             self._uses = None
 
 
+class _Releasable(Protocol):
+    """What an open or a create makes: a handle, or an object (a Mailbox ...)
+    built on one, whose release gives back the use the open took."""
+
+    def release(self) -> None: ...
+
+
 H = TypeVar("H", bound=_Counted)
-X = TypeVar("X")
+X = TypeVar("X", bound=_Releasable)
 
 
 def _itself(handle: H) -> tuple[H, H]:
@@ -291,26 +298,43 @@ def _counted(
 
     ``res_id``, for an open (a create's is not known before its answer):
     while it goes on, a release of this process's last handle on the object
-    waits for its end (see :class:`_Uses`)."""
+    waits for its end (see :class:`_Uses`).
+
+    SIGINT and SIGTERM wait from the request to the master until the handle
+    counts the use it answered with: a handler's exception in between (once
+    the master counts this process as a user, or even only has the request)
+    left the process a user that no handle would release, until it ended.
+    A handler that raises as they are let through again (one that came
+    meanwhile), or just after, ends the call: the object made is released,
+    since the caller never gets it."""
     uses = _uses
     n = None if res_id is None else res_id.n
-    with uses.lock:
-        if n is not None:
-            uses.opening[n] = uses.opening.get(n, 0) + 1
-        try:
-            got = get()
-            try:
-                made, handle = make(got)
-            except BaseException:
-                if not got.was_user and got.res_id not in uses.owed:
-                    release(ResId(got.res_id))
-                raise
-            uses.handles[got.res_id] = uses.handles.get(got.res_id, 0) + 1
-            handle._uses = uses
-            return made
-        finally:
+    counted = False
+    try:
+        with uses.lock, _resources.interrupts_held():
             if n is not None:
-                _opened(uses, n)
+                uses.opening[n] = uses.opening.get(n, 0) + 1
+            try:
+                got = get()
+                try:
+                    made, handle = make(got)
+                except BaseException:
+                    if not got.was_user and got.res_id not in uses.owed:
+                        release(ResId(got.res_id))
+                    raise
+                uses.handles[got.res_id] = uses.handles.get(got.res_id, 0) + 1
+                handle._uses = uses
+                counted = True
+            finally:
+                if n is not None:
+                    _opened(uses, n)
+        # No call from here to the caller's hands (its callers return this as
+        # it is): Python runs a handler only at a call, or a loop's jump back.
+        return made
+    except BaseException:
+        if counted:
+            made.release()
+        raise
 
 
 def _opened(uses: _Uses, n: int) -> None:
@@ -435,6 +459,34 @@ def open_marked(
             raise
 
     return _counted(lambda: _get(res_id, (ResourceType.POSIX_SHM,)), checked, res_id)
+
+
+def create_marked(
+    size: int, mark: bytes, build: Callable[[ShmSegment], X], enomem: str | None = None
+) -> X:
+    """:func:`create_shm` for an object that :func:`open_marked` opens:
+    ``mark`` is written first, then ``build`` makes the object (a Mailbox, a
+    ShmMutex ...) on the segment. If that fails, or a signal handler's
+    exception comes before the caller has the object, the segment is
+    released, and with it the object. ``enomem``: the message of an ENOMEM
+    (a mapping too large for this process), in the caller's terms.
+
+    The segment is made first, the object built on it after: a large one
+    (a Mailbox of many slots) takes a while, and SIGINT must not wait for it.
+    """
+    said = contextlib.nullcontext() if enomem is None else _resources.enomem_said(enomem)
+    segment = None
+    try:
+        with said:
+            # Assigned before any call can come after it: the end of the
+            # with-statement is one, and this try covers it.
+            segment = create_shm(size)
+        segment.buffer[: len(mark)] = mark
+        return build(segment)
+    except BaseException:
+        if segment is not None:
+            segment.release()
+        raise
 
 
 def closed_error(obj: object) -> ValueError:

@@ -391,7 +391,7 @@ def unlink_object(typ: ResourceType, name: str) -> bool:
 
 
 @contextlib.contextmanager
-def _interrupts_held() -> Iterator[None]:
+def interrupts_held() -> Iterator[None]:
     """SIGINT and SIGTERM wait while an object is made and taken into the
     table: a handler's exception in between (once it exists, before it is in
     the table) left it in /dev/shm with nothing to unlink it."""
@@ -574,7 +574,7 @@ def _refuse_managed_twice(typ: ResourceType, name: str) -> None:
 def op_create(kind: str, prefix: str, size: int, user: int) -> ResInfo:
     """Create a kernel object (0600, exclusive, unguessable name) in the table."""
     typ = ResourceType(kind)
-    with _interrupts_held():
+    with interrupts_held():
         if typ is ResourceType.POSIX_SHM_PREALLOCATED:
             entry = create_preallocated(prefix, size, user, peek_process_id())
             entry.creator = user

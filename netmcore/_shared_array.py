@@ -115,22 +115,32 @@ class SharedArray(msgspec.Struct, frozen=True):
         if len(dims) > 255 or len(text.encode()) > 0xFFFF:  # the header's counts
             raise ValueError(f"dtype {dtype!r} or shape {dims!r} is too large to record")
         size = _size(dims, kind, text)
-        if _context.current.role == "worker":
-            segment = _resource_api.create_shm(size)
-            buffer, res_id, pre = segment.buffer, segment.res_id, False
-            _keep[res_id.n] = segment
-        else:
-            # Made by the master (inherited by every worker started after),
-            # and counted as this process's use, as a segment's would be.
-            use = _resource_api._counted(
-                lambda: _resource_api._create(_PREALLOCATED, "/nmc-array", size),
-                lambda got: _resource_api._itself(_Use(ResId(got.res_id))),
-            )
-            res_id = use.res_id
-            _used[res_id.n] = use
-            buffer, pre = _mapping(res_id), True
-        _write_header(buffer, text, dims)
-        return cls(res_id, text, dims, pre)
+        made: _resource_api.ShmSegment | _Use | None = None
+        try:
+            if _context.current.role == "worker":
+                made = segment = _resource_api.create_shm(size)
+                buffer, res_id, pre = segment.buffer, segment.res_id, False
+                _keep[res_id.n] = segment
+            else:
+                # Made by the master (inherited by every worker started after),
+                # and counted as this process's use, as a segment's would be.
+                made = use = _resource_api._counted(
+                    lambda: _resource_api._create(_PREALLOCATED, "/nmc-array", size),
+                    lambda got: _resource_api._itself(_Use(ResId(got.res_id))),
+                )
+                res_id = use.res_id
+                _used[res_id.n] = use
+                buffer, pre = _mapping(res_id), True
+            _write_header(buffer, text, dims)
+            return cls(res_id, text, dims, pre)
+        except BaseException:
+            # A signal handler's exception before the caller has the array:
+            # nobody could release the use it was made with.
+            if made is not None:
+                _keep.pop(made.res_id.n, None)
+                _used.pop(made.res_id.n, None)
+                made.release()
+            raise
 
     def open(self) -> npt.NDArray[Any]:
         """The array, as a numpy view of the shared memory (no copy).

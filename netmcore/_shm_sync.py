@@ -40,7 +40,7 @@ from . import _context, _pthread
 from ._debug import log
 from ._errors import OwnerDiedError
 from ._ids import ResId
-from ._resource_api import ShmSegment, closed_during, closed_error, create_shm, open_marked
+from ._resource_api import ShmSegment, closed_during, closed_error, create_marked, open_marked
 
 MutexKind = Literal["normal", "errorcheck", "recursive"]
 _KINDS: dict[MutexKind, int] = {
@@ -130,10 +130,10 @@ class _InShm:
         self._use = _pthread.InUse(self._unmap)
 
     @classmethod
-    def _create_segment(cls) -> ShmSegment:
-        segment = create_shm(2 * _pthread.SLOT)
-        segment.buffer[: len(cls._MARK)] = cls._MARK
-        return segment
+    def _create(cls, build: Callable[[ShmSegment], Self]) -> Self:
+        """Create the object, which ``build`` makes on its marked segment: if
+        that fails (or is interrupted), the segment goes with it."""
+        return create_marked(2 * _pthread.SLOT, cls._MARK, build)
 
     @classmethod
     def _open(cls, res_id: ResId) -> Self:
@@ -208,15 +208,14 @@ class ShmMutex(_InShm):
             raise ValueError(
                 f"kind {kind!r} is not valid: use 'normal', 'errorcheck' or 'recursive'"
             )
-        segment = cls._create_segment()
-        try:
+
+        def build(segment: ShmSegment) -> ShmMutex:
             segment.buffer[_KIND_AT] = _KINDS[kind]
             mutex = cls(segment)
             _pthread.mutex_init(mutex._addr, _KINDS[kind])
-        except BaseException:
-            segment.release()
-            raise
-        return mutex
+            return mutex
+
+        return cls._create(build)
 
     @classmethod
     def open(cls, res_id: ResId) -> ShmMutex:
@@ -513,14 +512,13 @@ class ShmCondition(_InShm):
 
     @classmethod
     def create(cls) -> ShmCondition:
-        segment = cls._create_segment()
-        try:
+
+        def build(segment: ShmSegment) -> ShmCondition:
             cond = cls(segment)
             _pthread.cond_init(cond._addr)
-        except BaseException:
-            segment.release()
-            raise
-        return cond
+            return cond
+
+        return cls._create(build)
 
     @classmethod
     def open(cls, res_id: ResId) -> ShmCondition:

@@ -1630,11 +1630,13 @@ def test_a_hand_over_never_ends_the_masters_own_use(master_cleanup: None) -> Non
 
 
 @pytest.mark.parametrize("kind", ["sem", "shm", "preallocated"])
-def test_an_interrupt_just_after_an_object_is_made_leaves_it_managed(
+def test_an_interrupt_just_after_an_object_is_made_leaves_nothing(
     monkeypatch: pytest.MonkeyPatch, master_cleanup: None, kind: str
 ) -> None:
     """A SIGINT that lands once the object exists, before the table has it:
-    the object must still be managed (and so destroyed), not left in /dev/shm."""
+    the object must still be managed (and so destroyed), not left in /dev/shm.
+    An object with a handle (a semaphore, a segment) that the interrupted call
+    never handed over is released at once: nobody could release it later."""
     made: list[str] = []
     target = "create_semaphore" if kind == "sem" else "create_mapped"
     real = getattr(netmcore._ipc, target)
@@ -1654,9 +1656,11 @@ def test_an_interrupt_just_after_an_object_is_made_leaves_it_managed(
     with pytest.raises(KeyboardInterrupt):
         create()
     assert len(made) == 1
-    assert made[0] in {entry.name for entry in netmcore._resources.table.values()}
-    netmcore.destroy_resources()
     path = netmcore._ipc.SHM_DIR + ("/sem." if kind == "sem" else "/") + made[0][1:]
+    managed = made[0] in {entry.name for entry in netmcore._resources.table.values()}
+    assert managed is (kind == "preallocated")
+    assert os.path.exists(path) is managed
+    netmcore.destroy_resources()
     assert not os.path.exists(path)
 
 

@@ -1,0 +1,150 @@
+"""A signal at chosen points of a call under test, whose handler raises.
+
+Python runs a signal's handler where the interpreter checks for one: at
+the start of a Python function, and as a C function returns, before the
+caller has its result. Those are the points a profile function sees as
+"call" and "c_return" events, so one can send the signal at each of them
+in turn (:func:`at_every_point`). A handler that raises ends the call
+there, unless the code under test holds the signal back (blocks it) at
+that point: the handler then runs where the code lets it through again.
+The signal is raised in this thread (``signal.raise_signal``), so it
+never reaches another thread, which would not block it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import inspect
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+
+class Interrupted(Exception):
+    """What the handlers installed here raise: a timeout's, or a Ctrl-C's."""
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(f"the handler of {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def handler_raises(signum: int) -> Iterator[None]:
+    """While inside, the handler of ``signum`` raises :class:`Interrupted`;
+    after, it is what it was (a handler left installed would run in a
+    later test)."""
+    old = signal.signal(signum, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signum, old)
+
+
+def interrupted_after(
+    call: Callable[..., Any], when: Callable[[Any], bool], signum: int = signal.SIGINT
+) -> Callable[..., Any]:
+    """``call``, which sends ``signum`` to this thread as it returns a
+    result that ``when`` accepts: the handler runs there, as a real
+    signal's does when a C call returns, and its exception takes the
+    place of the result. Only once: later calls are left alone."""
+    sent = False
+
+    def call_then_signal(*args: Any) -> Any:
+        nonlocal sent
+        result = call(*args)
+        if not sent and when(result):
+            sent = True
+            signal.raise_signal(signum)
+        return result
+
+    return call_then_signal
+
+
+# The profile events after which Python may run a signal handler.
+_POINTS = ("call", "c_return")
+# A generator's frame starts again both when it is resumed, where a handler
+# may run, and when it is closed (a GeneratorExit thrown in, as it is
+# dropped half-way), where none runs: its "call" events are left out.
+_GENERATORS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+class _SignalAt:
+    """A profile function that sends SIGINT to this thread at the ``at``-th
+    point of the call (counted from 0), and says where (``where``)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.seen = 0
+        self.where: str | None = None
+
+    def __call__(self, frame: FrameType, event: str, arg: object) -> None:
+        if event not in _POINTS or (event == "call" and frame.f_code.co_flags & _GENERATORS):
+            return
+        self.seen += 1
+        if self.seen - 1 != self.at:
+            return
+        code = frame.f_code
+        what = getattr(arg, "__qualname__", repr(arg)) if event == "c_return" else code.co_name
+        self.where = f"{event} of {what} (in {code.co_name}, {code.co_filename}:{frame.f_lineno})"
+        # Its handler runs here, as raise_signal returns, unless
+        # SIGINT is blocked: then where the code under test unblocks it.
+        signal.raise_signal(signal.SIGINT)
+
+
+# More points than any call under test has: a guard against a call that
+# never completes uninterrupted, not an expectation.
+_POINTS_MAX = 100_000
+
+
+def at_every_point(call: Callable[[], Any], check: Callable[[Any], list[str]]) -> str | None:
+    """Run ``call`` once for each point of it where a signal's handler could
+    run, SIGINT sent there, and its handler raising :class:`Interrupted`;
+    then once more, whole. After each run, ``check`` is given what the call
+    returned (None if it was interrupted) and says what is wrong (it also
+    releases what the call made). Returns the first problem found, with
+    the point that caused it; None if there is none.
+
+    Each run must also leave SIGINT as it found it: not blocked, nothing
+    pending.
+
+    The cyclic garbage collector waits until the end: run at a point of the
+    call, it would call back (a weak reference's callback, say) code that
+    is not the call's, where the handler's exception could not be raised
+    to the call, only reported as unraisable.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _at_every_point(call, check)
+    finally:
+        if collecting:
+            gc.enable()
+        gc.collect()  # what the interrupted runs left, in cycles through their tracebacks
+
+
+def _at_every_point(call: Callable[[], Any], check: Callable[[Any], list[str]]) -> str | None:
+    with handler_raises(signal.SIGINT):
+        for at in range(_POINTS_MAX):
+            hook = _SignalAt(at)
+            result = None
+            sys.setprofile(hook)
+            try:
+                result = call()
+            except Interrupted:
+                pass
+            finally:
+                sys.setprofile(None)
+            where = hook.where or "no point (the call ran whole)"
+            problems = check(result)
+            if signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+                problems.append("SIGINT was left blocked")
+                with contextlib.suppress(Interrupted):  # its handler runs now, if it is pending
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+            if problems:
+                return f"SIGINT at point {at}, {where}: " + "; ".join(problems)
+            if hook.where is None:  # the call has fewer points: each was tried
+                return None
+    raise AssertionError(f"the call still had points after {_POINTS_MAX}")

@@ -1,0 +1,270 @@
+"""Calls that a signal handler's exception interrupts leave nothing behind.
+
+- A Mailbox's receiver that steps over a dead sender's slot try-locks the
+  slot's claim: an exception just as that lock was taken left the claim
+  held by the receiver's thread, the slot stuck for good, and the release
+  of the box unmapped a mutex on the thread's robust list (the next robust
+  mutex call could die of SIGSEGV).
+- An open or a create whose caller the master already counted as a user,
+  interrupted before the handle that would release that use existed (or
+  before the caller had the object built on it), left the process a user
+  until it ended: the object outlived its last release.
+
+Each test here failed before its fix; the docstring of each says how. The
+signals are sent by the tests themselves where a real one could land
+(``interrupting``); SIGINT's handler raises, as a Ctrl-C's or a timeout's.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+# SharedArray imports numpy at its first use: imported here, so that the
+# interrupted points are the create's, not those of an import cut short.
+import numpy  # noqa: F401
+import pytest
+from interrupting import at_every_point, handler_raises, interrupted_after
+from scenario import outcome_text, own_shm_entries, run_scenario, wait_until
+
+import netmcore
+from netmcore import (
+    Buffer,
+    Mailbox,
+    ResId,
+    SharedArray,
+    ShmCondition,
+    ShmMutex,
+    _mailbox,
+    _pthread,
+    _resource_api,
+    _resources,
+    _shared_array,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+# The bit the kernel sets in a robust mutex's futex word when its holder
+# ends holding it (the kernel's ABI).
+OWNER_DIED = 0x40000000
+SLOTS = 2
+
+# --------------------------------------------------------------------------
+# A Mailbox's receiver interrupted as it steps over a dead sender's slot
+# --------------------------------------------------------------------------
+
+
+def _leave_a_claimed_slot(box: Mailbox[int], how: str) -> None:
+    """Claim the cursor's slot as a sender does (it is slot 0, the box
+    fresh), and go, leaving it claimed: ``died``, a sender thread that ends
+    holding the claim (the kernel marks the robust mutex, and the next
+    locker gets EOWNERDEAD); ``abandoned``, a send cut short after its
+    claim, which gave the claim back."""
+    if how == "died":
+        sender = threading.Thread(target=box._claim_slot)
+        sender.start()
+        sender.join()
+        word = _pthread.MutexState(box._claims[0]).word
+        wait_until(lambda: bool(word.value & OWNER_DIED), "the dead sender's mark")
+    else:
+        assert box._claim_slot() == 0
+        _pthread.raw_mutex_unlock(box._claims[0])
+
+
+def _claims_held_here(box: Mailbox[int]) -> int:
+    return sum(_pthread.MutexState(claim).depth() for claim in box._claims)
+
+
+def _round_trips(box: Mailbox[int]) -> list[int]:
+    """Send and receive a message at a time, round the box twice: a slot
+    that stays stuck makes a send find the box full."""
+    got = []
+    for k in range(2 * SLOTS):
+        box.send(k, timeout=0)
+        got.append(box.receive(timeout=0))
+    return got
+
+
+def _lock_another_robust_mutex() -> None:
+    """Lock and unlock a robust mutex: glibc links it into this thread's
+    robust list, writing into the entry already there (a crash, if that
+    one's memory was unmapped)."""
+    mutex = ShmMutex.create()
+    try:
+        with mutex:
+            pass
+    finally:
+        mutex.release()
+
+
+@netmcore.process
+def interrupted_receiver(arg: tuple[str, str, str]) -> list[str]:
+    """A box whose slot 0 a sender left claimed (``how``), and a message in
+    slot 1; ``call`` (receive or reclaim) is interrupted just after its
+    ``point`` call returns (the claim's trylock, as it took the lock; or its
+    unlock, the slot already marked): then say what the box does."""
+    call, point, how = arg
+    box = Mailbox.create(int, slots=SLOTS, slot_size=16)
+    seen = []
+    try:
+        _leave_a_claimed_slot(box, how)
+        box.send(1, timeout=0)
+        real = getattr(_mailbox, point)
+        took = (0, errno.EOWNERDEAD)
+        with handler_raises(signal.SIGINT):
+            setattr(_mailbox, point, interrupted_after(real, lambda rc: rc in took))
+            try:
+                seen.append(outcome_text(getattr(box, call)))
+            finally:
+                setattr(_mailbox, point, real)
+        seen.append(f"claims held by this thread: {_claims_held_here(box)}")
+        if call == "reclaim":
+            seen.append(outcome_text(box.reclaim))
+        seen.append(outcome_text(lambda: box.receive(timeout=0)))
+        seen.append(outcome_text(lambda: _round_trips(box)))
+        seen.append(outcome_text(box.qsize))
+    finally:
+        box.release()
+    seen.append(outcome_text(_lock_another_robust_mutex))
+    return seen
+
+
+@pytest.mark.parametrize("how", ["died", "abandoned"])
+@pytest.mark.parametrize(
+    ("call", "point"),
+    [("receive", "_trylock"), ("reclaim", "_trylock"), ("receive", "_unlock")],
+)
+def test_a_receiver_interrupted_stepping_over_a_dead_senders_slot_leaves_the_box_working(
+    call: str, point: str, how: str
+) -> None:
+    """Before, at the trylock: the receiver's thread kept the claim ("claims
+    held by this thread: 1"), the slot was never stepped over, and the box
+    was full for good after one round (TimeoutError); its release left the
+    mutex on the thread's robust list. At the unlock (receive): the slot,
+    marked taken, stayed at the window start, which never moved on again,
+    and the box was full after one round too."""
+    seen = run_scenario(interrupted_receiver, (call, point, how))
+    expected = [
+        "Interrupted: the handler of SIGINT",
+        "claims held by this thread: 0",
+        *(["returned 1"] if call == "reclaim" else []),  # the slot given back
+        "returned 1",  # the message after it
+        f"returned {list(range(2 * SLOTS))}",
+        "returned 0",
+        "returned None",
+    ]
+    assert seen == expected
+
+
+# --------------------------------------------------------------------------
+# An open or a create interrupted anywhere, as a Ctrl-C could
+# --------------------------------------------------------------------------
+
+CREATES: dict[str, Callable[[], Any]] = {
+    "ShmSegment": lambda: netmcore.create_shm(64),
+    "PosixSemaphore": netmcore.create_sem,
+    "Mailbox": lambda: Mailbox.create(int, slots=2, slot_size=16),
+    "ShmMutex": ShmMutex.create,
+    "ShmCondition": ShmCondition.create,
+    "Buffer": lambda: Buffer.create(64),
+    "SharedArray": lambda: SharedArray.create(4),
+}
+OPENS: dict[str, Callable[[ResId], Any]] = {
+    "ShmSegment": netmcore.open_shm,
+    "PosixSemaphore": netmcore.open_sem,
+    "Mailbox": lambda res_id: Mailbox.open(res_id, int),
+    "ShmMutex": ShmMutex.open,
+    "ShmCondition": ShmCondition.open,
+    "Buffer": Buffer.open,
+}
+
+
+def _held() -> set[str]:
+    """What this process holds: its handles, and the /dev/shm entries named
+    for it (or for its master, which names a worker's objects)."""
+    handles = {f"a handle on resource {n}" for n in _resource_api._uses.handles}
+    arrays = {f"a use of array {n}" for n in [*_shared_array._keep, *_shared_array._used]}
+    return handles | arrays | {f"/dev/shm entry {name}" for name in own_shm_entries()}
+
+
+def _released(made: Any) -> None:
+    if made is not None:
+        made.release()
+
+
+@pytest.mark.parametrize("kind", sorted(CREATES))
+def test_a_create_interrupted_anywhere_leaves_no_object(kind: str, master_cleanup: None) -> None:
+    """Outside run, where the process is its own master. Before: a SIGINT
+    as the object had just been made (the table counting this process as
+    its user), before its handle, left it in the table and in /dev/shm;
+    one just after a Mailbox's, ShmMutex's, ShmCondition's or Buffer's
+    segment was made, before the object was built on it, too."""
+    keep = netmcore.create_shm(8)  # the guard lives on: not forked again for each object
+    try:
+        before = _held() | {f"table entry {e.name}" for e in _resources.table.values()}
+
+        def check(made: Any) -> list[str]:
+            _released(made)
+            table = {f"table entry {e.name}" for e in _resources.table.values()}
+            return [f"left {sorted(left)}"] if (left := (_held() | table) - before) else []
+
+        problem = at_every_point(CREATES[kind], check)
+    finally:
+        keep.release()
+    assert problem is None, problem
+
+
+@netmcore.process
+def interrupted_in_a_worker(arg: tuple[str, str, ResId]) -> str | None:
+    """Create (``what``) an object of ``kind``, or open ``res_id`` (made by
+    the master), with a SIGINT at each point in turn: the first problem."""
+    what, kind, res_id = arg
+    before = _held()
+
+    def check(made: Any) -> list[str]:
+        _released(made)
+        problems = [f"left {sorted(left)}"] if (left := _held() - before) else []
+        if what == "open":
+            # The master says whether this process was among the users.
+            if _resource_api._get(res_id, ()).was_user:
+                problems.append(f"this process was still a user of {res_id!r}")
+            netmcore.release(res_id)
+        return problems
+
+    if what == "open":
+        return at_every_point(lambda: OPENS[kind](res_id), check)
+    return at_every_point(CREATES[kind], check)
+
+
+def test_an_array_create_interrupted_anywhere_in_a_worker_leaves_no_use(
+    master_cleanup: None,
+) -> None:
+    """A worker's array is a segment it makes through the master, kept by
+    this process (not a handle): before, a SIGINT once it was kept, before
+    the caller had the array, left the worker its user until it ended."""
+    keep = netmcore.create_shm(8)  # any id: a create opens nothing
+    try:
+        problem = run_scenario(interrupted_in_a_worker, ("create", "SharedArray", keep.res_id))
+    finally:
+        keep.release()
+    assert problem is None, problem
+
+
+@pytest.mark.parametrize("kind", sorted(OPENS))
+@pytest.mark.parametrize("what", ["open", "create"])
+def test_an_open_or_create_interrupted_anywhere_in_a_worker_leaves_no_use(
+    what: str, kind: str, master_cleanup: None
+) -> None:
+    """In a worker, each call a request to the master. Before: a SIGINT
+    once the master had the request (it counts the worker as a user as it
+    answers), before the worker's handle, left the worker a user until it
+    ended ("this process was still a user", or its object left)."""
+    made = CREATES[kind]()  # the master's own, opened by the worker
+    try:
+        problem = run_scenario(interrupted_in_a_worker, (what, kind, made.res_id))
+    finally:
+        made.release()
+    assert problem is None, problem
