@@ -41,6 +41,7 @@ from ._errors import (
 )
 from ._ids import ResId, give_back_process_id, next_process_id, peek_process_id
 from ._outcome import signal_name
+from ._payload import Payload, ShmRef
 from ._plugin_host import PluginHost
 from ._posix import peer_uid
 from ._resources import ResourceType
@@ -182,6 +183,10 @@ class Child:
     conn: Conn
     pidfd: int
     record: Record | None = None
+    # The shm objects of the large results it joined and has not sent on:
+    # it keeps its last ones for reuse (see _payload), and unlinks them when
+    # it ends, unless it crashes; the master does it then (see _on_exit).
+    kept: deque[str] = field(default_factory=lambda: deque(maxlen=_payload.RECYCLE_MAX + 1))
 
 
 @dataclass(eq=False, repr=False)
@@ -229,14 +234,17 @@ class Controller:
             After the run has ended: it had no processes left, and the
             master is gone (an empty list would say that it runs, idle).
         """
+        return self._running_master("Controller.processes()").process_infos()
+
+    def _running_master(self, call: str) -> Master:
+        """The master, for ``call``; ContextError once the run has ended."""
         if self._master.ended:
             raise ContextError(
-                f"Controller.processes() was called after its run (master pid "
-                f"{self.master_pid}) had ended: a controller describes its run while it "
-                "goes on. Call it in init_ctrl or extract_result, and keep what you need "
-                "from there"
+                f"{call} was called after its run (master pid {self.master_pid}) had "
+                "ended: a controller describes its run while it goes on. Call it in "
+                "init_ctrl or extract_result, and keep what you need from there"
             )
-        return self._master.process_infos()
+        return self._master
 
 
 class Master:
@@ -624,6 +632,7 @@ class Master:
         try:
             reply: Message | None
             if isinstance(msg, StartReq):
+                self._passed_on(conn, msg.arg.payload)
                 reply = Started(self.start(msg.fork_point, msg.arg, msg.inherit))
             elif isinstance(msg, JoinReq):
                 reply = self._join_request(conn, msg)
@@ -663,10 +672,29 @@ class Master:
             reply = Failed(type(exc).__name__, str(exc), None)
         except (OSError, ValueError, TypeError) as exc:  # bad names, missing objects
             reply = Failed(type(exc).__name__, str(exc), None)
-        if reply is not None:
-            conn.send(msgspec.structs.replace(reply, req=getattr(msg, "req", 0)))
+        if reply is None:
+            return
+        sent = conn.send(msgspec.structs.replace(reply, req=getattr(msg, "req", 0)))
+        if sent and isinstance(reply, Joined):
+            _handed(conn, reply.outcome)
         if isinstance(msg, StartReq) and isinstance(reply, Failed):
             _payload.discard(msg.arg.payload)  # nobody else will read it
+
+    @staticmethod
+    def _passed_on(conn: Conn, payload: Payload) -> None:
+        """A child sent ``payload`` on (a start's argument, its result). If it
+        wrote it into an object it was given (its argument, a result it
+        joined), the object is the reader's now: the end of the child must
+        not unlink it under the reader, who may not have mapped it yet."""
+        child = conn.child
+        if child is None or not isinstance(payload, ShmRef):
+            return
+        with contextlib.suppress(ValueError):
+            child.kept.remove(payload.name)
+        record = child.record
+        arg = None if record is None else record.arg.payload
+        if record is not None and isinstance(arg, ShmRef) and arg.name == payload.name:
+            record.arg = msgspec.structs.replace(record.arg, payload=b"")
 
     def _on_finished(self, conn: Conn, outcome: WireOutcome) -> None:
         child = conn.child
@@ -674,9 +702,8 @@ class Master:
             return
         record = child.record
         trace("deliver: process %d (%s) finished", record.n, record.definition.name)
-        if _payload.same_object(record.arg.payload, getattr(outcome, "value", None)):
-            # The result came back in the argument's object: it is the joiner's now.
-            record.arg = msgspec.structs.replace(record.arg, payload=b"")
+        if isinstance(outcome, Returned):
+            self._passed_on(conn, outcome.value.payload)
         # It runs no more user code: it lets go of its resources and plugin
         # state before the joiner hears of it, so the joiner never sees them.
         self._forget_process(record.n)
@@ -697,6 +724,8 @@ class Master:
         os.close(child.pidfd)
         if self.children.get(child.os_pid) is child:  # reaped elsewhere, its pid may be reused
             del self.children[child.os_pid]
+        for name in child.kept:  # gone already, unless it crashed
+            _ipc.unlink(name)
         record = child.record
         if record is None:  # a spare: killed at shutdown, or died unassigned
             self.spares = deque(c for c in self.spares if c is not child)
@@ -951,6 +980,7 @@ class Master:
                 # with it, unanswered: the outcome stays for a live joiner.
                 continue
             if conn.send(Joined(outcome, req=req)):
+                _handed(conn, outcome)
                 self._deliver_outcome(record)
                 for late, late_req in waiters[i + 1 :]:
                     message = f"process {record.n} was joined by another caller first"
@@ -1149,6 +1179,15 @@ def _ids_so_far() -> str:
 def _join_timed_out(n: int) -> Failed:
     # The joiner words the error: it knows the timeout it gave.
     return Failed("TimeoutError", f"process {n} has not ended by the join's deadline")
+
+
+def _handed(conn: Conn, outcome: WireOutcome | None) -> None:
+    """``conn`` was sent ``outcome`` in a join: a large result's object is its
+    child's to keep now (see Child.kept)."""
+    if conn.child is not None and isinstance(outcome, Returned):
+        payload = outcome.value.payload
+        if isinstance(payload, ShmRef):
+            conn.child.kept.append(payload.name)
 
 
 def _has_returned(conn: Conn) -> bool:

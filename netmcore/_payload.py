@@ -12,8 +12,10 @@ its own next large value into it: a start's argument comes back as the
 process's result, and the next start's argument goes out in the same warm
 pages. A process unlinks what it kept when it ends (:func:`forget_recycled`).
 
-Every such object is named under the run's private prefix, so the master can
-sweep whatever a crashed process left behind when the run ends.
+A crashed process unlinks nothing: the master unlinks the objects of the
+results it handed that process (see Master._on_exit), and every such object is
+named under the run's private prefix, so that the end of the run sweeps the
+rest.
 """
 
 from __future__ import annotations
@@ -114,12 +116,6 @@ def forget_recycled() -> None:
         for received in _received:
             _ipc.unlink(received.name)
         _received.clear()
-
-
-def same_object(payload: Payload, value: object) -> bool:
-    """Whether ``value`` (a WireEncap, or anything) travels in ``payload``'s object."""
-    other = getattr(value, "payload", None)
-    return isinstance(payload, ShmRef) and isinstance(other, ShmRef) and other.name == payload.name
 
 
 def discard(payload: Payload) -> None:

@@ -33,8 +33,13 @@ def add_plugins(controller: Controller) -> None:
     """Attach the plugins to the master (call it from ``init_ctrl``).
 
     Attaching them twice does nothing.
+
+    Raises
+    ------
+    ContextError
+        After the run of ``controller`` has ended.
     """
-    controller._master.attach_plugins()
+    controller._running_master("add_plugins(controller)").attach_plugins()
 
 
 def _call(

@@ -10,6 +10,7 @@ fixture) and events, never by sleeps.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 import threading
@@ -22,6 +23,7 @@ import netmcore
 from netmcore import _payload
 
 LARGE = 200_000  # over the 64 KiB that travel inline: values go through shm
+SMALLER = LARGE - 100  # large, and fits in the object of a LARGE value
 
 
 @netmcore.process
@@ -264,3 +266,93 @@ def test_an_interrupted_join_nowait_leaves_the_result_for_the_next_join() -> Non
     # read before the exception is kept (it was lost, and the next join_nowait
     # raised UnknownProcess).
     assert run_scenario(rf_interrupted_join_nowait, 0) == ["interrupted", f"{LARGE} bytes"]
+
+
+def _payload_objects() -> list[str]:
+    """The run's large-value objects in /dev/shm (named under its prefix)."""
+    from netmcore import _context
+
+    prefix = _context.current.shm_prefix.lstrip("/")
+    return sorted(name for name in os.listdir("/dev/shm") if name.startswith(prefix))
+
+
+@netmcore.process
+def rf_join_large_then_die(size: int) -> int:
+    """Join two large results (kept, as every process keeps its last ones for
+    reuse), then die holding them."""
+    for _ in range(2):
+        assert rf_echo.join(rf_echo.start(b"j" * size)) is not None
+    os.kill(os.getpid(), signal.SIGKILL)
+    return 0
+
+
+@netmcore.process
+def rf_crashes_with_kept_results(_: int) -> list[str]:
+    """Objects left once each of three killed processes has ended."""
+    left = []
+    for _ in range(3):
+        outcome = rf_join_large_then_die.join_outcome(rf_join_large_then_die.start(LARGE))
+        assert outcome == netmcore.Crashed(None, signal.SIGKILL), outcome
+        left += _payload_objects()
+    return left
+
+
+def test_the_large_results_a_crashed_process_kept_go_with_it() -> None:
+    # A process keeps the objects of the large results it joined, for its
+    # next large values, and unlinks them when it ends. One that crashed left
+    # them in /dev/shm until the end of run: in a user's review, 200 MB after
+    # ten crashes (a long run fills /dev/shm). The master unlinks them when it
+    # hears of the crash, before the joiner does.
+    assert run_scenario(rf_crashes_with_kept_results, 0) == []
+
+
+@netmcore.process
+def rf_blocked_reader(arg: tuple[int, bytes]) -> int:
+    gate_r, data = arg
+    os.read(gate_r, 1)
+    return len(data)
+
+
+@netmcore.process
+def rf_passes_a_result_on(gate_r: int) -> tuple[int, int]:
+    """Join a large result, then start a reader whose large argument goes out
+    in that result's object (free once the result is decoded and dropped);
+    return the reader's id and this process's os pid."""
+    result = rf_echo.join(rf_echo.start(b"r" * LARGE))
+    assert result is not None
+    del result
+    pid = rf_blocked_reader.start((gate_r, b"p" * SMALLER))
+    return pid.n, os.getpid()
+
+
+@netmcore.process
+def rf_object_outlives_the_process_that_passed_it_on(gate: tuple[int, int]) -> list[object]:
+    gate_r, gate_w = gate
+    passed = rf_passes_a_result_on.join(rf_passes_a_result_on.start(gate_r))
+    assert passed is not None
+    reader_n, os_pid = passed
+    try:  # wait for the passer's end, which the master hears of at once
+        pidfd = os.pidfd_open(os_pid)
+    except ProcessLookupError:
+        pass  # reaped already
+    else:
+        select.select([pidfd], [], [], WAIT)
+        os.close(pidfd)
+    rf_echo.join(rf_echo.start(b"s"))  # a round trip: the master has handled that end
+    left = _payload_objects()
+    os.write(gate_w, b"g")
+    reader = netmcore.ProcessId[int](reader_n)
+    return [left != [], rf_blocked_reader.join(reader)]
+
+
+def test_a_result_passed_on_in_its_object_outlives_the_process_that_joined_it(
+    gate: tuple[int, int],
+) -> None:
+    # A process that joined a large result writes its next large value (here
+    # a start's argument) into that result's object. The master unlinks the
+    # objects of the results a process joined when it ends (for a crash, see
+    # above), but not one the process passed on: the reader may not have
+    # mapped it yet (a busy machine), and would fail with "No shared memory
+    # exists".
+    outcome = run_scenario(rf_object_outlives_the_process_that_passed_it_on, gate)
+    assert outcome == [True, SMALLER]

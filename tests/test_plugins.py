@@ -1126,6 +1126,31 @@ def test_add_plugins_twice_keeps_the_plugins_and_their_state() -> None:
     assert value == 7
 
 
+def test_add_plugins_after_its_run_raises_context_error() -> None:
+    # It attached plugins to a master that was gone, and said nothing: the
+    # program went on as if its plugins were there for a next run.
+    controllers: list[netmcore.Controller] = []
+
+    def init(ctrl: netmcore.Controller) -> None:
+        netmcore.add_plugins(ctrl)
+        assert SharedVar("v", int).create(7) is True
+        controllers.append(ctrl)
+
+    value = netmcore.run(
+        first_process=lambda: read_var.start("v"),
+        extract_result=lambda _ctrl, pid: read_var.join_nowait(pid),
+        init_ctrl=init,
+    )
+    assert value == 7
+    (ctrl,) = controllers
+    with pytest.raises(netmcore.ContextError) as info:
+        netmcore.add_plugins(ctrl)
+    assert str(info.value).startswith(
+        f"add_plugins(controller) was called after its run (master pid {os.getpid()}) had ended"
+    )
+    assert "Call it in init_ctrl or extract_result" in str(info.value)
+
+
 def test_without_add_plugins_every_call_raises_plugin_error_naming_add_plugins() -> None:
     results = run_scenario(every_service, 0, plugins=False)
     assert len(results) == 9
