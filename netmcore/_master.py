@@ -43,7 +43,7 @@ from ._ids import ResId, give_back_process_id, next_process_id, peek_process_id
 from ._outcome import signal_name
 from ._payload import Payload, ShmRef
 from ._plugin_host import PluginHost
-from ._posix import peer_uid
+from ._posix import INTERRUPTS, peer_uid, with_signals_blocked
 from ._resources import ResourceType
 from ._socketdir import SocketDir
 from ._wire import (
@@ -109,7 +109,6 @@ GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL when the master is interrupte
 LONGEST_WAIT = 3600.0  # seconds the loop sleeps at most: it then looks at the time again
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
 JOIN_TIMERS_MIN = 64  # join timers kept before stale ones are swept (see _time_join)
-INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 
 
 class Conn:
@@ -370,11 +369,8 @@ class Master:
         an at-fork hook, where Python drops it) was lost. The children set
         their own handlers, then take the program's mask back.
         """
-        self.signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
-        try:
-            return self._fork_children(assigns)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self.signal_mask)
+        self.signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        return with_signals_blocked(INTERRUPTS, lambda: self._fork_children(assigns))
 
     def _fork_children(self, assigns: list[Assign | None]) -> list[Child]:
         """Fork one child per entry: a spare (added to the pool) for None, else
@@ -1100,11 +1096,7 @@ class Master:
         take effect (as KeyboardInterrupt, ...) when it returns.
         """
         self.ended = True
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
-        try:
-            self._close()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        with_signals_blocked(INTERRUPTS, self._close)
 
     def _close(self) -> None:
         for child in list(self.children.values()):

@@ -94,6 +94,7 @@ from ._encap import Encap, EncapType, same_to_mypy
 from ._errors import ContextError, NetmcoreError, NoResource
 from ._ids import ProcessId, ResId
 from ._mailbox import SIZE_LIMIT, Mailbox, footprint
+from ._posix import with_signals_blocked
 from ._process import ProcessDef, process
 from ._registry import Definition, by_fork_point
 from ._resource_api import create_shm, open_shm
@@ -474,11 +475,7 @@ class _Helper:
         # Started with every signal blocked, which it keeps: a signal sent to
         # the process goes to the main thread, as it did with no helper, and
         # interrupts its waits (a thread's mask is its creator's).
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        try:
-            self._thread.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        with_signals_blocked(signal.valid_signals(), self._thread.start)
 
     def _run(self) -> None:
         send_held, busy, quit = self._answers.send_held, self._answers.busy, self._quit

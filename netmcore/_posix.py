@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal's C half: no stub
 import ctypes
 import os
 import resource
 import signal
 import socket
 import struct
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def with_signals_blocked(signals: Iterable[int], call: Callable[[], T]) -> T:
+    """``call()`` with ``signals`` blocked in this thread; the mask is
+    restored after (a signal that came meanwhile then takes effect:
+    KeyboardInterrupt, ...).
+
+    The mask is read first, and the block made inside the try: pthread_sigmask
+    runs the Python handlers of signals that came before it as it returns, and
+    a handler's exception there must not skip the restore (the signals would
+    stay blocked for good). A function, not a context manager: the handler of
+    a signal not blocked can run as a Python ``__enter__`` returns, where no
+    ``__exit__`` restores the mask (a generator's only once it is collected)."""
+    # signal's C half: signal.pthread_sigmask is a Python function, whose
+    # start is a point where a handler runs, before the mask is restored.
+    before = _signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    try:
+        _signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        return call()
+    finally:
+        _signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc["prctl"]  # a handle of its own: no argtypes to convert through

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Protocol, TypeVar
 
-from . import _context, _ipc, _registry, _resources
+from . import _context, _ipc, _posix, _registry, _resources
 from ._client import _error, _link
 from ._errors import NoResource
 from ._ids import ResId
@@ -309,31 +309,37 @@ def _counted(
     since the caller never gets it."""
     uses = _uses
     n = None if res_id is None else res_id.n
-    counted = False
-    try:
-        with uses.lock, _resources.interrupts_held():
-            if n is not None:
-                uses.opening[n] = uses.opening.get(n, 0) + 1
+    counted: list[X] = []
+
+    def count() -> None:
+        if n is not None:
+            uses.opening[n] = uses.opening.get(n, 0) + 1
+        try:
+            got = get()
             try:
-                got = get()
-                try:
-                    made, handle = make(got)
-                except BaseException:
-                    if not got.was_user and got.res_id not in uses.owed:
-                        release(ResId(got.res_id))
-                    raise
-                uses.handles[got.res_id] = uses.handles.get(got.res_id, 0) + 1
-                handle._uses = uses
-                counted = True
-            finally:
-                if n is not None:
-                    _opened(uses, n)
+                made, handle = make(got)
+            except BaseException:
+                if not got.was_user and got.res_id not in uses.owed:
+                    release(ResId(got.res_id))
+                raise
+            uses.handles[got.res_id] = uses.handles.get(got.res_id, 0) + 1
+            handle._uses = uses
+            counted.append(made)
+        finally:
+            if n is not None:
+                _opened(uses, n)
+
+    try:
+        with uses.lock:
+            _posix.with_signals_blocked(_posix.INTERRUPTS, count)
         # No call from here to the caller's hands (its callers return this as
         # it is): Python runs a handler only at a call, or a loop's jump back.
-        return made
+        return counted[0]
     except BaseException:
         if counted:
-            made.release()
+            # Held again: a second Ctrl-C in the middle of this release would
+            # leave the count of a handle that nobody has.
+            _posix.with_signals_blocked(_posix.INTERRUPTS, counted[0].release)
         raise
 
 

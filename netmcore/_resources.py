@@ -15,11 +15,10 @@ import enum
 import errno
 import mmap
 import os
-import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from . import _ipc, _registry
+from . import _ipc, _posix, _registry
 from ._errors import NoResource, NotInherited
 from ._ids import ResId, next_res_id, peek_process_id
 from ._wire import ResInfo, ResourceUse
@@ -390,18 +389,6 @@ def unlink_object(typ: ResourceType, name: str) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def interrupts_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait while an object is made and taken into the
-    table: a handler's exception in between (once it exists, before it is in
-    the table) left it in /dev/shm with nothing to unlink it."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
 def create_preallocated(prefix: str, size: int, user: int, first_pid: int) -> Entry:
     """Create, size and map a fresh shm object (0600, exclusive)."""
     name = _ipc.random_name(prefix)
@@ -574,26 +561,32 @@ def _refuse_managed_twice(typ: ResourceType, name: str) -> None:
 def op_create(kind: str, prefix: str, size: int, user: int) -> ResInfo:
     """Create a kernel object (0600, exclusive, unguessable name) in the table."""
     typ = ResourceType(kind)
-    with interrupts_held():
-        if typ is ResourceType.POSIX_SHM_PREALLOCATED:
-            entry = create_preallocated(prefix, size, user, peek_process_id())
-            entry.creator = user
-            return info(entry)
-        name = _ipc.random_name(prefix)
-        on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
-        try:
-            if typ is ResourceType.POSIX_SEM:
-                _ipc.create_semaphore(name, size)
-                size = 0
-            else:
-                with enomem_said_plainly(name, size):
-                    _ipc.create_mapped(name, size).close()
-        except BaseException:
-            on_change("-", typ, name)  # not created (an existing object stays untouched)
-            raise
-        try:
-            return info(add(typ, name, user, size, recorded=True))
-        except BaseException:
-            unlink_object(typ, name)
-            on_change("-", typ, name)
-            raise
+    # SIGINT and SIGTERM wait while the object is made and taken into the
+    # table: a handler's exception in between (once it exists, before it is
+    # in the table) left it in /dev/shm with nothing to unlink it.
+    return _posix.with_signals_blocked(_posix.INTERRUPTS, lambda: _create(typ, prefix, size, user))
+
+
+def _create(typ: ResourceType, prefix: str, size: int, user: int) -> ResInfo:
+    if typ is ResourceType.POSIX_SHM_PREALLOCATED:
+        entry = create_preallocated(prefix, size, user, peek_process_id())
+        entry.creator = user
+        return info(entry)
+    name = _ipc.random_name(prefix)
+    on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
+    try:
+        if typ is ResourceType.POSIX_SEM:
+            _ipc.create_semaphore(name, size)
+            size = 0
+        else:
+            with enomem_said_plainly(name, size):
+                _ipc.create_mapped(name, size).close()
+    except BaseException:
+        on_change("-", typ, name)  # not created (an existing object stays untouched)
+        raise
+    try:
+        return info(add(typ, name, user, size, recorded=True))
+    except BaseException:
+        unlink_object(typ, name)
+        on_change("-", typ, name)
+        raise

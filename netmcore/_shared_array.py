@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import msgspec
 
-from . import _context, _resource_api, _resources
+from . import _context, _posix, _resource_api, _resources
 from ._errors import NoResource
 from ._ids import ResId
 
@@ -139,7 +139,7 @@ class SharedArray(msgspec.Struct, frozen=True):
             if made is not None:
                 _keep.pop(made.res_id.n, None)
                 _used.pop(made.res_id.n, None)
-                made.release()
+                _posix.with_signals_blocked(_posix.INTERRUPTS, made.release)  # a 2nd Ctrl-C
             raise
 
     def open(self) -> npt.NDArray[Any]:

@@ -40,7 +40,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from . import _ipc, _resources
+from . import _ipc, _posix, _resources
 from ._cleanup import finish_record, unlink_pending
 from ._debug import log
 from ._resources import ResourceType
@@ -346,11 +346,8 @@ def _start_guard(made: _Made, more: set[Object]) -> None:
     """Fork a guard for ``made.objects`` and ``more``. SIGINT and SIGTERM
     wait until it is known here: a signal in between would lose it."""
     objects = made.objects | more
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        made.guard, made.told = fork_watchdog(objects), objects
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    made.guard = _posix.with_signals_blocked(_posix.INTERRUPTS, lambda: fork_watchdog(objects))
+    made.told = objects
 
 
 def _stop_guard(made: _Made) -> None:

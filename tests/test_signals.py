@@ -10,6 +10,7 @@ the master's and the workers' pids on stdout; the tests wait for those lines
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal's C half: no stub
 import contextlib
 import os
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from interrupting import Interrupted, handler_raises
 from master_process import (
     ROOT,
     STARTUP_WITHIN,
@@ -483,3 +485,40 @@ def test_a_background_job_of_a_shell_outlives_a_sigint_to_its_group(tmp_path: Pa
         m.wait_for(lambda _lines: m.eof, "the end of stdout", STOP_WITHIN)
         assert status == 0, m.stderr()
         assert m.lines[-1] == "Success(value='go, SIGINT ignored: True')", m.stderr()
+
+
+def _blocked_here() -> set[int]:
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, ()))
+
+
+@pytest.mark.parametrize("call", ["create_shm", "open_shm"])
+def test_a_handler_run_as_interrupts_are_blocked_leaves_them_unblocked(
+    monkeypatch: pytest.MonkeyPatch, master_cleanup: None, call: str
+) -> None:
+    # An open or a create holds SIGINT and SIGTERM back while it asks the
+    # master. pthread_sigmask runs the Python handlers of signals that came
+    # before it as it returns: one that raised there (a timeout's) left the
+    # block made and skipped its undoing, so the thread ignored Ctrl-C and
+    # SIGTERM for good (a worker then outlived its master's SIGTERM).
+    segment = netmcore.create_shm(8)
+    real = _signal.pthread_sigmask  # the C function, which signal's calls too
+
+    def block_then_run_a_handler(how: int, mask: Iterable[int]) -> set[int]:
+        old: set[int] = real(how, mask)
+        if how == signal.SIG_BLOCK and signal.SIGINT in set(mask):
+            signal.raise_signal(signal.SIGUSR1)  # its handler runs as the call returns
+        return old
+
+    before = _blocked_here()
+    monkeypatch.setattr(_signal, "pthread_sigmask", block_then_run_a_handler)
+    with handler_raises(signal.SIGUSR1), pytest.raises(Interrupted):
+        if call == "create_shm":
+            netmcore.create_shm(8)
+        else:
+            netmcore.open_shm(segment.res_id)
+    monkeypatch.undo()
+    try:
+        assert _blocked_here() == before
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        segment.release()
