@@ -53,6 +53,12 @@ the receiver, whose look at a claimed slot (is its sender dead?) try-locks
 its claim: it gives it back the same way, and a move of its window start
 that an exception cut short is finished at its next look.
 
+A message the receiver has taken out of its slot is its alone: the same
+exception, coming before the caller has the value, would lose it. So the
+receiver keeps it from then on, and such an exception puts it in the
+handle's *pending* list, whose messages the next ``receive`` returns
+first, in order, each taken off the list only as it is returned.
+
 Each call counts itself in progress (``_pthread.InUse``), so that a
 ``close()`` by another thread unmaps the box only once the last call has
 left: it posts ``filled`` to wake this process's receivers, and a waiting
@@ -71,6 +77,8 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+import msgspec
 
 from . import _context, _pthread
 from ._encap import TYPE_NAME_MAX, EncapType
@@ -298,6 +306,10 @@ class Mailbox(Generic[T]):
         # handler firing more often than _FIRST_SLICE would keep every call
         # from getting to its first look, and the box would stall.
         self._look_first = False
+        # Messages taken out of their slots that a signal handler's exception
+        # kept from their caller, oldest first: the next receive() returns
+        # them first (see _take, _hand_over).
+        self._pending: list[bytes] = []
 
     @property
     def res_id(self) -> ResId:
@@ -511,6 +523,12 @@ class Mailbox(Generic[T]):
     def receive(self, timeout: float | None = None) -> T:
         """Take the next message, waiting for one up to ``timeout`` seconds.
 
+        A signal handler's exception that ends a receive() once it has taken
+        a message out of the box (a Ctrl-C, a timeout's) leaves the message
+        for the next receive(), which returns it first. A message that does
+        not decode as the box's type is raised once (msgspec.ValidationError)
+        and is gone.
+
         Raises
         ------
         ContextError
@@ -537,35 +555,73 @@ class Mailbox(Generic[T]):
             if timeout is not None:
                 timeout = _pthread.check_timeout(timeout)
             deadline = None if timeout is None else time.monotonic() + timeout
-            if self._look_first:
-                with self._receiving:
-                    data = self._take()
-                if data is not None:
-                    self._look_first = False
-                    return self._decode(data)
-            self._look_first = True  # until a message is taken: see __init__
-            while True:
-                if _trywait(self._filled):
-                    if timeout != 0 and _context.in_master_loop():
-                        _context.refuse_wait_in_master(f"{self!r}.receive() on an empty box")
-                    self._wake_senders()  # before the box waits: nothing else will
-                    data = self._wait(deadline, timeout)
-                    if data is not None:  # a message whose token never came
-                        self._look_first = False
-                        return self._decode(data)
-                with self._receiving:  # each thread that took one from ``filled`` gets one
-                    data = self._take()
-                if data is not None:
-                    self._look_first = False
-                    return self._decode(data)
-                # A sender's nudge (see _nudge_receiver), not a message: wait again,
-                # unless it was close()'s, taken by the _trywait above.
-                if use.closed:
-                    raise closed_during(self, "receive()")
+            if self._pending:  # taken by a receive() that an exception cut short: first
+                return self._hand_over(deadline)
+            data = self._take() if self._look_first else None
+            if data is None:
+                self._look_first = True  # until a message is taken: see __init__
+                while True:
+                    if _trywait(self._filled):
+                        if timeout != 0 and _context.in_master_loop():
+                            _context.refuse_wait_in_master(f"{self!r}.receive() on an empty box")
+                        self._wake_senders()  # before the box waits: nothing else will
+                        data = self._wait(deadline, timeout)
+                        if data is not None:  # a message whose token never came
+                            break
+                    data = self._take()  # each thread that took one from ``filled`` gets one
+                    if data is not None:
+                        break
+                    # A sender's nudge (see _nudge_receiver), not a message: wait again,
+                    # unless it was close()'s, taken by the _trywait above.
+                    if use.closed:
+                        raise closed_during(self, "receive()")
+            self._look_first = False
+            # No call since _take returned the message (see _take): here, a
+            # signal handler's exception, as the decode returns or in a
+            # validator, leaves it pending, for the next receive().
+            try:
+                return self._decode(data)
+            except msgspec.DecodeError:  # ValidationError too: not of this box's type
+                raise  # and gone, as it always was: kept, every receive() would raise it
+            except BaseException:
+                # Whether a handler raised it cannot be told (a validator may
+                # raise anything): kept, as a handler's must be.
+                self._pending.append(data)
+                raise
         finally:
             del use.calls[-1]
             if use.closed:
                 use.left()
+
+    def _hand_over(self, deadline: float | None) -> T:
+        """Return the oldest pending message, decoded, and only then, as the
+        very last step, take it off the list.
+
+        From that ``del`` to the caller having the value, Python runs no
+        signal handler and switches to no other thread (it does either
+        only as a call starts or a C call returns): an exception anywhere
+        before leaves the message first for the next receive(). Threads
+        receiving at once each return the oldest at the time; one whose
+        message another thread returned meanwhile returns the next, or
+        looks in the box until ``deadline``.
+        """
+        pending = self._pending
+        while True:
+            try:
+                data = pending[0]
+            except IndexError:  # other threads returned them all
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                return self.receive(left)
+            try:
+                value = self._decode(data)
+            except msgspec.DecodeError:  # as in receive(): raised, and gone
+                if pending and pending[0] is data:
+                    del pending[0]
+                    raise
+                continue  # another thread raised this one
+            if pending and pending[0] is data:
+                del pending[0]
+                return value
 
     def _wait(self, deadline: float | None, timeout: float | None) -> bytes | None:
         """Wait for a ``filled`` token (then None: the caller takes a message),
@@ -591,40 +647,59 @@ class Mailbox(Generic[T]):
                 return None
             if use.closed:
                 raise closed_during(self, "receive()")
-            with self._receiving:
-                data = self._take()  # also steps over a dead sender's claimed slot
+            data = self._take()  # also steps over a dead sender's claimed slot
             if data is not None:
-                return data
+                return data  # no call on the way to receive()'s decode: see _take
             if last:
                 raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
             wait = _pthread.sem_wait  # spinning again would only cost CPU
             piece = min(2 * piece, _pthread.SLICE)
 
     def _take(self) -> bytes | None:
-        """Take the oldest finished message; None if there is none."""
+        """Take the oldest finished message; None if there is none.
+
+        Once it is out of its slot, the message is the caller's alone: an
+        exception (a signal handler's) before the caller has decoded it
+        would lose it. So, from the slot's emptying on, it is in ``taken``
+        (no call between: Python runs a handler only as a call starts or a
+        C call returns), and an exception puts it in the pending list,
+        which the next receive() empties first; and from the return to the
+        decode in receive(), which does the same, there is no call.
+        (Putting every message in that list, and taking it off as it is
+        returned, would cost some 8% of a receive that finds one waiting.)
+        """
         buf, heads, slots = self._buf, self._heads, self.slots
-        i = self._start % slots
-        if buf[heads[i]] != _FULL:
-            found = self._first_full()
-            if found is None:
-                return None
-            i = found
-        head = heads[i]
-        length = self._words[(head + 4) >> 2]
-        # A copy: a memoryview or Raw value must not view the slot.
-        data = buf[head + _PAYLOAD : head + _PAYLOAD + length].tobytes()
-        if i == self._start % slots:
-            buf[head] = _EMPTY
-            self._start += 1
-            if buf[heads[self._start % slots]] == _TAKEN:
-                self._advance()
-        else:
-            buf[head] = _TAKEN  # out of order: emptied when the window start gets here
-        self._until_wake -= 1
-        if not self._until_wake:
-            self._until_wake = self._wake_every
-            self._wake_senders()
-        return data
+        taken = None
+        try:
+            with self._receiving:  # one thread at a time: each takes a message of its own
+                i = self._start % slots
+                if buf[heads[i]] != _FULL:
+                    found = self._first_full()
+                    if found is None:
+                        return None
+                    i = found
+                head = heads[i]
+                length = self._words[(head + 4) >> 2]
+                # A copy: a memoryview or Raw value must not view the slot.
+                data = buf[head + _PAYLOAD : head + _PAYLOAD + length].tobytes()
+                if i == self._start % slots:
+                    buf[head] = _EMPTY
+                    self._start += 1
+                    taken = data
+                    if buf[heads[self._start % slots]] == _TAKEN:
+                        self._advance()
+                else:
+                    buf[head] = _TAKEN  # out of order: emptied when the window start gets here
+                    taken = data
+                self._until_wake -= 1
+                if not self._until_wake:
+                    self._until_wake = self._wake_every
+                    self._wake_senders()
+            return data
+        except BaseException:
+            if taken is not None:
+                self._pending.append(taken)
+            raise
 
     def _first_full(self) -> int | None:
         """The slot of the oldest full message, when the window start's slot
@@ -731,14 +806,17 @@ class Mailbox(Generic[T]):
 
         Approximate, as ``multiprocessing.Queue.qsize()`` is: senders and the
         receiver change it at any time, and a message still being written
-        is not counted yet. Any process that opened the box may ask.
+        is not counted yet. Any process that opened the box may ask. In the
+        receiver, it counts too the messages that a receive() cut short by a
+        signal handler's exception had taken: the next receive() returns them.
         """
         if not self._use.enter():
             raise closed_error(self)
         try:
             first = _FIRST_SLOT + _pthread.SLOT  # slot 0's state byte
             states = self._buf[first : first + self.slots * self._stride : self._stride]
-            return states.tobytes().count(_FULL)
+            # A sender's handle has none pending: only a receive() takes any.
+            return states.tobytes().count(_FULL) + len(self._pending)
         finally:
             self._use.leave()
 
@@ -749,6 +827,10 @@ class Mailbox(Generic[T]):
         waiting receive at once, a waiting send within a millisecond), and
         the memory is unmapped when the last of them has left.
         """
+        # The pending messages (taken by a receive() that an exception cut
+        # short) are lost with it, as those still in the box are: no
+        # receive() on this handle returns them now. A receive() returning
+        # one as the close comes still does.
         self._use.close(self._wake_receivers)
 
     def _wake_receivers(self, others: int) -> None:

@@ -5,6 +5,8 @@
   held by the receiver's thread, the slot stuck for good, and the release
   of the box unmapped a mutex on the thread's robust list (the next robust
   mutex call could die of SIGSEGV).
+- A Mailbox's receive interrupted once it had taken a message out of its
+  slot, before its caller had the value, lost that message for good.
 - An open or a create whose caller the master already counted as a user,
   interrupted before the handle that would release that use existed (or
   before the caller had the object built on it), left the process a user
@@ -25,9 +27,10 @@ from typing import Any
 
 # SharedArray imports numpy at its first use: imported here, so that the
 # interrupted points are the create's, not those of an import cut short.
+import msgspec
 import numpy  # noqa: F401
 import pytest
-from interrupting import at_every_point, handler_raises, interrupted_after
+from interrupting import Interrupted, at_every_point, handler_raises, interrupted_after
 from scenario import outcome_text, own_shm_entries, run_scenario, wait_until
 
 import netmcore
@@ -157,6 +160,124 @@ def test_a_receiver_interrupted_stepping_over_a_dead_senders_slot_leaves_the_box
         "returned None",
     ]
     assert seen == expected
+
+
+# --------------------------------------------------------------------------
+# A Mailbox's receive interrupted anywhere, as a Ctrl-C could
+# --------------------------------------------------------------------------
+
+
+def _leave_one_pending(box: Mailbox[int]) -> None:
+    """Receive, interrupted as the decode returns: its message is left for
+    the next receive."""
+    real = box._decode
+    box._decode = interrupted_after(real, lambda _: True)
+    try:
+        with handler_raises(signal.SIGINT), pytest.raises(Interrupted):
+            box.receive(timeout=0)
+    finally:
+        box._decode = real
+
+
+@pytest.mark.parametrize("first", ["in the box", "pending"])
+def test_a_receive_interrupted_anywhere_loses_no_message(first: str, master_cleanup: None) -> None:
+    """Each receive finds the next two messages waiting: both in the box
+    (full: the receive wakes senders as it takes one), or the first one
+    pending, left by a receive before it that was interrupted as its
+    decode returned. After a receive interrupted anywhere, a whole one
+    must return the message that one did not, and qsize() count it
+    meanwhile. Before: a SIGINT once the message was out of its slot (as
+    _take woke senders, as ``with self._receiving`` ended, as the decode
+    returned) lost it: the next receive returned the message after it."""
+    box = Mailbox.create(int, slots=SLOTS, slot_size=16)
+    try:
+        sent = 0
+
+        def send_one() -> None:
+            nonlocal sent
+            box.send(sent, timeout=0)
+            sent += 1
+
+        def set_up() -> None:
+            send_one()
+            if first == "pending":
+                _leave_one_pending(box)
+
+        send_one()
+        set_up()
+        got: list[int] = []
+
+        def check(result: int | None) -> list[str]:
+            problems = []
+            if result is None:  # interrupted: the next receive gets its message
+                if (waiting := box.qsize()) != 2:
+                    problems.append(f"qsize() said {waiting} after it, not 2")
+                try:
+                    result = box.receive(timeout=0)
+                except TimeoutError:
+                    return [*problems, f"the next receive found nothing, after {got}"]
+            got.append(result)
+            if got != list(range(len(got))):
+                return [*problems, f"received {got}"]
+            set_up()
+            return problems
+
+        problem = at_every_point(lambda: box.receive(timeout=0), check)
+        assert problem is None, problem
+        # Nothing received twice, nothing left behind: only the last two sent.
+        assert [box.receive(timeout=0), box.receive(timeout=0)] == [sent - 2, sent - 1]
+        with pytest.raises(TimeoutError):
+            box.receive(timeout=0)
+    finally:
+        box.release()
+
+
+def test_a_message_of_another_type_is_raised_once_even_by_a_receive_after_an_interrupted_one(
+    master_cleanup: None,
+) -> None:
+    """A message that does not decode as the box's type (from a sender of
+    another version of it, say) is raised by the receive that takes it, a
+    msgspec.ValidationError, and is gone: the next receive returns the next
+    message. So it is when that receive was interrupted anywhere: the one
+    after raises it, once. Before: interrupted once it was out of its slot,
+    the message was lost, and the next receive returned the one after it."""
+    box = Mailbox.create(int, slots=SLOTS, slot_size=16)
+    forger = Mailbox.open(box.res_id, int)
+    forger._encode = lambda value, _what: msgspec.msgpack.encode(value)  # unchecked
+    try:
+        sent = 0
+
+        def send_both() -> None:
+            nonlocal sent
+            forger.send("not an int", timeout=0)  # type: ignore[arg-type]
+            box.send(sent, timeout=0)
+            sent += 1
+
+        def receive_the_other_type() -> str:
+            try:
+                return f"returned {box.receive(timeout=0)!r}"
+            except msgspec.ValidationError as exc:
+                return f"raised {exc}"
+
+        def check(result: str | None) -> list[str]:
+            if result is None:  # interrupted: the next receive raises the message
+                result = receive_the_other_type()
+            problems = []
+            if result != "raised Expected `int`, got `str`":
+                problems.append(f"the other type's message: {result}")
+            if (then := outcome_text(lambda: box.receive(timeout=0))) != f"returned {sent - 1}":
+                problems.append(f"the message after it: {then}")
+            if (waiting := box.qsize()) != 0:
+                problems.append(f"qsize() said {waiting} after both, not 0")
+            send_both()
+            return problems
+
+        send_both()
+        problem = at_every_point(receive_the_other_type, check)
+        assert problem is None, problem
+    finally:
+        forger.release()
+        box.release()
 
 
 # --------------------------------------------------------------------------
