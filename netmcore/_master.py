@@ -628,7 +628,7 @@ class Master:
         try:
             reply: Message | None
             if isinstance(msg, StartReq):
-                self._passed_on(conn, msg.arg.payload)
+                _passed_on(conn, msg.arg.payload)
                 reply = Started(self.start(msg.fork_point, msg.arg, msg.inherit))
             elif isinstance(msg, JoinReq):
                 reply = self._join_request(conn, msg)
@@ -676,22 +676,6 @@ class Master:
         if isinstance(msg, StartReq) and isinstance(reply, Failed):
             _payload.discard(msg.arg.payload)  # nobody else will read it
 
-    @staticmethod
-    def _passed_on(conn: Conn, payload: Payload) -> None:
-        """A child sent ``payload`` on (a start's argument, its result). If it
-        wrote it into an object it was given (its argument, a result it
-        joined), the object is the reader's now: the end of the child must
-        not unlink it under the reader, who may not have mapped it yet."""
-        child = conn.child
-        if child is None or not isinstance(payload, ShmRef):
-            return
-        with contextlib.suppress(ValueError):
-            child.kept.remove(payload.name)
-        record = child.record
-        arg = None if record is None else record.arg.payload
-        if record is not None and isinstance(arg, ShmRef) and arg.name == payload.name:
-            record.arg = msgspec.structs.replace(record.arg, payload=b"")
-
     def _on_finished(self, conn: Conn, outcome: WireOutcome) -> None:
         child = conn.child
         if child is None or child.record is None or child.record.outcome is not None:
@@ -699,7 +683,7 @@ class Master:
         record = child.record
         trace("deliver: process %d (%s) finished", record.n, record.definition.name)
         if isinstance(outcome, Returned):
-            self._passed_on(conn, outcome.value.payload)
+            _passed_on(conn, outcome.value.payload)
         # It runs no more user code: it lets go of its resources and plugin
         # state before the joiner hears of it, so the joiner never sees them.
         self._forget_process(record.n)
@@ -1171,6 +1155,22 @@ def _ids_so_far() -> str:
 def _join_timed_out(n: int) -> Failed:
     # The joiner words the error: it knows the timeout it gave.
     return Failed("TimeoutError", f"process {n} has not ended by the join's deadline")
+
+
+def _passed_on(conn: Conn, payload: Payload) -> None:
+    """A child sent ``payload`` on (a start's argument, its result). If it
+    wrote it into an object it was given (its argument, a result it
+    joined), the object is the reader's now: the end of the child must
+    not unlink it under the reader, who may not have mapped it yet."""
+    child = conn.child
+    if child is None or not isinstance(payload, ShmRef):
+        return
+    with contextlib.suppress(ValueError):
+        child.kept.remove(payload.name)
+    record = child.record
+    arg = None if record is None else record.arg.payload
+    if record is not None and isinstance(arg, ShmRef) and arg.name == payload.name:
+        record.arg = msgspec.structs.replace(record.arg, payload=b"")
 
 
 def _handed(conn: Conn, outcome: WireOutcome | None) -> None:
