@@ -141,7 +141,7 @@ def join_outcome(
         _context.refuse_other_master_thread(
             "join_nowait() (or join_outcome_nowait())", "the process table"
         )
-        outcome = current_master("join_nowait").join(join_point.n, pid.n, wait=False, waiter=None)
+        outcome = current_master("join_nowait").join(join_point.n, pid.n)
         if outcome is None and wait:
             raise _timed_out(pid, timeout)
         return outcome

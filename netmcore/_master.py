@@ -670,9 +670,7 @@ class Master:
             reply = Failed(type(exc).__name__, str(exc), None)
         if reply is None:
             return
-        sent = conn.send(msgspec.structs.replace(reply, req=getattr(msg, "req", 0)))
-        if sent and isinstance(reply, Joined):
-            _handed(conn, reply.outcome)
+        conn.send(msgspec.structs.replace(reply, req=getattr(msg, "req", 0)))
         if isinstance(msg, StartReq) and isinstance(reply, Failed):
             _payload.discard(msg.arg.payload)  # nobody else will read it
 
@@ -697,7 +695,10 @@ class Master:
 
     def _on_exit(self, child: Child) -> None:
         if not child.conn.closed:
-            self._read(child.conn)  # take what it sent before it ended
+            # Take what it sent before it ended; nobody reads the answers (a
+            # forked child of it may hold the socket open), so none is sent.
+            child.conn.broken = True
+            self._read(child.conn)
         self._close_conn(child.conn)
         ended = _reap(child)
         self._unwatch(child.pidfd)
@@ -795,13 +796,14 @@ class Master:
         trace("start: process %d (%s) in os pid %d", n, definition.name, child.os_pid)
         return n
 
-    def join(
-        self, join_point: int, n: int, wait: bool, waiter: tuple[Conn, int] | None
-    ) -> WireOutcome | None:
-        """The outcome of process ``n`` if it is there; None if it is not yet.
+    def join(self, join_point: int, n: int) -> WireOutcome | None:
+        """The outcome of process ``n``, for the master's own join_nowait: it
+        is used up if it is there; None if it is not yet."""
+        record = self._joinable(join_point, n)
+        return None if record.outcome is None else self._deliver_outcome(record)
 
-        With ``wait``, ``waiter`` is queued and answered when the outcome comes.
-        """
+    def _joinable(self, join_point: int, n: int) -> Record:
+        """The record of process ``n``, if a join through ``join_point`` may take it."""
         definition = _registry.join_point(join_point)
         record = self.records.get(n)
         if record is None or record.joined:
@@ -829,11 +831,7 @@ class Master:
                 f"{definition.name}: join it through the join point of "
                 f"{started_by.name}"
             )
-        if record.outcome is not None:
-            return self._deliver_outcome(record)
-        if wait and waiter is not None:
-            record.waiters.append(waiter)
-        return None
+        return record
 
     def _join_request(self, conn: Conn, msg: JoinReq) -> Message | None:
         record = _process_of(conn)
@@ -842,16 +840,31 @@ class Master:
                 f"process {msg.pid} cannot join itself: it would wait for its own end "
                 "forever; its joiner is another process (or extract_result)"
             )
+        joined = self._joinable(msg.join_point, msg.pid)
+        if joined.outcome is not None:
+            self._answer(joined, conn, msg.req)
+            return None
+        if not msg.wait:
+            return Joined(None)
+        if msg.deadline is not None and msg.deadline <= time.monotonic():
+            return _join_timed_out(msg.pid)  # so timeout=0 is a try
         waiter = (conn, msg.req)
-        expired = msg.deadline is not None and msg.deadline <= time.monotonic()
-        outcome = self.join(msg.join_point, msg.pid, msg.wait and not expired, waiter)
-        if outcome is not None or not msg.wait:
-            return Joined(outcome)
-        if expired:  # so timeout=0 is a try
-            return _join_timed_out(msg.pid)
+        joined.waiters.append(waiter)
         if msg.deadline is not None:
             self._time_join(msg.pid, waiter, msg.deadline)
         return None  # answered when the outcome arrives, or at the deadline
+
+    def _answer(self, record: Record, conn: Conn, req: int) -> bool:
+        """Send ``record``'s outcome to the join ``req`` of ``conn``; it is used
+        up only if it went out. A joiner that died with its request unread
+        (read at its end, or just before) takes nothing: the outcome stays
+        for a live joiner."""
+        assert record.outcome is not None
+        if not conn.send(Joined(record.outcome, req=req)):
+            return False
+        _handed(conn, record.outcome)
+        self._deliver_outcome(record)
+        return True
 
     def _time_join(self, n: int, waiter: tuple[Conn, int], deadline: float) -> None:
         """Answer the waiting join ``waiter`` of process ``n`` with a timeout
@@ -959,9 +972,7 @@ class Master:
                 # A thread still waiting in a process that has returned ends
                 # with it, unanswered: the outcome stays for a live joiner.
                 continue
-            if conn.send(Joined(outcome, req=req)):
-                _handed(conn, outcome)
-                self._deliver_outcome(record)
+            if self._answer(record, conn, req):
                 for late, late_req in waiters[i + 1 :]:
                     message = f"process {record.n} was joined by another caller first"
                     late.send(Failed("UnknownProcess", message, None, req=late_req))

@@ -14,10 +14,12 @@ import select
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from scenario import WAIT, run_scenario
+import pytest
+from scenario import SYSCALLS, WAIT, run_scenario, wait_until, wait_until_main_thread_blocks
 
 import netmcore
 from netmcore import _payload
@@ -356,3 +358,59 @@ def test_a_result_passed_on_in_its_object_outlives_the_process_that_joined_it(
     # exists".
     outcome = run_scenario(rf_object_outlives_the_process_that_passed_it_on, gate)
     assert outcome == [True, SMALLER]
+
+
+def _stopped(os_pid: int) -> bool:
+    with open(f"/proc/{os_pid}/stat") as f:  # the state, after the name in parentheses
+        return f.read().rpartition(")")[2].split()[0] == "T"
+
+
+@netmcore.process
+def rf_joins_then_dies(arg: tuple[int, int, int]) -> None:
+    """Stop the master, send it a join of process ``n``, and die as the join
+    waits: the master reads the request once this process has ended."""
+    n, told_w, go_r = arg
+    os.write(told_w, os.getpid().to_bytes(8, "little"))
+    os.read(go_r, 1)
+    master = os.getppid()
+    os.kill(master, signal.SIGSTOP)
+    wait_until(lambda: _stopped(master), "the master to stop")
+    assert SYSCALLS is not None
+
+    def die_once_the_join_waits() -> None:
+        wait_until_main_thread_blocks(lambda call: call[0] == SYSCALLS["recvfrom"])
+        os._exit(3)
+
+    threading.Thread(target=die_once_the_join_waits, daemon=True).start()
+    rf_echo.join(netmcore.ProcessId[bytes](n))
+
+
+@netmcore.process
+def rf_result_after_a_dead_joiner(arg: tuple[int, int, int, int]) -> list[object]:
+    told_r, told_w, go_r, go_w = arg
+    pid = rf_echo.start(b"r" * LARGE)
+    wait_until(lambda: not netmcore.kill(pid, 0), "the large process to finish")
+    joiner = rf_joins_then_dies.start((pid.n, told_w, go_r))
+    pidfd = os.pidfd_open(int.from_bytes(os.read(told_r, 8), "little"))
+    try:
+        os.write(go_w, b"g")
+        select.select([pidfd], [], [], WAIT)  # the joiner has ended
+    finally:
+        os.close(pidfd)
+        os.kill(os.getppid(), signal.SIGCONT)
+    result = rf_echo.join(pid)
+    return [str(rf_joins_then_dies.join_outcome(joiner)), None if result is None else len(result)]
+
+
+@pytest.mark.skipif(SYSCALLS is None, reason="system call numbers known for x86_64 and aarch64")
+def test_a_join_whose_joiner_died_before_the_master_read_it_leaves_the_result(
+    pipes: Callable[[], tuple[int, int]],
+) -> None:
+    # The master used the outcome up as it answered the join, before the send,
+    # which failed: the joiner had ended. A live joiner then got
+    # UnknownProcess, and the large result's object stayed in /dev/shm until
+    # the end of the run. (The master, stopped, reads the request only once
+    # its joiner has ended.)
+    told, go = pipes(), pipes()
+    outcome = run_scenario(rf_result_after_a_dead_joiner, (*told, *go))
+    assert outcome == [str(netmcore.Crashed(3, None)), LARGE]
