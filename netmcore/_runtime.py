@@ -311,10 +311,9 @@ def _pidfile(path: str | None, watchdog: _watchdog.Watchdog, master: Master) -> 
     """The master's pid in ``path`` for the run; removed at the end if it is
     still the file this run wrote.
 
-    The file is written whole under a temporary name in its directory, then
-    put in place (a link, or a rename over a stale one: both atomic), so a
-    reader never sees it half written, and a file that anything else puts at
-    ``path`` later is another file, which the end leaves alone. The master
+    The file is written whole, then put in place (see :func:`_put_in_place`),
+    so a reader never sees it half written, and a file that anything else
+    puts at ``path`` later is another file, which the end leaves alone. The master
     holds an flock on it for the run: a second run naming it while this one
     runs is refused, and a stale one (its run gone, whatever pid it holds)
     is replaced.
@@ -346,10 +345,36 @@ def _pidfile(path: str | None, watchdog: _watchdog.Watchdog, master: Master) -> 
 
 def _write_pidfile(path: str) -> int:
     """Put a file holding the master's pid at ``path``; its descriptor, with
-    the file's flock held."""
+    the file's flock held.
+
+    The file is made without a name (O_TMPFILE) and given its name once
+    whole: a master killed before that leaves nothing, where a temporary
+    name would stay. A file system without unnamed files (NFS, vfat) gets
+    the named way."""
+    directory = os.path.dirname(path)
+    pid = f"{os.getpid()}\n".encode()
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
+    except PermissionError as exc:
+        return _write_in_place(path, pid, exc)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+        return _write_named(path, pid)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows of it yet
+        os.write(fd, pid)
+        _put_in_place(f"/proc/self/fd/{fd}", path, named=False)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_named(path: str, pid: bytes) -> int:
+    """:func:`_write_pidfile` under a temporary name first."""
     directory, name = os.path.split(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    pid = f"{os.getpid()}\n".encode()
     while True:
         # Hidden, and short enough for any file system's names.
         temp = os.path.join(directory, f".{name[:64]}.{os.urandom(6).hex()}.tmp")
@@ -363,7 +388,7 @@ def _write_pidfile(path: str) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows of it yet
         os.write(fd, pid)
-        _put_in_place(temp, path)
+        _put_in_place(temp, path, named=True)
     except BaseException:
         os.close(fd)
         raise
@@ -395,39 +420,51 @@ def _write_in_place(path: str, pid: bytes, exc: PermissionError) -> int:
     return fd
 
 
-def _put_in_place(temp: str, path: str) -> None:
-    """Give the file ``temp`` the name ``path``: if no file has it, by a link
-    (which fails if one has it by then); else, if no run holds that file's
-    lock (it is stale), by a rename over it, with its lock held so that no
-    other run replaces it meanwhile. OSError if a run holds it, or if it is
-    not a regular file (any more): it is then left as it is."""
-    while True:
-        try:
-            os.link(temp, path)
-            return
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP):
-                raise
-            # A file system without hard links (vfat): the rename of a second
-            # run starting at this very moment could replace this one.
-            if not os.path.lexists(path):
-                os.rename(temp, path)
+def _put_in_place(source: str, path: str, *, named: bool) -> None:
+    """Give the file ``source`` the name ``path``: if no file has it, by a
+    link (which fails if one has it by then); else, if no run holds that
+    file's lock (it is stale), it is replaced, with its lock held so that no
+    other run replaces it meanwhile: by a rename over it (``named``), or, for
+    a file with no name to rename (/proc/self/fd/N), by its unlink and a new
+    link (a run that links in between wins, and this one is refused). OSError
+    if a run holds it, or if it is not a regular file (any more): it is then
+    left as it is."""
+    # Python calls linkat, which follows /proc/self/fd/N to the file, only
+    # with a directory descriptor: any one, ignored for an absolute path.
+    root = None if named else os.open("/", os.O_PATH | os.O_CLOEXEC)
+    try:
+        while True:
+            try:
+                os.link(source, path, src_dir_fd=root)
                 return
-        found = _lock_existing(path)
-        if found is None:
-            continue  # it went meanwhile
-        old, st = found
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                now = os.lstat(path)
-                if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
-                    os.rename(temp, path)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                if not named or exc.errno not in (errno.EPERM, errno.EOPNOTSUPP):
+                    raise
+                # A file system without hard links (vfat): the rename of a second
+                # run starting at this very moment could replace this one.
+                if not os.path.lexists(path):
+                    os.rename(source, path)
                     return
-            # Replaced or removed since it was opened: look again.
-        finally:
-            os.close(old)
+            found = _lock_existing(path)
+            if found is None:
+                continue  # it went meanwhile
+            old, st = found
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    now = os.lstat(path)
+                    if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                        if named:
+                            os.rename(source, path)
+                            return
+                        os.unlink(path)
+                # Replaced or removed since it was opened, or unlinked: look again.
+            finally:
+                os.close(old)
+    finally:
+        if root is not None:
+            os.close(root)
 
 
 def _lock_existing(path: str) -> tuple[int, os.stat_result] | None:

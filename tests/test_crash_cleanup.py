@@ -1176,6 +1176,23 @@ def test_finishing_a_record_twice_keeps_what_it_lists(
     assert os.listdir(tmp_path) == ([PMANAGE] if inherited else [])
 
 
+def test_a_master_killed_as_it_puts_its_pidfile_in_place_leaves_no_file(
+    audit_master: Callable[..., AuditMaster], tmp_path: Path
+) -> None:
+    """Killed as it links the pidfile into place, the master leaves no file
+    in the pidfile's directory. Before the fix, the file was written under a
+    temporary name first (.master.pid.<random>.tmp), which stayed."""
+    pidfile_dir = tmp_path / "run"
+    pidfile_dir.mkdir()
+    m = audit_master(
+        "--pidfile", str(pidfile_dir / "master.pid"), "--at", "os.link", "--signal", "KILL"
+    )  # fmt: skip
+    m.pre_run_shm()
+    assert m.exit_status() == -signal.SIGKILL, m.stderr()
+    m.wait_program_gone()  # the watchdog is done
+    assert os.listdir(pidfile_dir) == []
+
+
 @pytest.mark.parametrize("nth", [1, 2], ids=["first", "second"])
 def test_a_master_killed_while_it_compacts_its_record_loses_no_entry(
     audit_master: Callable[..., AuditMaster], sockdir: Path, nth: int

@@ -226,6 +226,8 @@ def _closed_to_the_user(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Non
             raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
 
     def refusing_open(path: Any, flags: int, mode: int = 0o777, **kw: Any) -> int:
+        if flags & os.O_TMPFILE == os.O_TMPFILE and os.fspath(path) == str(directory):
+            refuse(os.path.join(path, "unnamed"))
         if flags & os.O_CREAT:
             refuse(path)
         return real_open(path, flags, mode, **kw)

@@ -5,7 +5,7 @@ watches the master's audit events, and at the point named on the command line
 sends a signal: to the master itself (as if it came from outside at that very
 moment) or to another process. No delay decides where it lands.
 
-usage: audit_master.py [--socket-directory D] [--when start|end]
+usage: audit_master.py [--socket-directory D] [--pidfile F] [--when start|end]
                        [--at EVENT:NAME ...] [--signal NAME] [--to PID]
                        [--keep K] [--churn N] [--hold]
                        [--stop-watchdog-at EVENT:NAME] [--cleanup-wait SECONDS]
@@ -125,6 +125,7 @@ class Hook:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--socket-directory")
+    parser.add_argument("--pidfile")
     parser.add_argument("--when", choices=["start", "end"], default="start")
     parser.add_argument("--at", action="append", default=[])
     parser.add_argument("--signal", default="TERM", choices=["TERM", "KILL", "INT", "CONT"])
@@ -176,6 +177,7 @@ def main() -> None:
             first_process=lambda: work.start(conf),
             extract_result=extract,
             socket_directory=args.socket_directory,
+            pidfile=args.pidfile,
             init_ctrl=lambda ctrl: say(f"sockdir {ctrl.socket_directory}"),
         )
     except BaseException as exc:
