@@ -192,12 +192,32 @@ def test_a_second_run_naming_the_pidfile_of_a_running_one_is_refused(
     assert not pidfile.exists()  # the first run removed its own file at its end
 
 
-def test_the_pidfile_is_a_new_file_put_in_place_whole(short_tmp: Path) -> None:
+def _no_unnamed_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make os.open refuse O_TMPFILE, as a file system without unnamed files
+    (NFS, vfat) does."""
+    real_open = os.open
+
+    def refusing_open(path: Any, flags: int, mode: int = 0o777, **kw: Any) -> int:
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported", os.fspath(path))
+        return real_open(path, flags, mode, **kw)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "named-first"])
+def test_the_pidfile_is_a_new_file_put_in_place_whole(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
     """A stale pidfile (its run gone) is replaced, not rewritten: a reader
     never sees a file half written, and a run removes at its end only the
     file it wrote. It holds a live process's pid here: only a run holding
     its lock keeps another out, since a pid may be reused. Before the fix,
-    the stale file itself was truncated and rewritten."""
+    the stale file itself was truncated and rewritten. Where no file can be
+    made without a name, the new one is made under a temporary name first,
+    which goes."""
+    if not unnamed:
+        _no_unnamed_files(monkeypatch)
     pidfile, other_name = short_tmp / "m.pid", short_tmp / "other-name"
     stale = f"{os.getppid()}\n"  # alive, and no netmcore master
     pidfile.write_text(stale)
