@@ -57,7 +57,10 @@ A message the receiver has taken out of its slot is its alone: the same
 exception, coming before the caller has the value, would lose it. So the
 receiver keeps it from then on, and such an exception puts it in the
 handle's *pending* list, whose messages the next ``receive`` returns
-first, in order, each taken off the list only as it is returned.
+first, in order, each taken off the list only as it is returned. A
+decode that raises something else than msgspec's DecodeError may have
+been interrupted, or the type's own validation may refuse the message:
+a second decode, at once, tells them apart (``_decode_again``).
 
 Each call counts itself in progress (``_pthread.InUse``), so that a
 ``close()`` by another thread unmaps the box only once the last call has
@@ -71,16 +74,17 @@ import ctypes
 import errno
 import mmap
 import os
+import signal
 import struct
 import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 import msgspec
 
-from . import _context, _pthread
+from . import _context, _posix, _pthread
 from ._encap import TYPE_NAME_MAX, EncapType
 from ._errors import ContextError, EncapTypeMismatch
 from ._ids import ResId
@@ -148,6 +152,20 @@ _trywait = _pthread.raw_sem_trywait
 
 _pid = _pthread.this_pid
 _ONE = _pthread.ONE
+
+# What a second decode of a message blocks (see Mailbox._decode_again): the
+# signals whose Python handler could raise there. Not those a fault raises
+# (blocked, the kernel kills the process at once), nor those none can block.
+_ASYNC_SIGNALS = signal.valid_signals() - {
+    signal.SIGKILL,
+    signal.SIGSTOP,
+    signal.SIGSEGV,
+    signal.SIGBUS,
+    signal.SIGFPE,
+    signal.SIGILL,
+    signal.SIGTRAP,
+    signal.SIGSYS,
+}
 
 
 def _stride(slot_size: int) -> int:
@@ -308,8 +326,9 @@ class Mailbox(Generic[T]):
         self._look_first = False
         # Messages taken out of their slots that a signal handler's exception
         # kept from their caller, oldest first: the next receive() returns
-        # them first (see _take, _hand_over).
-        self._pending: list[bytes] = []
+        # them first (see _take, _hand_over). Each is its bytes, or a 1-tuple
+        # of its value once a decode of it succeeded (see _decode_again).
+        self._pending: list[bytes | tuple[T]] = []
 
     @property
     def res_id(self) -> ResId:
@@ -527,7 +546,11 @@ class Mailbox(Generic[T]):
         a message out of the box (a Ctrl-C, a timeout's) leaves the message
         for the next receive(), which returns it first. A message that does
         not decode as the box's type is raised once (msgspec.ValidationError)
-        and is gone.
+        and is gone; so is one that the type's own validation refuses with
+        another error (a validator's, a ``__post_init__``'s): it is decoded
+        once more, and an error again means the message is bad, where a
+        value means the first error was an interruption (raised, and the
+        message kept).
 
         Raises
         ------
@@ -583,11 +606,12 @@ class Mailbox(Generic[T]):
                 return self._decode(data)
             except msgspec.DecodeError:  # ValidationError too: not of this box's type
                 raise  # and gone, as it always was: kept, every receive() would raise it
-            except BaseException:
-                # Whether a handler raised it cannot be told (a validator may
-                # raise anything): kept, as a handler's must be.
-                self._pending.append(data)
-                raise
+            except BaseException as exc:
+                self._pending.append(data)  # first: no call before it
+                first = exc
+            # Outside the except block: what the second decode raises is not
+            # chained to the first.
+            self._decode_again(data, first)
         finally:
             del use.calls[-1]
             if use.closed:
@@ -608,20 +632,86 @@ class Mailbox(Generic[T]):
         pending = self._pending
         while True:
             try:
-                data = pending[0]
+                item = pending[0]
             except IndexError:  # other threads returned them all
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 return self.receive(left)
-            try:
-                value = self._decode(data)
-            except msgspec.DecodeError:  # as in receive(): raised, and gone
-                if pending and pending[0] is data:
-                    del pending[0]
-                    raise
-                continue  # another thread raised this one
-            if pending and pending[0] is data:
+            if isinstance(item, bytes):
+                first: BaseException | None = None
+                try:
+                    value = self._decode(item)
+                except msgspec.DecodeError:  # as in receive(): raised, and gone
+                    if pending and pending[0] is item:
+                        del pending[0]
+                        raise
+                    continue  # another thread raised this one
+                except BaseException as exc:
+                    first = exc
+                if first is not None:  # outside the except block, as in receive()
+                    self._decode_again(item, first)
+            else:  # decoded already, by a _decode_again that kept it
+                value = item[0]
+            if pending and pending[0] is item:
                 del pending[0]
                 return value
+
+    def _decode_again(self, data: bytes, first: BaseException) -> NoReturn:
+        """Tell a bad message from an interrupted decode, and raise.
+
+        ``data``, pending, raised ``first`` as it was decoded, not a
+        DecodeError: the box's type's own validation (a validator, a
+        ``__post_init__``, a dec_hook) may raise anything, and so may a
+        signal handler during the decode. Kept for good, a bad message
+        would make every receive() raise; dropped, an interrupted one
+        would be lost. A validation refuses the same message every time,
+        so the message is decoded once more, with signals blocked (a
+        handler's exception cannot stand for the outcome; but a signal that
+        another thread took has its handler run in the main thread all the
+        same, and two of one type, in both decodes, would drop the message):
+
+        - it decodes: ``first`` was an interruption, raised; the message
+          stays pending, decoded (the next receive() does not decode it
+          a third time);
+        - it raises an error of ``first``'s type: the message is bad,
+          dropped, and that error raised, as a DecodeError is;
+        - it raises another error: ``first`` was an interruption of a
+          bad message, raised; the message stays pending, and the next
+          receive() judges it afresh (and raises its error, once).
+
+        It stays pending until then: an exception before the outcome is
+        known, or as the block is lifted (a handler's), is raised and
+        leaves it there, for the next receive() to judge afresh (or return,
+        if it decoded).
+        """
+        tried: list[tuple[bool, Any]] = []
+
+        def attempt() -> None:
+            try:
+                tried.append((True, self._decode(data)))
+            except BaseException as exc:
+                tried.append((False, exc))
+
+        pending = self._pending
+        try:
+            _posix.with_signals_blocked(_ASYNC_SIGNALS, attempt)
+        finally:
+            # Decoded: kept so, even if a handler's exception comes as the
+            # block is lifted (the signal came during the decode).
+            if tried and tried[0][0]:
+                for i, item in enumerate(pending):
+                    if item is data:
+                        pending[i] = (tried[0][1],)
+                        break
+        decoded, outcome = tried[0]
+        if decoded:
+            raise first
+        if type(outcome) is not type(first):
+            raise first
+        for i, item in enumerate(pending):
+            if item is data:
+                del pending[i]
+                break
+        raise outcome
 
     def _wait(self, deadline: float | None, timeout: float | None) -> bytes | None:
         """Wait for a ``filled`` token (then None: the caller takes a message),
@@ -829,8 +919,10 @@ class Mailbox(Generic[T]):
         """
         # The pending messages (taken by a receive() that an exception cut
         # short) are lost with it, as those still in the box are: no
-        # receive() on this handle returns them now. A receive() returning
-        # one as the close comes still does.
+        # receive() on this handle returns them now. A receive() that took
+        # one (from the box or the list) as the close comes still returns
+        # it: nothing after the take looks at ``closed``, and the mapping
+        # stays until the call has left (it decodes a copy anyway).
         self._use.close(self._wake_receivers)
 
     def _wake_receivers(self, others: int) -> None:
