@@ -33,9 +33,11 @@ from ._resources import (
     ResourceType,
 )
 from ._wire import (
+    Asked,
     Done,
     Failed,
     HandOverReq,
+    Link,
     Message,
     ReleaseReq,
     ResCreateReq,
@@ -43,9 +45,11 @@ from ._wire import (
     ResGetReq,
     ResInfo,
     ResManageReq,
+    repeat_through_interrupts,
 )
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class ComputeResource:
@@ -81,23 +85,23 @@ def get_resource(res_id: ResId) -> ComputeResource:
         If there is no such resource. ``NotInherited`` (a subclass) for
         preallocated memory the caller did not inherit.
     """
-    return _resource(_get(res_id, ()))
+    return _granted(_getting(res_id, ()), _resource)
 
 
 def get_file(res_id: ResId) -> str:
     """The path of the managed file ``res_id``; the caller becomes a user."""
-    return _get(res_id, (ResourceType.FILE,)).name
+    return _granted(_getting(res_id, (ResourceType.FILE,)), _name)
 
 
 def get_shm(res_id: ResId) -> str:
     """The name of the managed shm object ``res_id``; the caller becomes a user."""
     kinds = (ResourceType.POSIX_SHM, ResourceType.POSIX_SHM_PREALLOCATED)
-    return _get(res_id, kinds).name
+    return _granted(_getting(res_id, kinds), _name)
 
 
 def get_sem(res_id: ResId) -> str:
     """The name of the managed semaphore ``res_id``; the caller becomes a user."""
-    return _get(res_id, (ResourceType.POSIX_SEM,)).name
+    return _granted(_getting(res_id, (ResourceType.POSIX_SEM,)), _name)
 
 
 def release(res_id: ResId) -> None:
@@ -131,10 +135,13 @@ def hand_over(res_id: ResId) -> None:
         If there is no such resource, or this process does not use it.
     """
     _check_res_id(res_id)
+    # It grants no use (its answer says the caller was a user): interrupted
+    # once it went out, the hand-over stands, as a kill's signal goes.
     _local_or_remote(
         lambda: _resources.op_hand_over(res_id.n, MASTER),
         HandOverReq(res_id.n),
         "hand_over",
+        _as_is,
     )
 
 
@@ -144,19 +151,19 @@ def manage_file(path: str) -> ComputeResource:
         raise TypeError(f"path must be a str, not {type(path).__name__}")
     path = os.path.abspath(path)
     _resources.check_kernel_object(ResourceType.FILE, path)
-    return _resource(_manage(ResourceType.FILE, path))
+    return _granted(_managing(ResourceType.FILE, path), _resource)
 
 
 def manage_shm(name: str) -> ComputeResource:
     """Hand an existing POSIX shm object (``/name``) over to the manager."""
     _resources.validate_object_name(name, "shm")
-    return _resource(_manage(ResourceType.POSIX_SHM, name))
+    return _granted(_managing(ResourceType.POSIX_SHM, name), _resource)
 
 
 def manage_sem(name: str) -> ComputeResource:
     """Hand an existing POSIX semaphore (``/name``) over to the manager."""
     _resources.validate_object_name(name, "semaphore", _resources.NAME_MAX - 4)
-    return _resource(_manage(ResourceType.POSIX_SEM, name))
+    return _granted(_managing(ResourceType.POSIX_SEM, name), _resource)
 
 
 def create_preallocated_shm(prefix: str, size: int) -> tuple[ResId, str]:
@@ -174,8 +181,10 @@ def create_preallocated_shm(prefix: str, size: int) -> tuple[ResId, str]:
     """
     prefix = _resources.validate_prefix(prefix)
     size = _resources.validate_size(size)
-    info = _create(ResourceType.POSIX_SHM_PREALLOCATED, prefix, size)
-    return ResId(info.res_id), info.name
+    return _granted(
+        _creating(ResourceType.POSIX_SHM_PREALLOCATED, prefix, size),
+        lambda info: (ResId(info.res_id), info.name),
+    )
 
 
 def destroy_resources() -> None:
@@ -292,70 +301,147 @@ def _counted(
 ) -> X:
     """Get (or create) a resource and ``make`` an object on it, with the
     handle in it that counts as one of this process's uses of it (the
-    object's segment, say). If ``make`` fails, the caller stops using the
+    object's segment, say). If ``make`` fails, or a signal handler's
+    exception comes before the handle counts, the caller stops using the
     resource, unless it used it before (its creator, say: a release then
-    would destroy the object under its other handles).
+    would destroy the object under its other handles): see :func:`_give_up`.
+    ``get`` gives back what it granted itself if the exception comes before
+    it returns (see :func:`_local_or_remote`).
 
     ``res_id``, for an open (a create's is not known before its answer):
     while it goes on, a release of this process's last handle on the object
     waits for its end (see :class:`_Uses`).
 
-    SIGINT and SIGTERM wait from the request to the master until the handle
-    counts the use it answered with: a handler's exception in between (once
-    the master counts this process as a user, or even only has the request)
-    left the process a user that no handle would release, until it ended.
-    A handler that raises as they are let through again (one that came
-    meanwhile), or just after, ends the call: the object made is released,
-    since the caller never gets it."""
+    In a worker no signal is held: a Ctrl-C ends the wait for the master's
+    answer at once, and each step is undone by the state it left, whichever
+    point of it a handler's exception comes at (the request is withdrawn:
+    see :func:`_local_or_remote`). In the master (and before run) the
+    answer is made here, on the table, and cannot be withdrawn half-way: an
+    exception inside it (as ``op_get`` has added the caller to the users,
+    or as ``op_create``'s own hold lets a SIGINT through, the object in the
+    table) would lose a grant that nothing then gives back. So there SIGINT
+    and SIGTERM wait, in the calling thread, until the handle counts (or
+    the call has failed and given back what it got)."""
     uses = _uses
     n = None if res_id is None else res_id.n
-    counted: list[X] = []
+    got: ResInfo | None = None
+    made: X | None = None
+    counted = False
 
     def count() -> None:
+        nonlocal got, made, counted
         if n is not None:
             uses.opening[n] = uses.opening.get(n, 0) + 1
         try:
-            got = get()
             try:
+                got = get()
                 made, handle = make(got)
+                k = got.res_id
+                # Nothing is called from here to the handle's knowing it
+                # counts: Python runs a handler only at a call (or a loop's
+                # jump back), so its exception comes before the count and
+                # the mark, or after both.
+                uses.handles[k] = uses.handles[k] + 1 if k in uses.handles else 1
+                handle._uses = uses
+                counted = True
             except BaseException:
-                if not got.was_user and got.res_id not in uses.owed:
-                    release(ResId(got.res_id))
+                if not counted:
+                    _give_up(got, uses)  # an open's is left to its end, just below
                 raise
-            uses.handles[got.res_id] = uses.handles.get(got.res_id, 0) + 1
-            handle._uses = uses
-            counted.append(made)
         finally:
             if n is not None:
-                _opened(uses, n)
+                # Nothing called until the count is down: an open left counted
+                # in progress would make every later release of the object's
+                # last handle wait for it, for good.
+                left = uses.opening[n] - 1
+                if left:
+                    uses.opening[n] = left
+                else:
+                    del uses.opening[n]
+                    if n in uses.owed:
+                        _settle_owed(uses, n)
 
     try:
         with uses.lock:
-            _posix.with_signals_blocked(_posix.INTERRUPTS, count)
+            if _context.current.role == "worker":
+                count()
+            else:
+                _posix.with_signals_blocked(_posix.INTERRUPTS, count)
         # No call from here to the caller's hands (its callers return this as
         # it is): Python runs a handler only at a call, or a loop's jump back.
-        return counted[0]
+        assert made is not None
+        return made
     except BaseException:
-        if counted:
-            # Held again: a second Ctrl-C in the middle of this release would
-            # leave the count of a handle that nobody has.
-            _posix.with_signals_blocked(_posix.INTERRUPTS, counted[0].release)
+        if counted and made is not None:
+            # Held: a second Ctrl-C in the middle of this release would leave
+            # the count of a handle that nobody has.
+            _posix.with_signals_blocked(_posix.INTERRUPTS, made.release)
         raise
 
 
-def _opened(uses: _Uses, n: int) -> None:
-    """An open of resource ``n`` has ended (``uses.lock`` held): if it was
-    the last in progress, give back a use that a release left to it, unless
-    a handle now carries it (an open that failed made none)."""
-    left = uses.opening[n] - 1
-    if left:
-        uses.opening[n] = left
-        return
-    del uses.opening[n]
-    if n in uses.owed:
-        uses.owed.discard(n)
+def _settle_owed(uses: _Uses, n: int) -> None:
+    """The last open of resource ``n`` in progress has ended (``uses.lock``
+    held), and a release was left to it (see :class:`_Uses`): give it back,
+    unless a handle now carries the use (an open that failed made none)."""
+    try:
         if n not in uses.handles:
-            release(ResId(n))
+            _release_surely(n)
+    finally:
+        uses.owed.discard(n)
+
+
+def _give_up(got: Message | None, uses: _Uses) -> None:
+    """The caller does not get what the answer ``got`` granted: a signal
+    handler's exception came first, or the object could not be made on it.
+    If the answer made this process a user (it was not one before), it
+    stops being one, as it would have by releasing what it never got:
+
+    - not while an open of the object is in progress in this process (this
+      call's own, or one it interrupted): the last of them to end gives it
+      back, unless its handle then carries the use (see :class:`_Uses`);
+    - not if a handle of this process counts on it already (made since the
+      answer, by a signal handler's open, or another thread's, answered
+      after it): that handle's release gives it back.
+
+    A fork or join point has no users (its answer never says the caller was
+    one), and releasing it would end its process type: nothing to give back.
+    Nor does a hand-over grant anything (its answer says the caller was a user)."""
+    if not isinstance(got, ResInfo) or got.was_user or got.kind in _POINTS:
+        return
+    n = got.res_id
+    with uses.lock:
+        if n in uses.opening:
+            uses.owed.add(n)
+        elif n not in uses.handles:
+            _release_surely(n)
+
+
+_POINTS = frozenset({ResourceType.FORK_POINT.value, ResourceType.JOIN_POINT.value})
+
+
+def _release_surely(n: int) -> None:
+    """:func:`release` of resource ``n``, carried through interrupts: a
+    handler's exception meanwhile is held until the release has gone to the
+    master (or is done, in the master), then raised. It is never sent twice:
+    a second one could end a use that this process took since (another
+    thread's open)."""
+    asked = Asked()
+    step: Callable[[], None]
+    if _context.current.role == "worker":
+        link = _link("release")
+
+        def step() -> None:
+            if not asked.sent:
+                _expect(link.request(ReleaseReq(n), None, asked), Done)
+
+    else:
+
+        def step() -> None:
+            if not asked.sent:
+                release(ResId(n))
+                asked.sent = True
+
+    repeat_through_interrupts(step)
 
 
 class ShmSegment(_Counted):
@@ -685,40 +771,108 @@ def _check_res_id(res_id: object) -> None:
         raise TypeError(f"res_id must be a ResId, not {type(res_id).__name__} ({res_id!r})")
 
 
-def _local_or_remote(local: Callable[[], ResInfo], remote: Message, what: str) -> ResInfo:
-    if _context.current.role == "worker":
-        return _expect(_link(what).request(remote), ResInfo)
-    _context.refuse_other_master_thread(what, "the resource table")
-    return local()
+# A resource call, as :func:`_local_or_remote` serves it: its work on the
+# table (in the master, or before run), its request (in a worker), its name.
+_Call = tuple[Callable[[], ResInfo], Message, str]
 
 
-def _expect(reply: Message, kind: type[R]) -> R:
+def _granted(call: _Call, use: Callable[[ResInfo], T]) -> T:
+    """Serve ``call``, and ``use`` its answer: see :func:`_local_or_remote`."""
+    local, remote, what = call
+    return _local_or_remote(local, remote, what, use)
+
+
+def _as_is(info: ResInfo) -> ResInfo:
+    return info
+
+
+def _name(info: ResInfo) -> str:
+    return info.name
+
+
+def _local_or_remote(
+    local: Callable[[], ResInfo], remote: Message, what: str, use: Callable[[ResInfo], T]
+) -> T:
+    """Serve a resource call, and return what ``use`` makes of its answer.
+
+    In a worker it is the request ``remote`` to the master; elsewhere,
+    ``local`` on the table here. If the caller does not get what ``use``
+    makes (a signal handler's exception anywhere from the request on, or
+    ``use`` failing), what the answer granted is given back (see
+    :func:`_give_up`): the process would otherwise stay a user that nothing
+    releases, until it ended.
+
+    In a worker, an exception once the request went out (in the wait for
+    its answer, or just as it was sent) withdraws it: the master answers
+    every resource request at once, so the wait goes on for the answer,
+    through further interrupts (each held, and raised after), and the grant
+    in it is given back.
+
+    Here (in the master, or before run), ``local`` works on the table in
+    this process: there is no request to withdraw, and an answer it made is
+    given back as above. One that an exception cut short inside it is not
+    known, and stays (in the table, which the end of the run or
+    ``destroy_resources`` empties): :func:`_counted` holds SIGINT and SIGTERM
+    around it for a handle's open or create, where it would outlive every
+    release of the handles.
+    """
+    asked = Asked()
+    try:
+        if _context.current.role == "worker":
+            link = _link(what)
+            link.request(remote, lambda rid: _withdraw(link, rid), asked)
+        else:
+            _context.refuse_other_master_thread(what, "the resource table")
+            asked.reply = local()
+        return use(_expect(asked.reply, ResInfo))
+    except BaseException:
+        _give_up(asked.reply, _uses)
+        raise
+
+
+def _withdraw(link: Link, rid: int) -> None:
+    """Withdraw the resource request ``rid``, which an exception has left:
+    wait on for its answer (the master sends it at once), so that what it
+    granted can be given back. An interrupt meanwhile is held, and raised
+    once the answer is in."""
+
+    def wait() -> None:
+        link.wait_reply(rid)
+
+    repeat_through_interrupts(wait)
+
+
+def _expect(reply: Message | None, kind: type[R]) -> R:
     if isinstance(reply, kind):
         return reply
     raise _error(reply if isinstance(reply, Failed) else Failed("NetmcoreError", repr(reply)))
 
 
-def _get(res_id: ResId, kinds: tuple[ResourceType, ...]) -> ResInfo:
+def _getting(res_id: ResId, kinds: tuple[ResourceType, ...]) -> _Call:
     _check_res_id(res_id)
     entry = _resources.table.get(res_id.n)
     mapped = entry is not None and entry.mapping is not None
     names = [k.value for k in kinds]
-    return _local_or_remote(
+    return (
         lambda: _resources.op_get(res_id.n, names, MASTER, mapped),
         ResGetReq(res_id.n, names, mapped),
         "get_resource",
     )
 
 
-def _manage(typ: ResourceType, name: str) -> ResInfo:
-    return _local_or_remote(
+def _get(res_id: ResId, kinds: tuple[ResourceType, ...]) -> ResInfo:
+    return _granted(_getting(res_id, kinds), _as_is)
+
+
+def _managing(typ: ResourceType, name: str) -> _Call:
+    return (
         lambda: _resources.op_manage(typ.value, name, MASTER),
         ResManageReq(typ.value, name),
         "manage",
     )
 
 
-def _create(typ: ResourceType, prefix: str, size: int) -> ResInfo:
+def _creating(typ: ResourceType, prefix: str, size: int) -> _Call:
     def local() -> ResInfo:
         info = _resources.op_create(typ.value, prefix, size, MASTER)
         master = _context.current.master
@@ -726,7 +880,11 @@ def _create(typ: ResourceType, prefix: str, size: int) -> ResInfo:
             master.refresh_spares()
         return info
 
-    return _local_or_remote(local, ResCreateReq(typ.value, prefix, size), "create")
+    return local, ResCreateReq(typ.value, prefix, size), "create"
+
+
+def _create(typ: ResourceType, prefix: str, size: int) -> ResInfo:
+    return _granted(_creating(typ, prefix, size), _as_is)
 
 
 def _object_prefix() -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import itertools
 import mmap
+import select
 import socket
 import threading
 from collections.abc import Callable
@@ -383,6 +384,20 @@ def repeat_through_interrupts(step: Callable[[], None]) -> None:
         raise interrupt
 
 
+class Asked:
+    """One request on a link, as far as it went: ``sent`` once it has gone
+    out to the master, ``reply`` once its reply is in. A caller that passes
+    its own to :meth:`Link.request` sees both after an exception anywhere,
+    even one that came after the reply was in (as ``request`` returned, say):
+    what the master granted can then be given back."""
+
+    __slots__ = ("reply", "sent")
+
+    def __init__(self) -> None:
+        self.sent = False
+        self.reply: Message | None = None
+
+
 class Link:
     """A blocking connection to the master, used by a worker or an admin client.
 
@@ -401,21 +416,51 @@ class Link:
         self._send_lock = threading.Lock()
         self._cond = threading.Condition()
         self._reading = False
-        self._replies: dict[int, Message | None] = {}
+        self._replies: dict[int, Asked] = {}
         self._ids = itertools.count(1)
 
     def send(self, msg: Message) -> None:
+        """Send ``msg``. A request that :meth:`request` registered is marked
+        sent (its :class:`Asked`) exactly when it has gone out."""
+        asked = self._replies.get(getattr(msg, "req", 0))
+        self._transmit(msg, Asked() if asked is None else asked)
+
+    def _transmit(self, msg: Message, asked: Asked) -> None:
+        """Send ``msg``, and set ``asked.sent`` exactly when it has gone out.
+
+        The mark is set just before the send, not after: Python runs a signal
+        handler as a C call returns, and its exception would come between the
+        send and a mark made after it, the request sent but thought unsent.
+        Nothing is called between the mark and the send, and a send that does
+        not wait (MSG_DONTWAIT) either sends the whole message (SEQPACKET) or
+        fails having sent nothing, without running a handler; a waiting send
+        runs the handlers as it waits, and a handler's exception there would
+        leave it unsent but marked. A full socket is waited for apart."""
+        data = encoder.encode(msg)
+        if len(data) > MESSAGE_MAX:  # the kernel's EMSGSIZE, said plainly
+            raise ValueError(
+                f"a {type(msg).__name__} message of {len(data):,} bytes is over the "
+                f"{MESSAGE_MAX:,} a link to the master takes"
+            )
         with self._send_lock:
-            data = encoder.encode(msg)
-            if len(data) > MESSAGE_MAX:  # the kernel's EMSGSIZE, said plainly
-                raise ValueError(
-                    f"a {type(msg).__name__} message of {len(data):,} bytes is over the "
-                    f"{MESSAGE_MAX:,} a link to the master takes"
-                )
-            try:
-                self.sock.send(data)
-            except OSError as exc:
-                _gone(exc, self.fd)
+            while True:
+                asked.sent = True
+                try:
+                    self.sock.send(data, socket.MSG_DONTWAIT)
+                    return
+                except OSError as exc:
+                    if exc.errno is None:  # a signal handler's (a TimeoutError), once sent
+                        raise
+                    asked.sent = False
+                    if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                        _gone(exc, self.fd)
+                self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        # poll, not select, which refuses a descriptor over 1023
+        poller = select.poll()
+        poller.register(self.fd, select.POLLOUT)
+        poller.poll()
 
     def recv(self, flags: int = 0) -> Message | None:
         """The next message (left on the socket with MSG_PEEK), or None at end
@@ -435,44 +480,67 @@ class Link:
     def _decode(self, n: int) -> Message:
         return decoder.decode(memoryview(self._buf)[:n])
 
-    def request(self, msg: Message, abandon: Callable[[int], None] | None = None) -> Message:
+    def request(
+        self,
+        msg: Message,
+        abandon: Callable[[int], None] | None = None,
+        asked: Asked | None = None,
+    ) -> Message:
         """Send ``msg`` (with a fresh request id) and wait for its reply.
 
-        If an exception (a signal handler's, say) leaves the wait once the
-        request is sent, ``abandon`` is called with the request id before it
-        goes on: the request may be queued in the master, or its reply on its
-        way, and ``abandon`` can withdraw it. Meanwhile its reply is still
-        kept: see :meth:`take`.
+        If an exception (a signal handler's, say) leaves the call once the
+        request has gone out (and before its reply is in), ``abandon`` is
+        called with the request id before it goes on: the request may be
+        queued in the master, or its reply on its way, and ``abandon`` can
+        withdraw it (:meth:`wait_reply` and :meth:`take` see its reply).
+        One that comes before it went out leaves nothing to withdraw.
+        ``asked``, if given, shows how far the request went (see
+        :class:`Asked`), even to an exception after its reply was in.
         """
+        if asked is None:
+            asked = Asked()
         rid = next(self._ids)
         with self._cond:
-            self._replies[rid] = None
+            self._replies[rid] = asked
         try:
-            self.send(msgspec.structs.replace(msg, req=rid))  # raising, it sent nothing
             try:
-                with self._cond:
-                    while self._replies[rid] is None:
-                        if self._reading:
-                            self._cond.wait()
-                        else:
-                            self._read_one()
-                    reply = self._replies[rid]
+                self.send(msgspec.structs.replace(msg, req=rid))  # marks ``asked.sent``
+                self.wait_reply(rid)
             except MasterGone:
                 raise
             except BaseException:
-                if abandon is not None:
+                if asked.sent and abandon is not None:
                     abandon(rid)
                 raise
         finally:
             with self._cond:
                 self._replies.pop(rid, None)
+        reply = asked.reply
         assert reply is not None
         return reply
+
+    def wait_reply(self, rid: int) -> Message:
+        """Wait for the reply to request ``rid``, which has gone out and is
+        still awaited (for ``abandon``, which runs while it is): safe to
+        repeat, and at once once the reply is in."""
+        with self._cond:
+            asked = self._replies[rid]
+            while asked.reply is None:
+                if self._reading:
+                    self._cond.wait()
+                # Looked at again: the reader stores a reply before it stops
+                # reading, without the condition (see _read_one), so a reply
+                # stored since the look above is seen here, not read for.
+                elif asked.reply is None:
+                    self._read_one()
+            reply: Message = asked.reply
+            return reply
 
     def take(self, rid: int) -> Message | None:
         """The reply to request ``rid``, abandoned, if it has come (for ``abandon``)."""
         with self._cond:
-            return self._replies.get(rid)
+            asked = self._replies.get(rid)
+            return None if asked is None else asked.reply
 
     def _read_one(self) -> None:
         # Called holding the condition; reads with it released.
@@ -482,20 +550,25 @@ class Link:
         # peeked at, stored, and only then taken off the socket: an exception
         # at any point loses no reply. At worst one is read twice, and its
         # second copy, finding its request answered (or gone), is dropped.
+        # The reply is stored without the condition (one reader at a time;
+        # its waiter is woken below): a handler's exception just as a `with`
+        # took it would leave it held, and no `with` would let it go.
         self._reading = True
-        self._cond.release()
         try:
+            self._cond.release()
             reply = self.recv(socket.MSG_PEEK)
             if reply is None:
                 raise MasterGone("the netmcore master closed the connection")
-            rid = getattr(reply, "req", 0)
-            with self._cond:
-                if rid in self._replies and self._replies[rid] is None:
-                    self._replies[rid] = reply
+            asked = self._replies.get(getattr(reply, "req", 0))
+            if asked is not None and asked.reply is None:
+                asked.reply = reply
             self._take_off()
         finally:
-            self._cond.acquire()
+            # Cleared before any call: an exception at one would leave every
+            # waiter waiting for a reader that has gone. After the store
+            # (a waiter that sees it cleared sees the reply too).
             self._reading = False
+            self._cond.acquire()
             self._cond.notify_all()
 
     def _take_off(self) -> None:

@@ -8,7 +8,11 @@ in turn (:func:`at_every_point`). A handler that raises ends the call
 there, unless the code under test holds the signal back (blocks it) at
 that point: the handler then runs where the code lets it through again.
 The signal is raised in this thread (``signal.raise_signal``), so it
-never reaches another thread, which would not block it.
+never reaches another thread, which would not block it; or, with
+:func:`through_another_thread`, sent to another thread, whose C handler
+takes it (the Python handler then runs in the main thread at its next
+check, whatever the main thread blocks: what a Ctrl-C to a process with
+threads does).
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
+import os
+import select
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
@@ -71,12 +78,52 @@ _POINTS = ("call", "c_return")
 _GENERATORS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
+@contextlib.contextmanager
+def through_another_thread(signum: int) -> Iterator[Callable[[], None]]:
+    """While inside, a function that sends ``signum`` to another thread of
+    this process, which does not block it, and returns once that thread's C
+    handler has taken it: the main thread's Python handler runs at the
+    sender's next check, in the middle of the call under test, even if the
+    call blocks the signal in its own thread. (The C handler writes to the
+    wakeup fd, which is how the sender knows it has run: no timing.)"""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("through_another_thread: Python runs handlers in the main thread only")
+    if signum in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+        raise RuntimeError(f"through_another_thread: {signum} is blocked, the taker would block it")
+    woken_r, woken_w = os.pipe()
+    stop_r, stop_w = os.pipe()
+    os.set_blocking(woken_w, False)  # as set_wakeup_fd requires
+    taker = threading.Thread(target=os.read, args=(stop_r, 1), name="signal taker")
+    old = signal.set_wakeup_fd(woken_w, warn_on_full_buffer=False)
+    try:
+        taker.start()
+        assert taker.ident is not None
+        ident = taker.ident
+
+        def send() -> None:
+            os.set_blocking(woken_r, False)
+            with contextlib.suppress(BlockingIOError):
+                os.read(woken_r, 512)  # what an earlier send's handler left
+            os.set_blocking(woken_r, True)
+            signal.pthread_kill(ident, signum)
+            select.select([woken_r], [], [])  # until the taker's C handler has run
+
+        yield send
+    finally:
+        os.write(stop_w, b"x")
+        taker.join()
+        signal.set_wakeup_fd(old)
+        for fd in (woken_r, woken_w, stop_r, stop_w):
+            os.close(fd)
+
+
 class _SignalAt:
-    """A profile function that sends SIGINT to this thread at the ``at``-th
+    """A profile function that sends a signal (``send``) at the ``at``-th
     point of the call (counted from 0), and says where (``where``)."""
 
-    def __init__(self, at: int) -> None:
+    def __init__(self, at: int, send: Callable[[], None]) -> None:
         self.at = at
+        self.send = send
         self.seen = 0
         self.where: str | None = None
 
@@ -89,9 +136,10 @@ class _SignalAt:
         code = frame.f_code
         what = getattr(arg, "__qualname__", repr(arg)) if event == "c_return" else code.co_name
         self.where = f"{event} of {what} (in {code.co_name}, {code.co_filename}:{frame.f_lineno})"
-        # Its handler runs here, as raise_signal returns, unless
-        # SIGINT is blocked: then where the code under test unblocks it.
-        signal.raise_signal(signal.SIGINT)
+        # Its handler runs here, as raise_signal returns, unless the signal
+        # is blocked: then where the code under test unblocks it. (Sent
+        # through another thread, it runs here whatever this thread blocks.)
+        self.send()
 
 
 # More points than any call under test has: a guard against a call that
@@ -99,15 +147,21 @@ class _SignalAt:
 _POINTS_MAX = 100_000
 
 
-def at_every_point(call: Callable[[], Any], check: Callable[[Any], list[str]]) -> str | None:
+def at_every_point(
+    call: Callable[[], Any],
+    check: Callable[[Any], list[str]],
+    signum: int = signal.SIGINT,
+    send: Callable[[], None] | None = None,
+) -> str | None:
     """Run ``call`` once for each point of it where a signal's handler could
-    run, SIGINT sent there, and its handler raising :class:`Interrupted`;
-    then once more, whole. After each run, ``check`` is given what the call
-    returned (None if it was interrupted) and says what is wrong (it also
-    releases what the call made). Returns the first problem found, with
-    the point that caused it; None if there is none.
+    run, ``signum`` sent there (by ``send``; by default raised in this
+    thread), and its handler raising :class:`Interrupted`; then once more,
+    whole. After each run, ``check`` is given what the call returned (None
+    if it was interrupted) and says what is wrong (it also releases what
+    the call made). Returns the first problem found, with the point that
+    caused it; None if there is none.
 
-    Each run must also leave SIGINT as it found it: not blocked, nothing
+    Each run must also leave the signal as it found it: not blocked, nothing
     pending.
 
     The cyclic garbage collector waits until the end: run at a point of the
@@ -118,17 +172,23 @@ def at_every_point(call: Callable[[], Any], check: Callable[[Any], list[str]]) -
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _at_every_point(call, check)
+        return _at_every_point(call, check, signum, send or (lambda: signal.raise_signal(signum)))
     finally:
         if collecting:
             gc.enable()
         gc.collect()  # what the interrupted runs left, in cycles through their tracebacks
 
 
-def _at_every_point(call: Callable[[], Any], check: Callable[[Any], list[str]]) -> str | None:
-    with handler_raises(signal.SIGINT):
+def _at_every_point(
+    call: Callable[[], Any],
+    check: Callable[[Any], list[str]],
+    signum: int,
+    send: Callable[[], None],
+) -> str | None:
+    name = signal.Signals(signum).name
+    with handler_raises(signum):
         for at in range(_POINTS_MAX):
-            hook = _SignalAt(at)
+            hook = _SignalAt(at, send)
             result = None
             sys.setprofile(hook)
             try:
@@ -139,12 +199,12 @@ def _at_every_point(call: Callable[[], Any], check: Callable[[Any], list[str]]) 
                 sys.setprofile(None)
             where = hook.where or "no point (the call ran whole)"
             problems = check(result)
-            if signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []):
-                problems.append("SIGINT was left blocked")
+            if signum in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+                problems.append(f"{name} was left blocked")
                 with contextlib.suppress(Interrupted):  # its handler runs now, if it is pending
-                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
             if problems:
-                return f"SIGINT at point {at}, {where}: " + "; ".join(problems)
+                return f"{name} at point {at}, {where}: " + "; ".join(problems)
             if hook.where is None:  # the call has fewer points: each was tried
                 return None
     raise AssertionError(f"the call still had points after {_POINTS_MAX}")

@@ -20,6 +20,7 @@ signals are sent by the tests themselves where a real one could land
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -30,7 +31,13 @@ from typing import Any
 import msgspec
 import numpy  # noqa: F401
 import pytest
-from interrupting import Interrupted, at_every_point, handler_raises, interrupted_after
+from interrupting import (
+    Interrupted,
+    at_every_point,
+    handler_raises,
+    interrupted_after,
+    through_another_thread,
+)
 from scenario import outcome_text, own_shm_entries, run_scenario, wait_until
 
 import netmcore
@@ -41,6 +48,7 @@ from netmcore import (
     SharedArray,
     ShmCondition,
     ShmMutex,
+    _ipc,
     _mailbox,
     _pthread,
     _resource_api,
@@ -386,6 +394,152 @@ def test_an_open_or_create_interrupted_anywhere_in_a_worker_leaves_no_use(
     made = CREATES[kind]()  # the master's own, opened by the worker
     try:
         problem = run_scenario(interrupted_in_a_worker, (what, kind, made.res_id))
+    finally:
+        made.release()
+    assert problem is None, problem
+
+
+# --------------------------------------------------------------------------
+# Any resource call of a worker interrupted anywhere, by any signal
+# --------------------------------------------------------------------------
+
+# The prefix of the preallocated objects the tests make: named so that
+# ``_held`` sees one that is left.
+PREFIX = "/nmctest.interrupted."
+
+
+def _left_in_dev_shm() -> set[str]:
+    return {f"/dev/shm entry {name}" for name in own_shm_entries(PREFIX)}
+
+
+def _still_a_user(res_id: ResId) -> list[str]:
+    """Whether this process is a user of ``res_id``, as the master says
+    (it is not, after this: the get made it one, and it releases)."""
+    was_user = _resource_api._get(res_id, ()).was_user
+    netmcore.release(res_id)
+    return [f"this process was still a user of {res_id!r}"] if was_user else []
+
+
+def _managed_still(name: str) -> list[str]:
+    """Whether the object ``name`` is still managed after its manage was
+    interrupted: a manage that never reached the master leaves it as it
+    was (managing it now works); one that did is given back (its object
+    unlinked, its only user gone). Managed still: nothing would release it."""
+    if not os.path.exists(f"/dev/shm/{name[1:]}"):
+        return []
+    try:
+        netmcore.manage_shm(name).release()  # unlinks it
+    except ValueError as exc:
+        return [f"the object was still managed: {exc}"]
+    return []
+
+
+@netmcore.process
+def resource_call_interrupted_in_a_worker(arg: tuple[str, ResId]) -> str | None:
+    """``call`` (on ``res_id``, made by the master, where it takes one)
+    with a SIGINT at each point in turn: the first problem."""
+    call, res_id = arg
+    before = _held() | _left_in_dev_shm()
+    names = iter(range(1_000_000))
+    managed = ""
+
+    def make_one_to_manage() -> None:
+        """A new object under the master's prefix, for the next manage."""
+        nonlocal managed
+        managed = f"/nmc.{os.getppid()}.managed.{next(names)}"
+        _ipc.create_mapped(managed, 64).close()
+
+    def check(result: Any) -> list[str]:
+        problems = []
+        if call in ("get_resource", "get_shm"):
+            if result is not None:
+                netmcore.release(res_id)
+            problems += _still_a_user(res_id)
+        elif call == "manage_shm":
+            if result is not None:
+                result.release()
+            problems += _managed_still(managed)
+        elif result is not None:  # create_preallocated_shm
+            netmcore.release(result[0])
+        if left := (_held() | _left_in_dev_shm()) - before:
+            problems.append(f"left {sorted(left)}")
+        if call == "manage_shm":
+            make_one_to_manage()
+        return problems
+
+    if call == "manage_shm":
+        make_one_to_manage()
+    calls: dict[str, Callable[[], Any]] = {
+        "get_resource": lambda: netmcore.get_resource(res_id),
+        "get_shm": lambda: netmcore.get_shm(res_id),
+        "manage_shm": lambda: netmcore.manage_shm(managed),
+        "create_preallocated_shm": lambda: netmcore.create_preallocated_shm(PREFIX, 64),
+    }
+    try:
+        return at_every_point(calls[call], check)
+    finally:
+        if managed:
+            _ipc.unlink(managed)  # the one made for a next round
+
+
+@pytest.mark.parametrize(
+    "call", ["get_resource", "get_shm", "manage_shm", "create_preallocated_shm"]
+)
+def test_a_resource_call_interrupted_anywhere_in_a_worker_leaves_no_use(
+    call: str, master_cleanup: None
+) -> None:
+    """These calls make no handle. Before, nothing withdrew them: a SIGINT
+    once the master had the request, before the caller had its answer (the
+    wait for it, the read of it, the making of what the call returns), left
+    the worker a user of the object until it ended ("still a user", an
+    object still managed, or a preallocated object left in /dev/shm)."""
+    made = netmcore.create_shm(64)  # the master's own, which the worker gets
+    try:
+        problem = run_scenario(resource_call_interrupted_in_a_worker, (call, made.res_id))
+    finally:
+        made.release()
+    assert problem is None, problem
+    assert not own_shm_entries(PREFIX)
+
+
+@netmcore.process
+def interrupted_in_a_worker_by(arg: tuple[str, str, ResId]) -> str | None:
+    """Create a segment, or open ``res_id`` (made by the master), with, at
+    each point in turn, ``how``: a SIGINT that another thread of the worker
+    takes (``thread``), or a SIGALRM whose handler raises (``alarm``)."""
+    what, how, res_id = arg
+    before = _held()
+
+    def check(made: Any) -> list[str]:
+        _released(made)
+        problems = [f"left {sorted(left)}"] if (left := _held() - before) else []
+        if what == "open":
+            problems += _still_a_user(res_id)
+        return problems
+
+    def call() -> Any:
+        return netmcore.open_shm(res_id) if what == "open" else netmcore.create_shm(64)
+
+    if how == "alarm":
+        return at_every_point(call, check, signal.SIGALRM)
+    with through_another_thread(signal.SIGINT) as send:
+        return at_every_point(call, check, signal.SIGINT, send)
+
+
+@pytest.mark.parametrize("how", ["thread", "alarm"])
+@pytest.mark.parametrize("what", ["open", "create"])
+def test_an_open_or_create_interrupted_anywhere_by_what_it_does_not_hold_leaves_no_use(
+    what: str, how: str, master_cleanup: None
+) -> None:
+    """Before, an open or a create held SIGINT and SIGTERM in its own
+    thread from its request until its handle counted the use: a SIGINT that
+    another thread took (the main thread runs the handler at its next
+    check, whatever it blocks), or a SIGALRM (a timeout), still came in
+    between, and left the worker a user until it ended ("still a user", or
+    the created object left)."""
+    made = netmcore.create_shm(64)
+    try:
+        problem = run_scenario(interrupted_in_a_worker_by, (what, how, made.res_id))
     finally:
         made.release()
     assert problem is None, problem
