@@ -42,6 +42,9 @@ RECV_SIZE = 256 * 1024
 # the socket's send buffer (net.core.wmem_default, 208 KiB by default). Every
 # message stays well below it: large values travel as ShmRef, texts are clipped.
 MESSAGE_MAX = 200 * 1024
+# Seconds a thread waiting for another's read of the link looks again at
+# most: see Link.wait_reply.
+WAIT_SLICE = 0.05
 
 
 def recv_buffer() -> mmap.mmap:
@@ -522,19 +525,37 @@ class Link:
     def wait_reply(self, rid: int) -> Message:
         """Wait for the reply to request ``rid``, which has gone out and is
         still awaited (for ``abandon``, which runs while it is): safe to
-        repeat, and at once once the reply is in."""
+        repeat, and at once once the reply is in.
+
+        One waiting thread at a time reads, without the condition, and
+        stores each reply for its request; the others wait on the condition.
+        The reader hands over after each message: it clears the flag before
+        any call, then wakes the waiters. A signal handler's exception can
+        still come as it takes the condition to wake them, so a waiter also
+        looks again every WAIT_SLICE seconds: a lost wake-up costs that
+        much, never a wait for ever."""
+        asked = self._replies[rid]
+        while asked.reply is None:
+            reading = False
+            try:
+                with self._cond:
+                    if asked.reply is not None:  # stored since the look above
+                        break
+                    if self._reading:
+                        self._cond.wait(WAIT_SLICE)
+                        continue
+                    self._reading = reading = True
+                self._read_one()
+            finally:
+                if reading:
+                    self._reading = False
+                    self._wake_waiters()
+        reply: Message = asked.reply
+        return reply
+
+    def _wake_waiters(self) -> None:
         with self._cond:
-            asked = self._replies[rid]
-            while asked.reply is None:
-                if self._reading:
-                    self._cond.wait()
-                # Looked at again: the reader stores a reply before it stops
-                # reading, without the condition (see _read_one), so a reply
-                # stored since the look above is seen here, not read for.
-                elif asked.reply is None:
-                    self._read_one()
-            reply: Message = asked.reply
-            return reply
+            self._cond.notify_all()
 
     def take(self, rid: int) -> Message | None:
         """The reply to request ``rid``, abandoned, if it has come (for ``abandon``)."""
@@ -543,33 +564,20 @@ class Link:
             return None if asked is None else asked.reply
 
     def _read_one(self) -> None:
-        # Called holding the condition; reads with it released.
+        # Read by the one reader (see wait_reply), without the condition.
         #
         # Python runs a signal handler in the main thread between two calls,
         # and its exception (a timeout, say) is the caller's. So the reply is
         # peeked at, stored, and only then taken off the socket: an exception
         # at any point loses no reply. At worst one is read twice, and its
         # second copy, finding its request answered (or gone), is dropped.
-        # The reply is stored without the condition (one reader at a time;
-        # its waiter is woken below): a handler's exception just as a `with`
-        # took it would leave it held, and no `with` would let it go.
-        self._reading = True
-        try:
-            self._cond.release()
-            reply = self.recv(socket.MSG_PEEK)
-            if reply is None:
-                raise MasterGone("the netmcore master closed the connection")
-            asked = self._replies.get(getattr(reply, "req", 0))
-            if asked is not None and asked.reply is None:
-                asked.reply = reply
-            self._take_off()
-        finally:
-            # Cleared before any call: an exception at one would leave every
-            # waiter waiting for a reader that has gone. After the store
-            # (a waiter that sees it cleared sees the reply too).
-            self._reading = False
-            self._cond.acquire()
-            self._cond.notify_all()
+        reply = self.recv(socket.MSG_PEEK)
+        if reply is None:
+            raise MasterGone("the netmcore master closed the connection")
+        asked = self._replies.get(getattr(reply, "req", 0))
+        if asked is not None and asked.reply is None:
+            asked.reply = reply
+        self._take_off()
 
     def _take_off(self) -> None:
         """Take the next message off the socket, unread (it was peeked at)."""
