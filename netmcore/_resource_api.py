@@ -85,23 +85,23 @@ def get_resource(res_id: ResId) -> ComputeResource:
         If there is no such resource. ``NotInherited`` (a subclass) for
         preallocated memory the caller did not inherit.
     """
-    return _granted(_getting(res_id, ()), _resource)
+    return _local_or_remote(_getting(res_id, ()), _resource)
 
 
 def get_file(res_id: ResId) -> str:
     """The path of the managed file ``res_id``; the caller becomes a user."""
-    return _granted(_getting(res_id, (ResourceType.FILE,)), _name)
+    return _local_or_remote(_getting(res_id, (ResourceType.FILE,)), _name)
 
 
 def get_shm(res_id: ResId) -> str:
     """The name of the managed shm object ``res_id``; the caller becomes a user."""
     kinds = (ResourceType.POSIX_SHM, ResourceType.POSIX_SHM_PREALLOCATED)
-    return _granted(_getting(res_id, kinds), _name)
+    return _local_or_remote(_getting(res_id, kinds), _name)
 
 
 def get_sem(res_id: ResId) -> str:
     """The name of the managed semaphore ``res_id``; the caller becomes a user."""
-    return _granted(_getting(res_id, (ResourceType.POSIX_SEM,)), _name)
+    return _local_or_remote(_getting(res_id, (ResourceType.POSIX_SEM,)), _name)
 
 
 def release(res_id: ResId) -> None:
@@ -137,12 +137,12 @@ def hand_over(res_id: ResId) -> None:
     _check_res_id(res_id)
     # It grants no use (its answer says the caller was a user): interrupted
     # once it went out, the hand-over stands, as a kill's signal goes.
-    _local_or_remote(
+    call: _Call = (
         lambda: _resources.op_hand_over(res_id.n, MASTER),
         HandOverReq(res_id.n),
         "hand_over",
-        _as_is,
     )
+    _local_or_remote(call, _as_is)
 
 
 def manage_file(path: str) -> ComputeResource:
@@ -151,19 +151,19 @@ def manage_file(path: str) -> ComputeResource:
         raise TypeError(f"path must be a str, not {type(path).__name__}")
     path = os.path.abspath(path)
     _resources.check_kernel_object(ResourceType.FILE, path)
-    return _granted(_managing(ResourceType.FILE, path), _resource)
+    return _local_or_remote(_managing(ResourceType.FILE, path), _resource)
 
 
 def manage_shm(name: str) -> ComputeResource:
     """Hand an existing POSIX shm object (``/name``) over to the manager."""
     _resources.validate_object_name(name, "shm")
-    return _granted(_managing(ResourceType.POSIX_SHM, name), _resource)
+    return _local_or_remote(_managing(ResourceType.POSIX_SHM, name), _resource)
 
 
 def manage_sem(name: str) -> ComputeResource:
     """Hand an existing POSIX semaphore (``/name``) over to the manager."""
     _resources.validate_object_name(name, "semaphore", _resources.NAME_MAX - 4)
-    return _granted(_managing(ResourceType.POSIX_SEM, name), _resource)
+    return _local_or_remote(_managing(ResourceType.POSIX_SEM, name), _resource)
 
 
 def create_preallocated_shm(prefix: str, size: int) -> tuple[ResId, str]:
@@ -181,7 +181,7 @@ def create_preallocated_shm(prefix: str, size: int) -> tuple[ResId, str]:
     """
     prefix = _resources.validate_prefix(prefix)
     size = _resources.validate_size(size)
-    return _granted(
+    return _local_or_remote(
         _creating(ResourceType.POSIX_SHM_PREALLOCATED, prefix, size),
         lambda info: (ResId(info.res_id), info.name),
     )
@@ -776,12 +776,6 @@ def _check_res_id(res_id: object) -> None:
 _Call = tuple[Callable[[], ResInfo], Message, str]
 
 
-def _granted(call: _Call, use: Callable[[ResInfo], T]) -> T:
-    """Serve ``call``, and ``use`` its answer: see :func:`_local_or_remote`."""
-    local, remote, what = call
-    return _local_or_remote(local, remote, what, use)
-
-
 def _as_is(info: ResInfo) -> ResInfo:
     return info
 
@@ -790,9 +784,7 @@ def _name(info: ResInfo) -> str:
     return info.name
 
 
-def _local_or_remote(
-    local: Callable[[], ResInfo], remote: Message, what: str, use: Callable[[ResInfo], T]
-) -> T:
+def _local_or_remote(call: _Call, use: Callable[[ResInfo], T]) -> T:
     """Serve a resource call, and return what ``use`` makes of its answer.
 
     In a worker it is the request ``remote`` to the master; elsewhere,
@@ -816,6 +808,7 @@ def _local_or_remote(
     around it for a handle's open or create, where it would outlive every
     release of the handles.
     """
+    local, remote, what = call
     asked = Asked()
     try:
         if _context.current.role == "worker":
@@ -861,7 +854,7 @@ def _getting(res_id: ResId, kinds: tuple[ResourceType, ...]) -> _Call:
 
 
 def _get(res_id: ResId, kinds: tuple[ResourceType, ...]) -> ResInfo:
-    return _granted(_getting(res_id, kinds), _as_is)
+    return _local_or_remote(_getting(res_id, kinds), _as_is)
 
 
 def _managing(typ: ResourceType, name: str) -> _Call:
@@ -884,7 +877,7 @@ def _creating(typ: ResourceType, prefix: str, size: int) -> _Call:
 
 
 def _create(typ: ResourceType, prefix: str, size: int) -> ResInfo:
-    return _granted(_creating(typ, prefix, size), _as_is)
+    return _local_or_remote(_creating(typ, prefix, size), _as_is)
 
 
 def _object_prefix() -> str:

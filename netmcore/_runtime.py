@@ -361,14 +361,7 @@ def _write_pidfile(path: str) -> int:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
             raise
         return _write_named(path, pid)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows of it yet
-        os.write(fd, pid)
-        _put_in_place(f"/proc/self/fd/{fd}", path, named=False)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _fill_and_place(fd, pid, f"/proc/self/fd/{fd}", path, named=False)
 
 
 def _write_named(path: str, pid: bytes) -> int:
@@ -386,15 +379,22 @@ def _write_named(path: str, pid: bytes) -> int:
         except PermissionError as exc:
             return _write_in_place(path, pid, exc)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows of it yet
-        os.write(fd, pid)
-        _put_in_place(temp, path, named=True)
-    except BaseException:
-        os.close(fd)
-        raise
+        return _fill_and_place(fd, pid, temp, path, named=True)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)  # the second name a link left, or a file never placed
+
+
+def _fill_and_place(fd: int, pid: bytes, source: str, path: str, *, named: bool) -> int:
+    """Lock the new file ``fd``, write ``pid`` into it, and give it the name
+    ``path`` (see :func:`_put_in_place`); ``fd``, or closed if that fails."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows of it yet
+        os.write(fd, pid)
+        _put_in_place(source, path, named=named)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
