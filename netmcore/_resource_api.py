@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Protocol, TypeVar
 
-from . import _context, _ipc, _posix, _registry, _resources
+from . import _context, _ipc, _registry, _resources
 from ._client import _error, _link
-from ._errors import NoResource
+from ._errors import NetmcoreError, NoResource
 from ._ids import ResId
 from ._pthread import ONE, SLICE, InUse, check_timeout
 from ._resources import (
@@ -138,7 +138,7 @@ def hand_over(res_id: ResId) -> None:
     # It grants no use (its answer says the caller was a user): interrupted
     # once it went out, the hand-over stands, as a kill's signal goes.
     call: _Call = (
-        lambda: _resources.op_hand_over(res_id.n, MASTER),
+        lambda _asked: _resources.op_hand_over(res_id.n, MASTER),
         HandOverReq(res_id.n),
         "hand_over",
     )
@@ -302,37 +302,32 @@ def _counted(
     """Get (or create) a resource and ``make`` an object on it, with the
     handle in it that counts as one of this process's uses of it (the
     object's segment, say). If ``make`` fails, or a signal handler's
-    exception comes before the handle counts, the caller stops using the
-    resource, unless it used it before (its creator, say: a release then
-    would destroy the object under its other handles): see :func:`_give_up`.
-    ``get`` gives back what it granted itself if the exception comes before
-    it returns (see :func:`_local_or_remote`).
+    exception comes before the caller has the object, what the call took
+    is given back: the object, once its handle counts (it is released);
+    before, the use that the answer granted, unless the caller used the
+    resource before (its creator, say: a release then would destroy the
+    object under its other handles): see :func:`_give_up`. ``get`` gives
+    back what it granted itself if the exception comes before it returns
+    (see :func:`_local_or_remote`).
 
     ``res_id``, for an open (a create's is not known before its answer):
     while it goes on, a release of this process's last handle on the object
-    waits for its end (see :class:`_Uses`).
+    is left to it (see :class:`_Uses`), and made as it ends, if no handle
+    then carries the use.
 
-    In a worker no signal is held: a Ctrl-C ends the wait for the master's
-    answer at once, and each step is undone by the state it left, whichever
-    point of it a handler's exception comes at (the request is withdrawn:
-    see :func:`_local_or_remote`). In the master (and before run) the
-    answer is made here, on the table, and cannot be withdrawn half-way: an
-    exception inside it (as ``op_get`` has added the caller to the users,
-    or as ``op_create``'s own hold lets a SIGINT through, the object in the
-    table) would lose a grant that nothing then gives back. So there SIGINT
-    and SIGTERM wait, in the calling thread, until the handle counts (or
-    the call has failed and given back what it got)."""
+    Nothing here holds a signal, in a worker or in the master: each step
+    is undone by the state it left, whichever point of it a handler's
+    exception comes at (``get``'s answer is known even if the exception
+    cut it short: see :func:`_local_or_remote`)."""
     uses = _uses
     n = None if res_id is None else res_id.n
     got: ResInfo | None = None
     made: X | None = None
     counted = False
-
-    def count() -> None:
-        nonlocal got, made, counted
-        if n is not None:
-            uses.opening[n] = uses.opening.get(n, 0) + 1
-        try:
+    try:
+        with uses.lock:
+            if n is not None:
+                uses.opening[n] = uses.opening.get(n, 0) + 1
             try:
                 got = get()
                 made, handle = make(got)
@@ -344,68 +339,78 @@ def _counted(
                 uses.handles[k] = uses.handles[k] + 1 if k in uses.handles else 1
                 handle._uses = uses
                 counted = True
-            except BaseException:
-                if not counted:
-                    _give_up(got, uses)  # an open's is left to its end, just below
-                raise
-        finally:
-            if n is not None:
-                # Nothing called until the count is down: an open left counted
-                # in progress would make every later release of the object's
-                # last handle wait for it, for good.
-                left = uses.opening[n] - 1
-                if left:
-                    uses.opening[n] = left
-                else:
-                    del uses.opening[n]
-                    if n in uses.owed:
-                        _settle_owed(uses, n)
-
-    try:
-        with uses.lock:
-            if _context.current.role == "worker":
-                count()
-            else:
-                _posix.with_signals_blocked(_posix.INTERRUPTS, count)
+            finally:
+                if n is not None:
+                    # Nothing called until the count is down: an open left
+                    # counted in progress would make every later release of
+                    # the object's last handle wait for it, for good.
+                    left = uses.opening[n] - 1
+                    if left:
+                        uses.opening[n] = left
+                    else:
+                        del uses.opening[n]
+            if n is not None and n not in uses.opening:
+                uses.owed.discard(n)  # a release left to this open: its handle carries the use
         # No call from here to the caller's hands (its callers return this as
         # it is): Python runs a handler only at a call, or a loop's jump back.
         assert made is not None
         return made
     except BaseException:
-        if counted and made is not None:
-            # Held: a second Ctrl-C in the middle of this release would leave
-            # the count of a handle that nobody has.
-            _posix.with_signals_blocked(_posix.INTERRUPTS, made.release)
+        # Given back here, as in _local_or_remote (see there): the lock is
+        # taken in the loop, as a wait for it can raise a handler's exception.
+        held: BaseException | None = None
+        release: Asked | None = None
+        while True:
+            try:
+                if release is None:
+                    release = Asked()
+                with uses.lock:
+                    if counted and made is not None:
+                        made.release()
+                    else:
+                        _give_up(got, uses, release)
+                    if n is not None and n not in uses.opening and n in uses.owed:
+                        _settle_owed(uses, n, release)
+                break
+            except NetmcoreError:
+                raise
+            except BaseException as exc:
+                held = exc
+        if held is not None:
+            raise held  # noqa: B904 (as in _local_or_remote)
         raise
 
 
-def _settle_owed(uses: _Uses, n: int) -> None:
-    """The last open of resource ``n`` in progress has ended (``uses.lock``
-    held), and a release was left to it (see :class:`_Uses`): give it back,
-    unless a handle now carries the use (an open that failed made none)."""
-    try:
-        if n not in uses.handles:
-            _release_surely(n)
-    finally:
-        uses.owed.discard(n)
+def _settle_owed(uses: _Uses, n: int, release: Asked) -> None:
+    """The last open of resource ``n`` in progress has ended without a
+    handle (``uses.lock`` held), and a release was left to it (see
+    :class:`_Uses`): give it back, unless a handle now carries the use.
+    Safe to repeat, with the same ``release`` (see :func:`_release_once`)."""
+    if n not in uses.handles:
+        _release_once(n, release)
+    uses.owed.discard(n)
 
 
-def _give_up(got: Message | None, uses: _Uses) -> None:
+def _give_up(got: Message | None, uses: _Uses, release: Asked) -> None:
     """The caller does not get what the answer ``got`` granted: a signal
     handler's exception came first, or the object could not be made on it.
     If the answer made this process a user (it was not one before), it
     stops being one, as it would have by releasing what it never got:
 
-    - not while an open of the object is in progress in this process (this
-      call's own, or one it interrupted): the last of them to end gives it
-      back, unless its handle then carries the use (see :class:`_Uses`);
+    - not while an open of the object is in progress in this process (an
+      open it interrupted, or the caller's own): the last of them to end
+      gives it back, unless its handle then carries the use (see
+      :class:`_Uses`);
     - not if a handle of this process counts on it already (made since the
       answer, by a signal handler's open, or another thread's, answered
       after it): that handle's release gives it back.
 
     A fork or join point has no users (its answer never says the caller was
     one), and releasing it would end its process type: nothing to give back.
-    Nor does a hand-over grant anything (its answer says the caller was a user)."""
+    Nor does a hand-over grant anything (its answer says the caller was a user).
+
+    Safe to repeat, with the same ``release`` (see :func:`_release_once`):
+    the caller repeats it until it is done."""
     if not isinstance(got, ResInfo) or got.was_user or got.kind in _POINTS:
         return
     n = got.res_id
@@ -413,35 +418,27 @@ def _give_up(got: Message | None, uses: _Uses) -> None:
         if n in uses.opening:
             uses.owed.add(n)
         elif n not in uses.handles:
-            _release_surely(n)
+            _release_once(n, release)
 
 
 _POINTS = frozenset({ResourceType.FORK_POINT.value, ResourceType.JOIN_POINT.value})
 
 
-def _release_surely(n: int) -> None:
-    """:func:`release` of resource ``n``, carried through interrupts: a
-    handler's exception meanwhile is held until the release has gone to the
-    master (or is done, in the master), then raised. It is never sent twice:
-    a second one could end a use that this process took since (another
-    thread's open)."""
-    asked = Asked()
-    step: Callable[[], None]
+def _release_once(n: int, asked: Asked) -> None:
+    """:func:`release` of resource ``n``, unless ``asked`` (the release's,
+    made before the first try) shows it has gone to the master already: a
+    second could end a use that this process took since (another thread's
+    open). So it is safe to repeat until it is done, through interrupts. In
+    the master (and before run) the release is on the table here, and is
+    made again until it has returned: one cut short (the object not yet
+    destroyed) is completed by the next."""
+    if asked.sent:
+        return
     if _context.current.role == "worker":
-        link = _link("release")
-
-        def step() -> None:
-            if not asked.sent:
-                _expect(link.request(ReleaseReq(n), None, asked), Done)
-
+        _expect(_link("release").request(ReleaseReq(n), None, asked), Done)
     else:
-
-        def step() -> None:
-            if not asked.sent:
-                release(ResId(n))
-                asked.sent = True
-
-    repeat_through_interrupts(step)
+        release(ResId(n))
+        asked.sent = True  # nothing called from the release's return to here
 
 
 class ShmSegment(_Counted):
@@ -773,7 +770,9 @@ def _check_res_id(res_id: object) -> None:
 
 # A resource call, as :func:`_local_or_remote` serves it: its work on the
 # table (in the master, or before run), its request (in a worker), its name.
-_Call = tuple[Callable[[], ResInfo], Message, str]
+# The work on the table stores the answer in the call's Asked before it
+# grants a use (see _resources.op_get).
+_Call = tuple[Callable[[Asked], ResInfo], Message, str]
 
 
 def _as_is(info: ResInfo) -> ResInfo:
@@ -801,12 +800,18 @@ def _local_or_remote(call: _Call, use: Callable[[ResInfo], T]) -> T:
     in it is given back.
 
     Here (in the master, or before run), ``local`` works on the table in
-    this process: there is no request to withdraw, and an answer it made is
-    given back as above. One that an exception cut short inside it is not
-    known, and stays (in the table, which the end of the run or
-    ``destroy_resources`` empties): :func:`_counted` holds SIGINT and SIGTERM
-    around it for a handle's open or create, where it would outlive every
-    release of the handles.
+    this process: it stores its answer in ``asked`` before it changes the
+    table, so an exception that cuts it short after the change finds the
+    answer there too, and it is given back as above. Nothing is held.
+
+    The give-back is made in this frame, and repeated until it is done
+    (the release in it is never sent twice: see :func:`_release_once`). A
+    function that repeated it itself would let a second exception (a second
+    Ctrl-C) come at its start, before its loop: Python runs a handler as a
+    function starts, and as a call returns. Nothing is called from the
+    exception to the loop's try, and a ``release`` lost to an exception as
+    it is made there had not been used. (A third exception just as the
+    loop goes round again, at its jump back, would still end it.)
     """
     local, remote, what = call
     asked = Asked()
@@ -816,10 +821,25 @@ def _local_or_remote(call: _Call, use: Callable[[ResInfo], T]) -> T:
             link.request(remote, lambda rid: _withdraw(link, rid), asked)
         else:
             _context.refuse_other_master_thread(what, "the resource table")
-            asked.reply = local()
+            asked.reply = local(asked)
         return use(_expect(asked.reply, ResInfo))
     except BaseException:
-        _give_up(asked.reply, _uses)
+        held: BaseException | None = None
+        release: Asked | None = None
+        while True:
+            try:
+                if release is None:
+                    release = Asked()
+                _give_up(asked.reply, _uses, release)
+                break
+            except NetmcoreError:  # not an interrupt: the master is gone, say
+                raise
+            except BaseException as exc:
+                held = exc
+        if held is not None:
+            # The later one, as an exception raised in an except clause is
+            # (the first is its __context__).
+            raise held  # noqa: B904
         raise
 
 
@@ -847,7 +867,7 @@ def _getting(res_id: ResId, kinds: tuple[ResourceType, ...]) -> _Call:
     mapped = entry is not None and entry.mapping is not None
     names = [k.value for k in kinds]
     return (
-        lambda: _resources.op_get(res_id.n, names, MASTER, mapped),
+        lambda asked: _resources.op_get(res_id.n, names, MASTER, mapped, asked),
         ResGetReq(res_id.n, names, mapped),
         "get_resource",
     )
@@ -859,15 +879,15 @@ def _get(res_id: ResId, kinds: tuple[ResourceType, ...]) -> ResInfo:
 
 def _managing(typ: ResourceType, name: str) -> _Call:
     return (
-        lambda: _resources.op_manage(typ.value, name, MASTER),
+        lambda asked: _resources.op_manage(typ.value, name, MASTER, asked),
         ResManageReq(typ.value, name),
         "manage",
     )
 
 
 def _creating(typ: ResourceType, prefix: str, size: int) -> _Call:
-    def local() -> ResInfo:
-        info = _resources.op_create(typ.value, prefix, size, MASTER)
+    def local(asked: Asked) -> ResInfo:
+        info = _resources.op_create(typ.value, prefix, size, MASTER, asked)
         master = _context.current.master
         if master is not None and typ is ResourceType.POSIX_SHM_PREALLOCATED:
             master.refresh_spares()

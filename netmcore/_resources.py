@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from . import _ipc, _posix, _registry
 from ._errors import NoResource, NotInherited
 from ._ids import ResId, next_res_id, peek_process_id
-from ._wire import ResInfo, ResourceUse
+from ._wire import Asked, ResInfo, ResourceUse
 
 MASTER = -1  # the master's place in a users set
 NAME_MAX = 255  # the longest file name in /dev/shm
@@ -274,10 +274,23 @@ def enomem_said_plainly(name: str, size: int) -> contextlib.AbstractContextManag
     )
 
 
-def add(typ: ResourceType, name: str, user: int, size: int = 0, *, recorded: bool = False) -> Entry:
-    """Take a kernel object into the table, with ``user`` as its first user."""
+def add(
+    typ: ResourceType,
+    name: str,
+    user: int,
+    size: int = 0,
+    *,
+    recorded: bool = False,
+    into: Asked | None = None,
+) -> Entry:
+    """Take a kernel object into the table, with ``user`` as its first user.
+
+    ``into``, if given, is a local caller's (see :func:`op_get`): it gets
+    the answer, as its reply, before the table has the object."""
     _destroy_at_exit()
     entry = Entry(next_res_id(), typ, name, {user}, size)
+    if into is not None:
+        into.reply = info(entry)  # nothing called from here to the entry's being in the table
     table[entry.res_id.n] = entry
     if not recorded:
         on_change("+", typ, name)
@@ -339,13 +352,20 @@ def ended_reason(res_id: int) -> str | None:
 
 
 def destroy(entry: Entry) -> None:
-    """Destroy the kernel object of ``entry`` and forget it."""
-    table.pop(entry.res_id.n, None)
+    """Destroy the kernel object of ``entry`` and forget it.
+
+    Forgotten last: a destroy that a signal handler's exception cuts short
+    leaves the entry, and a release of it again (as a give-back repeats
+    its release: see ``_resource_api._release_once``) or the end of the run
+    destroys it whole. Forgotten first, the object could stay in /dev/shm,
+    or in the record of what is left (``on_change``), with nothing to
+    destroy it."""
     if entry.mapping is not None:
         with contextlib.suppress(BufferError):
             entry.mapping.close()
     unlink_object(entry.typ, entry.name)
     on_change("-", entry.typ, entry.name)
+    table.pop(entry.res_id.n, None)
 
 
 def destroy_all() -> None:
@@ -389,21 +409,27 @@ def unlink_object(typ: ResourceType, name: str) -> bool:
     return True
 
 
-def create_preallocated(prefix: str, size: int, user: int, first_pid: int) -> Entry:
-    """Create, size and map a fresh shm object (0600, exclusive)."""
+def create_preallocated(
+    prefix: str, size: int, user: int, first_pid: int, into: Asked | None = None
+) -> Entry:
+    """Create, size and map a fresh shm object (0600, exclusive). ``into``:
+    see :func:`add`."""
     name = _ipc.random_name(prefix)
     typ = ResourceType.POSIX_SHM_PREALLOCATED
-    on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
+    mapping: mmap.mmap | None = None
     try:
+        on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
         with enomem_said_plainly(name, size):
             mapping = _ipc.create_mapped(name, size)
-    except BaseException:
-        on_change("-", typ, name)
+        entry = add(typ, name, user, size, recorded=True, into=into)
+    except FileExistsError:
+        on_change("-", typ, name)  # the name is another object's, which stays untouched
         raise
-    try:
-        entry = add(typ, name, user, size, recorded=True)
     except BaseException:
-        mapping.close()
+        # Before the table had it (add calls nothing after), but maybe made:
+        # see _create.
+        if mapping is not None:
+            mapping.close()
         _ipc.unlink(name)
         on_change("-", typ, name)
         raise
@@ -464,8 +490,18 @@ def info(entry: Entry, was_user: bool = False) -> ResInfo:
     return ResInfo(entry.res_id.n, entry.typ.value, entry.name, entry.size, was_user=was_user)
 
 
-def op_get(res_id: int, kinds: list[str], user: int, mapped: bool) -> ResInfo:
-    """Add ``user`` to the users of ``res_id`` and describe it."""
+def op_get(
+    res_id: int, kinds: list[str], user: int, mapped: bool, into: Asked | None = None
+) -> ResInfo:
+    """Add ``user`` to the users of ``res_id`` and describe it.
+
+    ``into``: a local caller's (the master's own code, or a program before
+    run), whose call a signal handler's exception may cut short anywhere
+    in here, as it may a worker's request. The answer is stored in it, as
+    its reply, before the table changes: an exception after the change, as
+    this returns, still finds what it granted, and the caller gives that
+    back (see ``_resource_api._local_or_remote``). Had the change not been
+    made, the give-back does nothing: the caller was not a user before."""
     wanted = [ResourceType(k) for k in kinds]
     point = _registry.by_fork_point.get(res_id) or _registry.by_join_point.get(res_id)
     if point is not None:
@@ -477,6 +513,9 @@ def op_get(res_id: int, kinds: list[str], user: int, mapped: bool) -> ResInfo:
     if entry.typ is ResourceType.POSIX_SHM_PREALLOCATED and user != MASTER and not mapped:
         raise NotInherited(ResId(res_id), _why_not_inherited(entry, user))
     was_user = user in entry.users
+    answer = info(entry, was_user)
+    if into is not None:
+        into.reply = answer  # nothing called from here to the add
     entry.users.add(user)
     if entry.handed_by is not None and user != entry.handed_by:
         # The first to get it after the hand-over takes it over: the master's
@@ -484,7 +523,7 @@ def op_get(res_id: int, kinds: list[str], user: int, mapped: bool) -> ResInfo:
         if user != MASTER:
             entry.users.discard(MASTER)
         entry.handed_by = None
-    return info(entry, was_user)
+    return answer
 
 
 def op_hand_over(res_id: int, user: int) -> ResInfo:
@@ -514,8 +553,8 @@ def _why_not_inherited(entry: Entry, user: int) -> str:
     return f"process {user} was started with inherit_resources that leave it out"
 
 
-def op_manage(kind: str, name: str, user: int) -> ResInfo:
-    """Take an existing kernel object into the table."""
+def op_manage(kind: str, name: str, user: int, into: Asked | None = None) -> ResInfo:
+    """Take an existing kernel object into the table. ``into``: see :func:`op_get`."""
     typ = ResourceType(kind)
     if typ is ResourceType.FILE:
         name = os.path.abspath(name)
@@ -524,7 +563,7 @@ def op_manage(kind: str, name: str, user: int) -> ResInfo:
         validate_object_name(name, typ.name, limit)
     check_kernel_object(typ, name)
     _refuse_managed_twice(typ, name)
-    return info(add(typ, name, user))
+    return info(add(typ, name, user, into=into))
 
 
 # Kinds whose objects share one namespace: a shm name is one object, whether
@@ -558,35 +597,46 @@ def _refuse_managed_twice(typ: ResourceType, name: str) -> None:
             )
 
 
-def op_create(kind: str, prefix: str, size: int, user: int) -> ResInfo:
-    """Create a kernel object (0600, exclusive, unguessable name) in the table."""
+def op_create(kind: str, prefix: str, size: int, user: int, into: Asked | None = None) -> ResInfo:
+    """Create a kernel object (0600, exclusive, unguessable name) in the
+    table. ``into``: see :func:`op_get`."""
     typ = ResourceType(kind)
     # SIGINT and SIGTERM wait while the object is made and taken into the
     # table: a handler's exception in between (once it exists, before it is
     # in the table) left it in /dev/shm with nothing to unlink it.
-    return _posix.with_signals_blocked(_posix.INTERRUPTS, lambda: _create(typ, prefix, size, user))
+    return _posix.with_signals_blocked(
+        _posix.INTERRUPTS, lambda: _create(typ, prefix, size, user, into)
+    )
 
 
-def _create(typ: ResourceType, prefix: str, size: int, user: int) -> ResInfo:
+def _create(typ: ResourceType, prefix: str, size: int, user: int, into: Asked | None) -> ResInfo:
     if typ is ResourceType.POSIX_SHM_PREALLOCATED:
-        entry = create_preallocated(prefix, size, user, peek_process_id())
+        entry = create_preallocated(prefix, size, user, peek_process_id(), into)
         entry.creator = user
         return info(entry)
     name = _ipc.random_name(prefix)
-    on_change("+", typ, name)  # recorded first: a crash right after creating leaks nothing
     try:
+        # Recorded first: a crash right after creating leaks nothing. Inside
+        # the try: an exception as the record returns is undone with it.
+        on_change("+", typ, name)
         if typ is ResourceType.POSIX_SEM:
             _ipc.create_semaphore(name, size)
             size = 0
         else:
             with enomem_said_plainly(name, size):
                 _ipc.create_mapped(name, size).close()
-    except BaseException:
-        on_change("-", typ, name)  # not created (an existing object stays untouched)
+        entry = add(typ, name, user, size, recorded=True, into=into)
+    except FileExistsError:
+        on_change("-", typ, name)  # the name is another object's, which stays untouched
         raise
-    try:
-        return info(add(typ, name, user, size, recorded=True))
     except BaseException:
+        # Before the table had it (add calls nothing after), but maybe made:
+        # the hold above keeps out only this thread's SIGINT and SIGTERM, and
+        # another signal's handler (or one that another thread took) can
+        # raise as a call in the create returns, the object made. Its name
+        # is fresh and random: unlinked, whatever exists under it is this
+        # call's.
         unlink_object(typ, name)
         on_change("-", typ, name)
         raise
+    return info(entry)

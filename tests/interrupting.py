@@ -119,16 +119,23 @@ def through_another_thread(signum: int) -> Iterator[Callable[[], None]]:
 
 class _SignalAt:
     """A profile function that sends a signal (``send``) at the ``at``-th
-    point of the call (counted from 0), and says where (``where``)."""
+    point of the call (counted from 0), and says where (``where``). Not
+    ``armed``, it counts no point until :meth:`arm` is called."""
 
-    def __init__(self, at: int, send: Callable[[], None]) -> None:
+    def __init__(self, at: int, send: Callable[[], None], armed: bool = True) -> None:
         self.at = at
         self.send = send
+        self.armed = armed
         self.seen = 0
         self.where: str | None = None
 
+    def arm(self) -> None:
+        self.armed = True
+
     def __call__(self, frame: FrameType, event: str, arg: object) -> None:
-        if event not in _POINTS or (event == "call" and frame.f_code.co_flags & _GENERATORS):
+        if not self.armed or event not in _POINTS:
+            return
+        if event == "call" and frame.f_code.co_flags & _GENERATORS:
             return
         self.seen += 1
         if self.seen - 1 != self.at:
@@ -152,6 +159,7 @@ def at_every_point(
     check: Callable[[Any], list[str]],
     signum: int = signal.SIGINT,
     send: Callable[[], None] | None = None,
+    first: Callable[[Callable[[], None]], contextlib.AbstractContextManager[None]] | None = None,
 ) -> str | None:
     """Run ``call`` once for each point of it where a signal's handler could
     run, ``signum`` sent there (by ``send``; by default raised in this
@@ -160,6 +168,14 @@ def at_every_point(
     if it was interrupted) and says what is wrong (it also releases what
     the call made). Returns the first problem found, with the point that
     caused it; None if there is none.
+
+    ``first``, if given, makes the signal at each point a second one: each
+    run is made inside ``first(arm)``, which sends ``signum`` once where it
+    chooses (with :func:`interrupted_after`, say), and calls ``arm()`` where
+    the points are to be counted from (just before it sends, or later); a
+    run that calls no ``arm()`` is an error. (A first signal cannot come
+    from the profile function, as the second does: one whose handler raises
+    there is unset by Python, and sees no point after it.)
 
     Each run must also leave the signal as it found it: not blocked, nothing
     pending.
@@ -172,7 +188,9 @@ def at_every_point(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _at_every_point(call, check, signum, send or (lambda: signal.raise_signal(signum)))
+        return _at_every_point(
+            call, check, signum, send or (lambda: signal.raise_signal(signum)), first
+        )
     finally:
         if collecting:
             gc.enable()
@@ -184,20 +202,25 @@ def _at_every_point(
     check: Callable[[Any], list[str]],
     signum: int,
     send: Callable[[], None],
+    first: Callable[[Callable[[], None]], contextlib.AbstractContextManager[None]] | None,
 ) -> str | None:
     name = signal.Signals(signum).name
     with handler_raises(signum):
         for at in range(_POINTS_MAX):
-            hook = _SignalAt(at, send)
+            hook = _SignalAt(at, send, armed=first is None)
             result = None
-            sys.setprofile(hook)
-            try:
-                result = call()
-            except Interrupted:
-                pass
-            finally:
-                sys.setprofile(None)
-            where = hook.where or "no point (the call ran whole)"
+            with contextlib.nullcontext() if first is None else first(hook.arm):
+                sys.setprofile(hook)
+                try:
+                    result = call()
+                except Interrupted:
+                    pass
+                finally:
+                    sys.setprofile(None)
+            if not hook.armed:  # each run would have been whole: nothing tried
+                raise AssertionError(f"the first {name} was never sent")
+            whole = "the first signal alone" if first else "the call ran whole"
+            where = hook.where or f"no point ({whole})"
             problems = check(result)
             if signum in signal.pthread_sigmask(signal.SIG_BLOCK, []):
                 problems.append(f"{name} was left blocked")

@@ -11,6 +11,12 @@
   interrupted before the handle that would release that use existed (or
   before the caller had the object built on it), left the process a user
   until it ended: the object outlived its last release.
+- A worker's resource call withdrawn after an interrupt gave back its grant
+  in a function that held further interrupts only once its loop began: a
+  second one at its start left the use.
+- The master's own resource calls (and a program's before run), cut short
+  once they had changed the table, left the master a user, or the object
+  managed, that nothing released.
 
 Each test here failed before its fix; the docstring of each says how. The
 signals are sent by the tests themselves where a real one could land
@@ -19,11 +25,12 @@ signals are sent by the tests themselves where a real one could land
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 # SharedArray imports numpy at its first use: imported here, so that the
@@ -38,7 +45,7 @@ from interrupting import (
     interrupted_after,
     through_another_thread,
 )
-from scenario import outcome_text, own_shm_entries, run_scenario, wait_until
+from scenario import in_master, outcome_text, own_shm_entries, run_scenario, wait_until
 
 import netmcore
 from netmcore import (
@@ -55,6 +62,7 @@ from netmcore import (
     _resources,
     _shared_array,
 )
+from netmcore._wire import Link
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -404,12 +412,17 @@ def test_an_open_or_create_interrupted_anywhere_in_a_worker_leaves_no_use(
 # --------------------------------------------------------------------------
 
 # The prefix of the preallocated objects the tests make: named so that
-# ``_held`` sees one that is left.
-PREFIX = "/nmctest.interrupted."
+# ``_held`` sees one that is left, and for this test process (a worker's
+# is the same), so that another's run of these tests is not seen.
+PREFIX = f"/nmctest.interrupted.{os.getpid()}."
 
 
 def _left_in_dev_shm() -> set[str]:
     return {f"/dev/shm entry {name}" for name in own_shm_entries(PREFIX)}
+
+
+def _table_entries() -> set[str]:
+    return {f"table entry {entry.name}" for entry in _resources.table.values()}
 
 
 def _still_a_user(res_id: ResId) -> list[str]:
@@ -418,6 +431,13 @@ def _still_a_user(res_id: ResId) -> list[str]:
     was_user = _resource_api._get(res_id, ()).was_user
     netmcore.release(res_id)
     return [f"this process was still a user of {res_id!r}"] if was_user else []
+
+
+def _in_step_with_the_master() -> None:
+    """Return once the master has served what this worker sent before: a
+    release that went out as a second interrupt came, whose answer nothing
+    waited for (the master serves a worker's requests in order)."""
+    netmcore.release(ResId(10**9))  # an id nothing has: it does nothing
 
 
 def _managed_still(name: str) -> list[str]:
@@ -434,22 +454,76 @@ def _managed_still(name: str) -> list[str]:
     return []
 
 
-@netmcore.process
-def resource_call_interrupted_in_a_worker(arg: tuple[str, ResId]) -> str | None:
-    """``call`` (on ``res_id``, made by the master, where it takes one)
-    with a SIGINT at each point in turn: the first problem."""
-    call, res_id = arg
-    before = _held() | _left_in_dev_shm()
+def _first_signal(first: str) -> Callable[[Callable[[], None]], Any] | None:
+    """For ``at_every_point``: a first SIGINT in a worker's resource call,
+    in its wait for the master's answer, which withdraws the request;
+    ``first`` says where ("": none):
+
+    - "with the answer in": as the wait returns, the answer stored;
+    - "in the wait": as the peek at the answer returns, before it is stored.
+
+    The points, where a second SIGINT comes, are then those of the
+    withdrawal and of the give-back of what the answer granted; in the
+    wait, those from the withdrawal's wait for the answer on. Before that
+    wait (the start of the withdrawal, which ``Link.request`` calls as it
+    handles the first exception) a second exception still leaves the
+    answer unread: that is Link's to hold, not the resource call's."""
+    if not first:
+        return None
+
+    @contextlib.contextmanager
+    def sent_there(arm: Callable[[], None]) -> Iterator[None]:
+        real: dict[str, Any] = {name: getattr(Link, name) for name in ("recv", "wait_reply")}
+        waits = 0
+
+        def now(_result: object) -> bool:
+            if first == "with the answer in":
+                arm()
+            return True
+
+        def wait_reply(link: Link, rid: int) -> Any:
+            nonlocal waits
+            waits += 1
+            if waits == 2:  # the withdrawal's wait
+                arm()
+            return real["wait_reply"](link, rid)
+
+        if first == "with the answer in":
+            patched = {"wait_reply": interrupted_after(real["wait_reply"], now)}
+        else:
+            patched = {"recv": interrupted_after(real["recv"], now), "wait_reply": wait_reply}
+        for name, value in patched.items():
+            setattr(Link, name, value)
+        try:
+            yield
+        finally:
+            for name, value in real.items():
+                setattr(Link, name, value)
+
+    return sent_there
+
+
+def _resource_call_interrupted(
+    call: str, res_id: ResId, first: str = "", how: str = "raised"
+) -> str | None:
+    """``call`` (on ``res_id``, where it takes one: an object this process
+    does not use) with a SIGINT at each point in turn, raised in this
+    thread or taken by another (``how``), and a second one if ``first``
+    says where the first comes (see _first_signal): the first problem. In
+    a worker, or in the master (and before run), whose table it looks at
+    too (a worker's is a copy that nothing changes)."""
+    before = _held() | _left_in_dev_shm() | _table_entries()
     names = iter(range(1_000_000))
     managed = ""
 
     def make_one_to_manage() -> None:
-        """A new object under the master's prefix, for the next manage."""
+        """A new object, for the next manage."""
         nonlocal managed
-        managed = f"/nmc.{os.getppid()}.managed.{next(names)}"
+        managed = f"{PREFIX}managed.{next(names)}"
         _ipc.create_mapped(managed, 64).close()
 
     def check(result: Any) -> list[str]:
+        _in_step_with_the_master()
         problems = []
         if call in ("get_resource", "get_shm"):
             if result is not None:
@@ -459,9 +533,14 @@ def resource_call_interrupted_in_a_worker(arg: tuple[str, ResId]) -> str | None:
             if result is not None:
                 result.release()
             problems += _managed_still(managed)
-        elif result is not None:  # create_preallocated_shm
-            netmcore.release(result[0])
-        if left := (_held() | _left_in_dev_shm()) - before:
+        elif call == "create_preallocated_shm":
+            if result is not None:
+                netmcore.release(result[0])
+        else:  # a handle
+            _released(result)
+            if call == "open_shm":
+                problems += _still_a_user(res_id)
+        if left := (_held() | _left_in_dev_shm() | _table_entries()) - before:
             problems.append(f"left {sorted(left)}")
         if call == "manage_shm":
             make_one_to_manage()
@@ -474,12 +553,23 @@ def resource_call_interrupted_in_a_worker(arg: tuple[str, ResId]) -> str | None:
         "get_shm": lambda: netmcore.get_shm(res_id),
         "manage_shm": lambda: netmcore.manage_shm(managed),
         "create_preallocated_shm": lambda: netmcore.create_preallocated_shm(PREFIX, 64),
+        "open_shm": lambda: netmcore.open_shm(res_id),
+        "create_shm": lambda: netmcore.create_shm(64),
     }
     try:
-        return at_every_point(calls[call], check)
+        if how == "thread":
+            with through_another_thread(signal.SIGINT) as send:
+                return at_every_point(calls[call], check, signal.SIGINT, send)
+        return at_every_point(calls[call], check, first=_first_signal(first))
     finally:
         if managed:
             _ipc.unlink(managed)  # the one made for a next round
+
+
+@netmcore.process
+def resource_call_interrupted_in_a_worker(arg: tuple[str, ResId, str]) -> str | None:
+    """:func:`_resource_call_interrupted` in a worker, on the master's ``res_id``."""
+    return _resource_call_interrupted(*arg)
 
 
 @pytest.mark.parametrize(
@@ -495,7 +585,38 @@ def test_a_resource_call_interrupted_anywhere_in_a_worker_leaves_no_use(
     object still managed, or a preallocated object left in /dev/shm)."""
     made = netmcore.create_shm(64)  # the master's own, which the worker gets
     try:
-        problem = run_scenario(resource_call_interrupted_in_a_worker, (call, made.res_id))
+        problem = run_scenario(resource_call_interrupted_in_a_worker, (call, made.res_id, ""))
+    finally:
+        made.release()
+    assert problem is None, problem
+    assert not own_shm_entries(PREFIX)
+
+
+@pytest.mark.parametrize("first", ["in the wait", "with the answer in"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        "get_resource",
+        "get_shm",
+        "manage_shm",
+        "create_preallocated_shm",
+        "open_shm",
+        "create_shm",
+    ],
+)
+def test_a_second_interrupt_as_a_withdrawn_call_gives_back_leaves_no_use(
+    call: str, first: str, master_cleanup: None
+) -> None:
+    """A first SIGINT in the wait for the master's answer withdraws the
+    request, and what the answer granted is given back; a second SIGINT at
+    each point from there on (see _first_signal). Before, one at the start of the give-back
+    (the entry of _give_up, of _release_surely, of repeat_through_interrupts
+    inside it; for an open, of _settle_owed) ended it before its loop held
+    interrupts: the worker stayed a user of the object until it ended
+    ("still a user", an object still managed, or left in /dev/shm)."""
+    made = netmcore.create_shm(64)
+    try:
+        problem = run_scenario(resource_call_interrupted_in_a_worker, (call, made.res_id, first))
     finally:
         made.release()
     assert problem is None, problem
@@ -543,3 +664,68 @@ def test_an_open_or_create_interrupted_anywhere_by_what_it_does_not_hold_leaves_
     finally:
         made.release()
     assert problem is None, problem
+
+
+# --------------------------------------------------------------------------
+# Any resource call of the master's own code interrupted anywhere
+# --------------------------------------------------------------------------
+
+# A process id that no run here reaches: the user that keeps an object alive
+# that this process does not use, as a worker would.
+ANOTHER_USER = 10**6
+
+
+def _used_by_another() -> ResId:
+    """A shm object that only ANOTHER_USER uses: a get here makes this
+    process (the master) a new user of it, which an interrupted get must
+    not leave behind."""
+    made = netmcore.create_shm(64)
+    _resources.table[made.res_id.n].users.add(ANOTHER_USER)
+    made.release()  # this process's use ends; the other's keeps it
+    return made.res_id
+
+
+def _resource_call_interrupted_here(call: str, how: str) -> str | None:
+    """:func:`_resource_call_interrupted` in this process, the master (or
+    the master-to-be, before run)."""
+    res_id = _used_by_another()
+    try:
+        return _resource_call_interrupted(call, res_id, how=how)
+    finally:
+        _resources.release(res_id.n, ANOTHER_USER)  # its last user: destroyed
+
+
+@pytest.mark.parametrize("how", ["raised", "thread"])
+@pytest.mark.parametrize("where", ["before run", "in the master"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        "get_resource",
+        "get_shm",
+        "manage_shm",
+        "create_preallocated_shm",
+        "open_shm",
+        "create_shm",
+    ],
+)
+def test_a_resource_call_interrupted_anywhere_in_the_master_leaves_no_use(
+    call: str, where: str, how: str, master_cleanup: None
+) -> None:
+    """The master's own calls (and a program's before run) work on the
+    table in this process. Before: a get or a manage cut short once the
+    table had changed (as op_get had added the caller, or as add had taken
+    the object in), before the call returned, left the master a user (the
+    object managed) that nothing released; a create_preallocated_shm, one
+    as op_create's hold let the SIGINT through, the object made; an open or
+    a create (whose SIGINT _counted held in this thread) the same with a
+    SIGINT taken by another thread ("still a user", "left"), and a create
+    cut short just after the object was made left it in /dev/shm. (An open
+    or a create with the SIGINT raised in this thread, which _counted held,
+    passed before too: they pin that nothing needs holding now.)"""
+    if where == "before run":
+        problem = _resource_call_interrupted_here(call, how)
+    else:
+        found = in_master(lambda: [p] if (p := _resource_call_interrupted_here(call, how)) else [])
+        problem = found[0] if found else None
+    assert problem is None, problem
+    assert not own_shm_entries(PREFIX)

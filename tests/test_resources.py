@@ -1633,10 +1633,12 @@ def test_a_hand_over_never_ends_the_masters_own_use(master_cleanup: None) -> Non
 def test_an_interrupt_just_after_an_object_is_made_leaves_nothing(
     monkeypatch: pytest.MonkeyPatch, master_cleanup: None, kind: str
 ) -> None:
-    """A SIGINT that lands once the object exists, before the table has it:
-    the object must still be managed (and so destroyed), not left in /dev/shm.
-    An object with a handle (a semaphore, a segment) that the interrupted call
-    never handed over is released at once: nobody could release it later."""
+    """A SIGINT that lands once the object exists, before the table has it
+    (it waits until the table has it): the object is not left in /dev/shm,
+    nor managed. The interrupted call never handed it over, so nobody could
+    release it later: it is destroyed at once, with or without a handle.
+    Before, a preallocated one, which has none, stayed managed until
+    destroy_resources."""
     made: list[str] = []
     target = "create_semaphore" if kind == "sem" else "create_mapped"
     real = getattr(netmcore._ipc, target)
@@ -1657,10 +1659,7 @@ def test_an_interrupt_just_after_an_object_is_made_leaves_nothing(
         create()
     assert len(made) == 1
     path = netmcore._ipc.SHM_DIR + ("/sem." if kind == "sem" else "/") + made[0][1:]
-    managed = made[0] in {entry.name for entry in netmcore._resources.table.values()}
-    assert managed is (kind == "preallocated")
-    assert os.path.exists(path) is managed
-    netmcore.destroy_resources()
+    assert made[0] not in {entry.name for entry in netmcore._resources.table.values()}
     assert not os.path.exists(path)
 
 

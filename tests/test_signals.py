@@ -491,15 +491,15 @@ def _blocked_here() -> set[int]:
     return set(signal.pthread_sigmask(signal.SIG_BLOCK, ()))
 
 
-@pytest.mark.parametrize("call", ["create_shm", "open_shm"])
 def test_a_handler_run_as_interrupts_are_blocked_leaves_them_unblocked(
-    monkeypatch: pytest.MonkeyPatch, master_cleanup: None, call: str
+    monkeypatch: pytest.MonkeyPatch, master_cleanup: None
 ) -> None:
-    # An open or a create holds SIGINT and SIGTERM back while it asks the
-    # master. pthread_sigmask runs the Python handlers of signals that came
-    # before it as it returns: one that raised there (a timeout's) left the
-    # block made and skipped its undoing, so the thread ignored Ctrl-C and
-    # SIGTERM for good (a worker then outlived its master's SIGTERM).
+    # A create in the master holds SIGINT and SIGTERM back while it makes the
+    # kernel object (an open holds nothing: test_interrupted_calls). pthread_sigmask
+    # runs the Python handlers of signals that came before it as it returns: one
+    # that raised there (a timeout's) left the block made and skipped its
+    # undoing, so the thread ignored Ctrl-C and SIGTERM for good (a worker then
+    # outlived its master's SIGTERM).
     segment = netmcore.create_shm(8)
     real = _signal.pthread_sigmask  # the C function, which signal's calls too
 
@@ -512,10 +512,7 @@ def test_a_handler_run_as_interrupts_are_blocked_leaves_them_unblocked(
     before = _blocked_here()
     monkeypatch.setattr(_signal, "pthread_sigmask", block_then_run_a_handler)
     with handler_raises(signal.SIGUSR1), pytest.raises(Interrupted):
-        if call == "create_shm":
-            netmcore.create_shm(8)
-        else:
-            netmcore.open_shm(segment.res_id)
+        netmcore.create_shm(8)
     monkeypatch.undo()
     try:
         assert _blocked_here() == before
