@@ -350,7 +350,8 @@ def _write_pidfile(path: str) -> int:
     The file is made without a name (O_TMPFILE) and given its name once
     whole: a master killed before that leaves nothing, where a temporary
     name would stay. A file system without unnamed files (NFS, vfat) gets
-    the named way."""
+    the named way, and so does a system without /proc (a container or a
+    chroot that does not mount it), through which the unnamed file is linked."""
     directory = os.path.dirname(path)
     pid = f"{os.getpid()}\n".encode()
     try:
@@ -361,7 +362,30 @@ def _write_pidfile(path: str) -> int:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
             raise
         return _write_named(path, pid)
-    return _fill_and_place(fd, pid, f"/proc/self/fd/{fd}", path, named=False)
+    source = _proc_path(fd)
+    if not _names(source, fd):
+        # The other way to link it, linkat(fd, "", ..., AT_EMPTY_PATH), is not
+        # in os.link, and before Linux 6.10 needs CAP_DAC_READ_SEARCH.
+        os.close(fd)
+        return _write_named(path, pid)
+    return _fill_and_place(fd, pid, source, path, named=False)
+
+
+def _proc_path(fd: int) -> str:
+    """A path to the file ``fd`` that needs no name of its own (unnamed, or
+    renamed since), through /proc."""
+    return f"/proc/self/fd/{fd}"
+
+
+def _names(source: str, fd: int) -> bool:
+    """Whether the path ``source`` leads to the file ``fd``: asked before
+    anything is written, so that a link's failure never has to be told
+    apart from one of the pidfile's own directory."""
+    try:
+        there, here = os.stat(source), os.fstat(fd)
+    except OSError:
+        return False
+    return (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)
 
 
 def _write_named(path: str, pid: bytes) -> int:
@@ -500,7 +524,7 @@ def _in_use(path: str, fd: int) -> str:
     """The error for a pidfile whose lock another run holds (its file ``fd``)."""
     holder = "?"
     # The same file, opened again for reading; unreadable, the message does without.
-    with contextlib.suppress(OSError, ValueError), open(f"/proc/self/fd/{fd}", "rb") as f:
+    with contextlib.suppress(OSError, ValueError), open(_proc_path(fd), "rb") as f:
         holder = str(int(f.read(32)))
     return (
         f"pidfile {path!r} is in use by a running netmcore master (pid {holder}), which "

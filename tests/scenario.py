@@ -8,6 +8,7 @@ import errno
 import mmap
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,16 +38,41 @@ def outcome_value(outcome: Any) -> Any:
     pytest.fail(f"a process did not succeed: {outcome!r}", pytrace=False)
 
 
-def run_snippet(code: str, timeout: float) -> tuple[int, str]:
+def run_snippet(
+    code: str, timeout: float, *args: str, without_proc: bool = False
+) -> tuple[int, str]:
     """Run ``code`` in a fresh interpreter (a regression may crash it, with
-    SIGSEGV, say); return its exit status and what it printed. What it left
-    in /dev/shm, named for its pid, is unlinked."""
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    SIGSEGV, say), ``args`` its ``sys.argv[1:]``; return its exit status and
+    what it printed. What it left in /dev/shm, named for its pid, is
+    unlinked. ``without_proc``: with no /proc, as in a container or a chroot
+    that does not mount it (see :func:`_without_proc`)."""
+    argv = [sys.executable, "-c", code, *args]
+    if without_proc:
+        argv = _without_proc(argv)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
     finally:
         _ipc.unlink_prefix(f"/nmc.{proc.pid}.")  # what a crashed process left
     return proc.returncode, out
+
+
+def _without_proc(argv: list[str]) -> list[str]:
+    """``argv`` run in a mount namespace of its own where an empty tmpfs
+    hides /proc (and in a user namespace, which gives the right to mount
+    there): the same pid, files and /dev/shm. The test is skipped where no
+    such namespace can be made."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no mount namespace to hide /proc in: no unshare command")
+    hide = "mount -t tmpfs none /proc"
+    tried = subprocess.run(
+        [unshare, "-rm", "sh", "-c", hide], check=False, capture_output=True, text=True
+    )
+    if tried.returncode != 0:
+        pytest.skip(f"no mount namespace to hide /proc in: {tried.stderr.strip()}")
+    # unshare and sh exec in turn: the interpreter keeps the pid Popen gives.
+    return [unshare, "-rm", "sh", "-c", f'{hide} && exec "$@"', "sh", *argv]
 
 
 SCRIPT_TIMEOUT = 30  # a guard against a hung child, not an assertion

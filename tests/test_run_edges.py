@@ -5,6 +5,7 @@ once the run is over).
 
 from __future__ import annotations
 
+import ast
 import errno
 import logging
 import os
@@ -233,6 +234,53 @@ def test_the_pidfile_is_a_new_file_put_in_place_whole(
     assert seen == [True, f"{os.getpid()}\n", ["m.pid", "other-name"]]
     assert other_name.read_text() == stale
     assert sorted(os.listdir(short_tmp)) == ["other-name"]
+
+
+# A master with a pidfile (argv[1]) where a stale one is: what it sees there
+# during the run and after it.
+_PIDFILE_WITHOUT_PROC = """
+import os, sys
+import netmcore
+
+@netmcore.process
+def noop(k: int) -> int:
+    return k
+
+pidfile = sys.argv[1]
+directory = os.path.dirname(pidfile)
+with open(pidfile, "w") as f:
+    f.write("stale\\n")
+seen = [os.path.exists("/proc/self"), os.getpid()]
+
+def first():
+    with open(pidfile) as f:
+        seen.append(f.read())
+    seen.append(sorted(os.listdir(directory)))
+    return noop.start(4)
+
+seen.append(netmcore.run(
+    first_process=first,
+    extract_result=lambda _c, pid: noop.join_nowait(pid),
+    pidfile=pidfile,
+))
+seen.append(sorted(os.listdir(directory)))
+print(repr(seen))
+"""
+
+
+def test_the_pidfile_is_put_in_place_without_proc(short_tmp: Path) -> None:
+    """Where /proc is not mounted (a container, a chroot), the unnamed file
+    cannot be linked through /proc/self/fd, and the named way is taken.
+    Before the fix, run failed with FileNotFoundError: [Errno 2] No such
+    file or directory: '/proc/self/fd/N' -> '.../m.pid'."""
+    pidfile = short_tmp / "m.pid"
+    status, out = run_snippet(
+        _PIDFILE_WITHOUT_PROC, STARTUP_WITHIN, str(pidfile), without_proc=True
+    )
+    assert status == 0, out
+    seen = ast.literal_eval(out)
+    master = seen[1]
+    assert seen == [False, master, f"{master}\n", ["m.pid"], 4, []]
 
 
 def _closed_to_the_user(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
