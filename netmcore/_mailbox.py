@@ -1,8 +1,9 @@
 """A typed mailbox in shared memory, in the spirit of upstream's camlbox.
 
-One receiver (the process that created it), many senders, a fixed number of
-slots of fixed size, and a msgspec-encoded message per slot. The whole box is
-one managed shm object: its semaphores and mutexes live inside it.
+One receiver (the handle ``create`` gave, in the process that called it),
+many senders, a fixed number of slots of fixed size, and a msgspec-encoded
+message per slot. The whole box is one managed shm object: its semaphores
+and mutexes live inside it.
 
 ::
 
@@ -26,6 +27,12 @@ window start moves over taken slots, emptying them, once its own slot is
 done. A sender finishes a message before it claims its next one, so each
 sender's messages arrive in the order it sent them. (The states are plain
 bytes in shared memory, read in order: x86-64 keeps stores in order.)
+
+The window start, the pending list (below) and the lock that lets one
+thread at a time take a message are the receiving handle's: a second
+handle receiving would start from a window of its own, and take messages
+out of order or twice. So ``open`` gives a sender's handle, in the creator
+too, as upstream's ``camlbox_sender`` is.
 
 Senders that find the cursor's slot full wait on ``free``. The receiver
 posts it every half box and before it waits for a message; waking a
@@ -60,7 +67,9 @@ handle's *pending* list, whose messages the next ``receive`` returns
 first, in order, each taken off the list only as it is returned. A
 decode that raises something else than msgspec's DecodeError may have
 been interrupted, or the type's own validation may refuse the message:
-a second decode, at once, tells them apart (``_decode_again``).
+a second decode, at once, tells them apart (``_decode_again``). Threads
+receiving at once may judge the same pending message: only the one that
+takes it off the list returns or raises it.
 
 Each call counts itself in progress (``_pthread.InUse``), so that a
 ``close()`` by another thread unmaps the box only once the last call has
@@ -80,7 +89,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
 
@@ -190,8 +199,9 @@ def footprint(slots: int, slot_size: int) -> tuple[int, int]:
 class Mailbox(Generic[T]):
     """A shared-memory mailbox for messages of type ``T``.
 
-    The process that calls :meth:`create` owns it and is the only one that may
-    :meth:`receive`; others :meth:`open` it by resource id and :meth:`send`.
+    The handle that :meth:`create` gives is the only one that may
+    :meth:`receive` (its threads may share it); a handle that :meth:`open`
+    gives, in any process, the creator too, may :meth:`send` only.
     """
 
     @overload
@@ -239,7 +249,7 @@ class Mailbox(Generic[T]):
             header = (_MAGIC, slots, slot_size, _pid[0], fp, len(name), 0)
             _HEADER.pack_into(segment.buffer, 0, *header)
             segment.buffer[_TYPE_NAME : _TYPE_NAME + len(name)] = name
-            box = cls(segment, encap)
+            box = cls(segment, encap, receiving=True)
             _pthread.sem_init(box._free, 0)
             _pthread.sem_init(box._filled, 0)
             for i in range(slots):
@@ -276,13 +286,19 @@ class Mailbox(Generic[T]):
         # Built as part of the open: if that fails, the open gives back its use.
         return open_marked(res_id, _MAGIC, "mailbox", lambda segment: cls(segment, encap), check)
 
-    def __init__(self, segment: ShmSegment, encap: EncapType[T]) -> None:
+    def __init__(
+        self, segment: ShmSegment, encap: EncapType[T], *, receiving: bool = False
+    ) -> None:
         self._segment = segment
         self.type = encap
         _, slots, slot_size, owner_pid, _, _, _ = _HEADER.unpack_from(segment.buffer, 0)
         self.slots: int = slots
         self.slot_size: int = slot_size
         self.owner_pid: int = owner_pid
+        # The pid that may receive through this handle: the creator's, for
+        # create's handle; none for an open's (see receive). A copy that a
+        # fork made is refused too: its pid is another.
+        self._receiver = owner_pid if receiving else 0
         self._stride = _stride(slot_size)
         self._anchor: ctypes.Array[ctypes.c_char] | None = (
             ctypes.c_char * len(segment.buffer)
@@ -539,6 +555,22 @@ class Mailbox(Generic[T]):
         window start: it may be waiting for a message, and none can come."""
         _post(self._filled)
 
+    def _not_the_receiver(self, what: str, other_process: str) -> ContextError:
+        """The error for a receiver's call (``what`` it does) through a
+        handle that may not make it; ``other_process`` ends the one for a
+        process that did not create the box."""
+        if _pid[0] != self.owner_pid:
+            return ContextError(
+                f"only the process that created {self!r} (os pid {self.owner_pid}) can "
+                f"{what}; this is os pid {_pid[0]}{other_process}"
+            )
+        return ContextError(
+            f"{self!r} was opened with Mailbox.open(), which gives a sender's handle, in the "
+            f"box's creator too, and only the handle that Mailbox.create() gave can {what}: "
+            "a second receiving handle would take messages out of order, or twice. Use the "
+            "created handle (its threads may share it), and keep it until done"
+        )
+
     def receive(self, timeout: float | None = None) -> T:
         """Take the next message, waiting for one up to ``timeout`` seconds.
 
@@ -555,8 +587,10 @@ class Mailbox(Generic[T]):
         Raises
         ------
         ContextError
-            If the caller is not the process that created the box, or if the
-            box is empty and this is the master, unless ``timeout`` is 0.
+            If this is not the handle that :meth:`create` gave, in the process
+            that called it (an :meth:`open`'s sends only, in the creator
+            too), or if the box is empty and this is the master, unless
+            ``timeout`` is 0.
         TimeoutError
             If no message came within ``timeout`` seconds.
         ValueError
@@ -565,11 +599,8 @@ class Mailbox(Generic[T]):
         TypeError
             If ``timeout`` is not a number.
         """
-        if _pid[0] != self.owner_pid:
-            raise ContextError(
-                f"only the process that created {self!r} (os pid {self.owner_pid}) can "
-                f"receive from it; this is os pid {_pid[0]}: senders use send()"
-            )
+        if _pid[0] != self._receiver:
+            raise self._not_the_receiver("receive from it", ": senders use send()")
         use = self._use
         use.calls += _ONE  # the mapping stays until this call leaves (see close)
         try:
@@ -612,6 +643,9 @@ class Mailbox(Generic[T]):
             # Outside the except block: what the second decode raises is not
             # chained to the first.
             self._decode_again(data, first)
+            # It returned: another thread raised the message, and this one
+            # goes on to the next.
+            return self._hand_over(deadline)
         finally:
             del use.calls[-1]
             if use.closed:
@@ -626,8 +660,8 @@ class Mailbox(Generic[T]):
         only as a call starts or a C call returns): an exception anywhere
         before leaves the message first for the next receive(). Threads
         receiving at once each return the oldest at the time; one whose
-        message another thread returned meanwhile returns the next, or
-        looks in the box until ``deadline``.
+        message another thread returned (or raised) meanwhile returns the
+        next, or looks in the box until ``deadline``.
         """
         pending = self._pending
         while True:
@@ -649,14 +683,16 @@ class Mailbox(Generic[T]):
                     first = exc
                 if first is not None:  # outside the except block, as in receive()
                     self._decode_again(item, first)
+                    continue  # another thread raised it
             else:  # decoded already, by a _decode_again that kept it
                 value = item[0]
             if pending and pending[0] is item:
                 del pending[0]
                 return value
 
-    def _decode_again(self, data: bytes, first: BaseException) -> NoReturn:
-        """Tell a bad message from an interrupted decode, and raise.
+    def _decode_again(self, data: bytes, first: BaseException) -> None:
+        """Tell a bad message from an interrupted decode, and raise; or
+        return, if another thread raised the bad message meanwhile.
 
         ``data``, pending, raised ``first`` as it was decoded, not a
         DecodeError: the box's type's own validation (a validator, a
@@ -673,7 +709,10 @@ class Mailbox(Generic[T]):
           stays pending, decoded (the next receive() does not decode it
           a third time);
         - it raises an error of ``first``'s type: the message is bad,
-          dropped, and that error raised, as a DecodeError is;
+          dropped, and that error raised, as a DecodeError is; unless
+          another thread receiving judged it too (:meth:`_hand_over`) and
+          took it off the pending list first: that thread raises it, and
+          this one returns, to go on to the next message;
         - it raises another error: ``first`` was an interruption of a
           bad message, raised; the message stays pending, and the next
           receive() judges it afresh (and raises its error, once).
@@ -708,10 +747,14 @@ class Mailbox(Generic[T]):
         if type(outcome) is not type(first):
             raise first
         for i, item in enumerate(pending):
+            # No call from the look to the raise: no other thread takes it
+            # off in between, and no handler's exception takes its place.
             if item is data:
                 del pending[i]
-                break
-        raise outcome
+                raise outcome
+        # Not there: another thread took it off, to raise it. (Or, if another
+        # thread took off an older one as this loop went on, missed: it stays
+        # pending, for the next receive() to judge, and raise, once.)
 
     def _wait(self, deadline: float | None, timeout: float | None) -> bytes | None:
         """Wait for a ``filled`` token (then None: the caller takes a message),
@@ -870,11 +913,8 @@ class Mailbox(Generic[T]):
         this is for a receiver that wants its full capacity back at once.
         Returns how many.
         """
-        if _pid[0] != self.owner_pid:
-            raise ContextError(
-                f"only the process that created {self!r} (os pid {self.owner_pid}) can "
-                f"reclaim its slots; this is os pid {_pid[0]}"
-            )
+        if _pid[0] != self._receiver:
+            raise self._not_the_receiver("reclaim its slots", "")
         if not self._use.enter():
             raise closed_error(self)
         try:
@@ -928,7 +968,7 @@ class Mailbox(Generic[T]):
     def _wake_receivers(self, others: int) -> None:
         """For close(): wake this process's threads that wait in receive(), on
         ``filled`` without a deadline. A post too many is a nudge, and harmless."""
-        if _pid[0] == self.owner_pid:
+        if _pid[0] == self._receiver:
             for _ in range(others):
                 _post(self._filled)
 

@@ -1,4 +1,5 @@
-"""A Mailbox's receive faced with a message its type refuses, or a close.
+"""A Mailbox's receive faced with a message its type refuses, a close, or
+another handle on the box in its creator.
 
 - A message that the box's type's own validation refuses with an error
   that is not msgspec's (a ``__post_init__`` raising RuntimeError, say)
@@ -7,9 +8,13 @@
   receiver. Such a message is raised once and gone, as one of another
   type is, and a decode that a handler did interrupt still keeps its
   message, wherever the handler's exception comes.
+- Two threads receiving at once judged the same refused message, and
+  each raised its error: it is raised once in all.
 - A close by another thread as a receive takes a message: the receive
   that took it returns it; one that raises, because the close came first,
   took nothing (the message is still in the box).
+- A handle that ``Mailbox.open`` gave in the box's creator received, from
+  a window of its own: messages came out of order. It only sends now.
 
 Each test says whether it failed before the change, and how. The box's
 type here is a Struct whose ``__post_init__`` refuses the notes listed in
@@ -43,11 +48,12 @@ class Note(msgspec.Struct):
 
     def __post_init__(self) -> None:
         decodes.append(self.n)
-        if self.n in refused:
-            raise RuntimeError(f"note {self.n} is refused")
+        # Interrupted first: a refused note can be interrupted too.
         if self.n in interrupted:
             interrupted.discard(self.n)
             signal.raise_signal(signal.SIGINT)  # its handler raises here, in the decode
+        if self.n in refused:
+            raise RuntimeError(f"note {self.n} is refused")
 
 
 @pytest.fixture
@@ -193,15 +199,21 @@ def test_a_note_whose_decode_was_interrupted_is_kept_wherever_a_second_signal_co
 _MAILBOX_CODE = Mailbox.receive.__code__.co_filename
 
 
-class _ClosedAt:
+class _AnotherThreadAt:
     """A profile function that, at the ``at``-th point where Python could
     switch threads (a Python call's start, a C call's return), has another
-    thread ``close`` the box, to its end, and goes on. ``before`` says
-    whether that point came before the receive's first line."""
+    thread ``act`` (close the box, say), to its end, and goes on; at a
+    point where ``waits()`` says that the act would wait for this thread
+    (for a lock it holds), it passes by (``where`` still names the point).
+    ``before`` says whether that point came before the receive's first
+    line."""
 
-    def __init__(self, at: int, close: Callable[[], None]) -> None:
+    def __init__(
+        self, at: int, act: Callable[[], None], waits: Callable[[], bool] = lambda: False
+    ) -> None:
         self.at = at
-        self.close = close
+        self.act = act
+        self.waits = waits
         self.seen = 0
         self.where: str | None = None
         self.before = False
@@ -218,12 +230,14 @@ class _ClosedAt:
         self.before = code.co_filename != _MAILBOX_CODE or (
             event == "call" and code.co_name == "receive"
         )
-        closer = threading.Thread(target=self.close)
-        closer.start()
-        closer.join()
+        if self.waits():
+            return
+        other = threading.Thread(target=self.act)
+        other.start()
+        other.join()
 
 
-def _receive_closed_at(box: Mailbox[Note], hook: _ClosedAt) -> str:
+def _receive_closed_at(box: Mailbox[Note], hook: _AnotherThreadAt) -> str:
     sys.setprofile(hook)
     try:
         return f"returned {box.receive(timeout=0)!r}"
@@ -256,7 +270,7 @@ def test_a_close_as_a_receive_takes_a_message_never_loses_it(
                 interrupted.add(7)
                 with handler_raises(signal.SIGINT), pytest.raises(Interrupted):
                     box.receive(timeout=0)
-            hook = _ClosedAt(at, getattr(box, how))
+            hook = _AnotherThreadAt(at, getattr(box, how))
             result = _receive_closed_at(box, hook)
             in_box = sender.qsize()
         finally:
@@ -275,3 +289,102 @@ def test_a_close_as_a_receive_takes_a_message_never_loses_it(
         if where is None:  # the receive had fewer points: each was tried
             return
     raise AssertionError("the receive still had points after 1000")
+
+
+# --------------------------------------------------------------------------
+# Two threads receiving
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", ["in the box", "pending"])
+def test_a_refused_message_is_raised_once_by_two_threads_receiving(
+    first: str, note_box: tuple[Mailbox[Note], Mailbox[Note]]
+) -> None:
+    """A refused note, then a good one, and two threads receiving through
+    the box's handle: at each point of one's receive in turn, the other
+    makes a whole receive. Between them, the refusal is raised once and
+    the good note returned once. The refused note waits in the box, or
+    pending: left there by a receive whose first decode a handler's
+    exception interrupted (the second decode's refusal is then not taken
+    for the message's). Before: where the other thread came while the
+    first had the note pending (in its second decode, say), it judged the
+    note too, and both raised its refusal."""
+    box, sender = note_box
+    refusal = "RuntimeError: note -1 is refused"
+    results: list[str] = []  # what each receive did, in the other thread too
+    for at in range(1000):  # more points than a receive has: a guard, not an expectation
+        sender.send(Note(-1))
+        refused.add(-1)  # after the send, whose check decodes it
+        if first == "pending":
+            interrupted.add(-1)
+            with handler_raises(signal.SIGINT), pytest.raises(Interrupted):
+                box.receive(timeout=0)
+        sender.send(Note(at))
+        results.clear()
+        hook = _AnotherThreadAt(
+            at,
+            lambda: results.append(_received(box)),
+            waits=box._receiving.locked,  # the other's _take would wait for it
+        )
+        sys.setprofile(hook)
+        try:
+            results.append(_received(box))
+        finally:
+            sys.setprofile(None)
+        while (result := _received(box)) != "TimeoutError":
+            results.append(result)
+        got = sorted(r for r in results if r != "TimeoutError")
+        assert got == sorted([refusal, f"returned Note(n={at})"]), (
+            f"the other thread at point {at} ({hook.where}): the receives did {results}"
+        )
+        assert box.qsize() == 0
+        refused.clear()
+        if hook.where is None:  # the receive had fewer points: each was tried
+            return
+    raise AssertionError("the receive still had points after 1000")
+
+
+# --------------------------------------------------------------------------
+# Another handle on the box in its creator
+# --------------------------------------------------------------------------
+
+
+def test_a_handle_that_open_gives_in_the_creator_only_sends(
+    note_box: tuple[Mailbox[Note], Mailbox[Note]],
+) -> None:
+    """A helper's handle on the box, opened in its creator, sends; its
+    receive and reclaim are refused, naming the rule, and the box's own
+    handle receives every message, in order. Before: the opened handle
+    received from a window of its own, which began where the next message
+    would go: it returned Note(2) before the two sent earlier, and the
+    box's handle then waited for Note(2) at a slot emptied already (a
+    TimeoutError, with the box taking every message out of order from
+    there on)."""
+    box, _ = note_box
+    box.send(Note(0))
+    box.send(Note(1))
+    helper = Mailbox.open(box.res_id, Note)
+    try:
+        helper.send(Note(2))
+        seen = [_received(helper)]
+        try:
+            seen.append(f"reclaimed {helper.reclaim()}")
+        except Exception as exc:
+            seen.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        helper.release()
+    seen += [_received(box) for _ in range(4)]
+    rule = (
+        f"{helper!r} was opened with Mailbox.open(), which gives a sender's handle, in the "
+        "box's creator too, and only the handle that Mailbox.create() gave can {}: a second "
+        "receiving handle would take messages out of order, or twice. Use the created handle "
+        "(its threads may share it), and keep it until done"
+    )
+    assert seen == [
+        "ContextError: " + rule.format("receive from it"),
+        "ContextError: " + rule.format("reclaim its slots"),
+        "returned Note(n=0)",
+        "returned Note(n=1)",
+        "returned Note(n=2)",
+        "TimeoutError",
+    ]
