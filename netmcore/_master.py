@@ -62,6 +62,7 @@ from ._wire import (
     PluginReply,
     PluginReq,
     ProcessInfo,
+    Rehearse,
     ReleaseReq,
     ResCreateReq,
     ResDestroyAllReq,
@@ -105,6 +106,7 @@ IDLE_SECONDS = 0.001
 QUIET_SECONDS = 0.005
 PARKED_MAX = 4
 SPARES_RETRY_SECONDS = 1.0  # after a spare could not be forked
+RECENT_TYPES = 4  # process types whose objects a spare takes ahead (see _worker._warm_up)
 GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL when the master is interrupted
 LONGEST_WAIT = 3600.0  # seconds the loop sleeps at most: it then looks at the time again
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
@@ -286,6 +288,9 @@ class Master:
         self.spares_retry_at = 0.0  # no spare is forked before (after a failed fork)
         self.signal_mask: set[int | signal.Signals] = set()  # the program's, for its children
         self.awaited: dict[int, float] = {}  # recent starts not yet joined: start time
+        # The fork points of the last few process types started, the latest
+        # last: those a spare is likely to run, whose objects it takes ahead.
+        self.recent_types: dict[int, None] = {}
         self.last_event = 0.0
         self.first: int | None = None
         self.serving = False  # the loop runs (no user code of the master does)
@@ -462,11 +467,19 @@ class Master:
             and time.monotonic() >= self.spares_retry_at
         )
 
-    def _top_up_spares(self) -> None:
+    def _top_up_spares(self, rehearse: bool) -> None:
+        """Fork spares if the pool is low; if ``rehearse``, have them rehearse
+        an assignment (see _worker._warm_up) once the batch is forked: as
+        they were forked, the first ones slowed the forks of the others, and
+        the batch could still hold the master as the next start came."""
         if not self._spares_low():
             return
         try:
-            self._fork([None] * (SPARES - len(self.spares)))
+            spares = self._fork([None] * (SPARES - len(self.spares)))
+            if rehearse:
+                rehearsal = Rehearse(list(self.recent_types))
+                for spare in spares:
+                    spare.conn.send(rehearsal)
         except OSError as exc:
             # Spares are a head start, not a need: starts fork for themselves
             # (and report it if they cannot) until the next try.
@@ -544,7 +557,9 @@ class Master:
             while self.parked:
                 self._let_exit(self.parked.popleft())
         if quiet or not self.spares:
-            self._top_up_spares()  # it checks that the pool is low
+            # Starts that took every spare are likely to take these at once:
+            # then a rehearsal would only hold them up (see _worker._warm_up).
+            self._top_up_spares(rehearse=quiet)  # it checks that the pool is low
 
     def _let_exit(self, child: Child) -> None:
         # A finished child waits for its link to close (see _worker.main).
@@ -629,7 +644,8 @@ class Master:
             reply: Message | None
             if isinstance(msg, StartReq):
                 _passed_on(conn, msg.arg.payload)
-                reply = Started(self.start(msg.fork_point, msg.arg, msg.inherit))
+                self.start(msg.fork_point, msg.arg, msg.inherit, (conn, msg.req))
+                reply = None  # start answered it
             elif isinstance(msg, JoinReq):
                 reply = self._join_request(conn, msg)
             elif isinstance(msg, JoinCancel):
@@ -746,8 +762,15 @@ class Master:
 
     # --- start, join, release ----------------------------------------------
 
-    def start(self, fork_point: int, arg: WireEncap, inherit: list[int] | None) -> int:
-        """Start a process; return its id. Called in the master or for a worker."""
+    def start(
+        self,
+        fork_point: int,
+        arg: WireEncap,
+        inherit: list[int] | None,
+        asker: tuple[Conn, int] | None = None,
+    ) -> int:
+        """Start a process; return its id. Called in the master, or for a
+        worker: ``asker``, its link and request id, which get the id."""
         if self.shutting_down:
             raise ShuttingDown(
                 "cannot start a process: the first process has ended and netmcore is "
@@ -769,6 +792,15 @@ class Master:
         record = Record(n, definition, arg, time.monotonic())
         assign = Assign(n, fork_point, arg, inherit)
         child = None
+        told = False
+        if asker is not None and self.serving and self.spares:
+            # The asker hears first. A process woken by a send on a Unix socket
+            # may take the sender's CPU at once: woken first, the spare held
+            # the master (and so the asker, whose join it then also held)
+            # until its result was sent. So a worker's start and join are in
+            # before its process has run.
+            _tell(asker, n)
+            told = True
         while self.serving and self.spares and child is None:
             spare = self.spares.popleft()
             if spare.conn.send(assign):
@@ -783,6 +815,20 @@ class Master:
             try:
                 child = self._fork([assign, *[None] * spares])[0]
             except OSError as exc:
+                if told:
+                    # Every spare had died, and no process could be forked:
+                    # the asker has the id, of a process that ended at once.
+                    log.error(
+                        "netmcore: process %d (%s) could not be started: no process for "
+                        "it (%s); the system is short of processes, memory or descriptors",
+                        n,
+                        definition.name,
+                        exc,
+                    )
+                    _payload.discard(arg.payload)
+                    self.records[n] = record
+                    self._settle(record, Ended(None, None))
+                    return n
                 give_back_process_id(n)
                 raise NetmcoreError(
                     f"cannot start {definition.name}: no process for it ({exc}); the system "
@@ -793,7 +839,14 @@ class Master:
         record.child = child
         self.records[n] = record
         self.awaited[n] = record.started
+        recent = self.recent_types
+        recent.pop(fork_point, None)
+        recent[fork_point] = None
+        if len(recent) > RECENT_TYPES:
+            del recent[next(iter(recent))]
         trace("start: process %d (%s) in os pid %d", n, definition.name, child.os_pid)
+        if asker is not None and not told:
+            _tell(asker, n)
         return n
 
     def join(self, join_point: int, n: int) -> WireOutcome | None:
@@ -1182,6 +1235,11 @@ def _passed_on(conn: Conn, payload: Payload) -> None:
     arg = None if record is None else record.arg.payload
     if record is not None and isinstance(arg, ShmRef) and arg.name == payload.name:
         record.arg = msgspec.structs.replace(record.arg, payload=b"")
+
+
+def _tell(asker: tuple[Conn, int], n: int) -> None:
+    conn, req = asker
+    conn.send(Started(n, req=req))
 
 
 def _handed(conn: Conn, outcome: WireOutcome | None) -> None:

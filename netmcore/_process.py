@@ -23,7 +23,6 @@ from ._encap import Encap, EncapType
 from ._errors import ArgumentTypeError, ResultTypeError
 from ._ids import ProcessId, ResId
 from ._outcome import Crashed, InvalidResult, Outcome, Raised, Success
-from ._registry import def_process
 from ._wire import Ended, Invalid, Returned, WireOutcome
 from ._wire import Raised as WireRaised
 
@@ -92,8 +91,8 @@ class ProcessDef(Generic[In, Out]):
         _check_run(cls, params)
         cls.input_type = EncapType(params[0])
         cls.output_type = EncapType(params[1])
-        cls.fork_point, cls.join_point = def_process(
-            _entry(cls), name=f"{cls.__module__}.{cls.__qualname__}"
+        cls.fork_point, cls.join_point = _registry.define(
+            _entry(cls), f"{cls.__module__}.{cls.__qualname__}", _used_by_run(cls)
         )
 
     @classmethod
@@ -435,6 +434,21 @@ def _entry(cls: type[ProcessDef[Any, Any]]) -> Callable[[Encap], Encap]:
 
     entry.__qualname__ = f"{cls.__qualname__}.run"
     return entry
+
+
+def _used_by_run(cls: type[ProcessDef[Any, Any]]) -> tuple[object, ...]:
+    """What a worker's ``entry`` of ``cls`` takes references to, other than
+    what every process type shares: the class, its ``__init__`` and ``run``
+    (with the function that @process wraps), and the two EncapTypes with
+    their attributes (name, fingerprint, decoder)."""
+    types_ = (cls.input_type, cls.output_type)
+    return (
+        cls,
+        cls.__qualname__,
+        *_registry.objects_used_by(cls.__init__, cls.run),
+        *types_,
+        *(value for t in types_ for value in vars(t).values()),
+    )
 
 
 def _value(outcome: Outcome[Out]) -> Out | None:

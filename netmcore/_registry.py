@@ -7,6 +7,7 @@ is released.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,10 @@ class Definition:
     join_point: ResId
     function: Callable[[Encap], Encap]
     name: str
+    # The master's objects that a run of it takes references to first: a
+    # spare takes them ahead (see _worker._warm_up), so that the copy-on-write
+    # faults of their pages are not on the way of the result.
+    used: tuple[object, ...] = ()
 
 
 by_fork_point: dict[int, Definition] = {}
@@ -52,16 +57,42 @@ def def_process(f: Callable[[Encap], Encap], *, name: str | None = None) -> tupl
         be defined in the master before it starts, for example at module level.
     """
     label = name or str(getattr(f, "__qualname__", repr(f)))
+    return define(f, label, objects_used_by(f))
+
+
+def define(
+    f: Callable[[Encap], Encap], label: str, used: tuple[object, ...]
+) -> tuple[ResId, ResId]:
+    """:func:`def_process`, with the objects a run of ``f`` uses (see Definition)."""
     if _context.current.role != "none":
         raise ContextError(
             f"process type {label} is defined after the master started "
             f"(this is {_context.current.role} context): define process types "
             "at module level, before netmcore.run() or netmcore.startup()"
         )
-    definition = Definition(next_res_id(), next_res_id(), f, label)
+    definition = Definition(next_res_id(), next_res_id(), f, label, (label, *used))
     by_fork_point[definition.fork_point.n] = definition
     by_join_point[definition.join_point.n] = definition
     return definition.fork_point, definition.join_point
+
+
+def objects_used_by(*roots: object) -> tuple[object, ...]:
+    """``roots``, and for each function among them its code and what its
+    closure holds: a wrapper's function, and that one's code."""
+    used: list[object] = []
+    for root in roots:
+        used.append(root)
+        if inspect.isfunction(root):
+            used.append(root.__code__)
+            for cell in root.__closure__ or ():
+                try:
+                    held = cell.cell_contents
+                except ValueError:  # an empty cell
+                    continue
+                used.append(held)
+                if inspect.isfunction(held):
+                    used.append(held.__code__)
+    return tuple(used)
 
 
 def fork_point(n: int) -> Definition:

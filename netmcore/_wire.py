@@ -196,6 +196,13 @@ class Assign(_Msg, frozen=True):
     inherit: list[int] | None
 
 
+# To a spare of a batch forked while the master was quiet, once the batch is
+# forked: rehearse an assignment (see _worker._warm_up), and take references
+# to the objects of these process types (fork points), the last started.
+class Rehearse(_Msg, frozen=True):
+    types: list[int]
+
+
 class Started(_Msg, frozen=True):
     pid: int
     req: int = 0
@@ -288,6 +295,7 @@ Message = (
     | KillReq
     | Finished
     | Assign
+    | Rehearse
     | Started
     | Joined
     | Signalled
@@ -471,16 +479,6 @@ class Link:
         n = self._receive(0, flags)
         if n == 0:
             return None
-        return self._decode(n)
-
-    def rehearse_recv(self, msg: Message) -> Message:
-        """Decode ``msg`` from the receive buffer as :meth:`recv` would, had it
-        arrived (it has not): a spare warms the receive path this way."""
-        data = encoder.encode(msg)
-        self._buf[: len(data)] = data
-        return self._decode(len(data))
-
-    def _decode(self, n: int) -> Message:
         return decoder.decode(memoryview(self._buf)[:n])
 
     def request(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # signal's C half: no stub
 import contextlib
+import mmap
 import os
 import select
 import signal
@@ -17,11 +18,12 @@ import socket
 import sys
 import threading
 import traceback
+from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, NoReturn
 
 from . import _context, _payload, _posix, _pthread, _registry, _resources
-from ._debug import log, trace
+from ._debug import Debug, log, trace
 from ._encap import Encap
 from ._errors import MasterGone, ResultTypeError
 from ._wire import (
@@ -30,6 +32,7 @@ from ._wire import (
     Invalid,
     Link,
     Raised,
+    Rehearse,
     Returned,
     WireEncap,
     WireOutcome,
@@ -64,16 +67,18 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         ctx = _context.current
         ctx.role, ctx.master, ctx.link = "worker", None, link
         ctx.shm_prefix = master.shm_prefix
-        if assign is None:
-            if not _readable(sock):  # idle: nothing assigned yet
-                _warm_up(link)
+        while assign is None:  # a spare
             msg = link.recv()
-            if not isinstance(msg, Assign):
+            if isinstance(msg, Rehearse):
+                if not _readable(sock):  # nothing assigned meanwhile
+                    _warm_up(master.child_buffer, msg.types)
+            elif isinstance(msg, Assign):
+                assign = msg
+            else:
                 os._exit(0)  # a spare the master no longer needs
-            assign = msg
         ctx.process_id = assign.pid
         _resources.keep_only_inherited(assign.inherit)
-        outcome = execute(assign)
+        outcome = execute(assign, _registry.by_fork_point[assign.fork_point])
         if _pthread.this_pid[0] != link.owner_pid:
             _end_forked_child(assign, outcome)
         # A Python program ends once its non-daemon threads have: so does a
@@ -169,32 +174,56 @@ def _readable(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
-def _warm_up(link: Link) -> None:
-    """Rehearse an assignment, with a process type nothing can start and a
-    throwaway argument, while the spare waits for one.
+def _warm_up(buffer: mmap.mmap, recent_types: Iterable[int] = ()) -> None:
+    """Rehearse an assignment while the spare waits for one, through a
+    stand-in link (a socket pair of its own), with a process type nothing can
+    start and a throwaway argument.
 
     A fork shares every page with the master until one side writes to it, and
-    the first write costs a copy-on-write fault (~2.5 us on a VM). The pages
-    this path writes (the receive buffer, this module, msgspec, the typed
-    entry, the wire types) are private after it: a trivial process then
-    faults ~22 times between its assignment and its result (~45 after a
-    narrower warm-up, ~75 after none), and a paced round trip is ~18% shorter.
-    A spare whose assignment is already there skips it. Nothing is sent,
-    logged or created (the value is too small for shm).
+    the first write costs a copy-on-write fault (~2.5 us on a VM); in Python a
+    reference taken to an object is a write. The rehearsal takes the path of
+    an assignment as the real one will: the receive (into ``buffer``, the
+    link's own), the run, the encoding of the outcome and its send. The pages
+    that path writes (the buffer, the code and the objects it uses, msgspec,
+    the wire types, the allocator's) are then private, and so are those of
+    the objects of the process types started last (``recent_types``), which
+    it takes references to without running any of their code. A paced trivial
+    process then faults ~7 times between its assignment and its result, and
+    ~48 times after a rehearsal of the decode and the encode alone (measured
+    with getrusage in the worker).
+
+    A spare does it when the master says so (Rehearse): after the batch that
+    forked it, and only when forked in a quiet time (see Master._background;
+    spares forked as starts take every spare as it comes would rehearse only
+    to hold their assignments up). It skips it if its assignment is there
+    already, and while Debug is on (the trace would show it). Nothing reaches
+    the master, nothing is logged or created (the value is too small for shm).
     """
-    if _registry.rehearsal is None:
+    if _registry.rehearsal is None or Debug.enable:  # then its trace would show it
         return
+    for n in recent_types:
+        definition = _registry.by_fork_point.get(n)
+        for _used in () if definition is None else definition.used:
+            pass  # a reference taken and dropped: a write to the object's page
     definition, arg = _registry.rehearsal
     wire = WireEncap.of(arg, bytes(arg.data))
-    # A Ctrl-C meanwhile ends the spare (_run lets KeyboardInterrupt through).
-    assign = link.rehearse_recv(Assign(-1, definition.fork_point.n, wire, None))
-    assert isinstance(assign, Assign)
-    encoder.encode(Finished(_run(definition, assign)))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        theirs.send(encoder.encode(Assign(-1, definition.fork_point.n, wire, None)))
+        stand_in = Link(ours, buffer)
+        assign = stand_in.recv()
+        assert isinstance(assign, Assign)
+        _resources.keep_only_inherited(assign.inherit)
+        # A Ctrl-C meanwhile ends the spare (_run lets KeyboardInterrupt through).
+        outcome = execute(assign, definition)
+        # As main asks before it sends (a spare has no other thread).
+        if _pthread.this_pid[0] == stand_in.owner_pid and threading.active_count() == 1:
+            stand_in.send(Finished(outcome))
 
 
-def execute(assign: Assign) -> WireOutcome:
-    """Run the process function of ``assign`` and describe how it went."""
-    definition = _registry.by_fork_point[assign.fork_point]
+def execute(assign: Assign, definition: _registry.Definition) -> WireOutcome:
+    """Run the process function of ``assign`` (of ``definition``'s type) and
+    describe how it went."""
     trace("process %d (%s) runs in os pid %d", assign.pid, definition.name, os.getpid())
     return _run(definition, assign)
 

@@ -26,7 +26,6 @@ import re
 import resource
 import select
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -35,7 +34,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, ClassVar, TypedDict
 
 import msgspec
 import psutil
@@ -44,7 +43,7 @@ from scenario import joined, outcome_text, run_scenario, run_script
 
 import netmcore
 from netmcore import _context, _master, _registry, _worker
-from netmcore._wire import Link
+from netmcore._wire import Assign, Link, Rehearse, Started, recv_buffer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SUBPROCESS_TIMEOUT = 30  # a guard against a hung child, not an assertion
@@ -771,26 +770,55 @@ def test_fan_out_every_result_arrives() -> None:
     assert run_scenario(fan_out, 200) == [k * k for k in range(200)]
 
 
+class _Counted(netmcore.ProcessDef[int, int]):
+    calls: ClassVar[list[str]] = []
+
+    def __init__(self) -> None:
+        self.calls.append("__init__")
+
+    def run(self, arg: int) -> int:
+        self.calls.append("run")
+        return arg
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["quiet", "debug"])
 def test_a_spare_rehearses_an_assignment_without_a_trace(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    debug: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Spares rehearse while they wait (_worker._warm_up): it must send, log and
-    # create nothing, and its process type must be one nothing can start.
-    monkeypatch.setattr(netmcore.Debug, "enable", True)
+    # Spares rehearse while they wait (_worker._warm_up), through a socket
+    # pair of their own, and take references to the objects of the process
+    # types started last: that must send, log, create and call nothing, leave
+    # no descriptor open, and its process type must be one nothing can start.
+    monkeypatch.setattr(netmcore.Debug, "enable", debug)
     caplog.set_level(logging.DEBUG, logger="netmcore")
     shm_before = set(os.listdir("/dev/shm"))
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with ours, theirs:
-        _worker._warm_up(Link(ours))
-        theirs.setblocking(False)
-        with pytest.raises(BlockingIOError):
-            theirs.recv(1)
+    fds_before = set(os.listdir("/proc/self/fd"))
+    buffer = recv_buffer()
+    sent: list[tuple[int, str]] = []
+    real_send = Link.send
+
+    def send(link: Link, msg: Any) -> None:
+        sent.append((link.fd, type(msg).__name__))
+        real_send(link, msg)
+
+    monkeypatch.setattr(Link, "send", send)
+    _worker._warm_up(buffer, [_Counted.fork_point.n, -5])  # -5: a released type
+    assert set(os.listdir("/proc/self/fd")) == fds_before
+    # Quiet, it goes as far as the send of the outcome, on a socket of its own.
+    assert [kind for _, kind in sent] == ([] if debug else ["Finished"])
+    for fd, _ in sent:
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed: a socket of its own
+    assert _Counted.calls == []
     assert caplog.records == []
     assert set(os.listdir("/dev/shm")) == shm_before
     assert _registry.rehearsal is not None
     definition, _ = _registry.rehearsal
     assert definition.fork_point.n not in _registry.by_fork_point
     assert definition.join_point.n not in _registry.by_join_point
+    # What it takes ahead: the class, its run, and the EncapTypes' decoders.
+    used = {id(o) for o in _registry.by_fork_point[_Counted.fork_point.n].used}
+    assert {id(_Counted), id(_Counted.__dict__["run"]), id(_Counted.input_type)} <= used
 
 
 def test_heavy_modules_stay_out_of_the_master_through_a_run() -> None:
@@ -903,6 +931,95 @@ def test_a_start_that_cannot_fork_uses_up_no_id(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(os, "fork", fork)
     out = run_scenario(start_until_it_works, 0)
     assert out[0] == "failed" and out[-1] == 1, out
+
+
+@netmcore.process
+def start_when_no_spare_lives(_: int) -> str:
+    joined(square, square.start(2))  # on one of the spares
+    return str(square.join_outcome(square.start(3)))
+
+
+def test_a_start_told_its_id_before_no_process_could_run_it_ends_at_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The master tells a worker its new id before it wakes a spare with the
+    # assignment. If every spare turns out dead, and no process can be forked
+    # in their place, the id is out already: that process ended at once, and
+    # the log says why. Here each spare is killed as it is assigned the second
+    # process of the first one, and forks fail from then on.
+    assigned: list[int] = []  # the processes given to spares, in order
+    dead: list[int] = []
+    fork = Failing(os.fork, lambda _: bool(dead))
+    monkeypatch.setattr(os, "fork", fork)
+    real_send = _master.Conn.send
+
+    def send(conn: _master.Conn, msg: Any) -> bool:
+        if isinstance(msg, Assign) and conn.child is not None:
+            if msg.pid not in assigned:
+                assigned.append(msg.pid)
+            if msg.pid in assigned[1:]:
+                os.kill(conn.child.os_pid, signal.SIGKILL)
+                select.select([conn.child.pidfd], [], [])  # until it is dead
+                dead.append(conn.child.os_pid)
+        return real_send(conn, msg)
+
+    monkeypatch.setattr(_master.Conn, "send", send)
+    caplog.set_level(logging.ERROR, logger="netmcore")
+    assert run_scenario(start_when_no_spare_lives, 0) == str(netmcore.Crashed(None, None))
+    assert dead and fork.failed > 0
+    expected = f"process {assigned[1]} (test_core.square) could not be started: no process for it"
+    assert any(expected in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_worker_hears_its_new_id_before_a_spare_is_woken_to_run_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A spare woken first could take the master's CPU until it had sent its
+    # result, holding up the start's answer, and so the join (see Master.start).
+    sent: list[tuple[str, int]] = []
+    real_send = _master.Conn.send
+
+    def send(conn: _master.Conn, msg: Any) -> bool:
+        if isinstance(msg, Started | Assign):
+            sent.append((type(msg).__name__, msg.pid))
+        return real_send(conn, msg)
+
+    monkeypatch.setattr(_master.Conn, "send", send)
+    assert run_scenario(start_when_no_spare_lives, 0) == str(netmcore.Success(9))
+    # Both of its processes ran on spares (the first process was forked with its own).
+    assigned = [pid for kind, pid in sent if kind == "Assign"]
+    assert len(assigned) == 2, sent
+    for pid in assigned:
+        assert sent.index(("Started", pid)) < sent.index(("Assign", pid)), sent
+
+
+@netmcore.process
+def squares_with_a_pause(n: int) -> list[int]:
+    out = [joined(square, square.start(k)) for k in range(n)]
+    time.sleep(0.05)  # idle: the master tops the spares up now, and has them rehearse
+    return [*out, *(joined(square, square.start(k)) for k in range(n))]
+
+
+def test_spares_forked_in_a_quiet_time_rehearse_with_the_types_started_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[tuple[str, bool, list[int]]] = []
+    real_send = _master.Conn.send
+
+    def send(conn: _master.Conn, msg: Any) -> bool:
+        if isinstance(msg, Rehearse | Assign) and conn.child is not None:
+            types = msg.types if isinstance(msg, Rehearse) else []
+            sent.append((type(msg).__name__, conn.child.record is None, types))
+        return real_send(conn, msg)
+
+    monkeypatch.setattr(_master.Conn, "send", send)
+    n = _master.SPARES - _master.SPARES_LOW  # then the pool is low, not empty: it waits
+    assert run_scenario(squares_with_a_pause, n) == [k * k for k in range(n)] * 2
+    rehearsals = [(spare, types) for kind, spare, types in sent if kind == "Rehearse"]
+    assert rehearsals, sent
+    for spare, types in rehearsals:
+        assert spare  # never a process's own child
+        assert types[-1] == square.fork_point.n  # the type started last
 
 
 def test_a_child_the_master_cannot_track_is_ended(monkeypatch: pytest.MonkeyPatch) -> None:
