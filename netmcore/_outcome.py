@@ -61,7 +61,8 @@ class Crashed:
     """The process ended without a result: it exited (``exitcode``) or was
     killed (``signal``). Both are None when its exit status is lost: another
     part of the program reaped it before the master could (a SIGCHLD handler,
-    ``os.wait()``)."""
+    ``os.wait()``); or when it never ran: its start had its id, and then no
+    process could be forked for it (the log says so)."""
 
     exitcode: int | None
     signal: int | None
@@ -71,8 +72,8 @@ class Crashed:
             return f"killed by {signal_name(self.signal)}"
         if self.exitcode is None:
             return (
-                "ended before returning, its exit status lost (reaped by another part "
-                "of the program)"
+                "ended before returning, its exit status unknown (reaped by another "
+                "part of the program, or never forked: the log says which)"
             )
         return f"exited with code {self.exitcode} before returning"
 

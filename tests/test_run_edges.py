@@ -62,7 +62,8 @@ def test_a_process_the_program_reaps_itself_has_crashed_with_its_exit_status_los
         )
     assert outcome == netmcore.Crashed(None, None)
     assert str(outcome) == (
-        "ended before returning, its exit status lost (reaped by another part of the program)"
+        "ended before returning, its exit status unknown (reaped by another part of the "
+        "program, or never forked: the log says which)"
     )
     said = [r.getMessage() for r in caplog.records if "reaped" in r.getMessage()]
     assert said == [
