@@ -252,6 +252,7 @@ class _Counted:
 
     res_id: ResId
     _uses: _Uses | None = None
+    _release: Asked | None = None  # the give-back's release, once it is made
 
     def _give_back(self) -> None:
         """Stop counting this handle, and give the process's use back to the
@@ -271,7 +272,11 @@ class _Counted:
                 if n in uses.opening:  # see _Uses: the open's handle carries the use on
                     uses.owed.add(n)
                 else:
-                    release(self.res_id)  # first: if it raises, the handle still counts
+                    # First: if it raises, the handle still counts. Once: a
+                    # repeat (a give-back through interrupts) sends it no more.
+                    if self._release is None:
+                        self._release = Asked()
+                    _release_once(n, self._release)
                 del uses.handles[n]
             else:
                 uses.handles[n] -= 1
@@ -366,14 +371,18 @@ def _counted(
                     release = Asked()
                 with uses.lock:
                     if counted and made is not None:
-                        made.release()
+                        made.release()  # its give-back is sent once (see _give_back)
                     else:
                         _give_up(got, uses, release)
                     if n is not None and n not in uses.opening and n in uses.owed:
                         _settle_owed(uses, n, release)
                 break
-            except NetmcoreError:
+            except (NetmcoreError, BufferError):  # failures, not interrupts: as they are
                 raise
+            except OSError as exc:
+                if exc.errno is not None:  # the system's, which a retry would meet again
+                    raise
+                held = exc  # a handler's (a TimeoutError)
             except BaseException as exc:
                 held = exc
         if held is not None:
@@ -832,8 +841,14 @@ def _local_or_remote(call: _Call, use: Callable[[ResInfo], T]) -> T:
                     release = Asked()
                 _give_up(asked.reply, _uses, release)
                 break
-            except NetmcoreError:  # not an interrupt: the master is gone, say
+            # Failures, not interrupts (the master gone, an unlink refused),
+            # which a retry would meet again: they go on as they are.
+            except (NetmcoreError, BufferError):
                 raise
+            except OSError as exc:
+                if exc.errno is not None:  # the system's; a handler's has none
+                    raise
+                held = exc
             except BaseException as exc:
                 held = exc
         if held is not None:

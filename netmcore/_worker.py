@@ -207,6 +207,14 @@ def _warm_up(buffer: mmap.mmap, recent_types: Iterable[int] = ()) -> None:
             pass  # a reference taken and dropped: a write to the object's page
     definition, arg = _registry.rehearsal
     wire = WireEncap.of(arg, bytes(arg.data))
+    try:
+        _rehearse(buffer, definition, wire)
+    except OSError:  # short of descriptors or buffers: a head start, not a need
+        pass
+
+
+def _rehearse(buffer: mmap.mmap, definition: _registry.Definition, wire: WireEncap) -> None:
+    """The rehearsal of _warm_up, through a socket pair of its own."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours, theirs:
         theirs.send(encoder.encode(Assign(-1, definition.fork_point.n, wire, None)))

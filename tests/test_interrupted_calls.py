@@ -29,6 +29,7 @@ import contextlib
 import errno
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 # interrupted points are the create's, not those of an import cut short.
 import msgspec
 import numpy  # noqa: F401
+import posix_ipc
 import pytest
 from interrupting import (
     Interrupted,
@@ -729,3 +731,38 @@ def test_a_resource_call_interrupted_anywhere_in_the_master_leaves_no_use(
         problem = found[0] if found else None
     assert problem is None, problem
     assert not own_shm_entries(PREFIX)
+
+
+def test_a_give_back_that_fails_of_its_own_raises_its_error_and_stops(
+    monkeypatch: pytest.MonkeyPatch, master_cleanup: None
+) -> None:
+    # The give-back of an interrupted open repeats through interrupts, but a
+    # failure of its own (here the object's unlink refused, as for another
+    # user's object in a sticky /dev/shm) would fail every time: it goes on
+    # as it is, once. Before, the give-back tried again for ever, and a Ctrl-C
+    # could not end it (each was held as an interrupt).
+    name = f"{PREFIX}refused"
+    posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+    res = netmcore.manage_shm(name)  # before run: the master's use, its only user
+    tries: list[str] = []
+
+    def refused(path: str) -> None:
+        tries.append(path)
+        raise PermissionError(errno.EPERM, "Operation not permitted", path)
+
+    def interrupt_once_counted(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_return" and _resource_api._uses.handles:
+            sys.setprofile(None)
+            signal.raise_signal(signal.SIGINT)
+
+    real_unlink = _ipc.unlink
+    monkeypatch.setattr(_ipc, "unlink", refused)
+    sys.setprofile(interrupt_once_counted)
+    try:
+        with pytest.raises(PermissionError):
+            netmcore.open_shm(res.id)
+    finally:
+        sys.setprofile(None)
+        monkeypatch.undo()
+        real_unlink(name)
+    assert tries == [name]
