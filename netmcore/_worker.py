@@ -207,10 +207,8 @@ def _warm_up(buffer: mmap.mmap, recent_types: Iterable[int] = ()) -> None:
             pass  # a reference taken and dropped: a write to the object's page
     definition, arg = _registry.rehearsal
     wire = WireEncap.of(arg, bytes(arg.data))
-    try:
+    with contextlib.suppress(OSError):  # short of descriptors: a head start, not a need
         _rehearse(buffer, definition, wire)
-    except OSError:  # short of descriptors or buffers: a head start, not a need
-        pass
 
 
 def _rehearse(buffer: mmap.mmap, definition: _registry.Definition, wire: WireEncap) -> None:
