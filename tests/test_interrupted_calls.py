@@ -594,18 +594,20 @@ def test_a_resource_call_interrupted_anywhere_in_a_worker_leaves_no_use(
     assert not own_shm_entries(PREFIX)
 
 
+# One of each way a call gives back what it got: a get, a manage, a create
+# of preallocated memory, an open, a create.
+GIVE_BACK_CALLS = [
+    "get_resource",
+    "get_shm",
+    "manage_shm",
+    "create_preallocated_shm",
+    "open_shm",
+    "create_shm",
+]
+
+
 @pytest.mark.parametrize("first", ["in the wait", "with the answer in"])
-@pytest.mark.parametrize(
-    "call",
-    [
-        "get_resource",
-        "get_shm",
-        "manage_shm",
-        "create_preallocated_shm",
-        "open_shm",
-        "create_shm",
-    ],
-)
+@pytest.mark.parametrize("call", GIVE_BACK_CALLS)
 def test_a_second_interrupt_as_a_withdrawn_call_gives_back_leaves_no_use(
     call: str, first: str, master_cleanup: None
 ) -> None:
@@ -699,17 +701,7 @@ def _resource_call_interrupted_here(call: str, how: str) -> str | None:
 
 @pytest.mark.parametrize("how", ["raised", "thread"])
 @pytest.mark.parametrize("where", ["before run", "in the master"])
-@pytest.mark.parametrize(
-    "call",
-    [
-        "get_resource",
-        "get_shm",
-        "manage_shm",
-        "create_preallocated_shm",
-        "open_shm",
-        "create_shm",
-    ],
-)
+@pytest.mark.parametrize("call", GIVE_BACK_CALLS)
 def test_a_resource_call_interrupted_anywhere_in_the_master_leaves_no_use(
     call: str, where: str, how: str, master_cleanup: None
 ) -> None:
