@@ -9,6 +9,7 @@ outcome, waits for the master to let it exit, and exits.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # signal's C half: no stub
+import _thread
 import contextlib
 import mmap
 import os
@@ -61,7 +62,7 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
             _signal.signal(signal.SIGINT, signal.default_int_handler)
         if _signal.getsignal(signal.SIGTERM) != _signal.SIG_IGN:
             _signal.signal(signal.SIGTERM, _signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, master.signal_mask)  # see Master._fork
+        _signal.pthread_sigmask(signal.SIG_SETMASK, master.signal_mask)  # see Master._fork
         master.close_in_child()
         link = Link(sock, master.child_buffer)
         ctx = _context.current
@@ -86,7 +87,7 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         # threading atexit calls (a ThreadPoolExecutor's shutdown), then joins
         # those threads. Before the outcome goes out: on hearing of it, the
         # master takes back what the process holds, which its threads may use.
-        if threading.active_count() > 1:  # the usual case, alone, skips its cost
+        if _thread._count():  # the usual case, alone, skips its cost
             threading._shutdown()  # type: ignore[attr-defined]  # private, no stub
         link.send(Finished(outcome))
         code, sent = 0, True
@@ -106,10 +107,14 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
     finally:
         flush_std_streams()
         if sent:
-            with contextlib.suppress(BaseException):  # an interrupt: exit now
+            try:  # noqa: SIM105  # not suppress: see Master.close_in_child
                 _wait_until_let_go(sock)
-        with contextlib.suppress(BaseException):  # the run's end sweeps what is left
+            except BaseException:  # an interrupt: exit now
+                pass
+        try:  # noqa: SIM105  # not suppress: see Master.close_in_child
             _payload.forget_recycled()
+        except BaseException:  # the run's end sweeps what is left
+            pass
         if interrupted:
             # Die of SIGINT, as an interrupted program should (and as the master
             # does): its outcome is then Crashed(signal=SIGINT), not an exit code.
@@ -153,8 +158,10 @@ def flush_std_streams() -> None:
     """Write out what sys.stdout and sys.stderr hold. The master calls it before
     each fork, so that no child inherits, and prints again, its buffered text."""
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(BaseException):  # nothing left to report it to
+        try:  # noqa: SIM105  # not suppress: see Master.close_in_child
             stream.flush()
+        except BaseException:  # nothing left to report it to
+            pass
 
 
 def _wait_until_let_go(sock: socket.socket) -> None:
