@@ -137,15 +137,12 @@ _here: dict[int, _Here] = {}  # by resource id
 # release (another thread may open one meanwhile). Reentrant: a signal
 # handler may open or release a handle.
 _here_lock = threading.RLock()
-
-
-def _forget_parents_handles() -> None:
-    global _here_lock
-    _here.clear()
-    _here_lock = threading.RLock()  # another thread may have held it at the fork
-
-
-os.register_at_fork(after_in_child=_forget_parents_handles)
+# A forked child has none of its parent's handles, and a free lock (another
+# thread may have held it at the fork). C calls, as threading's own hooks:
+# every object a new process touches (a function of ours, its globals) has
+# its page copied, at each fork of the program.
+os.register_at_fork(after_in_child=_here.clear)
+os.register_at_fork(after_in_child=_here_lock._at_fork_reinit)  # type: ignore[attr-defined]
 
 
 def _bytes_of(data: object) -> memoryview:

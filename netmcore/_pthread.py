@@ -599,6 +599,9 @@ class InUse:
         self._lock = threading.Lock()
         self._unmapped = False
         _every_in_use.add(self)
+        if not _forgetting[0]:  # the first one (another thread's too, at worst: harmless)
+            _forgetting[0] = True
+            os.register_at_fork(after_in_child=_forget_calls_of_other_threads)
 
     def enter(self) -> bool:
         """Count a call; False (not counted) once closed."""
@@ -642,13 +645,16 @@ class InUse:
 _every_in_use: weakref.WeakSet[InUse] = weakref.WeakSet()
 
 
+# Its at-fork hook is registered with the first InUse: a program that made
+# none does not run it at each of its forks, which copies the pages of the
+# objects it touches.
+_forgetting = [False]
+
+
 def _forget_calls_of_other_threads() -> None:
     for use in _every_in_use:
         use.calls = []
         use._lock = threading.Lock()  # another thread may have held it at the fork
-
-
-os.register_at_fork(after_in_child=_forget_calls_of_other_threads)
 
 
 # This process's pid, without a getpid() system call per use.

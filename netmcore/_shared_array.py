@@ -224,14 +224,9 @@ class _Use(_resource_api._Counted):
 # release ends no use of its parent's).
 _keep: dict[int, _resource_api.ShmSegment] = {}
 _used: dict[int, _Use] = {}
-
-
-def _forget_parents_uses() -> None:
-    _keep.clear()
-    _used.clear()
-
-
-os.register_at_fork(after_in_child=_forget_parents_uses)
+# C calls, not a function of ours: see _buffer's hooks.
+os.register_at_fork(after_in_child=_keep.clear)
+os.register_at_fork(after_in_child=_used.clear)
 
 
 def _mapping(res_id: ResId) -> memoryview:

@@ -69,8 +69,19 @@ def _fresh_stamps() -> Iterator[int]:
 # What signal() and broadcast() write into the condition: a value no process
 # wrote before (a random start per process, then counting), so that a waiter
 # that saw one value sees that a signal came, even from two signallers at once.
+# A forked child draws its own at its first stamp: emptied at the fork by a C
+# call, as cheap as a hook can be (see _buffer's hooks).
 _stamps = [_fresh_stamps()]
-os.register_at_fork(after_in_child=lambda: _stamps.__setitem__(0, _fresh_stamps()))
+os.register_at_fork(after_in_child=_stamps.clear)
+
+
+def _next_stamp() -> int:
+    try:
+        return next(_stamps[0])
+    except IndexError:  # the first in a forked child
+        _stamps.append(_fresh_stamps())  # two threads at once: both draw, one is used
+        return next(_stamps[0])
+
 
 # Closed mutex handles whose mapping is kept because a thread of this process
 # held the mutex when the last call on the handle left (see ShmMutex._unmap):
@@ -78,16 +89,22 @@ os.register_at_fork(after_in_child=lambda: _stamps.__setitem__(0, _fresh_stamps(
 # a signal handler may close or unlock a mutex.
 _kept: set[ShmMutex] = set()
 _kept_lock = threading.RLock()
+# Another thread may have held it at the fork. A C call: see _buffer's hooks.
+os.register_at_fork(after_in_child=_kept_lock._at_fork_reinit)  # type: ignore[attr-defined]
+_forgetting_unlocks = [False]  # registered with the first mutex kept (see _keep)
 
 
-def _forget_kept_locks() -> None:
-    global _kept_lock
-    _kept_lock = threading.RLock()  # another thread may have held it at the fork
+def _forget_kept_unlocks() -> None:
     for mutex in _kept:
         mutex._kept_unlocks = 0  # the parent's threads are not here: their unlocks neither
 
 
-os.register_at_fork(after_in_child=_forget_kept_locks)
+def _keep(mutex: ShmMutex) -> None:
+    """Keep ``mutex``'s mapping (``_kept_lock`` held)."""
+    _kept.add(mutex)
+    if not _forgetting_unlocks[0]:
+        _forgetting_unlocks[0] = True
+        os.register_at_fork(after_in_child=_forget_kept_unlocks)
 
 
 def _held_here(state: _pthread.MutexState) -> bool:
@@ -427,7 +444,7 @@ class ShmMutex(_InShm):
         thread's list does not say): it is kept until none does."""
         with _kept_lock:
             if self._may_be_held and _held_here(self._state):
-                _kept.add(self)
+                _keep(self)
                 return
         self._unmap_now()
         if _kept:
@@ -654,7 +671,7 @@ class ShmCondition(_InShm):
                 raise closed_error(self)
             # A fresh stamp: a waiter between two slices of its wait sees
             # that a signal came (see wait).
-            self._stamp[0] = next(_stamps[0]) & 0xFFFF_FFFF_FFFF_FFFF
+            self._stamp[0] = _next_stamp() & 0xFFFF_FFFF_FFFF_FFFF
             wake(self._addr)
         finally:
             del use.calls[-1]
