@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import _ipc, _posix, _registry
-from ._errors import NoResource, NotInherited
+from ._errors import NetmcoreError, NoResource, NotInherited
 from ._ids import ResId, next_res_id, peek_process_id
 from ._wire import Asked, ResInfo, ResourceUse
 
@@ -101,9 +101,17 @@ class Entry:
     # The process that handed it over (see op_hand_over): until another one
     # gets it, the master holds a use for it.
     handed_by: int | None = None
+    # Its destroy has begun (see destroy): no get finds it any more. Then
+    # the steps done, so that a destroy made again does only the rest.
+    destroying: bool = False
+    unlinked: bool = False
+    recorded_gone: bool = False  # on_change has been told it is gone
 
 
 table: dict[int, Entry] = {}
+# The destroys begun and not done (see destroy), by id: an entry stays here
+# until it has left the table.
+_unfinished: dict[int, Entry] = {}
 
 
 def record_nothing(op: str, typ: ResourceType, name: str) -> None:
@@ -302,6 +310,12 @@ def lookup(res_id: ResId, *kinds: ResourceType) -> Entry:
     if entry is None:
         reason = ended_reason(res_id.n) or "no such resource, or it has been destroyed"
         raise NoResource(res_id, reason)
+    if entry.destroying:
+        raise NoResource(
+            res_id,
+            "it is being destroyed: its last user released it (or destroy_resources was "
+            "called), so its object is gone or going; make a new one",
+        )
     if kinds and entry.typ not in kinds:
         wanted = " or ".join(k.name for k in kinds)
         raise NoResource(res_id, f"it is a {entry.typ.name}, not a {wanted}")
@@ -310,17 +324,25 @@ def lookup(res_id: ResId, *kinds: ResourceType) -> Entry:
 
 def release(res_id: int, user: int) -> None:
     """Remove ``user``; destroy the object when nobody uses it. Never raises
-    for an unknown id or a user not in the set: releasing twice is harmless."""
+    for an unknown id or a user not in the set: releasing twice is harmless.
+    A destroy that an exception cut short is finished here (see destroy)."""
+    if _unfinished:
+        _finish_destroys()
     entry = table.get(res_id)
     if entry is None:
         return
-    entry.users.discard(user)
-    if not entry.users:
+    if entry.destroying or entry.users <= {user}:
+        # The last use ends in destroy, not here: an exception between the
+        # two would leave an entry that nobody uses and no get refuses.
         destroy(entry)
+    else:
+        entry.users.discard(user)
 
 
 def leave_all(user: int) -> None:
     """A process ended: take it out of every users set."""
+    if _unfinished:
+        _finish_destroys()
     for entry in list(table.values()):
         if user in entry.users:
             release(entry.res_id.n, user)
@@ -354,22 +376,78 @@ def ended_reason(res_id: int) -> str | None:
 def destroy(entry: Entry) -> None:
     """Destroy the kernel object of ``entry`` and forget it.
 
-    Forgotten last: a destroy that a signal handler's exception cuts short
-    leaves the entry, and a release of it again (as a give-back repeats
-    its release: see ``_resource_api._release_once``) or the end of the run
-    destroys it whole. Forgotten first, the object could stay in /dev/shm,
-    or in the record of what is left (``on_change``), with nothing to
-    destroy it."""
+    Marked first: from there no get finds it (``lookup``), whatever cuts
+    the destroy short. Forgotten last, after the unlink and the record of
+    its end (``on_change``): forgotten first, the object could stay in
+    /dev/shm, or in the record of what is left, with nothing to destroy it.
+
+    A signal handler's exception in between does not stop it: the steps not
+    done yet are made again until all are (the exceptions held, the last
+    raised after), as the give-backs of ``_resource_api`` repeat theirs.
+    So an interrupted release, in the master's own code or as it serves a
+    worker, leaves no half-destroyed entry for a get, or for the run's end,
+    to find. One that still escapes (a second exception just as the loop
+    goes round again) stays in ``_unfinished``, its object still recorded:
+    the next release or leave_all, destroy_all, or the exit hook finishes
+    it. A failure of its own (an unlink refused) is raised at once, as a
+    retry would meet it again; the entry stays, unusable, for a release of
+    its id or destroy_all to try again.
+
+    The ``-`` is recorded once, unless the exception comes as ``on_change``
+    returns, having recorded it: it is recorded again then, which changes
+    nothing (a ``-`` of what is not listed is none, in the record as in
+    the guard), where never recording it would leave a gone object listed."""
+    # Nothing called from the start to the try: the mark and the loop come
+    # together, or neither.
+    entry.destroying = True
+    _unfinished[entry.res_id.n] = entry
+    held: BaseException | None = None
+    while True:
+        try:
+            _destroy_steps(entry)
+            break
+        except (NetmcoreError, BufferError):
+            _unfinished.pop(entry.res_id.n, None)
+            raise
+        except OSError as exc:
+            if exc.errno is not None:  # the system's; a handler's has none
+                _unfinished.pop(entry.res_id.n, None)
+                raise
+            held = exc
+        except BaseException as exc:
+            held = exc
+    if held is not None:
+        raise held
+
+
+def _destroy_steps(entry: Entry) -> None:
+    """What :func:`destroy` does, each step once; the entry is marked."""
+    entry.users.clear()  # its last use ends with its destroy
     if entry.mapping is not None:
         with contextlib.suppress(BufferError):
-            entry.mapping.close()
-    unlink_object(entry.typ, entry.name)
-    on_change("-", entry.typ, entry.name)
+            entry.mapping.close()  # closing it again does nothing
+    if not entry.unlinked:
+        # Unlinked again if an exception came as it returned: False then.
+        unlink_object(entry.typ, entry.name)
+        entry.unlinked = True
+    if not entry.recorded_gone:
+        on_change("-", entry.typ, entry.name)
+        entry.recorded_gone = True
     table.pop(entry.res_id.n, None)
+    _unfinished.pop(entry.res_id.n, None)
+
+
+def _finish_destroys() -> None:
+    """Finish the destroys an exception cut short (see :func:`destroy`).
+    Those of this process only: a forked child's copy holds its parent's."""
+    me = os.getpid()
+    for entry in list(_unfinished.values()):
+        if entry.made_in == me:
+            destroy(entry)
 
 
 def destroy_all() -> None:
-    for entry in list(table.values()):
+    for entry in list((table | _unfinished).values()):
         destroy(entry)
 
 
@@ -377,7 +455,7 @@ def _destroy_own() -> None:
     """What this process made (a forked child's copy of the table holds its
     parent's objects too)."""
     me = os.getpid()
-    for entry in list(table.values()):
+    for entry in list((table | _unfinished).values()):
         if entry.made_in == me:
             destroy(entry)
 
@@ -561,6 +639,7 @@ def op_manage(kind: str, name: str, user: int, into: Asked | None = None) -> Res
     else:
         limit = NAME_MAX - _SEM_PREFIX if typ is ResourceType.POSIX_SEM else NAME_MAX
         validate_object_name(name, typ.name, limit)
+    _finish_destroys_of(typ, name)
     check_kernel_object(typ, name)
     _refuse_managed_twice(typ, name)
     return info(add(typ, name, user, into=into))
@@ -574,6 +653,16 @@ _NAMESPACE = {
     ResourceType.POSIX_SHM: ResourceType.POSIX_SHM,
     ResourceType.POSIX_SHM_PREALLOCATED: ResourceType.POSIX_SHM,
 }
+
+
+def _finish_destroys_of(typ: ResourceType, name: str) -> None:
+    """Finish the destroy of an entry of the object ``name`` that is being
+    destroyed (see :func:`destroy`): the name is free once it is done, and
+    its ``-`` is recorded before the new entry's ``+``."""
+    space = _NAMESPACE[typ]
+    for entry in list(table.values()):
+        if entry.destroying and entry.name == name and _NAMESPACE.get(entry.typ) is space:
+            destroy(entry)
 
 
 def _refuse_managed_twice(typ: ResourceType, name: str) -> None:
