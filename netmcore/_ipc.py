@@ -20,9 +20,20 @@ SHM_DIR = "/dev/shm"
 SEM_VALUE_MAX: int = posix_ipc.SEMAPHORE_VALUE_MAX
 
 
+# posix_ipc's OSErrors that it raises with a message and no errno, by message.
+_NO_ERRNO = {
+    "This process already has the maximum number of files open": errno.EMFILE,
+    "The system limit on the total number of open files has been reached": errno.ENFILE,
+}
+
+
 @contextlib.contextmanager
 def _os_errors(name: str, creating: bool) -> Iterator[None]:
-    """posix_ipc's own exceptions, as the OSErrors callers expect."""
+    """posix_ipc's own exceptions, as the OSErrors callers expect, each
+    with an errno: an OSError with none is what a signal handler's
+    TimeoutError is, and the loops that repeat a step through handlers'
+    exceptions would repeat one that fails every time (see
+    ``_wire.failed_of_its_own``)."""
     try:
         yield
     except posix_ipc.ExistentialError as exc:
@@ -30,11 +41,16 @@ def _os_errors(name: str, creating: bool) -> Iterator[None]:
         raise cls(errno.EEXIST if creating else errno.ENOENT, str(exc), name) from exc
     except posix_ipc.PermissionsError as exc:
         raise PermissionError(errno.EACCES, str(exc), name) from exc
-    except posix_ipc.Error as exc:
-        raise OSError(str(exc)) from exc
+    except posix_ipc.Error as exc:  # one it gives no cause for
+        raise OSError(errno.EIO, str(exc), name) from exc
     except OSError as exc:
-        if exc.errno != errno.EMFILE:
-            raise
+        number = exc.errno if exc.errno is not None else _NO_ERRNO.get(str(exc))
+        if number is None:
+            raise  # a signal handler's (a TimeoutError)
+        if number != errno.EMFILE:
+            if number == exc.errno:
+                raise
+            raise OSError(number, str(exc), name) from exc
         import resource  # rarely needed: not in every worker's pages
 
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)

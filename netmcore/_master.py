@@ -783,8 +783,14 @@ class Master:
             )
         definition = _registry.fork_point(fork_point)
         for res in inherit or ():
-            if res not in _resources.table and not _registry.is_point(res):
-                gone = _resources.ended_reason(res)
+            entry = _resources.table.get(res)
+            # One whose destroy has begun is no more than a gone one: no get finds it.
+            if (entry is None or entry.destroying) and not _registry.is_point(res):
+                gone = (
+                    _resources.BEING_DESTROYED
+                    if entry is not None
+                    else _resources.ended_reason(res)
+                )
                 raise NoResource(
                     ResId(res),
                     f"inherit_resources names it, starting {definition.name}, and {gone}"

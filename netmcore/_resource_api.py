@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 
 from . import _context, _ipc, _registry, _resources
 from ._client import _error, _link
-from ._errors import NetmcoreError, NoResource
+from ._errors import NoResource
 from ._ids import ResId
 from ._pthread import ONE, SLICE, InUse, check_timeout
 from ._resources import (
@@ -45,6 +45,7 @@ from ._wire import (
     ResGetReq,
     ResInfo,
     ResManageReq,
+    failed_of_its_own,
     repeat_through_interrupts,
 )
 
@@ -377,13 +378,9 @@ def _counted(
                     if n is not None and n not in uses.opening and n in uses.owed:
                         _settle_owed(uses, n, release)
                 break
-            except (NetmcoreError, BufferError):  # failures, not interrupts: as they are
-                raise
-            except OSError as exc:
-                if exc.errno is not None:  # the system's, which a retry would meet again
-                    raise
-                held = exc  # a handler's (a TimeoutError)
             except BaseException as exc:
+                if failed_of_its_own(exc):  # a retry would meet it again: as it is
+                    raise
                 held = exc
         if held is not None:
             raise held  # noqa: B904 (as in _local_or_remote)
@@ -820,7 +817,8 @@ def _local_or_remote(call: _Call, use: Callable[[ResInfo], T]) -> T:
     function starts, and as a call returns. Nothing is called from the
     exception to the loop's try, and a ``release`` lost to an exception as
     it is made there had not been used. (A third exception just as the
-    loop goes round again, at its jump back, would still end it.)
+    loop goes round again, as the second is classified or at the jump
+    back, would still end it.)
     """
     local, remote, what = call
     asked = Asked()
@@ -841,15 +839,13 @@ def _local_or_remote(call: _Call, use: Callable[[ResInfo], T]) -> T:
                     release = Asked()
                 _give_up(asked.reply, _uses, release)
                 break
-            # Failures, not interrupts (the master gone, an unlink refused),
-            # which a retry would meet again: they go on as they are.
-            except (NetmcoreError, BufferError):
-                raise
-            except OSError as exc:
-                if exc.errno is not None:  # the system's; a handler's has none
-                    raise
-                held = exc
             except BaseException as exc:
+                # A failure, not an interrupt (the master gone, an unlink
+                # refused), which a retry would meet again: it goes on as
+                # it is. A handler that runs as the check is called ends
+                # the loop, as at the jump back (see above).
+                if failed_of_its_own(exc):
+                    raise
                 held = exc
         if held is not None:
             # The later one, as an exception raised in an except clause is

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import _ipc, _posix, _registry
-from ._errors import NetmcoreError, NoResource, NotInherited
+from ._errors import NoResource, NotInherited
 from ._ids import ResId, next_res_id, peek_process_id
-from ._wire import Asked, ResInfo, ResourceUse
+from ._wire import Asked, ResInfo, ResourceUse, failed_of_its_own
 
 MASTER = -1  # the master's place in a users set
 NAME_MAX = 255  # the longest file name in /dev/shm
@@ -305,17 +305,20 @@ def add(
     return entry
 
 
+# Why no get finds an entry whose destroy has begun (see destroy).
+BEING_DESTROYED = (
+    "it is being destroyed: its last user released it (or destroy_resources was "
+    "called), so its object is gone or going; make a new one"
+)
+
+
 def lookup(res_id: ResId, *kinds: ResourceType) -> Entry:
     entry = table.get(res_id.n)
     if entry is None:
         reason = ended_reason(res_id.n) or "no such resource, or it has been destroyed"
         raise NoResource(res_id, reason)
     if entry.destroying:
-        raise NoResource(
-            res_id,
-            "it is being destroyed: its last user released it (or destroy_resources was "
-            "called), so its object is gone or going; make a new one",
-        )
+        raise NoResource(res_id, BEING_DESTROYED)
     if kinds and entry.typ not in kinds:
         wanted = " or ".join(k.name for k in kinds)
         raise NoResource(res_id, f"it is a {entry.typ.name}, not a {wanted}")
@@ -387,11 +390,13 @@ def destroy(entry: Entry) -> None:
     So an interrupted release, in the master's own code or as it serves a
     worker, leaves no half-destroyed entry for a get, or for the run's end,
     to find. One that still escapes (a second exception just as the loop
-    goes round again) stays in ``_unfinished``, its object still recorded:
-    the next release or leave_all, destroy_all, or the exit hook finishes
-    it. A failure of its own (an unlink refused) is raised at once, as a
-    retry would meet it again; the entry stays, unusable, for a release of
-    its id or destroy_all to try again.
+    goes round again: as the first is classified, or at the jump back)
+    stays in ``_unfinished``, its object still recorded: the next release
+    or leave_all, destroy_all, or the exit hook finishes it. A failure of
+    its own (an unlink refused: see ``_wire.failed_of_its_own``) is raised
+    at once, as a retry would meet it again, and an exception held before
+    it is dropped; the entry stays, unusable, for a release of its id or
+    destroy_all to try again.
 
     The ``-`` is recorded once, unless the exception comes as ``on_change``
     returns, having recorded it: it is recorded again then, which changes
@@ -406,15 +411,10 @@ def destroy(entry: Entry) -> None:
         try:
             _destroy_steps(entry)
             break
-        except (NetmcoreError, BufferError):
-            _unfinished.pop(entry.res_id.n, None)
-            raise
-        except OSError as exc:
-            if exc.errno is not None:  # the system's; a handler's has none
+        except BaseException as exc:
+            if failed_of_its_own(exc):  # a retry would meet it again
                 _unfinished.pop(entry.res_id.n, None)
                 raise
-            held = exc
-        except BaseException as exc:
             held = exc
     if held is not None:
         raise held

@@ -32,7 +32,7 @@ import msgspec
 
 from . import _payload
 from ._encap import Encap
-from ._errors import ContextError, MasterGone
+from ._errors import ContextError, MasterGone, NetmcoreError
 from ._payload import Payload
 from ._pthread import this_pid
 
@@ -378,18 +378,64 @@ def _gone(exc: OSError, fd: int) -> NoReturn:
     raise MasterGone("the netmcore master is gone") from exc
 
 
+# The kinds that are a step's own failure whatever they hold (an OSError is
+# one only with an errno): see failed_of_its_own.
+_OWN_KINDS = (
+    NetmcoreError,
+    BufferError,
+    AssertionError,
+    AttributeError,
+    LookupError,
+    NameError,
+    TypeError,
+    ValueError,
+)
+
+
+def failed_of_its_own(exc: BaseException) -> bool:
+    """Whether ``exc``, out of a step that a loop repeats through signal
+    handlers' exceptions (:func:`repeat_through_interrupts`, the give-backs
+    of ``_resource_api``, ``_resources.destroy``), is the step's own
+    failure, which a retry would meet again, so that it must go on at once;
+    not an interrupt, to be held until the step is done. Its own are:
+
+    - a NetmcoreError: netmcore's verdict (the master gone, though
+      MasterGone is an OSError with no errno; a link closed underneath ...);
+    - a BufferError: a mapping that views still hold, which a retry cannot
+      close either;
+    - an OSError with an errno: the system refused (an unlink's EPERM, say).
+      A signal handler's TimeoutError has none (nor has any OSError raised
+      as ``OSError(message)``: see ``_ipc._os_errors``);
+    - a bug's: an AssertionError, AttributeError, LookupError, NameError,
+      TypeError or ValueError.
+
+    Anything else (KeyboardInterrupt, SystemExit, a TimeoutError, a
+    handler's own exception class) is taken for an interrupt. A handler
+    that raises one of the kinds above ends the loop with it: the step is
+    left undone, as when the exception comes before the loop."""
+    if isinstance(exc, _OWN_KINDS):
+        return True
+    return isinstance(exc, OSError) and exc.errno is not None
+
+
 def repeat_through_interrupts(step: Callable[[], None]) -> None:
-    """Run ``step``, which is safe to repeat, until it completes. An exception
-    meanwhile (a signal handler's) does not stop it half-way: it is held, and
-    raised once ``step`` is done. MasterGone goes on at once."""
+    """Run ``step``, which is safe to repeat, until it completes. An
+    exception meanwhile (a signal handler's) does not stop it half-way: it
+    is held, and raised once ``step`` is done (the last one, if several
+    came). A failure of the step's own (see :func:`failed_of_its_own`: the
+    master gone, say) would come at every try: it goes on at once, and an
+    interrupt held before it is dropped, as in the give-backs of
+    ``_resource_api``; the caller is stopped either way."""
     interrupt: BaseException | None = None
     while True:
         try:
             step()
             break
-        except MasterGone:
-            raise
         except BaseException as exc:
+            # A handler may run as the check is called, as at the jump
+            # back: its exception goes on, with exc as its __context__.
+            if failed_of_its_own(exc):
+                raise
             interrupt = exc
     if interrupt is not None:
         raise interrupt

@@ -725,36 +725,54 @@ def test_a_resource_call_interrupted_anywhere_in_the_master_leaves_no_use(
     assert not own_shm_entries(PREFIX)
 
 
+# What the unlink of an object meets, as posix_ipc raises it, and the errno
+# the caller gets: refused (as another user's object in a sticky /dev/shm
+# is), or a posix_ipc.Error of no cause it names (before, an OSError with no
+# errno, taken for an interrupt).
+UNLINK_FAILURES: dict[str, tuple[Callable[[], Exception], int]] = {
+    "refused": (lambda: PermissionError(errno.EPERM, "Operation not permitted"), errno.EPERM),
+    "posix_ipc.Error": (lambda: posix_ipc.Error("Unable to initialize object"), errno.EIO),
+}
+
+
+@pytest.mark.parametrize("failure", list(UNLINK_FAILURES))
 def test_a_give_back_that_fails_of_its_own_raises_its_error_and_stops(
-    monkeypatch: pytest.MonkeyPatch, master_cleanup: None
+    failure: str, monkeypatch: pytest.MonkeyPatch, master_cleanup: None
 ) -> None:
     # The give-back of an interrupted open repeats through interrupts, but a
-    # failure of its own (here the object's unlink refused, as for another
-    # user's object in a sticky /dev/shm) would fail every time: it goes on
-    # as it is, once. Before, the give-back tried again for ever, and a Ctrl-C
-    # could not end it (each was held as an interrupt).
+    # failure of its own would fail every time: it goes on as it is, once.
+    # Before, the give-back tried again for ever, and a Ctrl-C could not end
+    # it (each was held as an interrupt). The unlink fails once here, so that
+    # a retry ends: the tries say whether there was one.
     name = f"{PREFIX}refused"
     posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
     res = netmcore.manage_shm(name)  # before run: the master's use, its only user
     tries: list[str] = []
+    real_unlink = posix_ipc.unlink_shared_memory
+    fail, number = UNLINK_FAILURES[failure]
 
-    def refused(path: str) -> None:
+    def fails_once(path: str) -> None:
         tries.append(path)
-        raise PermissionError(errno.EPERM, "Operation not permitted", path)
+        if len(tries) == 1:
+            raise fail()
+        real_unlink(path)
 
     def interrupt_once_counted(frame: Any, event: str, arg: Any) -> None:
-        if event == "c_return" and _resource_api._uses.handles:
+        if event == "c_return" and res.id.n in _resource_api._uses.handles:
             sys.setprofile(None)
             signal.raise_signal(signal.SIGINT)
 
-    real_unlink = _ipc.unlink
-    monkeypatch.setattr(_ipc, "unlink", refused)
+    monkeypatch.setattr(posix_ipc, "unlink_shared_memory", fails_once)
     sys.setprofile(interrupt_once_counted)
     try:
-        with pytest.raises(PermissionError):
+        with pytest.raises(OSError) as raised:
             netmcore.open_shm(res.id)
     finally:
         sys.setprofile(None)
         monkeypatch.undo()
-        real_unlink(name)
+        _ipc.unlink(name)
+        # The handle whose give-back failed still counts (see _give_back),
+        # and the open that made it is gone: not the next test's.
+        _resource_api._uses.handles.pop(res.id.n, None)
     assert tries == [name]
+    assert raised.value.errno == number

@@ -28,7 +28,7 @@ import os
 import re
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,25 @@ import pytest
 from scenario import joined, own_shm_entries, run_scenario, shm_partly_used, shm_space
 
 import netmcore
-from netmcore import ResId, ResourceType
+from netmcore import ResId, ResourceType, _ipc, _resource_api
 
 SHM_DIR = "/dev/shm"
 UNKNOWN = ResId(10**9)  # an id nothing has
 HEX16 = r"[0-9a-f]{16}"
+
+
+@pytest.fixture(autouse=True)
+def no_handle_left_counted() -> Iterator[None]:
+    """Fail a test that leaves a handle of this process counted (made and
+    closed, never released): the count stays for the rest of the session,
+    and a later test that waits for a handle to count (the give-back tests
+    of test_interrupted_calls) would see it at once, and send its SIGINT
+    before the call it meant to interrupt."""
+    yield
+    left = dict(_resource_api._uses.handles)
+    _resource_api._uses.handles.clear()  # not counted against the next test too
+    assert not left, f"handles left counted, by resource id: {left}"
+
 
 # --------------------------------------------------------------------------
 # Helpers, used in the test process and inside workers
@@ -842,7 +856,7 @@ def check_manage_twice(directory: str) -> None:
             )
         again = netmcore.open_shm(seg.res_id)  # the first entry still has its object
         assert bytes(again.buffer[:5]) == b"hello"
-        again.close()
+        again.release()  # seg's use goes on
         with netmcore.open_sem(sem.res_id) as opened:
             assert opened.value == 1
         assert os.path.exists(file_of(managed))
@@ -943,6 +957,7 @@ def test_users_set_is_a_set_not_a_counter(master_cleanup: None) -> None:
     assert netmcore.get_resource(seg.res_id).typ is ResourceType.POSIX_SHM  # and again
     netmcore.release(seg.res_id)  # one release takes the one user out
     assert not os.path.exists(shm_path(seg.name))
+    seg.release()  # its use has ended: only the handle's count goes
 
 
 def test_release_by_res_id_ends_the_process_use_whatever_its_handles(
@@ -1105,6 +1120,34 @@ def test_inherit_resources_naming_no_resource_is_refused_in_the_caller(
     live.release()
 
 
+def test_inherit_resources_naming_a_resource_being_destroyed_is_refused_in_the_caller(
+    monkeypatch: pytest.MonkeyPatch, master_cleanup: None
+) -> None:
+    """An entry whose destroy has begun (its unlink refused here, which
+    leaves it in the table, unusable) is as gone as a released one. Before,
+    the start took it, and the worker's get of it failed."""
+    res_id, _name = netmcore.create_preallocated_shm("/nmctest.destroying.", 8)
+
+    def refused(path: str) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted", path)
+
+    monkeypatch.setattr(_ipc, "unlink", refused)
+    with pytest.raises(PermissionError):
+        netmcore.release(res_id)
+    monkeypatch.undo()  # master_cleanup's destroy then unlinks it
+    message = (
+        f"no resource {res_id!r}: inherit_resources names it, starting "
+        "test_resources.get_then_release, and it is being destroyed: its last user released it"
+    )
+    text = run_scenario(start_inheriting, [res_id])
+    assert text.startswith(f"NoResource: {message}"), text
+    with pytest.raises(netmcore.NoResource, match=re.escape(message)):  # from the master
+        netmcore.run(
+            first_process=lambda: get_then_release.start(res_id, inherit_resources=[res_id]),
+            extract_result=lambda ctrl, pid: None,
+        )
+
+
 # --------------------------------------------------------------------------
 # 6. manage_*: handing existing objects over
 # --------------------------------------------------------------------------
@@ -1140,6 +1183,7 @@ def test_manage_shm_outside_run_keeps_the_object_and_unlinks_at_the_end(
     seg.close()
     res.release()
     assert not os.path.exists(shm_path(name))
+    seg.release()  # its use has ended: only the handle's count goes
 
 
 def test_manage_sem_outside_run_keeps_the_value_and_unlinks_at_the_end(
@@ -1155,6 +1199,7 @@ def test_manage_sem_outside_run_keeps_the_value_and_unlinks_at_the_end(
     sem.close()
     res.release()
     assert not os.path.exists(sem_path(name))
+    sem.release()  # its use has ended: only the handle's count goes
 
 
 def test_managed_objects_live_until_their_last_user_releases_in_workers(
@@ -1195,6 +1240,7 @@ def test_destroy_resources_outside_run(tmp_path: Path, master_cleanup: None) -> 
         with pytest.raises(netmcore.NoResource, match=r"no such resource"):
             netmcore.get_resource(res_id)
     seg.release()  # releasing what was destroyed: a no-op
+    sem.release()
 
 
 def test_destroy_resources_in_a_worker(tmp_path: Path, master_cleanup: None) -> None:
@@ -1394,6 +1440,7 @@ def test_after_run_only_what_the_master_holds_is_left(tmp_path: Path, master_cle
     assert netmcore.get_shm(pre_id) == pre_name
     netmcore.destroy_resources()
     assert not [p for p in held if os.path.exists(p)]
+    master_seg.release()  # destroyed: only the handle's count goes
 
 
 # --------------------------------------------------------------------------
@@ -1709,7 +1756,7 @@ def test_open_shm_of_an_empty_object_names_it_and_keeps_it_managed(master_cleanu
         shm.close_fd()
         seg = netmcore.open_shm(res.id)  # the refused open left it managed
         assert len(seg.buffer) == 8
-        seg.close()
+        seg.release()
     finally:
         res.release()
     assert not os.path.exists(shm_path(name))
