@@ -140,7 +140,10 @@ _here_lock = threading.RLock()
 # A forked child has none of its parent's handles, and a free lock (another
 # thread may have held it at the fork). C calls, as threading's own hooks:
 # every object a new process touches (a function of ours, its globals) has
-# its page copied, at each fork of the program.
+# its page copied, at each fork of the program. Freed in place, as logging
+# frees its handlers' locks: a child forked by a signal handler while the
+# forking thread held it, which went on into the rest of that block, would
+# find it not held there (netmcore's own children never go back).
 os.register_at_fork(after_in_child=_here.clear)
 os.register_at_fork(after_in_child=_here_lock._at_fork_reinit)  # type: ignore[attr-defined]
 

@@ -271,8 +271,8 @@ class Master:
             _resources.on_change = self._on_resource_change
             if self.record is not None:
                 _cleanup.record_prefix(self.record, self.shm_prefix)
-                for entry in _resources.table.values():
-                    self.record.write("+", entry.typ.value, entry.name)
+                for typ, name in _resources.recorded_objects():
+                    self.record.write("+", typ.value, name)
             watchdog.guard_prefix(self.shm_prefix)  # run told it of the rest
             self._init_loop()
         except BaseException:

@@ -600,8 +600,8 @@ class InUse:
         self._unmapped = False
         _every_in_use.add(self)
         if not _forgetting[0]:  # the first one (another thread's too, at worst: harmless)
-            _forgetting[0] = True
             os.register_at_fork(after_in_child=_forget_calls_of_other_threads)
+            _forgetting[0] = True
 
     def enter(self) -> bool:
         """Count a call; False (not counted) once closed."""

@@ -366,6 +366,7 @@ def _counted(
         # taken in the loop, as a wait for it can raise a handler's exception.
         held: BaseException | None = None
         release: Asked | None = None
+        tries = 0
         while True:
             try:
                 if release is None:
@@ -379,7 +380,8 @@ def _counted(
                         _settle_owed(uses, n, release)
                 break
             except BaseException as exc:
-                if failed_of_its_own(exc):  # a retry would meet it again: as it is
+                tries += 1
+                if failed_of_its_own(exc, tries):  # a retry would meet it again: as it is
                     raise
                 held = exc
         if held is not None:
@@ -833,6 +835,7 @@ def _local_or_remote(call: _Call, use: Callable[[ResInfo], T]) -> T:
     except BaseException:
         held: BaseException | None = None
         release: Asked | None = None
+        tries = 0
         while True:
             try:
                 if release is None:
@@ -844,7 +847,8 @@ def _local_or_remote(call: _Call, use: Callable[[ResInfo], T]) -> T:
                 # refused), which a retry would meet again: it goes on as
                 # it is. A handler that runs as the check is called ends
                 # the loop, as at the jump back (see above).
-                if failed_of_its_own(exc):
+                tries += 1
+                if failed_of_its_own(exc, tries):
                     raise
                 held = exc
         if held is not None:

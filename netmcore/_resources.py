@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import _ipc, _posix, _registry
+from ._debug import log
 from ._errors import NoResource, NotInherited
 from ._ids import ResId, next_res_id, peek_process_id
 from ._wire import Asked, ResInfo, ResourceUse, failed_of_its_own
@@ -106,6 +107,9 @@ class Entry:
     destroying: bool = False
     unlinked: bool = False
     recorded_gone: bool = False  # on_change has been told it is gone
+    # Its destroy's loop runs (in this thread, below a signal handler that
+    # releases something, say): a destroy called meanwhile leaves it to it.
+    running: bool = False
 
 
 table: dict[int, Entry] = {}
@@ -401,21 +405,34 @@ def destroy(entry: Entry) -> None:
     The ``-`` is recorded once, unless the exception comes as ``on_change``
     returns, having recorded it: it is recorded again then, which changes
     nothing (a ``-`` of what is not listed is none, in the record as in
-    the guard), where never recording it would leave a gone object listed."""
+    the guard), where never recording it would leave a gone object listed.
+
+    A destroy called while this one's loop runs (by a signal handler's
+    release, which finishes the destroys left) returns at once: this one
+    finishes it. Run again, it would record its end in ``on_change`` while
+    the outer one holds the guard's lock there, for ever."""
+    if entry.running:
+        return
     # Nothing called from the start to the try: the mark and the loop come
     # together, or neither.
     entry.destroying = True
     _unfinished[entry.res_id.n] = entry
+    entry.running = True
     held: BaseException | None = None
-    while True:
-        try:
-            _destroy_steps(entry)
-            break
-        except BaseException as exc:
-            if failed_of_its_own(exc):  # a retry would meet it again
-                _unfinished.pop(entry.res_id.n, None)
-                raise
-            held = exc
+    tries = 0
+    try:
+        while True:
+            try:
+                _destroy_steps(entry)
+                break
+            except BaseException as exc:
+                tries += 1
+                if failed_of_its_own(exc, tries):  # a retry would meet it again
+                    _unfinished.pop(entry.res_id.n, None)
+                    raise
+                held = exc
+    finally:
+        entry.running = False
     if held is not None:
         raise held
 
@@ -439,11 +456,31 @@ def _destroy_steps(entry: Entry) -> None:
 
 def _finish_destroys() -> None:
     """Finish the destroys an exception cut short (see :func:`destroy`).
-    Those of this process only: a forked child's copy holds its parent's."""
+    Those of this process only: a forked child's copy holds its parent's.
+    One that fails of its own (an unlink refused) is logged and left for
+    destroy_all: the release that found it, of another resource, goes on."""
     me = os.getpid()
     for entry in list(_unfinished.values()):
-        if entry.made_in == me:
+        if entry.made_in != me or entry.running:
+            continue
+        try:
             destroy(entry)
+        except BaseException as exc:
+            if not failed_of_its_own(exc, 0):  # an interrupt: the caller's
+                raise
+            log.warning(
+                "netmcore: %s %s could not be destroyed (%s): left for destroy_resources()",
+                entry.typ.name,
+                entry.name,
+                exc,
+            )
+
+
+def recorded_objects() -> list[tuple[ResourceType, str]]:
+    """The objects of the table that ``on_change`` has not heard gone: a
+    destroy cut short after recording its end leaves an entry whose name
+    may be another object's by now."""
+    return [(e.typ, e.name) for e in table.values() if not e.recorded_gone]
 
 
 def destroy_all() -> None:
@@ -662,6 +699,8 @@ def _finish_destroys_of(typ: ResourceType, name: str) -> None:
     space = _NAMESPACE[typ]
     for entry in list(table.values()):
         if entry.destroying and entry.name == name and _NAMESPACE.get(entry.typ) is space:
+            # At once if its loop runs below this call (a signal handler's
+            # manage): the name is still taken then.
             destroy(entry)
 
 

@@ -112,7 +112,7 @@ def run(
             cleanup.enter_context(_children_waited())
             # What the program made before run is its too, until the master
             # has recorded it (the guard keeps it as well).
-            made = [] if disable_pmanage else [(e.typ, e.name) for e in _resources.table.values()]
+            made = [] if disable_pmanage else _resources.recorded_objects()
             watchdog = _watchdog.fork_watchdog(made)
             cleanup.callback(watchdog.stand_down)
             sockdir = SocketDir(socket_directory, watchdog, waiting=interrupts.check)

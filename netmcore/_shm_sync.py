@@ -100,11 +100,12 @@ def _forget_kept_unlocks() -> None:
 
 
 def _keep(mutex: ShmMutex) -> None:
-    """Keep ``mutex``'s mapping (``_kept_lock`` held)."""
-    _kept.add(mutex)
+    """Keep ``mutex``'s mapping (``_kept_lock`` held). The hook first: a
+    handler's exception between the two leaves it registered for nothing."""
     if not _forgetting_unlocks[0]:
-        _forgetting_unlocks[0] = True
         os.register_at_fork(after_in_child=_forget_kept_unlocks)
+        _forgetting_unlocks[0] = True
+    _kept.add(mutex)
 
 
 def _held_here(state: _pthread.MutexState) -> bool:

@@ -382,22 +382,32 @@ def _gone(exc: OSError, fd: int) -> NoReturn:
 # one only with an errno): see failed_of_its_own.
 _OWN_KINDS = (
     NetmcoreError,
+    msgspec.MsgspecError,
     BufferError,
+    MemoryError,
+    ArithmeticError,
     AssertionError,
     AttributeError,
+    ImportError,
     LookupError,
     NameError,
+    RuntimeError,
     TypeError,
     ValueError,
 )
+# Tries after which a step that fails every time is taken to fail of its
+# own, whatever it raises: a loop must end. A signal handler's exceptions
+# come far more seldom than a try takes (microseconds, when it fails).
+TRIES_MAX = 1000
 
 
-def failed_of_its_own(exc: BaseException) -> bool:
-    """Whether ``exc``, out of a step that a loop repeats through signal
-    handlers' exceptions (:func:`repeat_through_interrupts`, the give-backs
-    of ``_resource_api``, ``_resources.destroy``), is the step's own
-    failure, which a retry would meet again, so that it must go on at once;
-    not an interrupt, to be held until the step is done. Its own are:
+def failed_of_its_own(exc: BaseException, tries: int) -> bool:
+    """Whether ``exc``, out of the ``tries``-th try of a step that a loop
+    repeats through signal handlers' exceptions (:func:`repeat_through_interrupts`,
+    the give-backs of ``_resource_api``, ``_resources.destroy``), is the
+    step's own failure, which a retry would meet again, so that it must go
+    on at once; not an interrupt, to be held until the step is done. Its
+    own are:
 
     - a NetmcoreError: netmcore's verdict (the master gone, though
       MasterGone is an OSError with no errno; a link closed underneath ...);
@@ -406,14 +416,17 @@ def failed_of_its_own(exc: BaseException) -> bool:
     - an OSError with an errno: the system refused (an unlink's EPERM, say).
       A signal handler's TimeoutError has none (nor has any OSError raised
       as ``OSError(message)``: see ``_ipc._os_errors``);
-    - a bug's: an AssertionError, AttributeError, LookupError, NameError,
-      TypeError or ValueError.
+    - what a bug, or a limit, raises: a msgspec error, a MemoryError, a
+      RuntimeError (a RecursionError: a call made too deep in the stack),
+      an ArithmeticError, AssertionError, AttributeError, ImportError,
+      LookupError, NameError, TypeError or ValueError;
+    - anything, at the TRIES_MAX-th try.
 
     Anything else (KeyboardInterrupt, SystemExit, a TimeoutError, a
     handler's own exception class) is taken for an interrupt. A handler
     that raises one of the kinds above ends the loop with it: the step is
     left undone, as when the exception comes before the loop."""
-    if isinstance(exc, _OWN_KINDS):
+    if isinstance(exc, _OWN_KINDS) or tries >= TRIES_MAX:
         return True
     return isinstance(exc, OSError) and exc.errno is not None
 
@@ -427,14 +440,16 @@ def repeat_through_interrupts(step: Callable[[], None]) -> None:
     interrupt held before it is dropped, as in the give-backs of
     ``_resource_api``; the caller is stopped either way."""
     interrupt: BaseException | None = None
+    tries = 0
     while True:
         try:
             step()
             break
         except BaseException as exc:
+            tries += 1
             # A handler may run as the check is called, as at the jump
             # back: its exception goes on, with exc as its __context__.
-            if failed_of_its_own(exc):
+            if failed_of_its_own(exc, tries):
                 raise
             interrupt = exc
     if interrupt is not None:

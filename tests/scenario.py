@@ -52,6 +52,10 @@ def run_snippet(
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # a hung one (the failure) is not left behind
+        proc.communicate()
+        raise
     finally:
         _ipc.unlink_prefix(f"/nmc.{proc.pid}.")  # what a crashed process left
     return proc.returncode, out

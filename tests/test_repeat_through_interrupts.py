@@ -17,13 +17,14 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 from scenario import outcome_text, run_scenario
 
 import netmcore
 from netmcore import _context
 from netmcore._errors import ContextError
-from netmcore._wire import repeat_through_interrupts
+from netmcore._wire import TRIES_MAX, repeat_through_interrupts
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,6 +48,10 @@ OWN_FAILURES = [
     OSError(errno.EIO, "Input/output error"),
     ContextError("the link was closed in this process"),
     BufferError("a mapping still exported"),
+    RecursionError("maximum recursion depth exceeded"),  # a call too deep in the stack
+    RuntimeError("cannot release un-acquired lock"),
+    MemoryError(),
+    msgspec.EncodeError("an encoding that failed"),
 ]
 
 
@@ -57,6 +62,17 @@ def test_a_failure_of_the_steps_own_is_raised_at_once_not_retried(failure: Excep
         repeat_through_interrupts(step)
     assert raised.value is failure
     assert len(tries) == 1, "a step that fails of its own was tried again"
+
+
+class _Unforeseen(Exception):
+    """What no rule names: a step that raises it every time still ends."""
+
+
+def test_a_step_that_fails_every_time_with_what_no_rule_names_ends_at_the_last_try() -> None:
+    step, tries = _steps(*[_Unforeseen("every time")] * (TRIES_MAX + 5))
+    with pytest.raises(_Unforeseen):
+        repeat_through_interrupts(step)
+    assert len(tries) == TRIES_MAX
 
 
 def test_interrupts_are_held_until_the_step_is_done_and_failures_of_its_own_are_not() -> None:
