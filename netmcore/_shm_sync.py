@@ -75,12 +75,10 @@ _stamps = [_fresh_stamps()]
 os.register_at_fork(after_in_child=_stamps.clear)
 
 
-def _next_stamp() -> int:
-    try:
-        return next(_stamps[0])
-    except IndexError:  # the first in a forked child
-        _stamps.append(_fresh_stamps())  # two threads at once: both draw, one is used
-        return next(_stamps[0])
+def _first_stamp() -> int:
+    """The first stamp of a forked child (see ShmCondition._notify)."""
+    _stamps.append(_fresh_stamps())  # two threads at once: both draw, one is used
+    return next(_stamps[0])
 
 
 # Closed mutex handles whose mapping is kept because a thread of this process
@@ -672,7 +670,11 @@ class ShmCondition(_InShm):
                 raise closed_error(self)
             # A fresh stamp: a waiter between two slices of its wait sees
             # that a signal came (see wait).
-            self._stamp[0] = _next_stamp() & 0xFFFF_FFFF_FFFF_FFFF
+            try:
+                stamp = next(_stamps[0])
+            except IndexError:  # the first in a forked child
+                stamp = _first_stamp()
+            self._stamp[0] = stamp & 0xFFFF_FFFF_FFFF_FFFF
             wake(self._addr)
         finally:
             del use.calls[-1]

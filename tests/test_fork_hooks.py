@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from netmcore import _buffer, _pthread, _shared_array, _shm_sync
+from netmcore import ShmCondition, _buffer, _pthread, _shared_array, _shm_sync
 
 
 def in_forked_child(f: Callable[[], object]) -> str:
@@ -84,17 +84,27 @@ def test_a_forked_child_has_none_of_its_parents_handles() -> None:
 
 
 def test_a_forked_child_draws_stamps_of_its_own() -> None:
-    """Two processes must never write the same stamp (see _shm_sync._stamps):
-    a child that went on with its parent's count would."""
-    before = _shm_sync._next_stamp()
-    child = int(in_forked_child(_shm_sync._next_stamp))
-    after = _shm_sync._next_stamp()
-    assert after == before + 1  # the parent's count goes on
-    assert child not in (before, after)
-    # and a second stamp of the child's follows its first
-    firsts = in_forked_child(lambda: (_shm_sync._next_stamp(), _shm_sync._next_stamp()))
-    first, second = (int(x) for x in firsts.strip("()").split(","))
-    assert second == first + 1
+    """Two processes must never write the same stamp into a condition (see
+    _shm_sync._stamps): a child that went on with its parent's count would."""
+    cond = ShmCondition.create()
+    try:
+
+        def stamp() -> int:
+            cond.broadcast()
+            return int(cond._stamp[0])
+
+        before = stamp()
+        child = int(in_forked_child(stamp))
+        after = stamp()
+        assert after == before + 1  # the parent's count goes on
+        assert child not in (before, after)
+        # and the child's second stamp follows its first
+        first, second = (
+            int(x) for x in in_forked_child(lambda: (stamp(), stamp()))[1:-1].split(",")
+        )
+        assert second == first + 1
+    finally:
+        cond.release()
 
 
 def test_the_calls_other_threads_had_in_progress_are_forgotten_in_a_child(
