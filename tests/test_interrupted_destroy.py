@@ -19,6 +19,7 @@ their handler raises, as a Ctrl-C's or a timeout's.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import itertools
@@ -366,9 +367,25 @@ def test_a_workers_release_interrupted_anywhere_in_the_master_leaves_nothing_aft
 # --------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _unlink_refused(made: Made) -> Iterator[None]:
+    """Have the unlink of ``made`` refused (EPERM), as that of another
+    user's object in a sticky /dev/shm is."""
+    real = _ipc.unlink
+
+    def refused(name: str) -> bool:
+        if name != made.name:
+            return real(name)
+        raise PermissionError(errno.EPERM, "Operation not permitted", name)
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(_ipc, "unlink", refused)
+        yield
+
+
 @pytest.mark.parametrize("then", ["release", "destroy_resources"])
 def test_a_destroy_that_failed_is_unusable_and_finished_later(
-    then: str, monkeypatch: pytest.MonkeyPatch, master_cleanup: None
+    then: str, master_cleanup: None
 ) -> None:
     """The unlink of the object refused (as for another user's object in a
     sticky /dev/shm): the release raises that error. Before, the entry
@@ -377,15 +394,7 @@ def test_a_destroy_that_failed_is_unusable_and_finished_later(
     raises NoResource, and a later release of the id (or
     destroy_resources) tries the destroy again."""
     made = _make("shm", Path())
-    real = _ipc.unlink
-
-    def refused(name: str) -> bool:
-        if name != made.name:
-            return real(name)
-        raise PermissionError(errno.EPERM, "Operation not permitted", name)
-
-    with monkeypatch.context() as patched:
-        patched.setattr(_ipc, "unlink", refused)
+    with _unlink_refused(made):
         with pytest.raises(PermissionError):
             netmcore.release(made.res_id)
         with pytest.raises(NoResource, match="being destroyed"):
@@ -492,7 +501,7 @@ def test_a_release_too_deep_in_the_stack_raises_and_is_finished_later() -> None:
 
 
 def test_a_destroy_left_that_fails_again_does_not_fail_another_release(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, master_cleanup: None
+    caplog: pytest.LogCaptureFixture, master_cleanup: None
 ) -> None:
     """The release of B finishes the destroys left (A's, cut short by a
     second exception as its loop went round: set up here as that leaves
@@ -503,15 +512,7 @@ def test_a_destroy_left_that_fails_again_does_not_fail_another_release(
     entry = _resources.table[a.res_id.n]
     entry.destroying = True
     _resources._unfinished[a.res_id.n] = entry
-    real = _ipc.unlink
-
-    def refused(name: str) -> bool:
-        if name != a.name:
-            return real(name)
-        raise PermissionError(errno.EPERM, "Operation not permitted", name)
-
-    with monkeypatch.context() as patched:
-        patched.setattr(_ipc, "unlink", refused)
+    with _unlink_refused(a):
         netmcore.release(b.res_id)
     assert not _gone_whole(b)
     assert f"{a.name} could not be destroyed" in caplog.text
