@@ -214,8 +214,11 @@ class _Made:
     it, outside ``run`` and in it), and its guard."""
 
     pid: int = field(default_factory=os.getpid)
-    # Threads of the program may make objects at once.
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Threads of the program may make objects at once. Reentrant: a signal
+    # handler may make or destroy one while its thread is in here (it waited
+    # for ever on a lock its own thread held); the state is whole at each
+    # call (a set, a guard told of each object by one message).
+    lock: threading.RLock = field(default_factory=threading.RLock)
     objects: set[Object] = field(default_factory=set)
     guard: Watchdog | None = None
     told: set[Object] = field(default_factory=set)  # what the guard knows of

@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
-from scenario import wait_until
+from scenario import run_snippet, wait_until
 
 import netmcore
 from netmcore import _ipc, _watchdog
@@ -507,3 +507,45 @@ def test_the_watchdog_logs_to_stderr_not_to_a_descriptor_it_closed(tmp_path: Pat
             proc.communicate()
         if managed.is_dir():
             managed.rmdir()
+
+
+_HANDLER_CHANGES_OBJECTS_DURING_ON_CHANGE = """
+import os, signal, sys
+import netmcore
+from netmcore import _ipc
+what = sys.argv[1]
+name = f"/nmc.{os.getpid()}.main"
+_ipc.create_mapped(name, 64).close()
+keep = netmcore.create_shm(8)  # the guard lives on
+other = netmcore.create_shm(8)
+made = netmcore.manage_shm(name)
+in_handler = []
+def handler(*_):
+    if what == "release":
+        other.release()  # its last use: destroyed, and recorded
+    else:
+        in_handler.append(netmcore.create_shm(8))
+signal.signal(signal.SIGUSR1, handler)
+def profile(frame, event, arg):
+    # Where the guard's lock is held: where a real signal may land.
+    if event == "call" and frame.f_code.co_name == "_live_guard":
+        sys.setprofile(None)
+        signal.raise_signal(signal.SIGUSR1)
+sys.setprofile(profile)
+netmcore.release(made.id)
+sys.setprofile(None)
+for handle in [*in_handler, *([] if what == "release" else [other]), keep]:
+    handle.release()
+print(sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"nmc.{os.getpid()}.")))
+"""
+
+
+@pytest.mark.parametrize("what", ["release", "create"])
+def test_a_signal_handler_may_make_or_destroy_while_the_guard_is_told_of_a_change(
+    what: str,
+) -> None:
+    """A handler that destroys (or makes) an object while its thread tells
+    the guard of another: before, it waited for ever for the lock its own
+    thread held there."""
+    code, out = run_snippet(_HANDLER_CHANGES_OBJECTS_DURING_ON_CHANGE, 30, what)
+    assert (code, out) == (0, "[]\n")
