@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -39,6 +40,9 @@ class Timings(msgspec.Struct, frozen=True):
     fanout_s: float
     fanout_n: int
     payload_s: float
+    # CPU seconds the fan-out took: the master's, the processes' (those
+    # the master reaped meanwhile), and the starting worker's. None without /proc.
+    fanout_cpu: tuple[float, float, float] | None
 
 
 class Plan(msgspec.Struct, frozen=True):
@@ -66,15 +70,39 @@ def _roundtrip() -> None:
 def _measure(plan: Plan) -> Timings:
     paced, paced_p90 = _paced(_roundtrip, plan.roundtrips)
     back_to_back = _per_call(_roundtrip, plan.roundtrips)
+    cpu0 = _cpu_of_master_and_reaped(), _cpu(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     pids = [_trivial.start(k) for k in range(plan.fanout)]
     for pid in pids:
         if _trivial.join(pid) is None:
             raise RuntimeError("a fan-out process failed")
     fanout = time.perf_counter() - t0
+    cpu1 = _cpu_of_master_and_reaped(), _cpu(resource.RUSAGE_SELF)
+    fanout_cpu = None
+    if cpu0[0] is not None and cpu1[0] is not None:
+        (master0, reaped0), (master1, reaped1) = cpu0[0], cpu1[0]
+        fanout_cpu = (master1 - master0, reaped1 - reaped0, cpu1[1] - cpu0[1])
     data = os.urandom(plan.payload_mib * MIB)
     payload = min(_payload_roundtrip(data) for _ in range(3))  # as the copy baseline
-    return Timings(paced, paced_p90, back_to_back, fanout, plan.fanout, payload)
+    return Timings(paced, paced_p90, back_to_back, fanout, plan.fanout, payload, fanout_cpu)
+
+
+def _cpu_of_master_and_reaped() -> tuple[float, float] | None:
+    """The CPU seconds of the master (this worker's parent), and of the
+    children it has reaped, from /proc (None without it)."""
+    try:
+        with open(f"/proc/{os.getppid()}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    utime, stime, cutime, cstime = (int(x) / os.sysconf("SC_CLK_TCK") for x in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
+def _cpu(who: int) -> float:
+    """The CPU seconds of this process (RUSAGE_SELF), or of its reaped children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _payload_roundtrip(data: bytes) -> float:
@@ -116,7 +144,10 @@ def _raw_fork() -> None:
     os.waitpid(pid, 0)
 
 
-def _raw_fanout(n: int) -> float:
+def _raw_fanout(n: int) -> tuple[float, float, float]:
+    """The time of n raw forks started, then reaped; the CPU seconds of the
+    parent and of the children."""
+    cpu0 = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     pids = []
     for _ in range(n):
@@ -126,7 +157,9 @@ def _raw_fanout(n: int) -> float:
         pids.append(pid)
     for pid in pids:
         os.waitpid(pid, 0)
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    cpu1 = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
+    return elapsed, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
 
 
 def _identity(k: int) -> int:
@@ -221,7 +254,7 @@ class Row:
 class Baselines:
     paced: dict[str, tuple[float, float]]  # peer -> median, p90 round trip, PAUSE_S apart
     back_to_back: dict[str, float]  # peer -> mean round trip
-    raw_fanout: float
+    raw_fanout: tuple[float, float, float]  # seconds; CPU seconds of the parent, the children
     mp_fanout: float
     bare_fanout: float
 
@@ -267,7 +300,7 @@ def runtime_rows(roundtrips: int, fanout: int, payload_mib: int) -> tuple[list[R
     plan = Plan(roundtrips, fanout, payload_mib)
     t = in_first_process(_measure, plan)
     copy, pipe = _payload_baselines(payload_mib)
-    fan_rate, raw_rate = t.fanout_n / t.fanout_s, fanout / base.raw_fanout
+    fan_rate, raw_rate = t.fanout_n / t.fanout_s, fanout / base.raw_fanout[0]
     mib = f"{payload_mib} MiB arg + result"
     paced = f"start->join, {PAUSE_S * 1e3:g} ms apart"
     targets = {MP_PROCESS: "<= 0.25x", PPE: "<= 1.0x", RAW_FORK: "(info)"}
@@ -302,7 +335,22 @@ def runtime_rows(roundtrips: int, fanout: int, payload_mib: int) -> tuple[list[R
         f"fan-out rate: {fan_rate:,.0f} processes/s vs raw fork {raw_rate:,.0f}/s "
         f"({fan_rate / raw_rate:.2f}x; target >= 0.8x)"
     )
+    if t.fanout_cpu is not None:
+        note += "\n" + _fanout_cpu_line(t.fanout_cpu, base.raw_fanout[1:], fanout)
     return rows, note
+
+
+def _fanout_cpu_line(ours: tuple[float, ...], raw: tuple[float, ...], n: int) -> str:
+    """Where the CPU of a fan-out goes, per process: both use every core,
+    so the rates compare as these totals do. (The processes' CPU counts
+    those the master reaped in the fan-out, which is close to all of them.)"""
+    ms = [1e3 * x / n for x in (*ours, *raw)]
+    master, processes, starter, parent, children = ms
+    return (
+        f"fan-out CPU per process: netmcore {master + processes + starter:.2f} ms "
+        f"(master {master:.2f}, processes {processes:.2f}, the starting worker {starter:.2f}) "
+        f"vs raw fork {parent + children:.2f} ms (parent {parent:.2f}, children {children:.2f})"
+    )
 
 
 def ipc_rows() -> tuple[list[Row], str]:

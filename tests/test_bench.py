@@ -36,6 +36,9 @@ def test_bench_runtime_section_prints_each_measure_with_its_peer_and_target() ->
     assert "bare fork, result to a pipe" in fanout[2]
     assert sum(r.startswith("1 MiB arg + result") for r in rows) == 2
     assert "fan-out rate:" in proc.stdout
+    # where the CPU goes, for both, per process (this machine has /proc)
+    assert "fan-out CPU per process: netmcore " in proc.stdout
+    assert " (master " in proc.stdout and " vs raw fork " in proc.stdout
 
 
 def test_bench_rejects_too_few_round_trips_before_measuring() -> None:
