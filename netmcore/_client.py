@@ -37,7 +37,6 @@ from ._wire import (
     StartReq,
     WireEncap,
     WireOutcome,
-    repeat_through_interrupts,
 )
 
 InheritRequest = Literal["all"] | Iterable[ResId]
@@ -188,17 +187,14 @@ def _withdraw_join(link: Any, join_point: int, n: int, rid: int) -> None:
 
     JoinCancel drops the waiter in the master if it still waits. Replies on a
     link come in order, so once JoinCancel is answered, an outcome sent to the
-    join before it has come too: it is kept for the next join here. A second
-    interrupt meanwhile is held (the cancel is safe to repeat), then raised.
+    join before it has come too: it is kept for the next join here. Safe to
+    repeat, as ``Link.request`` does through a second interrupt (held, then
+    raised).
     """
-
-    def cancel() -> None:
-        link.request(JoinCancel(rid))
-        late = link.take(rid)
-        if isinstance(late, Joined):
-            _interrupted[n] = (join_point, late.outcome)
-
-    repeat_through_interrupts(cancel)
+    link.request(JoinCancel(rid))
+    late = link.take(rid)
+    if isinstance(late, Joined):
+        _interrupted[n] = (join_point, late.outcome)
 
 
 def kill(pid: ProcessId[Any], signum: int = signal.SIGKILL) -> bool:

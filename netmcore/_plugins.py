@@ -10,6 +10,7 @@ than the one the variable or box was created with.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -21,7 +22,7 @@ from ._master import Controller
 from ._plugin_host import TIMED_OUT
 from ._pthread import check_timeout
 from ._resources import require_int
-from ._wire import Link, PluginReply, PluginReq, repeat_through_interrupts
+from ._wire import Asked, Link, PluginReply, PluginReq
 
 if TYPE_CHECKING:
     from typing_extensions import TypeForm  # see EncapType.__init__
@@ -77,7 +78,7 @@ def _call(
         raise ContextError(f"{service}.{op}: plugins work inside netmcore.run()")
     else:
         link: Link = _link(f"{service}.{op}")
-        answer = link.request(req, (lambda rid: _withdraw(link, req, rid)) if waits else None)
+        answer = link.request(req, _withdrawal(link, req) if waits else None)
     if not isinstance(answer, PluginReply):
         raise _error(answer)
     if answer.error and answer.num == TIMED_OUT:
@@ -90,24 +91,29 @@ def _call(
     return answer
 
 
-def _withdraw(link: Link, req: PluginReq, rid: int) -> None:
-    """Withdraw request ``rid`` (``req``), whose wait an exception has left, so
-    that the master is as if it had never been made.
+def _withdrawal(link: Link, req: PluginReq) -> Callable[[int], None]:
+    """How to withdraw ``req`` if an exception leaves its wait, so that the
+    master is as if it had never been made (``Link.request`` repeats it
+    through further interrupts).
 
     ``cancel`` drops it if it is still queued. Replies on a link come in
-    order, so once ``cancel`` is answered, any reply sent to ``rid`` before it
-    has come too: a grant in it is given back by ``undo``. Both are safe to
-    repeat, so an interrupt that comes meanwhile does not stop this half-way:
-    it is held, and raised once the master's state is whole again.
+    order, so once ``cancel`` is answered, any reply sent to it before has
+    come too: a grant in it is given back by ``undo``, sent once whatever
+    comes (a cancel again is harmless; an undo again would give back twice).
     """
+    undo = Asked()
 
-    def cancel() -> None:
+    def withdraw(rid: int) -> None:
+        if undo.sent:
+            return
         link.request(PluginReq(req.service, "cancel", req.name, num=rid))
         reply = link.take(rid)
         if isinstance(reply, PluginReply) and _granted(req, reply):
-            link.request(PluginReq(req.service, "undo", req.name, data=reply.data, num=rid))
+            link.request(
+                PluginReq(req.service, "undo", req.name, data=reply.data, num=rid), asked=undo
+            )
 
-    repeat_through_interrupts(cancel)
+    return withdraw
 
 
 def _granted(req: PluginReq, reply: PluginReply) -> bool:

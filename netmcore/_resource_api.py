@@ -37,7 +37,6 @@ from ._wire import (
     Done,
     Failed,
     HandOverReq,
-    Link,
     Message,
     ReleaseReq,
     ResCreateReq,
@@ -46,7 +45,6 @@ from ._wire import (
     ResInfo,
     ResManageReq,
     failed_of_its_own,
-    repeat_through_interrupts,
 )
 
 R = TypeVar("R")
@@ -827,7 +825,9 @@ def _local_or_remote(call: _Call, use: Callable[[ResInfo], T]) -> T:
     try:
         if _context.current.role == "worker":
             link = _link(what)
-            link.request(remote, lambda rid: _withdraw(link, rid), asked)
+            # Withdrawn by waiting on for the answer (the master answers
+            # every resource request at once), whose grant is given back below.
+            link.request(remote, link.wait_reply, asked)
         else:
             _context.refuse_other_master_thread(what, "the resource table")
             asked.reply = local(asked)
@@ -856,18 +856,6 @@ def _local_or_remote(call: _Call, use: Callable[[ResInfo], T]) -> T:
             # (the first is its __context__).
             raise held  # noqa: B904
         raise
-
-
-def _withdraw(link: Link, rid: int) -> None:
-    """Withdraw the resource request ``rid``, which an exception has left:
-    wait on for its answer (the master sends it at once), so that what it
-    granted can be given back. An interrupt meanwhile is held, and raised
-    once the answer is in."""
-
-    def wait() -> None:
-        link.wait_reply(rid)
-
-    repeat_through_interrupts(wait)
 
 
 def _expect(reply: Message | None, kind: type[R]) -> R:

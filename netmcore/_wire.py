@@ -403,8 +403,9 @@ TRIES_MAX = 1000
 
 def failed_of_its_own(exc: BaseException, tries: int) -> bool:
     """Whether ``exc``, out of the ``tries``-th try of a step that a loop
-    repeats through signal handlers' exceptions (:func:`repeat_through_interrupts`,
-    the give-backs of ``_resource_api``, ``_resources.destroy``), is the
+    repeats through signal handlers' exceptions (the withdrawal in
+    :meth:`Link.request`, the give-backs of ``_resource_api``,
+    ``_resources.destroy``), is the
     step's own failure, which a retry would meet again, so that it must go
     on at once; not an interrupt, to be held until the step is done. Its
     own are:
@@ -429,31 +430,6 @@ def failed_of_its_own(exc: BaseException, tries: int) -> bool:
     if isinstance(exc, _OWN_KINDS) or tries >= TRIES_MAX:
         return True
     return isinstance(exc, OSError) and exc.errno is not None
-
-
-def repeat_through_interrupts(step: Callable[[], None]) -> None:
-    """Run ``step``, which is safe to repeat, until it completes. An
-    exception meanwhile (a signal handler's) does not stop it half-way: it
-    is held, and raised once ``step`` is done (the last one, if several
-    came). A failure of the step's own (see :func:`failed_of_its_own`: the
-    master gone, say) would come at every try: it goes on at once, and an
-    interrupt held before it is dropped, as in the give-backs of
-    ``_resource_api``; the caller is stopped either way."""
-    interrupt: BaseException | None = None
-    tries = 0
-    while True:
-        try:
-            step()
-            break
-        except BaseException as exc:
-            tries += 1
-            # A handler may run as the check is called, as at the jump
-            # back: its exception goes on, with exc as its __context__.
-            if failed_of_its_own(exc, tries):
-                raise
-            interrupt = exc
-    if interrupt is not None:
-        raise interrupt
 
 
 class Asked:
@@ -558,6 +534,14 @@ class Link:
         One that comes before it went out leaves nothing to withdraw.
         ``asked``, if given, shows how far the request went (see
         :class:`Asked`), even to an exception after its reply was in.
+
+        ``abandon`` must be safe to repeat: it is repeated until it is done,
+        in a loop in this frame, through further exceptions of handlers
+        (each held, the last raised after it, in place of the first). A
+        function that repeated it itself would let a second exception come
+        at its start, before its loop: Python runs a handler as a function
+        starts. Nothing is called from the exception to the loop's try. A
+        failure of its own (see :func:`failed_of_its_own`) goes on at once.
         """
         if asked is None:
             asked = Asked()
@@ -572,7 +556,19 @@ class Link:
                 raise
             except BaseException:
                 if asked.sent and abandon is not None:
-                    abandon(rid)
+                    held: BaseException | None = None
+                    tries = 0
+                    while True:
+                        try:
+                            abandon(rid)
+                            break
+                        except BaseException as exc:
+                            tries += 1
+                            if failed_of_its_own(exc, tries):
+                                raise
+                            held = exc
+                    if held is not None:
+                        raise held  # noqa: B904 (the later one: the first is its __context__)
                 raise
         finally:
             with self._cond:

@@ -1,0 +1,277 @@
+"""A request's withdrawal (``Link.request``'s ``abandon``), repeated through
+signal handlers' exceptions, not through failures of its own.
+
+Before, a function of each caller (repeat_through_interrupts) repeated it:
+a second exception as that function started ended the withdrawal (a join's
+outcome, or a resource's grant, was then lost), and it was repeated after
+every exception but MasterGone, so one that failed every time (a bug's
+TypeError, a RecursionError) was tried again for ever, each Ctrl-C
+meanwhile held. The withdrawal is now repeated in ``Link.request``'s own
+frame. Each test here failed before.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pytest
+from scenario import outcome_text, run_scenario
+
+import netmcore
+from netmcore import _context, _plugins
+from netmcore._errors import ContextError
+from netmcore._wire import TRIES_MAX, Asked, JoinCancel, Link, PluginReply, PluginReq
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _steps(*script: BaseException | None) -> tuple[Callable[[int], None], list[int]]:
+    """A withdrawal that raises the script's exceptions, one a try, and
+    completes at a None or past the script's end; and the list of its tries."""
+    tries: list[int] = []
+
+    def step(_rid: int) -> None:
+        tries.append(1)
+        if len(tries) <= len(script) and (exc := script[len(tries) - 1]) is not None:
+            raise exc
+
+    return step, tries
+
+
+class Left(Exception):
+    """What a signal handler raises as the request waits: it is withdrawn."""
+
+
+def _withdrawn(withdraw: Callable[[int], None]) -> None:
+    """A request that went out, on a link whose master never answers, left
+    by a handler's exception (``Left``) as it waits: ``withdraw`` is its
+    withdrawal. Raises what the request raises."""
+    ours, masters = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    link = Link(ours)
+
+    def read_one() -> None:
+        raise Left
+
+    link._read_one = read_one  # type: ignore[method-assign]
+    try:
+        link.request(JoinCancel(1), withdraw)
+    finally:
+        ours.close()
+        masters.close()
+
+
+OWN_FAILURES = [
+    TypeError("a bug's"),
+    ValueError("a message too large for the link"),
+    OSError(errno.EIO, "Input/output error"),
+    ContextError("the link was closed in this process"),
+    BufferError("a mapping still exported"),
+    RecursionError("maximum recursion depth exceeded"),  # a call too deep in the stack
+    RuntimeError("cannot release un-acquired lock"),
+    MemoryError(),
+    msgspec.EncodeError("an encoding that failed"),
+]
+
+
+@pytest.mark.parametrize("failure", OWN_FAILURES, ids=lambda e: type(e).__name__)
+def test_a_failure_of_the_withdrawals_own_is_raised_at_once_not_retried(failure: Exception) -> None:
+    step, tries = _steps(failure)
+    with pytest.raises(type(failure)) as raised:
+        _withdrawn(step)
+    assert raised.value is failure
+    assert isinstance(raised.value.__context__, Left)
+    assert len(tries) == 1, "a withdrawal that fails of its own was tried again"
+
+
+class _Unforeseen(Exception):
+    """What no rule names: a step that raises it every time still ends."""
+
+
+def test_a_withdrawal_that_fails_every_time_with_what_no_rule_names_ends_at_the_last_try() -> None:
+    step, tries = _steps(*[_Unforeseen("every time")] * (TRIES_MAX + 5))
+    with pytest.raises(_Unforeseen):
+        _withdrawn(step)
+    assert len(tries) == TRIES_MAX
+
+
+def test_interrupts_are_held_until_the_withdrawal_is_done_and_failures_of_its_own_are_not() -> None:
+    # A handler's exceptions (a Ctrl-C's, a timeout's: an OSError with no
+    # errno) are held, the step repeated, and the last raised once it is done.
+    step, tries = _steps(KeyboardInterrupt(), timeout := TimeoutError("a timeout"))
+    with pytest.raises(TimeoutError) as raised:
+        _withdrawn(step)
+    assert raised.value is timeout
+    assert len(tries) == 3
+    # With none, the first goes on once the withdrawal is done.
+    step, tries = _steps()
+    with pytest.raises(Left):
+        _withdrawn(step)
+    assert len(tries) == 1
+    # A failure of its own after an interrupt goes on in the interrupt's
+    # place, the step not tried again (as in the give-backs).
+    step, tries = _steps(KeyboardInterrupt(), failure := TypeError("a bug's"))
+    with pytest.raises(TypeError) as failed:
+        _withdrawn(step)
+    assert failed.value is failure
+    assert len(tries) == 2, "a step that fails of its own was tried again"
+
+
+# --------------------------------------------------------------------------
+# Through a join withdrawn after a signal handler's exception
+# --------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """What the SIGALRM handler raises: a timeout, as users write one."""
+
+
+def _raise_interrupted(_signum: int, _frame: object) -> None:
+    raise Interrupted
+
+
+@netmcore.process
+def gated(gate_r: int) -> str:
+    """Block until one byte can be read from the gate, then return it."""
+    return os.read(gate_r, 1).decode()
+
+
+def _join_withdrawn(pid: netmcore.ProcessId[str], in_the_withdrawal: type[BaseException]) -> str:
+    """Join ``pid``, which still runs: a SIGALRM's handler raises as the
+    join reads the link (its request sent), and the withdrawal of the join
+    meets ``in_the_withdrawal`` as it looks for a late outcome (the cancel
+    answered), once. What the join raised, and how often the withdrawal
+    looked."""
+    link: Any = _context.current.link
+    recv, take = link.recv, link.take
+    looked: list[int] = []
+
+    def interrupted_recv(flags: int = 0) -> Any:
+        link.recv = recv
+        signal.raise_signal(signal.SIGALRM)  # its handler raises as this returns
+        return recv(flags)
+
+    def failing_take(rid: int) -> Any:
+        looked.append(rid)
+        if len(looked) == 1:  # an Interrupted: a second handler's exception
+            raise in_the_withdrawal("in the withdrawal")
+        return take(rid)
+
+    old = signal.signal(signal.SIGALRM, _raise_interrupted)
+    link.recv, link.take = interrupted_recv, failing_take
+    try:
+        text = outcome_text(lambda: gated.join(pid))
+    finally:
+        link.recv, link.take = recv, take
+        signal.signal(signal.SIGALRM, old)
+    return f"{text}; looked {len(looked)} time(s)"
+
+
+@netmcore.process
+def withdrawn_joins(gate: tuple[int, int]) -> list[str]:
+    gate_r, gate_w = gate
+    pid = gated.start(gate_r)
+    seen = [_join_withdrawn(pid, Interrupted), _join_withdrawn(pid, TypeError)]
+    os.write(gate_w, b"g")
+    seen.append(outcome_text(lambda: gated.join(pid)))  # neither join used it up
+    return seen
+
+
+def test_a_joins_withdrawal_holds_a_second_interrupt_and_stops_at_a_failure_of_its_own(
+    pipes: Callable[[], tuple[int, int]],
+) -> None:
+    """Before, the withdrawal tried again after the TypeError too (looked
+    twice), as it would have for ever at one that came every time."""
+    held, failed, joined = run_scenario(withdrawn_joins, pipes())
+    assert held == "Interrupted: in the withdrawal; looked 2 time(s)"
+    assert failed == "TypeError: in the withdrawal; looked 1 time(s)"
+    assert joined == "returned 'g'"
+
+
+def _join_interrupted_twice(pid: netmcore.ProcessId[str]) -> str:
+    """Join ``pid``, which still runs: a SIGALRM's handler raises as the
+    join reads the link (its request sent), and again just as the
+    withdrawal of the join begins (at the start of its function). What the
+    join raised."""
+    link: Any = _context.current.link
+    recv = link.recv
+
+    def interrupted_recv(flags: int = 0) -> Any:
+        link.recv = recv
+        signal.raise_signal(signal.SIGALRM)  # its handler raises as this returns
+        return recv(flags)
+
+    def at_the_withdrawals_start(frame: Any, event: str, _arg: object) -> None:
+        if event == "call" and frame.f_code.co_name == "_withdraw_join":
+            sys.setprofile(None)
+            signal.raise_signal(signal.SIGALRM)  # raises in the new frame, at its start
+
+    old = signal.signal(signal.SIGALRM, _raise_interrupted)
+    link.recv = interrupted_recv
+    sys.setprofile(at_the_withdrawals_start)
+    try:
+        return outcome_text(lambda: gated.join(pid))
+    finally:
+        sys.setprofile(None)
+        link.recv = recv
+        signal.signal(signal.SIGALRM, old)
+
+
+@netmcore.process
+def joined_after_a_second_interrupt(gate: tuple[int, int]) -> list[str]:
+    gate_r, gate_w = gate
+    pid = gated.start(gate_r)
+    seen = [_join_interrupted_twice(pid)]
+    os.write(gate_w, b"g")
+    seen.append(outcome_text(lambda: gated.join(pid, timeout=10)))  # not used up
+    return seen
+
+
+def test_a_second_interrupt_as_a_joins_withdrawal_begins_is_held(
+    pipes: Callable[[], tuple[int, int]],
+) -> None:
+    """Before, the second exception ended the withdrawal before the loop
+    that held interrupts began: the master still waited to answer the
+    interrupted join, and the next join got no outcome."""
+    interrupted, joined = run_scenario(joined_after_a_second_interrupt, pipes())
+    assert interrupted == "Interrupted: "
+    assert joined == "returned 'g'"
+
+
+class _Master:
+    """A link's stand-in for a plugin's withdrawal: it answers each request
+    (the cancel, then the undo of the mutex the request got), and the
+    first undo's wait for its answer is left by a handler's exception."""
+
+    def __init__(self) -> None:
+        self.ops: list[str] = []
+
+    def request(self, msg: PluginReq, abandon: object = None, asked: Asked | None = None) -> Any:
+        if asked is not None:
+            asked.sent = True  # as Link.request marks it, as the request goes out
+        self.ops.append(msg.op)
+        if msg.op == "undo" and self.ops.count("undo") == 1:
+            raise Left  # in the wait for the undo's answer
+        return PluginReply(None, 0)
+
+    def take(self, rid: int) -> PluginReply:
+        return PluginReply(None, 0)  # the lock the withdrawn request got
+
+
+def test_a_plugins_withdrawal_gives_back_once_however_often_it_is_repeated() -> None:
+    """A grant is given back by an undo: a repeat of the withdrawal (after
+    an interrupt in the undo's wait) must not undo it again, which would
+    unlock a mutex twice or give a semaphore back twice. Before, each try
+    sent its own."""
+    master = _Master()
+    withdraw = _plugins._withdrawal(master, PluginReq("mutex", "lock", "m"))  # type: ignore[arg-type]
+    with pytest.raises(Left):
+        withdraw(7)
+    withdraw(7)  # the repeat, as Link.request makes it
+    assert master.ops == ["cancel", "undo"]
