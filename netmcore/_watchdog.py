@@ -37,8 +37,9 @@ import signal
 import socket
 import stat
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from . import _ipc, _posix, _resources
 from ._cleanup import finish_record, unlink_pending
@@ -156,6 +157,7 @@ class Watchdog:
 
 
 Object = tuple[ResourceType, str]
+T = TypeVar("T")
 
 
 def fork_watchdog(objects: Iterable[Object] = ()) -> Watchdog:
@@ -214,11 +216,16 @@ class _Made:
     it, outside ``run`` and in it), and its guard."""
 
     pid: int = field(default_factory=os.getpid)
-    # Threads of the program may make objects at once. Reentrant: a signal
-    # handler may make or destroy one while its thread is in here (it waited
-    # for ever on a lock its own thread held); the state is whole at each
-    # call (a set, a guard told of each object by one message).
+    # Threads of the program may make objects at once: one at a time is in
+    # here (see _holding). Reentrant, for a signal handler that runs as its
+    # thread takes it or gives it back (holder not set then).
     lock: threading.RLock = field(default_factory=threading.RLock)
+    holder: int | None = None  # the thread in here
+    # Changes that its signal handlers made meanwhile, which it makes itself
+    # before it lets go (see _holding).
+    queued: list[tuple[Callable[[_Made, str, Object], None], str, Object]] = field(
+        default_factory=list
+    )
     objects: set[Object] = field(default_factory=set)
     guard: Watchdog | None = None
     told: set[Object] = field(default_factory=set)  # what the guard knows of
@@ -236,34 +243,76 @@ def _mine() -> _Made:
     return _made
 
 
+def _holding(made: _Made, work: Callable[[], T]) -> T:
+    """``work()``, holding ``made`` for this thread; then the changes its
+    signal handlers queued meanwhile (see _change), before letting go.
+    Inline, not a generator's context manager: an exception at its yield
+    would leave the lock taken and the holder set, for ever."""
+    me = threading.get_ident()
+    with made.lock:
+        made.holder = me  # no call from the lock to the try: nothing comes between
+        try:
+            return work()
+        finally:
+            try:
+                while made.queued:
+                    change, op, obj = made.queued.pop(0)
+                    try:
+                        change(made, op, obj)
+                    except OSError as exc:  # this thread's call went well: its own goes on
+                        log.warning("netmcore: could not tell the guard of %s: %s", obj[1], exc)
+            finally:
+                made.holder = None
+
+
+def _change(change: Callable[[_Made, str, Object], None], op: str, obj: Object) -> None:
+    """Make ``change`` to this process's ``_Made``. A signal handler that
+    makes or destroys an object while its thread is in here (a guard half
+    forked, its list of objects taken) queues it for that thread, which
+    makes it before it lets go: made at once, in the middle, it could leave
+    an object with no guard, or a guard told of one that is gone (after a
+    crash, it would unlink what has that name then). Waiting for the lock
+    there, it waited for ever. An object a handler makes is then guarded
+    as its thread leaves here, not before it is made."""
+    made = _mine()
+    if made.holder == threading.get_ident():
+        made.queued.append((change, op, obj))
+        return
+    _holding(made, lambda: change(made, op, obj))
+
+
 def guard_outside_run(op: str, typ: ResourceType, name: str) -> None:
     """``_resources.on_change`` outside ``run``: the guard is told of each
     object before it is made (it is forked for the first) and after it is
     destroyed, and goes with the last one."""
-    made = _mine()
-    obj = (typ, name)
-    with made.lock:
-        guard = _live_guard(made)
-        if op == "+":
-            if guard is None:
-                try:
-                    _start_guard(made, {obj})
-                except OSError as exc:
-                    raise OSError(
-                        exc.errno,
-                        f"cannot fork netmcore's guard process, which unlinks what this "
-                        f"program makes outside run if it dies ({exc.strerror}): nothing "
-                        "was made. The system is short of processes or memory (see "
-                        "`ulimit -u`): end some, and retry",
-                    ) from exc
-            elif obj not in made.told:
-                guard.guard_object(typ, name)
-                made.told.add(obj)
-            made.objects.add(obj)
-            return
-        if made.objects == {obj}:
-            _stop_guard(made)  # the last one: the guard goes
-        _forget(made, obj)
+    _change(_guard_change, op, (typ, name))
+
+
+def _guard_change(made: _Made, op: str, obj: Object) -> None:
+    typ, name = obj
+    guard = _live_guard(made)
+    if op == "+":
+        if guard is None:
+            try:
+                _start_guard(made, {obj})
+            except OSError as exc:
+                if exc.errno is None:  # a signal handler's (a TimeoutError)
+                    raise
+                raise OSError(
+                    exc.errno,
+                    f"cannot fork netmcore's guard process, which unlinks what this "
+                    f"program makes outside run if it dies ({exc.strerror}): nothing "
+                    "was made. The system is short of processes or memory (see "
+                    "`ulimit -u`): end some, and retry",
+                ) from exc
+        elif obj not in made.told:
+            guard.guard_object(typ, name)
+            made.told.add(obj)
+        made.objects.add(obj)
+        return
+    if made.objects == {obj}:
+        _stop_guard(made)  # the last one: the guard goes
+    _forget(made, obj)
 
 
 def noted_in_run(op: str, typ: ResourceType, name: str) -> None:
@@ -271,13 +320,14 @@ def noted_in_run(op: str, typ: ResourceType, name: str) -> None:
     and its watchdog look after it): kept for the guard at the run's end;
     an object the guard had is dropped from it at once (a name given to
     ``manage_*`` may be reused)."""
-    made = _mine()
-    obj = (typ, name)
-    with made.lock:
-        if op == "+":
-            made.objects.add(obj)
-        else:
-            _forget(made, obj)
+    _change(_noted_change, op, (typ, name))
+
+
+def _noted_change(made: _Made, op: str, obj: Object) -> None:
+    if op == "+":
+        made.objects.add(obj)
+    else:
+        _forget(made, obj)
 
 
 def _forget(made: _Made, obj: Object) -> None:
@@ -298,26 +348,28 @@ def guard_table() -> None:
         If no guard could be forked (``on_change`` is the guard's again).
     """
     made = _mine()
-    with made.lock:
-        _resources.on_change = guard_outside_run
-        guard = _live_guard(made)
-        if not made.objects:
-            _stop_guard(made)
-        elif guard is None:
-            _start_guard(made, set())
-        else:
-            for typ, name in made.objects - made.told:
-                guard.guard_object(typ, name)
-            made.told = set(made.objects)
+    _holding(made, lambda: _guard_table(made))
+
+
+def _guard_table(made: _Made) -> None:
+    _resources.on_change = guard_outside_run
+    guard = _live_guard(made)
+    if not made.objects:
+        _stop_guard(made)
+    elif guard is None:
+        _start_guard(made, set())
+    else:
+        for typ, name in made.objects - made.told:
+            guard.guard_object(typ, name)
+        made.told = set(made.objects)
 
 
 def guard_fd() -> int | None:
     """The descriptor of this process's end of its guard's socket, if any
     (a worker closes its copy)."""
     made = _mine()
-    with made.lock:
-        guard = _live_guard(made)
-        return guard.fd if guard is not None else None
+    guard = _holding(made, lambda: _live_guard(made))
+    return guard.fd if guard is not None else None
 
 
 def _live_guard(made: _Made) -> Watchdog | None:
@@ -337,6 +389,8 @@ def _live_guard(made: _Made) -> Watchdog | None:
         try:
             _start_guard(made, set())
         except OSError as exc:  # the next object made outside run tries again
+            if exc.errno is None:  # a signal handler's (a TimeoutError)
+                raise
             log.warning(
                 "netmcore: its guard process was killed, and no new one could be forked "
                 "(%s): what this program made outside run is not unlinked if it is killed",
@@ -403,7 +457,16 @@ def _watch(sock: socket.socket, parent: int, objects: set[Object]) -> None:
         if sock.fileno() in ready:  # orders first: the last ones come before its death
             ended = _take_order(sock, orders)
             if ended is None:
-                break  # closed without _CLEAN: the master is dead
+                # Closed without _CLEAN: the master is dead, or it lives and
+                # lost this one's handle (an exception just after the fork
+                # that made it): what it made lives on, and another watches.
+                if not select.select([pidfd], [], [], PARENT_GONE_SECONDS)[0]:
+                    log.warning(
+                        "netmcore: a guard process was let go by its program, which lives "
+                        "on: it goes, and leaves what the program made to it"
+                    )
+                    return
+                break
             if ended:
                 return
         elif pidfd in ready:
@@ -415,6 +478,12 @@ def _watch(sock: socket.socket, parent: int, objects: set[Object]) -> None:
             if ended:
                 return
     _clean_up(orders)
+
+
+# How long a watchdog whose socket has closed waits for its parent's end
+# before it takes the parent for alive: a dying process closes its
+# descriptors last but one, just before it ends (after its memory is freed).
+PARENT_GONE_SECONDS = 5.0
 
 
 def _pidfd_of_parent(parent: int) -> int | None:

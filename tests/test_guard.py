@@ -549,3 +549,76 @@ def test_a_signal_handler_may_make_or_destroy_while_the_guard_is_told_of_a_chang
     thread held there."""
     code, out = run_snippet(_HANDLER_CHANGES_OBJECTS_DURING_ON_CHANGE, 30, what)
     assert (code, out) == (0, "[]\n")
+
+
+_HANDLER_MAKES_AS_THE_GUARD_IS_FORKED = """
+import os, signal, sys
+import netmcore
+from netmcore import _watchdog
+inner = []
+signal.signal(signal.SIGUSR1, lambda *_: inner.append(netmcore.create_shm(8)))
+def profile(frame, event, arg):
+    # As a signal lands while the first guard is forked (in its mine.recv, say).
+    if event == "call" and frame.f_code.co_name == "fork_watchdog":
+        sys.setprofile(None)
+        signal.raise_signal(signal.SIGUSR1)
+sys.setprofile(profile)
+outer = netmcore.create_shm(8)
+sys.setprofile(None)
+made = _watchdog._made
+alive = made.guard is not None and os.waitpid(made.guard.os_pid, os.WNOHANG)[0] == 0
+print(
+    all(os.path.exists("/dev/shm" + h.name) for h in (outer, *inner)),
+    len(inner) == 1 and made.told == made.objects and len(made.objects) == 2,
+    alive,
+)
+for h in (*inner, outer):
+    h.release()
+"""
+
+
+def test_a_handler_that_makes_an_object_as_the_first_guard_is_forked_leaves_both_guarded() -> None:
+    """Before (its thread's lock reentrant), the handler forked a guard of
+    its own, which its thread then dropped: that guard took its closed
+    socket for the program's death, and unlinked the live objects."""
+    code, out = run_snippet(_HANDLER_MAKES_AS_THE_GUARD_IS_FORKED, 30)
+    assert (code, out) == (0, "True True True\n")
+
+
+_INTERRUPTED_AS_A_NEW_GUARD_IS_FORKED = """
+import os, signal, sys
+import psutil
+import netmcore
+from netmcore import _ipc, _watchdog
+z, x = netmcore.create_shm(8), netmcore.create_shm(8)
+killed = _watchdog._made.guard.os_pid
+os.kill(killed, signal.SIGKILL)  # someone kills the guard: the next change forks another
+os.waitpid(killed, 0)
+def profile(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "fork_watchdog":
+        sys.setprofile(None)
+        os.kill(os.getpid(), signal.SIGINT)  # held in the fork, raised as it is let go
+sys.setprofile(profile)
+name = f"/nmc.{os.getpid()}.y"
+_ipc.create_mapped(name, 64).close()
+try:
+    netmcore.manage_shm(name)
+except KeyboardInterrupt:
+    pass
+sys.setprofile(None)
+# The guard forked then, whose handle the exception dropped: it goes.
+psutil.wait_procs(psutil.Process().children(), timeout=20)
+print([os.path.exists("/dev/shm" + h.name) for h in (z, x)])
+for h in (z, x):
+    h.release()
+_ipc.unlink(name)
+"""
+
+
+def test_a_guard_whose_handle_an_exception_dropped_unlinks_nothing() -> None:
+    """A SIGINT as a killed guard is replaced, raised before the program
+    kept the new one: the new guard's socket closes, the program alive.
+    Before, the guard took that for the program's death and unlinked every
+    object the program was using."""
+    code, out = run_snippet(_INTERRUPTED_AS_A_NEW_GUARD_IS_FORKED, 40)
+    assert (code, out) == (0, "[True, True]\n")
