@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from . import _ipc, _posix, _registry
 from ._debug import log
-from ._errors import NoResource, NotInherited
+from ._errors import NetmcoreError, NoResource, NotInherited
 from ._ids import ResId, next_res_id, peek_process_id
 from ._wire import Asked, ResInfo, ResourceUse, failed_of_its_own
 
@@ -107,8 +107,9 @@ class Entry:
     destroying: bool = False
     unlinked: bool = False
     recorded_gone: bool = False  # on_change has been told it is gone
-    # Its destroy's loop runs (in this thread, below a signal handler that
-    # releases something, say): a destroy called meanwhile leaves it to it.
+    # Its destroy's loop runs (below a signal handler that releases
+    # something, or in another thread): a destroy called meanwhile leaves it
+    # to that one.
     running: bool = False
 
 
@@ -408,9 +409,9 @@ def destroy(entry: Entry) -> None:
     the guard), where never recording it would leave a gone object listed.
 
     A destroy called while this one's loop runs (by a signal handler's
-    release, which finishes the destroys left) returns at once: this one
-    finishes it. Run again, it would record its end in ``on_change`` while
-    the outer one holds the guard's lock there, for ever."""
+    release, which finishes the destroys left, or by another thread)
+    returns at once: this one finishes it. Run again meanwhile, its steps
+    would be made twice over, one destroy inside the other."""
     if entry.running:
         return
     # Nothing called from the start to the try: the mark and the loop come
@@ -465,8 +466,11 @@ def _finish_destroys() -> None:
             continue
         try:
             destroy(entry)
-        except BaseException as exc:
-            if not failed_of_its_own(exc, 0):  # an interrupt: the caller's
+        except (OSError, BufferError, NetmcoreError) as exc:
+            # A failure of the destroy (an unlink refused); not a signal
+            # handler's exception, even of a kind a bug raises: that one is
+            # the caller's.
+            if isinstance(exc, OSError) and exc.errno is None:
                 raise
             log.warning(
                 "netmcore: %s %s could not be destroyed (%s): left for destroy_resources()",

@@ -396,8 +396,10 @@ _OWN_KINDS = (
     ValueError,
 )
 # Tries after which a step that fails every time is taken to fail of its
-# own, whatever it raises: a loop must end. A signal handler's exceptions
-# come far more seldom than a try takes (microseconds, when it fails).
+# own, whatever it raises: a loop must end. A try takes microseconds (a
+# give-back, a destroy) or a round trip to the master, which answers at
+# once (a withdrawal): a thousand signal handlers' exceptions in a row, each
+# within a try, are a storm that nothing would get through either.
 TRIES_MAX = 1000
 
 
@@ -542,6 +544,8 @@ class Link:
         at its start, before its loop: Python runs a handler as a function
         starts. Nothing is called from the exception to the loop's try. A
         failure of its own (see :func:`failed_of_its_own`) goes on at once.
+        (A further exception exactly as the loop goes round again, as the
+        last is classified or at the jump back, still ends it.)
         """
         if asked is None:
             asked = Asked()

@@ -614,10 +614,10 @@ def test_a_second_interrupt_as_a_withdrawn_call_gives_back_leaves_no_use(
     """A first SIGINT in the wait for the master's answer withdraws the
     request, and what the answer granted is given back; a second SIGINT at
     each point from there on (see _first_signal). Before, one at the start of the give-back
-    (the entry of _give_up, of _release_surely, of repeat_through_interrupts
-    inside it; for an open, of _settle_owed) ended it before its loop held
-    interrupts: the worker stayed a user of the object until it ended
-    ("still a user", an object still managed, or left in /dev/shm)."""
+    (the entry of a function that did it, before its own loop; for an open,
+    of _settle_owed) ended it before any loop held interrupts: the worker
+    stayed a user of the object until it ended ("still a user", an object
+    still managed, or left in /dev/shm)."""
     made = netmcore.create_shm(64)
     try:
         problem = run_scenario(resource_call_interrupted_in_a_worker, (call, made.res_id, first))

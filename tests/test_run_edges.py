@@ -354,6 +354,10 @@ def test_a_pidfile_that_cannot_be_made_says_so(
 
 @netmcore.process
 def _interrupt_the_master(_: int) -> int:
+    # Once the master serves (it answers this in its loop): before, the
+    # signal could come while run still called first_process, the master's
+    # own code, where it interrupts at once, as without netmcore.
+    netmcore.create_shm(8).release()
     os.kill(os.getppid(), signal.SIGINT)
     threading.Event().wait()  # until the master stops it
     return 0
