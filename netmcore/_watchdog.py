@@ -205,9 +205,19 @@ def fork_watchdog(objects: Iterable[Object] = ()) -> Watchdog:
             code = 1
         finally:
             os._exit(code)
-    theirs.close()
-    mine.recv(1)  # _STARTED; or b"" if someone killed it already
-    return Watchdog(os_pid, mine, mine.fileno())
+    try:
+        theirs.close()
+        mine.recv(1)  # _STARTED; or b"" if someone killed it already
+        return Watchdog(os_pid, mine, mine.fileno())
+    except BaseException:
+        # A signal handler's exception, before the caller has it: it goes,
+        # and cleans nothing up (its socket closing would say the program died).
+        with contextlib.suppress(OSError):
+            socket.send_fds(mine, [_CLEAN], [], socket.MSG_NOSIGNAL)
+        mine.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(os_pid, 0)
+        raise
 
 
 @dataclass
@@ -250,19 +260,36 @@ def _holding(made: _Made, work: Callable[[], T]) -> T:
     would leave the lock taken and the holder set, for ever."""
     me = threading.get_ident()
     with made.lock:
+        outer = made.holder  # this thread's, if a handler of it calls run (else None)
         made.holder = me  # no call from the lock to the try: nothing comes between
         try:
+            if outer is None:
+                _made_queued(made)  # what an exception left in the queue before
             return work()
         finally:
             try:
-                while made.queued:
-                    change, op, obj = made.queued.pop(0)
-                    try:
-                        change(made, op, obj)
-                    except OSError as exc:  # this thread's call went well: its own goes on
-                        log.warning("netmcore: could not tell the guard of %s: %s", obj[1], exc)
+                if outer is None:
+                    _made_queued(made)
             finally:
-                made.holder = None
+                made.holder = outer
+
+
+def _made_queued(made: _Made) -> None:
+    """Make the queued changes in order. Each stays first in the queue until
+    it is made (made twice, it changes nothing more): an exception leaves
+    it for the next holder."""
+    while made.queued:
+        change, op, obj = made.queued[0]
+        try:
+            change(made, op, obj)
+        except OSError as exc:
+            if exc.errno is None:  # a signal handler's (a TimeoutError)
+                raise
+            # The handler's call went well (its object is made): its thread's goes on.
+            if op == "+":
+                made.objects.add(obj)  # for the next guard
+            log.warning("netmcore: could not tell the guard of %s: %s", obj[1], exc)
+        del made.queued[0]
 
 
 def _change(change: Callable[[_Made, str, Object], None], op: str, obj: Object) -> None:
@@ -348,11 +375,12 @@ def guard_table() -> None:
         If no guard could be forked (``on_change`` is the guard's again).
     """
     made = _mine()
+    # First: a handler's change from here on is the guard's, not the run's.
+    _resources.on_change = guard_outside_run
     _holding(made, lambda: _guard_table(made))
 
 
 def _guard_table(made: _Made) -> None:
-    _resources.on_change = guard_outside_run
     guard = _live_guard(made)
     if not made.objects:
         _stop_guard(made)
@@ -377,7 +405,7 @@ def _live_guard(made: _Made) -> Watchdog | None:
     everything) replaces it."""
     guard = made.guard
     if guard is None:
-        return None
+        return _restarted(made)
     try:
         pid, _ = os.waitpid(guard.os_pid, os.WNOHANG)
     except ChildProcessError:
@@ -385,26 +413,39 @@ def _live_guard(made: _Made) -> Watchdog | None:
     if pid == 0:
         return guard
     made.guard, made.told = None, set()
-    if made.objects:
+    return _restarted(made)
+
+
+def _restarted(made: _Made) -> Watchdog | None:
+    """A guard for the objects left, if there are some (none was, or the
+    last was killed, or could not be forked)."""
+    if made.objects and _resources.on_change is guard_outside_run:
         try:
             _start_guard(made, set())
-        except OSError as exc:  # the next object made outside run tries again
+        except OSError as exc:  # the next change tries again
             if exc.errno is None:  # a signal handler's (a TimeoutError)
                 raise
             log.warning(
-                "netmcore: its guard process was killed, and no new one could be forked "
-                "(%s): what this program made outside run is not unlinked if it is killed",
+                "netmcore: no guard process could be forked (%s): what this program made "
+                "outside run is not unlinked if it is killed",
                 exc,
             )
     return made.guard
 
 
 def _start_guard(made: _Made, more: set[Object]) -> None:
-    """Fork a guard for ``made.objects`` and ``more``. SIGINT and SIGTERM
-    wait until it is known here: a signal in between would lose it."""
+    """Fork a guard for ``made.objects`` and ``more``, and keep it. Kept as
+    its fork returns, with SIGINT and SIGTERM waiting: a Ctrl-C raised as
+    they are let go dropped it, and its socket closing then told it that
+    the program had died (it unlinked every live object)."""
     objects = made.objects | more
-    made.guard = _posix.with_signals_blocked(_posix.INTERRUPTS, lambda: fork_watchdog(objects))
-    made.told = objects
+
+    def start() -> None:
+        guard = fork_watchdog(objects)
+        # No call from the return to the stores: no handler runs between.
+        made.guard, made.told = guard, objects
+
+    _posix.with_signals_blocked(_posix.INTERRUPTS, start)
 
 
 def _stop_guard(made: _Made) -> None:
@@ -457,16 +498,7 @@ def _watch(sock: socket.socket, parent: int, objects: set[Object]) -> None:
         if sock.fileno() in ready:  # orders first: the last ones come before its death
             ended = _take_order(sock, orders)
             if ended is None:
-                # Closed without _CLEAN: the master is dead, or it lives and
-                # lost this one's handle (an exception just after the fork
-                # that made it): what it made lives on, and another watches.
-                if not select.select([pidfd], [], [], PARENT_GONE_SECONDS)[0]:
-                    log.warning(
-                        "netmcore: a guard process was let go by its program, which lives "
-                        "on: it goes, and leaves what the program made to it"
-                    )
-                    return
-                break
+                break  # closed without _CLEAN: the master is dead (or it exec'd)
             if ended:
                 return
         elif pidfd in ready:
@@ -478,12 +510,6 @@ def _watch(sock: socket.socket, parent: int, objects: set[Object]) -> None:
             if ended:
                 return
     _clean_up(orders)
-
-
-# How long a watchdog whose socket has closed waits for its parent's end
-# before it takes the parent for alive: a dying process closes its
-# descriptors last but one, just before it ends (after its memory is freed).
-PARENT_GONE_SECONDS = 5.0
 
 
 def _pidfd_of_parent(parent: int) -> int | None:

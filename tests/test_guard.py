@@ -606,19 +606,57 @@ try:
 except KeyboardInterrupt:
     pass
 sys.setprofile(None)
-# The guard forked then, whose handle the exception dropped: it goes.
-psutil.wait_procs(psutil.Process().children(), timeout=20)
-print([os.path.exists("/dev/shm" + h.name) for h in (z, x)])
+made = _watchdog._made
+kept = made.guard.os_pid if made.guard is not None else None
+# A guard forked then whose handle the exception dropped (before, it
+# unlinked what it was told of, and went).
+psutil.wait_procs([c for c in psutil.Process().children() if c.pid != kept], timeout=20)
+print(
+    [os.path.exists("/dev/shm" + h.name) for h in (z, x)],
+    kept is not None and os.waitpid(kept, os.WNOHANG)[0] == 0,
+    {z.name, x.name} <= {n for _, n in made.told},
+)
 for h in (z, x):
     h.release()
 _ipc.unlink(name)
 """
 
 
-def test_a_guard_whose_handle_an_exception_dropped_unlinks_nothing() -> None:
-    """A SIGINT as a killed guard is replaced, raised before the program
-    kept the new one: the new guard's socket closes, the program alive.
-    Before, the guard took that for the program's death and unlinked every
-    object the program was using."""
+def test_a_ctrl_c_as_a_killed_guard_is_replaced_keeps_the_new_one() -> None:
+    """A SIGINT as a killed guard is replaced, raised as the fork lets
+    signals go: the program keeps the new guard, told of every object.
+    Before, it dropped it: its socket closed, the program alive, and the
+    guard took that for the program's death and unlinked every object the
+    program was using."""
     code, out = run_snippet(_INTERRUPTED_AS_A_NEW_GUARD_IS_FORKED, 40)
-    assert (code, out) == (0, "[True, True]\n")
+    assert (code, out) == (0, "[True, True] True True\n")
+
+
+_MAKES_THEN_EXECS = """
+import os, sys
+import netmcore
+from netmcore import _watchdog
+made = netmcore.create_shm(8)
+print(made.name, _watchdog._made.guard.os_pid, flush=True)
+os.execv("/bin/cat", ["cat"])  # no exit hook runs: the guard is all there is
+"""
+
+
+def test_a_program_that_execs_leaves_nothing() -> None:
+    """The exec closes the guard's socket (close-on-exec), the pid living
+    on as another program: the guard unlinks what the first made."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MAKES_THEN_EXECS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    name, guard = proc.stdout.readline().split()
+    try:
+        wait_gone(psutil.Process(int(guard)))
+        assert not exists(name)
+    finally:
+        proc.communicate("")  # cat ends at the end of its input
+        if exists(name):  # what the failure left
+            _ipc.unlink(name)
