@@ -79,6 +79,22 @@ def _without_proc(argv: list[str]) -> list[str]:
     return [unshare, "-rm", "sh", "-c", f'{hide} && exec "$@"', "sh", *argv]
 
 
+def signal_at_call(function: str, send: str = "signal.raise_signal(signal.SIGUSR1)") -> str:
+    """Lines of a snippet (see :func:`run_snippet`) that define ``_at_call``,
+    a profile function that runs ``send`` once, as ``function`` is next
+    called: where a real signal may land. The snippet sets it with
+    ``sys.setprofile(_at_call)``."""
+    return textwrap.dedent(
+        f"""
+        import os, signal, sys
+        def _at_call(frame, event, arg):
+            if event == "call" and frame.f_code.co_name == {function!r}:
+                sys.setprofile(None)
+                {send}
+        """
+    )
+
+
 SCRIPT_TIMEOUT = 30  # a guard against a hung child, not an assertion
 
 

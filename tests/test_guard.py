@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
-from scenario import run_snippet, wait_until
+from scenario import run_snippet, signal_at_call, wait_until
 
 import netmcore
 from netmcore import _ipc, _watchdog
@@ -509,7 +509,8 @@ def test_the_watchdog_logs_to_stderr_not_to_a_descriptor_it_closed(tmp_path: Pat
             managed.rmdir()
 
 
-_HANDLER_CHANGES_OBJECTS_DURING_ON_CHANGE = """
+_HANDLER_CHANGES_OBJECTS_DURING_ON_CHANGE = (
+    """
 import os, signal, sys
 import netmcore
 from netmcore import _ipc
@@ -526,18 +527,17 @@ def handler(*_):
     else:
         in_handler.append(netmcore.create_shm(8))
 signal.signal(signal.SIGUSR1, handler)
-def profile(frame, event, arg):
-    # Where the guard's lock is held: where a real signal may land.
-    if event == "call" and frame.f_code.co_name == "_live_guard":
-        sys.setprofile(None)
-        signal.raise_signal(signal.SIGUSR1)
-sys.setprofile(profile)
+"""
+    + signal_at_call("_live_guard")  # where the guard's lock is held
+    + """
+sys.setprofile(_at_call)
 netmcore.release(made.id)
 sys.setprofile(None)
 for handle in [*in_handler, *([] if what == "release" else [other]), keep]:
     handle.release()
 print(sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"nmc.{os.getpid()}.")))
 """
+)
 
 
 @pytest.mark.parametrize("what", ["release", "create"])
@@ -551,18 +551,17 @@ def test_a_signal_handler_may_make_or_destroy_while_the_guard_is_told_of_a_chang
     assert (code, out) == (0, "[]\n")
 
 
-_HANDLER_MAKES_AS_THE_GUARD_IS_FORKED = """
+_HANDLER_MAKES_AS_THE_GUARD_IS_FORKED = (
+    """
 import os, signal, sys
 import netmcore
 from netmcore import _watchdog
 inner = []
 signal.signal(signal.SIGUSR1, lambda *_: inner.append(netmcore.create_shm(8)))
-def profile(frame, event, arg):
-    # As a signal lands while the first guard is forked (in its mine.recv, say).
-    if event == "call" and frame.f_code.co_name == "fork_watchdog":
-        sys.setprofile(None)
-        signal.raise_signal(signal.SIGUSR1)
-sys.setprofile(profile)
+"""
+    + signal_at_call("fork_watchdog")  # as the first guard is forked (in its mine.recv, say)
+    + """
+sys.setprofile(_at_call)
 outer = netmcore.create_shm(8)
 sys.setprofile(None)
 made = _watchdog._made
@@ -575,6 +574,7 @@ print(
 for h in (*inner, outer):
     h.release()
 """
+)
 
 
 def test_a_handler_that_makes_an_object_as_the_first_guard_is_forked_leaves_both_guarded() -> None:
@@ -585,7 +585,8 @@ def test_a_handler_that_makes_an_object_as_the_first_guard_is_forked_leaves_both
     assert (code, out) == (0, "True True True\n")
 
 
-_INTERRUPTED_AS_A_NEW_GUARD_IS_FORKED = """
+_INTERRUPTED_AS_A_NEW_GUARD_IS_FORKED = (
+    """
 import os, signal, sys
 import psutil
 import netmcore
@@ -594,11 +595,11 @@ z, x = netmcore.create_shm(8), netmcore.create_shm(8)
 killed = _watchdog._made.guard.os_pid
 os.kill(killed, signal.SIGKILL)  # someone kills the guard: the next change forks another
 os.waitpid(killed, 0)
-def profile(frame, event, arg):
-    if event == "call" and frame.f_code.co_name == "fork_watchdog":
-        sys.setprofile(None)
-        os.kill(os.getpid(), signal.SIGINT)  # held in the fork, raised as it is let go
-sys.setprofile(profile)
+"""
+    # held in the fork, raised as it is let go
+    + signal_at_call("fork_watchdog", "os.kill(os.getpid(), signal.SIGINT)")
+    + """
+sys.setprofile(_at_call)
 name = f"/nmc.{os.getpid()}.y"
 _ipc.create_mapped(name, 64).close()
 try:
@@ -620,6 +621,7 @@ for h in (z, x):
     h.release()
 _ipc.unlink(name)
 """
+)
 
 
 def test_a_ctrl_c_as_a_killed_guard_is_replaced_keeps_the_new_one() -> None:

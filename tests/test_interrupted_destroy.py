@@ -33,7 +33,7 @@ from typing import NamedTuple
 import psutil
 import pytest
 from interrupting import Interrupted, _SignalAt, at_every_point, handler_raises
-from scenario import in_master, outcome_value, run_snippet
+from scenario import in_master, outcome_value, run_snippet, signal_at_call
 
 import netmcore
 from netmcore import NoResource, ResId, _cleanup, _context, _ipc, _resources, _watchdog
@@ -412,7 +412,8 @@ def test_a_destroy_that_failed_is_unusable_and_finished_later(
 # A destroy's loop and what runs inside it (found in review)
 # --------------------------------------------------------------------------
 
-_HANDLER_RELEASES_DURING_A_DESTROY = """
+_HANDLER_RELEASES_DURING_A_DESTROY = (
+    """
 import os, signal, sys
 import netmcore
 from netmcore import _ipc, _resources
@@ -430,17 +431,16 @@ def on_change(op, typ, n):
         ends.append(n)
     recorded(op, typ, n)
 _resources.on_change = on_change
-def profile(frame, event, arg):
-    # Inside on_change, the guard's lock held: where a real signal may land.
-    if event == "call" and frame.f_code.co_name == "_live_guard":
-        sys.setprofile(None)
-        signal.raise_signal(signal.SIGUSR1)
-sys.setprofile(profile)
+"""
+    + signal_at_call("_live_guard")  # inside on_change, the guard's lock held
+    + """
+sys.setprofile(_at_call)
 netmcore.release(made.id)
 sys.setprofile(None)
 keep.release()
 print("released", os.path.exists("/dev/shm" + name), "ends recorded", len(ends))
 """
+)
 
 
 def test_a_handlers_release_during_a_destroy_leaves_it_to_that_destroy() -> None:
