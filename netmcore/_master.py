@@ -1180,15 +1180,19 @@ class Master:
     def _end_cleanup(self) -> None:
         # Outside run again: the program's guard takes over what is still
         # managed, before this run's watchdog goes (no moment is uncovered).
+        interrupt: OSError | None = None
         try:
             _watchdog.guard_table()
         except OSError as exc:  # the run's result stands: its end goes on
-            log.warning(
-                "netmcore: no guard process could be forked at the end of run (%s): what "
-                "the program still manages is destroyed at its normal exit, but not if "
-                "it is killed",
-                exc,
-            )
+            if exc.errno is None:  # a signal handler's (a TimeoutError): raised at the end
+                interrupt = exc
+            else:
+                log.warning(
+                    "netmcore: no guard process could be forked at the end of run (%s): "
+                    "what the program still manages is destroyed at its normal exit, but "
+                    "not if it is killed",
+                    exc,
+                )
         if self.record is not None:
             # A clean end: what is still managed belongs to this living program,
             # so the next start must not unlink it.
@@ -1203,6 +1207,8 @@ class Master:
         ended = self.watchdog.stand_down(ended=True)
         if not ended and self.record is not None:
             _cleanup.finish_record(self.record.path)  # no watchdog: someone killed it
+        if interrupt is not None:
+            raise interrupt
 
 
 def _process_of(conn: Conn) -> Record | None:

@@ -174,6 +174,17 @@ def fork_watchdog(objects: Iterable[Object] = ()) -> Watchdog:
     try:
         os_pid = os.fork()
     except BaseException:
+        # A failed fork; or a signal handler's exception as it returned, in
+        # the parent or in the child (before the pid is stored). Each says
+        # so first, in C calls: a child told to go cleans nothing up (its
+        # socket closing would have said that the program died), and a copy
+        # of the program must not run on.
+        if os.getpid() != parent:
+            os._exit(1)
+        try:  # noqa: SIM105 (not suppress: Python code, where a handler may run)
+            mine.send(_CLEAN, socket.MSG_NOSIGNAL)
+        except OSError:
+            pass
         mine.close()
         theirs.close()
         raise
@@ -211,9 +222,12 @@ def fork_watchdog(objects: Iterable[Object] = ()) -> Watchdog:
         return Watchdog(os_pid, mine, mine.fileno())
     except BaseException:
         # A signal handler's exception, before the caller has it: it goes,
-        # and cleans nothing up (its socket closing would say the program died).
-        with contextlib.suppress(OSError):
-            socket.send_fds(mine, [_CLEAN], [], socket.MSG_NOSIGNAL)
+        # and cleans nothing up (its socket closing would say the program
+        # died). Said first, in a C call.
+        try:  # noqa: SIM105 (not suppress: Python code, where a handler may run)
+            mine.send(_CLEAN, socket.MSG_NOSIGNAL)
+        except OSError:
+            pass
         mine.close()
         with contextlib.suppress(ChildProcessError):
             os.waitpid(os_pid, 0)

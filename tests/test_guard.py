@@ -662,3 +662,43 @@ def test_a_program_that_execs_leaves_nothing() -> None:
         proc.communicate("")  # cat ends at the end of its input
         if exists(name):  # what the failure left
             _ipc.unlink(name)
+
+
+_INTERRUPTED_AS_THE_FORK_RETURNS = """
+import ctypes, functools, os, signal
+import psutil
+import netmcore
+from netmcore import _watchdog
+a = netmcore.create_shm(8)
+killed = _watchdog._made.guard.os_pid
+os.kill(killed, signal.SIGKILL)  # someone kills the guard: the next change forks another
+os.waitpid(killed, 0)
+class Deadline(Exception):
+    pass
+armed = [True]
+def handler(*_):
+    if armed:
+        armed.pop()
+        raise Deadline
+signal.signal(signal.SIGALRM, handler)
+# Sent in C as the fork returns in the parent, before the pid is kept.
+libc = ctypes.CDLL(None)
+os.register_at_fork(after_in_parent=functools.partial(libc.kill, os.getpid(), signal.SIGALRM))
+try:
+    netmcore.create_shm(8)
+except Deadline:
+    pass
+signal.signal(signal.SIGALRM, signal.SIG_IGN)
+kept = _watchdog._made.guard.os_pid if _watchdog._made.guard is not None else None
+psutil.wait_procs([c for c in psutil.Process().children() if c.pid != kept], timeout=20)
+print(os.path.exists("/dev/shm" + a.name))
+a.release()
+"""
+
+
+def test_a_signal_handlers_exception_as_a_guards_fork_returns_unlinks_nothing() -> None:
+    """Before, the guard forked then was dropped with its socket (the
+    parent's pid not yet kept): it took that for the program's death, and
+    unlinked the program's live objects. Now it is told to go first."""
+    code, out = run_snippet(_INTERRUPTED_AS_THE_FORK_RETURNS, 40)
+    assert (code, out) == (0, "True\n")
