@@ -57,7 +57,7 @@ _ENDED = b"E"  # the run has ended: finish the record, remove the temporary dire
 _CLEAN = b"C"  # the master ends cleanly (but never ran): do nothing, and go
 _ADD = b"+"  # (guard) unlink this object if the program dies: kind, NUL, name
 _DROP = b"-"  # (guard) the program destroyed this object: kind, NUL, name
-_STARTED = b"S"  # (the watchdog's first word) it has left the parent's session
+_STARTED = b"S"  # (the watchdog's first word, then its pid) it has left the parent's session
 _MAX_MESSAGE = 8192  # an opcode and a path (PATH_MAX is 4096 bytes)
 
 
@@ -185,8 +185,16 @@ def fork_watchdog(objects: Iterable[Object] = ()) -> Watchdog:
             mine.send(_CLEAN, socket.MSG_NOSIGNAL)
         except OSError:
             pass
-        mine.close()
         theirs.close()
+        # A child says its pid first (with none, the socket is closed, or
+        # reset: _CLEAN was not read): it is reaped.
+        started = b""
+        with contextlib.suppress(OSError):
+            started = mine.recv(64)
+        mine.close()
+        if started[1:].isdigit():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(started[1:]), 0)
         raise
     if os_pid == 0:  # the watchdog
         code = 0
@@ -195,7 +203,7 @@ def fork_watchdog(objects: Iterable[Object] = ()) -> Watchdog:
             # parent makes anything (it waits for the word): a SIGKILL to
             # its whole group, or a Ctrl-C, must not take this process too.
             os.setsid()
-            theirs.send(_STARTED)
+            theirs.send(_STARTED + str(os.getpid()).encode())
             # It keeps no descriptor but its socket (and 0-2): one forked at
             # the end of a run would hold the socket directory's lock, say.
             # No garbage collection from here: a collected object of the
