@@ -230,7 +230,7 @@ def _rehearse(buffer: mmap.mmap, definition: _registry.Definition, wire: WireEnc
         # A Ctrl-C meanwhile ends the spare (_run lets KeyboardInterrupt through).
         outcome = execute(assign, definition)
         # As main asks before it sends (a spare has no other thread).
-        if _pthread.this_pid[0] == stand_in.owner_pid and threading.active_count() == 1:
+        if _pthread.this_pid[0] == stand_in.owner_pid and not _thread._count():
             stand_in.send(Finished(outcome))
 
 

@@ -361,18 +361,7 @@ def interrupted_in_a_worker(arg: tuple[str, str, ResId]) -> str | None:
     """Create (``what``) an object of ``kind``, or open ``res_id`` (made by
     the master), with a SIGINT at each point in turn: the first problem."""
     what, kind, res_id = arg
-    before = _held()
-
-    def check(made: Any) -> list[str]:
-        _released(made)
-        problems = [f"left {sorted(left)}"] if (left := _held() - before) else []
-        if what == "open":
-            # The master says whether this process was among the users.
-            if _resource_api._get(res_id, ()).was_user:
-                problems.append(f"this process was still a user of {res_id!r}")
-            netmcore.release(res_id)
-        return problems
-
+    check = _left_no_use(what, res_id)
     if what == "open":
         return at_every_point(lambda: OPENS[kind](res_id), check)
     return at_every_point(CREATES[kind], check)
@@ -425,6 +414,22 @@ def _left_in_dev_shm() -> set[str]:
 
 def _table_entries() -> set[str]:
     return {f"table entry {entry.name}" for entry in _resources.table.values()}
+
+
+def _left_no_use(what: str, res_id: ResId) -> Callable[[Any], list[str]]:
+    """The check of a worker's create or open (``what``) of ``res_id``, for
+    at_every_point: what it made released, nothing left that this process
+    held before, and, for an open, this process no longer a user."""
+    before = _held()
+
+    def check(made: Any) -> list[str]:
+        _released(made)
+        problems = [f"left {sorted(left)}"] if (left := _held() - before) else []
+        if what == "open":
+            problems += _still_a_user(res_id)
+        return problems
+
+    return check
 
 
 def _still_a_user(res_id: ResId) -> list[str]:
@@ -633,14 +638,7 @@ def interrupted_in_a_worker_by(arg: tuple[str, str, ResId]) -> str | None:
     each point in turn, ``how``: a SIGINT that another thread of the worker
     takes (``thread``), or a SIGALRM whose handler raises (``alarm``)."""
     what, how, res_id = arg
-    before = _held()
-
-    def check(made: Any) -> list[str]:
-        _released(made)
-        problems = [f"left {sorted(left)}"] if (left := _held() - before) else []
-        if what == "open":
-            problems += _still_a_user(res_id)
-        return problems
+    check = _left_no_use(what, res_id)
 
     def call() -> Any:
         return netmcore.open_shm(res_id) if what == "open" else netmcore.create_shm(64)
