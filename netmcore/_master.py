@@ -78,6 +78,7 @@ from ._wire import (
     WireOutcome,
     decoder,
     encoder,
+    failed_of_its_own,
     recv_buffer,
     status_parts,
 )
@@ -1180,19 +1181,30 @@ class Master:
     def _end_cleanup(self) -> None:
         # Outside run again: the program's guard takes over what is still
         # managed, before this run's watchdog goes (no moment is uncovered).
-        interrupt: OSError | None = None
-        try:
-            _watchdog.guard_table()
-        except OSError as exc:  # the run's result stands: its end goes on
-            if exc.errno is None:  # a signal handler's (a TimeoutError): raised at the end
-                interrupt = exc
-            else:
+        # Repeated through signal handlers' exceptions (raised at the end):
+        # one that cut it short left what the run kept with no guard until
+        # the program's next change. Safe to repeat: see _watchdog.guard_table.
+        interrupt: BaseException | None = None
+        tries = 0
+        while True:
+            try:
+                _watchdog.guard_table()
+                break
+            except BaseException as exc:
+                tries += 1
+                if not failed_of_its_own(exc, tries):
+                    interrupt = exc
+                    continue
+                if not isinstance(exc, OSError) or exc.errno is None:
+                    raise
+                # The run's result stands: its end goes on.
                 log.warning(
                     "netmcore: no guard process could be forked at the end of run (%s): "
                     "what the program still manages is destroyed at its normal exit, but "
                     "not if it is killed",
                     exc,
                 )
+                break
         if self.record is not None:
             # A clean end: what is still managed belongs to this living program,
             # so the next start must not unlink it.

@@ -704,3 +704,55 @@ def test_a_signal_handlers_exception_as_a_guards_fork_returns_unlinks_nothing() 
     reaped (it stayed a zombie)."""
     code, out = run_snippet(_INTERRUPTED_AS_THE_FORK_RETURNS, 40)
     assert (code, out) == (0, "True True\n")
+
+
+_INTERRUPTED_AS_THE_RUN_HANDS_OVER = (
+    signal_at_call("_guard_table")
+    + """
+import netmcore
+
+@netmcore.process
+def one(k: int) -> int:
+    return k
+
+class Deadline(Exception):
+    pass
+
+def handler(*_):
+    raise Deadline
+
+signal.signal(signal.SIGUSR1, handler)
+kept = []
+
+def init(ctrl):
+    kept.append(netmcore.create_shm(8))
+    sys.setprofile(_at_call)  # the master's thread: the signal comes as the run ends
+
+try:
+    netmcore.run(init_ctrl=init, first_process=lambda: one.start(1),
+                 extract_result=lambda c, p: one.join_nowait(p))
+except Deadline:
+    print(kept[0].name, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+)
+
+
+def test_a_signal_handlers_exception_as_a_run_hands_over_leaves_its_objects_guarded() -> None:
+    """A handler's exception as the guard was about to take over what a
+    run keeps (the run raising it) left that with no guard: a program
+    killed then left it in /dev/shm. Now the hand-over is finished first."""
+    # Not run_snippet, which unlinks what the program left.
+    proc = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_AS_THE_RUN_HANDS_OVER],
+        capture_output=True,
+        text=True,
+        timeout=40,
+        check=False,
+    )
+    name = proc.stdout.strip()
+    try:
+        assert proc.returncode == -signal.SIGKILL and name.startswith("/nmc."), proc
+        wait_until(lambda: not exists(name), "the guard to unlink what the run kept")
+    finally:
+        _ipc.unlink_prefix(name.rpartition(".")[0] + ".")  # what a failure left
