@@ -43,6 +43,7 @@ from ._pipeline import ItemFailure as ItemFailure
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import PipelineError as PipelineError
 from ._pipeline import PipelineRun as PipelineRun
+from ._pipeline import StageWorkerError as StageWorkerError
 from ._plugins import Mbox as Mbox
 from ._plugins import PluginMutex as PluginMutex
 from ._plugins import PluginSemaphore as PluginSemaphore
@@ -127,6 +128,7 @@ __all__ = (
     "ShmSegment",
     "ShuttingDown",
     "SocketDirectoryError",
+    "StageWorkerError",
     "Success",
     "UnknownProcess",
     "WrongJoinPoint",

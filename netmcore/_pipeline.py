@@ -94,6 +94,7 @@ from ._encap import Encap, EncapType, same_to_mypy
 from ._errors import ContextError, NetmcoreError, NoResource
 from ._ids import ProcessId, ResId
 from ._mailbox import SIZE_LIMIT, Mailbox, footprint
+from ._outcome import Raised
 from ._posix import with_signals_blocked
 from ._process import ProcessDef, process
 from ._registry import Definition, by_fork_point
@@ -186,6 +187,15 @@ FREE_CELL = _free_cell()
 # Where the cells begin in the pipeline's shared memory, after the stop flag
 # (byte 0): each worker's place has cells_per_worker() cells from there on.
 CELLS_AT = 64
+RUNNING = ctypes.sizeof(ctypes.c_int64)  # after the cells: see _running_at
+
+
+def _running_at(places: int, cells: int, place: int) -> int:
+    """Where, in the pipeline's shared memory, the worker at ``place`` says
+    which item it is running (its index; -1 between items): after every
+    place's claim cells. The driver reads it if the worker dies, to tell the
+    item it died on from those it had run, whose results died with it."""
+    return CELLS_AT + places * cells * CELL + place * RUNNING
 
 
 def _cells_per_worker(queue_size: int) -> int:
@@ -253,9 +263,11 @@ class StageJob(msgspec.Struct, frozen=True):
     input_fingerprint: str
     driver: ResId
     # Byte 0: not 0 once the driver shuts the pipeline down; from CELLS_AT on,
-    # each worker's claim cells, ``cells`` per place.
+    # each worker's claim cells, ``cells`` per place (of ``places``); then
+    # the item each is running (see _running_at).
     shared: ResId
     place: int
+    places: int
     cells: int
     queue_size: int
     item_size: int
@@ -314,6 +326,9 @@ def stage_worker(job: StageJob) -> int:
     # Held while the cells are used by address: the mapping cannot go under them.
     anchor = ctypes.c_char.from_buffer(shared.buffer)
     cells = ctypes.addressof(anchor) + CELLS_AT + job.place * job.cells * CELL
+    running = ctypes.c_int64.from_address(
+        ctypes.addressof(anchor) + _running_at(job.places, job.cells, job.place)
+    )
     slot_size = _slot_size(job.item_size)
     inbox = Mailbox.create(ToWorker, slots=_inbox_slots(job.queue_size), slot_size=slot_size)
     driver.send(Ready(job.worker, inbox.res_id))
@@ -335,9 +350,11 @@ def stage_worker(job: StageJob) -> int:
                     break
                 if _spin_trylock(cell):  # the driver took it back: another worker runs it
                     continue
+                running.value = index
                 # One store of a new tuple: the helper reads both of one item.
                 answers.current = (clock(), len(results))
                 answer = _run_item(definition, job, data)
+                running.value = -1
                 if isinstance(answer, bytes):
                     results.append((index, answer))
                 else:  # at once: a Done has room for one failure (_failure_text)
@@ -349,7 +366,7 @@ def stage_worker(job: StageJob) -> int:
         # sent after them.
         if helper is not None:
             helper.stop()
-    del anchor, stopping
+    del anchor, stopping, running
     shared.release()
     inbox.release()
     if msg is not None:  # None: the driver has ended, and nobody reads its box
@@ -534,6 +551,27 @@ class PipelineError(NetmcoreError, RuntimeError):
     def __init__(self, index: int, stage: str, cause: str) -> None:
         super().__init__(f"item {index} failed in stage {stage}: {cause}")
         self.index, self.stage, self.cause = index, stage, cause
+
+
+class StageWorkerError(NetmcoreError, RuntimeError):
+    """A worker of a stage failed on its own, not on an item (as it started:
+    no room left in /dev/shm for its mailbox, say): the pipeline was shut
+    down, as a replacement would fail the same way. Its log has the traceback.
+
+    Attributes
+    ----------
+    stage : str
+        The process type of the stage.
+    cause : str
+        The exception the worker raised (type and message).
+    """
+
+    def __init__(self, stage: str, cause: str) -> None:
+        super().__init__(
+            f"a worker of pipeline stage {stage} failed, not on an item: {cause}. "
+            "The pipeline was shut down (its log has the traceback)"
+        )
+        self.stage, self.cause = stage, cause
 
 
 @dataclass(frozen=True)
@@ -728,22 +766,29 @@ def _check_int(value: object, what: str, least: int, meaning: str, rule: str = "
 def _check_boxes(workers: int, queue_size: int, item_size: int) -> None:
     """Refuse, naming queue_size and item_size, sizes for which Mailbox.create
     would refuse the pipeline's mailboxes, with the Mailbox's own limits: here,
-    at once, not once the run has begun, with a message about slots.
+    at once, not once the run has begun, with a message about slots (in a
+    stage worker, as it starts: see _Driver._check_workers).
 
-    The driver's box is the largest (its slots are all the workers' items, its
-    slots as large as theirs): the others fit where it does, and so do
-    the claim cells (8 bytes per item a worker may hold), which are written
-    only as they are used. Creating a box writes a lock in every slot, and all
-    the boxes are made together: the pages of all of them must fit /dev/shm's
-    free space at once.
+    Every box has slots of one size. The driver's has the most slots (all
+    its workers' items), but for a pipeline of one worker, whose own
+    (2 x queue_size, and 1) has more: both are checked. The claim cells (8
+    bytes per item a worker may hold) are written only as they are used.
+    Creating a box writes a lock in every slot, and all the boxes are made
+    together: the pages of all of them must fit /dev/shm's free space at once.
     """
-    slots, slot_size = _driver_box(workers, queue_size, item_size)
-    if slots >= SIZE_LIMIT:
-        most = (SIZE_LIMIT - 1 - _driver_box(workers, 0, item_size)[0]) // workers
+    slot_size = _slot_size(item_size)
+    boxes = (
+        ("the driver's mailbox", _driver_box(workers, queue_size, item_size)[0],
+         f"{workers} worker(s) x queue_size, and 8"),
+        ("each worker's mailbox", _inbox_slots(queue_size), "2 x queue_size, and 1"),
+    )  # fmt: skip
+    if any(slots >= SIZE_LIMIT for _, slots, _ in boxes):
+        most = min((SIZE_LIMIT - 1 - 8) // workers, (SIZE_LIMIT - 2) // 2)
         raise ValueError(
-            f"queue_size={queue_size:,} is not valid: the driver's mailbox has a slot for "
-            f"each item that its {workers} worker(s) may hold (queue_size each), and a "
-            f"mailbox has fewer than 2**32 slots: give run() a queue_size of at most {most:,}"
+            f"queue_size={queue_size:,} is not valid: a mailbox has fewer than 2**32 slots, "
+            f"and the pipeline's have one for each item their workers may hold (the "
+            f"driver's: {boxes[0][2]}; each worker's: {boxes[1][2]}): give run() a "
+            f"queue_size of at most {most:,}"
         )
     if slot_size >= SIZE_LIMIT:
         most = SIZE_LIMIT - 1 - MESSAGE_HEAD - ENTRY_HEAD
@@ -752,24 +797,28 @@ def _check_boxes(workers: int, queue_size: int, item_size: int) -> None:
             f"item_size bytes (and {MESSAGE_HEAD + ENTRY_HEAD} more), and is smaller than "
             f"2**32 bytes: give run() an item_size of at most {most:,}"
         )
-    size, written = footprint(slots, slot_size)
-    needs = (
-        f"queue_size={queue_size:,} and item_size={item_size:,} are too large for "
-        f"{workers} worker(s): the driver's mailbox, {slots:,} slots ({workers} worker(s) "
-        f"x queue_size, and 8) of {slot_size:,} bytes (an item of item_size, or "
-        f"{BATCH_BYTES:,} bytes of smaller ones, a message), needs {size:,} bytes"
-    )
     fix = "Give run() a smaller queue_size or item_size, or the pipeline fewer workers"
-    problem = size_problem(size)
-    if problem is not None:
-        raise ValueError(f"{needs}, which is too large: {problem}. {fix}{space_fix(size)}")
-    written += workers * footprint(_inbox_slots(queue_size), slot_size)[1]
+    for name, slots, why in boxes:
+        size = footprint(slots, slot_size)[0]
+        problem = size_problem(size)
+        if problem is not None:
+            raise ValueError(
+                f"queue_size={queue_size:,} and item_size={item_size:,} are too large for "
+                f"{workers} worker(s): {name}, {slots:,} slots ({why}) of {slot_size:,} "
+                f"bytes (an item of item_size, or {BATCH_BYTES:,} bytes of smaller ones, a "
+                f"message), needs {size:,} bytes, which is too large: {problem}. "
+                f"{fix}{space_fix(size)}"
+            )
+    written = footprint(boxes[0][1], slot_size)[1] + workers * footprint(boxes[1][1], slot_size)[1]
     problem = free_problem(written)
     if problem is not None:
         raise ValueError(
-            f"{needs}, and creating the mailboxes of the driver and its workers fills "
-            f"{written:,} bytes at once (the pages of a lock in every slot), which is too "
-            f"much: {problem}. {fix}{SHM_ROOM_FIX}"
+            f"queue_size={queue_size:,} and item_size={item_size:,} are too large for "
+            f"{workers} worker(s): creating the mailboxes of the driver ({boxes[0][1]:,} "
+            f"slots: {boxes[0][2]}) and of each worker ({boxes[1][1]:,} slots: "
+            f"{boxes[1][2]}), of {slot_size:,} bytes a slot, fills {written:,} bytes at "
+            f"once (the pages of a lock in every slot), which is too much: {problem}. "
+            f"{fix}{SHM_ROOM_FIX}"
         )
 
 
@@ -867,7 +916,8 @@ class _Driver:
         self._room_bytes = _slot_size(settings.item_size) - MESSAGE_HEAD
         # One place of claim cells per worker of the pipeline: a worker that
         # replaces a dead one takes its place (nothing touches the dead one's).
-        self._places = list(range(sum(s.workers for s in stages)))
+        self._place_count = sum(s.workers for s in stages)
+        self._places = list(range(self._place_count))
         # At most: items in the pipeline (read, not yet handed out or failed),
         # results held back for the input order aside; and results held back.
         self._capacity = sum(s.workers for s in stages) * settings.queue_size
@@ -889,10 +939,12 @@ class _Driver:
         self._failed: PipelineError | None = None
 
     def drive(self) -> Generator[Any, None, None]:
-        self._shared = create_shm(CELLS_AT + len(self._places) * self._cells * CELL)
+        places = self._place_count
+        self._shared = create_shm(_running_at(places, self._cells, places))
         # Held while the cells are used by address: the mapping cannot go under them.
         self._anchor: ctypes.c_char | None = ctypes.c_char.from_buffer(self._shared.buffer)
-        self._cells_address = ctypes.addressof(self._anchor) + CELLS_AT
+        self._address = ctypes.addressof(self._anchor)
+        self._cells_address = self._address + CELLS_AT
         try:
             slots, slot_size = _driver_box(
                 sum(s.workers for s in self._stages), self._queue_size, self._settings.item_size
@@ -935,6 +987,7 @@ class _Driver:
         number = self._next_worker
         self._next_worker += 1
         place = self._places.pop()
+        self._running(place).value = -1  # not the item a dead worker there was on
         process = self._stages[stage].process
         job = StageJob(
             number,
@@ -944,6 +997,7 @@ class _Driver:
             self._inbox.res_id,
             self._shared.res_id,
             place,
+            self._place_count,
             self._cells,
             self._queue_size,
             self._settings.item_size,
@@ -1034,7 +1088,7 @@ class _Driver:
         bar.refresh()
 
     def _encode(self, first: EncapType[Any], item: Any, index: int) -> bytes:
-        data = first.encode(item, f"pipeline item {index}")
+        data = first.encode(item, f"pipeline item {index}: the value")
         if len(data) > self._settings.item_size:
             raise ValueError(
                 f"pipeline item {index} is {len(data)} bytes encoded, more than "
@@ -1206,6 +1260,12 @@ class _Driver:
                     self._send(worker, items)
                     break
 
+    def _running(self, place: int) -> ctypes.c_int64:
+        """The item the worker at ``place`` is running (see _running_at)."""
+        return ctypes.c_int64.from_address(
+            self._address + _running_at(self._place_count, self._cells, place)
+        )
+
     def _claim(self, worker: _Worker, number: int) -> bool:
         """Take the claim cell of the ``number``-th item given to ``worker``:
         True if the driver got it, the worker not having begun the item."""
@@ -1300,25 +1360,39 @@ class _Driver:
             del self._workers[worker.number]
             if worker.box is not None:
                 worker.box.release()
-            if worker.timed_out:
-                cause = (
-                    f"it ran over item_timeout={self._settings.item_timeout} s, "
-                    "and its worker was killed"
-                )
-            else:
-                cause = f"its worker died ({outcome})"
-            self._give_back(worker, cause)
+            if isinstance(outcome, Raised):
+                # Not an item's failure (_run_item reports those) but the
+                # stage worker's own: as it started, say (no room left for its
+                # mailbox). A replacement would meet it again, for ever.
+                raise StageWorkerError(self._stages[worker.stage].name, str(outcome))
+            self._give_back(worker, self._causes(worker, str(outcome)))
             self._places.append(worker.place)  # it is dead: its cells are free
             self._spawn(worker.stage)
 
-    def _give_back(self, worker: _Worker, cause: str) -> None:
+    def _causes(self, worker: _Worker, outcome: str) -> tuple[int, str, str]:
+        """Why the items a dead worker had begun fail, if they do: the item
+        it was running as it died (-1 if between two), its cause, and that
+        of the others, which it had run, their results unsent."""
+        on = self._running(worker.place).value
+        if worker.timed_out:
+            limit = f"item_timeout={self._settings.item_timeout} s"
+            died = f"it ran over {limit}, and its worker was killed"
+            lost = f"its worker was killed on item {on}, which ran over {limit}"
+        else:
+            died = f"its worker died ({outcome})"
+            lost = died if on < 0 else f"{died} on item {on}"
+        return on, died, f"its result was lost: {lost}, after it had run this item"
+
+    def _give_back(self, worker: _Worker, causes: tuple[int, str, str]) -> None:
         """Queue a dead worker's items again. An item whose claim cell the
         driver can still take was never begun: it goes as it came. Each of the
         others it had begun and not answered (it died on one of them; the
         others ran, their results unsent) is charged a try and is sent alone
         from now on, so that the item that kills its worker is found and the
-        others go through; an item over ``retries`` tries fails."""
+        others go through; an item over ``retries`` tries fails, with the
+        cause ``causes`` gives it."""
         stage, holding = worker.stage, worker.holding
+        on, died, lost = causes
         again, failed = [], []
         for batch in worker.batches:
             for number, index in enumerate(batch.indexes, batch.first):
@@ -1336,7 +1410,7 @@ class _Driver:
                     again.append((index, holding[index]))
         self._pending[stage].extendleft(reversed(again))
         for index in failed:
-            self._fail(index, stage, cause)
+            self._fail(index, stage, died if index == on else lost)
             self._lost += 1
         self._bars[stage].update(len(failed))  # out of the stage, as answered ones
 

@@ -124,8 +124,10 @@ class SharedArray(msgspec.Struct, frozen=True):
             else:
                 # Made by the master (inherited by every worker started after),
                 # and counted as this process's use, as a segment's would be.
+                # Named as the objects this process manages (see the README).
+                prefix = _resource_api._object_prefix()
                 made = use = _resource_api._counted(
-                    lambda: _resource_api._create(_PREALLOCATED, "/nmc-array", size),
+                    lambda: _resource_api._create(_PREALLOCATED, prefix, size),
                     lambda got: _resource_api._itself(_Use(ResId(got.res_id))),
                 )
                 res_id = use.res_id

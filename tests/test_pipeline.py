@@ -202,6 +202,42 @@ def test_item_that_kills_every_worker_is_reported_never_lost() -> None:
 
 
 @netmcore.process
+def kill_on_7(k: int) -> int:
+    if k == 7:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return k
+
+
+@netmcore.process
+def died_on_7(policy: str) -> list[Any]:
+    run = netmcore.Pipeline(kill_on_7).run(range(8), on_error=policy, retries=0)  # type: ignore[arg-type]
+    try:
+        return [list(run), [(f.index, f.cause) for f in run.failures]]
+    except netmcore.PipelineError as exc:
+        return [None, [(exc.index, exc.cause)]]
+
+
+DIED = "its worker died (killed by SIGKILL)"
+LOST_ON_7 = f"its result was lost: {DIED} on item 7, after it had run this item"
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_an_item_whose_result_died_with_its_worker_names_the_item_it_died_on(
+    policy: str,
+) -> None:
+    """With retries=0 the items that ran before item 7 in its batch fail with
+    it (their results were not sent). They used to get item 7's cause, and
+    "stop" reported the first of them as if it had killed its worker."""
+    results, failures = value(drive(died_on_7, policy))
+    causes = dict(failures)
+    assert all(causes[k] == LOST_ON_7 for k in causes if k != 7), failures
+    assert causes.get(7, DIED) == DIED
+    if policy == "skip":
+        assert causes[7] == DIED
+        assert results == [k for k in range(7) if k not in causes]
+
+
+@netmcore.process
 def die_counted(job: tuple[str, int, int]) -> int:
     """SIGKILL itself on item ``fatal``, every time; a file lists every item run."""
     runs, k, fatal = job
@@ -354,7 +390,7 @@ def bad_input(_: int) -> str:
 
 
 def test_an_input_of_the_wrong_type_is_refused_with_its_index() -> None:
-    assert value(drive(bad_input, 0)).startswith("pipeline item 1 2 does not match str")
+    assert value(drive(bad_input, 0)).startswith("pipeline item 1: the value 2 does not match str")
 
 
 @pytest.mark.parametrize(
@@ -1262,7 +1298,8 @@ def test_with_no_retries_only_the_items_a_dead_worker_had_begun_fail_with_it(
     # itself at once: only on a machine so loaded that it stalled meanwhile).
     failed = [index for index, _ in failures]
     assert failed in ([0, 1], [1]), failures
-    assert all(cause == died for _, cause in failures), failures
+    lost = f"its result was lost: {died} on item 1, after it had run this item"
+    assert failures[-1] == [1, died] and all(cause == lost for _, cause in failures[:-1])
     assert results == [k for k in range(8) if k not in failed]
     assert sorted(runs, key=int) == [str(k) for k in range(8)], f"not each item once: {runs}"
 
@@ -1533,9 +1570,10 @@ def test_a_dead_worker_is_replaced_while_the_other_workers_keep_the_driver_busy(
     [
         (
             {"queue_size": 10**12},
-            "queue_size=1,000,000,000,000 is not valid: the driver's mailbox has a slot for "
-            "each item that its 2 worker(s) may hold (queue_size each), and a mailbox has "
-            "fewer than 2**32 slots: give run() a queue_size of at most 2,147,483,643",
+            "queue_size=1,000,000,000,000 is not valid: a mailbox has fewer than 2**32 "
+            "slots, and the pipeline's have one for each item their workers may hold (the "
+            "driver's: 2 worker(s) x queue_size, and 8; each worker's: 2 x queue_size, and "
+            "1): give run() a queue_size of at most 2,147,483,643",
         ),
         (
             {"item_size": 10**12},
@@ -1600,6 +1638,47 @@ def test_a_pipeline_too_large_for_a_small_dev_shm_names_its_workers(
         netmcore.Pipeline(label, workers=200).run([1])
     assert "are too large for 200 worker(s): the driver's mailbox" in str(info.value)
     assert "or the pipeline fewer workers" in str(info.value)
+
+
+def test_a_worker_mailbox_too_large_for_dev_shm_is_refused_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With one worker in all, the worker's own mailbox (2 x queue_size + 1
+    slots) is larger than the driver's (queue_size + 8). Only the driver's
+    was checked: the run began, and its worker died making its mailbox,
+    again and again (see the test below)."""
+    a_64_mib_dev_shm(monkeypatch)
+    with pytest.raises(ValueError) as info:
+        netmcore.Pipeline(label, workers=1).run([1], queue_size=3000)
+    assert str(info.value).startswith(
+        "queue_size=3,000 and item_size=4,096 are too large for 1 worker(s): each worker's "
+        "mailbox, 6,001 slots (2 x queue_size, and 1) of 16,"
+    ), str(info.value)
+
+
+@netmcore.process
+def no_stage_worker_starts(_: int) -> list[Any]:
+    try:
+        return list(netmcore.Pipeline(label, workers=2).run(range(4)))
+    except netmcore.StageWorkerError as exc:
+        return [exc.stage, exc.cause, str(exc)]
+
+
+def test_a_stage_worker_that_fails_as_it_starts_ends_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stage worker that raised (not on an item: as it started) was
+    replaced by another that failed the same way, for ever: the run hung,
+    forking workers. Now it ends, saying why."""
+
+    def out_of_descriptors(res_id: netmcore.ResId) -> netmcore.ShmSegment:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(_pipeline, "open_shm", out_of_descriptors)  # in every worker
+    stage, cause, text = value(drive(no_stage_worker_starts, 0))
+    assert stage == _pipeline.Stage(label, 1).name
+    assert cause == "raised OSError: [Errno 24] Too many open files"
+    assert text.startswith(f"a worker of pipeline stage {stage} failed, not on an item: {cause}")
 
 
 @netmcore.process

@@ -382,10 +382,37 @@ def test_a_bool_in_a_shape_is_refused_naming_it(shape: Any) -> None:
 
 
 def ours() -> set[str]:
-    """The /dev/shm entries an array made here could have: the master's
-    ("/nmc-array" prefix) and netmcore's named for this process or its master;
-    not other processes', which come and go."""
-    return own_shm_entries("/nmc-array")
+    """The /dev/shm entries an array made here could have: netmcore's named
+    for this process or its master; not other processes', which come and go."""
+    return own_shm_entries()
+
+
+@netmcore.process
+def _nothing(k: int) -> int:
+    return k
+
+
+def test_an_array_is_named_for_the_process_that_made_it_or_its_master(
+    master_cleanup: None,
+) -> None:
+    """As every object netmcore makes (see the README): "/nmc.<pid>." before
+    run, "/nmc.<master pid>.<token>." in it. Those made outside a worker
+    were named "/nmc-array<hex>", for no process."""
+    before = ours()
+    outside = SharedArray.create(8)
+    inside: list[SharedArray] = []
+    try:
+        assert len(ours() - before) == 1
+        netmcore.run(
+            init_ctrl=lambda ctrl: inside.append(SharedArray.create(8)),
+            first_process=lambda: _nothing.start(1),
+            extract_result=lambda ctrl, pid: _nothing.join_nowait(pid),
+        )
+        assert len(ours() - before) == 2
+    finally:
+        for array in (outside, *inside):
+            array.release()
+    assert ours() == before
 
 
 # --------------------------------------------------------------------------
