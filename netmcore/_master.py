@@ -1181,10 +1181,14 @@ class Master:
     def _end_cleanup(self) -> None:
         # Outside run again: the program's guard takes over what is still
         # managed, before this run's watchdog goes (no moment is uncovered).
-        # Repeated through signal handlers' exceptions (raised at the end):
-        # one that cut it short left what the run kept with no guard until
-        # the program's next change. Safe to repeat: see _watchdog.guard_table.
+        # Repeated through signal handlers' exceptions: one that cut it short
+        # left what the run kept with no guard until the program's next
+        # change. Safe to repeat: see _watchdog.guard_table. Whatever ends it,
+        # the end below goes on (the exception is raised after): a record
+        # left unfinished would have the next run in the directory unlink
+        # what this living program keeps.
         interrupt: BaseException | None = None
+        failure: BaseException | None = None
         tries = 0
         while True:
             try:
@@ -1193,17 +1197,17 @@ class Master:
             except BaseException as exc:
                 tries += 1
                 if not failed_of_its_own(exc, tries):
-                    interrupt = exc
+                    interrupt = exc  # raised once the guard has it all
                     continue
-                if not isinstance(exc, OSError) or exc.errno is None:
-                    raise
-                # The run's result stands: its end goes on.
-                log.warning(
-                    "netmcore: no guard process could be forked at the end of run (%s): "
-                    "what the program still manages is destroyed at its normal exit, but "
-                    "not if it is killed",
-                    exc,
-                )
+                if isinstance(exc, OSError) and exc.errno is not None:
+                    log.warning(  # the run's result stands
+                        "netmcore: no guard process could be forked at the end of run (%s): "
+                        "what the program still manages is destroyed at its normal exit, "
+                        "but not if it is killed",
+                        exc,
+                    )
+                else:
+                    failure = exc  # a bug's, or a handler's of those kinds
                 break
         if self.record is not None:
             # A clean end: what is still managed belongs to this living program,
@@ -1219,6 +1223,8 @@ class Master:
         ended = self.watchdog.stand_down(ended=True)
         if not ended and self.record is not None:
             _cleanup.finish_record(self.record.path)  # no watchdog: someone killed it
+        if failure is not None:
+            raise failure
         if interrupt is not None:
             raise interrupt
 

@@ -756,3 +756,48 @@ def test_a_signal_handlers_exception_as_a_run_hands_over_leaves_its_objects_guar
         wait_until(lambda: not exists(name), "the guard to unlink what the run kept")
     finally:
         _ipc.unlink_prefix(name.rpartition(".")[0] + ".")  # what a failure left
+
+
+_OWN_KIND_AS_THE_RUN_HANDS_OVER = (
+    signal_at_call("_guard_table")
+    + """
+import netmcore
+
+@netmcore.process
+def one(k: int) -> int:
+    return k
+
+def handler(*_):
+    raise RuntimeError("a handler's")  # of a kind a retry would meet again (a bug's)
+
+signal.signal(signal.SIGUSR1, handler)
+kept, runs = [], []
+
+def init(ctrl):
+    kept.append(netmcore.create_shm(8))
+    runs.append(1)
+    if len(runs) == 1:  # the first run's end only
+        sys.setprofile(_at_call)
+
+def run():
+    return netmcore.run(socket_directory=sys.argv[1], init_ctrl=init,
+                        first_process=lambda: one.start(1),
+                        extract_result=lambda c, p: one.join_nowait(p))
+
+try:
+    run()
+except RuntimeError as exc:
+    print(exc)
+run()  # in the same directory
+print(os.path.exists("/dev/shm" + kept[0].name))
+"""
+)
+
+
+def test_a_handlers_error_as_a_run_hands_over_still_ends_the_run_cleanly(tmp_path: Path) -> None:
+    """An exception that is not retried (a RuntimeError, as a bug raises)
+    skipped the rest of the run's end: its record was left unfinished, and
+    the next run in the directory unlinked what the living program kept,
+    as a crashed master's leftover."""
+    code, out = run_snippet(_OWN_KIND_AS_THE_RUN_HANDS_OVER, 40, str(tmp_path / "sock"))
+    assert (code, out) == (0, "a handler's\nTrue\n")
