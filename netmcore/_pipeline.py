@@ -91,16 +91,16 @@ from . import _context, _pthread
 from ._client import kill
 from ._debug import log
 from ._encap import Encap, EncapType, same_to_mypy
-from ._errors import ContextError, NetmcoreError, NoResource
+from ._errors import ContextError, MasterGone, NetmcoreError, NoResource
 from ._ids import ProcessId, ResId
 from ._mailbox import SIZE_LIMIT, Mailbox, footprint
-from ._outcome import Raised
+from ._outcome import Outcome, Raised
 from ._posix import with_signals_blocked
 from ._process import ProcessDef, process
 from ._registry import Definition, by_fork_point
 from ._resource_api import create_shm, open_shm
 from ._resources import SHM_ROOM_FIX, free_problem, size_problem, space_fix
-from ._worker import _clip
+from ._worker import _clip, _message
 
 if TYPE_CHECKING:
     import tqdm
@@ -348,9 +348,10 @@ def stage_worker(job: StageJob) -> int:
                 given += 1
                 if stopping[0]:
                     break
+                running.value = index  # first: one that dies holding the claim died on it
                 if _spin_trylock(cell):  # the driver took it back: another worker runs it
+                    running.value = -1
                     continue
-                running.value = index
                 # One store of a new tuple: the helper reads both of one item.
                 answers.current = (clock(), len(results))
                 answer = _run_item(definition, job, data)
@@ -523,8 +524,10 @@ def _run_item(definition: Definition, job: StageJob, data: bytes) -> bytes | str
     """The encoded result of one item, or why there is none."""
     try:
         encap = definition.function(Encap(job.input_name, job.input_fingerprint, (data,)))
-    except Exception as exc:
-        return _failure_text(f"{type(exc).__qualname__}: {exc}", job.item_size)
+    except (KeyboardInterrupt, SystemExit, MasterGone):
+        raise  # the worker's end, not the item's failure
+    except BaseException as exc:  # a CancelledError too: the item's, as any exception
+        return _failure_text(f"{type(exc).__qualname__}: {_message(exc)}", job.item_size)
     result = bytes(encap.data)
     if len(result) > job.item_size:  # it would not fit the next mailbox
         return (
@@ -554,9 +557,9 @@ class PipelineError(NetmcoreError, RuntimeError):
 
 
 class StageWorkerError(NetmcoreError, RuntimeError):
-    """A worker of a stage failed on its own, not on an item (as it started:
-    no room left in /dev/shm for its mailbox, say): the pipeline was shut
-    down, as a replacement would fail the same way. Its log has the traceback.
+    """A worker of a stage failed as it started, not on an item (no room
+    left in /dev/shm for its mailbox, say), and so did the one that replaced
+    it: the pipeline was shut down. Their log has the traceback.
 
     Attributes
     ----------
@@ -568,8 +571,9 @@ class StageWorkerError(NetmcoreError, RuntimeError):
 
     def __init__(self, stage: str, cause: str) -> None:
         super().__init__(
-            f"a worker of pipeline stage {stage} failed, not on an item: {cause}. "
-            "The pipeline was shut down (its log has the traceback)"
+            f"a worker of pipeline stage {stage} failed as it started, not on an item, "
+            f"and so did its replacement: {cause}. The pipeline was shut down (their "
+            "log has the traceback)"
         )
         self.stage, self.cause = stage, cause
 
@@ -786,9 +790,8 @@ def _check_boxes(workers: int, queue_size: int, item_size: int) -> None:
         most = min((SIZE_LIMIT - 1 - 8) // workers, (SIZE_LIMIT - 2) // 2)
         raise ValueError(
             f"queue_size={queue_size:,} is not valid: a mailbox has fewer than 2**32 slots, "
-            f"and the pipeline's have one for each item their workers may hold (the "
-            f"driver's: {boxes[0][2]}; each worker's: {boxes[1][2]}): give run() a "
-            f"queue_size of at most {most:,}"
+            f"and queue_size sets those of the pipeline's (the driver's: {boxes[0][2]}; "
+            f"each worker's: {boxes[1][2]}): give run() a queue_size of at most {most:,}"
         )
     if slot_size >= SIZE_LIMIT:
         most = SIZE_LIMIT - 1 - MESSAGE_HEAD - ENTRY_HEAD
@@ -895,10 +898,22 @@ class _Worker:
     given: int = 0
     passed: int = 0
     # When it began its current item (the stamp of its last answer, or when
-    # the item was sent, if later), and whether it was killed for going over
+    # the item was sent, if later), and the item it was killed for, over
     # item_timeout.
     busy_since: float = 0.0
-    timed_out: bool = False
+    overdue: int | None = None
+    ready: bool = False  # its Ready has been read
+    # How it ended, once found dead: it is buried (its items given back, a
+    # new worker in its place) once the messages it sent before are read.
+    dead: Outcome[int] | None = None
+
+
+@dataclass(frozen=True)
+class _Dead:
+    """In the driver's backlog, after the messages a dead worker sent: the
+    moment to bury it."""
+
+    worker: int
 
 
 class _Driver:
@@ -933,6 +948,12 @@ class _Driver:
         self._suspects: set[tuple[int, int]] = set()  # (stage, index): sent alone
         self._next_worker = 0
         self._lost = 0  # items failed with a dead worker, not yet counted out
+        # Messages read ahead of their turn, as a worker is found dead (see
+        # _check_workers), and the markers to bury it after them.
+        self._backlog: deque[ToDriver | _Dead] = deque()
+        # Per stage: its workers that failed as they started, since one of
+        # it was last ready (see _bury).
+        self._start_failures = [0 for _ in stages]
         self._skipped: set[int] = set()  # failed indexes, passed over in order
         # Ordered "stop": the failure of the first failing item in input order
         # so far, raised once every result before it has been yielded.
@@ -1057,9 +1078,10 @@ class _Driver:
             if exhausted and out == fed:
                 return
             msg = self._receive()
-            # From a worker no longer listed: _check_workers found it dead after
-            # it sent this, and gave its items back (or failed them) already.
-            if msg is None or msg.worker not in self._workers:
+            if msg is None or msg.worker not in self._workers:  # (a buried one's: none expected)
+                continue
+            if isinstance(msg, _Dead):
+                self._bury(self._workers.pop(msg.worker))
                 continue
             if isinstance(msg, Ready):
                 self._ready(msg)
@@ -1098,9 +1120,13 @@ class _Driver:
 
     def _ready(self, msg: Ready) -> None:
         worker = self._workers[msg.worker]
+        worker.ready = True
+        self._start_failures[worker.stage] = 0
+        if worker.dead is not None:
+            return  # read after its death (see _check_workers): given no work
         # NoResource: it died after its Ready, and the master has taken its box
-        # back. Left without one (given no work), it is found dead, and
-        # replaced, by _check_workers, as any other.
+        # back. Left without one (given no work), it is found dead, buried
+        # and replaced, as any other.
         with contextlib.suppress(NoResource):
             worker.box = Mailbox.open(msg.box, ToWorker)
 
@@ -1306,12 +1332,14 @@ class _Driver:
                 break
         return taken
 
-    def _receive(self) -> ToDriver | None:
+    def _receive(self) -> ToDriver | _Dead | None:
         """The next message, or None after a wait of up to LOOK_AGAIN s."""
         now = time.monotonic()
         if now >= self._look_at:  # however many messages come: one may never
             self._check_workers()
             self._look_at = now + LOOK_AGAIN
+        if self._backlog:
+            return self._backlog.popleft()
         wait = min(self._look_at, self._rebalance_at) - now
         limit = self._settings.item_timeout
         if limit is not None:
@@ -1330,20 +1358,20 @@ class _Driver:
         current item; return the seconds until the next one could."""
         now, wait = time.monotonic(), LOOK_AGAIN
         for worker in self._workers.values():
-            if not worker.holding or worker.timed_out:
+            if not worker.holding or worker.overdue is not None or worker.dead is not None:
                 continue
             left = worker.busy_since + limit - now
             if left > 0:
                 wait = min(wait, left)
                 continue
-            worker.timed_out = True
+            worker.overdue = next(i for i in worker.batches[0].indexes if i in worker.holding)
             log.warning(
                 "netmcore: a worker of pipeline stage %s (process %d) spent over "
                 "item_timeout=%s s on item %d: killing it",
                 self._stages[worker.stage].name,
                 worker.pid.n,
                 limit,
-                next(i for i in worker.batches[0].indexes if i in worker.holding),
+                worker.overdue,
             )
             _kill(worker)
             self._look_at = min(self._look_at, now + KILLED_LOOK_AGAIN)  # to see it dead soon
@@ -1351,49 +1379,51 @@ class _Driver:
         return wait
 
     def _check_workers(self) -> None:
-        """A worker that ended before it was told to stop has died: give its
-        items back to its stage, or report them; replace it."""
-        for worker in list(self._workers.values()):
-            outcome = stage_worker.join_outcome_nowait(worker.pid)
-            if outcome is None:
-                continue
-            del self._workers[worker.number]
+        """Find the workers that ended before they were told to stop: they
+        have died. Each is given no more work, and buried once the messages
+        waiting now are read (the last it sent are among them: results it
+        sent are not lost with it, nor taken for begun items)."""
+        dead = []
+        for worker in self._workers.values():
+            if worker.dead is None:
+                worker.dead = stage_worker.join_outcome_nowait(worker.pid)
+                if worker.dead is not None:
+                    dead.append(worker)
+        if not dead:
+            return
+        for worker in dead:
             if worker.box is not None:
                 worker.box.release()
-            if isinstance(outcome, Raised):
-                # Not an item's failure (_run_item reports those) but the
-                # stage worker's own: as it started, say (no room left for its
-                # mailbox). A replacement would meet it again, for ever.
-                raise StageWorkerError(self._stages[worker.stage].name, str(outcome))
-            self._give_back(worker, self._causes(worker, str(outcome)))
-            self._places.append(worker.place)  # it is dead: its cells are free
-            self._spawn(worker.stage)
+                worker.box = None
+        with contextlib.suppress(TimeoutError):
+            while True:
+                self._backlog.append(self._inbox.receive(timeout=0))
+        self._backlog.extend(_Dead(worker.number) for worker in dead)
 
-    def _causes(self, worker: _Worker, outcome: str) -> tuple[int, str, str]:
-        """Why the items a dead worker had begun fail, if they do: the item
-        it was running as it died (-1 if between two), its cause, and that
-        of the others, which it had run, their results unsent."""
-        on = self._running(worker.place).value
-        if worker.timed_out:
-            limit = f"item_timeout={self._settings.item_timeout} s"
-            died = f"it ran over {limit}, and its worker was killed"
-            lost = f"its worker was killed on item {on}, which ran over {limit}"
-        else:
-            died = f"its worker died ({outcome})"
-            lost = died if on < 0 else f"{died} on item {on}"
-        return on, died, f"its result was lost: {lost}, after it had run this item"
+    def _bury(self, worker: _Worker) -> None:
+        """Give a dead worker's items back to its stage, or report them;
+        replace it. One that raised before it was ready failed as it started
+        (no room left for its mailbox, say), not on an item: it is replaced
+        once (the cause may pass), not again until a worker of its stage is
+        ready (it would fail the same way, for ever)."""
+        assert worker.dead is not None
+        if isinstance(worker.dead, Raised) and not worker.ready:
+            self._start_failures[worker.stage] += 1
+            if self._start_failures[worker.stage] > 1:
+                raise StageWorkerError(self._stages[worker.stage].name, str(worker.dead))
+        self._give_back(worker)
+        self._places.append(worker.place)  # it is dead: its cells are free
+        self._spawn(worker.stage)
 
-    def _give_back(self, worker: _Worker, causes: tuple[int, str, str]) -> None:
+    def _give_back(self, worker: _Worker) -> None:
         """Queue a dead worker's items again. An item whose claim cell the
         driver can still take was never begun: it goes as it came. Each of the
         others it had begun and not answered (it died on one of them; the
         others ran, their results unsent) is charged a try and is sent alone
         from now on, so that the item that kills its worker is found and the
-        others go through; an item over ``retries`` tries fails, with the
-        cause ``causes`` gives it."""
+        others go through; an item over ``retries`` tries fails."""
         stage, holding = worker.stage, worker.holding
-        on, died, lost = causes
-        again, failed = [], []
+        again, begun, failed = [], set(), []
         for batch in worker.batches:
             for number, index in enumerate(batch.indexes, batch.first):
                 if index not in holding:  # taken back before: another worker has it
@@ -1401,6 +1431,7 @@ class _Driver:
                 if self._claim(worker, number):
                     again.append((index, holding[index]))  # never begun
                     continue
+                begun.add(index)
                 key = (stage, index)
                 self._suspects.add(key)
                 self._tries[key] = self._tries.get(key, 0) + 1
@@ -1410,9 +1441,29 @@ class _Driver:
                     again.append((index, holding[index]))
         self._pending[stage].extendleft(reversed(again))
         for index in failed:
-            self._fail(index, stage, died if index == on else lost)
+            self._fail(index, stage, self._cause(worker, begun, index))
             self._lost += 1
         self._bars[stage].update(len(failed))  # out of the stage, as answered ones
+
+    def _cause(self, worker: _Worker, begun: set[int], index: int) -> str:
+        """Why ``index``, one of the items a dead worker had ``begun``, fails.
+        The worker says in shared memory which one it was running (see
+        _running_at): every other it had begun, it had run."""
+        if worker.overdue is not None:  # the driver killed it for that item
+            limit = f"item_timeout={self._settings.item_timeout} s"
+            if index == worker.overdue:
+                return f"it ran over {limit}, and its worker was killed"
+            return (
+                f"its worker was killed for item {worker.overdue}, which ran over {limit}, "
+                "before this item's result was sent"
+            )
+        died = f"its worker died ({worker.dead})"
+        on = self._running(worker.place).value
+        if index == on:
+            return died
+        if on in begun:
+            died += f" on item {on}"
+        return f"its result was lost: {died}, after it had run this item"
 
     def _fail(self, index: int, stage: int, cause: str) -> None:
         name = self._stages[stage].name
@@ -1437,8 +1488,10 @@ class _Driver:
         for worker in self._workers.values():
             _stop(worker)
         # Drain what workers still send, so that none blocks on a full inbox,
-        # until each has said it finished, or died.
-        running, died = set(self._workers), set()
+        # until each has said it finished, or died. (Those found dead, not
+        # yet buried, are joined already.)
+        died = {n for n, worker in self._workers.items() if worker.dead is not None}
+        running = set(self._workers) - died
         finished: dict[int, float] = {}  # worker: when it said so
         deadline = time.monotonic() + GRACE
         while running:

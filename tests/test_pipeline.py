@@ -223,18 +223,78 @@ LOST_ON_7 = f"its result was lost: {DIED} on item 7, after it had run this item"
 
 @pytest.mark.parametrize("policy", ["skip", "stop"])
 def test_an_item_whose_result_died_with_its_worker_names_the_item_it_died_on(
-    policy: str,
+    monkeypatch: pytest.MonkeyPatch, policy: str
 ) -> None:
-    """With retries=0 the items that ran before item 7 in its batch fail with
-    it (their results were not sent). They used to get item 7's cause, and
-    "stop" reported the first of them as if it had killed its worker."""
+    """With retries=0 the items that ran before item 7 in its batch (4-7)
+    fail with it: their results were not sent. They used to get item 7's
+    cause, and "stop" reported item 4 as if it had killed its worker."""
+    four_a_message_eight_a_worker(monkeypatch)
     results, failures = value(drive(died_on_7, policy))
-    causes = dict(failures)
-    assert all(causes[k] == LOST_ON_7 for k in causes if k != 7), failures
-    assert causes.get(7, DIED) == DIED
     if policy == "skip":
-        assert causes[7] == DIED
-        assert results == [k for k in range(7) if k not in causes]
+        assert failures == [[4, LOST_ON_7], [5, LOST_ON_7], [6, LOST_ON_7], [7, DIED]]
+        assert results == [0, 1, 2, 3]
+    else:
+        assert (results, failures) == (None, [[4, LOST_ON_7]])
+
+
+class Cancelled(BaseException):
+    """Not an Exception, as asyncio.CancelledError."""
+
+
+@netmcore.process
+def cancel_on_3(k: int) -> int:
+    if k == 3:
+        raise Cancelled("item 3")
+    return k
+
+
+@netmcore.process
+def cancelled_on_3(_: int) -> list[Any]:
+    run = netmcore.Pipeline(cancel_on_3, workers=2).run(range(6), on_error="skip", retries=0)
+    return [list(run), [(f.index, f.cause) for f in run.failures]]
+
+
+def test_a_base_exception_out_of_a_stage_function_fails_its_item_only() -> None:
+    """Not the worker's failure: it goes on with the next items."""
+    results, failures = value(drive(cancelled_on_3, 0))
+    assert failures == [[3, "Cancelled: item 3"]]
+    assert results == [0, 1, 2, 4, 5]
+
+
+@netmcore.process
+def post_then_die_on_8(job: tuple[netmcore.ResId, int]) -> int:
+    res_id, k = job
+    if k == 8:
+        netmcore.open_sem(res_id).post()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return k
+
+
+@netmcore.process
+def away_as_it_dies(_: int) -> list[Any]:
+    """The caller takes item 0's result, then is away (it takes no more)
+    until the worker has died on item 8, having sent items 1-7's results."""
+    with netmcore.create_sem(0) as dying:
+        items = ((dying.res_id, k) for k in range(12))
+        # item_timeout: one item a message, each answered as it is done
+        run = netmcore.Pipeline(post_then_die_on_8).run(
+            items, on_error="skip", retries=0, item_timeout=600
+        )
+        results = iter(run)
+        got = [next(results)]
+        assert dying.wait(timeout=60)  # a guard against a hang
+        got += results
+        return [got, [(f.index, f.cause) for f in run.failures]]
+
+
+def test_results_a_worker_sent_before_it_died_are_not_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items 1-7 were answered, their results still unread, as the worker
+    was found dead (at once: LOOK_AGAIN 0): they were charged as begun,
+    and with retries=0 they failed with it, their results thrown away."""
+    monkeypatch.setattr(_pipeline, "LOOK_AGAIN", 0.0)
+    got, failures = value(drive(away_as_it_dies, 0))
+    assert failures == [[8, DIED]]
+    assert got == [k for k in range(12) if k != 8]
 
 
 @netmcore.process
@@ -885,8 +945,9 @@ def test_a_worker_that_dies_right_after_its_ready_is_treated_as_any_dead_worker(
     worker's mailbox back: while it runs (then the worker is replaced, and
     every result comes through), or at its shutdown (after an exception, here
     one in the driver: it is the one the caller gets). With ``found_dead``,
-    the driver has found the worker dead (and replaced it) before it reads
-    the Ready, as after a wait for messages that timed out just before it.
+    the driver has found the worker dead before it reads the Ready (it then
+    reads it, and buries the worker), as after a wait for messages that
+    timed out just before it.
 
     The hooks are set in this process, the master, before the run: every
     process of the run (the driver, the stage workers) is a fork of it."""
@@ -908,7 +969,7 @@ def test_a_worker_that_dies_right_after_its_ready_is_treated_as_any_dead_worker(
             released(flag)  # its Ready is in the driver's box, unread
             if found_dead:
                 self._check_workers()
-                assert 0 not in self._workers, "the dead worker was not found dead"
+                assert self._workers[0].dead is not None, "the dead worker was not found dead"
             if interrupted:
                 raise Interrupted
         return receive(self)
@@ -1571,9 +1632,9 @@ def test_a_dead_worker_is_replaced_while_the_other_workers_keep_the_driver_busy(
         (
             {"queue_size": 10**12},
             "queue_size=1,000,000,000,000 is not valid: a mailbox has fewer than 2**32 "
-            "slots, and the pipeline's have one for each item their workers may hold (the "
-            "driver's: 2 worker(s) x queue_size, and 8; each worker's: 2 x queue_size, and "
-            "1): give run() a queue_size of at most 2,147,483,643",
+            "slots, and queue_size sets those of the pipeline's (the driver's: 2 worker(s) "
+            "x queue_size, and 8; each worker's: 2 x queue_size, and 1): give run() a "
+            "queue_size of at most 2,147,483,643",
         ),
         (
             {"item_size": 10**12},
@@ -1657,9 +1718,9 @@ def test_a_worker_mailbox_too_large_for_dev_shm_is_refused_at_once(
 
 
 @netmcore.process
-def no_stage_worker_starts(_: int) -> list[Any]:
+def no_stage_worker_starts(workers: int) -> list[Any]:
     try:
-        return list(netmcore.Pipeline(label, workers=2).run(range(4)))
+        return list(netmcore.Pipeline(label, workers=workers).run(range(4)))
     except netmcore.StageWorkerError as exc:
         return [exc.stage, exc.cause, str(exc)]
 
@@ -1675,10 +1736,32 @@ def test_a_stage_worker_that_fails_as_it_starts_ends_the_run(
         raise OSError(24, "Too many open files")
 
     monkeypatch.setattr(_pipeline, "open_shm", out_of_descriptors)  # in every worker
-    stage, cause, text = value(drive(no_stage_worker_starts, 0))
+    stage, cause, text = value(drive(no_stage_worker_starts, 2))
     assert stage == _pipeline.Stage(label, 1).name
     assert cause == "raised OSError: [Errno 24] Too many open files"
-    assert text.startswith(f"a worker of pipeline stage {stage} failed, not on an item: {cause}")
+    assert text.startswith(
+        f"a worker of pipeline stage {stage} failed as it started, not on an item, and so "
+        f"did its replacement: {cause}"
+    )
+
+
+def test_a_stage_worker_that_fails_once_as_it_starts_is_replaced(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The only worker finds no descriptor left as it starts; the next does."""
+    real_open_shm = _pipeline.open_shm
+    flag = tmp_path / "failed once"
+
+    def out_of_descriptors_once(res_id: netmcore.ResId) -> netmcore.ShmSegment:
+        try:
+            flag.touch(exist_ok=False)  # one worker only: the first to get here
+        except FileExistsError:
+            return real_open_shm(res_id)
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(_pipeline, "open_shm", out_of_descriptors_once)
+    assert value(drive(no_stage_worker_starts, 1)) == [f"<{k}>" for k in range(4)]
+    assert flag.exists()
 
 
 @netmcore.process
