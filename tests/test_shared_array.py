@@ -402,13 +402,16 @@ def test_an_array_is_named_for_the_process_that_made_it_or_its_master(
     outside = SharedArray.create(8)
     inside: list[SharedArray] = []
     try:
-        assert len(ours() - before) == 1
+        (first,) = ours() - before
+        assert first.startswith(f"nmc.{os.getpid()}.") and first.count(".") == 2, first
         netmcore.run(
             init_ctrl=lambda ctrl: inside.append(SharedArray.create(8)),
             first_process=lambda: _nothing.start(1),
             extract_result=lambda ctrl, pid: _nothing.join_nowait(pid),
         )
-        assert len(ours() - before) == 2
+        (second,) = ours() - before - {first}
+        # nmc.<pid>.<the run's token>.<random>
+        assert second.startswith(f"nmc.{os.getpid()}.") and second.count(".") == 3, second
     finally:
         for array in (outside, *inside):
             array.release()
