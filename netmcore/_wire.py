@@ -19,6 +19,7 @@ Values larger than ``INLINE_MAX`` travel as :class:`~._payload.ShmRef`.
 
 from __future__ import annotations
 
+import _thread
 import errno
 import itertools
 import mmap
@@ -464,7 +465,16 @@ class Link:
         self.owner_pid = this_pid[0]
         self._buf = recv_buffer() if buf is None else buf
         self._send_lock = threading.Lock()
-        self._cond = threading.Condition()
+        # Taken with ``with``, a C lock: a signal handler's exception cannot
+        # come between its acquire and the block that lets it go, as it can
+        # in threading.Condition's Python __enter__ (the lock stayed taken,
+        # and the link's other threads waited for ever). Reentrant: a handler
+        # may make a request as its thread holds it.
+        self._lock = threading.RLock()
+        # A lock each thread waiting for the reader to hand over waits on,
+        # released (rung) to wake it: threading.Condition's wait is Python
+        # too, with such windows.
+        self._bells: list[_thread.LockType] = []
         self._reading = False
         self._replies: dict[int, Asked] = {}
         self._ids = itertools.count(1)
@@ -550,7 +560,7 @@ class Link:
         if asked is None:
             asked = Asked()
         rid = next(self._ids)
-        with self._cond:
+        with self._lock:
             self._replies[rid] = asked
         try:
             try:
@@ -575,7 +585,7 @@ class Link:
                         raise held  # noqa: B904 (the later one: the first is its __context__)
                 raise
         finally:
-            with self._cond:
+            with self._lock:
                 self._replies.pop(rid, None)
         reply = asked.reply
         assert reply is not None
@@ -586,24 +596,29 @@ class Link:
         still awaited (for ``abandon``, which runs while it is): safe to
         repeat, and at once once the reply is in.
 
-        One waiting thread at a time reads, without the condition, and
-        stores each reply for its request; the others wait on the condition.
+        One waiting thread at a time reads, without the lock, and stores
+        each reply for its request; the others wait on a bell of their own.
         The reader hands over after each message: it clears the flag before
-        any call, then wakes the waiters. A signal handler's exception can
-        still come as it takes the condition to wake them, so a waiter also
-        looks again every WAIT_SLICE seconds: a lost wake-up costs that
-        much, never a wait for ever."""
+        any call, then rings the bells. A signal handler's exception can
+        still come as it rings them (or as a waiter hangs its bell), so a
+        waiter also looks again every WAIT_SLICE seconds: a lost wake-up
+        costs that much, never a wait for ever."""
         asked = self._replies[rid]
         while asked.reply is None:
             reading = False
             try:
-                with self._cond:
+                bell = _thread.allocate_lock()
+                bell.acquire()  # taken: a wait on it lasts until it is rung
+                with self._lock:
                     if asked.reply is not None:  # stored since the look above
                         break
-                    if self._reading:
-                        self._cond.wait(WAIT_SLICE)
-                        continue
-                    self._reading = reading = True
+                    if not self._reading:
+                        self._reading = reading = True
+                    else:
+                        self._bells.append(bell)
+                if not reading:
+                    bell.acquire(timeout=WAIT_SLICE)
+                    continue
                 self._read_one()
             finally:
                 if reading:
@@ -613,12 +628,14 @@ class Link:
         return reply
 
     def _wake_waiters(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            bells, self._bells = self._bells, []
+        for bell in bells:
+            bell.release()  # once: each bell is taken off the list once
 
     def take(self, rid: int) -> Message | None:
         """The reply to request ``rid``, abandoned, if it has come (for ``abandon``)."""
-        with self._cond:
+        with self._lock:
             asked = self._replies.get(rid)
             return None if asked is None else asked.reply
 

@@ -63,7 +63,7 @@ def test_a_waiter_gets_its_reply_when_the_readers_wake_up_is_interrupted(
 ) -> None:
     """The main thread reads for both; as it wakes the other thread, whose
     reply is on the socket, a handler raises. Before, the other thread
-    waited on the condition for a wake-up that never came, for good."""
+    waited for a wake-up that never came, for good."""
     link, master = link_and_master
     replies: list[Message] = []
     other = threading.Thread(
@@ -75,8 +75,8 @@ def test_a_waiter_gets_its_reply_when_the_readers_wake_up_is_interrupted(
         nonlocal fired
         if event != "call" or fired:
             return
-        if frame.f_code is threading.Condition.notify_all.__code__:
-            fired = True  # its handler runs as notify_all starts: no thread is woken
+        if frame.f_code is Link._wake_waiters.__code__:
+            fired = True  # its handler runs as the wake-up starts: no thread is woken
             signal.raise_signal(signal.SIGINT)
 
     def when_main_reads() -> None:
