@@ -7,6 +7,7 @@ here, in the caller, before anything is sent.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from ._ids import ProcessId, ResId
 from ._master import current_master
 from ._pthread import check_timeout, this_pid
 from ._wire import (
+    Asked,
     Failed,
     JoinCancel,
     Joined,
@@ -110,7 +112,10 @@ def join(join_point: ResId, pid: ProcessId[Any], *, timeout: float | None = None
     a process that has not ended by then raises TimeoutError, and this join
     is not used up: the process can be joined again.
     """
-    return encap_of(join_outcome(join_point, pid, wait=True, timeout=timeout))
+    encap = encap_of(join_outcome(join_point, pid, wait=True, timeout=timeout))
+    if pid.n in _interrupted:  # handed over: see _interrupted (no call from here on)
+        del _interrupted[pid.n]
+    return encap
 
 
 def join_nowait(join_point: ResId, pid: ProcessId[Any]) -> Encap | None:
@@ -118,14 +123,20 @@ def join_nowait(join_point: ResId, pid: ProcessId[Any]) -> Encap | None:
 
     It works in the master too (for example in ``extract_result``).
     """
-    return encap_of(join_outcome(join_point, pid, wait=False))
+    encap = encap_of(join_outcome(join_point, pid, wait=False))
+    if pid.n in _interrupted:  # handed over: see _interrupted (no call from here on)
+        del _interrupted[pid.n]
+    return encap
 
 
 def join_outcome(
     join_point: ResId, pid: ProcessId[Any], *, wait: bool, timeout: float | None = None
 ) -> WireOutcome | None:
     """The raw outcome of ``pid``, or None when not waiting and it has not ended.
-    A wait past ``timeout`` raises TimeoutError (see :func:`join`)."""
+    A wait past ``timeout`` raises TimeoutError (see :func:`join`).
+
+    The outcome stays in ``_interrupted`` until the public call that asked
+    hands it over: see there."""
     _check_res_id(join_point, "join_point")
     if not isinstance(pid, ProcessId):
         raise TypeError(f"pid must be a ProcessId, not {type(pid).__name__}")
@@ -140,7 +151,12 @@ def join_outcome(
         _context.refuse_other_master_thread(
             "join_nowait() (or join_outcome_nowait())", "the process table"
         )
+        kept = _interrupted.get(pid.n)
+        if kept is not None and kept[0] == join_point.n:
+            return kept[1]
         outcome = current_master("join_nowait").join(join_point.n, pid.n)
+        if outcome is not None:
+            _keep(join_point.n, pid.n, outcome)
         if outcome is None and wait:
             raise _timed_out(pid, timeout)
         return outcome
@@ -148,18 +164,26 @@ def join_outcome(
         link = _link("join", f"{_IN_WORKER} (in the master, use join_nowait())")
     else:
         link = _link("join_nowait")
-    kept = _interrupted.pop(pid.n, None)
-    if kept is not None:
-        if kept[0] == join_point.n:
-            return kept[1]
-        _interrupted[pid.n] = kept  # the master says why this join point is wrong
+    kept = _interrupted.get(pid.n)
+    if kept is not None and kept[0] == join_point.n:
+        return kept[1]  # (else the master says why this join point is wrong)
     # The master times the wait out, and decides alone, in one step, whether
     # the outcome or the timeout answers it: an outcome is never lost to one.
     deadline = None if timeout is None else time.monotonic() + timeout
-    reply = link.request(
-        JoinReq(join_point.n, pid.n, wait, deadline),
-        lambda rid: _withdraw_join(link, join_point.n, pid.n, rid),
-    )
+    asked = Asked()
+    try:
+        reply = link.request(
+            JoinReq(join_point.n, pid.n, wait, deadline),
+            lambda rid: _withdraw_join(link, join_point.n, pid.n, rid),
+            asked,
+        )
+        if isinstance(reply, Joined) and reply.outcome is not None:
+            _keep(join_point.n, pid.n, reply.outcome)
+    except BaseException:
+        # In as the exception came (the master has forgotten the process): kept.
+        if isinstance(asked.reply, Joined) and asked.reply.outcome is not None:
+            _interrupted.setdefault(pid.n, (join_point.n, asked.reply.outcome, None))
+        raise
     if isinstance(reply, Joined):
         return reply.outcome
     if isinstance(reply, Failed) and reply.error == "TimeoutError":
@@ -175,10 +199,25 @@ def _timed_out(pid: ProcessId[Any], timeout: float | None) -> TimeoutError:
     )
 
 
-# Outcomes that reached a join of this process after it was interrupted, by
-# process id (with the join point asked): the next join of that process here
-# gets it, as the interrupted one would have. The master counts it as joined.
-_interrupted: dict[int, tuple[int, WireOutcome | None]] = {}
+# Outcomes that reached a join of this process but not, yet, its caller, by
+# process id (with the join point asked, and a view of a result in shared
+# memory, which keeps pack from taking the object for reuse meanwhile). A
+# join puts its outcome here as it comes (or a withdrawal, one that came
+# after an exception), and the public call that asked takes it off as it
+# returns, in its own frame, after its last call: an exception before (a
+# signal handler's) leaves it for the next join of that process here, which
+# gets it as the interrupted one would have. The master counts it as joined.
+_interrupted: dict[int, tuple[int, WireOutcome | None, object]] = {}
+# A new process starts with none: its parent's joins are not its own. (A C
+# call: it runs in every fork of the program.)
+os.register_at_fork(after_in_child=_interrupted.clear)
+
+
+def _keep(join_point: int, n: int, outcome: WireOutcome) -> None:
+    """Keep ``outcome`` of process ``n`` until its caller has it: see _interrupted."""
+    _interrupted[n] = (join_point, outcome, None)
+    if isinstance(outcome, Returned):
+        _interrupted[n] = (join_point, outcome, outcome.value.encap())  # viewed once: kept
 
 
 def _withdraw_join(link: Any, join_point: int, n: int, rid: int) -> None:
@@ -194,7 +233,7 @@ def _withdraw_join(link: Any, join_point: int, n: int, rid: int) -> None:
     link.request(JoinCancel(rid))
     late = link.take(rid)
     if isinstance(late, Joined):
-        _interrupted[n] = (join_point, late.outcome)
+        _interrupted[n] = (join_point, late.outcome, None)
 
 
 def kill(pid: ProcessId[Any], signum: int = signal.SIGKILL) -> bool:

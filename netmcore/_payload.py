@@ -98,6 +98,13 @@ def view(payload: Payload) -> bytes | memoryview:
     """
     if isinstance(payload, bytes):
         return payload
+    with _lock:
+        # Viewed again (a join that an exception cut short, repeated): the
+        # mapping it has, not a second one of the same object, which pack
+        # could take for reuse while this one is read.
+        for received in _received:
+            if received.name == payload.name:
+                return memoryview(received.mapping)[: payload.size]
     mapping, capacity = _ipc.map_existing(payload.name, payload.size)
     with _lock:
         # The view is made under the lock: pack, in another thread, takes an

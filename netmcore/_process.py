@@ -20,7 +20,7 @@ from . import _client, _registry, _resource_api
 from ._client import InheritRequest
 from ._debug import log
 from ._encap import Encap, EncapType
-from ._errors import ArgumentTypeError, ResultTypeError
+from ._errors import ArgumentTypeError, EncapTypeMismatch, ResultTypeError
 from ._ids import ProcessId, ResId
 from ._outcome import Crashed, InvalidResult, Outcome, Raised, Success
 from ._wire import Ended, Invalid, Returned, WireOutcome
@@ -127,13 +127,22 @@ class ProcessDef(Generic[In, Out]):
             ``math.inf``: no limit; 0: a try). This join is then not used up:
             ``pid`` can be joined again.
         """
-        return _value(cls.join_outcome(pid, timeout=timeout))
+        outcome = cls._join(pid, wait=True, timeout=timeout)
+        assert outcome is not None
+        value = _value(outcome)
+        # Handed over: see _client._interrupted. (No call from here on.)
+        if pid.n in _client._interrupted:
+            del _client._interrupted[pid.n]
+        return value
 
     @classmethod
     def join_nowait(cls, pid: ProcessId[Out]) -> Out | None:
         """The result of ``pid`` if it has ended (this is then its one join), else None."""
-        outcome = cls.join_outcome_nowait(pid)
-        return None if outcome is None else _value(outcome)
+        outcome = cls._join(pid, wait=False)
+        value = None if outcome is None else _value(outcome)
+        if pid.n in _client._interrupted:  # handed over (as in join)
+            del _client._interrupted[pid.n]
+        return value
 
     @classmethod
     def join_outcome(cls, pid: ProcessId[Out], *, timeout: float | None = None) -> Outcome[Out]:
@@ -141,12 +150,17 @@ class ProcessDef(Generic[In, Out]):
         TimeoutError past ``timeout``, as :meth:`join` (no join then)."""
         outcome = cls._join(pid, wait=True, timeout=timeout)
         assert outcome is not None
+        if pid.n in _client._interrupted:  # handed over (as in join)
+            del _client._interrupted[pid.n]
         return outcome
 
     @classmethod
     def join_outcome_nowait(cls, pid: ProcessId[Out]) -> Outcome[Out] | None:
         """:meth:`join_outcome` if ``pid`` has ended, else None (and no join)."""
-        return cls._join(pid, wait=False)
+        outcome = cls._join(pid, wait=False)
+        if pid.n in _client._interrupted:  # handed over (as in join)
+            del _client._interrupted[pid.n]
+        return outcome
 
     @classmethod
     def contract(cls) -> dict[str, Any]:
@@ -193,8 +207,10 @@ class ProcessDef(Generic[In, Out]):
             assert encap is not None
             try:
                 return Success(cls.output_type.unwrap(encap))
-            except Exception as exc:
+            except (ArgumentTypeError, EncapTypeMismatch) as exc:
                 # A result that does not decode as Out never reaches the joiner.
+                # (Any other exception, a signal handler's say, is raised: the
+                # outcome stays for the next join, see _client._interrupted.)
                 err = cls.output_type.decode_error(exc)
                 log.error(
                     "netmcore: process %d (%s) gave an invalid result: %s",
