@@ -22,7 +22,7 @@ from ._master import Controller
 from ._plugin_host import TIMED_OUT
 from ._pthread import check_timeout
 from ._resources import require_int
-from ._wire import Asked, Link, PluginReply, PluginReq
+from ._wire import Asked, Link, PluginReply, PluginReq, failed_of_its_own
 
 if TYPE_CHECKING:
     from typing_extensions import TypeForm  # see EncapType.__init__
@@ -63,22 +63,88 @@ def _call(
     With a ``timeout`` (checked already), the master times the call out if it
     would still wait then, and it raises TimeoutError naming ``what``.
     """
+    return _call_then(
+        _same, service, op, name, typ, data, num, flag, waits=waits, timeout=timeout, what=what
+    )
+
+
+def _same(reply: PluginReply) -> PluginReply:
+    return reply
+
+
+R = TypeVar("R")
+
+
+def _call_then(
+    finish: Callable[[PluginReply], R],
+    service: str,
+    op: str,
+    name: str,
+    typ: EncapType[Any] | None = None,
+    data: bytes | None = None,
+    num: int = 0,
+    flag: bool = False,
+    *,
+    waits: bool = False,
+    timeout: float | None = None,
+    what: str = "",
+) -> R:
+    """:func:`_call`, and ``finish`` of its reply (a message decoded, say).
+
+    What the master granted a call that ``waits`` (a mutex, a count, a
+    message) is given back if an exception comes once its reply is in,
+    before ``finish`` has returned: its caller never has it. (One that comes
+    in the wait is the withdrawal's: see :func:`_withdrawal`.) The give-back
+    is repeated through further interrupts, as the withdrawal is."""
     deadline = None if timeout is None else time.monotonic() + timeout
     fingerprint, type_name = ("", "") if typ is None else (typ.fingerprint, typ.clipped_name)
     req = PluginReq(
         service, op, name, fingerprint, data, num, flag, deadline=deadline, type_name=type_name
     )
     ctx = _context.current
-    answer: Any
     if ctx.role == "master" and ctx.master is not None:
         _context.refuse_other_master_thread(f"{service}.{op}", "the plugins")
         answer = ctx.master._plugins().serve(req, None)
         assert answer is not None  # the master never waits: waiting ops raise there
-    elif ctx.role != "worker":
+        return finish(_checked(answer, timeout, what))
+    if ctx.role != "worker":
         raise ContextError(f"{service}.{op}: plugins work inside netmcore.run()")
-    else:
-        link: Link = _link(f"{service}.{op}")
-        answer = link.request(req, _withdrawal(link, req) if waits else None)
+    link: Link = _link(f"{service}.{op}")
+    asked, undo, withdrawn = Asked(), Asked(), [False]
+    withdrawal = _withdrawal(link, req, undo, withdrawn) if waits else None
+    try:
+        reply = link.request(req, withdrawal, asked)
+        return finish(_checked(reply, timeout, what))
+    except BaseException:
+        # Given back here, in this frame, in a loop (see Link.request), which
+        # also makes every test: a further exception before it would lose it.
+        held: BaseException | None = None
+        tries = 0
+        while True:
+            try:
+                got = asked.reply
+                if (
+                    waits
+                    and not withdrawn[0]
+                    and not undo.sent
+                    and isinstance(got, PluginReply)
+                    and _granted(req, got)
+                ):
+                    give_back = PluginReq(service, "undo", name, data=got.data, num=got.req)
+                    link.request(give_back, asked=undo)
+                break
+            except BaseException as exc:
+                tries += 1
+                if failed_of_its_own(exc, tries):
+                    raise
+                held = exc
+        if held is not None:
+            raise held  # noqa: B904 (as in Link.request)
+        raise
+
+
+def _checked(answer: Any, timeout: float | None, what: str) -> PluginReply:
+    """``answer``, if it is a plugin's reply; else, or if it says so, the error."""
     if not isinstance(answer, PluginReply):
         raise _error(answer)
     if answer.error and answer.num == TIMED_OUT:
@@ -91,7 +157,9 @@ def _call(
     return answer
 
 
-def _withdrawal(link: Link, req: PluginReq) -> Callable[[int], None]:
+def _withdrawal(
+    link: Link, req: PluginReq, undo: Asked, withdrawn: list[bool]
+) -> Callable[[int], None]:
     """How to withdraw ``req`` if an exception leaves its wait, so that the
     master is as if it had never been made (``Link.request`` repeats it
     through further interrupts).
@@ -100,18 +168,18 @@ def _withdrawal(link: Link, req: PluginReq) -> Callable[[int], None]:
     order, so once ``cancel`` is answered, any reply sent to it before has
     come too: a grant in it is given back by ``undo``, sent once whatever
     comes (a cancel again is harmless; an undo again would give back twice).
+    ``withdrawn`` is set once it is done: nothing is left to give back.
     """
-    undo = Asked()
 
     def withdraw(rid: int) -> None:
-        if undo.sent:
-            return
-        link.request(PluginReq(req.service, "cancel", req.name, num=rid))
-        reply = link.take(rid)
-        if isinstance(reply, PluginReply) and _granted(req, reply):
-            link.request(
-                PluginReq(req.service, "undo", req.name, data=reply.data, num=rid), asked=undo
-            )
+        if not undo.sent:
+            link.request(PluginReq(req.service, "cancel", req.name, num=rid))
+            reply = link.take(rid)
+            if isinstance(reply, PluginReply) and _granted(req, reply):
+                link.request(
+                    PluginReq(req.service, "undo", req.name, data=reply.data, num=rid), asked=undo
+                )
+        withdrawn[0] = True
 
     return withdraw
 
@@ -405,14 +473,17 @@ class Mbox(Generic[T]):
             In the master's own code, if the box is empty.
         """
         timeout = check_timeout(timeout)
-        reply = _call(
+        return _call_then(
+            self._decoded,
             "mbox",
             "receive",
             self.name,
-            typ=self.type,
+            self.type,
             waits=True,
             timeout=timeout,
             what=f"{self!r}.receive()",
         )
+
+    def _decoded(self, reply: PluginReply) -> T:
         assert reply.data is not None
         return self.type.decode(reply.data)

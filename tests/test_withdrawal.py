@@ -270,8 +270,16 @@ def test_a_plugins_withdrawal_gives_back_once_however_often_it_is_repeated() -> 
     unlock a mutex twice or give a semaphore back twice. Before, each try
     sent its own."""
     master = _Master()
-    withdraw = _plugins._withdrawal(master, PluginReq("mutex", "lock", "m"))  # type: ignore[arg-type]
+    withdrawn = [False]
+    withdraw = _plugins._withdrawal(
+        master,  # type: ignore[arg-type]
+        PluginReq("mutex", "lock", "m"),
+        Asked(),
+        withdrawn,
+    )
     with pytest.raises(Left):
         withdraw(7)
+    assert not withdrawn[0]
     withdraw(7)  # the repeat, as Link.request makes it
     assert master.ops == ["cancel", "undo"]
+    assert withdrawn[0]
