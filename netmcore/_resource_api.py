@@ -579,8 +579,23 @@ def create_marked(
         segment.buffer[: len(mark)] = mark
         return build(segment)
     except BaseException:
-        if segment is not None:
-            segment.release()
+        # Released here, in a loop through further interrupts (a release is
+        # harmless to repeat): one as it began left the segment, and the
+        # object, in /dev/shm until the process ended.
+        held: BaseException | None = None
+        tries = 0
+        while True:
+            try:
+                if segment is not None:
+                    segment.release()
+                break
+            except BaseException as exc:
+                tries += 1
+                if failed_of_its_own(exc, tries):
+                    raise
+                held = exc
+        if held is not None:
+            raise held  # noqa: B904 (as in _local_or_remote)
         raise
 
 
