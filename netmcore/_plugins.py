@@ -55,6 +55,7 @@ def _call(
     waits: bool = False,
     timeout: float | None = None,
     what: str = "",
+    finish: Callable[[PluginReply], None] | None = None,
 ) -> PluginReply:
     """Make request ``service``.``op`` on ``name`` (of values of type ``typ``):
     serve it in the master, or send it there; a call that ``waits`` in the
@@ -62,40 +63,14 @@ def _call(
 
     With a ``timeout`` (checked already), the master times the call out if it
     would still wait then, and it raises TimeoutError naming ``what``.
-    """
-    return _call_then(
-        _same, service, op, name, typ, data, num, flag, waits=waits, timeout=timeout, what=what
-    )
-
-
-def _same(reply: PluginReply) -> PluginReply:
-    return reply
-
-
-R = TypeVar("R")
-
-
-def _call_then(
-    finish: Callable[[PluginReply], R],
-    service: str,
-    op: str,
-    name: str,
-    typ: EncapType[Any] | None = None,
-    data: bytes | None = None,
-    num: int = 0,
-    flag: bool = False,
-    *,
-    waits: bool = False,
-    timeout: float | None = None,
-    what: str = "",
-) -> R:
-    """:func:`_call`, and ``finish`` of its reply (a message decoded, say).
 
     What the master granted a call that ``waits`` (a mutex, a count, a
     message) is given back if an exception comes once its reply is in,
-    before ``finish`` has returned: its caller never has it. (One that comes
-    in the wait is the withdrawal's: see :func:`_withdrawal`.) The give-back
-    is repeated through further interrupts, as the withdrawal is."""
+    before the call returns, ``finish`` of the reply included (a message
+    decoded, say): its caller never has it. (One that comes in the wait is
+    the withdrawal's: see :func:`_withdrawal`.) The give-back is repeated
+    through further interrupts, as the withdrawal is.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     fingerprint, type_name = ("", "") if typ is None else (typ.fingerprint, typ.clipped_name)
     req = PluginReq(
@@ -106,15 +81,20 @@ def _call_then(
         _context.refuse_other_master_thread(f"{service}.{op}", "the plugins")
         answer = ctx.master._plugins().serve(req, None)
         assert answer is not None  # the master never waits: waiting ops raise there
-        return finish(_checked(answer, timeout, what))
+        answer = _checked(answer, timeout, what)
+        if finish is not None:
+            finish(answer)
+        return answer
     if ctx.role != "worker":
         raise ContextError(f"{service}.{op}: plugins work inside netmcore.run()")
     link: Link = _link(f"{service}.{op}")
     asked, undo, withdrawn = Asked(), Asked(), [False]
     withdrawal = _withdrawal(link, req, undo, withdrawn) if waits else None
     try:
-        reply = link.request(req, withdrawal, asked)
-        return finish(_checked(reply, timeout, what))
+        reply = _checked(link.request(req, withdrawal, asked), timeout, what)
+        if finish is not None:
+            finish(reply)
+        return reply
     except BaseException:
         # Given back here, in this frame, in a loop (see Link.request), which
         # also makes every test: a further exception before it would lose it.
@@ -473,16 +453,18 @@ class Mbox(Generic[T]):
             In the master's own code, if the box is empty.
         """
         timeout = check_timeout(timeout)
-        return _call_then(
-            self._decoded,
+        got: list[T] = []  # decoded in the call: see _call
+        _call(
             "mbox",
             "receive",
             self.name,
-            self.type,
+            typ=self.type,
             waits=True,
             timeout=timeout,
             what=f"{self!r}.receive()",
+            finish=lambda reply: got.append(self._decoded(reply)),
         )
+        return got[0]
 
     def _decoded(self, reply: PluginReply) -> T:
         assert reply.data is not None

@@ -53,9 +53,7 @@ print(netmcore.run(first_process=lambda: caller.start(0), init_ctrl=netmcore.add
     ("call", "what", "again"),
     [
         ("_checked", "lock", "None"),
-        ("_same", "lock", "None"),
         ("_checked", "decrement", "0"),
-        ("_same", "decrement", "0"),
         ("_checked", "receive", "'first'"),
         ("_decoded", "receive", "'first'"),  # a receive decodes its reply
     ],
