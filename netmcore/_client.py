@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from ._errors import (
 )
 from ._ids import ProcessId, ResId
 from ._master import current_master
+from ._payload import ShmRef
 from ._pthread import check_timeout, this_pid
 from ._wire import (
     Asked,
@@ -113,8 +115,7 @@ def join(join_point: ResId, pid: ProcessId[Any], *, timeout: float | None = None
     is not used up: the process can be joined again.
     """
     encap = encap_of(join_outcome(join_point, pid, wait=True, timeout=timeout))
-    if pid.n in _interrupted:  # handed over: see _interrupted (no call from here on)
-        del _interrupted[pid.n]
+    handed_over(pid.n)
     return encap
 
 
@@ -124,8 +125,7 @@ def join_nowait(join_point: ResId, pid: ProcessId[Any]) -> Encap | None:
     It works in the master too (for example in ``extract_result``).
     """
     encap = encap_of(join_outcome(join_point, pid, wait=False))
-    if pid.n in _interrupted:  # handed over: see _interrupted (no call from here on)
-        del _interrupted[pid.n]
+    handed_over(pid.n)
     return encap
 
 
@@ -151,9 +151,9 @@ def join_outcome(
         _context.refuse_other_master_thread(
             "join_nowait() (or join_outcome_nowait())", "the process table"
         )
-        kept = _interrupted.get(pid.n)
-        if kept is not None and kept[0] == join_point.n:
-            return kept[1]
+        kept = _kept(pid.n, join_point.n)
+        if kept is not None:
+            return kept
         outcome = current_master("join_nowait").join(join_point.n, pid.n)
         if outcome is not None:
             _keep(join_point.n, pid.n, outcome)
@@ -164,13 +164,13 @@ def join_outcome(
         link = _link("join", f"{_IN_WORKER} (in the master, use join_nowait())")
     else:
         link = _link("join_nowait")
-    kept = _interrupted.get(pid.n)
-    if kept is not None and kept[0] == join_point.n:
-        return kept[1]  # (else the master says why this join point is wrong)
+    kept = _kept(pid.n, join_point.n)
+    if kept is not None:
+        return kept  # (one kept for another join point: the master says why it is wrong)
     # The master times the wait out, and decides alone, in one step, whether
     # the outcome or the timeout answers it: an outcome is never lost to one.
     deadline = None if timeout is None else time.monotonic() + timeout
-    asked = Asked()
+    asked, me = Asked(), threading.get_ident()
     try:
         reply = link.request(
             JoinReq(join_point.n, pid.n, wait, deadline),
@@ -182,7 +182,7 @@ def join_outcome(
     except BaseException:
         # In as the exception came (the master has forgotten the process): kept.
         if isinstance(asked.reply, Joined) and asked.reply.outcome is not None:
-            _interrupted.setdefault(pid.n, (join_point.n, asked.reply.outcome, None))
+            _interrupted.setdefault(pid.n, (me, join_point.n, asked.reply.outcome, None))
         raise
     if isinstance(reply, Joined):
         return reply.outcome
@@ -207,7 +207,7 @@ def _timed_out(pid: ProcessId[Any], timeout: float | None) -> TimeoutError:
 # returns, in its own frame, after its last call: an exception before (a
 # signal handler's) leaves it for the next join of that process here, which
 # gets it as the interrupted one would have. The master counts it as joined.
-_interrupted: dict[int, tuple[int, WireOutcome | None, object]] = {}
+_interrupted: dict[int, tuple[int, int, WireOutcome, Encap | None]] = {}
 # A new process starts with none: its parent's joins are not its own. (A C
 # call: it runs in every fork of the program.)
 os.register_at_fork(after_in_child=_interrupted.clear)
@@ -215,9 +215,42 @@ os.register_at_fork(after_in_child=_interrupted.clear)
 
 def _keep(join_point: int, n: int, outcome: WireOutcome) -> None:
     """Keep ``outcome`` of process ``n`` until its caller has it: see _interrupted."""
-    _interrupted[n] = (join_point, outcome, None)
+    me = threading.get_ident()
+    _interrupted[n] = (me, join_point, outcome, None)
     if isinstance(outcome, Returned):
-        _interrupted[n] = (join_point, outcome, outcome.value.encap())  # viewed once: kept
+        _interrupted[n] = (me, join_point, outcome, outcome.value.encap())  # viewed once
+
+
+def _kept(n: int, join_point: int) -> WireOutcome | None:
+    """The outcome of process ``n`` kept for a join of this thread through
+    ``join_point``, if there is one. Another thread's is not this join's:
+    it is in the hands of a join of that thread (or was left to its next)."""
+    kept = _interrupted.get(n)
+    if kept is not None and kept[0] == threading.get_ident() and kept[1] == join_point:
+        return kept[2]
+    return None
+
+
+def handed_over(n: int) -> None:
+    """The caller of a join has the outcome of process ``n``: its kept copy
+    goes. Called last, as the public call returns: an exception at its
+    start (as a function starts, Python runs handlers) comes before it takes
+    anything; after the deletion it makes no call."""
+    kept = _interrupted.get(n)
+    if kept is not None and kept[0] == threading.get_ident():
+        del _interrupted[n]
+
+
+def _kept_names() -> set[str]:
+    """The shm objects of the results kept (see _payload.kept_elsewhere)."""
+    return {
+        kept[2].value.payload.name
+        for kept in tuple(_interrupted.values())
+        if isinstance(kept[2], Returned) and isinstance(kept[2].value.payload, ShmRef)
+    }
+
+
+_payload.kept_elsewhere = _kept_names
 
 
 def _withdraw_join(link: Any, join_point: int, n: int, rid: int) -> None:
@@ -232,8 +265,8 @@ def _withdraw_join(link: Any, join_point: int, n: int, rid: int) -> None:
     """
     link.request(JoinCancel(rid))
     late = link.take(rid)
-    if isinstance(late, Joined):
-        _interrupted[n] = (join_point, late.outcome, None)
+    if isinstance(late, Joined) and late.outcome is not None:  # (None: it had not ended)
+        _interrupted[n] = (threading.get_ident(), join_point, late.outcome, None)
 
 
 def kill(pid: ProcessId[Any], signum: int = signal.SIGKILL) -> bool:
@@ -315,7 +348,13 @@ def _check_signal(signum: object) -> int:
 
 
 def encap_of(outcome: WireOutcome | None) -> Encap | None:
-    return outcome.value.encap() if isinstance(outcome, Returned) else None
+    """A Returned outcome's value (as kept, if it is: see _keep), else None."""
+    if not isinstance(outcome, Returned):
+        return None
+    for kept in tuple(_interrupted.values()):
+        if kept[2] is outcome and kept[3] is not None:
+            return kept[3]
+    return outcome.value.encap()
 
 
 def self_process_id() -> ProcessId[Any]:

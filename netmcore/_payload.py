@@ -23,7 +23,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import msgspec
 
@@ -76,10 +76,17 @@ def pack(parts: Sequence[bytes | memoryview], prefix: str) -> Payload:
     return ShmRef(name, size)
 
 
+# The names of objects a join of this process keeps for its caller (set by
+# _client: see _client._interrupted): never taken for reuse, nor unlinked,
+# until their caller has them.
+kept_elsewhere: Callable[[], Collection[str]] = frozenset
+
+
 def _reusable(size: int) -> str | None:
+    kept = kept_elsewhere()
     with _lock:
         for k, received in enumerate(_received):
-            if received.capacity < size:
+            if received.capacity < size or received.name in kept:
                 continue
             try:
                 received.mapping.close()
@@ -111,9 +118,13 @@ def view(payload: Payload) -> bytes | memoryview:
         # object for reuse when no view of its mapping is left.
         data = memoryview(mapping)
         _received.append(_Received(payload.name, capacity, mapping))
-        while len(_received) > RECYCLE_MAX:
-            # Its mapping lives on with the views of it, if there are any.
-            _ipc.unlink(_received.pop(0).name)
+    if len(_received) > RECYCLE_MAX:
+        kept = kept_elsewhere()
+        with _lock:
+            for received in [r for r in _received if r.name not in kept][:-RECYCLE_MAX]:
+                # Its mapping lives on with the views of it, if there are any.
+                _received.remove(received)
+                _ipc.unlink(received.name)
     return data
 
 

@@ -95,9 +95,11 @@ def _call(
         if finish is not None:
             finish(reply)
         return reply
-    except BaseException:
+    except BaseException as first:
         # Given back here, in this frame, in a loop (see Link.request), which
         # also makes every test: a further exception before it would lose it.
+        # Not for a failure of the call's own (a message that does not
+        # decode): put back, it would fail every receive after it.
         held: BaseException | None = None
         tries = 0
         while True:
@@ -105,6 +107,7 @@ def _call(
                 got = asked.reply
                 if (
                     waits
+                    and not failed_of_its_own(first, 1)
                     and not withdrawn[0]
                     and not undo.sent
                     and isinstance(got, PluginReply)

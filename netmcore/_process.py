@@ -20,10 +20,10 @@ from . import _client, _registry, _resource_api
 from ._client import InheritRequest
 from ._debug import log
 from ._encap import Encap, EncapType
-from ._errors import ArgumentTypeError, EncapTypeMismatch, ResultTypeError
+from ._errors import ArgumentTypeError, ResultTypeError
 from ._ids import ProcessId, ResId
 from ._outcome import Crashed, InvalidResult, Outcome, Raised, Success
-from ._wire import Ended, Invalid, Returned, WireOutcome
+from ._wire import Ended, Invalid, Returned, WireOutcome, failed_of_its_own
 from ._wire import Raised as WireRaised
 
 In = TypeVar("In")
@@ -130,9 +130,7 @@ class ProcessDef(Generic[In, Out]):
         outcome = cls._join(pid, wait=True, timeout=timeout)
         assert outcome is not None
         value = _value(outcome)
-        # Handed over: see _client._interrupted. (No call from here on.)
-        if pid.n in _client._interrupted:
-            del _client._interrupted[pid.n]
+        _client.handed_over(pid.n)  # last: see there
         return value
 
     @classmethod
@@ -140,8 +138,7 @@ class ProcessDef(Generic[In, Out]):
         """The result of ``pid`` if it has ended (this is then its one join), else None."""
         outcome = cls._join(pid, wait=False)
         value = None if outcome is None else _value(outcome)
-        if pid.n in _client._interrupted:  # handed over (as in join)
-            del _client._interrupted[pid.n]
+        _client.handed_over(pid.n)  # last: see there
         return value
 
     @classmethod
@@ -150,16 +147,14 @@ class ProcessDef(Generic[In, Out]):
         TimeoutError past ``timeout``, as :meth:`join` (no join then)."""
         outcome = cls._join(pid, wait=True, timeout=timeout)
         assert outcome is not None
-        if pid.n in _client._interrupted:  # handed over (as in join)
-            del _client._interrupted[pid.n]
+        _client.handed_over(pid.n)  # last: see there
         return outcome
 
     @classmethod
     def join_outcome_nowait(cls, pid: ProcessId[Out]) -> Outcome[Out] | None:
         """:meth:`join_outcome` if ``pid`` has ended, else None (and no join)."""
         outcome = cls._join(pid, wait=False)
-        if pid.n in _client._interrupted:  # handed over (as in join)
-            del _client._interrupted[pid.n]
+        _client.handed_over(pid.n)  # last: see there
         return outcome
 
     @classmethod
@@ -207,10 +202,13 @@ class ProcessDef(Generic[In, Out]):
             assert encap is not None
             try:
                 return Success(cls.output_type.unwrap(encap))
-            except (ArgumentTypeError, EncapTypeMismatch) as exc:
-                # A result that does not decode as Out never reaches the joiner.
-                # (Any other exception, a signal handler's say, is raised: the
-                # outcome stays for the next join, see _client._interrupted.)
+            except Exception as exc:
+                # A signal handler's exception (see _wire.failed_of_its_own) is
+                # raised: the outcome stays for the next join (see
+                # _client._interrupted). Else a result that does not decode as
+                # Out (or whose validator fails) never reaches the joiner.
+                if not failed_of_its_own(exc, 1):
+                    raise
                 err = cls.output_type.decode_error(exc)
                 log.error(
                     "netmcore: process %d (%s) gave an invalid result: %s",

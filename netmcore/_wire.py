@@ -20,6 +20,7 @@ Values larger than ``INLINE_MAX`` travel as :class:`~._payload.ShmRef`.
 from __future__ import annotations
 
 import _thread
+import contextlib
 import errno
 import itertools
 import mmap
@@ -604,17 +605,17 @@ class Link:
         waiter also looks again every WAIT_SLICE seconds: a lost wake-up
         costs that much, never a wait for ever."""
         asked = self._replies[rid]
+        bell = _thread.allocate_lock()  # this call's: hung once at a time
         while asked.reply is None:
             reading = False
             try:
-                bell = _thread.allocate_lock()
-                bell.acquire()  # taken: a wait on it lasts until it is rung
+                bell.acquire(blocking=False)  # taken: a wait on it lasts until it is rung
                 with self._lock:
                     if asked.reply is not None:  # stored since the look above
                         break
                     if not self._reading:
                         self._reading = reading = True
-                    else:
+                    elif bell not in self._bells:  # (still there after a wait that ran out)
                         self._bells.append(bell)
                 if not reading:
                     bell.acquire(timeout=WAIT_SLICE)
@@ -631,7 +632,10 @@ class Link:
         with self._lock:
             bells, self._bells = self._bells, []
         for bell in bells:
-            bell.release()  # once: each bell is taken off the list once
+            # RuntimeError: rung already, by a ring that took it off a list
+            # before, as its waiter hung it on this one (its wait ran out).
+            with contextlib.suppress(RuntimeError):
+                bell.release()
 
     def take(self, rid: int) -> Message | None:
         """The reply to request ``rid``, abandoned, if it has come (for ``abandon``)."""

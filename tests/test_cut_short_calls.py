@@ -122,3 +122,43 @@ def test_a_create_cut_short_twice_leaves_no_object() -> None:
     left it in /dev/shm (until the process ended): the release is now
     repeated through it."""
     assert run_snippet(_CREATE_CUT_TWICE, 40) == (0, "['2']\n")
+
+
+_UNDECODABLE = """
+import dataclasses
+import netmcore
+
+STRICT = [False]
+
+@dataclasses.dataclass
+class D:
+    x: int
+
+    def __post_init__(self):
+        if STRICT[0] and self.x < 0:
+            raise ValueError("negative")
+
+@netmcore.process
+def receiver(_: int) -> list[str]:
+    box = netmcore.Mbox("b", D, capacity=4)
+    box.create()
+    box.send(D(-1))
+    box.send(D(2))
+    STRICT[0] = True  # here only: it was sent
+    said = []
+    for _ in range(2):
+        try:
+            said.append(repr(box.receive(timeout=5)))
+        except Exception as exc:
+            said.append(type(exc).__name__)
+    return said
+
+print(netmcore.run(first_process=lambda: receiver.start(0), init_ctrl=netmcore.add_plugins,
+                   extract_result=lambda c, p: receiver.join_nowait(p)))
+"""
+
+
+def test_a_message_that_does_not_decode_is_not_put_back() -> None:
+    """Its decode's own failure is not an interrupt: put back at the head
+    of the box, it failed every receive after it, for good."""
+    assert run_snippet(_UNDECODABLE, 40) == (0, "['ValidationError', 'D(x=2)']\n")

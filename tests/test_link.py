@@ -21,6 +21,7 @@ import pytest
 from interrupting import Interrupted, handler_raises
 from scenario import SYSCALLS, WAIT, wait_until, wait_until_main_thread_blocks
 
+from netmcore import _wire
 from netmcore._wire import Done, Link, Message, ReleaseReq, decoder, encoder
 
 
@@ -101,3 +102,39 @@ def test_a_waiter_gets_its_reply_when_the_readers_wake_up_is_interrupted(
     assert fired
     assert not other.is_alive(), "the other thread still waits for its reply"
     assert replies == [Done(req=2)]
+
+
+class _Bells(list[Any]):
+    """The link's list of bells, counting what a waiter does with it."""
+
+    looks = hangs = 0
+
+    def __contains__(self, bell: object) -> bool:
+        self.looks += 1
+        return super().__contains__(bell)
+
+    def append(self, bell: Any) -> None:
+        self.hangs += 1
+        super().append(bell)
+
+
+def test_a_waiter_hangs_one_bell_however_often_its_wait_runs_out(
+    link_and_master: tuple[Link, FakeMaster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiter whose wait ran out hung a new bell each time it looked again
+    (20 a second, for as long as the reader was blocked), all rung at once
+    at the end."""
+    link, master = link_and_master
+    monkeypatch.setattr(_wire, "WAIT_SLICE", 0.001)
+    bells = link._bells = _Bells()
+    reader = threading.Thread(target=lambda: link.request(ReleaseReq(1)), daemon=True)
+    reader.start()
+    wait_until(lambda: link._reading, "the first request's thread to read")
+    waiter = threading.Thread(target=lambda: link.request(ReleaseReq(2)), daemon=True)
+    waiter.start()
+    wait_until(lambda: max(bells.looks, bells.hangs) >= 5, "the waiter's waits to run out")
+    assert bells.hangs == 1
+    master.answer_all()
+    reader.join(WAIT)
+    waiter.join(WAIT)
+    assert not reader.is_alive() and not waiter.is_alive()
