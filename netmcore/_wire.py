@@ -469,8 +469,10 @@ class Link:
         # Taken with ``with``, a C lock: a signal handler's exception cannot
         # come between its acquire and the block that lets it go, as it can
         # in threading.Condition's Python __enter__ (the lock stayed taken,
-        # and the link's other threads waited for ever). Reentrant: a handler
-        # may make a request as its thread holds it.
+        # and the link's other threads waited for ever). Reentrant, as the
+        # Condition's was: a handler that runs as its thread holds it takes
+        # it too. (A request made in a handler still waits for ever if its
+        # thread is the reader, or sending: see the README.)
         self._lock = threading.RLock()
         # A lock each thread waiting for the reader to hand over waits on,
         # released (rung) to wake it: threading.Condition's wait is Python
