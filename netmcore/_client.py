@@ -154,9 +154,15 @@ def join_outcome(
         kept = _kept(pid.n, join_point.n)
         if kept is not None:
             return kept
-        outcome = current_master("join_nowait").join(join_point.n, pid.n)
-        if outcome is not None:
-            _keep(join_point.n, pid.n, outcome)
+        master, outcome, me = current_master("join_nowait"), None, threading.get_ident()
+        try:
+            outcome = master.join(join_point.n, pid.n)  # (it returns without a call after)
+            if outcome is not None:
+                _keep(join_point.n, pid.n, outcome)
+        except BaseException:
+            if outcome is not None:  # joined, as the exception came: kept
+                _interrupted.setdefault(pid.n, (me, join_point.n, outcome, None))
+            raise
         if outcome is None and wait:
             raise _timed_out(pid, timeout)
         return outcome

@@ -222,3 +222,39 @@ def test_a_join_in_another_thread_does_not_take_an_outcome_in_hand() -> None:
     """Thread A's join has the outcome, not yet returned; thread B's join of
     the same process took it too (two joins of one process succeeded)."""
     assert run_snippet("import sys\n" + _TWO_THREADS, 40) == (0, "['5', 'UnknownProcess']\n")
+
+
+_IN_THE_MASTER = """
+import netmcore
+
+class Tick(Exception):
+    pass
+
+def handler(*_):
+    raise Tick
+
+signal.signal(signal.SIGUSR1, handler)
+
+@netmcore.process
+def made(k: int) -> int:
+    return k
+
+def extract(ctrl, pid):  # the master's own code: the first process has ended
+    said = []
+    sys.setprofile(_at_call)
+    try:
+        said.append(made.join_nowait(pid))
+    except Tick:
+        said.append("cut")
+    finally:
+        sys.setprofile(None)
+    said.append(made.join_nowait(pid))
+    return said
+
+print(netmcore.run(first_process=lambda: made.start(7), extract_result=extract))
+"""
+
+
+def test_a_join_in_the_masters_own_code_cut_short_leaves_the_outcome_to_the_next() -> None:
+    """Its table said joined already: the next join raised UnknownProcess."""
+    assert run_snippet(signal_at_call("_keep") + _IN_THE_MASTER, 40) == (0, "['cut', 7]\n")
