@@ -29,7 +29,9 @@ from ._payload import ShmRef
 from ._pthread import check_timeout, this_pid
 from ._wire import (
     Asked,
+    Ended,
     Failed,
+    Invalid,
     JoinCancel,
     Joined,
     JoinReq,
@@ -42,6 +44,7 @@ from ._wire import (
     WireEncap,
     WireOutcome,
 )
+from ._wire import Raised as WireRaised
 
 InheritRequest = Literal["all"] | Iterable[ResId]
 
@@ -154,15 +157,10 @@ def join_outcome(
         kept = _kept(pid.n, join_point.n)
         if kept is not None:
             return kept
-        master, outcome, me = current_master("join_nowait"), None, threading.get_ident()
-        try:
-            outcome = master.join(join_point.n, pid.n)  # (it returns without a call after)
-            if outcome is not None:
-                _keep(join_point.n, pid.n, outcome)
-        except BaseException:
-            if outcome is not None:  # joined, as the exception came: kept
-                _interrupted.setdefault(pid.n, (me, join_point.n, outcome, None))
-            raise
+        # Kept before the master's table uses it up (see _keep).
+        outcome = current_master("join_nowait").join(
+            join_point.n, pid.n, lambda out: _keep(join_point.n, pid.n, out)
+        )
         if outcome is None and wait:
             raise _timed_out(pid, timeout)
         return outcome
@@ -172,7 +170,7 @@ def join_outcome(
         link = _link("join_nowait")
     kept = _kept(pid.n, join_point.n)
     if kept is not None:
-        return kept  # (one kept for another join point: the master says why it is wrong)
+        return kept  # (one kept for another join point: the master says it is joined)
     # The master times the wait out, and decides alone, in one step, whether
     # the outcome or the timeout answers it: an outcome is never lost to one.
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -186,9 +184,10 @@ def join_outcome(
         if isinstance(reply, Joined) and reply.outcome is not None:
             _keep(join_point.n, pid.n, reply.outcome)
     except BaseException:
-        # In as the exception came (the master has forgotten the process): kept.
-        if isinstance(asked.reply, Joined) and asked.reply.outcome is not None:
-            _interrupted.setdefault(pid.n, (me, join_point.n, asked.reply.outcome, None))
+        # In as the exception came (the master has forgotten the process):
+        # kept. The reply as it is, whatever it is, with no call before it
+        # is stored (a second exception there lost it): _kept sorts it out.
+        _interrupted.setdefault(pid.n, (me, join_point.n, asked.reply, None))
         raise
     if isinstance(reply, Joined):
         return reply.outcome
@@ -213,7 +212,7 @@ def _timed_out(pid: ProcessId[Any], timeout: float | None) -> TimeoutError:
 # returns, in its own frame, after its last call: an exception before (a
 # signal handler's) leaves it for the next join of that process here, which
 # gets it as the interrupted one would have. The master counts it as joined.
-_interrupted: dict[int, tuple[int, int, WireOutcome, Encap | None]] = {}
+_interrupted: dict[int, tuple[int, int, WireOutcome | Message | None, Encap | None]] = {}
 # A new process starts with none: its parent's joins are not its own. (A C
 # call: it runs in every fork of the program.)
 os.register_at_fork(after_in_child=_interrupted.clear)
@@ -232,9 +231,15 @@ def _kept(n: int, join_point: int) -> WireOutcome | None:
     ``join_point``, if there is one. Another thread's is not this join's:
     it is in the hands of a join of that thread (or was left to its next)."""
     kept = _interrupted.get(n)
-    if kept is not None and kept[0] == threading.get_ident() and kept[1] == join_point:
-        return kept[2]
-    return None
+    if kept is None or kept[0] != threading.get_ident() or kept[1] != join_point:
+        return None
+    outcome = kept[2]
+    if isinstance(outcome, Joined):  # a reply, as a join's exception kept it
+        outcome = outcome.outcome
+    if not isinstance(outcome, (Returned, WireRaised, Invalid, Ended)):
+        del _interrupted[n]  # no outcome after all (none had come, or not ended)
+        return None
+    return outcome
 
 
 def handed_over(n: int) -> None:

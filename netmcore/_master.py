@@ -861,11 +861,18 @@ class Master:
             _tell(asker, n)
         return n
 
-    def join(self, join_point: int, n: int) -> WireOutcome | None:
+    def join(
+        self, join_point: int, n: int, keep: Callable[[WireOutcome], None]
+    ) -> WireOutcome | None:
         """The outcome of process ``n``, for the master's own join_nowait: it
-        is used up if it is there; None if it is not yet."""
+        is used up if it is there; None if it is not yet. ``keep`` has it
+        first: a signal handler's exception after it is used up (the table's
+        calls after it) then loses nothing (see _client._interrupted)."""
         record = self._joinable(join_point, n)
-        return None if record.outcome is None else self._deliver_outcome(record)
+        if record.outcome is None:
+            return None
+        keep(record.outcome)
+        return self._deliver_outcome(record)
 
     def _joinable(self, join_point: int, n: int) -> Record:
         """The record of process ``n``, if a join through ``join_point`` may take it."""

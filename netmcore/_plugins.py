@@ -90,16 +90,18 @@ def _call(
     link: Link = _link(f"{service}.{op}")
     asked, undo, withdrawn = Asked(), Asked(), [False]
     withdrawal = _withdrawal(link, req, undo, withdrawn) if waits else None
+    finishing = False
     try:
         reply = _checked(link.request(req, withdrawal, asked), timeout, what)
         if finish is not None:
+            finishing = True
             finish(reply)
         return reply
     except BaseException as first:
         # Given back here, in this frame, in a loop (see Link.request), which
         # also makes every test: a further exception before it would lose it.
-        # Not for a failure of the call's own (a message that does not
-        # decode): put back, it would fail every receive after it.
+        # Not for a failure of ``finish``'s own (a message that does not
+        # decode: put back, it would fail every receive after it).
         held: BaseException | None = None
         tries = 0
         while True:
@@ -107,7 +109,7 @@ def _call(
                 got = asked.reply
                 if (
                     waits
-                    and not failed_of_its_own(first, 1)
+                    and not (finishing and failed_of_its_own(first, 1))
                     and not withdrawn[0]
                     and not undo.sent
                     and isinstance(got, PluginReply)

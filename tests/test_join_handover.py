@@ -255,6 +255,9 @@ print(netmcore.run(first_process=lambda: made.start(7), extract_result=extract))
 """
 
 
-def test_a_join_in_the_masters_own_code_cut_short_leaves_the_outcome_to_the_next() -> None:
+@pytest.mark.parametrize("call", ["_keep", "trace"])  # (the table's trace, once it is used up)
+def test_a_join_in_the_masters_own_code_cut_short_leaves_the_outcome_to_the_next(
+    call: str,
+) -> None:
     """Its table said joined already: the next join raised UnknownProcess."""
-    assert run_snippet(signal_at_call("_keep") + _IN_THE_MASTER, 40) == (0, "['cut', 7]\n")
+    assert run_snippet(signal_at_call(call) + _IN_THE_MASTER, 40) == (0, "['cut', 7]\n")
