@@ -95,6 +95,40 @@ def signal_at_call(function: str, send: str = "signal.raise_signal(signal.SIGUSR
     )
 
 
+# Lines of a snippet: a SIGUSR1 handler that raises Tick (as a signal
+# handler's timeout would), for :func:`signal_at_call` to send.
+RAISES_TICK = """
+import signal
+
+class Tick(Exception):
+    pass
+
+def handler(*_):
+    raise Tick
+
+signal.signal(signal.SIGUSR1, handler)
+"""
+
+
+def strict_d(error: str) -> str:
+    """Lines of a snippet: a dataclass ``D`` whose validator raises
+    ``error`` for a negative ``x`` once ``STRICT[0]`` is set (in the
+    process that decodes it, say, not in the one that made it)."""
+    return f"""
+import dataclasses
+
+STRICT = [False]
+
+@dataclasses.dataclass
+class D:
+    x: int
+
+    def __post_init__(self):
+        if STRICT[0] and self.x < 0:
+            raise {error}
+"""
+
+
 SCRIPT_TIMEOUT = 30  # a guard against a hung child, not an assertion
 
 

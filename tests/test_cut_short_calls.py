@@ -8,7 +8,7 @@ wrapper), in a worker: where a real signal may land."""
 from __future__ import annotations
 
 import pytest
-from scenario import run_snippet, signal_at_call
+from scenario import RAISES_TICK, run_snippet, signal_at_call, strict_d
 
 _CUT_SHORT = """
 import netmcore
@@ -81,13 +81,6 @@ import os, signal, sys
 import netmcore
 from netmcore._resource_api import ShmSegment
 
-class Tick(Exception):
-    pass
-
-def handler(*_):
-    raise Tick
-
-signal.signal(signal.SIGUSR1, handler)
 
 def at_call(frame, event, arg):  # a first exception as the object is built
     if event == "call" and frame.f_code.co_name == "build":
@@ -129,22 +122,13 @@ def test_a_create_cut_short_twice_leaves_no_object() -> None:
     """A second exception as the half-made object's segment was released
     left it in /dev/shm (until the process ended): the release is now
     repeated through it."""
-    assert run_snippet(_CREATE_CUT_TWICE, 40) == (0, "['2']\n")
+    assert run_snippet(RAISES_TICK + _CREATE_CUT_TWICE, 40) == (0, "['2']\n")
 
 
-_UNDECODABLE = """
-import dataclasses
+_UNDECODABLE = (
+    strict_d('ValueError("negative")')
+    + """
 import netmcore
-
-STRICT = [False]
-
-@dataclasses.dataclass
-class D:
-    x: int
-
-    def __post_init__(self):
-        if STRICT[0] and self.x < 0:
-            raise ValueError("negative")
 
 @netmcore.process
 def receiver(_: int) -> list[str]:
@@ -164,6 +148,7 @@ def receiver(_: int) -> list[str]:
 print(netmcore.run(first_process=lambda: receiver.start(0), init_ctrl=netmcore.add_plugins,
                    extract_result=lambda c, p: receiver.join_nowait(p)))
 """
+)
 
 
 def test_a_message_that_does_not_decode_is_not_put_back() -> None:

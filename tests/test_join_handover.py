@@ -7,20 +7,13 @@ in a worker: where a real signal may land."""
 from __future__ import annotations
 
 import pytest
-from scenario import run_snippet, signal_at_call
+from scenario import RAISES_TICK, run_snippet, signal_at_call, strict_d
 
 LARGE = 100_000  # a result that travels through shared memory
 
 _JOIN_CUT_SHORT = """
 import netmcore
 
-class Tick(Exception):
-    pass
-
-def handler(*_):
-    raise Tick
-
-signal.signal(signal.SIGUSR1, handler)
 CALL, SIZE = sys.argv[1], int(sys.argv[2])
 
 @netmcore.process
@@ -66,7 +59,7 @@ def test_a_join_cut_short_after_its_answer_leaves_the_outcome_to_the_next(
     """Before: the next join raised UnknownProcess (the result was lost),
     or, cut in the result's decoding, the join returned an invalid result
     (with no message) for a valid one."""
-    snippet = signal_at_call(call) + _JOIN_CUT_SHORT
+    snippet = signal_at_call(call) + RAISES_TICK + _JOIN_CUT_SHORT
     code, out = run_snippet(snippet, 40, call, str(size))
     assert (code, out) == (0, f"['cut', '{size} bytes of 7']\n")
 
@@ -75,7 +68,7 @@ def test_a_result_left_to_the_next_join_is_not_overwritten_meanwhile() -> None:
     """The result's shared memory, read once, is kept from reuse until the
     next join has it: a large argument sent in between could have been
     written into it."""
-    snippet = signal_at_call("unwrap") + _JOIN_CUT_SHORT
+    snippet = signal_at_call("unwrap") + RAISES_TICK + _JOIN_CUT_SHORT
     code, out = run_snippet(snippet, 40, "unwrap", str(LARGE), "reuse")
     assert (code, out) == (0, f"['cut', '{LARGE} bytes of 7']\n")
 
@@ -83,7 +76,7 @@ def test_a_result_left_to_the_next_join_is_not_overwritten_meanwhile() -> None:
 def test_a_result_left_to_the_next_join_outlives_other_results_read() -> None:
     """A process keeps the last two results it read for reuse, and unlinked
     older ones: the kept one went too, and its next join failed (for good)."""
-    snippet = signal_at_call("unwrap") + _JOIN_CUT_SHORT
+    snippet = signal_at_call("unwrap") + RAISES_TICK + _JOIN_CUT_SHORT
     code, out = run_snippet(snippet, 40, "unwrap", str(LARGE), "others")
     assert (code, out) == (0, f"['cut', '{LARGE} bytes of 7']\n")
 
@@ -91,13 +84,6 @@ def test_a_result_left_to_the_next_join_outlives_other_results_read() -> None:
 _NOWAIT_CUT_SHORT = """
 import netmcore
 
-class Tick(Exception):
-    pass
-
-def handler(*_):
-    raise Tick
-
-signal.signal(signal.SIGUSR1, handler)
 
 @netmcore.process
 def held(sem: netmcore.ResId) -> int:
@@ -132,23 +118,14 @@ print(netmcore.run(first_process=lambda: joiner.start(0),
 def test_a_join_nowait_cut_short_before_the_process_ended_leaves_nothing_in_the_way() -> None:
     """Its withdrawal kept the master's "not ended yet" as an outcome: every
     join after it failed (an AssertionError) or gave None."""
-    code, out = run_snippet(signal_at_call("wait_reply") + _NOWAIT_CUT_SHORT, 40)
+    code, out = run_snippet(signal_at_call("wait_reply") + RAISES_TICK + _NOWAIT_CUT_SHORT, 40)
     assert (code, out) == (0, "['cut', '7', 'UnknownProcess']\n")
 
 
-_VALIDATOR_FAILS = """
-import dataclasses
+_VALIDATOR_FAILS = (
+    strict_d('LookupError(f"no entry for {self.x}")')
+    + """
 import netmcore
-
-STRICT = [False]
-
-@dataclasses.dataclass
-class D:
-    x: int
-
-    def __post_init__(self):
-        if STRICT[0] and self.x < 0:
-            raise LookupError(f"no entry for {self.x}")  # the validator's own failure
 
 @netmcore.process
 def made(k: int) -> D:
@@ -169,6 +146,7 @@ def joiner(_: int) -> list[str]:
 print(netmcore.run(first_process=lambda: joiner.start(0),
                    extract_result=lambda c, p: joiner.join_nowait(p)))
 """
+)
 
 
 def test_a_result_whose_validator_fails_is_an_invalid_result_once() -> None:
@@ -227,13 +205,6 @@ def test_a_join_in_another_thread_does_not_take_an_outcome_in_hand() -> None:
 _IN_THE_MASTER = """
 import netmcore
 
-class Tick(Exception):
-    pass
-
-def handler(*_):
-    raise Tick
-
-signal.signal(signal.SIGUSR1, handler)
 
 @netmcore.process
 def made(k: int) -> int:
@@ -260,4 +231,5 @@ def test_a_join_in_the_masters_own_code_cut_short_leaves_the_outcome_to_the_next
     call: str,
 ) -> None:
     """Its table said joined already: the next join raised UnknownProcess."""
-    assert run_snippet(signal_at_call(call) + _IN_THE_MASTER, 40) == (0, "['cut', 7]\n")
+    snippet = signal_at_call(call) + RAISES_TICK + _IN_THE_MASTER
+    assert run_snippet(snippet, 40) == (0, "['cut', 7]\n")
