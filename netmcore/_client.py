@@ -29,9 +29,7 @@ from ._payload import ShmRef
 from ._pthread import check_timeout, this_pid
 from ._wire import (
     Asked,
-    Ended,
     Failed,
-    Invalid,
     JoinCancel,
     Joined,
     JoinReq,
@@ -44,7 +42,6 @@ from ._wire import (
     WireEncap,
     WireOutcome,
 )
-from ._wire import Raised as WireRaised
 
 InheritRequest = Literal["all"] | Iterable[ResId]
 
@@ -185,9 +182,11 @@ def join_outcome(
             _keep(join_point.n, pid.n, reply.outcome)
     except BaseException:
         # In as the exception came (the master has forgotten the process):
-        # kept. The reply as it is, whatever it is, with no call before it
-        # is stored (a second exception there lost it): _kept sorts it out.
-        _interrupted.setdefault(pid.n, (me, join_point.n, asked.reply, None))
+        # kept, with no call before it is stored (a second exception there
+        # lost it: __class__ is an attribute, isinstance a call).
+        got = asked.reply
+        if got.__class__ is Joined and got.outcome is not None:
+            _interrupted.setdefault(pid.n, (me, join_point.n, got.outcome))
         raise
     if isinstance(reply, Joined):
         return reply.outcome
@@ -205,25 +204,24 @@ def _timed_out(pid: ProcessId[Any], timeout: float | None) -> TimeoutError:
 
 
 # Outcomes that reached a join of this process but not, yet, its caller, by
-# process id (with the join point asked, and a view of a result in shared
-# memory, which keeps pack from taking the object for reuse meanwhile). A
-# join puts its outcome here as it comes (or a withdrawal, one that came
-# after an exception), and the public call that asked takes it off as it
-# returns, in its own frame, after its last call: an exception before (a
-# signal handler's) leaves it for the next join of that process here, which
-# gets it as the interrupted one would have. The master counts it as joined.
-_interrupted: dict[int, tuple[int, int, WireOutcome | Message | None, Encap | None]] = {}
+# process id, with the thread and the join point that asked. A join puts
+# its outcome here as it comes (or a withdrawal, one that came after an
+# exception), and the public call that asked takes it off as it returns, in
+# its own frame, after its last call: an exception before (a signal
+# handler's) leaves it for the next join of that process in that thread,
+# which gets it as the interrupted one would have. The master counts it as
+# joined. A result's shm object is neither reused nor unlinked meanwhile
+# (see _payload.kept_elsewhere): read again, it holds the same bytes.
+_interrupted: dict[int, tuple[int, int, WireOutcome]] = {}
 # A new process starts with none: its parent's joins are not its own. (A C
 # call: it runs in every fork of the program.)
 os.register_at_fork(after_in_child=_interrupted.clear)
 
 
 def _keep(join_point: int, n: int, outcome: WireOutcome) -> None:
-    """Keep ``outcome`` of process ``n`` until its caller has it: see _interrupted."""
-    me = threading.get_ident()
-    _interrupted[n] = (me, join_point, outcome, None)
-    if isinstance(outcome, Returned):
-        _interrupted[n] = (me, join_point, outcome, outcome.value.encap())  # viewed once
+    """Keep ``outcome`` of process ``n`` until its caller has it (see
+    _interrupted): one store, the last thing it does."""
+    _interrupted[n] = (threading.get_ident(), join_point, outcome)
 
 
 def _kept(n: int, join_point: int) -> WireOutcome | None:
@@ -233,13 +231,7 @@ def _kept(n: int, join_point: int) -> WireOutcome | None:
     kept = _interrupted.get(n)
     if kept is None or kept[0] != threading.get_ident() or kept[1] != join_point:
         return None
-    outcome = kept[2]
-    if isinstance(outcome, Joined):  # a reply, as a join's exception kept it
-        outcome = outcome.outcome
-    if not isinstance(outcome, (Returned, WireRaised, Invalid, Ended)):
-        del _interrupted[n]  # no outcome after all (none had come, or not ended)
-        return None
-    return outcome
+    return kept[2]
 
 
 def handed_over(n: int) -> None:
@@ -277,7 +269,7 @@ def _withdraw_join(link: Any, join_point: int, n: int, rid: int) -> None:
     link.request(JoinCancel(rid))
     late = link.take(rid)
     if isinstance(late, Joined) and late.outcome is not None:  # (None: it had not ended)
-        _interrupted[n] = (threading.get_ident(), join_point, late.outcome, None)
+        _keep(join_point, n, late.outcome)
 
 
 def kill(pid: ProcessId[Any], signum: int = signal.SIGKILL) -> bool:
@@ -359,13 +351,7 @@ def _check_signal(signum: object) -> int:
 
 
 def encap_of(outcome: WireOutcome | None) -> Encap | None:
-    """A Returned outcome's value (as kept, if it is: see _keep), else None."""
-    if not isinstance(outcome, Returned):
-        return None
-    for kept in tuple(_interrupted.values()):
-        if kept[2] is outcome and kept[3] is not None:
-            return kept[3]
-    return outcome.value.encap()
+    return outcome.value.encap() if isinstance(outcome, Returned) else None
 
 
 def self_process_id() -> ProcessId[Any]:

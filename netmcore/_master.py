@@ -866,12 +866,15 @@ class Master:
     ) -> WireOutcome | None:
         """The outcome of process ``n``, for the master's own join_nowait: it
         is used up if it is there; None if it is not yet. ``keep`` has it
-        first: a signal handler's exception after it is used up (the table's
-        calls after it) then loses nothing (see _client._interrupted)."""
+        first (see _client._interrupted), and the record is marked joined
+        with no call in between: a signal handler's exception at any point
+        leaves the outcome either in the table or kept, never in both, nor
+        in neither."""
         record = self._joinable(join_point, n)
         if record.outcome is None:
             return None
-        keep(record.outcome)
+        keep(record.outcome)  # its last step is its store: it returns with no call after
+        record.joined = True
         return self._deliver_outcome(record)
 
     def _joinable(self, join_point: int, n: int) -> Record:

@@ -633,10 +633,14 @@ class Link:
         with self._lock:
             bells, self._bells = self._bells, []
         for bell in bells:
+            # RuntimeError: rung already, by a ring that took it off a list
+            # before, as its waiter hung it on this one (its wait ran out). A
+            # handler's exception here leaves the bells after it unrung: their
+            # waiters look again after WAIT_SLICE (see wait_reply).
             try:  # noqa: SIM105  # not suppress: its Python calls are more places for a handler
                 bell.release()
-            except RuntimeError:  # rung already, by a ring that took it off a list
-                pass  # before, as its waiter hung it on this one (its wait ran out)
+            except RuntimeError:
+                pass
 
     def take(self, rid: int) -> Message | None:
         """The reply to request ``rid``, abandoned, if it has come (for ``abandon``)."""
