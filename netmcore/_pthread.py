@@ -151,7 +151,9 @@ def check_timeout(timeout: float | None) -> float | None:
             f"timeout {timeout!r} is not valid: give a number of seconds (an int or a float) "
             "of 0 or more, or None (or math.inf) to wait without limit"
         )
-    if not isinstance(timeout, int | float):
+    if type(timeout) is not int and type(timeout) is not float:
+        # A subclass too (numpy's float64 is a float's): what travels to the
+        # master must be a plain number, which msgspec encodes.
         try:
             timeout = float(timeout)
         except OverflowError:  # a Fraction beyond a float's range

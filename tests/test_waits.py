@@ -631,8 +631,37 @@ def test_another_thread_of_the_master_may_wait_while_the_loop_serves() -> None:
     assert got == ["returned 7"]
 
 
+@netmcore.process
+def _joins_and_waits_with(timeout: float) -> list[str]:
+    """A join and a plugin wait, each given ``timeout`` as numpy's float64."""
+    sem = netmcore.PluginSemaphore("s")
+    sem.create(0)
+    said = [repr(_one.join(_one.start(1), timeout=np.float64(timeout)))]
+    try:
+        sem.decrement(timeout=np.float64(0))
+    except TimeoutError:
+        said.append("timed out")
+    return said
+
+
+@netmcore.process
+def _one(k: int) -> int:
+    return k
+
+
+def test_a_numpy_float_is_a_timeout_of_calls_to_the_master() -> None:
+    """It is a float's subclass, and went as it was into the message to the
+    master: msgspec refused to encode it (a TypeError)."""
+    assert scenario.run_scenario(_joins_and_waits_with, 30.0, init_ctrl=netmcore.add_plugins) == [
+        "1",
+        "timed out",
+    ]
+
+
 @pytest.mark.parametrize(
-    "timeout", [np.int64(0), np.float32(0.0), fractions.Fraction(0)], ids=["int64", "f32", "frac"]
+    "timeout",
+    [np.int64(0), np.float32(0.0), np.float64(0.0), fractions.Fraction(0)],
+    ids=["int64", "f32", "f64", "frac"],
 )
 def test_a_real_number_of_any_type_is_a_timeout(timeout: Any, master_cleanup: None) -> None:
     """As threading takes them: numpy's numbers and Fractions are seconds too
