@@ -462,7 +462,7 @@ class ShmSegment(_Counted):
         self.res_id = res_id
         self.name = name
         self._mapping: mmap.mmap | None = mapping
-        self.buffer = memoryview(mapping)
+        self._buffer = memoryview(mapping)
         self._size = len(mapping)  # for repr: a released buffer has no length
 
     def __repr__(self) -> str:
@@ -470,8 +470,17 @@ class ShmSegment(_Counted):
         return f"ShmSegment({self.res_id!r}, {self.name!r}, size={self._size}{closed})"
 
     @property
+    def buffer(self) -> memoryview:
+        """The mapping, as a writable memoryview. ValueError, naming the
+        segment, once it is closed or released (its view is released then)."""
+        if self._mapping is None:
+            raise closed_error(self)
+        return self._buffer
+
+    @property
     def size(self) -> int:
-        return len(self.buffer)
+        """Its size in bytes (known after its close too)."""
+        return self._size
 
     def close(self) -> None:
         """Unmap (idempotent). If views of ``buffer`` are still alive, the
@@ -479,7 +488,7 @@ class ShmSegment(_Counted):
         if self._mapping is not None:
             mapping, self._mapping = self._mapping, None
             try:
-                self.buffer.release()
+                self._buffer.release()
                 mapping.close()
             except BufferError:
                 pass  # unmapped when the last view is collected

@@ -79,6 +79,24 @@ CLOSED = {
 }
 
 
+@pytest.mark.parametrize("how", ["close", "release"])
+def test_a_closed_segments_buffer_is_the_value_error_that_names_it(
+    how: str, master_cleanup: None
+) -> None:
+    """Before: ``buffer`` was its released memoryview, and its use (its
+    ``size`` too) raised CPython's "operation forbidden on released
+    memoryview object", which names nothing."""
+    make, said = CLOSED["ShmSegment"]
+    segment = make()
+    try:
+        getattr(segment, how)()
+        with pytest.raises(ValueError, match=said):
+            segment.buffer[0] = 1
+        assert segment.size == 8  # still known
+    finally:
+        segment.release()
+
+
 @pytest.mark.parametrize(
     ("kind", "how"),
     [
