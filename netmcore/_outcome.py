@@ -10,7 +10,7 @@ cases apart::
             ...
         case netmcore.InvalidResult(path, message):
             ...
-        case netmcore.Crashed(exitcode, signal):
+        case netmcore.Crashed(exitcode, signum):
             ...   # both None: its exit status was lost (see Crashed)
 """
 

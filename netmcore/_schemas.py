@@ -78,6 +78,11 @@ def import_module(spec: str) -> ModuleType:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     if not spec.endswith(".py"):
+        if os.path.isfile(spec):  # read as a dotted name, it said "no module named" its stem
+            raise SchemasError(
+                f"{spec} is a file, not a .py file: pass the path of a Python source file "
+                "(NAME.py), or a dotted module name"
+            )
         return _import_dotted(spec, spec)
     path = Path(spec).resolve()
     if not path.is_file():

@@ -1449,6 +1449,17 @@ def test_schemas_of_a_missing_module_is_a_one_line_error(
     assert result.stderr == f"netmcore schemas: {message}\n"
 
 
+def test_schemas_of_a_file_that_is_not_python_says_so(tmp_path: Path) -> None:
+    """It was read as a dotted name: "no module named 'notes'"."""
+    (tmp_path / "notes.txt").write_text("")
+    result = schemas_cli(tmp_path, "notes.txt")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "netmcore schemas: notes.txt is a file, not a .py file: pass the path of a Python "
+        "source file (NAME.py), or a dotted module name\n"
+    )
+
+
 @pytest.mark.parametrize("check", [False, True], ids=["write", "check"])
 def test_schemas_out_that_is_a_file_is_a_one_line_error(
     tmp_path: Path, contracts_mod: Path, check: bool
