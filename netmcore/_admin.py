@@ -3,6 +3,7 @@ for its state, or clean up what a dead one left in its socket directory."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
@@ -47,6 +48,27 @@ def status(socket_directory: str) -> Status:
     raise SocketDirectoryError(f"unexpected reply from the master: {type(reply).__name__}")
 
 
+def _refuse_a_listener(path: str) -> None:
+    """Raise SocketDirectoryError if a process listens on the socket
+    ``path``, which no netmcore master then holds the lock of (another
+    program's, or a master's whose lock file was removed): its socket file
+    is not a dead master's."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        probe.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return  # no socket, or nobody listens on it: a dead master's
+    except OSError as exc:
+        if exc.errno != errno.EPROTOTYPE:  # (a listener of another socket type)
+            return  # not a socket
+    finally:
+        probe.close()
+    raise SocketDirectoryError(
+        f"a process listens on {path}, but no netmcore master holds the directory's lock: "
+        "nothing was removed; end that process, or use another socket directory"
+    )
+
+
 def unlink(socket_directory: str) -> list[str]:
     """Remove what a dead master left in ``socket_directory``; return what went.
 
@@ -77,6 +99,7 @@ def unlink(socket_directory: str) -> list[str]:
                     f"a netmcore master (pid {holder}) is alive in {socket_directory!r}: "
                     "nothing was removed; stop it first (its own shutdown cleans up)"
                 ) from None
+        _refuse_a_listener(os.path.join(socket_directory, SOCKET_NAME))
         removed = _cleanup.unlink_pending(os.path.join(socket_directory, _cleanup.PMANAGE_NAME))
         for name in (SOCKET_NAME, LOCK_NAME):
             path = os.path.join(socket_directory, name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -201,6 +202,22 @@ def test_unlink_removes_what_a_dead_master_left(tmp_path: Path) -> None:
     again = cli("unlink", str(sd))
     assert again.code == 0
     assert again.out.strip() == f"nothing to remove in {sd}"
+
+
+@pytest.mark.parametrize("kind", ["SOCK_STREAM", "SOCK_SEQPACKET"])
+def test_unlink_leaves_a_socket_that_another_program_listens_on(tmp_path: Path, kind: str) -> None:
+    """No netmcore lock held, but a live listener on netmcore.sock: it was
+    removed, as a dead master's."""
+    sd = tmp_path / "sd"
+    sd.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX, getattr(socket, kind)) as listener:
+        listener.bind(str(sd / "netmcore.sock"))
+        listener.listen()
+        result = cli("unlink", str(sd))
+        assert result.code == 1
+        assert f"a process listens on {sd / 'netmcore.sock'}" in result.err
+        assert "nothing was removed" in result.err
+        assert (sd / "netmcore.sock").exists()
 
 
 def test_unlink_of_a_missing_directory_fails_clearly(tmp_path: Path) -> None:
