@@ -484,7 +484,8 @@ class Buffer:
             lock is not refused there: it is waited for, as anywhere.)
         OwnerDiedError
             If it waits for room and the reader has ended (or the other side
-            died during a call on the buffer): the stream ends there.
+            died during a call on the buffer): the stream ends there. It
+            says how many bytes were written, if some were.
         """
         timeout = _pthread.check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -526,6 +527,13 @@ class Buffer:
                 _LAYOUT.pack_into(buf, _STATE, head, tail + n, capacity, 0)
                 _cond_signal(self._base + _NOT_EMPTY)
                 _unlock(addr)
+            except OwnerDiedError as exc:
+                if len(view) == total:
+                    raise
+                # What went in stays written: said, as a timeout says it.
+                raise OwnerDiedError(
+                    f"{exc}: {total - len(view)} of {total} bytes were written"
+                ) from None
             finally:
                 try:
                     if mapped and word.value & _TID_MASK == tid:  # an exception came

@@ -16,6 +16,7 @@ from types import FrameType
 import pytest
 import scenario
 
+import netmcore
 from netmcore import Buffer, _pthread
 from netmcore import _buffer as buffer_module
 
@@ -383,3 +384,34 @@ def test_a_wait_cut_short_as_it_takes_back_a_dead_sides_lock_ends_the_stream(
         monkeypatch.undo()
         reader.release()
         writer.release()
+
+
+@netmcore.process
+def _reads_10_then_dies(res_id: netmcore.ResId) -> int:
+    buffer = Buffer.open(res_id)
+    buffer.read(10)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return 0
+
+
+@netmcore.process
+def _writes_100_into_16(_: int) -> str:
+    buffer = Buffer.create(16)
+    try:
+        pid = _reads_10_then_dies.start(buffer.res_id)
+        try:
+            buffer.write(b"y" * 100, timeout=60)  # the timeout: a guard against a hang
+        except netmcore.OwnerDiedError as exc:
+            return str(exc)
+        finally:
+            _reads_10_then_dies.join_outcome(pid)
+        return "written"
+    finally:
+        buffer.release()
+
+
+def test_a_write_that_its_readers_death_ends_says_how_many_bytes_went_in() -> None:
+    """As its timeout and its refusal in the master say it: it did not."""
+    said = scenario.run_scenario(_writes_100_into_16, 0)
+    found = re.search(r": (\d+) of 100 bytes were written$", said)
+    assert found is not None and int(found.group(1)) >= 16, said
