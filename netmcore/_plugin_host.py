@@ -128,8 +128,11 @@ class PluginHost:
         return reply
 
     def _first_undo(self, req: PluginReq, waiter: Waiter | None) -> bool:
-        """Whether this undo (of request ``req.num``) is the first."""
-        if waiter is None or (waiter[2], req.num) in self.undone:
+        """Whether this undo (of request ``req.num``) is the first. The
+        master's own (no waiter) is made once by its caller."""
+        if waiter is None:
+            return True
+        if (waiter[2], req.num) in self.undone:
             return False
         self.undone.add((waiter[2], req.num))
         return True
@@ -297,7 +300,8 @@ class PluginHost:
 
     def _mutex_undo(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         mutex = self.mutexes.get(req.name)
-        if mutex and waiter and mutex.holder == waiter[2] and self._first_undo(req, waiter):
+        user = waiter[2] if waiter is not None else -1  # -1: the master's own (_mutex_lock)
+        if mutex and mutex.holder == user and self._first_undo(req, waiter):
             self._pass_mutex(req.name, mutex)
         return PluginReply(None, 0)
 

@@ -79,12 +79,22 @@ def _call(
     ctx = _context.current
     if ctx.role == "master" and ctx.master is not None:
         _context.refuse_other_master_thread(f"{service}.{op}", "the plugins")
-        answer = ctx.master._plugins().serve(req, None)
+        host = ctx.master._plugins()
+        answer = host.serve(req, None)
         assert answer is not None  # the master never waits: waiting ops raise there
-        answer = _checked(answer, timeout, what)
-        if finish is not None:
-            finish(answer)
-        return answer
+        finishing = False
+        try:
+            checked = _checked(answer, timeout, what)
+            if finish is not None:
+                finishing = True
+                finish(checked)
+            return checked
+        except BaseException as first:
+            # Given back in the master's table, once: made again after a
+            # further exception inside it, it could give back twice.
+            if waits and not (finishing and failed_of_its_own(first, 1)) and _granted(req, answer):
+                host.serve(PluginReq(service, "undo", name, data=answer.data), None)
+            raise
     if ctx.role != "worker":
         raise ContextError(f"{service}.{op}: plugins work inside netmcore.run()")
     link: Link = _link(f"{service}.{op}")

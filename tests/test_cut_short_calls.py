@@ -155,3 +155,50 @@ def test_a_message_that_does_not_decode_is_not_put_back() -> None:
     """Its decode's own failure is not an interrupt: put back at the head
     of the box, it failed every receive after it, for good."""
     assert run_snippet(_UNDECODABLE, 40) == (0, "['ValidationError', 'D(x=2)']\n")
+
+
+_CUT_SHORT_IN_THE_MASTER = """
+import netmcore
+
+@netmcore.process
+def nothing(_: int) -> int:
+    return 0
+
+def extract(ctrl, pid):  # the master's own code
+    mutex, sem = netmcore.PluginMutex("m"), netmcore.PluginSemaphore("s")
+    box = netmcore.Mbox("b", str)
+    sem.create(1)
+    box.create()
+    box.send("first")
+    calls = {
+        "lock": lambda: mutex.lock(timeout=0),
+        "decrement": lambda: sem.decrement(wait=False),
+        "receive": lambda: box.receive(timeout=0),
+    }
+    said = []
+    sys.setprofile(_at_call)
+    try:
+        said.append(f"{calls[sys.argv[1]]()!r}, not cut")
+    except Tick:
+        said.append("cut")
+    finally:
+        sys.setprofile(None)
+    try:
+        said.append(repr(calls[sys.argv[1]]()))
+    except Exception as exc:
+        said.append(type(exc).__name__)
+    return said
+
+print(netmcore.run(first_process=lambda: nothing.start(0), init_ctrl=netmcore.add_plugins,
+                   extract_result=extract))
+"""
+
+
+@pytest.mark.parametrize(
+    ("what", "again"), [("lock", "None"), ("decrement", "0"), ("receive", "'first'")]
+)
+def test_a_grant_cut_short_in_the_masters_own_code_is_given_back(what: str, again: str) -> None:
+    """The master's table has no waiter for its own undo: the mutex stayed
+    locked (the call again: PluginError), the count taken, the message gone."""
+    snippet = signal_at_call("_checked") + RAISES_TICK + _CUT_SHORT_IN_THE_MASTER
+    assert run_snippet(snippet, 40, what) == (0, f"['cut', {again!r}]\n")
