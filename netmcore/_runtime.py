@@ -229,6 +229,11 @@ def _check_pidfile(path: object, socket_directory: str | None = None) -> str:
         )
     if os.path.isdir(absolute):
         raise ValueError(f"pidfile {path!r} is a directory: name a file in it")
+    if path.endswith("/"):  # abspath dropped it: a file of that name was written over
+        raise ValueError(
+            f"pidfile {path!r} ends with a slash, as a directory's name does: name the "
+            "file to write the master's pid to"
+        )
     if os.path.exists(absolute) and not os.path.isfile(absolute):
         # A socket or FIFO cannot be written as a file; a device (/dev/null)
         # can, and would be unlinked at the end.

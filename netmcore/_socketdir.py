@@ -55,6 +55,34 @@ def check_path(path: object) -> str:
     return absolute
 
 
+def _refuse_a_users_file(path: str) -> None:
+    """SocketDirectoryError if the names netmcore uses in the socket
+    directory ``path`` hold what is not its own: a master replaces its
+    socket, writes its pid into its lock file, and removes both at its end
+    (a user's file of either name was lost)."""
+    socket_path, lock_path = os.path.join(path, SOCKET_NAME), os.path.join(path, LOCK_NAME)
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+            raise SocketDirectoryError(
+                f"{socket_path!r} is not a socket: netmcore binds its control socket at "
+                "that name in a socket directory, and removes it at the end. Move that "
+                "file, or pass another socket_directory"
+            )
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.lstat(lock_path).st_mode
+        content = b""
+        if stat.S_ISREG(mode):
+            with open(lock_path, "rb") as f:
+                content = f.read(64)
+        # A master's lock holds its pid, or "MASTER watchdog PID" (see _holders).
+        if not stat.S_ISREG(mode) or content.replace(b"watchdog", b"").strip(b"0123456789 \n"):
+            raise SocketDirectoryError(
+                f"{lock_path!r} is not a netmcore lock file: netmcore writes its master's "
+                "pid at that name in a socket directory, and removes it at the end. Move "
+                "that file, or pass another socket_directory"
+            )
+
+
 class SocketDir:
     """An opened, locked socket directory.
 
@@ -76,6 +104,7 @@ class SocketDir:
         else:
             self.path = check_path(path)
             _make_private_dir(self.path)
+            _refuse_a_users_file(self.path)
         self.token = os.urandom(6).hex()
         try:
             self.lock_fd = self._lock(waiting)

@@ -373,6 +373,23 @@ def test_a_pidfile_that_is_a_symbolic_link_is_refused_before_anything_is_made(
     assert sorted(os.listdir(short_tmp)) == (["m.pid", "real.pid"] if target_exists else ["m.pid"])
 
 
+def test_a_pidfile_that_ends_with_a_slash_is_refused(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory's name: the slash was dropped, and a file of that name
+    was written over, then removed at the end."""
+    pidfile = short_tmp / "m.pid"
+    pidfile.write_text("someone else's\n")
+    _no_fork(monkeypatch)
+    with pytest.raises(ValueError) as info:
+        _run_echo(pidfile=f"{pidfile}/")
+    assert str(info.value) == (
+        f"pidfile {str(pidfile) + '/'!r} ends with a slash, as a directory's name does: name "
+        "the file to write the master's pid to"
+    )
+    assert pidfile.read_text() == "someone else's\n"
+
+
 def test_a_pidfile_that_is_not_a_regular_file_is_refused_before_anything_is_made(
     short_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

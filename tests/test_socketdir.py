@@ -732,3 +732,19 @@ def test_control_socket_not_reachable_by_another_user_by_default(
     result = query_status_as(NOBODY, NOBODY, str(sd / SOCK))
     assert result.startswith("connect-failed") or result == "closed", result
     h.finish()
+
+
+@pytest.mark.parametrize("name", ["netmcore.sock", "netmcore.lock"])
+def test_a_users_file_of_a_name_netmcore_uses_is_refused_not_lost(
+    short_tmp: Path, name: str
+) -> None:
+    """The socket was unlinked to bind it, the lock file written over, and
+    both removed at the end: a user's file of either name was lost."""
+    sd = short_tmp / "sd"
+    sd.mkdir(mode=0o700)
+    (sd / name).write_text("mine\n")
+    with pytest.raises(netmcore.SocketDirectoryError) as info:
+        run_echo(socket_directory=str(sd))
+    assert f"{str(sd / name)!r} is not a" in str(info.value)
+    assert "Move that file, or pass another socket_directory" in str(info.value)
+    assert (sd / name).read_text() == "mine\n"
