@@ -98,6 +98,7 @@ def run(
     _check_callables(first_process=first_process, extract_result=extract_result)
     if init_ctrl is not None:
         _check_callables(init_ctrl=init_ctrl)
+    _check_flags(disable_pmanage=disable_pmanage, no_unlink=no_unlink)
     if socket_directory is not None:
         socket_directory = check_path(socket_directory)
     if pidfile is not None:
@@ -207,6 +208,17 @@ def _check_callables(**given: object) -> None:
                 f"{name} is called as {call}, which {label}{bare} does not accept "
                 f"({exc}): give it {fitting}"
             ) from None
+
+
+def _check_flags(**given: object) -> None:
+    """TypeError, naming it, for a flag that is not a bool: a str such as
+    "no" is true, and would have set it."""
+    for name, value in given.items():
+        if not isinstance(value, bool):
+            raise TypeError(
+                f"{name}={value!r} is not valid: it is a bool (True or False), not "
+                f"{type(value).__name__}"
+            )
 
 
 def _check_pidfile(path: object, socket_directory: str | None = None) -> str:

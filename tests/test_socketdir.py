@@ -394,6 +394,13 @@ def _no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"pidfile": 7}, TypeError, "non-empty str or path"),
         ({"pidfile": "/"}, ValueError, "is a directory: name a file in it"),
         ({"pidfile": "/no-such-dir/m.pid"}, FileNotFoundError, "create it first"),
+        # A str is true: "no" set the flag.
+        (
+            {"disable_pmanage": "no"},
+            TypeError,
+            "disable_pmanage='no' is not valid: it is a bool",
+        ),
+        ({"no_unlink": 1}, TypeError, "no_unlink=1 is not valid: it is a bool"),
     ],
 )
 def test_bad_run_arguments_raise_before_anything_is_forked(
