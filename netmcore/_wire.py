@@ -606,19 +606,25 @@ class Link:
         waiter also looks again every WAIT_SLICE seconds: a lost wake-up
         costs that much, never a wait for ever."""
         asked = self._replies[rid]
-        bell = _thread.allocate_lock()  # this call's: hung once at a time
+        # This call's, hung once at a time; made only once another thread
+        # reads (a thread alone on its link, the usual case, reads itself).
+        bell: _thread.LockType | None = None
         while asked.reply is None:
             reading = False
             try:
-                bell.acquire(blocking=False)  # taken: a wait on it lasts until it is rung
                 with self._lock:
                     if asked.reply is not None:  # stored since the look above
                         break
                     if not self._reading:
                         self._reading = reading = True
-                    elif bell not in self._bells:  # (still there after a wait that ran out)
-                        self._bells.append(bell)
+                    else:
+                        if bell is None:
+                            bell = _thread.allocate_lock()
+                        bell.acquire(blocking=False)  # taken: a wait on it lasts until rung
+                        if bell not in self._bells:  # (still there after a wait that ran out)
+                            self._bells.append(bell)
                 if not reading:
+                    assert bell is not None
                     bell.acquire(timeout=WAIT_SLICE)
                     continue
                 self._read_one()
