@@ -1177,6 +1177,9 @@ class Master:
         self.children.clear()
         self.spares.clear()
         self.parked.clear()
+        for record in self.records.values():
+            if not record.joined:  # startup's first process, or one nobody joined
+                trace("forget: process %d (never joined; the run has ended)", record.n)
         self.records.clear()
         self.sel.close()
         self._listener.close()

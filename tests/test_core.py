@@ -1722,6 +1722,57 @@ def test_debug_enable_logs_start_and_join(tmp_path: Path, enable: bool, configur
     assert errors[0].startswith("app: netmcore: process" if configured else "netmcore: process")
 
 
+@pytest.mark.parametrize("entry", ["run", "startup"])
+def test_debug_traces_each_event_upstream_logs(tmp_path: Path, entry: str) -> None:
+    # start, deliver, join, forget, worker end and abnormal exit, each for
+    # its process. "forget" also for what nobody joined by the end: in
+    # startup, its first process; in run, a process left unjoined.
+    result = run_script(
+        tmp_path,
+        f"""
+        import os, netmcore
+
+        @netmcore.process
+        def square(k: int) -> int:
+            if k == 0:
+                os._exit(3)
+            return k * k
+
+        @netmcore.process
+        def first(_: int) -> int:
+            crashed, joined, left = square.start(0), square.start(6), square.start(7)
+            print("ids", crashed.n, joined.n, left.n, flush=True)
+            assert square.join(crashed) is None and square.join(joined) == 36
+            return 0
+
+        netmcore.Debug.enable = True
+        if {entry == "run"}:
+            netmcore.run(first_process=lambda: first.start(0),
+                         extract_result=lambda _c, pid: first.join_nowait(pid))
+        else:
+            netmcore.startup(first_process=lambda: first.start(0))
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    crashed, joined, left = map(int, result.stdout.split()[1:])
+    first = 0
+    err = result.stderr
+
+    def traced(event: str) -> set[int]:
+        return {int(n) for n in re.findall(rf"(?m)\] {event}: process (\d+)", err)}
+
+    assert traced("start") == {first, crashed, joined, left}, err
+    assert traced("deliver") == {first, joined, left}, err  # the crashed one sent nothing
+    assert traced("worker end") == {first, crashed, joined, left}, err
+    assert traced("join") >= {crashed, joined}, err
+    assert left not in traced("join"), err
+    forgotten = {left} if entry == "run" else {left, first}
+    assert traced("forget") == forgotten, err
+    assert re.search(
+        rf"process {crashed} \(__main__.square\) ended without a result: exit code 3", err
+    ), err
+
+
 # --------------------------------------------------------------------------
 # 18. Threads in a worker
 # --------------------------------------------------------------------------
