@@ -449,6 +449,20 @@ class Asked:
         self.reply: Message | None = None
 
 
+def _refuse_a_handlers_request(msg: Message) -> NoReturn:
+    """A request made by a signal handler that interrupted its thread as it
+    read the link for every thread: its reply could only come through that
+    read, which goes on once the handler has returned. Refused before it is
+    sent (it used to wait for ever)."""
+    raise ContextError(
+        f"netmcore cannot make this call ({type(msg).__name__}) in a signal handler that "
+        "interrupted its thread as it waited for the master's answer to another call (a "
+        "join, a lock, ...): this one's answer could only come through that wait, which "
+        "goes on once the handler returns. Make the call after the handler: set a flag "
+        "in it, or raise, and make the call once the exception is caught"
+    )
+
+
 class Link:
     """A blocking connection to the master, used by a worker or an admin client.
 
@@ -464,20 +478,21 @@ class Link:
         # shares the socket, and would read replies meant for this process.
         self.owner_pid = this_pid[0]
         self._buf = recv_buffer() if buf is None else buf
-        self._send_lock = threading.Lock()
+        # Reentrant: a signal handler that sends, run in a thread that waits
+        # for room to send, sends its own message (whole: SEQPACKET) first.
+        self._send_lock = threading.RLock()
         # Taken with ``with``, a C lock: a signal handler's exception cannot
         # come between its acquire and the block that lets it go, as it can
         # in threading.Condition's Python __enter__ (the lock stayed taken,
         # and the link's other threads waited for ever). Reentrant, as the
         # Condition's was: a handler that runs as its thread holds it takes
-        # it too. (A request made in a handler still waits for ever if its
-        # thread is the reader, or sending: see the README.)
+        # it too.
         self._lock = threading.RLock()
         # A lock each thread waiting for the reader to hand over waits on,
         # released (rung) to wake it: threading.Condition's wait is Python
         # too, with such windows.
         self._bells: list[_thread.LockType] = []
-        self._reading = False
+        self._reader: int | None = None  # the thread reading for all, if one is
         self._replies: dict[int, Asked] = {}
         self._ids = itertools.count(1)
 
@@ -559,6 +574,8 @@ class Link:
         (A further exception exactly as the loop goes round again, as the
         last is classified or at the jump back, still ends it.)
         """
+        if self._reader == threading.get_ident():
+            _refuse_a_handlers_request(msg)
         if asked is None:
             asked = Asked()
         rid = next(self._ids)
@@ -615,8 +632,8 @@ class Link:
                 with self._lock:
                     if asked.reply is not None:  # stored since the look above
                         break
-                    if not self._reading:
-                        self._reading = reading = True
+                    if self._reader is None:
+                        self._reader, reading = threading.get_ident(), True
                     else:
                         if bell is None:
                             bell = _thread.allocate_lock()
@@ -630,7 +647,7 @@ class Link:
                 self._read_one()
             finally:
                 if reading:
-                    self._reading = False
+                    self._reader = None
                     self._wake_waiters()
         reply: Message = asked.reply
         return reply

@@ -193,8 +193,8 @@ def run_scenario(
 
 # System call numbers, to see what the main thread is blocked in (/proc).
 SYSCALLS = {
-    "x86_64": {"recvfrom": 45, "futex": 202},
-    "aarch64": {"recvfrom": 207, "futex": 98},
+    "x86_64": {"recvfrom": 45, "futex": 202, "poll": 7},
+    "aarch64": {"recvfrom": 207, "futex": 98, "poll": 73},  # ppoll: poll's there
 }.get(platform.machine())
 WAIT = 10.0  # a guard against a hang, not an assertion
 

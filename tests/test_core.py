@@ -1859,7 +1859,7 @@ def _until_a_thread_waits_for_a_reply() -> None:
     link = _context.current.link
     assert link is not None
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT
-    while not link._reading:
+    while link._reader is None:
         assert time.monotonic() < deadline, "the thread never sent its request"
         time.sleep(0.001)  # polling a condition, with a deadline
 

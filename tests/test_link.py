@@ -129,7 +129,7 @@ def test_a_waiter_hangs_one_bell_however_often_its_wait_runs_out(
     bells = link._bells = _Bells()
     reader = threading.Thread(target=lambda: link.request(ReleaseReq(1)), daemon=True)
     reader.start()
-    wait_until(lambda: link._reading, "the first request's thread to read")
+    wait_until(lambda: link._reader is not None, "the first request's thread to read")
     waiter = threading.Thread(target=lambda: link.request(ReleaseReq(2)), daemon=True)
     waiter.start()
     wait_until(lambda: max(bells.looks, bells.hangs) >= 5, "the waiter's waits to run out")
@@ -138,3 +138,81 @@ def test_a_waiter_hangs_one_bell_however_often_its_wait_runs_out(
     reader.join(WAIT)
     waiter.join(WAIT)
     assert not reader.is_alive() and not waiter.is_alive()
+
+
+@pytest.mark.skipif(SYSCALLS is None, reason="system call numbers known for x86_64 and aarch64")
+def test_a_handlers_request_in_the_reading_thread_is_refused_not_left_waiting(
+    link_and_master: tuple[Link, FakeMaster],
+) -> None:
+    """A signal handler that makes a request while its thread reads the link
+    for the reply of another: that reply, and the handler's, could only come
+    through the read the handler interrupted. The request waited for ever;
+    it is refused, before it is sent, and the interrupted call goes on."""
+    link, master = link_and_master
+    got: list[str] = []
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        try:
+            got.append(f"answered {link.request(ReleaseReq(2))}")
+        except _wire.ContextError as exc:
+            got.append(f"ContextError: {exc}")
+
+    def when_main_reads() -> None:
+        wait_until_main_thread_blocks(lambda call: call[0] == SYSCALLS["recvfrom"])
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+        wait_until(lambda: bool(got), "the handler's request to end")
+        master.answer_all()
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        starter = threading.Thread(target=when_main_reads, daemon=True)
+        starter.start()
+        assert link.request(ReleaseReq(1)) == Done(req=1)
+        starter.join(WAIT)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert len(got) == 1 and got[0].startswith("ContextError: netmcore cannot make"), got
+    assert "in a signal handler" in got[0] and "after the handler" in got[0]
+    assert master.asked == [1]  # nothing of the handler's was sent
+
+
+@pytest.mark.skipif(SYSCALLS is None, reason="system call numbers known for x86_64 and aarch64")
+def test_a_handler_sends_while_its_thread_waits_for_room_to_send() -> None:
+    """A signal handler that sends as its thread waits for room on a full
+    link: both messages go, whole, the handler's first. Its thread held the
+    send lock: the handler waited for it, for ever."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    filler = encoder.encode(ReleaseReq(0))
+    with ours, theirs:
+        link = Link(ours)
+        with contextlib.suppress(BlockingIOError):
+            while True:  # nobody reads: fill the socket
+                ours.send(filler, socket.MSG_DONTWAIT)
+        sending: list[int] = []
+        first: list[bytes] = []  # the first message after the fillers
+
+        def handler(_signum: int, _frame: FrameType | None) -> None:
+            sending.append(2)
+            link.send(ReleaseReq(2))
+
+        def interrupt_then_drain() -> None:
+            in_poll = lambda call: call[0] == SYSCALLS["poll"]  # noqa: E731
+            wait_until_main_thread_blocks(in_poll)
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+            wait_until(lambda: bool(sending), "the handler to send")
+            wait_until_main_thread_blocks(in_poll)  # the handler's send waits for room
+            while (data := theirs.recv(65536)) == filler:  # what the test filled it with
+                pass
+            first.append(data)
+
+        previous = signal.signal(signal.SIGUSR1, handler)
+        try:
+            drainer = threading.Thread(target=interrupt_then_drain, daemon=True)
+            drainer.start()
+            link.send(ReleaseReq(1))
+            drainer.join(WAIT)
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+        assert not drainer.is_alive()
+        assert first == [encoder.encode(ReleaseReq(2))]
+        assert theirs.recv(65536) == encoder.encode(ReleaseReq(1))

@@ -230,3 +230,45 @@ def sem_wait_through_handlers(_: int) -> list[Any]:
 def test_a_semaphore_wait_goes_on_through_a_handler_that_returns() -> None:
     got = scenario.run_scenario(sem_wait_through_handlers, 0)
     assert got == [True, [signal.SIGUSR1], "interrupted", 0]
+
+
+@netmcore.process
+def handler_calls_netmcore_during_a_join(gate: tuple[int, int]) -> list[str]:
+    gate_r, gate_w = gate
+    got: list[str] = []
+
+    def handler(_signum: int, _frame: object) -> None:
+        try:
+            got.append(f"started {square.start(2)}")
+        except netmcore.ContextError as exc:
+            got.append(f"ContextError: {str(exc).split(' (')[0]}")
+
+    signal.signal(signal.SIGUSR1, handler)
+    pid = gated_square.start((gate_r, 7))
+    main = threading.get_ident()
+
+    def interrupt_then_open() -> None:
+        assert scenario.SYSCALLS is not None
+        recvfrom = scenario.SYSCALLS["recvfrom"]
+        scenario.wait_until_main_thread_blocks(lambda call: call[0] == recvfrom)
+        signal.pthread_kill(main, signal.SIGUSR1)
+        scenario.wait_until(lambda: bool(got), "the handler's call to end")
+        os.write(gate_w, b"g")
+
+    helper = threading.Thread(target=interrupt_then_open, daemon=True)
+    helper.start()
+    got.append(f"joined {gated_square.join(pid)}")
+    helper.join(scenario.WAIT)
+    # After the handler, the thread's calls work again.
+    got.append(f"then {square.join(square.start(3))}")
+    return got
+
+
+def test_a_handlers_call_during_its_threads_join_raises_and_the_join_goes_on(
+    gate: tuple[int, int],
+) -> None:
+    """A worker's signal handler that calls netmcore while its thread waits
+    in a join (reading the link): the call raises ContextError, before
+    anything is sent, and the join goes on. It waited for ever."""
+    got = scenario.run_scenario(handler_calls_netmcore_during_a_join, gate)
+    assert got == ["ContextError: netmcore cannot make this call", "joined 49", "then 9"]
