@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import stat
 
 from . import _ipc, _resources
 from ._debug import log
 from ._errors import SocketDirectoryError
+from ._posix import with_signals_blocked
 from ._resources import ResourceType
 
 PMANAGE_NAME = "netmcore.pmanage"
@@ -42,9 +44,19 @@ class Record:
         self.live = listed  # what the record lists now, inherited or ours
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.fchmod(self.fd, 0o600)
+        self.torn = False  # the last write ended part-way through its line
 
     def write(self, op: str, kind: str, name: str) -> None:
-        os.write(self.fd, f"{op} {kind} {json.dumps(name)}\n".encode())
+        """Append a line; raise (OSError: a full disk, a file size limit) if
+        it is not all written, and the object is then not made (``+``)."""
+        line = f"{op} {kind} {json.dumps(name)}\n".encode()
+        # After a line cut short, a line break first: else this line would
+        # run on from the torn one, and both be skipped as no entry.
+        data = memoryview(b"\n" + line if self.torn else line)
+        self.torn = True
+        while data:
+            data = data[os.write(self.fd, data) :]
+        self.torn = False
         self.lines += 1
         if op == "+":
             self.live[kind, name] = None
@@ -70,18 +82,29 @@ class Record:
         except OSError as exc:
             log.warning("netmcore: could not compact the record %s: %s", self.path, exc)
             return
+        # Every signal held back from the rename to the switch of descriptors:
+        # a handler's exception in between (as the rename returns) left the
+        # record's lines going to the old file, no longer at the path, and a
+        # handler's TimeoutError (an OSError) passed for a failed rename.
+        error = with_signals_blocked(signal.valid_signals(), lambda: self._switch_to(fd))
+        if error is not None:
+            log.warning("netmcore: could not compact the record %s: %s", self.path, error)
+
+    def _switch_to(self, fd: int) -> OSError | None:
+        """Rename the compacted record (open at ``fd``) over the record, and
+        append to it from then on; the error, if the rename failed."""
         try:
             os.replace(self.path + _TMP_SUFFIX, self.path)
         except OSError as exc:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(self.path + _TMP_SUFFIX)
-            log.warning("netmcore: could not compact the record %s: %s", self.path, exc)
-            return
+            return exc
         # At the same number: the master gave it to _fds, which every worker
         # closes after its fork.
         os.dup2(fd, self.fd, inheritable=False)
         os.close(fd)
+        return None
 
     def close(self, *, clean: bool) -> None:
         """Close it. After a ``clean`` end, what this run recorded is no longer
@@ -90,8 +113,24 @@ class Record:
         beside this one, and :func:`finish_record` puts it in place (the
         watchdog does, as it stands down: see :meth:`Watchdog.stand_down`)."""
         os.close(self.fd)
-        if clean:  # empty if nothing is to stay listed (over a failed compaction's)
+        if not clean:
+            return
+        try:  # empty if nothing is to stay listed (over a failed compaction's)
             os.close(_write_record(self.path + _TMP_SUFFIX, self.inherited))
+        except OSError as exc:
+            # No record, rather than one that lists what this living program
+            # keeps: the next start in the directory would unlink it.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            log.warning(
+                "netmcore: could not write the record %s at the end of run (%s): it is removed%s",
+                self.path,
+                exc,
+                "; these objects a crashed master left are no longer listed in it: "
+                + ", ".join(name for _, name in self.inherited)
+                if self.inherited
+                else "",
+            )
 
 
 def finish_record(path: str) -> None:
@@ -149,6 +188,8 @@ def _load(path: str) -> tuple[dict[tuple[str, str], None], int]:
     listed: dict[tuple[str, str], None] = {}
     lines = _read_record(path).splitlines()
     for line in lines:
+        if not line:  # before a line that followed a torn one (see Record.write)
+            continue
         entry = _parse(line)
         if entry is None:
             log.warning("netmcore: skipped a line of %s that is no record entry: %r", path, line)

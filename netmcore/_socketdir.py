@@ -119,12 +119,21 @@ class SocketDir:
 
     def _lock(self, waiting: Callable[[], None]) -> int:
         lock_path = os.path.join(self.path, LOCK_NAME)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            self._wait_for_lock(fd, waiting)
-        except BaseException:
+        while True:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                self._wait_for_lock(fd, waiting)
+                # A master that ended as this one opened the file removed it,
+                # then let go of its lock: the lock taken then is on a file no
+                # longer at the path, where the next master would make and
+                # lock one of its own, and run beside this one. So the lock
+                # counts only on the file at the path; else the open is redone.
+                if _is_at(fd, lock_path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
             os.close(fd)
-            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
@@ -219,6 +228,14 @@ class SocketDir:
             import shutil  # only for leftovers: see _master.KEPT_OUT_OF_MASTER
 
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _is_at(fd: int, path: str) -> bool:
+    """Whether the file open at ``fd`` is the one at ``path``."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _holders(text: bytes) -> tuple[str, str | None]:

@@ -23,9 +23,11 @@ deadline, for each process it learned of to be gone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import stat
@@ -1214,3 +1216,107 @@ def test_a_master_killed_while_it_compacts_its_record_loses_no_entry(
     assert [e for e in os.listdir(SHM_DIR) if e.removeprefix("sem.").startswith(made)] == []
     assert not (sockdir / PMANAGE).exists()
     assert not (sockdir / f"{PMANAGE}.tmp").exists()
+
+
+class _Alarm(Exception):
+    pass
+
+
+def _raise_alarm(_signum: int, _frame: object) -> None:
+    raise _Alarm()
+
+
+def test_a_handlers_exception_as_the_record_is_compacted_loses_no_later_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal whose handler raises, as the compacted record is renamed over
+    the record: the lines after it went to the old file, no longer at the
+    path, and the objects they listed were left by a crash."""
+    path = tmp_path / PMANAGE
+    record = _cleanup.Record(str(path))
+    monkeypatch.setattr(_cleanup, "COMPACT_AT", 2)
+    real_replace = os.replace
+
+    def replace_then_signal(src: str, dst: str) -> None:
+        real_replace(src, dst)
+        signal.raise_signal(signal.SIGALRM)  # its handler runs as this returns, if it can
+
+    monkeypatch.setattr(_cleanup.os, "replace", replace_then_signal)
+    previous = signal.signal(signal.SIGALRM, _raise_alarm)
+    try:
+        with pytest.raises(_Alarm):  # raised once the rename and the switch are done
+            for n in range(100):
+                record.write("+", "posix_shm", f"/gone.{n}")
+                record.write("-", "posix_shm", f"/gone.{n}")
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    monkeypatch.setattr(_cleanup.os, "replace", real_replace)
+    record.write("+", "posix_shm", "/made.after")
+    assert _cleanup.pending(str(path)) == [("posix_shm", "/made.after")]
+    record.close(clean=False)
+
+
+def test_a_record_line_written_part_way_refuses_its_object_and_spoils_no_other(
+    tmp_path: Path,
+) -> None:
+    """A full disk or a file size limit cuts a line short: os.write's count
+    was not looked at, the object was made though the record cannot name it,
+    and the next line ran on from the torn one (both skipped at a cleanup)."""
+    path = tmp_path / PMANAGE
+    record = _cleanup.Record(str(path))
+    record.write("+", "posix_shm", "/made.before")
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a signal
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 20, limits[1]))
+        with pytest.raises(OSError) as info:
+            record.write("+", "posix_shm", "/refused.0123456789abcdef")
+        assert info.value.errno == errno.EFBIG
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert ("posix_shm", "/refused.0123456789abcdef") not in record.live
+    record.write("+", "posix_shm", "/made.after")
+    assert _cleanup.pending(str(path)) == [
+        ("posix_shm", "/made.before"),
+        ("posix_shm", "/made.after"),
+    ]
+    record.close(clean=False)
+
+
+@netmcore.process
+def _nothing_much(k: int) -> int:
+    return k
+
+
+def test_a_run_that_cannot_write_its_clean_record_leaves_the_next_nothing_to_unlink(
+    sockdir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At a clean end, the record is rewritten to list only what a crashed
+    master left. If that cannot be written (a full disk), the record listed
+    what the living program keeps, and the next run in the directory
+    unlinked it as a crashed master's."""
+    kept = netmcore.create_shm(64)  # the program's, listed in each run's record
+    try:
+        real = _cleanup._write_record
+
+        def disk_full(path: str, entries: list[tuple[str, str]]) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+        def run_once() -> int | None:
+            return netmcore.run(
+                first_process=lambda: _nothing_much.start(1),
+                extract_result=lambda _c, pid: _nothing_much.join_nowait(pid),
+                socket_directory=str(sockdir),
+            )
+
+        monkeypatch.setattr(_cleanup, "_write_record", disk_full)
+        with caplog.at_level(logging.WARNING, logger="netmcore"):
+            assert run_once() == 1
+        assert "could not write the record" in caplog.text
+        assert not (sockdir / PMANAGE).exists()
+        monkeypatch.setattr(_cleanup, "_write_record", real)
+        assert run_once() == 1
+        assert os.path.exists(shm_path(kept.name)), "the next run unlinked the program's object"
+    finally:
+        kept.release()

@@ -651,6 +651,51 @@ def test_directory_in_use_is_refused(short_tmp: Path, holder: Callable[..., Hold
     assert run_echo(socket_directory=str(sd)) == "hi"
 
 
+def test_a_master_whose_lock_file_went_as_it_locked_locks_the_next(
+    short_tmp: Path, holder: Callable[..., Holder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A master that opened the lock file of one that then ended (removed the
+    file, let go of its lock) took the lock of a file no longer there: a
+    third master made a lock file of its own, took its lock, and ran beside
+    it, unlinking as a crashed master's the objects it kept."""
+    sd = short_tmp / "sd"
+    first = holder(sd)
+    real = _socketdir.SocketDir._wait_for_lock
+
+    def first_ends_meanwhile(self: _socketdir.SocketDir, fd: int, waiting: Any) -> None:
+        monkeypatch.setattr(_socketdir.SocketDir, "_wait_for_lock", real)
+        first.finish()  # between this master's open of the lock file and its lock
+        real(self, fd, waiting)
+
+    monkeypatch.setattr(_socketdir.SocketDir, "_wait_for_lock", first_ends_meanwhile)
+    third: list[subprocess.CompletedProcess[str]] = []
+
+    def try_a_third_master() -> netmcore.ProcessId[str]:
+        assert (sd / LOCK).read_text() == f"{os.getpid()}\n"  # this master's, at the path
+        command = [sys.executable, str(HOLD), "--socket-directory", str(sd)]
+        third.append(
+            subprocess.run(
+                command,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        )
+        return echo.start("x")
+
+    result = netmcore.run(
+        first_process=try_a_third_master,
+        extract_result=lambda _c, pid: echo.join_nowait(pid),
+        socket_directory=str(sd),
+    )
+    assert result == "x"
+    assert third[0].returncode != 0, third[0].stdout
+    assert f"in use by a running netmcore master (pid {os.getpid()})" in third[0].stderr
+
+
 def test_directory_of_killed_master_is_reusable(
     short_tmp: Path, holder: Callable[..., Holder]
 ) -> None:
