@@ -323,6 +323,8 @@ def _counted(
     is undone by the state it left, whichever point of it a handler's
     exception comes at (``get``'s answer is known even if the exception
     cut it short: see :func:`_local_or_remote`)."""
+    if res_id is not None:
+        _check_res_id(res_id)  # in every open: a Buffer's, a Mailbox's, ...
     uses = _uses
     n = None if res_id is None else res_id.n
     got: ResInfo | None = None
@@ -795,7 +797,10 @@ def _sem(got: ResInfo) -> PosixSemaphore:
 
 def _check_res_id(res_id: object) -> None:
     if not isinstance(res_id, ResId):
-        raise TypeError(f"res_id must be a ResId, not {type(res_id).__name__} ({res_id!r})")
+        raise TypeError(
+            f"res_id must be a ResId, not {type(res_id).__name__} ({res_id!r}): pass the "
+            "res_id of the object (its .res_id), as its creator has it"
+        )
 
 
 # A resource call, as :func:`_local_or_remote` serves it: its work on the

@@ -214,6 +214,23 @@ BAD_INPUT: dict[str, tuple[Callable[[], object], type[Exception], str]] = {
     ),
     # A wrong type: a TypeError naming the value, the rule and the fix, in
     # one wording (Mailbox.create's sizes say it too).
+    **{
+        f"{name} of a {type(bad).__name__} id": (
+            lambda opener=opener, bad=bad: opener(bad),
+            TypeError,
+            rf"^res_id must be a ResId, not {type(bad).__name__} \({bad!r}\): pass the res_id "
+            r"of the object \(its \.res_id\), as its creator has it$",
+        )
+        for name, opener in {
+            "open_shm": netmcore.open_shm,
+            "open_sem": netmcore.open_sem,
+            "Buffer.open": netmcore.Buffer.open,
+            "ShmMutex.open": netmcore.ShmMutex.open,
+            "ShmCondition.open": netmcore.ShmCondition.open,
+            "Mailbox.open": lambda res_id: netmcore.Mailbox.open(res_id, int),
+        }.items()
+        for bad in (1, "1")
+    },
     "create_shm size str": (
         lambda: netmcore.create_shm("10"),  # type: ignore[arg-type]
         TypeError,
