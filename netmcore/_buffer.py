@@ -5,7 +5,7 @@ a mutex and two condition variables; so does this one, all inside one managed
 shm object::
 
     mark | mutex | not_full | not_empty | table mutex | head, tail, capacity, end,
-    writer, reader, holders, overflow | ring
+    writer, reader, holders, overflow, filled writer, filled reader | ring
 
 The producer appends, waiting while the ring is full; ``close()`` marks the
 end of the stream. The consumer ``peek``s at the bytes at the head without
@@ -15,22 +15,27 @@ holding it does not hang the other (it sees the stream end instead).
 
 A side that dies outside a call (or ends without ``close()``) holds nothing
 the kernel could release, so a waiter waits in slices and, between two, asks
-whether the other side still lives: the pid of the last writer, or of the
-last reader, is recorded when it writes or reads, and an opener's fills a
-side nobody has taken yet (so that the creator knows its other side before it
-writes or reads anything). The creator and the openers that have not yet
-written or read are also kept as its holders (a few: see ``_HOLDERS``): a
-waiter whose other side is not known (no pid, or its own, filled in when it
-opened) takes it to be any holder but itself, and learns of its end once every
-one of them has ended. So a creator that dies before its first write (or read)
-is the other side of the process it handed the buffer to. The release of the
-process's last handle on it takes back a side the process never wrote or read
-on, and its place among the holders: a process that opened (or created) the
-buffer only to look at it, or to pass it on, and let it go, is no side; one
-that wrote (or read) and let go without ``close()`` is still the side whose end
-the other learns of. Sides and places are the process's, not a handle's (see
-``_Here``): the release of a second handle, a helper's that only looked,
-leaves those of the process's other handles.
+whether the other side still lives: the pid of the last writer, or of the last
+reader, is recorded when it writes or reads, and an opener's fills a side
+nobody has taken yet (so that the creator knows its other side before it
+writes or reads anything). Each has a word of its own, and the waiter reads
+the recorded pid first: an open (or the release that takes its fill back)
+looks at its word then stores, under the table's lock, which a write (read)
+does not take; in one word, a first write between the two was overwritten (or
+erased), and the other side never learned of that writer's end. The creator
+and the openers that have not yet written or read are also kept as its holders
+(a few: see ``_HOLDERS``): a waiter whose other side is not known (no pid, or
+its own, filled in when it opened) takes it to be any holder but itself, and
+learns of its end once every one of them has ended. So a creator that dies
+before its first write (or read) is the other side of the process it handed
+the buffer to. The release of the process's last handle on it takes back a
+side the process never wrote or read on, and its place among the holders: a
+process that opened (or created) the buffer only to look at it, or to pass it
+on, and let it go, is no side; one that wrote (or read) and let go without
+``close()`` is still the side whose end the other learns of. Sides and places
+are the process's, not a handle's (see ``_Here``): the release of a second
+handle, a helper's that only looked, leaves those of the process's other
+handles.
 
 Each call counts itself in progress (``_pthread.InUse``), so that a
 ``release()`` by another thread unmaps the buffer only once the last call
@@ -71,9 +76,9 @@ from ._resource_api import (
     create_marked,
     open_marked,
 )
-from ._resources import validate_size
+from ._resources import largest_shm, size_problem, space_fix, validate_size
 
-_MARK = b"nmcbuf02"
+_MARK = b"nmcbuf03"
 _MUTEX, _NOT_FULL, _NOT_EMPTY = _pthread.SLOT, 2 * _pthread.SLOT, 3 * _pthread.SLOT
 # Guards the holders table against two opens at once, which would both take
 # the same free place. Not the buffer's mutex: an opener that died holding it
@@ -88,6 +93,8 @@ _CLOSED, _DIED = 1, 2
 _ENDED = struct.Struct("=Q")
 _ENDED_AT = _STATE + 24
 _PID = struct.Struct("=I")
+# The pids of the last writer and reader, recorded by write() and read()
+# under the mutex (never cleared: a side that let go is still the side).
 _WRITER, _READER = _STATE + _LAYOUT.size, _STATE + _LAYOUT.size + _PID.size  # os pids
 # Who could end a wait on each condition: the other side, whose pid is there.
 _WAKER = {_NOT_EMPTY: _WRITER, _NOT_FULL: _READER}
@@ -98,8 +105,11 @@ _WAKER = {_NOT_EMPTY: _WRITER, _NOT_FULL: _READER}
 _HOLDERS = _READER + _PID.size
 _N_HOLDERS = 5
 _OVERFLOW = _HOLDERS + _N_HOLDERS * _PID.size
-_RING = _STATE + 64
-assert _OVERFLOW + _PID.size <= _RING
+# An opener's pid on each side nobody has taken: filled by _join, taken back
+# by _let_go_marks, for the waiter when no pid was recorded there (_waker).
+_FILLED = {_WRITER: _OVERFLOW + _PID.size, _READER: _OVERFLOW + 2 * _PID.size}
+_RING = _STATE + 128  # the ring starts on a 64-byte boundary still
+assert _FILLED[_READER] + _PID.size <= _RING
 # What a wait is for, by the condition it waits on.
 _WAITING_FOR = {_NOT_EMPTY: "an empty buffer", _NOT_FULL: "a full buffer"}
 _ONE = _pthread.ONE
@@ -184,6 +194,14 @@ class Buffer:
     def create(cls, capacity: int = 1 << 20) -> Buffer:
         """A buffer holding at most ``capacity`` bytes not yet consumed."""
         capacity = validate_size(capacity, "capacity")
+        size = _RING + capacity
+        problem = size_problem(size)  # create_shm's own message would name a size not passed
+        if problem is not None:
+            raise ValueError(
+                f"capacity {capacity:,} bytes is too large: a Buffer of capacity {capacity:,} "
+                f"needs {size:,} bytes of shared memory ({_RING} for its header), and {problem}. "
+                f"Use a capacity of at most {largest_shm() - _RING:,}{space_fix(size)}"
+            )
 
         def build(segment: ShmSegment) -> Buffer:
             _LAYOUT.pack_into(segment.buffer, _STATE, 0, 0, capacity, 0)
@@ -233,9 +251,11 @@ class Buffer:
                 _consistent(addr)
             elif rc:
                 raise OSError(rc, f"locking the table lock of {self!r}: {os.strerror(rc)}")
-            for side in (_WRITER, _READER):
-                if not _PID.unpack_from(self._buf, side)[0]:
-                    _PID.pack_into(self._buf, side, this_pid[0])
+            # In the fills' own words: a first write (read) between the look
+            # and the store records its pid in the side's, which wins (_waker).
+            for filled in _FILLED.values():
+                if not _PID.unpack_from(self._buf, filled)[0]:
+                    _PID.pack_into(self._buf, filled, this_pid[0])
             self._hold()
             _unlock(addr)
         finally:
@@ -428,7 +448,7 @@ class Buffer:
         if self._use.closed:  # release() by another thread woke it
             raise closed_during(self, call)
         if not woken:
-            pid = _PID.unpack_from(self._buf, _WAKER[cond])[0]
+            pid = self._waker(cond)
             if pid and pid != this_pid[0]:
                 if _pthread.ended(pid):
                     self._end_after_death(f"(os pid {pid}) ended without closing it")
@@ -445,6 +465,15 @@ class Buffer:
                     )
                     self._end_after_death(f"({pids}) ended without closing it")
         return True
+
+    def _waker(self, cond: int) -> int:
+        """The pid of the side that could end a wait on ``cond``: the last to
+        write (read) on it, or, before any did, an opener's fill; 0 if none."""
+        side = _WAKER[cond]
+        pid: int = (
+            _PID.unpack_from(self._buf, side)[0] or _PID.unpack_from(self._buf, _FILLED[side])[0]
+        )
+        return pid
 
     def _end_after_death(self, what: str) -> NoReturn:
         self._set_end()  # the caller, holding the mutex, unlocks it
@@ -474,7 +503,8 @@ class Buffer:
         ------
         ValueError
             If the stream was closed, or the buffer released (also by another
-            thread during the wait).
+            thread during the wait), even for empty ``data`` (which never
+            waits for room).
         TimeoutError
             If the buffer stayed full (or its other side held its lock) until
             the timeout; it says how many bytes were written.
@@ -493,7 +523,7 @@ class Buffer:
         total = len(view)
         use, buf, mutex = self._use, self._buf, self._mutex
         addr, word, tid = mutex.addr, mutex.word, threading.get_native_id()
-        while view:
+        while True:  # once at least: write(b"") on a closed stream raises too
             use.calls += _ONE  # see "Every call takes the mutex" above
             mapped = False
             try:
@@ -507,7 +537,7 @@ class Buffer:
                 if _WRITER not in self._acted:
                     self._took(_WRITER)
                 head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
-                while tail - head == capacity and not ended:
+                while tail - head == capacity and not ended and view:  # b"" needs no room
                     if not self._wait(_NOT_FULL, deadline, "write()", (total - len(view), total)):
                         raise TimeoutError(
                             f"{self!r} stayed full for {timeout} s: {total - len(view)} of "
@@ -547,6 +577,8 @@ class Buffer:
                     if use.closed:
                         use.left()
             view = view[n:]
+            if not view:
+                return
 
     def close(self) -> None:
         """Mark the end of the stream: the consumer then reads what is left, then b""."""
@@ -770,10 +802,11 @@ class Buffer:
             _pthread.cond_broadcast(self._at(_NOT_FULL))
 
     def _let_go_marks(self) -> None:
-        """For the process's last handle on the buffer: take back the sides it
-        only opened (never wrote or read on, by any handle), which are no
-        longer ones whose end cuts the stream, and its place among the
-        holders. Another handle of it still open keeps them (see _Here)."""
+        """For the process's last handle on the buffer: take back the sides its
+        open filled, which are no longer ones whose end cuts the stream (one it
+        wrote or read on keeps its pid in the side's own word), and its place
+        among the holders. Another handle of it still open keeps them (see
+        _Here)."""
         n = self.res_id.n
         with _here_lock:
             here = _here.get(n)
@@ -782,10 +815,12 @@ class Buffer:
             if any(h is not self and not h._use.closed for h in list(here.handles)):
                 return
             del _here[n]
-        acted = self._acted | here.acted
-        for side in (_WRITER, _READER):
-            if side not in acted and _PID.unpack_from(self._buf, side)[0] == this_pid[0]:
-                _PID.pack_into(self._buf, side, 0)
+        # No lock: a fill is stored only in an empty word, so this process's
+        # pid stays there until it is taken back here; and a write (read)
+        # meanwhile records in the side's own word, which this leaves.
+        for filled in _FILLED.values():
+            if _PID.unpack_from(self._buf, filled)[0] == this_pid[0]:
+                _PID.pack_into(self._buf, filled, 0)
         self._unhold()
 
     def _unmap(self) -> None:

@@ -236,15 +236,22 @@ def size_problem(size: int) -> str | None:
     """
     if size > OFF_T_MAX:
         return f"a shared memory object holds at most {OFF_T_MAX:,} bytes (2**63-1, a file's size)"
-    space = os.statvfs(_ipc.SHM_DIR)
-    total = space.f_blocks * space.f_frsize  # 0 for a tmpfs mounted without a limit (size=0)
-    if 0 < total < size:
+    total = largest_shm()
+    if total < size:
         return (
             f"{_ipc.SHM_DIR}, where shared memory lives, is {total:,} bytes in all, so an "
             "object larger than that could never be filled (a process that writes past the "
             "space there is killed by SIGBUS)"
         )
     return None
+
+
+def largest_shm() -> int:
+    """The size of the largest shm object that could be filled here (see
+    :func:`size_problem`): all of /dev/shm, or a file's largest size."""
+    space = os.statvfs(_ipc.SHM_DIR)
+    total = space.f_blocks * space.f_frsize  # 0 for a tmpfs mounted without a limit (size=0)
+    return total if 0 < total < OFF_T_MAX else OFF_T_MAX
 
 
 def free_problem(written: int) -> str | None:

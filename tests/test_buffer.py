@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from netmcore import (
     ResId,
     _buffer,
     _pthread,
+    _resources,
 )
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -862,3 +865,194 @@ def test_releasing_a_creators_idle_second_handle_leaves_it_a_holder(pipes: Any) 
     creator, got = run_scenario(reader_of_a_creator_with_two_handles, (*pipes(), *pipes()))
     assert got.startswith("OwnerDiedError: the other side of Buffer(")
     assert f"(os pid {creator}) ended without closing it" in got
+
+
+# --------------------------------------------------------------------------
+# Buffer: an opener's mark on a side nobody had taken (its open's, or its
+# release's taking it back) never replaces the pid of a side that wrote
+# meanwhile. Both were a look at the side's word and a store, under no lock
+# the write respects: a first write between the two was overwritten (by the
+# opener's pid) or erased, and the reader, its writer ended without close(),
+# waited for ever.
+# --------------------------------------------------------------------------
+
+
+class _PidGatedIn:
+    """``_buffer._PID``, whose first store made by ``function`` waits at a
+    gate: it says so (a byte to ``said_w``), then waits for a byte on
+    ``go_r``. It opens the window between that function's look at a side's
+    mark and its store for as long as the other process needs."""
+
+    def __init__(self, real: Any, function: str, said_w: int, go_r: int) -> None:
+        self.real, self.function, self.said_w, self.go_r = real, function, said_w, go_r
+        self.size, self.unpack_from = real.size, real.unpack_from
+        self.gated = False
+
+    def pack_into(self, buf: Any, offset: int, value: int) -> None:
+        if not self.gated and sys._getframe(1).f_code.co_name == self.function:
+            self.gated = True
+            os.write(self.said_w, b"p")
+            os.read(self.go_r, 1)
+        self.real.pack_into(buf, offset, value)
+
+
+@contextlib.contextmanager
+def _pid_gated_in(function: str, said_w: int, go_r: int) -> Iterator[None]:
+    real = _buffer._PID
+    _buffer._PID = _PidGatedIn(real, function, said_w, go_r)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        _buffer._PID = real
+
+
+@netmcore.process
+def creator_that_writes_during_an_open(job: tuple[int, int, int]) -> None:
+    out_w, paused_r, go_w = job
+    buffer = Buffer.create(16)
+    os.write(out_w, f"{buffer.res_id.n} {os.getpid()}\n".encode())
+    os.read(paused_r, 1)  # the reader's open has looked at the writer's side
+    buffer.write(b"hello")  # its first write
+    os.write(go_w, b"g")
+    os._exit(3)  # without close()
+
+
+@netmcore.process
+def reader_whose_open_pauses(job: tuple[ResId, int, int]) -> list[str]:
+    res_id, paused_w, go_r = job
+    with _pid_gated_in("_join", paused_w, go_r):
+        buffer = Buffer.open(res_id)
+    with buffer:
+        return [
+            outcome_text(lambda: buffer.read(timeout=GUARD)),
+            outcome_text(lambda: buffer.read(timeout=GUARD)),
+        ]
+
+
+@netmcore.process
+def first_write_during_an_open(pipes: tuple[int, ...]) -> list[str]:
+    out_r, out_w, paused_r, paused_w, go_r, go_w = pipes
+    writer = creator_that_writes_during_an_open.start((out_w, paused_r, go_w))
+    n, writer_pid = os.read(out_r, 64).decode().split()
+    reader = reader_whose_open_pauses.start((ResId(int(n)), paused_w, go_r))
+    died = creator_that_writes_during_an_open.join_outcome(writer)
+    return [writer_pid, repr(died), *joined(reader_whose_open_pauses, reader)]
+
+
+def test_buffer_open_does_not_take_the_writer_side_from_a_first_write_during_it(
+    pipes: Any,
+) -> None:
+    """Before: "TimeoutError: no bytes came into ..." after GUARD seconds (a
+    wait for ever without a timeout): the reader's open put its own pid over
+    the writer's, and the writer was no holder any more."""
+    got = run_scenario(first_write_during_an_open, tuple(p for _ in range(3) for p in pipes()))
+    writer_pid, died, first, second = got
+    assert died == "Crashed(exitcode=3, signal=None)"
+    assert first == "returned b'hello'"
+    assert second.startswith("OwnerDiedError: the other side of Buffer(")
+    assert f"(os pid {writer_pid}) ended without closing it" in second
+
+
+@netmcore.process
+def passer_on_whose_release_pauses(job: tuple[ResId, int, int]) -> int:
+    res_id, paused_w, go_r = job
+    buffer = Buffer.open(res_id)  # fills both sides: nobody has taken them yet
+    with _pid_gated_in("_let_go_marks", paused_w, go_r):
+        buffer.release()  # it passed the buffer on: it takes back its marks
+    return 0
+
+
+@netmcore.process
+def opener_that_writes_then_ends(job: tuple[ResId, int]) -> None:
+    res_id, wrote_w = job
+    buffer = Buffer.open(res_id)
+    buffer.write(b"hello")  # its first write
+    os.write(wrote_w, f"{os.getpid()}\n".encode())
+    os._exit(3)  # without close()
+
+
+@netmcore.process
+def first_write_during_a_release(pipes: tuple[int, ...]) -> list[str]:
+    paused_r, paused_w, go_r, go_w, wrote_r, wrote_w = pipes
+    with Buffer.create(16) as buffer:  # the reader
+        res_id = buffer.res_id
+        passer = passer_on_whose_release_pauses.start((res_id, paused_w, go_r))
+        os.read(paused_r, 1)  # its release has looked at the writer's side
+        writer = opener_that_writes_then_ends.start((res_id, wrote_w))
+        writer_pid = os.read(wrote_r, 64).decode().strip()
+        os.write(go_w, b"g")
+        joined(passer_on_whose_release_pauses, passer)
+        died = opener_that_writes_then_ends.join_outcome(writer)
+        return [
+            writer_pid,
+            repr(died),
+            outcome_text(lambda: buffer.read(timeout=GUARD)),
+            outcome_text(lambda: buffer.read(timeout=GUARD)),
+        ]
+
+
+def test_buffer_release_does_not_erase_a_first_write_during_it(pipes: Any) -> None:
+    """Before: "TimeoutError: no bytes came into ..." after GUARD seconds (a
+    wait for ever without a timeout): the release of a process that only
+    passed the buffer on erased the writer's pid with the mark of its open."""
+    got = run_scenario(first_write_during_a_release, tuple(p for _ in range(3) for p in pipes()))
+    writer_pid, died, first, second = got
+    assert died == "Crashed(exitcode=3, signal=None)"
+    assert first == "returned b'hello'"
+    assert second.startswith("OwnerDiedError: the other side of Buffer(")
+    assert f"(os pid {writer_pid}) ended without closing it" in second
+
+
+# --------------------------------------------------------------------------
+# Buffer: small contracts
+# --------------------------------------------------------------------------
+
+
+def test_buffer_capacity_too_large_once_its_header_is_added_names_the_capacity() -> None:
+    """A capacity that passes the size check alone, but not with the header:
+    the error spoke of a "size" the caller never passed, and said "Use a
+    smaller size"."""
+    space = os.statvfs("/dev/shm")
+    total = space.f_blocks * space.f_frsize
+    limit = total if 0 < total < _resources.OFF_T_MAX else _resources.OFF_T_MAX
+    capacity = limit - 10
+    with pytest.raises(ValueError) as info:
+        Buffer.create(capacity)
+    message = str(info.value)
+    assert message.startswith(f"capacity {capacity:,} bytes is too large: a Buffer of capacity ")
+    assert f"Use a capacity of at most {limit - _buffer._RING:,}" in message
+    assert "size " not in message.split("Use a capacity")[0]
+
+
+def test_buffer_write_of_nothing_on_a_closed_stream_or_released_buffer_raises() -> None:
+    """As the docstring says (ValueError): it returned, having done nothing.
+    On an open stream it returns at once, full or not. In a subprocess: a
+    regression might touch the unmapped memory (SIGSEGV)."""
+    code = (
+        "import netmcore\n"
+        "def said(call):\n"
+        "    try:\n"
+        "        return f'returned {call()!r}'\n"
+        "    except ValueError as e:\n"
+        "        return f'ValueError: {e}'\n"
+        "b = netmcore.Buffer.create(1)\n"
+        "b.write(b'x')\n"
+        "print(said(lambda: b.write(b'', timeout=0)))\n"  # full: no wait, no timeout
+        "b.close()\n"
+        "print(said(lambda: b.write(b'')))\n"
+        "b.release()\n"
+        "print(said(lambda: b.write(b'')))\n"
+    )
+    returncode, out = run_snippet(code, timeout=30)
+    assert returncode == 0
+    full, closed, released = out.splitlines()
+    assert full == "returned None"
+    assert re.fullmatch(
+        r"ValueError: Buffer\(ResId\(\d+\), capacity=1\) is closed: nothing more can be written",
+        closed,
+    )
+    assert re.fullmatch(
+        r"ValueError: Buffer\(ResId\(\d+\), capacity=1\) is closed or released in this "
+        r"process: .*",
+        released,
+    )
