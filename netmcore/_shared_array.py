@@ -21,7 +21,7 @@ import math
 import operator
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import msgspec
@@ -29,6 +29,7 @@ import msgspec
 from . import _context, _posix, _resource_api, _resources
 from ._errors import NoResource
 from ._ids import ResId
+from ._wire import ResInfo
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -153,21 +154,20 @@ class SharedArray(msgspec.Struct, frozen=True):
             If the array's resource is gone (released by everyone, destroyed),
             or it was not inherited.
         ValueError
-            If this handle's dtype or shape disagree with the array's.
+            If this handle's dtype or shape disagree with the array's, its
+            dtype is not one numpy reads, or its object is not an array. The
+            process is then a user of the object only if it was before.
         """
         np = _numpy()
-        buffer = self._buffer()
+        kind = self._kind()  # before anything is taken: a forged handle takes nothing
+        buffer = self._buffer(lambda buffer: self._check(buffer, kind))
+        # The data starts after the header's own text of the dtype, which may
+        # spell it otherwise than this handle does ("<f8", "float64").
         dtype, shape = _read_header(buffer, self.res_id)
-        if _dtype_of(dtype) != _dtype_of(self.dtype) or shape != self.shape:
-            raise ValueError(
-                f"this handle says dtype {self.dtype} and shape {self.shape}, but the shared "
-                f"array {self.res_id!r} holds dtype {dtype} and shape {shape}: use its own "
-                "handle"
-            )
         # Not numpy.frombuffer, which refuses a dtype of itemsize 0 ("V0", which
         # numpy.zeros takes): ndarray over the buffer takes any dtype.
         result: npt.NDArray[Any] = np.ndarray(
-            shape, dtype=_dtype_of(dtype), buffer=buffer, offset=_data_offset(dtype, shape)
+            shape, dtype=kind, buffer=buffer, offset=_data_offset(dtype, shape)
         )
         return result
 
@@ -180,29 +180,89 @@ class SharedArray(msgspec.Struct, frozen=True):
         already, it does nothing (harmless to repeat), and never ends a use
         of the object that the process has through another handle."""
         n = self.res_id.n
-        segment = _keep.pop(n, None)
-        use = _used.pop(n, None)
+        # Given back first, forgotten after: a release cut short (a signal
+        # handler's exception) leaves its entry, and the next release (or
+        # open: see _buffer) finishes it; given back twice, a use is given
+        # back once (see _resource_api._Counted). Forgotten only while it is
+        # still the entry: a signal handler's open that came meanwhile has
+        # finished this release and taken a use of its own, which stays.
+        segment = _keep.get(n)
         if segment is not None:
             segment.release()
+            if _keep.get(n) is segment:
+                _keep.pop(n, None)
+        use = _used.get(n)
         if use is not None:
             use.release()
+            if _used.get(n) is use:
+                _used.pop(n, None)
 
-    def _buffer(self) -> memoryview:
+    def _kind(self) -> Any:
+        """This handle's dtype, as numpy has it; ValueError, naming the
+        handle, for a text that is no dtype (a handle made by hand)."""
+        try:
+            return _dtype_of(self.dtype)
+        except (SyntaxError, TypeError, ValueError, LookupError, RecursionError) as exc:
+            raise ValueError(
+                f"{self!r} is not a valid handle: its dtype {self.dtype[:200]!r} is not one "
+                f"numpy reads ({type(exc).__name__}: {exc}); use the handle "
+                "SharedArray.create returned"
+            ) from None
+
+    def _check(self, buffer: memoryview, kind: Any) -> None:
+        """Raise ValueError unless ``buffer`` holds an array of this handle's
+        dtype (``kind``) and shape."""
+        dtype, shape = _read_header(buffer, self.res_id)
+        if _dtype_of(dtype) != kind or shape != self.shape:
+            raise ValueError(
+                f"this handle says dtype {self.dtype} and shape {self.shape}, but the shared "
+                f"array {self.res_id!r} holds dtype {dtype} and shape {shape}: use its own "
+                "handle"
+            )
+
+    def _buffer(self, check: Callable[[memoryview], None]) -> memoryview:
+        """The array's memory, once ``check`` accepts it: this process's use
+        of it, taken if it had none. If ``check`` raises, a use taken here is
+        given back (an object's header is known only once it is opened)."""
         n = self.res_id.n
+        res_id = self.res_id
         if self.preallocated:
-            if n not in _used:
+            use = _used.get(n)
+            if use is not None and use.let_go:  # a release of it cut short: finished first
+                self.release()
+                use = None
+            if use is not None:
+                buffer = _mapping(res_id)
+                check(buffer)
+                return buffer
+
+            def checked(got: ResInfo) -> tuple[_Use, _Use]:
                 # Through the manager, which knows whether it still exists and
                 # was inherited; the memory is the mapping inherited from it.
-                res_id = self.res_id
-                _used[n] = _resource_api._counted(
-                    lambda: _resource_api._get(res_id, (_PREALLOCATED,)),
-                    lambda got: _resource_api._itself(_Use(res_id)),
-                    res_id,
-                )
-            return _mapping(self.res_id)
+                check(_mapping(res_id))
+                return _resource_api._itself(_Use(res_id))
+
+            # A failure in checked gives back the use the answer granted,
+            # unless the process had it before (see _resource_api._counted).
+            _used[n] = _resource_api._counted(
+                lambda: _resource_api._get(res_id, (_PREALLOCATED,)), checked, res_id
+            )
+            return _mapping(res_id)
         segment = _keep.get(n)
-        if segment is None:
-            segment = _keep[n] = _resource_api.open_shm(self.res_id)
+        if segment is not None:
+            try:
+                buffer = segment.buffer
+            except ValueError:  # closed: a release of it cut short, finished first
+                self.release()
+                segment = None
+            else:
+                check(buffer)
+                return buffer
+        # No mark of its own (b""): the header's check says what is wrong,
+        # naming the object's size. What it raises gives back the use.
+        segment = _keep[n] = _resource_api.open_marked(
+            res_id, b"", "shared array", lambda segment: segment, check
+        )
         return segment.buffer
 
 
@@ -213,15 +273,18 @@ class _Use(_resource_api._Counted):
 
     def __init__(self, res_id: ResId) -> None:
         self.res_id = res_id
+        self.let_go = False  # its release has begun (see SharedArray._buffer)
 
     def release(self) -> None:
+        self.let_go = True
         self._give_back()
 
 
 # This process's uses of arrays, by resource id: the segments it has open,
 # and the preallocated arrays it made or opened. Each open() of a handle
 # reuses them, and the process counts as one user however often it opens;
-# release() gives back what is here. A forked child starts with none: what
+# release() gives back what is here (an entry whose release was cut short
+# stays, for the next release() or open() to finish). A forked child starts with none: what
 # it inherits is its parent's (a worker's open is its own use, and its
 # release ends no use of its parent's).
 _keep: dict[int, _resource_api.ShmSegment] = {}
@@ -278,6 +341,20 @@ def _size(dims: tuple[int, ...], kind: Any, text: str) -> int:
         raise ValueError(
             f"{described} is too big: its dimension {too_long[0]:,} is over the "
             f"{_resources.OFF_T_MAX:,} (2**63-1) numpy allows; choose a smaller shape"
+        )
+    # numpy sizes an array as if each dimension of 0 were 1: the product of
+    # the others, times the itemsize (unless it is 0), must fit np.intp even
+    # when the array holds nothing, or every open() meets its "array is too
+    # big". Past that with no dimension of 0, /dev/shm's limit is met below.
+    np = _numpy()
+    limit = int(np.iinfo(np.intp).max)
+    counted = math.prod(d for d in dims if d) * int(kind.itemsize)
+    if 0 in dims and counted > limit:
+        raise ValueError(
+            f"{described} is too big for numpy, though it holds nothing: numpy counts an "
+            f"array's bytes as if each dimension of 0 were 1, which makes {counted:,} here "
+            f"(its other dimensions times its itemsize, {kind.itemsize}), over the {limit:,} "
+            "(np.intp's maximum) it allows; choose smaller dimensions beside the 0"
         )
     data = math.prod(dims) * int(kind.itemsize)
     size = _data_offset(text, dims) + max(1, data)

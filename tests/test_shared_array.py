@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
+from interrupting import at_every_point
 from scenario import joined, outcome_text, own_shm_entries, shm_partly_used, shm_space
 
 import netmcore
@@ -652,3 +653,203 @@ def test_a_worker_uses_a_preallocated_array_from_its_open_to_its_release(
         array.release()
     with pytest.raises(netmcore.NoResource):
         array.open()
+
+
+# --------------------------------------------------------------------------
+# A failed open() leaves the process's uses as they were: it took the use
+# (opened the segment, or counted the preallocated array) before it read the
+# header, and kept it when the header refused the handle (another kind of
+# object, a dtype or shape that disagrees) or the handle's dtype was no
+# dtype numpy reads: the object outlived its last real user's release.
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def opens_with_wrong_handles(handles: list[SharedArray]) -> list[list[str]]:
+    """For each handle: whether this process uses its object, its open()'s
+    error, and whether it uses the object after."""
+    seen = []
+    for handle in handles:
+        before = uses(handle.res_id)
+        failed = outcome_text(handle.open).split(":")[0]
+        seen.append([before, failed, uses(handle.res_id)])
+    return seen
+
+
+_made_by_the_master: list[SharedArray] = []
+
+
+@netmcore.process
+def failed_opens_scenario(_: int) -> list[Any]:
+    array = SharedArray.create((2, 3), "int32")  # a worker's: a segment the others open
+    other = netmcore.create_shm(4096)  # no array
+    table = _made_by_the_master[0]  # preallocated: inherited
+    handles = [
+        SharedArray(other.res_id, "int32", (2, 3)),
+        SharedArray(array.res_id, "float64", (2, 3)),
+        SharedArray(array.res_id, "int32", (3, 2)),
+        SharedArray(array.res_id, "[(", (2, 3)),  # no dtype numpy reads
+        SharedArray(table.res_id, "int32", (4, 3), True),
+        SharedArray(table.res_id, "int64", (3, 4), True),
+        SharedArray(table.res_id, "{'names': 1}", (4, 3), True),
+    ]
+    seen: list[Any] = [joined(opens_with_wrong_handles, opens_with_wrong_handles.start(handles))]
+    # In the object's own user, a failed open takes no handle either: its own
+    # release is its last, and the object goes.
+    path = shm_path(other.name)
+    seen.append(outcome_text(handles[0].open).split(":")[0])
+    other.release()
+    seen.append(os.path.exists(path))
+    array.release()
+    return seen
+
+
+def test_a_failed_open_leaves_the_processs_uses_as_they_were(master_cleanup: None) -> None:
+    """Before: each last "NoResource" was "returned None" (the failed open
+    had made the process a user, which its hand_over showed), and the shm
+    object stayed after its creator's release (True)."""
+    before = ours()
+    _made_by_the_master.append(SharedArray.create((4, 3), "int64"))
+    try:
+        seen = run(failed_opens_scenario, 0)
+    finally:
+        _made_by_the_master.pop().release()
+    assert seen == [[["NoResource", "ValueError", "NoResource"]] * 7, "ValueError", False], seen
+    assert ours() == before
+
+
+@pytest.mark.parametrize("dtype", ["[(", "{'names': 1}", "[1]", "no-such-dtype"])
+def test_a_handle_whose_dtype_numpy_cannot_read_is_a_clear_value_error(
+    dtype: str, master_cleanup: None
+) -> None:
+    """Before: a raw SyntaxError or TypeError from deep inside the parsing."""
+    table = SharedArray.create((4, 3), "int64")
+    handle = SharedArray(table.res_id, dtype, table.shape, True)
+    with pytest.raises(ValueError) as caught:
+        handle.open()
+    message = str(caught.value)
+    assert message.startswith(f"{handle!r} is not a valid handle: its dtype {dtype!r} is not"), (
+        message
+    )
+    assert message.endswith("use the handle SharedArray.create returned"), message
+    assert int(table.open().sum()) == 0  # the process's own use is as it was
+    table.release()
+
+
+# --------------------------------------------------------------------------
+# numpy refuses an array whose dimensions other than 0, times its itemsize,
+# overflow np.intp, even though it holds nothing: create() made it (its size
+# is a header), and every open() met numpy's "array is too big".
+# --------------------------------------------------------------------------
+
+INTP_MAX = int(np.iinfo(np.intp).max)
+EMPTY_SHAPES = [
+    ((0, 2**62, 2**62), "int8"),
+    ((0, 2**62, 2), "int8"),
+    ((0, 2**62, 1), "int8"),
+    ((0, INTP_MAX), "int8"),
+    ((0, INTP_MAX), "int16"),
+    ((0, 2**61), "U1"),
+    ((0, 2**61), ("<i4", (2,))),  # its sub-array is two more elements
+    ((0, 2**62, 2**62), "V0"),  # itemsize 0: numpy counts nothing
+    ((2**62, 0, 3), "float64"),
+]
+
+
+@pytest.mark.parametrize(("shape", "dtype"), EMPTY_SHAPES)
+def test_an_empty_array_is_refused_before_anything_is_made_as_numpy_refuses_it(
+    shape: tuple[int, ...], dtype: Any, master_cleanup: None
+) -> None:
+    try:
+        np.empty(shape, dtype)  # nothing allocated: a dimension is 0
+    except ValueError:
+        refused = True
+    else:
+        refused = False
+    before = ours()
+    if refused:
+        with pytest.raises(ValueError) as caught:
+            SharedArray.create(shape, dtype)
+        message = str(caught.value)
+        # (A sub-array dtype's dimensions follow the shape's, as in numpy.zeros.)
+        assert message.startswith(f"a shared array of shape {str(shape)[:-1]}"), message
+        assert "too big for numpy, though it holds nothing" in message, message
+        assert f"over the {INTP_MAX:,} (np.intp's maximum)" in message, message
+        assert message.endswith("choose smaller dimensions beside the 0"), message
+        assert ours() == before, "a refused array left its object"
+    else:
+        array = SharedArray.create(shape, dtype)
+        try:
+            assert array.open().shape == np.empty(shape, dtype).shape
+        finally:
+            array.release()
+
+
+# --------------------------------------------------------------------------
+# A release cut short by a signal handler's exception: it forgot the array
+# (popped this process's entry) before it gave the use back, and an
+# exception as the pop returned lost the use for good: a retried release()
+# did nothing, and the array stayed until the process (or the run) ended.
+# --------------------------------------------------------------------------
+
+
+def release_interrupted_anywhere(then: str) -> str | None:
+    """Release an array, a SIGINT at each point in turn, then ``then``:
+    release it again ("retry"), or open it (if it is still there) and
+    release that ("open"). After either, the array must be gone (this
+    process was its only user)."""
+    made: list[tuple[SharedArray, str]] = []
+
+    def make() -> None:
+        array = SharedArray.create(8, "int64")
+        made.append((array, shm_path(netmcore.get_shm(array.res_id))))
+
+    def check(_: object) -> list[str]:
+        array, path = made[-1]
+        if then == "open":
+            opened = outcome_text(lambda: int(array.open()[0]))
+            if opened != "returned 0" and not opened.startswith("NoResource"):
+                return [f"open() after it: {opened}"]
+        array.release()
+        # In a worker: once the master has served what it was sent (a
+        # release that went out as the SIGINT came, whose answer nothing
+        # waited for: the master serves a worker's requests in order).
+        netmcore.release(netmcore.ResId(10**9))  # an id nothing has: it does nothing
+        problems = [f"{then}: the array was left"] if os.path.exists(path) else []
+        make()
+        return problems
+
+    # Outside run, the guard lives on: not started again for each array.
+    keep = netmcore.create_shm(8)
+    try:
+        make()
+        try:
+            return at_every_point(lambda: made[-1][0].release(), check)
+        finally:
+            made[-1][0].release()
+    finally:
+        keep.release()
+
+
+@netmcore.process
+def release_interrupted_in_a_worker(then: str) -> str | None:
+    return release_interrupted_anywhere(then)
+
+
+@pytest.mark.parametrize("then", ["retry", "open"])
+def test_a_release_interrupted_anywhere_is_finished_by_the_next_call(
+    then: str, master_cleanup: None
+) -> None:
+    """Outside run, where an array is preallocated (the master's). Before:
+    "SIGINT at point N, c_return of pop ...: the array was left"."""
+    before = ours()
+    assert release_interrupted_anywhere(then) is None
+    assert ours() == before
+
+
+@pytest.mark.parametrize("then", ["retry", "open"])
+def test_a_release_interrupted_anywhere_in_a_worker_is_finished_by_the_next_call(
+    then: str,
+) -> None:
+    """A worker's array is a segment it keeps. Before, as outside run."""
+    assert run(release_interrupted_in_a_worker, then) is None
