@@ -164,11 +164,19 @@ class SharedArray(msgspec.Struct, frozen=True):
         # The data starts after the header's own text of the dtype, which may
         # spell it otherwise than this handle does ("<f8", "float64").
         dtype, shape = _read_header(buffer, self.res_id)
-        # Not numpy.frombuffer, which refuses a dtype of itemsize 0 ("V0", which
-        # numpy.zeros takes): ndarray over the buffer takes any dtype.
-        result: npt.NDArray[Any] = np.ndarray(
-            shape, dtype=kind, buffer=buffer, offset=_data_offset(dtype, shape)
-        )
+        offset = _data_offset(dtype, shape)
+        result: npt.NDArray[Any]
+        if kind.itemsize == 0:
+            # numpy.frombuffer refuses an itemsize of 0 ("V0", which numpy.zeros
+            # takes); such an array reads no memory, so none can go under it.
+            result = np.ndarray(shape, dtype=kind, buffer=buffer, offset=offset)
+            return result
+        # numpy.frombuffer holds the memory's buffer, which ndarray(buffer=...)
+        # lets go at once: a view kept after release() then read and wrote
+        # unmapped memory (a SIGSEGV), or another array mapped there since.
+        # Held, the mapping stays until the last view goes (see ShmSegment.close).
+        flat = np.frombuffer(buffer, dtype=kind, count=math.prod(shape), offset=offset)
+        result = flat.reshape(shape + kind.shape)  # a sub-array dtype adds its own dimensions
         return result
 
     def release(self) -> None:

@@ -853,3 +853,48 @@ def test_a_release_interrupted_anywhere_in_a_worker_is_finished_by_the_next_call
 ) -> None:
     """A worker's array is a segment it keeps. Before, as outside run."""
     assert run(release_interrupted_in_a_worker, then) is None
+
+
+def _mapped_deleted_shm() -> set[str]:
+    """The /dev/shm objects this process maps that are unlinked already."""
+    with open("/proc/self/maps") as f:
+        return {line.split()[-2] for line in f if "/dev/shm/" in line and "(deleted)" in line}
+
+
+def view_kept_after_release(_: int) -> list[Any]:
+    """A view of an array released (and so destroyed: its only user let it
+    go), then another array made: the view still reads and writes its own
+    memory, which stays mapped until the view goes."""
+    released = SharedArray.create(1000, "int64")
+    view = released.open()
+    view[:] = 7
+    mapped_before = _mapped_deleted_shm()
+    released.release()
+    kept_mapped = len(_mapped_deleted_shm() - mapped_before)
+    other = SharedArray.create(1000, "int64")
+    try:
+        other_view = other.open()
+        view[:] += 35  # before the fix: unmapped memory, or the other array's
+        seen = [int(view.sum()), int(other_view.sum()), kept_mapped]
+        del view
+        seen.append(len(_mapped_deleted_shm() - mapped_before))  # gone with the view
+        return seen
+    finally:
+        other.release()
+
+
+@netmcore.process
+def view_kept_after_release_in_a_worker(_: int) -> list[Any]:
+    return view_kept_after_release(0)
+
+
+@pytest.mark.parametrize("where", ["before run", "in a worker"])
+def test_a_view_kept_after_release_keeps_its_own_memory(where: str) -> None:
+    """A numpy view outlives its handle's release(), as a view of a Buffer's
+    peek() does: it wrote into unmapped memory (the process died of SIGSEGV),
+    or silently into the next array mapped at its address."""
+    if where == "before run":
+        seen = view_kept_after_release(0)
+    else:
+        seen = run(view_kept_after_release_in_a_worker, 0)
+    assert seen == [42_000, 0, 1, 0]
