@@ -109,6 +109,12 @@ PARKED_MAX = 4
 SPARES_RETRY_SECONDS = 1.0  # after a spare could not be forked
 RECENT_TYPES = 4  # process types whose objects a spare takes ahead (see _worker._warm_up)
 GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL when the master is interrupted
+# Between a SIGINT to the serving master and the SIGTERM to the workers still
+# running. A Ctrl-C reaches every process of the terminal's group: each worker
+# gets its own KeyboardInterrupt, and ends running its finally blocks, which a
+# SIGTERM at once cut short. (A SIGINT to the master alone, or a worker that
+# ignores it, waits this long.) A second SIGINT or SIGTERM ends the wait.
+INTERRUPT_GRACE_SECONDS = 1.0
 LONGEST_WAIT = 3600.0  # seconds the loop sleeps at most: it then looks at the time again
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
 JOIN_TIMERS_MIN = 64  # join timers kept before stale ones are swept (see _time_join)
@@ -304,6 +310,8 @@ class Master:
         self._join_timer_order = itertools.count()
         self._join_timers_sweep_at = JOIN_TIMERS_MIN
         self.interrupted: int | None = None
+        self.signals = 0  # SIGINTs and SIGTERMs got
+        self.term_deadline: float | None = None  # when the workers get SIGTERM
         self.kill_deadline: float | None = None  # when stragglers get SIGKILL
         self.killed = False
         self._buf = recv_buffer()
@@ -508,8 +516,9 @@ class Master:
     def _loop(self) -> None:
         while self.children or not self.shutting_down:
             timeout = None
-            if self.kill_deadline is not None and not self.killed:
-                timeout = max(0.0, self.kill_deadline - time.monotonic())
+            stop_at = self._next_stop()
+            if stop_at is not None:
+                timeout = max(0.0, stop_at - time.monotonic())
             spares_low = self._spares_low()
             if self.parked or spares_low:
                 # Then poll: background work runs when no event is waiting.
@@ -534,10 +543,8 @@ class Master:
                     plugins.expire_due()
                 self._expire_joins()
             if not events:
-                deadline = self.kill_deadline
-                if deadline is not None and not self.killed and time.monotonic() >= deadline:
-                    self._kill_all(signal.SIGKILL)
-                    self.killed = True
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    self._stop_step()
                 else:
                     self._background()
 
@@ -583,18 +590,39 @@ class Master:
         noted, and the loop stops the workers (at once, or when it starts)."""
         if self.interrupted is None:
             self.interrupted = signum
+        self.signals += 1
         with contextlib.suppress(OSError):
             self._wakeup_w.send(b"\0")
 
     def _terminate(self) -> None:
-        log.warning(
-            "netmcore: the master got %s: stopping %d worker(s)",
-            signal.Signals(self.interrupted or signal.SIGTERM).name,
-            len(self.children) - len(self.spares),
-        )
-        self._begin_shutdown()
-        self._kill_all(signal.SIGTERM)
-        self.kill_deadline = time.monotonic() + GRACE_SECONDS
+        """Stop the workers: SIGTERM, at once for a SIGTERM, after
+        INTERRUPT_GRACE_SECONDS for a SIGINT (or at a second signal); then
+        SIGKILL after GRACE_SECONDS. Called at each signal, until SIGTERM."""
+        if self.term_deadline is None:
+            log.warning(
+                "netmcore: the master got %s: stopping %d worker(s)",
+                signal.Signals(self.interrupted or signal.SIGTERM).name,
+                len(self.children) - len(self.spares),
+            )
+            self._begin_shutdown()
+            grace = INTERRUPT_GRACE_SECONDS if self.interrupted == signal.SIGINT else 0.0
+            self.term_deadline = time.monotonic() + grace
+        if self.signals > 1 or time.monotonic() >= self.term_deadline:
+            self._stop_step()
+
+    def _next_stop(self) -> float | None:
+        """When the next step of a stop is due (see _terminate), if one is."""
+        if self.kill_deadline is not None:
+            return None if self.killed else self.kill_deadline
+        return self.term_deadline
+
+    def _stop_step(self) -> None:
+        if self.kill_deadline is None:
+            self._kill_all(signal.SIGTERM)
+            self.kill_deadline = time.monotonic() + GRACE_SECONDS
+        elif not self.killed:
+            self._kill_all(signal.SIGKILL)
+            self.killed = True
 
     def _kill_all(self, signum: int) -> None:
         if signum == signal.SIGKILL and self.children:

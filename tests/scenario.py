@@ -193,16 +193,19 @@ def run_scenario(
 
 # System call numbers, to see what the main thread is blocked in (/proc).
 SYSCALLS = {
-    "x86_64": {"recvfrom": 45, "futex": 202, "poll": 7},
-    "aarch64": {"recvfrom": 207, "futex": 98, "poll": 73},  # ppoll: poll's there
+    "x86_64": {"recvfrom": 45, "futex": 202, "poll": 7, "epoll_wait": 232},
+    # ppoll, epoll_pwait: where aarch64 has no poll, no epoll_wait
+    "aarch64": {"recvfrom": 207, "futex": 98, "poll": 73, "epoll_wait": 22},
 }.get(platform.machine())
 WAIT = 10.0  # a guard against a hang, not an assertion
 
 
-def main_thread_syscall() -> tuple[int, int] | None:
-    """The system call the main thread is blocked in, and its first argument;
-    None while it runs. (The main thread's tid is the pid.)"""
-    with open(f"/proc/self/task/{os.getpid()}/syscall") as f:
+def main_thread_syscall(pid: int | None = None) -> tuple[int, int] | None:
+    """The system call the main thread (of this process, or of ``pid``) is
+    blocked in, and its first argument; None while it runs. (The main
+    thread's tid is the pid.)"""
+    pid = os.getpid() if pid is None else pid
+    with open(f"/proc/{pid}/task/{pid}/syscall") as f:
         fields = f.read().split()
     if fields[0] == "running" or int(fields[0]) < 0:
         return None

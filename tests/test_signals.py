@@ -32,6 +32,7 @@ from master_process import (
     assert_all_gone,
     master_with_a_worker_ready,
 )
+from scenario import SYSCALLS, main_thread_syscall, wait_until
 
 import netmcore
 
@@ -41,7 +42,9 @@ SCRIPT = ROOT / "tests" / "scripts" / "signal_master.py"
 class Master(MasterProcess):
     """The subprocess running signal_master.py, and what it printed."""
 
-    def __init__(self, tmp: Path, modes: list[str], block_in: str | None = None) -> None:
+    def __init__(
+        self, tmp: Path, modes: list[str], block_in: str | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
         self.pidfile = tmp / "master.pid"
         self.sockdir = tmp / "sd"
         self.stderr_path = tmp / "stderr.txt"
@@ -55,6 +58,7 @@ class Master(MasterProcess):
             "--socket-directory",
             str(self.sockdir),
             *(["--block-in", block_in] if block_in else []),
+            *extra,
             *modes,
         ]
         super().__init__(argv, self.stderr_path, ROOT, stdin=subprocess.DEVNULL)
@@ -147,8 +151,8 @@ def _procs(pids: Iterable[int]) -> list[psutil.Process]:
 def master_factory(tmp_path: Path) -> Iterator[Callable[..., Master]]:
     started: list[Master] = []
 
-    def start(modes: list[str], block_in: str | None = None) -> Master:
-        m = Master(tmp_path, modes, block_in)
+    def start(modes: list[str], block_in: str | None = None, extra: tuple[str, ...] = ()) -> Master:
+        m = Master(tmp_path, modes, block_in, extra)
         started.append(m)
         return m
 
@@ -253,6 +257,85 @@ def test_sigint_to_process_group_like_a_terminal(
     status, _ = _stop_and_check(m, lambda: os.killpg(m.pid, signal.SIGINT))
     m.assert_printed("exit KeyboardInterrupt")
     assert status == -signal.SIGINT, m.stderr()
+
+
+def _tidy_master(
+    master_factory: Callable[..., Master], tmp_path: Path, modes: list[str]
+) -> tuple[Master, Path, list[int]]:
+    """A master whose tidy workers' cleanup waits on a FIFO; a long SIGINT grace."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    m = master_factory(modes, extra=["--gate", str(gate), "--interrupt-grace", "60"])
+    tidy = [pid for pid, mode in m.wait_ready().items() if mode == "tidy"]
+    return m, gate, tidy
+
+
+@pytest.mark.skipif(SYSCALLS is None, reason="system call numbers known: x86_64, aarch64")
+def test_a_ctrl_c_lets_the_workers_run_their_cleanup(
+    master_factory: Callable[..., Master], tmp_path: Path
+) -> None:
+    """A Ctrl-C reaches every worker: each ends through its KeyboardInterrupt,
+    running its finally blocks, and dies of SIGINT, before the master sends
+    the stragglers SIGTERM (it sent it at once, which cut that cleanup short)."""
+    m, gate, tidy = _tidy_master(master_factory, tmp_path, ["tidy", "tidy", "pause"])
+    procs = m.children()
+    fd = os.open(gate, os.O_RDWR)  # a writer: the cleanups' opens go on, their reads wait
+    try:
+        os.killpg(m.pid, signal.SIGINT)
+        m.wait_for(
+            lambda lines: all(f"tidy {pid} interrupted" in lines for pid in tidy),
+            "the tidy workers' cleanup",
+            STARTUP_WITHIN,
+        )
+        # The master has acted on the SIGINT (it sent SIGTERM as it said so),
+        # and waits again, while the cleanups still wait for the gate.
+        wait_until(lambda: "the master got SIGINT" in m.stderr(), "the master's stop")
+        assert SYSCALLS is not None
+        epoll_wait = SYSCALLS["epoll_wait"]
+        wait_until(
+            lambda: (main_thread_syscall(m.pid) or (0, 0))[0] == epoll_wait,
+            "the master's loop to wait again",
+        )
+        os.write(fd, b"g" * len(tidy))  # one byte for each cleanup
+        m.wait_for(
+            lambda lines: all(f"tidy {pid} done" in lines for pid in tidy),
+            "the tidy workers' cleanup to end",
+            STARTUP_WITHIN,
+        )
+    finally:
+        os.close(fd)
+    status = m.wait_exit(STOP_WITHIN)
+    assert_all_gone(procs)
+    m.read_to_eof(STOP_WITHIN)
+    m.assert_printed("exit KeyboardInterrupt")
+    assert status == -signal.SIGINT, m.stderr()
+    assert "SIGTERM" not in m.stderr() and "SIGKILL" not in m.stderr(), m.stderr()
+    assert not m.session(), f"processes left in the master's session: {m.session()}"
+
+
+def test_a_second_ctrl_c_ends_the_workers_cleanup_wait(
+    master_factory: Callable[..., Master], tmp_path: Path
+) -> None:
+    """An impatient user's second Ctrl-C: the workers still running get
+    SIGTERM at once, however long the grace for their cleanup."""
+    m, _gate, (tidy,) = _tidy_master(master_factory, tmp_path, ["tidy"])
+    procs = m.children()
+    os.killpg(m.pid, signal.SIGINT)
+    m.wait_for(
+        lambda lines: f"tidy {tidy} interrupted" in lines, "the tidy cleanup", STARTUP_WITHIN
+    )
+    # Once the master has acted on the first: two pending at once are one.
+    wait_until(lambda: "the master got SIGINT" in m.stderr(), "the master's stop")
+    start = time.monotonic()
+    os.kill(m.pid, signal.SIGINT)
+    status = m.wait_exit(STOP_WITHIN - (time.monotonic() - start))
+    assert_all_gone(procs)
+    m.read_to_eof(STOP_WITHIN)
+    m.assert_printed("exit KeyboardInterrupt")
+    assert f"tidy {tidy} done" not in m.lines
+    assert status == -signal.SIGINT, m.stderr()
+    assert "killed by signal SIGTERM" in m.stderr(), m.stderr()
+    assert not m.session(), f"processes left in the master's session: {m.session()}"
 
 
 def test_sigterm_to_process_group(master_factory: Callable[..., Master]) -> None:

@@ -2,7 +2,8 @@
 
 Used by tests/test_signals.py, which runs it as a subprocess and signals it.
 
-usage: signal_master.py [--pidfile P] [--socket-directory D] [--block-in WHERE] MODE [MODE ...]
+usage: signal_master.py [--pidfile P] [--socket-directory D] [--block-in WHERE]
+                        [--gate FIFO] [--interrupt-grace S] MODE [MODE ...]
 
 The first process ("manager") starts one worker per MODE, then joins them:
 
@@ -10,7 +11,9 @@ The first process ("manager") starts one worker per MODE, then joins them:
 - ``pause``: ``signal.pause()`` forever;
 - ``read``: a blocking read on a pipe nobody writes to;
 - ``stubborn``: ignores SIGTERM (saying so on stdout) and pauses forever;
-- ``quick``: returns at once.
+- ``quick``: returns at once;
+- ``tidy``: pauses until a KeyboardInterrupt, then cleans up: says so, reads
+  one byte from the FIFO ``--gate``, says it is done, and re-raises.
 
 ``--block-in`` blocks the master's own user code, where a signal must then
 interrupt it: ``first_process`` starts one worker per MODE from the master
@@ -23,6 +26,7 @@ Lines written to stdout, each flushed at once:
 - ``worker PID NAME`` by the manager and by each worker once it runs;
 - ``stubborn PID got SIGTERM`` when the stubborn worker ignores a SIGTERM;
 - ``blocked in WHERE`` when the master's user code blocks;
+- ``tidy PID interrupted`` and ``tidy PID done`` around a tidy worker's cleanup;
 - ``exit NAME CODE`` when ``run`` ends with an exception, which is then re-raised.
 """
 
@@ -36,6 +40,9 @@ from types import FrameType
 from typing import NoReturn
 
 import netmcore
+from netmcore import _master
+
+GATE: list[str] = []  # the FIFO a tidy worker's cleanup reads (set before run)
 
 
 def say(line: str) -> None:
@@ -51,6 +58,14 @@ def blocker(mode: str) -> int:
             say(f"stubborn {os.getpid()} got {signal.Signals(signum).name}")
 
         signal.signal(signal.SIGTERM, ignore)
+    if mode == "tidy":
+        try:  # from before it says it runs: a Ctrl-C then finds it in here
+            say(f"worker {os.getpid()} {mode}")
+            while True:
+                signal.pause()
+        except KeyboardInterrupt:
+            tidy_up()
+            raise
     say(f"worker {os.getpid()} {mode}")
     if mode == "quick":
         return 0
@@ -62,6 +77,15 @@ def blocker(mode: str) -> int:
         os.read(r, 1)
     while True:
         signal.pause()
+
+
+def tidy_up() -> None:
+    """A tidy worker's cleanup, which waits for a byte on the gate."""
+    say(f"tidy {os.getpid()} interrupted")
+    fd = os.open(GATE[0], os.O_RDONLY)
+    os.read(fd, 1)
+    os.close(fd)
+    say(f"tidy {os.getpid()} done")
 
 
 @netmcore.process
@@ -84,8 +108,16 @@ def main() -> None:
     parser.add_argument("--pidfile")
     parser.add_argument("--socket-directory")
     parser.add_argument("--block-in", choices=["first_process", "extract_result"])
-    parser.add_argument("modes", nargs="+", choices=["spin", "pause", "read", "stubborn", "quick"])
+    parser.add_argument("--gate")
+    parser.add_argument("--interrupt-grace", type=float)
+    parser.add_argument(
+        "modes", nargs="+", choices=["spin", "pause", "read", "stubborn", "quick", "tidy"]
+    )
     args = parser.parse_args()
+    if args.gate:
+        GATE.append(args.gate)
+    if args.interrupt_grace is not None:
+        _master.INTERRUPT_GRACE_SECONDS = args.interrupt_grace
 
     def first() -> netmcore.ProcessId[int]:
         if args.block_in != "first_process":
