@@ -164,9 +164,10 @@ def _bytes_of(data: object) -> memoryview:
     try:
         view = memoryview(data)  # type: ignore[arg-type]
     except TypeError:
+        fix = "encode it first (text.encode())" if isinstance(data, str) else "pass its bytes"
         raise TypeError(
             f"Buffer.write takes bytes-like data (bytes, bytearray, memoryview, a numpy "
-            f"array), not {type(data).__name__}: encode text first (text.encode())"
+            f"array), not {type(data).__name__}: {fix}"
         ) from None
     if not view.c_contiguous:  # its bytes are not one run in memory, as a write copies them
         raise TypeError(
@@ -547,7 +548,10 @@ class Buffer:
                 if ended:
                     if ended == _DIED:
                         self._tell_death()
-                    raise ValueError(f"{self!r} is closed: nothing more can be written")
+                    written = f" ({total - len(view)} of {total} bytes were written)"
+                    raise ValueError(
+                        f"{self!r} is closed: nothing more can be written{written if total else ''}"
+                    )
                 n = min(len(view), capacity - (tail - head))
                 start = tail % capacity
                 first = min(n, capacity - start)  # up to the end of the ring, then wrap
@@ -613,7 +617,8 @@ class Buffer:
 
     def peek(self, limit: int | None = None, timeout: float | None = None) -> memoryview:
         """The bytes at the head (at most ``limit``), as a view of the ring: no
-        copy. Waits while the buffer is empty, for up to ``timeout`` seconds
+        copy, so only those up to where the ring wraps (the next peek has the
+        rest). Waits while the buffer is empty, for up to ``timeout`` seconds
         (None: without limit); an empty view means the stream has ended. The
         view is valid until :meth:`consume`.
 
@@ -641,7 +646,8 @@ class Buffer:
 
     def read(self, limit: int | None = None, timeout: float | None = None) -> bytes:
         """:meth:`peek` (with its ``timeout``), copy and :meth:`consume`; b"" at the
-        end of the stream.
+        end of the stream. It takes every byte there (at most ``limit``),
+        across the ring's wrap.
 
         Raises
         ------
@@ -703,7 +709,9 @@ class Buffer:
                     raise TimeoutError(f"no bytes came into {self!r} within {timeout} s")
                 head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
             start = head % capacity
-            n = min(tail - head, capacity - start)  # contiguous: up to the wrap
+            n = tail - head
+            if not take:
+                n = min(n, capacity - start)  # a view is of one run: up to the wrap
             if limit is not None and limit < n:
                 n = limit
             got: memoryview | bytes
@@ -712,7 +720,10 @@ class Buffer:
                     self._tell_death()
                 got = b"" if take else memoryview(b"")  # the end (not a view of the ring)
             elif take:
-                got = buf[_RING + start : _RING + start + n].tobytes()
+                first = min(n, capacity - start)  # up to the end of the ring, then wrap
+                got = buf[_RING + start : _RING + start + first].tobytes()
+                if n > first:
+                    got += buf[_RING : _RING + n - first].tobytes()
                 _LAYOUT.pack_into(buf, _STATE, head + n, tail, capacity, ended)
                 _cond_signal(self._base + _NOT_FULL)
             else:
@@ -763,7 +774,9 @@ class Buffer:
             if rc:
                 self._contended(rc, None, None, "consume()")
             head, tail, capacity, ended = _LAYOUT.unpack_from(buf, _STATE)
-            if not 0 <= n <= tail - head:
+            if n < 0:
+                raise ValueError(f"n={n} is not valid: consume(n) deletes 0 bytes or more")
+            if n > tail - head:
                 raise ValueError(f"cannot consume {n} bytes: {tail - head} are there")
             _LAYOUT.pack_into(buf, _STATE, head + n, tail, capacity, ended)
             _cond_signal(self._base + _NOT_FULL)

@@ -90,7 +90,10 @@ def local_semantics(_: int) -> list[bytes]:
         out.append(bytes(buffer.peek(4)))  # no copy, nothing consumed
         out.append(buffer.read(3))
         buffer.write(b"ghijk")  # wraps around the 8-byte ring
-        out.append(buffer.read())  # up to the wrap: contiguous only
+        out.append(bytes(buffer.peek()))  # a view: up to the wrap only
+        out.append(buffer.read())  # a copy: across the wrap (it stopped there)
+        buffer.write(b"lmnopqr")  # wraps again
+        out.append(buffer.read(5))  # across the wrap, at most the limit
         out.append(buffer.read())
         buffer.close()
         out.append(buffer.read())
@@ -98,18 +101,20 @@ def local_semantics(_: int) -> list[bytes]:
             buffer.write(b"x")
         except ValueError as exc:
             out.append(str(exc).encode())
-        try:
-            buffer.consume(1)
-        except ValueError as exc:
-            out.append(str(exc).encode())
+        for n in (1, -1):
+            try:
+                buffer.consume(n)
+            except ValueError as exc:
+                out.append(str(exc).encode())
     return out
 
 
 def test_buffer_peek_read_wrap_and_end_of_stream() -> None:
     out = run(local_semantics, 0)
-    assert out[:5] == [b"abcd", b"abc", b"defgh", b"ijk", b""]
-    assert b"is closed: nothing more can be written" in out[5]
-    assert out[6] == b"cannot consume 1 bytes: 0 are there"
+    assert out[:7] == [b"abcd", b"abc", b"defgh", b"defghijk", b"lmnop", b"qr", b""]
+    assert out[7].endswith(b"is closed: nothing more can be written (0 of 1 bytes were written)")
+    assert out[8] == b"cannot consume 1 bytes: 0 are there"
+    assert out[9] == b"n=-1 is not valid: consume(n) deletes 0 bytes or more"
 
 
 @netmcore.process
@@ -117,7 +122,7 @@ def write_what_has_no_flat_bytes(_: int) -> list[str]:
     out = []
     ints = np.arange(8, dtype=np.int64)
     with netmcore.Buffer.create(256) as buffer:
-        for data in (memoryview(ints[::2]), ints.reshape(2, 4).T, "text"):
+        for data in (memoryview(ints[::2]), ints.reshape(2, 4).T, "text", 5):
             try:
                 buffer.write(data)  # type: ignore[arg-type]
             except TypeError as exc:
@@ -133,7 +138,7 @@ def test_buffer_write_of_data_that_is_not_contiguous_bytes_names_the_fix() -> No
     of their bytes is written, with a TypeError naming the rule and the fix
     (they were memoryview's bare "casts are restricted to C-contiguous views"
     and "a bytes-like object is required")."""
-    strided, transposed, text, written = run_scenario(write_what_has_no_flat_bytes, 0)
+    strided, transposed, text, number, written = run_scenario(write_what_has_no_flat_bytes, 0)
     assert strided == (
         "Buffer.write takes C-contiguous data, and this memoryview of shape (4,) and strides "
         "(16,) is not (a slice with a step, or a transposed array): pass a contiguous copy: "
@@ -143,7 +148,11 @@ def test_buffer_write_of_data_that_is_not_contiguous_bytes_names_the_fix() -> No
     assert transposed.endswith("numpy.ascontiguousarray(a)")
     assert text == (
         "Buffer.write takes bytes-like data (bytes, bytearray, memoryview, a numpy array), "
-        "not str: encode text first (text.encode())"
+        "not str: encode it first (text.encode())"
+    )
+    assert number == (
+        "Buffer.write takes bytes-like data (bytes, bytearray, memoryview, a numpy array), "
+        "not int: pass its bytes"
     )
     assert bytes.fromhex(written) == np.arange(0, 8, 2, dtype=np.int64).tobytes()
 

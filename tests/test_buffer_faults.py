@@ -277,7 +277,9 @@ TOLD = (
     rf"OwnerDiedError: the other side of {BUFFER} died while using it \(seen by a call "
     r"that an exception ended, and told now\): the stream ends here"
 )
-ENDED = rf"ValueError: {BUFFER} is closed: nothing more can be written"
+ENDED = (
+    rf"ValueError: {BUFFER} is closed: nothing more can be written \(0 of 3 bytes were written\)"
+)
 # Each case: the interrupted call (on the writer and reader handles), whose
 # lock finds the lock of a side that died in a call; then what follows, and
 # what each gives. The stream ends where the side died, and the first call to
