@@ -314,20 +314,23 @@ def _dims(shape: object) -> tuple[int, ...]:
     integer, numpy's too), except that a bool is refused: True is no size."""
     if isinstance(shape, bool) or _index(shape) is not None:
         items: tuple[object, ...] = (shape,)
-    elif isinstance(shape, Iterable):
+    elif isinstance(shape, Iterable) and not isinstance(shape, (str, bytes)):
         items = tuple(shape)
-    else:
+    else:  # a str is no sequence of dimensions: "34" is not (3, 4)
         raise TypeError(
             f"shape {shape!r} is not valid: pass an integer or a tuple of integers, "
-            "like 4 or (3, 4)"
+            f"like 4 or (3, 4), not {type(shape).__name__}"
         )
     dims = []
     for d in items:
         size = None if isinstance(d, bool) else _index(d)  # np.bool_ has no __index__
         if size is None:
+            # bool, or numpy's (named bool_ before numpy 2)
+            is_bool = type(d).__name__ in ("bool", "bool_")
+            what = "a bool, which is no size" if is_bool else "not an integer"
             raise TypeError(
-                f"shape {shape!r} is not valid: its dimension {d!r} is not an integer "
-                "(bools are refused); pass a tuple of ints, like (3, 4)"
+                f"shape {shape!r} is not valid: its dimension {d!r} is {what}; pass a "
+                "tuple of ints, like (3, 4)"
             )
         if size < 0:
             raise ValueError(

@@ -378,7 +378,20 @@ def test_numpy_integer_shapes_are_accepted_as_numpy_does(shape: Any, expected: A
 
 @pytest.mark.parametrize("shape", [(True,), True, (2, np.True_)])
 def test_a_bool_in_a_shape_is_refused_naming_it(shape: Any) -> None:
-    with pytest.raises(TypeError, match=r"its dimension (np\.)?True_? is not an integer \(bools"):
+    with pytest.raises(TypeError, match=r"its dimension (np\.)?True_? is a bool, which is no size"):
+        SharedArray.create(shape)
+
+
+@pytest.mark.parametrize(("shape", "kind"), [("34", "str"), (b"34", "bytes"), (3.0, "float")])
+def test_a_shape_that_is_no_sequence_of_dimensions_is_refused_naming_its_type(
+    shape: Any, kind: str
+) -> None:
+    # A str used to be taken for a sequence of dimensions: "34" was ("3", "4").
+    message = (
+        f"shape {shape!r} is not valid: pass an integer or a tuple of integers, like 4 "
+        f"or (3, 4), not {kind}"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         SharedArray.create(shape)
 
 
