@@ -71,6 +71,8 @@ def consumer(size: int) -> tuple[int, int, float]:
 
 
 def main(megabytes: int = 256) -> tuple[int, int, float]:
+    if megabytes < 1:
+        raise SystemExit(f"megabytes to stream: {megabytes} is not valid; pass 1 or more")
     size = megabytes * 1_000_000
     result = netmcore.run(
         first_process=lambda: consumer.start(size),

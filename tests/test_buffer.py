@@ -1065,3 +1065,17 @@ def test_buffer_write_of_nothing_on_a_closed_stream_or_released_buffer_raises() 
         r"process: .*",
         released,
     )
+
+
+@pytest.mark.parametrize("megabytes", ["0", "-5"])
+def test_pipeline_example_refuses_a_size_below_one(megabytes: str) -> None:
+    # It ran, then said "the producer failed, or bytes were lost (0 of -5000000)".
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "pipeline.py"), megabytes],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == f"megabytes to stream: {megabytes} is not valid; pass 1 or more\n"
