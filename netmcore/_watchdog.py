@@ -141,6 +141,12 @@ class Watchdog:
             os.waitpid(self.os_pid, 0)
         return done
 
+    def close(self) -> None:
+        """Close this end of the socket of a watchdog that is gone (killed)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
     def _order(
         self, op: bytes, arg: str, *, fds: Sequence[int] = (), answer: bool = False
     ) -> bytes:
@@ -435,6 +441,7 @@ def _live_guard(made: _Made) -> Watchdog | None:
     if pid == 0:
         return guard
     made.guard, made.told = None, set()
+    guard.close()
     return _restarted(made)
 
 
@@ -471,9 +478,13 @@ def _start_guard(made: _Made, more: set[Object]) -> None:
 
 
 def _stop_guard(made: _Made) -> None:
-    if made.guard is not None:
-        guard, made.guard, made.told = made.guard, None, set()
+    guard = made.guard
+    if guard is not None:
+        # Stood down first (harmless to repeat): dropped first, an exception
+        # before its stand-down left it running, its socket open, until a
+        # collection closed it, when it took the program for dead.
         guard.stand_down()
+        made.guard, made.told = None, set()
 
 
 _resources.on_change = guard_outside_run  # outside run, from the start

@@ -146,6 +146,14 @@ PROGRAM = textwrap.dedent(
             os.killpg(0, signal.SIGKILL)
         elif cmd == "guard":
             say(guard_pid())
+        elif cmd == "sockets":  # how many sockets it has open
+            links = []
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    links.append(os.readlink(f"/proc/self/fd/{fd}"))
+                except FileNotFoundError:  # listdir's own descriptor, closed since
+                    pass
+            say(sum(link.startswith("socket:") for link in links))
     """
 )
 
@@ -312,6 +320,7 @@ def test_a_killed_guard_is_replaced(program: Program) -> None:
     second = program.make("shm")
     new = program.guard()
     assert new is not None and new.pid != guard.pid
+    assert program.ask("sockets") == "1"  # the new guard's: the dead one's is closed
     program.kill(signal.SIGKILL)
     wait_gone(new)
     assert not exists(first) and not exists(second)  # told of both
