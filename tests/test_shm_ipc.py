@@ -64,6 +64,7 @@ from netmcore import (
     _pthread,
     _shm_sync,
 )
+from netmcore._buffer import _RING
 from netmcore._encap import TYPE_NAME_MAX, clipped_name
 from netmcore._mailbox import _FIRST_SLOT, _SLOT_HEAD, _stride
 
@@ -2209,7 +2210,8 @@ TOO_LARGE_TO_MAP = {
     ),
     "Buffer": (
         "netmcore.Buffer.create(1 << 30)",
-        r"\[Errno 12\] a Buffer of capacity 1,073,741,824 needs 1,073,742,208 bytes of shared "
+        r"\[Errno 12\] a Buffer of capacity 1,073,741,824 needs "
+        f"{_RING + GIB:,} bytes of shared "
         "memory, more than this process can map: create it with a smaller capacity",
     ),
 }
