@@ -25,6 +25,7 @@ from ._errors import NoResource as NoResource
 from ._errors import NotInherited as NotInherited
 from ._errors import OwnerDiedError as OwnerDiedError
 from ._errors import PluginError as PluginError
+from ._errors import ProcessFailed as ProcessFailed
 from ._errors import ResultTypeError as ResultTypeError
 from ._errors import ShuttingDown as ShuttingDown
 from ._errors import SocketDirectoryError as SocketDirectoryError
@@ -115,6 +116,7 @@ __all__ = (
     "PosixShm",
     "PosixShmPreallocated",
     "ProcessDef",
+    "ProcessFailed",
     "ProcessId",
     "ProcessPoint",
     "Raised",

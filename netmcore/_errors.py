@@ -8,6 +8,13 @@ in the wrong context).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from ._outcome import Crashed, InvalidResult, Raised
+
+if TYPE_CHECKING:
+    from ._ids import ProcessId
+
 
 class NetmcoreError(Exception):
     """Base class of every netmcore error."""
@@ -112,3 +119,17 @@ REMOTE_ERRORS: dict[str, type[Exception]] = {
         TypeError,
     )
 }
+
+
+class ProcessFailed(NetmcoreError):
+    """The process that ``ProcessDef.result`` joined ended without a result:
+    ``outcome`` says how (a ``Raised``, an ``InvalidResult`` or a
+    ``Crashed``), and ``pid`` which process it was. A ``Raised``'s remote
+    traceback is a note of this exception, shown under its own."""
+
+    def __init__(self, pid: ProcessId[Any], name: str, outcome: Raised | InvalidResult | Crashed):
+        super().__init__(f"process {pid.n} ({name}) {outcome}")
+        self.pid = pid
+        self.outcome = outcome
+        if isinstance(outcome, Raised) and outcome.traceback:
+            self.add_note(f"The process's traceback:\n{outcome.traceback.rstrip()}")

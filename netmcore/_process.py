@@ -20,7 +20,7 @@ from . import _client, _registry, _resource_api
 from ._client import InheritRequest
 from ._debug import log
 from ._encap import Encap, EncapType
-from ._errors import ArgumentTypeError, ResultTypeError
+from ._errors import ArgumentTypeError, ProcessFailed, ResultTypeError
 from ._ids import ProcessId, ResId
 from ._outcome import Crashed, InvalidResult, Outcome, Raised, Success
 from ._wire import Ended, Invalid, Returned, WireOutcome, failed_of_its_own
@@ -140,6 +140,28 @@ class ProcessDef(Generic[In, Out]):
         value = None if outcome is None else _value(outcome)
         _client.handed_over(pid.n)  # last: see there
         return value
+
+    @classmethod
+    def result(cls, pid: ProcessId[Out], *, timeout: float | None = None) -> Out:
+        """Wait for ``pid`` to end; its result, as ``Future.result()`` gives
+        it. This counts as its one join. In the master's own code (as in
+        ``extract_result``), only ``timeout=0`` is allowed: a try.
+
+        Raises
+        ------
+        ProcessFailed
+            If it has no result: it raised (the remote traceback is the
+            exception's note), it returned an invalid result, or it crashed.
+            ``.outcome`` says which, as :meth:`join_outcome` would.
+        TimeoutError
+            As :meth:`join` (no join then).
+        """
+        outcome = cls._join(pid, wait=True, timeout=timeout)
+        assert outcome is not None
+        _client.handed_over(pid.n)  # last of the calls: see there
+        if isinstance(outcome, Success):
+            return outcome.value
+        raise ProcessFailed(pid, cls.__qualname__, outcome)
 
     @classmethod
     def join_outcome(cls, pid: ProcessId[Out], *, timeout: float | None = None) -> Outcome[Out]:

@@ -1301,6 +1301,79 @@ def test_crashed_process_joins_none_and_master_logs_it(
     assert not [m for m in messages if "raised an exception" in m]
 
 
+@netmcore.process
+def results_scenario(gate: tuple[int, int]) -> list[str]:
+    """result() of each way a process ends, then of one still running."""
+
+    def result_of(call: Callable[[], object]) -> str:
+        try:
+            return f"returned {call()!r}"
+        except netmcore.ProcessFailed as exc:
+            notes = getattr(exc, "__notes__", [])
+            note = notes[0].splitlines()[0] if notes else "no note"
+            return f"ProcessFailed({type(exc.outcome).__name__}): {exc} | {note}"
+
+    got = [
+        result_of(lambda: square.result(square.start(7))),
+        result_of(lambda: boom.result(boom.start("kaput"))),
+        result_of(lambda: crash.result(crash.start("exit"))),
+        result_of(lambda: liar.result(liar.start(1))),
+    ]
+    gate_r, gate_w = gate  # made in the master: gated, its copy, has it
+    pid = gated.start(gate_r)
+    try:
+        got.append(outcome_text(lambda: gated.result(pid, timeout=0)))
+    finally:
+        os.write(gate_w, b"g")
+    got.append(outcome_text(lambda: gated.result(pid)))  # not used up by the timeout
+    got.append(outcome_text(lambda: gated.result(pid)))  # used up now
+    return got
+
+
+def test_result_returns_the_value_or_raises_process_failed_with_the_outcome(
+    gate: tuple[int, int],
+) -> None:
+    """result() is Future.result(): the value, typed Out (never None), or an
+    exception saying how the process ended, its outcome attached."""
+    got = run_scenario(results_scenario, gate)
+    assert got[0] == "returned 49"
+    assert re.fullmatch(
+        r"ProcessFailed\(Raised\): process \d+ \(boom\) raised ValueError: kaput \| "
+        r"The process's traceback:",
+        got[1],
+    ), got[1]
+    assert re.fullmatch(
+        r"ProcessFailed\(Crashed\): process \d+ \(crash\) exited with code 3 before "
+        r"returning \| no note",
+        got[2],
+    ), got[2]
+    assert re.fullmatch(
+        r"ProcessFailed\(InvalidResult\): process \d+ \(liar\) invalid result at \$: .* \| "
+        r"no note",
+        got[3],
+    ), got[3]
+    assert re.fullmatch(r"TimeoutError: .*", got[4]), got[4]
+    assert got[5] == "returned 'g'"
+    assert re.fullmatch(r"UnknownProcess: .*", got[6]), got[6]
+
+
+def test_result_in_extract_result_is_a_try() -> None:
+    """In the master's own code, result() takes timeout=0 (the first process
+    has ended by extract_result); waiting there is refused, as for join."""
+    assert (
+        netmcore.run(
+            first_process=lambda: square.start(6),
+            extract_result=lambda _c, pid: square.result(pid, timeout=0),
+        )
+        == 36
+    )
+    refused = netmcore.run(
+        first_process=lambda: square.start(6),
+        extract_result=lambda _c, pid: outcome_text(lambda: square.result(pid)),
+    )
+    assert refused.startswith("ContextError: join() cannot wait in the master"), refused
+
+
 def test_crashed_outcome_str() -> None:
     assert str(netmcore.Crashed(3, None)) == "exited with code 3 before returning"
     assert str(netmcore.Crashed(None, 9)) == "killed by SIGKILL"

@@ -83,6 +83,8 @@ def bad_join() -> None:
     Add.join_nowait(square.start(3))  # type: ignore[arg-type]
     Add.join_outcome(square.start(3))  # type: ignore[arg-type]
     Add.join_outcome_nowait(square.start(3))  # type: ignore[arg-type]
+    Add.result(square.start(3))  # type: ignore[arg-type]
+    Add.result(pid, timeout="1")  # type: ignore[arg-type]
     square.join(pid)  # type: ignore[arg-type]
     Add.join(3)  # type: ignore[arg-type]
     # A timeout is a number of seconds, given by keyword.

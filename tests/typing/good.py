@@ -63,12 +63,15 @@ def process_def_start_join() -> None:
     assert_type(Add.join(pid, timeout=2.5), float | None)
     assert_type(Add.join(pid, timeout=None), float | None)
     assert_type(Add.join_outcome(pid, timeout=1), netmcore.Outcome[float])
+    assert_type(Add.result(pid), float)  # no None: it raises ProcessFailed instead
+    assert_type(Add.result(pid, timeout=0), float)
 
     spid = square.start(3)
     assert_type(spid, netmcore.ProcessId[int])
     assert_type(square.join(spid), int | None)
     assert_type(square.join_nowait(spid), int | None)
     assert_type(square.join_outcome(spid), netmcore.Outcome[int])
+    assert_type(square.result(spid), int)
 
     ppid = Point.start([1, 2])
     assert_type(ppid, netmcore.ProcessId[dict[str, int]])
