@@ -124,6 +124,11 @@ raw_mutex_consistent = _bind_nonblocking("pthread_mutex_consistent")  # 0; EINVA
 SPINS = 200
 
 
+# glibc's __owner of a robust mutex taken from a holder that died, until
+# pthread_mutex_consistent (PTHREAD_MUTEX_INCONSISTENT).
+_INCONSISTENT = 0x7FFF_FFFF
+
+
 class OwnerDied(Exception):
     """Marker: the lock was taken from a holder that died (EOWNERDEAD)."""
 
@@ -228,9 +233,11 @@ class MutexState:
     lock that an exception interrupted just after it was taken (a signal
     handler runs when the C call returns, before Python has its result).
 
-    ``on_repair``, if set, is called by :meth:`give_back` holding a mutex it
-    has just made consistent: one taken from a holder that died, whose
-    EOWNERDEAD the exception lost (the owner of the mutex passes that on)."""
+    ``on_repair``, if set, is called by :meth:`give_back` holding a mutex
+    that it is about to make consistent: one taken from a holder that died,
+    whose EOWNERDEAD the exception lost (the owner of the mutex passes that
+    on). Called before the repair, so that a give-back cut short between
+    the two and made again calls it again: the mutex still says so."""
 
     on_repair: Callable[[], object] | None = None
 
@@ -238,9 +245,12 @@ class MutexState:
         self.addr = addr
         # The futex word (0 when free, else the holder's thread id, by the
         # kernel's ABI), then glibc's __count: how many times a recursive
-        # mutex is held.
+        # mutex is held, then its __owner: _INCONSISTENT while it is held
+        # from a holder that died and not yet made consistent (the first
+        # three fields on every glibc ABI).
         self.word = ctypes.c_int.from_address(addr)
         self._count = ctypes.c_uint.from_address(addr + 4)
+        self._owner = ctypes.c_int.from_address(addr + 8)
 
     def depth(self) -> int:
         """How many times this thread holds it (0: it does not)."""
@@ -249,13 +259,25 @@ class MutexState:
             return 0
         return max(1, self._count.value)
 
+    def inconsistent(self) -> bool:
+        """Whether it is held, taken from a holder that died (EOWNERDEAD), and
+        not yet made consistent: unlocked so, it would be unusable for good."""
+        return self._owner.value == _INCONSISTENT
+
     def give_back(self, before: int) -> None:
-        """Unlock what this thread holds beyond ``before`` locks."""
+        """Unlock what this thread holds beyond ``before`` locks.
+
+        Safe to make again until it is done, through signal handlers'
+        exceptions (its callers repeat it in their own frame, where nothing
+        is called between the exception and the repeat): each step is done
+        or not, and a death is passed on (``on_repair``) before the repair
+        that would hide it."""
         while self.depth() > before:
+            if self.on_repair is not None and self._owner.value == _INCONSISTENT:
+                self.on_repair()
             # Taken with EOWNERDEAD and not yet repaired, it would become
             # unusable for good when unlocked: repair it (EINVAL otherwise).
-            if _mutex_consistent(self.addr) == 0 and self.on_repair is not None:
-                self.on_repair()
+            _mutex_consistent(self.addr)
             if raw_mutex_unlock(self.addr) != 0:
                 return
 
@@ -377,6 +399,7 @@ _FUTEX_BITSET_MATCH_ANY = 0xFFFF_FFFF
 # of 0 waiters.
 _ADD_ONE = (1 << 28) | (1 << 12)
 _INT_MAX = 0x7FFF_FFFF
+ALL = _INT_MAX  # how many a broadcast wakes
 _futex = _libc.syscall
 _futex.argtypes = [
     ctypes.c_long,  # the call's number
@@ -427,17 +450,20 @@ def cond_init(addr: int) -> None:
     ctypes.c_uint32.from_address(addr + _WAITERS).value = 0
 
 
-def _cond_timedwait(cond: int, mutex: int, at: float) -> int:
+def _cond_timedwait(cond: int, mutex: int, at: float, expected: int | None = None) -> int:
     """pthread_cond_timedwait's work: give back ``mutex`` (held), sleep until
     a signal or until the time.monotonic() time ``at``, take the mutex back.
     0 (woken, or a spurious wake-up), ETIMEDOUT, EINTR (a signal handler
     is due), or the relock's code (EOWNERDEAD); EPERM, without waiting, if
-    this thread did not hold the mutex."""
+    this thread did not hold the mutex. ``expected``: the sequence number
+    the whole wait started at (a later slice of it: woken at once if it
+    changed since), else the one read now."""
     holder, me = ctypes.c_int.from_address(mutex), threading.get_native_id()
     if holder.value & FUTEX_TID_MASK != me:  # a robust mutex's word holds its holder's id
         return errno.EPERM
     waiters = ctypes.c_uint32.from_address(cond + _WAITERS)
-    expected = ctypes.c_uint32.from_address(cond).value  # under the mutex: no signal slips by
+    if expected is None:
+        expected = ctypes.c_uint32.from_address(cond).value  # under the mutex: no signal slips by
     waiters.value += 1  # under the mutex, as every change to it
     err = relock = 0
     try:
@@ -470,9 +496,32 @@ def _cond_timedwait(cond: int, mutex: int, at: float) -> int:
 
 
 def _cond_wake(cond: int, count: int) -> None:
-    """Change the sequence number of ``cond`` and wake up to ``count`` waiters."""
+    """Change the sequence number of ``cond`` and wake up to ``count`` waiters,
+    if any is counted: for a signaller that holds the mutex (a waiter counts
+    itself under it); see :func:`cond_notify` for one that need not."""
     if ctypes.c_uint32.from_address(cond + _WAITERS).value:
         _futex(_SYS_FUTEX, cond, _FUTEX_WAKE_OP, count, None, cond, _ADD_ONE)
+
+
+def cond_words(addr: int) -> tuple[ctypes.c_uint32, ctypes.c_uint32]:
+    """The sequence number and the number of waiters of the condition at
+    ``addr``, for :func:`cond_notify` (made once: each costs a call)."""
+    return ctypes.c_uint32.from_address(addr), ctypes.c_uint32.from_address(addr + _WAITERS)
+
+
+def cond_notify(addr: int, words: tuple[ctypes.c_uint32, ctypes.c_uint32], count: int) -> None:
+    """:func:`_cond_wake` for a signaller that need not hold the mutex: the
+    sequence number changes even when no waiter is counted. A waiter
+    between two slices of its wait is not counted, and has read the
+    signaller's mark (ShmCondition's stamp) already: its next slice, which
+    waits on the number its wait started at (:func:`cond_wait_in_slices`),
+    then ends at once. With nobody counted, a plain add, no system call
+    (two at once may make one change of two: a change all the same)."""
+    seq, waiters = words
+    if waiters.value:
+        _futex(_SYS_FUTEX, addr, _FUTEX_WAKE_OP, count, None, addr, _ADD_ONE)
+    else:
+        seq.value += 1  # wraps at 2**32, as the kernel's add does
 
 
 def cond_wait(cond: int, mutex: int, timeout: float) -> bool:
@@ -501,12 +550,20 @@ def cond_wait_in_slices(
     Between two slices, holding the mutex, Python runs signal handlers and
     ``between`` is called: it says whether a wake-up came meanwhile (a
     signal given while this thread did not wait would be lost), or raises.
+    Every slice waits on the sequence number the wait started at: one that
+    changed since (a signal that came between two slices, after ``between``
+    looked) ends the next slice at once, and the last one's timeout is
+    taken for a wake-up, as the signal came before the deadline.
     """
+    seq = ctypes.c_uint32.from_address(cond)
+    expected = seq.value  # under the mutex, as every slice's own was read
     while True:
         at, last = _next_slice(deadline)
-        rc = _cond_timedwait(cond, mutex, at)
+        rc = _cond_timedwait(cond, mutex, at, expected)
         # EINTR: a signal handler is due, which runs now; then the wait goes on.
         if rc != errno.EINTR and (rc != errno.ETIMEDOUT or last):
+            if rc == errno.ETIMEDOUT and seq.value != expected:
+                return 0
             return rc
         if between():
             return 0
@@ -612,6 +669,12 @@ class InUse:
             self.leave()
             return False
         return True
+
+    @property
+    def unmapped(self) -> bool:
+        """Whether the last call has left the closed object, and its unmap
+        has begun (it may yet keep the mapping: see ShmMutex._unmap)."""
+        return self._unmapped
 
     def leave(self) -> None:
         del self.calls[-1]

@@ -281,12 +281,26 @@ class ShmMutex(_InShm):
                 rc = _trylock(self._addr)
                 if rc == errno.EBUSY and timeout != 0:
                     rc = self._wait(self._addr, timeout)
-            except BaseException:
-                state.give_back(before)  # taken just before the exception came
+                if rc == 0 and not self._let_go[0] and not use.closed:
+                    return True  # the usual case, first
+                return self._took(rc)
+            except BaseException as exc:
+                if exc.__class__ is OwnerDiedError:  # _took's (no call to tell it by): held
+                    raise
+                # Taken just before the exception came (a signal handler's,
+                # as a call returned, even in _took): given back, in a loop
+                # through further ones, each held and raised after (see
+                # MutexState.give_back), with no call before the loop's try.
+                held: BaseException | None = None
+                while True:
+                    try:
+                        state.give_back(before)
+                        break
+                    except BaseException as again:
+                        held = again
+                if held is not None:
+                    raise held  # noqa: B904 (the first is its __context__)
                 raise
-            if rc == 0 and not self._let_go[0] and not use.closed:
-                return True  # the usual case, first
-            return self._took(rc)
         finally:
             del use.calls[-1]
             if use.closed:
@@ -304,9 +318,16 @@ class ShmMutex(_InShm):
         if self._use.closed:
             raise closed_during(self, "lock()")
 
-    def _took(self, rc: int) -> bool:
+    def _took(self, rc: int, tell: bool = True) -> bool:
         """Whether the lock call that returned ``rc`` took the mutex; raises for
-        an owner that died (holding it) and for errors."""
+        an owner that died (holding it) and for errors.
+
+        A death is recorded before the repair that hides it, and the record
+        is cleared (``tell``) only as its OwnerDiedError is raised, with no
+        call between: a signal handler's exception anywhere before, which
+        the caller gives the mutex back for, leaves it to the next locker.
+        Not ``tell``: the record is left for the caller (``__enter__``),
+        which clears it as it unlocks."""
         if rc in (errno.ETIMEDOUT, errno.EBUSY):
             return False
         if rc not in (0, errno.EOWNERDEAD):
@@ -315,29 +336,33 @@ class ShmMutex(_InShm):
             self._state.give_back(self._state.depth() - 1)
             raise closed_during(self, "lock()")
         if rc == errno.EOWNERDEAD:
+            _record(self._let_go, _DIED)
             _pthread.mutex_consistent(self._addr)
-        if rc == errno.EOWNERDEAD or self._let_go[0]:
-            raise self._owner_died(rc == errno.EOWNERDEAD)
+        if self._let_go[0]:
+            err = self._owner_died()
+            if tell:
+                self._let_go[0] = 0  # told once, as EOWNERDEAD is: by err, raised now
+            raise err
         return True
 
-    def _told(self, died: bool) -> str:
+    def _told(self) -> str:
         """Holding it: why the shared state it guards may be half updated (its
-        holder died, ``died`` or recorded, or let go of it without unlocking
-        it), from the record, which is cleared: told once, as EOWNERDEAD is."""
+        holder died, or let go of it without unlocking it), from the record.
+        The caller clears the record once it has what tells it, with no call
+        between that and the telling: told once, as EOWNERDEAD is."""
         why, pid, tid = self._let_go.tolist()
-        self._let_go[0] = 0
-        if why == _RELEASED and not died:
+        if why == _RELEASED:
             return (
                 f"the holder of {self!r} (os pid {pid}, thread {tid}) closed or released the "
                 "handle it held it through, without unlocking it, so it was unlocked for it"
             )
         return f"the holder of {self!r} died while holding it"
 
-    def _owner_died(self, died: bool) -> OwnerDiedError:
+    def _owner_died(self) -> OwnerDiedError:
         """The error of a lock that took it from a holder that died or let go
         of it (see :meth:`_told`): the caller holds it."""
         return OwnerDiedError(
-            f"{self._told(died)}; you hold it now (it is consistent again): repair the "
+            f"{self._told()}; you hold it now (it is consistent again): repair the "
             "shared state it guards, which may be half updated, then unlock"
         )
 
@@ -376,11 +401,17 @@ class ShmMutex(_InShm):
                 use.left()
 
     def _unlock_kept(self) -> bool:
-        """Unlock it through its kept mapping (see :meth:`_unmap`): whether
-        that was done. False once the mapping is gone, or if this thread
-        does not hold it: the closed handle's ValueError then."""
+        """Unlock it through its mapping, closed but kept (see :meth:`_unmap`)
+        or not yet unmapped (other calls on the handle are still in progress,
+        a lock() waiting, say): whether that was done. False once the
+        mapping is gone (or going), or if this thread does not hold it: the
+        closed handle's ValueError then. Counted in ``_kept_unlocks`` the
+        while: an unmap that comes meanwhile keeps the mapping, for
+        :func:`_sweep_kept`."""
         with _kept_lock:
-            if self not in _kept:
+            # Not yet unmapped: the last call has not left (and this one is
+            # counted), or it has and its unmap waits for _kept_lock to choose.
+            if self not in _kept and self._use.unmapped:
                 return False
             self._kept_unlocks += 1
         try:
@@ -440,9 +471,10 @@ class ShmMutex(_InShm):
         """The last call on the closed handle has left: unmap it, unless a
         thread of this process may hold the mutex through this mapping (see
         :meth:`_wake`) and one holds it (through which mapping, another
-        thread's list does not say): it is kept until none does."""
+        thread's list does not say), or unlocks it through the closed handle
+        (:meth:`_unlock_kept`): it is kept until none does."""
         with _kept_lock:
-            if self._may_be_held and _held_here(self._state):
+            if self._kept_unlocks or (self._may_be_held and _held_here(self._state)):
                 _keep(self)
                 return
         self._unmap_now()
@@ -467,15 +499,43 @@ class ShmMutex(_InShm):
             state = self._state
             before = state.depth() if state.word.value else 0  # held already (recursive)?
             try:
-                self.lock()
+                # lock(), whose death is told here, as the mutex is given back.
+                rc = _trylock(self._addr)
+                if rc == errno.EBUSY:
+                    rc = self._wait(self._addr, None)
+                if rc == 0 and not self._let_go[0] and not use.closed:
+                    return self
+                self._took(rc, tell=False)
                 return self
-            except BaseException:
+            except BaseException as exc:
                 # The with-body will not run, and nothing would unlock what was
                 # taken: after OwnerDiedError (which holds it), or a signal
                 # handler's exception just as it was taken (Python runs handlers
-                # after each call).
-                state.give_back(before)
-                raise
+                # after each call). Given back in a loop through further
+                # exceptions, as in lock(). OwnerDiedError tells the death: its
+                # record is cleared just as the mutex is unlocked, no call
+                # between; a handler's exception before that leaves the record
+                # to the next locker, and one after takes it as a note.
+                telling = exc.__class__ is OwnerDiedError  # _took's (no call to tell it by)
+                told = False
+                held: BaseException | None = None
+                while True:
+                    try:
+                        if telling:  # held once more than before (its lock took one level)
+                            telling = False
+                            self._let_go[0] = 0
+                            told = True
+                            _unlock(self._addr)
+                            break
+                        state.give_back(before)
+                        break
+                    except BaseException as again:
+                        held = again
+                if held is None:
+                    raise
+                if told:
+                    held.add_note(f"{exc} (unlocked again: the with-body did not run)")
+                raise held  # noqa: B904 (the first is its __context__)
         finally:
             del use.calls[-1]
             if use.closed:
@@ -497,18 +557,24 @@ def _repair_held(mutex: ShmMutex, exc: BaseException) -> None:
     returns (Python runs handlers then). Repair the mutex, as the mutex word
     says that this thread holds it: the caller's ``with`` would unlock it
     inconsistent, which makes it unusable for every process, for good
-    (ENOTRECOVERABLE). pthread_mutex_consistent says EINVAL when it was
-    consistent: then the holder did not die, and nothing is said, unless
-    a holder let go of it without unlocking it (its record, which this
-    note tells in OwnerDiedError's place)."""
-    if not mutex._state.depth():
+    (ENOTRECOVERABLE). The death is recorded first, before the repair (as
+    in :meth:`ShmMutex._took`): a record, of a death or of a holder that
+    let go of it without unlocking it, is told by a note on ``exc``, in
+    OwnerDiedError's place, and cleared just before the note is added; a
+    further exception before that leaves it to the next locker."""
+    state = mutex._state
+    if not state.depth():
         return
-    died = _pthread.raw_mutex_consistent(mutex._addr) == 0
-    if died or mutex._let_go[0]:
-        exc.add_note(
-            f"{mutex._told(died)}, as this wait took it back; it is held and consistent "
+    if state.inconsistent():  # recorded before the repair, as in ShmMutex._took
+        _record(mutex._let_go, _DIED)
+    _pthread.raw_mutex_consistent(mutex._addr)
+    if mutex._let_go[0]:
+        note = (
+            f"{mutex._told()}, as this wait took it back; it is held and consistent "
             "again: repair the shared state it guards"
         )
+        mutex._let_go[0] = 0  # told by the note, added now
+        exc.add_note(note)
 
 
 class ShmCondition(_InShm):
@@ -545,6 +611,7 @@ class ShmCondition(_InShm):
         super().__init__(segment)
         # One aligned 8-byte word: a store is one instruction, never torn.
         self._stamp = segment.buffer[_STAMP_AT : _STAMP_AT + 8].cast("Q")
+        self._words = _pthread.cond_words(self._addr)  # for signal(): see _notify
 
     def wait(self, mutex: ShmMutex, timeout: float | None = None) -> bool:
         """Release ``mutex`` (held by the caller), wait for a signal, and take it
@@ -579,17 +646,33 @@ class ShmCondition(_InShm):
             )
         timeout = _pthread.check_timeout(timeout)
         addr = self._enter()
+        use, mutex_use = self._use, mutex._use
         try:
             mutex_addr = mutex._enter()
             try:
-                return self._wait_all_levels(addr, mutex, mutex_addr, timeout)
+                woken = self._wait_all_levels(addr, mutex, mutex_addr, timeout)
+                # Held again, every level: a death (recorded by the relock that
+                # met it, before its repair), or a release without unlocking,
+                # is told last, the record cleared as its error is raised,
+                # with no call between that and the caller (the leaves are
+                # inline): a handler's exception before takes it as a note.
+                if mutex._let_go[0]:
+                    err = mutex._owner_died()
+                    mutex._let_go[0] = 0
+                    raise err
+                return woken
             except BaseException as exc:
-                _repair_held(mutex, exc)
+                if exc.__class__ is not OwnerDiedError:  # not the one above (no call to tell)
+                    _repair_held(mutex, exc)
                 raise
             finally:
-                mutex._use.leave()
+                del mutex_use.calls[-1]  # mutex._use.leave(), inline: no call
+                if mutex_use.closed:
+                    mutex_use.left()
         finally:
-            self._use.leave()
+            del use.calls[-1]
+            if use.closed:
+                use.left()
 
     def _wait_all_levels(
         self, addr: int, mutex: ShmMutex, mutex_addr: int, timeout: float | None
@@ -609,10 +692,21 @@ class ShmCondition(_InShm):
             return self._wait(addr, mutex, mutex_addr, timeout)
         finally:
             # Held again (once) on every return, and on every exception but a
-            # close of the mutex (which gave it back): take the other levels.
-            while 0 < state.depth() < depth:
-                if _trylock(mutex_addr) != 0:
+            # close of the mutex (which gave it back): take the other levels,
+            # in a loop through signal handlers' exceptions, each held and
+            # raised after (one that ended it would leave fewer levels held
+            # than the caller's with-statements unlock: mutual exclusion gone).
+            held: BaseException | None = None
+            while True:
+                try:
+                    while 0 < state.depth() < depth:
+                        if _trylock(mutex_addr) != 0:
+                            break
                     break
+                except BaseException as exc:
+                    held = exc
+            if held is not None:
+                raise held  # in place of the return, or of the first exception
 
     def _wait(self, addr: int, mutex: ShmMutex, mutex_addr: int, timeout: float | None) -> bool:
         if timeout != 0 and _context.in_master_loop():
@@ -641,9 +735,7 @@ class ShmCondition(_InShm):
             _record(mutex._let_go, _DIED)
             _pthread.mutex_consistent(mutex_addr)
         self._stop_if_closed(mutex)
-        if mutex._let_go[0]:
-            raise mutex._owner_died(rc == errno.EOWNERDEAD)
-        return rc == 0
+        return rc == 0  # a death is told by wait(), once every level is back
 
     def _stop_if_closed(self, mutex: ShmMutex) -> None:
         """Holding ``mutex``: raise if another thread closed either object."""
@@ -656,13 +748,13 @@ class ShmCondition(_InShm):
 
     def signal(self) -> None:
         """Wake one waiter."""
-        self._notify(_pthread.cond_signal)
+        self._notify(1)
 
     def broadcast(self) -> None:
         """Wake every waiter."""
-        self._notify(_pthread.cond_broadcast)
+        self._notify(_pthread.ALL)
 
-    def _notify(self, wake: Callable[[int], object]) -> None:
+    def _notify(self, count: int) -> None:
         use = self._use
         use.calls += _ONE  # inline self._enter(): as fast as it can be
         try:
@@ -675,7 +767,9 @@ class ShmCondition(_InShm):
             except IndexError:  # the first in a forked child
                 stamp = _first_stamp()
             self._stamp[0] = stamp & 0xFFFF_FFFF_FFFF_FFFF
-            wake(self._addr)
+            # The sequence changes even with no waiter counted: the caller
+            # need not hold the mutex (see _pthread.cond_notify).
+            _pthread.cond_notify(self._addr, self._words, count)
         finally:
             del use.calls[-1]
             if use.closed:
