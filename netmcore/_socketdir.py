@@ -111,7 +111,7 @@ class SocketDir:
         except BaseException:
             self._remove_dir()
             raise
-        watchdog.hold_lock(self.lock_fd)
+        watchdog.hold_lock(self.lock_fd, self.path)
 
     @property
     def socket_path(self) -> str:

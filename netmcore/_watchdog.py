@@ -93,10 +93,11 @@ class Watchdog:
             raise OSError(errno, strerror, filename)
         return make_fresh_dir(base)  # the watchdog was killed: do it here
 
-    def hold_lock(self, fd: int) -> None:
-        """Give the watchdog a copy of the socket directory's lock: it keeps
-        a new master out while it cleans up after a dead one."""
-        self._order(_LOCK, "", fds=[fd])
+    def hold_lock(self, fd: int, path: str) -> None:
+        """Give the watchdog a copy of the lock of the socket directory
+        ``path``: it keeps a new master out while it cleans up after a dead
+        one, then removes the dead one's socket and lock file."""
+        self._order(_LOCK, path, fds=[fd])
 
     def guard_record(self, path: str) -> None:
         """If the master dies, unlink what the record ``path`` lists (it may not exist yet)."""
@@ -511,6 +512,7 @@ class _Orders:
     # its payload prefix): what the program made before run; a guard's.
     objects: set[Object] = field(default_factory=set)
     lock_fd: int | None = None
+    socket_dir: str | None = None
     record_path: str | None = None
     prefix: str | None = None
     temp_dir: str | None = None
@@ -583,7 +585,7 @@ def _take_order(sock: socket.socket, orders: _Orders) -> bool | None:
         else:
             orders.objects.discard(obj)
     elif op == _LOCK and fds:
-        orders.lock_fd = fds[0]
+        orders.lock_fd, orders.socket_dir = fds[0], arg
     elif op == _RECORD:
         orders.record_path = arg
     elif op == _PREFIX:
@@ -649,7 +651,28 @@ def _clean_up(orders: _Orders) -> None:
     if orders.pidfile is not None:
         with contextlib.suppress(OSError):
             _remove_pidfile(orders.pidfile, orders.master_pid)
+    if orders.lock_fd is not None and orders.socket_dir is not None:
+        with contextlib.suppress(OSError):
+            _remove_master_files(orders.socket_dir, orders.lock_fd)
     _remove_tree(orders.temp_dir)
+
+
+def _remove_master_files(path: str, lock_fd: int) -> None:
+    """The dead master's socket and lock file in its socket directory, as a
+    clean end removes them (a given directory stays). Only while the lock
+    held is the file at the path; the lock file last, still locked: a
+    master that opened it meanwhile then makes a new one (see
+    ``_socketdir.SocketDir._lock``)."""
+    from ._socketdir import LOCK_NAME, SOCKET_NAME  # _socketdir imports this module
+
+    lock_path = os.path.join(path, LOCK_NAME)
+    if not os.path.samestat(os.fstat(lock_fd), os.stat(lock_path)):
+        return  # another's, made since
+    socket_path = os.path.join(path, SOCKET_NAME)
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+            os.unlink(socket_path)
+    os.unlink(lock_path)
 
 
 def _remove_pidfile(path: str, master_pid: int) -> None:
