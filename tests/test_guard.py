@@ -505,11 +505,13 @@ def test_the_watchdog_logs_to_stderr_not_to_a_descriptor_it_closed(tmp_path: Pat
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         (watchdog,) = [c for c in psutil.Process(proc.pid).children() if os.getsid(c.pid) == c.pid]
-        proc.kill()
-        _, stderr = proc.communicate()  # the watchdog keeps stderr open until it is done
-        wait_gone(watchdog)
-        assert "could not unlink file" in stderr
-        assert "could not unlink" not in (sockdir / "netmcore.lock").read_text()
+        # Open now: the watchdog removes it once it is done.
+        with (sockdir / "netmcore.lock").open() as lock_file:
+            proc.kill()
+            _, stderr = proc.communicate()  # the watchdog keeps stderr open until it is done
+            wait_gone(watchdog)
+            assert "could not unlink file" in stderr
+            assert "could not unlink" not in lock_file.read()
     finally:
         if proc.poll() is None:
             proc.kill()
