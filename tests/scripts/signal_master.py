@@ -8,7 +8,7 @@ usage: signal_master.py [--pidfile P] [--socket-directory D] [--block-in WHERE]
 The first process ("manager") starts one worker per MODE, then joins them:
 
 - ``spin``: a busy loop;
-- ``pause``: ``signal.pause()`` forever;
+- ``pause``: sleeps forever (see :func:`wait_for_a_signal`);
 - ``read``: a blocking read on a pipe nobody writes to;
 - ``stubborn``: ignores SIGTERM (saying so on stdout) and pauses forever;
 - ``quick``: returns at once;
@@ -36,6 +36,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from types import FrameType
 from typing import NoReturn
 
@@ -61,8 +62,7 @@ def blocker(mode: str) -> int:
     if mode == "tidy":
         try:  # from before it says it runs: a Ctrl-C then finds it in here
             say(f"worker {os.getpid()} {mode}")
-            while True:
-                signal.pause()
+            wait_for_a_signal()
         except KeyboardInterrupt:
             tidy_up()
             raise
@@ -75,8 +75,16 @@ def blocker(mode: str) -> int:
     if mode == "read":
         r, _w = os.pipe()
         os.read(r, 1)
+    wait_for_a_signal()
+
+
+def wait_for_a_signal() -> NoReturn:
+    """Sleep until a signal's handler raises. In slices: Python runs a
+    handler only once the system call it interrupts returns, and a signal
+    that comes just before the call begins (signal.pause(), a long sleep)
+    interrupts nothing, so its handler would wait for the next signal."""
     while True:
-        signal.pause()
+        time.sleep(0.05)
 
 
 def tidy_up() -> None:
@@ -99,8 +107,7 @@ def manager(modes: list[str]) -> int:
 
 def block(where: str) -> NoReturn:
     say(f"blocked in {where}")
-    while True:
-        signal.pause()
+    wait_for_a_signal()
 
 
 def main() -> None:
