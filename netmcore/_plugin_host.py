@@ -330,8 +330,16 @@ class PluginHost:
 
     def _sem_increment(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         sem = self._sem(req)
-        sem.value += 1
-        self._account(sem, None if waiter is None else waiter[2], +1)
+        user = None if waiter is None else waiter[2]
+        if sem.debt and user is not None and sem.effect.get(user, 0) < 0:
+            # A unit it took given back, while a dead process's addition is
+            # owed (see _undo_effect): it repays that, and the count stays. To
+            # the count, it left a debt that nothing repaid once the giver
+            # too had died, and the count stayed above what it had been.
+            sem.debt -= 1
+        else:
+            sem.value += 1
+        self._account(sem, user, +1)
         self._wake_sem(sem)
         return PluginReply(None, sem.value)
 
@@ -482,7 +490,8 @@ def _undo_effect(sem: _Sem, effect: int) -> None:
 
     The count cannot go below 0: what it cannot give back (live processes
     took it) becomes a debt, which the undo of a later dead process's
-    decrements settles first. So once every process that touched the count
+    decrements settles first, as does a live process's increment while its
+    own net effect is negative (a unit it took, given back). So once every process that touched the count
     is dead and undone, it is what it would have been had they never run,
     whatever the order they died in."""
     if effect > 0:  # it added: take that back, as far as there is

@@ -1594,6 +1594,47 @@ def test_protected_semaphore_undoes_each_dead_process_whatever_the_order(
     assert out["after_both"] == 1, "a dead process's net effect was not undone"
 
 
+@netmcore.process
+def take_then_give_back(_: int) -> int:
+    """Take a unit of "s", signal done-b, and once go-b is signalled give it
+    back; the count the increment answers."""
+    s = PluginSemaphore("s")
+    s.decrement()
+    PluginSemaphore("done-b").increment()
+    PluginSemaphore("go-b").decrement()
+    return s.increment()
+
+
+@netmcore.process
+def sem_debt_repaid_scenario(_: int) -> list[Any]:
+    s = PluginSemaphore("s")
+    s.create(0, protected=True)
+    for tag in ("a", "b"):
+        signal_sem(f"done-{tag}")
+        signal_sem(f"go-{tag}")
+    a = sem_ops_then_die.start((["inc"], "a"))
+    PluginSemaphore("done-a").decrement()
+    b = take_then_give_back.start(0)  # takes what a gave
+    PluginSemaphore("done-b").decrement()
+    PluginSemaphore("go-a").increment()
+    out: list[Any] = [crashed_by_sigkill(sem_ops_then_die.join_outcome(a)), s.get()]
+    PluginSemaphore("go-b").increment()
+    out += [take_then_give_back.join(b), s.get()]
+    return out
+
+
+def test_a_protected_semaphores_debt_is_repaid_by_the_process_that_took_the_unit() -> None:
+    """a adds 1 and dies after b took it: its +1 cannot be taken back from a
+    count at 0, and is owed. b gives the unit back, then ends: the count is
+    what it was before either ran, 0. It was 1 (the give-back went to the
+    count, and the debt stayed for ever)."""
+    crashed, after_a, b_increment, after_both = run_scenario(sem_debt_repaid_scenario, 0)
+    assert crashed is True
+    assert after_a == 0
+    assert b_increment == 0  # it repaid the debt: the count stays
+    assert after_both == 0
+
+
 def test_destroying_a_semaphore_fails_its_waiters() -> None:
     out = run_scenario(destroy_scenario, 0)
     assert out["destroy"] is True
