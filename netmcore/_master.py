@@ -718,6 +718,11 @@ class Master:
             reply = Failed(type(exc).__name__, str(exc), None)
         except (OSError, ValueError, TypeError) as exc:  # bad names, missing objects
             reply = Failed(type(exc).__name__, str(exc), None)
+        except Exception as exc:  # a request no API sends: the master goes on
+            log.error(
+                "netmcore: the master refused a malformed %s", type(msg).__name__, exc_info=True
+            )
+            reply = Failed(type(exc).__name__, str(exc), None)
         if reply is None:
             return
         conn.send(msgspec.structs.replace(reply, req=getattr(msg, "req", 0)))
@@ -1140,6 +1145,7 @@ class Master:
         return record.n
 
     def _create(self, msg: ResCreateReq, user: int) -> ResInfo:
+        _check_create(msg)
         prefix = msg.prefix or self.object_prefix
         info = _resources.op_create(msg.kind, prefix, msg.size, user)
         if msg.kind == ResourceType.POSIX_SHM_PREALLOCATED.value:
@@ -1268,6 +1274,33 @@ class Master:
             raise failure
         if interrupt is not None:
             raise interrupt
+
+
+# What a worker's ResCreateReq may make: the kinds its API creates.
+_CREATABLE = frozenset(
+    kind.value
+    for kind in (
+        ResourceType.POSIX_SHM,
+        ResourceType.POSIX_SEM,
+        ResourceType.POSIX_SHM_PREALLOCATED,
+    )
+)
+
+
+def _check_create(msg: ResCreateReq) -> None:
+    """Refuse a create request the worker's API would not have sent (its
+    checks are made there, before anything is sent): a name with a NUL made
+    posix_ipc crash the master (SIGSEGV), and another kind went into the
+    table as a fork point, say."""
+    if msg.kind not in _CREATABLE:
+        raise ValueError(f"a worker cannot create a {msg.kind!r}")
+    if msg.prefix:
+        _resources.validate_prefix(msg.prefix)
+    if msg.kind == ResourceType.POSIX_SEM.value:
+        if not 0 <= msg.size <= _ipc.SEM_VALUE_MAX:
+            raise ValueError(f"a semaphore's first value is 0 to {_ipc.SEM_VALUE_MAX}")
+    else:
+        _resources.validate_size(msg.size)
 
 
 def _process_of(conn: Conn) -> Record | None:

@@ -31,6 +31,7 @@ plugin call: this state is the loop's, and has no lock.)
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, MutableSequence
@@ -121,9 +122,13 @@ class PluginHost:
 
     def serve(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
         """Answer ``req`` now, or return None when ``waiter`` is answered later."""
-        handler = getattr(self, f"_{req.service}_{req.op}", None)
-        if handler is None:
+        name = f"_{req.service}_{req.op}"
+        if name not in _HANDLERS:  # not any method: "_first_undo" is no operation
             raise PluginError(f"unknown plugin operation {req.service}.{req.op}")
+        if req.deadline is not None and not math.isfinite(req.deadline):
+            # NaN is never due: its timer stayed first, and no timeout fired again
+            raise PluginError(f"a deadline must be a finite time, not {req.deadline!r}")
+        handler = getattr(self, name)
         reply: PluginReply | None = handler(req, waiter)
         return reply
 
@@ -325,6 +330,7 @@ class PluginHost:
     def _sem_create(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         if req.name in self.sems:
             return PluginReply(None, 0)
+        _check_count(req.num, 0, "a semaphore's initial count")
         self.sems[req.name] = _Sem(req.num, req.flag)
         return PluginReply(None, 1)
 
@@ -402,12 +408,14 @@ class PluginHost:
         if req.name in self.mboxes:  # opening: the creator's capacity holds
             _check(req, self.mboxes[req.name], "message box")
             return PluginReply(None, 0)
+        _check_count(req.num, 1, "a message box's capacity")
         self.mboxes[req.name] = _Mbox(req.fingerprint, req.type_name, req.num)
         return PluginReply(None, 1)
 
     def _mbox_send(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
         box = self._mbox(req)
-        assert req.data is not None
+        if req.data is None:
+            raise PluginError("a message box send without a message")
         if len(box.queue) < box.capacity:  # then no sender waits (see _deliver)
             box.queue.append(req.data)
             self._deliver(box)
@@ -485,15 +493,42 @@ class PluginHost:
         self.undone = {u for u in self.undone if u[0] != user}
 
 
+# The largest count a plugin takes (a semaphore's initial count, a box's
+# capacity): counts travel to and from the master as msgpack integers, which
+# end at 2**64-1, and a semaphore's count must stay below that however often
+# it is incremented.
+COUNT_MAX = 2**63 - 1
+
+# The operations a request may name (as "_service_op"): the handlers, not
+# every method of PluginHost.
+_HANDLERS = frozenset(
+    f"_{service}_{op}"
+    for service, ops in {
+        "var": ("create", "set", "get", "wait", "cancel", "delete"),
+        "mutex": ("lock", "unlock", "cancel", "undo"),
+        "sem": ("create", "increment", "decrement", "cancel", "undo", "get", "destroy"),
+        "mbox": ("create", "send", "receive", "cancel", "undo"),
+    }.items()
+    for op in ops
+)
+
+
+def _check_count(num: int, low: int, what: str) -> None:
+    """Refuse a count the plugins' API would not have sent (it checks them):
+    one past COUNT_MAX could pass msgpack's 2**64-1 as it grows."""
+    if not low <= num <= COUNT_MAX:
+        raise PluginError(f"{what} is {low} to {COUNT_MAX}, not {num}")
+
+
 def _undo_effect(sem: _Sem, effect: int) -> None:
     """Take a dead process's net ``effect`` back from ``sem``'s count.
 
     The count cannot go below 0: what it cannot give back (live processes
     took it) becomes a debt, which the undo of a later dead process's
     decrements settles first, as does a live process's increment while its
-    own net effect is negative (a unit it took, given back). So once every process that touched the count
-    is dead and undone, it is what it would have been had they never run,
-    whatever the order they died in."""
+    own net effect is negative (a unit it took, given back). So once every
+    process that touched the count is dead and undone, it is what it would
+    have been had they never run, whatever the order they died in."""
     if effect > 0:  # it added: take that back, as far as there is
         taken = min(sem.value, effect)
         sem.value -= taken

@@ -19,7 +19,7 @@ from ._client import _error, _link
 from ._encap import EncapType
 from ._errors import ContextError, PluginError
 from ._master import Controller
-from ._plugin_host import TIMED_OUT
+from ._plugin_host import COUNT_MAX, TIMED_OUT
 from ._pthread import check_timeout
 from ._resources import require_int
 from ._wire import Asked, Link, PluginReply, PluginReq, failed_of_its_own
@@ -189,13 +189,6 @@ def _granted(req: PluginReq, reply: PluginReply) -> bool:
         return reply.num >= 0  # decrement(wait=False) returns -1 when it took nothing
     # A message a send has put in the box may be received already: it stays.
     return req.service == "mbox" and req.op == "receive"
-
-
-# The largest count a plugin takes (a semaphore's initial count, a box's
-# capacity): counts travel to and from the master as msgpack integers, which
-# end at 2**64-1, and a semaphore's count must stay below that however often
-# it is incremented.
-COUNT_MAX = 2**63 - 1
 
 
 def _whole(value: object, what: str, low: int) -> int:
