@@ -78,6 +78,7 @@ import math
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -714,13 +715,18 @@ class Pipeline(Generic[In, Out]):
         _check_int(queue_size, "queue_size", 1, "the items a worker may hold at a time")
         _check_int(item_size, "item_size", 1, "the largest encoded item, in bytes")
         _check_int(retries, "retries", 0, "0: no item runs twice")
-        # As every timeout (TypeError, ValueError; inf is no limit), and above 0.
-        item_timeout = _pthread.check_timeout(item_timeout)
-        if item_timeout == 0:
-            raise ValueError(
-                "item_timeout=0 is not valid: give a number of seconds above 0, "
-                "or None (or math.inf) for no limit"
-            )
+        # As every timeout (TypeError, ValueError; inf is no limit), and above
+        # 0, in words of its own: check_timeout's speak of "timeout", and of 0.
+        rule = "give a number of seconds above 0, or None (or math.inf) for no limit"
+        try:
+            checked = _pthread.check_timeout(item_timeout)
+        except TypeError:
+            raise TypeError(f"item_timeout={item_timeout!r} is not valid: {rule}") from None
+        except ValueError:
+            raise ValueError(f"item_timeout={item_timeout!r} is not valid: {rule}") from None
+        if checked == 0:
+            raise ValueError(f"item_timeout={item_timeout!r} is not valid: {rule}")
+        item_timeout = checked
         workers = sum(s.workers for s in self.stages)
         _check_boxes(workers, queue_size, item_size)
         role = _context.current.role
@@ -976,8 +982,12 @@ class _Driver:
         except BaseException:
             self._release_shared()
             raise
-        self._bars = [self._bar(i, s) for i, s in enumerate(self._stages)]
+        self._bars: list[tqdm.tqdm[Any]] = []
         try:
+            # In the try: a bar that fails (an interrupt as tqdm is first
+            # imported) leaves nothing made behind.
+            for i, stage_def in enumerate(self._stages):
+                self._bars.append(self._bar(i, stage_def))
             for stage in range(len(self._stages)):
                 for _ in range(self._stages[stage].workers):
                     self._spawn(stage)
@@ -992,6 +1002,8 @@ class _Driver:
         import tqdm
 
         progress = self._settings.progress
+        if sys.stderr is None:  # a daemon's, pythonw's: no bar to draw (tqdm fails)
+            progress = False
         return tqdm.tqdm(
             desc=f"{stage.name} x{stage.workers}",
             unit="item",
@@ -1494,6 +1506,13 @@ class _Driver:
         running = set(self._workers) - died
         finished: dict[int, float] = {}  # worker: when it said so
         deadline = time.monotonic() + GRACE
+        # First what was read and not yet handled (see _check_workers): a
+        # Ready there, left, kept its worker waiting for a Stop for ever,
+        # and this loop with it.
+        while self._backlog:
+            msg = self._backlog.popleft()
+            if not isinstance(msg, _Dead):
+                self._on_shutdown_message(msg, running, finished)
         while running:
             if time.monotonic() > deadline:
                 self._kill([self._workers[n] for n in running])
@@ -1506,14 +1525,7 @@ class _Driver:
                         running.discard(n)
                         died.add(n)  # joined now
                 continue
-            if isinstance(msg, Finished):
-                running.discard(msg.worker)
-                finished[msg.worker] = time.monotonic()
-            elif isinstance(msg, Ready) and msg.worker in self._workers:
-                # Started, never used: stop it too. (One found dead, and
-                # replaced, before the shutdown is no longer listed.)
-                self._ready(msg)
-                _stop(self._workers[msg.worker])
+            self._on_shutdown_message(msg, running, finished)
         # A worker's process ends once its process function has returned and
         # its non-daemon threads have ended: one that a stage function started,
         # and that runs on, would keep it, and this join, for ever.
@@ -1539,6 +1551,20 @@ class _Driver:
             bar.close()
         self._inbox.release()
         self._release_shared()
+
+    def _on_shutdown_message(
+        self, msg: ToDriver, running: set[int], finished: dict[int, float]
+    ) -> None:
+        """A message read as the pipeline shuts down: a worker that finished,
+        or one that started and was never used (stopped too). A result is
+        dropped: nobody reads it now."""
+        if isinstance(msg, Finished):
+            running.discard(msg.worker)
+            finished[msg.worker] = time.monotonic()
+        elif isinstance(msg, Ready) and msg.worker in self._workers:
+            # (One found dead, and replaced, before the shutdown is no longer listed.)
+            self._ready(msg)
+            _stop(self._workers[msg.worker])
 
     def _not_ended(self, finished: dict[int, float]) -> list[int]:
         """Wait until the process of each worker in ``finished`` (which said

@@ -400,11 +400,13 @@ def test_item_timeout_counts_the_time_on_each_item_not_in_the_queue() -> None:
 @pytest.mark.parametrize(
     ("limit", "error", "message"),
     [
+        # Each names item_timeout and its own rule (they said "timeout", and -1
+        # was told to be "0 or more", which 0 is not).
         (0, ValueError, "item_timeout=0 is not valid: give a number of seconds above 0"),
-        (-1.0, ValueError, "timeout -1.0 is not valid: give a number of seconds of 0 or more"),
-        (float("nan"), ValueError, "timeout nan is not valid"),
-        ("1", TypeError, "timeout '1' is not valid: give a number of seconds"),
-        (True, TypeError, "timeout True is not valid"),
+        (-1.0, ValueError, "item_timeout=-1.0 is not valid: give a number of seconds above 0"),
+        (float("nan"), ValueError, "item_timeout=nan is not valid: give a number of seconds"),
+        ("1", TypeError, "item_timeout='1' is not valid: give a number of seconds above 0"),
+        (True, TypeError, "item_timeout=True is not valid: give a number of seconds above 0"),
     ],
 )
 def test_item_timeout_is_checked_where_run_is_called(
@@ -1965,3 +1967,37 @@ def test_a_worker_that_a_non_daemon_thread_keeps_alive_is_killed_at_shutdown(
     assert len(warnings) == 1
     assert "had finished, but its process had not ended 0.2 s later: killing it" in warnings[0]
     assert "non-daemon threads" in warnings[0]
+
+
+@netmcore.process
+def shutdown_with_a_ready_in_the_backlog(_: int) -> list[int]:
+    run = netmcore.Pipeline(label, workers=2).run(range(1), ordered=False)
+    first = next(run)  # both workers have started, and said so; both are idle
+    driver = run._results.gi_frame.f_locals["self"]  # type: ignore[union-attr]
+    # As _check_workers leaves it when it finds a worker dead: every message
+    # waiting moved into the backlog, another worker's Ready among them, not
+    # yet handled (its mailbox not opened: no Stop can reach it).
+    worker = next(w for w in driver._workers.values() if w.box is not None)
+    box = worker.box.res_id
+    worker.box.release()
+    worker.box, worker.ready = None, False
+    driver._backlog.append(_pipeline.Ready(worker.number, box))
+    run.close()  # it waited for ever for that worker, which waited for a Stop
+    return [len(first), worker.number]
+
+
+def test_a_ready_left_in_the_backlog_is_stopped_at_shutdown() -> None:
+    first_len, _number = value(drive(shutdown_with_a_ready_in_the_backlog, 0))
+    assert first_len >= 3  # a label, like "<0>"
+
+
+@netmcore.process
+def pipeline_without_stderr(progress: bool | None) -> list[str]:
+    sys.stderr = None  # type: ignore[assignment]  # a daemon's, pythonw's
+    return sorted(netmcore.Pipeline(label).run(range(3), ordered=False, progress=progress))
+
+
+@pytest.mark.parametrize("progress", [None, True])
+def test_a_pipeline_runs_without_stderr_and_draws_no_bar(progress: bool | None) -> None:
+    # It failed at its first result: tqdm wrote to None (AttributeError).
+    assert value(drive(pipeline_without_stderr, progress)) == ["<0>", "<1>", "<2>"]
