@@ -957,6 +957,12 @@ class _Driver:
         # Messages read ahead of their turn, as a worker is found dead (see
         # _check_workers), and the markers to bury it after them.
         self._backlog: deque[ToDriver | _Dead] = deque()
+        # For item_timeout: when a worker could next be overdue; and, of each
+        # worker's Dones read into the backlog and not yet handled (see
+        # _receive), the latest "went on to its next item" stamp and the
+        # items they answer.
+        self._overdue_at = 0.0
+        self._unread: dict[int, tuple[float, set[int]]] = {}
         # Per stage: its workers that failed as they started, since one of
         # it was last ready (see _bury).
         self._start_failures = [0 for _ in stages]
@@ -1165,6 +1171,11 @@ class _Driver:
             worker.batches.popleft()
         for index, _ in answered:
             del worker.holding[index]
+        unread = self._unread.get(msg.worker)
+        if unread is not None:  # read ahead (see _receive): handled now
+            unread[1].difference_update(index for index, _ in answered)
+            if not unread[1]:
+                del self._unread[msg.worker]
         if worker.holding:
             # On to its next item when it sent this, or when that item came,
             # if later. Its stamp, not the time this is read: the caller may
@@ -1264,6 +1275,9 @@ class _Driver:
         now = time.monotonic()
         if not worker.holding:
             worker.busy_since = now
+            limit = self._settings.item_timeout
+            if limit is not None:  # judged by then (see _receive)
+                self._overdue_at = min(self._overdue_at, now + limit)
         worker.holding.update(items)
         worker.batches.append(_Batch(now, first, [index for index, _ in items]))
         worker.given += count
@@ -1350,16 +1364,26 @@ class _Driver:
         if now >= self._look_at:  # however many messages come: one may never
             self._check_workers()
             self._look_at = now + LOOK_AGAIN
+        limit = self._settings.item_timeout
+        if limit is not None and now >= self._overdue_at:
+            # Each message waiting says when its worker went on to its next
+            # item: all are read (into the backlog, in order) before any worker
+            # is judged overdue. Judged only once the inbox was empty, a stuck
+            # worker went unjudged while the others kept it busy.
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    msg = self._inbox.receive(timeout=0)
+                    if isinstance(msg, Done):
+                        at, answered = self._unread.get(msg.worker, (0.0, set()))
+                        answered.update(i for i, _ in (*msg.results, *msg.failures))
+                        self._unread[msg.worker] = (max(at, msg.at), answered)
+                    self._backlog.append(msg)
+            self._overdue_at = now + self._kill_overdue(limit)
         if self._backlog:
             return self._backlog.popleft()
         wait = min(self._look_at, self._rebalance_at) - now
-        limit = self._settings.item_timeout
         if limit is not None:
-            # Each message waiting says when its worker went on to its next
-            # item: read them all before judging any worker overdue.
-            with contextlib.suppress(TimeoutError):
-                return self._inbox.receive(timeout=0)
-            wait = min(wait, self._kill_overdue(limit))
+            wait = min(wait, self._overdue_at - now)
         try:
             return self._inbox.receive(timeout=max(0.0, wait))
         except TimeoutError:
@@ -1372,7 +1396,15 @@ class _Driver:
         for worker in self._workers.values():
             if not worker.holding or worker.overdue is not None or worker.dead is not None:
                 continue
-            left = worker.busy_since + limit - now
+            # A Done read but not yet handled moves its start on (as it will),
+            # or says it is done with what it holds.
+            start = worker.busy_since
+            unread = self._unread.get(worker.number)
+            if unread is not None:
+                if worker.holding.keys() <= unread[1]:
+                    continue
+                start = max(start, unread[0])
+            left = start + limit - now
             if left > 0:
                 wait = min(wait, left)
                 continue

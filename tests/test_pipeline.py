@@ -2001,3 +2001,38 @@ def pipeline_without_stderr(progress: bool | None) -> list[str]:
 def test_a_pipeline_runs_without_stderr_and_draws_no_bar(progress: bool | None) -> None:
     # It failed at its first result: tqdm wrote to None (AttributeError).
     assert value(drive(pipeline_without_stderr, progress)) == ["<0>", "<1>", "<2>"]
+
+
+@netmcore.process
+def stuck_on_five(k: int) -> int:
+    if k == 5:
+        os.read(os.pipe()[0], 1)  # stuck for ever: nobody writes to it
+    return k
+
+
+@netmcore.process
+def overdue_while_the_inbox_is_busy(_: int) -> str:
+    # The driver's inbox always has a message waiting: a look that finds it
+    # empty waits for the next one instead of saying so at once (as a busy
+    # inbox, which the other workers' results keep full, does).
+    real = netmcore.Mailbox.receive
+
+    def busy(box: Any, timeout: float | None = None) -> Any:
+        return real(box, timeout=0.05 if timeout == 0 else timeout)
+
+    netmcore.Mailbox.receive = busy  # type: ignore[method-assign]  # this driver's process only
+    run = netmcore.Pipeline(stuck_on_five, workers=2).run(
+        itertools.count(), ordered=False, item_timeout=0.5, retries=0
+    )
+    try:
+        for _result in run:
+            pass
+    except netmcore.PipelineError as exc:
+        return str(exc)
+    return "the input ended"
+
+
+def test_an_overdue_worker_is_judged_while_the_others_keep_the_inbox_busy() -> None:
+    # It was judged only once a look found the inbox empty: never, here.
+    message = value(drive(overdue_while_the_inbox_is_busy, 0))
+    assert message.startswith("item 5 failed in stage stuck_on_five: it ran over item_timeout")
