@@ -88,7 +88,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from . import _context, _pthread
+from . import _context, _posix, _pthread
 from ._client import kill
 from ._debug import log
 from ._encap import Encap, EncapType, same_to_mypy
@@ -1042,7 +1042,14 @@ class _Driver:
             self._settings.item_size,
             self._batch,
         )
-        self._workers[number] = _Worker(stage, number, place, stage_worker.start(job))
+
+        def start() -> None:
+            self._workers[number] = _Worker(stage, number, place, stage_worker.start(job))
+
+        # A Ctrl-C as the start returns, once the master has started the
+        # worker, left it unrecorded: never stopped, it waited for work for as
+        # long as the driver lived. It waits until the worker is recorded.
+        _posix.with_signals_blocked(_posix.INTERRUPTS, start)
 
     def _flow(self) -> Iterator[Any]:
         first = self._stages[0].process.input_type

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import msgspec
 import psutil
 import pytest
+from scenario import outcome_text
 
 import netmcore
 from netmcore import _pipeline
@@ -2036,3 +2037,33 @@ def test_an_overdue_worker_is_judged_while_the_others_keep_the_inbox_busy() -> N
     # It was judged only once a look found the inbox empty: never, here.
     message = value(drive(overdue_while_the_inbox_is_busy, 0))
     assert message.startswith("item 5 failed in stage stuck_on_five: it ran over item_timeout")
+
+
+@netmcore.process
+def interrupted_as_a_worker_starts(_: int) -> list[str]:
+    """A SIGINT as the start of the second stage worker returns, once the
+    master has started it: it was never recorded, so never stopped, and
+    waited for work for as long as the driver lived."""
+    real, started = _pipeline.stage_worker.start, []
+
+    def start(job: Any, **kwargs: Any) -> Any:
+        pid = real(job, **kwargs)
+        started.append(pid)
+        if len(started) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs as this returns
+        return pid
+
+    _pipeline.stage_worker.start = start  # type: ignore[method-assign]
+    try:
+        list(netmcore.Pipeline(label, workers=2).run(range(3)))
+        return ["not interrupted"]
+    except KeyboardInterrupt:
+        pass
+    # Each worker started was stopped and joined by the run's shutdown.
+    return [outcome_text(lambda pid=pid: netmcore.kill(pid, 0)) for pid in started]
+
+
+def test_a_worker_started_as_a_ctrl_c_comes_is_stopped_with_the_run() -> None:
+    got = value(drive(interrupted_as_a_worker_starts, 0))
+    assert len(got) == 2
+    assert all(g.startswith("UnknownProcess") for g in got), got  # joined: gone
