@@ -1377,14 +1377,7 @@ class _Driver:
             # item: all are read (into the backlog, in order) before any worker
             # is judged overdue. Judged only once the inbox was empty, a stuck
             # worker went unjudged while the others kept it busy.
-            with contextlib.suppress(TimeoutError):
-                while True:
-                    msg = self._inbox.receive(timeout=0)
-                    if isinstance(msg, Done):
-                        at, answered = self._unread.get(msg.worker, (0.0, set()))
-                        answered.update(i for i, _ in (*msg.results, *msg.failures))
-                        self._unread[msg.worker] = (max(at, msg.at), answered)
-                    self._backlog.append(msg)
+            self._read_ahead()
             self._overdue_at = now + self._kill_overdue(limit)
         if self._backlog:
             return self._backlog.popleft()
@@ -1446,10 +1439,20 @@ class _Driver:
             if worker.box is not None:
                 worker.box.release()
                 worker.box = None
+        self._read_ahead()
+        self._backlog.extend(_Dead(worker.number) for worker in dead)
+
+    def _read_ahead(self) -> None:
+        """Read every message waiting into the backlog, in order, noting what
+        each Done says for item_timeout (see _kill_overdue): handled later."""
         with contextlib.suppress(TimeoutError):
             while True:
-                self._backlog.append(self._inbox.receive(timeout=0))
-        self._backlog.extend(_Dead(worker.number) for worker in dead)
+                msg = self._inbox.receive(timeout=0)
+                if isinstance(msg, Done):
+                    at, answered = self._unread.get(msg.worker, (0.0, set()))
+                    answered.update(i for i, _ in (*msg.results, *msg.failures))
+                    self._unread[msg.worker] = (max(at, msg.at), answered)
+                self._backlog.append(msg)
 
     def _bury(self, worker: _Worker) -> None:
         """Give a dead worker's items back to its stage, or report them;

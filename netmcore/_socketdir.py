@@ -128,7 +128,7 @@ class SocketDir:
                 # longer at the path, where the next master would make and
                 # lock one of its own, and run beside this one. So the lock
                 # counts only on the file at the path; else the open is redone.
-                if _is_at(fd, lock_path):
+                if is_at(fd, lock_path):
                     break
             except BaseException:
                 os.close(fd)
@@ -230,7 +230,7 @@ class SocketDir:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _is_at(fd: int, path: str) -> bool:
+def is_at(fd: int, path: str) -> bool:
     """Whether the file open at ``fd`` is the one at ``path``."""
     try:
         return os.path.samestat(os.fstat(fd), os.stat(path))

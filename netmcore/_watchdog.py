@@ -663,11 +663,11 @@ def _remove_master_files(path: str, lock_fd: int) -> None:
     held is the file at the path; the lock file last, still locked: a
     master that opened it meanwhile then makes a new one (see
     ``_socketdir.SocketDir._lock``)."""
-    from ._socketdir import LOCK_NAME, SOCKET_NAME  # _socketdir imports this module
+    from ._socketdir import LOCK_NAME, SOCKET_NAME, is_at  # _socketdir imports this module
 
     lock_path = os.path.join(path, LOCK_NAME)
-    if not os.path.samestat(os.fstat(lock_fd), os.stat(lock_path)):
-        return  # another's, made since
+    if not is_at(lock_fd, lock_path):
+        return  # another's, made since (or gone)
     socket_path = os.path.join(path, SOCKET_NAME)
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.lstat(socket_path).st_mode):

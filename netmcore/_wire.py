@@ -574,7 +574,8 @@ class Link:
         (A further exception exactly as the loop goes round again, as the
         last is classified or at the jump back, still ends it.)
         """
-        if self._reader == threading.get_ident():
+        reader = self._reader  # None as a rule: then no call to make
+        if reader is not None and reader == threading.get_ident():
             _refuse_a_handlers_request(msg)
         if asked is None:
             asked = Asked()
