@@ -9,9 +9,13 @@ queued requests are dropped. Every operation is non-blocking in the master: a
 worker that must wait is a reply the master sends later, never a blocked loop.
 
 A waiting call left by an exception in the worker (a signal handler's) is
-withdrawn by two more operations of its service, both safe to repeat: ``cancel``
-drops its waiter if it is still queued, and ``undo`` gives back what its reply
-granted if that reply was already sent (a mutex, a count, a message).
+withdrawn by two more operations of its service: ``cancel`` drops its waiter
+if it is still queued (safe to repeat), and ``undo`` gives back what its reply
+granted if that reply was already sent (a mutex, a count, a message). An undo
+made twice would give back twice: its sender makes it once, whatever
+interrupts come (see ``_plugins._withdrawal``), so the master keeps no record
+of the undone requests, which grew with every give-back for as long as the
+process lived.
 
 A request may carry a deadline. One that would wait past it is not queued:
 it is answered at once with a timeout (so ``timeout=0`` is a try). A queued
@@ -110,9 +114,6 @@ class PluginHost:
         self.mutexes: dict[str, _Mutex] = {}
         self.sems: dict[str, _Sem] = {}
         self.mboxes: dict[str, _Mbox] = {}
-        # (process id, request id) of the grants given back: an undo repeated
-        # after a second interrupt must not give back twice.
-        self.undone: set[tuple[int, int]] = set()
         # (deadline, service, name) of each queued request with a deadline;
         # an entry outlives its request (answered, withdrawn): it then times
         # out nothing. Rebuilt from the queues once it reaches prune_at, so
@@ -123,7 +124,7 @@ class PluginHost:
     def serve(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
         """Answer ``req`` now, or return None when ``waiter`` is answered later."""
         name = f"_{req.service}_{req.op}"
-        if name not in _HANDLERS:  # not any method: "_first_undo" is no operation
+        if name not in _HANDLERS:  # not any method: "_pass_mutex" is no operation
             raise PluginError(f"unknown plugin operation {req.service}.{req.op}")
         if req.deadline is not None and not math.isfinite(req.deadline):
             # NaN is never due: its timer stayed first, and no timeout fired again
@@ -131,16 +132,6 @@ class PluginHost:
         handler = getattr(self, name)
         reply: PluginReply | None = handler(req, waiter)
         return reply
-
-    def _first_undo(self, req: PluginReq, waiter: Waiter | None) -> bool:
-        """Whether this undo (of request ``req.num``) is the first. The
-        master's own (no waiter) is made once by its caller."""
-        if waiter is None:
-            return True
-        if (waiter[2], req.num) in self.undone:
-            return False
-        self.undone.add((waiter[2], req.num))
-        return True
 
     def _reply(self, waiter: Waiter | Waiting, data: bytes | None = None, num: int = 0) -> bool:
         return self._send(waiter[0], PluginReply(data, num, req=waiter[1]))
@@ -306,7 +297,7 @@ class PluginHost:
     def _mutex_undo(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         mutex = self.mutexes.get(req.name)
         user = waiter[2] if waiter is not None else -1  # -1: the master's own (_mutex_lock)
-        if mutex and mutex.holder == user and self._first_undo(req, waiter):
+        if mutex and mutex.holder == user:
             self._pass_mutex(req.name, mutex)
         return PluginReply(None, 0)
 
@@ -365,7 +356,7 @@ class PluginHost:
         return _cancel(sem.waiters if sem else [], req, waiter)
 
     def _sem_undo(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
-        if req.name in self.sems and self._first_undo(req, waiter):
+        if req.name in self.sems:
             self._sem_increment(req, waiter)
         return PluginReply(None, 0)
 
@@ -454,7 +445,7 @@ class PluginHost:
     def _mbox_undo(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         # The message received goes back to the head of the box, where it was.
         box = self.mboxes.get(req.name)
-        if box is not None and req.data is not None and self._first_undo(req, waiter):
+        if box is not None and req.data is not None:
             box.queue.appendleft(req.data)
             self._deliver(box)
         return PluginReply(None, 0)
@@ -490,7 +481,6 @@ class PluginHost:
             box.senders = deque(s for s in box.senders if s[0][2] != user)
             box.receivers = deque(w for w in box.receivers if w[2] != user)
             self._deliver(box)
-        self.undone = {u for u in self.undone if u[0] != user}
 
 
 # The largest count a plugin takes (a semaphore's initial count, a box's

@@ -124,9 +124,11 @@ def hand_over(res_id: ResId) -> None:
     """Keep ``res_id`` alive for the next process that gets it, after this
     one ends or releases it: made in a worker, a resource goes with its last
     user, even if its id is in the worker's result. The first other process
-    to get (open) it takes it over; until then the master holds it, and if
-    nobody ever does, it is destroyed with what the program manages (at its
-    exit, or by ``destroy_resources``).
+    to get (open) it takes it over; until then the master holds it (a
+    ``release`` in the master's own code, which never got it, leaves it
+    alone; a get there takes it over), and if nobody ever does, it is
+    destroyed with what the program manages (at its exit, or by
+    ``destroy_resources``).
 
     Raises
     ------

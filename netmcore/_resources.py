@@ -100,7 +100,8 @@ class Entry:
     made_in: int = field(default_factory=os.getpid)
     mapping: mmap.mmap | None = None  # preallocated only, in the master and inheritors
     # The process that handed it over (see op_hand_over): until another one
-    # gets it, the master holds a use for it.
+    # gets it, the master holds a use for it. That use is held for the
+    # taker, not the master's own code's, which has nothing to release.
     handed_by: int | None = None
     # Its destroy has begun (see destroy): no get finds it any more. Then
     # the steps done, so that a destroy made again does only the rest.
@@ -344,7 +345,11 @@ def release(res_id: int, user: int) -> None:
     if _unfinished:
         _finish_destroys()
     entry = table.get(res_id)
-    if entry is None:
+    if entry is None or (user == MASTER and entry.handed_by is not None):
+        # The master's place in the set is held for the next process to get
+        # it (a hand-over's), not a use of the master's own code, which never
+        # got it: releasing what was never got does nothing. Ending the hold
+        # here destroyed the object under the process it was handed to.
         return
     if entry.destroying or entry.users <= {user}:
         # The last use ends in destroy, not here: an exception between the
