@@ -5,7 +5,8 @@ of the first two rows, or the one row of a 1x1 board); every mode must find the
 same count:
 
 - sequential: one process does every subproblem;
-- processes: one netmcore process per chunk of subproblems, results by join;
+- processes: one netmcore process per chunk of subproblems, WORKERS of them
+  running at a time (``ProcessDef.map``);
 - mailbox: workers send batches of canonical solutions to a collector (the
   first process) through a shared-memory Mailbox, which removes duplicates;
 - table: workers write each subproblem's count of canonical solutions into a
@@ -137,13 +138,10 @@ def progress(total: int, mode: str) -> tqdm.tqdm[Never]:
 def processes_mode(job: tuple[int, int]) -> int:
     n, workers = job
     chunks = deal(subproblems(n), workers * 4)
-    pids = [chunk_worker.start((n, c)) for c in chunks]
     total = 0
-    with progress(len(pids), "processes") as bar:
-        for pid in pids:
-            count = chunk_worker.join(pid)
-            if count is None:
-                raise RuntimeError("a chunk worker failed")
+    with progress(len(chunks), "processes") as bar:
+        # A failed chunk raises ProcessFailed here, with its cause.
+        for count in chunk_worker.map([(n, c) for c in chunks], processes=workers):
             total += count
             bar.update()
     return total

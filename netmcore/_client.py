@@ -35,15 +35,20 @@ from ._wire import (
     JoinReq,
     KillReq,
     Message,
+    Ready,
     Returned,
     Signalled,
     Started,
     StartReq,
+    WaitReq,
     WireEncap,
     WireOutcome,
 )
 
 InheritRequest = Literal["all"] | Iterable[ResId]
+
+# The most process ids one wait names: 5 bytes each at most, well within a message.
+WAIT_PIDS_MAX = 20_000
 
 
 def start(
@@ -192,6 +197,26 @@ def join_outcome(
         return reply.outcome
     if isinstance(reply, Failed) and reply.error == "TimeoutError":
         raise _timed_out(pid, timeout)
+    raise _error(reply)
+
+
+def ended(
+    join_point: ResId, pids: list[int], *, wait: bool, check: bool, deadline: float | None
+) -> list[int] | None:
+    """Which of processes ``pids`` (at most WAIT_PIDS_MAX) have ended; if
+    ``wait``, waiting until one has, or None past ``deadline`` (a
+    time.monotonic() value). ``check``: refuse the ids a join would refuse,
+    as it would. Nothing is joined (see _wire.WaitReq)."""
+    link = waiting_link("as_completed")
+    # Withdrawn if interrupted: nothing is used up, so a late answer is dropped.
+    reply = link.request(
+        WaitReq(join_point.n, pids, wait, check, deadline),
+        lambda rid: link.request(JoinCancel(rid)),
+    )
+    if isinstance(reply, Ready):
+        return reply.pids
+    if isinstance(reply, Failed) and reply.error == "TimeoutError":
+        return None
     raise _error(reply)
 
 
@@ -386,6 +411,17 @@ def _link(what: str, where: str = "from first_process or " + _IN_WORKER) -> Any:
             "forking, or make the call in the process itself"
         )
     return link
+
+
+def waiting_link(what: str) -> Any:
+    """The calling worker's link, for ``what``, a call that may wait for
+    other processes: ContextError in the master, which never waits."""
+    if _context.current.role == "master":
+        raise ContextError(
+            f"{what}() waits for processes to end, and the master never waits: call it "
+            f"{_IN_WORKER}. In the master (in extract_result, say), use join_nowait()"
+        )
+    return _link(what, _IN_WORKER)
 
 
 def _check_res_id(value: object, name: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import os
 import selectors
 import signal
@@ -62,6 +63,7 @@ from ._wire import (
     PluginReply,
     PluginReq,
     ProcessInfo,
+    Ready,
     Rehearse,
     ReleaseReq,
     ResCreateReq,
@@ -74,6 +76,7 @@ from ._wire import (
     Started,
     StartReq,
     StatusReq,
+    WaitReq,
     WireEncap,
     WireOutcome,
     decoder,
@@ -118,6 +121,8 @@ INTERRUPT_GRACE_SECONDS = 1.0
 LONGEST_WAIT = 3600.0  # seconds the loop sleeps at most: it then looks at the time again
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
 JOIN_TIMERS_MIN = 64  # join timers kept before stale ones are swept (see _time_join)
+# The process number of a wait's timer (see _time_join): a WaitReq is for several.
+ANY_PROCESS = -1
 
 
 class Conn:
@@ -303,9 +308,12 @@ class Master:
         self.serving = False  # the loop runs (no user code of the master does)
         self.shutting_down = False
         self.plugins: PluginHost | None = None
-        # Joins that wait with a timeout, as a heap of (deadline, order,
-        # process, waiter); an entry stays after its join is answered, until
-        # its deadline or a sweep (see _time_join).
+        # WaitReqs that wait, by waiter (conn, request id): the processes
+        # whose end answers them.
+        self.waits: dict[tuple[Conn, int], frozenset[int]] = {}
+        # Joins and waits that wait with a timeout, as a heap of (deadline,
+        # order, process or ANY_PROCESS, waiter); an entry stays after it is
+        # answered, until its deadline or a sweep (see _time_join).
         self.join_timers: list[tuple[float, int, int, tuple[Conn, int]]] = []
         self._join_timer_order = itertools.count()
         self._join_timers_sweep_at = JOIN_TIMERS_MIN
@@ -672,6 +680,8 @@ class Master:
         self._unwatch(conn.fd)
         conn.broken = conn.closed = True
         conn.sock.close()
+        for waiter in [w for w in self.waits if w[0] is conn]:
+            del self.waits[waiter]  # nobody to answer
 
     def _dispatch(self, conn: Conn, msg: Message) -> None:
         try:
@@ -682,6 +692,8 @@ class Master:
                 reply = None  # start answered it
             elif isinstance(msg, JoinReq):
                 reply = self._join_request(conn, msg)
+            elif isinstance(msg, WaitReq):
+                reply = self._wait_request(conn, msg)
             elif isinstance(msg, JoinCancel):
                 self._cancel_join(conn, msg.rid)
                 reply = Done()
@@ -942,6 +954,7 @@ class Master:
         return record
 
     def _join_request(self, conn: Conn, msg: JoinReq) -> Message | None:
+        _check_deadline(msg.deadline)
         record = _process_of(conn)
         if msg.wait and record is not None and record.n == msg.pid:
             raise ContextError(
@@ -961,6 +974,36 @@ class Master:
         if msg.deadline is not None:
             self._time_join(msg.pid, waiter, msg.deadline)
         return None  # answered when the outcome arrives, or at the deadline
+
+    def _wait_request(self, conn: Conn, msg: WaitReq) -> Message | None:
+        """Answer which of ``msg.pids`` have ended, or wait for one to."""
+        _check_deadline(msg.deadline)
+        if not msg.pids:
+            raise ValueError("a wait names no process: nothing would ever answer it")
+        if msg.check:
+            record = _process_of(conn)
+            for n in msg.pids:
+                if record is not None and record.n == n:  # (asked first without waiting)
+                    raise ContextError(
+                        f"process {n} cannot wait for its own end: it would wait forever"
+                    )
+                self._joinable(msg.join_point, n)
+        ended = [n for n in msg.pids if self._has_ended(n)]
+        if ended or not msg.wait:
+            return Ready(ended)
+        if msg.deadline is not None and msg.deadline <= time.monotonic():
+            return _wait_timed_out()
+        waiter = (conn, msg.req)
+        self.waits[waiter] = frozenset(msg.pids)
+        if msg.deadline is not None:
+            self._time_join(ANY_PROCESS, waiter, msg.deadline)
+        return None  # answered when one of them ends, or at the deadline
+
+    def _has_ended(self, n: int) -> bool:
+        """Whether process ``n`` has ended, for a wait: gone from the table
+        (joined) counts too."""
+        record = self.records.get(n)
+        return record is None or record.outcome is not None
 
     def _answer(self, record: Record, conn: Conn, req: int) -> bool:
         """Send ``record``'s outcome to the join ``req`` of ``conn``; it is used
@@ -991,6 +1034,8 @@ class Master:
         heapq.heappush(timers, (deadline, next(self._join_timer_order), n, waiter))
 
     def _still_waits(self, n: int, waiter: tuple[Conn, int]) -> bool:
+        if n == ANY_PROCESS:
+            return waiter in self.waits
         record = self.records.get(n)
         return record is not None and waiter in record.waiters
 
@@ -1000,11 +1045,16 @@ class Master:
         timers, now = self.join_timers, time.monotonic()
         while timers and timers[0][0] <= now:
             _, _, n, waiter = heapq.heappop(timers)
-            if self._still_waits(n, waiter):
-                self.records[n].waiters.remove(waiter)
-                conn, req = waiter
-                trace("join: process %d not ended by the join's deadline", n)
-                conn.send(msgspec.structs.replace(_join_timed_out(n), req=req))
+            if not self._still_waits(n, waiter):
+                continue
+            conn, req = waiter
+            if n == ANY_PROCESS:
+                del self.waits[waiter]
+                conn.send(msgspec.structs.replace(_wait_timed_out(), req=req))
+                continue
+            self.records[n].waiters.remove(waiter)
+            trace("join: process %d not ended by the join's deadline", n)
+            conn.send(msgspec.structs.replace(_join_timed_out(n), req=req))
 
     def kill(self, n: int, signum: int) -> bool:
         """Send ``signum`` to the OS process carrying process ``n``; whether it
@@ -1047,9 +1097,11 @@ class Master:
         return True
 
     def _cancel_join(self, conn: Conn, rid: int) -> None:
-        """Drop the waiting join ``rid`` of ``conn``, if it still waits. (If its
-        outcome went out already, it comes before this answer, and the caller
-        keeps it: see _client.join_outcome.)"""
+        """Drop the waiting join or wait ``rid`` of ``conn``, if it still
+        waits. (If its outcome went out already, it comes before this answer,
+        and the caller keeps it: see _client.join_outcome.)"""
+        if self.waits.pop((conn, rid), None) is not None:
+            return
         for record in self.records.values():
             if (conn, rid) in record.waiters:
                 record.waiters.remove((conn, rid))
@@ -1069,8 +1121,11 @@ class Master:
             self.records.pop(record.n, None)
 
     def _settle(self, record: Record, outcome: WireOutcome) -> None:
-        """Record an outcome, and hand it to the first live waiter."""
+        """Record an outcome, tell the waits for it, and hand it to the first
+        live waiter."""
         record.outcome = outcome
+        if self.waits:
+            self._tell_waits(record.n)
         if record.definition.join_point.n not in _registry.by_join_point:
             self._drop(record)  # its join point is released: nobody will join
             return
@@ -1085,6 +1140,13 @@ class Master:
                     message = f"process {record.n} was joined by another caller first"
                     late.send(Failed("UnknownProcess", message, None, req=late_req))
                 return
+
+    def _tell_waits(self, n: int) -> None:
+        """Answer every wait that process ``n``'s end answers."""
+        for waiter in [w for w, pids in self.waits.items() if n in pids]:
+            del self.waits[waiter]
+            conn, req = waiter
+            conn.send(Ready([n], req=req))
 
     def _drop(self, record: Record) -> None:
         if isinstance(record.outcome, Returned):
@@ -1328,6 +1390,16 @@ def _ids_so_far() -> str:
 def _join_timed_out(n: int) -> Failed:
     # The joiner words the error: it knows the timeout it gave.
     return Failed("TimeoutError", f"process {n} has not ended by the join's deadline")
+
+
+def _check_deadline(deadline: float | None) -> None:
+    # NaN is never due, and would stay first in the heap: no join timed out again.
+    if deadline is not None and not math.isfinite(deadline):
+        raise ValueError(f"a deadline must be a finite time, not {deadline!r}")
+
+
+def _wait_timed_out() -> Failed:
+    return Failed("TimeoutError", "none of the processes had ended by the wait's deadline")
 
 
 def _passed_on(conn: Conn, payload: Payload) -> None:

@@ -9,11 +9,17 @@ run time.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import itertools
+import operator
+import os
 import sys
+import time
 import types
 import typing
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
 from . import _client, _registry, _resource_api
@@ -23,11 +29,17 @@ from ._encap import Encap, EncapType
 from ._errors import ArgumentTypeError, ProcessFailed, ResultTypeError
 from ._ids import ProcessId, ResId
 from ._outcome import Crashed, InvalidResult, Outcome, Raised, Success
+from ._pthread import check_timeout
 from ._wire import Ended, Invalid, Returned, WireOutcome, failed_of_its_own
 from ._wire import Raised as WireRaised
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+
+# ProcessDef.map holds at most this many times ``processes`` results ahead of
+# the one it waits for (a slow item's), so that an endless input is read ahead
+# only so far.
+MAP_AHEAD = 4
 
 
 class ProcessDef(Generic[In, Out]):
@@ -180,6 +192,77 @@ class ProcessDef(Generic[In, Out]):
         return outcome
 
     @classmethod
+    def as_completed(
+        cls, pids: Iterable[ProcessId[Out]], *, timeout: float | None = None
+    ) -> Iterator[ProcessId[Out]]:
+        """Yield each of ``pids`` once its process has ended, the first ended
+        first, as ``concurrent.futures.as_completed`` yields futures. A join
+        of it (:meth:`result`, :meth:`join`, :meth:`join_outcome`) then
+        returns at once. Nothing is joined here: join each one as it comes.
+        A process that another caller joined meanwhile counts as ended (its
+        join here then raises UnknownProcess). In a worker only: the master
+        never waits. With more than 20,000 left, the wait watches the first
+        20,000 of them (in the order given).
+
+        Raises
+        ------
+        UnknownProcess, WrongJoinPoint
+            At the call, before anything is yielded, for an id that a join
+            of this type would refuse.
+        TimeoutError
+            From the iteration, once ``timeout`` seconds have passed since
+            the call and some processes have not ended. None of those is
+            joined: join them, or wait for them again.
+        """
+        join_point = cls._join_point()
+        left: dict[int, ProcessId[Out]] = {}
+        for pid in pids:
+            if not isinstance(pid, ProcessId):
+                raise TypeError(
+                    f"as_completed takes the ProcessIds that start() returned, and {pid!r} "
+                    f"is a {type(pid).__name__}"
+                )
+            left.setdefault(pid.n, pid)  # each yielded once, as concurrent.futures does
+        timeout = check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Asked now, so that a bad id is an error of this call.
+        ended: list[int] = []
+        ids = list(left)
+        for i in range(0, len(ids), _client.WAIT_PIDS_MAX):
+            chunk = ids[i : i + _client.WAIT_PIDS_MAX]
+            got = _client.ended(join_point, chunk, wait=False, check=True, deadline=None)
+            assert got is not None  # (None: a wait timed out)
+            ended += got
+        return _completed(join_point, left, ended, deadline, timeout)
+
+    @classmethod
+    def map(cls, args: Iterable[In], *, processes: int | None = None) -> Iterator[Out]:
+        """Start a process for each item of ``args``, at most ``processes`` of
+        them running at a time (None: one per CPU this process may use), and
+        yield their results in order, as ``Executor.map`` does. The error of
+        an item (its :class:`ProcessFailed`, its argument's
+        :class:`ArgumentTypeError`, or the exception ``args`` raised) comes
+        where its result would have, after every result before it. In a
+        worker only: the master never waits.
+
+        A process is started as soon as one has ended, in any order, and
+        at most ``4 * processes`` results are held ahead of the one awaited.
+        ``args`` is read as the processes go, so it may be endless. Left
+        before its end (a ``break``, an exception), the iteration waits for
+        the processes still running, and drops their results.
+        """
+        if processes is None:
+            processes = len(os.sched_getaffinity(0))
+        elif not _is_count(processes):
+            raise ValueError(
+                f"processes={processes!r} is not valid: give how many processes may run at "
+                "once, an int of 1 or more (or None: one per CPU)"
+            )
+        cls._join_point()  # a process type, or the error saying so
+        _client.waiting_link("map")
+        return _mapped(cls, iter(args), operator.index(processes))
+
+    @classmethod
     def contract(cls) -> dict[str, Any]:
         """The contract between the caller and the process: qualified name,
         input and output JSON Schemas, and fingerprints (as in ``schemas/``)."""
@@ -207,14 +290,17 @@ class ProcessDef(Generic[In, Out]):
         )
 
     @classmethod
+    def _join_point(cls) -> ResId:
+        try:
+            return cls.join_point
+        except AttributeError:
+            raise cls._not_a_process_type() from None
+
+    @classmethod
     def _join(
         cls, pid: ProcessId[Out], *, wait: bool, timeout: float | None = None
     ) -> Outcome[Out] | None:
-        try:
-            join_point = cls.join_point
-        except AttributeError:
-            raise cls._not_a_process_type() from None
-        wire = _client.join_outcome(join_point, pid, wait=wait, timeout=timeout)
+        wire = _client.join_outcome(cls._join_point(), pid, wait=wait, timeout=timeout)
         return None if wire is None else cls._outcome(pid, wire)
 
     @classmethod
@@ -245,6 +331,91 @@ class ProcessDef(Generic[In, Out]):
             return InvalidResult(wire.path, wire.message)
         assert isinstance(wire, Ended)
         return Crashed(wire.exitcode, wire.signal)
+
+
+def _is_count(value: Any) -> bool:
+    """Whether ``value`` is an int of 1 or more (numpy's too; not a bool)."""
+    try:
+        return not isinstance(value, bool) and operator.index(value) >= 1
+    except TypeError:
+        return False
+
+
+def _completed(
+    join_point: ResId,
+    left: dict[int, ProcessId[Out]],
+    ended: list[int],
+    deadline: float | None,
+    timeout: float | None,
+) -> Iterator[ProcessId[Out]]:
+    """The iteration of :meth:`ProcessDef.as_completed`: ``left`` are the
+    processes not yet yielded, ``ended`` the ids of those known to have
+    ended."""
+    total = len(left)
+    while True:
+        for n in ended:
+            pid = left.pop(n, None)
+            if pid is not None:
+                yield pid
+        if not left:
+            return
+        watched = list(itertools.islice(left, _client.WAIT_PIDS_MAX))
+        got = _client.ended(join_point, watched, wait=True, check=False, deadline=deadline)
+        if got is None:
+            raise TimeoutError(
+                f"as_completed timed out after {timeout} s: {len(left)} of its {total} "
+                f"processes had not ended (ids {_some(left)}). None of them is joined: "
+                "join them, or wait for them again"
+            )
+        ended = got
+
+
+def _some(ids: Collection[int], shown: int = 10) -> str:
+    """Up to ``shown`` of ``ids``, and how many more."""
+    text = ", ".join(map(str, itertools.islice(ids, shown)))
+    return text if len(ids) <= shown else f"{text}, ... ({len(ids) - shown} more)"
+
+
+def _mapped(cls: type[ProcessDef[In, Out]], items: Iterator[In], processes: int) -> Iterator[Out]:
+    """The iteration of :meth:`ProcessDef.map`. A process is started as
+    soon as one of the ``processes`` running has ended, not only once the
+    result awaited has come: one slow item does not leave the CPUs idle
+    behind it, up to ``MAP_AHEAD`` times ``processes`` results held."""
+    join_point = cls.join_point
+    window: deque[ProcessId[Out] | Exception] = deque()  # started, not yielded, in order
+    running: set[int] = set()  # of those, the ones not known to have ended
+    more = True
+    try:
+        while True:
+            while more and len(running) < processes and len(window) < MAP_AHEAD * processes:
+                try:
+                    pid = cls.start(next(items))
+                except StopIteration:
+                    more = False
+                except Exception as exc:  # the argument's, or the iterator's own:
+                    window.append(exc)  # raised in its place, after the results before it
+                    more = False
+                else:
+                    window.append(pid)
+                    running.add(pid.n)
+            if not window:
+                return
+            head = window[0]
+            if isinstance(head, ProcessId) and head.n in running:
+                watched = list(itertools.islice(running, _client.WAIT_PIDS_MAX))
+                ended = _client.ended(join_point, watched, wait=True, check=False, deadline=None)
+                running.difference_update(ended or ())
+                continue
+            window.popleft()
+            if isinstance(head, Exception):
+                raise head
+            yield cls.result(head)
+    finally:
+        # Left early: nothing is left running unjoined.
+        for started in window:
+            if isinstance(started, ProcessId):
+                with contextlib.suppress(Exception):
+                    cls.join_outcome(started)
 
 
 def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:

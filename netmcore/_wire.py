@@ -119,9 +119,26 @@ class JoinReq(_Msg, frozen=True):
 
 
 class JoinCancel(_Msg, frozen=True):
-    """Withdraw the waiting JoinReq ``rid`` of this link (its caller was interrupted)."""
+    """Withdraw the waiting JoinReq or WaitReq ``rid`` of this link (its
+    caller was interrupted)."""
 
     rid: int
+    req: int = 0
+
+
+class WaitReq(_Msg, frozen=True):
+    """Which of processes ``pids`` (started through ``join_point``) have
+    ended: answered Ready with each that has (one gone from the table, joined
+    by another caller, counts), waiting for one if none has and ``wait``.
+    Nothing is joined. ``check`` looks each id up as a join would, for the
+    same errors (the first request for these ids). It waits until
+    ``deadline`` at most, as a JoinReq does, and JoinCancel withdraws it."""
+
+    join_point: int
+    pids: list[int]
+    wait: bool
+    check: bool
+    deadline: float | None = None
     req: int = 0
 
 
@@ -214,6 +231,13 @@ class Joined(_Msg, frozen=True):
     req: int = 0
 
 
+class Ready(_Msg, frozen=True):
+    """The answer to a WaitReq: the processes of its ids that have ended."""
+
+    pids: list[int]
+    req: int = 0
+
+
 class Signalled(_Msg, frozen=True):
     """The answer to a KillReq: whether the process got the signal (False: it
     has ended, or finished its function and only waits to exit)."""
@@ -291,6 +315,7 @@ Message = (
     | StartReq
     | JoinReq
     | JoinCancel
+    | WaitReq
     | ReleaseReq
     | HandOverReq
     | KillReq
@@ -299,6 +324,7 @@ Message = (
     | Rehearse
     | Started
     | Joined
+    | Ready
     | Signalled
     | Done
     | Failed

@@ -15,14 +15,20 @@ from scenario import run_scenario
 
 import netmcore
 from netmcore._client import _link
-from netmcore._wire import Failed, Message, PluginReq, ResCreateReq
+from netmcore._wire import Failed, JoinReq, Message, PluginReq, ResCreateReq, WaitReq
 
 NUL_PREFIX = "/nmc.malformed\0x"
+
+
+@netmcore.process
+def square(k: int) -> int:
+    return k * k
+
 
 # Each case: the requests to send, in order; the last must be refused.
 CASES: dict[str, list[Message]] = {
     # Dispatched by name: a helper method of the plugin host was reachable.
-    "plugin operation 'first.undo'": [PluginReq("first", "undo", "x")],
+    "plugin operation 'rebuild.timers'": [PluginReq("rebuild", "timers", "x")],
     "plugin operation 'pass.mutex'": [PluginReq("pass", "mutex", "x")],
     "a box send without a message": [
         PluginReq("mbox", "create", "box", num=1),
@@ -39,12 +45,11 @@ CASES: dict[str, list[Message]] = {
     "shm of another kind": [ResCreateReq("fork_point", "", 64)],
     "semaphore of a value past SEM_VALUE_MAX": [ResCreateReq("posix_sem", "", 2**63)],
     "shm of size 0": [ResCreateReq("posix_shm", "", 0)],
+    # NaN is never due, and stayed first in the heap: no join timed out again.
+    "a join's NaN deadline": [JoinReq(square.join_point.n, 10**6, True, float("nan"))],
+    "a wait's NaN deadline": [WaitReq(square.join_point.n, [10**6], True, False, float("nan"))],
+    "a wait for no process": [WaitReq(square.join_point.n, [], True, False)],
 }
-
-
-@netmcore.process
-def square(k: int) -> int:
-    return k * k
 
 
 @netmcore.process

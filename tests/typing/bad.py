@@ -92,6 +92,13 @@ def bad_join() -> None:
     Add.join(pid, 1.0)  # type: ignore[call-arg]
     Add.join_outcome(pid, timeout="1")  # type: ignore[arg-type]
     Add.join_nowait(pid, timeout=1.0)  # type: ignore[call-arg]
+    # as_completed takes ids of its own type; map, arguments of it.
+    Add.as_completed([square.start(3)])  # type: ignore[list-item]
+    Add.as_completed(pid)  # type: ignore[arg-type]
+    Add.as_completed([pid], timeout="1")  # type: ignore[arg-type]
+    square.map(["3"])  # type: ignore[list-item]
+    square.map([3], processes="2")  # type: ignore[arg-type]
+    print("".join(square.map([3])))  # type: ignore[arg-type]
 
 
 def bad_results() -> float:

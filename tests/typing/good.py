@@ -8,6 +8,7 @@ type fails the suite.
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal, Optional, assert_never, assert_type
 
 import msgspec
@@ -72,6 +73,11 @@ def process_def_start_join() -> None:
     assert_type(square.join_nowait(spid), int | None)
     assert_type(square.join_outcome(spid), netmcore.Outcome[int])
     assert_type(square.result(spid), int)
+    # as_completed yields the ids it is given; map yields results, in order.
+    assert_type(square.as_completed([spid, square.start(4)]), Iterator[netmcore.ProcessId[int]])
+    assert_type(Add.as_completed((pid,), timeout=1.5), Iterator[netmcore.ProcessId[float]])
+    assert_type(square.map(range(5)), Iterator[int])
+    assert_type(Add.map([(1.0, 2.0)], processes=2), Iterator[float])
 
     ppid = Point.start([1, 2])
     assert_type(ppid, netmcore.ProcessId[dict[str, int]])

@@ -1,0 +1,432 @@
+"""ProcessDef.as_completed and ProcessDef.map: what concurrent.futures'
+as_completed and Executor.map give, over processes.
+
+as_completed yields each process once it has ended, first ended first, and
+joins nothing; map runs a window of processes and yields their results in
+order, each error where its result would have been.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from scenario import (
+    SYSCALLS,
+    in_master,
+    run_scenario,
+    sigusr1_raises,
+    wait_until_main_thread_blocks,
+)
+
+import netmcore
+from netmcore import _client
+from netmcore._master import Conn
+
+
+@netmcore.process
+def ac_gated(gate_r: int) -> str:
+    """Block until one byte can be read from the gate, then return it."""
+    return os.read(gate_r, 1).decode()
+
+
+@netmcore.process
+def ac_square(k: int) -> int:
+    if k < 0:
+        raise ValueError(f"no square of a negative here: {k}")
+    if k == 1000:
+        os._exit(3)
+    return k * k
+
+
+class Tick(Exception):
+    """What the test's signal handler raises."""
+
+
+def _error_text(call: Any) -> str:
+    try:
+        call()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "no error"
+
+
+# --- as_completed ------------------------------------------------------------
+
+
+def test_as_completed_yields_each_process_once_as_it_ends(gate: tuple[int, int]) -> None:
+    count, same, values = run_scenario(ac_two_steps, gate)
+    assert count == 2 and same
+    assert values == ["a", "b"]
+
+
+@netmcore.process
+def ac_two_steps(gate: tuple[int, int]) -> list[Any]:
+    """Neither process has ended at the call; the first yielded is the one
+    the first byte let end, and the second comes only once a second byte
+    lets it end: each waited for, in the order they end."""
+    gate_r, gate_w = gate
+    first, second = ac_gated.start(gate_r), ac_gated.start(gate_r)
+    seen: list[Any] = []
+    it = ac_gated.as_completed([second, first, second])  # a repeat is yielded once
+    os.write(gate_w, b"a")
+    seen.append(next(it))
+    got = [ac_gated.result(seen[0], timeout=0)]  # it has ended: a try is enough
+    os.write(gate_w, b"b")
+    seen.extend(it)
+    got.append(ac_gated.result(seen[1], timeout=0))
+    return [len(seen), set(seen) == {first, second}, got]
+
+
+@netmcore.process
+def ac_many(n: int) -> list[Any]:
+    """Many processes, chunked into several waits (WAIT_PIDS_MAX made small),
+    failures among them: each comes once, and joins as it should."""
+    _client.WAIT_PIDS_MAX = 3
+    pids = [ac_square.start(k) for k in range(n)] + [ac_square.start(-1), ac_square.start(1000)]
+    results: dict[int, Any] = {}
+    for pid in ac_square.as_completed(pids):
+        outcome = ac_square.join_outcome(pid, timeout=0)
+        ok = isinstance(outcome, netmcore.Success)
+        results[pid.n] = outcome.value if ok else type(outcome).__name__
+    return [results[pid.n] for pid in pids]
+
+
+def test_as_completed_over_many_processes_chunked_and_failing() -> None:
+    got = run_scenario(ac_many, 20)
+    assert got == [k * k for k in range(20)] + ["Raised", "Crashed"]
+
+
+@netmcore.process
+def ac_timeout(gate: tuple[int, int]) -> list[str]:
+    gate_r, gate_w = gate
+    pids = [ac_gated.start(gate_r) for _ in range(12)]
+    t0 = time.monotonic()
+    text = _error_text(lambda: list(ac_gated.as_completed(pids, timeout=0.05)))
+    waited = time.monotonic() - t0 >= 0.05
+    tried = _error_text(lambda: next(ac_gated.as_completed(pids, timeout=0)))
+    os.write(gate_w, b"x" * len(pids))
+    # Not used up: each joins now.
+    return [text, str(waited), tried, "".join(ac_gated.result(pid) for pid in pids)]
+
+
+def test_as_completed_past_its_timeout_raises_and_joins_nothing(gate: tuple[int, int]) -> None:
+    text, waited, tried, joined = run_scenario(ac_timeout, gate)
+    assert text.startswith("TimeoutError: as_completed timed out after 0.05 s: 12 of its 12")
+    assert ", ... (2 more)" in text and "None of them is joined" in text
+    assert waited == "True"
+    assert tried.startswith("TimeoutError: as_completed timed out after 0 s")
+    assert joined == "x" * 12
+
+
+@netmcore.process
+def ac_bad_ids(_: int) -> list[str]:
+    square = ac_square.start(2)
+    gated_pid = netmcore.ProcessId[str](square.n)  # a pid of another type, as if
+    joined = ac_square.start(3)
+    ac_square.join(joined)
+    calls: list[Any] = [
+        lambda: ac_square.as_completed([square, netmcore.ProcessId(10**6)]),
+        lambda: ac_gated.as_completed([gated_pid]),
+        lambda: ac_square.as_completed([square, joined]),
+        lambda: ac_square.as_completed([square, 5]),  # type: ignore[list-item]
+        lambda: ac_square.as_completed([square], timeout=-1),
+        lambda: ac_square.as_completed([netmcore.self_process_id()]),
+    ]
+    texts = [_error_text(call) for call in calls]
+    texts.append(str(ac_square.result(square)))  # none of the calls took it
+    return texts
+
+
+def test_as_completed_refuses_bad_ids_at_the_call() -> None:
+    never, other, joined, not_an_id, negative, itself, value = run_scenario(ac_bad_ids, 0)
+    assert never.startswith("UnknownProcess: process 1000000 was never started")
+    assert (
+        other.startswith("WrongJoinPoint: process") and "not a test_as_completed.ac_gated" in other
+    )
+    assert joined.startswith("UnknownProcess:") and "joined already" in joined
+    assert not_an_id.startswith("TypeError: as_completed takes the ProcessIds")
+    assert negative.startswith("ValueError: timeout")
+    assert itself.startswith("ContextError:") and "its own end" in itself
+    assert value == "4"
+
+
+@netmcore.process
+def ac_joined_meanwhile(gate: tuple[int, int]) -> list[Any]:
+    """Another thread joins the process while as_completed waits for it:
+    it has ended for the wait too, and its join here says who took it."""
+    gate_r, gate_w = gate
+    pid = ac_gated.start(gate_r)
+    it = ac_gated.as_completed([pid])
+    taken: list[str] = []
+    joiner = threading.Thread(target=lambda: taken.append(ac_gated.result(pid)))
+    joiner.start()
+    os.write(gate_w, b"j")
+    yielded = next(it)
+    joiner.join()
+    return [yielded == pid, taken, _error_text(lambda: ac_gated.result(pid))]
+
+
+def test_a_process_joined_by_another_thread_counts_as_ended(gate: tuple[int, int]) -> None:
+    same, taken, again = run_scenario(ac_joined_meanwhile, gate)
+    assert same is True and taken == ["j"]
+    assert again.startswith("UnknownProcess:") and "joined already" in again
+
+
+@netmcore.process
+def ac_interrupted(gate: tuple[int, int]) -> list[str]:
+    """A signal handler's exception as as_completed waits: the wait is
+    withdrawn, and the link answers the calls after it rightly."""
+    gate_r, gate_w = gate
+    pid = ac_gated.start(gate_r)
+    recvfrom = SYSCALLS["recvfrom"] if SYSCALLS else -1
+    main = threading.get_ident()
+
+    def interrupt_once_it_waits() -> None:
+        wait_until_main_thread_blocks(lambda call: call[0] == recvfrom)
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    interrupter = threading.Thread(target=interrupt_once_it_waits)
+    seen = []
+    with sigusr1_raises(Tick):
+        interrupter.start()
+        seen.append(_error_text(lambda: next(ac_gated.as_completed([pid]))))
+        interrupter.join()
+    other = ac_square.start(9)
+    seen.append(str(ac_square.result(other)))  # its reply is its own, no stale one
+    os.write(gate_w, b"i")
+    seen.append(str(next(ac_gated.as_completed([pid])) == pid))
+    seen.append(ac_gated.result(pid))
+    return seen
+
+
+@pytest.mark.skipif(SYSCALLS is None, reason="the system call numbers of this machine are unknown")
+def test_an_interrupted_wait_is_withdrawn(gate: tuple[int, int]) -> None:
+    assert run_scenario(ac_interrupted, gate) == ["Tick: ", "81", "True", "i"]
+
+
+def test_a_withdrawn_or_orphaned_wait_leaves_nothing_in_the_master() -> None:
+    """JoinCancel drops a waiting wait; a closed link drops its waits."""
+
+    def checks() -> list[str]:
+        master = netmcore._context.current.master
+        assert master is not None
+        conn = Conn.__new__(Conn)  # a waiter's link: only its identity counts
+        master.waits[(conn, 1)] = frozenset({5})
+        master._cancel_join(conn, 1)
+        seen = [str(master.waits)]
+        master.waits[(conn, 2)] = frozenset({5})
+        conn.closed = False
+        conn.fd = -1
+        conn.sock = _ClosedSock()
+        master._unwatch = lambda fd: None  # type: ignore[method-assign]
+        master._close_conn(conn)
+        del master._unwatch
+        seen.append(str(master.waits))
+        return seen
+
+    assert in_master(checks) == ["{}", "{}"]
+
+
+class _ClosedSock:
+    def close(self) -> None:
+        pass
+
+
+def test_as_completed_and_map_refuse_the_master() -> None:
+    def checks() -> list[str]:
+        pid = ac_square.start(4)
+        return [
+            _error_text(lambda: ac_square.as_completed([pid])),
+            _error_text(lambda: ac_square.map([1])),
+        ]
+
+    for text in in_master(checks):
+        assert text.startswith("ContextError:") and "the master never waits" in text
+        assert "join_nowait()" in text
+
+
+def test_as_completed_and_map_outside_run_say_where_to_call_them() -> None:
+    pid = netmcore.ProcessId[int](0)
+    for call in (lambda: ac_square.as_completed([pid]), lambda: ac_square.map([1])):
+        text = _error_text(call)
+        assert text.startswith("ContextError:") and "outside netmcore.run()" in text
+
+
+# --- map ---------------------------------------------------------------------
+
+
+@netmcore.process
+def ac_gated_echo(job: tuple[int, int]) -> int:
+    """Block until one byte can be read from the gate, then return ``k``."""
+    gate_r, k = job
+    os.read(gate_r, 1)
+    return k
+
+
+def _running(first: int, last: int) -> int:
+    """How many of processes ``first`` to ``last - 1`` still run their
+    function: kill(pid, 0) says False once it has finished, and raises
+    UnknownProcess once it is joined."""
+    count = 0
+    for n in range(first, last):
+        with contextlib.suppress(netmcore.UnknownProcess):  # joined: ended
+            count += netmcore.kill(netmcore.ProcessId(n), 0)
+    return count
+
+
+@netmcore.process
+def map_window(gate: tuple[int, int]) -> list[Any]:
+    """map reads the next item once a slot is free: with ``processes=2``,
+    each item after the first is read with exactly one process running.
+    Each read lets one process end (one byte through the gate), and the end
+    of the input lets the last one end."""
+    gate_r, gate_w = gate
+    first = netmcore.self_process_id().n + 1
+    busy: list[int] = []
+
+    def items() -> Iterator[tuple[int, int]]:
+        for k in range(8):
+            busy.append(_running(first, first + k))
+            if k:
+                os.write(gate_w, b"r")
+            yield gate_r, k
+        os.write(gate_w, b"e")
+
+    return [list(ac_gated_echo.map(items(), processes=2)), busy]
+
+
+def test_map_runs_a_bounded_window_and_yields_results_in_order(gate: tuple[int, int]) -> None:
+    results, busy = run_scenario(map_window, gate)
+    assert results == list(range(8))
+    assert busy == [0, 1, 1, 1, 1, 1, 1, 1]
+
+
+@netmcore.process
+def map_slow_head(gates: tuple[tuple[int, int], tuple[int, int]]) -> list[int]:
+    """The first item waits until the input has been read to its end: the
+    others go through the second slot meanwhile. (A window that waited for
+    the first result to start the third item would wait for ever.)"""
+    (slow_r, slow_w), (open_r, open_w) = gates
+    os.write(open_w, b"o" * 5)
+
+    def items() -> Iterator[tuple[int, int]]:
+        yield slow_r, 0
+        for k in range(1, 6):
+            yield open_r, k
+        os.write(slow_w, b"s")
+
+    return list(ac_gated_echo.map(items(), processes=2))
+
+
+def test_map_keeps_its_slots_busy_behind_a_slow_item(pipes: Any) -> None:
+    assert run_scenario(map_slow_head, (pipes(), pipes())) == list(range(6))
+
+
+@netmcore.process
+def map_errors(case: str) -> list[Any]:
+    """An item's error comes where its result would have, after the results
+    before it; and every process started is joined, none left behind."""
+    first = netmcore.self_process_id().n + 1
+    if case == "argument":
+        args: Any = [1, 2, "three", 4]
+    elif case == "process":
+        args = [1, 2, -3, 4, 5]
+    elif case == "crash":
+        args = [1, 2, 1000, 4, 5]
+    else:
+
+        def failing() -> Iterator[int]:
+            yield 1
+            yield 2
+            raise OSError("the input broke")
+
+        args = failing()
+    got: list[Any] = []
+    try:
+        for value in ac_square.map(args, processes=2):
+            got.append(value)
+    except Exception as exc:
+        got.append(f"{type(exc).__name__}: {exc}")
+    return [got, _unjoined(first)]
+
+
+def _unjoined(first: int) -> list[int]:
+    """The processes from ``first`` on that nobody has joined: kill(pid, 0)
+    on a joined one raises UnknownProcess."""
+    last = ac_square.start(0)
+    ac_square.join(last)
+    left = []
+    for n in range(first, last.n):
+        try:
+            netmcore.kill(netmcore.ProcessId(n), 0)
+            left.append(n)
+        except netmcore.UnknownProcess:
+            pass
+    return left
+
+
+@pytest.mark.parametrize("case", ["argument", "process", "crash", "iterator"])
+def test_map_raises_an_items_error_in_its_place_and_leaves_nothing(case: str) -> None:
+    got, unjoined = run_scenario(map_errors, case)
+    assert got[:2] == [1, 4]
+    assert len(got) == 3
+    error = got[2]
+    if case == "argument":
+        assert error.startswith("ArgumentTypeError: argument of ac_square.start")
+    elif case == "process":
+        assert error.startswith("ProcessFailed:") and "no square of a negative here" in error
+    elif case == "crash":
+        assert error.startswith("ProcessFailed:") and "exited with code 3" in error
+    else:
+        assert error == "OSError: the input broke"
+    assert unjoined == []
+
+
+@netmcore.process
+def map_break(n: int) -> list[Any]:
+    """Left early, map waits for the processes it started and joins them."""
+    first = netmcore.self_process_id().n + 1
+    got = []
+    for value in ac_square.map(range(n), processes=4):
+        got.append(value)
+        if len(got) == 2:
+            break
+    return [got, _unjoined(first)]
+
+
+def test_map_left_early_joins_what_it_started() -> None:
+    assert run_scenario(map_break, 50) == [[0, 1], []]
+
+
+@netmcore.process
+def map_defaults(n: int) -> list[Any]:
+    return [list(ac_square.map(range(n))), list(ac_square.map([]))]
+
+
+def test_map_with_one_process_per_cpu_and_an_empty_input() -> None:
+    assert run_scenario(map_defaults, 5) == [[0, 1, 4, 9, 16], []]
+
+
+@netmcore.process
+def map_bad_processes(_: int) -> list[str]:
+    bads: list[Any] = [0, -1, True, 2.5, "2", None.__class__]
+    texts = [_error_text(lambda b=bad: ac_square.map([1], processes=b)) for bad in bads]
+    texts.append(_error_text(lambda: ac_square.map(5)))  # type: ignore[arg-type]
+    return texts
+
+
+def test_map_refuses_a_bad_window_at_the_call() -> None:
+    *texts, not_iterable = run_scenario(map_bad_processes, 0)
+    for text, bad in zip(
+        texts, ("0", "-1", "True", "2.5", "'2'", "<class 'NoneType'>"), strict=True
+    ):
+        assert text.startswith(f"ValueError: processes={bad} is not valid"), text
+        assert "an int of 1 or more" in text
+    assert not_iterable.startswith("TypeError:") and "not iterable" in not_iterable
