@@ -432,6 +432,16 @@ class PluginHost:
         what = f"Mbox({req.name!r}).receive() from an empty box"
         return self._wait_in(box.receivers, req, waiter, what)
 
+    def _mbox_delete(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        if req.name in self.mboxes:
+            _check(req, self.mboxes[req.name], "message box")
+        box = self.mboxes.pop(req.name, None)
+        if box is not None:  # its messages go with it
+            gone = f"message box {req.name!r} was deleted"
+            for w in [*(s[0] for s in box.senders), *box.receivers]:
+                self._send(w[0], _failure(w, gone))
+        return PluginReply(None, 0 if box is None else 1)
+
     def _mbox_cancel(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         box = self.mboxes.get(req.name)
         if box is None:
@@ -497,7 +507,7 @@ _HANDLERS = frozenset(
         "var": ("create", "set", "get", "wait", "cancel", "delete"),
         "mutex": ("lock", "unlock", "cancel", "undo"),
         "sem": ("create", "increment", "decrement", "cancel", "undo", "get", "destroy"),
-        "mbox": ("create", "send", "receive", "cancel", "undo"),
+        "mbox": ("create", "send", "receive", "cancel", "undo", "delete"),
     }.items()
     for op in ops
 )

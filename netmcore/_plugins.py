@@ -389,6 +389,7 @@ class PluginSemaphore:
         return _call("sem", "get", self.name).num
 
     def destroy(self) -> bool:
+        """Destroy it; False if it did not exist. Waiters get a PluginError."""
         return _call("sem", "destroy", self.name).num == 1
 
 
@@ -473,6 +474,13 @@ class Mbox(Generic[T]):
             finish=lambda reply: got.append(self._decoded(reply)),
         )
         return got[0]
+
+    def delete(self) -> bool:
+        """Delete the box and the messages in it; False if it did not exist.
+        Waiting senders and receivers get a PluginError. The master keeps
+        each box until then (or until the run ends): a program that makes
+        a box per task deletes each once it is done with it."""
+        return _call("mbox", "delete", self.name, typ=self.type).num == 1
 
     def _decoded(self, reply: PluginReply) -> T:
         assert reply.data is not None

@@ -412,6 +412,50 @@ def delete_scenario(_: int) -> dict[str, Any]:
     return {"deleted": deleted, "waiter": deleted_waiter.join(pid), "recreate": v.create(7)}
 
 
+@netmcore.process
+def mbox_deleted_waiter(role: str) -> list[str]:
+    box = Mbox("gone", int)
+    waiting = Queued(box.receive if role == "receiver" else lambda: box.send(2))
+    PluginSemaphore("queued").increment()
+    return err(waiting.result)
+
+
+@netmcore.process
+def mbox_delete_scenario(role: str) -> dict[str, Any]:
+    """A box deleted while a receiver (of an empty box) or a sender (to a
+    full one) waits on it: the waiter fails, the box and its messages are
+    gone, and its name can be made again, with another type even."""
+    box = Mbox("gone", int)
+    box.create()
+    if role == "sender":
+        box.send(1)  # full: the next send waits
+    queued = signal_sem("queued")
+    pid = mbox_deleted_waiter.start(role)
+    queued.decrement()
+    mismatch = err(lambda: Mbox("gone", str).delete())
+    out: dict[str, Any] = {"mismatch": mismatch, "deleted": box.delete()}
+    out["waiter"] = mbox_deleted_waiter.join(pid)
+    out["again"] = box.delete()
+    out["receive"] = err(box.receive)
+    other = Mbox("gone", str)
+    out["recreated"] = other.create()
+    other.send("new")
+    out["new"] = other.receive()
+    return out
+
+
+@pytest.mark.parametrize("role", ["receiver", "sender"])
+def test_mbox_delete_fails_its_waiters_and_frees_its_name(role: str) -> None:
+    out = run_scenario(mbox_delete_scenario, role)
+    assert out["mismatch"][0] == "EncapTypeMismatch"
+    assert out["deleted"] is True
+    assert out["waiter"] == ["PluginError", "message box 'gone' was deleted"]
+    assert out["again"] is False
+    assert out["receive"][0] == "PluginError"
+    assert out["recreated"] is True
+    assert out["new"] == "new"
+
+
 # --- 3. mutexes ---
 
 
@@ -1186,6 +1230,8 @@ def test_each_run_starts_with_empty_plugins() -> None:
         lambda: Mbox("b", int).create(),
         lambda: Mbox("b", int).send(1),
         lambda: Mbox("b", int).receive(),
+        lambda: Mbox("b", int).delete(),
+        lambda: PluginSemaphore("s").destroy(),
     ],
     ids=[
         "var.create",
@@ -1200,6 +1246,8 @@ def test_each_run_starts_with_empty_plugins() -> None:
         "mbox.create",
         "mbox.send",
         "mbox.receive",
+        "mbox.delete",
+        "sem.destroy",
     ],
 )
 def test_plugin_calls_outside_run_raise_context_error(call: Callable[[], object]) -> None:
