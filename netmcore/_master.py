@@ -1177,10 +1177,18 @@ class Master:
 
     def _forget_process(self, n: int) -> None:
         """Process ``n`` runs no more code: it leaves every users set, its
-        mutexes pass on, a protected semaphore takes back its effect."""
-        _resources.leave_all(n)
+        mutexes pass on, a protected semaphore takes back its effect. What
+        fails here is logged: the end of the process (its outcome for the
+        joiner, its exit) goes on whatever it is."""
+        try:
+            _resources.leave_all(n)
+        except Exception:
+            log.exception("netmcore: the master could not release what process %d used", n)
         if self.plugins is not None:
-            self.plugins.forget(n)
+            try:
+                self.plugins.forget(n)
+            except Exception:
+                log.exception("netmcore: the plugins could not forget process %d", n)
 
     # --- plugins ----------------------------------------------------------------
 

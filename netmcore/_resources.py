@@ -360,12 +360,22 @@ def release(res_id: int, user: int) -> None:
 
 
 def leave_all(user: int) -> None:
-    """A process ended: take it out of every users set."""
+    """A process ended: take it out of every users set. A destroy that
+    fails of its own (an unlink refused: the file of `manage_file` in a
+    directory nobody may write to, say) is logged and left for
+    destroy_all; the others go on (one such failure used to stop the
+    master's bookkeeping of the process's end, and its result with it)."""
     if _unfinished:
         _finish_destroys()
     for entry in list(table.values()):
         if user in entry.users:
-            release(entry.res_id.n, user)
+            try:
+                release(entry.res_id.n, user)
+            except (OSError, BufferError, NetmcoreError) as exc:
+                if not _failed_of_its_own(exc):
+                    raise
+                _log_left(entry, exc, "left for destroy_resources()")
+                continue
             if entry.res_id.n not in table:  # it was the last user
                 _ended_with[entry.res_id.n] = user
                 if len(_ended_with) > _ENDED_WITH_MAX:
@@ -479,17 +489,22 @@ def _finish_destroys() -> None:
         try:
             destroy(entry)
         except (OSError, BufferError, NetmcoreError) as exc:
-            # A failure of the destroy (an unlink refused); not a signal
-            # handler's exception, even of a kind a bug raises: that one is
-            # the caller's.
-            if isinstance(exc, OSError) and exc.errno is None:
+            if not _failed_of_its_own(exc):
                 raise
-            log.warning(
-                "netmcore: %s %s could not be destroyed (%s): left for destroy_resources()",
-                entry.typ.name,
-                entry.name,
-                exc,
-            )
+            _log_left(entry, exc, "left for destroy_resources()")
+
+
+def _failed_of_its_own(exc: BaseException) -> bool:
+    """Whether a destroy's ``exc`` is its own failure (an unlink refused),
+    not a signal handler's exception, even of a kind a bug raises (an
+    OSError without errno): that one is the caller's."""
+    return not (isinstance(exc, OSError) and exc.errno is None)
+
+
+def _log_left(entry: Entry, exc: BaseException, left: str) -> None:
+    log.warning(
+        "netmcore: %s %s could not be destroyed (%s): %s", entry.typ.name, entry.name, exc, left
+    )
 
 
 def recorded_objects() -> list[tuple[ResourceType, str]]:
@@ -500,17 +515,35 @@ def recorded_objects() -> list[tuple[ResourceType, str]]:
 
 
 def destroy_all() -> None:
-    for entry in list((table | _unfinished).values()):
-        destroy(entry)
+    """Destroy every entry. One whose destroy fails of its own (an unlink
+    refused) stays, for another try, and does not stop the others: the
+    first such failure is raised after them."""
+    _destroy_each(list((table | _unfinished).values()), raise_failure=True)
 
 
 def _destroy_own() -> None:
     """What this process made (a forked child's copy of the table holds its
-    parent's objects too)."""
+    parent's objects too), at its exit: a failure is logged."""
     me = os.getpid()
-    for entry in list((table | _unfinished).values()):
-        if entry.made_in == me:
+    own = [e for e in (table | _unfinished).values() if e.made_in == me]
+    _destroy_each(own, raise_failure=False)
+
+
+def _destroy_each(entries: list[Entry], *, raise_failure: bool) -> None:
+    failed: BaseException | None = None
+    for entry in entries:
+        try:
             destroy(entry)
+        except (OSError, BufferError, NetmcoreError) as exc:
+            if not _failed_of_its_own(exc):
+                raise
+            if raise_failure and failed is None:
+                failed = exc
+            else:
+                left = "left for destroy_resources()" if raise_failure else "left at exit"
+                _log_left(entry, exc, left)
+    if failed is not None:
+        raise failed
 
 
 _exit_hook_pid: int | None = None
