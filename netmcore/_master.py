@@ -246,11 +246,22 @@ class Controller:
         ContextError
             After the run has ended: it had no processes left, and the
             master is gone (an empty list would say that it runs, idle).
+            In a worker too, whose copy of the master is as it was when it
+            was forked.
         """
         return self._running_master("Controller.processes()").process_infos()
 
     def _running_master(self, call: str) -> Master:
-        """The master, for ``call``; ContextError once the run has ended."""
+        """The master, for ``call``; ContextError once the run has ended, or
+        in another process than the master (a worker's copy of the master,
+        forked with it, describes the run as it was at the fork)."""
+        if os.getpid() != self.master_pid:
+            raise ContextError(
+                f"{call} was called in os process {os.getpid()}, not in the master (os pid "
+                f"{self.master_pid}): a controller works in the master's own code, such as "
+                "init_ctrl and extract_result. A worker's copy of it would describe the run "
+                "as it was when the worker was forked"
+            )
         if self._master.ended:
             raise ContextError(
                 f"{call} was called after its run (master pid {self.master_pid}) had "
@@ -550,11 +561,12 @@ class Master:
                 if plugins is not None:
                     plugins.expire_due()
                 self._expire_joins()
-            if not events:
-                if stop_at is not None and time.monotonic() >= stop_at:
-                    self._stop_step()
-                else:
-                    self._background()
+            # The stop steps are timed, and taken even when events never
+            # stop coming (workers that keep asking).
+            if stop_at is not None and time.monotonic() >= stop_at:
+                self._stop_step()
+            elif not events:
+                self._background()
 
     def _quiet_in(self) -> float:
         """Seconds until the master is quiet (0 if it is)."""
@@ -656,8 +668,10 @@ class Master:
         if mask & selectors.EVENT_READ:
             self._read(conn)
 
-    def _read(self, conn: Conn) -> None:
-        for _ in range(_MAX_BATCH):
+    def _read(self, conn: Conn, batch: int | None = _MAX_BATCH) -> None:
+        """Read and dispatch what ``conn`` has sent: ``batch`` messages at
+        most (None: all), so that other links get their turn."""
+        for _ in itertools.repeat(None) if batch is None else range(batch):
             try:
                 n = conn.sock.recv_into(self._buf)
             except BlockingIOError:
@@ -762,10 +776,11 @@ class Master:
 
     def _on_exit(self, child: Child) -> None:
         if not child.conn.closed:
-            # Take what it sent before it ended; nobody reads the answers (a
+            # Take all it sent before it ended (its Finished may come after
+            # many requests of its threads); nobody reads the answers (a
             # forked child of it may hold the socket open), so none is sent.
             child.conn.broken = True
-            self._read(child.conn)
+            self._read(child.conn, batch=None)
         self._close_conn(child.conn)
         ended = _reap(child)
         self._unwatch(child.pidfd)
@@ -862,6 +877,11 @@ class Master:
             spare = self.spares.popleft()
             if spare.conn.send(assign):
                 child = spare
+            else:
+                # Dead, or alive and unable to take it (a send error of the
+                # link): a spare out of the pool must end, or the run would
+                # wait for it. A spare exits as its link closes.
+                self._close_conn(spare.conn)
         if child is None:
             # In the loop (a worker's start), only the master's bookkeeping
             # changes, so the pool's worth of spares is forked in the same batch.
@@ -955,6 +975,13 @@ class Master:
 
     def _join_request(self, conn: Conn, msg: JoinReq) -> Message | None:
         _check_deadline(msg.deadline)
+        if _has_returned(conn):
+            # Its answer would go to a process about to exit, and the
+            # outcome with it.
+            raise ContextError(
+                "a thread of a process whose function has returned cannot join: the "
+                "process is ending. Join before the function returns"
+            )
         record = _process_of(conn)
         if msg.wait and record is not None and record.n == msg.pid:
             raise ContextError(

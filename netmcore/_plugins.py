@@ -38,7 +38,7 @@ def add_plugins(controller: Controller) -> None:
     Raises
     ------
     ContextError
-        After the run of ``controller`` has ended.
+        After the run of ``controller`` has ended, or in a worker.
     """
     controller._running_master("add_plugins(controller)").attach_plugins()
 

@@ -32,7 +32,7 @@ from typing import NoReturn
 import msgspec
 
 from . import _payload
-from ._encap import Encap
+from ._encap import Encap, clipped_name
 from ._errors import ContextError, MasterGone, NetmcoreError
 from ._payload import Payload
 from ._pthread import this_pid
@@ -65,8 +65,11 @@ class WireEncap(msgspec.Struct, frozen=True, array_like=True):
 
     @classmethod
     def of(cls, encap: Encap, payload: Payload) -> WireEncap:
-        """``encap`` on the wire, its data sent as ``payload``."""
-        return cls(encap.type_name, encap.fingerprint, payload)
+        """``encap`` on the wire, its data sent as ``payload``. The type's
+        name is clipped: only errors show it (the fingerprint is what is
+        compared), and a long one (a Literal of many values) made a start
+        or a result too large for a message."""
+        return cls(clipped_name(encap.type_name), encap.fingerprint, payload)
 
     def encap(self) -> Encap:
         """The value as an Encap again, its data read where it lies (inline or shm)."""

@@ -1,0 +1,150 @@
+"""Edges of the master found by a review of the core runtime:
+
+- a spare the master could not send its assignment to was dropped from the
+  pool but never ended, and the run waited for it for ever;
+- a type's name travelled whole in every start and result: a long one (a
+  Literal of many values) made them too large for a message;
+- a Controller used in a worker described its copy of the master, as it was
+  at the fork ("no processes"), instead of refusing;
+- the link of a child that ended was read 64 messages at most: a Finished
+  behind more was lost;
+- a thread of a process that had returned could use up a join, its outcome
+  going with the process as it exited.
+"""
+
+from __future__ import annotations
+
+import socket
+import typing
+from typing import Any
+
+import pytest
+from scenario import in_master, run_scenario
+
+import netmcore
+from netmcore import _master
+from netmcore._wire import Assign, Done, JoinCancel, JoinReq, Returned, WireEncap, decoder, encoder
+
+
+@netmcore.process
+def me_square(k: int) -> int:
+    return k * k
+
+
+@netmcore.process
+def me_squares(n: int) -> list[int]:
+    return [me_square.result(me_square.start(k)) for k in range(n)]
+
+
+def test_a_spare_that_cannot_take_its_assignment_is_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each first send of an Assign to a spare fails, as a send error of a
+    live peer would: the spare is ended, the process goes to another one
+    (or a fresh fork), and the run ends."""
+    real_send = _master.Conn.send
+    refused: set[int] = set()
+
+    def send(conn: _master.Conn, msg: Any) -> bool:
+        if isinstance(msg, Assign) and msg.pid not in refused:
+            refused.add(msg.pid)
+            return False
+        return real_send(conn, msg)
+
+    monkeypatch.setattr(_master.Conn, "send", send)
+    assert run_scenario(me_squares, 12) == [k * k for k in range(12)]
+    assert refused  # spares took starts, and were refused
+
+
+Code = typing.Literal[tuple(f"code_{i:05d}" for i in range(20_000))]  # type: ignore[valid-type]
+
+
+class LongNamed(netmcore.ProcessDef[Code, Code]):  # type: ignore[valid-type]
+    """Its types' names take 240,000 characters."""
+
+    def run(self, arg: Code) -> Code:  # type: ignore[valid-type]
+        return arg
+
+
+@netmcore.process
+def me_long_names(k: int) -> str:
+    pid = LongNamed.start(f"code_{k:05d}")
+    return str(LongNamed.result(pid))
+
+
+def test_a_type_with_a_long_name_starts_and_returns() -> None:
+    assert run_scenario(me_long_names, 7) == "code_00007"
+
+
+CONTROLLERS: list[netmcore.Controller] = []
+
+
+@netmcore.process
+def me_use_controller(_: int) -> list[str]:
+    texts = []
+    for call in (CONTROLLERS[0].processes, lambda: netmcore.add_plugins(CONTROLLERS[0])):
+        try:
+            call()
+            texts.append("no error")
+        except netmcore.ContextError as exc:
+            texts.append(str(exc))
+    return texts
+
+
+def test_a_controller_refuses_a_worker() -> None:
+    CONTROLLERS.clear()
+    try:
+        texts = run_scenario(me_use_controller, 0, init_ctrl=CONTROLLERS.append)
+    finally:
+        CONTROLLERS.clear()
+    assert len(texts) == 2
+    for text in texts:
+        assert "not in the master" in text and "init_ctrl and extract_result" in text
+
+
+def test_the_link_of_an_ended_child_is_read_to_its_end() -> None:
+    """More messages than one turn's batch: all are read and answered."""
+
+    def checks() -> list[str]:
+        master = netmcore._context.current.master
+        assert master is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours, theirs:
+            conn = _master.Conn(ours, master)
+            count = 3 * _master._MAX_BATCH
+            for rid in range(1, count + 1):
+                theirs.send(encoder.encode(JoinCancel(rid=0, req=rid)))
+            master._read(conn, batch=None)
+            theirs.setblocking(False)
+            answers = []
+            while True:
+                try:
+                    answers.append(decoder.decode(theirs.recv(1024)))
+                except BlockingIOError:
+                    break
+        return [str(len(answers)), str(all(isinstance(a, Done) for a in answers)), str(count)]
+
+    answered, all_done, sent = in_master(checks)
+    assert answered == sent and all_done == "True"
+
+
+def test_a_thread_of_a_returned_process_cannot_join() -> None:
+    def checks() -> list[str]:
+        master = netmcore._context.current.master
+        assert master is not None
+        pid = me_square.start(3)
+        record = master.records[pid.n]
+        returned = Returned(WireEncap("int", "f", b"\x09"))
+        conn = _master.Conn.__new__(_master.Conn)
+        conn.child = _master.Child(
+            0,
+            conn,
+            -1,
+            record=_master.Record(-5, record.definition, record.arg, 0.0, outcome=returned),
+        )
+        try:
+            master._join_request(conn, JoinReq(me_square.join_point.n, pid.n, False))
+        except netmcore.ContextError as exc:
+            return [str(exc)]
+        return ["no error"]
+
+    (text,) = in_master(checks)
+    assert "whose function has returned cannot join" in text
