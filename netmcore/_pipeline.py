@@ -101,6 +101,7 @@ from ._process import ProcessDef, process
 from ._registry import Definition, by_fork_point
 from ._resource_api import create_shm, open_shm
 from ._resources import SHM_ROOM_FIX, free_problem, size_problem, space_fix
+from ._wire import failed_of_its_own
 from ._worker import _clip, _message
 
 if TYPE_CHECKING:
@@ -914,6 +915,23 @@ class _Worker:
     dead: Outcome[int] | None = None
 
 
+@dataclass(eq=False)
+class _Closing:
+    """How far a run's shutdown has gone (see _Driver._shutdown): what each
+    step did is noted as it is done, so that, made again after an exception,
+    it is not done twice."""
+
+    deadline: float  # when the workers still running are killed (inf once they are)
+    joined: set[int]  # workers joined (those found dead, by _check_workers)
+    finished: dict[int, float] = field(default_factory=dict)  # worker: when it said so
+    stopped: set[int] = field(default_factory=set)  # workers sent a Stop
+    late_killed: bool = False  # those whose process had not ended (see _not_ended)
+
+    def running(self, workers: dict[int, _Worker]) -> list[int]:
+        """The workers that have neither said they finished nor been joined."""
+        return [n for n in workers if n not in self.finished and n not in self.joined]
+
+
 @dataclass(frozen=True)
 class _Dead:
     """In the driver's backlog, after the messages a dead worker sent: the
@@ -950,6 +968,7 @@ class _Driver:
         self._rebalance_at = float("inf")
         self._workers: dict[int, _Worker] = {}
         self._pending: list[deque[tuple[int, bytes]]] = [deque() for _ in stages]
+        # Of items in a stage, those lost with a worker there (see _forget).
         self._tries: dict[tuple[int, int], int] = {}  # (stage, index) -> times lost
         self._suspects: set[tuple[int, int]] = set()  # (stage, index): sent alone
         self._next_worker = 0
@@ -970,6 +989,7 @@ class _Driver:
         # Ordered "stop": the failure of the first failing item in input order
         # so far, raised once every result before it has been yielded.
         self._failed: PipelineError | None = None
+        self._closing: _Closing | None = None  # once the shutdown has begun
 
     def drive(self) -> Generator[Any, None, None]:
         places = self._place_count
@@ -1000,7 +1020,33 @@ class _Driver:
             self._look_at = time.monotonic() + LOOK_AGAIN
             yield from self._flow()
         finally:
-            self._shutdown()
+            # A signal handler's exception (a Ctrl-C) does not leave the
+            # shutdown half-way, as it does not leave _resources.destroy: its
+            # steps are made again until all are (see _shutdown), and the
+            # first exception is raised after. Cut short, a worker not yet
+            # told to stop waited for work, and the run's mailboxes and shared
+            # memory stayed, for as long as the driver lived. Blocking the
+            # signals cannot keep them out: a Ctrl-C to the process may go to
+            # another thread (tqdm's monitor), and Python runs the handler in
+            # this one all the same. A failure of a step's own (the master
+            # gone: see failed_of_its_own), which a retry would meet again, is
+            # raised at once, as is the TRIES_MAX-th exception. The loop is
+            # here, not in a function: a handler runs as a function starts,
+            # before its try.
+            held: BaseException | None = None
+            tries = 0
+            while True:
+                try:
+                    self._shutdown()
+                    break
+                except BaseException as exc:
+                    tries += 1
+                    if failed_of_its_own(exc, tries):
+                        raise
+                    if held is None:  # the first: a second Ctrl-C asks for nothing more
+                        held = exc
+            if held is not None:
+                raise held
 
     def _bar(self, i: int, stage: Stage) -> tqdm.tqdm[Any]:
         # Imported here, not by the master: tqdm pulls in importlib.metadata,
@@ -1178,6 +1224,10 @@ class _Driver:
             worker.batches.popleft()
         for index, _ in answered:
             del worker.holding[index]
+        stage = worker.stage
+        if self._tries:  # (usually empty: nothing to look up per item)
+            for index, _ in answered:
+                self._forget(stage, index)
         unread = self._unread.get(msg.worker)
         if unread is not None:  # read ahead (see _receive): handled now
             unread[1].difference_update(index for index, _ in answered)
@@ -1188,7 +1238,6 @@ class _Driver:
             # if later. Its stamp, not the time this is read: the caller may
             # have kept the driver away from its messages for a while.
             worker.busy_since = max(msg.at, worker.batches[0].sent)
-        stage = worker.stage
         if count:
             cost, sample = self._cost[stage], msg.seconds / count
             self._cost[stage] = sample if cost is None else cost + COST_WEIGHT * (sample - cost)
@@ -1495,9 +1544,18 @@ class _Driver:
                     again.append((index, holding[index]))
         self._pending[stage].extendleft(reversed(again))
         for index in failed:
+            self._forget(stage, index)
             self._fail(index, stage, self._cause(worker, begun, index))
             self._lost += 1
         self._bars[stage].update(len(failed))  # out of the stage, as answered ones
+
+    def _forget(self, stage: int, index: int) -> None:
+        """``index`` is done with ``stage`` (answered, or failed for good):
+        its tries there, counted as its workers died, go. Kept, they grew by
+        one per worker death for as long as the run lasted (an endless input)."""
+        key = (stage, index)
+        self._tries.pop(key, None)
+        self._suspects.discard(key)
 
     def _cause(self, worker: _Worker, begun: set[int], index: int) -> str:
         """Why ``index``, one of the items a dead worker had ``begun``, fails.
@@ -1530,83 +1588,99 @@ class _Driver:
                 self._failed = PipelineError(index, name, cause)
             return
         self.failures.append(ItemFailure(index, name, cause))
-        self._skipped.add(index)
+        if self._settings.ordered:  # passed over in input order (_flow), then forgotten
+            self._skipped.add(index)
 
     # --- shutdown -----------------------------------------------------------------
 
     def _shutdown(self) -> None:
         """Stop every worker now, without the work queued for it; kill one that
         is still busy after GRACE seconds, or whose process has not ended
-        GRACE seconds after it finished; release everything."""
-        self._shared.buffer[0] = 1
-        for worker in self._workers.values():
-            _stop(worker)
+        GRACE seconds after it finished; release everything.
+
+        Made again after an exception (see drive), it goes on from where the
+        exception left it: each step done is noted (see _Closing), and passed
+        over. Each is bounded in time (a worker that does not stop is
+        killed): the interrupts held meanwhile are raised soon."""
+        closing = self._closing
+        if closing is None:
+            self._shared.buffer[0] = 1
+            # Those found dead, not yet buried, are joined already.
+            joined = {n for n, worker in self._workers.items() if worker.dead is not None}
+            closing = self._closing = _Closing(time.monotonic() + GRACE, joined)
+        self._stop_workers(closing)
         # Drain what workers still send, so that none blocks on a full inbox,
-        # until each has said it finished, or died. (Those found dead, not
-        # yet buried, are joined already.)
-        died = {n for n, worker in self._workers.items() if worker.dead is not None}
-        running = set(self._workers) - died
-        finished: dict[int, float] = {}  # worker: when it said so
-        deadline = time.monotonic() + GRACE
-        # First what was read and not yet handled (see _check_workers): a
-        # Ready there, left, kept its worker waiting for a Stop for ever,
-        # and this loop with it.
-        while self._backlog:
-            msg = self._backlog.popleft()
+        # until each has said it finished, or died. First what was read and
+        # not yet handled (see _check_workers): a Ready there, left, kept its
+        # worker waiting for a Stop for ever, and this loop with it. A message
+        # leaves the backlog once handled: one an exception cut short is
+        # handled again (as the inbox keeps one a receive was cut short in).
+        while self._backlog or closing.running(self._workers):
+            if not self._backlog:
+                if time.monotonic() > closing.deadline:
+                    # (Cut short, killed again: a kill of one that ended does nothing.)
+                    self._kill([self._workers[n] for n in closing.running(self._workers)])
+                    closing.deadline = math.inf
+                try:
+                    self._backlog.append(self._inbox.receive(timeout=0.05))
+                except TimeoutError:  # a worker that died never says it finished
+                    for n in closing.running(self._workers):
+                        if stage_worker.join_outcome_nowait(self._workers[n].pid) is not None:
+                            closing.joined.add(n)
+                    continue
+            msg = self._backlog[0]
             if not isinstance(msg, _Dead):
-                self._on_shutdown_message(msg, running, finished)
-        while running:
-            if time.monotonic() > deadline:
-                self._kill([self._workers[n] for n in running])
-                deadline = float("inf")
-            try:
-                msg = self._inbox.receive(timeout=0.05)
-            except TimeoutError:  # a worker that died never says it finished
-                for n in list(running):
-                    if stage_worker.join_outcome_nowait(self._workers[n].pid) is not None:
-                        running.discard(n)
-                        died.add(n)  # joined now
-                continue
-            self._on_shutdown_message(msg, running, finished)
+                self._on_shutdown_message(msg, closing)
+            self._backlog.popleft()
         # A worker's process ends once its process function has returned and
         # its non-daemon threads have ended: one that a stage function started,
         # and that runs on, would keep it, and this join, for ever.
-        for n in self._not_ended(finished):
-            worker = self._workers[n]
-            if not _kill(worker):  # it ended meanwhile (its os pid now another's)
-                continue
-            log.warning(
-                "netmcore: a worker of pipeline stage %s (process %d) had finished, but "
-                "its process had not ended %s s later: killing it. A process ends only "
-                "once its non-daemon threads have: did the stage function start one "
-                "that runs on? Make it a daemon thread, or end it",
-                self._stages[worker.stage].name,
-                worker.pid.n,
-                GRACE,
-            )
+        if not closing.late_killed:
+            for n in self._not_ended(closing.finished):
+                worker = self._workers[n]
+                if not _kill(worker):  # it ended meanwhile (its os pid now another's)
+                    continue
+                log.warning(
+                    "netmcore: a worker of pipeline stage %s (process %d) had finished, but "
+                    "its process had not ended %s s later: killing it. A process ends only "
+                    "once its non-daemon threads have: did the stage function start one "
+                    "that runs on? Make it a daemon thread, or end it",
+                    self._stages[worker.stage].name,
+                    worker.pid.n,
+                    GRACE,
+                )
+            closing.late_killed = True
         for worker in self._workers.values():
-            if worker.number not in died:
-                stage_worker.join_outcome(worker.pid)
+            if worker.number not in closing.joined:
+                stage_worker.join_outcome(worker.pid)  # (cut short, it keeps the outcome)
+                closing.joined.add(worker.number)
             if worker.box is not None:
-                worker.box.release()
+                worker.box.release()  # (again, if cut short: harmless)
+                worker.box = None
         for bar in self._bars:
-            bar.close()
+            bar.close()  # once: closed, it does nothing
         self._inbox.release()
         self._release_shared()
 
-    def _on_shutdown_message(
-        self, msg: ToDriver, running: set[int], finished: dict[int, float]
-    ) -> None:
+    def _stop_workers(self, closing: _Closing) -> None:
+        """Send a Stop to each worker with a mailbox that was not sent one (cut
+        short, maybe twice to one: the second stays in its box, unread)."""
+        for worker in self._workers.values():
+            if worker.box is not None and worker.number not in closing.stopped:
+                _stop(worker)
+                closing.stopped.add(worker.number)
+
+    def _on_shutdown_message(self, msg: ToDriver, closing: _Closing) -> None:
         """A message read as the pipeline shuts down: a worker that finished,
         or one that started and was never used (stopped too). A result is
-        dropped: nobody reads it now."""
+        dropped: nobody reads it now. Handled again, it changes nothing."""
         if isinstance(msg, Finished):
-            running.discard(msg.worker)
-            finished[msg.worker] = time.monotonic()
+            closing.finished.setdefault(msg.worker, time.monotonic())
         elif isinstance(msg, Ready) and msg.worker in self._workers:
             # (One found dead, and replaced, before the shutdown is no longer listed.)
-            self._ready(msg)
-            _stop(self._workers[msg.worker])
+            if self._workers[msg.worker].box is None:
+                self._ready(msg)
+            self._stop_workers(closing)
 
     def _not_ended(self, finished: dict[int, float]) -> list[int]:
         """Wait until the process of each worker in ``finished`` (which said
@@ -1637,17 +1711,20 @@ class _Driver:
                 poller.register(fd, select.POLLIN)  # readable once it has ended
             while watched:
                 soonest = min(finished[n] for n in watched.values()) + GRACE
+                # Each fd out of ``watched`` before it is closed: closed, then
+                # cut short (a Ctrl-C as the close returns), it was closed again
+                # below (EBADF, or another thread's new fd of that number).
                 for fd, _ in poller.poll(max(0.0, soonest - time.monotonic()) * 1000):
                     poller.unregister(fd)
-                    os.close(fd)
                     del watched[fd]
+                    os.close(fd)
                 now = time.monotonic()
                 for fd, n in list(watched.items()):
                     if finished[n] + GRACE <= now:
                         late.append(n)
                         poller.unregister(fd)
-                        os.close(fd)
                         del watched[fd]
+                        os.close(fd)
         finally:
             for fd in watched:
                 os.close(fd)
@@ -1655,7 +1732,11 @@ class _Driver:
 
     def _kill(self, workers: list[_Worker]) -> None:
         for worker in workers:
-            if worker.box is None:  # not ready yet: it is told to stop when it is
+            # One not ready yet holds no item: killed without a word. Waited
+            # for, one stuck as it started (a fork hook, say) kept the shutdown
+            # for ever, and the interrupts it holds (see _shutdown) with it.
+            if worker.box is None:
+                _kill(worker)
                 continue
             log.warning(
                 "netmcore: a worker of pipeline stage %s (process %d) did not stop within "
