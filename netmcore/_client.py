@@ -7,6 +7,8 @@ here, in the caller, before anything is sent.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import signal
 import threading
@@ -41,18 +43,19 @@ from ._wire import (
     Started,
     StartReq,
     WaitReq,
+    WatchReq,
     WireEncap,
     WireOutcome,
 )
 
 InheritRequest = Literal["all"] | Iterable[ResId]
 
-# The most process ids one wait names: 5 bytes each at most, well within a message.
-WAIT_PIDS_MAX = 20_000
+# The most process ids one WatchReq names: 5 bytes each at most, well within a message.
+WATCH_PIDS_MAX = 20_000
 
 
 def start(
-    fork_point: ResId, arg: Encap, *, inherit_resources: InheritRequest = "all"
+    fork_point: ResId, arg: Encap, *, inherit_resources: InheritRequest = "all", watch: int = 0
 ) -> ProcessId[Any]:
     """Start a process of the type ``fork_point`` with the argument ``arg``.
 
@@ -79,6 +82,11 @@ def start(
         Outside ``run``/``startup``.
     ShuttingDown
         After the first process has ended.
+
+    ``watch`` (internal): the watch of this worker's link the process joins
+    (see _watches). A start cut short by an exception (a signal handler's)
+    once it was sent leaves the id of the process it started for
+    :func:`interrupted_start`.
     """
     _check_res_id(fork_point, "fork_point")
     if not isinstance(arg, Encap):
@@ -94,11 +102,22 @@ def start(
     link = _link("start")
     payload = _payload.pack(arg.parts, ctx.shm_prefix)
     sent: list[int] = []
-    try:
-        request = StartReq(fork_point.n, WireEncap.of(arg, payload), inherit)
+    me = threading.get_ident()
+
+    def abandon(rid: int) -> None:
         # Left while waiting (an interrupt), the start was sent: the master
         # starts the process with the argument, or discards it if it cannot.
-        reply = link.request(request, sent.append)
+        # Its answer is waited for (at once: the master never waits to give
+        # it), so that the caller can know the process (see interrupted_start).
+        sent.append(rid)
+        got = link.wait_reply(rid)
+        if isinstance(got, Started):
+            _interrupted_starts[me] = got.pid
+
+    _interrupted_starts.pop(me, None)
+    try:
+        request = StartReq(fork_point.n, WireEncap.of(arg, payload), inherit, watch)
+        reply = link.request(request, abandon)
     except BaseException:
         if not sent:
             _payload.discard(payload)
@@ -200,24 +219,56 @@ def join_outcome(
     raise _error(reply)
 
 
-def ended(
-    join_point: ResId, pids: list[int], *, wait: bool, check: bool, deadline: float | None
-) -> list[int] | None:
-    """Which of processes ``pids`` (at most WAIT_PIDS_MAX) have ended; if
-    ``wait``, waiting until one has, or None past ``deadline`` (a
-    time.monotonic() value). ``check``: refuse the ids a join would refuse,
-    as it would. Nothing is joined (see _wire.WaitReq)."""
-    link = waiting_link("as_completed")
-    # Withdrawn if interrupted: nothing is used up, so a late answer is dropped.
-    reply = link.request(
-        WaitReq(join_point.n, pids, wait, check, deadline),
-        lambda rid: link.request(JoinCancel(rid)),
-    )
+# The process that the last start of each thread started, when an exception
+# cut that start short once it was sent (see start): the caller may join it.
+_interrupted_starts: dict[int, int] = {}
+
+
+def interrupted_start() -> ProcessId[Any] | None:
+    """The process that this thread's last start had started when an
+    exception cut it short, if it had started one."""
+    n = _interrupted_starts.pop(threading.get_ident(), None)
+    return None if n is None else ProcessId(n)
+
+
+_watch_numbers = itertools.count(1)
+
+
+def new_watch() -> int:
+    """A number for a new watch of this worker's link (see _watches)."""
+    return next(_watch_numbers)
+
+
+def watch(what: str, join_point: ResId, pids: list[int], number: int = 0) -> list[int]:
+    """Which of processes ``pids`` (at most WATCH_PIDS_MAX) have ended.
+    With ``number`` 0, an id that a join would refuse is refused, as it
+    would be; else the others join the watch ``number``. Nothing is joined."""
+    link = waiting_link(what)
+    reply = link.request(WatchReq(join_point.n, pids, number))
+    if isinstance(reply, Ready):
+        return reply.pids
+    raise _error(reply)
+
+
+def wait_watch(what: str, number: int, deadline: float | None) -> list[int] | None:
+    """Wait until processes of the watch ``number`` have ended, and return
+    them (none if none is left); None past ``deadline`` (a time.monotonic()
+    value)."""
+    link = waiting_link(what)
+    # Withdrawn if interrupted. A late answer is dropped: the exception ends
+    # the iteration that waited, and the watch with it.
+    reply = link.request(WaitReq(number, deadline), lambda rid: link.request(JoinCancel(rid)))
     if isinstance(reply, Ready):
         return reply.pids
     if isinstance(reply, Failed) and reply.error == "TimeoutError":
         return None
     raise _error(reply)
+
+
+def close_watch(number: int) -> None:
+    """The watch ``number`` of this worker's link goes (with the master, if it is gone)."""
+    with contextlib.suppress(NetmcoreError):
+        _link("a watch's close").request(WaitReq(number, close=True))
 
 
 def _timed_out(pid: ProcessId[Any], timeout: float | None) -> TimeoutError:

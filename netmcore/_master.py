@@ -29,7 +29,17 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from . import _cleanup, _context, _ipc, _payload, _registry, _resources, _watchdog, _worker
+from . import (
+    _cleanup,
+    _context,
+    _ipc,
+    _payload,
+    _registry,
+    _resources,
+    _watchdog,
+    _watches,
+    _worker,
+)
 from ._debug import log, trace
 from ._errors import (
     ContextError,
@@ -77,6 +87,7 @@ from ._wire import (
     StartReq,
     StatusReq,
     WaitReq,
+    WatchReq,
     WireEncap,
     WireOutcome,
     decoder,
@@ -319,9 +330,7 @@ class Master:
         self.serving = False  # the loop runs (no user code of the master does)
         self.shutting_down = False
         self.plugins: PluginHost | None = None
-        # WaitReqs that wait, by waiter (conn, request id): the processes
-        # whose end answers them.
-        self.waits: dict[tuple[Conn, int], frozenset[int]] = {}
+        self.watches = _watches.Watches()
         # Joins and waits that wait with a timeout, as a heap of (deadline,
         # order, process or ANY_PROCESS, waiter); an entry stays after it is
         # answered, until its deadline or a sweep (see _time_join).
@@ -694,18 +703,21 @@ class Master:
         self._unwatch(conn.fd)
         conn.broken = conn.closed = True
         conn.sock.close()
-        for waiter in [w for w in self.waits if w[0] is conn]:
-            del self.waits[waiter]  # nobody to answer
+        self.watches.drop_link(conn)  # nobody to tell
 
     def _dispatch(self, conn: Conn, msg: Message) -> None:
         try:
             reply: Message | None
             if isinstance(msg, StartReq):
                 _passed_on(conn, msg.arg.payload)
-                self.start(msg.fork_point, msg.arg, msg.inherit, (conn, msg.req))
+                n = self.start(msg.fork_point, msg.arg, msg.inherit, (conn, msg.req))
+                if msg.watch:
+                    self._add_to_watch(conn, msg.watch, [n])
                 reply = None  # start answered it
             elif isinstance(msg, JoinReq):
                 reply = self._join_request(conn, msg)
+            elif isinstance(msg, WatchReq):
+                reply = self._watch_request(conn, msg)
             elif isinstance(msg, WaitReq):
                 reply = self._wait_request(conn, msg)
             elif isinstance(msg, JoinCancel):
@@ -1002,35 +1014,57 @@ class Master:
             self._time_join(msg.pid, waiter, msg.deadline)
         return None  # answered when the outcome arrives, or at the deadline
 
-    def _wait_request(self, conn: Conn, msg: WaitReq) -> Message | None:
-        """Answer which of ``msg.pids`` have ended, or wait for one to."""
-        _check_deadline(msg.deadline)
-        if not msg.pids:
-            raise ValueError("a wait names no process: nothing would ever answer it")
-        if msg.check:
-            record = _process_of(conn)
-            for n in msg.pids:
-                if record is not None and record.n == n:  # (asked first without waiting)
-                    raise ContextError(
-                        f"process {n} cannot wait for its own end: it would wait forever"
-                    )
-                self._joinable(msg.join_point, n)
+    def _watch_request(self, conn: Conn, msg: WatchReq) -> Message:
+        """Answer which of ``msg.pids`` have ended; look each up first as a
+        join would (no watch), or watch the others."""
+        record = _process_of(conn)
+        for n in msg.pids if not msg.watch else ():
+            if record is not None and record.n == n:
+                raise ContextError(
+                    f"process {n} cannot wait for its own end: it would wait forever"
+                )
+            self._joinable(msg.join_point, n)
         ended = [n for n in msg.pids if self._has_ended(n)]
-        if ended or not msg.wait:
-            return Ready(ended)
-        if msg.deadline is not None and msg.deadline <= time.monotonic():
-            return _wait_timed_out()
-        waiter = (conn, msg.req)
-        self.waits[waiter] = frozenset(msg.pids)
-        if msg.deadline is not None:
-            self._time_join(ANY_PROCESS, waiter, msg.deadline)
-        return None  # answered when one of them ends, or at the deadline
+        if msg.watch:
+            self._add_to_watch(conn, msg.watch, [n for n in msg.pids if not self._has_ended(n)])
+        return Ready(ended)
+
+    def _add_to_watch(self, conn: Conn, number: int, pids: list[int]) -> None:
+        """Put processes ``pids`` (of one type) in the watch ``number`` of ``conn``."""
+        key = (conn, number)
+        for n in pids:
+            watch = self.watches.get(key, self.records[n].definition)
+            self.watches.add(key, watch, n, self._has_ended(n))
 
     def _has_ended(self, n: int) -> bool:
-        """Whether process ``n`` has ended, for a wait: gone from the table
+        """Whether process ``n`` has ended, for a watch: gone from the table
         (joined) counts too."""
         record = self.records.get(n)
         return record is None or record.outcome is not None
+
+    def _wait_request(self, conn: Conn, msg: WaitReq) -> Message | None:
+        """Answer what ended in the watch ``msg.watch``, or wait for it."""
+        _check_deadline(msg.deadline)
+        key = (conn, msg.watch)
+        watch = self.watches.by_key.get(key)
+        if msg.close:
+            self.watches.drop(key)
+            return Done()
+        if watch is None:
+            raise ValueError(f"this link has no watch {msg.watch}")
+        if watch.definition.join_point.n not in _registry.by_join_point:
+            raise NoResource(watch.definition.join_point, _released(watch.definition))
+        if watch.waiter is not None:
+            raise ValueError(f"watch {msg.watch} is waited on already")
+        if watch.ended or not watch.left:
+            ended, watch.ended = watch.ended, []
+            return Ready(ended)
+        if msg.deadline is not None and msg.deadline <= time.monotonic():
+            return _wait_timed_out()
+        self.watches.wait(key, watch, msg.req)
+        if msg.deadline is not None:
+            self._time_join(ANY_PROCESS, (conn, msg.req), msg.deadline)
+        return None  # answered when one of them ends, or at the deadline
 
     def _answer(self, record: Record, conn: Conn, req: int) -> bool:
         """Send ``record``'s outcome to the join ``req`` of ``conn``; it is used
@@ -1062,7 +1096,7 @@ class Master:
 
     def _still_waits(self, n: int, waiter: tuple[Conn, int]) -> bool:
         if n == ANY_PROCESS:
-            return waiter in self.waits
+            return waiter in self.watches.waiting
         record = self.records.get(n)
         return record is not None and waiter in record.waiters
 
@@ -1076,7 +1110,7 @@ class Master:
                 continue
             conn, req = waiter
             if n == ANY_PROCESS:
-                del self.waits[waiter]
+                self.watches.cancel(conn, req)
                 conn.send(msgspec.structs.replace(_wait_timed_out(), req=req))
                 continue
             self.records[n].waiters.remove(waiter)
@@ -1127,7 +1161,7 @@ class Master:
         """Drop the waiting join or wait ``rid`` of ``conn``, if it still
         waits. (If its outcome went out already, it comes before this answer,
         and the caller keeps it: see _client.join_outcome.)"""
-        if self.waits.pop((conn, rid), None) is not None:
+        if self.watches.cancel(conn, rid):
             return
         for record in self.records.values():
             if (conn, rid) in record.waiters:
@@ -1151,8 +1185,9 @@ class Master:
         """Record an outcome, tell the waits for it, and hand it to the first
         live waiter."""
         record.outcome = outcome
-        if self.waits:
-            self._tell_waits(record.n)
+        for key in self.watches.process_ended(record.n):
+            req, ended = self.watches.answer(key)
+            key[0].send(Ready(ended, req=req))
         if record.definition.join_point.n not in _registry.by_join_point:
             self._drop(record)  # its join point is released: nobody will join
             return
@@ -1167,13 +1202,6 @@ class Master:
                     message = f"process {record.n} was joined by another caller first"
                     late.send(Failed("UnknownProcess", message, None, req=late_req))
                 return
-
-    def _tell_waits(self, n: int) -> None:
-        """Answer every wait that process ``n``'s end answers."""
-        for waiter in [w for w, pids in self.waits.items() if n in pids]:
-            del self.waits[waiter]
-            conn, req = waiter
-            conn.send(Ready([n], req=req))
 
     def _drop(self, record: Record) -> None:
         if isinstance(record.outcome, Returned):
@@ -1201,6 +1229,8 @@ class Master:
                     conn.send(Failed("NoResource", message, res_id, req=req))
                 if record.outcome is not None:
                     self._drop(record)
+            for conn, req in self.watches.release(definition):
+                conn.send(Failed("NoResource", _released(definition), res_id, req=req))
 
     def _forget_process(self, n: int) -> None:
         """Process ``n`` runs no more code: it leaves every users set, its
@@ -1431,6 +1461,12 @@ def _check_deadline(deadline: float | None) -> None:
     # NaN is never due, and would stay first in the heap: no join timed out again.
     if deadline is not None and not math.isfinite(deadline):
         raise ValueError(f"a deadline must be a finite time, not {deadline!r}")
+
+
+def _released(definition: _registry.Definition) -> str:
+    return (
+        f"the join point of {definition.name} was released: nobody can join its processes any more"
+    )
 
 
 def _wait_timed_out() -> Failed:

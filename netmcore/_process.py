@@ -9,7 +9,6 @@ run time.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import itertools
 import operator
@@ -26,7 +25,7 @@ from . import _client, _registry, _resource_api
 from ._client import InheritRequest
 from ._debug import log
 from ._encap import Encap, EncapType
-from ._errors import ArgumentTypeError, ProcessFailed, ResultTypeError
+from ._errors import ArgumentTypeError, NetmcoreError, ProcessFailed, ResultTypeError
 from ._ids import ProcessId, ResId
 from ._outcome import Crashed, InvalidResult, Outcome, Raised, Success
 from ._pthread import check_timeout
@@ -40,6 +39,8 @@ Out = TypeVar("Out")
 # the one it waits for (a slow item's), so that an endless input is read ahead
 # only so far.
 MAP_AHEAD = 4
+# What the calls are named in their errors.
+AS_COMPLETED, MAP = "as_completed", "map"
 
 
 class ProcessDef(Generic[In, Out]):
@@ -117,12 +118,19 @@ class ProcessDef(Generic[In, Out]):
             If ``arg`` does not match ``In``; nothing is sent. ``.path`` says
             where in the value the fault is.
         """
+        return cls._start(arg, inherit_resources)
+
+    @classmethod
+    def _start(cls, arg: In, inherit: InheritRequest, watch: int = 0) -> ProcessId[Out]:
+        """:meth:`start`, the process joining the watch ``watch`` (see _watches)."""
         try:
             input_type, fork_point = cls.input_type, cls.fork_point
         except AttributeError:
             raise cls._not_a_process_type() from None
         encap = input_type.wrap_as(arg, f"argument of {cls.__qualname__}.start:")
-        pid: ProcessId[Out] = _client.start(fork_point, encap, inherit_resources=inherit_resources)
+        pid: ProcessId[Out] = _client.start(
+            fork_point, encap, inherit_resources=inherit, watch=watch
+        )
         return pid
 
     @classmethod
@@ -201,8 +209,7 @@ class ProcessDef(Generic[In, Out]):
         returns at once. Nothing is joined here: join each one as it comes.
         A process that another caller joined meanwhile counts as ended (its
         join here then raises UnknownProcess). In a worker only: the master
-        never waits. With more than 20,000 left, the wait watches the first
-        20,000 of them (in the order given).
+        never waits.
 
         Raises
         ------
@@ -213,6 +220,8 @@ class ProcessDef(Generic[In, Out]):
             From the iteration, once ``timeout`` seconds have passed since
             the call and some processes have not ended. None of those is
             joined: join them, or wait for them again.
+        NoResource
+            From the iteration, once the join point of this type is released.
         """
         join_point = cls._join_point()
         left: dict[int, ProcessId[Out]] = {}
@@ -225,14 +234,11 @@ class ProcessDef(Generic[In, Out]):
             left.setdefault(pid.n, pid)  # each yielded once, as concurrent.futures does
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        # Asked now, so that a bad id is an error of this call.
-        ended: list[int] = []
-        ids = list(left)
-        for i in range(0, len(ids), _client.WAIT_PIDS_MAX):
-            chunk = ids[i : i + _client.WAIT_PIDS_MAX]
-            got = _client.ended(join_point, chunk, wait=False, check=True, deadline=None)
-            assert got is not None  # (None: a wait timed out)
-            ended += got
+        # Looked up now, so that a bad id is an error of this call; watched
+        # from the first next() on, in the iteration, which ends the watch.
+        ended = [
+            n for ids in _chunks(list(left)) for n in _client.watch(AS_COMPLETED, join_point, ids)
+        ]
         return _completed(join_point, left, ended, deadline, timeout)
 
     @classmethod
@@ -247,9 +253,10 @@ class ProcessDef(Generic[In, Out]):
 
         A process is started as soon as one has ended, in any order, and
         at most ``4 * processes`` results are held ahead of the one awaited.
-        ``args`` is read as the processes go, so it may be endless. Left
-        before its end (a ``break``, an exception), the iteration waits for
-        the processes still running, and drops their results.
+        ``args`` is read as the processes go, from the first ``next()`` on,
+        so it may be endless. Left before its end (a ``break``, an
+        exception), the iteration waits for the processes still running,
+        and drops their results.
         """
         if processes is None:
             processes = len(os.sched_getaffinity(0))
@@ -259,7 +266,7 @@ class ProcessDef(Generic[In, Out]):
                 "once, an int of 1 or more (or None: one per CPU)"
             )
         cls._join_point()  # a process type, or the error saying so
-        _client.waiting_link("map")
+        _client.waiting_link(MAP)
         return _mapped(cls, iter(args), operator.index(processes))
 
     @classmethod
@@ -352,22 +359,40 @@ def _completed(
     processes not yet yielded, ``ended`` the ids of those known to have
     ended."""
     total = len(left)
-    while True:
-        for n in ended:
-            pid = left.pop(n, None)
-            if pid is not None:
-                yield pid
-        if not left:
-            return
-        watched = list(itertools.islice(left, _client.WAIT_PIDS_MAX))
-        got = _client.ended(join_point, watched, wait=True, check=False, deadline=deadline)
-        if got is None:
-            raise TimeoutError(
-                f"as_completed timed out after {timeout} s: {len(left)} of its {total} "
-                f"processes had not ended (ids {_some(left)}). None of them is joined: "
-                "join them, or wait for them again"
-            )
-        ended = got
+    watch = 0
+    try:
+        while True:
+            for n in ended:
+                pid = left.pop(n, None)
+                if pid is not None:
+                    yield pid
+            if not left:
+                return
+            if not watch:
+                watch = _client.new_watch()
+                ended = [
+                    n
+                    for ids in _chunks(list(left))
+                    for n in _client.watch(AS_COMPLETED, join_point, ids, watch)
+                ]
+                continue
+            got = _client.wait_watch(AS_COMPLETED, watch, deadline)
+            if got is None:
+                raise TimeoutError(
+                    f"as_completed timed out after {timeout} s: {len(left)} of its {total} "
+                    f"processes had not ended (ids {_some(left)}). None of them is joined: "
+                    "join them, or wait for them again"
+                )
+            ended = got
+    finally:
+        if watch:
+            _client.close_watch(watch)
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    """``ids`` in pieces that one WatchReq takes."""
+    for i in range(0, len(ids), _client.WATCH_PIDS_MAX):
+        yield ids[i : i + _client.WATCH_PIDS_MAX]
 
 
 def _some(ids: Collection[int], shown: int = 10) -> str:
@@ -380,8 +405,9 @@ def _mapped(cls: type[ProcessDef[In, Out]], items: Iterator[In], processes: int)
     """The iteration of :meth:`ProcessDef.map`. A process is started as
     soon as one of the ``processes`` running has ended, not only once the
     result awaited has come: one slow item does not leave the CPUs idle
-    behind it, up to ``MAP_AHEAD`` times ``processes`` results held."""
-    join_point = cls.join_point
+    behind it, up to ``MAP_AHEAD`` times ``processes`` results held. Its
+    processes are in a watch, which says which ended."""
+    watch = _client.new_watch()
     window: deque[ProcessId[Out] | Exception] = deque()  # started, not yielded, in order
     running: set[int] = set()  # of those, the ones not known to have ended
     more = True
@@ -389,33 +415,75 @@ def _mapped(cls: type[ProcessDef[In, Out]], items: Iterator[In], processes: int)
         while True:
             while more and len(running) < processes and len(window) < MAP_AHEAD * processes:
                 try:
-                    pid = cls.start(next(items))
+                    arg = next(items)
                 except StopIteration:
                     more = False
-                except Exception as exc:  # the argument's, or the iterator's own:
-                    window.append(exc)  # raised in its place, after the results before it
+                    break
+                except Exception as exc:  # the iterator's own: raised in its place
+                    window.append(exc)
                     more = False
-                else:
-                    window.append(pid)
-                    running.add(pid.n)
+                    break
+                try:
+                    pid = cls._start(arg, "all", watch)
+                except (ArgumentTypeError, NetmcoreError) as exc:  # the item's, or the run's
+                    window.append(exc)
+                    more = False
+                    break
+                except BaseException:
+                    started = _client.interrupted_start()  # (a handler's exception)
+                    if started is not None:
+                        window.append(started)
+                    raise
+                window.append(pid)
+                running.add(pid.n)
             if not window:
                 return
             head = window[0]
-            if isinstance(head, ProcessId) and head.n in running:
-                watched = list(itertools.islice(running, _client.WAIT_PIDS_MAX))
-                ended = _client.ended(join_point, watched, wait=True, check=False, deadline=None)
+            if isinstance(head, Exception):
+                window.popleft()
+                raise head
+            if head.n in running:
+                ended = _client.wait_watch(MAP, watch, None)
                 running.difference_update(ended or ())
                 continue
+            # Joined while still in the window: a handler's exception in the
+            # join leaves its outcome kept (see _client), for the join below.
+            try:
+                value = cls.result(head)
+            except ProcessFailed:
+                window.popleft()
+                raise
             window.popleft()
-            if isinstance(head, Exception):
-                raise head
-            yield cls.result(head)
+            yield value
     finally:
-        # Left early: nothing is left running unjoined.
-        for started in window:
-            if isinstance(started, ProcessId):
-                with contextlib.suppress(Exception):
-                    cls.join_outcome(started)
+        _join_each(cls, window)
+        _client.close_watch(watch)
+
+
+def _join_each(cls: type[ProcessDef[Any, Any]], pids: Iterable[object]) -> None:
+    """Join each process of ``pids``, its outcome dropped, for map's end.
+    Through a signal handler's exception, which is held, and raised once
+    every one is joined (its join is made again); past an error of
+    netmcore's own (one joined already, the master gone)."""
+    held: BaseException | None = None
+    tries = 0
+    for pid in pids:
+        if not isinstance(pid, ProcessId):
+            continue
+        while True:
+            try:
+                cls.join_outcome(pid)
+                break
+            except NetmcoreError:
+                break
+            except BaseException as exc:
+                tries += 1
+                if failed_of_its_own(exc, tries):
+                    raise
+                if held is None:
+                    held = exc
+    if held is not None:
+        raise held
 
 
 def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:

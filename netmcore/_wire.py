@@ -108,6 +108,7 @@ class StartReq(_Msg, frozen=True):
     fork_point: int
     arg: WireEncap
     inherit: list[int] | None
+    watch: int = 0  # the watch of this link the process joins (see WatchReq); 0: none
     req: int = 0
 
 
@@ -129,19 +130,30 @@ class JoinCancel(_Msg, frozen=True):
     req: int = 0
 
 
-class WaitReq(_Msg, frozen=True):
-    """Which of processes ``pids`` (started through ``join_point``) have
-    ended: answered Ready with each that has (one gone from the table, joined
-    by another caller, counts), waiting for one if none has and ``wait``.
-    Nothing is joined. ``check`` looks each id up as a join would, for the
-    same errors (the first request for these ids). It waits until
-    ``deadline`` at most, as a JoinReq does, and JoinCancel withdraws it."""
+class WatchReq(_Msg, frozen=True):
+    """Processes ``pids`` (started through ``join_point``): answered Ready
+    with those that have ended (one gone from the table, joined by another
+    caller, counts). With ``watch`` 0, each is first looked up as a join
+    would look it up, for the same errors; else the others join the watch
+    ``watch`` of this link (made by its first request), whose WaitReq tells
+    when they end (see _watches). Nothing is joined."""
 
     join_point: int
     pids: list[int]
-    wait: bool
-    check: bool
+    watch: int = 0
+    req: int = 0
+
+
+class WaitReq(_Msg, frozen=True):
+    """Wait until a process of the watch ``watch`` of this link has ended:
+    answered Ready with every one that has since the last answer (with none
+    if none is left to end). It waits until ``deadline`` at most, as a
+    JoinReq does, and JoinCancel withdraws it. ``close``: the watch goes,
+    answered Done."""
+
+    watch: int
     deadline: float | None = None
+    close: bool = False
     req: int = 0
 
 
@@ -235,7 +247,7 @@ class Joined(_Msg, frozen=True):
 
 
 class Ready(_Msg, frozen=True):
-    """The answer to a WaitReq: the processes of its ids that have ended."""
+    """The answer to a WatchReq or a WaitReq: processes that have ended."""
 
     pids: list[int]
     req: int = 0
@@ -318,6 +330,7 @@ Message = (
     | StartReq
     | JoinReq
     | JoinCancel
+    | WatchReq
     | WaitReq
     | ReleaseReq
     | HandOverReq

@@ -88,7 +88,7 @@ def ac_two_steps(gate: tuple[int, int]) -> list[Any]:
 def ac_many(n: int) -> list[Any]:
     """Many processes, chunked into several waits (WAIT_PIDS_MAX made small),
     failures among them: each comes once, and joins as it should."""
-    _client.WAIT_PIDS_MAX = 3
+    _client.WATCH_PIDS_MAX = 3
     pids = [ac_square.start(k) for k in range(n)] + [ac_square.start(-1), ac_square.start(1000)]
     results: dict[int, Any] = {}
     for pid in ac_square.as_completed(pids):
@@ -212,26 +212,25 @@ def test_an_interrupted_wait_is_withdrawn(gate: tuple[int, int]) -> None:
 
 
 def test_a_withdrawn_or_orphaned_wait_leaves_nothing_in_the_master() -> None:
-    """JoinCancel drops a waiting wait; a closed link drops its waits."""
+    """JoinCancel withdraws a waiting wait; a closed link drops its watches."""
 
     def checks() -> list[str]:
         master = netmcore._context.current.master
         assert master is not None
+        pid = ac_square.start(3)
         conn = Conn.__new__(Conn)  # a waiter's link: only its identity counts
-        master.waits[(conn, 1)] = frozenset({5})
-        master._cancel_join(conn, 1)
-        seen = [str(master.waits)]
-        master.waits[(conn, 2)] = frozenset({5})
-        conn.closed = False
-        conn.fd = -1
-        conn.sock = _ClosedSock()
+        conn.closed, conn.fd, conn.sock = False, -1, _ClosedSock()
+        master._add_to_watch(conn, 1, [pid.n])
+        master.watches.wait((conn, 1), master.watches.by_key[(conn, 1)], 10)
+        master._cancel_join(conn, 10)
+        seen = [str(master.watches.waiting), str(master.watches.by_key[(conn, 1)].waiter)]
         master._unwatch = lambda fd: None  # type: ignore[method-assign]
         master._close_conn(conn)
         del master._unwatch
-        seen.append(str(master.waits))
+        seen.append(str(master.watches.by_key))
         return seen
 
-    assert in_master(checks) == ["{}", "{}"]
+    assert in_master(checks) == ["{}", "None", "{}"]
 
 
 class _ClosedSock:
@@ -430,3 +429,113 @@ def test_map_refuses_a_bad_window_at_the_call() -> None:
         assert text.startswith(f"ValueError: processes={bad} is not valid"), text
         assert "an int of 1 or more" in text
     assert not_iterable.startswith("TypeError:") and "not iterable" in not_iterable
+
+
+# --- a watch: beyond one request's ids, a released join point ------------------
+
+
+@netmcore.process
+def ac_beyond_one_request(gates: list[tuple[int, int]]) -> list[Any]:
+    """More ids than one request names (WATCH_PIDS_MAX made small): the last
+    process is the only one let end, and is yielded; they are all watched."""
+    _client.WATCH_PIDS_MAX = 2
+    pids = [ac_gated.start(r) for r, _ in gates]
+    it = ac_gated.as_completed(pids)
+    os.write(gates[-1][1], b"z")
+    first = next(it)
+    for _, w in gates[:-1]:
+        os.write(w, b"a")
+    rest = list(it)
+    return [first == pids[-1], sorted(p.n for p in rest) == sorted(p.n for p in pids[:-1])]
+
+
+def test_as_completed_watches_more_ids_than_one_request_names(pipes: Any) -> None:
+    assert run_scenario(ac_beyond_one_request, [pipes() for _ in range(5)]) == [True, True]
+
+
+@netmcore.process
+def ac_released_gated(gate_r: int) -> str:
+    return os.read(gate_r, 1).decode()
+
+
+@netmcore.process
+def ac_release_while_waiting(gate: tuple[int, int]) -> list[str]:
+    """The join point of the type is released while as_completed waits: it
+    raises NoResource, as a waiting join does."""
+    gate_r, gate_w = gate
+    pid = ac_released_gated.start(gate_r)
+    seen: list[str] = []
+    waiter = threading.Thread(
+        target=lambda: seen.append(_error_text(lambda: list(ac_released_gated.as_completed([pid]))))
+    )
+    waiter.start()
+    link = netmcore._context.current.link
+    assert link is not None
+    deadline = time.monotonic() + 10
+    while link._reader is None:  # until the thread waits for its reply
+        assert time.monotonic() < deadline, "the thread never sent its request"
+        time.sleep(0.001)  # polling a condition, with a deadline
+    ac_released_gated.release_join_point()
+    waiter.join()
+    os.write(gate_w, b"r")
+    return seen
+
+
+def test_a_released_join_point_ends_a_waiting_as_completed(gate: tuple[int, int]) -> None:
+    (text,) = run_scenario(ac_release_while_waiting, gate)
+    assert text.startswith("NoResource:") and "was released" in text
+
+
+# --- map through signal handlers' exceptions ------------------------------------
+
+
+def _once(real: Any, exc: BaseException, when: Any = lambda *a: True) -> Any:
+    """``real``, but raising ``exc`` the first time ``when`` accepts its arguments."""
+    raised: list[bool] = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not raised and when(*args, **kwargs):
+            raised.append(True)
+            raise exc
+        return real(*args, **kwargs)
+
+    return call
+
+
+@netmcore.process
+def map_interrupted(point: str) -> list[Any]:
+    """A handler's exception (here raised by a wrapped step) at ``point``:
+    it reaches the caller, and every process map started is joined, its
+    outcome neither left in the master nor kept in this worker."""
+    from netmcore import _wire
+
+    first = netmcore.self_process_id().n + 1
+    tick = Tick(point)
+    if point == "join":  # as a join of a result returns: its outcome is kept
+        _client.handed_over = _once(_client.handed_over, tick)
+        args: Any = range(6)
+    elif point == "cleanup":  # in map's own joins, after a break
+        args = range(6)
+    else:  # "start": once the start is sent, before its answer is in
+        real = _wire.Link.wait_reply
+        _wire.Link.wait_reply = _once(real, tick)  # type: ignore[method-assign]
+        args = range(6)
+    got: list[Any] = []
+    it = ac_square.map(args, processes=2)
+    try:
+        for value in it:
+            got.append(value)
+            if point == "cleanup":
+                _client.handed_over = _once(_client.handed_over, tick)
+                break
+        it.close()  # (closed as it is dropped, its exception would be unraisable)
+    except Tick as exc:
+        got.append(f"Tick {exc}")
+    return [got, _unjoined(first), len(_client._interrupted)]
+
+
+@pytest.mark.parametrize("point", ["start", "join", "cleanup"])
+def test_map_through_a_handlers_exception_leaves_nothing(point: str) -> None:
+    got, unjoined, kept = run_scenario(map_interrupted, point)
+    assert got[-1] == f"Tick {point}"
+    assert unjoined == [] and kept == 0

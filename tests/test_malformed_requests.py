@@ -47,8 +47,8 @@ CASES: dict[str, list[Message]] = {
     "shm of size 0": [ResCreateReq("posix_shm", "", 0)],
     # NaN is never due, and stayed first in the heap: no join timed out again.
     "a join's NaN deadline": [JoinReq(square.join_point.n, 10**6, True, float("nan"))],
-    "a wait's NaN deadline": [WaitReq(square.join_point.n, [10**6], True, False, float("nan"))],
-    "a wait for no process": [WaitReq(square.join_point.n, [], True, False)],
+    "a wait's NaN deadline": [WaitReq(1, float("nan"))],
+    "a wait on no watch": [WaitReq(12345)],
 }
 
 

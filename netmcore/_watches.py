@@ -1,0 +1,112 @@
+"""Watches: processes a worker waits on, whichever ends first
+(``ProcessDef.as_completed`` and ``ProcessDef.map``), kept by the master.
+
+A watch belongs to one link and has a number its worker chose. Processes
+join it as they are started (a StartReq's ``watch``) or named (a WatchReq).
+The master notes each end in the watches of that process, and answers the
+watch's waiting WaitReq, if one waits, with every process of it that ended
+since its last answer. A wait names no process, so the cost is a constant
+per process, however many are watched (a wait that named them all cost the
+master their number at each answer).
+
+This is bookkeeping only: the master sends what it says to send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Key = tuple[Any, int]  # (the master's Conn of the link, the watch's number)
+
+
+@dataclass(eq=False)
+class Watch:
+    definition: Any  # the process type (_registry.Definition) of its processes
+    left: set[int] = field(default_factory=set)  # watched, not known to have ended
+    ended: list[int] = field(default_factory=list)  # ended, not yet told
+    waiter: int | None = None  # the request id of the WaitReq that waits, if one does
+
+
+class Watches:
+    """Every link's watches, and which watches each process is in."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[Key, Watch] = {}
+        self.of_process: dict[int, list[Key]] = {}
+        self.waiting: dict[tuple[Any, int], Key] = {}  # (conn, request id) -> its watch
+
+    def get(self, key: Key, definition: Any) -> Watch:
+        """The watch ``key``, made if it is new; ValueError if it is of
+        processes of another type (no API sends that)."""
+        watch = self.by_key.get(key)
+        if watch is None:
+            watch = self.by_key[key] = Watch(definition)
+        elif watch.definition is not definition:
+            raise ValueError(f"watch {key[1]} is of processes of another type")
+        return watch
+
+    def add(self, key: Key, watch: Watch, n: int, ended: bool) -> None:
+        """Put process ``n`` in ``watch``: told at once if it has ``ended``."""
+        if ended:
+            watch.ended.append(n)
+        elif n not in watch.left:
+            watch.left.add(n)
+            self.of_process.setdefault(n, []).append(key)
+
+    def process_ended(self, n: int) -> list[Key]:
+        """Note the end of process ``n``; the watches to answer now."""
+        answer = []
+        for key in self.of_process.pop(n, ()):
+            watch = self.by_key.get(key)
+            if watch is None or n not in watch.left:
+                continue
+            watch.left.discard(n)
+            watch.ended.append(n)
+            if watch.waiter is not None:
+                answer.append(key)
+        return answer
+
+    def wait(self, key: Key, watch: Watch, req: int) -> None:
+        watch.waiter = req
+        self.waiting[(key[0], req)] = key
+
+    def answer(self, key: Key) -> tuple[int, list[int]]:
+        """The request id of the wait of ``key`` and what ended: it waits no more."""
+        watch = self.by_key[key]
+        req = watch.waiter
+        assert req is not None
+        watch.waiter = None
+        del self.waiting[(key[0], req)]
+        ended, watch.ended = watch.ended, []
+        return req, ended
+
+    def cancel(self, conn: Any, req: int) -> bool:
+        """Withdraw the wait ``req`` of ``conn``, if it waits; whether it did."""
+        key = self.waiting.pop((conn, req), None)
+        if key is None:
+            return False
+        self.by_key[key].waiter = None
+        return True
+
+    def drop(self, key: Key) -> None:
+        """The watch goes (its processes' lists lose it as they end)."""
+        watch = self.by_key.pop(key, None)
+        if watch is not None and watch.waiter is not None:
+            del self.waiting[(key[0], watch.waiter)]
+
+    def drop_link(self, conn: Any) -> None:
+        for key in [k for k in self.by_key if k[0] is conn]:
+            self.drop(key)
+
+    def release(self, definition: Any) -> list[tuple[Any, int]]:
+        """The join point of ``definition`` is released: the waits on its
+        watches, as (conn, request id), which wait no more (the master
+        answers them, and any later one, with why)."""
+        waits = []
+        for key, watch in self.by_key.items():
+            if watch.definition is definition and watch.waiter is not None:
+                waits.append((key[0], watch.waiter))
+                del self.waiting[(key[0], watch.waiter)]
+                watch.waiter = None
+        return waits
