@@ -1031,7 +1031,10 @@ def test_spares_forked_in_a_quiet_time_rehearse_with_the_types_started_last(
     assert rehearsals, sent
     for spare, types in rehearsals:
         assert spare  # never a process's own child
-        assert types[-1] == square.fork_point.n  # the type started last
+        # The type started last: the first process's, in a quiet time before
+        # its first start (a loaded machine makes one), else square.
+        assert types[-1] in (square.fork_point.n, squares_with_a_pause.fork_point.n)
+    assert any(types[-1] == square.fork_point.n for _, types in rehearsals), rehearsals
 
 
 def test_a_child_the_master_cannot_track_is_ended(monkeypatch: pytest.MonkeyPatch) -> None:
