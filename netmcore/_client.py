@@ -7,7 +7,6 @@ here, in the caller, before anything is sent.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import signal
@@ -46,6 +45,7 @@ from ._wire import (
     WatchReq,
     WireEncap,
     WireOutcome,
+    failed_of_its_own,
 )
 
 InheritRequest = Literal["all"] | Iterable[ResId]
@@ -84,9 +84,7 @@ def start(
         After the first process has ended.
 
     ``watch`` (internal): the watch of this worker's link the process joins
-    (see _watches). A start cut short by an exception (a signal handler's)
-    once it was sent leaves the id of the process it started for
-    :func:`interrupted_start`.
+    (see _watches).
     """
     _check_res_id(fork_point, "fork_point")
     if not isinstance(arg, Encap):
@@ -101,25 +99,15 @@ def start(
         return ProcessId(current_master("start").start(fork_point.n, wire, inherit))
     link = _link("start")
     payload = _payload.pack(arg.parts, ctx.shm_prefix)
-    sent: list[int] = []
-    me = threading.get_ident()
-
-    def abandon(rid: int) -> None:
-        # Left while waiting (an interrupt), the start was sent: the master
-        # starts the process with the argument, or discards it if it cannot.
-        # Its answer is waited for (at once: the master never waits to give
-        # it), so that the caller can know the process (see interrupted_start).
-        sent.append(rid)
-        got = link.wait_reply(rid)
-        if isinstance(got, Started):
-            _interrupted_starts[me] = got.pid
-
-    _interrupted_starts.pop(me, None)
+    asked = Asked()
     try:
         request = StartReq(fork_point.n, WireEncap.of(arg, payload), inherit, watch)
-        reply = link.request(request, abandon)
+        # Left by an exception once sent (as it waits, or as the reply is
+        # in), the master starts the process with the argument, or discards
+        # it if it cannot: it is this process's no more.
+        reply = link.request(request, None, asked)
     except BaseException:
-        if not sent:
+        if not asked.sent:
             _payload.discard(payload)
         raise
     if isinstance(reply, Started):
@@ -219,18 +207,6 @@ def join_outcome(
     raise _error(reply)
 
 
-# The process that the last start of each thread started, when an exception
-# cut that start short once it was sent (see start): the caller may join it.
-_interrupted_starts: dict[int, int] = {}
-
-
-def interrupted_start() -> ProcessId[Any] | None:
-    """The process that this thread's last start had started when an
-    exception cut it short, if it had started one."""
-    n = _interrupted_starts.pop(threading.get_ident(), None)
-    return None if n is None else ProcessId(n)
-
-
 _watch_numbers = itertools.count(1)
 
 
@@ -265,10 +241,30 @@ def wait_watch(what: str, number: int, deadline: float | None) -> list[int] | No
     raise _error(reply)
 
 
-def close_watch(number: int) -> None:
-    """The watch ``number`` of this worker's link goes (with the master, if it is gone)."""
-    with contextlib.suppress(NetmcoreError):
-        _link("a watch's close").request(WaitReq(number, close=True))
+def close_watch(number: int, *, forget: bool = False) -> None:
+    """The watch ``number`` of this worker's link goes (with the master, if
+    it is gone). With ``forget``, nobody will join the processes started
+    into it and not yet joined (see _wire.WaitReq).
+
+    Made again through a signal handler's exception (held, raised after),
+    as _resources.destroy makes its steps: left, the watch stayed in the
+    master. (One at the call's very start still comes before the loop.)"""
+    held: BaseException | None = None
+    tries = 0
+    while True:
+        try:
+            _link("a watch's close").request(WaitReq(number, close=True, forget=forget))
+            break
+        except NetmcoreError:
+            break  # the master gone: nothing to close
+        except BaseException as exc:
+            tries += 1
+            if failed_of_its_own(exc, tries):
+                raise
+            if held is None:
+                held = exc
+    if held is not None:
+        raise held
 
 
 def _timed_out(pid: ProcessId[Any], timeout: float | None) -> TimeoutError:

@@ -224,6 +224,7 @@ class Record:
     child: Child | None = None
     outcome: WireOutcome | None = None
     joined: bool = False
+    dropped: bool = False  # nobody will join it: its outcome goes as it comes
     waiters: list[tuple[Conn, int]] = field(default_factory=list)  # (conn, request id)
 
     @property
@@ -710,9 +711,13 @@ class Master:
             reply: Message | None
             if isinstance(msg, StartReq):
                 _passed_on(conn, msg.arg.payload)
+                # The watch first: a bad one is refused before anything starts.
+                key = (conn, msg.watch)
+                watch = self._watch_of(key, msg.fork_point, fork=True) if msg.watch else None
                 n = self.start(msg.fork_point, msg.arg, msg.inherit, (conn, msg.req))
-                if msg.watch:
-                    self._add_to_watch(conn, msg.watch, [n])
+                if watch is not None:
+                    self.watches.add(key, watch, n, self._has_ended(n))
+                    self._note_started(watch, n)
                 reply = None  # start answered it
             elif isinstance(msg, JoinReq):
                 reply = self._join_request(conn, msg)
@@ -1026,15 +1031,42 @@ class Master:
             self._joinable(msg.join_point, n)
         ended = [n for n in msg.pids if self._has_ended(n)]
         if msg.watch:
-            self._add_to_watch(conn, msg.watch, [n for n in msg.pids if not self._has_ended(n)])
+            key = (conn, msg.watch)
+            watch = self._watch_of(key, msg.join_point, fork=False)
+            for n in msg.pids:
+                if not self._has_ended(n):
+                    self.watches.add(key, watch, n, False)
         return Ready(ended)
 
-    def _add_to_watch(self, conn: Conn, number: int, pids: list[int]) -> None:
-        """Put processes ``pids`` (of one type) in the watch ``number`` of ``conn``."""
-        key = (conn, number)
+    def _watch_of(self, key: tuple[Conn, int], point: int, *, fork: bool) -> _watches.Watch:
+        """The watch ``key``, of the processes of fork (or join) point ``point``."""
+        definition = _registry.fork_point(point) if fork else _registry.join_point(point)
+        return self.watches.get(key, definition)
+
+    def _note_started(self, watch: _watches.Watch, n: int) -> None:
+        """Process ``n`` was started into ``watch``: its close may forget it.
+        Those joined since are swept out as the set doubles, so that it
+        holds about twice those not yet joined, at a constant cost a start."""
+        watch.started.add(n)
+        if len(watch.started) >= watch.sweep_at:
+            watch.started = {m for m in watch.started if not self._joined_or_gone(m)}
+            watch.sweep_at = max(64, 2 * len(watch.started))
+
+    def _joined_or_gone(self, n: int) -> bool:
+        record = self.records.get(n)
+        return record is None or record.joined
+
+    def _forget_outcomes(self, definition: _registry.Definition, pids: set[int]) -> None:
+        """Nobody will join these processes of ``definition``: the outcome
+        of each is dropped now, or as it comes."""
         for n in pids:
-            watch = self.watches.get(key, self.records[n].definition)
-            self.watches.add(key, watch, n, self._has_ended(n))
+            record = self.records.get(n)
+            if record is None or record.joined or record.definition is not definition:
+                continue
+            if record.outcome is None:
+                record.dropped = True  # see _settle
+            else:
+                self._drop(record)
 
     def _has_ended(self, n: int) -> bool:
         """Whether process ``n`` has ended, for a watch: gone from the table
@@ -1048,7 +1080,10 @@ class Master:
         key = (conn, msg.watch)
         watch = self.watches.by_key.get(key)
         if msg.close:
-            self.watches.drop(key)
+            dropped = self.watches.drop(key)
+            if dropped is not None and msg.forget:
+                # Those started into it that nobody joined are forgotten.
+                self._forget_outcomes(dropped.definition, dropped.started)
             return Done()
         if watch is None:
             raise ValueError(f"this link has no watch {msg.watch}")
@@ -1188,8 +1223,8 @@ class Master:
         for key in self.watches.process_ended(record.n):
             req, ended = self.watches.answer(key)
             key[0].send(Ready(ended, req=req))
-        if record.definition.join_point.n not in _registry.by_join_point:
-            self._drop(record)  # its join point is released: nobody will join
+        if record.dropped or record.definition.join_point.n not in _registry.by_join_point:
+            self._drop(record)  # nobody will join: let go, or its join point released
             return
         waiters, record.waiters = record.waiters, []
         for i, (conn, req) in enumerate(waiters):

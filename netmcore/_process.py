@@ -255,8 +255,8 @@ class ProcessDef(Generic[In, Out]):
         at most ``4 * processes`` results are held ahead of the one awaited.
         ``args`` is read as the processes go, from the first ``next()`` on,
         so it may be endless. Left before its end (a ``break``, an
-        exception), the iteration waits for the processes still running,
-        and drops their results.
+        exception), it returns at once: the processes still running go on
+        to their end, and the master drops their results.
         """
         if processes is None:
             processes = len(os.sched_getaffinity(0))
@@ -429,11 +429,6 @@ def _mapped(cls: type[ProcessDef[In, Out]], items: Iterator[In], processes: int)
                     window.append(exc)
                     more = False
                     break
-                except BaseException:
-                    started = _client.interrupted_start()  # (a handler's exception)
-                    if started is not None:
-                        window.append(started)
-                    raise
                 window.append(pid)
                 running.add(pid.n)
             if not window:
@@ -443,11 +438,11 @@ def _mapped(cls: type[ProcessDef[In, Out]], items: Iterator[In], processes: int)
                 window.popleft()
                 raise head
             if head.n in running:
-                ended = _client.wait_watch(MAP, watch, None)
-                running.difference_update(ended or ())
+                running.difference_update(_client.wait_watch(MAP, watch, None) or ())
                 continue
             # Joined while still in the window: a handler's exception in the
-            # join leaves its outcome kept (see _client), for the join below.
+            # join leaves its outcome kept (see _client), which the end below
+            # lets go.
             try:
                 value = cls.result(head)
             except ProcessFailed:
@@ -456,34 +451,15 @@ def _mapped(cls: type[ProcessDef[In, Out]], items: Iterator[In], processes: int)
             window.popleft()
             yield value
     finally:
-        _join_each(cls, window)
-        _client.close_watch(watch)
-
-
-def _join_each(cls: type[ProcessDef[Any, Any]], pids: Iterable[object]) -> None:
-    """Join each process of ``pids``, its outcome dropped, for map's end.
-    Through a signal handler's exception, which is held, and raised once
-    every one is joined (its join is made again); past an error of
-    netmcore's own (one joined already, the master gone)."""
-    held: BaseException | None = None
-    tries = 0
-    for pid in pids:
-        if not isinstance(pid, ProcessId):
-            continue
-        while True:
-            try:
-                cls.join_outcome(pid)
-                break
-            except NetmcoreError:
-                break
-            except BaseException as exc:
-                tries += 1
-                if failed_of_its_own(exc, tries):
-                    raise
-                if held is None:
-                    held = exc
-    if held is not None:
-        raise held
+        # Ended, or left early: the master forgets the processes started
+        # into the watch and not joined, those of the window and any whose
+        # start an exception cut short once it was sent: each goes on to its
+        # end, and its outcome is dropped. Nothing is left to join (and an
+        # outcome kept here, of a join cut short, goes too).
+        _client.close_watch(watch, forget=True)
+        for started in window:
+            if isinstance(started, ProcessId):
+                _client.handed_over(started.n)
 
 
 def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:

@@ -26,6 +26,10 @@ class Watch:
     left: set[int] = field(default_factory=set)  # watched, not known to have ended
     ended: list[int] = field(default_factory=list)  # ended, not yet told
     waiter: int | None = None  # the request id of the WaitReq that waits, if one does
+    # The processes started into it (by map), until they are known joined:
+    # those its close may forget. Swept of the joined ones as it doubles.
+    started: set[int] = field(default_factory=set)
+    sweep_at: int = 64
 
 
 class Watches:
@@ -33,7 +37,8 @@ class Watches:
 
     def __init__(self) -> None:
         self.by_key: dict[Key, Watch] = {}
-        self.of_process: dict[int, list[Key]] = {}
+        self.of_link: dict[Any, set[int]] = {}  # conn -> its watches' numbers
+        self.of_process: dict[int, list[Key]] = {}  # the watches it is left in
         self.waiting: dict[tuple[Any, int], Key] = {}  # (conn, request id) -> its watch
 
     def get(self, key: Key, definition: Any) -> Watch:
@@ -42,6 +47,7 @@ class Watches:
         watch = self.by_key.get(key)
         if watch is None:
             watch = self.by_key[key] = Watch(definition)
+            self.of_link.setdefault(key[0], set()).add(key[1])
         elif watch.definition is not definition:
             raise ValueError(f"watch {key[1]} is of processes of another type")
         return watch
@@ -58,9 +64,7 @@ class Watches:
         """Note the end of process ``n``; the watches to answer now."""
         answer = []
         for key in self.of_process.pop(n, ()):
-            watch = self.by_key.get(key)
-            if watch is None or n not in watch.left:
-                continue
+            watch = self.by_key[key]  # (a watch that goes takes itself off its lists)
             watch.left.discard(n)
             watch.ended.append(n)
             if watch.waiter is not None:
@@ -89,15 +93,27 @@ class Watches:
         self.by_key[key].waiter = None
         return True
 
-    def drop(self, key: Key) -> None:
-        """The watch goes (its processes' lists lose it as they end)."""
+    def drop(self, key: Key) -> Watch | None:
+        """The watch ``key`` goes, off every list: the watch, if there was one."""
         watch = self.by_key.pop(key, None)
-        if watch is not None and watch.waiter is not None:
+        if watch is None:
+            return None
+        numbers = self.of_link[key[0]]
+        numbers.discard(key[1])
+        if not numbers:
+            del self.of_link[key[0]]
+        if watch.waiter is not None:
             del self.waiting[(key[0], watch.waiter)]
+        for n in watch.left:
+            keys = self.of_process[n]
+            keys.remove(key)
+            if not keys:
+                del self.of_process[n]
+        return watch
 
     def drop_link(self, conn: Any) -> None:
-        for key in [k for k in self.by_key if k[0] is conn]:
-            self.drop(key)
+        for number in list(self.of_link.get(conn, ())):
+            self.drop((conn, number))
 
     def release(self, definition: Any) -> list[tuple[Any, int]]:
         """The join point of ``definition`` is released: the waits on its

@@ -149,11 +149,14 @@ class WaitReq(_Msg, frozen=True):
     answered Ready with every one that has since the last answer (with none
     if none is left to end). It waits until ``deadline`` at most, as a
     JoinReq does, and JoinCancel withdraws it. ``close``: the watch goes,
-    answered Done."""
+    answered Done; with ``forget`` too, nobody will join the processes that
+    were started into it (StartReq.watch) and not yet joined: the outcome of
+    each is dropped, now or as it comes."""
 
     watch: int
     deadline: float | None = None
     close: bool = False
+    forget: bool = False
     req: int = 0
 
 

@@ -20,6 +20,7 @@ import pytest
 from scenario import (
     SYSCALLS,
     in_master,
+    outcome_value,
     run_scenario,
     sigusr1_raises,
     wait_until_main_thread_blocks,
@@ -212,7 +213,9 @@ def test_an_interrupted_wait_is_withdrawn(gate: tuple[int, int]) -> None:
 
 
 def test_a_withdrawn_or_orphaned_wait_leaves_nothing_in_the_master() -> None:
-    """JoinCancel withdraws a waiting wait; a closed link drops its watches."""
+    """JoinCancel withdraws a waiting wait; a closed link drops its watches,
+    and each process's list of the watches it is in loses them (kept, they
+    grew with every as_completed over a process that ran on)."""
 
     def checks() -> list[str]:
         master = netmcore._context.current.master
@@ -220,17 +223,20 @@ def test_a_withdrawn_or_orphaned_wait_leaves_nothing_in_the_master() -> None:
         pid = ac_square.start(3)
         conn = Conn.__new__(Conn)  # a waiter's link: only its identity counts
         conn.closed, conn.fd, conn.sock = False, -1, _ClosedSock()
-        master._add_to_watch(conn, 1, [pid.n])
+        master.watches.add(
+            (conn, 1), master._watch_of((conn, 1), ac_square.join_point.n, fork=False), pid.n, False
+        )
         master.watches.wait((conn, 1), master.watches.by_key[(conn, 1)], 10)
         master._cancel_join(conn, 10)
         seen = [str(master.watches.waiting), str(master.watches.by_key[(conn, 1)].waiter)]
         master._unwatch = lambda fd: None  # type: ignore[method-assign]
         master._close_conn(conn)
         del master._unwatch
-        seen.append(str(master.watches.by_key))
+        watches = master.watches
+        seen += [str(watches.by_key), str(watches.of_link), str(watches.of_process)]
         return seen
 
-    assert in_master(checks) == ["{}", "None", "{}"]
+    assert in_master(checks) == ["{}", "None", "{}", "{}", "{}"]
 
 
 class _ClosedSock:
@@ -332,7 +338,6 @@ def test_map_keeps_its_slots_busy_behind_a_slow_item(pipes: Any) -> None:
 def map_errors(case: str) -> list[Any]:
     """An item's error comes where its result would have, after the results
     before it; and every process started is joined, none left behind."""
-    first = netmcore.self_process_id().n + 1
     if case == "argument":
         args: Any = [1, 2, "three", 4]
     elif case == "process":
@@ -353,27 +358,26 @@ def map_errors(case: str) -> list[Any]:
             got.append(value)
     except Exception as exc:
         got.append(f"{type(exc).__name__}: {exc}")
-    return [got, _unjoined(first)]
+    return got
 
 
-def _unjoined(first: int) -> list[int]:
-    """The processes from ``first`` on that nobody has joined: kill(pid, 0)
-    on a joined one raises UnknownProcess."""
-    last = ac_square.start(0)
-    ac_square.join(last)
-    left = []
-    for n in range(first, last.n):
-        try:
-            netmcore.kill(netmcore.ProcessId(n), 0)
-            left.append(n)
-        except netmcore.UnknownProcess:
-            pass
-    return left
+def run_counting_unjoined(proc: Any, arg: Any) -> tuple[Any, list[int]]:
+    """Run ``proc(arg)`` as the first process; its value, and the processes
+    the master still holds for a join at the end of the run (every other
+    one has ended by then): none but the first process, if nothing was left."""
+    left: list[int] = []
+
+    def extract(ctrl: netmcore.Controller, pid: Any) -> Any:
+        left.extend(p.id for p in ctrl.processes() if p.id != pid.n)
+        return proc.join_outcome_nowait(pid)
+
+    outcome = netmcore.run(first_process=lambda: proc.start(arg), extract_result=extract)
+    return outcome_value(outcome), left
 
 
 @pytest.mark.parametrize("case", ["argument", "process", "crash", "iterator"])
 def test_map_raises_an_items_error_in_its_place_and_leaves_nothing(case: str) -> None:
-    got, unjoined = run_scenario(map_errors, case)
+    got, unjoined = run_counting_unjoined(map_errors, case)
     assert got[:2] == [1, 4]
     assert len(got) == 3
     error = got[2]
@@ -390,18 +394,36 @@ def test_map_raises_an_items_error_in_its_place_and_leaves_nothing(case: str) ->
 
 @netmcore.process
 def map_break(n: int) -> list[Any]:
-    """Left early, map waits for the processes it started and joins them."""
-    first = netmcore.self_process_id().n + 1
+    """Left early, map leaves no process of it for a join."""
     got = []
     for value in ac_square.map(range(n), processes=4):
         got.append(value)
         if len(got) == 2:
             break
-    return [got, _unjoined(first)]
+    return got
 
 
 def test_map_left_early_joins_what_it_started() -> None:
-    assert run_scenario(map_break, 50) == [[0, 1], []]
+    assert run_counting_unjoined(map_break, 50) == ([0, 1], [])
+
+
+@netmcore.process
+def map_closed_while_others_run(gates: tuple[tuple[int, int], tuple[int, int]]) -> list[int]:
+    """Closed with processes still running, map returns at once: they go on
+    (here, they wait at their gate until after the close), and the master
+    drops their results as they come."""
+    (slow_r, slow_w), (fast_r, fast_w) = gates
+    os.write(fast_w, b"f")
+    it = ac_gated_echo.map([(fast_r, 0), (slow_r, 1), (slow_r, 2)], processes=3)
+    got = [next(it)]
+    it.close()  # a wait for the other two would wait for ever
+    os.write(slow_w, b"ss")
+    return got
+
+
+def test_map_closed_early_does_not_wait_for_its_processes(pipes: Any) -> None:
+    gates = (pipes(), pipes())
+    assert run_counting_unjoined(map_closed_while_others_run, gates) == ([0], [])
 
 
 @netmcore.process
@@ -509,7 +531,6 @@ def map_interrupted(point: str) -> list[Any]:
     outcome neither left in the master nor kept in this worker."""
     from netmcore import _wire
 
-    first = netmcore.self_process_id().n + 1
     tick = Tick(point)
     if point == "join":  # as a join of a result returns: its outcome is kept
         _client.handed_over = _once(_client.handed_over, tick)
@@ -531,11 +552,11 @@ def map_interrupted(point: str) -> list[Any]:
         it.close()  # (closed as it is dropped, its exception would be unraisable)
     except Tick as exc:
         got.append(f"Tick {exc}")
-    return [got, _unjoined(first), len(_client._interrupted)]
+    return [got, len(_client._interrupted)]
 
 
 @pytest.mark.parametrize("point", ["start", "join", "cleanup"])
 def test_map_through_a_handlers_exception_leaves_nothing(point: str) -> None:
-    got, unjoined, kept = run_scenario(map_interrupted, point)
+    (got, kept), unjoined = run_counting_unjoined(map_interrupted, point)
     assert got[-1] == f"Tick {point}"
     assert unjoined == [] and kept == 0

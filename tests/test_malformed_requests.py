@@ -15,7 +15,17 @@ from scenario import run_scenario
 
 import netmcore
 from netmcore._client import _link
-from netmcore._wire import Failed, JoinReq, Message, PluginReq, ResCreateReq, WaitReq
+from netmcore._wire import (
+    Failed,
+    JoinReq,
+    Message,
+    PluginReq,
+    ResCreateReq,
+    StartReq,
+    WaitReq,
+    WatchReq,
+    WireEncap,
+)
 
 NUL_PREFIX = "/nmc.malformed\0x"
 
@@ -23,6 +33,16 @@ NUL_PREFIX = "/nmc.malformed\0x"
 @netmcore.process
 def square(k: int) -> int:
     return k * k
+
+
+@netmcore.process
+def cube(k: int) -> int:
+    return k * k * k
+
+
+def _start_of(proc: Any, arg: int, watch: int) -> StartReq:
+    encap = proc.input_type.wrap(arg)
+    return StartReq(proc.fork_point.n, WireEncap.of(encap, bytes(encap.data)), None, watch)
 
 
 # Each case: the requests to send, in order; the last must be refused.
@@ -49,6 +69,11 @@ CASES: dict[str, list[Message]] = {
     "a join's NaN deadline": [JoinReq(square.join_point.n, 10**6, True, float("nan"))],
     "a wait's NaN deadline": [WaitReq(1, float("nan"))],
     "a wait on no watch": [WaitReq(12345)],
+    # Refused before the process starts: it was started, then refused.
+    "a start into a watch of another type": [
+        WatchReq(square.join_point.n, [], 9),
+        _start_of(cube, 2, 9),
+    ],
 }
 
 

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 import typing
 from typing import Any
@@ -22,8 +24,18 @@ import pytest
 from scenario import in_master, run_scenario
 
 import netmcore
-from netmcore import _master
-from netmcore._wire import Assign, Done, JoinCancel, JoinReq, Returned, WireEncap, decoder, encoder
+from netmcore import _master, _wire
+from netmcore._wire import (
+    Assign,
+    Done,
+    JoinCancel,
+    JoinReq,
+    Returned,
+    StartReq,
+    WireEncap,
+    decoder,
+    encoder,
+)
 
 
 @netmcore.process
@@ -148,3 +160,46 @@ def test_a_thread_of_a_returned_process_cannot_join() -> None:
 
     (text,) = in_master(checks)
     assert "whose function has returned cannot join" in text
+
+
+@netmcore.process
+def me_large_arg(job: tuple[int, bytes]) -> int:
+    """Say through the pipe that the argument came whole."""
+    fd, data = job
+    os.write(fd, b"ok" if data == b"L" * len(data) else b"no")
+    return len(data)
+
+
+class _Tick(Exception):
+    pass
+
+
+@netmcore.process
+def me_start_cut_after_its_answer(gate: tuple[int, int]) -> list[str]:
+    """An exception (a signal handler's) once a start's answer is in, before
+    start returns: the process started, and its argument, in shared memory
+    (over 64 KiB), is still there for it (the start threw it away)."""
+    gate_r, gate_w = gate
+    real = _wire.Link.request
+    cut: list[bool] = []
+
+    def request(link: Any, msg: Any, *args: Any, **kwargs: Any) -> Any:
+        reply = real(link, msg, *args, **kwargs)
+        if isinstance(msg, StartReq) and not cut:
+            cut.append(True)
+            raise _Tick
+        return reply
+
+    _wire.Link.request = request  # type: ignore[method-assign]
+    try:
+        me_large_arg.start((gate_w, b"L" * 200_000))
+    except _Tick:
+        pass
+    finally:
+        _wire.Link.request = real  # type: ignore[method-assign]
+    ready, _, _ = select.select([gate_r], [], [], 10)  # a guard against a hang, not a wait
+    return [os.read(gate_r, 2).decode() if ready else "nothing came"]
+
+
+def test_a_start_cut_short_once_answered_leaves_its_argument(gate: tuple[int, int]) -> None:
+    assert run_scenario(me_start_cut_after_its_answer, gate) == ["ok"]
