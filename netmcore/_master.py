@@ -130,6 +130,10 @@ GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL when the master is interrupte
 # ignores it, waits this long.) A second SIGINT or SIGTERM ends the wait.
 INTERRUPT_GRACE_SECONDS = 1.0
 LONGEST_WAIT = 3600.0  # seconds the loop sleeps at most: it then looks at the time again
+# Once the first process has ended, run waits for every other one: after this
+# many seconds (then twice as long each time), it says for which, so that a
+# process left running (a join that timed out, say) is no silent hang.
+WAIT_NOTICE_SECONDS = 10.0
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
 JOIN_TIMERS_MIN = 64  # join timers kept before stale ones are swept (see _time_join)
 # The process number of a wait's timer (see _time_join): a WaitReq is for several.
@@ -342,6 +346,8 @@ class Master:
         self.signals = 0  # SIGINTs and SIGTERMs got
         self.term_deadline: float | None = None  # when the workers get SIGTERM
         self.kill_deadline: float | None = None  # when stragglers get SIGKILL
+        self.notice_at: float | None = None  # when run says what it waits for
+        self.notice_after = WAIT_NOTICE_SECONDS
         self.killed = False
         self._buf = recv_buffer()
         self._view = memoryview(self._buf)
@@ -558,7 +564,9 @@ class Master:
             if self.join_timers:
                 first = self.join_timers[0][0]
                 expiry = first if expiry is None else min(expiry, first)
-            if expiry is not None:  # a plugin request or a join times out then
+            if self.notice_at is not None:
+                expiry = self.notice_at if expiry is None else min(expiry, self.notice_at)
+            if expiry is not None:  # a plugin request, a join or the notice times out then
                 # Capped: epoll takes at most 2**31 ms, and a timeout may be 1e9 s.
                 wait = min(max(0.0, expiry - time.monotonic()), LONGEST_WAIT)
                 timeout = wait if timeout is None else min(timeout, wait)
@@ -571,6 +579,8 @@ class Master:
                 if plugins is not None:
                     plugins.expire_due()
                 self._expire_joins()
+                if self.notice_at is not None and time.monotonic() >= self.notice_at:
+                    self._notice_waiting()
             # The stop steps are timed, and taken even when events never
             # stop coming (workers that keep asking).
             if stop_at is not None and time.monotonic() >= stop_at:
@@ -608,6 +618,26 @@ class Master:
         # A finished child waits for its link to close (see _worker.main).
         self._close_conn(child.conn)
 
+    def _notice_waiting(self) -> None:
+        """Say which processes run still waits for, and how to end them."""
+        now = time.monotonic()
+        running = [r for r in self.records.values() if r.child is not None and r.outcome is None]
+        if running:
+            shown = ", ".join(
+                f"{r.n} ({r.definition.name}, for {now - r.started:.0f} s)" for r in running[:5]
+            )
+            log.warning(
+                "netmcore: the first process has ended, and run waits for %d process(es) "
+                "still running: %s%s. run returns once every process has ended: let them "
+                "finish, or end them (netmcore.kill(pid) from a worker, before the first "
+                "process returns)",
+                len(running),
+                shown,
+                ", ..." if len(running) > 5 else "",
+            )
+        self.notice_after *= 2
+        self.notice_at = now + self.notice_after
+
     def _on_wakeup(self, mask: int) -> None:
         with contextlib.suppress(BlockingIOError):
             while self._wakeup_r.recv(64):
@@ -635,6 +665,7 @@ class Master:
                 len(self.children) - len(self.spares),
             )
             self._begin_shutdown()
+            self.notice_at = None  # it stops them
             grace = INTERRUPT_GRACE_SECONDS if self.interrupted == signal.SIGINT else 0.0
             self.term_deadline = time.monotonic() + grace
         if self.signals > 1 or time.monotonic() >= self.term_deadline:
@@ -665,6 +696,8 @@ class Master:
             return
         self.shutting_down = True
         trace("shutdown: waiting for %d worker(s)", len(self.children) - len(self.spares))
+        if self.interrupted is None:
+            self.notice_at = time.monotonic() + self.notice_after
         while self.parked:
             self._let_exit(self.parked.popleft())
         while self.spares:

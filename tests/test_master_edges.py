@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import select
 import socket
@@ -203,3 +205,44 @@ def me_start_cut_after_its_answer(gate: tuple[int, int]) -> list[str]:
 
 def test_a_start_cut_short_once_answered_leaves_its_argument(gate: tuple[int, int]) -> None:
     assert run_scenario(me_start_cut_after_its_answer, gate) == ["ok"]
+
+
+@netmcore.process
+def me_gated(gate_r: int) -> str:
+    return os.read(gate_r, 1).decode()
+
+
+@netmcore.process
+def me_leave_one_running(gate_r: int) -> int:
+    """Start a process, give up on it, and return its id: run waits for it."""
+    pid = me_gated.start(gate_r)
+    with contextlib.suppress(TimeoutError):
+        me_gated.result(pid, timeout=0)
+    return pid.n
+
+
+def test_run_says_which_processes_it_still_waits_for(
+    gate: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process the first one left running keeps run waiting: after a
+    while, the master says for which, and what to do. The log line opens
+    the gate here, so that the process, and run, can end."""
+    monkeypatch.setattr(_master, "WAIT_NOTICE_SECONDS", 0.05)
+    gate_r, gate_w = gate
+    said: list[str] = []
+
+    class OpenTheGate(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "run waits for" in record.getMessage():
+                said.append(record.getMessage())
+                os.write(gate_w, b"x")
+
+    handler = OpenTheGate()
+    logging.getLogger("netmcore").addHandler(handler)
+    try:
+        n = run_scenario(me_leave_one_running, gate_r)
+    finally:
+        logging.getLogger("netmcore").removeHandler(handler)
+    assert len(said) == 1
+    assert f"waits for 1 process(es) still running: {n} (" in said[0]
+    assert "me_gated, for 0 s)" in said[0] and "netmcore.kill(pid)" in said[0]
