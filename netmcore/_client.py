@@ -316,6 +316,19 @@ def handed_over(n: int) -> None:
         del _interrupted[n]
 
 
+def let_go(n: int) -> None:
+    """Drop the outcome of process ``n`` kept for this thread (see
+    _interrupted), nobody to take it: with the shm object of its result,
+    unless this process has mapped it (then it is this one's to reuse)."""
+    kept = _interrupted.get(n)
+    if kept is None or kept[0] != threading.get_ident():
+        return
+    del _interrupted[n]
+    payload = kept[2].value.payload if isinstance(kept[2], Returned) else None
+    if isinstance(payload, ShmRef) and not _payload.is_received(payload.name):
+        _payload.discard(payload)
+
+
 def _kept_names() -> set[str]:
     """The shm objects of the results kept (see _payload.kept_elsewhere)."""
     return {

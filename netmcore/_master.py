@@ -737,7 +737,10 @@ class Master:
         self._unwatch(conn.fd)
         conn.broken = conn.closed = True
         conn.sock.close()
-        self.watches.drop_link(conn)  # nobody to tell
+        # Nobody to tell; and the processes a map of that link started and
+        # did not join (it crashed, or left its iteration unclosed) never will be.
+        for watch in self.watches.drop_link(conn):
+            self._forget_outcomes(watch.definition, watch.started)
 
     def _dispatch(self, conn: Conn, msg: Message) -> None:
         try:
@@ -1256,8 +1259,12 @@ class Master:
         for key in self.watches.process_ended(record.n):
             req, ended = self.watches.answer(key)
             key[0].send(Ready(ended, req=req))
-        if record.dropped or record.definition.join_point.n not in _registry.by_join_point:
-            self._drop(record)  # nobody will join: let go, or its join point released
+        if (record.dropped and not record.waiters) or (
+            record.definition.join_point.n not in _registry.by_join_point
+        ):
+            # Nobody will join: let go (a join that waits for it all the
+            # same has it, below), or its join point released.
+            self._drop(record)
             return
         waiters, record.waiters = record.waiters, []
         for i, (conn, req) in enumerate(waiters):

@@ -128,6 +128,12 @@ def view(payload: Payload) -> bytes | memoryview:
     return data
 
 
+def is_received(name: str) -> bool:
+    """Whether this process has mapped the object ``name`` (and keeps it for reuse)."""
+    with _lock:
+        return any(received.name == name for received in _received)
+
+
 def forget_recycled() -> None:
     """Unlink the objects this process kept for reuse (when it ends)."""
     with _lock:

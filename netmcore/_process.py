@@ -459,7 +459,7 @@ def _mapped(cls: type[ProcessDef[In, Out]], items: Iterator[In], processes: int)
         _client.close_watch(watch, forget=True)
         for started in window:
             if isinstance(started, ProcessId):
-                _client.handed_over(started.n)
+                _client.let_go(started.n)
 
 
 def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:

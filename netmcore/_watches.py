@@ -111,9 +111,10 @@ class Watches:
                 del self.of_process[n]
         return watch
 
-    def drop_link(self, conn: Any) -> None:
-        for number in list(self.of_link.get(conn, ())):
-            self.drop((conn, number))
+    def drop_link(self, conn: Any) -> list[Watch]:
+        """Drop every watch of ``conn``; return them."""
+        dropped = [self.drop((conn, number)) for number in list(self.of_link.get(conn, ()))]
+        return [watch for watch in dropped if watch is not None]
 
     def release(self, definition: Any) -> list[tuple[Any, int]]:
         """The join point of ``definition`` is released: the waits on its

@@ -487,16 +487,20 @@ def ac_release_while_waiting(gate: tuple[int, int]) -> list[str]:
     gate_r, gate_w = gate
     pid = ac_released_gated.start(gate_r)
     seen: list[str] = []
+    waiting = threading.Event()
+    real_wait = _client.wait_watch
+
+    def wait_watch(*args: Any) -> Any:
+        waiting.set()  # its other requests are answered: the next one read is this
+        return real_wait(*args)
+
+    _client.wait_watch = wait_watch
     waiter = threading.Thread(
         target=lambda: seen.append(_error_text(lambda: list(ac_released_gated.as_completed([pid]))))
     )
     waiter.start()
-    link = netmcore._context.current.link
-    assert link is not None
-    deadline = time.monotonic() + 10
-    while link._reader is None:  # until the thread waits for its reply
-        assert time.monotonic() < deadline, "the thread never sent its request"
-        time.sleep(0.001)  # polling a condition, with a deadline
+    waiting.wait()
+    _until_a_thread_waits_for_a_reply()
     ac_released_gated.release_join_point()
     waiter.join()
     os.write(gate_w, b"r")
@@ -527,16 +531,18 @@ def _once(real: Any, exc: BaseException, when: Any = lambda *a: True) -> Any:
 @netmcore.process
 def map_interrupted(point: str) -> list[Any]:
     """A handler's exception (here raised by a wrapped step) at ``point``:
-    it reaches the caller, and every process map started is joined, its
-    outcome neither left in the master nor kept in this worker."""
+    it reaches the caller, and no process map started is left to join, nor
+    an outcome kept in this worker."""
     from netmcore import _wire
 
     tick = Tick(point)
     if point == "join":  # as a join of a result returns: its outcome is kept
         _client.handed_over = _once(_client.handed_over, tick)
         args: Any = range(6)
-    elif point == "cleanup":  # in map's own joins, after a break
+    elif point == "cleanup":  # as map's end asks the master to let go, after a break
         args = range(6)
+        closing = _wire.Link.request
+        is_close = lambda _link, msg, *a, **k: isinstance(msg, _wire.WaitReq) and msg.close  # noqa: E731
     else:  # "start": once the start is sent, before its answer is in
         real = _wire.Link.wait_reply
         _wire.Link.wait_reply = _once(real, tick)  # type: ignore[method-assign]
@@ -547,7 +553,7 @@ def map_interrupted(point: str) -> list[Any]:
         for value in it:
             got.append(value)
             if point == "cleanup":
-                _client.handed_over = _once(_client.handed_over, tick)
+                _wire.Link.request = _once(closing, tick, is_close)  # type: ignore[method-assign]
                 break
         it.close()  # (closed as it is dropped, its exception would be unraisable)
     except Tick as exc:
@@ -560,3 +566,111 @@ def test_map_through_a_handlers_exception_leaves_nothing(point: str) -> None:
     (got, kept), unjoined = run_counting_unjoined(map_interrupted, point)
     assert got[-1] == f"Tick {point}"
     assert unjoined == [] and kept == 0
+
+
+# --- processes map let go of -----------------------------------------------------
+
+
+def _until_a_thread_waits_for_a_reply() -> None:
+    link = netmcore._context.current.link
+    assert link is not None
+    deadline = time.monotonic() + 10
+    while link._reader is None:
+        assert time.monotonic() < deadline, "the thread never sent its request"
+        time.sleep(0.001)  # polling a condition, with a deadline
+
+
+@netmcore.process
+def map_forgets_what_a_thread_joins(gates: tuple[tuple[int, int], tuple[int, int]]) -> list[Any]:
+    """A process map lets go of as it closes, while another thread joins it
+    (by its id, which is sequential): the join gets its outcome."""
+    (first_r, first_w), (rest_r, rest_w) = gates
+    me = netmcore.self_process_id().n
+    it = ac_gated_echo.map([(first_r, 0), (rest_r, 1), (rest_r, 2)], processes=3)
+    os.write(first_w, b"f")
+    got: list[Any] = [next(it)]
+    joiner = threading.Thread(
+        target=lambda: got.append(repr(ac_gated_echo.join_outcome(netmcore.ProcessId(me + 2))))
+    )
+    joiner.start()
+    _until_a_thread_waits_for_a_reply()
+    it.close()
+    os.write(rest_w, b"rr")
+    joiner.join()
+    return got
+
+
+def test_a_join_of_a_process_map_let_go_of_is_answered(pipes: Any) -> None:
+    got, joined = run_scenario(map_forgets_what_a_thread_joins, (pipes(), pipes()))
+    assert got == 0 and joined == "Success(value=1)"
+
+
+@netmcore.process
+def map_and_die(how: str) -> int:
+    """Leave a map unclosed: end with it kept, or crash."""
+    it = ac_square.map(range(10), processes=4)
+    first = next(it)
+    if how == "crash":
+        os._exit(1)
+    KEPT.append(it)  # never closed: the process ends with os._exit, no finalizer runs
+    return first
+
+
+KEPT: list[Any] = []
+
+
+@netmcore.process
+def map_driver_ends(how: str) -> str:
+    return type(map_and_die.join_outcome(map_and_die.start(how))).__name__
+
+
+@pytest.mark.parametrize("how", ["kept", "crash"])
+def test_a_map_whose_process_ends_unclosed_leaves_nothing_to_join(how: str) -> None:
+    outcome, unjoined = run_counting_unjoined(map_driver_ends, how)
+    assert outcome == ("Success" if how == "kept" else "Crashed")
+    assert unjoined == []
+
+
+@netmcore.process
+def ac_big(job: tuple[int, int]) -> bytes:
+    gate_r, k = job
+    os.read(gate_r, 1)
+    return bytes([k]) * 150_000
+
+
+@netmcore.process
+def map_join_cut_short(gates: tuple[tuple[int, int], tuple[int, int]]) -> list[Any]:
+    """A join of a large result cut short in map (an exception once its
+    answer is in): map lets go of the kept outcome, and of its shared
+    memory, which nothing here had mapped."""
+    from netmcore import _payload, _wire
+
+    (first_r, first_w), (rest_r, rest_w) = gates
+    os.write(first_w, b"f")
+    real = _wire.Link.request
+    cut: list[bool] = []
+
+    def request(link: Any, msg: Any, *args: Any, **kwargs: Any) -> Any:
+        reply = real(link, msg, *args, **kwargs)
+        if isinstance(msg, _wire.JoinReq) and not cut:
+            cut.append(True)
+            raise Tick("join")
+        return reply
+
+    _wire.Link.request = request  # type: ignore[method-assign]
+    try:
+        list(ac_big.map([(first_r, 0), (rest_r, 1)], processes=2))
+    except Tick:
+        pass
+    finally:
+        _wire.Link.request = real  # type: ignore[method-assign]
+    prefix = netmcore._context.current.shm_prefix.lstrip("/")
+    mapped = {r.name.lstrip("/") for r in _payload._received}
+    left = [name for name in os.listdir("/dev/shm") if name.startswith(prefix)]
+    os.write(rest_w, b"r")  # the other one ends: the master drops its result
+    return [cut, len(_client._interrupted), sorted(set(left) - mapped)]
+
+
+def test_a_join_cut_short_in_map_leaves_no_shared_memory(pipes: Any) -> None:
+    cut, kept, unowned = run_scenario(map_join_cut_short, (pipes(), pipes()))
+    assert cut == [True] and kept == 0 and unowned == []
