@@ -629,8 +629,8 @@ class Master:
             log.warning(
                 "netmcore: the first process has ended, and run waits for %d process(es) "
                 "still running: %s%s. run returns once every process has ended: let them "
-                "finish, or end them (netmcore.kill(pid) from a worker, before the first "
-                "process returns)",
+                "finish, or end them (netmcore.kill(pid) from a worker that runs on; a "
+                "Ctrl-C ends them all)",
                 len(running),
                 shown,
                 ", ..." if len(running) > 5 else "",
