@@ -62,6 +62,8 @@ class Watches:
 
     def process_ended(self, n: int) -> list[Key]:
         """Note the end of process ``n``; the watches to answer now."""
+        if not self.of_process:  # (as a rule: no call past this on a fan-out's path)
+            return []
         answer = []
         for key in self.of_process.pop(n, ()):
             watch = self.by_key[key]  # (a watch that goes takes itself off its lists)
@@ -113,6 +115,8 @@ class Watches:
 
     def drop_link(self, conn: Any) -> list[Watch]:
         """Drop every watch of ``conn``; return them."""
+        if conn not in self.of_link:
+            return []
         dropped = [self.drop((conn, number)) for number in list(self.of_link.get(conn, ()))]
         return [watch for watch in dropped if watch is not None]
 
