@@ -35,14 +35,18 @@ def square(k: int) -> int:
     return k * k
 
 
-@netmcore.process
-def cube(k: int) -> int:
-    return k * k * k
-
-
-def _start_of(proc: Any, arg: int, watch: int) -> StartReq:
+def _start_of(proc: Any, arg: Any, watch: int) -> StartReq:
     encap = proc.input_type.wrap(arg)
     return StartReq(proc.fork_point.n, WireEncap.of(encap, bytes(encap.data)), None, watch)
+
+
+@netmcore.process
+def send_malformed(case: str) -> list[Any]:
+    link = _link("a test")
+    answers = [link.request(msg) for msg in CASES[case]]
+    last = answers[-1]
+    refused = f"{last.error}: {last.message}" if isinstance(last, Failed) else repr(last)
+    return [refused, square.join(square.start(7))]
 
 
 # Each case: the requests to send, in order; the last must be refused.
@@ -72,18 +76,9 @@ CASES: dict[str, list[Message]] = {
     # Refused before the process starts: it was started, then refused.
     "a start into a watch of another type": [
         WatchReq(square.join_point.n, [], 9),
-        _start_of(cube, 2, 9),
+        _start_of(send_malformed, "never run", 9),
     ],
 }
-
-
-@netmcore.process
-def send_malformed(case: str) -> list[Any]:
-    link = _link("a test")
-    answers = [link.request(msg) for msg in CASES[case]]
-    last = answers[-1]
-    refused = f"{last.error}: {last.message}" if isinstance(last, Failed) else repr(last)
-    return [refused, square.join(square.start(7))]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
