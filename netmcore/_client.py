@@ -55,7 +55,7 @@ WATCH_PIDS_MAX = 20_000
 
 
 def start(
-    fork_point: ResId, arg: Encap, *, inherit_resources: InheritRequest = "all", watch: int = 0
+    fork_point: ResId, arg: Encap, *, inherit_resources: InheritRequest = "all"
 ) -> ProcessId[Any]:
     """Start a process of the type ``fork_point`` with the argument ``arg``.
 
@@ -82,10 +82,15 @@ def start(
         Outside ``run``/``startup``.
     ShuttingDown
         After the first process has ended.
-
-    ``watch`` (internal): the watch of this worker's link the process joins
-    (see _watches).
     """
+    return start_into(fork_point, arg, inherit_resources, 0)
+
+
+def start_into(
+    fork_point: ResId, arg: Encap, inherit_resources: InheritRequest, watch: int
+) -> ProcessId[Any]:
+    """:func:`start`, the process joining the watch ``watch`` of this
+    worker's link (see _watches; 0: none)."""
     _check_res_id(fork_point, "fork_point")
     if not isinstance(arg, Encap):
         raise TypeError(

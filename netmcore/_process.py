@@ -128,9 +128,7 @@ class ProcessDef(Generic[In, Out]):
         except AttributeError:
             raise cls._not_a_process_type() from None
         encap = input_type.wrap_as(arg, f"argument of {cls.__qualname__}.start:")
-        pid: ProcessId[Out] = _client.start(
-            fork_point, encap, inherit_resources=inherit, watch=watch
-        )
+        pid: ProcessId[Out] = _client.start_into(fork_point, encap, inherit, watch)
         return pid
 
     @classmethod
