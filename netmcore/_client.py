@@ -7,6 +7,7 @@ here, in the caller, before anything is sent.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -45,7 +46,6 @@ from ._wire import (
     WatchReq,
     WireEncap,
     WireOutcome,
-    failed_of_its_own,
 )
 
 InheritRequest = Literal["all"] | Iterable[ResId]
@@ -215,8 +215,20 @@ def join_outcome(
 _watch_numbers = itertools.count(1)
 
 
+# Closes of watches that could not be sent when asked for, as (number,
+# forget): their iteration was closed while its thread read the link (the
+# garbage collector finalized it there). Sent as the next watch is made.
+_unsent_closes: list[tuple[int, bool]] = []
+os.register_at_fork(after_in_child=_unsent_closes.clear)
+
+
 def new_watch() -> int:
     """A number for a new watch of this worker's link (see _watches)."""
+    while _unsent_closes:
+        number, forget = _unsent_closes[0]
+        close_watch(number, forget=forget)
+        with contextlib.suppress(ValueError):  # (a repeat, cut short, has taken it)
+            _unsent_closes.remove((number, forget))
     return next(_watch_numbers)
 
 
@@ -248,28 +260,15 @@ def wait_watch(what: str, number: int, deadline: float | None) -> list[int] | No
 
 def close_watch(number: int, *, forget: bool = False) -> None:
     """The watch ``number`` of this worker's link goes (with the master, if
-    it is gone). With ``forget``, nobody will join the processes started
-    into it and not yet joined (see _wire.WaitReq).
-
-    Made again through a signal handler's exception (held, raised after),
-    as _resources.destroy makes its steps: left, the watch stayed in the
-    master. (One at the call's very start still comes before the loop.)"""
-    held: BaseException | None = None
-    tries = 0
-    while True:
-        try:
-            _link("a watch's close").request(WaitReq(number, close=True, forget=forget))
-            break
-        except NetmcoreError:
-            break  # the master gone: nothing to close
-        except BaseException as exc:
-            tries += 1
-            if failed_of_its_own(exc, tries):
-                raise
-            if held is None:
-                held = exc
-    if held is not None:
-        raise held
+    it is gone: nothing to close). With ``forget``, nobody will join the
+    processes started into it and not yet joined (see _wire.WaitReq). Safe
+    to repeat, as the callers' retry loops do (see _process._mapped)."""
+    with contextlib.suppress(NetmcoreError):
+        link = _link("a watch's close")
+        if link.reads_here():  # no request can be made now: see _unsent_closes
+            _unsent_closes.append((number, forget))
+            return
+        link.request(WaitReq(number, close=True, forget=forget))
 
 
 def _timed_out(pid: ProcessId[Any], timeout: float | None) -> TimeoutError:

@@ -383,8 +383,22 @@ def _completed(
                 )
             ended = got
     finally:
-        if watch:
-            _client.close_watch(watch)
+        # Closed through a signal handler's exception, in a loop here, as
+        # map's watch is (see _mapped).
+        held: BaseException | None = None
+        tries = 0
+        while watch:
+            try:
+                _client.close_watch(watch)
+                break
+            except BaseException as exc:
+                tries += 1
+                if failed_of_its_own(exc, tries):
+                    raise
+                if held is None:
+                    held = exc
+        if held is not None:
+            raise held
 
 
 def _chunks(ids: list[int]) -> Iterator[list[int]]:
@@ -453,11 +467,27 @@ def _mapped(cls: type[ProcessDef[In, Out]], items: Iterator[In], processes: int)
         # into the watch and not joined, those of the window and any whose
         # start an exception cut short once it was sent: each goes on to its
         # end, and its outcome is dropped. Nothing is left to join (and an
-        # outcome kept here, of a join cut short, goes too).
-        _client.close_watch(watch, forget=True)
+        # outcome kept here, of a join cut short, goes too). The close is
+        # made again through a signal handler's exception (held, raised
+        # after), in a loop here: a function holding it would let one in at
+        # its start, before its try, and the watch with its processes stayed.
+        held: BaseException | None = None
+        tries = 0
+        while True:
+            try:
+                _client.close_watch(watch, forget=True)
+                break
+            except BaseException as exc:
+                tries += 1
+                if failed_of_its_own(exc, tries):
+                    raise
+                if held is None:
+                    held = exc
         for started in window:
             if isinstance(started, ProcessId):
                 _client.let_go(started.n)
+        if held is not None:
+            raise held
 
 
 def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:

@@ -711,6 +711,12 @@ class Link:
             except RuntimeError:
                 pass
 
+    def reads_here(self) -> bool:
+        """Whether this thread is the one reading the link for all (a
+        request made now, by code that interrupted that read, would be
+        refused: see request)."""
+        return self._reader == threading.get_ident()
+
     def take(self, rid: int) -> Message | None:
         """The reply to request ``rid``, abandoned, if it has come (for ``abandon``)."""
         with self._lock:

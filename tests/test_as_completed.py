@@ -9,6 +9,8 @@ order, each error where its result would have been.
 from __future__ import annotations
 
 import contextlib
+import gc
+import json
 import os
 import signal
 import threading
@@ -27,8 +29,9 @@ from scenario import (
 )
 
 import netmcore
-from netmcore import _client
+from netmcore import _client, _master
 from netmcore._master import Conn
+from netmcore._wire import Failed, KillReq
 
 
 @netmcore.process
@@ -674,3 +677,107 @@ def map_join_cut_short(gates: tuple[tuple[int, int], tuple[int, int]]) -> list[A
 def test_a_join_cut_short_in_map_leaves_no_shared_memory(pipes: Any) -> None:
     cut, kept, unowned = run_scenario(map_join_cut_short, (pipes(), pipes()))
     assert cut == [True] and kept == 0 and unowned == []
+
+
+# --- a storm of signal handlers' exceptions ------------------------------------
+
+PROBE = 10**9  # a process id never started: the probe's KillReq (see below)
+STORMING = [False]
+
+
+def _tick(_signum: int, _frame: Any) -> None:
+    if STORMING[0]:
+        raise Tick("storm")
+
+
+def _in_a_storm(body: Any) -> None:
+    """Run ``body`` under a SIGALRM every 300 us, each raising Tick."""
+    try:
+        try:
+            STORMING[0] = True
+            signal.setitimer(signal.ITIMER_REAL, 0.0003, 0.0003)
+            body()
+        finally:
+            STORMING[0] = False
+    except Tick:
+        pass
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+
+
+@netmcore.process
+def maps_in_a_storm(trials: int) -> Any:
+    """Maps and as_completed loops cut short anywhere by handlers'
+    exceptions: the master keeps no watch of them, and every process they
+    started is joined or let go of."""
+    signal.signal(signal.SIGALRM, _tick)
+    for _ in range(trials):
+        _in_a_storm(lambda: list(ac_square.map(range(8), processes=3)))
+        pids = [ac_square.start(j) for j in range(3)]
+        _in_a_storm(lambda p=pids: [ac_square.result(q) for q in ac_square.as_completed(p)])
+        for pid in pids:  # (those the loop did not join)
+            with contextlib.suppress(netmcore.UnknownProcess):
+                ac_square.join_outcome(pid)
+    # An iteration left suspended in a reference cycle (its traceback's) is
+    # closed by the garbage collector, maybe as this thread reads the link:
+    # its close is then sent as the next watch is made.
+    gc.collect()
+    assert list(ac_square.map([3])) == [9]
+    return _probe()
+
+
+def _probe() -> Any:
+    """In a worker: what the master keeps now (see master_probe)."""
+    try:
+        netmcore.kill(netmcore.ProcessId(PROBE), 0)
+    except netmcore.NetmcoreError as exc:
+        return json.loads(str(exc))
+    return "no probe"
+
+
+@pytest.fixture
+def master_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The master answers a kill of process PROBE with what it keeps: its
+    watches, and the processes it holds for a join (of those it has not
+    let go of), and the asker's own id."""
+    real = _master.Master._dispatch
+
+    def dispatch(master: _master.Master, conn: Conn, msg: Any) -> None:
+        if isinstance(msg, KillReq) and msg.pid == PROBE:
+            record = conn.child.record if conn.child is not None else None
+            held = [n for n, r in master.records.items() if not (r.joined or r.dropped)]
+            stats = {"watches": len(master.watches.by_key), "held": held, "me": record and record.n}
+            conn.send(Failed("NetmcoreError", json.dumps(stats), req=msg.req))
+            return
+        real(master, conn, msg)
+
+    monkeypatch.setattr(_master.Master, "_dispatch", dispatch)
+
+
+def test_maps_cut_short_by_a_storm_leave_nothing_in_the_master(master_probe: None) -> None:
+    stats = run_scenario(maps_in_a_storm, 100)
+    assert stats["watches"] == 0, stats
+    assert stats["held"] == [stats["me"]]
+
+
+@netmcore.process
+def map_closed_as_the_link_is_read(_: int) -> list[int]:
+    """A map closed while its thread reads the link (as the garbage
+    collector may finalize it there): no request can be made then, and its
+    close is sent as the next watch is made."""
+    it = ac_square.map(range(3), processes=1)
+    next(it)
+    link = netmcore._context.current.link
+    assert link is not None
+    link._reader = threading.get_ident()  # as in the read
+    try:
+        it.close()
+    finally:
+        link._reader = None
+    kept = _probe()["watches"]
+    assert list(ac_square.map([2])) == [4]
+    return [kept, _probe()["watches"]]
+
+
+def test_a_close_that_cannot_be_sent_is_sent_later(master_probe: None) -> None:
+    assert run_scenario(map_closed_as_the_link_is_read, 0) == [1, 0]
