@@ -224,8 +224,7 @@ os.register_at_fork(after_in_child=_unsent_closes.clear)
 
 def new_watch() -> int:
     """A number for a new watch of this worker's link (see _watches)."""
-    while _unsent_closes:
-        number, forget = _unsent_closes[0]
+    for number, forget in list(_unsent_closes):  # (one put back meanwhile waits for the next)
         close_watch(number, forget=forget)
         with contextlib.suppress(ValueError):  # (a repeat, cut short, has taken it)
             _unsent_closes.remove((number, forget))
