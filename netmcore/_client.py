@@ -265,7 +265,8 @@ def close_watch(number: int, *, forget: bool = False) -> None:
     with contextlib.suppress(NetmcoreError):
         link = _link("a watch's close")
         if link.reads_here():  # no request can be made now: see _unsent_closes
-            _unsent_closes.append((number, forget))
+            if (number, forget) not in _unsent_closes:  # (a repeat, cut short)
+                _unsent_closes.append((number, forget))
             return
         link.request(WaitReq(number, close=True, forget=forget))
 
