@@ -747,11 +747,13 @@ class Master:
             reply: Message | None
             if isinstance(msg, StartReq):
                 _passed_on(conn, msg.arg.payload)
-                # The watch first: a bad one is refused before anything starts.
-                key = (conn, msg.watch)
-                watch = self._watch_of(key, msg.fork_point, fork=True) if msg.watch else None
-                n = self.start(msg.fork_point, msg.arg, msg.inherit, (conn, msg.req))
-                if watch is not None:
+                if not msg.watch:
+                    self.start(msg.fork_point, msg.arg, msg.inherit, (conn, msg.req))
+                else:
+                    # The watch first: a bad one is refused before anything starts.
+                    key = (conn, msg.watch)
+                    watch = self._watch_of(key, msg.fork_point, fork=True)
+                    n = self.start(msg.fork_point, msg.arg, msg.inherit, (conn, msg.req))
                     self.watches.add(key, watch, n, self._has_ended(n))
                     self._note_started(watch, n)
                 reply = None  # start answered it
@@ -1065,13 +1067,14 @@ class Master:
                     f"process {n} cannot wait for its own end: it would wait forever"
                 )
             self._joinable(msg.join_point, n)
-        ended = [n for n in msg.pids if self._has_ended(n)]
-        if msg.watch:
-            key = (conn, msg.watch)
-            watch = self._watch_of(key, msg.join_point, fork=False)
-            for n in msg.pids:
-                if not self._has_ended(n):
-                    self.watches.add(key, watch, n, False)
+        key = (conn, msg.watch)
+        watch = self._watch_of(key, msg.join_point, fork=False) if msg.watch else None
+        ended = []
+        for n in msg.pids:
+            if self._has_ended(n):
+                ended.append(n)
+            elif watch is not None:
+                self.watches.add(key, watch, n, False)
         return Ready(ended)
 
     def _watch_of(self, key: tuple[Conn, int], point: int, *, fork: bool) -> _watches.Watch:

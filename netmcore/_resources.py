@@ -483,15 +483,8 @@ def _finish_destroys() -> None:
     One that fails of its own (an unlink refused) is logged and left for
     destroy_all: the release that found it, of another resource, goes on."""
     me = os.getpid()
-    for entry in list(_unfinished.values()):
-        if entry.made_in != me or entry.running:
-            continue
-        try:
-            destroy(entry)
-        except (OSError, BufferError, NetmcoreError) as exc:
-            if not _failed_of_its_own(exc):
-                raise
-            _log_left(entry, exc, "left for destroy_resources()")
+    mine = [e for e in _unfinished.values() if e.made_in == me and not e.running]
+    _destroy_each(mine, raise_failure=False)
 
 
 def _failed_of_its_own(exc: BaseException) -> bool:
@@ -526,10 +519,14 @@ def _destroy_own() -> None:
     parent's objects too), at its exit: a failure is logged."""
     me = os.getpid()
     own = [e for e in (table | _unfinished).values() if e.made_in == me]
-    _destroy_each(own, raise_failure=False)
+    _destroy_each(own, raise_failure=False, left="left at exit")
 
 
-def _destroy_each(entries: list[Entry], *, raise_failure: bool) -> None:
+def _destroy_each(
+    entries: list[Entry], *, raise_failure: bool, left: str = "left for destroy_resources()"
+) -> None:
+    """Destroy each of ``entries``. One that fails of its own is logged as
+    ``left``, or, the first with ``raise_failure``, raised after the others."""
     failed: BaseException | None = None
     for entry in entries:
         try:
@@ -540,7 +537,6 @@ def _destroy_each(entries: list[Entry], *, raise_failure: bool) -> None:
             if raise_failure and failed is None:
                 failed = exc
             else:
-                left = "left for destroy_resources()" if raise_failure else "left at exit"
                 _log_left(entry, exc, left)
     if failed is not None:
         raise failed
