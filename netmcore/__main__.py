@@ -28,6 +28,7 @@ def _bench(args: argparse.Namespace) -> int:
         fanout=args.fanout,
         payload_mib=args.payload_mib,
         sections=args.section,
+        tasks=args.tasks,
     )
     return 0
 
@@ -116,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     bench = sub.add_parser(
         "bench",
-        help="compare netmcore with the standard library, side by side",
+        help="compare netmcore with the standard library and its peers, side by side",
         description="Measure netmcore against multiprocessing, ProcessPoolExecutor and raw "
-        "fork in one run, and print a table of ratios (lower is better).",
+        "fork, and against loky, Dask and Ray where installed, in one run, and print a table "
+        "of ratios (lower is better).",
     )
     bench.add_argument(
         "--roundtrips",
@@ -142,8 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="size of the large argument and result (default: %(default)s)",
     )
     bench.add_argument(
+        "--tasks",
+        type=_at_least(1),
+        default=1000,
+        metavar="N",
+        help="trivial tasks in the map that netmcore and its peers run (default: %(default)s)",
+    )
+    bench.add_argument(
         "--section",
-        choices=("all", "runtime", "ipc", "pipeline"),
+        choices=("all", "runtime", "ipc", "pipeline", "peers"),
         default="all",
         help="which measures to run (default: %(default)s)",
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import resource
-import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -25,12 +24,11 @@ from dataclasses import dataclass
 
 import msgspec
 
-from . import _bench_ipc, _bench_pipeline
-from ._bench_support import in_first_process
+from . import _bench_ipc, _bench_peers, _bench_pipeline
+from ._bench_support import PAUSE_S, in_first_process, paced_times
 from ._process import process
 
 MIB = 1 << 20
-PAUSE_S = 0.005  # between paced calls: room for the background work of the last one
 
 
 class Timings(msgspec.Struct, frozen=True):
@@ -68,7 +66,7 @@ def _roundtrip() -> None:
 
 @process
 def _measure(plan: Plan) -> Timings:
-    paced, paced_p90 = _paced(_roundtrip, plan.roundtrips)
+    paced, paced_p90 = paced_times(_roundtrip, plan.roundtrips)
     back_to_back = _per_call(_roundtrip, plan.roundtrips)
     cpu0 = _cpu_of_master_and_reaped(), _cpu(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
@@ -122,19 +120,6 @@ def _per_call(f: Callable[[], object], n: int) -> float:
     for _ in range(n):
         f()
     return (time.perf_counter() - t0) / n
-
-
-def _paced(f: Callable[[], object], n: int) -> tuple[float, float]:
-    """The median and the 90th percentile of the time of ``f``, called PAUSE_S apart."""
-    for _ in range(min(n, 20)):
-        f()
-    times = []
-    for _ in range(n):
-        time.sleep(PAUSE_S)  # pacing, as a user's program between calls
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), statistics.quantiles(times, n=10, method="inclusive")[-1]
 
 
 def _raw_fork() -> None:
@@ -271,10 +256,10 @@ def _baselines(roundtrips: int, fanout: int) -> Baselines:
     back_to_back: dict[str, float] = {}
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as ex:
         call = lambda: ex.submit(_identity, 1).result()  # noqa: E731
-        paced[PPE] = _paced(call, roundtrips)
+        paced[PPE] = paced_times(call, roundtrips)
         back_to_back[PPE] = _per_call(call, 4 * roundtrips)
     for peer, f in ((MP_PROCESS, _mp_process), (RAW_FORK, _raw_fork)):
-        paced[peer] = _paced(f, roundtrips // 2)
+        paced[peer] = paced_times(f, roundtrips // 2)
         back_to_back[peer] = _per_call(f, roundtrips // 2)
     return Baselines(
         paced, back_to_back, _raw_fanout(fanout), _mp_fanout(fanout), _bare_fanout(fanout)
@@ -415,8 +400,52 @@ def pipeline_rows() -> tuple[list[Row], str]:
     return rows, f"pipeline: {ours:,.0f} items/s vs chained Pool.imap {peers:,.0f} items/s"
 
 
+def peers_rows(roundtrips: int, tasks: int) -> tuple[list[Row], str]:
+    """netmcore against the executors its users know (see _bench_peers)."""
+    workers = _bench_peers.workers_count()
+    plan = _bench_peers.plan_for(roundtrips, tasks, workers)
+    ours = _bench_peers.netmcore_figures(plan)
+    sequential = _bench_peers.sequential_s(plan)
+    theirs = {
+        peer.name: _bench_peers.peer_figures(peer, plan, workers)
+        for peer in _bench_peers.PEERS
+        if _bench_peers.installed(peer)
+    }
+    measures: list[tuple[str, Callable[[_bench_peers.Figures], float], str]] = [
+        (f"task round trip, {PAUSE_S * 1e3:g} ms apart", lambda f: f.roundtrip_s, "us"),
+        (f"map, {plan.tasks} tasks: s per task", lambda f: f.map_s / plan.tasks, "us"),
+        (
+            f"map, {plan.cpu_tasks} CPU tasks of {_bench_peers.CPU_TASK_S * 1e3:g} ms",
+            lambda f: f.cpu_s,
+            "ms",
+        ),
+        ("set-up + 1 task + shut-down", lambda f: f.cold_s, "ms"),
+    ]
+    rows = [
+        Row(what, get(ours), get(figures), name, "(info)", unit)
+        for what, get, unit in measures
+        for name, figures in theirs.items()
+    ]
+    speed_ups = ", ".join(
+        f"{name} {sequential / figures.cpu_s:.2f}x"
+        for name, figures in [("netmcore", ours), *theirs.items()]
+    )
+    note = f"CPU-bound map, speed-up over one process ({workers} workers): {speed_ups}"
+    missing = [peer.module for peer in _bench_peers.PEERS if peer.name not in theirs]
+    if missing:
+        note += (
+            f"\nnot installed, so not measured: {', '.join(missing)} "
+            "(pip install 'netmcore[peers]'; make bench installs them)"
+        )
+    return rows, note
+
+
 def main(
-    roundtrips: int = 500, fanout: int = 1000, payload_mib: int = 64, sections: str = "all"
+    roundtrips: int = 500,
+    fanout: int = 1000,
+    payload_mib: int = 64,
+    sections: str = "all",
+    tasks: int = 1000,
 ) -> list[Row]:
     """Measure, print the table, and return its rows."""
     rows: list[Row] = []
@@ -425,6 +454,8 @@ def main(
         ("runtime", lambda: runtime_rows(roundtrips, fanout, payload_mib)),
         ("ipc", ipc_rows),
         ("pipeline", pipeline_rows),
+        # last: the peers' imports and threads must not be in a fork of ours
+        ("peers", lambda: peers_rows(roundtrips, tasks)),
     ]
     for name, measure in sections_to_run:
         if sections in ("all", name):

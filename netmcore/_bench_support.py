@@ -1,7 +1,11 @@
-"""What the benchmark modules share: running a measuring process as the first process."""
+"""What the benchmark modules share: running a measuring process as the first
+process, and timing calls made at a user's pace."""
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
 from typing import TypeVar
 
 from . import _runtime
@@ -9,6 +13,8 @@ from ._process import ProcessDef
 
 A = TypeVar("A")
 R = TypeVar("R")
+
+PAUSE_S = 0.005  # between paced calls: room for the background work of the last one
 
 
 def in_first_process(process: type[ProcessDef[A, R]], arg: A) -> R:
@@ -20,3 +26,16 @@ def in_first_process(process: type[ProcessDef[A, R]], arg: A) -> R:
     if result is None:
         raise SystemExit(f"the benchmark process {process.__qualname__} failed; see the log above")
     return result
+
+
+def paced_times(f: Callable[[], object], n: int) -> tuple[float, float]:
+    """The median and the 90th percentile of the time of ``f``, called PAUSE_S apart."""
+    for _ in range(min(n, 20)):
+        f()
+    times = []
+    for _ in range(n):
+        time.sleep(PAUSE_S)  # pacing, as a user's program between calls
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), statistics.quantiles(times, n=10, method="inclusive")[-1]

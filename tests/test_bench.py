@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
+
+import psutil
+import pytest
 
 TIMEOUT = 120
 MP = "multiprocessing Process"
+PR_SET_CHILD_SUBREAPER = 36
+SMALL_PEERS = ["bench", "--section", "peers", "--roundtrips", "4", "--tasks", "5"]
+PEERS = {  # the name in the table: the module that must be importable
+    "ProcessPoolExecutor": "concurrent.futures",
+    "loky (reusable executor)": "loky",
+    "Dask (LocalCluster, processes)": "distributed",
+    "Ray (local)": "ray",
+}
 
 
 def test_bench_runtime_section_prints_each_measure_with_its_peer_and_target() -> None:
@@ -51,4 +66,82 @@ def test_bench_rejects_too_few_round_trips_before_measuring() -> None:
     )
     assert proc.returncode == 2
     assert "--roundtrips: 1 is too small: give at least 4" in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    """Make this process the reaper of its orphaned descendants: a server a
+    peer left running after its shut-down (Ray's, Dask's) becomes a child of
+    this process, which the autouse check then finds. Zombies are reaped."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = {c.pid for c in psutil.Process().children()}
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, os.strerror(ctypes.get_errno())
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        for child in psutil.Process().children():
+            if child.pid not in before and child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, 0)
+
+
+def test_bench_peers_section_measures_netmcore_and_each_installed_peer_alike(
+    subreaper: None,
+) -> None:
+    installed = {name for name, module in PEERS.items() if importlib.util.find_spec(module)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "netmcore", *SMALL_PEERS],
+        capture_output=True,
+        text=True,
+        timeout=3 * TIMEOUT,  # Ray's start and stop take ~7 s on a quiet machine
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cpu = f"map, {8 * (os.cpu_count() or 1)} CPU tasks of 50 ms"  # 8 a core, 50 ms of one each
+    measures = ("task round trip, 5 ms apart", "map, 5 tasks: s per task", cpu, "set-up + ")
+    for what in measures:
+        rows = [line for line in proc.stdout.splitlines() if line.startswith(what)]
+        assert len(rows) == len(installed), (what, rows)
+        assert {name for name in PEERS if any(name in row for row in rows)} == installed, what
+        assert all(row.rstrip().endswith("x   (info)") for row in rows), rows
+    speed_ups = next(line for line in proc.stdout.splitlines() if "speed-up" in line)
+    assert "netmcore " in speed_ups and all(name in speed_ups for name in installed)
+    missing = [module for name, module in PEERS.items() if name not in installed]
+    if missing:
+        assert f"not installed, so not measured: {', '.join(missing)}" in proc.stdout
+    else:
+        assert "not installed" not in proc.stdout
+
+
+def test_bench_names_a_peer_that_is_not_installed_and_measures_the_others() -> None:
+    # A fourth peer whose module does not exist, beside the standard library's.
+    code = (
+        "import sys; from netmcore import _bench_peers as p, __main__ as m; "
+        "p.PEERS = (p.PEERS[0], p.Peer('Absent', 'netmcore_no_such_peer', p.PEERS[0].open)); "
+        "sys.exit(m.main(sys.argv[1:]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *SMALL_PEERS],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "not installed, so not measured: netmcore_no_such_peer (pip install" in proc.stdout
+    assert "Absent" not in proc.stdout
+    assert proc.stdout.count("ProcessPoolExecutor") == 5  # 4 rows and the speed-ups
+
+
+def test_bench_rejects_an_empty_peer_map_before_measuring() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "netmcore", "bench", "--section", "peers", "--tasks", "0"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--tasks: 0 is too small: give at least 1" in proc.stderr
     assert proc.stdout == ""
