@@ -82,7 +82,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -687,7 +687,10 @@ class Pipeline(Generic[In, Out]):
             are tiny. None (the default) or ``math.inf``: no limit.
         progress :
             Show a progress bar per stage: items in, items out, rate. By
-            default, only when stderr is a terminal.
+            default, only when stderr is a terminal. For an input with a
+            length (a list, a range), each bar's total is that length (less
+            the items that failed before the stage), with the time left; for
+            another iterable, the items that have reached the stage so far.
 
         Raises
         ------
@@ -741,7 +744,10 @@ class Pipeline(Generic[In, Out]):
         settings = _Settings(
             ordered, on_error, queue_size, item_size, retries, item_timeout, progress
         )
-        return PipelineRun(_Driver(self.stages, iter(items), settings))
+        # The count of a sized input (a list, a range) is every bar's total:
+        # the bars then show how far along the run is, and the time left.
+        count = len(items) if isinstance(items, Sized) else None
+        return PipelineRun(_Driver(self.stages, iter(items), settings, count))
 
 
 def _stage(stage: object, workers: object) -> Stage:
@@ -944,9 +950,14 @@ class _Driver:
     """The state of a running pipeline, and the generator that drives it."""
 
     def __init__(
-        self, stages: tuple[Stage, ...], items: Iterator[Any], settings: _Settings
+        self,
+        stages: tuple[Stage, ...],
+        items: Iterator[Any],
+        settings: _Settings,
+        count: int | None = None,
     ) -> None:
         self._stages, self._items, self._settings = stages, items, settings
+        self._count = count  # the input's length, if it has one: the bars' total
         self.failures: list[ItemFailure] = []
         self._queue_size = settings.queue_size
         self._cells = _cells_per_worker(settings.queue_size)
@@ -1058,6 +1069,7 @@ class _Driver:
             progress = False
         return tqdm.tqdm(
             desc=f"{stage.name} x{stage.workers}",
+            total=self._count,
             unit="item",
             position=i,
             disable=None if progress is None else not progress,
@@ -1174,11 +1186,14 @@ class _Driver:
                     heapq.heappush(waiting, result)
 
     def _arrived(self, stage: int, count: int) -> None:
-        """Count ``count`` items into ``stage``'s progress bar: once each, as
-        they come to it, not again when one goes to another worker."""
-        bar = self._bars[stage]
-        bar.total = (bar.total or 0) + count
-        bar.refresh()
+        """Count ``count`` items into ``stage``'s progress bar, if its total
+        is not the input's length: once each, as they come to it, not again
+        when one goes to another worker. Drawn with the bar's next update,
+        as tqdm paces it (a redraw here drew once a batch: thousands a
+        second, hundreds of kilobytes to the terminal)."""
+        if self._count is None:
+            bar = self._bars[stage]
+            bar.total = (bar.total or 0) + count
 
     def _encode(self, first: EncapType[Any], item: Any, index: int) -> bytes:
         data = first.encode(item, f"pipeline item {index}: the value")
@@ -1588,6 +1603,9 @@ class _Driver:
                 self._failed = PipelineError(index, name, cause)
             return
         self.failures.append(ItemFailure(index, name, cause))
+        if self._count is not None:  # an item that will not reach the later stages
+            for bar in self._bars[stage + 1 :]:
+                bar.total -= 1
         if self._settings.ordered:  # passed over in input order (_flow), then forgotten
             self._skipped.add(index)
 

@@ -600,6 +600,59 @@ def test_progress_bars_per_stage_only_when_asked_or_on_a_terminal(
     assert (mode == "retried") == (tmp_path / "flag").exists()
 
 
+PACED_BARS_SCRIPT = """
+import sys
+import time
+import netmcore
+
+@netmcore.process
+def inc(k: int) -> int:
+    return k + 1
+
+@netmcore.process
+def first(count: int) -> float:
+    t0 = time.monotonic()
+    items = range(count) if sys.argv[1] == "sized" else (k for k in range(count))
+    assert sum(netmcore.Pipeline(inc).then(inc).run(items, progress=True)) > 0
+    return time.monotonic() - t0
+
+print(netmcore.run(first_process=lambda: first.start(int(sys.argv[2])),
+                   extract_result=lambda c, pid: first.result(pid, timeout=0)))
+"""
+
+
+@pytest.mark.parametrize("source", ["sized", "generator"])
+def test_progress_bars_show_a_sized_inputs_length_and_redraw_at_tqdms_pace(
+    tmp_path: Path, source: str
+) -> None:
+    """With a range, every frame of every bar has the input's length as its
+    total (it grew with the items read, showing ~100% and no time left); a
+    generator's bars count the items read. Each bar draws at most once per
+    tqdm's mininterval (0.1 s) while it runs, besides its first and last
+    frames: it drew once per batch, hundreds of times a second."""
+    script = tmp_path / "bars.py"
+    script.write_text(PACED_BARS_SCRIPT)
+    count = 30_000  # ~1 s: some frames in between
+    proc = subprocess.run(
+        [sys.executable, str(script), source, str(count)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    seconds = float(proc.stdout)
+    frames = [f for f in re.split(r"[\r\n]", proc.stderr) if f.startswith("inc x1")]
+    assert len(frames) >= 4, proc.stderr  # two bars: a first frame and a last one each
+    totals = [int(t) for f in frames for t in re.findall(r"\d+/(\d+) \[", f)]
+    if source == "sized":
+        assert set(totals) == {count}, set(totals)
+        assert all("<" in f for f in frames)  # the time left, after the elapsed time
+    else:
+        assert max(totals) == count and min(totals, default=count) < count
+    assert f"{count}/{count}" in frames[-1]
+    assert len(frames) <= 2 * (seconds / 0.1 + 3), (len(frames), seconds)
+
+
 def run_script(tmp_path: Path, source: str, deadline: float) -> str:
     """Run a Python program, return its output; on a hang, SIGKILL it and its
     workers (its watchdog removes its /dev/shm objects) and fail."""
