@@ -1605,7 +1605,7 @@ class _Driver:
         self.failures.append(ItemFailure(index, name, cause))
         if self._count is not None:  # an item that will not reach the later stages
             for bar in self._bars[stage + 1 :]:
-                bar.total -= 1
+                bar.total = (bar.total or 0) - 1
         if self._settings.ordered:  # passed over in input order (_flow), then forgotten
             self._skipped.add(index)
 

@@ -576,7 +576,7 @@ def test_progress_bars_per_stage_only_when_asked_or_on_a_terminal(
     """A bar counts each item once, also one given again to another worker
     (a worker killed on item 5: its items came back, and their second
     sending counted again: 50/52), and one that failed with its worker
-    (which was never counted out: 49/50)."""
+    (counted out of its stage, and out of the later stages' totals)."""
     script = tmp_path / "progress.py"
     script.write_text(PROGRESS_SCRIPT)
     proc = subprocess.run(
@@ -597,6 +597,9 @@ def test_progress_bars_per_stage_only_when_asked_or_on_a_terminal(
     totals = {int(total) for total in re.findall(r"\d+/(\d+) \[", proc.stderr)}
     assert max(totals) == 50, proc.stderr
     assert "50/50" in proc.stderr
+    # The second stage's total: the input's length, less the item that failed before it.
+    last = [f for f in re.split(r"[\r\n]", proc.stderr) if f.startswith("double x1")][-1]
+    assert ("49/49" if mode == "failed" else "50/50") in last, last
     assert (mode == "retried") == (tmp_path / "flag").exists()
 
 
