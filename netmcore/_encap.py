@@ -8,7 +8,10 @@ is identified by a fingerprint, a hash of its canonical JSON Schema.
 
 from __future__ import annotations
 
+import abc
+import functools
 import hashlib
+import importlib
 import json
 import re
 import sys
@@ -16,7 +19,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar, overload
 
 import msgspec
 
@@ -38,14 +41,96 @@ def _pydantic_model(typ: Any) -> bool:
     return pydantic is not None and isinstance(typ, type) and issubclass(typ, pydantic.BaseModel)
 
 
+def _pydantic_dataclass(typ: Any) -> bool:
+    """Whether ``typ`` (or the class it specialises) is a pydantic dataclass."""
+    dataclasses = sys.modules.get("pydantic.dataclasses")  # imported by whoever made one
+    cls = typing.get_origin(typ) or typ
+    return (
+        dataclasses is not None and isinstance(cls, type) and dataclasses.is_pydantic_dataclass(cls)
+    )
+
+
+class _PydanticDataclass:
+    """What msgspec is given in place of a pydantic dataclass: it would decode
+    one as a plain dataclass, its validators never run. A class it does not
+    know, whose values it hands to _dec_hook, which has pydantic validate them."""
+
+    adapter: ClassVar[Any]  # the dataclass's pydantic TypeAdapter
+
+
+@functools.cache
+def _validated_by_pydantic(typ: Any) -> type[_PydanticDataclass]:
+    cls = typing.get_origin(typ) or typ
+    namespace = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "adapter": sys.modules["pydantic"].TypeAdapter(typ),
+    }
+    # An ABC, with the dataclass registered: msgspec checks that what
+    # _dec_hook returns is an instance of the type it asked for.
+    stand_in = abc.ABCMeta(cls.__name__, (_PydanticDataclass,), namespace)
+    stand_in.register(cls)
+    return typing.cast(type[_PydanticDataclass], stand_in)
+
+
+def _for_msgspec(typ: Any) -> Any:
+    """``typ`` as msgspec is given it: a pydantic dataclass in it as a class
+    that pydantic validates (_unchecked refuses one this cannot reach: in a
+    field of a Struct, say)."""
+    return _map_type(typ, lambda t: _validated_by_pydantic(t) if _pydantic_dataclass(t) else t)
+
+
+@functools.cache
+def _strict_somewhere(model: Any) -> bool:
+    """Whether a pydantic model, or a model or field in it, is strict."""
+
+    def strict(node: Any) -> bool:
+        if isinstance(node, dict):
+            return node.get("strict") is True or any(map(strict, node.values()))
+        return isinstance(node, list | tuple) and any(map(strict, node))
+
+    return strict(model.__pydantic_core_schema__)
+
+
+class _StrictFault(ValueError):
+    """A value of a strict pydantic model that its strict validation refuses."""
+
+
+def _pydantic_fault(exc: Any) -> str:
+    """The first fault a pydantic ValidationError names, with the field's path."""
+    error = exc.errors()[0]
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+    msg: str = error["msg"]
+    if error["type"] == "enum" and isinstance(error["input"], list):
+        msg += (
+            " (msgpack, like JSON, carries a tuple as a list, and pydantic takes no "
+            "list for an enum whose values are tuples, in its own JSON round trip "
+            "either: give the enum values of another type, such as strings)"
+        )
+    # msgspec appends " - at `$...`" (where the model is); _path_of joins both.
+    return f"{msg} ({_FIELD} {loc})" if loc else msg
+
+
 def _enc_hook(value: Any) -> Any:
-    if _pydantic_model(type(value)):
+    cls: Any = type(value)
+    if _pydantic_model(cls):
         # Python mode keeps datetimes, bytes, UUIDs... as objects msgpack
         # encodes natively: no round trip through JSON text. By field name, as
         # _dec_hook validates: an alias may be one-sided (serialization only).
         # warnings=False: a wrongly typed field is reported by the validation
         # that follows, as an ArgumentTypeError with its path, not as a warning.
         dump = value.model_dump(mode="python", round_trip=True, warnings=False)
+        if _strict_somewhere(cls):
+            # The receiver validates laxly: msgpack carries a tuple as a list, an
+            # enum as its value, a UUID as a str. Here the dump has the Python
+            # values still, which the model's own strict config can judge.
+            pydantic = sys.modules["pydantic"]
+            try:
+                cls.model_validate(dump, by_alias=False, by_name=True)
+            except pydantic.ValidationError as exc:
+                raise _StrictFault(
+                    f"{cls.__qualname__} is strict: {_pydantic_fault(exc)}"
+                ) from None
         return msgspec.Raw(_dump_encoder.encode(dump))
     numpy = sys.modules.get("numpy")  # imported only by programs that use it
     if (
@@ -61,14 +146,17 @@ def _enc_hook(value: Any) -> Any:
         plain = value.item()
         if not isinstance(plain, numpy.generic):
             return plain
-    # A subclass of int, float or str (bool and enums never reach the hook): its
-    # plain value. Not str(value): a subclass may override __str__.
+    # A subclass of int, float, str or bytes (np.bytes_; bool and enums never
+    # reach the hook): its plain value. Not str(value): a subclass may
+    # override __str__.
     if isinstance(value, int):
         return int.__int__(value)
     if isinstance(value, float):
         return float.__float__(value)
     if isinstance(value, str):
         return str.__str__(value)
+    if isinstance(value, bytes):
+        return bytes.__bytes__(value)
     # A TypeError, which EncapType.encode reports as an ArgumentTypeError.
     if numpy is not None and isinstance(value, numpy.ndarray):
         raise TypeError(
@@ -112,25 +200,19 @@ def _jsonable(value: Any) -> Any:
 def _dec_hook(typ: Any, value: Any) -> Any:
     if typ is object:  # msgspec asks about `object` once a hook is set: any value
         return value
-    if not _pydantic_model(typ):
+    if _pydantic_model(typ):
+        validate = typ.model_validate
+    elif isinstance(typ, type) and issubclass(typ, _PydanticDataclass):
+        validate = typ.adapter.validate_python
+    else:
         raise NotImplementedError(f"msgspec cannot decode {typ!r}")
     pydantic = sys.modules["pydantic"]
     try:
-        # Lax even for strict models: msgpack has no tuples (they decode as lists),
-        # and the sender's values were typed when it encoded them.
-        return typ.model_validate(value, strict=False, by_alias=False, by_name=True)
+        # Lax even for strict models: msgpack has no tuples (they decode as
+        # lists); the sender held the values to a strict model (see _enc_hook).
+        return validate(value, strict=False, by_alias=False, by_name=True)
     except pydantic.ValidationError as exc:
-        error = exc.errors()[0]
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
-        msg = error["msg"]
-        if error["type"] == "enum" and isinstance(error["input"], list):
-            msg += (
-                " (msgpack, like JSON, carries a tuple as a list, and pydantic takes no "
-                "list for an enum whose values are tuples, in its own JSON round trip "
-                "either: give the enum values of another type, such as strings)"
-            )
-        # msgspec appends " - at `$...`" (where the model is); _path_of joins both.
-        raise ValueError(f"{msg} ({_FIELD} {loc})" if loc else msg) from None
+        raise ValueError(_pydantic_fault(exc)) from None
 
 
 def _schema_hook(typ: Any) -> dict[str, Any]:
@@ -138,10 +220,41 @@ def _schema_hook(typ: Any) -> dict[str, Any]:
         # Any value, as for Any: msgspec refuses an empty answer, so a mark that
         # _tidy_schema removes stands for the empty schema.
         return {_ANY: True}
-    if _pydantic_model(typ):
-        schema: dict[str, Any] = typ.model_json_schema()
-        return schema
+    if _pydantic_model(typ) or (isinstance(typ, type) and issubclass(typ, _PydanticDataclass)):
+        schema_of = typ.model_json_schema if _pydantic_model(typ) else typ.adapter.json_schema
+        try:
+            schema: dict[str, Any] = schema_of(schema_generator=_pydantic_schema_generator())
+        except sys.modules["pydantic"].errors.PydanticInvalidForJsonSchema as exc:
+            # A field of an arbitrary class, or a Callable: nothing msgpack can carry.
+            raise _NoJsonSchema(
+                f"pydantic has no JSON Schema for {typ.__qualname__}: {str(exc).splitlines()[0]}"
+            ) from exc
+        # Marked, until _tidy_schema, as pydantic's (see _canonical).
+        return {**schema, _PYDANTIC: True}
     raise NotImplementedError(f"no JSON Schema for {typ!r}")
+
+
+class _NoJsonSchema(TypeError):
+    """A pydantic model or dataclass of which pydantic can give no JSON Schema."""
+
+
+@functools.cache
+def _pydantic_schema_generator() -> type:
+    """pydantic's JSON Schema generator, with the type of a dict's keys (as
+    ``propertyNames``), which it leaves out unless they are constrained
+    strings: without them ``dict[int, int]`` had the schema of ``dict[str, int]``."""
+    json_schema = importlib.import_module("pydantic.json_schema")
+
+    class KeyedSchema(json_schema.GenerateJsonSchema):  # type: ignore[misc, name-defined]
+        def dict_schema(self, schema: Any) -> Any:
+            json = super().dict_schema(schema)
+            if "propertyNames" not in json and "patternProperties" not in json:
+                keys = self.generate_inner(schema["keys_schema"]) if "keys_schema" in schema else {}
+                if keys != {"type": "string"}:
+                    json["propertyNames"] = keys
+            return json
+
+    return KeyedSchema
 
 
 def _unsupported(typ: Any, name: str, exc: TypeError) -> str:
@@ -155,27 +268,24 @@ def _unsupported(typ: Any, name: str, exc: TypeError) -> str:
     )
     packages: set[str] = set()
     handles: list[str] = []
-    seen: set[int] = set()
 
-    def note_package(part: Any) -> Any:
+    def note_package(part: Any, owner: type | None) -> None:
         package = getattr(part, "__module__", "").partition(".")[0]
         packages.add(package)
         handle = getattr(typing.get_origin(part) or part, "__qualname__", None)
         if package == "netmcore" and handle in _OPENED_BY:
             handles.append(handle)
-        elif isinstance(part, type) and package != "builtins" and id(part) not in seen:
-            # A Struct, dataclass, TypedDict or model: the part at fault may be
-            # a field's type.
-            seen.add(id(part))
-            try:
-                fields = list(typing.get_type_hints(part).values())
-            except Exception:  # a name it cannot resolve, or no class of fields
-                fields = []
-            for field in fields:
-                _map_type(field, note_package)
-        return part
 
-    _map_type(typ, note_package)
+    # A Struct, dataclass, TypedDict or model: the part at fault may be a
+    # field's type.
+    _each_part(
+        typ,
+        note_package,
+        lambda cls: (
+            _package(cls) != "builtins"
+            and not (_package(cls) == "netmcore" and cls.__qualname__ in _OPENED_BY)
+        ),
+    )
     if handles:
         what, call = _OPENED_BY[handles[0]]
         advice = (
@@ -187,7 +297,133 @@ def _unsupported(typ: Any, name: str, exc: TypeError) -> str:
             "for a numpy array, put a netmcore.SharedArray (the handle of an array in "
             "shared memory) in it, or the array's bytes or list (a.tobytes(), a.tolist())"
         )
+    elif isinstance(exc, _NoJsonSchema):
+        advice = (
+            "give the model fields that can cross to another process: plain data, "
+            "not a Callable or an instance of an arbitrary class"
+        )
     return f"{name} cannot be a process argument or result: {why}; {advice}"
+
+
+def _package(cls: type) -> str:
+    return cls.__module__.partition(".")[0]
+
+
+def _each_part(
+    typ: Any, f: Callable[[Any, type | None], None], into: Callable[[type], bool]
+) -> None:
+    """Call ``f(part, owner)`` on ``typ`` and, depth first, on every part of
+    it: its type arguments (an ``Annotated``'s metadata too) and, for each
+    class that ``into`` takes (once), the types of its fields, of which
+    ``owner`` is that class (None: a part of ``typ`` itself)."""
+    seen: set[int] = set()
+
+    def walk(t: Any, owner: type | None) -> None:
+        def visit(part: Any) -> Any:
+            f(part, owner)
+            cls = typing.get_origin(part) or part
+            if isinstance(cls, type) and id(cls) not in seen and into(cls):
+                seen.add(id(cls))
+                for field in _field_types(cls):
+                    walk(field, cls)
+            return part
+
+        _map_type(t, visit)
+
+    walk(typ, None)
+
+
+def _field_types(cls: type) -> list[Any]:
+    """The types of the fields of a class (a Struct, dataclass, TypedDict,
+    model...), with their ``Annotated`` metadata; none if it has none."""
+    # pydantic's own, as pydantic resolved them: a nested model's quoted names
+    # were looked up where it was defined, not in its module only.
+    fields = getattr(cls, "__pydantic_fields__", None)
+    if isinstance(fields, dict):
+        return [field.annotation for field in fields.values()]
+    try:
+        return list(typing.get_type_hints(cls, include_extras=True).values())
+    except Exception:  # a name it cannot resolve, or no class of fields
+        return []
+
+
+# Where the Annotated metadata that pydantic reads comes from: msgspec, which
+# checks every value outside pydantic's models and dataclasses, skips it.
+_PYDANTIC_ONLY = ("annotated_types", "pydantic", "pydantic_core")
+# The constraints that annotated_types, pydantic and msgspec.Meta name alike.
+_CONSTRAINTS = ("gt", "ge", "lt", "le", "multiple_of", "min_length", "max_length", "pattern")
+
+
+def _unchecked(typ: Any, name: str) -> str | None:
+    """Why values of ``typ`` would cross unchecked where it says they are
+    checked, and the fix; None if they would not: pydantic's constraints and
+    validators, which msgspec skips, and a pydantic dataclass where msgspec
+    decodes it as a plain one (in a field of a Struct, say: _for_msgspec
+    reaches only the type's own parts)."""
+    found: list[str] = []
+
+    def note(part: Any, owner: type | None) -> None:
+        if found:
+            return
+        where = f" in a field of {type_name(owner)}" if owner is not None else ""
+        if owner is not None and _pydantic_dataclass(part):
+            found.append(
+                f"{type_name(part)} is a pydantic dataclass{where}, which msgspec decodes, "
+                "as it decodes a plain dataclass: its pydantic validation would never run; "
+                f"make {type_name(owner)} a pydantic model or dataclass too, or "
+                f"{type_name(part)} a pydantic BaseModel"
+            )
+        elif not isinstance(part, type) and _package(type(part)) in _PYDANTIC_ONLY:
+            pieces = getattr(part, "metadata", None)  # a pydantic FieldInfo's constraints
+            meta = {
+                key: getattr(piece, key)
+                for piece in (pieces if isinstance(pieces, list) else [part])
+                for key in _CONSTRAINTS
+                if getattr(piece, key, None) is not None
+            }
+            spelled = ", ".join(f"{key}={value!r}" for key, value in meta.items())
+            model = "declare the value as a field of a pydantic BaseModel, which pydantic checks"
+            fix = (
+                f"write it as msgspec.Meta({spelled}), which msgspec checks, or {model}"
+                if meta
+                else f"{model} (or write a constraint as msgspec.Meta(...), which msgspec checks)"
+            )
+            shown = "Field(...)" if isinstance(pieces, list) else repr(part)
+            found.append(
+                f"{_clip(_without_addresses(shown))}{where} is Annotated metadata that pydantic "
+                "reads and msgspec, which checks this type, skips: values that break it "
+                f"would cross unchecked; {fix}"
+            )
+
+    # Not into pydantic's own classes, which pydantic validates whole.
+    _each_part(
+        typ,
+        note,
+        lambda cls: (
+            _package(cls) != "builtins"
+            and not _pydantic_model(cls)
+            and not _pydantic_dataclass(cls)
+        ),
+    )
+    return f"{name} cannot be a process argument or result: {found[0]}" if found else None
+
+
+def _clash(typ: Any, name: str, clash: _NameClash) -> str:
+    """What to do about two types of one name, which JSON Schema cannot tell apart."""
+    named: list[str] = []
+
+    def note(part: Any, owner: type | None) -> None:
+        cls = typing.get_origin(part) or part
+        if isinstance(cls, type) and cls.__name__ == clash.name and type_name(cls) not in named:
+            named.append(type_name(cls))
+
+    _each_part(typ, note, lambda cls: _package(cls) != "builtins")
+    which = f" ({' and '.join(named)})" if len(named) > 1 else ""
+    return (
+        f"{name} cannot be a process argument or result: it holds two different types "
+        f"named {clash.name}{which}, which its JSON Schema, naming each type by its class "
+        "name, cannot tell apart; rename one of them"
+    )
 
 
 # netmcore's handles on shared objects hold this process's mapping of the
@@ -281,6 +517,7 @@ def _fits_with_any(a: Any, b: Any) -> bool:
 
 _FIELD = "pydantic field"
 _ANY = "netmcore-any-value"
+_PYDANTIC = "netmcore-pydantic-schema"
 _encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
 _dump_encoder = msgspec.msgpack.Encoder(enc_hook=_jsonable)
 
@@ -317,14 +554,44 @@ class Encap:
 
 
 def type_name(typ: Any) -> str:
-    """A readable name for a type or type expression."""
+    """A readable name for a type or type expression, the same however the
+    code spells it (``int | None`` for ``Optional[int]`` too), and with no
+    memory address of a default repr (an ``Annotated`` marker's, or ``<function
+    f at 0x7f...>``): a contract's file holds it, which is checked for drift."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
     if isinstance(typ, type) and not getattr(typ, "__args__", None):
         return (
             typ.__qualname__
             if typ.__module__ == "builtins"
             else (f"{typ.__module__}.{typ.__qualname__}")
         )
-    return repr(typ).replace("typing.", "")
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(map(_argument_name, args))
+    if origin is Annotated:
+        metadata = ", ".join(_without_addresses(repr(m)) for m in args[1:])
+        return f"Annotated[{_argument_name(args[0])}, {metadata}]"
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(map(repr, args))}]"
+    if origin is not None and args:
+        return f"{type_name(origin)}[{', '.join(map(_argument_name, args))}]"
+    return _without_addresses(repr(typ).replace("typing.", ""))
+
+
+def _argument_name(arg: Any) -> str:
+    """The name of a type argument, as Python writes it in a type expression."""
+    if arg is type(None):
+        return "None"
+    if arg is Ellipsis:
+        return "..."
+    if isinstance(arg, list):  # Callable[[int], str]'s
+        return f"[{', '.join(map(_argument_name, arg))}]"
+    return type_name(arg)
+
+
+def _without_addresses(text: str) -> str:
+    """``text`` without the memory addresses of default reprs, which change
+    with every run."""
+    return re.sub(r" at 0x[0-9a-fA-F]+>", ">", text)
 
 
 # The most bytes (of UTF-8) of a type's name that is kept beside its
@@ -343,49 +610,86 @@ def clipped_name(name: str) -> str:
     return data[: TYPE_NAME_MAX - 3].decode(errors="ignore") + "..."
 
 
-def fingerprint(schema: dict[str, Any], kinds: list[str] | None = None) -> str:
+def fingerprint(schema: dict[str, Any], kinds: Any = None) -> str:
     """A stable hash of a JSON Schema (and of ``kinds``, where the schema alone
     is ambiguous): the same schema gives the same string."""
     canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"))
     if kinds:
-        canonical += "|" + ",".join(kinds)
+        canonical += "|" + json.dumps(kinds, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _kinds_if_ambiguous(typ: Any) -> list[str] | None:
-    """The kind of every node of ``typ``, depth first, if its JSON Schema is
-    ambiguous; else None (and the fingerprint is the schema's alone).
+def _map_like(node: msgspec.inspect.Type) -> bool:
+    """Whether msgspec encodes a class's values as maps, its fields by name."""
+    inspect = msgspec.inspect
+    if isinstance(node, inspect.StructType):
+        return not node.array_like
+    return isinstance(node, inspect.DataclassType | inspect.TypedDictType)
+
+
+def _kinds_if_ambiguous(typ: Any) -> list[Any] | None:
+    """The kinds of the nodes of ``typ`` (with their constraints), if its JSON
+    Schema is ambiguous; else None (and the fingerprint is the schema's alone).
 
     msgspec gives ``datetime`` (unless it must be aware) and ``time`` the schema
-    of ``str``, ``{"type": "string"}``: by the schema alone, a field changed
-    from one to another would not change the fingerprint.
+    of ``str``, ``{"type": "string"}``, and says nothing of a dict's keys but
+    for constrained strings: by the schema alone, a field changed from one to
+    another would not change the fingerprint, and a ``dict[str, int]`` was
+    unwrapped as a ``dict[date, int]``.
+
+    In the order of neither a union's members nor a map-encoded class's fields,
+    which do not change how msgspec decodes a value (see _canonical); classes
+    by name, each described once, in the second item.
     """
     inspect = msgspec.inspect
-    kinds: list[str] = []
-    seen: set[int] = set()
+    classes: dict[str, Any] = {}
+    names: dict[int, str] = {}
     ambiguous = False
 
-    def walk(node: Any) -> None:
+    def described(node: Any) -> Any:
         nonlocal ambiguous
-        if isinstance(node, inspect.Field):
+        while isinstance(node, inspect.Metadata):  # for readers and programs, not the wire
             node = node.type
-        if not isinstance(node, inspect.Type):
-            return
         kind = type(node).__name__
-        if isinstance(node, (inspect.DateTimeType, inspect.TimeType)):
+        if isinstance(node, inspect.DateTimeType | inspect.TimeType):
             ambiguous = True
-            kind += f"(tz={node.tz})"
-        kinds.append(kind)
-        if id(node) in seen:  # a recursive type
-            return
-        seen.add(id(node))
-        for name in node.__struct_fields__:
-            value = getattr(node, name)
-            for item in value if isinstance(value, tuple) else (value,):
-                walk(item)
+        key = getattr(node, "key_type", None)  # a dict's
+        while isinstance(key, inspect.Metadata):
+            key = key.type
+        if key is not None and not isinstance(key, inspect.StrType):
+            ambiguous = True
+        cls = getattr(node, "cls", None)
+        if cls is not None:
+            if id(node) in names:  # described already, or being described: recursive
+                return [kind, names[id(node)]]
+            name = (typing.get_origin(cls) or cls).__qualname__
+            while name in classes:  # another class of that name
+                name += "'"
+            names[id(node)] = name
+            classes[name] = None
+        parts: list[Any] = [kind]
+        for attr in node.__struct_fields__:
+            value = getattr(node, attr)
+            items = value if isinstance(value, tuple) else (value,)
+            if items and all(isinstance(i, inspect.Type | inspect.Field) for i in items):
+                inner = [
+                    [i.encode_name, i.required, described(i.type)]
+                    if isinstance(i, inspect.Field)
+                    else described(i)
+                    for i in items
+                ]
+                if isinstance(node, inspect.UnionType) or (attr == "fields" and _map_like(node)):
+                    inner.sort(key=json.dumps)
+                parts.append([attr, inner])
+            elif all(i is None or isinstance(i, bool | int | float | str) for i in items):
+                parts.append([attr, sorted(items, key=repr) if attr == "values" else value])
+        if cls is None:
+            return parts
+        classes[names[id(node)]] = parts
+        return [kind, names[id(node)]]
 
-    walk(inspect.type_info(typ))
-    return kinds if ambiguous else None
+    description = described(inspect.type_info(typ))
+    return [description, classes] if ambiguous else None
 
 
 class EncapType(Generic[T]):
@@ -416,16 +720,34 @@ class EncapType(Generic[T]):
         # What a plugin request or a Mailbox header carries, beside the fingerprint.
         self.clipped_name = clipped_name(self.name)
         try:
+            for_msgspec = _for_msgspec(typ)
             self.schema: dict[str, Any] = msgspec.json.schema(
-                _object_as_any(typ), schema_hook=_schema_hook
+                _object_as_any(for_msgspec), schema_hook=_schema_hook
             )
             self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(
-                typ, dec_hook=_dec_hook
+                for_msgspec, dec_hook=_dec_hook
             )
         except TypeError as exc:
-            raise TypeError(_unsupported(typ, self.name, exc)) from exc
-        _tidy_schema(self.schema)
-        self.fingerprint = fingerprint(self.schema, _kinds_if_ambiguous(_object_as_any(typ)))
+            # Not chained: msgspec's own advice (a schema_hook, which netmcore does not
+            # take) would come first; _unsupported keeps what it says of the type.
+            raise TypeError(_unsupported(typ, self.name, exc)) from None
+        except NameError as exc:  # a field's type named in quotes, and not defined (yet)
+            raise TypeError(
+                f"{self.name} cannot be a process argument or result yet: {exc}, in the "
+                "field types of a class it holds, which are looked up when its process type "
+                f"or EncapType is made; define {exc.name or 'that type'} above it"
+            ) from exc
+        unchecked = _unchecked(typ, self.name)
+        if unchecked is not None:
+            raise TypeError(unchecked)
+        try:
+            pydantic_parts = _tidy_schema(self.schema)
+        except _NameClash as clash:
+            raise TypeError(_clash(typ, self.name, clash)) from None
+        self.fingerprint = fingerprint(
+            _canonical(self.schema, pydantic_parts),
+            _kinds_if_ambiguous(_object_as_any(for_msgspec)),
+        )
 
     def __repr__(self) -> str:
         return f"EncapType({self.name})"
@@ -440,6 +762,11 @@ class EncapType(Generic[T]):
         """
         try:
             data = _encoder.encode(value)
+        except _StrictFault as exc:  # before the validation, which is lax: see _enc_hook
+            path = _path_of(exc) if _pydantic_model(type(value)) else "$"
+            raise ArgumentTypeError(
+                f"{what} {_short(value)} does not match {self.name}: {exc}", path
+            ) from exc
         # Too deep: a RecursionError; a buffer that is not C-contiguous: a BufferError.
         except (TypeError, ValueError, OverflowError, RecursionError, BufferError) as exc:
             raise ArgumentTypeError(
@@ -453,6 +780,22 @@ class EncapType(Generic[T]):
                 path = _path_of(exc)
                 raise ArgumentTypeError(
                     f"{what} {_short(value)} does not match {self.name}: {exc}{_hint(exc)}", path
+                ) from exc
+            except Exception as exc:
+                # A validator that raises another kind (a __post_init__'s
+                # LookupError), a msgspec.Raw that holds no msgpack: the value's
+                # fault all the same, before anything is sent.
+                if not _failed_of_its_own(exc):
+                    raise
+                # The encoding is msgspec's own, but for a msgspec.Raw's bytes.
+                fix = (
+                    "; a msgspec.Raw must hold one msgpack value, as "
+                    "msgspec.Raw(msgspec.msgpack.encode(v)) does"
+                    if isinstance(exc, msgspec.DecodeError)
+                    else ""
+                )
+                raise ArgumentTypeError(
+                    f"{what} {_short(value)} does not match {self.name}: {_fault(exc)}{fix}", "$"
                 ) from exc
         return data
 
@@ -478,7 +821,7 @@ class EncapType(Generic[T]):
             return exc
         if isinstance(exc, msgspec.ValidationError):
             return ArgumentTypeError(f"value does not match {self.name}: {exc}", _path_of(exc))
-        return ArgumentTypeError(str(exc), "$")
+        return ArgumentTypeError(f"value does not match {self.name}: {_fault(exc)}", "$")
 
     def unwrap(self, encap: Encap) -> T:
         """Return the value inside ``encap``.
@@ -509,14 +852,31 @@ class EncapType(Generic[T]):
             )
         try:
             return self.decode(encap.data)
-        except msgspec.DecodeError as exc:  # its ValidationError too
+        except Exception as exc:
             # Data of another type under this fingerprint: a pipeline's stage
             # given what the stage before returned, an Encap built by hand, or
-            # a validator that refuses here what it took where it was wrapped.
+            # a validator that refuses here what it took where it was wrapped
+            # (raising a ValidationError, or any other kind).
+            if not _failed_of_its_own(exc):
+                raise
             raise self.decode_error(exc) from exc
 
 
-def _path_of(exc: msgspec.ValidationError) -> str:
+def _failed_of_its_own(exc: Exception) -> bool:
+    """Whether ``exc``, out of a decode, is the value's fault: not a signal
+    handler's exception, which goes on as it came (see _wire.failed_of_its_own)."""
+    from ._wire import failed_of_its_own  # _wire imports this module
+
+    return failed_of_its_own(exc, 1)
+
+
+def _fault(exc: Exception) -> str:
+    """What a decode that failed otherwise than by msgspec's validation says:
+    msgspec's "MessagePack data is malformed", a validator's own exception."""
+    return str(exc) if isinstance(exc, msgspec.DecodeError) else f"{type(exc).__name__}: {exc}"
+
+
+def _path_of(exc: Exception) -> str:
     # msgspec ends its messages with " - at `$.a[0]`" when the fault is nested;
     # a pydantic model's own field comes before it, as "(pydantic field .x)".
     text = str(exc)
@@ -543,21 +903,37 @@ def _short(value: object) -> str:
         text = repr(value)
     except Exception:  # too deep (RecursionError), or a __repr__ that fails: the error stands
         return f"<{type(value).__qualname__} object>"
+    return _clip(text)
+
+
+def _clip(text: str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _tidy_schema(schema: dict[str, Any]) -> None:
+class _NameClash(TypeError):
+    """Two different types of one name in one schema (see _clash)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"two different types are named {name} in one schema")
+        self.name = name
+
+
+def _tidy_schema(schema: dict[str, Any]) -> set[int]:
     """Move the "$defs" of inlined (pydantic) schemas to the root, where their
-    "#/$defs/..." references point; drop the marks of _schema_hook's ``object``."""
+    "#/$defs/..." references point; drop the marks of _schema_hook. Return the
+    ids of pydantic's schemas in it (whole, or from its "$defs"), for _canonical."""
     found: dict[str, Any] = {}
+    pydantic: set[int] = set()
 
     def walk(node: Any, top: bool) -> None:
         if isinstance(node, dict):
             node.pop(_ANY, None)
+            if node.pop(_PYDANTIC, False):
+                pydantic.add(id(node))
             if not top and isinstance(node.get("$defs"), dict):
                 for name, sub in node.pop("$defs").items():
                     if found.get(name, sub) != sub:
-                        raise TypeError(f"two different types are named {name} in one schema")
+                        raise _NameClash(name)
                     found[name] = sub
             for value in node.values():
                 walk(value, False)
@@ -570,5 +946,53 @@ def _tidy_schema(schema: dict[str, Any]) -> None:
         root = schema.setdefault("$defs", {})
         for name, sub in found.items():
             if root.get(name, sub) != sub:
-                raise TypeError(f"two different types are named {name} in one schema")
+                raise _NameClash(name)
             root[name] = sub
+            pydantic.add(id(sub))
+    return pydantic
+
+
+# What a schema says for its readers alone, and not about how a value is
+# encoded or decoded: a docstring, a msgspec.Meta's or a pydantic Field's
+# description.
+_DOCUMENTATION = frozenset({"title", "description", "examples", "$comment"})
+# The keywords of JSON Schema whose value is a schema, a list of schemas, or
+# names mapped to schemas; any other holds data (an "enum", a "default"...).
+_SUBSCHEMA = frozenset(
+    {"items", "additionalProperties", "propertyNames", "not", "contains", "if", "then", "else"}
+    | {"additionalItems", "unevaluatedItems", "unevaluatedProperties"}
+)
+_SUBSCHEMAS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
+_NAMED_SUBSCHEMAS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
+
+
+def _canonical(schema: Any, pydantic: set[int], ordered: bool = False) -> Any:
+    """``schema`` as its fingerprint hashes it: without what it says for its
+    readers alone, and, outside pydantic's schemas (``pydantic``: their ids),
+    with "required" and "anyOf" in a fixed order. msgspec decodes a map's
+    fields in any order, and a union's member by the kind of the value (it
+    takes no union of two members that one kind could be). pydantic may not:
+    its smart union tries members in order, laxly, once none matches exactly (a
+    str, "1.5", for ``float | Decimal``), and a validator may read the fields
+    validated before its own."""
+    if not isinstance(schema, dict):
+        return schema
+    ordered = ordered or id(schema) in pydantic
+    canonical: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DOCUMENTATION:
+            continue
+        if key in _SUBSCHEMA:
+            value = _canonical(value, pydantic, ordered)
+        elif key in _SUBSCHEMAS and isinstance(value, list):
+            value = [_canonical(v, pydantic, ordered) for v in value]
+            if key == "anyOf" and not ordered:
+                value.sort(key=lambda v: json.dumps(v, sort_keys=True))
+        elif key in _NAMED_SUBSCHEMAS and isinstance(value, dict):
+            value = {k: _canonical(v, pydantic, ordered) for k, v in value.items()}
+        elif key == "required" and not ordered and isinstance(value, list):
+            value = sorted(value)
+        canonical[key] = value
+    return canonical

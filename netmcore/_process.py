@@ -515,10 +515,13 @@ def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:
         if isinstance(exc, NameError):
             # Annotations kept as text (`from __future__ import annotations`)
             # are looked up in the function's module, where a type made in
-            # another function is not.
+            # another function is not, nor yet one defined below the function.
             fix = (
                 ": a type its annotations name must be found in its module; define it "
                 "at module level"
+                if "<locals>" in name
+                else f": its annotations are looked up as it is decorated; define "
+                f"{exc.name or 'that type'} above the function"
             )
         raise TypeError(
             f"@netmcore.process needs a function of one annotated positional argument "

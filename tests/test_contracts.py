@@ -2071,6 +2071,18 @@ def _generic(x: _T) -> _T:
     return x
 
 
+def _naming_a_type_not_defined_yet() -> Any:
+    """A module-level function whose annotation (text) names a type its module
+    does not have yet: one defined below the function, when it is decorated."""
+
+    def names_later(x: int) -> int:
+        return x
+
+    names_later.__annotations__ = {"x": "DefinedBelow", "return": "int"}
+    names_later.__qualname__ = "names_later"  # at module level, as the decorator sees it
+    return names_later
+
+
 def _with_a_local_type() -> Any:
     """A function whose annotation (text, with __future__ annotations) names
     a class made in another function, which its module does not have."""
@@ -2154,6 +2166,12 @@ def test_process_takes_a_function_whose_other_parameters_have_defaults() -> None
             "name 'Local' is not defined: a type its annotations name must be found in its "
             "module; define it at module level",
             id="local_type",
+        ),
+        pytest.param(
+            _naming_a_type_not_defined_yet(),
+            "name 'DefinedBelow' is not defined: its annotations are looked up as it is "
+            "decorated; define DefinedBelow above the function",
+            id="type_below",
         ),
     ],
 )
@@ -2306,3 +2324,5 @@ def test_a_type_msgspec_cannot_encode_is_refused_where_the_process_is_defined(
 
     assert str(info.value).startswith(message), str(info.value)
     assert "schema_hook" not in str(info.value)
+    # Nor shown above it, as the exception it was raised from.
+    assert info.value.__cause__ is None and info.value.__suppress_context__
