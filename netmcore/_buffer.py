@@ -616,9 +616,9 @@ class Buffer:
                     use.left()
 
     def peek(self, limit: int | None = None, timeout: float | None = None) -> memoryview:
-        """The bytes at the head (at most ``limit``), as a view of the ring: no
-        copy, so only those up to where the ring wraps (the next peek has the
-        rest). Waits while the buffer is empty, for up to ``timeout`` seconds
+        """The bytes at the head (at most ``limit``), as a read-only view of the
+        ring: no copy, so only those up to where the ring wraps (the next peek
+        has the rest). Waits while the buffer is empty, for up to ``timeout`` seconds
         (None: without limit); an empty view means the stream has ended. The
         view is valid until :meth:`consume`.
 
@@ -721,13 +721,16 @@ class Buffer:
                 got = b"" if take else memoryview(b"")  # the end (not a view of the ring)
             elif take:
                 first = min(n, capacity - start)  # up to the end of the ring, then wrap
-                got = buf[_RING + start : _RING + start + first].tobytes()
-                if n > first:
-                    got += buf[_RING : _RING + n - first].tobytes()
+                if n > first:  # the two runs copied once, into one new bytes
+                    got = b"".join(
+                        (buf[_RING + start : _RING + capacity], buf[_RING : _RING + n - first])
+                    )
+                else:
+                    got = buf[_RING + start : _RING + start + n].tobytes()
                 _LAYOUT.pack_into(buf, _STATE, head + n, tail, capacity, ended)
                 _cond_signal(self._base + _NOT_FULL)
-            else:
-                got = buf[_RING + start : _RING + start + n]
+            else:  # read-only: a write through it would change bytes the writer sent
+                got = buf[_RING + start : _RING + start + n].toreadonly()
             _unlock(addr)
             return got
         finally:

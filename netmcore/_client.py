@@ -100,10 +100,17 @@ def start_into(
     ctx = _context.current
     if ctx.role == "master":
         _context.refuse_other_master_thread("start()", "the process table")
-        wire = WireEncap.of(arg, bytes(arg.data))
-        return ProcessId(current_master("start").start(fork_point.n, wire, inherit))
+        master = current_master("start")
+        # A large argument goes through shm, as a worker's does: joined into
+        # one inline value here, it was a second copy of it in the master.
+        payload = _payload.pack(arg.parts, ctx.shm_prefix, ctx.process_id)
+        try:
+            return ProcessId(master.start(fork_point.n, WireEncap.of(arg, payload), inherit))
+        except NetmcoreError:  # refused, or no process to run it: nobody will read it
+            _payload.discard(payload)
+            raise
     link = _link("start")
-    payload = _payload.pack(arg.parts, ctx.shm_prefix)
+    payload = _payload.pack(arg.parts, ctx.shm_prefix, ctx.process_id)
     asked = Asked()
     try:
         request = StartReq(fork_point.n, WireEncap.of(arg, payload), inherit, watch)

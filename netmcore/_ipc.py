@@ -159,12 +159,22 @@ def unlink(name: str) -> bool:
 
 def unlink_prefix(prefix: str) -> list[str]:
     """Unlink every object whose name starts with ``prefix``; return their names."""
+    return [name for name in names_under(prefix) if unlink(name)]
+
+
+def names_under(prefix: str) -> list[str]:
+    """The names of the objects whose names start with ``prefix``."""
     bare = prefix.lstrip("/")
     try:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:
         return []
-    return [f"/{e}" for e in entries if e.startswith(bare) and unlink(f"/{e}")]
+    return [f"/{e}" for e in entries if e.startswith(bare)]
+
+
+def exists(name: str) -> bool:
+    """Whether the object ``name`` is there (one path lookup, no exception)."""
+    return os.access(SHM_DIR + name, os.F_OK)
 
 
 def create_semaphore(name: str, value: int) -> None:

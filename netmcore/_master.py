@@ -122,6 +122,7 @@ QUIET_SECONDS = 0.005
 PARKED_MAX = 4
 SPARES_RETRY_SECONDS = 1.0  # after a spare could not be forked
 RECENT_TYPES = 4  # process types whose objects a spare takes ahead (see _worker._warm_up)
+KEPT_SWEEP_MIN = 16  # names in a child's kept before the gone ones are swept (see Child.keep)
 GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL when the master is interrupted
 # Between a SIGINT to the serving master and the SIGTERM to the workers still
 # running. A Ctrl-C reaches every process of the terminal's group: each worker
@@ -211,10 +212,27 @@ class Child:
     conn: Conn
     pidfd: int
     record: Record | None = None
-    # The shm objects of the large results it joined and has not sent on:
-    # it keeps its last ones for reuse (see _payload), and unlinks them when
-    # it ends, unless it crashes; the master does it then (see _on_exit).
-    kept: deque[str] = field(default_factory=lambda: deque(maxlen=_payload.RECYCLE_MAX + 1))
+    # The shm objects of the large results it was handed in joins and has
+    # not sent on: it may hold any of them (its last ones, kept for reuse,
+    # one that each of its threads decodes, those its joins keep for their
+    # callers: see _payload), and unlinks them when it ends, unless it
+    # crashes; the master does it then (see _on_exit). A count could not
+    # tell which: its threads map them in another order than they were handed.
+    kept: set[str] = field(default_factory=set)
+    kept_sweep_at: int = KEPT_SWEEP_MIN
+
+    def keep(self, name: str) -> None:
+        """It was handed the object ``name`` (see kept). Those unlinked
+        since (by it, as it took newer ones) are swept out as the set
+        doubles, so that it holds about twice those the child may still
+        hold, at a constant cost a join."""
+        kept = self.kept
+        kept.add(name)
+        if len(kept) >= self.kept_sweep_at:
+            # No name is made twice (random, created exclusively): one gone
+            # has nothing left to unlink, now or later.
+            self.kept = kept = {name for name in kept if _ipc.exists(name)}
+            self.kept_sweep_at = max(KEPT_SWEEP_MIN, 2 * len(kept))
 
 
 @dataclass(eq=False, repr=False)
@@ -223,7 +241,10 @@ class Record:
 
     n: int
     definition: _registry.Definition
-    arg: WireEncap
+    # The argument's shm object (a large one's), until the process sends it
+    # on or ends. A small one's bytes are not kept: once the assignment has
+    # gone out (or the child was forked with it), nothing needs them.
+    arg: ShmRef | None
     started: float
     child: Child | None = None
     outcome: WireOutcome | None = None
@@ -852,7 +873,10 @@ class Master:
             self.parked = deque(c for c in self.parked if c is not child)
         self.awaited.pop(record.n, None)
         record.child = None
-        _payload.discard(record.arg.payload)  # read or not, nobody needs it now
+        if record.arg is not None:
+            _payload.discard(record.arg)  # read or not, nobody needs it now
+        if ended != _CLEAN_EXIT:
+            self._sweep_unsent(record.n)
         self._forget_process(record.n)
         if record.outcome is None:
             if ended is None:
@@ -916,7 +940,8 @@ class Master:
                     "live resources, or 'all'",
                 )
         n = next_process_id()
-        record = Record(n, definition, arg, time.monotonic())
+        shm = arg.payload if isinstance(arg.payload, ShmRef) else None
+        record = Record(n, definition, shm, time.monotonic())
         assign = Assign(n, fork_point, arg, inherit)
         child = None
         told = False
@@ -1310,6 +1335,36 @@ class Master:
             for conn, req in self.watches.release(definition):
                 conn.send(Failed("NoResource", _released(definition), res_id, req=req))
 
+    def _sweep_unsent(self, n: int) -> None:
+        """Unlink the objects that process ``n``, which has not ended as a
+        process does (killed, say), made and never sent on: a result or an
+        argument it was writing or sending as it died. They are named with
+        its tag (see _payload.tag_of), and nothing else knows of them.
+
+        Those it sent on are the objects of payloads the master knows of:
+        another process's argument, a result not yet joined, or one handed
+        to a process in a join (which may have sent it on again, under the
+        same name); they are not touched. The tables are looked through
+        only when the process left some.
+        """
+        made = _ipc.names_under(self.shm_prefix + _payload.tag_of(n))
+        if not made:
+            return
+        known: set[str] = set()
+        for record in self.records.values():
+            outcome = record.outcome
+            for payload in (
+                record.arg,
+                outcome.value.payload if isinstance(outcome, Returned) else None,
+            ):
+                if isinstance(payload, ShmRef):
+                    known.add(payload.name)
+        for child in self.children.values():
+            known |= child.kept
+        for name in made:
+            if name not in known:
+                _ipc.unlink(name)
+
     def _forget_process(self, n: int) -> None:
         """Process ``n`` runs no more code: it leaves every users set, its
         mutexes pass on, a protected semaphore takes back its effect. What
@@ -1559,12 +1614,14 @@ def _passed_on(conn: Conn, payload: Payload) -> None:
     child = conn.child
     if child is None or not isinstance(payload, ShmRef):
         return
-    with contextlib.suppress(ValueError):
-        child.kept.remove(payload.name)
+    child.kept.discard(payload.name)
     record = child.record
-    arg = None if record is None else record.arg.payload
-    if record is not None and isinstance(arg, ShmRef) and arg.name == payload.name:
-        record.arg = msgspec.structs.replace(record.arg, payload=b"")
+    if record is not None and record.arg is not None and record.arg.name == payload.name:
+        record.arg = None
+
+
+# How a process that ended as a process does exits (see _worker.main).
+_CLEAN_EXIT = Ended(0, None)
 
 
 def _tell(asker: tuple[Conn, int], n: int) -> None:
@@ -1578,7 +1635,7 @@ def _handed(conn: Conn, outcome: WireOutcome | None) -> None:
     if conn.child is not None and isinstance(outcome, Returned):
         payload = outcome.value.payload
         if isinstance(payload, ShmRef):
-            conn.child.kept.append(payload.name)
+            conn.child.keep(payload.name)
 
 
 def _has_returned(conn: Conn) -> bool:

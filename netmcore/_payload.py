@@ -7,15 +7,18 @@ object and decodes straight from the mapping.
 
 A fresh object costs as much again as the copy into it: the kernel allocates
 and zeroes each page on the first write. So the receiver keeps the object
-(its last ``RECYCLE_MAX``) and, once nothing views its mapping any more, writes
-its own next large value into it: a start's argument comes back as the
-process's result, and the next start's argument goes out in the same warm
-pages. A process unlinks what it kept when it ends (:func:`forget_recycled`).
+(its last ``RECYCLE_MAX``, besides the one it reads) and, once nothing views
+its mapping any more, writes its own next large value into it, if the value
+is not far smaller (see :func:`_reusable`): a start's argument comes back as
+the process's result, and the next start's argument goes out in the same
+warm pages. A process unlinks what it kept when it ends
+(:func:`forget_recycled`).
 
 A crashed process unlinks nothing: the master unlinks the objects of the
-results it handed that process (see Master._on_exit), and every such object is
-named under the run's private prefix, so that the end of the run sweeps the
-rest.
+results it handed that process, and those the process made and never sent
+on, which it finds by the process's tag in their names (:func:`tag_of`; see
+Master._on_exit). Every such object is named under the run's private
+prefix, so that the end of the run sweeps the rest.
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ import msgspec
 from . import _ipc
 
 INLINE_MAX = 64 * 1024
-RECYCLE_MAX = 2  # objects a process keeps for its next values
+# Objects a process keeps for its next values, besides the one it reads: so
+# three at rest (see view), and more while its joins keep some for their
+# callers (see kept_elsewhere).
+RECYCLE_MAX = 2
+# How much larger than a value an object that takes it may be: the object's
+# pages past the value stay taken while it circulates. At most twice the
+# value, or this much more.
+REUSE_SLACK = 1 << 20
 
 
 class ShmRef(msgspec.Struct, frozen=True, array_like=True):
@@ -56,16 +66,25 @@ _lock = threading.Lock()
 os.register_at_fork(after_in_child=_received.clear)
 
 
-def pack(parts: Sequence[bytes | memoryview], prefix: str) -> Payload:
+def tag_of(n: int) -> str:
+    """What follows the run's prefix in the names of the objects that
+    process ``n`` makes: by it the master finds those that a process which
+    crashed made and never sent on (see Master._sweep_unsent)."""
+    return f"{n}."
+
+
+def pack(parts: Sequence[bytes | memoryview], prefix: str, process: int | None) -> Payload:
     """The bytes of ``parts`` if they are small, else a reference to a shm
-    object that holds them one after the other: one this process received
-    and nothing views any more, or a new one."""
+    object that holds them one after the other: one this process received,
+    that nothing views any more and that is not far larger, or a new one,
+    named under ``prefix`` with the tag of ``process`` (None: the master,
+    whose objects the end of the run sweeps)."""
     size = sum(len(p) for p in parts)
     if size <= INLINE_MAX:
         return b"".join(parts)
     name = _reusable(size)
     if name is None:
-        name = _ipc.random_name(prefix)
+        name = _ipc.random_name(prefix if process is None else prefix + tag_of(process))
         _ipc.create_with_data(name, parts, size)
     else:
         try:
@@ -85,15 +104,20 @@ kept_elsewhere: Callable[[], Collection[str]] = frozenset
 def _reusable(size: int) -> str | None:
     kept = kept_elsewhere()
     with _lock:
-        for k, received in enumerate(_received):
+        for received in tuple(_received):
             if received.capacity < size or received.name in kept:
                 continue
             try:
                 received.mapping.close()
             except BufferError:  # a value still views it
                 continue
-            del _received[k]
-            return received.name
+            _received.remove(received)
+            if received.capacity - size <= max(size, REUSE_SLACK):
+                return received.name
+            # Far larger than the value: its pages past it would stay taken
+            # as long as it circulates (200 MB of tmpfs for 100 KB values).
+            # It goes, and a new object of the value's size is made.
+            _ipc.unlink(received.name)
     return None
 
 

@@ -28,6 +28,7 @@ from ._debug import Debug, log, trace
 from ._encap import Encap
 from ._errors import MasterGone, ResultTypeError
 from ._wire import (
+    Asked,
     Assign,
     Finished,
     Invalid,
@@ -46,7 +47,9 @@ if TYPE_CHECKING:
 
 def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn:
     code = 70  # EX_SOFTWARE: reached only if the bootstrap itself failed
-    interrupted = sent = False
+    interrupted = False
+    outcome: WireOutcome | Encap | None = None
+    finished = Asked()  # the Finished message: sent exactly once it has gone out
     try:
         _posix.die_with_parent()
         if os.getppid() != master.os_pid:  # the master died before the line above
@@ -79,7 +82,8 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
                 os._exit(0)  # a spare the master no longer needs
         ctx.process_id = assign.pid
         _resources.keep_only_inherited(assign.inherit)
-        outcome = execute(assign, _registry.by_fork_point[assign.fork_point])
+        definition = _registry.by_fork_point[assign.fork_point]
+        outcome = execute(assign, definition)
         if _pthread.this_pid[0] != link.owner_pid:
             _end_forked_child(assign, outcome)
         # A Python program ends once its non-daemon threads have: so does a
@@ -89,8 +93,15 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         # master takes back what the process holds, which its threads may use.
         if _thread._count():  # the usual case, alone, skips its cost
             threading._shutdown()  # type: ignore[attr-defined]  # private, no stub
-        link.send(Finished(outcome))
-        code, sent = 0, True
+        # Packed only now, right before the send: a large result packed
+        # before the wait above was an object that a kill during the wait
+        # (which may be long) left behind. (One that comes between the pack
+        # and the send: see the finally below, and Master._sweep_unsent.)
+        outcome = _packed(assign, definition, outcome)
+        # Marked sent exactly when it has gone out (see Link._transmit): the
+        # finally below must not unlink a result the master has.
+        link._transmit(Finished(outcome), finished)
+        code = 0
     except SystemExit as exc:
         # sys.exit() in the process function ends the process as it would a
         # program, with no result: its outcome is Crashed(exitcode), as in
@@ -106,10 +117,15 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         traceback.print_exc()
     finally:
         flush_std_streams()
-        if sent:
+        if finished.sent:
             try:  # noqa: SIM105  # not suppress: see Master.close_in_child
                 _wait_until_let_go(sock)
             except BaseException:  # an interrupt: exit now
+                pass
+        elif isinstance(outcome, Returned):
+            try:  # noqa: SIM105  # not suppress: see Master.close_in_child
+                _payload.discard(outcome.value.payload)  # packed, never sent
+            except BaseException:  # the master's sweep has it (see Master._sweep_unsent)
                 pass
         try:  # noqa: SIM105  # not suppress: see Master.close_in_child
             _payload.forget_recycled()
@@ -123,14 +139,12 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         os._exit(code)
 
 
-def _end_forked_child(assign: Assign, outcome: WireOutcome) -> NoReturn:
+def _end_forked_child(assign: Assign, outcome: WireOutcome | Encap) -> NoReturn:
     """A child that the process function forked has returned from it (or
     raised out of it), as the process itself will. Its outcome is not the
-    process's, which only the process sends: it is dropped, and the child
-    exits, as a program ends, saying where its result went."""
-    if isinstance(outcome, Returned):
-        with contextlib.suppress(BaseException):  # the run's end sweeps what is left
-            _payload.discard(outcome.value.payload)
+    process's, which only the process sends: it is dropped (a result, never
+    packed, made no object), and the child exits, as a program ends, saying
+    where its result went."""
     log.warning(
         "netmcore: a child that process %d forked (os pid %d) returned from the process "
         "function: its result goes nowhere (only the process's own does). End a forked "
@@ -139,7 +153,7 @@ def _end_forked_child(assign: Assign, outcome: WireOutcome) -> NoReturn:
         os.getpid(),
     )
     flush_std_streams()
-    os._exit(0 if isinstance(outcome, Returned) else 1)
+    os._exit(0 if isinstance(outcome, Encap) else 1)
 
 
 def _exit_status(exc: SystemExit) -> int:
@@ -231,28 +245,30 @@ def _rehearse(buffer: mmap.mmap, definition: _registry.Definition, wire: WireEnc
         outcome = execute(assign, definition)
         # As main asks before it sends (a spare has no other thread).
         if _pthread.this_pid[0] == stand_in.owner_pid and not _thread._count():
-            stand_in.send(Finished(outcome))
+            stand_in.send(Finished(_packed(assign, definition, outcome)))
 
 
-def execute(assign: Assign, definition: _registry.Definition) -> WireOutcome:
+# What ends a worker without being the process's failure (see main).
+_NOT_ITS_FAILURE = (KeyboardInterrupt, MasterGone, SystemExit)
+
+
+def execute(assign: Assign, definition: _registry.Definition) -> WireOutcome | Encap:
     """Run the process function of ``assign`` (of ``definition``'s type) and
-    describe how it went."""
+    describe how it went: its result as it returned it (see :func:`_packed`),
+    or how it failed."""
     trace("process %d (%s) runs in os pid %d", assign.pid, definition.name, os.getpid())
     return _run(definition, assign)
 
 
-def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
+def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome | Encap:
     arg = assign.arg
     try:
-        encap = arg.encap()
-        result = definition.function(encap)
-        del encap  # so that the result can go out in the argument's object
+        result = definition.function(arg.encap())
         if not isinstance(result, Encap):
             raise TypeError(
                 f"the function of {definition.name} returned {type(result).__name__}, "
                 "not an Encap: wrap the result with an EncapType"
             )
-        payload = _payload.pack(result.parts, _context.current.shm_prefix)
     except ResultTypeError as exc:
         log.error(
             "netmcore: process %d (%s) returned an invalid result at %s: %s",
@@ -262,20 +278,40 @@ def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome:
             exc,
         )
         return Invalid(_clip(exc.path), _clip(str(exc)))
-    except (KeyboardInterrupt, MasterGone, SystemExit):
+    except _NOT_ITS_FAILURE:
         raise  # not the function's failure: main ends the worker, unlogged
     except BaseException as exc:
-        text = "".join(
-            traceback.format_exception(type(exc), exc, _from_user_code(exc.__traceback__))
-        )
-        log.error(
-            "netmcore: process %d (%s) raised an exception:\n%s",
-            assign.pid,
-            definition.name,
-            text.rstrip(),
-        )
-        return Raised(_clip(_qualified(type(exc))), _clip(_message(exc)), _clip(text))
-    return Returned(WireEncap.of(result, payload))
+        return _raised(definition, assign, exc)
+    return result
+
+
+def _packed(
+    assign: Assign, definition: _registry.Definition, outcome: WireOutcome | Encap
+) -> WireOutcome:
+    """``outcome`` as it goes to the master: a result packed (into a shm
+    object if it is large; see _payload.pack), or a failure to pack it."""
+    if not isinstance(outcome, Encap):
+        return outcome
+    try:
+        ctx = _context.current
+        payload = _payload.pack(outcome.parts, ctx.shm_prefix, ctx.process_id)
+    except _NOT_ITS_FAILURE:
+        raise
+    except BaseException as exc:  # no room in /dev/shm, no descriptor left
+        return _raised(definition, assign, exc)
+    return Returned(WireEncap.of(outcome, payload))
+
+
+def _raised(definition: _registry.Definition, assign: Assign, exc: BaseException) -> Raised:
+    """The outcome of process ``assign`` that raised ``exc``, logged."""
+    text = "".join(traceback.format_exception(type(exc), exc, _from_user_code(exc.__traceback__)))
+    log.error(
+        "netmcore: process %d (%s) raised an exception:\n%s",
+        assign.pid,
+        definition.name,
+        text.rstrip(),
+    )
+    return Raised(_clip(_qualified(type(exc))), _clip(_message(exc)), _clip(text))
 
 
 _PACKAGE = os.path.dirname(__file__) + os.sep

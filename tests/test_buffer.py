@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,51 @@ def test_buffer_peek_read_wrap_and_end_of_stream() -> None:
     assert out[7].endswith(b"is closed: nothing more can be written (0 of 1 bytes were written)")
     assert out[8] == b"cannot consume 1 bytes: 0 are there"
     assert out[9] == b"n=-1 is not valid: consume(n) deletes 0 bytes or more"
+
+
+@netmcore.process
+def write_through_a_peek(_: int) -> list[str]:
+    with netmcore.Buffer.create(8) as buffer:
+        buffer.write(b"abc")
+        view = buffer.peek()
+        readonly = view.readonly
+        try:
+            view[0] = ord("x")
+            wrote = "written"
+        except TypeError:
+            wrote = "TypeError"
+        view.release()
+        return [str(readonly), wrote, buffer.read().decode()]
+
+
+def test_buffer_peek_is_a_read_only_view() -> None:
+    # A view of the ring, writable: a write through it changed the bytes
+    # the writer had sent, as they were read.
+    assert run_scenario(write_through_a_peek, 0) == ["True", "TypeError", "abc"]
+
+
+@netmcore.process
+def read_across_the_wrap(capacity: int) -> list[int]:
+    """The bytes that read() allocates to take a full ring across its wrap."""
+    with netmcore.Buffer.create(capacity) as buffer:
+        buffer.write(b"a" * (capacity // 2))
+        buffer.read()
+        buffer.write(b"b" * capacity)  # from the middle of the ring: it wraps
+        tracemalloc.start()
+        try:
+            got = buffer.read()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        return [len(got), got.count(b"b"), peak]
+
+
+def test_buffer_read_across_the_wrap_copies_once() -> None:
+    # Each run was copied, then the two joined: twice the bytes allocated.
+    capacity = 4 * 1024 * 1024
+    length, count, peak = run_scenario(read_across_the_wrap, capacity)
+    assert length == count == capacity
+    assert peak < capacity * 3 // 2, peak
 
 
 @netmcore.process

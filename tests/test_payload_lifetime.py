@@ -1,0 +1,382 @@
+"""How long the shm objects of large values live, and who holds their bytes.
+
+No object of a run is left in /dev/shm once nothing can read it, even when a
+process crashes: the checks look at /dev/shm in the middle of the run, from
+its first process, not at its end (whose sweep takes what is left). The
+master keeps no copy of a value, and an object is not reused for a value far
+smaller than it.
+
+As in tests/test_payload_faults.py, a scenario process type is the first
+process, and synchronisation is by pipes and events, never by sleeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import tracemalloc
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import pytest
+from scenario import (
+    SYSCALLS,
+    WAIT,
+    own_shm_entries,
+    run_scenario,
+    wait_until,
+    wait_until_main_thread_blocks,
+)
+
+import netmcore
+from netmcore import _payload
+
+LARGE = 200_000  # over the 64 KiB that travel inline: values go through shm
+SMALL = 60_000  # under them: inline, in the messages
+
+
+def _stopped(os_pid: int) -> bool:
+    with open(f"/proc/{os_pid}/stat") as f:  # the state, after the name in parentheses
+        return f.read().rpartition(")")[2].split()[0] == "T"
+
+
+@netmcore.process
+def pl_large(size: int) -> bytes:
+    return b"l" * size
+
+
+@netmcore.process
+def pl_echo(data: bytes) -> bytes:
+    return data
+
+
+@netmcore.process
+def pl_gated_large(gate_r: int) -> bytes:
+    os.read(gate_r, 1)
+    return b"g" * LARGE
+
+
+# --- a joiner that crashes holding objects ------------------------------------
+
+
+@netmcore.process
+def pl_joins_four_and_stops(arg: tuple[int, int]) -> int:
+    """Join three large results (this process keeps their objects), then a
+    fourth, and stop (SIGSTOP) as that join waits: its result is handed
+    over, and not read. Say this process's os pid and the fourth's id."""
+    gate_r, said_w = arg
+    for _ in range(3):
+        pl_large.result(pl_large.start(LARGE))
+    pid = pl_gated_large.start(gate_r)
+    assert SYSCALLS is not None
+
+    def stop_once_the_join_waits() -> None:
+        wait_until_main_thread_blocks(lambda call: call[0] == SYSCALLS["recvfrom"])
+        os.write(said_w, os.getpid().to_bytes(8, "little") + pid.n.to_bytes(8, "little"))
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    threading.Thread(target=stop_once_the_join_waits, daemon=True).start()
+    return len(pl_gated_large.result(pid))
+
+
+@netmcore.process
+def pl_kill_a_joiner_with_a_result_unread(
+    gates: tuple[tuple[int, int], tuple[int, int]],
+) -> list[object]:
+    (gate_r, gate_w), (said_r, said_w) = gates
+    joiner = pl_joins_four_and_stops.start((gate_r, said_w))
+    said = os.read(said_r, 16)
+    os_pid, last = int.from_bytes(said[:8], "little"), int.from_bytes(said[8:], "little")
+    wait_until(lambda: _stopped(os_pid), "the joiner to stop")
+    os.write(gate_w, b"g")
+
+    # The joiner had sent its join before it said so: the master has read it
+    # by the time it answers a request made here since. So the fourth
+    # result, once in, has been handed over to the joiner.
+    def handed_over() -> bool:
+        try:
+            return not netmcore.kill(netmcore.ProcessId[bytes](last), 0)
+        except netmcore.UnknownProcess:
+            return True  # joined
+
+    wait_until(handed_over, "the fourth result to be handed over")
+    netmcore.kill(joiner)
+    outcome = pl_joins_four_and_stops.join_outcome(joiner)
+    return [str(outcome), sorted(own_shm_entries())]
+
+
+@pytest.mark.skipif(SYSCALLS is None, reason="system call numbers known for x86_64 and aarch64")
+def test_a_joiner_killed_with_a_result_unread_leaves_none_of_its_objects(
+    pipes: Callable[[], tuple[int, int]],
+) -> None:
+    # A process keeps three objects at rest (the last it read, and the two
+    # before). The master kept the names of the last three results it handed
+    # a process, to unlink them if it crashed: a fourth, handed over and not
+    # yet read, pushed out the oldest, which the process still held. It stayed
+    # in /dev/shm until the end of the run.
+    outcome = run_scenario(pl_kill_a_joiner_with_a_result_unread, (pipes(), pipes()))
+    assert outcome == [str(netmcore.Crashed(None, signal.SIGKILL)), []]
+
+
+# The decodes of Held values wait here, in the process that puts a barrier
+# in (see pl_threads_hold_four): nowhere else.
+_DECODES: list[threading.Barrier] = []
+
+
+@dataclasses.dataclass
+class Held:
+    data: bytes
+
+    def __post_init__(self) -> None:
+        for barrier in _DECODES:
+            barrier.wait(WAIT)
+
+
+@netmcore.process
+def pl_held(size: int) -> Held:
+    return Held(b"h" * size)
+
+
+@netmcore.process
+def pl_threads_hold_four(said_w: int) -> None:
+    """Join large results (this process keeps the last three), then two
+    more in two threads at once, whose decodes wait for each other: each
+    maps its object while the other's is being read, so this process holds
+    four. Say how many, and crash."""
+    # 14: the master sweeps out the names it handed over that are gone as it
+    # hands over the 16th (_master.KEPT_SWEEP_MIN), the last of the two below.
+    for _ in range(14):
+        pl_held.result(pl_held.start(LARGE))
+    pids = [pl_held.start(LARGE) for _ in range(2)]
+    _DECODES.append(threading.Barrier(len(pids)))
+    threads = [threading.Thread(target=pl_held.result, args=(pid,)) for pid in pids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    os.write(said_w, bytes([len(_payload._received)]))
+    os.kill(os.getpid(), signal.SIGKILL)  # as a crash would
+
+
+@netmcore.process
+def pl_crash_of_a_joiner_with_threads(said: tuple[int, int]) -> list[object]:
+    said_r, said_w = said
+    outcome = pl_threads_hold_four.join_outcome(pl_threads_hold_four.start(said_w))
+    return [os.read(said_r, 1)[0], str(outcome), sorted(own_shm_entries())]
+
+
+def test_a_joiner_whose_threads_read_results_at_once_leaves_none_when_it_crashes(
+    pipes: Callable[[], tuple[int, int]],
+) -> None:
+    # Threads that join at once each hold the object they read: a process
+    # holds more than its three then, and the master, which kept only the
+    # last three names it handed over, left the others in /dev/shm.
+    outcome = run_scenario(pl_crash_of_a_joiner_with_threads, pipes())
+    assert outcome == [4, str(netmcore.Crashed(None, signal.SIGKILL)), []]
+
+
+# --- a process that dies with its result, or an argument, unsent ---------------
+
+
+@netmcore.process
+def pl_returns_then_waits(arg: tuple[int, int]) -> bytes:
+    """Return a large result, leaving a thread that runs on (until the gate
+    opens, which it never does): the process waits for it before its result
+    goes out. Say so once it waits."""
+    gate_r, waits_w = arg
+    # Run by threading._shutdown as the process waits for its threads.
+    threading._register_atexit(os.write, waits_w, b"w")  # type: ignore[attr-defined]
+    threading.Thread(target=os.read, args=(gate_r, 1)).start()
+    return b"r" * LARGE
+
+
+@netmcore.process
+def pl_kill_as_it_waits_for_its_threads(arg: tuple[int, int, tuple[int, int]]) -> list[object]:
+    signum, gate_r, (waits_r, waits_w) = arg
+    pid = pl_returns_then_waits.start((gate_r, waits_w))
+    os.read(waits_r, 1)
+    delivered = netmcore.kill(pid, signum)
+    outcome = pl_returns_then_waits.join_outcome(pid)
+    return [delivered, str(outcome), sorted(own_shm_entries())]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_process_killed_as_it_waits_for_its_threads_leaves_no_result_object(
+    signum: int, gate: tuple[int, int], pipes: Callable[[], tuple[int, int]]
+) -> None:
+    # A large result was written into shm as the function returned, and the
+    # process then waited for its threads (for as long as they run): killed
+    # then, it left the object in /dev/shm until the end of the run. It is
+    # written once they have ended, right before it is sent.
+    outcome = run_scenario(pl_kill_as_it_waits_for_its_threads, (signum, gate[0], pipes()))
+    assert outcome == [True, str(netmcore.Crashed(None, signum)), []]
+
+
+def _die_as_it_sends(frame: FrameType, event: str, _arg: Any) -> None:
+    if event == "call" and frame.f_code.co_name == "_transmit":
+        os.kill(os.getpid(), signal.SIGKILL)  # a crash, once the value is in shm
+
+
+@netmcore.process
+def pl_dies_as_it_sends(what: str) -> bytes:
+    """Die as a large value goes out: an argument of a start, or the result,
+    once written into shm, before the master has its name."""
+    sys.setprofile(_die_as_it_sends)  # (a profile function is this thread's)
+    if what == "argument":
+        pl_echo.start(b"a" * LARGE)
+    return b"r" * LARGE
+
+
+@netmcore.process
+def pl_crash_as_a_value_goes_out(what: str) -> list[object]:
+    outcome = pl_dies_as_it_sends.join_outcome(pl_dies_as_it_sends.start(what))
+    return [str(outcome), sorted(own_shm_entries())]
+
+
+@pytest.mark.parametrize("what", ["argument", "result"])
+def test_a_process_killed_as_it_sends_a_large_value_leaves_no_object(what: str) -> None:
+    # The object was made, and its name never reached the master: nothing
+    # unlinked it before the end of the run. The master finds the objects a
+    # crashed process made and never sent on by their names.
+    outcome = run_scenario(pl_crash_as_a_value_goes_out, what)
+    assert outcome == [str(netmcore.Crashed(None, signal.SIGKILL)), []]
+
+
+@netmcore.process
+def pl_gated_echo(arg: tuple[int, bytes]) -> bytes:
+    gate_r, data = arg
+    os.read(gate_r, 1)
+    return data  # it goes out in its argument's object, which must still be there
+
+
+@netmcore.process
+def pl_starts_then_dies(arg: tuple[int, int]) -> None:
+    """Start a process with a large argument, say its id, and crash."""
+    gate_r, said_w = arg
+    pid = pl_gated_echo.start((gate_r, b"e" * LARGE))
+    os.write(said_w, pid.n.to_bytes(8, "little"))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@netmcore.process
+def pl_argument_of_a_crashed_starter(
+    gates: tuple[tuple[int, int], tuple[int, int]],
+) -> list[object]:
+    (gate_r, gate_w), (said_r, said_w) = gates
+    starter = pl_starts_then_dies.start((gate_r, said_w))
+    n = int.from_bytes(os.read(said_r, 8), "little")
+    crashed = pl_starts_then_dies.join_outcome(starter)  # the master has seen its end
+    os.write(gate_w, b"g")
+    echoed = pl_gated_echo.result(netmcore.ProcessId[bytes](n))
+    return [str(crashed), echoed == b"e" * LARGE]
+
+
+def test_the_objects_a_crashed_process_sent_on_stay_for_their_readers(
+    pipes: Callable[[], tuple[int, int]],
+) -> None:
+    # Of the objects named for a crashed process, the master unlinks only
+    # those it never sent on: the argument of a process it started is that
+    # process's, which writes its result into it.
+    outcome = run_scenario(pl_argument_of_a_crashed_starter, (pipes(), pipes()))
+    assert outcome == [str(netmcore.Crashed(None, signal.SIGKILL)), True]
+
+
+# --- no copy in the master ------------------------------------------------------
+
+
+@netmcore.process
+def pl_length(data: bytes) -> int:
+    return len(data)
+
+
+def test_a_start_in_the_masters_own_code_makes_no_copy_of_the_argument() -> None:
+    # It joined the value's encoding into one inline value (a second copy,
+    # as it was started), which the master then kept until the process was
+    # joined: 300 MB held for a 300 MB argument the caller had dropped.
+    size = 32 * 1024 * 1024
+    traced: dict[str, int] = {}
+
+    def first() -> netmcore.ProcessId[int]:
+        before, _ = tracemalloc.get_traced_memory()
+        data = b"m" * size
+        made, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        pid = pl_length.start(data)
+        traced["copied"] = tracemalloc.get_traced_memory()[1] - made
+        del data
+        traced["held"] = tracemalloc.get_traced_memory()[0] - before
+        return pid
+
+    tracemalloc.start()
+    try:
+        length = netmcore.run(
+            first_process=first, extract_result=lambda _c, pid: pl_length.result(pid, timeout=0)
+        )
+    finally:
+        tracemalloc.stop()
+    assert length == size
+    assert traced["copied"] < size // 2 and traced["held"] < size // 2, traced
+
+
+@netmcore.process
+def pl_starts_small_arguments(count: int) -> list[int]:
+    """Start processes with inline arguments, and leave them unjoined once
+    they have ended: the master keeps their records until the end of run."""
+    pids = [pl_length.start(b"s" * SMALL) for _ in range(count)]
+    for _ in pl_length.as_completed(pids):
+        pass
+    return [pid.n for pid in pids]
+
+
+def test_the_master_keeps_no_inline_argument_once_its_process_has_it() -> None:
+    # Each record held its process's argument until the process was joined:
+    # 60 MB for a thousand 60 KB arguments of processes ended and not joined.
+    count = 100
+    traced: list[int] = []
+
+    def init(_ctrl: netmcore.Controller) -> None:
+        traced.append(tracemalloc.get_traced_memory()[0])
+
+    def extract(_ctrl: netmcore.Controller, pid: netmcore.ProcessId[list[int]]) -> list[int]:
+        traced.append(tracemalloc.get_traced_memory()[0])
+        return pl_starts_small_arguments.result(pid, timeout=0)
+
+    tracemalloc.start()
+    try:
+        pids = netmcore.run(
+            first_process=lambda: pl_starts_small_arguments.start(count),
+            extract_result=extract,
+            init_ctrl=init,
+        )
+    finally:
+        tracemalloc.stop()
+    assert len(pids) == count
+    assert traced[1] - traced[0] < count * SMALL // 2, traced
+
+
+# --- reuse --------------------------------------------------------------------
+
+HUGE = 8 * 1024 * 1024  # far larger than LARGE: over twice it, and over 1 MiB more
+
+
+@netmcore.process
+def pl_small_values_after_a_huge_one(_: int) -> list[int]:
+    """Echo a huge value (this process keeps its object), then large ones
+    far smaller; give the sizes of the run's objects."""
+    assert pl_echo.result(pl_echo.start(b"H" * HUGE)) == b"H" * HUGE
+    for k in range(3):
+        data = bytes([k]) * LARGE
+        assert pl_echo.result(pl_echo.start(data)) == data
+    return sorted(os.stat(os.path.join("/dev/shm", e)).st_size for e in own_shm_entries())
+
+
+def test_a_value_far_smaller_than_an_object_does_not_take_it() -> None:
+    # The values went out in the huge object, which they took in turn: its
+    # pages (8 MiB here, 200 MB in a user's review) stayed taken in /dev/shm
+    # for values of 200 KB.
+    sizes = run_scenario(pl_small_values_after_a_huge_one, 0)
+    assert sizes and max(sizes) < 2 * LARGE, sizes
