@@ -154,10 +154,16 @@ def join_nowait(join_point: ResId, pid: ProcessId[Any]) -> Encap | None:
 
 
 def join_outcome(
-    join_point: ResId, pid: ProcessId[Any], *, wait: bool, timeout: float | None = None
+    join_point: ResId,
+    pid: ProcessId[Any],
+    *,
+    wait: bool,
+    timeout: float | None = None,
+    call: str = "join",
 ) -> WireOutcome | None:
     """The raw outcome of ``pid``, or None when not waiting and it has not ended.
-    A wait past ``timeout`` raises TimeoutError (see :func:`join`).
+    A wait past ``timeout`` raises TimeoutError (see :func:`join`). ``call``:
+    the public call that asked, which a refusal names.
 
     The outcome stays in ``_interrupted`` until the public call that asked
     hands it over: see there."""
@@ -168,9 +174,12 @@ def join_outcome(
     ctx = _context.current
     if ctx.role == "master":
         if wait and timeout != 0:
+            # result() has no _nowait twin: its try is timeout=0 alone.
+            instead = "" if call == "result" else f"{call}_nowait() there, or "
             raise ContextError(
-                "join() cannot wait in the master, which never blocks: use join_nowait() "
-                "there (for example in extract_result), or join(pid, timeout=0), a try"
+                f"{call}() cannot wait in the master, which never blocks: use {instead}"
+                f"{call}(pid, timeout=0), a try (in extract_result, the first process "
+                "has ended)"
             )
         _context.refuse_other_master_thread(
             "join_nowait() (or join_outcome_nowait())", "the process table"

@@ -917,10 +917,16 @@ class Master:
         """Start a process; return its id. Called in the master, or for a
         worker: ``asker``, its link and request id, which get the id."""
         if self.shutting_down:
-            raise ShuttingDown(
-                "cannot start a process: the first process has ended and netmcore is "
-                "shutting down; start every process before the first one returns"
+            why = (
+                "the first process has ended and netmcore is shutting down; start every "
+                "process before the first one returns"
+                if self.interrupted is None
+                # A SIGINT to the master alone (a kill -INT, a notebook's
+                # interrupt, a supervisor): its workers run on until stopped.
+                else f"the master got {signal.Signals(self.interrupted).name} and netmcore "
+                "is stopping every process"
             )
+            raise ShuttingDown(f"cannot start a process: {why}")
         definition = _registry.fork_point(fork_point)
         for res in inherit or ():
             entry = _resources.table.get(res)

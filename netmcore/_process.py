@@ -174,7 +174,7 @@ class ProcessDef(Generic[In, Out]):
         TimeoutError
             As :meth:`join` (no join then).
         """
-        outcome = cls._join(pid, wait=True, timeout=timeout)
+        outcome = cls._join(pid, wait=True, timeout=timeout, call="result")
         assert outcome is not None
         _client.handed_over(pid.n)  # last of the calls: see there
         if isinstance(outcome, Success):
@@ -185,7 +185,7 @@ class ProcessDef(Generic[In, Out]):
     def join_outcome(cls, pid: ProcessId[Out], *, timeout: float | None = None) -> Outcome[Out]:
         """Wait for ``pid`` to end and say how: this counts as its one join.
         TimeoutError past ``timeout``, as :meth:`join` (no join then)."""
-        outcome = cls._join(pid, wait=True, timeout=timeout)
+        outcome = cls._join(pid, wait=True, timeout=timeout, call="join_outcome")
         assert outcome is not None
         _client.handed_over(pid.n)  # last: see there
         return outcome
@@ -303,9 +303,14 @@ class ProcessDef(Generic[In, Out]):
 
     @classmethod
     def _join(
-        cls, pid: ProcessId[Out], *, wait: bool, timeout: float | None = None
+        cls,
+        pid: ProcessId[Out],
+        *,
+        wait: bool,
+        timeout: float | None = None,
+        call: str = "join",
     ) -> Outcome[Out] | None:
-        wire = _client.join_outcome(cls._join_point(), pid, wait=wait, timeout=timeout)
+        wire = _client.join_outcome(cls._join_point(), pid, wait=wait, timeout=timeout, call=call)
         return None if wire is None else cls._outcome(pid, wire)
 
     @classmethod

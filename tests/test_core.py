@@ -1374,7 +1374,19 @@ def test_result_in_extract_result_is_a_try() -> None:
         first_process=lambda: square.start(6),
         extract_result=lambda _c, pid: outcome_text(lambda: square.result(pid)),
     )
-    assert refused.startswith("ContextError: join() cannot wait in the master"), refused
+    assert refused == (
+        "ContextError: result() cannot wait in the master, which never blocks: use "
+        "result(pid, timeout=0), a try (in extract_result, the first process has ended)"
+    ), refused
+    # Each waiting join names itself and its try.
+    refused = netmcore.run(
+        first_process=lambda: square.start(6),
+        extract_result=lambda _c, pid: outcome_text(lambda: square.join_outcome(pid)),
+    )
+    assert refused.startswith(
+        "ContextError: join_outcome() cannot wait in the master, which never blocks: use "
+        "join_outcome_nowait() there, or join_outcome(pid, timeout=0), a try"
+    ), refused
 
 
 def test_crashed_outcome_str() -> None:

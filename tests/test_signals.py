@@ -602,3 +602,45 @@ def test_a_handler_run_as_interrupts_are_blocked_leaves_them_unblocked(
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
         segment.release()
+
+
+_STARTS_TILL_REFUSED = """
+import netmcore
+
+@netmcore.process
+def one(k: int) -> int:
+    return k
+
+@netmcore.process
+def driver(_: int) -> int:
+    print("ready", flush=True)
+    while True:
+        one.result(one.start(1))
+
+netmcore.run(first_process=lambda: driver.start(0), extract_result=lambda c, p: None)
+"""
+
+
+def test_a_start_refused_after_a_sigint_to_the_master_alone_says_so(tmp_path: Path) -> None:
+    # As `kill -INT <pid>`, a notebook's interrupt or a supervisor do: the
+    # workers get no signal, and the driver's next start is refused. It said
+    # the first process had ended, and to start every process before that.
+    script = tmp_path / "starts.py"
+    script.write_text(_STARTS_TILL_REFUSED)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=STOP_WITHIN + 5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "cannot start a process: the master got SIGINT and netmcore is stopping" in err, err
+    assert "the first process has ended" not in err, err
