@@ -56,16 +56,23 @@ def test_bench_runtime_section_prints_each_measure_with_its_peer_and_target() ->
     assert " (master " in proc.stdout and " vs raw fork " in proc.stdout
 
 
-def test_bench_rejects_too_few_round_trips_before_measuring() -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--roundtrips", "1"], "--roundtrips: 1 is too small: give at least 4"),
+        (["--section", "peers", "--tasks", "0"], "--tasks: 0 is too small: give at least 1"),
+    ],
+)
+def test_bench_rejects_a_count_too_small_before_measuring(args: list[str], message: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "netmcore", "bench", "--roundtrips", "1"],
+        [sys.executable, "-m", "netmcore", "bench", *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
         check=False,
     )
     assert proc.returncode == 2
-    assert "--roundtrips: 1 is too small: give at least 4" in proc.stderr
+    assert message in proc.stderr
     assert proc.stdout == ""
 
 
@@ -132,16 +139,3 @@ def test_bench_names_a_peer_that_is_not_installed_and_measures_the_others() -> N
     assert "not installed, so not measured: netmcore_no_such_peer (pip install" in proc.stdout
     assert "Absent" not in proc.stdout
     assert proc.stdout.count("ProcessPoolExecutor") == 5  # 4 rows and the speed-ups
-
-
-def test_bench_rejects_an_empty_peer_map_before_measuring() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "netmcore", "bench", "--section", "peers", "--tasks", "0"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    assert proc.returncode == 2
-    assert "--tasks: 0 is too small: give at least 1" in proc.stderr
-    assert proc.stdout == ""
