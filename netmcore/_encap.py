@@ -9,6 +9,7 @@ is identified by a fingerprint, a hash of its canonical JSON Schema.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 import hashlib
 import importlib
@@ -43,11 +44,9 @@ def _pydantic_model(typ: Any) -> bool:
 
 def _pydantic_dataclass(typ: Any) -> bool:
     """Whether ``typ`` (or the class it specialises) is a pydantic dataclass."""
-    dataclasses = sys.modules.get("pydantic.dataclasses")  # imported by whoever made one
+    made_by = sys.modules.get("pydantic.dataclasses")  # imported by whoever made one
     cls = typing.get_origin(typ) or typ
-    return (
-        dataclasses is not None and isinstance(cls, type) and dataclasses.is_pydantic_dataclass(cls)
-    )
+    return made_by is not None and isinstance(cls, type) and made_by.is_pydantic_dataclass(cls)
 
 
 class _PydanticDataclass:
@@ -56,6 +55,9 @@ class _PydanticDataclass:
     know, whose values it hands to _dec_hook, which has pydantic validate them."""
 
     adapter: ClassVar[Any]  # the dataclass's pydantic TypeAdapter
+    # Its init=False fields: msgspec encodes them, and pydantic takes them for
+    # extra arguments (refused with extra="forbid"); _dec_hook drops them.
+    not_init: ClassVar[frozenset[str]]
 
 
 @functools.cache
@@ -65,6 +67,7 @@ def _validated_by_pydantic(typ: Any) -> type[_PydanticDataclass]:
         "__module__": cls.__module__,
         "__qualname__": cls.__qualname__,
         "adapter": sys.modules["pydantic"].TypeAdapter(typ),
+        "not_init": frozenset(f.name for f in dataclasses.fields(cls) if not f.init),
     }
     # An ABC, with the dataclass registered: msgspec checks that what
     # _dec_hook returns is an instance of the type it asked for.
@@ -92,13 +95,48 @@ def _strict_somewhere(model: Any) -> bool:
     return strict(model.__pydantic_core_schema__)
 
 
+def _strict_fault(value: Any, dump: dict[str, Any]) -> str | None:
+    """What of a strict model's ``value`` its strict config refuses and the
+    receiver would take, changed: None if nothing.
+
+    The receiver validates laxly: msgpack carries a tuple as a list, an enum as
+    its value, a UUID as a str. The dump, with its Python values still, is
+    judged strictly here; but what the model's own serializers or
+    use_enum_values made of a valid value (a str for a datetime, an enum's
+    value, a dict for a dataclass) fails too. So a field is refused only if it
+    also comes out of the receiver's lax validation other than it is held:
+    "5" held in an int field, a list in a tuple field."""
+    cls = type(value)
+    pydantic = sys.modules["pydantic"]
+    try:
+        cls.model_validate(dump, by_alias=False, by_name=True)
+        return None
+    except pydantic.ValidationError as exc:
+        strict = exc
+    try:
+        received = cls.model_validate(dump, strict=False, by_alias=False, by_name=True)
+    except pydantic.ValidationError:
+        return None  # refused by the receiver's validation too, which reports it
+    for error in strict.errors():
+        field = error["loc"][0] if error["loc"] else None
+        if not isinstance(field, str) or getattr(received, field, None) != getattr(
+            value, field, None
+        ):
+            return _pydantic_error(error)
+    return None
+
+
 class _StrictFault(ValueError):
     """A value of a strict pydantic model that its strict validation refuses."""
 
 
 def _pydantic_fault(exc: Any) -> str:
     """The first fault a pydantic ValidationError names, with the field's path."""
-    error = exc.errors()[0]
+    return _pydantic_error(exc.errors()[0])
+
+
+def _pydantic_error(error: Any) -> str:
+    """One of the faults of a pydantic ValidationError, with the field's path."""
     loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
     msg: str = error["msg"]
     if error["type"] == "enum" and isinstance(error["input"], list):
@@ -121,16 +159,9 @@ def _enc_hook(value: Any) -> Any:
         # that follows, as an ArgumentTypeError with its path, not as a warning.
         dump = value.model_dump(mode="python", round_trip=True, warnings=False)
         if _strict_somewhere(cls):
-            # The receiver validates laxly: msgpack carries a tuple as a list, an
-            # enum as its value, a UUID as a str. Here the dump has the Python
-            # values still, which the model's own strict config can judge.
-            pydantic = sys.modules["pydantic"]
-            try:
-                cls.model_validate(dump, by_alias=False, by_name=True)
-            except pydantic.ValidationError as exc:
-                raise _StrictFault(
-                    f"{cls.__qualname__} is strict: {_pydantic_fault(exc)}"
-                ) from None
+            fault = _strict_fault(value, dump)
+            if fault is not None:
+                raise _StrictFault(f"{cls.__qualname__} is strict: {fault}")
         return msgspec.Raw(_dump_encoder.encode(dump))
     numpy = sys.modules.get("numpy")  # imported only by programs that use it
     if (
@@ -164,11 +195,15 @@ def _enc_hook(value: Any) -> Any:
             "declared, a.tobytes() where bytes are, or declare a netmcore.SharedArray "
             "(the handle of an array in shared memory)"
         )
-    raise TypeError(
+    raise _Unencodable(
         f"msgspec cannot encode {type(value).__name__} values, which cannot cross to "
         "another process: pass plain data of the declared type (numbers, str, bytes, "
         "lists, tuples, dicts, Structs, dataclasses, ...)"
     )
+
+
+class _Unencodable(TypeError):
+    """A value of a type msgspec cannot encode (see EncapType.encode)."""
 
 
 # How to make a buffer msgspec (or a Buffer) can take out of one that is not
@@ -204,6 +239,8 @@ def _dec_hook(typ: Any, value: Any) -> Any:
         validate = typ.model_validate
     elif isinstance(typ, type) and issubclass(typ, _PydanticDataclass):
         validate = typ.adapter.validate_python
+        if typ.not_init and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in typ.not_init}
     else:
         raise NotImplementedError(f"msgspec cannot decode {typ!r}")
     pydantic = sys.modules["pydantic"]
@@ -223,7 +260,11 @@ def _schema_hook(typ: Any) -> dict[str, Any]:
     if _pydantic_model(typ) or (isinstance(typ, type) and issubclass(typ, _PydanticDataclass)):
         schema_of = typ.model_json_schema if _pydantic_model(typ) else typ.adapter.json_schema
         try:
-            schema: dict[str, Any] = schema_of(schema_generator=_pydantic_schema_generator())
+            # By field name, as values travel (see _enc_hook): with the aliases, a
+            # model whose field is renamed to its old alias kept its fingerprint.
+            schema: dict[str, Any] = schema_of(
+                by_alias=False, schema_generator=_pydantic_schema_generator()
+            )
         except sys.modules["pydantic"].errors.PydanticInvalidForJsonSchema as exc:
             # A field of an arbitrary class, or a Callable: nothing msgpack can carry.
             raise _NoJsonSchema(
@@ -373,7 +414,11 @@ def _unchecked(typ: Any, name: str) -> str | None:
                 f"make {type_name(owner)} a pydantic model or dataclass too, or "
                 f"{type_name(part)} a pydantic BaseModel"
             )
-        elif not isinstance(part, type) and _package(type(part)) in _PYDANTIC_ONLY:
+        elif (
+            not isinstance(part, type)
+            and _package(type(part)) in _PYDANTIC_ONLY
+            and not _documentation_only(part)
+        ):
             pieces = getattr(part, "metadata", None)  # a pydantic FieldInfo's constraints
             meta = {
                 key: getattr(piece, key)
@@ -408,16 +453,33 @@ def _unchecked(typ: Any, name: str) -> str | None:
     return f"{name} cannot be a process argument or result: {found[0]}" if found else None
 
 
-def _clash(typ: Any, name: str, clash: _NameClash) -> str:
-    """What to do about two types of one name, which JSON Schema cannot tell apart."""
+def _classes_named(typ: Any, name: str) -> list[str]:
+    """The classes in ``typ`` (at any depth) whose name is ``name``."""
     named: list[str] = []
 
     def note(part: Any, owner: type | None) -> None:
         cls = typing.get_origin(part) or part
-        if isinstance(cls, type) and cls.__name__ == clash.name and type_name(cls) not in named:
+        if isinstance(cls, type) and cls.__name__ == name and type_name(cls) not in named:
             named.append(type_name(cls))
 
     _each_part(typ, note, lambda cls: _package(cls) != "builtins")
+    return named
+
+
+def _documentation_only(part: Any) -> bool:
+    """Whether pydantic metadata checks nothing: a Field with a description, a
+    title, examples (no constraint), a WithJsonSchema (pydantic's schema alone)."""
+    pydantic = sys.modules.get("pydantic")  # annotated_types may be used without it
+    if pydantic is None:
+        return False
+    if isinstance(part, pydantic.fields.FieldInfo):
+        return not part.metadata and part.discriminator is None
+    return isinstance(part, pydantic.WithJsonSchema)
+
+
+def _clash(typ: Any, name: str, clash: _NameClash) -> str:
+    """What to do about two types of one name, which JSON Schema cannot tell apart."""
+    named = _classes_named(typ, clash.name)
     which = f" ({' and '.join(named)})" if len(named) > 1 else ""
     return (
         f"{name} cannot be a process argument or result: it holds two different types "
@@ -518,6 +580,7 @@ def _fits_with_any(a: Any, b: Any) -> bool:
 _FIELD = "pydantic field"
 _ANY = "netmcore-any-value"
 _PYDANTIC = "netmcore-pydantic-schema"
+_FIELD_ORDER = "netmcore-field-order"  # in _canonical's schema only, never shown
 _encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
 _dump_encoder = msgspec.msgpack.Encoder(enc_hook=_jsonable)
 
@@ -720,7 +783,7 @@ class EncapType(Generic[T]):
         # What a plugin request or a Mailbox header carries, beside the fingerprint.
         self.clipped_name = clipped_name(self.name)
         try:
-            for_msgspec = _for_msgspec(typ)
+            self._for_msgspec = for_msgspec = _for_msgspec(typ)
             self.schema: dict[str, Any] = msgspec.json.schema(
                 _object_as_any(for_msgspec), schema_hook=_schema_hook
             )
@@ -741,7 +804,9 @@ class EncapType(Generic[T]):
         if unchecked is not None:
             raise TypeError(unchecked)
         try:
-            pydantic_parts = _tidy_schema(self.schema)
+            pydantic_parts = _tidy_schema(
+                self.schema, lambda name: len(_classes_named(typ, name)) == 1
+            )
         except _NameClash as clash:
             raise TypeError(_clash(typ, self.name, clash)) from None
         self.fingerprint = fingerprint(
@@ -769,9 +834,18 @@ class EncapType(Generic[T]):
             ) from exc
         # Too deep: a RecursionError; a buffer that is not C-contiguous: a BufferError.
         except (TypeError, ValueError, OverflowError, RecursionError, BufferError) as exc:
+            fix = _encode_fix(exc)
+            if isinstance(exc, _Unencodable) and self._for_msgspec is not self.type:
+                # msgspec encodes a pydantic dataclass as a plain one (it never
+                # calls _enc_hook on a dataclass), not in pydantic's JSON form.
+                fix = (
+                    "; if it is in a pydantic dataclass: msgspec encodes its fields, as "
+                    "those of a plain dataclass, and a Path, URL or IP address in it cannot "
+                    "cross; make it a pydantic BaseModel, which travels in pydantic's form, "
+                    "or hold such a field as a str"
+                )
             raise ArgumentTypeError(
-                f"{what} {_short(value)} cannot be encoded as {self.name}: {exc}{_encode_fix(exc)}",
-                "$",
+                f"{what} {_short(value)} cannot be encoded as {self.name}: {exc}{fix}", "$"
             ) from exc
         if type(value) is not self.type or self.type not in _SCALARS:
             try:
@@ -918,10 +992,14 @@ class _NameClash(TypeError):
         self.name = name
 
 
-def _tidy_schema(schema: dict[str, Any]) -> set[int]:
+def _tidy_schema(schema: dict[str, Any], one_class: Callable[[str], bool]) -> set[int]:
     """Move the "$defs" of inlined (pydantic) schemas to the root, where their
     "#/$defs/..." references point; drop the marks of _schema_hook. Return the
-    ids of pydantic's schemas in it (whole, or from its "$defs"), for _canonical."""
+    ids of pydantic's schemas in it (whole, or from its "$defs"), for _canonical.
+
+    Two schemas of one name are one class's if ``one_class(name)``: an enum or
+    dataclass that msgspec and a pydantic model both hold, each describing it
+    its own way; the first kept (msgspec's, at the root), else a _NameClash."""
     found: dict[str, Any] = {}
     pydantic: set[int] = set()
 
@@ -932,9 +1010,9 @@ def _tidy_schema(schema: dict[str, Any]) -> set[int]:
                 pydantic.add(id(node))
             if not top and isinstance(node.get("$defs"), dict):
                 for name, sub in node.pop("$defs").items():
-                    if found.get(name, sub) != sub:
+                    if found.get(name, sub) != sub and not one_class(name):
                         raise _NameClash(name)
-                    found[name] = sub
+                    found.setdefault(name, sub)
             for value in node.values():
                 walk(value, False)
         elif isinstance(node, list):
@@ -946,7 +1024,9 @@ def _tidy_schema(schema: dict[str, Any]) -> set[int]:
         root = schema.setdefault("$defs", {})
         for name, sub in found.items():
             if root.get(name, sub) != sub:
-                raise _NameClash(name)
+                if not one_class(name):
+                    raise _NameClash(name)
+                continue  # msgspec's kept
             root[name] = sub
             pydantic.add(id(sub))
     return pydantic
@@ -982,7 +1062,10 @@ def _canonical(schema: Any, pydantic: set[int], ordered: bool = False) -> Any:
     ordered = ordered or id(schema) in pydantic
     canonical: dict[str, Any] = {}
     for key, value in schema.items():
-        if key in _DOCUMENTATION:
+        # But the "title" of pydantic's own schema of a model or dataclass: the
+        # one place its class name is, when it is inlined, as a Struct's is in
+        # its "$defs" key (else A{x: int} was unwrapped as B{x: int}).
+        if key in _DOCUMENTATION and not (key == "title" and id(schema) in pydantic):
             continue
         if key in _SUBSCHEMA:
             value = _canonical(value, pydantic, ordered)
@@ -991,6 +1074,10 @@ def _canonical(schema: Any, pydantic: set[int], ordered: bool = False) -> Any:
             if key == "anyOf" and not ordered:
                 value.sort(key=lambda v: json.dumps(v, sort_keys=True))
         elif key in _NAMED_SUBSCHEMAS and isinstance(value, dict):
+            if key == "properties" and ordered:
+                # A pydantic validator may read the fields validated before its
+                # own, and fingerprint() sorts a map's keys.
+                canonical[_FIELD_ORDER] = list(value)
             value = {k: _canonical(v, pydantic, ordered) for k, v in value.items()}
         elif key == "required" and not ordered and isinstance(value, list):
             value = sorted(value)

@@ -17,14 +17,21 @@
 8. Clear errors: two types of one name, a name not defined yet, a model
    pydantic has no JSON Schema for; a strict pydantic model is held to its
    strict config in the caller.
+9. After review: a pydantic type's class name and field order count in the
+   fingerprint, its schema names fields as they travel (not by alias); a
+   valid strict model is taken; a pydantic dataclass with an init=False
+   field round-trips; one class held by msgspec and by a model is no clash;
+   pydantic metadata that checks nothing is taken.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 import re
 import textwrap
+import typing
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -666,3 +673,216 @@ def test_a_strict_model_is_held_to_its_strict_config_in_the_caller() -> None:
         assert info.value.path == f"$.{field}"
         with pytest.raises(ArgumentTypeError, match="StrictPoint is strict"):
             EncapType(list[StrictPoint]).wrap([good, bad])
+
+
+# ==========================================================================
+# 9. After review: a model's name, aliases, valid strict models, init=False
+# ==========================================================================
+
+
+class Alpha(BaseModel):
+    x: int
+
+
+class Beta(BaseModel):
+    x: int
+
+
+@pydantic.dataclasses.dataclass
+class AlphaData:
+    x: int
+
+
+@pydantic.dataclasses.dataclass
+class BetaData:
+    x: int
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [(Alpha, Beta), (list[Alpha], list[Beta]), (AlphaData, BetaData)],
+    ids=["model", "list_of_models", "dataclass"],
+)
+def test_pydantic_types_of_other_names_have_other_fingerprints(a: Any, b: Any) -> None:
+    # Its class name is in an inlined schema's "title" alone, which the
+    # fingerprint had left out with the documentation: Alpha unwrapped as Beta.
+    assert EncapType(a).fingerprint != EncapType(b).fingerprint
+    with pytest.raises(EncapTypeMismatch):
+        EncapType(Beta).unwrap(EncapType(Alpha).wrap(Alpha(x=1)))
+
+
+def _order(src: str) -> type[BaseModel]:
+    namespace: dict[str, Any] = {"__name__": "orders"}
+    exec(textwrap.dedent(src), namespace)
+    return typing.cast(type[BaseModel], namespace["Order"])
+
+
+def test_a_pydantic_schema_names_the_fields_as_they_travel() -> None:
+    # By field name, not alias: a field renamed to its old alias kept its
+    # fingerprint, and a value of the old model was refused by the new one.
+    aliased = _order(
+        """
+        import pydantic
+        class Order(pydantic.BaseModel):
+            qty: int = pydantic.Field(alias="quantity")
+        """
+    )
+    renamed = _order(
+        """
+        import pydantic
+        class Order(pydantic.BaseModel):
+            quantity: int
+        """
+    )
+    assert list(EncapType(aliased).schema["properties"]) == ["qty"]
+    assert EncapType(aliased).schema["required"] == ["qty"]
+    assert EncapType(aliased).fingerprint != EncapType(renamed).fingerprint
+
+
+class Hue(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Spot:
+    x: int
+
+
+class StrictEnumValues(BaseModel):
+    model_config = ConfigDict(strict=True, use_enum_values=True)
+    hue: Hue
+
+
+class StrictSerialized(BaseModel):
+    model_config = ConfigDict(strict=True)
+    when: datetime.datetime
+    n: Annotated[int, pydantic.PlainSerializer(str, return_type=str)]
+
+    @pydantic.field_serializer("when")
+    def _when(self, when: datetime.datetime) -> str:
+        return when.isoformat()
+
+
+class StrictWithDataclass(BaseModel):
+    model_config = ConfigDict(strict=True)
+    spot: Spot
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        StrictEnumValues(hue=Hue.RED),
+        StrictSerialized(when=datetime.datetime(2024, 1, 1), n=3),
+        StrictWithDataclass(spot=Spot(1)),
+    ],
+    ids=["use_enum_values", "serializers", "stdlib_dataclass"],
+)
+def test_a_valid_strict_model_is_taken(value: BaseModel) -> None:
+    # The caller's strict check judged the dump, not the values held: an
+    # enum's value, a serializer's str, a dataclass's dict were refused.
+    et = EncapType(type(value))
+    assert et.unwrap(et.wrap(value)) == value
+
+
+def test_a_strict_model_refuses_a_field_the_receiver_would_change() -> None:
+    # Beside a field whose dump its strict validation refuses but which arrives
+    # as it is held (the enum's value).
+    bad = StrictEnumValues(hue=Hue.RED)
+    bad.hue = "red"  # type: ignore[assignment]  # its held form: it is valid
+    EncapType(StrictEnumValues).wrap(bad)
+    point = StrictPoint(x=1, pair=(1, 2), when=datetime.datetime(2024, 1, 1))
+    point.pair = [1, 2]  # type: ignore[assignment]
+    with pytest.raises(ArgumentTypeError, match=r"StrictPoint is strict: .*tuple") as info:
+        EncapType(StrictPoint).wrap(point)
+    assert info.value.path == "$.pair"
+
+
+@pydantic.dataclasses.dataclass(config=ConfigDict(extra="forbid"))
+class Derived:
+    x: int
+    double: int = dataclasses.field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.double = 2 * self.x
+
+
+def test_a_pydantic_dataclass_with_an_init_false_field_round_trips() -> None:
+    # msgspec encodes every field; pydantic took `double` for an extra
+    # argument, which extra="forbid" refused: every value was.
+    et = EncapType(list[Derived])
+    assert et.unwrap(et.wrap([Derived(3)])) == [Derived(3)]
+
+
+@pydantic.dataclasses.dataclass
+class Located:
+    where: Path
+
+
+def test_a_path_in_a_pydantic_dataclass_is_a_clear_error() -> None:
+    # In a model it travels in pydantic's JSON form; msgspec encodes a
+    # dataclass's fields itself.
+    with pytest.raises(ArgumentTypeError) as info:
+        EncapType(Located).wrap(Located(Path("/x")))
+    assert "if it is in a pydantic dataclass" in str(info.value)
+    assert "make it a pydantic BaseModel" in str(info.value)
+
+
+class Shade(enum.Enum):
+    DARK = "dark"
+
+
+@dataclasses.dataclass
+class Corner:
+    x: int
+
+
+class Drawing(BaseModel):
+    shade: Shade
+    corner: Corner
+
+
+class Sketch(msgspec.Struct):
+    shade: Shade
+    corner: Corner
+    drawing: Drawing
+
+
+@pytest.mark.parametrize(
+    "typ", [Sketch, tuple[Shade, Drawing], tuple[Drawing, Corner]], ids=["struct", "enum", "dc"]
+)
+def test_one_class_held_by_msgspec_and_by_a_model_is_no_name_clash(typ: Any) -> None:
+    # msgspec and pydantic describe it each their own way, under its one name:
+    # "two different types are named Shade", and the fix, "rename one of them".
+    et = EncapType(typ)
+    assert et.fingerprint == EncapType(typ).fingerprint
+    if typ is Sketch:
+        value = Sketch(Shade.DARK, Corner(1), Drawing(shade=Shade.DARK, corner=Corner(2)))
+        assert et.unwrap(et.wrap(value)) == value
+
+
+@pytest.mark.parametrize(
+    "typ",
+    [
+        Annotated[int, Field(description="count")],
+        Annotated[int, pydantic.WithJsonSchema({"type": "integer"})],
+        list[Annotated[str, Field(title="name", examples=["a"])]],
+    ],
+    ids=["description", "with_json_schema", "title"],
+)
+def test_pydantic_metadata_that_checks_nothing_is_taken(typ: Any) -> None:
+    EncapType(typ)
+
+
+def _optional_pair(first: str) -> type[BaseModel]:
+    fields = {"a": (int, 0), "b": (int, 0)}
+    return pydantic.create_model(  # type: ignore[no-any-return, call-overload]
+        "OptionalPair", **dict(sorted(fields.items(), key=lambda f: f[0] != first))
+    )
+
+
+def test_the_order_of_a_models_optional_fields_changes_the_fingerprint() -> None:
+    # A validator may read the fields validated before its own; that of
+    # required fields counted (in "required"), that of the others did not.
+    assert EncapType(_optional_pair("a")).fingerprint != EncapType(_optional_pair("b")).fingerprint
+    assert EncapType(_optional_pair("a")).fingerprint == EncapType(_optional_pair("a")).fingerprint
+    assert "netmcore-field-order" not in EncapType(_optional_pair("a")).schema
