@@ -240,7 +240,9 @@ class ProcessDef(Generic[In, Out]):
         return _completed(join_point, left, ended, deadline, timeout)
 
     @classmethod
-    def map(cls, args: Iterable[In], *, processes: int | None = None) -> Iterator[Out]:
+    def map(
+        cls, args: Iterable[In], *, processes: int | None = None, timeout: float | None = None
+    ) -> Iterator[Out]:
         """Start a process for each item of ``args``, at most ``processes`` of
         them running at a time (None: one per CPU this process may use), and
         yield their results in order, as ``Executor.map`` does. The error of
@@ -255,6 +257,10 @@ class ProcessDef(Generic[In, Out]):
         so it may be endless. Left before its end (a ``break``, an
         exception), it returns at once: the processes still running go on
         to their end, and the master drops their results.
+
+        Past ``timeout`` seconds from the call (None: no limit), a result
+        not there yet raises TimeoutError, as ``Executor.map``'s: the
+        iteration ends then, as left early.
         """
         if processes is None:
             processes = len(os.sched_getaffinity(0))
@@ -263,9 +269,11 @@ class ProcessDef(Generic[In, Out]):
                 f"processes={processes!r} is not valid: give how many processes may run at "
                 "once, an int of 1 or more (or None: one per CPU)"
             )
+        timeout = check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         cls._join_point()  # a process type, or the error saying so
         _client.waiting_link(MAP)
-        return _mapped(cls, iter(args), operator.index(processes))
+        return _mapped(cls, iter(args), operator.index(processes), deadline, timeout)
 
     @classmethod
     def contract(cls) -> dict[str, Any]:
@@ -418,7 +426,13 @@ def _some(ids: Collection[int], shown: int = 10) -> str:
     return text if len(ids) <= shown else f"{text}, ... ({len(ids) - shown} more)"
 
 
-def _mapped(cls: type[ProcessDef[In, Out]], items: Iterator[In], processes: int) -> Iterator[Out]:
+def _mapped(
+    cls: type[ProcessDef[In, Out]],
+    items: Iterator[In],
+    processes: int,
+    deadline: float | None,
+    timeout: float | None,
+) -> Iterator[Out]:
     """The iteration of :meth:`ProcessDef.map`. A process is started as
     soon as one of the ``processes`` running has ended, not only once the
     result awaited has come: one slow item does not leave the CPUs idle
@@ -455,7 +469,14 @@ def _mapped(cls: type[ProcessDef[In, Out]], items: Iterator[In], processes: int)
                 window.popleft()
                 raise head
             if head.n in running:
-                running.difference_update(_client.wait_watch(MAP, watch, None) or ())
+                ended = _client.wait_watch(MAP, watch, deadline)
+                if ended is None:
+                    raise TimeoutError(
+                        f"map timed out after {timeout} s: the result of process {head.n} "
+                        f"had not come ({len(running)} of its processes were running, and "
+                        "go on to their end; their results are dropped)"
+                    )
+                running.difference_update(ended)
                 continue
             # Joined while still in the window: a handler's exception in the
             # join leaves its outcome kept (see _client), which the end below

@@ -430,6 +430,39 @@ def test_map_closed_early_does_not_wait_for_its_processes(pipes: Any) -> None:
 
 
 @netmcore.process
+def map_timed_out(gates: tuple[tuple[int, int], tuple[int, int]]) -> list[Any]:
+    """A result not there ``timeout`` seconds after the call raises
+    TimeoutError, as Executor.map's; the processes still running go on to
+    their end (here, past their gate, opened after), and none is left to join."""
+    (slow_r, slow_w), (fast_r, fast_w) = gates
+    os.write(fast_w, b"f")
+    t0 = time.monotonic()
+    it = ac_gated_echo.map([(fast_r, 0), (slow_r, 1), (slow_r, 2)], processes=3, timeout=0.05)
+    got: list[Any] = [next(it)]
+    got.append(_error_text(lambda: next(it)))
+    got.append(time.monotonic() - t0 >= 0.05)
+    got.append(_error_text(lambda: next(it)))  # ended: nothing more
+    os.write(slow_w, b"ss")
+    # A bad timeout is refused at the call, before anything starts.
+    got += [_error_text(lambda b=bad: ac_square.map([1], timeout=b)) for bad in (-1, "1")]
+    return got
+
+
+def test_map_past_its_timeout_raises_and_leaves_nothing_to_join(pipes: Any) -> None:
+    (first, timed_out, waited, after, negative, text), unjoined = run_counting_unjoined(
+        map_timed_out, (pipes(), pipes())
+    )
+    assert first == 0
+    assert timed_out.startswith("TimeoutError: map timed out after 0.05 s: the result of process")
+    assert "2 of its processes were running, and go on to their end" in timed_out
+    assert waited is True
+    assert after.startswith("StopIteration")
+    assert negative.startswith("ValueError: timeout -1 is not valid"), negative
+    assert text.startswith("TypeError: timeout '1' is not valid"), text
+    assert unjoined == []
+
+
+@netmcore.process
 def map_defaults(n: int) -> list[Any]:
     return [list(ac_square.map(range(n))), list(ac_square.map([]))]
 

@@ -78,6 +78,7 @@ def process_def_start_join() -> None:
     assert_type(Add.as_completed((pid,), timeout=1.5), Iterator[netmcore.ProcessId[float]])
     assert_type(square.map(range(5)), Iterator[int])
     assert_type(Add.map([(1.0, 2.0)], processes=2), Iterator[float])
+    assert_type(square.map(range(5), timeout=2.5), Iterator[int])
 
     ppid = Point.start([1, 2])
     assert_type(ppid, netmcore.ProcessId[dict[str, int]])
