@@ -121,6 +121,10 @@ REMOTE_ERRORS: dict[str, type[Exception]] = {
 }
 
 
+# How the note of a ProcessFailed that holds the process's traceback begins.
+REMOTE_TRACEBACK = "The process's traceback:"
+
+
 class ProcessFailed(NetmcoreError):
     """The process that ``ProcessDef.result`` joined ended without a result:
     ``outcome`` says how (a ``Raised``, an ``InvalidResult`` or a
@@ -132,4 +136,4 @@ class ProcessFailed(NetmcoreError):
         self.pid = pid
         self.outcome = outcome
         if isinstance(outcome, Raised) and outcome.traceback:
-            self.add_note(f"The process's traceback:\n{outcome.traceback.rstrip()}")
+            self.add_note(f"{REMOTE_TRACEBACK}\n{outcome.traceback.rstrip()}")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, NoReturn
 from . import _context, _payload, _posix, _pthread, _registry, _resources
 from ._debug import Debug, log, trace
 from ._encap import Encap
-from ._errors import MasterGone, ResultTypeError
+from ._errors import REMOTE_TRACEBACK, MasterGone, ProcessFailed, ResultTypeError
 from ._wire import (
     Asked,
     Assign,
@@ -304,14 +304,42 @@ def _packed(
 
 def _raised(definition: _registry.Definition, assign: Assign, exc: BaseException) -> Raised:
     """The outcome of process ``assign`` that raised ``exc``, logged."""
-    text = "".join(traceback.format_exception(type(exc), exc, _from_user_code(exc.__traceback__)))
+    report = traceback.TracebackException(
+        type(exc), exc, _from_user_code(exc.__traceback__), compact=True
+    )
+    text = "".join(report.format())
+    _refer_to_logged(report)
     log.error(
         "netmcore: process %d (%s) raised an exception:\n%s",
         assign.pid,
         definition.name,
-        text.rstrip(),
+        "".join(report.format()).rstrip(),
     )
     return Raised(_clip(_qualified(type(exc))), _clip(_message(exc)), _clip(text))
+
+
+def _refer_to_logged(report: traceback.TracebackException) -> None:
+    """In ``report``, as it is logged, the notes that hold the traceback of a
+    process that failed (a ProcessFailed's) become a line: that process
+    logged it as it raised. Logged whole, a failure deep in nested maps was
+    logged again at every level above it (the outcome keeps it whole)."""
+    seen: set[int] = set()
+    todo = [report]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        notes = getattr(node, "__notes__", None)
+        if node.exc_type is ProcessFailed and notes:
+            node.__notes__ = [
+                f"{REMOTE_TRACEBACK} logged above, as that process raised"
+                if note.startswith(REMOTE_TRACEBACK)
+                else note
+                for note in notes
+            ]
+        todo += [n for n in (node.__cause__, node.__context__) if n is not None]
+        todo += getattr(node, "exceptions", None) or []
 
 
 _PACKAGE = os.path.dirname(__file__) + os.sep

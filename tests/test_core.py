@@ -1810,6 +1810,46 @@ def test_debug_enable_logs_start_and_join(tmp_path: Path, enable: bool, configur
     assert errors[0].startswith("app: netmcore: process" if configured else "netmcore: process")
 
 
+def test_a_failure_in_nested_maps_logs_its_traceback_once(tmp_path: Path) -> None:
+    # Each level logs its own failure; the one below it is named, its
+    # traceback referred to: it was logged again at every level above it.
+    # The outcome keeps it whole, for the program.
+    result = run_script(
+        tmp_path,
+        """
+        import netmcore
+
+        @netmcore.process
+        def leaf(k: int) -> int:
+            if k == 2:
+                raise KeyError(k)  # the leaf's line
+            return k
+
+        @netmcore.process
+        def mid(k: int) -> int:
+            return sum(leaf.map(range(k)))
+
+        @netmcore.process
+        def top(_: int) -> int:
+            return sum(mid.map([1, 3]))
+
+        try:
+            netmcore.run(
+                first_process=lambda: top.start(0),
+                extract_result=lambda c, pid: top.result(pid, timeout=0),
+            )
+        except netmcore.ProcessFailed as exc:
+            print(exc.outcome.traceback.count("the leaf's line"))
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "1\n"  # the outcome's traceback holds the leaf's, whole
+    assert result.stderr.count("the leaf's line") == 1, result.stderr
+    raised = re.findall(r"(?m)^netmcore: process \d+ .* raised an exception:$", result.stderr)
+    assert len(raised) == 3, result.stderr
+    assert result.stderr.count("The process's traceback: logged above, as that process raised") == 2
+
+
 @pytest.mark.parametrize("entry", ["run", "startup"])
 def test_debug_traces_each_event_upstream_logs(tmp_path: Path, entry: str) -> None:
     # start, deliver, join, forget, worker end and abnormal exit, each for
