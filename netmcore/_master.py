@@ -569,6 +569,12 @@ class Master:
         finally:
             self.serving = False
 
+    def first_returned(self) -> bool:
+        """Whether the first process returned a result (see run: it may have
+        caught the Ctrl-C that stopped the run)."""
+        record = None if self.first is None else self.records.get(self.first)
+        return record is not None and isinstance(record.outcome, Returned)
+
     def _loop(self) -> None:
         while self.children or not self.shutting_down:
             timeout = None

@@ -139,7 +139,17 @@ def run(
                     f"started, not {type(first).__name__}"
                 )
             master.serve(first.n)
-            if master.interrupted is None:
+            # A Ctrl-C that the first process caught, to return what it had
+            # (as a multiprocessing program's main catches it, to keep the
+            # results in): its result is run's, as if nothing interrupted it.
+            caught = (
+                master.interrupted is not None
+                and interrupts.seen == {signal.SIGINT}  # no SIGTERM: that one stops
+                and master.first_returned()
+            )
+            if caught:
+                interrupts.signum = None  # handled: nothing to raise
+            if master.interrupted is None or caught:
                 with interrupts.interruptible():
                     return extract_result(controller, first)
         raise interrupts.reported(master.interrupted)
@@ -604,6 +614,7 @@ class _Interrupts:
 
     def __init__(self) -> None:
         self.signum: int | None = None  # the first that came
+        self.seen: set[int] = set()  # every one that came
         self.raised = False  # ... and was raised already
         self.master: Master | None = None
         self.in_user_code = False
@@ -623,6 +634,7 @@ class _Interrupts:
             raise self.reported(self.signum)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.seen.add(signum)
         if self.signum is None:
             self.signum = signum
         if self.in_user_code:

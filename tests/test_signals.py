@@ -644,3 +644,56 @@ def test_a_start_refused_after_a_sigint_to_the_master_alone_says_so(tmp_path: Pa
         proc.wait()
     assert "cannot start a process: the master got SIGINT and netmcore is stopping" in err, err
     assert "the first process has ended" not in err, err
+
+
+_KEEPS_WHAT_IT_HAS = """
+import signal
+import netmcore
+
+@netmcore.process
+def item(k: int) -> int:
+    if k >= 3:
+        signal.pause()  # the Ctrl-C ends it
+    return k
+
+@netmcore.process
+def driver(n: int) -> list[int]:
+    got: list[int] = []
+    try:
+        for value in item.map(range(n), processes=2):
+            got.append(value)
+            if len(got) == 3:
+                print("ready", flush=True)
+    except KeyboardInterrupt:
+        pass  # keep what came
+    return got
+
+print(netmcore.run(first_process=lambda: driver.start(10),
+                   extract_result=lambda c, pid: driver.result(pid, timeout=0)))
+"""
+
+
+def test_a_ctrl_c_the_first_process_catches_lets_run_return_its_result(tmp_path: Path) -> None:
+    # As a multiprocessing program's main catches the KeyboardInterrupt to
+    # keep the results it has: run returns what the first process returned
+    # (it raised KeyboardInterrupt, and the results were lost).
+    script = tmp_path / "keeps.py"
+    script.write_text(_KEEPS_WHAT_IT_HAS)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: to the whole group
+        out, err = proc.communicate(timeout=STOP_WITHIN + 5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert out == "[0, 1, 2]\n", err
+    assert "KeyboardInterrupt" not in err and "raised an exception" not in err, err
