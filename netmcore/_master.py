@@ -345,6 +345,9 @@ class Master:
         self.children: dict[int, Child] = {}  # by os pid
         self.spares: deque[Child] = deque()
         self.parked: deque[Child] = deque()  # finished, waiting to be let exit
+        # The run's objects in /dev/shm, listed once a loop for _sweep_unsent
+        # (None: not yet): the processes a burst of kills ends share a listing.
+        self.shm_listing: list[str] | None = None
         self.spares_retry_at = 0.0  # no spare is forked before (after a failed fork)
         self.signal_mask: set[int | signal.Signals] = set()  # the program's, for its children
         self.awaited: dict[int, float] = {}  # recent starts not yet joined: start time
@@ -598,6 +601,7 @@ class Master:
                 wait = min(max(0.0, expiry - time.monotonic()), LONGEST_WAIT)
                 timeout = wait if timeout is None else min(timeout, wait)
             events = self.sel.select(timeout)
+            self.shm_listing = None
             if events:
                 self.last_event = time.monotonic()
             for key, mask in events:
@@ -881,7 +885,10 @@ class Master:
         record.child = None
         if record.arg is not None:
             _payload.discard(record.arg)  # read or not, nobody needs it now
-        if ended != _CLEAN_EXIT:
+        # Not ended as a process does (killed, say), or with no result sent
+        # (a signal handler's exception as it packed one): it may have made
+        # an object it never sent.
+        if ended != _CLEAN_EXIT or not isinstance(record.outcome, Returned):
             self._sweep_unsent(record.n)
         self._forget_process(record.n)
         if record.outcome is None:
@@ -1349,9 +1356,14 @@ class Master:
 
     def _sweep_unsent(self, n: int) -> None:
         """Unlink the objects that process ``n``, which has not ended as a
-        process does (killed, say), made and never sent on: a result or an
-        argument it was writing or sending as it died. They are named with
-        its tag (see _payload.tag_of), and nothing else knows of them.
+        process does (killed, say) or sent no result, made and never sent
+        on: a result or an argument it was writing or sending as it died, or
+        packing as a signal handler's exception cut it short. They are named
+        with its tag (see _payload.tag_of), and nothing else knows of them.
+        The listing of /dev/shm (every program's objects) is made once a
+        loop: one per process was quadratic as thousands were killed. One
+        made before this process ended has all it made, and a name listed
+        and gone since is no harm.
 
         Those it sent on are the objects of payloads the master knows of:
         another process's argument, a result not yet joined, or one handed
@@ -1359,7 +1371,10 @@ class Master:
         same name); they are not touched. The tables are looked through
         only when the process left some.
         """
-        made = _ipc.names_under(self.shm_prefix + _payload.tag_of(n))
+        if self.shm_listing is None:
+            self.shm_listing = _ipc.names_under(self.shm_prefix)
+        tag = self.shm_prefix + _payload.tag_of(n)
+        made = [name for name in self.shm_listing if name.startswith(tag)]
         if not made:
             return
         known: set[str] = set()

@@ -246,6 +246,40 @@ def test_a_process_killed_as_it_sends_a_large_value_leaves_no_object(what: str) 
     assert outcome == [str(netmcore.Crashed(None, signal.SIGKILL)), []]
 
 
+def _signal_as_the_result_is_packed(frame: FrameType, event: str, _arg: Any) -> None:
+    if event == "return" and frame.f_code.co_name == "of" and "_wire" in frame.f_code.co_filename:
+        sys.setprofile(None)
+        os.kill(os.getpid(), signal.SIGALRM)  # its handler raises at the next instruction
+
+
+@netmcore.process
+def pl_handler_raises_as_it_packs(what: str) -> bytes:
+    """A signal handler's exception (a sys.exit(0) in it, a TimeoutError)
+    once the result is in its shm object, before it goes out."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(0) if what == "exit0" else TimeoutError("the handler's")
+
+    signal.signal(signal.SIGALRM, handler)
+    sys.setprofile(_signal_as_the_result_is_packed)
+    return b"r" * LARGE
+
+
+@netmcore.process
+def pl_cut_short_as_a_result_is_packed(what: str) -> list[object]:
+    outcome = pl_handler_raises_as_it_packs.join_outcome(pl_handler_raises_as_it_packs.start(what))
+    return [type(outcome).__name__, sorted(own_shm_entries())]
+
+
+@pytest.mark.parametrize("what", ["exit0", "timeout"])
+def test_a_handlers_exception_as_a_result_is_packed_leaves_no_object(what: str) -> None:
+    # The process ends as a process does (exit status 0), with no result
+    # sent: the master sweeps what it made (it only did for a crash).
+    kind, left = run_scenario(pl_cut_short_as_a_result_is_packed, what)
+    assert kind in ("Crashed", "Raised")
+    assert left == []
+
+
 @netmcore.process
 def pl_gated_echo(arg: tuple[int, bytes]) -> bytes:
     gate_r, data = arg
