@@ -406,11 +406,15 @@ def peers_rows(roundtrips: int, tasks: int) -> tuple[list[Row], str]:
     plan = _bench_peers.plan_for(roundtrips, tasks, workers)
     ours = _bench_peers.netmcore_figures(plan)
     sequential = _bench_peers.sequential_s(plan)
-    theirs = {
-        peer.name: _bench_peers.peer_figures(peer, plan, workers)
-        for peer in _bench_peers.PEERS
-        if _bench_peers.installed(peer)
-    }
+    theirs: dict[str, _bench_peers.Figures] = {}
+    failed: list[str] = []
+    for peer in _bench_peers.PEERS:
+        if not _bench_peers.installed(peer):
+            continue
+        try:
+            theirs[peer.name] = _bench_peers.peer_figures(peer, plan, workers)
+        except Exception as exc:  # one peer's failure loses none of the others' figures
+            failed.append(f"{peer.name} ({type(exc).__name__}: {exc})")
     measures: list[tuple[str, Callable[[_bench_peers.Figures], float], str]] = [
         (f"task round trip, {PAUSE_S * 1e3:g} ms apart", lambda f: f.roundtrip_s, "us"),
         (f"map, {plan.tasks} tasks: s per task", lambda f: f.map_s / plan.tasks, "us"),
@@ -431,7 +435,9 @@ def peers_rows(roundtrips: int, tasks: int) -> tuple[list[Row], str]:
         for name, figures in [("netmcore", ours), *theirs.items()]
     )
     note = f"CPU-bound map, speed-up over one process ({workers} workers): {speed_ups}"
-    missing = [peer.module for peer in _bench_peers.PEERS if peer.name not in theirs]
+    missing = [p.module for p in _bench_peers.PEERS if not _bench_peers.installed(p)]
+    if failed:
+        note += f"\nfailed, so not measured: {'; '.join(failed)}"
     if missing:
         note += (
             f"\nnot installed, so not measured: {', '.join(missing)} "

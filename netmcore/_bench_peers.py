@@ -239,6 +239,7 @@ def _ray(workers: int) -> Iterator[Client]:
     ray: Any = importlib.import_module("ray")
     with _private_directory("ray") as session:  # by default /tmp/ray, kept
         ray.init(
+            address="local",  # a cluster of its own: not one RAY_ADDRESS names
             num_cpus=workers,
             include_dashboard=False,
             log_to_driver=False,
@@ -265,7 +266,9 @@ def installed(peer: Peer) -> bool:
 
 
 def peer_figures(peer: Peer, plan: Plan, workers: int) -> Figures:
-    """A peer's figures; its cold start is its set-up to a first result, plus its shut-down."""
+    """A peer's figures; its cold start is its set-up to a first result,
+    plus its shut-down (its import before: netmcore's is done too)."""
+    importlib.import_module(peer.module)
     t0 = time.perf_counter()
     with peer.open(workers) as client:
         client.call(identity, 7)
@@ -304,4 +307,5 @@ def sequential_s(plan: Plan) -> float:
 
 
 def workers_count() -> int:
-    return os.cpu_count() or 1
+    """One worker per CPU this process may use, as netmcore's map runs."""
+    return len(os.sched_getaffinity(0))

@@ -368,6 +368,7 @@ class Master:
         self._join_timers_sweep_at = JOIN_TIMERS_MIN
         self.interrupted: int | None = None
         self.signals = 0  # SIGINTs and SIGTERMs got
+        self.first_caught_interrupt = False  # see _settle
         self.term_deadline: float | None = None  # when the workers get SIGTERM
         self.kill_deadline: float | None = None  # when stragglers get SIGKILL
         self.notice_at: float | None = None  # when run says what it waits for
@@ -571,12 +572,6 @@ class Master:
             self._loop()
         finally:
             self.serving = False
-
-    def first_returned(self) -> bool:
-        """Whether the first process returned a result (see run: it may have
-        caught the Ctrl-C that stopped the run)."""
-        record = None if self.first is None else self.records.get(self.first)
-        return record is not None and isinstance(record.outcome, Returned)
 
     def _loop(self) -> None:
         while self.children or not self.shutting_down:
@@ -1303,6 +1298,11 @@ class Master:
         """Record an outcome, tell the waits for it, and hand it to the first
         live waiter."""
         record.outcome = outcome
+        if record.n == self.first and isinstance(outcome, Returned):
+            # After the signal that stops the run: it caught the Ctrl-C (see
+            # run). Not before it: the Ctrl-C then stopped the processes run
+            # waited for, or a startup() program's services.
+            self.first_caught_interrupt = self.interrupted is not None
         for key in self.watches.process_ended(record.n):
             req, ended = self.watches.answer(key)
             key[0].send(Ready(ended, req=req))

@@ -259,8 +259,10 @@ class ProcessDef(Generic[In, Out]):
         to their end, and the master drops their results.
 
         Past ``timeout`` seconds from the call (None: no limit), a result
-        not there yet raises TimeoutError, as ``Executor.map``'s: the
-        iteration ends then, as left early.
+        not there yet raises TimeoutError, as ``Executor.map``'s, and the
+        iteration ends: unlike a pool's, the map's processes still running
+        are killed (SIGKILL). A timeout is for a hung item, whose process
+        would keep ``run`` waiting, and their ids are the map's own.
         """
         if processes is None:
             processes = len(os.sched_getaffinity(0))
@@ -471,10 +473,16 @@ def _mapped(
             if head.n in running:
                 ended = _client.wait_watch(MAP, watch, deadline)
                 if ended is None:
+                    # A timeout is for a hung item: its process, and the others
+                    # still running, would keep run waiting for ever, and
+                    # nobody can take their results (their ids are the map's).
+                    for started in window:
+                        if isinstance(started, ProcessId) and started.n in running:
+                            _client.kill(started)
                     raise TimeoutError(
                         f"map timed out after {timeout} s: the result of process {head.n} "
-                        f"had not come ({len(running)} of its processes were running, and "
-                        "go on to their end; their results are dropped)"
+                        f"had not come; its {len(running)} process(es) still running were "
+                        "killed"
                     )
                 running.difference_update(ended)
                 continue

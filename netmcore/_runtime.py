@@ -145,7 +145,7 @@ def run(
             caught = (
                 master.interrupted is not None
                 and interrupts.seen == {signal.SIGINT}  # no SIGTERM: that one stops
-                and master.first_returned()
+                and master.first_caught_interrupt
             )
             if caught:
                 interrupts.signum = None  # handled: nothing to raise

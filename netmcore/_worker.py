@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, NoReturn
 from . import _context, _payload, _posix, _pthread, _registry, _resources
 from ._debug import Debug, log, trace
 from ._encap import Encap
-from ._errors import REMOTE_TRACEBACK, MasterGone, ProcessFailed, ResultTypeError
+from ._errors import REMOTE_TRACEBACK, MasterGone, ResultTypeError
 from ._wire import (
     Asked,
     Assign,
@@ -331,7 +331,7 @@ def _refer_to_logged(report: traceback.TracebackException) -> None:
             continue
         seen.add(id(node))
         notes = getattr(node, "__notes__", None)
-        if node.exc_type is ProcessFailed and notes:
+        if notes:  # a ProcessFailed's alone begins so (not exc_type: deprecated in 3.13)
             node.__notes__ = [
                 f"{REMOTE_TRACEBACK} logged above, as that process raised"
                 if note.startswith(REMOTE_TRACEBACK)

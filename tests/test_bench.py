@@ -121,11 +121,14 @@ def test_bench_peers_section_measures_netmcore_and_each_installed_peer_alike(
         assert "not installed" not in proc.stdout
 
 
-def test_bench_names_a_peer_that_is_not_installed_and_measures_the_others() -> None:
-    # A fourth peer whose module does not exist, beside the standard library's.
+def test_bench_names_a_peer_not_installed_and_one_that_failed_and_measures_the_others() -> None:
+    # Beside the standard library's peer: one whose module does not exist,
+    # and one that fails as it starts (Ray with no cluster to reach, say).
     code = (
-        "import sys; from netmcore import _bench_peers as p, __main__ as m; "
-        "p.PEERS = (p.PEERS[0], p.Peer('Absent', 'netmcore_no_such_peer', p.PEERS[0].open)); "
+        "import sys; from netmcore import _bench_peers as p, __main__ as m\n"
+        "def broken(workers): raise RuntimeError('no cluster')\n"
+        "p.PEERS = (p.PEERS[0], p.Peer('Absent', 'netmcore_no_such_peer', p.PEERS[0].open),"
+        " p.Peer('Broken', 'concurrent.futures', broken))\n"
         "sys.exit(m.main(sys.argv[1:]))"
     )
     proc = subprocess.run(
@@ -137,5 +140,6 @@ def test_bench_names_a_peer_that_is_not_installed_and_measures_the_others() -> N
     )
     assert proc.returncode == 0, proc.stderr
     assert "not installed, so not measured: netmcore_no_such_peer (pip install" in proc.stdout
+    assert "failed, so not measured: Broken (RuntimeError: no cluster)" in proc.stdout
     assert "Absent" not in proc.stdout
     assert proc.stdout.count("ProcessPoolExecutor") == 5  # 4 rows and the speed-ups

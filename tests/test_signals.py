@@ -697,3 +697,61 @@ def test_a_ctrl_c_the_first_process_catches_lets_run_return_its_result(tmp_path:
     assert proc.returncode == 0, err
     assert out == "[0, 1, 2]\n", err
     assert "KeyboardInterrupt" not in err and "raised an exception" not in err, err
+
+
+_RETURNED_BEFORE_THE_CTRL_C = """
+import signal
+import sys
+import time
+import netmcore
+
+@netmcore.process
+def left_running(first: int) -> int:
+    # Once the first process has returned (kill(pid, 0): False), say so.
+    deadline = time.monotonic() + 30
+    while netmcore.kill(netmcore.ProcessId(first), 0) and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling a condition, with a deadline
+    print("ready", flush=True)
+    signal.pause()  # run waits for it: the Ctrl-C ends it
+    return 0
+
+@netmcore.process
+def first(_: int) -> int:
+    left_running.start(netmcore.self_process_id().n)
+    return 42
+
+entry = sys.argv[1]
+if entry == "run":
+    print(netmcore.run(first_process=lambda: first.start(0),
+                       extract_result=lambda c, pid: first.result(pid, timeout=0)))
+else:
+    print(netmcore.startup(first_process=lambda: first.start(0)))
+"""
+
+
+@pytest.mark.parametrize("entry", ["run", "startup"])
+def test_a_ctrl_c_after_the_first_process_returned_still_interrupts(
+    tmp_path: Path, entry: str
+) -> None:
+    # The first process caught nothing: it had returned before the Ctrl-C,
+    # which stopped the process run waited for (a startup() program's
+    # services). run raises KeyboardInterrupt, as the program asked.
+    script = tmp_path / "returned.py"
+    script.write_text(_RETURNED_BEFORE_THE_CTRL_C)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), entry],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=STOP_WITHIN + 5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGINT, (out, err)
+    assert out == "" and "KeyboardInterrupt" in err, (out, err)
