@@ -79,8 +79,10 @@ def test_bench_rejects_a_count_too_small_before_measuring(args: list[str], messa
 @pytest.fixture
 def subreaper() -> Iterator[None]:
     """Make this process the reaper of its orphaned descendants: a server a
-    peer left running after its shut-down (Ray's, Dask's) becomes a child of
-    this process, which the autouse check then finds. Zombies are reaped."""
+    peer left after its shut-down (Ray's, Dask's) becomes a child of this
+    process. Each must end within a few seconds of the bench: one still
+    running fails the test (and is killed). All are reaped here, those that
+    end late too: a zombie child left behind confused later tests."""
     libc = ctypes.CDLL(None, use_errno=True)
     before = {c.pid for c in psutil.Process().children()}
     assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, os.strerror(ctypes.get_errno())
@@ -88,9 +90,12 @@ def subreaper() -> Iterator[None]:
         yield
     finally:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-        for child in psutil.Process().children():
-            if child.pid not in before and child.status() == psutil.STATUS_ZOMBIE:
-                os.waitpid(child.pid, 0)
+        adopted = [c for c in psutil.Process().children() if c.pid not in before]
+        _, alive = psutil.wait_procs(adopted, timeout=10)  # reaps each that ends
+        for child in alive:
+            child.kill()
+        psutil.wait_procs(alive, timeout=10)
+        assert not alive, f"the peers left processes running after the bench: {alive}"
 
 
 def test_bench_peers_section_measures_netmcore_and_each_installed_peer_alike(
