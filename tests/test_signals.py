@@ -604,6 +604,31 @@ def test_a_handler_run_as_interrupts_are_blocked_leaves_them_unblocked(
         segment.release()
 
 
+def _signal_when_ready(
+    tmp_path: Path, source: str, send: Callable[[int], None], *args: str
+) -> tuple[int, str, str]:
+    """Run ``source`` in a session of its own; once it prints "ready",
+    ``send(its pid)``; its exit status, stdout and stderr."""
+    script = tmp_path / "program.py"
+    script.write_text(source)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        send(proc.pid)
+        out, err = proc.communicate(timeout=STOP_WITHIN + 5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return proc.returncode, out, err
+
+
 _STARTS_TILL_REFUSED = """
 import netmcore
 
@@ -625,23 +650,9 @@ def test_a_start_refused_after_a_sigint_to_the_master_alone_says_so(tmp_path: Pa
     # As `kill -INT <pid>`, a notebook's interrupt or a supervisor do: the
     # workers get no signal, and the driver's next start is refused. It said
     # the first process had ended, and to start every process before that.
-    script = tmp_path / "starts.py"
-    script.write_text(_STARTS_TILL_REFUSED)
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    _, _, err = _signal_when_ready(
+        tmp_path, _STARTS_TILL_REFUSED, lambda pid: os.kill(pid, signal.SIGINT)
     )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=STOP_WITHIN + 5)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     assert "cannot start a process: the master got SIGINT and netmcore is stopping" in err, err
     assert "the first process has ended" not in err, err
 
@@ -677,24 +688,11 @@ def test_a_ctrl_c_the_first_process_catches_lets_run_return_its_result(tmp_path:
     # As a multiprocessing program's main catches the KeyboardInterrupt to
     # keep the results it has: run returns what the first process returned
     # (it raised KeyboardInterrupt, and the results were lost).
-    script = tmp_path / "keeps.py"
-    script.write_text(_KEEPS_WHAT_IT_HAS)
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    # A terminal's Ctrl-C: to the whole group.
+    status, out, err = _signal_when_ready(
+        tmp_path, _KEEPS_WHAT_IT_HAS, lambda pid: os.killpg(pid, signal.SIGINT)
     )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: to the whole group
-        out, err = proc.communicate(timeout=STOP_WITHIN + 5)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == 0, err
+    assert status == 0, err
     assert out == "[0, 1, 2]\n", err
     assert "KeyboardInterrupt" not in err and "raised an exception" not in err, err
 
@@ -736,22 +734,8 @@ def test_a_ctrl_c_after_the_first_process_returned_still_interrupts(
     # The first process caught nothing: it had returned before the Ctrl-C,
     # which stopped the process run waited for (a startup() program's
     # services). run raises KeyboardInterrupt, as the program asked.
-    script = tmp_path / "returned.py"
-    script.write_text(_RETURNED_BEFORE_THE_CTRL_C)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), entry],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    status, out, err = _signal_when_ready(
+        tmp_path, _RETURNED_BEFORE_THE_CTRL_C, lambda pid: os.killpg(pid, signal.SIGINT), entry
     )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=STOP_WITHIN + 5)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGINT, (out, err)
+    assert status == -signal.SIGINT, (out, err)
     assert out == "" and "KeyboardInterrupt" in err, (out, err)
