@@ -880,11 +880,11 @@ class Master:
         record.child = None
         if record.arg is not None:
             _payload.discard(record.arg)  # read or not, nobody needs it now
-        # Not ended as a process does (killed, say), or with no result sent
-        # (a signal handler's exception as it packed one): it may have made
-        # an object it never sent.
-        if ended != _CLEAN_EXIT or not isinstance(record.outcome, Returned):
-            self._sweep_unsent(record.n)
+        # Whatever its end, it may have made an object it never sent: killed,
+        # say, or with no result sent (a signal handler's exception as it
+        # packed one), and also with its result sent, a daemon thread of it
+        # in the middle of a start (a process does not wait for those).
+        self._sweep_unsent(record.n)
         self._forget_process(record.n)
         if record.outcome is None:
             if ended is None:
@@ -1355,11 +1355,13 @@ class Master:
                 conn.send(Failed("NoResource", _released(definition), res_id, req=req))
 
     def _sweep_unsent(self, n: int) -> None:
-        """Unlink the objects that process ``n``, which has not ended as a
-        process does (killed, say) or sent no result, made and never sent
-        on: a result or an argument it was writing or sending as it died, or
-        packing as a signal handler's exception cut it short. They are named
-        with its tag (see _payload.tag_of), and nothing else knows of them.
+        """Unlink the objects that process ``n``, which has ended, made and
+        never sent on: a result or an argument it was writing or sending as
+        it died, or packing as a signal handler's exception cut it short;
+        or, its result sent, an argument that a daemon thread of it was
+        sending as it exited (or sent once the master had stopped reading
+        it). They are named with its tag (see _payload.tag_of), and nothing
+        else knows of them.
         The listing of /dev/shm (every program's objects) is made once a
         loop: one per process was quadratic as thousands were killed. One
         made before this process ended has all it made, and a name listed
@@ -1369,12 +1371,16 @@ class Master:
         another process's argument, a result not yet joined, or one handed
         to a process in a join (which may have sent it on again, under the
         same name); they are not touched. The tables are looked through
-        only when the process left some.
+        only when the process left some other than its own result, which a
+        process that returned a large value leaves as a rule.
         """
         if self.shm_listing is None:
             self.shm_listing = _ipc.names_under(self.shm_prefix)
         tag = self.shm_prefix + _payload.tag_of(n)
         made = [name for name in self.shm_listing if name.startswith(tag)]
+        own = self.records[n].outcome if n in self.records else None
+        if isinstance(own, Returned) and isinstance(own.value.payload, ShmRef):
+            made = [name for name in made if name != own.value.payload.name]
         if not made:
             return
         known: set[str] = set()
@@ -1645,10 +1651,6 @@ def _passed_on(conn: Conn, payload: Payload) -> None:
     record = child.record
     if record is not None and record.arg is not None and record.arg.name == payload.name:
         record.arg = None
-
-
-# How a process that ended as a process does exits (see _worker.main).
-_CLEAN_EXIT = Ended(0, None)
 
 
 def _tell(asker: tuple[Conn, int], n: int) -> None:

@@ -15,10 +15,11 @@ warm pages. A process unlinks what it kept when it ends
 (:func:`forget_recycled`).
 
 A crashed process unlinks nothing: the master unlinks the objects of the
-results it handed that process, and those the process made and never sent
-on, which it finds by the process's tag in their names (:func:`tag_of`; see
-Master._on_exit). Every such object is named under the run's private
-prefix, so that the end of the run sweeps the rest.
+results it handed that process. After any end, crashed or not, it unlinks
+those the process made and never sent on (a daemon thread's, cut short by
+the exit), which it finds by the process's tag in their names
+(:func:`tag_of`; see Master._on_exit). Every such object is named under the
+run's private prefix, so that the end of the run sweeps the rest.
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ Payload = bytes | ShmRef
 
 
 class _Received:
-    """An object this process read a value from: name, whole size, its mapping."""
+    """An object this process read a value from: name, whole size, its
+    mapping; ``going`` once it is to be unlinked (see _let_go)."""
 
     def __init__(self, name: str, capacity: int, mapping: mmap.mmap) -> None:
         self.name, self.capacity, self.mapping = name, capacity, mapping
+        self.going = False
 
 
 _received: list[_Received] = []  # oldest first
@@ -69,7 +72,7 @@ os.register_at_fork(after_in_child=_received.clear)
 def tag_of(n: int) -> str:
     """What follows the run's prefix in the names of the objects that
     process ``n`` makes: by it the master finds those that a process which
-    crashed made and never sent on (see Master._sweep_unsent)."""
+    has ended made and never sent on (see Master._sweep_unsent)."""
     return f"{n}."
 
 
@@ -102,23 +105,51 @@ kept_elsewhere: Callable[[], Collection[str]] = frozenset
 
 
 def _reusable(size: int) -> str | None:
-    kept = kept_elsewhere()
     with _lock:
+        # Read under the lock: a join keeps its outcome before it views the
+        # result, which lists its object under the lock (see
+        # _client.join_outcome). Read before, the names could miss a result
+        # that another thread's join kept meanwhile, listed by then, which
+        # this would take for reuse: that join, made again, read this value.
+        kept = kept_elsewhere()
         for received in tuple(_received):
+            if received.going:  # left by an exception: see _let_go
+                _let_go(received)
+                continue
             if received.capacity < size or received.name in kept:
                 continue
             try:
                 received.mapping.close()
             except BufferError:  # a value still views it
                 continue
+            if received.capacity - size > max(size, REUSE_SLACK):
+                # Far larger than the value: its pages past it would stay
+                # taken as long as it circulates (200 MB of tmpfs for 100 KB
+                # values). It goes, and a new object of the value's size is
+                # made.
+                _let_go(received)
+                continue
+            # (An exception as the lock is let go loses the name: the master
+            # unlinks the object as this process ends, its argument's or a
+            # result handed to it; see Master._on_exit.)
             _received.remove(received)
-            if received.capacity - size <= max(size, REUSE_SLACK):
-                return received.name
-            # Far larger than the value: its pages past it would stay taken
-            # as long as it circulates (200 MB of tmpfs for 100 KB values).
-            # It goes, and a new object of the value's size is made.
-            _ipc.unlink(received.name)
+            return received.name
     return None
+
+
+def _let_go(received: _Received) -> None:
+    """Unlink the object of ``received``, then forget it (under the lock).
+
+    In this order, each step safe to repeat: a signal handler's exception
+    anywhere leaves it listed, for the next :func:`_reusable` or rotation
+    (see :func:`view`) to take again, or to finish once it is marked (an
+    unlink again does nothing). Forgotten first, it stayed in /dev/shm,
+    with nothing to unlink it until the process ended. The mark, made
+    before the unlink with no call in between, keeps it from reuse
+    meanwhile: its object is gone, or going."""
+    received.going = True
+    _ipc.unlink(received.name)
+    _received.remove(received)
 
 
 def view(payload: Payload) -> bytes | memoryview:
@@ -143,12 +174,13 @@ def view(payload: Payload) -> bytes | memoryview:
         data = memoryview(mapping)
         _received.append(_Received(payload.name, capacity, mapping))
     if len(_received) > RECYCLE_MAX:
-        kept = kept_elsewhere()
         with _lock:
-            for received in [r for r in _received if r.name not in kept][:-RECYCLE_MAX]:
+            kept = kept_elsewhere()  # under the lock: see _reusable
+            going = [r for r in _received if r.going]  # left by an exception: see _let_go
+            others = [r for r in _received if not r.going and r.name not in kept]
+            for received in going + others[:-RECYCLE_MAX]:
                 # Its mapping lives on with the views of it, if there are any.
-                _received.remove(received)
-                _ipc.unlink(received.name)
+                _let_go(received)
     return data
 
 

@@ -9,6 +9,7 @@ fixture) and events, never by sleeps.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import select
 import signal
@@ -168,6 +169,96 @@ def test_a_result_being_mapped_is_not_reused_by_another_thread() -> None:
     # find the mapping viewed by nobody and write its own value into it (the
     # joiner got "ValueError: mmap closed or invalid", its result lost).
     assert run_scenario(rf_view_races_reuse, 0) == ["intact", "intact"]
+
+
+class _PausingEntry:
+    """Stands in for _payload's lock in one worker: when the thread named
+    "packer" comes to take it in _payload._reusable, that thread says so
+    and waits to be let go before it takes it, as a thread switch at that
+    point would."""
+
+    def __init__(self, inner: Any, paused: threading.Event, go: threading.Event) -> None:
+        self.inner, self.paused, self.go = inner, paused, go
+
+    def __enter__(self) -> Any:
+        caller = sys._getframe(1).f_code.co_name
+        if threading.current_thread().name == "packer" and caller == "_reusable":
+            self.paused.set()
+            self.go.wait(WAIT)
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc: object) -> Any:
+        return self.inner.__exit__(*exc)
+
+
+# Decodes of Cut that raise _Interrupted (as a signal handler's exception
+# would, once the result is viewed): one per entry, in the process that
+# puts one in.
+_CUTS: list[bool] = []
+
+
+@dataclasses.dataclass
+class Cut:
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if _CUTS:
+            _CUTS.pop()
+            raise _Interrupted
+
+
+@netmcore.process
+def rf_cut(_: int) -> Cut:
+    return Cut(b"c" * LARGE)
+
+
+@netmcore.process
+def rf_kept_result_races_reuse(_: int) -> list[str]:
+    """One thread starts a process with a large argument, and pauses as its
+    pack comes to look for an object to reuse; meanwhile this one joins a
+    large result, cut short once it has viewed it (the outcome is kept for
+    the next join, its object listed). Then the start goes on, and the
+    result is joined again."""
+    pid = rf_cut.start(0)
+    paused, go = threading.Event(), threading.Event()
+    _payload._lock = _PausingEntry(_payload._lock, paused, go)  # type: ignore[assignment]
+    seen: list[str] = []
+
+    def packer() -> None:
+        data = b"p" * SMALLER  # large, and fits in the result's object
+        try:
+            seen.append("intact" if rf_echo.result(rf_echo.start(data)) == data else "wrong echo")
+        except Exception as exc:
+            seen.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=packer, name="packer")
+    thread.start()
+    try:
+        if not paused.wait(WAIT):
+            return ["the packer never looked for an object"]
+        _CUTS.append(True)
+        try:
+            rf_cut.join(pid)
+            seen.append("not cut short")
+        except _Interrupted:
+            pass
+    finally:
+        go.set()
+        thread.join()
+    try:
+        seen.append("intact" if rf_cut.join(pid) == Cut(b"c" * LARGE) else "wrong result")
+    except Exception as exc:
+        seen.append(f"{type(exc).__name__}: {exc}")
+    return seen
+
+
+def test_a_result_kept_for_a_join_is_not_reused_by_another_thread() -> None:
+    # pack read the names of the results kept for joins (see
+    # _payload.kept_elsewhere) before it took the lock: a join in another
+    # thread, cut short meanwhile once it had viewed its result, kept it
+    # after that read, and pack took its object for its own value, as
+    # nothing viewed it any more. The join, made again, read that value.
+    assert run_scenario(rf_kept_result_races_reuse, 0) == ["intact", "intact"]
 
 
 @netmcore.process

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import select
 import signal
 import sys
 import threading
@@ -33,7 +34,7 @@ from scenario import (
 )
 
 import netmcore
-from netmcore import _payload
+from netmcore import _context, _payload
 
 LARGE = 200_000  # over the 64 KiB that travel inline: values go through shm
 SMALL = 60_000  # under them: inline, in the messages
@@ -414,3 +415,206 @@ def test_a_value_far_smaller_than_an_object_does_not_take_it() -> None:
     # for values of 200 KB.
     sizes = run_scenario(pl_small_values_after_a_huge_one, 0)
     assert sizes and max(sizes) < 2 * LARGE, sizes
+
+
+# --- a signal handler's exception as an object is let go ------------------------
+
+
+class _Cut(Exception):
+    """A signal handler's exception (a timeout's, say), raised where one may land."""
+
+
+def _cut_once_in(function: str, after: bool) -> None:
+    """Make the unlinks that ``function`` of _payload makes (itself, or
+    through a helper) raise _Cut once, in this process: as the unlink
+    starts, as a handler's exception would at the call, or once it is done,
+    as one would as it returns."""
+    from netmcore import _ipc
+
+    real = _ipc.unlink
+
+    def unlink(name: str) -> bool:
+        if function not in (sys._getframe(1).f_code.co_name, sys._getframe(2).f_code.co_name):
+            return real(name)
+        _ipc.unlink = real
+        if after:
+            real(name)
+        raise _Cut
+
+    _ipc.unlink = unlink
+
+
+def _untracked() -> list[str]:
+    """The run's objects in /dev/shm that this process neither keeps for
+    reuse nor keeps for a join: nothing would unlink them before it ends."""
+    return sorted(
+        e
+        for e in own_shm_entries()
+        if not _payload.is_received("/" + e) and "/" + e not in _payload.kept_elsewhere()
+    )
+
+
+@netmcore.process
+def pl_rotation_cut_short(after: bool) -> list[object]:
+    """Join large results: the fourth's view lets the first go (this process
+    keeps the last three), and a handler's exception comes at its unlink.
+    Join it again (its outcome was kept), then join one more."""
+    for _ in range(3):
+        pl_large.result(pl_large.start(LARGE))
+    _cut_once_in("view", after)
+    pid = pl_large.start(LARGE)
+    try:
+        pl_large.result(pid)
+        cut = "not cut short"
+    except _Cut:
+        cut = "cut short"
+    intact = pl_large.result(pid) == b"l" * LARGE
+    untracked = _untracked()
+    pl_large.result(pl_large.start(LARGE))
+    held = sorted("/" + e for e in own_shm_entries())
+    return [cut, intact, untracked, held == sorted(r.name for r in _payload._received)]
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before_the_unlink", "after_it"])
+def test_a_handlers_exception_as_a_result_object_is_let_go_leaves_none_behind(
+    after: bool,
+) -> None:
+    # The view of a large result lets the oldest object this process keeps
+    # go: it was forgotten, then unlinked. A signal handler's exception in
+    # between (a stress run's 100 us timer: 2-4 a hundred joins) left it in
+    # /dev/shm, with nothing to unlink it until the process ended. It is
+    # unlinked, then forgotten: cut short, it is still listed, and the next
+    # view finishes it.
+    outcome = run_scenario(pl_rotation_cut_short, after)
+    assert outcome == ["cut short", True, [], True]
+
+
+@netmcore.process
+def pl_huge_object_let_go_cut_short(after: bool) -> list[object]:
+    """Echo a huge value (this process keeps its object), then start a
+    process with a large value far smaller: the huge object goes, and a
+    handler's exception comes at its unlink. Start it again; give the sizes
+    of the run's objects."""
+    assert pl_echo.result(pl_echo.start(b"H" * HUGE)) == b"H" * HUGE
+    _cut_once_in("_reusable", after)
+    data = b"s" * LARGE
+    try:
+        pl_echo.start(data)
+        cut = "not cut short"
+    except _Cut:
+        cut = "cut short"
+    untracked = _untracked()
+    assert pl_echo.result(pl_echo.start(data)) == data
+    sizes = sorted(os.stat(os.path.join("/dev/shm", e)).st_size for e in own_shm_entries())
+    return [cut, untracked, max(sizes) < 2 * LARGE]
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before_the_unlink", "after_it"])
+def test_a_handlers_exception_as_a_huge_object_is_let_go_leaves_it_to_the_next_pack(
+    after: bool,
+) -> None:
+    # The same in pack, which lets go of an object far larger than the value
+    # (see test_a_value_far_smaller_than_an_object_does_not_take_it): the
+    # huge object stayed in /dev/shm until the process ended.
+    outcome = run_scenario(pl_huge_object_let_go_cut_short, after)
+    assert outcome == ["cut short", [], True]
+
+
+# --- a process that ends with its result, a daemon thread's object unsent ---------
+
+
+@netmcore.process
+def pl_returns_as_a_daemon_thread_packs(arg: tuple[int, int]) -> bytes:
+    """Return a large result while a daemon thread has packed a large value
+    it never sends (as a start does, before the send), and waits for the
+    gate, which never opens: the process ends without waiting for it. Say
+    its os pid and the object's name first."""
+    gate_r, said_w = arg
+    made: list[str] = []
+    packed = threading.Event()
+
+    def pack_and_wait() -> None:
+        ctx = _context.current
+        payload = _payload.pack([b"u" * LARGE], ctx.shm_prefix, ctx.process_id)
+        assert isinstance(payload, _payload.ShmRef)
+        made.append(payload.name)
+        packed.set()
+        os.read(gate_r, 1)
+
+    threading.Thread(target=pack_and_wait, daemon=True).start()
+    assert packed.wait(WAIT)
+    os.write(said_w, os.getpid().to_bytes(8, "little") + made[0].encode())
+    return b"r" * LARGE
+
+
+@netmcore.process
+def pl_clean_end_with_an_object_unsent(arg: tuple[int, tuple[int, int]]) -> list[object]:
+    gate_r, (said_r, said_w) = arg
+    pid = pl_returns_as_a_daemon_thread_packs.start((gate_r, said_w))
+    said = os.read(said_r, 4096)
+    os_pid, name = int.from_bytes(said[:8], "little"), said[8:].decode()
+    try:  # wait for its end, which the master hears of at once
+        pidfd = os.pidfd_open(os_pid)
+    except ProcessLookupError:
+        pass  # reaped already
+    else:
+        select.select([pidfd], [], [], WAIT)
+        os.close(pidfd)
+    pl_echo.result(pl_echo.start(b"s"))  # a round trip: the master has handled that end
+    left = os.path.exists("/dev/shm" + name)
+    # Its result, not joined until now, is no unsent object.
+    return [left, pl_returns_as_a_daemon_thread_packs.result(pid) == b"r" * LARGE]
+
+
+def test_a_daemon_threads_object_unsent_goes_with_a_process_that_ended_with_its_result(
+    gate: tuple[int, int], pipes: Callable[[], tuple[int, int]]
+) -> None:
+    # A process ends once its function has returned and its non-daemon
+    # threads have ended: a daemon thread in the middle of a start (its
+    # argument packed into a new object, not yet sent) is ended with it. The
+    # master swept the objects a process made and never sent only after a
+    # crash or an end with no result sent: this one stayed until the end of
+    # the run.
+    outcome = run_scenario(pl_clean_end_with_an_object_unsent, (gate[0], pipes()))
+    assert outcome == [False, True]
+
+
+@netmcore.process
+def pl_starts_then_returns(arg: tuple[int, int]) -> None:
+    """Start a process with a large argument, say its id and this process's
+    os pid, and return."""
+    gate_r, said_w = arg
+    pid = pl_gated_echo.start((gate_r, b"e" * LARGE))
+    os.write(said_w, pid.n.to_bytes(8, "little") + os.getpid().to_bytes(8, "little"))
+
+
+@netmcore.process
+def pl_argument_of_a_starter_that_returned(
+    gates: tuple[tuple[int, int], tuple[int, int]],
+) -> list[object]:
+    (gate_r, gate_w), (said_r, said_w) = gates
+    starter = pl_starts_then_returns.start((gate_r, said_w))
+    said = os.read(said_r, 16)
+    n, os_pid = int.from_bytes(said[:8], "little"), int.from_bytes(said[8:], "little")
+    outcome = pl_starts_then_returns.join_outcome(starter)
+    try:  # wait for its end, which the master hears of at once
+        pidfd = os.pidfd_open(os_pid)
+    except ProcessLookupError:
+        pass  # reaped already
+    else:
+        select.select([pidfd], [], [], WAIT)
+        os.close(pidfd)
+    pl_echo.result(pl_echo.start(b"s"))  # a round trip: the master has handled that end
+    os.write(gate_w, b"g")
+    echoed = pl_gated_echo.result(netmcore.ProcessId[bytes](n))
+    return [str(outcome), echoed == b"e" * LARGE]
+
+
+def test_the_objects_a_process_that_returned_sent_on_stay_for_their_readers(
+    pipes: Callable[[], tuple[int, int]],
+) -> None:
+    # The master sweeps what a process made and never sent after any end
+    # now: the argument of a process it started, not yet read, is that
+    # process's, as after a crash.
+    outcome = run_scenario(pl_argument_of_a_starter_that_returned, (pipes(), pipes()))
+    assert outcome == [str(netmcore.Success(None)), True]
