@@ -83,7 +83,6 @@ import ctypes
 import errno
 import mmap
 import os
-import signal
 import struct
 import threading
 import time
@@ -161,20 +160,6 @@ _trywait = _pthread.raw_sem_trywait
 
 _pid = _pthread.this_pid
 _ONE = _pthread.ONE
-
-# What a second decode of a message blocks (see Mailbox._decode_again): the
-# signals whose Python handler could raise there. Not those a fault raises
-# (blocked, the kernel kills the process at once), nor those none can block.
-_ASYNC_SIGNALS = signal.valid_signals() - {
-    signal.SIGKILL,
-    signal.SIGSTOP,
-    signal.SIGSEGV,
-    signal.SIGBUS,
-    signal.SIGFPE,
-    signal.SIGILL,
-    signal.SIGTRAP,
-    signal.SIGSYS,
-}
 
 
 def _stride(slot_size: int) -> int:
@@ -732,7 +717,7 @@ class Mailbox(Generic[T]):
 
         pending = self._pending
         try:
-            _posix.with_signals_blocked(_ASYNC_SIGNALS, attempt)
+            _posix.with_signals_blocked(_posix.ASYNC_SIGNALS, attempt)
         finally:
             # Decoded: kept so, even if a handler's exception comes as the
             # block is lifted (the signal came during the decode).

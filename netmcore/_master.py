@@ -368,7 +368,7 @@ class Master:
         self._join_timers_sweep_at = JOIN_TIMERS_MIN
         self.interrupted: int | None = None
         self.signals = 0  # SIGINTs and SIGTERMs got
-        self.first_caught_interrupt = False  # see _settle
+        self.first_caught_interrupt = False  # see _on_finished
         self.term_deadline: float | None = None  # when the workers get SIGTERM
         self.kill_deadline: float | None = None  # when stragglers get SIGKILL
         self.notice_at: float | None = None  # when run says what it waits for
@@ -794,7 +794,7 @@ class Master:
                 reply = Done()
             elif isinstance(msg, Finished):
                 reply = None
-                self._on_finished(conn, msg.outcome)
+                self._on_finished(conn, msg.outcome, msg.interrupted)
             elif isinstance(msg, ReleaseReq):
                 self.release(msg.res_id, self._user(conn))
                 reply = Done()
@@ -836,11 +836,18 @@ class Master:
         if isinstance(msg, StartReq) and isinstance(reply, Failed):
             _payload.discard(msg.arg.payload)  # nobody else will read it
 
-    def _on_finished(self, conn: Conn, outcome: WireOutcome) -> None:
+    def _on_finished(self, conn: Conn, outcome: WireOutcome, interrupted: bool = False) -> None:
         child = conn.child
         if child is None or child.record is None or child.record.outcome is not None:
             return
         record = child.record
+        if record.n == self.first and isinstance(outcome, Returned):
+            # It caught the Ctrl-C that stops the run (see run): it got a
+            # SIGINT, and returned after the master did. Not one that had
+            # returned before (the Ctrl-C then stopped the processes run
+            # waited for, or a startup() program's services), nor one the
+            # SIGINT never reached (sent to the master alone).
+            self.first_caught_interrupt = interrupted and self.interrupted is not None
         trace("deliver: process %d (%s) finished", record.n, record.definition.name)
         if isinstance(outcome, Returned):
             _passed_on(conn, outcome.value.payload)
@@ -1298,11 +1305,6 @@ class Master:
         """Record an outcome, tell the waits for it, and hand it to the first
         live waiter."""
         record.outcome = outcome
-        if record.n == self.first and isinstance(outcome, Returned):
-            # After the signal that stops the run: it caught the Ctrl-C (see
-            # run). Not before it: the Ctrl-C then stopped the processes run
-            # waited for, or a startup() program's services.
-            self.first_caught_interrupt = self.interrupted is not None
         for key in self.watches.process_ended(record.n):
             req, ended = self.watches.answer(key)
             key[0].send(Ready(ended, req=req))

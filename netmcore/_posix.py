@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # signal's C half: no stub
+import _thread
 import ctypes
 import os
 import resource
 import signal
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
 
 INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM})
+# The signals whose Python handler could raise in a step that must not be
+# cut (a second decode of a mailbox message, a withdrawal): not those a
+# fault raises (blocked, the kernel kills the process at once), nor those
+# none can block.
+ASYNC_SIGNALS = frozenset(
+    signal.valid_signals()
+    - {
+        signal.SIGKILL,
+        signal.SIGSTOP,
+        signal.SIGSEGV,
+        signal.SIGBUS,
+        signal.SIGFPE,
+        signal.SIGILL,
+        signal.SIGTRAP,
+        signal.SIGSYS,
+    }
+)
 
 
 def with_signals_blocked(signals: Iterable[int], call: Callable[[], T]) -> T:
@@ -27,15 +46,72 @@ def with_signals_blocked(signals: Iterable[int], call: Callable[[], T]) -> T:
     a handler's exception there must not skip the restore (the signals would
     stay blocked for good). A function, not a context manager: the handler of
     a signal not blocked can run as a Python ``__enter__`` returns, where no
-    ``__exit__`` restores the mask (a generator's only once it is collected)."""
+    ``__exit__`` restores the mask (a generator's only once it is collected).
+
+    In the main thread, SIGINT and SIGTERM among ``signals`` are also held
+    from netmcore's handlers (see :func:`deferred`): a mask is one thread's,
+    and a signal sent to the process goes to another thread that does not
+    block it (a progress bar's monitor, a pool's, a BLAS library's), whose
+    Python handler runs in the main thread all the same, here."""
+    hold = (
+        not INTERRUPTS.isdisjoint(signals) and threading.main_thread().ident == _thread.get_ident()
+    )
     # signal's C half: signal.pthread_sigmask is a Python function, whose
     # start is a point where a handler runs, before the mask is restored.
     before = _signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    if hold:
+        _hold[0] += 1  # no call up to the try: no handler runs in between
     try:
         _signal.pthread_sigmask(signal.SIG_BLOCK, signals)
         return call()
     finally:
-        _signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        if hold:
+            _hold[0] -= 1
+        try:
+            _signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        finally:
+            # Even past another handler's exception as the mask is restored:
+            # a held Ctrl-C must not wait for the next hold's end.
+            if hold and not _hold[0]:
+                _raise_held()
+
+
+# How many with_signals_blocked calls of the main thread hold SIGINT and
+# SIGTERM now, and those of them that came meanwhile (see deferred).
+_hold = [0]
+_held: list[int] = []
+
+
+def _forget_holds() -> None:
+    # A child forked in a hold (the master forks in one) never leaves it.
+    _hold[0] = 0
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_holds)
+
+
+def deferred(signum: int) -> bool:
+    """What netmcore's Python handlers of SIGINT and SIGTERM ask first:
+    whether the main thread holds them (see :func:`with_signals_blocked`).
+    If so, ``signum`` is noted, and raised again as the hold ends; the
+    handler returns at once. If not, one noted earlier is dropped: the
+    handler acts on it now (two that come before either is handled are one,
+    as the kernel keeps them)."""
+    if _hold[0]:
+        if signum not in _held:
+            _held.append(signum)
+        return True
+    if signum in _held:
+        _held.remove(signum)
+    return False
+
+
+def _raise_held() -> None:
+    """Raise each signal held in (see :func:`deferred`), in the order they
+    came, in this thread: its handler runs as raise_signal returns."""
+    while _held:
+        signal.raise_signal(_held.pop(0))
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

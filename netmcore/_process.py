@@ -176,10 +176,16 @@ class ProcessDef(Generic[In, Out]):
         """
         outcome = cls._join(pid, wait=True, timeout=timeout, call="result")
         assert outcome is not None
-        _client.handed_over(pid.n)  # last of the calls: see there
+        # Told apart before the hand-over, the last of the calls (see there):
+        # the isinstance after it was a point where a handler's exception
+        # came with the result handed over, lost (a retry: UnknownProcess).
         if isinstance(outcome, Success):
-            return outcome.value
-        raise ProcessFailed(pid, cls.__qualname__, outcome)
+            value = outcome.value
+            _client.handed_over(pid.n)
+            return value
+        failure = ProcessFailed(pid, cls.__qualname__, outcome)
+        _client.handed_over(pid.n)
+        raise failure
 
     @classmethod
     def join_outcome(cls, pid: ProcessId[Out], *, timeout: float | None = None) -> Outcome[Out]:

@@ -804,9 +804,10 @@ def _create(typ: ResourceType, prefix: str, size: int, user: int, into: Asked | 
         raise
     except BaseException:
         # Before the table had it (add calls nothing after), but maybe made:
-        # the hold above keeps out only this thread's SIGINT and SIGTERM, and
-        # another signal's handler (or one that another thread took) can
-        # raise as a call in the create returns, the object made. Its name
+        # the hold above keeps out only SIGINT and SIGTERM (netmcore's
+        # handlers), and another signal's handler (or a handler the program
+        # put in their place) can raise as a call in the create returns, the
+        # object made. Its name
         # is fresh and random: unlinked, whatever exists under it is this
         # call's.
         unlink_object(typ, name)

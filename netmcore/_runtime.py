@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, TypeVar
 
-from . import _cleanup, _context, _resources, _watchdog
+from . import _cleanup, _context, _posix, _resources, _watchdog
 from ._debug import log
 from ._errors import ContextError
 from ._ids import ProcessId
@@ -634,6 +634,8 @@ class _Interrupts:
             raise self.reported(self.signum)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if _posix.deferred(signum):  # in a step that must not be cut: raised again after it
+            return
         self.seen.add(signum)
         if self.signum is None:
             self.signum = signum

@@ -31,7 +31,7 @@ from typing import NoReturn
 
 import msgspec
 
-from . import _payload
+from . import _payload, _posix
 from ._encap import Encap, clipped_name
 from ._errors import ContextError, MasterGone, NetmcoreError
 from ._payload import Payload
@@ -222,6 +222,9 @@ class PluginReq(_Msg, frozen=True):
 # Worker -> master, unanswered: the worker's own outcome, just before it exits.
 class Finished(_Msg, frozen=True):
     outcome: WireOutcome
+    # The process got a SIGINT (a KeyboardInterrupt, which it caught if it
+    # returned): see Master.first_caught_interrupt.
+    interrupted: bool = False
 
 
 # Master -> worker.
@@ -616,8 +619,12 @@ class Link:
         at its start, before its loop: Python runs a handler as a function
         starts. Nothing is called from the exception to the loop's try. A
         failure of its own (see :func:`failed_of_its_own`) goes on at once.
-        (A further exception exactly as the loop goes round again, as the
-        last is classified or at the jump back, still ends it.)
+        Each try runs with the thread's signals blocked, so that only a
+        signal that came just before it (or a handler that runs for another
+        thread's) can cut it short. (A further exception exactly as the loop
+        goes round again, as the last is classified or at the jump back,
+        still ends it: under a 100 us timer whose handler raises in every
+        netmcore frame, about one join in 200 is lost.)
         """
         reader = self._reader  # None as a rule: then no call to make
         if reader is not None and reader == threading.get_ident():
@@ -637,13 +644,29 @@ class Link:
                 if asked.sent and abandon is not None:
                     held: BaseException | None = None
                     tries = 0
-                    while True:
+                    done: list[int] = []
+                    withdraw = abandon
+
+                    def step() -> None:  # (made here, no call: no handler runs)
+                        withdraw(rid)
+                        done.append(rid)
+
+                    while not done:
                         try:
-                            abandon(rid)
-                            break
+                            # With this thread's signals blocked (SIGINT and
+                            # SIGTERM held: see _posix.deferred): a withdrawal
+                            # is a round trip to the master, which a timer's
+                            # handler cut short time and again, each time a
+                            # new chance for one more to come round this loop,
+                            # outside its try, and end it with the outcome
+                            # lost. Their handlers now run as the block ends
+                            # (or as it begins, for one that came just
+                            # before), and an exception there, once the step
+                            # is done, is held too.
+                            _posix.with_signals_blocked(_posix.ASYNC_SIGNALS, step)
                         except BaseException as exc:
                             tries += 1
-                            if failed_of_its_own(exc, tries):
+                            if not done and failed_of_its_own(exc, tries):
                                 raise
                             held = exc
                     if held is not None:

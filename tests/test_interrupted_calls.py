@@ -774,3 +774,63 @@ def test_a_give_back_that_fails_of_its_own_raises_its_error_and_stops(
         _resource_api._uses.handles.pop(res.id.n, None)
     assert tries == [name]
     assert raised.value.errno == number
+
+
+# --- a join interrupted anywhere ------------------------------------------------
+
+
+@netmcore.process
+def squared(k: int) -> int:
+    return k * k
+
+
+_JOINS: dict[str, Callable[[netmcore.ProcessId[int]], Any]] = {
+    "join": squared.join,
+    "result": squared.result,
+    "join_outcome": squared.join_outcome,
+}
+
+
+@netmcore.process
+def join_interrupted_anywhere(arg: tuple[str, str]) -> str | None:
+    """Join processes that have ended (an outcome is there), a SIGINT at
+    each point of the join in turn; after a join cut short, the next join of
+    that process must give its result."""
+    call, how = arg
+    join = _JOINS[call]
+    k, pid = 0, squared.start(0)
+
+    def ended(pid: netmcore.ProcessId[int]) -> netmcore.ProcessId[int]:
+        for _ in squared.as_completed([pid]):  # waits for its end, joins nothing
+            pass
+        return pid
+
+    def check(result: Any) -> list[str]:
+        nonlocal k, pid
+        problems = []
+        if result is None:  # cut short: the next join has the outcome
+            try:
+                result = join(pid)
+            except Exception as exc:
+                problems.append(f"the next join raised {type(exc).__name__}: {exc}")
+        want = netmcore.Success(k * k) if call == "join_outcome" else k * k
+        if not problems and result != want:
+            problems.append(f"{result!r}, not {want!r}")
+        k += 1
+        pid = ended(squared.start(k))
+        return problems
+
+    pid = ended(pid)
+    if how == "thread":
+        with through_another_thread(signal.SIGINT) as send:
+            return at_every_point(lambda: join(pid), check, signal.SIGINT, send)
+    return at_every_point(lambda: join(pid), check)
+
+
+@pytest.mark.parametrize("how", ["here", "thread"])
+@pytest.mark.parametrize("call", list(_JOINS))
+def test_a_join_interrupted_anywhere_loses_no_result(call: str, how: str) -> None:
+    """Before: result() told a success from a failure by an isinstance call
+    after it had handed the outcome over: a SIGINT as that call returned
+    lost the result (the next join raised UnknownProcess)."""
+    assert run_scenario(join_interrupted_anywhere, (call, how)) is None

@@ -35,6 +35,7 @@ from master_process import (
 from scenario import SYSCALLS, main_thread_syscall, wait_until
 
 import netmcore
+from netmcore import _worker
 
 SCRIPT = ROOT / "tests" / "scripts" / "signal_master.py"
 
@@ -471,7 +472,8 @@ def _disposition(signum: int) -> str:
         return "ignored"
     if handler == signal.SIG_DFL:
         return "default"
-    if handler is signal.default_int_handler:
+    # A worker's raises KeyboardInterrupt too, once it has noted the SIGINT.
+    if handler in (signal.default_int_handler, _worker._on_sigint):
         return "KeyboardInterrupt"
     return "a handler"
 
@@ -739,3 +741,54 @@ def test_a_ctrl_c_after_the_first_process_returned_still_interrupts(
     )
     assert status == -signal.SIGINT, (out, err)
     assert out == "" and "KeyboardInterrupt" in err, (out, err)
+
+
+_RETURNS_AS_THE_MASTER_ALONE_GETS_A_SIGINT = """
+import os
+import netmcore
+
+@netmcore.process
+def first(gate: int) -> int:
+    print("ready", flush=True)
+    os.read(gate, 1)  # stdin: the test sends the SIGINT to the master, then a byte
+    return 42
+
+try:
+    print(netmcore.run(first_process=lambda: first.start(0),
+                       extract_result=lambda c, pid: first.result(pid, timeout=0)))
+except KeyboardInterrupt:
+    print("KeyboardInterrupt")
+"""
+
+
+def test_a_first_process_the_sigint_never_reached_does_not_keep_run_from_raising(
+    tmp_path: Path,
+) -> None:
+    # A SIGINT to the master alone (kill -INT <pid>): the first process,
+    # which got none and caught nothing, returns within the grace second.
+    # run raises KeyboardInterrupt: only a process that caught the Ctrl-C
+    # lets it return.
+    script = tmp_path / "alone.py"
+    script.write_text(_RETURNS_AS_THE_MASTER_ALONE_GETS_A_SIGINT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        os.kill(proc.pid, signal.SIGINT)
+        # The master has it once it says it stops the workers; then the gate.
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "the master got SIGINT" in line, line
+        out, err = proc.communicate("x", timeout=STOP_WITHIN + 5)  # within the grace second
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert out == "KeyboardInterrupt\n", (out, err)
+    assert "ended without a result" not in err, err  # it returned: not killed
