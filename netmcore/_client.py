@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from . import _context, _payload
+from . import _context, _payload, _posix
 from ._encap import Encap
 from ._errors import (
     REMOTE_ERRORS,
@@ -442,7 +442,7 @@ def _check_signal(signum: object) -> int:
             f"signum must be an int, not {type(signum).__name__} ({signum!r}): "
             "pass a signal number such as signal.SIGKILL or signal.SIGTERM"
         )
-    valid = signal.valid_signals()
+    valid = _posix.VALID_SIGNALS
     if signum != 0 and signum not in valid:
         low, high = min(valid), max(valid)
         gaps = sorted(set(range(low, high + 1)) - valid)  # 32 and 33: glibc's own

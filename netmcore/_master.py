@@ -54,7 +54,7 @@ from ._ids import ResId, give_back_process_id, next_process_id, peek_process_id
 from ._outcome import signal_name
 from ._payload import Payload, ShmRef
 from ._plugin_host import PluginHost
-from ._posix import INTERRUPTS, peer_uid, with_signals_blocked
+from ._posix import INTERRUPTS, VALID_SIGNALS, peer_uid, with_signals_blocked
 from ._resources import ResourceType
 from ._socketdir import SocketDir
 from ._wire import (
@@ -1257,7 +1257,7 @@ class Master:
                 "it has been joined already. Pass an id that start() returned and no join "
                 "has taken yet (a joined process has ended: there is nothing to signal)"
             )
-        if signum != 0 and signum not in signal.valid_signals():  # a request made by hand
+        if signum != 0 and signum not in VALID_SIGNALS:  # a request made by hand
             raise ValueError(f"cannot signal process {n}: {signum} is not a valid signal")
         child = record.child
         if child is None or record.outcome is not None:
