@@ -50,9 +50,6 @@ from ._wire import (
 
 InheritRequest = Literal["all"] | Iterable[ResId]
 
-# The most process ids one WatchReq names: 5 bytes each at most, well within a message.
-WATCH_PIDS_MAX = 20_000
-
 
 def start(
     fork_point: ResId, arg: Encap, *, inherit_resources: InheritRequest = "all"
@@ -248,7 +245,7 @@ def new_watch() -> int:
 
 
 def watch(what: str, join_point: ResId, pids: list[int], number: int = 0) -> list[int]:
-    """Which of processes ``pids`` (at most WATCH_PIDS_MAX) have ended.
+    """Which of processes ``pids`` (at most PIDS_MAX) have ended.
     With ``number`` 0, an id that a join would refuse is refused, as it
     would be; else the others join the watch ``number``. Nothing is joined."""
     link = waiting_link(what)

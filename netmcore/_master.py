@@ -1177,8 +1177,7 @@ class Master:
         if watch.waiter is not None:
             raise ValueError(f"watch {msg.watch} is waited on already")
         if watch.ended or not watch.left:
-            ended, watch.ended = watch.ended, []
-            return Ready(ended)
+            return Ready(_watches.take_ended(watch))
         if msg.deadline is not None and msg.deadline <= time.monotonic():
             return _wait_timed_out()
         self.watches.wait(key, watch, msg.req)

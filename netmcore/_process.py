@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
-from . import _client, _registry, _resource_api
+from . import _client, _registry, _resource_api, _wire
 from ._client import InheritRequest
 from ._debug import log
 from ._encap import Encap, EncapType
@@ -432,8 +432,8 @@ def _completed(
 
 def _chunks(ids: list[int]) -> Iterator[list[int]]:
     """``ids`` in pieces that one WatchReq takes."""
-    for i in range(0, len(ids), _client.WATCH_PIDS_MAX):
-        yield ids[i : i + _client.WATCH_PIDS_MAX]
+    for i in range(0, len(ids), _wire.PIDS_MAX):
+        yield ids[i : i + _wire.PIDS_MAX]
 
 
 def _some(ids: Collection[int], shown: int = 10) -> str:

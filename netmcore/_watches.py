@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _wire
+
 Key = tuple[Any, int]  # (the master's Conn of the link, the watch's number)
 
 
@@ -30,6 +32,16 @@ class Watch:
     # those its close may forget. Swept of the joined ones as it doubles.
     started: set[int] = field(default_factory=set)
     sweep_at: int = 64
+
+
+def take_ended(watch: Watch) -> list[int]:
+    """The processes of ``watch`` that ended since its last answer, at
+    most PIDS_MAX of them, which one Ready takes (the rest answer its next
+    wait, at once): those of a watch nobody waited on for a while may be
+    more than a message holds."""
+    most = _wire.PIDS_MAX
+    ended, watch.ended = watch.ended[:most], watch.ended[most:]
+    return ended
 
 
 class Watches:
@@ -84,8 +96,7 @@ class Watches:
         assert req is not None
         watch.waiter = None
         del self.waiting[(key[0], req)]
-        ended, watch.ended = watch.ended, []
-        return req, ended
+        return req, take_ended(watch)
 
     def cancel(self, conn: Any, req: int) -> bool:
         """Withdraw the wait ``req`` of ``conn``, if it waits; whether it did."""

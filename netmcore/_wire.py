@@ -43,6 +43,9 @@ RECV_SIZE = 256 * 1024
 # the socket's send buffer (net.core.wmem_default, 208 KiB by default). Every
 # message stays well below it: large values travel as ShmRef, texts are clipped.
 MESSAGE_MAX = 200 * 1024
+# The most process ids one message names (a WatchReq, a Ready): 5 bytes
+# each at most, well within MESSAGE_MAX.
+PIDS_MAX = 20_000
 # Seconds a thread waiting for another's read of the link looks again at
 # most: see Link.wait_reply.
 WAIT_SLICE = 0.05

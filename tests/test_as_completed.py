@@ -25,11 +25,12 @@ from scenario import (
     outcome_value,
     run_scenario,
     sigusr1_raises,
+    wait_until,
     wait_until_main_thread_blocks,
 )
 
 import netmcore
-from netmcore import _client, _master
+from netmcore import _client, _master, _wire
 from netmcore._master import Conn
 from netmcore._wire import Failed, KillReq
 
@@ -90,9 +91,9 @@ def ac_two_steps(gate: tuple[int, int]) -> list[Any]:
 
 @netmcore.process
 def ac_many(n: int) -> list[Any]:
-    """Many processes, chunked into several waits (WAIT_PIDS_MAX made small),
+    """Many processes, chunked into several waits (PIDS_MAX made small),
     failures among them: each comes once, and joins as it should."""
-    _client.WATCH_PIDS_MAX = 3
+    _wire.PIDS_MAX = 3
     pids = [ac_square.start(k) for k in range(n)] + [ac_square.start(-1), ac_square.start(1000)]
     results: dict[int, Any] = {}
     for pid in ac_square.as_completed(pids):
@@ -494,9 +495,9 @@ def test_map_refuses_a_bad_window_at_the_call() -> None:
 
 @netmcore.process
 def ac_beyond_one_request(gates: list[tuple[int, int]]) -> list[Any]:
-    """More ids than one request names (WATCH_PIDS_MAX made small): the last
+    """More ids than one request names (PIDS_MAX made small): the last
     process is the only one let end, and is yielded; they are all watched."""
-    _client.WATCH_PIDS_MAX = 2
+    _wire.PIDS_MAX = 2
     pids = [ac_gated.start(r) for r, _ in gates]
     it = ac_gated.as_completed(pids)
     os.write(gates[-1][1], b"z")
@@ -509,6 +510,44 @@ def ac_beyond_one_request(gates: list[tuple[int, int]]) -> list[Any]:
 
 def test_as_completed_watches_more_ids_than_one_request_names(pipes: Any) -> None:
     assert run_scenario(ac_beyond_one_request, [pipes() for _ in range(5)]) == [True, True]
+
+
+@netmcore.process
+def ac_more_ended_than_one_answer_names(gates: list[tuple[int, int]]) -> list[Any]:
+    """The first process is let end and yielded; then the others end, all
+    of them, before the next wait: more than one answer names (PIDS_MAX made
+    small in the master). Each comes once."""
+    pids = [ac_gated.start(r) for r, _ in gates]
+    it = ac_gated.as_completed(pids)
+    os.write(gates[0][1], b"a")
+    first = next(it)
+    for _, w in gates[1:]:
+        os.write(w, b"b")
+    wait_until(lambda: not any(netmcore.kill(p, 0) for p in pids[1:]), "the others to end")
+    rest = list(it)
+    return [first == pids[0], sorted(p.n for p in rest) == sorted(p.n for p in pids[1:])]
+
+
+def test_as_completed_takes_more_ended_processes_than_one_answer_names(
+    pipes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A watch's ended processes went out in one Ready, however many: past
+    # about 40,000 ids, more than a message holds, and the wait failed.
+    monkeypatch.setattr(_wire, "PIDS_MAX", 2)  # in the master, and the workers it forks
+    sizes: list[int] = []
+    real_send = Conn.send
+
+    def send(conn: Conn, msg: Any) -> bool:
+        if isinstance(msg, _wire.Ready):
+            sizes.append(len(msg.pids))
+        return real_send(conn, msg)
+
+    monkeypatch.setattr(Conn, "send", send)
+    assert run_scenario(ac_more_ended_than_one_answer_names, [pipes() for _ in range(7)]) == [
+        True,
+        True,
+    ]
+    assert sizes and max(sizes) <= 2, sizes
 
 
 @netmcore.process
