@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import stat
 
 from . import _ipc, _resources
 from ._debug import log
 from ._errors import SocketDirectoryError
-from ._posix import with_signals_blocked
+from ._posix import VALID_SIGNALS, with_signals_blocked
 from ._resources import ResourceType
 
 PMANAGE_NAME = "netmcore.pmanage"
@@ -77,16 +76,21 @@ class Record:
         amortised.
         """
         self.lines = len(self.live)  # if it fails, it is tried again after as much churn
+        # Every signal held back from the new file's open to the switch of
+        # descriptors: a handler's exception in between (as the rename
+        # returns) left the record's lines going to the old file, no longer
+        # at the path, and a handler's TimeoutError (an OSError) passed for
+        # a failed rename; one before the rename (as the open returned) left
+        # the new file's descriptor open, and the file beside the record.
+        with_signals_blocked(VALID_SIGNALS, self._compact)
+
+    def _compact(self) -> None:
         try:
             fd = _write_record(self.path + _TMP_SUFFIX, list(self.live))
         except OSError as exc:
             log.warning("netmcore: could not compact the record %s: %s", self.path, exc)
             return
-        # Every signal held back from the rename to the switch of descriptors:
-        # a handler's exception in between (as the rename returns) left the
-        # record's lines going to the old file, no longer at the path, and a
-        # handler's TimeoutError (an OSError) passed for a failed rename.
-        error = with_signals_blocked(signal.valid_signals(), lambda: self._switch_to(fd))
+        error = self._switch_to(fd)
         if error is not None:
             log.warning("netmcore: could not compact the record %s: %s", self.path, error)
 

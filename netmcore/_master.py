@@ -123,6 +123,11 @@ PARKED_MAX = 4
 SPARES_RETRY_SECONDS = 1.0  # after a spare could not be forked
 RECENT_TYPES = 4  # process types whose objects a spare takes ahead (see _worker._warm_up)
 KEPT_SWEEP_MIN = 16  # names in a child's kept before the gone ones are swept (see Child.keep)
+# At most one sweep of the processes that ended with their result sent per
+# this many seconds (see _on_exit): a listing of /dev/shm costs as many
+# entries as it holds (10 ms for 20,000), and one per process end cost a
+# fan-out 20-80% of its rate on a machine with thousands of them.
+ENDED_SWEEP_SECONDS = 0.5
 GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL when the master is interrupted
 # Between a SIGINT to the serving master and the SIGTERM to the workers still
 # running. A Ctrl-C reaches every process of the terminal's group: each worker
@@ -348,6 +353,10 @@ class Master:
         # The run's objects in /dev/shm, listed once a loop for _sweep_unsent
         # (None: not yet): the processes a burst of kills ends share a listing.
         self.shm_listing: list[str] | None = None
+        # Processes that ended with their result sent, and its object's name:
+        # swept in a batch (see _on_exit), when unswept_due has passed.
+        self.unswept: list[tuple[int, str | None]] = []
+        self.unswept_due = 0.0
         self.spares_retry_at = 0.0  # no spare is forked before (after a failed fork)
         self.signal_mask: set[int | signal.Signals] = set()  # the program's, for its children
         self.awaited: dict[int, float] = {}  # recent starts not yet joined: start time
@@ -368,7 +377,7 @@ class Master:
         self._join_timers_sweep_at = JOIN_TIMERS_MIN
         self.interrupted: int | None = None
         self.signals = 0  # SIGINTs and SIGTERMs got
-        self.first_caught_interrupt = False  # see _on_finished
+        self.first_caught_interrupt = False  # see _settle
         self.term_deadline: float | None = None  # when the workers get SIGTERM
         self.kill_deadline: float | None = None  # when stragglers get SIGKILL
         self.notice_at: float | None = None  # when run says what it waits for
@@ -439,17 +448,29 @@ class Master:
 
     # --- forking -----------------------------------------------------------
 
-    def _fork(self, assigns: list[Assign | None]) -> list[Child]:
-        """Fork and track the children of ``assigns`` (see _fork_children).
+    def _fork(self, assigns: list[Assign | None], record: Record | None = None) -> list[Child]:
+        """Fork and track the children of ``assigns`` (see _fork_children),
+        the first one bound to ``record``, if given (the process it runs).
 
-        SIGINT and SIGTERM wait until every child forked is tracked: a
-        handler's exception between a fork and its bookkeeping left a child
-        that nothing killed or reaped, and one raised in the fork itself (in
-        an at-fork hook, where Python drops it) was lost. The children set
-        their own handlers, then take the program's mask back.
+        SIGINT and SIGTERM wait until every child forked is tracked, and the
+        first bound: a handler's exception between a fork and its
+        bookkeeping left a child that nothing killed or reaped, and one
+        raised in the fork itself (in an at-fork hook, where Python drops
+        it) was lost. One raised as the hold ended, before the binding, left
+        a process with no record: its outcome ignored, it was never let
+        exit, and run waited for it for ever if the master's own code caught
+        the Ctrl-C. The children set their own handlers, then take the
+        program's mask back.
         """
         self.signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
-        return with_signals_blocked(INTERRUPTS, lambda: self._fork_children(assigns))
+
+        def fork() -> list[Child]:
+            children = self._fork_children(assigns)
+            if record is not None:
+                _bind(children[0], record, self.records)
+            return children
+
+        return with_signals_blocked(INTERRUPTS, fork)
 
     def _fork_children(self, assigns: list[Assign | None]) -> list[Child]:
         """Fork one child per entry: a spare (added to the pool) for None, else
@@ -595,6 +616,11 @@ class Master:
                 # Capped: epoll takes at most 2**31 ms, and a timeout may be 1e9 s.
                 wait = min(max(0.0, expiry - time.monotonic()), LONGEST_WAIT)
                 timeout = wait if timeout is None else min(timeout, wait)
+            if self.unswept and (timeout is None or time.monotonic() >= self.unswept_due):
+                # Due, or nothing else to do before the next event.
+                unswept, self.unswept = self.unswept, []
+                self.unswept_due = time.monotonic() + ENDED_SWEEP_SECONDS
+                self._sweep_unsent(unswept)
             events = self.sel.select(timeout)
             self.shm_listing = None
             if events:
@@ -613,6 +639,10 @@ class Master:
                 self._stop_step()
             elif not events:
                 self._background()
+        if self.unswept:  # the last ones (with no_unlink, nothing else would)
+            self.shm_listing = None
+            unswept, self.unswept = self.unswept, []
+            self._sweep_unsent(unswept)
 
     def _quiet_in(self) -> float:
         """Seconds until the master is quiet (0 if it is)."""
@@ -794,7 +824,7 @@ class Master:
                 reply = Done()
             elif isinstance(msg, Finished):
                 reply = None
-                self._on_finished(conn, msg.outcome, msg.interrupted)
+                self._on_finished(conn, msg.outcome)
             elif isinstance(msg, ReleaseReq):
                 self.release(msg.res_id, self._user(conn))
                 reply = Done()
@@ -836,18 +866,11 @@ class Master:
         if isinstance(msg, StartReq) and isinstance(reply, Failed):
             _payload.discard(msg.arg.payload)  # nobody else will read it
 
-    def _on_finished(self, conn: Conn, outcome: WireOutcome, interrupted: bool = False) -> None:
+    def _on_finished(self, conn: Conn, outcome: WireOutcome) -> None:
         child = conn.child
         if child is None or child.record is None or child.record.outcome is not None:
             return
         record = child.record
-        if record.n == self.first and isinstance(outcome, Returned):
-            # It caught the Ctrl-C that stops the run (see run): it got a
-            # SIGINT, and returned after the master did. Not one that had
-            # returned before (the Ctrl-C then stopped the processes run
-            # waited for, or a startup() program's services), nor one the
-            # SIGINT never reached (sent to the master alone).
-            self.first_caught_interrupt = interrupted and self.interrupted is not None
         trace("deliver: process %d (%s) finished", record.n, record.definition.name)
         if isinstance(outcome, Returned):
             _passed_on(conn, outcome.value.payload)
@@ -887,11 +910,19 @@ class Master:
         record.child = None
         if record.arg is not None:
             _payload.discard(record.arg)  # read or not, nobody needs it now
-        # Whatever its end, it may have made an object it never sent: killed,
-        # say, or with no result sent (a signal handler's exception as it
-        # packed one), and also with its result sent, a daemon thread of it
-        # in the middle of a start (a process does not wait for those).
-        self._sweep_unsent(record.n)
+        # Whatever its end, it may have made an object it never sent. Killed,
+        # say, or with no result (a signal handler's exception as it packed
+        # one): swept now, before its joiner hears of the end. With its
+        # result sent, only in a rare case (a daemon thread of it in the
+        # middle of a start, which a process does not wait for): swept with
+        # the others that ended so, at most once per ENDED_SWEEP_SECONDS.
+        outcome = record.outcome
+        result = outcome.value.payload if isinstance(outcome, Returned) else None
+        own = (record.n, result.name if isinstance(result, ShmRef) else None)
+        if ended != _CLEAN_EXIT or not isinstance(outcome, Returned):
+            self._sweep_unsent([own])
+        else:
+            self.unswept.append(own)
         self._forget_process(record.n)
         if record.outcome is None:
             if ended is None:
@@ -991,7 +1022,7 @@ class Master:
             # before its next start, and a spare forked now would not see it.
             spares = SPARES - 1 if self.serving else 0
             try:
-                child = self._fork([assign, *[None] * spares])[0]
+                child = self._fork([assign, *[None] * spares], record)[0]
             except OSError as exc:
                 if told:
                     # Every spare had died, and no process could be forked:
@@ -1013,9 +1044,8 @@ class Master:
                     "is short of processes, memory or descriptors (see `ulimit -u` and "
                     "`ulimit -n`): end some, or start fewer"
                 ) from exc
-        child.record = record
-        record.child = child
-        self.records[n] = record
+        if child.record is None:  # a spare's (a child forked for it is bound already)
+            _bind(child, record, self.records)
         self.awaited[n] = record.started
         recent = self.recent_types
         recent.pop(fork_point, None)
@@ -1304,6 +1334,13 @@ class Master:
         """Record an outcome, tell the waits for it, and hand it to the first
         live waiter."""
         record.outcome = outcome
+        if record.n == self.first and isinstance(outcome, Returned):
+            # After the signal that stops the run: it caught the Ctrl-C (see
+            # run). Not before it: the Ctrl-C then stopped the processes run
+            # waited for, or a startup() program's services. (A SIGINT to the
+            # master alone, which no worker got, counts too when the first
+            # process returns within the grace second: see README.)
+            self.first_caught_interrupt = self.interrupted is not None
         for key in self.watches.process_ended(record.n):
             req, ended = self.watches.answer(key)
             key[0].send(Ready(ended, req=req))
@@ -1355,14 +1392,15 @@ class Master:
             for conn, req in self.watches.release(definition):
                 conn.send(Failed("NoResource", _released(definition), res_id, req=req))
 
-    def _sweep_unsent(self, n: int) -> None:
-        """Unlink the objects that process ``n``, which has ended, made and
-        never sent on: a result or an argument it was writing or sending as
-        it died, or packing as a signal handler's exception cut it short;
-        or, its result sent, an argument that a daemon thread of it was
-        sending as it exited (or sent once the master had stopped reading
-        it). They are named with its tag (see _payload.tag_of), and nothing
-        else knows of them.
+    def _sweep_unsent(self, ended: list[tuple[int, str | None]]) -> None:
+        """Unlink the objects that the processes ``ended`` (numbers, with the
+        name of the object of the result each sent, if it had one), which
+        have ended, made and never sent on: a result or an argument one was
+        writing or sending as it died, or packing as a signal handler's
+        exception cut it short; or, its result sent, an argument that a
+        daemon thread of it was sending as it exited (or sent once the
+        master had stopped reading it). They are named with its tag (see
+        _payload.tag_of), and nothing else knows of them.
         The listing of /dev/shm (every program's objects) is made once a
         loop: one per process was quadratic as thousands were killed. One
         made before this process ended has all it made, and a name listed
@@ -1372,16 +1410,17 @@ class Master:
         another process's argument, a result not yet joined, or one handed
         to a process in a join (which may have sent it on again, under the
         same name); they are not touched. The tables are looked through
-        only when the process left some other than its own result, which a
+        only when a process left some other than its own result, which a
         process that returned a large value leaves as a rule.
         """
         if self.shm_listing is None:
             self.shm_listing = _ipc.names_under(self.shm_prefix)
-        tag = self.shm_prefix + _payload.tag_of(n)
-        made = [name for name in self.shm_listing if name.startswith(tag)]
-        own = self.records[n].outcome if n in self.records else None
-        if isinstance(own, Returned) and isinstance(own.value.payload, ShmRef):
-            made = [name for name in made if name != own.value.payload.name]
+        results = dict(ended)
+        made = []
+        for name in self.shm_listing:
+            n = _payload.maker_of(name, self.shm_prefix)
+            if n in results and name != results[n]:
+                made.append(name)
         if not made:
             return
         known: set[str] = set()
@@ -1652,6 +1691,17 @@ def _passed_on(conn: Conn, payload: Payload) -> None:
     record = child.record
     if record is not None and record.arg is not None and record.arg.name == payload.name:
         record.arg = None
+
+
+# How a process that ended as a process does exits (see _worker.main).
+_CLEAN_EXIT = Ended(0, None)
+
+
+def _bind(child: Child, record: Record, records: dict[int, Record]) -> None:
+    """``child`` carries the process of ``record``, which the table has."""
+    child.record = record
+    record.child = child
+    records[record.n] = record
 
 
 def _tell(asker: tuple[Conn, int], n: int) -> None:

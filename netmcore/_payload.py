@@ -76,6 +76,13 @@ def tag_of(n: int) -> str:
     return f"{n}."
 
 
+def maker_of(name: str, prefix: str) -> int | None:
+    """The process whose tag (see :func:`tag_of`) is in ``name``, an object
+    under ``prefix``; None for another object of the run."""
+    head, dot, _ = name[len(prefix) :].partition(".")
+    return int(head) if dot and head.isdigit() else None
+
+
 def pack(parts: Sequence[bytes | memoryview], prefix: str, process: int | None) -> Payload:
     """The bytes of ``parts`` if they are small, else a reference to a shm
     object that holds them one after the other: one this process received,

@@ -96,7 +96,7 @@ from ._errors import ContextError, MasterGone, NetmcoreError, NoResource
 from ._ids import ProcessId, ResId
 from ._mailbox import SIZE_LIMIT, Mailbox, footprint
 from ._outcome import Outcome, Raised
-from ._posix import with_signals_blocked
+from ._posix import VALID_SIGNALS, with_signals_blocked
 from ._process import ProcessDef, process
 from ._registry import Definition, by_fork_point
 from ._resource_api import create_shm, open_shm
@@ -495,7 +495,7 @@ class _Helper:
         # Started with every signal blocked, which it keeps: a signal sent to
         # the process goes to the main thread, as it did with no helper, and
         # interrupts its waits (a thread's mask is its creator's).
-        with_signals_blocked(signal.valid_signals(), self._thread.start)
+        with_signals_blocked(VALID_SIGNALS, self._thread.start)
 
     def _run(self) -> None:
         send_held, busy, quit = self._answers.send_held, self._answers.busy, self._quit

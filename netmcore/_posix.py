@@ -11,7 +11,8 @@ import signal
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -38,7 +39,7 @@ ASYNC_SIGNALS = VALID_SIGNALS - frozenset(
 )
 
 
-def with_signals_blocked(signals: Iterable[int], call: Callable[[], T]) -> T:
+def with_signals_blocked(signals: AbstractSet[int], call: Callable[[], T]) -> T:
     """``call()`` with ``signals`` blocked in this thread; the mask is
     restored after (a signal that came meanwhile then takes effect:
     KeyboardInterrupt, ...).
@@ -51,31 +52,42 @@ def with_signals_blocked(signals: Iterable[int], call: Callable[[], T]) -> T:
     ``__exit__`` restores the mask (a generator's only once it is collected).
 
     In the main thread, SIGINT and SIGTERM among ``signals`` are also held
-    from netmcore's handlers (see :func:`deferred`): a mask is one thread's,
-    and a signal sent to the process goes to another thread that does not
-    block it (a progress bar's monitor, a pool's, a BLAS library's), whose
-    Python handler runs in the main thread all the same, here."""
+    from their Python handlers (see :func:`deferred`): a mask is one
+    thread's, and a signal sent to the process goes to another thread that
+    does not block it (a progress bar's monitor, a pool's, a BLAS
+    library's), whose Python handler runs in the main thread all the same,
+    here. Python's own SIGINT handler (``signal.default_int_handler``, which
+    workers keep: asyncio looks for it) is replaced for the while by one
+    that asks; a program's own handlers are left as they are."""
     hold = (
         not INTERRUPTS.isdisjoint(signals) and threading.main_thread().ident == _thread.get_ident()
     )
+    swap = hold and _signal.getsignal(signal.SIGINT) is signal.default_int_handler
     # signal's C half: signal.pthread_sigmask is a Python function, whose
     # start is a point where a handler runs, before the mask is restored.
     before = _signal.pthread_sigmask(signal.SIG_BLOCK, ())
     if hold:
         _hold[0] += 1  # no call up to the try: no handler runs in between
     try:
+        if swap:
+            _signal.signal(signal.SIGINT, _held_or_raised)
         _signal.pthread_sigmask(signal.SIG_BLOCK, signals)
         return call()
     finally:
-        if hold:
+        if hold and _hold[0] > 0:  # (0 in a child forked in the hold: see _forget_holds)
             _hold[0] -= 1
         try:
             _signal.pthread_sigmask(signal.SIG_SETMASK, before)
         finally:
-            # Even past another handler's exception as the mask is restored:
-            # a held Ctrl-C must not wait for the next hold's end.
-            if hold and not _hold[0]:
-                _raise_held()
+            try:
+                if swap:
+                    _signal.signal(signal.SIGINT, signal.default_int_handler)
+            finally:
+                # Even past another handler's exception above: a held
+                # Ctrl-C must not wait for the next hold's end.
+                if hold and not _hold[0] and _held:
+                    held, _held[:] = _held[:], []  # in one store: see _raise_held
+                    _raise_held(held)
 
 
 # How many with_signals_blocked calls of the main thread hold SIGINT and
@@ -85,7 +97,9 @@ _held: list[int] = []
 
 
 def _forget_holds() -> None:
-    # A child forked in a hold (the master forks in one) never leaves it.
+    # A child forked in a hold (the master forks in one) is not in it: the
+    # signals held are its parent's, and its way out of the hold, if it
+    # takes it, leaves the count at 0.
     _hold[0] = 0
     _held.clear()
 
@@ -96,10 +110,10 @@ os.register_at_fork(after_in_child=_forget_holds)
 def deferred(signum: int) -> bool:
     """What netmcore's Python handlers of SIGINT and SIGTERM ask first:
     whether the main thread holds them (see :func:`with_signals_blocked`).
-    If so, ``signum`` is noted, and raised again as the hold ends; the
-    handler returns at once. If not, one noted earlier is dropped: the
-    handler acts on it now (two that come before either is handled are one,
-    as the kernel keeps them)."""
+    If so, ``signum`` is noted, and handled as the hold ends; the handler
+    returns at once. If not, one noted earlier is dropped: the handler acts
+    on it now (two that come before either is handled are one, as the
+    kernel keeps them)."""
     if _hold[0]:
         if signum not in _held:
             _held.append(signum)
@@ -109,11 +123,37 @@ def deferred(signum: int) -> bool:
     return False
 
 
-def _raise_held() -> None:
-    """Raise each signal held in (see :func:`deferred`), in the order they
-    came, in this thread: its handler runs as raise_signal returns."""
-    while _held:
-        signal.raise_signal(_held.pop(0))
+def forget_held() -> None:
+    """Drop the signals held and not yet handled (a run's start: they were
+    another's)."""
+    _held.clear()
+
+
+def _held_or_raised(signum: int, _frame: object) -> None:
+    """Python's SIGINT handler, in a hold: KeyboardInterrupt unless held."""
+    if not deferred(signum):
+        raise KeyboardInterrupt
+
+
+def _raise_held(held: list[int]) -> None:
+    """Handle each signal held (see :func:`deferred`), in the order they
+    came, by its handler as it is now, in this thread; the first exception
+    is raised once every one is handled. They were taken off the list in
+    one store first: a further handler's exception from there on drops
+    them, rather than leave them for some later hold's end."""
+    first: BaseException | None = None
+    for signum in held:
+        try:
+            handler = _signal.getsignal(signum)
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)  # its default action: the end, as a rule
+        except BaseException as exc:
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

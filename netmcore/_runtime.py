@@ -621,6 +621,7 @@ class _Interrupts:
         self.old: dict[int, Any] = {}
 
     def __enter__(self) -> _Interrupts:
+        _posix.forget_held()  # (left by a hold cut short before this run)
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 if signal.getsignal(signum) != signal.SIG_IGN:

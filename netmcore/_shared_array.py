@@ -29,7 +29,7 @@ import msgspec
 from . import _context, _posix, _resource_api, _resources
 from ._errors import NoResource
 from ._ids import ResId
-from ._wire import ResInfo
+from ._wire import ResInfo, failed_of_its_own
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -138,11 +138,27 @@ class SharedArray(msgspec.Struct, frozen=True):
             return cls(res_id, text, dims, pre)
         except BaseException:
             # A signal handler's exception before the caller has the array:
-            # nobody could release the use it was made with.
+            # nobody could release the use it was made with. Released with a
+            # second Ctrl-C held, and through other handlers' exceptions
+            # (release is harmless to repeat); the entries go in the same
+            # step: a Ctrl-C at their pops, before it, skipped the release.
             if made is not None:
-                _keep.pop(made.res_id.n, None)
-                _used.pop(made.res_id.n, None)
-                _posix.with_signals_blocked(_posix.INTERRUPTS, made.release)  # a 2nd Ctrl-C
+                undone, done = made, []
+
+                def undo() -> None:
+                    _keep.pop(undone.res_id.n, None)
+                    _used.pop(undone.res_id.n, None)
+                    undone.release()
+                    done.append(True)
+
+                tries = 0
+                while not done:
+                    try:
+                        _posix.with_signals_blocked(_posix.INTERRUPTS, undo)
+                    except BaseException as exc:  # (the one being raised stays the first)
+                        tries += 1
+                        if not done and failed_of_its_own(exc, tries):
+                            raise
             raise
 
     def open(self) -> npt.NDArray[Any]:

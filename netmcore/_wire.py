@@ -225,9 +225,6 @@ class PluginReq(_Msg, frozen=True):
 # Worker -> master, unanswered: the worker's own outcome, just before it exits.
 class Finished(_Msg, frozen=True):
     outcome: WireOutcome
-    # The process got a SIGINT (a KeyboardInterrupt, which it caught if it
-    # returned): see Master.first_caught_interrupt.
-    interrupted: bool = False
 
 
 # Master -> worker.

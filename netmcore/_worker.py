@@ -62,7 +62,7 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         # master: see _runtime._Interrupts), as multiprocessing's children
         # keep it: a shell's background job must outlive a Ctrl-C.
         if _signal.getsignal(signal.SIGINT) != _signal.SIG_IGN:
-            _signal.signal(signal.SIGINT, _on_sigint)
+            _signal.signal(signal.SIGINT, signal.default_int_handler)
         if _signal.getsignal(signal.SIGTERM) != _signal.SIG_IGN:
             _signal.signal(signal.SIGTERM, _signal.SIG_DFL)
         _signal.pthread_sigmask(signal.SIG_SETMASK, master.signal_mask)  # see Master._fork
@@ -100,7 +100,7 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         outcome = _packed(assign, definition, outcome)
         # Marked sent exactly when it has gone out (see Link._transmit): the
         # finally below must not unlink a result the master has.
-        link._transmit(Finished(outcome, _got_sigint[0]), finished)
+        link._transmit(Finished(outcome), finished)
         code = 0
     except SystemExit as exc:
         # sys.exit() in the process function ends the process as it would a
@@ -137,20 +137,6 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
             _signal.signal(signal.SIGINT, _signal.SIG_DFL)
             signal.raise_signal(signal.SIGINT)
         os._exit(code)
-
-
-_got_sigint = [False]  # see _on_sigint
-
-
-def _on_sigint(signum: int, frame: object) -> None:
-    """SIGINT in a worker: a KeyboardInterrupt, as Python's default handler
-    raises, noted first. A first process that catches it and returns lets
-    run return its result (see Master.first_caught_interrupt); one that just
-    returned, the SIGINT reaching the master alone, does not."""
-    if _posix.deferred(signum):  # in a step that must not be cut: raised again after it
-        return
-    _got_sigint[0] = True
-    raise KeyboardInterrupt
 
 
 def _end_forked_child(assign: Assign, outcome: WireOutcome | Encap) -> NoReturn:
