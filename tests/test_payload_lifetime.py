@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import select
 import signal
 import sys
 import threading
@@ -523,13 +522,10 @@ def test_a_handlers_exception_as_a_huge_object_is_let_go_leaves_it_to_the_next_p
 # --- a process that ends with its result, a daemon thread's object unsent ---------
 
 
-@netmcore.process
-def pl_returns_as_a_daemon_thread_packs(arg: tuple[int, int]) -> bytes:
-    """Return a large result while a daemon thread has packed a large value
-    it never sends (as a start does, before the send), and waits for the
-    gate, which never opens: the process ends without waiting for it. Say
-    its os pid and the object's name first."""
-    gate_r, said_w = arg
+def _unsent_by_a_daemon_thread(gate_r: int) -> str:
+    """The name of a large value that a daemon thread of this process has
+    packed and never sends (as a start does, before the send): it waits for
+    the gate, which never opens, and the process ends without waiting for it."""
     made: list[str] = []
     packed = threading.Event()
 
@@ -543,7 +539,25 @@ def pl_returns_as_a_daemon_thread_packs(arg: tuple[int, int]) -> bytes:
 
     threading.Thread(target=pack_and_wait, daemon=True).start()
     assert packed.wait(WAIT)
-    os.write(said_w, os.getpid().to_bytes(8, "little") + made[0].encode())
+    return made[0]
+
+
+def _swept(name: str) -> bool:
+    """Whether the object ``name`` goes: the master sweeps those of the
+    processes that ended with their result together, every half second."""
+    try:
+        wait_until(lambda: not os.path.exists("/dev/shm" + name), f"the sweep of {name}")
+    except AssertionError:
+        return False
+    return True
+
+
+@netmcore.process
+def pl_returns_as_a_daemon_thread_packs(arg: tuple[int, int]) -> bytes:
+    """Return a large result, an object of a daemon thread's unsent (its
+    name said first)."""
+    gate_r, said_w = arg
+    os.write(said_w, _unsent_by_a_daemon_thread(gate_r).encode())
     return b"r" * LARGE
 
 
@@ -551,21 +565,8 @@ def pl_returns_as_a_daemon_thread_packs(arg: tuple[int, int]) -> bytes:
 def pl_clean_end_with_an_object_unsent(arg: tuple[int, tuple[int, int]]) -> list[object]:
     gate_r, (said_r, said_w) = arg
     pid = pl_returns_as_a_daemon_thread_packs.start((gate_r, said_w))
-    said = os.read(said_r, 4096)
-    os_pid, name = int.from_bytes(said[:8], "little"), said[8:].decode()
-    try:  # wait for its end, which the master hears of at once
-        pidfd = os.pidfd_open(os_pid)
-    except ProcessLookupError:
-        pass  # reaped already
-    else:
-        select.select([pidfd], [], [], WAIT)
-        os.close(pidfd)
-    # Swept with others that ended with their result, within half a second.
-    try:
-        wait_until(lambda: not os.path.exists("/dev/shm" + name), "the sweep of its object")
-        left = False
-    except AssertionError:
-        left = True
+    name = os.read(said_r, 4096).decode()
+    left = not _swept(name)
     # Its result, not joined until now, is no unsent object.
     return [left, pl_returns_as_a_daemon_thread_packs.result(pid) == b"r" * LARGE]
 
@@ -585,11 +586,12 @@ def test_a_daemon_threads_object_unsent_goes_with_a_process_that_ended_with_its_
 
 @netmcore.process
 def pl_starts_then_returns(arg: tuple[int, int]) -> None:
-    """Start a process with a large argument, say its id and this process's
-    os pid, and return."""
+    """Start a process with a large argument, and return, an object of a
+    daemon thread's unsent: say the process's id, then that object's name."""
     gate_r, said_w = arg
     pid = pl_gated_echo.start((gate_r, b"e" * LARGE))
-    os.write(said_w, pid.n.to_bytes(8, "little") + os.getpid().to_bytes(8, "little"))
+    unsent = _unsent_by_a_daemon_thread(gate_r)
+    os.write(said_w, pid.n.to_bytes(8, "little") + unsent.encode())
 
 
 @netmcore.process
@@ -598,20 +600,13 @@ def pl_argument_of_a_starter_that_returned(
 ) -> list[object]:
     (gate_r, gate_w), (said_r, said_w) = gates
     starter = pl_starts_then_returns.start((gate_r, said_w))
-    said = os.read(said_r, 16)
-    n, os_pid = int.from_bytes(said[:8], "little"), int.from_bytes(said[8:], "little")
+    said = os.read(said_r, 4096)
+    n, unsent = int.from_bytes(said[:8], "little"), said[8:].decode()
     outcome = pl_starts_then_returns.join_outcome(starter)
-    try:  # wait for its end, which the master hears of at once
-        pidfd = os.pidfd_open(os_pid)
-    except ProcessLookupError:
-        pass  # reaped already
-    else:
-        select.select([pidfd], [], [], WAIT)
-        os.close(pidfd)
-    pl_echo.result(pl_echo.start(b"s"))  # a round trip: the master has handled that end
+    swept = _swept(unsent)  # the sweep of the starter's objects has been made
     os.write(gate_w, b"g")
     echoed = pl_gated_echo.result(netmcore.ProcessId[bytes](n))
-    return [str(outcome), echoed == b"e" * LARGE]
+    return [str(outcome), swept, echoed == b"e" * LARGE]
 
 
 def test_the_objects_a_process_that_returned_sent_on_stay_for_their_readers(
@@ -621,4 +616,4 @@ def test_the_objects_a_process_that_returned_sent_on_stay_for_their_readers(
     # now: the argument of a process it started, not yet read, is that
     # process's, as after a crash.
     outcome = run_scenario(pl_argument_of_a_starter_that_returned, (pipes(), pipes()))
-    assert outcome == [str(netmcore.Success(None)), True]
+    assert outcome == [str(netmcore.Success(None)), True, True]
