@@ -54,7 +54,7 @@ from ._ids import ResId, give_back_process_id, next_process_id, peek_process_id
 from ._outcome import signal_name
 from ._payload import Payload, ShmRef
 from ._plugin_host import PluginHost
-from ._posix import INTERRUPTS, VALID_SIGNALS, peer_uid, with_signals_blocked
+from ._posix import ASYNC_SIGNALS, INTERRUPTS, VALID_SIGNALS, peer_uid, with_signals_blocked
 from ._resources import ResourceType
 from ._socketdir import SocketDir
 from ._wire import (
@@ -470,7 +470,10 @@ class Master:
                 _bind(children[0], record, self.records)
             return children
 
-        return with_signals_blocked(INTERRUPTS, fork)
+        # Every asynchronous signal, not SIGINT and SIGTERM alone: a program's
+        # timer handler whose TimeoutError came as a fork returned lost the
+        # child's pid (a process run with its link closed, its id reused).
+        return with_signals_blocked(ASYNC_SIGNALS, fork)
 
     def _fork_children(self, assigns: list[Assign | None]) -> list[Child]:
         """Fork one child per entry: a spare (added to the pool) for None, else
@@ -616,11 +619,15 @@ class Master:
                 # Capped: epoll takes at most 2**31 ms, and a timeout may be 1e9 s.
                 wait = min(max(0.0, expiry - time.monotonic()), LONGEST_WAIT)
                 timeout = wait if timeout is None else min(timeout, wait)
-            if self.unswept and (timeout is None or time.monotonic() >= self.unswept_due):
-                # Due, or nothing else to do before the next event.
-                unswept, self.unswept = self.unswept, []
-                self.unswept_due = time.monotonic() + ENDED_SWEEP_SECONDS
-                self._sweep_unsent(unswept)
+            if self.unswept:
+                now = time.monotonic()
+                if timeout is None or now >= self.unswept_due:
+                    # Due, or nothing else to do before the next event.
+                    unswept, self.unswept = self.unswept, []
+                    self.unswept_due = now + ENDED_SWEEP_SECONDS
+                    self._sweep_unsent(unswept)
+                else:  # woken for it when it is due
+                    timeout = min(timeout, self.unswept_due - now)
             events = self.sel.select(timeout)
             self.shm_listing = None
             if events:
@@ -639,7 +646,7 @@ class Master:
                 self._stop_step()
             elif not events:
                 self._background()
-        if self.unswept:  # the last ones (with no_unlink, nothing else would)
+        if self.unswept:  # the last ones (close() unlinks the rest of the run's too)
             self.shm_listing = None
             unswept, self.unswept = self.unswept, []
             self._sweep_unsent(unswept)

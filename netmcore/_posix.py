@@ -62,7 +62,12 @@ def with_signals_blocked(signals: AbstractSet[int], call: Callable[[], T]) -> T:
     hold = (
         not INTERRUPTS.isdisjoint(signals) and threading.main_thread().ident == _thread.get_ident()
     )
-    swap = hold and _signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own, or the stand-in left by a hold whose restore failed
+    # (see below): this hold's end puts Python's back.
+    handler = _signal.getsignal(signal.SIGINT)
+    swap = hold and (
+        handler is signal.default_int_handler or (handler is _held_or_raised and not _hold[0])
+    )
     # signal's C half: signal.pthread_sigmask is a Python function, whose
     # start is a point where a handler runs, before the mask is restored.
     before = _signal.pthread_sigmask(signal.SIG_BLOCK, ())
@@ -81,7 +86,15 @@ def with_signals_blocked(signals: AbstractSet[int], call: Callable[[], T]) -> T:
         finally:
             try:
                 if swap:
-                    _signal.signal(signal.SIGINT, signal.default_int_handler)
+                    try:
+                        _signal.signal(signal.SIGINT, signal.default_int_handler)
+                    except BaseException:
+                        # signal.signal runs the handlers of signals that came
+                        # first, and changes nothing if one raises (a timer's,
+                        # a SIGTERM's sys.exit, as a SIGINT's KeyboardInterrupt
+                        # is on its way): once more, that handler has run.
+                        _signal.signal(signal.SIGINT, signal.default_int_handler)
+                        raise
             finally:
                 # Even past another handler's exception above: a held
                 # Ctrl-C must not wait for the next hold's end.
@@ -99,9 +112,15 @@ _held: list[int] = []
 def _forget_holds() -> None:
     # A child forked in a hold (the master forks in one) is not in it: the
     # signals held are its parent's, and its way out of the hold, if it
-    # takes it, leaves the count at 0.
+    # takes it, leaves the count at 0. (One forked by another thread never
+    # takes it: Python's SIGINT handler goes back in place here.)
     _hold[0] = 0
     _held.clear()
+    if _signal.getsignal(signal.SIGINT) is _held_or_raised:
+        try:  # noqa: SIM105  # not suppress: a child's first steps touch few pages
+            _signal.signal(signal.SIGINT, signal.default_int_handler)
+        except BaseException:  # (an at-fork hook's exception is dropped anyway)
+            pass
 
 
 os.register_at_fork(after_in_child=_forget_holds)
@@ -130,9 +149,17 @@ def forget_held() -> None:
 
 
 def _held_or_raised(signum: int, _frame: object) -> None:
-    """Python's SIGINT handler, in a hold: KeyboardInterrupt unless held."""
-    if not deferred(signum):
-        raise KeyboardInterrupt
+    """Python's SIGINT handler, in a hold: KeyboardInterrupt unless held.
+    Out of any hold (its restore failed twice), it puts Python's back
+    first, for the code that looks for it (asyncio)."""
+    if deferred(signum):
+        return
+    if not _hold[0] and _signal.getsignal(signal.SIGINT) is _held_or_raised:
+        try:  # noqa: SIM105  # not suppress: see _forget_holds
+            _signal.signal(signal.SIGINT, signal.default_int_handler)
+        except BaseException:  # another handler's: this Ctrl-C is raised all the same
+            pass
+    raise KeyboardInterrupt
 
 
 def _raise_held(held: list[int]) -> None:

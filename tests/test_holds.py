@@ -89,3 +89,40 @@ def forks_in_a_hold(_: int) -> str:
 
 def test_a_child_forked_in_a_hold_is_not_in_it() -> None:
     assert run_scenario(forks_in_a_hold, 0) == "depth 0"
+
+
+@netmcore.process
+def two_signals_at_a_holds_end(_: int) -> list[str]:
+    """SIGINT and SIGALRM (whose handler raises, as a timeout's does) both
+    come in a hold: as its mask is restored, SIGINT's stand-in raises, and
+    SIGALRM's handler runs in the call that puts Python's back. That call
+    changed nothing then: the stand-in stayed, and asyncio found no
+    Python handler to take over (as the review showed)."""
+
+    def timeout(signum: int, frame: object) -> None:
+        raise TimeoutError("the timer's")
+
+    signal.signal(signal.SIGALRM, timeout)
+    seen: list[str] = []
+
+    def step() -> None:
+        signal.raise_signal(signal.SIGINT)  # both blocked here: they wait
+        signal.raise_signal(signal.SIGALRM)
+
+    try:
+        _posix.with_signals_blocked(_posix.ASYNC_SIGNALS, step)
+    except (KeyboardInterrupt, TimeoutError) as exc:
+        seen.append(type(exc).__name__)
+        if exc.__context__ is not None:
+            seen.append(type(exc.__context__).__name__)
+    handler = signal.getsignal(signal.SIGINT)
+    seen.append("Python's" if handler is signal.default_int_handler else repr(handler))
+    return seen
+
+
+def test_python_s_sigint_handler_is_back_after_two_signals_at_a_holds_end() -> None:
+    assert run_scenario(two_signals_at_a_holds_end, 0) == [
+        "TimeoutError",
+        "KeyboardInterrupt",
+        "Python's",
+    ]
