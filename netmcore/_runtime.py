@@ -635,7 +635,7 @@ class _Interrupts:
             raise self.reported(self.signum)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if _posix.deferred(signum):  # in a step that must not be cut: raised again after it
+        if _posix.deferred(signum):  # in a step that must not be cut: handled as it ends
             return
         self.seen.add(signum)
         if self.signum is None:

@@ -771,3 +771,55 @@ def test_an_asyncio_first_process_handles_the_ctrl_c_as_asyncio_does(tmp_path: P
         tmp_path, _ASYNCIO_FIRST_PROCESS, lambda pid: os.killpg(pid, signal.SIGINT)
     )
     assert (status, out) == (0, "42\n"), err
+
+
+_RETURNS_AS_THE_MASTER_ALONE_GETS_A_SIGINT = """
+import os
+import netmcore
+
+@netmcore.process
+def first(gate: int) -> int:
+    print("ready", flush=True)
+    os.read(gate, 1)  # stdin: the test sends the SIGINT to the master, then a byte
+    return 42
+
+try:
+    print(netmcore.run(first_process=lambda: first.start(0),
+                       extract_result=lambda c, pid: first.result(pid, timeout=0)))
+except KeyboardInterrupt:
+    print("KeyboardInterrupt")
+"""
+
+
+def test_a_first_process_that_returns_as_the_master_alone_gets_a_sigint_is_returned(
+    tmp_path: Path,
+) -> None:
+    # A SIGINT to the master alone (kill -INT <pid>): the first process, which
+    # got none, returns within the grace second. The master cannot tell it
+    # from one that caught a Ctrl-C (a worker's handler that noted it broke
+    # asyncio's, which looks for Python's own): run returns its value, as the
+    # README says. (SIGTERM always stops.)
+    script = tmp_path / "alone.py"
+    script.write_text(_RETURNS_AS_THE_MASTER_ALONE_GETS_A_SIGINT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        os.kill(proc.pid, signal.SIGINT)
+        # The master has it once it says it stops the workers; then the gate.
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "the master got SIGINT" in line, line
+        out, err = proc.communicate("x", timeout=STOP_WITHIN + 5)  # within the grace second
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert out == "42\n", (out, err)
+    assert "ended without a result" not in err, err  # it returned: not killed
