@@ -605,14 +605,20 @@ def test_a_handler_run_as_interrupts_are_blocked_leaves_them_unblocked(
 
 
 def _signal_when_ready(
-    tmp_path: Path, source: str, send: Callable[[int], None], *args: str
+    tmp_path: Path,
+    source: str,
+    send: Callable[[int], None],
+    *args: str,
+    then: Callable[[subprocess.Popen[str]], str] | None = None,
 ) -> tuple[int, str, str]:
     """Run ``source`` in a session of its own; once it prints "ready",
-    ``send(its pid)``; its exit status, stdout and stderr."""
+    ``send(its pid)``; then, if given, ``then(the process)`` says what to
+    write to its stdin; its exit status, stdout and stderr."""
     script = tmp_path / "program.py"
     script.write_text(source)
     proc = subprocess.Popen(
         [sys.executable, str(script), *args],
+        stdin=None if then is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -621,7 +627,8 @@ def _signal_when_ready(
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         send(proc.pid)
-        out, err = proc.communicate(timeout=STOP_WITHIN + 5)
+        data = None if then is None else then(proc)
+        out, err = proc.communicate(data, timeout=STOP_WITHIN + 5)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -799,27 +806,20 @@ def test_a_first_process_that_returns_as_the_master_alone_gets_a_sigint_is_retur
     # from one that caught a Ctrl-C (a worker's handler that noted it broke
     # asyncio's, which looks for Python's own): run returns its value, as the
     # README says. (SIGTERM always stops.)
-    script = tmp_path / "alone.py"
-    script.write_text(_RETURNS_AS_THE_MASTER_ALONE_GETS_A_SIGINT)
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        os.kill(proc.pid, signal.SIGINT)
-        # The master has it once it says it stops the workers; then the gate.
+
+    def once_the_master_has_it(proc: subprocess.Popen[str]) -> str:
+        # The master has it once it says it stops the workers; then the
+        # gate's byte, within the grace second.
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert "the master got SIGINT" in line, line
-        out, err = proc.communicate("x", timeout=STOP_WITHIN + 5)  # within the grace second
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        return "x"
+
+    _, out, err = _signal_when_ready(
+        tmp_path,
+        _RETURNS_AS_THE_MASTER_ALONE_GETS_A_SIGINT,
+        lambda pid: os.kill(pid, signal.SIGINT),
+        then=once_the_master_has_it,
+    )
     assert out == "42\n", (out, err)
     assert "ended without a result" not in err, err  # it returned: not killed
