@@ -623,9 +623,7 @@ class Master:
                 now = time.monotonic()
                 if timeout is None or now >= self.unswept_due:
                     # Due, or nothing else to do before the next event.
-                    unswept, self.unswept = self.unswept, []
-                    self.unswept_due = now + ENDED_SWEEP_SECONDS
-                    self._sweep_unsent(unswept)
+                    self._sweep_ended(now)
                 else:  # woken for it when it is due
                     timeout = min(timeout, self.unswept_due - now)
             events = self.sel.select(timeout)
@@ -648,8 +646,14 @@ class Master:
                 self._background()
         if self.unswept:  # the last ones (close() unlinks the rest of the run's too)
             self.shm_listing = None
-            unswept, self.unswept = self.unswept, []
-            self._sweep_unsent(unswept)
+            self._sweep_ended(time.monotonic())
+
+    def _sweep_ended(self, now: float) -> None:
+        """Sweep the processes that ended with their result sent (see
+        _on_exit), together; the next such sweep is due in ENDED_SWEEP_SECONDS."""
+        unswept, self.unswept = self.unswept, []
+        self.unswept_due = now + ENDED_SWEEP_SECONDS
+        self._sweep_unsent(unswept)
 
     def _quiet_in(self) -> float:
         """Seconds until the master is quiet (0 if it is)."""
