@@ -121,13 +121,16 @@ class ProcessDef(Generic[In, Out]):
         return cls._start(arg, inherit_resources)
 
     @classmethod
-    def _start(cls, arg: In, inherit: InheritRequest, watch: int = 0) -> ProcessId[Out]:
-        """:meth:`start`, the process joining the watch ``watch`` (see _watches)."""
+    def _start(
+        cls, arg: In, inherit: InheritRequest, watch: int = 0, what: str = ""
+    ) -> ProcessId[Out]:
+        """:meth:`start`, the process joining the watch ``watch`` (see _watches);
+        ``what`` names the argument in its error (by default, start's)."""
         try:
             input_type, fork_point = cls.input_type, cls.fork_point
         except AttributeError:
             raise cls._not_a_process_type() from None
-        encap = input_type.wrap_as(arg, f"argument of {cls.__qualname__}.start:")
+        encap = input_type.wrap_as(arg, what or f"argument of {cls.__qualname__}.start:")
         pid: ProcessId[Out] = _client.start_into(fork_point, encap, inherit, watch)
         return pid
 
@@ -264,24 +267,19 @@ class ProcessDef(Generic[In, Out]):
         exception), it returns at once: the processes still running go on
         to their end, and the master drops their results.
 
-        Past ``timeout`` seconds from the call (None: no limit), a result
-        not there yet raises TimeoutError, as ``Executor.map``'s, and the
-        iteration ends: unlike a pool's, the map's processes still running
-        are killed (SIGKILL). A timeout is for a hung item, whose process
-        would keep ``run`` waiting, and their ids are the map's own.
+        Past ``timeout`` seconds from the first ``next()`` (None: no limit),
+        when its first processes start, a result not there yet raises
+        TimeoutError, as ``Executor.map``'s (which starts them all at the
+        call, and counts from there), and the iteration ends: unlike a
+        pool's, the map's processes still running are killed (SIGKILL). A
+        timeout is for a hung item, whose process would keep ``run``
+        waiting, and their ids are the map's own.
         """
-        if processes is None:
-            processes = len(os.sched_getaffinity(0))
-        elif not _is_count(processes):
-            raise ValueError(
-                f"processes={processes!r} is not valid: give how many processes may run at "
-                "once, an int of 1 or more (or None: one per CPU)"
-            )
+        processes = _processes(processes)
         timeout = check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
         cls._join_point()  # a process type, or the error saying so
         _client.waiting_link(MAP)
-        return _mapped(cls, iter(args), operator.index(processes), deadline, timeout)
+        return _mapped(cls, iter(args), processes, timeout)
 
     @classmethod
     def contract(cls) -> dict[str, Any]:
@@ -359,12 +357,25 @@ class ProcessDef(Generic[In, Out]):
         return Crashed(wire.exitcode, wire.signal)
 
 
-def _is_count(value: Any) -> bool:
-    """Whether ``value`` is an int of 1 or more (numpy's too; not a bool)."""
+def _processes(value: Any) -> int:
+    """map's ``processes``, checked: None is one per CPU this process may
+    use; else an int (numpy's too; not a bool) of 1 or more, TypeError for
+    another type and ValueError below 1, as Pipeline's ``workers``."""
+    if value is None:
+        return len(os.sched_getaffinity(0))
+    rule = "give how many processes may run at once, an int of 1 or more (or None: one per CPU)"
     try:
-        return not isinstance(value, bool) and operator.index(value) >= 1
+        if isinstance(value, bool):
+            raise TypeError
+        count = operator.index(value)
     except TypeError:
-        return False
+        raise TypeError(
+            f"processes={value!r} is not valid: it must be an int, not "
+            f"{type(value).__name__}; {rule}"
+        ) from None
+    if count < 1:
+        raise ValueError(f"processes={value!r} is not valid: {rule}")
+    return count
 
 
 def _completed(
@@ -451,7 +462,6 @@ def _mapped(
     cls: type[ProcessDef[In, Out]],
     items: Iterator[In],
     processes: int,
-    deadline: float | None,
     timeout: float | None,
 ) -> Iterator[Out]:
     """The iteration of :meth:`ProcessDef.map`. A process is started as
@@ -459,9 +469,13 @@ def _mapped(
     result awaited has come: one slow item does not leave the CPUs idle
     behind it, up to ``MAP_AHEAD`` times ``processes`` results held. Its
     processes are in a watch, which says which ended."""
+    # Counted from here, where its first processes start: a map made and
+    # iterated later gave its items less than ``timeout``, or none of it.
+    deadline = None if timeout is None else time.monotonic() + timeout
     watch = _client.new_watch()
     window: deque[ProcessId[Out] | Exception] = deque()  # started, not yielded, in order
     running: set[int] = set()  # of those, the ones not known to have ended
+    read = yielded = 0  # items read from ``items``; results yielded (the head's index)
     more = True
     try:
         while True:
@@ -475,8 +489,11 @@ def _mapped(
                     window.append(exc)
                     more = False
                     break
+                read += 1
                 try:
-                    pid = cls._start(arg, "all", watch)
+                    pid = cls._start(
+                        arg, "all", watch, f"item {read - 1} of {cls.__qualname__}.map:"
+                    )
                 except (ArgumentTypeError, NetmcoreError) as exc:  # the item's, or the run's
                     window.append(exc)
                     more = False
@@ -510,10 +527,13 @@ def _mapped(
             # lets go.
             try:
                 value = cls.result(head)
-            except ProcessFailed:
+            except ProcessFailed as failed:
                 window.popleft()
-                raise
+                # Named by its item, which the caller knows (not its id).
+                name = f"{cls.__qualname__}, item {yielded} of the map"
+                raise ProcessFailed(head, name, failed.outcome) from None
             window.popleft()
+            yielded += 1
             yield value
     finally:
         # Ended, or left early: the master forgets the processes started

@@ -385,12 +385,17 @@ def test_map_raises_an_items_error_in_its_place_and_leaves_nothing(case: str) ->
     assert got[:2] == [1, 4]
     assert len(got) == 3
     error = got[2]
+    # Each named by its item's index in args, which the caller knows (it
+    # never saw the process's id, nor called start).
     if case == "argument":
-        assert error.startswith("ArgumentTypeError: argument of ac_square.start")
+        assert error.startswith("ArgumentTypeError: item 2 of ac_square.map: "), error
     elif case == "process":
-        assert error.startswith("ProcessFailed:") and "no square of a negative here" in error
+        assert (
+            error.startswith("ProcessFailed: process ") and "no square of a negative here" in error
+        )
+        assert "(ac_square, item 2 of the map) raised ValueError" in error, error
     elif case == "crash":
-        assert error.startswith("ProcessFailed:") and "exited with code 3" in error
+        assert "(ac_square, item 2 of the map) exited with code 3" in error, error
     else:
         assert error == "OSError: the input broke"
     assert unjoined == []
@@ -432,7 +437,7 @@ def test_map_closed_early_does_not_wait_for_its_processes(pipes: Any) -> None:
 
 @netmcore.process
 def map_timed_out(gates: tuple[tuple[int, int], tuple[int, int]]) -> list[Any]:
-    """A result not there ``timeout`` seconds after the call raises
+    """A result not there ``timeout`` seconds after the first next() raises
     TimeoutError, as Executor.map's; the processes still running are killed
     (their gate is never opened: the run would wait for them for ever), and
     none is left to join."""
@@ -447,6 +452,33 @@ def map_timed_out(gates: tuple[tuple[int, int], tuple[int, int]]) -> list[Any]:
     # A bad timeout is refused at the call, before anything starts.
     got += [_error_text(lambda b=bad: ac_square.map([1], timeout=b)) for bad in (-1, "1")]
     return got
+
+
+@netmcore.process
+def map_iterated_later(gate: tuple[int, int]) -> list[int]:
+    """A map made, then iterated past its timeout: nothing has run yet,
+    and its items have the whole timeout from the first next(), where they
+    start (counted from the call, they timed out at once, and were killed)."""
+    gate_r, gate_w = gate
+    it = ac_gated_echo.map([(gate_r, 0), (gate_r, 1)], processes=2, timeout=1.0)
+    time.sleep(1.2)  # the time between the call and the iteration, under test
+    recvfrom = SYSCALLS["recvfrom"] if SYSCALLS else -1
+
+    def open_once_it_waits() -> None:  # (its processes blocked on the gate until then)
+        wait_until_main_thread_blocks(lambda call: call[0] == recvfrom)
+        os.write(gate_w, b"ab")
+
+    opener = threading.Thread(target=open_once_it_waits)
+    opener.start()
+    try:
+        return list(it)
+    finally:
+        opener.join()
+
+
+@pytest.mark.skipif(SYSCALLS is None, reason="the system call numbers of this machine are unknown")
+def test_a_maps_timeout_counts_from_its_first_next(gate: tuple[int, int]) -> None:
+    assert run_scenario(map_iterated_later, gate) == [0, 1]
 
 
 def test_map_past_its_timeout_raises_and_leaves_nothing_to_join(pipes: Any) -> None:
@@ -482,11 +514,18 @@ def map_bad_processes(_: int) -> list[str]:
 
 def test_map_refuses_a_bad_window_at_the_call() -> None:
     *texts, not_iterable = run_scenario(map_bad_processes, 0)
-    for text, bad in zip(
-        texts, ("0", "-1", "True", "2.5", "'2'", "<class 'NoneType'>"), strict=True
+    # A value below 1 is a ValueError; another type a TypeError, as
+    # Pipeline's workers= (a float, a str: ValueError before).
+    for text, bad, kind in zip(
+        texts,
+        ("0", "-1", "True", "2.5", "'2'", "<class 'NoneType'>"),
+        ("ValueError", "ValueError", "TypeError", "TypeError", "TypeError", "TypeError"),
+        strict=True,
     ):
-        assert text.startswith(f"ValueError: processes={bad} is not valid"), text
+        assert text.startswith(f"{kind}: processes={bad} is not valid"), text
         assert "an int of 1 or more" in text
+        if kind == "TypeError":
+            assert "it must be an int, not " in text, text
     assert not_iterable.startswith("TypeError:") and "not iterable" in not_iterable
 
 

@@ -383,7 +383,7 @@ def test_a_validator_that_raises_another_kind_is_an_argument_type_error() -> Non
     assert result["got"] == [10, 20]
     assert result["map"] == [
         "$",
-        "argument of times_ten.start: Job(n=-1) does not match test_contract_fidelity.Job: "
+        "item 2 of times_ten.map: Job(n=-1) does not match test_contract_fidelity.Job: "
         "LookupError: no table for -1",
         "LookupError",
     ]
