@@ -469,12 +469,16 @@ def _classes_named(typ: Any, name: str) -> list[str]:
 def _documentation_only(part: Any) -> bool:
     """Whether pydantic metadata checks nothing: a Field with a description, a
     title, examples (no constraint), a WithJsonSchema (pydantic's schema alone)."""
-    pydantic = sys.modules.get("pydantic")  # annotated_types may be used without it
-    if pydantic is None:
-        return False
-    if isinstance(part, pydantic.fields.FieldInfo):
+    # Looked up in sys.modules, not as attributes of pydantic: annotated_types
+    # may be used without pydantic, and pydantic loads its submodules only on
+    # first use (after `import pydantic` alone, `pydantic.fields` is an
+    # AttributeError). An object of a class whose module is not loaded yet
+    # cannot exist.
+    fields = sys.modules.get("pydantic.fields")
+    if fields is not None and isinstance(part, fields.FieldInfo):
         return not part.metadata and part.discriminator is None
-    return isinstance(part, pydantic.WithJsonSchema)
+    json_schema = sys.modules.get("pydantic.json_schema")
+    return json_schema is not None and isinstance(part, json_schema.WithJsonSchema)
 
 
 def _clash(typ: Any, name: str, clash: _NameClash) -> str:

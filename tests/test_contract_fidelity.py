@@ -30,6 +30,8 @@ import dataclasses
 import datetime
 import enum
 import re
+import subprocess
+import sys
 import textwrap
 import typing
 import uuid
@@ -178,6 +180,34 @@ def test_pydantic_constraints_outside_a_model_are_refused_where_the_type_is_defi
         class Guarded(netmcore.ProcessDef[typ, int]):  # type: ignore[valid-type]
             def run(self, arg: Any) -> int:
                 return 0
+
+
+def test_a_constraint_is_refused_with_pydantic_imported_but_its_fields_module_not_loaded(
+    tmp_path: Path,
+) -> None:
+    # pydantic loads its submodules on first use: after `import pydantic`
+    # alone, pydantic.fields was an AttributeError, not the refusal.
+    script = tmp_path / "fresh.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from typing import Annotated
+            import annotated_types, pydantic, netmcore
+            assert "pydantic.fields" not in sys.modules  # the case at hand
+            try:
+                netmcore.EncapType(Annotated[int, annotated_types.Ge(0)])
+            except TypeError as exc:
+                print("refused:", exc)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused: Annotated[int, Ge(ge=0)] cannot be a process argument")
+    assert "write it as msgspec.Meta(ge=0)" in done.stdout
 
 
 def test_process_refuses_a_pydantic_constraint_on_its_argument() -> None:
