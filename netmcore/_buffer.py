@@ -70,6 +70,7 @@ from ._errors import ContextError, OwnerDiedError
 from ._ids import ResId
 from ._pthread import this_pid
 from ._resource_api import (
+    MARKS,
     ShmSegment,
     closed_during,
     closed_error,
@@ -79,6 +80,7 @@ from ._resource_api import (
 from ._resources import largest_shm, size_problem, space_fix, validate_size
 
 _MARK = b"nmcbuf03"
+MARKS[_MARK] = "a Buffer (Buffer.open(res_id) opens it)"
 _MUTEX, _NOT_FULL, _NOT_EMPTY = _pthread.SLOT, 2 * _pthread.SLOT, 3 * _pthread.SLOT
 # Guards the holders table against two opens at once, which would both take
 # the same free place. Not the buffer's mutex: an opener that died holding it

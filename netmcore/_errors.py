@@ -29,8 +29,12 @@ class NoResource(NetmcoreError, LookupError):
         The id that was asked for.
     """
 
-    def __init__(self, res_id: object, reason: str) -> None:
-        super().__init__(f"no resource {res_id!r}: {reason}")
+    def __init__(self, res_id: object, reason: str, *, other_kind: bool = False) -> None:
+        # (A resource of another kind is there, but none of the kind asked for.)
+        head = (
+            f"resource {res_id!r} is of another kind" if other_kind else f"no resource {res_id!r}"
+        )
+        super().__init__(f"{head}: {reason}")
         self.res_id = res_id
 
 

@@ -7,7 +7,6 @@ program, across several ``run`` calls too (as upstream's are).
 
 from __future__ import annotations
 
-import itertools
 from typing import Generic, TypeVar
 
 import msgspec
@@ -61,12 +60,19 @@ def _check_n(n: object, kind: str) -> None:
 ID_LIMIT = 1 << 63
 
 
-_res_ids = itertools.count()
+_res_ids = [0]
 _process_ids = [0]
 
 
 def next_res_id() -> ResId:
-    return ResId(next(_res_ids))
+    n = _res_ids[0]
+    _res_ids[0] = n + 1
+    return ResId(n)
+
+
+def peek_res_id() -> int:
+    """The id the next resource (or process type's point) will get."""
+    return _res_ids[0]
 
 
 def next_process_id() -> int:

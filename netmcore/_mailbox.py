@@ -97,6 +97,7 @@ from ._encap import TYPE_NAME_MAX, EncapType
 from ._errors import ContextError, EncapTypeMismatch
 from ._ids import ResId
 from ._resource_api import (
+    MARKS,
     ShmSegment,
     closed_during,
     closed_error,
@@ -118,6 +119,7 @@ T = TypeVar("T")
 
 # A new layout is a new mark: a box of another layout is not misread.
 _MAGIC = b"nmcbox03"
+MARKS[_MAGIC] = "a Mailbox (Mailbox.open(res_id, T) opens it)"
 # magic, slots, slot size, owner pid, fingerprint, the type name's length (in
 # bytes), then the cursor.
 _HEADER = struct.Struct("=8sIII8sH2xQ")

@@ -531,6 +531,22 @@ def open_shm(res_id: ResId) -> ShmSegment:
     )
 
 
+# The mark of each class whose objects start with one (see create_marked),
+# and how to open them: an open with another class's says what it found.
+MARKS: dict[bytes, str] = {}
+
+
+def found_in(buffer: memoryview) -> str:
+    """What the shm object ``buffer`` holds, by its mark, for an error."""
+    for mark, what in MARKS.items():
+        if buffer[: len(mark)] == mark:
+            return what
+    return (
+        f"a shm object of {len(buffer)} bytes with no netmcore object's mark "
+        "(of create_shm, say: open_shm(res_id) maps it)"
+    )
+
+
 def open_marked(
     res_id: ResId,
     mark: bytes,
@@ -557,7 +573,7 @@ def open_marked(
         try:
             if segment.buffer[: len(mark)] != mark:
                 raise ValueError(
-                    f"resource {res_id!r} is not a {what}: open it with the class that created it"
+                    f"resource {res_id!r} is not a {what}: it is {found_in(segment.buffer)}"
                 )
             if check is not None:
                 check(segment.buffer)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from . import _ipc, _posix, _registry
 from ._debug import log
 from ._errors import NetmcoreError, NoResource, NotInherited
-from ._ids import ResId, next_res_id, peek_process_id
+from ._ids import ResId, next_res_id, peek_process_id, peek_res_id
 from ._wire import Asked, ResInfo, ResourceUse, failed_of_its_own
 
 MASTER = -1  # the master's place in a users set
@@ -328,14 +328,40 @@ BEING_DESTROYED = (
 def lookup(res_id: ResId, *kinds: ResourceType) -> Entry:
     entry = table.get(res_id.n)
     if entry is None:
-        reason = ended_reason(res_id.n) or "no such resource, or it has been destroyed"
+        reason = ended_reason(res_id.n) or (
+            "no such resource, or it has been destroyed"
+            if res_id.n < peek_res_id()
+            else "no such resource: none was ever made with this id (pass the res_id of "
+            "a resource made in this program)"
+        )
         raise NoResource(res_id, reason)
     if entry.destroying:
         raise NoResource(res_id, BEING_DESTROYED)
     if kinds and entry.typ not in kinds:
         wanted = " or ".join(k.name for k in kinds)
-        raise NoResource(res_id, f"it is a {entry.typ.name}, not a {wanted}")
+        raise of_another_kind(res_id, entry.typ, wanted)
     return entry
+
+
+# What takes a resource of each kind (the error of a call for another kind).
+_TAKEN_BY = {
+    ResourceType.FILE: "get_file(res_id) takes it",
+    ResourceType.POSIX_SHM: (
+        "open_shm(res_id) or get_shm(res_id) takes it, or the class that made an object "
+        "in it (Mailbox, SharedArray, Buffer, ShmMutex, ShmCondition)"
+    ),
+    ResourceType.POSIX_SHM_PREALLOCATED: "get_shm(res_id) takes it",
+    ResourceType.POSIX_SEM: "open_sem(res_id) or get_sem(res_id) takes it",
+    ResourceType.FORK_POINT: "it is a process type's: start processes with its class",
+    ResourceType.JOIN_POINT: "it is a process type's: join processes with its class",
+}
+
+
+def of_another_kind(res_id: ResId, typ: ResourceType, wanted: str) -> NoResource:
+    """The error of a call for a ``wanted`` resource on one of kind ``typ``."""
+    return NoResource(
+        res_id, f"it is a {typ.name}, not a {wanted}; {_TAKEN_BY[typ]}", other_kind=True
+    )
 
 
 def release(res_id: int, user: int) -> None:
@@ -667,7 +693,7 @@ def op_get(
     if point is not None:
         typ = ResourceType.FORK_POINT if point.fork_point.n == res_id else ResourceType.JOIN_POINT
         if wanted and typ not in wanted:
-            raise NoResource(ResId(res_id), f"it is a {typ.name}, not a {wanted[0].name}")
+            raise of_another_kind(ResId(res_id), typ, wanted[0].name)
         return ResInfo(res_id, typ.value, point.name, 0)
     entry = lookup(ResId(res_id), *wanted)
     if entry.typ is ResourceType.POSIX_SHM_PREALLOCATED and user != MASTER and not mapped:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 _MAGIC = b"nmcarr02"
+_resource_api.MARKS[_MAGIC] = "a SharedArray (the handle SharedArray.create returned opens it)"
 # The header: this layout, the shape (one int64 a dimension), the dtype text,
 # then padding up to a multiple of _ALIGN, where the data starts.
 _LAYOUT = struct.Struct("=8sHB")  # magic, length of the dtype text, number of dimensions
@@ -469,15 +470,16 @@ def _write_header(buffer: memoryview, dtype: str, shape: tuple[int, ...]) -> Non
 
 
 def _read_header(buffer: memoryview, res_id: ResId) -> tuple[str, tuple[int, ...]]:
-    not_an_array = ValueError(
-        f"resource {res_id!r} is not a shared array (a shm object of {len(buffer)} bytes "
-        "without an array's header): open the handle SharedArray.create returned"
-    )
-    if len(buffer) < _LAYOUT.size:
-        raise not_an_array
-    magic, length, ndim = _LAYOUT.unpack_from(buffer, 0)
+    if buffer[: len(_MAGIC)] != _MAGIC:
+        raise ValueError(
+            f"resource {res_id!r} is not a shared array: it is {_resource_api.found_in(buffer)}"
+        )
+    _, length, ndim = _LAYOUT.unpack_from(buffer, 0) if len(buffer) >= _LAYOUT.size else (0,) * 3
     body = struct.Struct(f"={ndim}q{length}s")
-    if magic != _MAGIC or len(buffer) < _LAYOUT.size + body.size:
-        raise not_an_array
+    if len(buffer) < _LAYOUT.size + body.size:  # written over, by a program's own writes
+        raise ValueError(
+            f"resource {res_id!r} has a shared array's mark, but its header does not fit in "
+            f"its {len(buffer)} bytes: something wrote over it; make the array again"
+        )
     *shape, text = body.unpack_from(buffer, _LAYOUT.size)
     return text.decode(), tuple(shape)

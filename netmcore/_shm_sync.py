@@ -40,7 +40,14 @@ from . import _context, _pthread
 from ._debug import log
 from ._errors import OwnerDiedError
 from ._ids import ResId
-from ._resource_api import ShmSegment, closed_during, closed_error, create_marked, open_marked
+from ._resource_api import (
+    MARKS,
+    ShmSegment,
+    closed_during,
+    closed_error,
+    create_marked,
+    open_marked,
+)
 
 MutexKind = Literal["normal", "errorcheck", "recursive"]
 _KINDS: dict[MutexKind, int] = {
@@ -136,6 +143,9 @@ class _InShm:
     in use (see :class:`_pthread.InUse`)."""
 
     _MARK: bytes  # the first bytes of the segment: which kind of object it holds
+
+    def __init_subclass__(cls) -> None:
+        MARKS[cls._MARK] = f"a {cls.__name__} ({cls.__name__}.open(res_id) opens it)"
 
     def __init__(self, segment: ShmSegment) -> None:
         self._segment = segment

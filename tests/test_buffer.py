@@ -322,7 +322,11 @@ def test_buffer_open_on_another_kind_of_object_is_a_value_error(master_cleanup: 
     """As Mailbox.open does: a Buffer is recognised by the mark its creator wrote."""
     box = netmcore.Mailbox.create(int)
     try:
-        with pytest.raises(ValueError, match=rf"^resource ResId\({box.res_id.n}\) is not a Buffer"):
+        with pytest.raises(
+            ValueError,
+            match=rf"^resource ResId\({box.res_id.n}\) is not a Buffer: it is a Mailbox "
+            r"\(Mailbox.open\(res_id, T\) opens it\)$",
+        ):
             netmcore.Buffer.open(box.res_id)
     finally:
         box.release()

@@ -481,23 +481,40 @@ def check_no_resource() -> None:
         netmcore.open_shm,
         netmcore.open_sem,
     ):
-        with pytest.raises(netmcore.NoResource, match=r"no such resource") as info:
+        # An id beyond every one handed out was never made: said so.
+        never = r"no such resource: none was ever made with this id"
+        with pytest.raises(netmcore.NoResource, match=never) as info:
             getter(UNKNOWN)
         assert info.value.res_id == UNKNOWN
         assert not isinstance(info.value, netmcore.NotInherited)
     seg = netmcore.create_shm(8)
     sem = netmcore.create_sem(0)
     try:
-        with pytest.raises(netmcore.NoResource, match=r"it is a POSIX_SHM, not a FILE") as info:
+        # A resource of another kind: named as there, with what takes it
+        # (it said "no resource ResId(n)", then described the resource).
+        shm_taker = r"; open_shm\(res_id\) or get_shm\(res_id\) takes it"
+        with pytest.raises(
+            netmcore.NoResource,
+            match=rf"^resource ResId\(\d+\) is of another kind: it is a "
+            rf"POSIX_SHM, not a FILE{shm_taker}",
+        ) as info:
             netmcore.get_file(seg.res_id)
         assert info.value.res_id == seg.res_id
-        with pytest.raises(netmcore.NoResource, match=r"it is a POSIX_SHM, not a POSIX_SEM"):
+        with pytest.raises(netmcore.NoResource, match=r"it is a POSIX_SHM, not a POSIX_SEM; "):
             netmcore.get_sem(seg.res_id)
-        with pytest.raises(netmcore.NoResource, match=r"it is a POSIX_SEM, not a POSIX_SHM"):
+        sem_taker = r"; open_sem\(res_id\) or get_sem\(res_id\) takes it$"
+        with pytest.raises(
+            netmcore.NoResource, match=rf"it is a POSIX_SEM, not a POSIX_SHM or \w+{sem_taker}"
+        ):
             netmcore.get_shm(sem.res_id)
-        with pytest.raises(netmcore.NoResource, match=r"it is a POSIX_SEM, not a POSIX_SHM"):
+        with pytest.raises(
+            netmcore.NoResource, match=rf"it is a POSIX_SEM, not a POSIX_SHM{sem_taker}"
+        ):
             netmcore.open_shm(sem.res_id)
-        with pytest.raises(netmcore.NoResource, match=r"it is a FORK_POINT, not a POSIX_SHM"):
+        with pytest.raises(
+            netmcore.NoResource,
+            match=r"it is a FORK_POINT, not a POSIX_SHM; it is a process type's: start processes",
+        ):
             netmcore.get_shm(no_resource_scenario.fork_point)
         name = f"{no_resource_scenario.__module__}.{no_resource_scenario.__qualname__}"
         fork = netmcore.get_resource(no_resource_scenario.fork_point)

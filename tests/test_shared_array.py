@@ -168,10 +168,43 @@ def not_an_array(size: int) -> str:
 def test_a_handle_on_a_shm_object_that_is_not_an_array_is_a_clear_error(size: int) -> None:
     message = run(not_an_array, size)
     assert re.fullmatch(
-        rf"resource ResId\(\d+\) is not a shared array \(a shm object of {size} bytes without "
-        r"an array's header\): open the handle SharedArray.create returned",
+        rf"resource ResId\(\d+\) is not a shared array: it is a shm object of {size} bytes "
+        r"with no netmcore object's mark \(of create_shm, say: open_shm\(res_id\) maps it\)",
         message,
     ), message
+
+
+@netmcore.process
+def other_kinds(_: int) -> list[str]:
+    """Each class's open on an object another class made, and an array's
+    mark on a segment too small for the header: each error says what it found."""
+    array = SharedArray.create(4, np.int64)
+    texts = [outcome_text(lambda: netmcore.Mailbox.open(array.res_id, int))]
+    box = netmcore.Mailbox.create(int)
+    texts.append(outcome_text(lambda: SharedArray(box.res_id, "int64", (1,)).open()))
+    texts.append(outcome_text(lambda: netmcore.ShmMutex.open(box.res_id)))
+    with netmcore.create_shm(10) as segment:
+        segment.buffer[:8] = b"nmcarr02"  # the mark alone
+        texts.append(outcome_text(lambda: SharedArray(segment.res_id, "int64", (1,)).open()))
+    box.release()
+    return texts
+
+
+def test_an_open_on_another_classs_object_says_what_it_is() -> None:
+    mailbox_on_array, array_on_box, mutex_on_box, marked_only = run(other_kinds, 0)
+    assert re.fullmatch(
+        r"ValueError: resource ResId\(\d+\) is not a mailbox: it is a SharedArray "
+        r"\(the handle SharedArray.create returned opens it\)",
+        mailbox_on_array,
+    ), mailbox_on_array
+    box = r"it is a Mailbox \(Mailbox.open\(res_id, T\) opens it\)"
+    assert re.fullmatch(rf"ValueError: .* is not a shared array: {box}", array_on_box)
+    assert re.fullmatch(rf"ValueError: .* is not a ShmMutex: {box}", mutex_on_box)
+    assert re.fullmatch(
+        r"ValueError: resource ResId\(\d+\) has a shared array's mark, but its header does "
+        r"not fit in its 10 bytes: something wrote over it; make the array again",
+        marked_only,
+    ), marked_only
 
 
 def test_dtype_or_shape_mismatch_and_a_destroyed_array_give_clear_errors() -> None:
