@@ -391,6 +391,7 @@ def _completed(
     total = len(left)
     watch = 0
     try:
+        # No `continue` in this loop, nor in map's: see test_backedges.
         while True:
             for n in ended:
                 pid = left.pop(n, None)
@@ -405,15 +406,15 @@ def _completed(
                     for ids in _chunks(list(left))
                     for n in _client.watch(AS_COMPLETED, join_point, ids, watch)
                 ]
-                continue
-            got = _client.wait_watch(AS_COMPLETED, watch, deadline)
-            if got is None:
-                raise TimeoutError(
-                    f"as_completed timed out after {timeout} s: {len(left)} of its {total} "
-                    f"processes had not ended (ids {_some(left)}). None of them is joined: "
-                    "join them, or wait for them again"
-                )
-            ended = got
+            else:
+                got = _client.wait_watch(AS_COMPLETED, watch, deadline)
+                if got is None:
+                    raise TimeoutError(
+                        f"as_completed timed out after {timeout} s: {len(left)} of its {total} "
+                        f"processes had not ended (ids {_some(left)}). None of them is joined: "
+                        "join them, or wait for them again"
+                    )
+                ended = got
     finally:
         # Closed through a signal handler's exception, in a loop here, as
         # map's watch is (see _mapped).
@@ -521,20 +522,20 @@ def _mapped(
                         "killed"
                     )
                 running.difference_update(ended)
-                continue
-            # Joined while still in the window: a handler's exception in the
-            # join leaves its outcome kept (see _client), which the end below
-            # lets go.
-            try:
-                value = cls.result(head)
-            except ProcessFailed as failed:
+            else:
+                # Joined while still in the window: a handler's exception in
+                # the join leaves its outcome kept (see _client), which the end
+                # below lets go.
+                try:
+                    value = cls.result(head)
+                except ProcessFailed as failed:
+                    window.popleft()
+                    # Named by its item, which the caller knows (not its id).
+                    name = f"{cls.__qualname__}, item {yielded} of the map"
+                    raise ProcessFailed(head, name, failed.outcome) from None
                 window.popleft()
-                # Named by its item, which the caller knows (not its id).
-                name = f"{cls.__qualname__}, item {yielded} of the map"
-                raise ProcessFailed(head, name, failed.outcome) from None
-            window.popleft()
-            yielded += 1
-            yield value
+                yielded += 1
+                yield value
     finally:
         # Ended, or left early: the master forgets the processes started
         # into the watch and not joined, those of the window and any whose

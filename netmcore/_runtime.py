@@ -498,21 +498,21 @@ def _put_in_place(source: str, path: str, *, named: bool) -> None:
                 if not os.path.lexists(path):
                     os.rename(source, path)
                     return
+            # (None: it went meanwhile. Not a `continue`: see test_backedges.)
             found = _lock_existing(path)
-            if found is None:
-                continue  # it went meanwhile
-            old, st = found
-            try:
-                with contextlib.suppress(FileNotFoundError):
-                    now = os.lstat(path)
-                    if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
-                        if named:
-                            os.rename(source, path)
-                            return
-                        os.unlink(path)
-                # Replaced or removed since it was opened, or unlinked: look again.
-            finally:
-                os.close(old)
+            if found is not None:
+                old, st = found
+                try:
+                    with contextlib.suppress(FileNotFoundError):
+                        now = os.lstat(path)
+                        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                            if named:
+                                os.rename(source, path)
+                                return
+                            os.unlink(path)
+                    # Replaced or removed since it was opened, or unlinked: look again.
+                finally:
+                    os.close(old)
     finally:
         if root is not None:
             os.close(root)
