@@ -107,6 +107,8 @@ def start_into(
             _payload.discard(payload)
             raise
     link = _link("start")
+    if _unsent_closes:
+        send_unsent_closes()
     payload = _payload.pack(arg.parts, ctx.shm_prefix, ctx.process_id)
     asked = Asked()
     try:
@@ -198,6 +200,8 @@ def join_outcome(
     kept = _kept(pid.n, join_point.n)
     if kept is not None:
         return kept  # (one kept for another join point: the master says it is joined)
+    if _unsent_closes:
+        send_unsent_closes()
     # The master times the wait out, and decides alone, in one step, whether
     # the outcome or the timeout answers it: an outcome is never lost to one.
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -230,17 +234,24 @@ _watch_numbers = itertools.count(1)
 
 # Closes of watches that could not be sent when asked for, as (number,
 # forget): their iteration was closed while its thread read the link (the
-# garbage collector finalized it there). Sent as the next watch is made.
+# garbage collector finalized it there). Sent by the next start, join or
+# watch: till then the master keeps the watch, and a map's processes'
+# results (their shm objects too).
 _unsent_closes: list[tuple[int, bool]] = []
 os.register_at_fork(after_in_child=_unsent_closes.clear)
 
 
+def send_unsent_closes() -> None:
+    """Send the closes of _unsent_closes, unless this thread reads the link."""
+    for number, forget in list(_unsent_closes):  # (one put back meanwhile waits for the next)
+        if close_watch(number, forget=forget):
+            with contextlib.suppress(ValueError):  # (a repeat, cut short, has taken it)
+                _unsent_closes.remove((number, forget))
+
+
 def new_watch() -> int:
     """A number for a new watch of this worker's link (see _watches)."""
-    for number, forget in list(_unsent_closes):  # (one put back meanwhile waits for the next)
-        close_watch(number, forget=forget)
-        with contextlib.suppress(ValueError):  # (a repeat, cut short, has taken it)
-            _unsent_closes.remove((number, forget))
+    send_unsent_closes()
     return next(_watch_numbers)
 
 
@@ -270,18 +281,20 @@ def wait_watch(what: str, number: int, deadline: float | None) -> list[int] | No
     raise _error(reply)
 
 
-def close_watch(number: int, *, forget: bool = False) -> None:
+def close_watch(number: int, *, forget: bool = False) -> bool:
     """The watch ``number`` of this worker's link goes (with the master, if
     it is gone: nothing to close). With ``forget``, nobody will join the
     processes started into it and not yet joined (see _wire.WaitReq). Safe
-    to repeat, as the callers' retry loops do (see _process._mapped)."""
+    to repeat, as the callers' retry loops do (see _process._mapped).
+    False if it could not be sent now, and waits in _unsent_closes."""
     with contextlib.suppress(NetmcoreError):
         link = _link("a watch's close")
         if link.reads_here():  # no request can be made now: see _unsent_closes
             if (number, forget) not in _unsent_closes:  # (a repeat, cut short)
                 _unsent_closes.append((number, forget))
-            return
+            return False
         link.request(WaitReq(number, close=True, forget=forget))
+    return True
 
 
 def _timed_out(pid: ProcessId[Any], timeout: float | None) -> TimeoutError:

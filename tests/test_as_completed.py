@@ -831,7 +831,7 @@ def maps_in_a_storm(trials: int) -> Any:
                 ac_square.join_outcome(pid)
     # An iteration left suspended in a reference cycle (its traceback's) is
     # closed by the garbage collector, maybe as this thread reads the link:
-    # its close is then sent as the next watch is made.
+    # its close is then sent with the next start, join or watch.
     gc.collect()
     assert list(ac_square.map([3])) == [9]
     return _probe()
@@ -892,3 +892,30 @@ def map_closed_as_the_link_is_read(_: int) -> list[int]:
 
 def test_a_close_that_cannot_be_sent_is_sent_later(master_probe: None) -> None:
     assert run_scenario(map_closed_as_the_link_is_read, 0) == [1, 0]
+
+
+@netmcore.process
+def map_closed_as_the_link_is_read_then_a_start(_: int) -> list[Any]:
+    """As above, and the worker goes on with starts and joins only, no
+    other watch: the close goes with the next start (it waited for the
+    next watch, and the master kept the map's processes' results till
+    then). A try to send it while this thread still reads keeps it."""
+    it = ac_square.map(range(3), processes=1)
+    next(it)
+    link = netmcore._context.current.link
+    assert link is not None
+    link._reader = threading.get_ident()  # as in the read
+    try:
+        it.close()
+        _client.send_unsent_closes()  # (still reading: kept for later)
+    finally:
+        link._reader = None
+    kept = [_probe()["watches"], list(_client._unsent_closes)]
+    assert ac_square.result(ac_square.start(2)) == 4
+    return [*kept, _probe()["watches"], list(_client._unsent_closes)]
+
+
+def test_a_close_that_cannot_be_sent_goes_with_the_next_start(master_probe: None) -> None:
+    waiting, queued, after, left = run_scenario(map_closed_as_the_link_is_read_then_a_start, 0)
+    assert waiting == 1 and len(queued) == 1
+    assert after == 0 and left == []
