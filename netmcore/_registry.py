@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from . import _context
 from ._encap import Encap
 from ._errors import ContextError, NoResource
-from ._ids import ResId, next_res_id
+from ._ids import ResId, next_res_id, peek_res_id
 
 
 @dataclass(frozen=True)
@@ -99,14 +99,27 @@ def fork_point(n: int) -> Definition:
     try:
         return by_fork_point[n]
     except KeyError:
-        raise NoResource(ResId(n), "not a fork point, or released") from None
+        raise NoResource(ResId(n), _not_a_point(n, "fork")) from None
 
 
 def join_point(n: int) -> Definition:
     try:
         return by_join_point[n]
     except KeyError:
-        raise NoResource(ResId(n), "not a join point, or released") from None
+        raise NoResource(ResId(n), _not_a_point(n, "join")) from None
+
+
+def _not_a_point(n: int, which: str) -> str:
+    """Why ``n`` is no process type's ``which`` point, for NoResource."""
+    if n >= peek_res_id():
+        return (
+            f"not a {which} point: no resource was ever made with this id; pass a process "
+            f"type's {which}_point"
+        )
+    return (
+        f"not a {which} point (another resource's id, or a released one); pass a process "
+        f"type's {which}_point"
+    )
 
 
 def is_point(n: int) -> bool:

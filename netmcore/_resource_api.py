@@ -543,7 +543,7 @@ def found_in(buffer: memoryview) -> str:
             return what
     return (
         f"a shm object of {len(buffer)} bytes with no netmcore object's mark "
-        "(of create_shm, say: open_shm(res_id) maps it)"
+        "(a plain segment, of create_shm or create_preallocated_shm, say)"
     )
 
 

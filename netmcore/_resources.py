@@ -350,7 +350,9 @@ _TAKEN_BY = {
         "open_shm(res_id) or get_shm(res_id) takes it, or the class that made an object "
         "in it (Mailbox, SharedArray, Buffer, ShmMutex, ShmCondition)"
     ),
-    ResourceType.POSIX_SHM_PREALLOCATED: "get_shm(res_id) takes it",
+    ResourceType.POSIX_SHM_PREALLOCATED: (
+        "get_resource(res_id).repr.memory is its memory, in a process that inherited it"
+    ),
     ResourceType.POSIX_SEM: "open_sem(res_id) or get_sem(res_id) takes it",
     ResourceType.FORK_POINT: "it is a process type's: start processes with its class",
     ResourceType.JOIN_POINT: "it is a process type's: join processes with its class",
@@ -693,7 +695,7 @@ def op_get(
     if point is not None:
         typ = ResourceType.FORK_POINT if point.fork_point.n == res_id else ResourceType.JOIN_POINT
         if wanted and typ not in wanted:
-            raise of_another_kind(ResId(res_id), typ, wanted[0].name)
+            raise of_another_kind(ResId(res_id), typ, " or ".join(k.name for k in wanted))
         return ResInfo(res_id, typ.value, point.name, 0)
     entry = lookup(ResId(res_id), *wanted)
     if entry.typ is ResourceType.POSIX_SHM_PREALLOCATED and user != MASTER and not mapped:

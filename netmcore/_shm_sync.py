@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from . import _context, _pthread
 from ._debug import log
@@ -144,8 +144,10 @@ class _InShm:
 
     _MARK: bytes  # the first bytes of the segment: which kind of object it holds
 
-    def __init_subclass__(cls) -> None:
-        MARKS[cls._MARK] = f"a {cls.__name__} ({cls.__name__}.open(res_id) opens it)"
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_MARK" in cls.__dict__:  # netmcore's classes (not a program's subclass of one)
+            MARKS[cls._MARK] = f"a {cls.__name__} ({cls.__name__}.open(res_id) opens it)"
 
     def __init__(self, segment: ShmSegment) -> None:
         self._segment = segment

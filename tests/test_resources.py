@@ -468,6 +468,32 @@ def release_noop_scenario(_: int) -> bool:
 @netmcore.process
 def no_resource_scenario(_: int) -> str:
     check_no_resource()
+    # A start through another resource's id, or one never handed out.
+    int_arg = netmcore.EncapType(int).wrap(1)
+    with (
+        netmcore.create_shm(8) as seg,
+        pytest.raises(
+            netmcore.NoResource,
+            match=r"not a fork point \(another resource's id, or a released one\); pass a "
+            r"process type's fork_point",
+        ),
+    ):
+        netmcore.start(seg.res_id, int_arg)
+    with pytest.raises(
+        netmcore.NoResource, match=r"not a fork point: no resource was ever made with this id"
+    ):
+        netmcore.start(UNKNOWN, int_arg)
+    # Preallocated memory is named with the way to its memory (get_shm gives a name).
+    pre, _name = netmcore.create_preallocated_shm("/nmc-test", 8)
+    try:
+        with pytest.raises(
+            netmcore.NoResource,
+            match=r"it is a POSIX_SHM_PREALLOCATED, not a POSIX_SEM; "
+            r"get_resource\(res_id\).repr.memory is its memory",
+        ):
+            netmcore.get_sem(pre)
+    finally:
+        netmcore.release(pre)
     return "checked"
 
 
@@ -513,9 +539,11 @@ def check_no_resource() -> None:
             netmcore.open_shm(sem.res_id)
         with pytest.raises(
             netmcore.NoResource,
-            match=r"it is a FORK_POINT, not a POSIX_SHM; it is a process type's: start processes",
+            match=r"it is a FORK_POINT, not a POSIX_SHM or POSIX_SHM_PREALLOCATED; it is a "
+            r"process type's: start processes",
         ):
             netmcore.get_shm(no_resource_scenario.fork_point)
+
         name = f"{no_resource_scenario.__module__}.{no_resource_scenario.__qualname__}"
         fork = netmcore.get_resource(no_resource_scenario.fork_point)
         assert fork.id == no_resource_scenario.fork_point

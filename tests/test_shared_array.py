@@ -169,7 +169,8 @@ def test_a_handle_on_a_shm_object_that_is_not_an_array_is_a_clear_error(size: in
     message = run(not_an_array, size)
     assert re.fullmatch(
         rf"resource ResId\(\d+\) is not a shared array: it is a shm object of {size} bytes "
-        r"with no netmcore object's mark \(of create_shm, say: open_shm\(res_id\) maps it\)",
+        r"with no netmcore object's mark \(a plain segment, of create_shm or "
+        r"create_preallocated_shm, say\)",
         message,
     ), message
 
@@ -186,12 +187,25 @@ def other_kinds(_: int) -> list[str]:
     with netmcore.create_shm(10) as segment:
         segment.buffer[:8] = b"nmcarr02"  # the mark alone
         texts.append(outcome_text(lambda: SharedArray(segment.res_id, "int64", (1,)).open()))
+
+    # A program's subclass of ShmMutex leaves netmcore's name for its mark.
+    class MyLock(netmcore.ShmMutex):
+        pass
+
+    mutex = netmcore.ShmMutex.create()
+    texts.append(outcome_text(lambda: netmcore.Mailbox.open(mutex.res_id, int)))
+    mutex.release()
     box.release()
     return texts
 
 
 def test_an_open_on_another_classs_object_says_what_it_is() -> None:
-    mailbox_on_array, array_on_box, mutex_on_box, marked_only = run(other_kinds, 0)
+    mailbox_on_array, array_on_box, mutex_on_box, marked_only, mailbox_on_mutex = run(
+        other_kinds, 0
+    )
+    assert mailbox_on_mutex.endswith(
+        "is not a mailbox: it is a ShmMutex (ShmMutex.open(res_id) opens it)"
+    ), mailbox_on_mutex
     assert re.fullmatch(
         r"ValueError: resource ResId\(\d+\) is not a mailbox: it is a SharedArray "
         r"\(the handle SharedArray.create returned opens it\)",

@@ -1323,7 +1323,8 @@ def test_mailbox_open_with_another_type_or_on_a_non_mailbox_is_refused() -> None
     # Saying what it is (it said only "open it with the class that created it").
     assert re.fullmatch(
         r"ValueError: resource ResId\(\d+\) is not a mailbox: it is a shm object of 4096 bytes "
-        r"with no netmcore object's mark \(of create_shm, say: open_shm\(res_id\) maps it\)",
+        r"with no netmcore object's mark \(a plain segment, of create_shm or "
+        r"create_preallocated_shm, say\)",
         not_a_box,
     ), not_a_box
 
