@@ -872,34 +872,13 @@ def test_maps_cut_short_by_a_storm_leave_nothing_in_the_master(master_probe: Non
 
 
 @netmcore.process
-def map_closed_as_the_link_is_read(_: int) -> list[int]:
+def map_closed_as_the_link_is_read(then: str) -> list[Any]:
     """A map closed while its thread reads the link (as the garbage
-    collector may finalize it there): no request can be made then, and its
-    close is sent as the next watch is made."""
-    it = ac_square.map(range(3), processes=1)
-    next(it)
-    link = netmcore._context.current.link
-    assert link is not None
-    link._reader = threading.get_ident()  # as in the read
-    try:
-        it.close()
-    finally:
-        link._reader = None
-    kept = _probe()["watches"]
-    assert list(ac_square.map([2])) == [4]
-    return [kept, _probe()["watches"]]
-
-
-def test_a_close_that_cannot_be_sent_is_sent_later(master_probe: None) -> None:
-    assert run_scenario(map_closed_as_the_link_is_read, 0) == [1, 0]
-
-
-@netmcore.process
-def map_closed_as_the_link_is_read_then_a_start(_: int) -> list[Any]:
-    """As above, and the worker goes on with starts and joins only, no
-    other watch: the close goes with the next start (it waited for the
-    next watch, and the master kept the map's processes' results till
-    then). A try to send it while this thread still reads keeps it."""
+    collector may finalize it there): no request can be made then, and a
+    try to send its close meanwhile keeps it. It goes with the next watch
+    (``then`` "map"), or with the next start or join ("start": a worker
+    that goes on with those only kept the watch, and the map's processes'
+    results, to its end)."""
     it = ac_square.map(range(3), processes=1)
     next(it)
     link = netmcore._context.current.link
@@ -911,11 +890,17 @@ def map_closed_as_the_link_is_read_then_a_start(_: int) -> list[Any]:
     finally:
         link._reader = None
     kept = [_probe()["watches"], list(_client._unsent_closes)]
-    assert ac_square.result(ac_square.start(2)) == 4
+    if then == "map":
+        assert list(ac_square.map([2])) == [4]
+    else:
+        assert ac_square.result(ac_square.start(2)) == 4
     return [*kept, _probe()["watches"], list(_client._unsent_closes)]
 
 
-def test_a_close_that_cannot_be_sent_goes_with_the_next_start(master_probe: None) -> None:
-    waiting, queued, after, left = run_scenario(map_closed_as_the_link_is_read_then_a_start, 0)
+@pytest.mark.parametrize("then", ["map", "start"])
+def test_a_close_that_cannot_be_sent_goes_with_the_next_watch_or_start(
+    master_probe: None, then: str
+) -> None:
+    waiting, queued, after, left = run_scenario(map_closed_as_the_link_is_read, then)
     assert waiting == 1 and len(queued) == 1
     assert after == 0 and left == []
