@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib
+import inspect
 import json
 import re
 import sys
@@ -813,6 +814,7 @@ class EncapType(Generic[T]):
             )
         except _NameClash as clash:
             raise TypeError(_clash(typ, self.name, clash)) from None
+        _clean_descriptions(self.schema)
         self.fingerprint = fingerprint(
             _canonical(self.schema, pydantic_parts),
             _kinds_if_ambiguous(_object_as_any(for_msgspec)),
@@ -1050,6 +1052,26 @@ _SUBSCHEMAS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
 _NAMED_SUBSCHEMAS = frozenset(
     {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
 )
+
+
+def _clean_descriptions(schema: Any) -> None:
+    """Give each "description" of ``schema`` (its schemas, not the data in
+    it) the indentation of ``inspect.cleandoc``: msgspec takes a docstring
+    as it is, which Python 3.13 dedents as it compiles it, and the files of
+    ``schemas/`` must not differ with the Python that wrote them."""
+    if not isinstance(schema, dict):
+        return
+    if isinstance(schema.get("description"), str):
+        schema["description"] = inspect.cleandoc(schema["description"])
+    for key, value in schema.items():
+        if key in _SUBSCHEMA:
+            _clean_descriptions(value)
+        elif key in _SUBSCHEMAS and isinstance(value, list):
+            for sub in value:
+                _clean_descriptions(sub)
+        elif key in _NAMED_SUBSCHEMAS and isinstance(value, dict):
+            for sub in value.values():
+                _clean_descriptions(sub)
 
 
 def _canonical(schema: Any, pydantic: set[int], ordered: bool = False) -> Any:

@@ -581,6 +581,18 @@ def test_what_says_nothing_of_the_wire_leaves_the_fingerprint_be(a: Any, b: Any)
     assert EncapType(a).fingerprint == EncapType(b).fingerprint
 
 
+def test_a_docstrings_description_is_the_same_whatever_python_compiled_it() -> None:
+    # Python 3.13 dedents a docstring as it compiles it, and msgspec takes it
+    # as it is: schemas/ written under 3.11 had drifted under 3.13.
+    indented = "First line.\n\n    Said in an indented source.\n        A deeper line.\n    "
+    dedented = "First line.\n\nSaid in an indented source.\n    A deeper line.\n"
+    schemas = [EncapType(_struct([("x", int)], doc)).schema for doc in (indented, dedented)]
+    assert schemas[0] == schemas[1]
+    assert schemas[0]["$defs"]["Job"]["description"] == (
+        "First line.\n\nSaid in an indented source.\n    A deeper line."
+    )
+
+
 def _ordered_model(first: str) -> type[BaseModel]:
     fields = {"a": (int, ...), "b": (int, ...)}
     return pydantic.create_model(
