@@ -21,7 +21,7 @@ import threading
 import traceback
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import _context, _payload, _posix, _pthread, _registry, _resources
 from ._debug import Debug, log, trace
@@ -92,7 +92,7 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         # those threads. Before the outcome goes out: on hearing of it, the
         # master takes back what the process holds, which its threads may use.
         if _thread._count():  # the usual case, alone, skips its cost
-            threading._shutdown()  # type: ignore[attr-defined]  # private, no stub
+            _wait_for_threads()
         # Packed only now, right before the send: a large result packed
         # before the wait above was an object that a kill during the wait
         # (which may be long) left behind. (One that comes between the pack
@@ -137,6 +137,31 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
             _signal.signal(signal.SIGINT, _signal.SIG_DFL)
             signal.raise_signal(signal.SIGINT)
         os._exit(code)
+
+
+def _wait_for_threads() -> None:
+    """threading._shutdown(), as a program's end runs it: threading's atexit
+    calls, then a wait for the non-daemon threads. An exception that cuts
+    the wait short (a Ctrl-C's KeyboardInterrupt) is raised here, as Python
+    3.11 and 3.12 raise it: 3.13 writes it to sys.unraisablehook and ends the
+    wait, and the process went on to send its result."""
+    cut_short: list[BaseException] = []
+    previous, main = sys.unraisablehook, threading.get_ident()
+
+    def hook(unraisable: Any) -> None:
+        # (The wait's own has no object; a __del__'s, say, has one.)
+        if unraisable.object is None and threading.get_ident() == main and not cut_short:
+            cut_short.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # private, no stub
+    finally:
+        sys.unraisablehook = previous
+    if cut_short:
+        raise cut_short[0]
 
 
 def _end_forked_child(assign: Assign, outcome: WireOutcome | Encap) -> NoReturn:

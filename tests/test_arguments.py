@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import inspect
 import os
 import socket
 import stat
@@ -66,6 +67,16 @@ def _needs_a_keyword(*, k: int) -> netmcore.ProcessId[int]:
     return echo.start(k)
 
 
+def _why_not_bound(f: Any) -> str:
+    """Python's own reason why ``f()`` cannot be called, which the refusal
+    quotes (3.13 says "missing a required keyword-only argument")."""
+    try:
+        inspect.signature(f).bind()
+    except TypeError as exc:
+        return str(exc)
+    raise AssertionError(f"{f} takes no arguments")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -86,7 +97,7 @@ def _needs_a_keyword(*, k: int) -> netmcore.ProcessId[int]:
         pytest.param(
             {"first_process": _needs_a_keyword},
             "first_process is called as first_process(), which _needs_a_keyword(*, k) "
-            "does not accept (missing a required argument: 'k'): give it no parameters, "
+            f"does not accept ({_why_not_bound(_needs_a_keyword)}): give it no parameters, "
             "as in `first_process=lambda: P.start(arg)`",
             id="first_process_with_a_keyword_only_parameter",
         ),
@@ -205,10 +216,10 @@ def _run_refused(q: str, reason: str, define_as: str = "def run(self, arg: int) 
     )
 
 
-def _init_refused(q: str) -> str:
+def _init_refused(q: str, why: str = "missing a required argument: 'k'") -> str:
     return (
-        f"{q} cannot be made without arguments (`{q}()`: missing a required argument: "
-        f"'k'), and each worker makes it as `{q}()` before it calls run: give every "
+        f"{q} cannot be made without arguments (`{q}()`: {why}"
+        f"), and each worker makes it as `{q}()` before it calls run: give every "
         f"parameter of {q}.__init__ a default, or pass what run needs in the argument "
         f"of {q}.start"
     )
@@ -224,7 +235,9 @@ def _init_refused(q: str) -> str:
         ),
         pytest.param(
             _init_with_a_keyword,
-            _init_refused("_init_with_a_keyword.<locals>.Keyed"),
+            _init_refused(  # (its __init__ takes `*, k` as _needs_a_keyword does)
+                "_init_with_a_keyword.<locals>.Keyed", _why_not_bound(_needs_a_keyword)
+            ),
             id="init_with_a_keyword_only_argument",
         ),
         pytest.param(
