@@ -143,25 +143,33 @@ def _wait_for_threads() -> None:
     """threading._shutdown(), as a program's end runs it: threading's atexit
     calls, then a wait for the non-daemon threads. An exception that cuts
     the wait short (a Ctrl-C's KeyboardInterrupt) is raised here, as Python
-    3.11 and 3.12 raise it: 3.13 writes it to sys.unraisablehook and ends the
-    wait, and the process went on to send its result."""
-    cut_short: list[BaseException] = []
-    previous, main = sys.unraisablehook, threading.get_ident()
-
-    def hook(unraisable: Any) -> None:
-        # (The wait's own has no object; a __del__'s, say, has one.)
-        if unraisable.object is None and threading.get_ident() == main and not cut_short:
-            cut_short.append(unraisable.exc_value)
-        else:
-            previous(unraisable)
-
-    sys.unraisablehook = hook
+    3.11 and 3.12 raise it: 3.13 writes it to sys.unraisablehook and ends
+    the wait, and the process went on to send its result."""
+    shutdown = threading._shutdown  # type: ignore[attr-defined]  # private, no stub
+    if sys.version_info < (3, 13):  # the wait raises what cuts it short
+        shutdown()
+        return
+    reported: list[Any] = []
+    previous = sys.unraisablehook
+    # A C method, no Python frame: no handler runs (and raises) in it. A
+    # Python hook lost both signals when a second came as it ran.
+    sys.unraisablehook = reported.append
     try:
-        threading._shutdown()  # type: ignore[attr-defined]  # private, no stub
+        shutdown()
     finally:
         sys.unraisablehook = previous
-    if cut_short:
-        raise cut_short[0]
+    me = threading.current_thread()
+    cut_short = any(t is not me and not t.daemon and t.is_alive() for t in threading.enumerate())
+    raised = None
+    for unraisable in reported:
+        # The wait's own report has neither object nor message; others (a
+        # full signal wakeup fd's, say) are reports only, as they were.
+        if cut_short and raised is None and unraisable.object is None and not unraisable.err_msg:
+            raised = unraisable.exc_value
+        else:
+            previous(unraisable)
+    if raised is not None:
+        raise raised
 
 
 def _end_forked_child(assign: Assign, outcome: WireOutcome | Encap) -> NoReturn:

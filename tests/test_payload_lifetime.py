@@ -12,9 +12,11 @@ process, and synchronisation is by pipes and events, never by sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
+import socket
 import sys
 import threading
 import tracemalloc
@@ -26,6 +28,7 @@ import pytest
 from scenario import (
     SYSCALLS,
     WAIT,
+    main_thread_syscall,
     own_shm_entries,
     run_scenario,
     wait_until,
@@ -214,6 +217,53 @@ def test_a_process_killed_as_it_waits_for_its_threads_leaves_no_result_object(
     # written once they have ended, right before it is sent.
     outcome = run_scenario(pl_kill_as_it_waits_for_its_threads, (signum, gate[0], pipes()))
     assert outcome == [True, str(netmcore.Crashed(None, signum)), []]
+
+
+_KEPT: list[object] = []
+
+
+@netmcore.process
+def pl_reports_an_ignored_error_as_it_waits(_: int) -> int:
+    """An error Python only reports (its signal wakeup fd is full) as the
+    process waits for its threads: the result goes out all the same. (A
+    hook that took every report with no object for the wait's interrupt
+    made the process die with code 70.)"""
+    full, other = socket.socketpair()
+    full.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            full.send(b"x" * 4096)
+    signal.set_wakeup_fd(full.fileno())
+    signal.signal(signal.SIGUSR1, lambda *_: None)
+    main = threading.get_ident()
+    futex = SYSCALLS["futex"] if SYSCALLS else -1
+
+    def signal_once_it_waits() -> None:
+        # In the wait for this very thread (threading._shutdown has begun).
+        wait_until(
+            lambda: (
+                threading._SHUTTING_DOWN  # type: ignore[attr-defined]
+                and (main_thread_syscall() or (-1,))[0] == futex
+            ),
+            "the process to wait for its threads",
+        )
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    threading.Thread(target=signal_once_it_waits).start()
+    _KEPT.append((full, other))
+    return 42
+
+
+@netmcore.process
+def pl_outcome_of_a_reporting_waiter(_: int) -> str:
+    waiter = pl_reports_an_ignored_error_as_it_waits
+    return str(waiter.join_outcome(waiter.start(0)))
+
+
+@pytest.mark.skipif(SYSCALLS is None, reason="the system call numbers of this machine are unknown")
+def test_an_error_reported_as_a_process_waits_for_its_threads_leaves_its_result() -> None:
+    outcome = run_scenario(pl_outcome_of_a_reporting_waiter, 0)
+    assert outcome == str(netmcore.Success(42)), outcome
 
 
 def _die_as_it_sends(frame: FrameType, event: str, _arg: Any) -> None:
