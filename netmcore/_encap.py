@@ -1054,24 +1054,16 @@ _NAMED_SUBSCHEMAS = frozenset(
 )
 
 
-def _clean_descriptions(schema: Any) -> None:
-    """Give each "description" of ``schema`` (its schemas, not the data in
-    it) the indentation of ``inspect.cleandoc``: msgspec takes a docstring
-    as it is, which Python 3.13 dedents as it compiles it, and the files of
-    ``schemas/`` must not differ with the Python that wrote them."""
-    if not isinstance(schema, dict):
-        return
-    if isinstance(schema.get("description"), str):
-        schema["description"] = inspect.cleandoc(schema["description"])
-    for key, value in schema.items():
-        if key in _SUBSCHEMA:
-            _clean_descriptions(value)
-        elif key in _SUBSCHEMAS and isinstance(value, list):
-            for sub in value:
-                _clean_descriptions(sub)
-        elif key in _NAMED_SUBSCHEMAS and isinstance(value, dict):
-            for sub in value.values():
-                _clean_descriptions(sub)
+def _clean_descriptions(schema: dict[str, Any]) -> None:
+    """Give the description of each class in ``schema`` (its "$defs"),
+    which is its docstring, the indentation of ``inspect.cleandoc``: msgspec
+    takes a docstring as it is, which Python 3.13 dedents as it compiles
+    it, and the files of ``schemas/`` must not differ with the Python that
+    wrote them. (A description given as such, a msgspec.Meta's or a pydantic
+    Field's, is left as it was written.)"""
+    for sub in schema.get("$defs", {}).values():
+        if isinstance(sub, dict) and isinstance(sub.get("description"), str):
+            sub["description"] = inspect.cleandoc(sub["description"])
 
 
 def _canonical(schema: Any, pydantic: set[int], ordered: bool = False) -> Any:

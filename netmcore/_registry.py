@@ -111,7 +111,7 @@ def join_point(n: int) -> Definition:
 
 def _not_a_point(n: int, which: str) -> str:
     """Why ``n`` is no process type's ``which`` point, for NoResource."""
-    if n >= peek_res_id():
+    if not 0 <= n < peek_res_id():
         return (
             f"not a {which} point: no resource was ever made with this id; pass a process "
             f"type's {which}_point"

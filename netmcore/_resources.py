@@ -330,7 +330,7 @@ def lookup(res_id: ResId, *kinds: ResourceType) -> Entry:
     if entry is None:
         reason = ended_reason(res_id.n) or (
             "no such resource, or it has been destroyed"
-            if res_id.n < peek_res_id()
+            if 0 <= res_id.n < peek_res_id()
             else "no such resource: none was ever made with this id (pass the res_id of "
             "a resource made in this program)"
         )

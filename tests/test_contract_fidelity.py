@@ -591,6 +591,10 @@ def test_a_docstrings_description_is_the_same_whatever_python_compiled_it() -> N
     assert schemas[0]["$defs"]["Job"]["description"] == (
         "First line.\n\nSaid in an indented source.\n    A deeper line."
     )
+    # A description given as such is no docstring: kept as it was written.
+    written = "  a Markdown block:\n\n      code"
+    meta = EncapType(Annotated[int, msgspec.Meta(description=written)]).schema
+    assert meta["description"] == written
 
 
 def _ordered_model(first: str) -> type[BaseModel]:
