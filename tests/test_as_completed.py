@@ -876,9 +876,10 @@ def map_closed_as_the_link_is_read(then: str) -> list[Any]:
     """A map closed while its thread reads the link (as the garbage
     collector may finalize it there): no request can be made then, and a
     try to send its close meanwhile keeps it. It goes with the next watch
-    (``then`` "map"), or with the next start or join ("start": a worker
-    that goes on with those only kept the watch, and the map's processes'
-    results, to its end)."""
+    (``then`` "map"), or with the next start or join ("start", "join": a
+    worker that goes on with those only kept the watch, and the map's
+    processes' results, to its end)."""
+    earlier = ac_square.start(3)  # (none queued yet: this start sends nothing more)
     it = ac_square.map(range(3), processes=1)
     next(it)
     link = netmcore._context.current.link
@@ -892,13 +893,18 @@ def map_closed_as_the_link_is_read(then: str) -> list[Any]:
     kept = [_probe()["watches"], list(_client._unsent_closes)]
     if then == "map":
         assert list(ac_square.map([2])) == [4]
-    else:
+    elif then == "start":
         assert ac_square.result(ac_square.start(2)) == 4
-    return [*kept, _probe()["watches"], list(_client._unsent_closes)]
+    else:
+        assert ac_square.result(earlier) == 9
+    after = [_probe()["watches"], list(_client._unsent_closes)]
+    if then != "join":
+        assert ac_square.result(earlier) == 9
+    return [*kept, *after]
 
 
-@pytest.mark.parametrize("then", ["map", "start"])
-def test_a_close_that_cannot_be_sent_goes_with_the_next_watch_or_start(
+@pytest.mark.parametrize("then", ["map", "start", "join"])
+def test_a_close_that_cannot_be_sent_goes_with_the_next_watch_start_or_join(
     master_probe: None, then: str
 ) -> None:
     waiting, queued, after, left = run_scenario(map_closed_as_the_link_is_read, then)
