@@ -70,9 +70,10 @@ def next_res_id() -> ResId:
     return ResId(n)
 
 
-def peek_res_id() -> int:
-    """The id the next resource (or process type's point) will get."""
-    return _res_ids[0]
+def handed_out(n: int) -> bool:
+    """Whether ``n`` is an id a resource (or a process type's point) got,
+    live or not: for the error of one that never was."""
+    return 0 <= n < _res_ids[0]
 
 
 def next_process_id() -> int:

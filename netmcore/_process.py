@@ -476,7 +476,7 @@ def _mapped(
     watch = _client.new_watch()
     window: deque[ProcessId[Out] | Exception] = deque()  # started, not yielded, in order
     running: set[int] = set()  # of those, the ones not known to have ended
-    read = yielded = 0  # items read from ``items``; results yielded (the head's index)
+    yielded = 0  # results yielded: the head's index in ``items``
     more = True
     try:
         while True:
@@ -490,11 +490,9 @@ def _mapped(
                     window.append(exc)
                     more = False
                     break
-                read += 1
+                index = yielded + len(window)  # (all read and not yielded are in it)
                 try:
-                    pid = cls._start(
-                        arg, "all", watch, f"item {read - 1} of {cls.__qualname__}.map:"
-                    )
+                    pid = cls._start(arg, "all", watch, f"item {index} of {cls.__qualname__}.map:")
                 except (ArgumentTypeError, NetmcoreError) as exc:  # the item's, or the run's
                     window.append(exc)
                     more = False

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from . import _context
 from ._encap import Encap
 from ._errors import ContextError, NoResource
-from ._ids import ResId, next_res_id, peek_res_id
+from ._ids import ResId, handed_out, next_res_id
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def join_point(n: int) -> Definition:
 
 def _not_a_point(n: int, which: str) -> str:
     """Why ``n`` is no process type's ``which`` point, for NoResource."""
-    if not 0 <= n < peek_res_id():
+    if not handed_out(n):
         return (
             f"not a {which} point: no resource was ever made with this id; pass a process "
             f"type's {which}_point"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from . import _ipc, _posix, _registry
 from ._debug import log
 from ._errors import NetmcoreError, NoResource, NotInherited
-from ._ids import ResId, next_res_id, peek_process_id, peek_res_id
+from ._ids import ResId, handed_out, next_res_id, peek_process_id
 from ._wire import Asked, ResInfo, ResourceUse, failed_of_its_own
 
 MASTER = -1  # the master's place in a users set
@@ -330,7 +330,7 @@ def lookup(res_id: ResId, *kinds: ResourceType) -> Entry:
     if entry is None:
         reason = ended_reason(res_id.n) or (
             "no such resource, or it has been destroyed"
-            if 0 <= res_id.n < peek_res_id()
+            if handed_out(res_id.n)
             else "no such resource: none was ever made with this id (pass the res_id of "
             "a resource made in this program)"
         )

@@ -158,6 +158,8 @@ def _wait_for_threads() -> None:
         shutdown()
     finally:
         sys.unraisablehook = previous
+    if not reported:  # (the usual case: nothing to look through)
+        return
     me = threading.current_thread()
     cut_short = any(t is not me and not t.daemon and t.is_alive() for t in threading.enumerate())
     raised = None
