@@ -543,6 +543,11 @@ class Link:
         self._reader: int | None = None  # the thread reading for all, if one is
         self._replies: dict[int, Asked] = {}
         self._ids = itertools.count(1)
+        # Requests whose withdrawal an exception ended before it was done,
+        # with it (see request); the next request finishes them.
+        self._unfinished: dict[int, Callable[[int], None]] = {}
+        # Set while a withdrawal runs: its own requests leave the others be.
+        self._withdrawing = False
 
     def send(self, msg: Message) -> None:
         """Send ``msg``. A request that :meth:`request` registered is marked
@@ -612,23 +617,22 @@ class Link:
         ``asked``, if given, shows how far the request went (see
         :class:`Asked`), even to an exception after its reply was in.
 
-        ``abandon`` must be safe to repeat: it is repeated until it is done,
-        in a loop in this frame, through further exceptions of handlers
-        (each held, the last raised after it, in place of the first). A
-        function that repeated it itself would let a second exception come
-        at its start, before its loop: Python runs a handler as a function
-        starts. Nothing is called from the exception to the loop's try. A
-        failure of its own (see :func:`failed_of_its_own`) goes on at once.
-        Each try runs with the thread's signals blocked, so that only a
-        signal that came just before it (or a handler that runs for another
-        thread's) can cut it short. (A further exception exactly as the loop
-        goes round again, as the last is classified or at the jump back,
-        still ends it: under a 100 us timer whose handler raises in every
-        netmcore frame, about one join in 200 is lost.)
+        ``abandon`` must be safe to repeat, and to run in any thread: it is
+        repeated until it is done (see :meth:`_withdraw`), through further
+        exceptions of handlers (each held, the last raised after it, in
+        place of the first). A failure of its own (see
+        :func:`failed_of_its_own`) goes on at once. The request is noted as
+        unfinished (in ``_unfinished``) as the exception comes, with no
+        call in between, and its reply's slot is kept until the withdrawal
+        is done: one that a further exception ends all the same (as the
+        loop goes round again, or as the withdrawal is called) is finished
+        by the next request on the link, or by :meth:`finish_withdrawals`.
         """
         reader = self._reader  # None as a rule: then no call to make
         if reader is not None and reader == threading.get_ident():
             _refuse_a_handlers_request(msg)
+        if self._unfinished and not self._withdrawing:
+            self.finish_withdrawals()
         if asked is None:
             asked = Asked()
         rid = next(self._ids)
@@ -642,42 +646,67 @@ class Link:
                 raise
             except BaseException:
                 if asked.sent and abandon is not None:
-                    held: BaseException | None = None
-                    tries = 0
-                    done: list[int] = []
-                    withdraw = abandon
-
-                    def step() -> None:  # (made here, no call: no handler runs)
-                        withdraw(rid)
-                        done.append(rid)
-
-                    while not done:
-                        try:
-                            # With this thread's signals blocked (SIGINT and
-                            # SIGTERM held: see _posix.deferred): a withdrawal
-                            # is a round trip to the master, which a timer's
-                            # handler cut short time and again, each time a
-                            # new chance for one more to come round this loop,
-                            # outside its try, and end it with the outcome
-                            # lost. Their handlers now run as the block ends
-                            # (or as it begins, for one that came just
-                            # before), and an exception there, once the step
-                            # is done, is held too.
-                            _posix.with_signals_blocked(_posix.ASYNC_SIGNALS, step)
-                        except BaseException as exc:
-                            tries += 1
-                            if not done and failed_of_its_own(exc, tries):
-                                raise
-                            held = exc
+                    # No call up to this store: no handler runs in between.
+                    self._unfinished[rid] = abandon
+                    held = self._withdraw(rid)
                     if held is not None:
                         raise held  # noqa: B904 (the later one: the first is its __context__)
                 raise
         finally:
             with self._lock:
-                self._replies.pop(rid, None)
+                if rid not in self._unfinished:
+                    self._replies.pop(rid, None)
         reply = asked.reply
         assert reply is not None
         return reply
+
+    def _withdraw(self, rid: int) -> BaseException | None:
+        """Run the unfinished withdrawal of request ``rid`` until it is done,
+        and return the last interrupt held meanwhile (None if none came).
+
+        Each try runs with the thread's signals blocked (SIGINT and SIGTERM
+        held: see _posix.deferred): a withdrawal is a round trip to the
+        master, which a timer's handler cut short time and again. Their
+        handlers run as the block ends (or as it begins, for one that came
+        just before), and an exception there, once the step is done, is held
+        too. A failure of its own drops the withdrawal and goes on."""
+        abandon = self._unfinished.get(rid)
+        held: BaseException | None = None
+        tries = 0
+
+        def step() -> None:  # (made here, no call: no handler runs)
+            if abandon is not None:
+                abandon(rid)
+            self._unfinished.pop(rid, None)
+
+        was, self._withdrawing = self._withdrawing, True
+        try:
+            while rid in self._unfinished:
+                try:
+                    _posix.with_signals_blocked(_posix.ASYNC_SIGNALS, step)
+                except BaseException as exc:
+                    tries += 1
+                    if rid in self._unfinished and failed_of_its_own(exc, tries):
+                        self._unfinished.pop(rid, None)
+                        raise
+                    held = exc
+        finally:
+            self._withdrawing = was
+        return held
+
+    def finish_withdrawals(self) -> None:
+        """Finish the withdrawals that further exceptions ended (see
+        :meth:`request`), in any thread: a join's outcome on its way is then
+        kept for the thread that asked. An interrupt held meanwhile is
+        raised after them."""
+        held: BaseException | None = None
+        for rid in list(self._unfinished):
+            held = self._withdraw(rid) or held
+            with self._lock:
+                if rid not in self._unfinished:
+                    self._replies.pop(rid, None)
+        if held is not None:
+            raise held
 
     def wait_reply(self, rid: int) -> Message:
         """Wait for the reply to request ``rid``, which has gone out and is
