@@ -17,6 +17,7 @@ from ._debug import Debug as Debug
 from ._encap import Encap as Encap
 from ._encap import EncapType as EncapType
 from ._errors import ArgumentTypeError as ArgumentTypeError
+from ._errors import BrokenBarrierError as BrokenBarrierError
 from ._errors import ContextError as ContextError
 from ._errors import EncapTypeMismatch as EncapTypeMismatch
 from ._errors import MasterGone as MasterGone
@@ -46,6 +47,7 @@ from ._pipeline import PipelineError as PipelineError
 from ._pipeline import PipelineRun as PipelineRun
 from ._pipeline import StageWorkerError as StageWorkerError
 from ._plugins import Mbox as Mbox
+from ._plugins import PluginBarrier as PluginBarrier
 from ._plugins import PluginMutex as PluginMutex
 from ._plugins import PluginSemaphore as PluginSemaphore
 from ._plugins import SharedVar as SharedVar
@@ -85,6 +87,7 @@ from ._shm_sync import ShmMutex as ShmMutex
 
 __all__ = (
     "ArgumentTypeError",
+    "BrokenBarrierError",
     "Buffer",
     "ComputeResource",
     "ContextError",
@@ -108,6 +111,7 @@ __all__ = (
     "Pipeline",
     "PipelineError",
     "PipelineRun",
+    "PluginBarrier",
     "PluginError",
     "PluginMutex",
     "PluginSemaphore",

@@ -508,6 +508,7 @@ _OPENED_BY = {
     "ComputeResource": ("id (a netmcore.ResId)", "get_resource(res_id)"),
     "PluginMutex": (_NAME, "PluginMutex(name)"),
     "PluginSemaphore": (_NAME, "PluginSemaphore(name)"),
+    "PluginBarrier": ("name (a str) and parties", "PluginBarrier(name, parties)"),
     "SharedVar": (_NAME, "SharedVar(name, T)"),
     "Mbox": (_NAME, "Mbox(name, T)"),
 }

@@ -8,6 +8,7 @@ in the wrong context).
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from ._outcome import Crashed, InvalidResult, Raised
@@ -89,6 +90,12 @@ class MasterGone(NetmcoreError, ConnectionError):
 class PluginError(NetmcoreError, RuntimeError):
     """A plugin call that cannot be served: an unknown name, a mutex unlocked by
     a process that does not hold it, plugins not attached, a deleted variable."""
+
+
+class BrokenBarrierError(NetmcoreError, threading.BrokenBarrierError):
+    """A :class:`PluginBarrier` is broken: one of its parties failed, a wait
+    timed out, or it was aborted or reset; until a ``reset()``, every wait
+    raises it at once. (Also a ``threading.BrokenBarrierError``.)"""
 
 
 class OwnerDiedError(NetmcoreError, RuntimeError):

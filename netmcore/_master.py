@@ -65,6 +65,7 @@ from ._wire import (
     Failed,
     Finished,
     HandOverReq,
+    Invalid,
     JoinCancel,
     Joined,
     JoinReq,
@@ -73,6 +74,7 @@ from ._wire import (
     PluginReply,
     PluginReq,
     ProcessInfo,
+    Raised,
     Ready,
     Rehearse,
     ReleaseReq,
@@ -887,7 +889,7 @@ class Master:
             _passed_on(conn, outcome.value.payload)
         # It runs no more user code: it lets go of its resources and plugin
         # state before the joiner hears of it, so the joiner never sees them.
-        self._forget_process(record.n)
+        self._forget_process(record, outcome)
         self._settle(record, outcome)
         if record.n == self.first or self.shutting_down:
             self._let_exit(child)  # the end of run waits for it
@@ -934,7 +936,7 @@ class Master:
             self._sweep_unsent([own])
         else:
             self.unswept.append(own)
-        self._forget_process(record.n)
+        self._forget_process(record, outcome if outcome is not None else ended)
         if record.outcome is None:
             if ended is None:
                 log.warning(
@@ -1449,18 +1451,20 @@ class Master:
             if name not in known:
                 _ipc.unlink(name)
 
-    def _forget_process(self, n: int) -> None:
-        """Process ``n`` runs no more code: it leaves every users set, its
-        mutexes pass on, a protected semaphore takes back its effect. What
+    def _forget_process(self, record: Record, outcome: WireOutcome | None) -> None:
+        """The process of ``record`` runs no more code (``outcome`` is how it
+        ended): it leaves every users set, its mutexes pass on, a protected
+        semaphore takes back its effect, a barrier it failed breaks. What
         fails here is logged: the end of the process (its outcome for the
         joiner, its exit) goes on whatever it is."""
+        n = record.n
         try:
             _resources.leave_all(n)
         except Exception:
             log.exception("netmcore: the master could not release what process %d used", n)
         if self.plugins is not None:
             try:
-                self.plugins.forget(n)
+                self.plugins.forget(n, _failure(record, outcome))
             except Exception:
                 log.exception("netmcore: the plugins could not forget process %d", n)
 
@@ -1758,6 +1762,23 @@ def _reap(child: Child) -> Ended | None:
     if info.si_code == os.CLD_EXITED:
         return Ended(info.si_status, None)
     return Ended(None, info.si_status)  # CLD_KILLED, CLD_DUMPED
+
+
+def _failure(record: Record, outcome: WireOutcome | None) -> str | None:
+    """How the process of ``record`` failed (``outcome`` None: reaped by
+    another part of the program), for those it leaves waiting; None if it
+    returned."""
+    if isinstance(outcome, Returned):
+        return None
+    if isinstance(outcome, Raised):
+        how = f"raised {outcome.type_name}: {outcome.message}"
+    elif isinstance(outcome, Invalid):
+        how = f"returned an invalid result ({outcome.message})"
+    elif isinstance(outcome, Ended):
+        how = f"ended without a result ({_describe(outcome)})"
+    else:
+        how = "ended without a result"
+    return f"process {record.n} ({record.definition.name}), one of its parties, {how}"
 
 
 def _describe(ended: Ended) -> str:

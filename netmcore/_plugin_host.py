@@ -1,11 +1,13 @@
 """Plugins served by the master (upstream's Netplex_sharedvar, _mutex, _semaphore
-and _mbox): named shared variables, mutexes, semaphores and message boxes.
+and _mbox): named shared variables, mutexes, semaphores and message boxes; and,
+beyond upstream, barriers (``threading.Barrier`` across processes).
 
 They live in the master's memory, so they survive any worker's crash, and the
 master cleans up after a dead worker: its mutexes are released, a protected
 semaphore's count is put back (what live processes took already is owed, and
-settled by a later dead process's give-back: see ``_undo_effect``), and its
-queued requests are dropped. Every operation is non-blocking in the master: a
+settled by a later dead process's give-back: see ``_undo_effect``), a barrier
+it took part in is broken if it failed (its parties would wait for ever), and
+its queued requests are dropped. Every operation is non-blocking in the master: a
 worker that must wait is a reply the master sends later, never a blocked loop.
 
 A waiting call left by an exception in the worker (a signal handler's) is
@@ -55,9 +57,11 @@ X = TypeVar("X")
 
 TIMERS_PRUNE_AT = 1024  # timers kept at least before a rebuild
 
-# The num of a reply with an error: a failure (PluginError), or a timeout.
+# The num of a reply with an error: a failure (PluginError), a timeout, a
+# broken barrier (BrokenBarrierError).
 FAILED = -2
 TIMED_OUT = -3
+BROKEN = -4
 
 
 class Waiting(NamedTuple):
@@ -105,6 +109,15 @@ class _Mbox:
     receivers: deque[Waiting] = field(default_factory=deque)
 
 
+@dataclass
+class _Barrier:
+    parties: int
+    waiters: list[Waiting] = field(default_factory=list)  # this round's, in arrival order
+    broken: str | None = None  # why it is broken (None: it is not)
+    # The processes that took part (create or wait): a failure of one breaks it.
+    members: set[int] = field(default_factory=set)
+
+
 class PluginHost:
     """The plugins' state in the master, and their operations."""
 
@@ -114,6 +127,7 @@ class PluginHost:
         self.mutexes: dict[str, _Mutex] = {}
         self.sems: dict[str, _Sem] = {}
         self.mboxes: dict[str, _Mbox] = {}
+        self.barriers: dict[str, _Barrier] = {}
         # (deadline, service, name) of each queued request with a deadline;
         # an entry outlives its request (answered, withdrawn): it then times
         # out nothing. Rebuilt from the queues once it reaches prune_at, so
@@ -169,6 +183,7 @@ class PluginHost:
             *(("sem", n, s.waiters) for n, s in self.sems.items()),
             *(("mbox", n, b.receivers) for n, b in self.mboxes.items()),
             *(("mbox", n, (w for w, _ in b.senders)) for n, b in self.mboxes.items()),
+            *(("barrier", n, b.waiters) for n, b in self.barriers.items()),
         ]
         self.timers = [
             (w.deadline, service, name)
@@ -211,6 +226,13 @@ class PluginHost:
             box = self.mboxes[name]
             expired = _take(box.receivers, due)
             expired += [w for w, _ in _take(box.senders, lambda sender: due(sender[0]))]
+        elif service == "barrier" and name in self.barriers:
+            # As threading.Barrier's: a party that stops waiting leaves the
+            # others waiting for it for ever, so a timeout breaks it.
+            barrier = self.barriers[name]
+            late = next((w for w in barrier.waiters if due(w)), None)
+            if late is not None:
+                self._break(barrier, f"a wait of process {late.user} timed out")
         for w in expired:
             self._send(w.conn, PluginReply(None, TIMED_OUT, error="timed out", req=w.req))
 
@@ -472,10 +494,94 @@ class PluginHost:
             if self._reply(w, box.queue[0]):
                 box.queue.popleft()
 
+    # --- barriers ----------------------------------------------------------------
+
+    def _barrier(self, req: PluginReq, waiter: Waiter | None) -> _Barrier:
+        """The barrier ``req`` names, made if need be with ``req.num``
+        parties, which must be its number; the caller becomes a party."""
+        _check_count(req.num, 1, "a barrier's parties")
+        barrier = self.barriers.setdefault(req.name, _Barrier(req.num))
+        if barrier.parties != req.num:
+            raise PluginError(
+                f"barrier {req.name!r} has {barrier.parties} parties, not {req.num}: it keeps "
+                f"the number it was made with; use PluginBarrier({req.name!r}, "
+                f"{barrier.parties}), or another name"
+            )
+        if waiter is not None:
+            barrier.members.add(waiter[2])
+        return barrier
+
+    def _barrier_create(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        made = req.name not in self.barriers
+        self._barrier(req, waiter)
+        return PluginReply(None, 1 if made else 0)
+
+    def _barrier_wait(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
+        barrier = self._barrier(req, waiter)
+        if barrier.broken is not None:
+            return PluginReply(None, BROKEN, error=barrier.broken)
+        index = len(barrier.waiters)
+        if index + 1 < barrier.parties:
+            who = "the master" if waiter is None else f"process {waiter[2]}"
+            if req.deadline is not None and req.deadline <= time.monotonic():
+                why = f"a wait of {who} timed out"
+                self._break(barrier, why)
+                return PluginReply(None, BROKEN, error=why)
+            what = (
+                f"PluginBarrier({req.name!r}, {barrier.parties}).wait() with {index} of its "
+                "parties there"
+            )
+            return self._wait_in(barrier.waiters, req, waiter, what)
+        # The last party: the round is over, and every one of it goes on.
+        waiters, barrier.waiters = barrier.waiters, []
+        for i, w in enumerate(waiters):
+            self._reply(w, None, i)
+        return PluginReply(None, index)
+
+    def _barrier_cancel(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        # Its arrival is taken back: the round waits for one more again.
+        barrier = self.barriers.get(req.name)
+        return _cancel(barrier.waiters if barrier else [], req, waiter)
+
+    def _barrier_abort(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        who = "the master" if waiter is None else f"process {waiter[2]}"
+        self._break(self._barrier(req, waiter), f"it was aborted by {who}")
+        return PluginReply(None, 0)
+
+    def _barrier_reset(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        barrier = self._barrier(req, waiter)
+        if barrier.broken is None:  # the parties waiting now are told, as threading's are
+            self._break(barrier, "it was reset as they waited")
+        barrier.broken = None
+        return PluginReply(None, 0)
+
+    def _barrier_destroy(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        barrier = self.barriers.pop(req.name, None)
+        if barrier is not None:
+            for w in barrier.waiters:
+                self._send(w[0], _failure(w, f"barrier {req.name!r} was destroyed"))
+        return PluginReply(None, 0 if barrier is None else 1)
+
+    def _break(self, barrier: _Barrier, why: str) -> None:
+        """Break ``barrier`` (until a reset): its waiters, and every later
+        wait, are told ``why``."""
+        barrier.broken = why
+        waiters, barrier.waiters = barrier.waiters, []
+        for w in waiters:
+            self._send(w.conn, PluginReply(None, BROKEN, error=why, req=w.req))
+
     # --- a process ended --------------------------------------------------------
 
-    def forget(self, user: int) -> None:
-        """Undo what a dead process holds, and drop what it waits for."""
+    def forget(self, user: int, failure: str | None = None) -> None:
+        """Undo what a dead process holds, and drop what it waits for. If it
+        failed (``failure`` says how: it raised, or died), a barrier it took
+        part in breaks: its other parties would wait for it for ever."""
+        for barrier in self.barriers.values():
+            barrier.waiters = [w for w in barrier.waiters if w[2] != user]
+            if user in barrier.members:
+                barrier.members.discard(user)
+                if failure is not None and barrier.broken is None:
+                    self._break(barrier, failure)
         for name, mutex in list(self.mutexes.items()):
             mutex.waiters = deque(w for w in mutex.waiters if w[2] != user)
             if mutex.holder == user:
@@ -508,6 +614,7 @@ _HANDLERS = frozenset(
         "mutex": ("lock", "unlock", "cancel", "undo"),
         "sem": ("create", "increment", "decrement", "cancel", "undo", "get", "destroy"),
         "mbox": ("create", "send", "receive", "cancel", "undo", "delete"),
+        "barrier": ("create", "wait", "cancel", "abort", "reset", "destroy"),
     }.items()
     for op in ops
 )

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from . import _context
 from ._client import _error, _link
 from ._encap import EncapType
-from ._errors import ContextError, PluginError
+from ._errors import BrokenBarrierError, ContextError, PluginError
 from ._master import Controller
-from ._plugin_host import COUNT_MAX, TIMED_OUT
+from ._plugin_host import BROKEN, COUNT_MAX, TIMED_OUT
 from ._pthread import check_timeout
 from ._resources import require_int
 from ._wire import Asked, Link, PluginReply, PluginReq, failed_of_its_own
@@ -146,6 +146,11 @@ def _checked(answer: Any, timeout: float | None, what: str) -> PluginReply:
         raise TimeoutError(
             f"{what} timed out after {timeout} s: the master dropped the call, which "
             "changed nothing (timeout=None waits without limit)"
+        )
+    if answer.error and answer.num == BROKEN:
+        raise BrokenBarrierError(
+            f"{what}: the barrier is broken, as {answer.error}; every wait raises this until "
+            "a reset() (which the parties that go on with it make once they agree to)"
         )
     if answer.error:
         raise PluginError(answer.error)
@@ -485,3 +490,73 @@ class Mbox(Generic[T]):
     def _decoded(self, reply: PluginReply) -> T:
         assert reply.data is not None
         return self.type.decode(reply.data)
+
+
+class PluginBarrier:
+    """A named barrier served by the master: ``threading.Barrier`` across
+    processes. Each of ``parties`` processes that calls :meth:`wait` waits
+    until all of them have, and then they all go on, round after round.
+
+    Beyond threading's, a party that fails (it raises, or dies) breaks it:
+    the others would wait for it for ever, and get a
+    :class:`BrokenBarrierError` instead, which names it. A process becomes
+    a party at its first ``create`` or ``wait``: a worker that may fail
+    before its first wait calls ``create()`` as it starts.
+    """
+
+    def __init__(self, name: str, parties: int) -> None:
+        self.name = _check_name(name)
+        self.parties = _whole(parties, "parties", 1)
+
+    def __repr__(self) -> str:
+        return f"PluginBarrier({self.name!r}, {self.parties})"
+
+    def create(self) -> bool:
+        """Make it if need be (never waits), and make this process one of its
+        parties; True if it was made now.
+
+        Raises
+        ------
+        PluginError
+            If it exists with another number of parties.
+        """
+        return _call("barrier", "create", self.name, num=self.parties).num == 1
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait until all the parties have called ``wait``, at most
+        ``timeout`` seconds (None or ``math.inf``: no limit); return this
+        call's place among them, 0 to ``parties - 1`` in the order they
+        came (as ``threading.Barrier.wait``). It makes the barrier if need be.
+
+        Raises
+        ------
+        BrokenBarrierError
+            If it is broken, or breaks as this call waits: a party failed,
+            a wait timed out (this one included: as threading's, a timeout
+            breaks it, since the others would wait for ever), or it was
+            aborted or reset.
+        PluginError
+            If it exists with another number of parties, or is destroyed
+            as this call waits.
+        ContextError
+            In the master's own code, if it would wait.
+        """
+        timeout = check_timeout(timeout)
+        what = f"{self!r}.wait()"
+        return _call(
+            "barrier", "wait", self.name, num=self.parties, waits=True, timeout=timeout, what=what
+        ).num
+
+    def abort(self) -> None:
+        """Break it: the parties waiting, and every later wait, get a
+        :class:`BrokenBarrierError`, until a :meth:`reset`."""
+        _call("barrier", "abort", self.name, num=self.parties)
+
+    def reset(self) -> None:
+        """Put it back to its first state, not broken, with nobody waiting:
+        the parties waiting now get a :class:`BrokenBarrierError`."""
+        _call("barrier", "reset", self.name, num=self.parties)
+
+    def destroy(self) -> bool:
+        """Destroy it; False if it did not exist. Waiters get a PluginError."""
+        return _call("barrier", "destroy", self.name).num == 1

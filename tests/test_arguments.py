@@ -600,8 +600,21 @@ _BY_RES_ID = "put its res_id (a netmcore.ResId) in it instead, and open it in th
             "put its name (a str) in it instead, and open it in the process with "
             "netmcore.PluginMutex(name)",
         ),
+        (
+            netmcore.PluginBarrier,
+            "PluginBarrier",
+            "put its name (a str) and parties in it instead, and open it in the process "
+            "with netmcore.PluginBarrier(name, parties)",
+        ),
     ],
-    ids=["ShmMutex", "Mailbox", "list-of-ShmSegment", "Struct-field", "PluginMutex"],
+    ids=[
+        "ShmMutex",
+        "Mailbox",
+        "list-of-ShmSegment",
+        "Struct-field",
+        "PluginMutex",
+        "PluginBarrier",
+    ],
 )
 @pytest.mark.parametrize("side", ["argument", "result"])
 def test_a_netmcore_handle_as_a_process_type_is_refused_naming_what_to_pass(

@@ -607,6 +607,7 @@ def low_level_scenario(k: int) -> int:
         ("hello.py", "Sum: 7.000000"),
         ("create_join.py", "Final result: 385"),
         ("shared_sum.py", "Sum of 1..1000000: 500000500000 (expected 500000500000)"),
+        ("heat.py", "10000 cells, 200 steps, 2 workers: max difference 0 from one process"),
     ],
 )
 def test_example_prints_upstream_result(name: str, expected: str) -> None:
@@ -663,6 +664,7 @@ def test_chameneos_example_meetings_add_up_to_twice_n(meetings: str) -> None:
         (["nqueens.py", "4", "-1"], "argument workers: -1 is not valid"),  # hung for ever
         (["nqueens.py", "0"], "argument n: 0 is not valid"),
         (["chameneos.py", "-1"], "argument meetings: -1 is not valid"),  # hung for ever
+        (["heat.py", "100", "10", "0"], "argument workers: 0 is not valid"),
     ],
 )
 def test_examples_refuse_counts_they_cannot_run_with(args: list[str], refused: str) -> None:

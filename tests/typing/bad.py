@@ -256,6 +256,8 @@ def bad_typed_handles(rid: netmcore.ResId) -> None:
     best: float = netmcore.SharedVar("best", float | None).wait_for_value()  # type: ignore[assignment]
     netmcore.SharedVar("xs", list[int] | None).set(["x"])  # type: ignore[list-item]
     netmcore.SharedVar("k", Annotated[int, msgspec.Meta(ge=0)]).set("1")  # type: ignore[arg-type]
+    netmcore.PluginBarrier("step", "2")  # type: ignore[arg-type]
+    netmcore.PluginBarrier("step", 2).wait().upper()  # type: ignore[attr-defined]
     netmcore.Mbox[int]("box", str)  # type: ignore[arg-type]
     netmcore.Mbox[int | None]("box", int | None).send("x")  # type: ignore[arg-type]
     netmcore.Mailbox[int].create(str)  # type: ignore[arg-type]

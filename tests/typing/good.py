@@ -357,6 +357,9 @@ def typed_handles(rid: netmcore.ResId, some_type: Any) -> None:
         netmcore.SharedVar("s", Literal["on", "off"]), netmcore.SharedVar[Literal["on", "off"]]
     )
     assert_type(netmcore.SharedVar("a", some_type), netmcore.SharedVar[Any])
+    barrier = netmcore.PluginBarrier("step", 2)
+    assert_type(barrier.wait(timeout=1.0), int)
+    assert_type(barrier.create(), bool)
 
     box = netmcore.Mbox[int | None]("box", int | None)
     assert_type(box, netmcore.Mbox[int | None])
