@@ -231,6 +231,7 @@ class ProcessDef(Generic[In, Out]):
             From the iteration, once the join point of this type is released.
         """
         join_point = cls._join_point()
+        _client.waiting_link(AS_COMPLETED)  # in a worker, even for no pids (as map)
         left: dict[int, ProcessId[Out]] = {}
         for pid in pids:
             if not isinstance(pid, ProcessId):

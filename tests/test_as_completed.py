@@ -253,6 +253,9 @@ def test_as_completed_and_map_refuse_the_master() -> None:
         pid = ac_square.start(4)
         return [
             _error_text(lambda: ac_square.as_completed([pid])),
+            _error_text(
+                lambda: ac_square.as_completed([])
+            ),  # at the call, with nothing to wait for
             _error_text(lambda: ac_square.map([1])),
         ]
 
