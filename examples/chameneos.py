@@ -143,7 +143,10 @@ def main(meetings: int = MEETINGS) -> list[list[Tally]]:
 
 
 def _meetings(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:  # the place would never close
         raise argparse.ArgumentTypeError(f"{value} is not valid: give 0 or more")
     return value

@@ -81,7 +81,10 @@ def first(shape: tuple[int, int, int]) -> float:
 
 def _count(low: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is not valid: give {low} or more")
         return value

@@ -230,7 +230,10 @@ def main(n: int = 13, workers: int | None = None) -> dict[str, tuple[int, float]
 
 
 def _at_least_one(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not valid: give 1 or more")
     return value

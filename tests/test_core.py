@@ -665,6 +665,8 @@ def test_chameneos_example_meetings_add_up_to_twice_n(meetings: str) -> None:
         (["nqueens.py", "0"], "argument n: 0 is not valid"),
         (["chameneos.py", "-1"], "argument meetings: -1 is not valid"),  # hung for ever
         (["heat.py", "100", "10", "0"], "argument workers: 0 is not valid"),
+        (["nqueens.py", "x"], "argument n: 'x' is not a whole number"),  # named a helper
+        (["chameneos.py", "2.5"], "argument meetings: '2.5' is not a whole number"),
     ],
 )
 def test_examples_refuse_counts_they_cannot_run_with(args: list[str], refused: str) -> None:
