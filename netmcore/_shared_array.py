@@ -98,7 +98,13 @@ class SharedArray(msgspec.Struct, frozen=True):
         """
         np = _numpy()
         dims = _dims(shape)
-        kind = np.dtype(dtype)
+        try:
+            kind = np.dtype(dtype)
+        except TypeError as exc:  # numpy's words alone did not say whose call it was
+            raise TypeError(
+                f"SharedArray.create: dtype {dtype!r} is not a numpy dtype ({exc}); pass "
+                "what numpy.zeros takes, such as 'f8', numpy.float64 or 'i4'"
+            ) from None
         if kind.hasobject:
             raise TypeError(f"dtype {dtype!r} holds Python objects, which cannot be shared")
         if kind.subdtype is not None:  # ("i4", (2,)): as numpy.zeros, more dimensions
@@ -195,6 +201,13 @@ class SharedArray(msgspec.Struct, frozen=True):
         flat = np.frombuffer(buffer, dtype=kind, count=math.prod(shape), offset=offset)
         result = flat.reshape(shape + kind.shape)  # a sub-array dtype adds its own dimensions
         return result
+
+    def __enter__(self) -> SharedArray:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """``with handle:`` releases it at the end of the block (see :meth:`release`)."""
+        self.release()
 
     def release(self) -> None:
         """Stop using it in this process; it goes when its last user releases.

@@ -234,8 +234,12 @@ def test_bad_shapes_and_dtypes_are_refused_before_anything_is_made() -> None:
         SharedArray.create((2, -1))
     with pytest.raises(TypeError, match="holds Python objects, which cannot be shared"):
         SharedArray.create(3, "object")
-    with pytest.raises(TypeError):
-        SharedArray.create(3, "no-such-dtype")
+    with pytest.raises(
+        TypeError,
+        match=r"SharedArray.create: dtype 'float99' is not a numpy dtype \(.*float99.*\); "
+        "pass what numpy.zeros takes",
+    ):
+        SharedArray.create(3, "float99")
     # More dimensions than numpy allows (64): made, it could not be opened.
     with pytest.raises(ValueError, match=r"shape of 65 dimensions is not valid: .*64"):
         SharedArray.create((1,) * 65)
@@ -679,6 +683,20 @@ def test_an_array_released_twice_leaves_the_processs_other_handles() -> None:
     """Before: ["False", "NoResource: ...", "False"]: the second release ended
     the process's use under its segment."""
     assert run(release_twice_beside_a_segment, 0) == ["True", "returned None", "False"]
+
+
+@netmcore.process
+def released_by_its_with_block(_: int) -> list[str]:
+    with SharedArray.create(3, "int64") as array:
+        array.open()[:] = [1, 2, 3]
+        path = shm_path(netmcore.get_resource(array.res_id).repr.name)
+        seen = [str(os.path.exists(path)), str(int(array.open().sum()))]
+    seen.append(str(os.path.exists(path)))  # its last user released it: gone
+    return seen
+
+
+def test_a_with_block_releases_the_array_at_its_end() -> None:
+    assert run(released_by_its_with_block, 0) == ["True", "6", "False"]
 
 
 _opened_by_the_master: list[SharedArray] = []
