@@ -197,8 +197,8 @@ def join_outcome(
         link = _link("join", f"{_IN_WORKER} (in the master, use join_nowait())")
     else:
         link = _link("join_nowait")
-    # A withdrawal of an interrupted join that a further exception ended
-    # (see Link.request) keeps the outcome it finds: before the look.
+    # A withdrawal of this thread's interrupted join that a further exception
+    # ended (see Link.request) keeps the outcome it finds: before the look.
     link.finish_withdrawals()
     kept = _kept(pid.n, join_point.n)
     if kept is not None:
@@ -212,7 +212,7 @@ def join_outcome(
     try:
         reply = link.request(
             JoinReq(join_point.n, pid.n, wait, deadline),
-            lambda rid: _withdraw_join(link, join_point.n, pid.n, rid, me),
+            lambda rid: _withdraw_join(link, join_point.n, pid.n, rid),
             asked,
         )
         if isinstance(reply, Joined) and reply.outcome is not None:
@@ -323,11 +323,10 @@ _interrupted: dict[int, tuple[int, int, WireOutcome]] = {}
 os.register_at_fork(after_in_child=_interrupted.clear)
 
 
-def _keep(join_point: int, n: int, outcome: WireOutcome, thread: int | None = None) -> None:
-    """Keep ``outcome`` of process ``n`` until its caller (in ``thread``,
-    this one by default) has it (see _interrupted): one store, the last
-    thing it does."""
-    _interrupted[n] = (threading.get_ident() if thread is None else thread, join_point, outcome)
+def _keep(join_point: int, n: int, outcome: WireOutcome) -> None:
+    """Keep ``outcome`` of process ``n`` until its caller has it (see
+    _interrupted): one store, the last thing it does."""
+    _interrupted[n] = (threading.get_ident(), join_point, outcome)
 
 
 def _kept(n: int, join_point: int) -> WireOutcome | None:
@@ -375,22 +374,20 @@ def _kept_names() -> set[str]:
 _payload.kept_elsewhere = _kept_names
 
 
-def _withdraw_join(link: Any, join_point: int, n: int, rid: int, thread: int) -> None:
+def _withdraw_join(link: Any, join_point: int, n: int, rid: int) -> None:
     """Withdraw the join ``rid`` of process ``n`` (waiting or not), which an
-    exception (a signal handler's) has left in ``thread``, so that its
-    outcome is not lost.
+    exception (a signal handler's) has left, so that its outcome is not lost.
 
     JoinCancel drops the waiter in the master if it still waits. Replies on a
     link come in order, so once JoinCancel is answered, an outcome sent to the
-    join before it has come too: it is kept for the next join of ``thread``.
-    Safe to repeat, and to run in another thread, as ``Link.request`` does
-    (through a second interrupt, held, then raised; or later, when a
-    further one ended it).
+    join before it has come too: it is kept for the next join here. Safe to
+    repeat, as ``Link.request`` does through a second interrupt (held, then
+    raised), or later, when a further one ended it.
     """
     link.request(JoinCancel(rid))
     late = link.take(rid)
     if isinstance(late, Joined) and late.outcome is not None:  # (None: it had not ended)
-        _keep(join_point, n, late.outcome, thread)
+        _keep(join_point, n, late.outcome)
 
 
 def kill(pid: ProcessId[Any], signum: int = signal.SIGKILL) -> bool:

@@ -496,42 +496,56 @@ class PluginHost:
 
     # --- barriers ----------------------------------------------------------------
 
-    def _barrier(self, req: PluginReq, waiter: Waiter | None) -> _Barrier:
+    def _barrier(self, req: PluginReq) -> _Barrier:
         """The barrier ``req`` names, made if need be with ``req.num``
-        parties, which must be its number; the caller becomes a party."""
+        parties, which must be its number."""
         _check_count(req.num, 1, "a barrier's parties")
-        barrier = self.barriers.setdefault(req.name, _Barrier(req.num))
-        if barrier.parties != req.num:
+        barrier = self.barriers.get(req.name)
+        if barrier is not None and barrier.parties != req.num:
             raise PluginError(
                 f"barrier {req.name!r} has {barrier.parties} parties, not {req.num}: it keeps "
                 f"the number it was made with; use PluginBarrier({req.name!r}, "
                 f"{barrier.parties}), or another name"
             )
-        if waiter is not None:
-            barrier.members.add(waiter[2])
-        return barrier
+        return self.barriers.setdefault(req.name, _Barrier(req.num))
 
     def _barrier_create(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         made = req.name not in self.barriers
-        self._barrier(req, waiter)
+        barrier = self._barrier(req)
+        if waiter is not None:
+            barrier.members.add(waiter[2])
         return PluginReply(None, 1 if made else 0)
 
     def _barrier_wait(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
-        barrier = self._barrier(req, waiter)
-        if barrier.broken is not None:
-            return PluginReply(None, BROKEN, error=barrier.broken)
-        index = len(barrier.waiters)
-        if index + 1 < barrier.parties:
-            who = "the master" if waiter is None else f"process {waiter[2]}"
-            if req.deadline is not None and req.deadline <= time.monotonic():
+        _check_count(req.num, 1, "a barrier's parties")
+        found = self.barriers.get(req.name)
+        if found is not None and found.broken is not None:
+            # Told, it is no party any more: its end, of this error say, does
+            # not break the barrier again once the others have reset it.
+            if waiter is not None:
+                found.members.discard(waiter[2])
+            return PluginReply(None, BROKEN, error=found.broken)
+        index = 0 if found is None else len(found.waiters)
+        if index + 1 < req.num:
+            # Refused in the master's own code, or timed out, before anything
+            # changes (the barrier is not even made).
+            what = (
+                f"PluginBarrier({req.name!r}, {req.num}).wait() with {index} of its parties there"
+            )
+            waiting = self._waiting(req, waiter, what)
+            barrier = self._barrier(req)
+            if isinstance(waiting, PluginReply):  # past its deadline: as threading's, it breaks
+                who = "the master" if waiter is None else f"process {waiter[2]}"
                 why = f"a wait of {who} timed out"
                 self._break(barrier, why)
                 return PluginReply(None, BROKEN, error=why)
-            what = (
-                f"PluginBarrier({req.name!r}, {barrier.parties}).wait() with {index} of its "
-                "parties there"
-            )
-            return self._wait_in(barrier.waiters, req, waiter, what)
+            assert waiter is not None  # (_waiting refused the master's)
+            barrier.members.add(waiter[2])
+            barrier.waiters.append(waiting)
+            return None
+        barrier = self._barrier(req)
+        if waiter is not None:
+            barrier.members.add(waiter[2])
         # The last party: the round is over, and every one of it goes on.
         waiters, barrier.waiters = barrier.waiters, []
         for i, w in enumerate(waiters):
@@ -539,17 +553,18 @@ class PluginHost:
         return PluginReply(None, index)
 
     def _barrier_cancel(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
-        # Its arrival is taken back: the round waits for one more again.
+        # Its arrival is taken back, if the round still waits for others.
         barrier = self.barriers.get(req.name)
         return _cancel(barrier.waiters if barrier else [], req, waiter)
 
     def _barrier_abort(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        # (No party for it: a supervisor may abort and reset.)
         who = "the master" if waiter is None else f"process {waiter[2]}"
-        self._break(self._barrier(req, waiter), f"it was aborted by {who}")
+        self._break(self._barrier(req), f"it was aborted by {who}")
         return PluginReply(None, 0)
 
     def _barrier_reset(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
-        barrier = self._barrier(req, waiter)
+        barrier = self._barrier(req)
         if barrier.broken is None:  # the parties waiting now are told, as threading's are
             self._break(barrier, "it was reset as they waited")
         barrier.broken = None
@@ -564,10 +579,12 @@ class PluginHost:
 
     def _break(self, barrier: _Barrier, why: str) -> None:
         """Break ``barrier`` (until a reset): its waiters, and every later
-        wait, are told ``why``."""
+        wait, are told ``why``; those told are no parties any more (see
+        _barrier_wait)."""
         barrier.broken = why
         waiters, barrier.waiters = barrier.waiters, []
         for w in waiters:
+            barrier.members.discard(w.user)
             self._send(w.conn, PluginReply(None, BROKEN, error=why, req=w.req))
 
     # --- a process ended --------------------------------------------------------
@@ -577,11 +594,17 @@ class PluginHost:
         failed (``failure`` says how: it raised, or died), a barrier it took
         part in breaks: its other parties would wait for it for ever."""
         for barrier in self.barriers.values():
+            left = [w for w in barrier.waiters if w[2] == user]
             barrier.waiters = [w for w in barrier.waiters if w[2] != user]
             if user in barrier.members:
                 barrier.members.discard(user)
-                if failure is not None and barrier.broken is None:
-                    self._break(barrier, failure)
+                why = failure
+                if why is None and left:
+                    # It returned as a thread of it waited there: that
+                    # arrival is gone, and the others would wait for ever.
+                    why = f"process {user} ended as a thread of it waited at it"
+                if why is not None and barrier.broken is None:
+                    self._break(barrier, why)
         for name, mutex in list(self.mutexes.items()):
             mutex.waiters = deque(w for w in mutex.waiters if w[2] != user)
             if mutex.holder == user:

@@ -500,8 +500,10 @@ class PluginBarrier:
     Beyond threading's, a party that fails (it raises, or dies) breaks it:
     the others would wait for it for ever, and get a
     :class:`BrokenBarrierError` instead, which names it. A process becomes
-    a party at its first ``create`` or ``wait``: a worker that may fail
-    before its first wait calls ``create()`` as it starts.
+    a party at its first ``create`` or ``wait`` (``abort`` and ``reset``
+    make none): a worker that may fail before its first wait calls
+    ``create()`` as it starts. A process that ends as a thread of it waits
+    breaks it too.
     """
 
     def __init__(self, name: str, parties: int) -> None:

@@ -544,10 +544,12 @@ class Link:
         self._replies: dict[int, Asked] = {}
         self._ids = itertools.count(1)
         # Requests whose withdrawal an exception ended before it was done,
-        # with it (see request); the next request finishes them.
-        self._unfinished: dict[int, Callable[[int], None]] = {}
-        # Set while a withdrawal runs: its own requests leave the others be.
-        self._withdrawing = False
+        # with their thread and their withdrawal (see request): the next
+        # request of that thread finishes them.
+        self._unfinished: dict[int, tuple[int, Callable[[int], None]]] = {}
+        # The threads that run a withdrawal now: its own requests leave the
+        # thread's other withdrawals be.
+        self._withdrawing: set[int] = set()
 
     def send(self, msg: Message) -> None:
         """Send ``msg``. A request that :meth:`request` registered is marked
@@ -617,21 +619,23 @@ class Link:
         ``asked``, if given, shows how far the request went (see
         :class:`Asked`), even to an exception after its reply was in.
 
-        ``abandon`` must be safe to repeat, and to run in any thread: it is
-        repeated until it is done (see :meth:`_withdraw`), through further
-        exceptions of handlers (each held, the last raised after it, in
-        place of the first). A failure of its own (see
-        :func:`failed_of_its_own`) goes on at once. The request is noted as
-        unfinished (in ``_unfinished``) as the exception comes, with no
-        call in between, and its reply's slot is kept until the withdrawal
-        is done: one that a further exception ends all the same (as the
-        loop goes round again, or as the withdrawal is called) is finished
-        by the next request on the link, or by :meth:`finish_withdrawals`.
+        ``abandon`` must be safe to repeat: it is repeated until it is done
+        (see :meth:`_withdraw`), through further exceptions of handlers
+        (each held, the last raised after it, in place of the first). A
+        failure of its own (see :func:`failed_of_its_own`) goes on at once.
+        The request is noted as unfinished (in ``_unfinished``) as the
+        exception comes, with no call in between, and its reply's slot is
+        kept until the withdrawal is done: one that a further exception
+        ends all the same (as the loop goes round again, or as the
+        withdrawal is called) is finished by the next request of this
+        thread, or by its :meth:`finish_withdrawals`. Only by this thread:
+        run by two at once, a plugin's withdrawal could give a grant back
+        twice, and it is the thread that asked that takes a join's outcome.
         """
-        reader = self._reader  # None as a rule: then no call to make
-        if reader is not None and reader == threading.get_ident():
+        me = threading.get_ident()
+        if self._reader == me:
             _refuse_a_handlers_request(msg)
-        if self._unfinished and not self._withdrawing:
+        if self._unfinished and me not in self._withdrawing:
             self.finish_withdrawals()
         if asked is None:
             asked = Asked()
@@ -647,7 +651,7 @@ class Link:
             except BaseException:
                 if asked.sent and abandon is not None:
                     # No call up to this store: no handler runs in between.
-                    self._unfinished[rid] = abandon
+                    self._unfinished[rid] = (me, abandon)
                     held = self._withdraw(rid)
                     if held is not None:
                         raise held  # noqa: B904 (the later one: the first is its __context__)
@@ -661,50 +665,62 @@ class Link:
         return reply
 
     def _withdraw(self, rid: int) -> BaseException | None:
-        """Run the unfinished withdrawal of request ``rid`` until it is done,
-        and return the last interrupt held meanwhile (None if none came).
+        """Run the unfinished withdrawal of request ``rid`` (of this thread)
+        until it is done, and return the last interrupt held meanwhile (None
+        if none came).
 
         Each try runs with the thread's signals blocked (SIGINT and SIGTERM
         held: see _posix.deferred): a withdrawal is a round trip to the
         master, which a timer's handler cut short time and again. Their
         handlers run as the block ends (or as it begins, for one that came
         just before), and an exception there, once the step is done, is held
-        too. A failure of its own drops the withdrawal and goes on."""
-        abandon = self._unfinished.get(rid)
+        too. A failure of its own drops the withdrawal and goes on; one that
+        comes once it is done is dropped (only an interrupt is held)."""
+        me = threading.get_ident()
+        abandon = self._unfinished[rid][1]
         held: BaseException | None = None
         tries = 0
 
         def step() -> None:  # (made here, no call: no handler runs)
-            if abandon is not None:
-                abandon(rid)
+            abandon(rid)
             self._unfinished.pop(rid, None)
 
-        was, self._withdrawing = self._withdrawing, True
+        # Its own requests leave this thread's other withdrawals be.
+        was = me in self._withdrawing
         try:
+            self._withdrawing.add(me)
             while rid in self._unfinished:
                 try:
                     _posix.with_signals_blocked(_posix.ASYNC_SIGNALS, step)
                 except BaseException as exc:
                     tries += 1
-                    if rid in self._unfinished and failed_of_its_own(exc, tries):
+                    if not failed_of_its_own(exc, tries):
+                        held = exc
+                    elif rid in self._unfinished:
                         self._unfinished.pop(rid, None)
                         raise
-                    held = exc
         finally:
-            self._withdrawing = was
+            if not was:
+                self._withdrawing.discard(me)
         return held
 
     def finish_withdrawals(self) -> None:
-        """Finish the withdrawals that further exceptions ended (see
-        :meth:`request`), in any thread: a join's outcome on its way is then
-        kept for the thread that asked. An interrupt held meanwhile is
-        raised after them."""
+        """Finish this thread's withdrawals that further exceptions ended
+        (see :meth:`request`); an interrupt held meanwhile is raised after
+        them. Not while this thread reads the link for all (in a signal
+        handler that interrupted that read): their requests would be
+        refused, and they wait for the next call."""
+        me = threading.get_ident()
+        if self._reader == me:
+            return
         held: BaseException | None = None
-        for rid in list(self._unfinished):
-            held = self._withdraw(rid) or held
-            with self._lock:
-                if rid not in self._unfinished:
-                    self._replies.pop(rid, None)
+        for rid in [rid for rid, (thread, _) in list(self._unfinished.items()) if thread == me]:
+            try:
+                held = self._withdraw(rid) or held
+            finally:
+                with self._lock:
+                    if rid not in self._unfinished:
+                        self._replies.pop(rid, None)
         if held is not None:
             raise held
 

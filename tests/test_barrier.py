@@ -9,6 +9,7 @@ per-test timeout turns into a failure.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -277,6 +278,8 @@ def test_a_wait_in_the_masters_own_code_is_refused_if_it_would_wait() -> None:
     def first() -> netmcore.ProcessId[None]:
         seen.append(err(lambda: PluginBarrier("m", 2).wait()))
         seen.append(err(lambda: PluginBarrier("solo", 1).wait()))
+        # The refused wait made nothing: not even the barrier, with its parties.
+        seen.append(err(lambda: PluginBarrier("m", 3).create()))
         return noop.start(None)
 
     netmcore.run(
@@ -287,3 +290,87 @@ def test_a_wait_in_the_masters_own_code_is_refused_if_it_would_wait() -> None:
     assert seen[0][0] == "ContextError"
     assert "PluginBarrier('m', 2).wait() with 0 of its parties there" in seen[0][1]
     assert seen[1] == ["none", "0"]
+    assert seen[2] == ["none", "True"]
+
+
+# --------------------------------------------------------------------------
+# Who is a party
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def supervisor(name: str) -> None:
+    barrier = PluginBarrier(name, 2)
+    barrier.abort()
+    barrier.reset()
+    raise RuntimeError("the supervisor failed")
+
+
+@netmcore.process
+def a_supervisor_fails(_: None) -> list[str]:
+    pid = supervisor.start("sup")
+    seen = [type(supervisor.join_outcome(pid)).__name__]
+    barrier = PluginBarrier("sup", 2)
+    other = Queued(barrier.wait)
+    seen.append(str(sorted([barrier.wait(), other.result()])))
+    return seen
+
+
+def test_abort_and_reset_do_not_make_a_party() -> None:
+    """Before, they did: the supervisor's failure broke the barrier."""
+    assert _run(a_supervisor_fails, None) == ["Raised", "[0, 1]"]
+
+
+@netmcore.process
+def returns_as_its_thread_waits(name: str) -> str:
+    Queued(PluginBarrier(name, 2).wait)  # queued in the master; the process returns
+    return "returned"
+
+
+@netmcore.process
+def a_party_returns_as_its_thread_waits(_: None) -> list[str]:
+    pid = returns_as_its_thread_waits.start("thread")
+    seen = [returns_as_its_thread_waits.result(pid)]  # its end is known to the master now
+    seen.append(broken(PluginBarrier("thread", 2).wait))
+    return seen
+
+
+def test_a_process_that_returns_as_a_thread_of_it_waits_breaks_it() -> None:
+    """Before, that arrival was dropped, and the others waited for ever."""
+    returned, message = _run(a_party_returns_as_its_thread_waits, None)
+    assert returned == "returned"
+    assert re.search(r"as process \d+ ended as a thread of it waited at it", message), message
+
+
+@netmcore.process
+def told_then_fails(gate_r: int) -> None:
+    try:
+        PluginBarrier("told", 2).wait()
+    except netmcore.BrokenBarrierError:
+        PluginSemaphore("told.seen").increment()
+        os.read(gate_r, 1)
+        raise
+
+
+@netmcore.process
+def a_told_party_fails_after_the_reset(gate: tuple[int, int]) -> str:
+    gate_r, gate_w = gate
+    seen = signal_sem("told.seen")
+    told = told_then_fails.start(gate_r)
+    barrier = PluginBarrier("told", 2)
+    barrier.create()
+    barrier.abort()  # the waiting party is told
+    seen.decrement()
+    barrier.reset()
+    os.write(gate_w, b"g")  # now it fails, of the error it was told
+    told_then_fails.join_outcome(told)
+    other = Queued(barrier.wait)
+    return str(sorted([barrier.wait(), other.result()]))
+
+
+def test_a_party_told_of_the_break_does_not_break_it_again_by_failing(
+    pipes: Callable[[], tuple[int, int]],
+) -> None:
+    """Before, its failure, reaching the master after the reset, broke the
+    barrier the others had just mended."""
+    assert _run(a_told_party_fails_after_the_reset, pipes()) == "[0, 1]"
