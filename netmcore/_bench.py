@@ -419,6 +419,11 @@ def peers_rows(roundtrips: int, tasks: int) -> tuple[list[Row], str]:
         (f"task round trip, {PAUSE_S * 1e3:g} ms apart", lambda f: f.roundtrip_s, "us"),
         (f"map, {plan.tasks} tasks: s per task", lambda f: f.map_s / plan.tasks, "us"),
         (
+            f"map, {plan.tasks} tasks, chunksize {_bench_peers.CHUNKSIZE}: s per task",
+            lambda f: f.chunked_map_s / plan.tasks,
+            "us",
+        ),
+        (
             f"map, {plan.cpu_tasks} CPU tasks of {_bench_peers.CPU_TASK_S * 1e3:g} ms",
             lambda f: f.cpu_s,
             "ms",
@@ -435,6 +440,7 @@ def peers_rows(roundtrips: int, tasks: int) -> tuple[list[Row], str]:
         for name, figures in [("netmcore", ours), *theirs.items()]
     )
     note = f"CPU-bound map, speed-up over one process ({workers} workers): {speed_ups}"
+    note += "\n(Dask and Ray take no chunksize: their chunked map is a plain one)"
     missing = [p.module for p in _bench_peers.PEERS if not _bench_peers.installed(p)]
     if failed:
         note += f"\nfailed, so not measured: {'; '.join(failed)}"

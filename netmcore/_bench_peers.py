@@ -68,9 +68,15 @@ class Plan(msgspec.Struct, frozen=True):
     spin_steps: int  # one CPU task's steps: CPU_TASK_S of this machine's core
 
 
+# The chunksize of the second map of trivial tasks: executors that take one
+# (ProcessPoolExecutor's, loky's, netmcore's) send that many tasks at a time.
+CHUNKSIZE = 50
+
+
 class Figures(msgspec.Struct, frozen=True):
     roundtrip_s: float  # the median, paced
     map_s: float  # the whole map of plan.tasks trivial tasks
+    chunked_map_s: float  # the same, with chunksize=CHUNKSIZE where the peer takes one
     cpu_s: float  # the whole map of plan.cpu_tasks CPU tasks
     cold_s: float = 0.0  # set-up, one task, shut-down
 
@@ -80,7 +86,7 @@ class Client(Protocol):
 
     def call(self, fn: Callable[[int], int], arg: int) -> int: ...
 
-    def map(self, fn: Callable[[int], int], args: list[int]) -> list[int]: ...
+    def map(self, fn: Callable[[int], int], args: list[int], chunksize: int = 1) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,10 @@ def measure(client: Client, plan: Plan) -> Figures:
     if client.map(identity, args) != args:
         raise RuntimeError("a map lost or reordered its results")
     map_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if client.map(identity, args, CHUNKSIZE) != args:
+        raise RuntimeError("a chunked map lost or reordered its results")
+    chunked_map_s = time.perf_counter() - t0
     # The expected results first: computing them must not count as the map's time.
     work, expected = [plan.spin_steps] * plan.cpu_tasks, [spin(plan.spin_steps)] * plan.cpu_tasks
     t0 = time.perf_counter()
@@ -106,7 +116,7 @@ def measure(client: Client, plan: Plan) -> Figures:
     cpu_s = time.perf_counter() - t0
     if done != expected:
         raise RuntimeError("a CPU-bound map lost its results")
-    return Figures(roundtrip, map_s, cpu_s)
+    return Figures(roundtrip, map_s, chunked_map_s, cpu_s)
 
 
 _DEFINITIONS = {identity: _identity, spin: _spin}
@@ -119,8 +129,8 @@ class _Netmcore:
         definition = _DEFINITIONS[fn]
         return definition.result(definition.start(arg))
 
-    def map(self, fn: Callable[[int], int], args: list[int]) -> list[int]:
-        return list(_DEFINITIONS[fn].map(args))
+    def map(self, fn: Callable[[int], int], args: list[int], chunksize: int = 1) -> list[int]:
+        return list(_DEFINITIONS[fn].map(args, chunksize=chunksize))
 
 
 @process
@@ -152,8 +162,8 @@ class _Futures:
     def call(self, fn: Callable[[int], int], arg: int) -> int:
         return self._executor.submit(fn, arg).result()
 
-    def map(self, fn: Callable[[int], int], args: list[int]) -> list[int]:
-        return list(self._executor.map(fn, args))
+    def map(self, fn: Callable[[int], int], args: list[int], chunksize: int = 1) -> list[int]:
+        return list(self._executor.map(fn, args, chunksize=chunksize))
 
 
 @contextlib.contextmanager
@@ -180,7 +190,8 @@ class _Dask:
         result: int = self._client.submit(fn, arg, pure=False).result()
         return result
 
-    def map(self, fn: Callable[[int], int], args: list[int]) -> list[int]:
+    def map(self, fn: Callable[[int], int], args: list[int], chunksize: int = 1) -> list[int]:
+        # No chunksize: Dask schedules each task on its own.
         results: list[int] = self._client.gather(self._client.map(fn, args, pure=False))
         return results
 
@@ -228,7 +239,8 @@ class _Ray:
         result: int = self._ray.get(self._remote_of(fn).remote(arg))
         return result
 
-    def map(self, fn: Callable[[int], int], args: list[int]) -> list[int]:
+    def map(self, fn: Callable[[int], int], args: list[int], chunksize: int = 1) -> list[int]:
+        # No chunksize: each task is a remote call of its own.
         remote = self._remote_of(fn)
         results: list[int] = self._ray.get([remote.remote(a) for a in args])
         return results

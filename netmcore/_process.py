@@ -9,6 +9,7 @@ run time.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import operator
@@ -18,10 +19,12 @@ import time
 import types
 import typing
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
-from . import _client, _posix, _registry, _resource_api, _wire
+import msgspec
+
+from . import _client, _posix, _registry, _resource_api, _wire, _worker
 from ._client import InheritRequest
 from ._debug import log
 from ._encap import Encap, EncapType
@@ -34,6 +37,8 @@ from ._wire import Raised as WireRaised
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+X = TypeVar("X")
+Y = TypeVar("Y")
 
 # ProcessDef.map holds at most this many times ``processes`` results ahead of
 # the one it waits for (a slow item's), so that an endless input is read ahead
@@ -119,6 +124,11 @@ class ProcessDef(Generic[In, Out]):
             where in the value the fault is.
         """
         return cls._start(arg, inherit_resources)
+
+    @classmethod
+    def _start_into(cls, arg: In, watch: int, what: str) -> ProcessId[Out]:
+        """Start a process of map's, into its watch."""
+        return cls._start(arg, "all", watch, what)
 
     @classmethod
     def _start(
@@ -251,15 +261,29 @@ class ProcessDef(Generic[In, Out]):
 
     @classmethod
     def map(
-        cls, args: Iterable[In], *, processes: int | None = None, timeout: float | None = None
+        cls,
+        args: Iterable[In],
+        *,
+        processes: int | None = None,
+        timeout: float | None = None,
+        chunksize: int = 1,
     ) -> Iterator[Out]:
-        """Start a process for each item of ``args``, at most ``processes`` of
-        them running at a time (None: one per CPU this process may use), and
-        yield their results in order, as ``Executor.map`` does. The error of
-        an item (its :class:`ProcessFailed`, its argument's
-        :class:`ArgumentTypeError`, or the exception ``args`` raised) comes
-        where its result would have, after every result before it. In a
-        worker only: the master never waits.
+        """Start a process for each item of ``args`` (for each ``chunksize``
+        items), at most ``processes`` of them running at a time (None: one
+        per CPU this process may use), and yield their results in order, as
+        ``Executor.map`` does. The error of an item (its
+        :class:`ProcessFailed`, its argument's :class:`ArgumentTypeError`, or
+        the exception ``args`` raised) comes where its result would have,
+        after every result before it. In a worker only: the master never
+        waits.
+
+        With a ``chunksize`` over 1, each process runs that many items in
+        turn (``cls().run`` for each, in the same process), which spreads the
+        cost of a process over them: for many small items. An item that
+        raises (or returns an invalid result) is a :class:`ProcessFailed`
+        for that item, whose ``outcome`` says how, and the items after it in
+        its chunk are not run; a chunk's process that dies fails its first
+        item not yielded.
 
         A process is started as soon as one has ended, in any order, and
         at most ``4 * processes`` results are held ahead of the one awaited.
@@ -278,9 +302,20 @@ class ProcessDef(Generic[In, Out]):
         """
         processes = _processes(processes)
         timeout = check_timeout(timeout)
+        chunksize = _chunksize(chunksize)
         cls._join_point()  # a process type, or the error saying so
         _client.waiting_link(MAP)
-        return _mapped(cls, iter(args), processes, timeout)
+        if chunksize == 1:
+            return _mapped(cls, iter(args), processes, timeout, cls._start_into, cls.result)
+        chunks = _mapped(
+            cls,
+            _chunked(cls, iter(args), chunksize),
+            processes,
+            timeout,
+            functools.partial(_start_chunk, cls),
+            functools.partial(_chunk_ends, cls),
+        )
+        return _flattened(cls, chunks)
 
     @classmethod
     def contract(cls) -> dict[str, Any]:
@@ -356,6 +391,188 @@ class ProcessDef(Generic[In, Out]):
             return InvalidResult(wire.path, wire.message)
         assert isinstance(wire, Ended)
         return Crashed(wire.exitcode, wire.signal)
+
+
+def _chunksize(value: Any) -> int:
+    """map's ``chunksize``, checked as ``processes`` is (an int of 1 or more)."""
+    rule = "give how many items each process runs in turn, an int of 1 or more"
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        count = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"chunksize={value!r} is not valid: it must be an int, not "
+            f"{type(value).__name__}; {rule}"
+        ) from None
+    if count < 1:
+        raise ValueError(f"chunksize={value!r} is not valid: {rule}")
+    return count
+
+
+# --- map's chunks ------------------------------------------------------------
+#
+# A chunk travels to a process of the map's own type, as a value of its own
+# type (_Chunk), which the type's entry tells from an argument by its
+# fingerprint: the process runs each item through ``cls().run`` and returns
+# how each ended (_ItemEnd), up to the first that failed.
+
+
+class _Chunk(msgspec.Struct, frozen=True):
+    """Items of a map that one process runs in turn: ``first`` is the index
+    of the first in the map, ``items`` their arguments, each encoded by the
+    type's input type (checked in the caller, as a start checks one)."""
+
+    first: int
+    items: list[bytes]
+
+
+class _ItemEnd(msgspec.Struct, frozen=True, omit_defaults=True):
+    """How an item of a chunk ended: its result, encoded by the type's output
+    type; or what it raised (type name, message, traceback); or why its
+    result was invalid (path, message)."""
+
+    value: bytes | None = None
+    raised: tuple[str, str, str] | None = None
+    invalid: tuple[str, str] | None = None
+
+
+_CHUNK = EncapType(_Chunk)
+_CHUNK_ENDS = EncapType(list[_ItemEnd])
+
+
+def _chunked(cls: type[ProcessDef[In, Any]], items: Iterator[In], size: int) -> Iterator[_Chunk]:
+    """``items`` in chunks of ``size``, each argument encoded (and so
+    checked) as it is read. An argument that does not match, or an
+    exception of ``items``' own, comes after the chunk of those before it."""
+    name = cls.__qualname__
+    index = 0
+    encoded: list[bytes] = []
+    while True:
+        try:
+            arg = next(items)
+            encoded.append(cls.input_type.encode(arg, f"item {index} of {name}.map:"))
+        except StopIteration:
+            break
+        except Exception:
+            if encoded:
+                yield _Chunk(index - len(encoded), encoded)
+            raise
+        index += 1
+        if len(encoded) == size:
+            yield _Chunk(index - size, encoded)
+            encoded = []
+    if encoded:
+        yield _Chunk(index - len(encoded), encoded)
+
+
+def _start_chunk(
+    cls: type[ProcessDef[Any, Any]], chunk: _Chunk, watch: int, what: str
+) -> ProcessId[Any]:
+    """Start a process of ``cls`` that runs the items of ``chunk``."""
+    encap = _CHUNK.wrap_as(chunk, what)
+    pid: ProcessId[Any] = _client.start_into(cls.fork_point, encap, "all", watch)
+    return pid
+
+
+def _chunk_ends(
+    cls: type[ProcessDef[Any, Any]], pid: ProcessId[Any]
+) -> tuple[ProcessId[Any], list[_ItemEnd]]:
+    """Join the process of a chunk: how each of its items ended. A
+    ProcessFailed if it had no result (it died)."""
+    wire = _client.join_outcome(cls._join_point(), pid, wait=True, call="map")
+    assert wire is not None
+    outcome: Outcome[list[_ItemEnd]]
+    if isinstance(wire, Returned):
+        encap = _client.encap_of(wire)
+        assert encap is not None
+        outcome = Success(_CHUNK_ENDS.unwrap(encap))
+    else:
+        outcome = cls._outcome(pid, wire)  # (not a Success: not Returned)
+    if isinstance(outcome, Success):
+        ends = outcome.value
+        _client.handed_over(pid.n)
+        return pid, ends
+    failure = ProcessFailed(pid, cls.__qualname__, outcome)
+    _client.handed_over(pid.n)
+    raise failure
+
+
+def _flattened(
+    cls: type[ProcessDef[Any, Out]],
+    chunks: Generator[tuple[ProcessId[Any], list[_ItemEnd]], None, None],
+) -> Iterator[Out]:
+    """The results of the items of ``chunks``, in order; a ProcessFailed
+    for the first that failed, naming it."""
+    index = 0  # of the next item
+    try:
+        while True:
+            try:
+                pid, ends = next(chunks)
+            except StopIteration:
+                return
+            except ProcessFailed as failed:  # the chunk's process died: its first item fails
+                raise ProcessFailed(failed.pid, _item(cls, index), failed.outcome) from None
+            for end in ends:
+                value = _item_value(cls, pid, index, end)
+                index += 1
+                yield value
+    finally:
+        chunks.close()
+
+
+def _item(cls: type[ProcessDef[Any, Any]], index: int) -> str:
+    return f"{cls.__qualname__}, item {index} of the map"
+
+
+def _item_value(
+    cls: type[ProcessDef[Any, Out]], pid: ProcessId[Any], index: int, end: _ItemEnd
+) -> Out:
+    """The result of item ``index`` (run by process ``pid``) that ``end``
+    holds; ProcessFailed if it failed."""
+    failure: Raised | InvalidResult
+    if end.value is not None:
+        try:
+            value: Out = cls.output_type.decode(end.value)
+            return value
+        except Exception as exc:  # a validator that fails here, not in the process
+            if not failed_of_its_own(exc, 1):
+                raise
+            err = cls.output_type.decode_error(exc)
+            failure = InvalidResult(err.path, str(err))
+    elif end.raised is not None:
+        failure = Raised(*end.raised)
+    else:
+        assert end.invalid is not None
+        failure = InvalidResult(*end.invalid)
+    raise ProcessFailed(pid, _item(cls, index), failure)
+
+
+def _run_chunk(cls: type[ProcessDef[Any, Any]], chunk: _Chunk) -> Encap:
+    """In the process of a chunk: run its items in turn, up to the first
+    that fails; how each ended."""
+    ends: list[_ItemEnd] = []
+    for i, data in enumerate(chunk.items):
+        ends.append(_item_end(cls, chunk.first + i, data))
+        if ends[-1].value is None:
+            break
+    return _CHUNK_ENDS.wrap(ends)
+
+
+def _item_end(cls: type[ProcessDef[Any, Any]], index: int, data: bytes) -> _ItemEnd:
+    who = f"item {index} of {cls.__qualname__}.map"
+    try:
+        result = cls().run(cls.input_type.decode(data))
+    except _worker.NOT_ITS_FAILURE:
+        raise  # not the item's failure: the process ends, as for a process's own
+    except BaseException as exc:
+        raised = _worker.raised_by(f"{who} (in process {_client.self_process_id().n})", exc)
+        return _ItemEnd(raised=(raised.type_name, raised.message, raised.traceback))
+    try:
+        return _ItemEnd(cls.output_type.encode(result, f"result of {cls.__qualname__}.run:"))
+    except ArgumentTypeError as exc:
+        log.error("netmcore: %s returned an invalid result at %s: %s", who, exc.path, exc)
+        return _ItemEnd(invalid=(exc.path, str(exc)))
 
 
 def _processes(value: Any) -> int:
@@ -461,21 +678,26 @@ def _some(ids: Collection[int], shown: int = 10) -> str:
 
 
 def _mapped(
-    cls: type[ProcessDef[In, Out]],
-    items: Iterator[In],
+    cls: type[ProcessDef[Any, Any]],
+    items: Iterator[X],
     processes: int,
     timeout: float | None,
-) -> Iterator[Out]:
-    """The iteration of :meth:`ProcessDef.map`. A process is started as
-    soon as one of the ``processes`` running has ended, not only once the
-    result awaited has come: one slow item does not leave the CPUs idle
-    behind it, up to ``MAP_AHEAD`` times ``processes`` results held. Its
-    processes are in a watch, which says which ended."""
+    start: Callable[[X, int, str], ProcessId[Any]],
+    result: Callable[[ProcessId[Any]], Y],
+) -> Generator[Y, None, None]:
+    """The iteration of :meth:`ProcessDef.map`: ``start(item, watch, what)``
+    starts the process of an item (or of a chunk of them) into the watch,
+    ``what`` naming it in an error, and ``result(pid)`` takes what it gives.
+    A process is started as soon as one of the ``processes`` running has
+    ended, not only once the result awaited has come: one slow item does
+    not leave the CPUs idle behind it, up to ``MAP_AHEAD`` times
+    ``processes`` results held. Its processes are in a watch, which says
+    which ended."""
     # Counted from here, where its first processes start: a map made and
     # iterated later gave its items less than ``timeout``, or none of it.
     deadline = None if timeout is None else time.monotonic() + timeout
     watch = _client.new_watch()
-    window: deque[ProcessId[Out] | Exception] = deque()  # started, not yielded, in order
+    window: deque[ProcessId[Any] | Exception] = deque()  # started, not yielded, in order
     running: set[int] = set()  # of those, the ones not known to have ended
     yielded = 0  # results yielded: the head's index in ``items``
     more = True
@@ -493,7 +715,7 @@ def _mapped(
                     break
                 index = yielded + len(window)  # (all read and not yielded are in it)
                 try:
-                    pid = cls._start(arg, "all", watch, f"item {index} of {cls.__qualname__}.map:")
+                    pid = start(arg, watch, f"item {index} of {cls.__qualname__}.map:")
                 except (ArgumentTypeError, NetmcoreError) as exc:  # the item's, or the run's
                     window.append(exc)
                     more = False
@@ -526,7 +748,7 @@ def _mapped(
                 # the join leaves its outcome kept (see _client), which the end
                 # below lets go.
                 try:
-                    value = cls.result(head)
+                    value = result(head)
                 except ProcessFailed as failed:
                     window.popleft()
                     # Named by its item, which the caller knows (not its id).
@@ -802,6 +1024,8 @@ def _resolved(args: tuple[Any, ...], module: str) -> tuple[Any, ...]:
 
 def _entry(cls: type[ProcessDef[Any, Any]]) -> Callable[[Encap], Encap]:
     def entry(encap: Encap) -> Encap:
+        if encap.fingerprint == _CHUNK.fingerprint and encap.type_name == _CHUNK.name:
+            return _run_chunk(cls, _CHUNK.unwrap(encap))
         result = cls().run(cls.input_type.unwrap(encap))
         try:
             return cls.output_type.wrap_as(result, f"result of {cls.__qualname__}.run:")

@@ -284,7 +284,7 @@ def _rehearse(buffer: mmap.mmap, definition: _registry.Definition, wire: WireEnc
 
 
 # What ends a worker without being the process's failure (see main).
-_NOT_ITS_FAILURE = (KeyboardInterrupt, MasterGone, SystemExit)
+NOT_ITS_FAILURE = (KeyboardInterrupt, MasterGone, SystemExit)
 
 
 def execute(assign: Assign, definition: _registry.Definition) -> WireOutcome | Encap:
@@ -313,7 +313,7 @@ def _run(definition: _registry.Definition, assign: Assign) -> WireOutcome | Enca
             exc,
         )
         return Invalid(_clip(exc.path), _clip(str(exc)))
-    except _NOT_ITS_FAILURE:
+    except NOT_ITS_FAILURE:
         raise  # not the function's failure: main ends the worker, unlogged
     except BaseException as exc:
         return _raised(definition, assign, exc)
@@ -330,7 +330,7 @@ def _packed(
     try:
         ctx = _context.current
         payload = _payload.pack(outcome.parts, ctx.shm_prefix, ctx.process_id)
-    except _NOT_ITS_FAILURE:
+    except NOT_ITS_FAILURE:
         raise
     except BaseException as exc:  # no room in /dev/shm, no descriptor left
         return _raised(definition, assign, exc)
@@ -339,17 +339,17 @@ def _packed(
 
 def _raised(definition: _registry.Definition, assign: Assign, exc: BaseException) -> Raised:
     """The outcome of process ``assign`` that raised ``exc``, logged."""
+    return raised_by(f"process {assign.pid} ({definition.name})", exc)
+
+
+def raised_by(who: str, exc: BaseException) -> Raised:
+    """How ``who`` (a process, an item of a map's chunk) raised ``exc``, logged."""
     report = traceback.TracebackException(
         type(exc), exc, _from_user_code(exc.__traceback__), compact=True
     )
     text = "".join(report.format())
     _refer_to_logged(report)
-    log.error(
-        "netmcore: process %d (%s) raised an exception:\n%s",
-        assign.pid,
-        definition.name,
-        "".join(report.format()).rstrip(),
-    )
+    log.error("netmcore: %s raised an exception:\n%s", who, "".join(report.format()).rstrip())
     return Raised(_clip(_qualified(type(exc))), _clip(_message(exc)), _clip(text))
 
 

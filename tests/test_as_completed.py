@@ -342,9 +342,10 @@ def test_map_keeps_its_slots_busy_behind_a_slow_item(pipes: Any) -> None:
 
 
 @netmcore.process
-def map_errors(case: str) -> list[Any]:
+def map_errors(case_and_chunksize: tuple[str, int]) -> list[Any]:
     """An item's error comes where its result would have, after the results
     before it; and every process started is joined, none left behind."""
+    case, chunksize = case_and_chunksize
     if case == "argument":
         args: Any = [1, 2, "three", 4]
     elif case == "process":
@@ -361,7 +362,7 @@ def map_errors(case: str) -> list[Any]:
         args = failing()
     got: list[Any] = []
     try:
-        for value in ac_square.map(args, processes=2):
+        for value in ac_square.map(args, processes=2, chunksize=chunksize):
             got.append(value)
     except Exception as exc:
         got.append(f"{type(exc).__name__}: {exc}")
@@ -382,9 +383,17 @@ def run_counting_unjoined(proc: Any, arg: Any) -> tuple[Any, list[int]]:
     return outcome_value(outcome), left
 
 
+@pytest.mark.parametrize("chunksize", [1, 3])
 @pytest.mark.parametrize("case", ["argument", "process", "crash", "iterator"])
-def test_map_raises_an_items_error_in_its_place_and_leaves_nothing(case: str) -> None:
-    got, unjoined = run_counting_unjoined(map_errors, case)
+def test_map_raises_an_items_error_in_its_place_and_leaves_nothing(
+    case: str, chunksize: int
+) -> None:
+    got, unjoined = run_counting_unjoined(map_errors, (case, chunksize))
+    assert unjoined == []
+    if case == "crash" and chunksize > 1:
+        # The process of items 0-2 died in item 2: none of their results came.
+        assert len(got) == 1 and "(ac_square, item 0 of the map) exited with code 3" in got[0]
+        return
     assert got[:2] == [1, 4]
     assert len(got) == 3
     error = got[2]
@@ -401,7 +410,6 @@ def test_map_raises_an_items_error_in_its_place_and_leaves_nothing(case: str) ->
         assert "(ac_square, item 2 of the map) exited with code 3" in error, error
     else:
         assert error == "OSError: the input broke"
-    assert unjoined == []
 
 
 @netmcore.process
@@ -505,6 +513,109 @@ def map_defaults(n: int) -> list[Any]:
 
 def test_map_with_one_process_per_cpu_and_an_empty_input() -> None:
     assert run_scenario(map_defaults, 5) == [[0, 1, 4, 9, 16], []]
+
+
+@netmcore.process
+def ac_square_where(k: int) -> tuple[int, int]:
+    """k's square, and the process that made it; item -1 raises."""
+    if k < 0:
+        raise ValueError(f"item {k} raised")
+    return k * k, netmcore.self_process_id().n
+
+
+@netmcore.process
+def map_chunks(n: int) -> list[Any]:
+    got = list(ac_square_where.map(range(n), processes=2, chunksize=5))
+    return [[value for value, _ in got], len({where for _, where in got})]
+
+
+def test_a_chunked_map_runs_chunksize_items_per_process_in_order() -> None:
+    values, processes = run_scenario(map_chunks, 23)
+    assert values == [k * k for k in range(23)]
+    assert processes == 5  # 5 + 5 + 5 + 5 + 3
+
+
+@netmcore.process
+def ac_logged_square(item: tuple[int, int]) -> int:
+    """Write k to the pipe, then square it (a negative raises)."""
+    k, fd = item
+    os.write(fd, f"{k},".encode())
+    if k < 0:
+        raise ValueError(f"no square of {k}")
+    return k * k
+
+
+@netmcore.process
+def map_chunk_stops(pipe: tuple[int, int]) -> list[Any]:
+    r, w = pipe
+    got: list[Any] = []
+    try:
+        for value in ac_logged_square.map([(k, w) for k in (0, 1, -2, 3, 4)], chunksize=5):
+            got.append(value)
+    except netmcore.ProcessFailed as failed:
+        outcome = failed.outcome
+        assert isinstance(outcome, netmcore.Raised)
+        got += [str(failed), outcome.type_name, outcome.message]
+    os.set_blocking(r, False)  # the one process has ended: all it wrote is there
+    got.append(os.read(r, 100).decode())
+    return got
+
+
+def test_an_item_that_fails_ends_its_chunk_and_is_named() -> None:
+    """The items after it in its chunk are not run; its outcome is its own."""
+    with_pipe = os.pipe()
+    try:
+        got = run_scenario(map_chunk_stops, with_pipe)
+    finally:
+        for fd in with_pipe:
+            os.close(fd)
+    assert got[:2] == [0, 1]
+    assert "(ac_logged_square, item 2 of the map) raised ValueError: no square of -2" in got[2]
+    assert got[3:] == ["ValueError", "no square of -2", "0,1,-2,"]
+
+
+@netmcore.process
+def ac_not_an_int(k: int) -> int:
+    return k if k != 2 else "two"  # type: ignore[return-value]
+
+
+@netmcore.process
+def map_chunk_invalid(_: int) -> list[Any]:
+    got: list[Any] = []
+    try:
+        for value in ac_not_an_int.map(range(5), chunksize=4):
+            got.append(value)
+    except netmcore.ProcessFailed as failed:
+        got += [str(failed), type(failed.outcome).__name__]
+    return got
+
+
+def test_an_item_whose_result_is_invalid_fails_in_its_place() -> None:
+    got = run_scenario(map_chunk_invalid, 0)
+    assert got[:2] == [0, 1]
+    assert (
+        "(ac_not_an_int, item 2 of the map) invalid result at $: result of ac_not_an_int.run: "
+        "'two' does not match int"
+    ) in got[2], got
+    assert got[3] == "InvalidResult"
+
+
+@netmcore.process
+def map_bad_chunksizes(_: int) -> list[str]:
+    bads: list[Any] = [0, -1, True, 2.5, "2"]
+    return [_error_text(lambda b=bad: ac_square.map([1], chunksize=b)) for bad in bads]
+
+
+def test_map_refuses_a_bad_chunksize_at_the_call() -> None:
+    texts = run_scenario(map_bad_chunksizes, 0)
+    for text, bad, kind in zip(
+        texts,
+        ("0", "-1", "True", "2.5", "'2'"),
+        ("ValueError", "ValueError", "TypeError", "TypeError", "TypeError"),
+        strict=True,
+    ):
+        assert text.startswith(f"{kind}: chunksize={bad} is not valid"), text
+        assert "an int of 1 or more" in text
 
 
 @netmcore.process

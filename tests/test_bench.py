@@ -111,7 +111,13 @@ def test_bench_peers_section_measures_netmcore_and_each_installed_peer_alike(
     )
     assert proc.returncode == 0, proc.stderr
     cpu = f"map, {8 * (os.cpu_count() or 1)} CPU tasks of 50 ms"  # 8 a core, 50 ms of one each
-    measures = ("task round trip, 5 ms apart", "map, 5 tasks: s per task", cpu, "set-up + ")
+    measures = (
+        "task round trip, 5 ms apart",
+        "map, 5 tasks: s per task",
+        "map, 5 tasks, chunksize 50: s per task",
+        cpu,
+        "set-up + ",
+    )
     for what in measures:
         rows = [line for line in proc.stdout.splitlines() if line.startswith(what)]
         assert len(rows) == len(installed), (what, rows)
@@ -147,4 +153,4 @@ def test_bench_names_a_peer_not_installed_and_one_that_failed_and_measures_the_o
     assert "not installed, so not measured: netmcore_no_such_peer (pip install" in proc.stdout
     assert "failed, so not measured: Broken (RuntimeError: no cluster)" in proc.stdout
     assert "Absent" not in proc.stdout
-    assert proc.stdout.count("ProcessPoolExecutor") == 5  # 4 rows and the speed-ups
+    assert proc.stdout.count("ProcessPoolExecutor") == 6  # 5 rows and the speed-ups

@@ -99,6 +99,7 @@ def bad_join() -> None:
     square.map(["3"])  # type: ignore[list-item]
     square.map([3], processes="2")  # type: ignore[arg-type]
     square.map([3], timeout="1")  # type: ignore[arg-type]
+    square.map([3], chunksize=2.0)  # type: ignore[arg-type]
     print("".join(square.map([3])))  # type: ignore[arg-type]
 
 

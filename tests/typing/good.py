@@ -79,6 +79,7 @@ def process_def_start_join() -> None:
     assert_type(square.map(range(5)), Iterator[int])
     assert_type(Add.map([(1.0, 2.0)], processes=2), Iterator[float])
     assert_type(square.map(range(5), timeout=2.5), Iterator[int])
+    assert_type(square.map(range(5), chunksize=2), Iterator[int])
 
     ppid = Point.start([1, 2])
     assert_type(ppid, netmcore.ProcessId[dict[str, int]])
