@@ -650,9 +650,21 @@ class Link:
                 raise
             except BaseException:
                 if asked.sent and abandon is not None:
-                    # No call up to this store: no handler runs in between.
+                    # No call up to this store, nor from it to the loop's
+                    # try: no handler runs in between. The withdrawal is done
+                    # here, before the caller's exception goes on (which
+                    # gives back what the reply granted: see
+                    # _resource_api._local_or_remote); made again after an
+                    # exception at the start of _withdraw.
                     self._unfinished[rid] = (me, abandon)
-                    held = self._withdraw(rid)
+                    held: BaseException | None = None
+                    while rid in self._unfinished:
+                        try:
+                            held = self._withdraw(rid) or held
+                        except BaseException as exc:
+                            if rid not in self._unfinished:  # its own failure: dropped
+                                raise
+                            held = exc
                     if held is not None:
                         raise held  # noqa: B904 (the later one: the first is its __context__)
                 raise

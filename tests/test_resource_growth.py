@@ -97,9 +97,9 @@ def test_give_backs_leave_no_record_in_the_master(
     seen: list[int] = []  # the state, as each process ends
     forget = PluginHost.forget
 
-    def forget_seen(host: PluginHost, user: int) -> None:
+    def forget_seen(host: PluginHost, user: int, failure: str | None = None) -> None:
         seen.append(_held(host))
-        forget(host, user)
+        forget(host, user, failure)
 
     monkeypatch.setattr(PluginHost, "forget", forget_seen)
     held = {}

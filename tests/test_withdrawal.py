@@ -12,6 +12,7 @@ frame. Each test here failed before.
 
 from __future__ import annotations
 
+import dis
 import errno
 import os
 import select
@@ -249,12 +250,15 @@ def test_a_second_interrupt_as_a_joins_withdrawal_begins_is_held(
 def _join_whose_withdrawal_ends(pid: netmcore.ProcessId[str]) -> str:
     """Join ``pid``, which still runs: a SIGALRM's handler raises as the
     join reads the link (its request sent). The withdrawal's cancel meets an
-    interrupt before it is sent, and a third comes as that one is
-    classified (at the start of ``failed_of_its_own``), outside the loop's
-    try: it ends the withdrawal, the master still waiting to answer the
-    join. What the join raised."""
+    interrupt before it is sent; a third comes as that one is classified
+    (at the start of ``failed_of_its_own``), which leaves ``_withdraw``; and
+    a fourth at the jump back of ``Link.request``'s loop that makes it
+    again, outside the loop's try: it ends the withdrawal, the master still
+    waiting to answer the join. What the join raised."""
     link: Any = _context.current.link
     recv, request = link.recv, link.request
+    # (3.11 also has POP_JUMP_BACKWARD_IF_TRUE, ..., which a while loop ends with)
+    jumps_back = {code for name, code in dis.opmap.items() if "JUMP_BACKWARD" in name}
 
     def interrupted_recv(flags: int = 0) -> Any:
         link.recv = recv
@@ -271,7 +275,19 @@ def _join_whose_withdrawal_ends(pid: netmcore.ProcessId[str]) -> str:
     def as_it_is_classified(frame: Any, event: str, _arg: object) -> None:
         if event == "call" and frame.f_code.co_name == "failed_of_its_own":
             sys.setprofile(None)
+            outer = frame
+            while outer.f_code is not Link.request.__code__:
+                outer = outer.f_back
+            outer.f_trace, outer.f_trace_opcodes = at_the_jump_back, True
+            sys.settrace(lambda *_: None)  # (a frame's own tracer runs only with one)
             signal.raise_signal(signal.SIGALRM)  # raises in the new frame, at its start
+
+    def at_the_jump_back(frame: Any, event: str, _arg: object) -> Any:
+        if event == "opcode" and frame.f_code.co_code[frame.f_lasti] in jumps_back:
+            frame.f_trace = None
+            sys.settrace(None)
+            signal.raise_signal(signal.SIGALRM)  # raises as the jump is made
+        return at_the_jump_back
 
     old = signal.signal(signal.SIGALRM, _raise_interrupted)
     link.recv, link.request = interrupted_recv, interrupted_cancel
@@ -279,6 +295,7 @@ def _join_whose_withdrawal_ends(pid: netmcore.ProcessId[str]) -> str:
         return outcome_text(lambda: gated.join(pid))
     finally:
         sys.setprofile(None)
+        sys.settrace(None)
         link.recv, link.request = recv, request
         signal.signal(signal.SIGALRM, old)
 
