@@ -626,9 +626,9 @@ class Link:
         The request is noted as unfinished (in ``_unfinished``) as the
         exception comes, with no call in between, and its reply's slot is
         kept until the withdrawal is done: one that a further exception
-        ends all the same (as the loop goes round again, or as the
-        withdrawal is called) is finished by the next request of this
-        thread, or by its :meth:`finish_withdrawals`. Only by this thread:
+        ends all the same (at the jump back of the loop that makes it again)
+        is finished by the next request of this thread, or by its
+        :meth:`finish_withdrawals`. Only by this thread:
         run by two at once, a plugin's withdrawal could give a grant back
         twice, and it is the thread that asked that takes a join's outcome.
         """
