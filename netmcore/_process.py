@@ -9,7 +9,6 @@ run time.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import itertools
 import operator
@@ -20,11 +19,11 @@ import types
 import typing
 from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import msgspec
 
-from . import _client, _posix, _registry, _resource_api, _wire, _worker
+from . import _client, _context, _posix, _pthread, _registry, _resource_api, _wire, _worker
 from ._client import InheritRequest
 from ._debug import log
 from ._encap import Encap, EncapType
@@ -278,12 +277,13 @@ class ProcessDef(Generic[In, Out]):
         waits.
 
         With a ``chunksize`` over 1, each process runs that many items in
-        turn (``cls().run`` for each, in the same process), which spreads the
-        cost of a process over them: for many small items. An item that
-        raises (or returns an invalid result) is a :class:`ProcessFailed`
-        for that item, whose ``outcome`` says how, and the items after it in
-        its chunk are not run; a chunk's process that dies fails its first
-        item not yielded.
+        turn (``cls().run`` for each, in the same process: what one leaves
+        in it, the next finds), which spreads the cost of a process over
+        them: for many small items. An item that raises, returns an invalid
+        result or exits is a :class:`ProcessFailed` for that item, whose
+        ``outcome`` says how, and the items after it in its chunk are not
+        run; a chunk's process that dies fails its first item not yielded,
+        naming the chunk's items. The window below counts chunks.
 
         A process is started as soon as one has ended, in any order, and
         at most ``4 * processes`` results are held ahead of the one awaited.
@@ -307,15 +307,11 @@ class ProcessDef(Generic[In, Out]):
         _client.waiting_link(MAP)
         if chunksize == 1:
             return _mapped(cls, iter(args), processes, timeout, cls._start_into, cls.result)
-        chunks = _mapped(
-            cls,
-            _chunked(cls, iter(args), chunksize),
-            processes,
-            timeout,
-            functools.partial(_start_chunk, cls),
-            functools.partial(_chunk_ends, cls),
+        chunks = _Chunks(cls)
+        ends = _mapped(
+            cls, _chunked(cls, iter(args), chunksize), processes, timeout, chunks.start, chunks.end
         )
-        return _flattened(cls, chunks)
+        return _flattened(cls, ends)
 
     @classmethod
     def contract(cls) -> dict[str, Any]:
@@ -412,10 +408,16 @@ def _chunksize(value: Any) -> int:
 
 # --- map's chunks ------------------------------------------------------------
 #
-# A chunk travels to a process of the map's own type, as a value of its own
-# type (_Chunk), which the type's entry tells from an argument by its
-# fingerprint: the process runs each item through ``cls().run`` and returns
-# how each ended (_ItemEnd), up to the first that failed.
+# A chunk travels to a process of the map's own type, as an Encap of a name
+# and fingerprint of its own, which the type's entry tells from an argument
+# (a fingerprint is a hex digest, which this one is not): the process runs
+# each item through ``cls().run`` and returns how each ended (_ItemEnd), up
+# to the first that failed. Both are made here, of values encoded and checked
+# already: they are encoded once more, with no check, and the items and
+# results are embedded as they are (msgspec.Raw), read where they lie.
+
+_CHUNK_NAME, _CHUNK_MARK = "netmcore map chunk", "netmcore-map-chunk"
+_DONE_NAME, _DONE_MARK = "netmcore map chunk done", "netmcore-map-chunk-done"
 
 
 class _Chunk(msgspec.Struct, frozen=True):
@@ -424,21 +426,30 @@ class _Chunk(msgspec.Struct, frozen=True):
     type's input type (checked in the caller, as a start checks one)."""
 
     first: int
-    items: list[bytes]
+    items: list[msgspec.Raw]
 
 
-class _ItemEnd(msgspec.Struct, frozen=True, omit_defaults=True):
-    """How an item of a chunk ended: its result, encoded by the type's output
-    type; or what it raised (type name, message, traceback); or why its
-    result was invalid (path, message)."""
+class _Fault(msgspec.Struct, frozen=True, omit_defaults=True):
+    """How an item of a chunk failed: what it raised (type name, message,
+    traceback); or why its result was invalid (path, message); or the code
+    it exited with."""
 
-    value: bytes | None = None
     raised: tuple[str, str, str] | None = None
     invalid: tuple[str, str] | None = None
+    exited: int | None = None
 
 
-_CHUNK = EncapType(_Chunk)
-_CHUNK_ENDS = EncapType(list[_ItemEnd])
+class _ChunkDone(msgspec.Struct, frozen=True):
+    """How a chunk's items went: the results of those that returned, in
+    order (each encoded by the type's output type), and how the next one
+    failed, if one did (the items after it were not run)."""
+
+    values: list[msgspec.Raw]
+    fault: _Fault | None = None
+
+
+_chunk_decoder = msgspec.msgpack.Decoder(_Chunk)
+_done_decoder = msgspec.msgpack.Decoder(_ChunkDone)
 
 
 def _chunked(cls: type[ProcessDef[In, Any]], items: Iterator[In], size: int) -> Iterator[_Chunk]:
@@ -447,11 +458,11 @@ def _chunked(cls: type[ProcessDef[In, Any]], items: Iterator[In], size: int) -> 
     exception of ``items``' own, comes after the chunk of those before it."""
     name = cls.__qualname__
     index = 0
-    encoded: list[bytes] = []
+    encoded: list[msgspec.Raw] = []
     while True:
         try:
             arg = next(items)
-            encoded.append(cls.input_type.encode(arg, f"item {index} of {name}.map:"))
+            encoded.append(msgspec.Raw(cls.input_type.encode(arg, f"item {index} of {name}.map:")))
         except StopIteration:
             break
         except Exception:
@@ -466,113 +477,145 @@ def _chunked(cls: type[ProcessDef[In, Any]], items: Iterator[In], size: int) -> 
         yield _Chunk(index - len(encoded), encoded)
 
 
-def _start_chunk(
-    cls: type[ProcessDef[Any, Any]], chunk: _Chunk, watch: int, what: str
-) -> ProcessId[Any]:
-    """Start a process of ``cls`` that runs the items of ``chunk``."""
-    encap = _CHUNK.wrap_as(chunk, what)
-    pid: ProcessId[Any] = _client.start_into(cls.fork_point, encap, "all", watch)
-    return pid
+_Failure = Raised | InvalidResult | Crashed
 
 
-def _chunk_ends(
-    cls: type[ProcessDef[Any, Any]], pid: ProcessId[Any]
-) -> tuple[ProcessId[Any], list[_ItemEnd]]:
-    """Join the process of a chunk: how each of its items ended. A
-    ProcessFailed if it had no result (it died)."""
-    wire = _client.join_outcome(cls._join_point(), pid, wait=True, call="map")
-    assert wire is not None
-    outcome: Outcome[list[_ItemEnd]]
-    if isinstance(wire, Returned):
-        encap = _client.encap_of(wire)
-        assert encap is not None
-        outcome = Success(_CHUNK_ENDS.unwrap(encap))
-    else:
-        outcome = cls._outcome(pid, wire)  # (not a Success: not Returned)
-    if isinstance(outcome, Success):
-        ends = outcome.value
+class _ChunkEnd(NamedTuple):
+    """What the process of a chunk gave: the results of its items that
+    returned, in order, and how the next one failed; or how the process
+    itself failed (``died``)."""
+
+    pid: ProcessId[Any]
+    first: int  # the index of its first item in the map
+    size: int
+    results: list[Any]
+    failure: _Failure | None
+    died: bool = False
+
+
+class _Chunks:
+    """How a chunked map's processes start and end (see _mapped)."""
+
+    def __init__(self, cls: type[ProcessDef[Any, Any]]) -> None:
+        self.cls = cls
+        self.sizes: dict[int, tuple[int, int]] = {}  # process -> (first item, count)
+
+    def start(self, chunk: _Chunk, watch: int, what: str) -> ProcessId[Any]:
+        encap = Encap(_CHUNK_NAME, _CHUNK_MARK, (msgspec.msgpack.encode(chunk),))
+        pid: ProcessId[Any] = _client.start_into(self.cls.fork_point, encap, "all", watch)
+        self.sizes[pid.n] = (chunk.first, len(chunk.items))
+        return pid
+
+    def end(self, pid: ProcessId[Any]) -> _ChunkEnd:
+        """Join the process of a chunk, and decode its items' results now:
+        they may lie in a shared memory object that this process reuses
+        once the join has handed it over. Its death is a value, not a
+        ProcessFailed: a ProcessFailed out of the map's iteration is one
+        that ``args`` raised (a nested map's), to go on as it came."""
+        wire = _client.join_outcome(self.cls._join_point(), pid, wait=True, call="map")
+        assert wire is not None
+        first, size = self.sizes.get(pid.n, (0, 0))
+        if isinstance(wire, Returned):
+            encap = _client.encap_of(wire)
+            assert encap is not None
+            done = _results(self.cls, pid, first, size, _done_decoder.decode(encap.data))
+        else:
+            outcome = self.cls._outcome(pid, wire)
+            assert not isinstance(outcome, Success)  # (not Returned)
+            done = _ChunkEnd(pid, first, size, [], outcome, died=True)
         _client.handed_over(pid.n)
-        return pid, ends
-    failure = ProcessFailed(pid, cls.__qualname__, outcome)
-    _client.handed_over(pid.n)
-    raise failure
+        return done
 
 
-def _flattened(
-    cls: type[ProcessDef[Any, Out]],
-    chunks: Generator[tuple[ProcessId[Any], list[_ItemEnd]], None, None],
-) -> Iterator[Out]:
-    """The results of the items of ``chunks``, in order; a ProcessFailed
-    for the first that failed, naming it."""
-    index = 0  # of the next item
-    try:
-        while True:
-            try:
-                pid, ends = next(chunks)
-            except StopIteration:
-                return
-            except ProcessFailed as failed:  # the chunk's process died: its first item fails
-                raise ProcessFailed(failed.pid, _item(cls, index), failed.outcome) from None
-            for end in ends:
-                value = _item_value(cls, pid, index, end)
-                index += 1
-                yield value
-    finally:
-        chunks.close()
-
-
-def _item(cls: type[ProcessDef[Any, Any]], index: int) -> str:
-    return f"{cls.__qualname__}, item {index} of the map"
-
-
-def _item_value(
-    cls: type[ProcessDef[Any, Out]], pid: ProcessId[Any], index: int, end: _ItemEnd
-) -> Out:
-    """The result of item ``index`` (run by process ``pid``) that ``end``
-    holds; ProcessFailed if it failed."""
-    failure: Raised | InvalidResult
-    if end.value is not None:
+def _results(
+    cls: type[ProcessDef[Any, Any]], pid: ProcessId[Any], first: int, size: int, done: _ChunkDone
+) -> _ChunkEnd:
+    """The results that ``done`` holds, decoded, up to the first that
+    failed (here, a validator's refusal; or there)."""
+    results: list[Any] = []
+    for value in done.values:
         try:
-            value: Out = cls.output_type.decode(end.value)
-            return value
+            results.append(cls.output_type.decode(value))
         except Exception as exc:  # a validator that fails here, not in the process
             if not failed_of_its_own(exc, 1):
                 raise
             err = cls.output_type.decode_error(exc)
-            failure = InvalidResult(err.path, str(err))
-    elif end.raised is not None:
-        failure = Raised(*end.raised)
-    else:
-        assert end.invalid is not None
-        failure = InvalidResult(*end.invalid)
-    raise ProcessFailed(pid, _item(cls, index), failure)
+            name = f"{cls.__qualname__}, item {first + len(results)} of the map"
+            log.error("netmcore: process %d (%s) gave an invalid result: %s", pid.n, name, err)
+            return _ChunkEnd(pid, first, size, results, InvalidResult(err.path, str(err)))
+    fault = done.fault
+    failure: _Failure | None = None
+    if fault is not None and fault.raised is not None:
+        failure = Raised(*fault.raised)
+    elif fault is not None and fault.invalid is not None:
+        failure = InvalidResult(*fault.invalid)
+    elif fault is not None:
+        failure = Crashed(fault.exited, None)
+    return _ChunkEnd(pid, first, size, results, failure)
 
 
-def _run_chunk(cls: type[ProcessDef[Any, Any]], chunk: _Chunk) -> Encap:
-    """In the process of a chunk: run its items in turn, up to the first
-    that fails; how each ended."""
-    ends: list[_ItemEnd] = []
-    for i, data in enumerate(chunk.items):
-        ends.append(_item_end(cls, chunk.first + i, data))
-        if ends[-1].value is None:
-            break
-    return _CHUNK_ENDS.wrap(ends)
-
-
-def _item_end(cls: type[ProcessDef[Any, Any]], index: int, data: bytes) -> _ItemEnd:
-    who = f"item {index} of {cls.__qualname__}.map"
+def _flattened(
+    cls: type[ProcessDef[Any, Out]], chunks: Generator[_ChunkEnd, None, None]
+) -> Iterator[Out]:
+    """The results of the items of ``chunks``, in order; a ProcessFailed
+    for the first that failed, naming it (or the items of a chunk whose
+    process died)."""
     try:
-        result = cls().run(cls.input_type.decode(data))
+        for done in chunks:
+            yield from done.results
+            if done.failure is not None:
+                first = done.first + len(done.results)
+                last = done.first + done.size - 1 if done.died else first
+                items = f"item {first}" if last == first else f"items {first}-{last}"
+                name = f"{cls.__qualname__}, {items} of the map"
+                raise ProcessFailed(done.pid, name, done.failure)
+    finally:
+        chunks.close()
+
+
+def _run_chunk(cls: type[ProcessDef[Any, Any]], encap: Encap) -> Encap:
+    """In the process of a chunk: run its items in turn, up to the first
+    that fails; how they went. A forked child of an item's that returns
+    stops here (the worker then ends it, with its warning)."""
+    chunk = _chunk_decoder.decode(encap.data)
+    link = _context.current.link
+    values: list[msgspec.Raw] = []
+    fault: _Fault | None = None
+    for i, data in enumerate(chunk.items):
+        end = _item_end(cls, chunk.first + i, data)
+        if isinstance(end, _Fault):
+            fault = end
+            break
+        values.append(end)
+        if link is not None and _pthread.this_pid[0] != link.owner_pid:
+            break
+    return Encap(_DONE_NAME, _DONE_MARK, (msgspec.msgpack.encode(_ChunkDone(values, fault)),))
+
+
+def _item_end(
+    cls: type[ProcessDef[Any, Any]], index: int, data: msgspec.Raw
+) -> msgspec.Raw | _Fault:
+    """Run item ``index`` of a chunk: its result, encoded; or how it failed,
+    told as a process's own end is (see _worker._run): a SystemExit is its
+    exit code."""
+    who = f"item {index} of {cls.__qualname__}.map (in process {_client.self_process_id().n})"
+    input_type, output_type = cls.input_type, cls.output_type
+    try:
+        result = cls().run(
+            input_type.unwrap(Encap(input_type.name, input_type.fingerprint, (data,)))
+        )
+        try:
+            return msgspec.Raw(output_type.encode(result, f"result of {cls.__qualname__}.run:"))
+        except ArgumentTypeError as exc:
+            log.error("netmcore: %s returned an invalid result at %s: %s", who, exc.path, exc)
+            return _Fault(invalid=(exc.path, str(exc)))
+    except SystemExit as exc:
+        return _Fault(exited=exc.code if isinstance(exc.code, int) else int(exc.code is not None))
     except _worker.NOT_ITS_FAILURE:
         raise  # not the item's failure: the process ends, as for a process's own
-    except BaseException as exc:
-        raised = _worker.raised_by(f"{who} (in process {_client.self_process_id().n})", exc)
-        return _ItemEnd(raised=(raised.type_name, raised.message, raised.traceback))
-    try:
-        return _ItemEnd(cls.output_type.encode(result, f"result of {cls.__qualname__}.run:"))
-    except ArgumentTypeError as exc:
-        log.error("netmcore: %s returned an invalid result at %s: %s", who, exc.path, exc)
-        return _ItemEnd(invalid=(exc.path, str(exc)))
+    except BaseException as exc:  # in run, or a validator's own exception as its result is checked
+        raised = _worker.raised_by(who, exc)
+        return _Fault(raised=(raised.type_name, raised.message, raised.traceback))
 
 
 def _processes(value: Any) -> int:
@@ -1024,8 +1067,8 @@ def _resolved(args: tuple[Any, ...], module: str) -> tuple[Any, ...]:
 
 def _entry(cls: type[ProcessDef[Any, Any]]) -> Callable[[Encap], Encap]:
     def entry(encap: Encap) -> Encap:
-        if encap.fingerprint == _CHUNK.fingerprint and encap.type_name == _CHUNK.name:
-            return _run_chunk(cls, _CHUNK.unwrap(encap))
+        if encap.fingerprint == _CHUNK_MARK:
+            return _run_chunk(cls, encap)
         result = cls().run(cls.input_type.unwrap(encap))
         try:
             return cls.output_type.wrap_as(result, f"result of {cls.__qualname__}.run:")

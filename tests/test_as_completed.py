@@ -13,11 +13,13 @@ import gc
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 from scenario import (
     SYSCALLS,
@@ -392,7 +394,7 @@ def test_map_raises_an_items_error_in_its_place_and_leaves_nothing(
     assert unjoined == []
     if case == "crash" and chunksize > 1:
         # The process of items 0-2 died in item 2: none of their results came.
-        assert len(got) == 1 and "(ac_square, item 0 of the map) exited with code 3" in got[0]
+        assert len(got) == 1 and "(ac_square, items 0-2 of the map) exited with code 3" in got[0]
         return
     assert got[:2] == [1, 4]
     assert len(got) == 3
@@ -598,6 +600,109 @@ def test_an_item_whose_result_is_invalid_fails_in_its_place() -> None:
         "'two' does not match int"
     ) in got[2], got
     assert got[3] == "InvalidResult"
+
+
+class Refused(Exception):
+    """A result's validator's own exception class."""
+
+
+class Checked(msgspec.Struct):
+    k: int
+
+    def __post_init__(self) -> None:
+        if self.k == 2:
+            raise Refused(f"{self.k} is refused")
+
+
+@netmcore.process
+def ac_checked_or_exits(k: int) -> Checked:
+    if k == 5:
+        sys.exit(5)
+    return Checked(k)
+
+
+@netmcore.process
+def map_chunk_fails_late(args: list[int]) -> list[Any]:
+    got: list[Any] = []
+    try:
+        for value in ac_checked_or_exits.map(args, chunksize=4):
+            got.append(value.k)
+    except netmcore.ProcessFailed as failed:
+        outcome = failed.outcome
+        if isinstance(outcome, netmcore.Raised):
+            got += [str(failed), outcome.type_name, outcome.message]
+        else:
+            got += [str(failed), repr(outcome)]
+    return got
+
+
+def test_an_items_result_refused_or_its_exit_fails_that_item_not_its_chunk() -> None:
+    """Before, a validator's own exception as the result was checked, or a
+    sys.exit in an item, ended the chunk's process: the results before it
+    were lost, and the chunk's first item was named."""
+    refused = run_scenario(map_chunk_fails_late, [0, 1, 2, 3])
+    assert refused[:2] == [0, 1]
+    assert "(ac_checked_or_exits, item 2 of the map) raised " in refused[2], refused
+    assert refused[3].endswith("Refused") and refused[4] == "2 is refused"
+    exited = run_scenario(map_chunk_fails_late, [3, 4, 5, 6])
+    assert exited[:2] == [3, 4]
+    assert "(ac_checked_or_exits, item 2 of the map) exited with code 5" in exited[2], exited
+    assert exited[3] == repr(netmcore.Crashed(5, None))
+
+
+@netmcore.process
+def ac_inner(k: int) -> int:
+    if k == 3:
+        raise ValueError("inner item 3 fails")
+    return k
+
+
+@netmcore.process
+def map_of_a_map(chunksize: int) -> str:
+    try:
+        list(ac_square.map(ac_inner.map(range(6)), chunksize=chunksize))
+    except netmcore.ProcessFailed as failed:
+        return str(failed)
+    return "no error"
+
+
+@pytest.mark.parametrize("chunksize", [1, 2])
+def test_a_process_failed_that_args_raises_goes_on_as_it_came(chunksize: int) -> None:
+    """Before, a chunked map took it for one of its own chunks' deaths, and
+    renamed it after its own item."""
+    assert "(ac_inner, item 3 of the map) raised ValueError" in run_scenario(
+        map_of_a_map, chunksize
+    )
+
+
+@netmcore.process
+def ac_forks_once(item: tuple[int, int]) -> int:
+    k, fd = item
+    os.write(fd, f"{k}:{os.getpid()},".encode())
+    if k == 1 and os.fork() == 0:
+        return k  # the forked child returns from run: the worker ends it there
+    return k
+
+
+@netmcore.process
+def map_chunk_with_a_fork(pipe: tuple[int, int]) -> list[Any]:
+    r, w = pipe
+    got = list(ac_forks_once.map([(k, w) for k in range(4)], chunksize=4))
+    os.set_blocking(r, False)
+    written = os.read(r, 1000).decode().rstrip(",").split(",")
+    return [got, sorted(int(entry.split(":")[0]) for entry in written)]
+
+
+def test_a_forked_child_that_returns_from_an_item_runs_no_more_of_the_chunk() -> None:
+    """Before, it ran the rest of the chunk again (items 2 and 3 twice)."""
+    pipe = os.pipe()
+    try:
+        got, items = run_scenario(map_chunk_with_a_fork, pipe)
+    finally:
+        for fd in pipe:
+            os.close(fd)
+    assert got == [0, 1, 2, 3]
+    assert items == [0, 1, 2, 3]
 
 
 @netmcore.process
