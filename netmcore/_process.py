@@ -575,20 +575,32 @@ def _flattened(
 
 def _run_chunk(cls: type[ProcessDef[Any, Any]], encap: Encap) -> Encap:
     """In the process of a chunk: run its items in turn, up to the first
-    that fails; how they went. A forked child of an item's that returns
-    stops here (the worker then ends it, with its warning)."""
+    that fails; how they went. An exception between two items (a signal
+    handler's: an item's timer that fires once it has returned) is the
+    failure of the next one: the results before it are kept. A forked
+    child of an item's that returns stops here (the worker then ends it,
+    with its warning)."""
     chunk = _chunk_decoder.decode(encap.data)
     link = _context.current.link
     values: list[msgspec.Raw] = []
     fault: _Fault | None = None
-    for i, data in enumerate(chunk.items):
-        end = _item_end(cls, chunk.first + i, data)
-        if isinstance(end, _Fault):
-            fault = end
-            break
-        values.append(end)
-        if link is not None and _pthread.this_pid[0] != link.owner_pid:
-            break
+    try:
+        while fault is None and len(values) < len(chunk.items):
+            end = _item_end(cls, chunk.first + len(values), chunk.items[len(values)])
+            if isinstance(end, _Fault):
+                fault = end
+            else:
+                values.append(end)
+                if link is not None and _pthread.this_pid[0] != link.owner_pid:
+                    break
+    except _worker.NOT_ITS_FAILURE:
+        raise
+    except BaseException as exc:
+        if len(values) == len(chunk.items):  # (the last has returned: the process's own)
+            raise
+        who = f"item {chunk.first + len(values)} of {cls.__qualname__}.map"
+        raised = _worker.raised_by(f"{who} (in process {_client.self_process_id().n})", exc)
+        fault = _Fault(raised=(raised.type_name, raised.message, raised.traceback))
     return Encap(_DONE_NAME, _DONE_MARK, (msgspec.msgpack.encode(_ChunkDone(values, fault)),))
 
 

@@ -650,6 +650,45 @@ def test_an_items_result_refused_or_its_exit_fails_that_item_not_its_chunk() -> 
     assert exited[3] == repr(netmcore.Crashed(5, None))
 
 
+def _times_out(_signum: int, _frame: object) -> None:
+    raise TimeoutError("the item's timer")
+
+
+@netmcore.process
+def ac_leaves_a_timer(k: int) -> int:
+    """Item 1 leaves a signal that comes between it and the next item (as a
+    timer of its own that fires once it has returned)."""
+    if k == 1:
+
+        def at_the_next_item(frame: Any, event: str, _arg: object) -> None:
+            if event == "call" and frame.f_code.co_name == "_item_end":
+                sys.setprofile(None)
+                signal.raise_signal(signal.SIGUSR1)  # raises as the next item's run begins
+
+        signal.signal(signal.SIGUSR1, _times_out)
+        sys.setprofile(at_the_next_item)
+    return k
+
+
+@netmcore.process
+def map_chunk_interrupted_between_items(_: int) -> list[Any]:
+    got: list[Any] = []
+    try:
+        for value in ac_leaves_a_timer.map(range(4), chunksize=4):
+            got.append(value)
+    except netmcore.ProcessFailed as failed:
+        got.append(str(failed))
+    return got
+
+
+def test_an_exception_between_two_items_fails_the_next_not_the_chunk() -> None:
+    """Before, it failed the chunk's process: no result of it came, and its
+    first item was named."""
+    got = run_scenario(map_chunk_interrupted_between_items, 0)
+    assert got[:2] == [0, 1]
+    assert "(ac_leaves_a_timer, item 2 of the map) raised TimeoutError: the item's timer" in got[2]
+
+
 @netmcore.process
 def ac_inner(k: int) -> int:
     if k == 3:
