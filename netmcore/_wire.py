@@ -635,7 +635,7 @@ class Link:
         me = threading.get_ident()
         if self._reader == me:
             _refuse_a_handlers_request(msg)
-        if self._unfinished and me not in self._withdrawing:
+        if self._unfinished:
             self.finish_withdrawals()
         if asked is None:
             asked = Asked()
@@ -689,7 +689,10 @@ class Link:
         too. A failure of its own drops the withdrawal and goes on; one that
         comes once it is done is dropped (only an interrupt is held)."""
         me = threading.get_ident()
-        abandon = self._unfinished[rid][1]
+        entry = self._unfinished.get(rid)
+        if entry is None:  # done meanwhile (by a request of a handler's, in this thread)
+            return None
+        abandon = entry[1]
         held: BaseException | None = None
         tries = 0
 
@@ -721,9 +724,10 @@ class Link:
         (see :meth:`request`); an interrupt held meanwhile is raised after
         them. Not while this thread reads the link for all (in a signal
         handler that interrupted that read): their requests would be
-        refused, and they wait for the next call."""
+        refused, and they wait for the next call. Nor from within one of
+        them (its own requests, a handler's join)."""
         me = threading.get_ident()
-        if self._reader == me:
+        if self._reader == me or me in self._withdrawing:
             return
         held: BaseException | None = None
         for rid in [rid for rid, (thread, _) in list(self._unfinished.items()) if thread == me]:

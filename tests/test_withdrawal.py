@@ -352,6 +352,31 @@ def test_a_joins_withdrawal_ended_by_a_further_interrupt_is_finished_by_the_next
         assert seen[2:] == [f"unfinished: {left}", "returned 'g'", "returned 'o'"]
 
 
+def test_finishing_skips_a_withdrawal_done_meanwhile_and_runs_none_within_one() -> None:
+    """A withdrawal finished meanwhile (by a request a signal handler made
+    between two of them) is skipped: it raised KeyError. And a join made
+    within a withdrawal (a handler's) leaves the others be: it ran them
+    again, inside."""
+    ours, masters = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    link = Link(ours)
+    me = threading.get_ident()
+    ran: list[int] = []
+
+    def first(rid: int) -> None:
+        ran.append(rid)
+        link.finish_withdrawals()  # within a withdrawal: it does nothing
+        link._unfinished.pop(3)  # the third, done meanwhile
+
+    link._unfinished.update({1: (me, first), 2: (me, ran.append), 3: (me, ran.append)})
+    try:
+        link.finish_withdrawals()
+    finally:
+        ours.close()
+        masters.close()
+    assert ran == [1, 2]
+    assert not link._unfinished and not link._withdrawing
+
+
 class _Master:
     """A link's stand-in for a plugin's withdrawal: it answers each request
     (the cancel, then the undo of the mutex the request got), and the
