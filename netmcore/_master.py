@@ -1464,7 +1464,7 @@ class Master:
             log.exception("netmcore: the master could not release what process %d used", n)
         if self.plugins is not None:
             try:
-                self.plugins.forget(n, _failure(record, outcome))
+                self.plugins.forget(n, _how_it_failed(record, outcome))
             except Exception:
                 log.exception("netmcore: the plugins could not forget process %d", n)
 
@@ -1764,7 +1764,7 @@ def _reap(child: Child) -> Ended | None:
     return Ended(None, info.si_status)  # CLD_KILLED, CLD_DUMPED
 
 
-def _failure(record: Record, outcome: WireOutcome | None) -> str | None:
+def _how_it_failed(record: Record, outcome: WireOutcome | None) -> str | None:
     """How the process of ``record`` failed (``outcome`` None: reaped by
     another part of the program), for those it leaves waiting; None if it
     returned."""
