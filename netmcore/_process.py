@@ -390,20 +390,10 @@ class ProcessDef(Generic[In, Out]):
 
 
 def _chunksize(value: Any) -> int:
-    """map's ``chunksize``, checked as ``processes`` is (an int of 1 or more)."""
-    rule = "give how many items each process runs in turn, an int of 1 or more"
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        count = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"chunksize={value!r} is not valid: it must be an int, not "
-            f"{type(value).__name__}; {rule}"
-        ) from None
-    if count < 1:
-        raise ValueError(f"chunksize={value!r} is not valid: {rule}")
-    return count
+    """map's ``chunksize``, checked as ``processes`` is (see _at_least_one)."""
+    return _at_least_one(
+        "chunksize", value, "give how many items each process runs in turn, an int of 1 or more"
+    )
 
 
 # --- map's chunks ------------------------------------------------------------
@@ -632,22 +622,27 @@ def _item_end(
 
 def _processes(value: Any) -> int:
     """map's ``processes``, checked: None is one per CPU this process may
-    use; else an int (numpy's too; not a bool) of 1 or more, TypeError for
-    another type and ValueError below 1, as Pipeline's ``workers``."""
+    use; else see _at_least_one."""
     if value is None:
         return len(os.sched_getaffinity(0))
     rule = "give how many processes may run at once, an int of 1 or more (or None: one per CPU)"
+    return _at_least_one("processes", value, rule)
+
+
+def _at_least_one(name: str, value: Any, rule: str) -> int:
+    """``value`` of map's argument ``name``: an int (numpy's too; not a
+    bool) of 1 or more, TypeError for another type and ValueError below 1,
+    as Pipeline's ``workers``; ``rule`` says what to give."""
     try:
         if isinstance(value, bool):
             raise TypeError
         count = operator.index(value)
     except TypeError:
         raise TypeError(
-            f"processes={value!r} is not valid: it must be an int, not "
-            f"{type(value).__name__}; {rule}"
+            f"{name}={value!r} is not valid: it must be an int, not {type(value).__name__}; {rule}"
         ) from None
     if count < 1:
-        raise ValueError(f"processes={value!r} is not valid: {rule}")
+        raise ValueError(f"{name}={value!r} is not valid: {rule}")
     return count
 
 
