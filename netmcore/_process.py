@@ -401,7 +401,7 @@ def _chunksize(value: Any) -> int:
 # A chunk travels to a process of the map's own type, as an Encap of a name
 # and fingerprint of its own, which the type's entry tells from an argument
 # (a fingerprint is a hex digest, which this one is not): the process runs
-# each item through ``cls().run`` and returns how each ended (_ItemEnd), up
+# each item through ``cls().run`` and returns how they went (_ChunkDone), up
 # to the first that failed. Both are made here, of values encoded and checked
 # already: they are encoded once more, with no check, and the items and
 # results are embedded as they are (msgspec.Raw), read where they lie.
@@ -504,7 +504,7 @@ class _Chunks:
         that ``args`` raised (a nested map's), to go on as it came."""
         wire = _client.join_outcome(self.cls._join_point(), pid, wait=True, call="map")
         assert wire is not None
-        first, size = self.sizes.get(pid.n, (0, 0))
+        first, size = self.sizes.pop(pid.n, (0, 0))
         if isinstance(wire, Returned):
             encap = _client.encap_of(wire)
             assert encap is not None
@@ -571,7 +571,6 @@ def _run_chunk(cls: type[ProcessDef[Any, Any]], encap: Encap) -> Encap:
     child of an item's that returns stops here (the worker then ends it,
     with its warning)."""
     chunk = _chunk_decoder.decode(encap.data)
-    link = _context.current.link
     values: list[msgspec.Raw] = []
     fault: _Fault | None = None
     try:
@@ -581,12 +580,12 @@ def _run_chunk(cls: type[ProcessDef[Any, Any]], encap: Encap) -> Encap:
                 fault = end
             else:
                 values.append(end)
-                if link is not None and _pthread.this_pid[0] != link.owner_pid:
+                if _forked():
                     break
     except _worker.NOT_ITS_FAILURE:
         raise
     except BaseException as exc:
-        if len(values) == len(chunk.items):  # (the last has returned: the process's own)
+        if len(values) == len(chunk.items) or _forked():  # (the process's own, then)
             raise
         who = f"item {chunk.first + len(values)} of {cls.__qualname__}.map"
         raised = _worker.raised_by(f"{who} (in process {_client.self_process_id().n})", exc)
@@ -611,13 +610,24 @@ def _item_end(
         except ArgumentTypeError as exc:
             log.error("netmcore: %s returned an invalid result at %s: %s", who, exc.path, exc)
             return _Fault(invalid=(exc.path, str(exc)))
-    except SystemExit as exc:
-        return _Fault(exited=exc.code if isinstance(exc.code, int) else int(exc.code is not None))
-    except _worker.NOT_ITS_FAILURE:
-        raise  # not the item's failure: the process ends, as for a process's own
-    except BaseException as exc:  # in run, or a validator's own exception as its result is checked
+    except BaseException as exc:
+        if _forked():
+            raise  # in a child the item forked: the worker ends it, as with one item a process
+        if isinstance(exc, SystemExit):
+            return _Fault(
+                exited=exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            )
+        if isinstance(exc, _worker.NOT_ITS_FAILURE):
+            raise  # not the item's failure: the process ends, as for a process's own
+        # In run, or a validator's own exception as its result is checked.
         raised = _worker.raised_by(who, exc)
         return _Fault(raised=(raised.type_name, raised.message, raised.traceback))
+
+
+def _forked() -> bool:
+    """Whether this is a child that an item forked, not the chunk's process."""
+    link = _context.current.link
+    return link is not None and _pthread.this_pid[0] != link.owner_pid
 
 
 def _processes(value: Any) -> int:

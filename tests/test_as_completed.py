@@ -724,6 +724,28 @@ def ac_forks_once(item: tuple[int, int]) -> int:
 
 
 @netmcore.process
+def ac_child_exits(k: int) -> int:
+    """Item 1 forks a child that exits with code 3, and returns how it ended."""
+    if k != 1:
+        return k
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(3)  # the child: it ends with that code, as with one item a process
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@netmcore.process
+def map_chunk_child_exits(_: int) -> list[int]:
+    return list(ac_child_exits.map(range(3), chunksize=3))
+
+
+def test_a_child_an_item_forks_exits_with_its_own_code() -> None:
+    """Before, the chunk took its sys.exit for the item's, and the child
+    went on to the worker's end: it exited 0."""
+    assert run_scenario(map_chunk_child_exits, 0) == [0, 3, 2]
+
+
+@netmcore.process
 def map_chunk_with_a_fork(pipe: tuple[int, int]) -> list[Any]:
     r, w = pipe
     got = list(ac_forks_once.map([(k, w) for k in range(4)], chunksize=4))
