@@ -640,9 +640,11 @@ class Link:
         if asked is None:
             asked = Asked()
         rid = next(self._ids)
-        with self._lock:
-            self._replies[rid] = asked
         try:
+            # In the try: a handler's exception as the lock is let go left
+            # the slot, which nothing took out.
+            with self._lock:
+                self._replies[rid] = asked
             try:
                 self.send(msgspec.structs.replace(msg, req=rid))  # marks ``asked.sent``
                 self.wait_reply(rid)

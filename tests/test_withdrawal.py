@@ -377,6 +377,35 @@ def test_finishing_skips_a_withdrawal_done_meanwhile_and_runs_none_within_one() 
     assert not link._unfinished and not link._withdrawing
 
 
+def test_a_request_interrupted_as_its_slot_is_made_leaves_no_slot() -> None:
+    """A handler's exception as the lock that guards the reply slots is let
+    go, right after the slot is made: before, the slot stayed for good."""
+    ours, masters = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    link = Link(ours)
+
+    def as_the_lock_is_let_go(frame: Any, event: str, arg: Any) -> None:
+        if (
+            event == "c_return"
+            and frame.f_code is Link.request.__code__
+            and getattr(arg, "__name__", "") == "__exit__"
+        ):
+            sys.setprofile(None)
+            signal.raise_signal(signal.SIGALRM)
+
+    old = signal.signal(signal.SIGALRM, _raise_interrupted)
+    try:
+        for _ in range(3):
+            sys.setprofile(as_the_lock_is_let_go)
+            with pytest.raises(Interrupted):
+                link.request(JoinCancel(1), lambda rid: None)
+    finally:
+        sys.setprofile(None)
+        signal.signal(signal.SIGALRM, old)
+        ours.close()
+        masters.close()
+    assert link._replies == {}
+
+
 class _Master:
     """A link's stand-in for a plugin's withdrawal: it answers each request
     (the cancel, then the undo of the mutex the request got), and the
