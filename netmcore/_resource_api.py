@@ -868,25 +868,30 @@ def _local_or_remote(call: _Call, use: Callable[[ResInfo], T]) -> T:
     back, would still end it.)
     """
     local, remote, what = call
-    asked = Asked()
+    asked, release = Asked(), Asked()
     try:
         if _context.current.role == "worker":
             link = _link(what)
-            # Withdrawn by waiting on for the answer (the master answers
-            # every resource request at once), whose grant is given back below.
-            link.request(remote, link.wait_reply, asked)
+
+            def withdraw(rid: int) -> None:
+                # By waiting on for the answer (the master answers every
+                # resource request at once), whose grant is given back:
+                # here, if a further exception ended the withdrawal, when
+                # the thread's next request finishes it (see Link.request);
+                # and below, once (the same ``release``).
+                link.wait_reply(rid)
+                _give_up(asked.reply, _uses, release)
+
+            link.request(remote, withdraw, asked)
         else:
             _context.refuse_other_master_thread(what, "the resource table")
             asked.reply = local(asked)
         return use(_expect(asked.reply, ResInfo))
     except BaseException:
         held: BaseException | None = None
-        release: Asked | None = None
         tries = 0
         while True:
             try:
-                if release is None:
-                    release = Asked()
                 _give_up(asked.reply, _uses, release)
                 break
             except BaseException as exc:

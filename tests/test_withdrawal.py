@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 import pytest
 from scenario import outcome_text, run_scenario
+from test_holds_beside_threads import held, left_since
 
 import netmcore
 from netmcore import _context, _plugins
@@ -247,30 +248,39 @@ def test_a_second_interrupt_as_a_joins_withdrawal_begins_is_held(
     assert joined == "returned 'g'"
 
 
-def _join_whose_withdrawal_ends(pid: netmcore.ProcessId[str]) -> str:
-    """Join ``pid``, which still runs: a SIGALRM's handler raises as the
-    join reads the link (its request sent). The withdrawal's cancel meets an
-    interrupt before it is sent; a third comes as that one is classified
-    (at the start of ``failed_of_its_own``), which leaves ``_withdraw``; and
-    a fourth at the jump back of ``Link.request``'s loop that makes it
-    again, outside the loop's try: it ends the withdrawal, the master still
-    waiting to answer the join. What the join raised."""
+def _withdrawal_ends(call: Callable[[], object], step: str) -> str:
+    """Make ``call`` (a request that waits) in a worker: a SIGALRM's handler
+    raises as it reads the link (its request sent). The withdrawal's
+    ``step`` (the link's method it calls first: a join's cancel, a resource
+    call's wait for its answer) meets an interrupt; a third comes as that
+    one is classified (at the start of ``failed_of_its_own``), which leaves
+    ``_withdraw``; and a fourth at the jump back of ``Link.request``'s loop
+    that makes it again, outside the loop's try: it ends the withdrawal,
+    which is left to the thread's next request. What ``call`` raised."""
     link: Any = _context.current.link
-    recv, request = link.recv, link.request
+    recv, method = link.recv, getattr(link, step)
     # (3.11 also has POP_JUMP_BACKWARD_IF_TRUE, ..., which a while loop ends with)
     jumps_back = {code for name, code in dis.opmap.items() if "JUMP_BACKWARD" in name}
+    calls: list[int] = []
+    failed: list[int] = []
 
     def interrupted_recv(flags: int = 0) -> Any:
         link.recv = recv
         signal.raise_signal(signal.SIGALRM)  # its handler raises as this returns
         return recv(flags)
 
-    def interrupted_cancel(msg: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(msg, JoinCancel):
-            link.request = request
-            sys.setprofile(as_it_is_classified)
-            raise Interrupted("in the cancel")
-        return request(msg, *args, **kwargs)
+    def interrupted_step(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if (
+            (step == "request" and not isinstance(args[0], JoinCancel))
+            or (step == "wait_reply" and len(calls) == 1)  # the request's own wait
+            or failed
+        ):
+            return method(*args, **kwargs)
+        failed.append(1)  # once (a caller may hold this function: a bound method it took)
+        setattr(link, step, method)
+        sys.setprofile(as_it_is_classified)
+        raise Interrupted(f"in the withdrawal's {step}")
 
     def as_it_is_classified(frame: Any, event: str, _arg: object) -> None:
         if event == "call" and frame.f_code.co_name == "failed_of_its_own":
@@ -290,14 +300,43 @@ def _join_whose_withdrawal_ends(pid: netmcore.ProcessId[str]) -> str:
         return at_the_jump_back
 
     old = signal.signal(signal.SIGALRM, _raise_interrupted)
-    link.recv, link.request = interrupted_recv, interrupted_cancel
+    link.recv = interrupted_recv
+    setattr(link, step, interrupted_step)
     try:
-        return outcome_text(lambda: gated.join(pid))
+        return outcome_text(call)
     finally:
         sys.setprofile(None)
         sys.settrace(None)
-        link.recv, link.request = recv, request
+        link.recv = recv
+        setattr(link, step, method)
         signal.signal(signal.SIGALRM, old)
+
+
+def _join_whose_withdrawal_ends(pid: netmcore.ProcessId[str]) -> str:
+    """Join ``pid``, which still runs, its withdrawal ended (see
+    _withdrawal_ends): the master still waits to answer the join."""
+    return _withdrawal_ends(lambda: gated.join(pid), "request")
+
+
+@netmcore.process
+def created_as_its_withdrawal_ends(_: int) -> list[str]:
+    before = held()
+    seen = [_withdrawal_ends(lambda: netmcore.create_shm(64), "wait_reply")]
+    link: Any = _context.current.link
+    seen.append(f"unfinished: {len(link._unfinished)}")
+    seen += left_since(before) or ["nothing left"]  # (its request finishes the withdrawal)
+    return seen
+
+
+def test_a_resource_grant_is_given_back_when_its_withdrawal_is_finished_later() -> None:
+    """Before, the thread's next request read the answer, and nothing gave
+    the grant back: the process stayed a user of the new object, which
+    stayed in /dev/shm until it ended."""
+    assert run_scenario(created_as_its_withdrawal_ends, 0) == [
+        "Interrupted: ",
+        "unfinished: 1",
+        "nothing left",
+    ]
 
 
 @netmcore.process
