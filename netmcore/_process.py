@@ -587,8 +587,7 @@ def _run_chunk(cls: type[ProcessDef[Any, Any]], encap: Encap) -> Encap:
     except BaseException as exc:
         if len(values) == len(chunk.items) or _forked():  # (the process's own, then)
             raise
-        who = f"item {chunk.first + len(values)} of {cls.__qualname__}.map"
-        raised = _worker.raised_by(f"{who} (in process {_client.self_process_id().n})", exc)
+        raised = _worker.raised_by(_item_of(cls, chunk.first + len(values)), exc)
         fault = _Fault(raised=(raised.type_name, raised.message, raised.traceback))
     return Encap(_DONE_NAME, _DONE_MARK, (msgspec.msgpack.encode(_ChunkDone(values, fault)),))
 
@@ -599,7 +598,6 @@ def _item_end(
     """Run item ``index`` of a chunk: its result, encoded; or how it failed,
     told as a process's own end is (see _worker._run): a SystemExit is its
     exit code."""
-    who = f"item {index} of {cls.__qualname__}.map (in process {_client.self_process_id().n})"
     input_type, output_type = cls.input_type, cls.output_type
     try:
         result = cls().run(
@@ -608,6 +606,7 @@ def _item_end(
         try:
             return msgspec.Raw(output_type.encode(result, f"result of {cls.__qualname__}.run:"))
         except ArgumentTypeError as exc:
+            who = _item_of(cls, index)
             log.error("netmcore: %s returned an invalid result at %s: %s", who, exc.path, exc)
             return _Fault(invalid=(exc.path, str(exc)))
     except BaseException as exc:
@@ -620,8 +619,14 @@ def _item_end(
         if isinstance(exc, _worker.NOT_ITS_FAILURE):
             raise  # not the item's failure: the process ends, as for a process's own
         # In run, or a validator's own exception as its result is checked.
-        raised = _worker.raised_by(who, exc)
+        raised = _worker.raised_by(_item_of(cls, index), exc)
         return _Fault(raised=(raised.type_name, raised.message, raised.traceback))
+
+
+def _item_of(cls: type[ProcessDef[Any, Any]], index: int) -> str:
+    """Item ``index`` of a map of ``cls``, in this process, as its log names it
+    (made only for a failure: not on an item's way)."""
+    return f"item {index} of {cls.__qualname__}.map (in process {_client.self_process_id().n})"
 
 
 def _forked() -> bool:

@@ -728,6 +728,8 @@ class Link:
         handler that interrupted that read): their requests would be
         refused, and they wait for the next call. Nor from within one of
         them (its own requests, a handler's join)."""
+        if not self._unfinished:  # the rule (every join asks): no call more
+            return
         me = threading.get_ident()
         if self._reader == me or me in self._withdrawing:
             return
