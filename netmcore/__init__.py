@@ -6,6 +6,9 @@ A Python take on Ocamlnet's Netmulticore. See the README for a tour.
 from __future__ import annotations
 
 import contextlib
+import typing
+
+import msgspec
 
 from ._buffer import Buffer as Buffer
 from ._client import join as join
@@ -171,6 +174,12 @@ def _fixup_module_metadata() -> None:
     for name in __all__:
         obj = globals()[name]
         if getattr(obj, "__module__", "").startswith("netmcore._"):
+            if isinstance(obj, type) and issubclass(obj, msgspec.Struct):
+                # msgspec looks a Struct's field types up in its __module__, when
+                # it is first used: resolved in their own module first, they need
+                # not be names of netmcore's (SharedArray's Literal).
+                found = typing.get_type_hints(obj, include_extras=True)
+                obj.__annotations__ = {name: found[name] for name in obj.__annotations__}
             with contextlib.suppress(AttributeError, TypeError):
                 obj.__module__ = "netmcore"
 

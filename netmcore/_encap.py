@@ -194,7 +194,8 @@ def _enc_hook(value: Any) -> Any:
         raise TypeError(
             "msgspec cannot encode ndarray values: pass a.tolist() where a list is "
             "declared, a.tobytes() where bytes are, or declare a netmcore.SharedArray "
-            "(the handle of an array in shared memory)"
+            "(the handle of an array in shared memory: netmcore.SharedArray.from_array(a) "
+            "copies it there)"
         )
     raise _Unencodable(
         f"msgspec cannot encode {type(value).__name__} values, which cannot cross to "
@@ -337,7 +338,8 @@ def _unsupported(typ: Any, name: str, exc: TypeError) -> str:
     elif "numpy" in packages:
         advice = (
             "for a numpy array, put a netmcore.SharedArray (the handle of an array in "
-            "shared memory) in it, or the array's bytes or list (a.tobytes(), a.tolist())"
+            "shared memory, which SharedArray.from_array(a) makes) in it, or the array's "
+            "bytes or list (a.tobytes(), a.tolist())"
         )
     elif isinstance(exc, _NoJsonSchema):
         advice = (

@@ -22,7 +22,7 @@ import operator
 import os
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, SupportsIndex
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeVar, overload
 
 import msgspec
 
@@ -32,13 +32,17 @@ from ._ids import ResId
 from ._wire import ResInfo, failed_of_its_own
 
 if TYPE_CHECKING:
+    import numpy as np
     import numpy.typing as npt
 
-_MAGIC = b"nmcarr02"
+_Scalar = TypeVar("_Scalar", bound="np.generic")
+
+_MAGIC = b"nmcarr03"
 _resource_api.MARKS[_MAGIC] = "a SharedArray (the handle SharedArray.create returned opens it)"
 # The header: this layout, the shape (one int64 a dimension), the dtype text,
 # then padding up to a multiple of _ALIGN, where the data starts.
-_LAYOUT = struct.Struct("=8sHB")  # magic, length of the dtype text, number of dimensions
+_LAYOUT = struct.Struct("=8sHBc")  # magic, length of the dtype text, dimensions, order
+_ORDERS = ("C", "F")  # row-major (numpy's default), column-major (Fortran's)
 _ALIGN = 64  # more than any dtype's alignment
 _PREALLOCATED = _resources.ResourceType.POSIX_SHM_PREALLOCATED
 
@@ -74,30 +78,39 @@ class SharedArray(msgspec.Struct, frozen=True):
     preallocated : bool
         True when it was made before ``run`` or in the master: workers then
         inherit the mapping rather than open it.
+    order : "C" or "F"
+        How the elements lie in memory: row-major ("C", numpy's default) or
+        column-major ("F", Fortran's), as numpy's ``order`` says.
     """
 
     res_id: ResId
     dtype: str
     shape: tuple[int, ...]
     preallocated: bool = False
+    order: Literal["C", "F"] = "C"
 
     @classmethod
     def create(
-        cls, shape: SupportsIndex | Sequence[SupportsIndex], dtype: npt.DTypeLike = "float64"
+        cls,
+        shape: SupportsIndex | Sequence[SupportsIndex],
+        dtype: npt.DTypeLike = "float64",
+        order: Literal["C", "F"] = "C",
     ) -> SharedArray:
         """Make a zero-filled shared array (in the master: inherited by every
         worker started afterwards; in a worker: opened by the others).
 
-        ``shape`` and ``dtype`` are what ``numpy.zeros`` takes: an integer or a
-        tuple of them (numpy's too), any dtype that holds no Python objects.
-        The array has the dtype ``numpy.zeros`` gives: ``str`` or ``"U"`` is
-        ``"<U1"``, ``bytes`` or ``"S"`` is ``"|S1"``. The handle's ``dtype`` of
-        a structured dtype is the text of its ``descr``, like
+        ``shape``, ``dtype`` and ``order`` are what ``numpy.zeros`` takes: an
+        integer or a tuple of them (numpy's too), any dtype that holds no
+        Python objects, and "C" (row-major) or "F" (column-major). The array
+        has the dtype ``numpy.zeros`` gives: ``str`` or ``"U"`` is ``"<U1"``,
+        ``bytes`` or ``"S"`` is ``"|S1"``. The handle's ``dtype`` of a
+        structured dtype is the text of its ``descr``, like
         ``"[('a', '<i4'), ('b', '<f8')]"`` (for overlapping or out-of-order
         fields, that of its dict of names, formats, offsets and itemsize).
         """
         np = _numpy()
         dims = _dims(shape)
+        _check_order(order, "SharedArray.create", "numpy.zeros takes")
         try:
             kind = np.dtype(dtype)
         except TypeError as exc:  # numpy's words alone did not say whose call it was
@@ -120,9 +133,68 @@ class SharedArray(msgspec.Struct, frozen=True):
                 f"shape of {len(dims)} dimensions is not valid: {exc}; pass fewer dimensions"
             ) from None
         text = _dtype_text(kind, dtype)
-        if len(dims) > 255 or len(text.encode()) > 0xFFFF:  # the header's counts
-            raise ValueError(f"dtype {dtype!r} or shape {dims!r} is too large to record")
-        size = _size(dims, kind, text)
+        return cls._made(text, dims, order, _size(dims, kind, text))
+
+    @classmethod
+    def from_array(cls, data: npt.ArrayLike, order: Literal["C", "F", "A"] = "A") -> SharedArray:
+        """A shared array that holds a copy of ``data``: what
+        ``numpy.asarray(data)`` makes of it (a numpy array, a list, a
+        scalar), its shape, dtype and values, made as :meth:`create` makes one.
+
+        ``order`` is the copy's: "C" (row-major), "F" (column-major), or "A",
+        the default: "F" if the data is column-major (Fortran-contiguous) and
+        not row-major, "C" otherwise, as ``numpy.copy`` has it. Copying
+        writes every page of the array at once, so the copy must fit in
+        /dev/shm's free space: checked first (beside other programs, what is
+        free may still change), as past it the process would be killed by
+        SIGBUS.
+        """
+        np = _numpy()
+        _check_order(order, "SharedArray.from_array", "numpy.copy takes", ("C", "F", "A"))
+        try:
+            array = np.asarray(data)
+        except (TypeError, ValueError) as exc:  # ragged lists, say
+            raise type(exc)(
+                f"SharedArray.from_array: numpy cannot make an array of {_clipped(data)} "
+                f"({exc}); pass a numpy array, or nested lists of one shape"
+            ) from None
+        if array.dtype.hasobject:
+            raise TypeError(
+                f"SharedArray.from_array: {_clipped(data)} makes a numpy array of dtype "
+                f"{array.dtype}, of Python objects, which cannot be shared; pass numbers, "
+                "strings, bytes or a structured array"
+            )
+        layout: Literal["C", "F"] = "C" if order == "A" else order
+        if order == "A" and array.flags.f_contiguous and not array.flags.c_contiguous:
+            layout = "F"
+        text = _dtype_text(array.dtype, array.dtype)
+        size = _size(array.shape, array.dtype, text)
+        problem = _resources.free_problem(array.nbytes)
+        if problem is not None:
+            raise ValueError(
+                f"SharedArray.from_array: a copy of shape {array.shape} and dtype {text} "
+                f"writes {array.nbytes:,} bytes at once, which is too much: {problem}. "
+                f"Pass less data{_resources.SHM_ROOM_FIX}"
+            )
+
+        def fill(buffer: memoryview) -> None:
+            offset = _data_offset(text, array.shape)
+            _view(buffer, array.dtype, array.shape, layout, offset)[...] = array
+
+        return cls._made(text, array.shape, layout, size, fill)
+
+    @classmethod
+    def _made(
+        cls,
+        text: str,
+        dims: tuple[int, ...],
+        order: Literal["C", "F"],
+        size: int,
+        fill: Callable[[memoryview], None] | None = None,
+    ) -> SharedArray:
+        """The shared array of dtype ``text`` and shape ``dims``, made in an
+        object of ``size`` bytes, its header written, then ``fill`` (given
+        its memory) run: none is left if anything fails or interrupts."""
         made: _resource_api.ShmSegment | _Use | None = None
         try:
             if _context.current.role == "worker":
@@ -141,8 +213,10 @@ class SharedArray(msgspec.Struct, frozen=True):
                 res_id = use.res_id
                 _used[res_id.n] = use
                 buffer, pre = _mapping(res_id), True
-            _write_header(buffer, text, dims)
-            return cls(res_id, text, dims, pre)
+            _write_header(buffer, text, dims, order)
+            if fill is not None:
+                fill(buffer)
+            return cls(res_id, text, dims, pre, order)
         except BaseException:
             # A signal handler's exception before the caller has the array:
             # nobody could release the use it was made with. Released with a
@@ -168,39 +242,39 @@ class SharedArray(msgspec.Struct, frozen=True):
                             raise
             raise
 
-    def open(self) -> npt.NDArray[Any]:
+    @overload
+    def open(self) -> npt.NDArray[Any]: ...
+    @overload
+    def open(self, dtype: type[_Scalar]) -> npt.NDArray[_Scalar]: ...
+    def open(self, dtype: type[Any] | None = None) -> npt.NDArray[Any]:
         """The array, as a numpy view of the shared memory (no copy).
+
+        ``dtype``, a numpy scalar type (``numpy.float64``, ``numpy.void`` for
+        a structured array), types the view for mypy, as
+        ``NDArray[numpy.float64]``, and is checked: the array's elements must
+        be of that type.
 
         Raises
         ------
         NoResource
             If the array's resource is gone (released by everyone, destroyed),
             or it was not inherited.
+        TypeError
+            If ``dtype`` is not a numpy scalar type, or not the array's.
         ValueError
-            If this handle's dtype or shape disagree with the array's, its
-            dtype is not one numpy reads, or its object is not an array. The
-            process is then a user of the object only if it was before.
+            If this handle's dtype, shape or order disagree with the array's,
+            its dtype is not one numpy reads, or its object is not an array.
+            The process is then a user of the object only if it was before.
         """
         np = _numpy()
         kind = self._kind()  # before anything is taken: a forged handle takes nothing
+        if dtype is not None:
+            _check_scalar_type(np, dtype, kind)
         buffer = self._buffer(lambda buffer: self._check(buffer, kind))
         # The data starts after the header's own text of the dtype, which may
         # spell it otherwise than this handle does ("<f8", "float64").
-        dtype, shape = _read_header(buffer, self.res_id)
-        offset = _data_offset(dtype, shape)
-        result: npt.NDArray[Any]
-        if kind.itemsize == 0:
-            # numpy.frombuffer refuses an itemsize of 0 ("V0", which numpy.zeros
-            # takes); such an array reads no memory, so none can go under it.
-            result = np.ndarray(shape, dtype=kind, buffer=buffer, offset=offset)
-            return result
-        # numpy.frombuffer holds the memory's buffer, which ndarray(buffer=...)
-        # lets go at once: a view kept after release() then read and wrote
-        # unmapped memory (a SIGSEGV), or another array mapped there since.
-        # Held, the mapping stays until the last view goes (see ShmSegment.close).
-        flat = np.frombuffer(buffer, dtype=kind, count=math.prod(shape), offset=offset)
-        result = flat.reshape(shape + kind.shape)  # a sub-array dtype adds its own dimensions
-        return result
+        text, shape, order = _read_header(buffer, self.res_id)
+        return _view(buffer, kind, shape, order, _data_offset(text, shape))
 
     def __enter__(self) -> SharedArray:
         return self
@@ -237,7 +311,13 @@ class SharedArray(msgspec.Struct, frozen=True):
 
     def _kind(self) -> Any:
         """This handle's dtype, as numpy has it; ValueError, naming the
-        handle, for a text that is no dtype (a handle made by hand)."""
+        handle, for a text that is no dtype or an order that is none (a
+        handle made by hand)."""
+        if self.order not in _ORDERS:
+            raise ValueError(
+                f"{self!r} is not a valid handle: its order {self.order!r} is neither 'C' nor "
+                "'F'; use the handle SharedArray.create returned"
+            )
         try:
             return _dtype_of(self.dtype)
         except (SyntaxError, TypeError, ValueError, LookupError, RecursionError) as exc:
@@ -250,12 +330,13 @@ class SharedArray(msgspec.Struct, frozen=True):
     def _check(self, buffer: memoryview, kind: Any) -> None:
         """Raise ValueError unless ``buffer`` holds an array of this handle's
         dtype (``kind``) and shape."""
-        dtype, shape = _read_header(buffer, self.res_id)
-        if _dtype_of(dtype) != kind or shape != self.shape:
+        dtype, shape, order = _read_header(buffer, self.res_id)
+        if _dtype_of(dtype) != kind or shape != self.shape or order != self.order:
+            said = _described(self.dtype, self.shape, self.order)
+            held = _described(dtype, shape, order)
             raise ValueError(
-                f"this handle says dtype {self.dtype} and shape {self.shape}, but the shared "
-                f"array {self.res_id!r} holds dtype {dtype} and shape {shape}: use its own "
-                "handle"
+                f"this handle says {said}, but the shared array {self.res_id!r} holds {held}: "
+                "use its own handle"
             )
 
     def _buffer(self, check: Callable[[memoryview], None]) -> memoryview:
@@ -376,7 +457,14 @@ def _size(dims: tuple[int, ...], kind: Any, text: str) -> int:
     numpy and /dev/shm can hold before anything is made: /dev/shm's total
     size, not its free space (see ``_resources.size_problem``). The array is
     zero-filled sparsely: its pages are taken as they are written."""
-    described = f"a shared array of shape {dims} and dtype {text}"
+    described = f"a shared array of shape {dims} and dtype {text[:200]}"
+    recorded = len(text.encode())
+    if len(dims) > 255 or recorded > 0xFFFF:  # the header's counts (numpy allows 64 dimensions)
+        raise ValueError(
+            f"{described} cannot be recorded: its header holds a dtype's text of at most "
+            f"65,535 bytes, and this one's is {recorded:,}; pass a dtype with shorter field "
+            "names"
+        )
     too_long = [d for d in dims if d > _resources.OFF_T_MAX]
     if too_long:  # numpy's "Maximum allowed dimension exceeded"
         raise ValueError(
@@ -476,23 +564,90 @@ def _data_offset(dtype: str, shape: tuple[int, ...]) -> int:
     return -(-end // _ALIGN) * _ALIGN
 
 
-def _write_header(buffer: memoryview, dtype: str, shape: tuple[int, ...]) -> None:
+def _write_header(buffer: memoryview, dtype: str, shape: tuple[int, ...], order: str) -> None:
     text = dtype.encode()
-    _LAYOUT.pack_into(buffer, 0, _MAGIC, len(text), len(shape))
+    _LAYOUT.pack_into(buffer, 0, _MAGIC, len(text), len(shape), order.encode())
     struct.pack_into(f"={len(shape)}q{len(text)}s", buffer, _LAYOUT.size, *shape, text)
 
 
-def _read_header(buffer: memoryview, res_id: ResId) -> tuple[str, tuple[int, ...]]:
+def _read_header(buffer: memoryview, res_id: ResId) -> tuple[str, tuple[int, ...], str]:
+    """The dtype's text, the shape and the order recorded in an array's header."""
     if buffer[: len(_MAGIC)] != _MAGIC:
         raise ValueError(
             f"resource {res_id!r} is not a shared array: it is {_resource_api.found_in(buffer)}"
         )
-    _, length, ndim = _LAYOUT.unpack_from(buffer, 0) if len(buffer) >= _LAYOUT.size else (0,) * 3
+    fits = len(buffer) >= _LAYOUT.size
+    _, length, ndim, order = _LAYOUT.unpack_from(buffer, 0) if fits else (0, 0, 0, b"C")
     body = struct.Struct(f"={ndim}q{length}s")
-    if len(buffer) < _LAYOUT.size + body.size:  # written over, by a program's own writes
+    # Either is something that wrote over it, by a program's own writes.
+    if len(buffer) < _LAYOUT.size + body.size:
         raise ValueError(
             f"resource {res_id!r} has a shared array's mark, but its header does not fit in "
             f"its {len(buffer)} bytes: something wrote over it; make the array again"
         )
+    if order not in (b"C", b"F"):
+        raise ValueError(
+            f"resource {res_id!r} has a shared array's mark, but its header's order, {order!r}, "
+            "is neither C nor F: something wrote over it; make the array again"
+        )
     *shape, text = body.unpack_from(buffer, _LAYOUT.size)
-    return text.decode(), tuple(shape)
+    return text.decode(), tuple(shape), order.decode()
+
+
+def _described(dtype: str, shape: tuple[int, ...], order: str) -> str:
+    """An array's dtype and shape, and its order when it is not numpy's default."""
+    column_major = ", column-major (order 'F')" if order == "F" else ""
+    return f"dtype {dtype} and shape {shape}{column_major}"
+
+
+def _view(
+    buffer: memoryview, kind: Any, shape: tuple[int, ...], order: str, offset: int
+) -> npt.NDArray[Any]:
+    """The numpy array of ``kind``, ``shape`` and ``order`` whose data starts
+    at ``offset`` in ``buffer``: a view of it, no copy."""
+    np = _numpy()
+    if kind.itemsize == 0:
+        # numpy.frombuffer refuses an itemsize of 0 ("V0", which numpy.zeros
+        # takes); such an array reads no memory, so none can go under it.
+        empty: npt.NDArray[Any] = np.ndarray(
+            shape, dtype=kind, buffer=buffer, offset=offset, order=order
+        )
+        return empty
+    # numpy.frombuffer holds the memory's buffer, which ndarray(buffer=...)
+    # lets go at once: a view kept after release() then read and wrote
+    # unmapped memory (a SIGSEGV), or another array mapped there since.
+    # Held, the mapping stays until the last view goes (see ShmSegment.close).
+    flat = np.frombuffer(buffer, dtype=kind, count=math.prod(shape), offset=offset)
+    array: npt.NDArray[Any] = flat.reshape(shape + kind.shape, order=order)
+    return array  # (a sub-array dtype adds its own dimensions, last)
+
+
+def _check_order(order: object, caller: str, takes: str, orders: tuple[str, ...] = _ORDERS) -> None:
+    if order not in orders:
+        said = " or ".join(repr(o) for o in orders)
+        raise ValueError(
+            f"{caller}: order {order!r} is not valid: pass {said}, as {takes} ('C' is "
+            "row-major, numpy's default; 'F' column-major, Fortran's)"
+        )
+
+
+def _check_scalar_type(np: Any, dtype: object, kind: Any) -> None:
+    """Raise TypeError unless an array of ``kind`` holds elements of the
+    numpy scalar type ``dtype`` (or of a subclass of it)."""
+    if not (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+        named = dtype.__name__ if isinstance(dtype, type) else repr(dtype)
+        raise TypeError(
+            f"SharedArray.open: dtype {named} is not a numpy scalar type; pass one, like "
+            f"numpy.{kind.type.__name__} for this array, or nothing"
+        )
+    if not issubclass(kind.type, dtype):
+        raise TypeError(
+            f"SharedArray.open: the array holds {kind} (numpy.{kind.type.__name__}), not "
+            f"numpy.{dtype.__name__}: pass numpy.{kind.type.__name__}, or nothing"
+        )
+
+
+def _clipped(data: object) -> str:
+    """``data``'s repr, short enough for an error message."""
+    text = repr(data)
+    return text if len(text) <= 80 else f"{text[:77]}..."

@@ -881,7 +881,8 @@ def test_a_numpy_array_where_a_list_is_declared_says_how_to_fix_it() -> None:
     assert str(info.value) == (
         "value array([0., 1., 2.]) cannot be encoded as list[float]: msgspec cannot encode "
         "ndarray values: pass a.tolist() where a list is declared, a.tobytes() where bytes "
-        "are, or declare a netmcore.SharedArray (the handle of an array in shared memory)"
+        "are, or declare a netmcore.SharedArray (the handle of an array in shared memory: "
+        "netmcore.SharedArray.from_array(a) copies it there)"
     )
 
 

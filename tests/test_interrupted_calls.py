@@ -310,6 +310,8 @@ CREATES: dict[str, Callable[[], Any]] = {
     "ShmCondition": ShmCondition.create,
     "Buffer": lambda: Buffer.create(64),
     "SharedArray": lambda: SharedArray.create(4),
+    # (It writes the data in, once made: an interrupt there too leaves nothing.)
+    "SharedArray.from_array": lambda: SharedArray.from_array([[1.0, 2.0], [3.0, 4.0]]),
 }
 OPENS: dict[str, Callable[[ResId], Any]] = {
     "ShmSegment": netmcore.open_shm,
@@ -367,15 +369,16 @@ def interrupted_in_a_worker(arg: tuple[str, str, ResId]) -> str | None:
     return at_every_point(CREATES[kind], check)
 
 
+@pytest.mark.parametrize("kind", ["SharedArray", "SharedArray.from_array"])
 def test_an_array_create_interrupted_anywhere_in_a_worker_leaves_no_use(
-    master_cleanup: None,
+    kind: str, master_cleanup: None
 ) -> None:
     """A worker's array is a segment it makes through the master, kept by
     this process (not a handle): before, a SIGINT once it was kept, before
     the caller had the array, left the worker its user until it ended."""
     keep = netmcore.create_shm(8)  # any id: a create opens nothing
     try:
-        problem = run_scenario(interrupted_in_a_worker, ("create", "SharedArray", keep.res_id))
+        problem = run_scenario(interrupted_in_a_worker, ("create", kind, keep.res_id))
     finally:
         keep.release()
     assert problem is None, problem

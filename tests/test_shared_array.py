@@ -18,7 +18,7 @@ import netmcore
 from netmcore import (
     SharedArray,
 )
-from netmcore._shared_array import _data_offset
+from netmcore._shared_array import _LAYOUT, _MAGIC, _data_offset
 
 # Made before run (by the fixture below, just before this module's tests, so that
 # no other module's destroy_resources() gets it first): the master's, inherited by
@@ -185,7 +185,7 @@ def other_kinds(_: int) -> list[str]:
     texts.append(outcome_text(lambda: SharedArray(box.res_id, "int64", (1,)).open()))
     texts.append(outcome_text(lambda: netmcore.ShmMutex.open(box.res_id)))
     with netmcore.create_shm(10) as segment:
-        segment.buffer[:8] = b"nmcarr02"  # the mark alone
+        segment.buffer[:8] = _MAGIC  # the mark alone
         texts.append(outcome_text(lambda: SharedArray(segment.res_id, "int64", (1,)).open()))
 
     # A program's subclass of ShmMutex leaves netmcore's name for its mark.
@@ -976,3 +976,204 @@ def test_a_view_kept_after_release_keeps_its_own_memory(where: str) -> None:
     else:
         seen = run(view_kept_after_release_in_a_worker, 0)
     assert seen == [42_000, 0, 1, 0]
+
+
+# --------------------------------------------------------------------------
+# from_array: a shared copy of data; order="F": column-major arrays; a
+# dtype-typed open()
+# --------------------------------------------------------------------------
+
+FORTRAN = np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4))
+COPIED: dict[str, tuple[Any, str]] = {  # data, and the order its copy has
+    "a row-major array": (np.arange(12, dtype=np.int16).reshape(3, 4), "C"),
+    "a column-major array": (FORTRAN, "F"),
+    "a strided view": (np.arange(20.0).reshape(4, 5)[::2, 1::2], "C"),
+    "a column-major view's transpose": (FORTRAN.T, "C"),
+    "nested lists": ([[1, 2, 3], [4, 5, 6]], "C"),
+    "a scalar": (2.5, "C"),
+    "strings": (np.array(["ab", "c"]), "C"),
+    "a structured array": (np.array([(1, 2.0), (3, 4.0)], dtype=[("a", "<i4"), ("b", "<f8")]), "C"),
+    "an empty array": (np.zeros((0, 3), np.int8), "C"),
+}
+
+
+@netmcore.process
+def read_back(array: SharedArray) -> list[Any]:
+    view = array.open()
+    column_major = view.flags.f_contiguous and not view.flags.c_contiguous
+    seen = [view.tolist(), str(view.dtype), list(view.shape), column_major]
+    array.release()
+    return seen
+
+
+@netmcore.process
+def copies_and_reads(case: str) -> list[Any]:
+    """from_array in a worker: the copy is a segment a second worker opens."""
+    array = SharedArray.from_array(COPIED[case][0])
+    seen: list[Any] = joined(read_back, read_back.start(array))
+    array.release()
+    return seen
+
+
+@pytest.mark.parametrize("case", list(COPIED))
+def test_from_array_copies_the_data_with_its_shape_dtype_and_order(case: str) -> None:
+    data, order = COPIED[case]
+    expected = np.asarray(data)
+    # As a worker's result comes back: tuples as lists.
+    values = msgspec.msgpack.decode(msgspec.msgpack.encode(expected.tolist()))
+    described = [values, str(expected.dtype), list(expected.shape), order == "F"]
+    array = SharedArray.from_array(data)
+    try:
+        assert (array.shape, array.order) == (expected.shape, order)
+        view = array.open()
+        assert view.dtype == expected.dtype
+        assert view.flags.f_contiguous if order == "F" else view.flags.c_contiguous
+        assert run(read_back, array) == described  # made before run: every worker has it
+        view[...] = 0  # a copy: the data given is not shared
+        assert np.asarray(data).tolist() == expected.tolist()
+        del view
+    finally:
+        array.release()
+    assert run(copies_and_reads, case) == described
+
+
+@pytest.mark.parametrize(("order", "column_major"), [("C", False), ("F", True), ("A", True)])
+def test_from_array_makes_the_order_asked_for(order: Any, column_major: bool) -> None:
+    array = SharedArray.from_array(FORTRAN, order=order)
+    try:
+        view = array.open(np.float32)
+        assert (view == FORTRAN).all()
+        assert array.order == ("F" if column_major else "C")
+        assert view.flags.f_contiguous == column_major
+        assert view.flags.c_contiguous == (not column_major)
+    finally:
+        array.release()
+
+
+@netmcore.process
+def writes_the_first_column(array: SharedArray) -> list[float]:
+    view = array.open(np.float64)
+    view[:, 0] = [1.0, 2.0, 3.0]
+    # In memory: column-major, so the first column is the first three elements.
+    return [float(x) for x in view.ravel(order="K")[:4]]
+
+
+def test_a_column_major_array_is_laid_out_so_in_every_process() -> None:
+    array = SharedArray.create((3, 2), "float64", order="F")
+    try:
+        assert array.order == "F"
+        assert run(writes_the_first_column, array) == [1.0, 2.0, 3.0, 0.0]
+        view = array.open()
+        assert view.flags.f_contiguous and not view.flags.c_contiguous
+        assert view.tolist() == [[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]
+        del view
+        # A handle that says another order is refused, as one of another shape is.
+        row_major = SharedArray(array.res_id, array.dtype, array.shape, array.preallocated)
+        with pytest.raises(ValueError) as caught:
+            row_major.open()
+        assert str(caught.value) == (
+            f"this handle says dtype <f8 and shape (3, 2), but the shared array "
+            f"{array.res_id!r} holds dtype <f8 and shape (3, 2), column-major (order 'F'): "
+            "use its own handle"
+        )
+        forged = msgspec.structs.replace(array, order="X")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"its order 'X' is neither 'C' nor 'F'"):
+            forged.open()
+        with pytest.raises(
+            msgspec.ValidationError, match=r"Invalid enum value .X. - at `\$\.order`"
+        ):
+            msgspec.msgpack.decode(msgspec.msgpack.encode(forged), type=SharedArray)
+    finally:
+        array.release()
+
+
+def test_a_typed_open_checks_the_element_type_before_taking_anything(
+    master_cleanup: None,
+) -> None:
+    array = SharedArray.create(3, "int32")
+    try:
+        assert array.open(np.int32).dtype == np.int32
+        assert array.open(np.signedinteger).dtype == np.int32  # a class of the type's fits
+        array.release()  # the process uses it no more: a refused open must not take it
+        with pytest.raises(TypeError) as wrong:
+            array.open(np.float64)
+        assert str(wrong.value) == (
+            "SharedArray.open: the array holds int32 (numpy.int32), not numpy.float64: "
+            "pass numpy.int32, or nothing"
+        )
+        with pytest.raises(TypeError) as builtin:
+            array.open(float)  # type: ignore[type-var]
+        assert str(builtin.value) == (
+            "SharedArray.open: dtype float is not a numpy scalar type; pass one, like "
+            "numpy.int32 for this array, or nothing"
+        )
+        with pytest.raises(TypeError, match=r"dtype 'i4' is not a numpy scalar type"):
+            array.open("i4")  # type: ignore[call-overload]
+        assert uses(array.res_id) == "NoResource", "a refused open took a use"
+    finally:
+        array.release()
+
+
+def test_from_array_refuses_bad_data_before_anything_is_made(master_cleanup: None) -> None:
+    before = ours()
+    with pytest.raises(ValueError) as ragged:
+        SharedArray.from_array([[1], [2, 3]])
+    assert str(ragged.value).startswith(
+        "SharedArray.from_array: numpy cannot make an array of [[1], [2, 3]] (setting an "
+        "array element with a sequence"
+    )
+    assert str(ragged.value).endswith("); pass a numpy array, or nested lists of one shape")
+    with pytest.raises(TypeError) as objects:
+        SharedArray.from_array([1, "a", None])
+    assert str(objects.value) == (
+        "SharedArray.from_array: [1, 'a', None] makes a numpy array of dtype object, of "
+        "Python objects, which cannot be shared; pass numbers, strings, bytes or a "
+        "structured array"
+    )
+    with pytest.raises(ValueError) as order:
+        SharedArray.from_array([1.0], order="K")  # type: ignore[arg-type]
+    assert str(order.value) == (
+        "SharedArray.from_array: order 'K' is not valid: pass 'C' or 'F' or 'A', as "
+        "numpy.copy takes ('C' is row-major, numpy's default; 'F' column-major, Fortran's)"
+    )
+    with pytest.raises(ValueError, match=r"^SharedArray.create: order 'f' is not valid"):
+        SharedArray.create(3, order="f")  # type: ignore[arg-type]
+    assert ours() == before
+
+
+def test_from_array_of_more_than_the_free_space_is_refused_before_anything_is_made(
+    master_cleanup: None,
+) -> None:
+    """Copying writes every page at once: past /dev/shm's free space the
+    process would die of SIGBUS. (The data is a broadcast view of one byte:
+    numpy counts its bytes, it holds none.)"""
+    before = ours()
+    with shm_partly_used() as (free, total):
+        data = np.broadcast_to(np.ones(1, np.uint8), (free + 1,))
+        assert data.nbytes == free + 1 <= total
+        with pytest.raises(ValueError) as caught:
+            SharedArray.from_array(data)
+    assert str(caught.value) == (
+        f"SharedArray.from_array: a copy of shape ({free + 1},) and dtype |u1 writes "
+        f"{free + 1:,} bytes at once, which is too much: /dev/shm, where shared memory "
+        f"lives, has {free:,} bytes free, and a process that writes past its free space is "
+        "killed by SIGBUS. Pass less data, or make room in /dev/shm (or enlarge it: mount -o "
+        "remount,size=..., or docker run --shm-size=...)"
+    )
+    assert ours() == before
+
+
+def test_an_order_written_over_in_the_header_is_a_clear_error() -> None:
+    array = SharedArray.create(2, "int8")
+    try:
+        with open(shm_path(netmcore.get_shm(array.res_id)), "r+b") as memory:
+            memory.seek(_LAYOUT.size - 1)  # the header's last byte: the order
+            memory.write(b"Z")
+        with pytest.raises(ValueError) as caught:
+            array.open()
+        assert str(caught.value) == (
+            f"resource {array.res_id!r} has a shared array's mark, but its header's order, "
+            "b'Z', is neither C nor F: something wrote over it; make the array again"
+        )
+    finally:
+        array.release()

@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel
 
 import netmcore
@@ -269,3 +271,12 @@ def bad_typed_handles(rid: netmcore.ResId) -> None:
     netmcore.EncapType[int](str)  # type: ignore[arg-type]
     netmcore.EncapType(int | None).wrap("x")  # type: ignore[arg-type]
     print(best)
+
+
+def bad_shared_arrays(table: netmcore.SharedArray) -> None:
+    netmcore.SharedArray.create(3, order="K")  # type: ignore[arg-type]
+    netmcore.SharedArray.from_array([1.0], order="K")  # type: ignore[arg-type]
+    table.open(float)  # type: ignore[type-var]
+    table.open("f8")  # type: ignore[call-overload]
+    floats: npt.NDArray[np.float64] = table.open(np.int64)  # type: ignore[arg-type]
+    print(floats)

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal, Optional, assert_never, assert_type
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel
 
 import netmcore
@@ -379,3 +381,14 @@ def typed_handles(rid: netmcore.ResId, some_type: Any) -> None:
     assert_type(netmcore.EncapType(int | None), netmcore.EncapType[int | None])
     assert_type(netmcore.EncapType[int | None](int | None), netmcore.EncapType[int | None])
     assert_type(netmcore.EncapType(dict[str, int]), netmcore.EncapType[dict[str, int]])
+
+
+def shared_arrays() -> None:
+    table = netmcore.SharedArray.create((3, 4), "int64", order="F")
+    assert_type(table, netmcore.SharedArray)
+    assert_type(table.open(), npt.NDArray[Any])
+    assert_type(table.open(np.int64), npt.NDArray[np.int64])
+    copy = netmcore.SharedArray.from_array(np.zeros((2, 2), np.float32))
+    assert_type(copy.open(np.float32), npt.NDArray[np.float32])
+    assert_type(netmcore.SharedArray.from_array([[1, 2], [3, 4]], order="C"), netmcore.SharedArray)
+    assert_type(table.order, Literal["C", "F"])
