@@ -25,7 +25,7 @@ import msgspec
 
 from . import _client, _context, _posix, _pthread, _registry, _resource_api, _wire, _worker
 from ._client import InheritRequest
-from ._debug import log
+from ._debug import log, trace
 from ._encap import Encap, EncapType
 from ._errors import ArgumentTypeError, NetmcoreError, ProcessFailed, ResultTypeError
 from ._ids import ProcessId, ResId
@@ -599,12 +599,16 @@ def _item_end(
     told as a process's own end is (see _worker._run): a SystemExit is its
     exit code."""
     input_type, output_type = cls.input_type, cls.output_type
+    # Debug's trace, item by item: the chunk's own start and end are its process's.
+    trace("map: item %d of %s.map runs", index, cls.__qualname__)
     try:
         result = cls().run(
             input_type.unwrap(Encap(input_type.name, input_type.fingerprint, (data,)))
         )
         try:
-            return msgspec.Raw(output_type.encode(result, f"result of {cls.__qualname__}.run:"))
+            encoded = output_type.encode(result, f"result of {cls.__qualname__}.run:")
+            trace("map: item %d of %s.map returned", index, cls.__qualname__)
+            return msgspec.Raw(encoded)
         except ArgumentTypeError as exc:
             who = _item_of(cls, index)
             log.error("netmcore: %s returned an invalid result at %s: %s", who, exc.path, exc)

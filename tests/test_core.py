@@ -1905,6 +1905,47 @@ def test_debug_traces_each_event_upstream_logs(tmp_path: Path, entry: str) -> No
     ), err
 
 
+def test_debug_traces_each_item_of_a_chunked_map(tmp_path: Path) -> None:
+    # A chunk's process starts and ends as any does; its items are traced in
+    # it, each as it runs and as it returns (one that raises is logged).
+    result = run_script(
+        tmp_path,
+        """
+        import netmcore
+
+        @netmcore.process
+        def square(k: int) -> int:
+            if k == 4:
+                raise ValueError("four")
+            return k * k
+
+        @netmcore.process
+        def first(_: int) -> int:
+            got = []
+            try:
+                for value in square.map(range(6), chunksize=3):
+                    got.append(value)
+            except netmcore.ProcessFailed:
+                pass
+            return len(got)
+
+        netmcore.Debug.enable = True
+        print(netmcore.run(first_process=lambda: first.start(0),
+                           extract_result=lambda _c, pid: first.join_nowait(pid)))
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "4\n"
+    err = result.stderr
+
+    def traced(event: str) -> list[int]:
+        return [int(n) for n in re.findall(rf"(?m)\] map: item (\d+) of square.map {event}$", err)]
+
+    assert traced("runs") == [0, 1, 2, 3, 4], err
+    assert traced("returned") == [0, 1, 2, 3], err
+    assert re.search(r"(?m)^netmcore: item 4 of square.map \(in process \d+\) raised", err), err
+
+
 # --------------------------------------------------------------------------
 # 18. Threads in a worker
 # --------------------------------------------------------------------------
