@@ -1,11 +1,11 @@
 """SharedArray: a numpy array in a managed shm object, passed around by a handle.
 
-The handle is a small frozen msgspec Struct (resource id, dtype, shape), so it
+The handle is a small frozen msgspec Struct (resource id, dtype, shape, order), so it
 can be a field of a process's argument or result: the data never travels.
 Made before ``run`` or in the master, the array is preallocated memory that
 every worker started afterwards inherits; made in a worker, it is a shm object
 that others open by resource id. The object starts with a header recording the
-dtype and shape, so a handle that disagrees with it is refused. A structured
+dtype, shape and order, so a handle that disagrees with it is refused. A structured
 dtype is recorded whole (its fields, offsets and sub-arrays), as the text of
 its ``descr``, or, for overlapping or out-of-order fields, which have none, of
 the dict of names, formats, offsets and itemsize that numpy.dtype takes.
@@ -17,9 +17,12 @@ install it.
 from __future__ import annotations
 
 import ast
+import itertools
 import math
+import mmap
 import operator
 import os
+import reprlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeVar, overload
@@ -73,7 +76,7 @@ class SharedArray(msgspec.Struct, frozen=True):
     res_id : ResId
         The managed shm object holding it.
     dtype : str
-        A numpy dtype string, like ``"float64"`` or ``"<i4"``.
+        The array's numpy dtype, as a string numpy reads, like ``"<f8"``.
     shape : tuple[int, ...]
     preallocated : bool
         True when it was made before ``run`` or in the master: workers then
@@ -99,27 +102,21 @@ class SharedArray(msgspec.Struct, frozen=True):
         """Make a zero-filled shared array (in the master: inherited by every
         worker started afterwards; in a worker: opened by the others).
 
-        ``shape``, ``dtype`` and ``order`` are what ``numpy.zeros`` takes: an
-        integer or a tuple of them (numpy's too), any dtype that holds no
-        Python objects, and "C" (row-major) or "F" (column-major). The array
-        has the dtype ``numpy.zeros`` gives: ``str`` or ``"U"`` is ``"<U1"``,
-        ``bytes`` or ``"S"`` is ``"|S1"``. The handle's ``dtype`` of a
-        structured dtype is the text of its ``descr``, like
-        ``"[('a', '<i4'), ('b', '<f8')]"`` (for overlapping or out-of-order
-        fields, that of its dict of names, formats, offsets and itemsize).
+        ``shape`` and ``dtype`` are what ``numpy.zeros`` takes: an integer or
+        a tuple of them (numpy's too), any dtype that holds no Python
+        objects; ``order`` is "C" (row-major, numpy's default) or "F"
+        (column-major). The array has the dtype ``numpy.zeros`` gives:
+        ``str`` or ``"U"`` is ``"<U1"``, ``bytes`` or ``"S"`` is ``"|S1"``.
+        The handle's ``dtype`` of a structured dtype is the text of its
+        ``descr``, like ``"[('a', '<i4'), ('b', '<f8')]"`` (for overlapping
+        or out-of-order fields, that of its dict of names, formats, offsets
+        and itemsize).
         """
         np = _numpy()
+        caller = "SharedArray.create"
         dims = _dims(shape)
-        _check_order(order, "SharedArray.create", "numpy.zeros takes")
-        try:
-            kind = np.dtype(dtype)
-        except TypeError as exc:  # numpy's words alone did not say whose call it was
-            raise TypeError(
-                f"SharedArray.create: dtype {dtype!r} is not a numpy dtype ({exc}); pass "
-                "what numpy.zeros takes, such as 'f8', numpy.float64 or 'i4'"
-            ) from None
-        if kind.hasobject:
-            raise TypeError(f"dtype {dtype!r} holds Python objects, which cannot be shared")
+        _check_order(order, caller, _ORDERS)
+        kind = _dtype_given(np, dtype, caller, "numpy.zeros")
         if kind.subdtype is not None:  # ("i4", (2,)): as numpy.zeros, more dimensions
             dims, kind = dims + kind.shape, kind.base
         try:  # numpy's own limit on dimensions (64), which open() would meet
@@ -133,49 +130,71 @@ class SharedArray(msgspec.Struct, frozen=True):
                 f"shape of {len(dims)} dimensions is not valid: {exc}; pass fewer dimensions"
             ) from None
         text = _dtype_text(kind, dtype)
-        return cls._made(text, dims, order, _size(dims, kind, text))
+        size = _size(dims, kind, text)
+        # Only its header is written now: the rest is taken as the program writes it.
+        written = _data_offset(text, dims)
+        _check_free(caller, dims, text, written, "Release shared objects no longer used")
+        return cls._made(text, dims, order, size)
 
     @classmethod
-    def from_array(cls, data: npt.ArrayLike, order: Literal["C", "F", "A"] = "A") -> SharedArray:
+    def from_array(
+        cls,
+        data: npt.ArrayLike,
+        dtype: npt.DTypeLike | None = None,
+        order: Literal["C", "F", "A", "K"] = "K",
+    ) -> SharedArray:
         """A shared array that holds a copy of ``data``: what
-        ``numpy.asarray(data)`` makes of it (a numpy array, a list, a
-        scalar), its shape, dtype and values, made as :meth:`create` makes one.
+        ``numpy.asarray(data, dtype)`` makes of it (a numpy array, nested
+        lists, a scalar), its shape, dtype and values, made as :meth:`create`
+        makes one.
 
-        ``order`` is the copy's: "C" (row-major), "F" (column-major), or "A",
-        the default: "F" if the data is column-major (Fortran-contiguous) and
-        not row-major, "C" otherwise, as ``numpy.copy`` has it. Copying
-        writes every page of the array at once, so the copy must fit in
-        /dev/shm's free space: checked first (beside other programs, what is
-        free may still change), as past it the process would be killed by
-        SIGBUS.
+        ``order`` is the copy's, as ``numpy.copy`` takes it: "C" (row-major),
+        "F" (column-major), "A" ("F" if the data is Fortran-contiguous and
+        not C-contiguous, else "C"), or "K", the default: the data's own
+        layout, "F" if its strides grow from its first axis to its last,
+        else "C" (a shared array is one or the other). Copying writes every
+        page of the array at once, so the copy must fit in /dev/shm's free
+        space: checked first (beside other programs, what is free may still
+        change), as past it the process would be killed by SIGBUS.
         """
         np = _numpy()
-        _check_order(order, "SharedArray.from_array", "numpy.copy takes", ("C", "F", "A"))
+        caller = "SharedArray.from_array"
+        _check_order(order, caller, ("C", "F", "A", "K"))
+        if dtype is not None:
+            dtype = _dtype_given(np, dtype, caller, "numpy.asarray")
         try:
-            array = np.asarray(data)
+            array = np.asarray(data, dtype)
         except (TypeError, ValueError) as exc:  # ragged lists, say
-            raise type(exc)(
-                f"SharedArray.from_array: numpy cannot make an array of {_clipped(data)} "
-                f"({exc}); pass a numpy array, or nested lists of one shape"
-            ) from None
+            error = TypeError if isinstance(exc, TypeError) else ValueError
+            raise error(
+                f"{caller}: numpy cannot make an array of {_clipped(data)} ({exc}); pass "
+                "a numpy array, or nested lists of one shape"
+                + ("" if dtype is None else f" whose values fit dtype {dtype}")
+            ) from exc
         if array.dtype.hasobject:
             raise TypeError(
-                f"SharedArray.from_array: {_clipped(data)} makes a numpy array of dtype "
-                f"{array.dtype}, of Python objects, which cannot be shared; pass numbers, "
-                "strings, bytes or a structured array"
+                f"{caller}: {_clipped(data)} makes a numpy array of dtype {array.dtype}, "
+                "whose elements are Python objects (mixed types, None, or an integer past 64 "
+                "bits, say), which cannot be shared; pass numbers of one type, strings or "
+                "bytes, or give a dtype"
             )
-        layout: Literal["C", "F"] = "C" if order == "A" else order
-        if order == "A" and array.flags.f_contiguous and not array.flags.c_contiguous:
-            layout = "F"
+        if array.dtype.kind == "T":  # numpy's StringDType: its strings lie outside the array
+            raise TypeError(
+                f"{caller}: {_clipped(data)} is of numpy's variable-width dtype "
+                f"{array.dtype}, whose strings lie outside the array, which cannot be "
+                "shared; pass data.astype('U') (strings of one width)"
+            )
+        # (An array of one axis, or none, is both C- and F-contiguous: C.)
+        column_major = order == "F" or (
+            order != "C"
+            and not array.flags.c_contiguous
+            and (array.flags.f_contiguous or (order == "K" and _strides_grow(array)))
+        )
+        layout: Literal["C", "F"] = "F" if column_major else "C"
         text = _dtype_text(array.dtype, array.dtype)
-        size = _size(array.shape, array.dtype, text)
-        problem = _resources.free_problem(array.nbytes)
-        if problem is not None:
-            raise ValueError(
-                f"SharedArray.from_array: a copy of shape {array.shape} and dtype {text} "
-                f"writes {array.nbytes:,} bytes at once, which is too much: {problem}. "
-                f"Pass less data{_resources.SHM_ROOM_FIX}"
-            )
+        size = _size(array.shape, array.dtype, text, f"{caller}: ", "Pass less data")
+        written = _data_offset(text, array.shape) + array.nbytes
+        _check_free(caller, array.shape, text, written, "Pass less data")
 
         def fill(buffer: memoryview) -> None:
             offset = _data_offset(text, array.shape)
@@ -243,16 +262,17 @@ class SharedArray(msgspec.Struct, frozen=True):
             raise
 
     @overload
-    def open(self) -> npt.NDArray[Any]: ...
+    def open(self, dtype: None = None) -> npt.NDArray[Any]: ...
     @overload
-    def open(self, dtype: type[_Scalar]) -> npt.NDArray[_Scalar]: ...
-    def open(self, dtype: type[Any] | None = None) -> npt.NDArray[Any]:
+    def open(self, dtype: type[_Scalar] | np.dtype[_Scalar]) -> npt.NDArray[_Scalar]: ...
+    def open(self, dtype: type[Any] | np.dtype[Any] | None = None) -> npt.NDArray[Any]:
         """The array, as a numpy view of the shared memory (no copy).
 
         ``dtype``, a numpy scalar type (``numpy.float64``, ``numpy.void`` for
-        a structured array), types the view for mypy, as
+        a structured array) or a ``numpy.dtype``, types the view for mypy, as
         ``NDArray[numpy.float64]``, and is checked: the array's elements must
-        be of that type.
+        be of that type (in either byte order; a class of types, like
+        ``numpy.floating``, fits them too).
 
         Raises
         ------
@@ -452,12 +472,18 @@ def _dims(shape: object) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def _size(dims: tuple[int, ...], kind: Any, text: str) -> int:
+def _size(
+    dims: tuple[int, ...],
+    kind: Any,
+    text: str,
+    caller: str = "",
+    fix: str = "Choose a smaller shape or dtype",
+) -> int:
     """The bytes of the shm object for an array, checked against what
     numpy and /dev/shm can hold before anything is made: /dev/shm's total
     size, not its free space (see ``_resources.size_problem``). The array is
     zero-filled sparsely: its pages are taken as they are written."""
-    described = f"a shared array of shape {dims} and dtype {text[:200]}"
+    described = f"{caller}{_array_of(dims, text)}"
     recorded = len(text.encode())
     if len(dims) > 255 or recorded > 0xFFFF:  # the header's counts (numpy allows 64 dimensions)
         raise ValueError(
@@ -491,7 +517,7 @@ def _size(dims: tuple[int, ...], kind: Any, text: str) -> int:
     if problem is not None:  # numpy.zeros: "array is too big", or MemoryError
         raise ValueError(
             f"{described} needs {size:,} bytes ({data:,} of data and its header), which is "
-            f"too big: {problem}. Choose a smaller shape or dtype{_resources.space_fix(size)}"
+            f"too big: {problem}. {fix}{_resources.space_fix(size)}"
         )
     return size
 
@@ -622,32 +648,88 @@ def _view(
     return array  # (a sub-array dtype adds its own dimensions, last)
 
 
-def _check_order(order: object, caller: str, takes: str, orders: tuple[str, ...] = _ORDERS) -> None:
+def _check_order(order: object, caller: str, orders: tuple[str, ...]) -> None:
     if order not in orders:
-        said = " or ".join(repr(o) for o in orders)
+        said = ", ".join(repr(o) for o in orders[:-1]) + f" or {orders[-1]!r}"
         raise ValueError(
-            f"{caller}: order {order!r} is not valid: pass {said}, as {takes} ('C' is "
-            "row-major, numpy's default; 'F' column-major, Fortran's)"
+            f"{caller}: order {order!r} is not valid: pass {said} ('C' is row-major, "
+            "numpy's default; 'F' column-major, Fortran's)"
         )
+
+
+def _dtype_given(np: Any, dtype: object, caller: str, like: str) -> Any:
+    """``dtype`` as numpy has it, one that holds no Python objects; a
+    TypeError that names the caller otherwise."""
+    try:
+        kind = np.dtype(dtype)
+    except TypeError as exc:  # numpy's words alone did not say whose call it was
+        raise TypeError(
+            f"{caller}: dtype {dtype!r} is not a numpy dtype ({exc}); pass what {like} "
+            "takes, such as 'f8', numpy.float64 or 'i4'"
+        ) from None
+    if kind.hasobject or kind.kind == "T":
+        raise TypeError(
+            f"{caller}: dtype {dtype!r} holds Python objects or strings outside the array, "
+            "which cannot be shared; pass a dtype of numbers, fixed-width strings ('U8', "
+            "'S8') or fields of those"
+        )
+    return kind
+
+
+def _strides_grow(array: Any) -> bool:
+    """Whether the axes of ``array`` (those of more than one element) lie
+    column-major in memory: their strides grow from the first to the last,
+    so that numpy's order "K" would copy it column-major."""
+    strides = [abs(s) for s, n in zip(array.strides, array.shape, strict=True) if n > 1]
+    return len(strides) > 1 and all(a <= b for a, b in itertools.pairwise(strides))
+
+
+def _check_free(caller: str, dims: tuple[int, ...], text: str, written: int, fix: str) -> None:
+    """Raise ValueError, with ``fix``, if the pages of the ``written`` bytes
+    an array's making writes at once (its header, or all of it) do not fit
+    in /dev/shm's free space: writing them, the process would die of SIGBUS."""
+    pages = -(-max(1, written) // mmap.PAGESIZE) * mmap.PAGESIZE
+    problem = _resources.free_problem(pages)
+    if problem is not None:
+        raise ValueError(
+            f"{caller}: {_array_of(dims, text)} writes {pages:,} bytes at once (the pages of "
+            f"its header{'' if written <= _data_offset(text, dims) else ' and data'}), which "
+            f"is too much: {problem}. {fix}{_resources.SHM_ROOM_FIX}"
+        )
+
+
+def _array_of(dims: tuple[int, ...], text: str) -> str:
+    return f"a shared array of shape {dims} and dtype {text[:200]}"
 
 
 def _check_scalar_type(np: Any, dtype: object, kind: Any) -> None:
-    """Raise TypeError unless an array of ``kind`` holds elements of the
-    numpy scalar type ``dtype`` (or of a subclass of it)."""
-    if not (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+    """Raise TypeError unless an array of ``kind`` holds elements of
+    ``dtype``: a numpy scalar type (or a class of them), or a numpy dtype,
+    in either byte order."""
+    if isinstance(dtype, np.dtype):
+        asked, name = dtype, str(dtype)
+    elif isinstance(dtype, type) and issubclass(dtype, np.generic):
+        if issubclass(kind.type, dtype):
+            return
+        name = f"numpy.{dtype.__name__}"
+        try:  # (numpy.longlong is no class of numpy.int64's, but its dtype is int64's)
+            asked = np.dtype(dtype)
+        except TypeError:  # a class of types, like numpy.floating
+            asked = None
+    else:
         named = dtype.__name__ if isinstance(dtype, type) else repr(dtype)
         raise TypeError(
-            f"SharedArray.open: dtype {named} is not a numpy scalar type; pass one, like "
-            f"numpy.{kind.type.__name__} for this array, or nothing"
+            f"SharedArray.open: dtype {named} is not a numpy scalar type or dtype; pass one, "
+            f"like numpy.{kind.type.__name__} for this array, or nothing"
         )
-    if not issubclass(kind.type, dtype):
+    if asked is None or asked.newbyteorder("=") != kind.newbyteorder("="):
         raise TypeError(
             f"SharedArray.open: the array holds {kind} (numpy.{kind.type.__name__}), not "
-            f"numpy.{dtype.__name__}: pass numpy.{kind.type.__name__}, or nothing"
+            f"{name}: pass numpy.{kind.type.__name__}, or nothing"
         )
 
 
 def _clipped(data: object) -> str:
-    """``data``'s repr, short enough for an error message."""
-    text = repr(data)
-    return text if len(text) <= 80 else f"{text[:77]}..."
+    """``data``'s repr, short enough for an error message, and made at a
+    cost that does not grow with it (a list's own repr does)."""
+    return reprlib.repr(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import sys
@@ -232,8 +233,13 @@ def test_dtype_or_shape_mismatch_and_a_destroyed_array_give_clear_errors() -> No
 def test_bad_shapes_and_dtypes_are_refused_before_anything_is_made() -> None:
     with pytest.raises(ValueError, match=r"shape \(2, -1\) is not valid"):
         SharedArray.create((2, -1))
-    with pytest.raises(TypeError, match="holds Python objects, which cannot be shared"):
+    with pytest.raises(TypeError) as objects:
         SharedArray.create(3, "object")
+    assert str(objects.value) == (
+        "SharedArray.create: dtype 'object' holds Python objects or strings outside the "
+        "array, which cannot be shared; pass a dtype of numbers, fixed-width strings ('U8', "
+        "'S8') or fields of those"
+    )
     with pytest.raises(
         TypeError,
         match=r"SharedArray.create: dtype 'float99' is not a numpy dtype \(.*float99.*\); "
@@ -983,12 +989,16 @@ def test_a_view_kept_after_release_keeps_its_own_memory(where: str) -> None:
 # dtype-typed open()
 # --------------------------------------------------------------------------
 
+PAGE = mmap.PAGESIZE
 FORTRAN = np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4))
 COPIED: dict[str, tuple[Any, str]] = {  # data, and the order its copy has
     "a row-major array": (np.arange(12, dtype=np.int16).reshape(3, 4), "C"),
     "a column-major array": (FORTRAN, "F"),
     "a strided view": (np.arange(20.0).reshape(4, 5)[::2, 1::2], "C"),
     "a column-major view's transpose": (FORTRAN.T, "C"),
+    # As numpy.copy(order="K") lays it out: strides that grow with the axes.
+    "a strided view of a column-major array": (FORTRAN[:, ::2], "F"),
+    "a byte-swapped array": (np.arange(6, dtype=">i8").reshape(2, 3), "C"),
     "nested lists": ([[1, 2, 3], [4, 5, 6]], "C"),
     "a scalar": (2.5, "C"),
     "strings": (np.array(["ab", "c"]), "C"),
@@ -1037,12 +1047,24 @@ def test_from_array_copies_the_data_with_its_shape_dtype_and_order(case: str) ->
     assert run(copies_and_reads, case) == described
 
 
-@pytest.mark.parametrize(("order", "column_major"), [("C", False), ("F", True), ("A", True)])
-def test_from_array_makes_the_order_asked_for(order: Any, column_major: bool) -> None:
-    array = SharedArray.from_array(FORTRAN, order=order)
+@pytest.mark.parametrize(
+    ("data", "order", "column_major"),
+    [
+        (FORTRAN, "C", False),
+        (FORTRAN, "F", True),
+        (FORTRAN, "A", True),
+        (FORTRAN, "K", True),
+        (FORTRAN[:, ::2], "A", False),  # not Fortran-contiguous
+        (FORTRAN[:, ::2], "K", True),
+        (FORTRAN.T, "F", True),
+    ],
+)
+def test_from_array_makes_the_order_asked_for(data: Any, order: Any, column_major: bool) -> None:
+    assert np.copy(data, order=order).flags.f_contiguous == column_major  # numpy's own
+    array = SharedArray.from_array(data, order=order)
     try:
         view = array.open(np.float32)
-        assert (view == FORTRAN).all()
+        assert (view == data).all()
         assert array.order == ("F" if column_major else "C")
         assert view.flags.f_contiguous == column_major
         assert view.flags.c_contiguous == (not column_major)
@@ -1087,6 +1109,34 @@ def test_a_column_major_array_is_laid_out_so_in_every_process() -> None:
         array.release()
 
 
+def test_from_array_makes_the_dtype_asked_for() -> None:
+    array = SharedArray.from_array([[1, 2], [3, 4]], np.float32)
+    try:
+        assert array.dtype == "<f4"
+        assert array.open(np.float32).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    finally:
+        array.release()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "asked"),
+    [
+        ("<i8", np.longlong),  # numpy.longlong is no class of int64's; its dtype is int64's
+        (">f8", np.float64),  # either byte order
+        ("<f8", np.dtype(">f8")),
+        ("<f4", np.dtype("f4")),
+        ("<f4", np.floating),
+        (np.dtype([("a", "<i4")]), np.void),
+    ],
+)
+def test_a_typed_open_takes_the_arrays_own_type(dtype: Any, asked: Any) -> None:
+    array = SharedArray.create(3, dtype)
+    try:
+        assert array.open(asked).dtype == array.open().dtype
+    finally:
+        array.release()
+
+
 def test_a_typed_open_checks_the_element_type_before_taking_anything(
     master_cleanup: None,
 ) -> None:
@@ -1104,11 +1154,15 @@ def test_a_typed_open_checks_the_element_type_before_taking_anything(
         with pytest.raises(TypeError) as builtin:
             array.open(float)  # type: ignore[type-var]
         assert str(builtin.value) == (
-            "SharedArray.open: dtype float is not a numpy scalar type; pass one, like "
+            "SharedArray.open: dtype float is not a numpy scalar type or dtype; pass one, like "
             "numpy.int32 for this array, or nothing"
         )
         with pytest.raises(TypeError, match=r"dtype 'i4' is not a numpy scalar type"):
             array.open("i4")  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match=r"holds int32 \(numpy.int32\), not int64: pass"):
+            array.open(np.dtype("i8"))
+        with pytest.raises(TypeError, match=r"not numpy.floating: pass numpy.int32"):
+            array.open(np.floating)
         assert uses(array.res_id) == "NoResource", "a refused open took a use"
     finally:
         array.release()
@@ -1126,40 +1180,109 @@ def test_from_array_refuses_bad_data_before_anything_is_made(master_cleanup: Non
     with pytest.raises(TypeError) as objects:
         SharedArray.from_array([1, "a", None])
     assert str(objects.value) == (
-        "SharedArray.from_array: [1, 'a', None] makes a numpy array of dtype object, of "
-        "Python objects, which cannot be shared; pass numbers, strings, bytes or a "
-        "structured array"
+        "SharedArray.from_array: [1, 'a', None] makes a numpy array of dtype object, whose "
+        "elements are Python objects (mixed types, None, or an integer past 64 bits, say), "
+        "which cannot be shared; pass numbers of one type, strings or bytes, or give a dtype"
     )
     with pytest.raises(ValueError) as order:
-        SharedArray.from_array([1.0], order="K")  # type: ignore[arg-type]
+        SharedArray.from_array([1.0], order="X")  # type: ignore[arg-type]
     assert str(order.value) == (
-        "SharedArray.from_array: order 'K' is not valid: pass 'C' or 'F' or 'A', as "
-        "numpy.copy takes ('C' is row-major, numpy's default; 'F' column-major, Fortran's)"
+        "SharedArray.from_array: order 'X' is not valid: pass 'C', 'F', 'A' or 'K' ('C' is "
+        "row-major, numpy's default; 'F' column-major, Fortran's)"
     )
+    with pytest.raises(TypeError) as dtype:
+        SharedArray.from_array([1.0], "float99")
+    assert str(dtype.value).startswith(
+        "SharedArray.from_array: dtype 'float99' is not a numpy dtype ("
+    ), dtype.value
+    with pytest.raises(ValueError) as unfit:
+        SharedArray.from_array(["x"], np.int32)
+    assert str(unfit.value).startswith(
+        "SharedArray.from_array: numpy cannot make an array of ['x'] (invalid literal"
+    ), unfit.value
+    assert str(unfit.value).endswith("nested lists of one shape whose values fit dtype int32")
+    with pytest.raises(TypeError, match=r"an integer past 64 bits"):
+        SharedArray.from_array([2**64])
+
+    class Undecodable:
+        def __array__(self, *args: Any, **kwargs: Any) -> Any:
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "not text")
+
+    with pytest.raises(ValueError) as odd:  # (it cannot be made again with one argument)
+        SharedArray.from_array(Undecodable())
+    assert "numpy cannot make an array of" in str(odd.value), odd.value
+    assert isinstance(odd.value.__cause__, UnicodeDecodeError)
+    # The data's repr costs no more than a few of its elements.
+    with pytest.raises(ValueError) as ragged_and_long:
+        SharedArray.from_array([[1], *([2, 3] for _ in range(10_000))])
+    assert len(str(ragged_and_long.value)) < 400, str(ragged_and_long.value)[:400]
     with pytest.raises(ValueError, match=r"^SharedArray.create: order 'f' is not valid"):
         SharedArray.create(3, order="f")  # type: ignore[arg-type]
     assert ours() == before
 
 
+def seen_free(monkeypatch: pytest.MonkeyPatch, pages: int) -> int:
+    """Have /dev/shm seen with ``pages`` pages free (its total as it is): the
+    real one is as large as this machine's memory, which a test that makes
+    an array up to its free space, should the check fail, would fill. The
+    bytes free."""
+    real = os.statvfs
+
+    def statvfs(path: Any) -> os.statvfs_result:
+        space = real(path)
+        if os.fspath(path) != "/dev/shm":
+            return space
+        blocks = pages * PAGE // space.f_frsize
+        return os.statvfs_result((*space[:3], blocks, blocks, *space[5:]))
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    return pages * PAGE
+
+
+@pytest.mark.parametrize(("short", "made"), [(0, False), (63, False), (64, True), (65, True)])
 def test_from_array_of_more_than_the_free_space_is_refused_before_anything_is_made(
-    master_cleanup: None,
+    short: int, made: bool, monkeypatch: pytest.MonkeyPatch, master_cleanup: None
 ) -> None:
     """Copying writes every page at once: past /dev/shm's free space the
-    process would die of SIGBUS. (The data is a broadcast view of one byte:
-    numpy counts its bytes, it holds none.)"""
+    process would die of SIGBUS. Its pages are counted, with its header's
+    (64 bytes, here): data less than a header short of the free space
+    fills a page more than there is. (It counted the data alone.)"""
     before = ours()
-    with shm_partly_used() as (free, total):
-        data = np.broadcast_to(np.ones(1, np.uint8), (free + 1,))
-        assert data.nbytes == free + 1 <= total
-        with pytest.raises(ValueError) as caught:
-            SharedArray.from_array(data)
+    free = seen_free(monkeypatch, 16)
+    n = free - short
+    if made:
+        array = SharedArray.from_array(np.ones(n, np.uint8))
+        try:
+            assert int(array.open(np.uint8).sum()) == n
+        finally:
+            array.release()
+        return
+    with pytest.raises(ValueError) as caught:
+        SharedArray.from_array(np.ones(n, np.uint8))
     assert str(caught.value) == (
-        f"SharedArray.from_array: a copy of shape ({free + 1},) and dtype |u1 writes "
-        f"{free + 1:,} bytes at once, which is too much: /dev/shm, where shared memory "
-        f"lives, has {free:,} bytes free, and a process that writes past its free space is "
-        "killed by SIGBUS. Pass less data, or make room in /dev/shm (or enlarge it: mount -o "
-        "remount,size=..., or docker run --shm-size=...)"
+        f"SharedArray.from_array: a shared array of shape ({n},) and dtype |u1 writes "
+        f"{free + PAGE:,} bytes at once (the pages of its header and data), which is too "
+        f"much: /dev/shm, where shared memory lives, has {free:,} bytes free, and a process "
+        "that writes past its free space is killed by SIGBUS. Pass less data, or make room "
+        "in /dev/shm (or enlarge it: mount -o remount,size=..., or docker run --shm-size=...)"
     )
+    assert ours() == before
+
+
+def test_from_array_or_create_on_a_full_dev_shm_is_refused_before_anything_is_made(
+    monkeypatch: pytest.MonkeyPatch, master_cleanup: None
+) -> None:
+    """Even an empty array writes its header's page at once."""
+    before = ours()
+    seen_free(monkeypatch, 0)
+    for make in (lambda: SharedArray.from_array(np.zeros(0)), lambda: SharedArray.create(4)):
+        with pytest.raises(ValueError) as caught:
+            make()
+        message = str(caught.value)
+        assert f"writes {PAGE:,} bytes at once (the pages of its header), which is too " in (
+            message
+        ), message
+        assert "has 0 bytes free" in message, message
     assert ours() == before
 
 

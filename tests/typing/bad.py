@@ -275,7 +275,7 @@ def bad_typed_handles(rid: netmcore.ResId) -> None:
 
 def bad_shared_arrays(table: netmcore.SharedArray) -> None:
     netmcore.SharedArray.create(3, order="K")  # type: ignore[arg-type]
-    netmcore.SharedArray.from_array([1.0], order="K")  # type: ignore[arg-type]
+    netmcore.SharedArray.from_array([1.0], order="X")  # type: ignore[arg-type]
     table.open(float)  # type: ignore[type-var]
     table.open("f8")  # type: ignore[call-overload]
     floats: npt.NDArray[np.float64] = table.open(np.int64)  # type: ignore[arg-type]
