@@ -7,7 +7,8 @@ object and decodes straight from the mapping.
 
 A fresh object costs as much again as the copy into it: the kernel allocates
 and zeroes each page on the first write. So the receiver keeps the object
-(its last ``RECYCLE_MAX``, besides the one it reads) and, once nothing views
+(its last ``RECYCLE_MAX``, besides the one it reads, up to ``RECYCLE_BYTES``
+of them) and, once nothing views
 its mapping any more, writes its own next large value into it, if the value
 is not far smaller (see :func:`_reusable`): a start's argument comes back as
 the process's result, and the next start's argument goes out in the same
@@ -36,8 +37,11 @@ from . import _ipc
 INLINE_MAX = 64 * 1024
 # Objects a process keeps for its next values, besides the one it reads: so
 # three at rest (see view), and more while its joins keep some for their
-# callers (see kept_elsewhere).
+# callers (see kept_elsewhere). Fewer when they are large: those besides the
+# one it read last hold at most RECYCLE_BYTES, so that a process which has
+# read a few large values does not keep their memory taken several times over.
 RECYCLE_MAX = 2
+RECYCLE_BYTES = 256 << 20
 # How much larger than a value an object that takes it may be: the object's
 # pages past the value stay taken while it circulates. At most twice the
 # value, or this much more.
@@ -175,20 +179,36 @@ def view(payload: Payload) -> bytes | memoryview:
             if received.name == payload.name:
                 return memoryview(received.mapping)[: payload.size]
     mapping, capacity = _ipc.map_existing(payload.name, payload.size)
+    newest = _Received(payload.name, capacity, mapping)
     with _lock:
         # The view is made under the lock: pack, in another thread, takes an
         # object for reuse when no view of its mapping is left.
         data = memoryview(mapping)
-        _received.append(_Received(payload.name, capacity, mapping))
-    if len(_received) > RECYCLE_MAX:
+        _received.append(newest)
+    if len(_received) > 1:
         with _lock:
             kept = kept_elsewhere()  # under the lock: see _reusable
             going = [r for r in _received if r.going]  # left by an exception: see _let_go
             others = [r for r in _received if not r.going and r.name not in kept]
-            for received in going + others[:-RECYCLE_MAX]:
+            for received in going + _rotated_out(others, newest):
                 # Its mapping lives on with the views of it, if there are any.
                 _let_go(received)
     return data
+
+
+def _rotated_out(others: list[_Received], newest: _Received) -> list[_Received]:
+    """Of ``others`` (oldest first), those not to keep for reuse: all but
+    the last ``RECYCLE_MAX``, and of these, the oldest ones past
+    ``RECYCLE_BYTES`` in all, not counting ``newest`` (which stays)."""
+    stay = others[-RECYCLE_MAX:]
+    held = 0
+    for i in reversed(range(len(stay))):
+        if stay[i] is not newest:
+            held += stay[i].capacity
+            if held > RECYCLE_BYTES:
+                stay = stay[i + 1 :]
+                break
+    return [r for r in others if r not in stay]
 
 
 def is_received(name: str) -> bool:

@@ -466,6 +466,31 @@ def test_a_value_far_smaller_than_an_object_does_not_take_it() -> None:
     assert sizes and max(sizes) < 2 * LARGE, sizes
 
 
+@netmcore.process
+def pl_kept_for_reuse(size: int) -> list[object]:
+    """Join five results of ``size`` bytes: how many objects this process
+    keeps after each (the one it read last with them), and whether they are
+    all it has in /dev/shm."""
+    kept: list[object] = []
+    for _ in range(5):
+        pl_large.result(pl_large.start(size))
+        kept.append(len(_payload._received))
+    held = sorted("/" + e for e in own_shm_entries())
+    return [*kept, held == sorted(r.name for r in _payload._received)]
+
+
+@pytest.mark.parametrize(("size", "kept"), [(LARGE, 3), (3 * LARGE, 2), (6 * LARGE, 1)])
+def test_a_process_keeps_large_objects_for_reuse_up_to_a_number_of_bytes(
+    size: int, kept: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It keeps the one it read last, and the two before it while they hold
+    # at most RECYCLE_BYTES (5 x LARGE here, forked into every process): a
+    # process that had read three values of 400 MB kept 1.2 GB taken in
+    # /dev/shm until it ended.
+    monkeypatch.setattr(_payload, "RECYCLE_BYTES", 5 * LARGE)
+    assert run_scenario(pl_kept_for_reuse, size) == [1, min(2, kept), kept, kept, kept, True]
+
+
 # --- a signal handler's exception as an object is let go ------------------------
 
 
