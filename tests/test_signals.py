@@ -704,6 +704,47 @@ def test_a_ctrl_c_the_first_process_catches_lets_run_return_its_result(tmp_path:
     assert "KeyboardInterrupt" not in err and "raised an exception" not in err, err
 
 
+_KEEPS_WHAT_IT_HAS_AS_STARTS_ARE_REFUSED = """
+import time
+import netmcore
+
+@netmcore.process
+def item(k: int) -> int:
+    if k >= 3:
+        time.sleep(0.05)  # the work: the map starts items as long as it runs
+    return k
+
+@netmcore.process
+def driver(n: int) -> list[int]:
+    got: list[int] = []
+    try:
+        for value in item.map(range(n), processes=2):
+            got.append(value)
+            if len(got) == 3:
+                print("ready", flush=True)
+    except (KeyboardInterrupt, netmcore.ShuttingDown):
+        pass  # keep what came
+    return got
+
+got = netmcore.run(first_process=lambda: driver.start(10_000),
+                   extract_result=lambda c, pid: driver.result(pid, timeout=0))
+print(got[:3], len(got) < 10_000)
+"""
+
+
+def test_a_sigint_to_the_master_alone_the_first_process_catches_lets_run_return_its_result(
+    tmp_path: Path,
+) -> None:
+    # As the README says to keep the results a map has when the SIGINT comes
+    # to the master alone (a notebook's interrupt): the workers get none, and
+    # the map learns of it as its next start is refused.
+    status, out, err = _signal_when_ready(
+        tmp_path, _KEEPS_WHAT_IT_HAS_AS_STARTS_ARE_REFUSED, lambda pid: os.kill(pid, signal.SIGINT)
+    )
+    assert status == 0, err
+    assert out == "[0, 1, 2] True\n", err
+
+
 _RETURNED_BEFORE_THE_CTRL_C = """
 import signal
 import sys
