@@ -65,6 +65,43 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kill(args: argparse.Namespace) -> int:
+    import signal
+
+    from . import _admin
+    from ._errors import SocketDirectoryError
+
+    try:
+        signum = int(args.signal) if args.signal.isdigit() else _signal_number(args.signal)
+    except ValueError as exc:
+        print(f"netmcore kill: {exc}", file=sys.stderr)
+        return 2
+    name = signal.Signals(signum).name if signum in signal.valid_signals() else str(signum)
+    failed = 0
+    for n in args.ids:
+        try:
+            delivered = _admin.kill(args.socket_dir, n, signum)
+        except SocketDirectoryError as exc:
+            print(f"netmcore kill: process {n}: {exc}", file=sys.stderr)
+            failed = 1
+            continue
+        print(f"process {n}: sent {name}" if delivered else f"process {n}: it had ended already")
+    return failed
+
+
+def _signal_number(text: str) -> int:
+    """The number of the signal named ``text`` ("TERM", "SIGTERM", "sigkill")."""
+    import signal
+
+    name = text.upper() if text.upper().startswith("SIG") else f"SIG{text.upper()}"
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise ValueError(
+            f"{text!r} is not a signal: pass a name, like TERM, KILL or INT, or a number"
+        ) from None
+
+
 def _unlink(args: argparse.Namespace) -> int:
     from . import _admin
     from ._errors import SocketDirectoryError
@@ -167,6 +204,25 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("socket_dir", metavar="SOCKET_DIR", help="the master's socket_directory")
     status.add_argument("--json", action="store_true", help="print the same as JSON")
     status.set_defaults(func=_status)
+
+    kill = sub.add_parser(
+        "kill",
+        help="have a running master signal some of its processes",
+        description="Have the master running in SOCKET_DIR send a signal to each of its "
+        "processes ID (the library ids `netmcore status` lists), as netmcore.kill does: "
+        "through the process's pidfd, never by OS pid. Says, for each, whether it got it "
+        "or had ended already.",
+    )
+    kill.add_argument("socket_dir", metavar="SOCKET_DIR", help="the master's socket_directory")
+    kill.add_argument("ids", nargs="+", type=int, metavar="ID", help="the processes to signal")
+    kill.add_argument(
+        "--signal",
+        "-s",
+        default="KILL",
+        metavar="SIG",
+        help="a signal name (TERM, INT, ...) or number (default: %(default)s)",
+    )
+    kill.set_defaults(func=_kill)
 
     unlink = sub.add_parser(
         "unlink",

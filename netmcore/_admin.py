@@ -1,18 +1,21 @@
 """The admin tool's work (upstream's ``netplex-admin``): ask a running master
-for its state, or clean up what a dead one left in its socket directory."""
+for its state, have it signal one of its processes, or clean up what a dead
+one left in its socket directory."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import socket
+from collections.abc import Iterator
 
 from . import _cleanup
 from ._debug import log
 from ._errors import SocketDirectoryError
 from ._socketdir import LOCK_NAME, SOCKET_NAME, check_private_dir
-from ._wire import Failed, Link, Message, Status, StatusReq, join_status
+from ._wire import Failed, KillReq, Link, Message, Signalled, Status, StatusReq, join_status
 
 
 def status(socket_directory: str) -> Status:
@@ -23,29 +26,59 @@ def status(socket_directory: str) -> Status:
     SocketDirectoryError
         If no master answers there.
     """
-    path = os.path.join(socket_directory, SOCKET_NAME)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parts: list[Status] = []
-    try:
-        sock.connect(path)
-        link = Link(sock)
+    with _link_to(socket_directory) as link:
         reply: Message | None = link.request(StatusReq())
         while isinstance(reply, Status):
             parts.append(reply)
             if not reply.more:
                 return join_status(parts)
             reply = link.recv()
+    raise _unanswered(socket_directory, reply)
+
+
+def kill(socket_directory: str, n: int, signum: int) -> bool:
+    """Have the master running in ``socket_directory`` send ``signum`` to
+    its process ``n``, as ``netmcore.kill`` does; whether the process got it
+    (False: it had ended, or finished its function and only waits to exit).
+
+    Raises
+    ------
+    SocketDirectoryError
+        If no master answers there, or it refuses (a process it does not
+        know, an invalid signal), saying why.
+    """
+    with _link_to(socket_directory) as link:
+        reply = link.request(KillReq(pid=n, signum=signum))
+    if isinstance(reply, Signalled):
+        return reply.delivered
+    raise _unanswered(socket_directory, reply)
+
+
+@contextlib.contextmanager
+def _link_to(socket_directory: str) -> Iterator[Link]:
+    """A link to the master running in ``socket_directory``; its errors (a
+    master that is not there, or ends) are a SocketDirectoryError."""
+    path = os.path.join(socket_directory, SOCKET_NAME)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(path)
+        yield Link(sock)
     except OSError as exc:  # MasterGone too: the master ended while it answered
         raise SocketDirectoryError(
             f"no netmcore master answers in {socket_directory!r} ({exc.strerror or exc})"
         ) from exc
     finally:
         sock.close()
+
+
+def _unanswered(socket_directory: str, reply: Message | None) -> SocketDirectoryError:
+    """The error for a ``reply`` that is not the answer asked for."""
     if reply is None:
-        raise SocketDirectoryError(f"the master in {socket_directory!r} ended while it answered")
+        return SocketDirectoryError(f"the master in {socket_directory!r} ended while it answered")
     if isinstance(reply, Failed):
-        raise SocketDirectoryError(f"the master in {socket_directory!r} failed: {reply.message}")
-    raise SocketDirectoryError(f"unexpected reply from the master: {type(reply).__name__}")
+        return SocketDirectoryError(f"the master in {socket_directory!r} refused: {reply.message}")
+    return SocketDirectoryError(f"unexpected reply from the master: {type(reply).__name__}")
 
 
 def _refuse_a_listener(path: str) -> None:

@@ -20,6 +20,7 @@ import itertools
 import math
 import os
 import selectors
+import shlex
 import signal
 import socket
 import time
@@ -695,14 +696,18 @@ class Master:
             shown = ", ".join(
                 f"{r.n} ({r.definition.name}, for {now - r.started:.0f} s)" for r in running[:5]
             )
+            ids = " ".join(str(r.n) for r in running)
             log.warning(
                 "netmcore: the first process has ended, and run waits for %d process(es) "
                 "still running: %s%s. run returns once every process has ended: let them "
-                "finish, or end them (netmcore.kill(pid) from a worker that runs on; a "
-                "Ctrl-C ends them all)",
+                "finish, or end them, from a shell (python -m netmcore kill %s %s) or from a "
+                "worker that runs on (netmcore.kill(pid)); a Ctrl-C ends them all, and run "
+                "then raises KeyboardInterrupt",
                 len(running),
                 shown,
                 ", ..." if len(running) > 5 else "",
+                shlex.quote(self.sockdir.path),
+                ids,
             )
         self.notice_after *= 2
         self.notice_at = now + self.notice_after

@@ -1,4 +1,4 @@
-"""The admin command line: `netmcore status`, `netmcore unlink`, and `--help`.
+"""The admin command line: `netmcore status`, `kill`, `unlink`, and `--help`.
 
 A worker runs the command against its own master, which is running at that
 moment: no sleeps, no second master to coordinate with.
@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -160,6 +162,79 @@ def test_status_without_master_fails_clearly(tmp_path: Path) -> None:
     assert "no netmcore master answers in" in result.err
 
 
+@netmcore.process
+def waits_on(gate_r: int) -> bytes:
+    return os.read(gate_r, 1)
+
+
+class Kills(msgspec.Struct):
+    ids: list[int]
+    both: CliRun
+    outcomes: list[str]
+    joined: CliRun
+    ended: CliRun
+    value: bytes | None
+
+
+@netmcore.process
+def kills_through_the_cli(arg: tuple[str, int, int]) -> Kills:
+    """Start two processes that wait, and end them with `netmcore kill`;
+    then try it on one that was joined, and on one that has ended."""
+    socket_dir, gate_r, gate_w = arg
+    first, second = waits_on.start(gate_r), waits_on.start(gate_r)
+    both = cli("kill", socket_dir, str(first.n), str(second.n), "-s", "TERM")
+    outcomes = [str(waits_on.join_outcome(first)), str(waits_on.join_outcome(second))]
+    joined = cli("kill", socket_dir, str(first.n))  # joined: unknown by now
+    ended = waits_on.start(gate_r)
+    os.write(gate_w, b"x")
+    deadline = time.monotonic() + 30
+    while netmcore.kill(ended, 0) and time.monotonic() < deadline:
+        os.sched_yield()  # polling a condition: until it has returned
+    after = cli("kill", socket_dir, str(ended.n))
+    ids = [first.n, second.n, ended.n]
+    return Kills(ids, both, outcomes, joined, after, waits_on.join(ended))
+
+
+def test_kill_has_the_master_signal_its_processes(tmp_path: Path, gate: tuple[int, int]) -> None:
+    sd = str(tmp_path / "sd")
+    seen = netmcore.run(
+        first_process=lambda: kills_through_the_cli.start((sd, *gate)),
+        extract_result=lambda _c, pid: kills_through_the_cli.result(pid, timeout=0),
+        socket_directory=sd,
+    )
+    n1, n2, n3 = seen.ids
+    assert seen.both.code == 0 and seen.both.err == "", seen.both
+    assert seen.both.out.splitlines() == [f"process {n}: sent SIGTERM" for n in (n1, n2)]
+    assert seen.outcomes == [str(netmcore.Crashed(None, signal.SIGTERM))] * 2
+    assert seen.joined.code == 1 and seen.joined.out == "", seen.joined
+    assert seen.joined.err.startswith(
+        f"netmcore kill: process {n1}: the master in {sd!r} refused: cannot signal process "
+        f"{n1}, which is unknown"
+    ), seen.joined
+    ended = seen.ended
+    assert (ended.code, ended.out, ended.err) == (0, f"process {n3}: it had ended already\n", "")
+    assert seen.value == b"x"
+
+
+@pytest.mark.parametrize(
+    ("signal_given", "said"),
+    [("BOGUS", "'BOGUS' is not a signal: pass a name, like TERM, KILL or INT, or a number")],
+)
+def test_kill_refuses_a_bad_signal_before_asking(
+    tmp_path: Path, signal_given: str, said: str
+) -> None:
+    result = cli("kill", str(tmp_path), "1", "--signal", signal_given)
+    assert (result.code, result.out, result.err) == (2, "", f"netmcore kill: {said}\n")
+
+
+def test_kill_without_master_fails_clearly(tmp_path: Path) -> None:
+    result = cli("kill", str(tmp_path), "1")
+    assert result.code == 1, result
+    assert result.err.startswith(
+        f"netmcore kill: process 1: no netmcore master answers in {str(tmp_path)!r}"
+    ), result
+
+
 def test_unlink_refuses_while_master_alive(tmp_path: Path) -> None:
     sd = tmp_path / "sd"
     result = netmcore.run(
@@ -226,7 +301,7 @@ def test_unlink_of_a_missing_directory_fails_clearly(tmp_path: Path) -> None:
     assert "is not a directory" in result.err
 
 
-@pytest.mark.parametrize("command", ["bench", "status", "unlink"])
+@pytest.mark.parametrize("command", ["bench", "status", "kill", "unlink"])
 def test_subcommands_document_their_options(command: str) -> None:
     result = cli(command, "--help")
     assert result.code == 0

@@ -17,8 +17,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import select
+import shlex
 import socket
+import subprocess
+import sys
 import typing
 from typing import Any
 
@@ -246,3 +250,38 @@ def test_run_says_which_processes_it_still_waits_for(
     assert len(said) == 1
     assert f"waits for 1 process(es) still running: {n} (" in said[0]
     assert "me_gated, for 0 s)" in said[0] and "netmcore.kill(pid)" in said[0]
+
+
+def test_the_command_that_run_says_ends_the_processes_it_waits_for(
+    gate: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notice names a shell command that ends them, for a first process
+    that forgot one (a Ray user's actor, say): a worker that runs on, which
+    its netmcore.kill(pid) needed, is rarely there. Run as the notice says,
+    it ends the process, and run returns (a per-test timeout, if not)."""
+    monkeypatch.setattr(_master, "WAIT_NOTICE_SECONDS", 0.05)
+    gate_r, _ = gate
+    commands: list[subprocess.Popen[str]] = []
+
+    class RunTheCommand(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found = re.search(
+                r"from a shell \((python -m netmcore kill .*?)\)", record.getMessage()
+            )
+            if found and not commands:  # not waited for here: the master answers it
+                argv = [sys.executable, *shlex.split(found.group(1))[1:]]
+                commands.append(
+                    subprocess.Popen(
+                        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                    )
+                )
+
+    handler = RunTheCommand()
+    logging.getLogger("netmcore").addHandler(handler)
+    try:
+        n = run_scenario(me_leave_one_running, gate_r)
+    finally:
+        logging.getLogger("netmcore").removeHandler(handler)
+    [command] = commands
+    out, err = command.communicate(timeout=60)
+    assert (command.returncode, out, err) == (0, f"process {n}: sent SIGKILL\n", "")
