@@ -427,7 +427,9 @@ def ended_reason(res_id: int) -> str | None:
         f"it was destroyed when process {user}, its last user, ended: a worker's "
         "resources are destroyed when it ends, unless it hands them over. Call "
         f"netmcore.hand_over(ResId({res_id})) in process {user} before it ends, and the "
-        "resource lives on until another process gets it"
+        "resource lives on until another process gets it; or, for a resource several "
+        "processes use in turn, keep it in use (open it) in a process that outlives them, "
+        "such as the one that passes its id on"
     )
 
 

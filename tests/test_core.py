@@ -2290,7 +2290,9 @@ def test_a_resource_gone_with_the_worker_that_used_it_last_names_hand_over() -> 
             f"it was destroyed when process {maker}, its last user, ended: a worker's "
             "resources are destroyed when it ends, unless it hands them over. Call "
             f"netmcore.hand_over(ResId({res_id})) in process {maker} before it ends, and the "
-            "resource lives on until another process gets it"
+            "resource lives on until another process gets it; or, for a resource several "
+            "processes use in turn, keep it in use (open it) in a process that outlives them, "
+            "such as the one that passes its id on"
         )
 
     res_id, maker, text = out["shm"]
