@@ -1148,6 +1148,8 @@ class _Driver:
                 entry.append((fed, self._encode(first, item, fed)))
                 fed += 1
                 room -= 1
+            else:  # (for 3.12: see test_backedges)
+                pass
             if fed > read:
                 self._arrived(0, fed - read)
             self._rebalance_at = float("inf")

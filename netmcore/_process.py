@@ -724,12 +724,16 @@ def _completed(
                             raise
                         if held is None:
                             held = exc
+                    else:  # (for 3.12: see test_backedges)
+                        pass
             except BaseException as exc:  # as the loop within jumped back (see _mapped)
                 tries += 1
                 if failed_of_its_own(exc, tries):
                     raise
                 if held is None:
                     held = exc
+            else:  # (for 3.12: see test_backedges)
+                pass
         if held is not None:
             raise held
 
@@ -791,6 +795,8 @@ def _mapped(
                     break
                 window.append(pid)
                 running.add(pid.n)
+            else:  # (for 3.12: see test_backedges)
+                pass
             if not window:
                 return
             head = window[0]
@@ -862,12 +868,16 @@ def _mapped(
                             raise
                         if held is None:
                             held = exc
+                    else:  # (for 3.12: see test_backedges)
+                        pass
             except BaseException as exc:
                 tries += 1
                 if failed_of_its_own(exc, tries):
                     raise
                 if held is None:
                     held = exc
+            else:  # (for 3.12: see test_backedges)
+                pass
         for started in window:
             if isinstance(started, ProcessId):
                 _client.let_go(started.n)
