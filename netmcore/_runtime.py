@@ -152,6 +152,8 @@ def run(
             if master.interrupted is None or caught:
                 with interrupts.interruptible():
                     return extract_result(controller, first)
+            else:  # (for 3.12: see test_backedges)
+                pass
         raise interrupts.reported(master.interrupted)
 
 
@@ -365,6 +367,8 @@ def _pidfile(path: str | None, watchdog: _watchdog.Watchdog, master: Master) -> 
                         # A directory closed to this user (see _write_in_place):
                         # the file stays, emptied, naming no process.
                         os.ftruncate(fd, 0)
+                    else:  # (for 3.12: see test_backedges)
+                        pass
         finally:
             master.keep_from_children(fd, keep=False)
             os.close(fd)  # the lock goes after the file: a new run then makes its own
