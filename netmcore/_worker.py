@@ -101,7 +101,6 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         # Marked sent exactly when it has gone out (see Link._transmit): the
         # finally below must not unlink a result the master has.
         link._transmit(Finished(outcome), finished)
-        code = 0
     except SystemExit as exc:
         # sys.exit() in the process function ends the process as it would a
         # program, with no result: its outcome is Crashed(exitcode), as in
@@ -115,6 +114,8 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         pass
     except BaseException:
         traceback.print_exc()
+    else:  # (for 3.12: see test_backedges)
+        code = 0
     finally:
         flush_std_streams()
         if finished.sent:
@@ -123,13 +124,17 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
             except BaseException:  # an interrupt: exit now
                 pass
         elif isinstance(outcome, Returned):
-            try:  # noqa: SIM105  # not suppress: see Master.close_in_child
+            try:  # not suppress: see Master.close_in_child
                 _payload.discard(outcome.value.payload)  # packed, never sent
             except BaseException:  # the master's sweep has it (see Master._sweep_unsent)
                 pass
-        try:  # noqa: SIM105  # not suppress: see Master.close_in_child
+            else:  # (for 3.12: see test_backedges)
+                pass
+        try:  # not suppress: see Master.close_in_child
             _payload.forget_recycled()
         except BaseException:  # the run's end sweeps what is left
+            pass
+        else:  # (for 3.12: see test_backedges)
             pass
         if interrupted:
             # Die of SIGINT, as an interrupted program should (and as the master
