@@ -517,6 +517,8 @@ class Master:
                 os_pids.append(os_pid)
         except BaseException as exc:  # what was forked is tracked all the same
             error = exc
+        else:  # (for 3.12: see test_backedges)
+            pass
         children = []
         for i, (parent_sock, child_sock) in enumerate(pairs):
             child_sock.close()
@@ -795,6 +797,8 @@ class Master:
                 return
             except OSError:
                 n = 0
+            else:  # (for 3.12: see test_backedges)
+                pass
             if n == 0:
                 self._close_conn(conn)
                 return
@@ -878,6 +882,8 @@ class Master:
                 "netmcore: the master refused a malformed %s", type(msg).__name__, exc_info=True
             )
             reply = Failed(type(exc).__name__, str(exc), None)
+        else:  # (for 3.12: see test_backedges)
+            pass
         if reply is None:
             return
         conn.send(msgspec.structs.replace(reply, req=getattr(msg, "req", 0)))
@@ -1467,6 +1473,8 @@ class Master:
             _resources.leave_all(n)
         except Exception:
             log.exception("netmcore: the master could not release what process %d used", n)
+        else:  # (for 3.12: see test_backedges)
+            pass
         if self.plugins is not None:
             try:
                 self.plugins.forget(n, _how_it_failed(record, outcome))
