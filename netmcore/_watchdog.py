@@ -229,6 +229,8 @@ def fork_watchdog(objects: Iterable[Object] = ()) -> Watchdog:
             _watch(theirs, parent, objects)
         except BaseException:
             code = 1
+        else:  # (for 3.12: see test_backedges)
+            pass
         finally:
             os._exit(code)
     try:
@@ -318,6 +320,8 @@ def _made_queued(made: _Made) -> None:
             if op == "+":
                 made.objects.add(obj)  # for the next guard
             log.warning("netmcore: could not tell the guard of %s: %s", obj[1], exc)
+        else:  # (for 3.12: see test_backedges)
+            pass
         del made.queued[0]
 
 
@@ -439,6 +443,8 @@ def _live_guard(made: _Made) -> Watchdog | None:
         pid, _ = os.waitpid(guard.os_pid, os.WNOHANG)
     except ChildProcessError:
         pid = guard.os_pid  # reaped by someone else: it is gone too
+    else:  # (for 3.12: see test_backedges)
+        pass
     if pid == 0:
         return guard
     made.guard, made.told = None, set()
@@ -598,6 +604,8 @@ def _take_order(sock: socket.socket, orders: _Orders) -> bool | None:
             answer = b"+" + os.fsencode(orders.temp_dir)
         except OSError as exc:
             answer = b"-" + json.dumps([exc.errno, exc.strerror, exc.filename]).encode()
+        else:  # (for 3.12: see test_backedges)
+            pass
         with contextlib.suppress(OSError):  # the master has died meanwhile
             sock.send(answer, socket.MSG_NOSIGNAL)
     return False
