@@ -94,6 +94,8 @@ def _refuse_a_listener(path: str) -> None:
     except OSError as exc:
         if exc.errno != errno.EPROTOTYPE:  # (a listener of another socket type)
             return  # not a socket
+    else:  # (for 3.12: see test_backedges)
+        pass
     finally:
         probe.close()
     raise SocketDirectoryError(
@@ -122,6 +124,8 @@ def unlink(socket_directory: str) -> list[str]:
         fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
     except (FileNotFoundError, IsADirectoryError):
         fd = None  # no master can hold a lock on it
+    else:  # (for 3.12: see test_backedges)
+        pass
     try:
         if fd is not None:
             try:

@@ -448,6 +448,8 @@ class Buffer:
             _ENDED.pack_into(self._buf, _ENDED_AT, _DIED)
             _pthread.mutex_consistent(self._at(_MUTEX))
             self._end_after_death("died while using it")
+        else:  # (for 3.12: see test_backedges)
+            pass
         if self._use.closed:  # release() by another thread woke it
             raise closed_during(self, call)
         if not woken:

@@ -668,6 +668,8 @@ class Mailbox(Generic[T]):
                     continue  # another thread raised this one
                 except BaseException as exc:
                     first = exc
+                else:  # (for 3.12: see test_backedges)
+                    pass
                 if first is not None:  # outside the except block, as in receive()
                     self._decode_again(item, first)
                     continue  # another thread raised it

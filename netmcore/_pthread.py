@@ -163,6 +163,8 @@ def check_timeout(timeout: float | None) -> float | None:
             timeout = float(timeout)
         except OverflowError:  # a Fraction beyond a float's range
             timeout = math.inf if timeout > 0 else -math.inf
+        else:  # (for 3.12: see test_backedges)
+            pass
     if timeout > NO_LIMIT_BEYOND:  # an int too large for a float included
         return None
     if not timeout >= 0:  # also NaN, which compares false with everything

@@ -778,6 +778,8 @@ class ShmCondition(_InShm):
                 stamp = next(_stamps[0])
             except IndexError:  # the first in a forked child
                 stamp = _first_stamp()
+            else:  # (for 3.12: see test_backedges)
+                pass
             self._stamp[0] = stamp & 0xFFFF_FFFF_FFFF_FFFF
             # The sequence changes even with no waiter counted: the caller
             # need not hold the mutex (see _pthread.cond_notify).

@@ -284,6 +284,8 @@ def _make_temporary_dir(watchdog: Watchdog) -> str:
         check_path(os.path.join(base, "netmcore-" + "x" * 12))
     except ValueError:
         base = "/tmp"
+    else:  # (for 3.12: see test_backedges)
+        pass
     try:
         return watchdog.make_dir(base)
     except OSError as exc:

@@ -716,6 +716,8 @@ class Link:
                     elif rid in self._unfinished:
                         self._unfinished.pop(rid, None)
                         raise
+                else:  # (for 3.12: see test_backedges)
+                    pass
         finally:
             if not was:
                 self._withdrawing.discard(me)
