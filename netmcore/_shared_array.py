@@ -541,10 +541,14 @@ def _dtype_text(kind: Any, given: object) -> str:
             text = repr(kind.descr)
         except ValueError:  # numpy has no descr for overlapping or out-of-order fields
             text = repr(_layout(kind))
+        else:  # (for 3.12: see test_backedges)
+            pass
     try:
         back = _dtype_of(text)
     except (SyntaxError, TypeError, ValueError):  # a title that is no literal, say
         back = None
+    else:  # (for 3.12: see test_backedges)
+        pass
     if back != kind:
         raise TypeError(
             f"dtype {given!r} cannot be shared: the text that records it, {text[:200]!r}, "
