@@ -1941,8 +1941,9 @@ def test_debug_traces_each_item_of_a_chunked_map(tmp_path: Path) -> None:
     def traced(event: str) -> list[int]:
         return [int(n) for n in re.findall(rf"(?m)\] map: item (\d+) of square.map {event}$", err)]
 
-    assert traced("runs") == [0, 1, 2, 3, 4], err
-    assert traced("returned") == [0, 1, 2, 3], err
+    # (The two chunks run at once: their lines interleave.)
+    assert sorted(traced("runs")) == [0, 1, 2, 3, 4], err
+    assert sorted(traced("returned")) == [0, 1, 2, 3], err
     assert re.search(r"(?m)^netmcore: item 4 of square.map \(in process \d+\) raised", err), err
 
 
