@@ -171,18 +171,18 @@ class SharedArray(msgspec.Struct, frozen=True):
                 "a numpy array, or nested lists of one shape"
                 + ("" if dtype is None else f" whose values fit dtype {dtype}")
             ) from exc
+        if array.dtype.kind == "T":  # numpy's StringDType (first: it holds objects too)
+            raise TypeError(
+                f"{caller}: {_clipped(data)} is of numpy's variable-width dtype "
+                f"{array.dtype}, whose strings lie outside the array, which cannot be "
+                "shared; pass data.astype('U') (strings of one width)"
+            )
         if array.dtype.hasobject:
             raise TypeError(
                 f"{caller}: {_clipped(data)} makes a numpy array of dtype {array.dtype}, "
                 "whose elements are Python objects (mixed types, None, or an integer past 64 "
                 "bits, say), which cannot be shared; pass numbers of one type, strings or "
                 "bytes, or give a dtype"
-            )
-        if array.dtype.kind == "T":  # numpy's StringDType: its strings lie outside the array
-            raise TypeError(
-                f"{caller}: {_clipped(data)} is of numpy's variable-width dtype "
-                f"{array.dtype}, whose strings lie outside the array, which cannot be "
-                "shared; pass data.astype('U') (strings of one width)"
             )
         # (An array of one axis, or none, is both C- and F-contiguous: C.)
         column_major = order == "F" or (

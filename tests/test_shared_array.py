@@ -1203,6 +1203,8 @@ def test_from_array_refuses_bad_data_before_anything_is_made(master_cleanup: Non
     assert str(unfit.value).endswith("nested lists of one shape whose values fit dtype int32")
     with pytest.raises(TypeError, match=r"an integer past 64 bits"):
         SharedArray.from_array([2**64])
+    with pytest.raises(TypeError, match=r"variable-width dtype .*pass data.astype\('U'\)"):
+        SharedArray.from_array(np.array(["a", "bc"], dtype=np.dtypes.StringDType()))
 
     class Undecodable:
         def __array__(self, *args: Any, **kwargs: Any) -> Any:
