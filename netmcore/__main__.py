@@ -72,7 +72,7 @@ def _kill(args: argparse.Namespace) -> int:
     from ._errors import SocketDirectoryError
 
     try:
-        signum = int(args.signal) if args.signal.isdigit() else _signal_number(args.signal)
+        signum = _signal_number(args.signal)
     except ValueError as exc:
         print(f"netmcore kill: {exc}", file=sys.stderr)
         return 2
@@ -90,9 +90,11 @@ def _kill(args: argparse.Namespace) -> int:
 
 
 def _signal_number(text: str) -> int:
-    """The number of the signal named ``text`` ("TERM", "SIGTERM", "sigkill")."""
+    """The number of the signal ``text`` ("TERM", "SIGTERM", "sigkill", "15")."""
     import signal
 
+    if text.isdigit():
+        return int(text)
     name = text.upper() if text.upper().startswith("SIG") else f"SIG{text.upper()}"
     try:
         return int(signal.Signals[name])

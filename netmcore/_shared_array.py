@@ -193,11 +193,10 @@ class SharedArray(msgspec.Struct, frozen=True):
         layout: Literal["C", "F"] = "F" if column_major else "C"
         text = _dtype_text(array.dtype, array.dtype)
         size = _size(array.shape, array.dtype, text, f"{caller}: ", "Pass less data")
-        written = _data_offset(text, array.shape) + array.nbytes
-        _check_free(caller, array.shape, text, written, "Pass less data")
+        offset = _data_offset(text, array.shape)
+        _check_free(caller, array.shape, text, offset + array.nbytes, "Pass less data")
 
         def fill(buffer: memoryview) -> None:
-            offset = _data_offset(text, array.shape)
             _view(buffer, array.dtype, array.shape, layout, offset)[...] = array
 
         return cls._made(text, array.shape, layout, size, fill)
