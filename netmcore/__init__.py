@@ -31,6 +31,7 @@ from ._errors import OwnerDiedError as OwnerDiedError
 from ._errors import PluginError as PluginError
 from ._errors import ProcessFailed as ProcessFailed
 from ._errors import ResultTypeError as ResultTypeError
+from ._errors import SendersEnded as SendersEnded
 from ._errors import ShuttingDown as ShuttingDown
 from ._errors import SocketDirectoryError as SocketDirectoryError
 from ._errors import UnknownProcess as UnknownProcess
@@ -130,6 +131,7 @@ __all__ = (
     "ResId",
     "ResourceType",
     "ResultTypeError",
+    "SendersEnded",
     "SharedArray",
     "SharedVar",
     "ShmCondition",

@@ -30,7 +30,9 @@ from ._master import current_master
 from ._payload import ShmRef
 from ._pthread import check_timeout, this_pid
 from ._wire import (
+    PIDS_MAX,
     Asked,
+    EndedReq,
     Failed,
     JoinCancel,
     Joined,
@@ -446,6 +448,23 @@ def kill(pid: ProcessId[Any], signum: int = signal.SIGKILL) -> bool:
     if isinstance(reply, Signalled):
         return reply.delivered
     raise _error(reply)
+
+
+def ended(pids: list[int], what: str) -> set[int]:
+    """Those of processes ``pids`` (of any types) that have ended, for
+    ``what``: one joined already has. UnknownProcess for an id never
+    handed out."""
+    if _context.current.role == "master":
+        _context.refuse_other_master_thread(what, "the process table")
+        return set(current_master(what).which_ended(pids))
+    link = _link(what, "from first_process, extract_result or " + _IN_WORKER)
+    found: set[int] = set()
+    for i in range(0, len(pids), PIDS_MAX):  # what one message takes
+        reply = link.request(EndedReq(pids[i : i + PIDS_MAX]))
+        if not isinstance(reply, Ready):
+            raise _error(reply)
+        found.update(reply.pids)
+    return found
 
 
 def _check_signal(signum: object) -> int:

@@ -106,6 +106,16 @@ class OwnerDiedError(NetmcoreError, RuntimeError):
     """
 
 
+class SendersEnded(NetmcoreError, EOFError):
+    """A ``Mailbox.receive(while_alive=...)`` found the box empty once every
+    process it waited on had ended: nothing more will come from them.
+    ``pids`` are those processes."""
+
+    def __init__(self, message: str, pids: tuple[ProcessId[Any], ...]) -> None:
+        super().__init__(message)
+        self.pids = pids
+
+
 class ResultTypeError(ArgumentTypeError):
     """A process returned a value that does not match its declared result type."""
 

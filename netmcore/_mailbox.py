@@ -83,19 +83,20 @@ import ctypes
 import errno
 import mmap
 import os
+import reprlib
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
 
-from . import _context, _posix, _pthread
+from . import _client, _context, _posix, _pthread
 from ._encap import TYPE_NAME_MAX, EncapType
-from ._errors import ContextError, EncapTypeMismatch
-from ._ids import ResId
+from ._errors import ContextError, EncapTypeMismatch, SendersEnded
+from ._ids import ProcessId, ResId
 from ._resource_api import (
     MARKS,
     ShmSegment,
@@ -558,8 +559,22 @@ class Mailbox(Generic[T]):
             "created handle (its threads may share it), and keep it until done"
         )
 
-    def receive(self, timeout: float | None = None) -> T:
+    def receive(
+        self,
+        timeout: float | None = None,
+        *,
+        while_alive: ProcessId[Any] | Iterable[ProcessId[Any]] | None = None,
+    ) -> T:
         """Take the next message, waiting for one up to ``timeout`` seconds.
+
+        With ``while_alive`` (a ProcessId, or several), it waits only while
+        one of those processes runs: once every one of them has ended (its
+        function returned or raised, or it died) and the box holds no
+        message, it raises SendersEnded, where a plain receive would wait
+        for ever for a sender that is gone. What they sent before they
+        ended comes first. The master is asked only once a wait has gone
+        on for a few milliseconds, and then at each of its looks (every 2
+        to 20 ms): a message that comes at once costs nothing more.
 
         A signal handler's exception that ends a receive() once it has taken
         a message out of the box (a Ctrl-C, a timeout's) leaves the message
@@ -580,14 +595,22 @@ class Mailbox(Generic[T]):
             ``timeout`` is 0.
         TimeoutError
             If no message came within ``timeout`` seconds.
+        SendersEnded
+            If the box is empty and every process of ``while_alive`` has
+            ended (an ``EOFError`` too).
+        UnknownProcess
+            For an id of ``while_alive`` that no start returned, once the
+            master is asked.
         ValueError
             After :meth:`close` (or if another thread closes it while this
             call waits), and for a ``timeout`` below 0 or NaN.
         TypeError
-            If ``timeout`` is not a number.
+            If ``timeout`` is not a number, or ``while_alive`` not a
+            ProcessId or an iterable of them.
         """
         if _pid[0] != self._receiver:
             raise self._not_the_receiver("receive from it", ": senders use send()")
+        senders = None if while_alive is None else _senders(while_alive)
         use = self._use
         use.calls += _ONE  # the mapping stays until this call leaves (see close)
         try:
@@ -597,7 +620,7 @@ class Mailbox(Generic[T]):
                 timeout = _pthread.check_timeout(timeout)
             deadline = None if timeout is None else time.monotonic() + timeout
             if self._pending:  # taken by a receive() that an exception cut short: first
-                return self._hand_over(deadline)
+                return self._hand_over(deadline, senders)
             data = self._take() if self._look_first else None
             if data is None:
                 self._look_first = True  # until a message is taken: see __init__
@@ -606,7 +629,7 @@ class Mailbox(Generic[T]):
                         if timeout != 0 and _context.in_master_loop():
                             _context.refuse_wait_in_master(f"{self!r}.receive() on an empty box")
                         self._wake_senders()  # before the box waits: nothing else will
-                        data = self._wait(deadline, timeout)
+                        data = self._wait(deadline, timeout, senders)
                         if data is not None:  # a message whose token never came
                             break
                     data = self._take()  # each thread that took one from ``filled`` gets one
@@ -632,13 +655,13 @@ class Mailbox(Generic[T]):
             self._decode_again(data, first)
             # It returned: another thread raised the message, and this one
             # goes on to the next.
-            return self._hand_over(deadline)
+            return self._hand_over(deadline, senders)
         finally:
             del use.calls[-1]
             if use.closed:
                 use.left()
 
-    def _hand_over(self, deadline: float | None) -> T:
+    def _hand_over(self, deadline: float | None, senders: tuple[ProcessId[Any], ...] | None) -> T:
         """Return the oldest pending message, decoded, and only then, as the
         very last step, take it off the list.
 
@@ -656,7 +679,7 @@ class Mailbox(Generic[T]):
                 item = pending[0]
             except IndexError:  # other threads returned them all
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                return self.receive(left)
+                return self.receive(left, while_alive=senders)
             if isinstance(item, bytes):
                 first: BaseException | None = None
                 try:
@@ -745,9 +768,15 @@ class Mailbox(Generic[T]):
         # thread took off an older one as this loop went on, missed: it stays
         # pending, for the next receive() to judge, and raise, once.)
 
-    def _wait(self, deadline: float | None, timeout: float | None) -> bytes | None:
+    def _wait(
+        self,
+        deadline: float | None,
+        timeout: float | None,
+        senders: tuple[ProcessId[Any], ...] | None,
+    ) -> bytes | None:
         """Wait for a ``filled`` token (then None: the caller takes a message),
-        in slices; after each slice with none, look for a message anyway.
+        in slices; after each slice with none, look for a message anyway, and
+        whether the ``senders`` (if given) have all ended.
 
         A sender killed after it marked its message full but before it posted
         leaves a message without a token: waiting for the token alone, the
@@ -756,6 +785,11 @@ class Mailbox(Generic[T]):
         was only slow, its token comes later and is a nudge (``_take`` finds
         nothing and the caller waits again). The first slice spins first, as
         a plain wait did: a message usually comes within it.
+
+        Senders that have ended have written all they will: the master
+        learns of an end after the process's last store (its message, a
+        full slot, comes before its exit or its result), so one more look,
+        once the master says so, finds any message they left.
         """
         filled, use = self._filled, self._use
         wait = _pthread.sem_wait_spinning
@@ -772,10 +806,32 @@ class Mailbox(Generic[T]):
             data = self._take()  # also steps over a dead sender's claimed slot
             if data is not None:
                 return data  # no call on the way to receive()'s decode: see _take
+            if senders is not None and self._all_ended(senders):
+                data = self._take()  # what they sent before they ended
+                if data is not None:
+                    return data
+                raise self._senders_ended(senders)
             if last:
                 raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
             wait = _pthread.sem_wait  # spinning again would only cost CPU
             piece = min(2 * piece, _pthread.SLICE)
+
+    def _all_ended(self, senders: tuple[ProcessId[Any], ...]) -> bool:
+        what = f"{self!r}.receive(while_alive=...)"
+        return len(_client.ended([pid.n for pid in senders], what)) == len(senders)
+
+    def _senders_ended(self, senders: tuple[ProcessId[Any], ...]) -> SendersEnded:
+        if len(senders) == 1:
+            which = f"process {senders[0].n}, which it waited for, has ended"
+        else:
+            numbers = reprlib.repr([pid.n for pid in senders])
+            which = f"the processes it waited for, {numbers}, have all ended"
+        return SendersEnded(
+            f"{self!r} is empty and {which}: nothing more will come from them (a join "
+            "of each says how it ended). Receive without while_alive to wait for other "
+            "senders",
+            senders,
+        )
 
     def _take(self) -> bytes | None:
         """Take the oldest finished message; None if there is none.
@@ -984,3 +1040,25 @@ class Mailbox(Generic[T]):
     ) -> None:
         """Leaving ``with`` releases it, as it does a ShmSegment or a Buffer."""
         self.release()
+
+
+def _senders(while_alive: object) -> tuple[ProcessId[Any], ...]:
+    """The processes ``while_alive`` names, each once; TypeError for
+    anything but a ProcessId or an iterable of them."""
+    if isinstance(while_alive, ProcessId):
+        return (while_alive,)
+    fix = "pass the ProcessId that start() returned, or a list of them"
+    if isinstance(while_alive, (str, bytes)) or not isinstance(while_alive, Iterable):
+        raise TypeError(
+            f"while_alive must be a ProcessId or an iterable of them, not "
+            f"{type(while_alive).__name__} ({reprlib.repr(while_alive)}): {fix}"
+        )
+    pids: dict[int, ProcessId[Any]] = {}
+    for pid in while_alive:
+        if not isinstance(pid, ProcessId):
+            raise TypeError(
+                f"while_alive holds {reprlib.repr(pid)}, a {type(pid).__name__}, where "
+                f"each item must be a ProcessId: {fix}"
+            )
+        pids.setdefault(pid.n, pid)
+    return tuple(pids.values())

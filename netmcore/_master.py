@@ -63,6 +63,7 @@ from ._wire import (
     Assign,
     Done,
     Ended,
+    EndedReq,
     Failed,
     Finished,
     HandOverReq,
@@ -841,6 +842,8 @@ class Master:
                 reply = self._watch_request(conn, msg)
             elif isinstance(msg, WaitReq):
                 reply = self._wait_request(conn, msg)
+            elif isinstance(msg, EndedReq):
+                reply = Ready(self.which_ended(msg.pids))
             elif isinstance(msg, JoinCancel):
                 self._cancel_join(conn, msg.rid)
                 reply = Done()
@@ -1206,6 +1209,14 @@ class Master:
                 record.dropped = True  # see _settle
             else:
                 self._drop(record)
+
+    def which_ended(self, pids: list[int]) -> list[int]:
+        """Those of processes ``pids``, of any types, that have ended (a
+        joined one has); UnknownProcess for an id never handed out."""
+        for n in pids:
+            if _never_started(n):
+                raise UnknownProcess(f"process {n} was never started: {_ids_so_far()}")
+        return [n for n in pids if self._has_ended(n)]
 
     def _has_ended(self, n: int) -> bool:
         """Whether process ``n`` has ended, for a watch: gone from the table

@@ -163,6 +163,15 @@ class WaitReq(_Msg, frozen=True):
     req: int = 0
 
 
+class EndedReq(_Msg, frozen=True):
+    """Which of processes ``pids`` (of any types) have ended: answered Ready
+    with those (one joined already counts). For a receiver that waits only
+    while its senders live (``Mailbox.receive(while_alive=...)``)."""
+
+    pids: list[int]
+    req: int = 0
+
+
 class ReleaseReq(_Msg, frozen=True):
     res_id: int
     req: int = 0
@@ -253,7 +262,8 @@ class Joined(_Msg, frozen=True):
 
 
 class Ready(_Msg, frozen=True):
-    """The answer to a WatchReq or a WaitReq: processes that have ended."""
+    """The answer to a WatchReq, a WaitReq or an EndedReq: processes that
+    have ended."""
 
     pids: list[int]
     req: int = 0
@@ -338,6 +348,7 @@ Message = (
     | JoinCancel
     | WatchReq
     | WaitReq
+    | EndedReq
     | ReleaseReq
     | HandOverReq
     | KillReq

@@ -268,6 +268,8 @@ def bad_typed_handles(rid: netmcore.ResId) -> None:
     netmcore.Mailbox[int | None].create(int | None).send("x")  # type: ignore[arg-type]
     netmcore.Mailbox[int].open(rid, str)  # type: ignore[arg-type]
     netmcore.Mailbox.open(rid, int | None).send("x")  # type: ignore[arg-type]
+    netmcore.Mailbox.create(int).receive(while_alive=rid)  # type: ignore[arg-type]
+    netmcore.Mailbox.create(int).receive(while_alive=[3])  # type: ignore[list-item]
     netmcore.EncapType[int](str)  # type: ignore[arg-type]
     netmcore.EncapType(int | None).wrap("x")  # type: ignore[arg-type]
     print(best)

@@ -1,0 +1,249 @@
+"""``Mailbox.receive(while_alive=...)``: a receiver that waits only while the
+processes it expects messages from run.
+
+A receiver whose senders are gone (an actor that crashed, a producer that
+returned early) would otherwise wait for ever: nothing tells a shared-memory
+box that its senders have ended. Each scenario below is synchronised by the
+messages themselves and by joins, never by sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from interrupting import at_every_point
+from scenario import in_master, outcome_text, run_scenario
+
+import netmcore
+from netmcore import Mailbox, ProcessId, ResId, SendersEnded, UnknownProcess
+
+
+@netmcore.process
+def send_then_end(arg: tuple[ResId, list[str], str]) -> None:
+    """Send ``words`` to the box, then end as ``how`` says."""
+    res_id, words, how = arg
+    with Mailbox.open(res_id, str) as box:
+        for word in words:
+            box.send(word)
+    if how == "raise":
+        raise ValueError("the actor failed")
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "exit":
+        os._exit(3)
+
+
+@netmcore.process
+def receive_from_one(how: str) -> list[str]:
+    """Receive, with while_alive, until the one sender has ended."""
+    box = Mailbox.create(str, slots=8, slot_size=64)
+    try:
+        sender = send_then_end.start((box.res_id, ["a", "b"], how))
+        got = []
+        with pytest.raises(SendersEnded) as caught:
+            while True:
+                got.append(box.receive(while_alive=sender))
+        error = caught.value
+        assert isinstance(error, EOFError) and isinstance(error, netmcore.NetmcoreError)
+        assert error.pids == (sender,)
+        got.append(str(error))
+        got.append(outcome_text(lambda: send_then_end.join_outcome(sender)))
+        return got
+    finally:
+        box.release()
+
+
+@pytest.mark.parametrize("how", ["return", "raise", "sigkill", "exit"])
+def test_a_receive_while_its_sender_lives_ends_once_the_sender_has_ended(how: str) -> None:
+    """What the sender sent comes first; then, however it ended (its
+    function returned or raised, it was killed, it exited), SendersEnded
+    where a plain receive would wait for ever."""
+    *got, message, outcome = run_scenario(receive_from_one, how)
+    assert got == ["a", "b"]
+    assert "is empty and process" in message
+    assert "which it waited for, has ended: nothing more will come from them" in message
+    if how == "raise":
+        assert "the actor failed" in outcome
+    if how == "sigkill":
+        assert f"signal={int(signal.SIGKILL)}" in outcome
+    if how == "exit":
+        assert "exitcode=3" in outcome
+
+
+@netmcore.process
+def held_sender(arg: tuple[ResId, ResId]) -> None:
+    """Send the res id of a box of its own, wait for a word in it, send
+    that word on, and end."""
+    out_id, _ = arg
+    out = Mailbox.open(out_id, str)
+    with Mailbox.create(str, slots=1, slot_size=64) as go:
+        out.send(f"go:{go.res_id.n}")
+        out.send(go.receive())
+    out.release()
+
+
+@netmcore.process
+def receive_from_two(_: None) -> list[str]:
+    """One sender ends at once; the other is held: the receive goes on
+    waiting while the held one lives, and ends only once both have."""
+    box = Mailbox.create(str, slots=8, slot_size=64)
+    try:
+        quick = send_then_end.start((box.res_id, ["quick"], "return"))
+        held = held_sender.start((box.res_id, box.res_id))
+        senders = [quick, held]
+        first = {box.receive(while_alive=senders) for _ in range(2)}
+        go_word = next(w for w in first if w.startswith("go:"))
+        assert first == {"quick", go_word}
+        assert send_then_end.join(quick) is None  # quick has ended for sure
+        got = []
+        # The held sender lives: not SendersEnded, but the timeout.
+        got.append(outcome_text(lambda: box.receive(timeout=0.05, while_alive=senders)))
+        with Mailbox.open(ResId(int(go_word[3:])), str) as go:
+            go.send("late")
+        got.append(box.receive(while_alive=senders))
+        got.append(outcome_text(lambda: box.receive(while_alive=senders)))
+        assert held_sender.join(held) is None
+        got.append(outcome_text(lambda: box.receive(timeout=0, while_alive=(quick, quick))))
+        return got
+    finally:
+        box.release()
+
+
+def test_a_receive_while_several_senders_live_waits_for_the_last_of_them() -> None:
+    timed_out, late, ended, ended_at_once = run_scenario(receive_from_two, None)
+    assert timed_out.startswith("TimeoutError")
+    assert late == "late"
+    assert ended.startswith("SendersEnded")
+    assert "the processes it waited for, [" in ended and "have all ended" in ended
+    # A process joined already has ended, and timeout=0 asks all the same.
+    assert ended_at_once.startswith("SendersEnded")
+
+
+@netmcore.process
+def input_checks(_: None) -> list[str]:
+    box = Mailbox.create(str, slots=4, slot_size=64)
+    try:
+        box.send("kept")
+        never = ProcessId[None](10**9)
+        got = [
+            outcome_text(lambda: box.receive(while_alive="3")),  # type: ignore[arg-type]
+            outcome_text(lambda: box.receive(while_alive=5)),  # type: ignore[arg-type]
+            outcome_text(lambda: box.receive(while_alive=[never, 7])),  # type: ignore[list-item]
+        ]
+        # Nothing was taken by the refused calls; a message that is there
+        # comes without the master being asked (so not even the unknown id).
+        got.append(box.receive(while_alive=never))
+        got.append(outcome_text(lambda: box.receive(timeout=0, while_alive=never)))
+        # No process to wait for: an empty box has nothing more to come.
+        got.append(outcome_text(lambda: box.receive(while_alive=[])))
+        return got
+    finally:
+        box.release()
+
+
+def test_while_alive_of_the_wrong_type_is_refused_before_anything_is_taken() -> None:
+    text, number, mixed, kept, unknown, none = run_scenario(input_checks, None)
+    assert text.startswith("TypeError: while_alive must be a ProcessId or an iterable of them")
+    assert "not str ('3')" in text and "pass the ProcessId that start() returned" in text
+    assert number.startswith("TypeError: while_alive must be") and "not int (5)" in number
+    assert mixed.startswith("TypeError: while_alive holds 7, a int, where each item must be")
+    assert kept == "kept"
+    assert unknown.startswith("UnknownProcess: process 1000000000 was never started")
+    assert none.startswith("SendersEnded")
+
+
+def test_while_alive_in_the_masters_own_code_asks_the_master_directly() -> None:
+    def checks() -> list[str]:
+        box = Mailbox.create(str, slots=2, slot_size=64)
+        try:
+            pid = ProcessId[None](10**9)
+            return [
+                outcome_text(lambda: box.receive(timeout=0, while_alive=pid)),
+                outcome_text(lambda: box.receive(timeout=0, while_alive=[])),
+            ]
+        finally:
+            box.release()
+
+    unknown, ended = in_master(checks)
+    assert unknown.startswith("UnknownProcess: process 1000000000 was never started")
+    assert ended.startswith("SendersEnded")
+
+
+def test_senders_ended_is_raised_in_the_callers_except_clauses() -> None:
+    assert issubclass(SendersEnded, EOFError)
+    assert issubclass(SendersEnded, netmcore.NetmcoreError)
+    assert not issubclass(SendersEnded, UnknownProcess)
+
+
+def test_a_message_that_lands_as_the_senders_end_is_seen_is_received(
+    master_cleanup: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender's last message may land between the receiver's look and
+    the master's answer that it has ended: one more look finds it, so
+    SendersEnded never hides a message that is there."""
+    box = Mailbox.create(str, slots=2, slot_size=64)
+    late = Mailbox.open(box.res_id, str)
+    try:
+        asked: list[list[int]] = []
+
+        def ended_as_its_last_message_lands(pids: list[int], what: str) -> set[int]:
+            if not asked:
+                late.send("last")
+            asked.append(pids)
+            return set(pids)
+
+        monkeypatch.setattr(netmcore._client, "ended", ended_as_its_last_message_lands)
+        sender = ProcessId[None](0)
+        assert box.receive(timeout=0, while_alive=sender) == "last"
+        with pytest.raises(SendersEnded):
+            box.receive(timeout=0, while_alive=sender)
+        assert asked == [[0], [0]]
+    finally:
+        late.release()
+        box.release()
+
+
+@netmcore.process
+def interrupted_everywhere(_: None) -> str | None:
+    """A receive(timeout=0) that asks the master whether its sender lives,
+    interrupted at each point: the next one still says the sender has
+    ended, and the link to the master still answers (a reply left over
+    from an interrupted request would be taken as a later one's)."""
+    box = Mailbox.create(str, slots=2, slot_size=64)
+    try:
+        gone = send_then_end.start((box.res_id, [], "return"))
+        send_then_end.join(gone)
+        running = held_sender.start((box.res_id, box.res_id))
+        go = ResId(int(box.receive()[3:]))
+
+        def call() -> str:
+            try:
+                return f"returned {box.receive(timeout=0, while_alive=gone)!r}"
+            except (SendersEnded, TimeoutError) as exc:  # not the handler's
+                return f"{type(exc).__name__}: {exc}"
+
+        def check(result: str | None) -> list[str]:
+            problems = []
+            if result is None:
+                result = call()
+            if not result.startswith("SendersEnded"):
+                problems.append(f"the receive gave {result}")
+            if not netmcore.kill(running, 0):
+                problems.append("the link lost track of a running process")
+            return problems
+
+        problem = at_every_point(call, check)
+        with Mailbox.open(go, str) as sender:
+            sender.send("done")
+        assert box.receive(while_alive=running) == "done"
+        return problem
+    finally:
+        box.release()
+
+
+def test_a_receive_interrupted_as_it_asks_whether_its_senders_live_leaves_the_link_working() -> (
+    None
+):
+    assert run_scenario(interrupted_everywhere, None) is None
