@@ -254,7 +254,7 @@ def test_unlink_removes_what_a_dead_master_left(tmp_path: Path) -> None:
     # socket and an unlocked lock file.
     sd = tmp_path / "sd"
     sd.mkdir(mode=0o700)
-    shm_name = _ipc.random_name("/nmc.test-admin.")
+    shm_name = _ipc.random_name(f"/nmc.{os.getpid()}.test-admin.")
     _ipc.create_mapped(shm_name, 16).close()
     stale_file = tmp_path / "scratch"
     stale_file.write_text("x")
@@ -352,7 +352,7 @@ def leftover_record(sd: Path, tmp_path: Path, bad: str) -> str:
     """A dead master's directory whose record lists an entry that cannot be
     removed, then a live shm object; returns the object's name."""
     sd.mkdir(mode=0o700)
-    name = _ipc.random_name("/nmc.test-admin.")
+    name = _ipc.random_name(f"/nmc.{os.getpid()}.test-admin.")
     _ipc.create_mapped(name, 16).close()
     record = _cleanup.Record(str(sd / _cleanup.PMANAGE_NAME))
     if bad == "file-now-a-directory":

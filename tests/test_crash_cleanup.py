@@ -603,7 +603,7 @@ def test_next_start_reports_an_entry_it_cannot_remove_and_removes_the_rest(
     a kind of another version, a line that is not text) is logged and
     skipped: the entries after it are removed, and the start goes ahead."""
     sockdir.mkdir(mode=0o700)
-    name = _ipc.random_name("/nmc.test-crash.")
+    name = _ipc.random_name(f"/nmc.{os.getpid()}.test-crash.")
     _ipc.create_mapped(name, 16).close()
     record = _cleanup.Record(str(sockdir / PMANAGE))
     if bad == "file-now-a-directory":
