@@ -386,7 +386,7 @@ def _withdraw_join(link: Any, join_point: int, n: int, rid: int) -> None:
     repeat, as ``Link.request`` does through a second interrupt (held, then
     raised), or later, when a further one ended it.
     """
-    link.request(JoinCancel(rid))
+    link.request(JoinCancel(rid, n))
     late = link.take(rid)
     if isinstance(late, Joined) and late.outcome is not None:  # (None: it had not ended)
         _keep(join_point, n, late.outcome)

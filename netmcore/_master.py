@@ -845,7 +845,7 @@ class Master:
             elif isinstance(msg, EndedReq):
                 reply = Ready(self.which_ended(msg.pids))
             elif isinstance(msg, JoinCancel):
-                self._cancel_join(conn, msg.rid)
+                self._cancel_join(conn, msg.rid, msg.pid)
                 reply = Done()
             elif isinstance(msg, Finished):
                 reply = None
@@ -1341,16 +1341,17 @@ class Master:
         trace("kill: process %d (os pid %d) sent %s", n, child.os_pid, signal_name(signum))
         return True
 
-    def _cancel_join(self, conn: Conn, rid: int) -> None:
-        """Drop the waiting join or wait ``rid`` of ``conn``, if it still
-        waits. (If its outcome went out already, it comes before this answer,
-        and the caller keeps it: see _client.join_outcome.)"""
+    def _cancel_join(self, conn: Conn, rid: int, n: int) -> None:
+        """Drop the waiting join (of process ``n``) or wait ``rid`` of
+        ``conn``, if it still waits. (If its outcome went out already, it
+        comes before this answer, and the caller keeps it: see
+        _client.join_outcome.) Found through ``n``: a search of every
+        record cost each timed-out join as many steps as processes live."""
         if self.watches.cancel(conn, rid):
             return
-        for record in self.records.values():
-            if (conn, rid) in record.waiters:
-                record.waiters.remove((conn, rid))
-                return
+        record = self.records.get(n)
+        if record is not None and (conn, rid) in record.waiters:
+            record.waiters.remove((conn, rid))
 
     def _deliver_outcome(self, record: Record) -> WireOutcome:
         assert record.outcome is not None

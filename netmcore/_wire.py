@@ -127,9 +127,11 @@ class JoinReq(_Msg, frozen=True):
 
 class JoinCancel(_Msg, frozen=True):
     """Withdraw the waiting JoinReq or WaitReq ``rid`` of this link (its
-    caller was interrupted)."""
+    caller was interrupted). ``pid``: the process the JoinReq waits for,
+    where the master finds its waiter (-1 for a WaitReq)."""
 
     rid: int
+    pid: int = -1
     req: int = 0
 
 

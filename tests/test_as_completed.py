@@ -233,7 +233,7 @@ def test_a_withdrawn_or_orphaned_wait_leaves_nothing_in_the_master() -> None:
             (conn, 1), master._watch_of((conn, 1), ac_square.join_point.n, fork=False), pid.n, False
         )
         master.watches.wait((conn, 1), master.watches.by_key[(conn, 1)], 10)
-        master._cancel_join(conn, 10)
+        master._cancel_join(conn, 10, -1)  # a wait's: no process
         seen = [str(master.watches.waiting), str(master.watches.by_key[(conn, 1)].waiter)]
         master._unwatch = lambda fd: None  # type: ignore[method-assign]
         master._close_conn(conn)
