@@ -32,9 +32,12 @@ def _owned_by_another_run(name: str) -> bool:
     """An entry named for a live process outside this test process's tree: a
     netmcore program or test run beside this one made it, not this test."""
     parts = name.removeprefix("sem.").split(".")
-    if len(parts) < 2 or parts[0] != "nmc" or not parts[1].isdigit():
+    # nmc.<pid>.*, as netmcore names them; the tests' own objects carry
+    # their run's pid second or third (nmctest.<pid>.*, nmctest.<what>.<pid>.*).
+    pids = [part for part in parts[1:3] if part.isdigit()]
+    if not parts[0].startswith("nmc") or not pids:
         return False
-    pid = int(parts[1])
+    pid = int(pids[0])
     if pid == os.getpid() or not psutil.pid_exists(pid):
         return False  # ours, or its maker is dead: a leak either way
     try:
