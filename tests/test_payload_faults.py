@@ -485,10 +485,13 @@ def rf_result_after_a_dead_joiner(arg: tuple[int, int, int, int]) -> list[object
     pidfd = os.pidfd_open(int.from_bytes(os.read(told_r, 8), "little"))
     try:
         os.write(go_w, b"g")
-        select.select([pidfd], [], [], WAIT)  # the joiner has ended
+        ended, _, _ = select.select([pidfd], [], [], WAIT)
     finally:
         os.close(pidfd)
         os.kill(os.getppid(), signal.SIGCONT)
+    # Else the master reads the join while its joiner lives, and answers it:
+    # the result is that join's, and the one below fails for another reason.
+    assert ended, f"the joiner did not die within {WAIT} s of the master's stop"
     result = rf_echo.join(pid)
     return [str(rf_joins_then_dies.join_outcome(joiner)), None if result is None else len(result)]
 
