@@ -10,7 +10,6 @@ run time.
 from __future__ import annotations
 
 import inspect
-import itertools
 import operator
 import os
 import sys
@@ -18,12 +17,12 @@ import time
 import types
 import typing
 from collections import deque
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import msgspec
 
-from . import _client, _context, _posix, _pthread, _registry, _resource_api, _wire, _worker
+from . import _client, _completed, _context, _posix, _pthread, _registry, _resource_api, _worker
 from ._client import InheritRequest
 from ._debug import log, trace
 from ._encap import Encap, EncapType
@@ -43,8 +42,8 @@ Y = TypeVar("Y")
 # the one it waits for (a slow item's), so that an endless input is read ahead
 # only so far.
 MAP_AHEAD = 4
-# What the calls are named in their errors.
-AS_COMPLETED, MAP = "as_completed", "map"
+# What map is named in its errors.
+MAP = "map"
 
 
 class ProcessDef(Generic[In, Out]):
@@ -239,24 +238,7 @@ class ProcessDef(Generic[In, Out]):
         NoResource
             From the iteration, once the join point of this type is released.
         """
-        join_point = cls._join_point()
-        _client.waiting_link(AS_COMPLETED)  # in a worker, even for no pids (as map)
-        left: dict[int, ProcessId[Out]] = {}
-        for pid in pids:
-            if not isinstance(pid, ProcessId):
-                raise TypeError(
-                    f"as_completed takes the ProcessIds that start() returned, and {pid!r} "
-                    f"is a {type(pid).__name__}"
-                )
-            left.setdefault(pid.n, pid)  # each yielded once, as concurrent.futures does
-        timeout = check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        # Looked up now, so that a bad id is an error of this call; watched
-        # from the first next() on, in the iteration, which ends the watch.
-        ended = [
-            n for ids in _chunks(list(left)) for n in _client.watch(AS_COMPLETED, join_point, ids)
-        ]
-        return _completed(join_point, left, ended, deadline, timeout)
+        return _completed.through(cls._join_point(), pids, timeout)
 
     @classmethod
     def map(
@@ -663,91 +645,6 @@ def _at_least_one(name: str, value: Any, rule: str) -> int:
     if count < 1:
         raise ValueError(f"{name}={value!r} is not valid: {rule}")
     return count
-
-
-def _completed(
-    join_point: ResId,
-    left: dict[int, ProcessId[Out]],
-    ended: list[int],
-    deadline: float | None,
-    timeout: float | None,
-) -> Iterator[ProcessId[Out]]:
-    """The iteration of :meth:`ProcessDef.as_completed`: ``left`` are the
-    processes not yet yielded, ``ended`` the ids of those known to have
-    ended."""
-    total = len(left)
-    watch = 0
-    try:
-        # No `continue` in this loop, nor in map's: see test_backedges.
-        while True:
-            for n in ended:
-                pid = left.pop(n, None)
-                if pid is not None:
-                    yield pid
-            if not left:
-                return
-            if not watch:
-                watch = _client.new_watch()
-                ended = [
-                    n
-                    for ids in _chunks(list(left))
-                    for n in _client.watch(AS_COMPLETED, join_point, ids, watch)
-                ]
-            else:
-                got = _client.wait_watch(AS_COMPLETED, watch, deadline)
-                if got is None:
-                    raise TimeoutError(
-                        f"as_completed timed out after {timeout} s: {len(left)} of its {total} "
-                        f"processes had not ended (ids {_some(left)}). None of them is joined: "
-                        "join them, or wait for them again"
-                    )
-                ended = got
-    finally:
-        # Closed through a signal handler's exception, in a loop here, as
-        # map's watch is (see _mapped).
-        held: BaseException | None = None
-        tries = 0
-
-        def close() -> None:  # (made here, no call: no handler runs)
-            nonlocal watch
-            _client.close_watch(watch)
-            watch = 0  # done, even if an exception comes as the block ends
-
-        while watch:
-            try:
-                while watch:
-                    try:
-                        _posix.with_signals_blocked(_posix.ASYNC_SIGNALS, close)
-                    except BaseException as exc:
-                        tries += 1
-                        if failed_of_its_own(exc, tries):
-                            raise
-                        if held is None:
-                            held = exc
-                    else:  # (for 3.12: see test_backedges)
-                        pass
-            except BaseException as exc:  # as the loop within jumped back (see _mapped)
-                tries += 1
-                if failed_of_its_own(exc, tries):
-                    raise
-                if held is None:
-                    held = exc
-            else:  # (for 3.12: see test_backedges)
-                pass
-        if held is not None:
-            raise held
-
-
-def _chunks(ids: list[int]) -> Iterator[list[int]]:
-    """``ids`` in pieces that one WatchReq takes."""
-    for i in range(0, len(ids), _wire.PIDS_MAX):
-        yield ids[i : i + _wire.PIDS_MAX]
-
-
-def _some(ids: Collection[int], shown: int = 10) -> str:
-    """Up to ``shown`` of ``ids``, and how many more."""
-    text = ", ".join(map(str, itertools.islice(ids, shown)))
-    return text if len(ids) <= shown else f"{text}, ... ({len(ids) - shown} more)"
 
 
 def _mapped(
