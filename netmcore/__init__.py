@@ -16,6 +16,7 @@ from ._client import join_nowait as join_nowait
 from ._client import kill as kill
 from ._client import self_process_id as self_process_id
 from ._client import start as start
+from ._completed import as_completed as as_completed
 from ._debug import Debug as Debug
 from ._encap import Encap as Encap
 from ._encap import EncapType as EncapType
@@ -144,6 +145,7 @@ __all__ = (
     "UnknownProcess",
     "WrongJoinPoint",
     "add_plugins",
+    "as_completed",
     "create_preallocated_shm",
     "create_sem",
     "create_shm",

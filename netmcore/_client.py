@@ -260,12 +260,13 @@ def new_watch() -> int:
     return next(_watch_numbers)
 
 
-def watch(what: str, join_point: ResId, pids: list[int], number: int = 0) -> list[int]:
+def watch(what: str, join_point: ResId | None, pids: list[int], number: int = 0) -> list[int]:
     """Which of processes ``pids`` (at most PIDS_MAX) have ended.
-    With ``number`` 0, an id that a join would refuse is refused, as it
-    would be; else the others join the watch ``number``. Nothing is joined."""
+    With ``number`` 0, an id that a join through ``join_point`` would
+    refuse is refused, as it would be (None: a join through its own type's);
+    else the others join the watch ``number``. Nothing is joined."""
     link = waiting_link(what)
-    reply = link.request(WatchReq(join_point.n, pids, number))
+    reply = link.request(WatchReq(None if join_point is None else join_point.n, pids, number))
     if isinstance(reply, Ready):
         return reply.pids
     raise _error(reply)

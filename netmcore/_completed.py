@@ -1,5 +1,6 @@
 """as_completed: the processes of some ids, yielded as they end, the first
-ended first (``ProcessDef.as_completed``).
+ended first (``ProcessDef.as_completed``, of one process type, and
+``netmcore.as_completed``, of any).
 
 Each id is looked up at the call, as a join would look it up, so that a bad
 one is an error of the call; those that had not ended then are watched
@@ -12,31 +13,82 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Collection, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 from . import _client, _posix, _wire
 from ._ids import ProcessId, ResId
 from ._pthread import check_timeout
 from ._wire import failed_of_its_own
 
-Out = TypeVar("Out")
+P = TypeVar("P", bound=ProcessId[Any])
 
 # What the call is named in its errors.
 AS_COMPLETED = "as_completed"
 
 
-def through(
-    join_point: ResId, pids: Iterable[ProcessId[Out]], timeout: float | None
-) -> Iterator[ProcessId[Out]]:
-    """``ProcessDef.as_completed``: ``pids`` yielded as their processes end,
-    each looked up as a join through ``join_point`` would look it up."""
+# The ids of processes of several types in one list display ([a, b], a a
+# ProcessId[int] and b a ProcessId[str]) are joined by mypy into an object,
+# which P's bound refuses: the second signature takes those, as ids of any
+# type. mypy judges it never matched, since the first takes each of its
+# argument types; it does match such a display (tests/typing/good.py).
+@overload
+def as_completed(pids: Iterable[P], *, timeout: float | None = None) -> Iterator[P]: ...
+@overload
+def as_completed(  # type: ignore[overload-cannot-match]
+    pids: Iterable[ProcessId[Any]], *, timeout: float | None = None
+) -> Iterator[ProcessId[Any]]: ...
+def as_completed(
+    pids: Iterable[ProcessId[Any]], *, timeout: float | None = None
+) -> Iterator[ProcessId[Any]]:
+    """Yield each of ``pids``, ids of processes of any types, once its
+    process has ended, the first ended first, as
+    ``concurrent.futures.as_completed`` yields futures of any functions.
+    :meth:`ProcessDef.as_completed` does it for the processes of one type.
+    A join of it through its own type then returns at once. Nothing is
+    joined here: join each one as it comes. A process that another caller
+    joined meanwhile counts as ended (its join then raises UnknownProcess),
+    and so does one whose type's join point is released meanwhile (its join
+    then raises NoResource), as a cancelled future does. In a worker only:
+    the master never waits.
+
+    Parameters
+    ----------
+    pids : iterable of ProcessId
+        Ids that ``start`` returned and no join has taken yet. One given
+        twice is yielded once. The ids yielded are the objects given.
+    timeout : float, optional
+        Seconds from the call (None or ``math.inf``: no limit).
+
+    Raises
+    ------
+    UnknownProcess, NoResource
+        At the call, before anything is yielded, for an id that a join of
+        its own type would refuse (never started, joined already, its type's
+        join point released).
+    TypeError
+        At the call, for ``pids`` that is no iterable of ProcessIds.
+    TimeoutError
+        From the iteration, once ``timeout`` seconds have passed since the
+        call and some processes have not ended. None of those is joined:
+        join them, or wait for them again.
+    ContextError
+        At the call, in the master's own code, which never waits.
+    """
+    return through(None, pids, timeout)
+
+
+def through(join_point: ResId | None, pids: Iterable[P], timeout: float | None) -> Iterator[P]:
+    """as_completed: ``pids`` yielded as their processes end, each looked
+    up as a join through ``join_point`` would look it up (None: a join
+    through its own type's, whichever it is)."""
     _client.waiting_link(AS_COMPLETED)  # in a worker, even for no pids (as map)
-    left: dict[int, ProcessId[Out]] = {}
-    for pid in pids:
+    left: dict[int, P] = {}
+    for pid in _iterable(pids):
         if not isinstance(pid, ProcessId):
             raise TypeError(
                 f"as_completed takes the ProcessIds that start() returned, and {pid!r} "
-                f"is a {type(pid).__name__}"
+                f"is a {type(pid).__name__}: pass only ProcessIds (an id kept as its "
+                "number n is ProcessId(n))"
             )
         left.setdefault(pid.n, pid)  # each yielded once, as concurrent.futures does
     timeout = check_timeout(timeout)
@@ -47,13 +99,26 @@ def through(
     return _iterate(join_point, left, ended, deadline, timeout)
 
 
+def _iterable(pids: Iterable[P]) -> Iterator[P]:
+    """An iterator of ``pids``; a TypeError that says what to pass if it
+    is none (a ProcessId alone, say)."""
+    try:
+        return iter(pids)
+    except TypeError:
+        raise TypeError(
+            f"as_completed takes an iterable of the ProcessIds that start() returned, and "
+            f"{pids!r} is a {type(pids).__name__}, not iterable: pass them in a list, as in "
+            "as_completed([pid])"
+        ) from None
+
+
 def _iterate(
-    join_point: ResId,
-    left: dict[int, ProcessId[Out]],
+    join_point: ResId | None,
+    left: dict[int, P],
     ended: list[int],
     deadline: float | None,
     timeout: float | None,
-) -> Iterator[ProcessId[Out]]:
+) -> Iterator[P]:
     """The iteration of :func:`through`: ``left`` are the
     processes not yet yielded, ``ended`` the ids of those known to have
     ended."""

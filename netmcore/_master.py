@@ -1100,9 +1100,11 @@ class Master:
         record.joined = True
         return self._deliver_outcome(record)
 
-    def _joinable(self, join_point: int, n: int) -> Record:
-        """The record of process ``n``, if a join through ``join_point`` may take it."""
-        definition = _registry.join_point(join_point)
+    def _joinable(self, join_point: int | None, n: int) -> Record:
+        """The record of process ``n``, if a join through ``join_point`` may
+        take it; None: through its own type's, whichever it is (a watch of
+        any type's, netmcore.as_completed's)."""
+        definition = None if join_point is None else _registry.join_point(join_point)
         record = self.records.get(n)
         if record is None or record.joined:
             if _never_started(n):
@@ -1111,6 +1113,16 @@ class Master:
                 f"process {n} is unknown: it was never started, or it has been joined "
                 "already (only the first join of a process succeeds)"
             )
+        if definition is None:
+            started_by = record.definition
+            if started_by.join_point.n not in _registry.by_join_point:
+                raise NoResource(
+                    started_by.join_point,
+                    f"process {n} is a {started_by.name} process, whose join point was "
+                    "released: nobody can join it, so there is no end to wait for. Leave it "
+                    "out of the ids (it runs on, and its result is dropped as it ends)",
+                )
+            return record
         if record.definition is not definition:
             started_by = record.definition
             if started_by.name == definition.name:
@@ -1180,8 +1192,11 @@ class Master:
                 self.watches.add(key, watch, n, False)
         return Ready(ended)
 
-    def _watch_of(self, key: tuple[Conn, int], point: int, *, fork: bool) -> _watches.Watch:
-        """The watch ``key``, of the processes of fork (or join) point ``point``."""
+    def _watch_of(self, key: tuple[Conn, int], point: int | None, *, fork: bool) -> _watches.Watch:
+        """The watch ``key``, of the processes of fork (or join) point
+        ``point``; None: of any type."""
+        if point is None:
+            return self.watches.get(key, None)
         definition = _registry.fork_point(point) if fork else _registry.join_point(point)
         return self.watches.get(key, definition)
 
@@ -1220,9 +1235,14 @@ class Master:
 
     def _has_ended(self, n: int) -> bool:
         """Whether process ``n`` has ended, for a watch: gone from the table
-        (joined) counts too."""
+        (joined) counts too, and so does one that nobody can join any more
+        (its join point released: see release)."""
         record = self.records.get(n)
-        return record is None or record.outcome is not None
+        return (
+            record is None
+            or record.outcome is not None
+            or record.definition.join_point.n not in _registry.by_join_point
+        )
 
     def _wait_request(self, conn: Conn, msg: WaitReq) -> Message | None:
         """Answer what ended in the watch ``msg.watch``, or wait for it."""
@@ -1237,8 +1257,9 @@ class Master:
             return Done()
         if watch is None:
             raise ValueError(f"this link has no watch {msg.watch}")
-        if watch.definition.join_point.n not in _registry.by_join_point:
-            raise NoResource(watch.definition.join_point, _released(watch.definition))
+        definition = watch.definition  # (None: of any type, which no release ends)
+        if definition is not None and definition.join_point.n not in _registry.by_join_point:
+            raise NoResource(definition.join_point, _released(definition))
         if watch.waiter is not None:
             raise ValueError(f"watch {msg.watch} is waited on already")
         if watch.ended or not watch.left:
@@ -1377,9 +1398,7 @@ class Master:
             # master alone, which no worker got, counts too when the first
             # process returns within the grace second: see README.)
             self.first_caught_interrupt = self.interrupted is not None
-        for key in self.watches.process_ended(record.n):
-            req, ended = self.watches.answer(key)
-            key[0].send(Ready(ended, req=req))
+        self._tell_watches(record.n)
         if (record.dropped and not record.waiters) or (
             record.definition.join_point.n not in _registry.by_join_point
         ):
@@ -1399,6 +1418,12 @@ class Master:
                     late.send(Failed("UnknownProcess", message, None, req=late_req))
                 return
 
+    def _tell_watches(self, n: int) -> None:
+        """Process ``n`` has ended, for the watches it is in: answer their waits."""
+        for key in self.watches.process_ended(n):
+            req, ended = self.watches.answer(key)
+            key[0].send(Ready(ended, req=req))
+
     def _drop(self, record: Record) -> None:
         if isinstance(record.outcome, Returned):
             _payload.discard(record.outcome.value.payload)
@@ -1417,6 +1442,12 @@ class Master:
                 f"the join point of {definition.name} was released while this join "
                 "waited: nobody can join its processes any more"
             )
+            # The waits of its type's watches fail first: those of the
+            # watches of any type then hear of its processes still running
+            # as ended (nobody can join them: there is nothing to wait for),
+            # as a cancelled future is done for concurrent.futures.
+            for conn, req in self.watches.release(definition):
+                conn.send(Failed("NoResource", _released(definition), res_id, req=req))
             for record in list(self.records.values()):
                 if record.definition is not definition:
                     continue
@@ -1425,8 +1456,8 @@ class Master:
                     conn.send(Failed("NoResource", message, res_id, req=req))
                 if record.outcome is not None:
                     self._drop(record)
-            for conn, req in self.watches.release(definition):
-                conn.send(Failed("NoResource", _released(definition), res_id, req=req))
+                else:
+                    self._tell_watches(record.n)
 
     def _sweep_unsent(self, ended: list[tuple[int, str | None]]) -> None:
         """Unlink the objects that the processes ``ended`` (numbers, with the

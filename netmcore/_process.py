@@ -224,7 +224,8 @@ class ProcessDef(Generic[In, Out]):
         returns at once. Nothing is joined here: join each one as it comes.
         A process that another caller joined meanwhile counts as ended (its
         join here then raises UnknownProcess). In a worker only: the master
-        never waits.
+        never waits. :func:`netmcore.as_completed` takes ids of several
+        types.
 
         Raises
         ------

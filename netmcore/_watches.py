@@ -1,5 +1,6 @@
 """Watches: processes a worker waits on, whichever ends first
-(``ProcessDef.as_completed`` and ``ProcessDef.map``), kept by the master.
+(``ProcessDef.as_completed``, ``netmcore.as_completed`` and
+``ProcessDef.map``), kept by the master.
 
 A watch belongs to one link and has a number its worker chose. Processes
 join it as they are started (a StartReq's ``watch``) or named (a WatchReq).
@@ -8,6 +9,12 @@ watch's waiting WaitReq, if one waits, with every process of it that ended
 since its last answer. A wait names no process, so the cost is a constant
 per process, however many are watched (a wait that named them all cost the
 master their number at each answer).
+
+A watch's processes are of one process type, or (``netmcore.as_completed``'s)
+of any: each of those is looked up by its own record as it is named, which
+costs the same. A release of a join point fails the waits of its type's
+watches; the watches of any type hear of its processes still running as
+ended (nobody can join them), in the release's pass over the table.
 
 This is bookkeeping only: the master sends what it says to send.
 """
@@ -24,7 +31,8 @@ Key = tuple[Any, int]  # (the master's Conn of the link, the watch's number)
 
 @dataclass(eq=False)
 class Watch:
-    definition: Any  # the process type (_registry.Definition) of its processes
+    # The process type (_registry.Definition) of its processes; None: of any.
+    definition: Any
     left: set[int] = field(default_factory=set)  # watched, not known to have ended
     ended: list[int] = field(default_factory=list)  # ended, not yet told
     waiter: int | None = None  # the request id of the WaitReq that waits, if one does
@@ -54,8 +62,9 @@ class Watches:
         self.waiting: dict[tuple[Any, int], Key] = {}  # (conn, request id) -> its watch
 
     def get(self, key: Key, definition: Any) -> Watch:
-        """The watch ``key``, made if it is new; ValueError if it is of
-        processes of another type (no API sends that)."""
+        """The watch ``key``, of processes of ``definition`` (None: of
+        any), made if it is new; ValueError if it is of processes of another
+        type (no API sends that)."""
         watch = self.by_key.get(key)
         if watch is None:
             watch = self.by_key[key] = Watch(definition)
@@ -134,7 +143,8 @@ class Watches:
     def release(self, definition: Any) -> list[tuple[Any, int]]:
         """The join point of ``definition`` is released: the waits on its
         watches, as (conn, request id), which wait no more (the master
-        answers them, and any later one, with why)."""
+        answers them, and any later one, with why). The watches of any type
+        are left: the master tells them of its processes as ended."""
         waits = []
         for key, watch in self.by_key.items():
             if watch.definition is definition and watch.waiter is not None:

@@ -136,14 +136,17 @@ class JoinCancel(_Msg, frozen=True):
 
 
 class WatchReq(_Msg, frozen=True):
-    """Processes ``pids`` (started through ``join_point``): answered Ready
-    with those that have ended (one gone from the table, joined by another
-    caller, counts). With ``watch`` 0, each is first looked up as a join
-    would look it up, for the same errors; else the others join the watch
-    ``watch`` of this link (made by its first request), whose WaitReq tells
-    when they end (see _watches). Nothing is joined."""
+    """Processes ``pids`` (started through ``join_point``; None: of any
+    type, netmcore.as_completed's): answered Ready with those that have
+    ended (one gone from the table, joined by another caller, counts, and
+    so does one whose join point was released). With ``watch`` 0, each is
+    first looked up as a join would look it up (None: as a join through its
+    own type's), for the same errors; else the others join the watch
+    ``watch`` of this link (made by its first request, of the type of
+    ``join_point``, or of any), whose WaitReq tells when they end (see
+    _watches). Nothing is joined."""
 
-    join_point: int
+    join_point: int | None
     pids: list[int]
     watch: int = 0
     req: int = 0

@@ -1,9 +1,10 @@
-"""ProcessDef.as_completed and ProcessDef.map: what concurrent.futures'
-as_completed and Executor.map give, over processes.
+"""ProcessDef.as_completed, netmcore.as_completed and ProcessDef.map: what
+concurrent.futures' as_completed and Executor.map give, over processes.
 
 as_completed yields each process once it has ended, first ended first, and
-joins nothing; map runs a window of processes and yields their results in
-order, each error where its result would have been.
+joins nothing (netmcore.as_completed over processes of several types); map
+runs a window of processes and yields their results in order, each error
+where its result would have been.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from typing import Any
 
 import msgspec
 import pytest
+from interrupting import at_every_point, through_another_thread
 from scenario import (
     SYSCALLS,
+    WAIT,
     in_master,
     outcome_value,
     run_scenario,
@@ -259,18 +262,266 @@ def test_as_completed_and_map_refuse_the_master() -> None:
                 lambda: ac_square.as_completed([])
             ),  # at the call, with nothing to wait for
             _error_text(lambda: ac_square.map([1])),
+            _error_text(lambda: netmcore.as_completed([pid, netmcore.ProcessId[str](pid.n)])),
+            _error_text(lambda: netmcore.as_completed([])),
         ]
 
-    for text in in_master(checks):
+    texts = in_master(checks)
+    assert len(texts) == 5
+    for text in texts:
         assert text.startswith("ContextError:") and "the master never waits" in text
         assert "join_nowait()" in text
 
 
 def test_as_completed_and_map_outside_run_say_where_to_call_them() -> None:
     pid = netmcore.ProcessId[int](0)
-    for call in (lambda: ac_square.as_completed([pid]), lambda: ac_square.map([1])):
+    calls = (
+        lambda: ac_square.as_completed([pid]),
+        lambda: ac_square.map([1]),
+        lambda: netmcore.as_completed([pid]),
+    )
+    for call in calls:
         text = _error_text(call)
         assert text.startswith("ContextError:") and "outside netmcore.run()" in text
+
+
+# --- netmcore.as_completed: processes of any types ---------------------------
+
+
+@netmcore.process
+def ac_text(k: int) -> str:
+    if k < 0:
+        raise ValueError(f"no text of a negative here: {k}")
+    return str(k)
+
+
+@netmcore.process
+def any_in_end_order(gates: list[tuple[int, int]]) -> list[Any]:
+    """Processes of two types, none ended at the call, let end one at a
+    time in an order of their own (neither the list's nor the starts'):
+    each is yielded as it ends, once (an id given twice, as another
+    object, is yielded once, as the first), as the object given, and joins
+    through its own type."""
+    (r0, w0), (r1, w1), (r2, w2) = gates
+    a, b, c = ac_gated.start(r0), ac_gated_echo.start((r1, 7)), ac_gated.start(r2)
+    it = netmcore.as_completed([a, b, c, netmcore.ProcessId[int](b.n), a])
+    order = []
+    for w, byte in ((w1, b"b"), (w2, b"c"), (w0, b"a")):
+        os.write(w, byte)  # only that process can end now
+        order.append(next(it))
+    rest = list(it)
+    return [
+        [got is given for got, given in zip(order, [b, c, a], strict=True)],
+        len(rest),
+        ac_gated_echo.result(order[0], timeout=0),  # it has ended: a try is enough
+        ac_gated.result(order[1], timeout=0),
+        ac_gated.result(order[2], timeout=0),
+    ]
+
+
+def test_netmcore_as_completed_yields_processes_of_several_types_as_they_end(
+    pipes: Any,
+) -> None:
+    assert run_scenario(any_in_end_order, [pipes() for _ in range(3)]) == [
+        [True, True, True],
+        0,
+        7,
+        "c",
+        "a",
+    ]
+
+
+@netmcore.process
+def any_many(n: int) -> list[Any]:
+    """Processes of two types, failures among them, in several requests
+    (PIDS_MAX made small): each comes once, and joins through its type."""
+    _wire.PIDS_MAX = 3
+    squares = [ac_square.start(k) for k in range(n)] + [ac_square.start(-1), ac_square.start(1000)]
+    texts = [ac_text.start(k) for k in range(n)] + [ac_text.start(-1)]
+    type_of: dict[int, Any] = {p.n: ac_square for p in squares} | {p.n: ac_text for p in texts}
+    seen: list[int] = []
+    results: dict[int, Any] = {}
+    for pid in netmcore.as_completed(texts + squares):
+        seen.append(pid.n)
+        outcome = type_of[pid.n].join_outcome(pid, timeout=0)
+        ok = isinstance(outcome, netmcore.Success)
+        results[pid.n] = outcome.value if ok else type(outcome).__name__
+    return [
+        len(seen) == len(set(seen)) and set(seen) == set(type_of),
+        [results[p.n] for p in squares],
+        [results[p.n] for p in texts],
+    ]
+
+
+def test_netmcore_as_completed_over_many_processes_of_two_types() -> None:
+    once, squares, texts = run_scenario(any_many, 10)
+    assert once is True
+    assert squares == [k * k for k in range(10)] + ["Raised", "Crashed"]
+    assert texts == [str(k) for k in range(10)] + ["Raised"]
+
+
+@netmcore.process
+def any_timeout(gate: tuple[int, int]) -> list[Any]:
+    """Past its timeout, the iteration raises; nothing is joined: each
+    process joins through its own type afterwards."""
+    gate_r, gate_w = gate
+    pids: list[netmcore.ProcessId[Any]] = [ac_gated.start(gate_r), ac_gated_echo.start((gate_r, 5))]
+    t0 = time.monotonic()
+    text = _error_text(lambda: list(netmcore.as_completed(pids, timeout=0.05)))
+    waited = time.monotonic() - t0 >= 0.05
+    tried = _error_text(lambda: next(netmcore.as_completed(pids, timeout=0)))
+    os.write(gate_w, b"xx")
+    return [text, waited, tried, ac_gated.result(pids[0]), ac_gated_echo.result(pids[1])]
+
+
+def test_netmcore_as_completed_past_its_timeout_raises_and_joins_nothing(
+    gate: tuple[int, int],
+) -> None:
+    text, waited, tried, *joined = run_scenario(any_timeout, gate)
+    assert text.startswith("TimeoutError: as_completed timed out after 0.05 s: 2 of its 2 ")
+    assert "None of them is joined" in text
+    assert waited is True
+    assert tried.startswith("TimeoutError: as_completed timed out after 0 s")
+    assert joined == ["x", 5]
+
+
+@netmcore.process
+def any_bad_ids(_: int) -> list[str]:
+    """Each call is refused at once (no next()), and takes nothing: the
+    good id given beside the bad one joins afterwards."""
+    square, text = ac_square.start(2), ac_text.start(3)
+    joined = ac_text.start(4)
+    ac_text.join(joined)
+    calls: list[Any] = [
+        lambda: netmcore.as_completed([square, text, netmcore.ProcessId(10**6)]),
+        lambda: netmcore.as_completed([square, text, joined]),
+        lambda: netmcore.as_completed([square, text, 5]),
+        lambda: netmcore.as_completed(square),
+        lambda: netmcore.as_completed([square, text], timeout=-1),
+        lambda: netmcore.as_completed([text, netmcore.self_process_id()]),
+    ]
+    texts = [_error_text(call) for call in calls]
+    texts += [str(ac_square.result(square)), ac_text.result(text)]  # none of the calls took them
+    return texts
+
+
+def test_netmcore_as_completed_refuses_bad_ids_at_the_call() -> None:
+    never, joined, not_an_id, not_iterable, negative, itself, *values = run_scenario(any_bad_ids, 0)
+    assert never.startswith("UnknownProcess: process 1000000 was never started")
+    assert joined.startswith("UnknownProcess:") and "joined already" in joined
+    assert not_an_id == (
+        "TypeError: as_completed takes the ProcessIds that start() returned, and 5 is a "
+        "int: pass only ProcessIds (an id kept as its number n is ProcessId(n))"
+    )
+    assert not_iterable.startswith(
+        "TypeError: as_completed takes an iterable of the ProcessIds that start() returned, "
+        "and ProcessId("
+    )
+    assert not_iterable.endswith(
+        ") is a ProcessId, not iterable: pass them in a list, as in as_completed([pid])"
+    )
+    assert negative.startswith("ValueError: timeout")
+    assert itself.startswith("ContextError:") and "its own end" in itself
+    assert values == ["4", "3"]
+
+
+@netmcore.process
+def ac_released_any(gate_r: int) -> str:
+    """A type of its own: its join point is released (for the rest of the
+    test session: the master's registry is this process's)."""
+    return os.read(gate_r, 1).decode()
+
+
+@netmcore.process
+def ac_released_idle(gate_r: int) -> str:
+    """As ac_released_any, released between a call and its first next()."""
+    return os.read(gate_r, 1).decode()
+
+
+@netmcore.process
+def any_release_while_waiting(gates: tuple[tuple[int, int], tuple[int, int]]) -> list[Any]:
+    """The join point of one of the types is released while the iteration
+    waits: its process, still running, is yielded at once (nobody can join
+    it: there is nothing to wait for, as a cancelled future is done), and
+    the iteration goes on for the other type's. Its join says why; an id of
+    it is refused at a later call; one released between a call and its
+    first next() is yielded as ended too. (The timeouts bound a failure,
+    which would wait for ever: none is reached.)"""
+    (released_r, released_w), (other_r, other_w) = gates
+    at_gate = {released_w: 0, other_w: 0}  # processes still waiting at each
+    names: dict[int, str] = {}  # the id() of each ProcessId given -> its name
+
+    def at(name: str, proc: Any, gate_r: int, gate_w: int) -> Any:
+        at_gate[gate_w] += 1
+        pid = proc.start(gate_r)
+        names[id(pid)] = name
+        return pid
+
+    def let_one_end(gate_w: int) -> None:
+        at_gate[gate_w] -= 1
+        os.write(gate_w, b"g")
+
+    def following(it: Iterator[Any]) -> str:
+        """The name of the id that ``it`` yields next (the object given), or its error."""
+        try:
+            return names.get(id(pid := next(it)), repr(pid))
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    try:
+        a = at("a", ac_released_any, released_r, released_w)
+        b = at("b", ac_gated, other_r, other_w)
+        it = netmcore.as_completed([a, b], timeout=WAIT)
+        seen: list[str] = []
+        waiting = threading.Event()
+        real_wait = _client.wait_watch
+
+        def wait_watch(*args: Any) -> Any:
+            waiting.set()  # its other requests are answered: the next one read is this
+            return real_wait(*args)
+
+        _client.wait_watch = wait_watch
+        waiter = threading.Thread(target=lambda: seen.append(following(it)))
+        waiter.start()
+        waiting.wait()
+        _until_a_thread_waits_for_a_reply()
+        ac_released_any.release_join_point()
+        waiter.join()
+        _client.wait_watch = real_wait
+        got: list[Any] = [seen, netmcore.kill(a, 0)]
+        got.append(_error_text(lambda: ac_released_any.result(a)))
+        c = at("c", ac_released_any, released_r, released_w)  # its fork point is still there
+        got.append(_error_text(lambda: netmcore.as_completed([b, c])))
+        let_one_end(other_w)
+        got += [following(it), following(it), ac_gated.result(b, timeout=0)]
+        # Released after the call, before the iteration watches: ended too.
+        d = at("d", ac_released_idle, released_r, released_w)
+        e = at("e", ac_gated, other_r, other_w)
+        it = netmcore.as_completed([d, e], timeout=WAIT)
+        ac_released_idle.release_join_point()
+        got.append(following(it))
+        let_one_end(other_w)
+        got += [following(it), ac_gated.result(e)]
+        return got
+    finally:
+        for gate_w, count in at_gate.items():  # (their results are dropped, or joined)
+            os.write(gate_w, b"g" * count)
+
+
+def test_a_released_join_point_counts_its_processes_as_ended_for_several_types(
+    pipes: Any,
+) -> None:
+    got = run_scenario(any_release_while_waiting, (pipes(), pipes()))
+    first, still_running, joined_a, refused_c, *rest = got
+    assert first == ["a"], f"as the join point was released, the iteration gave {first}"
+    assert still_running is True
+    assert joined_a.startswith("NoResource:") and "not a join point" in joined_a
+    assert refused_c.startswith("NoResource:")
+    assert "is a test_as_completed.ac_released_any process, whose join point was released" in (
+        refused_c
+    )
+    assert "Leave it out of the ids" in refused_c
+    assert rest == ["b", "StopIteration: ", "g", "d", "e", "g"]
 
 
 # --- map ---------------------------------------------------------------------
@@ -1190,3 +1441,56 @@ def test_a_close_that_cannot_be_sent_goes_with_the_next_watch_start_or_join(
     waiting, queued, after, left = run_scenario(map_closed_as_the_link_is_read, then)
     assert waiting == 1 and len(queued) == 1
     assert after == 0 and left == []
+
+
+@netmcore.process
+def any_interrupted_anywhere(how_and_gate: tuple[str, tuple[int, int]]) -> str | None:
+    """A SIGINT at each point of an iteration over processes of two types,
+    one ended and one running, that times out (timeout=0) once it has
+    yielded the one and watched the other: it leaves no watch in the
+    master, and joins neither. ``how``: raised in this thread (the close of
+    the watch blocks it), or sent through another thread (it comes even so)."""
+    how, (gate_r, gate_w) = how_and_gate
+    running, ended = ac_gated.start(gate_r), ac_square.start(3)
+    for _ in ac_square.as_completed([ended]):  # waits for its end, joins nothing
+        pass
+
+    def call() -> list[Any]:
+        got: list[Any] = []
+        try:
+            for pid in netmcore.as_completed([running, ended], timeout=0):
+                got.append(pid)
+        except TimeoutError:
+            got.append("timed out")
+        return got
+
+    def check(result: Any) -> list[str]:
+        problems = []
+        if result is not None and result != [ended, "timed out"]:
+            problems.append(f"the whole call gave {result!r}")
+        watches = _probe()["watches"]
+        if watches:
+            problems.append(f"the master keeps {watches} watch(es)")
+        try:
+            if not netmcore.kill(running, 0) or netmcore.kill(ended, 0):
+                problems.append("a process ended, or ran on, unlike its gate")
+        except netmcore.UnknownProcess as exc:
+            problems.append(f"a process was joined: {exc}")
+        return problems
+
+    try:
+        if how == "thread":
+            with through_another_thread(signal.SIGINT) as send:
+                return at_every_point(call, check, signal.SIGINT, send)
+        return at_every_point(call, check)
+    finally:
+        os.write(gate_w, b"g")
+        assert (ac_gated.result(running), ac_square.result(ended)) == ("g", 9)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["here", "thread"])
+def test_netmcore_as_completed_interrupted_anywhere_leaves_nothing(
+    master_probe: None, gate: tuple[int, int], how: str
+) -> None:
+    assert run_scenario(any_interrupted_anywhere, (how, gate)) is None

@@ -78,6 +78,11 @@ CASES: dict[str, list[Message]] = {
         WatchReq(square.join_point.n, [], 9),
         _start_of(send_malformed, "never run", 9),
     ],
+    # (netmcore.as_completed's: no start goes into it.)
+    "a start into a watch of any type": [
+        WatchReq(None, [], 9),
+        _start_of(send_malformed, "never run", 9),
+    ],
 }
 
 

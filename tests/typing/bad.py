@@ -98,6 +98,14 @@ def bad_join() -> None:
     Add.as_completed([square.start(3)])  # type: ignore[list-item]
     Add.as_completed(pid)  # type: ignore[arg-type]
     Add.as_completed([pid], timeout="1")  # type: ignore[arg-type]
+    # netmcore.as_completed takes an iterable of ProcessIds, of any types.
+    netmcore.as_completed(pid)  # type: ignore[call-overload]
+    netmcore.as_completed([3])  # type: ignore[type-var]
+    netmcore.as_completed([pid, 3])  # type: ignore[type-var]
+    netmcore.as_completed([pid], 1.0)  # type: ignore[call-overload]
+    netmcore.as_completed([pid], timeout="1")  # type: ignore[call-overload]
+    for done in netmcore.as_completed([pid]):
+        square.result(done)  # type: ignore[arg-type]
     square.map(["3"])  # type: ignore[list-item]
     square.map([3], processes="2")  # type: ignore[arg-type]
     square.map([3], timeout="1")  # type: ignore[arg-type]

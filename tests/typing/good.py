@@ -78,6 +78,23 @@ def process_def_start_join() -> None:
     # as_completed yields the ids it is given; map yields results, in order.
     assert_type(square.as_completed([spid, square.start(4)]), Iterator[netmcore.ProcessId[int]])
     assert_type(Add.as_completed((pid,), timeout=1.5), Iterator[netmcore.ProcessId[float]])
+    # netmcore.as_completed takes ids of any types, and yields the type of
+    # their element: each joins through its own type. Ids of several types
+    # in one display are ProcessId[Any] (mypy joins them into object).
+    assert_type(netmcore.as_completed([spid]), Iterator[netmcore.ProcessId[int]])
+    assert_type(netmcore.as_completed((pid,), timeout=1.5), Iterator[netmcore.ProcessId[float]])
+    mixed: list[netmcore.ProcessId[int] | netmcore.ProcessId[float]] = [spid, pid]
+    assert_type(
+        netmcore.as_completed(mixed),
+        Iterator[netmcore.ProcessId[int] | netmcore.ProcessId[float]],
+    )
+    assert_type(netmcore.as_completed([spid, pid]), Iterator[netmcore.ProcessId[Any]])
+    assert_type(netmcore.as_completed({spid, Point.start([1])}), Iterator[netmcore.ProcessId[Any]])
+    for done in netmcore.as_completed([spid, pid]):
+        if done == spid:
+            assert_type(square.result(done), int)
+        else:
+            assert_type(Add.result(done), float)
     assert_type(square.map(range(5)), Iterator[int])
     assert_type(Add.map([(1.0, 2.0)], processes=2), Iterator[float])
     assert_type(square.map(range(5), timeout=2.5), Iterator[int])
