@@ -1231,7 +1231,10 @@ class Master:
         for n in pids:
             if _never_started(n):
                 raise UnknownProcess(f"process {n} was never started: {_ids_so_far()}")
-        return [n for n in pids if self._has_ended(n)]
+        # Not _has_ended: a process whose join point was released still runs,
+        # and may still send.
+        records = self.records
+        return [n for n in pids if (r := records.get(n)) is None or r.outcome is not None]
 
     def _has_ended(self, n: int) -> bool:
         """Whether process ``n`` has ended, for a watch: gone from the table

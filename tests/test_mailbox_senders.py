@@ -247,3 +247,36 @@ def test_a_receive_interrupted_as_it_asks_whether_its_senders_live_leaves_the_li
     None
 ):
     assert run_scenario(interrupted_everywhere, None) is None
+
+
+@netmcore.process
+def released_sender(arg: tuple[ResId, ResId]) -> None:
+    """held_sender's steps, as a type of its own, whose join point the
+    test releases (for the rest of the test process: it is the master)."""
+    held_sender().run(arg)
+
+
+@netmcore.process
+def receive_from_a_released_type(_: None) -> list[str]:
+    """A process nobody can join any more (its join point released) still
+    runs, and may still send: a receive goes on waiting for it."""
+    box = Mailbox.create(str, slots=4, slot_size=64)
+    try:
+        sender = released_sender.start((box.res_id, box.res_id))
+        released_sender.release_join_point()
+        go = ResId(int(box.receive(while_alive=sender)[3:]))
+        got = [outcome_text(lambda: box.receive(timeout=0.05, while_alive=sender))]
+        with Mailbox.open(go, str) as to_sender:
+            to_sender.send("after the release")
+        got.append(box.receive(while_alive=sender))
+        got.append(outcome_text(lambda: box.receive(while_alive=sender)))
+        return got
+    finally:
+        box.release()
+
+
+def test_a_sender_whose_join_point_was_released_is_waited_for_while_it_runs() -> None:
+    timed_out, late, ended = run_scenario(receive_from_a_released_type, None)
+    assert timed_out.startswith("TimeoutError")  # not SendersEnded: it runs
+    assert late == "after the release"
+    assert ended.startswith("SendersEnded")
