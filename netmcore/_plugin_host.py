@@ -9,6 +9,9 @@ settled by a later dead process's give-back: see ``_undo_effect``), a barrier
 it took part in is broken if it failed (its parties would wait for ever), and
 its queued requests are dropped. Every operation is non-blocking in the master: a
 worker that must wait is a reply the master sends later, never a blocked loop.
+A wait for a shared variable's value may come before the variable is created
+(by a peer that creates and sets it): it waits for both, its type checked
+against the variable's once it is made (see ``_var_create``).
 
 A waiting call left by an exception in the worker (a signal handler's) is
 withdrawn by two more operations of its service: ``cancel`` drops its waiter
@@ -46,13 +49,13 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from ._context import refuse_wait_in_master
 from ._errors import EncapTypeMismatch, PluginError
-from ._wire import PluginReply, PluginReq
+from ._wire import Failed, PluginReply, PluginReq
 
 if TYPE_CHECKING:
     from ._master import Conn
 
 Waiter = tuple["Conn", int, int]  # (connection, request id, process id)
-Send = Callable[["Conn", PluginReply], bool]
+Send = Callable[["Conn", PluginReply | Failed], bool]
 X = TypeVar("X")
 
 TIMERS_PRUNE_AT = 1024  # timers kept at least before a rebuild
@@ -124,6 +127,10 @@ class PluginHost:
     def __init__(self, send: Send) -> None:
         self._send = send
         self.vars: dict[str, _Var] = {}
+        # The waits for a value of a shared variable not created yet, by its
+        # name, each with its request: its type is the variable's to be, and
+        # is checked once it is created. A name goes once nothing waits for it.
+        self.unmade: dict[str, list[tuple[Waiting, PluginReq]]] = {}
         self.mutexes: dict[str, _Mutex] = {}
         self.sems: dict[str, _Sem] = {}
         self.mboxes: dict[str, _Mbox] = {}
@@ -179,6 +186,7 @@ class PluginHost:
         """The timers of the requests that wait now, only."""
         queues: list[tuple[str, str, Iterable[Waiting]]] = [
             *(("var", n, v.waiters) for n, v in self.vars.items()),
+            *(("var", n, (w for w, _ in ws)) for n, ws in self.unmade.items()),
             *(("mutex", n, m.waiters) for n, m in self.mutexes.items()),
             *(("sem", n, s.waiters) for n, s in self.sems.items()),
             *(("mbox", n, b.receivers) for n, b in self.mboxes.items()),
@@ -216,8 +224,10 @@ class PluginHost:
             return w.deadline is not None and w.deadline <= now
 
         expired: list[Waiting] = []
-        if service == "var" and name in self.vars:
-            expired = _take(self.vars[name].waiters, due)
+        if service == "var":
+            if name in self.vars:
+                expired = _take(self.vars[name].waiters, due)
+            expired += self._take_unmade(name, due)
         elif service == "mutex" and name in self.mutexes:
             expired = _take(self.mutexes[name].waiters, due)
         elif service == "sem" and name in self.sems:
@@ -249,7 +259,15 @@ class PluginHost:
         if req.name in self.vars:
             _check(req, self.vars[req.name], "shared variable")
             return PluginReply(None, 0)
-        self.vars[req.name] = _Var(req.fingerprint, req.type_name)
+        var = self.vars[req.name] = _Var(req.fingerprint, req.type_name)
+        # Those that waited for it to be created wait for its value now, but
+        # for a wait of another type: it fails, as it would have, made now.
+        for w, asked in self.unmade.pop(req.name, []):
+            mismatch = _mismatch(asked, var, "shared variable")
+            if mismatch is None:
+                var.waiters.append(w)
+            else:
+                self._send(w.conn, Failed(EncapTypeMismatch.__name__, mismatch, req=w.req))
         if req.data is not None:
             self._var_set(req, waiter)
         return PluginReply(None, 1)
@@ -267,6 +285,13 @@ class PluginHost:
         return PluginReply(var.value, 0 if var.value is None else 1)
 
     def _var_wait(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
+        if req.name not in self.vars:  # it waits for the variable to be created, too
+            what = f"SharedVar({req.name!r}).wait_for_value() of a variable not created yet"
+            waiting = self._waiting(req, waiter, what)
+            if isinstance(waiting, PluginReply):
+                return waiting
+            self.unmade.setdefault(req.name, []).append((waiting, req))
+            return None
         var = self._var(req)
         if var.value is not None:
             return PluginReply(var.value, 1)
@@ -275,16 +300,35 @@ class PluginHost:
 
     def _var_cancel(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         var = self.vars.get(req.name)
-        return _cancel(var.waiters if var else [], req, waiter)
+        if var is not None:
+            return _cancel(var.waiters, req, waiter)
+        taken = self._take_unmade(req.name, lambda w: _mine(w, req, waiter))
+        return PluginReply(None, 1 if taken else 0)
 
     def _var_delete(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         if req.name in self.vars:
             _check(req, self.vars[req.name], "shared variable")
         var = self.vars.pop(req.name, None)
-        if var is not None:
-            for w in var.waiters:
-                self._send(w[0], _failure(w, f"shared variable {req.name!r} was deleted"))
+        gone = f"shared variable {req.name!r} was deleted"
+        if var is None:  # a wait for it to be created fails too: it would wait on
+            waiters = [w for w, _ in self.unmade.pop(req.name, [])]
+            gone += " before it was created"
+        else:
+            waiters = var.waiters
+        for w in waiters:
+            self._send(w.conn, _failure(w, gone))
         return PluginReply(None, 0 if var is None else 1)
+
+    def _take_unmade(self, name: str, taken: Callable[[Waiting], bool]) -> list[Waiting]:
+        """Take from the waits for variable ``name`` to be created those that
+        ``taken`` accepts; drop its entry once none is left."""
+        waits = self.unmade.get(name)
+        if waits is None:
+            return []
+        out = [w for w, _ in _take(waits, lambda entry: taken(entry[0]))]
+        if not waits:
+            del self.unmade[name]
+        return out
 
     # --- mutexes -------------------------------------------------------------
 
@@ -616,6 +660,8 @@ class PluginHost:
                 self._wake_sem(sem)
         for var in self.vars.values():
             var.waiters = [w for w in var.waiters if w[2] != user]
+        for name in list(self.unmade):
+            self._take_unmade(name, lambda w: w.user == user)
         for box in self.mboxes.values():
             box.senders = deque(s for s in box.senders if s[0][2] != user)
             box.receivers = deque(w for w in box.receivers if w[2] != user)
@@ -671,13 +717,22 @@ def _undo_effect(sem: _Sem, effect: int) -> None:
 
 def _check(req: PluginReq, found: _Var | _Mbox, what: str) -> None:
     """Refuse ``req`` if its values are of another type than those of ``found``."""
-    if req.fingerprint and req.fingerprint != found.fingerprint:
-        raise EncapTypeMismatch(
-            f"{what} {req.name!r} holds values of type {found.type_name} (fingerprint "
-            f"{found.fingerprint}), not {req.type_name} (fingerprint {req.fingerprint}): "
-            f"it keeps the type it was created with; use {found.type_name} for it, "
-            "or another name for values of another type"
-        )
+    mismatch = _mismatch(req, found, what)
+    if mismatch is not None:
+        raise EncapTypeMismatch(mismatch)
+
+
+def _mismatch(req: PluginReq, found: _Var | _Mbox, what: str) -> str | None:
+    """Why ``req`` is refused if its values are of another type than those
+    of ``found`` (None: they are not)."""
+    if not req.fingerprint or req.fingerprint == found.fingerprint:
+        return None
+    return (
+        f"{what} {req.name!r} holds values of type {found.type_name} (fingerprint "
+        f"{found.fingerprint}), not {req.type_name} (fingerprint {req.fingerprint}): "
+        f"it keeps the type it was created with; use {found.type_name} for it, "
+        "or another name for values of another type"
+    )
 
 
 def _mine(w: Waiting, req: PluginReq, waiter: Waiter | None) -> bool:

@@ -274,12 +274,18 @@ class SharedVar(Generic[T]):
 
     def wait_for_value(self, timeout: float | None = None) -> T:
         """Its value, waiting until it has one, at most ``timeout`` seconds
-        (None or ``math.inf``: no limit).
+        (None or ``math.inf``: no limit). A variable not created yet is
+        waited for too: a worker may wait for what a peer creates and sets.
 
         Raises
         ------
         TimeoutError
-            If it has no value by then.
+            If it has no value by then (or does not exist).
+        PluginError
+            If it is deleted as this call waits (before it was created, too).
+        EncapTypeMismatch
+            If it holds values of another type than this handle's, or is
+            created with another type as this call waits.
         ContextError
             In the master's own code, if it has no value: nothing could set
             it while the master waits.

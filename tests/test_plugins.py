@@ -44,6 +44,7 @@ import scenario
 import netmcore
 from netmcore import Mbox, PluginMutex, PluginSemaphore, SharedVar, _context
 from netmcore._encap import TYPE_NAME_MAX, clipped_name
+from netmcore._plugin_host import PluginHost
 from netmcore._wire import PluginReq
 
 T = TypeVar("T")
@@ -410,6 +411,102 @@ def delete_scenario(_: int) -> dict[str, Any]:
     queued.decrement()
     deleted = v.delete()
     return {"deleted": deleted, "waiter": deleted_waiter.join(pid), "recreate": v.create(7)}
+
+
+@netmcore.process
+def early_waiter(arg: tuple[str, str]) -> list[str]:
+    """Wait for the value of variable ``name`` (of ``int`` or ``str``,
+    as ``kind`` says), which nobody has created yet."""
+    name, kind = arg
+    waiting = Queued(SharedVar(name, int if kind == "int" else str).wait_for_value)
+    PluginSemaphore("queued").increment()
+    return err(waiting.result)
+
+
+@netmcore.process
+def create_and_set(arg: tuple[str, bool]) -> int:
+    name, at_create = arg
+    v = SharedVar(name, int)
+    if at_create:
+        v.create(42)
+    else:
+        v.create()
+        v.set(42)
+    return 0
+
+
+@netmcore.process
+def wait_before_create_scenario(at_create: bool) -> list[list[str]]:
+    queued = signal_sem("queued")
+    pids = [early_waiter.start(("late", "int")) for _ in range(2)]
+    for _ in pids:
+        queued.decrement()  # both waits are queued, for a variable nobody has created
+    create_and_set.join(create_and_set.start(("late", at_create)))
+    return [early_waiter.join(pid) for pid in pids]
+
+
+@netmcore.process
+def wait_before_create_of_another_type(_: int) -> dict[str, Any]:
+    queued = signal_sem("queued")
+    wrong = early_waiter.start(("typed", "str"))
+    right = early_waiter.start(("typed", "int"))
+    queued.decrement()
+    queued.decrement()
+    v = SharedVar("typed", int)
+    v.create()  # without a value: the wait of another type fails now, not at the set
+    out: dict[str, Any] = {"wrong": early_waiter.join(wrong)}
+    v.set(5)
+    out["right"] = early_waiter.join(right)
+    return out
+
+
+@netmcore.process
+def delete_before_create_scenario(_: int) -> dict[str, Any]:
+    queued = signal_sem("queued")
+    never = early_waiter.start(("never", "int"))
+    later = early_waiter.start(("later", "int"))
+    queued.decrement()
+    queued.decrement()
+    out: dict[str, Any] = {"deleted_never": SharedVar("never", int).delete()}
+    out["never"] = early_waiter.join(never)
+    out["recreate_never"] = SharedVar("never", int).create(7)
+    SharedVar("later", int).create()  # its waiter now waits for a value
+    out["deleted_later"] = SharedVar("later", int).delete()
+    out["later"] = early_waiter.join(later)
+    return out
+
+
+@netmcore.process
+def unmade_timeout_scenario(n: int) -> dict[str, Any]:
+    v = SharedVar("unmade", int)
+    out: dict[str, Any] = {
+        "unmade": timed_out(lambda: v.wait_for_value(timeout=SHORT)),
+        "try": timed_out(lambda: v.wait_for_value(timeout=0)),
+    }
+    for i in range(n):  # each on a name that is never created
+        timed_out(lambda i=i: SharedVar(f"never-{i}", int).wait_for_value(timeout=0.001))
+    v.create(5)  # a timed-out wait still queued would be answered now
+    out["value"] = v.wait_for_value(timeout=0)
+    return out
+
+
+@netmcore.process
+def wait_unmade_and_die(_: int) -> int:
+    Queued(SharedVar("ghost", int).wait_for_value)
+    Queued(SharedVar("ghost", str).wait_for_value)
+    PluginSemaphore("queued").increment()  # served after the two waits above
+    die()
+
+
+@netmcore.process
+def dead_unmade_waiter_scenario(_: int) -> dict[str, Any]:
+    queued = signal_sem("queued")
+    victim = wait_unmade_and_die.start(0)
+    queued.decrement()
+    out: dict[str, Any] = {"crashed": crashed_by_sigkill(wait_unmade_and_die.join_outcome(victim))}
+    SharedVar("ghost", int).create(1)
+    out["value"] = SharedVar("ghost", int).wait_for_value()
+    return out
 
 
 @netmcore.process
@@ -976,6 +1073,12 @@ INTERRUPTED: dict[str, tuple[Callable[[], object], Callable[[], object], Callabl
     ),
     # The box is full (two messages); the other worker takes one.
     "send": (lambda: two_box().send(5), two_box().receive, receive_send_receive),
+    # A wait for a variable nobody has created yet; the other worker creates it.
+    "wait_for_value": (
+        SharedVar("u", int).wait_for_value,
+        lambda: SharedVar("u", int).create(9),
+        SharedVar("u", int).get,
+    ),
 }
 
 
@@ -1326,6 +1429,8 @@ def test_in_the_master_plugins_take_what_is_there_and_refuse_to_wait() -> None:
             "wait_empty_timeout": err(lambda: empty.wait_for_value(timeout=5)),
             "wait_empty_try": err(lambda: empty.wait_for_value(timeout=0)),
             "wait_set": SharedVar("result", list[int]).wait_for_value(),
+            "wait_unmade": err(SharedVar("unmade", int).wait_for_value),
+            "wait_unmade_try": err(lambda: SharedVar("unmade", int).wait_for_value(timeout=0)),
             "send_full": err(lambda: full.send(1)),
             "send_full_try": err(lambda: full.send(1, timeout=0)),
             "receive": err(full.receive),  # the message publish sent
@@ -1354,6 +1459,7 @@ def test_in_the_master_plugins_take_what_is_there_and_refuse_to_wait() -> None:
     for key, what in [
         ("wait_empty", "SharedVar('empty').wait_for_value()"),
         ("wait_empty_timeout", "SharedVar('empty').wait_for_value()"),
+        ("wait_unmade", "SharedVar('unmade').wait_for_value() of a variable not created yet"),
         ("send_full", "Mbox('full').send() to a full box"),
         ("receive_empty", "Mbox('full').receive() from an empty box"),
     ]:
@@ -1363,6 +1469,7 @@ def test_in_the_master_plugins_take_what_is_there_and_refuse_to_wait() -> None:
     assert (
         "SharedVar('empty', int).wait_for_value() timed out after 0 s" in out["wait_empty_try"][1]
     )
+    assert out["wait_unmade_try"][0] == "TimeoutError"
     assert out["send_full_try"][0] == "TimeoutError"
     assert out["wait_set"] == [10, 11]
     assert out["receive"] == ["none", "10"]
@@ -1442,6 +1549,88 @@ def test_deleting_a_shared_var_fails_its_waiters() -> None:
     assert out["waiter"][0] == "PluginError"
     assert "deleted" in out["waiter"][1]
     assert out["recreate"] is True
+
+
+@pytest.fixture
+def unmade_seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """What the master holds of the waits for shared variables not created
+    yet: how many wait for each variable as it is created ("at_create"), and
+    the names waited for as each process ends, before and after the master
+    forgets it ("at_end")."""
+    seen: dict[str, list[Any]] = {"at_create": [], "at_end": []}
+    create, forget = PluginHost._var_create, PluginHost.forget
+
+    def create_seen(host: PluginHost, req: PluginReq, waiter: Any) -> Any:
+        if req.name != "queued.sync":  # Queued's
+            seen["at_create"].append([req.name, len(host.unmade.get(req.name, ()))])
+        return create(host, req, waiter)
+
+    def forget_seen(host: PluginHost, user: int, failure: str | None = None) -> None:
+        before = sorted(host.unmade)
+        forget(host, user, failure)
+        seen["at_end"].append([before, sorted(host.unmade)])
+
+    monkeypatch.setattr(PluginHost, "_var_create", create_seen)
+    monkeypatch.setattr(PluginHost, "forget", forget_seen)
+    return seen
+
+
+@pytest.mark.parametrize("at_create", [False, True], ids=["create-then-set", "create-with-value"])
+def test_wait_for_value_before_create_gets_what_another_process_creates_and_sets(
+    at_create: bool, unmade_seen: dict[str, list[Any]]
+) -> None:
+    # It raised PluginError ("there is no shared variable 'late': create it
+    # first"): a worker that waited for a peer's value raced with its create.
+    assert run_scenario(wait_before_create_scenario, at_create) == [["none", "42"]] * 2
+    assert unmade_seen["at_create"] == [["late", 2]]
+
+
+def test_a_wait_before_create_of_another_type_fails_as_it_is_created(
+    unmade_seen: dict[str, list[Any]],
+) -> None:
+    out = run_scenario(wait_before_create_of_another_type, 0)
+    assert out["wrong"] == [
+        "EncapTypeMismatch",
+        mismatch_message("shared variable 'typed'", int, str),
+    ]
+    assert out["right"] == ["none", "5"]
+
+
+def test_a_delete_fails_the_waits_before_create_too() -> None:
+    out = run_scenario(delete_before_create_scenario, 0)
+    assert out["deleted_never"] is False, "it never existed"
+    assert out["never"] == [
+        "PluginError",
+        "shared variable 'never' was deleted before it was created",
+    ]
+    assert out["recreate_never"] is True
+    assert out["deleted_later"] is True
+    assert out["later"] == ["PluginError", "shared variable 'later' was deleted"]
+
+
+def test_waits_before_create_that_time_out_leave_nothing_in_the_master(
+    unmade_seen: dict[str, list[Any]],
+) -> None:
+    out = run_scenario(unmade_timeout_scenario, 50)
+    assert out["unmade"] == (
+        "SharedVar('unmade', int).wait_for_value() timed out after 0.05 s: the master "
+        "dropped the call, which changed nothing (timeout=None waits without limit)"
+    )
+    assert out["try"].startswith("SharedVar('unmade', int).wait_for_value() timed out after 0 s")
+    assert out["value"] == 5
+    assert unmade_seen["at_create"] == [["unmade", 0]]
+    # As the process ended, before the master forgot it: none of its 52 waits.
+    assert unmade_seen["at_end"] and all(seen == [[], []] for seen in unmade_seen["at_end"])
+
+
+def test_waits_before_create_of_a_dead_process_are_dropped(
+    unmade_seen: dict[str, list[Any]],
+) -> None:
+    out = run_scenario(dead_unmade_waiter_scenario, 0)
+    assert out == {"crashed": True, "value": 1}
+    # The victim's two waits, until it is forgotten; then nothing of them.
+    assert unmade_seen["at_end"][0] == [["ghost"], []]
+    assert unmade_seen["at_create"] == [["ghost", 0]]
 
 
 # --------------------------------------------------------------------------
@@ -1920,6 +2109,20 @@ def test_interrupted_decrement_does_not_take_a_count(answered_first: bool) -> No
         "interrupted",
         1,
     ]
+
+
+@answered_first
+def test_interrupted_wait_before_create_leaves_no_wait_in_the_master(
+    answered_first: bool, unmade_seen: dict[str, list[Any]]
+) -> None:
+    out = scenario.run_scenario(
+        interrupted_scenario,
+        ("wait_for_value", answered_first, 0),
+        init_ctrl=netmcore.add_plugins,
+    )
+    assert out == ["interrupted", 9]
+    # As "u" is created: the wait, if it was not withdrawn yet; else nothing.
+    assert unmade_seen["at_create"] == [["u", 1 if answered_first else 0]]
 
 
 def test_interrupted_send_to_a_full_box_puts_nothing_in_it() -> None:
