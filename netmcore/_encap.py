@@ -886,6 +886,11 @@ class EncapType(Generic[T]):
         """Decode and validate bytes made by :meth:`encode`."""
         return self._decoder.decode(data)
 
+    def reencode(self, data: bytes) -> bytes:
+        """Bytes made by :meth:`encode` as the value encodes once read back
+        (decoded as ``T``): an int given for a float is a float then, say."""
+        return _encoder.encode(self.decode(data))
+
     def wrap(self, value: T) -> Encap:
         """Encapsulate ``value``; raises :class:`ArgumentTypeError` if it does not match."""
         return self.wrap_as(value, "value")

@@ -81,6 +81,7 @@ class _Var:
     fingerprint: str
     type_name: str  # for the error of a request of another type
     value: bytes | None = None
+    digest: bytes = b""  # of the value as it reads back, its writer's: see _var_cas
     waiters: list[Waiting] = field(default_factory=list)
 
 
@@ -273,12 +274,32 @@ class PluginHost:
         return PluginReply(None, 1)
 
     def _var_set(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        self._hold(self._var(req), req)
+        return PluginReply(None, 0)
+
+    def _var_cas(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        # By the digests its writer and the caller made (the master has no
+        # types to decode with); ``flag``: no value matches (an expected None).
         var = self._var(req)
-        var.value = req.data
+        matched = req.flag if var.value is None else var.digest in req.expected
+        if matched:
+            self._hold(var, req)
+        return PluginReply(None, 1 if matched else 0)
+
+    def _var_swap(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
+        var = self._var(req)
+        old = var.value
+        self._hold(var, req)
+        return PluginReply(old, 0 if old is None else 1)
+
+    def _hold(self, var: _Var, req: PluginReq) -> None:
+        """Make ``var`` hold the value of ``req``, waking every waiter with it."""
+        if req.data is None:
+            raise PluginError(f"a {req.service}.{req.op} of {req.name!r} without a value")
+        var.value, var.digest = req.data, req.digest
         waiting, var.waiters = var.waiters, []
         for w in waiting:
             self._reply(w, var.value)
-        return PluginReply(None, 0)
 
     def _var_get(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         var = self._var(req)
@@ -679,7 +700,7 @@ COUNT_MAX = 2**63 - 1
 _HANDLERS = frozenset(
     f"_{service}_{op}"
     for service, ops in {
-        "var": ("create", "set", "get", "wait", "cancel", "delete"),
+        "var": ("create", "set", "get", "wait", "cancel", "delete", "cas", "swap"),
         "mutex": ("lock", "unlock", "cancel", "undo"),
         "sem": ("create", "increment", "decrement", "cancel", "undo", "get", "destroy"),
         "mbox": ("create", "send", "receive", "cancel", "undo", "delete"),

@@ -9,6 +9,7 @@ than the one the variable or box was created with.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from . import _context
 from ._client import _error, _link
 from ._encap import EncapType
-from ._errors import BrokenBarrierError, ContextError, PluginError
+from ._errors import ArgumentTypeError, BrokenBarrierError, ContextError, PluginError
 from ._master import Controller
 from ._plugin_host import BROKEN, COUNT_MAX, TIMED_OUT
 from ._pthread import check_timeout
@@ -50,6 +51,8 @@ def _call(
     *,
     typ: EncapType[Any] | None = None,
     data: bytes | None = None,
+    digest: bytes = b"",
+    expected: tuple[bytes, ...] = (),
     num: int = 0,
     flag: bool = False,
     waits: bool = False,
@@ -74,7 +77,17 @@ def _call(
     deadline = None if timeout is None else time.monotonic() + timeout
     fingerprint, type_name = ("", "") if typ is None else (typ.fingerprint, typ.clipped_name)
     req = PluginReq(
-        service, op, name, fingerprint, data, num, flag, deadline=deadline, type_name=type_name
+        service,
+        op,
+        name,
+        fingerprint,
+        data,
+        num,
+        flag,
+        deadline=deadline,
+        type_name=type_name,
+        digest=digest,
+        expected=expected,
     )
     ctx = _context.current
     if ctx.role == "master" and ctx.master is not None:
@@ -234,6 +247,13 @@ def _encode_value(typ: EncapType[T], value: T, what: str, holder: str, hint: str
     return data
 
 
+def _digest(data: bytes) -> bytes:
+    """What the master compares for a shared variable's value: 256 bits of
+    BLAKE2b, so that a compare_and_set's expected value, beside its new one,
+    need not travel whole (two values of VALUE_MAX are over MESSAGE_MAX)."""
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
 class SharedVar(Generic[T]):
     """A named variable in the master holding a value of type ``T``.
 
@@ -244,6 +264,8 @@ class SharedVar(Generic[T]):
         best.set(3.5)
         best.get()              # 3.5 (None while it has no value)
         best.wait_for_value()   # waits until it has a value
+        best.compare_and_set(3.5, 4.0)  # True: it held 3.5, and holds 4.0 now
+        best.swap(5.0)          # 4.0, what it held
     """
 
     @overload
@@ -259,13 +281,89 @@ class SharedVar(Generic[T]):
 
     def create(self, value: T | None = None) -> bool:
         """Create it, with ``value`` if given; False if it existed (then unchanged)."""
-        data = None if value is None else self._encode(value)
-        return _call("var", "create", self.name, typ=self.type, data=data).num == 1
+        data, digest = (None, b"") if value is None else self._encode_held(value)
+        return _call("var", "create", self.name, typ=self.type, data=data, digest=digest).num == 1
 
     def set(self, value: T) -> None:
         """Set its value, waking every process waiting for one."""
-        data = self._encode(value)
-        _call("var", "set", self.name, typ=self.type, data=data)
+        data, digest = self._encode_held(value)
+        _call("var", "set", self.name, typ=self.type, data=data, digest=digest)
+
+    def compare_and_set(self, expected: T | None, new: T) -> bool:
+        """Set it to ``new`` if it holds ``expected``, in one step in the
+        master (nothing comes between the compare and the set); return
+        whether it did. As :meth:`set`, it wakes every process waiting for a
+        value. ``expected=None`` expects no value (what :meth:`get` returns
+        None for), or None where ``T`` admits it.
+
+        Values are compared by their msgspec encoding, not by ``==``:
+        ``expected`` matches if it encodes, as given or read back as ``T``,
+        to the bytes that the value held encodes to read back (as
+        :meth:`get` returns it). So a value that :meth:`get` returned
+        matches for as long as it is held, and an int matches the equal
+        float in a ``float`` variable; but a dict matches only with its
+        items in the same order, and a set only in the order it encodes in
+        (take it from :meth:`get`); ``0.0`` does not match ``-0.0``, and a
+        NaN matches a NaN. (The master compares 256-bit BLAKE2b digests of
+        those bytes: the expected value does not travel whole.)
+
+        A read-modify-write that loses no update, whatever other processes
+        do meanwhile (a :meth:`get` then a :meth:`set` loses theirs)::
+
+            count = netmcore.SharedVar("count", int)
+            while True:
+                old = count.get()  # None: it has no value yet
+                if count.compare_and_set(old, (old or 0) + 1):
+                    break
+
+        Raises
+        ------
+        ValueError
+            If ``new`` or ``expected`` is over ``VALUE_MAX`` (128 KiB)
+            encoded; nothing was sent.
+        ArgumentTypeError
+            If ``new`` or ``expected`` is not a ``T``; nothing was sent.
+        PluginError
+            If it does not exist.
+        EncapTypeMismatch
+            If it holds values of another type than this handle's.
+        """
+        data, digest = self._encode_held(new)
+        if expected is None:
+            no_value, digests = True, self._digests_of_none()
+        else:
+            no_value, digests = False, self._digests(self._encode(expected, "expected value"))
+        reply = _call(
+            "var",
+            "cas",
+            self.name,
+            typ=self.type,
+            data=data,
+            digest=digest,
+            expected=digests,
+            flag=no_value,
+        )
+        return reply.num == 1
+
+    def swap(self, new: T) -> T | None:
+        """Set it to ``new`` and return the value it held (None if it had
+        none), in one step in the master. As :meth:`set`, it wakes every
+        process waiting for a value.
+
+        Raises
+        ------
+        ValueError
+            If ``new`` is over ``VALUE_MAX`` (128 KiB) encoded; nothing was sent.
+        ArgumentTypeError
+            If ``new`` is not a ``T``; nothing was sent.
+        PluginError
+            If it does not exist.
+        EncapTypeMismatch
+            If it holds values of another type than this handle's.
+        """
+        data, digest = self._encode_held(new)
+        reply = _call("var", "swap", self.name, typ=self.type, data=data, digest=digest)
+        return None if reply.data is None else self.type.decode(reply.data)
 
     def get(self) -> T | None:
         """Its value, or None while it has none."""
@@ -306,14 +404,35 @@ class SharedVar(Generic[T]):
         """Delete it; False if it did not exist. Waiters get a PluginError."""
         return _call("var", "delete", self.name, typ=self.type).num == 1
 
-    def _encode(self, value: T) -> bytes:
+    def _encode(self, value: T, what: str = "value") -> bytes:
         return _encode_value(
             self.type,
             value,
-            f"value of shared variable {self.name!r}",
+            f"{what} of shared variable {self.name!r}",
             "a shared variable",
             "keep its name in the variable",
         )
+
+    def _encode_held(self, value: T) -> tuple[bytes, bytes]:
+        """``value`` encoded, and the digest that a compare_and_set matches
+        it by: of its bytes read back, as a value that get() returned
+        encodes (a set's items may come in another order, say)."""
+        data = self._encode(value)
+        return data, _digest(self.type.reencode(data))
+
+    def _digests(self, data: bytes) -> tuple[bytes, ...]:
+        """The digests an expected value encoded as ``data`` matches by: of
+        its bytes as given (a value get() returned) and read back (an int
+        given for a float)."""
+        return tuple(dict.fromkeys((_digest(data), _digest(self.type.reencode(data)))))
+
+    def _digests_of_none(self) -> tuple[bytes, ...]:
+        """Those of None if ``T`` admits it (a held None matches it too), else none."""
+        try:
+            data = self.type.encode(None)  # type: ignore[arg-type]  # (T may admit None)
+        except ArgumentTypeError:
+            return ()
+        return self._digests(data)
 
 
 class PluginMutex:

@@ -234,6 +234,11 @@ class PluginReq(_Msg, frozen=True):
     # The value type's name (clipped: see _encap.clipped_name), beside its
     # fingerprint, so that the master's error for a mismatch names both types.
     type_name: str = ""
+    # A shared variable's: the digest of the value ``data`` holds as it reads
+    # back, and those of the value a compare_and_set expects (see
+    # _plugins.SharedVar.compare_and_set): the master compares, never decodes.
+    digest: bytes = b""
+    expected: tuple[bytes, ...] = ()
 
 
 # Worker -> master, unanswered: the worker's own outcome, just before it exits.

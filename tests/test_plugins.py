@@ -509,6 +509,139 @@ def dead_unmade_waiter_scenario(_: int) -> dict[str, Any]:
     return out
 
 
+# What each kind of compare_and_set loop adds to its variable, which it
+# creates with a value (an int for the float: a get reads it back as 0.0).
+CAS_KINDS: dict[str, tuple[Any, Any]] = {
+    "int": (int, 0),
+    "float": (float, 0),
+    # Sets encode in the order their items come, which may differ once read
+    # back: {11, 53, 39, 51} reads back as {11, 51, 53, 39}, say.
+    "set": (set[int], set()),
+}
+
+
+def cas_add(old: Any, token: int) -> Any:
+    return old | {token} if isinstance(old, set) else old + 1
+
+
+@netmcore.process
+def cas_adder(arg: tuple[str, int, int]) -> int:
+    """Add to variable "total" ``k`` times, each in a compare_and_set loop."""
+    kind, worker, k = arg
+    total = SharedVar("total", CAS_KINDS[kind][0])
+    PluginSemaphore("ready").increment()
+    PluginSemaphore("go").decrement()  # all start at once
+    for i in range(k):
+        while True:
+            old = total.get()
+            if total.compare_and_set(old, cas_add(old, worker * 1000 + i)):
+                break
+    return k
+
+
+@netmcore.process
+def cas_counter_scenario(arg: tuple[str, int, int]) -> Any:
+    kind, n, k = arg
+    typ, initial = CAS_KINDS[kind]
+    total = SharedVar("total", typ)
+    total.create(initial)
+    ready, go = signal_sem("ready"), signal_sem("go")
+    pids = [cas_adder.start((kind, worker, k)) for worker in range(n)]
+    for _ in pids:
+        ready.decrement()
+    for _ in pids:
+        go.increment()
+    assert [cas_adder.join(pid) for pid in pids] == [k] * n
+    got = total.get()
+    return sorted(got) if isinstance(got, set) else got
+
+
+@netmcore.process
+def cas_no_value(_: int) -> dict[str, Any]:
+    v = SharedVar("v", int)
+    v.create()
+    out: dict[str, Any] = {
+        "expects_5": v.compare_and_set(5, 1),
+        "still_none": v.get(),
+        "expects_none": v.compare_and_set(None, 1),
+        "now": v.get(),
+        "expects_none_again": v.compare_and_set(None, 2),
+        "expects_1": v.compare_and_set(1, 2),
+        "stale": v.compare_and_set(1, 3),
+        "kept": v.get(),
+    }
+    o = SharedVar("o", int | None)  # None is a value of its type too
+    o.create()
+    out["optional"] = [
+        o.compare_and_set(None, None),  # no value: it holds None now
+        o.get(),
+        o.compare_and_set(None, 4),  # a held None matches None too
+        o.get(),
+        o.compare_and_set(None, 5),
+        o.get(),
+    ]
+    return out
+
+
+@netmcore.process
+def cas_equality(_: int) -> dict[str, Any]:
+    f = SharedVar("f", float)
+    f.create(1)  # an int given for a float
+    out: dict[str, Any] = {"int_for_float": [f.compare_and_set(1, 2.0), f.get()]}
+    out["float_for_int_given"] = f.compare_and_set(2, -0.0)  # it holds 2.0: an int matches
+    out["zero"] = [f.compare_and_set(0.0, 3.0), f.compare_and_set(-0.0, float("nan"))]
+    out["nan"] = [f.compare_and_set(float("nan"), 4.0), f.get()]
+    d = SharedVar("d", dict[str, int])
+    d.create({"a": 1, "b": 2})
+    out["dict_other_order"] = d.compare_and_set({"b": 2, "a": 1}, {})
+    out["dict_same_order"] = d.compare_and_set({"a": 1, "b": 2}, {"c": 3})
+    out["dict_read"] = d.compare_and_set(d.get(), {"d": 4})
+    out["dict_stale"] = d.compare_and_set({"c": 3}, {})
+    out["dict"] = d.get()
+    return out
+
+
+@netmcore.process
+def swap_scenario(_: int) -> dict[str, Any]:
+    queued = signal_sem("queued")
+    swapped_waiter = early_waiter.start(("swapped", "int"))
+    cas_waiter = early_waiter.start(("compared", "int"))
+    queued.decrement()
+    queued.decrement()
+    v, c = SharedVar("swapped", int), SharedVar("compared", int)
+    v.create()
+    c.create()
+    out: dict[str, Any] = {"swaps": [v.swap(1), v.swap(2), v.get()]}
+    out["cas"] = c.compare_and_set(None, 8)
+    out["waiters"] = [early_waiter.join(swapped_waiter), early_waiter.join(cas_waiter)]
+    return out
+
+
+@netmcore.process
+def cas_refused(_: int) -> dict[str, Any]:
+    from netmcore._plugins import VALUE_MAX
+
+    v = SharedVar("big", bytes)
+    v.create(b"held")
+    over = b"o" * VALUE_MAX
+    out: dict[str, Any] = {
+        "expected_over": err(lambda: v.compare_and_set(over, b"new")),
+        "new_over": err(lambda: v.compare_and_set(b"held", over)),
+        "swap_over": err(lambda: v.swap(over)),
+        "kept": v.get(),
+        "unknown": [
+            err(lambda: SharedVar("nobody", int).compare_and_set(None, 1)),
+            err(lambda: SharedVar("nobody", int).swap(1)),
+        ],
+        "mismatch": [
+            err(lambda: SharedVar("big", str).compare_and_set("held", "x")),
+            err(lambda: SharedVar("big", str).swap("x")),
+        ],
+        "still": v.get(),
+    }
+    return out
+
+
 @netmcore.process
 def mbox_deleted_waiter(role: str) -> list[str]:
     box = Mbox("gone", int)
@@ -1430,6 +1563,12 @@ def test_in_the_master_plugins_take_what_is_there_and_refuse_to_wait() -> None:
             "wait_empty_try": err(lambda: empty.wait_for_value(timeout=0)),
             "wait_set": SharedVar("result", list[int]).wait_for_value(),
             "wait_unmade": err(SharedVar("unmade", int).wait_for_value),
+            "cas": [
+                SharedVar("result", list[int]).compare_and_set([10, 11], [1]),
+                SharedVar("result", list[int]).compare_and_set([10, 11], [2]),
+                SharedVar("result", list[int]).swap([3]),
+                SharedVar("result", list[int]).get(),
+            ],
             "wait_unmade_try": err(lambda: SharedVar("unmade", int).wait_for_value(timeout=0)),
             "send_full": err(lambda: full.send(1)),
             "send_full_try": err(lambda: full.send(1, timeout=0)),
@@ -1472,6 +1611,7 @@ def test_in_the_master_plugins_take_what_is_there_and_refuse_to_wait() -> None:
     assert out["wait_unmade_try"][0] == "TimeoutError"
     assert out["send_full_try"][0] == "TimeoutError"
     assert out["wait_set"] == [10, 11]
+    assert out["cas"] == [True, False, [1], [3]]
     assert out["receive"] == ["none", "10"]
     assert out["receive_empty_try"][0] == "TimeoutError"
     assert out["send_roomy"] == ["none", "None"], "a box with room took no message from the master"
@@ -1631,6 +1771,121 @@ def test_waits_before_create_of_a_dead_process_are_dropped(
     # The victim's two waits, until it is forgotten; then nothing of them.
     assert unmade_seen["at_end"][0] == [["ghost"], []]
     assert unmade_seen["at_create"] == [["ghost", 0]]
+
+
+@pytest.mark.parametrize("kind", CAS_KINDS)
+def test_compare_and_set_loops_lose_no_update(kind: str) -> None:
+    # A get then a set would: two workers read the same value, and one's
+    # update overwrites the other's. A loop whose compare never held (an int
+    # held for a float, a set read back in another order) would hang.
+    n, k = 4, 50
+    total = run_scenario(cas_counter_scenario, (kind, n, k))
+    if kind == "set":
+        assert total == sorted(w * 1000 + i for w in range(n) for i in range(k))
+    else:
+        assert total == n * k and type(total) is (float if kind == "float" else int)
+
+
+def test_compare_and_set_expects_none_for_no_value() -> None:
+    out = run_scenario(cas_no_value, 0)
+    assert out == {
+        "expects_5": False,
+        "still_none": None,
+        "expects_none": True,
+        "now": 1,
+        "expects_none_again": False,
+        "expects_1": True,
+        "stale": False,
+        "kept": 2,
+        "optional": [True, None, True, 4, False, 4],
+    }
+
+
+def test_compare_and_set_compares_encodings_as_read_back() -> None:
+    out = run_scenario(cas_equality, 0)
+    assert out["int_for_float"] == [True, 2.0]
+    assert out["float_for_int_given"] is True
+    assert out["zero"] == [False, True], "0.0 matched -0.0"
+    assert out["nan"] == [True, 4.0]
+    assert out["dict_other_order"] is False, "documented: a dict matches in its order only"
+    assert out["dict_same_order"] is True
+    assert out["dict_read"] is True
+    assert out["dict_stale"] is False
+    assert out["dict"] == {"d": 4}
+
+
+def test_swap_returns_what_it_held_and_wakes_waiters_as_set_does() -> None:
+    out = run_scenario(swap_scenario, 0)
+    assert out["swaps"] == [None, 1, 2]
+    assert out["cas"] is True
+    assert out["waiters"] == [["none", "1"], ["none", "8"]]
+
+
+def test_compare_and_set_and_swap_refuse_what_set_refuses() -> None:
+    from netmcore._plugins import VALUE_MAX
+
+    out = run_scenario(cas_refused, 0)
+    size = f"{VALUE_MAX + 5:,} bytes encoded, over the {VALUE_MAX:,} a shared variable holds"
+    assert out["expected_over"][0] == "ValueError"
+    assert out["expected_over"][1].startswith(
+        f"the expected value of shared variable 'big' is {size}"
+    )
+    for key in ("new_over", "swap_over"):
+        assert out[key][0] == "ValueError", out[key]
+        assert out[key][1].startswith(f"the value of shared variable 'big' is {size}"), out[key]
+    assert out["kept"] == b"held"
+    for kind, message in out["unknown"]:
+        assert [kind, message] == [
+            "PluginError",
+            "there is no shared variable 'nobody': create it first",
+        ]
+    for got in out["mismatch"]:
+        assert got == ["EncapTypeMismatch", mismatch_message("shared variable 'big'", bytes, str)]
+    assert out["still"] == b"held"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda v: v.compare_and_set("1", 2),
+            netmcore.ArgumentTypeError,
+            "expected value of shared variable 'v' '1' does not match int",
+        ),
+        (
+            lambda v: v.compare_and_set(1, "2"),
+            netmcore.ArgumentTypeError,
+            "value of shared variable 'v' '2' does not match int",
+        ),
+        (lambda v: v.swap(2.5), netmcore.ArgumentTypeError, "value of shared variable 'v' 2.5"),
+        (lambda v: v.swap(2**70), netmcore.ArgumentTypeError, "pass such an int as a str"),
+        (
+            lambda v: v.compare_and_set(2**70, 1),
+            netmcore.ArgumentTypeError,
+            "pass such an int as a str",
+        ),
+    ],
+    ids=["expected", "new", "swap", "swap-too-large-int", "expected-too-large-int"],
+)
+def test_bad_compare_and_set_or_swap_values_are_refused_before_anything_is_sent(
+    call: Callable[[SharedVar[int]], object], error: type[Exception], message: str
+) -> None:
+    # Outside run: had it got as far as a request, the error would be ContextError.
+    with pytest.raises(error, match=re.escape(message)):
+        call(SharedVar("v", int))
+
+
+def test_values_over_the_limit_are_refused_before_anything_is_sent() -> None:
+    from netmcore._plugins import VALUE_MAX
+
+    v, over = SharedVar("v", bytes), b"o" * VALUE_MAX
+    for call in (
+        lambda: v.compare_and_set(over, b""),
+        lambda: v.compare_and_set(None, over),
+        lambda: v.swap(over),
+    ):
+        with pytest.raises(ValueError, match="a shared variable holds"):
+            call()
 
 
 # --------------------------------------------------------------------------

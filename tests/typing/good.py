@@ -373,6 +373,11 @@ def typed_handles(rid: netmcore.ResId, some_type: Any) -> None:
     count = netmcore.SharedVar("k", Annotated[int, msgspec.Meta(ge=0)])
     assert_type(count, netmcore.SharedVar[int])
     assert_type(count.wait_for_value(), int)
+    # compare_and_set expects a T, or None for no value; swap gives what was held.
+    assert_type(count.compare_and_set(None, 1), bool)
+    assert_type(count.compare_and_set(count.get(), 2), bool)
+    assert_type(count.swap(3), int | None)
+    assert_type(best.swap(None), float | None)
     assert_type(
         netmcore.SharedVar("s", Literal["on", "off"]), netmcore.SharedVar[Literal["on", "off"]]
     )
