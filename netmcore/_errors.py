@@ -8,6 +8,7 @@ in the wrong context).
 
 from __future__ import annotations
 
+import reprlib
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,20 @@ class SendersEnded(NetmcoreError, EOFError):
     def __init__(self, message: str, pids: tuple[ProcessId[Any], ...]) -> None:
         super().__init__(message)
         self.pids = pids
+
+    @classmethod
+    def of_box(cls, what: str, pids: tuple[ProcessId[Any], ...]) -> SendersEnded:
+        """The error of ``what``, a box's receive, that waited for ``pids``."""
+        if len(pids) == 1:
+            which = f"process {pids[0].n}, which it waited for, has ended"
+        else:
+            numbers = reprlib.repr([pid.n for pid in pids])
+            which = f"the processes it waited for, {numbers}, have all ended"
+        return cls(
+            f"{what}: the box is empty and {which}: nothing more will come from them (a join of "
+            "each says how it ended). Receive without while_alive to wait for other senders",
+            pids,
+        )
 
 
 class ResultTypeError(ArgumentTypeError):

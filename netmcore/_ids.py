@@ -7,7 +7,9 @@ program, across several ``run`` calls too (as upstream's are).
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+import reprlib
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -92,3 +94,26 @@ def give_back_process_id(n: int) -> None:
 def peek_process_id() -> int:
     """The id the next process will get."""
     return _process_ids[0]
+
+
+def senders_of(while_alive: object) -> tuple[ProcessId[Any], ...]:
+    """The processes ``while_alive`` names (a receive's, which waits only
+    while one of them runs), each once; TypeError for anything but a
+    ProcessId or an iterable of them."""
+    if isinstance(while_alive, ProcessId):
+        return (while_alive,)
+    fix = "pass the ProcessId that start() returned, or a list of them"
+    if isinstance(while_alive, (str, bytes)) or not isinstance(while_alive, Iterable):
+        raise TypeError(
+            f"while_alive must be a ProcessId or an iterable of them, not "
+            f"{type(while_alive).__name__} ({reprlib.repr(while_alive)}): {fix}"
+        )
+    pids: dict[int, ProcessId[Any]] = {}
+    for pid in while_alive:
+        if not isinstance(pid, ProcessId):
+            raise TypeError(
+                f"while_alive holds {reprlib.repr(pid)}, a {type(pid).__name__}, where "
+                f"each item must be a ProcessId: {fix}"
+            )
+        pids.setdefault(pid.n, pid)
+    return tuple(pids.values())

@@ -83,7 +83,6 @@ import ctypes
 import errno
 import mmap
 import os
-import reprlib
 import struct
 import threading
 import time
@@ -96,7 +95,7 @@ import msgspec
 from . import _client, _context, _posix, _pthread
 from ._encap import TYPE_NAME_MAX, EncapType
 from ._errors import ContextError, EncapTypeMismatch, SendersEnded
-from ._ids import ProcessId, ResId
+from ._ids import ProcessId, ResId, senders_of
 from ._resource_api import (
     MARKS,
     ShmSegment,
@@ -610,7 +609,7 @@ class Mailbox(Generic[T]):
         """
         if _pid[0] != self._receiver:
             raise self._not_the_receiver("receive from it", ": senders use send()")
-        senders = None if while_alive is None else _senders(while_alive)
+        senders = None if while_alive is None else senders_of(while_alive)
         use = self._use
         use.calls += _ONE  # the mapping stays until this call leaves (see close)
         try:
@@ -810,7 +809,7 @@ class Mailbox(Generic[T]):
                 data = self._take()  # what they sent before they ended
                 if data is not None:
                     return data
-                raise self._senders_ended(senders)
+                raise SendersEnded.of_box(f"{self!r}.receive()", senders)
             if last:
                 raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
             wait = _pthread.sem_wait  # spinning again would only cost CPU
@@ -819,19 +818,6 @@ class Mailbox(Generic[T]):
     def _all_ended(self, senders: tuple[ProcessId[Any], ...]) -> bool:
         what = f"{self!r}.receive(while_alive=...)"
         return len(_client.ended([pid.n for pid in senders], what)) == len(senders)
-
-    def _senders_ended(self, senders: tuple[ProcessId[Any], ...]) -> SendersEnded:
-        if len(senders) == 1:
-            which = f"process {senders[0].n}, which it waited for, has ended"
-        else:
-            numbers = reprlib.repr([pid.n for pid in senders])
-            which = f"the processes it waited for, {numbers}, have all ended"
-        return SendersEnded(
-            f"{self!r} is empty and {which}: nothing more will come from them (a join "
-            "of each says how it ended). Receive without while_alive to wait for other "
-            "senders",
-            senders,
-        )
 
     def _take(self) -> bytes | None:
         """Take the oldest finished message; None if there is none.
@@ -1040,25 +1026,3 @@ class Mailbox(Generic[T]):
     ) -> None:
         """Leaving ``with`` releases it, as it does a ShmSegment or a Buffer."""
         self.release()
-
-
-def _senders(while_alive: object) -> tuple[ProcessId[Any], ...]:
-    """The processes ``while_alive`` names, each once; TypeError for
-    anything but a ProcessId or an iterable of them."""
-    if isinstance(while_alive, ProcessId):
-        return (while_alive,)
-    fix = "pass the ProcessId that start() returned, or a list of them"
-    if isinstance(while_alive, (str, bytes)) or not isinstance(while_alive, Iterable):
-        raise TypeError(
-            f"while_alive must be a ProcessId or an iterable of them, not "
-            f"{type(while_alive).__name__} ({reprlib.repr(while_alive)}): {fix}"
-        )
-    pids: dict[int, ProcessId[Any]] = {}
-    for pid in while_alive:
-        if not isinstance(pid, ProcessId):
-            raise TypeError(
-                f"while_alive holds {reprlib.repr(pid)}, a {type(pid).__name__}, where "
-                f"each item must be a ProcessId: {fix}"
-            )
-        pids.setdefault(pid.n, pid)
-    return tuple(pids.values())

@@ -1533,7 +1533,7 @@ class Master:
         """Attach the plugins (shared variables, mutexes, semaphores, message
         boxes); attaching them twice does nothing."""
         if self.plugins is None:
-            self.plugins = PluginHost(lambda conn, reply: conn.send(reply))
+            self.plugins = PluginHost(lambda conn, reply: conn.send(reply), self.which_ended)
 
     def _plugins(self) -> PluginHost:
         if self.plugins is None:

@@ -61,19 +61,24 @@ X = TypeVar("X")
 TIMERS_PRUNE_AT = 1024  # timers kept at least before a rebuild
 
 # The num of a reply with an error: a failure (PluginError), a timeout, a
-# broken barrier (BrokenBarrierError).
+# broken barrier (BrokenBarrierError), the end of every sender a box's
+# receive waited for (SendersEnded).
 FAILED = -2
 TIMED_OUT = -3
 BROKEN = -4
+ENDED = -5
 
 
 class Waiting(NamedTuple):
-    """A queued request: whom to answer, and when it times out (None: never)."""
+    """A queued request: whom to answer, and when it times out (None: never).
+    A box's receive with while_alive: ``alive``, those of its processes
+    still running, which it waits only while one is."""
 
     conn: Conn
     req: int
     user: int
     deadline: float | None
+    alive: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -125,8 +130,9 @@ class _Barrier:
 class PluginHost:
     """The plugins' state in the master, and their operations."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, ended: Callable[[list[int]], list[int]]) -> None:
         self._send = send
+        self._ended = ended  # which of some processes have ended (Master.which_ended)
         self.vars: dict[str, _Var] = {}
         # The waits for a value of a shared variable not created yet, by its
         # name, each with its request: its type is the variable's to be, and
@@ -516,8 +522,17 @@ class PluginHost:
                 box.queue.popleft()
                 self._deliver(box)
             return None
+        alive: frozenset[int] = frozenset()
+        if req.flag:  # while_alive: req.pids, which an end of each shrinks (see forget)
+            alive = frozenset(req.pids) - frozenset(self._ended(list(req.pids)))
+            if not alive:
+                return PluginReply(None, ENDED, error="its senders have ended")
         what = f"Mbox({req.name!r}).receive() from an empty box"
-        return self._wait_in(box.receivers, req, waiter, what)
+        waiting = self._waiting(req, waiter, what)
+        if isinstance(waiting, PluginReply):
+            return waiting
+        box.receivers.append(waiting._replace(alive=alive))
+        return None
 
     def _mbox_delete(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         if req.name in self.mboxes:
@@ -686,7 +701,22 @@ class PluginHost:
         for box in self.mboxes.values():
             box.senders = deque(s for s in box.senders if s[0][2] != user)
             box.receivers = deque(w for w in box.receivers if w[2] != user)
+            if any(user in w.alive for w in box.receivers):
+                self._sender_ended(box, user)
             self._deliver(box)
+
+    def _sender_ended(self, box: _Mbox, user: int) -> None:
+        """Process ``user`` ended: the receives of ``box`` that waited only
+        while it (and others, ended since) ran are answered so."""
+        receivers: deque[Waiting] = deque()
+        for w in box.receivers:
+            if user in w.alive:
+                w = w._replace(alive=w.alive - {user})
+                if not w.alive:
+                    self._send(w.conn, PluginReply(None, ENDED, error="ended", req=w.req))
+                    continue
+            receivers.append(w)
+        box.receivers = receivers
 
 
 # The largest count a plugin takes (a semaphore's initial count, a box's

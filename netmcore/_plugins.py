@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import _context
 from ._client import _error, _link
 from ._encap import EncapType
-from ._errors import ArgumentTypeError, BrokenBarrierError, ContextError, PluginError
+from ._errors import (
+    ArgumentTypeError,
+    BrokenBarrierError,
+    ContextError,
+    PluginError,
+    SendersEnded,
+)
+from ._ids import ProcessId, senders_of
 from ._master import Controller
-from ._plugin_host import BROKEN, COUNT_MAX, TIMED_OUT
+from ._plugin_host import BROKEN, COUNT_MAX, ENDED, TIMED_OUT
 from ._pthread import check_timeout
 from ._resources import require_int
 from ._wire import Asked, Link, PluginReply, PluginReq, failed_of_its_own
@@ -55,6 +62,7 @@ def _call(
     expected: tuple[bytes, ...] = (),
     num: int = 0,
     flag: bool = False,
+    senders: tuple[ProcessId[Any], ...] = (),
     waits: bool = False,
     timeout: float | None = None,
     what: str = "",
@@ -88,6 +96,7 @@ def _call(
         type_name=type_name,
         digest=digest,
         expected=expected,
+        pids=tuple(pid.n for pid in senders),
     )
     ctx = _context.current
     if ctx.role == "master" and ctx.master is not None:
@@ -97,7 +106,7 @@ def _call(
         assert answer is not None  # the master never waits: waiting ops raise there
         finishing = False
         try:
-            checked = _checked(answer, timeout, what)
+            checked = _checked(answer, timeout, what, senders)
             if finish is not None:
                 finishing = True
                 finish(checked)
@@ -115,7 +124,7 @@ def _call(
     withdrawal = _withdrawal(link, req, undo, withdrawn) if waits else None
     finishing = False
     try:
-        reply = _checked(link.request(req, withdrawal, asked), timeout, what)
+        reply = _checked(link.request(req, withdrawal, asked), timeout, what, senders)
         if finish is not None:
             finishing = True
             finish(reply)
@@ -151,10 +160,15 @@ def _call(
         raise
 
 
-def _checked(answer: Any, timeout: float | None, what: str) -> PluginReply:
-    """``answer``, if it is a plugin's reply; else, or if it says so, the error."""
+def _checked(
+    answer: Any, timeout: float | None, what: str, senders: tuple[ProcessId[Any], ...]
+) -> PluginReply:
+    """``answer``, if it is a plugin's reply; else, or if it says so, the
+    error (of a box's receive that waited while ``senders`` ran, too)."""
     if not isinstance(answer, PluginReply):
         raise _error(answer)
+    if answer.error and answer.num == ENDED:
+        raise SendersEnded.of_box(what, senders)
     if answer.error and answer.num == TIMED_OUT:
         raise TimeoutError(
             f"{what} timed out after {timeout} s: the master dropped the call, which "
@@ -580,24 +594,46 @@ class Mbox(Generic[T]):
             what=what,
         )
 
-    def receive(self, timeout: float | None = None) -> T:
+    def receive(
+        self,
+        timeout: float | None = None,
+        *,
+        while_alive: ProcessId[Any] | Iterable[ProcessId[Any]] | None = None,
+    ) -> T:
         """Take the oldest message, waiting for one at most ``timeout``
         seconds (None or ``math.inf``: no limit).
+
+        With ``while_alive`` (a ProcessId, or several), it waits only while
+        one of those processes runs, as :meth:`Mailbox.receive` does: once
+        every one has ended (returned, raised or died) and the box is empty,
+        it raises SendersEnded. The master answers it as the last of them
+        ends: the wait costs nothing meanwhile.
 
         Raises
         ------
         TimeoutError
             If no message came by then; none that comes later is taken.
+        SendersEnded
+            If the box is empty and every process of ``while_alive`` has
+            ended (an ``EOFError`` too).
+        UnknownProcess
+            For an id of ``while_alive`` that no start returned.
+        TypeError
+            If ``while_alive`` is not a ProcessId or an iterable of them.
         ContextError
-            In the master's own code, if the box is empty.
+            In the master's own code, if the box is empty (unless every
+            process of ``while_alive`` has ended).
         """
         timeout = check_timeout(timeout)
+        senders = None if while_alive is None else senders_of(while_alive)
         got: list[T] = []  # decoded in the call: see _call
         _call(
             "mbox",
             "receive",
             self.name,
             typ=self.type,
+            flag=senders is not None,
+            senders=senders or (),
             waits=True,
             timeout=timeout,
             what=f"{self!r}.receive()",

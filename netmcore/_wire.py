@@ -239,6 +239,9 @@ class PluginReq(_Msg, frozen=True):
     # _plugins.SharedVar.compare_and_set): the master compares, never decodes.
     digest: bytes = b""
     expected: tuple[bytes, ...] = ()
+    # A box's receive with while_alive (flag set): the processes it waits
+    # only while one of them runs.
+    pids: tuple[int, ...] = ()
 
 
 # Worker -> master, unanswered: the worker's own outcome, just before it exits.

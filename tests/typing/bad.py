@@ -275,6 +275,7 @@ def bad_typed_handles(rid: netmcore.ResId) -> None:
     netmcore.PluginBarrier("step", 2).wait().upper()  # type: ignore[attr-defined]
     netmcore.Mbox[int]("box", str)  # type: ignore[arg-type]
     netmcore.Mbox[int | None]("box", int | None).send("x")  # type: ignore[arg-type]
+    netmcore.Mbox("box", int).receive(while_alive=[1])  # type: ignore[list-item]
     netmcore.Mailbox[int].create(str)  # type: ignore[arg-type]
     netmcore.Mailbox.create(int | None).send("x")  # type: ignore[arg-type]
     netmcore.Mailbox[int | None].create(int | None).send("x")  # type: ignore[arg-type]

@@ -391,6 +391,7 @@ def typed_handles(rid: netmcore.ResId, some_type: Any) -> None:
     assert_type(netmcore.Mbox("box", int | None, capacity=2), netmcore.Mbox[int | None])
     assert_type(netmcore.Mbox("box", int), netmcore.Mbox[int])
     assert_type(box.receive(), int | None)
+    assert_type(box.receive(while_alive=netmcore.ProcessId[str](3)), int | None)
 
     mailbox = netmcore.Mailbox.create(int | None, slots=2, slot_size=64)
     assert_type(mailbox, netmcore.Mailbox[int | None])

@@ -1,5 +1,5 @@
-"""``Mailbox.receive(while_alive=...)``: a receiver that waits only while the
-processes it expects messages from run.
+"""``Mailbox.receive(while_alive=...)`` and ``Mbox.receive(while_alive=...)``:
+a receiver that waits only while the processes it expects messages from run.
 
 A receiver whose senders are gone (an actor that crashed, a producer that
 returned early) would otherwise wait for ever: nothing tells a shared-memory
@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import pytest
 from interrupting import at_every_point
-from scenario import in_master, outcome_text, run_scenario
+from scenario import (
+    SYSCALLS,
+    in_master,
+    outcome_text,
+    run_scenario,
+    wait_until_main_thread_blocks,
+)
 
 import netmcore
 from netmcore import Mailbox, ProcessId, ResId, SendersEnded, UnknownProcess
@@ -62,7 +69,7 @@ def test_a_receive_while_its_sender_lives_ends_once_the_sender_has_ended(how: st
     where a plain receive would wait for ever."""
     *got, message, outcome = run_scenario(receive_from_one, how)
     assert got == ["a", "b"]
-    assert "is empty and process" in message
+    assert ".receive(): the box is empty and process" in message
     assert "which it waited for, has ended: nothing more will come from them" in message
     if how == "raise":
         assert "the actor failed" in outcome
@@ -280,3 +287,213 @@ def test_a_sender_whose_join_point_was_released_is_waited_for_while_it_runs() ->
     assert timed_out.startswith("TimeoutError")  # not SendersEnded: it runs
     assert late == "after the release"
     assert ended.startswith("SendersEnded")
+
+
+# --------------------------------------------------------------------------
+# Mbox, the master's box: the master answers the receive as the last ends
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def mbox_send_then_end(arg: tuple[str, list[int], str]) -> None:
+    name, values, how = arg
+    box = netmcore.Mbox(name, int, capacity=8)
+    box.create()
+    for value in values:
+        box.send(value)
+    if how == "raise":
+        raise ValueError("the producer failed")
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@netmcore.process
+def mbox_receive_from_one(how: str) -> list[str]:
+    box = netmcore.Mbox(f"one-{how}", int, capacity=8)
+    box.create()
+    sender = mbox_send_then_end.start((box.name, [1, 2], how))
+    got: list[str] = []
+    with pytest.raises(SendersEnded) as caught:
+        while True:
+            got.append(str(box.receive(while_alive=sender)))
+    assert caught.value.pids == (sender,)
+    got.append(str(caught.value))
+    box.delete()
+    return got
+
+
+@pytest.mark.parametrize("how", ["return", "raise", "sigkill"])
+def test_an_mbox_receive_while_its_sender_lives_ends_once_the_sender_has_ended(how: str) -> None:
+    *got, message = run_scenario(mbox_receive_from_one, how, init_ctrl=netmcore.add_plugins)
+    assert got == ["1", "2"]
+    assert ".receive(): the box is empty and process" in message and "has ended" in message
+
+
+@netmcore.process
+def mbox_held_sender(name: str) -> None:
+    """Send 0, wait for a word in a box of its own, send 1, and end."""
+    box = netmcore.Mbox(name, int, capacity=8)
+    go = netmcore.Mbox(f"{name}.go", int)
+    go.create()
+    box.send(0)
+    box.send(go.receive() + 1)
+
+
+@netmcore.process
+def mbox_receive_from_two(_: None) -> list[str]:
+    box = netmcore.Mbox("two", int, capacity=8)
+    box.create()
+    quick = mbox_send_then_end.start((box.name, [7], "return"))
+    held = mbox_held_sender.start(box.name)
+    senders = [quick, held]
+    first = sorted([box.receive(while_alive=senders), box.receive(while_alive=senders)])
+    assert first == [0, 7], first
+    assert mbox_send_then_end.join(quick) is None  # quick has ended for sure
+    got = [outcome_text(lambda: box.receive(timeout=0.05, while_alive=senders))]
+    go = netmcore.Mbox("two.go", int)
+    go.create()  # (as the held sender may not have yet: either makes it)
+    go.send(9)
+    got.append(str(box.receive(while_alive=senders)))
+    # Waiting as the held one ends: the master answers it then.
+    got.append(outcome_text(lambda: box.receive(while_alive=senders)))
+    got.append(outcome_text(lambda: box.receive(timeout=0, while_alive=quick)))
+    got.append(outcome_text(lambda: box.receive(while_alive=[])))
+    box.delete()
+    go.delete()
+    return got
+
+
+def test_an_mbox_receive_while_several_senders_live_waits_for_the_last_of_them() -> None:
+    timed_out, late, ended, ended_at_once, none = run_scenario(
+        mbox_receive_from_two, None, init_ctrl=netmcore.add_plugins
+    )
+    assert timed_out.startswith("TimeoutError")  # the held one runs
+    assert late == "10"
+    assert ended.startswith("SendersEnded") and "have all ended" in ended
+    assert ended_at_once.startswith("SendersEnded")  # joined already, and timeout=0
+    assert none.startswith("SendersEnded")
+
+
+@netmcore.process
+def mbox_input_checks(_: None) -> list[str]:
+    box = netmcore.Mbox("checks", int, capacity=2)
+    box.create()
+    box.send(5)
+    never = ProcessId[None](10**9)
+    got = [
+        outcome_text(lambda: box.receive(while_alive="3")),  # type: ignore[arg-type]
+        outcome_text(lambda: box.receive(while_alive=[never, 7])),  # type: ignore[list-item]
+        # A message that is there comes without a look at the processes.
+        outcome_text(lambda: box.receive(while_alive=never)),
+        outcome_text(lambda: box.receive(timeout=0, while_alive=never)),
+    ]
+    box.delete()
+    return got
+
+
+def test_an_mbox_while_alive_of_the_wrong_type_is_refused_before_anything_is_sent() -> None:
+    text, mixed, kept, unknown = run_scenario(
+        mbox_input_checks, None, init_ctrl=netmcore.add_plugins
+    )
+    assert text.startswith("TypeError: while_alive must be a ProcessId or an iterable of them")
+    assert mixed.startswith("TypeError: while_alive holds 7, a int")
+    assert kept == "returned 5"
+    assert unknown.startswith("UnknownProcess: process 1000000000 was never started")
+
+
+def test_an_mbox_while_alive_in_the_masters_own_code_is_answered_without_a_wait() -> None:
+    def checks() -> list[str]:
+        box = netmcore.Mbox("in-master", int)
+        box.create()
+        try:
+            return [
+                outcome_text(lambda: box.receive(while_alive=[])),
+                outcome_text(lambda: box.receive(while_alive=ProcessId[None](10**9))),
+            ]
+        finally:
+            box.delete()
+
+    got: list[str] = []
+
+    def first() -> ProcessId[None]:
+        got.extend(checks())
+        return mbox_send_then_end.start(("in-master", [], "return"))
+
+    netmcore.run(
+        first_process=first,
+        extract_result=lambda _c, pid: mbox_send_then_end.join_outcome_nowait(pid),
+        init_ctrl=netmcore.add_plugins,
+    )
+    ended, unknown = got
+    assert ended.startswith("SendersEnded")  # nothing to wait for: no ContextError
+    assert unknown.startswith("UnknownProcess")
+
+
+@netmcore.process
+def mbox_interrupted_everywhere(_: None) -> str | None:
+    """An Mbox receive that waits while a held sender runs, interrupted at
+    each point: the master keeps no waiter of it (the next receive, with a
+    message sent, gets it), and one whole ends with the sender's end."""
+    box = netmcore.Mbox("storm", int, capacity=8)
+    box.create()
+    held = mbox_held_sender.start(box.name)
+    assert box.receive(while_alive=held) == 0
+
+    def call() -> str:
+        try:
+            return f"returned {box.receive(timeout=0.001, while_alive=held)!r}"
+        except (SendersEnded, TimeoutError) as exc:  # not the handler's
+            return type(exc).__name__
+
+    def check(result: str | None) -> list[str]:
+        box.send(-1)  # a receive the master still kept would take it
+        got = box.receive(timeout=0)
+        return [] if got == -1 else [f"the next receive got {got}"]
+
+    problem = at_every_point(call, check)
+    go = netmcore.Mbox("storm.go", int)
+    go.create()
+    go.send(1)
+    assert box.receive(while_alive=held) == 2
+    if problem is None:
+        problem = (
+            None
+            if outcome_text(lambda: box.receive(while_alive=held)).startswith("SendersEnded")
+            else "no SendersEnded once the held sender ended"
+        )
+    box.delete()
+    go.delete()
+    return problem
+
+
+def test_an_mbox_receive_interrupted_anywhere_leaves_no_waiter_in_the_master() -> None:
+    assert run_scenario(mbox_interrupted_everywhere, None, init_ctrl=netmcore.add_plugins) is None
+
+
+@netmcore.process
+def mbox_sender_ends_as_the_receive_waits(_: None) -> str:
+    """The receive is queued in the master before its sender ends: the
+    master answers it as it hears of the end (not at the receive's call)."""
+    assert SYSCALLS is not None
+    box = netmcore.Mbox("queued", int)
+    box.create()
+    held = mbox_held_sender.start(box.name)
+    assert box.receive(while_alive=held) == 0
+
+    def kill_once_the_receive_waits() -> None:
+        wait_until_main_thread_blocks(lambda call: call[0] == SYSCALLS["recvfrom"])
+        netmcore.kill(held, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_once_the_receive_waits)
+    killer.start()
+    try:
+        return outcome_text(lambda: box.receive(while_alive=held))
+    finally:
+        killer.join()
+        box.delete()
+
+
+@pytest.mark.skipif(SYSCALLS is None, reason="system call numbers known for x86_64 and aarch64")
+def test_an_mbox_receive_that_waits_is_answered_as_its_sender_ends() -> None:
+    said = run_scenario(mbox_sender_ends_as_the_receive_waits, None, init_ctrl=netmcore.add_plugins)
+    assert said.startswith("SendersEnded") and "has ended" in said
