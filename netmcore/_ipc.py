@@ -125,15 +125,24 @@ def map_writable(name: str) -> mmap.mmap:
     return _map(name, None, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)[0]
 
 
+def map_read_only(name: str) -> mmap.mmap:
+    """Map an existing object read-only, at its whole size, through a
+    descriptor opened read-only (O_RDONLY): nothing writes through this
+    mapping, and it cannot be made writable (mprotect refuses: EACCES)."""
+    return _map(name, None, mmap.MAP_SHARED, mmap.PROT_READ, read_only=True)[0]
+
+
 def map_existing(name: str, length: int) -> tuple[mmap.mmap, int]:
     """Map the first ``length`` bytes of an existing object read-only, with
     their pages populated up front; and give the object's whole size."""
     return _map(name, length, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ)
 
 
-def _map(name: str, length: int | None, flags: int, prot: int) -> tuple[mmap.mmap, int]:
+def _map(
+    name: str, length: int | None, flags: int, prot: int, read_only: bool = False
+) -> tuple[mmap.mmap, int]:
     with _os_errors(name, creating=False):
-        shm = posix_ipc.SharedMemory(name)
+        shm = posix_ipc.SharedMemory(name, read_only=read_only)
     try:
         size = shm.size if length is None else length
         if not size:  # mmap's own error names neither the object nor the cause

@@ -9,6 +9,7 @@ dtype, shape and order, so a handle that disagrees with it is refused. A structu
 dtype is recorded whole (its fields, offsets and sub-arrays), as the text of
 its ``descr``, or, for overlapping or out-of-order fields, which have none, of
 the dict of names, formats, offsets and itemsize that numpy.dtype takes.
+A read-only open maps the object again, read-only, once per process.
 
 numpy is the optional ``numpy`` extra: without it, a clear error says how to
 install it.
@@ -17,6 +18,7 @@ install it.
 from __future__ import annotations
 
 import ast
+import contextlib
 import itertools
 import math
 import mmap
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeVar, overload
 
 import msgspec
 
-from . import _context, _posix, _resource_api, _resources
+from . import _context, _ipc, _posix, _resource_api, _resources
 from ._errors import NoResource
 from ._ids import ResId
 from ._wire import ResInfo, failed_of_its_own
@@ -70,6 +72,7 @@ class SharedArray(msgspec.Struct, frozen=True):
         worker.start(table)            # the handle travels, not the data
         ...
         table.open()[3] = 42           # a numpy view of the shared memory
+        table.open(readonly=True)[3]   # 42, in a view that refuses writes
 
     Attributes
     ----------
@@ -261,10 +264,14 @@ class SharedArray(msgspec.Struct, frozen=True):
             raise
 
     @overload
-    def open(self, dtype: None = None) -> npt.NDArray[Any]: ...
+    def open(self, dtype: None = None, *, readonly: bool = False) -> npt.NDArray[Any]: ...
     @overload
-    def open(self, dtype: type[_Scalar] | np.dtype[_Scalar]) -> npt.NDArray[_Scalar]: ...
-    def open(self, dtype: type[Any] | np.dtype[Any] | None = None) -> npt.NDArray[Any]:
+    def open(
+        self, dtype: type[_Scalar] | np.dtype[_Scalar], *, readonly: bool = False
+    ) -> npt.NDArray[_Scalar]: ...
+    def open(
+        self, dtype: type[Any] | np.dtype[Any] | None = None, *, readonly: bool = False
+    ) -> npt.NDArray[Any]:
         """The array, as a numpy view of the shared memory (no copy).
 
         ``dtype``, a numpy scalar type (``numpy.float64``, ``numpy.void`` for
@@ -273,23 +280,57 @@ class SharedArray(msgspec.Struct, frozen=True):
         be of that type (in either byte order; a class of types, like
         ``numpy.floating``, fits them too).
 
+        ``readonly=True`` gives a read-only view, of memory that this process
+        maps read-only (through a descriptor opened read-only): a write
+        raises numpy's ``ValueError: assignment destination is read-only``,
+        and numpy refuses to make it, or any view made of it, writeable
+        (``view.flags.writeable = True`` raises). A write that goes around
+        numpy (ctypes, say) kills the process with SIGSEGV, and the mapping
+        cannot be made writable (mprotect refuses). It is the view that is
+        read-only, not the array: others (other processes, this one's
+        writeable views) still write, and the view sees their writes, as it
+        is the same memory, not a copy. The use it takes is the one a
+        writeable open takes; the process's read-only mapping serves its
+        later read-only opens too, and :meth:`release` lets it go (its views
+        keep their memory).
+
         Raises
         ------
         NoResource
             If the array's resource is gone (released by everyone, destroyed),
             or it was not inherited.
         TypeError
-            If ``dtype`` is not a numpy scalar type, or not the array's.
+            If ``dtype`` is not a numpy scalar type, or not the array's; if
+            ``readonly`` is not a bool (before anything is taken).
         ValueError
             If this handle's dtype, shape or order disagree with the array's,
             its dtype is not one numpy reads, or its object is not an array.
             The process is then a user of the object only if it was before.
+        OSError
+            If a read-only open cannot map the array (too many open files,
+            say). The process is then a user of it only if it was before.
         """
+        _check_readonly(readonly)
         np = _numpy()
         kind = self._kind()  # before anything is taken: a forged handle takes nothing
         if dtype is not None:
             _check_scalar_type(np, dtype, kind)
-        buffer = self._buffer(lambda buffer: self._check(buffer, kind))
+        n = self.res_id.n
+        read_only: list[tuple[mmap.mmap, memoryview]] = []
+
+        def check(buffer: memoryview, name: str) -> None:
+            self._check(buffer, kind)
+            if readonly:  # part of the open: if it fails, a use taken here is given back
+                mapping = _read_only.get(n)
+                if mapping is None or mapping.closed:
+                    mapping = _map_read_only(self.res_id, name, len(buffer))
+                # Its view, made at once: a release from here on leaves it mapped.
+                read_only.append((mapping, memoryview(mapping)))
+
+        buffer = self._buffer(check)
+        if readonly:
+            mapping, buffer = read_only[-1]
+            _read_only[n] = mapping  # for this process's next read-only opens
         # The data starts after the header's own text of the dtype, which may
         # spell it otherwise than this handle does ("<f8", "float64").
         text, shape, order = _read_header(buffer, self.res_id)
@@ -309,8 +350,16 @@ class SharedArray(msgspec.Struct, frozen=True):
         (its create, or its first open), as a Mailbox's or a segment's
         release does: in a process that never opened it, or released it
         already, it does nothing (harmless to repeat), and never ends a use
-        of the object that the process has through another handle."""
+        of the object that the process has through another handle. Its
+        read-only mapping, if it opened it read-only, goes first: unmapped
+        now, or with the last of its views."""
         n = self.res_id.n
+        # Let go first: a release cut short after this leaves the use alone,
+        # which the next release gives back, and no mapping without a use.
+        mapping = _read_only.pop(n, None)
+        if mapping is not None:
+            with contextlib.suppress(BufferError):  # a view lives: it goes with the last
+                mapping.close()
         # Given back first, forgotten after: a release cut short (a signal
         # handler's exception) leaves its entry, and the next release (or
         # open: see _buffer) finishes it; given back twice, a use is given
@@ -358,10 +407,11 @@ class SharedArray(msgspec.Struct, frozen=True):
                 "use its own handle"
             )
 
-    def _buffer(self, check: Callable[[memoryview], None]) -> memoryview:
-        """The array's memory, once ``check`` accepts it: this process's use
-        of it, taken if it had none. If ``check`` raises, a use taken here is
-        given back (an object's header is known only once it is opened)."""
+    def _buffer(self, check: Callable[[memoryview, str], None]) -> memoryview:
+        """The array's memory, once ``check`` accepts it (given it and the
+        name of its shm object): this process's use of it, taken if it had
+        none. If ``check`` raises, a use taken here is given back (an
+        object's header is known only once it is opened)."""
         n = self.res_id.n
         res_id = self.res_id
         if self.preallocated:
@@ -371,13 +421,13 @@ class SharedArray(msgspec.Struct, frozen=True):
                 use = None
             if use is not None:
                 buffer = _mapping(res_id)
-                check(buffer)
+                check(buffer, _resources.table[n].name)
                 return buffer
 
             def checked(got: ResInfo) -> tuple[_Use, _Use]:
                 # Through the manager, which knows whether it still exists and
                 # was inherited; the memory is the mapping inherited from it.
-                check(_mapping(res_id))
+                check(_mapping(res_id), got.name)
                 return _resource_api._itself(_Use(res_id))
 
             # A failure in checked gives back the use the answer granted,
@@ -394,13 +444,16 @@ class SharedArray(msgspec.Struct, frozen=True):
                 self.release()
                 segment = None
             else:
-                check(buffer)
+                check(buffer, segment.name)
                 return buffer
+
+        def checked_segment(segment: _resource_api.ShmSegment) -> _resource_api.ShmSegment:
+            check(segment.buffer, segment.name)
+            return segment
+
         # No mark of its own (b""): the header's check says what is wrong,
         # naming the object's size. What it raises gives back the use.
-        segment = _keep[n] = _resource_api.open_marked(
-            res_id, b"", "shared array", lambda segment: segment, check
-        )
+        segment = _keep[n] = _resource_api.open_marked(res_id, b"", "shared array", checked_segment)
         return segment.buffer
 
 
@@ -427,9 +480,30 @@ class _Use(_resource_api._Counted):
 # release ends no use of its parent's).
 _keep: dict[int, _resource_api.ShmSegment] = {}
 _used: dict[int, _Use] = {}
+# Beside a use, the read-only mapping of the array, made by the process's
+# first read-only open() and reused by the next ones (one descriptor and
+# one mapping however many read-only views it holds); release() lets it go.
+_read_only: dict[int, mmap.mmap] = {}
 # C calls, not a function of ours: see _buffer's hooks.
 os.register_at_fork(after_in_child=_keep.clear)
 os.register_at_fork(after_in_child=_used.clear)
+os.register_at_fork(after_in_child=_read_only.clear)
+
+
+def _map_read_only(res_id: ResId, name: str, size: int) -> mmap.mmap:
+    """The array's shm object ``name`` (of ``size`` bytes) mapped read-only,
+    through a descriptor opened read-only: see :meth:`SharedArray.open`."""
+    with _resource_api._gone_underneath(res_id, name), _resources.enomem_said_plainly(name, size):
+        return _ipc.map_read_only(name)
+
+
+def _check_readonly(readonly: object) -> None:
+    if not isinstance(readonly, bool):  # 1 or "yes" would read as True, "no" too
+        raise TypeError(
+            f"SharedArray.open: readonly {_clipped(readonly)} is not valid: it must be a "
+            f"bool, not {type(readonly).__name__}; pass readonly=True for a read-only view, "
+            "or False (the default) for a writeable one"
+        )
 
 
 def _mapping(res_id: ResId) -> memoryview:

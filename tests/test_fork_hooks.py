@@ -76,12 +76,13 @@ def test_a_forked_child_has_none_of_its_parents_handles() -> None:
         _buffer._here,
         _shared_array._keep,
         _shared_array._used,
+        _shared_array._read_only,
         _client._interrupted,  # (outcomes its joins got: see there)
     ]
     for table in tables:
         table[-1] = mark
     try:
-        assert in_forked_child(lambda: [-1 in table for table in tables]) == str([False] * 4)
+        assert in_forked_child(lambda: [-1 in table for table in tables]) == str([False] * 5)
         assert all(table[-1] is mark for table in tables)  # the parent's are its own
     finally:
         for table in tables:

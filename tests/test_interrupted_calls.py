@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import signal
 import sys
@@ -47,7 +48,7 @@ from interrupting import (
     interrupted_after,
     through_another_thread,
 )
-from scenario import in_master, outcome_text, own_shm_entries, run_scenario, wait_until
+from scenario import in_master, joined, outcome_text, own_shm_entries, run_scenario, wait_until
 
 import netmcore
 from netmcore import (
@@ -328,6 +329,7 @@ def _held() -> set[str]:
     for it (or for its master, which names a worker's objects)."""
     handles = {f"a handle on resource {n}" for n in _resource_api._uses.handles}
     arrays = {f"a use of array {n}" for n in [*_shared_array._keep, *_shared_array._used]}
+    arrays |= {f"a read-only mapping of array {n}" for n in _shared_array._read_only}
     return handles | arrays | {f"/dev/shm entry {name}" for name in own_shm_entries()}
 
 
@@ -398,6 +400,73 @@ def test_an_open_or_create_interrupted_anywhere_in_a_worker_leaves_no_use(
         problem = run_scenario(interrupted_in_a_worker, (what, kind, made.res_id))
     finally:
         made.release()
+    assert problem is None, problem
+
+
+def _read_only_mappings(name: str) -> list[str]:
+    """The address ranges where this process maps shm object ``name`` read-only."""
+    with open("/proc/self/maps") as f:
+        fields = [line.split() for line in f]
+    return [f[0] for f in fields if f[1] == "r--s" and f[5:6] == [f"/dev/shm{name}"]]
+
+
+@netmcore.process
+def array_open_interrupted(arg: tuple[SharedArray, str, bool]) -> str | None:
+    """Open ``array`` (shm object ``name``), read-only or not, with a SIGINT
+    at each point in turn, then release it, whether the open returned or
+    not (the use is the process's, not the view's: its release gives it
+    back, however the open ended): the first problem."""
+    array, name, readonly = arg
+    before = _held()
+
+    def opened() -> tuple[bool, list[float]]:
+        view = array.open(readonly=readonly)
+        return bool(view.flags.writeable), view.tolist()  # the view goes as it returns
+
+    def check(got: tuple[bool, list[float]] | None) -> list[str]:
+        array.release()
+        gc.collect()  # the interrupted open's frames, in cycles through their tracebacks
+        problems = []
+        if got is not None and got != (not readonly, [0.0] * 4):
+            problems.append(f"the open gave a view {got}")
+        if left := _held() - before:
+            problems.append(f"left {sorted(left)}")
+        if mapped := _read_only_mappings(name):
+            problems.append(f"left the array mapped read-only at {mapped}")
+        return problems + _still_a_user(array.res_id)
+
+    return at_every_point(opened, check)
+
+
+@netmcore.process
+def array_made_then_open_interrupted(readonly: bool) -> str | None:
+    array = SharedArray.create(4)  # a worker's: a segment that the other opens
+    try:
+        name = netmcore.get_shm(array.res_id)
+        return joined(array_open_interrupted, array_open_interrupted.start((array, name, readonly)))
+    finally:
+        array.release()
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+@pytest.mark.parametrize("made", ["by the master", "by a worker"])
+def test_an_array_open_interrupted_anywhere_in_a_worker_leaves_nothing_after_its_release(
+    made: str, readonly: bool, master_cleanup: None
+) -> None:
+    """An array's open takes the process's use (a segment, or a count of the
+    master's mapping), which release() gives back however the open ended;
+    a read-only open maps the array read-only too, which the release lets
+    go. Interrupted anywhere, then released, the worker is no user of the
+    array, holds nothing of it, and maps none of it read-only."""
+    if made == "by a worker":
+        problem = run_scenario(array_made_then_open_interrupted, readonly)
+    else:
+        array = SharedArray.create(4)  # preallocated: the worker inherits its mapping
+        try:
+            name = netmcore.get_shm(array.res_id)
+            problem = run_scenario(array_open_interrupted, (array, name, readonly))
+        finally:
+            array.release()
     assert problem is None, problem
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import mmap
 import os
 import re
@@ -1300,5 +1302,258 @@ def test_an_order_written_over_in_the_header_is_a_clear_error() -> None:
             f"resource {array.res_id!r} has a shared array's mark, but its header's order, "
             "b'Z', is neither C nor F: something wrote over it; make the array again"
         )
+    finally:
+        array.release()
+
+
+# --------------------------------------------------------------------------
+# open(readonly=True): a view of memory mapped read-only, which no write
+# goes through, and which numpy will not make writeable again
+# --------------------------------------------------------------------------
+
+WRITE_REFUSED = "ValueError: assignment destination is read-only"
+FLIP_REFUSED = "ValueError: cannot set WRITEABLE flag to True of this array"
+
+
+def flip(view: Any) -> None:
+    view.flags.writeable = True
+
+
+def mapped_as(view: Any) -> str:
+    """The permissions ("r--s", "rw-s") of the mapping under ``view``'s
+    data, as the kernel has them: whatever numpy's flags say."""
+    address = view.ctypes.data
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, perms = line.split()[:2]
+            start, end = (int(x, 16) for x in span.split("-"))
+            if start <= address < end:
+                return perms
+    return "unmapped"
+
+
+def mappings_of(name: str) -> list[str]:
+    """The permissions of each mapping of shm object ``name`` in this
+    process, unlinked or not."""
+    path = shm_path(name)
+    with open("/proc/self/maps") as f:
+        lines = [line.rstrip().removesuffix(" (deleted)") for line in f]
+    return sorted(line.split()[1] for line in lines if line.endswith(path))
+
+
+@netmcore.process
+def reads_what_is_written(arg: tuple[SharedArray, int, int, int, int]) -> list[Any]:
+    """Open ``array`` read-only, try to write it, and read it again once
+    its writer has written it (``opened_w``, ``written_r``: the pipes)."""
+    array, _opened_r, opened_w, written_r, _written_w = arg
+    try:
+        view = array.open(np.int64, readonly=True)
+        seen: list[Any] = [view.tolist(), view.flags.writeable, mapped_as(view)]
+        seen.append(outcome_text(lambda: view.__setitem__(0, 9)))
+        seen.append(outcome_text(lambda: flip(view)))
+        row = view[1:]  # a view of it is no more writeable than it
+        seen.append(outcome_text(lambda: flip(row)))
+        seen.append(outcome_text(lambda: np.add(view, 1, out=view)))
+    finally:
+        os.write(opened_w, b"o")  # (if it failed too: the writer waits for it)
+    assert os.read(written_r, 1) == b"w"
+    seen.append(view.tolist())  # the writer's writes, in the same memory
+    array.release()
+    return seen
+
+
+@netmcore.process
+def writes_what_is_read(arg: tuple[SharedArray | None, int, int, int, int]) -> list[Any]:
+    """The writer: the master's array, or one it makes (a segment), opened
+    read-only by a reader it starts, then written."""
+    given, opened_r, opened_w, written_r, written_w = arg
+    array = SharedArray.from_array(np.arange(3)) if given is None else given
+    try:
+        reader = reads_what_is_written.start((array, opened_r, opened_w, written_r, written_w))
+        try:
+            assert os.read(opened_r, 1) == b"o"
+            array.open(np.int64)[:] = [10, 20, 30]
+        finally:
+            os.write(written_w, b"w")
+        seen: list[Any] = joined(reads_what_is_written, reader)
+        return seen
+    finally:
+        if given is None:
+            array.release()
+
+
+@pytest.mark.parametrize("made", ["by the master", "by a worker"])
+def test_a_worker_opens_an_array_read_only_and_sees_its_writers_writes(
+    made: str, pipes: Any, master_cleanup: None
+) -> None:
+    """A read-only view refuses writes, and numpy will not make it (or a
+    view of it) writeable: its memory is mapped read-only ("r--s"). It is
+    the writer's memory, not a copy: the writer's later writes show in it."""
+    given = SharedArray.from_array(np.arange(3)) if made == "by the master" else None
+    try:
+        seen = run(writes_what_is_read, (given, *pipes(), *pipes()))
+    finally:
+        if given is not None:
+            given.release()
+    assert seen == [
+        [0, 1, 2],
+        False,
+        "r--s",
+        WRITE_REFUSED,
+        FLIP_REFUSED,
+        FLIP_REFUSED,
+        "ValueError: output array is read-only",
+        [10, 20, 30],
+    ]
+
+
+READ_ONLY_CASES: dict[str, tuple[Any, Any]] = {  # shape, dtype
+    "int64": ((4, 3), "int64"),
+    "column-major": ((2, 3), "float32"),
+    "structured": (2, [("a", "<i4"), ("b", "<f8")]),
+    "sub-array": (2, ("<i2", (3,))),
+    "empty": ((0, 3), "float64"),
+    "itemsize 0": (3, "V0"),
+}
+
+
+@pytest.mark.parametrize("case", list(READ_ONLY_CASES))
+def test_a_read_only_view_is_the_writeable_ones_values_of_any_dtype(
+    case: str, master_cleanup: None
+) -> None:
+    shape, dtype = READ_ONLY_CASES[case]
+    order = "F" if case == "column-major" else "C"
+    array = SharedArray.create(shape, dtype, order=order)
+    try:
+        view = array.open()
+        if view.size and view.dtype.itemsize:
+            view.ravel(order="A").view(np.uint8)[:] = np.arange(view.nbytes) % 251
+        read_only = array.open(readonly=True)
+        assert read_only.dtype == view.dtype
+        assert read_only.shape == view.shape
+        assert read_only.strides == view.strides
+        assert read_only.tobytes(order="A") == view.tobytes(order="A")
+        assert not read_only.flags.writeable
+        assert outcome_text(lambda: read_only.__setitem__(..., 0)) == WRITE_REFUSED
+        assert outcome_text(lambda: flip(read_only)) == FLIP_REFUSED
+    finally:
+        array.release()
+
+
+@netmcore.process
+def uses_an_array_read_only(arg: tuple[SharedArray, str, int, int, int, int]) -> list[Any]:
+    """Open the maker's array read-only (twice), and writeable; once its
+    maker has released it, release it in a with block (after one more
+    read-only open): the last user's release."""
+    array, name, _opened_r, opened_w, released_r, _released_w = arg
+    seen: list[Any] = [mappings_of(name)]
+    try:
+        views = [array.open(readonly=True), array.open(np.float64, readonly=True)]
+        writeable = array.open()
+        seen.append(mappings_of(name))  # one read-only mapping for both views
+    finally:
+        os.write(opened_w, b"o")  # (if it failed too: the maker waits for it)
+    assert os.read(released_r, 1) == b"r"
+    seen.append(os.path.exists(shm_path(name)))  # this process's use keeps it
+    with array:
+        views.append(array.open(readonly=True))
+        seen.append(mappings_of(name))  # the same one
+    seen.append(os.path.exists(shm_path(name)))  # the last use ended with the block
+    writeable[:] = 5.0  # its memory, as the views' of it, is kept until they go
+    del writeable
+    seen.append([float(view.sum()) for view in views])
+    seen.append(mappings_of(name))
+    del views
+    seen.append(mappings_of(name))  # gone with the last view
+    seen.append(outcome_text(lambda: array.open(readonly=True)).split(":")[0])
+    return seen
+
+
+@netmcore.process
+def makes_an_array_read(pipes: tuple[int, int, int, int]) -> list[Any]:
+    opened_r, _opened_w, _released_r, released_w = pipes
+    array = SharedArray.create(4, "float64")
+    name = netmcore.get_shm(array.res_id)
+    reader = uses_an_array_read_only.start((array, name, *pipes))
+    try:
+        assert os.read(opened_r, 1) == b"o"
+        array.release()  # the maker's use: the reader's keeps it
+    finally:
+        os.write(released_w, b"r")
+    seen: list[Any] = joined(uses_an_array_read_only, reader)
+    return seen
+
+
+def test_a_read_only_open_takes_and_gives_back_a_use_as_a_writeable_one(pipes: Any) -> None:
+    """In a worker, of a segment another worker made: the open makes the
+    process a user, which keeps the array after its maker's release, once
+    however many views it opens (and with one read-only mapping for them
+    all); the release (here, a with block's end) of the last user destroys
+    it, and the views keep their memory until they go."""
+    assert run(makes_an_array_read, (*pipes(), *pipes())) == [
+        [],
+        ["r--s", "rw-s"],
+        True,
+        ["r--s", "rw-s"],
+        False,
+        [20.0, 20.0, 20.0],
+        ["r--s"],
+        [],
+        "NoResource",
+    ]
+
+
+def test_a_read_only_open_of_a_preallocated_array_is_released_as_a_writeable_one(
+    master_cleanup: None,
+) -> None:
+    """Before run, where the array is the master's mapping, inherited: the
+    read-only mapping is this process's own, and goes with its release."""
+    before = ours()
+    array = SharedArray.from_array(np.arange(4.0))
+    name = netmcore.get_shm(array.res_id)
+    view = array.open(readonly=True)
+    assert mappings_of(name) == ["r--s", "rw-s"]
+    array.open()[0] = 7.0
+    assert view.tolist() == [7.0, 1.0, 2.0, 3.0]
+    array.release()
+    assert os.path.exists(shm_path(name)) is False  # its only user released it
+    assert view.tolist() == [7.0, 1.0, 2.0, 3.0]  # its memory kept, unlinked
+    del view
+    assert "r--s" not in mappings_of(name)
+    assert ours() == before
+
+
+def test_a_read_only_views_mapping_cannot_be_made_writable(master_cleanup: None) -> None:
+    """Around numpy too: its descriptor was opened read-only, so the kernel
+    refuses to make the mapping writable (mprotect: EACCES), as a program
+    that went around numpy's flags could try."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    with SharedArray.create(4, "int64") as array:
+        view = array.open(readonly=True)
+        page = view.ctypes.data - view.ctypes.data % PAGE
+        done = libc.mprotect(page, PAGE, mmap.PROT_READ | mmap.PROT_WRITE)
+        assert (done, ctypes.get_errno()) == (-1, errno.EACCES)
+        assert mapped_as(view) == "r--s"
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0, None, np.True_])
+def test_a_readonly_that_is_no_bool_is_refused_before_anything_is_taken(
+    bad: Any, master_cleanup: None
+) -> None:
+    array = SharedArray.create(3, "int32")
+    try:
+        array.release()  # the process uses it no more: a refused open must not take it
+        with pytest.raises(TypeError) as caught:
+            array.open(readonly=bad)
+        assert str(caught.value) == (
+            f"SharedArray.open: readonly {bad!r} is not valid: it must be a bool, not "
+            f"{type(bad).__name__}; pass readonly=True for a read-only view, or False (the "
+            "default) for a writeable one"
+        )
+        with pytest.raises(TypeError, match=r"^SharedArray.open: readonly 'yes' is not valid"):
+            array.open(np.int32, readonly="yes")  # type: ignore[call-overload]
+        assert uses(array.res_id) == "NoResource", "a refused open took a use"
+        assert array.res_id.n not in netmcore._shared_array._read_only
     finally:
         array.release()

@@ -295,3 +295,8 @@ def bad_shared_arrays(table: netmcore.SharedArray) -> None:
     table.open("f8")  # type: ignore[call-overload]
     floats: npt.NDArray[np.float64] = table.open(np.int64)  # type: ignore[arg-type]
     print(floats)
+    table.open(readonly="yes")  # type: ignore[call-overload]
+    table.open(np.int64, readonly=1)  # type: ignore[call-overload]
+    table.open(np.int64, True)  # type: ignore[call-overload]
+    read: npt.NDArray[np.float64] = table.open(np.int64, readonly=True)  # type: ignore[arg-type]
+    print(read)
