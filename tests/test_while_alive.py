@@ -34,8 +34,13 @@ def send_then_end(arg: tuple[ResId, list[str], str]) -> None:
     with Mailbox.open(res_id, str) as box:
         for word in words:
             box.send(word)
+    end_as(how)
+
+
+def end_as(how: str) -> None:
+    """End the calling process as ``how`` says (or return, for "return")."""
     if how == "raise":
-        raise ValueError("the actor failed")
+        raise ValueError("the sender failed")
     if how == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
     if how == "exit":
@@ -72,7 +77,7 @@ def test_a_receive_while_its_sender_lives_ends_once_the_sender_has_ended(how: st
     assert ".receive(): the box is empty and process" in message
     assert "which it waited for, has ended: nothing more will come from them" in message
     if how == "raise":
-        assert "the actor failed" in outcome
+        assert "the sender failed" in outcome
     if how == "sigkill":
         assert f"signal={int(signal.SIGKILL)}" in outcome
     if how == "exit":
@@ -301,10 +306,7 @@ def mbox_send_then_end(arg: tuple[str, list[int], str]) -> None:
     box.create()
     for value in values:
         box.send(value)
-    if how == "raise":
-        raise ValueError("the producer failed")
-    if how == "sigkill":
-        os.kill(os.getpid(), signal.SIGKILL)
+    end_as(how)
 
 
 @netmcore.process
