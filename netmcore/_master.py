@@ -1370,7 +1370,7 @@ class Master:
         ``conn``, if it still waits. (If its outcome went out already, it
         comes before this answer, and the caller keeps it: see
         _client.join_outcome.) Found through ``n``: a search of every
-        record cost each timed-out join as many steps as processes live."""
+        record cost each withdrawn join as many steps as processes live."""
         if self.watches.cancel(conn, rid):
             return
         record = self.records.get(n)

@@ -67,6 +67,7 @@ FAILED = -2
 TIMED_OUT = -3
 BROKEN = -4
 ENDED = -5
+SENDERS_ENDED = "its senders have ended"  # an ENDED reply's error (the caller words its own)
 
 
 class Waiting(NamedTuple):
@@ -526,7 +527,7 @@ class PluginHost:
         if req.flag:  # while_alive: req.pids, which an end of each shrinks (see forget)
             alive = frozenset(req.pids) - frozenset(self._ended(list(req.pids)))
             if not alive:
-                return PluginReply(None, ENDED, error="its senders have ended")
+                return PluginReply(None, ENDED, error=SENDERS_ENDED)
         what = f"Mbox({req.name!r}).receive() from an empty box"
         waiting = self._waiting(req, waiter, what)
         if isinstance(waiting, PluginReply):
@@ -713,7 +714,7 @@ class PluginHost:
             if user in w.alive:
                 w = w._replace(alive=w.alive - {user})
                 if not w.alive:
-                    self._send(w.conn, PluginReply(None, ENDED, error="ended", req=w.req))
+                    self._send(w.conn, PluginReply(None, ENDED, error=SENDERS_ENDED, req=w.req))
                     continue
             receivers.append(w)
         box.receivers = receivers
