@@ -117,6 +117,11 @@ class _Mbox:
     queue: deque[bytes] = field(default_factory=deque)
     senders: deque[tuple[Waiting, bytes]] = field(default_factory=deque)
     receivers: deque[Waiting] = field(default_factory=deque)
+    # The messages sent to receivers that have not said they have them yet,
+    # by (process, request id): a reply sent is not a reply read, and one
+    # sent to a process that dies before it reads it (killed as it waited,
+    # say) goes back to the head of the box (see forget), not with it.
+    unread: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -518,8 +523,9 @@ class PluginHost:
                 data = box.queue.popleft()
                 self._deliver(box)
                 return PluginReply(data, 0)
-            # Taken only once its reply is sent: a dead receiver loses nothing.
-            if self._reply(waiter, box.queue[0]):
+            # Taken only once its reply is sent, and held until read: a
+            # dead receiver loses nothing.
+            if self._hand(box, waiter, box.queue[0]):
                 box.queue.popleft()
                 self._deliver(box)
             return None
@@ -559,9 +565,25 @@ class PluginHost:
         # The message received goes back to the head of the box, where it was.
         box = self.mboxes.get(req.name)
         if box is not None and req.data is not None:
+            if waiter is not None:
+                box.unread.pop((waiter[2], req.num), None)
             box.queue.appendleft(req.data)
             self._deliver(box)
         return PluginReply(None, 0)
+
+    def _mbox_read(self, req: PluginReq, waiter: Waiter | None) -> None:
+        # Unanswered: the receiver of request ``req.num`` has its message.
+        box = self.mboxes.get(req.name)
+        if box is not None and waiter is not None:
+            box.unread.pop((waiter[2], req.num), None)
+
+    def _hand(self, box: _Mbox, w: Waiter | Waiting, data: bytes) -> bool:
+        """Send ``data`` to the receive of ``w``, held until it says it has
+        read it; False if it could not be sent."""
+        if not self._reply(w, data):
+            return False
+        box.unread[w[2], w[1]] = data
+        return True
 
     def _deliver(self, box: _Mbox) -> None:
         while True:
@@ -572,7 +594,7 @@ class PluginHost:
             if not (box.queue and box.receivers):
                 return
             w = box.receivers.popleft()
-            if self._reply(w, box.queue[0]):
+            if self._hand(box, w, box.queue[0]):
                 box.queue.popleft()
 
     # --- barriers ----------------------------------------------------------------
@@ -702,6 +724,9 @@ class PluginHost:
         for box in self.mboxes.values():
             box.senders = deque(s for s in box.senders if s[0][2] != user)
             box.receivers = deque(w for w in box.receivers if w[2] != user)
+            unread = [key for key in box.unread if key[0] == user]
+            for key in reversed(unread):  # back at the head, in the order they left it
+                box.queue.appendleft(box.unread.pop(key))
             if any(user in w.alive for w in box.receivers):
                 self._sender_ended(box, user)
             self._deliver(box)
@@ -734,7 +759,7 @@ _HANDLERS = frozenset(
         "var": ("create", "set", "get", "wait", "cancel", "delete", "cas", "swap"),
         "mutex": ("lock", "unlock", "cancel", "undo"),
         "sem": ("create", "increment", "decrement", "cancel", "undo", "get", "destroy"),
-        "mbox": ("create", "send", "receive", "cancel", "undo", "delete"),
+        "mbox": ("create", "send", "receive", "read", "cancel", "undo", "delete"),
         "barrier": ("create", "wait", "cancel", "abort", "reset", "destroy"),
     }.items()
     for op in ops

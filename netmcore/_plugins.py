@@ -128,6 +128,7 @@ def _call(
         if finish is not None:
             finishing = True
             finish(reply)
+        _say_read(link, req, reply)
         return reply
     except BaseException as first:
         # Given back here, in this frame, in a loop (see Link.request), which
@@ -149,6 +150,8 @@ def _call(
                 ):
                     give_back = PluginReq(service, "undo", name, data=got.data, num=got.req)
                     link.request(give_back, asked=undo)
+                elif finishing and failed_of_its_own(first, 1) and isinstance(got, PluginReply):
+                    _say_read(link, req, got)  # a message that does not decode is gone
                 break
             except BaseException as exc:
                 tries += 1
@@ -209,6 +212,14 @@ def _withdrawal(
         withdrawn[0] = True
 
     return withdraw
+
+
+def _say_read(link: Link, req: PluginReq, reply: PluginReply) -> None:
+    """Tell the master that the message ``reply`` brought a box's receive is
+    read: it holds it until then, to put it back in the box if this process
+    dies before (see PluginHost._hand). Unanswered, so it costs no wait."""
+    if req.service == "mbox" and req.op == "receive" and _granted(req, reply):
+        link.send(PluginReq("mbox", "read", req.name, num=reply.req))
 
 
 def _granted(req: PluginReq, reply: PluginReply) -> bool:
@@ -608,6 +619,10 @@ class Mbox(Generic[T]):
         every one has ended (returned, raised or died) and the box is empty,
         it raises SendersEnded. The master answers it as the last of them
         ends: the wait costs nothing meanwhile.
+
+        The master holds a message it sent until the receive says it has it:
+        one sent to a receiver that dies before (killed as it waited, say)
+        goes back to the head of the box, for the next receive.
 
         Raises
         ------

@@ -2325,6 +2325,109 @@ def test_joined_worker_holds_no_plugin_state(gate: tuple[int, int]) -> None:
     assert not problems, "; ".join(problems)
 
 
+class Picky(msgspec.Struct):
+    """A message that a receiver set to refuse it (REFUSE) cannot decode."""
+
+    k: int
+
+    def __post_init__(self) -> None:
+        if REFUSE:
+            raise ValueError("refused by this receiver")
+
+
+REFUSE: list[bool] = []  # true (non-empty) in a receiver that refuses every Picky
+
+
+def _stopped(os_pid: int) -> bool:
+    with open(f"/proc/{os_pid}/stat") as f:  # the state, after the name in parentheses
+        return f.read().rpartition(")")[2].split()[0] == "T"
+
+
+@netmcore.process
+def receive_queued(_: int) -> str:
+    """Queue a receive, say so (with this process's os pid), and wait for it."""
+    receiving = Queued(Mbox("box", str).receive)
+    SharedVar("receiver", int).set(os.getpid())
+    PluginSemaphore("queued").increment()
+    return receiving.result()
+
+
+@netmcore.process
+def receive_stopped_then_killed(_: int) -> dict[str, Any]:
+    """A message sent to a queued receive as its process is stopped (so it
+    never reads it) and then SIGKILLed: the kernel took the reply, the
+    process died before it read it."""
+    box = Mbox("box", str)
+    box.create()
+    SharedVar("receiver", int).create()
+    queued = signal_sem("queued")
+    pid = receive_queued.start(0)
+    queued.decrement()  # its receive waits in the master
+    os_pid = SharedVar("receiver", int).get()
+    assert os_pid is not None
+    os.kill(os_pid, signal.SIGSTOP)
+    scenario.wait_until(lambda: _stopped(os_pid), "the receiver to stop")
+    box.send("handed to the receiver")  # the master has sent it on when this returns
+    netmcore.kill(pid, signal.SIGKILL)
+    return {
+        "receiver": str(receive_queued.join_outcome(pid)),  # once the master forgot it
+        "then": err(lambda: box.receive(timeout=0)),
+    }
+
+
+@netmcore.process
+def receive_then_wait(refuse: bool) -> None:
+    """Receive one message from "box" (what came of it goes to "out"), and
+    wait, until killed."""
+    if refuse:
+        REFUSE.append(True)
+    got = err(Mbox("box", Picky).receive)
+    Mbox("out", str).send(" ".join(got))
+    PluginSemaphore("never").decrement()
+
+
+@netmcore.process
+def received_then_killed(refuse: bool) -> dict[str, Any]:
+    box, out = Mbox("box", Picky), Mbox("out", str)
+    box.create()
+    out.create()
+    signal_sem("never")
+    pid = receive_then_wait.start(refuse)
+    box.send(Picky(1))
+    got = out.receive()  # its receive has returned (or raised)
+    netmcore.kill(pid, signal.SIGKILL)
+    return {
+        "got": got,
+        "receiver": str(receive_then_wait.join_outcome(pid)),
+        "then": err(lambda: box.receive(timeout=0)),
+    }
+
+
+def test_a_message_sent_to_a_receiver_that_dies_before_reading_it_stays_in_the_box() -> None:
+    # The master took the message out of the box once the kernel took its
+    # reply: a receiver killed before it read it (say, just after a kill()
+    # that the sender waited for) took it with it.
+    out = run_scenario(receive_stopped_then_killed, 0)
+    assert out["receiver"] == str(netmcore.Crashed(None, signal.SIGKILL))
+    assert out["then"] == ["none", "'handed to the receiver'"], "the dead receiver took it"
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["decoded", "refused"])
+def test_a_message_a_receive_took_is_not_given_again_when_its_receiver_dies(
+    refuse: bool,
+) -> None:
+    # What a receive returned is its caller's; one that did not decode is
+    # raised once, and gone (as Mailbox's): neither goes back to the box as
+    # the receiver dies.
+    out = run_scenario(received_then_killed, refuse)
+    if refuse:
+        assert out["got"].startswith("ValidationError refused by this receiver"), out["got"]
+    else:
+        assert out["got"] == "none Picky(k=1)"
+    assert out["receiver"] == str(netmcore.Crashed(None, signal.SIGKILL))
+    assert out["then"][0] == "TimeoutError", f"given again: {out['then']}"
+
+
 # --------------------------------------------------------------------------
 # 7. A waiting call that is interrupted
 # --------------------------------------------------------------------------
