@@ -510,15 +510,14 @@ def _link(what: str, where: str = "from first_process or " + _IN_WORKER) -> Any:
     may be called, for the error outside ``run``."""
     ctx = _context.current
     link = ctx.link
+    call = what if "." in what else f"netmcore.{what}"  # a method names its class
     if link is None:
-        raise ContextError(
-            f"netmcore.{what}() was called outside netmcore.run()/startup(): call it {where}"
-        )
+        raise ContextError(f"{call}() was called outside netmcore.run()/startup(): call it {where}")
     if link.owner_pid != this_pid[0]:
         # Its replies would be read by whichever of the two processes reads
         # first: results swapped, or a join (even a timed one) waiting for ever.
         raise ContextError(
-            f"netmcore.{what}() was called in a child that process {ctx.process_id} forked "
+            f"{call}() was called in a child that process {ctx.process_id} forked "
             f"(os pid {this_pid[0]}), which shares that process's link to the master: only "
             "netmcore's own processes reach it. Start a netmcore process instead of "
             "forking, or make the call in the process itself"

@@ -77,11 +77,13 @@ def as_completed(
     return through(None, pids, timeout)
 
 
-def through(join_point: ResId | None, pids: Iterable[P], timeout: float | None) -> Iterator[P]:
-    """as_completed: ``pids`` yielded as their processes end, each looked
-    up as a join through ``join_point`` would look it up (None: a join
-    through its own type's, whichever it is)."""
-    _client.waiting_link(AS_COMPLETED)  # in a worker, even for no pids (as map)
+def through(
+    join_point: ResId | None, pids: Iterable[P], timeout: float | None, what: str = AS_COMPLETED
+) -> Iterator[P]:
+    """as_completed (``what`` names the call): ``pids`` yielded as their
+    processes end, each looked up as a join through ``join_point`` would
+    look it up (None: a join through its own type's, whichever it is)."""
+    _client.waiting_link(what)  # in a worker, even for no pids (as map)
     left: dict[int, P] = {}
     for pid in _iterable(pids):
         if not isinstance(pid, ProcessId):
@@ -95,7 +97,7 @@ def through(join_point: ResId | None, pids: Iterable[P], timeout: float | None) 
     deadline = None if timeout is None else time.monotonic() + timeout
     # Looked up now, so that a bad id is an error of this call; watched
     # from the first next() on, in the iteration, which ends the watch.
-    ended = [n for ids in _chunks(list(left)) for n in _client.watch(AS_COMPLETED, join_point, ids)]
+    ended = [n for ids in _chunks(list(left)) for n in _client.watch(what, join_point, ids)]
     return _iterate(join_point, left, ended, deadline, timeout)
 
 

@@ -239,7 +239,9 @@ class ProcessDef(Generic[In, Out]):
         NoResource
             From the iteration, once the join point of this type is released.
         """
-        return _completed.through(cls._join_point(), pids, timeout)
+        return _completed.through(
+            cls._join_point(), pids, timeout, f"{cls.__qualname__}.as_completed"
+        )
 
     @classmethod
     def map(
@@ -287,7 +289,7 @@ class ProcessDef(Generic[In, Out]):
         timeout = check_timeout(timeout)
         chunksize = _chunksize(chunksize)
         cls._join_point()  # a process type, or the error saying so
-        _client.waiting_link(MAP)
+        _client.waiting_link(f"{cls.__qualname__}.{MAP}")
         if chunksize == 1:
             return _mapped(cls, iter(args), processes, timeout, cls._start_into, cls.result)
         chunks = _Chunks(cls)

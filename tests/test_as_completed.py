@@ -275,14 +275,14 @@ def test_as_completed_and_map_refuse_the_master() -> None:
 
 def test_as_completed_and_map_outside_run_say_where_to_call_them() -> None:
     pid = netmcore.ProcessId[int](0)
-    calls = (
-        lambda: ac_square.as_completed([pid]),
-        lambda: ac_square.map([1]),
-        lambda: netmcore.as_completed([pid]),
-    )
-    for call in calls:
+    calls = {  # each names the call as it was written
+        "ac_square.as_completed()": lambda: ac_square.as_completed([pid]),
+        "ac_square.map()": lambda: ac_square.map([1]),
+        "netmcore.as_completed()": lambda: netmcore.as_completed([pid]),
+    }
+    for name, call in calls.items():
         text = _error_text(call)
-        assert text.startswith("ContextError:") and "outside netmcore.run()" in text
+        assert text.startswith(f"ContextError: {name} was called outside netmcore.run()"), text
 
 
 # --- netmcore.as_completed: processes of any types ---------------------------
