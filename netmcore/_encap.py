@@ -517,8 +517,15 @@ _OPENED_BY = {
 
 
 def _map_type(typ: Any, f: Callable[[Any], Any]) -> Any:
-    """``typ`` with ``f`` applied to it and, depth first, to its type arguments."""
+    """``typ`` with ``f`` applied to it and, depth first, to its type arguments
+    (a ``NewType``'s being its supertype)."""
     typ = f(typ)
+    if isinstance(typ, typing.NewType):
+        # msgspec reads a NewType as its supertype, which may hold what f
+        # changes (a pydantic dataclass, that _for_msgspec maps): then the
+        # supertype, changed, stands for it.
+        inner = _map_type(typ.__supertype__, f)
+        return typ if inner is typ.__supertype__ else inner
     args = typing.get_args(typ)
     if not args:
         return typ

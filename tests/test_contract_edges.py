@@ -1,0 +1,164 @@
+"""Edges of the typed contracts where a value crossed unchecked or was misreported.
+
+1. A ``NewType`` around a pydantic dataclass was decoded by msgspec as a plain
+   dataclass: its pydantic validators never ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NewType, Optional
+
+import msgspec
+import pydantic
+import pytest
+from pydantic import BaseModel, field_validator
+from scenario import run_scenario
+
+import netmcore
+from netmcore import ArgumentTypeError, Encap, EncapType
+
+
+def _outcome_dict(outcome: object) -> dict[str, Any]:
+    fields = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(outcome)}  # type: ignore[arg-type]
+    return {"kind": type(outcome).__name__, **fields}
+
+
+def _encap_of(et: EncapType[Any], value: Any) -> Encap:
+    """An Encap of ``et`` holding ``value`` as msgpack, unchecked: as one
+    built by hand, or by a sender whose validator took what this one refuses."""
+    return Encap(et.name, et.fingerprint, (msgspec.msgpack.encode(value),))
+
+
+# ==========================================================================
+# 1. A NewType around a pydantic dataclass
+# ==========================================================================
+
+
+@pydantic.dataclasses.dataclass
+class Parcel:
+    qty: int
+    label: str = ""
+
+    @field_validator("qty")
+    @classmethod
+    def at_most_ten(cls, v: int) -> int:
+        if v > 10:
+            raise ValueError("too many")
+        return v
+
+    @field_validator("label")
+    @classmethod
+    def upper(cls, v: str) -> str:
+        return v.upper()
+
+
+ParcelId = NewType("ParcelId", Parcel)
+ParcelIdOfId = NewType("ParcelIdOfId", ParcelId)
+
+
+class Order(BaseModel):
+    qty: int
+
+    @field_validator("qty")
+    @classmethod
+    def at_most_ten(cls, v: int) -> int:
+        if v > 10:
+            raise ValueError("too many")
+        return v
+
+
+OrderId = NewType("OrderId", Order)
+
+
+def _unvalidated_parcel(qty: int, label: str = "") -> ParcelId:
+    parcel = Parcel(1)
+    parcel.qty, parcel.label = qty, label  # no validate_assignment: unchecked
+    return ParcelId(parcel)
+
+
+@pytest.mark.parametrize(
+    ("typ", "wire", "path"),
+    [
+        (ParcelId, {"qty": 50}, "$.qty"),
+        (ParcelIdOfId, {"qty": 50}, "$.qty"),
+        (list[ParcelId], [{"qty": 1}, {"qty": 50}], "$[1].qty"),
+        (dict[str, ParcelId], {"a": {"qty": 50}}, "$[...].qty"),
+        (tuple[int, ParcelId], [1, {"qty": 50}], "$[1].qty"),
+        (Optional[ParcelId], {"qty": 50}, "$.qty"),  # noqa: UP045 - the spelling at hand
+        (ParcelId | None, {"qty": 50}, "$.qty"),
+        (OrderId, {"qty": 50}, "$.qty"),
+        (list[OrderId], [{"qty": 50}], "$[0].qty"),
+    ],
+    ids=["newtype", "of_newtype", "list", "dict", "tuple", "optional", "union", "model", "models"],
+)
+def test_a_newtype_of_a_pydantic_type_is_validated_by_pydantic(
+    typ: Any, wire: Any, path: str
+) -> None:
+    # A NewType of a pydantic dataclass was unwrapped as Parcel(qty=50).
+    et: EncapType[Any] = EncapType(typ)
+    with pytest.raises(ArgumentTypeError, match="Value error, too many") as info:
+        et.unwrap(_encap_of(et, wire))
+    assert info.value.path == path
+
+
+def test_a_newtype_of_a_pydantic_dataclass_has_the_dataclass_schema() -> None:
+    # pydantic's schema, as for the dataclass itself: msgspec's had no constraint.
+    assert EncapType(ParcelId).schema == EncapType(Parcel).schema
+    assert EncapType(ParcelId).fingerprint == EncapType(Parcel).fingerprint
+
+
+class Van(msgspec.Struct):
+    parcel: ParcelId
+
+
+def test_a_newtype_of_a_pydantic_dataclass_in_a_struct_field_is_refused() -> None:
+    # msgspec decodes it there as a plain dataclass, which _for_msgspec cannot reach.
+    with pytest.raises(TypeError) as info:
+        EncapType(Van)
+    assert str(info.value) == (
+        "test_contract_edges.Van cannot be a process argument or result: "
+        "test_contract_edges.Parcel is a pydantic dataclass in a field of "
+        "test_contract_edges.Van, which msgspec decodes, as it decodes a plain "
+        "dataclass: its pydantic validation would never run; make "
+        "test_contract_edges.Van a pydantic model or dataclass too, or "
+        "test_contract_edges.Parcel a pydantic BaseModel"
+    )
+
+
+@netmcore.process
+def label_of(parcel: ParcelId) -> str:
+    return f"{type(parcel).__name__} {parcel.qty} {parcel.label}"
+
+
+@netmcore.process
+def makes_a_bad_parcel(qty: int) -> ParcelId:
+    return _unvalidated_parcel(qty)
+
+
+@netmcore.process
+def parcels(_: int) -> dict[str, Any]:
+    refused: Any = "not refused"
+    try:
+        label_of.start(_unvalidated_parcel(50))
+    except ArgumentTypeError as exc:
+        refused = [exc.path, str(exc)]
+    return {
+        # The receiver validates too: its validator upper-cases the label.
+        "labelled": label_of.result(label_of.start(_unvalidated_parcel(3, "box"))),
+        "refused": refused,
+        "bad_result": _outcome_dict(makes_a_bad_parcel.join_outcome(makes_a_bad_parcel.start(50))),
+    }
+
+
+def test_a_newtype_of_a_pydantic_dataclass_is_validated_in_every_process() -> None:
+    result = run_scenario(parcels, 0)
+    assert result["labelled"] == "Parcel 3 BOX"
+    assert result["refused"] == [
+        "$.qty",
+        "argument of label_of.start: Parcel(qty=50, label='') does not match "
+        "test_contract_edges.ParcelId: Value error, too many (pydantic field .qty)",
+    ]
+    bad = result["bad_result"]
+    assert (bad["kind"], bad["path"]) == ("InvalidResult", "$.qty")
+    assert "too many" in bad["message"]
