@@ -197,15 +197,11 @@ def _enc_hook(value: Any) -> Any:
             "(the handle of an array in shared memory: netmcore.SharedArray.from_array(a) "
             "copies it there)"
         )
-    raise _Unencodable(
+    raise TypeError(
         f"msgspec cannot encode {type(value).__name__} values, which cannot cross to "
         "another process: pass plain data of the declared type (numbers, str, bytes, "
         "lists, tuples, dicts, Structs, dataclasses, ...)"
     )
-
-
-class _Unencodable(TypeError):
-    """A value of a type msgspec cannot encode (see EncapType.encode)."""
 
 
 # How to make a buffer msgspec (or a Buffer) can take out of one that is not
@@ -224,10 +220,29 @@ def _encode_fix(exc: BaseException) -> str:
     return ""
 
 
+def _dataclasses_dumped(value: Any) -> Any:
+    """``value`` with each pydantic dataclass in it (itself, or in its lists,
+    tuples, sets and dicts, where a type's parts put one) as pydantic dumps
+    it, as _enc_hook does a model: msgspec encodes a dataclass itself, field
+    by field, never calling _enc_hook, and could not encode a Path, URL or IP
+    address in one, nor apply its serializers."""
+    cls: Any = type(value)
+    if _pydantic_dataclass(cls):
+        adapter = _validated_by_pydantic(cls).adapter
+        dump = adapter.dump_python(value, mode="python", round_trip=True, warnings=False)
+        return msgspec.Raw(_dump_encoder.encode(dump))
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_dataclasses_dumped(v) for v in value]  # an array to msgpack all the same
+    if isinstance(value, dict):
+        return {k: _dataclasses_dumped(v) for k, v in value.items()}
+    return value
+
+
 def _jsonable(value: Any) -> Any:
-    """A value inside a model dump that msgpack cannot hold (Path, URL, IP
-    address...), in its JSON form, which the receiver's lax model_validate turns
-    back. Only inside a model: a Path where ``str`` is declared is still refused."""
+    """A value inside a pydantic dump (a model's or dataclass's) that msgpack
+    cannot hold (Path, URL, IP address...), in its JSON form, which the
+    receiver's lax validation turns back. Only inside such a dump: a Path where
+    ``str`` is declared is still refused."""
     pydantic = sys.modules["pydantic"]
     if isinstance(value, (pydantic.SecretStr, pydantic.SecretBytes)):
         return value.get_secret_value()  # the JSON form would be "**********"
@@ -842,7 +857,7 @@ class EncapType(Generic[T]):
             If the value does not match the type; the message names the path.
         """
         try:
-            data = _encoder.encode(value)
+            data = self._msgpack(value)
         except _StrictFault as exc:  # before the validation, which is lax: see _enc_hook
             path = _path_of(exc) if _pydantic_model(type(value)) else "$"
             raise ArgumentTypeError(
@@ -850,18 +865,9 @@ class EncapType(Generic[T]):
             ) from exc
         # Too deep: a RecursionError; a buffer that is not C-contiguous: a BufferError.
         except (TypeError, ValueError, OverflowError, RecursionError, BufferError) as exc:
-            fix = _encode_fix(exc)
-            if isinstance(exc, _Unencodable) and self._for_msgspec is not self.type:
-                # msgspec encodes a pydantic dataclass as a plain one (it never
-                # calls _enc_hook on a dataclass), not in pydantic's JSON form.
-                fix = (
-                    "; if it is in a pydantic dataclass: msgspec encodes its fields, as "
-                    "those of a plain dataclass, and a Path, URL or IP address in it cannot "
-                    "cross; make it a pydantic BaseModel, which travels in pydantic's form, "
-                    "or hold such a field as a str"
-                )
             raise ArgumentTypeError(
-                f"{what} {_short(value)} cannot be encoded as {self.name}: {exc}{fix}", "$"
+                f"{what} {_short(value)} cannot be encoded as {self.name}: {exc}{_encode_fix(exc)}",
+                "$",
             ) from exc
         if type(value) is not self.type or self.type not in _SCALARS:
             try:
@@ -889,6 +895,12 @@ class EncapType(Generic[T]):
                 ) from exc
         return data
 
+    def _msgpack(self, value: Any) -> bytes:
+        """``value`` encoded, unchecked."""
+        if self._for_msgspec is not self.type:  # it holds a pydantic dataclass
+            value = _dataclasses_dumped(value)
+        return _encoder.encode(value)
+
     def decode(self, data: bytes | memoryview) -> T:
         """Decode and validate bytes made by :meth:`encode`."""
         return self._decoder.decode(data)
@@ -896,7 +908,7 @@ class EncapType(Generic[T]):
     def reencode(self, data: bytes) -> bytes:
         """Bytes made by :meth:`encode` as the value encodes once read back
         (decoded as ``T``): an int given for a float is a float then, say."""
-        return _encoder.encode(self.decode(data))
+        return self._msgpack(self.decode(data))
 
     def wrap(self, value: T) -> Encap:
         """Encapsulate ``value``; raises :class:`ArgumentTypeError` if it does not match."""

@@ -2,11 +2,15 @@
 
 1. A ``NewType`` around a pydantic dataclass was decoded by msgspec as a plain
    dataclass: its pydantic validators never ran.
+2. A pydantic dataclass with a ``Path``, URL or IP address field could not be
+   encoded, though a BaseModel with the same fields could.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+from pathlib import Path
 from typing import Any, NewType, Optional
 
 import msgspec
@@ -162,3 +166,104 @@ def test_a_newtype_of_a_pydantic_dataclass_is_validated_in_every_process() -> No
     bad = result["bad_result"]
     assert (bad["kind"], bad["path"]) == ("InvalidResult", "$.qty")
     assert "too many" in bad["message"]
+
+
+# ==========================================================================
+# 2. Path, URL and IP address fields of a pydantic dataclass
+# ==========================================================================
+
+
+@pydantic.dataclasses.dataclass
+class Site:
+    root: Path
+    url: pydantic.AnyUrl
+    home: pydantic.HttpUrl
+    v4: ipaddress.IPv4Address
+    v6: ipaddress.IPv6Address
+    net: ipaddress.IPv4Network
+    mirrors: list[Path] = dataclasses.field(default_factory=list)
+
+
+class SiteModel(BaseModel):
+    root: Path
+    url: pydantic.AnyUrl
+    home: pydantic.HttpUrl
+    v4: ipaddress.IPv4Address
+    v6: ipaddress.IPv6Address
+    net: ipaddress.IPv4Network
+    mirrors: list[Path] = []
+
+
+_SITE = {
+    "root": Path("/srv/site"),
+    "url": pydantic.AnyUrl("ftp://files.example/pub"),
+    "home": pydantic.HttpUrl("https://example.org/a?b=1"),
+    "v4": ipaddress.IPv4Address("192.0.2.1"),
+    "v6": ipaddress.IPv6Address("2001:db8::1"),
+    "net": ipaddress.IPv4Network("192.0.2.0/24"),
+    "mirrors": [Path("/a"), Path("/b")],
+}
+
+
+@pytest.mark.parametrize(
+    ("typ", "wrap", "first"),
+    [
+        (Site, lambda s: s, lambda v: v),
+        (SiteModel, lambda s: s, lambda v: v),
+        (list[Site], lambda s: [s, s], lambda v: v[1]),
+        (Optional[Site], lambda s: s, lambda v: v),  # noqa: UP045
+        (dict[str, tuple[int, Site]], lambda s: {"a": (1, s)}, lambda v: v["a"][1]),
+    ],
+    ids=["dataclass", "model", "list", "optional", "nested"],
+)
+def test_path_url_and_ip_fields_of_a_pydantic_type_round_trip(
+    typ: Any, wrap: Any, first: Any
+) -> None:
+    # A pydantic dataclass's were an ArgumentTypeError: "msgspec cannot encode PosixPath".
+    value = wrap(SiteModel(**_SITE) if typ is SiteModel else Site(**_SITE))
+    et: EncapType[Any] = EncapType(typ)
+    back = et.unwrap(et.wrap(value))
+    assert back == value
+    site = first(back)
+    assert isinstance(site.root, Path)
+    assert isinstance(site.home, pydantic.HttpUrl)
+    assert isinstance(site.net, ipaddress.IPv4Network)
+
+
+def test_a_path_where_str_is_declared_is_still_refused() -> None:
+    # Only a pydantic type's own fields travel in their JSON form.
+    @dataclasses.dataclass
+    class Named:
+        name: str
+
+    with pytest.raises(ArgumentTypeError, match="msgspec cannot encode PosixPath values"):
+        EncapType(Named).wrap(Named(Path("/x")))  # type: ignore[arg-type]
+    with pytest.raises(ArgumentTypeError, match="msgspec cannot encode PosixPath values"):
+        EncapType(list[str]).wrap([Path("/x")])  # type: ignore[list-item]
+
+
+def test_a_pydantic_dataclass_with_path_url_and_ip_fields_has_their_formats() -> None:
+    schema = EncapType(Site).schema
+    assert schema["title"] == "Site"
+    props = schema["properties"]
+    assert props["root"] == {"format": "path", "title": "Root", "type": "string"}
+    assert props["home"]["format"] == props["url"]["format"] == "uri"
+    assert props["home"]["maxLength"] == 2083  # HttpUrl's, not AnyUrl's
+    assert (props["v4"]["format"], props["v6"]["format"]) == ("ipv4", "ipv6")
+    assert props["net"]["format"] == "ipv4network"
+    # The same fields as str are another contract; the model's is its own.
+    as_str = pydantic.dataclasses.dataclass(
+        type("Site", (), {"__annotations__": {name: str for name in Site.__annotations__}})
+    )
+    assert EncapType(as_str).fingerprint != EncapType(Site).fingerprint
+    assert EncapType(SiteModel).fingerprint != EncapType(Site).fingerprint
+
+
+@netmcore.process
+def site_back(site: Site) -> Site:
+    return dataclasses.replace(site, root=site.root / "www")
+
+
+def test_a_pydantic_dataclass_with_a_path_crosses_to_a_process_and_back() -> None:
+    back = run_scenario(site_back, Site(**_SITE))
+    assert back == Site(**{**_SITE, "root": Path("/srv/site/www")})

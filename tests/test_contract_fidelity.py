@@ -859,20 +859,6 @@ def test_a_pydantic_dataclass_with_an_init_false_field_round_trips() -> None:
     assert et.unwrap(et.wrap([Derived(3)])) == [Derived(3)]
 
 
-@pydantic.dataclasses.dataclass
-class Located:
-    where: Path
-
-
-def test_a_path_in_a_pydantic_dataclass_is_a_clear_error() -> None:
-    # In a model it travels in pydantic's JSON form; msgspec encodes a
-    # dataclass's fields itself.
-    with pytest.raises(ArgumentTypeError) as info:
-        EncapType(Located).wrap(Located(Path("/x")))
-    assert "if it is in a pydantic dataclass" in str(info.value)
-    assert "make it a pydantic BaseModel" in str(info.value)
-
-
 class Shade(enum.Enum):
     DARK = "dark"
 
