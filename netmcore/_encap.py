@@ -19,7 +19,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar, overload
 
@@ -130,6 +130,10 @@ def _strict_fault(value: Any, dump: dict[str, Any]) -> str | None:
 class _StrictFault(ValueError):
     """A value of a strict pydantic model that its strict validation refuses."""
 
+    def __init__(self, message: str, model: Any) -> None:
+        super().__init__(message)
+        self.model = model  # the value at fault, which _place_of finds
+
 
 def _pydantic_fault(exc: Any) -> str:
     """The first fault a pydantic ValidationError names, with the field's path."""
@@ -162,7 +166,7 @@ def _enc_hook(value: Any) -> Any:
         if _strict_somewhere(cls):
             fault = _strict_fault(value, dump)
             if fault is not None:
-                raise _StrictFault(f"{cls.__qualname__} is strict: {fault}")
+                raise _StrictFault(f"{cls.__qualname__} is strict: {fault}", value)
         return msgspec.Raw(_dump_encoder.encode(dump))
     numpy = sys.modules.get("numpy")  # imported only by programs that use it
     if (
@@ -859,7 +863,8 @@ class EncapType(Generic[T]):
         try:
             data = self._msgpack(value)
         except _StrictFault as exc:  # before the validation, which is lax: see _enc_hook
-            path = _path_of(exc) if _pydantic_model(type(value)) else "$"
+            # msgspec's encoding names no place: the model's own, then its field.
+            path = (_place_of(value, exc.model) or "$") + _path_of(exc).removeprefix("$")
             raise ArgumentTypeError(
                 f"{what} {_short(value)} does not match {self.name}: {exc}", path
             ) from exc
@@ -994,6 +999,37 @@ def _path_of(exc: Exception) -> str:
     # Greedy to the last ")" before msgspec's tail: a dict key may hold ")".
     inner = re.search(rf"\({_FIELD} (.*)\)(?: - at `[^`]*`)?$", text, re.DOTALL)
     return path + inner.group(1) if inner else path
+
+
+def _place_of(value: Any, target: object, path: str = "$") -> str | None:
+    """Where ``target`` is in ``value``, first met as msgspec encodes it, in
+    msgspec's path style (``$[3].x``; ``[...]`` for any dict's values, which
+    a TypedDict's are too); None if it is held otherwise."""
+    if value is target:
+        return path
+    parts: Iterable[tuple[str, Any]]
+    if isinstance(value, msgspec.Struct):
+        array_like = value.__struct_config__.array_like
+        parts = (
+            (f"[{i}]" if array_like else f".{field.encode_name}", getattr(value, field.name, None))
+            for i, field in enumerate(msgspec.structs.fields(value))
+        )
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        parts = (
+            (f".{field.name}", getattr(value, field.name, None))
+            for field in dataclasses.fields(value)
+        )
+    elif isinstance(value, dict):
+        parts = (("[...]", item) for item in value.values())
+    elif isinstance(value, list | tuple | set | frozenset):
+        parts = ((f"[{i}]", item) for i, item in enumerate(value))
+    else:
+        return None
+    for step, part in parts:
+        found = _place_of(part, target, path + step)
+        if found is not None:
+            return found
+    return None
 
 
 def _hint(exc: msgspec.ValidationError) -> str:

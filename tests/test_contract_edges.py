@@ -4,6 +4,7 @@
    dataclass: its pydantic validators never ran.
 2. A pydantic dataclass with a ``Path``, URL or IP address field could not be
    encoded, though a BaseModel with the same fields could.
+3. A strict pydantic model's fault inside a container was reported at ``$``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, NewType, Optional
 import msgspec
 import pydantic
 import pytest
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from scenario import run_scenario
 
 import netmcore
@@ -267,3 +268,63 @@ def site_back(site: Site) -> Site:
 def test_a_pydantic_dataclass_with_a_path_crosses_to_a_process_and_back() -> None:
     back = run_scenario(site_back, Site(**_SITE))
     assert back == Site(**{**_SITE, "root": Path("/srv/site/www")})
+
+
+# ==========================================================================
+# 3. A strict model's fault inside a container
+# ==========================================================================
+
+
+class StrictItem(BaseModel):
+    model_config = ConfigDict(strict=True)
+    x: int
+
+
+class Shelf(msgspec.Struct, rename="camel"):
+    top_item: StrictItem
+
+
+@dataclasses.dataclass
+class Bin:
+    items: list[StrictItem]
+
+
+def _bad_item() -> StrictItem:
+    item = StrictItem(x=1)
+    item.x = "5"  # type: ignore[assignment]  # no validate_assignment: unchecked
+    return item
+
+
+_GOOD = StrictItem(x=1)
+
+
+@pytest.mark.parametrize(
+    ("typ", "value", "path"),
+    [
+        (StrictItem, _bad_item(), "$.x"),
+        (list[StrictItem], [_GOOD, _GOOD, _GOOD, _bad_item()], "$[3].x"),
+        (dict[str, StrictItem], {"a": _GOOD, "b": _bad_item()}, "$[...].x"),
+        (tuple[int, StrictItem | None], (1, _bad_item()), "$[1].x"),
+        (Shelf, Shelf(_bad_item()), "$.topItem.x"),
+        (list[Bin], [Bin([_GOOD]), Bin([_GOOD, _bad_item()])], "$[1].items[1].x"),
+    ],
+    ids=["model", "list", "dict", "tuple", "struct", "dataclass"],
+)
+def test_a_strict_models_fault_names_where_it_is(typ: Any, value: Any, path: str) -> None:
+    # Inside a container it was reported at $.
+    with pytest.raises(
+        ArgumentTypeError, match=r"StrictItem is strict: Input should be a valid integer"
+    ) as info:
+        EncapType(typ).wrap(value)
+    assert info.value.path == path
+
+
+def test_a_strict_models_fault_is_where_msgspec_would_name_a_lax_one() -> None:
+    # The same item, lax: its fault's path is msgspec's, the strict one's alike.
+    lax = StrictItem.model_construct(x="five")
+    with pytest.raises(ArgumentTypeError) as info:
+        EncapType(dict[str, list[StrictItem]]).wrap({"a": [_GOOD, lax]})
+    strict = _bad_item()
+    with pytest.raises(ArgumentTypeError, match="is strict") as strict_info:
+        EncapType(dict[str, list[StrictItem]]).wrap({"a": [_GOOD, strict]})
+    assert info.value.path == strict_info.value.path == "$[...][1].x"
