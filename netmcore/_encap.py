@@ -96,9 +96,9 @@ def _strict_somewhere(model: Any) -> bool:
     return strict(model.__pydantic_core_schema__)
 
 
-def _strict_fault(value: Any, dump: dict[str, Any]) -> str | None:
-    """What of a strict model's ``value`` its strict config refuses and the
-    receiver would take, changed: None if nothing.
+def _strict_fault(value: Any, dump: Any) -> str | None:
+    """What of a strict model's (or dataclass's) ``value`` its strict config
+    refuses and the receiver would take, changed: None if nothing.
 
     The receiver validates laxly: msgpack carries a tuple as a list, an enum as
     its value, a UUID as a str. The dump, with its Python values still, is
@@ -107,15 +107,14 @@ def _strict_fault(value: Any, dump: dict[str, Any]) -> str | None:
     value, a dict for a dataclass) fails too. So a field is refused only if it
     also comes out of the receiver's lax validation other than it is held:
     "5" held in an int field, a list in a tuple field."""
-    cls = type(value)
     pydantic = sys.modules["pydantic"]
     try:
-        cls.model_validate(dump, by_alias=False, by_name=True)
+        _validated(type(value), dump, strict=None)
         return None
     except pydantic.ValidationError as exc:
         strict = exc
     try:
-        received = cls.model_validate(dump, strict=False, by_alias=False, by_name=True)
+        received = _validated(type(value), dump, strict=False)
     except pydantic.ValidationError:
         return None  # refused by the receiver's validation too, which reports it
     for error in strict.errors():
@@ -127,8 +126,38 @@ def _strict_fault(value: Any, dump: dict[str, Any]) -> str | None:
     return None
 
 
+def _validated(cls: Any, dump: Any, strict: bool | None) -> Any:
+    """``dump`` validated, by field name, as the pydantic model or dataclass
+    ``cls``: as its config says (``strict`` None), or laxly, as _dec_hook does."""
+    if _pydantic_model(cls):
+        return cls.model_validate(dump, strict=strict, by_alias=False, by_name=True)
+    if strict is False:
+        adapter = _validated_by_pydantic(cls).adapter
+        return adapter.validate_python(dump, strict=False, by_alias=False, by_name=True)
+    # As its constructor validates its arguments: strict, pydantic would take
+    # nothing but an instance for the dataclass as a whole.
+    instance = cls.__new__(cls)
+    arguments = sys.modules["pydantic_core"].ArgsKwargs((), dump)
+    cls.__pydantic_validator__.validate_python(
+        arguments, self_instance=instance, by_alias=False, by_name=True
+    )
+    return instance
+
+
+def _pydantic_encoded(value: Any, dump: Any) -> msgspec.Raw:
+    """A pydantic model's or dataclass's dump, encoded; a _StrictFault if its
+    strict config refuses what the receiver would take, changed (see
+    _strict_fault)."""
+    cls: Any = type(value)
+    if _strict_somewhere(cls):
+        fault = _strict_fault(value, dump)
+        if fault is not None:
+            raise _StrictFault(f"{cls.__qualname__} is strict: {fault}", value)
+    return msgspec.Raw(_dump_encoder.encode(dump))
+
+
 class _StrictFault(ValueError):
-    """A value of a strict pydantic model that its strict validation refuses."""
+    """A value of a strict pydantic model or dataclass that its strict validation refuses."""
 
     def __init__(self, message: str, model: Any) -> None:
         super().__init__(message)
@@ -163,11 +192,7 @@ def _enc_hook(value: Any) -> Any:
         # warnings=False: a wrongly typed field is reported by the validation
         # that follows, as an ArgumentTypeError with its path, not as a warning.
         dump = value.model_dump(mode="python", round_trip=True, warnings=False)
-        if _strict_somewhere(cls):
-            fault = _strict_fault(value, dump)
-            if fault is not None:
-                raise _StrictFault(f"{cls.__qualname__} is strict: {fault}", value)
-        return msgspec.Raw(_dump_encoder.encode(dump))
+        return _pydantic_encoded(value, dump)
     numpy = sys.modules.get("numpy")  # imported only by programs that use it
     if (
         numpy is not None
@@ -232,9 +257,11 @@ def _dataclasses_dumped(value: Any) -> Any:
     address in one, nor apply its serializers."""
     cls: Any = type(value)
     if _pydantic_dataclass(cls):
-        adapter = _validated_by_pydantic(cls).adapter
-        dump = adapter.dump_python(value, mode="python", round_trip=True, warnings=False)
-        return msgspec.Raw(_dump_encoder.encode(dump))
+        stand_in = _validated_by_pydantic(cls)
+        dump = stand_in.adapter.dump_python(value, mode="python", round_trip=True, warnings=False)
+        if stand_in.not_init and isinstance(dump, dict):  # not arguments: see _PydanticDataclass
+            dump = {k: v for k, v in dump.items() if k not in stand_in.not_init}
+        return _pydantic_encoded(value, dump)
     if isinstance(value, list | tuple | set | frozenset):
         return [_dataclasses_dumped(v) for v in value]  # an array to msgpack all the same
     if isinstance(value, dict):

@@ -4,7 +4,9 @@
    dataclass: its pydantic validators never ran.
 2. A pydantic dataclass with a ``Path``, URL or IP address field could not be
    encoded, though a BaseModel with the same fields could.
-3. A strict pydantic model's fault inside a container was reported at ``$``.
+3. A strict pydantic model's fault inside a container was reported at ``$``;
+   a pydantic dataclass, dumped by pydantic since 2., is held to its strict
+   config (and its strict models to theirs) as a model is.
 """
 
 from __future__ import annotations
@@ -317,6 +319,44 @@ def test_a_strict_models_fault_names_where_it_is(typ: Any, value: Any, path: str
     ) as info:
         EncapType(typ).wrap(value)
     assert info.value.path == path
+
+
+@pydantic.dataclasses.dataclass
+class Crate:
+    item: StrictItem
+
+
+@pydantic.dataclasses.dataclass(config=ConfigDict(strict=True))
+class StrictCrate:
+    n: int
+    pair: tuple[int, int] = (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("typ", "value", "field", "path"),
+    [
+        (list[Crate], [Crate(_GOOD), Crate(_bad_item())], "x", "$[1].item.x"),
+        (StrictCrate, StrictCrate(1), "n", "$.n"),
+    ],
+    ids=["model_in_dataclass", "strict_dataclass"],
+)
+def test_a_pydantic_dataclass_is_held_to_strict_config_in_the_caller(
+    typ: Any, value: Any, field: str, path: str
+) -> None:
+    # Dumped by pydantic (see 2.), a strict model in one went unchecked; a
+    # strict dataclass was never held to its config.
+    if isinstance(value, StrictCrate):
+        value.n = "5"  # type: ignore[assignment]  # unchecked
+    et: EncapType[Any] = EncapType(typ)
+    with pytest.raises(ArgumentTypeError, match="is strict: Input should be a valid") as info:
+        et.wrap(value)
+    assert info.value.path == path
+
+
+def test_a_valid_strict_pydantic_dataclass_is_taken() -> None:
+    # Its tuple travels as a list, which its strict config would refuse.
+    et = EncapType(list[StrictCrate])
+    assert et.unwrap(et.wrap([StrictCrate(1, (2, 3))])) == [StrictCrate(1, (2, 3))]
 
 
 def test_a_strict_models_fault_is_where_msgspec_would_name_a_lax_one() -> None:
