@@ -16,6 +16,7 @@ import importlib
 import inspect
 import json
 import re
+import signal
 import sys
 import types
 import typing
@@ -150,7 +151,14 @@ def _pydantic_encoded(value: Any, dump: Any) -> msgspec.Raw:
     _strict_fault)."""
     cls: Any = type(value)
     if _strict_somewhere(cls):
-        fault = _strict_fault(value, dump)
+        try:
+            fault = _strict_fault(value, dump)
+        except Exception as exc:
+            if _raised_in_a_signal_handler(exc):
+                raise
+            # A validator's own exception (not a ValidationError): the
+            # validating decode that follows meets it too, and reports it.
+            fault = None
         if fault is not None:
             raise _StrictFault(f"{cls.__qualname__} is strict: {fault}", value)
     return msgspec.Raw(_dump_encoder.encode(dump))
@@ -162,6 +170,46 @@ class _StrictFault(ValueError):
     def __init__(self, message: str, model: Any) -> None:
         super().__init__(message)
         self.model = model  # the value at fault, which _place_of finds
+
+
+class _ValidatorRaised(ValueError):
+    """A validator's own exception, of any class (``OutOfStock(Exception)``), as
+    the value's fault: it refused the value, though not the way pydantic or
+    msgspec take for a refusal. Not a signal handler's exception, which goes
+    on as it came (see _raised_in_a_signal_handler)."""
+
+    def __init__(self, raised: Exception) -> None:
+        super().__init__(f"{type(raised).__name__}: {raised}")
+        self.raised = raised  # the cause of the error that reports it (see _cause)
+
+
+def _raised_in_a_signal_handler(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of a Python signal handler installed now: its
+    traceback goes through the handler's code. Python runs a handler in the
+    main thread between two bytecodes of whatever runs there, a validator
+    too; a timer's exception, say, is then no fault of the value, though of a
+    class that a validator might raise. (An exception that another thread
+    sets in this one, PyThreadState_SetAsyncExc, shows no such mark.)"""
+    handlers = {_code_of(signal.getsignal(signum)) for signum in signal.valid_signals()}
+    handlers.discard(None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in handlers:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _code_of(handler: Any) -> types.CodeType | None:
+    """The code a signal handler runs: a function's, a method's, a
+    partial's function's, a callable object's ``__call__``'s; None for
+    SIG_DFL, SIG_IGN and handlers written in C."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    handler = getattr(handler, "__func__", handler)  # a bound method's function
+    if not isinstance(handler, types.FunctionType) and callable(handler):
+        handler = type(handler).__call__
+    return handler.__code__ if isinstance(handler, types.FunctionType) else None
 
 
 def _pydantic_fault(exc: Any) -> str:
@@ -298,6 +346,12 @@ def _dec_hook(typ: Any, value: Any) -> Any:
         return validate(value, strict=False, by_alias=False, by_name=True)
     except pydantic.ValidationError as exc:
         raise ValueError(_pydantic_fault(exc)) from None
+    except Exception as exc:
+        # pydantic makes a ValidationError of a validator's ValueError and
+        # AssertionError only, and passes on the rest as they came.
+        if _raised_in_a_signal_handler(exc):
+            raise
+        raise _ValidatorRaised(exc) from exc  # a ValueError: msgspec adds the path
 
 
 def _schema_hook(typ: Any) -> dict[str, Any]:
@@ -908,7 +962,7 @@ class EncapType(Generic[T]):
                 path = _path_of(exc)
                 raise ArgumentTypeError(
                     f"{what} {_short(value)} does not match {self.name}: {exc}{_hint(exc)}", path
-                ) from exc
+                ) from _cause(exc)
             except Exception as exc:
                 # A validator that raises another kind (a __post_init__'s
                 # LookupError), a msgspec.Raw that holds no msgpack: the value's
@@ -998,7 +1052,7 @@ class EncapType(Generic[T]):
             # (raising a ValidationError, or any other kind).
             if not _failed_of_its_own(exc):
                 raise
-            raise self.decode_error(exc) from exc
+            raise self.decode_error(exc) from _cause(exc)
 
 
 def _failed_of_its_own(exc: Exception) -> bool:
@@ -1013,6 +1067,14 @@ def _fault(exc: Exception) -> str:
     """What a decode that failed otherwise than by msgspec's validation says:
     msgspec's "MessagePack data is malformed", a validator's own exception."""
     return str(exc) if isinstance(exc, msgspec.DecodeError) else f"{type(exc).__name__}: {exc}"
+
+
+def _cause(exc: Exception) -> BaseException:
+    """What the error that reports ``exc`` is chained to: a validator's own
+    exception, whole, rather than msgspec's ValidationError that carried it
+    (of a _ValidatorRaised from _dec_hook)."""
+    carrier = exc.__cause__
+    return carrier.raised if isinstance(carrier, _ValidatorRaised) else exc
 
 
 def _path_of(exc: Exception) -> str:

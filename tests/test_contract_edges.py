@@ -7,12 +7,18 @@
 3. A strict pydantic model's fault inside a container was reported at ``$``;
    a pydantic dataclass, dumped by pydantic since 2., is held to its strict
    config (and its strict models to theirs) as a model is.
+4. A pydantic validator's own exception of a class pydantic passes on (not a
+   ValueError or AssertionError) escaped raw from the check, where it is the
+   value's fault; a signal handler's exception still goes on as it came.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import signal
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NewType, Optional
 
@@ -23,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from scenario import run_scenario
 
 import netmcore
-from netmcore import ArgumentTypeError, Encap, EncapType
+from netmcore import ArgumentTypeError, Encap, EncapType, Mailbox
 
 
 def _outcome_dict(outcome: object) -> dict[str, Any]:
@@ -368,3 +374,191 @@ def test_a_strict_models_fault_is_where_msgspec_would_name_a_lax_one() -> None:
     with pytest.raises(ArgumentTypeError, match="is strict") as strict_info:
         EncapType(dict[str, list[StrictItem]]).wrap({"a": [_GOOD, strict]})
     assert info.value.path == strict_info.value.path == "$[...][1].x"
+
+
+# ==========================================================================
+# 4. A validator's own exception
+# ==========================================================================
+
+
+class OutOfStock(Exception):
+    """An exception class of the program's own, neither ValueError nor AssertionError."""
+
+
+class Item(BaseModel):
+    sku: int
+
+    @field_validator("sku")
+    @classmethod
+    def in_stock(cls, v: int) -> int:
+        if v < 0:
+            raise OutOfStock(f"no stock of {v}")
+        return v
+
+
+@pydantic.dataclasses.dataclass
+class ItemData:
+    sku: int
+
+    @field_validator("sku")
+    @classmethod
+    def in_stock(cls, v: int) -> int:
+        if v < 0:
+            raise OutOfStock(f"no stock of {v}")
+        return v
+
+
+class StrictStockItem(Item):
+    model_config = ConfigDict(strict=True)
+
+
+def _bad(cls: Any, sku: int) -> Any:
+    value = cls(sku=1)
+    value.sku = sku  # unchecked
+    return value
+
+
+@pytest.mark.parametrize(
+    ("typ", "value", "path"),
+    [
+        (Item, _bad(Item, -1), "$"),
+        (list[Item], [_bad(Item, 1), _bad(Item, -1)], "$[1]"),
+        (ItemData, _bad(ItemData, -1), "$"),
+        (dict[str, ItemData], {"a": _bad(ItemData, -1)}, "$[...]"),
+        (list[StrictStockItem], [_bad(StrictStockItem, -1)], "$[0]"),
+    ],
+    ids=["model", "models", "dataclass", "dataclasses", "strict"],
+)
+def test_a_validators_own_exception_is_an_argument_type_error(
+    typ: Any, value: Any, path: str
+) -> None:
+    # OutOfStock escaped raw from wrap.
+    et: EncapType[Any] = EncapType(typ)
+    with pytest.raises(ArgumentTypeError, match="does not match") as info:
+        et.wrap(value)
+    assert info.value.path == path
+    assert "OutOfStock: no stock of -1" in str(info.value)
+    assert isinstance(info.value.__cause__, OutOfStock)  # the validator's own, whole
+    # Received: as from a sender whose validator took it.
+    wire = msgspec.msgpack.decode(msgspec.msgpack.encode(value, enc_hook=_plain))
+    with pytest.raises(ArgumentTypeError, match="OutOfStock: no stock of -1") as info:
+        et.unwrap(_encap_of(et, wire))
+    assert info.value.path == path
+    assert isinstance(info.value.__cause__, OutOfStock)
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump()  # a model's fields, unchecked
+
+
+@netmcore.process
+def stock_of(item: Item) -> int:
+    return item.sku
+
+
+@netmcore.process
+def returns_a_bad_item(sku: int) -> Item:
+    return typing.cast(Item, _bad(Item, sku))
+
+
+@netmcore.process
+def items(_: int) -> dict[str, Any]:
+    refused: Any = "not refused"
+    try:
+        stock_of.start(_bad(Item, -2))
+    except ArgumentTypeError as exc:
+        refused = [exc.path, str(exc), type(exc.__cause__).__name__]
+    outcome = returns_a_bad_item.join_outcome(returns_a_bad_item.start(-3))
+    return {"refused": refused, "result": _outcome_dict(outcome)}
+
+
+def test_a_validators_own_exception_is_an_argument_or_result_fault_in_processes() -> None:
+    # start raised OutOfStock, and join_outcome raised it, outcome kept, at every join.
+    result = run_scenario(items, 0)
+    assert result["refused"] == [
+        "$",
+        "argument of stock_of.start: Item(sku=-2) does not match test_contract_edges.Item: "
+        "OutOfStock: no stock of -2",
+        "OutOfStock",
+    ]
+    assert result["result"] == {
+        "kind": "InvalidResult",
+        "path": "$",
+        "message": "result of returns_a_bad_item.run: Item(sku=-3) does not match "
+        "test_contract_edges.Item: OutOfStock: no stock of -3",
+    }
+
+
+class Alarmed(BaseModel):
+    n: int
+
+    @field_validator("n")
+    @classmethod
+    def rings(cls, v: int) -> int:
+        signal.raise_signal(signal.SIGALRM)  # its handler runs here, as the call returns
+        return v
+
+
+@pytest.fixture
+def alarm_raises() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise OutOfStock("the handler's")
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+@dataclasses.dataclass
+class AlarmedJob:
+    n: int
+
+    def __post_init__(self) -> None:
+        signal.raise_signal(signal.SIGALRM)
+
+
+@pytest.mark.usefixtures("alarm_raises")
+@pytest.mark.parametrize("cls", [Alarmed, AlarmedJob])
+def test_a_signal_handlers_exception_in_a_validator_goes_on_as_it_came(cls: Any) -> None:
+    # Of the same class as a validator's own: what tells them apart is where it was raised.
+    et: EncapType[Any] = EncapType(list[cls])
+    value = cls.model_construct(n=1) if cls is Alarmed else cls.__new__(cls)
+    value.n = 1
+    with pytest.raises(OutOfStock, match="the handler's"):
+        et.wrap([value])
+    with pytest.raises(OutOfStock, match="the handler's"):
+        et.unwrap(_encap_of(et, [{"n": 1}]))
+
+
+class Ticket(BaseModel):
+    n: int
+
+    @field_validator("n")
+    @classmethod
+    def not_withdrawn(cls, v: int) -> int:
+        if v in WITHDRAWN:
+            raise OutOfStock(f"ticket {v} is withdrawn")
+        return v
+
+
+WITHDRAWN: set[int] = set()
+
+
+@pytest.mark.usefixtures("master_cleanup")
+def test_a_mailbox_message_a_validator_refuses_so_is_a_validation_error_once() -> None:
+    # It was raised as it came, an OutOfStock, after a second decode.
+    box = Mailbox.create(Ticket, slots=4, slot_size=64)
+    sender = Mailbox.open(box.res_id, Ticket)
+    try:
+        sender.send(Ticket(n=1))
+        sender.send(Ticket(n=2))
+        WITHDRAWN.add(1)  # after the send, whose check decodes it too
+        with pytest.raises(msgspec.ValidationError, match="OutOfStock: ticket 1 is withdrawn"):
+            box.receive(timeout=0)
+        assert box.receive(timeout=0) == Ticket(n=2)
+    finally:
+        WITHDRAWN.clear()
+        sender.release()
+        box.release()
