@@ -8,13 +8,15 @@
    a pydantic dataclass, dumped by pydantic since 2., is held to its strict
    config (and its strict models to theirs) as a model is.
 4. A pydantic validator's own exception of a class pydantic passes on (not a
-   ValueError or AssertionError) escaped raw from the check, where it is the
-   value's fault; a signal handler's exception still goes on as it came.
+   ValueError or AssertionError) escaped raw from the check (and a Mailbox
+   receive), where it is the value's fault; a signal handler's exception,
+   whatever its handler's kind of callable, still goes on as it came.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import signal
 import typing
@@ -203,7 +205,7 @@ class SiteModel(BaseModel):
     mirrors: list[Path] = []
 
 
-_SITE = {
+_SITE: dict[str, Any] = {
     "root": Path("/srv/site"),
     "url": pydantic.AnyUrl("ftp://files.example/pub"),
     "home": pydantic.HttpUrl("https://example.org/a?b=1"),
@@ -489,42 +491,58 @@ def test_a_validators_own_exception_is_an_argument_or_result_fault_in_processes(
     }
 
 
-class Alarmed(BaseModel):
+class Signalled(BaseModel):
     n: int
 
     @field_validator("n")
     @classmethod
     def rings(cls, v: int) -> int:
-        signal.raise_signal(signal.SIGALRM)  # its handler runs here, as the call returns
+        signal.raise_signal(signal.SIGUSR1)  # its handler runs here, as the call returns
         return v
 
 
-@pytest.fixture
-def alarm_raises() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        raise OutOfStock("the handler's")
-
-    previous = signal.signal(signal.SIGALRM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGALRM, previous)
-
-
 @dataclasses.dataclass
-class AlarmedJob:
+class SignalledJob:
     n: int
 
     def __post_init__(self) -> None:
-        signal.raise_signal(signal.SIGALRM)
+        signal.raise_signal(signal.SIGUSR1)
 
 
-@pytest.mark.usefixtures("alarm_raises")
-@pytest.mark.parametrize("cls", [Alarmed, AlarmedJob])
+def _raise_the_handlers(*_: object) -> None:
+    raise OutOfStock("the handler's")
+
+
+class _Timer:
+    def on_signal(self, *_: object) -> None:
+        raise OutOfStock("the handler's")
+
+    __call__ = on_signal
+
+
+@pytest.fixture(
+    params=[
+        _raise_the_handlers,
+        functools.partial(_raise_the_handlers, "extra"),
+        _Timer().on_signal,
+        _Timer(),
+    ],
+    ids=["function", "partial", "method", "callable"],
+)
+def raising_handler(request: pytest.FixtureRequest) -> Iterator[None]:
+    previous = signal.signal(signal.SIGUSR1, request.param)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.mark.usefixtures("raising_handler")
+@pytest.mark.parametrize("cls", [Signalled, SignalledJob])
 def test_a_signal_handlers_exception_in_a_validator_goes_on_as_it_came(cls: Any) -> None:
     # Of the same class as a validator's own: what tells them apart is where it was raised.
     et: EncapType[Any] = EncapType(list[cls])
-    value = cls.model_construct(n=1) if cls is Alarmed else cls.__new__(cls)
+    value = cls.model_construct(n=1) if cls is Signalled else cls.__new__(cls)
     value.n = 1
     with pytest.raises(OutOfStock, match="the handler's"):
         et.wrap([value])
