@@ -294,6 +294,14 @@ def _encode_fix(exc: BaseException) -> str:
         return f"; {CONTIGUOUS_FIX}"
     if "serialize ints" in str(exc):
         return "; pass such an int as a str"
+    if isinstance(exc, UnicodeEncodeError) and "surrogates" in exc.reason:
+        # What os.listdir, os.walk and sys.argv make of bytes that are not UTF-8.
+        return (
+            "; a str must be valid Unicode, and this one holds a lone surrogate, as "
+            "os.listdir or os.walk give a file name that is not UTF-8: pass such a name "
+            "as bytes (os.fsencode(name), typed bytes), or os.fsencode(name).decode("
+            "errors='replace') if it is only shown"
+        )
     return ""
 
 

@@ -11,6 +11,8 @@
    ValueError or AssertionError) escaped raw from the check (and a Mailbox
    receive), where it is the value's fault; a signal handler's exception,
    whatever its handler's kind of callable, still goes on as it came.
+5. A str with a lone surrogate (a file name that is not UTF-8, as os.listdir
+   gives it) was refused with UTF-8's error alone, and no fix.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import os
 import signal
 import typing
 from collections.abc import Iterator
@@ -580,3 +583,17 @@ def test_a_mailbox_message_a_validator_refuses_so_is_a_validation_error_once() -
         WITHDRAWN.clear()
         sender.release()
         box.release()
+
+
+@pytest.mark.parametrize("typ", [str, list[str], dict[str, int]], ids=["str", "list", "key"])
+def test_a_str_that_is_not_valid_unicode_says_to_pass_bytes(typ: Any) -> None:
+    # A porting review's file analyzer stopped on a name that os.walk gave it
+    # for the bytes b"caf\xe9" (Latin-1), with "surrogates not allowed" alone.
+    name = os.fsdecode(b"/data/caf\xe9.log")
+    value = {str: name, list[str]: [name], dict[str, int]: {name: 1}}[typ]
+    with pytest.raises(ArgumentTypeError) as caught:
+        EncapType(typ).wrap(value)
+    message = str(caught.value)
+    assert "surrogates not allowed" in message, message
+    assert "pass such a name as bytes (os.fsencode(name), typed bytes)" in message, message
+    assert EncapType(bytes).unwrap(EncapType(bytes).wrap(os.fsencode(name))) == b"/data/caf\xe9.log"
