@@ -364,6 +364,13 @@ def ipc_rows() -> tuple[list[Row], str]:
             "multiprocessing.Queue",
             "<= 0.5x",
         ),
+        Row(
+            f"{small} 1->{_bench_ipc.RECEIVERS}: s per message",
+            1 / f.work_rate,
+            1 / f.queue_work_rate,
+            f"multiprocessing.Queue, {_bench_ipc.RECEIVERS} readers",
+            "(info)",
+        ),
     ]
     mb = _bench_ipc.STREAM // 1_000_000
     rows.append(
@@ -379,7 +386,9 @@ def ipc_rows() -> tuple[list[Row], str]:
         f"Buffer: {f.stream / 1e6:,.0f} MB/s vs multiprocessing.Pipe "
         f"{f.pipe_stream / 1e6:,.0f} MB/s; "
         f"mailbox throughput: {f.rate_1:,.0f} msg/s (1 sender), {f.rate_4:,.0f} msg/s (4 senders); "
-        f"multiprocessing.Queue: {f.queue_rate_1:,.0f} / {f.queue_rate_4:,.0f} msg/s"
+        f"multiprocessing.Queue: {f.queue_rate_1:,.0f} / {f.queue_rate_4:,.0f} msg/s; "
+        f"work queue ({_bench_ipc.RECEIVERS} receivers): {f.work_rate:,.0f} msg/s vs "
+        f"multiprocessing.Queue {f.queue_work_rate:,.0f} msg/s"
     )
     return rows, note
 

@@ -4,6 +4,8 @@
   semaphores bounced between two forked processes;
 - one-way throughput of small messages, 1 sender and 4 senders to 1 receiver,
   against a ``multiprocessing.Queue`` carrying the same messages;
+- a work queue: 1 sender to 4 receivers of a box of many receivers, against
+  a ``multiprocessing.Queue`` read by 4 processes;
 - a byte stream through a Buffer (upstream's pipeline example), against a
   ``multiprocessing.Pipe`` carrying the same bytes in the same chunks.
 """
@@ -85,6 +87,77 @@ def _receiver(args: tuple[int, int]) -> float:
         _sender.join(pid)
     box.release()
     return (senders * count - 1) / elapsed
+
+
+RECEIVERS = 4  # of the work queue
+Work = bytes | None  # None: stop
+
+
+@process
+def _work_receiver(args: tuple[ResId, ResId]) -> int:
+    box = Mailbox.open(args[0], Work, receive=True)
+    Mailbox.open(args[1], int).send(0)  # ready: its open is not timed
+    count = 0
+    while box.receive() is not None:
+        count += 1
+    box.close()
+    return count
+
+
+@process
+def _work_sender(count: int) -> float:
+    """Feed ``count`` messages to RECEIVERS receivers through one box; the
+    rate from the first send to the last receiver's end."""
+    box = Mailbox.create(Work, slots=64, slot_size=MESSAGE + 8, many_receivers=True)
+    ready = Mailbox.create(int, slots=RECEIVERS, slot_size=16)
+    pids = [_work_receiver.start((box.res_id, ready.res_id)) for _ in range(RECEIVERS)]
+    for _ in pids:
+        ready.receive()
+    message = bytes(MESSAGE)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        box.send(message)
+    for _ in pids:
+        box.send(None)
+    taken = sum(_work_receiver.join(pid) or 0 for pid in pids)
+    elapsed = time.perf_counter() - t0
+    assert taken == count, (taken, count)
+    box.release()
+    ready.release()
+    return count / elapsed
+
+
+def _queue_get(
+    queue: multiprocessing.Queue[bytes | None], ready: multiprocessing.Queue[int]
+) -> None:
+    ready.put(0)
+    count = 0
+    while queue.get() is not None:
+        count += 1
+    ready.put(count)
+
+
+def _mp_work_rate(count: int) -> float:
+    ctx = multiprocessing.get_context("fork")
+    queue: multiprocessing.Queue[bytes | None] = ctx.Queue()
+    ready: multiprocessing.Queue[int] = ctx.Queue()
+    procs = [ctx.Process(target=_queue_get, args=(queue, ready)) for _ in range(RECEIVERS)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get()
+    message = bytes(MESSAGE)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        queue.put(message)
+    for _ in procs:
+        queue.put(None)
+    taken = sum(ready.get() for _ in procs)
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    assert taken == count, (taken, count)
+    return count / elapsed
 
 
 STREAM = 256 * 1_000_000  # bytes through the Buffer, as upstream's pipeline example
@@ -199,6 +272,8 @@ class IpcFigures:
     queue_rate_1: float
     rate_4: float
     queue_rate_4: float
+    work_rate: float  # 1 sender to RECEIVERS receivers
+    queue_work_rate: float
     stream: float  # bytes/s through a Buffer
     pipe_stream: float  # bytes/s through a multiprocessing.Pipe
 
@@ -215,6 +290,8 @@ def measure(rounds: int = 5000, count: int = 100_000, repeat: int = 2) -> IpcFig
     r1: list[float] = []
     q4: list[float] = []
     r4: list[float] = []
+    qw: list[float] = []
+    rw: list[float] = []
     for _ in range(repeat):
         raw.append(_raw_sem_pingpong(rounds))
         ping.append(in_first_process(_pinger, rounds))
@@ -222,6 +299,8 @@ def measure(rounds: int = 5000, count: int = 100_000, repeat: int = 2) -> IpcFig
         r1.append(in_first_process(_receiver, (1, count)))
         q4.append(_mp_queue_rate(4, count // 4))
         r4.append(in_first_process(_receiver, (4, count // 4)))
+        qw.append(_mp_work_rate(count))
+        rw.append(in_first_process(_work_sender, count))
     return IpcFigures(
         raw_pingpong=best(raw, True),
         pingpong=best(ping, True),
@@ -229,6 +308,8 @@ def measure(rounds: int = 5000, count: int = 100_000, repeat: int = 2) -> IpcFig
         rate_1=best(r1, False),
         queue_rate_4=best(q4, False),
         rate_4=best(r4, False),
+        queue_work_rate=best(qw, False),
+        work_rate=best(rw, False),
         pipe_stream=_mp_pipe_rate(STREAM),
         stream=in_first_process(_stream_consumer, STREAM),
     )

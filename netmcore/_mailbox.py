@@ -1,13 +1,14 @@
 """A typed mailbox in shared memory, in the spirit of upstream's camlbox.
 
 One receiver (the handle ``create`` gave, in the process that called it),
-many senders, a fixed number of slots of fixed size, and a msgspec-encoded
-message per slot. The whole box is one managed shm object: its semaphores
-and mutexes live inside it.
+or many (``many_receivers``: a work queue), many senders, a fixed number of
+slots of fixed size, and a msgspec-encoded message per slot. The whole box
+is one managed shm object: its semaphores and mutexes live inside it.
 
 ::
 
-    header (with the cursor) | type name | free | filled | slot 0 | slot 1 | ...
+    header (with the cursor) | type name | free | filled | receivers' words
+        | receive mutex | seats (many receivers only) | slot 0 | slot 1 | ...
 
 and each slot is: claim, state, length, seq, payload.
 
@@ -28,11 +29,23 @@ done. A sender finishes a message before it claims its next one, so each
 sender's messages arrive in the order it sent them. (The states are plain
 bytes in shared memory, read in order: x86-64 keeps stores in order.)
 
-The window start, the pending list (below) and the lock that lets one
-thread at a time take a message are the receiving handle's: a second
-handle receiving would start from a window of its own, and take messages
-out of order or twice. So ``open`` gives a sender's handle, in the creator
-too, as upstream's ``camlbox_sender`` is.
+The window start is in the box. With one receiver, a lock of the handle
+lets one thread at a time take a message, and ``open`` gives a sender's
+handle, in the creator too, as upstream's ``camlbox_sender`` is. With many,
+``open(receive=True)`` gives receiving handles, and a take holds the box's
+*receive mutex* as well (robust, held for a few microseconds). A receiver
+killed in a take leaves its message lost, as a reader of a
+``multiprocessing.Queue`` killed in its ``get`` does, and nothing to mend:
+each of its steps leaves the box as a take leaves it, or a slot emptied
+at the window start before the window moved on. Such a slot is a hole
+that no sender fills until the cursor comes back to it, a box later
+(the slots between are free for it, their messages taken); meanwhile the
+receivers take the messages after it out of order, as they do after a
+slot still being written, and the window moves on once that slot's new
+message is taken. Each receiving handle holds a *seat* (its os pid) from
+its open (create's, from its first receive) to its close: a sender of a
+full box whose seats are all free, or held by ended processes, once one
+was taken, knows that nothing will take its message.
 
 Senders that find the cursor's slot full wait on ``free``. The receiver
 posts it every half box and before it waits for a message; waking a
@@ -118,12 +131,13 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 # A new layout is a new mark: a box of another layout is not misread.
-_MAGIC = b"nmcbox03"
+_MAGIC = b"nmcbox04"
 MARKS[_MAGIC] = "a Mailbox (Mailbox.open(res_id, T) opens it)"
 # magic, slots, slot size, owner pid, fingerprint, the type name's length (in
-# bytes), then the cursor.
-_HEADER = struct.Struct("=8sIII8sH2xQ")
-_CURSOR = struct.calcsize("=8sIII8sH2x")
+# bytes), whether many handles may receive (1) or the creator's alone (0),
+# then the cursor.
+_HEADER = struct.Struct("=8sIII8sHBxQ")
+_CURSOR = struct.calcsize("=8sIII8sHBx")
 # A slot's head: its state, the payload's length, and the sequence number of
 # the message it was claimed for. Only byte 0 of the state is used, and it is
 # written on its own, after the rest.
@@ -138,7 +152,25 @@ _LINE = 64  # bytes in a cache line
 # name it: in whole cache lines of its own, after the header's.
 _TYPE_NAME = _LINE
 _SEMS = _TYPE_NAME + TYPE_NAME_MAX  # offset of the free semaphore; filled follows it
-_FIRST_SLOT = _SEMS + 2 * _pthread.SLOT
+# The receivers' line: the window start, the takes since the last wake of
+# senders, and whether a receiving handle ever took a seat (8 bytes
+# each). Shared, so that any receiving handle goes on where the last left
+# off; a line of its own, as senders write the cursor all the time.
+_RECEIVING = _SEMS + 2 * _pthread.SLOT
+_WINDOW, _TAKES, _SEATED = range(3)  # its words
+# A box of many receivers: the mutex they take messages under, then a seat
+# (an os pid, 0 if free) per receiving handle open, for a sender of a full
+# box to tell whether any still lives. A box of one receiver has the room of
+# the mutex, unused, and no seats.
+_RECEIVE_MUTEX = _RECEIVING + _LINE
+_SEAT_TABLE = _RECEIVE_MUTEX + _pthread.SLOT
+SEATS = 1024  # receiving handles open at once, at most, on a box of many receivers
+
+
+def _first_slot(many_receivers: bool) -> int:
+    return _SEAT_TABLE + (4 * SEATS if many_receivers else 0)
+
+
 _LISTED_SLOTS = 1 << 16  # boxes with more slots find them by arithmetic (see __init__)
 # How often a sender looks at a slot that another sender is claiming, and how
 # long it waits for room before it looks again on its own: the receiver wakes
@@ -174,35 +206,58 @@ def _stride(slot_size: int) -> int:
 SIZE_LIMIT = 1 << 32
 
 
-def footprint(slots: int, slot_size: int) -> tuple[int, int]:
+def footprint(slots: int, slot_size: int, many_receivers: bool = False) -> tuple[int, int]:
     """The bytes of a box of ``slots`` slots of ``slot_size`` bytes, and those
     creating it writes at once (the pages of a lock in every slot)."""
-    stride, page = _stride(slot_size), mmap.PAGESIZE
-    size = _FIRST_SLOT + slots * stride
-    written = min(slots, (_FIRST_SLOT + (slots - 1) * stride) // page + 1) * page
+    stride, page, first = _stride(slot_size), mmap.PAGESIZE, _first_slot(many_receivers)
+    size = first + slots * stride
+    written = min(slots, (first + (slots - 1) * stride) // page + 1) * page
     return size, written
 
 
 class Mailbox(Generic[T]):
     """A shared-memory mailbox for messages of type ``T``.
 
-    The handle that :meth:`create` gives is the only one that may
-    :meth:`receive` (its threads may share it); a handle that :meth:`open`
-    gives, in any process, the creator too, may :meth:`send` only.
+    The handle that :meth:`create` gives may :meth:`receive` (its threads
+    may share it); a handle that :meth:`open` gives, in any process, the
+    creator too, may :meth:`send` only. A box created with
+    ``many_receivers=True`` is a work queue: ``open(res_id, T,
+    receive=True)`` gives a receiving handle in any process, and each
+    message goes to one of them.
     """
 
     @overload
     @classmethod
-    def create(cls, typ: type[T], *, slots: int = 16, slot_size: int = 512) -> Mailbox[T]: ...
+    def create(
+        cls, typ: type[T], *, slots: int = 16, slot_size: int = 512, many_receivers: bool = False
+    ) -> Mailbox[T]: ...
     @overload
     @classmethod
-    def create(cls, typ: TypeForm[T], *, slots: int = 16, slot_size: int = 512) -> Mailbox[T]: ...
+    def create(
+        cls,
+        typ: TypeForm[T],
+        *,
+        slots: int = 16,
+        slot_size: int = 512,
+        many_receivers: bool = False,
+    ) -> Mailbox[T]: ...
     @classmethod
-    def create(cls, typ: Any, *, slots: int = 16, slot_size: int = 512) -> Mailbox[Any]:
-        """Create a box of ``slots`` messages of at most ``slot_size`` bytes each."""
+    def create(
+        cls, typ: Any, *, slots: int = 16, slot_size: int = 512, many_receivers: bool = False
+    ) -> Mailbox[Any]:
+        """Create a box of ``slots`` messages of at most ``slot_size`` bytes
+        each. With ``many_receivers``, any process may open a receiving
+        handle on it (``open(res_id, T, receive=True)``), as
+        ``multiprocessing.Queue`` is read by several processes."""
         encap: EncapType[Any] = EncapType(typ)
         slots = require_int(slots, "slots", "how many messages it holds, at least 1", 16)
         slot_size = require_int(slot_size, "slot_size", "a message's bytes, at least 1", 512)
+        if not isinstance(many_receivers, bool):
+            raise TypeError(
+                f"many_receivers={many_receivers!r} is not valid: it must be a bool, True for a "
+                "box that any process may receive from (open(res_id, T, receive=True)), False "
+                "for the creator's handle alone"
+            )
         for value, what in ((slots, "slots"), (slot_size, "slot_size")):
             if value < 1:
                 raise ValueError(f"{what}={value!r} is not valid: it must be an int of at least 1")
@@ -211,7 +266,7 @@ class Mailbox(Generic[T]):
                     f"{what}={value:,} is not valid: it must be below 2**32 "
                     f"({SIZE_LIMIT - 1:,} at most)"
                 )
-        size, written = footprint(slots, slot_size)
+        size, written = footprint(slots, slot_size, many_receivers)
         too_large = f"a Mailbox of {slots:,} slots of {slot_size:,} bytes needs {size:,} bytes"
         fix = "create it with fewer slots or a smaller slot_size"
         problem = size_problem(size)  # create_shm's own message would name no argument
@@ -233,12 +288,14 @@ class Mailbox(Generic[T]):
         def build(segment: ShmSegment) -> Mailbox[Any]:
             fp = bytes.fromhex(encap.fingerprint)
             name = encap.clipped_name.encode()
-            header = (_MAGIC, slots, slot_size, _pid[0], fp, len(name), 0)
+            header = (_MAGIC, slots, slot_size, _pid[0], fp, len(name), many_receivers, 0)
             _HEADER.pack_into(segment.buffer, 0, *header)
             segment.buffer[_TYPE_NAME : _TYPE_NAME + len(name)] = name
             box = cls(segment, encap, receiving=True)
             _pthread.sem_init(box._free, 0)
             _pthread.sem_init(box._filled, 0)
+            if many_receivers:
+                _pthread.mutex_init(box._base + _RECEIVE_MUTEX, _pthread.MUTEX_NORMAL)
             for i in range(slots):
                 _pthread.mutex_init(box._claims[i], _pthread.MUTEX_NORMAL)
             return box
@@ -249,17 +306,36 @@ class Mailbox(Generic[T]):
 
     @overload
     @classmethod
-    def open(cls, res_id: ResId, typ: type[T]) -> Mailbox[T]: ...
+    def open(cls, res_id: ResId, typ: type[T], *, receive: bool = False) -> Mailbox[T]: ...
     @overload
     @classmethod
-    def open(cls, res_id: ResId, typ: TypeForm[T]) -> Mailbox[T]: ...
+    def open(cls, res_id: ResId, typ: TypeForm[T], *, receive: bool = False) -> Mailbox[T]: ...
     @classmethod
-    def open(cls, res_id: ResId, typ: Any) -> Mailbox[Any]:
-        """Open the box ``res_id`` to send to it; ``typ`` must be its type."""
+    def open(cls, res_id: ResId, typ: Any, *, receive: bool = False) -> Mailbox[Any]:
+        """Open the box ``res_id`` to send to it; ``typ`` must be its type.
+
+        With ``receive=True``, the handle receives too, from a box created
+        with ``many_receivers=True``: it takes one of the box's
+        :data:`SEATS` seats until it is closed (or its process ends)."""
         encap: EncapType[Any] = EncapType(typ)
+        if not isinstance(receive, bool):
+            raise TypeError(
+                f"receive={receive!r} is not valid: it must be a bool, True for a receiving "
+                "handle (on a box created with many_receivers=True), False to send only"
+            )
+
+        def build(segment: ShmSegment) -> Mailbox[Any]:
+            box = cls(segment, encap)
+            if receive:
+                try:
+                    box._open_to_receive(res_id)
+                except BaseException:
+                    box._unmap()
+                    raise
+            return box
 
         def check(header: memoryview) -> None:
-            *_, fp, name_size, _ = _HEADER.unpack_from(header, 0)
+            *_, fp, name_size, _, _ = _HEADER.unpack_from(header, 0)
             if fp.hex() != encap.fingerprint:
                 # Bounded by its room: another process's memory is not trusted further.
                 name = header[_TYPE_NAME : _TYPE_NAME + min(name_size, TYPE_NAME_MAX)]
@@ -271,22 +347,31 @@ class Mailbox(Generic[T]):
                 )
 
         # Built as part of the open: if that fails, the open gives back its use.
-        return open_marked(res_id, _MAGIC, "mailbox", lambda segment: cls(segment, encap), check)
+        return open_marked(res_id, _MAGIC, "mailbox", build, check)
 
     def __init__(
         self, segment: ShmSegment, encap: EncapType[T], *, receiving: bool = False
     ) -> None:
         self._segment = segment
         self.type = encap
-        _, slots, slot_size, owner_pid, _, _, _ = _HEADER.unpack_from(segment.buffer, 0)
+        _, slots, slot_size, owner_pid, _, _, many, _ = _HEADER.unpack_from(segment.buffer, 0)
         self.slots: int = slots
         self.slot_size: int = slot_size
         self.owner_pid: int = owner_pid
+        self.many_receivers: bool = bool(many)
         # The pid that may receive through this handle: the creator's, for
-        # create's handle; none for an open's (see receive). A copy that a
-        # fork made is refused too: its pid is another.
+        # create's handle; none for an open's, unless it opened to receive
+        # (see receive). A copy that a fork made is refused too: its pid is
+        # another.
         self._receiver = owner_pid if receiving else 0
+        # Its seat, on a box of many receivers, once it has one: create's
+        # handle takes one as it first receives (a creator that only feeds
+        # the box is no receiver a sender should wait for), an open's as it
+        # opens.
+        self._seat: int | None = None
+        self._unseated = receiving and self.many_receivers
         self._stride = _stride(slot_size)
+        self._first_slot = _first_slot(self.many_receivers)
         self._anchor: ctypes.Array[ctypes.c_char] | None = (
             ctypes.c_char * len(segment.buffer)
         ).from_buffer(segment.buffer)
@@ -304,23 +389,29 @@ class Mailbox(Generic[T]):
         # indexing makes a send and receive ~17% faster; ranges past
         # _LISTED_SLOTS, so that a box of millions of slots does not cost
         # each process that opens it ~80 bytes a slot.
-        first_claim = self._base + _FIRST_SLOT
+        first_claim = self._base + self._first_slot
         claims = range(first_claim, first_claim + slots * self._stride, self._stride)
-        first_head = _FIRST_SLOT + _pthread.SLOT
+        first_head = self._first_slot + _pthread.SLOT
         heads = range(first_head, first_head + slots * self._stride, self._stride)
         listed = slots <= _LISTED_SLOTS
         self._claims: Sequence[int] = list(claims) if listed else claims
         self._heads: Sequence[int] = list(heads) if listed else heads
         self._free_value = _pthread.IntCell()
+        # One thread of this process at a time takes a message; on a box of
+        # many receivers, under the box's receive mutex too (held so by at
+        # most one thread here: MutexState tells whether this one holds it).
         self._receiving = threading.Lock()
+        self._shared = self._base + _RECEIVE_MUTEX if self.many_receivers else 0
+        self._shared_state = _pthread.MutexState(self._base + _RECEIVE_MUTEX)
         self._use = _pthread.InUse(self._unmap)
         self._encode = encap.encode
         self._decode = encap.decode
-        # The receiver's: its window start (a sequence number), and when it
-        # next wakes blocked senders.
-        self._start: int = self._cursor[0]
+        # The receivers' words (see _RECEIVING): the window start (a
+        # sequence number), and when a receive next wakes blocked senders.
+        self._recv = segment.buffer[_RECEIVING : _RECEIVING + 24].cast("Q")
+        seats = _SEAT_TABLE + 4 * SEATS if self.many_receivers else _SEAT_TABLE
+        self._seats = segment.buffer[_SEAT_TABLE:seats].cast("I")
         self._wake_every = max(1, slots // 2)
-        self._until_wake = self._wake_every
         # Whether a receive() left early (a signal handler's exception, a
         # timeout): it may have taken a token and not its message. The next
         # one then looks for a message before it waits for a token, or a
@@ -438,7 +529,7 @@ class Mailbox(Generic[T]):
         tid = threading.get_native_id()
         # Each slot's claim mutex starts with its futex word: its holder's
         # thread id, and flag bits above FUTEX_TID_MASK. One strided read.
-        words = self._words[_FIRST_SLOT >> 2 :: self._stride >> 2].tolist()
+        words = self._words[self._first_slot >> 2 :: self._stride >> 2].tolist()
         mask = _pthread.FUTEX_TID_MASK
         for i, word in enumerate(words):
             if word & mask != tid:
@@ -490,13 +581,31 @@ class Mailbox(Generic[T]):
             woken = _pthread.sem_wait(self._free, min(left, _LOOK_AGAIN))
             if self._use.closed:
                 raise closed_during(self, "send()")
-            if not woken and _pthread.ended(self.owner_pid):
+            if not woken and self._receivers_ended():
+                if self.many_receivers:
+                    raise BrokenPipeError(
+                        errno.EPIPE,
+                        f"every receiving handle of {self!r} has been closed, or its process "
+                        "has ended, and the box is full: nothing will take this message",
+                    )
                 raise BrokenPipeError(
                     errno.EPIPE,
                     f"the receiver of {self!r} (os pid {self.owner_pid}) has ended, and "
                     "the box is full: nothing will take this message",
                 )
         return i
+
+    def _receivers_ended(self) -> bool:
+        """For a sender of a full box: whether no receiver will ever take a
+        message. The creator, for a box of one receiver; for one of many,
+        the seats: once a receiving handle has taken one, a box whose seats
+        are all free or held by ended processes. (Before, the receivers may
+        not have opened it yet.)"""
+        if not self.many_receivers:
+            return _pthread.ended(self.owner_pid)
+        if not self._recv[_SEATED]:
+            return False
+        return all(not pid or _pthread.ended(pid) for pid in self._seats.tolist())
 
     def _claim_slot(self) -> int | None:
         """Claim the cursor's slot; None if the box is full."""
@@ -546,17 +655,99 @@ class Mailbox(Generic[T]):
         """The error for a receiver's call (``what`` it does) through a
         handle that may not make it; ``other_process`` ends the one for a
         process that did not create the box."""
+        if self.many_receivers:
+            return ContextError(
+                f"this handle on {self!r} was opened to send: Mailbox.open(res_id, T, "
+                f"receive=True) gives one that can {what} (in any process: a handle that a "
+                "fork copied is its parent's)"
+            )
+        many = (
+            " (a box that several processes receive from is created with "
+            "Mailbox.create(T, many_receivers=True), and opened with "
+            "Mailbox.open(res_id, T, receive=True))"
+        )
         if _pid[0] != self.owner_pid:
             return ContextError(
                 f"only the process that created {self!r} (os pid {self.owner_pid}) can "
-                f"{what}; this is os pid {_pid[0]}{other_process}"
+                f"{what}; this is os pid {_pid[0]}{other_process}{many}"
             )
         return ContextError(
             f"{self!r} was opened with Mailbox.open(), which gives a sender's handle, in the "
             f"box's creator too, and only the handle that Mailbox.create() gave can {what}: "
             "a second receiving handle would take messages out of order, or twice. Use the "
-            "created handle (its threads may share it), and keep it until done"
+            f"created handle (its threads may share it), and keep it until done{many}"
         )
+
+    def _open_to_receive(self, res_id: ResId) -> None:
+        """For ``open(receive=True)``: make this handle a receiving one, seated."""
+        if not self.many_receivers:
+            raise ContextError(
+                f"Mailbox.open({res_id!r}, receive=True) needs a box created with "
+                "many_receivers=True, and this one has a single receiver, the handle that "
+                "Mailbox.create() gave: receive through that one, or create the box with "
+                "Mailbox.create(T, many_receivers=True)"
+            )
+        self._receiver = _pid[0]
+        self._unseated = True
+        self._seat_me()
+
+    def _seat_me(self) -> None:
+        """Take a free seat (one held by an ended process counts as free):
+        senders of a full box wait while some seat's process lives."""
+        with self._receiving:
+            if not self._unseated:  # another thread of this handle did
+                return
+            seats, me = self._seats, _pid[0]
+            try:
+                self._lock_shared()
+                for k, pid in enumerate(seats.tolist()):
+                    if not pid or (pid != me and _pthread.ended(pid)):
+                        seats[k] = me
+                        self._seat = k  # no call between: see _unmap
+                        self._unseated = False
+                        self._recv[_SEATED] = 1
+                        break
+                _unlock(self._shared)
+            except BaseException:
+                held: BaseException | None = None
+                while True:  # inline: see _let_go_shared
+                    try:
+                        self._shared_state.give_back(0)
+                        break
+                    except BaseException as again:
+                        held = again
+                if held is not None:
+                    raise held  # noqa: B904 (the first is its __context__)
+                raise
+            if self._unseated:
+                raise ValueError(
+                    f"{self!r} has {SEATS:,} receiving handles open, the most it takes: close "
+                    "one (or let its process end) before opening another with receive=True"
+                )
+
+    def _lock_shared(self) -> None:
+        """Take the receive mutex of a box of many receivers. Its holder
+        may have died anywhere in a take, and nothing needs mending: see
+        the module's docstring."""
+        addr = self._shared
+        rc = _trylock(addr)
+        if rc == errno.EBUSY:  # another receiver is taking one: a few microseconds
+            rc = _pthread.lock_in_slices(addr, None, self._check_open)
+        if rc == errno.EOWNERDEAD:
+            _pthread.mutex_consistent(addr)
+        elif rc != 0:
+            _pthread.locked(rc, addr)  # raises
+
+    def _check_open(self) -> None:
+        if self._use.closed:
+            raise closed_during(self, "receive()")
+
+    # _let_go_shared: after an exception, a receiver gives back the receive
+    # mutex if this thread holds it (the exception, a signal handler's, may
+    # have come just as a lock call returned), in a loop through further
+    # ones, the last raised, as ShmMutex.lock does. The loop is written out
+    # in each except block: a call would let a handler's exception in at its
+    # start, before any try of its own.
 
     def receive(
         self,
@@ -615,6 +806,8 @@ class Mailbox(Generic[T]):
         try:
             if use.closed:  # its C calls would touch unmapped memory
                 raise closed_error(self)
+            if self._unseated:
+                self._seat_me()
             if timeout is not None:
                 timeout = _pthread.check_timeout(timeout)
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -791,7 +984,7 @@ class Mailbox(Generic[T]):
         once the master says so, finds any message they left.
         """
         filled, use = self._filled, self._use
-        wait = _pthread.sem_wait_spinning
+        wait = _pthread.sem_wait if self._shared else _pthread.sem_wait_spinning
         piece = _FIRST_SLICE
         while True:
             left = None if deadline is None else deadline - time.monotonic()
@@ -832,63 +1025,77 @@ class Mailbox(Generic[T]):
         (Putting every message in that list, and taking it off as it is
         returned, would cost some 8% of a receive that finds one waiting.)
         """
-        buf, heads, slots = self._buf, self._heads, self.slots
-        taken = None
+        buf, heads, slots, recv = self._buf, self._heads, self.slots, self._recv
+        data = taken = None
         try:
             with self._receiving:  # one thread at a time: each takes a message of its own
-                i = self._start % slots
-                if buf[heads[i]] != _FULL:
-                    found = self._first_full()
-                    if found is None:
-                        return None
-                    i = found
-                head = heads[i]
-                length = self._words[(head + 4) >> 2]
-                # A copy: a memoryview or Raw value must not view the slot.
-                data = buf[head + _PAYLOAD : head + _PAYLOAD + length].tobytes()
-                if i == self._start % slots:
-                    buf[head] = _EMPTY
-                    self._start += 1
-                    taken = data
-                    if buf[heads[self._start % slots]] == _TAKEN:
-                        self._advance()
-                else:
-                    buf[head] = _TAKEN  # out of order: emptied when the window start gets here
-                    taken = data
-                self._until_wake -= 1
-                if not self._until_wake:
-                    self._until_wake = self._wake_every
-                    self._wake_senders()
+                shared = self._shared
+                if shared:
+                    self._lock_shared()
+                i: int | None = recv[_WINDOW] % slots
+                if buf[heads[recv[_WINDOW] % slots]] != _FULL:
+                    i = self._first_full()
+                if i is not None:
+                    head = heads[i]
+                    length = self._words[(head + 4) >> 2]
+                    # A copy: a memoryview or Raw value must not view the slot.
+                    data = buf[head + _PAYLOAD : head + _PAYLOAD + length].tobytes()
+                    if i == recv[_WINDOW] % slots:
+                        buf[head] = _EMPTY
+                        recv[_WINDOW] += 1
+                        taken = data
+                        if buf[heads[recv[_WINDOW] % slots]] == _TAKEN:
+                            self._advance()
+                    else:
+                        buf[head] = _TAKEN  # out of order: emptied when the window start gets here
+                        taken = data
+                    recv[_TAKES] += 1
+                    if recv[_TAKES] >= self._wake_every:
+                        recv[_TAKES] = 0
+                        self._wake_senders()
+                if shared:
+                    _unlock(shared)
             return data
         except BaseException:
             if taken is not None:
-                self._pending.append(taken)
+                self._pending.append(taken)  # first: no call before it
+            held: BaseException | None = None
+            while self._shared:  # inline: see _let_go_shared
+                try:
+                    self._shared_state.give_back(0)
+                    break
+                except BaseException as again:
+                    held = again
+            if held is not None:
+                raise held  # noqa: B904 (the first is its __context__)
             raise
 
     def _first_full(self) -> int | None:
         """The slot of the oldest full message, when the window start's slot
         is not one: it is still being written, or its sender died."""
-        buf, heads, slots = self._buf, self._heads, self.slots
-        at_start = buf[heads[self._start % slots]]
+        buf, heads, slots, recv = self._buf, self._heads, self.slots, self._recv
+        start = recv[_WINDOW]
+        at_start = buf[heads[start % slots]]
         # Taken: a signal handler's exception cut short a move of the window
         # start over taken slots (or came as a dead sender's slot was marked):
         # it moves on now, or it would stay there, and the box fill up for good.
-        if at_start == _TAKEN or (at_start == _CLAIMED and self._sender_died(self._start % slots)):
+        if at_start == _TAKEN or (at_start == _CLAIMED and self._sender_died(start % slots)):
             self._advance()
-            if buf[heads[self._start % slots]] == _FULL:
-                return self._start % slots
+            start = recv[_WINDOW]
+            if buf[heads[start % slots]] == _FULL:
+                return start % slots
         end = self._cursor[0]
         # Reading in sequence order, then again up to the one found: a sender
         # that finished a message there after our first look cannot have
         # finished a later one before it.
         found = None
-        for seq in range(self._start, end):
+        for seq in range(start, end):
             if buf[heads[seq % slots]] == _FULL:
                 found = seq
                 break
         if found is None:
             return None
-        for seq in range(self._start, found):
+        for seq in range(start, found):
             if buf[heads[seq % slots]] == _FULL:
                 return seq % slots
         return found % slots
@@ -922,10 +1129,10 @@ class Mailbox(Generic[T]):
 
     def _advance(self) -> None:
         """Move the window start over slots taken out of order, emptying them."""
-        buf, heads, slots = self._buf, self._heads, self.slots
-        while buf[heads[self._start % slots]] == _TAKEN:
-            buf[heads[self._start % slots]] = _EMPTY
-            self._start += 1
+        buf, heads, slots, recv = self._buf, self._heads, self.slots, self._recv
+        while buf[heads[recv[_WINDOW] % slots]] == _TAKEN:
+            buf[heads[recv[_WINDOW] % slots]] = _EMPTY
+            recv[_WINDOW] += 1
 
     def _wake_senders(self) -> None:
         """Post ``free`` for senders that wait for room, if it is not already up.
@@ -950,15 +1157,31 @@ class Mailbox(Generic[T]):
             raise closed_error(self)
         try:
             with self._receiving:
+                shared = self._shared
+                if shared:
+                    self._lock_shared()
                 freed = sum(
                     self._sender_died(i)
                     for i in range(self.slots)
                     if self._buf[self._heads[i]] == _CLAIMED
                 )
                 self._advance()
+                if shared:
+                    _unlock(shared)
             if freed:
                 self._wake_senders()
             return freed
+        except BaseException:
+            held: BaseException | None = None
+            while self._shared:  # inline: see _let_go_shared
+                try:
+                    self._shared_state.give_back(0)
+                    break
+                except BaseException as again:
+                    held = again
+            if held is not None:
+                raise held  # noqa: B904 (the first is its __context__)
+            raise
         finally:
             self._use.leave()
 
@@ -974,7 +1197,7 @@ class Mailbox(Generic[T]):
         if not self._use.enter():
             raise closed_error(self)
         try:
-            first = _FIRST_SLOT + _pthread.SLOT  # slot 0's state byte
+            first = self._first_slot + _pthread.SLOT  # slot 0's state byte
             states = self._buf[first : first + self.slots * self._stride : self._stride]
             # A sender's handle has none pending: only a receive() takes any.
             return states.tobytes().count(_FULL) + len(self._pending)
@@ -1004,8 +1227,11 @@ class Mailbox(Generic[T]):
                 _post(self._filled)
 
     def _unmap(self) -> None:
+        seat = self._seat
+        if seat is not None and _pid[0] == self._receiver:  # not a fork's copy
+            self._seats[seat] = 0
         self._anchor = None
-        for view in (self._cursor, self._words, self._quads):
+        for view in (self._cursor, self._words, self._quads, self._recv, self._seats):
             view.release()
         self._segment.close()  # also releases self._buf, the same view
 

@@ -56,6 +56,25 @@ def test_bench_runtime_section_prints_each_measure_with_its_peer_and_target() ->
     assert " (master " in proc.stdout and " vs raw fork " in proc.stdout
 
 
+def test_bench_ipc_section_prints_each_measure_with_its_peer() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "netmcore", "bench", "--section", "ipc"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {line[:40].strip(): line[40:] for line in proc.stdout.splitlines() if "x " in line}
+    queue = "multiprocessing.Queue"
+    assert "raw posix sem ping-pong" in rows["Mailbox ping-pong round trip"]
+    assert queue in rows["64-byte messages 1->1: s per message"]
+    assert queue in rows["64-byte messages 4->1: s per message"]
+    assert f"{queue}, 4 readers" in rows["64-byte messages 1->4: s per message"]
+    assert "multiprocessing.Pipe" in rows["Buffer stream 256 MB: s per MB"]
+    assert " msg/s vs multiprocessing.Queue " in proc.stdout.split("work queue (4 receivers): ")[1]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -171,7 +171,9 @@ def _forged(kind: str) -> netmcore.ShmSegment:
         header = _mailbox._HEADER
         segment = netmcore.create_shm(header.size + 2)  # its words views need a multiple of 4
         fingerprint = bytes.fromhex(netmcore.EncapType(int).fingerprint)
-        header.pack_into(segment.buffer, 0, _mailbox._MAGIC, 1, 16, os.getpid(), fingerprint, 0, 0)
+        header.pack_into(
+            segment.buffer, 0, _mailbox._MAGIC, 1, 16, os.getpid(), fingerprint, 0, 0, 0
+        )
     else:
         segment = netmcore.create_shm(16)  # a Buffer's state is at 320
         segment.buffer[:8] = _buffer._MARK

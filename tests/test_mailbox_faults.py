@@ -378,7 +378,9 @@ def test_a_handle_that_open_gives_in_the_creator_only_sends(
         f"{helper!r} was opened with Mailbox.open(), which gives a sender's handle, in the "
         "box's creator too, and only the handle that Mailbox.create() gave can {}: a second "
         "receiving handle would take messages out of order, or twice. Use the created handle "
-        "(its threads may share it), and keep it until done"
+        "(its threads may share it), and keep it until done (a box that several processes "
+        "receive from is created with Mailbox.create(T, many_receivers=True), and opened "
+        "with Mailbox.open(res_id, T, receive=True))"
     )
     assert seen == [
         "ContextError: " + rule.format("receive from it"),

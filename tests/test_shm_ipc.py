@@ -66,7 +66,7 @@ from netmcore import (
 )
 from netmcore._buffer import _RING
 from netmcore._encap import TYPE_NAME_MAX, clipped_name
-from netmcore._mailbox import _FIRST_SLOT, _SLOT_HEAD, _stride
+from netmcore._mailbox import _SLOT_HEAD, _first_slot, _stride
 
 SHM_DIR = "/dev/shm"
 GUARD = 10.0  # bounds a wait that must not expire; never asserted on
@@ -2143,8 +2143,8 @@ def test_mailbox_too_large_for_dev_shm_names_its_slots_and_the_fix() -> None:
     total = shm_space()[1]
     if not total:
         pytest.skip("/dev/shm has no size limit (a tmpfs mounted with size=0)")
-    slots = (total - _FIRST_SLOT) // _stride(512) + 1
-    size = _FIRST_SLOT + slots * _stride(512)
+    slots = (total - _first_slot(False)) // _stride(512) + 1
+    size = _first_slot(False) + slots * _stride(512)
     assert size - _stride(512) <= total < size
     with pytest.raises(ValueError) as info:
         Mailbox.create(int, slots=slots)
@@ -2171,7 +2171,7 @@ def test_mailbox_whose_creation_would_fill_past_the_free_space_is_refused(
     shown = os.statvfs_result((*real[:4], free // real.f_frsize, *real[5:]))
     monkeypatch.setattr(os, "statvfs", lambda path: shown)
     slots = 8192
-    size = _FIRST_SLOT + slots * _stride(512)
+    size = _first_slot(False) + slots * _stride(512)
     assert free < size <= shm_space()[1]
     with pytest.raises(ValueError) as info:
         Mailbox.create(int, slots=slots)
@@ -2192,8 +2192,8 @@ def test_mailbox_larger_than_the_free_space_with_few_slots_is_made(master_cleanu
     messages while they fit. It was refused, naming the free space."""
     with shm_partly_used() as (free, total):
         slots = total // 2**31 + 2
-        slot_size = (total - _FIRST_SLOT) // slots - 3 * 64  # its stride: a little more
-        assert free < _FIRST_SLOT + slots * _stride(slot_size) <= total
+        slot_size = (total - _first_slot(False)) // slots - 3 * 64  # its stride: a little more
+        assert free < _first_slot(False) + slots * _stride(slot_size) <= total
         with Mailbox.create(bytes, slots=slots, slot_size=slot_size) as box:
             sender = Mailbox.open(box.res_id, bytes)
             try:
@@ -2210,8 +2210,8 @@ TOO_LARGE_TO_MAP = {
     "Mailbox": (
         "netmcore.Mailbox.create(int, slots=1 << 18, slot_size=4000)",
         r"\[Errno 12\] a Mailbox of 262,144 slots of 4,000 bytes needs "
-        f"{_FIRST_SLOT + (1 << 18) * _stride(4000):,} bytes, more than this process can map: "
-        "create it with fewer slots or a smaller slot_size",
+        f"{_first_slot(False) + (1 << 18) * _stride(4000):,} bytes, more than this process "
+        "can map: create it with fewer slots or a smaller slot_size",
     ),
     "Buffer": (
         "netmcore.Buffer.create(1 << 30)",

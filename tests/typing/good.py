@@ -403,6 +403,11 @@ def typed_handles(rid: netmcore.ResId, some_type: Any) -> None:
     assert_type(netmcore.Mailbox.create(int), netmcore.Mailbox[int])
     assert_type(netmcore.Mailbox.open(rid, int | None), netmcore.Mailbox[int | None])
     assert_type(netmcore.Mailbox.open(rid, Member), netmcore.Mailbox[Member])
+    queue = netmcore.Mailbox.create(int | None, slots=64, many_receivers=True)
+    assert_type(queue, netmcore.Mailbox[int | None])
+    reader = netmcore.Mailbox.open(queue.res_id, int | None, receive=True)
+    assert_type(reader, netmcore.Mailbox[int | None])
+    assert_type(reader.receive(), int | None)
 
     assert_type(netmcore.EncapType(int | None), netmcore.EncapType[int | None])
     assert_type(netmcore.EncapType[int | None](int | None), netmcore.EncapType[int | None])

@@ -1,0 +1,346 @@
+"""A Mailbox of many receivers (``many_receivers=True``): a work queue in
+shared memory, which any process reads through ``open(res_id, T,
+receive=True)``, as several processes read one ``multiprocessing.Queue``.
+
+- Each message goes to one receiver, none twice, none lost; each
+  receiver's share comes in the order it was sent.
+- The creator's handle receives beside the opened ones; threads share one.
+- A receiver killed anywhere (holding the receive mutex; after it emptied
+  a slot, before it moved the window on) leaves the box working for the
+  others: only the message it had taken goes with it.
+- A sender of a full box whose receivers have all ended (or closed their
+  handles) gets BrokenPipeError; before any receiver came, it waits.
+- The seats: at most ``SEATS`` receiving handles at once, a dead
+  process's seat taken again, a closed handle's given back.
+- Bad flags, and a receiving open of a box of one receiver, are refused
+  before anything is taken.
+
+Tests that kill a receiver inside a take reach into the handle (its lock
+and slot states) to stop it at an exact point, as a SIGKILL there would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+import pytest
+from scenario import joined, outcome_text, run_scenario
+
+import netmcore
+from netmcore import Mailbox, ResId, _mailbox
+
+pytestmark = pytest.mark.timeout(60)
+
+Item = int | None  # None: stop
+
+
+def _drain(box: Mailbox[Item]) -> list[int]:
+    got: list[int] = []
+    while (k := box.receive(timeout=20)) is not None:
+        got.append(k)
+    return got
+
+
+@netmcore.process
+def consumer(arg: tuple[ResId, int]) -> list[list[int]]:
+    """Receive until None through one receiving handle, in ``threads``
+    threads; what each thread got."""
+    res_id, threads = arg
+    with Mailbox.open(res_id, Item, receive=True) as box:
+        shares: list[list[int]] = [[] for _ in range(threads)]
+
+        def run(k: int) -> None:
+            shares[k] = _drain(box)
+
+        workers = [threading.Thread(target=run, args=(k,)) for k in range(1, threads)]
+        for t in workers:
+            t.start()
+        run(0)
+        for t in workers:
+            t.join()
+        return shares
+
+
+@netmcore.process
+def producer(arg: tuple[ResId, int, int]) -> int:
+    res_id, count, stops = arg
+    with Mailbox.open(res_id, Item) as box:
+        for k in range(count):
+            box.send(k, timeout=20)
+        for _ in range(stops):
+            box.send(None, timeout=20)
+    return count
+
+
+@netmcore.process
+def feed_consumers(arg: tuple[int, int]) -> list[list[int]]:
+    """Create a box of many receivers, start ``consumers`` of it (two
+    threads each), feed it, and say what each thread got."""
+    count, consumers = arg
+    box = Mailbox.create(Item, slots=8, slot_size=16, many_receivers=True)
+    pids = [consumer.start((box.res_id, 2)) for _ in range(consumers)]
+    for k in range(count):
+        box.send(k, timeout=20)
+    for _ in range(2 * consumers):
+        box.send(None, timeout=20)
+    shares = [share for pid in pids for share in joined(consumer, pid)]
+    box.release()
+    return shares
+
+
+def test_each_message_goes_to_one_receiver_of_several_in_the_order_sent() -> None:
+    count = 3000
+    shares = run_scenario(feed_consumers, (count, 3))
+    assert len(shares) == 6
+    assert sorted(k for share in shares for k in share) == list(range(count))
+    for share in shares:  # one sender: each receiver's share in its order
+        assert share == sorted(share)
+
+
+@netmcore.process
+def creator_receives(count: int) -> list[list[int]]:
+    """The creator's handle receives beside two processes' handles, from a
+    producer of its own."""
+    box = Mailbox.create(Item, slots=4, slot_size=16, many_receivers=True)
+    pids = [consumer.start((box.res_id, 1)) for _ in range(2)]
+    feeder = producer.start((box.res_id, count, 3))
+    mine = _drain(box)
+    shares = [mine] + [joined(consumer, pid)[0] for pid in pids]
+    assert joined(producer, feeder) == count
+    box.release()
+    return shares
+
+
+def test_the_creators_handle_receives_beside_opened_ones() -> None:
+    shares = run_scenario(creator_receives, 2000)
+    assert sorted(k for share in shares for k in share) == list(range(2000))
+
+
+# --------------------------------------------------------------------------
+# Refusals: nothing is taken
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def opens_to_receive(arg: tuple[ResId, int, int]) -> str:
+    """Try a receiving open, say how it went, and live on until told to go."""
+    res_id, said_w, go_r = arg
+    said = outcome_text(lambda: Mailbox.open(res_id, int, receive=True))
+    os.write(said_w, b"x")
+    os.read(go_r, 1)
+    return said
+
+
+@netmcore.process
+def refused_open(arg: tuple[int, int, int, int]) -> list[Any]:
+    said_r, said_w, go_r, go_w = arg
+    box = Mailbox.create(int, slots=2, slot_size=16)
+    path = "/dev/shm/" + box._segment.name.lstrip("/")
+    pid = opens_to_receive.start((box.res_id, said_w, go_r))
+    try:
+        assert os.read(said_r, 1) == b"x"
+        box.release()  # the last user, unless the refused open kept its caller one
+        gone = not os.path.exists(path)
+    finally:
+        os.write(go_w, b"x")
+    return [gone, joined(opens_to_receive, pid)]
+
+
+def test_a_receiving_open_of_a_box_of_one_receiver_is_refused_and_takes_nothing(
+    pipes: Any,
+) -> None:
+    gone, said = run_scenario(refused_open, (*pipes(), *pipes()))
+    assert said.startswith("ContextError: Mailbox.open(ResId("), said
+    assert said.endswith(
+        "receive=True) needs a box created with many_receivers=True, and this one has a "
+        "single receiver, the handle that Mailbox.create() gave: receive through that one, "
+        "or create the box with Mailbox.create(T, many_receivers=True)"
+    ), said
+    assert gone, "the refused open kept its process a user of the box"
+
+
+def test_bad_flags_are_type_errors_naming_them(master_cleanup: None) -> None:
+    before = set(os.listdir("/dev/shm"))
+    with pytest.raises(TypeError) as create_error:
+        Mailbox.create(int, many_receivers="yes")  # type: ignore[call-overload]
+    assert str(create_error.value).startswith(
+        "many_receivers='yes' is not valid: it must be a bool"
+    )
+    assert set(os.listdir("/dev/shm")) == before
+    with Mailbox.create(int, many_receivers=True) as box:
+        with pytest.raises(TypeError) as open_error:
+            Mailbox.open(box.res_id, int, receive=1)  # type: ignore[call-overload]
+        assert str(open_error.value).startswith("receive=1 is not valid: it must be a bool")
+
+
+def test_a_sending_handle_on_a_box_of_many_receivers_says_how_to_receive(
+    master_cleanup: None,
+) -> None:
+    with Mailbox.create(int, many_receivers=True) as box, Mailbox.open(box.res_id, int) as sender:
+        sender.send(1)
+        with pytest.raises(netmcore.ContextError) as error:
+            sender.receive(timeout=0)
+        assert str(error.value).startswith(
+            f"this handle on {sender!r} was opened to send: Mailbox.open(res_id, T, "
+            "receive=True) gives one that can receive from it"
+        )
+        assert box.receive(timeout=0) == 1  # the message stayed
+
+
+# --------------------------------------------------------------------------
+# A receiver killed in the middle of a take
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def dies_in_a_take(arg: tuple[ResId, str]) -> int:
+    """Open to receive, take the receive mutex, and die: holding it alone
+    (``how`` "holding"), or after emptying the window start's slot, before
+    moving the window on ("emptied"), as a SIGKILL there would leave it."""
+    res_id, how = arg
+    box = Mailbox.open(res_id, Item, receive=True)
+    box._lock_shared()
+    if how == "emptied":
+        start = box._recv[_mailbox._WINDOW]
+        box._buf[box._heads[start % box.slots]] = _mailbox._EMPTY
+    os.kill(os.getpid(), signal.SIGKILL)
+    return 0
+
+
+@netmcore.process
+def after_a_receiver_died(how: str) -> list[Any]:
+    slots = 4
+    box = Mailbox.create(Item, slots=slots, slot_size=16, many_receivers=True)
+    for k in range(slots):  # full
+        box.send(k, timeout=20)
+    dead = dies_in_a_take.start((box.res_id, how))
+    died = outcome_text(lambda: dies_in_a_take.join_outcome(dead))
+    # A box's worth more, through the slot the dead receiver emptied (if it
+    # did): the box must not be stuck, nor lose or repeat a message.
+    feeder = producer.start((box.res_id, 3 * slots, 0))
+    got = [box.receive(timeout=20) for _ in range(3 * slots + slots - (how == "emptied"))]
+    assert joined(producer, feeder) == 3 * slots
+    left = outcome_text(lambda: box.receive(timeout=0))
+    box.release()
+    return [died, got, left]
+
+
+@pytest.mark.parametrize("how", ["holding", "emptied"])
+def test_a_receiver_killed_in_a_take_leaves_the_box_working(how: str) -> None:
+    died, got, left = run_scenario(after_a_receiver_died, how)
+    assert died == "returned Crashed(exitcode=None, signal=9)", died
+    if how == "holding":
+        assert got == [0, 1, 2, 3, *range(12)]
+    else:
+        # 0 died with its taker. The producer's 0..11 come each once; its 0,
+        # through the emptied slot, may come before the box's older ones.
+        assert sorted(got) == sorted([1, 2, 3, *range(12)]), got
+    assert left.startswith("TimeoutError"), left
+
+
+# --------------------------------------------------------------------------
+# A full box whose receivers have gone
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def receives_one(arg: tuple[ResId, int, int]) -> int | None:
+    """Open to receive, take one message, then either end (``go_r`` -1) or
+    close the handle and live on until told to go."""
+    res_id, closed_w, go_r = arg
+    box = Mailbox.open(res_id, Item, receive=True)
+    got = box.receive(timeout=20)
+    if go_r >= 0:
+        box.close()
+        os.write(closed_w, b"x")
+        os.read(go_r, 1)
+    return got
+
+
+@netmcore.process
+def sends_to_a_box_without_receivers(arg: tuple[int, int, int, int]) -> list[str]:
+    closed_r, closed_w, go_r, go_w = arg
+    box = Mailbox.create(Item, slots=2, slot_size=16, many_receivers=True)
+    box.send(0)
+    box.send(1)
+    # No receiver has come yet (the creator's handle, which only sends, is none):
+    # the sender waits for one.
+    said = [outcome_text(lambda: box.send(2, timeout=0.05))]
+    ended = receives_one.start((box.res_id, -1, -1))
+    closing = receives_one.start((box.res_id, closed_w, go_r))
+    try:
+        assert os.read(closed_r, 1) == b"x"  # one has closed its handle, alive
+        said.append(outcome_text(lambda: joined(receives_one, ended)))
+        box.send(2)
+        box.send(3)
+        said.append(outcome_text(lambda: box.send(4, timeout=20)))
+    finally:
+        os.write(go_w, b"x")
+    said.append(outcome_text(lambda: joined(receives_one, closing)))
+    box.release()
+    return said
+
+
+def test_a_sender_of_a_full_box_whose_receivers_have_gone_gets_broken_pipe(
+    pipes: Any,
+) -> None:
+    said = run_scenario(sends_to_a_box_without_receivers, (*pipes(), *pipes()))
+    assert said[0].startswith("TimeoutError: Mailbox("), said
+    assert said[1] in ("returned 0", "returned 1"), said
+    assert said[2].startswith("BrokenPipeError: [Errno 32] every receiving handle of Mailbox("), (
+        said
+    )
+    assert said[2].endswith(
+        "has been closed, or its process has ended, and the box is full: nothing will take "
+        "this message"
+    ), said
+    assert said[3] in ("returned 0", "returned 1") and said[3] != said[1], said
+
+
+# --------------------------------------------------------------------------
+# Seats
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def opens_and_dies(res_id: ResId) -> int:
+    """Open to receive, and die: its seat holds a dead pid."""
+    Mailbox.open(res_id, Item, receive=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return 0
+
+
+@netmcore.process
+def seats_scenario(_: int) -> list[str]:
+    box = Mailbox.create(Item, slots=2, slot_size=16, many_receivers=True)
+    dead = opens_and_dies.start(box.res_id)
+    said = [outcome_text(lambda: opens_and_dies.join_outcome(dead))]
+    first = Mailbox.open(box.res_id, Item, receive=True)
+    second = Mailbox.open(box.res_id, Item, receive=True)  # the dead one's seat
+    said.append(outcome_text(lambda: Mailbox.open(box.res_id, Item, receive=True)))
+    first.close()
+    third = Mailbox.open(box.res_id, Item, receive=True)  # the closed one's seat
+    box.send(7)
+    said.append(outcome_text(lambda: third.receive(timeout=20)))
+    for handle in (second, third, box):
+        handle.release()
+    return said
+
+
+def test_seats_of_ended_processes_and_closed_handles_are_taken_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two seats here (the workers are forks of this process, the master):
+    the third receiving handle open at once is refused, naming the limit."""
+    monkeypatch.setattr(_mailbox, "SEATS", 2)
+    said = run_scenario(seats_scenario, 0)
+    assert said[0] == "returned Crashed(exitcode=None, signal=9)", said
+    assert said[1].startswith("ValueError: Mailbox("), said
+    assert said[1].endswith(
+        "has 2 receiving handles open, the most it takes: close one (or let its process "
+        "end) before opening another with receive=True"
+    ), said
+    assert said[2] == "returned 7"
