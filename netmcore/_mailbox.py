@@ -96,6 +96,7 @@ import ctypes
 import errno
 import mmap
 import os
+import reprlib
 import struct
 import threading
 import time
@@ -179,6 +180,7 @@ _LISTED_SLOTS = 1 << 16  # boxes with more slots find them by arithmetic (see __
 # beside a free slot for longer than this.
 _CLAIM_TRIES = 100
 _LOOK_AGAIN = 0.001
+_ASK_EVERY = 10  # looks of a sender of a full box between two questions to the master
 # The receiver's first wait for a token, before it looks for a message that has
 # none (a sender killed between marking it full and posting); later waits grow
 # to _pthread.SLICE. Far longer than a message takes to come when one is on its
@@ -194,6 +196,18 @@ _trywait = _pthread.raw_sem_trywait
 
 _pid = _pthread.this_pid
 _ONE = _pthread.ONE
+
+
+def _receivers_gone(what: str, pids: tuple[ProcessId[Any], ...]) -> str:
+    """The error of ``what``, a send to a full box, that waited for ``pids``."""
+    if len(pids) == 1:
+        which = f"process {pids[0].n}, which it waited for, has ended"
+    else:
+        which = f"the processes it waited for, {reprlib.repr([p.n for p in pids])}, have all ended"
+    return (
+        f"{what}: the box is full and {which}: nothing will take this message (a join of "
+        "each says how it ended). Send without while_alive to wait for other receivers"
+    )
 
 
 def _stride(slot_size: int) -> int:
@@ -432,8 +446,21 @@ class Mailbox(Generic[T]):
     def __repr__(self) -> str:
         return f"Mailbox({self.res_id!r}, {self.type.name}, {self.slots}x{self.slot_size})"
 
-    def send(self, value: T, timeout: float | None = None) -> None:
+    def send(
+        self,
+        value: T,
+        timeout: float | None = None,
+        *,
+        while_alive: ProcessId[Any] | Iterable[ProcessId[Any]] | None = None,
+    ) -> None:
         """Put a message in the box, waiting while it is full.
+
+        With ``while_alive`` (a ProcessId, or several: the receivers), a
+        send to a full box waits only while one of those processes runs:
+        once every one of them has ended, it raises BrokenPipeError, where
+        a plain send would wait for ever for receivers that are gone (ones
+        that failed before they opened the box, say). A send into a free
+        slot does not look. The master is asked every 10 ms of a wait.
 
         Raises
         ------
@@ -448,11 +475,17 @@ class Mailbox(Generic[T]):
         TimeoutError
             If no slot came free within ``timeout`` seconds.
         BrokenPipeError
-            If the box is full and its receiver has ended.
+            If the box is full and its receiver has ended (with many
+            receivers: every receiving handle has been closed, once one
+            was open), or every process of ``while_alive`` has.
         ContextError
             If the box is full and this is the master (which must not wait),
             unless ``timeout`` is 0.
+        UnknownProcess
+            For an id of ``while_alive`` that no start returned, once the
+            master is asked.
         """
+        receivers = None if while_alive is None else senders_of(while_alive)
         use = self._use
         use.calls += _ONE  # the mapping stays until this call leaves (see close)
         try:
@@ -494,7 +527,7 @@ class Mailbox(Generic[T]):
                         # or a box old and the receiver must be told to step over it.
                         claimed = self._claimed_after_death(seq, i)
                     if not claimed:
-                        i = self._claim_or_wait(timeout)
+                        i = self._claim_or_wait(timeout, receivers)
                         head = self._heads[i]
                 n = len(data)
                 buf[head + _PAYLOAD : head + _PAYLOAD + n] = data
@@ -568,9 +601,13 @@ class Mailbox(Generic[T]):
         buf[head] = _CLAIMED
         self._cursor[0] = seq + 1
 
-    def _claim_or_wait(self, timeout: float | None) -> int:
-        """Claim the cursor's slot, waiting while the box is full."""
+    def _claim_or_wait(
+        self, timeout: float | None, receivers: tuple[ProcessId[Any], ...] | None
+    ) -> int:
+        """Claim the cursor's slot, waiting while the box is full (and one
+        of ``receivers``, if given, runs)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        looks = 0
         while (i := self._claim_slot()) is None:
             # Full: wait for the receiver to wake us, or look again soon.
             left = _LOOK_AGAIN if deadline is None else deadline - time.monotonic()
@@ -593,6 +630,11 @@ class Mailbox(Generic[T]):
                     f"the receiver of {self!r} (os pid {self.owner_pid}) has ended, and "
                     "the box is full: nothing will take this message",
                 )
+            looks += 1
+            if receivers is not None and not looks % _ASK_EVERY:
+                what = f"{self!r}.send(while_alive=...)"
+                if len(_client.ended([pid.n for pid in receivers], what)) == len(receivers):
+                    raise BrokenPipeError(errno.EPIPE, _receivers_gone(what, receivers))
         return i
 
     def _receivers_ended(self) -> bool:

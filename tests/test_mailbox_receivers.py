@@ -344,3 +344,40 @@ def test_seats_of_ended_processes_and_closed_handles_are_taken_again(
         "end) before opening another with receive=True"
     ), said
     assert said[2] == "returned 7"
+
+
+# --------------------------------------------------------------------------
+# A send that waits only while its receivers run
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def fails_before_it_opens(_: ResId) -> int:
+    raise RuntimeError("a bug before the open")
+
+
+@netmcore.process
+def feeds_receivers_that_failed(_: int) -> list[Any]:
+    box = Mailbox.create(Item, slots=2, slot_size=16, many_receivers=True)
+    pids = [fails_before_it_opens.start(box.res_id) for _ in range(2)]
+    said = [outcome_text(lambda: box.send(0, while_alive="worker"))]  # type: ignore[arg-type]
+    said.append(str(box.qsize()))  # the refused send put nothing in
+    said.append(outcome_text(lambda: [box.send(k, timeout=20, while_alive=pids) for k in range(3)]))
+    said.append(str(box.qsize()))  # the sends into free slots did not look
+    said.append(str([pid.n for pid in pids]))
+    box.release()
+    return said
+
+
+def test_a_send_with_while_alive_stops_waiting_once_its_receivers_have_ended() -> None:
+    """The receivers fail before they open the box, so no seat tells the
+    sender: without while_alive, the third send would wait for ever."""
+    refused, before, said, after, pids = run_scenario(feeds_receivers_that_failed, 0)
+    assert refused.startswith("TypeError: while_alive must be a ProcessId or an iterable"), refused
+    assert before == "0" and after == "2"
+    assert said.startswith("BrokenPipeError: [Errno 32] Mailbox("), said
+    assert said.endswith(
+        f".send(while_alive=...): the box is full and the processes it waited for, {pids}, "
+        "have all ended: nothing will take this message (a join of each says how it ended). "
+        "Send without while_alive to wait for other receivers"
+    ), said

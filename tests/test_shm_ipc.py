@@ -630,8 +630,8 @@ def interrupted_send_scenario(arg: tuple[int, str]) -> dict[str, Any]:
 
     claim_or_wait = box._claim_or_wait
 
-    def claimed_then_interrupted(timeout: float | None) -> int:
-        i = claim_or_wait(timeout)
+    def claimed_then_interrupted(timeout: float | None, receivers: Any) -> int:
+        i = claim_or_wait(timeout, receivers)
         run_sigusr1_handler_here()
         return i
 

@@ -286,6 +286,7 @@ def bad_typed_handles(rid: netmcore.ResId) -> None:
     netmcore.Mailbox.create(int, many_receivers="yes")  # type: ignore[call-overload]
     netmcore.Mailbox.open(rid, int, receive=1.0)  # type: ignore[call-overload]
     netmcore.Mailbox[str].open(rid, int, receive=True)  # type: ignore[arg-type]
+    netmcore.Mailbox.create(int).send(1, while_alive=rid)  # type: ignore[arg-type]
     netmcore.EncapType[int](str)  # type: ignore[arg-type]
     netmcore.EncapType(int | None).wrap("x")  # type: ignore[arg-type]
     print(best)
