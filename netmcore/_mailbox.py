@@ -29,20 +29,17 @@ done. A sender finishes a message before it claims its next one, so each
 sender's messages arrive in the order it sent them. (The states are plain
 bytes in shared memory, read in order: x86-64 keeps stores in order.)
 
-The window start is in the box. With one receiver, a lock of the handle
-lets one thread at a time take a message, and ``open`` gives a sender's
-handle, in the creator too, as upstream's ``camlbox_sender`` is. With many,
+With one receiver, the window start is the receiving handle's, a lock
+of the handle lets one thread at a time take a message, and ``open``
+gives a sender's handle, in the creator too, as upstream's
+``camlbox_sender`` is. With many, the window start is in the box,
 ``open(receive=True)`` gives receiving handles, and a take holds the box's
 *receive mutex* as well (robust, held for a few microseconds). A receiver
 killed in a take leaves its message lost, as a reader of a
-``multiprocessing.Queue`` killed in its ``get`` does, and nothing to mend:
-each of its steps leaves the box as a take leaves it, or a slot emptied
-at the window start before the window moved on. Such a slot is a hole
-that no sender fills until the cursor comes back to it, a box later
-(the slots between are free for it, their messages taken); meanwhile the
-receivers take the messages after it out of order, as they do after a
-slot still being written, and the window moves on once that slot's new
-message is taken. Each receiving handle holds a *seat* (its os pid) from
+``multiprocessing.Queue`` killed in its ``get`` does. Each of its steps
+leaves the box as a take leaves it, but one: a slot emptied at the window
+start before the window moved on, a hole, which the next take steps over
+(``_first_full``). Each receiving handle holds a *seat* (its os pid) from
 its open (create's, from its first receive) to its close: a sender of a
 full box whose seats are all free, or held by ended processes, once one
 was taken, knows that nothing will take its message.
@@ -155,8 +152,8 @@ _TYPE_NAME = _LINE
 _SEMS = _TYPE_NAME + TYPE_NAME_MAX  # offset of the free semaphore; filled follows it
 # The receivers' line: the window start, the takes since the last wake of
 # senders, and whether a receiving handle ever took a seat (8 bytes
-# each). Shared, so that any receiving handle goes on where the last left
-# off; a line of its own, as senders write the cursor all the time.
+# each), for a box of many receivers: any of them goes on where the last
+# left off. A line of its own, as senders write the cursor all the time.
 _RECEIVING = _SEMS + 2 * _pthread.SLOT
 _WINDOW, _TAKES, _SEATED = range(3)  # its words
 # A box of many receivers: the mutex they take messages under, then a seat
@@ -422,7 +419,13 @@ class Mailbox(Generic[T]):
         self._decode = encap.decode
         # The receivers' words (see _RECEIVING): the window start (a
         # sequence number), and when a receive next wakes blocked senders.
-        self._recv = segment.buffer[_RECEIVING : _RECEIVING + 24].cast("Q")
+        # The box's own, for many receivers; with one, the receiving
+        # handle's alone, in a list, which is faster to use.
+        self._recv: memoryview | list[int] = (
+            segment.buffer[_RECEIVING : _RECEIVING + 24].cast("Q")
+            if self.many_receivers
+            else [0, 0, 0]
+        )
         seats = _SEAT_TABLE + 4 * SEATS if self.many_receivers else _SEAT_TABLE
         self._seats = segment.buffer[_SEAT_TABLE:seats].cast("I")
         self._wake_every = max(1, slots // 2)
@@ -540,7 +543,18 @@ class Mailbox(Generic[T]):
                 # token: the receiver finds it when its wait times out (_wait).
                 _post(self._filled)
             except BaseException:
-                self._abandon(full)
+                # In a loop, written out here (see _let_go_shared): a second
+                # handler's exception at the call's start, or in it, would
+                # leave the claim held, and the box stuck for good.
+                held: BaseException | None = None
+                while True:
+                    try:
+                        self._abandon(full)
+                        break
+                    except BaseException as again:
+                        held = again
+                if held is not None:
+                    raise held  # noqa: B904 (the first is its __context__)
                 raise
         finally:
             del use.calls[-1]
@@ -623,12 +637,14 @@ class Mailbox(Generic[T]):
                     raise BrokenPipeError(
                         errno.EPIPE,
                         f"every receiving handle of {self!r} has been closed, or its process "
-                        "has ended, and the box is full: nothing will take this message",
+                        "has ended, and the box is full: nothing will take this message. Keep "
+                        "a receiving handle open while messages may come",
                     )
                 raise BrokenPipeError(
                     errno.EPIPE,
                     f"the receiver of {self!r} (os pid {self.owner_pid}) has ended, and "
-                    "the box is full: nothing will take this message",
+                    "the box is full: nothing will take this message. Have the receiver take "
+                    "its messages before it ends",
                 )
             looks += 1
             if receivers is not None and not looks % _ASK_EVERY:
@@ -697,11 +713,16 @@ class Mailbox(Generic[T]):
         """The error for a receiver's call (``what`` it does) through a
         handle that may not make it; ``other_process`` ends the one for a
         process that did not create the box."""
+        if self.many_receivers and self._receiver:  # a receiving handle that a fork copied
+            return ContextError(
+                f"this receiving handle on {self!r} is os pid {self._receiver}'s, and a fork "
+                f"copied it into os pid {_pid[0]}: open one here with Mailbox.open(res_id, T, "
+                f"receive=True) to {what}"
+            )
         if self.many_receivers:
             return ContextError(
                 f"this handle on {self!r} was opened to send: Mailbox.open(res_id, T, "
-                f"receive=True) gives one that can {what} (in any process: a handle that a "
-                "fork copied is its parent's)"
+                f"receive=True) gives one that can {what}, in any process"
             )
         many = (
             " (a box that several processes receive from is created with "
@@ -734,21 +755,11 @@ class Mailbox(Generic[T]):
         self._seat_me()
 
     def _seat_me(self) -> None:
-        """Take a free seat (one held by an ended process counts as free):
-        senders of a full box wait while some seat's process lives."""
+        """For ``open(receive=True)``: take a seat, under the receive mutex."""
         with self._receiving:
-            if not self._unseated:  # another thread of this handle did
-                return
-            seats, me = self._seats, _pid[0]
             try:
-                self._lock_shared()
-                for k, pid in enumerate(seats.tolist()):
-                    if not pid or (pid != me and _pthread.ended(pid)):
-                        seats[k] = me
-                        self._seat = k  # no call between: see _unmap
-                        self._unseated = False
-                        self._recv[_SEATED] = 1
-                        break
+                self._lock_shared(None)
+                self._sit()
                 _unlock(self._shared)
             except BaseException:
                 held: BaseException | None = None
@@ -761,22 +772,44 @@ class Mailbox(Generic[T]):
                 if held is not None:
                     raise held  # noqa: B904 (the first is its __context__)
                 raise
-            if self._unseated:
-                raise ValueError(
-                    f"{self!r} has {SEATS:,} receiving handles open, the most it takes: close "
-                    "one (or let its process end) before opening another with receive=True"
-                )
 
-    def _lock_shared(self) -> None:
-        """Take the receive mutex of a box of many receivers. Its holder
-        may have died anywhere in a take, and nothing needs mending: see
-        the module's docstring."""
+    def _sit(self) -> None:
+        """Holding the receive mutex: take a free seat (one held by an ended
+        process counts as free). Senders of a full box wait while some
+        seat's process lives."""
+        seats, me = self._seats, _pid[0]
+        for k, pid in enumerate(seats.tolist()):
+            if not pid or (pid != me and _pthread.ended(pid)):
+                seats[k] = me
+                self._seat = k  # no call between: see _unmap
+                self._unseated = False
+                self._recv[_SEATED] = 1
+                return
+        raise ValueError(
+            f"{self!r} has {SEATS:,} receiving handles open, the most it takes: close one (or "
+            "let its process end) before opening another with receive=True"
+        )
+
+    def _lock_shared(self, deadline: float | None) -> None:
+        """Take the receive mutex of a box of many receivers, waiting until
+        ``deadline`` (a receive's). Its holder may have died anywhere in a
+        take: see the module's docstring for what that leaves."""
         addr = self._shared
         rc = _trylock(addr)
-        if rc == errno.EBUSY:  # another receiver is taking one: a few microseconds
-            rc = _pthread.lock_in_slices(addr, None, self._check_open)
+        if rc == errno.EBUSY:  # another receiver is taking one: microseconds, unless stopped
+            if deadline is None and _context.in_master_loop():
+                _context.refuse_wait_in_master(
+                    f"{self!r}.receive(), whose receive mutex another receiver holds,"
+                )
+            rc = _pthread.lock_in_slices(addr, deadline, self._check_open)
         if rc == errno.EOWNERDEAD:
             _pthread.mutex_consistent(addr)
+        elif rc == errno.ETIMEDOUT:
+            raise TimeoutError(
+                f"another receiver of {self!r} held the box's receive mutex for the whole "
+                "timeout: a receiver that is stopped (SIGSTOP, a debugger) in the middle of a "
+                "take keeps the others waiting"
+            )
         elif rc != 0:
             _pthread.locked(rc, addr)  # raises
 
@@ -848,14 +881,12 @@ class Mailbox(Generic[T]):
         try:
             if use.closed:  # its C calls would touch unmapped memory
                 raise closed_error(self)
-            if self._unseated:
-                self._seat_me()
             if timeout is not None:
                 timeout = _pthread.check_timeout(timeout)
             deadline = None if timeout is None else time.monotonic() + timeout
             if self._pending:  # taken by a receive() that an exception cut short: first
                 return self._hand_over(deadline, senders)
-            data = self._take() if self._look_first else None
+            data = self._take(deadline) if self._look_first else None
             if data is None:
                 self._look_first = True  # until a message is taken: see __init__
                 while True:
@@ -866,7 +897,9 @@ class Mailbox(Generic[T]):
                         data = self._wait(deadline, timeout, senders)
                         if data is not None:  # a message whose token never came
                             break
-                    data = self._take()  # each thread that took one from ``filled`` gets one
+                    data = self._take(
+                        deadline
+                    )  # each thread that took one from ``filled`` gets one
                     if data is not None:
                         break
                     # A sender's nudge (see _nudge_receiver), not a message: wait again,
@@ -1037,11 +1070,11 @@ class Mailbox(Generic[T]):
                 return None
             if use.closed:
                 raise closed_during(self, "receive()")
-            data = self._take()  # also steps over a dead sender's claimed slot
+            data = self._take(deadline)  # also steps over a dead sender's claimed slot
             if data is not None:
                 return data  # no call on the way to receive()'s decode: see _take
             if senders is not None and self._all_ended(senders):
-                data = self._take()  # what they sent before they ended
+                data = self._take(deadline)  # what they sent before they ended
                 if data is not None:
                     return data
                 raise SendersEnded.of_box(f"{self!r}.receive()", senders)
@@ -1054,8 +1087,10 @@ class Mailbox(Generic[T]):
         what = f"{self!r}.receive(while_alive=...)"
         return len(_client.ended([pid.n for pid in senders], what)) == len(senders)
 
-    def _take(self) -> bytes | None:
-        """Take the oldest finished message; None if there is none.
+    def _take(self, deadline: float | None) -> bytes | None:
+        """Take the oldest finished message; None if there is none. With
+        many receivers, TimeoutError if another holds the receive mutex
+        past ``deadline``.
 
         Once it is out of its slot, the message is the caller's alone: an
         exception (a signal handler's) before the caller has decoded it
@@ -1073,28 +1108,37 @@ class Mailbox(Generic[T]):
             with self._receiving:  # one thread at a time: each takes a message of its own
                 shared = self._shared
                 if shared:
-                    self._lock_shared()
-                i: int | None = recv[_WINDOW] % slots
-                if buf[heads[recv[_WINDOW] % slots]] != _FULL:
+                    self._lock_shared(deadline)
+                    if self._unseated:  # create's handle, as it first receives
+                        self._sit()
+                # recv[0] is the window start, recv[1] the takes since senders
+                # were last woken (_WINDOW, _TAKES: a global's lookup costs here).
+                start = recv[0]
+                at = start % slots
+                if buf[heads[at]] == _FULL:
+                    i: int | None = at
+                else:
                     i = self._first_full()
+                    start = recv[0]  # it may have moved the window on
                 if i is not None:
                     head = heads[i]
                     length = self._words[(head + 4) >> 2]
                     # A copy: a memoryview or Raw value must not view the slot.
                     data = buf[head + _PAYLOAD : head + _PAYLOAD + length].tobytes()
-                    if i == recv[_WINDOW] % slots:
+                    if i == start % slots:
                         buf[head] = _EMPTY
-                        recv[_WINDOW] += 1
+                        recv[0] = start = start + 1
                         taken = data
-                        if buf[heads[recv[_WINDOW] % slots]] == _TAKEN:
+                        if buf[heads[start % slots]] == _TAKEN:
                             self._advance()
                     else:
                         buf[head] = _TAKEN  # out of order: emptied when the window start gets here
                         taken = data
-                    recv[_TAKES] += 1
-                    if recv[_TAKES] >= self._wake_every:
-                        recv[_TAKES] = 0
+                    takes = recv[1] + 1
+                    if takes >= self._wake_every:
+                        takes = 0
                         self._wake_senders()
+                    recv[1] = takes
                 if shared:
                     _unlock(shared)
             return data
@@ -1117,6 +1161,18 @@ class Mailbox(Generic[T]):
         is not one: it is still being written, or its sender died."""
         buf, heads, slots, recv = self._buf, self._heads, self.slots, self._recv
         start = recv[_WINDOW]
+        # A receiver of many killed between emptying the window start's slot
+        # and moving the window on: a hole, which a sender fills a box later.
+        # Taken there for the window start's message, that one would move the
+        # window on by one, and the hole with it, for good (the box one slot
+        # short, and out of order). The cursor is read first: a sender marks
+        # a slot claimed before it moves the cursor past it, and gives one
+        # back (empty) only before, so an empty slot the cursor has passed
+        # was emptied by a receiver.
+        if self._shared and self._cursor[0] > start and buf[heads[start % slots]] == _EMPTY:
+            recv[_WINDOW] = start = start + 1
+            self._advance()
+            start = recv[_WINDOW]
         at_start = buf[heads[start % slots]]
         # Taken: a signal handler's exception cut short a move of the window
         # start over taken slots (or came as a dead sender's slot was marked):
@@ -1165,7 +1221,15 @@ class Mailbox(Generic[T]):
                 buf[head] = _TAKEN if self._cursor[0] > seq else _EMPTY
             _unlock(claim)
         except BaseException:
-            self._abandon(False)
+            held: BaseException | None = None
+            while True:  # as in send()
+                try:
+                    self._abandon(False)
+                    break
+                except BaseException as again:
+                    held = again
+            if held is not None:
+                raise held  # noqa: B904 (the first is its __context__)
             raise
         return died
 
@@ -1201,7 +1265,7 @@ class Mailbox(Generic[T]):
             with self._receiving:
                 shared = self._shared
                 if shared:
-                    self._lock_shared()
+                    self._lock_shared(None)
                 freed = sum(
                     self._sender_died(i)
                     for i in range(self.slots)
@@ -1273,8 +1337,10 @@ class Mailbox(Generic[T]):
         if seat is not None and _pid[0] == self._receiver:  # not a fork's copy
             self._seats[seat] = 0
         self._anchor = None
-        for view in (self._cursor, self._words, self._quads, self._recv, self._seats):
+        for view in (self._cursor, self._words, self._quads, self._seats):
             view.release()
+        if isinstance(self._recv, memoryview):
+            self._recv.release()
         self._segment.close()  # also releases self._buf, the same view
 
     def release(self) -> None:

@@ -190,6 +190,42 @@ def test_a_sending_handle_on_a_box_of_many_receivers_says_how_to_receive(
         assert box.receive(timeout=0) == 1  # the message stayed
 
 
+@netmcore.process
+def forks_a_receiving_handle(_: int) -> list[str]:
+    """A fork's copy of a receiving handle is refused, and the copy's end
+    leaves the parent's seat (and the parent's receives) alone."""
+    box = Mailbox.create(Item, slots=2, slot_size=16, many_receivers=True)
+    reader = Mailbox.open(box.res_id, Item, receive=True)
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # a plain fork, as a library the process calls may make
+        os.write(w, outcome_text(lambda: reader.receive(timeout=0)).encode())
+        reader.close()
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, encoding="utf-8") as said:
+        child_said = said.read()
+    os.waitpid(child, 0)
+    seat = reader._seat
+    seated = seat is not None and reader._seats[seat] == os.getpid()
+    box.send(5)
+    got = outcome_text(lambda: reader.receive(timeout=20))
+    reader.release()
+    box.release()
+    return [child_said, f"seated: {seated}", got]
+
+
+def test_a_receiving_handle_that_a_fork_copied_is_refused_in_the_child() -> None:
+    child_said, seated, got = run_scenario(forks_a_receiving_handle, 0)
+    assert child_said.startswith("ContextError: this receiving handle on Mailbox("), child_said
+    assert "and a fork copied it into os pid " in child_said
+    assert child_said.endswith(
+        ": open one here with Mailbox.open(res_id, T, receive=True) to receive from it"
+    ), child_said
+    assert seated == "seated: True"
+    assert got == "returned 5"
+
+
 # --------------------------------------------------------------------------
 # A receiver killed in the middle of a take
 # --------------------------------------------------------------------------
@@ -202,7 +238,7 @@ def dies_in_a_take(arg: tuple[ResId, str]) -> int:
     moving the window on ("emptied"), as a SIGKILL there would leave it."""
     res_id, how = arg
     box = Mailbox.open(res_id, Item, receive=True)
-    box._lock_shared()
+    box._lock_shared(None)
     if how == "emptied":
         start = box._recv[_mailbox._WINDOW]
         box._buf[box._heads[start % box.slots]] = _mailbox._EMPTY
@@ -218,27 +254,78 @@ def after_a_receiver_died(how: str) -> list[Any]:
         box.send(k, timeout=20)
     dead = dies_in_a_take.start((box.res_id, how))
     died = outcome_text(lambda: dies_in_a_take.join_outcome(dead))
-    # A box's worth more, through the slot the dead receiver emptied (if it
+    # Boxes' worth more, through the slot the dead receiver emptied (if it
     # did): the box must not be stuck, nor lose or repeat a message.
-    feeder = producer.start((box.res_id, 3 * slots, 0))
-    got = [box.receive(timeout=20) for _ in range(3 * slots + slots - (how == "emptied"))]
-    assert joined(producer, feeder) == 3 * slots
+    feeder = producer.start((box.res_id, 10 * slots, 0))
+    got = [box.receive(timeout=20) for _ in range(10 * slots + slots - (how == "emptied"))]
+    assert joined(producer, feeder) == 10 * slots
     left = outcome_text(lambda: box.receive(timeout=0))
+    # Its whole room again: a box's worth goes in at once, and comes out in order.
+    for k in range(slots):
+        box.send(k, timeout=0)
+    again = [box.receive(timeout=0) for _ in range(slots)]
     box.release()
-    return [died, got, left]
+    return [died, got, left, again]
 
 
 @pytest.mark.parametrize("how", ["holding", "emptied"])
 def test_a_receiver_killed_in_a_take_leaves_the_box_working(how: str) -> None:
-    died, got, left = run_scenario(after_a_receiver_died, how)
+    """Before (emptied): the window stayed a slot behind for good once the
+    hole was filled; the messages came out of order from then on, and the
+    box held one message fewer."""
+    died, got, left, again = run_scenario(after_a_receiver_died, how)
     assert died == "returned Crashed(exitcode=None, signal=9)", died
     if how == "holding":
-        assert got == [0, 1, 2, 3, *range(12)]
+        assert got == [0, 1, 2, 3, *range(40)]
     else:
-        # 0 died with its taker. The producer's 0..11 come each once; its 0,
-        # through the emptied slot, may come before the box's older ones.
-        assert sorted(got) == sorted([1, 2, 3, *range(12)]), got
+        # 0 died with its taker. The producer's 0..39 come each once, in
+        # order, but that its 0, through the hole, may come first.
+        assert sorted(got) == sorted([1, 2, 3, *range(40)]), got
+        assert got[4:] == sorted(got[4:]), got
     assert left.startswith("TimeoutError"), left
+    assert again == [0, 1, 2, 3]
+
+
+@netmcore.process
+def holds_the_receive_mutex(arg: tuple[ResId, int, int]) -> int:
+    """Take the receive mutex, as a receiver stopped in a take holds it,
+    until told to go."""
+    res_id, held_w, go_r = arg
+    box = Mailbox.open(res_id, Item, receive=True)
+    box._lock_shared(None)
+    os.write(held_w, b"x")
+    os.read(go_r, 1)
+    _mailbox._unlock(box._shared)
+    box.close()
+    return 0
+
+
+@netmcore.process
+def receive_beside_a_stopped_receiver(arg: tuple[int, int, int, int]) -> list[str]:
+    held_r, held_w, go_r, go_w = arg
+    box = Mailbox.create(Item, slots=2, slot_size=16, many_receivers=True)
+    box.send(1)
+    pid = holds_the_receive_mutex.start((box.res_id, held_w, go_r))
+    try:
+        assert os.read(held_r, 1) == b"x"
+        said = [outcome_text(lambda: box.receive(timeout=0.05))]
+    finally:
+        os.write(go_w, b"x")
+    assert joined(holds_the_receive_mutex, pid) == 0
+    said.append(outcome_text(lambda: box.receive(timeout=20)))
+    box.release()
+    return said
+
+
+def test_a_receive_beside_a_receiver_stopped_in_a_take_keeps_its_timeout(pipes: Any) -> None:
+    """Before: the receive waited for the mutex with no limit."""
+    said = run_scenario(receive_beside_a_stopped_receiver, (*pipes(), *pipes()))
+    assert said[0].startswith("TimeoutError: another receiver of Mailbox("), said
+    assert said[0].endswith(
+        "held the box's receive mutex for the whole timeout: a receiver that is stopped "
+        "(SIGSTOP, a debugger) in the middle of a take keeps the others waiting"
+    ), said
+    assert said[1] == "returned 1"
 
 
 # --------------------------------------------------------------------------
@@ -295,7 +382,7 @@ def test_a_sender_of_a_full_box_whose_receivers_have_gone_gets_broken_pipe(
     )
     assert said[2].endswith(
         "has been closed, or its process has ended, and the box is full: nothing will take "
-        "this message"
+        "this message. Keep a receiving handle open while messages may come"
     ), said
     assert said[3] in ("returned 0", "returned 1") and said[3] != said[1], said
 

@@ -600,10 +600,11 @@ class Interrupted(Exception):
 
 
 # Where in send() a signal handler raises: just after the claim mutex was
-# taken, before Python has the lock call's result; with the slot claimed and
-# the cursor moved on; after the message was marked full and unlocked, before
+# taken, before Python has the lock call's result (and there, then again as
+# the give-back of the claim starts); with the slot claimed and the cursor
+# moved on; after the message was marked full and unlocked, before
 # ``filled`` was posted.
-SIGNAL_POINTS = ["after_trylock", "claimed", "unlocked_not_posted"]
+SIGNAL_POINTS = ["after_trylock", "after_trylock_twice", "claimed", "unlocked_not_posted"]
 
 
 @netmcore.process
@@ -618,9 +619,17 @@ def interrupted_send_scenario(arg: tuple[int, str]) -> dict[str, Any]:
         if point == "claimed" and len(tries) == 1:
             return errno.EBUSY  # another sender claiming it: send() takes the slow path
         rc: int = trylock(addr)
-        if point == "after_trylock":
+        if point.startswith("after_trylock"):
             run_sigusr1_handler_here()
         return rc
+
+    abandon = box._abandon
+
+    def abandon_interrupted_first(full: bool) -> None:
+        if point == "after_trylock_twice" and not tries.count(-1):
+            tries.append(-1)
+            run_sigusr1_handler_here()  # a second handler, as the give-back starts
+        abandon(full)
 
     def hooked_unlock(addr: int) -> int:
         rc: int = unlock(addr)
@@ -640,17 +649,62 @@ def interrupted_send_scenario(arg: tuple[int, str]) -> dict[str, Any]:
         with sigusr1_raises(Interrupted):
             patch_mailbox(_trylock=hooked_trylock, _unlock=hooked_unlock)
             box.__dict__["_claim_or_wait"] = claimed_then_interrupted
+            box.__dict__["_abandon"] = abandon_interrupted_first
             try:
                 with pytest.raises(Interrupted):
                     box.send(Msg(7, 7), timeout=0)
             finally:
                 _mailbox._trylock, _mailbox._unlock = trylock, unlock
-                del box.__dict__["_claim_or_wait"]
+                del box.__dict__["_claim_or_wait"], box.__dict__["_abandon"]
+        out["abandons"] = tries.count(-1)
         if point == "unlocked_not_posted":  # the message went in, whole
             assert box.receive(timeout=GUARD) == Msg(7, 7)
             assert_empty(box)
         # Another process's sends find every slot again (a claim mutex still
         # held by this thread would make the box full for ever).
+        out["capacity"] = [capacity(box), capacity(box)]
+    finally:
+        box.release()
+    return out
+
+
+@netmcore.process
+def interrupted_step_over_scenario(slots: int) -> dict[str, Any]:
+    """The receiver's look at a slot claimed and left (as a sender that a
+    handler's exception ended leaves it) is interrupted just after it took
+    the slot's claim mutex, then again as the give-back starts."""
+    box = Mailbox.create(Msg, slots=slots, slot_size=32)
+    trylock, abandon = _mailbox._trylock, box._abandon
+    seen: list[str] = []
+
+    def hooked_trylock(addr: int) -> int:
+        rc: int = trylock(addr)
+        if addr == box._claims[0] and "trylock" not in seen:
+            seen.append("trylock")
+            run_sigusr1_handler_here()
+        return rc
+
+    def abandon_interrupted_first(full: bool) -> None:
+        if "abandon" not in seen:
+            seen.append("abandon")
+            run_sigusr1_handler_here()
+        abandon(full)
+
+    out: dict[str, Any] = {}
+    try:
+        box._mark_claimed(0, box._heads[0])  # claimed, its lock free: stepped over
+        box.send(Msg(7, 7), timeout=0)
+        with sigusr1_raises(Interrupted):
+            patch_mailbox(_trylock=hooked_trylock)
+            box.__dict__["_abandon"] = abandon_interrupted_first
+            try:
+                with pytest.raises(Interrupted):
+                    box.receive(timeout=GUARD)
+            finally:
+                _mailbox._trylock = trylock
+                del box.__dict__["_abandon"]
+        out["seen"] = seen
+        out["then"] = repr(box.receive(timeout=GUARD))
         out["capacity"] = [capacity(box), capacity(box)]
     finally:
         box.release()
@@ -1453,6 +1507,17 @@ def test_mailbox_send_interrupted_by_a_signal_handler_leaves_the_box_usable(poin
     out = run_scenario(interrupted_send_scenario, (slots, point))
     expected = [slots - 1, slots] if point == "claimed" else [slots, slots]
     assert out["capacity"] == expected
+    assert out["abandons"] == (point == "after_trylock_twice")
+
+
+def test_a_receivers_step_over_a_claimed_slot_interrupted_twice_leaves_the_box_usable() -> None:
+    """Before: the second exception, as the give-back of the claim started,
+    left the claim mutex held by the receiver's thread; the slot was never
+    stepped over, and the box stayed a slot short (a box later, full)."""
+    out = run_scenario(interrupted_step_over_scenario, 3)
+    assert out["seen"] == ["trylock", "abandon"]
+    assert out["then"] == "Msg(sender=7, seq=7)"
+    assert out["capacity"] == [3, 3]
 
 
 def test_mailbox_receive_interrupted_after_taking_a_token_loses_no_message() -> None:
