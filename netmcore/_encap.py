@@ -969,7 +969,9 @@ class EncapType(Generic[T]):
             except msgspec.ValidationError as exc:
                 path = _path_of(exc)
                 raise ArgumentTypeError(
-                    f"{what} {_short(value)} does not match {self.name}: {exc}{_hint(exc)}", path
+                    f"{what} {_short(value)} does not match {self.name}: "
+                    f"{exc}{_value_there(value, path)}{_hint(exc)}",
+                    path,
                 ) from _cause(exc)
             except Exception as exc:
                 # A validator that raises another kind (a __post_init__'s
@@ -1127,6 +1129,44 @@ def _place_of(value: Any, target: object, path: str = "$") -> str | None:
         if found is not None:
             return found
     return None
+
+
+# A step of a msgspec path: a field (or a dict's str key), or an item.
+_STEP = re.compile(r"\.([A-Za-z_]\w*)|\[(\d+)\]")
+
+
+def _value_there(value: Any, path: str) -> str:
+    """", where the value is X": the part of ``value`` at ``path`` (a
+    nested fault's), which the message's clipped whole may not show; ""
+    at the top, or where the path does not lead to one part (a dict's
+    values, ``[...]``; a set's items)."""
+    rest = path.removeprefix("$")
+    if not rest or rest == path:
+        return ""
+    part = value
+    while rest:
+        step = _STEP.match(rest)
+        if step is None:
+            return ""
+        name, index = step.groups()
+        try:
+            if index is None and isinstance(part, dict):  # a TypedDict, a dict[str, ...]
+                part = part[name]
+            elif index is None and isinstance(part, msgspec.Struct):
+                fields = msgspec.structs.fields(part)
+                part = getattr(part, next(f.name for f in fields if f.encode_name == name))
+            elif index is None:  # a dataclass's, a pydantic model's field
+                part = getattr(part, name)
+            elif isinstance(part, msgspec.Struct):  # array_like
+                part = getattr(part, msgspec.structs.fields(part)[int(index)].name)
+            elif isinstance(part, list | tuple):
+                part = part[int(index)]
+            else:
+                return ""
+        except (LookupError, AttributeError, StopIteration):
+            return ""
+        rest = rest[step.end() :]
+    return f", where the value is {_short(part)}"
 
 
 def _hint(exc: msgspec.ValidationError) -> str:

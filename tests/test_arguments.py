@@ -659,3 +659,36 @@ def test_unwrap_names_what_it_takes() -> None:
     with pytest.raises(netmcore.EncapTypeMismatch):
         ints.unwrap(netmcore.EncapType(int).wrap(1))
     assert ints.unwrap(ints.wrap([1, 2])) == [1, 2]
+
+
+class Job(msgspec.Struct):
+    r0: int
+    label: str = "a label long enough that the value's repr is clipped"
+
+
+class Cell(msgspec.Struct, array_like=True):
+    x: int
+    y: int
+
+
+def _refusal(typ: Any, value: Any) -> str:
+    with pytest.raises(netmcore.ArgumentTypeError) as error:
+        netmcore.EncapType(typ).wrap(value)
+    return str(error.value)
+
+
+def test_a_nested_fault_names_the_value_at_its_path() -> None:
+    """The message shows the whole value clipped to 60 characters, which may
+    not reach the part at fault: that part is named after the path. Before:
+    "... - at `$[1].r0`" alone, 0.0 nowhere in sight."""
+    jobs = _refusal(list[Job], [Job(1), Job(0.0)])  # type: ignore[arg-type]
+    assert jobs.endswith("Expected `int`, got `float` - at `$[1].r0`, where the value is 0.0")
+    assert "0.0" not in jobs.split(" does not match ")[0]  # clipped out of the whole
+    assert _refusal(dict[str, list[int]], {"k": [1, "two"]}).endswith(
+        "- at `$[...][1]`"  # a dict's values are not told apart: no value named
+    )
+    assert _refusal(tuple[int, Cell], (1, Cell(2, "y"))).endswith(  # type: ignore[arg-type]
+        "- at `$[1][1]`, where the value is 'y'"
+    )
+    assert _refusal(list[int], ["top"]).endswith("- at `$[0]`, where the value is 'top'")
+    assert _refusal(int, "top").endswith("Expected `int`, got `str`")  # the whole is the part

@@ -175,7 +175,8 @@ def test_a_newtype_of_a_pydantic_dataclass_is_validated_in_every_process() -> No
     assert result["refused"] == [
         "$.qty",
         "argument of label_of.start: Parcel(qty=50, label='') does not match "
-        "test_contract_edges.ParcelId: Value error, too many (pydantic field .qty)",
+        "test_contract_edges.ParcelId: Value error, too many (pydantic field .qty), "
+        "where the value is 50",
     ]
     bad = result["bad_result"]
     assert (bad["kind"], bad["path"]) == ("InvalidResult", "$.qty")

@@ -305,7 +305,8 @@ def test_a_pydantic_dataclass_is_validated_by_pydantic_in_every_process() -> Non
     assert result["errors"][500] == [
         "$.qty",
         "argument of ship.start: Shipment(qty=500, label='') does not match "
-        "test_contract_fidelity.Shipment: Value error, too many (pydantic field .qty)",
+        "test_contract_fidelity.Shipment: Value error, too many (pydantic field .qty), "
+        "where the value is 500",
     ]
     assert result["errors"][-1][0] == "$.qty"
     assert "greater than or equal to 0" in result["errors"][-1][1]
