@@ -353,7 +353,7 @@ class SharedVar(Generic[T]):
         EncapTypeMismatch
             If it holds values of another type than this handle's.
         """
-        data, digest = self._encode_held(new)
+        data, digest = self._encode_held(new, "new value")
         if expected is None:
             no_value, digests = True, self._digests_of_none()
         else:
@@ -386,7 +386,7 @@ class SharedVar(Generic[T]):
         EncapTypeMismatch
             If it holds values of another type than this handle's.
         """
-        data, digest = self._encode_held(new)
+        data, digest = self._encode_held(new, "new value")
         reply = _call("var", "swap", self.name, typ=self.type, data=data, digest=digest)
         return None if reply.data is None else self.type.decode(reply.data)
 
@@ -438,11 +438,12 @@ class SharedVar(Generic[T]):
             "keep its name in the variable",
         )
 
-    def _encode_held(self, value: T) -> tuple[bytes, bytes]:
+    def _encode_held(self, value: T, what: str = "value") -> tuple[bytes, bytes]:
         """``value`` encoded, and the digest that a compare_and_set matches
         it by: of its bytes read back, as a value that get() returned
-        encodes (a set's items may come in another order, say)."""
-        data = self._encode(value)
+        encodes (a set's items may come in another order, say). ``what``
+        names it in an error: "new value" beside an expected one."""
+        data = self._encode(value, what)
         return data, _digest(self.type.reencode(data))
 
     def _digests(self, data: bytes) -> tuple[bytes, ...]:

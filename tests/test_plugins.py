@@ -1832,7 +1832,7 @@ def test_compare_and_set_and_swap_refuse_what_set_refuses() -> None:
     )
     for key in ("new_over", "swap_over"):
         assert out[key][0] == "ValueError", out[key]
-        assert out[key][1].startswith(f"the value of shared variable 'big' is {size}"), out[key]
+        assert out[key][1].startswith(f"the new value of shared variable 'big' is {size}"), out[key]
     assert out["kept"] == b"held"
     for kind, message in out["unknown"]:
         assert [kind, message] == [
@@ -1855,9 +1855,13 @@ def test_compare_and_set_and_swap_refuse_what_set_refuses() -> None:
         (
             lambda v: v.compare_and_set(1, "2"),
             netmcore.ArgumentTypeError,
-            "value of shared variable 'v' '2' does not match int",
+            "new value of shared variable 'v' '2' does not match int",
         ),
-        (lambda v: v.swap(2.5), netmcore.ArgumentTypeError, "value of shared variable 'v' 2.5"),
+        (
+            lambda v: v.swap(2.5),
+            netmcore.ArgumentTypeError,
+            "new value of shared variable 'v' 2.5",
+        ),
         (lambda v: v.swap(2**70), netmcore.ArgumentTypeError, "pass such an int as a str"),
         (
             lambda v: v.compare_and_set(2**70, 1),
