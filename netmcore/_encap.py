@@ -1136,10 +1136,10 @@ _STEP = re.compile(r"\.([A-Za-z_]\w*)|\[(\d+)\]")
 
 
 def _value_there(value: Any, path: str) -> str:
-    """", where the value is X": the part of ``value`` at ``path`` (a
-    nested fault's), which the message's clipped whole may not show; ""
-    at the top, or where the path does not lead to one part (a dict's
-    values, ``[...]``; a set's items)."""
+    """The end of a nested fault's message that names the part of
+    ``value`` at ``path``, which the message's clipped whole may not show:
+    ", where the value is X"; nothing at the top, or where the path does
+    not lead to one part (a dict's values, ``[...]``; a set's items)."""
     rest = path.removeprefix("$")
     if not rest or rest == path:
         return ""
