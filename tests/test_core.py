@@ -643,6 +643,19 @@ def test_task_queue_example_collects_every_result() -> None:
     assert lines[1] == "Primes counted: 165605"  # a sequential sieve gives the same
 
 
+def test_windowed_example_keeps_each_outcome_and_kills_the_hung_item() -> None:
+    assert run_example("windowed.py") == [
+        "0: 0",
+        "1: 1",
+        "2: 4",
+        "3: raised ValueError: item 3 is bad",
+        "4: 16",
+        "5: ended without a result (Crashed(exitcode=None, signal=9))",
+        "6: 36",
+        "7: 49",
+    ]
+
+
 @pytest.mark.parametrize("meetings", ["1", "101"])
 def test_chameneos_example_meetings_add_up_to_twice_n(meetings: str) -> None:
     lines = run_example("chameneos.py", meetings)
