@@ -57,6 +57,8 @@ def _status(args: argparse.Namespace) -> int:
     print(f"  {'id':>6} {'os pid':>8}  {'state':<10} {'running':>10}  type")
     for p in status.processes:
         print(f"  {p.id:>6} {p.os_pid:>8}  {p.state:<10} {p.seconds:>9.1f}s  {p.type}")
+        for what in p.waits:
+            print(f"  {'':>6} {'':>8}  waits for {what}")
     print(f"\nresources ({len(status.resources)}):")
     print(f"  {'id':>6}  {'kind':<24} {'users':<16} name")
     for r in status.resources:
@@ -201,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="show a running master's processes and resources",
         description="Ask the master running in SOCKET_DIR for its processes (library id, "
-        "OS pid, type, state, time running) and resources (id, kind, name, users).",
+        "OS pid, type, state, time running, what it waits for in the master: a join, "
+        "a plugin call) and resources (id, kind, name, users).",
     )
     status.add_argument("socket_dir", metavar="SOCKET_DIR", help="the master's socket_directory")
     status.add_argument("--json", action="store_true", help="print the same as JSON")

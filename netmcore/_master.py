@@ -19,6 +19,7 @@ import heapq
 import itertools
 import math
 import os
+import reprlib
 import selectors
 import shlex
 import signal
@@ -696,8 +697,12 @@ class Master:
         now = time.monotonic()
         running = [r for r in self.records.values() if r.child is not None and r.outcome is None]
         if running:
+            waits = self.waits()
             shown = ", ".join(
-                f"{r.n} ({r.definition.name}, for {now - r.started:.0f} s)" for r in running[:5]
+                f"{r.n} ({r.definition.name}, for {now - r.started:.0f} s"
+                + "".join(f", waiting for {what}" for what in waits.get(r.n, []))
+                + ")"
+                for r in running[:5]
             )
             ids = " ".join(str(r.n) for r in running)
             log.warning(
@@ -1586,6 +1591,7 @@ class Master:
 
     def process_infos(self) -> list[ProcessInfo]:
         now = time.monotonic()
+        waits = self.waits()
         return [
             ProcessInfo(
                 r.n,
@@ -1593,9 +1599,33 @@ class Master:
                 r.definition.name,
                 r.state,
                 round(now - r.started, 3),
+                waits.get(r.n, []),
             )
             for r in self.records.values()
         ]
+
+    def waits(self) -> dict[int, list[str]]:
+        """What each process waits for in the master, by process id: its
+        joins, its waits for the first of several ends (as_completed, map),
+        its plugin calls. A wait in shared memory (a Mailbox, a ShmMutex, a
+        semaphore) is the process's own, and not seen here."""
+        found: dict[int, list[str]] = {}
+
+        def note(conn: Conn, what: str) -> None:
+            waiter = _process_of(conn)
+            if waiter is not None:
+                found.setdefault(waiter.n, []).append(what)
+
+        for record in self.records.values():
+            for conn, _ in record.waiters:
+                note(conn, f"the join of process {record.n}")
+        for (conn, _), watch in self.watches.by_key.items():
+            if watch.waiter is not None:
+                left = reprlib.repr(sorted(watch.left))
+                note(conn, f"the first end of processes {left}")
+        for n, what in self.plugins.waits() if self.plugins is not None else ():
+            found.setdefault(n, []).append(what)
+        return found
 
     # --- the end -------------------------------------------------------------
 

@@ -215,6 +215,28 @@ class PluginHost:
         heapq.heapify(self.timers)
         self.prune_at = max(TIMERS_PRUNE_AT, 2 * len(self.timers))
 
+    def waits(self) -> list[tuple[int, str]]:
+        """Each call that waits here: its process id, and what it is."""
+        queues: list[tuple[str, Iterable[Waiting]]] = [
+            *((f"SharedVar({n!r}).wait_for_value()", v.waiters) for n, v in self.vars.items()),
+            *(
+                (f"SharedVar({n!r}).wait_for_value(), before its create", (w for w, _ in ws))
+                for n, ws in self.unmade.items()
+            ),
+            *(
+                (f"PluginMutex({n!r}).lock(), held by process {m.holder}", m.waiters)
+                for n, m in self.mutexes.items()
+            ),
+            *((f"PluginSemaphore({n!r}).decrement()", s.waiters) for n, s in self.sems.items()),
+            *((f"Mbox({n!r}).receive()", b.receivers) for n, b in self.mboxes.items()),
+            *(
+                (f"Mbox({n!r}).send() to a full box", (w for w, _ in b.senders))
+                for n, b in self.mboxes.items()
+            ),
+            *((f"PluginBarrier({n!r}).wait()", b.waiters) for n, b in self.barriers.items()),
+        ]
+        return [(w.user, what) for what, queue in queues for w in queue]
+
     def next_deadline(self) -> float | None:
         """When the master's loop must call :meth:`expire_due` next (None: never)."""
         return self.timers[0][0] if self.timers else None

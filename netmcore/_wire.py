@@ -328,6 +328,8 @@ class ProcessInfo(msgspec.Struct, frozen=True):
     type: str
     state: str
     seconds: float
+    # What it waits for in the master (a join, a plugin call): see Master.waits.
+    waits: list[str] = []
 
 
 class ResourceUse(msgspec.Struct, frozen=True):

@@ -14,12 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
+from scenario import wait_until
 
 import netmcore
-from netmcore import _cleanup, _ipc
+from netmcore import _admin, _cleanup, _ipc
 from netmcore._wire import (
     MESSAGE_MAX,
     STATUS_USERS_MAX,
@@ -52,6 +54,95 @@ def ask_status(args: list[str]) -> CliRun:
         return cli("status", *args)
     finally:
         segment.release()
+
+
+@netmcore.process
+def blocked_on_a_pipe(gate_r: int) -> int:
+    """Waits, but not in the master: no wait shows."""
+    return len(os.read(gate_r, 1))
+
+
+@netmcore.process
+def joins_it(pid: netmcore.ProcessId[int]) -> int:
+    return blocked_on_a_pipe.join(pid) or 0
+
+
+@netmcore.process
+def watches_it(pid: netmcore.ProcessId[int]) -> int:
+    return next(iter(blocked_on_a_pipe.as_completed([pid]))).n
+
+
+@netmcore.process
+def reads_the_box(_: int) -> int:
+    return netmcore.Mbox("jobs", int).receive()
+
+
+@netmcore.process
+def locks_the_mutex(_: int) -> int:
+    with netmcore.PluginMutex("m"):
+        return 1
+
+
+@netmcore.process
+def waits_scenario(arg: tuple[str, int, int]) -> list[Any]:
+    socket_dir, gate_r, gate_w = arg
+    box = netmcore.Mbox("jobs", int)
+    box.create()
+    mutex = netmcore.PluginMutex("m")
+    mutex.lock()
+    blocked = blocked_on_a_pipe.start(gate_r)
+    pids = [
+        joins_it.start(blocked),
+        watches_it.start(blocked),
+        reads_the_box.start(0),
+        locks_the_mutex.start(0),
+    ]
+    me = netmcore.self_process_id().n
+    expected = {
+        pids[0].n: [f"the join of process {blocked.n}"],
+        pids[1].n: [f"the first end of processes [{blocked.n}]"],
+        pids[2].n: ["Mbox('jobs').receive()"],
+        pids[3].n: [f"PluginMutex('m').lock(), held by process {me}"],
+    }
+
+    def waits() -> dict[int, list[str]]:
+        return {p.id: p.waits for p in _admin.status(socket_dir).processes if p.waits}
+
+    wait_until(lambda: waits() == expected, "every wait to show")
+    printed = [line.strip() for line in cli("status", socket_dir).out.splitlines()]
+    mutex.unlock()
+    box.send(5)
+    os.write(gate_w, b"x")
+    ends = [
+        joins_it.join(pids[0]),
+        watches_it.join(pids[1]),
+        reads_the_box.join(pids[2]),
+        locks_the_mutex.join(pids[3]),
+    ]
+    return [[line for line in printed if line.startswith("waits for ")], ends, blocked.n]
+
+
+def test_status_says_what_each_process_waits_for_in_the_master(
+    tmp_path: Path, gate: tuple[int, int]
+) -> None:
+    """Its joins, its as_completed, its plugin calls; a process blocked
+    elsewhere (a pipe, shared memory) shows none."""
+    sd = str(tmp_path / "sd")
+    printed, ends, blocked = netmcore.run(
+        first_process=lambda: waits_scenario.start((sd, *gate)),
+        extract_result=lambda _c, pid: waits_scenario.result(pid, timeout=0),
+        socket_directory=sd,
+        init_ctrl=netmcore.add_plugins,
+    )
+    assert sorted(printed) == sorted(
+        [
+            f"waits for the join of process {blocked}",
+            f"waits for the first end of processes [{blocked}]",
+            "waits for Mbox('jobs').receive()",
+            f"waits for PluginMutex('m').lock(), held by process {blocked - 1}",
+        ]
+    )
+    assert ends == [1, blocked, 5, 1]
 
 
 @netmcore.process

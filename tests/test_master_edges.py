@@ -252,6 +252,45 @@ def test_run_says_which_processes_it_still_waits_for(
     assert "me_gated, for 0 s)" in said[0] and "netmcore.kill(pid)" in said[0]
 
 
+@netmcore.process
+def me_waits_on_a_box(_: int) -> str:
+    try:
+        return str(netmcore.Mbox("nobody sends", int).receive(timeout=2))
+    except TimeoutError:
+        return "timed out"
+
+
+@netmcore.process
+def me_leave_one_waiting(_: int) -> int:
+    """Start a process that waits in the master (an Mbox receive, for 2 s),
+    and return its id: run waits for it."""
+    netmcore.Mbox("nobody sends", int).create()
+    return me_waits_on_a_box.start(0).n
+
+
+def test_run_says_what_the_processes_it_waits_for_wait_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In the master: a wait in shared memory is not seen there."""
+    monkeypatch.setattr(_master, "WAIT_NOTICE_SECONDS", 0.05)
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "run waits for" in record.getMessage():
+                said.append(record.getMessage())
+
+    handler = Keep()
+    logging.getLogger("netmcore").addHandler(handler)
+    try:
+        n = run_scenario(me_leave_one_waiting, 0, init_ctrl=netmcore.add_plugins)
+    finally:
+        logging.getLogger("netmcore").removeHandler(handler)
+    waiting = f"{n} (test_master_edges.me_waits_on_a_box, for 0 s, waiting for Mbox('nobody sends')"
+    # The first notice may come before its receive has reached the master.
+    assert any(f"{waiting}.receive())" in line for line in said), said
+
+
 def test_the_command_that_run_says_ends_the_processes_it_waits_for(
     gate: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
