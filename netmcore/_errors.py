@@ -8,6 +8,7 @@ in the wrong context).
 
 from __future__ import annotations
 
+import errno
 import reprlib
 import threading
 from typing import TYPE_CHECKING, Any
@@ -129,6 +130,21 @@ class SendersEnded(NetmcoreError, EOFError):
             "each says how it ended). Receive without while_alive to wait for other senders",
             pids,
         )
+
+
+def receivers_ended(what: str, pids: tuple[ProcessId[Any], ...]) -> BrokenPipeError:
+    """The error of ``what``, a send to a full box that waited while
+    ``pids`` (its receivers) ran, once every one of them has ended."""
+    if len(pids) == 1:
+        which = f"process {pids[0].n}, which it waited for, has ended"
+    else:
+        numbers = reprlib.repr([pid.n for pid in pids])
+        which = f"the processes it waited for, {numbers}, have all ended"
+    return BrokenPipeError(
+        errno.EPIPE,
+        f"{what}: the box is full and {which}: nothing will take this message (a join of "
+        "each says how it ended). Send without while_alive to wait for other receivers",
+    )
 
 
 class ResultTypeError(ArgumentTypeError):

@@ -93,7 +93,6 @@ import ctypes
 import errno
 import mmap
 import os
-import reprlib
 import struct
 import threading
 import time
@@ -105,7 +104,7 @@ import msgspec
 
 from . import _client, _context, _posix, _pthread
 from ._encap import TYPE_NAME_MAX, EncapType
-from ._errors import ContextError, EncapTypeMismatch, SendersEnded
+from ._errors import ContextError, EncapTypeMismatch, SendersEnded, receivers_ended
 from ._ids import ProcessId, ResId, senders_of
 from ._resource_api import (
     MARKS,
@@ -193,18 +192,6 @@ _trywait = _pthread.raw_sem_trywait
 
 _pid = _pthread.this_pid
 _ONE = _pthread.ONE
-
-
-def _receivers_gone(what: str, pids: tuple[ProcessId[Any], ...]) -> str:
-    """The error of ``what``, a send to a full box, that waited for ``pids``."""
-    if len(pids) == 1:
-        which = f"process {pids[0].n}, which it waited for, has ended"
-    else:
-        which = f"the processes it waited for, {reprlib.repr([p.n for p in pids])}, have all ended"
-    return (
-        f"{what}: the box is full and {which}: nothing will take this message (a join of "
-        "each says how it ended). Send without while_alive to wait for other receivers"
-    )
 
 
 def _stride(slot_size: int) -> int:
@@ -650,7 +637,7 @@ class Mailbox(Generic[T]):
             if receivers is not None and not looks % _ASK_EVERY:
                 what = f"{self!r}.send(while_alive=...)"
                 if len(_client.ended([pid.n for pid in receivers], what)) == len(receivers):
-                    raise BrokenPipeError(errno.EPIPE, _receivers_gone(what, receivers))
+                    raise receivers_ended(what, receivers)
         return i
 
     def _receivers_ended(self) -> bool:

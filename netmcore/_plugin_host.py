@@ -68,12 +68,13 @@ TIMED_OUT = -3
 BROKEN = -4
 ENDED = -5
 SENDERS_ENDED = "its senders have ended"  # an ENDED reply's error (the caller words its own)
+RECEIVERS_ENDED = "its receivers have ended"  # a send's
 
 
 class Waiting(NamedTuple):
     """A queued request: whom to answer, and when it times out (None: never).
-    A box's receive with while_alive: ``alive``, those of its processes
-    still running, which it waits only while one is."""
+    A box's receive (or send) with while_alive: ``alive``, those of its
+    processes still running, which it waits only while one is."""
 
     conn: Conn
     req: int
@@ -532,11 +533,21 @@ class PluginHost:
             box.queue.append(req.data)
             self._deliver(box)
             return PluginReply(None, 0)
+        alive = self._alive(req)
+        if alive is not None and not alive:
+            return PluginReply(None, ENDED, error=RECEIVERS_ENDED)
         waiting = self._waiting(req, waiter, f"Mbox({req.name!r}).send() to a full box")
         if isinstance(waiting, PluginReply):
             return waiting
-        box.senders.append((waiting, req.data))
+        box.senders.append((waiting._replace(alive=alive or frozenset()), req.data))
         return None
+
+    def _alive(self, req: PluginReq) -> frozenset[int] | None:
+        """Of a box call's while_alive (``req.pids``), those still running;
+        None without one. An end of each shrinks a waiting call's (see forget)."""
+        if not req.flag:
+            return None
+        return frozenset(req.pids) - frozenset(self._ended(list(req.pids)))
 
     def _mbox_receive(self, req: PluginReq, waiter: Waiter | None) -> PluginReply | None:
         box = self._mbox(req)
@@ -551,16 +562,14 @@ class PluginHost:
                 box.queue.popleft()
                 self._deliver(box)
             return None
-        alive: frozenset[int] = frozenset()
-        if req.flag:  # while_alive: req.pids, which an end of each shrinks (see forget)
-            alive = frozenset(req.pids) - frozenset(self._ended(list(req.pids)))
-            if not alive:
-                return PluginReply(None, ENDED, error=SENDERS_ENDED)
+        alive = self._alive(req)
+        if alive is not None and not alive:
+            return PluginReply(None, ENDED, error=SENDERS_ENDED)
         what = f"Mbox({req.name!r}).receive() from an empty box"
         waiting = self._waiting(req, waiter, what)
         if isinstance(waiting, PluginReply):
             return waiting
-        box.receivers.append(waiting._replace(alive=alive))
+        box.receivers.append(waiting._replace(alive=alive or frozenset()))
         return None
 
     def _mbox_delete(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
@@ -751,6 +760,8 @@ class PluginHost:
                 box.queue.appendleft(box.unread.pop(key))
             if any(user in w.alive for w in box.receivers):
                 self._sender_ended(box, user)
+            if any(user in w.alive for w, _ in box.senders):
+                self._receiver_ended(box, user)
             self._deliver(box)
 
     def _sender_ended(self, box: _Mbox, user: int) -> None:
@@ -765,6 +776,20 @@ class PluginHost:
                     continue
             receivers.append(w)
         box.receivers = receivers
+
+    def _receiver_ended(self, box: _Mbox, user: int) -> None:
+        """Process ``user`` ended: the sends to ``box`` that waited only
+        while it (and others, ended since) ran are answered so, their
+        messages left out of the box."""
+        senders: deque[tuple[Waiting, bytes]] = deque()
+        for w, data in box.senders:
+            if user in w.alive:
+                w = w._replace(alive=w.alive - {user})
+                if not w.alive:
+                    self._send(w.conn, PluginReply(None, ENDED, error=RECEIVERS_ENDED, req=w.req))
+                    continue
+            senders.append((w, data))
+        box.senders = senders
 
 
 # The largest count a plugin takes (a semaphore's initial count, a box's

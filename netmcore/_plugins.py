@@ -24,10 +24,11 @@ from ._errors import (
     ContextError,
     PluginError,
     SendersEnded,
+    receivers_ended,
 )
 from ._ids import ProcessId, senders_of
 from ._master import Controller
-from ._plugin_host import BROKEN, COUNT_MAX, ENDED, TIMED_OUT
+from ._plugin_host import BROKEN, COUNT_MAX, ENDED, RECEIVERS_ENDED, TIMED_OUT
 from ._pthread import check_timeout
 from ._resources import require_int
 from ._wire import Asked, Link, PluginReply, PluginReq, failed_of_its_own
@@ -170,7 +171,9 @@ def _checked(
     error (of a box's receive that waited while ``senders`` ran, too)."""
     if not isinstance(answer, PluginReply):
         raise _error(answer)
-    if answer.error and answer.num == ENDED:
+    if answer.error and answer.num == ENDED:  # a send's receivers, or a receive's senders
+        if answer.error == RECEIVERS_ENDED:
+            raise receivers_ended(what, senders)
         raise SendersEnded.of_box(what, senders)
     if answer.error and answer.num == TIMED_OUT:
         raise TimeoutError(
@@ -573,9 +576,20 @@ class Mbox(Generic[T]):
         """Create the box, or open it if it exists (never waits); True if created."""
         return _call("mbox", "create", self.name, typ=self.type, num=self.capacity).num == 1
 
-    def send(self, value: T, timeout: float | None = None) -> None:
+    def send(
+        self,
+        value: T,
+        timeout: float | None = None,
+        *,
+        while_alive: ProcessId[Any] | Iterable[ProcessId[Any]] | None = None,
+    ) -> None:
         """Put ``value`` in the box, waiting while it is full, at most
         ``timeout`` seconds (None or ``math.inf``: no limit).
+
+        With ``while_alive`` (a ProcessId, or several: the receivers), it
+        waits only while one of those processes runs, as
+        :meth:`Mailbox.send` does: once every one has ended, it raises
+        BrokenPipeError. The master answers it as the last of them ends.
 
         Raises
         ------
@@ -583,10 +597,19 @@ class Mbox(Generic[T]):
             If ``value`` is over ``VALUE_MAX`` (128 KiB) encoded; nothing was sent.
         TimeoutError
             If the box is still full by then; the message is not in it.
+        BrokenPipeError
+            If the box is full and every process of ``while_alive`` has
+            ended; the message is not in it.
+        UnknownProcess
+            For an id of ``while_alive`` that no start returned.
+        TypeError
+            If ``while_alive`` is not a ProcessId or an iterable of them.
         ContextError
-            In the master's own code, if the box is full.
+            In the master's own code, if the box is full (unless every
+            process of ``while_alive`` has ended).
         """
         timeout = check_timeout(timeout)
+        receivers = None if while_alive is None else senders_of(while_alive)
         data = _encode_value(
             self.type,
             value,
@@ -601,6 +624,8 @@ class Mbox(Generic[T]):
             self.name,
             typ=self.type,
             data=data,
+            flag=receivers is not None,
+            senders=receivers or (),
             waits=True,
             timeout=timeout,
             what=what,

@@ -1,5 +1,7 @@
 """``Mailbox.receive(while_alive=...)`` and ``Mbox.receive(while_alive=...)``:
-a receiver that waits only while the processes it expects messages from run.
+a receiver that waits only while the processes it expects messages from run;
+and ``Mbox.send(while_alive=...)``, a sender that waits for room only while
+its receivers run (``Mailbox.send``'s is in test_mailbox_receivers).
 
 A receiver whose senders are gone (an actor that crashed, a producer that
 returned early) would otherwise wait for ever: nothing tells a shared-memory
@@ -499,3 +501,45 @@ def mbox_sender_ends_as_the_receive_waits(_: None) -> str:
 def test_an_mbox_receive_that_waits_is_answered_as_its_sender_ends() -> None:
     said = run_scenario(mbox_sender_ends_as_the_receive_waits, None, init_ctrl=netmcore.add_plugins)
     assert said.startswith("SendersEnded") and "has ended" in said
+
+
+# --------------------------------------------------------------------------
+# Mbox.send(while_alive=...): a sender that waits only while its receivers run
+# --------------------------------------------------------------------------
+
+
+@netmcore.process
+def fails_before_it_receives(_: int) -> int:
+    raise RuntimeError("a bug before the first receive")
+
+
+@netmcore.process
+def mbox_send_to_receivers_that_fail(_: int) -> list[str]:
+    box = netmcore.Mbox("full", int, capacity=1)
+    box.create()
+    box.send(0)  # full
+    failing = [fails_before_it_receives.start(0) for _ in range(2)]
+    said = [outcome_text(lambda: box.send(1, while_alive=failing))]  # answered as they end
+    said.append(outcome_text(lambda: box.send(2, timeout=0.05, while_alive=failing)))  # at once
+    said.append(outcome_text(lambda: box.send(3, while_alive="worker")))  # type: ignore[arg-type]
+    said.append(outcome_text(lambda: box.receive(timeout=0)))
+    said.append(outcome_text(lambda: box.receive(timeout=0)))  # none of theirs went in
+    said.append(str([pid.n for pid in failing]))
+    box.delete()
+    return said
+
+
+def test_an_mbox_send_with_while_alive_stops_waiting_once_its_receivers_have_ended() -> None:
+    """Before: no while_alive on an Mbox send; a sender to a full box whose
+    receivers had failed waited for ever (a porting review's ETL hung so)."""
+    *said, pids = run_scenario(mbox_send_to_receivers_that_fail, 0, init_ctrl=netmcore.add_plugins)
+    gone = (
+        f"the box is full and the processes it waited for, {pids}, have all ended: nothing "
+        "will take this message (a join of each says how it ended). Send without while_alive "
+        "to wait for other receivers"
+    )
+    assert said[0] == f"BrokenPipeError: [Errno 32] Mbox('full', int).send(): {gone}", said
+    assert said[1] == said[0]
+    assert said[2].startswith("TypeError: while_alive must be a ProcessId"), said
+    assert said[3] == "returned 0"
+    assert said[4].startswith("TimeoutError"), said

@@ -409,6 +409,7 @@ def typed_handles(rid: netmcore.ResId, some_type: Any) -> None:
     assert_type(reader, netmcore.Mailbox[int | None])
     assert_type(reader.receive(), int | None)
     queue.send(1, while_alive=[actor, netmcore.ProcessId[str](2)])
+    box.send(None, while_alive=actor)
 
     assert_type(netmcore.EncapType(int | None), netmcore.EncapType[int | None])
     assert_type(netmcore.EncapType[int | None](int | None), netmcore.EncapType[int | None])
