@@ -10,6 +10,7 @@ a loop keeps N running, starting the next item as one ends.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 
 import netmcore
@@ -43,9 +44,11 @@ def run_windowed(args: list[int], processes: int, limit: float) -> dict[int, net
         try:
             pid = next(work.as_completed(running, timeout=max(0.0, soonest - time.monotonic())))
         except TimeoutError:  # some ran past their limit: killed, they end as Crashed
-            for late, (_, deadline) in running.items():
-                if deadline <= time.monotonic():
+            now = time.monotonic()
+            for late, (arg, deadline) in running.items():
+                if deadline <= now:
                     netmcore.kill(late)
+                    running[late] = (arg, math.inf)  # its end comes, as as_completed's
             continue
         arg, _ = running.pop(pid)
         outcomes[arg] = work.join_outcome(pid)

@@ -1157,13 +1157,17 @@ def _value_there(value: Any, path: str) -> str:
                 part = getattr(part, next(f.name for f in fields if f.encode_name == name))
             elif index is None:  # a dataclass's, a pydantic model's field
                 part = getattr(part, name)
-            elif isinstance(part, msgspec.Struct):  # array_like
-                part = getattr(part, msgspec.structs.fields(part)[int(index)].name)
+            elif isinstance(part, msgspec.Struct):  # array_like, its tag first if it has one
+                tagged = part.__struct_config__.tag is not None
+                k = int(index) - tagged
+                if k < 0:
+                    return ""
+                part = getattr(part, msgspec.structs.fields(part)[k].name)
             elif isinstance(part, list | tuple):
                 part = part[int(index)]
             else:
                 return ""
-        except (LookupError, AttributeError, StopIteration):
+        except Exception:  # a mapping's own __getitem__, a property: no value named
             return ""
         rest = rest[step.end() :]
     return f", where the value is {_short(part)}"

@@ -97,6 +97,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -157,15 +158,15 @@ _RECEIVING = _SEMS + 2 * _pthread.SLOT
 _WINDOW, _TAKES, _SEATED = range(3)  # its words
 # A box of many receivers: the mutex they take messages under, then a seat
 # (an os pid, 0 if free) per receiving handle open, for a sender of a full
-# box to tell whether any still lives. A box of one receiver has the room of
-# the mutex, unused, and no seats.
+# box to tell whether any still lives. A box of one receiver has none of
+# these: its slots begin where the receivers' line would.
 _RECEIVE_MUTEX = _RECEIVING + _LINE
 _SEAT_TABLE = _RECEIVE_MUTEX + _pthread.SLOT
 SEATS = 1024  # receiving handles open at once, at most, on a box of many receivers
 
 
 def _first_slot(many_receivers: bool) -> int:
-    return _SEAT_TABLE + (4 * SEATS if many_receivers else 0)
+    return _SEAT_TABLE + 4 * SEATS if many_receivers else _RECEIVING
 
 
 _LISTED_SLOTS = 1 << 16  # boxes with more slots find them by arithmetic (see __init__)
@@ -177,6 +178,9 @@ _LISTED_SLOTS = 1 << 16  # boxes with more slots find them by arithmetic (see __
 _CLAIM_TRIES = 100
 _LOOK_AGAIN = 0.001
 _ASK_EVERY = 10  # looks of a sender of a full box between two questions to the master
+# How long a receive waits for the receive mutex past its deadline: it is held
+# for microseconds, by a receiver that is not stopped.
+_MUTEX_GRACE = 0.01
 # The receiver's first wait for a token, before it looks for a message that has
 # none (a sender killed between marking it full and posting); later waits grow
 # to _pthread.SLICE. Far longer than a message takes to come when one is on its
@@ -192,6 +196,7 @@ _trywait = _pthread.raw_sem_trywait
 
 _pid = _pthread.this_pid
 _ONE = _pthread.ONE
+_ASYNC = _posix.ASYNC_SIGNALS
 
 
 def _stride(slot_size: int) -> int:
@@ -530,13 +535,14 @@ class Mailbox(Generic[T]):
                 # token: the receiver finds it when its wait times out (_wait).
                 _post(self._filled)
             except BaseException:
-                # In a loop, written out here (see _let_go_shared): a second
-                # handler's exception at the call's start, or in it, would
-                # leave the claim held, and the box stuck for good.
+                # In a loop, written out here, signals blocked (see
+                # _let_go_shared): a second handler's exception at the call's
+                # start, or in it, would leave the claim held, and the box
+                # stuck for good.
                 held: BaseException | None = None
                 while True:
                     try:
-                        self._abandon(full)
+                        _posix.with_signals_blocked(_ASYNC, partial(self._abandon, full))
                         break
                     except BaseException as again:
                         held = again
@@ -750,9 +756,9 @@ class Mailbox(Generic[T]):
                 _unlock(self._shared)
             except BaseException:
                 held: BaseException | None = None
-                while True:  # inline: see _let_go_shared
+                while True:  # see _let_go_shared
                     try:
-                        self._shared_state.give_back(0)
+                        _posix.with_signals_blocked(_ASYNC, self._let_go_shared)
                         break
                     except BaseException as again:
                         held = again
@@ -784,13 +790,23 @@ class Mailbox(Generic[T]):
         addr = self._shared
         rc = _trylock(addr)
         if rc == errno.EBUSY:  # another receiver is taking one: microseconds, unless stopped
-            if deadline is None and _context.in_master_loop():
+            in_master = _context.in_master_loop()
+            if deadline is None and in_master:
                 _context.refuse_wait_in_master(
                     f"{self!r}.receive(), whose receive mutex another receiver holds,"
                 )
+            # A receive whose time is up waits a little all the same: its
+            # last look must not fail for a take of a few microseconds.
+            if deadline is not None and not in_master:
+                deadline = max(deadline, time.monotonic() + _MUTEX_GRACE)
             rc = _pthread.lock_in_slices(addr, deadline, self._check_open)
         if rc == errno.EOWNERDEAD:
             _pthread.mutex_consistent(addr)
+        elif rc == errno.ETIMEDOUT and _context.in_master_loop():
+            raise TimeoutError(
+                f"another receiver of {self!r} was taking a message, and the master does "
+                "not wait for it"
+            )
         elif rc == errno.ETIMEDOUT:
             raise TimeoutError(
                 f"another receiver of {self!r} held the box's receive mutex for the whole "
@@ -804,12 +820,18 @@ class Mailbox(Generic[T]):
         if self._use.closed:
             raise closed_during(self, "receive()")
 
-    # _let_go_shared: after an exception, a receiver gives back the receive
-    # mutex if this thread holds it (the exception, a signal handler's, may
-    # have come just as a lock call returned), in a loop through further
-    # ones, the last raised, as ShmMutex.lock does. The loop is written out
-    # in each except block: a call would let a handler's exception in at its
-    # start, before any try of its own.
+    def _let_go_shared(self) -> None:
+        """After an exception: give back the receive mutex if this thread
+        holds it (the exception, a signal handler's, may have come just as
+        a lock call returned).
+
+        Each except block that calls it (or :meth:`_abandon`) does so with
+        async signals blocked, in a loop written out there, through further
+        handlers' exceptions, the last raised, as ShmMutex.lock does: a
+        call would let one in at its start, before any try of its own, and
+        a handler raising faster than a give-back of Python steps would
+        keep it from ever ending, holding the mutex the while."""
+        self._shared_state.give_back(0)
 
     def receive(
         self,
@@ -1090,7 +1112,7 @@ class Mailbox(Generic[T]):
         returned, would cost some 8% of a receive that finds one waiting.)
         """
         buf, heads, slots, recv = self._buf, self._heads, self.slots, self._recv
-        data = taken = None
+        taken = None
         try:
             with self._receiving:  # one thread at a time: each takes a message of its own
                 shared = self._shared
@@ -1102,30 +1124,34 @@ class Mailbox(Generic[T]):
                 # were last woken (_WINDOW, _TAKES: a global's lookup costs here).
                 start = recv[0]
                 at = start % slots
-                if buf[heads[at]] == _FULL:
-                    i: int | None = at
-                else:
-                    i = self._first_full()
+                head = heads[at]
+                # With many receivers, the window start's slot may hold a
+                # message a box later, in a hole (see _first_full).
+                if buf[head] != _FULL or (shared and self._quads[(head + 8) >> 3] != start):
+                    found = self._first_full()
+                    if found is None:
+                        if shared:
+                            _unlock(shared)
+                        return None
                     start = recv[0]  # it may have moved the window on
-                if i is not None:
-                    head = heads[i]
-                    length = self._words[(head + 4) >> 2]
-                    # A copy: a memoryview or Raw value must not view the slot.
-                    data = buf[head + _PAYLOAD : head + _PAYLOAD + length].tobytes()
-                    if i == start % slots:
-                        buf[head] = _EMPTY
-                        recv[0] = start = start + 1
-                        taken = data
-                        if buf[heads[start % slots]] == _TAKEN:
-                            self._advance()
-                    else:
-                        buf[head] = _TAKEN  # out of order: emptied when the window start gets here
-                        taken = data
-                    takes = recv[1] + 1
-                    if takes >= self._wake_every:
-                        takes = 0
-                        self._wake_senders()
-                    recv[1] = takes
+                    at, head = found, heads[found]
+                length = self._words[(head + 4) >> 2]
+                # A copy: a memoryview or Raw value must not view the slot.
+                data = buf[head + _PAYLOAD : head + _PAYLOAD + length].tobytes()
+                if at == start % slots:
+                    buf[head] = _EMPTY
+                    recv[0] = start = start + 1
+                    taken = data
+                    if buf[heads[start % slots]] == _TAKEN:
+                        self._advance()
+                else:
+                    buf[head] = _TAKEN  # out of order: emptied when the window start gets here
+                    taken = data
+                takes = recv[1] + 1
+                if takes >= self._wake_every:
+                    takes = 0
+                    self._wake_senders()
+                recv[1] = takes
                 if shared:
                     _unlock(shared)
             return data
@@ -1133,9 +1159,9 @@ class Mailbox(Generic[T]):
             if taken is not None:
                 self._pending.append(taken)  # first: no call before it
             held: BaseException | None = None
-            while self._shared:  # inline: see _let_go_shared
+            while self._shared:  # see _let_go_shared
                 try:
-                    self._shared_state.give_back(0)
+                    _posix.with_signals_blocked(_ASYNC, self._let_go_shared)
                     break
                 except BaseException as again:
                     held = again
@@ -1148,15 +1174,7 @@ class Mailbox(Generic[T]):
         is not one: it is still being written, or its sender died."""
         buf, heads, slots, recv = self._buf, self._heads, self.slots, self._recv
         start = recv[_WINDOW]
-        # A receiver of many killed between emptying the window start's slot
-        # and moving the window on: a hole, which a sender fills a box later.
-        # Taken there for the window start's message, that one would move the
-        # window on by one, and the hole with it, for good (the box one slot
-        # short, and out of order). The cursor is read first: a sender marks
-        # a slot claimed before it moves the cursor past it, and gives one
-        # back (empty) only before, so an empty slot the cursor has passed
-        # was emptied by a receiver.
-        if self._shared and self._cursor[0] > start and buf[heads[start % slots]] == _EMPTY:
+        if self._shared and self._hole(start):
             recv[_WINDOW] = start = start + 1
             self._advance()
             start = recv[_WINDOW]
@@ -1211,7 +1229,7 @@ class Mailbox(Generic[T]):
             held: BaseException | None = None
             while True:  # as in send()
                 try:
-                    self._abandon(False)
+                    _posix.with_signals_blocked(_ASYNC, partial(self._abandon, False))
                     break
                 except BaseException as again:
                     held = again
@@ -1219,6 +1237,26 @@ class Mailbox(Generic[T]):
                 raise held  # noqa: B904 (the first is its __context__)
             raise
         return died
+
+    def _hole(self, start: int) -> bool:
+        """Whether the window start's slot, of a box of many receivers, is
+        a hole: a receiver killed between emptying it and moving the window
+        on left it empty, and a sender may have claimed it since, for a
+        message a box later. Taken for the window start's message, that
+        one would move the window on by one, and the hole with it, for
+        good (the box a slot short, and out of order).
+
+        The cursor is read first: a sender marks a slot claimed before it
+        moves the cursor past it, and gives one back (empty) only before,
+        so an empty slot the cursor has passed was emptied by a receiver.
+        A claimed or full slot's sequence number was written before its
+        state, which is read first."""
+        head = self._heads[start % self.slots]
+        passed = self._cursor[0] > start
+        state = self._buf[head]
+        if state == _EMPTY:
+            return passed
+        return state in (_CLAIMED, _FULL) and self._quads[(head + 8) >> 3] != start
 
     def _advance(self) -> None:
         """Move the window start over slots taken out of order, emptying them."""
@@ -1266,9 +1304,9 @@ class Mailbox(Generic[T]):
             return freed
         except BaseException:
             held: BaseException | None = None
-            while self._shared:  # inline: see _let_go_shared
+            while self._shared:  # see _let_go_shared
                 try:
-                    self._shared_state.give_back(0)
+                    _posix.with_signals_blocked(_ASYNC, self._let_go_shared)
                     break
                 except BaseException as again:
                     held = again

@@ -31,7 +31,7 @@ import socket
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 import msgspec
 import numpy as np
@@ -671,6 +671,22 @@ class Cell(msgspec.Struct, array_like=True):
     y: int
 
 
+class TaggedCell(msgspec.Struct, array_like=True, tag=True):
+    x: int
+    y: int
+
+
+class Counts(TypedDict):
+    k: int
+
+
+class Lazy(dict[str, Any]):
+    """A mapping whose own item lookup fails: msgspec reads it without it."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("lazy")
+
+
 def _refusal(typ: Any, value: Any) -> str:
     with pytest.raises(netmcore.ArgumentTypeError) as error:
         netmcore.EncapType(typ).wrap(value)
@@ -690,5 +706,9 @@ def test_a_nested_fault_names_the_value_at_its_path() -> None:
     assert _refusal(tuple[int, Cell], (1, Cell(2, "y"))).endswith(  # type: ignore[arg-type]
         "- at `$[1][1]`, where the value is 'y'"
     )
+    assert _refusal(TaggedCell, TaggedCell("x", 2)).endswith(  # type: ignore[arg-type]
+        "- at `$[1]`, where the value is 'x'"  # [0] is the tag
+    )
     assert _refusal(list[int], ["top"]).endswith("- at `$[0]`, where the value is 'top'")
+    assert _refusal(list[Counts], [Lazy(k="x")]).endswith("- at `$[0].k`")  # none named
     assert _refusal(int, "top").endswith("Expected `int`, got `str`")  # the whole is the part

@@ -1706,7 +1706,7 @@ def test_a_dead_worker_is_replaced_while_the_other_workers_keep_the_driver_busy(
             "queue_size=2,147,483,640 and item_size=2,147,483,648 are too large for 2 "
             "worker(s): the driver's mailbox, 4,294,967,288 slots (2 worker(s) x "
             "queue_size, and 8) of 2,147,483,792 bytes (an item of item_size, or 16,256 "
-            "bytes of smaller ones, a message), needs 9,223,373,119,186,532,864 bytes, "
+            "bytes of smaller ones, a message), needs 9,223,373,119,186,532,736 bytes, "
             "which is too large: a shared "
             "memory object holds at most 9,223,372,036,854,775,807 bytes (2**63-1, a "
             "file's size). Give run() a smaller queue_size or item_size, or the pipeline "
