@@ -14,6 +14,7 @@ and its outcome is kept until the one join that succeeds takes it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import itertools
@@ -145,6 +146,7 @@ LONGEST_WAIT = 3600.0  # seconds the loop sleeps at most: it then looks at the t
 # many seconds (then twice as long each time), it says for which, so that a
 # process left running (a join that timed out, say) is no silent hang.
 WAIT_NOTICE_SECONDS = 10.0
+WAITS_SHOWN = 20  # kinds of wait status shows per process (see _grouped)
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
 JOIN_TIMERS_MIN = 64  # join timers kept before stale ones are swept (see _time_join)
 # The process number of a wait's timer (see _time_join): a WaitReq is for several.
@@ -355,6 +357,9 @@ class Master:
         self.children: dict[int, Child] = {}  # by os pid
         self.spares: deque[Child] = deque()
         self.parked: deque[Child] = deque()  # finished, waiting to be let exit
+        # The links of admin clients (netmcore status, kill): closed at the
+        # end with the rest, if the client has not closed its own yet.
+        self.clients: set[Conn] = set()
         # The run's objects in /dev/shm, listed once a loop for _sweep_unsent
         # (None: not yet): the processes a burst of kills ends share a listing.
         self.shm_listing: list[str] | None = None
@@ -821,6 +826,7 @@ class Master:
         self._unwatch(conn.fd)
         conn.broken = conn.closed = True
         conn.sock.close()
+        self.clients.discard(conn)
         # Nobody to tell; and the processes a map of that link started and
         # did not join (it crashed, or left its iteration unclosed) never will be.
         for watch in self.watches.drop_link(conn):
@@ -1587,6 +1593,7 @@ class Master:
             sock.close()
             return
         conn = Conn(sock, self)
+        self.clients.add(conn)
         self._watch(conn.fd, self._conn_handler(conn))
 
     def process_infos(self) -> list[ProcessInfo]:
@@ -1613,7 +1620,9 @@ class Master:
 
         def note(conn: Conn, what: str) -> None:
             waiter = _process_of(conn)
-            if waiter is not None:
+            # A join of a process that died stays in the joined one's record
+            # (skipped as its outcome comes), but it waits no more.
+            if waiter is not None and not (conn.closed or conn.broken):
                 found.setdefault(waiter.n, []).append(what)
 
         for record in self.records.values():
@@ -1625,7 +1634,7 @@ class Master:
                 note(conn, f"the first end of processes {left}")
         for n, what in self.plugins.waits() if self.plugins is not None else ():
             found.setdefault(n, []).append(what)
-        return found
+        return {n: _grouped(whats) for n, whats in found.items()}
 
     # --- the end -------------------------------------------------------------
 
@@ -1648,6 +1657,9 @@ class Master:
         self.children.clear()
         self.spares.clear()
         self.parked.clear()
+        for conn in self.clients:
+            conn.sock.close()
+        self.clients.clear()
         for record in self.records.values():
             if not record.joined:  # startup's first process, or one nobody joined
                 trace("forget: process %d (never joined; the run has ended)", record.n)
@@ -1743,6 +1755,17 @@ def _check_create(msg: ResCreateReq) -> None:
 def _process_of(conn: Conn) -> Record | None:
     """The process ``conn`` links to (None for a spare or an admin client)."""
     return conn.child.record if conn.child is not None else None
+
+
+def _grouped(waits: list[str]) -> list[str]:
+    """A process's waits as status shows them: each kind once, counted
+    ("... (x1500)", the threads that wait so), at most WAITS_SHOWN of them,
+    so that one process's entry fits a message."""
+    counts = collections.Counter(waits)  # in the order first met
+    shown = [what if k == 1 else f"{what} (x{k})" for what, k in counts.items()]
+    if len(shown) > WAITS_SHOWN:
+        shown[WAITS_SHOWN:] = [f"and {len(shown) - WAITS_SHOWN} more"]
+    return shown
 
 
 def _never_started(n: int) -> bool:

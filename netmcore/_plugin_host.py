@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import reprlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, MutableSequence
@@ -219,22 +220,34 @@ class PluginHost:
     def waits(self) -> list[tuple[int, str]]:
         """Each call that waits here: its process id, and what it is."""
         queues: list[tuple[str, Iterable[Waiting]]] = [
-            *((f"SharedVar({n!r}).wait_for_value()", v.waiters) for n, v in self.vars.items()),
             *(
-                (f"SharedVar({n!r}).wait_for_value(), before its create", (w for w, _ in ws))
+                (f"SharedVar({reprlib.repr(n)}).wait_for_value()", v.waiters)
+                for n, v in self.vars.items()
+            ),
+            *(
+                (
+                    f"SharedVar({reprlib.repr(n)}).wait_for_value(), before its create",
+                    [w for w, _ in ws],
+                )
                 for n, ws in self.unmade.items()
             ),
             *(
-                (f"PluginMutex({n!r}).lock(), held by process {m.holder}", m.waiters)
+                (f"PluginMutex({reprlib.repr(n)}).lock(), held by {_holder(m.holder)}", m.waiters)
                 for n, m in self.mutexes.items()
             ),
-            *((f"PluginSemaphore({n!r}).decrement()", s.waiters) for n, s in self.sems.items()),
-            *((f"Mbox({n!r}).receive()", b.receivers) for n, b in self.mboxes.items()),
             *(
-                (f"Mbox({n!r}).send() to a full box", (w for w, _ in b.senders))
+                (f"PluginSemaphore({reprlib.repr(n)}).decrement()", s.waiters)
+                for n, s in self.sems.items()
+            ),
+            *((f"Mbox({reprlib.repr(n)}).receive()", b.receivers) for n, b in self.mboxes.items()),
+            *(
+                (f"Mbox({reprlib.repr(n)}).send() to a full box", (w for w, _ in b.senders))
                 for n, b in self.mboxes.items()
             ),
-            *((f"PluginBarrier({n!r}).wait()", b.waiters) for n, b in self.barriers.items()),
+            *(
+                (f"PluginBarrier({reprlib.repr(n)}).wait()", b.waiters)
+                for n, b in self.barriers.items()
+            ),
         ]
         return [(w.user, what) for what, queue in queues for w in queue]
 
@@ -396,16 +409,14 @@ class PluginHost:
             return PluginReply(None, 0)
         if mutex.holder == user:
             raise PluginError(f"mutex {req.name!r} is already locked by this process")
-        what = f"PluginMutex({req.name!r}).lock() of a mutex held by process {mutex.holder}"
+        what = f"PluginMutex({req.name!r}).lock() of a mutex held by {_holder(mutex.holder)}"
         return self._wait_in(mutex.waiters, req, waiter, what)
 
     def _mutex_unlock(self, req: PluginReq, waiter: Waiter | None) -> PluginReply:
         mutex = self.mutexes.get(req.name)
         user = waiter[2] if waiter is not None else -1
         if mutex is None or mutex.holder != user:
-            holder = (
-                "nobody" if mutex is None or mutex.holder is None else f"process {mutex.holder}"
-            )
+            holder = "nobody" if mutex is None or mutex.holder is None else _holder(mutex.holder)
             raise PluginError(
                 f"mutex {req.name!r} cannot be unlocked by process {user}: it is held by {holder}"
             )
@@ -758,6 +769,9 @@ class PluginHost:
             unread = [key for key in box.unread if key[0] == user]
             for key in reversed(unread):  # back at the head, in the order they left it
                 box.queue.appendleft(box.unread.pop(key))
+            # Handed on first: a receive that waited only while this process
+            # ran takes what it left, rather than hear that it ended.
+            self._deliver(box)
             if any(user in w.alive for w in box.receivers):
                 self._sender_ended(box, user)
             if any(user in w.alive for w, _ in box.senders):
@@ -790,6 +804,11 @@ class PluginHost:
                     continue
             senders.append((w, data))
         box.senders = senders
+
+
+def _holder(user: int | None) -> str:
+    """Who holds a mutex, in words (the master's own calls are user -1)."""
+    return "the master" if user == -1 else f"process {user}"
 
 
 # The largest count a plugin takes (a semaphore's initial count, a box's

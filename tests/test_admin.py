@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,20 @@ def reads_the_box(_: int) -> int:
 
 
 @netmcore.process
+def threads_read_the_box(threads: int) -> int:
+    got: list[int] = []
+    readers = [
+        threading.Thread(target=lambda: got.append(netmcore.Mbox("jobs", int).receive()))
+        for _ in range(threads)
+    ]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    return len(got)
+
+
+@netmcore.process
 def locks_the_mutex(_: int) -> int:
     with netmcore.PluginMutex("m"):
         return 1
@@ -97,29 +112,39 @@ def waits_scenario(arg: tuple[str, int, int]) -> list[Any]:
         reads_the_box.start(0),
         locks_the_mutex.start(0),
     ]
+    threads = threads_read_the_box.start(3)
+    dies = joins_it.start(blocked)
     me = netmcore.self_process_id().n
     expected = {
         pids[0].n: [f"the join of process {blocked.n}"],
         pids[1].n: [f"the first end of processes [{blocked.n}]"],
         pids[2].n: ["Mbox('jobs').receive()"],
         pids[3].n: [f"PluginMutex('m').lock(), held by process {me}"],
+        threads.n: ["Mbox('jobs').receive() (x3)"],  # each kind once, counted
+        dies.n: [f"the join of process {blocked.n}"],
     }
 
     def waits() -> dict[int, list[str]]:
         return {p.id: p.waits for p in _admin.status(socket_dir).processes if p.waits}
 
     wait_until(lambda: waits() == expected, "every wait to show")
+    netmcore.kill(dies)  # its join is still in the table: it waits no more
+    joins_it.join_outcome(dies)
+    del expected[dies.n]
+    gone = waits() == expected
     printed = [line.strip() for line in cli("status", socket_dir).out.splitlines()]
     mutex.unlock()
-    box.send(5)
+    for k in range(4):
+        box.send(5 + k)
     os.write(gate_w, b"x")
     ends = [
         joins_it.join(pids[0]),
         watches_it.join(pids[1]),
-        reads_the_box.join(pids[2]),
+        reads_the_box.join(pids[2]) < 9,
         locks_the_mutex.join(pids[3]),
+        threads_read_the_box.join(threads),
     ]
-    return [[line for line in printed if line.startswith("waits for ")], ends, blocked.n]
+    return [[line for line in printed if line.startswith("waits for ")], ends, blocked.n, gone]
 
 
 def test_status_says_what_each_process_waits_for_in_the_master(
@@ -128,7 +153,7 @@ def test_status_says_what_each_process_waits_for_in_the_master(
     """Its joins, its as_completed, its plugin calls; a process blocked
     elsewhere (a pipe, shared memory) shows none."""
     sd = str(tmp_path / "sd")
-    printed, ends, blocked = netmcore.run(
+    printed, ends, blocked, gone = netmcore.run(
         first_process=lambda: waits_scenario.start((sd, *gate)),
         extract_result=lambda _c, pid: waits_scenario.result(pid, timeout=0),
         socket_directory=sd,
@@ -140,9 +165,19 @@ def test_status_says_what_each_process_waits_for_in_the_master(
             f"waits for the first end of processes [{blocked}]",
             "waits for Mbox('jobs').receive()",
             f"waits for PluginMutex('m').lock(), held by process {blocked - 1}",
+            "waits for Mbox('jobs').receive() (x3)",
         ]
     )
-    assert ends == [1, blocked, 5, 1]
+    assert ends == [1, blocked, True, 1, 3]
+    assert gone, "a process that died still showed its join"
+
+
+def test_status_shows_a_process_s_waits_each_kind_once_and_at_most_some() -> None:
+    from netmcore._master import WAITS_SHOWN, _grouped
+
+    many = [f"the join of process {k}" for k in range(WAITS_SHOWN + 5)]
+    assert _grouped(many) == [*many[:WAITS_SHOWN], "and 5 more"]
+    assert _grouped(["a", "b", "a", "a"]) == ["a (x3)", "b"]
 
 
 @netmcore.process

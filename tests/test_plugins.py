@@ -2380,6 +2380,45 @@ def receive_stopped_then_killed(_: int) -> dict[str, Any]:
 
 
 @netmcore.process
+def receive_while_it_runs(pid: netmcore.ProcessId[str]) -> list[str]:
+    """Queue a receive that waits only while process ``pid`` runs."""
+    receiving = Queued(lambda: Mbox("box", str).receive(while_alive=pid))
+    PluginSemaphore("queued").increment()
+    return err(receiving.result)
+
+
+@netmcore.process
+def receive_stopped_then_killed_beside_another(_: int) -> list[str]:
+    """As receive_stopped_then_killed, with a second receive queued that
+    waits only while the first receiver runs: it must get the message the
+    dead one left, not hear that it ended."""
+    box = Mbox("box", str)
+    box.create()
+    SharedVar("receiver", int).create()
+    queued = signal_sem("queued")
+    pid = receive_queued.start(0)
+    queued.decrement()
+    os_pid = SharedVar("receiver", int).get()
+    assert os_pid is not None
+    os.kill(os_pid, signal.SIGSTOP)
+    scenario.wait_until(lambda: _stopped(os_pid), "the receiver to stop")
+    box.send("handed to the receiver")
+    other = receive_while_it_runs.start(pid)
+    queued.decrement()  # its receive waits in the master, the box empty
+    netmcore.kill(pid, signal.SIGKILL)
+    receive_queued.join_outcome(pid)
+    return receive_while_it_runs.result(other)
+
+
+def test_a_message_a_dead_receiver_left_goes_to_a_receive_that_waited_while_it_ran() -> None:
+    """Before: the master told the second receive that its sender had ended
+    (SendersEnded) before it put the dead one's message back, and the
+    message stayed in the box, unseen."""
+    got = run_scenario(receive_stopped_then_killed_beside_another, 0)
+    assert got == ["none", "'handed to the receiver'"]
+
+
+@netmcore.process
 def receive_then_wait(refuse: bool) -> None:
     """Receive one message from "box" (what came of it goes to "out"), and
     wait, until killed."""
