@@ -120,14 +120,10 @@ class SendersEnded(NetmcoreError, EOFError):
     @classmethod
     def of_box(cls, what: str, pids: tuple[ProcessId[Any], ...]) -> SendersEnded:
         """The error of ``what``, a box's receive, that waited for ``pids``."""
-        if len(pids) == 1:
-            which = f"process {pids[0].n}, which it waited for, has ended"
-        else:
-            numbers = reprlib.repr([pid.n for pid in pids])
-            which = f"the processes it waited for, {numbers}, have all ended"
         return cls(
-            f"{what}: the box is empty and {which}: nothing more will come from them (a join of "
-            "each says how it ended). Receive without while_alive to wait for other senders",
+            f"{what}: the box is empty and {_all_ended(pids)}: nothing more will come from "
+            "them (a join of each says how it ended). Receive without while_alive to wait "
+            "for other senders",
             pids,
         )
 
@@ -135,16 +131,20 @@ class SendersEnded(NetmcoreError, EOFError):
 def receivers_ended(what: str, pids: tuple[ProcessId[Any], ...]) -> BrokenPipeError:
     """The error of ``what``, a send to a full box that waited while
     ``pids`` (its receivers) ran, once every one of them has ended."""
-    if len(pids) == 1:
-        which = f"process {pids[0].n}, which it waited for, has ended"
-    else:
-        numbers = reprlib.repr([pid.n for pid in pids])
-        which = f"the processes it waited for, {numbers}, have all ended"
     return BrokenPipeError(
         errno.EPIPE,
-        f"{what}: the box is full and {which}: nothing will take this message (a join of "
-        "each says how it ended). Send without while_alive to wait for other receivers",
+        f"{what}: the box is full and {_all_ended(pids)}: nothing will take this message "
+        "(a join of each says how it ended). Send without while_alive to wait for other "
+        "receivers",
     )
+
+
+def _all_ended(pids: tuple[ProcessId[Any], ...]) -> str:
+    """That the processes a box call waited for (its while_alive) have ended."""
+    if len(pids) == 1:
+        return f"process {pids[0].n}, which it waited for, has ended"
+    numbers = reprlib.repr([pid.n for pid in pids])
+    return f"the processes it waited for, {numbers}, have all ended"
 
 
 class ResultTypeError(ArgumentTypeError):
