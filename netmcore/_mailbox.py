@@ -38,11 +38,14 @@ gives a sender's handle, in the creator too, as upstream's
 killed in a take leaves its message lost, as a reader of a
 ``multiprocessing.Queue`` killed in its ``get`` does. Each of its steps
 leaves the box as a take leaves it, but one: a slot emptied at the window
-start before the window moved on, a hole, which the next take steps over
-(``_first_full``). Each receiving handle holds a *seat* (its os pid) from
-its open (create's, from its first receive) to its close: a sender of a
-full box whose seats are all free, or held by ended processes, once one
-was taken, knows that nothing will take its message.
+start before the window moved on, a hole, which a take steps over
+(``_hole``), whether a sender has filled it again since or not. Receivers
+of a box of many wait without the spin of a single receiver: on few cores,
+spinning receivers take the time the senders need. Each receiving handle
+holds a *seat* (its os pid) from its open (create's, from its first
+receive) to its close: a sender of a full box whose seats are all free, or
+held by ended processes, once one was taken, knows that nothing will take
+its message.
 
 Senders that find the cursor's slot full wait on ``free``. The receiver
 posts it every half box and before it waits for a message; waking a
