@@ -747,27 +747,21 @@ class Mailbox(Generic[T]):
                 "Mailbox.create(T, many_receivers=True)"
             )
         self._receiver = _pid[0]
-        self._unseated = True
-        self._seat_me()
-
-    def _seat_me(self) -> None:
-        """For ``open(receive=True)``: take a seat, under the receive mutex."""
-        with self._receiving:
-            try:
-                self._lock_shared(None)
-                self._sit()
-                _unlock(self._shared)
-            except BaseException:
-                held: BaseException | None = None
-                while True:  # see _let_go_shared
-                    try:
-                        _posix.with_signals_blocked(_ASYNC, self._let_go_shared)
-                        break
-                    except BaseException as again:
-                        held = again
-                if held is not None:
-                    raise held  # noqa: B904 (the first is its __context__)
-                raise
+        try:  # a seat, under the receive mutex (no other thread has this handle yet)
+            self._lock_shared(None)
+            self._sit()
+            _unlock(self._shared)
+        except BaseException:
+            held: BaseException | None = None
+            while True:  # see _let_go_shared
+                try:
+                    _posix.with_signals_blocked(_ASYNC, self._let_go_shared)
+                    break
+                except BaseException as again:
+                    held = again
+            if held is not None:
+                raise held  # noqa: B904 (the first is its __context__)
+            raise
 
     def _sit(self) -> None:
         """Holding the receive mutex: take a free seat (one held by an ended

@@ -770,13 +770,14 @@ class PluginHost:
             for key in reversed(unread):  # back at the head, in the order they left it
                 box.queue.appendleft(box.unread.pop(key))
             # Handed on first: a receive that waited only while this process
-            # ran takes what it left, rather than hear that it ended.
+            # ran takes what it left, rather than hear that it ended. (Answering
+            # the waits of its end after only takes waiters away: nothing more
+            # to hand on.)
             self._deliver(box)
             if any(user in w.alive for w in box.receivers):
                 self._sender_ended(box, user)
             if any(user in w.alive for w, _ in box.senders):
                 self._receiver_ended(box, user)
-            self._deliver(box)
 
     def _sender_ended(self, box: _Mbox, user: int) -> None:
         """Process ``user`` ended: the receives of ``box`` that waited only
