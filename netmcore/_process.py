@@ -9,6 +9,7 @@ run time.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import operator
 import os
@@ -42,8 +43,8 @@ Y = TypeVar("Y")
 # the one it waits for (a slow item's), so that an endless input is read ahead
 # only so far.
 MAP_AHEAD = 4
-# What map is named in its errors.
-MAP = "map"
+# What map and map_outcomes are named in their errors.
+MAP, MAP_OUTCOMES = "map", "map_outcomes"
 
 
 class ProcessDef(Generic[In, Out]):
@@ -258,8 +259,8 @@ class ProcessDef(Generic[In, Out]):
         ``Executor.map`` does. The error of an item (its
         :class:`ProcessFailed`, its argument's :class:`ArgumentTypeError`, or
         the exception ``args`` raised) comes where its result would have,
-        after every result before it. In a worker only: the master never
-        waits.
+        after every result before it (:meth:`map_outcomes` goes on past an
+        item that fails). In a worker only: the master never waits.
 
         With a ``chunksize`` over 1, each process runs that many items in
         turn (``cls().run`` for each, in the same process: what one leaves
@@ -285,18 +286,40 @@ class ProcessDef(Generic[In, Out]):
         timeout is for a hung item, whose process would keep ``run``
         waiting, and their ids are the map's own.
         """
-        processes = _processes(processes)
-        timeout = check_timeout(timeout)
-        chunksize = _chunksize(chunksize)
-        cls._join_point()  # a process type, or the error saying so
-        _client.waiting_link(f"{cls.__qualname__}.{MAP}")
-        if chunksize == 1:
-            return _mapped(cls, iter(args), processes, timeout, cls._start_into, cls.result)
-        chunks = _Chunks(cls)
-        ends = _mapped(
-            cls, _chunked(cls, iter(args), chunksize), processes, timeout, chunks.start, chunks.end
+        flattened = functools.partial(_flattened, cls)
+        return _map(cls, MAP, args, processes, timeout, chunksize, cls.result, flattened)
+
+    @classmethod
+    def map_outcomes(
+        cls,
+        args: Iterable[In],
+        *,
+        processes: int | None = None,
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[Outcome[Out]]:
+        """:meth:`map`, yielding how each item went, in order, as
+        :meth:`join_outcome` tells it: an item that raises, returns an
+        invalid result or dies is an outcome in its place, and the map goes
+        on. For a pool's ``imap`` whose loop catches an item's exception and
+        goes on, or ``as_completed`` over futures of which some fail::
+
+            for x, outcome in zip(xs, Square.map_outcomes(xs)):
+                match outcome:
+                    case netmcore.Success(value): ...
+                    case failure: log.warning("%s: %s", x, failure)
+
+        As in :meth:`map`, an argument that does not match ``In``, or the
+        exception ``args`` raised, is raised in its place and ends the map
+        (the caller's error, not an item's), and so does its ``timeout``.
+        With a ``chunksize`` over 1, each item of a chunk runs whatever the
+        one before it did; a chunk's process that dies loses its items'
+        results, and each of them has its death as its outcome (one item a
+        process keeps the items apart).
+        """
+        return _map(
+            cls, MAP_OUTCOMES, args, processes, timeout, chunksize, cls.join_outcome, _outcomes
         )
-        return _flattened(cls, ends)
 
     @classmethod
     def contract(cls) -> dict[str, Any]:
@@ -386,10 +409,11 @@ def _chunksize(value: Any) -> int:
 # A chunk travels to a process of the map's own type, as an Encap of a name
 # and fingerprint of its own, which the type's entry tells from an argument
 # (a fingerprint is a hex digest, which this one is not): the process runs
-# each item through ``cls().run`` and returns how they went (_ChunkDone), up
-# to the first that failed. Both are made here, of values encoded and checked
-# already: they are encoded once more, with no check, and the items and
-# results are embedded as they are (msgspec.Raw), read where they lie.
+# each item through ``cls().run`` and returns how they went (_ChunkDone): up
+# to the first that failed (map), or all of them (map_outcomes, ``go_on``).
+# Both are made here, of values encoded and checked already: they are
+# encoded once more, with no check, and the items and results are embedded
+# as they are (msgspec.Raw), read where they lie.
 
 _CHUNK_NAME, _CHUNK_MARK = "netmcore map chunk", "netmcore-map-chunk"
 _DONE_NAME, _DONE_MARK = "netmcore map chunk done", "netmcore-map-chunk-done"
@@ -398,10 +422,12 @@ _DONE_NAME, _DONE_MARK = "netmcore map chunk done", "netmcore-map-chunk-done"
 class _Chunk(msgspec.Struct, frozen=True):
     """Items of a map that one process runs in turn: ``first`` is the index
     of the first in the map, ``items`` their arguments, each encoded by the
-    type's input type (checked in the caller, as a start checks one)."""
+    type's input type (checked in the caller, as a start checks one);
+    ``go_on``: run each item whatever the one before it did."""
 
     first: int
     items: list[msgspec.Raw]
+    go_on: bool = False
 
 
 class _Fault(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -415,65 +441,69 @@ class _Fault(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class _ChunkDone(msgspec.Struct, frozen=True):
-    """How a chunk's items went: the results of those that returned, in
-    order (each encoded by the type's output type), and how the next one
-    failed, if one did (the items after it were not run)."""
+    """How a chunk's items went, in order, as far as they were run: the
+    result of each (encoded by the type's output type), and how those in
+    ``faults`` (by their place in the chunk) failed instead, their result
+    a nil."""
 
     values: list[msgspec.Raw]
-    fault: _Fault | None = None
+    faults: dict[int, _Fault] = {}
 
 
 _chunk_decoder = msgspec.msgpack.Decoder(_Chunk)
 _done_decoder = msgspec.msgpack.Decoder(_ChunkDone)
-
-
-def _chunked(cls: type[ProcessDef[In, Any]], items: Iterator[In], size: int) -> Iterator[_Chunk]:
-    """``items`` in chunks of ``size``, each argument encoded (and so
-    checked) as it is read. An argument that does not match, or an
-    exception of ``items``' own, comes after the chunk of those before it."""
-    name = cls.__qualname__
-    index = 0
-    encoded: list[msgspec.Raw] = []
-    while True:
-        try:
-            arg = next(items)
-            encoded.append(msgspec.Raw(cls.input_type.encode(arg, f"item {index} of {name}.map:")))
-        except StopIteration:
-            break
-        except Exception:
-            if encoded:
-                yield _Chunk(index - len(encoded), encoded)
-            raise
-        index += 1
-        if len(encoded) == size:
-            yield _Chunk(index - size, encoded)
-            encoded = []
-    if encoded:
-        yield _Chunk(index - len(encoded), encoded)
-
+_NO_RESULT = msgspec.Raw(msgspec.msgpack.encode(None))
 
 _Failure = Raised | InvalidResult | Crashed
 
 
 class _ChunkEnd(NamedTuple):
-    """What the process of a chunk gave: the results of its items that
-    returned, in order, and how the next one failed; or how the process
-    itself failed (``died``)."""
+    """What the process of a chunk gave: how its items went, in order, as
+    far as they were run; or, if the process itself failed (``died``), how,
+    for all of them."""
 
     pid: ProcessId[Any]
     first: int  # the index of its first item in the map
     size: int
-    results: list[Any]
-    failure: _Failure | None
-    died: bool = False
+    outcomes: list[Outcome[Any]]
+    died: _Failure | None = None
 
 
 class _Chunks:
-    """How a chunked map's processes start and end (see _mapped)."""
+    """How the processes of a chunked map (named ``name``) start and end
+    (see _mapped)."""
 
-    def __init__(self, cls: type[ProcessDef[Any, Any]]) -> None:
+    def __init__(self, cls: type[ProcessDef[Any, Any]], name: str) -> None:
         self.cls = cls
+        self.name = name
+        self.go_on = name == MAP_OUTCOMES
         self.sizes: dict[int, tuple[int, int]] = {}  # process -> (first item, count)
+
+    def of(self, items: Iterator[Any], size: int) -> Iterator[_Chunk]:
+        """``items`` in chunks of ``size``, each argument encoded (and so
+        checked) as it is read. An argument that does not match, or an
+        exception of ``items``' own, comes after the chunk of those before
+        it."""
+        input_type, name, go_on = self.cls.input_type, self.cls.__qualname__, self.go_on
+        index = 0
+        encoded: list[msgspec.Raw] = []
+        while True:
+            try:
+                arg = next(items)
+                what = f"item {index} of {name}.{self.name}:"
+                encoded.append(msgspec.Raw(input_type.encode(arg, what)))
+            except StopIteration:
+                break
+            except Exception:
+                if encoded:
+                    yield _Chunk(index - len(encoded), encoded, go_on)
+                raise
+            index += 1
+            if len(encoded) == size:
+                yield _Chunk(index - size, encoded, go_on)
+                encoded = []
+        if encoded:
+            yield _Chunk(index - len(encoded), encoded, go_on)
 
     def start(self, chunk: _Chunk, watch: int, what: str) -> ProcessId[Any]:
         encap = Encap(_CHUNK_NAME, _CHUNK_MARK, (msgspec.msgpack.encode(chunk),))
@@ -487,46 +517,54 @@ class _Chunks:
         once the join has handed it over. Its death is a value, not a
         ProcessFailed: a ProcessFailed out of the map's iteration is one
         that ``args`` raised (a nested map's), to go on as it came."""
-        wire = _client.join_outcome(self.cls._join_point(), pid, wait=True, call="map")
+        wire = _client.join_outcome(self.cls._join_point(), pid, wait=True, call=self.name)
         assert wire is not None
         first, size = self.sizes.pop(pid.n, (0, 0))
         if isinstance(wire, Returned):
             encap = _client.encap_of(wire)
             assert encap is not None
-            done = _results(self.cls, pid, first, size, _done_decoder.decode(encap.data))
+            done = _done_decoder.decode(encap.data)
+            end = _ChunkEnd(
+                pid, first, size, _item_outcomes(self.cls, pid, first, done, self.go_on)
+            )
         else:
             outcome = self.cls._outcome(pid, wire)
             assert not isinstance(outcome, Success)  # (not Returned)
-            done = _ChunkEnd(pid, first, size, [], outcome, died=True)
+            end = _ChunkEnd(pid, first, size, [], died=outcome)
         _client.handed_over(pid.n)
-        return done
+        return end
 
 
-def _results(
-    cls: type[ProcessDef[Any, Any]], pid: ProcessId[Any], first: int, size: int, done: _ChunkDone
-) -> _ChunkEnd:
-    """The results that ``done`` holds, decoded, up to the first that
-    failed (here, a validator's refusal; or there)."""
-    results: list[Any] = []
-    for value in done.values:
-        try:
-            results.append(cls.output_type.decode(value))
-        except Exception as exc:  # a validator that fails here, not in the process
-            if not failed_of_its_own(exc, 1):
-                raise
-            err = cls.output_type.decode_error(exc)
-            name = f"{cls.__qualname__}, item {first + len(results)} of the map"
-            log.error("netmcore: process %d (%s) gave an invalid result: %s", pid.n, name, err)
-            return _ChunkEnd(pid, first, size, results, InvalidResult(err.path, str(err)))
-    fault = done.fault
-    failure: _Failure | None = None
-    if fault is not None and fault.raised is not None:
-        failure = Raised(*fault.raised)
-    elif fault is not None and fault.invalid is not None:
-        failure = InvalidResult(*fault.invalid)
-    elif fault is not None:
-        failure = Crashed(fault.exited, None)
-    return _ChunkEnd(pid, first, size, results, failure)
+def _item_outcomes(
+    cls: type[ProcessDef[Any, Any]], pid: ProcessId[Any], first: int, done: _ChunkDone, go_on: bool
+) -> list[Outcome[Any]]:
+    """How the items of ``done`` went, their results decoded: up to the
+    first that failed (here, a validator's refusal; or there), or all of
+    them if the map goes on past a failure."""
+    outcomes: list[Outcome[Any]] = []
+    for place, value in enumerate(done.values):
+        fault = done.faults.get(place)
+        outcome: Outcome[Any]
+        if fault is None:
+            try:
+                outcome = Success(cls.output_type.decode(value))
+            except Exception as exc:  # a validator that fails here, not in the process
+                if not failed_of_its_own(exc, 1):
+                    raise
+                err = cls.output_type.decode_error(exc)
+                name = f"{cls.__qualname__}, item {first + place} of the map"
+                log.error("netmcore: process %d (%s) gave an invalid result: %s", pid.n, name, err)
+                outcome = InvalidResult(err.path, str(err))
+        elif fault.raised is not None:
+            outcome = Raised(*fault.raised)
+        elif fault.invalid is not None:
+            outcome = InvalidResult(*fault.invalid)
+        else:
+            outcome = Crashed(fault.exited, None)
+        outcomes.append(outcome)
+        if not (go_on or isinstance(outcome, Success)):
+            break
+    return outcomes
 
 
 def _flattened(
@@ -537,48 +575,72 @@ def _flattened(
     process died)."""
     try:
         for done in chunks:
-            yield from done.results
-            if done.failure is not None:
-                first = done.first + len(done.results)
-                last = done.first + done.size - 1 if done.died else first
+            for place, outcome in enumerate(done.outcomes):
+                if not isinstance(outcome, Success):
+                    name = f"{cls.__qualname__}, item {done.first + place} of the map"
+                    raise ProcessFailed(done.pid, name, outcome)
+                yield outcome.value
+            if done.died is not None:
+                first, last = done.first, done.first + done.size - 1
                 items = f"item {first}" if last == first else f"items {first}-{last}"
-                name = f"{cls.__qualname__}, {items} of the map"
-                raise ProcessFailed(done.pid, name, done.failure)
+                raise ProcessFailed(done.pid, f"{cls.__qualname__}, {items} of the map", done.died)
+    finally:
+        chunks.close()
+
+
+def _outcomes(chunks: Generator[_ChunkEnd, None, None]) -> Iterator[Outcome[Any]]:
+    """How each item of ``chunks`` went, in order: a chunk whose process
+    died gives its death for each of its items."""
+    try:
+        for done in chunks:
+            yield from done.outcomes
+            if done.died is not None:
+                for _ in range(done.size):
+                    yield done.died
     finally:
         chunks.close()
 
 
 def _run_chunk(cls: type[ProcessDef[Any, Any]], encap: Encap) -> Encap:
     """In the process of a chunk: run its items in turn, up to the first
-    that fails; how they went. An exception between two items (a signal
-    handler's: an item's timer that fires once it has returned) is the
-    failure of the next one: the results before it are kept. A forked
-    child of an item's that returns stops here (the worker then ends it,
-    with its warning)."""
+    that fails (or all, for ``go_on``); how they went. An exception between
+    two items (a signal handler's: an item's timer that fires once it has
+    returned) is the failure of the next one: the results before it are
+    kept. A forked child of an item's that returns stops here (the worker
+    then ends it, with its warning)."""
     chunk = _chunk_decoder.decode(encap.data)
+    items, go_on = chunk.items, chunk.go_on
     values: list[msgspec.Raw] = []
-    fault: _Fault | None = None
-    try:
-        while fault is None and len(values) < len(chunk.items):
-            end = _item_end(cls, chunk.first + len(values), chunk.items[len(values)])
-            if isinstance(end, _Fault):
-                fault = end
-            else:
-                values.append(end)
-                if _forked():
-                    break
-    except _worker.NOT_ITS_FAILURE:
-        raise
-    except BaseException as exc:
-        if len(values) == len(chunk.items) or _forked():  # (the process's own, then)
+    faults: dict[int, _Fault] = {}
+    # Two loops, so that an exception between two items is the next one's
+    # failure and, for go_on, the loop goes on after it.
+    while len(values) < len(items) and (go_on or not faults) and not _forked():
+        try:
+            while len(values) < len(items) and (go_on or not faults):
+                end = _item_end(cls, chunk.first + len(values), items[len(values)], go_on)
+                if isinstance(end, _Fault):
+                    faults[len(values)] = end
+                    values.append(_NO_RESULT)
+                else:
+                    values.append(end)
+                    if _forked():
+                        break
+        except _worker.NOT_ITS_FAILURE:
             raise
-        raised = _worker.raised_by(_item_of(cls, chunk.first + len(values)), exc)
-        fault = _Fault(raised=(raised.type_name, raised.message, raised.traceback))
-    return Encap(_DONE_NAME, _DONE_MARK, (msgspec.msgpack.encode(_ChunkDone(values, fault)),))
+        except BaseException as exc:
+            if len(values) == len(items) or _forked():  # (the process's own, then)
+                raise
+            who = _item_of(cls, chunk.first + len(values), go_on)
+            raised = _worker.raised_by(who, exc)
+            faults[len(values)] = _Fault(
+                raised=(raised.type_name, raised.message, raised.traceback)
+            )
+            values.append(_NO_RESULT)
+    return Encap(_DONE_NAME, _DONE_MARK, (msgspec.msgpack.encode(_ChunkDone(values, faults)),))
 
 
 def _item_end(
-    cls: type[ProcessDef[Any, Any]], index: int, data: msgspec.Raw
+    cls: type[ProcessDef[Any, Any]], index: int, data: msgspec.Raw, go_on: bool
 ) -> msgspec.Raw | _Fault:
     """Run item ``index`` of a chunk: its result, encoded; or how it failed,
     told as a process's own end is (see _worker._run): a SystemExit is its
@@ -595,7 +657,7 @@ def _item_end(
             trace("map: item %d of %s.map returned", index, cls.__qualname__)
             return msgspec.Raw(encoded)
         except ArgumentTypeError as exc:
-            who = _item_of(cls, index)
+            who = _item_of(cls, index, go_on)
             log.error("netmcore: %s returned an invalid result at %s: %s", who, exc.path, exc)
             return _Fault(invalid=(exc.path, str(exc)))
     except BaseException as exc:
@@ -608,14 +670,15 @@ def _item_end(
         if isinstance(exc, _worker.NOT_ITS_FAILURE):
             raise  # not the item's failure: the process ends, as for a process's own
         # In run, or a validator's own exception as its result is checked.
-        raised = _worker.raised_by(_item_of(cls, index), exc)
+        raised = _worker.raised_by(_item_of(cls, index, go_on), exc)
         return _Fault(raised=(raised.type_name, raised.message, raised.traceback))
 
 
-def _item_of(cls: type[ProcessDef[Any, Any]], index: int) -> str:
+def _item_of(cls: type[ProcessDef[Any, Any]], index: int, go_on: bool) -> str:
     """Item ``index`` of a map of ``cls``, in this process, as its log names it
     (made only for a failure: not on an item's way)."""
-    return f"item {index} of {cls.__qualname__}.map (in process {_client.self_process_id().n})"
+    name = MAP_OUTCOMES if go_on else MAP
+    return f"item {index} of {cls.__qualname__}.{name} (in process {_client.self_process_id().n})"
 
 
 def _forked() -> bool:
@@ -650,15 +713,45 @@ def _at_least_one(name: str, value: Any, rule: str) -> int:
     return count
 
 
+def _map(
+    cls: type[ProcessDef[Any, Any]],
+    name: str,
+    args: Iterable[Any],
+    processes: Any,
+    timeout: Any,
+    chunksize: Any,
+    result: Callable[[ProcessId[Any]], Y],
+    of_chunks: Callable[[Generator[_ChunkEnd, None, None]], Iterator[Y]],
+) -> Iterator[Y]:
+    """A map (``name``: map or map_outcomes) whose options are checked here,
+    at the call, before anything starts: what ``result(pid)`` gives for each
+    item, or, for a ``chunksize`` over 1, ``of_chunks`` of how the chunks
+    ended."""
+    processes, timeout, chunksize = (
+        _processes(processes),
+        check_timeout(timeout),
+        _chunksize(chunksize),
+    )
+    cls._join_point()  # a process type, or the error saying so
+    _client.waiting_link(f"{cls.__qualname__}.{name}")
+    if chunksize == 1:
+        return _mapped(cls, name, iter(args), processes, timeout, cls._start_into, result)
+    chunks = _Chunks(cls, name)
+    items = chunks.of(iter(args), chunksize)
+    return of_chunks(_mapped(cls, name, items, processes, timeout, chunks.start, chunks.end))
+
+
 def _mapped(
     cls: type[ProcessDef[Any, Any]],
+    name: str,
     items: Iterator[X],
     processes: int,
     timeout: float | None,
     start: Callable[[X, int, str], ProcessId[Any]],
     result: Callable[[ProcessId[Any]], Y],
 ) -> Generator[Y, None, None]:
-    """The iteration of :meth:`ProcessDef.map`: ``start(item, watch, what)``
+    """The iteration of :meth:`ProcessDef.map` (or of map_outcomes, which
+    ``name`` is): ``start(item, watch, what)``
     starts the process of an item (or of a chunk of them) into the watch,
     ``what`` naming it in an error, and ``result(pid)`` takes what it gives.
     A process is started as soon as one of the ``processes`` running has
@@ -688,7 +781,7 @@ def _mapped(
                     break
                 index = yielded + len(window)  # (all read and not yielded are in it)
                 try:
-                    pid = start(arg, watch, f"item {index} of {cls.__qualname__}.map:")
+                    pid = start(arg, watch, f"item {index} of {cls.__qualname__}.{name}:")
                 except (ArgumentTypeError, NetmcoreError) as exc:  # the item's, or the run's
                     window.append(exc)
                     more = False
@@ -704,7 +797,7 @@ def _mapped(
                 window.popleft()
                 raise head
             if head.n in running:
-                ended = _client.wait_watch(MAP, watch, deadline)
+                ended = _client.wait_watch(name, watch, deadline)
                 if ended is None:
                     # A timeout is for a hung item: its process, and the others
                     # still running, would keep run waiting for ever, and
@@ -713,7 +806,7 @@ def _mapped(
                         if isinstance(started, ProcessId) and started.n in running:
                             _client.kill(started)
                     raise TimeoutError(
-                        f"map timed out after {timeout} s: the result of process {head.n} "
+                        f"{name} timed out after {timeout} s: the result of process {head.n} "
                         f"had not come; its {len(running)} process(es) still running were "
                         "killed"
                     )

@@ -191,6 +191,20 @@ def run_scenario(
     return outcome_value(outcome)
 
 
+def run_counting_unjoined(proc: Any, arg: Any) -> tuple[Any, list[int]]:
+    """Run ``proc(arg)`` as the first process; its value, and the processes
+    the master still holds for a join at the end of the run (every other
+    one has ended by then): none but the first process, if nothing was left."""
+    left: list[int] = []
+
+    def extract(ctrl: netmcore.Controller, pid: Any) -> Any:
+        left.extend(p.id for p in ctrl.processes() if p.id != pid.n)
+        return proc.join_outcome_nowait(pid)
+
+    outcome = netmcore.run(first_process=lambda: proc.start(arg), extract_result=extract)
+    return outcome_value(outcome), left
+
+
 # System call numbers, to see what the main thread is blocked in (/proc).
 SYSCALLS = {
     "x86_64": {"recvfrom": 45, "futex": 202, "poll": 7, "epoll_wait": 232},

@@ -27,7 +27,7 @@ from scenario import (
     SYSCALLS,
     WAIT,
     in_master,
-    outcome_value,
+    run_counting_unjoined,
     run_scenario,
     sigusr1_raises,
     wait_until,
@@ -620,20 +620,6 @@ def map_errors(case_and_chunksize: tuple[str, int]) -> list[Any]:
     except Exception as exc:
         got.append(f"{type(exc).__name__}: {exc}")
     return got
-
-
-def run_counting_unjoined(proc: Any, arg: Any) -> tuple[Any, list[int]]:
-    """Run ``proc(arg)`` as the first process; its value, and the processes
-    the master still holds for a join at the end of the run (every other
-    one has ended by then): none but the first process, if nothing was left."""
-    left: list[int] = []
-
-    def extract(ctrl: netmcore.Controller, pid: Any) -> Any:
-        left.extend(p.id for p in ctrl.processes() if p.id != pid.n)
-        return proc.join_outcome_nowait(pid)
-
-    outcome = netmcore.run(first_process=lambda: proc.start(arg), extract_result=extract)
-    return outcome_value(outcome), left
 
 
 @pytest.mark.parametrize("chunksize", [1, 3])

@@ -111,6 +111,11 @@ def bad_join() -> None:
     square.map([3], timeout="1")  # type: ignore[arg-type]
     square.map([3], chunksize=2.0)  # type: ignore[arg-type]
     print("".join(square.map([3])))  # type: ignore[arg-type]
+    square.map_outcomes(["3"])  # type: ignore[list-item]
+    square.map_outcomes([3], chunksize="2")  # type: ignore[arg-type]
+    for item_outcome in square.map_outcomes([3]):
+        if isinstance(item_outcome, netmcore.Success):
+            item_outcome.value.upper()  # type: ignore[attr-defined]
 
 
 def bad_results() -> float:
