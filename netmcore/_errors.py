@@ -13,7 +13,7 @@ import reprlib
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._outcome import Crashed, InvalidResult, Raised
+from ._outcome import Crashed, InvalidResult, Raised, check_exception_classes
 
 if TYPE_CHECKING:
     from ._ids import ProcessId
@@ -189,3 +189,20 @@ class ProcessFailed(NetmcoreError):
         self.outcome = outcome
         if isinstance(outcome, Raised) and outcome.traceback:
             self.add_note(f"{REMOTE_TRACEBACK}\n{outcome.traceback.rstrip()}")
+
+    def raised(self, *types: type[BaseException]) -> bool:
+        """Whether the process raised an instance of one of ``types``, as
+        an ``except`` of them would have caught it there (see
+        :meth:`Raised.is_a`); False if it did not raise (it crashed, or its
+        result was invalid)::
+
+            try:
+                value = Lookup.result(pid)
+            except netmcore.ProcessFailed as failed:
+                if not failed.raised(KeyError):
+                    raise
+                value = default
+        """
+        check_exception_classes("raised", types)
+        outcome = self.outcome
+        return isinstance(outcome, Raised) and outcome.is_a(*types)

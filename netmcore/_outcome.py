@@ -7,7 +7,7 @@ cases apart::
         case netmcore.Success(value):
             ...
         case netmcore.Raised(type_name, message, traceback):
-            ...
+            ...   # raised.is_a(OSError): whether `except OSError` would have caught it
         case netmcore.InvalidResult(path, message):
             ...
         case netmcore.Crashed(exitcode, signum):
@@ -19,6 +19,9 @@ from __future__ import annotations
 import signal as _signal
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+# At most this many of an exception's classes travel (its MRO, nearest first).
+CLASSES_MAX = 64
 
 T = TypeVar("T")
 
@@ -32,14 +35,46 @@ class Success(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class Raised:
-    """The process raised an exception; ``traceback`` is the remote traceback text."""
+    """The process raised an exception; ``traceback`` is the remote traceback
+    text, and ``classes`` the qualified names of the exception's classes, its
+    own first (its MRO, without ``object``): what :meth:`is_a` tells by."""
 
     type_name: str
     message: str
     traceback: str
+    classes: tuple[str, ...] = ()
+
+    def is_a(self, *types: type[BaseException]) -> bool:
+        """Whether the exception is an instance of one of ``types``, as an
+        ``except`` of them would tell: ``raised.is_a(OSError)`` for a
+        FileNotFoundError. The exception itself does not travel (nothing is
+        unpickled), so its classes are told by their qualified names, which
+        are those of the same classes in every process of a run (each a
+        copy of the master)."""
+        check_exception_classes("is_a", types)
+        return any(qualified_name(typ) in self.classes for typ in types)
 
     def __str__(self) -> str:
         return f"raised {self.type_name}: {self.message}"
+
+
+def check_exception_classes(call: str, types: tuple[object, ...]) -> None:
+    """TypeError, before anything is told, for one of ``types`` (given to
+    ``call``) that is not an exception class."""
+    for typ in types:
+        if not (isinstance(typ, type) and issubclass(typ, BaseException)):
+            raise TypeError(
+                f"{call}({typ!r}): {typ!r} is not an exception class; give the classes an "
+                f"except clause would name, like {call}(OSError, ValueError)"
+            )
+
+
+def qualified_name(cls: type) -> str:
+    """``ValueError``, ``json.decoder.JSONDecodeError``: a class as an
+    outcome names it."""
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -390,7 +390,7 @@ class ProcessDef(Generic[In, Out]):
                 )
                 return InvalidResult(err.path, str(err))
         if isinstance(wire, WireRaised):
-            return Raised(wire.type_name, wire.message, wire.traceback)
+            return Raised(wire.type_name, wire.message, wire.traceback, wire.classes)
         if isinstance(wire, Invalid):
             return InvalidResult(wire.path, wire.message)
         assert isinstance(wire, Ended)
@@ -431,11 +431,10 @@ class _Chunk(msgspec.Struct, frozen=True):
 
 
 class _Fault(msgspec.Struct, frozen=True, omit_defaults=True):
-    """How an item of a chunk failed: what it raised (type name, message,
-    traceback); or why its result was invalid (path, message); or the code
-    it exited with."""
+    """How an item of a chunk failed: what it raised; or why its result was
+    invalid (path, message); or the code it exited with."""
 
-    raised: tuple[str, str, str] | None = None
+    raised: WireRaised | None = None
     invalid: tuple[str, str] | None = None
     exited: int | None = None
 
@@ -556,7 +555,8 @@ def _item_outcomes(
                 log.error("netmcore: process %d (%s) gave an invalid result: %s", pid.n, name, err)
                 outcome = InvalidResult(err.path, str(err))
         elif fault.raised is not None:
-            outcome = Raised(*fault.raised)
+            raised = fault.raised
+            outcome = Raised(raised.type_name, raised.message, raised.traceback, raised.classes)
         elif fault.invalid is not None:
             outcome = InvalidResult(*fault.invalid)
         else:
@@ -631,10 +631,7 @@ def _run_chunk(cls: type[ProcessDef[Any, Any]], encap: Encap) -> Encap:
             if len(values) == len(items) or _forked():  # (the process's own, then)
                 raise
             who = _item_of(cls, chunk.first + len(values), go_on)
-            raised = _worker.raised_by(who, exc)
-            faults[len(values)] = _Fault(
-                raised=(raised.type_name, raised.message, raised.traceback)
-            )
+            faults[len(values)] = _Fault(raised=_worker.raised_by(who, exc))
             values.append(_NO_RESULT)
     return Encap(_DONE_NAME, _DONE_MARK, (msgspec.msgpack.encode(_ChunkDone(values, faults)),))
 
@@ -670,8 +667,7 @@ def _item_end(
         if isinstance(exc, _worker.NOT_ITS_FAILURE):
             raise  # not the item's failure: the process ends, as for a process's own
         # In run, or a validator's own exception as its result is checked.
-        raised = _worker.raised_by(_item_of(cls, index, go_on), exc)
-        return _Fault(raised=(raised.type_name, raised.message, raised.traceback))
+        return _Fault(raised=_worker.raised_by(_item_of(cls, index, go_on), exc))
 
 
 def _item_of(cls: type[ProcessDef[Any, Any]], index: int, go_on: bool) -> str:

@@ -88,6 +88,7 @@ class Raised(_Msg, frozen=True):
     type_name: str
     message: str
     traceback: str
+    classes: tuple[str, ...] = ()  # the exception's MRO, named (see _outcome.Raised)
 
 
 class Invalid(_Msg, frozen=True):

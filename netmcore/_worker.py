@@ -27,6 +27,7 @@ from . import _context, _payload, _posix, _pthread, _registry, _resources
 from ._debug import Debug, log, trace
 from ._encap import Encap
 from ._errors import REMOTE_TRACEBACK, MasterGone, ResultTypeError
+from ._outcome import CLASSES_MAX, qualified_name
 from ._wire import (
     Asked,
     Assign,
@@ -355,7 +356,8 @@ def raised_by(who: str, exc: BaseException) -> Raised:
     text = "".join(report.format())
     _refer_to_logged(report)
     log.error("netmcore: %s raised an exception:\n%s", who, "".join(report.format()).rstrip())
-    return Raised(_clip(_qualified(type(exc))), _clip(_message(exc)), _clip(text))
+    classes = tuple(_clip(qualified_name(c), 500) for c in type(exc).__mro__[:-1][:CLASSES_MAX])
+    return Raised(_clip(qualified_name(type(exc))), _clip(_message(exc)), _clip(text), classes)
 
 
 def _refer_to_logged(report: traceback.TracebackException) -> None:
@@ -421,9 +423,3 @@ def _message(exc: BaseException) -> str:
         return str(exc)
     except BaseException:
         return "<exception str() failed>"
-
-
-def _qualified(cls: type) -> str:
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )

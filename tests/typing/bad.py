@@ -112,6 +112,11 @@ def bad_join() -> None:
     square.map([3], chunksize=2.0)  # type: ignore[arg-type]
     print("".join(square.map([3])))  # type: ignore[arg-type]
     square.map_outcomes(["3"])  # type: ignore[list-item]
+    try:
+        square.result(square.start(3))
+    except netmcore.ProcessFailed as failed:
+        failed.raised("KeyError")  # type: ignore[arg-type]
+        failed.raised(KeyError())  # type: ignore[arg-type]
     square.map_outcomes([3], chunksize="2")  # type: ignore[arg-type]
     for item_outcome in square.map_outcomes([3]):
         if isinstance(item_outcome, netmcore.Success):

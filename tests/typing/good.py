@@ -68,6 +68,10 @@ def process_def_start_join() -> None:
     assert_type(Add.join_outcome(pid, timeout=1), netmcore.Outcome[float])
     assert_type(Add.result(pid), float)  # no None: it raises ProcessFailed instead
     assert_type(Add.result(pid, timeout=0), float)
+    try:
+        Add.result(pid)
+    except netmcore.ProcessFailed as failed:
+        assert_type(failed.raised(ZeroDivisionError, OverflowError), bool)
 
     spid = square.start(3)
     assert_type(spid, netmcore.ProcessId[int])
@@ -159,10 +163,12 @@ def outcomes() -> None:
     match outcome:
         case netmcore.Success(value):
             assert_type(value, float)
-        case netmcore.Raised(type_name, message, traceback):
+        case netmcore.Raised(type_name, message, traceback) as raised:
             assert_type(type_name, str)
             assert_type(message, str)
             assert_type(traceback, str)
+            assert_type(raised.classes, tuple[str, ...])
+            assert_type(raised.is_a(OSError, KeyError), bool)
         case netmcore.InvalidResult(path, message):
             assert_type(path, str)
             assert_type(message, str)
