@@ -915,8 +915,12 @@ class EncapType(Generic[T]):
             )
         except TypeError as exc:
             # Not chained: msgspec's own advice (a schema_hook, which netmcore does not
-            # take) would come first; _unsupported keeps what it says of the type.
-            raise TypeError(_unsupported(typ, self.name, exc)) from None
+            # take) would come first; _unsupported keeps what it says of the type. A
+            # pydantic dataclass where msgspec takes it for a plain one fails here when
+            # a field's default is a pydantic Field(): what to fix is that (below).
+            raise TypeError(
+                _unchecked(typ, self.name) or _unsupported(typ, self.name, exc)
+            ) from None
         except NameError as exc:  # a field's type named in quotes, and not defined (yet)
             raise TypeError(
                 f"{self.name} cannot be a process argument or result yet: {exc}, in the "

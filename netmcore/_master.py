@@ -1121,8 +1121,8 @@ class Master:
             if _never_started(n):
                 raise UnknownProcess(f"process {n} was never started: {_ids_so_far()}")
             raise UnknownProcess(
-                f"process {n} is unknown: it was never started, or it has been joined "
-                "already (only the first join of a process succeeds)"
+                f"process {n} is unknown: it has been joined already (only the first join "
+                f"of a process succeeds), or it has ended with nobody to join it {_UNJOINABLE}"
             )
         if definition is None:
             started_by = record.definition
@@ -1352,9 +1352,10 @@ class Master:
                     f"cannot signal process {n}, which was never started: {_ids_so_far()}"
                 )
             raise UnknownProcess(
-                f"cannot signal process {n}, which is unknown: it was never started, or "
-                "it has been joined already. Pass an id that start() returned and no join "
-                "has taken yet (a joined process has ended: there is nothing to signal)"
+                f"cannot signal process {n}, which is unknown: it has been joined already, "
+                f"or it has ended with nobody to join it {_UNJOINABLE}. Pass an id that "
+                "start() returned and no join has taken yet (a process that has ended "
+                "has nothing to signal)"
             )
         if signum != 0 and signum not in VALID_SIGNALS:  # a request made by hand
             raise ValueError(f"cannot signal process {n}: {signum} is not a valid signal")
@@ -1766,6 +1767,10 @@ def _grouped(waits: list[str]) -> list[str]:
     if len(shown) > WAITS_SHOWN:
         shown[WAITS_SHOWN:] = [f"and {len(shown) - WAITS_SHOWN} more"]
     return shown
+
+
+# Why a process that was started, and is not joined, is unknown once it has ended.
+_UNJOINABLE = "(its type's join point was released, or the map that started it was left)"
 
 
 def _never_started(n: int) -> bool:

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -522,6 +523,47 @@ def test_a_released_join_point_counts_its_processes_as_ended_for_several_types(
     )
     assert "Leave it out of the ids" in refused_c
     assert rest == ["b", "StopIteration: ", "g", "d", "e", "g"]
+
+
+@netmcore.process
+def ac_released_ends(k: int) -> int:
+    return k
+
+
+@netmcore.process
+def released_and_ended(_: int) -> list[str]:
+    pid = ac_released_ends.start(1)
+    ac_released_ends.release_join_point()
+
+    def forgotten() -> bool:  # ended: its result dropped, the master forgets it
+        try:
+            netmcore.kill(pid, 0)
+        except netmcore.UnknownProcess:
+            return True
+        return False
+
+    wait_until(forgotten, "the master to forget the process")
+    return [
+        _error_text(lambda: netmcore.as_completed([pid])),
+        _error_text(lambda: netmcore.kill(pid, 0)),
+    ]
+
+
+def test_a_process_of_a_released_join_point_that_ended_is_not_said_never_started() -> None:
+    """Before, both said "it was never started, or it has been joined
+    already": neither was so."""
+    waited, signalled = run_scenario(released_and_ended, 0)
+    assert re.fullmatch(
+        r"UnknownProcess: process \d+ is unknown: it has been joined already \(only the "
+        r"first join of a process succeeds\), or it has ended with nobody to join it \(its "
+        r"type's join point was released, or the map that started it was left\)",
+        waited,
+    ), waited
+    assert re.match(
+        r"UnknownProcess: cannot signal process \d+, which is unknown: it has been joined "
+        r"already, or it has ended with nobody to join it \(its type's join point",
+        signalled,
+    ), signalled
 
 
 # --- map ---------------------------------------------------------------------

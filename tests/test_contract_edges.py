@@ -144,6 +144,28 @@ def test_a_newtype_of_a_pydantic_dataclass_in_a_struct_field_is_refused() -> Non
     )
 
 
+@pydantic.dataclasses.dataclass
+class Pallet:
+    qty: int = pydantic.Field(ge=0)  # a default that msgspec cannot put in a schema
+
+
+class Truck(msgspec.Struct):
+    pallet: Pallet
+
+
+def test_a_pydantic_dataclass_with_a_field_default_in_a_struct_field_is_refused_so() -> None:
+    # msgspec's schema failed first, on the default: "Encoding objects of type
+    # FieldInfo is unsupported", which named neither the class nor the fix.
+    with pytest.raises(TypeError) as info:
+        EncapType(Truck)
+    assert str(info.value).startswith(
+        "test_contract_edges.Truck cannot be a process argument or result: "
+        "test_contract_edges.Pallet is a pydantic dataclass in a field of "
+        "test_contract_edges.Truck, which msgspec decodes, as it decodes a plain dataclass"
+    ), info.value
+    assert EncapType(list[Pallet]).unwrap(EncapType(list[Pallet]).wrap([Pallet(2)])) == [Pallet(2)]
+
+
 @netmcore.process
 def label_of(parcel: ParcelId) -> str:
     return f"{type(parcel).__name__} {parcel.qty} {parcel.label}"

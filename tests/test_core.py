@@ -1081,7 +1081,7 @@ def test_second_join_raises_unknown_process() -> None:
     assert result["first"] == 25
     for key in ("second_join", "second_join_nowait", "second_join_outcome"):
         assert result[key][0] == "netmcore.UnknownProcess", key
-        assert "never started, or it has been joined already" in result[key][1], key
+        assert "unknown: it has been joined already" in result[key][1], key
     # An id no start handed out is only one thing.
     assert result["never_started"][0] == "netmcore.UnknownProcess"
     assert "was never started: process ids are handed out in order" in result["never_started"][1]

@@ -29,7 +29,7 @@ import netmcore
 from netmcore import _master
 
 NEVER_STARTED = netmcore.ProcessId[int](10**9)
-UNKNOWN = "which is unknown: it was never started, or it has been joined already"
+UNKNOWN = "which is unknown: it has been joined already, or it has ended with nobody to join"
 # Beyond every id handed out: it can only never have been started.
 NEVER = (
     f"cannot signal process {NEVER_STARTED.n}, which was never started: process ids are "
