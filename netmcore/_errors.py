@@ -190,8 +190,8 @@ class ProcessFailed(NetmcoreError):
         if isinstance(outcome, Raised) and outcome.traceback:
             self.add_note(f"{REMOTE_TRACEBACK}\n{outcome.traceback.rstrip()}")
 
-    def raised(self, *types: type[BaseException]) -> bool:
-        """Whether the process raised an instance of one of ``types``, as
+    def raised(self, typ: type[BaseException], *more: type[BaseException]) -> bool:
+        """Whether the process raised an instance of one of the classes given, as
         an ``except`` of them would have caught it there (see
         :meth:`Raised.is_a`); False if it did not raise (it crashed, or its
         result was invalid)::
@@ -203,6 +203,6 @@ class ProcessFailed(NetmcoreError):
                     raise
                 value = default
         """
-        check_exception_classes("raised", types)
+        check_exception_classes("raised", (typ, *more))  # (named so, whatever the outcome)
         outcome = self.outcome
-        return isinstance(outcome, Raised) and outcome.is_a(*types)
+        return isinstance(outcome, Raised) and outcome.is_a(typ, *more)

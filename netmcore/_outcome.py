@@ -17,11 +17,15 @@ cases apart::
 from __future__ import annotations
 
 import signal as _signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-# At most this many of an exception's classes travel (its MRO, nearest first).
+# How many of an exception's classes travel (its MRO, without object), and
+# how many characters of each name: with its message and traceback (see
+# _worker.TEXT_MAX) they fit one message to the master. A deeper hierarchy
+# keeps its nearest and its farthest classes.
 CLASSES_MAX = 64
+NAME_MAX = 200
 
 T = TypeVar("T")
 
@@ -42,17 +46,19 @@ class Raised:
     type_name: str
     message: str
     traceback: str
-    classes: tuple[str, ...] = ()
+    classes: tuple[str, ...] = field(default=(), compare=False)
 
-    def is_a(self, *types: type[BaseException]) -> bool:
-        """Whether the exception is an instance of one of ``types``, as an
-        ``except`` of them would tell: ``raised.is_a(OSError)`` for a
+    def is_a(self, typ: type[BaseException], *more: type[BaseException]) -> bool:
+        """Whether the exception is an instance of one of the classes given,
+        as an ``except`` of them would tell: ``raised.is_a(OSError)`` for a
         FileNotFoundError. The exception itself does not travel (nothing is
         unpickled), so its classes are told by their qualified names, which
         are those of the same classes in every process of a run (each a
-        copy of the master)."""
+        copy of the master). Two classes of one qualified name (made by one
+        factory function called twice) are one here."""
+        types = (typ, *more)
         check_exception_classes("is_a", types)
-        return any(qualified_name(typ) in self.classes for typ in types)
+        return any(class_name(typ) in self.classes for typ in types)
 
     def __str__(self) -> str:
         return f"raised {self.type_name}: {self.message}"
@@ -69,12 +75,28 @@ def check_exception_classes(call: str, types: tuple[object, ...]) -> None:
             )
 
 
-def qualified_name(cls: type) -> str:
+def class_name(cls: type) -> str:
     """``ValueError``, ``json.decoder.JSONDecodeError``: a class as an
-    outcome names it."""
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
+    outcome names it, by its qualified name, encodable; one over NAME_MAX
+    characters cut to its head and tail, the same cut in every process, so
+    that :meth:`Raised.is_a` still finds it."""
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    if not name.isascii():  # a lone surrogate, as type() takes one, would not encode
+        name = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(name) > NAME_MAX:
+        half = NAME_MAX // 2
+        name = f"{name[:half]}...{name[-half:]}"
+    return name
+
+
+def exception_classes(cls: type[BaseException]) -> tuple[str, ...]:
+    """The names of ``cls``'s classes, as a ``Raised`` holds them."""
+    mro = cls.__mro__[:-1]
+    if len(mro) > CLASSES_MAX:
+        mro = mro[: CLASSES_MAX // 2] + mro[-CLASSES_MAX // 2 :]
+    return tuple(class_name(c) for c in mro)
 
 
 @dataclass(frozen=True, slots=True)

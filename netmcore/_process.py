@@ -287,7 +287,7 @@ class ProcessDef(Generic[In, Out]):
         waiting, and their ids are the map's own.
         """
         flattened = functools.partial(_flattened, cls)
-        return _map(cls, MAP, args, processes, timeout, chunksize, cls.result, flattened)
+        return _map(cls, args, processes, timeout, chunksize, cls.result, flattened, go_on=False)
 
     @classmethod
     def map_outcomes(
@@ -318,7 +318,7 @@ class ProcessDef(Generic[In, Out]):
         process keeps the items apart).
         """
         return _map(
-            cls, MAP_OUTCOMES, args, processes, timeout, chunksize, cls.join_outcome, _outcomes
+            cls, args, processes, timeout, chunksize, cls.join_outcome, _outcomes, go_on=True
         )
 
     @classmethod
@@ -469,13 +469,13 @@ class _ChunkEnd(NamedTuple):
 
 
 class _Chunks:
-    """How the processes of a chunked map (named ``name``) start and end
-    (see _mapped)."""
+    """How the processes of a chunked map start and end (see _mapped):
+    ``go_on``, of map_outcomes."""
 
-    def __init__(self, cls: type[ProcessDef[Any, Any]], name: str) -> None:
+    def __init__(self, cls: type[ProcessDef[Any, Any]], go_on: bool) -> None:
         self.cls = cls
-        self.name = name
-        self.go_on = name == MAP_OUTCOMES
+        self.go_on = go_on
+        self.name = MAP_OUTCOMES if go_on else MAP
         self.sizes: dict[int, tuple[int, int]] = {}  # process -> (first item, count)
 
     def of(self, items: Iterator[Any], size: int) -> Iterator[_Chunk]:
@@ -593,8 +593,10 @@ def _outcomes(chunks: Generator[_ChunkEnd, None, None]) -> Iterator[Outcome[Any]
     died gives its death for each of its items."""
     try:
         for done in chunks:
-            yield from done.outcomes
-            if done.died is not None:
+            if done.died is None:
+                assert len(done.outcomes) == done.size  # (or zip(args, outcomes) would shift)
+                yield from done.outcomes
+            else:
                 for _ in range(done.size):
                     yield done.died
     finally:
@@ -605,9 +607,10 @@ def _run_chunk(cls: type[ProcessDef[Any, Any]], encap: Encap) -> Encap:
     """In the process of a chunk: run its items in turn, up to the first
     that fails (or all, for ``go_on``); how they went. An exception between
     two items (a signal handler's: an item's timer that fires once it has
-    returned) is the failure of the next one: the results before it are
-    kept. A forked child of an item's that returns stops here (the worker
-    then ends it, with its warning)."""
+    returned) is the failure of the next one, and one after the last item
+    that item's: the results before it are kept. A forked child of an
+    item's that returns stops here (the worker then ends it, with its
+    warning)."""
     chunk = _chunk_decoder.decode(encap.data)
     items, go_on = chunk.items, chunk.go_on
     values: list[msgspec.Raw] = []
@@ -628,11 +631,13 @@ def _run_chunk(cls: type[ProcessDef[Any, Any]], encap: Encap) -> Encap:
         except _worker.NOT_ITS_FAILURE:
             raise
         except BaseException as exc:
-            if len(values) == len(items) or _forked():  # (the process's own, then)
+            if _forked():  # (the process's own, then)
                 raise
-            who = _item_of(cls, chunk.first + len(values), go_on)
-            faults[len(values)] = _Fault(raised=_worker.raised_by(who, exc))
-            values.append(_NO_RESULT)
+            # The failure of the item it came at, or after (the last, after all).
+            place = min(len(values), len(items) - 1)
+            who = _item_of(cls, chunk.first + place, go_on)
+            faults[place] = _Fault(raised=_worker.raised_by(who, exc))
+            values[place:] = [_NO_RESULT]
     return Encap(_DONE_NAME, _DONE_MARK, (msgspec.msgpack.encode(_ChunkDone(values, faults)),))
 
 
@@ -644,14 +649,15 @@ def _item_end(
     exit code."""
     input_type, output_type = cls.input_type, cls.output_type
     # Debug's trace, item by item: the chunk's own start and end are its process's.
-    trace("map: item %d of %s.map runs", index, cls.__qualname__)
+    name = MAP_OUTCOMES if go_on else MAP
+    trace("map: item %d of %s.%s runs", index, cls.__qualname__, name)
     try:
         result = cls().run(
             input_type.unwrap(Encap(input_type.name, input_type.fingerprint, (data,)))
         )
         try:
             encoded = output_type.encode(result, f"result of {cls.__qualname__}.run:")
-            trace("map: item %d of %s.map returned", index, cls.__qualname__)
+            trace("map: item %d of %s.%s returned", index, cls.__qualname__, name)
             return msgspec.Raw(encoded)
         except ArgumentTypeError as exc:
             who = _item_of(cls, index, go_on)
@@ -661,9 +667,10 @@ def _item_end(
         if _forked():
             raise  # in a child the item forked: the worker ends it, as with one item a process
         if isinstance(exc, SystemExit):
-            return _Fault(
-                exited=exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-            )
+            status = _worker.exit_status(exc)
+            who = _item_of(cls, index, go_on)
+            log.warning("netmcore: %s exited with code %d before returning", who, status)
+            return _Fault(exited=status)
         if isinstance(exc, _worker.NOT_ITS_FAILURE):
             raise  # not the item's failure: the process ends, as for a process's own
         # In run, or a validator's own exception as its result is checked.
@@ -711,18 +718,20 @@ def _at_least_one(name: str, value: Any, rule: str) -> int:
 
 def _map(
     cls: type[ProcessDef[Any, Any]],
-    name: str,
     args: Iterable[Any],
     processes: Any,
     timeout: Any,
     chunksize: Any,
     result: Callable[[ProcessId[Any]], Y],
     of_chunks: Callable[[Generator[_ChunkEnd, None, None]], Iterator[Y]],
+    *,
+    go_on: bool,
 ) -> Iterator[Y]:
-    """A map (``name``: map or map_outcomes) whose options are checked here,
-    at the call, before anything starts: what ``result(pid)`` gives for each
+    """A map (``go_on``: map_outcomes) whose options are checked here, at
+    the call, before anything starts: what ``result(pid)`` gives for each
     item, or, for a ``chunksize`` over 1, ``of_chunks`` of how the chunks
     ended."""
+    name = MAP_OUTCOMES if go_on else MAP
     processes, timeout, chunksize = (
         _processes(processes),
         check_timeout(timeout),
@@ -732,7 +741,7 @@ def _map(
     _client.waiting_link(f"{cls.__qualname__}.{name}")
     if chunksize == 1:
         return _mapped(cls, name, iter(args), processes, timeout, cls._start_into, result)
-    chunks = _Chunks(cls, name)
+    chunks = _Chunks(cls, go_on)
     items = chunks.of(iter(args), chunksize)
     return of_chunks(_mapped(cls, name, items, processes, timeout, chunks.start, chunks.end))
 

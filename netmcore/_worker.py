@@ -27,7 +27,7 @@ from . import _context, _payload, _posix, _pthread, _registry, _resources
 from ._debug import Debug, log, trace
 from ._encap import Encap
 from ._errors import REMOTE_TRACEBACK, MasterGone, ResultTypeError
-from ._outcome import CLASSES_MAX, qualified_name
+from ._outcome import class_name, exception_classes
 from ._wire import (
     Asked,
     Assign,
@@ -106,7 +106,7 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
         # sys.exit() in the process function ends the process as it would a
         # program, with no result: its outcome is Crashed(exitcode), as in
         # multiprocessing, and not an exception with a traceback.
-        code = _exit_status(exc)
+        code = exit_status(exc)
     except KeyboardInterrupt:
         interrupted = True  # Ctrl-C reaches every process of the group: the master reports it
     except MasterGone:
@@ -197,13 +197,14 @@ def _end_forked_child(assign: Assign, outcome: WireOutcome | Encap) -> NoReturn:
     os._exit(0 if isinstance(outcome, Encap) else 1)
 
 
-def _exit_status(exc: SystemExit) -> int:
-    """The status a program exits with for ``exc``, as Python's: None is 0,
-    an int is itself, anything else is printed to stderr and is 1."""
+def exit_status(exc: SystemExit) -> int:
+    """The status a program exits with for ``exc``, as Python's, as the
+    system reports it: None is 0, an int (a bool too) its low byte (one past
+    a C long's range, -1's), anything else is printed to stderr and is 1."""
     if exc.code is None:
         return 0
     if isinstance(exc.code, int):
-        return exc.code & 0xFF
+        return (exc.code if -(2**63) <= exc.code < 2**63 else -1) & 0xFF
     with contextlib.suppress(BaseException):
         print(exc.code, file=sys.stderr)
     return 1
@@ -356,8 +357,8 @@ def raised_by(who: str, exc: BaseException) -> Raised:
     text = "".join(report.format())
     _refer_to_logged(report)
     log.error("netmcore: %s raised an exception:\n%s", who, "".join(report.format()).rstrip())
-    classes = tuple(_clip(qualified_name(c), 500) for c in type(exc).__mro__[:-1][:CLASSES_MAX])
-    return Raised(_clip(qualified_name(type(exc))), _clip(_message(exc)), _clip(text), classes)
+    cls = type(exc)
+    return Raised(class_name(cls), _clip(_message(exc)), _clip(text), exception_classes(cls))
 
 
 def _refer_to_logged(report: traceback.TracebackException) -> None:
@@ -398,9 +399,10 @@ def _from_user_code(tb: TracebackType | None) -> TracebackType | None:
     return tb if first is None else first
 
 
-# The characters of each text an outcome carries, so that it fits one message
-# to the master (4 UTF-8 bytes a character at worst). The whole text is in the
-# worker's log; the joiner gets its head and its tail.
+# The characters of each text an outcome carries, so that they fit one message
+# to the master (4 UTF-8 bytes a character at worst), with its class names
+# (see _outcome.NAME_MAX). The whole text is in the worker's log; the joiner
+# gets its head and its tail.
 TEXT_MAX = 16_000
 
 

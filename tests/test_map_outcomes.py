@@ -5,6 +5,7 @@ catches an item's exception does."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -202,3 +203,81 @@ def test_map_outcomes_refuses_bad_options_at_the_call_and_the_master() -> None:
         return mo_leaves_a_timer.start(0)
 
     netmcore.run(first_process=in_the_master, extract_result=lambda _c, _p: None)
+
+
+EXITS: dict[str, Any] = {
+    "true": True,
+    "256": 256,
+    "-1": -1,
+    "2**70": 2**70,
+    "text": "bye",
+    "none": None,
+}
+
+
+@netmcore.process
+def mo_exits(key: str) -> int:
+    sys.exit(EXITS[key])
+
+
+@netmcore.process
+def map_outcomes_exits(chunksize: int) -> list[str]:
+    return [str(outcome) for outcome in mo_exits.map_outcomes(EXITS, chunksize=chunksize)]
+
+
+@pytest.mark.parametrize("chunksize", [1, len(EXITS)])
+def test_an_items_exit_in_a_chunk_is_the_status_a_process_of_its_own_exits_with(
+    chunksize: int,
+) -> None:
+    """Before, a sys.exit(True) in a chunk failed the caller's decoding of
+    the chunk's end (a bool for an int), which ended the map; and codes out
+    of a byte's range were given as they were (256, -1, 2**70)."""
+    got = run_scenario(map_outcomes_exits, chunksize)
+    assert got == [f"exited with code {code} before returning" for code in (1, 0, 255, 255, 1, 0)]
+
+
+@netmcore.process
+def mo_late_timer(k: int) -> int:
+    """Item 4, the chunk's last, leaves a signal that comes once its result
+    is kept, before the chunk's process returns."""
+    if k == 4:
+
+        def once_kept(frame: Any, event: str, arg: object) -> None:
+            if (
+                event == "c_return"
+                and frame.f_code.co_name == "_run_chunk"
+                and getattr(arg, "__name__", "") == "append"
+            ):
+                sys.setprofile(None)
+                signal.raise_signal(signal.SIGUSR1)
+
+        signal.signal(signal.SIGUSR1, _times_out)
+        sys.setprofile(once_kept)
+    return k
+
+
+@netmcore.process
+def maps_with_a_late_timer(_: int) -> list[str]:
+    got = [str(outcome) for outcome in mo_late_timer.map_outcomes(range(5), chunksize=5)]
+    values: list[int] = []
+    try:
+        values.extend(mo_late_timer.map(range(5), chunksize=5))
+    except netmcore.ProcessFailed as failed:
+        got.append(f"{values} then {str(failed).partition(') ')[0]})")
+    return got
+
+
+def test_an_exception_after_a_chunks_last_item_fails_that_item_alone() -> None:
+    """Before, the chunk's process failed with it: each of its items had
+    that failure for outcome, though all had returned."""
+    got = run_scenario(maps_with_a_late_timer, 0)
+    assert got[:5] == [
+        "Success(value=0)",
+        "Success(value=1)",
+        "Success(value=2)",
+        "Success(value=3)",
+        "raised TimeoutError: the item's timer",
+    ], got
+    assert re.fullmatch(
+        r"\[0, 1, 2, 3\] then process \d+ \(mo_late_timer, item 4 of the map\)", got[5]
+    )

@@ -115,3 +115,61 @@ def test_a_class_that_is_not_an_exception_class_is_refused() -> None:
     failed = netmcore.ProcessFailed(netmcore.ProcessId(3), "f", netmcore.Crashed(3, None))
     with pytest.raises(TypeError, match=r"^raised\('KeyError'\): 'KeyError' is not an exc"):
         failed.raised("KeyError")  # type: ignore[arg-type]
+
+
+def _deep(levels: int, name: str = "Level") -> list[type[Exception]]:
+    """A hierarchy ``levels`` deep under ValueError, the deepest last."""
+    classes: list[type[Exception]] = [ValueError]
+    for level in range(levels):
+        classes.append(type(f"{name}{level}", (classes[-1],), {"__module__": __name__}))
+    return classes
+
+
+DEEP = _deep(70)
+LONG = type("L" * 600, (LookupError,), {"__module__": __name__})
+# Names of 4 UTF-8 bytes a character, as long as a name may travel, and a
+# message and a traceback as long as they may: the most an outcome can hold.
+WIDE = _deep(12, "\U0001f4a5" * 20_000)
+
+
+@netmcore.process
+def rc_raises(which: str) -> int:
+    if which == "deep":
+        raise DEEP[-1]("deep")
+    if which == "long":
+        raise LONG("long")
+    raise WIDE[-1]("\U0001f4a5" * 20_000)
+
+
+@netmcore.process
+def rc_told_of(which: str) -> list[Any]:
+    try:
+        rc_raises.result(rc_raises.start(which))
+    except netmcore.ProcessFailed as failed:
+        outcome = failed.outcome
+        assert isinstance(outcome, netmcore.Raised), outcome
+        named = [failed.raised(c) for c in (DEEP[-1], DEEP[34], ValueError, Exception, LONG)]
+        return [named, outcome.type_name == outcome.classes[0], len(outcome.classes)]
+    return ["no failure"]
+
+
+def test_a_deep_hierarchy_keeps_its_farthest_classes() -> None:
+    """Before, the 64 nearest were kept: ValueError and Exception were not."""
+    named, same, count = run_scenario(rc_told_of, "deep")
+    assert named == [True, False, True, True, False]  # the middle ones are left out
+    assert same and count == 64
+
+
+def test_a_long_class_name_is_cut_the_same_way_on_both_sides() -> None:
+    """Before, the raised class itself was not found by its name cut."""
+    named, same, count = run_scenario(rc_told_of, "long")
+    assert named == [False, False, False, True, True]
+    assert same and count == 4
+
+
+def test_an_outcome_at_its_largest_still_fits_its_message() -> None:
+    """Before, classes of long names took the outcome over a message's
+    room: the process was reported as exited with code 70."""
+    named, same, count = run_scenario(rc_told_of, "wide")
+    assert named == [False, False, True, True, False]
+    assert same and count == 15

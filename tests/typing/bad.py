@@ -117,6 +117,7 @@ def bad_join() -> None:
     except netmcore.ProcessFailed as failed:
         failed.raised("KeyError")  # type: ignore[arg-type]
         failed.raised(KeyError())  # type: ignore[arg-type]
+        failed.raised()  # type: ignore[call-arg]
     square.map_outcomes([3], chunksize="2")  # type: ignore[arg-type]
     for item_outcome in square.map_outcomes([3]):
         if isinstance(item_outcome, netmcore.Success):
