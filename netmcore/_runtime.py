@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, TypeVar
 
-from . import _cleanup, _context, _posix, _resources, _watchdog
+from . import _cleanup, _context, _posix, _resources, _thread_pools, _watchdog
 from ._debug import log
 from ._errors import ContextError
 from ._ids import ProcessId
@@ -107,9 +107,10 @@ def run(
         with contextlib.ExitStack() as cleanup:
             # Unwound in reverse: the routing of signals, the context, the
             # pidfile, the master's children and shm, the directory, the
-            # watchdog, and SIGCHLD's handling last. The watchdog comes first
-            # of what is made: it is told of each thing before it is made,
-            # and cleans up if the master is killed.
+            # watchdog, SIGCHLD's handling, and the thread pools last. The
+            # watchdog comes first of what is made: it is told of each thing
+            # before it is made, and cleans up if the master is killed.
+            cleanup.enter_context(_thread_pools.one_thread_each())
             cleanup.enter_context(_children_waited())
             # What the program made before run is its too, until the master
             # has recorded it (the guard keeps it as well).
