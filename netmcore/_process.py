@@ -504,6 +504,11 @@ class _Chunks:
         if encoded:
             yield _Chunk(index - len(encoded), encoded, go_on)
 
+    def items_of(self, pid: ProcessId[Any], _index: int) -> str:
+        """The items of the chunk that process ``pid`` runs, as a timeout names them."""
+        first, size = self.sizes.get(pid.n, (0, 1))
+        return f"item {first}" if size == 1 else f"items {first}-{first + size - 1}"
+
     def start(self, chunk: _Chunk, watch: int, what: str) -> ProcessId[Any]:
         encap = Encap(_CHUNK_NAME, _CHUNK_MARK, (msgspec.msgpack.encode(chunk),))
         pid: ProcessId[Any] = _client.start_into(self.cls.fork_point, encap, "all", watch)
@@ -743,7 +748,8 @@ def _map(
         return _mapped(cls, name, iter(args), processes, timeout, cls._start_into, result)
     chunks = _Chunks(cls, go_on)
     items = chunks.of(iter(args), chunksize)
-    return of_chunks(_mapped(cls, name, items, processes, timeout, chunks.start, chunks.end))
+    ends = _mapped(cls, name, items, processes, timeout, chunks.start, chunks.end, chunks.items_of)
+    return of_chunks(ends)
 
 
 def _mapped(
@@ -754,11 +760,14 @@ def _mapped(
     timeout: float | None,
     start: Callable[[X, int, str], ProcessId[Any]],
     result: Callable[[ProcessId[Any]], Y],
+    items_of: Callable[[ProcessId[Any], int], str] = lambda _pid, index: f"item {index}",
 ) -> Generator[Y, None, None]:
     """The iteration of :meth:`ProcessDef.map` (or of map_outcomes, which
     ``name`` is): ``start(item, watch, what)``
     starts the process of an item (or of a chunk of them) into the watch,
-    ``what`` naming it in an error, and ``result(pid)`` takes what it gives.
+    ``what`` naming it in an error, ``result(pid)`` takes what it gives,
+    and ``items_of(pid, index)`` names the items of the process, the
+    ``index``-th started, for a timeout.
     A process is started as soon as one of the ``processes`` running has
     ended, not only once the result awaited has come: one slow item does
     not leave the CPUs idle behind it, up to ``MAP_AHEAD`` times
@@ -811,9 +820,9 @@ def _mapped(
                         if isinstance(started, ProcessId) and started.n in running:
                             _client.kill(started)
                     raise TimeoutError(
-                        f"{name} timed out after {timeout} s: the result of process {head.n} "
-                        f"had not come; its {len(running)} process(es) still running were "
-                        "killed"
+                        f"{name} timed out after {timeout} s: the result of "
+                        f"{items_of(head, yielded)} (process {head.n}) had not come; its "
+                        f"{len(running)} process(es) still running were killed"
                     )
                 running.difference_update(ended)
             else:

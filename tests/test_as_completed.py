@@ -778,7 +778,10 @@ def test_map_past_its_timeout_raises_and_leaves_nothing_to_join(pipes: Any) -> N
         map_timed_out, (pipes(), pipes())
     )
     assert first == 0
-    assert timed_out.startswith("TimeoutError: map timed out after 0.05 s: the result of process")
+    # Named by its item, which the caller knows (not only by its process).
+    assert timed_out.startswith(
+        "TimeoutError: map timed out after 0.05 s: the result of item 1 (process "
+    ), timed_out
     assert "its 2 process(es) still running were killed" in timed_out
     assert waited is True
     assert after.startswith("StopIteration")

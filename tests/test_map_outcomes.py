@@ -281,3 +281,29 @@ def test_an_exception_after_a_chunks_last_item_fails_that_item_alone() -> None:
     assert re.fullmatch(
         r"\[0, 1, 2, 3\] then process \d+ \(mo_late_timer, item 4 of the map\)", got[5]
     )
+
+
+@netmcore.process
+def mo_gated(gate_r: int) -> int:
+    """Wait for a byte at the gate (never written here)."""
+    return len(os.read(gate_r, 1))
+
+
+@netmcore.process
+def map_outcomes_timed_out(gate_r: int) -> str:
+    try:
+        list(mo_gated.map_outcomes([gate_r] * 5, chunksize=2, timeout=0.05))
+    except TimeoutError as exc:
+        return str(exc)
+    return "no timeout"
+
+
+def test_a_timeout_names_the_items_it_waited_for(pipes: Any) -> None:
+    """Before, only their process, whose id the caller never saw."""
+    told, unjoined = run_counting_unjoined(map_outcomes_timed_out, pipes()[0])
+    assert re.fullmatch(
+        r"map_outcomes timed out after 0\.05 s: the result of items 0-1 \(process \d+\) had "
+        r"not come; its 2 process\(es\) still running were killed",
+        told,
+    ), told
+    assert unjoined == []
