@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -40,19 +41,21 @@ def _status(args: argparse.Namespace) -> int:
     from ._errors import SocketDirectoryError
 
     try:
-        status = _admin.status(args.socket_dir)
+        socket_dir = args.socket_dir or _admin.the_running_master()
+        status = _admin.status(socket_dir)
     except SocketDirectoryError as exc:
         print(f"netmcore status: {exc}", file=sys.stderr)
         return 1
     if args.json:
         body = {
+            "socket_directory": os.path.abspath(socket_dir),
             "master_pid": status.master_pid,
             "processes": status.processes,
             "resources": status.resources,
         }
         print(msgspec.json.format(msgspec.json.encode(body).decode()))
         return 0
-    print(f"master pid {status.master_pid}")
+    print(f"master pid {status.master_pid}, socket directory {os.path.abspath(socket_dir)}")
     print(f"\nprocesses ({len(status.processes)}):")
     print(f"  {'id':>6} {'os pid':>8}  {'state':<10} {'running':>10}  type")
     for p in status.processes:
@@ -204,9 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="show a running master's processes and resources",
         description="Ask the master running in SOCKET_DIR for its processes (library id, "
         "OS pid, type, state, time running, what it waits for in the master: a join, "
-        "a plugin call) and resources (id, kind, name, users).",
+        "a plugin call) and resources (id, kind, name, users). Without SOCKET_DIR: your "
+        "one master running in a directory of its own (a run given no socket_directory), "
+        "or the list of them to choose from.",
     )
-    status.add_argument("socket_dir", metavar="SOCKET_DIR", help="the master's socket_directory")
+    status.add_argument(
+        "socket_dir",
+        metavar="SOCKET_DIR",
+        nargs="?",
+        help="the master's socket_directory (default: your one running master's own)",
+    )
     status.add_argument("--json", action="store_true", help="print the same as JSON")
     status.set_defaults(func=_status)
 

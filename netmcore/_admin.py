@@ -14,8 +14,48 @@ from collections.abc import Iterator
 from . import _cleanup
 from ._debug import log
 from ._errors import SocketDirectoryError
-from ._socketdir import LOCK_NAME, SOCKET_NAME, check_private_dir
+from ._socketdir import (
+    LOCK_NAME,
+    SOCKET_NAME,
+    check_private_dir,
+    running_masters,
+    temporary_base,
+)
 from ._wire import Failed, KillReq, Link, Message, Signalled, Status, StatusReq, join_status
+
+
+def the_running_master() -> str:
+    """The socket directory of this user's one master running in a
+    directory of its own (a run given no ``socket_directory``).
+
+    Raises
+    ------
+    SocketDirectoryError
+        If there is none, or more than one: naming each, with its command.
+    """
+    masters = running_masters()
+    if len(masters) == 1:
+        return masters[0][0]
+    if not masters:
+        raise SocketDirectoryError(
+            f"no master of yours runs in a socket directory of its own in "
+            f"{temporary_base()!r}; pass the socket_directory that its run was given"
+        )
+    listed = "\n".join(f"  {path}  (master pid {pid}: {_command(pid)})" for path, pid in masters)
+    raise SocketDirectoryError(
+        f"{len(masters)} masters of yours are running; pass the socket directory of one:\n" + listed
+    )
+
+
+def _command(pid: int) -> str:
+    """The command line of process ``pid``, as ps shows it, clipped."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = f.read(4096).rstrip(b"\0").split(b"\0")
+    except OSError:
+        return "?"
+    text = " ".join(" ".join(word.decode(errors="replace").split()) for word in words)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def status(socket_directory: str) -> Status:

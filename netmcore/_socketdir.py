@@ -21,7 +21,7 @@ from collections.abc import Callable
 from ._cleanup import PMANAGE_NAME
 from ._debug import log
 from ._errors import SocketDirectoryError
-from ._watchdog import Watchdog
+from ._watchdog import TEMPORARY_PREFIX, Watchdog
 
 SOCKET_NAME = "netmcore.sock"
 LOCK_NAME = "netmcore.lock"
@@ -275,17 +275,42 @@ def _alive(pid_text: str) -> bool:
     return state not in ([b"Z"], [b"X"], [])
 
 
-def _make_temporary_dir(watchdog: Watchdog) -> str:
-    """A fresh directory, mode 0700, under $TMPDIR (or /tmp if that is unset,
-    or too long for a socket path), made by ``watchdog``: so that from the
-    moment it exists, a dead master's watchdog removes it."""
+def temporary_base() -> str:
+    """Where a run's own socket directory is made: $TMPDIR, or /tmp if that
+    is unset, or too long for a socket path."""
     base = os.path.abspath(os.environ.get("TMPDIR") or "/tmp")
     try:
-        check_path(os.path.join(base, "netmcore-" + "x" * 12))
+        check_path(os.path.join(base, TEMPORARY_PREFIX + "x" * 12))
     except ValueError:
-        base = "/tmp"
-    else:  # (for 3.12: see test_backedges)
-        pass
+        return "/tmp"
+    return base
+
+
+def running_masters() -> list[tuple[str, int]]:
+    """The socket directories of this user's masters running in their own
+    directories (the default), with each master's pid, oldest first."""
+    base = temporary_base()
+    found: list[tuple[float, str, int]] = []
+    with contextlib.suppress(OSError), os.scandir(base) as entries:
+        for entry in entries:
+            if not entry.name.startswith(TEMPORARY_PREFIX):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+                with open(os.path.join(entry.path, LOCK_NAME), "rb") as f:
+                    master, cleaning = _holders(f.read(64))
+            except OSError:
+                continue
+            if info.st_uid == os.getuid() and cleaning is None and _alive(master):
+                found.append((info.st_mtime, entry.path, int(master)))
+    return [(path, pid) for _, path, pid in sorted(found)]
+
+
+def _make_temporary_dir(watchdog: Watchdog) -> str:
+    """A fresh directory, mode 0700, under :func:`temporary_base`, made by
+    ``watchdog``: so that from the moment it exists, a dead master's watchdog
+    removes it."""
+    base = temporary_base()
     try:
         return watchdog.make_dir(base)
     except OSError as exc:

@@ -497,11 +497,15 @@ def _stop_guard(made: _Made) -> None:
 _resources.on_change = guard_outside_run  # outside run, from the start
 
 
+# How a run's own socket directory is named, before its random part.
+TEMPORARY_PREFIX = "netmcore-"
+
+
 def make_fresh_dir(base: str) -> str:
     """A fresh directory ``base/netmcore-<random>``, mode 0700 (what
     ``tempfile.mkdtemp`` makes, without tempfile: see _master.KEPT_OUT_OF_MASTER)."""
     while True:
-        path = os.path.join(base, f"netmcore-{os.urandom(6).hex()}")
+        path = os.path.join(base, f"{TEMPORARY_PREFIX}{os.urandom(6).hex()}")
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:

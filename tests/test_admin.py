@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -518,3 +519,59 @@ def test_unlink_reports_what_it_cannot_remove_and_removes_the_rest(
         "lock-is-a-directory": f"could not remove {sd / 'netmcore.lock'}",
     }
     assert said[bad] in result.err
+
+
+SECOND_MASTER = """
+import sys
+import netmcore
+
+@netmcore.process
+def waits(_: int) -> int:
+    return len(sys.stdin.buffer.read(1))  # until the test writes a byte
+
+netmcore.run(first_process=lambda: waits.start(0), extract_result=lambda c, p: None)
+"""
+
+
+def test_status_without_a_socket_directory_finds_your_running_master(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run given no socket_directory makes one nobody is told of: status
+    finds it, or lists them if there are several (before, it took only a
+    directory, which a user of a hung program had to find in $TMPDIR)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    none = cli("status")
+    assert none.code == 1
+    assert none.err == (
+        f"netmcore status: no master of yours runs in a socket directory of its own in "
+        f"{str(tmp_path)!r}; pass the socket_directory that its run was given\n"
+    )
+    master_pid, one = netmcore.run(
+        first_process=lambda: ask_status.start([]),
+        extract_result=lambda ctrl, pid: (ctrl.master_pid, ask_status.result(pid, timeout=0)),
+    )
+    assert one.code == 0, one
+    assert re.fullmatch(
+        rf"master pid {master_pid}, socket directory {tmp_path}/netmcore-[0-9a-f]{{12}}",
+        one.out.splitlines()[0],
+    ), one.out
+    other = subprocess.Popen([sys.executable, "-c", SECOND_MASTER], stdin=subprocess.PIPE)
+    try:
+        wait_until(lambda: len(_admin.running_masters()) == 1, "the second master")
+        master_pid, several = netmcore.run(
+            first_process=lambda: ask_status.start([]),
+            extract_result=lambda ctrl, pid: (ctrl.master_pid, ask_status.result(pid, timeout=0)),
+        )
+    finally:
+        assert other.stdin is not None
+        other.stdin.write(b"x")
+        other.stdin.close()
+        assert other.wait(timeout=60) == 0
+    assert several.code == 1
+    lines = several.err.splitlines()
+    assert lines[0] == (
+        "netmcore status: 2 masters of yours are running; pass the socket directory of one:"
+    )
+    assert f"(master pid {other.pid}: {sys.executable} -c " in lines[1]  # the oldest first
+    assert f"(master pid {master_pid}: " in lines[2]
+    assert all(line.startswith(f"  {tmp_path}/netmcore-") for line in lines[1:]), lines
