@@ -475,7 +475,7 @@ class _Chunks:
     def __init__(self, cls: type[ProcessDef[Any, Any]], go_on: bool) -> None:
         self.cls = cls
         self.go_on = go_on
-        self.name = MAP_OUTCOMES if go_on else MAP
+        self.name = _map_name(go_on)
         self.sizes: dict[int, tuple[int, int]] = {}  # process -> (first item, count)
 
     def of(self, items: Iterator[Any], size: int) -> Iterator[_Chunk]:
@@ -654,7 +654,7 @@ def _item_end(
     exit code."""
     input_type, output_type = cls.input_type, cls.output_type
     # Debug's trace, item by item: the chunk's own start and end are its process's.
-    name = MAP_OUTCOMES if go_on else MAP
+    name = _map_name(go_on)
     trace("map: item %d of %s.%s runs", index, cls.__qualname__, name)
     try:
         result = cls().run(
@@ -682,10 +682,15 @@ def _item_end(
         return _Fault(raised=_worker.raised_by(_item_of(cls, index, go_on), exc))
 
 
+def _map_name(go_on: bool) -> str:
+    """What a map is named in its errors and logs: map_outcomes goes on."""
+    return MAP_OUTCOMES if go_on else MAP
+
+
 def _item_of(cls: type[ProcessDef[Any, Any]], index: int, go_on: bool) -> str:
     """Item ``index`` of a map of ``cls``, in this process, as its log names it
     (made only for a failure: not on an item's way)."""
-    name = MAP_OUTCOMES if go_on else MAP
+    name = _map_name(go_on)
     return f"item {index} of {cls.__qualname__}.{name} (in process {_client.self_process_id().n})"
 
 
@@ -736,7 +741,7 @@ def _map(
     the call, before anything starts: what ``result(pid)`` gives for each
     item, or, for a ``chunksize`` over 1, ``of_chunks`` of how the chunks
     ended."""
-    name = MAP_OUTCOMES if go_on else MAP
+    name = _map_name(go_on)
     processes, timeout, chunksize = (
         _processes(processes),
         check_timeout(timeout),
