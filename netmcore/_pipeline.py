@@ -97,7 +97,7 @@ from ._ids import ProcessId, ResId
 from ._mailbox import SIZE_LIMIT, Mailbox, footprint
 from ._outcome import Outcome, Raised
 from ._posix import VALID_SIGNALS, with_signals_blocked
-from ._process import ProcessDef, process
+from ._process import ProcessDef, check_ordered, process
 from ._registry import Definition, by_fork_point
 from ._resource_api import create_shm, open_shm
 from ._resources import SHM_ROOM_FIX, free_problem, size_problem, space_fix
@@ -704,11 +704,7 @@ class Pipeline(Generic[In, Out]):
         ContextError
             If called outside a netmcore worker process.
         """
-        if not isinstance(ordered, bool):
-            raise TypeError(
-                f"ordered={ordered!r} is not valid: give True (results in input order) "
-                "or False (as they complete)"
-            )
+        check_ordered(ordered)
         if on_error not in ("stop", "skip"):
             raise ValueError(f"on_error={on_error!r} is not valid: use 'stop' or 'skip'")
         if progress is not None and not isinstance(progress, bool):

@@ -252,6 +252,7 @@ class ProcessDef(Generic[In, Out]):
         processes: int | None = None,
         timeout: float | None = None,
         chunksize: int = 1,
+        ordered: bool = True,
     ) -> Iterator[Out]:
         """Start a process for each item of ``args`` (for each ``chunksize``
         items), at most ``processes`` of them running at a time (None: one
@@ -271,6 +272,14 @@ class ProcessDef(Generic[In, Out]):
         run; a chunk's process that dies fails its first item not yielded,
         naming the chunk's items. The window below counts chunks.
 
+        With ``ordered=False``, each result is yielded as soon as its process
+        has ended, in the order they end (with chunks, a chunk's items in
+        turn), as ``Pool.imap_unordered`` yields them: a slow item holds
+        back no other result. An item's error then comes as its process
+        ends, and an error of ``args`` once every item before it is
+        yielded. Return what tells the items apart (an index, a key) in the
+        result if the caller needs it.
+
         A process is started as soon as one has ended, in any order, and
         at most ``4 * processes`` results are held ahead of the one awaited.
         ``args`` is read as the processes go, from the first ``next()`` on,
@@ -287,7 +296,17 @@ class ProcessDef(Generic[In, Out]):
         waiting, and their ids are the map's own.
         """
         flattened = functools.partial(_flattened, cls)
-        return _map(cls, args, processes, timeout, chunksize, cls.result, flattened, go_on=False)
+        return _map(
+            cls,
+            args,
+            processes,
+            timeout,
+            chunksize,
+            cls.result,
+            flattened,
+            go_on=False,
+            ordered=ordered,
+        )
 
     @classmethod
     def map_outcomes(
@@ -315,10 +334,20 @@ class ProcessDef(Generic[In, Out]):
         With a ``chunksize`` over 1, each item of a chunk runs whatever the
         one before it did; a chunk's process that dies loses its items'
         results, and each of them has its death as its outcome (one item a
-        process keeps the items apart).
+        process keeps the items apart). The outcomes come in input order,
+        which says whose each one is: to take them as they end, start the
+        processes and iterate :meth:`as_completed` (``examples/windowed.py``).
         """
         return _map(
-            cls, args, processes, timeout, chunksize, cls.join_outcome, _outcomes, go_on=True
+            cls,
+            args,
+            processes,
+            timeout,
+            chunksize,
+            cls.join_outcome,
+            _outcomes,
+            go_on=True,
+            ordered=True,
         )
 
     @classmethod
@@ -736,6 +765,7 @@ def _map(
     of_chunks: Callable[[Generator[_ChunkEnd, None, None]], Iterator[Y]],
     *,
     go_on: bool,
+    ordered: Any,
 ) -> Iterator[Y]:
     """A map (``go_on``: map_outcomes) whose options are checked here, at
     the call, before anything starts: what ``result(pid)`` gives for each
@@ -747,14 +777,28 @@ def _map(
         check_timeout(timeout),
         _chunksize(chunksize),
     )
+    ordered = check_ordered(ordered)
     cls._join_point()  # a process type, or the error saying so
     _client.waiting_link(f"{cls.__qualname__}.{name}")
     if chunksize == 1:
-        return _mapped(cls, name, iter(args), processes, timeout, cls._start_into, result)
+        start: Callable[[Any, int, str], ProcessId[Any]] = cls._start_into
+        return _mapped(cls, name, iter(args), processes, timeout, ordered, start, result)
     chunks = _Chunks(cls, go_on)
     items = chunks.of(iter(args), chunksize)
-    ends = _mapped(cls, name, items, processes, timeout, chunks.start, chunks.end, chunks.items_of)
+    ends = _mapped(
+        cls, name, items, processes, timeout, ordered, chunks.start, chunks.end, chunks.items_of
+    )
     return of_chunks(ends)
+
+
+def check_ordered(value: Any) -> bool:
+    """A map's or a pipeline's ``ordered``, checked: a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"ordered={value!r} is not valid: give True (results in input order) "
+            "or False (as they complete)"
+        )
+    return value
 
 
 def _mapped(
@@ -763,6 +807,7 @@ def _mapped(
     items: Iterator[X],
     processes: int,
     timeout: float | None,
+    ordered: bool,
     start: Callable[[X, int, str], ProcessId[Any]],
     result: Callable[[ProcessId[Any]], Y],
     items_of: Callable[[ProcessId[Any], int], str] = lambda _pid, index: f"item {index}",
@@ -777,14 +822,16 @@ def _mapped(
     ended, not only once the result awaited has come: one slow item does
     not leave the CPUs idle behind it, up to ``MAP_AHEAD`` times
     ``processes`` results held. Its processes are in a watch, which says
-    which ended."""
+    which ended. Results are given in order, or (not ``ordered``) as their
+    processes end."""
     # Counted from here, where its first processes start: a map made and
     # iterated later gave its items less than ``timeout``, or none of it.
     deadline = None if timeout is None else time.monotonic() + timeout
     watch = _client.new_watch()
-    window: deque[ProcessId[Any] | Exception] = deque()  # started, not yielded, in order
+    # Started and not yielded, in order, with the index of each in ``items``.
+    window: deque[tuple[int, ProcessId[Any] | Exception]] = deque()
     running: set[int] = set()  # of those, the ones not known to have ended
-    yielded = 0  # results yielded: the head's index in ``items``
+    read = 0  # items read: the next one's index
     more = True
     try:
         while True:
@@ -795,54 +842,60 @@ def _mapped(
                     more = False
                     break
                 except Exception as exc:  # the iterator's own: raised in its place
-                    window.append(exc)
+                    window.append((read, exc))
                     more = False
                     break
-                index = yielded + len(window)  # (all read and not yielded are in it)
+                index, read = read, read + 1
                 try:
                     pid = start(arg, watch, f"item {index} of {cls.__qualname__}.{name}:")
                 except (ArgumentTypeError, NetmcoreError) as exc:  # the item's, or the run's
-                    window.append(exc)
+                    window.append((index, exc))
                     more = False
                     break
-                window.append(pid)
+                window.append((index, pid))
                 running.add(pid.n)
             else:  # (for 3.12: see test_backedges)
                 pass
             if not window:
                 return
-            head = window[0]
-            if isinstance(head, Exception):
-                window.popleft()
-                raise head
-            if head.n in running:
+            place = _next_given(window, running, ordered)
+            if place is None:
                 ended = _client.wait_watch(name, watch, deadline)
                 if ended is None:
                     # A timeout is for a hung item: its process, and the others
                     # still running, would keep run waiting for ever, and
                     # nobody can take their results (their ids are the map's).
-                    for started in window:
+                    for _, started in window:
                         if isinstance(started, ProcessId) and started.n in running:
                             _client.kill(started)
+                    # The result awaited: the first item's still running.
+                    index, head = next(
+                        (index, started)
+                        for index, started in window
+                        if isinstance(started, ProcessId) and started.n in running
+                    )
                     raise TimeoutError(
                         f"{name} timed out after {timeout} s: the result of "
-                        f"{items_of(head, yielded)} (process {head.n}) had not come; its "
+                        f"{items_of(head, index)} (process {head.n}) had not come; its "
                         f"{len(running)} process(es) still running were killed"
                     )
                 running.difference_update(ended)
             else:
+                index, given = window[place]
+                if isinstance(given, Exception):
+                    del window[place]
+                    raise given
                 # Joined while still in the window: a handler's exception in
                 # the join leaves its outcome kept (see _client), which the end
                 # below lets go.
                 try:
-                    value = result(head)
+                    value = result(given)
                 except ProcessFailed as failed:
-                    window.popleft()
+                    del window[place]
                     # Named by its item, which the caller knows (not its id).
-                    name = f"{cls.__qualname__}, item {yielded} of the map"
-                    raise ProcessFailed(head, name, failed.outcome) from None
-                window.popleft()
-                yielded += 1
+                    name = f"{cls.__qualname__}, item {index} of the map"
+                    raise ProcessFailed(given, name, failed.outcome) from None
+                del window[place]
                 yield value
     finally:
         # Ended, or left early: the master forgets the processes started
@@ -890,11 +943,27 @@ def _mapped(
                     held = exc
             else:  # (for 3.12: see test_backedges)
                 pass
-        for started in window:
+        for _, started in window:
             if isinstance(started, ProcessId):
                 _client.let_go(started.n)
         if held is not None:
             raise held
+
+
+def _next_given(
+    window: deque[tuple[int, ProcessId[Any] | Exception]], running: set[int], ordered: bool
+) -> int | None:
+    """The place in a map's ``window`` of what it gives next, or None if
+    that is a result not there yet: the head's, in order; else the first
+    process that has ended, and an error (the last in the window: nothing
+    is read past it) once no process before it is left."""
+    if ordered:
+        _, head = window[0]
+        return 0 if isinstance(head, Exception) or head.n not in running else None
+    for place, (_, started) in enumerate(window):
+        if isinstance(started, ProcessId) and started.n not in running:
+            return place
+    return None if running else 0
 
 
 def process(f: Callable[[In], Out]) -> type[ProcessDef[In, Out]]:
