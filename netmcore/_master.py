@@ -1528,7 +1528,7 @@ class Master:
         joiner, its exit) goes on whatever it is."""
         n = record.n
         try:
-            _resources.leave_all(n)
+            _resources.leave_all(n, _failure(outcome))
         except Exception:
             log.exception("netmcore: the master could not release what process %d used", n)
         else:  # (for 3.12: see test_backedges)
@@ -1885,17 +1885,25 @@ def _how_it_failed(record: Record, outcome: WireOutcome | None) -> str | None:
     """How the process of ``record`` failed (``outcome`` None: reaped by
     another part of the program), for those it leaves waiting; None if it
     returned."""
+    how = _failure(outcome, message=True)
+    if how is None:
+        return None
+    return f"process {record.n} ({record.definition.name}), one of its parties, {how}"
+
+
+def _failure(outcome: WireOutcome | None, *, message: bool = False) -> str | None:
+    """How a process failed, as "raised KeyError" (with its ``message``, if
+    asked): ``outcome`` None is one reaped by another part of the program.
+    None if it returned."""
     if isinstance(outcome, Returned):
         return None
     if isinstance(outcome, Raised):
-        how = f"raised {outcome.type_name}: {outcome.message}"
-    elif isinstance(outcome, Invalid):
-        how = f"returned an invalid result ({outcome.message})"
-    elif isinstance(outcome, Ended):
-        how = f"ended without a result ({_describe(outcome)})"
-    else:
-        how = "ended without a result"
-    return f"process {record.n} ({record.definition.name}), one of its parties, {how}"
+        return f"raised {outcome.type_name}" + (f": {outcome.message}" if message else "")
+    if isinstance(outcome, Invalid):
+        return "returned an invalid result" + (f" ({outcome.message})" if message else "")
+    if isinstance(outcome, Ended):
+        return f"ended without a result ({_describe(outcome)})"
+    return "ended without a result"
 
 
 def _describe(ended: Ended) -> str:

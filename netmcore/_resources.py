@@ -103,6 +103,9 @@ class Entry:
     # gets it, the master holds a use for it. That use is held for the
     # taker, not the master's own code's, which has nothing to release.
     handed_by: int | None = None
+    # Who handed it over and who took it over, the first to get it after
+    # (a worker): for the error of a get once it has gone (see ended_reason).
+    taken: tuple[int, int] | None = None
     # Its destroy has begun (see destroy): no get finds it any more. Then
     # the steps done, so that a destroy made again does only the rest.
     destroying: bool = False
@@ -387,8 +390,9 @@ def release(res_id: int, user: int) -> None:
         entry.users.discard(user)
 
 
-def leave_all(user: int) -> None:
-    """A process ended: take it out of every users set. A destroy that
+def leave_all(user: int, failure: str | None = None) -> None:
+    """A process ended (``failure``: how it failed, as "raised KeyError";
+    None if it returned): take it out of every users set. A destroy that
     fails of its own (an unlink refused: the file of `manage_file` in a
     directory nobody may write to, say) is logged and left for
     destroy_all; the others go on (one such failure used to stop the
@@ -405,24 +409,55 @@ def leave_all(user: int) -> None:
                 _log_left(entry, exc, "left for destroy_resources()")
                 continue
             if entry.res_id.n not in table:  # it was the last user
-                _ended_with[entry.res_id.n] = user
+                _ended_with[entry.res_id.n] = _Ending(user, failure, entry.taken)
                 if len(_ended_with) > _ENDED_WITH_MAX:
                     del _ended_with[next(iter(_ended_with))]  # the oldest
 
 
-# Objects destroyed because their last user, a worker, ended: id -> that
-# worker. A later get of one most likely wanted it handed over (see
+@dataclass(frozen=True)
+class _Ending:
+    """How an object went with the end of its last user, a worker: that
+    process, how it failed (None if it returned), and the hand-over of the
+    object, if another process took it over (see Entry.taken)."""
+
+    user: int
+    failure: str | None
+    taken: tuple[int, int] | None
+
+
+# Objects destroyed because their last user, a worker, ended: id -> how. A
+# later get of one most likely wanted it handed over, or kept (see
 # ended_reason). Only the latest are kept, ids being never reused: an older
 # one gets the plain "destroyed".
-_ended_with: dict[int, int] = {}
+_ended_with: dict[int, _Ending] = {}
 _ENDED_WITH_MAX = 4096
 
 
 def ended_reason(res_id: int) -> str | None:
-    """Why ``res_id`` is gone, if it went with the end of its last user."""
-    user = _ended_with.get(res_id)
-    if user is None:
+    """Why ``res_id`` is gone, if it went with the end of its last user,
+    and the fix: that user's own failure, which the get only follows from;
+    a hand-over taken over by one process where several would use it; or
+    a hand-over missing."""
+    ending = _ended_with.get(res_id)
+    if ending is None:
         return None
+    user = ending.user
+    if ending.failure is not None:
+        return (
+            f"it was destroyed when process {user}, its last user, ended: it "
+            f"{ending.failure}, and a worker's resources go when it ends, however it ends. "
+            f"This get follows from that end: see process {user}'s own error first; to "
+            "outlive it, keep the resource in use (open it) in a process that outlives it"
+        )
+    if ending.taken is not None:
+        giver, taker = ending.taken
+        return (
+            f"it was destroyed when process {user}, its last user, ended. Process {giver} "
+            f"had handed it over, and process {taker} took it over as the first process to "
+            "get it after; a handed-over resource goes with the process that takes it over. "
+            "For several processes to use it, get it (open it) first in the process that "
+            "passes its id on: that one then keeps it for them all"
+        )
     return (
         f"it was destroyed when process {user}, its last user, ended: a worker's "
         "resources are destroyed when it ends, unless it hands them over. Call "
@@ -712,6 +747,7 @@ def op_get(
         # use, held for it, ends (the master's own code keeps it as its own).
         if user != MASTER:
             entry.users.discard(MASTER)
+            entry.taken = (entry.handed_by, user)
         entry.handed_by = None
     return answer
 

@@ -2320,3 +2320,87 @@ def test_a_resource_gone_with_the_worker_that_used_it_last_names_hand_over() -> 
     assert text == (
         f"NoResource: no resource ResId({res_id}): no such resource, or it has been destroyed"
     )
+
+
+@netmcore.process
+def make_and_fail(how_fd: tuple[str, int]) -> int:
+    """Make a resource, write its id to the pipe, and fail: raise, or be
+    killed. It goes with this process, its last user."""
+    how, fd = how_fd
+    os.write(fd, netmcore.create_shm(8).res_id.n.to_bytes(8, "little"))
+    if how == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise KeyError("the work broke")
+
+
+@netmcore.process
+def gone_with_a_failed_user(fds: tuple[int, int]) -> dict[str, list[Any]]:
+    r, w = fds
+    out: dict[str, list[Any]] = {}
+    for how in ("raised", "killed"):
+        pid = make_and_fail.start((how, w))
+        make_and_fail.join_outcome(pid)
+        res_id = int.from_bytes(os.read(r, 8), "little")
+        text = outcome_text(lambda: netmcore.open_shm(netmcore.ResId(res_id)))  # noqa: B023
+        out[how] = [res_id, pid.n, text]
+    return out
+
+
+def test_a_resource_gone_with_a_failed_user_names_that_failure(
+    pipes: Callable[[], tuple[int, int]],
+) -> None:
+    """A get after the worker that used a resource last failed follows from
+    that failure (a map's items opening their driver's array, after the
+    driver raised, advised hand_over beside the driver's real error): the
+    error says how it failed, and where to look."""
+    out = run_scenario(gone_with_a_failed_user, pipes())
+    for how, failure in (
+        ("raised", "raised KeyError"),
+        ("killed", "ended without a result (killed by signal SIGKILL)"),
+    ):
+        res_id, maker, text = out[how]
+        assert text == (
+            f"NoResource: no resource ResId({res_id}): it was destroyed when process {maker}, "
+            f"its last user, ended: it {failure}, and a worker's resources go when it ends, "
+            f"however it ends. This get follows from that end: see process {maker}'s own "
+            "error first; to outlive it, keep the resource in use (open it) in a process "
+            "that outlives it"
+        )
+
+
+@netmcore.process
+def hand_over_and_end(_: int) -> int:
+    """Make a resource and hand it over, as a worker that returns it does."""
+    res_id = netmcore.create_shm(8).res_id
+    netmcore.hand_over(res_id)
+    return res_id.n
+
+
+@netmcore.process
+def open_and_end(res_id: int) -> int:
+    netmcore.open_shm(netmcore.ResId(res_id))
+    return netmcore.self_process_id().n
+
+
+@netmcore.process
+def passed_on_unopened(_: int) -> list[Any]:
+    """A joiner that passes a handed-over id on without getting it first:
+    the first process to get it takes it over, and it goes with that one;
+    the next one's get says so, and what to do."""
+    giver = hand_over_and_end.start(0)
+    res_id = joined(hand_over_and_end, giver)
+    taker = joined(open_and_end, open_and_end.start(res_id))
+    second = open_and_end.join_outcome(open_and_end.start(res_id))
+    assert isinstance(second, netmcore.Raised)
+    return [res_id, giver.n, taker, second.message]
+
+
+def test_a_handed_over_resource_gone_with_its_taker_says_to_get_it_first() -> None:
+    res_id, giver, taker, message = run_scenario(passed_on_unopened, 0)
+    assert message == (
+        f"no resource ResId({res_id}): it was destroyed when process {taker}, its last user, "
+        f"ended. Process {giver} had handed it over, and process {taker} took it over as the "
+        "first process to get it after; a handed-over resource goes with the process that "
+        "takes it over. For several processes to use it, get it (open it) first in the "
+        "process that passes its id on: that one then keeps it for them all"
+    )
