@@ -146,6 +146,11 @@ LONGEST_WAIT = 3600.0  # seconds the loop sleeps at most: it then looks at the t
 # many seconds (then twice as long each time), it says for which, so that a
 # process left running (a join that timed out, say) is no silent hang.
 WAIT_NOTICE_SECONDS = 10.0
+# Before that: when every running process has waited in the master this
+# long, and none has sent anything meanwhile, run says so (then after twice
+# as long each time): processes that wait for each other (a join cycle, a
+# box nobody sends to) would otherwise hang the program without a word.
+STALL_NOTICE_SECONDS = 10.0
 WAITS_SHOWN = 20  # kinds of wait status shows per process (see _grouped)
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
 JOIN_TIMERS_MIN = 64  # join timers kept before stale ones are swept (see _time_join)
@@ -392,6 +397,12 @@ class Master:
         self.kill_deadline: float | None = None  # when stragglers get SIGKILL
         self.notice_at: float | None = None  # when run says what it waits for
         self.notice_after = WAIT_NOTICE_SECONDS
+        # The stall notice (see _look_for_stall): when the master looks next,
+        # and the count of messages processes had sent when it last looked.
+        self.stall_at: float | None = None
+        self.stall_after = STALL_NOTICE_SECONDS
+        self.sent = 0
+        self.sent_when_looked = -1
         self.killed = False
         self._buf = recv_buffer()
         self._view = memoryview(self._buf)
@@ -603,6 +614,7 @@ class Master:
         self.first = first
         if first not in self.records:
             self._begin_shutdown()
+        self.stall_at = time.monotonic() + self.stall_after
         self.serving = True
         try:
             self._loop()
@@ -627,6 +639,9 @@ class Master:
                 expiry = first if expiry is None else min(expiry, first)
             if self.notice_at is not None:
                 expiry = self.notice_at if expiry is None else min(expiry, self.notice_at)
+            if self.stall_at is not None:
+                wait = max(0.0, self.stall_at - time.monotonic())
+                timeout = wait if timeout is None else min(timeout, wait)
             if expiry is not None:  # a plugin request, a join or the notice times out then
                 # Capped: epoll takes at most 2**31 ms, and a timeout may be 1e9 s.
                 wait = min(max(0.0, expiry - time.monotonic()), LONGEST_WAIT)
@@ -650,6 +665,8 @@ class Master:
                 self._expire_joins()
                 if self.notice_at is not None and time.monotonic() >= self.notice_at:
                     self._notice_waiting()
+            if self.stall_at is not None and time.monotonic() >= self.stall_at:
+                self._look_for_stall()
             # The stop steps are timed, and taken even when events never
             # stop coming (workers that keep asking).
             if stop_at is not None and time.monotonic() >= stop_at:
@@ -700,30 +717,73 @@ class Master:
     def _notice_waiting(self) -> None:
         """Say which processes run still waits for, and how to end them."""
         now = time.monotonic()
-        running = [r for r in self.records.values() if r.child is not None and r.outcome is None]
+        running = self._running()
         if running:
-            waits = self.waits()
-            shown = ", ".join(
-                f"{r.n} ({r.definition.name}, for {now - r.started:.0f} s"
-                + "".join(f", waiting for {what}" for what in waits.get(r.n, []))
-                + ")"
-                for r in running[:5]
-            )
-            ids = " ".join(str(r.n) for r in running)
             log.warning(
                 "netmcore: the first process has ended, and run waits for %d process(es) "
-                "still running: %s%s. run returns once every process has ended: let them "
+                "still running: %s. run returns once every process has ended: let them "
                 "finish, or end them, from a shell (python -m netmcore kill %s %s) or from a "
                 "worker that runs on (netmcore.kill(pid)); a Ctrl-C ends them all, and run "
                 "then raises KeyboardInterrupt",
                 len(running),
-                shown,
-                ", ..." if len(running) > 5 else "",
+                self._shown(running, self.waits(), now),
                 shlex.quote(self.sockdir.path),
-                ids,
+                " ".join(str(r.n) for r in running),
             )
         self.notice_after *= 2
         self.notice_at = now + self.notice_after
+
+    def _look_for_stall(self) -> None:
+        """Say so if every running process waits in the master (a join, a
+        wait for the first of several ends, a plugin call), none with a
+        timeout, and no process has sent anything since the last look: none
+        can go on unless a thread of theirs still at work, outside netmcore,
+        wakes the others. Looked at every ``stall_after`` seconds, doubled
+        after each notice, until something moves. Not once run has begun
+        to end: _notice_waiting says what it waits for then."""
+        if self.shutting_down:
+            self.stall_at = None
+            return
+        now = time.monotonic()
+        running = self._running()
+        waits = self.waits() if running and self.sent == self.sent_when_looked else {}
+        timed = bool(self.join_timers) or (
+            self.plugins is not None and self.plugins.next_deadline() is not None
+        )
+        if running and not timed and all(r.n in waits for r in running):
+            log.warning(
+                "netmcore: every running process has waited in the master for %g s or "
+                "more, and none has sent anything meanwhile: %s. Unless a thread of theirs "
+                "is still at work, they wait for each other, for ever (a deadlock: a join "
+                "cycle, a box that nobody sends to). python -m netmcore status %s shows "
+                "them; end them with python -m netmcore kill %s %s, or a Ctrl-C ends the run",
+                self.stall_after,
+                self._shown(running, waits, now),
+                shlex.quote(self.sockdir.path),
+                shlex.quote(self.sockdir.path),
+                " ".join(str(r.n) for r in running),
+            )
+            self.stall_after *= 2
+        elif self.sent != self.sent_when_looked:
+            self.stall_after = STALL_NOTICE_SECONDS
+        self.sent_when_looked = self.sent
+        self.stall_at = now + self.stall_after
+
+    def _running(self) -> list[Record]:
+        """The processes started and not ended, in the order they started."""
+        return [r for r in self.records.values() if r.child is not None and r.outcome is None]
+
+    @staticmethod
+    def _shown(running: list[Record], waits: dict[int, list[str]], now: float) -> str:
+        """The first five of ``running``, for a notice: each one's id, type,
+        time running and ``waits``."""
+        shown = ", ".join(
+            f"{r.n} ({r.definition.name}, for {now - r.started:.0f} s"
+            + "".join(f", waiting for {what}" for what in waits.get(r.n, []))
+            + ")"
+            for r in running[:5]
+        )
+        return shown + (", ..." if len(running) > 5 else "")
 
     def _on_wakeup(self, mask: int) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -833,6 +893,8 @@ class Master:
             self._forget_outcomes(watch.definition, watch.started)
 
     def _dispatch(self, conn: Conn, msg: Message) -> None:
+        if conn.child is not None:
+            self.sent += 1  # a process went on (see _look_for_stall)
         try:
             reply: Message | None
             if isinstance(msg, StartReq):

@@ -1,0 +1,220 @@
+"""run says so when every running process waits in the master and none has
+sent anything for a while: processes that wait for each other (a join
+cycle, a box nobody sends to) hung a program without a word until its
+first process ended, which here never comes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from scenario import run_scenario
+
+import netmcore
+from netmcore import _master
+
+NOTICE = "every running process has waited in the master"
+
+_DEADLOCK = """
+import sys
+import netmcore
+from netmcore import _master
+
+_master.STALL_NOTICE_SECONDS = 0.2
+calls = netmcore.Mbox("stall.calls", int, capacity=1)
+
+@netmcore.process
+def joins_its_starter(starter: int) -> int:
+    if sys.argv[1] == "box":
+        return calls.receive()  # nobody sends
+    return driver.join(netmcore.ProcessId(starter)) or 0  # a join cycle
+
+@netmcore.process
+def driver(_: int) -> int:
+    if sys.argv[1] == "box":
+        calls.create()
+    return joins_its_starter.join(
+        joins_its_starter.start(netmcore.self_process_id().n)) or 0
+
+netmcore.run(first_process=lambda: driver.start(0),
+             extract_result=lambda c, pid: None, init_ctrl=netmcore.add_plugins)
+"""
+
+
+@pytest.mark.parametrize("case", ["join", "box"])
+def test_processes_waiting_for_each_other_are_named_and_a_ctrl_c_ends_them(
+    tmp_path: Path, case: str
+) -> None:
+    script = tmp_path / "deadlock.py"
+    script.write_text(_DEADLOCK)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), case],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        # Until the notice: a program that never gives one fails at the per-test timeout.
+        notice = next(line for line in proc.stderr if NOTICE in line)
+        os.killpg(proc.pid, signal.SIGINT)  # what the notice says: a Ctrl-C ends the run
+        _, rest = proc.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    found = re.search(
+        r": (\d+) \(__main__\.driver, for \d+ s, waiting for the join of process (\d+)\), "
+        r"(\d+) \(__main__\.joins_its_starter, for \d+ s, waiting for (.*)\)\. Unless ",
+        notice,
+    )
+    assert found is not None, notice
+    driver, joined, joiner, its_wait = found.groups()
+    assert joined == joiner
+    if case == "join":
+        assert its_wait == f"the join of process {driver}"
+    else:
+        assert its_wait == "Mbox('stall.calls').receive()", its_wait
+    assert "waited in the master for 0.2 s or more, and none has sent anything" in notice
+    assert "(a deadlock: a join cycle, a box that nobody sends to)" in notice
+    assert "python -m netmcore kill " in notice and notice.rstrip().endswith(
+        f"{driver} {joiner}, or a Ctrl-C ends the run"
+    )
+    assert proc.returncode != 0 and "KeyboardInterrupt" in rest, rest
+
+
+@netmcore.process
+def reads_its_pipe(r: int) -> int:
+    return len(os.read(r, 1))  # a wait of its own, which the master does not see
+
+
+@netmcore.process
+def joins_a_reader(r: int) -> int:
+    return reads_its_pipe.join(reads_its_pipe.start(r)) or 0
+
+
+def test_no_notice_while_a_process_waits_outside_the_master(
+    pipes: Callable[[], tuple[int, int]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The joiner waits in the master, the joined one on a pipe (it could as
+    well be computing): no notice, however many times the master looks.
+    The reader is let go once the master has looked five times."""
+    r, w = pipes()
+    monkeypatch.setattr(_master, "STALL_NOTICE_SECONDS", 0.05)
+    looks = []
+    look = _master.Master._look_for_stall
+
+    def counted(master: _master.Master) -> None:
+        look(master)
+        looks.append(1)
+        if len(looks) == 5:
+            os.write(w, b"x")
+
+    monkeypatch.setattr(_master.Master, "_look_for_stall", counted)
+    with caplog.at_level(logging.WARNING, logger="netmcore"):
+        assert run_scenario(joins_a_reader, r) == 1
+    assert len(looks) >= 5
+    assert not [rec for rec in caplog.records if NOTICE in rec.getMessage()]
+
+
+TICKS = netmcore.SharedVar("stall.ticks", int)
+WAKE = netmcore.Mbox("stall.wake", int)
+
+
+@netmcore.process
+def waits_while_its_thread_works(ticks_r: int) -> int:
+    """Its main thread waits in the master (a box's receive) while another
+    thread sends the master a request at each tick from the test, and the
+    box's message once told to stop."""
+
+    def work() -> None:
+        while os.read(ticks_r, 1) == b"t":
+            TICKS.set(TICKS.get() + 1)
+        WAKE.send(1)
+
+    threading.Thread(target=work).start()
+    return WAKE.receive()
+
+
+@netmcore.process
+def joins_a_busy_waiter(ticks_r: int) -> int:
+    TICKS.create(0)
+    WAKE.create()
+    return waits_while_its_thread_works.join(waits_while_its_thread_works.start(ticks_r)) or 0
+
+
+def test_no_notice_while_a_thread_of_a_waiting_process_talks_to_the_master(
+    pipes: Callable[[], tuple[int, int]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every process waits in the master at each look, but a thread of one
+    sends it requests between the looks: it is at work, so no notice. Each
+    look is made once a request has come since the one before (a tick
+    asks for it), so the test does not depend on how fast the thread is."""
+    r, w = pipes()
+    monkeypatch.setattr(_master, "STALL_NOTICE_SECONDS", 0.05)
+    looks: list[int] = []  # the count of requests at each look
+    look = _master.Master._look_for_stall
+
+    def ticked(master: _master.Master) -> None:
+        if looks and master.sent == looks[-1]:
+            master.stall_at = time.monotonic() + 0.01  # the tick's request has not come yet
+            return
+        look(master)
+        looks.append(master.sent)
+        os.write(w, b"t" if len(looks) < 6 else b"s")
+
+    monkeypatch.setattr(_master.Master, "_look_for_stall", ticked)
+    with caplog.at_level(logging.WARNING, logger="netmcore"):
+        assert run_scenario(joins_a_busy_waiter, r, init_ctrl=netmcore.add_plugins) == 1
+    assert len(looks) >= 6
+    assert not [rec for rec in caplog.records if NOTICE in rec.getMessage()]
+
+
+@netmcore.process
+def joins_its_joiner(joiner: int) -> int:
+    return timed_joiner.join(netmcore.ProcessId(joiner)) or 0
+
+
+@netmcore.process
+def timed_joiner(_: int) -> int:
+    pid = joins_its_joiner.start(netmcore.self_process_id().n)
+    return joins_its_joiner.join(pid, timeout=60) or -1
+
+
+def test_no_notice_while_a_wait_has_a_timeout(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A join cycle, one of whose joins has a timeout: it ends by itself, so
+    no notice. The master looks five times, then kills the inner process."""
+    monkeypatch.setattr(_master, "STALL_NOTICE_SECONDS", 0.05)
+    looks = []
+    look = _master.Master._look_for_stall
+
+    def counted(master: _master.Master) -> None:
+        look(master)
+        looks.append(1)
+        if len(looks) == 5:
+            for record in master._running():
+                if record.definition.name.endswith("joins_its_joiner") and record.child:
+                    os.kill(record.child.os_pid, signal.SIGKILL)
+
+    monkeypatch.setattr(_master.Master, "_look_for_stall", counted)
+    with caplog.at_level(logging.WARNING, logger="netmcore"):
+        assert run_scenario(timed_joiner, 0) == -1  # its join gave None: killed
+    assert len(looks) >= 5
+    assert not [rec for rec in caplog.records if NOTICE in rec.getMessage()]
