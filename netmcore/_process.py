@@ -831,6 +831,8 @@ def _mapped(
     # Started and not yielded, in order, with the index of each in ``items``.
     window: deque[tuple[int, ProcessId[Any] | Exception]] = deque()
     running: set[int] = set()  # of those, the ones not known to have ended
+    # Unordered, the others, in the order they ended, as the master tells it.
+    ended_first: dict[int, None] = {}
     read = 0  # items read: the next one's index
     more = True
     try:
@@ -858,7 +860,7 @@ def _mapped(
                 pass
             if not window:
                 return
-            place = _next_given(window, running, ordered)
+            place = _next_given(window, running, ended_first, ordered)
             if place is None:
                 ended = _client.wait_watch(name, watch, deadline)
                 if ended is None:
@@ -880,6 +882,8 @@ def _mapped(
                         f"{len(running)} process(es) still running were killed"
                     )
                 running.difference_update(ended)
+                if not ordered:
+                    ended_first.update(dict.fromkeys(ended))
             else:
                 index, given = window[place]
                 if isinstance(given, Exception):
@@ -951,18 +955,26 @@ def _mapped(
 
 
 def _next_given(
-    window: deque[tuple[int, ProcessId[Any] | Exception]], running: set[int], ordered: bool
+    window: deque[tuple[int, ProcessId[Any] | Exception]],
+    running: set[int],
+    ended_first: dict[int, None],
+    ordered: bool,
 ) -> int | None:
     """The place in a map's ``window`` of what it gives next, or None if
-    that is a result not there yet: the head's, in order; else the first
-    process that has ended, and an error (the last in the window: nothing
-    is read past it) once no process before it is left."""
+    that is a result not there yet: the head's, in order; else the process
+    that ended first of those not given (taken out of ``ended_first``), and
+    an error (the last in the window: nothing is read past it) once no
+    process before it is left."""
     if ordered:
         _, head = window[0]
         return 0 if isinstance(head, Exception) or head.n not in running else None
-    for place, (_, started) in enumerate(window):
-        if isinstance(started, ProcessId) and started.n not in running:
-            return place
+    for n in ended_first:
+        del ended_first[n]
+        return next(
+            place
+            for place, (_, started) in enumerate(window)
+            if isinstance(started, ProcessId) and started.n == n
+        )
     return None if running else 0
 
 

@@ -6,11 +6,13 @@ pass if a result comes before one started earlier."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import struct
 from collections.abc import Callable, Iterator
 
 import pytest
-from scenario import run_counting_unjoined, run_scenario
+from scenario import run_counting_unjoined, run_scenario, wait_until
 
 import netmcore
 
@@ -148,3 +150,97 @@ def test_ordered_must_be_a_bool() -> None:
     assert told == (
         "ordered='yes' is not valid: give True (results in input order) or False (as they complete)"
     )
+
+
+@netmcore.process
+def reporting_item(item: tuple[int, int, int]) -> int:
+    """Write (k, os pid) to fd ``report``, wait for a byte on fd ``gate``, return k."""
+    k, gate, report = item
+    os.write(report, struct.pack("ii", k, os.getpid()))
+    os.read(gate, 1)
+    return k
+
+
+def _reaped(os_pid: int) -> bool:
+    return not os.path.exists(f"/proc/{os_pid}")
+
+
+@netmcore.process
+def ended_while_reading(fds: list[int]) -> list[int]:
+    """Items 0 and 1 both end before the map waits again, item 1 first: its
+    result comes first. (Taken in input order, item 0's came first.)"""
+    a_r, a_w, b_r, b_w, c_r, c_w, report_r, report_w = fds
+
+    def items() -> Iterator[tuple[int, int, int]]:
+        yield (0, a_r, report_w)
+        yield (1, b_r, report_w)
+        # Read as the map starts its next process: it has not waited since.
+        os_pids = dict(struct.unpack("ii", os.read(report_r, 8)) for _ in range(2))
+        os.write(b_w, b"x")
+        wait_until(lambda: _reaped(os_pids[1]), "item 1 to end")
+        os.write(a_w, b"x")
+        wait_until(lambda: _reaped(os_pids[0]), "item 0 to end")
+        yield (2, c_r, report_w)
+
+    got: list[int] = []
+    for value in reporting_item.map(items(), processes=3, ordered=False, timeout=60):
+        got.append(value)
+        if len(got) == 2:
+            os.write(c_w, b"x")
+    return got
+
+
+def test_results_that_came_together_are_given_in_the_order_their_processes_ended(
+    pipes: Pipes,
+) -> None:
+    fds = [fd for _ in range(4) for fd in pipes()]
+    assert run_scenario(ended_while_reading, fds) == [1, 0, 2]
+
+
+@netmcore.process
+def endless_left(_: int) -> list[int]:
+    """An unordered map of an endless input, left after 3 results: it had
+    read only its window's worth of items, and nothing is left to join."""
+    read: list[int] = []
+
+    def items() -> Iterator[tuple[int, int]]:
+        for k in itertools.count(1):
+            read.append(k)
+            yield (k, -1)
+
+    got = []
+    for value in held_item.map(items(), processes=2, ordered=False):
+        got.append(value)
+        if len(got) == 3:
+            break
+    return [len(got), len(read)]
+
+
+def test_an_endless_input_left_early_leaves_nothing() -> None:
+    told, unjoined = run_counting_unjoined(endless_left, 0)
+    given, read = told
+    assert given == 3 and read <= given + 2 * 4  # at most its window (MAP_AHEAD * processes)
+    assert unjoined == []
+
+
+@netmcore.process
+def chunk_fails(fds: tuple[int, int]) -> str:
+    """Chunks of 2 over 0-3, item 0 held and item 3 failing: item 3's error
+    comes while item 0's chunk still runs, after item 2's result."""
+    r, w = fds
+    got: list[int] = []
+    try:
+        items = [(0, r), (1, r), (2, r), (-3, r)]
+        for value in held_item.map(items, processes=2, chunksize=2, ordered=False, timeout=60):
+            got.append(value)
+    except netmcore.ProcessFailed as failed:
+        os.write(w, b"x")
+        return f"{got} {failed}"
+    return "no error"
+
+
+def test_an_items_error_in_a_chunk_comes_as_its_chunk_ends(pipes: Pipes) -> None:
+    told, unjoined = run_counting_unjoined(chunk_fails, pipes())
+    assert told.startswith("[2] process "), told
+    assert "item 3 of the map) raised ValueError: item -3 fails" in told, told
+    assert unjoined == []
