@@ -268,6 +268,7 @@ class Record:
     joined: bool = False
     dropped: bool = False  # nobody will join it: its outcome goes as it comes
     waiters: list[tuple[Conn, int]] = field(default_factory=list)  # (conn, request id)
+    signalled: int | None = None  # the last signal a kill request sent it
 
     @property
     def state(self) -> str:
@@ -1437,6 +1438,8 @@ class Master:
         except ProcessLookupError:
             return False
         trace("kill: process %d (os pid %d) sent %s", n, child.os_pid, signal_name(signum))
+        if signum != 0:
+            record.signalled = signum
         return True
 
     def _cancel_join(self, conn: Conn, rid: int, n: int) -> None:
@@ -1590,7 +1593,7 @@ class Master:
         joiner, its exit) goes on whatever it is."""
         n = record.n
         try:
-            _resources.leave_all(n, _failure(outcome))
+            _resources.leave_all(n, _resource_user_end(record, outcome))
         except Exception:
             log.exception("netmcore: the master could not release what process %d used", n)
         else:  # (for 3.12: see test_backedges)
@@ -1951,6 +1954,22 @@ def _how_it_failed(record: Record, outcome: WireOutcome | None) -> str | None:
     if how is None:
         return None
     return f"process {record.n} ({record.definition.name}), one of its parties, {how}"
+
+
+def _resource_user_end(record: Record, outcome: WireOutcome | None) -> _resources.Failure | None:
+    """How the process of ``record`` failed, for the error of a get of a
+    resource gone with it: its own error, or a kill asked for."""
+    how = _failure(outcome)
+    if how is None:
+        return None
+    if isinstance(outcome, Ended) and outcome.signal is not None:
+        if outcome.signal == record.signalled:
+            how = (
+                f"was killed ({signal_name(outcome.signal)}) on request: netmcore.kill, a "
+                "map's timeout, or python -m netmcore kill"
+            )
+        return _resources.Failure(how, own_error=False)
+    return _resources.Failure(how, own_error=isinstance(outcome, Raised | Invalid))
 
 
 def _failure(outcome: WireOutcome | None, *, message: bool = False) -> str | None:

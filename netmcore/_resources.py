@@ -390,9 +390,20 @@ def release(res_id: int, user: int) -> None:
         entry.users.discard(user)
 
 
-def leave_all(user: int, failure: str | None = None) -> None:
-    """A process ended (``failure``: how it failed, as "raised KeyError";
-    None if it returned): take it out of every users set. A destroy that
+@dataclass(frozen=True)
+class Failure:
+    """How a process failed, as "raised KeyError", for the error of a get of
+    a resource gone with it; ``own_error``: an error of its own (raised, an
+    invalid result) that its log and its joiner have, not a signal or an
+    exit."""
+
+    how: str
+    own_error: bool
+
+
+def leave_all(user: int, failure: Failure | None = None) -> None:
+    """A process ended (``failure``: how it failed; None if it returned):
+    take it out of every users set. A destroy that
     fails of its own (an unlink refused: the file of `manage_file` in a
     directory nobody may write to, say) is logged and left for
     destroy_all; the others go on (one such failure used to stop the
@@ -421,7 +432,7 @@ class _Ending:
     object, if another process took it over (see Entry.taken)."""
 
     user: int
-    failure: str | None
+    failure: Failure | None
     taken: tuple[int, int] | None
 
 
@@ -441,22 +452,23 @@ def ended_reason(res_id: int) -> str | None:
     ending = _ended_with.get(res_id)
     if ending is None:
         return None
-    user = ending.user
-    if ending.failure is not None:
+    user, failure = ending.user, ending.failure
+    if failure is not None:
+        see = f"see process {user}'s own error first; " if failure.own_error else ""
         return (
-            f"it was destroyed when process {user}, its last user, ended: it "
-            f"{ending.failure}, and a worker's resources go when it ends, however it ends. "
-            f"This get follows from that end: see process {user}'s own error first; to "
-            "outlive it, keep the resource in use (open it) in a process that outlives it"
+            f"it was destroyed when process {user}, its last user, ended: it {failure.how}, "
+            "and a worker's resources go when it ends, however it ends. This follows from "
+            f"that end: {see}to outlive it, keep the resource in use (open it) in a process "
+            "that outlives it"
         )
     if ending.taken is not None:
         giver, taker = ending.taken
         return (
             f"it was destroyed when process {user}, its last user, ended. Process {giver} "
             f"had handed it over, and process {taker} took it over as the first process to "
-            "get it after; a handed-over resource goes with the process that takes it over. "
-            "For several processes to use it, get it (open it) first in the process that "
-            "passes its id on: that one then keeps it for them all"
+            "get it after: a handed-over resource taken over goes once the processes that "
+            "got it have ended. For several processes to use it in turn, get it (open it) "
+            "first in the process that passes its id on: that one then keeps it for them all"
         )
     return (
         f"it was destroyed when process {user}, its last user, ended: a worker's "

@@ -2330,6 +2330,8 @@ def make_and_fail(how_fd: tuple[str, int]) -> int:
     os.write(fd, netmcore.create_shm(8).res_id.n.to_bytes(8, "little"))
     if how == "killed":
         os.kill(os.getpid(), signal.SIGKILL)
+    if how == "killed on request":
+        signal.pause()  # until its caller's netmcore.kill
     raise KeyError("the work broke")
 
 
@@ -2337,10 +2339,12 @@ def make_and_fail(how_fd: tuple[str, int]) -> int:
 def gone_with_a_failed_user(fds: tuple[int, int]) -> dict[str, list[Any]]:
     r, w = fds
     out: dict[str, list[Any]] = {}
-    for how in ("raised", "killed"):
+    for how in ("raised", "killed", "killed on request"):
         pid = make_and_fail.start((how, w))
-        make_and_fail.join_outcome(pid)
         res_id = int.from_bytes(os.read(r, 8), "little")
+        if how == "killed on request":
+            netmcore.kill(pid)
+        make_and_fail.join_outcome(pid)
         text = outcome_text(lambda: netmcore.open_shm(netmcore.ResId(res_id)))  # noqa: B023
         out[how] = [res_id, pid.n, text]
     return out
@@ -2357,14 +2361,20 @@ def test_a_resource_gone_with_a_failed_user_names_that_failure(
     for how, failure in (
         ("raised", "raised KeyError"),
         ("killed", "ended without a result (killed by signal SIGKILL)"),
+        (
+            "killed on request",
+            "was killed (SIGKILL) on request: netmcore.kill, a map's timeout, or python -m "
+            "netmcore kill",
+        ),
     ):
         res_id, maker, text = out[how]
+        # Its own error to look at, where it has one.
+        see = f"see process {maker}'s own error first; " if how == "raised" else ""
         assert text == (
             f"NoResource: no resource ResId({res_id}): it was destroyed when process {maker}, "
             f"its last user, ended: it {failure}, and a worker's resources go when it ends, "
-            f"however it ends. This get follows from that end: see process {maker}'s own "
-            "error first; to outlive it, keep the resource in use (open it) in a process "
-            "that outlives it"
+            f"however it ends. This follows from that end: {see}to outlive it, keep the "
+            "resource in use (open it) in a process that outlives it"
         )
 
 
@@ -2400,7 +2410,8 @@ def test_a_handed_over_resource_gone_with_its_taker_says_to_get_it_first() -> No
     assert message == (
         f"no resource ResId({res_id}): it was destroyed when process {taker}, its last user, "
         f"ended. Process {giver} had handed it over, and process {taker} took it over as the "
-        "first process to get it after; a handed-over resource goes with the process that "
-        "takes it over. For several processes to use it, get it (open it) first in the "
-        "process that passes its id on: that one then keeps it for them all"
+        "first process to get it after: a handed-over resource taken over goes once the "
+        "processes that got it have ended. For several processes to use it in turn, get it "
+        "(open it) first in the process that passes its id on: that one then keeps it for "
+        "them all"
     )
