@@ -19,7 +19,7 @@ import types
 import typing
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar
 
 import msgspec
 
@@ -45,6 +45,10 @@ Y = TypeVar("Y")
 MAP_AHEAD = 4
 # What map and map_outcomes are named in their errors.
 MAP, MAP_OUTCOMES = "map", "map_outcomes"
+# chunksize="auto" sizes chunks so that each runs its items for about this
+# long: a fork costs ~3 ms of CPU, a few per cent of it; and a chunk this
+# short still spreads the last items over the CPUs.
+AUTO_CHUNK_SECONDS = 0.1
 
 
 class ProcessDef(Generic[In, Out]):
@@ -251,7 +255,7 @@ class ProcessDef(Generic[In, Out]):
         *,
         processes: int | None = None,
         timeout: float | None = None,
-        chunksize: int = 1,
+        chunksize: int | Literal["auto"] = 1,
         ordered: bool = True,
     ) -> Iterator[Out]:
         """Start a process for each item of ``args`` (for each ``chunksize``
@@ -271,6 +275,14 @@ class ProcessDef(Generic[In, Out]):
         ``outcome`` says how, and the items after it in its chunk are not
         run; a chunk's process that dies fails its first item not yielded,
         naming the chunk's items. The window below counts chunks.
+
+        ``chunksize="auto"`` sizes the chunks as the map goes, as joblib's
+        ``batch_size="auto"`` does: the first ones hold one item, and each
+        next one up to twice as many as the last, until a chunk runs its
+        items for about 0.1 s (as the chunks that ended measured them), and
+        no more than a quarter of ``args``'s length (if it has one) shared
+        among the ``processes``. Items of many milliseconds each keep a
+        process to themselves; many small ones share a few.
 
         With ``ordered=False``, each result is yielded as soon as its process
         has ended, in the order they end (with chunks, a chunk's items in
@@ -315,7 +327,7 @@ class ProcessDef(Generic[In, Out]):
         *,
         processes: int | None = None,
         timeout: float | None = None,
-        chunksize: int = 1,
+        chunksize: int | Literal["auto"] = 1,
     ) -> Iterator[Outcome[Out]]:
         """:meth:`map`, yielding how each item went, in order, as
         :meth:`join_outcome` tells it: an item that raises, returns an
@@ -426,10 +438,15 @@ class ProcessDef(Generic[In, Out]):
         return Crashed(wire.exitcode, wire.signal)
 
 
-def _chunksize(value: Any) -> int:
-    """map's ``chunksize``, checked as ``processes`` is (see _at_least_one)."""
+def _chunksize(value: Any) -> int | None:
+    """map's ``chunksize``, checked as ``processes`` is (see _at_least_one);
+    None for "auto"."""
+    if isinstance(value, str) and value == "auto":
+        return None
     return _at_least_one(
-        "chunksize", value, "give how many items each process runs in turn, an int of 1 or more"
+        "chunksize",
+        value,
+        'give how many items each process runs in turn, an int of 1 or more, or "auto"',
     )
 
 
@@ -472,10 +489,11 @@ class _ChunkDone(msgspec.Struct, frozen=True):
     """How a chunk's items went, in order, as far as they were run: the
     result of each (encoded by the type's output type), and how those in
     ``faults`` (by their place in the chunk) failed instead, their result
-    a nil."""
+    a nil; ``seconds``: how long running them took."""
 
     values: list[msgspec.Raw]
     faults: dict[int, _Fault] = {}
+    seconds: float = 0.0
 
 
 _chunk_decoder = msgspec.msgpack.Decoder(_Chunk)
@@ -499,22 +517,29 @@ class _ChunkEnd(NamedTuple):
 
 class _Chunks:
     """How the processes of a chunked map start and end (see _mapped):
-    ``go_on``, of map_outcomes."""
+    ``go_on``, of map_outcomes; chunks of ``size`` items, or, if None
+    ("auto"), of a size that grows as they end (see _measured) up to
+    ``most``."""
 
-    def __init__(self, cls: type[ProcessDef[Any, Any]], go_on: bool) -> None:
+    def __init__(
+        self, cls: type[ProcessDef[Any, Any]], go_on: bool, size: int | None, most: int
+    ) -> None:
         self.cls = cls
         self.go_on = go_on
         self.name = _map_name(go_on)
         self.sizes: dict[int, tuple[int, int]] = {}  # process -> (first item, count)
+        self.fixed = size is not None
+        self.size = 1 if size is None else size
+        self.most = most
 
-    def of(self, items: Iterator[Any], size: int) -> Iterator[_Chunk]:
-        """``items`` in chunks of ``size``, each argument encoded (and so
-        checked) as it is read. An argument that does not match, or an
-        exception of ``items``' own, comes after the chunk of those before
-        it."""
+    def of(self, items: Iterator[Any]) -> Iterator[_Chunk]:
+        """``items`` in chunks, each argument encoded (and so checked) as it
+        is read. An argument that does not match, or an exception of
+        ``items``' own, comes after the chunk of those before it."""
         input_type, name, go_on = self.cls.input_type, self.cls.__qualname__, self.go_on
         index = 0
         encoded: list[msgspec.Raw] = []
+        size = self.size  # each chunk's, as it begins
         while True:
             try:
                 arg = next(items)
@@ -529,7 +554,7 @@ class _Chunks:
             index += 1
             if len(encoded) == size:
                 yield _Chunk(index - size, encoded, go_on)
-                encoded = []
+                encoded, size = [], self.size
         if encoded:
             yield _Chunk(index - len(encoded), encoded, go_on)
 
@@ -560,12 +585,32 @@ class _Chunks:
             end = _ChunkEnd(
                 pid, first, size, _item_outcomes(self.cls, pid, first, done, self.go_on)
             )
+            self._measured(done)
         else:
             outcome = self.cls._outcome(pid, wire)
             assert not isinstance(outcome, Success)  # (not Returned)
             end = _ChunkEnd(pid, first, size, [], died=outcome)
         _client.handed_over(pid.n)
         return end
+
+    def _measured(self, done: _ChunkDone) -> None:
+        """For "auto": the next chunks' size, from how long the items of
+        ``done`` ran: about AUTO_CHUNK_SECONDS' worth, at most twice the
+        size so far (one quick item says little of the next ones), at
+        least 1, at most ``most``."""
+        if self.fixed or not done.values:
+            return
+        each = done.seconds / len(done.values)
+        worth = AUTO_CHUNK_SECONDS / each if each > 0 else float("inf")
+        self.size = max(1, min(int(worth), 2 * self.size, self.most))
+
+
+def _auto_most(args: Iterable[Any], processes: int) -> int:
+    """The largest chunk of chunksize="auto": a quarter of the items each
+    process would have, if ``args`` says how many it has (as Pool.map
+    chunks them), so that the last chunks still spread over the CPUs."""
+    count = operator.length_hint(args, 0)
+    return max(1, -(-count // (4 * processes))) if count else sys.maxsize
 
 
 def _item_outcomes(
@@ -649,6 +694,7 @@ def _run_chunk(cls: type[ProcessDef[Any, Any]], encap: Encap) -> Encap:
     items, go_on = chunk.items, chunk.go_on
     values: list[msgspec.Raw] = []
     faults: dict[int, _Fault] = {}
+    began = time.perf_counter()
     # Two loops, so that an exception between two items is the next one's
     # failure and, for go_on, the loop goes on after it.
     while len(values) < len(items) and (go_on or not faults) and not _forked():
@@ -672,7 +718,8 @@ def _run_chunk(cls: type[ProcessDef[Any, Any]], encap: Encap) -> Encap:
             who = _item_of(cls, chunk.first + place, go_on)
             faults[place] = _Fault(raised=_worker.raised_by(who, exc))
             values[place:] = [_NO_RESULT]
-    return Encap(_DONE_NAME, _DONE_MARK, (msgspec.msgpack.encode(_ChunkDone(values, faults)),))
+    done = _ChunkDone(values, faults, time.perf_counter() - began)
+    return Encap(_DONE_NAME, _DONE_MARK, (msgspec.msgpack.encode(done),))
 
 
 def _item_end(
@@ -783,8 +830,9 @@ def _map(
     if chunksize == 1:
         start: Callable[[Any, int, str], ProcessId[Any]] = cls._start_into
         return _mapped(cls, name, iter(args), processes, timeout, ordered, start, result)
-    chunks = _Chunks(cls, go_on)
-    items = chunks.of(iter(args), chunksize)
+    most = _auto_most(args, processes) if chunksize is None else chunksize
+    chunks = _Chunks(cls, go_on, chunksize, most)
+    items = chunks.of(iter(args))
     ends = _mapped(
         cls, name, items, processes, timeout, ordered, chunks.start, chunks.end, chunks.items_of
     )

@@ -111,6 +111,7 @@ def bad_join() -> None:
     square.map([3], timeout="1")  # type: ignore[arg-type]
     square.map([3], chunksize=2.0)  # type: ignore[arg-type]
     square.map([3], ordered="no")  # type: ignore[arg-type]
+    square.map([3], chunksize="big")  # type: ignore[arg-type]
     square.map_outcomes([3], ordered=False)  # type: ignore[call-arg]
     print("".join(square.map([3])))  # type: ignore[arg-type]
     square.map_outcomes(["3"])  # type: ignore[list-item]

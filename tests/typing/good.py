@@ -104,6 +104,8 @@ def process_def_start_join() -> None:
     assert_type(square.map(range(5), timeout=2.5), Iterator[int])
     assert_type(square.map(range(5), chunksize=2), Iterator[int])
     assert_type(square.map(range(5), ordered=False, chunksize=2), Iterator[int])
+    assert_type(square.map(range(5), chunksize="auto"), Iterator[int])
+    assert_type(square.map_outcomes(range(5), chunksize="auto"), Iterator[netmcore.Outcome[int]])
     # map_outcomes yields how each item went, the value typed by the match.
     assert_type(square.map_outcomes(range(5)), Iterator[netmcore.Outcome[int]])
     for item_outcome in Add.map_outcomes([(1.0, 2.0)], processes=2, chunksize=2, timeout=1.0):
