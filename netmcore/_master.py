@@ -398,12 +398,13 @@ class Master:
         self.kill_deadline: float | None = None  # when stragglers get SIGKILL
         self.notice_at: float | None = None  # when run says what it waits for
         self.notice_after = WAIT_NOTICE_SECONDS
-        # The stall notice (see _look_for_stall): when the master looks next,
-        # and the count of messages processes had sent when it last looked.
+        # The stall notice (see _look_for_stall): when the master looks next;
+        # and the count of messages processes had sent, and the CPU time of
+        # each, when it last looked and found them all waiting.
         self.stall_at: float | None = None
         self.stall_after = STALL_NOTICE_SECONDS
         self.sent = 0
-        self.sent_when_looked = -1
+        self.when_looked: tuple[int, dict[int, int | None]] | None = None
         self.killed = False
         self._buf = recv_buffer()
         self._view = memoryview(self._buf)
@@ -640,8 +641,8 @@ class Master:
                 expiry = first if expiry is None else min(expiry, first)
             if self.notice_at is not None:
                 expiry = self.notice_at if expiry is None else min(expiry, self.notice_at)
-            if self.stall_at is not None:
-                wait = max(0.0, self.stall_at - time.monotonic())
+            if self.stall_at is not None:  # (capped as expiry's below)
+                wait = min(max(0.0, self.stall_at - time.monotonic()), LONGEST_WAIT)
                 timeout = wait if timeout is None else min(timeout, wait)
             if expiry is not None:  # a plugin request, a join or the notice times out then
                 # Capped: epoll takes at most 2**31 ms, and a timeout may be 1e9 s.
@@ -737,9 +738,9 @@ class Master:
     def _look_for_stall(self) -> None:
         """Say so if every running process waits in the master (a join, a
         wait for the first of several ends, a plugin call), none with a
-        timeout, and no process has sent anything since the last look: none
-        can go on unless a thread of theirs still at work, outside netmcore,
-        wakes the others. Looked at every ``stall_after`` seconds, doubled
+        timeout still to come, and since the last look none has sent
+        anything or used any CPU: none can go on, unless something outside
+        netmcore wakes one. Looked at every ``stall_after`` seconds, doubled
         after each notice, until something moves. Not once run has begun
         to end: _notice_waiting says what it waits for then."""
         if self.shutting_down:
@@ -747,17 +748,20 @@ class Master:
             return
         now = time.monotonic()
         running = self._running()
-        waits = self.waits() if running and self.sent == self.sent_when_looked else {}
-        timed = bool(self.join_timers) or (
-            self.plugins is not None and self.plugins.next_deadline() is not None
-        )
-        if running and not timed and all(r.n in waits for r in running):
+        waits = self.waits() if running else {}
+        seen = None
+        if running and all(r.n in waits for r in running) and not self._timed_waits():
+            # CPU time, too: a thread of a process that computes while another
+            # waits here sends nothing, and its process is not stalled.
+            seen = (self.sent, {r.n: _cpu_ticks(r) for r in running})
+        if seen is not None and seen == self.when_looked:
             log.warning(
                 "netmcore: every running process has waited in the master for %g s or "
-                "more, and none has sent anything meanwhile: %s. Unless a thread of theirs "
-                "is still at work, they wait for each other, for ever (a deadlock: a join "
-                "cycle, a box that nobody sends to). python -m netmcore status %s shows "
-                "them; end them with python -m netmcore kill %s %s, or a Ctrl-C ends the run",
+                "more, and none has sent anything or used the CPU meanwhile: %s. Unless "
+                "something outside netmcore wakes one (a signal, a timer of its own), they "
+                "wait for each other, for ever (a deadlock: a join cycle, a box that nobody "
+                "sends to). python -m netmcore status %s shows them; end them with python "
+                "-m netmcore kill %s %s, or a Ctrl-C ends the run",
                 self.stall_after,
                 self._shown(running, waits, now),
                 shlex.quote(self.sockdir.path),
@@ -765,10 +769,17 @@ class Master:
                 " ".join(str(r.n) for r in running),
             )
             self.stall_after *= 2
-        elif self.sent != self.sent_when_looked:
+        elif seen is None or self.when_looked is None or seen[0] != self.when_looked[0]:
             self.stall_after = STALL_NOTICE_SECONDS
-        self.sent_when_looked = self.sent
+        self.when_looked = seen
         self.stall_at = now + self.stall_after
+
+    def _timed_waits(self) -> bool:
+        """Whether a wait in the master has a timeout still to come (a join's
+        or a plugin call's): then it ends by itself. A timer outlives the
+        wait it was for, which is not counted."""
+        joins = any(self._still_waits(n, waiter) for _, _, n, waiter in self.join_timers)
+        return joins or (self.plugins is not None and self.plugins.waits_with_deadline())
 
     def _running(self) -> list[Record]:
         """The processes started and not ended, in the order they started."""
@@ -779,7 +790,7 @@ class Master:
         """The first five of ``running``, for a notice: each one's id, type,
         time running and ``waits``."""
         shown = ", ".join(
-            f"{r.n} ({r.definition.name}, for {now - r.started:.0f} s"
+            f"{r.n} ({r.definition.name}, running for {now - r.started:.0f} s"
             + "".join(f", waiting for {what}" for what in waits.get(r.n, []))
             + ")"
             for r in running[:5]
@@ -1954,6 +1965,18 @@ def _how_it_failed(record: Record, outcome: WireOutcome | None) -> str | None:
     if how is None:
         return None
     return f"process {record.n} ({record.definition.name}), one of its parties, {how}"
+
+
+def _cpu_ticks(record: Record) -> int | None:
+    """The CPU time the process of ``record`` has used, all its threads', in
+    clock ticks (None if it cannot be read: it has just ended)."""
+    assert record.child is not None
+    try:
+        with open(f"/proc/{record.child.os_pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
 
 
 def _resource_user_end(record: Record, outcome: WireOutcome | None) -> _resources.Failure | None:

@@ -199,57 +199,71 @@ class PluginHost:
 
     def _rebuild_timers(self) -> None:
         """The timers of the requests that wait now, only."""
-        queues: list[tuple[str, str, Iterable[Waiting]]] = [
-            *(("var", n, v.waiters) for n, v in self.vars.items()),
-            *(("var", n, (w for w, _ in ws)) for n, ws in self.unmade.items()),
-            *(("mutex", n, m.waiters) for n, m in self.mutexes.items()),
-            *(("sem", n, s.waiters) for n, s in self.sems.items()),
-            *(("mbox", n, b.receivers) for n, b in self.mboxes.items()),
-            *(("mbox", n, (w for w, _ in b.senders)) for n, b in self.mboxes.items()),
-            *(("barrier", n, b.waiters) for n, b in self.barriers.items()),
-        ]
         self.timers = [
             (w.deadline, service, name)
-            for service, name, queue in queues
+            for service, name, _, queue in self._queues()
             for w in queue
             if w.deadline is not None
         ]
         heapq.heapify(self.timers)
         self.prune_at = max(TIMERS_PRUNE_AT, 2 * len(self.timers))
 
-    def waits(self) -> list[tuple[int, str]]:
-        """Each call that waits here: its process id, and what it is."""
-        queues: list[tuple[str, Iterable[Waiting]]] = [
+    def _queues(self) -> list[tuple[str, str, str, Iterable[Waiting]]]:
+        """Every queue of calls that wait here: its object's service and
+        name, what its calls wait for (as status shows it), and the calls."""
+        return [
             *(
-                (f"SharedVar({reprlib.repr(n)}).wait_for_value()", v.waiters)
+                ("var", n, f"SharedVar({reprlib.repr(n)}).wait_for_value()", v.waiters)
                 for n, v in self.vars.items()
             ),
             *(
                 (
+                    "var",
+                    n,
                     f"SharedVar({reprlib.repr(n)}).wait_for_value(), before its create",
                     [w for w, _ in ws],
                 )
                 for n, ws in self.unmade.items()
             ),
             *(
-                (f"PluginMutex({reprlib.repr(n)}).lock(), held by {_holder(m.holder)}", m.waiters)
+                (
+                    "mutex",
+                    n,
+                    f"PluginMutex({reprlib.repr(n)}).lock(), held by {_holder(m.holder)}",
+                    m.waiters,
+                )
                 for n, m in self.mutexes.items()
             ),
             *(
-                (f"PluginSemaphore({reprlib.repr(n)}).decrement()", s.waiters)
+                ("sem", n, f"PluginSemaphore({reprlib.repr(n)}).decrement()", s.waiters)
                 for n, s in self.sems.items()
             ),
-            *((f"Mbox({reprlib.repr(n)}).receive()", b.receivers) for n, b in self.mboxes.items()),
             *(
-                (f"Mbox({reprlib.repr(n)}).send() to a full box", (w for w, _ in b.senders))
+                ("mbox", n, f"Mbox({reprlib.repr(n)}).receive()", b.receivers)
                 for n, b in self.mboxes.items()
             ),
             *(
-                (f"PluginBarrier({reprlib.repr(n)}).wait()", b.waiters)
+                (
+                    "mbox",
+                    n,
+                    f"Mbox({reprlib.repr(n)}).send() to a full box",
+                    [w for w, _ in b.senders],
+                )
+                for n, b in self.mboxes.items()
+            ),
+            *(
+                ("barrier", n, f"PluginBarrier({reprlib.repr(n)}).wait()", b.waiters)
                 for n, b in self.barriers.items()
             ),
         ]
-        return [(w.user, what) for what, queue in queues for w in queue]
+
+    def waits(self) -> list[tuple[int, str]]:
+        """Each call that waits here: its process id, and what it is."""
+        return [(w.user, what) for _, _, what, queue in self._queues() for w in queue]
+
+    def waits_with_deadline(self) -> bool:
+        """Whether a call waits here with a deadline (it will end then)."""
+        return any(w.deadline is not None for *_, queue in self._queues() for w in queue)
 
     def next_deadline(self) -> float | None:
         """When the master's loop must call :meth:`expire_due` next (None: never)."""

@@ -251,7 +251,7 @@ def test_run_says_which_processes_it_still_waits_for(
         logging.getLogger("netmcore").removeHandler(handler)
     assert len(said) == 1
     assert f"waits for 1 process(es) still running: {n} (" in said[0]
-    assert "me_gated, for 0 s)" in said[0] and "netmcore.kill(pid)" in said[0]
+    assert "me_gated, running for 0 s)" in said[0] and "netmcore.kill(pid)" in said[0]
 
 
 @netmcore.process
@@ -288,7 +288,10 @@ def test_run_says_what_the_processes_it_waits_for_wait_for(
         n = run_scenario(me_leave_one_waiting, 0, init_ctrl=netmcore.add_plugins)
     finally:
         logging.getLogger("netmcore").removeHandler(handler)
-    waiting = f"{n} (test_master_edges.me_waits_on_a_box, for 0 s, waiting for Mbox('nobody sends')"
+    waiting = (
+        f"{n} (test_master_edges.me_waits_on_a_box, running for 0 s, "
+        "waiting for Mbox('nobody sends')"
+    )
     # The first notice may come before its receive has reached the master.
     assert any(f"{waiting}.receive())" in line for line in said), said
 

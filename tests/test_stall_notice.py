@@ -75,8 +75,8 @@ def test_processes_waiting_for_each_other_are_named_and_a_ctrl_c_ends_them(
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     found = re.search(
-        r": (\d+) \(__main__\.driver, for \d+ s, waiting for the join of process (\d+)\), "
-        r"(\d+) \(__main__\.joins_its_starter, for \d+ s, waiting for (.*)\)\. Unless ",
+        r": (\d+) \(__main__\.driver, running for \d+ s, waiting for the join of process (\d+)\), "
+        r"(\d+) \(__main__\.joins_its_starter, running for \d+ s, waiting for (.*)\)\. Unless ",
         notice,
     )
     assert found is not None, notice
@@ -86,7 +86,10 @@ def test_processes_waiting_for_each_other_are_named_and_a_ctrl_c_ends_them(
         assert its_wait == f"the join of process {driver}"
     else:
         assert its_wait == "Mbox('stall.calls').receive()", its_wait
-    assert "waited in the master for 0.2 s or more, and none has sent anything" in notice
+    assert (
+        "waited in the master for 0.2 s or more, and none has sent anything or used the CPU"
+        in notice
+    )
     assert "(a deadlock: a join cycle, a box that nobody sends to)" in notice
     assert "python -m netmcore kill " in notice and notice.rstrip().endswith(
         f"{driver} {joiner}, or a Ctrl-C ends the run"
@@ -218,3 +221,130 @@ def test_no_notice_while_a_wait_has_a_timeout(
         assert run_scenario(timed_joiner, 0) == -1  # its join gave None: killed
     assert len(looks) >= 5
     assert not [rec for rec in caplog.records if NOTICE in rec.getMessage()]
+
+
+GATE = netmcore.PluginMutex("stall.gate")
+NOBODY = netmcore.Mbox("stall.nobody", int)
+
+
+@netmcore.process
+def locks_then_waits(_: int) -> int:
+    """Take the gate with a timeout (it waits: the driver holds it), then
+    wait for a box nobody sends to."""
+    GATE.lock(timeout=3600)
+    return NOBODY.receive()
+
+
+@netmcore.process
+def stalls_after_timed_waits(fds: tuple[int, int]) -> int:
+    """A join with a timeout, and a lock with one, both answered long
+    before their deadlines (let go by the test's look, once each waits in
+    the master); then a join of a process that waits for ever."""
+    r, _ = fds
+    NOBODY.create()
+    quick = reads_its_pipe.start(r)
+    reads_its_pipe.join(quick, timeout=3600)
+    GATE.lock()
+    locker = locks_then_waits.start(0)
+    os.read(r, 1)
+    GATE.unlock()
+    return locks_then_waits.join(locker) or -1
+
+
+def test_timed_waits_answered_long_ago_hold_back_no_notice(
+    pipes: Callable[[], tuple[int, int]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A timer outlives its wait: a join and a lock, each with an hour's
+    timeout and answered at once, kept the notice back for that hour. The
+    test's look lets each waiter go once the master shows it waiting, and
+    ends the stall, once told, by killing the process stalled in the box."""
+    r, w = pipes()
+    monkeypatch.setattr(_master, "STALL_NOTICE_SECONDS", 0.05)
+    look = _master.Master._look_for_stall
+    let_go: set[str] = set()
+
+    def driving(master: _master.Master) -> None:
+        look(master)
+        waits = " ".join(what for whats in master.waits().values() for what in whats)
+        for what in ("the join of process", "PluginMutex('stall.gate').lock()"):
+            if what in waits and what not in let_go:
+                let_go.add(what)
+                os.write(w, b"x")
+        if any(NOTICE in rec.getMessage() for rec in caplog.records):
+            for record in master._running():
+                if record.definition.name.endswith("locks_then_waits") and record.child:
+                    os.kill(record.child.os_pid, signal.SIGKILL)
+
+    monkeypatch.setattr(_master.Master, "_look_for_stall", driving)
+    with caplog.at_level(logging.WARNING, logger="netmcore"):
+        result = run_scenario(stalls_after_timed_waits, (r, w), init_ctrl=netmcore.add_plugins)
+    assert result == -1  # its join gave None: killed
+    assert len(let_go) == 2
+    notices = [rec.getMessage() for rec in caplog.records if NOTICE in rec.getMessage()]
+    assert notices and "Mbox('stall.nobody').receive()" in notices[0]
+
+
+WAKE_VAR = netmcore.SharedVar("stall.wake", int)
+
+
+@netmcore.process
+def computes_while_a_thread_waits(r: int) -> int:
+    """A thread waits in the master for a variable nobody sets, while the
+    main thread computes (until a byte comes on fd ``r``)."""
+    threading.Thread(target=WAKE_VAR.wait_for_value, daemon=True).start()
+    os.set_blocking(r, False)
+    spins = 0
+    while True:
+        spins += 1  # the work
+        try:
+            os.read(r, 1)
+        except BlockingIOError:
+            continue
+        return min(spins, 1)
+
+
+@netmcore.process
+def joins_a_computer(r: int) -> int:
+    return computes_while_a_thread_waits.join(computes_while_a_thread_waits.start(r)) or 0
+
+
+def test_no_notice_while_a_process_computes_beside_a_thread_that_waits(
+    pipes: Callable[[], tuple[int, int]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every process has a wait in the master and sends nothing, but one
+    computes: its CPU time grows between the looks, so no notice. Let go
+    after five looks."""
+    r, w = pipes()
+    monkeypatch.setattr(_master, "STALL_NOTICE_SECONDS", 0.05)
+    looks = []
+    look = _master.Master._look_for_stall
+
+    def counted(master: _master.Master) -> None:
+        look(master)
+        looks.append(1)
+        if len(looks) == 5:
+            os.write(w, b"x")
+
+    monkeypatch.setattr(_master.Master, "_look_for_stall", counted)
+    with caplog.at_level(logging.WARNING, logger="netmcore"):
+        assert run_scenario(joins_a_computer, r, init_ctrl=netmcore.add_plugins) == 1
+    assert len(looks) >= 5
+    assert not [rec for rec in caplog.records if NOTICE in rec.getMessage()]
+
+
+def test_a_look_far_off_does_not_overflow_the_masters_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After many notices the next look is far off: the wait is capped, as
+    epoll takes at most 2**31 ms (it raised OverflowError, and the master died)."""
+    monkeypatch.setattr(_master, "STALL_NOTICE_SECONDS", 10.0 * 2**30)
+    assert run_scenario(trivial, 7) == 7
+
+
+@netmcore.process
+def trivial(k: int) -> int:
+    return k
