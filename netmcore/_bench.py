@@ -225,11 +225,12 @@ class Row:
     target: str
     unit: str = "us"
 
-    def render(self) -> str:
+    def render(self, width: int = 34) -> str:
+        """The row, its measure's name ``width`` characters wide."""
         scale = 1e6 if self.unit == "us" else 1e3
         ratio = self.ours / self.theirs
         return (
-            f"{self.what:<34} {self.ours * scale:>10.1f} {self.unit}  "
+            f"{self.what:<{width}} {self.ours * scale:>10.1f} {self.unit}  "
             f"{self.peer:<30} {self.theirs * scale:>10.1f} {self.unit}  "
             f"{ratio:>6.2f}x   {self.target}"
         )
@@ -409,6 +410,15 @@ def pipeline_rows() -> tuple[list[Row], str]:
     return rows, f"pipeline: {ours:,.0f} items/s vs chained Pool.imap {peers:,.0f} items/s"
 
 
+# How a measure is read from a Figures.
+Get = Callable[[_bench_peers.Figures], float]
+
+
+def _same(get: Get) -> tuple[Get, Get]:
+    """A measure read alike from netmcore's figures and a peer's."""
+    return get, get
+
+
 def peers_rows(roundtrips: int, tasks: int) -> tuple[list[Row], str]:
     """netmcore against the executors its users know (see _bench_peers)."""
     workers = _bench_peers.workers_count()
@@ -424,24 +434,36 @@ def peers_rows(roundtrips: int, tasks: int) -> tuple[list[Row], str]:
             theirs[peer.name] = _bench_peers.peer_figures(peer, plan, workers)
         except Exception as exc:  # one peer's failure loses none of the others' figures
             failed.append(f"{peer.name} ({type(exc).__name__}: {exc})")
-    measures: list[tuple[str, Callable[[_bench_peers.Figures], float], str]] = [
-        (f"task round trip, {PAUSE_S * 1e3:g} ms apart", lambda f: f.roundtrip_s, "us"),
-        (f"map, {plan.tasks} tasks: s per task", lambda f: f.map_s / plan.tasks, "us"),
+
+    def per_task(f: _bench_peers.Figures) -> float:
+        return f.map_s / plan.tasks
+
+    measures: list[tuple[str, Get, Get, str]] = [
+        (f"task round trip, {PAUSE_S * 1e3:g} ms apart", *_same(lambda f: f.roundtrip_s), "us"),
+        (f"map, {plan.tasks} tasks: s per task", per_task, per_task, "us"),
         (
             f"map, {plan.tasks} tasks, chunksize {_bench_peers.CHUNKSIZE}: s per task",
-            lambda f: f.chunked_map_s / plan.tasks,
+            *_same(lambda f: f.chunked_map_s / plan.tasks),
+            "us",
+        ),
+        # What each gives with the setting its users would take: netmcore's
+        # chunksize="auto" against the peer's plain map (which may chunk too).
+        (
+            f"map, {plan.tasks} tasks, ours chunksize 'auto', theirs plain: s per task",
+            lambda f: f.auto_map_s / plan.tasks,
+            per_task,
             "us",
         ),
         (
             f"map, {plan.cpu_tasks} CPU tasks of {_bench_peers.CPU_TASK_S * 1e3:g} ms",
-            lambda f: f.cpu_s,
+            *_same(lambda f: f.cpu_s),
             "ms",
         ),
-        ("set-up + 1 task + shut-down", lambda f: f.cold_s, "ms"),
+        ("set-up + 1 task + shut-down", *_same(lambda f: f.cold_s), "ms"),
     ]
     rows = [
-        Row(what, get(ours), get(figures), name, "(info)", unit)
-        for what, get, unit in measures
+        Row(what, get_ours(ours), get_theirs(figures), name, "(info)", unit)
+        for what, get_ours, get_theirs, unit in measures
         for name, figures in theirs.items()
     ]
     speed_ups = ", ".join(
@@ -484,11 +506,13 @@ def main(
             rows += more
             notes.append(note)
     print(f"netmcore bench on {os.cpu_count()} cores (ratio = netmcore / peer; lower is better)")
+    width = max([34, *(len(row.what) for row in rows)])  # the columns line up
     print(
-        f"{'measure':<34} {'netmcore':>13}  {'peer':<30} {'peer time':>13}  {'ratio':>7}   target"
+        f"{'measure':<{width}} {'netmcore':>13}  {'peer':<30} {'peer time':>13}  "
+        f"{'ratio':>7}   target"
     )
     for row in rows:
-        print(row.render())
+        print(row.render(width))
     for note in notes:
         print(note)
     return rows

@@ -79,6 +79,7 @@ class Figures(msgspec.Struct, frozen=True):
     chunked_map_s: float  # the same, with chunksize=CHUNKSIZE where the peer takes one
     cpu_s: float  # the whole map of plan.cpu_tasks CPU tasks
     cold_s: float = 0.0  # set-up, one task, shut-down
+    auto_map_s: float = 0.0  # netmcore's only: the map of trivial tasks, chunksize="auto"
 
 
 class Client(Protocol):
@@ -135,7 +136,12 @@ class _Netmcore:
 
 @process
 def _measure_netmcore(plan: Plan) -> Figures:
-    return measure(_Netmcore(), plan)
+    figures = measure(_Netmcore(), plan)
+    args = list(range(plan.tasks))
+    t0 = time.perf_counter()
+    if list(_identity.map(args, chunksize="auto")) != args:
+        raise RuntimeError("an auto-chunked map lost or reordered its results")
+    return msgspec.structs.replace(figures, auto_map_s=time.perf_counter() - t0)
 
 
 def netmcore_figures(plan: Plan) -> Figures:

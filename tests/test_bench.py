@@ -134,6 +134,7 @@ def test_bench_peers_section_measures_netmcore_and_each_installed_peer_alike(
         "task round trip, 5 ms apart",
         "map, 5 tasks: s per task",
         "map, 5 tasks, chunksize 50: s per task",
+        "map, 5 tasks, ours chunksize 'auto', theirs plain: s per task",
         cpu,
         "set-up + ",
     )
@@ -172,4 +173,4 @@ def test_bench_names_a_peer_not_installed_and_one_that_failed_and_measures_the_o
     assert "not installed, so not measured: netmcore_no_such_peer (pip install" in proc.stdout
     assert "failed, so not measured: Broken (RuntimeError: no cluster)" in proc.stdout
     assert "Absent" not in proc.stdout
-    assert proc.stdout.count("ProcessPoolExecutor") == 6  # 5 rows and the speed-ups
+    assert proc.stdout.count("ProcessPoolExecutor") == 7  # 6 rows and the speed-ups
