@@ -49,6 +49,9 @@ MAP, MAP_OUTCOMES = "map", "map_outcomes"
 # long: a fork costs ~3 ms of CPU, a few per cent of it; and a chunk this
 # short still spreads the last items over the CPUs.
 AUTO_CHUNK_SECONDS = 0.1
+# ... and holds at most this many bytes of arguments (or, as measured, of
+# results): a chunk of large items is sent whole, through /dev/shm.
+AUTO_CHUNK_BYTES = 16 << 20
 
 
 class ProcessDef(Generic[In, Out]):
@@ -277,20 +280,13 @@ class ProcessDef(Generic[In, Out]):
         naming the chunk's items. The window below counts chunks.
 
         ``chunksize="auto"`` sizes the chunks as the map goes, as joblib's
-        ``batch_size="auto"`` does: the first ones hold one item, and each
-        next one up to twice as many as the last, until a chunk runs its
-        items for about 0.1 s (as the chunks that ended measured them), and
-        no more than a quarter of ``args``'s length (if it has one) shared
-        among the ``processes``. Items of many milliseconds each keep a
-        process to themselves; many small ones share a few.
-
-        With ``ordered=False``, each result is yielded as soon as its process
-        has ended, in the order they end (with chunks, a chunk's items in
-        turn), as ``Pool.imap_unordered`` yields them: a slow item holds
-        back no other result. An item's error then comes as its process
-        ends, and an error of ``args`` once every item before it is
-        yielded. Return what tells the items apart (an index, a key) in the
-        result if the caller needs it.
+        ``batch_size="auto"`` does: the first ones hold one item; each next
+        one about 0.1 s of items (as the chunks yielded so far measured
+        them; at most 16 MiB of arguments or results), at most twice the
+        largest chunk measured; and, if ``args`` has a length, fewer
+        towards its end, so that the last items spread over the CPUs.
+        Items that run 0.1 s or more keep a process each, once measured;
+        many small ones share a few.
 
         A process is started as soon as one has ended, in any order, and
         at most ``4 * processes`` results are held ahead of the one awaited.
@@ -518,11 +514,16 @@ class _ChunkEnd(NamedTuple):
 class _Chunks:
     """How the processes of a chunked map start and end (see _mapped):
     ``go_on``, of map_outcomes; chunks of ``size`` items, or, if None
-    ("auto"), of a size that grows as they end (see _measured) up to
-    ``most``."""
+    ("auto"), of a size that grows as they end (see _measured) and shrinks
+    towards the end of ``args``, if it has a ``length`` (see _room)."""
 
     def __init__(
-        self, cls: type[ProcessDef[Any, Any]], go_on: bool, size: int | None, most: int
+        self,
+        cls: type[ProcessDef[Any, Any]],
+        go_on: bool,
+        size: int | None,
+        length: int | None,
+        processes: int,
     ) -> None:
         self.cls = cls
         self.go_on = go_on
@@ -530,7 +531,17 @@ class _Chunks:
         self.sizes: dict[int, tuple[int, int]] = {}  # process -> (first item, count)
         self.fixed = size is not None
         self.size = 1 if size is None else size
-        self.most = most
+        self.length, self.processes = length, processes
+        self.largest_measured = 0  # the largest chunk measured so far (auto)
+
+    def _room(self, index: int) -> int:
+        """The size of the chunk that begins at item ``index``: with "auto",
+        at most half of what is left over twice the processes (as
+        OpenMP's guided schedule), so that the last chunks are small and
+        spread the last items over the CPUs."""
+        if self.fixed or self.length is None:
+            return self.size
+        return max(1, min(self.size, -(-(self.length - index) // (2 * self.processes))))
 
     def of(self, items: Iterator[Any]) -> Iterator[_Chunk]:
         """``items`` in chunks, each argument encoded (and so checked) as it
@@ -539,12 +550,14 @@ class _Chunks:
         input_type, name, go_on = self.cls.input_type, self.cls.__qualname__, self.go_on
         index = 0
         encoded: list[msgspec.Raw] = []
-        size = self.size  # each chunk's, as it begins
+        size, held = self._room(0), 0  # each chunk's, as it begins; its bytes
+        most_held = sys.maxsize if self.fixed else AUTO_CHUNK_BYTES
         while True:
             try:
                 arg = next(items)
                 what = f"item {index} of {name}.{self.name}:"
                 encoded.append(msgspec.Raw(input_type.encode(arg, what)))
+                held += len(encoded[-1])
             except StopIteration:
                 break
             except Exception:
@@ -552,9 +565,9 @@ class _Chunks:
                     yield _Chunk(index - len(encoded), encoded, go_on)
                 raise
             index += 1
-            if len(encoded) == size:
-                yield _Chunk(index - size, encoded, go_on)
-                encoded, size = [], self.size
+            if len(encoded) == size or held >= most_held:
+                yield _Chunk(index - len(encoded), encoded, go_on)
+                encoded, size, held = [], self._room(index), 0
         if encoded:
             yield _Chunk(index - len(encoded), encoded, go_on)
 
@@ -595,22 +608,31 @@ class _Chunks:
 
     def _measured(self, done: _ChunkDone) -> None:
         """For "auto": the next chunks' size, from how long the items of
-        ``done`` ran: about AUTO_CHUNK_SECONDS' worth, at most twice the
-        size so far (one quick item says little of the next ones), at
-        least 1, at most ``most``."""
-        if self.fixed or not done.values:
+        ``done`` ran and how large their results are: about
+        AUTO_CHUNK_SECONDS' and at most AUTO_CHUNK_BYTES' worth, at most
+        twice the largest chunk measured so far (a few quick items say
+        little of the next ones), at least 1."""
+        count = len(done.values)
+        if self.fixed or not count:
             return
-        each = done.seconds / len(done.values)
-        worth = AUTO_CHUNK_SECONDS / each if each > 0 else float("inf")
-        self.size = max(1, min(int(worth), 2 * self.size, self.most))
+        self.largest_measured = max(self.largest_measured, count)
+        worth = sys.maxsize
+        if done.seconds > 0:
+            worth = min(worth, int(AUTO_CHUNK_SECONDS * count / done.seconds))
+        result_bytes = sum(len(value) for value in done.values)
+        if result_bytes:
+            worth = min(worth, AUTO_CHUNK_BYTES * count // result_bytes)
+        self.size = max(1, min(worth, 2 * self.largest_measured))
 
 
-def _auto_most(args: Iterable[Any], processes: int) -> int:
-    """The largest chunk of chunksize="auto": a quarter of the items each
-    process would have, if ``args`` says how many it has (as Pool.map
-    chunks them), so that the last chunks still spread over the CPUs."""
-    count = operator.length_hint(args, 0)
-    return max(1, -(-count // (4 * processes))) if count else sys.maxsize
+def _length(args: Iterable[Any]) -> int | None:
+    """How many items ``args`` says it has, if it says (a list, a range);
+    None for an iterator, or one whose length cannot be told."""
+    try:
+        count = operator.length_hint(args, -1)
+    except Exception:  # a __length_hint__ that raises, a range past ssize_t
+        return None
+    return count if count >= 0 else None
 
 
 def _item_outcomes(
@@ -830,8 +852,8 @@ def _map(
     if chunksize == 1:
         start: Callable[[Any, int, str], ProcessId[Any]] = cls._start_into
         return _mapped(cls, name, iter(args), processes, timeout, ordered, start, result)
-    most = _auto_most(args, processes) if chunksize is None else chunksize
-    chunks = _Chunks(cls, go_on, chunksize, most)
+    length = _length(args) if chunksize is None else None
+    chunks = _Chunks(cls, go_on, chunksize, length, processes)
     items = chunks.of(iter(args))
     ends = _mapped(
         cls, name, items, processes, timeout, ordered, chunks.start, chunks.end, chunks.items_of
