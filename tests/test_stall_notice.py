@@ -97,6 +97,25 @@ def test_processes_waiting_for_each_other_are_named_and_a_ctrl_c_ends_them(
     assert proc.returncode != 0 and "KeyboardInterrupt" in rest, rest
 
 
+def after_five_looks(
+    monkeypatch: pytest.MonkeyPatch, then: Callable[[_master.Master], object]
+) -> list[int]:
+    """Have the master look every 0.05 s, and call ``then(master)`` after
+    its fifth look; the looks made, as they are made."""
+    monkeypatch.setattr(_master, "STALL_NOTICE_SECONDS", 0.05)
+    looks: list[int] = []
+    look = _master.Master._look_for_stall
+
+    def counted(master: _master.Master) -> None:
+        look(master)
+        looks.append(1)
+        if len(looks) == 5:
+            then(master)
+
+    monkeypatch.setattr(_master.Master, "_look_for_stall", counted)
+    return looks
+
+
 @netmcore.process
 def reads_its_pipe(r: int) -> int:
     return len(os.read(r, 1))  # a wait of its own, which the master does not see
@@ -116,17 +135,7 @@ def test_no_notice_while_a_process_waits_outside_the_master(
     well be computing): no notice, however many times the master looks.
     The reader is let go once the master has looked five times."""
     r, w = pipes()
-    monkeypatch.setattr(_master, "STALL_NOTICE_SECONDS", 0.05)
-    looks = []
-    look = _master.Master._look_for_stall
-
-    def counted(master: _master.Master) -> None:
-        look(master)
-        looks.append(1)
-        if len(looks) == 5:
-            os.write(w, b"x")
-
-    monkeypatch.setattr(_master.Master, "_look_for_stall", counted)
+    looks = after_five_looks(monkeypatch, lambda _: os.write(w, b"x"))
     with caplog.at_level(logging.WARNING, logger="netmcore"):
         assert run_scenario(joins_a_reader, r) == 1
     assert len(looks) >= 5
@@ -204,19 +213,13 @@ def test_no_notice_while_a_wait_has_a_timeout(
 ) -> None:
     """A join cycle, one of whose joins has a timeout: it ends by itself, so
     no notice. The master looks five times, then kills the inner process."""
-    monkeypatch.setattr(_master, "STALL_NOTICE_SECONDS", 0.05)
-    looks = []
-    look = _master.Master._look_for_stall
 
-    def counted(master: _master.Master) -> None:
-        look(master)
-        looks.append(1)
-        if len(looks) == 5:
-            for record in master._running():
-                if record.definition.name.endswith("joins_its_joiner") and record.child:
-                    os.kill(record.child.os_pid, signal.SIGKILL)
+    def kill_the_inner_one(master: _master.Master) -> None:
+        for record in master._running():
+            if record.definition.name.endswith("joins_its_joiner") and record.child:
+                os.kill(record.child.os_pid, signal.SIGKILL)
 
-    monkeypatch.setattr(_master.Master, "_look_for_stall", counted)
+    looks = after_five_looks(monkeypatch, kill_the_inner_one)
     with caplog.at_level(logging.WARNING, logger="netmcore"):
         assert run_scenario(timed_joiner, 0) == -1  # its join gave None: killed
     assert len(looks) >= 5
@@ -319,17 +322,7 @@ def test_no_notice_while_a_process_computes_beside_a_thread_that_waits(
     computes: its CPU time grows between the looks, so no notice. Let go
     after five looks."""
     r, w = pipes()
-    monkeypatch.setattr(_master, "STALL_NOTICE_SECONDS", 0.05)
-    looks = []
-    look = _master.Master._look_for_stall
-
-    def counted(master: _master.Master) -> None:
-        look(master)
-        looks.append(1)
-        if len(looks) == 5:
-            os.write(w, b"x")
-
-    monkeypatch.setattr(_master.Master, "_look_for_stall", counted)
+    looks = after_five_looks(monkeypatch, lambda _: os.write(w, b"x"))
     with caplog.at_level(logging.WARNING, logger="netmcore"):
         assert run_scenario(joins_a_computer, r, init_ctrl=netmcore.add_plugins) == 1
     assert len(looks) >= 5
