@@ -147,9 +147,10 @@ LONGEST_WAIT = 3600.0  # seconds the loop sleeps at most: it then looks at the t
 # process left running (a join that timed out, say) is no silent hang.
 WAIT_NOTICE_SECONDS = 10.0
 # Before that: when every running process has waited in the master this
-# long, and none has sent anything meanwhile, run says so (then after twice
-# as long each time): processes that wait for each other (a join cycle, a
-# box nobody sends to) would otherwise hang the program without a word.
+# long, and none has sent anything or used the CPU meanwhile, run says so
+# (then after twice as long each time): processes that wait for each other
+# (a join cycle, a box nobody sends to) would otherwise hang the program
+# without a word.
 STALL_NOTICE_SECONDS = 10.0
 WAITS_SHOWN = 20  # kinds of wait status shows per process (see _grouped)
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
