@@ -642,12 +642,13 @@ class Master:
                 expiry = first if expiry is None else min(expiry, first)
             if self.notice_at is not None:
                 expiry = self.notice_at if expiry is None else min(expiry, self.notice_at)
-            if self.stall_at is not None:  # (capped as expiry's below)
-                wait = min(max(0.0, self.stall_at - time.monotonic()), LONGEST_WAIT)
-                timeout = wait if timeout is None else min(timeout, wait)
-            if expiry is not None:  # a plugin request, a join or the notice times out then
+            # Woken for the stall's look too, which runs no expiry below.
+            wake = expiry
+            if self.stall_at is not None:
+                wake = self.stall_at if wake is None else min(wake, self.stall_at)
+            if wake is not None:  # a plugin request, a join or a notice times out then
                 # Capped: epoll takes at most 2**31 ms, and a timeout may be 1e9 s.
-                wait = min(max(0.0, expiry - time.monotonic()), LONGEST_WAIT)
+                wait = min(max(0.0, wake - time.monotonic()), LONGEST_WAIT)
                 timeout = wait if timeout is None else min(timeout, wait)
             if self.unswept:
                 now = time.monotonic()

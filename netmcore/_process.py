@@ -538,8 +538,8 @@ class _Chunks:
         """The size of the chunk that begins at item ``index``: with "auto",
         at most half of what is left over twice the processes (as
         OpenMP's guided schedule), so that the last chunks are small and
-        spread the last items over the CPUs."""
-        if self.fixed or self.length is None:
+        spread the last items over the CPUs (a fixed size has no length)."""
+        if self.length is None:
             return self.size
         return max(1, min(self.size, -(-(self.length - index) // (2 * self.processes))))
 
