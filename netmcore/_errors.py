@@ -13,7 +13,7 @@ import reprlib
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._outcome import Crashed, InvalidResult, Raised, check_exception_classes
+from ._outcome import Crashed, FailedWithOutcome, InvalidResult, Raised
 
 if TYPE_CHECKING:
     from ._ids import ProcessId
@@ -177,7 +177,7 @@ REMOTE_ERRORS: dict[str, type[Exception]] = {
 REMOTE_TRACEBACK = "The process's traceback:"
 
 
-class ProcessFailed(NetmcoreError):
+class ProcessFailed(NetmcoreError, FailedWithOutcome):
     """The process that ``ProcessDef.result`` joined ended without a result:
     ``outcome`` says how (a ``Raised``, an ``InvalidResult`` or a
     ``Crashed``), and ``pid`` which process it was. A ``Raised``'s remote
@@ -189,20 +189,3 @@ class ProcessFailed(NetmcoreError):
         self.outcome = outcome
         if isinstance(outcome, Raised) and outcome.traceback:
             self.add_note(f"{REMOTE_TRACEBACK}\n{outcome.traceback.rstrip()}")
-
-    def raised(self, typ: type[BaseException], *more: type[BaseException]) -> bool:
-        """Whether the process raised an instance of one of the classes given, as
-        an ``except`` of them would have caught it there (see
-        :meth:`Raised.is_a`); False if it did not raise (it crashed, or its
-        result was invalid)::
-
-            try:
-                value = Lookup.result(pid)
-            except netmcore.ProcessFailed as failed:
-                if not failed.raised(KeyError):
-                    raise
-                value = default
-        """
-        check_exception_classes("raised", (typ, *more))  # (named so, whatever the outcome)
-        outcome = self.outcome
-        return isinstance(outcome, Raised) and outcome.is_a(typ, *more)

@@ -146,3 +146,29 @@ def signal_name(signum: int) -> str:
 
 
 Outcome = Success[T] | Raised | InvalidResult | Crashed
+
+
+class FailedWithOutcome:
+    """A failure that says how it came in ``outcome``: a process's
+    (``ProcessFailed``), a pipeline's item's (``PipelineError``,
+    ``ItemFailure``)."""
+
+    __slots__ = ()
+    outcome: Raised | InvalidResult | Crashed
+
+    def raised(self, typ: type[BaseException], *more: type[BaseException]) -> bool:
+        """Whether the process (or the item's run) raised an instance of one
+        of the classes given, as an ``except`` of them would have caught it
+        there (see :meth:`Raised.is_a`); False if it did not raise (it
+        crashed, or its result was invalid)::
+
+            try:
+                value = Lookup.result(pid)
+            except netmcore.ProcessFailed as failed:
+                if not failed.raised(KeyError):
+                    raise
+                value = default
+        """
+        check_exception_classes("raised", (typ, *more))  # (named so, whatever the outcome)
+        outcome = self.outcome
+        return isinstance(outcome, Raised) and outcome.is_a(typ, *more)

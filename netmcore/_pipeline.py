@@ -95,14 +95,15 @@ from ._encap import Encap, EncapType, same_to_mypy
 from ._errors import ContextError, MasterGone, NetmcoreError, NoResource
 from ._ids import ProcessId, ResId
 from ._mailbox import SIZE_LIMIT, Mailbox, footprint
-from ._outcome import Outcome, Raised
+from ._outcome import Crashed, FailedWithOutcome, InvalidResult, Outcome, Raised, Success
 from ._posix import VALID_SIGNALS, with_signals_blocked
 from ._process import ProcessDef, check_ordered, process
 from ._registry import Definition, by_fork_point
 from ._resource_api import create_shm, open_shm
 from ._resources import SHM_ROOM_FIX, free_problem, size_problem, space_fix
-from ._wire import failed_of_its_own
-from ._worker import _clip, _message
+from ._wire import Invalid, failed_of_its_own
+from ._wire import Raised as WireRaised
+from ._worker import _clip, raised_quietly
 
 if TYPE_CHECKING:
     import tqdm
@@ -238,7 +239,7 @@ class Done(msgspec.Struct, frozen=True, tag=True):
 
     worker: int
     results: list[tuple[int, bytes]]  # (index, encoded result)
-    failures: list[tuple[int, str]]  # (index, "Type: message"), one at most
+    failures: list[tuple[int, WireRaised | Invalid]]  # (index, how it failed), one at most
     seconds: float  # spent on these items
     # time.monotonic() when the worker went on to its next item (if it had
     # one): when it sent this, at a batch's end or a failure; when it began
@@ -310,12 +311,27 @@ def _chunks(entries: list[tuple[int, bytes]], room: int) -> list[list[tuple[int,
     return runs
 
 
-def _failure_text(text: str, item_size: int) -> str:
-    """``text`` clipped, to TEXT_MAX characters, and to a message's room (4
-    UTF-8 bytes a character at worst): a failure always fits a message."""
-    text = _clip(text)
+def _fitted(raised: WireRaised, item_size: int) -> WireRaised:
+    """``raised`` cut to a message's room: the longer of its traceback and
+    its message halved (to its head and tail) in turn, then its classes (its
+    own kept): a failure always fits a message."""
     room = _slot_size(item_size) - MESSAGE_HEAD - ENTRY_HEAD
-    return text if len(text.encode()) <= room else _clip(text, room // 4 - 64)
+    while len(msgspec.msgpack.encode(raised)) > room:
+        traceback, message = raised.traceback, raised.message
+        if traceback and len(traceback) >= len(message):
+            raised = msgspec.structs.replace(raised, traceback=_halved(traceback))
+        elif message:
+            raised = msgspec.structs.replace(raised, message=_halved(message))
+        else:  # (a class's name is NAME_MAX characters at most: one fits)
+            classes = raised.classes[: len(raised.classes) // 2 or 1]
+            raised = msgspec.structs.replace(raised, classes=classes)
+    return raised
+
+
+def _halved(text: str) -> str:
+    """``text`` cut to about half, as _clip cuts; nothing once that is short."""
+    most = len(text) // 2
+    return _clip(text, most) if most > 200 else ""
 
 
 @process
@@ -360,7 +376,7 @@ def stage_worker(job: StageJob) -> int:
                 running.value = -1
                 if isinstance(answer, bytes):
                     results.append((index, answer))
-                else:  # at once: a Done has room for one failure (_failure_text)
+                else:  # at once: a Done has room for one failure (_fitted)
                     answers.send_failure(index, answer)
                 done += 1
             answers.end_batch()
@@ -412,10 +428,10 @@ class _Answers:
         self.began = time.monotonic()
         self.busy.set()
 
-    def send_failure(self, index: int, cause: str) -> None:
+    def send_failure(self, index: int, failure: WireRaised | Invalid) -> None:
         """Send the results not sent yet, and the failure of the item after them."""
         with self.lock:
-            self._send_unsent([(index, cause)])
+            self._send_unsent([(index, failure)])
 
     def end_batch(self) -> None:
         """Send the results not sent yet; make room for the next batch's."""
@@ -425,7 +441,7 @@ class _Answers:
             self.results, self.sent, self.current = [], 0, (math.inf, 0)
             self.busy.clear()
 
-    def _send_unsent(self, failures: list[tuple[int, str]]) -> None:
+    def _send_unsent(self, failures: list[tuple[int, WireRaised | Invalid]]) -> None:
         # Called holding the lock.
         now = time.monotonic()
         self._send(self.results[self.sent :], failures, now - self.began, now)
@@ -434,7 +450,7 @@ class _Answers:
     def _send(
         self,
         results: list[tuple[int, bytes]],
-        failures: list[tuple[int, str]],
+        failures: list[tuple[int, WireRaised | Invalid]],
         seconds: float,
         at: float,
     ) -> None:
@@ -442,9 +458,9 @@ class _Answers:
         messages as their bytes take, each with its items' share of ``seconds``."""
         runs = _chunks(results, self.room)
         if failures:
-            text = failures[0][1].encode()
+            size = len(msgspec.msgpack.encode(failures[0][1]))
             used = sum(ENTRY_HEAD + len(data) for _, data in runs[-1])
-            if runs[-1] and used + ENTRY_HEAD + len(text) > self.room:
+            if runs[-1] and used + ENTRY_HEAD + size > self.room:
                 runs.append([])
         each = seconds / (len(results) + len(failures))
         for run in runs[:-1]:
@@ -522,25 +538,49 @@ def _next_order(inbox: Mailbox[ToWorker], driver: Mailbox[ToDriver]) -> ToWorker
                 return None
 
 
-def _run_item(definition: Definition, job: StageJob, data: bytes) -> bytes | str:
+def _cause_of(failure: WireRaised | Invalid) -> str:
+    """An item's failure as its error says it: "ValueError: unlucky", or why
+    its result was refused."""
+    if isinstance(failure, Invalid):
+        return failure.message
+    return f"{failure.type_name}: {failure.message}"
+
+
+def _ending(worker: _Worker) -> Raised | InvalidResult | Crashed:
+    """How a dead worker ended, as the outcome of the items it failed with."""
+    dead = worker.dead
+    assert dead is not None
+    # (A worker's function returns only when told to stop, or as the run
+    # ends: one that did before either ended as if it had exited.)
+    return Crashed(0, None) if isinstance(dead, Success) else dead
+
+
+def _run_item(definition: Definition, job: StageJob, data: bytes) -> bytes | WireRaised | Invalid:
     """The encoded result of one item, or why there is none."""
     try:
         encap = definition.function(Encap(job.input_name, job.input_fingerprint, (data,)))
     except (KeyboardInterrupt, SystemExit, MasterGone):
         raise  # the worker's end, not the item's failure
     except BaseException as exc:  # a CancelledError too: the item's, as any exception
-        return _failure_text(f"{type(exc).__qualname__}: {_message(exc)}", job.item_size)
+        return _fitted(raised_quietly(exc), job.item_size)
     result = bytes(encap.data)
     if len(result) > job.item_size:  # it would not fit the next mailbox
-        return (
+        return Invalid(
+            "$",
             f"its result is {len(result)} bytes encoded, more than item_size={job.item_size}: "
-            "give run() a larger item_size"
+            "give run() a larger item_size",
         )
     return result
 
 
-class PipelineError(NetmcoreError, RuntimeError):
+# How the note of a PipelineError that holds the item's traceback begins.
+ITEM_TRACEBACK = "The item's traceback, in its stage's worker:"
+
+
+class PipelineError(NetmcoreError, RuntimeError, FailedWithOutcome):
     """An item failed and the policy was ``"stop"``: the pipeline was shut down.
+    The traceback of an item that raised is a note of this exception, shown
+    under its own.
 
     Attributes
     ----------
@@ -551,11 +591,20 @@ class PipelineError(NetmcoreError, RuntimeError):
     cause : str
         The exception (type and message), how the worker died, or why the
         result was refused.
+    outcome : Raised | InvalidResult | Crashed
+        The same, as a process's outcome says it (see :meth:`raised`): what
+        the item raised, with its traceback; a result refused (over
+        ``item_size``); or how its worker ended (killed for ``item_timeout``,
+        or it died).
     """
 
-    def __init__(self, index: int, stage: str, cause: str) -> None:
+    def __init__(
+        self, index: int, stage: str, cause: str, outcome: Raised | InvalidResult | Crashed
+    ) -> None:
         super().__init__(f"item {index} failed in stage {stage}: {cause}")
-        self.index, self.stage, self.cause = index, stage, cause
+        self.index, self.stage, self.cause, self.outcome = index, stage, cause, outcome
+        if isinstance(outcome, Raised) and outcome.traceback:
+            self.add_note(f"{ITEM_TRACEBACK}\n{outcome.traceback.rstrip()}")
 
 
 class StageWorkerError(NetmcoreError, RuntimeError):
@@ -581,12 +630,14 @@ class StageWorkerError(NetmcoreError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class ItemFailure:
-    """An item that failed, as a ``"skip"`` pipeline reports it."""
+class ItemFailure(FailedWithOutcome):
+    """An item that failed, as a ``"skip"`` pipeline reports it: its
+    attributes are those of :class:`PipelineError`."""
 
     index: int
     stage: str
     cause: str
+    outcome: Raised | InvalidResult | Crashed
 
 
 @dataclass(frozen=True)
@@ -1170,8 +1221,8 @@ class _Driver:
             if isinstance(msg, Finished):  # not before Stop, which only _shutdown sends
                 continue
             stage = self._answered(msg)
-            for index, cause in msg.failures:
-                self._fail(index, stage, cause)
+            for index, failure in msg.failures:
+                self._fail(index, stage, _cause_of(failure), failure.outcome())
                 out += 1
             if stage + 1 < len(self._stages):
                 self._pending[stage + 1].extend(msg.results)
@@ -1558,7 +1609,7 @@ class _Driver:
         self._pending[stage].extendleft(reversed(again))
         for index in failed:
             self._forget(stage, index)
-            self._fail(index, stage, self._cause(worker, begun, index))
+            self._fail(index, stage, self._cause(worker, begun, index), _ending(worker))
             self._lost += 1
         self._bars[stage].update(len(failed))  # out of the stage, as answered ones
 
@@ -1590,17 +1641,19 @@ class _Driver:
             died += f" on item {on}"
         return f"its result was lost: {died}, after it had run this item"
 
-    def _fail(self, index: int, stage: int, cause: str) -> None:
+    def _fail(
+        self, index: int, stage: int, cause: str, outcome: Raised | InvalidResult | Crashed
+    ) -> None:
         name = self._stages[stage].name
         if self._settings.on_error == "stop":
             if not self._settings.ordered:
-                raise PipelineError(index, name, cause)
+                raise PipelineError(index, name, cause, outcome)
             # Raised by _flow when its turn in the input order comes: an
             # earlier item may fail too while we wait for the ones before it.
             if self._failed is None or index < self._failed.index:
-                self._failed = PipelineError(index, name, cause)
+                self._failed = PipelineError(index, name, cause, outcome)
             return
-        self.failures.append(ItemFailure(index, name, cause))
+        self.failures.append(ItemFailure(index, name, cause, outcome))
         if self._count is not None:  # an item that will not reach the later stages
             for bar in self._bars[stage + 1 :]:
                 bar.total = (bar.total or 0) - 1

@@ -426,10 +426,8 @@ class ProcessDef(Generic[In, Out]):
                     err,
                 )
                 return InvalidResult(err.path, str(err))
-        if isinstance(wire, WireRaised):
-            return Raised(wire.type_name, wire.message, wire.traceback, wire.classes)
-        if isinstance(wire, Invalid):
-            return InvalidResult(wire.path, wire.message)
+        if isinstance(wire, WireRaised | Invalid):
+            return wire.outcome()
         assert isinstance(wire, Ended)
         return Crashed(wire.exitcode, wire.signal)
 
@@ -656,8 +654,7 @@ def _item_outcomes(
                 log.error("netmcore: process %d (%s) gave an invalid result: %s", pid.n, name, err)
                 outcome = InvalidResult(err.path, str(err))
         elif fault.raised is not None:
-            raised = fault.raised
-            outcome = Raised(raised.type_name, raised.message, raised.traceback, raised.classes)
+            outcome = fault.raised.outcome()
         elif fault.invalid is not None:
             outcome = InvalidResult(*fault.invalid)
         else:

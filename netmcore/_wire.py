@@ -31,7 +31,7 @@ from typing import NoReturn
 
 import msgspec
 
-from . import _payload, _posix
+from . import _outcome, _payload, _posix
 from ._encap import Encap, clipped_name
 from ._errors import ContextError, MasterGone, NetmcoreError
 from ._payload import Payload
@@ -90,10 +90,16 @@ class Raised(_Msg, frozen=True):
     traceback: str
     classes: tuple[str, ...] = ()  # the exception's MRO, named (see _outcome.Raised)
 
+    def outcome(self) -> _outcome.Raised:
+        return _outcome.Raised(self.type_name, self.message, self.traceback, self.classes)
+
 
 class Invalid(_Msg, frozen=True):
     path: str
     message: str
+
+    def outcome(self) -> _outcome.InvalidResult:
+        return _outcome.InvalidResult(self.path, self.message)
 
 
 class Ended(_Msg, frozen=True):

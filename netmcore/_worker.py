@@ -351,13 +351,29 @@ def _raised(definition: _registry.Definition, assign: Assign, exc: BaseException
 
 def raised_by(who: str, exc: BaseException) -> Raised:
     """How ``who`` (a process, an item of a map's chunk) raised ``exc``, logged."""
-    report = traceback.TracebackException(
-        type(exc), exc, _from_user_code(exc.__traceback__), compact=True
-    )
-    text = "".join(report.format())
+    report = _report(exc)
+    raised = _raised_as(exc, report)  # whole, before the log's shortening below
     _refer_to_logged(report)
     log.error("netmcore: %s raised an exception:\n%s", who, "".join(report.format()).rstrip())
+    return raised
+
+
+def raised_quietly(exc: BaseException) -> Raised:
+    """How ``exc`` was raised, not logged: a pipeline's item's failure, which
+    its error or its run's ``failures`` hand over (a run that skips failing
+    items would log each)."""
+    return _raised_as(exc, _report(exc))
+
+
+def _report(exc: BaseException) -> traceback.TracebackException:
+    return traceback.TracebackException(
+        type(exc), exc, _from_user_code(exc.__traceback__), compact=True
+    )
+
+
+def _raised_as(exc: BaseException, report: traceback.TracebackException) -> Raised:
     cls = type(exc)
+    text = "".join(report.format())
     return Raised(class_name(cls), _clip(_message(exc)), _clip(text), exception_classes(cls))
 
 

@@ -258,7 +258,7 @@ def cancelled_on_3(_: int) -> list[Any]:
 def test_a_base_exception_out_of_a_stage_function_fails_its_item_only() -> None:
     """Not the worker's failure: it goes on with the next items."""
     results, failures = value(drive(cancelled_on_3, 0))
-    assert failures == [[3, "Cancelled: item 3"]]
+    assert failures == [[3, f"{__name__}.Cancelled: item 3"]]
     assert results == [0, 1, 2, 4, 5]
 
 
@@ -510,7 +510,7 @@ def test_then_takes_stages_that_differ_only_in_annotated_constraints() -> None:
     refused = [
         1,
         needs_non_negative.__qualname__,
-        "ArgumentTypeError: value does not match Annotated[int, msgspec.Meta(ge=0)]: "
+        "netmcore.ArgumentTypeError: value does not match Annotated[int, msgspec.Meta(ge=0)]: "
         "Expected `int` >= 0",
     ]
     assert got == [["<3>", "<4>"], refused]

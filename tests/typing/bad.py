@@ -268,6 +268,10 @@ def bad_pipelines() -> None:
     netmcore.Pipeline(square).run(range(3), on_error="ignore")  # type: ignore[arg-type]
     texts: list[int] = list(netmcore.Pipeline(show).run([1]))  # type: ignore[arg-type]
     print(texts)
+    for failure in netmcore.Pipeline(square).run([1], on_error="skip").failures:
+        failure.raised("KeyError")  # type: ignore[arg-type]
+        never: netmcore.Success[int] = failure.outcome  # type: ignore[assignment]
+        print(never)
 
 
 def bad_typed_handles(rid: netmcore.ResId) -> None:

@@ -372,6 +372,14 @@ def pipelines() -> None:
     for text in run:
         assert_type(text, str)
     assert_type(run.failures, list[netmcore.ItemFailure])
+    for failure in run.failures:
+        assert_type(failure.raised(KeyError, OSError), bool)
+        assert_type(failure.outcome, netmcore.Raised | netmcore.InvalidResult | netmcore.Crashed)
+    try:
+        list(p.run(range(3)))
+    except netmcore.PipelineError as error:
+        assert_type(error.raised(KeyError), bool)
+        assert_type(error.outcome, netmcore.Raised | netmcore.InvalidResult | netmcore.Crashed)
     assert_type(next(iter(netmcore.Pipeline(Add).run([(1.0, 2.0)]))), float)
 
 
