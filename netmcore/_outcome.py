@@ -27,7 +27,9 @@ from typing import Generic, TypeVar
 CLASSES_MAX = 64
 NAME_MAX = 200
 
-T = TypeVar("T")
+# Covariant: an outcome is read, never written, so an Outcome[int] is an
+# Outcome[float] or an Outcome[object] (a helper over outcomes of any type).
+T = TypeVar("T", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)

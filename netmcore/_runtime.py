@@ -38,7 +38,7 @@ def run(
     extract_result: Callable[[Controller, ProcessId[R]], T],
     socket_directory: str | os.PathLike[str] | None = None,
     pidfile: str | os.PathLike[str] | None = None,
-    init_ctrl: Callable[[Controller], None] | None = None,
+    init_ctrl: Callable[[Controller], object] | None = None,
     disable_pmanage: bool = False,
     no_unlink: bool = False,
 ) -> T:
@@ -163,7 +163,7 @@ def startup(
     first_process: Callable[[], ProcessId[Any]],
     socket_directory: str | os.PathLike[str] | None = None,
     pidfile: str | os.PathLike[str] | None = None,
-    init_ctrl: Callable[[Controller], None] | None = None,
+    init_ctrl: Callable[[Controller], object] | None = None,
     disable_pmanage: bool = False,
     no_unlink: bool = False,
 ) -> None:

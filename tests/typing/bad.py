@@ -143,10 +143,12 @@ def bad_outcomes() -> None:
     success: netmcore.Success[float] = Add.join_outcome(pid)  # type: ignore[assignment]
     outcome: netmcore.Outcome[float] = Add.join_outcome_nowait(pid)  # type: ignore[assignment]
     other: netmcore.Outcome[int] = Add.join_outcome(pid)  # type: ignore[assignment]
+    wider: netmcore.Outcome[object] = other
+    narrower: netmcore.Outcome[int] = wider  # type: ignore[assignment]
     if isinstance(outcome, netmcore.Success):
         label: str = outcome.value  # type: ignore[assignment]
         print(label)
-    print(success, other)
+    print(success, other, narrower)
 
 
 def bad_encap() -> None:

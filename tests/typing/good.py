@@ -186,6 +186,14 @@ def outcomes() -> None:
     if maybe is not None and isinstance(maybe, netmcore.Success):
         assert_type(maybe.value, float)
 
+    # Covariant: a helper over outcomes of any result type takes them all.
+    def describe(outcome: netmcore.Outcome[object]) -> str:
+        return str(outcome)
+
+    describe(square.join_outcome(square.start(3)))
+    mixed: list[netmcore.Outcome[float]] = [outcome, square.join_outcome(square.start(3))]
+    assert_type(mixed, list[netmcore.Outcome[float]])
+
 
 def encap() -> None:
     int_type = netmcore.EncapType(int)
@@ -253,6 +261,12 @@ def run_and_startup() -> None:
     )
     assert_type(netmcore.startup(first_process=lambda: square.start(3)), None)
     assert_type(netmcore.startup(first_process=first, init_ctrl=init), None)
+
+    # A set-up function whose value is of no use here, as re.compile's.
+    def compile_patterns(ctrl: netmcore.Controller) -> list[str]:
+        return []
+
+    assert_type(netmcore.startup(first_process=first, init_ctrl=compile_patterns), None)
 
 
 def errors() -> None:
