@@ -23,6 +23,7 @@ import _thread
 import errno
 import itertools
 import mmap
+import os
 import select
 import socket
 import threading
@@ -453,9 +454,9 @@ def _gone(exc: OSError, fd: int) -> NoReturn:
     if exc.errno in (errno.EBADF, errno.ENOTSOCK):
         raise ContextError(
             f"this process's link to the netmcore master (file descriptor {fd}) was "
-            "closed in this process, by os.closerange() or os.close() of descriptors it "
-            "did not open, say: netmcore reaches the master through it. Close only the "
-            "descriptors you opened"
+            "closed in this process (its number may hold another file now), by "
+            "os.closerange() or os.close() of descriptors it did not open, say: netmcore "
+            "reaches the master through it. Close only the descriptors you opened"
         ) from exc
     raise MasterGone("the netmcore master is gone") from exc
 
@@ -555,6 +556,10 @@ class Link:
     def __init__(self, sock: socket.socket, buf: mmap.mmap | None = None) -> None:
         self.sock = sock
         self.fd = sock.fileno()
+        # The socket's identity: a descriptor number closed by the program
+        # (os.closerange) and taken again by a socket of its own passed a
+        # send, which wrote a request into that socket and waited for ever.
+        self._inode = os.fstat(self.fd).st_ino
         # The process that may use it: a child that one of its threads forks
         # shares the socket, and would read replies meant for this process.
         self.owner_pid = this_pid[0]
@@ -608,6 +613,7 @@ class Link:
                 f"{MESSAGE_MAX:,} a link to the master takes"
             )
         with self._send_lock:
+            self._check_identity()
             while True:
                 asked.sent = True
                 try:
@@ -620,6 +626,16 @@ class Link:
                     if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
                         _gone(exc, self.fd)
                 self._wait_for_room()
+
+    def _check_identity(self) -> None:
+        """Raise ContextError if the link's descriptor was closed in this
+        process, even if its number now holds another file."""
+        try:
+            inode = os.fstat(self.fd).st_ino
+        except OSError as exc:
+            _gone(exc, self.fd)
+        if inode != self._inode:
+            _gone(OSError(errno.ENOTSOCK, "another file"), self.fd)
 
     def _wait_for_room(self) -> None:
         # poll, not select, which refuses a descriptor over 1023

@@ -133,6 +133,61 @@ def test_a_process_that_closed_its_link_is_told_so(tmp_path: Path) -> None:
     assert "was closed in this process" in result.stderr
 
 
+def test_a_link_whose_number_a_socket_of_the_program_took_again_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The link's descriptor closed, and its number taken again by a socket
+    the program opened: a start wrote its request into that socket (the
+    program's own data corrupted) and waited for ever for a reply."""
+    result = run_script(
+        tmp_path,
+        """
+        import os, signal, socket
+        import netmcore
+
+        @netmcore.process
+        def square(k: int) -> int:
+            return k * k
+
+        @netmcore.process
+        def reuses_its_links_number(w: int) -> int:
+            os.closerange(3, w)
+            os.closerange(w + 1, 65536)
+            pairs = [socket.socketpair() for _ in range(20)]  # they take the numbers again
+            signal.alarm(20)  # a hang, should the request go out, ends as a failure
+            try:
+                square.start(2)
+                said = "started"
+            except BaseException as exc:
+                said = f"{type(exc).__name__}: {exc}"
+            signal.alarm(0)
+            written = []
+            for a, b in pairs:
+                for end in (a, b):
+                    end.setblocking(False)
+                    try:
+                        written.append(end.recv(4096))
+                    except BlockingIOError:
+                        pass
+            os.write(w, f"{said}\\n{written}".encode())
+            return 0
+
+        r, w = os.pipe()
+        outcome = netmcore.run(
+            first_process=lambda: reuses_its_links_number.start(w),
+            extract_result=lambda _c, pid: reuses_its_links_number.join_outcome_nowait(pid),
+        )
+        print(os.read(r, 4096).decode())
+        print(outcome)
+        """,
+    )
+    said, written, outcome = result.stdout.splitlines()
+    assert said.startswith("ContextError: this process's link to the netmcore master"), said
+    assert "its number may hold another file now" in said
+    assert written == "[]"  # nothing of netmcore's went into the program's sockets
+    assert outcome == "exited with code 70 before returning"
+
+
 def test_a_child_the_masters_own_code_forks_cannot_act_as_the_master() -> None:
     """Its copy of the master's tables is no master: a start there forked a
     process that no master tracked, and joins read a stale copy."""
