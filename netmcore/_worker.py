@@ -118,6 +118,12 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
     else:  # (for 3.12: see test_backedges)
         code = 0
     finally:
+        if interrupted:
+            # A second Ctrl-C (a launcher, such as timeout, passes one on to
+            # the group) must not cut the clean-up short: raised between its
+            # steps, it left the process with the bootstrap's exit code 70.
+            # It dies of the first one below.
+            _signal.signal(signal.SIGINT, _signal.SIG_IGN)
         flush_std_streams()
         if finished.sent:
             try:  # noqa: SIM105  # not suppress: see Master.close_in_child

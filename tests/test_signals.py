@@ -864,3 +864,51 @@ def test_a_first_process_that_returns_as_the_master_alone_gets_a_sigint_is_retur
     )
     assert out == "42\n", (out, err)
     assert "ended without a result" not in err, err  # it returned: not killed
+
+
+_INTERRUPTED_CLEAN_UP = """
+import signal, sys
+import netmcore
+
+class Recorder:
+    # Its flush runs in the worker's own clean-up, once the process function
+    # has ended by its KeyboardInterrupt: it tells what a Ctrl-C then does.
+    def __init__(self, stream):
+        self.stream = stream
+    def write(self, text):
+        return self.stream.write(text)
+    def flush(self):
+        ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        self.stream.write(f"a Ctrl-C in the clean-up is ignored: {ignored}\\n")
+        self.stream.flush()
+
+@netmcore.process
+def interrupted(_: int) -> int:
+    sys.stdout = Recorder(sys.__stdout__)
+    raise KeyboardInterrupt
+
+@netmcore.process
+def first(_: int) -> str:
+    return str(interrupted.join_outcome(interrupted.start(0)))
+
+print(netmcore.run(first_process=lambda: first.start(0),
+                   extract_result=lambda c, pid: first.result(pid, timeout=0)))
+"""
+
+
+def test_a_second_ctrl_c_in_an_interrupted_workers_clean_up_does_not_cut_it_short(
+    tmp_path: Path,
+) -> None:
+    """A launcher that passes a Ctrl-C on to the group (GNU timeout) sends a
+    second one: raised between the steps of netmcore's clean-up, it ended the
+    worker with the bootstrap's exit code 70, and its log said so, not SIGINT."""
+    script = tmp_path / "script.py"
+    script.write_text(_INTERRUPTED_CLEAN_UP)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "a Ctrl-C in the clean-up is ignored: True",
+        "killed by SIGINT",
+    ], done.stdout
