@@ -44,6 +44,7 @@ from ._wire import (
     Signalled,
     Started,
     StartReq,
+    WaitingIn,
     WaitReq,
     WatchReq,
     WireEncap,
@@ -466,6 +467,20 @@ def ended(pids: list[int], what: str) -> set[int]:
             raise _error(reply)
         found.update(reply.pids)
     return found
+
+
+def tell_waiting(what: str) -> None:
+    """Tell the master that this thread waits, with no timeout, for ``what``
+    in shared memory (which it cannot see), or with "" that it no longer
+    does: a process that waits there for ever, beside others that wait in
+    the master, is then part of the stall its notice names (a producer that
+    waits for room in a box its joiner has not read yet). Nothing outside a
+    worker's own process (the master, a child the process forked)."""
+    ctx = _context.current
+    link = ctx.link
+    if ctx.role != "worker" or link is None or this_pid[0] != link.owner_pid:
+        return
+    link.send(WaitingIn(threading.get_ident(), what))
 
 
 def _check_signal(signum: object) -> int:

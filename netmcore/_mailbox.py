@@ -99,7 +99,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -190,6 +190,10 @@ _MUTEX_GRACE = 0.01
 # way, so a busy box never gets there; short enough that such a message is
 # soon seen.
 _FIRST_SLICE = 0.002
+# How long a send or a receive with no timeout waits before it tells the
+# master what it waits for (see WaitTold): the master's stall notice and
+# status see no wait in shared memory otherwise.
+WAIT_TOLD_SECONDS = 1.0
 
 # The hot paths' C calls, as module globals: each attribute lookup counts.
 _trylock = _pthread.raw_mutex_trylock
@@ -618,36 +622,45 @@ class Mailbox(Generic[T]):
         of ``receivers``, if given, runs)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         looks = 0
-        while (i := self._claim_slot()) is None:
-            # Full: wait for the receiver to wake us, or look again soon.
-            left = _LOOK_AGAIN if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{self!r} stayed full for {timeout} s")
-            if _context.in_master_loop():  # first: the message costs more than a wait
-                _context.refuse_wait_in_master(f"{self!r}.send() to a full box")
-            woken = _pthread.sem_wait(self._free, min(left, _LOOK_AGAIN))
-            if self._use.closed:
-                raise closed_during(self, "send()")
-            if not woken and self._receivers_ended():
-                if self.many_receivers:
+        told: WaitTold | None = None
+        try:
+            while (i := self._claim_slot()) is None:
+                # Full: wait for the receiver to wake us, or look again soon.
+                left = _LOOK_AGAIN if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{self!r} stayed full for {timeout} s")
+                if _context.in_master_loop():  # first: the message costs more than a wait
+                    _context.refuse_wait_in_master(f"{self!r}.send() to a full box")
+                if deadline is None:  # (made only once the box has been full a while)
+                    if told is None:
+                        told = WaitTold(lambda: f"room in {self!r}, which is full")
+                    told.look()
+                woken = _pthread.sem_wait(self._free, min(left, _LOOK_AGAIN))
+                if self._use.closed:
+                    raise closed_during(self, "send()")
+                if not woken and self._receivers_ended():
+                    if self.many_receivers:
+                        raise BrokenPipeError(
+                            errno.EPIPE,
+                            f"every receiving handle of {self!r} has been closed, or its process "
+                            "has ended, and the box is full: nothing will take this message. Keep "
+                            "a receiving handle open while messages may come",
+                        )
                     raise BrokenPipeError(
                         errno.EPIPE,
-                        f"every receiving handle of {self!r} has been closed, or its process "
-                        "has ended, and the box is full: nothing will take this message. Keep "
-                        "a receiving handle open while messages may come",
+                        f"the receiver of {self!r} (os pid {self.owner_pid}) has ended, and "
+                        "the box is full: nothing will take this message. Have the receiver take "
+                        "its messages before it ends",
                     )
-                raise BrokenPipeError(
-                    errno.EPIPE,
-                    f"the receiver of {self!r} (os pid {self.owner_pid}) has ended, and "
-                    "the box is full: nothing will take this message. Have the receiver take "
-                    "its messages before it ends",
-                )
-            looks += 1
-            if receivers is not None and not looks % _ASK_EVERY:
-                what = f"{self!r}.send(while_alive=...)"
-                if len(_client.ended([pid.n for pid in receivers], what)) == len(receivers):
-                    raise receivers_ended(what, receivers)
-        return i
+                looks += 1
+                if receivers is not None and not looks % _ASK_EVERY:
+                    what = f"{self!r}.send(while_alive=...)"
+                    if len(_client.ended([pid.n for pid in receivers], what)) == len(receivers):
+                        raise receivers_ended(what, receivers)
+            return i
+        finally:
+            if told is not None:
+                told.ended()
 
     def _receivers_ended(self) -> bool:
         """For a sender of a full box: whether no receiver will ever take a
@@ -901,6 +914,8 @@ class Mailbox(Generic[T]):
                             _context.refuse_wait_in_master(f"{self!r}.receive() on an empty box")
                         self._wake_senders()  # before the box waits: nothing else will
                         data = self._wait(deadline, timeout, senders)
+                        if data == b"":  # pending: see _taken
+                            return self._hand_over(deadline, senders)
                         if data is not None:  # a message whose token never came
                             break
                     data = self._take(
@@ -1049,7 +1064,9 @@ class Mailbox(Generic[T]):
     ) -> bytes | None:
         """Wait for a ``filled`` token (then None: the caller takes a message),
         in slices; after each slice with none, look for a message anyway, and
-        whether the ``senders`` (if given) have all ended.
+        whether the ``senders`` (if given) have all ended. A message taken so
+        comes back, or, if the wait was told to the master (see WaitTold), b""
+        with the message pending (see _taken).
 
         A sender killed after it marked its message full but before it posted
         leaves a message without a token: waiting for the token alone, the
@@ -1067,27 +1084,48 @@ class Mailbox(Generic[T]):
         filled, use = self._filled, self._use
         wait = _pthread.sem_wait if self._shared else _pthread.sem_wait_spinning
         piece = _FIRST_SLICE
-        while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            last = left is not None and left <= piece
-            if wait(filled, left if last else piece):
-                if use.closed:  # close() posted ``filled`` to wake this wait
+        told: WaitTold | None = None
+        try:
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                last = left is not None and left <= piece
+                if wait(filled, left if last else piece):
+                    if use.closed:  # close() posted ``filled`` to wake this wait
+                        raise closed_during(self, "receive()")
+                    return None
+                if use.closed:
                     raise closed_during(self, "receive()")
-                return None
-            if use.closed:
-                raise closed_during(self, "receive()")
-            data = self._take(deadline)  # also steps over a dead sender's claimed slot
-            if data is not None:
-                return data  # no call on the way to receive()'s decode: see _take
-            if senders is not None and self._all_ended(senders):
-                data = self._take(deadline)  # what they sent before they ended
+                data = self._take(deadline)  # also steps over a dead sender's claimed slot
                 if data is not None:
-                    return data
-                raise SendersEnded.of_box(f"{self!r}.receive()", senders)
-            if last:
-                raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
-            wait = _pthread.sem_wait  # spinning again would only cost CPU
-            piece = min(2 * piece, _pthread.SLICE)
+                    return self._taken(data, told)
+                if senders is not None and self._all_ended(senders):
+                    data = self._take(deadline)  # what they sent before they ended
+                    if data is not None:
+                        return self._taken(data, told)
+                    raise SendersEnded.of_box(f"{self!r}.receive()", senders)
+                if last:
+                    raise TimeoutError(f"no message arrived in {self!r} within {timeout} s")
+                if deadline is None:  # (made only once it has waited a slice)
+                    if told is None:
+                        told = WaitTold(lambda: f"a message in {self!r}")
+                    told.look()
+                wait = _pthread.sem_wait  # spinning again would only cost CPU
+                piece = min(2 * piece, _pthread.SLICE)
+        finally:
+            if told is not None:
+                told.ended()
+
+    def _taken(self, data: bytes, told: WaitTold | None) -> bytes:
+        """``data``, taken by _wait, for receive() to decode, with no call on
+        the way (see _take); or, if the wait was told to the master, b""
+        (never an encoding): the message is pending, for receive() to hand
+        over, as the tell that the wait has ended is a call, which a signal
+        handler's exception may cut short."""
+        if told is None or not told.told:
+            return data
+        self._pending.append(data)  # first: no call before it
+        told.ended()
+        return b""
 
     def _all_ended(self, senders: tuple[ProcessId[Any], ...]) -> bool:
         what = f"{self!r}.receive(while_alive=...)"
@@ -1382,3 +1420,33 @@ class Mailbox(Generic[T]):
     ) -> None:
         """Leaving ``with`` releases it, as it does a ShmSegment or a Buffer."""
         self.release()
+
+
+class WaitTold:
+    """A send's or a receive's wait with no timeout, told to the master once
+    it has lasted WAIT_TOLD_SECONDS, and told again as it ends (see
+    _client.tell_waiting): a process that waits in a box for ever, beside
+    processes that wait in the master, is part of the stall its notice
+    names, and status shows what it waits for. ``what`` says it, made only
+    then (a box's repr is a few microseconds)."""
+
+    __slots__ = ("began", "told", "what")
+
+    def __init__(self, what: Callable[[], str]) -> None:
+        self.what = what
+        self.began: float | None = None
+        self.told = False
+
+    def look(self) -> None:
+        """Called before each slice of the wait after its first."""
+        now = time.monotonic()
+        if self.began is None:
+            self.began = now
+        elif not self.told and now - self.began >= WAIT_TOLD_SECONDS:
+            self.told = True  # first: an exception in the send never tells twice
+            _client.tell_waiting(self.what())
+
+    def ended(self) -> None:
+        if self.told:
+            self.told = False
+            _client.tell_waiting("")

@@ -92,6 +92,7 @@ from ._wire import (
     Started,
     StartReq,
     StatusReq,
+    WaitingIn,
     WaitReq,
     WatchReq,
     WireEncap,
@@ -153,6 +154,10 @@ WAIT_NOTICE_SECONDS = 10.0
 # without a word.
 STALL_NOTICE_SECONDS = 10.0
 WAITS_SHOWN = 20  # kinds of wait status shows per process (see _grouped)
+# The waits in shared memory one process may tell of (one a thread), and the
+# characters of each kept: what a malformed flood of them may hold.
+SHM_WAITS_MAX = 1024
+SHM_WAIT_TEXT_MAX = 200
 _MAX_BATCH = 64  # messages read from one socket before others get a turn
 JOIN_TIMERS_MIN = 64  # join timers kept before stale ones are swept (see _time_join)
 # The process number of a wait's timer (see _time_join): a WaitReq is for several.
@@ -405,6 +410,10 @@ class Master:
         self.stall_at: float | None = None
         self.stall_after = STALL_NOTICE_SECONDS
         self.sent = 0
+        # The waits in shared memory that processes have told of (see
+        # _client.tell_waiting), by process id, then thread: for the stall
+        # notice and status, which see no other.
+        self.shm_waits: dict[int, dict[int, str]] = {}
         self.when_looked: tuple[int, dict[int, int | None]] | None = None
         self.killed = False
         self._buf = recv_buffer()
@@ -739,8 +748,9 @@ class Master:
 
     def _look_for_stall(self) -> None:
         """Say so if every running process waits in the master (a join, a
-        wait for the first of several ends, a plugin call), none with a
-        timeout still to come, and since the last look none has sent
+        wait for the first of several ends, a plugin call) or in a Mailbox
+        (as it has told: see _client.tell_waiting), none with a timeout
+        still to come, and since the last look none has sent
         anything or used any CPU: none can go on, unless something outside
         netmcore wakes one. Looked at every ``stall_after`` seconds, doubled
         after each notice, until something moves. Not once run has begun
@@ -758,8 +768,8 @@ class Master:
             seen = (self.sent, {r.n: _cpu_ticks(r) for r in running})
         if seen is not None and seen == self.when_looked:
             log.warning(
-                "netmcore: every running process has waited in the master for %g s or "
-                "more, and none has sent anything or used the CPU meanwhile: %s. Unless "
+                "netmcore: every running process has waited in the master or in a box for "
+                "%g s or more, and none has sent anything or used the CPU meanwhile: %s. Unless "
                 "something outside netmcore wakes one (a signal, a timer of its own), they "
                 "wait for each other, for ever (a deadlock: a join cycle, a box that nobody "
                 "sends to). python -m netmcore status %s shows them; end them with python "
@@ -937,6 +947,9 @@ class Master:
             elif isinstance(msg, Finished):
                 reply = None
                 self._on_finished(conn, msg.outcome)
+            elif isinstance(msg, WaitingIn):
+                reply = None
+                self._note_shm_wait(conn, msg)
             elif isinstance(msg, ReleaseReq):
                 self.release(msg.res_id, self._user(conn))
                 reply = Done()
@@ -979,6 +992,19 @@ class Master:
         conn.send(msgspec.structs.replace(reply, req=getattr(msg, "req", 0)))
         if isinstance(msg, StartReq) and isinstance(reply, Failed):
             _payload.discard(msg.arg.payload)  # nobody else will read it
+
+    def _note_shm_wait(self, conn: Conn, msg: WaitingIn) -> None:
+        """A thread of a process waits in shared memory (or no longer does)."""
+        record = _process_of(conn)
+        if record is None or record.outcome is not None:
+            return
+        threads = self.shm_waits.setdefault(record.n, {})
+        if not msg.what:
+            threads.pop(msg.thread, None)
+        elif msg.thread in threads or len(threads) < SHM_WAITS_MAX:
+            threads[msg.thread] = msg.what[:SHM_WAIT_TEXT_MAX]
+        if not threads:
+            del self.shm_waits[record.n]
 
     def _on_finished(self, conn: Conn, outcome: WireOutcome) -> None:
         child = conn.child
@@ -1605,6 +1631,7 @@ class Master:
         fails here is logged: the end of the process (its outcome for the
         joiner, its exit) goes on whatever it is."""
         n = record.n
+        self.shm_waits.pop(n, None)
         try:
             _resources.leave_all(n, _resource_user_end(record, outcome))
         except Exception:
@@ -1693,8 +1720,9 @@ class Master:
     def waits(self) -> dict[int, list[str]]:
         """What each process waits for in the master, by process id: its
         joins, its waits for the first of several ends (as_completed, map),
-        its plugin calls. A wait in shared memory (a Mailbox, a ShmMutex, a
-        semaphore) is the process's own, and not seen here."""
+        its plugin calls; and the waits in a Mailbox it has told of (see
+        _client.tell_waiting). Other waits in shared memory (a ShmMutex, a
+        semaphore) are the process's own, and not seen here."""
         found: dict[int, list[str]] = {}
 
         def note(conn: Conn, what: str) -> None:
@@ -1713,6 +1741,8 @@ class Master:
                 note(conn, f"the first end of processes {left}")
         for n, what in self.plugins.waits() if self.plugins is not None else ():
             found.setdefault(n, []).append(what)
+        for n, threads in self.shm_waits.items():
+            found.setdefault(n, []).extend(threads.values())
         return {n: _grouped(whats) for n, whats in found.items()}
 
     # --- the end -------------------------------------------------------------

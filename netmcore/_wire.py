@@ -257,6 +257,16 @@ class Finished(_Msg, frozen=True):
     outcome: WireOutcome
 
 
+class WaitingIn(_Msg, frozen=True):
+    """Thread ``thread`` of the process has waited a while, with no timeout,
+    for ``what`` in shared memory (room in a full box, a message): for the
+    stall notice and status (see _client.tell_waiting). Unanswered. An empty
+    ``what``: that wait has ended."""
+
+    thread: int
+    what: str
+
+
 # Master -> worker.
 class Assign(_Msg, frozen=True):
     pid: int
@@ -376,6 +386,7 @@ Message = (
     | HandOverReq
     | KillReq
     | Finished
+    | WaitingIn
     | Assign
     | Rehearse
     | Started

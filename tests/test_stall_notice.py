@@ -87,8 +87,8 @@ def test_processes_waiting_for_each_other_are_named_and_a_ctrl_c_ends_them(
     else:
         assert its_wait == "Mbox('stall.calls').receive()", its_wait
     assert (
-        "waited in the master for 0.2 s or more, and none has sent anything or used the CPU"
-        in notice
+        "waited in the master or in a box for 0.2 s or more, and none has sent anything or "
+        "used the CPU" in notice
     )
     assert "(a deadlock: a join cycle, a box that nobody sends to)" in notice
     assert "python -m netmcore kill " in notice and notice.rstrip().endswith(
