@@ -313,8 +313,8 @@ def _chunks(entries: list[tuple[int, bytes]], room: int) -> list[list[tuple[int,
 
 def _fitted(raised: WireRaised, item_size: int) -> WireRaised:
     """``raised`` cut to a message's room: the longer of its traceback and
-    its message halved (to its head and tail) in turn, then its classes (its
-    own kept): a failure always fits a message."""
+    its message halved (to its head and tail) in turn, then its classes
+    (see _fewer): a failure always fits a message."""
     room = _slot_size(item_size) - MESSAGE_HEAD - ENTRY_HEAD
     while len(msgspec.msgpack.encode(raised)) > room:
         traceback, message = raised.traceback, raised.message
@@ -323,9 +323,18 @@ def _fitted(raised: WireRaised, item_size: int) -> WireRaised:
         elif message:
             raised = msgspec.structs.replace(raised, message=_halved(message))
         else:  # (a class's name is NAME_MAX characters at most: one fits)
-            classes = raised.classes[: len(raised.classes) // 2 or 1]
-            raised = msgspec.structs.replace(raised, classes=classes)
+            raised = msgspec.structs.replace(raised, classes=_fewer(raised.classes))
     return raised
+
+
+def _fewer(classes: tuple[str, ...]) -> tuple[str, ...]:
+    """About half of ``classes``: its nearest and its farthest (the user's
+    base classes, ``Exception``), as exception_classes keeps a deep
+    hierarchy's; its own always."""
+    keep = len(classes) // 2
+    if keep <= 1:
+        return classes[:1]
+    return classes[: keep - keep // 2] + classes[len(classes) - keep // 2 :]
 
 
 def _halved(text: str) -> str:

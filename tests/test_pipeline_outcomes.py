@@ -185,6 +185,8 @@ def test_fitting_cuts_the_traceback_then_the_message_then_the_classes_keeping_it
     room = _pipeline._slot_size(4096) - _pipeline.MESSAGE_HEAD - _pipeline.ENTRY_HEAD
     assert len(msgspec.msgpack.encode(fitted)) <= room
     assert (fitted.traceback, fitted.message) == ("", "")
-    assert fitted.classes[0] == classes[0] and 1 <= len(fitted.classes) < 64
+    # Its own class, and the farthest (the user's base classes, Exception), kept.
+    assert fitted.classes[0] == classes[0] and fitted.classes[-1] == classes[-1]
+    assert 2 <= len(fitted.classes) < 64
     small = WireRaised("KeyError", "'k'", "Traceback ...", ("KeyError", "LookupError"))
     assert _pipeline._fitted(small, 4096) is small
