@@ -363,3 +363,33 @@ def end_a_thread_holding(lock: Callable[[], object], word: ctypes.c_int) -> None
     thread.start()
     thread.join()
     wait_until(lambda: bool(word.value & OWNER_DIED), "the dead holder's mark")
+
+
+# How the master's stall notice begins (see Master._look_for_stall).
+STALL_NOTICE = "every running process has waited in the master"
+
+
+def notice_then_ctrl_c(tmp_path: Path, script: str, arg: str) -> tuple[str, str, int]:
+    """Run ``script`` with ``arg`` in a session of its own until it logs the
+    stall notice, then Ctrl-C it, as the notice says; the notice's line, the
+    rest of its stderr and its exit status. A program that never gives the
+    notice fails at the per-test timeout."""
+    path = tmp_path / "stalls.py"
+    path.write_text(script)
+    proc = subprocess.Popen(
+        [sys.executable, str(path), arg],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        notice = next(line for line in proc.stderr if STALL_NOTICE in line)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, rest = proc.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return notice, rest, proc.returncode

@@ -6,17 +6,13 @@ reads) hung a program without a word."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from scenario import wait_until
+from scenario import notice_then_ctrl_c, wait_until
 
 import netmcore
 from netmcore import _admin, _mailbox, _master
@@ -155,25 +151,7 @@ netmcore.run(first_process=lambda: driver.start(0), extract_result=lambda c, pid
 def test_a_process_waiting_in_a_box_for_ever_is_part_of_the_stall_notice(
     tmp_path: Path, case: str
 ) -> None:
-    script = tmp_path / "joins_before_it_reads.py"
-    script.write_text(_JOINS_BEFORE_IT_READS)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), case],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stderr is not None
-        # Until the notice: a program that never gives one fails at the per-test timeout.
-        notice = next(line for line in proc.stderr if "every running process has waited" in line)
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.communicate(timeout=30)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    notice, _, _ = notice_then_ctrl_c(tmp_path, _JOINS_BEFORE_IT_READS, case)
     name = "produces" if case == "send" else "listens"
     found = re.search(
         r": \d+ \(__main__\.driver, running for \d+ s, waiting for the join of process \d+\), "

@@ -5,25 +5,22 @@ first process ended, which here never comes."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from scenario import run_scenario
+from scenario import STALL_NOTICE, notice_then_ctrl_c, run_scenario
 
 import netmcore
 from netmcore import _master
 
-NOTICE = "every running process has waited in the master"
+NOTICE = STALL_NOTICE
 
 _DEADLOCK = """
 import sys
@@ -55,25 +52,7 @@ netmcore.run(first_process=lambda: driver.start(0),
 def test_processes_waiting_for_each_other_are_named_and_a_ctrl_c_ends_them(
     tmp_path: Path, case: str
 ) -> None:
-    script = tmp_path / "deadlock.py"
-    script.write_text(_DEADLOCK)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), case],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stderr is not None
-        # Until the notice: a program that never gives one fails at the per-test timeout.
-        notice = next(line for line in proc.stderr if NOTICE in line)
-        os.killpg(proc.pid, signal.SIGINT)  # what the notice says: a Ctrl-C ends the run
-        _, rest = proc.communicate(timeout=30)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    notice, rest, returncode = notice_then_ctrl_c(tmp_path, _DEADLOCK, case)
     found = re.search(
         r": (\d+) \(__main__\.driver, running for \d+ s, waiting for the join of process (\d+)\), "
         r"(\d+) \(__main__\.joins_its_starter, running for \d+ s, waiting for (.*)\)\. Unless ",
@@ -94,7 +73,7 @@ def test_processes_waiting_for_each_other_are_named_and_a_ctrl_c_ends_them(
     assert "python -m netmcore kill " in notice and notice.rstrip().endswith(
         f"{driver} {joiner}, or a Ctrl-C ends the run"
     )
-    assert proc.returncode != 0 and "KeyboardInterrupt" in rest, rest
+    assert returncode != 0 and "KeyboardInterrupt" in rest, rest
 
 
 def after_five_looks(
