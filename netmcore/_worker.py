@@ -143,47 +143,12 @@ def main(master: Master, sock: socket.socket, assign: Assign | None) -> NoReturn
             pass
         else:  # (for 3.12: see test_backedges)
             pass
-        # Not after a Ctrl-C: the children got it too, and a wait for one
-        # that does not end would hold the process until the master's SIGTERM.
-        if not interrupted:
-            try:  # not suppress: see Master.close_in_child
-                _end_multiprocessing()
-            except BaseException:  # an interrupt: exit now
-                pass
-            else:  # (for 3.12: see test_backedges)
-                pass
         if interrupted:
             # Die of SIGINT, as an interrupted program should (and as the master
             # does): its outcome is then Crashed(signal=SIGINT), not an exit code.
             _signal.signal(signal.SIGINT, _signal.SIG_DFL)
             signal.raise_signal(signal.SIGINT)
         os._exit(code)
-
-
-def _end_multiprocessing() -> None:
-    """What multiprocessing does as a process of its own ends, if the process
-    used it: its finalizers run (a Pool left open is terminated), and the
-    children it started end: the daemonic ones terminated, the others
-    waited for. Skipped, a daemonic child outlived the process, orphaned,
-    and a forkserver's directory was left behind. The children and the
-    finalizers the process inherited from the master are the master's, not
-    its own: those are left alone (a Finalize runs only in the process that
-    made it)."""
-    process = sys.modules.get("multiprocessing.process")
-    util = sys.modules.get("multiprocessing.util")
-    if process is None or util is None:  # (the usual case: nothing to do)
-        return
-    me = os.getpid()
-    # Private, as multiprocessing's own bootstrap uses them. Looked at first:
-    # a module imported (by concurrent.futures, say) and not used by the
-    # process costs its end no more (_exit_function is ~170 us and ~37
-    # copy-on-write faults).
-    children = {p for p in process._children if p._parent_pid == me}
-    finalizers = any(f._pid == me for f in list(util._finalizer_registry.values()))
-    if not (children or finalizers):
-        return
-    process._children = children  # type: ignore[attr-defined]
-    util._exit_function()
 
 
 def _wait_for_threads() -> None:

@@ -5,9 +5,7 @@ closes its link's descriptor is told so, not that the master is gone."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -213,53 +211,3 @@ def test_a_child_the_masters_own_code_forks_cannot_act_as_the_master() -> None:
     assert result == 16
     assert said.startswith("ContextError: start() was called in a child that the master's own")
     assert "Start a netmcore process instead of forking" in said
-
-
-def test_a_process_ends_the_multiprocessing_children_it_started_as_multiprocessing_does(
-    tmp_path: Path,
-) -> None:
-    """A process's end runs multiprocessing's own (util._exit_function): its
-    daemonic children are terminated and its other children waited for. It
-    went straight to os._exit, and a daemonic child outlived it, orphaned.
-    The master's own daemonic child is not the process's: it lives on."""
-    result = run_script(
-        tmp_path,
-        """
-        import multiprocessing, os, time
-        import netmcore
-
-        def write_pid_then(path, seconds):
-            with open(path, "w") as f:
-                f.write(str(os.getpid()))
-            time.sleep(seconds)
-
-        @netmcore.process
-        def starts_children(directory: str) -> list[int]:
-            fork = multiprocessing.get_context("fork")
-            daemonic = fork.Process(target=time.sleep, args=(60,), daemon=True)
-            daemonic.start()
-            waited = fork.Process(target=write_pid_then, args=(f"{directory}/waited", 0.2))
-            waited.start()
-            return [daemonic.pid]
-
-        masters = multiprocessing.get_context("fork").Process(
-            target=time.sleep, args=(60,), daemon=True
-        )
-        masters.start()
-        pids = netmcore.run(
-            first_process=lambda: starts_children.start(os.path.dirname(__file__)),
-            extract_result=lambda _c, pid: starts_children.result(pid, timeout=0),
-        )
-        waited = open(os.path.join(os.path.dirname(__file__), "waited")).read()
-        print(pids[0], waited, masters.pid, masters.is_alive())
-        """,
-    )
-    daemonic, waited, masters, alive = result.stdout.split()
-    try:
-        assert alive == "True", result.stderr  # the master's child is left alone
-        for pid in (int(daemonic), int(waited)):  # gone with the process, reaped
-            assert not os.path.exists(f"/proc/{pid}"), (pid, result.stderr)
-    finally:
-        for pid in (int(daemonic), int(waited), int(masters)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
